@@ -1,0 +1,1 @@
+"""losswatch client: stream per-step loss, grad-norm and LR to a losswatch service (standard library only)."""

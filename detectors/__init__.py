@@ -1,0 +1,1 @@
+"""Online training-health detectors: pure computation, numpy allowed, no I/O."""

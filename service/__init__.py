@@ -1,0 +1,1 @@
+"""The losswatch service: FastAPI app, stores, metrics, command line."""

@@ -1,0 +1,1 @@
+"""One module per ``losswatch`` sub-command (see losswatch.service.cli)."""

@@ -1,0 +1,1 @@
+"""Learning-rate tooling that needs storage or processes: policy database, evaluator, search."""
