@@ -1,0 +1,30 @@
+"""The shared record/alert contract round-trips through JSON without losing NaN or infinity."""
+
+import json
+import math
+
+import pytest
+
+from losswatch.detectors.types import Action, Alert, Record
+
+
+def test_record_keeps_nan_and_infinity_through_json():
+    r = Record.from_dict({"step": 7, "loss": "NaN", "grad_norm": "Infinity", "lr": "-Infinity"})
+    wire = json.loads(json.dumps(r.to_dict()))
+    back = Record.from_dict(wire)
+    assert math.isnan(back.loss) and back.grad_norm == math.inf and back.lr == -math.inf
+    assert back.val_loss is None
+
+
+@pytest.mark.parametrize("step", [-1, 1.5, "3", True, None])
+def test_record_rejects_bad_steps(step):
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        Record.from_dict({"step": step})
+
+
+def test_alert_id_is_deterministic_and_round_trips():
+    a = Alert("run-1", 12, "divergence", "critical", "divergence", "loss rose",
+              action=Action("scale_lr", {"factor": 0.1}, "the loss is running away"))
+    assert a.id == "run-1:divergence:12"
+    b = Alert.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert b == a
