@@ -1,0 +1,355 @@
+"""The store interface: where runs, step series, alerts, action reports and detector state live.
+
+Two implementations: :mod:`losswatch.service.stores.memory` (embedded default, ``memory://``) and
+:mod:`losswatch.service.stores.redis` (``redis://host:port/db``, shared by service replicas).
+Pick one with :func:`open_store`.
+
+Atomicity contract (every implementation must keep it)
+------------------------------------------------------
+1. ``ingest(run_id, cols, ...)`` is atomic per run with respect to every other caller of any
+   replica: between reading the run's stored steps and detector state and writing the new steps,
+   the new detector state (``Engine.to_bytes()``), the changed alerts and the run summary, no other
+   ``ingest`` for the same run may interleave (memory: one ``asyncio.Lock`` per run; Redis: a
+   per-run lock or an optimistic WATCH/MULTI transaction retried on conflict). Consequence:
+   concurrent batches for one run neither lose nor double-count a step: each (run_id, step) is
+   stored exactly once and counted once as accepted, every repeat is counted as a duplicate.
+2. All or nothing: if ``ingest`` raises (e.g. :class:`StoreUnavailable`), none of the batch's
+   steps, state or alerts were made visible, so the client can retry the whole batch safely
+   (steps already stored come back as duplicates, which is harmless).
+3. Nothing already stored is ever modified by ingest except: the detector state, the run summary,
+   and alerts the engine reports as changed (same id = replace; ``acknowledged`` is kept).
+4. Store failures are raised as :class:`StoreUnavailable` (the API answers 503 + Retry-After);
+   nothing else may escape for a reachable store except programming errors.
+
+Step semantics (the shared helper :func:`classify_steps` implements them so every store agrees):
+a step already stored (or repeated earlier in the same batch) is a *duplicate*: not stored again.
+A new step lower than the highest step seen before it (stored or earlier in the batch) is
+*out of order*: stored in its place in the series, but the detectors only see the in-order stream
+(the engine ignores ``step <= last_step``), so it never raises an alert.
+
+Values travel as JSON-safe dicts (alerts, action reports: the shape of ``Alert.to_dict()``) and as
+:class:`Columns` (step series), so a store can serialise them without knowing the detector types.
+"""
+
+from __future__ import annotations
+
+import abc
+import bisect
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+# Value fields of a step record, in the order they are stored (besides step, ts and extra).
+VALUE_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or failed mid-operation (e.g. Redis is down).
+
+    ``retry_after`` (seconds) is what the API puts in its Retry-After header.
+    """
+
+    def __init__(self, message: str = "store unavailable", retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProjectConflict(StoreError):
+    """A run already belongs to another project (its project is fixed once set)."""
+
+    def __init__(self, run_id: str, project: str, requested: str) -> None:
+        super().__init__(f"run {run_id!r} belongs to project {project!r}, not {requested!r}")
+        self.run_id, self.project, self.requested = run_id, project, requested
+
+
+@dataclass(slots=True)
+class Columns:
+    """A batch or a slice of a step series, column-wise (the fast path never builds Records).
+
+    All lists have the same length. ``None`` = not logged; ``float('nan')`` = a NaN value.
+    ``extra`` holds one dict (or None) per step.
+    """
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float | None] = field(default_factory=list)
+    grad_norm: list[float | None] = field(default_factory=list)
+    lr: list[float | None] = field(default_factory=list)
+    val_loss: list[float | None] = field(default_factory=list)
+    ts: list[float | None] = field(default_factory=list)
+    extra: list[dict[str, float] | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def take(self, idx: Sequence[int]) -> "Columns":
+        """The rows at positions ``idx`` (in that order)."""
+        return Columns(
+            step=[self.step[i] for i in idx],
+            loss=[self.loss[i] for i in idx],
+            grad_norm=[self.grad_norm[i] for i in idx],
+            lr=[self.lr[i] for i in idx],
+            val_loss=[self.val_loss[i] for i in idx],
+            ts=[self.ts[i] for i in idx],
+            extra=[self.extra[i] for i in idx],
+        )
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Row ``i`` as a plain dict (floats as floats, NaN included)."""
+        return {
+            "step": self.step[i],
+            "loss": self.loss[i],
+            "grad_norm": self.grad_norm[i],
+            "lr": self.lr[i],
+            "val_loss": self.val_loss[i],
+            "ts": self.ts[i],
+            "extra": self.extra[i] or {},
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.row(i) for i in range(len(self.step))]
+
+
+@dataclass(slots=True)
+class StepSplit:
+    """How :func:`classify_steps` sorted a batch: positions into the batch."""
+
+    new: list[int]            # positions to store (first occurrence of each new step)
+    in_order: list[int]       # subset of ``new`` the detectors see (strictly increasing steps)
+    duplicates: int
+    out_of_order: int
+
+
+def classify_steps(steps: Sequence[int], is_stored: Callable[[int], bool], last_step: int | None) -> StepSplit:
+    """Split a batch into new / in-order / duplicate / out-of-order steps.
+
+    Parameters
+    ----------
+    steps : the batch's steps in arrival order.
+    is_stored : tells whether a step is already stored for the run (called only for steps that are
+        not above the highest step seen, so an in-order stream never pays for the look-up).
+    last_step : the highest step stored so far, or None for a new run.
+
+    Examples
+    --------
+    >>> s = classify_steps([5, 6, 6, 3, 7], lambda k: k in {1, 2, 3, 4, 5}, 5)
+    >>> s.new, s.in_order, s.duplicates, s.out_of_order
+    ([1, 4], [1, 4], 3, 0)
+    >>> s = classify_steps([10, 8, 11], lambda k: False, None)
+    >>> s.new, s.in_order, s.duplicates, s.out_of_order
+    ([0, 1, 2], [0, 2], 0, 1)
+    """
+    high = -1 if last_step is None else last_step
+    new: list[int] = []
+    in_order: list[int] = []
+    seen_here: set[int] = set()
+    dups = ooo = 0
+    for i, s in enumerate(steps):
+        if s > high:
+            new.append(i)
+            in_order.append(i)
+            seen_here.add(s)
+            high = s
+        elif s in seen_here or is_stored(s):
+            dups += 1
+        else:
+            new.append(i)
+            seen_here.add(s)
+            ooo += 1
+    return StepSplit(new=new, in_order=in_order, duplicates=dups, out_of_order=ooo)
+
+
+def sorted_contains(sorted_steps: list[int], step: int) -> bool:
+    """Membership in a sorted list by bisection (no per-run set needed)."""
+    i = bisect.bisect_left(sorted_steps, step)
+    return i < len(sorted_steps) and sorted_steps[i] == step
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What one ``ingest`` call did."""
+
+    accepted: int
+    duplicates: int
+    out_of_order: int
+    alerts: list[dict[str, Any]]              # alerts changed by this batch (Alert.to_dict + times)
+    new_alert_ids: list[str]                  # ids first raised by this batch (episodes)
+    recommendation: dict[str, Any] | None     # Action.to_dict() or None
+    health: str                               # ok | warning | critical
+    project: str
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """One run as listed by the API and exported to Prometheus.
+
+    ``last`` holds the latest in-order values (loss, grad_norm, lr, val_loss: NaN stays NaN;
+    a field never logged is None) and ``last_step`` the highest step stored.
+    """
+
+    run_id: str
+    project: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    last_seen: float | None = None           # wall time of the last accepted batch
+    last_step: int | None = None
+    n_steps: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    last: dict[str, float | None] = field(default_factory=dict)
+    health: str = "ok"
+    active_alerts: list[dict[str, Any]] = field(default_factory=list)
+    recommendation: dict[str, Any] | None = None
+
+
+class Store(abc.ABC):
+    """The async store interface (see the module docstring for the atomicity contract).
+
+    Project scoping: ``projects`` arguments, when not None, restrict results to runs of those
+    projects (the API passes the caller's token scope). A run's project is fixed by the first
+    ``put_meta`` or ``ingest`` that names one; until then it is ``"default"`` (a run created
+    without naming a project may be claimed once by the first call that names one); after that,
+    naming another project raises :class:`ProjectConflict`.
+    """
+
+    url: str = ""
+
+    # --- writes ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def ingest(self, run_id: str, cols: Columns, *, project: str | None = None,
+                     now: float | None = None) -> IngestResult:
+        """Store a batch and run the detectors on its in-order part, atomically per run.
+
+        Creates the run if absent (project = ``project`` or "default"). Raises
+        :class:`ProjectConflict` if the run exists under another project than ``project``
+        (``project=None`` never conflicts).
+        """
+
+    @abc.abstractmethod
+    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str | None = None,
+                       now: float | None = None) -> RunSummary:
+        """Create the run or replace its metadata; passes it to the engine (``set_meta``)."""
+
+    @abc.abstractmethod
+    async def ack_alert(self, alert_id: str, *, now: float | None = None) -> dict[str, Any] | None:
+        """Mark an alert acknowledged (kept across later updates); None if unknown."""
+
+    @abc.abstractmethod
+    async def record_action(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Append a client's action report to the run's alert history; returns it as stored.
+        Raises KeyError if the run does not exist."""
+
+    # --- reads ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        ...
+
+    @abc.abstractmethod
+    async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
+                        active_since: float | None = None) -> list[RunSummary]:
+        """Runs sorted by run_id; ``active_since``: last_seen >= it (wall-clock seconds)."""
+
+    @abc.abstractmethod
+    async def read_series(self, run_id: str, start: int | None = None,
+                          end: int | None = None) -> Columns | None:
+        """Stored steps with start <= step <= end, sorted by step; None if the run is unknown."""
+
+    @abc.abstractmethod
+    async def list_alerts(self, *, run_id: str | None = None, projects: Iterable[str] | None = None,
+                          kind: str | None = None, severity: str | None = None,
+                          since: float | None = None) -> list[dict[str, Any]]:
+        """Alerts (newest update first); ``since``: updated_at >= since (wall-clock seconds)."""
+
+    @abc.abstractmethod
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        ...
+
+    @abc.abstractmethod
+    async def list_actions(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's action reports, oldest first."""
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return if the store is usable, else raise :class:`StoreUnavailable` saying why."""
+
+    async def close(self) -> None:
+        """Release connections (default: nothing to do)."""
+
+
+# --- helpers every store shares ------------------------------------------------------------
+
+def new_engine(run_id: str, meta: dict[str, Any] | None):
+    """A fresh detector engine (imported lazily: the stores module stays importable alone)."""
+    from losswatch.detectors import Engine
+
+    return Engine(run_id=run_id, meta=meta or None)
+
+
+def load_engine(state: bytes):
+    """An engine restored from ``Engine.to_bytes()``."""
+    from losswatch.detectors import Engine
+
+    return Engine.from_bytes(state)
+
+
+def run_engine(engine, cols: Columns, in_order: list[int]):
+    """Feed the in-order rows to the engine in one vectorised pass.
+
+    Returns (changed alerts as Alert objects, recommendation dict or None, health).
+    """
+    changed = []
+    if in_order:
+        from losswatch.detectors import Batch
+
+        sub = cols if len(in_order) == len(cols) else cols.take(in_order)
+        batch = Batch.from_columns(step=sub.step, loss=sub.loss, grad_norm=sub.grad_norm,
+                                   lr=sub.lr, val_loss=sub.val_loss)
+        changed = engine.update_batch(batch)
+    rec = engine.recommendation
+    return changed, (rec.to_dict() if rec is not None else None), engine.health
+
+
+def alert_record(alert, previous: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """The stored form of an alert: ``Alert.to_dict()`` plus raised_at/updated_at; an earlier
+    acknowledgement survives the update."""
+    d = alert.to_dict()
+    d["raised_at"] = previous["raised_at"] if previous else now
+    d["updated_at"] = now
+    if previous and previous.get("acknowledged"):
+        d["acknowledged"] = True
+        d["acknowledged_at"] = previous.get("acknowledged_at")
+    return d
+
+
+def last_values(cols: Columns, i: int) -> dict[str, float | None]:
+    return {f: getattr(cols, f)[i] for f in VALUE_FIELDS}
+
+
+def wall_now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def is_finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def open_store(url: str) -> Store:
+    """The store for ``url``: ``memory://`` (default) or ``redis://host:port/db``.
+
+    A Redis store is ``losswatch.service.stores.redis.RedisStore(url)``.
+    """
+    url = url or "memory://"
+    if url.startswith("memory://") or url == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisStore
+
+        return RedisStore(url)
+    raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://host:port/db")
