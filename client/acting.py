@@ -1,0 +1,386 @@
+"""Acting on losswatch's advice inside the training process (opt-in).
+
+An :class:`Actor` turns a recommendation (``{"type": "scale_lr", "factor": 0.1, "reason": ...}``)
+into a change of the running training job: it scales the optimizer's learning rate (and the
+scheduler's future values), installs gradient clipping, calls a user-supplied rollback function,
+or asks the training loop to stop. Guardrails keep it from doing harm:
+
+- **confirmation**: no action on a single noisy step. An action is taken only when the alert's
+  episode has persisted for ``min_persist_steps`` steps (``last_step - step``, or the span the
+  detector's evidence covers), when the alert is a NaN (a NaN loss never recovers by itself), or
+  when the same action was already recommended at an earlier step (confirmation on the next
+  recommendation);
+- **cooldown**: at least ``cooldown_steps`` steps between two interventions, so the run can show
+  whether the first one worked;
+- **cap**: at most ``max_actions`` interventions per run;
+- **one action per episode**: an alert (by id) is acted on once;
+- **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
+
+Every applied (or dry-run) action is reported to the service through
+``monitor.report_action(step, action, applied, dry_run)`` so it shows in the run's alerts, in
+``losswatch_actions_applied_total`` and as a Grafana annotation.
+
+The module imports nothing heavy: torch is only touched through the optimizer the user passes.
+
+Supported schedulers for ``scale_lr`` (future values stay scaled; checked against torch itself in
+tests/test_acting.py): every ``torch.optim.lr_scheduler`` class shipped with torch 2.x —
+LambdaLR, MultiplicativeLR, StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
+PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR,
+ReduceLROnPlateau, and SequentialLR / ChainedScheduler of those. A scheduler of another kind gets
+its ``base_lrs`` scaled (the state every torch scheduler keeps), which is right for any schedule
+that is proportional to its base LR.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import Any, Callable
+
+__all__ = ["Actor", "StopTraining", "SUPPORTED_ACTIONS"]
+
+log = logging.getLogger("losswatch.acting")
+
+SUPPORTED_ACTIONS = ("scale_lr", "clip_grad_norm", "rollback", "stop")
+
+
+class StopTraining(Exception):
+    """Raised by a plain-loop helper (opt-in) when losswatch asked training to stop."""
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    """Read a field of an alert/action that may be a dict or a dataclass (detectors.types)."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _action_dict(action: Any) -> dict[str, Any]:
+    """An action as a plain dict ``{"type": ..., **params, "reason": ...}``."""
+    if action is None:
+        return {"type": "none"}
+    if isinstance(action, dict):
+        return dict(action)
+    to_dict = getattr(action, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    raise TypeError(f"an action must be a dict or an Action, got {type(action).__name__}")
+
+
+def _scale_value(container: Any, key: Any, factor: float) -> None:
+    """Multiply ``container[key]`` by factor in place (a tensor LR stays the same tensor)."""
+    v = container[key]
+    if hasattr(v, "mul_"):  # a tensor LR (capturable / fused optimizers): keep its identity
+        v.mul_(factor)
+    else:
+        container[key] = v * factor
+
+
+def _scale_list_attr(obj: Any, name: str, factor: float) -> None:
+    values = getattr(obj, name, None)
+    if isinstance(values, list):
+        for i in range(len(values)):
+            _scale_value(values, i, factor)
+
+
+def scale_scheduler(scheduler: Any, factor: float) -> None:
+    """Scale every LR-valued piece of state a torch scheduler keeps, so that all its future
+    values are ``factor`` times what they would have been.
+
+    WHY each field: closed-form schedules (LambdaLR, StepLR's milestone jumps in SequentialLR,
+    CosineAnnealingWarmRestarts) recompute from ``base_lrs``; CyclicLR oscillates between
+    ``base_lrs`` and ``max_lrs``; cosine schedules approach ``eta_min``; ReduceLROnPlateau floors
+    at ``min_lrs``. Scaling all of them makes the new schedule exactly the old one times factor.
+    OneCycleLR keeps its state in the param groups (initial_lr, max_lr, min_lr): see
+    :meth:`Actor.scale_lr`.
+    """
+    if scheduler is None:
+        return
+    for sub in getattr(scheduler, "_schedulers", None) or []:  # SequentialLR, ChainedScheduler
+        scale_scheduler(sub, factor)
+    _scale_list_attr(scheduler, "base_lrs", factor)
+    _scale_list_attr(scheduler, "max_lrs", factor)  # CyclicLR
+    _scale_list_attr(scheduler, "min_lrs", factor)  # ReduceLROnPlateau
+    _scale_list_attr(scheduler, "_last_lr", factor)  # what get_last_lr() reports
+    if isinstance(getattr(scheduler, "eta_min", None), (int, float)):
+        scheduler.eta_min = scheduler.eta_min * factor
+    if isinstance(getattr(scheduler, "default_min_lr", None), (int, float)):
+        scheduler.default_min_lr = scheduler.default_min_lr * factor
+
+
+def _alert_span(alert: Any) -> int:
+    """How many steps of evidence stand behind an alert: its episode's length, or the window the
+    detector says its evidence covers (whichever is larger)."""
+    if alert is None:
+        return 0
+    first = _get(alert, "step")
+    last = _get(alert, "last_step")
+    span = 0
+    if isinstance(first, int) and isinstance(last, int):
+        span = last - first + 1
+    evidence = _get(alert, "evidence") or {}
+    if isinstance(evidence, dict):
+        for key in ("span_steps", "window", "steps", "n_steps", "over_steps", "consecutive"):
+            v = evidence.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                span = max(span, int(v))
+    return span
+
+
+class Actor:
+    """Applies losswatch's recommendations to a torch optimizer, with guardrails.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer or None
+        The optimizer whose param groups get their LR scaled and whose step gets clipping.
+        None: only ``rollback`` and ``stop`` can be applied.
+    scheduler : torch LR scheduler or None
+        Scaled along with the optimizer so the schedule's future values stay scaled.
+    on_rollback : callable(step) or None
+        Restores the model (and optimizer) to a checkpoint at or before ``step``. Without it,
+        rollback advice is reported but not applied.
+    on_stop : callable() or None
+        Ends training the framework's way. Without it :attr:`stop_requested` is set (a plain
+        loop checks it, or the torch helper raises :class:`StopTraining` when asked to).
+    dry_run : bool
+        Decide as usual, change nothing, report what would have been done.
+    cooldown_steps : int
+        Minimum steps between two interventions (default 50: long enough for a scaled LR to show
+        its effect on a smoothed loss, short next to a typical run).
+    max_actions : int
+        Cap on interventions per run (default 5; three 10x cuts already take an LR 1000x down).
+    min_persist_steps : int
+        An alert whose evidence spans fewer steps waits for confirmation (default 3).
+    clip_with_hook : bool
+        Install clipping as an ``optimizer.register_step_pre_hook``. Integrations whose framework
+        calls ``optimizer.step(closure)`` (Lightning) set False and call :meth:`clip_gradients`
+        at the point where gradients are ready.
+    monitor : losswatch.client.Monitor or None
+        Where applied actions are reported (``report_action``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Linear(2, 1)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    >>> actor = Actor(opt, cooldown_steps=10)
+    >>> alert = {"id": "r:divergence:5", "step": 5, "last_step": 9, "kind": "divergence",
+    ...          "severity": "critical", "action": {"type": "scale_lr", "factor": 0.1}}
+    >>> actor.apply(9, alert["action"], alert)["status"]
+    'applied'
+    >>> opt.param_groups[0]["lr"]
+    0.1
+    """
+
+    def __init__(
+        self,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        on_rollback: Callable[[int], Any] | None = None,
+        on_stop: Callable[[], Any] | None = None,
+        dry_run: bool = False,
+        cooldown_steps: int = 50,
+        max_actions: int = 5,
+        min_persist_steps: int = 3,
+        clip_with_hook: bool = True,
+        monitor: Any = None,
+    ) -> None:
+        if cooldown_steps < 0 or max_actions < 0 or min_persist_steps < 1:
+            raise ValueError("cooldown_steps and max_actions must be >= 0, min_persist_steps >= 1")
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.on_rollback = on_rollback
+        self.on_stop = on_stop
+        self.dry_run = bool(dry_run)
+        self.cooldown_steps = int(cooldown_steps)
+        self.max_actions = int(max_actions)
+        self.min_persist_steps = int(min_persist_steps)
+        # a recommendation confirms a pending one of the same type only this many steps later
+        self.confirm_window = max(100, 2 * self.min_persist_steps)
+        self.clip_with_hook = bool(clip_with_hook)
+        self.monitor = monitor
+        self.stop_requested = False
+        self.clip_max_norm: float | None = None
+        self.lr_scale = 1.0  # product of all LR factors applied so far
+        # every decision (bounded: apply() may be called at every step while advice stands)
+        self.history: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.actions: list[dict[str, Any]] = []  # applied / dry-run ones (at most max_actions)
+        self.n_actions = 0
+        self._last_action_step: int | None = None
+        self._acted_alerts: set[str] = set()
+        self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
+        self._clip_hook_handle: Any = None
+
+    # ------------------------------------------------------------------ decisions
+    def apply(self, step: int, action: Any, alert: Any = None) -> dict[str, Any]:
+        """Consider one recommendation at ``step``; apply it if the guardrails allow.
+
+        Returns
+        -------
+        dict
+            ``{"step", "action", "status", "why"}`` with status one of ``applied``,
+            ``dry_run``, ``pending`` (waits for confirmation), ``skipped``. Also appended to
+            :attr:`history`. Never raises on a bad recommendation (it is skipped and logged).
+        """
+        try:
+            act = _action_dict(action)
+        except TypeError as exc:
+            return self._record(step, {"type": "none"}, "skipped", str(exc))
+        kind = act.get("type", "none")
+        alert_id = _get(alert, "id")
+        if kind in (None, "none"):
+            return self._record(step, act, "skipped", "no action recommended")
+        if kind not in SUPPORTED_ACTIONS:
+            return self._record(step, act, "skipped", f"action {kind!r} is not something the Actor can do")
+        why_not = self._unsupported_reason(act)
+        if why_not:
+            return self._record(step, act, "skipped", why_not)
+        if alert_id is not None and alert_id in self._acted_alerts:
+            return self._record(step, act, "skipped", f"already acted on alert {alert_id}")
+        if self.n_actions >= self.max_actions:
+            return self._record(step, act, "skipped", f"cap of {self.max_actions} actions reached")
+        if self._last_action_step is not None and step - self._last_action_step < self.cooldown_steps:
+            return self._record(
+                step, act, "skipped",
+                f"cooldown: last action at step {self._last_action_step}, next allowed at "
+                f"{self._last_action_step + self.cooldown_steps}",
+            )
+        if not self._confirmed(step, kind, alert):
+            self._pending.setdefault(kind, step)
+            return self._record(step, act, "pending", "waiting for the next step to confirm the alert")
+        self._pending.pop(kind, None)
+        if alert_id is not None:
+            self._acted_alerts.add(alert_id)
+        self.n_actions += 1
+        self._last_action_step = step
+        if self.dry_run:
+            outcome = self._record(step, act, "dry_run", "dry run: nothing changed")
+        else:
+            try:
+                detail = self._do(step, act)
+            except Exception as exc:  # acting must never crash training
+                log.warning("losswatch could not apply %s: %s", act, exc)
+                return self._record(step, act, "skipped", f"failed: {exc}")
+            outcome = self._record(step, act, "applied", detail)
+        self._report(step, act, applied=not self.dry_run)
+        return outcome
+
+    def _confirmed(self, step: int, kind: str, alert: Any) -> bool:
+        """True when the advice is not the reaction to one noisy step."""
+        if _get(alert, "kind") == "nan":
+            return True
+        if _alert_span(alert) >= self.min_persist_steps:
+            return True
+        first = self._pending.get(kind)
+        if first is not None and step - first > self.confirm_window:
+            self._pending[kind] = step  # too old to confirm anything: start over
+            return False
+        return first is not None and step > first
+
+    def _unsupported_reason(self, act: dict[str, Any]) -> str | None:
+        kind = act["type"]
+        if kind == "scale_lr":
+            f = act.get("factor")
+            if not isinstance(f, (int, float)) or isinstance(f, bool) or not math.isfinite(f) or f <= 0:
+                return f"scale_lr needs a finite positive factor, got {f!r}"
+            if self.optimizer is None:
+                return "no optimizer to scale"
+        elif kind == "clip_grad_norm":
+            m = act.get("max_norm")
+            if not isinstance(m, (int, float)) or isinstance(m, bool) or not math.isfinite(m) or m <= 0:
+                return f"clip_grad_norm needs a finite positive max_norm, got {m!r}"
+            if self.optimizer is None:
+                return "no optimizer to clip"
+        elif kind == "rollback":
+            if self.on_rollback is None:
+                return "rollback advised but no on_rollback function was given"
+            if not isinstance(act.get("to_step"), int):
+                return f"rollback needs an integer to_step, got {act.get('to_step')!r}"
+        return None
+
+    # ------------------------------------------------------------------ effects
+    def _do(self, step: int, act: dict[str, Any]) -> str:
+        kind = act["type"]
+        if kind == "scale_lr":
+            self.scale_lr(float(act["factor"]))
+            return f"LR scaled by {act['factor']} (now {self.current_lr():.3g})"
+        if kind == "clip_grad_norm":
+            self.install_clipping(float(act["max_norm"]))
+            return f"gradients clipped at norm {act['max_norm']}"
+        if kind == "rollback":
+            self.on_rollback(int(act["to_step"]))  # type: ignore[misc]
+            return f"rolled back to step {act['to_step']}"
+        # stop
+        self.stop_requested = True
+        if self.on_stop is not None:
+            self.on_stop()
+        return "training asked to stop"
+
+    def current_lr(self) -> float:
+        """The first param group's LR as a float (nan without an optimizer)."""
+        if self.optimizer is None or not self.optimizer.param_groups:
+            return float("nan")
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def scale_lr(self, factor: float) -> None:
+        """Scale every param group's LR now and the scheduler's future values (see module doc)."""
+        for group in self.optimizer.param_groups:
+            _scale_value(group, "lr", factor)
+            # OneCycleLR computes from these group fields; initial_lr is also what a scheduler
+            # created later (or re-created on resume) takes as its base.
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                if key in group and group[key] is not None:
+                    _scale_value(group, key, factor)
+        scale_scheduler(self.scheduler, factor)
+        self.lr_scale *= factor
+
+    def install_clipping(self, max_norm: float) -> None:
+        """Clip the global grad-norm at ``max_norm`` before every optimizer step from now on."""
+        self.clip_max_norm = max_norm
+        if self.clip_with_hook and self._clip_hook_handle is None:
+            self._clip_hook_handle = self.optimizer.register_step_pre_hook(self._clip_pre_hook)
+
+    def _clip_pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.clip_gradients()
+
+    def clip_gradients(self) -> None:
+        """Clip the optimizer's gradients at the installed max_norm (no-op when none installed).
+
+        One fused reduction and one fused scale (``clip_grad_norm_`` with foreach), no host sync.
+        """
+        if self.clip_max_norm is None or self.optimizer is None:
+            return
+        import torch  # lazily: the Actor is only ever used next to a torch optimizer
+
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if params:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_max_norm, foreach=True)
+
+    def close(self) -> None:
+        """Remove the clipping hook (if installed)."""
+        if self._clip_hook_handle is not None:
+            self._clip_hook_handle.remove()
+            self._clip_hook_handle = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record(self, step: int, act: dict[str, Any], status: str, why: str) -> dict[str, Any]:
+        outcome = {"step": step, "action": act, "status": status, "why": why}
+        self.history.append(outcome)
+        if status in ("applied", "dry_run"):
+            self.actions.append(outcome)
+            log.warning("losswatch %s at step %d: %s (%s)", status.replace("_", " "), step, act, why)
+        return outcome
+
+    def _report(self, step: int, act: dict[str, Any], applied: bool) -> None:
+        report = getattr(self.monitor, "report_action", None)
+        if report is None:
+            return
+        try:
+            report(step, act, applied, self.dry_run)
+        except Exception as exc:  # reporting is best effort; training goes on
+            log.warning("losswatch could not report an action: %s", exc)
+

@@ -1,0 +1,218 @@
+"""The Actor: LR scaling that keeps every torch scheduler's future scaled (checked against torch
+itself: a scheduler scaled by f at step k must from then on give exactly what the same scheduler
+built with all its LRs times f gives), clipping, rollback, stop, and the guardrails."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from losswatch.client.acting import Actor
+
+torch.set_num_threads(1)
+
+F = 0.1  # the factor applied
+K = 7  # the step at which it is applied
+N = 40  # steps compared
+
+
+def _opt(lr: float, groups: int = 2) -> torch.optim.Optimizer:
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
+    return torch.optim.SGD([{"params": [p], "lr": lr * (i + 1)} for i, p in enumerate(params)], lr=lr, momentum=0.9)
+
+
+# name -> builder(optimizer, s) where s scales every LR-valued argument of the schedule
+SCHEDULES = {
+    "LambdaLR": lambda o, s: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1 + e)),
+    "MultiplicativeLR": lambda o, s: torch.optim.lr_scheduler.MultiplicativeLR(o, lambda e: 0.95),
+    "StepLR": lambda o, s: torch.optim.lr_scheduler.StepLR(o, step_size=5, gamma=0.5),
+    "MultiStepLR": lambda o, s: torch.optim.lr_scheduler.MultiStepLR(o, milestones=[3, 12, 20], gamma=0.3),
+    "ConstantLR": lambda o, s: torch.optim.lr_scheduler.ConstantLR(o, factor=0.25, total_iters=10),
+    "LinearLR": lambda o, s: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=15),
+    "ExponentialLR": lambda o, s: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.93),
+    "PolynomialLR": lambda o, s: torch.optim.lr_scheduler.PolynomialLR(o, total_iters=30, power=2.0),
+    "CosineAnnealingLR": lambda o, s: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=15, eta_min=0.01 * s),
+    "CosineAnnealingWarmRestarts": lambda o, s: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        o, T_0=6, T_mult=2, eta_min=0.02 * s
+    ),
+    "CyclicLR": lambda o, s: torch.optim.lr_scheduler.CyclicLR(o, base_lr=0.05 * s, max_lr=[0.5 * s, 0.8 * s], step_size_up=4),
+    "OneCycleLR": lambda o, s: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=[0.9 * s, 1.2 * s], total_steps=N + 5),
+    "SequentialLR": lambda o, s: torch.optim.lr_scheduler.SequentialLR(
+        o,
+        [torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=5),
+         torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5)],
+        milestones=[10],
+    ),
+    "ChainedScheduler": lambda o, s: torch.optim.lr_scheduler.ChainedScheduler(
+        [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.97),
+         torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12)]
+    ),
+}
+
+
+def _lrs(opt: torch.optim.Optimizer) -> list[float]:
+    return [float(g["lr"]) for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_scale_lr_keeps_every_future_value_of_the_schedule_scaled(name: str) -> None:
+    build = SCHEDULES[name]
+    ref_opt = _opt(1.0 * F)
+    ref = build(ref_opt, F)  # the same schedule with every LR x F from the start
+    opt = _opt(1.0)
+    sched = build(opt, 1.0)
+    actor = Actor(opt, sched, cooldown_steps=0)
+    for t in range(N):
+        if t == K:
+            out = actor.apply(t, {"type": "scale_lr", "factor": F}, {"id": "a", "step": t - 5, "last_step": t})
+            assert out["status"] == "applied"
+        if t >= K:
+            assert _lrs(opt) == pytest.approx(_lrs(ref_opt), rel=1e-9), f"{name} at step {t}"
+        opt.step()
+        ref_opt.step()
+        sched.step()
+        ref.step()
+    assert sched.get_last_lr() == pytest.approx(ref.get_last_lr(), rel=1e-9)
+
+
+def test_scale_lr_with_reduce_on_plateau_keeps_floor_scaled() -> None:
+    metrics = [1.0] * 3 + [0.9] + [0.9] * 30
+    ref_opt, opt = _opt(F), _opt(1.0)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(ref_opt, patience=2, factor=0.5, min_lr=0.2 * F)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=2, factor=0.5, min_lr=0.2)
+    actor = Actor(opt, sched, cooldown_steps=0)
+    for t, m in enumerate(metrics):
+        if t == 2:
+            actor.apply(t, {"type": "scale_lr", "factor": F}, {"id": "a", "step": 0, "last_step": 2})
+        if t >= 2:
+            assert _lrs(opt) == pytest.approx(_lrs(ref_opt), rel=1e-9)
+        sched.step(m)
+        ref.step(m)
+    assert min(_lrs(opt)) == pytest.approx(0.2 * F)  # it did reach the (scaled) floor
+
+
+def test_tensor_lr_is_scaled_in_place() -> None:
+    p = torch.nn.Parameter(torch.zeros(3))
+    lr = torch.tensor(0.5)
+    opt = torch.optim.Adam([p], lr=lr)
+    Actor(opt, cooldown_steps=0).apply(3, {"type": "scale_lr", "factor": 0.1}, {"kind": "nan"})
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(0.05)
+
+
+def _grads_step(model: torch.nn.Module, opt: torch.optim.Optimizer, scale: float) -> None:
+    opt.zero_grad()
+    (model(torch.ones(1, 4)).sum() * scale).backward()
+    opt.step()
+
+
+def test_clip_grad_norm_clips_every_following_step_before_the_update() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    actor = Actor(opt, cooldown_steps=0)
+    actor.apply(5, {"type": "clip_grad_norm", "max_norm": 0.5}, {"id": "g", "step": 1, "last_step": 5})
+    _grads_step(model, opt, scale=1000.0)
+    # SGD with lr 1: the update is minus the (clipped) gradient, so its norm is the clip value
+    update = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())])
+    assert float(update.norm()) == pytest.approx(0.5, rel=1e-5)
+    actor.close()
+    before = [p.detach().clone() for p in model.parameters()]
+    _grads_step(model, opt, scale=1000.0)
+    update = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())])
+    assert float(update.norm()) > 100  # hook removed: no clipping
+
+
+def test_rollback_calls_the_user_function_and_stop_sets_the_flag() -> None:
+    restored: list[int] = []
+    stopped: list[bool] = []
+    actor = Actor(None, on_rollback=restored.append, cooldown_steps=0)
+    out = actor.apply(90, {"type": "rollback", "to_step": 40}, {"id": "d", "kind": "divergence", "step": 60, "last_step": 90})
+    assert out["status"] == "applied" and restored == [40]
+    actor.on_stop = lambda: stopped.append(True)
+    actor.apply(95, {"type": "stop"}, {"id": "n", "kind": "nan", "step": 95})
+    assert actor.stop_requested and stopped == [True]
+
+
+def test_rollback_without_a_function_is_skipped_not_guessed() -> None:
+    out = Actor(None).apply(9, {"type": "rollback", "to_step": 3}, {"kind": "nan"})
+    assert out["status"] == "skipped" and "on_rollback" in out["why"]
+
+
+def test_a_single_noisy_step_waits_for_confirmation() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=0, min_persist_steps=3)
+    one_step = {"id": "s", "kind": "spike", "step": 10, "last_step": 10, "action": {"type": "scale_lr", "factor": 0.5}}
+    assert actor.apply(10, one_step["action"], one_step)["status"] == "pending"
+    assert _lrs(opt) == [1.0]
+    # the same advice at the next step confirms it
+    assert actor.apply(11, one_step["action"], one_step)["status"] == "applied"
+    assert _lrs(opt) == [0.5]
+
+
+def test_evidence_spanning_several_steps_needs_no_extra_confirmation() -> None:
+    opt = _opt(1.0, groups=1)
+    alert = {"id": "d", "kind": "divergence", "step": 10, "last_step": 10, "evidence": {"window": 50}}
+    assert Actor(opt).apply(10, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
+
+
+def test_cooldown_cap_and_one_action_per_episode() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=20, max_actions=2)
+    a = {"type": "scale_lr", "factor": 0.5}
+
+    def alert(i: int, step: int) -> dict:
+        return {"id": f"x{i}", "kind": "divergence", "step": step - 5, "last_step": step}
+
+    assert actor.apply(10, a, alert(1, 10))["status"] == "applied"
+    assert actor.apply(15, a, alert(1, 15))["status"] == "skipped"  # same episode
+    out = actor.apply(25, a, alert(2, 25))
+    assert out["status"] == "skipped" and "cooldown" in out["why"]
+    assert actor.apply(30, a, alert(3, 30))["status"] == "applied"
+    out = actor.apply(80, a, alert(4, 80))
+    assert out["status"] == "skipped" and "cap" in out["why"]
+    assert _lrs(opt) == [0.25] and actor.n_actions == 2
+
+
+def test_dry_run_decides_but_changes_nothing() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, dry_run=True, cooldown_steps=0)
+    out = actor.apply(10, {"type": "scale_lr", "factor": 0.1}, {"id": "d", "step": 1, "last_step": 10})
+    assert out["status"] == "dry_run" and _lrs(opt) == [1.0]
+    out = actor.apply(12, {"type": "stop"}, {"id": "n", "kind": "nan", "step": 12})
+    assert out["status"] == "dry_run" and not actor.stop_requested
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        {"type": "scale_lr", "factor": 0},
+        {"type": "scale_lr", "factor": float("nan")},
+        {"type": "scale_lr", "factor": "0.1"},
+        {"type": "clip_grad_norm", "max_norm": -1.0},
+        {"type": "add_warmup", "steps": 100},
+        {"type": "teleport"},
+        "not an action",
+    ],
+)
+def test_bad_or_unsupported_advice_is_skipped_and_changes_nothing(action) -> None:
+    opt = _opt(1.0, groups=1)
+    out = Actor(opt, cooldown_steps=0).apply(3, action, {"kind": "nan"})
+    assert out["status"] == "skipped" and _lrs(opt) == [1.0]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.reports: list[tuple] = []
+
+    def report_action(self, step, action, applied, dry_run) -> None:
+        self.reports.append((step, action["type"], applied, dry_run))
+
+
+def test_applied_and_dry_run_actions_are_reported_to_the_monitor() -> None:
+    rec = _Recorder()
+    Actor(_opt(1.0, groups=1), monitor=rec).apply(4, {"type": "scale_lr", "factor": 0.1}, {"kind": "nan"})
+    Actor(_opt(1.0, groups=1), monitor=rec, dry_run=True).apply(5, {"type": "stop"}, {"kind": "nan"})
+    Actor(_opt(1.0, groups=1), monitor=rec).apply(6, {"type": "skip_batch"}, {"kind": "nan"})  # not done: not reported
+    assert rec.reports == [(4, "scale_lr", True, False), (5, "stop", False, True)]
