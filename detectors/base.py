@@ -1,0 +1,187 @@
+"""The detector protocol: what every detector (ours and plug-ins) implements.
+
+A detector is a small class with parameters, state and one decision method, in the spirit of
+river's drift detectors. The :class:`~losswatch.detectors.engine.Engine` owns one instance of
+each detector per run and feeds them *rows* of shared, pre-computed features
+(:class:`~losswatch.detectors.features.Features`): the raw signals of each step (loss,
+grad-norm, LR, val-loss) plus the running statistics several detectors share (EMAs of the
+loss, its best value, rising streaks, log-grad-norm mean/variance, LR peak and reversals...).
+Those statistics are computed once per step for all detectors, by the same code in the
+one-record and the batch path, so both paths see bit-identical numbers.
+
+Protocol (subclass :class:`Detector`)
+-------------------------------------
+name : str (class attribute)
+    Unique within an engine; becomes ``Alert.detector``.
+kind : str (class attribute)
+    One of ``types.KINDS``; becomes ``Alert.kind`` (alert id = ``f"{run_id}:{kind}:{step}"``).
+__init__(self, **params)
+    Keyword parameters only, plain JSON values, with documented defaults. Keep them in
+    ``self.params`` (a dict) if you want them serialised; the engine rebuilds a detector as
+    ``cls(**params)`` then calls ``set_state``.
+step(self, f, i) -> None
+    Decide at row ``i`` of features ``f`` (causal: use rows <= i only, which is all the engine
+    ever gives). Open/update/close your episode with ``self.open_episode``,
+    ``self.update_episode`` and ``self.close_episode``; do not build Alerts by hand.
+    Must be cheap pure-Python float code (no numpy on scalars: it is the hot path).
+screen(self, f) -> numpy bool array | None
+    Vectorised, *conservative* pre-filter for the batch path while the detector is idle (no
+    active episode): rows where ``step`` might do anything. Rows outside the mask are skipped,
+    so ``step`` MUST be a no-op on them (including on any private state: if you keep counters,
+    key them on ``f.rec[i]``, the record ordinal, rather than counting calls). ``None`` means
+    "call me on every row" (always correct, slower). Over-inclusion is harmless (``step``
+    re-checks in Python), under-inclusion is a bug; the equivalence tests catch it.
+active_screen(self, f) -> numpy bool array | None
+    The same while an episode is active (rows where it may escalate, update or resolve).
+    Default None (every row).
+get_state(self) -> dict / set_state(self, d) -> None
+    Plain JSON-able state of *your own* counters (floats may be NaN/inf: the engine's
+    serialiser keeps them). The active episode (``self.alert``) is serialised by the base class.
+from_meta(cls, meta) -> Detector | None  (optional classmethod)
+    For plug-ins the engine creates from run metadata (e.g. the schedule monitor when
+    ``meta["lr_schedule"]`` is present). Return None to decline.
+
+Episodes
+--------
+One alert per episode, not one per step: ``open_episode`` raises an alert (id from the opening
+step); ``update_episode`` changes severity/message/evidence/action of the same alert (call it on
+escalation or material change only, each call is reported as a change); ``close_episode`` sets
+``resolved_step`` and re-arms the detector. The engine collects every change as a snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .types import Action, Alert
+
+
+class Detector:
+    """Base class: episode bookkeeping and (de)serialisation. See the module docstring."""
+
+    name: ClassVar[str] = "detector"
+    kind: ClassVar[str] = "spike"
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+        self.run_id: str = ""
+        self.alert: Alert | None = None
+        self._changes: list[Alert] = []
+
+    # -- protocol -----------------------------------------------------------------------------
+    def step(self, f: Any, i: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def screen(self, f: Any):  # noqa: ANN201 - numpy optional in the signature
+        return None
+
+    def active_screen(self, f: Any):  # noqa: ANN201
+        return None
+
+    def get_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        return None
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "Detector | None":
+        return None
+
+    # -- episodes -----------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.alert is not None
+
+    def open_episode(self, step: int, severity: str, message: str, evidence: dict[str, Any],
+                     action: Action) -> Alert:
+        """Raise a new alert (the detector must not have an active one)."""
+        a = Alert(run_id=self.run_id, step=step, kind=self.kind, severity=severity,
+                  detector=self.name, message=message, evidence=evidence, action=action)
+        self.alert = a
+        self._changes.append(_snapshot(a))
+        return a
+
+    def update_episode(self, step: int, severity: str | None = None, message: str | None = None,
+                       evidence: dict[str, Any] | None = None, action: Action | None = None) -> None:
+        """Escalate or update the active alert (same id)."""
+        a = self.alert
+        if a is None:
+            return
+        if severity is not None:
+            a.severity = severity
+        if message is not None:
+            a.message = message
+        if evidence is not None:
+            a.evidence = evidence
+        if action is not None:
+            a.action = action
+        a.last_step = step
+        self._changes.append(_snapshot(a))
+
+    def close_episode(self, step: int, note: str | None = None) -> None:
+        """The run recovered: resolve the alert and re-arm."""
+        a = self.alert
+        if a is None:
+            return
+        a.resolved_step = step
+        a.last_step = step
+        if note:
+            a.evidence = {**a.evidence, "resolution": note}
+        self._changes.append(_snapshot(a))
+        self.alert = None
+
+    def drain_changes(self) -> list[Alert]:
+        out = self._changes
+        self._changes = []
+        return out
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {"params": self.params, "state": self.get_state(),
+                "alert": None if self.alert is None else _alert_state(self.alert)}
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        self.set_state(d.get("state") or {})
+        a = d.get("alert")
+        self.alert = None if a is None else _alert_from_state(a)
+
+
+def _snapshot(a: Alert) -> Alert:
+    """An independent copy (the live alert keeps changing; the caller keeps what it saw)."""
+    return Alert(run_id=a.run_id, step=a.step, kind=a.kind, severity=a.severity,
+                 detector=a.detector, message=a.message, evidence=dict(a.evidence),
+                 action=Action(a.action.type, dict(a.action.params), a.action.reason),
+                 last_step=a.last_step, resolved_step=a.resolved_step,
+                 acknowledged=a.acknowledged, id=a.id)
+
+
+def _alert_state(a: Alert) -> dict[str, Any]:
+    # Not Alert.to_dict(): that encodes non-finite floats as strings for the wire; our state
+    # serialiser keeps real floats (NaN included) and must round-trip evidence exactly.
+    return {"id": a.id, "run_id": a.run_id, "step": a.step, "kind": a.kind, "severity": a.severity,
+            "detector": a.detector, "message": a.message, "evidence": a.evidence,
+            "action": {"type": a.action.type, "params": a.action.params, "reason": a.action.reason},
+            "last_step": a.last_step, "resolved_step": a.resolved_step,
+            "acknowledged": a.acknowledged}
+
+
+def _alert_from_state(d: dict[str, Any]) -> Alert:
+    act = d["action"]
+    return Alert(run_id=d["run_id"], step=d["step"], kind=d["kind"], severity=d["severity"],
+                 detector=d["detector"], message=d["message"], evidence=d["evidence"],
+                 action=Action(act["type"], act["params"], act["reason"]),
+                 last_step=d["last_step"], resolved_step=d["resolved_step"],
+                 acknowledged=d["acknowledged"], id=d["id"])
+
+
+def fmt(x: float) -> str:
+    """A number for a message: 3 significant digits, scientific when tiny or huge."""
+    if x != x:
+        return "NaN"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    ax = abs(x)
+    if ax != 0 and (ax < 1e-3 or ax >= 1e5):
+        return f"{x:.2e}"
+    return f"{x:.3g}"
