@@ -1,0 +1,54 @@
+"""Alerts: per run (with the action reports), across runs, acknowledge."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+
+from ..auth import Scope, get_scope
+from ..ingest import json_safe
+from .common import RunIdPath, json_response, store_of, visible_run
+from .models import AlertOut, AlertsOut, ErrorOut, Kind, RunAlertsOut, Severity
+
+router = APIRouter(tags=["alerts"])
+
+
+@router.get("/v1/runs/{run_id}/alerts", response_model=RunAlertsOut,
+            summary="A run's alert history and the actions clients reported",
+            responses={404: {"model": ErrorOut}})
+async def run_alerts(request: Request, run_id: str = RunIdPath, scope: Scope = Depends(get_scope)) -> Response:
+    store = store_of(request)
+    await visible_run(store, run_id, scope)
+    alerts = await store.list_alerts(run_id=run_id)
+    actions = await store.list_actions(run_id)
+    return json_response(json_safe({"run_id": run_id, "alerts": alerts, "actions": actions}))
+
+
+@router.get("/v1/alerts", response_model=AlertsOut, summary="Alerts across runs (newest update first)")
+async def list_alerts(request: Request, kind: Optional[Kind] = None, severity: Optional[Severity] = None,
+                      since: Optional[float] = Query(None, description="updated at or after (epoch seconds)",
+                                                     allow_inf_nan=False),
+                      scope: Scope = Depends(get_scope)) -> Response:
+    alerts = await store_of(request).list_alerts(projects=scope.projects, kind=kind, severity=severity,
+                                                 since=since)
+    return json_response(json_safe({"alerts": alerts}))
+
+
+@router.post("/v1/alerts/{alert_id}/ack", response_model=AlertOut, summary="Acknowledge an alert",
+             responses={404: {"model": ErrorOut}})
+async def ack_alert(request: Request, alert_id: str = Path(..., max_length=300),
+                    scope: Scope = Depends(get_scope)) -> Response:
+    store = store_of(request)
+    a = await store.get_alert(alert_id)
+    if a is None:
+        raise HTTPException(404, f"no alert {alert_id!r}")
+    if scope.projects is not None:
+        run = await store.get_run(a["run_id"])
+        if run is None or not scope.allows(run.project):
+            raise HTTPException(404, f"no alert {alert_id!r}")
+    a = await store.ack_alert(alert_id)
+    if a is None:
+        raise HTTPException(404, f"no alert {alert_id!r}")
+    return json_response(json_safe(a))

@@ -1,0 +1,36 @@
+"""Liveness (/healthz, always open) and readiness (/readyz: the store answers; says why not)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from ..auth import Scope, get_scope
+from ..stores.base import StoreUnavailable
+from .common import json_response
+from .models import ReadyOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive (no auth)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadyOut, summary="The store is reachable",
+            responses={503: {"model": ReadyOut}})
+async def readyz(request: Request, scope: Scope = Depends(get_scope)) -> Response:
+    store = request.app.state.store
+    try:
+        await asyncio.wait_for(store.ping(), timeout=2.0)
+    except StoreUnavailable as e:
+        return json_response({"ready": False, "store": store.url, "reason": str(e)}, 503,
+                             {"Retry-After": str(request.app.state.settings.retry_after)})
+    except (asyncio.TimeoutError, OSError) as e:
+        return json_response({"ready": False, "store": store.url,
+                              "reason": f"store did not answer: {type(e).__name__} {e}"}, 503,
+                             {"Retry-After": str(request.app.state.settings.retry_after)})
+    return json_response({"ready": True, "store": store.url, "reason": None})

@@ -1,0 +1,189 @@
+"""Pydantic models: the API contract as published in the OpenAPI spec.
+
+Float values that may be non-finite are ``float | str``: JSON has no NaN, so the service writes
+a NaN as the string "NaN" (and +-Infinity as "Infinity"/"-Infinity"), never as null.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from losswatch.detectors.types import ACTION_TYPES
+
+LABEL_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+Health = Literal["ok", "warning", "critical"]
+Severity = Literal["info", "warning", "critical"]
+Kind = Literal["nan", "divergence", "spike", "oscillation", "plateau", "grad_explosion",
+               "grad_vanishing", "lr_anomaly", "overfitting"]
+ActionType = Literal["scale_lr", "clip_grad_norm", "rollback", "skip_batch", "add_warmup", "stop", "none"]
+assert set(ActionType.__args__) == set(ACTION_TYPES)  # type: ignore[attr-defined]
+
+Num = Union[float, Literal["NaN", "Infinity", "-Infinity"], None]
+
+
+# --- requests ------------------------------------------------------------------------------
+
+class StepRecordIn(BaseModel):
+    """One training step (DESIGN.md "The record"). Non-finite values as "NaN"/"Infinity"/
+    "-Infinity" (bare NaN/Infinity tokens are accepted too)."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0, le=2**63 - 1)
+    loss: Num = None
+    grad_norm: Num = None
+    lr: Num = None
+    val_loss: Num = None
+    ts: Optional[float] = Field(None, description="seconds since the epoch")
+    extra: Optional[dict[str, Num]] = Field(None, max_length=64)
+
+
+class StepsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    records: list[StepRecordIn] = Field(description="at most LOSSWATCH_MAX_BATCH_RECORDS (10,000)")
+    project: Optional[str] = Field(None, pattern=LABEL_PATTERN,
+                                   description="project of a new run (else ?project= or the token's)")
+
+
+class LRSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunMetaIn(BaseModel):
+    """Run metadata. Unknown extra fields are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    project: Optional[str] = Field(None, pattern=LABEL_PATTERN)
+    task: Optional[str] = Field(None, max_length=256)
+    model: Optional[str] = Field(None, max_length=256)
+    optimizer: Optional[str] = Field(None, max_length=256)
+    batch_size: Optional[int] = Field(None, ge=1)
+    lr_schedule: Optional[LRSchedule] = None
+    tags: Union[dict[str, str], list[str], None] = None
+
+
+class ActionReportIn(BaseModel):
+    """A client reports an action it applied (or would have: dry run)."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: int = Field(ge=0, le=2**63 - 1)
+    action: dict[str, Any] = Field(description='an Action dict: {"type": ..., params..., "reason": ...}')
+    applied: bool
+    dry_run: bool = False
+    alert_id: Optional[str] = Field(None, max_length=300)
+    note: Optional[str] = Field(None, max_length=2000)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+class ActionOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: ActionType
+    reason: str = ""
+
+
+class AlertOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    run_id: str
+    step: int
+    last_step: Optional[int] = None
+    resolved_step: Optional[int] = None
+    kind: str
+    severity: Severity
+    detector: str
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    action: dict[str, Any] = Field(default_factory=dict)
+    acknowledged: bool = False
+    acknowledged_at: Optional[float] = None
+    raised_at: float
+    updated_at: float
+
+
+class StepsOut(BaseModel):
+    accepted: int
+    duplicates: int
+    out_of_order: int
+    alerts: list[AlertOut]
+    recommendation: Optional[dict[str, Any]]
+    health: Health
+
+
+class RunOut(BaseModel):
+    run_id: str
+    project: str
+    meta: dict[str, Any]
+    created_at: float
+    last_seen: Optional[float]
+    last_step: Optional[int]
+    n_steps: int
+    duplicates: int
+    out_of_order: int
+    last: dict[str, Num]
+    health: Health
+    active_alerts: list[AlertOut]
+    recommendation: Optional[dict[str, Any]]
+
+
+class RunsOut(BaseModel):
+    runs: list[RunOut]
+
+
+class SeriesColumns(BaseModel):
+    step: list[int]
+    loss: list[Num]
+    grad_norm: list[Num]
+    lr: list[Num]
+    val_loss: list[Num]
+    ts: list[Optional[float]]
+    extra: list[Optional[dict[str, Num]]]
+
+
+class DownsampleInfo(BaseModel):
+    method: Literal["minmax"]
+    buckets: int
+    description: str
+
+
+class SeriesOut(BaseModel):
+    run_id: str
+    start: Optional[int]
+    end: Optional[int]
+    total: int = Field(description="points stored in [start, end]")
+    count: int = Field(description="points returned")
+    downsampled: Optional[DownsampleInfo] = None
+    series: SeriesColumns
+
+
+class ActionReportOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    run_id: str
+    step: int
+    action: dict[str, Any]
+    applied: bool
+    dry_run: bool
+    reported_at: float
+
+
+class RunAlertsOut(BaseModel):
+    run_id: str
+    alerts: list[AlertOut]
+    actions: list[ActionReportOut]
+
+
+class AlertsOut(BaseModel):
+    alerts: list[AlertOut]
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    store: str
+    reason: Optional[str] = None

@@ -1,0 +1,127 @@
+"""POST /v1/runs/{run_id}/steps (the hot ingest path) and GET the series back."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from ..auth import Scope, get_scope
+from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
+from ..ingest import IngestError, json_safe, parse_steps, safe_column
+from ..stores.base import ProjectConflict
+from .common import RunIdPath, json_response, store_of, visible_run
+from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
+
+router = APIRouter(prefix="/v1/runs", tags=["steps"])
+
+_DOWNSAMPLE_TEXT = " ".join(DOWNSAMPLE_DOC.split("\n\n")[1].split())
+
+
+@router.post(
+    "/{run_id}/steps",
+    response_model=StepsOut,
+    summary="Send a batch of step records",
+    description=(
+        "Stores the records (a repeated step is a duplicate: counted, not stored twice; a step lower "
+        "than one already seen is stored in order but the detectors only see the in-order stream), "
+        "runs the detectors and returns the alerts changed by this batch and the current advice. "
+        "Creates the run on first write (its project: the body's \"project\", ?project=, or the "
+        "token's single project)."
+    ),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": StepsIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+    responses={409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
+               503: {"model": ErrorOut}},
+)
+async def post_steps(request: Request, run_id: str = RunIdPath,
+                     project: Optional[str] = Query(None, pattern=LABEL_PATTERN),
+                     scope: Scope = Depends(get_scope)) -> Response:
+    metrics = request.app.state.metrics
+    settings = request.app.state.settings
+    t0 = time.perf_counter()
+    code = 500
+    try:
+        body = await request.body()
+        try:
+            cols, body_project = parse_steps(body, settings.max_batch_records)
+        except IngestError as e:
+            metrics.rejected.inc(e.rejected)
+            code = e.status
+            return json_response({"detail": e.detail}, e.status)
+        if body_project is not None and project is not None and body_project != project:
+            code = 422
+            return json_response({"detail": f"?project={project!r} and the body's project "
+                                            f"{body_project!r} disagree"}, 422)
+        requested = body_project or project
+        store = store_of(request)
+        if scope.projects is not None:
+            existing = await store.get_run(run_id)
+            if existing is not None:
+                if not scope.allows(existing.project):
+                    raise HTTPException(404, f"no run {run_id!r}")
+                if requested is not None and requested != existing.project:
+                    raise HTTPException(409, f"run {run_id!r} belongs to project {existing.project!r}")
+                requested = existing.project
+            else:
+                requested = scope.write_project(requested)
+        try:
+            res = await store.ingest(run_id, cols, project=requested)
+        except ProjectConflict as e:
+            if scope.projects is not None:
+                raise HTTPException(404, f"no run {run_id!r}") from None
+            raise HTTPException(409, str(e)) from None
+        metrics.accepted.inc(res.accepted)
+        if res.duplicates:
+            metrics.duplicate.inc(res.duplicates)
+        for a in res.alerts:
+            if a["id"] in res.new_alert_ids:
+                metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
+        code = 200
+        return json_response({
+            "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
+            "alerts": json_safe(res.alerts) if res.alerts else [],
+            "recommendation": json_safe(res.recommendation), "health": res.health,
+        })
+    except HTTPException as e:
+        code = e.status_code
+        raise
+    finally:
+        metrics.request(code)
+        metrics.ingest_latency.observe(time.perf_counter() - t0)
+
+
+@router.get(
+    "/{run_id}/steps",
+    response_model=SeriesOut,
+    summary="Read the series (downsampled for plotting on request)",
+    description=f"Column-wise series with start <= step <= end. With max_points and more points "
+                f"stored than that: {_DOWNSAMPLE_TEXT}",
+    responses={404: {"model": ErrorOut}},
+)
+async def get_steps(request: Request, run_id: str = RunIdPath,
+                    start: Optional[int] = Query(None, ge=0, le=2**63 - 1),
+                    end: Optional[int] = Query(None, ge=0, le=2**63 - 1),
+                    max_points: Optional[int] = Query(None, ge=4, le=1_000_000),
+                    scope: Scope = Depends(get_scope)) -> Response:
+    store = store_of(request)
+    await visible_run(store, run_id, scope)
+    cols = await store.read_series(run_id, start, end)
+    if cols is None:
+        raise HTTPException(404, f"no run {run_id!r}")
+    total = len(cols)
+    info = None
+    if max_points is not None and total > max_points:
+        cols, buckets = downsample(cols, max_points)
+        info = {"method": METHOD, "buckets": buckets, "description": _DOWNSAMPLE_TEXT}
+    return json_response({
+        "run_id": run_id, "start": start, "end": end, "total": total, "count": len(cols),
+        "downsampled": info,
+        "series": {
+            "step": cols.step, "loss": safe_column(cols.loss), "grad_norm": safe_column(cols.grad_norm),
+            "lr": safe_column(cols.lr), "val_loss": safe_column(cols.val_loss), "ts": cols.ts,
+            "extra": [json_safe(x) if x else None for x in cols.extra],
+        },
+    })

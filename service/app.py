@@ -1,0 +1,126 @@
+"""The FastAPI app factory: ``create_app(settings)``; uvicorn runs
+``losswatch.service.app:create_app`` with ``factory=True`` (settings from LOSSWATCH_*)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .api import actions, alerts, health, metrics as metrics_api, runs, steps
+from .ingest import json_safe
+from .metrics import ServiceMetrics
+from .settings import Settings
+from .stores.base import StoreUnavailable, open_store
+
+log = logging.getLogger("losswatch.service")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a body over the limit, by Content-Length up front or by
+    counting a chunked body as it streams (nothing over the limit is ever buffered)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> Response:
+        return Response(orjson.dumps({"detail": f"request body larger than the limit of {self.max_bytes} "
+                                                f"bytes (LOSSWATCH_MAX_BODY_BYTES)"}),
+                        status_code=413, media_type="application/json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    n = int(v)
+                except ValueError:
+                    n = 0
+                if n > self.max_bytes:
+                    await self._too_large()(scope, receive, send)
+                    return
+                break
+        limit = self.max_bytes
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge()
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large()(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.store = open_store(settings.store_url)
+        if not settings.auth_enabled:
+            log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
+                        "(bind to 127.0.0.1 unless you set tokens)")
+        try:
+            yield
+        finally:
+            await app.state.store.close()
+
+    app = FastAPI(
+        title="losswatch",
+        version="1.0",
+        summary="Training-health monitor: step records in, alerts, advice and Prometheus metrics out.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
+    for r in (steps.router, runs.router, alerts.router, actions.router, health.router, metrics_api.router):
+        app.include_router(r)
+    try:  # the LR-tooling engineer's router, when present
+        policies = importlib.import_module("losswatch.service.api.policies")
+        app.include_router(policies.router)
+    except ModuleNotFoundError:
+        pass
+
+    retry = str(settings.retry_after)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: StoreUnavailable) -> Response:
+        return Response(orjson.dumps({"detail": f"store unavailable: {exc}"}), status_code=503,
+                        media_type="application/json", headers={"Retry-After": str(exc.retry_after or retry)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler, but NaN-safe (a rejected NaN in the input must not break the reply)
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return Response(orjson.dumps({"detail": json_safe(errors)}, default=str), status_code=422,
+                        media_type="application/json")
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,220 @@
+"""Parsing and validation of POST /v1/runs/{run_id}/steps bodies: the hot path.
+
+The body is ``{"records": [record, ...], "project": "optional"}``, a record as in DESIGN.md
+("The record"). It is parsed with orjson and validated in one tight loop straight into
+:class:`~losswatch.service.stores.base.Columns` (no pydantic, no Record objects: at 1,000
+records per request pydantic would cost more than everything else together). The request schema
+is still documented in OpenAPI (:mod:`losswatch.service.api.models`).
+
+Non-finite values: JSON has no NaN, so one arrives as the string "NaN", "Infinity" or "-Infinity"
+(case-insensitive; "inf"/"-inf" too), or as the bare NaN/Infinity tokens Python's json writes:
+orjson rejects those, so a body orjson refuses is parsed again by the standard library, which
+accepts them. Either way a NaN stays a float NaN: never dropped, never None, never a 422.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+from .stores.base import Columns
+
+LABEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_STEP = 2**63 - 1           # what a signed 64-bit store key / Prometheus sample can hold
+MAX_ERRORS = 20                # a 422 lists at most this many problems
+MAX_EXTRA_KEYS = 64
+RECORD_KEYS = frozenset(("step", "loss", "grad_norm", "lr", "val_loss", "ts", "extra"))
+BODY_KEYS = frozenset(("records", "project"))
+
+_NAN = float("nan")
+_INF = float("inf")
+NONFINITE = {
+    "nan": _NAN, "+nan": _NAN, "-nan": _NAN,
+    "infinity": _INF, "+infinity": _INF, "inf": _INF, "+inf": _INF,
+    "-infinity": -_INF, "-inf": -_INF,
+}
+
+
+def valid_label(s: Any) -> bool:
+    """A run id, project or label value: 1-128 chars of [A-Za-z0-9._:-] (nothing that could
+    break Prometheus' text format or a store key)."""
+    return isinstance(s, str) and LABEL_RE.fullmatch(s) is not None
+
+
+class IngestError(Exception):
+    """A request the API refuses: ``status`` (413 or 422) and a JSON-safe ``detail``."""
+
+    def __init__(self, status: int, detail: Any, rejected: int = 0) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+        self.rejected = rejected   # records refused (for losswatch_ingest_records_total)
+
+
+def _err(index: int | None, field: str | None, msg: str, kind: str) -> dict[str, Any]:
+    loc: list[Any] = ["body"]
+    if index is not None:
+        loc += ["records", index]
+    if field is not None:
+        loc.append(field)
+    return {"loc": loc, "index": index, "field": field, "msg": msg, "type": kind}
+
+
+def loads(body: bytes) -> Any:
+    """JSON text -> Python, orjson first, the standard library for bare NaN/Infinity tokens."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as first:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as e:   # UnicodeDecodeError is a ValueError
+            pos = getattr(e, "pos", None)
+            msg = f"malformed JSON: {getattr(e, 'msg', None) or first}"
+            if pos is not None:
+                msg += f" at byte {pos}"
+            raise IngestError(422, [_err(None, None, msg, "json_invalid")]) from None
+
+
+def _value(v: Any) -> float | None:
+    """One value field; raises ValueError with the reason."""
+    t = type(v)
+    if t is float:
+        return v
+    if v is None:
+        return None
+    if t is int:
+        return float(v)          # an int too large for a float raises OverflowError: the caller reports it
+    if t is str:
+        f = NONFINITE.get(v.strip().lower())
+        if f is None:
+            raise ValueError(f"a string value must be 'NaN', 'Infinity' or '-Infinity', got {v[:40]!r}")
+        return f
+    raise ValueError(f"expected a number, null or 'NaN'/'Infinity'/'-Infinity', got {t.__name__}")
+
+
+def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
+    """Validate a steps body; returns the columns and the body's ``project`` (or None).
+
+    Raises :class:`IngestError` (413 for too many records, 422 for anything malformed: each
+    problem with its field, record index and reason).
+    """
+    doc = loads(body)
+    if type(doc) is not dict:
+        raise IngestError(422, [_err(None, None, 'the body must be an object {"records": [...]}', "type_error")])
+    unknown = doc.keys() - BODY_KEYS
+    if unknown:
+        raise IngestError(422, [_err(None, sorted(unknown)[0], f"unknown body field(s) {sorted(unknown)[:5]}", "extra_forbidden")])
+    recs = doc.get("records")
+    if type(recs) is not list:
+        raise IngestError(422, [_err(None, "records", "'records' must be a list of records", "type_error")])
+    n = len(recs)
+    if n > max_records:
+        raise IngestError(413, f"too many records in one batch: {n} > the limit of {max_records} "
+                               f"(LOSSWATCH_MAX_BATCH_RECORDS)", rejected=n)
+    project = doc.get("project")
+    if project is not None and not valid_label(project):
+        raise IngestError(422, [_err(None, "project", "project must be 1-128 characters of [A-Za-z0-9._:-]", "value_error")], rejected=n)
+
+    steps: list[int] = []
+    loss: list[float | None] = []
+    grad: list[float | None] = []
+    lr: list[float | None] = []
+    val: list[float | None] = []
+    ts: list[float | None] = []
+    extra: list[dict[str, float] | None] = []
+    errors: list[dict[str, Any]] = []
+    keys = RECORD_KEYS
+    for i, r in enumerate(recs):
+        if type(r) is not dict:
+            errors.append(_err(i, None, "a record must be an object", "type_error"))
+            if len(errors) >= MAX_ERRORS:
+                break
+        else:
+            nerr = len(errors)
+            s = r.get("step")
+            if type(s) is not int or s < 0 or s > MAX_STEP:
+                errors.append(_err(i, "step", f"step is required and must be an integer in [0, 2^63-1], got {str(s)[:40]}", "value_error"))
+            if not keys.issuperset(r):
+                errors.append(_err(i, sorted(set(r) - keys)[0], f"unknown field(s) {sorted(set(r) - keys)[:5]}", "extra_forbidden"))
+            if len(errors) > nerr:
+                if len(errors) >= MAX_ERRORS:
+                    break
+                continue
+            try:
+                f = "loss"
+                a = _value(r.get("loss"))
+                f = "grad_norm"
+                b = _value(r.get("grad_norm"))
+                f = "lr"
+                c = _value(r.get("lr"))
+                f = "val_loss"
+                d = _value(r.get("val_loss"))
+                f = "ts"
+                t = r.get("ts")
+                if t is not None:
+                    t = _value(t)
+                    if not math.isfinite(t):
+                        raise ValueError("ts must be a finite number (seconds since the epoch)")
+                f = "extra"
+                x = r.get("extra")
+                if x is not None:
+                    x = _extra(x)
+            except (ValueError, OverflowError) as e:
+                errors.append(_err(i, f, str(e), "value_error"))
+                if len(errors) >= MAX_ERRORS:
+                    break
+                continue
+            steps.append(s)
+            loss.append(a)
+            grad.append(b)
+            lr.append(c)
+            val.append(d)
+            ts.append(t)
+            extra.append(x or None)
+    if errors:
+        raise IngestError(422, errors, rejected=n)
+    return Columns(step=steps, loss=loss, grad_norm=grad, lr=lr, val_loss=val, ts=ts, extra=extra), project
+
+
+def _extra(x: Any) -> dict[str, float]:
+    if type(x) is not dict:
+        raise ValueError("extra must be an object of name -> number")
+    if len(x) > MAX_EXTRA_KEYS:
+        raise ValueError(f"extra has {len(x)} entries, more than {MAX_EXTRA_KEYS}")
+    out = {}
+    for k, v in x.items():
+        if len(k) > 128:
+            raise ValueError(f"extra key {k[:40]!r}... is longer than 128 characters")
+        f = _value(v)
+        if f is None:
+            continue
+        out[k] = f
+    return out
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace non-finite floats by "NaN"/"Infinity"/"-Infinity" anywhere in ``obj`` (orjson
+    would write null: a NaN must stay visible)."""
+    t = type(obj)
+    if t is float:
+        if obj != obj:
+            return "NaN"
+        if obj in (_INF, -_INF):
+            return "Infinity" if obj > 0 else "-Infinity"
+        return obj
+    if t is dict:
+        return {k: json_safe(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def safe_column(col: list[float | None]) -> list[float | str | None]:
+    """A float column for JSON: non-finite values as strings."""
+    if all(v is None or math.isfinite(v) for v in col):
+        return col
+    return [json_safe(v) for v in col]

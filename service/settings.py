@@ -1,0 +1,97 @@
+"""Service settings, each from a LOSSWATCH_* environment variable (the ``serve`` command's flags
+set the same variables, so uvicorn workers started as separate processes see them too).
+
+| variable                        | default      | meaning                                          |
+|---------------------------------|--------------|--------------------------------------------------|
+| LOSSWATCH_HOST                  | 127.0.0.1 without tokens, 0.0.0.0 with tokens     |
+| LOSSWATCH_PORT                  | 8000         |                                                  |
+| LOSSWATCH_STORE                 | memory://    | or redis://host:port/db                          |
+| LOSSWATCH_WORKERS               | 1            | uvicorn workers (>1 needs a shared store)        |
+| LOSSWATCH_TOKENS                | (none)       | "tok1=projA,projB;tok2=projC": auth on when set  |
+| LOSSWATCH_MAX_BATCH_RECORDS     | 10000        | records per POST /steps                          |
+| LOSSWATCH_MAX_BODY_BYTES        | 8388608      | request body size (8 MiB)                        |
+| LOSSWATCH_METRICS_TTL           | 900          | seconds a quiet run stays exported to /metrics   |
+| LOSSWATCH_RETRY_AFTER           | 2            | Retry-After seconds on 503 (store down)          |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A LOSSWATCH_* variable has a value that cannot be used; the message names it."""
+
+
+def parse_tokens(spec: str) -> dict[str, frozenset[str]]:
+    """``"tok1=projA,projB;tok2=projC"`` -> {"tok1": {"projA", "projB"}, "tok2": {"projC"}}.
+
+    >>> sorted(parse_tokens("a=p1,p2; b=p3")["a"])
+    ['p1', 'p2']
+    """
+    from .ingest import valid_label
+
+    out: dict[str, frozenset[str]] = {}
+    for part in spec.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        tok, sep, projs = part.partition("=")
+        tok = tok.strip()
+        projects = frozenset(p.strip() for p in projs.split(",") if p.strip())
+        if not sep or not tok or not projects:
+            raise SettingsError(f"LOSSWATCH_TOKENS: entry {part!r} is not token=project[,project...]")
+        for p in projects:
+            if not valid_label(p):
+                raise SettingsError(f"LOSSWATCH_TOKENS: project name {p!r} is not [A-Za-z0-9._:-]{{1,128}}")
+        out[tok] = projects
+    return out
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if v < minimum:
+        raise SettingsError(f"{name}={v} must be >= {minimum}")
+    return v
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store_url: str = "memory://"
+    workers: int = 1
+    tokens: dict[str, frozenset[str]] = field(default_factory=dict)
+    max_batch_records: int = 10_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    metrics_ttl: int = 900
+    retry_after: int = 2
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.tokens)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        tokens = parse_tokens(env.get("LOSSWATCH_TOKENS", ""))
+        host = env.get("LOSSWATCH_HOST") or ("0.0.0.0" if tokens else "127.0.0.1")
+        return cls(
+            host=host,
+            port=_int(env, "LOSSWATCH_PORT", 8000, 0),
+            store_url=env.get("LOSSWATCH_STORE") or "memory://",
+            workers=_int(env, "LOSSWATCH_WORKERS", 1),
+            tokens=tokens,
+            max_batch_records=_int(env, "LOSSWATCH_MAX_BATCH_RECORDS", 10_000),
+            max_body_bytes=_int(env, "LOSSWATCH_MAX_BODY_BYTES", 8 * 1024 * 1024),
+            metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", 900),
+            retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", 2),
+        )
