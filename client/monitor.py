@@ -1,0 +1,484 @@
+"""``Monitor``: the object a training loop holds. ``log()`` is the only thing on the hot path.
+
+What ``log()`` does, and nothing more: detach tensors (no copy, no sync), check Python floats for
+NaN/inf (a subtraction), append one tuple to a deque (thread-safe under the GIL, no lock), wake
+the sender when a batch is full, and look at one attribute for a pending action. Everything else
+(reading tensors, encoding, sending, retrying, spilling, detectors, user callbacks) happens in
+the background thread of :mod:`.sender`.
+
+Fork policy (``in_child``): a forked child (a DataLoader worker, a multiprocessing pool) does not
+inherit the parent's thread, and must not re-send the parent's buffered records. By default
+(``"disable"``) ``log()`` in a child does nothing: the parent is the one that reports the run, and
+DataLoader workers never duplicate records. ``in_child="fresh"`` gives a child its own empty buffer,
+spool and sender on its first ``log()`` (for a child that owns steps of its own).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from typing import Any, Callable
+
+from .local import LocalEngine, NanWatch
+from .sender import Sender, Transport, run_path
+from .spool import Spool
+from .values import encode, hold, resolve
+
+__all__ = ["Monitor"]
+
+_time = time.time
+_live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _action_key(action: dict | None) -> tuple | None:
+    """What makes two recommendations "the same advice" (the wording of the reason does not)."""
+    if not action or action.get("type") in (None, "none"):
+        return None
+    return tuple(sorted((k, repr(v)) for k, v in action.items() if k != "reason"))
+
+
+def _default_spool_dir(run_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:100] or "run"
+    return os.path.join(tempfile.gettempdir(), "losswatch-spool", f"{safe}-{os.getpid()}")
+
+
+class Monitor:
+    """Stream one training run's per-step signals to a losswatch service (or watch them locally).
+
+    Parameters
+    ----------
+    run_id : str, optional
+        The run's name; records are keyed by (run_id, step). Default: ``run-<time>-<pid>``.
+    url : str, optional
+        The service, e.g. ``http://127.0.0.1:8000``; default ``$LOSSWATCH_URL``. With no URL the
+        detectors run in this process (in the background thread) when numpy is importable, and
+        only the NaN check otherwise.
+    project : str, optional
+        Groups runs in the service and on the dashboards.
+    meta : dict, optional
+        Run metadata (hyper-parameters, ``lr_schedule``...), sent once with PUT /v1/runs/<id>.
+    token : str, optional
+        Bearer token; default ``$LOSSWATCH_TOKEN``.
+    on_alert : callable, optional
+        ``on_alert(alert_dict)`` for every alert raised, escalated or resolved (the service's and
+        the local NaN check's). Runs in the background thread; an exception in it is caught and
+        warned about once.
+    flush_interval : float
+        Seconds between sends at most (0.5: an alert is visible well under a second after the
+        step; a batch of 1-500 records every half second is nothing for the service).
+    batch_size : int
+        Records per POST; a full batch is sent at once, without waiting for the interval.
+    spool_dir : str, optional
+        Where records that cannot be sent spill when ``max_memory_records`` is passed
+        (default ``<tmp>/losswatch-spool/<run_id>-<pid>``).
+    max_memory_records, max_spool_bytes : int
+        Bounds on the unsent records in memory and on disk.
+    timeout : float
+        Seconds per HTTP attempt (paid by the background thread only).
+    max_backoff : float
+        Longest wait between retries while the service is down.
+    exit_timeout : float
+        At interpreter exit (and in ``close()``), how long to try to send what is left.
+    in_child : {"disable", "fresh"}
+        What a forked child does with this monitor (see the module docstring).
+    act, act_dry_run : bool
+        Apply (or only report, when dry-run) the service's recommendations in the training
+        thread through ``losswatch.client.acting.Actor``, built on first need.
+    optimizer, scheduler, on_rollback, on_stop, act_cooldown_steps, act_max
+        Passed to the Actor.
+
+    Attributes
+    ----------
+    alerts : list of dict
+        One entry per alert id, latest version (``Alert.to_dict()`` shape).
+    recommendation : dict or None
+        The current advice (``Action.to_dict()`` shape), None when healthy.
+    health : str
+        "ok", "warning" or "critical".
+    actions : list of dict
+        Actions reported with :meth:`report_action`.
+    """
+
+    def __init__(self, run_id: str | None = None, url: str | None = None, project: str | None = None,
+                 meta: dict[str, Any] | None = None, token: str | None = None,
+                 on_alert: Callable[[dict], Any] | None = None, *, flush_interval: float = 0.5,
+                 batch_size: int = 500, spool_dir: str | None = None,
+                 max_memory_records: int = 100_000, max_spool_bytes: int = 1 << 30,
+                 timeout: float = 5.0, max_backoff: float = 10.0, exit_timeout: float = 5.0,
+                 in_child: str = "disable",
+                 act: bool = False, optimizer: Any = None, scheduler: Any = None,
+                 on_rollback: Callable | None = None, on_stop: Callable | None = None,
+                 act_dry_run: bool = False, act_cooldown_steps: int = 50, act_max: int = 5) -> None:
+        if in_child not in ("disable", "fresh"):
+            raise ValueError(f"in_child must be 'disable' or 'fresh', got {in_child!r}")
+        self.run_id = str(run_id) if run_id is not None else f"run-{int(time.time())}-{os.getpid()}"
+        self.url = url if url is not None else (os.environ.get("LOSSWATCH_URL") or None)
+        if self.url and not _RUN_ID.match(self.run_id):
+            # checked here, once, rather than having every POST rejected later
+            raise ValueError(f"run_id must be 1-128 characters of [A-Za-z0-9._:-], got {self.run_id!r}")
+        self.project = project
+        self.meta = dict(meta) if meta else {}
+        self.token = token if token is not None else (os.environ.get("LOSSWATCH_TOKEN") or None)
+        self.on_alert = on_alert
+        self.flush_interval = flush_interval
+        self.batch_size = int(batch_size)
+        self.spool_dir = spool_dir or _default_spool_dir(self.run_id)
+        self.max_memory_records = max_memory_records
+        self.max_spool_bytes = max_spool_bytes
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.exit_timeout = exit_timeout
+        self.in_child = in_child
+        self._act_config = dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback,
+                                on_stop=on_stop, dry_run=act_dry_run,
+                                cooldown_steps=act_cooldown_steps, max_actions=act_max)
+        self._acting = bool(act or act_dry_run)
+        self._actor: Any = None
+        self._actor_failed = False
+
+        self.alerts: list[dict[str, Any]] = []
+        self.recommendation: dict[str, Any] | None = None
+        self.health = "ok"
+        self.actions: list[dict[str, Any]] = []
+        self._alert_index: dict[str, int] = {}
+        self._rec_key: tuple | None = None
+        self._state_lock = threading.Lock()
+        self._callbacks: deque[dict[str, Any]] = deque()
+        self._pending: tuple[dict, dict | None] | None = None
+        self._actor_waiting = False
+        self._warned: set[str] = set()
+        self._closed = False
+        self._pid = os.getpid()
+        self._nan = NanWatch(self.run_id)
+        self._local: LocalEngine | None = None
+        self._start()
+        _live.add(self)
+
+    # ------------------------------------------------------------------ setup
+    def _start(self) -> None:
+        """A fresh buffer and background thread (at construction, and in a 'fresh' fork child)."""
+        self._q: deque[tuple] = deque()
+        self._state_lock = threading.Lock()
+        self._nan._lock = threading.Lock()
+        transport = Transport(self.url, self.token, self.timeout) if self.url else None
+        if transport is None and self._local is None:
+            self._local = LocalEngine(self.run_id, self.meta)
+        self._sender = Sender(
+            collect=self._collect, pending=self._q.__len__, after_cycle=self._fire_callbacks,
+            on_reply=self._on_reply, transport=transport,
+            spool=Spool(self.spool_dir, self.max_memory_records, self.max_spool_bytes),
+            run_path=run_path(self.run_id), project=self.project, batch_size=self.batch_size,
+            flush_interval=self.flush_interval, max_backoff=self.max_backoff)
+        self._wake = self._sender.wake
+        if transport is not None:
+            body: dict[str, Any] = dict(self.meta)  # the service keeps unknown fields as they are
+            if self.project is not None:
+                body["project"] = self.project
+            self._sender.controls.append(("PUT", run_path(self.run_id), body))
+
+    # ------------------------------------------------------------------ hot path
+    def log(self, step: int, loss: Any = None, grad_norm: Any = None, lr: Any = None,
+            val_loss: Any = None, **extra: Any) -> None:
+        """Record one step. Never blocks, never raises; costs about a microsecond.
+
+        Values may be Python/numpy numbers or torch tensors (read later, in the background, in
+        one batch: no host-device sync here). A non-finite float loss or grad-norm raises the NaN
+        alert right here; a tensor one is caught when the batch is read, off the hot path.
+        """
+        try:
+            if self._pending is not None:
+                self._apply_pending(step)
+            if loss.__class__ is float:
+                if loss - loss != 0.0:  # NaN or +-inf, without a function call
+                    self._nan_now(step, "loss", loss)
+            elif loss is not None:
+                loss = hold(loss)
+            if grad_norm.__class__ is float:
+                if grad_norm - grad_norm != 0.0:
+                    self._nan_now(step, "grad_norm", grad_norm)
+            elif grad_norm is not None:
+                grad_norm = hold(grad_norm)
+            if lr is not None and lr.__class__ is not float:
+                lr = hold(lr)
+            if val_loss is not None and val_loss.__class__ is not float:
+                val_loss = hold(val_loss)
+            if extra:
+                for k, v in extra.items():
+                    if v.__class__ is not float:
+                        extra[k] = hold(v)
+            else:
+                extra = None  # type: ignore[assignment]
+            q = self._q
+            q.append((step, loss, grad_norm, lr, val_loss, _time(), extra))
+            if len(q) >= self.batch_size:
+                self._wake.set()
+        except Exception as e:  # monitoring must never break training
+            self._warn_once("log", f"losswatch: Monitor.log failed and skipped a step: {e!r}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.log(*args, **kwargs)
+
+    # ------------------------------------------------------------------ training-thread helpers
+    def _nan_now(self, step: int, field: str, value: float) -> None:
+        alert = self._nan.seen(step, field, value)
+        if alert is not None:
+            self._merge_alerts([dict(alert)], local=True)
+            self._wake.set()  # run the on_alert callback promptly (in the background thread)
+
+    def _apply_pending(self, step: int) -> None:
+        with self._state_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        actor = self._get_actor()
+        if actor is None:
+            return
+        action, alert = pending
+        try:
+            outcome = actor.apply(step, action, alert)
+            # the Actor waits for confirmation of advice from a single step: ask again with the
+            # next answer from the service while the same advice stands
+            self._actor_waiting = isinstance(outcome, dict) and outcome.get("status") == "pending"
+        except Exception as e:
+            self._warn_once("actor", f"losswatch: acting on {action.get('type')} failed: {e!r}")
+
+    def _get_actor(self) -> Any:
+        if self._actor is None and not self._actor_failed:
+            try:
+                from .acting import Actor
+                self._actor = Actor(monitor=self, **self._act_config)
+            except Exception as e:
+                self._actor_failed = True
+                self._warn_once("actor_import",
+                                f"losswatch: act=True but the acting hook is unavailable: {e!r}")
+        return self._actor
+
+    # ------------------------------------------------------------------ background thread
+    def _collect(self) -> list[str]:
+        """Drain the buffer; read tensors; run the local checks; return encoded records."""
+        q = self._q
+        n = len(q)
+        if not n:
+            return []
+        raw = [q.popleft() for _ in range(n)]
+        records, problems = resolve(raw)
+        for p in problems[:3]:
+            self._warn_once("value:" + p.split(":")[0][:40], "losswatch: " + p)
+        changed = self._nan.observe(records)
+        if changed:
+            self._merge_alerts(changed, local=True)
+        if self._local is not None and self._local.available and records:
+            try:
+                alerts, rec, health = self._local.update(records)
+                self._apply_verdict(alerts, rec, health)
+            except Exception as e:
+                self._local.available = False
+                self._warn_once("engine", f"losswatch: local detectors failed and were switched "
+                                          f"off (the NaN check goes on): {e!r}")
+        if self._sender.transport is None:
+            return []
+        dumps = json.dumps
+        return [dumps(encode(r), allow_nan=False) for r in records]
+
+    def _on_reply(self, reply: Any) -> None:
+        if isinstance(reply, dict):
+            self._apply_verdict(reply.get("alerts") or [], reply.get("recommendation"),
+                                reply.get("health"), has_rec="recommendation" in reply)
+
+    def _apply_verdict(self, alerts: list[dict], rec: dict | None, health: str | None,
+                       has_rec: bool = True) -> None:
+        if alerts:
+            self._merge_alerts([a for a in alerts if isinstance(a, dict) and "id" in a], local=False)
+        if health in ("ok", "warning", "critical"):
+            # a NaN caught here but not yet seen by the service keeps the run critical
+            self.health = "critical" if self._nan.active else health
+        if has_rec:
+            rec = rec if isinstance(rec, dict) else None
+            if rec is None and self._nan.active:
+                return  # the service has not seen the NaN caught here yet: keep that advice
+            self._set_recommendation(rec)
+
+    def _merge_alerts(self, alerts: list[dict], local: bool) -> None:
+        """Keep the latest copy per alert id; queue on_alert for new/escalated/resolved ones."""
+        with self._state_lock:
+            for a in alerts:
+                i = self._alert_index.get(a["id"])
+                if i is None:
+                    self._alert_index[a["id"]] = len(self.alerts)
+                    self.alerts.append(a)
+                    notify = True
+                else:
+                    old = self.alerts[i]
+                    notify = (a.get("severity") != old.get("severity")
+                              or a.get("resolved_step") != old.get("resolved_step"))
+                    self.alerts[i] = a
+                if notify:
+                    self._callbacks.append(a)
+            if local:
+                for a in alerts:
+                    if a.get("resolved_step") is None:
+                        self.health = "critical"
+                        self._set_recommendation_locked(a.get("action"), a)
+                if not self._nan.active and self._sender.transport is None and (
+                        self._local is None or not self._local.available):
+                    self.health = "ok"  # NaN-only mode: the run is healthy again
+
+    def _set_recommendation(self, rec: dict | None) -> None:
+        with self._state_lock:
+            self._set_recommendation_locked(rec, None)
+
+    def _set_recommendation_locked(self, rec: dict | None, alert: dict | None) -> None:
+        key = _action_key(rec)
+        self.recommendation = rec if key is not None else None
+        if key == self._rec_key:
+            if key is not None and self._actor_waiting and self._pending is None:
+                self._actor_waiting = False
+                self._pending = (rec, alert or self._alert_for(rec))
+            return
+        self._rec_key = key
+        if key is not None and self._acting:
+            self._pending = (rec, alert or self._alert_for(rec))
+
+    def _alert_for(self, rec: dict) -> dict | None:
+        """The active alert whose advice this is (most severe first), for the Actor."""
+        key = _action_key(rec)
+        best = None
+        for a in self.alerts:
+            if a.get("resolved_step") is None and _action_key(a.get("action")) == key:
+                if best is None or _SEVERITY_RANK.get(a.get("severity"), 0) > \
+                        _SEVERITY_RANK.get(best.get("severity"), 0):
+                    best = a
+        return best
+
+    def _fire_callbacks(self) -> None:
+        cb = self.on_alert
+        while self._callbacks:
+            alert = self._callbacks.popleft()
+            if cb is None:
+                continue
+            try:
+                cb(alert)
+            except Exception as e:
+                self._warn_once("on_alert", f"losswatch: the on_alert callback raised {e!r}; "
+                                            f"training goes on (warned once)")
+
+    # ------------------------------------------------------------------ public
+    def report_action(self, step: int, action: dict[str, Any], applied: bool, dry_run: bool = False) -> None:
+        """Tell the service an action was applied (or would have been, in dry-run). Non-blocking."""
+        entry = {"step": int(step), "action": dict(action), "applied": bool(applied),
+                 "dry_run": bool(dry_run)}
+        self.actions.append(entry)
+        if self._sender.transport is not None:
+            self._sender.controls.append(("POST", run_path(self.run_id) + "/actions", entry))
+            self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send everything logged so far; True when it all reached the service within ``timeout``."""
+        if os.getpid() != self._pid:
+            return True
+        return self._sender.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (at most ``timeout``, default ``exit_timeout``), stop the thread, keep leftovers.
+
+        Records that could not be sent are written to one JSON-lines file in ``spool_dir`` and
+        named in a warning, so nothing is silently lost.
+        """
+        if self._closed or os.getpid() != self._pid:
+            return
+        self._closed = True
+        t = self.exit_timeout if timeout is None else timeout
+        ok = self._sender.flush(t)
+        self._sender.stop(min(t, 1.0) if ok else 0.2)
+        if self._sender.transport is not None:
+            self._sender.transport.close()
+            if not ok and not self._sender.alive:
+                path = self._sender.spool.spill_all()
+                if path is not None:
+                    warnings.warn(f"losswatch: the service at {self.url} could not be reached before "
+                                  f"the end; unsent records of run {self.run_id} are kept in {path}",
+                                  RuntimeWarning, stacklevel=2)
+        self._sender.spool.remove_directory_if_empty()
+        self.log = self._log_closed  # type: ignore[method-assign]
+        _live.discard(self)
+
+    def _log_closed(self, *args: Any, **kwargs: Any) -> None:
+        self._warn_once("closed", "losswatch: log() after close() is ignored")
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: records sent, POSTs, rejected records, failed attempts, outages, spool state."""
+        s = dict(self._sender.stats)
+        s.update(buffered=len(self._q), spooled=len(self._sender.spool),
+                 spilled=self._sender.spool.spilled, dropped=self._sender.spool.dropped)
+        return s
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Monitor(run_id={self.run_id!r}, url={self.url!r}, health={self.health!r})"
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ fork
+    def _after_fork_in_child(self) -> None:
+        # The sender thread did not survive the fork and its locks may be held: drop them all.
+        # The parent's buffered records stay the parent's (no duplicates from workers).
+        self._q = deque()
+        self._callbacks = deque()
+        self._pending = None
+        self._state_lock = threading.Lock()
+        self._nan._lock = threading.Lock()
+        if self.in_child == "fresh" and not self._closed:
+            self._pid = os.getpid()
+            self.spool_dir = _default_spool_dir(self.run_id)
+            self.log = self._log_first_in_child  # type: ignore[method-assign]
+        else:
+            self.log = self._log_disabled  # type: ignore[method-assign]
+
+    def _log_disabled(self, *args: Any, **kwargs: Any) -> None:
+        """log() in a forked child with in_child='disable': the parent reports the run."""
+
+    def _log_first_in_child(self, *args: Any, **kwargs: Any) -> None:
+        del self.log  # back to the class's log()
+        self._start()
+        self.log(*args, **kwargs)
+
+
+def _after_fork_in_child() -> None:
+    for m in list(_live):
+        try:
+            m._after_fork_in_child()
+        except Exception:
+            pass
+
+
+def _close_all_at_exit() -> None:
+    for m in list(_live):
+        try:
+            m.close()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)
