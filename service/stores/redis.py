@@ -1,0 +1,745 @@
+"""The Redis store (``redis://host:port/db``): shared by any number of service replicas.
+
+Data model (per run, every key prefixed ``lw:{<run_id>}:``; the braces are a Cluster hash tag):
+
+=========  ======================  ==========================================================
+key        type                    holds
+=========  ======================  ==========================================================
+s          hash                    state: version ``v``, detector state ``eng``
+                                   (``Engine.to_bytes``), project, counters, last values,
+                                   health, recommendation, active alerts (JSON)
+raw:<ci>   string (~40 KiB)        steps ci*960 .. ci*960+959, packed float64 (see
+                                   :mod:`.series`) + a presence bitmap; the newest
+                                   ``LOSSWATCH_REDIS_RAW_CHUNKS`` (8) chunks stay raw
+d1 d2 d3   hash bucket -> bytes    downsampled older steps (64 / 2,048 / 131,072 steps a point)
+ds         hash                    watermarks: c0 (first raw chunk), w1, w2
+x          hash step -> JSON       ``extra`` of raw steps (dropped when downsampled)
+a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
+m          string                  metadata JSON
+act        list                    action reports (JSON)
+=========  ======================  ==========================================================
+
+and two global sorted sets: ``lw:runs`` (run id by last write time: list, metrics, retention)
+and ``lw:alerts`` (alert id by last update time: cross-run alert queries).
+
+Concurrency (the :mod:`.base` atomicity contract): one Lua script applies a batch (steps,
+extras, alerts, detector state, counters) atomically, and only if the run's state version is the
+one the detector state was computed from (compare-and-set). On a conflict the script returns the
+current state and the replica recomputes and retries. A replica keeps the engine of each run it
+served last, with its version, so the usual batch costs exactly one round trip (one EVALSHA).
+
+Duplicates are found by the chunk's presence bit (SETBIT returns the old bit) inside the same
+script; steps above the stored ``last_step`` need no check (nothing above it is stored).
+
+Downsampling (bounded memory per run) happens after a batch pushes the head into a new chunk:
+the oldest raw chunk is folded into level-1 buckets under WATCH/MULTI (a late step written into
+it meanwhile aborts and retries the fold). A late step that arrives for an already downsampled
+range is folded into its bucket (counted out of order) unless the bucket's presence bitmap
+already has it (duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import json
+import logging
+import os
+import time
+import weakref
+from collections import OrderedDict
+from typing import Any, Iterable
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from . import series as ser
+from .base import (
+    Columns,
+    IngestResult,
+    ProjectConflict,
+    RunSummary,
+    Store,
+    StoreUnavailable,
+    classify_steps,
+    load_engine,
+    new_engine,
+    run_engine,
+    wall_now,
+)
+from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION
+
+log = logging.getLogger("losswatch.redis")
+
+_STATE_FIELDS = ("project", "pnamed", "created_at", "last_seen", "last_step", "n_steps", "dups",
+                 "ooo", "last", "health", "rec", "act")
+
+# Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After).
+_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError,
+         OSError, asyncio.TimeoutError)
+_DOWN_REPLIES = ("OOM", "MISCONF", "NOREPLICAS", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN",
+                 "CLUSTERDOWN", "NOSCRIPT")
+
+
+def _unavailable(fn):
+    """Turn Redis failures into :class:`StoreUnavailable` saying why."""
+
+    @functools.wraps(fn)
+    async def wrapper(self, *a, **kw):
+        try:
+            return await fn(self, *a, **kw)
+        except StoreUnavailable:
+            raise
+        except rexc.ResponseError as e:
+            if str(e).split(" ", 1)[0] in _DOWN_REPLIES:
+                raise StoreUnavailable(f"redis at {self._where}: {e}") from e
+            raise
+        except _DOWN as e:
+            raise StoreUnavailable(f"redis at {self._where} unreachable: {e or type(e).__name__}") from e
+
+    return wrapper
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {v!r}") from None
+
+
+def _s(b: bytes | None) -> str | None:
+    return None if b is None else b.decode()
+
+
+def _f(b: bytes | None) -> float | None:
+    return None if b is None or b == b"" else float(b)
+
+
+def _i(b: bytes | None) -> int | None:
+    return None if b is None or b == b"" else int(b)
+
+
+def _run_of_alert(alert_id: str) -> str | None:
+    parts = alert_id.rsplit(":", 2)   # f"{run_id}:{kind}:{first_step}"; run ids may hold ':'
+    return parts[0] if len(parts) == 3 and parts[0] else None
+
+
+class _Cached:
+    """The engine of a run as of state version ``v`` (valid only while nobody else wrote)."""
+
+    __slots__ = ("v", "engine", "last_step")
+
+    def __init__(self, v: int, engine: Any, last_step: int | None) -> None:
+        self.v, self.engine, self.last_step = v, engine, last_step
+
+
+class RedisStore(Store):
+    """Store on Redis; see the module docstring.
+
+    Parameters
+    ----------
+    url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``).
+    retention_seconds : runs expire this long after their last write (EXPIRE is refreshed on every
+        write); 0 keeps them forever. Default: ``LOSSWATCH_RETENTION_SECONDS`` or 30 days.
+    raw_chunks : how many of the newest 960-step chunks stay at full resolution. Default:
+        ``LOSSWATCH_REDIS_RAW_CHUNKS`` or 8 (7,680 steps).
+    levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
+    wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't);
+        ``LOSSWATCH_REDIS_WAIT_REPLICAS``. A batch not replicated in time answers 503 (retried,
+        the steps then come back as duplicates).
+    """
+
+    def __init__(self, url: str, *, retention_seconds: int | None = None, raw_chunks: int | None = None,
+                 wait_replicas: int | None = None, prefix: str = "lw:", max_connections: int = 64,
+                 engine_cache: int = 50_000, levels: tuple[ser.Level, ...] | None = None) -> None:
+        self.url = url
+        self._where = url.split("@")[-1]          # never echo a password
+        self.retention = _env_int("LOSSWATCH_RETENTION_SECONDS", 30 * 86400) \
+            if retention_seconds is None else retention_seconds
+        self.raw_chunks = max(1, _env_int("LOSSWATCH_REDIS_RAW_CHUNKS", 8) if raw_chunks is None else raw_chunks)
+        self.wait_replicas = _env_int("LOSSWATCH_REDIS_WAIT_REPLICAS", 0) if wait_replicas is None else wait_replicas
+        self.prefix = prefix
+        self.levels = tuple(levels or ser.LEVELS)
+        ser.check_levels(self.levels)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=5,
+            socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+        self._r = aioredis.Redis(connection_pool=pool)
+        self._ingest = self._r.register_script(INGEST)
+        self._put_meta = self._r.register_script(PUT_META)
+        self._ack = self._r.register_script(ACK_ALERT)
+        self._action = self._r.register_script(RECORD_ACTION)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache_max = engine_cache
+        # one in-flight ingest per run per process: the cached engine is mutated in place
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.conflicts = 0                          # CAS retries (diagnostics, tests)
+
+    # --- keys -----------------------------------------------------------------------------
+    def _p(self, run_id: str) -> str:
+        return f"{self.prefix}{{{run_id}}}:"
+
+    @property
+    def _runs_key(self) -> str:
+        return self.prefix + "runs"
+
+    @property
+    def _alerts_key(self) -> str:
+        return self.prefix + "alerts"
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[run_id] = lock
+        return lock
+
+    def _cache_put(self, run_id: str, c: _Cached) -> None:
+        self._cache[run_id] = c
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self._cache_max:
+            self._cache.popitem(last=False)
+
+    def _from_state(self, run_id: str, v: int, eng: bytes | None, last_step: bytes | None) -> _Cached:
+        engine = load_engine(eng) if eng else new_engine(run_id, None)
+        return _Cached(v, engine, _i(last_step))
+
+    async def _read_state(self, run_id: str) -> _Cached:
+        v, eng, last = await self._r.hmget(self._p(run_id) + "s", "v", "eng", "last_step")
+        return self._from_state(run_id, _i(v) or 0, eng, last)
+
+    # --- ingest ---------------------------------------------------------------------------
+    @_unavailable
+    async def ingest(self, run_id: str, cols: Columns, *, project: str | None = None,
+                     now: float | None = None) -> IngestResult:
+        now = wall_now(now)
+        async with self._lock(run_id):
+            cached = self._cache.pop(run_id, None)
+            if cached is None:
+                cached = await self._read_state(run_id)
+            for _attempt in range(200):
+                res = await self._try_ingest(run_id, cols, project, now, cached)
+                if isinstance(res, _Cached):          # version conflict: res is the current state
+                    self.conflicts += 1
+                    cached = res
+                    continue
+                return res
+            raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
+
+    async def _try_ingest(self, run_id: str, cols: Columns, project: str | None, now: float,
+                          cached: _Cached) -> IngestResult | _Cached:
+        p = self._p(run_id)
+        split = classify_steps(cols.step, lambda _k: False, cached.last_step)
+        in_order = split.in_order
+        in_set = set(in_order)
+        cands = [i for i in split.new if i not in in_set]   # at or below last_step: maybe stored
+        engine = cached.engine
+        changed, rec, health = run_engine(engine, cols, in_order)
+        eng_bytes = engine.to_bytes()
+        new_last = max(cols.step[i] for i in in_order) if in_order else None
+
+        args: list[Any] = []
+        # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
+        segs = _segments(sorted(in_order, key=cols.step.__getitem__), cols.step)
+        for ci, first_slot, idx in segs:
+            args += [ci, first_slot, len(idx), ser.pack_rows(cols, idx)]
+        cand_no: dict[int, int] = {}
+        for n, i in enumerate(cands, 1):
+            s = cols.step[i]
+            args += [s // ser.CHUNK, s % ser.CHUNK, ser.pack_rows(cols, [i])]
+            cand_no[i] = n
+        n_extra = 0
+        for i in split.new:
+            x = cols.extra[i]
+            if x:
+                args += [cols.step[i], json.dumps(x), cand_no.get(i, 0)]
+                n_extra += 1
+        alert_dicts = []
+        for a in changed:
+            d = a.to_dict()
+            d["updated_at"] = now
+            alert_dicts.append(d)
+            args += [a.id, json.dumps(d)]
+        last_json = ""
+        if in_order:
+            j = max(in_order, key=cols.step.__getitem__)
+            last_json = json.dumps({f: getattr(cols, f)[j] for f in ser.VALUE_FIELDS})
+        act_json = json.dumps([a.to_dict() for a in engine.active_alerts]) if changed else ""
+        head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
+                "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
+                len(segs), len(cands), n_extra, len(changed), self.raw_chunks, run_id,
+                ser.CHUNK_BYTES, ser.PRESENCE_BIT0, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
+                len(in_order)]
+        keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
+        reply = await self._ingest(keys=keys, args=head + args)
+        status = int(reply[0])
+        if status == 0:
+            return self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
+        if status == 2:
+            self._cache.pop(run_id, None)
+            stored = reply[1].decode()
+            raise ProjectConflict(run_id, stored, project or stored)
+        new_v, flags, c0 = int(reply[1]), reply[2].decode(), int(reply[3])
+        last_step = new_last if new_last is not None else cached.last_step
+        self._cache_put(run_id, _Cached(new_v, engine, last_step))
+        if self.wait_replicas:
+            got = await self._r.execute_command("WAIT", self.wait_replicas, 5000)
+            if int(got) < self.wait_replicas:
+                raise StoreUnavailable(f"batch reached {got} of {self.wait_replicas} Redis replicas in 5 s")
+
+        stored = flags.count("N")
+        dups = split.duplicates + flags.count("D")
+        late = [i for i, fl in zip(cands, flags) if fl == "L"]
+        if late:
+            a_n, a_d = await self._fold_late(run_id, cols, late)
+            stored += a_n
+            dups += a_d
+        if last_step is not None and last_step // ser.CHUNK - c0 >= self.raw_chunks:
+            try:
+                await self._compact(run_id)
+            except (StoreUnavailable, *_DOWN) as e:     # the batch is stored; the next one retries
+                log.warning("downsampling run %s postponed: %s", run_id, e)
+
+        out_alerts = []
+        new_ids = []
+        for d, info in zip(alert_dicts, reply[5]):
+            d["raised_at"] = float(info[0])
+            if int(info[2]):
+                new_ids.append(d["id"])
+            if info[1]:
+                d["acknowledged"] = True
+                d["acknowledged_at"] = float(info[1])
+            out_alerts.append(d)
+        return IngestResult(accepted=len(in_order) + stored, duplicates=dups, out_of_order=stored,
+                            alerts=out_alerts, new_alert_ids=new_ids, recommendation=rec,
+                            health=health, project=_s(reply[6]) or "default")
+
+    # --- downsampling ---------------------------------------------------------------------
+    async def _compact(self, run_id: str) -> None:
+        """Fold raw chunks that fell out of the raw window into level-1 buckets, and cascade
+        levels past their ``keep``; one chunk per WATCH/MULTI transaction."""
+        p = self._p(run_id)
+        L1, L2, L3 = self.levels
+        per_chunk = ser.CHUNK // L1.width
+        async with self._r.pipeline(transaction=True) as pipe:
+            for _ in range(1000):
+                try:
+                    await pipe.watch(p + "ds", p + "d1", p + "d2")
+                    c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
+                    last = _i(await pipe.hget(p + "s", "last_step"))
+                    if last is None or last // ser.CHUNK - c0 < self.raw_chunks:
+                        await pipe.reset()
+                        return
+                    raw_key = f"{p}raw:{c0}"
+                    await pipe.watch(raw_key)
+                    blob = await pipe.get(raw_key)
+                    buckets = ser.aggregate_chunk(c0, blob, L1.width)
+                    steps = []
+                    if blob:
+                        slots, _ = ser.decode_slots(blob)
+                        steps = (slots + c0 * ser.CHUNK).tolist()
+                    c0 += 1
+                    d1_del: list[int] = []
+                    d2_set: dict[int, bytes] = {}
+                    while L1.keep is not None and c0 * per_chunk - w1 > L1.keep:
+                        grp = list(range(w1, w1 + L2.width // L1.width))
+                        old = await pipe.hmget(p + "d1", grp)
+                        merged = ser.merge_packed(old, L1.width)
+                        if merged is not None:
+                            d2_set[w1 // len(grp)] = merged
+                        d1_del += grp
+                        w1 += len(grp)
+                    d2_del: list[int] = []
+                    d3_set: dict[int, bytes] = {}
+                    while L2.keep is not None and w1 // (L2.width // L1.width) - w2 > L2.keep:
+                        grp = list(range(w2, w2 + L3.width // L2.width))
+                        old = await pipe.hmget(p + "d2", grp)
+                        # buckets merged into d2 in this same transaction are not in Redis yet
+                        old = [d2_set.pop(g, None) or o for g, o in zip(grp, old)]
+                        merged = ser.merge_packed(old, L2.width)
+                        if merged is not None:
+                            d3_set[w2 // len(grp)] = merged
+                        d2_del += grp
+                        w2 += len(grp)
+                    pipe.multi()
+                    if buckets:
+                        pipe.hset(p + "d1", mapping=buckets)
+                    if d1_del:
+                        pipe.hdel(p + "d1", *d1_del)
+                    if d2_set:
+                        pipe.hset(p + "d2", mapping=d2_set)
+                    if d2_del:
+                        pipe.hdel(p + "d2", *d2_del)
+                    if d3_set:
+                        pipe.hset(p + "d3", mapping=d3_set)
+                    pipe.delete(raw_key)
+                    if steps:
+                        pipe.hdel(p + "x", *steps)
+                    pipe.hset(p + "ds", mapping={"c0": c0, "w1": w1, "w2": w2})
+                    if self.retention:
+                        for k in ("ds", "d1", "d2", "d3"):
+                            pipe.expire(p + k, self.retention)
+                    await pipe.execute()
+                except rexc.WatchError:
+                    continue
+            # after 1000 chunks in one go, the rest waits for the next batch
+
+    async def _fold_late(self, run_id: str, cols: Columns, idx: list[int]) -> tuple[int, int]:
+        """Fold late steps of already downsampled chunks into their buckets.
+
+        Returns (stored, duplicates): the bucket's presence bitmap tells a duplicate.
+        """
+        p = self._p(run_id)
+        L1, L2, L3 = self.levels
+        async with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(p + "ds", p + "d1", p + "d2", p + "d3")
+                    w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "w1", "w2"))
+                    updates: dict[tuple[str, int], ser.Agg] = {}
+                    stored = dups = 0
+                    for i in idx:
+                        s = cols.step[i]
+                        if s // L1.width >= w1:
+                            lvl, b, width = "d1", s // L1.width, L1.width
+                        elif s // L2.width >= w2:
+                            lvl, b, width = "d2", s // L2.width, L2.width
+                        else:
+                            lvl, b, width = "d3", s // L3.width, L3.width
+                        agg = updates.get((lvl, b))
+                        if agg is None:
+                            blob = await pipe.hget(p + lvl, b)
+                            agg = ser.Agg.unpack(blob, width) if blob else ser.Agg(width=width)
+                        if agg.has(s - b * width):
+                            dups += 1
+                            continue
+                        agg.add(s - b * width, [getattr(cols, f)[i] for f in ser.VALUE_FIELDS], cols.ts[i])
+                        updates[(lvl, b)] = agg
+                        stored += 1
+                    pipe.multi()
+                    for (lvl, b), agg in updates.items():
+                        pipe.hset(p + lvl, b, agg.pack())
+                    pipe.hincrby(p + "s", "n_steps", stored)
+                    pipe.hincrby(p + "s", "ooo", stored)
+                    pipe.hincrby(p + "s", "dups", dups)
+                    await pipe.execute()
+                    return stored, dups
+                except rexc.WatchError:
+                    continue
+
+    # --- other writes ---------------------------------------------------------------------
+    @_unavailable
+    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str | None = None,
+                       now: float | None = None) -> RunSummary:
+        now = wall_now(now)
+        p = self._p(run_id)
+        meta_json = json.dumps(meta)
+        async with self._lock(run_id):
+            cached = self._cache.pop(run_id, None) or await self._read_state(run_id)
+            for _ in range(200):
+                cached.engine.set_meta(dict(meta))
+                reply = await self._put_meta(
+                    keys=[p + "s", p + "m", self._runs_key],
+                    args=[cached.v, project or "", repr(now), self.retention, p,
+                          cached.engine.to_bytes(), meta_json, run_id])
+                status = int(reply[0])
+                if status == 0:
+                    self.conflicts += 1
+                    cached = self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
+                    continue
+                if status == 2:
+                    stored = reply[1].decode()
+                    raise ProjectConflict(run_id, stored, project or stored)
+                self._cache_put(run_id, _Cached(int(reply[1]), cached.engine, cached.last_step))
+                break
+            else:
+                raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
+        s = await self.get_run(run_id)
+        assert s is not None
+        return s
+
+    @_unavailable
+    async def ack_alert(self, alert_id: str, *, now: float | None = None) -> dict[str, Any] | None:
+        run_id = _run_of_alert(alert_id)
+        if run_id is None:
+            return None
+        p = self._p(run_id)
+        reply = await self._ack(keys=[p + "a", p + "ar", p + "ak"], args=[alert_id, repr(wall_now(now))])
+        if reply is None:
+            return None
+        return _alert(reply[0], reply[1], reply[2])
+
+    @_unavailable
+    async def record_action(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        p = self._p(run_id)
+        ok = await self._action(keys=[p + "s", p + "act"], args=[json.dumps(report), self.retention])
+        if not int(ok):
+            raise KeyError(run_id)
+        return report
+
+    # --- reads ----------------------------------------------------------------------------
+    @_unavailable
+    async def get_run(self, run_id: str) -> RunSummary | None:
+        p = self._p(run_id)
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hmget(p + "s", *_STATE_FIELDS)
+            pipe.get(p + "m")
+            st, meta = await pipe.execute()
+        if st[0] is None:
+            return None
+        s = _summary(run_id, st, meta)
+        await self._enrich_active([s])
+        return s
+
+    async def _enrich_active(self, runs: list[RunSummary]) -> None:
+        """Active alerts carry raised_at / acknowledged like the stored alerts."""
+        todo = [s for s in runs if s.active_alerts]
+        if not todo:
+            return
+        async with self._r.pipeline(transaction=False) as pipe:
+            for s in todo:
+                ids = [a["id"] for a in s.active_alerts]
+                p = self._p(s.run_id)
+                pipe.hmget(p + "ar", ids)
+                pipe.hmget(p + "ak", ids)
+            res = await pipe.execute()
+        for k, s in enumerate(todo):
+            for a, r, ak in zip(s.active_alerts, res[2 * k], res[2 * k + 1]):
+                a["raised_at"] = _f(r)
+                a.setdefault("updated_at", a["raised_at"])
+                a["acknowledged"] = ak is not None
+                if ak is not None:
+                    a["acknowledged_at"] = float(ak)
+
+    @_unavailable
+    async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
+                        active_since: float | None = None) -> list[RunSummary]:
+        if active_since is None:
+            ids = await self._r.zrange(self._runs_key, 0, -1)
+        else:   # the zset score (last write) is >= last_seen: a superset, filtered below
+            ids = await self._r.zrangebyscore(self._runs_key, active_since, "+inf")
+        ids = sorted(i.decode() for i in ids)
+        pset = set(projects) if projects is not None else None
+        out: list[RunSummary] = []
+        gone: list[str] = []
+        for lo in range(0, len(ids), 1000):
+            part = ids[lo:lo + 1000]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for rid in part:
+                    pipe.hmget(self._p(rid) + "s", *_STATE_FIELDS)
+                    pipe.get(self._p(rid) + "m")
+                res = await pipe.execute()
+            for k, rid in enumerate(part):
+                st, meta = res[2 * k], res[2 * k + 1]
+                if st[0] is None:
+                    gone.append(rid)       # expired: drop it from the index
+                    continue
+                s = _summary(rid, st, meta)
+                if pset is not None and s.project not in pset:
+                    continue
+                if health is not None and s.health != health:
+                    continue
+                if active_since is not None and (s.last_seen is None or s.last_seen < active_since):
+                    continue
+                out.append(s)
+        if gone:
+            await self._r.zrem(self._runs_key, *gone)
+        await self._enrich_active(out)
+        return out
+
+    @_unavailable
+    async def read_series(self, run_id: str, start: int | None = None,
+                          end: int | None = None) -> Columns | None:
+        p = self._p(run_id)
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(p + "s", "last_step")
+            pipe.exists(p + "s")
+            pipe.hmget(p + "ds", "c0", "w1", "w2")
+            last, exists, wm = await pipe.execute()
+        if not exists:
+            return None
+        out = Columns()
+        if last is None:
+            return out
+        last = int(last)
+        c0, w1, w2 = (int(x or 0) for x in wm)
+        lo = 0 if start is None else start
+        hi = last if end is None else min(end, last)
+        if hi < lo:
+            return out
+        L1, L2, L3 = self.levels
+        levels = [("d3", L3, 0, w2 * L2.width), ("d2", L2, w2 * L2.width, w1 * L1.width),
+                  ("d1", L1, w1 * L1.width, c0 * ser.CHUNK)]
+        async with self._r.pipeline(transaction=False) as pipe:
+            ds_wanted = []
+            for name, lvl, s0, s1 in levels:
+                if s1 > s0 and lo < s1 and hi >= s0:
+                    ds_wanted.append((name, lvl))
+                    pipe.hgetall(p + name)
+            first_ci = max(c0, lo // ser.CHUNK)
+            last_ci = hi // ser.CHUNK
+            for ci in range(first_ci, last_ci + 1):
+                pipe.get(f"{p}raw:{ci}")
+            pipe.hgetall(p + "x")
+            res = await pipe.execute()
+        rows: list[dict[str, Any]] = []
+        for k, (name, lvl) in enumerate(ds_wanted):
+            for b in sorted(int(x) for x in res[k]):
+                s = b * lvl.width
+                if lo <= s <= hi:
+                    rows.append(ser.Agg.unpack(res[k][str(b).encode()], lvl.width).row(s, lvl.width))
+        for r in rows:
+            _append(out, r)
+        extras = res[-1]
+        for k, ci in enumerate(range(first_ci, last_ci + 1)):
+            blob = res[len(ds_wanted) + k]
+            if not blob:
+                continue
+            slots, data = ser.decode_slots(blob)
+            steps = (slots + ci * ser.CHUNK).tolist()
+            vals = ser.values_to_lists(data)
+            a, b = bisect.bisect_left(steps, lo), bisect.bisect_right(steps, hi)
+            out.step += steps[a:b]
+            for j, f in enumerate(ser.FIELDS):
+                getattr(out, f).extend(vals[j][a:b])
+            if extras:
+                out.extra += [_extra(extras.get(str(s).encode())) for s in steps[a:b]]
+            else:
+                out.extra += [None] * (b - a)
+        return out
+
+    @_unavailable
+    async def list_alerts(self, *, run_id: str | None = None, projects: Iterable[str] | None = None,
+                          kind: str | None = None, severity: str | None = None,
+                          since: float | None = None) -> list[dict[str, Any]]:
+        pset = set(projects) if projects is not None else None
+        by_run: dict[str, list[str] | None] = {}
+        if run_id is not None:
+            by_run[run_id] = None                              # all of the run's alerts
+        else:
+            ids = await self._r.zrangebyscore(self._alerts_key, "-inf" if since is None else since, "+inf")
+            for i in ids:
+                aid = i.decode()
+                rid = _run_of_alert(aid)
+                if rid is not None:
+                    by_run.setdefault(rid, []).append(aid)   # type: ignore[union-attr]
+        runs = list(by_run.items())
+        async with self._r.pipeline(transaction=False) as pipe:
+            for rid, aids in runs:
+                p = self._p(rid)
+                if aids is None:
+                    pipe.hgetall(p + "a")
+                    pipe.hgetall(p + "ar")
+                    pipe.hgetall(p + "ak")
+                else:
+                    pipe.hmget(p + "a", aids)
+                    pipe.hmget(p + "ar", aids)
+                    pipe.hmget(p + "ak", aids)
+                pipe.hget(p + "s", "project")
+            res = await pipe.execute()
+        out = []
+        for k, (rid, aids) in enumerate(runs):
+            a, ar, ak, proj = res[4 * k: 4 * k + 4]
+            if pset is not None and _s(proj) not in pset:
+                continue
+            if aids is None:
+                triples = [(a[i], ar.get(i), ak.get(i)) for i in a]
+            else:
+                triples = list(zip(a, ar, ak))
+            for j, r, ackd in triples:
+                if j is None:
+                    continue
+                d = _alert(j, r, ackd)
+                if kind is not None and d["kind"] != kind:
+                    continue
+                if severity is not None and d["severity"] != severity:
+                    continue
+                if since is not None and d["updated_at"] < since:
+                    continue
+                out.append(d)
+        out.sort(key=lambda d: d["updated_at"], reverse=True)
+        return out
+
+    @_unavailable
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        run_id = _run_of_alert(alert_id)
+        if run_id is None:
+            return None
+        p = self._p(run_id)
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(p + "a", alert_id)
+            pipe.hget(p + "ar", alert_id)
+            pipe.hget(p + "ak", alert_id)
+            j, r, ak = await pipe.execute()
+        return None if j is None else _alert(j, r, ak)
+
+    @_unavailable
+    async def list_actions(self, run_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in await self._r.lrange(self._p(run_id) + "act", 0, -1)]
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @_unavailable
+    async def ping(self) -> None:
+        await self._r.ping()
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _segments(order: list[int], steps: list[int]) -> list[tuple[int, int, list[int]]]:
+    """Positions (sorted by step) cut into runs of consecutive steps inside one chunk:
+    [(chunk, first slot, positions)]."""
+    out: list[tuple[int, int, list[int]]] = []
+    for i in order:
+        s = steps[i]
+        ci, slot = divmod(s, ser.CHUNK)
+        if out and out[-1][0] == ci and steps[out[-1][2][-1]] == s - 1:
+            out[-1][2].append(i)
+        else:
+            out.append((ci, slot, [i]))
+    return out
+
+
+def _extra(b: bytes | None) -> dict[str, float] | None:
+    return None if b is None else json.loads(b)
+
+
+def _append(out: Columns, row: dict[str, Any]) -> None:
+    out.step.append(row["step"])
+    for f in ser.FIELDS:
+        getattr(out, f).append(row[f])
+    out.extra.append(row["extra"])
+
+
+def _alert(j: bytes, raised: bytes | None, ack: bytes | None) -> dict[str, Any]:
+    d = json.loads(j)
+    d["raised_at"] = _f(raised) if raised else d.get("updated_at")
+    if ack:
+        d["acknowledged"] = True
+        d["acknowledged_at"] = float(ack)
+    return d
+
+
+def _summary(run_id: str, st: list[bytes | None], meta: bytes | None) -> RunSummary:
+    f = dict(zip(_STATE_FIELDS, st))
+    return RunSummary(
+        run_id=run_id,
+        project=_s(f["project"]) or "default",
+        meta=json.loads(meta) if meta else {},
+        created_at=_f(f["created_at"]) or 0.0,
+        last_seen=_f(f["last_seen"]),
+        last_step=_i(f["last_step"]),
+        n_steps=_i(f["n_steps"]) or 0,
+        duplicates=_i(f["dups"]) or 0,
+        out_of_order=_i(f["ooo"]) or 0,
+        last=json.loads(f["last"]) if f["last"] else {},
+        health=_s(f["health"]) or "ok",
+        active_alerts=json.loads(f["act"]) if f["act"] else [],
+        recommendation=json.loads(f["rec"]) if f["rec"] else None,
+    )

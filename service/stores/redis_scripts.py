@@ -1,0 +1,199 @@
+"""Lua scripts of the Redis store. Each runs atomically inside Redis (no other command of any
+client interleaves), which is what makes a batch all-or-nothing and the detector state's
+read-modify-write safe across service replicas.
+
+The per-run compare-and-set: the state hash ``v`` field is a version, bumped by every write of the
+detector state. A replica computes the new state from version ``v`` in Python, then the script
+applies the batch only if the stored version is still ``v``; otherwise it writes nothing and
+returns the current state, so the replica recomputes and retries without another round trip.
+
+Key names: every key of a run starts with ``<prefix>{<run_id>}:`` (a Redis Cluster hash tag, so a
+run's keys share a slot); scripts derive the chunk keys from that prefix.
+"""
+
+# Keys and fields shared with redis.py
+#   s    state hash: v eng project pnamed created_at last_seen last_step n_steps dups ooo
+#                    last health rec act
+#   ds   tier watermarks hash: c0 (first raw chunk), w1, w2 (first bucket kept at level 1 / 2)
+#   raw:<ci>  raw chunk string      x  extras hash (step -> json)
+#   d1 d2 d3  downsampled levels (bucket index -> packed aggregate)
+#   a    alerts hash (id -> json)   ar raised_at hash   ak acknowledged_at hash
+#   m    metadata json              act action reports list
+
+_COMMON = r"""
+local prefix = ARGV[5]
+local ttl = tonumber(ARGV[4])
+local function touch_all()
+  if ttl > 0 then
+    for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'm', 'act', 'd1', 'd2', 'd3'}) do
+      redis.call('EXPIRE', prefix .. k, ttl)
+    end
+  end
+end
+local function claim_project(v, proj, now)
+  -- returns nil when fine, else the project the run belongs to
+  if v == 0 then
+    local named = '0'
+    local p = 'default'
+    if proj ~= '' then p = proj; named = '1' end
+    redis.call('HSET', KEYS[1], 'project', p, 'pnamed', named, 'created_at', now)
+    return nil
+  end
+  if proj == '' then return nil end
+  local cur = redis.call('HMGET', KEYS[1], 'project', 'pnamed')
+  if cur[2] == '1' and cur[1] ~= proj then return cur[1] end
+  if cur[2] ~= '1' then redis.call('HSET', KEYS[1], 'project', proj, 'pnamed', '1') end
+  return nil
+end
+"""
+
+# KEYS: 1 state, 2 ds, 3 extras, 4 alerts, 5 raised, 6 ack, 7 runs zset, 8 alert index zset
+# ARGV: 1 expected version, 2 project ('' = not named), 3 now, 4 ttl (0 = none), 5 key prefix,
+#   6 engine state bytes, 7 new last_step ('' = unchanged), 8 health, 9 recommendation json,
+#   10 last values json ('' = unchanged), 11 active alerts json ('' = unchanged),
+#   12 number of in-order segments, 13 number of candidates, 14 number of extras,
+#   15 number of alerts, 16 raw window (chunks), 17 run id, 18 chunk bytes, 19 presence bit 0,
+#   20 steps per chunk, 21 slot bytes, 22 in-batch duplicates, 23 in-order step count,
+#   then segments (chunk, first slot, count, packed values) x n,
+#   candidates (chunk, slot, packed values) x n, extras (step, json, candidate number or 0) x n,
+#   alerts (id, json) x n
+# Returns {0, version, eng, last_step, project, pnamed} on a version conflict,
+#         {2, project} when the run belongs to another project,
+#         {1, new version, candidate flags ('N' stored, 'D' duplicate, 'L' in a downsampled
+#          chunk: not handled here), c0, n_steps, {raised_at, acknowledged_at or '', created 1/0}
+#          per alert, project}
+INGEST = _COMMON + r"""
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then
+  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step', 'project', 'pnamed')
+  return {0, v, st[1] or '', st[2] or '', st[3] or '', st[4] or ''}
+end
+local now = ARGV[3]
+local other = claim_project(v, ARGV[2], now)
+if other then return {2, other} end
+
+local n_seg, n_cand, n_extra, n_alert = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local window, run_id = tonumber(ARGV[16]), ARGV[17]
+local chunk_bytes, bit0, per_chunk, slot_bytes = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
+local c0 = tonumber(redis.call('HGET', KEYS[2], 'c0') or '0')
+local zero = nil
+local touched = {}
+local function chunk(ci)
+  local key = prefix .. 'raw:' .. ci
+  if not touched[key] then
+    if redis.call('EXISTS', key) == 0 then
+      -- allocate the chunk at its final size at once (growing it by SETRANGE would over-allocate)
+      zero = zero or string.rep('\0', chunk_bytes)
+      redis.call('SET', key, zero)
+    end
+    touched[key] = true
+  end
+  return key
+end
+
+local i = 24
+for _ = 1, n_seg do
+  local key = chunk(ARGV[i])
+  local first, count = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  redis.call('SETRANGE', key, first * slot_bytes, ARGV[i + 3])
+  for s = first, first + count - 1 do redis.call('SETBIT', key, bit0 + s, 1) end
+  i = i + 4
+end
+
+local flags = {}
+local stored, dups = 0, 0
+for c = 1, n_cand do
+  local ci = tonumber(ARGV[i])
+  if ci < c0 then
+    flags[c] = 'L'
+  else
+    local key = chunk(ci)
+    local slot = tonumber(ARGV[i + 1])
+    if redis.call('SETBIT', key, bit0 + slot, 1) == 1 then
+      flags[c] = 'D'; dups = dups + 1
+    else
+      redis.call('SETRANGE', key, slot * slot_bytes, ARGV[i + 2])
+      flags[c] = 'N'; stored = stored + 1
+    end
+  end
+  i = i + 3
+end
+
+for _ = 1, n_extra do
+  local cand = tonumber(ARGV[i + 2])
+  if cand == 0 or flags[cand] == 'N' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  i = i + 3
+end
+
+local alert_info = {}
+for a = 1, n_alert do
+  local id = ARGV[i]
+  redis.call('HSET', KEYS[4], id, ARGV[i + 1])
+  local created = redis.call('HSETNX', KEYS[5], id, now)
+  local r = redis.call('HGET', KEYS[5], id)
+  local ack = redis.call('HGET', KEYS[6], id) or ''
+  alert_info[a] = {r, ack, created}
+  redis.call('ZADD', KEYS[8], now, id)
+  i = i + 2
+end
+
+local accepted = tonumber(ARGV[23]) + stored
+local st = {'v', v + 1, 'eng', ARGV[6], 'health', ARGV[8], 'rec', ARGV[9]}
+if ARGV[7] ~= '' then table.insert(st, 'last_step'); table.insert(st, ARGV[7]) end
+if ARGV[10] ~= '' then table.insert(st, 'last'); table.insert(st, ARGV[10]) end
+if ARGV[11] ~= '' then table.insert(st, 'act'); table.insert(st, ARGV[11]) end
+if accepted > 0 then table.insert(st, 'last_seen'); table.insert(st, now) end
+redis.call('HSET', KEYS[1], unpack(st))
+local n_steps = redis.call('HINCRBY', KEYS[1], 'n_steps', accepted)
+redis.call('HINCRBY', KEYS[1], 'dups', tonumber(ARGV[22]) + dups)
+redis.call('HINCRBY', KEYS[1], 'ooo', stored)
+redis.call('ZADD', KEYS[7], now, run_id)
+if ttl > 0 then
+  local cutoff = tonumber(now) - ttl
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', cutoff)
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', cutoff)
+  touch_all()
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_step') or '-1')
+  if last >= 0 then
+    local head = math.floor(last / per_chunk)
+    for ci = math.max(c0, head - window + 1), head do redis.call('EXPIRE', prefix .. 'raw:' .. ci, ttl) end
+  end
+  for key, _ in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+end
+return {1, v + 1, table.concat(flags), c0, n_steps, alert_info, redis.call('HGET', KEYS[1], 'project')}
+"""
+
+# Replace the metadata and the detector state (Engine.set_meta) under the same version check.
+# KEYS: 1 state, 2 meta, 3 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
+#   5 prefix, 6 engine bytes, 7 meta json, 8 run id
+# Returns {0, version, eng, last_step, project, pnamed} | {2, project} | {1, new version}
+PUT_META = _COMMON + r"""
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then
+  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step', 'project', 'pnamed')
+  return {0, v, st[1] or '', st[2] or '', st[3] or '', st[4] or ''}
+end
+local other = claim_project(v, ARGV[2], ARGV[3])
+if other then return {2, other} end
+redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6])
+redis.call('SET', KEYS[2], ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[8])
+touch_all()
+return {1, v + 1}
+"""
+
+# KEYS: 1 alerts, 2 raised, 3 ack. ARGV: 1 alert id, 2 now. Returns nil | {json, raised, ack}
+ACK_ALERT = r"""
+local j = redis.call('HGET', KEYS[1], ARGV[1])
+if not j then return nil end
+redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2])
+return {j, redis.call('HGET', KEYS[2], ARGV[1]) or '', redis.call('HGET', KEYS[3], ARGV[1])}
+"""
+
+# KEYS: 1 state, 2 actions list. ARGV: 1 json, 2 ttl. Returns 0 if the run does not exist.
+RECORD_ACTION = r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+return 1
+"""

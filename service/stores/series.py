@@ -1,0 +1,279 @@
+"""Packed step storage for the Redis store: fixed-size raw chunks and downsampled buckets.
+
+Why packed: one Redis entry per step costs ~53 bytes plus a command each (pipelined XADD tops out
+near 47,000 entries/s here), which cannot keep up with the service. So steps live in chunks of
+``CHUNK`` consecutive steps, one Redis string per chunk: slot ``step % CHUNK`` holds the five
+float64 values (loss, grad_norm, lr, val_loss, ts; 40 bytes) and a trailing bitmap says which
+slots are stored (Redis SETBIT bit order: bit 0 = most significant bit of byte 0). A batch becomes
+a few SETRANGE/SETBIT calls inside one Lua script: one round trip, ~40 bytes a step.
+
+"Not logged" (None) is stored as one reserved NaN bit pattern (:data:`NONE_BITS`, a signalling
+NaN that JSON parsing never produces), so a real NaN stays a NaN and a missing value stays None.
+
+Old steps are downsampled so that memory per run stays bounded (logarithmic in the run length):
+a raw chunk that falls behind the most recent ``raw_chunks`` chunks becomes ``CHUNK // 64``
+level-1 buckets of 64 steps; past ``keep`` buckets, a level's oldest buckets merge into the next,
+coarser level (see :data:`LEVELS`). A bucket keeps, per value field, min and max (over non-NaN
+values, so an Infinity shows), the sum and count of finite values (mean), the NaN count (a NaN stays
+visible at every resolution) and how many values were logged, plus how many steps it holds, its
+first/last timestamp and which of its steps are stored (so a late duplicate is still recognised).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+# Steps per raw chunk. 960 = 15 level-1 buckets; 960 * 40 + 120 bytes fits jemalloc's 40 KiB size
+# class with 6% slack (1024 steps would spill into the 48 KiB class: 17% waste).
+CHUNK = 960
+FIELDS = ("loss", "grad_norm", "lr", "val_loss", "ts")
+VALUE_FIELDS = FIELDS[:4]
+NF = len(FIELDS)
+SLOT_BYTES = 8 * NF
+DATA_BYTES = CHUNK * SLOT_BYTES
+CHUNK_BYTES = DATA_BYTES + CHUNK // 8
+PRESENCE_BIT0 = DATA_BYTES * 8        # bit offset of slot 0's presence bit
+
+NONE_BITS = np.uint64(0x7FF00000DEADBEEF)   # signalling NaN payload = "not logged"
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """A downsampled level: buckets of ``width`` steps; at most ``keep`` buckets stay at this
+    level (the newest); older ones merge into the next level's wider buckets."""
+
+    width: int
+    keep: int | None
+
+
+# level 1: 64 steps per point, the newest 512 points (32,768 steps);
+# level 2: 2,048 steps per point, the newest 1,024 points (2.1M steps);
+# level 3: 131,072 steps per point, unbounded (8 points per 1M steps).
+LEVELS = (Level(64, 512), Level(2048, 1024), Level(131072, None))
+
+
+def check_levels(levels: Sequence[Level]) -> None:
+    """Three levels; level-1 buckets tile a chunk, each level's width divides the next one's."""
+    if len(levels) != 3 or CHUNK % levels[0].width or levels[0].width % 8:
+        raise ValueError(f"need 3 levels, the first one's width dividing {CHUNK} (and by 8)")
+    for a, b in zip(levels, levels[1:]):
+        if b.width % a.width or a.keep is None:
+            raise ValueError("each level's width must divide the next one's; only the last is unbounded")
+
+# --- aggregate record -------------------------------------------------------------------------
+# n_steps:u4, ts_min:f8, ts_max:f8, then per value field: min f8, max f8, sum f8, n_fin u4,
+# n_nan u4, n_val u4, then the presence bitmap of the bucket's steps (width / 8 bytes; zlib-
+# compressed above 64 steps: a complete or regularly strided bucket compresses to a few bytes),
+# which keeps duplicate detection exact for late steps of downsampled ranges.
+_AGG_HEAD = struct.Struct("<Idd")
+_AGG_FIELD = struct.Struct("<dddIII")
+AGG_BYTES = _AGG_HEAD.size + len(VALUE_FIELDS) * _AGG_FIELD.size
+_RAW_MASK_MAX = 8     # bytes: up to 64 steps the bitmap is stored as is
+
+
+def chunk_of(step: int) -> int:
+    return step // CHUNK
+
+
+def pack_rows(cols, idx: Sequence[int]) -> bytes:
+    """The rows ``idx`` of a :class:`~.base.Columns` as packed float64 slots (n * 40 bytes)."""
+    n = len(idx)
+    arr = np.empty((n, NF), dtype="<f8")
+    mask = np.zeros((n, NF), dtype=bool)
+    for j, name in enumerate(FIELDS):
+        col = getattr(cols, name)
+        vals = [col[i] for i in idx]
+        m = [v is None for v in vals]
+        if any(m):
+            mask[:, j] = m
+            vals = [0.0 if v is None else v for v in vals]
+        arr[:, j] = vals
+    if mask.any():
+        arr.view("<u8")[mask] = NONE_BITS
+    return arr.tobytes()
+
+
+def decode_slots(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A raw chunk string as (present slot indices, values[n_present, 5]).
+
+    The string may be shorter than CHUNK_BYTES (never written to its end): missing bytes are zero.
+    """
+    if len(blob) < CHUNK_BYTES:
+        blob = blob + bytes(CHUNK_BYTES - len(blob))
+    bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=CHUNK // 8, offset=DATA_BYTES),
+                         bitorder="big")
+    slots = np.flatnonzero(bits)
+    data = np.frombuffer(blob, dtype="<f8", count=CHUNK * NF).reshape(CHUNK, NF)[slots]
+    return slots, data
+
+
+def values_to_lists(data: np.ndarray) -> list[list[float | None]]:
+    """Columns of a values array as Python lists, NONE_BITS back to None."""
+    out = []
+    none = data.view("<u8") == NONE_BITS
+    for j in range(NF):
+        col = data[:, j].tolist()
+        if none[:, j].any():
+            for i in np.flatnonzero(none[:, j]).tolist():
+                col[i] = None
+        out.append(col)
+    return out
+
+
+# --- aggregates -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Agg:
+    """Statistics of one bucket (see the module docstring)."""
+
+    width: int = 64
+    n_steps: int = 0
+    ts_min: float = math.inf
+    ts_max: float = -math.inf
+    vmin: list[float] = None      # type: ignore[assignment]
+    vmax: list[float] = None      # type: ignore[assignment]
+    vsum: list[float] = None      # type: ignore[assignment]
+    n_fin: list[int] = None       # type: ignore[assignment]
+    n_nan: list[int] = None       # type: ignore[assignment]
+    n_val: list[int] = None       # type: ignore[assignment]
+    mask: bytearray = None        # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        k = len(VALUE_FIELDS)
+        if self.mask is None:
+            self.mask = bytearray(self.width // 8)
+        self.vmin = self.vmin or [math.inf] * k
+        self.vmax = self.vmax or [-math.inf] * k
+        self.vsum = self.vsum or [0.0] * k
+        self.n_fin = self.n_fin or [0] * k
+        self.n_nan = self.n_nan or [0] * k
+        self.n_val = self.n_val or [0] * k
+
+    def has(self, offset: int) -> bool:
+        """Whether the step at ``offset`` from the bucket's first step is in it."""
+        return bool(self.mask[offset >> 3] & (0x80 >> (offset & 7)))
+
+    def add(self, offset: int, values: Sequence[float | None], ts: float | None) -> None:
+        """Fold in the step at ``offset`` from the bucket start (values in VALUE_FIELDS order);
+        the caller checks :meth:`has` first (a step is folded in once)."""
+        self.mask[offset >> 3] |= 0x80 >> (offset & 7)
+        self.n_steps += 1
+        if ts is not None and not math.isnan(ts):
+            self.ts_min = min(self.ts_min, ts)
+            self.ts_max = max(self.ts_max, ts)
+        for j, v in enumerate(values):
+            if v is None:
+                continue
+            self.n_val[j] += 1
+            if math.isnan(v):
+                self.n_nan[j] += 1
+                continue
+            self.vmin[j] = min(self.vmin[j], v)
+            self.vmax[j] = max(self.vmax[j], v)
+            if math.isfinite(v):
+                self.vsum[j] += v
+                self.n_fin[j] += 1
+
+    def merge(self, o: "Agg", offset: int) -> None:
+        """Fold in the bucket ``o`` whose first step is ``offset`` steps after ours."""
+        self.mask[offset // 8: offset // 8 + len(o.mask)] = o.mask
+        self.n_steps += o.n_steps
+        self.ts_min = min(self.ts_min, o.ts_min)
+        self.ts_max = max(self.ts_max, o.ts_max)
+        for j in range(len(VALUE_FIELDS)):
+            self.vmin[j] = min(self.vmin[j], o.vmin[j])
+            self.vmax[j] = max(self.vmax[j], o.vmax[j])
+            self.vsum[j] += o.vsum[j]
+            self.n_fin[j] += o.n_fin[j]
+            self.n_nan[j] += o.n_nan[j]
+            self.n_val[j] += o.n_val[j]
+
+    def pack(self) -> bytes:
+        parts = [_AGG_HEAD.pack(self.n_steps, self.ts_min, self.ts_max)]
+        for j in range(len(VALUE_FIELDS)):
+            parts.append(_AGG_FIELD.pack(self.vmin[j], self.vmax[j], self.vsum[j], self.n_fin[j],
+                                         self.n_nan[j], self.n_val[j]))
+        parts.append(bytes(self.mask) if len(self.mask) <= _RAW_MASK_MAX else zlib.compress(self.mask, 1))
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, b: bytes, width: int) -> "Agg":
+        n, t0, t1 = _AGG_HEAD.unpack_from(b, 0)
+        a = cls(width=width, n_steps=n, ts_min=t0, ts_max=t1)
+        off = _AGG_HEAD.size
+        for j in range(len(VALUE_FIELDS)):
+            (a.vmin[j], a.vmax[j], a.vsum[j], a.n_fin[j], a.n_nan[j],
+             a.n_val[j]) = _AGG_FIELD.unpack_from(b, off)
+            off += _AGG_FIELD.size
+        m = b[off:]
+        a.mask = bytearray(m if width // 8 <= _RAW_MASK_MAX else zlib.decompress(m))
+        return a
+
+    def representative(self, j: int) -> float | None:
+        """The value a chart shows for field j: NaN if any value was NaN (kept visible), else the
+        mean of the finite values, else the infinite extreme, else None (never logged)."""
+        if self.n_val[j] == 0:
+            return None
+        if self.n_nan[j]:
+            return math.nan
+        if self.n_fin[j]:
+            return self.vsum[j] / self.n_fin[j]
+        return self.vmax[j] if self.vmax[j] != -math.inf else self.vmin[j]
+
+    def row(self, first_step: int, width: int) -> dict[str, Any]:
+        """The bucket as a series row: ``step`` = first step of the bucket, the value fields
+        hold :meth:`representative`, ``ts`` the last timestamp, and ``extra`` says it is a
+        bucket: ``ds_width`` (steps it spans), ``ds_steps`` (steps stored in it) and per field
+        ``<f>_min``, ``<f>_max``, ``<f>_mean``, ``<f>_nan``."""
+        extra: dict[str, float] = {"ds_width": float(width), "ds_steps": float(self.n_steps)}
+        out: dict[str, Any] = {"step": first_step}
+        for j, f in enumerate(VALUE_FIELDS):
+            out[f] = self.representative(j)
+            if self.n_val[j]:
+                if self.vmin[j] != math.inf:
+                    extra[f"{f}_min"] = self.vmin[j]
+                    extra[f"{f}_max"] = self.vmax[j]
+                if self.n_fin[j]:
+                    extra[f"{f}_mean"] = self.vsum[j] / self.n_fin[j]
+                extra[f"{f}_nan"] = float(self.n_nan[j])
+        out["ts"] = self.ts_max if self.ts_max != -math.inf else None
+        out["extra"] = extra
+        return out
+
+
+def aggregate_chunk(chunk_idx: int, blob: bytes | None, width: int) -> dict[int, bytes]:
+    """A raw chunk's stored steps as level-1 buckets {bucket index: packed Agg}."""
+    if not blob:
+        return {}
+    slots, data = decode_slots(blob)
+    if len(slots) == 0:
+        return {}
+    cols = values_to_lists(data)
+    out: dict[int, Agg] = {}
+    base = chunk_idx * CHUNK
+    for i, slot in enumerate(slots.tolist()):
+        b, off = divmod(base + slot, width)
+        agg = out.get(b)
+        if agg is None:
+            agg = out[b] = Agg(width=width)
+        agg.add(off, [cols[j][i] for j in range(len(VALUE_FIELDS))], cols[NF - 1][i])
+    return {b: a.pack() for b, a in out.items()}
+
+
+def merge_packed(blobs: Sequence[bytes | None], sub_width: int) -> bytes | None:
+    """Merge consecutive packed buckets of ``sub_width`` steps (None = an empty one) into one
+    bucket of ``len(blobs) * sub_width`` steps; None if all were empty."""
+    acc: Agg | None = None
+    for k, b in enumerate(blobs):
+        if b is None:
+            continue
+        if acc is None:
+            acc = Agg(width=sub_width * len(blobs))
+        acc.merge(Agg.unpack(b, sub_width), k * sub_width)
+    return None if acc is None else acc.pack()
