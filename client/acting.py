@@ -214,8 +214,29 @@ class Actor:
         self._acted_alerts: set[str] = set()
         self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
         self._clip_hook_handle: Any = None
+        self._seen_advice: Any = None  # (alert, advice) last handed to apply() by follow()
 
     # ------------------------------------------------------------------ decisions
+    def follow(self, step: int, monitor: Any = None) -> dict[str, Any] | None:
+        """Consider the monitor's current advice; call once per step, after ``monitor.log``.
+
+        Reads ``monitor.recommendation`` and the active alert that carries it, and calls
+        :meth:`apply` when the advice (or its alert) is new, or while an earlier one waits for
+        confirmation. Cheap when there is no advice (two attribute reads).
+
+        Returns the outcome of :meth:`apply`, or None when nothing was considered.
+        """
+        monitor = monitor if monitor is not None else self.monitor
+        advice = getattr(monitor, "recommendation", None)
+        if not advice:
+            return None
+        alert = _alert_for(monitor, advice)
+        key = (_alert_key(alert), repr(sorted(advice.items())) if isinstance(advice, dict) else repr(advice))
+        if key == self._seen_advice and not self._pending:
+            return None
+        self._seen_advice = key
+        return self.apply(step, advice, alert)
+
     def apply(self, step: int, action: Any, alert: Any = None) -> dict[str, Any]:
         """Consider one recommendation at ``step``; apply it if the guardrails allow.
 
@@ -384,3 +405,22 @@ class Actor:
         except Exception as exc:  # reporting is best effort; training goes on
             log.warning("losswatch could not report an action: %s", exc)
 
+
+
+def _alert_key(alert: Any) -> Any:
+    """What makes an alert 'new' for follow(): its id and how far its episode has got."""
+    if alert is None:
+        return None
+    return (_get(alert, "id"), _get(alert, "last_step"), _get(alert, "severity"))
+
+
+def _alert_for(monitor: Any, advice: Any) -> Any:
+    """The active alert whose action is the current advice (most recent first), if any."""
+    alerts = getattr(monitor, "alerts", None) or []
+    adv_type = _get(advice, "type")
+    for alert in reversed(list(alerts)):
+        if _get(alert, "resolved_step") is not None:
+            continue
+        if _get(_get(alert, "action"), "type") == adv_type:
+            return alert
+    return None

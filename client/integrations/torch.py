@@ -133,7 +133,6 @@ class TorchWatcher:
                 monitor=monitor, **(actor_options or {}),
             )
         self.actor = actor
-        self._seen_advice: Any = None
 
     def _parameters(self) -> list[Any]:
         if self.model is not None:
@@ -159,14 +158,7 @@ class TorchWatcher:
         return gn
 
     def _act(self, step: int) -> None:
-        """Hand the monitor's current advice to the Actor once per new piece of advice."""
-        advice = getattr(self.monitor, "recommendation", None)
-        if advice:
-            alert = _alert_for(self.monitor, advice)
-            key = (_alert_key(alert), repr(sorted(advice.items())) if isinstance(advice, dict) else repr(advice))
-            if key != self._seen_advice or self.actor._pending:
-                self._seen_advice = key
-                self.actor.apply(step, advice, alert)
+        self.actor.follow(step, self.monitor)
         if self.raise_on_stop and self.actor.stop_requested:
             raise StopTraining(f"losswatch asked training to stop at step {step}")
 
@@ -175,21 +167,3 @@ class TorchWatcher:
         """True once losswatch's advice to stop was applied."""
         return self.actor is not None and self.actor.stop_requested
 
-
-def _alert_key(alert: Any) -> Any:
-    if isinstance(alert, dict):
-        return (alert.get("id"), alert.get("last_step"), alert.get("severity"))
-    return None
-
-
-def _alert_for(monitor: Any, advice: Any) -> Any:
-    """The active alert whose action is the current advice (most recent first), if any."""
-    alerts = getattr(monitor, "alerts", None) or []
-    adv_type = advice.get("type") if isinstance(advice, dict) else None
-    for alert in reversed(list(alerts)):
-        if not isinstance(alert, dict) or alert.get("resolved_step") is not None:
-            continue
-        act = alert.get("action") or {}
-        if act.get("type") == adv_type:
-            return alert
-    return None

@@ -1,0 +1,120 @@
+"""What every framework integration shares: opening (or borrowing) a Monitor, building an Actor,
+and turning a framework's numbers into the floats/tensors Monitor.log accepts.
+
+Imports no framework and no torch.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from ..acting import Actor
+
+
+class Session:
+    """One run's Monitor (owned or borrowed) and, when acting is enabled, its Actor.
+
+    Parameters
+    ----------
+    monitor : Monitor or None
+        Use this Monitor (the caller closes it). None: one is opened from ``monitor_options`` and
+        closed by :meth:`close`.
+    act, act_dry_run : bool
+        Opt in to acting (dry run: decide and report, change nothing).
+    actor_options : dict or None
+        Extra :class:`~losswatch.client.acting.Actor` arguments (cooldown_steps, max_actions,
+        min_persist_steps, on_rollback).
+    monitor_options : dict
+        Monitor arguments (run_id, url, project, meta, token, ...).
+    """
+
+    def __init__(
+        self,
+        monitor: Any = None,
+        *,
+        act: bool = False,
+        act_dry_run: bool = False,
+        actor_options: dict[str, Any] | None = None,
+        **monitor_options: Any,
+    ) -> None:
+        self._given = monitor
+        self.monitor: Any = monitor
+        self.act = bool(act)
+        self.act_dry_run = bool(act_dry_run) and not self.act
+        self.actor_options = dict(actor_options or {})
+        self.monitor_options = {k: v for k, v in monitor_options.items() if v is not None}
+        self.actor: Actor | None = None
+
+    @property
+    def acting(self) -> bool:
+        return self.act or self.act_dry_run
+
+    def open(self, default_run_id: str | None = None, meta: dict[str, Any] | None = None) -> Any:
+        """The Monitor, opened on first use (run_id: the given one, the framework's, or random)."""
+        if self.monitor is None:
+            from ..monitor import Monitor  # the client's own Monitor; stdlib only
+
+            opts = dict(self.monitor_options)
+            opts.setdefault("run_id", default_run_id or f"run-{uuid.uuid4().hex[:12]}")
+            if meta:
+                opts["meta"] = {**meta, **(opts.get("meta") or {})}
+            self.monitor = Monitor(**opts)
+        return self.monitor
+
+    def make_actor(self, optimizer: Any = None, scheduler: Any = None, actor_cls: type = Actor, **kw: Any) -> Actor | None:
+        """Build the Actor once acting is enabled (None otherwise)."""
+        if not self.acting:
+            return None
+        opts = {**self.actor_options, **kw}
+        self.actor = actor_cls(optimizer, scheduler, dry_run=self.act_dry_run, monitor=self.monitor, **opts)
+        return self.actor
+
+    def follow(self, step: int) -> bool:
+        """Let the Actor consider the current advice; True when training should stop."""
+        if self.actor is None:
+            return False
+        self.actor.follow(step, self.monitor)
+        return self.actor.stop_requested
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush; close the Monitor if this session opened it."""
+        if self.actor is not None:
+            self.actor.close()
+        if self.monitor is None:
+            return
+        if self._given is None:
+            self.monitor.close()
+        else:
+            flush = getattr(self.monitor, "flush", None)
+            if flush is not None:
+                flush(timeout)
+
+
+def number(v: Any) -> Any:
+    """A framework's scalar as something Monitor.log takes: tensors pass unchanged (read at flush
+    time, no sync here), numpy scalars and strings become floats, None stays None."""
+    if v is None:
+        return None
+    if type(v).__module__.startswith("torch"):
+        return v.detach() if hasattr(v, "detach") else v
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def json_safe(d: Any, depth: int = 0) -> Any:
+    """Run metadata (a trial config, training arguments) reduced to JSON-safe values."""
+    if depth > 4:
+        return str(d)
+    if isinstance(d, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in d][:100]
+    if isinstance(d, bool) or d is None or isinstance(d, (int, str)):
+        return d
+    if isinstance(d, float):
+        return d if math.isfinite(d) else str(d)
+    return str(d)

@@ -1,0 +1,89 @@
+"""Hugging Face Trainer + LosswatchCallback against a real service: a tiny GPT-2 (built from a
+config, nothing downloaded) trained on CPU; the service must hold every step with the loss,
+grad-norm and LR the Trainer itself logged (its log_history), and a far too high LR must raise an
+alert there (and, with act=True, be cut by the Actor, reported to the service)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from losswatch.client.integrations.huggingface import LosswatchCallback  # noqa: E402
+
+torch.set_num_threads(1)
+
+BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
+
+
+def get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def train(url: str, run_id: str, lr: float, steps: int = 20, **cb_kw):
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=64, n_positions=32)
+    model = GPT2LMHeadModel(cfg)
+    g = torch.Generator().manual_seed(0)
+    # a learnable language: each next token is the previous one + 1 (mod 64)
+    starts = torch.randint(0, 64, (256, 1), generator=g)
+    seqs = (starts + torch.arange(16)) % 64
+    data = [{"input_ids": s, "labels": s} for s in seqs]
+    args = TrainingArguments(
+        output_dir=f"/tmp/losswatch-hf-{run_id}", use_cpu=True, report_to=[], max_steps=steps,
+        logging_steps=1, per_device_train_batch_size=8, save_strategy="no", learning_rate=lr,
+        disable_tqdm=True, lr_scheduler_type="linear", max_grad_norm=1e9,
+    )
+    cb = LosswatchCallback(run_id=run_id, project="hf-test", url=url,
+                           monitor_options={"flush_interval": 0.1}, **cb_kw)
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[cb])
+    trainer.train()
+    return trainer, cb
+
+
+def test_every_step_arrives_with_the_trainers_own_loss_grad_norm_and_lr(service_proc) -> None:
+    run_id = f"hf-{uuid.uuid4().hex[:8]}"
+    trainer, _ = train(service_proc, run_id, lr=1e-3)
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 20
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == [h["step"] for h in logged]
+    assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
+    assert series["grad_norm"] == pytest.approx([h["grad_norm"] for h in logged], rel=1e-6)
+    assert series["lr"] == pytest.approx([h["learning_rate"] for h in logged], rel=1e-9)
+    run = get(service_proc, f"/v1/runs/{run_id}")
+    assert json.dumps(run).count("hf-test") >= 1  # grouped under its project
+
+
+def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc) -> None:
+    run_id = f"hf-hot-{uuid.uuid4().hex[:8]}"
+    trainer, cb = train(service_proc, run_id, lr=3.0, steps=40, act=True,
+                        actor_options={"cooldown_steps": 5, "min_persist_steps": 1})
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
+    bad = [a for a in alerts["alerts"] if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
+    assert bad, alerts
+    applied = [a for a in cb.actor.actions if a["status"] == "applied"]
+    assert applied, list(cb.actor.history)
+    # the service has the report, and the LR the Trainer logged after the first action is lower
+    # than what its own (linear) schedule gave before it
+    assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied]
+    if applied[0]["action"]["type"] == "scale_lr":
+        lrs = {h["step"]: h["learning_rate"] for h in trainer.state.log_history if "loss" in h}
+        k = applied[0]["step"]
+        assert lrs[k + 1] < 0.5 * lrs[k]
+
+
+def test_importing_the_integration_does_not_import_transformers() -> None:
+    code = ("import sys, losswatch.client, losswatch.client.integrations.huggingface as h;"
+            "assert 'transformers' not in sys.modules and 'torch' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

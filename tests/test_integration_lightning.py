@@ -1,0 +1,104 @@
+"""Lightning + LosswatchCallback against a real service: a tiny regression model trained on CPU;
+the service must hold every optimizer step with the loss, grad-norm and LR that the module itself
+measured (by concatenating its gradients, independently of the callback), and a far too high LR
+must raise an alert (with act=True: the Actor cuts the LR and the service gets the report)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+import pytest
+
+torch = pytest.importorskip("torch")
+L = pytest.importorskip("lightning.pytorch")
+
+from losswatch.client.integrations.lightning import LosswatchCallback  # noqa: E402
+
+torch.set_num_threads(1)
+
+BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
+
+
+def get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+class Regression(L.LightningModule):
+    """y = X w + noise, learned by a 2-layer MLP with SGD and a StepLR schedule."""
+
+    def __init__(self, lr: float) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        self.lr = lr
+        self.seen: dict[int, dict[str, float]] = {}  # step -> what the module measured itself
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.seen.setdefault(self.global_step, {})["loss"] = float(loss)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        flat = torch.cat([p.grad.flatten() for p in self.parameters() if p.grad is not None])
+        self.seen[self.global_step].update(grad_norm=float(flat.norm()), lr=optimizer.param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 5, 0.5),
+                                                   "interval": "step"}}
+
+
+def fit(url: str, run_id: str, lr: float, steps: int, **cb_kw):
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=False)
+    model = Regression(lr)
+    cb = LosswatchCallback(run_id=run_id, project="pl-test", url=url, monitor_options={"flush_interval": 0.1}, **cb_kw)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    trainer.fit(model, loader)
+    return model, cb, trainer
+
+
+def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_proc) -> None:
+    run_id = f"pl-{uuid.uuid4().hex[:8]}"
+    model, _, _ = fit(service_proc, run_id, lr=0.05, steps=20)
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    steps = sorted(model.seen)
+    assert steps == list(range(20))
+    assert series["step"] == steps
+    assert series["loss"] == pytest.approx([model.seen[s]["loss"] for s in steps], rel=1e-6)
+    assert series["grad_norm"] == pytest.approx([model.seen[s]["grad_norm"] for s in steps], rel=1e-5)
+    assert series["lr"] == pytest.approx([model.seen[s]["lr"] for s in steps], rel=1e-12)
+    assert series["lr"][0] == 0.05 and series["lr"][5] == 0.025  # the StepLR schedule is visible
+
+
+def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc) -> None:
+    run_id = f"pl-hot-{uuid.uuid4().hex[:8]}"
+    model, cb, trainer = fit(service_proc, run_id, lr=2.0, steps=40, act=True,
+                             actor_options={"cooldown_steps": 5})
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
+    bad = [a for a in alerts["alerts"] if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
+    assert bad, alerts
+    applied = [a for a in cb.actor.actions if a["status"] == "applied"]
+    assert applied, list(cb.actor.history)
+    assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied]
+    first = applied[0]
+    if first["action"]["type"] == "scale_lr":
+        k = first["step"]
+        after = [model.seen[s]["lr"] for s in sorted(model.seen) if s > k]
+        assert after and max(after) < 2.0 * first["action"]["factor"] + 1e-12
+    elif first["action"]["type"] == "stop":
+        assert trainer.global_step < 40
+
+
+def test_importing_the_integration_does_not_import_lightning() -> None:
+    code = ("import sys, losswatch.client.integrations.lightning;"
+            "assert not {'lightning', 'pytorch_lightning', 'torch'} & set(sys.modules), 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

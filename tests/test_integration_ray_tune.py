@@ -1,0 +1,87 @@
+"""Ray Tune + LosswatchTuneCallback against a real service: one local cluster, two trials of a
+tiny torch regression (a sane LR and a far too high one). Each trial must be a run of the
+experiment's project, holding every result the trial reported (as Ray itself recorded them), and
+the too-high trial must have an alert."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+torch = pytest.importorskip("torch")
+ray = pytest.importorskip("ray")
+from ray import tune  # noqa: E402
+
+from losswatch.client.integrations.ray_tune import LosswatchTuneCallback  # noqa: E402
+
+BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
+STEPS = 30
+
+
+def get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def trainable(config: dict) -> None:
+    import torch
+
+    from losswatch.client.integrations.torch import global_grad_norm
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.randn(128, 8)
+    y = x @ torch.randn(8, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=config["lr"])
+    for step in range(STEPS):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        gn = global_grad_norm(model.parameters())
+        tune.report({"step": step, "loss": float(loss), "grad_norm": float(gn), "lr": opt.param_groups[0]["lr"]})
+        opt.step()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_every_trial_is_a_run_of_the_experiment_with_every_result(service_proc, ray_cluster, tmp_path) -> None:
+    cb = LosswatchTuneCallback(url=service_proc, monitor_options={"flush_interval": 0.1})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.grid_search([0.05, 8.0])},
+        run_config=tune.RunConfig(name="lw-sweep", storage_path=str(tmp_path), callbacks=[cb], verbose=0),
+    )
+    results = tuner.fit()
+    assert not results.errors
+    runs = get(service_proc, "/v1/runs?project=lw-sweep")["runs"]
+    by_id = {r["run_id"]: r for r in runs}
+    assert len(results) == 2
+    for res in results:
+        trial_id = res.metrics["trial_id"]
+        assert trial_id in by_id and by_id[trial_id]["project"] == "lw-sweep"
+        df = res.metrics_dataframe.sort_values("step")
+        series = get(service_proc, f"/v1/runs/{trial_id}/steps")["series"]
+        assert series["step"] == list(range(STEPS)) == df["step"].tolist()
+        assert series["loss"] == pytest.approx(df["loss"].tolist(), rel=1e-9, nan_ok=True)
+        assert series["grad_norm"] == pytest.approx(df["grad_norm"].tolist(), rel=1e-9, nan_ok=True)
+        assert series["lr"] == pytest.approx(df["lr"].tolist(), rel=1e-12)
+        alerts = get(service_proc, f"/v1/runs/{trial_id}/alerts")["alerts"]
+        bad = [a for a in alerts if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
+        if res.config["lr"] == 8.0:
+            assert bad, alerts
+
+
+def test_importing_the_integration_does_not_import_ray() -> None:
+    code = ("import sys, losswatch.client.integrations.ray_tune;"
+            "assert not {'ray', 'torch'} & set(sys.modules), 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
