@@ -348,6 +348,8 @@ class RedisStore(Store):
                     while L1.keep is not None and c0 * per_chunk - w1 > L1.keep:
                         grp = list(range(w1, w1 + L2.width // L1.width))
                         old = await pipe.hmget(p + "d1", grp)
+                        # buckets made from the chunk in this same transaction are not in Redis yet
+                        old = [buckets.pop(g, None) or o for g, o in zip(grp, old)]
                         merged = ser.merge_packed(old, L1.width)
                         if merged is not None:
                             d2_set[w1 // len(grp)] = merged
@@ -358,7 +360,6 @@ class RedisStore(Store):
                     while L2.keep is not None and w1 // (L2.width // L1.width) - w2 > L2.keep:
                         grp = list(range(w2, w2 + L3.width // L2.width))
                         old = await pipe.hmget(p + "d2", grp)
-                        # buckets merged into d2 in this same transaction are not in Redis yet
                         old = [d2_set.pop(g, None) or o for g, o in zip(grp, old)]
                         merged = ser.merge_packed(old, L2.width)
                         if merged is not None:

@@ -1,0 +1,401 @@
+"""The Redis store against a real redis-server: same answers as the memory store, exactly-once
+under concurrent writers, downsampling with bounded memory, retention, and Redis going away."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from losswatch.service.stores import series as ser
+from losswatch.service.stores.base import Columns, ProjectConflict, StoreUnavailable
+from losswatch.service.stores.memory import MemoryStore
+from losswatch.service.stores.redis import RedisStore
+
+NARROW = (ser.Level(64, 4), ser.Level(128, 4), ser.Level(512, None))
+
+
+def curve(n: int, seed: int = 0, *, nan_at: int | None = None, spike_at: int | None = None,
+          diverge_at: int | None = None) -> list[dict]:
+    """A training-like run: decaying noisy loss, grad-norm, constant LR, optional troubles."""
+    rng = random.Random(seed)
+    out = []
+    for s in range(n):
+        loss = 2.0 * math.exp(-s / 300) + 0.3 + rng.gauss(0, 0.02)
+        g = 1.0 + rng.gauss(0, 0.05)
+        if diverge_at is not None and s >= diverge_at:
+            loss *= 1.1 ** (s - diverge_at)
+            g *= 1.2 ** (s - diverge_at)
+        if spike_at is not None and s == spike_at:
+            loss *= 20
+        if nan_at is not None and s == nan_at:
+            loss = float("nan")
+        out.append({"step": s, "loss": loss, "grad_norm": g, "lr": 1e-3,
+                    "val_loss": (loss if s % 50 == 0 else None), "ts": 1.7e9 + s,
+                    "extra": ({"tokens": float(s * 10)} if s % 25 == 0 else None)})
+    return out
+
+
+def cols_of(recs: list[dict]) -> Columns:
+    c = Columns()
+    for r in recs:
+        c.step.append(r["step"])
+        for f in ("loss", "grad_norm", "lr", "val_loss", "ts"):
+            getattr(c, f).append(r.get(f))
+        c.extra.append(r.get("extra"))
+    return c
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def assert_same_series(x: Columns, y: Columns) -> None:
+    assert x.step == y.step
+    for f in ("loss", "grad_norm", "lr", "val_loss", "ts"):
+        xs, ys = getattr(x, f), getattr(y, f)
+        bad = [(s, a, b) for s, a, b in zip(x.step, xs, ys) if not same(a, b)]
+        assert not bad, (f, bad[:5])
+    assert [e or None for e in x.extra] == [e or None for e in y.extra]
+
+
+def alert_key(a: dict) -> tuple:
+    return (a["id"], a["kind"], a["severity"], a["step"], a["last_step"], a["resolved_step"],
+            a["message"], str(a["action"]))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_same_answers_as_the_memory_store(redis_proc):
+    """Random batches with duplicates, out-of-order steps, NaN/None/Infinity and extras give the
+    same per-batch results, series, summary and alerts on both stores."""
+    recs = curve(3000, seed=1, spike_at=900, nan_at=2000, diverge_at=2600)
+    recs[1500]["grad_norm"] = float("inf")
+    recs[1501]["lr"] = None
+    rng = random.Random(7)
+    batches = []
+    i = 0
+    while i < len(recs):
+        n = rng.choice([1, 3, 17, 50, 200])
+        b = list(recs[i:i + n])
+        i += n
+        if rng.random() < 0.3 and i > 10:       # retransmit some earlier steps (duplicates)
+            b += rng.sample(recs[:i], 3)
+        if rng.random() < 0.2:
+            rng.shuffle(b)                       # out of order inside the batch
+        batches.append(b)
+    # steps held back and sent late (out of order, never seen by the detectors)
+    held = {r["step"] for r in rng.sample(recs[100:2900], 40)}
+    batches = [[r for r in b if r["step"] not in held] for b in batches]
+    batches.insert(len(batches) // 2, [r for r in recs if r["step"] in held][:20])
+    batches.append([r for r in recs if r["step"] in held])
+
+    async def go():
+        mem = MemoryStore()
+        red = RedisStore(redis_proc.url)
+        try:
+            await mem.put_meta("r", {"model": "m"}, project="p")
+            await red.put_meta("r", {"model": "m"}, project="p")
+            for b in batches:
+                a = await mem.ingest("r", cols_of(b))
+                c = await red.ingest("r", cols_of(b))
+                assert (a.accepted, a.duplicates, a.out_of_order, a.health, a.project) == \
+                       (c.accepted, c.duplicates, c.out_of_order, c.health, c.project)
+                assert [alert_key(x) for x in a.alerts] == [alert_key(x) for x in c.alerts]
+                assert a.new_alert_ids == c.new_alert_ids
+                assert a.recommendation == c.recommendation
+            assert_same_series(await mem.read_series("r"), await red.read_series("r"))
+            assert_same_series(await mem.read_series("r", 1000, 1999), await red.read_series("r", 1000, 1999))
+            sm, sr = await mem.get_run("r"), await red.get_run("r")
+            for f in ("project", "meta", "last_step", "n_steps", "duplicates", "out_of_order",
+                      "health", "recommendation"):
+                assert getattr(sm, f) == getattr(sr, f), f
+            assert all(same(sm.last[k], sr.last[k]) for k in sm.last)
+            assert sorted(map(alert_key, sm.active_alerts)) == sorted(map(alert_key, sr.active_alerts))
+            am, ar = await mem.list_alerts(run_id="r"), await red.list_alerts(run_id="r")
+            assert am, "the troubled run raised no alert: the comparison would be empty"
+            assert sorted(map(alert_key, am)) == sorted(map(alert_key, ar))
+            # acknowledgement survives; filters agree
+            aid = am[0]["id"]
+            assert (await red.ack_alert(aid))["acknowledged"] is True
+            assert (await red.get_alert(aid))["acknowledged"] is True
+            assert await red.ack_alert("r:nan:999999") is None
+            for kw in ({"kind": am[0]["kind"]}, {"severity": "critical"}, {"projects": ["other"]}):
+                assert sorted(a["id"] for a in await mem.list_alerts(**kw)) == \
+                       sorted(a["id"] for a in await red.list_alerts(**kw)), kw
+            # project is fixed once named
+            with pytest.raises(ProjectConflict):
+                await red.ingest("r", cols_of(recs[:1]), project="q")
+            assert [s.run_id for s in await red.list_runs(projects=["p"])] == ["r"]
+            assert await red.list_runs(projects=["q"]) == []
+            # action reports
+            with pytest.raises(KeyError):
+                await red.record_action("nope", {"step": 1})
+            await red.record_action("r", {"step": 5, "applied": True})
+            assert await red.list_actions("r") == [{"step": 5, "applied": True}]
+            assert await red.read_series("nope") is None and await red.get_run("nope") is None
+        finally:
+            await red.close()
+
+    run(go())
+
+
+def prefix_rounds(recs: list[dict], rng: random.Random, writers: int) -> list[list[list[dict]]]:
+    """Rounds of batches: in each round every writer sends a prefix of the same slice (so
+    whichever lands first, the detectors see the same in-order stream as one process would),
+    the slices overlapping by random retransmissions of earlier steps."""
+    rounds = []
+    i = 0
+    while i < len(recs):
+        n = rng.randint(5, 120)
+        sl = recs[i:i + n]
+        round_ = []
+        for _ in range(writers):
+            k = rng.randint(1, len(sl))
+            b = list(sl[:k])
+            if i and rng.random() < 0.5:
+                b = rng.sample(recs[max(0, i - 300):i], 4) + b   # old steps first: duplicates
+            round_.append(b)
+        round_[rng.randrange(writers)] = list(sl)               # someone sends the whole slice
+        rounds.append(round_)
+        i += n
+    return rounds
+
+
+def test_concurrent_writers_store_each_step_once_and_agree_with_one_process(redis_proc):
+    """Four store instances (four replicas' worth of caches and connections) write interleaved,
+    conflicting batches of one run concurrently: every step stored once, counts add up, and the
+    alerts are those of a single store fed the run in order."""
+    recs = curve(2500, seed=3, spike_at=700, nan_at=1800, diverge_at=2200)
+    rng = random.Random(11)
+    rounds = prefix_rounds(recs, rng, 4)
+
+    async def go():
+        stores = [RedisStore(redis_proc.url) for _ in range(4)]
+        ref = MemoryStore()
+        try:
+            acc = dup = 0
+            for round_ in rounds:
+                res = await asyncio.gather(*(stores[k].ingest("r", cols_of(b)) for k, b in enumerate(round_)))
+                acc += sum(r.accepted for r in res)
+                dup += sum(r.duplicates for r in res)
+            await ref.ingest("r", cols_of(recs))
+            assert acc == len(recs)
+            assert acc + dup == sum(len(b) for r in rounds for b in r)
+            assert sum(s.conflicts for s in stores) > 0, "no write ever conflicted: not a concurrency test"
+            got = await stores[1].read_series("r")
+            assert_same_series(got, await ref.read_series("r"))
+            s = await stores[2].get_run("r")
+            assert (s.n_steps, s.last_step, s.out_of_order) == (len(recs), len(recs) - 1, 0)
+            want = await ref.list_alerts(run_id="r")
+            assert want
+            assert sorted(map(alert_key, await stores[3].list_alerts(run_id="r"))) == sorted(map(alert_key, want))
+        finally:
+            for st in stores:
+                await st.close()
+
+    run(go())
+
+
+def test_old_steps_are_downsampled_with_bounded_keys_nan_kept_and_late_steps_exact(redis_proc):
+    n = 30_000
+    recs = curve(n, seed=5)
+    recs[1234]["loss"] = float("nan")
+    recs[20_000]["loss"] = 1e6
+    missing = set(range(3000, 3010)) | {25_000}          # never sent at first: gaps
+    sent = [r for r in recs if r["step"] not in missing]
+
+    async def go():
+        st = RedisStore(redis_proc.url, raw_chunks=2, levels=NARROW)
+        try:
+            for i in range(0, len(sent), 997):
+                await st.ingest("r", cols_of(sent[i:i + 997]))
+            cli = redis_proc.client()
+            raw_keys = cli.keys("lw:{r}:raw:*")
+            assert 1 <= len(raw_keys) <= 3                  # the window, plus the head chunk
+            sizes = {k: cli.hlen(f"lw:{{r}}:{k}") for k in ("d1", "d2", "d3")}
+            assert sizes["d1"] <= NARROW[0].keep + ser.CHUNK // NARROW[0].width
+            assert sizes["d2"] <= NARROW[1].keep + 2 and sizes["d3"] > 0
+            s = await st.read_series("r")
+            # every step is accounted for exactly once, at some resolution
+            ds = [e for e in s.extra if e and "ds_width" in e]
+            raw_rows = len(s) - len(ds)
+            assert raw_rows + sum(e["ds_steps"] for e in ds) == len(sent)
+            assert s.step == sorted(s.step)
+            # the NaN stays visible in its (level-3, 512-step) bucket, min/max are the true ones
+            i = max(k for k, st_ in enumerate(s.step) if st_ <= 1234)
+            assert math.isnan(s.loss[i]) and s.extra[i]["loss_nan"] == 1
+            lo, w = s.step[i], int(s.extra[i]["ds_width"])
+            vals = [r["loss"] for r in recs[lo:lo + w] if r["step"] not in missing and not math.isnan(r["loss"])]
+            assert s.extra[i]["loss_min"] == min(vals) and s.extra[i]["loss_max"] == max(vals)
+            j = max(k for k, st_ in enumerate(s.step) if st_ <= 20_000)
+            assert s.extra[j]["loss_max"] == 1e6
+            # late steps into downsampled ranges: a gap is filled, a repeat is a duplicate
+            late = [recs[k] for k in sorted(missing)] + [recs[100], recs[3005], recs[29_990]]
+            r = await st.ingest("r", cols_of(late))
+            assert (r.accepted, r.duplicates, r.out_of_order) == (len(missing), 3, len(missing))
+            r = await st.ingest("r", cols_of(late))
+            assert (r.accepted, r.duplicates) == (0, len(late))
+            summ = await st.get_run("r")
+            assert summ.n_steps == n
+            s2 = await st.read_series("r")
+            assert sum(e["ds_steps"] for e in s2.extra if e and "ds_width" in e) + \
+                sum(1 for e in s2.extra if not (e and "ds_width" in e)) == n
+        finally:
+            await st.close()
+
+    run(go())
+
+
+def test_runs_expire_after_the_retention_time(redis_proc):
+    async def go():
+        st = RedisStore(redis_proc.url, retention_seconds=1)
+        try:
+            await st.ingest("short", cols_of(curve(2000)), project="p")
+            await st.put_meta("short", {"a": 1})
+            cli = redis_proc.client()
+            keys = cli.keys("lw:{short}:*")
+            assert keys and all(0 < cli.pttl(k) <= 1000 for k in keys)
+            assert [s.run_id for s in await st.list_runs()] == ["short"]
+            time.sleep(1.3)
+            assert await st.get_run("short") is None
+            assert await st.list_runs() == []
+            assert cli.keys("lw:{short}:*") == []
+            assert await st.list_alerts() == []
+        finally:
+            await st.close()
+
+    run(go())
+
+
+def test_redis_down_raises_store_unavailable_and_a_retry_loses_nothing(redis_factory):
+    srv = redis_factory(appendonly=True, appendfsync="always")
+    recs = curve(600, seed=2)
+
+    async def go():
+        st = RedisStore(srv.url)
+        try:
+            assert (await st.ingest("r", cols_of(recs[:300]))).accepted == 300
+            srv.kill9()
+            for call in (st.ingest("r", cols_of(recs[300:])), st.ping(), st.read_series("r"),
+                         st.get_run("r"), st.list_runs(), st.list_alerts()):
+                with pytest.raises(StoreUnavailable) as e:
+                    await call
+                assert "unreachable" in str(e.value) and "127.0.0.1" in str(e.value)
+            srv.start()
+            await st.ping()
+            r = await st.ingest("r", cols_of(recs[250:]))           # the client's retry, overlapping
+            assert (r.accepted, r.duplicates) == (300, 50)
+            s = await st.read_series("r")
+            assert s.step == list(range(600))
+        finally:
+            await st.close()
+
+    run(go())
+
+
+def test_kill9_with_appendfsync_always_keeps_every_acknowledged_step(redis_factory):
+    """Redis is killed (SIGKILL, from another thread) in the middle of a stream of batches; after
+    the restart every acknowledged batch is there (and the one in flight is all or nothing), and a
+    fresh store (a restarted service) continues the run from the stored detector state: the same
+    alerts as one uninterrupted process."""
+    srv = redis_factory(appendonly=True, appendfsync="always")
+    recs = curve(4000, seed=9, spike_at=1500, diverge_at=3500)
+    acked: list[int] = []
+
+    def killer():
+        while len(acked) < 600:
+            time.sleep(0.001)
+        srv.kill9()
+
+    async def go():
+        st = RedisStore(srv.url)
+        try:
+            for i in range(0, 4000, 25):
+                await st.ingest("r", cols_of(recs[i:i + 25]))
+                acked.extend(range(i, i + 25))
+        except StoreUnavailable:
+            pass
+        finally:
+            await st.close()
+
+    t = threading.Thread(target=killer)
+    t.start()
+    run(go())
+    t.join()
+    assert 600 <= len(acked) < 4000
+
+    async def after():
+        srv.start()
+        st2 = RedisStore(srv.url)                       # a restarted service: empty caches
+        ref = MemoryStore()
+        try:
+            stored = (await st2.read_series("r")).step
+            m = len(stored)
+            assert stored == list(range(m)) and m >= len(acked) and m % 25 == 0
+            assert (await st2.get_run("r")).n_steps == m
+            for i in range(0, 4000, 100):               # the client resends from its spool
+                await st2.ingest("r", cols_of(recs[i:i + 100]))
+            await ref.ingest("r", cols_of(recs[:m]))
+            for i in range(0, 4000, 100):
+                await ref.ingest("r", cols_of(recs[i:i + 100]))
+            assert (await st2.read_series("r")).step == list(range(4000))
+            want = await ref.list_alerts(run_id="r")
+            assert want
+            assert sorted(map(alert_key, await st2.list_alerts(run_id="r"))) == sorted(map(alert_key, want))
+        finally:
+            await st2.close()
+
+    run(after())
+
+
+def test_run_summaries_for_metrics_cover_thousands_of_runs(redis_proc):
+    async def go():
+        st = RedisStore(redis_proc.url)
+        try:
+            t0 = time.time()
+            for k in range(0, 3000, 100):
+                await asyncio.gather(*(st.ingest(f"run-{i}", cols_of([{"step": i, "loss": float(i),
+                                                                      "grad_norm": None, "lr": 0.1}]),
+                                                 project=f"p{i % 3}")
+                                       for i in range(k, k + 100)))
+            runs = await st.list_runs(active_since=t0 - 1)
+            assert len(runs) == 3000
+            by_id = {s.run_id: s for s in runs}
+            assert by_id["run-1234"].last == {"loss": 1234.0, "grad_norm": None, "lr": 0.1, "val_loss": None}
+            assert by_id["run-1234"].last_step == 1234 and by_id["run-1234"].project == "p1"
+            assert len(await st.list_runs(projects=["p0"], active_since=t0 - 1)) == 1000
+            assert await st.list_runs(active_since=time.time() + 10) == []
+        finally:
+            await st.close()
+
+    run(go())
+
+
+def test_none_and_nan_values_round_trip_bit_for_bit():
+    """The packed encoding keeps None (not logged), NaN, +-Infinity, -0.0 and exact floats."""
+    vals = [None, float("nan"), float("inf"), float("-inf"), -0.0, 0.1, 1e-300, 3.0000000000000004]
+    c = Columns(step=list(range(len(vals))), loss=vals, grad_norm=vals[::-1], lr=vals, val_loss=vals,
+                ts=vals, extra=[None] * len(vals))
+    blob = bytearray(ser.CHUNK_BYTES)
+    packed = ser.pack_rows(c, list(range(len(vals))))
+    blob[:len(packed)] = packed
+    for k in range(len(vals)):
+        blob[ser.DATA_BYTES + k // 8] |= 0x80 >> (k % 8)
+    slots, data = ser.decode_slots(bytes(blob))
+    assert slots.tolist() == list(range(len(vals)))
+    got = ser.values_to_lists(data)
+    for j, f in enumerate(ser.FIELDS):
+        want = getattr(c, f)
+        for a, b in zip(got[j], want):
+            assert (a is None and b is None) or (a is not None and b is not None and (
+                np.float64(a).tobytes() == np.float64(b).tobytes() or (math.isnan(a) and math.isnan(b))))
