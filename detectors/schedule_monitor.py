@@ -126,9 +126,19 @@ class ScheduleMonitor(Detector):
         assert s is not None
         return any(self._close(lr, s.lr_at(k)) for k in (step, step - 1, step + 1) if k >= 0)
 
+    def screen(self, f: Any):  # noqa: ANN201
+        # every row with a finite LR: a match moves the streaks too, so no row with an LR may
+        # be skipped; rows without one are no-ops in step()
+        return f.a("lrok") if self.sched is not None else None
+
+    def active_screen(self, f: Any):  # noqa: ANN201
+        return self.screen(f)
+
     def step(self, f: Any, i: int) -> None:
         lr = f.lr[i]
         if lr is None or lr != lr:
+            if self.sched is None and not self.spec_reported:
+                self.observe(int(f.step[i]), math.nan)  # report the unreadable declaration once
             return
         self.observe(int(f.step[i]), float(lr))
 
