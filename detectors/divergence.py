@@ -1,0 +1,175 @@
+"""Divergence: the loss runs away from its best and keeps going."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+
+def _ratio(x: float, ref: float) -> float:
+    """x relative to a reference level (works for references <= 0 too)."""
+    den = abs(ref)
+    if den < 1e-12:
+        den = 1e-12
+    return 1.0 + (x - ref) / den
+
+
+def ratio_arr(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """:func:`_ratio` on arrays, with the same operations in the same order (bit-identical)."""
+    return 1.0 + (x - ref) / np.maximum(np.abs(ref), 1e-12)
+
+
+class DivergenceDetector(Detector):
+    """The loss rose well above its best and is still rising: cut the LR.
+
+    ``best`` is the running minimum of the winsorised loss level (``features.slow``), so a
+    lucky low batch does not set the bar. Three ways to fire, all **critical**, action
+    ``scale_lr`` x``factor`` (0.1: the classic first step, AutoTrainer's first repair):
+
+    1. *Run-away streak* (works from a handful of points): ``streak`` consecutive rises of the
+       raw loss, the latest >= ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss
+       before the streak. A one-step data spike (up, then down) never makes a streak of 3; the
+       practitioner's 2.5, 2.4, 2.6, 3.1, 4.2 does, before its NaN.
+    2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
+       >= ``gn_abs`` and at least doubled since the previous record. Grad-norms of 1e4-1e6 are
+       what BLOOM-104B logged while diverging (healthy runs log 0.1-10); the doubling requirement
+       keeps a run that merely lives at a huge grad-norm (skipped fp16 steps repeat the same value)
+       from firing on a loss spike.
+    3. *Sustained*: the loss level (``slow``) stays >= ``level_ratio`` x best for ``sustain``
+       consecutive records and the short-term average is not falling back (``fast >= slow``):
+       the dense-log case where noise breaks raw streaks.
+       Not when the LR is cyclic and currently rising (>= 2 LR reversals so far and LR going
+       up): the LR explains that loss (CLR / SGDR make the loss rise with the LR, by design).
+
+    The episode resolves once the short-term loss is back below ``resolve_ratio`` x best.
+
+    Parameters
+    ----------
+    factor : float, default 0.1
+    streak : int, default 3
+    streak_ratio : float, default 1.3
+    streak_rise : float, default 0.25
+    gn_ratio : float, default 1.5
+    gn_abs : float, default 1e4
+    level_ratio : float, default 1.5
+    sustain : int, default 5
+    resolve_ratio : float, default 1.15
+
+    Examples
+    --------
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r")
+    >>> out = [a for s, x in enumerate([2.5, 2.4, 2.6, 3.1, 4.2]) for a in eng.update(Record(s, x))]
+    >>> out[0].kind, out[0].step, out[0].action.params
+    ('divergence', 4, {'factor': 0.1})
+
+    References
+    ----------
+    BLOOM tr8-104B chronicles (divergence at the end of warm-up, grad-norm 1e5); llm-foundry
+    KillLossSpike (consecutive high losses -> lower LR); AutoTrainer (LR x0.1 repair).
+    """
+
+    name = "divergence"
+    kind = "divergence"
+
+    def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
+                 streak_rise: float = 0.25, gn_ratio: float = 1.5, gn_abs: float = 1e4,
+                 level_ratio: float = 1.5, sustain: int = 5, resolve_ratio: float = 1.15) -> None:
+        super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
+                         streak_rise=streak_rise, gn_ratio=gn_ratio, gn_abs=gn_abs,
+                         level_ratio=level_ratio, sustain=sustain, resolve_ratio=resolve_ratio)
+        self.factor = factor
+        self.streak = streak
+        self.streak_ratio = streak_ratio
+        self.streak_rise = streak_rise
+        self.gn_ratio = gn_ratio
+        self.gn_abs = gn_abs
+        self.level_ratio = level_ratio
+        self.sustain = sustain
+        self.resolve_ratio = resolve_ratio
+        self.hi_start = 0  # loss-record count at which the current run of high levels began
+        self.hi_last = -1
+
+    def get_state(self) -> dict[str, Any]:
+        return {"hi_start": self.hi_start, "hi_last": self.hi_last}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.hi_start = d["hi_start"]
+        self.hi_last = d["hi_last"]
+
+    # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
+    def screen(self, f):
+        with np.errstate(all="ignore"):
+            best = f.a("best")
+            r = ratio_arr(f.a("loss"), best)
+            streak = (f.a("up_n") >= self.streak) & ~(r < self.streak_ratio)
+            gn = f.a("gok") & ~(f.a("gn") < self.gn_abs) & ~(r < self.gn_ratio)
+            level = ~(ratio_arr(f.a("slow"), best) < self.level_ratio)
+            return f.a("lok") & (streak | gn | level)
+
+    def active_screen(self, f):
+        with np.errstate(all="ignore"):
+            return f.a("lok") & ~(ratio_arr(f.a("fast"), f.a("best")) >= self.resolve_ratio)
+
+    # -- decision ----------------------------------------------------------------------------------
+    def step(self, f, i: int) -> None:
+        if not f.lok[i]:
+            return
+        x = f.loss[i]
+        best = f.best[i]
+        step = f.step[i]
+        if self.alert is not None:
+            if _ratio(f.fast[i], best) < self.resolve_ratio:
+                self.close_episode(step, f"loss back to {fmt(f.fast[i])} (best {fmt(best)})")
+            return
+        nl = f.nl[i]
+        if nl < 2:
+            return
+        ratio = _ratio(x, best)
+        rule = None
+        up_n = f.up_n[i]
+        if up_n >= self.streak and ratio >= self.streak_ratio and \
+                _ratio(x, f.up_base[i]) >= 1.0 + self.streak_rise:
+            rule = (f"rose {up_n} records in a row, {fmt(f.up_base[i])} -> {fmt(x)}", "streak")
+        g = f.gn[i]
+        if rule is None and f.gok[i] and g >= self.gn_abs and ratio >= self.gn_ratio:
+            gprev = f.b_glast[i]
+            if f.ng[i] >= 2 and g >= 2.0 * gprev:
+                rule = (f"jumped with the grad-norm at {fmt(g)} (was {fmt(gprev)})", "grad_norm")
+        slow = f.slow[i]
+        lvl = _ratio(slow, best)
+        if lvl >= self.level_ratio:
+            if self.hi_last != nl - 1:
+                self.hi_start = nl
+            self.hi_last = nl
+            n_hi = nl - self.hi_start + 1
+            cyclic_rise = f.rev[i] >= 2 and f.lrdir[i] > 0
+            if rule is None and n_hi >= self.sustain and f.fast[i] >= slow and not cyclic_rise:
+                rule = (f"has stayed {fmt(lvl)}x above it for {n_hi} records", "sustained")
+        if rule is None:
+            return
+        self._raise(f, i, x, best, ratio, rule)
+
+    def _raise(self, f, i: int, x: float, best: float, ratio: float, rule: tuple[str, str]) -> None:
+        step = f.step[i]
+        bstep = f.best_step[i]
+        warm = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0 and f.nlr[i] > 1
+        msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(ratio)}x its best "
+               f"({fmt(best)} at step {bstep}) and {rule[0]}")
+        reason = (f"The loss is running away ({fmt(ratio)}x its best). Cut the LR "
+                  f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}); if it does not come back within a "
+                  f"few hundred steps, roll back to a checkpoint near step {bstep}.")
+        if warm:
+            reason += " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
+        ev: dict[str, Any] = {"loss": x, "best": best, "best_step": bstep, "ratio": ratio,
+                              "rule": rule[1]}
+        if f.gok[i]:
+            ev["grad_norm"] = f.gn[i]
+        if f.lrok[i]:
+            ev["lr"] = f.lr[i]
+        self.open_episode(step, "critical", msg, ev, Action("scale_lr", {"factor": self.factor}, reason))

@@ -1,0 +1,284 @@
+"""The Engine: one run's detectors, fed records one at a time or in batches.
+
+Contract (see notes/contracts.md): ``update(record)`` / ``update_batch(batch)`` return the alerts
+raised, updated, escalated or resolved at those steps (snapshots; the same ``id`` replaces an
+older copy), ``recommendation`` is the action of the most severe active alert, the whole state
+goes to bytes and back (JSON, no pickle) and a restored engine continues exactly like an
+uninterrupted one. Records whose step is <= the last step seen are ignored (in-order stream only).
+
+Both paths run the same per-step decision code on the same features (see features.py): the batch
+path computes the shared statistics for the whole batch, asks each detector for a vectorised
+screen of the rows where something can happen, and runs its Python decision code only there.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from .base import Detector
+from .batch import Batch
+from .divergence import DivergenceDetector
+from .features import FeatureTracker, Features
+from .grad_explosion import GradExplosionDetector
+from .grad_vanishing import GradVanishingDetector
+from .lr_anomaly import LRAnomalyDetector
+from .nan import NaNDetector
+from .oscillation import OscillationDetector
+from .overfitting import OverfittingDetector
+from .plateau import PlateauDetector
+from .spike import SpikeDetector
+from .types import SEVERITY_RANK, Action, Alert, Record
+
+STATE_VERSION = 1
+
+#: The built-in detectors, in evaluation order (also the order of changes within one step).
+DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
+    NaNDetector, DivergenceDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
+    LRAnomalyDetector, OscillationDetector, PlateauDetector, OverfittingDetector,
+)
+
+#: When two active alerts have the same severity, the recommendation comes from the kind that
+#: is listed first (the more urgent problem).
+KIND_PRIORITY = {k: i for i, k in enumerate((
+    "nan", "divergence", "lr_anomaly", "grad_explosion", "oscillation", "spike", "overfitting",
+    "plateau", "grad_vanishing"))}
+
+
+def _schedule_monitor_class() -> type[Detector] | None:
+    """The LR-schedule monitor plug-in, if its module exists (written in another area)."""
+    try:
+        from .schedule_monitor import ScheduleMonitor  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - a missing or broken plug-in must not break the engine
+        return None
+    return ScheduleMonitor
+
+
+def _value(v: Any) -> float | None:
+    """A record field as a float (None = not logged). Never raises: junk counts as NaN."""
+    if v is None or type(v) is float:
+        return v
+    if isinstance(v, bool):
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
+class Engine:
+    """All detectors of one run.
+
+    Parameters
+    ----------
+    run_id : str
+    meta : dict, optional
+        Run metadata. ``meta["lr_schedule"]`` (``{"name": ..., params...}``) enables the LR
+        schedule monitor plug-in when it is installed.
+    params : dict, optional
+        Overrides of detector defaults: ``{"features": {...}, "<detector name>": {...}}``.
+
+    Examples
+    --------
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("demo")
+    >>> alerts = []
+    >>> for step, loss in enumerate([2.5, 2.4, 2.6, 3.1, 4.2, float("nan")]):
+    ...     alerts += eng.update(Record(step=step, loss=loss))
+    >>> [(a.kind, a.step, a.action.type) for a in alerts]
+    [('divergence', 4, 'scale_lr'), ('nan', 5, 'rollback')]
+    >>> eng.health, eng.recommendation.type
+    ('critical', 'rollback')
+    """
+
+    def __init__(self, run_id: str, meta: dict[str, Any] | None = None,
+                 params: dict[str, dict[str, Any]] | None = None) -> None:
+        self.run_id = run_id
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.params: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (params or {}).items()}
+        self._features = FeatureTracker(self.params.get("features"))
+        self._detectors: list[Detector] = []
+        for cls in DEFAULT_DETECTORS:
+            self._add(cls(**self.params.get(cls.name, {})))
+        self._plugin_from_meta()
+        self._last_step: int | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _add(self, det: Detector) -> None:
+        det.run_id = self.run_id
+        self._detectors.append(det)
+
+    def _plugin_from_meta(self) -> None:
+        if not isinstance(self.meta.get("lr_schedule"), dict):
+            return
+        cls = _schedule_monitor_class()
+        if cls is None:
+            return
+        try:
+            det = cls.from_meta(self.meta)
+        except Exception:  # noqa: BLE001 - bad schedule metadata must not break monitoring
+            det = None
+        if det is not None:
+            self._add(det)
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """Replace the run metadata (a changed ``lr_schedule`` restarts the schedule monitor)."""
+        old = self.meta.get("lr_schedule")
+        self.meta = dict(meta or {})
+        if self.meta.get("lr_schedule") != old:
+            plugin_cls = _schedule_monitor_class()
+            if plugin_cls is not None:
+                self._detectors = [d for d in self._detectors if not isinstance(d, plugin_cls)]
+            self._plugin_from_meta()
+
+    # -- state of the run ----------------------------------------------------------------------
+    @property
+    def last_step(self) -> int | None:
+        return self._last_step
+
+    @property
+    def active_alerts(self) -> list[Alert]:
+        from .base import _snapshot
+        return [_snapshot(d.alert) for d in self._detectors if d.alert is not None]
+
+    def _most_severe(self, min_rank: int) -> Alert | None:
+        best: Alert | None = None
+        best_key: tuple = ()
+        for d in self._detectors:
+            a = d.alert
+            if a is None or SEVERITY_RANK.get(a.severity, 0) < min_rank:
+                continue
+            key = (SEVERITY_RANK.get(a.severity, 0), -KIND_PRIORITY.get(a.kind, 99), a.last_step or 0)
+            if best is None or key > best_key:
+                best, best_key = a, key
+        return best
+
+    @property
+    def recommendation(self) -> Action | None:
+        """Action of the most severe active warning/critical alert; None when healthy."""
+        a = self._most_severe(SEVERITY_RANK["warning"])
+        if a is None:
+            return None
+        return Action(a.action.type, dict(a.action.params), a.action.reason)
+
+    @property
+    def health(self) -> str:
+        a = self._most_severe(SEVERITY_RANK["warning"])
+        return "ok" if a is None else a.severity
+
+    # -- feeding -------------------------------------------------------------------------------
+    def update(self, record: Record) -> list[Alert]:
+        """Feed one record; return the alert changes at this step."""
+        step = record.step
+        if self._last_step is not None and step <= self._last_step:
+            return []
+        self._last_step = step
+        f = self._features.advance_one(step, _value(record.loss), _value(record.grad_norm),
+                                       _value(record.lr), _value(record.val_loss))
+        changes: list[Alert] = []
+        for d in self._detectors:
+            d.step(f, 0)
+            if d._changes:
+                changes.extend(d.drain_changes())
+        return changes
+
+    def update_batch(self, batch: Batch | Iterable[Record]) -> list[Alert]:
+        """Feed many records (vectorised); same changes as feeding them one at a time."""
+        if not isinstance(batch, Batch):
+            batch = Batch.from_records(batch)
+        n = len(batch)
+        if n == 0:
+            return []
+        steps = batch.step
+        first = -1 if self._last_step is None else self._last_step
+        prior = np.maximum.accumulate(np.concatenate(([first], steps[:-1])))
+        keep = steps > prior
+        if not keep.all():
+            batch = batch.take(keep)
+            n = len(batch)
+            if n == 0:
+                return []
+        self._last_step = int(batch.step[-1])
+        f = self._features.advance_batch(batch)
+        tagged: list[tuple[int, int, int, Alert]] = []
+        for di, d in enumerate(self._detectors):
+            _drive(d, f, di, tagged)
+        if len(tagged) > 1:
+            tagged.sort(key=lambda t: t[:3])
+        return [t[3] for t in tagged]
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The whole state as JSON bytes (NaN and infinities kept as JSON's NaN/Infinity)."""
+        doc = {
+            "version": STATE_VERSION, "run_id": self.run_id, "meta": self.meta,
+            "params": self.params, "last_step": self._last_step,
+            "features": self._features.to_state(),
+            "detectors": [{"name": d.name, **d.to_state()} for d in self._detectors],
+        }
+        return json.dumps(doc, allow_nan=True, separators=(",", ":"), default=_json_default).encode()
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> "Engine":
+        """Rebuild an engine saved by :meth:`to_bytes`."""
+        doc = json.loads(b)
+        if doc.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported engine state version {doc.get('version')!r}")
+        eng = cls.__new__(cls)
+        eng.run_id = doc["run_id"]
+        eng.meta = doc["meta"]
+        eng.params = doc["params"]
+        eng._last_step = doc["last_step"]
+        eng._features = FeatureTracker.from_state(doc["features"])
+        registry: dict[str, type[Detector]] = {c.name: c for c in DEFAULT_DETECTORS}
+        plugin = _schedule_monitor_class()
+        if plugin is not None:
+            registry[plugin.name] = plugin
+        eng._detectors = []
+        for dd in doc["detectors"]:
+            dcls = registry.get(dd["name"])
+            if dcls is None:  # a plug-in that is not installed here: skip it
+                continue
+            det = dcls(**dd.get("params", {}))
+            det.load_state(dd)
+            eng._add(det)
+        return eng
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def _drive(d: Detector, f: Features, di: int, out: list[tuple[int, int, int, Alert]]) -> None:
+    """Run detector ``d`` over the rows of ``f`` where its screens say something can happen.
+
+    Screens are re-evaluated whenever the detector's episode changes (they may depend on it).
+    """
+    n = f.n
+    i = 0
+    idx: list[int] | None = None
+    fresh = False
+    while i < n:
+        if not fresh:
+            mask = d.active_screen(f) if d.alert is not None else d.screen(f)
+            idx = None if mask is None else np.flatnonzero(mask).tolist()
+            fresh = True
+        if idx is None:
+            j = i
+        else:
+            p = bisect.bisect_left(idx, i)
+            if p == len(idx):
+                break
+            j = idx[p]
+        d.step(f, j)
+        if d._changes:
+            for k, a in enumerate(d.drain_changes()):
+                out.append((j, di, k, a))
+            fresh = False
+        i = j + 1

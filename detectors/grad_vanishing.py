@@ -1,0 +1,109 @@
+"""Vanishing gradients: the grad-norm collapsed and the loss stopped moving."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+_LOG_TINY = -69.07755278982137  # log(1e-30), as in features
+
+
+class GradVanishingDetector(Detector):
+    """The grad-norm is tiny (below ``abs_tiny`` or ``rel_tiny`` x its own peak level) for
+    ``patience`` consecutive grad-norm records while the loss makes no progress.
+
+    "No progress": the plateau statistic in features (the slow loss trend has not improved by
+    1% since before the tiny gradients began). **warning**, action ``none`` with advice: a
+    network whose gradients vanished is rarely rescued by the LR (AutoTrainer repairs it with
+    activations, initialisation or normalisation); the grad-norm is logged but learning stopped.
+
+    Why: SageMaker Debugger's vanishing-gradient rule and trainpulse use an absolute 1e-7;
+    a relative floor (1e-4 of the run's own peak typical level) also catches deep nets whose
+    scale is unusual. Patience 20 records: a single tiny norm is a quiet batch, not a dead net.
+
+    Parameters
+    ----------
+    abs_tiny : float, default 1e-7
+    rel_tiny : float, default 1e-4
+    patience : int, default 20
+
+    Examples
+    --------
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r")
+    >>> out = [a for s in range(40) for a in eng.update(Record(s, 0.69, grad_norm=1e-9))]
+    >>> [(a.kind, a.step, a.severity) for a in out]
+    [('grad_vanishing', 19, 'warning')]
+
+    References
+    ----------
+    AutoTrainer (Zhang et al., ICSE'21); SageMaker Debugger VanishingGradient rule.
+    """
+
+    name = "grad_vanishing"
+    kind = "grad_vanishing"
+
+    def __init__(self, abs_tiny: float = 1e-7, rel_tiny: float = 1e-4, patience: int = 20) -> None:
+        super().__init__(abs_tiny=abs_tiny, rel_tiny=rel_tiny, patience=patience)
+        self.abs_tiny = abs_tiny
+        self.rel_tiny = rel_tiny
+        self.patience = patience
+        self.start = 0  # grad-norm record count where the current run of tiny norms began
+        self.last = -1
+        self.start_step = -1
+
+    def get_state(self) -> dict[str, Any]:
+        return {"start": self.start, "last": self.last, "start_step": self.start_step}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.start, self.last, self.start_step = d["start"], d["last"], d["start_step"]
+
+    def _tiny(self, g: float, mumax: float) -> bool:
+        if g < self.abs_tiny:
+            return True
+        lg = math.log(g) if g > 1e-30 else _LOG_TINY
+        return lg < mumax + math.log(self.rel_tiny)
+
+    def screen(self, f):
+        with np.errstate(all="ignore"):
+            g = f.a("gn")
+            rel = np.exp(f.a("mumax")) * self.rel_tiny * (1.0 + 1e-9)
+            return f.a("gok") & ((g < self.abs_tiny) | ~(g >= rel))
+
+    def active_screen(self, f):
+        return f.a("gok")
+
+    def step(self, f, i: int) -> None:
+        if not f.gok[i]:
+            return
+        g = f.gn[i]
+        ng = f.ng[i]
+        step = f.step[i]
+        tiny = self._tiny(g, f.mumax[i])
+        if self.alert is not None:
+            if not tiny:
+                self.close_episode(step, f"grad-norm back to {fmt(g)}")
+            return
+        if not tiny:
+            return
+        if self.last != ng - 1:
+            self.start = ng
+            self.start_step = step
+        self.last = ng
+        n = ng - self.start + 1
+        if n < self.patience or f.pstep[i] > self.start_step:
+            return
+        ev = {"grad_norm": g, "records": n, "since_step": self.start_step,
+              "peak_typical": math.exp(f.mumax[i])}
+        msg = (f"vanishing gradients: grad-norm {fmt(g)} for {n} records since step "
+               f"{self.start_step} and the loss stopped improving")
+        act = Action("none", {}, "The gradients have all but vanished and learning stalled. Raising "
+                     "the LR rarely fixes this: check for dead ReLUs, saturated activations, frozen or "
+                     "detached parameters, or a missing normalisation layer.")
+        self.open_episode(step, "warning", msg, ev, act)

@@ -1,0 +1,152 @@
+"""LR anomalies: a zero LR while training, a >10x jump in one step, a non-finite/negative LR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+
+class LRAnomalyDetector(Detector):
+    """The LR itself is wrong.
+
+    * LR NaN/inf or negative -> **critical** at once (the optimizer is corrupt).
+    * LR exactly 0 for ``zero_patience`` consecutive LR records after it has been positive
+      (``start_patience`` records if it never was) -> **warning**: nothing is training. Why the
+      patience: a cosine schedule may touch 0 on its very last step, and a linear warm-up often
+      starts at 0 for one step.
+    * LR up more than ``jump`` x in one step -> **warning**, action ``scale_lr`` back to the
+      previous value; unless the jump returns to (at most) the run's earlier peak: that is a warm
+      restart (SGDR) or a new cycle, healthy by design. A 10x *drop* is a step decay
+      (MultiStepLR gamma=0.1), also healthy.
+
+    Episodes: a zero/non-finite LR resolves once the LR is positive and finite again; a jump
+    resolves when the LR is back within 2x of its pre-jump value or after ``jump_hold`` LR records
+    (the run survived it: the new LR is evidently intended).
+
+    Parameters
+    ----------
+    jump : float, default 10.0
+    zero_patience : int, default 3
+    start_patience : int, default 100
+    jump_hold : int, default 100
+
+    Examples
+    --------
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r")
+    >>> lrs = [1e-3, 1e-3, 1e-3, 2e-2]
+    >>> out = [a for s, lr in enumerate(lrs) for a in eng.update(Record(s, 2.0, lr=lr))]
+    >>> [(a.kind, a.step, a.action.type, a.action.params) for a in out]
+    [('lr_anomaly', 3, 'scale_lr', {'factor': 0.05})]
+
+    References
+    ----------
+    trainpulse (LR change > 10x in one step); torch.optim.lr_scheduler (SGDR restarts, step decay).
+    """
+
+    name = "lr_anomaly"
+    kind = "lr_anomaly"
+
+    def __init__(self, jump: float = 10.0, zero_patience: int = 3, start_patience: int = 100,
+                 jump_hold: int = 100) -> None:
+        super().__init__(jump=jump, zero_patience=zero_patience, start_patience=start_patience,
+                         jump_hold=jump_hold)
+        self.jump = jump
+        self.zero_patience = zero_patience
+        self.start_patience = start_patience
+        self.jump_hold = jump_hold
+        self.zero_start = 0  # LR-record count where the current run of zero LRs began
+        self.zero_last = -1
+        self.mode = ""  # what the active episode is about: "bad", "zero", "jump"
+        self.ref = 0.0  # pre-jump LR
+        self.opened_at = 0  # LR-record count at which the episode opened
+
+    def get_state(self) -> dict[str, Any]:
+        return {"zero_start": self.zero_start, "zero_last": self.zero_last, "mode": self.mode,
+                "ref": self.ref, "opened_at": self.opened_at}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.zero_start, self.zero_last = d["zero_start"], d["zero_last"]
+        self.mode, self.ref, self.opened_at = d["mode"], d["ref"], d["opened_at"]
+
+    def screen(self, f):
+        with np.errstate(all="ignore"):
+            lr = f.a("lr")
+            prev = f.a("b_lrlast")
+            return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | ~(lr <= self.jump * prev))
+
+    def active_screen(self, f):
+        return f.a("has_lr")
+
+    def step(self, f, i: int) -> None:
+        if not f.has_lr[i]:
+            return
+        lr = f.lr[i]
+        step = f.step[i]
+        ok = f.lrok[i]
+        nlr = f.nlr[i]  # counts finite LRs only
+        if self.alert is not None:
+            self._maybe_resolve(f, i, lr, ok, nlr)
+            return
+        if not ok or lr < 0.0:
+            self.mode = "bad"
+            self.open_episode(step, "critical", f"LR is {fmt(lr)} at step {step}",
+                              {"lr": lr}, Action("stop", {}, f"The learning rate is {fmt(lr)}: the "
+                                                 "optimizer or scheduler state is corrupt. Stop and "
+                                                 "fix the LR schedule before resuming."))
+            return
+        if lr == 0.0:
+            if self.zero_last != nlr - 1:
+                self.zero_start = nlr
+            self.zero_last = nlr
+            n = nlr - self.zero_start + 1
+            had_positive = f.peak[i] > 0.0
+            if n >= (self.zero_patience if had_positive else self.start_patience):
+                self.mode = "zero"
+                self.opened_at = nlr
+                what = (f"after reaching {fmt(f.peak[i])}" if had_positive else "since the start")
+                self.open_episode(
+                    step, "warning", f"LR has been 0 for {n} records at step {step} ({what})",
+                    {"lr": lr, "records": n, "peak_lr": f.peak[i]},
+                    Action("none", {}, "The learning rate is 0, so the model is not training. Check "
+                           "the scheduler: it may have run past its end (T_max/total_steps too "
+                           "small) or the warm-up never started."))
+            return
+        prev = f.b_lrlast[i]
+        if prev > 0.0 and lr > self.jump * prev:
+            if lr <= f.b_peak[i] * 1.0000001:
+                return  # a warm restart / new cycle back to the earlier peak: by design
+            self.mode = "jump"
+            self.ref = prev
+            self.opened_at = nlr
+            factor = float(f"{prev / lr:.3g}")
+            self.open_episode(
+                step, "warning",
+                f"LR jumped {fmt(lr / prev)}x in one step at step {step}: {fmt(prev)} -> {fmt(lr)}",
+                {"lr": lr, "previous_lr": prev, "ratio": lr / prev},
+                Action("scale_lr", {"factor": factor},
+                       f"The LR jumped {fmt(lr / prev)}x in a single step, above anything this run "
+                       f"used before; that usually is a scheduler bug (wrong units, a restart, a "
+                       f"missing warm-up). Scale it back x{fmt(factor)} unless it was intended."))
+
+    def _maybe_resolve(self, f, i: int, lr: float, ok: bool, nlr: int) -> None:
+        step = f.step[i]
+        if self.mode == "bad":
+            if ok and lr >= 0.0:
+                self.close_episode(step, f"LR is {fmt(lr)} again")
+        elif self.mode == "zero":
+            if ok and lr > 0.0:
+                self.close_episode(step, f"LR is {fmt(lr)} again")
+        elif self.mode == "jump":
+            if ok and lr <= 2.0 * self.ref:
+                self.close_episode(step, f"LR back to {fmt(lr)}")
+            elif nlr - self.opened_at >= self.jump_hold:
+                self.close_episode(step, f"the run kept training at LR {fmt(lr)} for "
+                                         f"{self.jump_hold} records")
+        else:
+            self.close_episode(step)

@@ -1,0 +1,126 @@
+"""NaN / infinity in the loss or the grad-norm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+
+class NaNDetector(Detector):
+    """A non-finite loss (critical, on the very step) or a grad-norm that stays non-finite.
+
+    Rule
+    ----
+    * loss logged as NaN/inf -> **critical** at once. Action: roll back to the last step with a
+      finite loss (the weights after a NaN are garbage; Keras #4848/#8332 users ask exactly this),
+      or stop if there never was one.
+    * grad-norm NaN/inf while the loss is finite -> **warning** once it happened on
+      ``gn_patience`` consecutive grad-norm records. Why not at once: with fp16 and a dynamic
+      loss scaler, an overflowing step is skipped and the scale halved, routinely (BLOOM's
+      Megatron logs show it); several in a row means the scaler cannot recover.
+    * The episode re-arms after ``recover`` consecutive records without a non-finite value.
+
+    Parameters
+    ----------
+    gn_patience : int, default 3
+    recover : int, default 5
+
+    Examples
+    --------
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r")
+    >>> _ = eng.update(Record(step=1, loss=2.0))
+    >>> [a.message.split(" (")[0] for a in eng.update(Record(step=2, loss=float("nan")))]
+    ['loss is NaN at step 2']
+
+    References
+    ----------
+    Keras issues #4848, #8332 (stop / restore on NaN); Lightning EarlyStopping(check_finite).
+    """
+
+    name = "nan"
+    kind = "nan"
+
+    def __init__(self, gn_patience: int = 3, recover: int = 5) -> None:
+        super().__init__(gn_patience=gn_patience, recover=recover)
+        self.gn_patience = gn_patience
+        self.recover = recover
+        self.last_bad_rec = -(10**9)  # record ordinal of the last non-finite value
+        self.gbad_start = 0  # grad-norm record count at which the current run of bad gn began
+        self.gbad_last = -(10**9)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"last_bad_rec": self.last_bad_rec, "gbad_start": self.gbad_start,
+                "gbad_last": self.gbad_last}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.last_bad_rec = d["last_bad_rec"]
+        self.gbad_start = d["gbad_start"]
+        self.gbad_last = d["gbad_last"]
+
+    def screen(self, f):
+        loss_bad = f.a("has_loss") & ~f.a("lok")
+        gn = f.a("gn")
+        with np.errstate(invalid="ignore"):
+            gn_bad = f.a("has_gn") & ~np.isfinite(gn)
+        return loss_bad | gn_bad
+
+    def step(self, f, i: int) -> None:
+        lbad = f.has_loss[i] and not f.lok[i]
+        g = f.gn[i]
+        gbad = f.has_gn[i] and g - g != 0.0
+        rec = f.rec[i]
+        if lbad or gbad:
+            self.last_bad_rec = rec
+        if gbad:
+            if self.gbad_last != rec - 1:
+                self.gbad_start = rec
+            self.gbad_last = rec
+        step = f.step[i]
+        if self.alert is None:
+            if lbad:
+                self._open(f, i, "critical", "loss", f.loss[i])
+            elif gbad and rec - self.gbad_start + 1 >= self.gn_patience:
+                self._open(f, i, "warning", "grad-norm", g)
+            return
+        if lbad and self.alert.severity != "critical":
+            what, msg, ev, act = self._describe(f, i, "loss", f.loss[i])
+            self.update_episode(step, severity="critical", message=msg, evidence=ev, action=act)
+        elif not lbad and not gbad and f.lok[i] and rec - self.last_bad_rec >= self.recover:
+            self.close_episode(step, f"finite values for {self.recover} records")
+
+    def _describe(self, f, i: int, what: str, value: float):
+        step = f.step[i]
+        nl = f.nl[i]
+        last_ok = f.lstep[i]
+        ev: dict[str, Any] = {"signal": what, "value": value, "step": step}
+        if nl > 0:
+            ev.update(last_finite_step=last_ok, last_finite_loss=f.lprev[i])
+            where = f" (last finite loss {fmt(f.lprev[i])} at step {last_ok})"
+        else:
+            where = " (no finite loss yet)"
+        msg = f"{what} is {fmt(value)} at step {step}{where}"
+        if what == "loss":
+            if nl > 0:
+                act = Action("rollback", {"to_step": last_ok},
+                             f"The loss became {fmt(value)}: the weights are no longer usable. Roll back "
+                             f"to your last checkpoint at or before step {last_ok}, then restart with "
+                             "a lower LR (or skip the offending batches).")
+            else:
+                act = Action("stop", {}, f"The loss is {fmt(value)} from the start: there is nothing "
+                             "to roll back to. Stop and check the data, the loss function and the "
+                             "initialisation.")
+        else:
+            act = Action("none", {}, f"The grad-norm has been {fmt(value)} for several steps in a row. "
+                         "With fp16 a few overflowing steps are normal (the loss scaler skips them); "
+                         "if it persists, lower the LR or train in bf16.")
+        return what, msg, ev, act
+
+    def _open(self, f, i: int, severity: str, what: str, value: float) -> None:
+        _, msg, ev, act = self._describe(f, i, what, value)
+        self.open_episode(f.step[i], severity, msg, ev, act)

@@ -1,0 +1,153 @@
+"""Plateau: the loss trend stopped improving; the LR says what kind of plateau it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+
+class PlateauDetector(Detector):
+    """The slow loss trend has not improved by ``features.plateau_eps`` (1%) for a long time.
+
+    "Long": ``max(patience, patience_frac * step)`` steps, so a plateau is judged relative to how
+    long the run has trained (ReduceLROnPlateau's fixed patience fires on every slow phase).
+    Then the LR explains what the plateau means:
+
+    * LR decayed to <= ``decayed`` x its peak (end of a cosine / step schedule): **info**
+      "converged", action none. Not an alarm.
+    * the loss is noisy at this level (MAD >= ``noisy`` x level, or zig-zagging): **warning**,
+      the LR is too high to settle: ``scale_lr`` x``down``.
+    * little progress since the start (trend still >= ``stuck`` x the first loss) and quiet:
+      **warning**, the LR is too small to move: ``scale_lr`` x``up``.
+    * otherwise (progress was made, quiet, LR not decayed): **info**, a decay would help
+      (``scale_lr`` x``down``), the classic ReduceLROnPlateau move.
+
+    The episode resolves when the trend improves again.
+
+    Parameters
+    ----------
+    patience : int, default 200
+    patience_frac : float, default 0.25
+    decayed : float, default 0.1
+    noisy : float, default 0.1
+    stuck : float, default 0.9
+    up : float, default 10.0
+    down : float, default 0.3
+    min_records : int, default 20
+
+    Examples
+    --------
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r")
+    >>> out = [a for s in range(400) for a in eng.update(Record(s, 2.3, lr=1e-6))]
+    >>> [(a.kind, a.step, a.severity, a.action.params) for a in out]
+    [('plateau', 200, 'warning', {'factor': 10.0})]
+
+    References
+    ----------
+    torch ReduceLROnPlateau; trainpulse / SageMaker "loss not decreasing"; Smith, "Cyclical
+    learning rates" (the LR explains the loss).
+    """
+
+    name = "plateau"
+    kind = "plateau"
+
+    def __init__(self, patience: int = 200, patience_frac: float = 0.25, decayed: float = 0.1,
+                 noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
+                 min_records: int = 20) -> None:
+        super().__init__(patience=patience, patience_frac=patience_frac, decayed=decayed,
+                         noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records)
+        self.patience = patience
+        self.patience_frac = patience_frac
+        self.decayed = decayed
+        self.noisy = noisy
+        self.stuck = stuck
+        self.up = up
+        self.down = down
+        self.min_records = min_records
+        self.first_loss = float("nan")
+        self.first_step = -1
+
+    def get_state(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss, "first_step": self.first_step}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.first_loss, self.first_step = d["first_loss"], d["first_step"]
+
+    def _patience(self, step: int) -> float:
+        p = self.patience_frac * (step - self.first_step)
+        return p if p > self.patience else self.patience
+
+    def screen(self, f):
+        step = f.a("step")
+        lok = f.a("lok")
+        first = f.a("nl") == 1
+        fs = self.first_step if self.first_step >= 0 else 0
+        if first.any():  # first loss in this batch: patience measured from it (over-include)
+            fs = 0
+        since = step - f.a("pstep")
+        need = np.maximum(self.patience_frac * (step - fs), self.patience)
+        return lok & ((since >= need) | first)
+
+    def active_screen(self, f):
+        # resolves when the trend improves: pstep moves
+        return f.a("lok")
+
+    def step(self, f, i: int) -> None:
+        if not f.lok[i]:
+            return
+        step = f.step[i]
+        if f.nl[i] == 1:
+            self.first_loss = f.loss[i]
+            self.first_step = step
+        if self.alert is not None:
+            if f.pstep[i] > self.alert.step - self.alert.evidence.get("since", 0) and \
+                    f.pstep[i] > self.alert.evidence.get("improved_at", -1):
+                self.close_episode(step, f"loss improving again ({fmt(f.trend[i])})")
+            return
+        if f.nl[i] < self.min_records:
+            return
+        since = step - f.pstep[i]
+        if since < self._patience(step):
+            return
+        trend = f.trend[i]
+        level = f.slow[i]
+        noise = f.sd[i] / abs(level) if level != 0.0 else 0.0
+        zigzag = f.alt[i]
+        lr = f.lr[i] if f.lrok[i] else None
+        peak = f.peak[i]
+        ev: dict[str, Any] = {"trend": trend, "since": since, "improved_at": f.pstep[i],
+                              "noise": noise, "zigzag": zigzag, "first_loss": self.first_loss}
+        if lr is not None:
+            ev.update(lr=lr, peak_lr=peak)
+        base = f"loss plateaued at {fmt(trend)}: no 1% gain in {since} steps"
+        if lr is not None and peak > 0.0 and lr <= self.decayed * peak:
+            self.open_episode(step, "info", f"converged: {base} at the end of the LR decay "
+                              f"(LR {fmt(lr)} = {fmt(lr / peak)}x its peak)", ev,
+                              Action("none", {}, "The LR has decayed and the loss has flattened: the run "
+                                     "has converged. Nothing to do."))
+            return
+        if noise >= self.noisy or zigzag >= 0.8:
+            self.open_episode(step, "warning", f"{base} while the loss is noisy "
+                              f"(+-{fmt(100 * noise)}% per step): the LR is too high to settle", ev,
+                              Action("scale_lr", {"factor": self.down},
+                                     f"The loss stopped improving and bounces around: the steps are "
+                                     f"too large to settle into the minimum. Lower the LR x{fmt(self.down)}."))
+            return
+        fl = self.first_loss
+        if fl == fl and trend >= self.stuck * fl if fl > 0 else trend >= fl:
+            self.open_episode(step, "warning", f"{base}, barely below the first loss "
+                              f"({fmt(fl)}): the LR is too small to make progress", ev,
+                              Action("scale_lr", {"factor": self.up},
+                                     f"The loss has hardly moved from where it started and is flat. "
+                                     f"Raise the LR x{fmt(self.up)} (or run an LR range test)."))
+            return
+        self.open_episode(step, "info", f"{base}; a smaller LR usually unlocks the next drop", ev,
+                          Action("scale_lr", {"factor": self.down},
+                                 f"Progress has stalled at a steady, quiet level. Decaying the LR "
+                                 f"x{fmt(self.down)} (as ReduceLROnPlateau would) usually helps."))
