@@ -11,8 +11,10 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api.models import ErrorOut
 from .api import actions, alerts, health, metrics as metrics_api, runs, steps
 from .ingest import json_safe
 from .metrics import ServiceMetrics
@@ -100,8 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()
+    common = {401: {"model": ErrorOut, "description": "missing or invalid bearer token (auth on)"},
+              403: {"model": ErrorOut, "description": "the token does not cover the project named"},
+              503: {"model": ErrorOut, "description": "the store is unavailable; retry after Retry-After"}}
     for r in (steps.router, runs.router, alerts.router, actions.router, health.router, metrics_api.router):
-        app.include_router(r)
+        app.include_router(r, responses=common)
     try:  # the LR-tooling engineer's router, when present
         policies = importlib.import_module("losswatch.service.api.policies")
         app.include_router(policies.router)
@@ -114,6 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _store_down(request: Request, exc: StoreUnavailable) -> Response:
         return Response(orjson.dumps({"detail": f"store unavailable: {exc}"}), status_code=503,
                         media_type="application/json", headers={"Retry-After": str(exc.retry_after or retry)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail, status = exc.detail, exc.status_code
+        if status == 400:
+            # FastAPI's "error parsing the body" (not JSON, not UTF-8): a 422 like every other bad body
+            status = 422
+        if status == 422 and isinstance(detail, str):
+            # every 422 has the one shape FastAPI documents: a list of {loc, msg, type}
+            detail = [{"loc": ["request"], "msg": detail, "type": "value_error"}]
+        return Response(orjson.dumps({"detail": detail}, default=str), status_code=status,
+                        media_type="application/json", headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -17,8 +18,15 @@ RunIdPath = Path(..., pattern=LABEL_PATTERN, description="1-128 characters of [A
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """orjson-encoded response; ``obj`` must already be JSON-safe (see :func:`json_safe`)."""
-    return Response(orjson.dumps(obj), status_code=status, media_type="application/json", headers=headers)
+    """orjson-encoded response; ``obj`` must already be JSON-safe (see :func:`json_safe`).
+
+    orjson refuses integers beyond 64 bits (which a client may put in free-form metadata): the
+    standard library writes those."""
+    try:
+        body = orjson.dumps(obj)
+    except TypeError:
+        body = json.dumps(obj, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def store_of(request: Request) -> Store:

@@ -60,7 +60,7 @@ class RunMetaIn(BaseModel):
     task: Optional[str] = Field(None, max_length=256)
     model: Optional[str] = Field(None, max_length=256)
     optimizer: Optional[str] = Field(None, max_length=256)
-    batch_size: Optional[int] = Field(None, ge=1)
+    batch_size: Optional[int] = Field(None, ge=1, le=2**53)
     lr_schedule: Optional[LRSchedule] = None
     tags: Union[dict[str, str], list[str], None] = None
 

@@ -20,6 +20,24 @@ router = APIRouter(prefix="/v1/runs", tags=["steps"])
 _DOWNSAMPLE_TEXT = " ".join(DOWNSAMPLE_DOC.split("\n\n")[1].split())
 
 
+def _inline_schema(model) -> dict:
+    """A model's JSON schema with its $defs inlined (openapi_extra cannot add components)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.split("/")[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
 @router.post(
     "/{run_id}/steps",
     response_model=StepsOut,
@@ -32,8 +50,8 @@ _DOWNSAMPLE_TEXT = " ".join(DOWNSAMPLE_DOC.split("\n\n")[1].split())
         "token's single project)."
     ),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": StepsIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
-    responses={409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
+        "schema": _inline_schema(StepsIn)}}}},
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request, run_id: str = RunIdPath,
@@ -53,8 +71,8 @@ async def post_steps(request: Request, run_id: str = RunIdPath,
             return json_response({"detail": e.detail}, e.status)
         if body_project is not None and project is not None and body_project != project:
             code = 422
-            return json_response({"detail": f"?project={project!r} and the body's project "
-                                            f"{body_project!r} disagree"}, 422)
+            return json_response({"detail": [{"loc": ["query", "project"], "msg": f"?project={project!r} and the body's "
+                                             f"project {body_project!r} disagree", "type": "value_error"}]}, 422)
         requested = body_project or project
         store = store_of(request)
         if scope.projects is not None:

@@ -1,0 +1,83 @@
+"""GET /metrics through real HTTP, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service_helpers import client, post_records
+
+
+def _samples(text: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def _one(samples, name, **labels):
+    hits = [s for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(hits) == 1, (name, labels, hits)
+    return hits[0].value
+
+
+def test_metrics_content_with_nan(service_factory):
+    svc = service_factory()
+    c = client(svc.url)
+    c.put("/v1/runs/m-1", json={"project": "pm"})
+    recs = [{"step": s, "loss": 2.0 - 0.001 * s, "grad_norm": 0.5, "lr": 3e-4} for s in range(50)]
+    assert post_records(c, "m-1", recs).status_code == 200
+    assert post_records(c, "m-1", recs[:10]).status_code == 200          # 10 duplicates
+    assert post_records(c, "m-2", [{"step": 0, "loss": 1.0}, {"step": 1, "loss": float("nan")}],
+                        project="pm").status_code == 200
+    assert post_records(c, "m-1", [{"step": "x"}]).status_code == 422   # 1 rejected
+    c.post("/v1/runs/m-1/actions", json={"step": 49, "action": {"type": "scale_lr", "factor": 0.1},
+                                         "applied": True})
+    c.post("/v1/runs/m-1/actions", json={"step": 49, "action": {"type": "stop"}, "applied": False,
+                                         "dry_run": True})
+    r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    s = _samples(r.text)
+    assert _one(s, "losswatch_run_loss", run="m-1", project="pm") == recs[-1]["loss"]
+    assert _one(s, "losswatch_run_grad_norm", run="m-1", project="pm") == 0.5
+    assert _one(s, "losswatch_run_lr", run="m-1", project="pm") == 3e-4
+    assert _one(s, "losswatch_run_step", run="m-1", project="pm") == 49
+    assert _one(s, "losswatch_run_health", run="m-1", project="pm") == 0
+    assert abs(_one(s, "losswatch_run_last_seen_timestamp_seconds", run="m-1") - time.time()) < 60
+    assert math.isnan(_one(s, "losswatch_run_loss", run="m-2", project="pm"))
+    assert _one(s, "losswatch_run_health", run="m-2") == 2
+    assert _one(s, "losswatch_run_active_alerts", run="m-2", kind="nan", severity="critical") == 1
+    assert _one(s, "losswatch_alerts_total", kind="nan", severity="critical") >= 1
+    assert _one(s, "losswatch_ingest_records_total", result="accepted") == 52
+    assert _one(s, "losswatch_ingest_records_total", result="duplicate") == 10
+    assert _one(s, "losswatch_ingest_records_total", result="rejected") == 1
+    assert _one(s, "losswatch_ingest_requests_total", code="200") == 3
+    assert _one(s, "losswatch_ingest_requests_total", code="422") == 1
+    assert _one(s, "losswatch_ingest_latency_seconds_count") == 4
+    assert _one(s, "losswatch_actions_applied_total", type="scale_lr") == 1
+    assert not [x for x in s.get("losswatch_actions_applied_total", []) if x.labels["type"] == "stop"]
+    assert _one(s, "losswatch_runs_exported") == 2
+    assert _one(s, "losswatch_store_up") == 1
+
+
+def test_inactive_runs_stop_being_exported(service_factory):
+    svc = service_factory(env={"LOSSWATCH_METRICS_TTL": "2"})
+    c = client(svc.url)
+    assert post_records(c, "ttl-old", [{"step": 0, "loss": 1.0}]).status_code == 200
+    time.sleep(1.2)
+    assert post_records(c, "ttl-new", [{"step": 0, "loss": 1.0}]).status_code == 200
+    s = _samples(c.get("/metrics").text)
+    assert {x.labels["run"] for x in s["losswatch_run_loss"]} == {"ttl-old", "ttl-new"}
+    time.sleep(1.2)
+    s = _samples(c.get("/metrics").text)
+    assert {x.labels["run"] for x in s["losswatch_run_loss"]} == {"ttl-new"}
+    assert _one(s, "losswatch_runs_exported") == 1
+    # the run itself is still there; only the export stopped
+    assert c.get("/v1/runs/ttl-old").status_code == 200
+    # a new batch brings it back
+    assert post_records(c, "ttl-old", [{"step": 1, "loss": 0.9}]).status_code == 200
+    s = _samples(c.get("/metrics").text)
+    assert _one(s, "losswatch_run_step", run="ttl-old") == 1
