@@ -120,7 +120,8 @@ def test_table_output_and_fail_on(tmp_path):
     healthy.write_text("step,loss,grad_norm,lr\n" + "".join(f"{s},{2.0 - s * 1e-3:.4f},1.0,0.001\n" for s in range(300)))
     res = replay(str(healthy), "--fail-on", "warning", "--format", "table")
     assert res.returncode == 0, res.stdout
-    assert "0 records" not in res.stderr and "300 records read" in res.stderr
+    assert "300 records read" in res.stderr and "final health ok" in res.stderr
+    assert res.stdout.strip() == "no alerts"
 
 
 def test_duplicates_and_out_of_order_steps_are_counted_not_fed(tmp_path):
