@@ -33,7 +33,12 @@ class DivergenceDetector(Detector):
     1. *Run-away streak* (works from a handful of points): ``streak`` consecutive rises of the
        raw loss, the latest >= ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss
        before the streak. A one-step data spike (up, then down) never makes a streak of 3; the
-       practitioner's 2.5, 2.4, 2.6, 3.1, 4.2 does, before its NaN.
+       practitioner's 2.5, 2.4, 2.6, 3.1, 4.2 does, before its NaN. The loss before the latest
+       must itself be ``prev_z`` noise units above the level: two elevated points in a row, so
+       noise followed by one data spike (the 1.5B speedrun logs have ~100) is not a streak; and
+       the latest must be ``streak_z`` noise units above the level (a run-away leaves the noise
+       band far behind; a 2-step excursion in a noisy run does not: speedrun 1.5B step 5818 is
+       7 units out, BLOOM-104B exp2 28, the practitioner's example 34).
     2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
        >= ``gn_abs`` and at least doubled since the previous record. Grad-norms of 1e4-1e6 are
        what BLOOM-104B logged while diverging (healthy runs log 0.1-10); the doubling requirement
@@ -58,6 +63,8 @@ class DivergenceDetector(Detector):
     level_ratio : float, default 1.5
     sustain : int, default 5
     resolve_ratio : float, default 1.15
+    prev_z : float, default 3.0
+    streak_z : float, default 10.0
 
     Examples
     --------
@@ -79,10 +86,14 @@ class DivergenceDetector(Detector):
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
                  streak_rise: float = 0.25, gn_ratio: float = 1.5, gn_abs: float = 1e4,
-                 level_ratio: float = 1.5, sustain: int = 5, resolve_ratio: float = 1.15) -> None:
+                 level_ratio: float = 1.5, sustain: int = 5, resolve_ratio: float = 1.15,
+                 prev_z: float = 3.0, streak_z: float = 10.0) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, gn_ratio=gn_ratio, gn_abs=gn_abs,
-                         level_ratio=level_ratio, sustain=sustain, resolve_ratio=resolve_ratio)
+                         level_ratio=level_ratio, sustain=sustain, resolve_ratio=resolve_ratio,
+                         prev_z=prev_z, streak_z=streak_z)
+        self.prev_z = prev_z
+        self.streak_z = streak_z
         self.factor = factor
         self.streak = streak
         self.streak_ratio = streak_ratio
@@ -134,7 +145,9 @@ class DivergenceDetector(Detector):
         rule = None
         up_n = f.up_n[i]
         if up_n >= self.streak and ratio >= self.streak_ratio and \
-                _ratio(x, f.up_base[i]) >= 1.0 + self.streak_rise:
+                _ratio(x, f.up_base[i]) >= 1.0 + self.streak_rise and \
+                f.b_lprev[i] - f.b_slow[i] >= self.prev_z * f.b_sd[i] and \
+                x - f.b_slow[i] >= self.streak_z * f.b_sd[i]:
             rule = (f"rose {up_n} records in a row, {fmt(f.up_base[i])} -> {fmt(x)}", "streak")
         g = f.gn[i]
         if rule is None and f.gok[i] and g >= self.gn_abs and ratio >= self.gn_ratio:

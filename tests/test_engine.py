@@ -1,0 +1,184 @@
+"""Engine contract: one-record and batch paths agree, state round-trips, bad input never raises."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from losswatch.detectors import Batch, Engine
+from losswatch.detectors.types import Record
+
+
+def _dicts(alerts):
+    return [a.to_dict() for a in alerts]
+
+
+def one_at_a_time(records, run_id="r", meta=None):
+    eng = Engine(run_id, meta)
+    out = []
+    for r in records:
+        out += eng.update(r)
+    return eng, out
+
+
+def in_batches(records, size, run_id="r", meta=None):
+    eng = Engine(run_id, meta)
+    out = []
+    for k in range(0, len(records), size):
+        out += eng.update_batch(records[k:k + size])
+    return eng, out
+
+
+def realistic_run(n, seed, lr=1e-3):
+    """A noisy decaying loss with occasional spikes, NaNs, LR jumps/zeros, val every 50 steps."""
+    r = random.Random(seed)
+    recs, level = [], 3.0
+    for s in range(n):
+        level = level * 0.999 + r.gauss(0, 0.03)
+        x = level + r.gauss(0, 0.05) + (2.0 if r.random() < 0.01 else 0.0)
+        if r.random() < 0.003:
+            x = math.nan
+        g = abs(r.gauss(1, 0.2)) * (100 if r.random() < 0.01 else 1)
+        if r.random() < 0.004:
+            lr = lr * 20
+        if r.random() < 0.004:
+            lr = 0.0
+        if r.random() < 0.01:
+            lr = 1e-3
+        if r.random() < 0.002:  # a run-away
+            for k in range(6):
+                recs.append(Record(s, level * (1.4 ** k), g * 10 ** k, lr))
+                s += 1
+        recs.append(Record(s, x if r.random() > 0.05 else None, g, lr,
+                           level + 0.1 if s % 50 == 0 else None))
+    # strictly increasing steps (the run-away insertions may repeat one)
+    out, last = [], -1
+    for rec in recs:
+        if rec.step > last:
+            out.append(rec)
+            last = rec.step
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_path_gives_the_same_alerts_as_one_at_a_time_on_realistic_runs(seed):
+    recs = realistic_run(3000, seed)
+    e1, a1 = one_at_a_time(recs)
+    assert len(a1) > 5  # the run is eventful: the comparison means something
+    for size in (1000, 97, 1):
+        e2, a2 = in_batches(recs, size)
+        assert _dicts(a2) == _dicts(a1)
+        assert _dicts(e2.active_alerts) == _dicts(e1.active_alerts)
+        assert e2.health == e1.health and e2.last_step == e1.last_step
+        assert (e2.recommendation and e2.recommendation.to_dict()) == (e1.recommendation and e1.recommendation.to_dict())
+
+
+def test_restore_between_batches_and_mid_episode_continues_exactly():
+    recs = realistic_run(3000, 7)
+    _, ref = one_at_a_time(recs)
+    # restore from bytes before every record that falls inside an active episode
+    eng, out, restored_mid_episode = Engine("r"), [], 0
+    for k, r in enumerate(recs):
+        if eng.active_alerts and k % 7 == 0:
+            restored_mid_episode += 1
+            eng = Engine.from_bytes(eng.to_bytes())
+        out += eng.update(r)
+    assert restored_mid_episode > 10
+    assert _dicts(out) == _dicts(ref)
+    # and between batches of the vectorised path
+    eng, out = Engine("r"), []
+    for k in range(0, len(recs), 250):
+        eng = Engine.from_bytes(eng.to_bytes())
+        out += eng.update_batch(Batch.from_records(recs[k:k + 250]))
+    assert _dicts(out) == _dicts(ref)
+
+
+def test_state_is_json_without_pickle_and_keeps_nan():
+    eng = Engine("r", {"project": "p"})
+    eng.update(Record(1, 2.0, 1.0, 1e-3))
+    eng.update(Record(2, math.nan, math.inf, 1e-3))
+    b = eng.to_bytes()
+    assert b.lstrip().startswith(b"{") and b"NaN" in b
+    again = Engine.from_bytes(b)
+    assert again.to_bytes() == b
+    assert again.last_step == 2 and again.health == "critical"
+
+
+def test_practitioner_example_divergence_before_nan_then_nan_on_it():
+    losses = [2.5, 2.4, 2.6, 3.1, 4.2, math.nan]
+    _, alerts = one_at_a_time([Record(s, x) for s, x in enumerate(losses)])
+    div = [a for a in alerts if a.kind == "divergence"]
+    nan = [a for a in alerts if a.kind == "nan"]
+    assert div and div[0].step < 5 and div[0].severity == "critical"
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] == pytest.approx(0.1)
+    assert nan and nan[0].step == 5 and nan[0].action.type == "rollback"
+    assert nan[0].action.params["to_step"] == 4
+
+
+def test_records_at_or_below_last_step_are_ignored_in_both_paths():
+    recs = [Record(s, 2.0) for s in (1, 2, 3)]
+    eng = Engine("r")
+    eng.update_batch(recs)
+    assert eng.update(Record(3, math.nan)) == [] and eng.update(Record(2, math.nan)) == []
+    assert eng.update_batch([Record(1, math.nan), Record(3, math.nan)]) == []
+    assert eng.health == "ok" and eng.last_step == 3
+    # inside one batch: a repeated or lower step is skipped, later higher steps are used
+    b = Batch.from_columns(step=[5, 4, 5, 6], loss=[2.0, math.nan, math.nan, math.nan])
+    out = eng.update_batch(b)
+    assert [(a.kind, a.step) for a in out] == [("nan", 6)]
+
+
+def test_batch_from_columns_keeps_none_and_nan_apart():
+    b = Batch.from_columns(step=[1, 2, 3], loss=[None, math.nan, 1.0], lr=np.array([1e-3, 1e-3, 1e-3]))
+    assert b.has_loss.tolist() == [False, True, True] and b.has_lr.all() and not b.has_grad_norm.any()
+    eng = Engine("r")
+    out = eng.update_batch(b)
+    assert [(a.kind, a.step) for a in out] == [("nan", 2)]
+    with pytest.raises(ValueError):
+        Batch.from_columns(step=[1, 2], loss=[1.0])
+    with pytest.raises(ValueError):
+        Batch.from_columns(step=[-1], loss=[1.0])
+
+
+WEIRD = st.one_of(
+    st.none(), st.floats(allow_nan=True, allow_infinity=True), st.just(0.0), st.just(-0.0),
+    st.just(1e300), st.just(-1e300), st.just(5e-324), st.just(1e-310), st.just(math.nan),
+    st.sampled_from([1.0, 2.0, 3.0]),
+)
+ROW = st.tuples(st.integers(0, 3), WEIRD, WEIRD, WEIRD, WEIRD)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(ROW, min_size=1, max_size=120), cut=st.integers(1, 40))
+def test_any_floats_never_raise_and_both_paths_agree(rows, cut):
+    # step increments of 0 make repeated steps; big increments make gaps
+    step, recs = 0, []
+    for inc, loss, gn, lr, val in rows:
+        step += inc * inc * 7 if inc == 3 else inc
+        recs.append(Record(step, loss, gn, lr, val))
+    e1, a1 = one_at_a_time(recs)
+    e2, a2 = in_batches(recs, cut)
+    assert _dicts(a1) == _dicts(a2)
+    assert e1.health == e2.health
+    e3 = Engine.from_bytes(e2.to_bytes())
+    assert _dicts(e3.active_alerts) == _dicts(e2.active_alerts)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(50, 1500), cut=st.integers(2, 600))
+def test_both_paths_agree_on_random_realistic_runs(seed, n, cut):
+    recs = realistic_run(n, seed)
+    _, a1 = one_at_a_time(recs)
+    _, a2 = in_batches(recs, cut)
+    assert _dicts(a1) == _dicts(a2)
+
+
+def test_a_constant_run_is_only_ever_a_plateau():
+    recs = [Record(s, 1.0, 1.0, 1e-3) for s in range(2000)]
+    eng, alerts = one_at_a_time(recs)
+    assert {a.kind for a in alerts} == {"plateau"}  # nothing learns: that is a stuck plateau
