@@ -47,9 +47,16 @@ class StepsIn(BaseModel):
 
 
 class LRSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A declared LR schedule: ``{"name": "cosine", "params": {"lr": 3e-4, "total_steps": 1000}}``;
+    the flat form ``{"name": "cosine", "lr": 3e-4, "total_steps": 1000}`` is accepted too. Stored
+    and passed to the detectors flat (the form losswatch.detectors.schedules.build_schedule reads)."""
+
+    model_config = ConfigDict(extra="allow")
     name: str = Field(max_length=128)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    def flat(self) -> dict[str, Any]:
+        return {"name": self.name, **(self.model_extra or {}), **self.params}
 
 
 class RunMetaIn(BaseModel):

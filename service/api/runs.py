@@ -28,6 +28,8 @@ async def put_run(request: Request, meta: RunMetaIn, run_id: str = RunIdPath,
                   scope: Scope = Depends(get_scope)) -> Response:
     store = store_of(request)
     data = meta.model_dump(mode="json", exclude_none=True)
+    if meta.lr_schedule is not None:
+        data["lr_schedule"] = meta.lr_schedule.flat()
     requested = data.get("project")
     existing = await store.get_run(run_id)
     if existing is not None and scope.projects is not None:
