@@ -388,9 +388,9 @@ def test_none_and_nan_values_round_trip_bit_for_bit():
                 ts=vals, extra=[None] * len(vals))
     blob = bytearray(ser.CHUNK_BYTES)
     packed = ser.pack_rows(c, list(range(len(vals))))
-    blob[:len(packed)] = packed
+    blob[ser.DATA_OFFSET:ser.DATA_OFFSET + len(packed)] = packed
     for k in range(len(vals)):
-        blob[ser.DATA_BYTES + k // 8] |= 0x80 >> (k % 8)
+        blob[k // 8] |= 0x80 >> (k % 8)
     slots, data = ser.decode_slots(bytes(blob))
     assert slots.tolist() == list(range(len(vals)))
     got = ser.values_to_lists(data)

@@ -8,7 +8,7 @@ key        type                    holds
 s          hash                    state: version ``v``, detector state ``eng``
                                    (``Engine.to_bytes``), project, counters, last values,
                                    health, recommendation, active alerts (JSON)
-raw:<ci>   string (~40 KiB)        steps ci*960 .. ci*960+959, packed float64 (see
+raw:<ci>   string (<= 38.5 KB)     steps ci*960 .. ci*960+959, packed float64 (see
                                    :mod:`.series`) + a presence bitmap; the newest
                                    ``LOSSWATCH_REDIS_RAW_CHUNKS`` (8) chunks stay raw
 d1 d2 d3   hash bucket -> bytes    downsampled older steps (64 / 2,048 / 131,072 steps a point)
@@ -156,8 +156,8 @@ class RedisStore(Store):
     def __init__(self, url: str, *, retention_seconds: int | None = None, raw_chunks: int | None = None,
                  wait_replicas: int | None = None, prefix: str = "lw:", max_connections: int = 64,
                  engine_cache: int = 50_000, levels: tuple[ser.Level, ...] | None = None) -> None:
-        self.url = url
-        self._where = url.split("@")[-1]          # never echo a password
+        self._where = _redact(url)                 # never echo a password (/readyz shows it)
+        self.url = self._where
         self.retention = _env_int("LOSSWATCH_RETENTION_SECONDS", 30 * 86400) \
             if retention_seconds is None else retention_seconds
         self.raw_chunks = max(1, _env_int("LOSSWATCH_REDIS_RAW_CHUNKS", 8) if raw_chunks is None else raw_chunks)
@@ -272,7 +272,7 @@ class RedisStore(Store):
         head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
                 len(segs), len(cands), n_extra, len(changed), self.raw_chunks, run_id,
-                ser.CHUNK_BYTES, ser.PRESENCE_BIT0, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
+                ser.CHUNK_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
                 len(in_order)]
         keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
         reply = await self._ingest(keys=keys, args=head + args)
@@ -692,6 +692,16 @@ class RedisStore(Store):
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+def _redact(url: str) -> str:
+    """The URL without its password: redis://user:secret@host -> redis://user:***@host."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    cred, host = rest.rsplit("@", 1)
+    user = cred.split(":", 1)[0]
+    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}"
+
 
 def _segments(order: list[int], steps: list[int]) -> list[tuple[int, int, list[int]]]:
     """Positions (sorted by step) cut into runs of consecutive steps inside one chunk:

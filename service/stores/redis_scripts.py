@@ -52,7 +52,7 @@ end
 #   6 engine state bytes, 7 new last_step ('' = unchanged), 8 health, 9 recommendation json,
 #   10 last values json ('' = unchanged), 11 active alerts json ('' = unchanged),
 #   12 number of in-order segments, 13 number of candidates, 14 number of extras,
-#   15 number of alerts, 16 raw window (chunks), 17 run id, 18 chunk bytes, 19 presence bit 0,
+#   15 number of alerts, 16 raw window (chunks), 17 run id, 18 chunk bytes, 19 data offset,
 #   20 steps per chunk, 21 slot bytes, 22 in-batch duplicates, 23 in-order step count,
 #   then segments (chunk, first slot, count, packed values) x n,
 #   candidates (chunk, slot, packed values) x n, extras (step, json, candidate number or 0) x n,
@@ -74,29 +74,32 @@ if other then return {2, other} end
 
 local n_seg, n_cand, n_extra, n_alert = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
 local window, run_id = tonumber(ARGV[16]), ARGV[17]
-local chunk_bytes, bit0, per_chunk, slot_bytes = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
+local data_off, per_chunk, slot_bytes = tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
 local c0 = tonumber(redis.call('HGET', KEYS[2], 'c0') or '0')
-local zero = nil
 local touched = {}
 local function chunk(ci)
   local key = prefix .. 'raw:' .. ci
-  if not touched[key] then
-    if redis.call('EXISTS', key) == 0 then
-      -- allocate the chunk at its final size at once (growing it by SETRANGE would over-allocate)
-      zero = zero or string.rep('\0', chunk_bytes)
-      redis.call('SET', key, zero)
-    end
-    touched[key] = true
-  end
+  touched[key] = true
   return key
+end
+-- the head moves to a new chunk: rewrite the previous head chunk at its exact size (a string
+-- grown by SETRANGE keeps up to 2x its length allocated)
+local old_last = redis.call('HGET', KEYS[1], 'last_step')
+if old_last and ARGV[7] ~= '' then
+  local oc = math.floor(tonumber(old_last) / per_chunk)
+  if math.floor(tonumber(ARGV[7]) / per_chunk) > oc and oc >= c0 then
+    local key = chunk(oc)
+    local val = redis.call('GET', key)
+    if val then redis.call('SET', key, val) end
+  end
 end
 
 local i = 24
 for _ = 1, n_seg do
   local key = chunk(ARGV[i])
   local first, count = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  redis.call('SETRANGE', key, first * slot_bytes, ARGV[i + 3])
-  for s = first, first + count - 1 do redis.call('SETBIT', key, bit0 + s, 1) end
+  for s = first, first + count - 1 do redis.call('SETBIT', key, s, 1) end
+  redis.call('SETRANGE', key, data_off + first * slot_bytes, ARGV[i + 3])
   i = i + 4
 end
 
@@ -109,10 +112,10 @@ for c = 1, n_cand do
   else
     local key = chunk(ci)
     local slot = tonumber(ARGV[i + 1])
-    if redis.call('SETBIT', key, bit0 + slot, 1) == 1 then
+    if redis.call('SETBIT', key, slot, 1) == 1 then
       flags[c] = 'D'; dups = dups + 1
     else
-      redis.call('SETRANGE', key, slot * slot_bytes, ARGV[i + 2])
+      redis.call('SETRANGE', key, data_off + slot * slot_bytes, ARGV[i + 2])
       flags[c] = 'N'; stored = stored + 1
     end
   end

@@ -2,10 +2,12 @@
 
 Why packed: one Redis entry per step costs ~53 bytes plus a command each (pipelined XADD tops out
 near 47,000 entries/s here), which cannot keep up with the service. So steps live in chunks of
-``CHUNK`` consecutive steps, one Redis string per chunk: slot ``step % CHUNK`` holds the five
-float64 values (loss, grad_norm, lr, val_loss, ts; 40 bytes) and a trailing bitmap says which
-slots are stored (Redis SETBIT bit order: bit 0 = most significant bit of byte 0). A batch becomes
-a few SETRANGE/SETBIT calls inside one Lua script: one round trip, ~40 bytes a step.
+``CHUNK`` consecutive steps, one Redis string per chunk: a leading bitmap says which slots are
+stored (Redis SETBIT bit order: bit 0 = most significant bit of byte 0), then slot ``step % CHUNK``
+holds the five float64 values (loss, grad_norm, lr, val_loss, ts; 40 bytes). A batch becomes a few
+SETRANGE/SETBIT calls inside one Lua script: one round trip, ~40 bytes a step. The string grows
+with the run (a run of 3 steps costs ~240 bytes, not a whole chunk) and is rewritten at its exact
+size once the head moves on to the next chunk (growing strings over-allocate up to 2x).
 
 "Not logged" (None) is stored as one reserved NaN bit pattern (:data:`NONE_BITS`, a signalling
 NaN that JSON parsing never produces), so a real NaN stays a NaN and a missing value stays None.
@@ -29,16 +31,16 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-# Steps per raw chunk. 960 = 15 level-1 buckets; 960 * 40 + 120 bytes fits jemalloc's 40 KiB size
+# Steps per raw chunk. 960 = 15 level-1 buckets; 120 + 960 * 40 bytes fits jemalloc's 40 KiB size
 # class with 6% slack (1024 steps would spill into the 48 KiB class: 17% waste).
 CHUNK = 960
 FIELDS = ("loss", "grad_norm", "lr", "val_loss", "ts")
 VALUE_FIELDS = FIELDS[:4]
 NF = len(FIELDS)
 SLOT_BYTES = 8 * NF
-DATA_BYTES = CHUNK * SLOT_BYTES
-CHUNK_BYTES = DATA_BYTES + CHUNK // 8
-PRESENCE_BIT0 = DATA_BYTES * 8        # bit offset of slot 0's presence bit
+PRESENCE_BYTES = CHUNK // 8           # the bitmap comes first: bit k = slot k is stored
+DATA_OFFSET = PRESENCE_BYTES          # slot k's values start at DATA_OFFSET + k * SLOT_BYTES
+CHUNK_BYTES = PRESENCE_BYTES + CHUNK * SLOT_BYTES
 
 NONE_BITS = np.uint64(0x7FF00000DEADBEEF)   # signalling NaN payload = "not logged"
 
@@ -106,10 +108,9 @@ def decode_slots(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """
     if len(blob) < CHUNK_BYTES:
         blob = blob + bytes(CHUNK_BYTES - len(blob))
-    bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=CHUNK // 8, offset=DATA_BYTES),
-                         bitorder="big")
+    bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=PRESENCE_BYTES), bitorder="big")
     slots = np.flatnonzero(bits)
-    data = np.frombuffer(blob, dtype="<f8", count=CHUNK * NF).reshape(CHUNK, NF)[slots]
+    data = np.frombuffer(blob, dtype="<f8", count=CHUNK * NF, offset=DATA_OFFSET).reshape(CHUNK, NF)[slots]
     return slots, data
 
 
