@@ -51,10 +51,11 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The store cannot be reached or failed mid-operation (e.g. Redis is down).
 
-    ``retry_after`` (seconds) is what the API puts in its Retry-After header.
+    ``retry_after`` (seconds) is what the API puts in its Retry-After header; None = the
+    service's LOSSWATCH_RETRY_AFTER.
     """
 
-    def __init__(self, message: str = "store unavailable", retry_after: int = 2) -> None:
+    def __init__(self, message: str = "store unavailable", retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
