@@ -36,7 +36,7 @@ class NanWatch:
     Examples
     --------
     >>> w = NanWatch("r1")
-    >>> a = w.seen(7, "loss", float("nan"))
+    >>> a = w.seen(7, "loss", float("nan"), in_log=True)
     >>> a["id"], a["kind"], a["severity"], a["action"]["type"], a["action"]["to_step"]
     ('r1:nan:7', 'nan', 'critical', 'rollback', 6)
     >>> w.seen(8, "grad_norm", float("inf")) is None      # same episode: no second alert
@@ -55,8 +55,13 @@ class NanWatch:
     def active(self) -> bool:
         return self._open is not None
 
-    def seen(self, step: int, field: str, value: float) -> dict[str, Any] | None:
-        """A non-finite ``value`` of ``field`` at ``step``: the new alert, or None if one is open."""
+    def seen(self, step: int, field: str, value: float, in_log: bool = False) -> dict[str, Any] | None:
+        """A non-finite ``value`` of ``field`` at ``step``: the new alert, or None if one is open.
+
+        ``in_log``: called from ``log()`` (a float checked on its step), where the background
+        thread may not have read the latest steps yet; the previous step is then known to be
+        finite (else this episode would already be open).
+        """
         with self._lock:
             a = self._open
             if a is not None:
@@ -64,7 +69,7 @@ class NanWatch:
                     a["last_step"] = step
                 a["evidence"].setdefault(field, _describe(value))
                 return None
-            self._open = self._alert(step, field, value)
+            self._open = self._alert(step, field, value, in_log)
             return self._open
 
     def observe(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,12 +101,10 @@ class NanWatch:
                         changed.append(dict(a, resolved_step=step))
         return changed
 
-    def _alert(self, step: int, field: str, value: float) -> dict[str, Any]:
+    def _alert(self, step: int, field: str, value: float, in_log: bool = False) -> dict[str, Any]:
         what = "loss" if field == "loss" else "gradient norm"
         last_ok = self._last_finite
-        if last_ok is None and isinstance(step, int) and step > 0:
-            # caught in log() before the background thread read the earlier steps: no episode is
-            # open, so the steps before this one had a finite loss
+        if (in_log or last_ok is None) and isinstance(step, int) and step > 0:
             last_ok = step - 1
         if field == "grad_norm":
             # one batch overflowed (typical of fp16): skipping it keeps the weights finite

@@ -32,6 +32,8 @@ from .sender import Sender, Transport, run_path
 from .spool import Spool
 from .values import encode, hold, resolve
 
+_hold = hold
+
 __all__ = ["Monitor"]
 
 _time = time.time
@@ -152,6 +154,7 @@ class Monitor:
         self.health = "ok"
         self.actions: list[dict[str, Any]] = []
         self._alert_index: dict[str, int] = {}
+        self._notified: dict[str, tuple[str | None, bool]] = {}  # id -> (severity, resolved) told
         self._rec_key: tuple | None = None
         self._state_lock = threading.Lock()
         self._callbacks: deque[dict[str, Any]] = deque()
@@ -231,7 +234,7 @@ class Monitor:
 
     # ------------------------------------------------------------------ training-thread helpers
     def _nan_now(self, step: int, field: str, value: float) -> None:
-        alert = self._nan.seen(step, field, value)
+        alert = self._nan.seen(step, field, value, in_log=True)
         if alert is not None:
             self._merge_alerts([dict(alert)], local=True)
             self._wake.set()  # run the on_alert callback promptly (in the background thread)
@@ -310,20 +313,24 @@ class Monitor:
             self._set_recommendation(rec)
 
     def _merge_alerts(self, alerts: list[dict], local: bool) -> None:
-        """Keep the latest copy per alert id; queue on_alert for new/escalated/resolved ones."""
+        """Keep the latest copy per alert id; queue on_alert for new/escalated/resolved ones.
+
+        The same episode can arrive from two sources (the local NaN check, then the service,
+        whose detector may resolve it a few steps later), so on_alert fires on what the user has
+        not been told yet: a new id, a new severity, or the first resolution; never twice for one.
+        """
         with self._state_lock:
             for a in alerts:
                 i = self._alert_index.get(a["id"])
                 if i is None:
                     self._alert_index[a["id"]] = len(self.alerts)
                     self.alerts.append(a)
-                    notify = True
                 else:
-                    old = self.alerts[i]
-                    notify = (a.get("severity") != old.get("severity")
-                              or a.get("resolved_step") != old.get("resolved_step"))
                     self.alerts[i] = a
-                if notify:
+                told = self._notified.get(a["id"])
+                now = (a.get("severity"), a.get("resolved_step") is not None)
+                if told is None or now[0] != told[0] or (now[1] and not told[1]):
+                    self._notified[a["id"]] = (now[0], now[1] or (told is not None and told[1]))
                     self._callbacks.append(a)
             if local:
                 for a in alerts:
@@ -400,15 +407,23 @@ class Monitor:
         self._closed = True
         t = self.exit_timeout if timeout is None else timeout
         ok = self._sender.flush(t)
-        self._sender.stop(min(t, 1.0) if ok else 0.2)
+        # last cycle without network when the service is not answering; the join may have to
+        # wait for an HTTP attempt already under way (at most ``timeout``)
+        self._sender.stop(1.0 if ok else self.timeout + 1.0, send=ok)
         if self._sender.transport is not None:
             self._sender.transport.close()
-            if not ok and not self._sender.alive:
-                path = self._sender.spool.spill_all()
-                if path is not None:
-                    warnings.warn(f"losswatch: the service at {self.url} could not be reached before "
-                                  f"the end; unsent records of run {self.run_id} are kept in {path}",
-                                  RuntimeWarning, stacklevel=2)
+            spool = self._sender.spool
+            if self._sender.alive:
+                n = len(spool) + len(self._q)
+                if n:
+                    warnings.warn(f"losswatch: {n} unsent records of run {self.run_id} were lost: the "
+                                  f"sender was still waiting for {self.url} at the end", RuntimeWarning,
+                                  stacklevel=2)
+            elif len(spool):
+                path = spool.spill_all()
+                warnings.warn(f"losswatch: the service at {self.url} could not be reached before "
+                              f"the end; unsent records of run {self.run_id} are kept in {path}",
+                              RuntimeWarning, stacklevel=2)
         self._sender.spool.remove_directory_if_empty()
         self.log = self._log_closed  # type: ignore[method-assign]
         _live.discard(self)

@@ -190,6 +190,7 @@ class Sender:
         self.wake = threading.Event()
         self._cond = threading.Condition()
         self._stop = False
+        self._stop_send = True
         self._force = False
         self._busy = False
         self._retry_at = 0.0
@@ -212,7 +213,7 @@ class Sender:
                 lines = self._collect()
                 if lines:
                     self.spool.extend(lines)
-                if self.transport is not None:
+                if self.transport is not None and not (stopping and not self._stop_send):
                     self._send(force=force or stopping)
             except Exception as e:  # never let a bug here kill the thread (or the training)
                 _warn_once(self, "internal", f"losswatch: internal error in the sender: {e!r}")
@@ -325,10 +326,12 @@ class Sender:
                     return self.idle()
                 self._cond.wait(min(left, 0.05))
 
-    def stop(self, timeout: float) -> None:
-        """Last cycle (collect, send once) and end the thread, waiting at most ``timeout``."""
+    def stop(self, timeout: float, send: bool = True) -> None:
+        """Last cycle (collect, and send once unless ``send`` is False) and end the thread,
+        waiting at most ``timeout``."""
         with self._cond:
             self._stop = True
+            self._stop_send = send
         self.wake.set()
         self._thread.join(timeout)
 

@@ -1,0 +1,199 @@
+"""Monitor against a real service (uvicorn in a subprocess): what arrives, alerts, callbacks, acting."""
+
+import http.client
+import json
+import math
+import threading
+import time
+import warnings
+from urllib.parse import urlsplit
+
+import pytest
+
+from fixtures.ports import free_port
+from losswatch.client import Monitor
+
+
+def get(url, path):
+    p = urlsplit(url)
+    c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    assert r.status == 200, (path, r.status, body[:300])
+    return json.loads(body)
+
+
+def series(url, run_id):
+    return get(url, f"/v1/runs/{run_id}/steps")["series"]
+
+
+def test_every_record_arrives_once_in_order_with_nan_as_nan(service_proc):
+    with Monitor(run_id="mon-basic", url=service_proc, project="clienttests",
+                 meta={"model": "mlp", "batch_size": 32}, batch_size=128) as mon:
+        for step in range(1000):
+            loss = float("nan") if step == 500 else 1.0 / (step + 1)
+            gn = float("inf") if step == 600 else 0.5
+            mon.log(step, loss=loss, grad_norm=gn, lr=1e-3, tokens_per_s=1000.0 + step)
+        assert mon.flush(20)
+        stats = mon.stats
+    assert stats["sent"] == 1000 and stats["rejected"] == 0 and stats["failures"] == 0
+    assert stats["posts"] >= 1000 // 128  # batched by count
+    s = series(service_proc, "mon-basic")
+    assert s["step"] == list(range(1000))
+    assert s["loss"][500] == "NaN" and s["grad_norm"][600] == "Infinity"
+    assert s["loss"][3] == pytest.approx(0.25) and s["lr"][10] == pytest.approx(1e-3)
+    assert s["extra"][7] == {"tokens_per_s": 1007.0}
+    run = get(service_proc, "/v1/runs/mon-basic")
+    assert run["project"] == "clienttests"
+    assert run["meta"]["model"] == "mlp" and run["meta"]["batch_size"] == 32
+    assert run["duplicates"] == 0 and run["out_of_order"] == 0 and run["n_steps"] == 1000
+
+
+def test_nan_is_caught_on_the_very_step_without_a_round_trip():
+    # the URL points at nothing: whatever is known right after log() returns was found locally
+    called_from = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon = Monitor(run_id="mon-nan-local", url=f"http://127.0.0.1:{free_port()}",
+                      on_alert=lambda a: called_from.append((threading.current_thread().name, a)),
+                      timeout=0.5, max_backoff=0.2)
+        for step in range(10):
+            mon.log(step, loss=2.0 - 0.1 * step, grad_norm=1.0)
+        assert mon.alerts == [] and mon.health == "ok"
+        mon.log(10, loss=float("nan"), grad_norm=1.0)
+        assert [a["id"] for a in mon.alerts] == ["mon-nan-local:nan:10"]
+        assert mon.alerts[0]["kind"] == "nan" and mon.alerts[0]["severity"] == "critical"
+        assert mon.health == "critical"
+        assert mon.recommendation["type"] == "rollback" and mon.recommendation["to_step"] == 9
+        mon.log(11, loss=float("nan"))  # the same episode: no second alert
+        assert len(mon.alerts) == 1
+        deadline = time.monotonic() + 5
+        while not called_from and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mon.close(timeout=0.2)
+    assert called_from and called_from[0][0] != threading.main_thread().name  # background thread
+    assert called_from[0][1]["step"] == 10
+
+
+def test_local_nan_and_the_services_nan_alert_are_one_alert(service_proc):
+    got = []
+    with Monitor(run_id="mon-nan-svc", url=service_proc, on_alert=got.append) as mon:
+        for step in range(50):
+            mon.log(step, loss=1.0 / (step + 1), grad_norm=0.3, lr=0.01)
+        mon.log(50, loss=float("nan"), grad_norm=float("nan"), lr=0.01)
+        assert mon.flush(20)
+        ids = [a["id"] for a in mon.alerts]
+    served = get(service_proc, "/v1/runs/mon-nan-svc/alerts")["alerts"]
+    assert "mon-nan-svc:nan:50" in [a["id"] for a in served]
+    assert ids.count("mon-nan-svc:nan:50") == 1  # merged by id, not duplicated
+    assert [a["id"] for a in got].count("mon-nan-svc:nan:50") == 1  # one callback for it
+    assert mon.health == "critical"
+
+
+def test_a_failing_callback_is_warned_about_once_and_training_goes_on(service_proc):
+    calls = []
+
+    def bad(alert):
+        calls.append(alert)
+        raise RuntimeError("user bug")
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with Monitor(run_id="mon-badcb", url=service_proc, on_alert=bad) as mon:
+            for episode in range(3):  # three NaN episodes, each resolved
+                base = episode * 20
+                for step in range(base, base + 10):
+                    mon.log(step, loss=1.0, grad_norm=0.1)
+                mon.log(base + 10, loss=float("nan"))
+                for step in range(base + 11, base + 20):
+                    mon.log(step, loss=1.0, grad_norm=0.1)
+                assert mon.flush(20)
+    assert len([c for c in calls if c["resolved_step"] is None and c["kind"] == "nan"]) == 3
+    msgs = [str(x.message) for x in w if "on_alert callback raised" in str(x.message)]
+    assert len(msgs) == 1
+
+
+def test_report_action_reaches_the_service(service_proc):
+    with Monitor(run_id="mon-action", url=service_proc) as mon:
+        for step in range(20):
+            mon.log(step, loss=1.0, lr=0.1)
+        mon.report_action(19, {"type": "scale_lr", "factor": 0.1, "reason": "test"}, applied=True)
+        assert mon.flush(20)
+    actions = get(service_proc, "/v1/runs/mon-action/alerts")["actions"]
+    assert [(a["step"], a["action"]["type"], a["applied"]) for a in actions] == [(19, "scale_lr", True)]
+    assert mon.actions[0]["action"]["factor"] == 0.1
+
+
+def test_log_never_raises_on_bad_input_and_good_steps_still_arrive(service_proc):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with Monitor(run_id="mon-bad-input", url=service_proc) as mon:
+            mon.log(0, loss=1.0)
+            mon.log("three", loss=1.0)
+            mon.log(-4, loss=1.0)
+            mon.log(1, loss="not a number", lr=0.1)
+            mon.log(2, loss=object())
+            mon.log(3, loss=2.0, **{f"k{i}": float(i) for i in range(3)})
+            mon.log(None)
+            assert mon.flush(20)
+    s = series(service_proc, "mon-bad-input")
+    assert s["step"] == [0, 1, 2, 3]
+    assert s["loss"][1] is None and s["lr"][1] == pytest.approx(0.1)
+    assert s["loss"][3] == 2.0
+    assert any("non-negative integer" in str(x.message) for x in w)
+
+
+def test_acting_hook_calls_the_actor_in_the_training_thread_and_reports(service_proc):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rolled_back = []
+    with Monitor(run_id="mon-act", url=service_proc, act=True, optimizer=opt,
+                 on_rollback=lambda step: rolled_back.append((step, threading.current_thread().name))) as mon:
+        for step in range(30):
+            mon.log(step, loss=1.0 / (step + 1), grad_norm=0.2, lr=0.1)
+        mon.log(30, loss=float("nan"), grad_norm=0.2, lr=0.1)  # caught here: advice is a rollback
+        assert rolled_back == []  # the action waits for the next log() call
+        mon.log(31, loss=float("nan"), grad_norm=0.2, lr=0.1)
+        assert rolled_back and rolled_back[0][1] == threading.main_thread().name
+        assert rolled_back[0][0] == 29
+        assert mon.flush(20)
+    actions = get(service_proc, "/v1/runs/mon-act/alerts")["actions"]
+    assert actions and actions[0]["action"]["type"] == "rollback" and actions[0]["applied"] is True
+
+
+def test_without_a_url_nothing_is_sent_and_nan_is_still_caught(monkeypatch):
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    with Monitor(run_id="mon-local") as mon:
+        assert mon.url is None
+        for step in range(100):
+            mon.log(step, loss=1.0 / (step + 1), grad_norm=0.5, lr=0.1)
+        mon.log(100, loss=math.inf)
+        assert mon.health == "critical"
+        for step in range(101, 130):
+            mon.log(step, loss=0.5, grad_norm=0.5, lr=0.1)
+        assert mon.flush(10)
+        assert mon.stats["sent"] == 0 and mon.stats["posts"] == 0
+    nan = [a for a in mon.alerts if a["kind"] == "nan"]
+    # one episode, resolved once the loss is finite again (at once by the NaN check alone, a few
+    # steps later by the detectors when numpy is there)
+    assert len(nan) == 1 and 101 <= nan[0]["resolved_step"] < 130
+
+
+def test_without_a_url_the_detectors_run_in_process(monkeypatch):
+    pytest.importorskip("numpy")
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    got = []
+    with Monitor(run_id="mon-local-engine", on_alert=got.append) as mon:
+        loss = 2.0
+        for step in range(400):  # a healthy descent, then the loss climbs steadily away
+            loss = loss * 0.995 if step < 200 else loss * 1.03
+            mon.log(step, loss=loss, grad_norm=1.0 if step < 200 else 1.05 ** (step - 200), lr=0.1)
+        assert mon.flush(20)
+    kinds = {a["kind"] for a in mon.alerts}
+    assert kinds & {"divergence", "grad_explosion"}, mon.alerts
+    assert all(a["detector"] != "client.nan" for a in mon.alerts)
+    assert mon.health in ("warning", "critical") and mon.recommendation is not None
+    assert got  # on_alert fired for the engine's alerts too

@@ -1,0 +1,221 @@
+"""The client against a service that is dead, slow (SIGSTOP), killed and restarted: training goes
+on, nothing is lost, nothing is duplicated, memory is bounded (spill to disk)."""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fixtures.ports import free_port
+from losswatch.client import Monitor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Server:
+    """``losswatch serve`` on a port chosen by the test, so it can be restarted on the same one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSWATCH_")}
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "losswatch.service.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(port)], env=env, cwd=str(REPO), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if self.get("/readyz", timeout=1)[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("service not ready:\n" + self.output())
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def get(self, path, timeout=10):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        finally:
+            c.close()
+
+    def steps(self, run_id):
+        status, body = self.get(f"/v1/runs/{run_id}/steps")
+        assert status == 200, body
+        return body["series"]["step"]
+
+    def run(self, run_id):
+        status, body = self.get(f"/v1/runs/{run_id}")
+        assert status == 200, body
+        return body
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.proc.wait(10)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(port):
+        s = Server(port)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def outage_warnings(w):
+    return [x for x in w if "cannot send to" in str(x.message)]
+
+
+def test_dead_service_costs_nothing_and_everything_arrives_when_it_comes_up(servers, tmp_path):
+    port = free_port()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mon = Monitor(run_id="res-dead", url=f"http://127.0.0.1:{port}", timeout=1.0, max_backoff=0.3,
+                      spool_dir=str(tmp_path / "spool"))
+        for step in range(3000):
+            mon.log(step, loss=1.0 / (step + 1), grad_norm=0.5, lr=0.1)
+        time.sleep(1.5)  # several failed attempts while the service is down
+        for step in range(3000, 4000):
+            mon.log(step, loss=0.001, grad_norm=0.5, lr=0.1)
+        assert mon.stats["failures"] >= 2 and mon.stats["sent"] == 0
+        srv = servers(port)
+        assert mon.flush(30)
+        mon.close()
+    assert len(outage_warnings(w)) == 1  # one warning for the outage, not one per step or attempt
+    assert srv.steps("res-dead") == list(range(4000))
+    run = srv.run("res-dead")
+    assert run["duplicates"] == 0 and run["out_of_order"] == 0
+
+
+def test_memory_bound_spills_to_disk_and_replays_in_order(servers, tmp_path):
+    port = free_port()
+    spool = tmp_path / "spool"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon = Monitor(run_id="res-spill", url=f"http://127.0.0.1:{port}", timeout=1.0, max_backoff=0.3,
+                      spool_dir=str(spool), max_memory_records=200, batch_size=100)
+        for step in range(5000):
+            mon.log(step, loss=float(step), lr=0.1)
+        deadline = time.monotonic() + 10
+        while mon.stats["buffered"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the sender drains the buffer into the spool even while it cannot send
+        stats = mon.stats
+        assert stats["spooled"] == 5000 and stats["spilled"] >= 4500
+        files = sorted(spool.glob("*.jsonl"))
+        on_disk = [json.loads(line)["step"] for f in files for line in f.read_text().splitlines()]
+        assert len(on_disk) >= 4500 and on_disk == sorted(on_disk)  # JSON lines, oldest first
+        srv = servers(port)
+        assert mon.flush(60)
+        mon.close()
+    assert srv.steps("res-spill") == list(range(5000))
+    assert srv.run("res-spill")["out_of_order"] == 0  # replayed in order, not just stored in order
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+
+def test_slow_service_sigstop_log_stays_fast_and_every_step_is_stored_once(servers):
+    srv = servers(free_port())
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mon = Monitor(run_id="res-stopped", url=srv.url, timeout=1.0, max_backoff=0.5)
+        for step in range(500):
+            mon.log(step, loss=1.0, lr=0.1)
+        assert mon.flush(20)
+        os.kill(srv.proc.pid, signal.SIGSTOP)  # accepts TCP (kernel backlog) but never answers
+        try:
+            worst = 0.0
+            for step in range(500, 3000):
+                t0 = time.perf_counter()
+                mon.log(step, loss=1.0, lr=0.1)
+                worst = max(worst, time.perf_counter() - t0)
+                if step % 500 == 0:
+                    time.sleep(0.6)  # let the sender try (and time out) meanwhile
+            assert mon.stats["failures"] >= 1
+            # a blocking log() would take the HTTP timeout (1 s); a GIL switch takes ~5 ms
+            assert worst < 0.5
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        assert mon.flush(30)
+        mon.close()
+    assert len(outage_warnings(w)) == 1
+    assert srv.steps("res-stopped") == list(range(3000))
+    # a POST that timed out on the client may still have been applied: sent again = a duplicate,
+    # counted by the service and not stored twice
+    assert srv.run("res-stopped")["n_steps"] == 3000
+
+
+def test_service_killed_and_restarted_on_the_same_port(servers, tmp_path):
+    port = free_port()
+    srv = servers(port)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mon = Monitor(run_id="res-restart", url=srv.url, timeout=1.0, max_backoff=0.3, project="p1",
+                      meta={"model": "m"}, spool_dir=str(tmp_path / "spool"), max_memory_records=300)
+        for step in range(1000):
+            mon.log(step, loss=1.0, lr=0.1)
+        assert mon.flush(20)
+        srv.kill(signal.SIGKILL)  # the memory store dies with it
+        for step in range(1000, 3000):
+            mon.log(step, loss=1.0, lr=0.1)
+        time.sleep(1.0)
+        assert mon.stats["failures"] >= 1
+        srv2 = servers(port)
+        for step in range(3000, 3500):
+            mon.log(step, loss=1.0, lr=0.1)
+        assert mon.flush(30)
+        mon.close()
+    assert len(outage_warnings(w)) == 1
+    # everything logged after the kill (spooled, partly on disk) and after the restart arrives, in order
+    assert srv2.steps("res-restart") == list(range(1000, 3500))
+    assert srv2.run("res-restart")["out_of_order"] == 0
+
+
+def test_records_left_unsent_at_close_are_kept_in_a_file(tmp_path):
+    port = free_port()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mon = Monitor(run_id="res-leftover", url=f"http://127.0.0.1:{port}", timeout=0.5,
+                      spool_dir=str(tmp_path / "spool"), max_memory_records=50)
+        for step in range(300):
+            mon.log(step, loss=float("nan") if step == 7 else 1.0)
+        mon.close(timeout=1.0)
+        mon.log(300, loss=1.0)  # after close: ignored, not an exception
+    kept = [str(x.message) for x in w if "could not be reached before the end" in str(x.message)]
+    assert len(kept) == 1
+    path = Path(kept[0].rsplit(" are kept in ", 1)[1])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(300))
+    assert lines[7]["loss"] == "NaN"  # ready to be posted again as it is

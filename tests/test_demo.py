@@ -1,0 +1,45 @@
+"""`losswatch demo` runs to completion (embedded service, real numpy training, the real client)
+and shows the divergence / NaN alerts and the advice as they arrive."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from fixtures.ports import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_demo(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "losswatch.service.cli", "demo", "--no-wait", *args],
+                          cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_runs_to_completion_and_shows_the_alerts_and_advice():
+    port = free_port()
+    p = run_demo("--step-delay", "0.002", "--port", str(port), "--run-id", "demo-test")
+    out = p.stdout
+    assert p.returncode == 0, p.stdout + p.stderr
+    alert_lines = [l for l in out.splitlines() if ">> ALERT" in l]
+    kinds = {m.group(1) for l in alert_lines if (m := re.search(r">> ALERT \w+\s+(\w+) at step", l))}
+    assert kinds & {"divergence", "grad_explosion"}, out  # seen coming, before the NaN
+    assert "nan" in kinds, out  # and the NaN itself
+    assert re.search(r"advice: (scale_lr|rollback|clip_grad_norm)", out), out
+    assert "lead time:" in out
+    summary = next(l for l in out.splitlines() if l.startswith("done:"))
+    assert "300 steps stored" in summary and "health critical" in summary
+    for path in ("/docs", "/v1/runs/demo-test", "/v1/runs/demo-test/alerts", "/metrics"):
+        assert f"http://127.0.0.1:{port}{path}" in out
+    # --no-wait stopped the service it started
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_demo_against_an_already_running_service(service_proc):
+    p = run_demo("--step-delay", "0", "--url", service_proc, "--steps", "150", "--run-id", "demo-ext")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "starting the service" not in p.stdout
+    assert "150 steps stored" in p.stdout
+    assert f"{service_proc}/v1/runs/demo-ext/alerts" in p.stdout
