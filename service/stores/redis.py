@@ -272,7 +272,7 @@ class RedisStore(Store):
         head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
                 len(segs), len(cands), n_extra, len(changed), self.raw_chunks, run_id,
-                ser.CHUNK_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
+                ser.GROW_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
                 len(in_order)]
         keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
         reply = await self._ingest(keys=keys, args=head + args)

@@ -52,7 +52,7 @@ end
 #   6 engine state bytes, 7 new last_step ('' = unchanged), 8 health, 9 recommendation json,
 #   10 last values json ('' = unchanged), 11 active alerts json ('' = unchanged),
 #   12 number of in-order segments, 13 number of candidates, 14 number of extras,
-#   15 number of alerts, 16 raw window (chunks), 17 run id, 18 chunk bytes, 19 data offset,
+#   15 number of alerts, 16 raw window (chunks), 17 run id, 18 chunk growth block (bytes), 19 data offset,
 #   20 steps per chunk, 21 slot bytes, 22 in-batch duplicates, 23 in-order step count,
 #   then segments (chunk, first slot, count, packed values) x n,
 #   candidates (chunk, slot, packed values) x n, extras (step, json, candidate number or 0) x n,
@@ -76,28 +76,29 @@ local n_seg, n_cand, n_extra, n_alert = tonumber(ARGV[12]), tonumber(ARGV[13]), 
 local window, run_id = tonumber(ARGV[16]), ARGV[17]
 local data_off, per_chunk, slot_bytes = tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
 local c0 = tonumber(redis.call('HGET', KEYS[2], 'c0') or '0')
+local grow = tonumber(ARGV[18])
+local chunk_bytes = data_off + per_chunk * slot_bytes
 local touched = {}
-local function chunk(ci)
+-- The chunk key, at least long enough for slots up to last_slot. It grows by whole blocks of
+-- ARGV[18] bytes through SET (an exact-size allocation): SETRANGE/SETBIT past the end would grow
+-- the string greedily, keeping up to twice its length allocated.
+local function chunk(ci, last_slot)
   local key = prefix .. 'raw:' .. ci
   touched[key] = true
-  return key
-end
--- the head moves to a new chunk: rewrite the previous head chunk at its exact size (a string
--- grown by SETRANGE keeps up to 2x its length allocated)
-local old_last = redis.call('HGET', KEYS[1], 'last_step')
-if old_last and ARGV[7] ~= '' then
-  local oc = math.floor(tonumber(old_last) / per_chunk)
-  if math.floor(tonumber(ARGV[7]) / per_chunk) > oc and oc >= c0 then
-    local key = chunk(oc)
-    local val = redis.call('GET', key)
-    if val then redis.call('SET', key, val) end
+  local need = data_off + (last_slot + 1) * slot_bytes
+  local len = redis.call('STRLEN', key)
+  if need > len then
+    local new_len = math.min(chunk_bytes, math.ceil(need / grow) * grow)
+    local val = redis.call('GET', key) or ''
+    redis.call('SET', key, val .. string.rep('\0', new_len - #val))
   end
+  return key
 end
 
 local i = 24
 for _ = 1, n_seg do
-  local key = chunk(ARGV[i])
   local first, count = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local key = chunk(ARGV[i], first + count - 1)
   for s = first, first + count - 1 do redis.call('SETBIT', key, s, 1) end
   redis.call('SETRANGE', key, data_off + first * slot_bytes, ARGV[i + 3])
   i = i + 4
@@ -110,8 +111,8 @@ for c = 1, n_cand do
   if ci < c0 then
     flags[c] = 'L'
   else
-    local key = chunk(ci)
     local slot = tonumber(ARGV[i + 1])
+    local key = chunk(ci, slot)
     if redis.call('SETBIT', key, slot, 1) == 1 then
       flags[c] = 'D'; dups = dups + 1
     else

@@ -6,8 +6,8 @@ near 47,000 entries/s here), which cannot keep up with the service. So steps liv
 stored (Redis SETBIT bit order: bit 0 = most significant bit of byte 0), then slot ``step % CHUNK``
 holds the five float64 values (loss, grad_norm, lr, val_loss, ts; 40 bytes). A batch becomes a few
 SETRANGE/SETBIT calls inside one Lua script: one round trip, ~40 bytes a step. The string grows
-with the run (a run of 3 steps costs ~240 bytes, not a whole chunk) and is rewritten at its exact
-size once the head moves on to the next chunk (growing strings over-allocate up to 2x).
+with the run in blocks of 64 slots, each growth an exact-size SET (strings grown by SETRANGE keep
+up to 2x their length allocated), so a short run does not pay for a whole chunk.
 
 "Not logged" (None) is stored as one reserved NaN bit pattern (:data:`NONE_BITS`, a signalling
 NaN that JSON parsing never produces), so a real NaN stays a NaN and a missing value stays None.
@@ -41,6 +41,7 @@ SLOT_BYTES = 8 * NF
 PRESENCE_BYTES = CHUNK // 8           # the bitmap comes first: bit k = slot k is stored
 DATA_OFFSET = PRESENCE_BYTES          # slot k's values start at DATA_OFFSET + k * SLOT_BYTES
 CHUNK_BYTES = PRESENCE_BYTES + CHUNK * SLOT_BYTES
+GROW_BYTES = 64 * SLOT_BYTES          # a chunk string grows in blocks of 64 slots (see redis_scripts)
 
 NONE_BITS = np.uint64(0x7FF00000DEADBEEF)   # signalling NaN payload = "not logged"
 
