@@ -145,14 +145,23 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
                     break
                 continue
             try:
+                # the common case (a float or absent) costs no function call
                 f = "loss"
-                a = _value(r.get("loss"))
+                a = r.get("loss")
+                if type(a) is not float and a is not None:
+                    a = _value(a)
                 f = "grad_norm"
-                b = _value(r.get("grad_norm"))
+                b = r.get("grad_norm")
+                if type(b) is not float and b is not None:
+                    b = _value(b)
                 f = "lr"
-                c = _value(r.get("lr"))
+                c = r.get("lr")
+                if type(c) is not float and c is not None:
+                    c = _value(c)
                 f = "val_loss"
-                d = _value(r.get("val_loss"))
+                d = r.get("val_loss")
+                if type(d) is not float and d is not None:
+                    d = _value(d)
                 f = "ts"
                 t = r.get("ts")
                 if t is not None:

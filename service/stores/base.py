@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import abc
 import bisect
+import itertools
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -145,6 +147,11 @@ def classify_steps(steps: Sequence[int], is_stored: Callable[[int], bool], last_
     ([0, 1, 2], [0, 2], 0, 1)
     """
     high = -1 if last_step is None else last_step
+    n = len(steps)
+    # the usual batch: strictly increasing and after everything stored (checked at C speed)
+    if n and steps[0] > high and all(map(operator.lt, steps, itertools.islice(steps, 1, None))):
+        everything = list(range(n))
+        return StepSplit(new=everything, in_order=everything, duplicates=0, out_of_order=0)
     new: list[int] = []
     in_order: list[int] = []
     seen_here: set[int] = set()
@@ -298,6 +305,31 @@ def load_engine(state: bytes):
     return Engine.from_bytes(state)
 
 
+def _signal(col: list[float | None]):
+    """(float64 values with NaN where not logged, mask of logged entries) without a Python
+    loop in the common case of a column that is fully logged or not logged at all."""
+    import numpy as np
+
+    n = len(col)
+    if None not in col:
+        return np.array(col, dtype=np.float64), np.ones(n, dtype=bool)
+    if col.count(None) == n:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+    # numpy turns None into NaN with dtype float64; the mask keeps "not logged" apart from NaN
+    return np.array(col, dtype=np.float64), np.array([v is not None for v in col], dtype=bool)
+
+
+def to_batch(cols: Columns):
+    """The detectors' Batch for validated columns (built directly: ``Batch.from_columns``
+    re-validates every value in Python, which the ingest path has just done)."""
+    import numpy as np
+    from losswatch.detectors import Batch
+
+    return Batch(np.array(cols.step, dtype=np.int64),
+                 {"loss": _signal(cols.loss), "grad_norm": _signal(cols.grad_norm),
+                  "lr": _signal(cols.lr), "val_loss": _signal(cols.val_loss)})
+
+
 def run_engine(engine, cols: Columns, in_order: list[int]):
     """Feed the in-order rows to the engine in one vectorised pass.
 
@@ -305,12 +337,8 @@ def run_engine(engine, cols: Columns, in_order: list[int]):
     """
     changed = []
     if in_order:
-        from losswatch.detectors import Batch
-
         sub = cols if len(in_order) == len(cols) else cols.take(in_order)
-        batch = Batch.from_columns(step=sub.step, loss=sub.loss, grad_norm=sub.grad_norm,
-                                   lr=sub.lr, val_loss=sub.val_loss)
-        changed = engine.update_batch(batch)
+        changed = engine.update_batch(to_batch(sub))
     rec = engine.recommendation
     return changed, (rec.to_dict() if rec is not None else None), engine.health
 

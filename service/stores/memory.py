@@ -71,12 +71,16 @@ class MemoryStore(Store):
         return run
 
     @staticmethod
-    def _store_rows(series: Columns, cols: Columns, new: list[int]) -> None:
+    def _store_rows(series: Columns, cols: Columns, new: list[int], all_in_order: bool) -> None:
         """Append rows in step order; insert the (rare) lower ones by bisection."""
         steps = series.step
         names = ("step", "loss", "grad_norm", "lr", "val_loss", "ts", "extra")
         dst = [getattr(series, n) for n in names]
         src = [getattr(cols, n) for n in names]
+        if all_in_order:
+            for d, c in zip(dst, src):   # the usual batch: strictly increasing, after the stored ones
+                d.extend(c)
+            return
         for i in new:
             s = cols.step[i]
             if not steps or s > steps[-1]:
@@ -98,7 +102,7 @@ class MemoryStore(Store):
             split = classify_steps(cols.step, lambda k: sorted_contains(series.step, k), s.last_step)
             # detectors first: if they raise, nothing of the batch is stored (all or nothing)
             changed, rec, health = run_engine(run.engine, cols, split.in_order)
-            self._store_rows(series, cols, split.new)
+            self._store_rows(series, cols, split.new, len(split.in_order) == len(cols))
             new_ids: list[str] = []
             out_alerts: list[dict[str, Any]] = []
             for a in changed:
