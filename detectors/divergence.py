@@ -9,10 +9,28 @@ import numpy as np
 from .base import Detector, fmt
 from .types import Action
 
+#: Share of the progress made (first loss - best) that counts as the scale of "x times worse"
+#: when it is larger than the best itself.
+PROGRESS_SHARE = 0.5
+
 
 def _ratio(x: float, ref: float) -> float:
     """x relative to a reference level (works for references <= 0 too)."""
     den = abs(ref)
+    if den < 1e-12:
+        den = 1e-12
+    return 1.0 + (x - ref) / den
+
+
+def _pratio(x: float, ref: float, l0: float) -> float:
+    """Like :func:`_ratio`, but against half the progress made when that is larger than the
+    level: for a loss that went from 2.4 to 0.01, 0.02 is not "2x worse" (noise), 1.2 is "the
+    whole way back up" (the benchmark's lost-run rule uses the same scale). For a loss that
+    started near its best (BLOOM excerpts) it is the plain ratio."""
+    den = abs(ref)
+    p = PROGRESS_SHARE * (l0 - ref)
+    if p > den:
+        den = p
     if den < 1e-12:
         den = 1e-12
     return 1.0 + (x - ref) / den
@@ -23,34 +41,43 @@ def ratio_arr(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return 1.0 + (x - ref) / np.maximum(np.abs(ref), 1e-12)
 
 
+def pratio_arr(x: np.ndarray, ref: np.ndarray, l0: np.ndarray) -> np.ndarray:
+    """:func:`_pratio` on arrays (bit-identical)."""
+    den = np.abs(ref)
+    p = PROGRESS_SHARE * (l0 - ref)
+    den = np.where(p > den, p, den)
+    return 1.0 + (x - ref) / np.maximum(den, 1e-12)
+
+
 class DivergenceDetector(Detector):
     """The loss rose well above its best and is still rising: cut the LR.
 
     ``best`` is the running minimum of the winsorised loss level (``features.slow``), so a
-    lucky low batch does not set the bar. Three ways to fire, all **critical**, action
-    ``scale_lr`` x``factor`` (0.1: the classic first step, AutoTrainer's first repair):
+    lucky low batch does not set the bar; "x times best" is measured by :func:`_pratio`
+    (against half the progress made when the loss has fallen far). Three ways to fire, all
+    **critical**, action ``scale_lr`` x``factor`` (0.1: the classic first step, AutoTrainer's
+    first repair):
 
-    1. *Run-away streak* (works from a handful of points): ``streak`` consecutive rises of the
-       raw loss, the latest >= ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss
-       before the streak. A one-step data spike (up, then down) never makes a streak of 3; the
-       practitioner's 2.5, 2.4, 2.6, 3.1, 4.2 does, before its NaN. The loss before the latest
-       must itself be ``prev_z`` noise units above the level: two elevated points in a row, so
-       noise followed by one data spike (the 1.5B speedrun logs have ~100) is not a streak; and
-       the latest must be ``streak_z`` noise units above the level (a run-away leaves the noise
-       band far behind; a 2-step excursion in a noisy run does not: speedrun 1.5B step 5818 is
-       7 units out, BLOOM-104B exp2 28, the practitioner's example 34).
+    1. *Run-away streak* (decides from a handful of points): ``streak`` consecutive rises of the
+       raw loss starting near the best (the loss before the streak <= ``base_ratio`` x best),
+       the latest >= ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss before the
+       streak. Noise guards: the loss before the latest is ``prev_z`` noise units above the level
+       (two elevated points, so noise then one data spike is no streak: the 1.5B speedrun logs
+       have ~100 spikes) and the latest ``streak_z`` units (speedrun 1.5B step 5818, a 2-step
+       excursion, is 7 units out; BLOOM-104B exp2 is 28, the practitioner's 2.5, 2.4, 2.6, 3.1,
+       4.2 is 34 and fires at 4.2, before its NaN).
     2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
        >= ``gn_abs`` and at least doubled since the previous record. Grad-norms of 1e4-1e6 are
        what BLOOM-104B logged while diverging (healthy runs log 0.1-10); the doubling requirement
-       keeps a run that merely lives at a huge grad-norm (skipped fp16 steps repeat the same value)
-       from firing on a loss spike.
+       keeps a run that merely lives at a huge grad-norm (skipped fp16 steps repeat the same
+       value) from firing on a loss spike.
     3. *Sustained*: the loss level (``slow``) stays >= ``level_ratio`` x best for ``sustain``
-       consecutive records and the short-term average is not falling back (``fast >= slow``):
-       the dense-log case where noise breaks raw streaks.
-       Not when the LR is cyclic and currently rising (>= 2 LR reversals so far and LR going
-       up): the LR explains that loss (CLR / SGDR make the loss rise with the LR, by design).
+       consecutive records, the short-term average is not falling back (``fast >= slow``) and
+       is still >= ``keep`` x the highest it reached in this excursion (a spike that is decaying
+       is recovering, not diverging). Not when the LR is cyclic and rising (>= 2 LR reversals so
+       far, LR going up): the LR explains that loss (CLR / SGDR raise it by design).
 
-    The episode resolves once the short-term loss is back below ``resolve_ratio`` x best.
+    The episode resolves once the loss level is back below ``resolve_ratio`` x best.
 
     Parameters
     ----------
@@ -58,13 +85,15 @@ class DivergenceDetector(Detector):
     streak : int, default 3
     streak_ratio : float, default 1.3
     streak_rise : float, default 0.25
+    base_ratio : float, default 1.25
+    prev_z : float, default 3.0
+    streak_z : float, default 10.0
     gn_ratio : float, default 1.5
     gn_abs : float, default 1e4
     level_ratio : float, default 1.5
-    sustain : int, default 5
+    sustain : int, default 10
+    keep : float, default 0.7
     resolve_ratio : float, default 1.15
-    prev_z : float, default 3.0
-    streak_z : float, default 10.0
 
     Examples
     --------
@@ -85,47 +114,54 @@ class DivergenceDetector(Detector):
     kind = "divergence"
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
-                 streak_rise: float = 0.25, gn_ratio: float = 1.5, gn_abs: float = 1e4,
-                 level_ratio: float = 1.5, sustain: int = 5, resolve_ratio: float = 1.15,
-                 prev_z: float = 3.0, streak_z: float = 10.0) -> None:
+                 streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
+                 streak_z: float = 10.0, gn_ratio: float = 1.5, gn_abs: float = 1e4,
+                 level_ratio: float = 1.5, sustain: int = 10, keep: float = 0.7,
+                 resolve_ratio: float = 1.15) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
-                         streak_rise=streak_rise, gn_ratio=gn_ratio, gn_abs=gn_abs,
-                         level_ratio=level_ratio, sustain=sustain, resolve_ratio=resolve_ratio,
-                         prev_z=prev_z, streak_z=streak_z)
-        self.prev_z = prev_z
-        self.streak_z = streak_z
+                         streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
+                         streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
+                         level_ratio=level_ratio, sustain=sustain, keep=keep,
+                         resolve_ratio=resolve_ratio)
         self.factor = factor
         self.streak = streak
         self.streak_ratio = streak_ratio
         self.streak_rise = streak_rise
+        self.base_ratio = base_ratio
+        self.prev_z = prev_z
+        self.streak_z = streak_z
         self.gn_ratio = gn_ratio
         self.gn_abs = gn_abs
         self.level_ratio = level_ratio
         self.sustain = sustain
+        self.keep = keep
         self.resolve_ratio = resolve_ratio
         self.hi_start = 0  # loss-record count at which the current run of high levels began
         self.hi_last = -1
+        self.hi_peak = float("-inf")  # highest short-term loss in that run
 
     def get_state(self) -> dict[str, Any]:
-        return {"hi_start": self.hi_start, "hi_last": self.hi_last}
+        return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak}
 
     def set_state(self, d: dict[str, Any]) -> None:
-        self.hi_start = d["hi_start"]
-        self.hi_last = d["hi_last"]
+        self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
 
     # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
     def screen(self, f):
         with np.errstate(all="ignore"):
             best = f.a("best")
-            r = ratio_arr(f.a("loss"), best)
-            streak = (f.a("up_n") >= self.streak) & ~(r < self.streak_ratio)
-            gn = f.a("gok") & ~(f.a("gn") < self.gn_abs) & ~(r < self.gn_ratio)
-            level = ~(ratio_arr(f.a("slow"), best) < self.level_ratio)
+            l0 = f.a("l0")
+            streak = (f.a("up_n") >= self.streak) & \
+                ~(pratio_arr(f.a("loss"), best, l0) < self.streak_ratio)
+            gn = f.a("gok") & ~(f.a("gn") < self.gn_abs) & \
+                ~(ratio_arr(f.a("loss"), best) < self.gn_ratio)
+            level = ~(pratio_arr(f.a("slow"), best, l0) < self.level_ratio)
             return f.a("lok") & (streak | gn | level)
 
     def active_screen(self, f):
         with np.errstate(all="ignore"):
-            return f.a("lok") & ~(ratio_arr(f.a("fast"), f.a("best")) >= self.resolve_ratio)
+            return f.a("lok") & \
+                ~(pratio_arr(f.a("slow"), f.a("best"), f.a("l0")) >= self.resolve_ratio)
 
     # -- decision ----------------------------------------------------------------------------------
     def step(self, f, i: int) -> None:
@@ -133,40 +169,48 @@ class DivergenceDetector(Detector):
             return
         x = f.loss[i]
         best = f.best[i]
+        l0 = f.l0[i]
         step = f.step[i]
+        slow = f.slow[i]
         if self.alert is not None:
-            if _ratio(f.fast[i], best) < self.resolve_ratio:
-                self.close_episode(step, f"loss back to {fmt(f.fast[i])} (best {fmt(best)})")
+            if _pratio(slow, best, l0) < self.resolve_ratio:
+                self.close_episode(step, f"loss level back to {fmt(slow)} (best {fmt(best)})")
             return
         nl = f.nl[i]
         if nl < 2:
             return
-        ratio = _ratio(x, best)
         rule = None
         up_n = f.up_n[i]
-        if up_n >= self.streak and ratio >= self.streak_ratio and \
-                _ratio(x, f.up_base[i]) >= 1.0 + self.streak_rise and \
+        base = f.up_base[i]
+        if up_n >= self.streak and _pratio(x, best, l0) >= self.streak_ratio and \
+                _ratio(x, base) >= 1.0 + self.streak_rise and \
+                _pratio(base, best, l0) <= self.base_ratio and \
                 f.b_lprev[i] - f.b_slow[i] >= self.prev_z * f.b_sd[i] and \
                 x - f.b_slow[i] >= self.streak_z * f.b_sd[i]:
-            rule = (f"rose {up_n} records in a row, {fmt(f.up_base[i])} -> {fmt(x)}", "streak")
+            rule = (f"rose {up_n} records in a row, {fmt(base)} -> {fmt(x)}", "streak")
         g = f.gn[i]
-        if rule is None and f.gok[i] and g >= self.gn_abs and ratio >= self.gn_ratio:
+        if rule is None and f.gok[i] and g >= self.gn_abs and _ratio(x, best) >= self.gn_ratio:
             gprev = f.b_glast[i]
             if f.ng[i] >= 2 and g >= 2.0 * gprev:
                 rule = (f"jumped with the grad-norm at {fmt(g)} (was {fmt(gprev)})", "grad_norm")
-        slow = f.slow[i]
-        lvl = _ratio(slow, best)
+        lvl = _pratio(slow, best, l0)
         if lvl >= self.level_ratio:
+            fast = f.fast[i]
             if self.hi_last != nl - 1:
                 self.hi_start = nl
+                self.hi_peak = fast
+            elif fast > self.hi_peak:
+                self.hi_peak = fast
             self.hi_last = nl
             n_hi = nl - self.hi_start + 1
             cyclic_rise = f.rev[i] >= 2 and f.lrdir[i] > 0
-            if rule is None and n_hi >= self.sustain and f.fast[i] >= slow and not cyclic_rise:
-                rule = (f"has stayed {fmt(lvl)}x above it for {n_hi} records", "sustained")
+            if rule is None and n_hi >= self.sustain and fast >= slow and \
+                    fast >= self.keep * self.hi_peak and not cyclic_rise:
+                rule = (f"its level has stayed {fmt(_ratio(slow, best))}x above it for {n_hi} records",
+                        "sustained")
         if rule is None:
             return
-        self._raise(f, i, x, best, ratio, rule)
+        self._raise(f, i, x, best, _ratio(x, best), rule)
 
     def _raise(self, f, i: int, x: float, best: float, ratio: float, rule: tuple[str, str]) -> None:
         step = f.step[i]

@@ -14,7 +14,8 @@ raw: ``step``, ``rec`` (record ordinal, 1-based over the run), ``loss``, ``gn``,
 ``lrok``/``vok`` (logged and finite; ``gok`` also needs grad-norm >= 0).
 
 loss (state *after* the row; carried unchanged over rows without a finite loss):
-``nl`` count of finite losses; ``lprev`` last finite loss; ``lstep`` its step; ``fast`` EMA
+``nl`` count of finite losses; ``l0`` the first finite loss; ``worst`` the highest ``fast``
+so far; ``lprev`` last finite loss; ``lstep`` its step; ``fast`` EMA
 (alpha_fast); ``best`` running minimum of ``slow`` (the noise-robust level, so a lucky
 low batch does not set the bar) and ``best_step``; ``up_n`` consecutive rises
 of the raw loss ending here and ``up_base`` the loss just before that streak began; ``slow``
@@ -70,7 +71,7 @@ DEFAULT_PARAMS: dict[str, float] = {
     "alpha_g": 0.05,
 }
 
-LOSS_COLS = ("nl", "lprev", "lstep", "fast", "best", "best_step", "up_n", "up_base", "slow", "sd",
+LOSS_COLS = ("nl", "l0", "worst", "lprev", "lstep", "fast", "best", "best_step", "up_n", "up_base", "slow", "sd",
              "trend", "pbest", "pstep", "alt", "amp", "dlast")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "peak", "rev", "lrdir")
@@ -90,10 +91,12 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
     """Fold finite losses ``xs`` (at ``steps``) into ``st``; return the after-state per value."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
-    nl, lprev, fast, best, best_step = st["nl"], st["lprev"], st["fast"], st["best"], st["best_step"]
+    nl, l0, lprev, fast, best, best_step = st["nl"], st["l0"], st["lprev"], st["fast"], st["best"], st["best_step"]
+    worst = st["worst"]
     up_n, up_base, slow, sd, trend = st["up_n"], st["up_base"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     k = len(xs)
+    o_l0, o_worst = [0.0] * k, [0.0] * k
     o_nl, o_fast, o_best, o_bstep, o_upn, o_upb = [0] * k, [0.0] * k, [0.0] * k, [0] * k, [0] * k, [0.0] * k
     o_slow, o_sd, o_trend, o_pbest, o_pstep = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k, [0] * k
     o_alt, o_amp, o_dlast = [0.0] * k, [0.0] * k, [0.0] * k
@@ -106,7 +109,7 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
             x = -CLIP
         nl += 1
         if nl == 1:
-            fast = slow = trend = pbest = x
+            fast = slow = trend = pbest = l0 = worst = x
             sd = 0.0
             best = x
             best_step = pstep = s
@@ -114,6 +117,8 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
             up_base = x
         else:
             fast += af * (x - fast)
+            if fast > worst:
+                worst = fast
             dl = x - lprev
             if dl > 0.0:
                 if up_n == 0:
@@ -141,6 +146,8 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
             amp += ao * (abs(dl) - amp)
         lprev = x
         o_nl[j] = nl
+        o_l0[j] = l0
+        o_worst[j] = worst
         o_fast[j] = fast
         o_best[j] = best
         o_bstep[j] = best_step
@@ -155,11 +162,11 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
         o_amp[j] = amp
         o_dlast[j] = dlast
     if k:
-        st.update(nl=nl, lprev=lprev, lstep=steps[-1], fast=fast, best=best, best_step=best_step,
+        st.update(nl=nl, l0=l0, worst=worst, lprev=lprev, lstep=steps[-1], fast=fast, best=best, best_step=best_step,
                   up_n=up_n, up_base=up_base, slow=slow, sd=sd, trend=trend, pbest=pbest,
                   pstep=pstep, alt=alt, amp=amp, dlast=dlast)
     xs_c = [min(max(x, -CLIP), CLIP) for x in xs]
-    return {"nl": o_nl, "lprev": xs_c, "lstep": list(steps), "fast": o_fast, "best": o_best,
+    return {"nl": o_nl, "l0": o_l0, "worst": o_worst, "lprev": xs_c, "lstep": list(steps), "fast": o_fast, "best": o_best,
             "best_step": o_bstep, "up_n": o_upn, "up_base": o_upb, "slow": o_slow, "sd": o_sd,
             "trend": o_trend, "pbest": o_pbest, "pstep": o_pstep, "alt": o_alt, "amp": o_amp,
             "dlast": o_dlast}

@@ -33,6 +33,7 @@ class GradExplosionDetector(Detector):
     z : float, default 4.0
     min_records : int, default 10
     resolve_ratio : float, default 3.0
+    loss_spike : float, default 0.2
 
     Examples
     --------
@@ -53,8 +54,10 @@ class GradExplosionDetector(Detector):
     kind = "grad_explosion"
 
     def __init__(self, ratio: float = 10.0, z: float = 4.0, min_records: int = 10,
-                 resolve_ratio: float = 3.0) -> None:
-        super().__init__(ratio=ratio, z=z, min_records=min_records, resolve_ratio=resolve_ratio)
+                 resolve_ratio: float = 3.0, loss_spike: float = 0.2) -> None:
+        super().__init__(ratio=ratio, z=z, min_records=min_records, resolve_ratio=resolve_ratio,
+                         loss_spike=loss_spike)
+        self.loss_spike = loss_spike
         self.ratio = ratio
         self.z = z
         self.min_records = min_records
@@ -87,6 +90,10 @@ class GradExplosionDetector(Detector):
             return
         if f.ng[i] <= self.min_records:
             return
+        if f.lok[i]:
+            lvl = f.b_slow[i]
+            if f.loss[i] - lvl > self.loss_spike * abs(lvl):
+                return  # the loss spiked on the same step: the spike detector reports it (one alert)
         var = f.b_var[i]
         sd = math.sqrt(var) if var > 0.0 else 0.0
         if not (lg - mu >= math.log(self.ratio) and lg - mu >= self.z * sd):

@@ -14,10 +14,13 @@ class LRAnomalyDetector(Detector):
     """The LR itself is wrong.
 
     * LR NaN/inf or negative -> **critical** at once (the optimizer is corrupt).
-    * LR exactly 0 for ``zero_patience`` consecutive LR records after it has been positive
-      (``start_patience`` records if it never was) -> **warning**: nothing is training. Why the
-      patience: a cosine schedule may touch 0 on its very last step, and a linear warm-up often
-      starts at 0 for one step.
+    * LR practically 0 (0, or <= ``zero_frac`` x its peak) -> **warning**, action ``scale_lr``
+      up: nothing is training. When it *dropped* there (the LR before was > ``sudden_frac`` x
+      peak): after ``zero_patience`` records. When it *decayed* there smoothly, that is the end of
+      a schedule (cosine touches 0 on its last step; llm.c's log prints 0.000000 for its last
+      2%): only once it has lasted ``long_frac`` of the run's LR records (a schedule that ends
+      far too early, or a per-epoch scheduler stepped per batch). Never positive: after
+      ``start_patience`` records (a warm-up from 0 starts at 0 for one step).
     * LR up more than ``jump`` x in one step -> **warning**, action ``scale_lr`` back to the
       previous value; unless the jump returns to (at most) the run's earlier peak: that is a warm
       restart (SGDR) or a new cycle, healthy by design. A 10x *drop* is a step decay
@@ -33,6 +36,9 @@ class LRAnomalyDetector(Detector):
     zero_patience : int, default 3
     start_patience : int, default 100
     jump_hold : int, default 100
+    zero_frac : float, default 1e-3
+    sudden_frac : float, default 0.01
+    long_frac : float, default 0.1
 
     Examples
     --------
@@ -53,9 +59,15 @@ class LRAnomalyDetector(Detector):
     kind = "lr_anomaly"
 
     def __init__(self, jump: float = 10.0, zero_patience: int = 3, start_patience: int = 100,
-                 jump_hold: int = 100) -> None:
+                 jump_hold: int = 100, zero_frac: float = 1e-3, sudden_frac: float = 0.01,
+                 long_frac: float = 0.1) -> None:
         super().__init__(jump=jump, zero_patience=zero_patience, start_patience=start_patience,
-                         jump_hold=jump_hold)
+                         jump_hold=jump_hold, zero_frac=zero_frac, sudden_frac=sudden_frac,
+                         long_frac=long_frac)
+        self.zero_frac = zero_frac
+        self.sudden_frac = sudden_frac
+        self.long_frac = long_frac
+        self.pre_zero = 0.0  # LR just before the current run of ~zero LRs
         self.jump = jump
         self.zero_patience = zero_patience
         self.start_patience = start_patience
@@ -67,18 +79,20 @@ class LRAnomalyDetector(Detector):
         self.opened_at = 0  # LR-record count at which the episode opened
 
     def get_state(self) -> dict[str, Any]:
-        return {"zero_start": self.zero_start, "zero_last": self.zero_last, "mode": self.mode,
+        return {"zero_start": self.zero_start, "zero_last": self.zero_last, "pre_zero": self.pre_zero,
+                "mode": self.mode,
                 "ref": self.ref, "opened_at": self.opened_at}
 
     def set_state(self, d: dict[str, Any]) -> None:
-        self.zero_start, self.zero_last = d["zero_start"], d["zero_last"]
+        self.zero_start, self.zero_last, self.pre_zero = d["zero_start"], d["zero_last"], d["pre_zero"]
         self.mode, self.ref, self.opened_at = d["mode"], d["ref"], d["opened_at"]
 
     def screen(self, f):
         with np.errstate(all="ignore"):
             lr = f.a("lr")
             prev = f.a("b_lrlast")
-            return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | ~(lr <= self.jump * prev))
+            near_zero = ~(lr > self.zero_frac * f.a("peak"))
+            return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | near_zero | ~(lr <= self.jump * prev))
 
     def active_screen(self, f):
         return f.a("has_lr")
@@ -100,22 +114,37 @@ class LRAnomalyDetector(Detector):
                                                  "optimizer or scheduler state is corrupt. Stop and "
                                                  "fix the LR schedule before resuming."))
             return
-        if lr == 0.0:
+        peak = f.peak[i]
+        if lr == 0.0 or (peak > 0.0 and lr <= self.zero_frac * peak):
             if self.zero_last != nlr - 1:
                 self.zero_start = nlr
+                self.pre_zero = f.b_lrlast[i]
             self.zero_last = nlr
             n = nlr - self.zero_start + 1
-            had_positive = f.peak[i] > 0.0
-            if n >= (self.zero_patience if had_positive else self.start_patience):
+            had_positive = peak > 0.0
+            sudden = had_positive and self.pre_zero > self.sudden_frac * peak
+            if not had_positive:
+                need = self.start_patience
+            elif sudden:
+                need = self.zero_patience
+            else:  # decayed smoothly to ~0: the end of a schedule, unless it lasts
+                need = self.long_frac * nlr
+                if need < self.zero_patience:
+                    need = self.zero_patience
+            if n >= need:
                 self.mode = "zero"
                 self.opened_at = nlr
-                what = (f"after reaching {fmt(f.peak[i])}" if had_positive else "since the start")
+                what = (f"after reaching {fmt(peak)}" if had_positive else "since the start")
+                how = "dropped" if sudden else "decayed"
                 self.open_episode(
-                    step, "warning", f"LR has been 0 for {n} records at step {step} ({what})",
-                    {"lr": lr, "records": n, "peak_lr": f.peak[i]},
-                    Action("none", {}, "The learning rate is 0, so the model is not training. Check "
-                           "the scheduler: it may have run past its end (T_max/total_steps too "
-                           "small) or the warm-up never started."))
+                    step, "warning",
+                    f"LR has been ~0 ({fmt(lr)}) for {n} records at step {step} ({how} {what})",
+                    {"lr": lr, "records": n, "peak_lr": peak, "sudden": sudden},
+                    Action("scale_lr", {"factor": self.restore_factor(lr, peak)},
+                           "The learning rate is (practically) 0, so the model is not training. "
+                           "Check the scheduler: it may have run past its end (T_max/total_steps "
+                           "too small), be stepped per batch instead of per epoch, or the warm-up "
+                           "never started."))
             return
         prev = f.b_lrlast[i]
         if prev > 0.0 and lr > self.jump * prev:
@@ -134,13 +163,21 @@ class LRAnomalyDetector(Detector):
                        f"used before; that usually is a scheduler bug (wrong units, a restart, a "
                        f"missing warm-up). Scale it back x{fmt(factor)} unless it was intended."))
 
+    @staticmethod
+    def restore_factor(lr: float, peak: float) -> float:
+        """x10 when the LR is exactly 0 (nothing to scale), else back to 10% of its peak."""
+        if lr <= 0.0 or peak <= 0.0:
+            return 10.0
+        f = 0.1 * peak / lr
+        return float(f"{f:.3g}") if f > 10.0 else 10.0
+
     def _maybe_resolve(self, f, i: int, lr: float, ok: bool, nlr: int) -> None:
         step = f.step[i]
         if self.mode == "bad":
             if ok and lr >= 0.0:
                 self.close_episode(step, f"LR is {fmt(lr)} again")
         elif self.mode == "zero":
-            if ok and lr > 0.0:
+            if ok and lr > self.zero_frac * f.peak[i]:
                 self.close_episode(step, f"LR is {fmt(lr)} again")
         elif self.mode == "jump":
             if ok and lr <= 2.0 * self.ref:

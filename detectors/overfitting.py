@@ -17,14 +17,15 @@ class OverfittingDetector(Detector):
     **warning**, action ``rollback`` to the step of the best val_loss (the checkpoint to keep),
     with early stopping / more regularisation as advice. Resolves at a new best val_loss.
 
-    Why: one noisy evaluation is not a trend (Keras EarlyStopping's patience); ``tol`` = 2%
-    is above the evaluation noise of a fixed validation set; the training loss must be falling
-    or the rise is a divergence (another detector), not overfitting.
+    Why: one noisy evaluation is not a trend (Keras EarlyStopping's patience); ``tol`` = 20%
+    is above the evaluation noise of a small validation set; the training loss must be falling
+    or the rise is a divergence (another detector), not overfitting. On the benchmark, 2% fired on
+    most healthy runs with a validation loss (small validation sets wobble by 10-20%).
 
     Parameters
     ----------
     patience : int, default 3
-    tol : float, default 0.02
+    tol : float, default 0.2
 
     Examples
     --------
@@ -33,10 +34,10 @@ class OverfittingDetector(Detector):
     >>> eng = Engine("r")
     >>> out = []
     >>> for s in range(400):
-    ...     val = (1.0 + abs(s - 200) / 400) if s % 20 == 0 else None
+    ...     val = (1.0 + abs(s - 200) / 100) if s % 20 == 0 else None
     ...     out += eng.update(Record(s, 2.0 - s / 400, val_loss=val))
     >>> [(a.kind, a.step, a.action.params) for a in out]
-    [('overfitting', 260, {'to_step': 200})]
+    [('overfitting', 280, {'to_step': 200})]
 
     References
     ----------
@@ -46,7 +47,7 @@ class OverfittingDetector(Detector):
     name = "overfitting"
     kind = "overfitting"
 
-    def __init__(self, patience: int = 3, tol: float = 0.02) -> None:
+    def __init__(self, patience: int = 3, tol: float = 0.2) -> None:
         super().__init__(patience=patience, tol=tol)
         self.patience = patience
         self.tol = tol

@@ -38,6 +38,8 @@ class PlateauDetector(Detector):
     up : float, default 10.0
     down : float, default 0.3
     min_records : int, default 20
+    blowup : float, default 2.0
+    down_hard : float, default 0.1
 
     Examples
     --------
@@ -59,9 +61,12 @@ class PlateauDetector(Detector):
 
     def __init__(self, patience: int = 200, patience_frac: float = 0.25, decayed: float = 0.1,
                  noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
-                 min_records: int = 20) -> None:
+                 min_records: int = 20, blowup: float = 2.0, down_hard: float = 0.1) -> None:
         super().__init__(patience=patience, patience_frac=patience_frac, decayed=decayed,
-                         noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records)
+                         noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
+                         blowup=blowup, down_hard=down_hard)
+        self.blowup = blowup
+        self.down_hard = down_hard
         self.patience = patience
         self.patience_frac = patience_frac
         self.decayed = decayed
@@ -132,20 +137,35 @@ class PlateauDetector(Detector):
                               Action("none", {}, "The LR has decayed and the loss has flattened: the run "
                                      "has converged. Nothing to do."))
             return
-        if noise >= self.noisy or zigzag >= 0.8:
-            self.open_episode(step, "warning", f"{base} while the loss is noisy "
-                              f"(+-{fmt(100 * noise)}% per step): the LR is too high to settle", ev,
-                              Action("scale_lr", {"factor": self.down},
-                                     f"The loss stopped improving and bounces around: the steps are "
-                                     f"too large to settle into the minimum. Lower the LR x{fmt(self.down)}."))
-            return
         fl = self.first_loss
-        if fl == fl and trend >= self.stuck * fl if fl > 0 else trend >= fl:
+        stuck = fl == fl and (trend >= self.stuck * fl if fl > 0 else trend >= fl)
+        if stuck and f.worst[i] >= self.blowup * abs(fl) and fl != 0.0:
+            # the loss shot up earlier and came back only to where it started: the LR killed
+            # the network (dead ReLUs at chance level), it did not fail to move it
+            ev["worst"] = f.worst[i]
+            self.open_episode(step, "warning", f"{base}, stuck at the first loss ({fmt(fl)}) after "
+                              f"blowing up to {fmt(f.worst[i])}: the LR is too high", ev,
+                              Action("scale_lr", {"factor": self.down_hard},
+                                     f"The loss exploded early ({fmt(f.worst[i])}) and has been stuck "
+                                     f"near its starting value since: the too-large steps broke the "
+                                     f"model. Restart with the LR x{fmt(self.down_hard)}."))
+            return
+        if stuck:
             self.open_episode(step, "warning", f"{base}, barely below the first loss "
                               f"({fmt(fl)}): the LR is too small to make progress", ev,
                               Action("scale_lr", {"factor": self.up},
                                      f"The loss has hardly moved from where it started and is flat. "
                                      f"Raise the LR x{fmt(self.up)} (or run an LR range test)."))
+            return
+        if noise >= self.noisy or zigzag >= 0.8:
+            # info, not warning: a loss at its noise floor is noisy whether the LR is too high or
+            # the run simply converged (the benchmark's healthy linear-regression runs plateau
+            # at +-15% per step); lowering the LR is the cheap thing to try
+            self.open_episode(step, "info", f"{base} while the loss is noisy "
+                              f"(+-{fmt(100 * noise)}% per step): a lower LR may let it settle", ev,
+                              Action("scale_lr", {"factor": self.down},
+                                     f"The loss stopped improving and bounces around its level. If "
+                                     f"you need a lower loss, lower the LR x{fmt(self.down)}."))
             return
         self.open_episode(step, "info", f"{base}; a smaller LR usually unlocks the next drop", ev,
                           Action("scale_lr", {"factor": self.down},
