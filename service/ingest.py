@@ -119,6 +119,10 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
     if project is not None and not valid_label(project):
         raise IngestError(422, [_err(None, "project", "project must be 1-128 characters of [A-Za-z0-9._:-]", "value_error")], rejected=n)
 
+    fast = _fast_columns(recs)
+    if fast is not None:
+        return fast, project
+    # something is wrong (or unusual) in the batch: the record-by-record pass says what and where
     steps: list[int] = []
     loss: list[float | None] = []
     grad: list[float | None] = []
@@ -187,6 +191,49 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
     if errors:
         raise IngestError(422, errors, rejected=n)
     return Columns(step=steps, loss=loss, grad_norm=grad, lr=lr, val_loss=val, ts=ts, extra=extra), project
+
+
+_NONE = type(None)
+_FLOAT_OR_NONE = frozenset((float, _NONE))
+_NUMERIC = frozenset((float, _NONE, int, str))
+
+
+def _fast_columns(recs: list[Any]) -> Columns | None:
+    """The columns of a well-formed batch, checked column-wise at C speed (``set(map(type, ..))``
+    instead of a Python loop per value); None as soon as anything needs a closer look, and the
+    caller's record-by-record pass then accepts it or names the problem."""
+    if not recs:
+        return Columns()
+    if set(map(type, recs)) != {dict} or not RECORD_KEYS.issuperset(set().union(*recs)):
+        return None
+    steps = [r.get("step") for r in recs]
+    if set(map(type, steps)) != {int} or min(steps) < 0 or max(steps) > MAX_STEP:
+        return None
+    values = []
+    try:
+        for name in ("loss", "grad_norm", "lr", "val_loss"):
+            col = [r.get(name) for r in recs]
+            types = set(map(type, col))
+            if not types <= _FLOAT_OR_NONE:
+                if not types <= _NUMERIC:
+                    return None
+                col = [_value(v) for v in col]
+            values.append(col)
+        ts = [r.get("ts") for r in recs]
+        types = set(map(type, ts))
+        if types != {_NONE}:
+            if not types <= {float, int, _NONE}:
+                return None
+            ts = [None if v is None else float(v) for v in ts]
+            if not all(map(math.isfinite, (v for v in ts if v is not None))):
+                return None
+        extra = [r.get("extra") for r in recs]
+        if set(map(type, extra)) != {_NONE}:
+            extra = [None if x is None else (_extra(x) or None) for x in extra]
+    except (ValueError, OverflowError):
+        return None
+    return Columns(step=steps, loss=values[0], grad_norm=values[1], lr=values[2], val_loss=values[3],
+                   ts=ts, extra=extra)
 
 
 def _extra(x: Any) -> dict[str, float]:
