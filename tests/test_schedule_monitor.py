@@ -149,3 +149,37 @@ def test_state_round_trips_mid_episode():
     b.load_state(st)
     assert _feed(a, lrs[200:], 200) == _feed(b, lrs[200:], 200)
     assert a.get_state() == b.get_state()
+
+
+def test_runs_inside_the_engine_one_record_and_batch_paths_agree():
+    from losswatch.detectors import Batch, Engine
+    from losswatch.detectors.types import Record
+
+    spec = {"name": "warmup_cosine", "lr": 0.1, "warmup_steps": 50, "total_steps": 400}
+    lrs = _lrs(lambda o: tls.CosineAnnealingLR(o, 400), 400)  # warmup forgotten
+    recs = [Record(step=s, loss=2.0 / (1 + 0.01 * s), lr=lr) for s, lr in enumerate(lrs)]
+    one = Engine(run_id="r1", meta={"lr_schedule": spec})
+    got_one = [a for r in recs for a in one.update(r) if a.detector == "schedule_monitor"]
+    batch = Engine(run_id="r1", meta={"lr_schedule": spec})
+    got_batch = []
+    for k in range(0, 400, 64):
+        got_batch += [a for a in batch.update_batch(Batch.from_records(recs[k:k + 64])) if a.detector == "schedule_monitor"]
+    assert [a.to_dict() for a in got_one] == [a.to_dict() for a in got_batch]
+    assert got_one[0].kind == "lr_anomaly" and got_one[0].evidence["diagnosis"] == "warmup_missing"
+    assert got_one[0].id == "r1:lr_anomaly:4"
+    # the state survives Engine.to_bytes mid-run
+    half = Engine(run_id="r1", meta={"lr_schedule": spec})
+    for r in recs[:200]:
+        half.update(r)
+    resumed = Engine.from_bytes(half.to_bytes())
+    assert [a.to_dict() for r in recs[200:] for a in resumed.update(r)] == \
+           [a.to_dict() for r in recs[200:] for a in half.update(r)]
+
+
+def test_engine_without_a_declared_schedule_has_no_monitor():
+    from losswatch.detectors import Engine
+    from losswatch.detectors.types import Record
+
+    eng = Engine(run_id="r2", meta={"project": "p"})
+    out = [a for s in range(100) for a in eng.update(Record(step=s, loss=1.0, lr=0.1 * (s % 2 + 1)))]
+    assert not [a for a in out if a.detector == "schedule_monitor"]
