@@ -123,6 +123,12 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
     if fast is not None:
         return fast, project
     # something is wrong (or unusual) in the batch: the record-by-record pass says what and where
+    return _checked_columns(recs), project
+
+
+def _checked_columns(recs: list[Any]) -> Columns:
+    """Record by record: the columns, or IngestError(422) naming each problem (index, field)."""
+    n = len(recs)
     steps: list[int] = []
     loss: list[float | None] = []
     grad: list[float | None] = []
@@ -190,7 +196,7 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
             extra.append(x or None)
     if errors:
         raise IngestError(422, errors, rejected=n)
-    return Columns(step=steps, loss=loss, grad_norm=grad, lr=lr, val_loss=val, ts=ts, extra=extra), project
+    return Columns(step=steps, loss=loss, grad_norm=grad, lr=lr, val_loss=val, ts=ts, extra=extra)
 
 
 _NONE = type(None)
