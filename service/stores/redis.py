@@ -143,8 +143,9 @@ class RedisStore(Store):
     Parameters
     ----------
     url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``).
-    retention_seconds : runs expire this long after their last write (EXPIRE is refreshed on every
-        write); 0 keeps them forever. Default: ``LOSSWATCH_RETENTION_SECONDS`` or 30 days.
+    retention_seconds : runs expire this long after their last write (up to min(1 h, 10%) later:
+        EXPIRE is refreshed by a write when the last refresh is older than that); 0 keeps them
+        forever. Default: ``LOSSWATCH_RETENTION_SECONDS`` or 30 days.
     raw_chunks : how many of the newest 960-step chunks stay at full resolution. Default:
         ``LOSSWATCH_REDIS_RAW_CHUNKS`` or 8 (7,680 steps).
     levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
@@ -357,6 +358,7 @@ class RedisStore(Store):
                         w1 += len(grp)
                     d2_del: list[int] = []
                     d3_set: dict[int, bytes] = {}
+                    ttl = await pipe.ttl(p + "s") if self.retention else 0
                     while L2.keep is not None and w1 // (L2.width // L1.width) - w2 > L2.keep:
                         grp = list(range(w2, w2 + L3.width // L2.width))
                         old = await pipe.hmget(p + "d2", grp)
@@ -381,9 +383,9 @@ class RedisStore(Store):
                     if steps:
                         pipe.hdel(p + "x", *steps)
                     pipe.hset(p + "ds", mapping={"c0": c0, "w1": w1, "w2": w2})
-                    if self.retention:
+                    if self.retention:   # as long as the run's other keys (see redis_scripts)
                         for k in ("ds", "d1", "d2", "d3"):
-                            pipe.expire(p + k, self.retention)
+                            pipe.expire(p + k, max(ttl, 1))
                     await pipe.execute()
                 except rexc.WatchError:
                     continue
@@ -446,7 +448,7 @@ class RedisStore(Store):
                 reply = await self._put_meta(
                     keys=[p + "s", p + "m", self._runs_key],
                     args=[cached.v, project or "", repr(now), self.retention, p,
-                          cached.engine.to_bytes(), meta_json, run_id])
+                          cached.engine.to_bytes(), meta_json, run_id, ser.CHUNK])
                 status = int(reply[0])
                 if status == 0:
                     self.conflicts += 1

@@ -23,12 +23,22 @@ run's keys share a slot); scripts derive the chunk keys from that prefix.
 _COMMON = r"""
 local prefix = ARGV[5]
 local ttl = tonumber(ARGV[4])
+-- Keys live ttl + slack after a refresh, and a write refreshes them only when the last refresh is
+-- older than slack: a run lives at least ttl after its last write (at most ttl + slack) and the
+-- usual batch pays for no EXPIRE at all.
+local slack = math.min(3600, math.floor(ttl / 10))
 local function touch_all()
   if ttl > 0 then
     for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'm', 'act', 'd1', 'd2', 'd3'}) do
-      redis.call('EXPIRE', prefix .. k, ttl)
+      redis.call('EXPIRE', prefix .. k, ttl + slack)
     end
+    redis.call('HSET', prefix .. 's', 'ttl_at', ARGV[3])
   end
+end
+local function needs_touch()
+  if ttl <= 0 then return false end
+  local at = tonumber(redis.call('HGET', prefix .. 's', 'ttl_at') or '0')
+  return tonumber(ARGV[3]) - at >= slack
 end
 local function claim_project(v, proj, now)
   -- returns nil when fine, else the project the run belongs to
@@ -91,6 +101,7 @@ local function chunk(ci, last_slot)
     local new_len = math.min(chunk_bytes, math.ceil(need / grow) * grow)
     local val = redis.call('GET', key) or ''
     redis.call('SET', key, val .. string.rep('\0', new_len - #val))
+    if ttl > 0 then redis.call('EXPIRE', key, ttl + slack) end
   end
   return key
 end
@@ -128,6 +139,7 @@ for _ = 1, n_extra do
   if cand == 0 or flags[cand] == 'N' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
   i = i + 3
 end
+if n_extra > 0 and ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl + slack) end
 
 local alert_info = {}
 for a = 1, n_alert do
@@ -139,6 +151,9 @@ for a = 1, n_alert do
   alert_info[a] = {r, ack, created}
   redis.call('ZADD', KEYS[8], now, id)
   i = i + 2
+end
+if n_alert > 0 and ttl > 0 then
+  for k = 4, 6 do redis.call('EXPIRE', KEYS[k], ttl + slack) end
 end
 
 local accepted = tonumber(ARGV[23]) + stored
@@ -152,24 +167,24 @@ local n_steps = redis.call('HINCRBY', KEYS[1], 'n_steps', accepted)
 redis.call('HINCRBY', KEYS[1], 'dups', tonumber(ARGV[22]) + dups)
 redis.call('HINCRBY', KEYS[1], 'ooo', stored)
 redis.call('ZADD', KEYS[7], now, run_id)
-if ttl > 0 then
-  local cutoff = tonumber(now) - ttl
+if needs_touch() then
+  local cutoff = tonumber(now) - ttl - slack
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', cutoff)
   redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', cutoff)
   touch_all()
   local last = tonumber(redis.call('HGET', KEYS[1], 'last_step') or '-1')
   if last >= 0 then
     local head = math.floor(last / per_chunk)
-    for ci = math.max(c0, head - window + 1), head do redis.call('EXPIRE', prefix .. 'raw:' .. ci, ttl) end
+    for ci = math.max(c0, head - window + 1), head do redis.call('EXPIRE', prefix .. 'raw:' .. ci, ttl + slack) end
   end
-  for key, _ in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+  for key, _ in pairs(touched) do redis.call('EXPIRE', key, ttl + slack) end
 end
 return {1, v + 1, table.concat(flags), c0, n_steps, alert_info, redis.call('HGET', KEYS[1], 'project')}
 """
 
 # Replace the metadata and the detector state (Engine.set_meta) under the same version check.
 # KEYS: 1 state, 2 meta, 3 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
-#   5 prefix, 6 engine bytes, 7 meta json, 8 run id
+#   5 prefix, 6 engine bytes, 7 meta json, 8 run id, 9 steps per chunk
 # Returns {0, version, eng, last_step, project, pnamed} | {2, project} | {1, new version}
 PUT_META = _COMMON + r"""
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
@@ -183,6 +198,13 @@ redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6])
 redis.call('SET', KEYS[2], ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[8])
 touch_all()
+if ttl > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_step') or '-1')
+  if last >= 0 then
+    local c0 = tonumber(redis.call('HGET', prefix .. 'ds', 'c0') or '0')
+    for ci = c0, math.floor(last / tonumber(ARGV[9])) do redis.call('EXPIRE', prefix .. 'raw:' .. ci, ttl + slack) end
+  end
+end
 return {1, v + 1}
 """
 
