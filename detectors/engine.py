@@ -26,11 +26,13 @@ from .divergence import DivergenceDetector
 from .features import FeatureTracker, Features
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
+from .lost import LostRunDetector
 from .lr_anomaly import LRAnomalyDetector
 from .nan import NaNDetector
 from .oscillation import OscillationDetector
 from .overfitting import OverfittingDetector
 from .plateau import PlateauDetector
+from .slow_progress import SlowProgressDetector
 from .spike import SpikeDetector
 from .types import SEVERITY_RANK, Action, Alert, Record
 
@@ -38,8 +40,9 @@ STATE_VERSION = 1
 
 #: The built-in detectors, in evaluation order (also the order of changes within one step).
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
-    NaNDetector, DivergenceDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
-    LRAnomalyDetector, OscillationDetector, PlateauDetector, OverfittingDetector,
+    NaNDetector, DivergenceDetector, LostRunDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
+    LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
+    OverfittingDetector,
 )
 
 #: When two active alerts have the same severity, the recommendation comes from the kind that

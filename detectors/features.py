@@ -20,7 +20,7 @@ so far; ``lprev`` last finite loss; ``lstep`` its step; ``fast`` EMA
 low batch does not set the bar) and ``best_step``; ``up_n`` consecutive rises
 of the raw loss ending here and ``up_base`` the loss just before that streak began; ``slow``
 winsorised EMA (alpha_slow) and ``sd`` its EMA mean absolute deviation (the loss level and noise a
-spike is measured against); ``trend`` very slow EMA (alpha_trend), ``pbest`` its best value that
+spike is measured against); ``trend`` very slow EMA (alpha_trend, winsorised with the same cap), ``pbest`` its best value that
 improved by at least ``plateau_eps`` (relative) and ``pstep`` the step of that improvement;
 ``alt`` EMA of "the loss changed direction" (1 = zig-zag every step) and ``amp`` EMA of the
 absolute step-to-step change.
@@ -135,7 +135,10 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
             if slow < best:
                 best = slow
                 best_step = s
-            trend += at * (x - trend)
+            dt = x - trend
+            if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
+                dt = cap
+            trend += at * dt
             if trend < pbest - peps * abs(pbest):
                 pbest = trend
                 pstep = s

@@ -36,7 +36,7 @@ class OverfittingDetector(Detector):
     >>> for s in range(400):
     ...     val = (1.0 + abs(s - 200) / 100) if s % 20 == 0 else None
     ...     out += eng.update(Record(s, 2.0 - s / 400, val_loss=val))
-    >>> [(a.kind, a.step, a.action.params) for a in out]
+    >>> [(a.kind, a.step, a.action.params) for a in out if a.kind == "overfitting"]
     [('overfitting', 280, {'to_step': 200})]
 
     References

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .base import Detector, fmt
+from .lost import lost_after_blowup
 from .types import Action
 
 
@@ -39,7 +41,7 @@ class PlateauDetector(Detector):
     down : float, default 0.3
     min_records : int, default 20
     blowup : float, default 2.0
-    down_hard : float, default 0.1
+    gn_drop : float, default 0.7
 
     Examples
     --------
@@ -61,12 +63,12 @@ class PlateauDetector(Detector):
 
     def __init__(self, patience: int = 200, patience_frac: float = 0.25, decayed: float = 0.1,
                  noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
-                 min_records: int = 20, blowup: float = 2.0, down_hard: float = 0.1) -> None:
+                 min_records: int = 20, blowup: float = 2.0, gn_drop: float = 0.7) -> None:
         super().__init__(patience=patience, patience_frac=patience_frac, decayed=decayed,
                          noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
-                         blowup=blowup, down_hard=down_hard)
+                         blowup=blowup, gn_drop=gn_drop)
+        self.gn_drop_log = math.log(gn_drop)
         self.blowup = blowup
-        self.down_hard = down_hard
         self.patience = patience
         self.patience_frac = patience_frac
         self.decayed = decayed
@@ -139,18 +141,10 @@ class PlateauDetector(Detector):
             return
         fl = self.first_loss
         stuck = fl == fl and (trend >= self.stuck * fl if fl > 0 else trend >= fl)
-        if stuck and f.worst[i] >= self.blowup * abs(fl) and fl != 0.0:
-            # the loss shot up earlier and came back only to where it started: the LR killed
-            # the network (dead ReLUs at chance level), it did not fail to move it
-            ev["worst"] = f.worst[i]
-            self.open_episode(step, "warning", f"{base}, stuck at the first loss ({fmt(fl)}) after "
-                              f"blowing up to {fmt(f.worst[i])}: the LR is too high", ev,
-                              Action("scale_lr", {"factor": self.down_hard},
-                                     f"The loss exploded early ({fmt(f.worst[i])}) and has been stuck "
-                                     f"near its starting value since: the too-large steps broke the "
-                                     f"model. Restart with the LR x{fmt(self.down_hard)}."))
-            return
-        if stuck:
+        if stuck and lost_after_blowup(trend, fl, f.worst[i], f.sd[i], self.blowup):
+            return  # not a plateau: a lost run (the lost_run detector reports it)
+        gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log
+        if stuck and not gn_fell:
             self.open_episode(step, "warning", f"{base}, barely below the first loss "
                               f"({fmt(fl)}): the LR is too small to make progress", ev,
                               Action("scale_lr", {"factor": self.up},

@@ -1,0 +1,141 @@
+"""Slow progress: the loss is still falling at a steady pace, so the LR is what limits it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+
+def _bitlen(step: int) -> int:
+    return step.bit_length() if step > 0 else 0
+
+
+class SlowProgressDetector(Detector):
+    """A too-small LR, seen from one run: the loss keeps falling at an almost constant pace
+    instead of dropping fast and then flattening.
+
+    Checked once per doubling of the step (at the first record at or after each power of two),
+    so with O(1) memory (one checkpoint per power of two, at most 64): with ``T(s)`` the loss
+    level (``features.slow``, ~10-record memory: the 50-record trend lags too much this early)
+    at step ``s`` and ``L0`` the first loss, at step ``t`` against the checkpoint
+    ``c`` one doubling earlier::
+
+        h = (T(c) - T(t)) / (L0 - T(c))   # progress in the last doubling / progress before it
+
+    A healthy run made most of its progress early: ``h`` is small (0.01-0.05 on the benchmark's
+    healthy runs). A run whose LR is far too small descends almost linearly: ``h`` is ~1
+    (the second half of the time makes as much progress as the first). **warning** with
+    ``scale_lr`` x``factor`` when ``h >= ratio``, ``t >= min_step``, the recent progress is
+    real (>= ``z`` noise units of the loss) and the LR was steady (not warming up since ``c``,
+    not decayed below ``decayed`` x its peak: a slow tail of a decayed schedule is by design).
+    Resolves at the next checkpoint where ``h < ratio / 2`` or once the LR has been raised 2x.
+
+    Parameters
+    ----------
+    ratio : float, default 0.25
+    min_step : int, default 256
+    z : float, default 2.0
+    decayed : float, default 0.3
+    factor : float, default 3.0
+
+    Examples
+    --------
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r")
+    >>> out = [a for s in range(600) for a in eng.update(Record(s, 2.3 - 0.002 * s, lr=1e-4))]
+    >>> [(a.kind, a.detector, a.step, a.action.params) for a in out]
+    [('plateau', 'slow_progress', 256, {'factor': 3.0})]
+
+    References
+    ----------
+    AutoTrainer "slow convergence" (Zhang et al., ICSE'21); Smith, "A disciplined approach to
+    neural network hyper-parameters" (a too-small LR shows as slow, steady descent).
+    """
+
+    name = "slow_progress"
+    kind = "plateau"
+
+    def __init__(self, ratio: float = 0.25, min_step: int = 256, z: float = 2.0,
+                 decayed: float = 0.3, factor: float = 3.0) -> None:
+        super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor)
+        self.ratio = ratio
+        self.min_step = min_step
+        self.z = z
+        self.decayed = decayed
+        self.factor = factor
+        self.k_done = -1
+        self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step]
+        self.lr_at_alert = 0.0
+
+    def get_state(self) -> dict[str, Any]:
+        return {"k_done": self.k_done, "cps": self.cps, "lr_at_alert": self.lr_at_alert}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.k_done, self.cps, self.lr_at_alert = d["k_done"], d["cps"], d["lr_at_alert"]
+
+    def screen(self, f):
+        step = f.a("step")
+        _, e = np.frexp(np.maximum(step, 0).astype(np.float64))  # bit length of positive ints
+        e = np.where(step > 0, e, 0)
+        cross = np.ones(len(step), dtype=bool)
+        cross[1:] = e[1:] > e[:-1]
+        return cross
+
+    def active_screen(self, f):
+        if self.lr_at_alert > 0.0:
+            with np.errstate(invalid="ignore"):
+                raised = f.a("lrok") & ~(f.a("lr") < 2.0 * self.lr_at_alert)
+            return self.screen(f) | raised
+        return self.screen(f)
+
+    def step(self, f, i: int) -> None:
+        step = f.step[i]
+        if self.alert is not None and self.lr_at_alert > 0.0 and f.lrok[i] and \
+                f.lr[i] >= 2.0 * self.lr_at_alert:
+            self.close_episode(step, f"LR raised to {fmt(f.lr[i])}")
+        k = _bitlen(step)
+        if k <= self.k_done:
+            return
+        self.k_done = k
+        if f.nl[i] == 0:
+            return
+        trend = f.slow[i]
+        peak = f.peak[i]
+        self.cps[str(k)] = [trend, peak, step]
+        prev = self.cps.get(str(k - 1))
+        if prev is None or step < self.min_step:
+            return
+        t_c, peak_c, _ = prev
+        l0 = f.l0[i]
+        made = l0 - t_c
+        recent = t_c - trend
+        h = recent / made if made > 0.0 else 0.0
+        if self.alert is not None:
+            if h < 0.5 * self.ratio:
+                self.close_episode(step, f"progress has slowed down normally (h={fmt(h)})")
+            return
+        if h < self.ratio or recent < self.z * f.sd[i]:
+            return
+        if peak == peak and peak_c == peak_c and peak > peak_c * 1.001:
+            return  # the LR was still rising (warm-up): the pace is the schedule's
+        lr = f.lr[i] if f.lrok[i] else None
+        if lr is not None and peak > 0.0 and lr < self.decayed * peak:
+            return  # a decayed schedule's slow tail
+        self.lr_at_alert = lr if lr is not None else 0.0
+        ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
+              "first_loss": l0, "h": h}
+        if lr is not None:
+            ev["lr"] = lr
+        self.open_episode(step, "warning",
+                          f"slow progress: the loss fell {fmt(t_c)} -> {fmt(trend)} since step "
+                          f"{int(prev[2])}, {fmt(100 * h)}% of all the progress before it: the LR "
+                          f"is limiting training", ev,
+                          Action("scale_lr", {"factor": self.factor},
+                                 f"The loss is still falling at a steady, almost linear pace: the "
+                                 f"steps are too small. Raise the LR x{fmt(self.factor)} (or run an "
+                                 "LR range test)."))
