@@ -22,9 +22,9 @@ divergence (the run is lost)
     first); a run that jumps straight to NaN is "nan" only. The deadline is D.
 lr_too_high / lr_too_low (runs of an LR ladder: same config and seed, LR x10 apart)
     F = mean training loss over the last 10 % of the run (+inf for a lost run), L0 the median of
-    the first 5 losses. Sibling b ends clearly lower than run a when F_b < F_a, F_a - F_b >=
-    0.02 L0 (an absolute floor) and >= 3 standard errors of the difference (from the robust step
-    noise of both runs), and either
+    the first 5 losses (the lowest such value on the ladder: the rungs share their start). Sibling b ends clearly lower than run a when F_b < F_a, F_a - F_b >=
+    0.02 L0 (an absolute floor), and either F_b <= F_a / 2, or the gap is >= 3 standard errors
+    of the difference (from the robust step noise of both runs) and either
     F_a - F_b >= 0.1 (L0 - F_b) (a tenth of the achievable progress) or F_b <= F_a / 1.5.
     "LR too high": the nearest lower-LR rung that is not itself lost ends clearly lower.
     "LR too low": the LR x10 sibling is not lost and ends clearly lower. Both: the larger gap wins.
@@ -37,8 +37,9 @@ lr_schedule_bug (from the logged LR alone)
     double it per step, cyclic and one-cycle change it smoothly), or it falls to <= 1 % of its
     maximum before 60 % of the run and never comes back (a decay to zero far too early).
 overfitting (runs with a validation loss, not lost)
-    the mean of the last 3 validation losses is >= 1.25x the best earlier one (and above it by
-    >= 0.02 L0) while the training loss ended below its value at that best point.
+    the validation loss first fell (its best <= 0.8x its first value), then the mean of the last
+    3 validation losses is >= 1.25x that best (and above it by >= 0.02 L0) while the training
+    loss ended below its value at the best point.
 healthy
     none of nan, divergence, lr_too_high, lr_too_low, lr_schedule_bug, overfitting (a transient
     spike is allowed: "healthy" and "spike_transient" can both hold).
@@ -66,6 +67,7 @@ CLEAR_FLOOR = 0.02
 CLEAR_PROGRESS = 0.1
 CLEAR_RATIO = 1.5
 CLEAR_SE = 3.0
+CLEAR_HALF = 2.0
 SPIKE_WINDOW = 20
 SPIKE_RATIO = 2.0
 SPIKE_RISE = 0.2
@@ -75,6 +77,7 @@ SPIKE_RECOVER_NOISE = 2.0
 LR_JUMP_RATIO = 3.0
 OVERFIT_RATIO = 1.25
 OVERFIT_TAIL_POINTS = 3
+OVERFIT_LEARNED = 0.8
 LR_ZERO_FRACTION = 0.01
 LR_ZERO_BEFORE = 0.6
 
@@ -137,7 +140,11 @@ def smooth(loss, window: int | None = None) -> np.ndarray:
     if window is None:
         window = max(SMOOTH_WINDOW, (n // 20) | 1)
     h = window // 2
-    return np.array([np.median(a[max(0, t - h) : t + h + 1]) for t in range(n)]) if n else a
+    if n == 0:
+        return a
+    # pad with NaN and take nanmedian: the window shrinks at the edges instead of repeating them
+    p = np.concatenate([np.full(h, np.nan), a, np.full(h, np.nan)])
+    return np.nanmedian(np.lib.stride_tricks.sliding_window_view(p, 2 * h + 1), axis=1)
 
 
 def noise_level(loss) -> float:
@@ -206,7 +213,11 @@ def clearly_lower(f_b: float, f_a: float, l0: float, se: float = 0.0) -> bool:
     if math.isinf(f_a):
         return True
     gap = f_a - f_b
-    if gap < CLEAR_FLOOR * abs(l0) or gap < CLEAR_SE * se:
+    if gap < CLEAR_FLOOR * abs(l0):
+        return False
+    if f_b <= f_a / CLEAR_HALF:
+        return True  # half the loss: clear whatever the noise (each F averages >= 40 steps)
+    if gap < CLEAR_SE * se:
         return False
     return gap >= CLEAR_PROGRESS * (l0 - f_b) or f_b <= f_a / CLEAR_RATIO
 
@@ -252,6 +263,8 @@ def overfitting_onset(steps, val_loss, loss) -> dict | None:
     i_best = int(np.argmin(vs[:-k]))
     best, tail = float(vs[i_best]), float(vs[-k:].mean())
     l0 = float(vs[0])
+    if i_best == 0 or best > OVERFIT_LEARNED * l0:
+        return None  # the validation loss never really fell: a broken run, not an overfitting one
     if not (tail >= OVERFIT_RATIO * best and tail - best >= CLEAR_FLOOR * abs(l0)):
         return None
     sm = smooth(loss)
@@ -354,7 +367,9 @@ def label_runs(configs: list[dict], runs_dir: Path = RUNS_DIR) -> dict:
                 "rule": "smoothed loss never again below best + max(0.5 (L0 - best), 0.25 best) after this step",
                 "step": steps[lost_i], "best": best, "l0": float(sm[0]),
             }
-        l0 = initial_loss(loss)
+        # the start is common to the ladder (same weights, same first batch); a rung whose loss
+        # exploded within its first 5 steps must not inflate it
+        l0 = min([initial_loss(data[r]["loss"]) for r in cfg.get("ladder") or []] or [initial_loss(loss)])
         lrl = lr_labels(rid, cfg, finals, l0, noise)
         if lrl.get("condition"):
             cond.append(lrl["condition"])

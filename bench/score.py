@@ -4,14 +4,16 @@ Usage::
 
     .venv/bin/python bench/score.py            # table on stdout, writes bench/results/detection.md
     .venv/bin/python bench/score.py --json     # the figures as JSON on stdout
-    .venv/bin/python bench/score.py --verify-causal 10   # also replay 10 runs one step at a time
+    .venv/bin/python bench/score.py --verify-causal 300  # replay every run one step at a time too
 
 Every run is replayed strictly online through :class:`losswatch.detectors.Engine`: records go in
 ``update_batch`` chunks in step order, and the engine is told nothing but the run's declared
 ``lr_schedule`` (what a user passes as run metadata). Chunking cannot leak the future into an
 alert because the Engine contract is "same result as one at a time"; ``--verify-causal N`` checks
-exactly that on N runs (chunks of one record through ``update``) and fails loudly if it does not
-hold.
+exactly that on N runs (default 6; one record at a time through ``update``) and fails loudly if
+it does not hold. Alert times are exact either way: the engine returns a snapshot per step at
+which an alert was raised, escalated or updated, and the scorer times an episode by the step of
+the first snapshot at warning or worse.
 
 Figures, per labelled condition (rules in bench/labels.py):
 
@@ -384,8 +386,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--chunk", type=int, default=64, help="records per update_batch call (default 64)")
-    ap.add_argument("--verify-causal", type=int, default=0, metavar="N",
-                    help="also replay the first N runs one record at a time and require identical alerts")
+    ap.add_argument("--verify-causal", type=int, default=6, metavar="N",
+                    help="also replay the first N runs one record at a time and require identical alerts (default 6)")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/detection.md")
     args = ap.parse_args(argv)
     fig = score(load_labels(), chunk=args.chunk, verify_causal=args.verify_causal)

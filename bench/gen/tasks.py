@@ -182,7 +182,7 @@ class CharRNN(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    def __init__(self, vocab, ctx=48, d=48, heads=2, layers=2):
+    def __init__(self, vocab, ctx=48, d=48, heads=2, layers=1):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.zeros(ctx, d))
