@@ -257,6 +257,29 @@ def test_old_steps_are_downsampled_with_bounded_keys_nan_kept_and_late_steps_exa
     run(go())
 
 
+def test_every_key_of_a_run_gets_a_ttl(redis_proc):
+    """With retention on, no key of a run lives forever: chunks that grew, downsampled levels,
+    alerts, extras, metadata and actions all carry a TTL of at most retention + slack."""
+    async def go():
+        st = RedisStore(redis_proc.url, retention_seconds=100, raw_chunks=1)
+        try:
+            await st.put_meta("t", {"a": 1})
+            recs = curve(5000, seed=3, spike_at=3000, nan_at=4000)
+            for i in range(0, 5000, 333):
+                await st.ingest("t", cols_of(recs[i:i + 333]))
+            await st.record_action("t", {"step": 1})
+            cli = redis_proc.client()
+            keys = cli.keys("lw:{t}:*")
+            kinds = {k.decode().split("}:")[1].split(":")[0] for k in keys}
+            assert {"s", "m", "raw", "d1", "ds", "x", "a", "act"} <= kinds
+            ttls = {k: cli.ttl(k) for k in keys}
+            assert all(0 < t <= 110 for t in ttls.values()), ttls
+        finally:
+            await st.close()
+
+    run(go())
+
+
 def test_runs_expire_after_the_retention_time(redis_proc):
     async def go():
         st = RedisStore(redis_proc.url, retention_seconds=1)
@@ -400,3 +423,39 @@ def test_none_and_nan_values_round_trip_bit_for_bit():
         for a, b in zip(got[j], want):
             assert (a is None and b is None) or (a is not None and b is not None and (
                 np.float64(a).tobytes() == np.float64(b).tobytes() or (math.isnan(a) and math.isnan(b))))
+
+
+def test_wait_for_replicas_acknowledges_only_replicated_batches(redis_factory):
+    """With wait_replicas=1 a batch is acknowledged once a Redis replica has it; with the replica
+    gone the store says so (503) and the retry, once it is back, finds the steps stored."""
+    primary = redis_factory()
+    replica = redis_factory(extra=["--replicaof", "127.0.0.1", str(primary.port)])
+    deadline = time.monotonic() + 10
+    while replica.client().info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "replica never synced"
+        time.sleep(0.05)
+    recs = curve(200)
+
+    async def go():
+        st = RedisStore(primary.url, wait_replicas=1, wait_timeout_ms=300)
+        try:
+            assert (await st.ingest("r", cols_of(recs[:100]))).accepted == 100
+            assert replica.client().hget("lw:{r}:s", "n_steps") == b"100"   # already on the replica
+            replica.kill9()
+            with pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas"):
+                await st.ingest("r", cols_of(recs[100:]))
+            replica.start()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    r = await st.ingest("r", cols_of(recs[100:]))
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert (r.accepted, r.duplicates) == (0, 100)
+            assert (await st.read_series("r")).step == list(range(200))
+        finally:
+            await st.close()
+
+    run(go())

@@ -150,12 +150,14 @@ class RedisStore(Store):
         ``LOSSWATCH_REDIS_RAW_CHUNKS`` or 8 (7,680 steps).
     levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
     wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't);
-        ``LOSSWATCH_REDIS_WAIT_REPLICAS``. A batch not replicated in time answers 503 (retried,
-        the steps then come back as duplicates).
+        ``LOSSWATCH_REDIS_WAIT_REPLICAS``, timeout ``LOSSWATCH_REDIS_WAIT_TIMEOUT_MS`` (1000). A
+        batch not replicated in time raises StoreUnavailable (503) although the primary has it: the
+        client's retry then finds its steps as duplicates.
     """
 
     def __init__(self, url: str, *, retention_seconds: int | None = None, raw_chunks: int | None = None,
-                 wait_replicas: int | None = None, prefix: str = "lw:", max_connections: int = 64,
+                 wait_replicas: int | None = None, wait_timeout_ms: int | None = None,
+                 prefix: str = "lw:", max_connections: int = 64,
                  engine_cache: int = 50_000, levels: tuple[ser.Level, ...] | None = None) -> None:
         self._where = _redact(url)                 # never echo a password (/readyz shows it)
         self.url = self._where
@@ -163,6 +165,8 @@ class RedisStore(Store):
             if retention_seconds is None else retention_seconds
         self.raw_chunks = max(1, _env_int("LOSSWATCH_REDIS_RAW_CHUNKS", 8) if raw_chunks is None else raw_chunks)
         self.wait_replicas = _env_int("LOSSWATCH_REDIS_WAIT_REPLICAS", 0) if wait_replicas is None else wait_replicas
+        self.wait_timeout_ms = _env_int("LOSSWATCH_REDIS_WAIT_TIMEOUT_MS", 1000) if wait_timeout_ms is None \
+            else wait_timeout_ms
         self.prefix = prefix
         self.levels = tuple(levels or ser.LEVELS)
         ser.check_levels(self.levels)
@@ -276,7 +280,14 @@ class RedisStore(Store):
                 ser.GROW_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
                 len(in_order)]
         keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
-        reply = await self._ingest(keys=keys, args=head + args)
+        if self.wait_replicas:
+            # WAIT counts the replicas that have this connection's writes: same connection
+            async with self._r.pipeline(transaction=False) as pipe:
+                await self._ingest(keys=keys, args=head + args, client=pipe)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                reply, replicas = await pipe.execute()
+        else:
+            reply, replicas = await self._ingest(keys=keys, args=head + args), None
         status = int(reply[0])
         if status == 0:
             return self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
@@ -287,10 +298,9 @@ class RedisStore(Store):
         new_v, flags, c0 = int(reply[1]), reply[2].decode(), int(reply[3])
         last_step = new_last if new_last is not None else cached.last_step
         self._cache_put(run_id, _Cached(new_v, engine, last_step))
-        if self.wait_replicas:
-            got = await self._r.execute_command("WAIT", self.wait_replicas, 5000)
-            if int(got) < self.wait_replicas:
-                raise StoreUnavailable(f"batch reached {got} of {self.wait_replicas} Redis replicas in 5 s")
+        if replicas is not None and int(replicas) < self.wait_replicas:
+            raise StoreUnavailable(f"batch reached {int(replicas)} of {self.wait_replicas} Redis replicas "
+                                   f"in {self.wait_timeout_ms} ms (stored on the primary; a retry is safe)")
 
         stored = flags.count("N")
         dups = split.duplicates + flags.count("D")
