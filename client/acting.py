@@ -161,6 +161,9 @@ class Actor:
         at the point where gradients are ready.
     monitor : losswatch.client.Monitor or None
         Where applied actions are reported (``report_action``).
+    stop_when_no_rollback : bool
+        A *critical* alert advising rollback (a NaN loss) with no ``on_rollback`` given: stop
+        training instead (default True), since the weights are no longer usable.
 
     Examples
     --------
@@ -188,6 +191,7 @@ class Actor:
         min_persist_steps: int = 3,
         clip_with_hook: bool = True,
         monitor: Any = None,
+        stop_when_no_rollback: bool = True,
     ) -> None:
         if cooldown_steps < 0 or max_actions < 0 or min_persist_steps < 1:
             raise ValueError("cooldown_steps and max_actions must be >= 0, min_persist_steps >= 1")
@@ -203,6 +207,7 @@ class Actor:
         self.confirm_window = max(100, 2 * self.min_persist_steps)
         self.clip_with_hook = bool(clip_with_hook)
         self.monitor = monitor
+        self.stop_when_no_rollback = bool(stop_when_no_rollback)
         self.stop_requested = False
         self.clip_max_norm: float | None = None
         self.lr_scale = 1.0  # product of all LR factors applied so far
@@ -255,6 +260,13 @@ class Actor:
         alert_id = _get(alert, "id")
         if kind in (None, "none"):
             return self._record(step, act, "skipped", "no action recommended")
+        if (kind == "rollback" and self.on_rollback is None and self.stop_when_no_rollback
+                and _get(alert, "severity") == "critical"):
+            # the weights are unusable (NaN, a divergence past saving) and there is no checkpoint
+            # to return to: going on burns compute on garbage, so end training cleanly instead
+            act = {"type": "stop", "reason": f"rollback to step {act.get('to_step')} was advised but no "
+                   f"on_rollback function was given, so training stops instead. {act.get('reason', '')}".strip()}
+            kind = "stop"
         if kind not in SUPPORTED_ACTIONS:
             return self._record(step, act, "skipped", f"action {kind!r} is not something the Actor can do")
         why_not = self._unsupported_reason(act)

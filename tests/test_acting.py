@@ -136,8 +136,18 @@ def test_rollback_calls_the_user_function_and_stop_sets_the_flag() -> None:
 
 
 def test_rollback_without_a_function_is_skipped_not_guessed() -> None:
-    out = Actor(None).apply(9, {"type": "rollback", "to_step": 3}, {"kind": "nan"})
+    out = Actor(None).apply(9, {"type": "rollback", "to_step": 3}, {"kind": "spike", "severity": "warning", "step": 1})
     assert out["status"] == "skipped" and "on_rollback" in out["why"]
+
+
+def test_critical_rollback_without_a_function_stops_training_instead() -> None:
+    actor = Actor(None)
+    out = actor.apply(9, {"type": "rollback", "to_step": 3}, {"kind": "nan", "severity": "critical", "step": 9})
+    assert out["status"] == "applied" and out["action"]["type"] == "stop" and actor.stop_requested
+    assert "on_rollback" in out["action"]["reason"]
+    kept = Actor(None, stop_when_no_rollback=False)
+    out = kept.apply(9, {"type": "rollback", "to_step": 3}, {"kind": "nan", "severity": "critical", "step": 9})
+    assert out["status"] == "skipped" and not kept.stop_requested
 
 
 def test_a_single_noisy_step_waits_for_confirmation() -> None:

@@ -1,0 +1,147 @@
+"""Plain PyTorch + TorchWatcher against a real service: the service must hold every step with
+the loss, grad-norm and LR the loop measured itself (by concatenating its gradients), a far too
+high LR must raise an alert, acting must cut it (reported to the service and its metrics), and a
+NaN loss must stop a loop that opted into StopTraining at its next step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from losswatch.client import Monitor  # noqa: E402
+from losswatch.client.integrations.torch import StopTraining, TorchWatcher, global_grad_norm  # noqa: E402
+
+torch.set_num_threads(1)
+
+BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
+
+
+def get(url: str, path: str) -> dict:
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def get_text(url: str, path: str) -> str:
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return r.read().decode()
+
+
+def test_global_grad_norm_equals_the_norm_of_all_gradients_concatenated() -> None:
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7)),
+          torch.nn.Parameter(torch.randn(2, 2, dtype=torch.float64)), torch.nn.Parameter(torch.randn(4))]
+    for p in ps[:3]:  # mixed dtypes are grouped, not mixed up
+        p.grad = torch.randn_like(p)
+    gn = global_grad_norm(ps)  # ps[3] has no gradient: ignored
+    ref = torch.cat([p.grad.double().flatten() for p in ps[:3]]).norm()
+    assert isinstance(gn, torch.Tensor) and gn.dim() == 0
+    assert float(gn) == pytest.approx(float(ref), rel=1e-6)
+    assert global_grad_norm([torch.nn.Parameter(torch.zeros(2))]) is None
+    inf = torch.nn.Parameter(torch.zeros(2))
+    inf.grad = torch.tensor([float("inf"), 1.0])
+    assert float(global_grad_norm(ps[:2] + [inf])) == float("inf")
+
+
+def _data():
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1) + 0.05 * torch.randn(256, 1)
+    return x, y
+
+
+def train(monitor, lr: float, steps: int, nan_at: int | None = None, **watch_kw):
+    x, y = _data()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    watch = TorchWatcher(monitor, model, opt, scheduler=sched, **watch_kw)
+    seen = []
+    for step in range(steps):
+        xb, yb = x[(step * 32) % 256:][:32], y[(step * 32) % 256:][:32]
+        loss = torch.nn.functional.mse_loss(model(xb), yb)
+        if step == nan_at:
+            loss = loss * float("nan")
+        opt.zero_grad()
+        loss.backward()
+        flat = torch.cat([p.grad.flatten() for p in model.parameters()])
+        seen.append({"step": step, "loss": float(loss.detach()), "grad_norm": float(flat.norm()), "lr": opt.param_groups[0]["lr"]})
+        watch.step(step, loss)
+        if step == nan_at:
+            # a NaN tensor is read off the hot path (no sync per step): let the background
+            # thread read this batch now, so the next step sees the advice deterministically
+            monitor.flush(5.0)
+        opt.step()
+        sched.step()
+        if watch.should_stop:
+            break
+    return seen, watch, opt
+
+
+def test_every_step_arrives_with_the_loops_own_loss_grad_norm_and_lr(service_proc) -> None:
+    run_id = f"torch-{uuid.uuid4().hex[:8]}"
+    with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.1) as mon:
+        seen, _, _ = train(mon, lr=0.05, steps=25)
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == [s["step"] for s in seen]
+    assert series["loss"] == pytest.approx([s["loss"] for s in seen], rel=1e-6)
+    assert series["grad_norm"] == pytest.approx([s["grad_norm"] for s in seen], rel=1e-5)
+    assert series["lr"] == pytest.approx([s["lr"] for s in seen], rel=1e-12)
+
+
+def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc) -> None:
+    run_id = f"torch-hot-{uuid.uuid4().hex[:8]}"
+    with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
+        seen = []
+        for _ in range(1):
+            s, watch, opt = train(mon, lr=4.0, steps=80, act=True, actor_options={"cooldown_steps": 10})
+            seen += s
+            time.sleep(0.2)
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
+    bad = [a for a in alerts["alerts"] if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
+    assert bad, alerts
+    applied = [a for a in watch.actor.actions if a["status"] == "applied"]
+    assert applied, list(watch.actor.history)
+    assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied]
+    assert all(r["applied"] and not r["dry_run"] for r in alerts["actions"])
+    metrics = get_text(service_proc, "/metrics")
+    for t in {a["action"]["type"] for a in applied}:
+        assert f'losswatch_actions_applied_total{{type="{t}"}}' in metrics
+    scaled = [a for a in applied if a["action"]["type"] == "scale_lr"]
+    if scaled:
+        k = scaled[0]["step"]
+        lr_k = next(s["lr"] for s in seen if s["step"] == k)
+        later = [s["lr"] for s in seen if s["step"] == k + 1]
+        assert later and later[0] < 0.5 * lr_k  # well below what the cosine alone gives
+
+
+def test_a_nan_loss_stops_an_opted_in_loop_at_that_step_and_is_reported(service_proc) -> None:
+    run_id = f"torch-nan-{uuid.uuid4().hex[:8]}"
+    with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
+        with pytest.raises(StopTraining):
+            train(mon, lr=0.05, steps=30, nan_at=7, act=True, raise_on_stop=True)
+    reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
+    assert [(r["step"], r["action"]["type"], r["applied"]) for r in reports] == [(8, "stop", True)]
+
+
+def test_dry_run_reports_but_changes_nothing(service_proc) -> None:
+    run_id = f"torch-dry-{uuid.uuid4().hex[:8]}"
+    with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
+        seen, watch, _ = train(mon, lr=0.05, steps=12, nan_at=4, act_dry_run=True)
+    assert len(seen) == 12 and not watch.should_stop  # not stopped
+    reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
+    assert [(r["step"], r["action"]["type"], r["applied"], r["dry_run"]) for r in reports] == [(5, "stop", False, True)]
+
+
+def test_importing_the_client_and_the_helper_imports_no_framework() -> None:
+    code = ("import sys, losswatch.client, losswatch.client.integrations.torch, losswatch.client.acting;"
+            "bad = {'torch', 'numpy', 'lightning', 'transformers', 'keras', 'ray'} & set(sys.modules);"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
