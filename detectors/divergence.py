@@ -77,7 +77,8 @@ class DivergenceDetector(Detector):
        is recovering, not diverging). Not when the LR is cyclic and rising (>= 2 LR reversals so
        far, LR going up): the LR explains that loss (CLR / SGDR raise it by design).
 
-    The episode resolves once the loss level is back below ``resolve_ratio`` x best.
+    The episode resolves once both the loss level and its 2-record average are back below
+    ``resolve_ratio`` x best (the winsorised level alone lags a blow-up and "recovered" during it).
 
     Parameters
     ----------
@@ -160,8 +161,9 @@ class DivergenceDetector(Detector):
 
     def active_screen(self, f):
         with np.errstate(all="ignore"):
-            return f.a("lok") & \
-                ~(pratio_arr(f.a("slow"), f.a("best"), f.a("l0")) >= self.resolve_ratio)
+            best, l0 = f.a("best"), f.a("l0")
+            return f.a("lok") & ~(pratio_arr(f.a("slow"), best, l0) >= self.resolve_ratio) & \
+                ~(pratio_arr(f.a("fast"), best, l0) >= self.resolve_ratio)
 
     # -- decision ----------------------------------------------------------------------------------
     def step(self, f, i: int) -> None:
@@ -173,7 +175,8 @@ class DivergenceDetector(Detector):
         step = f.step[i]
         slow = f.slow[i]
         if self.alert is not None:
-            if _pratio(slow, best, l0) < self.resolve_ratio:
+            if _pratio(slow, best, l0) < self.resolve_ratio and \
+                    _pratio(f.fast[i], best, l0) < self.resolve_ratio:
                 self.close_episode(step, f"loss level back to {fmt(slow)} (best {fmt(best)})")
             return
         nl = f.nl[i]
