@@ -46,11 +46,11 @@ class Scope:
                                  "(or the body's \"project\") to create a run")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_scope(request: Request,
+async def get_scope(request: Request,
               cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Scope:
     """FastAPI dependency: the caller's scope, 401 without a valid token when auth is on."""
     tokens = request.app.state.settings.tokens
