@@ -16,7 +16,9 @@ divergence (the run is lost)
     non-finite = +inf), m(t) the running minimum of L~, L0 = L~(0) and sigma the robust noise
     scale of loss - L~: the lost step D is the first t after which L~ never again comes below
     m(t) + max(0.5 (L0 - m(t)), 0.25 m(t), 4 sigma) (half the progress made, or 25 % over the
-    best when nothing was learned, and never within the minibatch noise), with at least 20 steps
+    best when nothing was learned, and never within the minibatch noise), or never again below
+    1.5x the loss at the start (max of the first loss and the median of the first 5: a run
+    clearly worse than its untrained model is lost however noisy it is), with at least 20 steps
     left or a non-finite tail.
     "divergence" holds when D comes before the first non-finite loss (the finite loss climbed
     first); a run that jumps straight to NaN is "nan" only. The deadline is D.
@@ -62,6 +64,7 @@ LABELS_PATH = RUNS_DIR / "labels.json"
 SMOOTH_WINDOW = 9
 LOST_MIN_TAIL = 20
 LOST_NOISE = 4.0
+LOST_ABOVE_START = 1.5
 FINAL_FRACTION = 0.1
 CLEAR_FLOOR = 0.02
 CLEAR_PROGRESS = 0.1
@@ -164,15 +167,24 @@ def lost_step(loss) -> int | None:
     l0 = s[0]
     best = np.minimum.accumulate(s)
     margin = np.maximum(np.maximum(0.5 * (l0 - best), 0.25 * np.abs(best)), LOST_NOISE * noise_level(loss))
-    thr = best + margin
+    start = _arr(loss)[0]
+    start = max(start, initial_loss(loss)) if np.isfinite(start) else initial_loss(loss)
+    if np.isfinite(start) and start > 0:
+        # clearly worse than the untrained model is lost, however noisy the run
+        thr = np.minimum(best + margin, LOST_ABOVE_START * start)
+    else:
+        thr = best + margin
     suffix_min = np.minimum.accumulate(s[::-1])[::-1]
     raw = _arr(loss)
     nonfinite_tail = np.flipud(np.logical_and.accumulate(np.flipud(~np.isfinite(raw) | ~np.isfinite(s))))
     for t in range(n):
         if suffix_min[t] > thr[t]:
-            if n - t >= LOST_MIN_TAIL or nonfinite_tail[t] or not np.isfinite(raw[-1]):
-                return t
-            return None
+            if not (n - t >= LOST_MIN_TAIL or nonfinite_tail[t] or not np.isfinite(raw[-1])):
+                return None
+            # the centred window can cross before the raw loss does: the run is lost at the
+            # first step from there whose own loss is past the threshold
+            bad = ~np.isfinite(raw[t:]) | (raw[t:] > thr[t])
+            return t + int(np.argmax(bad)) if bad.any() else t
     return None
 
 

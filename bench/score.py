@@ -242,6 +242,21 @@ def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causa
     healthy_scale = [rid for rid in healthy
                      if any((e["warn_action"] or {}).get("type") == "scale_lr" for e in per_run[rid]["warn_episodes"])]
 
+    # per alert kind: how many warning+ episodes fired, and how many a true condition explains
+    per_kind: dict[str, dict] = {}
+    for rid, res in per_run.items():
+        false_ids = {e["id"] for e in res["false_alarms"]}
+        nan_step = labels[rid].get("nan_step")
+        for e in res["warn_episodes"]:
+            if nan_step is not None and e["warn_at"] > nan_step:
+                continue
+            k = per_kind.setdefault(e["kind"], {"episodes": 0, "explained": 0, "runs": set()})
+            k["episodes"] += 1
+            k["explained"] += e["id"] not in false_ids
+            k["runs"].add(rid)
+    per_kind = {k: {"episodes": v["episodes"], "explained": v["explained"], "runs": len(v["runs"]),
+                    "precision": v["explained"] / v["episodes"]} for k, v in sorted(per_kind.items())}
+
     families = sorted({lab["family"] for lab in labels.values()})
     figures = {
         "runs": len(labels),
@@ -251,6 +266,7 @@ def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causa
         "chunk": chunk,
         "causal_verified_runs": len(causal_checked),
         "conditions": by_cond,
+        "alert_kinds": per_kind,
         "healthy_runs": len(healthy),
         "healthy_steps": h_steps,
         "false_alarms": fa_no_spike,
@@ -344,6 +360,11 @@ def report(fig: dict) -> str:
             ld = f"delay {_f(e.get('median_delay'), 1)}"
         lines.append(f"| {c} | {e['runs']} | {', '.join(e['kinds'])} | {_f(e['precision'])} | {_f(e['recall'])} | "
                      f"{_f(e['f1'])} | {ld} |")
+    lines += ["", "Per alert kind (warning or worse, before a run's first NaN): episodes, and the share that a "
+              "true condition of the run explains (labels.EXPLAINS).", "",
+              "| alert kind | episodes | runs | explained | precision |", "|---|---|---|---|---|"]
+    for k, e in fig["alert_kinds"].items():
+        lines.append(f"| {k} | {e['episodes']} | {e['runs']} | {e['explained']} | {_f(e['precision'])} |")
     lines += [
         "",
         f"False alarms on {fig['healthy_runs']} healthy runs ({fig['healthy_steps']:,} steps; cyclic, one-cycle, warm-up, "

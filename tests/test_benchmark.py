@@ -73,6 +73,14 @@ def test_divergence_is_lost_where_the_loss_leaves_for_good():
     assert d is not None and 250 <= d <= 300
 
 
+def test_a_run_far_worse_than_its_start_is_lost_however_noisy():
+    rng = np.random.default_rng(1)
+    y = [4.6, 4.3, 3.9] + list(10 + 3 * rng.standard_normal(397))  # an RNN blown up at step 3
+    assert labels.lost_step(y) == 3
+    # the same noise around a level below the start is not lost
+    assert labels.lost_step([4.6, 4.3, 3.9] + list(3.5 + 0.5 * rng.standard_normal(397))) is None
+
+
 def test_jump_to_nan_is_lost_at_the_first_nan():
     y = decay(n=300)
     y[200:] = [float("nan")] * 100
