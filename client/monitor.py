@@ -16,21 +16,22 @@ spool and sender on its first ``log()`` (for a child that owns steps of its own)
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import re
-import tempfile
 import threading
 import time
 import warnings
 import weakref
 from collections import deque
-from typing import Any, Callable
 
 from .local import LocalEngine, NanWatch
-from .sender import Sender, Transport, run_path
-from .spool import Spool
 from .values import encode, hold, resolve
+
+# Import cost matters (a training script imports this first thing): http.client, json, tempfile
+# and the sender/spool modules are imported when a Monitor is built, not here.
+# typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 _hold = hold
 
@@ -39,7 +40,7 @@ __all__ = ["Monitor"]
 _time = time.time
 _live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_RUN_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -51,7 +52,9 @@ def _action_key(action: dict | None) -> tuple | None:
 
 
 def _default_spool_dir(run_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:100] or "run"
+    import tempfile
+
+    safe = "".join(c if c in _RUN_ID_CHARS and c != ":" else "_" for c in run_id)[:100] or "run"
     return os.path.join(tempfile.gettempdir(), "losswatch-spool", f"{safe}-{os.getpid()}")
 
 
@@ -126,7 +129,7 @@ class Monitor:
             raise ValueError(f"in_child must be 'disable' or 'fresh', got {in_child!r}")
         self.run_id = str(run_id) if run_id is not None else f"run-{int(time.time())}-{os.getpid()}"
         self.url = url if url is not None else (os.environ.get("LOSSWATCH_URL") or None)
-        if self.url and not _RUN_ID.match(self.run_id):
+        if self.url and not (0 < len(self.run_id) <= 128 and _RUN_ID_CHARS.issuperset(self.run_id)):
             # checked here, once, rather than having every POST rejected later
             raise ValueError(f"run_id must be 1-128 characters of [A-Za-z0-9._:-], got {self.run_id!r}")
         self.project = project
@@ -171,6 +174,9 @@ class Monitor:
     # ------------------------------------------------------------------ setup
     def _start(self) -> None:
         """A fresh buffer and background thread (at construction, and in a 'fresh' fork child)."""
+        from .sender import Sender, Transport, run_path
+        from .spool import Spool
+
         self._q: deque[tuple] = deque()
         self._state_lock = threading.Lock()
         self._nan._lock = threading.Lock()
@@ -291,7 +297,7 @@ class Monitor:
                                           f"off (the NaN check goes on): {e!r}")
         if self._sender.transport is None:
             return []
-        dumps = json.dumps
+        from json import dumps
         return [dumps(encode(r), allow_nan=False) for r in records]
 
     def _on_reply(self, reply: Any) -> None:
@@ -387,7 +393,7 @@ class Monitor:
                  "dry_run": bool(dry_run)}
         self.actions.append(entry)
         if self._sender.transport is not None:
-            self._sender.controls.append(("POST", run_path(self.run_id) + "/actions", entry))
+            self._sender.controls.append(("POST", self._sender.run_path + "/actions", entry))
             self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:

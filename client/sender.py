@@ -25,10 +25,13 @@ import threading
 import time
 import warnings
 from collections import deque
-from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
 from .spool import Spool
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 log = logging.getLogger("losswatch.client")
 
@@ -178,6 +181,7 @@ class Sender:
         self._on_reply = on_reply
         self.transport = transport
         self.spool = spool
+        self.run_path = run_path
         self._steps_path = run_path + "/steps"
         # the project travels with every batch too, so a run is created in it even if the
         # metadata PUT was lost

@@ -131,7 +131,7 @@ def test_memory_bound_spills_to_disk_and_replays_in_order(servers, tmp_path):
         for step in range(5000):
             mon.log(step, loss=float(step), lr=0.1)
         deadline = time.monotonic() + 10
-        while mon.stats["buffered"] and time.monotonic() < deadline:
+        while mon.stats["spooled"] < 5000 and time.monotonic() < deadline:
             time.sleep(0.05)  # the sender drains the buffer into the spool even while it cannot send
         stats = mon.stats
         assert stats["spooled"] == 5000 and stats["spilled"] >= 4500
@@ -219,3 +219,30 @@ def test_records_left_unsent_at_close_are_kept_in_a_file(tmp_path):
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(300))
     assert lines[7]["loss"] == "NaN"  # ready to be posted again as it is
+
+
+def test_503_retry_after_from_a_service_whose_store_is_down_is_honoured(redis_proc, service_factory):
+    srv = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_RETRY_AFTER": "2"})
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        # a backoff this short would retry ~40 times in 4 s; Retry-After: 2 allows about 2
+        mon = Monitor(run_id="res-503", url=srv.url, max_backoff=0.1, timeout=2.0)
+        for step in range(100):
+            mon.log(step, loss=1.0, lr=0.1)
+        assert mon.flush(20)
+        redis_proc.kill9()
+        for step in range(100, 300):
+            mon.log(step, loss=1.0, lr=0.1)
+        time.sleep(4.0)
+        failures = mon.stats["failures"]
+        assert 1 <= failures <= 4, failures
+        redis_proc.start()  # same port, empty (no persistence): what was stored before is gone
+        assert mon.flush(30)
+        mon.close()
+    msgs = [str(x.message) for x in outage_warnings(w)]
+    assert len(msgs) == 1 and "HTTP 503" in msgs[0]
+    c = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=10)
+    c.request("GET", "/v1/runs/res-503/steps")
+    steps = json.loads(c.getresponse().read())["series"]["step"]
+    c.close()
+    assert steps == list(range(100, 300))  # every step sent while the store was down arrived
