@@ -95,6 +95,11 @@ def stack(service_proc, tmp_path_factory):
         prom.wait_for(lambda: len(prom.query("losswatch_run_step")) == len(RUNS), timeout=30)
         prom.wait_for(lambda: prom.query('losswatch:ingest_records:rate1m{result="accepted"} > 0'), timeout=30)
         prom.wait_for(lambda: prom.query("increase(losswatch_actions_applied_total[1m]) > 0"), timeout=30)
+        # every recording rule evaluated over at least two scrapes of every counter (a counter born
+        # in the last scrape has no rate yet), so the tests below do not race the rule evaluation
+        for name in sorted({r["record"] for f in RULE_FILES for g in yaml.safe_load(f.read_text())["groups"]
+                            for r in g["rules"] if "record" in r}):
+            prom.wait_for(lambda: prom.query(name), timeout=30)
         yield {"prom": prom, "http": http, "rest": rest, "sent_at": sent_at, "url": service_proc}
     finally:
         prom.stop()
