@@ -310,7 +310,7 @@ def test_service_down_alert_holds_once_the_service_is_gone(service_factory, prom
     assert alert[0]["state"] == "pending"  # `for: 1m`
 
 
-def test_store_down_alert_holds_once_redis_is_gone(service_factory, prometheus_factory, redis_proc):
+def test_store_down_and_ingest_errors_hold_once_redis_is_gone(service_factory, prometheus_factory, redis_proc):
     svc = service_factory(args=["--store", redis_proc.url])
     prom = prometheus_factory(scrape_config_for([svc.url.removeprefix("http://")], rule_files=RULE_FILES))
     expr = _alert_rules()["LosswatchStoreDown"]["expr"]
@@ -319,3 +319,14 @@ def test_store_down_alert_holds_once_redis_is_gone(service_factory, prometheus_f
     redis_proc.kill9()
     down = prom.wait_for(lambda: prom.query(expr), timeout=30)
     assert down[0]["metric"]["instance"] == svc.url.removeprefix("http://")
+    # with the store gone, ingest fails with 5xx: the server-error alert's expression holds
+    errors = _alert_rules()["LosswatchIngestErrors"]["expr"]
+    assert prom.query(errors) == []
+    with httpx.Client(base_url=svc.url, timeout=10) as http:
+        for attempt in range(2):  # twice, a scrape apart: Prometheus counts increases, not births
+            r = http.post("/v1/runs/r/steps", json={"records": [{"step": attempt, "loss": 1.0}]})
+            assert r.status_code >= 500, r.text
+            if attempt == 0:
+                prom.wait_for(lambda: prom.query('losswatch_ingest_requests_total{code=~"5.."}'), timeout=30)
+    ratio = prom.wait_for(lambda: prom.query(errors), timeout=30)
+    assert float(ratio[0]["value"][1]) > 0.05
