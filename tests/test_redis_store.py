@@ -465,3 +465,33 @@ def test_wait_for_replicas_acknowledges_only_replicated_batches(redis_factory):
             await st.close()
 
     run(go())
+
+
+def test_vectorised_bucket_statistics_equal_the_step_by_step_fold():
+    """aggregate_chunk (numpy) gives the statistics of folding each step in with Agg.add,
+    with gaps, None, NaN, +-Infinity, a missing timestamp and a bucket holding nothing."""
+    rng = random.Random(3)
+    blob = bytearray(ser.CHUNK_BYTES)
+    steps = [k for k in range(ser.CHUNK) if not (128 <= k < 192) and rng.random() < 0.8]
+    specials = [None, float("nan"), float("inf"), float("-inf")]
+    c = Columns()
+    for k in steps:
+        c.step.append(7 * ser.CHUNK + k)
+        for f in ser.FIELDS:
+            v = rng.choice(specials) if rng.random() < 0.1 else rng.uniform(-5, 5)
+            getattr(c, f).append(v)
+        c.extra.append(None)
+    packed = ser.pack_rows(c, list(range(len(steps))))
+    for n, k in enumerate(steps):
+        off = ser.DATA_OFFSET + k * ser.SLOT_BYTES
+        blob[off:off + ser.SLOT_BYTES] = packed[n * ser.SLOT_BYTES:(n + 1) * ser.SLOT_BYTES]
+        blob[k // 8] |= 0x80 >> (k % 8)
+    fast = ser.aggregate_chunk(7, bytes(blob), 64)
+    slow = ser.aggregate_chunk_slow(7, bytes(blob), 64)
+    assert sorted(fast) == sorted(slow) and 7 * 15 + 2 not in fast
+    for b in fast:
+        x, y = ser.Agg.unpack(fast[b], 64), ser.Agg.unpack(slow[b], 64)
+        assert (x.n_steps, x.n_fin, x.n_nan, x.n_val, x.vmin, x.vmax, bytes(x.mask)) == \
+               (y.n_steps, y.n_fin, y.n_nan, y.n_val, y.vmin, y.vmax, bytes(y.mask))
+        assert (x.ts_min, x.ts_max) == (y.ts_min, y.ts_max)
+        assert x.vsum == pytest.approx(y.vsum)

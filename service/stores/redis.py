@@ -249,7 +249,7 @@ class RedisStore(Store):
 
         args: list[Any] = []
         # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
-        segs = _segments(sorted(in_order, key=cols.step.__getitem__), cols.step)
+        segs = _segments(in_order, cols.step)       # in_order is increasing in step already
         for ci, first_slot, idx in segs:
             args += [ci, first_slot, len(idx), ser.pack_rows(cols, idx)]
         cand_no: dict[int, int] = {}
@@ -350,7 +350,7 @@ class RedisStore(Store):
                     blob = await pipe.get(raw_key)
                     buckets = ser.aggregate_chunk(c0, blob, L1.width)
                     steps = []
-                    if blob:
+                    if blob and await pipe.hlen(p + "x"):     # only runs that log extras
                         slots, _ = ser.decode_slots(blob)
                         steps = (slots + c0 * ser.CHUNK).tolist()
                     c0 += 1
@@ -719,6 +719,16 @@ def _segments(order: list[int], steps: list[int]) -> list[tuple[int, int, list[i
     """Positions (sorted by step) cut into runs of consecutive steps inside one chunk:
     [(chunk, first slot, positions)]."""
     out: list[tuple[int, int, list[int]]] = []
+    if order and steps[order[-1]] - steps[order[0]] == len(order) - 1:
+        # consecutive steps (the usual batch): cut at chunk boundaries only
+        s = steps[order[0]]
+        k = 0
+        while k < len(order):
+            ci, slot = divmod(s + k, ser.CHUNK)
+            n = min(ser.CHUNK - slot, len(order) - k)
+            out.append((ci, slot, order[k:k + n]))
+            k += n
+        return out
     for i in order:
         s = steps[i]
         ci, slot = divmod(s, ser.CHUNK)
