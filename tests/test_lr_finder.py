@@ -182,9 +182,9 @@ def test_range_test_streams_to_the_service(service_proc):
                        run_id="lrrt-stream")
     with urllib.request.urlopen(f"{service_proc}/v1/runs/lrrt-stream/steps") as r:
         body = json.loads(r.read())
-    records = body.get("records", body.get("steps", body)) if isinstance(body, dict) else body
-    assert len(records) == len(rt.lrs)
-    assert [rec["lr"] for rec in records] == pytest.approx(rt.lrs)
+    assert body["total"] == len(rt.lrs)
+    assert body["series"]["lr"] == pytest.approx(rt.lrs)
+    assert body["series"]["loss"] == pytest.approx(rt.losses)
     with urllib.request.urlopen(f"{service_proc}/v1/runs/lrrt-stream") as r:
         meta = json.loads(r.read())
     assert "lr_range_test" in json.dumps(meta)
