@@ -6,7 +6,10 @@ from typing import Any
 
 import numpy as np
 
+import math
+
 from .base import Detector, fmt
+from .spike import is_spike, spike_screen
 from .types import Action
 
 #: Share of the progress made (first loss - best) that counts as the scale of "x times worse"
@@ -59,7 +62,8 @@ class DivergenceDetector(Detector):
     first repair):
 
     1. *Run-away streak* (decides from a handful of points): ``streak`` consecutive rises of the
-       raw loss starting near the best (the loss before the streak <= ``base_ratio`` x best),
+       raw loss starting from a normal value (the loss before the streak <= ``base_ratio`` x
+       best, or within ``prev_z`` noise units of the level: not from inside an excursion),
        the latest >= ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss before the
        streak. Noise guards: the loss before the latest is ``prev_z`` noise units above the level
        (two elevated points, so noise then one data spike is no streak: the 1.5B speedrun logs
@@ -76,6 +80,24 @@ class DivergenceDetector(Detector):
        is still >= ``keep`` x the highest it reached in this excursion (a spike that is decaying
        is recovering, not diverging). Not when the LR is cyclic and rising (>= 2 LR reversals so
        far, LR going up): the LR explains that loss (CLR / SGDR raise it by design).
+
+    Rules 4 and 5 count only spikes that also reach ``level_ratio`` x best (:func:`_pratio`):
+    a loss at 0.01 that jumps to 0.1 is noise of a memorising model (dozens on the benchmark's
+    healthy runs), not instability.
+
+    4. *The LR explains a spike*: a loss spike (the spike detector's rule) within
+       ``after_jump`` records of the LR rising >= ``lr_jump`` x in one step: the new LR, not the
+       data, made the loss jump (benchmark lr_jump runs: the spike is the first sign, the run is
+       lost a step later).
+    5. *Spikes keep coming*: the ``cluster``-th loss spike within ``cluster_window`` records. One
+       spike is a bad batch (no LR action); three in 50 records is instability that ends in
+       divergence (the benchmark's cyclic/one-cycle x10 CNNs spike ever more often before dying;
+       llm-foundry's KillLossSpike uses the same "repeated spikes -> lower the LR" logic). The
+       GPT-2 speedrun logs' data spikes come in pairs at most (918 and 946).
+    Rule 1 asks only ``prev_z`` noise units of the latest when the grad-norm is >= ``gn_warn`` x
+    its usual level on that step, and two rises suffice when they reach ``explode_ratio`` x best
+    with the grad-norm up (an exploding run is lost by its third step: SGD at 100x LR) (the grad-norm is the early warning: an RNN at 10x LR shows
+    it 2 steps before the loss runs away).
 
     The episode resolves once both the loss level and its 2-record average are back below
     ``resolve_ratio`` x best (the winsorised level alone lags a blow-up and "recovered" during it).
@@ -95,6 +117,14 @@ class DivergenceDetector(Detector):
     sustain : int, default 10
     keep : float, default 0.7
     resolve_ratio : float, default 1.15
+    gn_warn : float, default 5.0
+    lr_jump : float, default 3.0
+    after_jump : int, default 5
+    cluster : int, default 3
+    cluster_window : int, default 50
+    explode_ratio : float, default 3.0
+    spike_z, spike_rel, spike_min : float, float, int, default 6.0, 0.2, 5
+        the spike rule used by rules 4 and 5 (the spike detector's defaults)
 
     Examples
     --------
@@ -118,12 +148,26 @@ class DivergenceDetector(Detector):
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
                  streak_z: float = 10.0, gn_ratio: float = 1.5, gn_abs: float = 1e4,
                  level_ratio: float = 1.5, sustain: int = 10, keep: float = 0.7,
-                 resolve_ratio: float = 1.15) -> None:
+                 resolve_ratio: float = 1.15, gn_warn: float = 5.0, lr_jump: float = 3.0,
+                 after_jump: int = 5, cluster: int = 3, cluster_window: int = 50,
+                 spike_z: float = 6.0, spike_rel: float = 0.2, spike_min: int = 5,
+                 explode_ratio: float = 3.0) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
                          level_ratio=level_ratio, sustain=sustain, keep=keep,
-                         resolve_ratio=resolve_ratio)
+                         resolve_ratio=resolve_ratio, gn_warn=gn_warn, lr_jump=lr_jump,
+                         after_jump=after_jump, cluster=cluster, cluster_window=cluster_window,
+                         spike_z=spike_z, spike_rel=spike_rel, spike_min=spike_min,
+                         explode_ratio=explode_ratio)
+        self.explode_ratio = explode_ratio
+        self.gn_warn_log = math.log(gn_warn)
+        self.lr_jump = lr_jump
+        self.after_jump = after_jump
+        self.cluster_window = cluster_window
+        self.spike_z = spike_z
+        self.spike_rel = spike_rel
+        self.spike_min = spike_min
         self.factor = factor
         self.streak = streak
         self.streak_ratio = streak_ratio
@@ -140,24 +184,31 @@ class DivergenceDetector(Detector):
         self.hi_start = 0  # loss-record count at which the current run of high levels began
         self.hi_last = -1
         self.hi_peak = float("-inf")  # highest short-term loss in that run
+        self.lr_jump_rec = -(10**9)  # record ordinal of the last LR jump
+        self.spike_recs = [-(10**9)] * (cluster - 1)  # record ordinals of the last loss spikes
 
     def get_state(self) -> dict[str, Any]:
-        return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak}
+        return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
+                "lr_jump_rec": self.lr_jump_rec, "spike_recs": self.spike_recs}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
+        self.lr_jump_rec, self.spike_recs = d["lr_jump_rec"], d["spike_recs"]
 
     # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
     def screen(self, f):
         with np.errstate(all="ignore"):
             best = f.a("best")
             l0 = f.a("l0")
-            streak = (f.a("up_n") >= self.streak) & \
+            streak = (f.a("up_n") >= min(self.streak, 2)) & \
                 ~(pratio_arr(f.a("loss"), best, l0) < self.streak_ratio)
             gn = f.a("gok") & ~(f.a("gn") < self.gn_abs) & \
                 ~(ratio_arr(f.a("loss"), best) < self.gn_ratio)
             level = ~(pratio_arr(f.a("slow"), best, l0) < self.level_ratio)
-            return f.a("lok") & (streak | gn | level)
+            lr_jump = f.a("lrok") & ~(f.a("lr") < self.lr_jump * f.a("b_lrlast"))
+            spikes = spike_screen(f, self.spike_z, self.spike_rel, self.spike_min) & \
+                ~(pratio_arr(f.a("loss"), best, l0) < self.level_ratio)
+            return f.a("lok") & (streak | gn | level | lr_jump | spikes)
 
     def active_screen(self, f):
         with np.errstate(all="ignore"):
@@ -183,15 +234,35 @@ class DivergenceDetector(Detector):
         if nl < 2:
             return
         rule = None
+        rec = f.rec[i]
+        g = f.gn[i]
+        # the grad-norm rose far above its usual range: corroborates a rising loss
+        gn_up = f.gok[i] and f.ng[i] >= 3 and g > 0.0 and \
+            math.log(g) - f.b_mu[i] >= self.gn_warn_log
         up_n = f.up_n[i]
         base = f.up_base[i]
-        if up_n >= self.streak and _pratio(x, best, l0) >= self.streak_ratio and \
+        pr = _pratio(x, best, l0)
+        long_enough = up_n >= self.streak or (up_n >= 2 and gn_up and pr >= self.explode_ratio)
+        if long_enough and pr >= self.streak_ratio and \
                 _ratio(x, base) >= 1.0 + self.streak_rise and \
-                _pratio(base, best, l0) <= self.base_ratio and \
+                (_pratio(base, best, l0) <= self.base_ratio or
+                 base - f.b_slow[i] <= self.prev_z * f.b_sd[i]) and \
                 f.b_lprev[i] - f.b_slow[i] >= self.prev_z * f.b_sd[i] and \
-                x - f.b_slow[i] >= self.streak_z * f.b_sd[i]:
-            rule = (f"rose {up_n} records in a row, {fmt(base)} -> {fmt(x)}", "streak")
-        g = f.gn[i]
+                x - f.b_slow[i] >= (self.prev_z if gn_up else self.streak_z) * f.b_sd[i]:
+            why = " with the grad-norm up" if gn_up else ""
+            rule = (f"rose {up_n} records in a row{why}, {fmt(base)} -> {fmt(x)}", "streak")
+        if f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]:
+            self.lr_jump_rec = rec
+        spiked = f.nl[i] > self.spike_min and _pratio(x, best, l0) >= self.level_ratio and is_spike(
+            x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], self.spike_z, self.spike_rel, 0.5)
+        if spiked:
+            if rule is None and rec - self.lr_jump_rec <= self.after_jump:
+                rule = (f"spiked right after the LR jumped (record {rec - self.lr_jump_rec} after)",
+                        "lr_jump")
+            if rule is None and rec - self.spike_recs[0] <= self.cluster_window:
+                rule = (f"spiked {len(self.spike_recs) + 1} times in {rec - self.spike_recs[0]} "
+                        "records: training is unstable", "spike_cluster")
+            self.spike_recs = self.spike_recs[1:] + [rec]
         if rule is None and f.gok[i] and g >= self.gn_abs and _ratio(x, best) >= self.gn_ratio:
             gprev = f.b_glast[i]
             if f.ng[i] >= 2 and g >= 2.0 * gprev:

@@ -23,13 +23,16 @@ class OverfittingDetector(Detector):
     is above the evaluation noise of a small validation set (the benchmark's wobble by 10-30%:
     2% fired on most healthy runs) and matches the benchmark's definition (the last three
     evaluations 1.25x the best); the training loss must be falling or the rise is a divergence
-    (another detector), not overfitting.
+    (another detector), not overfitting. Not when the best val_loss is the first evaluation or
+    the smoothed val_loss is above ``max_ratio`` x its best: a model that never generalised or
+    blew up (the benchmark's SGD x100 runs: val 2.3 -> 16) is broken, not memorising.
 
     Parameters
     ----------
     patience : int, default 3
     tol : float, default 0.25
     alpha : float, default 0.5
+    max_ratio : float, default 3.0
 
     Examples
     --------
@@ -51,8 +54,11 @@ class OverfittingDetector(Detector):
     name = "overfitting"
     kind = "overfitting"
 
-    def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5) -> None:
-        super().__init__(patience=patience, tol=tol, alpha=alpha)
+    def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
+                 max_ratio: float = 3.0) -> None:
+        super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio)
+        self.max_ratio = max_ratio
+        self.first_step = -1
         self.patience = patience
         self.tol = tol
         self.alpha = alpha
@@ -63,11 +69,12 @@ class OverfittingDetector(Detector):
         self.above = 0
 
     def get_state(self) -> dict[str, Any]:
-        return {"vs": self.vs, "best": self.best, "best_step": self.best_step,
+        return {"first_step": self.first_step, "vs": self.vs, "best": self.best, "best_step": self.best_step,
                 "trend_at_best": self.trend_at_best, "above": self.above}
 
     def set_state(self, d: dict[str, Any]) -> None:
-        self.vs, self.best, self.best_step = d["vs"], d["best"], d["best_step"]
+        self.first_step, self.vs = d["first_step"], d["vs"]
+        self.best, self.best_step = d["best"], d["best_step"]
         self.trend_at_best, self.above = d["trend_at_best"], d["above"]
 
     def screen(self, f):
@@ -81,6 +88,8 @@ class OverfittingDetector(Detector):
             return
         raw = f.val[i]
         step = f.step[i]
+        if self.first_step < 0:
+            self.first_step = step
         v = raw if self.vs != self.vs else self.vs + self.alpha * (raw - self.vs)
         self.vs = v
         if v < self.best:
@@ -101,6 +110,8 @@ class OverfittingDetector(Detector):
         tb = self.trend_at_best
         if not (f.nl[i] > 0 and tb == tb and trend < tb):
             return
+        if self.best_step == self.first_step or v > self.max_ratio * abs(self.best):
+            return  # val never improved, or it exploded: a broken model, not memorisation
         ev = {"val_loss": raw, "val_smoothed": v, "best_val_smoothed": self.best,
               "best_step": self.best_step, "train_trend": trend, "train_trend_at_best": tb}
         pct = 100 * (v / self.best - 1) if self.best else 0.0

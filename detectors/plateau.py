@@ -144,7 +144,7 @@ class PlateauDetector(Detector):
         if stuck and lost_after_blowup(trend, fl, f.worst[i], f.sd[i], self.blowup):
             return  # not a plateau: a lost run (the lost_run detector reports it)
         gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log
-        if stuck and not gn_fell:
+        if stuck and not gn_fell and not trend > fl:
             self.open_episode(step, "warning", f"{base}, barely below the first loss "
                               f"({fmt(fl)}): the LR is too small to make progress", ev,
                               Action("scale_lr", {"factor": self.up},

@@ -32,6 +32,26 @@ def clip_from_history(mu: float, var: float) -> float:
     return round(x / 10.0 ** e) * 10.0 ** e
 
 
+def is_spike(x: float, level: float, noise: float, prev: float, z: float, rel: float,
+             sudden: float) -> bool:
+    """The spike rule (see :class:`SpikeDetector`) on one value; shared with the divergence
+    detector, which counts spikes."""
+    excess = x - level
+    a = z * noise
+    b = rel * abs(level)
+    if not excess > (a if a > b else b):
+        return False
+    return x - prev >= sudden * excess
+
+
+def spike_screen(f, z: float, rel: float, min_records: int):
+    """Conservative vectorised superset of the rows where :func:`is_spike` can hold."""
+    with np.errstate(all="ignore"):
+        level = f.a("b_slow")
+        thr = np.maximum(z * f.a("b_sd"), rel * np.abs(level))
+        return f.a("lok") & (f.a("nl") > min_records) & ~((f.a("loss") - level) <= thr)
+
+
 class SpikeDetector(Detector):
     """A one-step jump of the loss far above its recent level: clip the gradients.
 
@@ -83,16 +103,8 @@ class SpikeDetector(Detector):
         self.sudden = sudden
         self.min_records = min_records
 
-    def _excess_thr(self, level, noise):
-        a = self.z * noise
-        b = self.rel * abs(level)
-        return a if a > b else b
-
     def screen(self, f):
-        with np.errstate(all="ignore"):
-            level = f.a("b_slow")
-            thr = np.maximum(self.z * f.a("b_sd"), self.rel * np.abs(level))
-            return f.a("lok") & (f.a("nl") > self.min_records) & ~((f.a("loss") - level) <= thr)
+        return spike_screen(f, self.z, self.rel, self.min_records)
 
     def active_screen(self, f):
         return f.a("lok")
@@ -113,9 +125,7 @@ class SpikeDetector(Detector):
             return
         if f.nl[i] <= self.min_records:
             return
-        if not excess > self._excess_thr(level, noise):
-            return
-        if not x - f.b_lprev[i] >= self.sudden * excess:
+        if not is_spike(x, level, noise, f.b_lprev[i], self.z, self.rel, self.sudden):
             return
         ev: dict[str, Any] = {"loss": x, "level": level, "noise": noise, "previous": f.b_lprev[i],
                               "excess": excess}
