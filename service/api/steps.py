@@ -8,9 +8,9 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from ..auth import Scope, get_scope
+from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
-from ..ingest import IngestError, json_safe, parse_steps, safe_column
+from ..ingest import IngestError, json_safe, parse_steps, safe_column, valid_label
 from ..stores.base import ProjectConflict
 from .common import RunIdPath, json_response, store_of, visible_run
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
@@ -49,19 +49,28 @@ def _inline_schema(model) -> dict:
         "Creates the run on first write (its project: the body's \"project\", ?project=, or the "
         "token's single project)."
     ),
+    # the hot path reads the query and the token itself (FastAPI's parameter and dependency
+    # machinery costs more than detection on a batch of 10): documented here instead
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": _inline_schema(StepsIn)}}}},
+        "schema": _inline_schema(StepsIn)}}},
+        "parameters": [{"name": "project", "in": "query", "required": False,
+                        "description": "project of a new run (else the body's or the token's)",
+                        "schema": {"anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]}}],
+        "security": [{"HTTPBearer": []}]},
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
-async def post_steps(request: Request, run_id: str = RunIdPath,
-                     project: Optional[str] = Query(None, pattern=LABEL_PATTERN),
-                     scope: Scope = Depends(get_scope)) -> Response:
+async def post_steps(request: Request, run_id: str = RunIdPath) -> Response:
     metrics = request.app.state.metrics
     settings = request.app.state.settings
     t0 = time.perf_counter()
     code = 500
     try:
+        scope = scope_for(settings.tokens, request.headers.get("authorization"))
+        project = request.query_params.get("project")
+        if project is not None and not valid_label(project):
+            raise HTTPException(422, [{"loc": ["query", "project"], "type": "value_error",
+                                       "msg": "project must be 1-128 characters of [A-Za-z0-9._:-]"}])
         body = await request.body()
         try:
             cols, body_project = parse_steps(body, settings.max_batch_records)
