@@ -28,7 +28,8 @@ class PlateauDetector(Detector):
     * otherwise (progress was made, quiet, LR not decayed): **info**, a decay would help
       (``scale_lr`` x``down``), the classic ReduceLROnPlateau move.
 
-    The episode resolves when the trend improves again.
+    The episode resolves when the trend improves again; an info plateau whose LR then decays
+    below ``decayed`` x peak is updated to "converged".
 
     Parameters
     ----------
@@ -116,6 +117,17 @@ class PlateauDetector(Detector):
             if f.pstep[i] > self.alert.step - self.alert.evidence.get("since", 0) and \
                     f.pstep[i] > self.alert.evidence.get("improved_at", -1):
                 self.close_episode(step, f"loss improving again ({fmt(f.trend[i])})")
+                return
+            a = self.alert
+            lr, peak = f.lr[i], f.peak[i]
+            if a.severity == "info" and not a.evidence.get("converged") and f.lrok[i] and \
+                    peak > 0.0 and lr <= self.decayed * peak:
+                # the schedule has since decayed: the same plateau now means "converged"
+                self.update_episode(step, message=f"converged: loss flat at {fmt(f.trend[i])} at the "
+                                    f"end of the LR decay (LR {fmt(lr)} = {fmt(lr / peak)}x its peak)",
+                                    evidence={**a.evidence, "converged": True, "lr": lr},
+                                    action=Action("none", {}, "The LR has decayed and the loss has "
+                                                  "flattened: the run has converged. Nothing to do."))
             return
         if f.nl[i] < self.min_records:
             return
@@ -129,11 +141,13 @@ class PlateauDetector(Detector):
         lr = f.lr[i] if f.lrok[i] else None
         peak = f.peak[i]
         ev: dict[str, Any] = {"trend": trend, "since": since, "improved_at": f.pstep[i],
-                              "noise": noise, "zigzag": zigzag, "first_loss": self.first_loss}
+                              "noise": noise, "zigzag": zigzag, "first_loss": self.first_loss,
+                              "converged": False}
         if lr is not None:
             ev.update(lr=lr, peak_lr=peak)
         base = f"loss plateaued at {fmt(trend)}: no 1% gain in {since} steps"
         if lr is not None and peak > 0.0 and lr <= self.decayed * peak:
+            ev["converged"] = True
             self.open_episode(step, "info", f"converged: {base} at the end of the LR decay "
                               f"(LR {fmt(lr)} = {fmt(lr / peak)}x its peak)", ev,
                               Action("none", {}, "The LR has decayed and the loss has flattened: the run "

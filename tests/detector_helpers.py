@@ -1,0 +1,43 @@
+"""Small helpers shared by the detector tests: replay a run, pick alerts."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from losswatch.detectors import Engine
+from losswatch.detectors.types import Record
+
+
+def replay(losses=None, gns=None, lrs=None, vals=None, steps=None, meta=None):
+    """Feed one run (lists, None = not logged) one record at a time; all alert changes."""
+    n = max(len(x) for x in (losses, gns, lrs, vals) if x is not None)
+    steps = steps or list(range(n))
+    col = lambda xs, i: None if xs is None else xs[i]  # noqa: E731
+    eng = Engine("t", meta)
+    out = []
+    for i in range(n):
+        out += eng.update(Record(steps[i], col(losses, i), col(gns, i), col(lrs, i), col(vals, i)))
+    return eng, out
+
+
+def raised(alerts, kind=None, min_severity="info"):
+    """Alerts as first raised (one per episode), optionally of one kind and severity."""
+    rank = {"info": 0, "warning": 1, "critical": 2}
+    seen, out = set(), []
+    for a in alerts:
+        if a.id in seen:
+            continue
+        seen.add(a.id)
+        if (kind is None or a.kind == kind) and rank[a.severity] >= rank[min_severity]:
+            out.append(a)
+    return out
+
+
+def healthy_curve(n, seed=0, start=2.3, floor=0.3, tau=200.0, noise=0.03, lr=1e-3, gn=1.0):
+    """A decaying loss with multiplicative noise, a steady grad-norm and a constant LR."""
+    r = random.Random(seed)
+    losses = [floor + (start - floor) * math.exp(-s / tau) for s in range(n)]
+    losses = [x * (1.0 + r.gauss(0, noise)) for x in losses]
+    gns = [gn * math.exp(r.gauss(0, 0.15)) for _ in range(n)]
+    return losses, gns, [lr] * n

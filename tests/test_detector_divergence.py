@@ -1,0 +1,99 @@
+"""Divergence detector: catches run-aways early, from few points, and leaves spikes alone."""
+
+import math
+
+from detector_helpers import healthy_curve, raised, replay
+
+# BLOOM chronicles excerpts (bigscience-workshop/bigscience, see shared/data/public-logs):
+# (step, lm loss, grad norm)
+BLOOM_104B_EXP2 = [(6900, 6.365808, 95313.572), (6910, 6.598378, 84678.880),
+                   (6920, 7.314456, 122716.232), (6930, 9.121927, 283384.130),
+                   (6940, 10.23865, 42359.376)]
+BLOOM_104B_EXP1 = [(7000, 6.444662, 98258.265), (7010, 11.42026, 219645.978),
+                   (7220, 7.155109, 16921.991)]
+BLOOM_104B_EXP12 = [(8738, 3.317482, 231817.368), (8739, 3.417051, 89608.482),
+                    (8740, 3.682950, 1490753.218), (8741, 7.267764, 3273877.676),
+                    (8742, 4.130868, 1839649.510), (8743, 7.596509, 1369067.435),
+                    (9026, 7.024580, 20609.780)]
+BLOOM_176B_SPIKE = [(31214, 2.198845, 0.242), (31215, 2.220424, 0.947), (31216, 2.595213, 2.390),
+                    (31217, 2.241558, 15.886), (31218, 2.345279, 145.119),
+                    (31219, 5.098124, 960.351), (31220, 3.492029, 353.201),
+                    (31221, 3.213059, 379.330), (31222, 2.804948, 650.246),
+                    (31250, 2.215699, 0.267), (31251, 2.235667, 0.205)]
+BLOOM_104B_EMBNORM_SPIKE = [(17060 + k, x, g) for k, (x, g) in enumerate([
+    (2.665295, 453082.517), (2.667121, 464441.887), (4.374269, 464441.887), (4.365822, 464441.887),
+    (4.391485, 464441.887), (4.404639, 464441.887), (4.398458, 879946.622),
+    (4.096038, 879946.622), (4.137348, 879946.622)])]
+BLOOM_13B_SPIKE = [(29020 + 10 * k, x, 0.0) for k, x in enumerate(
+    [2.775923, 2.772822, 2.768131, 7.343709, 8.715872, 7.654131, 7.192470, 6.849044])]
+
+
+def _bloom(rows):
+    steps, losses, gns = zip(*rows)
+    return replay(list(losses), gns=list(gns), lrs=[6e-5] * len(rows), steps=list(steps))[1]
+
+
+def test_practitioner_example_fires_before_the_nan_with_lr_times_0_1():
+    _, alerts = replay([2.5, 2.4, 2.6, 3.1, 4.2, math.nan])
+    div = raised(alerts, "divergence")
+    assert [a.step for a in div] == [4]
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] == 0.1
+    assert "4.2" in div[0].message and "best" in div[0].message
+
+
+def test_every_bloom_104b_divergence_is_caught_from_a_few_points():
+    assert [a.step for a in raised(_bloom(BLOOM_104B_EXP2), "divergence")] == [6930]  # before 10.2
+    assert [a.step for a in raised(_bloom(BLOOM_104B_EXP1), "divergence")] == [7010]
+    assert [a.step for a in raised(_bloom(BLOOM_104B_EXP12), "divergence")] == [8741]
+
+
+def test_self_recovering_bloom_spikes_get_no_lr_action():
+    for rows in (BLOOM_176B_SPIKE, BLOOM_104B_EMBNORM_SPIKE, BLOOM_13B_SPIKE):
+        alerts = _bloom(rows)
+        lr_actions = [a for a in raised(alerts, min_severity="warning") if a.action.type == "scale_lr"]
+        assert lr_actions == [], [a.message for a in lr_actions]
+
+
+def test_one_step_data_spikes_in_a_healthy_run_are_not_divergence():
+    losses, gns, lrs = healthy_curve(3000, seed=1)
+    for s in (918, 946, 1759):  # the GPT-2 speedrun's data spikes: +40% for one step
+        losses[s] *= 1.4
+    _, alerts = replay(losses, gns, lrs)
+    assert raised(alerts, "divergence") == []
+    assert {a.step for a in raised(alerts, "spike")} == {918, 946, 1759}
+
+
+def test_dense_slow_divergence_is_caught_by_the_sustained_rule_and_resolves():
+    losses, gns, lrs = healthy_curve(1200, seed=2, tau=100)
+    for s in range(600, 800):  # the loss climbs back to ~3x its best, then recovers
+        losses[s] *= 1.0 + 2.0 * min(1.0, (s - 600) / 60)
+    _, alerts = replay(losses, gns, lrs)
+    div = raised(alerts, "divergence")
+    assert len(div) == 1 and 600 < div[0].step < 700
+    assert any(a.kind == "divergence" and a.resolved_step for a in alerts)
+
+
+def test_cyclic_lr_raising_the_loss_is_not_divergence_when_gentle():
+    # triangular CLR: on a decaying curve, the loss rises with the LR by up to +60%, every 200 steps
+    n = 2000
+    lrs = [0.01 + 0.09 * (1 - abs((s % 200) / 100 - 1)) for s in range(n)]
+    losses = [(0.3 + 2.0 * math.exp(-s / 300)) * (1.0 + 0.6 * (lr - 0.01) / 0.09)
+              for s, lr in enumerate(lrs)]
+    _, alerts = replay(losses, lrs=lrs)
+    assert raised(alerts, "divergence") == []
+
+
+def test_exploding_run_with_grad_norm_fires_within_two_rises():
+    losses = [0.85, 10.2, 478.0, 1.2e4, 2.6e5]
+    gns = [1.84, 15.0, 78.6, 442.0, 1690.0]
+    _, alerts = replay(losses, gns, [1.0] * 5)
+    assert [a.step for a in raised(alerts, "divergence")] == [2]
+
+
+def test_spike_right_after_an_lr_jump_is_divergence():
+    losses, gns, lrs = healthy_curve(400, seed=3)
+    lrs = [0.05] * 300 + [1.0] * 100
+    losses[301] = 2.5  # ~8x the level, one step after the LR went 20x up
+    _, alerts = replay(losses, gns, lrs)
+    div = raised(alerts, "divergence")
+    assert div and div[0].step == 301 and div[0].evidence["rule"] == "lr_jump"

@@ -1,0 +1,47 @@
+"""LR anomalies: a zero LR while training, a >10x jump in one step, a broken LR value."""
+
+import math
+
+from detector_helpers import raised, replay
+
+
+def test_lr_dropping_to_zero_mid_run_warns_after_three_records():
+    lrs = [1e-3] * 50 + [0.0] * 10 + [1e-3] * 5
+    _, alerts = replay([2.0] * 65, lrs=lrs)
+    lr = raised(alerts, "lr_anomaly")
+    assert [(a.step, a.severity) for a in lr] == [(52, "warning")]
+    assert lr[0].action.type == "scale_lr" and lr[0].action.params["factor"] > 1
+    assert any(a.kind == "lr_anomaly" and a.resolved_step == 60 for a in alerts)
+
+
+def test_schedule_that_decays_to_zero_at_its_end_is_healthy():
+    n = 1000
+    lrs = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / (n - 1))) for s in range(n)]
+    assert raised(replay([2.0] * n, lrs=lrs)[1], "lr_anomaly") == []
+    # ...but a schedule that reaches ~0 far too early (then trains at 0 for 70% of the run) warns
+    short = [1e-3 * max(0.0, 1 - s / 300) for s in range(n)]
+    lr = raised(replay([2.0] * n, lrs=short)[1], "lr_anomaly")
+    assert len(lr) == 1 and 300 <= lr[0].step <= 340
+
+
+def test_warmup_from_zero_is_fine():
+    lrs = [1e-3 * min(1.0, s / 100) for s in range(500)]
+    assert raised(replay([2.0] * 500, lrs=lrs)[1], "lr_anomaly") == []
+
+
+def test_lr_jump_of_more_than_10x_in_one_step_but_not_a_warm_restart():
+    lrs = [1e-3] * 100 + [2e-2] * 50
+    lr = raised(replay([2.0] * 150, lrs=lrs)[1], "lr_anomaly")
+    assert [a.step for a in lr] == [100] and lr[0].action.params["factor"] == 0.05
+    # SGDR: cosine to ~0 then back to the same peak, every 100 steps
+    sgdr = [1e-3 * 0.5 * (1 + math.cos(math.pi * (s % 100) / 100)) + 1e-7 for s in range(500)]
+    assert raised(replay([2.0] * 500, lrs=sgdr)[1], "lr_anomaly") == []
+    # a 10x step *decay* is healthy
+    assert raised(replay([2.0] * 200, lrs=[1e-2] * 100 + [1e-3] * 100)[1], "lr_anomaly") == []
+
+
+def test_nan_or_negative_lr_is_critical():
+    lr = raised(replay([2.0] * 10, lrs=[1e-3] * 5 + [math.nan] * 5)[1], "lr_anomaly")
+    assert [(a.step, a.severity) for a in lr] == [(5, "critical")]
+    lr = raised(replay([2.0] * 10, lrs=[1e-3] * 5 + [-1e-3] * 5)[1], "lr_anomaly")
+    assert [(a.step, a.severity) for a in lr] == [(5, "critical")]

@@ -1,0 +1,42 @@
+"""NaN detector: alert on the very step, roll back to the last healthy step, one per episode."""
+
+import math
+
+from detector_helpers import raised, replay
+
+
+def test_nan_loss_fires_on_the_very_step_with_rollback_to_the_last_finite_step():
+    losses = [2.0, 1.9, 1.8, math.nan, math.nan, 1.7]
+    _, alerts = replay(losses)
+    nan = raised(alerts, "nan")
+    assert len(nan) == 1  # one alert per episode, not per NaN step
+    assert nan[0].step == 3 and nan[0].severity == "critical"
+    assert nan[0].action.type == "rollback" and nan[0].action.params == {"to_step": 2}
+
+
+def test_infinite_loss_counts_and_nan_from_the_start_says_stop():
+    _, alerts = replay([math.inf])
+    assert raised(alerts, "nan")[0].action.type == "stop"
+
+
+def test_episode_rearms_after_recovery_and_a_second_nan_is_a_new_alert():
+    losses = [2.0, math.nan] + [1.9] * 6 + [math.nan]
+    _, alerts = replay(losses)
+    nan = raised(alerts, "nan")
+    assert [a.step for a in nan] == [1, 8]
+    resolved = [a for a in alerts if a.kind == "nan" and a.resolved_step is not None]
+    assert resolved and resolved[0].resolved_step == 6  # 5 finite records after the NaN
+
+
+def test_nonfinite_grad_norm_alone_needs_several_in_a_row():
+    # one fp16 overflow (grad-norm inf, loss finite) is routine: no alert
+    _, alerts = replay([2.0] * 10, gns=[1.0] * 4 + [math.inf] + [1.0] * 5)
+    assert raised(alerts, "nan") == []
+    _, alerts = replay([2.0] * 10, gns=[1.0] * 4 + [math.inf] * 3 + [1.0] * 3)
+    nan = raised(alerts, "nan")
+    assert [(a.step, a.severity) for a in nan] == [(6, "warning")]
+
+
+def test_missing_loss_is_not_nan():
+    _, alerts = replay([2.0, None, None, 1.9])
+    assert raised(alerts, "nan") == []

@@ -1,0 +1,62 @@
+"""Plateau family: the LR explains what a flat or slow loss means."""
+
+import math
+import random
+
+from detector_helpers import healthy_curve, raised, replay
+
+
+def test_converged_plateau_at_the_end_of_a_decayed_schedule_is_info():
+    n = 3000
+    losses, gns, _ = healthy_curve(n, seed=6, tau=40)
+    lrs = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / n)) for s in range(n)]
+    eng, alerts = replay(losses, gns, lrs)
+    assert raised(alerts, min_severity="warning") == []
+    plat = raised(alerts, "plateau")
+    assert plat and all(a.severity == "info" for a in plat)
+    # the plateau is reported once, then updated (same id) to "converged" as the LR decays
+    assert any(a.kind == "plateau" and "converged" in a.message for a in alerts)
+    assert any("converged" in a.message for a in eng.active_alerts)
+    assert eng.health == "ok" and eng.recommendation is None
+
+
+def test_flat_loss_at_a_tiny_lr_says_raise_it():
+    r = random.Random(0)
+    losses = [2.3 * (1 + r.gauss(0, 0.005)) for _ in range(600)]
+    gns = [0.5 * math.exp(r.gauss(0, 0.05)) for _ in range(600)]
+    plat = raised(replay(losses, gns, [1e-6] * 600)[1], "plateau", "warning")
+    assert plat and plat[0].action.type == "scale_lr" and plat[0].action.params["factor"] > 1
+
+
+def test_slow_linear_descent_says_the_lr_is_limiting():
+    r = random.Random(1)
+    losses = [(2.3 - 0.0015 * s) * (1 + r.gauss(0, 0.01)) for s in range(700)]
+    plat = raised(replay(losses, lrs=[1e-4] * 700)[1], "plateau", "warning")
+    assert [a.detector for a in plat] == ["slow_progress"]
+    assert plat[0].action.params["factor"] > 1 and plat[0].step in (256, 512)
+
+
+def test_a_healthy_fast_then_flat_curve_is_not_slow():
+    # an exponential descent has h = exp(-c / tau) at checkpoint c: quiet once c >~ 1.4 tau.
+    # Healthy runs on the benchmark are all well past that by step 256 (tau <~ 50 steps).
+    losses, gns, lrs = healthy_curve(3000, seed=7, tau=50)
+    assert raised(replay(losses, gns, lrs)[1], min_severity="warning") == []
+    losses, gns, lrs = healthy_curve(3000, seed=7, tau=300)  # still far from its floor at 512
+    assert [a.detector for a in raised(replay(losses, gns, lrs)[1], min_severity="warning")] == ["slow_progress"]
+
+
+def test_stuck_at_chance_after_a_blow_up_is_a_lost_run_not_a_small_lr():
+    r = random.Random(2)
+    losses = [2.3, 40.0, 150.0, 60.0, 9.0] + [2.31 * (1 + r.gauss(0, 0.01)) for _ in range(400)]
+    alerts = replay(losses, lrs=[3.0] * len(losses))[1]
+    lost = [a for a in raised(alerts, "divergence") if a.detector == "lost_run"]
+    assert lost and lost[0].action.params["factor"] < 1
+    assert not [a for a in raised(alerts, "plateau", "warning") if a.action.params.get("factor", 0) > 1]
+
+
+def test_period_two_oscillation_under_a_constant_lr_but_not_a_cyclic_one():
+    losses = [2.0 + (0.5 if s % 2 else 0.0) for s in range(300)]
+    osc = raised(replay(losses, lrs=[0.1] * 300)[1], "oscillation")
+    assert osc and osc[0].action.params["factor"] < 1
+    cyc = [0.01 + 0.09 * (1 - abs((s % 40) / 20 - 1)) for s in range(300)]
+    assert raised(replay(losses, lrs=cyc)[1], "oscillation") == []
