@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         summary="Training-health monitor: step records in, alerts, advice and Prometheus metrics out.",
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry hooks look up the global providers on every request
+        # (~100 us with opentelemetry installed); the service exports its own Prometheus metrics
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()
