@@ -44,8 +44,9 @@ def test_diverging_run_raises_alert_and_advice(service_proc):
     assert health in ("warning", "critical")
     kinds = {a["kind"] for a in seen_alerts.values()}
     assert kinds & {"divergence", "grad_explosion", "spike"}, kinds
-    # no alarm during the healthy part
-    assert all(a["step"] >= 300 for a in seen_alerts.values() if a["severity"] != "info"), \
+    # no instability alarm during the healthy part (a plateau note as the decay flattens is fair)
+    unstable = ("divergence", "spike", "grad_explosion", "nan")
+    assert all(a["step"] >= 300 for a in seen_alerts.values() if a["kind"] in unstable), \
         [(a["kind"], a["step"]) for a in seen_alerts.values()]
     run = c.get("/v1/runs/div-1").json()
     assert run["project"] == "e2e" and run["meta"]["optimizer"] == "adamw"
