@@ -13,7 +13,10 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
 - **cooldown**: at least ``cooldown_steps`` steps between two interventions, so the run can show
   whether the first one worked;
 - **cap**: at most ``max_actions`` interventions per run;
-- **one action per episode**: an alert (by id) is acted on once;
+- **one action per episode**: an alert (by id) is acted on once, unless the detector kept
+  updating it for a whole cooldown after the action (the condition outlived the remedy);
+- **sanity**: a scale_lr factor outside [0.01, 10] is not applied, nor an LR-anomaly
+  advice to raise an LR that the Actor itself cut;
 - **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
 
 Every applied (or dry-run) action is reported to the service through
@@ -164,6 +167,13 @@ class Actor:
     stop_when_no_rollback : bool
         A *critical* alert advising rollback (a NaN loss) with no ``on_rollback`` given: stop
         training instead (default True), since the weights are no longer usable.
+    min_factor, max_factor : float
+        A scale_lr outside this range (default 0.01..10) is skipped: too large a change to make
+        unattended.
+    restart_on_cut : bool
+        With ``on_rollback`` given: an LR cut on a critical alert whose evidence names the last
+        good step (``best_step``) also rolls back to it (default True). See
+        :meth:`_restart_after_cut`.
 
     Examples
     --------
@@ -192,6 +202,9 @@ class Actor:
         clip_with_hook: bool = True,
         monitor: Any = None,
         stop_when_no_rollback: bool = True,
+        restart_on_cut: bool = True,
+        min_factor: float = 0.01,
+        max_factor: float = 10.0,
     ) -> None:
         if cooldown_steps < 0 or max_actions < 0 or min_persist_steps < 1:
             raise ValueError("cooldown_steps and max_actions must be >= 0, min_persist_steps >= 1")
@@ -208,6 +221,9 @@ class Actor:
         self.clip_with_hook = bool(clip_with_hook)
         self.monitor = monitor
         self.stop_when_no_rollback = bool(stop_when_no_rollback)
+        self.restart_on_cut = bool(restart_on_cut)
+        self.min_factor = float(min_factor)
+        self.max_factor = float(max_factor)
         self.stop_requested = False
         self.clip_max_norm: float | None = None
         self.lr_scale = 1.0  # product of all LR factors applied so far
@@ -216,7 +232,7 @@ class Actor:
         self.actions: list[dict[str, Any]] = []  # applied / dry-run ones (at most max_actions)
         self.n_actions = 0
         self._last_action_step: int | None = None
-        self._acted_alerts: set[str] = set()
+        self._acted_alerts: dict[str, int] = {}  # alert id -> step of the last action on it
         self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
         self._clip_hook_handle: Any = None
         self._seen_advice: Any = None  # (alert, advice) last handed to apply() by follow()
@@ -269,10 +285,10 @@ class Actor:
             kind = "stop"
         if kind not in SUPPORTED_ACTIONS:
             return self._record(step, act, "skipped", f"action {kind!r} is not something the Actor can do")
-        why_not = self._unsupported_reason(act)
+        why_not = self._unsupported_reason(act) or self._undoes_own_cut(act, alert)
         if why_not:
             return self._record(step, act, "skipped", why_not)
-        if alert_id is not None and alert_id in self._acted_alerts:
+        if alert_id is not None and alert_id in self._acted_alerts and not self._persists(alert, step):
             return self._record(step, act, "skipped", f"already acted on alert {alert_id}")
         if self.n_actions >= self.max_actions:
             return self._record(step, act, "skipped", f"cap of {self.max_actions} actions reached")
@@ -287,7 +303,7 @@ class Actor:
             return self._record(step, act, "pending", "waiting for the next step to confirm the alert")
         self._pending.pop(kind, None)
         if alert_id is not None:
-            self._acted_alerts.add(alert_id)
+            self._acted_alerts[alert_id] = step
         self.n_actions += 1
         self._last_action_step = step
         if self.dry_run:
@@ -300,7 +316,50 @@ class Actor:
                 return self._record(step, act, "skipped", f"failed: {exc}")
             outcome = self._record(step, act, "applied", detail)
         self._report(step, act, applied=not self.dry_run)
+        self._restart_after_cut(step, act, alert)
         return outcome
+
+    def _persists(self, alert: Any, step: int) -> bool:
+        """An episode already acted on may be acted on again only if the detector kept updating
+        it for a whole cooldown after the action: the condition outlived the remedy."""
+        acted = self._acted_alerts.get(_get(alert, "id"), step)
+        last = _get(alert, "last_step")
+        return (isinstance(last, int) and last >= acted + self.cooldown_steps
+                and step - acted >= self.cooldown_steps)
+
+    def _restart_after_cut(self, step: int, act: dict[str, Any], alert: Any) -> None:
+        """A cut LR on a critical alert that names the last good step also restores that step.
+
+        WHY: a run that blew up carries damaged weights (saturated units, huge Adam moments); the
+        detectors' own advice is "cut the LR, roll back to a checkpoint near step s". With an
+        ``on_rollback`` given (and ``restart_on_cut``) the Actor does both at once: restart from
+        the last good state at the lower LR, which is what a person would do.
+        """
+        if not (self.restart_on_cut and self.on_rollback is not None and act["type"] == "scale_lr"
+                and float(act["factor"]) < 1 and _get(alert, "severity") == "critical"):
+            return
+        evidence = _get(alert, "evidence") or {}
+        good = None
+        for key in ("best_step", "improved_at", "last_finite_step"):
+            v = evidence.get(key) if isinstance(evidence, dict) else None
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < step:
+                good = v
+                break
+        if good is None:
+            return
+        rollback = {"type": "rollback", "to_step": good,
+                    "reason": f"the LR was cut after the loss blew up; restarting from step {good}, "
+                              f"the last good state, at the lower LR"}
+        if self.dry_run:
+            self._record(step, rollback, "dry_run", "dry run: nothing changed")
+        else:
+            try:
+                self.on_rollback(good)
+            except Exception as exc:
+                log.warning("losswatch could not roll back: %s", exc)
+                return
+            self._record(step, rollback, "applied", f"rolled back to step {good}")
+        self._report(step, rollback, applied=not self.dry_run)
 
     def _confirmed(self, step: int, kind: str, alert: Any) -> bool:
         """True when the advice is not the reaction to one noisy step."""
@@ -314,12 +373,23 @@ class Actor:
             return False
         return first is not None and step > first
 
+    def _undoes_own_cut(self, act: dict[str, Any], alert: Any) -> str | None:
+        """The detectors see the Actor's own LR cut as an LR anomaly (an unplanned drop) and may
+        advise raising the LR back; obeying would undo the rescue, so such advice is skipped."""
+        if (act["type"] == "scale_lr" and _get(alert, "kind") == "lr_anomaly" and self.lr_scale < 1
+                and isinstance(act.get("factor"), (int, float)) and act["factor"] > 1):
+            return f"the LR change flagged is losswatch's own cut (x{self.lr_scale:.3g}); not undone"
+        return None
+
     def _unsupported_reason(self, act: dict[str, Any]) -> str | None:
         kind = act["type"]
         if kind == "scale_lr":
             f = act.get("factor")
             if not isinstance(f, (int, float)) or isinstance(f, bool) or not math.isfinite(f) or f <= 0:
                 return f"scale_lr needs a finite positive factor, got {f!r}"
+            if not self.min_factor <= f <= self.max_factor:
+                return (f"scale_lr factor {f:g} is outside [{self.min_factor:g}, {self.max_factor:g}]: "
+                        f"too large a change to make unattended")
             if self.optimizer is None:
                 return "no optimizer to scale"
         elif kind == "clip_grad_norm":

@@ -200,6 +200,7 @@ def test_dry_run_decides_but_changes_nothing() -> None:
         {"type": "scale_lr", "factor": 0},
         {"type": "scale_lr", "factor": float("nan")},
         {"type": "scale_lr", "factor": "0.1"},
+        {"type": "scale_lr", "factor": 310.0},
         {"type": "clip_grad_norm", "max_norm": -1.0},
         {"type": "add_warmup", "steps": 100},
         {"type": "teleport"},
@@ -226,3 +227,46 @@ def test_applied_and_dry_run_actions_are_reported_to_the_monitor() -> None:
     Actor(_opt(1.0, groups=1), monitor=rec, dry_run=True).apply(5, {"type": "stop"}, {"kind": "nan"})
     Actor(_opt(1.0, groups=1), monitor=rec).apply(6, {"type": "skip_batch"}, {"kind": "nan"})  # not done: not reported
     assert rec.reports == [(4, "scale_lr", True, False), (5, "stop", False, True)]
+
+
+def test_an_episode_that_outlives_the_remedy_is_acted_on_again_after_the_cooldown() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=20)
+    a = {"type": "scale_lr", "factor": 0.5}
+    assert actor.apply(10, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "applied"
+    # still updated, but the cooldown since the action has not passed
+    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 25})["status"] == "skipped"
+    # the detector stopped updating the episode at step 12: the remedy may be working
+    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 12})["status"] == "skipped"
+    # updated a whole cooldown after the action: act again
+    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 35})["status"] == "applied"
+    assert _lrs(opt) == [0.25]
+
+
+def test_a_cut_after_a_blow_up_restarts_from_the_last_good_step_when_rollback_is_possible() -> None:
+    restored: list[int] = []
+    rec = _Recorder()
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, on_rollback=restored.append, monitor=rec)
+    alert = {"id": "d", "kind": "divergence", "severity": "critical", "step": 30, "last_step": 34,
+             "evidence": {"best_step": 12}}
+    assert actor.apply(34, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
+    assert restored == [12] and _lrs(opt) == [pytest.approx(0.1)]
+    assert rec.reports == [(34, "scale_lr", True, False), (34, "rollback", True, False)]
+    # a warning (not critical) cut, or no good step named: no rollback
+    actor2 = Actor(_opt(1.0, groups=1), on_rollback=restored.append)
+    actor2.apply(9, {"type": "scale_lr", "factor": 0.1}, {**alert, "severity": "warning"})
+    Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(9, {"type": "scale_lr", "factor": 0.1},
+                                                                {**alert, "evidence": {}})
+    assert restored == [12]
+
+
+def test_advice_to_undo_the_actors_own_cut_is_not_followed() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=0)
+    actor.apply(10, {"type": "scale_lr", "factor": 0.1}, {"id": "d", "kind": "divergence", "step": 5, "last_step": 10})
+    out = actor.apply(20, {"type": "scale_lr", "factor": 10.0}, {"id": "l", "kind": "lr_anomaly", "step": 11, "last_step": 20})
+    assert out["status"] == "skipped" and "own cut" in out["why"] and _lrs(opt) == [pytest.approx(0.1)]
+    # a plateau asking for a larger LR is still followed
+    out = actor.apply(30, {"type": "scale_lr", "factor": 3.0}, {"id": "p", "kind": "plateau", "step": 21, "last_step": 30})
+    assert out["status"] == "applied" and _lrs(opt) == [pytest.approx(0.3)]

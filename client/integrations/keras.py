@@ -42,11 +42,11 @@ def _to_float(keras: Any, v: Any) -> float | None:
     if v is None:
         return None
     try:
-        return float(keras.ops.convert_to_numpy(v))
-    except Exception:
+        return float(v)  # Python numbers, numpy scalars, 0-d tensors and Keras variables
+    except (TypeError, ValueError):
         try:
-            return float(v)
-        except (TypeError, ValueError):
+            return float(keras.ops.convert_to_numpy(v))
+        except Exception:
             return None
 
 
