@@ -271,7 +271,7 @@ def test_every_key_of_a_run_gets_a_ttl(redis_proc):
             cli = redis_proc.client()
             keys = cli.keys("lw:{t}:*")
             kinds = {k.decode().split("}:")[1].split(":")[0] for k in keys}
-            assert {"s", "m", "raw", "d1", "ds", "x", "a", "act"} <= kinds
+            assert {"s", "raw", "d1", "ds", "x", "a", "act"} <= kinds
             ttls = {k: cli.ttl(k) for k in keys}
             assert all(0 < t <= 110 for t in ttls.values()), ttls
         finally:

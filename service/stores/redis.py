@@ -6,8 +6,8 @@ Data model (per run, every key prefixed ``lw:{<run_id>}:``; the braces are a Clu
 key        type                    holds
 =========  ======================  ==========================================================
 s          hash                    state: version ``v``, detector state ``eng``
-                                   (``Engine.to_bytes``), project, counters, last values,
-                                   health, recommendation, active alerts (JSON)
+                                   (``Engine.to_bytes``), project, metadata, counters, last
+                                   values, health, recommendation, active alerts (JSON)
 raw:<ci>   string (<= 38.5 KB)     steps ci*960 .. ci*960+959, packed float64 (see
                                    :mod:`.series`) + a presence bitmap; the newest
                                    ``LOSSWATCH_REDIS_RAW_CHUNKS`` (8) chunks stay raw
@@ -15,7 +15,6 @@ d1 d2 d3   hash bucket -> bytes    downsampled older steps (64 / 2,048 / 131,072
 ds         hash                    watermarks: c0 (first raw chunk), w1, w2
 x          hash step -> JSON       ``extra`` of raw steps (dropped when downsampled)
 a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
-m          string                  metadata JSON
 act        list                    action reports (JSON)
 =========  ======================  ==========================================================
 
@@ -73,7 +72,7 @@ from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION
 log = logging.getLogger("losswatch.redis")
 
 _STATE_FIELDS = ("project", "pnamed", "created_at", "last_seen", "last_step", "n_steps", "dups",
-                 "ooo", "last", "health", "rec", "act")
+                 "ooo", "last", "health", "rec", "act", "meta")
 
 # Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After).
 _DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError,
@@ -498,13 +497,10 @@ class RedisStore(Store):
     @_unavailable
     async def get_run(self, run_id: str) -> RunSummary | None:
         p = self._p(run_id)
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hmget(p + "s", *_STATE_FIELDS)
-            pipe.get(p + "m")
-            st, meta = await pipe.execute()
+        st = await self._r.hmget(p + "s", *_STATE_FIELDS)
         if st[0] is None:
             return None
-        s = _summary(run_id, st, meta)
+        s = _summary(run_id, st)
         await self._enrich_active([s])
         return s
 
@@ -544,14 +540,12 @@ class RedisStore(Store):
             async with self._r.pipeline(transaction=False) as pipe:
                 for rid in part:
                     pipe.hmget(self._p(rid) + "s", *_STATE_FIELDS)
-                    pipe.get(self._p(rid) + "m")
                 res = await pipe.execute()
-            for k, rid in enumerate(part):
-                st, meta = res[2 * k], res[2 * k + 1]
+            for rid, st in zip(part, res):
                 if st[0] is None:
                     gone.append(rid)       # expired: drop it from the index
                     continue
-                s = _summary(rid, st, meta)
+                s = _summary(rid, st)
                 if pset is not None and s.project not in pset:
                     continue
                 if health is not None and s.health != health:
@@ -759,8 +753,9 @@ def _alert(j: bytes, raised: bytes | None, ack: bytes | None) -> dict[str, Any]:
     return d
 
 
-def _summary(run_id: str, st: list[bytes | None], meta: bytes | None) -> RunSummary:
+def _summary(run_id: str, st: list[bytes | None]) -> RunSummary:
     f = dict(zip(_STATE_FIELDS, st))
+    meta = f["meta"]
     return RunSummary(
         run_id=run_id,
         project=_s(f["project"]) or "default",

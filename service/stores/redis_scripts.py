@@ -13,12 +13,12 @@ run's keys share a slot); scripts derive the chunk keys from that prefix.
 
 # Keys and fields shared with redis.py
 #   s    state hash: v eng project pnamed created_at last_seen last_step n_steps dups ooo
-#                    last health rec act
+#                    last health rec act meta ttl_at
 #   ds   tier watermarks hash: c0 (first raw chunk), w1, w2 (first bucket kept at level 1 / 2)
 #   raw:<ci>  raw chunk string      x  extras hash (step -> json)
 #   d1 d2 d3  downsampled levels (bucket index -> packed aggregate)
 #   a    alerts hash (id -> json)   ar raised_at hash   ak acknowledged_at hash
-#   m    metadata json              act action reports list
+#   act  action reports list
 
 _COMMON = r"""
 local prefix = ARGV[5]
@@ -29,7 +29,7 @@ local ttl = tonumber(ARGV[4])
 local slack = math.min(3600, math.floor(ttl / 10))
 local function touch_all()
   if ttl > 0 then
-    for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'm', 'act', 'd1', 'd2', 'd3'}) do
+    for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'act', 'd1', 'd2', 'd3'}) do
       redis.call('EXPIRE', prefix .. k, ttl + slack)
     end
     redis.call('HSET', prefix .. 's', 'ttl_at', ARGV[3])
@@ -183,7 +183,7 @@ return {1, v + 1, table.concat(flags), c0, n_steps, alert_info, redis.call('HGET
 """
 
 # Replace the metadata and the detector state (Engine.set_meta) under the same version check.
-# KEYS: 1 state, 2 meta, 3 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
+# KEYS: 1 state, 2 (unused), 3 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
 #   5 prefix, 6 engine bytes, 7 meta json, 8 run id, 9 steps per chunk
 # Returns {0, version, eng, last_step, project, pnamed} | {2, project} | {1, new version}
 PUT_META = _COMMON + r"""
@@ -194,8 +194,7 @@ if v ~= tonumber(ARGV[1]) then
 end
 local other = claim_project(v, ARGV[2], ARGV[3])
 if other then return {2, other} end
-redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6])
-redis.call('SET', KEYS[2], ARGV[7])
+redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6], 'meta', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[8])
 touch_all()
 if ttl > 0 then
