@@ -53,7 +53,7 @@ def timed(fn, calls: int) -> list[int]:
     return out
 
 
-def import_time_us(runs: int = 7) -> dict[str, float]:
+def import_time_us(runs: int = 15) -> dict[str, float]:
     vals = []
     for _ in range(runs):
         p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import losswatch.client"],
@@ -147,7 +147,8 @@ def main() -> int:
 
     result = {
         "python": sys.version.split()[0], "torch": torch.__version__,
-        "cpus": os.cpu_count(), "calls_per_row": args.calls * args.rounds,
+        "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "calls_per_row": args.calls * args.rounds,
         "rows": {k: percentiles(v) for k, v in rows.items()},
         "timer_overhead": percentiles(timed(lambda i: None, 100_000)),
         "import_losswatch_client": import_time_us(),
@@ -163,14 +164,15 @@ def main() -> int:
     t = result["timer_overhead"]
     print(f"{'(timer alone)':50s} {t['median_us']:10.2f} {t['p99_us']:10.2f} {t['p999_us']:10.2f}")
     imp = result["import_losswatch_client"]
-    print(f"import losswatch.client: {imp['median_ms']:.1f} ms median of {imp['runs']} fresh interpreters; "
+    print(f"load average {result['load_average_at_end']}")
+    print(f"import losswatch.client: {imp['median_ms']:.1f} ms median, {imp['min_ms']:.1f} ms best of {imp['runs']} fresh interpreters; "
           f"heavy modules loaded: {imp['heavy_modules_loaded']}")
     print(f"delivered: " + ", ".join(f"{k}: sent {v['sent']} in {v['posts']} POSTs" for k, v in delivered.items()))
     print("in a real training loop (tiny torch MLP on CPU, per step):")
-    base = loop["no logging"]["mean_us"]
+    base = loop["no logging"]
     for k, v in loop.items():
-        print(f"  {k:48s} mean {v['mean_us']:8.1f} us  median {v['median_us']:8.1f} us  "
-              f"overhead vs none {v['mean_us'] - base:+7.1f} us")
+        print(f"  {k:40s} wall median {v['median_us']:7.1f} us ({v['median_us'] - base['median_us']:+6.1f}), "
+              f"process CPU {v['cpu_us_per_step']:7.1f} us ({v['cpu_us_per_step'] - base['cpu_us_per_step']:+6.1f})")
     if cuda:
         print(f"CUDA tensors: {cuda}")
     return 0
@@ -211,9 +213,12 @@ def training_loop_rows(torch, Monitor, SummaryWriter, url: str, tb_dir: str, rou
     variants = {"no logging": none, "Monitor.log floats (.item())": mon_floats,
                 "Monitor.log tensors": mon_tensors, "SummaryWriter.add_scalar x3 (.item())": tensorboard}
     times: dict[str, list[int]] = {k: [] for k in variants}
+    cpu: dict[str, int] = {k: 0 for k in variants}
+    flushers = {"Monitor.log floats (.item())": mon_f, "Monitor.log tensors": mon_t}
     ns = time.perf_counter_ns
-    for _ in range(rounds + 1):
+    for r in range(rounds + 1):
         for name, fn in variants.items():
+            c0 = time.process_time_ns()
             for i in range(steps_per_round):
                 idx = torch.randint(0, 256, (32,))
                 t0 = ns()
@@ -225,12 +230,19 @@ def training_loop_rows(torch, Monitor, SummaryWriter, url: str, tb_dir: str, rou
                 fn(loss, gn, 1e-3)
                 times[name].append(ns() - t0)
                 counter["step"] += 1
-    for m in (mon_f, mon_t):
-        m.flush(60)
-        m.close()
-    writer.close()
-    # the first round warms up
-    return {k: percentiles(v[steps_per_round:]) for k, v in times.items()}
+            if name in flushers:  # the background thread's work for these steps, counted here
+                flushers[name].flush(60)
+            if name.startswith("SummaryWriter"):
+                writer.flush()
+            if r:  # the first round warms up
+                cpu[name] += time.process_time_ns() - c0
+    out = {}
+    for k, v in times.items():
+        out[k] = percentiles(v[steps_per_round:])
+        # CPU time of the whole process (training + background thread) per step: unlike wall
+        # time, barely affected by other processes competing for the cores
+        out[k]["cpu_us_per_step"] = cpu[k] / (rounds * steps_per_round) / 1000
+    return out
 
 
 def cuda_row(torch, Monitor, url: str, calls: int) -> dict:
