@@ -1,11 +1,14 @@
 """Shared running statistics of a run, computed once per step for all detectors.
 
-The recursive statistics (EMAs, running best, rising streaks, log-grad-norm moments, LR peak and
-reversals) are computed by the *same* pure-Python loops in the one-record path and in the batch
-path (the batch path runs them over the compressed finite values of a whole batch), so both paths
-produce bit-identical features and therefore identical alerts. Everything that is not recursive
-(finite masks, carrying a statistic over rows where the signal is missing, shifting "after"
-values into "before" values) is done with numpy in the batch path.
+The float recursions (the EMAs of the loss and of log grad-norm, the plateau best) are computed
+by the *same* pure-Python loops (``_loss_core``, ``_gn_core``) in the one-record path and in the
+batch path (which runs them over the compressed finite values of a whole batch), so both paths
+produce bit-identical floats and therefore identical alerts. Everything else is exact selection
+or comparison logic, which the batch path does with numpy (running best/worst, rising streaks,
+counts, LR peak/direction/reversals, finite masks, carrying a statistic over rows where the
+signal is missing, shifting "after" values into "before" values) and the one-record path does
+in a few lines of Python (``_loss_one``, ``_gn_one``, ``_lr_one``); the equivalence tests check
+the two agree.
 
 Columns of :class:`Features` (one entry per row = per accepted record):
 
@@ -72,12 +75,13 @@ DEFAULT_PARAMS: dict[str, float] = {
 }
 
 LOSS_COLS = ("nl", "l0", "worst", "lprev", "lstep", "fast", "best", "best_step", "up_n", "up_base", "slow", "sd",
-             "trend", "pbest", "pstep", "alt", "amp", "dlast")
+             "trend", "pbest", "pstep", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "peak", "rev", "lrdir")
 BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
           "b_glast": "glast", "b_lrlast": "lrlast", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
+ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS
 
 
 def initial_state() -> dict[str, Any]:
@@ -87,75 +91,52 @@ def initial_state() -> dict[str, Any]:
     return st
 
 
-def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: list[int]):
-    """Fold finite losses ``xs`` (at ``steps``) into ``st``; return the after-state per value."""
+CORE_LOSS = ("fast", "slow", "sd", "trend", "pbest", "pstep", "alt", "amp")
+
+
+def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: list[int]):
+    """The recursive loss statistics (EMAs and the plateau best), folded over finite, clipped
+    losses ``xs`` at ``steps``. Shared by both paths: the only loss code with float recursions.
+    Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns per-value lists
+    of CORE_LOSS."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
-    nl, l0, lprev, fast, best, best_step = st["nl"], st["l0"], st["lprev"], st["fast"], st["best"], st["best_step"]
-    worst = st["worst"]
-    up_n, up_base, slow, sd, trend = st["up_n"], st["up_base"], st["slow"], st["sd"], st["trend"]
+    nl, lprev = st["nl"], st["lprev"]
+    fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     k = len(xs)
-    o_l0, o_worst = [0.0] * k, [0.0] * k
-    o_nl, o_fast, o_best, o_bstep, o_upn, o_upb = [0] * k, [0.0] * k, [0.0] * k, [0] * k, [0] * k, [0.0] * k
-    o_slow, o_sd, o_trend, o_pbest, o_pstep = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k, [0] * k
-    o_alt, o_amp, o_dlast = [0.0] * k, [0.0] * k, [0.0] * k
+    o_fast, o_slow, o_sd, o_trend = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k
+    o_pbest, o_pstep, o_alt, o_amp = [0.0] * k, [0] * k, [0.0] * k, [0.0] * k
     for j in range(k):
         x = xs[j]
-        s = steps[j]
-        if x > CLIP:
-            x = CLIP
-        elif x < -CLIP:
-            x = -CLIP
-        nl += 1
-        if nl == 1:
-            fast = slow = trend = pbest = l0 = worst = x
+        if nl == 0:
+            fast = slow = trend = pbest = x
             sd = 0.0
-            best = x
-            best_step = pstep = s
-            up_n = 0
-            up_base = x
+            pstep = steps[j]
         else:
             fast += af * (x - fast)
-            if fast > worst:
-                worst = fast
-            dl = x - lprev
-            if dl > 0.0:
-                if up_n == 0:
-                    up_base = lprev
-                up_n += 1
-            else:
-                up_n = 0
             d = x - slow
             cap = wk * sd + wr * abs(slow)
             if d > cap:
                 d = cap
             slow += as_ * d
             sd += as_ * (abs(d) - sd)
-            if slow < best:
-                best = slow
-                best_step = s
             dt = x - trend
             if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
                 dt = cap
             trend += at * dt
             if trend < pbest - peps * abs(pbest):
                 pbest = trend
-                pstep = s
+                pstep = steps[j]
+            dl = x - lprev
             if dl != 0.0:
                 flip = 1.0 if (dl > 0.0) != (dlast > 0.0) and dlast != 0.0 else 0.0
                 alt += ao * (flip - alt)
                 dlast = dl
             amp += ao * (abs(dl) - amp)
+        nl += 1
         lprev = x
-        o_nl[j] = nl
-        o_l0[j] = l0
-        o_worst[j] = worst
         o_fast[j] = fast
-        o_best[j] = best
-        o_bstep[j] = best_step
-        o_upn[j] = up_n
-        o_upb[j] = up_base
         o_slow[j] = slow
         o_sd[j] = sd
         o_trend[j] = trend
@@ -163,76 +144,173 @@ def _loss_loop(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
         o_pstep[j] = pstep
         o_alt[j] = alt
         o_amp[j] = amp
-        o_dlast[j] = dlast
     if k:
-        st.update(nl=nl, l0=l0, worst=worst, lprev=lprev, lstep=steps[-1], fast=fast, best=best, best_step=best_step,
-                  up_n=up_n, up_base=up_base, slow=slow, sd=sd, trend=trend, pbest=pbest,
-                  pstep=pstep, alt=alt, amp=amp, dlast=dlast)
-    xs_c = [min(max(x, -CLIP), CLIP) for x in xs]
-    return {"nl": o_nl, "l0": o_l0, "worst": o_worst, "lprev": xs_c, "lstep": list(steps), "fast": o_fast, "best": o_best,
-            "best_step": o_bstep, "up_n": o_upn, "up_base": o_upb, "slow": o_slow, "sd": o_sd,
-            "trend": o_trend, "pbest": o_pbest, "pstep": o_pstep, "alt": o_alt, "amp": o_amp,
-            "dlast": o_dlast}
+        st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, alt=alt,
+                  amp=amp, dlast=dlast)
+    return {"fast": o_fast, "slow": o_slow, "sd": o_sd, "trend": o_trend, "pbest": o_pbest,
+            "pstep": o_pstep, "alt": o_alt, "amp": o_amp}
 
 
-def _gn_loop(st: dict[str, Any], p: dict[str, float], gs: list[float]):
-    """Fold finite, non-negative grad-norms into ``st``."""
+def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None:
+    """Fold one finite loss into ``st`` (the one-record path): core EMAs, then the statistics
+    the batch path derives with numpy (same definitions, see ``_loss_batch``)."""
+    x = CLIP if x > CLIP else (-CLIP if x < -CLIP else x)
+    _loss_core(st, p, [x], [s])
+    nl = st["nl"]
+    if nl == 0:
+        st.update(l0=x, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x)
+    else:
+        if st["slow"] < st["best"]:
+            st["best"] = st["slow"]
+            st["best_step"] = s
+        if st["fast"] > st["worst"]:
+            st["worst"] = st["fast"]
+        if x > st["lprev"]:
+            if st["up_n"] == 0:
+                st["up_base"] = st["lprev"]
+            st["up_n"] += 1
+        else:
+            st["up_n"] = 0
+    st["nl"] = nl + 1
+    st["lprev"] = x
+    st["lstep"] = s
+
+
+def _ffill_index(mask: np.ndarray) -> np.ndarray:
+    """For each position, the index of the last True at or before it (-1 if none)."""
+    idx = np.where(mask, np.arange(len(mask)), -1)
+    return np.maximum.accumulate(idx) if len(idx) else idx
+
+
+def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: np.ndarray):
+    """Fold finite losses (a batch) into ``st``; per-value columns (numpy arrays)."""
+    k = len(xs)
+    xs = np.clip(xs, -CLIP, CLIP)
+    nl0 = st["nl"]
+    start = dict(st)
+    core = _loss_core(st, p, xs.tolist(), steps.tolist())
+    out = {c: np.array(v) for c, v in core.items()}
+    slow, fast = out["slow"], out["fast"]
+    out["nl"] = nl0 + np.arange(1, k + 1, dtype=np.int64)
+    out["l0"] = np.full(k, start["l0"] if nl0 else xs[0])
+    out["lprev"] = xs
+    out["lstep"] = steps
+    # best: running minimum of slow; best_step moves on strict improvements only
+    prev_min = np.minimum.accumulate(np.concatenate(([start["best"] if nl0 else INF], slow)))
+    out["best"] = prev_min[1:]
+    improved = slow < prev_min[:-1]
+    last = _ffill_index(improved)
+    out["best_step"] = np.where(last >= 0, steps[np.maximum(last, 0)], start["best_step"])
+    # worst: running maximum of fast
+    if nl0:
+        out["worst"] = np.maximum.accumulate(np.concatenate(([start["worst"]], fast)))[1:]
+    else:
+        out["worst"] = np.maximum.accumulate(fast)
+    # rising streaks of the raw loss: up_n and the loss just before the streak began
+    prev_x = np.concatenate(([start["lprev"]], xs[:-1]))  # NaN before the first loss: no rise
+    rise = xs > prev_x
+    c = np.cumsum(rise)
+    lastc = np.maximum.accumulate(np.where(~rise, c, -1))
+    up_n = np.where(lastc >= 0, c - lastc, c + start["up_n"])
+    begins = rise & (up_n == 1)
+    base_vals = prev_x.copy()
+    if nl0 == 0:  # the very first loss opens the base (as the one-record path does)
+        begins[0] = True
+        base_vals[0] = xs[0]
+    lb = _ffill_index(begins)
+    out["up_n"] = up_n
+    out["up_base"] = np.where(lb >= 0, base_vals[np.maximum(lb, 0)], start["up_base"])
+    st.update(nl=nl0 + k, l0=float(out["l0"][-1]), lprev=float(xs[-1]), lstep=int(steps[-1]),
+              best=float(out["best"][-1]), best_step=int(out["best_step"][-1]),
+              worst=float(out["worst"][-1]), up_n=int(up_n[-1]), up_base=float(out["up_base"][-1]))
+    return out
+
+
+def _gn_core(st: dict[str, Any], p: dict[str, float], gs: list[float]):
+    """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values."""
     ag = p["alpha_g"]
-    ng, mu, var, mumax = st["ng"], st["mu"], st["var"], st["mumax"]
+    ng, mu, var = st["ng"], st["mu"], st["var"]
     k = len(gs)
-    o_ng, o_mu, o_var, o_mx = [0] * k, [0.0] * k, [0.0] * k, [0.0] * k
+    o_mu, o_var = [0.0] * k, [0.0] * k
     log = math.log
+    sqrt = math.sqrt
     for j in range(k):
         g = gs[j]
         lg = log(g) if g > 1e-30 else LOG_TINY
         if lg > 230.0:  # log(CLIP)
             lg = 230.0
-        ng += 1
-        if ng == 1:
-            mu = mumax = lg
+        if ng == 0:
+            mu = lg
             var = 0.0
         else:
             d = lg - mu
             # winsorise in log space at 3 sd (at least a factor 2) so one explosion does not
             # become the new normal
-            cap = 3.0 * math.sqrt(var) + 0.6931471805599453
+            cap = 3.0 * sqrt(var) + 0.6931471805599453
             if d > cap:
                 d = cap
             mu += ag * d
             var = (1.0 - ag) * (var + ag * d * d)
-            if mu > mumax:
-                mumax = mu
-        o_ng[j] = ng
-        o_mx[j] = mumax
+        ng += 1
         o_mu[j] = mu
         o_var[j] = var
     if k:
-        st.update(ng=ng, mu=mu, var=var, mumax=mumax, glast=min(gs[-1], CLIP))
-    return {"ng": o_ng, "glast": [min(g, CLIP) for g in gs], "mu": o_mu, "var": o_var, "mumax": o_mx}
+        st.update(mu=mu, var=var)
+    return o_mu, o_var
 
 
-def _lr_loop(st: dict[str, Any], lrs: list[float]):
-    nlr, last, peak, rev, lrdir = st["nlr"], st["lrlast"], st["peak"], st["rev"], st["lrdir"]
+def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
+    _gn_core(st, p, [g])
+    st["mumax"] = st["mu"] if st["ng"] == 0 or st["mu"] > st["mumax"] else st["mumax"]
+    st["ng"] += 1
+    st["glast"] = g if g < CLIP else CLIP
+
+
+def _gn_batch(st: dict[str, Any], p: dict[str, float], gs: np.ndarray):
+    k = len(gs)
+    ng0, mumax0 = st["ng"], st["mumax"]
+    mu, var = _gn_core(st, p, gs.tolist())
+    mu = np.array(mu)
+    if ng0:
+        mumax = np.maximum.accumulate(np.concatenate(([mumax0], mu)))[1:]
+    else:
+        mumax = np.maximum.accumulate(mu)
+    glast = np.minimum(gs, CLIP)
+    st.update(ng=ng0 + k, mumax=float(mumax[-1]), glast=float(glast[-1]))
+    return {"ng": ng0 + np.arange(1, k + 1, dtype=np.int64), "glast": glast, "mu": mu,
+            "var": np.array(var), "mumax": mumax}
+
+
+def _lr_one(st: dict[str, Any], x: float) -> None:
+    if x > st["peak"]:
+        st["peak"] = x
+    if st["nlr"] > 0 and x != st["lrlast"]:
+        d = 1 if x > st["lrlast"] else -1
+        if st["lrdir"] != 0 and d != st["lrdir"]:
+            st["rev"] += 1
+        st["lrdir"] = d
+    st["nlr"] += 1
+    st["lrlast"] = x
+
+
+def _lr_batch(st: dict[str, Any], lrs: np.ndarray):
+    """LR peak, direction and reversals: no float recursion, so pure numpy."""
     k = len(lrs)
-    o_n, o_peak, o_rev, o_dir = [0] * k, [0.0] * k, [0] * k, [0] * k
-    for j in range(k):
-        x = lrs[j]
-        nlr += 1
-        if x > peak:
-            peak = x
-        if nlr > 1 and x != last:
-            d = 1 if x > last else -1
-            if lrdir != 0 and d != lrdir:
-                rev += 1
-            lrdir = d
-        last = x
-        o_n[j] = nlr
-        o_peak[j] = peak
-        o_rev[j] = rev
-        o_dir[j] = lrdir
-    if k:
-        st.update(nlr=nlr, lrlast=last, peak=peak, rev=rev, lrdir=lrdir)
-    return {"nlr": o_n, "lrlast": list(lrs), "peak": o_peak, "rev": o_rev, "lrdir": o_dir}
+    nlr0 = st["nlr"]
+    peak = np.maximum.accumulate(np.concatenate(([st["peak"]], lrs)))[1:]
+    prev = np.concatenate(([st["lrlast"]], lrs[:-1]))
+    d = (lrs > prev).astype(np.int64) - (lrs < prev).astype(np.int64)
+    if nlr0 == 0:
+        d[0] = 0
+    nz = d != 0
+    li = _ffill_index(nz)
+    lrdir = np.where(li >= 0, d[np.maximum(li, 0)], st["lrdir"])
+    prevdir = np.concatenate(([st["lrdir"]], lrdir[:-1]))
+    rev = st["rev"] + np.cumsum(nz & (prevdir != 0) & (d != prevdir))
+    st.update(nlr=nlr0 + k, lrlast=float(lrs[-1]), peak=float(peak[-1]), rev=int(rev[-1]),
+              lrdir=int(lrdir[-1]))
+    return {"nlr": nlr0 + np.arange(1, k + 1, dtype=np.int64), "lrlast": lrs, "peak": peak,
+            "rev": rev, "lrdir": lrdir}
 
 
 class Features:
@@ -291,15 +369,14 @@ class FeatureTracker:
         }
         for b, a in BEFORE.items():
             cols[b] = [st[a]]
-        out = _loss_loop(st, self.params, [float(loss)], [step]) if lok else None
-        for c in LOSS_COLS:
-            cols[c] = out[c] if out else [st[c]]
-        out = _gn_loop(st, self.params, [float(gn)]) if gok else None
-        for c in GN_COLS:
-            cols[c] = out[c] if out else [st[c]]
-        out = _lr_loop(st, [float(lr)]) if lrok else None
-        for c in LR_COLS:
-            cols[c] = out[c] if out else [st[c]]
+        if lok:
+            _loss_one(st, self.params, float(loss), step)
+        if gok:
+            _gn_one(st, self.params, float(gn))
+        if lrok:
+            _lr_one(st, float(lr))
+        for c in ALL_COLS:
+            cols[c] = [st[c]]
         return Features(1, lists=cols)
 
     # -- a batch: numpy around the same loops ----------------------------------------------------
@@ -319,18 +396,31 @@ class FeatureTracker:
             gok = np.isfinite(b.grad_norm) & (b.grad_norm >= 0.0)
             lrok = np.isfinite(b.lr)
             arrays.update(lok=lok, gok=gok, lrok=lrok, vok=np.isfinite(b.val_loss))
-        start = dict(st)  # the loops mutate st; "before" values come from here
+        start = dict(st)  # the folds mutate st; "before" values come from here
         for mask, cols, run in (
-            (lok, LOSS_COLS, lambda: _loss_loop(st, self.params, b.loss[lok].tolist(), steps[lok].tolist())),
-            (gok, GN_COLS, lambda: _gn_loop(st, self.params, b.grad_norm[gok].tolist())),
-            (lrok, LR_COLS, lambda: _lr_loop(st, b.lr[lrok].tolist())),
+            (lok, LOSS_COLS, lambda m: _loss_batch(st, self.params, b.loss[m], steps[m])),
+            (gok, GN_COLS, lambda m: _gn_batch(st, self.params, b.grad_norm[m])),
+            (lrok, LR_COLS, lambda m: _lr_batch(st, b.lr[m])),
         ):
-            out = run()
+            if mask.all():  # the common case: every row carries the signal, no gather needed
+                out = run(mask)
+                for c in cols:
+                    arrays[c] = out[c]
+                    if c in _BEFORE_OF:
+                        arrays[_BEFORE_OF[c]] = np.concatenate(([start[c]], out[c][:-1]))
+                continue
+            if not mask.any():
+                for c in cols:
+                    arrays[c] = np.full(n, start[c])
+                    if c in _BEFORE_OF:
+                        arrays[_BEFORE_OF[c]] = arrays[c]
+                continue
+            out = run(mask)
             incl = np.cumsum(mask)  # how many values were folded in up to and including each row
             excl = incl - mask
             for c in cols:
                 # ext[0] = the state before this batch, ext[j] = after the j-th folded value
-                ext = np.array([start[c]] + out[c])
+                ext = np.concatenate(([start[c]], out[c]))
                 arrays[c] = ext[incl]
                 if c in _BEFORE_OF:
                     arrays[_BEFORE_OF[c]] = ext[excl]

@@ -75,7 +75,8 @@ class GradExplosionDetector(Detector):
                 ~(g * (1.0 + 1e-9) < np.exp(mu) * self.ratio)
 
     def active_screen(self, f):
-        return f.a("gok")
+        with np.errstate(all="ignore"):
+            return f.a("gok") & ~(f.a("gn") > np.exp(f.a("b_mu")) * self.resolve_ratio * (1.0 + 1e-9))
 
     def step(self, f, i: int) -> None:
         if not f.gok[i]:

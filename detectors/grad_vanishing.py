@@ -77,7 +77,11 @@ class GradVanishingDetector(Detector):
             return f.a("gok") & ((g < self.abs_tiny) | ~(g >= rel))
 
     def active_screen(self, f):
-        return f.a("gok")
+        with np.errstate(all="ignore"):
+            g = f.a("gn")
+            lo = 1.0 - 1e-9
+            return f.a("gok") & ~(g < self.abs_tiny * lo) & \
+                ~(g < np.exp(f.a("mumax")) * self.rel_tiny * lo)
 
     def step(self, f, i: int) -> None:
         if not f.gok[i]:

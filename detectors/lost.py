@@ -87,10 +87,15 @@ class LostRunDetector(Detector):
         first = f.a("nl") == 1
         fs = 0 if (first.any() or self.first_step < 0) else self.first_step
         need = np.maximum(self.patience_frac * (step - fs), self.patience)
-        return f.a("lok") & (((step - f.a("pstep")) >= need) | first)
+        with np.errstate(all="ignore"):
+            trend, l0 = f.a("trend"), f.a("l0")
+            # superset of lost_after_blowup(): above the first loss, or a past blow-up
+            maybe = ~(trend <= l0) | ~(f.a("worst") < self.blowup * np.abs(l0))
+        return f.a("lok") & ((((step - f.a("pstep")) >= need) & maybe) | first)
 
     def active_screen(self, f):
-        return f.a("lok")
+        # resolves when the trend improves: pstep moves past the one recorded at the alert
+        return f.a("lok") & (f.a("pstep") > self.alert.evidence.get("improved_at", -1))
 
     def step(self, f, i: int) -> None:
         if not f.lok[i]:

@@ -95,7 +95,18 @@ class LRAnomalyDetector(Detector):
             return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | near_zero | ~(lr <= self.jump * prev))
 
     def active_screen(self, f):
-        return f.a("has_lr")
+        lr, ok = f.a("lr"), f.a("lrok")
+        with np.errstate(invalid="ignore"):
+            if self.mode == "bad":
+                rows = ok & ~(lr < 0.0)
+            elif self.mode == "zero":
+                rows = ok & ~(lr <= self.zero_frac * f.a("peak"))
+            elif self.mode == "jump":
+                rows = (ok & ~(lr > 2.0 * self.ref)) | \
+                    (f.a("nlr") - self.opened_at >= self.jump_hold)
+            else:
+                rows = np.ones(f.n, dtype=bool)
+        return f.a("has_lr") & rows
 
     def step(self, f, i: int) -> None:
         if not f.has_lr[i]:

@@ -103,8 +103,14 @@ class PlateauDetector(Detector):
         return lok & ((since >= need) | first)
 
     def active_screen(self, f):
-        # resolves when the trend improves: pstep moves
-        return f.a("lok")
+        # resolves when the trend improves (pstep moves past the one recorded at the alert);
+        # an info plateau may turn "converged" where the LR has decayed
+        a = self.alert
+        rows = f.a("pstep") > a.evidence.get("improved_at", -1)
+        if a.severity == "info" and not a.evidence.get("converged"):
+            with np.errstate(invalid="ignore"):
+                rows = rows | (f.a("lrok") & ~(f.a("lr") > self.decayed * f.a("peak")))
+        return f.a("lok") & rows
 
     def step(self, f, i: int) -> None:
         if not f.lok[i]:
@@ -114,8 +120,7 @@ class PlateauDetector(Detector):
             self.first_loss = f.loss[i]
             self.first_step = step
         if self.alert is not None:
-            if f.pstep[i] > self.alert.step - self.alert.evidence.get("since", 0) and \
-                    f.pstep[i] > self.alert.evidence.get("improved_at", -1):
+            if f.pstep[i] > self.alert.evidence.get("improved_at", -1):
                 self.close_episode(step, f"loss improving again ({fmt(f.trend[i])})")
                 return
             a = self.alert

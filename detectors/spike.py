@@ -107,7 +107,10 @@ class SpikeDetector(Detector):
         return spike_screen(f, self.z, self.rel, self.min_records)
 
     def active_screen(self, f):
-        return f.a("lok")
+        with np.errstate(all="ignore"):
+            level = f.a("b_slow")
+            back = np.maximum(3.0 * f.a("b_sd"), 0.5 * self.rel * np.abs(level))
+            return f.a("lok") & ~((f.a("loss") - level) > back)
 
     def step(self, f, i: int) -> None:
         if not f.lok[i]:
