@@ -197,3 +197,42 @@ def test_without_a_url_the_detectors_run_in_process(monkeypatch):
     assert all(a["detector"] != "client.nan" for a in mon.alerts)
     assert mon.health in ("warning", "critical") and mon.recommendation is not None
     assert got  # on_alert fired for the engine's alerts too
+
+
+def test_records_are_flushed_at_interpreter_exit_without_close(service_proc):
+    import subprocess
+    import sys
+
+    script = (
+        "from losswatch.client import Monitor\n"
+        f"mon = Monitor(run_id='mon-atexit', url={service_proc!r}, flush_interval=60.0)\n"
+        "for step in range(1234):\n"
+        "    mon.log(step, loss=1.0 / (step + 1), lr=0.1)\n"
+        "# no flush, no close: the atexit hook sends what is buffered\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert series(service_proc, "mon-atexit")["step"] == list(range(1234))
+
+
+def test_token_is_sent_and_a_wrong_token_keeps_the_records(service_factory):
+    srv = service_factory(env={"LOSSWATCH_TOKENS": "good-token=teamA"})
+    with Monitor(run_id="mon-auth", url=srv.url, token="good-token") as mon:
+        for step in range(50):
+            mon.log(step, loss=1.0)
+        assert mon.flush(20)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        bad = Monitor(run_id="mon-auth-bad", url=srv.url, token="wrong", timeout=1.0, max_backoff=0.2)
+        for step in range(50):
+            bad.log(step, loss=1.0)
+        assert not bad.flush(1.5)
+        assert bad.stats["sent"] == 0 and bad.stats["spooled"] == 50  # kept, not dropped
+        bad.close(timeout=0.2)
+    assert any("HTTP 401" in str(x.message) for x in w)
+    p = urlsplit(srv.url)
+    c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
+    c.request("GET", "/v1/runs/mon-auth", headers={"Authorization": "Bearer good-token"})
+    r = c.getresponse()
+    run = json.loads(r.read())
+    assert r.status == 200 and run["n_steps"] == 50 and run["project"] == "teamA"

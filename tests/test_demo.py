@@ -43,3 +43,50 @@ def test_demo_against_an_already_running_service(service_proc):
     assert "starting the service" not in p.stdout
     assert "150 steps stored" in p.stdout
     assert f"{service_proc}/v1/runs/demo-ext/alerts" in p.stdout
+
+
+def test_demo_leaves_the_service_running_until_ctrl_c():
+    import http.client
+    import json
+    import signal
+    import time
+
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "losswatch.service.cli", "demo", "--step-delay", "0",
+                          "--steps", "200", "--port", str(port), "--run-id", "demo-wait"],
+                         cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        for path in ("/docs", "/v1/runs/demo-wait", "/v1/runs/demo-wait/alerts", "/metrics"):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", path)
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            assert r.status == 200, (path, body[:200])
+            if path.endswith("/alerts"):
+                assert json.loads(body)["alerts"]
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    with socket_bound(port):
+        pass
+
+
+def socket_bound(port):
+    """Binding the port again proves the demo stopped the service it started."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    return s
