@@ -25,7 +25,9 @@ Concurrency (the :mod:`.base` atomicity contract): one Lua script applies a batc
 extras, alerts, detector state, counters) atomically, and only if the run's state version is the
 one the detector state was computed from (compare-and-set). On a conflict the script returns the
 current state and the replica recomputes and retries. A replica keeps the engine of each run it
-served last, with its version, so the usual batch costs exactly one round trip (one EVALSHA).
+served last, with its version, so the usual batch costs exactly one round trip (one EVALSHA); for
+a minute after a conflict on a run, a replica reads the run's state before running the detectors
+(two round trips, but no detector work wasted on a stale state).
 
 Duplicates are found by the chunk's presence bit (SETBIT returns the old bit) inside the same
 script; steps above the stored ``last_step`` need no check (nothing above it is stored).
@@ -182,6 +184,8 @@ class RedisStore(Store):
         # one in-flight ingest per run per process: the cached engine is mutated in place
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.conflicts = 0                          # CAS retries (diagnostics, tests)
+        # runs another replica wrote lately (monotonic time of the last conflict): read first
+        self._contended: dict[str, float] = {}
 
     # --- keys -----------------------------------------------------------------------------
     def _p(self, run_id: str) -> str:
@@ -212,9 +216,13 @@ class RedisStore(Store):
         engine = load_engine(eng) if eng else new_engine(run_id, None)
         return _Cached(v, engine, _i(last_step))
 
-    async def _read_state(self, run_id: str) -> _Cached:
+    async def _read_state(self, run_id: str, cached: _Cached | None = None) -> _Cached:
+        """The run's stored state (``cached`` itself if it is still the current version)."""
         v, eng, last = await self._r.hmget(self._p(run_id) + "s", "v", "eng", "last_step")
-        return self._from_state(run_id, _i(v) or 0, eng, last)
+        v = _i(v) or 0
+        if cached is not None and cached.v == v:
+            return cached
+        return self._from_state(run_id, v, eng, last)
 
     # --- ingest ---------------------------------------------------------------------------
     @_unavailable
@@ -223,12 +231,17 @@ class RedisStore(Store):
         now = wall_now(now)
         async with self._lock(run_id):
             cached = self._cache.pop(run_id, None)
-            if cached is None:
-                cached = await self._read_state(run_id)
+            if cached is None or self._contended.get(run_id, -1e9) > time.monotonic() - 60:
+                # unknown here, or other replicas wrote it lately: read the state first rather
+                # than run the detectors on a state that is probably stale
+                cached = await self._read_state(run_id, cached)
             for _attempt in range(200):
                 res = await self._try_ingest(run_id, cols, project, now, cached)
                 if isinstance(res, _Cached):          # version conflict: res is the current state
                     self.conflicts += 1
+                    self._contended[run_id] = time.monotonic()
+                    if len(self._contended) > 10_000:
+                        self._contended.pop(next(iter(self._contended)))
                     cached = res
                     continue
                 return res
@@ -451,7 +464,7 @@ class RedisStore(Store):
         p = self._p(run_id)
         meta_json = json.dumps(meta)
         async with self._lock(run_id):
-            cached = self._cache.pop(run_id, None) or await self._read_state(run_id)
+            cached = await self._read_state(run_id, self._cache.pop(run_id, None))
             for _ in range(200):
                 cached.engine.set_meta(dict(meta))
                 reply = await self._put_meta(
