@@ -240,6 +240,10 @@ def test_old_steps_are_downsampled_with_bounded_keys_nan_kept_and_late_steps_exa
             assert s.extra[i]["loss_min"] == min(vals) and s.extra[i]["loss_max"] == max(vals)
             j = max(k for k, st_ in enumerate(s.step) if st_ <= 20_000)
             assert s.extra[j]["loss_max"] == 1e6
+            # a range read returns the rows (raw or buckets) that start inside it
+            part = await st.read_series("r", 5000, 29_000)
+            assert part.step == [x for x in s.step if 5000 <= x <= 29_000]
+            assert (await st.read_series("r", 29_500, None)).step == [x for x in s.step if x >= 29_500]
             # late steps into downsampled ranges: a gap is filled, a repeat is a duplicate
             late = [recs[k] for k in sorted(missing)] + [recs[100], recs[3005], recs[29_990]]
             r = await st.ingest("r", cols_of(late))
