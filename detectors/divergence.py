@@ -233,6 +233,12 @@ class DivergenceDetector(Detector):
         nl = f.nl[i]
         if nl < 2:
             return
+        lvl = _pratio(slow, best, l0)
+        if f.up_n[i] < 2 and lvl < self.level_ratio and \
+                not x - f.b_slow[i] > self.spike_rel * abs(f.b_slow[i]) and \
+                not (f.gok[i] and f.gn[i] >= self.gn_abs) and \
+                not (f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]):
+            return  # no rule can fire and no private state can change on this row
         rule = None
         rec = f.rec[i]
         g = f.gn[i]
@@ -267,7 +273,6 @@ class DivergenceDetector(Detector):
             gprev = f.b_glast[i]
             if f.ng[i] >= 2 and g >= 2.0 * gprev:
                 rule = (f"jumped with the grad-norm at {fmt(g)} (was {fmt(gprev)})", "grad_norm")
-        lvl = _pratio(slow, best, l0)
         if lvl >= self.level_ratio:
             fast = f.fast[i]
             if self.hi_last != nl - 1:

@@ -82,6 +82,7 @@ BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_v
           "b_glast": "glast", "b_lrlast": "lrlast", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS
+_BEFORE_ITEMS = tuple(BEFORE.items())
 
 
 def initial_state() -> dict[str, Any]:
@@ -367,17 +368,19 @@ class FeatureTracker:
             "has_val": [val is not None], "lok": [lok], "gok": [gok], "lrok": [lrok],
             "vok": [_finite(val)],
         }
-        for b, a in BEFORE.items():
-            cols[b] = [st[a]]
+        cols.update({b: [st[a]] for b, a in _BEFORE_ITEMS})
         if lok:
             _loss_one(st, self.params, float(loss), step)
         if gok:
             _gn_one(st, self.params, float(gn))
         if lrok:
             _lr_one(st, float(lr))
-        for c in ALL_COLS:
-            cols[c] = [st[c]]
-        return Features(1, lists=cols)
+        cols.update({c: [st[c]] for c in ALL_COLS})
+        cols["n"] = 1
+        cols["_arrays"] = {}
+        f = Features.__new__(Features)
+        f.__dict__ = cols  # no copy: this is the hot path of the one-record update
+        return f
 
     # -- a batch: numpy around the same loops ----------------------------------------------------
     def advance_batch(self, b: Any) -> Features:

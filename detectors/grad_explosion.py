@@ -81,6 +81,8 @@ class GradExplosionDetector(Detector):
     def step(self, f, i: int) -> None:
         if not f.gok[i]:
             return
+        if self.alert is None and f.ng[i] <= self.min_records:
+            return
         g = f.gn[i]
         lg = self._lg(g)
         mu = f.b_mu[i]

@@ -54,6 +54,7 @@ class GradVanishingDetector(Detector):
         self.abs_tiny = abs_tiny
         self.rel_tiny = rel_tiny
         self.patience = patience
+        self._log_rel = math.log(rel_tiny)
         self.start = 0  # grad-norm record count where the current run of tiny norms began
         self.last = -1
         self.start_step = -1
@@ -68,7 +69,7 @@ class GradVanishingDetector(Detector):
         if g < self.abs_tiny:
             return True
         lg = math.log(g) if g > 1e-30 else _LOG_TINY
-        return lg < mumax + math.log(self.rel_tiny)
+        return lg < mumax + self._log_rel
 
     def screen(self, f):
         with np.errstate(all="ignore"):
@@ -87,9 +88,11 @@ class GradVanishingDetector(Detector):
         if not f.gok[i]:
             return
         g = f.gn[i]
+        tiny = self._tiny(g, f.mumax[i])
+        if not tiny and self.alert is None:
+            return
         ng = f.ng[i]
         step = f.step[i]
-        tiny = self._tiny(g, f.mumax[i])
         if self.alert is not None:
             if not tiny:
                 self.close_episode(step, f"grad-norm back to {fmt(g)}")

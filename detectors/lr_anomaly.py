@@ -112,8 +112,11 @@ class LRAnomalyDetector(Detector):
         if not f.has_lr[i]:
             return
         lr = f.lr[i]
-        step = f.step[i]
         ok = f.lrok[i]
+        if self.alert is None and ok and lr > self.zero_frac * f.peak[i] and lr > 0.0 and \
+                not lr > self.jump * f.b_lrlast[i]:
+            return  # a positive LR, not ~0, no jump: nothing to look at
+        step = f.step[i]
         nlr = f.nlr[i]  # counts finite LRs only
         if self.alert is not None:
             self._maybe_resolve(f, i, lr, ok, nlr)

@@ -71,6 +71,8 @@ class NaNDetector(Detector):
         return loss_bad | gn_bad
 
     def step(self, f, i: int) -> None:
+        if self.alert is None and (f.lok[i] or not f.has_loss[i]) and (f.gok[i] or not f.has_gn[i]):
+            return  # finite (or absent) loss and grad-norm: nothing to do
         lbad = f.has_loss[i] and not f.lok[i]
         g = f.gn[i]
         gbad = f.has_gn[i] and g - g != 0.0

@@ -119,6 +119,8 @@ class PlateauDetector(Detector):
         if f.nl[i] == 1:
             self.first_loss = f.loss[i]
             self.first_step = step
+        if self.alert is None and step - f.pstep[i] < self.patience:
+            return
         if self.alert is not None:
             if f.pstep[i] > self.alert.evidence.get("improved_at", -1):
                 self.close_episode(step, f"loss improving again ({fmt(f.trend[i])})")
