@@ -340,7 +340,7 @@ class Actor:
             return
         evidence = _get(alert, "evidence") or {}
         good = None
-        for key in ("best_step", "improved_at", "last_finite_step"):
+        for key in ("best_step", "last_finite_step"):
             v = evidence.get(key) if isinstance(evidence, dict) else None
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < step:
                 good = v
