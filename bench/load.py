@@ -209,12 +209,35 @@ async def fleet(ports: list[int], runs: int, duration: float, flush: float, conn
                     lat.append(dt)
                     accepted += orjson.loads(body)["accepted"]
                     sent[i] = logged[i]
-            if final and (sent[i] >= logged[i] or time.time() > stop_at + 120):
+            if final and (sent[i] >= logged[i] or time.time() > stop_at + 600):
                 return
             due += flush if not final else 1.0
 
     await asyncio.gather(*(one(i) for i in range(runs)))
-    return {"lat": lat, "lag": lag, "codes": codes, "accepted": accepted, "logged": sum(logged)}
+    return {"lat": lat, "lag": lag, "codes": codes, "accepted": accepted, "logged": sum(logged),
+            "acked": list(sent), "logged_per_run": list(logged)}
+
+
+def missing_acked(srv: RedisServer, acked: list[int]) -> int:
+    """Acknowledged steps (run i: steps 0 .. acked[i]-1) whose presence bit is not set in Redis."""
+    import numpy as np
+
+    from losswatch.service.stores import series as ser
+
+    cli = srv.client()
+    missing = 0
+    for lo in range(0, len(acked), 1000):
+        p = cli.pipeline(transaction=False)
+        want = []
+        for i in range(lo, min(lo + 1000, len(acked))):
+            for ci in range((acked[i] + ser.CHUNK - 1) // ser.CHUNK):
+                p.getrange(f"lw:{{load-{i}}}:raw:{ci}", 0, ser.PRESENCE_BYTES - 1)
+                want.append(min(ser.CHUNK, acked[i] - ci * ser.CHUNK))
+        for bm, n in zip(p.execute(), want):
+            bits = np.unpackbits(np.frombuffer(bm.ljust(ser.PRESENCE_BYTES, b"\0"), dtype=np.uint8),
+                                 bitorder="big")
+            missing += int(n - bits[:n].sum())
+    return missing
 
 
 def count_in_redis(srv: RedisServer) -> tuple[int, int]:
@@ -285,6 +308,7 @@ def run_fleet(a) -> None:
             gen1 = resource.getrusage(resource.RUSAGE_SELF)
             scrape = metrics_scrape(svcs[0].port)
             bits, n_steps = count_in_redis(srv)
+            missing = missing_acked(srv, res["acked"])
             mem = srv.client().info("memory")["used_memory"]
         finally:
             for s in svcs:
@@ -303,10 +327,14 @@ def run_fleet(a) -> None:
         ("steps acknowledged (sum of `accepted`)", f"{steps:,}"),
         ("steps found in Redis (BITCOUNT of presence bitmaps)", f"{bits:,}"),
         ("sum of runs' n_steps", f"{n_steps:,}"),
-        ("steps lost", f"{res['logged'] - bits:,}"),
+        ("acknowledged steps missing in Redis (lost)", f"{missing:,}"),
+        ("steps still held by the clients at the end (never acknowledged)",
+         f"{res['logged'] - sum(res['acked']):,}"),
         ("requests (by status)", ", ".join(f"{k}: {v:,}" for k, v in sorted(res["codes"].items()))),
         ("wall time incl. final flush", f"{wall:.1f} s"),
-        ("ingest rate", f"{steps / wall:,.0f} steps/s, {n_req / wall:,.0f} requests/s"),
+        ("offered load", f"{a.runs:,} steps/s in {a.runs / a.flush:,.0f} requests/s"),
+        ("achieved (over the wall time incl. ramp-up and final flush)",
+         f"{steps / wall:,.0f} steps/s, {n_req / wall:,.0f} requests/s"),
         ("ingest latency p50 / p99 / max", f"{pct(res['lat'], .5) * 1e3:.1f} / {pct(res['lat'], .99) * 1e3:.1f} / "
                                            f"{max(res['lat']) * 1e3:.1f} ms"),
         ("flush lag behind schedule p50 / p99", f"{pct(res['lag'], .5) * 1e3:.0f} / {pct(res['lag'], .99) * 1e3:.0f} ms"),
