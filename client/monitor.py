@@ -282,8 +282,9 @@ class Monitor:
             return []
         raw = [q.popleft() for _ in range(n)]
         records, problems = resolve(raw)
-        for p in problems[:3]:
-            self._warn_once("value:" + p.split(":")[0][:40], "losswatch: " + p)
+        for p in problems:
+            kind = p.split(":", 1)[0]
+            self._warn_once("value:" + kind, f"losswatch: {p} (further {kind!r} problems are not reported)")
         changed = self._nan.observe(records)
         if changed:
             self._merge_alerts(changed, local=True)

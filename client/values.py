@@ -96,7 +96,8 @@ def resolve(raw: list[tuple]) -> tuple[list[dict[str, Any]], list[str]]:
         ``{"step": int, "ts": float, "loss": float, ..., "extra": {...}}``; fields that were
         not logged are absent. Non-finite floats stay floats (the wire encoding comes later).
     problems : list of str
-        One line per value or record that had to be dropped (bad step, not a number).
+        One line per value or record that had to be dropped, ``"<kind>: <details>"`` (the kind,
+        e.g. "bad step" or "bad loss", lets the caller warn once per kind).
 
     Examples
     --------
@@ -125,7 +126,7 @@ def resolve(raw: list[tuple]) -> tuple[list[dict[str, Any]], list[str]]:
         try:
             vals = _tensor_values(tensor_refs)
         except Exception as e:
-            problems.append(f"could not read logged tensors: {e}")
+            problems.append(f"unreadable tensors: {e}")
             vals = []
             for t in tensor_refs:
                 try:
@@ -144,7 +145,7 @@ def resolve(raw: list[tuple]) -> tuple[list[dict[str, Any]], list[str]]:
             if isinstance(step, bool) or step < 0:
                 raise ValueError
         except Exception:
-            problems.append(f"dropped a record: step must be a non-negative integer, got {step!r}")
+            problems.append(f"bad step: dropped a record; step must be a non-negative integer, got {step!r}")
             continue
         rec: dict[str, Any] = {"step": step, "ts": row[5]}
         for f, name in enumerate(_FIELDS, start=1):
@@ -154,7 +155,7 @@ def resolve(raw: list[tuple]) -> tuple[list[dict[str, Any]], list[str]]:
             try:
                 rec[name] = to_float(v)
             except (TypeError, ValueError):
-                problems.append(f"step {step}: {name}={v!r} is not a number; left out")
+                problems.append(f"bad {name}: step {step}, {name}={v!r} is not a number; left out")
         extra = row[6]
         if extra:
             ex: dict[str, float] = {}
@@ -165,7 +166,7 @@ def resolve(raw: list[tuple]) -> tuple[list[dict[str, Any]], list[str]]:
                 try:
                     ex[str(k)] = to_float(v)
                 except (TypeError, ValueError):
-                    problems.append(f"step {step}: {k}={v!r} is not a number; left out")
+                    problems.append(f"bad {k}: step {step}, {k}={v!r} is not a number; left out")
             if ex:
                 rec["extra"] = ex
         records.append(rec)
