@@ -425,29 +425,35 @@ class RedisStore(Store):
                 try:
                     await pipe.watch(p + "ds", p + "d1", p + "d2", p + "d3")
                     w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "w1", "w2"))
-                    updates: dict[tuple[str, int], ser.Agg] = {}
-                    stored = dups = 0
+                    where = []
                     for i in idx:
                         s = cols.step[i]
                         if s // L1.width >= w1:
-                            lvl, b, width = "d1", s // L1.width, L1.width
+                            where.append(("d1", L1.width))
                         elif s // L2.width >= w2:
-                            lvl, b, width = "d2", s // L2.width, L2.width
+                            where.append(("d2", L2.width))
                         else:
-                            lvl, b, width = "d3", s // L3.width, L3.width
-                        agg = updates.get((lvl, b))
-                        if agg is None:
-                            blob = await pipe.hget(p + lvl, b)
-                            agg = ser.Agg.unpack(blob, width) if blob else ser.Agg(width=width)
+                            where.append(("d3", L3.width))
+                    updates: dict[tuple[str, int], ser.Agg] = {}
+                    for lvl, width in set(where):          # one HMGET per level
+                        bs = sorted({cols.step[i] // width for i, w in zip(idx, where) if w[0] == lvl})
+                        for b, blob in zip(bs, await pipe.hmget(p + lvl, bs)):
+                            updates[(lvl, b)] = ser.Agg.unpack(blob, width) if blob else ser.Agg(width=width)
+                    stored = dups = 0
+                    changed: set[tuple[str, int]] = set()
+                    for i, (lvl, width) in zip(idx, where):
+                        s = cols.step[i]
+                        b = s // width
+                        agg = updates[(lvl, b)]
                         if agg.has(s - b * width):
                             dups += 1
                             continue
                         agg.add(s - b * width, [getattr(cols, f)[i] for f in ser.VALUE_FIELDS], cols.ts[i])
-                        updates[(lvl, b)] = agg
+                        changed.add((lvl, b))
                         stored += 1
                     pipe.multi()
-                    for (lvl, b), agg in updates.items():
-                        pipe.hset(p + lvl, b, agg.pack())
+                    for lvl, b in changed:
+                        pipe.hset(p + lvl, b, updates[(lvl, b)].pack())
                     pipe.hincrby(p + "s", "n_steps", stored)
                     pipe.hincrby(p + "s", "ooo", stored)
                     pipe.hincrby(p + "s", "dups", dups)
