@@ -270,3 +270,16 @@ def test_advice_to_undo_the_actors_own_cut_is_not_followed() -> None:
     # a plateau asking for a larger LR is still followed
     out = actor.apply(30, {"type": "scale_lr", "factor": 3.0}, {"id": "p", "kind": "plateau", "step": 21, "last_step": 30})
     assert out["status"] == "applied" and _lrs(opt) == [pytest.approx(0.3)]
+
+
+def test_the_monitor_builds_the_actor_and_applies_advice_at_the_next_log() -> None:
+    from losswatch.client import Monitor
+
+    stopped: list[bool] = []
+    opt = _opt(1.0, groups=1)
+    with Monitor(run_id="act-local", url=None, act=True, optimizer=opt, on_stop=lambda: stopped.append(True)) as mon:
+        mon.log(5, loss=float("nan"))  # a float NaN is caught on the spot, in this thread
+        assert not stopped
+        mon.log(6, loss=1.0)  # the advice is applied here, in the training thread
+        assert stopped == [True]
+        assert [(a["step"], a["action"]["type"], a["applied"]) for a in mon.actions] == [(6, "stop", True)]
