@@ -205,7 +205,8 @@ class DivergenceDetector(Detector):
             gn = f.a("gok") & ~(f.a("gn") < self.gn_abs) & \
                 ~(ratio_arr(f.a("loss"), best) < self.gn_ratio)
             level = ~(pratio_arr(f.a("slow"), best, l0) < self.level_ratio)
-            lr_jump = f.a("lrok") & ~(f.a("lr") < self.lr_jump * f.a("b_lrlast"))
+            prev_lr = f.a("b_lrlast")
+            lr_jump = f.a("lrok") & (prev_lr > 0.0) & ~(f.a("lr") < self.lr_jump * prev_lr)
             spikes = spike_screen(f, self.spike_z, self.spike_rel, self.spike_min) & \
                 ~(pratio_arr(f.a("loss"), best, l0) < self.level_ratio)
             return f.a("lok") & (streak | gn | level | lr_jump | spikes)
