@@ -149,6 +149,8 @@ class RedisStore(Store):
         forever. Default: ``LOSSWATCH_RETENTION_SECONDS`` or 30 days.
     raw_chunks : how many of the newest 960-step chunks stay at full resolution. Default:
         ``LOSSWATCH_REDIS_RAW_CHUNKS`` or 8 (7,680 steps).
+    engine_cache : detector engines kept in this process (~11 KB each), the runs served last;
+        ``LOSSWATCH_REDIS_ENGINE_CACHE`` or 10,000. A run not in it costs one more round trip.
     levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
     wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't);
         ``LOSSWATCH_REDIS_WAIT_REPLICAS``, timeout ``LOSSWATCH_REDIS_WAIT_TIMEOUT_MS`` (1000). A
@@ -159,7 +161,7 @@ class RedisStore(Store):
     def __init__(self, url: str, *, retention_seconds: int | None = None, raw_chunks: int | None = None,
                  wait_replicas: int | None = None, wait_timeout_ms: int | None = None,
                  prefix: str = "lw:", max_connections: int = 64,
-                 engine_cache: int = 50_000, levels: tuple[ser.Level, ...] | None = None) -> None:
+                 engine_cache: int | None = None, levels: tuple[ser.Level, ...] | None = None) -> None:
         self._where = _redact(url)                 # never echo a password (/readyz shows it)
         self.url = self._where
         self.retention = _env_int("LOSSWATCH_RETENTION_SECONDS", 30 * 86400) \
@@ -180,7 +182,7 @@ class RedisStore(Store):
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_max = engine_cache
+        self._cache_max = _env_int("LOSSWATCH_REDIS_ENGINE_CACHE", 10_000) if engine_cache is None else engine_cache
         # one in-flight ingest per run per process: the cached engine is mutated in place
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.conflicts = 0                          # CAS retries (diagnostics, tests)
