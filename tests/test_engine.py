@@ -182,3 +182,27 @@ def test_a_constant_run_is_only_ever_a_plateau():
     recs = [Record(s, 1.0, 1.0, 1e-3) for s in range(2000)]
     eng, alerts = one_at_a_time(recs)
     assert {a.kind for a in alerts} == {"plateau"}  # nothing learns: that is a stuck plateau
+
+
+def test_schedule_monitor_plugin_runs_in_both_paths_and_survives_restore():
+    meta = {"lr_schedule": {"name": "constant", "lr": 1e-3}}
+    eng = Engine("r", meta)
+    assert any(d.name == "schedule_monitor" for d in eng._detectors)
+    recs = realistic_run(2000, 11)
+    e1, a1 = one_at_a_time(recs, meta=meta)
+    assert any(a.detector == "schedule_monitor" for a in a1)  # the LR jumps/zeros are off-schedule
+    e2, a2 = in_batches(recs, 333, meta=meta)
+    assert _dicts(a2) == _dicts(a1)
+    eng, out = Engine("r", meta), []
+    for k in range(0, len(recs), 400):
+        eng = Engine.from_bytes(eng.to_bytes())
+        out += eng.update_batch(recs[k:k + 400])
+    assert _dicts(out) == _dicts(a1)
+
+
+def test_set_meta_adds_the_schedule_monitor_and_bad_schedules_do_not_break_the_engine():
+    eng = Engine("r")
+    eng.set_meta({"lr_schedule": {"name": "constant", "lr": 1e-3}})
+    assert any(d.name == "schedule_monitor" for d in eng._detectors)
+    eng = Engine("r", {"lr_schedule": {"name": "no-such-schedule"}})
+    eng.update(Record(1, 2.0, 1.0, 1e-3))  # never raises
