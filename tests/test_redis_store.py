@@ -500,3 +500,25 @@ def test_vectorised_bucket_statistics_equal_the_step_by_step_fold():
                (y.n_steps, y.n_fin, y.n_nan, y.n_val, y.vmin, y.vmax, bytes(y.mask))
         assert (x.ts_min, x.ts_max) == (y.ts_min, y.ts_max)
         assert x.vsum == pytest.approx(y.vsum)
+
+
+def test_a_replica_with_a_cached_engine_survives_redis_losing_its_data(redis_proc):
+    """Redis restarted without persistence (or flushed): the replica's cached engine is for a
+    version Redis no longer has, so the compare-and-set fails and the run starts afresh instead
+    of resurrecting state Redis lost or failing forever."""
+    recs = curve(300)
+
+    async def go():
+        st = RedisStore(redis_proc.url)
+        try:
+            await st.ingest("r", cols_of(recs[:200]))
+            redis_proc.client().flushall()
+            r = await st.ingest("r", cols_of(recs[200:]))
+            assert (r.accepted, r.duplicates) == (100, 0)
+            s = await st.get_run("r")
+            assert (s.n_steps, s.last_step) == (100, 299)
+            assert (await st.read_series("r")).step == list(range(200, 300))
+        finally:
+            await st.close()
+
+    run(go())
