@@ -412,6 +412,13 @@ class Monitor:
         if self._closed or os.getpid() != self._pid:
             return
         self._closed = True
+        self.log = self._log_closed  # type: ignore[method-assign]
+        if threading.current_thread() is self._sender._thread:
+            # close() from an on_alert callback: the thread cannot wait for itself; it ends after
+            # one more cycle that sends what is left
+            self._sender.stop(0.0, send=True)
+            _live.discard(self)
+            return
         t = self.exit_timeout if timeout is None else timeout
         ok = self._sender.flush(t)
         # last cycle without network when the service is not answering; the join may have to
@@ -432,7 +439,6 @@ class Monitor:
                               f"the end; unsent records of run {self.run_id} are kept in {path}",
                               RuntimeWarning, stacklevel=2)
         self._sender.spool.remove_directory_if_empty()
-        self.log = self._log_closed  # type: ignore[method-assign]
         _live.discard(self)
 
     def _log_closed(self, *args: Any, **kwargs: Any) -> None:

@@ -242,7 +242,10 @@ class Sender:
         try:
             while self.controls:
                 method, path, payload = self.controls[0]
-                reply = self.transport.request(method, path, json.dumps(payload).encode())
+                # metadata may hold anything (a dtype, a Path): written as its str() rather than
+                # blocking the queue behind an unserialisable request
+                body = json.dumps(payload, default=str).encode()
+                reply = self.transport.request(method, path, body)
                 self._check(reply, what=f"{method} {path}")
                 self.controls.popleft()
             # bounded work per cycle, so the buffer is drained (and spilled) regularly even
@@ -316,7 +319,13 @@ class Sender:
                 and (no_send or (len(self.spool) == 0 and not self.controls)))
 
     def flush(self, timeout: float) -> bool:
-        """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``."""
+        """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``.
+
+        Called from this thread itself (an ``on_alert`` callback that flushes) it cannot wait
+        for itself: it only says whether everything is sent already.
+        """
+        if threading.current_thread() is self._thread:
+            return self.idle()
         deadline = time.monotonic() + timeout
         with self._cond:
             self._force = True
@@ -337,7 +346,8 @@ class Sender:
             self._stop = True
             self._stop_send = send
         self.wake.set()
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:  # close() from a callback: no self-join
+            self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:

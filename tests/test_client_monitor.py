@@ -236,3 +236,32 @@ def test_token_is_sent_and_a_wrong_token_keeps_the_records(service_factory):
     r = c.getresponse()
     run = json.loads(r.read())
     assert r.status == 200 and run["n_steps"] == 50 and run["project"] == "teamA"
+
+
+def test_flush_and_close_from_a_callback_do_not_deadlock_and_odd_meta_is_sent(service_proc):
+    from pathlib import Path
+
+    results = []
+
+    def closing_callback(alert):
+        results.append(mon.flush(5))  # in the sender thread: cannot wait for itself
+        mon.close()
+
+    mon = Monitor(run_id="mon-cb-close", url=service_proc, on_alert=closing_callback,
+                  meta={"data_dir": Path("/data/x"), "dtype": complex(1, 2)})
+    for step in range(10):
+        mon.log(step, loss=1.0)
+    mon.log(10, loss=float("nan"))
+    for step in range(11, 20):
+        mon.log(step, loss=1.0)
+    deadline = time.monotonic() + 10
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert results and not any(results)
+    mon._sender._thread.join(10)
+    assert not mon._sender.alive
+    with pytest.warns(RuntimeWarning, match="after close"):
+        mon.log(99, loss=1.0)  # ignored, with one warning
+    run = get(service_proc, "/v1/runs/mon-cb-close")
+    assert run["meta"]["data_dir"] == "/data/x"  # unserialisable metadata written as str()
+    assert series(service_proc, "mon-cb-close")["step"] == list(range(20))

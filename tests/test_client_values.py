@@ -107,3 +107,13 @@ def test_spool_spill_all_writes_every_record_in_order(tmp_path):
     path = s.spill_all()
     assert path is not None and len(s) == 0
     assert path.read_text().split() == [str(i) for i in range(3, 35)]
+
+
+def test_docstring_examples_of_the_client_modules_run():
+    import doctest
+
+    from losswatch.client import local, spool, values
+
+    for mod in (values, spool, local):
+        failed, attempted = doctest.testmod(mod)
+        assert attempted > 0 and failed == 0, mod.__name__
