@@ -27,7 +27,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -76,7 +76,6 @@ def check_levels(levels: Sequence[Level]) -> None:
 # which keeps duplicate detection exact for late steps of downsampled ranges.
 _AGG_HEAD = struct.Struct("<Idd")
 _AGG_FIELD = struct.Struct("<dddIII")
-AGG_BYTES = _AGG_HEAD.size + len(VALUE_FIELDS) * _AGG_FIELD.size
 _RAW_MASK_MAX = 8     # bytes: up to 64 steps the bitmap is stored as is
 
 
