@@ -591,29 +591,38 @@ class RedisStore(Store):
         if not exists:
             return None
         out = Columns()
-        if last is None:
-            return out
-        last = int(last)
-        c0, w1, w2 = (int(x or 0) for x in wm)
-        lo = 0 if start is None else start
-        hi = last if end is None else min(end, last)
-        if hi < lo:
-            return out
-        L1, L2, L3 = self.levels
-        levels = [("d3", L3, 0, w2 * L2.width), ("d2", L2, w2 * L2.width, w1 * L1.width),
-                  ("d1", L1, w1 * L1.width, c0 * ser.CHUNK)]
-        async with self._r.pipeline(transaction=False) as pipe:
-            ds_wanted = []
-            for name, lvl, s0, s1 in levels:
-                if s1 > s0 and lo < s1 and hi >= s0:
-                    ds_wanted.append((name, lvl))
-                    pipe.hgetall(p + name)
-            first_ci = max(c0, lo // ser.CHUNK)
-            last_ci = hi // ser.CHUNK
-            for ci in range(first_ci, last_ci + 1):
-                pipe.get(f"{p}raw:{ci}")
-            pipe.hgetall(p + "x")
-            res = await pipe.execute()
+        for _ in range(10):
+            if last is None:
+                return out
+            last = int(last)
+            c0, w1, w2 = (int(x or 0) for x in wm)
+            lo = 0 if start is None else start
+            hi = last if end is None else min(end, last)
+            if hi < lo:
+                return out
+            L1, L2, L3 = self.levels
+            levels = [("d3", L3, 0, w2 * L2.width), ("d2", L2, w2 * L2.width, w1 * L1.width),
+                      ("d1", L1, w1 * L1.width, c0 * ser.CHUNK)]
+            # one MULTI/EXEC: a consistent snapshot, checked against the watermarks the key list
+            # was planned from (a concurrent downsampling moves them: plan again)
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.hmget(p + "ds", "c0", "w1", "w2")
+                pipe.hget(p + "s", "last_step")
+                ds_wanted = []
+                for name, lvl, s0, s1 in levels:
+                    if s1 > s0 and lo < s1 and hi >= s0:
+                        ds_wanted.append((name, lvl))
+                        pipe.hgetall(p + name)
+                first_ci = max(c0, lo // ser.CHUNK)
+                last_ci = hi // ser.CHUNK
+                for ci in range(first_ci, last_ci + 1):
+                    pipe.get(f"{p}raw:{ci}")
+                pipe.hgetall(p + "x")
+                res = await pipe.execute()
+            if res[0] == wm:
+                break
+            wm, last = res[0], (last if end is not None else res[1])
+        res = res[2:]
         rows: list[dict[str, Any]] = []
         for k, (name, lvl) in enumerate(ds_wanted):
             for b in sorted(int(x) for x in res[k]):
