@@ -217,6 +217,10 @@ class Sender:
                 lines = self._collect()
                 if lines:
                     self.spool.extend(lines)
+                    if self.spool.spill_error:
+                        _warn_once(self, "spill", f"losswatch: cannot spill unsent records to "
+                                                  f"{self.spool.directory} ({self.spool.spill_error}); "
+                                                  f"keeping up to {2 * self.spool.max_memory} in memory")
                 if self.transport is not None and not (stopping and not self._stop_send):
                     self._send(force=force or stopping)
             except Exception as e:  # never let a bug here kill the thread (or the training)

@@ -54,7 +54,8 @@ class Spool:
         self._seq = 0
         self._disk_records = 0
         self._disk_bytes = 0
-        self.dropped = 0      # records lost to the disk bound
+        self.dropped = 0      # records lost to the disk bound (or to a disk that refused them)
+        self.spill_error: str | None = None  # why the last spill failed, if it did
         self.spilled = 0      # records ever written to disk
 
     def __len__(self) -> int:
@@ -69,28 +70,43 @@ class Spool:
         """Append records (newest last); spill the oldest in-memory half when over the bound."""
         self._mem.extend(lines)
         while len(self._mem) > self.max_memory:
-            self._spill(self.max_memory // 2)
+            if not self._spill(self.max_memory // 2):
+                # the disk refused (full, read-only, no permission): memory is all that is left;
+                # allow twice the bound there, then drop the oldest (counted) rather than grow
+                while len(self._mem) > 2 * self.max_memory:
+                    self._mem.popleft()
+                    self.dropped += 1
+                break
 
-    def _spill(self, n: int) -> None:
-        chunk = [self._mem.popleft() for _ in range(min(n, len(self._mem)))]
-        if not chunk:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def _spill(self, n: int) -> bool:
+        n = min(n, len(self._mem))
+        if not n:
+            return True
+        chunk = [self._mem[i] for i in range(n)]
         path = self.directory / f"{os.getpid()}-{self._seq:09d}.jsonl"
-        self._seq += 1
         data = ("\n".join(chunk) + "\n").encode()
-        with open(path, "wb") as f:
-            f.write(data)
-        self._segments.append((path, len(chunk), len(data)))
-        self._disk_records += len(chunk)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            self.spill_error = f"{type(e).__name__}: {e}"
+            self._unlink(path)
+            return False
+        for _ in range(n):  # only now: a failed write loses nothing
+            self._mem.popleft()
+        self._seq += 1
+        self._segments.append((path, n, len(data)))
+        self._disk_records += n
         self._disk_bytes += len(data)
-        self.spilled += len(chunk)
+        self.spilled += n
         while self._disk_bytes > self.max_disk_bytes and len(self._segments) > 1:
             old, n_old, b_old = self._segments.popleft()
             self._unlink(old)
             self._disk_records -= n_old
             self._disk_bytes -= b_old
             self.dropped += n_old
+        return True
 
     def _load_segment(self) -> None:
         path, n, b = self._segments.popleft()

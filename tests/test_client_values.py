@@ -117,3 +117,14 @@ def test_docstring_examples_of_the_client_modules_run():
     for mod in (values, spool, local):
         failed, attempted = doctest.testmod(mod)
         assert attempted > 0 and failed == 0, mod.__name__
+
+
+def test_spool_on_a_disk_that_refuses_keeps_twice_the_bound_in_memory(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool directory should be")
+    s = Spool(blocker / "spool", max_memory=100)
+    s.extend([str(i) for i in range(150)])
+    assert s.spill_error and len(s) == 150 and s.dropped == 0  # nothing lost while it fits
+    s.extend([str(i) for i in range(150, 500)])
+    assert len(s) == 200 and s.dropped == 300
+    assert s.peek(200) == [str(i) for i in range(300, 500)]  # the newest, in order
