@@ -138,6 +138,7 @@ class Monitor:
         self.on_alert = on_alert
         self.flush_interval = flush_interval
         self.batch_size = int(batch_size)
+        self._spool_dir_given = spool_dir is not None
         self.spool_dir = spool_dir or _default_spool_dir(self.run_id)
         self.max_memory_records = max_memory_records
         self.max_spool_bytes = max_spool_bytes
@@ -390,6 +391,8 @@ class Monitor:
     # ------------------------------------------------------------------ public
     def report_action(self, step: int, action: dict[str, Any], applied: bool, dry_run: bool = False) -> None:
         """Tell the service an action was applied (or would have been, in dry-run). Non-blocking."""
+        if os.getpid() != self._pid:
+            return  # a forked child without a sender of its own
         entry = {"step": int(step), "action": dict(action), "applied": bool(applied),
                  "dry_run": bool(dry_run)}
         self.actions.append(entry)
@@ -476,8 +479,9 @@ class Monitor:
         self._state_lock = threading.Lock()
         self._nan._lock = threading.Lock()
         if self.in_child == "fresh" and not self._closed:
-            self._pid = os.getpid()
-            self.spool_dir = _default_spool_dir(self.run_id)
+            # until its first log() the child has no sender of its own: flush(), close() and
+            # report_action() see a foreign pid and do nothing (they would touch the parent's
+            # Sender, whose locks may have been copied in a held state)
             self.log = self._log_first_in_child  # type: ignore[method-assign]
         else:
             self.log = self._log_disabled  # type: ignore[method-assign]
@@ -487,6 +491,9 @@ class Monitor:
 
     def _log_first_in_child(self, *args: Any, **kwargs: Any) -> None:
         del self.log  # back to the class's log()
+        self._pid = os.getpid()
+        if not self._spool_dir_given:  # the default one is per process (segment names are anyway)
+            self.spool_dir = _default_spool_dir(self.run_id)
         self._start()
         self.log(*args, **kwargs)
 

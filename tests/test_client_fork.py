@@ -101,6 +101,9 @@ def test_fork_while_the_sender_is_stuck_in_a_request_does_not_hang_the_child(ser
             if pid == 0:
                 code = 1
                 try:
+                    # before its own sender exists: must not touch the parent's (locks held)
+                    mon.flush(0.2)
+                    mon.report_action(1, {"type": "stop", "reason": "test"}, applied=False)
                     mon.log(2, loss=1.0)  # a fresh sender in the child
                     mon.flush(0.2)
                     mon.close(timeout=0.2)
