@@ -188,7 +188,7 @@ class Sender:
         self._body_head = ('{"project":' + json.dumps(project) + ',"records":[' if project
                            else '{"records":[')
         self.batch_size = max(1, int(batch_size))
-        self.flush_interval = float(flush_interval)
+        self.flush_interval = max(0.01, float(flush_interval))  # 0 would spin
         self.max_backoff = float(max_backoff)
         self.controls: deque[tuple[str, str, Any]] = deque(maxlen=10_000)
         self.wake = threading.Event()

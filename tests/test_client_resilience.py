@@ -246,3 +246,18 @@ def test_503_retry_after_from_a_service_whose_store_is_down_is_honoured(redis_pr
     steps = json.loads(c.getresponse().read())["series"]["step"]
     c.close()
     assert steps == list(range(100, 300))  # every step sent while the store was down arrived
+
+
+def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_factory):
+    srv = service_factory(env={"LOSSWATCH_MAX_BATCH_RECORDS": "64"})
+    with Monitor(run_id="res-413", url=srv.url, batch_size=1000) as mon:
+        for step in range(2500):
+            mon.log(step, loss=1.0)
+        assert mon.flush(30)
+        stats = mon.stats
+    assert stats["sent"] == 2500 and stats["rejected"] == 0
+    assert mon._sender.batch_size <= 64  # halved on each 413 until accepted
+    c = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=10)
+    c.request("GET", "/v1/runs/res-413/steps")
+    assert json.loads(c.getresponse().read())["series"]["step"] == list(range(2500))
+    c.close()
