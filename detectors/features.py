@@ -183,6 +183,21 @@ def _ffill_index(mask: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(idx) if len(idx) else idx
 
 
+def _running_extreme(v: np.ndarray, init: float, has_init: bool, lower: bool):
+    """The one-record path's ``if v < best: best = v`` (or ``>``) over an array: the values and the
+    positions of strict improvements. Not ``np.minimum.accumulate`` alone: on ties it may return
+    the other signed zero, and the paths must agree bit for bit."""
+    acc_f = np.minimum.accumulate if lower else np.maximum.accumulate
+    prev = acc_f(np.concatenate(([init], v)))[:-1] if has_init else \
+        np.concatenate(([np.nan], acc_f(v)[:-1]))
+    improved = v < prev if lower else v > prev
+    if not has_init:
+        improved[0] = True
+    last = _ffill_index(improved)
+    vals = np.where(last >= 0, v[np.maximum(last, 0)], init)
+    return vals, improved, last
+
+
 def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: np.ndarray):
     """Fold finite losses (a batch) into ``st``; per-value columns (numpy arrays)."""
     k = len(xs)
@@ -197,16 +212,10 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     out["lprev"] = xs
     out["lstep"] = steps
     # best: running minimum of slow; best_step moves on strict improvements only
-    prev_min = np.minimum.accumulate(np.concatenate(([start["best"] if nl0 else INF], slow)))
-    out["best"] = prev_min[1:]
-    improved = slow < prev_min[:-1]
-    last = _ffill_index(improved)
+    out["best"], _, last = _running_extreme(slow, start["best"], nl0 > 0, lower=True)
     out["best_step"] = np.where(last >= 0, steps[np.maximum(last, 0)], start["best_step"])
     # worst: running maximum of fast
-    if nl0:
-        out["worst"] = np.maximum.accumulate(np.concatenate(([start["worst"]], fast)))[1:]
-    else:
-        out["worst"] = np.maximum.accumulate(fast)
+    out["worst"] = _running_extreme(fast, start["worst"], nl0 > 0, lower=False)[0]
     # rising streaks of the raw loss: up_n and the loss just before the streak began
     prev_x = np.concatenate(([start["lprev"]], xs[:-1]))  # NaN before the first loss: no rise
     rise = xs > prev_x
@@ -272,10 +281,7 @@ def _gn_batch(st: dict[str, Any], p: dict[str, float], gs: np.ndarray):
     ng0, mumax0 = st["ng"], st["mumax"]
     mu, var = _gn_core(st, p, gs.tolist())
     mu = np.array(mu)
-    if ng0:
-        mumax = np.maximum.accumulate(np.concatenate(([mumax0], mu)))[1:]
-    else:
-        mumax = np.maximum.accumulate(mu)
+    mumax = _running_extreme(mu, mumax0, ng0 > 0, lower=False)[0]
     glast = np.minimum(gs, CLIP)
     st.update(ng=ng0 + k, mumax=float(mumax[-1]), glast=float(glast[-1]))
     return {"ng": ng0 + np.arange(1, k + 1, dtype=np.int64), "glast": glast, "mu": mu,
@@ -298,7 +304,7 @@ def _lr_batch(st: dict[str, Any], lrs: np.ndarray):
     """LR peak, direction and reversals: no float recursion, so pure numpy."""
     k = len(lrs)
     nlr0 = st["nlr"]
-    peak = np.maximum.accumulate(np.concatenate(([st["peak"]], lrs)))[1:]
+    peak = _running_extreme(lrs, st["peak"], True, lower=False)[0]
     prev = np.concatenate(([st["lrlast"]], lrs[:-1]))
     d = (lrs > prev).astype(np.int64) - (lrs < prev).astype(np.int64)
     if nlr0 == 0:
