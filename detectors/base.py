@@ -33,7 +33,8 @@ screen(self, f) -> numpy bool array | None
     re-checks in Python), under-inclusion is a bug; the equivalence tests catch it.
 active_screen(self, f) -> numpy bool array | None
     The same while an episode is active (rows where it may escalate, update or resolve).
-    Default None (every row).
+    Default None (every row). Both screens are re-evaluated after every change of the episode
+    (they may depend on it), except ``screen`` when ``static_screen = True``.
 get_state(self) -> dict / set_state(self, d) -> None
     Plain JSON-able state of *your own* counters (floats may be NaN/inf: the engine's
     serialiser keeps them). The active episode (``self.alert``) is serialised by the base class.
@@ -61,6 +62,10 @@ class Detector:
 
     name: ClassVar[str] = "detector"
     kind: ClassVar[str] = "spike"
+    #: True when ``screen`` depends only on the features and the parameters (not on state that
+    #: ``step`` changes): the engine then computes it once per batch instead of after every
+    #: episode change. Leave False if unsure (always correct).
+    static_screen: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

@@ -151,6 +151,7 @@ class DivergenceDetector(Detector):
 
     name = "divergence"
     kind = "divergence"
+    static_screen = True
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,

@@ -267,10 +267,20 @@ def _drive(d: Detector, f: Features, di: int, out: list[tuple[int, int, int, Ale
     i = 0
     idx: list[int] | None = None
     fresh = False
+    idle_idx: list[int] | None = None
+    idle_known = False
     while i < n:
         if not fresh:
-            mask = d.active_screen(f) if d.alert is not None else d.screen(f)
-            idx = None if mask is None else np.flatnonzero(mask).tolist()
+            if d.alert is not None:
+                mask = d.active_screen(f)
+                idx = None if mask is None else np.flatnonzero(mask).tolist()
+            elif d.static_screen and idle_known:
+                idx = idle_idx
+            else:
+                mask = d.screen(f)
+                idx = None if mask is None else np.flatnonzero(mask).tolist()
+                if d.static_screen:
+                    idle_idx, idle_known = idx, True
             fresh = True
         if idx is None:
             j = i

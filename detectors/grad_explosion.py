@@ -52,6 +52,7 @@ class GradExplosionDetector(Detector):
 
     name = "grad_explosion"
     kind = "grad_explosion"
+    static_screen = True
 
     def __init__(self, ratio: float = 10.0, z: float = 4.0, min_records: int = 10,
                  resolve_ratio: float = 3.0, loss_spike: float = 0.2) -> None:

@@ -48,6 +48,7 @@ class GradVanishingDetector(Detector):
 
     name = "grad_vanishing"
     kind = "grad_vanishing"
+    static_screen = True
 
     def __init__(self, abs_tiny: float = 1e-7, rel_tiny: float = 1e-4, patience: int = 20) -> None:
         super().__init__(abs_tiny=abs_tiny, rel_tiny=rel_tiny, patience=patience)

@@ -63,6 +63,7 @@ class LostRunDetector(Detector):
 
     name = "lost_run"
     kind = "divergence"
+    static_screen = True
 
     def __init__(self, patience: int = 200, patience_frac: float = 0.25, stuck: float = 0.9,
                  blowup: float = 2.0, factor: float = 0.1, min_records: int = 20) -> None:
@@ -85,7 +86,9 @@ class LostRunDetector(Detector):
     def screen(self, f):
         step = f.a("step")
         first = f.a("nl") == 1
-        fs = 0 if (first.any() or self.first_step < 0) else self.first_step
+        fs = self.first_step
+        if first.any():  # the first loss is in this batch: step() will measure patience from it
+            fs = int(step[np.flatnonzero(first)[0]])
         need = np.maximum(self.patience_frac * (step - fs), self.patience)
         with np.errstate(all="ignore"):
             trend, l0 = f.a("trend"), f.a("l0")

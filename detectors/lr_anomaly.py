@@ -57,6 +57,7 @@ class LRAnomalyDetector(Detector):
 
     name = "lr_anomaly"
     kind = "lr_anomaly"
+    static_screen = True
 
     def __init__(self, jump: float = 10.0, zero_patience: int = 3, start_patience: int = 100,
                  jump_hold: int = 100, zero_frac: float = 1e-3, sudden_frac: float = 0.01,

@@ -45,6 +45,7 @@ class NaNDetector(Detector):
 
     name = "nan"
     kind = "nan"
+    static_screen = True
 
     def __init__(self, gn_patience: int = 3, recover: int = 5) -> None:
         super().__init__(gn_patience=gn_patience, recover=recover)

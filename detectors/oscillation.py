@@ -47,6 +47,7 @@ class OscillationDetector(Detector):
 
     name = "oscillation"
     kind = "oscillation"
+    static_screen = True
 
     def __init__(self, zigzag: float = 0.9, amplitude: float = 0.05, stall: int = 50,
                  factor: float = 0.3, min_records: int = 30) -> None:

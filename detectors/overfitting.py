@@ -53,6 +53,7 @@ class OverfittingDetector(Detector):
 
     name = "overfitting"
     kind = "overfitting"
+    static_screen = True
 
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
                  max_ratio: float = 3.0) -> None:

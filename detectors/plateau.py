@@ -61,6 +61,7 @@ class PlateauDetector(Detector):
 
     name = "plateau"
     kind = "plateau"
+    static_screen = True
 
     def __init__(self, patience: int = 200, patience_frac: float = 0.25, decayed: float = 0.1,
                  noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
@@ -95,9 +96,9 @@ class PlateauDetector(Detector):
         step = f.a("step")
         lok = f.a("lok")
         first = f.a("nl") == 1
-        fs = self.first_step if self.first_step >= 0 else 0
-        if first.any():  # first loss in this batch: patience measured from it (over-include)
-            fs = 0
+        fs = self.first_step
+        if first.any():  # the first loss is in this batch: step() will measure patience from it
+            fs = int(step[np.flatnonzero(first)[0]])
         since = step - f.a("pstep")
         need = np.maximum(self.patience_frac * (step - fs), self.patience)
         return lok & ((since >= need) | first)

@@ -63,6 +63,7 @@ class SlowProgressDetector(Detector):
 
     name = "slow_progress"
     kind = "plateau"
+    static_screen = True
 
     def __init__(self, ratio: float = 0.25, min_step: int = 256, z: float = 2.0,
                  decayed: float = 0.3, factor: float = 3.0) -> None:

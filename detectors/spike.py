@@ -94,6 +94,7 @@ class SpikeDetector(Detector):
 
     name = "spike"
     kind = "spike"
+    static_screen = True
 
     def __init__(self, z: float = 6.0, rel: float = 0.2, sudden: float = 0.5,
                  min_records: int = 5) -> None:
