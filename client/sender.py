@@ -282,6 +282,8 @@ class Sender:
             self._outage_since = None
         self._failures = 0
         self._retry_at = 0.0
+        if len(self.spool):
+            self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
 
     def _check(self, reply: Reply, what: str) -> bool:
         """True for 2xx. Raise ServiceError for retryable answers; False for a rejected request."""
