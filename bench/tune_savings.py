@@ -41,6 +41,8 @@ def main() -> None:
     for task in a.tasks.split(","):
         fn, steps, lrs = TASKS[task]
         trials = tuner.grid_trials(templates(steps), lrs)
+        # warm-up: imports (torch, scikit-learn) and data loading are not what is compared
+        tuner.run_local(fn, trials[:1], 5, workers=1)
         t0 = time.perf_counter()
         early = tuner.run_local(fn, trials, steps, workers=1, early_stop=True)
         t_early = time.perf_counter() - t0
@@ -63,6 +65,7 @@ def main() -> None:
             "stopped_trials": [(r.trial_id, r.steps_run, r.reason[:80]) for r in early if r.stopped_early],
         }
         o = out[task]
+        o["median_trial_wall_s"] = sorted(r.wall_time_s for r in full)[len(full) // 2]
         print(f"{task}: {o['trials']} trials, {o['stopped']} stopped; steps {o['steps_early']} vs {o['steps_full']} "
               f"({100 * o['steps_saved']:.0f}% saved); wall {t_early:.1f}s vs {t_full:.1f}s "
               f"({100 * o['wall_saved']:.0f}% saved); best {o['best_early']} / {o['best_full']} "
