@@ -16,7 +16,8 @@ The plan (see :func:`plan`):
 * LR ladders: for every family x optimizer x seed, a constant LR at base/100, base/10, base,
   x10, x100, so every run has the counterfactual siblings its label is computed from.
 * Healthy runs that look sick: cyclic, one-cycle, warm-up + cosine (flat end), multistep decay,
-  each at base/10, base and x10 (again so that the label comes from siblings).
+  each at base/10, base and x10 (again so that the label comes from siblings); the two that
+  ramp the LR up also at x100 (divergence part-way up the ramp).
 * Schedule bugs (see gen/policies.py), injected NaN batches (persisting, or skipped by a
   GradScaler-like guard), and one corrupted batch (inputs x10, or random targets for the
   language models) that makes a spike.
@@ -56,6 +57,7 @@ FAMILIES = {
 LADDER = ((0.01, "d100"), (0.1, "d10"), (1.0, "x1"), (10.0, "x10"), (100.0, "x100"))
 SIBLING_LADDER = ((0.1, "d10"), (1.0, "x1"), (10.0, "x10"))
 LOOK_SICK = ("cyclic", "one_cycle", "warmup_cosine", "multistep")
+RAMPED = ("one_cycle", "warmup_cosine")
 SEEDS = (0, 1)
 
 
@@ -97,7 +99,11 @@ def plan() -> list[dict]:
                 runs += _ladder_runs(family, opt, "constant", seed, LADDER, steps, base)
         base = bases[main_opt]
         for policy in LOOK_SICK:
-            runs += _ladder_runs(family, main_opt, policy, 0, SIBLING_LADDER, steps, base)
+            # schedules that ramp the LR up get an x100 rung too: a run that diverges part-way
+            # up its ramp (BLOOM 104B diverged at the end of its warm-up) is a late divergence
+            # with a build-up, where lead time means something
+            rungs = SIBLING_LADDER + ((100.0, "x100"),) if policy in RAMPED else SIBLING_LADDER
+            runs += _ladder_runs(family, main_opt, policy, 0, rungs, steps, base)
         for policy in BUG_POLICIES:
             runs.append(_single(family, main_opt, "schedule_bug", policy, base, steps, None))
         at = int(steps * 0.4) + 7  # not a round number: nothing else happens there

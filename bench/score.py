@@ -49,6 +49,8 @@ from labels import DETECTED_BY, EXPLAINS, LABELS_PATH, RUNS_DIR, read_run  # noq
 RESULTS = HERE / "results" / "detection.md"
 SEV = {"info": 0, "warning": 1, "critical": 2}
 SPIKE_TOLERANCE = 5
+#: a divergence lost at or after this step had time to build up (see the lead-time breakdown)
+LATE_LOSS = 20
 CONDITIONS = ("nan", "divergence", "lr_too_high", "lr_too_low", "lr_schedule_bug", "spike_transient", "overfitting")
 
 #: the issue's targets (checked by tests/test_benchmark.py)
@@ -218,6 +220,14 @@ def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causa
             leads = [labels[rid]["lost_step"] - at for rid, at in det]
             entry["median_lead"] = _median(leads)
             entry["positive_lead_fraction"] = (sum(1 for x in leads if x > 0) / len(leads)) if leads else None
+            # most ladder runs blow up within a few steps, where no lead is possible; the runs
+            # lost later (after a build-up) are where an early warning can exist
+            late = [rid for rid in have if labels[rid]["lost_step"] >= LATE_LOSS]
+            late_leads = [labels[rid]["lost_step"] - per_run[rid]["detected"][c] for rid in late
+                          if per_run[rid]["detected"].get(c) is not None]
+            entry["late_runs"] = len(late)
+            entry["late_recall"] = len(late_leads) / len(late) if late else None
+            entry["late_median_lead"] = _median(late_leads)
         elif c == "nan":
             entry["median_delay"] = _median([at - labels[rid]["nan_step"] for rid, at in det])
         elif c in ("lr_schedule_bug", "overfitting"):
@@ -360,6 +370,11 @@ def report(fig: dict) -> str:
             ld = f"delay {_f(e.get('median_delay'), 1)}"
         lines.append(f"| {c} | {e['runs']} | {', '.join(e['kinds'])} | {_f(e['precision'])} | {_f(e['recall'])} | "
                      f"{_f(e['f1'])} | {ld} |")
+    dv = fig["conditions"]["divergence"]
+    lines += ["", f"Divergence lead time: median {_f(dv.get('median_lead'), 1)} steps over all "
+              f"{dv['runs']} lost runs ({_f(dv.get('positive_lead_fraction'))} caught before the lost step); on the "
+              f"{dv.get('late_runs')} runs lost at step >= {LATE_LOSS} (a build-up to see): recall "
+              f"{_f(dv.get('late_recall'))}, median lead {_f(dv.get('late_median_lead'), 1)} steps."]
     lines += ["", "Per alert kind (warning or worse, before a run's first NaN): episodes, and the share that a "
               "true condition of the run explains (labels.EXPLAINS).", "",
               "| alert kind | episodes | runs | explained | precision |", "|---|---|---|---|---|"]
