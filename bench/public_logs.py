@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,8 @@ if str(HERE) not in sys.path:
 from labels import read_run  # noqa: E402
 from score import SEV, episodes, replay  # noqa: E402
 
-DEFAULT_DIR = HERE.parent.parent / "shared" / "data" / "public-logs"
+#: the shared data folder next to the checkout; LOSSWATCH_PUBLIC_LOGS points elsewhere
+DEFAULT_DIR = Path(os.environ.get("LOSSWATCH_PUBLIC_LOGS", HERE.parent.parent / "shared" / "data" / "public-logs"))
 RESULTS = HERE / "results" / "public-logs.md"
 CATCH_KINDS = ("divergence", "grad_explosion", "nan")
 

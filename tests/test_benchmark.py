@@ -25,7 +25,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-PUBLIC = ROOT.parent / "shared" / "data" / "public-logs"
 
 
 def _load(name: str):
@@ -43,6 +42,7 @@ labels = _load("labels")
 score = _load("score")
 gen_runs = _load("gen_runs")
 public_logs = _load("public_logs")
+PUBLIC = public_logs.DEFAULT_DIR  # ../shared/data/public-logs, or $LOSSWATCH_PUBLIC_LOGS
 from gen.policies import lr_at  # noqa: E402  (bench/ is on sys.path now)
 
 
