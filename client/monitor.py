@@ -407,7 +407,8 @@ class Monitor:
         return self._sender.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush (at most ``timeout``, default ``exit_timeout``), stop the thread, keep leftovers.
+        """Flush (at most ``timeout``, default ``exit_timeout``; one attempt when the service is
+        down), stop the thread, keep leftovers.
 
         Records that could not be sent are written to one JSON-lines file in ``spool_dir`` and
         named in a warning, so nothing is silently lost.
@@ -423,7 +424,7 @@ class Monitor:
             _live.discard(self)
             return
         t = self.exit_timeout if timeout is None else timeout
-        ok = self._sender.flush(t)
+        ok = self._sender.flush(t, give_up_on_failure=True)
         # last cycle without network when the service is not answering; the join may have to
         # wait for an HTTP attempt already under way (at most ``timeout``)
         self._sender.stop(1.0 if ok else self.timeout + 1.0, send=ok)

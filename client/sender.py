@@ -324,14 +324,19 @@ class Sender:
         return (not self._busy and self._pending() == 0
                 and (no_send or (len(self.spool) == 0 and not self.controls)))
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, give_up_on_failure: bool = False) -> bool:
         """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``.
+
+        ``give_up_on_failure``: return False as soon as the attempt made for this flush failed,
+        instead of waiting out ``timeout`` for a retry (at exit: do not hold the process up for
+        a service that is down).
 
         Called from this thread itself (an ``on_alert`` callback that flushes) it cannot wait
         for itself: it only says whether everything is sent already.
         """
         if threading.current_thread() is self._thread:
             return self.idle()
+        failures_before = self.stats["failures"]
         deadline = time.monotonic() + timeout
         with self._cond:
             self._force = True
@@ -340,6 +345,8 @@ class Sender:
             while True:
                 if not self._busy and self.idle() and not self._force:
                     return True
+                if give_up_on_failure and self.stats["failures"] > failures_before and not self._force:
+                    return False
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     return self.idle()

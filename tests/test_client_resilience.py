@@ -262,3 +262,24 @@ def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_fact
     c.request("GET", "/v1/runs/res-413/steps")
     assert json.loads(c.getresponse().read())["series"]["step"] == list(range(2500))
     c.close()
+
+
+def test_exit_with_the_service_down_is_not_held_up_for_the_whole_timeout(tmp_path):
+    script = (
+        "import time, warnings\n"
+        "from losswatch.client import Monitor\n"
+        f"mon = Monitor(run_id='res-exit', url='http://127.0.0.1:{free_port()}', "
+        f"spool_dir={str(tmp_path / 'spool')!r}, exit_timeout=30)\n"
+        "for step in range(100):\n"
+        "    mon.log(step, loss=1.0)\n"
+        "t0 = time.monotonic()\n"
+        "mon.close()\n"
+        "print(round(time.monotonic() - t0, 2))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    # one refused attempt, then the records go to a file: far less than exit_timeout (30 s)
+    assert float(p.stdout.strip()) < 15
+    assert "are kept in" in p.stderr
+    kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert len(kept) == 1 and len(kept[0].read_text().splitlines()) == 100
