@@ -93,7 +93,8 @@ class DivergenceDetector(Detector):
        spike is a bad batch (no LR action); three in 50 records is instability that ends in
        divergence (the benchmark's cyclic/one-cycle x10 CNNs spike ever more often before dying;
        llm-foundry's KillLossSpike uses the same "repeated spikes -> lower the LR" logic). The
-       GPT-2 speedrun logs' data spikes come in pairs at most (918 and 946).
+       GPT-2 speedrun logs' data spikes come in pairs at most (918 and 946). After an episode
+       resolves the count starts again (it re-fired every few records on a chaotic x100 run).
     Rule 1 asks only ``prev_z`` noise units of the latest when the grad-norm is >= ``gn_warn`` x
     its usual level on that step, and two rises suffice when they reach ``explode_ratio`` x best
     with the grad-norm up (an exploding run is lost by its third step: SGD at 100x LR) (the grad-norm is the early warning: an RNN at 10x LR shows
@@ -101,7 +102,10 @@ class DivergenceDetector(Detector):
 
     An excursion that begins within ``spike_memory`` records of a big spike is judged by the
     sustained rule only after ``sustain_after_spike`` records (BLOOM-176B's spike recovered in
-    ~30 iterations; the benchmark's injected bad-batch excursions in ~20). Also requiring such
+    ~30 iterations; the benchmark's injected bad-batch excursions in ~20). While the LR is still
+    ramping up (warm-up, one-cycle: LR rising, no reversal yet) ``sustain_warmup`` records are
+    enough: the LR explains a rising loss there (BLOOM-104B diverged at the end of warm-up; the
+    benchmark's one-cycle/warm-up x100 runs are lost mid-ramp). Also requiring such
     streaks to start near the best cut two more false alarms but missed a real divergence
     (recall 0.90): not done.
 
@@ -131,6 +135,7 @@ class DivergenceDetector(Detector):
     explode_ratio : float, default 3.0
     spike_memory : int, default 30
     sustain_after_spike : int, default 30
+    sustain_warmup : int, default 5
     spike_z, spike_rel, spike_min : float, float, int, default 6.0, 0.2, 5
         the spike rule used by rules 4 and 5 (the spike detector's defaults)
 
@@ -161,7 +166,7 @@ class DivergenceDetector(Detector):
                  after_jump: int = 5, cluster: int = 3, cluster_window: int = 50,
                  spike_z: float = 6.0, spike_rel: float = 0.2, spike_min: int = 5,
                  explode_ratio: float = 3.0, spike_memory: int = 30,
-                 sustain_after_spike: int = 30) -> None:
+                 sustain_after_spike: int = 30, sustain_warmup: int = 5) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -170,7 +175,8 @@ class DivergenceDetector(Detector):
                          after_jump=after_jump, cluster=cluster, cluster_window=cluster_window,
                          spike_z=spike_z, spike_rel=spike_rel, spike_min=spike_min,
                          explode_ratio=explode_ratio, spike_memory=spike_memory,
-                         sustain_after_spike=sustain_after_spike)
+                         sustain_after_spike=sustain_after_spike, sustain_warmup=sustain_warmup)
+        self.sustain_warmup = sustain_warmup
         self.explode_ratio = explode_ratio
         self.spike_memory = spike_memory
         self.sustain_after_spike = sustain_after_spike
@@ -246,6 +252,8 @@ class DivergenceDetector(Detector):
             if _pratio(slow, best, l0) < self.resolve_ratio and \
                     _pratio(f.fast[i], best, l0) < self.resolve_ratio:
                 self.close_episode(step, f"loss level back to {fmt(slow)} (best {fmt(best)})")
+                # the spikes counted so far belong to this episode: a new one needs new spikes
+                self.spike_recs = [-(10**9)] * len(self.spike_recs)
             return
         nl = f.nl[i]
         if nl < 2:
@@ -273,7 +281,7 @@ class DivergenceDetector(Detector):
                 _ratio(x, base) >= 1.0 + self.streak_rise and \
                 (_pratio(base, best, l0) <= self.base_ratio or
                  base - f.b_slow[i] <= self.prev_z * f.b_sd[i]) and \
-                f.b_lprev[i] - f.b_slow[i] >= self.prev_z * f.b_sd[i] and \
+                f.b_lprev[i] - f.b_slow[i] >= (1.0 if gn_up else self.prev_z) * f.b_sd[i] and \
                 x - f.b_slow[i] >= (self.prev_z if gn_up else self.streak_z) * f.b_sd[i]:
             why = " with the grad-norm up" if gn_up else ""
             rule = (f"rose {up_n} records in a row{why}, {fmt(base)} -> {fmt(x)}", "streak")
@@ -304,7 +312,13 @@ class DivergenceDetector(Detector):
             self.hi_last = nl
             n_hi = nl - self.hi_start + 1
             cyclic_rise = f.rev[i] >= 2 and f.lrdir[i] > 0
-            need = self.sustain_after_spike if self.hi_after_spike else self.sustain
+            warming = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0
+            if warming:  # the LR is still ramping up: it, not a bad batch, drives the loss up
+                need = self.sustain_warmup
+            elif self.hi_after_spike:
+                need = self.sustain_after_spike
+            else:
+                need = self.sustain
             if rule is None and n_hi >= need and fast >= slow and \
                     fast >= self.keep * self.hi_peak and not cyclic_rise:
                 rule = (f"its level has stayed {fmt(_ratio(slow, best))}x above it for {n_hi} records",

@@ -17,14 +17,16 @@ class OscillationDetector(Detector):
 
     Why: independent minibatch noise flips direction on ~2/3 of steps; a too-large step on a
     sharp valley flips on ~every step (period-2 oscillation). The EMA of that indicator reached
-    0.85 by chance on healthy linear-regression runs of the benchmark; 0.9 did not. The amplitude bar keeps a quiet
+    0.85 by chance on healthy linear-regression runs of the benchmark and 0.90 on its tiny
+    language models; no benchmark run shows true period-2 oscillation (the rule found no true
+    case there), so the bar is 0.95, which a clean zig-zag (-> 1.0) still passes. The amplitude bar keeps a quiet
     converged run (tiny swings) silent. Under a cyclic LR (>= 2 LR reversals) the loss follows
     the LR by design: no alert.
     **warning**, action ``scale_lr`` x``factor``. Resolves when the zig-zag fades.
 
     Parameters
     ----------
-    zigzag : float, default 0.9
+    zigzag : float, default 0.95
     amplitude : float, default 0.05
     stall : int, default 50
     factor : float, default 0.3
@@ -49,7 +51,7 @@ class OscillationDetector(Detector):
     kind = "oscillation"
     static_screen = True
 
-    def __init__(self, zigzag: float = 0.9, amplitude: float = 0.05, stall: int = 50,
+    def __init__(self, zigzag: float = 0.95, amplitude: float = 0.05, stall: int = 50,
                  factor: float = 0.3, min_records: int = 30) -> None:
         super().__init__(zigzag=zigzag, amplitude=amplitude, stall=stall, factor=factor,
                          min_records=min_records)

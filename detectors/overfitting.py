@@ -13,7 +13,8 @@ from .types import Action
 class OverfittingDetector(Detector):
     """The smoothed val_loss (EMA over validation records, ``alpha``) has been above its best by
     more than ``tol`` (relative) for ``patience`` consecutive validation records while the
-    training-loss trend kept falling since that best.
+    training-loss trend kept falling since that best (by ``train_fall``, 5%: a flat training loss
+    with a wandering val loss is noise, not memorisation).
 
     **warning**, action ``rollback`` to the step of the best val_loss (the checkpoint to keep),
     with early stopping / more regularisation as advice. Resolves at a new best val_loss.
@@ -33,6 +34,7 @@ class OverfittingDetector(Detector):
     tol : float, default 0.25
     alpha : float, default 0.5
     max_ratio : float, default 3.0
+    train_fall : float, default 0.05
 
     Examples
     --------
@@ -56,8 +58,10 @@ class OverfittingDetector(Detector):
     static_screen = True
 
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
-                 max_ratio: float = 3.0) -> None:
-        super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio)
+                 max_ratio: float = 3.0, train_fall: float = 0.05) -> None:
+        super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio,
+                         train_fall=train_fall)
+        self.train_fall = train_fall
         self.max_ratio = max_ratio
         self.first_step = -1
         self.patience = patience
@@ -109,7 +113,7 @@ class OverfittingDetector(Detector):
             return
         trend = f.trend[i]
         tb = self.trend_at_best
-        if not (f.nl[i] > 0 and tb == tb and trend < tb):
+        if not (f.nl[i] > 0 and tb == tb and trend < tb - self.train_fall * abs(tb)):
             return
         if self.best_step == self.first_step or v > self.max_ratio * abs(self.best):
             return  # val never improved, or it exploded: a broken model, not memorisation

@@ -28,8 +28,7 @@ def clip_from_history(mu: float, var: float) -> float:
     x = math.exp(v)
     if x <= 0.0:
         return x
-    e = math.floor(math.log10(x)) - 1
-    return round(x / 10.0 ** e) * 10.0 ** e
+    return float(f"{x:.2g}")
 
 
 def is_spike(x: float, level: float, noise: float, prev: float, z: float, rel: float,
