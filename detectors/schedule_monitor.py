@@ -80,7 +80,7 @@ class ScheduleMonitor(Detector):
             self.sched = build_schedule(schedule)  # type: ignore[arg-type]
         except ValueError as e:
             self.spec_error = str(e)
-        self._first_declared_change = self._declared_first_change() if self.sched else None
+        self._first_change_cache: int | None | bool = False  # computed on first need (False = not yet)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -234,9 +234,16 @@ class ScheduleMonitor(Detector):
 
     def _estimated_interval(self, step: int) -> int | None:
         """Steps per scheduler call: first reported change vs first declared change."""
-        if self.first_change_step is None or not self._first_declared_change or self.first_step is None:
+        if self.first_change_step is None or self.first_step is None:
             return None
-        return max(1, round((self.first_change_step - self.first_step) / self._first_declared_change))
+        if self._first_change_cache is False:
+            # lazily: the engine rebuilds detectors from state for every batch, and a constant
+            # schedule costs a full bounded search; only a mismatch diagnosis needs it
+            self._first_change_cache = self._declared_first_change()
+        first = self._first_change_cache
+        if not first:
+            return None
+        return max(1, round((self.first_change_step - self.first_step) / first))
 
     # -- state ----------------------------------------------------------------------------------
     _STATE = ("n_obs", "first_step", "first_lr", "last_lr", "n_changes", "first_change_step", "miss_streak",

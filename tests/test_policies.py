@@ -143,6 +143,11 @@ def test_rest_api(service_factory, tmp_path):
         assert c.post("/v1/policies", content=b"{oops", headers={**h, "Content-Type": "application/json"}).status_code == 422
         assert len(c.get("/v1/policies", params=TASK, headers=h).json()["policies"]) == n
         assert c.get("/v1/policies/best", params={"model_family": "none"}, headers=h).status_code == 404
+        assert c.get(f"/v1/policies/{2**70}", headers=h).status_code == 422
+        assert c.get("/v1/policies", params={"max_steps": 2**70}, headers=h).status_code == 422
+        big = c.post("/v1/policies", json={**_entry(0.1, 0.3, 10), "steps": 2**70}, headers=h)
+        assert big.status_code == 422 and "too large" in big.text
+        assert c.post("/v1/policies", json=[1, 2], headers=h).status_code == 422
         eid = r.json()["id"]
         assert c.get(f"/v1/policies/{eid}", headers=h).json()["final_metric"] == 0.3
         assert c.delete(f"/v1/policies/{eid}", headers=h).status_code == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 
 from ..auth import Scope, get_scope
 from ..lr.policy_db import PolicyDB
@@ -19,6 +19,7 @@ from ..lr.policy_db import PolicyDB
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 MAX_ENTRIES_PER_POST = 1000
+SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER: larger Python ints would be a 500, not a 422
 
 
 def policy_db(request: Request) -> PolicyDB:
@@ -41,7 +42,8 @@ def _filters(model_family: str | None, dataset: str | None, optimizer: str | Non
 
 @router.get("", summary="List policy entries (filter by task, step budget, policy name, source)")
 def list_policies(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
-                  batch_size: int | None = Query(None, ge=1), max_steps: int | None = Query(None, ge=0),
+                  batch_size: int | None = Query(None, ge=1, le=SQL_INT_MAX),
+                  max_steps: int | None = Query(None, ge=0, le=SQL_INT_MAX),
                   policy_name: str | None = None, source: str | None = None,
                   limit: int = Query(1000, ge=1, le=100_000),
                   scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
@@ -52,7 +54,8 @@ def list_policies(model_family: str | None = None, dataset: str | None = None, o
 
 @router.get("/best", summary="The best non-diverged policy for a task, optionally under a step budget")
 def best_policy(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
-                batch_size: int | None = Query(None, ge=1), max_steps: int | None = Query(None, ge=0),
+                batch_size: int | None = Query(None, ge=1, le=SQL_INT_MAX),
+                max_steps: int | None = Query(None, ge=0, le=SQL_INT_MAX),
                 metric: str | None = None,
                 scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
     e = db.best(**_filters(model_family, dataset, optimizer, batch_size, max_steps, metric))
@@ -81,7 +84,8 @@ def add_policies(body: Any = Body(...), scope: Scope = Depends(get_scope),
 
 
 @router.get("/{entry_id}", summary="One entry")
-def get_policy(entry_id: int, scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+def get_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = Depends(get_scope),
+               db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
     e = db.get(entry_id)
     if e is None:
         raise HTTPException(404, f"no policy entry {entry_id}")
@@ -89,7 +93,8 @@ def get_policy(entry_id: int, scope: Scope = Depends(get_scope), db: PolicyDB = 
 
 
 @router.delete("/{entry_id}", summary="Delete one entry")
-def delete_policy(entry_id: int, scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+def delete_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = Depends(get_scope),
+                  db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
     if not db.delete(entry_id):
         raise HTTPException(404, f"no policy entry {entry_id}")
     return {"deleted": entry_id}

@@ -118,8 +118,11 @@ class PolicyEntry:
         if not isinstance(notes, str) or len(notes) > 4000:
             raise ValueError("notes must be a string of at most 4000 characters")
         out["notes"] = notes
-        if d.get("created_at") is not None:
-            out["created_at"] = float(d["created_at"])
+        ca = d.get("created_at")
+        if ca is not None:
+            if isinstance(ca, bool) or not isinstance(ca, (int, float)) or not math.isfinite(ca):
+                raise ValueError(f"created_at must be a Unix time in seconds, got {ca!r}")
+            out["created_at"] = float(ca)
         return cls(**out)
 
     @property
@@ -133,6 +136,8 @@ def _int(v: Any, name: str, minimum: int = 0) -> int:
         raise ValueError(f"{name} must be an integer, got {v!r}")
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    if v > 2**63 - 1:
+        raise ValueError(f"{name} is too large ({v!r})")
     return int(v)
 
 
