@@ -125,9 +125,16 @@ def generator(port: int, bodies: list[tuple[str, bytes]], cycle: bool, seconds: 
         path, body = bodies[i]
         i += 1
         t = time.perf_counter()
-        conn.request("POST", path, body=body, headers=headers)
-        r = conn.getresponse()
-        payload = r.read()
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            r = conn.getresponse()
+            payload = r.read()
+        except (OSError, http.client.HTTPException):
+            # a dropped keep-alive connection (seen under heavy load): count it, reconnect
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            continue
         lat.append(time.perf_counter() - t)
         if r.status == 200 and orjson.loads(payload)["accepted"] == batch:
             done += batch
@@ -146,7 +153,7 @@ def measure(port: int, per_proc: list[list[tuple[str, bytes]]], cycle: bool, sec
     time.sleep(0.5)
     t0 = time.perf_counter()
     start_evt.set()
-    res = [q.get() for _ in procs]
+    res = [q.get(timeout=seconds + 300) for _ in procs]
     for p in procs:
         p.join()
     t_end = max(r[3] for r in res)
