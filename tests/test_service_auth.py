@@ -73,3 +73,6 @@ def test_multi_project_token_must_name_the_project(secured):
     assert post_records(ab, "run-ab", RECS, project="projB").status_code == 200
     assert client(secured.url, "tokB").get("/v1/runs/run-ab").status_code == 200
     assert client(secured.url, "tokA").get("/v1/runs/run-ab").status_code == 404
+    # the project of a run the token can see cannot be changed to another of its projects
+    r = ab.put("/v1/runs/run-ab", json={"project": "projA"})
+    assert r.status_code == 409 and "projB" in r.text

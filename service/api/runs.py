@@ -35,7 +35,9 @@ async def put_run(request: Request, meta: RunMetaIn, run_id: str = RunIdPath,
     if existing is not None and scope.projects is not None:
         if not scope.allows(existing.project):
             raise HTTPException(404, f"no run {run_id!r}")
-        requested = requested or existing.project
+        if requested is not None and requested != existing.project:
+            raise HTTPException(409, f"run {run_id!r} belongs to project {existing.project!r}, not {requested!r}")
+        requested = existing.project
     elif existing is None:
         requested = scope.write_project(requested)
     try:
