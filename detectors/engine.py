@@ -14,16 +14,17 @@ screen of the rows where something can happen, and runs its Python decision code
 from __future__ import annotations
 
 import bisect
+import inspect
 import json
 import math
 from typing import Any, Iterable
 
 import numpy as np
 
-from .base import Detector
+from .base import Detector, _alert_from_state
 from .batch import Batch
 from .divergence import DivergenceDetector
-from .features import FeatureTracker, Features
+from .features import FeatureTracker, Features, initial_state
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
 from .lost import LostRunDetector
@@ -177,6 +178,8 @@ class Engine:
     def update(self, record: Record) -> list[Alert]:
         """Feed one record; return the alert changes at this step."""
         step = record.step
+        if type(step) is not int:
+            step = int(step)  # numpy integers, integral floats; anything else is the caller's bug
         if self._last_step is not None and step <= self._last_step:
             return []
         self._last_step = step
@@ -236,20 +239,52 @@ class Engine:
         eng.meta = doc["meta"]
         eng.params = doc["params"]
         eng._last_step = doc["last_step"]
-        eng._features = FeatureTracker.from_state(doc["features"])
+        feats = doc["features"]
+        # statistics added by a newer version start from their initial value
+        eng._features = FeatureTracker.from_state(
+            {"params": feats["params"], "state": {**initial_state(), **feats["state"]}})
         registry: dict[str, type[Detector]] = {c.name: c for c in DEFAULT_DETECTORS}
         plugin = _schedule_monitor_class()
         if plugin is not None:
             registry[plugin.name] = plugin
         eng._detectors = []
+        seen = set()
         for dd in doc["detectors"]:
             dcls = registry.get(dd["name"])
             if dcls is None:  # a plug-in that is not installed here: skip it
                 continue
-            det = dcls(**dd.get("params", {}))
-            det.load_state(dd)
-            eng._add(det)
+            eng._add(_restore_detector(dcls, dd))
+            seen.add(dd["name"])
+        # a detector this version has and the saved state had not: starts fresh, in its place
+        for cls_ in DEFAULT_DETECTORS:
+            if cls_.name not in seen:
+                eng._add(cls_(**eng.params.get(cls_.name, {})))
+        order = {c.name: k for k, c in enumerate(DEFAULT_DETECTORS)}
+        eng._detectors.sort(key=lambda d: order.get(d.name, len(order)))
         return eng
+
+
+def _restore_detector(dcls: type[Detector], dd: dict[str, Any]) -> Detector:
+    """Rebuild one detector from its saved state, tolerating a state saved by another version:
+    unknown parameters are dropped, and state that does not fit restarts that detector fresh
+    (its active alert is kept)."""
+    try:
+        accepted = inspect.signature(dcls.__init__).parameters
+        params = {k: v for k, v in (dd.get("params") or {}).items() if k in accepted}
+    except (TypeError, ValueError):
+        params = dict(dd.get("params") or {})
+    det = dcls(**params)
+    try:
+        det.load_state(dd)
+    except (KeyError, TypeError, ValueError):
+        det = dcls(**params)
+        a = dd.get("alert")
+        if a is not None:
+            try:
+                det.alert = _alert_from_state(a)
+            except (KeyError, TypeError):
+                det.alert = None
+    return det
 
 
 def _json_default(o: Any) -> Any:

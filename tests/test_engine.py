@@ -206,3 +206,32 @@ def test_set_meta_adds_the_schedule_monitor_and_bad_schedules_do_not_break_the_e
     assert any(d.name == "schedule_monitor" for d in eng._detectors)
     eng = Engine("r", {"lr_schedule": {"name": "no-such-schedule"}})
     eng.update(Record(1, 2.0, 1.0, 1e-3))  # never raises
+
+
+def test_state_from_another_version_restores_what_fits():
+    import json as _json
+
+    eng = Engine("r")
+    for r in realistic_run(300, 3):
+        eng.update(r)
+    doc = _json.loads(eng.to_bytes())
+    doc["detectors"] = [d for d in doc["detectors"] if d["name"] != "slow_progress"]  # older version
+    for d in doc["detectors"]:
+        if d["name"] == "plateau":
+            d["params"]["retired_param"] = 1.0  # a parameter this version no longer has
+        if d["name"] == "divergence":
+            d["state"] = {"hi_start": 0}  # state keys missing
+    del doc["features"]["state"]["worst"]
+    again = Engine.from_bytes(_json.dumps(doc).encode())
+    assert [d.name for d in again._detectors] == [d.name for d in eng._detectors]
+    for r in realistic_run(600, 3)[300:]:
+        again.update(r)  # keeps working
+    assert again.last_step > 300
+
+
+def test_numpy_and_integral_float_steps_and_values_are_accepted():
+    eng = Engine("r")
+    eng.update(Record(np.int64(1), np.float32(2.0), np.float64(1.0), 1e-3))
+    eng.update(Record(2.0, 2.0, 1, 1e-3))
+    eng.update(Record(3, "NaN", None, 1e-3))  # a stray string counts as a NaN value
+    assert eng.last_step == 3 and eng.health == "critical"
