@@ -263,15 +263,12 @@ class Sender:
                 if reply.status == 413 and len(batch) > 1:
                     self.batch_size = max(1, len(batch) // 2)  # the service caps batch size
                     continue
-                if self._check(reply, what=f"POST {self._steps_path}"):
-                    self.stats["sent"] += len(batch)
-                    self.stats["posts"] += 1
-                    try:
-                        self._on_reply(reply.json())
-                    except Exception as e:
-                        _warn_once(self, "reply", f"losswatch: could not read the service's answer: {e!r}")
+                if reply.status == 422 and len(batch) > 1:
+                    # one bad record must not cost its neighbours: send them one by one
+                    for line in batch:
+                        self._post_records([line])
                 else:
-                    self.stats["rejected"] += len(batch)
+                    self._accepted(reply, len(batch))
                 self.spool.pop(len(batch))
         except ServiceError as e:
             self._failed(e)
@@ -284,6 +281,22 @@ class Sender:
         self._retry_at = 0.0
         if len(self.spool):
             self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
+
+    def _post_records(self, lines: list[str]) -> None:
+        body = (self._body_head + ",".join(lines) + "]}").encode()
+        self._accepted(self.transport.request("POST", self._steps_path, body), len(lines))
+
+    def _accepted(self, reply: Reply, n: int) -> None:
+        """Count a POST /steps answer and hand a 2xx body to on_reply (ServiceError if retryable)."""
+        if self._check(reply, what=f"POST {self._steps_path}"):
+            self.stats["sent"] += n
+            self.stats["posts"] += 1
+            try:
+                self._on_reply(reply.json())
+            except Exception as e:
+                _warn_once(self, "reply", f"losswatch: could not read the service's answer: {e!r}")
+        else:
+            self.stats["rejected"] += n
 
     def _check(self, reply: Reply, what: str) -> bool:
         """True for 2xx. Raise ServiceError for retryable answers; False for a rejected request."""

@@ -283,3 +283,22 @@ def test_exit_with_the_service_down_is_not_held_up_for_the_whole_timeout(tmp_pat
     assert "are kept in" in p.stderr
     kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
     assert len(kept) == 1 and len(kept[0].read_text().splitlines()) == 100
+
+
+def test_a_record_the_service_rejects_does_not_take_its_batch_with_it(service_factory):
+    srv = service_factory()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with Monitor(run_id="res-422", url=srv.url, batch_size=100) as mon:
+            for step in range(300):
+                extra = {f"k{i}": 1.0 for i in range(100)} if step == 150 else {}
+                mon.log(step, loss=1.0, **extra)  # the service allows at most 64 extra keys
+            assert mon.flush(30)
+            stats = mon.stats
+    assert stats["rejected"] == 1 and stats["sent"] == 299
+    assert any("HTTP 422" in str(x.message) for x in w)
+    c = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=10)
+    c.request("GET", "/v1/runs/res-422/steps")
+    steps = json.loads(c.getresponse().read())["series"]["step"]
+    c.close()
+    assert steps == [s for s in range(300) if s != 150]
