@@ -60,7 +60,7 @@ def test_selection_cost_and_composition(recorded):
     tail = {n: np.mean([l for _, l, _ in rows[-30:]]) for n, rows in raw.items()}
     healthy = {n: v for n, v in tail.items() if np.isfinite(v) and v < 1.0}
     sel = rep["selection"]
-    assert sel["budget"] == STEPS - 1
+    assert sel["budget"] == STEPS
     assert sel["winner"] == min(healthy, key=healthy.get)
     ranking = [x["name"] for x in sel["ranking"]]
     assert ranking[-1] == "const-8"  # LR 8 kills the ReLUs: the loss never gets below its start
@@ -133,5 +133,23 @@ def test_a_run_that_goes_nan_is_diverged_and_ranks_last(recorded, tmp_path):
         r.prepare()
     assert runs[1].diverged_at == 200 and runs[0].diverged_at is None
     assert ev.select_policy(runs, 150)["winner"] == "nan"  # before it went NaN it was ahead
-    late = ev.select_policy(runs, 299)
+    late = ev.select_policy(runs, 300)
     assert late["winner"] == "ok" and late["ranking"][1]["diverged_at"] == 200
+
+
+def test_record_into_the_policy_database(recorded, tmp_path):
+    from losswatch.service.lr.policy_db import PolicyDB
+
+    d, raw = recorded
+    task = {"model_family": "mlp-64", "dataset": "digits", "optimizer": "sgd", "batch_size": 32}
+    db = tmp_path / "p.sqlite"
+    r = _cli(str(d / "manifest.jsonl"), "--budget", "200", "--record", json.dumps(task), "--db", str(db))
+    assert r.returncode == 0 and "recorded 4 runs" in r.stdout, r.stderr
+    entries = PolicyDB(str(db)).list(**task)
+    assert len(entries) == 4 and {e.source for e in entries} == {"evaluate"} and all(e.steps == 200 for e in entries)
+    best = PolicyDB(str(db)).best(**task, max_steps=200)
+    sel = json.loads(_cli(str(d / "manifest.jsonl"), "--budget", "200", "--format", "json").stdout)["selection"]
+    assert POLICIES[sel["winner"]].items() <= best.policy.items() and best.notes.endswith(sel["winner"])
+    r = _cli(str(d / "manifest.jsonl"), "--record", '{"model_family": "x"}', "--db", str(db))
+    assert r.returncode == 2 and "missing field 'dataset'" in r.stderr
+    assert len(PolicyDB(str(db)).list(**task)) == 4

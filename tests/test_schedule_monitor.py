@@ -183,3 +183,19 @@ def test_engine_without_a_declared_schedule_has_no_monitor():
     eng = Engine(run_id="r2", meta={"project": "p"})
     out = [a for s in range(100) for a in eng.update(Record(step=s, loss=1.0, lr=0.1 * (s % 2 + 1)))]
     assert not [a for a in out if a.detector == "schedule_monitor"]
+
+
+def test_service_raises_the_schedule_alert_over_http(service_proc):
+    """PUT the run's lr_schedule, POST steps stepped per epoch: the service's alert explains it."""
+    import httpx
+
+    spec = {"name": "cosine", "lr": 0.1, "total_steps": 400}
+    lrs = _lrs(lambda o: tls.CosineAnnealingLR(o, 400), 400, every=20)
+    with httpx.Client(base_url=service_proc, timeout=10) as c:
+        assert c.put("/v1/runs/sched-http", json={"lr_schedule": spec}).status_code in (200, 201)
+        recs = [{"step": s, "loss": 2.0 / (1 + 0.01 * s), "lr": lr} for s, lr in enumerate(lrs)]
+        for k in range(0, 400, 100):
+            assert c.post("/v1/runs/sched-http/steps", json={"records": recs[k:k + 100]}).status_code == 200
+        alerts = [a for a in c.get("/v1/runs/sched-http/alerts").json()["alerts"] if a["detector"] == "schedule_monitor"]
+    assert len(alerts) == 1 and alerts[0]["kind"] == "lr_anomaly"
+    assert alerts[0]["evidence"]["diagnosis"] == "per_epoch" and "once every 20 steps" in alerts[0]["message"]

@@ -15,7 +15,7 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", metavar="MANIFEST", help="JSON lines: path, policy, name, wall_time_s")
-    parser.add_argument("--budget", type=int, help="single-policy selection: best metric within this many steps "
+    parser.add_argument("--budget", type=int, help="single-policy selection: best metric within the first N steps "
                                                    "(default: the shortest run's length)")
     parser.add_argument("--target", type=float, help="cost-effective tuning: fewest steps to reach this loss")
     parser.add_argument("--stages", help="multi-policy composition: stage boundaries, e.g. 0,1000,3000")
@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", help="write the LR/loss plot here (needs matplotlib)")
     parser.add_argument("--html", help="write a self-contained HTML report here")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--record", metavar="TASK_JSON",
+                        help='record each run (best/final within the budget) in the policy database for this task, '
+                             'e.g. \'{"model_family":"mlp","dataset":"digits","optimizer":"sgd","batch_size":32}\'')
+    parser.add_argument("--db", help="policy database file (default $LOSSWATCH_POLICY_DB or ~/.losswatch/policies.sqlite)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
         runs = ev.load_manifest(args.manifest, metric=args.metric)
         for r in runs:
             r.prepare(args.smooth)
-        budget = args.budget if args.budget is not None else int(min(r.steps[-1] for r in runs))
+        if args.budget is not None and args.budget < 1:
+            raise ValueError(f"--budget must be at least 1 step, got {args.budget}")
+        budget = args.budget if args.budget is not None else int(min(r.steps[-1] for r in runs)) + 1
         report: dict = {"selection": ev.select_policy(runs, budget)}
         if args.target is not None:
             report["cost"] = ev.cost_to_target(runs, args.target)
@@ -43,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
             except ValueError:
                 raise ValueError(f"--stages must be integers separated by commas, got {args.stages!r}") from None
             report["composition"] = ev.compose(runs, bounds)
+        if args.record:
+            try:
+                task = json.loads(args.record)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--record is not JSON ({e.msg})") from None
+            if not isinstance(task, dict):
+                raise ValueError("--record must be a JSON object with the task fields")
+            report["recorded"] = ev.record_runs(runs, budget, task, args.db, metric=args.metric)
     except (ValueError, OSError) as e:
         print(f"losswatch evaluate: {e}", file=sys.stderr)
         return 2
@@ -78,4 +92,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot: {args.png}")
     if args.html:
         print(f"report: {args.html}")
+    if "recorded" in report:
+        print(f"recorded {report['recorded']} runs in the policy database")
     return 0

@@ -139,12 +139,14 @@ def load_manifest(path: str, metric: str = "loss") -> list[EvalRun]:
 
 
 def select_policy(runs: Sequence[EvalRun], budget: int) -> dict[str, Any]:
-    """Single-policy selection: the best smoothed metric reached within ``budget`` steps."""
+    """Single-policy selection: the best smoothed metric reached within the first ``budget``
+    steps (steps 0 .. budget-1)."""
+    last = budget - 1
     rows = []
     for r in runs:
-        rows.append({"name": r.name, "policy": r.policy, "best": _nan_none(r.best_until(budget)),
-                     "final": _nan_none(r.value_at(budget)),
-                     "diverged_at": r.diverged_at if not r.healthy_until(budget) else None})
+        rows.append({"name": r.name, "policy": r.policy, "best": _nan_none(r.best_until(last)),
+                     "final": _nan_none(r.value_at(last)),
+                     "diverged_at": r.diverged_at if not r.healthy_until(last) else None})
     ranked = sorted(rows, key=lambda d: (d["best"] is None, d["best"] if d["best"] is not None else 0.0))
     return {"budget": budget, "winner": ranked[0]["name"] if ranked and ranked[0]["best"] is not None else None,
             "ranking": ranked}
@@ -197,6 +199,33 @@ def composite_lr(runs: Sequence[EvalRun], comp: dict[str, Any], steps: np.ndarra
         m = (steps >= st["start"]) & (steps < st["end"])
         out[m] = np.interp(steps[m], r.steps, r.lr)
     return out
+
+
+def record_runs(runs: Sequence[EvalRun], budget: int, task: dict[str, Any], db_path: str | None = None,
+                metric: str = "loss") -> int:
+    """Store each run with a policy in the policy database (source "evaluate"): best and final
+    smoothed metric within the first ``budget`` steps, steps run (up to the budget), diverged.
+    Returns how many."""
+    from .policy_db import PolicyDB
+
+    entries = []
+    for r in runs:
+        if r.policy is None:
+            continue
+        last = int(min(budget - 1, r.steps[-1]))
+        steps = int(np.count_nonzero(r.steps <= last))
+        wall = None
+        if r.wall_time_s is not None and r.steps[-1] > r.steps[0]:
+            wall = r.wall_time_s * min(1.0, (last - r.steps[0]) / (r.steps[-1] - r.steps[0]))
+        entries.append({**task, "policy": r.policy, "metric": metric, "mode": "min",
+                        "best_metric": _nan_none(r.best_until(last)), "final_metric": _nan_none(r.value_at(last)),
+                        "steps": steps, "wall_time_s": wall, "diverged": not r.healthy_until(last),
+                        "source": "evaluate", "notes": f"losswatch evaluate: run {r.name}"})
+    db = PolicyDB(db_path)
+    try:
+        return len(db.add_many(entries))
+    finally:
+        db.close()
 
 
 def _nan_none(v: float) -> float | None:
