@@ -62,7 +62,7 @@ ValueError: lr_schedule 'cosine': missing parameter 'total_steps' (needs lr, tot
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 __all__ = ["Schedule", "build_schedule", "SCHEDULES", "PerEpoch"]

@@ -188,3 +188,17 @@ def test_range_test_streams_to_the_service(service_proc):
     with urllib.request.urlopen(f"{service_proc}/v1/runs/lrrt-stream") as r:
         meta = json.loads(r.read())
     assert "lr_range_test" in json.dumps(meta)
+
+
+def test_state_is_restored_when_the_loop_raises():
+    model, opt, step, _ = _digits_task()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="data loader died"):
+        with LRRangeTest(model, opt, num_steps=50) as rt:
+            for k in range(50):
+                rt.record(step())
+                if k == 20:
+                    raise RuntimeError("data loader died")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert opt.param_groups[0]["lr"] == 0.05 and len(rt.lrs) == 21
+    assert rt.stopped_because == "the loop ended before the sweep did"
