@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true", help="print the LR sweep that picked the tuned LRs")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "closed-loop.md"))
     ap.add_argument("--json", default=None, help="also write every run's outcome here")
+    ap.add_argument("--only", default=None, help="only the runs whose name contains this")
     ap.add_argument("--gpu-check", action="store_true", help="CUDA only: sync check and step overhead of the torch helper")
     args = ap.parse_args(argv)
     if args.gpu_check:
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     tuned_cache: dict[tuple, tuple[Outcome, Outcome]] = {}
     rows = []
     for name, bad, good in suite():
+        if args.only and args.only not in name:
+            continue
         for seed in seeds:
             key = (good.task, good.lr, good.warmup, seed)
             if key not in tuned_cache:

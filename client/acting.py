@@ -13,8 +13,8 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
 - **cooldown**: at least ``cooldown_steps`` steps between two interventions, so the run can show
   whether the first one worked;
 - **cap**: at most ``max_actions`` interventions per run;
-- **one action per episode**: an alert (by id) is acted on once, unless the detector kept
-  updating it for a whole cooldown after the action (the condition outlived the remedy);
+- **one action per episode**: an alert (by id) is acted on once, unless it is still open a
+  whole cooldown after the action (the remedy did not resolve it);
 - **sanity**: a scale_lr factor outside [0.01, 10] is not applied, nor an LR-anomaly
   advice to raise an LR that the Actor itself cut;
 - **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
@@ -236,14 +236,16 @@ class Actor:
         self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
         self._clip_hook_handle: Any = None
         self._seen_advice: Any = None  # (alert, advice) last handed to apply() by follow()
+        self._retry_at: int | None = None  # follow() re-offers advice skipped for cooldown here
 
     # ------------------------------------------------------------------ decisions
     def follow(self, step: int, monitor: Any = None) -> dict[str, Any] | None:
         """Consider the monitor's current advice; call once per step, after ``monitor.log``.
 
         Reads ``monitor.recommendation`` and the active alert that carries it, and calls
-        :meth:`apply` when the advice (or its alert) is new, or while an earlier one waits for
-        confirmation. Cheap when there is no advice (two attribute reads).
+        :meth:`apply` when the advice (or its alert) is new, while an earlier one waits for
+        confirmation, and once more when a cooldown that held back standing advice ends. Cheap
+        when there is no advice (two attribute reads).
 
         Returns the outcome of :meth:`apply`, or None when nothing was considered.
         """
@@ -253,10 +255,18 @@ class Actor:
             return None
         alert = _alert_for(monitor, advice)
         key = (_alert_key(alert), repr(sorted(advice.items())) if isinstance(advice, dict) else repr(advice))
-        if key == self._seen_advice and not self._pending:
+        retry = self._retry_at is not None and step >= self._retry_at
+        if key == self._seen_advice and not self._pending and not retry:
             return None
         self._seen_advice = key
-        return self.apply(step, advice, alert)
+        self._retry_at = None
+        outcome = self.apply(step, advice, alert)
+        if outcome["status"] == "applied" or (
+                outcome["status"] == "skipped" and outcome["why"].startswith("cooldown")):
+            # standing advice is looked at again when the cooldown ends: advice that arrived
+            # during it, or the episode just acted on if it is still open by then
+            self._retry_at = self._last_action_step + self.cooldown_steps
+        return outcome
 
     def apply(self, step: int, action: Any, alert: Any = None) -> dict[str, Any]:
         """Consider one recommendation at ``step``; apply it if the guardrails allow.
@@ -320,12 +330,11 @@ class Actor:
         return outcome
 
     def _persists(self, alert: Any, step: int) -> bool:
-        """An episode already acted on may be acted on again only if the detector kept updating
-        it for a whole cooldown after the action: the condition outlived the remedy."""
+        """An episode already acted on may be acted on again only if it is still open a whole
+        cooldown after the action: the remedy did not resolve the condition (a detector closes
+        the episode when the run recovers)."""
         acted = self._acted_alerts.get(_get(alert, "id"), step)
-        last = _get(alert, "last_step")
-        return (isinstance(last, int) and last >= acted + self.cooldown_steps
-                and step - acted >= self.cooldown_steps)
+        return _get(alert, "resolved_step") is None and step - acted >= self.cooldown_steps
 
     def _restart_after_cut(self, step: int, act: dict[str, Any], alert: Any) -> None:
         """A cut LR on a critical alert that names the last good step also restores that step.

@@ -234,13 +234,13 @@ def test_an_episode_that_outlives_the_remedy_is_acted_on_again_after_the_cooldow
     actor = Actor(opt, cooldown_steps=20)
     a = {"type": "scale_lr", "factor": 0.5}
     assert actor.apply(10, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "applied"
-    # still updated, but the cooldown since the action has not passed
-    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 25})["status"] == "skipped"
-    # the detector stopped updating the episode at step 12: the remedy may be working
-    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 12})["status"] == "skipped"
-    # updated a whole cooldown after the action: act again
-    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 35})["status"] == "applied"
-    assert _lrs(opt) == [0.25]
+    # still open, but the cooldown since the action has not passed
+    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "skipped"
+    # still open a whole cooldown later: the remedy did not resolve it, act again
+    assert actor.apply(30, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "applied"
+    # resolved episodes are never acted on again
+    out = actor.apply(60, a, {"id": "d", "step": 5, "last_step": 10, "resolved_step": 40})
+    assert out["status"] == "skipped" and _lrs(opt) == [0.25]
 
 
 def test_a_cut_after_a_blow_up_restarts_from_the_last_good_step_when_rollback_is_possible() -> None:
@@ -283,3 +283,44 @@ def test_the_monitor_builds_the_actor_and_applies_advice_at_the_next_log() -> No
         mon.log(6, loss=1.0)  # the advice is applied here, in the training thread
         assert stopped == [True]
         assert [(a["step"], a["action"]["type"], a["applied"]) for a in mon.actions] == [(6, "stop", True)]
+
+
+class _Advice:
+    """A monitor's face as the Actor sees it: the current advice and the alerts."""
+
+    def __init__(self) -> None:
+        self.recommendation = None
+        self.alerts: list[dict] = []
+
+    def set(self, alert: dict) -> None:
+        self.alerts = [alert]
+        self.recommendation = alert["action"]
+
+
+def test_follow_reoffers_standing_advice_when_the_cooldown_that_held_it_back_ends() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=20)
+    mon = _Advice()
+    mon.set({"id": "a", "kind": "divergence", "step": 1, "last_step": 5, "action": {"type": "scale_lr", "factor": 0.5}})
+    assert actor.follow(5, mon)["status"] == "applied"
+    # a new episode during the cooldown: held back ...
+    mon.set({"id": "b", "kind": "divergence", "step": 8, "last_step": 12, "action": {"type": "scale_lr", "factor": 0.5}})
+    assert actor.follow(12, mon)["status"] == "skipped"
+    assert all(actor.follow(s, mon) is None for s in range(13, 25))  # nothing new, still cooling down
+    # ... and applied once the cooldown is over, although the alert did not change
+    assert actor.follow(25, mon)["status"] == "applied"
+    assert actor.follow(26, mon) is None
+    assert _lrs(opt) == [0.25]
+
+
+def test_follow_acts_again_when_the_episode_is_still_open_after_the_cooldown() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=20)
+    mon = _Advice()
+    mon.set({"id": "a", "kind": "divergence", "step": 1, "last_step": 5, "action": {"type": "scale_lr", "factor": 0.5}})
+    assert actor.follow(5, mon)["status"] == "applied"
+    assert all(actor.follow(s, mon) is None for s in range(6, 25))
+    assert actor.follow(25, mon)["status"] == "applied"  # unchanged, unresolved: cut again
+    mon.recommendation, mon.alerts = None, []  # recovered
+    assert all(actor.follow(s, mon) is None for s in range(26, 80))
+    assert _lrs(opt) == [0.25]
