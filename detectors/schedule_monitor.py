@@ -92,8 +92,10 @@ class ScheduleMonitor(Detector):
         self.first_change_step: int | None = None
         self.miss_streak = 0
         self.match_streak = 0
-        self.min_logratio = math.inf
-        self.max_logratio = -math.inf
+        # log(reported / declared) bounds over the current mismatch streak, for each logging
+        # offset (declared at step, step-1, step+1): a constant ratio at one of them is a wrong peak
+        self.min_logratio = [math.inf, math.inf, math.inf]
+        self.max_logratio = [-math.inf, -math.inf, -math.inf]
         self.diagnosis: str | None = None
         self.spec_reported = False
 
@@ -163,7 +165,8 @@ class ScheduleMonitor(Detector):
 
         if self._matches(step, lr):
             self.miss_streak = 0
-            self.min_logratio, self.max_logratio = math.inf, -math.inf
+            self.min_logratio = [math.inf, math.inf, math.inf]
+            self.max_logratio = [-math.inf, -math.inf, -math.inf]
             self.match_streak += 1
             if self.alert is not None and self.match_streak >= self.recover:
                 self.close_episode(step, f"reported LR matched the declared schedule for {self.recover} steps")
@@ -172,10 +175,14 @@ class ScheduleMonitor(Detector):
         self.match_streak = 0
         self.miss_streak += 1
         expected = self.sched.lr_at(step)
-        if expected > 0 and lr > 0:
-            lg = math.log(lr / expected)
-            self.min_logratio = min(self.min_logratio, lg)
-            self.max_logratio = max(self.max_logratio, lg)
+        for j, k in enumerate((step, step - 1, step + 1)):
+            e = self.sched.lr_at(k) if k >= 0 else 0.0
+            if e > 0 and lr > 0:
+                lg = math.log(lr / e)
+                self.min_logratio[j] = min(self.min_logratio[j], lg)
+                self.max_logratio[j] = max(self.max_logratio[j], lg)
+            else:  # a zero on one side: no constant ratio at this offset
+                self.min_logratio[j], self.max_logratio[j] = -math.inf, math.inf
         if self.miss_streak < self.patience:
             return
         diagnosis, message, action = self._diagnose(step, lr, expected)
@@ -219,8 +226,11 @@ class ScheduleMonitor(Detector):
                     f"stepped per step instead of per epoch: {head}; the reported LR is the per-epoch schedule "
                     f"advanced on every step ({s.steps_per_epoch} steps per epoch declared)",
                     Action("none", {}, "call scheduler.step() once per epoch, as declared"))
-        if (self.max_logratio - self.min_logratio) <= 2 * self.rel_tol and math.isfinite(self.max_logratio):
-            c = math.exp(0.5 * (self.min_logratio + self.max_logratio))
+        spans = [hi - lo if math.isfinite(hi) and math.isfinite(lo) else math.inf
+                 for lo, hi in zip(self.min_logratio, self.max_logratio)]
+        j = min(range(3), key=spans.__getitem__)
+        if spans[j] <= 2 * self.rel_tol:
+            c = math.exp(0.5 * (self.min_logratio[j] + self.max_logratio[j]))
             return ("wrong_peak",
                     f"wrong peak: {head}; for {self.miss_streak} steps the LR has been {c:.3g}x the declared "
                     f"schedule, so its peak is {fmt(c * s.peak_lr)} instead of {fmt(s.peak_lr)}",

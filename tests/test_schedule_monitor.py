@@ -199,3 +199,37 @@ def test_service_raises_the_schedule_alert_over_http(service_proc):
         alerts = [a for a in c.get("/v1/runs/sched-http/alerts").json()["alerts"] if a["detector"] == "schedule_monitor"]
     assert len(alerts) == 1 and alerts[0]["kind"] == "lr_anomaly"
     assert alerts[0]["evidence"]["diagnosis"] == "per_epoch" and "once every 20 steps" in alerts[0]["message"]
+
+
+def test_hugging_face_trainer_logs_match_their_declared_schedule():
+    """A real (tiny) HF Trainer run: its logged learning_rate follows warmup_cosine as declared;
+    declared with half the LR, the monitor reports the wrong peak and the factor."""
+    transformers = pytest.importorskip("transformers")
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=64,
+                                                                 n_positions=32))
+
+    class Tokens(torch.utils.data.Dataset):
+        def __len__(self):
+            return 256
+
+        def __getitem__(self, i):
+            x = torch.randint(0, 64, (16,), generator=torch.Generator().manual_seed(i))
+            return {"input_ids": x, "labels": x}
+
+    args = transformers.TrainingArguments(
+        output_dir="/tmp/losswatch-hf-sched", max_steps=40, per_device_train_batch_size=8, learning_rate=1e-3,
+        lr_scheduler_type="cosine", warmup_steps=4, logging_steps=1, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens())
+    trainer.train()
+    logged = [(e["step"], e["learning_rate"]) for e in trainer.state.log_history if "learning_rate" in e]
+    assert len(logged) == 40
+    declared = {"name": "warmup_cosine", "lr": 1e-3, "warmup_steps": 4, "total_steps": 40}
+    ok = ScheduleMonitor(schedule=declared)
+    assert [a for s, lr in logged for a in (ok.observe(s, lr), ok.drain_changes())[1]] == []
+    wrong = ScheduleMonitor(schedule={**declared, "lr": 5e-4})
+    alerts = [a for s, lr in logged for a in (wrong.observe(s, lr), wrong.drain_changes())[1]]
+    assert len({a.id for a in alerts}) == 1 and alerts[0].evidence["diagnosis"] == "wrong_peak"
+    assert alerts[0].action.params["factor"] == pytest.approx(0.5, rel=1e-3)
