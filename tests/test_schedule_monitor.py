@@ -201,7 +201,7 @@ def test_service_raises_the_schedule_alert_over_http(service_proc):
     assert alerts[0]["evidence"]["diagnosis"] == "per_epoch" and "once every 20 steps" in alerts[0]["message"]
 
 
-def test_hugging_face_trainer_logs_match_their_declared_schedule():
+def test_hugging_face_trainer_logs_match_their_declared_schedule(tmp_path):
     """A real (tiny) HF Trainer run: its logged learning_rate follows warmup_cosine as declared;
     declared with half the LR, the monitor reports the wrong peak and the factor."""
     transformers = pytest.importorskip("transformers")
@@ -219,7 +219,7 @@ def test_hugging_face_trainer_logs_match_their_declared_schedule():
             return {"input_ids": x, "labels": x}
 
     args = transformers.TrainingArguments(
-        output_dir="/tmp/losswatch-hf-sched", max_steps=40, per_device_train_batch_size=8, learning_rate=1e-3,
+        output_dir=str(tmp_path / "hf"), max_steps=40, per_device_train_batch_size=8, learning_rate=1e-3,
         lr_scheduler_type="cosine", warmup_steps=4, logging_steps=1, report_to=[], use_cpu=True,
         save_strategy="no", disable_tqdm=True)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Tokens())
