@@ -13,8 +13,8 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
 - **cooldown**: at least ``cooldown_steps`` steps between two interventions, so the run can show
   whether the first one worked;
 - **cap**: at most ``max_actions`` interventions per run;
-- **one action per episode**: an alert (by id) is acted on once, unless it is still open a
-  whole cooldown after the action (the remedy did not resolve it);
+- **one action per episode**: an alert (by id) is acted on once, unless the detector kept
+  updating it for a whole cooldown after the action (the condition outlived the remedy);
 - **sanity**: a scale_lr factor outside [0.01, 10] is not applied, nor an LR-anomaly
   advice to raise an LR that the Actor itself cut;
 - **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
@@ -261,10 +261,8 @@ class Actor:
         self._seen_advice = key
         self._retry_at = None
         outcome = self.apply(step, advice, alert)
-        if outcome["status"] == "applied" or (
-                outcome["status"] == "skipped" and outcome["why"].startswith("cooldown")):
-            # standing advice is looked at again when the cooldown ends: advice that arrived
-            # during it, or the episode just acted on if it is still open by then
+        if outcome["status"] == "skipped" and outcome["why"].startswith("cooldown"):
+            # standing advice that arrived during a cooldown is offered again when it ends
             self._retry_at = self._last_action_step + self.cooldown_steps
         return outcome
 
@@ -330,11 +328,17 @@ class Actor:
         return outcome
 
     def _persists(self, alert: Any, step: int) -> bool:
-        """An episode already acted on may be acted on again only if it is still open a whole
-        cooldown after the action: the remedy did not resolve the condition (a detector closes
-        the episode when the run recovers)."""
+        """An episode already acted on may be acted on again only if the detector kept updating
+        it for a whole cooldown after the action: the condition outlived the remedy.
+
+        WHY not "still open": detectors close an episode only well after the run recovered (the
+        benchmark's divergence episodes stayed open ~300 steps after a successful cut), so acting
+        on every still-open episode cut healthy LRs again and again (closed-loop bench: 4 of 15
+        rescued runs lost that way)."""
         acted = self._acted_alerts.get(_get(alert, "id"), step)
-        return _get(alert, "resolved_step") is None and step - acted >= self.cooldown_steps
+        last = _get(alert, "last_step")
+        return (_get(alert, "resolved_step") is None and isinstance(last, int)
+                and last >= acted + self.cooldown_steps and step - acted >= self.cooldown_steps)
 
     def _restart_after_cut(self, step: int, act: dict[str, Any], alert: Any) -> None:
         """A cut LR on a critical alert that names the last good step also restores that step.

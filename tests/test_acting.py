@@ -234,12 +234,14 @@ def test_an_episode_that_outlives_the_remedy_is_acted_on_again_after_the_cooldow
     actor = Actor(opt, cooldown_steps=20)
     a = {"type": "scale_lr", "factor": 0.5}
     assert actor.apply(10, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "applied"
-    # still open, but the cooldown since the action has not passed
-    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "skipped"
-    # still open a whole cooldown later: the remedy did not resolve it, act again
-    assert actor.apply(30, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "applied"
+    # still updated, but the cooldown since the action has not passed
+    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 25})["status"] == "skipped"
+    # open but no longer updated since step 12: the remedy may be working, leave it
+    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 12})["status"] == "skipped"
+    # updated a whole cooldown after the action: act again
+    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 35})["status"] == "applied"
     # resolved episodes are never acted on again
-    out = actor.apply(60, a, {"id": "d", "step": 5, "last_step": 10, "resolved_step": 40})
+    out = actor.apply(90, a, {"id": "d", "step": 5, "last_step": 80, "resolved_step": 85})
     assert out["status"] == "skipped" and _lrs(opt) == [0.25]
 
 
@@ -313,14 +315,14 @@ def test_follow_reoffers_standing_advice_when_the_cooldown_that_held_it_back_end
     assert _lrs(opt) == [0.25]
 
 
-def test_follow_acts_again_when_the_episode_is_still_open_after_the_cooldown() -> None:
+def test_follow_leaves_an_episode_alone_once_acted_on_unless_it_keeps_growing() -> None:
     opt = _opt(1.0, groups=1)
     actor = Actor(opt, cooldown_steps=20)
     mon = _Advice()
-    mon.set({"id": "a", "kind": "divergence", "step": 1, "last_step": 5, "action": {"type": "scale_lr", "factor": 0.5}})
+    alert = {"id": "a", "kind": "divergence", "step": 1, "last_step": 5, "action": {"type": "scale_lr", "factor": 0.5}}
+    mon.set(alert)
     assert actor.follow(5, mon)["status"] == "applied"
-    assert all(actor.follow(s, mon) is None for s in range(6, 25))
-    assert actor.follow(25, mon)["status"] == "applied"  # unchanged, unresolved: cut again
-    mon.recommendation, mon.alerts = None, []  # recovered
-    assert all(actor.follow(s, mon) is None for s in range(26, 80))
+    assert all(actor.follow(s, mon) is None for s in range(6, 80))  # open, not updated: no more cuts
+    mon.set({**alert, "last_step": 80})  # the detector says the condition goes on
+    assert actor.follow(80, mon)["status"] == "applied"
     assert _lrs(opt) == [0.25]
