@@ -143,8 +143,9 @@ def test_lr_find_command_csv_and_jsonl(digits_sweep, tmp_path):
     jl.write_text("".join(json.dumps({"lr": a, "loss": b}) + "\n" for a, b in zip(digits_sweep.lrs, digits_sweep.losses)))
     r2 = _cli(str(jl), "--format", "json")
     assert json.loads(r2.stdout)["suggested_lr"] == pytest.approx(out["suggested_lr"])
-    r3 = _cli(str(csv_path))
+    r3 = _cli(str(csv_path), "--plot", str(tmp_path / "sweep.png"))
     assert r3.returncode == 0 and "suggested lr" in r3.stdout and "why" in r3.stdout
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_lr_find_keeps_nan_as_the_explosion(tmp_path):
