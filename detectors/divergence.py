@@ -9,12 +9,18 @@ import numpy as np
 import math
 
 from .base import Detector, fmt
+from .lost import lost_after_blowup
 from .spike import is_spike, spike_screen
 from .types import Action
 
 #: Share of the progress made (first loss - best) that counts as the scale of "x times worse"
-#: when it is larger than the best itself.
-PROGRESS_SHARE = 0.5
+#: when it is larger than the best itself: half of it for the judgement of the loss *level*
+#: (sustained rule, resolution), all of it for the quick rules on single raw values (streaks,
+#: explosions, counted spikes), which need stronger evidence. On the benchmark a single share of
+#: 0.5 left 6 false alarms (memorising models whose raw loss jumps from ~0.01 to ~0.5 for a few
+#: batches), 1.0 everywhere missed a loss that tripled from its converged value and stayed there.
+LEVEL_SHARE = 0.5
+RAW_SHARE = 1.0
 
 
 def _ratio(x: float, ref: float) -> float:
@@ -25,13 +31,13 @@ def _ratio(x: float, ref: float) -> float:
     return 1.0 + (x - ref) / den
 
 
-def _pratio(x: float, ref: float, l0: float) -> float:
+def _pratio(x: float, ref: float, l0: float, share: float = LEVEL_SHARE) -> float:
     """Like :func:`_ratio`, but against half the progress made when that is larger than the
     level: for a loss that went from 2.4 to 0.01, 0.02 is not "2x worse" (noise), 1.2 is "the
     whole way back up" (the benchmark's lost-run rule uses the same scale). For a loss that
     started near its best (BLOOM excerpts) it is the plain ratio."""
     den = abs(ref)
-    p = PROGRESS_SHARE * (l0 - ref)
+    p = share * (l0 - ref)
     if p > den:
         den = p
     if den < 1e-12:
@@ -44,10 +50,11 @@ def ratio_arr(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return 1.0 + (x - ref) / np.maximum(np.abs(ref), 1e-12)
 
 
-def pratio_arr(x: np.ndarray, ref: np.ndarray, l0: np.ndarray) -> np.ndarray:
+def pratio_arr(x: np.ndarray, ref: np.ndarray, l0: np.ndarray,
+               share: float = LEVEL_SHARE) -> np.ndarray:
     """:func:`_pratio` on arrays (bit-identical)."""
     den = np.abs(ref)
-    p = PROGRESS_SHARE * (l0 - ref)
+    p = share * (l0 - ref)
     den = np.where(p > den, p, den)
     return 1.0 + (x - ref) / np.maximum(den, 1e-12)
 
@@ -57,7 +64,7 @@ class DivergenceDetector(Detector):
 
     ``best`` is the running minimum of the winsorised loss level (``features.slow``), so a
     lucky low batch does not set the bar; "x times best" is measured by :func:`_pratio`
-    (against half the progress made when the loss has fallen far). Three ways to fire, all
+    (against the progress made when the loss has fallen far: see LEVEL_SHARE, RAW_SHARE). Three ways to fire, all
     **critical**, action ``scale_lr`` x``factor`` (0.1: the classic first step, AutoTrainer's
     first repair):
 
@@ -100,6 +107,13 @@ class DivergenceDetector(Detector):
     with the grad-norm up (an exploding run is lost by its third step: SGD at 100x LR) (the grad-norm is the early warning: an RNN at 10x LR shows
     it 2 steps before the loss runs away).
 
+    6. *Lost after a blow-up*: no 1% gain of the trend for ``max(lost_patience,
+       lost_patience_frac * steps so far)`` steps, the trend >= ``stuck`` x the first loss, and
+       :func:`~losswatch.detectors.lost.lost_after_blowup` (above the first loss, or back at it
+       after reaching ``blowup`` x it): the LR broke the model (dead units at chance level, the
+       benchmark's Adam/SGD x100 MLPs and CNNs). Part of this detector, not a separate one, so
+       a run that diverged and then got stuck is one episode.
+
     An excursion that begins within ``spike_memory`` records of a big spike is judged by the
     sustained rule only after ``sustain_after_spike`` records (BLOOM-176B's spike recovered in
     ~30 iterations; the benchmark's injected bad-batch excursions in ~20). While the LR is still
@@ -134,7 +148,10 @@ class DivergenceDetector(Detector):
     cluster_window : int, default 50
     explode_ratio : float, default 3.0
     spike_memory : int, default 30
-    sustain_after_spike : int, default 30
+    sustain_after_spike : int, default 100
+    sustain_decay : int, default 30
+    rearm : int, default 50
+    lost_patience, lost_patience_frac, stuck, blowup, lost_min_records : default 200, 0.25, 0.9, 2.0, 20
     sustain_warmup : int, default 5
     spike_z, spike_rel, spike_min : float, float, int, default 6.0, 0.2, 5
         the spike rule used by rules 4 and 5 (the spike detector's defaults)
@@ -166,7 +183,10 @@ class DivergenceDetector(Detector):
                  after_jump: int = 5, cluster: int = 3, cluster_window: int = 50,
                  spike_z: float = 6.0, spike_rel: float = 0.2, spike_min: int = 5,
                  explode_ratio: float = 3.0, spike_memory: int = 30,
-                 sustain_after_spike: int = 30, sustain_warmup: int = 5) -> None:
+                 sustain_after_spike: int = 100, sustain_warmup: int = 5, rearm: int = 50,
+                 sustain_decay: int = 30, lost_patience: int = 200,
+                 lost_patience_frac: float = 0.25, stuck: float = 0.9, blowup: float = 2.0,
+                 lost_min_records: int = 20) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -175,7 +195,19 @@ class DivergenceDetector(Detector):
                          after_jump=after_jump, cluster=cluster, cluster_window=cluster_window,
                          spike_z=spike_z, spike_rel=spike_rel, spike_min=spike_min,
                          explode_ratio=explode_ratio, spike_memory=spike_memory,
-                         sustain_after_spike=sustain_after_spike, sustain_warmup=sustain_warmup)
+                         sustain_after_spike=sustain_after_spike, sustain_warmup=sustain_warmup,
+                         rearm=rearm, sustain_decay=sustain_decay, lost_patience=lost_patience,
+                         lost_patience_frac=lost_patience_frac, stuck=stuck, blowup=blowup,
+                         lost_min_records=lost_min_records)
+        self.sustain_decay = sustain_decay
+        self.lost_patience = lost_patience
+        self.lost_patience_frac = lost_patience_frac
+        self.stuck = stuck
+        self.blowup = blowup
+        self.lost_min_records = lost_min_records
+        self.first_step = -1
+        self.rearm = rearm
+        self.ok_since = -1  # loss-record count since which the run looks recovered
         self.sustain_warmup = sustain_warmup
         self.explode_ratio = explode_ratio
         self.spike_memory = spike_memory
@@ -210,12 +242,15 @@ class DivergenceDetector(Detector):
     def get_state(self) -> dict[str, Any]:
         return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
+                "ok_since": self.ok_since, "first_step": self.first_step,
                 "spike_recs": self.spike_recs}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
         self.lr_jump_rec, self.spike_recs = d["lr_jump_rec"], d["spike_recs"]
         self.hi_after_spike = d["hi_after_spike"]
+        self.ok_since = d["ok_since"]
+        self.first_step = d["first_step"]
 
     # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
     def screen(self, f):
@@ -223,17 +258,28 @@ class DivergenceDetector(Detector):
             best = f.a("best")
             l0 = f.a("l0")
             streak = (f.a("up_n") >= min(self.streak, 2)) & \
-                ~(pratio_arr(f.a("loss"), best, l0) < self.streak_ratio)
+                ~(pratio_arr(f.a("loss"), best, l0, RAW_SHARE) < self.streak_ratio)
             gn = f.a("gok") & ~(f.a("gn") < self.gn_abs) & \
                 ~(ratio_arr(f.a("loss"), best) < self.gn_ratio)
             level = ~(pratio_arr(f.a("slow"), best, l0) < self.level_ratio)
             prev_lr = f.a("b_lrlast")
             lr_jump = f.a("lrok") & (prev_lr > 0.0) & ~(f.a("lr") < self.lr_jump * prev_lr)
             spikes = spike_screen(f, self.spike_z, self.spike_rel, self.spike_min) & \
-                ~(pratio_arr(f.a("loss"), best, l0) < self.level_ratio)
-            return f.a("lok") & (streak | gn | level | lr_jump | spikes)
+                ~(pratio_arr(f.a("loss"), best, l0, RAW_SHARE) < self.level_ratio)
+            step = f.a("step")
+            first = f.a("nl") == 1
+            fs = self.first_step
+            if first.any():  # the first loss is in this batch: step() will measure from it
+                fs = int(step[np.flatnonzero(first)[0]])
+            need = np.maximum(self.lost_patience_frac * (step - fs), self.lost_patience)
+            trend = f.a("trend")
+            lost = ((step - f.a("pstep")) >= need) & \
+                (~(trend <= l0) | ~(f.a("worst") < self.blowup * np.abs(l0)))
+            return f.a("lok") & (streak | gn | level | lr_jump | spikes | lost | first)
 
     def active_screen(self, f):
+        if self.rearm > 1:
+            return f.a("lok")  # recovery must hold for `rearm` consecutive records
         with np.errstate(all="ignore"):
             best, l0 = f.a("best"), f.a("l0")
             return f.a("lok") & ~(pratio_arr(f.a("slow"), best, l0) >= self.resolve_ratio) & \
@@ -249,45 +295,64 @@ class DivergenceDetector(Detector):
         step = f.step[i]
         slow = f.slow[i]
         if self.alert is not None:
+            nl = f.nl[i]
             if _pratio(slow, best, l0) < self.resolve_ratio and \
                     _pratio(f.fast[i], best, l0) < self.resolve_ratio:
-                self.close_episode(step, f"loss level back to {fmt(slow)} (best {fmt(best)})")
-                # the spikes counted so far belong to this episode: a new one needs new spikes
-                self.spike_recs = [-(10**9)] * len(self.spike_recs)
+                if self.ok_since < 0:
+                    self.ok_since = nl
+                if nl - self.ok_since + 1 >= self.rearm:
+                    self.close_episode(step, f"loss level back to {fmt(slow)} (best {fmt(best)}) "
+                                             f"for {self.rearm} records")
+                    self.ok_since = -1
+                    # the spikes counted so far belong to this episode: a new one needs new spikes
+                    self.spike_recs = [-(10**9)] * len(self.spike_recs)
+            else:
+                self.ok_since = -1  # a relapse: the same episode, not a new alert
             return
         nl = f.nl[i]
+        if nl == 1:
+            self.first_step = step
         if nl < 2:
             return
         lvl = _pratio(slow, best, l0)
+        stalled = step - f.pstep[i] >= self.lost_patience
         if f.up_n[i] < 2 and lvl < self.level_ratio and \
                 not x - f.b_slow[i] > self.spike_rel * abs(f.b_slow[i]) and \
                 not (f.gok[i] and f.gn[i] >= self.gn_abs) and \
-                not (f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]):
+                not (f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]) and \
+                not stalled:
             return  # no rule can fire and no private state can change on this row
         rule = None
         rec = f.rec[i]
         g = f.gn[i]
         # the grad-norm rose far above its usual range: corroborates a rising loss
-        gn_up = f.gok[i] and f.ng[i] >= 3 and g > 0.0 and \
-            math.log(g) - f.b_mu[i] >= self.gn_warn_log
+        # ... and was already rising on the record before (an explosion builds up; a bad batch's
+        # gradient jumps on its own step only)
+        gprev = f.b_glast[i]
+        gn_up = f.gok[i] and f.ng[i] >= 3 and g > 0.0 and gprev > 0.0 and \
+            math.log(g) - f.b_mu[i] >= self.gn_warn_log and \
+            math.log(gprev) - f.b_mu[i] >= self.gn_warn_log - 0.6931471805599453
         # an excursion that starts right after a big spike gets a longer sustain (spikes recover
         # within ~30 records)
         after_spike = rec - self.spike_recs[-1] <= self.spike_memory
         up_n = f.up_n[i]
         base = f.up_base[i]
-        pr = _pratio(x, best, l0)
+        pr = _pratio(x, best, l0, RAW_SHARE)
         long_enough = up_n >= self.streak or (up_n >= 2 and gn_up and pr >= self.explode_ratio)
         if long_enough and pr >= self.streak_ratio and \
                 _ratio(x, base) >= 1.0 + self.streak_rise and \
-                (_pratio(base, best, l0) <= self.base_ratio or
-                 base - f.b_slow[i] <= self.prev_z * f.b_sd[i]) and \
+                (_pratio(base, best, l0, RAW_SHARE) <= self.base_ratio or
+                 (base - f.b_slow[i] <= self.prev_z * f.b_sd[i] and not after_spike)) and \
                 f.b_lprev[i] - f.b_slow[i] >= (1.0 if gn_up else self.prev_z) * f.b_sd[i] and \
                 x - f.b_slow[i] >= (self.prev_z if gn_up else self.streak_z) * f.b_sd[i]:
             why = " with the grad-norm up" if gn_up else ""
             rule = (f"rose {up_n} records in a row{why}, {fmt(base)} -> {fmt(x)}", "streak")
         if f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]:
             self.lr_jump_rec = rec
-        spiked = f.nl[i] > self.spike_min and _pratio(x, best, l0) >= self.level_ratio and is_spike(
+        # a spike counts when it starts from a normal record (not a later jump inside the same
+        # excursion, where the lagging level makes every value look like a spike)
+        spiked = f.nl[i] > self.spike_min and _pratio(x, best, l0, RAW_SHARE) >= self.level_ratio and \
+            f.b_lprev[i] - f.b_slow[i] <= self.prev_z * f.b_sd[i] and is_spike(
             x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], self.spike_z, self.spike_rel, 0.5)
         if spiked:
             if rule is None and rec - self.lr_jump_rec <= self.after_jump:
@@ -315,6 +380,8 @@ class DivergenceDetector(Detector):
             warming = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0
             if warming:  # the LR is still ramping up: it, not a bad batch, drives the loss up
                 need = self.sustain_warmup
+            elif f.lrok[i] and f.lrdir[i] < 0 and f.rev[i] == 1:
+                need = self.sustain_decay  # the schedule is already cutting the LR: give it time
             elif self.hi_after_spike:
                 need = self.sustain_after_spike
             else:
@@ -323,6 +390,15 @@ class DivergenceDetector(Detector):
                     fast >= self.keep * self.hi_peak and not cyclic_rise:
                 rule = (f"its level has stayed {fmt(_ratio(slow, best))}x above it for {n_hi} records",
                         "sustained")
+        if rule is None and stalled and nl >= self.lost_min_records:
+            since = step - f.pstep[i]
+            p = self.lost_patience_frac * (step - self.first_step)
+            trend = f.trend[i]
+            if since >= (p if p > self.lost_patience else self.lost_patience) and \
+                    (trend >= self.stuck * l0 if l0 > 0 else trend >= l0) and \
+                    lost_after_blowup(trend, l0, f.worst[i], f.sd[i], self.blowup):
+                rule = (f"the loss blew up to {fmt(f.worst[i])} and has been stuck at {fmt(trend)} "
+                        f"(it started at {fmt(l0)}) for {since} steps", "lost")
         if rule is None:
             return
         self._raise(f, i, x, best, _ratio(x, best), rule)
@@ -331,8 +407,11 @@ class DivergenceDetector(Detector):
         step = f.step[i]
         bstep = f.best_step[i]
         warm = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0 and f.nlr[i] > 1
-        msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(ratio)}x its best "
-               f"({fmt(best)} at step {bstep}) and {rule[0]}")
+        if rule[1] == "lost":
+            msg = f"run lost at step {step}: {rule[0]}"
+        else:
+            msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(ratio)}x its best "
+                   f"({fmt(best)} at step {bstep}) and {rule[0]}")
         reason = (f"The loss is running away ({fmt(ratio)}x its best). Cut the LR "
                   f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}); if it does not come back within a "
                   f"few hundred steps, roll back to a checkpoint near step {bstep}.")

@@ -27,7 +27,6 @@ from .divergence import DivergenceDetector
 from .features import FeatureTracker, Features, initial_state
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
-from .lost import LostRunDetector
 from .lr_anomaly import LRAnomalyDetector
 from .nan import NaNDetector
 from .oscillation import OscillationDetector
@@ -41,7 +40,7 @@ STATE_VERSION = 1
 
 #: The built-in detectors, in evaluation order (also the order of changes within one step).
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
-    NaNDetector, DivergenceDetector, LostRunDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
+    NaNDetector, DivergenceDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
     LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
     OverfittingDetector,
 )
