@@ -106,45 +106,48 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
     fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     k = len(xs)
-    o_fast, o_slow, o_sd, o_trend = [0.0] * k, [0.0] * k, [0.0] * k, [0.0] * k
-    o_pbest, o_pstep, o_alt, o_amp = [0.0] * k, [0] * k, [0.0] * k, [0.0] * k
-    for j in range(k):
-        x = xs[j]
+    o_fast, o_slow, o_sd, o_trend, o_pbest, o_pstep, o_alt, o_amp = [], [], [], [], [], [], [], []
+    a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
+    a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
+    for x, s in zip(xs, steps):
         if nl == 0:
             fast = slow = trend = pbest = x
             sd = 0.0
-            pstep = steps[j]
+            pstep = s
         else:
+            # (abs() written out: this loop is the hot path of both update paths)
             fast += af * (x - fast)
             d = x - slow
-            cap = wk * sd + wr * abs(slow)
+            cap = wk * sd + wr * (slow if slow >= 0.0 else -slow)
             if d > cap:
                 d = cap
             slow += as_ * d
-            sd += as_ * (abs(d) - sd)
+            sd += as_ * ((d if d >= 0.0 else -d) - sd)
             dt = x - trend
             if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
                 dt = cap
             trend += at * dt
-            if trend < pbest - peps * abs(pbest):
+            if trend < pbest - peps * (pbest if pbest >= 0.0 else -pbest):
                 pbest = trend
-                pstep = steps[j]
+                pstep = s
             dl = x - lprev
             if dl != 0.0:
                 flip = 1.0 if (dl > 0.0) != (dlast > 0.0) and dlast != 0.0 else 0.0
                 alt += ao * (flip - alt)
                 dlast = dl
-            amp += ao * (abs(dl) - amp)
+                amp += ao * ((dl if dl > 0.0 else -dl) - amp)
+            else:
+                amp += ao * (0.0 - amp)
         nl += 1
         lprev = x
-        o_fast[j] = fast
-        o_slow[j] = slow
-        o_sd[j] = sd
-        o_trend[j] = trend
-        o_pbest[j] = pbest
-        o_pstep[j] = pstep
-        o_alt[j] = alt
-        o_amp[j] = amp
+        a_fast(fast)
+        a_slow(slow)
+        a_sd(sd)
+        a_trend(trend)
+        a_pbest(pbest)
+        a_pstep(pstep)
+        a_alt(alt)
+        a_amp(amp)
     if k:
         st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, alt=alt,
                   amp=amp, dlast=dlast)
