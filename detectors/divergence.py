@@ -278,12 +278,20 @@ class DivergenceDetector(Detector):
             return f.a("lok") & (streak | gn | level | lr_jump | spikes | lost | first)
 
     def active_screen(self, f):
-        if self.rearm > 1:
-            return f.a("lok")  # recovery must hold for `rearm` consecutive records
+        # rows where the recovery count can change: recovered rows (counted), and the first
+        # not-recovered loss row after a recovered one (the count restarts there)
         with np.errstate(all="ignore"):
-            best, l0 = f.a("best"), f.a("l0")
-            return f.a("lok") & ~(pratio_arr(f.a("slow"), best, l0) >= self.resolve_ratio) & \
+            best, l0, lok = f.a("best"), f.a("l0"), f.a("lok")
+            ok = lok & ~(pratio_arr(f.a("slow"), best, l0) >= self.resolve_ratio) & \
                 ~(pratio_arr(f.a("fast"), best, l0) >= self.resolve_ratio)
+        rows = np.flatnonzero(lok)
+        if len(rows) == 0:
+            return ok
+        ok_c = ok[rows]
+        after_ok = np.concatenate(([True], ok_c[:-1]))  # the first loss row: state unknown here
+        mask = np.zeros(f.n, dtype=bool)
+        mask[rows[ok_c | after_ok]] = True
+        return mask
 
     # -- decision ----------------------------------------------------------------------------------
     def step(self, f, i: int) -> None:
