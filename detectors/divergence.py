@@ -60,23 +60,30 @@ def pratio_arr(x: np.ndarray, ref: np.ndarray, l0: np.ndarray,
 
 
 class DivergenceDetector(Detector):
-    """The loss rose well above its best and is still rising: cut the LR.
+    """The loss rose well above its best and is still rising (or got stuck after blowing up):
+    cut the LR.
 
     ``best`` is the running minimum of the winsorised loss level (``features.slow``), so a
     lucky low batch does not set the bar; "x times best" is measured by :func:`_pratio`
-    (against the progress made when the loss has fallen far: see LEVEL_SHARE, RAW_SHARE). Three ways to fire, all
-    **critical**, action ``scale_lr`` x``factor`` (0.1: the classic first step, AutoTrainer's
-    first repair):
+    (against the progress made when the loss has fallen far: see LEVEL_SHARE, RAW_SHARE).
+    Six ways to fire, all **critical**, action ``scale_lr`` x``factor`` (0.1: the classic first
+    step, AutoTrainer's first repair):
 
     1. *Run-away streak* (decides from a handful of points): ``streak`` consecutive rises of the
        raw loss starting from a normal value (the loss before the streak <= ``base_ratio`` x
-       best, or within ``prev_z`` noise units of the level: not from inside an excursion),
-       the latest >= ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss before the
-       streak. Noise guards: the loss before the latest is ``prev_z`` noise units above the level
-       (two elevated points, so noise then one data spike is no streak: the 1.5B speedrun logs
-       have ~100 spikes) and the latest ``streak_z`` units (speedrun 1.5B step 5818, a 2-step
+       best, or within ``prev_z`` noise units of the level when no big spike happened in the
+       last ``spike_memory`` records: not from inside an excursion), the latest >=
+       ``streak_ratio`` x best and >= (1 + ``streak_rise``) x the loss before the streak. Noise
+       guards: the loss before the latest is ``prev_z`` noise units above the level (two
+       elevated points, so noise then one data spike is no streak: the 1.5B speedrun logs have
+       ~100 spikes) and the latest ``streak_z`` units (speedrun 1.5B step 5818, a 2-step
        excursion, is 7 units out; BLOOM-104B exp2 is 28, the practitioner's 2.5, 2.4, 2.6, 3.1,
-       4.2 is 34 and fires at 4.2, before its NaN).
+       4.2 is 34 and fires at 4.2, before its NaN). The grad-norm is the early warning: when it
+       is >= ``gn_warn`` x its usual level on this record and was >= half that on the previous
+       one (an explosion builds up; a bad batch's gradient jumps on its own step only), 1 and 3
+       noise units suffice, and two rises are enough once they reach ``explode_ratio`` x best
+       (an RNN at 10x LR shows it 2 steps before the loss runs away; SGD at 100x LR is lost by
+       its third step).
     2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
        >= ``gn_abs`` and at least doubled since the previous record. Grad-norms of 1e4-1e6 are
        what BLOOM-104B logged while diverging (healthy runs log 0.1-10); the doubling requirement
@@ -85,13 +92,14 @@ class DivergenceDetector(Detector):
     3. *Sustained*: the loss level (``slow``) stays >= ``level_ratio`` x best for ``sustain``
        consecutive records, the short-term average is not falling back (``fast >= slow``) and
        is still >= ``keep`` x the highest it reached in this excursion (a spike that is decaying
-       is recovering, not diverging). Not when the LR is cyclic and rising (>= 2 LR reversals so
-       far, LR going up): the LR explains that loss (CLR / SGDR raise it by design).
-
-    Rules 4 and 5 count only spikes that also reach ``level_ratio`` x best (:func:`_pratio`):
-    a loss at 0.01 that jumps to 0.1 is noise of a memorising model (dozens on the benchmark's
-    healthy runs), not instability.
-
+       is recovering, not diverging). The LR explains the loss: while it still ramps up
+       (warm-up, one-cycle: rising, no reversal yet) ``sustain_warmup`` records are enough
+       (BLOOM-104B diverged at the end of warm-up; the benchmark's warm-up/one-cycle x100 runs
+       are lost mid-ramp); while the schedule is already cutting it, ``sustain_decay``; under a
+       cyclic LR going up (>= 2 reversals), never (CLR/SGDR raise the loss by design). An
+       excursion that begins within ``spike_memory`` records of a big spike waits
+       ``sustain_after_spike`` records (BLOOM-176B's spike recovered in ~30 iterations; the
+       benchmark's bad-batch excursions take up to ~100, its own recovery window).
     4. *The LR explains a spike*: a loss spike (the spike detector's rule) within
        ``after_jump`` records of the LR rising >= ``lr_jump`` x in one step: the new LR, not the
        data, made the loss jump (benchmark lr_jump runs: the spike is the first sign, the run is
@@ -100,31 +108,21 @@ class DivergenceDetector(Detector):
        spike is a bad batch (no LR action); three in 50 records is instability that ends in
        divergence (the benchmark's cyclic/one-cycle x10 CNNs spike ever more often before dying;
        llm-foundry's KillLossSpike uses the same "repeated spikes -> lower the LR" logic). The
-       GPT-2 speedrun logs' data spikes come in pairs at most (918 and 946). After an episode
-       resolves the count starts again (it re-fired every few records on a chaotic x100 run).
-    Rule 1 asks only ``prev_z`` noise units of the latest when the grad-norm is >= ``gn_warn`` x
-    its usual level on that step, and two rises suffice when they reach ``explode_ratio`` x best
-    with the grad-norm up (an exploding run is lost by its third step: SGD at 100x LR) (the grad-norm is the early warning: an RNN at 10x LR shows
-    it 2 steps before the loss runs away).
-
+       GPT-2 speedrun logs' data spikes come in pairs at most (918 and 946). Rules 4 and 5 count
+       only spikes that start from a normal record and reach ``level_ratio`` x best on the raw
+       progress scale (a memorising model's loss jumping from 0.01 to 0.1 is noise, and every
+       value inside an excursion looks like a spike to the lagging level); the count restarts
+       when an episode resolves.
     6. *Lost after a blow-up*: no 1% gain of the trend for ``max(lost_patience,
        lost_patience_frac * steps so far)`` steps, the trend >= ``stuck`` x the first loss, and
        :func:`~losswatch.detectors.lost.lost_after_blowup` (above the first loss, or back at it
        after reaching ``blowup`` x it): the LR broke the model (dead units at chance level, the
-       benchmark's Adam/SGD x100 MLPs and CNNs). Part of this detector, not a separate one, so
-       a run that diverged and then got stuck is one episode.
+       benchmark's Adam/SGD x100 MLPs and CNNs). Part of this detector, so a run that diverged
+       and then got stuck is one episode.
 
-    An excursion that begins within ``spike_memory`` records of a big spike is judged by the
-    sustained rule only after ``sustain_after_spike`` records (BLOOM-176B's spike recovered in
-    ~30 iterations; the benchmark's injected bad-batch excursions in ~20). While the LR is still
-    ramping up (warm-up, one-cycle: LR rising, no reversal yet) ``sustain_warmup`` records are
-    enough: the LR explains a rising loss there (BLOOM-104B diverged at the end of warm-up; the
-    benchmark's one-cycle/warm-up x100 runs are lost mid-ramp). Also requiring such
-    streaks to start near the best cut two more false alarms but missed a real divergence
-    (recall 0.90): not done.
-
-    The episode resolves once both the loss level and its 2-record average are back below
-    ``resolve_ratio`` x best (the winsorised level alone lags a blow-up and "recovered" during it).
+    The episode resolves once both the loss level and its 2-record average have stayed below
+    ``resolve_ratio`` x best for ``rearm`` consecutive records (the winsorised level alone lags a
+    blow-up; a relapse within that window is the same episode, not a new alert).
 
     Parameters
     ----------
