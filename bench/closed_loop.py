@@ -379,11 +379,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Read off the table of the committed run (the actions and alerts columns); rewrite when the
+# detectors or the Actor change.
+NOTES = """## Why the others were not rescued
+
+- **LR 30x/100x too high (digits)**: the divergence alert comes at step 3-5 and the Actor cuts
+  the LR 10x and restarts from the last good step, but 3x-10x too high still blows up; the
+  divergence episode stays open without being updated, so the guardrail "one action per episode
+  unless the detector keeps updating it" allows no second cut until a new episode ("run lost") at
+  step ~200, whose evidence names no good step to restart from. Acting on every still-open
+  episode after the cooldown was tried (digits only): it rescued none of these and cut 2 of the 4
+  rescued digits runs down to a lost LR (episodes stay open for hundreds of steps after a
+  successful cut), so it was dropped.
+- **LR 100x too low (digits)**: one plateau advice (LR x3) at step 257 of 600; the episode is not
+  updated afterwards, so no further raise. x3 once cannot undo /100.
+- **charlm, no warmup / LR 10x**: the post-LN transformer settles at a unigram-level loss (~3.2)
+  without diverging; the detectors raise only grad-norm warnings (advice: clip), no LR advice.
+- **digits LR 10x, seed 2**: a plateau advice to *raise* the LR x3 on a run whose LR was already
+  10x too high, then two cuts: acting ended worse than untouched (0.384 vs 0.297)."""
+
+
 def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, seeds: list[int]) -> None:
     lost = [r for r in rows if not r["untouched"] <= 1.2 * r["tuned"]]
     rescued = [r for r in lost if r["acting"] <= 1.2 * r["tuned"]]
     worse = [h for h in healthy if not h["acting"] <= 1.02 * h["untouched"]]
     hurt = [r for r in rows if r["untouched"] <= 1.2 * r["tuned"] and not r["acting"] <= 1.02 * r["untouched"]]
+    worse_than_untouched = [r for r in rows if not r["acting"] <= 1.02 * r["untouched"]]
     lines = [
         "# Closed loop: losswatch acting on mis-configured runs",
         "",
@@ -401,6 +422,10 @@ def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, 
         f" ({100 * len(rescued) / max(1, len(lost)):.0f}%)** (target >= 80%)",
         f"- healthy (tuned) runs made worse by more than 2% by acting: **{len(worse)} of {len(healthy)}** (target 0)",
         f"- mis-configured runs that were not lost but got > 2% worse with acting: {len(hurt)}",
+        f"- mis-configured runs that ended > 2% worse with acting than untouched: {len(worse_than_untouched)}"
+        + (" (" + ", ".join(f"{r['name']} seed {r['seed']}" for r in worse_than_untouched) + ")" if worse_than_untouched else ""),
+        "",
+        NOTES,
         "",
         "## Mis-configured runs",
         "",
