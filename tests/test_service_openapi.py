@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 TOKEN = "st-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-EXAMPLES = 12   # per operation and mode: 12 operations x 2 modes x 12 = ~300 requests, ~20 s
+EXAMPLES = 25   # per operation and mode: 12 operations x 2 modes x 25 = ~600 requests, ~10 s
 
 
 @pytest.fixture(scope="module")
