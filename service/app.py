@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api.models import ErrorOut
 from .api import actions, alerts, health, metrics as metrics_api, runs, steps
+from .auth import scope_for
 from .ingest import json_safe
 from .metrics import ServiceMetrics
 from .settings import Settings
@@ -78,6 +79,28 @@ class BodyLimit:
         except _BodyTooLarge:
             if not started:
                 await self._too_large()(scope, receive, send)
+
+
+class DocsAuth:
+    """With tokens configured, the spec and the docs pages need a token too (every request but
+    /healthz does). Pure ASGI and only a path comparison for every other request."""
+
+    PATHS = frozenset(("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"))
+
+    def __init__(self, app: ASGIApp, tokens: dict) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.PATHS:
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            try:
+                scope_for(self.tokens, header)
+            except StarletteHTTPException as e:
+                await Response(orjson.dumps({"detail": e.detail}), status_code=e.status_code,
+                               media_type="application/json", headers=e.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -143,4 +166,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         media_type="application/json")
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.auth_enabled:
+        app.add_middleware(DocsAuth, tokens=settings.tokens)
     return app

@@ -30,6 +30,8 @@ def parse_tokens(spec: str) -> dict[str, frozenset[str]]:
 
     >>> sorted(parse_tokens("a=p1,p2; b=p3")["a"])
     ['p1', 'p2']
+    >>> list(parse_tokens("c2VjcmV0==projA"))
+    ['c2VjcmV0=']
     """
     from .ingest import valid_label
 
@@ -38,7 +40,8 @@ def parse_tokens(spec: str) -> dict[str, frozenset[str]]:
         part = part.strip()
         if not part:
             continue
-        tok, sep, projs = part.partition("=")
+        # the last "=" splits: project names cannot contain one, base64 tokens may end with "="
+        tok, sep, projs = part.rpartition("=")
         tok = tok.strip()
         projects = frozenset(p.strip() for p in projs.split(",") if p.strip())
         if not sep or not tok or not projects:

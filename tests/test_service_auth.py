@@ -35,6 +35,11 @@ def test_healthz_open_everything_else_needs_a_token(secured):
         assert r.headers.get("www-authenticate") == "Bearer"
     bad = client(secured.url, "wrong")
     assert bad.get("/v1/runs").status_code == 401
+    # the spec and the docs too
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert anon.get(path).status_code == 401, path
+        assert bad.get(path).status_code == 401, path
+    assert client(secured.url, "tokB").get("/openapi.json").json()["info"]["title"] == "losswatch"
 
 
 def test_token_cannot_read_other_project(secured):
