@@ -14,7 +14,7 @@ Protocol (subclass :class:`Detector`)
 name : str (class attribute)
     Unique within an engine; becomes ``Alert.detector``.
 kind : str (class attribute)
-    One of ``types.KINDS``; becomes ``Alert.kind`` (alert id = ``f"{run_id}:{kind}:{step}"``).
+    One of ``types.KINDS``; becomes ``Alert.kind`` (alert id = ``f"{run_id}:{kind}:{step}"``, or ``kind.name`` in the middle when ``name != kind``).
 __init__(self, **params)
     Keyword parameters only, plain JSON values, with documented defaults. Keep them in
     ``self.params`` (a dict) if you want them serialised; the engine rebuilds a detector as

@@ -118,7 +118,9 @@ class Alert:
     ``step`` is the step that raised it (first_step); ``last_step`` the latest step at which the
     episode was updated or escalated; ``resolved_step`` is set once the run has recovered and the
     detector re-armed. ``id`` is deterministic (run, kind, first step) so that replicas that replay
-    the same run agree on it.
+    the same run agree on it: ``run:kind:step``, or ``run:kind.detector:step`` when the detector is
+    not named after its kind (two detectors share a kind, e.g. the schedule monitor and the LR-jump
+    rule both raise lr_anomaly, and may open an episode on the same step).
     """
 
     run_id: str
@@ -136,7 +138,8 @@ class Alert:
 
     def __post_init__(self) -> None:
         if not self.id:
-            self.id = f"{self.run_id}:{self.kind}:{self.step}"
+            tag = self.kind if self.detector in ("", self.kind) else f"{self.kind}.{self.detector}"
+            self.id = f"{self.run_id}:{tag}:{self.step}"
         if self.last_step is None:
             self.last_step = self.step
 

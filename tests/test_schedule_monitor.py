@@ -166,7 +166,7 @@ def test_runs_inside_the_engine_one_record_and_batch_paths_agree():
         got_batch += [a for a in batch.update_batch(Batch.from_records(recs[k:k + 64])) if a.detector == "schedule_monitor"]
     assert [a.to_dict() for a in got_one] == [a.to_dict() for a in got_batch]
     assert got_one[0].kind == "lr_anomaly" and got_one[0].evidence["diagnosis"] == "warmup_missing"
-    assert got_one[0].id == "r1:lr_anomaly:4"
+    assert got_one[0].id == "r1:lr_anomaly.schedule_monitor:4"
     # the state survives Engine.to_bytes mid-run
     half = Engine(run_id="r1", meta={"lr_schedule": spec})
     for r in recs[:200]:

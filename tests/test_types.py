@@ -28,3 +28,10 @@ def test_alert_id_is_deterministic_and_round_trips():
     assert a.id == "run-1:divergence:12"
     b = Alert.from_dict(json.loads(json.dumps(a.to_dict())))
     assert b == a
+
+
+def test_two_detectors_of_one_kind_opening_on_one_step_get_distinct_ids():
+    a = Alert("r", 40, "lr_anomaly", "warning", "lr_anomaly", "LR jumped 100x")
+    b = Alert("r", 40, "lr_anomaly", "warning", "schedule_monitor", "LR is not the declared schedule")
+    assert a.id == "r:lr_anomaly:40" and b.id == "r:lr_anomaly.schedule_monitor:40"
+    assert a.id != b.id
