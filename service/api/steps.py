@@ -53,20 +53,27 @@ def _inline_schema(model) -> dict:
     # machinery costs more than detection on a batch of 10): documented here instead
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": _inline_schema(StepsIn)}}},
-        "parameters": [{"name": "project", "in": "query", "required": False,
+        "parameters": [{"name": "run_id", "in": "path", "required": True,
+                        "description": "1-128 characters of [A-Za-z0-9._:-]",
+                        "schema": {"type": "string", "pattern": LABEL_PATTERN}},
+                       {"name": "project", "in": "query", "required": False,
                         "description": "project of a new run (else the body's or the token's)",
                         "schema": {"anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]}}],
         "security": [{"HTTPBearer": []}]},
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
-async def post_steps(request: Request, run_id: str = RunIdPath) -> Response:
+async def post_steps(request: Request) -> Response:
     metrics = request.app.state.metrics
     settings = request.app.state.settings
     t0 = time.perf_counter()
     code = 500
     try:
         scope = scope_for(settings.tokens, request.headers.get("authorization"))
+        run_id = request.path_params["run_id"]
+        if not valid_label(run_id):
+            raise HTTPException(422, [{"loc": ["path", "run_id"], "type": "value_error",
+                                       "msg": "run_id must be 1-128 characters of [A-Za-z0-9._:-]"}])
         project = request.query_params.get("project")
         if project is not None and not valid_label(project):
             raise HTTPException(422, [{"loc": ["query", "project"], "type": "value_error",
