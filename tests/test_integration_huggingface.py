@@ -28,6 +28,18 @@ def get(url: str, path: str) -> dict:
         return json.loads(r.read())
 
 
+class WaitForAdvice(transformers.TrainerCallback):
+    """Tiny steps finish before the service's advice comes back: every few steps wait for the
+    round trip, so the acting test does not race it."""
+
+    def __init__(self, cb, every: int = 5) -> None:
+        self.cb, self.every = cb, every
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step % self.every == 0 and self.cb.monitor is not None:
+            self.cb.monitor.flush(5.0)
+
+
 def train(url: str, run_id: str, lr: float, steps: int = 20, **cb_kw):
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
@@ -46,7 +58,7 @@ def train(url: str, run_id: str, lr: float, steps: int = 20, **cb_kw):
     )
     cb = LosswatchCallback(run_id=run_id, project="hf-test", url=url,
                            monitor_options={"flush_interval": 0.1}, **cb_kw)
-    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[cb])
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[cb, WaitForAdvice(cb)])
     trainer.train()
     return trainer, cb
 

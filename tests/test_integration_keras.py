@@ -53,6 +53,19 @@ class Reference(keras.callbacks.Callback):
         self.seen[-1]["grad_norm"] = float(torch.cat(grads).norm())
 
 
+class WaitForAdvice(keras.callbacks.Callback):
+    """Tiny steps finish before the service's advice comes back: every few batches wait for the
+    round trip, so the acting test does not race it."""
+
+    def __init__(self, cb, every: int = 3) -> None:
+        super().__init__()
+        self.cb, self.every = cb, every
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % self.every == 0 and self.cb.monitor is not None:
+            self.cb.monitor.flush(5.0)
+
+
 def fit(url: str, run_id: str, lr, epochs: int, **cb_kw):
     keras.utils.set_random_seed(0)
     rng = torch.Generator().manual_seed(0)
@@ -63,7 +76,7 @@ def fit(url: str, run_id: str, lr, epochs: int, **cb_kw):
     ref = Reference(x, y)
     cb = LosswatchCallback(run_id=run_id, project="keras-test", url=url,
                            monitor_options={"flush_interval": 0.1}, **cb_kw)
-    model.fit(x, y, batch_size=BS, epochs=epochs, shuffle=False, verbose=0, callbacks=[ref, cb])
+    model.fit(x, y, batch_size=BS, epochs=epochs, shuffle=False, verbose=0, callbacks=[ref, cb, WaitForAdvice(cb)])
     return ref, cb, model
 
 

@@ -57,7 +57,7 @@ def _data():
     return x, y
 
 
-def train(monitor, lr: float, steps: int, nan_at: int | None = None, **watch_kw):
+def train(monitor, lr: float, steps: int, nan_at: int | None = None, flush_every: int | None = None, **watch_kw):
     x, y = _data()
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=lr)
@@ -74,6 +74,10 @@ def train(monitor, lr: float, steps: int, nan_at: int | None = None, **watch_kw)
         flat = torch.cat([p.grad.flatten() for p in model.parameters()])
         seen.append({"step": step, "loss": float(loss.detach()), "grad_norm": float(flat.norm()), "lr": opt.param_groups[0]["lr"]})
         watch.step(step, loss)
+        if flush_every and step % flush_every == 0:
+            # a real step takes long enough for the advice to come back; this tiny one does
+            # not, so wait for the round trip now and then (the test then does not race it)
+            monitor.flush(5.0)
         if step == nan_at:
             # a NaN tensor is read off the hot path (no sync per step): let the background
             # thread read this batch now, so the next step sees the advice deterministically
@@ -101,7 +105,8 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         seen = []
         for _ in range(1):
-            s, watch, opt = train(mon, lr=4.0, steps=80, act=True, actor_options={"cooldown_steps": 10})
+            s, watch, opt = train(mon, lr=4.0, steps=80, act=True, flush_every=5,
+                                  actor_options={"cooldown_steps": 10})
             seen += s
             time.sleep(0.2)
     alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
