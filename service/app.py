@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(r, responses=common)
     try:  # the LR-tooling engineer's router, when present
         policies = importlib.import_module("losswatch.service.api.policies")
-        app.include_router(policies.router)
+        app.include_router(policies.router, responses=common)
     except ModuleNotFoundError:
         pass
 

@@ -29,11 +29,14 @@ EXAMPLES = 25   # per operation and mode: 12 operations x 2 modes x 25 = ~600 re
 
 
 @pytest.fixture(scope="module")
-def st_service():
+def st_service(tmp_path_factory):
     from fixtures.service_proc import ServiceProc
 
     # auth on, as the spec declares bearer auth: positive cases carry the token, negative ones may not
-    p = ServiceProc(env={"LOSSWATCH_TOKENS": f"{TOKEN}=stproj", "LOSSWATCH_HOST": "127.0.0.1"})
+    # (the app includes the policies router, which opens a SQLite file: a throw-away one)
+    db = tmp_path_factory.mktemp("st") / "policies.sqlite"
+    p = ServiceProc(env={"LOSSWATCH_TOKENS": f"{TOKEN}=stproj", "LOSSWATCH_HOST": "127.0.0.1",
+                         "LOSSWATCH_POLICY_DB": str(db)})
     # a run with data and an alert, so reads of it do real work
     requests.post(f"{p.url}/v1/runs/st-1/steps", timeout=10, headers=AUTH,
                   json={"records": [{"step": 0, "loss": 1.0}, {"step": 1, "loss": "NaN"}]})
@@ -43,7 +46,7 @@ def st_service():
 
 def _operations(url: str):
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=AUTH)
-    # the service's own operations (the policies router has its own tests and owner)
+    # the service's own operations (/v1/policies has its own owner and tests)
     ops = [op for op in (r.ok() for r in schema.get_all_operations()) if not op.path.startswith("/v1/policies")]
     assert len(ops) == 12
     return ops
