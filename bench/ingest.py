@@ -171,7 +171,7 @@ def breakdown(n_batches: int = 100, batch: int = 1000) -> dict:
     import asyncio
 
     from losswatch.service.ingest import parse_steps
-    from losswatch.service.stores.base import classify_steps, to_batch
+    from losswatch.service.stores.base import to_batch
     from losswatch.service.stores.memory import MemoryStore
     from losswatch.detectors import Engine
 
