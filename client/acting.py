@@ -13,8 +13,10 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
 - **cooldown**: at least ``cooldown_steps`` steps between two interventions, so the run can show
   whether the first one worked;
 - **cap**: at most ``max_actions`` interventions per run;
-- **one action per episode**: an alert (by id) is acted on once, unless the detector kept
-  updating it for a whole cooldown after the action (the condition outlived the remedy);
+- **one action per episode update**: an alert (by id) is acted on once, unless the detector
+  escalated it since (``evidence["escalation"]`` counts up: the detector saw the remedy taken
+  and judged it not enough) or kept updating it for a whole cooldown after the action (the
+  condition outlived the remedy); the cooldown applies either way;
 - **sanity**: a scale_lr factor outside [0.01, 10] is not applied, nor an LR-anomaly
   advice to raise an LR that the Actor itself cut;
 - **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
@@ -233,6 +235,7 @@ class Actor:
         self.n_actions = 0
         self._last_action_step: int | None = None
         self._acted_alerts: dict[str, int] = {}  # alert id -> step of the last action on it
+        self._acted_level: dict[str, int] = {}  # alert id -> its escalation count when acted on
         self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
         self._clip_hook_handle: Any = None
         self._seen_advice: Any = None  # (alert, advice) last handed to apply() by follow()
@@ -296,7 +299,8 @@ class Actor:
         why_not = self._unsupported_reason(act) or self._undoes_own_cut(act, alert)
         if why_not:
             return self._record(step, act, "skipped", why_not)
-        if alert_id is not None and alert_id in self._acted_alerts and not self._persists(alert, step):
+        if alert_id is not None and alert_id in self._acted_alerts and not self._escalated(alert) \
+                and not self._persists(alert, step):
             return self._record(step, act, "skipped", f"already acted on alert {alert_id}")
         if self.n_actions >= self.max_actions:
             return self._record(step, act, "skipped", f"cap of {self.max_actions} actions reached")
@@ -312,6 +316,7 @@ class Actor:
         self._pending.pop(kind, None)
         if alert_id is not None:
             self._acted_alerts[alert_id] = step
+            self._acted_level[alert_id] = _escalation(alert)
         self.n_actions += 1
         self._last_action_step = step
         if self.dry_run:
@@ -326,6 +331,10 @@ class Actor:
         self._report(step, act, applied=not self.dry_run)
         self._restart_after_cut(step, act, alert)
         return outcome
+
+    def _escalated(self, alert: Any) -> bool:
+        """The detector escalated the alert since the Actor last acted on it: new advice."""
+        return _escalation(alert) > self._acted_level.get(_get(alert, "id"), 0)
 
     def _persists(self, alert: Any, step: int) -> bool:
         """An episode already acted on may be acted on again only if the detector kept updating
@@ -371,6 +380,7 @@ class Actor:
             except Exception as exc:
                 log.warning("losswatch could not roll back: %s", exc)
                 return
+            self._drop_gradients()
             self._record(step, rollback, "applied", f"rolled back to step {good}")
         self._report(step, rollback, applied=not self.dry_run)
 
@@ -429,12 +439,29 @@ class Actor:
             return f"gradients clipped at norm {act['max_norm']}"
         if kind == "rollback":
             self.on_rollback(int(act["to_step"]))  # type: ignore[misc]
+            self._drop_gradients()
             return f"rolled back to step {act['to_step']}"
         # stop
         self.stop_requested = True
         if self.on_stop is not None:
             self.on_stop()
         return "training asked to stop"
+
+    def _drop_gradients(self) -> None:
+        """Forget the gradients of the step in flight after a rollback.
+
+        WHY: the Actor runs between ``backward()`` and ``optimizer.step()``; the gradients
+        already computed belong to the blown-up weights that were just discarded. Applied to
+        the restored weights they are one huge step that breaks them again (closed-loop bench:
+        digits at 30x LR restored step 0 and was back at loss 13 for ~80 steps). With the
+        gradients set to None, torch optimizers skip this one step.
+        """
+        if self.optimizer is None:
+            return
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+        except Exception as exc:  # acting must never crash training
+            log.warning("losswatch could not clear the gradients after a rollback: %s", exc)
 
     def current_lr(self) -> float:
         """The first param group's LR as a float (nan without an optimizer)."""
@@ -500,6 +527,13 @@ class Actor:
         except Exception as exc:  # reporting is best effort; training goes on
             log.warning("losswatch could not report an action: %s", exc)
 
+
+
+def _escalation(alert: Any) -> int:
+    """How many times the detector escalated this alert's advice (``evidence["escalation"]``)."""
+    evidence = _get(alert, "evidence") or {}
+    v = evidence.get("escalation", 0) if isinstance(evidence, dict) else 0
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def _alert_key(alert: Any) -> Any:

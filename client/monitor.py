@@ -159,11 +159,12 @@ class Monitor:
         self.actions: list[dict[str, Any]] = []
         self._alert_index: dict[str, int] = {}
         self._notified: dict[str, tuple[str | None, bool]] = {}  # id -> (severity, resolved) told
-        self._rec_key: tuple | None = None
         self._state_lock = threading.Lock()
         self._callbacks: deque[dict[str, Any]] = deque()
+        # set (to the advice) when the Actor has something to look at on the next log(): new
+        # advice from a verdict, or standing advice that waits for confirmation or a cooldown
         self._pending: tuple[dict, dict | None] | None = None
-        self._actor_waiting = False
+        self._act_not_before: int | None = None  # a cooldown holds standing advice until here
         self._warned: set[str] = set()
         self._closed = False
         self._pid = os.getpid()
@@ -247,6 +248,17 @@ class Monitor:
             self._wake.set()  # run the on_alert callback promptly (in the background thread)
 
     def _apply_pending(self, step: int) -> None:
+        """Let the Actor consider the standing advice (``Actor.follow``), in the training thread.
+
+        WHY every step while something waits: the Actor holds advice back until it is confirmed
+        (an alert spanning >= 3 steps) or a cooldown ends; offering it only when the advice
+        changed meant such advice was never applied (closed-loop issue 5). ``follow`` itself
+        skips advice it has already decided on, so this costs a few microseconds per step only
+        while advice waits; with nothing pending log() pays one attribute check.
+        """
+        wait = self._act_not_before
+        if wait is not None and step < wait:
+            return  # a cooldown holds the standing advice back: nothing can change before it ends
         with self._state_lock:
             pending, self._pending = self._pending, None
         if pending is None:
@@ -254,14 +266,25 @@ class Monitor:
         actor = self._get_actor()
         if actor is None:
             return
-        action, alert = pending
+        self._act_not_before = None
         try:
-            outcome = actor.apply(step, action, alert)
-            # the Actor waits for confirmation of advice from a single step: ask again with the
-            # next answer from the service while the same advice stands
-            self._actor_waiting = isinstance(outcome, dict) and outcome.get("status") == "pending"
+            actor.follow(step, self)
         except Exception as e:
-            self._warn_once("actor", f"losswatch: acting on {action.get('type')} failed: {e!r}")
+            self._warn_once("actor", f"losswatch: acting on {pending[0].get('type')} failed: {e!r}")
+            return
+        if self.recommendation is None:
+            return
+        # advice that waits for confirmation is offered again on the next step; advice held back
+        # by a cooldown when the cooldown ends
+        if actor._pending:
+            with self._state_lock:
+                if self._pending is None:
+                    self._pending = pending
+        elif actor._retry_at is not None:
+            self._act_not_before = actor._retry_at
+            with self._state_lock:
+                if self._pending is None:
+                    self._pending = pending
 
     def _get_actor(self) -> Any:
         if self._actor is None and not self._actor_failed:
@@ -356,13 +379,10 @@ class Monitor:
     def _set_recommendation_locked(self, rec: dict | None, alert: dict | None) -> None:
         key = _action_key(rec)
         self.recommendation = rec if key is not None else None
-        if key == self._rec_key:
-            if key is not None and self._actor_waiting and self._pending is None:
-                self._actor_waiting = False
-                self._pending = (rec, alert or self._alert_for(rec))
-            return
-        self._rec_key = key
         if key is not None and self._acting:
+            # every verdict that carries advice is shown to the Actor (on the next log()): the
+            # same advice may now stand on an escalated or longer-lived alert; Actor.follow
+            # drops what it has already decided on
             self._pending = (rec, alert or self._alert_for(rec))
 
     def _alert_for(self, rec: dict) -> dict | None:
@@ -477,6 +497,7 @@ class Monitor:
         self._q = deque()
         self._callbacks = deque()
         self._pending = None
+        self._act_not_before = None
         self._state_lock = threading.Lock()
         self._nan._lock = threading.Lock()
         if self.in_child == "fresh" and not self._closed:

@@ -326,3 +326,39 @@ def test_follow_leaves_an_episode_alone_once_acted_on_unless_it_keeps_growing() 
     mon.set({**alert, "last_step": 80})  # the detector says the condition goes on
     assert actor.follow(80, mon)["status"] == "applied"
     assert _lrs(opt) == [0.25]
+
+
+def test_an_escalated_alert_is_acted_on_again_once_the_cooldown_allows() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=20)
+    mon = _Advice()
+    alert = {"id": "a", "kind": "divergence", "severity": "critical", "step": 3, "last_step": 3,
+             "evidence": {"best_step": 1, "span_steps": 3}, "action": {"type": "scale_lr", "factor": 0.1}}
+    mon.set(alert)
+    assert actor.follow(3, mon)["status"] == "applied"
+    # the detector saw the cut taken and judged it not enough: same id, escalation 1
+    escalated = {**alert, "last_step": 15, "evidence": {**alert["evidence"], "escalation": 1}}
+    mon.set(escalated)
+    assert actor.follow(15, mon)["status"] == "skipped"  # within the cooldown: held back ...
+    assert all(actor.follow(s, mon) is None for s in range(16, 23))
+    assert actor.follow(23, mon)["status"] == "applied"  # ... and applied when it ends
+    assert _lrs(opt) == [pytest.approx(0.01)]
+    # the same escalation level is not acted on twice
+    outcomes = [actor.follow(s, mon) for s in range(24, 90)]
+    assert not [o for o in outcomes if o is not None and o["status"] == "applied"]
+    assert _lrs(opt) == [pytest.approx(0.01)]
+
+
+def test_a_rollback_drops_the_gradients_computed_on_the_discarded_weights() -> None:
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    actor = Actor(opt, on_rollback=lambda step: model.load_state_dict(saved))
+    with torch.no_grad():
+        model.weight.add_(100.0)  # the blow-up
+    model(torch.ones(4, 2)).pow(2).sum().backward()  # the step in flight: huge gradients
+    alert = {"id": "d", "kind": "divergence", "severity": "critical", "step": 9, "last_step": 12,
+             "evidence": {"best_step": 2}}
+    assert actor.apply(12, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
+    opt.step()  # the training loop goes on with its step: it must not move the restored weights
+    assert torch.equal(model.weight, saved["weight"]) and torch.equal(model.bias, saved["bias"])

@@ -265,3 +265,28 @@ def test_flush_and_close_from_a_callback_do_not_deadlock_and_odd_meta_is_sent(se
     run = get(service_proc, "/v1/runs/mon-cb-close")
     assert run["meta"]["data_dir"] == "/data/x"  # unserialisable metadata written as str()
     assert series(service_proc, "mon-cb-close")["step"] == list(range(20))
+
+
+def test_acting_applies_advice_that_waits_for_confirmation_or_a_cooldown_without_new_verdicts(monkeypatch):
+    """Advice the Actor holds back (one-step alert to confirm; a cooldown) is applied on a later
+    log() although the recommendation did not change and no new verdict arrived (issue 5)."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+    # no flush until close: the only verdicts are the two given here
+    with Monitor(run_id="mon-act-wait", act=True, optimizer=opt, act_cooldown_steps=20,
+                 flush_interval=3600, batch_size=10**6) as mon:
+        clip = {"type": "clip_grad_norm", "max_norm": 2.0}
+        mon._apply_verdict([{"id": "g", "kind": "grad_explosion", "severity": "warning", "step": 10,
+                             "last_step": 10, "evidence": {}, "action": clip}], clip, "warning")
+        mon.log(11, loss=1.0)  # a one-step alert: the Actor waits for confirmation ...
+        assert mon.actions == []
+        mon.log(12, loss=1.0)  # ... and applies it on the next step, with no new verdict
+        assert [(a["step"], a["action"]["type"]) for a in mon.actions] == [(12, "clip_grad_norm")]
+        cut = {"type": "scale_lr", "factor": 0.5}
+        mon._apply_verdict([{"id": "p", "kind": "plateau", "severity": "warning", "step": 5,
+                             "last_step": 14, "evidence": {}, "action": cut}], cut, "warning")
+        for step in range(15, 40):  # held back by the cooldown until step 32, then applied
+            mon.log(step, loss=1.0)
+            assert (opt.param_groups[0]["lr"] == 1.0) == (step < 32)
+        assert [(a["step"], a["action"]["type"]) for a in mon.actions][1:] == [(32, "scale_lr")]
