@@ -124,6 +124,12 @@ class DivergenceDetector(Detector):
     ``resolve_ratio`` x best for ``rearm`` consecutive records (the winsorised level alone lags a
     blow-up; a relapse within that window is the same episode, not a new alert).
 
+    *Escalation* (same episode, same alert id): when the LR the run reports has dropped to
+    <= ``lr_followed`` x the LR at which the advice was given (the cut was made) and, after
+    ``settle`` records at the lower LR, the level is back above ``level_ratio`` x best for
+    ``sustain`` records and not falling, the alert is updated with another cut
+    (``evidence["escalation"]`` counts, at most ``max_escalations``). See :meth:`_escalate`.
+
     Parameters
     ----------
     factor : float, default 0.1
@@ -151,6 +157,9 @@ class DivergenceDetector(Detector):
     rearm : int, default 50
     lost_patience, lost_patience_frac, stuck, blowup, lost_min_records : default 200, 0.25, 0.9, 2.0, 20
     sustain_warmup : int, default 5
+    settle, lr_followed, max_escalations : int, float, int, default 30, 0.5, 2
+        escalation: records at the lowered LR before judging the cut, the LR drop that counts
+        as the advice taken, further cuts per episode
     spike_z, spike_rel, spike_min : float, float, int, default 6.0, 0.2, 5
         the spike rule used by rules 4 and 5 (the spike detector's defaults)
 
@@ -184,7 +193,8 @@ class DivergenceDetector(Detector):
                  sustain_after_spike: int = 100, sustain_warmup: int = 5, rearm: int = 50,
                  sustain_decay: int = 30, lost_patience: int = 200,
                  lost_patience_frac: float = 0.25, stuck: float = 0.9, blowup: float = 2.0,
-                 lost_min_records: int = 20) -> None:
+                 lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
+                 max_escalations: int = 2) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -196,7 +206,16 @@ class DivergenceDetector(Detector):
                          sustain_after_spike=sustain_after_spike, sustain_warmup=sustain_warmup,
                          rearm=rearm, sustain_decay=sustain_decay, lost_patience=lost_patience,
                          lost_patience_frac=lost_patience_frac, stuck=stuck, blowup=blowup,
-                         lost_min_records=lost_min_records)
+                         lost_min_records=lost_min_records, settle=settle,
+                         lr_followed=lr_followed, max_escalations=max_escalations)
+        self.settle = settle
+        self.lr_followed = lr_followed
+        self.max_escalations = max_escalations
+        self.esc_lr = -1.0  # LR when the episode's advice was last given (open / escalation)
+        self.esc_n = 0  # escalations so far in this episode
+        self.esc_hi_start = 0  # loss-record count at which the current high run after the cut began
+        self.esc_hi_last = -1
+        self.esc_drop = -1  # loss-record count of the first record at the lowered LR
         self.sustain_decay = sustain_decay
         self.lost_patience = lost_patience
         self.lost_patience_frac = lost_patience_frac
@@ -241,7 +260,9 @@ class DivergenceDetector(Detector):
         return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
                 "ok_since": self.ok_since, "first_step": self.first_step,
-                "spike_recs": self.spike_recs}
+                "spike_recs": self.spike_recs, "esc_lr": self.esc_lr, "esc_n": self.esc_n,
+                "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
+                "esc_drop": self.esc_drop}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
@@ -249,6 +270,11 @@ class DivergenceDetector(Detector):
         self.hi_after_spike = d["hi_after_spike"]
         self.ok_since = d["ok_since"]
         self.first_step = d["first_step"]
+        self.esc_lr = d.get("esc_lr", -1.0)  # states saved before escalation existed lack these
+        self.esc_n = d.get("esc_n", 0)
+        self.esc_hi_start = d.get("esc_hi_start", 0)
+        self.esc_hi_last = d.get("esc_hi_last", -1)
+        self.esc_drop = d.get("esc_drop", -1)
 
     # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
     def screen(self, f):
@@ -282,6 +308,10 @@ class DivergenceDetector(Detector):
             best, l0, lok = f.a("best"), f.a("l0"), f.a("lok")
             ok = lok & ~(pratio_arr(f.a("slow"), best, l0) >= self.resolve_ratio) & \
                 ~(pratio_arr(f.a("fast"), best, l0) >= self.resolve_ratio)
+            # rows where the advice was followed (the LR is down): the escalation count runs there
+            followed = np.zeros(f.n, dtype=bool)
+            if self.esc_lr > 0.0 and self.esc_n < self.max_escalations:
+                followed = lok & f.a("lrok") & ~(f.a("lr") > self.lr_followed * self.esc_lr)
         rows = np.flatnonzero(lok)
         if len(rows) == 0:
             return ok
@@ -289,7 +319,7 @@ class DivergenceDetector(Detector):
         after_ok = np.concatenate(([True], ok_c[:-1]))  # the first loss row: state unknown here
         mask = np.zeros(f.n, dtype=bool)
         mask[rows[ok_c | after_ok]] = True
-        return mask
+        return mask | followed
 
     # -- decision ----------------------------------------------------------------------------------
     def step(self, f, i: int) -> None:
@@ -302,6 +332,7 @@ class DivergenceDetector(Detector):
         slow = f.slow[i]
         if self.alert is not None:
             nl = f.nl[i]
+            self._escalate(f, i, x, best, l0, slow, nl)
             if _pratio(slow, best, l0) < self.resolve_ratio and \
                     _pratio(f.fast[i], best, l0) < self.resolve_ratio:
                 if self.ok_since < 0:
@@ -409,6 +440,62 @@ class DivergenceDetector(Detector):
             return
         self._raise(f, i, x, best, _ratio(x, best), rule)
 
+    def _escalate(self, f, i: int, x: float, best: float, l0: float, slow: float, nl: int) -> None:
+        """The advice was followed and did not work: advise a further cut (same episode).
+
+        Rule: the LR the run reports is <= ``lr_followed`` x the LR at which the advice was given
+        (the cut was applied: by the Actor, a person or a scheduler), at least ``settle`` records
+        have passed at that lower LR, and the loss level has again stayed >= ``level_ratio`` x
+        best for ``sustain`` consecutive records with the short-term average not below the level
+        (the sustained rule's evidence, not on its way down). Then the alert is updated
+        (same id, ``evidence.escalation`` counts up, ``last_step`` moves) with another
+        ``scale_lr`` x``factor``, at most ``max_escalations`` times per episode.
+
+        WHY: one 10x cut is the classic first step, not always enough: an LR 30x-100x too high is
+        still 3x-10x too high after it, and such a run blows up again or thrashes at a loss far
+        above what it had reached (closed-loop bench, digits at 100x LR: one cut left it at
+        0.43-0.53 held-out loss vs 0.12 tuned). Without an update the episode stays open and
+        says nothing new, so whoever follows the advice never hears that it was not enough.
+        Requiring the LR drop makes it causal and specific: the detector judges the remedy only
+        after it was taken. ``settle`` (30 records: three times the level's span) gives the
+        lower LR time to show its effect; a run that recovers after a cut has its level fall
+        back towards its best within that window (the 30x runs do within ~10 records).
+        """
+        if self.esc_lr <= 0.0 or self.esc_n >= self.max_escalations or not f.lrok[i] or \
+                f.lr[i] > self.lr_followed * self.esc_lr:
+            return
+        if self.esc_drop < 0:
+            self.esc_drop = nl  # the first record at the lower LR
+        if _pratio(slow, best, l0) < self.level_ratio:
+            return
+        if self.esc_hi_last != nl - 1:
+            self.esc_hi_start = nl
+        self.esc_hi_last = nl
+        n = nl - self.esc_hi_start + 1
+        if nl - self.esc_drop < self.settle or n < self.sustain or f.fast[i] < slow:
+            return
+        self.esc_n += 1
+        self.esc_lr = f.lr[i]
+        self.esc_hi_last = -1
+        self.esc_drop = -1
+        a = self.alert
+        ratio = _ratio(slow, best)
+        ev = dict(a.evidence)
+        # best_step stays the last good step before the episode: everything trained since was
+        # trained at an LR now known to be too high, so that is the state to restart from
+        good = ev.get("best_step", f.best_step[i])
+        ev.update({"loss": x, "best": best, "best_since": f.best_step[i], "ratio": ratio,
+                   "lr": f.lr[i], "escalation": self.esc_n, "rule": "not_recovering"})
+        msg = (f"loss still diverging after the LR was cut to {fmt(f.lr[i])}: its level "
+               f"{fmt(slow)} has stayed {fmt(ratio)}x its best ({fmt(best)} at step "
+               f"{f.best_step[i]}) for {n} records")
+        reason = (f"The LR was cut but the loss has not come back ({fmt(ratio)}x its best for {n} "
+                  f"steps): the LR is still too high. Cut it another {fmt(1 / self.factor)}x "
+                  f"(x{fmt(self.factor)}) and restart from a checkpoint near step {good}, before "
+                  f"the trouble began.")
+        self.update_episode(f.step[i], message=msg, evidence=ev,
+                            action=Action("scale_lr", {"factor": self.factor}, reason))
+
     def _raise(self, f, i: int, x: float, best: float, ratio: float, rule: tuple[str, str]) -> None:
         step = f.step[i]
         bstep = f.best_step[i]
@@ -429,4 +516,9 @@ class DivergenceDetector(Detector):
             ev["grad_norm"] = f.gn[i]
         if f.lrok[i]:
             ev["lr"] = f.lr[i]
+        # the LR at which the advice is given: a later drop below lr_followed x it means it was taken
+        self.esc_lr = f.lr[i] if f.lrok[i] and f.lr[i] > 0.0 else -1.0
+        self.esc_n = 0
+        self.esc_hi_last = -1
+        self.esc_drop = -1
         self.open_episode(step, "critical", msg, ev, Action("scale_lr", {"factor": self.factor}, reason))

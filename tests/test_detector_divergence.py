@@ -97,3 +97,62 @@ def test_spike_right_after_an_lr_jump_is_divergence():
     _, alerts = replay(losses, gns, lrs)
     div = raised(alerts, "divergence")
     assert div and div[0].step == 301 and div[0].evidence["rule"] == "lr_jump"
+
+
+def _cut_run(cut: bool, recovers: bool, n: int = 120):
+    """A healthy descent that blows up from step 60 (alerted at step 75); from step 80 the LR is
+    cut 10x (or not) and the loss recovers (or thrashes on, high and noisy)."""
+    import random
+
+    r = random.Random(3)
+    losses, gns, lrs = healthy_curve(60, seed=4, tau=20)
+    losses += [losses[-1] * k for k in (1.3, 1.8, 2.6, 3.8, 5.5)]
+    lrs += [1e-3] * 5
+    for s in range(65, n):
+        lrs.append(1e-4 if cut and s >= 80 else 1e-3)
+        base = 0.35 if recovers and s >= 80 else 2.2
+        losses.append(base * (1.0 + r.gauss(0, 0.05 if recovers else 0.3)))
+    gns += [1.0] * (n - len(gns))
+    return losses, gns, lrs
+
+
+def _escalations(alerts):
+    return [a for a in alerts if a.kind == "divergence" and a.evidence.get("escalation")]
+
+
+def test_a_cut_that_does_not_stop_the_divergence_escalates_the_same_alert():
+    losses, gns, lrs = _cut_run(cut=True, recovers=False)
+    _, alerts = replay(losses, gns, lrs)
+    div = raised(alerts, "divergence")
+    assert len(div) == 1
+    esc = _escalations(alerts)
+    # once, after the settling window at the lower LR, on the same alert, with a further cut
+    assert len(esc) == 1 and esc[0].id == div[0].id
+    assert esc[0].last_step >= 80 + 30 and esc[0].evidence["escalation"] == 1
+    assert esc[0].action.type == "scale_lr" and esc[0].action.params["factor"] == 0.1
+    # the restart point stays the last good step before the episode, not a step inside it
+    assert esc[0].evidence["best_step"] == div[0].evidence["best_step"] < div[0].step
+
+
+def test_no_escalation_when_the_cut_works_or_was_not_made():
+    for cut, recovers in ((True, True), (False, False)):
+        losses, gns, lrs = _cut_run(cut=cut, recovers=recovers)
+        _, alerts = replay(losses, gns, lrs)
+        assert len(raised(alerts, "divergence")) == 1
+        assert _escalations(alerts) == [], (cut, recovers)
+
+
+def test_escalation_is_the_same_in_batches_and_one_record_at_a_time():
+    from losswatch.detectors import Engine
+    from losswatch.detectors.types import Record
+
+    losses, gns, lrs = _cut_run(cut=True, recovers=False, n=200)
+    _, one = replay(losses, gns, lrs)
+    eng = Engine("t")
+    recs = [Record(s, x, g, lr) for s, (x, g, lr) in enumerate(zip(losses, gns, lrs))]
+    batched = []
+    for k in range(0, len(recs), 17):
+        batched += eng.update_batch(recs[k:k + 17])
+    key = lambda a: (a.id, a.step, a.last_step, a.severity, a.action.to_dict(), a.resolved_step)  # noqa: E731
+    assert [key(a) for a in batched] == [key(a) for a in one]
+    assert _escalations(batched)
