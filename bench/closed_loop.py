@@ -380,22 +380,37 @@ def main(argv: list[str] | None = None) -> int:
 
 # Read off the table of the committed run (the actions and alerts columns); rewrite when the
 # detectors or the Actor change.
-NOTES = """## Why the others were not rescued
+NOTES = """## What changed since the first run (7 of 24 rescued)
 
-- **LR 30x/100x too high (digits)**: the divergence alert comes at step 3-5 and the Actor cuts
-  the LR 10x and restarts from the last good step, but 3x-10x too high still blows up; the
-  divergence episode stays open without being updated, so the guardrail "one action per episode
-  unless the detector keeps updating it" allows no second cut until a new episode ("run lost") at
-  step ~200, whose evidence names no good step to restart from. Acting on every still-open
-  episode after the cooldown was tried (digits only): it rescued none of these and cut 2 of the 4
-  rescued digits runs down to a lost LR (episodes stay open for hundreds of steps after a
-  successful cut), so it was dropped.
-- **LR 100x too low (digits)**: one plateau advice (LR x3) at step 257 of 600; the episode is not
-  updated afterwards, so no further raise. x3 once cannot undo /100.
-- **charlm, no warmup / LR 10x**: the post-LN transformer settles at a unigram-level loss (~3.2)
-  without diverging; the detectors raise only grad-norm warnings (advice: clip), no LR advice.
-- **digits LR 10x, seed 2**: a plateau advice to *raise* the LR x3 on a run whose LR was already
-  10x too high, then two cuts: acting ended worse than untouched (0.384 vs 0.297)."""
+- **a rollback drops the gradients in flight** (client/acting.py): the Actor runs between
+  ``backward()`` and ``optimizer.step()``; after restoring the last good weights, the gradients
+  computed on the blown-up weights were still applied to them, one huge step that broke the
+  restored model again (digits 30x: back at loss ~13 for ~80 steps). With this fix alone the
+  three 30x runs went from 3.5-19.8x tuned to 0.93-1.02x.
+- **divergence escalates when the cut was not enough** (detectors/divergence.py): the LR the
+  run reports dropped since the advice (so it was taken), 30 records at that LR, and the level
+  is back at >= 1.5x best for 10 records: the same alert gets a further x0.1 cut
+  (``evidence.escalation``) and keeps the pre-episode restart point; the Actor acts once per
+  escalation, after its cooldown. digits 100x: second cut at step 53-112, all three rescued.
+- Monitor(act=True) now lets the Actor follow standing advice every step while it waits for
+  confirmation or a cooldown (this bench calls ``Actor.follow`` directly, so it did not suffer
+  from that bug).
+
+## Why the others were not rescued
+
+- **LR 100x too low (digits)**: one slow-progress advice (LR x3) at step 257 of 600 (the
+  detector's ``min_step`` 256, ``factor`` 3); x3 once cannot undo /100. Measured with those two
+  defaults changed in a scratch run (seed 0, nothing committed): factor 10 at 256 -> 0.811;
+  factor 10 from step 128 -> 0.432; factor 10 from step 64 -> 0.153 (two raises, 1.29x tuned).
+  The lever is the slow-progress detector's timing and factor, whose detection-benchmark cost
+  (false alarms before step 256) was not measured here.
+- **charlm, no warmup / LR 10x**: the post-LN transformer drops from 4.6 to ~2.8 (training
+  loss) within 10 steps and stays there, its grad-norm collapsing from ~3 to ~0.1: it never
+  rises above its best, so no divergence rule applies; the detectors raise only grad-norm
+  warnings (advice: clip). No LR advice for "stuck early at a large LR" exists (plateau's area).
+- **digits LR 10x, seed 2**: the run blows up only at step ~90; the cut with a restart from the
+  step-50 snapshot ends at 0.194 (untouched 0.297, tuned 0.117): the weights trained 50 steps at
+  10x LR generalise worse."""
 
 
 def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, seeds: list[int]) -> None:
