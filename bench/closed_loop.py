@@ -408,6 +408,9 @@ NOTES = """## What changed since the first run (7 of 24 rescued)
   loss) within 10 steps and stays there, its grad-norm collapsing from ~3 to ~0.1: it never
   rises above its best, so no divergence rule applies; the detectors raise only grad-norm
   warnings (advice: clip). No LR advice for "stuck early at a large LR" exists (plateau's area).
+  Such advice would work if it restarts: injected by hand at step 60 (seed 0, scratch run), a
+  cut x0.3 with a restart from step 0 ends at 2.549 (no warmup; 1.04x tuned) and x0.1 with a
+  restart at 2.530 (LR 10x; 1.03x), while the cut alone ends at 3.122 (no warmup).
 - **digits LR 10x, seed 2**: the run blows up only at step ~90; the cut with a restart from the
   step-50 snapshot ends at 0.194 (untouched 0.297, tuned 0.117): the weights trained 50 steps at
   10x LR generalise worse."""
