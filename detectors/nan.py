@@ -28,6 +28,10 @@ class NaNDetector(Detector):
     ----------
     gn_patience : int, default 3
     recover : int, default 5
+    ran_away : float, default 2.0
+        When the last finite loss was more than this many times the run's best (smoothed) level,
+        the rollback goes to the step of that best level, not to the last finite step: a run that
+        diverged and then overflowed has no usable weights since it left its best.
 
     Examples
     --------
@@ -47,10 +51,11 @@ class NaNDetector(Detector):
     kind = "nan"
     static_screen = True
 
-    def __init__(self, gn_patience: int = 3, recover: int = 5) -> None:
-        super().__init__(gn_patience=gn_patience, recover=recover)
+    def __init__(self, gn_patience: int = 3, recover: int = 5, ran_away: float = 2.0) -> None:
+        super().__init__(gn_patience=gn_patience, recover=recover, ran_away=ran_away)
         self.gn_patience = gn_patience
         self.recover = recover
+        self.ran_away = ran_away
         self.last_bad_rec = -(10**9)  # record ordinal of the last non-finite value
         self.gbad_start = 0  # grad-norm record count at which the current run of bad gn began
         self.gbad_last = -(10**9)
@@ -109,7 +114,18 @@ class NaNDetector(Detector):
             where = " (no finite loss yet)"
         msg = f"{what} is {fmt(value)} at step {step}{where}"
         if what == "loss":
-            if nl > 0:
+            best, best_step = f.best[i], f.best_step[i]
+            if nl > 0 and best_step >= 0 and 0.0 < best < f.lprev[i] / self.ran_away:
+                # The run had already blown up before it overflowed: the last finite weights are
+                # as useless as the NaN ones. The healthy state is where the loss level was best.
+                ev.update(rollback_reason="ran_away", best_level=best, best_step=best_step)
+                act = Action("rollback", {"to_step": best_step},
+                             f"The loss became {fmt(value)} after running away (last finite "
+                             f"{fmt(f.lprev[i])}, {fmt(f.lprev[i] / best)}x its best level {fmt(best)} "
+                             f"at step {best_step}): the weights since then are not usable. Roll back to "
+                             f"your last checkpoint at or before step {best_step}, then restart with a "
+                             "lower LR.")
+            elif nl > 0:
                 act = Action("rollback", {"to_step": last_ok},
                              f"The loss became {fmt(value)}: the weights are no longer usable. Roll back "
                              f"to your last checkpoint at or before step {last_ok}, then restart with "

@@ -14,6 +14,17 @@ def test_nan_loss_fires_on_the_very_step_with_rollback_to_the_last_finite_step()
     assert nan[0].action.type == "rollback" and nan[0].action.params == {"to_step": 2}
 
 
+def test_nan_after_the_loss_ran_away_rolls_back_to_the_best_level_not_the_last_finite_step():
+    # a healthy descent to ~0.5 by step 59, then 40 steps of blow-up, then overflow
+    losses = [2.0 * 0.97 ** t + 0.5 for t in range(60)] + [0.6 * 1.5 ** k for k in range(40)] + [math.nan]
+    _, alerts = replay(losses)
+    nan = raised(alerts, "nan")[0]
+    to = nan.action.params["to_step"]
+    assert nan.action.type == "rollback" and to < 62, to  # before the blow-up, not step 99
+    assert nan.evidence["rollback_reason"] == "ran_away"
+    assert f"step {to}" in nan.action.reason
+
+
 def test_infinite_loss_counts_and_nan_from_the_start_says_stop():
     _, alerts = replay([math.inf])
     assert raised(alerts, "nan")[0].action.type == "stop"
