@@ -350,7 +350,8 @@ class Actor:
                 and last >= acted + self.cooldown_steps and step - acted >= self.cooldown_steps)
 
     def _restart_after_cut(self, step: int, act: dict[str, Any], alert: Any) -> None:
-        """A cut LR on a critical alert that names the last good step also restores that step.
+        """A cut LR on a critical alert that names the last good step, or on any alert whose
+        evidence names a ``restart_step``, also restores that step.
 
         WHY: a run that blew up carries damaged weights (saturated units, huge Adam moments); the
         detectors' own advice is "cut the LR, roll back to a checkpoint near step s". With an
@@ -358,20 +359,26 @@ class Actor:
         the last good state at the lower LR, which is what a person would do.
         """
         if not (self.restart_on_cut and self.on_rollback is not None and act["type"] == "scale_lr"
-                and float(act["factor"]) < 1 and _get(alert, "severity") == "critical"):
+                and float(act["factor"]) < 1):
             return
         evidence = _get(alert, "evidence") or {}
+        # ``restart_step`` is the detector asking for a restart at any severity (a run stuck
+        # early: the cut alone leaves the weights in the flat region); otherwise only a critical
+        # alert's last good step counts
+        keys = ("restart_step",) if _get(alert, "severity") != "critical" else \
+            ("restart_step", "best_step", "last_finite_step")
         good = None
-        for key in ("best_step", "last_finite_step"):
+        for key in keys:
             v = evidence.get(key) if isinstance(evidence, dict) else None
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < step:
                 good = v
                 break
         if good is None:
             return
+        why = "the loss blew up" if key != "restart_step" else "training got stuck"
         rollback = {"type": "rollback", "to_step": good,
-                    "reason": f"the LR was cut after the loss blew up; restarting from step {good}, "
-                              f"the last good state, at the lower LR"}
+                    "reason": f"the LR was cut because {why}; restarting from step {good}, "
+                              f"the state the detector named, at the lower LR"}
         if self.dry_run:
             self._record(step, rollback, "dry_run", "dry run: nothing changed")
         else:

@@ -24,6 +24,7 @@ import numpy as np
 from .base import Detector, _alert_from_state
 from .batch import Batch
 from .divergence import DivergenceDetector
+from .early_stall import EarlyStallDetector
 from .features import FeatureTracker, Features, initial_state
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
@@ -41,7 +42,7 @@ STATE_VERSION = 1
 #: The built-in detectors, in evaluation order (also the order of changes within one step).
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
     NaNDetector, DivergenceDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
-    LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
+    EarlyStallDetector, LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
     OverfittingDetector,
 )
 

@@ -362,3 +362,20 @@ def test_a_rollback_drops_the_gradients_computed_on_the_discarded_weights() -> N
     assert actor.apply(12, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
     opt.step()  # the training loop goes on with its step: it must not move the restored weights
     assert torch.equal(model.weight, saved["weight"]) and torch.equal(model.bias, saved["bias"])
+
+
+def test_a_cut_whose_alert_names_a_restart_step_restarts_there_at_any_severity() -> None:
+    restored: list[int] = []
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, on_rollback=restored.append)
+    alert = {"id": "s", "kind": "grad_vanishing", "severity": "warning", "step": 80, "last_step": 80,
+             "evidence": {"restart_step": 0, "consecutive": 10}}
+    assert actor.apply(80, {"type": "scale_lr", "factor": 0.3}, alert)["status"] == "applied"
+    assert restored == [0] and _lrs(opt) == [pytest.approx(0.3)]
+    assert [h["action"]["type"] for h in actor.history if h["status"] == "applied"] == ["scale_lr", "rollback"]
+    # a raise never restarts; a restart step at or after the current step is ignored
+    Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(
+        90, {"type": "scale_lr", "factor": 3.0}, {**alert, "id": "t"})
+    Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(
+        90, {"type": "scale_lr", "factor": 0.3}, {**alert, "id": "u", "evidence": {"restart_step": 90}})
+    assert restored == [0]

@@ -235,3 +235,27 @@ def test_numpy_and_integral_float_steps_and_values_are_accepted():
     eng.update(Record(2.0, 2.0, 1, 1e-3))
     eng.update(Record(3, "NaN", None, 1e-3))  # a stray string counts as a NaN value
     assert eng.last_step == 3 and eng.health == "critical"
+
+
+def stuck_then_realistic(n, seed):
+    """A transformer-like run stuck early (fast drop, flat loss, faded grad-norm, large LR), then
+    the noisy realistic run (spikes, NaNs, LR jumps) restarted after it: the early-stall episode
+    opens, then resolves or stays open under everything the other detectors react to."""
+    r = random.Random(seed)
+    recs = []
+    for s in range(250):
+        x = 4.6 if s == 0 else 2.8 + 1.8 * math.exp(-s / 3) + r.gauss(0, 0.05)
+        recs.append(Record(s, x, (3.0 * math.exp(-s / 8) + 0.15) * math.exp(r.gauss(0, 0.2)), 0.03))
+    recs += [Record(250 + rec.step, rec.loss, rec.grad_norm, rec.lr, rec.val_loss)
+             for rec in realistic_run(n, seed)]
+    return recs
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(50, 400), cut=st.integers(2, 300))
+def test_both_paths_agree_on_runs_stuck_early(seed, n, cut):
+    recs = stuck_then_realistic(n, seed)
+    _, a1 = one_at_a_time(recs)
+    _, a2 = in_batches(recs, cut)
+    assert _dicts(a1) == _dicts(a2)
+    assert any(a.detector == "early_stall" for a in a1)
