@@ -17,6 +17,7 @@ response read), the lag of flushes behind schedule, CPU seconds of the services 
 
     nice -n 10 .venv/bin/python bench/load.py fleet --runs 10000 --duration 60 --flush 5
     nice -n 10 .venv/bin/python bench/load.py throughput --duration 15
+    nice -n 10 .venv/bin/python bench/load.py metrics --runs 10000     # GET /metrics over N runs
 
 Prints a markdown report (copied into bench/results/redis.md).
 """
@@ -397,6 +398,39 @@ def run_throughput(a) -> None:
             srv.stop()
 
 
+def run_metrics(a) -> None:
+    """GET /metrics with N runs in Redis (written straight through the store, 5 steps each)."""
+    from losswatch.service.stores.base import Columns
+    from losswatch.service.stores.redis import RedisStore
+
+    async def fill(url: str) -> float:
+        st = RedisStore(url)
+        for lo in range(0, a.runs, 200):
+            await asyncio.gather(*(st.ingest(f"m-{i}", Columns(
+                step=list(range(5)), loss=[1.0, 0.9, 0.8, 0.7, 0.6], grad_norm=[1.0] * 5, lr=[1e-3] * 5,
+                val_loss=[None] * 5, ts=[None] * 5, extra=[None] * 5)) for i in range(lo, min(lo + 200, a.runs))))
+        t = time.process_time()
+        runs = await st.list_runs(active_since=time.time() - 900)
+        cpu = time.process_time() - t
+        assert len(runs) == a.runs
+        await st.close()
+        return cpu
+
+    with tempfile.TemporaryDirectory() as d:
+        srv = RedisServer(Path(d) / "redis").start()
+        try:
+            cpu = asyncio.run(fill(srv.url))
+            svc = Service(srv.url, Path(d))
+            try:
+                el, n = metrics_scrape(svc.port)
+            finally:
+                svc.stop()
+        finally:
+            srv.stop()
+    print(f"GET /metrics with {a.runs:,} runs in Redis: {el * 1e3:.0f} ms (median of 3), {n:,} runs "
+          f"exported; the store's list_runs alone: {cpu * 1e3:.0f} ms CPU")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -409,10 +443,12 @@ def main() -> int:
     t = sub.add_parser("throughput")
     t.add_argument("--writers", type=int, default=4)
     t.add_argument("--duration", type=float, default=15.0)
+    m = sub.add_parser("metrics")
+    m.add_argument("--runs", type=int, default=10_000)
     a = ap.parse_args()
     print(f"(machine: {os.cpu_count()} CPUs shared with other work; load average at start "
           f"{os.getloadavg()[0]:.1f})\n")
-    run_fleet(a) if a.mode == "fleet" else run_throughput(a)
+    {"fleet": run_fleet, "throughput": run_throughput, "metrics": run_metrics}[a.mode](a)
     return 0
 
 

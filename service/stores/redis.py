@@ -69,7 +69,7 @@ from .base import (
     run_engine,
     wall_now,
 )
-from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION
+from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION, SUMMARIES
 
 log = logging.getLogger("losswatch.redis")
 
@@ -181,6 +181,7 @@ class RedisStore(Store):
         self._put_meta = self._r.register_script(PUT_META)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
+        self._summaries = self._r.register_script(SUMMARIES)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_max = _env_int("LOSSWATCH_REDIS_ENGINE_CACHE", 10_000) if engine_cache is None else engine_cache
         # one in-flight ingest per run per process: the cached engine is mutated in place
@@ -558,11 +559,8 @@ class RedisStore(Store):
         gone: list[str] = []
         for lo in range(0, len(ids), 1000):
             part = ids[lo:lo + 1000]
-            async with self._r.pipeline(transaction=False) as pipe:
-                for rid in part:
-                    pipe.hmget(self._p(rid) + "s", *_STATE_FIELDS)
-                res = await pipe.execute()
-            for rid, st in zip(part, res):
+            res = await self._summaries(keys=[self._p(rid) + "s" for rid in part], args=_STATE_FIELDS)
+            for rid, st in zip(part, res):       # (a missing field comes back as None)
                 if st[0] is None:
                     gone.append(rid)       # expired: drop it from the index
                     continue

@@ -222,3 +222,12 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
+
+# The summary fields of many runs in one command (a pipeline of one HMGET per run spends most of
+# its client CPU encoding the same field names again and again).
+# KEYS: state hashes. ARGV: field names. Returns one array of values per key.
+SUMMARIES = r"""
+local out = {}
+for i, k in ipairs(KEYS) do out[i] = redis.call('HMGET', k, unpack(ARGV)) end
+return out
+"""
