@@ -109,9 +109,18 @@ class EarlyStallDetector(Detector):
         self.best_at_alert = d["best_at_alert"]
 
     def screen(self, f):
+        # the whole of ``_stuck`` vectorised (a row where it is False is a no-op for ``step``
+        # while idle: the stretch counter resets on the next qualifying row by the ng gap);
+        # the grad-norm test keeps a little slack, over-inclusion is harmless
         with np.errstate(invalid="ignore"):
-            low = ~(f.a("mu") > f.a("mumax") - self._logc + 1e-9)
-        return (f.a("gok") & low) | (f.a("nl") == 1)
+            l0 = f.a("l0")
+            peak = f.a("peak")
+            ok = f.a("gok") & ~(f.a("mu") > f.a("mumax") - self._logc + 1e-9) & (f.a("nl") > 0)
+            ok &= (l0 > 0.0) & (f.a("slow") >= self.stuck * l0) & (f.a("worst") <= self.rise * l0)
+            ok &= f.a("best") <= self.drop * l0
+            ok &= f.a("step") - f.a("best_step") >= self.stall
+            ok &= ~(f.a("lrok") & (peak == peak) & (f.a("lr") < self.decayed * peak))
+        return ok | (f.a("nl") == 1)
 
     def _stuck(self, f, i: int) -> bool:
         if f.mu[i] > f.mumax[i] - self._logc or f.nl[i] == 0 or \
