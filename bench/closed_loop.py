@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # Read off the table of the committed run (the actions and alerts columns); rewrite when the
 # detectors or the Actor change.
-NOTES = """## What changed since the first run (7 of 24 rescued)
+NOTES = """## What changed since the first run (7 of 24 rescued; 14 before the early-stall rule)
 
 - **a rollback drops the gradients in flight** (client/acting.py): the Actor runs between
   ``backward()`` and ``optimizer.step()``; after restoring the last good weights, the gradients
@@ -395,6 +395,18 @@ NOTES = """## What changed since the first run (7 of 24 rescued)
 - Monitor(act=True) now lets the Actor follow standing advice every step while it waits for
   confirmation or a cooldown (this bench calls ``Actor.follow`` directly, so it did not suffer
   from that bug).
+- **a run stuck early gets "cut the LR and restart"** (new detector ``early_stall``, kind
+  grad_vanishing, detectors/early_stall.py; client/acting.py): the post-LN transformer without
+  warm-up or at LR 10x drops from 4.6 to ~2.8 within 10 steps and stays flat while its
+  grad-norm fades 7-25x below its peak; it never rises, so only grad-norm warnings were raised
+  (advice: clip). The rule (grad-norm >= 6x below its peak, loss level >= half its first value
+  after a fast start, no new best for 20 steps, never above the first loss, LR at its peak; 10
+  records) advises ``scale_lr`` x0.1 with ``evidence.restart_step`` = the first step, and the
+  Actor now restarts on a cut whose alert names a ``restart_step`` at any severity. Fires at
+  step 67-157; all six end at 1.02-1.11x tuned (were 1.29-1.34x). x0.3 (measured, seeds 0-2)
+  rescued the no-warm-up runs (1.04-1.07x) but left the LR 10x runs at 1.27-1.31x. The rule
+  raises nothing on the detection benchmark (246 runs) or the public logs, nor on the tuned
+  runs here.
 
 ## Why the others were not rescued
 
@@ -402,15 +414,10 @@ NOTES = """## What changed since the first run (7 of 24 rescued)
   detector's ``min_step`` 256, ``factor`` 3); x3 once cannot undo /100. Measured with those two
   defaults changed in a scratch run (seed 0, nothing committed): factor 10 at 256 -> 0.811;
   factor 10 from step 128 -> 0.432; factor 10 from step 64 -> 0.153 (two raises, 1.29x tuned).
-  The lever is the slow-progress detector's timing and factor, whose detection-benchmark cost
-  (false alarms before step 256) was not measured here.
-- **charlm, no warmup / LR 10x**: the post-LN transformer drops from 4.6 to ~2.8 (training
-  loss) within 10 steps and stays there, its grad-norm collapsing from ~3 to ~0.1: it never
-  rises above its best, so no divergence rule applies; the detectors raise only grad-norm
-  warnings (advice: clip). No LR advice for "stuck early at a large LR" exists (plateau's area).
-  Such advice would work if it restarts: injected by hand at step 60 (seed 0, scratch run), a
-  cut x0.3 with a restart from step 0 ends at 2.549 (no warmup; 1.04x tuned) and x0.1 with a
-  restart at 2.530 (LR 10x; 1.03x), while the cut alone ends at 3.122 (no warmup).
+  The lever is the slow-progress detector's timing and factor; not changed in this round (its
+  cost on the detection benchmark's healthy runs before step 256 was not measured: by the
+  detector's own ``h = exp(-c/tau)`` reasoning, a check at step 64 flags any healthy run whose
+  time constant exceeds ~45 steps).
 - **digits LR 10x, seed 2**: the run blows up only at step ~90; the cut with a restart from the
   step-50 snapshot ends at 0.194 (untouched 0.297, tuned 0.117): the weights trained 50 steps at
   10x LR generalise worse."""
