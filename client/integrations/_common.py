@@ -118,3 +118,22 @@ def json_safe(d: Any, depth: int = 0) -> Any:
     if isinstance(d, float):
         return d if math.isfinite(d) else str(d)
     return str(d)
+
+
+def lazy_class(module: str, name: str, build: Any) -> Any:
+    """A module-level ``__getattr__`` that builds class ``name`` on first access.
+
+    A framework callback must subclass the framework's own base class, which must not be imported
+    when losswatch.client is: so the class is defined inside ``build()`` and built only when the
+    user reaches for it (``from ...lightning import LosswatchCallback``)."""
+    built: dict[str, Any] = {}
+
+    def __getattr__(attr: str) -> Any:
+        if attr != name:
+            raise AttributeError(f"module {module!r} has no attribute {attr!r}")
+        if name not in built:
+            built[name] = build()
+        return built[name]
+
+    return __getattr__
+

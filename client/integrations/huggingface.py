@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Session, json_safe, number
+from ._common import Session, json_safe, lazy_class, number
 
 __all__ = ["LosswatchCallback"]
 
-_cls: type | None = None
 
 
 def _inner_optimizer(optimizer: Any) -> Any:
@@ -160,10 +159,4 @@ def _build() -> type:
     return LosswatchCallback
 
 
-def __getattr__(name: str) -> Any:
-    global _cls
-    if name == "LosswatchCallback":
-        if _cls is None:
-            _cls = _build()
-        return _cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "LosswatchCallback", _build)

@@ -31,11 +31,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..acting import Actor
-from ._common import Session, json_safe
+from ._common import Session, json_safe, lazy_class
 
 __all__ = ["LosswatchCallback", "KerasActor"]
 
-_cls: type | None = None
 
 
 def _to_float(keras: Any, v: Any) -> float | None:
@@ -200,10 +199,4 @@ def _build() -> type:
     return LosswatchCallback
 
 
-def __getattr__(name: str) -> Any:
-    global _cls
-    if name == "LosswatchCallback":
-        if _cls is None:
-            _cls = _build()
-        return _cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "LosswatchCallback", _build)
