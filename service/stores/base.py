@@ -363,6 +363,13 @@ def wall_now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
+def alert_matches(alert: dict[str, Any], kind: str | None, severity: str | None, since: float | None) -> bool:
+    """The alert filters of GET /v1/alerts and /v1/runs/{id}/alerts, the same for every store."""
+    return ((kind is None or alert["kind"] == kind)
+            and (severity is None or alert["severity"] == severity)
+            and (since is None or alert["updated_at"] >= since))
+
+
 def is_finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 from .base import (
     Columns,
+    alert_matches,
     IngestResult,
     ProjectConflict,
     RunSummary,
@@ -200,14 +201,7 @@ class MemoryStore(Store):
         for run in runs:
             if pset is not None and run.summary.project not in pset:
                 continue
-            for a in run.alerts.values():
-                if kind is not None and a["kind"] != kind:
-                    continue
-                if severity is not None and a["severity"] != severity:
-                    continue
-                if since is not None and a["updated_at"] < since:
-                    continue
-                out.append(a)
+            out.extend(a for a in run.alerts.values() if alert_matches(a, kind, severity, since))
         out.sort(key=lambda a: a["updated_at"], reverse=True)
         return out
 

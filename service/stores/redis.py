@@ -58,6 +58,7 @@ from redis import exceptions as rexc
 from . import series as ser
 from .base import (
     Columns,
+    alert_matches,
     IngestResult,
     ProjectConflict,
     RunSummary,
@@ -689,13 +690,8 @@ class RedisStore(Store):
                 if j is None:
                     continue
                 d = _alert(j, r, ackd)
-                if kind is not None and d["kind"] != kind:
-                    continue
-                if severity is not None and d["severity"] != severity:
-                    continue
-                if since is not None and d["updated_at"] < since:
-                    continue
-                out.append(d)
+                if alert_matches(d, kind, severity, since):
+                    out.append(d)
         out.sort(key=lambda d: d["updated_at"], reverse=True)
         return out
 
