@@ -7,3 +7,19 @@ pytest_plugins = [
     "fixtures.redis_proc",
     "fixtures.prometheus_proc",
 ]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _vectorised_engine_path(monkeypatch):
+    """Make Engine.update_batch take its vectorised pass for every batch size.
+
+    The engine sends batches of <= Engine.SMALL_BATCH records through update() for speed; many
+    tests check update_batch() against update() on short runs, which would then compare update()
+    with itself. tests/test_engine.py checks the small-batch dispatch on its own."""
+    from losswatch.detectors.engine import Engine
+
+    monkeypatch.setattr(Engine, "SMALL_BATCH", 0)
+

@@ -78,6 +78,23 @@ def test_batch_path_gives_the_same_alerts_as_one_at_a_time_on_realistic_runs(see
         assert (e2.recommendation and e2.recommendation.to_dict()) == (e1.recommendation and e1.recommendation.to_dict())
 
 
+def test_small_batches_go_one_record_at_a_time_with_the_same_alerts(monkeypatch):
+    # conftest forces the vectorised pass everywhere; here the engine's own dispatch is on
+    monkeypatch.setattr(Engine, "SMALL_BATCH", 16)
+    recs = realistic_run(1500, 3)
+    _, a1 = one_at_a_time(recs)
+    assert len(a1) > 3
+    for size in (16, 17, 5):  # at, just above and below the threshold
+        _, a2 = in_batches(recs, size)
+        assert _dicts(a2) == _dicts(a1)
+    # below the threshold, update_batch must not build the vectorised features at all
+    eng = Engine("r")
+    called = []
+    monkeypatch.setattr(eng._features, "advance_batch", lambda b: called.append(len(b)))
+    eng.update_batch(recs[:16])
+    assert called == [] and eng.last_step == recs[15].step
+
+
 def test_restore_between_batches_and_mid_episode_continues_exactly():
     recs = realistic_run(3000, 7)
     _, ref = one_at_a_time(recs)
