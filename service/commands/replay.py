@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from losswatch.detectors.types import SEVERITY_RANK
+from losswatch.detectors.types import SEVERITY_RANK, encode_float
 from losswatch.service.readers import FORMATS, ReadError, chunked, parse_tag_map, read_run
 
 EXIT_READ_ERROR = 2
@@ -146,8 +145,8 @@ def _fmt(v: Any) -> str:
 
 def _json_safe(v: Any) -> Any:
     """JSON has no NaN: non-finite floats anywhere in an alert travel as strings (DESIGN.md)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, float):
+        return encode_float(v)
     if isinstance(v, dict):
         return {str(k): _json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
