@@ -30,7 +30,6 @@ import math
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,48 +40,17 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fixtures.ports import free_port  # noqa: E402
 from fixtures.redis_proc import RedisServer  # noqa: E402
+from fixtures.service_proc import ServiceProc  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --- processes ----------------------------------------------------------------------------------
 
-class Service:
-    """``losswatch serve`` in a subprocess (output to a log file)."""
-
-    def __init__(self, store: str, log_dir: Path) -> None:
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSWATCH_")}
-        env.update({"LOSSWATCH_STORE": store, "LOSSWATCH_MAX_BATCH_RECORDS": "10000"})
-        self.log = open(log_dir / f"serve-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "losswatch.service.cli", "serve", "--host",
-                                      "127.0.0.1", "--port", str(self.port)], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=str(REPO))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                import http.client
-
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("serve not ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+def Service(store: str) -> ServiceProc:  # noqa: N802 - reads as a constructor
+    """``losswatch serve`` on ``store`` in a subprocess (the tests' fixture process)."""
+    return ServiceProc(env={"LOSSWATCH_STORE": store, "LOSSWATCH_MAX_BATCH_RECORDS": "10000"}, timeout=60)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -292,7 +260,7 @@ def run_fleet(a) -> None:
                           appendfsync=a.aof if a.aof != "no" else "everysec").start()
         svcs = []
         try:
-            svcs = [Service(srv.url, Path(d)) for _ in range(2)]
+            svcs = [Service(srv.url) for _ in range(2)]
             pids = [s.proc.pid for s in svcs]
             cpu0 = [cpu_seconds(p) for p in pids] + [cpu_seconds(srv.proc.pid)]
             gen0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -384,7 +352,7 @@ def run_throughput(a) -> None:
         srv = RedisServer(Path(d) / "redis").start()
         try:
             for store in ("memory://", srv.url):
-                svc = Service(store, Path(d))
+                svc = Service(store)
                 try:
                     c0, r0 = cpu_seconds(svc.proc.pid), cpu_seconds(srv.proc.pid)
                     n, el, lat = asyncio.run(throughput(svc.port, a.writers, a.duration))
@@ -420,7 +388,7 @@ def run_metrics(a) -> None:
         srv = RedisServer(Path(d) / "redis").start()
         try:
             cpu = asyncio.run(fill(srv.url))
-            svc = Service(srv.url, Path(d))
+            svc = Service(srv.url)
             try:
                 el, n = metrics_scrape(svc.port)
             finally:
