@@ -14,39 +14,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(port: int, ttl: int, store: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSWATCH_")}
-    env.update(LOSSWATCH_METRICS_TTL=str(ttl), LOSSWATCH_STORE=store)
-    p = subprocess.Popen([sys.executable, "-m", "losswatch.service.cli", "serve", "--host", "127.0.0.1",
-                          "--port", str(port)], cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/readyz")
-            if c.getresponse().status == 200:
-                return p
-        except OSError:
-            time.sleep(0.2)
-    p.kill()
-    raise SystemExit("service did not become ready")
+from fixtures.service_proc import ServiceProc  # noqa: E402
 
 
 def run_records(i: int, n: int = 20) -> list[dict]:
@@ -80,8 +55,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "metrics-cardinality.md"))
     args = ap.parse_args()
 
-    port = free_port()
-    proc = start(port, args.ttl, args.store)
+    svc = ServiceProc(env={"LOSSWATCH_METRICS_TTL": str(args.ttl), "LOSSWATCH_STORE": args.store}, timeout=60)
+    port = svc.port
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         t0 = time.perf_counter()
@@ -100,8 +75,7 @@ def main() -> int:
         time.sleep(args.ttl + 2)  # the last run was written at the end of the fill
         quiet_total, quiet_run, quiet_dt = count_series(port)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        svc.stop()
 
     per = active_run / args.runs
     lines = [
