@@ -27,11 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import json_safe, number
+from ._common import json_safe, lazy_class, number
 
 __all__ = ["LosswatchTuneCallback"]
-
-_cls: type | None = None
 
 
 def _build() -> type:
@@ -137,10 +135,4 @@ def _build() -> type:
     return LosswatchTuneCallback
 
 
-def __getattr__(name: str) -> Any:
-    global _cls
-    if name == "LosswatchTuneCallback":
-        if _cls is None:
-            _cls = _build()
-        return _cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_class(__name__, "LosswatchTuneCallback", _build)
