@@ -102,11 +102,15 @@ class Batch:
         cols = {n: (getattr(self, n)[mask], getattr(self, "has_" + n)[mask]) for n in SIGNALS}
         return Batch(self.step[mask], cols)
 
+    def rows(self) -> list[tuple[int, float | None, float | None, float | None, float | None]]:
+        """``(step, loss, grad_norm, lr, val_loss)`` per row as Python values (None where not
+        logged)."""
+        cols = [[v if h else None for v, h in zip(getattr(self, n).tolist(),
+                                                   getattr(self, "has_" + n).tolist())]
+                for n in SIGNALS]
+        return list(zip(self.step.tolist(), *cols))
+
     def records(self) -> list[Record]:
         """Back to Record objects (None where not logged)."""
-        out = []
-        cols = [(getattr(self, n).tolist(), getattr(self, "has_" + n).tolist()) for n in SIGNALS]
-        for i, s in enumerate(self.step.tolist()):
-            vals = [c[0][i] if c[1][i] else None for c in cols]
-            out.append(Record(step=s, loss=vals[0], grad_norm=vals[1], lr=vals[2], val_loss=vals[3]))
-        return out
+        return [Record(step=s, loss=l, grad_norm=g, lr=r, val_loss=v)
+                for s, l, g, r, v in self.rows()]

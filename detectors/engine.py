@@ -184,14 +184,18 @@ class Engine:
     # -- feeding -------------------------------------------------------------------------------
     def update(self, record: Record) -> list[Alert]:
         """Feed one record; return the alert changes at this step."""
-        step = record.step
+        return self._advance(record.step, _value(record.loss), _value(record.grad_norm),
+                             _value(record.lr), _value(record.val_loss))
+
+    def _advance(self, step: Any, loss: float | None, gn: float | None, lr: float | None,
+                 val: float | None) -> list[Alert]:
+        """The one-record path on already-coerced values (None = not logged)."""
         if type(step) is not int:
             step = int(step)  # numpy integers, integral floats; anything else is the caller's bug
         if self._last_step is not None and step <= self._last_step:
             return []
         self._last_step = step
-        f = self._features.advance_one(step, _value(record.loss), _value(record.grad_norm),
-                                       _value(record.lr), _value(record.val_loss))
+        f = self._features.advance_one(step, loss, gn, lr, val)
         changes: list[Alert] = []
         for d in self._detectors:
             d.step(f, 0)
@@ -208,8 +212,8 @@ class Engine:
             return []
         if n <= self.SMALL_BATCH:
             changes: list[Alert] = []
-            for r in batch.records():
-                changes.extend(self.update(r))
+            for row in batch.rows():  # the columns' values, not Record objects re-coerced
+                changes.extend(self._advance(*row))
             return changes
         steps = batch.step
         first = -1 if self._last_step is None else self._last_step
