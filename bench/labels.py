@@ -49,7 +49,6 @@ healthy
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -109,14 +108,17 @@ PROBLEMS = ("nan", "divergence", "lr_too_high", "lr_too_low", "lr_schedule_bug",
 
 # --------------------------------------------------------------------------- reading
 def read_run(path: str | Path) -> dict[str, list]:
-    """A run CSV as columns; an empty cell is None (not logged), "nan" is a NaN value."""
+    """A run CSV as columns; an empty cell is None (not logged), "nan" is a NaN value.
+
+    Parsed by losswatch's own CSV reader (the one ``losswatch replay`` uses), so the benchmark
+    reads a file exactly as a user's replay would."""
+    from losswatch.service.readers import read_csv
+
     cols: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": [], "val_loss": []}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            cols["step"].append(int(row["step"]))
-            for k in ("loss", "grad_norm", "lr", "val_loss"):
-                v = row.get(k, "")
-                cols[k].append(float(v) if v not in ("", None) else None)
+    for r in read_csv(Path(path)):
+        cols["step"].append(r.step)
+        for k in ("loss", "grad_norm", "lr", "val_loss"):
+            cols[k].append(getattr(r, k))
     return cols
 
 
