@@ -24,7 +24,6 @@ Workloads:
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import platform
@@ -77,17 +76,11 @@ def eventful_run(n: int, seed: int = 1) -> list:
 
 
 def public_run() -> list | None:
-    from losswatch.detectors.types import Record
+    from losswatch.service.readers import read_csv
 
     if not PUBLIC.exists():
         return None
-    out = []
-    with open(PUBLIC, newline="") as f:
-        for row in csv.DictReader(f):
-            v = {k: (float(row[k]) if row[k] not in ("", None) else None)
-                 for k in ("loss", "grad_norm", "lr", "val_loss")}
-            out.append(Record(int(row["step"]), v["loss"], v["grad_norm"], v["lr"], v["val_loss"]))
-    return out
+    return list(read_csv(PUBLIC))
 
 
 def measure(records: list, batch: int | None, repeats: int) -> dict:
