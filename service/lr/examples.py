@@ -53,6 +53,20 @@ def _loop(model: Any, opt: Any, batches: Callable[[int], tuple[Any, Any]], loss_
     return {"final_loss": final, "best_loss": best if math.isfinite(best) else final, "steps": done}
 
 
+def _random_batches(X: Any, y: Any, batch_size: int, seed: int) -> Callable[[int], tuple[Any, Any]]:
+    """Batches of ``batch_size`` rows drawn with replacement by a generator of its own (``seed``),
+    so the draws do not depend on the global torch RNG that initialised the model."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def batches(_s: int) -> tuple[Any, Any]:
+        idx = torch.randint(0, len(X), (batch_size,), generator=g)
+        return X[idx], y[idx]
+
+    return batches
+
+
 def train_digits(policy: dict, *, steps: int = 300, seed: int = 0, report: Report | None = None,
                  batch_size: int = 32) -> dict[str, Any]:
     """MLP (64-64-10) on scikit-learn's 8x8 digits, SGD with momentum 0.9, cross-entropy."""
@@ -66,12 +80,7 @@ def train_digits(policy: dict, *, steps: int = 300, seed: int = 0, report: Repor
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def batches(_s: int):
-        idx = torch.randint(0, len(X), (batch_size,), generator=g)
-        return X[idx], y[idx]
-
+    batches = _random_batches(X, y, batch_size, seed + 1)
     return _loop(model, opt, batches, torch.nn.functional.cross_entropy, policy, steps, report)
 
 
@@ -90,12 +99,7 @@ def train_regression(policy: dict, *, steps: int = 300, seed: int = 0, report: R
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def batches(_s: int):
-        idx = torch.randint(0, len(X), (batch_size,), generator=g)
-        return X[idx], t[idx]
-
+    batches = _random_batches(X, t, batch_size, seed + 1)
     return _loop(model, opt, batches, torch.nn.functional.mse_loss, policy, steps, report)
 
 
