@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from ..acting import Actor
+from ..values import hold, is_tensor
 
 
 class Session:
@@ -97,8 +98,8 @@ def number(v: Any) -> Any:
     time, no sync here), numpy scalars and strings become floats, None stays None."""
     if v is None:
         return None
-    if type(v).__module__.startswith("torch"):
-        return v.detach() if hasattr(v, "detach") else v
+    if is_tensor(v):
+        return hold(v)
     try:
         return float(v)
     except (TypeError, ValueError):

@@ -149,8 +149,6 @@ class TorchWatcher:
         Returns the grad-norm tensor (handy for your own logging). ``extra`` fields (e.g.
         ``val_loss=...``, ``tokens_per_s=...``) go to ``Monitor.log`` as they are.
         """
-        if loss is not None and hasattr(loss, "detach"):
-            loss = loss.detach()  # keep the graph out of the client's buffer
         gn = self.grad_norm()
         self.monitor.log(step, loss=loss, grad_norm=gn, lr=current_lr(self.optimizer), **extra)
         if self.actor is not None:
