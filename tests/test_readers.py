@@ -21,6 +21,13 @@ def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     return p
 
 
+def _read_error(path: Path) -> str:
+    """The message of the ReadError that reading the whole of ``path`` raises."""
+    with pytest.raises(ReadError) as e:
+        list(read_run(path))
+    return str(e.value)
+
+
 def _same(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is b
@@ -76,11 +83,9 @@ def test_public_bloom_log_reads_in_order():
     ("", "bad.csv: empty file"),
 ])
 def test_bad_csv_gets_one_line_saying_what_and_where(tmp_path, content, expected):
-    p = _write(tmp_path, "bad.csv", content)
-    with pytest.raises(ReadError) as e:
-        list(read_run(p))
-    assert str(e.value) == expected
-    assert "\n" not in str(e.value)
+    message = _read_error(_write(tmp_path, "bad.csv", content))
+    assert message == expected
+    assert "\n" not in message
 
 
 # --------------------------------------------------------------------------- JSON lines
@@ -118,10 +123,7 @@ def test_json_array_of_records(tmp_path):
     ('"hello"\n', "bad.jsonl line 1: expected a JSON object (a record), got a string"),
 ])
 def test_bad_jsonl_gets_one_line_saying_what_and_where(tmp_path, content, expected):
-    p = _write(tmp_path, "bad.jsonl", content)
-    with pytest.raises(ReadError) as e:
-        list(read_run(p))
-    assert str(e.value) == expected
+    assert _read_error(_write(tmp_path, "bad.jsonl", content)) == expected
 
 
 # --------------------------------------------------------------------------- trainer_state.json
@@ -249,9 +251,8 @@ def test_binary_junk_is_one_clear_line(tmp_path, name):
 
     rnd = random.Random(7)
     p = _write(tmp_path, name, bytes(rnd.randrange(256) for _ in range(3000)))
-    with pytest.raises(ReadError) as e:
-        list(read_run(p))
-    assert str(e.value).startswith(name + ":") and "\n" not in str(e.value)
+    message = _read_error(p)
+    assert message.startswith(name + ":") and "\n" not in message
 
 
 def test_empty_and_missing_files(tmp_path):
