@@ -33,8 +33,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-_hold = hold
-
 __all__ = ["Monitor"]
 
 _time = time.time
@@ -180,8 +178,6 @@ class Monitor:
         from .spool import Spool
 
         self._q: deque[tuple] = deque()
-        self._state_lock = threading.Lock()
-        self._nan._lock = threading.Lock()
         transport = Transport(self.url, self.token, self.timeout) if self.url else None
         if transport is None and self._local is None:
             self._local = LocalEngine(self.run_id, self.meta)
