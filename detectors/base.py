@@ -16,9 +16,10 @@ name : str (class attribute)
 kind : str (class attribute)
     One of ``types.KINDS``; becomes ``Alert.kind`` (alert id = ``f"{run_id}:{kind}:{step}"``, or ``kind.name`` in the middle when ``name != kind``).
 __init__(self, **params)
-    Keyword parameters only, plain JSON values, with documented defaults. Keep them in
-    ``self.params`` (a dict) if you want them serialised; the engine rebuilds a detector as
-    ``cls(**params)`` then calls ``set_state``.
+    Keyword parameters only, plain JSON values, with documented defaults. Pass them all to
+    ``super().__init__(**params)``: the base keeps them in ``self.params`` (serialised; the
+    engine rebuilds a detector as ``cls(**params)`` then calls ``set_state``) and as attributes
+    (``self.<param>``), so a subclass assigns only what it derives from them.
 step(self, f, i) -> None
     Decide at row ``i`` of features ``f`` (causal: use rows <= i only, which is all the engine
     ever gives). Open/update/close your episode with ``self.open_episode``,
@@ -69,6 +70,7 @@ class Detector:
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
+        self.__dict__.update(params)  # self.<param>, read on the hot path (no dict lookup by name)
         self.run_id: str = ""
         self.alert: Alert | None = None
         self._changes: list[Alert] = []

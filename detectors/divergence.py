@@ -208,47 +208,14 @@ class DivergenceDetector(Detector):
                          lost_patience_frac=lost_patience_frac, stuck=stuck, blowup=blowup,
                          lost_min_records=lost_min_records, settle=settle,
                          lr_followed=lr_followed, max_escalations=max_escalations)
-        self.settle = settle
-        self.lr_followed = lr_followed
-        self.max_escalations = max_escalations
         self.esc_lr = -1.0  # LR when the episode's advice was last given (open / escalation)
         self.esc_n = 0  # escalations so far in this episode
         self.esc_hi_start = 0  # loss-record count at which the current high run after the cut began
         self.esc_hi_last = -1
         self.esc_drop = -1  # loss-record count of the first record at the lowered LR
-        self.sustain_decay = sustain_decay
-        self.lost_patience = lost_patience
-        self.lost_patience_frac = lost_patience_frac
-        self.stuck = stuck
-        self.blowup = blowup
-        self.lost_min_records = lost_min_records
         self.first_step = -1
-        self.rearm = rearm
         self.ok_since = -1  # loss-record count since which the run looks recovered
-        self.sustain_warmup = sustain_warmup
-        self.explode_ratio = explode_ratio
-        self.spike_memory = spike_memory
-        self.sustain_after_spike = sustain_after_spike
         self.gn_warn_log = math.log(gn_warn)
-        self.lr_jump = lr_jump
-        self.after_jump = after_jump
-        self.cluster_window = cluster_window
-        self.spike_z = spike_z
-        self.spike_rel = spike_rel
-        self.spike_min = spike_min
-        self.factor = factor
-        self.streak = streak
-        self.streak_ratio = streak_ratio
-        self.streak_rise = streak_rise
-        self.base_ratio = base_ratio
-        self.prev_z = prev_z
-        self.streak_z = streak_z
-        self.gn_ratio = gn_ratio
-        self.gn_abs = gn_abs
-        self.level_ratio = level_ratio
-        self.sustain = sustain
-        self.keep = keep
-        self.resolve_ratio = resolve_ratio
         self.hi_start = 0  # loss-record count at which the current run of high levels began
         self.hi_last = -1
         self.hi_peak = float("-inf")  # highest short-term loss in that run

@@ -85,14 +85,6 @@ class EarlyStallDetector(Detector):
                  stall: int = 20, drop: float = 0.9) -> None:
         super().__init__(collapse=collapse, stuck=stuck, decayed=decayed, patience=patience,
                          factor=factor, rise=rise, stall=stall, drop=drop)
-        self.collapse = collapse
-        self.stuck = stuck
-        self.decayed = decayed
-        self.patience = patience
-        self.factor = factor
-        self.rise = rise
-        self.stall = stall
-        self.drop = drop
         self._logc = math.log(collapse)
         self._logc_back = math.log(collapse / 2.0)
         self.first_step: int | None = None

@@ -58,11 +58,6 @@ class GradExplosionDetector(Detector):
                  resolve_ratio: float = 3.0, loss_spike: float = 0.2) -> None:
         super().__init__(ratio=ratio, z=z, min_records=min_records, resolve_ratio=resolve_ratio,
                          loss_spike=loss_spike)
-        self.loss_spike = loss_spike
-        self.ratio = ratio
-        self.z = z
-        self.min_records = min_records
-        self.resolve_ratio = resolve_ratio
 
     def _lg(self, g: float) -> float:
         return math.log(g) if g > 1e-30 else -69.07755278982137

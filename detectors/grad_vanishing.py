@@ -52,9 +52,6 @@ class GradVanishingDetector(Detector):
 
     def __init__(self, abs_tiny: float = 1e-7, rel_tiny: float = 1e-4, patience: int = 20) -> None:
         super().__init__(abs_tiny=abs_tiny, rel_tiny=rel_tiny, patience=patience)
-        self.abs_tiny = abs_tiny
-        self.rel_tiny = rel_tiny
-        self.patience = patience
         self._log_rel = math.log(rel_tiny)
         self.start = 0  # grad-norm record count where the current run of tiny norms began
         self.last = -1

@@ -65,14 +65,7 @@ class LRAnomalyDetector(Detector):
         super().__init__(jump=jump, zero_patience=zero_patience, start_patience=start_patience,
                          jump_hold=jump_hold, zero_frac=zero_frac, sudden_frac=sudden_frac,
                          long_frac=long_frac)
-        self.zero_frac = zero_frac
-        self.sudden_frac = sudden_frac
-        self.long_frac = long_frac
         self.pre_zero = 0.0  # LR just before the current run of ~zero LRs
-        self.jump = jump
-        self.zero_patience = zero_patience
-        self.start_patience = start_patience
-        self.jump_hold = jump_hold
         self.zero_start = 0  # LR-record count where the current run of zero LRs began
         self.zero_last = -1
         self.mode = ""  # what the active episode is about: "bad", "zero", "jump"

@@ -53,9 +53,6 @@ class NaNDetector(Detector):
 
     def __init__(self, gn_patience: int = 3, recover: int = 5, ran_away: float = 2.0) -> None:
         super().__init__(gn_patience=gn_patience, recover=recover, ran_away=ran_away)
-        self.gn_patience = gn_patience
-        self.recover = recover
-        self.ran_away = ran_away
         self.last_bad_rec = -(10**9)  # record ordinal of the last non-finite value
         self.gbad_start = 0  # grad-norm record count at which the current run of bad gn began
         self.gbad_last = -(10**9)

@@ -55,11 +55,6 @@ class OscillationDetector(Detector):
                  factor: float = 0.3, min_records: int = 30) -> None:
         super().__init__(zigzag=zigzag, amplitude=amplitude, stall=stall, factor=factor,
                          min_records=min_records)
-        self.zigzag = zigzag
-        self.amplitude = amplitude
-        self.stall = stall
-        self.factor = factor
-        self.min_records = min_records
 
     def screen(self, f):
         return f.a("lok") & ~(f.a("alt") < self.zigzag) & (f.a("nl") >= self.min_records)

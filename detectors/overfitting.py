@@ -61,12 +61,7 @@ class OverfittingDetector(Detector):
                  max_ratio: float = 3.0, train_fall: float = 0.05) -> None:
         super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio,
                          train_fall=train_fall)
-        self.train_fall = train_fall
-        self.max_ratio = max_ratio
         self.first_step = -1
-        self.patience = patience
-        self.tol = tol
-        self.alpha = alpha
         self.vs = float("nan")  # smoothed val_loss
         self.best = float("inf")
         self.best_step = -1

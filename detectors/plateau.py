@@ -78,15 +78,6 @@ class PlateauDetector(Detector):
                          noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
                          blowup=blowup, gn_drop=gn_drop)
         self.gn_drop_log = math.log(gn_drop)
-        self.blowup = blowup
-        self.patience = patience
-        self.patience_frac = patience_frac
-        self.decayed = decayed
-        self.noisy = noisy
-        self.stuck = stuck
-        self.up = up
-        self.down = down
-        self.min_records = min_records
         self.first_loss = float("nan")
         self.first_step = -1
 

@@ -68,11 +68,6 @@ class SlowProgressDetector(Detector):
     def __init__(self, ratio: float = 0.25, min_step: int = 256, z: float = 2.0,
                  decayed: float = 0.3, factor: float = 3.0) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor)
-        self.ratio = ratio
-        self.min_step = min_step
-        self.z = z
-        self.decayed = decayed
-        self.factor = factor
         self.k_done = -1
         self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step]
         self.lr_at_alert = 0.0

@@ -98,10 +98,6 @@ class SpikeDetector(Detector):
     def __init__(self, z: float = 6.0, rel: float = 0.2, sudden: float = 0.5,
                  min_records: int = 5) -> None:
         super().__init__(z=z, rel=rel, sudden=sudden, min_records=min_records)
-        self.z = z
-        self.rel = rel
-        self.sudden = sudden
-        self.min_records = min_records
 
     def screen(self, f):
         return spike_screen(f, self.z, self.rel, self.min_records)
