@@ -258,15 +258,14 @@ class Sender:
                 batch = self.spool.peek(self.batch_size)
                 if not batch:
                     break
-                body = (self._body_head + ",".join(batch) + "]}").encode()
-                reply = self.transport.request("POST", self._steps_path, body)
+                reply = self._post(batch)
                 if reply.status == 413 and len(batch) > 1:
                     self.batch_size = max(1, len(batch) // 2)  # the service caps batch size
                     continue
                 if reply.status == 422 and len(batch) > 1:
                     # one bad record must not cost its neighbours: send them one by one
                     for line in batch:
-                        self._post_records([line])
+                        self._accepted(self._post([line]), 1)
                 else:
                     self._accepted(reply, len(batch))
                 self.spool.pop(len(batch))
@@ -282,9 +281,10 @@ class Sender:
         if len(self.spool):
             self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
 
-    def _post_records(self, lines: list[str]) -> None:
+    def _post(self, lines: list[str]) -> Reply:
+        """POST /steps with these encoded records (ServiceError when unreachable)."""
         body = (self._body_head + ",".join(lines) + "]}").encode()
-        self._accepted(self.transport.request("POST", self._steps_path, body), len(lines))
+        return self.transport.request("POST", self._steps_path, body)
 
     def _accepted(self, reply: Reply, n: int) -> None:
         """Count a POST /steps answer and hand a 2xx body to on_reply (ServiceError if retryable)."""
