@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .base import Detector, _alert_from_state
+from .base import Detector, _alert_from_state, _snapshot
 from .batch import Batch
 from .divergence import DivergenceDetector
 from .early_stall import EarlyStallDetector
@@ -153,7 +153,6 @@ class Engine:
 
     @property
     def active_alerts(self) -> list[Alert]:
-        from .base import _snapshot
         return [_snapshot(d.alert) for d in self._detectors if d.alert is not None]
 
     def _most_severe(self, min_rank: int) -> Alert | None:

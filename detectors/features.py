@@ -92,14 +92,11 @@ def initial_state() -> dict[str, Any]:
     return st
 
 
-CORE_LOSS = ("fast", "slow", "sd", "trend", "pbest", "pstep", "alt", "amp")
-
-
 def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: list[int]):
     """The recursive loss statistics (EMAs and the plateau best), folded over finite, clipped
     losses ``xs`` at ``steps``. Shared by both paths: the only loss code with float recursions.
     Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns per-value lists
-    of CORE_LOSS."""
+    of each of them."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
     nl, lprev = st["nl"], st["lprev"]

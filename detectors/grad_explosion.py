@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .features import LOG_TINY
 from .spike import clip_from_history
 from .types import Action
 
@@ -59,9 +60,6 @@ class GradExplosionDetector(Detector):
         super().__init__(ratio=ratio, z=z, min_records=min_records, resolve_ratio=resolve_ratio,
                          loss_spike=loss_spike)
 
-    def _lg(self, g: float) -> float:
-        return math.log(g) if g > 1e-30 else -69.07755278982137
-
     def screen(self, f):
         with np.errstate(all="ignore"):
             g = f.a("gn")
@@ -80,14 +78,12 @@ class GradExplosionDetector(Detector):
         if self.alert is None and f.ng[i] <= self.min_records:
             return
         g = f.gn[i]
-        lg = self._lg(g)
+        lg = math.log(g) if g > 1e-30 else LOG_TINY
         mu = f.b_mu[i]
         step = f.step[i]
         if self.alert is not None:
             if lg - mu <= math.log(self.resolve_ratio):
                 self.close_episode(step, f"grad-norm back to {fmt(g)} (typical {fmt(math.exp(mu))})")
-            return
-        if f.ng[i] <= self.min_records:
             return
         if f.lok[i]:
             lvl = f.b_slow[i]

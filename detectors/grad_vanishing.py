@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .features import LOG_TINY
 from .types import Action
-
-_LOG_TINY = -69.07755278982137  # log(1e-30), as in features
 
 
 class GradVanishingDetector(Detector):
@@ -66,7 +65,7 @@ class GradVanishingDetector(Detector):
     def _tiny(self, g: float, mumax: float) -> bool:
         if g < self.abs_tiny:
             return True
-        lg = math.log(g) if g > 1e-30 else _LOG_TINY
+        lg = math.log(g) if g > 1e-30 else LOG_TINY
         return lg < mumax + self._log_rel
 
     def screen(self, f):
@@ -94,8 +93,6 @@ class GradVanishingDetector(Detector):
         if self.alert is not None:
             if not tiny:
                 self.close_episode(step, f"grad-norm back to {fmt(g)}")
-            return
-        if not tiny:
             return
         if self.last != ng - 1:
             self.start = ng
