@@ -1,4 +1,4 @@
-"""Helpers the routers share: JSON responses that keep NaN visible, run look-up under a scope."""
+"""Helpers the routers share: JSON responses that keep NaN visible, run look-up and writes under a scope."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from ..auth import Scope
 from ..ingest import json_safe
-from ..stores.base import RunSummary, Store
+from ..stores.base import ProjectConflict, RunSummary, Store
 from .models import LABEL_PATTERN
 
 RunIdPath = Path(..., pattern=LABEL_PATTERN, description="1-128 characters of [A-Za-z0-9._:-]")
@@ -49,3 +49,30 @@ async def visible_run(store: Store, run_id: str, scope: Scope) -> RunSummary:
     if s is None or not scope.allows(s.project):
         raise HTTPException(404, f"no run {run_id!r}")
     return s
+
+
+async def write_project(store: Store, run_id: str, requested: str | None, scope: Scope) -> str | None:
+    """The project a write to ``run_id`` passes to the store (PUT /v1/runs/{id}, POST .../steps).
+
+    A scoped token: the run's own project if it exists (404 if the token cannot see it, 409 if
+    ``requested`` names another), else the token's choice for a new run (:meth:`Scope.write_project`).
+    An unscoped caller skips the look-up: the store raises :class:`ProjectConflict` itself.
+    """
+    if scope.projects is None:
+        return requested
+    existing = await store.get_run(run_id)
+    if existing is None:
+        return scope.write_project(requested)
+    if not scope.allows(existing.project):
+        raise HTTPException(404, f"no run {run_id!r}")
+    if requested is not None and requested != existing.project:
+        raise HTTPException(409, f"run {run_id!r} belongs to project {existing.project!r}, not {requested!r}")
+    return existing.project
+
+
+def conflict_error(e: ProjectConflict, scope: Scope) -> HTTPException:
+    """The answer to a store's ProjectConflict (a run claimed by another project between the
+    look-up and the write): 404 for a scoped token, which must not learn of other projects' runs."""
+    if scope.projects is not None:
+        return HTTPException(404, f"no run {e.run_id!r}")
+    return HTTPException(409, str(e))

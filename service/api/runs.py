@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from ..auth import Scope, get_scope
 from ..stores.base import ProjectConflict
-from .common import RunIdPath, json_response, run_dict, store_of, visible_run
+from .common import RunIdPath, conflict_error, json_response, run_dict, store_of, visible_run, write_project
 from .models import LABEL_PATTERN, ErrorOut, Health, RunMetaIn, RunOut, RunsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -30,22 +30,11 @@ async def put_run(request: Request, meta: RunMetaIn, run_id: str = RunIdPath,
     data = meta.model_dump(mode="json", exclude_none=True)
     if meta.lr_schedule is not None:
         data["lr_schedule"] = meta.lr_schedule.flat()
-    requested = data.get("project")
-    existing = await store.get_run(run_id)
-    if existing is not None and scope.projects is not None:
-        if not scope.allows(existing.project):
-            raise HTTPException(404, f"no run {run_id!r}")
-        if requested is not None and requested != existing.project:
-            raise HTTPException(409, f"run {run_id!r} belongs to project {existing.project!r}, not {requested!r}")
-        requested = existing.project
-    elif existing is None:
-        requested = scope.write_project(requested)
+    requested = await write_project(store, run_id, data.get("project"), scope)
     try:
         s = await store.put_meta(run_id, data, project=requested)
     except ProjectConflict as e:
-        if scope.projects is not None:
-            raise HTTPException(404, f"no run {run_id!r}") from None
-        raise HTTPException(409, str(e)) from None
+        raise conflict_error(e, scope) from None
     return json_response(run_dict(s))
 
 

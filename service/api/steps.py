@@ -12,7 +12,7 @@ from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
 from ..ingest import IngestError, json_safe, parse_steps, safe_column, valid_label
 from ..stores.base import ProjectConflict
-from .common import RunIdPath, json_response, store_of, visible_run
+from .common import RunIdPath, conflict_error, json_response, store_of, visible_run, write_project
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["steps"])
@@ -89,24 +89,12 @@ async def post_steps(request: Request) -> Response:
             code = 422
             return json_response({"detail": [{"loc": ["query", "project"], "msg": f"?project={project!r} and the body's "
                                              f"project {body_project!r} disagree", "type": "value_error"}]}, 422)
-        requested = body_project or project
         store = store_of(request)
-        if scope.projects is not None:
-            existing = await store.get_run(run_id)
-            if existing is not None:
-                if not scope.allows(existing.project):
-                    raise HTTPException(404, f"no run {run_id!r}")
-                if requested is not None and requested != existing.project:
-                    raise HTTPException(409, f"run {run_id!r} belongs to project {existing.project!r}")
-                requested = existing.project
-            else:
-                requested = scope.write_project(requested)
+        requested = await write_project(store, run_id, body_project or project, scope)
         try:
             res = await store.ingest(run_id, cols, project=requested)
         except ProjectConflict as e:
-            if scope.projects is not None:
-                raise HTTPException(404, f"no run {run_id!r}") from None
-            raise HTTPException(409, str(e)) from None
+            raise conflict_error(e, scope) from None
         metrics.accepted.inc(res.accepted)
         if res.duplicates:
             metrics.duplicate.inc(res.duplicates)
