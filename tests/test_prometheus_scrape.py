@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from fixtures.prometheus_proc import PrometheusProc, scrape_config_for
+from service_helpers import num, same
 
 REPO = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((REPO / "dashboards" / "prometheus").glob("*.rules.yml"))
@@ -53,15 +54,6 @@ def _healthy() -> list[dict]:
 
 
 RUNS = {"diverging": ("bench", _diverging()), "nan-run": ("bench", _nan_run()), "healthy": ("other", _healthy())}
-
-
-def _prom_value(v) -> float:
-    """A value as sent on the wire ("NaN", "Infinity") or as Prometheus answers ("NaN", "+Inf")."""
-    return float(v.replace("Infinity", "inf").replace("Inf", "inf")) if isinstance(v, str) else float(v)
-
-
-def _same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +117,10 @@ def test_per_run_values_arrive_as_sent_nan_and_inf_included(stack, metric, field
     for run, (project, recs) in RUNS.items():
         series = got[run]
         assert series["metric"]["project"] == project and series["metric"]["job"] == "losswatch"
-        sent = _prom_value(recs[-1][field])
-        arrived = _prom_value(series["value"][1])
-        assert _same(arrived, sent), f"{metric}{{run={run}}}: sent {sent}, Prometheus has {series['value'][1]}"
+        # float() reads the wire's "NaN"/"Infinity" and Prometheus's "+Inf" alike
+        sent = num(recs[-1][field])
+        arrived = num(series["value"][1])
+        assert same(arrived, sent), f"{metric}{{run={run}}}: sent {sent}, Prometheus has {series['value'][1]}"
     # spelled out: the NaN loss is a NaN in Prometheus, the infinite grad-norm +Inf
     if field == "loss":
         assert got["nan-run"]["value"][1] == "NaN"
