@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from losswatch.service.readers import ReadError, detect_format, parse_tag_map, read_run
+from service_helpers import same
 
 
 def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -26,14 +27,6 @@ def _read_error(path: Path) -> str:
     with pytest.raises(ReadError) as e:
         list(read_run(path))
     return str(e.value)
-
-
-def _same(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b
 
 
 # --------------------------------------------------------------------------- CSV
@@ -200,7 +193,7 @@ def test_tfevents_from_torch_summary_writer(tmp_path):
         assert [r.step for r in recs] == [0, 1, 2, 3]
         for r, loss in zip(recs, losses):
             # scalars are stored as float32
-            assert _same(r.loss, float(__import__("numpy").float32(loss)))
+            assert same(r.loss, float(__import__("numpy").float32(loss)))
             assert r.grad_norm == 1.0 + r.step
             assert r.lr == pytest.approx(0.1 / (r.step + 1), rel=1e-6)
         assert recs[2].val_loss == 2.45 and recs[0].val_loss is None
