@@ -39,14 +39,11 @@ _time = time.time
 _live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 
 _RUN_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
-_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
-def _action_key(action: dict | None) -> tuple | None:
-    """What makes two recommendations "the same advice" (the wording of the reason does not)."""
-    if not action or action.get("type") in (None, "none"):
-        return None
-    return tuple(sorted((k, repr(v)) for k, v in action.items() if k != "reason"))
+def _is_advice(action: dict | None) -> bool:
+    """An action to take (not missing, not ``{"type": "none"}``)."""
+    return bool(action) and action.get("type") not in (None, "none")
 
 
 def _default_spool_dir(run_id: str) -> str:
@@ -161,7 +158,7 @@ class Monitor:
         self._callbacks: deque[dict[str, Any]] = deque()
         # set (to the advice) when the Actor has something to look at on the next log(): new
         # advice from a verdict, or standing advice that waits for confirmation or a cooldown
-        self._pending: tuple[dict, dict | None] | None = None
+        self._pending: dict | None = None
         self._act_not_before: int | None = None  # a cooldown holds standing advice until here
         self._warned: set[str] = set()
         self._closed = False
@@ -266,7 +263,7 @@ class Monitor:
         try:
             actor.follow(step, self)
         except Exception as e:
-            self._warn_once("actor", f"losswatch: acting on {pending[0].get('type')} failed: {e!r}")
+            self._warn_once("actor", f"losswatch: acting on {pending.get('type')} failed: {e!r}")
             return
         if self.recommendation is None:
             return
@@ -363,34 +360,23 @@ class Monitor:
                 for a in alerts:
                     if a.get("resolved_step") is None:
                         self.health = "critical"
-                        self._set_recommendation_locked(a.get("action"), a)
+                        self._set_recommendation_locked(a.get("action"))
                 if not self._nan.active and self._sender.transport is None and (
                         self._local is None or not self._local.available):
                     self.health = "ok"  # NaN-only mode: the run is healthy again
 
     def _set_recommendation(self, rec: dict | None) -> None:
         with self._state_lock:
-            self._set_recommendation_locked(rec, None)
+            self._set_recommendation_locked(rec)
 
-    def _set_recommendation_locked(self, rec: dict | None, alert: dict | None) -> None:
-        key = _action_key(rec)
-        self.recommendation = rec if key is not None else None
-        if key is not None and self._acting:
+    def _set_recommendation_locked(self, rec: dict | None) -> None:
+        advice = _is_advice(rec)
+        self.recommendation = rec if advice else None
+        if advice and self._acting:
             # every verdict that carries advice is shown to the Actor (on the next log()): the
             # same advice may now stand on an escalated or longer-lived alert; Actor.follow
             # drops what it has already decided on
-            self._pending = (rec, alert or self._alert_for(rec))
-
-    def _alert_for(self, rec: dict) -> dict | None:
-        """The active alert whose advice this is (most severe first), for the Actor."""
-        key = _action_key(rec)
-        best = None
-        for a in self.alerts:
-            if a.get("resolved_step") is None and _action_key(a.get("action")) == key:
-                if best is None or _SEVERITY_RANK.get(a.get("severity"), 0) > \
-                        _SEVERITY_RANK.get(best.get("severity"), 0):
-                    best = a
-        return best
+            self._pending = rec  # Actor.follow finds the alert that carries it
 
     def _fire_callbacks(self) -> None:
         cb = self.on_alert
