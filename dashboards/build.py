@@ -20,11 +20,10 @@ dashboards/prometheus/recording.rules.yml.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from grafana_foundation_sdk.builders import alerting as alert_b
@@ -49,7 +48,6 @@ ALERT_RULES = HERE / "prometheus" / "alerts.rules.yml"
 # whose Prometheus has another uid.
 DATASOURCE_UID = "losswatch-prometheus"
 DS = dash_m.DataSourceRef(type_val="prometheus", uid="${datasource}")
-FOLDER_UID = "losswatch"
 FOLDER_TITLE = "losswatch"
 JOB = 'job="losswatch"'  # the scrape job name in deploy/prometheus.yml
 
@@ -455,19 +453,8 @@ def stale(root: Path = HERE) -> list[Path]:
     return [p for p, text in rendered(root).items() if not p.exists() or p.read_text(encoding="utf-8") != text]
 
 
-def main(argv: Iterable[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Generate the losswatch Grafana dashboards and alert rules.")
-    ap.add_argument("--check", action="store_true", help="exit 1 if the committed files are stale")
-    args = ap.parse_args(list(argv) if argv is not None else None)
-    if args.check:
-        bad = stale()
-        for p in bad:
-            print(f"stale: {p}", file=sys.stderr)
-        return 1 if bad else 0
-    for p in generate():
-        print(p)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # one implementation of generate / --check: the CLI's (`losswatch dashboards generate`)
+    from losswatch.service.cli import main
+
+    sys.exit(main(["dashboards", "generate", *sys.argv[1:]]))
