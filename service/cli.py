@@ -37,10 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(module: str):
     try:
         return importlib.import_module(f"losswatch.service.commands.{module}")
-    except ModuleNotFoundError as e:
+    except ModuleNotFoundError:
         # a command whose module (or optional dependency) is absent is listed but says why
-        if e.name and e.name.startswith("losswatch.service.commands"):
-            return None
         return None
 
 
