@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .stores.base import Columns
+from .stores.base import VALUE_FIELDS, Columns
 
 LABEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_STEP = 2**63 - 1           # what a signed 64-bit store key / Prometheus sample can hold
@@ -130,10 +130,7 @@ def _checked_columns(recs: list[Any]) -> Columns:
     """Record by record: the columns, or IngestError(422) naming each problem (index, field)."""
     n = len(recs)
     steps: list[int] = []
-    loss: list[float | None] = []
-    grad: list[float | None] = []
-    lr: list[float | None] = []
-    val: list[float | None] = []
+    values: list[list[float | None]] = [[] for _ in VALUE_FIELDS]
     ts: list[float | None] = []
     extra: list[dict[str, float] | None] = []
     errors: list[dict[str, Any]] = []
@@ -155,23 +152,12 @@ def _checked_columns(recs: list[Any]) -> Columns:
                     break
                 continue
             try:
-                # the common case (a float or absent) costs no function call
-                f = "loss"
-                a = r.get("loss")
-                if type(a) is not float and a is not None:
-                    a = _value(a)
-                f = "grad_norm"
-                b = r.get("grad_norm")
-                if type(b) is not float and b is not None:
-                    b = _value(b)
-                f = "lr"
-                c = r.get("lr")
-                if type(c) is not float and c is not None:
-                    c = _value(c)
-                f = "val_loss"
-                d = r.get("val_loss")
-                if type(d) is not float and d is not None:
-                    d = _value(d)
+                row = []
+                for f in VALUE_FIELDS:
+                    v = r.get(f)
+                    if type(v) is not float and v is not None:   # a float or absent needs no call
+                        v = _value(v)
+                    row.append(v)
                 f = "ts"
                 t = r.get("ts")
                 if t is not None:
@@ -188,15 +174,13 @@ def _checked_columns(recs: list[Any]) -> Columns:
                     break
                 continue
             steps.append(s)
-            loss.append(a)
-            grad.append(b)
-            lr.append(c)
-            val.append(d)
+            for col, v in zip(values, row):
+                col.append(v)
             ts.append(t)
             extra.append(x or None)
     if errors:
         raise IngestError(422, errors, rejected=n)
-    return Columns(step=steps, loss=loss, grad_norm=grad, lr=lr, val_loss=val, ts=ts, extra=extra)
+    return Columns(step=steps, **dict(zip(VALUE_FIELDS, values)), ts=ts, extra=extra)
 
 
 _NONE = type(None)
@@ -217,7 +201,7 @@ def _fast_columns(recs: list[Any]) -> Columns | None:
         return None
     values = []
     try:
-        for name in ("loss", "grad_norm", "lr", "val_loss"):
+        for name in VALUE_FIELDS:
             col = [r.get(name) for r in recs]
             types = set(map(type, col))
             if not types <= _FLOAT_OR_NONE:
@@ -238,8 +222,7 @@ def _fast_columns(recs: list[Any]) -> Columns | None:
             extra = [None if x is None else (_extra(x) or None) for x in extra]
     except (ValueError, OverflowError):
         return None
-    return Columns(step=steps, loss=values[0], grad_norm=values[1], lr=values[2], val_loss=values[3],
-                   ts=ts, extra=extra)
+    return Columns(step=steps, **dict(zip(VALUE_FIELDS, values)), ts=ts, extra=extra)
 
 
 def _extra(x: Any) -> dict[str, float]:
