@@ -186,8 +186,6 @@ def read_csv(path: Path) -> Iterator[Record]:
                 yield Record(**values)
         except csv.Error as e:
             raise ReadError(f"{name} line {reader.line_num}: {e}") from None
-        except UnicodeDecodeError as e:
-            raise ReadError(f"{name}: not text (byte {e.start} of a chunk is not UTF-8)") from None
 
 
 # --------------------------------------------------------------------------- JSON lines
@@ -224,30 +222,27 @@ def read_jsonl(path: Path) -> Iterator[Record]:
     holds one JSON array of records is read too."""
     name = path.name
     with _open_text(path) as fh:
-        try:
+        head = fh.read(1)
+        while head and head.isspace():
             head = fh.read(1)
-            while head and head.isspace():
-                head = fh.read(1)
-            if not head:
-                raise ReadError(f"{name}: empty file")
-            fh.seek(0)
-            if head == "[":
-                data = _load_whole_json(fh, name)
-                if not isinstance(data, list):
-                    raise ReadError(f"{name}: expected a JSON array of records")
-                for i, obj in enumerate(data):
-                    yield record_from_json(obj, f"{name} record {i}")
-                return
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ReadError(f"{name} line {lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-                yield record_from_json(obj, f"{name} line {lineno}")
-        except UnicodeDecodeError as e:
-            raise ReadError(f"{name}: not text (byte {e.start} of a chunk is not UTF-8)") from None
+        if not head:
+            raise ReadError(f"{name}: empty file")
+        fh.seek(0)
+        if head == "[":
+            data = _load_whole_json(fh, name)
+            if not isinstance(data, list):
+                raise ReadError(f"{name}: expected a JSON array of records")
+            for i, obj in enumerate(data):
+                yield record_from_json(obj, f"{name} record {i}")
+            return
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ReadError(f"{name} line {lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+            yield record_from_json(obj, f"{name} line {lineno}")
 
 
 # --------------------------------------------------------------------------- trainer_state.json
@@ -260,10 +255,7 @@ def read_trainer_state(path: Path) -> Iterator[Record]:
     run average, not a step value, and is skipped."""
     name = path.name
     with _open_text(path) as fh:
-        try:
-            state = _load_whole_json(fh, name)
-        except UnicodeDecodeError as e:
-            raise ReadError(f"{name}: not text (byte {e.start} of a chunk is not UTF-8)") from None
+        state = _load_whole_json(fh, name)
     if not isinstance(state, dict) or "log_history" not in state:
         raise ReadError(f"{name}: not a trainer_state.json (no 'log_history')")
     history = state["log_history"]
