@@ -93,6 +93,20 @@ class Session:
                 flush(timeout)
 
 
+class SessionCallback:
+    """Mixed into each framework callback: ``monitor`` and ``actor`` read from its ``session``."""
+
+    session: Session
+
+    @property
+    def monitor(self) -> Any:
+        return self.session.monitor
+
+    @property
+    def actor(self) -> Any:
+        return self.session.actor
+
+
 def number(v: Any) -> Any:
     """A framework's scalar as something Monitor.log takes: tensors pass unchanged (read at flush
     time, no sync here), numpy scalars and strings become floats, None stays None."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Session, json_safe, lazy_class, number
+from ._common import Session, SessionCallback, json_safe, lazy_class, number
 
 __all__ = ["LosswatchCallback"]
 
@@ -60,7 +60,7 @@ def _schedule_meta(args: Any, state: Any) -> dict[str, Any] | None:
 def _build() -> type:
     from transformers import TrainerCallback
 
-    class LosswatchCallback(TrainerCallback):
+    class LosswatchCallback(SessionCallback, TrainerCallback):
         """Stream a Trainer's loss, grad-norm and LR to losswatch (optionally act on its advice).
 
         Parameters
@@ -92,14 +92,6 @@ def _build() -> type:
                                    run_id=run_id, project=project, url=url, token=token, meta=meta,
                                    **(monitor_options or {}))
             self._held: tuple[int, dict] | None = None  # a train record waiting for its eval_loss
-
-        @property
-        def monitor(self) -> Any:
-            return self.session.monitor
-
-        @property
-        def actor(self) -> Any:
-            return self.session.actor
 
         def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw):
             meta = json_safe({

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..acting import Actor
-from ._common import Session, json_safe, lazy_class
+from ._common import Session, SessionCallback, json_safe, lazy_class
 
 __all__ = ["LosswatchCallback", "KerasActor"]
 
@@ -87,7 +87,7 @@ class KerasActor(Actor):
 def _build() -> type:
     import keras
 
-    class LosswatchCallback(keras.callbacks.Callback):
+    class LosswatchCallback(SessionCallback, keras.callbacks.Callback):
         """Stream a Keras fit's per-batch loss, grad-norm and LR to losswatch (optionally act).
 
         Parameters
@@ -116,14 +116,6 @@ def _build() -> type:
             self._torch = keras.backend.backend() == "torch"
             self._step = 0
             self._lr: float | None = None
-
-        @property
-        def monitor(self) -> Any:
-            return self.session.monitor
-
-        @property
-        def actor(self) -> Any:
-            return self.session.actor
 
         def on_train_begin(self, logs=None):
             import uuid

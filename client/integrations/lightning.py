@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Session, json_safe, lazy_class, number
+from ._common import Session, SessionCallback, json_safe, lazy_class, number
 from .torch import current_lr, global_grad_norm
 
 __all__ = ["LosswatchCallback"]
@@ -40,7 +40,7 @@ def _build() -> type:
     except ImportError:  # the standalone pytorch_lightning package
         from pytorch_lightning.callbacks import Callback
 
-    class LosswatchCallback(Callback):
+    class LosswatchCallback(SessionCallback, Callback):
         """Stream a Lightning run's loss, grad-norm and LR to losswatch (optionally act).
 
         Parameters
@@ -73,14 +73,6 @@ def _build() -> type:
             self._lr: Any = None
             self._last_logged: int | None = None
             self._val_loss: Any = None
-
-        @property
-        def monitor(self) -> Any:
-            return self.session.monitor
-
-        @property
-        def actor(self) -> Any:
-            return self.session.actor
 
         def on_fit_start(self, trainer, pl_module):
             logger = trainer.logger
