@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from losswatch.detectors.types import encode_float
+
 from .stores.base import VALUE_FIELDS, Columns
 
 LABEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -246,11 +248,7 @@ def json_safe(obj: Any) -> Any:
     would write null: a NaN must stay visible)."""
     t = type(obj)
     if t is float:
-        if obj != obj:
-            return "NaN"
-        if obj in (_INF, -_INF):
-            return "Infinity" if obj > 0 else "-Infinity"
-        return obj
+        return encode_float(obj)
     if t is dict:
         return {k: json_safe(v) for k, v in obj.items()}
     if t is list or t is tuple:
@@ -262,4 +260,4 @@ def safe_column(col: list[float | None]) -> list[float | str | None]:
     """A float column for JSON: non-finite values as strings."""
     if all(v is None or math.isfinite(v) for v in col):
         return col
-    return [json_safe(v) for v in col]
+    return [encode_float(v) for v in col]
