@@ -16,8 +16,6 @@ instead of starting one), ``--no-wait`` (stop the service and exit at the end: t
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import signal
 import socket
@@ -26,7 +24,6 @@ import sys
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,18 +96,20 @@ def _free_port(host: str) -> int:
 
 
 def _get(url: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    parts = urlsplit(url)
-    c = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    """GET through the client's own Transport; ServiceError when the service is unreachable."""
+    from losswatch.client.sender import Transport
+
+    t = Transport(url, timeout=timeout)
     try:
-        c.request("GET", parts.path.rstrip("/") + path)
-        r = c.getresponse()
-        body = r.read()
-        return r.status, (json.loads(body) if body else None)
+        r = t.request("GET", path)
+        return r.status, r.json()
     finally:
-        c.close()
+        t.close()
 
 
 def _start_service(host: str, port: int) -> tuple[subprocess.Popen, str]:
+    from losswatch.client.sender import ServiceError
+
     port = port or _free_port(host)
     url = f"http://{host}:{port}"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -128,7 +127,7 @@ def _start_service(host: str, port: int) -> tuple[subprocess.Popen, str]:
                 # keep draining its stderr so a chatty service can never block on a full pipe
                 threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
                 return proc, url
-        except OSError:
+        except ServiceError:
             pass
         time.sleep(0.1)
     proc.terminate()
