@@ -165,13 +165,15 @@ def run_trial(fn_path: str, trial: Trial, steps: int, early_stop: bool = True, u
     finally:
         rep.close()
     wall = time.perf_counter() - t0
-    final = out.get("final_loss")
-    final = float(final) if isinstance(final, (int, float)) and math.isfinite(final) else None
-    best = out.get("best_loss")
-    best = float(best) if isinstance(best, (int, float)) and math.isfinite(best) else None
+    final, best = _finite_or_none(out.get("final_loss")), _finite_or_none(out.get("best_loss"))
     stopped = early_stop and rep.lost is not None and rep.steps < steps
     return TrialResult(trial.trial_id, trial.policy, trial.seed, final, best, rep.steps, steps, stopped,
                        rep.lost or ("finished" if final is not None else "no finite loss"), wall)
+
+
+def _finite_or_none(v: Any) -> float | None:
+    """A loss the training function returned, as a float; None when absent or not finite."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def _run_trial_args(a: tuple) -> TrialResult:
