@@ -381,6 +381,14 @@ def alert_matches(alert: dict[str, Any], kind: str | None, severity: str | None,
             and (since is None or alert["updated_at"] >= since))
 
 
+def summary_matches(s: RunSummary, projects: set[str] | None, health: str | None,
+                    active_since: float | None) -> bool:
+    """The run filters of GET /v1/runs (``projects`` None = any), the same for every store."""
+    return ((projects is None or s.project in projects)
+            and (health is None or s.health == health)
+            and (active_since is None or (s.last_seen is not None and s.last_seen >= active_since)))
+
+
 def is_finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 

@@ -29,6 +29,7 @@ from .base import (
     new_engine,
     run_engine,
     sorted_contains,
+    summary_matches,
     wall_now,
 )
 
@@ -167,17 +168,8 @@ class MemoryStore(Store):
     async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
                         active_since: float | None = None) -> list[RunSummary]:
         pset = set(projects) if projects is not None else None
-        out = []
-        for rid in sorted(self._runs):
-            s = self._runs[rid].summary
-            if pset is not None and s.project not in pset:
-                continue
-            if health is not None and s.health != health:
-                continue
-            if active_since is not None and (s.last_seen is None or s.last_seen < active_since):
-                continue
-            out.append(s)
-        return out
+        return [s for s in (self._runs[rid].summary for rid in sorted(self._runs))
+                if summary_matches(s, pset, health, active_since)]
 
     async def read_series(self, run_id: str, start: int | None = None,
                           end: int | None = None) -> Columns | None:

@@ -68,6 +68,7 @@ from .base import (
     load_engine,
     new_engine,
     run_engine,
+    summary_matches,
     wall_now,
 )
 from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION, SUMMARIES
@@ -566,13 +567,8 @@ class RedisStore(Store):
                     gone.append(rid)       # expired: drop it from the index
                     continue
                 s = _summary(rid, st)
-                if pset is not None and s.project not in pset:
-                    continue
-                if health is not None and s.health != health:
-                    continue
-                if active_since is not None and (s.last_seen is None or s.last_seen < active_since):
-                    continue
-                out.append(s)
+                if summary_matches(s, pset, health, active_since):
+                    out.append(s)
         if gone:
             await self._r.zrem(self._runs_key, *gone)
         await self._enrich_active(out)
