@@ -213,7 +213,6 @@ class DivergenceDetector(Detector):
         self.esc_hi_start = 0  # loss-record count at which the current high run after the cut began
         self.esc_hi_last = -1
         self.esc_drop = -1  # loss-record count of the first record at the lowered LR
-        self.first_step = -1
         self.ok_since = -1  # loss-record count since which the run looks recovered
         self.gn_warn_log = math.log(gn_warn)
         self.hi_start = 0  # loss-record count at which the current run of high levels began
@@ -226,7 +225,7 @@ class DivergenceDetector(Detector):
     def get_state(self) -> dict[str, Any]:
         return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
-                "ok_since": self.ok_since, "first_step": self.first_step,
+                "ok_since": self.ok_since,
                 "spike_recs": self.spike_recs, "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
                 "esc_drop": self.esc_drop}
@@ -236,7 +235,6 @@ class DivergenceDetector(Detector):
         self.lr_jump_rec, self.spike_recs = d["lr_jump_rec"], d["spike_recs"]
         self.hi_after_spike = d["hi_after_spike"]
         self.ok_since = d["ok_since"]
-        self.first_step = d["first_step"]
         self.esc_lr = d.get("esc_lr", -1.0)  # states saved before escalation existed lack these
         self.esc_n = d.get("esc_n", 0)
         self.esc_hi_start = d.get("esc_hi_start", 0)
@@ -258,15 +256,11 @@ class DivergenceDetector(Detector):
             spikes = spike_screen(f, self.spike_z, self.spike_rel, self.spike_min) & \
                 ~(pratio_arr(f.a("loss"), best, l0, RAW_SHARE) < self.level_ratio)
             step = f.a("step")
-            first = f.a("nl") == 1
-            fs = self.first_step
-            if first.any():  # the first loss is in this batch: step() will measure from it
-                fs = int(step[np.flatnonzero(first)[0]])
-            need = np.maximum(self.lost_patience_frac * (step - fs), self.lost_patience)
+            need = np.maximum(self.lost_patience_frac * (step - f.a("l0_step")), self.lost_patience)
             trend = f.a("trend")
             lost = ((step - f.a("pstep")) >= need) & \
                 (~(trend <= l0) | ~(f.a("worst") < self.blowup * np.abs(l0)))
-            return f.a("lok") & (streak | gn | level | lr_jump | spikes | lost | first)
+            return f.a("lok") & (streak | gn | level | lr_jump | spikes | lost)
 
     def active_screen(self, f):
         # rows where the recovery count can change: recovered rows (counted), and the first
@@ -314,8 +308,6 @@ class DivergenceDetector(Detector):
                 self.ok_since = -1  # a relapse: the same episode, not a new alert
             return
         nl = f.nl[i]
-        if nl == 1:
-            self.first_step = step
         if nl < 2:
             return
         lvl = _pratio(slow, best, l0)
@@ -396,7 +388,7 @@ class DivergenceDetector(Detector):
                         "sustained")
         if rule is None and stalled and nl >= self.lost_min_records:
             since = step - f.pstep[i]
-            p = self.lost_patience_frac * (step - self.first_step)
+            p = self.lost_patience_frac * (step - f.l0_step[i])
             trend = f.trend[i]
             if since >= (p if p > self.lost_patience else self.lost_patience) and \
                     (trend >= self.stuck * l0 if l0 > 0 else trend >= l0) and \

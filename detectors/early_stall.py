@@ -87,17 +87,16 @@ class EarlyStallDetector(Detector):
                          factor=factor, rise=rise, stall=stall, drop=drop)
         self._logc = math.log(collapse)
         self._logc_back = math.log(collapse / 2.0)
-        self.first_step: int | None = None
         self.start = 0  # grad-norm record count where the current qualifying stretch began
         self.last = -1
         self.best_at_alert = 0.0
 
     def get_state(self) -> dict[str, Any]:
-        return {"first_step": self.first_step, "start": self.start, "last": self.last,
+        return {"start": self.start, "last": self.last,
                 "best_at_alert": self.best_at_alert}
 
     def set_state(self, d: dict[str, Any]) -> None:
-        self.first_step, self.start, self.last = d["first_step"], d["start"], d["last"]
+        self.start, self.last = d["start"], d["last"]
         self.best_at_alert = d["best_at_alert"]
 
     def screen(self, f):
@@ -112,7 +111,7 @@ class EarlyStallDetector(Detector):
             ok &= f.a("best") <= self.drop * l0
             ok &= f.a("step") - f.a("best_step") >= self.stall
             ok &= ~(f.a("lrok") & (peak == peak) & (f.a("lr") < self.decayed * peak))
-        return ok | (f.a("nl") == 1)
+        return ok
 
     def _stuck(self, f, i: int) -> bool:
         if f.mu[i] > f.mumax[i] - self._logc or f.nl[i] == 0 or \
@@ -129,8 +128,6 @@ class EarlyStallDetector(Detector):
         return True
 
     def step(self, f, i: int) -> None:
-        if self.first_step is None and f.nl[i] == 1:
-            self.first_step = f.step[i]
         if not f.gok[i]:
             return
         step = f.step[i]
@@ -152,7 +149,7 @@ class EarlyStallDetector(Detector):
         if n < self.patience:
             return
         self.best_at_alert = f.best[i]
-        restart = self.first_step if self.first_step is not None else 0
+        restart = f.l0_step[i]
         ev = {"grad_norm": f.gn[i], "peak_typical": math.exp(f.mumax[i]),
               "typical": math.exp(f.mu[i]), "loss_level": f.slow[i], "first_loss": f.l0[i],
               "consecutive": n, "restart_step": int(restart)}

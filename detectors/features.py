@@ -17,8 +17,9 @@ raw: ``step``, ``rec`` (record ordinal, 1-based over the run), ``loss``, ``gn``,
 ``lrok``/``vok`` (logged and finite; ``gok`` also needs grad-norm >= 0).
 
 loss (state *after* the row; carried unchanged over rows without a finite loss):
-``nl`` count of finite losses; ``l0`` the first finite loss; ``worst`` the highest ``fast``
-so far; ``lprev`` last finite loss; ``lstep`` its step; ``fast`` EMA
+``nl`` count of finite losses; ``l0`` the first finite loss and ``l0_step`` its step (what the
+plateau, lost-run and early-stall rules measure patience and restarts from); ``worst`` the
+highest ``fast`` so far; ``lprev`` last finite loss; ``lstep`` its step; ``fast`` EMA
 (alpha_fast); ``best`` running minimum of ``slow`` (the noise-robust level, so a lucky
 low batch does not set the bar) and ``best_step``; ``up_n`` consecutive rises
 of the raw loss ending here and ``up_base`` the loss just before that streak began; ``slow``
@@ -74,7 +75,7 @@ DEFAULT_PARAMS: dict[str, float] = {
     "alpha_g": 0.05,
 }
 
-LOSS_COLS = ("nl", "l0", "worst", "lprev", "lstep", "fast", "best", "best_step", "up_n", "up_base", "slow", "sd",
+LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "best_step", "up_n", "up_base", "slow", "sd",
              "trend", "pbest", "pstep", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "peak", "rev", "lrdir")
@@ -87,7 +88,7 @@ _BEFORE_ITEMS = tuple(BEFORE.items())
 
 def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS}
-    st.update(nl=0, lstep=-1, best=INF, best_step=-1, up_n=0, pbest=INF, pstep=-1, alt=0.0,
+    st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, up_n=0, pbest=INF, pstep=-1, alt=0.0,
               amp=0.0, dlast=0.0, ng=0, nlr=0, peak=-INF, rev=0, lrdir=0, rec=0)
     return st
 
@@ -159,7 +160,7 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
     _loss_core(st, p, [x], [s])
     nl = st["nl"]
     if nl == 0:
-        st.update(l0=x, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x)
+        st.update(l0=x, l0_step=s, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x)
     else:
         if st["slow"] < st["best"]:
             st["best"] = st["slow"]
@@ -209,6 +210,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     slow, fast = out["slow"], out["fast"]
     out["nl"] = nl0 + np.arange(1, k + 1, dtype=np.int64)
     out["l0"] = np.full(k, start["l0"] if nl0 else xs[0])
+    out["l0_step"] = np.full(k, start["l0_step"] if nl0 else steps[0], dtype=np.int64)
     out["lprev"] = xs
     out["lstep"] = steps
     # best: running minimum of slow; best_step moves on strict improvements only
@@ -230,7 +232,8 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     lb = _ffill_index(begins)
     out["up_n"] = up_n
     out["up_base"] = np.where(lb >= 0, base_vals[np.maximum(lb, 0)], start["up_base"])
-    st.update(nl=nl0 + k, l0=float(out["l0"][-1]), lprev=float(xs[-1]), lstep=int(steps[-1]),
+    st.update(nl=nl0 + k, l0=float(out["l0"][-1]), l0_step=int(out["l0_step"][-1]),
+              lprev=float(xs[-1]), lstep=int(steps[-1]),
               best=float(out["best"][-1]), best_step=int(out["best_step"][-1]),
               worst=float(out["worst"][-1]), up_n=int(up_n[-1]), up_base=float(out["up_base"][-1]))
     return out

@@ -78,29 +78,12 @@ class PlateauDetector(Detector):
                          noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
                          blowup=blowup, gn_drop=gn_drop)
         self.gn_drop_log = math.log(gn_drop)
-        self.first_loss = float("nan")
-        self.first_step = -1
-
-    def get_state(self) -> dict[str, Any]:
-        return {"first_loss": self.first_loss, "first_step": self.first_step}
-
-    def set_state(self, d: dict[str, Any]) -> None:
-        self.first_loss, self.first_step = d["first_loss"], d["first_step"]
-
-    def _patience(self, step: int) -> float:
-        p = self.patience_frac * (step - self.first_step)
-        return p if p > self.patience else self.patience
 
     def screen(self, f):
         step = f.a("step")
-        lok = f.a("lok")
-        first = f.a("nl") == 1
-        fs = self.first_step
-        if first.any():  # the first loss is in this batch: step() will measure patience from it
-            fs = int(step[np.flatnonzero(first)[0]])
         since = step - f.a("pstep")
-        need = np.maximum(self.patience_frac * (step - fs), self.patience)
-        return lok & ((since >= need) | first)
+        need = np.maximum(self.patience_frac * (step - f.a("l0_step")), self.patience)
+        return f.a("lok") & (since >= need)
 
     def active_screen(self, f):
         # resolves when the trend improves (pstep moves past the one recorded at the alert);
@@ -116,9 +99,6 @@ class PlateauDetector(Detector):
         if not f.lok[i]:
             return
         step = f.step[i]
-        if f.nl[i] == 1:
-            self.first_loss = f.loss[i]
-            self.first_step = step
         if self.alert is None and step - f.pstep[i] < self.patience:
             return
         if self.alert is not None:
@@ -139,7 +119,8 @@ class PlateauDetector(Detector):
         if f.nl[i] < self.min_records:
             return
         since = step - f.pstep[i]
-        if since < self._patience(step):
+        need = self.patience_frac * (step - f.l0_step[i])
+        if since < (need if need > self.patience else self.patience):
             return
         trend = f.trend[i]
         level = f.slow[i]
@@ -148,7 +129,7 @@ class PlateauDetector(Detector):
         lr = f.lr[i] if f.lrok[i] else None
         peak = f.peak[i]
         ev: dict[str, Any] = {"trend": trend, "since": since, "improved_at": f.pstep[i],
-                              "noise": noise, "zigzag": zigzag, "first_loss": self.first_loss,
+                              "noise": noise, "zigzag": zigzag, "first_loss": f.l0[i],
                               "converged": False}
         if lr is not None:
             ev.update(lr=lr, peak_lr=peak)
@@ -160,7 +141,7 @@ class PlateauDetector(Detector):
                               Action("none", {}, "The LR has decayed and the loss has flattened: the run "
                                      "has converged. Nothing to do."))
             return
-        fl = self.first_loss
+        fl = f.l0[i]
         stuck = fl == fl and (trend >= self.stuck * fl if fl > 0 else trend >= fl)
         if stuck and lost_after_blowup(trend, fl, f.worst[i], f.sd[i], self.blowup):
             return  # not a plateau: a lost run (the divergence detector reports it)
