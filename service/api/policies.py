@@ -14,12 +14,12 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 
 from ..auth import Scope, get_scope
-from ..lr.policy_db import PolicyDB
+from ..lr.policy_db import SQL_INT_MAX, PolicyDB
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 MAX_ENTRIES_PER_POST = 1000
-SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER: larger Python ints would be a 500, not a 422
+# integer parameters are bounded by SQL_INT_MAX: a larger int would be a 500 from SQLite, not a 422
 
 
 def policy_db(request: Request) -> PolicyDB:

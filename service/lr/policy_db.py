@@ -33,6 +33,7 @@ from losswatch.detectors.schedules import build_schedule
 
 TASK_FIELDS = ("model_family", "dataset", "optimizer", "batch_size")
 SOURCES = ("seed", "user", "tune", "evaluate")
+SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER: a larger Python int cannot be stored
 
 
 def default_path() -> str:
@@ -136,7 +137,7 @@ def _int(v: Any, name: str, minimum: int = 0) -> int:
         raise ValueError(f"{name} must be an integer, got {v!r}")
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
-    if v > 2**63 - 1:
+    if v > SQL_INT_MAX:
         raise ValueError(f"{name} is too large ({v!r})")
     return int(v)
 
