@@ -65,6 +65,7 @@ from .base import (
     Store,
     StoreUnavailable,
     classify_steps,
+    last_values,
     load_engine,
     new_engine,
     run_engine,
@@ -262,7 +263,7 @@ class RedisStore(Store):
         engine = cached.engine
         changed, rec, health = run_engine(engine, cols, in_order)
         eng_bytes = engine.to_bytes()
-        new_last = max(cols.step[i] for i in in_order) if in_order else None
+        new_last = cols.step[in_order[-1]] if in_order else None   # in_order steps increase
 
         args: list[Any] = []
         # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
@@ -288,8 +289,7 @@ class RedisStore(Store):
             args += [a.id, json.dumps(d)]
         last_json = ""
         if in_order:
-            j = max(in_order, key=cols.step.__getitem__)
-            last_json = json.dumps({f: getattr(cols, f)[j] for f in ser.VALUE_FIELDS})
+            last_json = json.dumps(last_values(cols, in_order[-1]))
         act_json = json.dumps([a.to_dict() for a in engine.active_alerts]) if changed else ""
         head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,

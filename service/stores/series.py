@@ -31,11 +31,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .base import VALUE_FIELDS
+
 # Steps per raw chunk. 960 = 15 level-1 buckets; 120 + 960 * 40 bytes fits jemalloc's 40 KiB size
 # class with 6% slack (1024 steps would spill into the 48 KiB class: 17% waste).
 CHUNK = 960
-FIELDS = ("loss", "grad_norm", "lr", "val_loss", "ts")
-VALUE_FIELDS = FIELDS[:4]
+FIELDS = (*VALUE_FIELDS, "ts")
 NF = len(FIELDS)
 SLOT_BYTES = 8 * NF
 PRESENCE_BYTES = CHUNK // 8           # the bitmap comes first: bit k = slot k is stored
