@@ -84,7 +84,6 @@ class ScheduleMonitor(Detector):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self.n_obs = 0
         self.first_step: int | None = None
         self.first_lr: float | None = None
         self.last_lr: float | None = None
@@ -138,7 +137,7 @@ class ScheduleMonitor(Detector):
 
     def step(self, f: Any, i: int) -> None:
         lr = f.lr[i]
-        if lr is None or lr != lr:
+        if lr != lr:  # not logged, or NaN
             if self.sched is None and not self.spec_reported:
                 self.observe(int(f.step[i]), math.nan)  # report the unreadable declaration once
             return
@@ -154,7 +153,6 @@ class ScheduleMonitor(Detector):
             return
         if not math.isfinite(lr):
             return  # a NaN/inf LR is the nan detector's business, not a schedule mismatch
-        self.n_obs += 1
         if self.first_step is None:
             self.first_step, self.first_lr = step, lr
         elif self.last_lr is not None and not math.isclose(lr, self.last_lr, rel_tol=1e-6, abs_tol=0.0):
@@ -256,7 +254,7 @@ class ScheduleMonitor(Detector):
         return max(1, round((self.first_change_step - self.first_step) / first))
 
     # -- state ----------------------------------------------------------------------------------
-    _STATE = ("n_obs", "first_step", "first_lr", "last_lr", "n_changes", "first_change_step", "miss_streak",
+    _STATE = ("first_step", "first_lr", "last_lr", "n_changes", "first_change_step", "miss_streak",
               "match_streak", "min_logratio", "max_logratio", "diagnosis", "spec_reported")
 
     def get_state(self) -> dict[str, Any]:
