@@ -112,10 +112,10 @@ def read_run(path: str | Path) -> dict[str, list]:
 
     Parsed by losswatch's own CSV reader (the one ``losswatch replay`` uses), so the benchmark
     reads a file exactly as a user's replay would."""
-    from losswatch.service.readers import read_csv
+    from losswatch.service.readers import read_run as read_records
 
     cols: dict[str, list] = {"step": [], "loss": [], "grad_norm": [], "lr": [], "val_loss": []}
-    for r in read_csv(Path(path)):
+    for r in read_records(path, "csv"):
         cols["step"].append(r.step)
         for k in ("loss", "grad_norm", "lr", "val_loss"):
             cols[k].append(getattr(r, k))

@@ -76,11 +76,11 @@ def eventful_run(n: int, seed: int = 1) -> list:
 
 
 def public_run() -> list | None:
-    from losswatch.service.readers import read_csv
+    from losswatch.service.readers import read_run
 
     if not PUBLIC.exists():
         return None
-    return list(read_csv(PUBLIC))
+    return list(read_run(PUBLIC, "csv"))
 
 
 def measure(records: list, batch: int | None, repeats: int) -> dict:
