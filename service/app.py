@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from contextlib import asynccontextmanager
 
@@ -15,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api.models import ErrorOut
-from .api import actions, alerts, health, metrics as metrics_api, runs, steps
+from .api import actions, alerts, health, metrics as metrics_api, policies, runs, steps
 from .auth import scope_for
 from .ingest import json_safe
 from .metrics import ServiceMetrics
@@ -131,13 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     common = {401: {"model": ErrorOut, "description": "missing or invalid bearer token (auth on)"},
               403: {"model": ErrorOut, "description": "the token does not cover the project named"},
               503: {"model": ErrorOut, "description": "the store is unavailable; retry after Retry-After"}}
-    for r in (steps.router, runs.router, alerts.router, actions.router, health.router, metrics_api.router):
+    for r in (steps.router, runs.router, alerts.router, actions.router, health.router, metrics_api.router,
+              policies.router):
         app.include_router(r, responses=common)
-    try:  # the LR-tooling engineer's router, when present
-        policies = importlib.import_module("losswatch.service.api.policies")
-        app.include_router(policies.router, responses=common)
-    except ModuleNotFoundError:
-        pass
 
     retry = str(settings.retry_after)
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .settings import Settings
-
 _bearer = HTTPBearer(auto_error=False, description="a token from LOSSWATCH_TOKENS (when set)")
 
 
@@ -44,10 +42,6 @@ class Scope:
             return next(iter(self.projects))
         raise HTTPException(422, "this token covers several projects: name one with ?project= "
                                  "(or the body's \"project\") to create a run")
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def scope_for(tokens: dict[str, frozenset[str]], authorization: str | None) -> Scope:
