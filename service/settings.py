@@ -87,14 +87,15 @@ class Settings:
         env = os.environ if env is None else env
         tokens = parse_tokens(env.get("LOSSWATCH_TOKENS", ""))
         host = env.get("LOSSWATCH_HOST") or ("0.0.0.0" if tokens else "127.0.0.1")
+        # the defaults are the fields' own (class attributes of the dataclass)
         return cls(
             host=host,
-            port=_int(env, "LOSSWATCH_PORT", 8000, 0),
-            store_url=env.get("LOSSWATCH_STORE") or "memory://",
-            workers=_int(env, "LOSSWATCH_WORKERS", 1),
+            port=_int(env, "LOSSWATCH_PORT", cls.port, 0),
+            store_url=env.get("LOSSWATCH_STORE") or cls.store_url,
+            workers=_int(env, "LOSSWATCH_WORKERS", cls.workers),
             tokens=tokens,
-            max_batch_records=_int(env, "LOSSWATCH_MAX_BATCH_RECORDS", 10_000),
-            max_body_bytes=_int(env, "LOSSWATCH_MAX_BODY_BYTES", 8 * 1024 * 1024),
-            metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", 900),
-            retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", 2),
+            max_batch_records=_int(env, "LOSSWATCH_MAX_BATCH_RECORDS", cls.max_batch_records),
+            max_body_bytes=_int(env, "LOSSWATCH_MAX_BODY_BYTES", cls.max_body_bytes),
+            metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", cls.metrics_ttl),
+            retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", cls.retry_after),
         )
