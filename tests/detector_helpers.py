@@ -21,6 +21,24 @@ def replay(losses=None, gns=None, lrs=None, vals=None, steps=None, meta=None):
     return eng, out
 
 
+def one_at_a_time(records, run_id="r", meta=None):
+    """Feed Records one at a time through a fresh engine; (engine, all alert changes)."""
+    eng = Engine(run_id, meta)
+    out = []
+    for r in records:
+        out += eng.update(r)
+    return eng, out
+
+
+def in_batches(records, size, run_id="r", meta=None):
+    """Feed Records through ``update_batch`` in chunks of ``size``; (engine, all alert changes)."""
+    eng = Engine(run_id, meta)
+    out = []
+    for k in range(0, len(records), size):
+        out += eng.update_batch(records[k:k + size])
+    return eng, out
+
+
 def raised(alerts, kind=None, min_severity="info"):
     """Alerts as first raised (one per episode), optionally of one kind and severity."""
     rank = {"info": 0, "warning": 1, "critical": 2}

@@ -2,7 +2,7 @@
 
 import math
 
-from detector_helpers import healthy_curve, raised, replay
+from detector_helpers import healthy_curve, in_batches, raised, replay
 
 # BLOOM chronicles excerpts (bigscience-workshop/bigscience, see shared/data/public-logs):
 # (step, lm loss, grad norm)
@@ -143,16 +143,12 @@ def test_no_escalation_when_the_cut_works_or_was_not_made():
 
 
 def test_escalation_is_the_same_in_batches_and_one_record_at_a_time():
-    from losswatch.detectors import Engine
     from losswatch.detectors.types import Record
 
     losses, gns, lrs = _cut_run(cut=True, recovers=False, n=200)
     _, one = replay(losses, gns, lrs)
-    eng = Engine("t")
     recs = [Record(s, x, g, lr) for s, (x, g, lr) in enumerate(zip(losses, gns, lrs))]
-    batched = []
-    for k in range(0, len(recs), 17):
-        batched += eng.update_batch(recs[k:k + 17])
+    _, batched = in_batches(recs, 17, run_id="t")
     key = lambda a: (a.id, a.step, a.last_step, a.severity, a.action.to_dict(), a.resolved_step)  # noqa: E731
     assert [key(a) for a in batched] == [key(a) for a in one]
     assert _escalations(batched)

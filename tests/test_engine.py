@@ -10,28 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detector_helpers import in_batches, one_at_a_time
 from losswatch.detectors import Batch, Engine
 from losswatch.detectors.types import Record
 
 
 def _dicts(alerts):
     return [a.to_dict() for a in alerts]
-
-
-def one_at_a_time(records, run_id="r", meta=None):
-    eng = Engine(run_id, meta)
-    out = []
-    for r in records:
-        out += eng.update(r)
-    return eng, out
-
-
-def in_batches(records, size, run_id="r", meta=None):
-    eng = Engine(run_id, meta)
-    out = []
-    for k in range(0, len(records), size):
-        out += eng.update_batch(records[k:k + size])
-    return eng, out
 
 
 def realistic_run(n, seed, lr=1e-3):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as tls
 
+from detector_helpers import in_batches, one_at_a_time
 from losswatch.detectors.schedule_monitor import ScheduleMonitor
 
 
@@ -152,18 +153,15 @@ def test_state_round_trips_mid_episode():
 
 
 def test_runs_inside_the_engine_one_record_and_batch_paths_agree():
-    from losswatch.detectors import Batch, Engine
+    from losswatch.detectors import Engine
     from losswatch.detectors.types import Record
 
     spec = {"name": "warmup_cosine", "lr": 0.1, "warmup_steps": 50, "total_steps": 400}
     lrs = _lrs(lambda o: tls.CosineAnnealingLR(o, 400), 400)  # warmup forgotten
     recs = [Record(step=s, loss=2.0 / (1 + 0.01 * s), lr=lr) for s, lr in enumerate(lrs)]
-    one = Engine(run_id="r1", meta={"lr_schedule": spec})
-    got_one = [a for r in recs for a in one.update(r) if a.detector == "schedule_monitor"]
-    batch = Engine(run_id="r1", meta={"lr_schedule": spec})
-    got_batch = []
-    for k in range(0, 400, 64):
-        got_batch += [a for a in batch.update_batch(Batch.from_records(recs[k:k + 64])) if a.detector == "schedule_monitor"]
+    meta = {"lr_schedule": spec}
+    got_one = [a for a in one_at_a_time(recs, "r1", meta)[1] if a.detector == "schedule_monitor"]
+    got_batch = [a for a in in_batches(recs, 64, "r1", meta)[1] if a.detector == "schedule_monitor"]
     assert [a.to_dict() for a in got_one] == [a.to_dict() for a in got_batch]
     assert got_one[0].kind == "lr_anomaly" and got_one[0].evidence["diagnosis"] == "warmup_missing"
     assert got_one[0].id == "r1:lr_anomaly.schedule_monitor:4"
