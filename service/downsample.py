@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stores.base import Columns
+from .stores.base import VALUE_FIELDS, Columns, column_array
 
 METHOD = "minmax"
-
-
-def _arr(col: list[float | None]) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in col], dtype=float) if col else np.zeros(0)
 
 
 def downsample(cols: Columns, max_points: int) -> tuple[Columns, int]:
@@ -36,13 +32,12 @@ def downsample(cols: Columns, max_points: int) -> tuple[Columns, int]:
     if n <= max_points:
         return cols, 0
     buckets = max(1, max_points // 4)
-    loss = _arr(cols.loss)
-    grad = _arr(cols.grad_norm)
-    # a value is "non-finite" only if logged (None -> nan in the arrays, so check the lists)
+    arrays = {f: column_array(getattr(cols, f)) for f in VALUE_FIELDS}
+    loss, grad = arrays["loss"][0], arrays["grad_norm"][0]
+    # a value is "non-finite" only if logged (a None is NaN in the arrays: the mask tells them apart)
     bad = np.zeros(n, dtype=bool)
-    for col in (cols.loss, cols.grad_norm, cols.lr, cols.val_loss):
-        a = np.array([v is not None and not np.isfinite(v) for v in col], dtype=bool)
-        bad |= a
+    for values, logged in arrays.values():
+        bad |= logged & ~np.isfinite(values)
     edges = np.linspace(0, n, buckets + 1).astype(int)
     keep: set[int] = set()
     for lo, hi in zip(edges[:-1], edges[1:]):

@@ -305,7 +305,7 @@ def load_engine(state: bytes):
     return Engine.from_bytes(state)
 
 
-def _signal(col: list[float | None]):
+def column_array(col: list[float | None]):
     """(float64 values with NaN where not logged, mask of logged entries) without a Python
     loop in the common case of a column that is fully logged or not logged at all."""
     import numpy as np
@@ -326,8 +326,7 @@ def to_batch(cols: Columns):
     from losswatch.detectors import Batch
 
     return Batch(np.array(cols.step, dtype=np.int64),
-                 {"loss": _signal(cols.loss), "grad_norm": _signal(cols.grad_norm),
-                  "lr": _signal(cols.lr), "val_loss": _signal(cols.val_loss)})
+                 {f: column_array(getattr(cols, f)) for f in VALUE_FIELDS})
 
 
 def run_engine(engine, cols: Columns, in_order: list[int]):
