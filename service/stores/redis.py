@@ -258,8 +258,8 @@ class RedisStore(Store):
         p = self._p(run_id)
         split = classify_steps(cols.step, lambda _k: False, cached.last_step)
         in_order = split.in_order
-        in_set = set(in_order)
-        cands = [i for i in split.new if i not in in_set]   # at or below last_step: maybe stored
+        # new steps at or below last_step (maybe stored already); none in an in-order batch
+        cands = [] if len(in_order) == len(split.new) else sorted(set(split.new) - set(in_order))
         engine = cached.engine
         changed, rec, health = run_engine(engine, cols, in_order)
         eng_bytes = engine.to_bytes()
