@@ -16,6 +16,7 @@ from losswatch.service.stores import series as ser
 from losswatch.service.stores.base import Columns, ProjectConflict, StoreUnavailable
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
+from service_helpers import same
 
 NARROW = (ser.Level(64, 4), ser.Level(128, 4), ser.Level(512, None))
 
@@ -49,12 +50,6 @@ def cols_of(recs: list[dict]) -> Columns:
             getattr(c, f).append(r.get(f))
         c.extra.append(r.get("extra"))
     return c
-
-
-def same(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
 
 
 def assert_same_series(x: Columns, y: Columns) -> None:

@@ -4,10 +4,10 @@ stored once and the alerts are exactly those of one process (memory store) fed t
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 
+from losswatch.detectors.types import encode_float
 from service_helpers import client, post_records
 
 from test_redis_store import curve, prefix_rounds
@@ -15,14 +15,8 @@ from test_redis_store import curve, prefix_rounds
 
 def wire(recs: list[dict]) -> list[dict]:
     """Records as the client sends them (non-finite values as strings)."""
-    out = []
-    for r in recs:
-        d = {k: v for k, v in r.items() if v is not None}
-        for k, v in list(d.items()):
-            if isinstance(v, float) and not math.isfinite(v):
-                d[k] = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-        out.append(d)
-    return out
+    return [{k: encode_float(v) if type(v) is float else v for k, v in r.items() if v is not None}
+            for r in recs]
 
 
 def alert_view(alerts: list[dict]) -> list[tuple]:
