@@ -10,15 +10,16 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from losswatch.detectors.types import ACTION_TYPES
+from losswatch.detectors.types import ACTION_TYPES, HEALTH_STATES, KINDS, SEVERITIES
 
-LABEL_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-Health = Literal["ok", "warning", "critical"]
-Severity = Literal["info", "warning", "critical"]
-Kind = Literal["nan", "divergence", "spike", "oscillation", "plateau", "grad_explosion",
-               "grad_vanishing", "lr_anomaly", "overfitting"]
-ActionType = Literal["scale_lr", "clip_grad_norm", "rollback", "skip_batch", "add_warmup", "stop", "none"]
-assert set(ActionType.__args__) == set(ACTION_TYPES)  # type: ignore[attr-defined]
+from ..ingest import LABEL_RE
+
+LABEL_PATTERN = f"^{LABEL_RE.pattern}$"
+# the contract's tuples (Literal[tuple] is Literal of its items)
+Health = Literal[HEALTH_STATES]
+Severity = Literal[SEVERITIES]
+Kind = Literal[KINDS]
+ActionType = Literal[ACTION_TYPES]
 
 Num = Union[float, Literal["NaN", "Infinity", "-Infinity"], None]
 
