@@ -14,13 +14,14 @@ from typing import Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from losswatch.detectors.types import HEALTH_STATES, SEVERITY_RANK
+
 from .stores.base import RunSummary
 
 # the *_created series double the counters' cardinality and no dashboard uses them
 disable_created_metrics()
 
-HEALTH_VALUE = {"ok": 0, "warning": 1, "critical": 2}
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+HEALTH_VALUE = {h: i for i, h in enumerate(HEALTH_STATES)}   # ok 0, warning 1, critical 2
 
 # per-run gauge name -> key in RunSummary.last ("step" comes from last_step)
 RUN_GAUGES = (
@@ -84,7 +85,7 @@ class ServiceMetrics:
             worst: dict[str, str] = {}
             for a in s.active_alerts:
                 k, sev = a["kind"], a["severity"]
-                if k not in worst or SEVERITY_ORDER.get(sev, 0) > SEVERITY_ORDER.get(worst[k], 0):
+                if k not in worst or SEVERITY_RANK.get(sev, 0) > SEVERITY_RANK.get(worst[k], 0):
                     worst[k] = sev
             for k, sev in sorted(worst.items()):
                 active.add_metric(lab + [k, sev], 1.0)
