@@ -26,11 +26,8 @@ async def readyz(request: Request, scope: Scope = Depends(get_scope)) -> Respons
     store = request.app.state.store
     try:
         await asyncio.wait_for(store.ping(), timeout=2.0)
-    except StoreUnavailable as e:
-        return json_response({"ready": False, "store": store.url, "reason": str(e)}, 503,
-                             {"Retry-After": str(request.app.state.settings.retry_after)})
-    except (asyncio.TimeoutError, OSError) as e:
-        return json_response({"ready": False, "store": store.url,
-                              "reason": f"store did not answer: {type(e).__name__} {e}"}, 503,
+    except (StoreUnavailable, asyncio.TimeoutError, OSError) as e:
+        reason = str(e) if isinstance(e, StoreUnavailable) else f"store did not answer: {type(e).__name__} {e}"
+        return json_response({"ready": False, "store": store.url, "reason": reason}, 503,
                              {"Retry-After": str(request.app.state.settings.retry_after)})
     return json_response({"ready": True, "store": store.url, "reason": None})
