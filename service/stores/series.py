@@ -92,10 +92,13 @@ def pack_rows(cols, idx: Sequence[int]) -> bytes:
     for j, name in enumerate(FIELDS):
         col = getattr(cols, name)
         vals = [col[i] for i in idx]
-        m = [v is None for v in vals]
-        if any(m):
-            mask[:, j] = m
-            vals = [0.0 if v is None else v for v in vals]
+        if None in vals:    # C-speed check: a fully logged column needs no per-value pass
+            if vals.count(None) == n:
+                mask[:, j] = True
+                vals = 0.0
+            else:
+                mask[:, j] = [v is None for v in vals]
+                vals = [0.0 if v is None else v for v in vals]
         arr[:, j] = vals
     if mask.any():
         arr.view("<u8")[mask] = NONE_BITS
