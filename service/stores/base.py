@@ -36,7 +36,6 @@ from __future__ import annotations
 import abc
 import bisect
 import itertools
-import math
 import operator
 import time
 from dataclasses import dataclass, field
@@ -100,21 +99,6 @@ class Columns:
             ts=[self.ts[i] for i in idx],
             extra=[self.extra[i] for i in idx],
         )
-
-    def row(self, i: int) -> dict[str, Any]:
-        """Row ``i`` as a plain dict (floats as floats, NaN included)."""
-        return {
-            "step": self.step[i],
-            "loss": self.loss[i],
-            "grad_norm": self.grad_norm[i],
-            "lr": self.lr[i],
-            "val_loss": self.val_loss[i],
-            "ts": self.ts[i],
-            "extra": self.extra[i] or {},
-        }
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [self.row(i) for i in range(len(self.step))]
 
 
 @dataclass(slots=True)
@@ -386,10 +370,6 @@ def summary_matches(s: RunSummary, projects: set[str] | None, health: str | None
     return ((projects is None or s.project in projects)
             and (health is None or s.health == health)
             and (active_since is None or (s.last_seen is not None and s.last_seen >= active_since)))
-
-
-def is_finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
 
 
 def open_store(url: str) -> Store:

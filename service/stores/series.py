@@ -80,10 +80,6 @@ _AGG_FIELD = struct.Struct("<dddIII")
 _RAW_MASK_MAX = 8     # bytes: up to 64 steps the bitmap is stored as is
 
 
-def chunk_of(step: int) -> int:
-    return step // CHUNK
-
-
 def pack_rows(cols, idx: Sequence[int]) -> bytes:
     """The rows ``idx`` of a :class:`~.base.Columns` as packed float64 slots (n * 40 bytes)."""
     n = len(idx)
