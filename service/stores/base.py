@@ -314,23 +314,12 @@ def to_batch(cols: Columns):
 
 
 def run_engine(engine, cols: Columns, in_order: list[int]):
-    """Feed the in-order rows to the engine.
-
-    A batch of at most ``engine.SMALL_BATCH`` rows goes to ``engine.update`` one Record at a time,
-    built straight from the columns: ``update_batch`` would do the same after a round trip through
-    numpy arrays and back (``to_batch`` then ``Batch.records``), ~30 us of a batch of 10. A larger
-    batch goes to ``update_batch`` in one vectorised pass.
+    """Feed the in-order rows to the engine in one vectorised pass.
 
     Returns (changed alerts as Alert objects, recommendation dict or None, health).
     """
     changed = []
-    if len(in_order) <= engine.SMALL_BATCH:
-        from losswatch.detectors.types import Record
-
-        step, loss, grad, lr, val = cols.step, cols.loss, cols.grad_norm, cols.lr, cols.val_loss
-        for i in in_order:
-            changed += engine.update(Record(step[i], loss[i], grad[i], lr[i], val[i]))
-    else:
+    if in_order:
         sub = cols if len(in_order) == len(cols) else cols.take(in_order)
         changed = engine.update_batch(to_batch(sub))
     rec = engine.recommendation
