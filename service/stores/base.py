@@ -314,7 +314,8 @@ def to_batch(cols: Columns):
 
 
 def run_engine(engine, cols: Columns, in_order: list[int]):
-    """Feed the in-order rows to the engine in one vectorised pass.
+    """Feed the in-order rows to the engine as one batch (``Engine.update_batch`` picks the
+    one-record or the vectorised path by the batch's size).
 
     Returns (changed alerts as Alert objects, recommendation dict or None, health).
     """
