@@ -13,10 +13,11 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from losswatch.detectors.types import json_safe
+
 from .api.models import ErrorOut
 from .api import actions, alerts, health, metrics as metrics_api, policies, runs, steps
 from .auth import scope_for
-from .ingest import json_safe
 from .metrics import ServiceMetrics
 from .settings import Settings
 from .stores.base import StoreUnavailable, open_store

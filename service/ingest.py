@@ -243,19 +243,6 @@ def _extra(x: Any) -> dict[str, float]:
     return out
 
 
-def json_safe(obj: Any) -> Any:
-    """Replace non-finite floats by "NaN"/"Infinity"/"-Infinity" anywhere in ``obj`` (orjson
-    would write null: a NaN must stay visible)."""
-    t = type(obj)
-    if t is float:
-        return encode_float(obj)
-    if t is dict:
-        return {k: json_safe(v) for k, v in obj.items()}
-    if t is list or t is tuple:
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def safe_column(col: list[float | None]) -> list[float | str | None]:
     """A float column for JSON: non-finite values as strings."""
     if all(v is None or math.isfinite(v) for v in col):

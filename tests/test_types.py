@@ -35,3 +35,14 @@ def test_two_detectors_of_one_kind_opening_on_one_step_get_distinct_ids():
     b = Alert("r", 40, "lr_anomaly", "warning", "schedule_monitor", "LR is not the declared schedule")
     assert a.id == "r:lr_anomaly:40" and b.id == "r:lr_anomaly.schedule_monitor:40"
     assert a.id != b.id
+
+
+def test_json_safe_keeps_non_finite_values_visible_at_any_depth():
+    import numpy as np
+
+    from losswatch.detectors.types import json_safe
+
+    doc = {"a": float("nan"), 3: [float("inf"), (np.float64("-inf"), 1.5)], "s": "x"}
+    out = json_safe(doc)
+    assert out == {"a": "NaN", "3": ["Infinity", ["-Infinity", 1.5]], "s": "x"}
+    json.dumps(out, allow_nan=False)  # strict JSON

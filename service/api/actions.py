@@ -7,10 +7,9 @@ import time
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from losswatch.detectors.types import ACTION_TYPES
+from losswatch.detectors.types import ACTION_TYPES, json_safe
 
 from ..auth import Scope, get_scope
-from ..ingest import json_safe
 from .common import RunIdPath, json_response, store_of, visible_run
 from .models import ActionReportIn, ActionReportOut, ErrorOut
 

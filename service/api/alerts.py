@@ -7,8 +7,9 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
+from losswatch.detectors.types import json_safe
+
 from ..auth import Scope, get_scope
-from ..ingest import json_safe
 from .common import RunIdPath, json_response, store_of, visible_run
 from .models import AlertOut, AlertsOut, ErrorOut, Kind, RunAlertsOut, Severity
 

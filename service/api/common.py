@@ -9,8 +9,9 @@ import orjson
 from fastapi import HTTPException, Path, Request
 from fastapi.responses import Response
 
+from losswatch.detectors.types import json_safe
+
 from ..auth import Scope
-from ..ingest import json_safe
 from ..stores.base import ProjectConflict, RunSummary, Store
 from .models import LABEL_PATTERN
 

@@ -8,9 +8,11 @@ from typing import Optional
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
+from losswatch.detectors.types import json_safe
+
 from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
-from ..ingest import IngestError, json_safe, parse_steps, safe_column, valid_label
+from ..ingest import IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import ProjectConflict
 from .common import RunIdPath, conflict_error, json_response, store_of, visible_run, write_project
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from losswatch.detectors.types import SEVERITY_RANK, encode_float
+from losswatch.detectors.types import SEVERITY_RANK, json_safe
 from losswatch.service.readers import FORMATS, ReadError, chunked, parse_tag_map, read_run
 
 EXIT_READ_ERROR = 2
@@ -143,23 +143,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _json_safe(v: Any) -> Any:
-    """JSON has no NaN: non-finite floats anywhere in an alert travel as strings (DESIGN.md)."""
-    if isinstance(v, float):
-        return encode_float(v)
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
-
-
 class _JsonlPrinter:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
     def emit(self, event: str, alert: dict[str, Any]) -> None:
-        self.out.write(json.dumps({"event": event, **_json_safe(alert)}, allow_nan=False) + "\n")
+        self.out.write(json.dumps({"event": event, **json_safe(alert)}, allow_nan=False) + "\n")
 
     def close(self) -> None:
         self.out.flush()
