@@ -33,6 +33,11 @@ grad-norm (after, carried): ``ng`` count, ``glast`` last finite value, ``mu``/``
 variance of log(grad-norm) (alpha_g, winsorised so one explosion does not move the baseline),
 ``mumax`` the largest ``mu`` so far.
 
+first-order work (after, carried; rows with a finite LR >= 0 and grad-norm): ``fo`` the running
+sum of ``lr * grad_norm**2 * (steps since the previous such row)``, the decrease of the loss a
+plain gradient step would make if the loss were linear (what ``sgd_efficiency`` compares the
+real decrease with), and ``fostep`` the step of the last row folded in.
+
 LR (after, carried): ``nlr`` count, ``lrlast`` last finite LR, ``peak`` max LR so far, ``rev``
 number of direction reversals of the LR (warm-up then decay = 1; cyclic schedules keep adding),
 ``lrdir`` last non-zero direction (+1/-1/0).
@@ -79,16 +84,18 @@ LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "
              "trend", "pbest", "pstep", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "peak", "rev", "lrdir")
+FO_COLS = ("fo", "fostep")
+FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
 BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
           "b_glast": "glast", "b_lrlast": "lrlast", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
-ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS
+ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS
 _BEFORE_ITEMS = tuple(BEFORE.items())
 
 
 def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS}
-    st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, up_n=0, pbest=INF, pstep=-1, alt=0.0,
+    st.update(fo=0.0, fostep=-1, nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, up_n=0, pbest=INF, pstep=-1, alt=0.0,
               amp=0.0, dlast=0.0, ng=0, nlr=0, peak=-INF, rev=0, lrdir=0, rec=0)
     return st
 
@@ -323,6 +330,27 @@ def _lr_batch(st: dict[str, Any], lrs: np.ndarray):
             "rev": rev, "lrdir": lrdir}
 
 
+def _fo_one(st: dict[str, Any], lr: float, g: float, s: int) -> None:
+    gap = s - st["fostep"] if st["fostep"] >= 0 else 1
+    t = lr * g * g * gap
+    st["fo"] += t if t < FO_MAX else FO_MAX
+    st["fostep"] = s
+
+
+def _fo_batch(st: dict[str, Any], lrs: np.ndarray, gs: np.ndarray, steps: np.ndarray):
+    """The same sums as ``_fo_one``: elementwise products in the same order and a sequential
+    running sum (``np.cumsum`` adds left to right), so both paths give identical floats."""
+    prev = np.concatenate(([st["fostep"]], steps[:-1]))
+    gap = steps - prev
+    if st["fostep"] < 0:
+        gap[0] = 1
+    with np.errstate(over="ignore"):  # an overflow to inf is clipped, as in _fo_one
+        t = np.minimum(lrs * gs * gs * gap, FO_MAX)
+    fo = np.cumsum(np.concatenate(([st["fo"]], t)))[1:]
+    st.update(fo=float(fo[-1]), fostep=int(steps[-1]))
+    return {"fo": fo, "fostep": steps}
+
+
 class Features:
     """Feature columns of one chunk of rows. Detectors read ``f.<column>[i]`` (Python values)
     in ``step`` and ``f.a("<column>")`` (numpy arrays) in ``screen``."""
@@ -384,6 +412,8 @@ class FeatureTracker:
             _gn_one(st, self.params, float(gn))
         if lrok:
             _lr_one(st, float(lr))
+            if gok and lr >= 0.0:
+                _fo_one(st, float(lr), float(gn), step)
         cols.update({c: [st[c]] for c in ALL_COLS})
         cols["n"] = 1
         cols["_arrays"] = {}
@@ -408,11 +438,14 @@ class FeatureTracker:
             gok = np.isfinite(b.grad_norm) & (b.grad_norm >= 0.0)
             lrok = np.isfinite(b.lr)
             arrays.update(lok=lok, gok=gok, lrok=lrok, vok=np.isfinite(b.val_loss))
+            fok = gok & lrok & (b.lr >= 0.0)
         start = dict(st)  # the folds mutate st; "before" values come from here
         for mask, cols, run in (
             (lok, LOSS_COLS, lambda m: _loss_batch(st, self.params, b.loss[m], steps[m])),
             (gok, GN_COLS, lambda m: _gn_batch(st, self.params, b.grad_norm[m])),
             (lrok, LR_COLS, lambda m: _lr_batch(st, b.lr[m])),
+            (fok, FO_COLS,
+             lambda m: _fo_batch(st, b.lr[m], b.grad_norm[m], steps[m])),
         ):
             if mask.all():  # the common case: every row carries the signal, no gather needed
                 out = run(mask)
