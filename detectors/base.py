@@ -39,9 +39,10 @@ active_screen(self, f) -> numpy bool array | None
 get_state(self) -> dict / set_state(self, d) -> None
     Plain JSON-able state of *your own* counters (floats may be NaN/inf: the engine's
     serialiser keeps them). The active episode (``self.alert``) is serialised by the base class.
-from_meta(cls, meta) -> Detector | None  (optional classmethod)
-    For plug-ins the engine creates from run metadata (e.g. the schedule monitor when
-    ``meta["lr_schedule"]`` is present). Return None to decline.
+from_meta(cls, meta, **params) -> Detector | None  (optional classmethod)
+    For detectors the engine creates from run metadata (``engine.META_DETECTORS``: the schedule
+    monitor when ``meta["lr_schedule"]`` is present, the SGD-efficiency rule for SGD runs);
+    ``params`` are the engine's overrides for it. Return None to decline.
 
 Episodes
 --------
@@ -95,7 +96,7 @@ class Detector:
         return None
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "Detector | None":
+    def from_meta(cls, meta: dict[str, Any], **params: Any) -> "Detector | None":
         return None
 
     # -- episodes -----------------------------------------------------------------------------

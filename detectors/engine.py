@@ -33,6 +33,8 @@ from .nan import NaNDetector
 from .oscillation import OscillationDetector
 from .overfitting import OverfittingDetector
 from .plateau import PlateauDetector
+from .schedule_monitor import ScheduleMonitor
+from .sgd_efficiency import SGDEfficiencyDetector
 from .slow_progress import SlowProgressDetector
 from .spike import SpikeDetector
 from .types import SEVERITY_RANK, Action, Alert, Record
@@ -46,20 +48,18 @@ DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
     OverfittingDetector,
 )
 
+#: Detectors an engine adds when the run metadata asks for them (``cls.from_meta(meta)``), each
+#: with the metadata keys it is built from: changing those keys rebuilds it (fresh state).
+META_DETECTORS: tuple[tuple[type[Detector], tuple[str, ...]], ...] = (
+    (ScheduleMonitor, ("lr_schedule",)),
+    (SGDEfficiencyDetector, ("optimizer", "momentum")),
+)
+
 #: When two active alerts have the same severity, the recommendation comes from the kind that
 #: is listed first (the more urgent problem).
 KIND_PRIORITY = {k: i for i, k in enumerate((
     "nan", "divergence", "lr_anomaly", "grad_explosion", "oscillation", "spike", "overfitting",
     "plateau", "grad_vanishing"))}
-
-
-def _schedule_monitor_class() -> type[Detector] | None:
-    """The LR-schedule monitor plug-in, if its module exists (written in another area)."""
-    try:
-        from .schedule_monitor import ScheduleMonitor  # type: ignore[import-not-found]
-    except Exception:  # noqa: BLE001 - a missing or broken plug-in must not break the engine
-        return None
-    return ScheduleMonitor
 
 
 def _value(v: Any) -> float | None:
@@ -81,8 +81,9 @@ class Engine:
     ----------
     run_id : str
     meta : dict, optional
-        Run metadata. ``meta["lr_schedule"]`` (``{"name": ..., params...}``) enables the LR
-        schedule monitor plug-in when it is installed.
+        Run metadata. ``meta["lr_schedule"]`` (``{"name": ..., params...}``) adds the LR
+        schedule monitor; ``meta["optimizer"] == "sgd"`` (with ``meta["momentum"]``) adds the
+        SGD-efficiency rule (see ``META_DETECTORS``).
     params : dict, optional
         Overrides of detector defaults: ``{"features": {...}, "<detector name>": {...}}``.
 
@@ -115,7 +116,7 @@ class Engine:
         self._detectors: list[Detector] = []
         for cls in DEFAULT_DETECTORS:
             self._add(cls(**self.params.get(cls.name, {})))
-        self._plugin_from_meta()
+        self._add_from_meta(cls for cls, _ in META_DETECTORS)
         self._last_step: int | None = None
 
     # -- set-up --------------------------------------------------------------------------------
@@ -123,28 +124,25 @@ class Engine:
         det.run_id = self.run_id
         self._detectors.append(det)
 
-    def _plugin_from_meta(self) -> None:
-        if not isinstance(self.meta.get("lr_schedule"), dict):
-            return
-        cls = _schedule_monitor_class()
-        if cls is None:
-            return
-        try:
-            det = cls.from_meta(self.meta)
-        except Exception:  # noqa: BLE001 - bad schedule metadata must not break monitoring
-            det = None
-        if det is not None:
-            self._add(det)
+    def _add_from_meta(self, classes: Iterable[type[Detector]]) -> None:
+        for cls in classes:
+            try:
+                det = cls.from_meta(self.meta, **self.params.get(cls.name, {}))
+            except Exception:  # noqa: BLE001 - bad metadata must not break monitoring
+                det = None
+            if det is not None:
+                self._add(det)
 
     def set_meta(self, meta: dict[str, Any]) -> None:
-        """Replace the run metadata (a changed ``lr_schedule`` restarts the schedule monitor)."""
-        old = self.meta.get("lr_schedule")
+        """Replace the run metadata. A detector built from metadata whose keys changed (a new
+        ``lr_schedule``, another optimizer) is rebuilt from the new values, with fresh state."""
+        old = self.meta
         self.meta = dict(meta or {})
-        if self.meta.get("lr_schedule") != old:
-            plugin_cls = _schedule_monitor_class()
-            if plugin_cls is not None:
-                self._detectors = [d for d in self._detectors if not isinstance(d, plugin_cls)]
-            self._plugin_from_meta()
+        changed = tuple(cls for cls, keys in META_DETECTORS
+                        if any(old.get(k) != self.meta.get(k) for k in keys))
+        if changed:
+            self._detectors = [d for d in self._detectors if not isinstance(d, changed)]
+            self._add_from_meta(changed)
 
     # -- state of the run ----------------------------------------------------------------------
     @property
@@ -259,9 +257,7 @@ class Engine:
         eng._features = FeatureTracker.from_state(
             {"params": feats["params"], "state": {**initial_state(), **feats["state"]}})
         registry: dict[str, type[Detector]] = {c.name: c for c in DEFAULT_DETECTORS}
-        plugin = _schedule_monitor_class()
-        if plugin is not None:
-            registry[plugin.name] = plugin
+        registry.update((c.name, c) for c, _ in META_DETECTORS)
         eng._detectors = []
         seen = set()
         for dd in doc["detectors"]:

@@ -99,11 +99,11 @@ class ScheduleMonitor(Detector):
         self.spec_reported = False
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "ScheduleMonitor | None":
+    def from_meta(cls, meta: dict[str, Any], **params: Any) -> "ScheduleMonitor | None":
         spec = (meta or {}).get("lr_schedule")
         if spec is None:
             return None
-        return cls(schedule=spec)
+        return cls(**{**params, "schedule": spec})
 
     # -- the rule -------------------------------------------------------------------------------
     def _declared_first_change(self) -> int | None:

@@ -15,6 +15,10 @@ from losswatch.detectors import Batch, Engine
 from losswatch.detectors.types import Record
 
 
+#: Run metadata that adds the SGD-efficiency rule (and reads the first-order feature sums)
+SGD_META = {"optimizer": "sgd", "momentum": 0.9}
+
+
 def _dicts(alerts):
     return [a.to_dict() for a in alerts]
 
@@ -163,10 +167,11 @@ def test_any_floats_never_raise_and_both_paths_agree(rows, cut):
     for inc, loss, gn, lr, val in rows:
         step += inc * inc * 7 if inc == 3 else inc
         recs.append(Record(step, loss, gn, lr, val))
-    e1, a1 = one_at_a_time(recs)
-    e2, a2 = in_batches(recs, cut)
+    e1, a1 = one_at_a_time(recs, meta=SGD_META)  # SGD: the first-order sums and their rule too
+    e2, a2 = in_batches(recs, cut, meta=SGD_META)
     assert _dicts(a1) == _dicts(a2)
     assert e1.health == e2.health
+    assert e1._features.state["fo"] == e2._features.state["fo"]  # bit-identical, and never NaN
     e3 = Engine.from_bytes(e2.to_bytes())
     assert _dicts(e3.active_alerts) == _dicts(e2.active_alerts)
 
@@ -175,8 +180,8 @@ def test_any_floats_never_raise_and_both_paths_agree(rows, cut):
 @given(seed=st.integers(0, 10_000), n=st.integers(50, 1500), cut=st.integers(2, 600))
 def test_both_paths_agree_on_random_realistic_runs(seed, n, cut):
     recs = realistic_run(n, seed)
-    _, a1 = one_at_a_time(recs)
-    _, a2 = in_batches(recs, cut)
+    _, a1 = one_at_a_time(recs, meta=SGD_META)
+    _, a2 = in_batches(recs, cut, meta=SGD_META)
     assert _dicts(a1) == _dicts(a2)
 
 

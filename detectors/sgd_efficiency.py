@@ -1,0 +1,159 @@
+"""SGD efficiency: the loss falls by most of what a linear model of it predicts, so the steps
+are far below the curvature scale and the LR can grow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Detector, fmt
+from .types import Action
+
+#: Optimizer names (run metadata ``optimizer``, lower-cased) whose step is ``lr * gradient``
+#: (with heavy-ball or Nesterov momentum): the only ones the first-order prediction fits. Adam and
+#: its kin rescale each coordinate, so ``lr * |g|^2`` says nothing about their step.
+SGD_NAMES = frozenset({"sgd", "torch.optim.sgd", "sgd_momentum", "nesterov", "momentum"})
+
+
+class SGDEfficiencyDetector(Detector):
+    """A too-small LR for plain SGD, measured against the first-order model of the loss.
+
+    A gradient step of size ``lr`` (times ``1 / (1 - momentum)`` once momentum has built up)
+    lowers the loss by ``lr * |g|^2`` to first order; curvature and minibatch noise eat into
+    that. Over a window of ``window`` steps the detector compares the real decrease of the loss
+    level (``features.slow``) with that prediction (``features.fo``, summed over the window; each record's term weighted by the
+steps since the previous one, so sparse logs predict the same)::
+
+        efficiency = (level(t - window) - level(t)) / (sum(lr * |g|^2) / (1 - momentum))
+
+    A well-tuned run spends its steps near the curvature scale and soon at its noise floor: after
+    step 256 the benchmark's healthy SGD runs realise <= 0.02 of the prediction (the LR x10 runs
+    about 0.00). The same runs at LR/10 realise 0.1-0.9: their steps are so short that the loss
+    is almost linear along them, so a larger step would buy almost proportionally more progress.
+    **warning** with ``scale_lr`` x``factor`` when ``efficiency >= ratio`` at a checkpoint
+    (every ``every`` records, over the last ``window`` records, from the ``min_records``-th:
+    records, not steps, because the loss level is an average over records) and the decrease is real (>= ``z`` noise units),
+    the LR was steady over the window (within 2x: a schedule's drop anneals the noise away, which
+    is not first-order progress), not decayed below ``decayed`` x its peak (a decayed schedule's
+    tail is by design), and the window started at the run's best level (recovering from a spike
+    is not progress). Resolves at a checkpoint where ``efficiency < ratio / 2`` or once the LR
+    has been raised 2x.
+
+    Only built for runs whose metadata says the optimizer is SGD *and* gives its momentum
+    (:meth:`from_meta`): ``{"optimizer": "sgd", "momentum": 0.9}`` (0 for plain SGD). The torch,
+    Lightning, Hugging Face and Keras integrations fill both from the optimizer.
+
+    Parameters
+    ----------
+    momentum : float, default 0.0
+        From the run metadata (the effective step is ``lr / (1 - momentum)``).
+    ratio : float, default 0.05
+    window : int, default 128
+    every : int, default 64
+    min_records : int, default 256
+    z : float, default 2.0
+    decayed : float, default 0.3
+    factor : float, default 3.0
+
+    References
+    ----------
+    The first-order decrease ``lr * |g|^2`` is the "gradient-descent lemma" (Nesterov, Lectures on
+    Convex Optimization, 1.2.3); McCandlish et al., "An Empirical Model of Large-Batch Training"
+    (2018) use the same ratio of realised to predicted improvement to read the noise scale.
+    """
+
+    name = "sgd_efficiency"
+    kind = "plateau"
+    static_screen = True
+
+    def __init__(self, momentum: float = 0.0, ratio: float = 0.05, window: int = 128, every: int = 64,
+                 min_records: int = 256, z: float = 2.0, decayed: float = 0.3, factor: float = 3.0) -> None:
+        super().__init__(momentum=momentum, ratio=ratio, window=window, every=every, min_records=min_records,
+                         z=z, decayed=decayed, factor=factor)
+        self.k_done = -1
+        self.cps: dict[str, list[float]] = {}  # str(k) -> [level, fo, step, best, lr]
+        self.lr_at_alert = 0.0
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], **params: Any) -> "SGDEfficiencyDetector | None":
+        name = (meta or {}).get("optimizer")
+        if not isinstance(name, str) or name.strip().lower() not in SGD_NAMES:
+            return None
+        # "sgd" alone is ambiguous (most SGD runs use momentum 0.9, which makes the steps 10x
+        # longer than lr * g): without the momentum the step size is unknown, so stay silent
+        m = meta.get("momentum")
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+            return None
+        return cls(**{**params, "momentum": float(m)})
+
+    def get_state(self) -> dict[str, Any]:
+        return {"k_done": self.k_done, "cps": self.cps, "lr_at_alert": self.lr_at_alert}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.k_done, self.cps, self.lr_at_alert = d["k_done"], d["cps"], d["lr_at_alert"]
+
+    def screen(self, f):
+        return f.a("rec") % self.every == 0
+
+    def active_screen(self, f):
+        if self.lr_at_alert > 0.0:
+            with np.errstate(invalid="ignore"):
+                raised = f.a("lrok") & ~(f.a("lr") < 2.0 * self.lr_at_alert)
+            return self.screen(f) | raised
+        return self.screen(f)
+
+    def step(self, f, i: int) -> None:
+        step = f.step[i]
+        lrok = f.lrok[i]
+        if self.alert is not None and self.lr_at_alert > 0.0 and lrok and f.lr[i] >= 2.0 * self.lr_at_alert:
+            self.close_episode(step, f"LR raised to {fmt(f.lr[i])}")
+        rec = f.rec[i]
+        if rec % self.every:
+            return
+        k = rec // self.every
+        if k <= self.k_done:
+            return
+        self.k_done = k
+        if f.nl[i] == 0 or not lrok:
+            return
+        level, fo, lr = f.slow[i], f.fo[i], f.lr[i]
+        self.cps[str(k)] = [level, fo, step, f.best[i], lr]
+        back = self.window // self.every
+        for old in [key for key in self.cps if int(key) < k - back]:
+            del self.cps[old]
+        prev = self.cps.get(str(k - back))
+        if prev is None or rec < self.min_records:
+            return
+        level_c, fo_c, step_c, best_c, lr_c = prev
+        made = level_c - level
+        predicted = (fo - fo_c) / (1.0 - self.momentum)
+        eff = made / predicted if predicted > 0.0 else 0.0
+        if self.alert is not None:
+            if eff < 0.5 * self.ratio:
+                self.close_episode(step, f"the steps now realise {fmt(eff)} of their first-order "
+                                         "decrease: progress is limited by curvature or noise, not the LR")
+            return
+        if eff < self.ratio or made < self.z * f.sd[i]:
+            return
+        if not 0.5 * lr_c <= lr <= 2.0 * lr_c:
+            return  # the schedule changed the LR inside the window
+        peak = f.peak[i]
+        if peak > 0.0 and lr < self.decayed * peak:
+            return  # a decayed schedule's slow tail
+        if level_c > best_c + self.z * f.sd[i]:
+            # the window started above the best level: a recovery (from a spike, a bad batch),
+            # not progress. Today's noise scale: the one at the start may be a spike's.
+            return
+        self.lr_at_alert = lr
+        ev = {"efficiency": eff, "loss_decrease": made, "first_order_decrease": predicted,
+              "window_start_step": int(step_c), "lr": lr, "momentum": self.momentum}
+        self.open_episode(
+            step, "warning",
+            f"steps far too small: since step {int(step_c)} the loss fell {fmt(level_c)} -> "
+            f"{fmt(level)}, {fmt(100 * eff)}% of what a linear loss would give at this LR "
+            "(tuned SGD runs realise a few percent): the LR is limiting training",
+            ev,
+            Action("scale_lr", {"factor": self.factor},
+                   f"Each SGD step is so short that the loss is almost linear along it: raise the "
+                   f"LR x{fmt(self.factor)} (or run an LR range test)."))
