@@ -40,6 +40,9 @@ if str(HERE) not in sys.path:
 
 from gen.policies import BUG_POLICIES, declared_schedule, lr_at  # noqa: E402
 
+#: Every SGD run uses heavy-ball momentum 0.9 (what the scorer passes as run metadata).
+SGD_MOMENTUM = 0.9
+
 RUNS_DIR = HERE / "runs"
 VAL_EVERY = 25
 #: steps logged after the first non-finite loss before a lost run is stopped
@@ -146,7 +149,7 @@ def train(cfg: dict, task) -> list[tuple]:
     model = task.model()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9)
+        opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=SGD_MOMENTUM)
     else:
         opt = torch.optim.Adam(params, lr=cfg["lr"])
     gen = torch.Generator().manual_seed(10_000 + cfg["seed"])

@@ -7,8 +7,9 @@ Usage::
     .venv/bin/python bench/score.py --verify-causal 300  # replay every run one step at a time too
 
 Every run is replayed strictly online through :class:`losswatch.detectors.Engine`: records go in
-``update_batch`` chunks in step order, and the engine is told nothing but the run's declared
-``lr_schedule`` (what a user passes as run metadata). Chunking cannot leak the future into an
+``update_batch`` chunks in step order, and the engine is told nothing but the run metadata a
+user (or a framework integration) passes: the declared ``lr_schedule``, the ``optimizer`` and,
+for SGD, its ``momentum`` (``--no-optimizer-meta``: the schedule only). Chunking cannot leak the future into an
 alert because the Engine contract is "same result as one at a time"; ``--verify-causal N`` checks
 exactly that on N runs (default 6; one record at a time through ``update``) and fails loudly if
 it does not hold. Alert times are exact either way: the engine returns a snapshot per step at
@@ -44,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from gen_runs import SGD_MOMENTUM  # noqa: E402
 from labels import DETECTED_BY, EXPLAINS, LABELS_PATH, RUNS_DIR, read_run  # noqa: E402
 
 RESULTS = HERE / "results" / "detection.md"
@@ -185,7 +187,21 @@ def _median(xs):
 
 
 # --------------------------------------------------------------------------- whole benchmark
-def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causal: int = 0) -> dict:
+def run_meta(lab: dict, optimizer_meta: bool = True) -> dict | None:
+    """The metadata a user (or an integration) passes for this run: its declared LR schedule and,
+    unless ``optimizer_meta`` is False, its optimizer and momentum."""
+    meta: dict = {}
+    if lab.get("declared_schedule"):
+        meta["lr_schedule"] = lab["declared_schedule"]
+    if optimizer_meta and lab.get("optimizer"):
+        meta["optimizer"] = lab["optimizer"]
+        if lab["optimizer"] == "sgd":
+            meta["momentum"] = SGD_MOMENTUM
+    return meta or None
+
+
+def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causal: int = 0,
+          optimizer_meta: bool = True) -> dict:
     """Replay and score every labelled run; returns the figures (see the module docstring)."""
     t0 = time.perf_counter()
     per_run = {}
@@ -194,7 +210,7 @@ def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causa
     for i, (rid, lab) in enumerate(sorted(labels.items())):
         cols = read_run(runs_dir / f"{rid}.csv")
         n_records += len(cols["step"])
-        meta = {"lr_schedule": lab["declared_schedule"]} if lab.get("declared_schedule") else None
+        meta = run_meta(lab, optimizer_meta)
         events = replay(rid, cols, meta, chunk=chunk)
         if i < verify_causal:
             ref = replay(rid, cols, meta, chunk=1)
@@ -274,6 +290,7 @@ def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causa
         "families": families,
         "replay_seconds": round(elapsed, 2),
         "chunk": chunk,
+        "optimizer_meta": optimizer_meta,
         "causal_verified_runs": len(causal_checked),
         "conditions": by_cond,
         "alert_kinds": per_kind,
@@ -360,6 +377,10 @@ def report(fig: dict) -> str:
         f"{fig['causal_verified_runs']} runs re-checked one record at a time). "
         "Labels: objective rules in bench/labels.py. Command: `.venv/bin/python bench/score.py`.",
         "",
+        "Run metadata the engine is given: the declared `lr_schedule`"
+        + (", and the `optimizer` with its `momentum` (what the framework integrations send)"
+           if fig.get("optimizer_meta", True) else " only (`--no-optimizer-meta`)") + ".",
+        "",
         "| condition | runs | alert kinds that count | precision | recall | F1 | median lead / delay (steps) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -425,9 +446,21 @@ def main(argv=None) -> int:
     ap.add_argument("--verify-causal", type=int, default=6, metavar="N",
                     help="also replay the first N runs one record at a time and require identical alerts (default 6)")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/detection.md")
+    ap.add_argument("--no-optimizer-meta", action="store_true",
+                    help="tell the engine the declared schedule only, not the optimizer (what a user "
+                         "who passes no optimizer metadata gets)")
     args = ap.parse_args(argv)
-    fig = score(load_labels(), chunk=args.chunk, verify_causal=args.verify_causal)
+    labels = load_labels()
+    fig = score(labels, chunk=args.chunk, verify_causal=args.verify_causal,
+                optimizer_meta=not args.no_optimizer_meta)
     md = report(fig)
+    if not args.no_optimizer_meta:  # what a user who sends no optimizer gets
+        bare = score(labels, chunk=args.chunk, optimizer_meta=False)
+        low = bare["conditions"]["lr_too_low"]
+        md += (f"\nWithout optimizer metadata (`--no-optimizer-meta`; the `sgd_efficiency` rule needs it): "
+               f"lr_too_low precision {_f(low['precision'])}, recall {_f(low['recall'])}, F1 {_f(low['f1'])}; "
+               f"false alarms {_f(bare['false_alarms_per_10k'])} per 10,000 healthy steps; action direction "
+               f"{bare['direction_right']}/{bare['direction_given']}.\n")
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(md)
