@@ -158,10 +158,19 @@ class LocalEngine:
             return
         self._Record = Record
         self._engine = Engine(run_id=run_id, meta=meta)
+        self._new_meta: dict[str, Any] | None = None
         self.available = True
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        """New run metadata, applied before the next :meth:`update` (which runs in the sender's
+        thread: the engine is only ever touched there)."""
+        self._new_meta = dict(meta)
 
     def update(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict | None, str]:
         """Feed resolved records; return (changed alert dicts, recommendation dict, health)."""
+        meta, self._new_meta = self._new_meta, None
+        if meta is not None:
+            self._engine.set_meta(meta)
         R = self._Record
         batch = [R(step=r["step"], loss=r.get("loss"), grad_norm=r.get("grad_norm"), lr=r.get("lr"),
                    val_loss=r.get("val_loss"), ts=r.get("ts"), extra=r.get("extra") or {})

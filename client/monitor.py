@@ -186,10 +186,14 @@ class Monitor:
             flush_interval=self.flush_interval, max_backoff=self.max_backoff)
         self._wake = self._sender.wake
         if transport is not None:
-            body: dict[str, Any] = dict(self.meta)  # the service keeps unknown fields as they are
-            if self.project is not None:
-                body["project"] = self.project
-            self._sender.controls.append(("PUT", run_path(self.run_id), body))
+            self._put_meta()
+
+    def _put_meta(self) -> None:
+        """Queue PUT /v1/runs/<id> with the whole metadata (sent before the next records)."""
+        body: dict[str, Any] = dict(self.meta)  # the service keeps unknown fields as they are
+        if self.project is not None:
+            body["project"] = self.project
+        self._sender.controls.append(("PUT", self._sender.run_path, body))
 
     # ------------------------------------------------------------------ hot path
     def log(self, step: int, loss: Any = None, grad_norm: Any = None, lr: Any = None,
@@ -391,6 +395,20 @@ class Monitor:
                                             f"training goes on (warned once)")
 
     # ------------------------------------------------------------------ public
+    def update_meta(self, fields: dict[str, Any]) -> None:
+        """Add or replace run metadata fields mid-run (an integration telling the optimizer, a
+        changed schedule). The whole metadata is sent again (PUT replaces it on the service) and
+        the in-process detectors get it too. Never raises."""
+        try:
+            self.meta.update(fields)
+            if self._sender.transport is not None:
+                self._put_meta()
+                self._wake.set()
+            if self._local is not None:
+                self._local.set_meta(self.meta)
+        except Exception as e:  # noqa: BLE001 - monitoring must never break training
+            self._warn_once("meta", f"losswatch: could not update the run metadata: {e!r}")
+
     def report_action(self, step: int, action: dict[str, Any], applied: bool, dry_run: bool = False) -> None:
         """Tell the service an action was applied (or would have been, in dry-run). Non-blocking."""
         if os.getpid() != self._pid:

@@ -152,3 +152,29 @@ def test_importing_the_client_and_the_helper_imports_no_framework() -> None:
             "bad = {'torch', 'numpy', 'lightning', 'transformers', 'keras', 'ray'} & set(sys.modules);"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_watcher_tells_the_service_the_optimizer_and_far_too_small_sgd_steps_are_flagged(service_proc) -> None:
+    # SGD with momentum at 1/1000 of a workable LR: the loss falls steadily, almost exactly as
+    # much as the first-order prediction. Only the optimizer metadata the watcher adds lets the
+    # service see that (the sgd_efficiency rule).
+    run_id = f"torch-small-{uuid.uuid4().hex[:8]}"
+    x, y = _data()
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.1) as mon:
+        watch = TorchWatcher(mon, model, opt)
+        assert mon.meta["optimizer"] == "SGD" and mon.meta["momentum"] == 0.9
+        for step in range(400):
+            xb, yb = x[(step * 32) % 256:][:32], y[(step * 32) % 256:][:32]
+            loss = torch.nn.functional.mse_loss(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            watch.step(step, loss)
+            opt.step()
+    run = get(service_proc, f"/v1/runs/{run_id}")
+    assert run["meta"]["optimizer"] == "SGD" and run["meta"]["momentum"] == 0.9
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    small = [a for a in alerts if a["detector"] == "sgd_efficiency"]
+    assert small and small[0]["action"]["type"] == "scale_lr" and small[0]["action"]["factor"] > 1

@@ -120,6 +120,27 @@ def number(v: Any) -> Any:
         return None
 
 
+def optimizer_meta(optimizer: Any) -> dict[str, Any]:
+    """The optimizer's class name and momentum as run metadata: with them the service knows a
+    run is plain SGD and how long its steps are (the ``sgd_efficiency`` detector needs both).
+
+    torch optimizers (and wrappers exposing ``param_groups``): the first group's ``momentum``;
+    Keras: the ``momentum`` attribute. Optimizers without momentum (Adam...) give the name only.
+    """
+    if optimizer is None:
+        return {}
+    out: dict[str, Any] = {"optimizer": type(optimizer).__name__}
+    groups = getattr(optimizer, "param_groups", None)
+    m = groups[0].get("momentum") if groups else getattr(optimizer, "momentum", None)
+    try:
+        m = float(m) if m is not None and not isinstance(m, bool) else None
+    except (TypeError, ValueError):
+        m = None
+    if m is not None and math.isfinite(m):
+        out["momentum"] = m
+    return out
+
+
 def json_safe(d: Any, depth: int = 0) -> Any:
     """Run metadata (a trial config, training arguments) reduced to JSON-safe values."""
     if depth > 4:

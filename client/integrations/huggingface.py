@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Session, SessionCallback, json_safe, lazy_class, number
+from ._common import Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
 
 __all__ = ["LosswatchCallback"]
 
@@ -101,6 +101,8 @@ def _build() -> type:
                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
                 "max_grad_norm": args.max_grad_norm,
             })
+            if optimizer is not None:
+                meta.update(json_safe(optimizer_meta(_inner_optimizer(optimizer))))
             schedule = _schedule_meta(args, state)
             if schedule is not None:
                 meta["lr_schedule"] = schedule

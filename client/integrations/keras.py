@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..acting import Actor
-from ._common import Session, SessionCallback, json_safe, lazy_class
+from ._common import Session, SessionCallback, json_safe, lazy_class, optimizer_meta
 
 __all__ = ["LosswatchCallback", "KerasActor"]
 
@@ -122,7 +122,7 @@ def _build() -> type:
 
             opt = self.model.optimizer
             meta = {"framework": "keras", "backend": keras.backend.backend(),
-                    "optimizer": type(opt).__name__, "lr": _to_float(keras, opt.learning_rate)}
+                    **optimizer_meta(opt), "lr": _to_float(keras, opt.learning_rate)}
             self.session.open(default_run_id=f"{self.model.name}-{uuid.uuid4().hex[:8]}", meta=json_safe(meta))
             if self.session.acting and self.session.actor is None:
                 self.session.make_actor(opt, actor_cls=KerasActor, on_stop=self._stop)

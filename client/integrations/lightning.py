@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Session, SessionCallback, json_safe, lazy_class, number
+from ._common import Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
 from .torch import current_lr, global_grad_norm
 
 __all__ = ["LosswatchCallback"]
@@ -84,7 +84,7 @@ def _build() -> type:
                     "accumulate_grad_batches": trainer.accumulate_grad_batches,
                     "gradient_clip_val": trainer.gradient_clip_val}
             if opt is not None:
-                meta["optimizer"] = type(opt).__name__
+                meta.update(optimizer_meta(opt))
                 meta["lr"] = current_lr(opt)
             self.session.open(default_run_id=default, meta=json_safe(meta))
             if self.session.acting and self.session.actor is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..acting import Actor, StopTraining
+from ._common import optimizer_meta
 
 __all__ = ["TorchWatcher", "global_grad_norm", "current_lr", "StopTraining"]
 
@@ -126,6 +127,7 @@ class TorchWatcher:
         self.monitor = monitor
         self.model = model
         self.optimizer = optimizer
+        self._tell_optimizer(monitor, optimizer)
         self.raise_on_stop = raise_on_stop
         if actor is None and (act or act_dry_run):
             actor = Actor(
@@ -133,6 +135,17 @@ class TorchWatcher:
                 monitor=monitor, **(actor_options or {}),
             )
         self.actor = actor
+
+    @staticmethod
+    def _tell_optimizer(monitor: Any, optimizer: Any) -> None:
+        """Add the optimizer's name and momentum to the run metadata, unless the caller gave them."""
+        update = getattr(monitor, "update_meta", None)
+        if optimizer is None or update is None:
+            return
+        given = getattr(monitor, "meta", None) or {}
+        fields = {k: v for k, v in optimizer_meta(optimizer).items() if k not in given}
+        if fields:
+            update(fields)
 
     def _parameters(self) -> list[Any]:
         if self.model is not None:
