@@ -90,6 +90,8 @@ def test_every_batch_arrives_with_its_own_loss_grad_norm_and_lr(service_proc) ->
     assert series["grad_norm"] == pytest.approx([r["grad_norm"] for r in ref.seen], rel=1e-5)
     assert series["lr"] == pytest.approx([r["lr"] for r in ref.seen], rel=1e-6)
     assert series["lr"][1] == pytest.approx(0.045, rel=1e-6)  # the decay is visible step by step
+    meta = get(service_proc, f"/v1/runs/{run_id}")["meta"]
+    assert meta["optimizer"] == "SGD" and meta["momentum"] == 0.0  # what sgd_efficiency needs
 
 
 def test_far_too_high_lr_raises_an_alert_and_acting_responds(service_proc) -> None:

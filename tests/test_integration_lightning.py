@@ -89,6 +89,8 @@ def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_p
     assert series["grad_norm"] == pytest.approx([model.seen[s]["grad_norm"] for s in steps], rel=1e-5)
     assert series["lr"] == pytest.approx([model.seen[s]["lr"] for s in steps], rel=1e-12)
     assert series["lr"][0] == 0.05 and series["lr"][5] == 0.025  # the StepLR schedule is visible
+    meta = get(service_proc, f"/v1/runs/{run_id}")["meta"]
+    assert meta["optimizer"] == "SGD" and meta["momentum"] == 0.0  # what sgd_efficiency needs
 
 
 def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc) -> None:
