@@ -48,6 +48,7 @@ import torch
 
 from losswatch.client.acting import Actor
 from losswatch.client.integrations.torch import global_grad_norm
+from losswatch.client.integrations._common import optimizer_meta
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,7 +206,8 @@ def train(cfg: Config, seed: int, act: bool, data: dict) -> Outcome:
     advice = actor = None
     snapshots: list[tuple[int, dict, dict]] = []
     if act:
-        advice = InProcessAdvice(f"{cfg.task}-{seed}", meta=None)
+        # the metadata TorchWatcher sends for this optimizer (name, momentum)
+        advice = InProcessAdvice(f"{cfg.task}-{seed}", meta=optimizer_meta(opt))
 
         def rollback(to_step: int) -> None:
             # restore the newest snapshot at or before to_step; keep the (possibly cut) LRs
