@@ -31,7 +31,7 @@ steps since the previous one, so sparse logs predict the same)::
     step 256 the benchmark's healthy SGD runs realise <= 0.02 of the prediction (the LR x10 runs
     about 0.00). The same runs at LR/10 realise 0.1-0.9: their steps are so short that the loss
     is almost linear along them, so a larger step would buy almost proportionally more progress.
-    **warning** with ``scale_lr`` x``factor`` when ``efficiency >= ratio`` at a checkpoint
+    **warning** with ``scale_lr`` (x3 to x10, see ``factor``) when ``efficiency >= ratio`` at a checkpoint
     (every ``every`` records, over the last ``window`` records, from the ``min_records``-th:
     records, not steps, because the loss level is an average over records) and the decrease is real (>= ``z`` noise units),
     the LR was steady over the window (within 2x: a schedule's drop anneals the noise away, which
@@ -54,7 +54,10 @@ steps since the previous one, so sparse logs predict the same)::
     min_records : int, default 256
     z : float, default 2.0
     decayed : float, default 0.3
-    factor : float, default 3.0
+    factor, max_factor : float, default 3.0 and 10.0
+        The advised LR factor is ``efficiency / ratio`` (what would bring the efficiency down to
+        the threshold if it fell in proportion to the LR; it falls a little slower, so this
+        undershoots) within [factor, max_factor]: x10 for steps 100x too small, x3 near the line.
 
     References
     ----------
@@ -68,9 +71,10 @@ steps since the previous one, so sparse logs predict the same)::
     static_screen = True
 
     def __init__(self, momentum: float = 0.0, ratio: float = 0.05, window: int = 128, every: int = 64,
-                 min_records: int = 256, z: float = 2.0, decayed: float = 0.3, factor: float = 3.0) -> None:
+                 min_records: int = 256, z: float = 2.0, decayed: float = 0.3, factor: float = 3.0,
+                 max_factor: float = 10.0) -> None:
         super().__init__(momentum=momentum, ratio=ratio, window=window, every=every, min_records=min_records,
-                         z=z, decayed=decayed, factor=factor)
+                         z=z, decayed=decayed, factor=factor, max_factor=max_factor)
         self.k_done = -1
         self.cps: dict[str, list[float]] = {}  # str(k) -> [level, fo, step, best, lr]
         self.lr_at_alert = 0.0
@@ -146,6 +150,7 @@ steps since the previous one, so sparse logs predict the same)::
             # not progress. Today's noise scale: the one at the start may be a spike's.
             return
         self.lr_at_alert = lr
+        up = min(self.max_factor, max(self.factor, eff / self.ratio if self.ratio > 0.0 else self.max_factor))
         ev = {"efficiency": eff, "loss_decrease": made, "first_order_decrease": predicted,
               "window_start_step": int(step_c), "lr": lr, "momentum": self.momentum}
         self.open_episode(
@@ -154,6 +159,6 @@ steps since the previous one, so sparse logs predict the same)::
             f"{fmt(level)}, {fmt(100 * eff)}% of what a linear loss would give at this LR "
             "(tuned SGD runs realise a few percent): the LR is limiting training",
             ev,
-            Action("scale_lr", {"factor": self.factor},
+            Action("scale_lr", {"factor": up},
                    f"Each SGD step is so short that the loss is almost linear along it: raise the "
-                   f"LR x{fmt(self.factor)} (or run an LR range test)."))
+                   f"LR x{fmt(up)} (or run an LR range test)."))

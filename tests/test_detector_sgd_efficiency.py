@@ -55,6 +55,11 @@ def test_steps_far_too_small_are_flagged_and_a_tuned_run_is_not():
     # at LR/100 the loss is almost linear along a step: it realises most of the prediction
     assert a.evidence["efficiency"] > 0.5 and a.evidence["momentum"] == 0.9
     assert 255 <= a.step <= 400
+    # the advice scales with how far inside the linear regime the steps are: x10 here, x3 near the line
+    assert a.action.params["factor"] == 10.0
+    near = efficiency_alerts(sgd_run(0.01))
+    assert [x.action.params["factor"] for x in near] == [pytest.approx(near[0].evidence["efficiency"] / 0.05)]
+    assert 3.0 <= near[0].action.params["factor"] < 10.0
 
 
 def test_the_efficiency_falls_as_the_lr_grows():
