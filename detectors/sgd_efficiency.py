@@ -59,6 +59,18 @@ steps since the previous one, so sparse logs predict the same)::
         the threshold if it fell in proportion to the LR; it falls a little slower, so this
         undershoots) within [factor, max_factor]: x10 for steps 100x too small, x3 near the line.
 
+    Examples
+    --------
+    A loss that falls by exactly ``lr * |g|^2 / (1 - momentum)`` each step (efficiency 1):
+
+    >>> from losswatch.detectors import Engine
+    >>> from losswatch.detectors.types import Record
+    >>> eng = Engine("r", {"optimizer": "sgd", "momentum": 0.9})
+    >>> out = [a for s in range(400) for a in eng.update(Record(s, 2.0 - 0.001 * s, 1.0, 1e-4))]
+    >>> [(a.kind, a.step, a.action.params, round(a.evidence["efficiency"], 2))
+    ...  for a in out if a.detector == "sgd_efficiency"]
+    [('plateau', 255, {'factor': 10.0}, 1.0)]
+
     References
     ----------
     The first-order decrease ``lr * |g|^2`` is the "gradient-descent lemma" (Nesterov, Lectures on
