@@ -21,24 +21,24 @@ class SGDEfficiencyDetector(Detector):
 
     A gradient step of size ``lr`` (times ``1 / (1 - momentum)`` once momentum has built up)
     lowers the loss by ``lr * |g|^2`` to first order; curvature and minibatch noise eat into
-    that. Over a window of ``window`` steps the detector compares the real decrease of the loss
-    level (``features.slow``) with that prediction (``features.fo``, summed over the window; each record's term weighted by the
-steps since the previous one, so sparse logs predict the same)::
+    that. Over the last ``window`` records the detector compares the real decrease of the loss
+    level (``features.slow``) with that prediction (``features.fo``: each record's term weighted
+    by the steps since the previous one, so a sparse log predicts the same)::
 
-        efficiency = (level(t - window) - level(t)) / (sum(lr * |g|^2) / (1 - momentum))
+        efficiency = (level(t - window) - level(t)) / (sum(lr * |g|^2 * steps) / (1 - momentum))
 
-    A well-tuned run spends its steps near the curvature scale and soon at its noise floor: after
-    step 256 the benchmark's healthy SGD runs realise <= 0.02 of the prediction (the LR x10 runs
-    about 0.00). The same runs at LR/10 realise 0.1-0.9: their steps are so short that the loss
-    is almost linear along them, so a larger step would buy almost proportionally more progress.
-    **warning** with ``scale_lr`` (x3 to x10, see ``factor``) when ``efficiency >= ratio`` at a checkpoint
-    (every ``every`` records, over the last ``window`` records, from the ``min_records``-th:
-    records, not steps, because the loss level is an average over records) and the decrease is real (>= ``z`` noise units),
-    the LR was steady over the window (within 2x: a schedule's drop anneals the noise away, which
-    is not first-order progress), not decayed below ``decayed`` x its peak (a decayed schedule's
-    tail is by design), and the window started at the run's best level (recovering from a spike
-    is not progress). Resolves at a checkpoint where ``efficiency < ratio / 2`` or once the LR
-    has been raised 2x.
+    A well-tuned run spends its steps near the curvature scale and soon at its noise floor: from
+    the 256th record on, the benchmark's healthy SGD runs realise <= 0.02 of the prediction (the
+    LR x10 runs about 0.00). Their LR/10 and LR/100 siblings realise 0.05-0.9: their steps are so
+    short that the loss is almost linear along them, so a longer step buys almost proportionally
+    more progress. **warning** with ``scale_lr`` (x3 to x10, see ``factor``) when
+    ``efficiency >= ratio`` at a checkpoint (every ``every`` records from the ``min_records``-th;
+    records, not steps, because the loss level is an average over records), the decrease is real
+    (>= ``z`` noise units), the LR was steady over the window (within 2x: a schedule's drop
+    anneals the noise away, which is not first-order progress) and not decayed below ``decayed``
+    x its peak (a decayed schedule's tail is by design), and the window started at the run's best
+    level (recovering from a spike is not progress). Resolves at a checkpoint where
+    ``efficiency < ratio / 2`` or once the LR has been raised 2x.
 
     Only built for runs whose metadata says the optimizer is SGD *and* gives its momentum
     (:meth:`from_meta`): ``{"optimizer": "sgd", "momentum": 0.9}`` (0 for plain SGD). The torch,
