@@ -9,8 +9,8 @@ Usage::
 Every run is replayed strictly online through :class:`losswatch.detectors.Engine`: records go in
 ``update_batch`` chunks in step order, and the engine is told nothing but the run metadata a
 user (or a framework integration) passes: the declared ``lr_schedule``, the ``optimizer`` and,
-for SGD, its ``momentum`` (``--no-optimizer-meta``: the schedule only). Chunking cannot leak the future into an
-alert because the Engine contract is "same result as one at a time"; ``--verify-causal N`` checks
+for SGD, its ``momentum`` (``--no-optimizer-meta``: the schedule only). Chunking cannot leak the
+future into an alert because the Engine contract is "same result as one at a time"; ``--verify-causal N`` checks
 exactly that on N runs (default 6; one record at a time through ``update``) and fails loudly if
 it does not hold. Alert times are exact either way: the engine returns a snapshot per step at
 which an alert was raised, escalated or updated, and the scorer times an episode by the step of
