@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import warnings
@@ -426,15 +427,21 @@ class Monitor:
             return True
         return self._sender.flush(timeout)
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, finished: bool = True) -> None:
         """Flush (at most ``timeout``, default ``exit_timeout``; one attempt when the service is
         down), stop the thread, keep leftovers.
 
-        Records that could not be sent are written to one JSON-lines file in ``spool_dir`` and
-        named in a warning, so nothing is silently lost.
+        ``finished``: the run ended as planned. The metadata then says ``"status": "finished"``
+        (sent before the last records), so the service exports ``losswatch_run_finished`` and
+        the stopped-reporting alert leaves the run alone; a ``with`` block that ends in an
+        exception, or an interpreter exit after an unhandled one, passes False (a crash should
+        still be noticed). Records that could not be sent are written to one JSON-lines file in
+        ``spool_dir`` and named in a warning, so nothing is silently lost.
         """
         if self._closed or os.getpid() != self._pid:
             return
+        if finished and self.meta.get("status") != "finished":
+            self.update_meta({"status": "finished"})
         self._closed = True
         self.log = self._log_closed  # type: ignore[method-assign]
         if threading.current_thread() is self._sender._thread:
@@ -479,8 +486,8 @@ class Monitor:
     def __enter__(self) -> "Monitor":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(finished=exc_type is None)
 
     def __repr__(self) -> str:
         return f"Monitor(run_id={self.run_id!r}, url={self.url!r}, health={self.health!r})"
@@ -529,9 +536,11 @@ def _after_fork_in_child() -> None:
 
 
 def _close_all_at_exit() -> None:
+    # an unhandled exception is printed (and left in sys.last_value) before atexit handlers run
+    finished = getattr(sys, "last_value", None) is None
     for m in list(_live):
         try:
-            m.close()
+            m.close(finished=finished)
         except Exception:
             pass
 

@@ -71,6 +71,10 @@ class ServiceMetrics:
                                  "Wall-clock time of the run's last accepted batch.", labels=["run", "project"])
         active = GaugeMetricFamily("losswatch_run_active_alerts", "1 per active alert kind of the run.",
                                    labels=["run", "project", "kind", "severity"])
+        # only finished runs get a series (no extra one per running run)
+        finished = GaugeMetricFamily("losswatch_run_finished",
+                                     "1 for a run whose metadata says status 'finished' (its client closed "
+                                     "cleanly): silence is expected, not a hung job.", labels=["run", "project"])
         for s in runs:
             lab = [s.run_id, s.project]
             for fam, (_, key, _) in zip(fams, RUN_GAUGES):
@@ -82,6 +86,8 @@ class ServiceMetrics:
             health.add_metric(lab, float(HEALTH_VALUE.get(s.health, 0)))
             if s.last_seen is not None:
                 seen.add_metric(lab, s.last_seen)
+            if s.meta.get("status") == "finished":
+                finished.add_metric(lab, 1.0)
             worst: dict[str, str] = {}
             for a in s.active_alerts:
                 k, sev = a["kind"], a["severity"]
@@ -93,7 +99,7 @@ class ServiceMetrics:
                                      value=len(runs))
         up = GaugeMetricFamily("losswatch_store_up", "1 if the store answered this scrape.",
                                value=1.0 if store_up else 0.0)
-        snapshot = _Families([*fams, step, health, seen, active, exported, up])
+        snapshot = _Families([*fams, step, health, seen, finished, active, exported, up])
         return generate_latest(self.registry) + generate_latest(snapshot)
 
 

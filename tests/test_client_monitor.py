@@ -213,6 +213,34 @@ def test_records_are_flushed_at_interpreter_exit_without_close(service_proc):
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert series(service_proc, "mon-atexit")["step"] == list(range(1234))
+    # the script ended normally: the run is marked finished (no stopped-reporting alert)
+    assert get(service_proc, "/v1/runs/mon-atexit")["meta"]["status"] == "finished"
+
+
+def test_a_clean_close_marks_the_run_finished_and_a_crash_does_not(service_proc):
+    import subprocess
+    import sys
+
+    with Monitor(run_id="mon-clean", url=service_proc, meta={"task": "t"}) as mon:
+        mon.log(0, loss=1.0)
+    assert get(service_proc, "/v1/runs/mon-clean")["meta"] == {"task": "t", "status": "finished"}
+    with pytest.raises(RuntimeError):
+        with Monitor(run_id="mon-raised", url=service_proc) as mon:
+            mon.log(0, loss=1.0)
+            raise RuntimeError("training failed")
+    assert "status" not in get(service_proc, "/v1/runs/mon-raised")["meta"]
+    assert series(service_proc, "mon-raised")["step"] == [0]  # the records still arrive
+    # no close at all, and the script dies of an unhandled exception
+    script = (
+        "from losswatch.client import Monitor\n"
+        f"mon = Monitor(run_id='mon-crash', url={service_proc!r})\n"
+        "mon.log(0, loss=1.0)\n"
+        "raise SystemError('crash')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "crash" in p.stderr
+    assert series(service_proc, "mon-crash")["step"] == [0]
+    assert "status" not in get(service_proc, "/v1/runs/mon-crash")["meta"]
 
 
 def test_token_is_sent_and_a_wrong_token_keeps_the_records(service_factory):

@@ -53,7 +53,10 @@ def _healthy() -> list[dict]:
             for s in range(200)]
 
 
-RUNS = {"diverging": ("bench", _diverging()), "nan-run": ("bench", _nan_run()), "healthy": ("other", _healthy())}
+#: the finished run is marked so by its metadata once sent (what a client's clean close() does)
+FINISHED_RUN = "finished"
+RUNS = {"diverging": ("bench", _diverging()), "nan-run": ("bench", _nan_run()), "healthy": ("other", _healthy()),
+        FINISHED_RUN: ("other", _healthy()[:100])}
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,8 @@ def stack(service_proc, tmp_path_factory):
                 r = http.post(f"/v1/runs/{run}/steps", params={"project": project}, json={"records": recs[i:i + 50]})
                 assert r.status_code == 200, r.text
             sent_at[run] = (t0, time.time())
+        r = http.put(f"/v1/runs/{FINISHED_RUN}", json={"project": "other", "status": "finished"})
+        assert r.status_code == 200, r.text
         for attempt in range(2):
             bad = http.post("/v1/runs/diverging/steps", content=b'{"records": [{"step": "x"',
                             headers={"Content-Type": "application/json"})
@@ -85,6 +90,7 @@ def stack(service_proc, tmp_path_factory):
                               and prom.query('losswatch_ingest_requests_total{code=~"4.."}'), timeout=30)
         rest = {run: http.get(f"/v1/runs/{run}").json() for run in RUNS}
         prom.wait_for(lambda: len(prom.query("losswatch_run_step")) == len(RUNS), timeout=30)
+        prom.wait_for(lambda: prom.query("losswatch_run_finished"), timeout=30)
         prom.wait_for(lambda: prom.query('losswatch:ingest_records:rate1m{result="accepted"} > 0'), timeout=30)
         prom.wait_for(lambda: prom.query("increase(losswatch_actions_applied_total[1m]) > 0"), timeout=30)
         # every recording rule evaluated over at least two scrapes of every counter (a counter born
@@ -263,9 +269,11 @@ def test_alert_expressions_hold_exactly_when_they_should(stack):
     assert "diverging" in runs("LosswatchRunDiverging") and "healthy" not in runs("LosswatchRunDiverging")
     assert runs("LosswatchRunCritical") == {r for r in RUNS if rest[r]["health"] == "critical"}
     assert runs("LosswatchRunCritical")  # the scenario has critical runs
-    # nobody has been quiet for 10 minutes yet; evaluated 11 minutes from now, all three have
+    # nobody has been quiet for 10 minutes yet; evaluated 11 minutes from now, all have, and the
+    # one marked finished is left alone
     assert runs("LosswatchRunStoppedReporting") == set()
-    assert runs("LosswatchRunStoppedReporting", at=time.time() + 660) == set(RUNS)
+    assert runs("LosswatchRunStoppedReporting", at=time.time() + 660) == set(RUNS) - {FINISHED_RUN}
+    assert {s["metric"]["run"] for s in prom.query("losswatch_run_finished")} == {FINISHED_RUN}
     rejected = prom.query(rules["LosswatchIngestRejected"]["expr"])
     assert rejected and all(s["metric"]["code"].startswith("4") for s in rejected)
     # healthy service: these hold only in the tests below (service stopped, store killed)

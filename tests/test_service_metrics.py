@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service_helpers import client, post_records
@@ -81,3 +82,23 @@ def test_inactive_runs_stop_being_exported(service_factory):
     assert post_records(c, "ttl-old", [{"step": 1, "loss": 0.9}]).status_code == 200
     s = _samples(c.get("/metrics").text)
     assert _one(s, "losswatch_run_step", run="ttl-old") == 1
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_only_runs_marked_finished_export_losswatch_run_finished(store, service_factory, request):
+    env = {}
+    if store == "redis":
+        env["LOSSWATCH_STORE"] = request.getfixturevalue("redis_factory")().url
+    svc = service_factory(env=env)
+    c = client(svc.url)
+    for run in ("fin-done", "fin-busy"):
+        assert post_records(c, run, [{"step": 0, "loss": 1.0}], project="pf").status_code == 200
+    assert c.put("/v1/runs/fin-done", json={"project": "pf", "status": "finished"}).status_code == 200
+    s = _samples(c.get("/metrics").text)
+    assert _one(s, "losswatch_run_finished", run="fin-done", project="pf") == 1
+    assert not [x for x in s.get("losswatch_run_finished", []) if x.labels["run"] == "fin-busy"]
+    # a status the API does not know is refused; a resumed run (new metadata) is running again
+    assert c.put("/v1/runs/fin-busy", json={"project": "pf", "status": "done?"}).status_code == 422
+    assert c.put("/v1/runs/fin-done", json={"project": "pf"}).status_code == 200
+    s = _samples(c.get("/metrics").text)
+    assert "losswatch_run_finished" not in s or not s["losswatch_run_finished"]

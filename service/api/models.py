@@ -71,6 +71,10 @@ class RunMetaIn(BaseModel):
     batch_size: Optional[int] = Field(None, ge=1, le=2**53)
     lr_schedule: Optional[LRSchedule] = None
     tags: Union[dict[str, str], list[str], None] = None
+    status: Optional[Literal["running", "finished"]] = Field(
+        None, description='"finished": the run ended as planned (the client sets it when closed '
+                          "cleanly); exported as losswatch_run_finished, so the stopped-reporting "
+                          "alert leaves the run alone")
 
 
 class ActionReportIn(BaseModel):
