@@ -74,6 +74,7 @@ def test_every_trial_is_a_run_of_the_experiment_with_every_result(service_proc, 
     for res in results:
         trial_id = res.metrics["trial_id"]
         assert trial_id in by_id and by_id[trial_id]["project"] == "lw-sweep"
+        assert by_id[trial_id]["meta"]["status"] == "finished"  # completed: its silence is expected
         df = res.metrics_dataframe.sort_values("step")
         series = get(service_proc, f"/v1/runs/{trial_id}/steps")["series"]
         assert series["step"] == list(range(STEPS)) == df["step"].tolist()

@@ -115,17 +115,17 @@ def _build() -> type:
             fields = {f: number(result.get(k)) for f, k in self.keys.items() if k in result}
             self._monitor(trial).log(step, **fields)
 
-        def _end(self, trial: Any) -> None:
+        def _end(self, trial: Any, finished: bool = True) -> None:
             mon = self.monitors.pop(trial.trial_id, None)
             if mon is not None:
-                mon.close()
+                mon.close(finished=finished)
                 self.closed[trial.trial_id] = mon
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._end(trial)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._end(trial)
+            self._end(trial, finished=False)  # a failed trial is not "finished": its silence may page
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             for trial in trials:
