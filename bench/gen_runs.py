@@ -93,20 +93,26 @@ def _ladder_runs(family, opt, policy, seed, rungs, steps, base):
     return out
 
 
-def plan() -> list[dict]:
-    """Every run of the benchmark, in generation order (cheap families first)."""
+def plan(seeds: tuple[int, ...] = SEEDS, sick_seeds: tuple[int, ...] = (0,), injections: bool = True) -> list[dict]:
+    """Every run of the benchmark, in generation order (cheap families first).
+
+    The defaults are the benchmark; other seeds (and no injected runs) give a held-out set of the
+    same configurations (bench/holdout.py)."""
     runs: list[dict] = []
     for family, (steps, bases, main_opt) in FAMILIES.items():
         for opt, base in bases.items():
-            for seed in SEEDS:
+            for seed in seeds:
                 runs += _ladder_runs(family, opt, "constant", seed, LADDER, steps, base)
         base = bases[main_opt]
-        for policy in LOOK_SICK:
-            # schedules that ramp the LR up get an x100 rung too: a run that diverges part-way
-            # up its ramp (BLOOM 104B diverged at the end of its warm-up) is a late divergence
-            # with a build-up, where lead time means something
-            rungs = SIBLING_LADDER + ((100.0, "x100"),) if policy in RAMPED else SIBLING_LADDER
-            runs += _ladder_runs(family, main_opt, policy, 0, rungs, steps, base)
+        for seed in sick_seeds:
+            for policy in LOOK_SICK:
+                # schedules that ramp the LR up get an x100 rung too: a run that diverges part-way
+                # up its ramp (BLOOM 104B diverged at the end of its warm-up) is a late divergence
+                # with a build-up, where lead time means something
+                rungs = SIBLING_LADDER + ((100.0, "x100"),) if policy in RAMPED else SIBLING_LADDER
+                runs += _ladder_runs(family, main_opt, policy, seed, rungs, steps, base)
+        if not injections:
+            continue
         for policy in BUG_POLICIES:
             runs.append(_single(family, main_opt, "schedule_bug", policy, base, steps, None))
         at = int(steps * 0.4) + 7  # not a round number: nothing else happens there
