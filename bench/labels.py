@@ -28,7 +28,8 @@ lr_too_high / lr_too_low (runs of an LR ladder: same config and seed, LR x10 apa
     0.02 L0 (an absolute floor), and either F_b <= F_a / 2, or the gap is >= 3 standard errors
     of the difference (from the robust step noise of both runs) and either
     F_a - F_b >= 0.1 (L0 - F_b) (a tenth of the achievable progress) or F_b <= F_a / 1.5.
-    "LR too high": the nearest lower-LR rung that is not itself lost ends clearly lower.
+    "LR too high": the nearest lower-LR rung that is not itself lost, and learned something (ends
+    below 0.95 L0: a rung dead at chance is skipped like a lost one), ends clearly lower.
     "LR too low": the LR x10 sibling is not lost and ends clearly lower. Both: the larger gap wins.
 spike_transient
     a step t >= 20 whose loss is >= 2x the median of the previous 20 losses and above it by
@@ -65,6 +66,7 @@ LOST_MIN_TAIL = 20
 LOST_NOISE = 4.0
 LOST_ABOVE_START = 1.5
 FINAL_FRACTION = 0.1
+LEARNED_SOMETHING = 0.95  # a rung that ends above this x L0 learned nothing (dead at chance)
 CLEAR_FLOOR = 0.02
 CLEAR_PROGRESS = 0.1
 CLEAR_RATIO = 1.5
@@ -319,8 +321,8 @@ def lr_labels(run_id: str, cfg: dict, finals: dict[str, float], l0: float, noise
         return math.hypot(noise.get(run_id, 0.0), noise.get(other, 0.0))
 
     high = None
-    for j in range(i - 1, -1, -1):  # nearest lower rung that is not itself lost
-        if math.isfinite(finals[ladder[j]]):
+    for j in range(i - 1, -1, -1):  # nearest lower rung that is not itself lost and learned something
+        if math.isfinite(finals[ladder[j]]) and finals[ladder[j]] < LEARNED_SOMETHING * l0:
             if clearly_lower(finals[ladder[j]], f, l0, se(ladder[j])):
                 high = (ladder[j], finals[ladder[j]])
             break

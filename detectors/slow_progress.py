@@ -45,6 +45,10 @@ class SlowProgressDetector(Detector):
     z : float, default 2.0
     decayed : float, default 0.3
     factor : float, default 3.0
+    blowup : float, default 1.5
+        Silent once the loss level (``features.worst``, the fast EMA's maximum) has been at or above
+        this x the first loss: the run blew up, and the steady fall after it is a recovery (its LR
+        is too high, if anything). 1.5x is the benchmark labels' "lost: above 1.5x the start".
 
     Examples
     --------
@@ -66,8 +70,8 @@ class SlowProgressDetector(Detector):
     static_screen = True
 
     def __init__(self, ratio: float = 0.25, min_step: int = 256, z: float = 2.0,
-                 decayed: float = 0.3, factor: float = 3.0) -> None:
-        super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor)
+                 decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5) -> None:
+        super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup)
         self.k_done = -1
         self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step]
         self.lr_at_alert = 0.0
@@ -121,6 +125,8 @@ class SlowProgressDetector(Detector):
             return
         if h < self.ratio or recent < self.z * f.sd[i]:
             return
+        if f.worst[i] >= self.blowup * l0:
+            return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
         if peak == peak and peak_c == peak_c and peak > peak_c * 1.001:
             return  # the LR was still rising (warm-up): the pace is the schedule's
         lr = f.lr[i] if f.lrok[i] else None
