@@ -132,6 +132,11 @@ def test_lr_labels_follow_the_siblings():
     assert out["condition"] == "lr_too_high" and "x1" in out["rule"]
     # raising by 10x kills the run: not "too low"
     assert "condition" not in labels.lr_labels("x1", cfg, finals2, 2.3)
+    # a lower rung dead at chance (ends at its start) is skipped too: x100 and x10 both sat at
+    # 2.3 while x1 learned; x100 is "too high", not healthy
+    finals3 = {"d10": 1.5, "x1": 0.4, "x10": 2.29, "x100": 2.31}
+    out = labels.lr_labels("x100", cfg, finals3, 2.3)
+    assert out["condition"] == "lr_too_high" and "x1" in out["rule"]
 
 
 def test_schedule_bug_rule_on_the_generators_policies():
@@ -239,6 +244,26 @@ def test_committed_runs_cover_the_issue(committed):
     csvs = list((BENCH / "runs").glob("*.csv"))
     assert {p.stem for p in csvs} >= set(committed)
     assert sum(p.stat().st_size for p in csvs) < 15e6
+
+
+holdout = _load("holdout")
+
+
+@pytest.mark.parametrize("seeds", [(2, 3), (4, 5)])
+def test_held_out_runs_and_labels_are_committed_and_consistent(seeds):
+    tag = "s" + "-s".join(map(str, seeds))
+    committed_labels = json.loads((BENCH / "holdout" / f"labels-{tag}.json").read_text())["runs"]
+    configs = holdout.holdout_plan(seeds)
+    assert len(committed_labels) == len(configs) == 288  # every planned run was trained and labelled
+    fresh = json.loads(json.dumps(labels._json_safe(labels.label_runs(configs, holdout.RUNS_DIR))))
+    for rid, lab in committed_labels.items():
+        assert fresh[rid]["conditions"] == lab["conditions"], rid
+    # the committed results are today's: a detector change that moves them must re-run the
+    # held-out check and commit what it says (never a silent change)
+    with_meta = score.score(committed_labels, runs_dir=holdout.RUNS_DIR)
+    without = score.score(committed_labels, runs_dir=holdout.RUNS_DIR, optimizer_meta=False)
+    md = holdout.report(with_meta, without, len(committed_labels), seeds)
+    assert md == (BENCH / "results" / f"holdout-{tag}.md").read_text()
 
 
 def test_committed_labels_are_what_the_rules_give(committed):
