@@ -122,7 +122,10 @@ class DivergenceDetector(Detector):
 
     The episode resolves once both the loss level and its 2-record average have stayed below
     ``resolve_ratio`` x best for ``rearm`` consecutive records (the winsorised level alone lags a
-    blow-up; a relapse within that window is the same episode, not a new alert).
+    blow-up; a relapse within that window is the same episode, not a new alert). A *lost* episode
+    (rule 6) also needs the trend back below ``stuck`` x the first loss: a model dead at chance
+    sits at its best, which is where it started, and "back near its best" would close and re-open
+    the same episode every ``rearm`` records.
 
     *Escalation* (same episode, same alert id): when the LR the run reports has dropped to
     <= ``lr_followed`` x the LR at which the advice was given (the cut was made) and, after
@@ -295,7 +298,8 @@ class DivergenceDetector(Detector):
             nl = f.nl[i]
             self._escalate(f, i, x, best, l0, slow, nl)
             if _pratio(slow, best, l0) < self.resolve_ratio and \
-                    _pratio(f.fast[i], best, l0) < self.resolve_ratio:
+                    _pratio(f.fast[i], best, l0) < self.resolve_ratio and \
+                    (self.alert.evidence.get("rule") != "lost" or f.trend[i] < self.stuck * l0):
                 if self.ok_since < 0:
                     self.ok_since = nl
                 if nl - self.ok_since + 1 >= self.rearm:

@@ -152,3 +152,21 @@ def test_escalation_is_the_same_in_batches_and_one_record_at_a_time():
     key = lambda a: (a.id, a.step, a.last_step, a.severity, a.action.to_dict(), a.resolved_step)  # noqa: E731
     assert [key(a) for a in batched] == [key(a) for a in one]
     assert _escalations(batched)
+
+
+def test_a_run_dead_at_chance_is_one_lost_episode_until_it_learns_again():
+    import random
+
+    r = random.Random(5)
+    # blown up at the start, then at chance (its first loss) with noise for 1,500 steps: the level
+    # sits at its "best", which is where it started, and that is no recovery
+    dead = [2.3, 40.0, 150.0, 60.0, 9.0] + [2.3 * (1 + r.gauss(0, 0.02)) for _ in range(1500)]
+    alerts = replay(dead, lrs=[3.0] * len(dead))[1]
+    episodes = raised(alerts, "divergence")
+    assert len(episodes) == 1 and episodes[0].evidence["rule"] == "lost"
+    assert all(a.resolved_step is None for a in alerts if a.id == episodes[0].id)
+    # the same run learning again (after a fix) closes the episode
+    learns = dead[:600] + [2.3 * math.exp(-(s + 1) / 100) + 0.1 for s in range(600)]
+    alerts = replay(learns, lrs=[3.0] * len(learns))[1]
+    lost = [a for a in alerts if a.kind == "divergence" and a.evidence.get("rule") == "lost"]
+    assert lost and lost[-1].resolved_step is not None and lost[-1].resolved_step > 600
