@@ -216,12 +216,17 @@ def main(argv=None) -> int:
             print(r["run_id"], r["lr"], r["injection"] or "")
         print(len(runs), "runs")
         return 0
+    generate(runs, Path(args.out))
+    return 0
+
+
+def generate(runs: list[dict], out: Path) -> None:
+    """Train every run of ``runs`` that has no CSV in ``out`` yet (resumable)."""
     import torch
 
     torch.set_num_threads(1)
     from gen.tasks import make_task
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks: dict = {}
     t_all = time.process_time()
@@ -238,7 +243,6 @@ def main(argv=None) -> int:
         print(f"[{i + 1}/{len(runs)}] {cfg['run_id']}: {len(rows)} steps, loss {rows[0][1]:.3g} -> {last[1]:.3g}, "
               f"{time.process_time() - t0:.1f}s cpu", flush=True)
     print(f"done, {time.process_time() - t_all:.0f}s cpu", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

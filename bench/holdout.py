@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from gen_runs import plan, train, write_csv  # noqa: E402
+from gen_runs import generate, plan  # noqa: E402
 from labels import DETECTED_BY, label_runs  # noqa: E402
 from score import TARGETS, _f, score  # noqa: E402
 
@@ -39,25 +38,6 @@ SEEDS = (2, 3)
 
 def holdout_plan(seeds: tuple[int, ...] = SEEDS) -> list[dict]:
     return plan(seeds=seeds, sick_seeds=seeds, injections=False)
-
-
-def generate(configs: list[dict]) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    from gen.tasks import make_task
-
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    tasks: dict = {}
-    for i, cfg in enumerate(configs):
-        path = RUNS_DIR / f"{cfg['run_id']}.csv"
-        if path.exists():
-            continue
-        if cfg["family"] not in tasks:
-            tasks[cfg["family"]] = make_task(cfg["family"])
-        t0 = time.process_time()
-        write_csv(path, train(cfg, tasks[cfg["family"]]))
-        print(f"[{i + 1}/{len(configs)}] {cfg['run_id']} {time.process_time() - t0:.1f}s cpu", flush=True)
 
 
 def report(with_meta: dict, without: dict, n_runs: int, seeds: tuple[int, ...]) -> str:
@@ -107,7 +87,7 @@ def main(argv=None) -> int:
     tag = "s" + "-s".join(map(str, seeds))
     configs = holdout_plan(seeds)
     if not args.score_only:
-        generate(configs)
+        generate(configs, RUNS_DIR)
     labels = label_runs(configs, RUNS_DIR)
     (HOLDOUT / f"labels-{tag}.json").write_text(json.dumps({"about": "Labels of the held-out runs (bench/holdout.py); rules in "
                                            "bench/labels.py.", "detected_by": DETECTED_BY, "runs": labels},
