@@ -95,8 +95,8 @@ _BEFORE_ITEMS = tuple(BEFORE.items())
 
 def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS}
-    st.update(fo=0.0, fostep=-1, nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, up_n=0, pbest=INF, pstep=-1, alt=0.0,
-              amp=0.0, dlast=0.0, ng=0, nlr=0, peak=-INF, rev=0, lrdir=0, rec=0)
+    st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, up_n=0, pbest=INF, pstep=-1, alt=0.0,
+              amp=0.0, dlast=0.0, ng=0, nlr=0, peak=-INF, rev=0, lrdir=0, rec=0, fo=0.0, fostep=-1)
     return st
 
 

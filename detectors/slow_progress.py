@@ -49,6 +49,7 @@ class SlowProgressDetector(Detector):
         Silent once the loss level (``features.worst``, the fast EMA's maximum) has been at or above
         this x the first loss: the run blew up, and the steady fall after it is a recovery (its LR
         is too high, if anything). 1.5x is the benchmark labels' "lost: above 1.5x the start".
+        Only for a positive first loss (a ratio means nothing for a loss that can be negative).
 
     Examples
     --------
@@ -125,7 +126,7 @@ class SlowProgressDetector(Detector):
             return
         if h < self.ratio or recent < self.z * f.sd[i]:
             return
-        if f.worst[i] >= self.blowup * l0:
+        if l0 > 0.0 and f.worst[i] >= self.blowup * l0:
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
         if peak == peak and peak_c == peak_c and peak > peak_c * 1.001:
             return  # the LR was still rising (warm-up): the pace is the schedule's

@@ -60,3 +60,24 @@ def test_period_two_oscillation_under_a_constant_lr_but_not_a_cyclic_one():
     assert osc and osc[0].action.params["factor"] < 1
     cyc = [0.01 + 0.09 * (1 - abs((s % 40) / 20 - 1)) for s in range(300)]
     assert raised(replay(losses, lrs=cyc)[1], "oscillation") == []
+
+
+def test_a_steady_fall_after_a_blow_up_is_a_recovery_not_a_small_lr():
+    r = random.Random(4)
+    # an LR-too-high start: up to 3x the first loss within 10 steps, back below it by step 60,
+    # then a long, steady fall (from where the blow-up left it)
+    def loss(s):
+        if s <= 10:
+            return 2.3 + 0.46 * s
+        if s <= 60:
+            return 6.9 - (6.9 - 2.2) * (s - 10) / 50
+        return max(0.5, 2.2 - 0.002 * (s - 60))
+
+    losses = [loss(s) for s in range(700)]
+    losses = [x * (1 + r.gauss(0, 0.01)) for x in losses]
+    alerts = replay(losses, lrs=[0.5] * len(losses))[1]
+    assert not [a for a in raised(alerts, "plateau", "warning") if a.detector == "slow_progress"]
+    # the same fall from the start (no blow-up) is the slow, LR-limited descent it flags
+    steady = [max(0.5, 2.3 - 0.003 * s) * (1 + r.gauss(0, 0.01)) for s in range(700)]
+    alerts = replay(steady, lrs=[0.5] * len(steady))[1]
+    assert [a.detector for a in raised(alerts, "plateau", "warning")] == ["slow_progress"]
