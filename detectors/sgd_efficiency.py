@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from .base import Detector, fmt
+from .base import fmt
+from .raise_lr import RaiseLRDetector
 from .types import Action
 
 #: Optimizer names (run metadata ``optimizer``, lower-cased) whose step is ``lr * gradient``
@@ -16,7 +15,7 @@ from .types import Action
 SGD_NAMES = frozenset({"sgd", "torch.optim.sgd", "sgd_momentum", "nesterov", "momentum"})
 
 
-class SGDEfficiencyDetector(Detector):
+class SGDEfficiencyDetector(RaiseLRDetector):
     """A too-small LR for plain SGD, measured against the first-order model of the loss.
 
     A gradient step of size ``lr`` (times ``1 / (1 - momentum)`` once momentum has built up)
@@ -112,18 +111,10 @@ class SGDEfficiencyDetector(Detector):
     def screen(self, f):
         return f.a("rec") % self.every == 0
 
-    def active_screen(self, f):
-        if self.lr_at_alert > 0.0:
-            with np.errstate(invalid="ignore"):
-                raised = f.a("lrok") & ~(f.a("lr") < 2.0 * self.lr_at_alert)
-            return self.screen(f) | raised
-        return self.screen(f)
-
     def step(self, f, i: int) -> None:
         step = f.step[i]
         lrok = f.lrok[i]
-        if self.alert is not None and self.lr_at_alert > 0.0 and lrok and f.lr[i] >= 2.0 * self.lr_at_alert:
-            self.close_episode(step, f"LR raised to {fmt(f.lr[i])}")
+        self.resolve_if_raised(f, i)
         rec = f.rec[i]
         if rec % self.every:
             return

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Detector, fmt
+from .base import fmt
+from .raise_lr import RaiseLRDetector
 from .types import Action
 
 
@@ -14,7 +15,7 @@ def _bitlen(step: int) -> int:
     return step.bit_length() if step > 0 else 0
 
 
-class SlowProgressDetector(Detector):
+class SlowProgressDetector(RaiseLRDetector):
     """A too-small LR, seen from one run: the loss keeps falling at an almost constant pace
     instead of dropping fast and then flattening.
 
@@ -75,7 +76,6 @@ class SlowProgressDetector(Detector):
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup)
         self.k_done = -1
         self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step]
-        self.lr_at_alert = 0.0
 
     def get_state(self) -> dict[str, Any]:
         return {"k_done": self.k_done, "cps": self.cps, "lr_at_alert": self.lr_at_alert}
@@ -91,18 +91,9 @@ class SlowProgressDetector(Detector):
         cross[1:] = e[1:] > e[:-1]
         return cross
 
-    def active_screen(self, f):
-        if self.lr_at_alert > 0.0:
-            with np.errstate(invalid="ignore"):
-                raised = f.a("lrok") & ~(f.a("lr") < 2.0 * self.lr_at_alert)
-            return self.screen(f) | raised
-        return self.screen(f)
-
     def step(self, f, i: int) -> None:
         step = f.step[i]
-        if self.alert is not None and self.lr_at_alert > 0.0 and f.lrok[i] and \
-                f.lr[i] >= 2.0 * self.lr_at_alert:
-            self.close_episode(step, f"LR raised to {fmt(f.lr[i])}")
+        self.resolve_if_raised(f, i)
         k = _bitlen(step)
         if k <= self.k_done:
             return

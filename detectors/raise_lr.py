@@ -1,0 +1,34 @@
+"""What the detectors that advise raising the LR share: their episode ends once the LR was raised."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Detector, fmt
+
+#: An episode that advised a larger LR resolves once the reported LR is at least this x the LR
+#: it was raised at (the advice was followed; whether it was enough, the next check says).
+RAISED = 2.0
+
+
+class RaiseLRDetector(Detector):
+    """Base of slow_progress and sgd_efficiency: both check at sparse checkpoints (``screen``)
+    and advise ``scale_lr`` > 1. Subclasses set ``lr_at_alert`` when they open an episode (0.0
+    when the LR was not logged) and keep it in their state; ``step`` calls
+    :meth:`resolve_if_raised` first."""
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.lr_at_alert = 0.0
+
+    def active_screen(self, f):
+        rows = self.screen(f)
+        if self.lr_at_alert > 0.0:
+            with np.errstate(invalid="ignore"):
+                rows = rows | (f.a("lrok") & ~(f.a("lr") < RAISED * self.lr_at_alert))
+        return rows
+
+    def resolve_if_raised(self, f, i: int) -> None:
+        if self.alert is not None and self.lr_at_alert > 0.0 and f.lrok[i] and \
+                f.lr[i] >= RAISED * self.lr_at_alert:
+            self.close_episode(f.step[i], f"LR raised to {fmt(f.lr[i])}")
