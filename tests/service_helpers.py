@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.error
+import urllib.request
 from typing import Any
 
 import httpx
@@ -12,6 +14,29 @@ import httpx
 def client(url: str, token: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, headers=headers, timeout=30)
+
+
+#: Alert kinds a far too high LR raises (what the framework tests expect from a hot run)
+LR_TOO_HIGH_KINDS = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
+
+
+def get_response(url: str, path: str) -> bytes:
+    """GET ``url + path`` with the standard library; the body, after asserting a 200."""
+    try:
+        with urllib.request.urlopen(url + path, timeout=10) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    assert status == 200, (path, status, body[:300])
+    return body
+
+
+def get_json(url: str, path: str) -> Any:
+    return json.loads(get_response(url, path))
+
+
+def get_text(url: str, path: str) -> str:
+    return get_response(url, path).decode()
 
 
 def post_records(c: httpx.Client, run_id: str, records: list[dict[str, Any]], **params) -> httpx.Response:

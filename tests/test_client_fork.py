@@ -1,31 +1,17 @@
 """Fork safety: children (DataLoader workers, pools) neither duplicate the parent's records nor
 hang on a lock or thread inherited from it."""
 
-import http.client
-import json
 import os
 import signal
 import time
 import warnings
-from urllib.parse import urlsplit
 
-import pytest
 import torch
 
 from losswatch.client import Monitor
+from service_helpers import get_json as get
 
 torch.set_num_threads(1)
-
-
-def get(url, path):
-    p = urlsplit(url)
-    c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
-    c.request("GET", path)
-    r = c.getresponse()
-    body = json.loads(r.read())
-    c.close()
-    assert r.status == 200, body
-    return body
 
 
 def wait_child(pid, timeout=30.0):

@@ -12,17 +12,7 @@ import pytest
 
 from fixtures.ports import free_port
 from losswatch.client import Monitor
-
-
-def get(url, path):
-    p = urlsplit(url)
-    c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
-    c.request("GET", path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    assert r.status == 200, (path, r.status, body[:300])
-    return json.loads(body)
+from service_helpers import get_json as get
 
 
 def series(url, run_id):

@@ -1,17 +1,15 @@
 """torch tensors through the client: no host-device sync in log(), values read in batches, and a
 real (tiny) torch training run with a far too high LR raising alerts through the real service."""
 
-import http.client
-import json
 import math
 import threading
-from urllib.parse import urlsplit
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from losswatch.client import Monitor
+from service_helpers import get_json as get
 
 torch.set_num_threads(1)
 
@@ -29,17 +27,6 @@ class OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append((func.__name__.split(".")[0], threading.current_thread().name))
         return func(*args, **(kwargs or {}))
-
-
-def get(url, path):
-    p = urlsplit(url)
-    c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
-    c.request("GET", path)
-    r = c.getresponse()
-    body = json.loads(r.read())
-    c.close()
-    assert r.status == 200, body
-    return body
 
 
 def test_log_reads_no_tensor_value_in_the_training_thread(service_proc):

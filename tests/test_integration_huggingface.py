@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 import uuid
 
 import pytest
@@ -17,15 +16,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from losswatch.client.integrations.huggingface import LosswatchCallback  # noqa: E402
+from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get  # noqa: E402
 
 torch.set_num_threads(1)
-
-BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
-
-
-def get(url: str, path: str) -> dict:
-    with urllib.request.urlopen(url + path, timeout=10) as r:
-        return json.loads(r.read())
 
 
 class WaitForAdvice(transformers.TrainerCallback):

@@ -5,11 +5,9 @@ alert (with act=True: the LR is cut, or training stopped, and the service gets t
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 
 import pytest
@@ -19,17 +17,12 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 from losswatch.client.integrations.keras import LosswatchCallback  # noqa: E402
+from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get  # noqa: E402
 
 torch.set_num_threads(1)
 
-BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
 BS = 16
 N = 96  # 6 batches per epoch
-
-
-def get(url: str, path: str) -> dict:
-    with urllib.request.urlopen(url + path, timeout=10) as r:
-        return json.loads(r.read())
 
 
 class Reference(keras.callbacks.Callback):

@@ -5,10 +5,8 @@ must raise an alert (with act=True: the Actor cuts the LR and the service gets t
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import urllib.request
 import uuid
 
 import pytest
@@ -17,15 +15,9 @@ torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning.pytorch")
 
 from losswatch.client.integrations.lightning import LosswatchCallback  # noqa: E402
+from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get  # noqa: E402
 
 torch.set_num_threads(1)
-
-BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
-
-
-def get(url: str, path: str) -> dict:
-    with urllib.request.urlopen(url + path, timeout=10) as r:
-        return json.loads(r.read())
 
 
 class Regression(L.LightningModule):

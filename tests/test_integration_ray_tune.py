@@ -22,6 +22,8 @@ BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
 STEPS = 30
 
 
+# Not service_helpers.get_json / LR_TOO_HIGH_KINDS: Ray's workers import this module to run
+# `trainable`, and tests/ is not on their path, so this module imports nothing from tests/.
 def get(url: str, path: str) -> dict:
     with urllib.request.urlopen(url + path, timeout=10) as r:
         return json.loads(r.read())

@@ -5,11 +5,9 @@ NaN loss must stop a loop that opted into StopTraining at its next step."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -18,20 +16,9 @@ torch = pytest.importorskip("torch")
 
 from losswatch.client import Monitor  # noqa: E402
 from losswatch.client.integrations.torch import StopTraining, TorchWatcher, global_grad_norm  # noqa: E402
+from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get, get_text  # noqa: E402
 
 torch.set_num_threads(1)
-
-BAD = ("divergence", "nan", "grad_explosion", "spike", "oscillation")
-
-
-def get(url: str, path: str) -> dict:
-    with urllib.request.urlopen(url + path, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def get_text(url: str, path: str) -> str:
-    with urllib.request.urlopen(url + path, timeout=10) as r:
-        return r.read().decode()
 
 
 def test_global_grad_norm_equals_the_norm_of_all_gradients_concatenated() -> None:
