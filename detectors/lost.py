@@ -18,4 +18,9 @@ def lost_after_blowup(trend: float, l0: float, worst: float, sd: float, blowup: 
         return False
     if trend > l0 + 0.02 * abs(l0) and trend - l0 > 3.0 * sd:
         return True
-    return l0 != 0.0 and worst >= blowup * abs(l0)
+    return blew_up(worst, l0, blowup)
+
+
+def blew_up(worst: float, l0: float, factor: float) -> bool:
+    """Has the loss level (its running maximum ``worst``) been ``factor`` x the first loss?"""
+    return l0 != 0.0 and worst >= factor * abs(l0)

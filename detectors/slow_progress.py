@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .base import fmt
+from .lost import blew_up
 from .raise_lr import RaiseLRDetector
 from .types import Action
 
@@ -50,7 +51,7 @@ class SlowProgressDetector(RaiseLRDetector):
         Silent once the loss level (``features.worst``, the fast EMA's maximum) has been at or above
         this x the first loss: the run blew up, and the steady fall after it is a recovery (its LR
         is too high, if anything). 1.5x is the benchmark labels' "lost: above 1.5x the start".
-        Only for a positive first loss (a ratio means nothing for a loss that can be negative).
+        The same test as the lost-run rule's (``lost.blew_up``, against ``abs(first loss)``).
 
     Examples
     --------
@@ -117,7 +118,7 @@ class SlowProgressDetector(RaiseLRDetector):
             return
         if h < self.ratio or recent < self.z * f.sd[i]:
             return
-        if l0 > 0.0 and f.worst[i] >= self.blowup * l0:
+        if blew_up(f.worst[i], l0, self.blowup):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
         if peak == peak and peak_c == peak_c and peak > peak_c * 1.001:
             return  # the LR was still rising (warm-up): the pace is the schedule's
