@@ -99,7 +99,10 @@ class DivergenceDetector(Detector):
        cyclic LR going up (>= 2 reversals), never (CLR/SGDR raise the loss by design). An
        excursion that begins within ``spike_memory`` records of a big spike waits
        ``sustain_after_spike`` records (BLOOM-176B's spike recovered in ~30 iterations; the
-       benchmark's bad-batch excursions take up to ~100, its own recovery window).
+       benchmark's bad-batch excursions take up to ~100, its own recovery window), unless its
+       level is at or above ``above_start`` x the first loss: worse than the untrained model is
+       not a bad batch's aftermath (held-out RNNs at 10x LR spiked once, then sat at 3-4x the
+       first loss and waited 200 steps for the lost-run rule).
     4. *The LR explains a spike*: a loss spike (the spike detector's rule) within
        ``after_jump`` records of the LR rising >= ``lr_jump`` x in one step: the new LR, not the
        data, made the loss jump (benchmark lr_jump runs: the spike is the first sign, the run is
@@ -160,6 +163,8 @@ class DivergenceDetector(Detector):
     rearm : int, default 50
     lost_patience, lost_patience_frac, stuck, blowup, lost_min_records : default 200, 0.25, 0.9, 2.0, 20
     sustain_warmup : int, default 5
+    above_start : float, default 1.5
+        the benchmark labels' "lost: above 1.5x the start", as in slow_progress's ``blowup``
     settle, lr_followed, max_escalations : int, float, int, default 30, 0.5, 2
         escalation: records at the lowered LR before judging the cut, the LR drop that counts
         as the advice taken, further cuts per episode
@@ -197,7 +202,7 @@ class DivergenceDetector(Detector):
                  sustain_decay: int = 30, lost_patience: int = 200,
                  lost_patience_frac: float = 0.25, stuck: float = 0.9, blowup: float = 2.0,
                  lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
-                 max_escalations: int = 2) -> None:
+                 max_escalations: int = 2, above_start: float = 1.5) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -210,7 +215,8 @@ class DivergenceDetector(Detector):
                          rearm=rearm, sustain_decay=sustain_decay, lost_patience=lost_patience,
                          lost_patience_frac=lost_patience_frac, stuck=stuck, blowup=blowup,
                          lost_min_records=lost_min_records, settle=settle,
-                         lr_followed=lr_followed, max_escalations=max_escalations)
+                         lr_followed=lr_followed, max_escalations=max_escalations,
+                         above_start=above_start)
         self.esc_lr = -1.0  # LR when the episode's advice was last given (open / escalation)
         self.esc_n = 0  # escalations so far in this episode
         self.esc_hi_start = 0  # loss-record count at which the current high run after the cut began
@@ -382,7 +388,7 @@ class DivergenceDetector(Detector):
                 need = self.sustain_warmup
             elif f.lrok[i] and f.lrdir[i] < 0 and f.rev[i] == 1:
                 need = self.sustain_decay  # the schedule is already cutting the LR: give it time
-            elif self.hi_after_spike:
+            elif self.hi_after_spike and not (l0 > 0.0 and slow >= self.above_start * l0):
                 need = self.sustain_after_spike
             else:
                 need = self.sustain

@@ -32,3 +32,10 @@ class RaiseLRDetector(Detector):
         if self.alert is not None and self.lr_at_alert > 0.0 and f.lrok[i] and \
                 f.lr[i] >= RAISED * self.lr_at_alert:
             self.close_episode(f.step[i], f"LR raised to {fmt(f.lr[i])}")
+
+    @staticmethod
+    def recovering(level_then: float, best_then: float, sd_now: float, z: float) -> bool:
+        """The window being judged started above the best level reached before it: the progress
+        since is a recovery (from a spike, a relapse, a blow-up during warm-up), not the LR's
+        pace. Today's noise scale: the one back then may be the excursion's own."""
+        return level_then > best_then + z * sd_now

@@ -36,8 +36,11 @@ class SlowProgressDetector(RaiseLRDetector):
     (0.74, 0.70) and removed none. A run whose LR is far too small descends almost linearly: ``h`` is ~1
     (the second half of the time makes as much progress as the first). **warning** with
     ``scale_lr`` x``factor`` when ``h >= ratio``, ``t >= min_step``, the recent progress is
-    real (>= ``z`` noise units of the loss) and the LR was steady (not warming up since ``c``,
-    not decayed below ``decayed`` x its peak: a slow tail of a decayed schedule is by design).
+    real (>= ``z`` noise units of the loss), the checkpoint's level was not above the best level
+    reached before it (by ``z`` noise units: a fall from a relapse is a recovery, not the LR's
+    pace; softmax at 10x LR relapses during its warm-up and falls fast after it) and the LR was
+    steady (not warming up since ``c``, not decayed below ``decayed`` x its peak: a slow tail of
+    a decayed schedule is by design).
     Resolves at the next checkpoint where ``h < ratio / 2`` or once the LR has been raised 2x.
 
     Parameters
@@ -76,7 +79,7 @@ class SlowProgressDetector(RaiseLRDetector):
                  decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup)
         self.k_done = -1
-        self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step]
+        self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step, best level]
 
     def get_state(self) -> dict[str, Any]:
         return {"k_done": self.k_done, "cps": self.cps, "lr_at_alert": self.lr_at_alert}
@@ -103,11 +106,13 @@ class SlowProgressDetector(RaiseLRDetector):
             return
         trend = f.slow[i]
         peak = f.peak[i]
-        self.cps[str(k)] = [trend, peak, step]
+        self.cps[str(k)] = [trend, peak, step, f.best[i]]
         prev = self.cps.get(str(k - 1))
         if prev is None or step < self.min_step:
             return
-        t_c, peak_c, _ = prev
+        t_c, peak_c = prev[0], prev[1]
+        # states saved before the checkpoint kept the best level have no recovery guard
+        best_c = prev[3] if len(prev) > 3 else float("-inf")
         l0 = f.l0[i]
         made = l0 - t_c
         recent = t_c - trend
@@ -118,6 +123,8 @@ class SlowProgressDetector(RaiseLRDetector):
             return
         if h < self.ratio or recent < self.z * f.sd[i]:
             return
+        if self.recovering(t_c, best_c, f.sd[i], self.z):
+            return  # the checkpoint sat above the best level: the fall since is a recovery
         if blew_up(f.worst[i], l0, self.blowup):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
         if peak == peak and peak_c == peak_c and peak > peak_c * 1.001:

