@@ -37,9 +37,10 @@ class SGDEfficiencyDetector(RaiseLRDetector):
     ``efficiency >= ratio`` at a checkpoint (every ``every`` records from the ``min_records``-th;
     records, not steps, because the loss level is an average over records), the decrease is real
     (>= ``z`` noise units), the LR was steady over the window (within 2x: a schedule's drop
-    anneals the noise away, which is not first-order progress) and not decayed below ``decayed``
-    x its peak (a decayed schedule's tail is by design), and the window started at the run's best
-    level (recovering from a spike is not progress). Resolves at a checkpoint where
+    anneals the noise away, which is not first-order progress) and over the window before it
+    (right after a raise the loss falls to its new floor, fast at any LR), not decayed below
+    ``decayed`` x its peak (a decayed schedule's tail is by design), and the window started at
+    the run's best level (recovering from a spike is not progress). Resolves at a checkpoint where
     ``efficiency < ratio / 2`` or once the LR has been raised 2x.
 
     Only built for runs whose metadata says the optimizer is SGD *and* gives its momentum
@@ -148,7 +149,7 @@ class SGDEfficiencyDetector(RaiseLRDetector):
             return
         if not 0.5 * lr_c <= lr <= 2.0 * lr_c:
             return  # the schedule changed the LR inside the window
-        before = self.cps.get(str(k - 2 * self.window // self.every))
+        before = self.cps.get(str(k - 2 * back))
         if before is not None and not 0.5 * before[4] <= lr <= 2.0 * before[4]:
             # ... or in the window before it: after a raise the loss falls towards its new floor
             # for a while, fast but not first-order progress (a tuned run is past that by then)
