@@ -167,7 +167,7 @@ def main() -> int:
     print(f"load average {result['load_average_at_end']}")
     print(f"import losswatch.client: {imp['median_ms']:.1f} ms median, {imp['min_ms']:.1f} ms best of {imp['runs']} fresh interpreters; "
           f"heavy modules loaded: {imp['heavy_modules_loaded']}")
-    print(f"delivered: " + ", ".join(f"{k}: sent {v['sent']} in {v['posts']} POSTs" for k, v in delivered.items()))
+    print("delivered: " + ", ".join(f"{k}: sent {v['sent']} in {v['posts']} POSTs" for k, v in delivered.items()))
     print("in a real training loop (tiny torch MLP on CPU, per step):")
     base = loop["no logging"]
     for k, v in loop.items():

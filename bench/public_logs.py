@@ -30,7 +30,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from labels import read_run  # noqa: E402
-from score import SEV, episodes, replay  # noqa: E402
+from score import episodes, replay  # noqa: E402
 
 #: the shared data folder next to the checkout; LOSSWATCH_PUBLIC_LOGS points elsewhere
 DEFAULT_DIR = Path(os.environ.get("LOSSWATCH_PUBLIC_LOGS", HERE.parent.parent / "shared" / "data" / "public-logs"))

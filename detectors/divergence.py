@@ -9,7 +9,7 @@ import numpy as np
 import math
 
 from .base import Detector, fmt
-from .lost import lost_after_blowup
+from .lost import blew_up, lost_after_blowup, stuck_at_start
 from .spike import is_spike, spike_screen
 from .types import Action
 
@@ -164,7 +164,8 @@ class DivergenceDetector(Detector):
     lost_patience, lost_patience_frac, stuck, blowup, lost_min_records : default 200, 0.25, 0.9, 2.0, 20
     sustain_warmup : int, default 5
     above_start : float, default 1.5
-        the benchmark labels' "lost: above 1.5x the start", as in slow_progress's ``blowup``
+        the benchmark labels' "lost: above 1.5x the start" (slow_progress's ``blowup`` applies
+        it to the fast level's maximum; here it is the level now, for a positive first loss)
     settle, lr_followed, max_escalations : int, float, int, default 30, 0.5, 2
         escalation: records at the lowered LR before judging the cut, the LR drop that counts
         as the advice taken, further cuts per episode
@@ -388,7 +389,7 @@ class DivergenceDetector(Detector):
                 need = self.sustain_warmup
             elif f.lrok[i] and f.lrdir[i] < 0 and f.rev[i] == 1:
                 need = self.sustain_decay  # the schedule is already cutting the LR: give it time
-            elif self.hi_after_spike and not (l0 > 0.0 and slow >= self.above_start * l0):
+            elif self.hi_after_spike and not (l0 > 0.0 and blew_up(slow, l0, self.above_start)):
                 need = self.sustain_after_spike
             else:
                 need = self.sustain
@@ -401,7 +402,7 @@ class DivergenceDetector(Detector):
             p = self.lost_patience_frac * (step - f.l0_step[i])
             trend = f.trend[i]
             if since >= (p if p > self.lost_patience else self.lost_patience) and \
-                    (trend >= self.stuck * l0 if l0 > 0 else trend >= l0) and \
+                    stuck_at_start(trend, l0, self.stuck) and \
                     lost_after_blowup(trend, l0, f.worst[i], f.sd[i], self.blowup):
                 rule = (f"the loss blew up to {fmt(f.worst[i])} and has been stuck at {fmt(trend)} "
                         f"(it started at {fmt(l0)}) for {since} steps", "lost")

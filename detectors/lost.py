@@ -21,6 +21,12 @@ def lost_after_blowup(trend: float, l0: float, worst: float, sd: float, blowup: 
     return blew_up(worst, l0, blowup)
 
 
+def stuck_at_start(trend: float, l0: float, stuck: float) -> bool:
+    """Is the loss trend still where training started (>= ``stuck`` x a positive first loss;
+    for a first loss <= 0, where a ratio means nothing, at or above it)?"""
+    return trend >= stuck * l0 if l0 > 0 else trend >= l0
+
+
 def blew_up(worst: float, l0: float, factor: float) -> bool:
     """Has the loss level (its running maximum ``worst``) been ``factor`` x the first loss?"""
     return l0 != 0.0 and worst >= factor * abs(l0)

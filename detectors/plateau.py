@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
-from .lost import lost_after_blowup
+from .lost import lost_after_blowup, stuck_at_start
 from .types import Action
 
 
@@ -142,7 +142,7 @@ class PlateauDetector(Detector):
                                      "has converged. Nothing to do."))
             return
         fl = f.l0[i]
-        stuck = fl == fl and (trend >= self.stuck * fl if fl > 0 else trend >= fl)
+        stuck = fl == fl and stuck_at_start(trend, fl, self.stuck)
         if stuck and lost_after_blowup(trend, fl, f.worst[i], f.sd[i], self.blowup):
             return  # not a plateau: a lost run (the divergence detector reports it)
         gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .base import Detector, fmt
@@ -12,14 +14,22 @@ RAISED = 2.0
 
 
 class RaiseLRDetector(Detector):
-    """Base of slow_progress and sgd_efficiency: both check at sparse checkpoints (``screen``)
-    and advise ``scale_lr`` > 1. Subclasses set ``lr_at_alert`` when they open an episode (0.0
-    when the LR was not logged) and keep it in their state; ``step`` calls
-    :meth:`resolve_if_raised` first."""
+    """Base of slow_progress and sgd_efficiency: both check at sparse checkpoints (``screen``),
+    keep what they saw there in ``cps`` (checkpoint key -> values, their own layout) and advise
+    ``scale_lr`` > 1. Subclasses set ``lr_at_alert`` when they open an episode (0.0 when the LR
+    was not logged); ``step`` calls :meth:`resolve_if_raised` first. Both have a ``z`` (noise
+    units) parameter."""
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.lr_at_alert = 0.0
+        self.cps: dict[str, list[float]] = {}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"cps": self.cps, "lr_at_alert": self.lr_at_alert}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        self.cps, self.lr_at_alert = d["cps"], d["lr_at_alert"]
 
     def active_screen(self, f):
         rows = self.screen(f)
@@ -33,9 +43,9 @@ class RaiseLRDetector(Detector):
                 f.lr[i] >= RAISED * self.lr_at_alert:
             self.close_episode(f.step[i], f"LR raised to {fmt(f.lr[i])}")
 
-    @staticmethod
-    def recovering(level_then: float, best_then: float, sd_now: float, z: float) -> bool:
-        """The window being judged started above the best level reached before it: the progress
-        since is a recovery (from a spike, a relapse, a blow-up during warm-up), not the LR's
-        pace. Today's noise scale: the one back then may be the excursion's own."""
-        return level_then > best_then + z * sd_now
+    def recovering(self, level_then: float, best_then: float, sd_now: float) -> bool:
+        """The window being judged started above the best level reached before it (by ``z``
+        noise units): the progress since is a recovery (from a spike, a relapse, a blow-up
+        during warm-up), not the LR's pace. Today's noise scale: the one back then may be the
+        excursion's own."""
+        return level_then > best_then + self.z * sd_now

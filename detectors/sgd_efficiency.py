@@ -90,9 +90,7 @@ class SGDEfficiencyDetector(RaiseLRDetector):
                  max_factor: float = 10.0) -> None:
         super().__init__(momentum=momentum, ratio=ratio, window=window, every=every, min_records=min_records,
                          z=z, decayed=decayed, factor=factor, max_factor=max_factor)
-        self.k_done = -1
-        self.cps: dict[str, list[float]] = {}  # str(k) -> [level, fo, step, best, lr]
-        self.lr_at_alert = 0.0
+        # cps: str(k) -> [level, fo, step, best, lr] at record k * every (the last 2 windows)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], **params: Any) -> "SGDEfficiencyDetector | None":
@@ -106,12 +104,6 @@ class SGDEfficiencyDetector(RaiseLRDetector):
             return None
         return cls(**{**params, "momentum": float(m)})
 
-    def get_state(self) -> dict[str, Any]:
-        return {"k_done": self.k_done, "cps": self.cps, "lr_at_alert": self.lr_at_alert}
-
-    def set_state(self, d: dict[str, Any]) -> None:
-        self.k_done, self.cps, self.lr_at_alert = d["k_done"], d["cps"], d["lr_at_alert"]
-
     def screen(self, f):
         return f.a("rec") % self.every == 0
 
@@ -122,10 +114,7 @@ class SGDEfficiencyDetector(RaiseLRDetector):
         rec = f.rec[i]
         if rec % self.every:
             return
-        k = rec // self.every
-        if k <= self.k_done:
-            return
-        self.k_done = k
+        k = rec // self.every  # one row per record ordinal: each checkpoint is seen once
         if f.nl[i] == 0 or not lrok:
             return
         level, fo, lr = f.slow[i], f.fo[i], f.lr[i]
@@ -157,7 +146,7 @@ class SGDEfficiencyDetector(RaiseLRDetector):
         peak = f.peak[i]
         if peak > 0.0 and lr < self.decayed * peak:
             return  # a decayed schedule's slow tail
-        if self.recovering(level_c, best_c, f.sd[i], self.z):
+        if self.recovering(level_c, best_c, f.sd[i]):
             return
         self.lr_at_alert = lr
         up = min(self.max_factor, max(self.factor, eff / self.ratio if self.ratio > 0.0 else self.max_factor))

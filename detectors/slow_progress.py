@@ -78,14 +78,15 @@ class SlowProgressDetector(RaiseLRDetector):
     def __init__(self, ratio: float = 0.25, min_step: int = 256, z: float = 2.0,
                  decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup)
-        self.k_done = -1
-        self.cps: dict[str, list[float]] = {}  # str(k) -> [trend, peak LR, step, best level]
+        # cps: str(k) -> [trend, peak LR, step, best level] at the first record of bit length k
+        self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
 
     def get_state(self) -> dict[str, Any]:
-        return {"k_done": self.k_done, "cps": self.cps, "lr_at_alert": self.lr_at_alert}
+        return {**super().get_state(), "k_done": self.k_done}
 
     def set_state(self, d: dict[str, Any]) -> None:
-        self.k_done, self.cps, self.lr_at_alert = d["k_done"], d["cps"], d["lr_at_alert"]
+        super().set_state(d)
+        self.k_done = d["k_done"]
 
     def screen(self, f):
         step = f.a("step")
@@ -123,7 +124,7 @@ class SlowProgressDetector(RaiseLRDetector):
             return
         if h < self.ratio or recent < self.z * f.sd[i]:
             return
-        if self.recovering(t_c, best_c, f.sd[i], self.z):
+        if self.recovering(t_c, best_c, f.sd[i]):
             return  # the checkpoint sat above the best level: the fall since is a recovery
         if blew_up(f.worst[i], l0, self.blowup):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
