@@ -63,6 +63,12 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
     return getattr(obj, key, default)
 
 
+def _evidence(alert: Any) -> dict[str, Any]:
+    """An alert's evidence dict ({} when it has none or it is not a dict)."""
+    ev = _get(alert, "evidence")
+    return ev if isinstance(ev, dict) else {}
+
+
 def _action_dict(action: Any) -> dict[str, Any]:
     """An action as a plain dict ``{"type": ..., **params, "reason": ...}``."""
     if action is None:
@@ -126,12 +132,11 @@ def _alert_span(alert: Any) -> int:
     span = 0
     if isinstance(first, int) and isinstance(last, int):
         span = last - first + 1
-    evidence = _get(alert, "evidence") or {}
-    if isinstance(evidence, dict):
-        for key in ("span_steps", "window", "steps", "n_steps", "over_steps", "consecutive"):
-            v = evidence.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                span = max(span, int(v))
+    evidence = _evidence(alert)
+    for key in ("span_steps", "window", "steps", "n_steps", "over_steps", "consecutive"):
+        v = evidence.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            span = max(span, int(v))
     return span
 
 
@@ -361,7 +366,7 @@ class Actor:
         if not (self.restart_on_cut and self.on_rollback is not None and act["type"] == "scale_lr"
                 and float(act["factor"]) < 1):
             return
-        evidence = _get(alert, "evidence") or {}
+        evidence = _evidence(alert)
         # ``restart_step`` is the detector asking for a restart at any severity (a run stuck
         # early: the cut alone leaves the weights in the flat region); otherwise only a critical
         # alert's last good step counts
@@ -369,7 +374,7 @@ class Actor:
             ("restart_step", "best_step", "last_finite_step")
         good = None
         for key in keys:
-            v = evidence.get(key) if isinstance(evidence, dict) else None
+            v = evidence.get(key)
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < step:
                 good = v
                 break
@@ -383,12 +388,11 @@ class Actor:
             self._record(step, rollback, "dry_run", "dry run: nothing changed")
         else:
             try:
-                self.on_rollback(good)
+                detail = self._do(step, rollback)
             except Exception as exc:
                 log.warning("losswatch could not roll back: %s", exc)
                 return
-            self._drop_gradients()
-            self._record(step, rollback, "applied", f"rolled back to step {good}")
+            self._record(step, rollback, "applied", detail)
         self._report(step, rollback, applied=not self.dry_run)
 
     def _confirmed(self, step: int, kind: str, alert: Any) -> bool:
@@ -538,8 +542,7 @@ class Actor:
 
 def _escalation(alert: Any) -> int:
     """How many times the detector escalated this alert's advice (``evidence["escalation"]``)."""
-    evidence = _get(alert, "evidence") or {}
-    v = evidence.get("escalation", 0) if isinstance(evidence, dict) else 0
+    v = _evidence(alert).get("escalation", 0)
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 

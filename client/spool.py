@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from itertools import islice
 from pathlib import Path
 
 
@@ -82,7 +83,7 @@ class Spool:
         n = min(n, len(self._mem))
         if not n:
             return True
-        chunk = [self._mem[i] for i in range(n)]
+        chunk = list(islice(self._mem, n))  # indexing a deque's middle is O(n) a time
         path = self.directory / f"{os.getpid()}-{self._seq:09d}.jsonl"
         data = ("\n".join(chunk) + "\n").encode()
         try:

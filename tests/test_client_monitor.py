@@ -1,17 +1,15 @@
 """Monitor against a real service (uvicorn in a subprocess): what arrives, alerts, callbacks, acting."""
 
-import http.client
-import json
 import math
 import threading
 import time
 import warnings
-from urllib.parse import urlsplit
 
 import pytest
 
 from fixtures.ports import free_port
 from losswatch.client import Monitor
+from service_helpers import client
 from service_helpers import get_json as get
 
 
@@ -248,12 +246,10 @@ def test_token_is_sent_and_a_wrong_token_keeps_the_records(service_factory):
         assert bad.stats["sent"] == 0 and bad.stats["spooled"] == 50  # kept, not dropped
         bad.close(timeout=0.2)
     assert any("HTTP 401" in str(x.message) for x in w)
-    p = urlsplit(srv.url)
-    c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
-    c.request("GET", "/v1/runs/mon-auth", headers={"Authorization": "Bearer good-token"})
-    r = c.getresponse()
-    run = json.loads(r.read())
-    assert r.status == 200 and run["n_steps"] == 50 and run["project"] == "teamA"
+    with client(srv.url, "good-token") as c:
+        r = c.get("/v1/runs/mon-auth")
+    run = r.json()
+    assert r.status_code == 200 and run["n_steps"] == 50 and run["project"] == "teamA"
 
 
 def test_flush_and_close_from_a_callback_do_not_deadlock_and_odd_meta_is_sent(service_proc):

@@ -17,6 +17,7 @@ import pytest
 
 from fixtures.ports import free_port
 from losswatch.client import Monitor
+from service_helpers import get_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,10 +246,7 @@ def test_503_retry_after_from_a_service_whose_store_is_down_is_honoured(redis_pr
         mon.close()
     msgs = [str(x.message) for x in outage_warnings(w)]
     assert len(msgs) == 1 and "HTTP 503" in msgs[0]
-    c = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=10)
-    c.request("GET", "/v1/runs/res-503/steps")
-    steps = json.loads(c.getresponse().read())["series"]["step"]
-    c.close()
+    steps = get_json(srv.url, "/v1/runs/res-503/steps")["series"]["step"]
     assert steps == list(range(100, 300))  # every step sent while the store was down arrived
 
 
@@ -261,10 +259,7 @@ def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_fact
         stats = mon.stats
     assert stats["sent"] == 2500 and stats["rejected"] == 0
     assert mon._sender.batch_size <= 64  # halved on each 413 until accepted
-    c = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=10)
-    c.request("GET", "/v1/runs/res-413/steps")
-    assert json.loads(c.getresponse().read())["series"]["step"] == list(range(2500))
-    c.close()
+    assert get_json(srv.url, "/v1/runs/res-413/steps")["series"]["step"] == list(range(2500))
 
 
 def test_exit_with_the_service_down_is_not_held_up_for_the_whole_timeout(tmp_path):
@@ -300,8 +295,5 @@ def test_a_record_the_service_rejects_does_not_take_its_batch_with_it(service_fa
             stats = mon.stats
     assert stats["rejected"] == 1 and stats["sent"] == 299
     assert any("HTTP 422" in str(x.message) for x in w)
-    c = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=10)
-    c.request("GET", "/v1/runs/res-422/steps")
-    steps = json.loads(c.getresponse().read())["series"]["step"]
-    c.close()
+    steps = get_json(srv.url, "/v1/runs/res-422/steps")["series"]["step"]
     assert steps == [s for s in range(300) if s != 150]

@@ -101,8 +101,7 @@ def _build() -> type:
                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
                 "max_grad_norm": args.max_grad_norm,
             })
-            if optimizer is not None:
-                meta.update(json_safe(optimizer_meta(_inner_optimizer(optimizer))))
+            meta.update(optimizer_meta(_inner_optimizer(optimizer)))  # a name and a finite float
             schedule = _schedule_meta(args, state)
             if schedule is not None:
                 meta["lr_schedule"] = schedule
