@@ -554,6 +554,11 @@ def _coerce(sched: str, key: str, v: Any) -> Any:
     return float(v)
 
 
+def canonical_name(raw: str) -> str:
+    """losswatch's name for a schedule name in any accepted spelling (unknown names lower-cased)."""
+    return ALIASES.get(raw.lower(), raw.lower())
+
+
 def build_schedule(spec: dict[str, Any]) -> Schedule:
     """Build a schedule from its declaration ``{"name": ..., **params}``.
 
@@ -566,7 +571,7 @@ def build_schedule(spec: dict[str, Any]) -> Schedule:
     raw = spec.get("name")
     if not isinstance(raw, str) or not raw:
         raise ValueError("lr_schedule needs a 'name' (one of: " + ", ".join(SCHEDULES) + ")")
-    name = ALIASES.get(raw.lower(), raw.lower())
+    name = canonical_name(raw)
     if name not in SCHEDULES:
         raise ValueError(f"lr_schedule: unknown schedule {raw!r}; known: {', '.join(SCHEDULES)}")
     cls = SCHEDULES[name]

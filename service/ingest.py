@@ -26,6 +26,7 @@ from losswatch.detectors.types import encode_float
 from .stores.base import VALUE_FIELDS, Columns
 
 LABEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+LABEL_RULE = "1-128 characters of [A-Za-z0-9._:-]"  # LABEL_RE in words, for errors and docs
 MAX_STEP = 2**63 - 1           # what a signed 64-bit store key / Prometheus sample can hold
 MAX_ERRORS = 20                # a 422 lists at most this many problems
 MAX_EXTRA_KEYS = 64
@@ -119,7 +120,7 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
                                f"(LOSSWATCH_MAX_BATCH_RECORDS)", rejected=n)
     project = doc.get("project")
     if project is not None and not valid_label(project):
-        raise IngestError(422, [_err(None, "project", "project must be 1-128 characters of [A-Za-z0-9._:-]", "value_error")], rejected=n)
+        raise IngestError(422, [_err(None, "project", f"project must be {LABEL_RULE}", "value_error")], rejected=n)
 
     fast = _fast_columns(recs)
     if fast is not None:
@@ -216,8 +217,10 @@ def _fast_columns(recs: list[Any]) -> Columns | None:
         if types != {_NONE}:
             if not types <= {float, int, _NONE}:
                 return None
-            ts = [None if v is None else float(v) for v in ts]
-            if not all(map(math.isfinite, (v for v in ts if v is not None))):
+            if int in types:  # the common case, all floats, needs no per-value pass here
+                ts = [None if v is None else float(v) for v in ts]
+            logged = ts if _NONE not in types else (v for v in ts if v is not None)
+            if not all(map(math.isfinite, logged)):
                 return None
         extra = [r.get("extra") for r in recs]
         if set(map(type, extra)) != {_NONE}:

@@ -12,10 +12,11 @@ from fastapi.responses import Response
 from losswatch.detectors.types import json_safe
 
 from ..auth import Scope
+from ..ingest import LABEL_RULE
 from ..stores.base import ProjectConflict, RunSummary, Store
 from .models import LABEL_PATTERN
 
-RunIdPath = Path(..., pattern=LABEL_PATTERN, description="1-128 characters of [A-Za-z0-9._:-]")
+RunIdPath = Path(..., pattern=LABEL_PATTERN, description=LABEL_RULE)
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

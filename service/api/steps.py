@@ -12,7 +12,7 @@ from losswatch.detectors.types import json_safe
 
 from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
-from ..ingest import IngestError, parse_steps, safe_column, valid_label
+from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import ProjectConflict
 from .common import RunIdPath, conflict_error, json_response, store_of, visible_run, write_project
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
@@ -40,6 +40,14 @@ def _inline_schema(model) -> dict:
     return resolve(schema)
 
 
+def _check_label(value: str, where: str, name: str) -> None:
+    """The 422 FastAPI would give for a path/query label that breaks LABEL_PATTERN (the hot
+    path reads them itself)."""
+    if not valid_label(value):
+        raise HTTPException(422, [{"loc": [where, name], "type": "value_error",
+                                   "msg": f"{name} must be {LABEL_RULE}"}])
+
+
 @router.post(
     "/{run_id}/steps",
     response_model=StepsOut,
@@ -56,7 +64,7 @@ def _inline_schema(model) -> dict:
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": _inline_schema(StepsIn)}}},
         "parameters": [{"name": "run_id", "in": "path", "required": True,
-                        "description": "1-128 characters of [A-Za-z0-9._:-]",
+                        "description": LABEL_RULE,
                         "schema": {"type": "string", "pattern": LABEL_PATTERN}},
                        {"name": "project", "in": "query", "required": False,
                         "description": "project of a new run (else the body's or the token's)",
@@ -73,13 +81,10 @@ async def post_steps(request: Request) -> Response:
     try:
         scope = scope_for(settings.tokens, request.headers.get("authorization"))
         run_id = request.path_params["run_id"]
-        if not valid_label(run_id):
-            raise HTTPException(422, [{"loc": ["path", "run_id"], "type": "value_error",
-                                       "msg": "run_id must be 1-128 characters of [A-Za-z0-9._:-]"}])
+        _check_label(run_id, "path", "run_id")
         project = request.query_params.get("project")
-        if project is not None and not valid_label(project):
-            raise HTTPException(422, [{"loc": ["query", "project"], "type": "value_error",
-                                       "msg": "project must be 1-128 characters of [A-Za-z0-9._:-]"}])
+        if project is not None:
+            _check_label(project, "query", "project")
         body = await request.body()
         try:
             cols, body_project = parse_steps(body, settings.max_batch_records)

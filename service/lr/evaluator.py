@@ -69,6 +69,13 @@ class EvalRun:
             if blow.size:
                 self.diverged_at = int(self.steps[blow[0]])
 
+    def wall_fraction(self, step: int) -> float | None:
+        """Share of the run's steps done at ``step`` (to scale its wall time); None when the run
+        has no wall time or a single step."""
+        if self.wall_time_s is None or not self.steps[-1] > self.steps[0]:
+            return None
+        return (step - self.steps[0]) / (self.steps[-1] - self.steps[0])
+
     def healthy_until(self, step: int) -> bool:
         return self.diverged_at is None or self.diverged_at > step
 
@@ -160,9 +167,8 @@ def cost_to_target(runs: Sequence[EvalRun], target: float) -> dict[str, Any]:
         step = int(r.steps[ok[0]]) if ok.size else None
         if step is not None and not r.healthy_until(step):
             step = None
-        wall = None
-        if step is not None and r.wall_time_s is not None and r.steps[-1] > r.steps[0]:
-            wall = r.wall_time_s * (step - r.steps[0]) / (r.steps[-1] - r.steps[0])
+        frac = None if step is None else r.wall_fraction(step)
+        wall = None if frac is None else r.wall_time_s * frac
         rows.append({"name": r.name, "policy": r.policy, "steps_to_target": step, "est_wall_time_s": wall})
     ranked = sorted(rows, key=lambda d: (d["steps_to_target"] is None, d["steps_to_target"] or 0))
     return {"target": target, "winner": ranked[0]["name"] if ranked and ranked[0]["steps_to_target"] is not None else None,
@@ -214,9 +220,8 @@ def record_runs(runs: Sequence[EvalRun], budget: int, task: dict[str, Any], db_p
             continue
         last = int(min(budget - 1, r.steps[-1]))
         steps = int(np.count_nonzero(r.steps <= last))
-        wall = None
-        if r.wall_time_s is not None and r.steps[-1] > r.steps[0]:
-            wall = r.wall_time_s * min(1.0, (last - r.steps[0]) / (r.steps[-1] - r.steps[0]))
+        frac = r.wall_fraction(last)
+        wall = None if frac is None else r.wall_time_s * min(1.0, frac)
         entries.append({**task, "policy": r.policy, "metric": metric, "mode": "min",
                         "best_metric": _nan_none(r.best_until(last)), "final_metric": _nan_none(r.value_at(last)),
                         "steps": steps, "wall_time_s": wall, "diverged": not r.healthy_until(last),

@@ -63,11 +63,10 @@ class TrialResult:
 
 def with_lr(template: dict[str, Any], lr: float) -> dict[str, Any]:
     """A policy from a template and an LR (see the module docstring for which key)."""
-    from losswatch.detectors.schedules import ALIASES
+    from losswatch.detectors.schedules import canonical_name
 
     p = dict(template)
-    raw = str(p.get("name", ""))
-    name = ALIASES.get(raw.lower(), raw.lower())
+    name = canonical_name(str(p.get("name", "")))
     if name in ("one_cycle", "cyclic"):
         p["max_lr"] = lr
         if name == "cyclic":

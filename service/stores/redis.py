@@ -479,7 +479,7 @@ class RedisStore(Store):
             for _ in range(200):
                 cached.engine.set_meta(dict(meta))
                 reply = await self._put_meta(
-                    keys=[p + "s", p + "m", self._runs_key],
+                    keys=[p + "s", self._runs_key],
                     args=[cached.v, project or "", repr(now), self.retention, p,
                           cached.engine.to_bytes(), meta_json, run_id, ser.CHUNK])
                 status = int(reply[0])

@@ -183,7 +183,7 @@ return {1, v + 1, table.concat(flags), c0, n_steps, alert_info, redis.call('HGET
 """
 
 # Replace the metadata and the detector state (Engine.set_meta) under the same version check.
-# KEYS: 1 state, 2 (unused), 3 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
+# KEYS: 1 state, 2 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
 #   5 prefix, 6 engine bytes, 7 meta json, 8 run id, 9 steps per chunk
 # Returns {0, version, eng, last_step, project, pnamed} | {2, project} | {1, new version}
 PUT_META = _COMMON + r"""
@@ -195,7 +195,7 @@ end
 local other = claim_project(v, ARGV[2], ARGV[3])
 if other then return {2, other} end
 redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6], 'meta', ARGV[7])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[8])
 touch_all()
 if ttl > 0 then
   local last = tonumber(redis.call('HGET', KEYS[1], 'last_step') or '-1')

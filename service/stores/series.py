@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import VALUE_FIELDS
+from .base import VALUE_FIELDS, column_array
 
 # Steps per raw chunk. 960 = 15 level-1 buckets; 120 + 960 * 40 bytes fits jemalloc's 40 KiB size
 # class with 6% slack (1024 steps would spill into the 48 KiB class: 17% waste).
@@ -87,15 +87,8 @@ def pack_rows(cols, idx: Sequence[int]) -> bytes:
     mask = np.zeros((n, NF), dtype=bool)
     for j, name in enumerate(FIELDS):
         col = getattr(cols, name)
-        vals = [col[i] for i in idx]
-        if None in vals:    # C-speed check: a fully logged column needs no per-value pass
-            if vals.count(None) == n:
-                mask[:, j] = True
-                vals = 0.0
-            else:
-                mask[:, j] = [v is None for v in vals]
-                vals = [0.0 if v is None else v for v in vals]
-        arr[:, j] = vals
+        arr[:, j], logged = column_array([col[i] for i in idx])
+        mask[:, j] = ~logged
     if mask.any():
         arr.view("<u8")[mask] = NONE_BITS
     return arr.tobytes()
