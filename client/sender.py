@@ -263,11 +263,14 @@ class Sender:
                     self.batch_size = max(1, len(batch) // 2)  # the service caps batch size
                     continue
                 if reply.status == 422 and len(batch) > 1:
-                    # one bad record must not cost its neighbours: send them one by one
+                    # one bad record must not cost its neighbours: send them one by one, each
+                    # off the spool once answered (a retryable failure midway resends the rest
+                    # only, not what the service already stored)
                     for line in batch:
                         self._accepted(self._post([line]), 1)
-                else:
-                    self._accepted(reply, len(batch))
+                        self.spool.pop(1)
+                    continue
+                self._accepted(reply, len(batch))
                 self.spool.pop(len(batch))
         except ServiceError as e:
             self._failed(e)

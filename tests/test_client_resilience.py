@@ -297,3 +297,58 @@ def test_a_record_the_service_rejects_does_not_take_its_batch_with_it(service_fa
     assert any("HTTP 422" in str(x.message) for x in w)
     steps = get_json(srv.url, "/v1/runs/res-422/steps")["series"]["step"]
     assert steps == [s for s in range(300) if s != 150]
+
+
+def test_a_retryable_failure_while_splitting_a_rejected_batch_resends_only_the_unsent_records():
+    """A 422 makes the sender post the batch's records one by one; a 503 in the middle of that
+    must not send again the records the service already accepted (a scripted HTTP server:
+    no real service fails on cue between two single-record POSTs)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    accepted: list[int] = []
+    singles = {"n": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):  # quiet
+            pass
+
+        def _answer(self, code: int, body: bytes = b"{}") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._answer(200)
+
+        def do_POST(self):
+            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            recs = payload.get("records", []) if isinstance(payload, dict) else []
+            if len(recs) > 1:
+                return self._answer(422, b'{"detail": [{"msg": "one record is bad"}]}')
+            singles["n"] += 1
+            if singles["n"] == 3:
+                return self._answer(503, b'{"detail": "try again"}')
+            accepted.extend(r["step"] for r in recs)
+            self._answer(200, b'{"alerts": [], "recommendation": null, "health": "ok"}')
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mon = Monitor(run_id="res-split", url=f"http://127.0.0.1:{server.server_port}",
+                          batch_size=100, max_backoff=0.2)
+            for step in range(5):
+                mon.log(step, loss=1.0)
+            assert mon.flush(20)
+            stats = dict(mon.stats)
+            mon.close()
+    finally:
+        server.shutdown()
+    assert singles["n"] >= 3  # the 503 did happen in the middle of the one-by-one sends
+    assert sorted(accepted) == [0, 1, 2, 3, 4]  # each record accepted exactly once
+    assert stats["sent"] == 5 and stats["rejected"] == 0
