@@ -102,4 +102,7 @@ def test_ray_tune_backend(tmp_path):
     # same numbers as a local run of the same trials (deterministic training)
     local = {r.trial_id: r for r in tuner.run_local(FN, trials, steps=60, workers=1)}
     assert by["t0-lr0.3-s0"].final_loss == local["t0-lr0.3-s0"].final_loss
+    # the losses come back through Ray's result frames as they were (None travels as a flag)
+    assert {t: (r.final_loss, r.best_loss) for t, r in by.items()} == \
+        {t: (r.final_loss, r.best_loss) for t, r in local.items()}
     assert by["t0-lr30-s0"].steps_run == local["t0-lr30-s0"].steps_run

@@ -44,6 +44,11 @@ class Trial:
     seed: int = 0
 
 
+#: TrialResult fields that are None for a run with no finite loss (sent through Ray with a flag:
+#: a sentinel value could be a real loss)
+_OPTIONAL_LOSSES = ("final_loss", "best_loss")
+
+
 @dataclass
 class TrialResult:
     trial_id: str
@@ -208,8 +213,11 @@ def run_ray(fn_path: str, trials: Sequence[Trial], steps: int, workers: int = 2,
         t = by_id[config["trial_id"]]
         r = run_trial(fn_path, t, steps, early_stop, url, project, run_prefix)
         d = r.to_dict()
-        d["policy"] = str(d["policy"])  # Ray's result frames want flat scalars
-        tune.report({k: (-1.0 if v is None else v) if k in ("final_loss", "best_loss") else v for k, v in d.items()})
+        d["policy"] = str(d["policy"])  # Ray's result frames want flat scalars: no None either
+        for k in _OPTIONAL_LOSSES:
+            d[k + "_missing"] = d[k] is None
+            d[k] = 0.0 if d[k] is None else d[k]
+        tune.report(d)
 
     import contextlib
     import tempfile
@@ -231,8 +239,8 @@ def run_ray(fn_path: str, trials: Sequence[Trial], steps: int, workers: int = 2,
             m = res.metrics
             t = by_id[res.config["trial_id"]]  # metrics["trial_id"] is Ray's own id
             results.append(TrialResult(
-                t.trial_id, t.policy, t.seed, None if m["final_loss"] == -1.0 else m["final_loss"],
-                None if m["best_loss"] == -1.0 else m["best_loss"], int(m["steps_run"]), int(m["steps_budget"]),
+                t.trial_id, t.policy, t.seed, *(None if m[k + "_missing"] else m[k] for k in _OPTIONAL_LOSSES),
+                int(m["steps_run"]), int(m["steps_budget"]),
                 bool(m["stopped_early"]), str(m["reason"]), float(m["wall_time_s"])))
         order = {t.trial_id: i for i, t in enumerate(trials)}
         return sorted(results, key=lambda r: order[r.trial_id])
