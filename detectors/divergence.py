@@ -454,8 +454,10 @@ class DivergenceDetector(Detector):
         # best_step stays the last good step before the episode: everything trained since was
         # trained at an LR now known to be too high, so that is the state to restart from
         good = ev.get("best_step", f.best_step[i])
+        # "rule" stays the one that opened the episode: it decides how the episode may close (a
+        # lost run only once it learns again), and the escalation count says what happened since
         ev.update({"loss": x, "best": best, "best_since": f.best_step[i], "ratio": ratio,
-                   "lr": f.lr[i], "escalation": self.esc_n, "rule": "not_recovering"})
+                   "lr": f.lr[i], "escalation": self.esc_n})
         msg = (f"loss still diverging after the LR was cut to {fmt(f.lr[i])}: its level "
                f"{fmt(slow)} has stayed {fmt(ratio)}x its best ({fmt(best)} at step "
                f"{f.best_step[i]}) for {n} records")

@@ -182,3 +182,21 @@ def test_a_run_that_spiked_then_sat_above_its_first_loss_does_not_wait_out_the_s
     losses += [15.0 * (1 + r.gauss(0, 0.15)) for _ in range(300)]
     div = raised(replay(losses)[1], "divergence")
     assert div and div[0].evidence["rule"] == "sustained" and div[0].step < 40
+
+
+def test_an_escalated_lost_episode_still_closes_only_once_the_run_learns_again():
+    r = random.Random(5)
+
+    def chance(k):
+        return [2.3 * (1 + r.gauss(0, 0.02)) for _ in range(k)]
+
+    # dead at chance after a blow-up (a lost episode), the advice taken (LR cut 10x), a second
+    # blow-up at the lower LR (the episode escalates), then at chance again: still lost
+    losses = [2.3, 40.0, 150.0, 60.0, 9.0] + chance(400)
+    lrs = [3.0] * len(losses)
+    tail = [8.0 * (1 + r.gauss(0, 0.02)) for _ in range(60)] + chance(800)
+    alerts = replay(losses + tail, lrs=lrs + [0.3] * len(tail))[1]
+    div = [a for a in alerts if a.kind == "divergence"]
+    assert any(a.evidence.get("escalation") for a in div)  # the escalation happened
+    assert {a.id for a in div} == {div[0].id} and div[0].evidence["rule"] == "lost"
+    assert all(a.resolved_step is None and a.evidence["rule"] == "lost" for a in div)
