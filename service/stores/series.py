@@ -99,12 +99,18 @@ def decode_slots(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
 
     The string may be shorter than CHUNK_BYTES (never written to its end): missing bytes are zero.
     """
+    bits, data = _chunk_arrays(blob)
+    slots = np.flatnonzero(bits)
+    return slots, data[slots]
+
+
+def _chunk_arrays(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A raw chunk as (presence bit per slot, the (CHUNK, NF) float64 slots), zero-padded."""
     if len(blob) < CHUNK_BYTES:
         blob = blob + bytes(CHUNK_BYTES - len(blob))
     bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=PRESENCE_BYTES), bitorder="big")
-    slots = np.flatnonzero(bits)
-    data = np.frombuffer(blob, dtype="<f8", count=CHUNK * NF, offset=DATA_OFFSET).reshape(CHUNK, NF)[slots]
-    return slots, data
+    data = np.frombuffer(blob, dtype="<f8", count=CHUNK * NF, offset=DATA_OFFSET).reshape(CHUNK, NF)
+    return bits, data
 
 
 def values_to_lists(data: np.ndarray) -> list[list[float | None]]:
@@ -246,13 +252,11 @@ def aggregate_chunk(chunk_idx: int, blob: bytes | None, width: int) -> dict[int,
     the same statistics as folding each step in with :meth:`Agg.add`)."""
     if not blob:
         return {}
-    if len(blob) < CHUNK_BYTES:
-        blob = blob + bytes(CHUNK_BYTES - len(blob))
-    present = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=PRESENCE_BYTES), bitorder="big").astype(bool)
+    bits, data = _chunk_arrays(blob)
+    present = bits.astype(bool)
     if not present.any():
         return {}
     nb = CHUNK // width
-    data = np.frombuffer(blob, dtype="<f8", count=CHUNK * NF, offset=DATA_OFFSET).reshape(CHUNK, NF)
     logged = present[:, None] & (data.view("<u8") != NONE_BITS)
     with np.errstate(invalid="ignore"):
         isnan = np.isnan(data)
@@ -272,15 +276,13 @@ def aggregate_chunk(chunk_idx: int, blob: bytes | None, width: int) -> dict[int,
     masks = np.packbits(present.reshape(nb, width), axis=1, bitorder="big")
     out: dict[int, bytes] = {}
     base = chunk_idx * nb
-    ts = NF - 1
+    ts, nv = NF - 1, len(VALUE_FIELDS)
     for k in np.flatnonzero(n_steps).tolist():
-        parts = [_AGG_HEAD.pack(int(n_steps[k]), float(vmin[k, ts]), float(vmax[k, ts]))]
-        for j in range(len(VALUE_FIELDS)):
-            parts.append(_AGG_FIELD.pack(float(vmin[k, j]), float(vmax[k, j]), float(vsum[k, j]),
-                                         int(n_fin[k, j]), int(n_nan[k, j]), int(n_val[k, j])))
-        m = masks[k].tobytes()
-        parts.append(m if len(m) <= _RAW_MASK_MAX else zlib.compress(m, 1))
-        out[base + k] = b"".join(parts)
+        out[base + k] = Agg(width=width, n_steps=int(n_steps[k]), ts_min=float(vmin[k, ts]),
+                            ts_max=float(vmax[k, ts]), vmin=vmin[k, :nv].tolist(), vmax=vmax[k, :nv].tolist(),
+                            vsum=vsum[k, :nv].tolist(), n_fin=n_fin[k, :nv].tolist(),
+                            n_nan=n_nan[k, :nv].tolist(), n_val=n_val[k, :nv].tolist(),
+                            mask=bytearray(masks[k].tobytes())).pack()
     return out
 
 
