@@ -430,25 +430,23 @@ class RedisStore(Store):
                 try:
                     await pipe.watch(p + "ds", p + "d1", p + "d2", p + "d3")
                     w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "w1", "w2"))
-                    where = []
+                    where = []  # per late step: (level, its width, bucket index)
+                    buckets: dict[tuple[str, int], set[int]] = {}
                     for i in idx:
                         s = cols.step[i]
-                        if s // L1.width >= w1:
-                            where.append(("d1", L1.width))
-                        elif s // L2.width >= w2:
-                            where.append(("d2", L2.width))
-                        else:
-                            where.append(("d3", L3.width))
+                        lvl, width = ("d1", L1.width) if s // L1.width >= w1 else \
+                            ("d2", L2.width) if s // L2.width >= w2 else ("d3", L3.width)
+                        where.append((lvl, width, s // width))
+                        buckets.setdefault((lvl, width), set()).add(s // width)
                     updates: dict[tuple[str, int], ser.Agg] = {}
-                    for lvl, width in set(where):          # one HMGET per level
-                        bs = sorted({cols.step[i] // width for i, w in zip(idx, where) if w[0] == lvl})
+                    for (lvl, width), bset in buckets.items():          # one HMGET per level
+                        bs = sorted(bset)
                         for b, blob in zip(bs, await pipe.hmget(p + lvl, bs)):
                             updates[(lvl, b)] = ser.Agg.unpack(blob, width) if blob else ser.Agg(width=width)
                     stored = dups = 0
                     changed: set[tuple[str, int]] = set()
-                    for i, (lvl, width) in zip(idx, where):
+                    for i, (lvl, width, b) in zip(idx, where):
                         s = cols.step[i]
-                        b = s // width
                         agg = updates[(lvl, b)]
                         if agg.has(s - b * width):
                             dups += 1
