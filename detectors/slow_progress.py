@@ -87,6 +87,9 @@ class SlowProgressDetector(RaiseLRDetector):
     def set_state(self, d: dict[str, Any]) -> None:
         super().set_state(d)
         self.k_done = d["k_done"]
+        if any(len(cp) != 4 for cp in self.cps.values()):
+            # saved before checkpoints kept the best level: the engine starts this detector afresh
+            raise ValueError("slow_progress checkpoints without the best level")
 
     def screen(self, f):
         step = f.a("step")
@@ -111,9 +114,7 @@ class SlowProgressDetector(RaiseLRDetector):
         prev = self.cps.get(str(k - 1))
         if prev is None or step < self.min_step:
             return
-        t_c, peak_c = prev[0], prev[1]
-        # states saved before the checkpoint kept the best level have no recovery guard
-        best_c = prev[3] if len(prev) > 3 else float("-inf")
+        t_c, peak_c, _, best_c = prev
         l0 = f.l0[i]
         made = l0 - t_c
         recent = t_c - trend

@@ -266,3 +266,22 @@ def test_both_paths_agree_on_runs_stuck_early(seed, n, cut):
     _, a2 = in_batches(recs, cut)
     assert _dicts(a1) == _dicts(a2)
     assert any(a.detector == "early_stall" for a in a1)
+
+
+def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_runs_on():
+    # slow_progress checkpoints once held 3 values (no best level): such a state restarts that
+    # detector afresh instead of failing or running on a guess
+    import json
+
+    eng = Engine("r")
+    for s in range(300):
+        eng.update(Record(s, 2.3 - 0.002 * s, lr=1e-4))
+    doc = json.loads(eng.to_bytes())
+    sp = next(d for d in doc["detectors"] if d["name"] == "slow_progress")
+    assert sp["state"]["cps"] and all(len(cp) == 4 for cp in sp["state"]["cps"].values())
+    for cp in sp["state"]["cps"].values():
+        del cp[3]
+    old = Engine.from_bytes(json.dumps(doc).encode())
+    restored = next(d for d in old._detectors if d.name == "slow_progress")
+    assert restored.cps == {} and restored.k_done == -1  # afresh
+    old.update_batch([Record(s, 2.3 - 0.002 * s, lr=1e-4) for s in range(300, 700)])  # runs on
