@@ -1,6 +1,11 @@
 """Shared fixtures live in tests/fixtures/, one module per real process the tests start
 (the service under uvicorn, Redis, Prometheus). They are loaded as pytest plugins."""
 
+import pytest
+
+# plain asserts in the shared helpers get pytest's detailed failure messages too
+pytest.register_assert_rewrite("service_helpers")
+
 pytest_plugins = [
     "fixtures.ports",
     "fixtures.service_proc",
@@ -8,8 +13,6 @@ pytest_plugins = [
     "fixtures.prometheus_proc",
 ]
 
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

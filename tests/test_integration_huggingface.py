@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from losswatch.client.integrations.huggingface import LosswatchCallback  # noqa: E402
-from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get  # noqa: E402
+from service_helpers import get_json as get, hot_run_checks  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -74,14 +74,9 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc) -> Non
     run_id = f"hf-hot-{uuid.uuid4().hex[:8]}"
     trainer, cb = train(service_proc, run_id, lr=3.0, steps=40, act=True,
                         actor_options={"cooldown_steps": 5, "min_persist_steps": 1})
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
-    bad = [a for a in alerts["alerts"] if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
-    assert bad, alerts
-    applied = [a for a in cb.actor.actions if a["status"] == "applied"]
-    assert applied, list(cb.actor.history)
+    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
     # the service has the report, and the LR the Trainer logged after the first action is lower
     # than what its own (linear) schedule gave before it
-    assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied]
     if applied[0]["action"]["type"] == "scale_lr":
         # the Trainer's own scheduler carries the cut: its base LR and the LR it logged next
         assert trainer.lr_scheduler.base_lrs[0] == pytest.approx(3.0 * cb.actor.lr_scale)

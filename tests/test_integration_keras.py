@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 from losswatch.client.integrations.keras import LosswatchCallback  # noqa: E402
-from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get  # noqa: E402
+from service_helpers import get_json as get, hot_run_checks  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -90,12 +90,7 @@ def test_every_batch_arrives_with_its_own_loss_grad_norm_and_lr(service_proc) ->
 def test_far_too_high_lr_raises_an_alert_and_acting_responds(service_proc) -> None:
     run_id = f"keras-hot-{uuid.uuid4().hex[:8]}"
     ref, cb, model = fit(service_proc, run_id, lr=1.5, epochs=8, act=True, actor_options={"cooldown_steps": 5})
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
-    bad = [a for a in alerts["alerts"] if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
-    assert bad, alerts
-    applied = [a for a in cb.actor.actions if a["status"] == "applied"]
-    assert applied, list(cb.actor.history)
-    assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied]
+    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
     kinds = {a["action"]["type"] for a in applied}
     if "scale_lr" in kinds:
         assert float(model.optimizer.learning_rate) < 1.5

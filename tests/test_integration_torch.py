@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from losswatch.client import Monitor  # noqa: E402
 from losswatch.client.integrations.torch import StopTraining, TorchWatcher, global_grad_norm  # noqa: E402
-from service_helpers import LR_TOO_HIGH_KINDS as BAD, get_json as get, get_text  # noqa: E402
+from service_helpers import get_json as get, hot_run_checks, get_text  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -91,12 +91,7 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         seen, watch, opt = train(mon, lr=4.0, steps=80, act=True, flush_every=5,
                                  actor_options={"cooldown_steps": 10})
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")
-    bad = [a for a in alerts["alerts"] if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
-    assert bad, alerts
-    applied = [a for a in watch.actor.actions if a["status"] == "applied"]
-    assert applied, list(watch.actor.history)
-    assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied]
+    alerts, applied = hot_run_checks(service_proc, run_id, watch.actor)
     assert all(r["applied"] and not r["dry_run"] for r in alerts["actions"])
     metrics = get_text(service_proc, "/metrics")
     for t in {a["action"]["type"] for a in applied}:
