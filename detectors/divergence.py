@@ -83,7 +83,10 @@ class DivergenceDetector(Detector):
        one (an explosion builds up; a bad batch's gradient jumps on its own step only), 1 and 3
        noise units suffice, and two rises are enough once they reach ``explode_ratio`` x best
        (an RNN at 10x LR shows it 2 steps before the loss runs away; SGD at 100x LR is lost by
-       its third step).
+       its third step). An LR still ramping up (warm-up, one-cycle before its peak) is the same
+       kind of corroboration: two rises to ``explode_ratio`` x best and 3 noise units (warm-up
+       x100 least-squares runs swing 0.7 -> 2.2 -> 4.5 while the LR climbs; the noise measured
+       on the way up grows with the LR, so 10 units came 5-17 steps late).
     2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
        >= ``gn_abs`` and at least doubled since the previous record. Grad-norms of 1e4-1e6 are
        what BLOOM-104B logged while diverging (healthy runs log 0.1-10); the doubling requirement
@@ -345,14 +348,19 @@ class DivergenceDetector(Detector):
         up_n = f.up_n[i]
         base = f.up_base[i]
         pr = _pratio(x, best, l0, RAW_SHARE)
-        long_enough = up_n >= self.streak or (up_n >= 2 and gn_up and pr >= self.explode_ratio)
+        # a cause besides the data corroborates a rising loss: the grad-norm exploding, or the
+        # LR still ramping up (warm-up, one-cycle: the loss noise grows with the LR, so 10 units
+        # of the noise measured on the way up came too late on the benchmark's warm-up x100 runs)
+        warming = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0
+        caused = gn_up or warming
+        long_enough = up_n >= self.streak or (up_n >= 2 and caused and pr >= self.explode_ratio)
         if long_enough and pr >= self.streak_ratio and \
                 _ratio(x, base) >= 1.0 + self.streak_rise and \
                 (_pratio(base, best, l0, RAW_SHARE) <= self.base_ratio or
                  (base - f.b_slow[i] <= self.prev_z * f.b_sd[i] and not after_spike)) and \
                 f.b_lprev[i] - f.b_slow[i] >= (1.0 if gn_up else self.prev_z) * f.b_sd[i] and \
-                x - f.b_slow[i] >= (self.prev_z if gn_up else self.streak_z) * f.b_sd[i]:
-            why = " with the grad-norm up" if gn_up else ""
+                x - f.b_slow[i] >= (self.prev_z if caused else self.streak_z) * f.b_sd[i]:
+            why = " with the grad-norm up" if gn_up else (" while the LR warms up" if warming else "")
             rule = (f"rose {up_n} records in a row{why}, {fmt(base)} -> {fmt(x)}", "streak")
         if f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]:
             self.lr_jump_rec = rec

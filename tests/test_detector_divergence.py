@@ -200,3 +200,24 @@ def test_an_escalated_lost_episode_still_closes_only_once_the_run_learns_again()
     assert any(a.evidence.get("escalation") for a in div)  # the escalation happened
     assert {a.id for a in div} == {div[0].id} and div[0].evidence["rule"] == "lost"
     assert all(a.resolved_step is None and a.evidence["rule"] == "lost" for a in div)
+
+
+# held-out linreg-sgd-warmup_cosine-x100-s4, steps 0-8: SGD whose LR climbs 0.025 per step
+WARMUP_X100 = [1.446, 1.203, 1.096, 0.7056, 2.195, 4.474, 1.241, 4.184, 1.686]
+WARMUP_X100_GN = [3.12, 3.02, 2.91, 1.37, 5.33, 7.69, 2.49, 7.85, 3.38]
+
+
+def test_two_rises_while_the_lr_warms_up_are_a_run_away():
+    ramp = [0.025 * s for s in range(len(WARMUP_X100))]
+    _, alerts = replay(WARMUP_X100, WARMUP_X100_GN, ramp)
+    div = raised(alerts, "divergence")
+    assert [a.step for a in div] == [5]
+    assert div[0].evidence["rule"] == "streak" and "warms up" in div[0].message
+    assert div[0].action.params == {"factor": 0.1}
+
+
+def test_the_same_two_rises_at_a_steady_or_falling_lr_are_not_yet_a_run_away():
+    n = len(WARMUP_X100)
+    for lrs in ([0.2] * n, [0.2 - 0.02 * s for s in range(n)], None):
+        _, alerts = replay(WARMUP_X100, WARMUP_X100_GN, lrs)
+        assert raised(alerts, "divergence") == []
