@@ -392,7 +392,6 @@ class DivergenceDetector(Detector):
             self.hi_last = nl
             n_hi = nl - self.hi_start + 1
             cyclic_rise = f.rev[i] >= 2 and f.lrdir[i] > 0
-            warming = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0
             if warming:  # the LR is still ramping up: it, not a bad batch, drives the loss up
                 need = self.sustain_warmup
             elif f.lrok[i] and f.lrdir[i] < 0 and f.rev[i] == 1:
