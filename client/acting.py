@@ -274,6 +274,14 @@ class Actor:
             self._retry_at = self._last_action_step + self.cooldown_steps
         return outcome
 
+    def offer_again_at(self, step: int) -> int | None:
+        """From which step :meth:`follow` should be offered the standing advice again: ``step``
+        (any later call) while some advice waits for confirmation, the end of the cooldown when
+        one held it back, None when nothing waits (new advice is offered when it arrives)."""
+        if self._pending:
+            return step
+        return self._retry_at
+
     def apply(self, step: int, action: Any, alert: Any = None) -> dict[str, Any]:
         """Consider one recommendation at ``step``; apply it if the guardrails allow.
 

@@ -274,9 +274,9 @@ class Monitor:
             return
         # advice that waits for confirmation is offered again on the next step; advice held back
         # by a cooldown when the cooldown ends
-        if actor._pending or actor._retry_at is not None:
-            if not actor._pending:
-                self._act_not_before = actor._retry_at
+        again = actor.offer_again_at(step)
+        if again is not None:
+            self._act_not_before = again
             with self._state_lock:
                 if self._pending is None:
                     self._pending = pending

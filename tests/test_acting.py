@@ -154,11 +154,14 @@ def test_a_single_noisy_step_waits_for_confirmation() -> None:
     opt = _opt(1.0, groups=1)
     actor = Actor(opt, cooldown_steps=0, min_persist_steps=3)
     one_step = {"id": "s", "kind": "spike", "step": 10, "last_step": 10, "action": {"type": "scale_lr", "factor": 0.5}}
+    assert actor.offer_again_at(10) is None
     assert actor.apply(10, one_step["action"], one_step)["status"] == "pending"
     assert _lrs(opt) == [1.0]
+    assert actor.offer_again_at(10) == 10  # waiting for confirmation: offer it at every later log
     # the same advice at the next step confirms it
     assert actor.apply(11, one_step["action"], one_step)["status"] == "applied"
     assert _lrs(opt) == [0.5]
+    assert actor.offer_again_at(11) is None
 
 
 def test_evidence_spanning_several_steps_needs_no_extra_confirmation() -> None:
@@ -308,6 +311,7 @@ def test_follow_reoffers_standing_advice_when_the_cooldown_that_held_it_back_end
     # a new episode during the cooldown: held back ...
     mon.set({"id": "b", "kind": "divergence", "step": 8, "last_step": 12, "action": {"type": "scale_lr", "factor": 0.5}})
     assert actor.follow(12, mon)["status"] == "skipped"
+    assert actor.offer_again_at(12) == 25  # the end of the cooldown
     assert all(actor.follow(s, mon) is None for s in range(13, 25))  # nothing new, still cooling down
     # ... and applied once the cooldown is over, although the alert did not change
     assert actor.follow(25, mon)["status"] == "applied"
