@@ -250,7 +250,10 @@ def cuda_row(torch, Monitor, url: str, calls: int) -> dict:
     dev = torch.device("cuda")
     a = torch.randn(4096, 4096, device=dev)
     w = torch.tensor(1.0, device=dev, requires_grad=True)
-    mon = Monitor(run_id="bench-cuda", url=url or "")
+    # the sync-debug mode is process-wide: the sender, whose batched tensor read is a sync (off
+    # the training thread), stays idle until the loop is over (no time or count trigger)
+    mon = Monitor(run_id="bench-cuda", url=url or "", flush_interval=3600.0, batch_size=10**9,
+                  max_memory_records=10**6)
     samples = []
     ns = time.perf_counter_ns
     torch.cuda.synchronize()

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from losswatch.client.acting import Actor
@@ -285,51 +284,6 @@ def sweep(data: dict) -> None:
         print("charlm", lr, round(train(Config("charlm", lr, 400, warmup=40), 0, False, data).final_loss, 4), flush=True)
 
 
-def gpu_check(steps: int = 300) -> int:
-    """On a CUDA device: (1) no host-device sync per step from TorchWatcher.step + Monitor.log
-    (torch.cuda.set_sync_debug_mode("error") raises on any synchronising call); (2) the median
-    wall time of a training step with and without the watcher. Not run here: no GPU is lent."""
-    if not torch.cuda.is_available():
-        print("no CUDA device: nothing measured")
-        return 2
-    from losswatch.client import Monitor
-    from losswatch.client.integrations.torch import TorchWatcher
-
-    dev = torch.device("cuda")
-    model = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(8)]).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    x = torch.randn(256, 1024, device=dev)
-
-    def run(watch) -> list[float]:
-        times = []
-        for step in range(steps):
-            t0 = time.perf_counter()
-            loss = model(x).square().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if watch is not None:
-                watch.step(step, loss)
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        torch.cuda.synchronize()
-        return times
-
-    run(None)  # warm up kernels and the allocator
-    # the sync-debug mode is process-wide: keep the client's background thread (which reads the
-    # tensors, one batched copy per flush) idle until the watched window is over
-    with Monitor(run_id="gpu-check", url=None, flush_interval=3600) as mon:
-        watch = TorchWatcher(mon, model, opt)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            with_watch = run(watch)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        without = run(None)
-    print(f"no host sync in {steps} watched steps; median step {np.median(without) * 1e3:.3f} ms without, "
-          f"{np.median(with_watch) * 1e3:.3f} ms with TorchWatcher ({torch.cuda.get_device_name()})")
-    return 0
-
-
 def fmt(x: float) -> str:
     return "diverged" if not math.isfinite(x) else f"{x:.3f}"
 
@@ -342,10 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "closed-loop.md"))
     ap.add_argument("--json", default=None, help="also write every run's outcome here")
     ap.add_argument("--only", default=None, help="only the runs whose name contains this")
-    ap.add_argument("--gpu-check", action="store_true", help="CUDA only: sync check and step overhead of the torch helper")
     args = ap.parse_args(argv)
-    if args.gpu_check:
-        return gpu_check()
     data = {"digits": digits_data(), "charlm": charlm_data()}
     if args.sweep:
         sweep(data)

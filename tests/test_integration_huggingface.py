@@ -1,5 +1,6 @@
 """Hugging Face Trainer + LosswatchCallback against a real service: a tiny GPT-2 (built from a
-config, nothing downloaded) trained on CPU; the service must hold every step with the loss,
+config, nothing downloaded) trained on every device present (the CPU here and in CI; the CPU and
+CUDA on a GPU machine, README "On a GPU"); the service must hold every step with the loss,
 grad-norm and LR the Trainer itself logged (its log_history), and a far too high LR must raise an
 alert there (and, with act=True, be cut by the Actor, reported to the service)."""
 
@@ -20,6 +21,8 @@ from service_helpers import get_json as get, hot_run_checks  # noqa: E402
 
 torch.set_num_threads(1)
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 class WaitForAdvice(transformers.TrainerCallback):
     """Tiny steps finish before the service's advice comes back: every few steps wait for the
@@ -33,7 +36,7 @@ class WaitForAdvice(transformers.TrainerCallback):
             self.cb.monitor.flush(5.0)
 
 
-def train(url: str, run_id: str, lr: float, steps: int = 20, **cb_kw):
+def train(url: str, run_id: str, lr: float, steps: int = 20, device: str = "cpu", **cb_kw):
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -45,7 +48,7 @@ def train(url: str, run_id: str, lr: float, steps: int = 20, **cb_kw):
     seqs = (starts + torch.arange(16)) % 64
     data = [{"input_ids": s, "labels": s} for s in seqs]
     args = TrainingArguments(
-        output_dir=f"/tmp/losswatch-hf-{run_id}", use_cpu=True, report_to=[], max_steps=steps,
+        output_dir=f"/tmp/losswatch-hf-{run_id}", use_cpu=device == "cpu", report_to=[], max_steps=steps,
         logging_steps=1, per_device_train_batch_size=8, save_strategy="no", learning_rate=lr,
         disable_tqdm=True, lr_scheduler_type="linear", max_grad_norm=1e9,
     )
@@ -56,9 +59,11 @@ def train(url: str, run_id: str, lr: float, steps: int = 20, **cb_kw):
     return trainer, cb
 
 
-def test_every_step_arrives_with_the_trainers_own_loss_grad_norm_and_lr(service_proc) -> None:
-    run_id = f"hf-{uuid.uuid4().hex[:8]}"
-    trainer, _ = train(service_proc, run_id, lr=1e-3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_step_arrives_with_the_trainers_own_loss_grad_norm_and_lr(service_proc, device) -> None:
+    run_id = f"hf-{device}-{uuid.uuid4().hex[:8]}"
+    trainer, _ = train(service_proc, run_id, lr=1e-3, device=device)
+    assert trainer.args.device.type == device
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 20
     series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
@@ -70,9 +75,10 @@ def test_every_step_arrives_with_the_trainers_own_loss_grad_norm_and_lr(service_
     assert json.dumps(run).count("hf-test") >= 1  # grouped under its project
 
 
-def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc) -> None:
-    run_id = f"hf-hot-{uuid.uuid4().hex[:8]}"
-    trainer, cb = train(service_proc, run_id, lr=3.0, steps=40, act=True,
+@pytest.mark.parametrize("device", DEVICES)
+def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc, device) -> None:
+    run_id = f"hf-hot-{device}-{uuid.uuid4().hex[:8]}"
+    trainer, cb = train(service_proc, run_id, lr=3.0, steps=40, device=device, act=True,
                         actor_options={"cooldown_steps": 5, "min_persist_steps": 1})
     alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
     # the service has the report, and the LR the Trainer logged after the first action is lower

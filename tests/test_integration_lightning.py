@@ -1,5 +1,6 @@
-"""Lightning + LosswatchCallback against a real service: a tiny regression model trained on CPU;
-the service must hold every optimizer step with the loss, grad-norm and LR that the module itself
+"""Lightning + LosswatchCallback against a real service: a tiny regression model, trained on every
+device present (the CPU here and in CI; the CPU and CUDA on a GPU machine, README "On a GPU"); the
+service must hold every optimizer step with the loss, grad-norm and LR that the module itself
 measured (by concatenating its gradients, independently of the callback), and a far too high LR
 must raise an alert (with act=True: the Actor cuts the LR and the service gets the report)."""
 
@@ -18,6 +19,8 @@ from losswatch.client.integrations.lightning import LosswatchCallback  # noqa: E
 from service_helpers import get_json as get, hot_run_checks  # noqa: E402
 
 torch.set_num_threads(1)
+
+ACCELERATORS = ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])
 
 
 class Regression(L.LightningModule):
@@ -57,22 +60,24 @@ class WaitForAdvice(L.Callback):
             self.cb.monitor.flush(5.0)
 
 
-def fit(url: str, run_id: str, lr: float, steps: int, **cb_kw):
+def fit(url: str, run_id: str, lr: float, steps: int, accelerator: str = "cpu", **cb_kw):
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=False)
     model = Regression(lr)
     cb = LosswatchCallback(run_id=run_id, project="pl-test", url=url, monitor_options={"flush_interval": 0.1}, **cb_kw)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb, WaitForAdvice(cb)])
+    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[cb, WaitForAdvice(cb)])
     trainer.fit(model, loader)
     return model, cb, trainer
 
 
-def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_proc) -> None:
-    run_id = f"pl-{uuid.uuid4().hex[:8]}"
-    model, _, _ = fit(service_proc, run_id, lr=0.05, steps=20)
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_proc, accelerator) -> None:
+    run_id = f"pl-{accelerator}-{uuid.uuid4().hex[:8]}"
+    model, _, _ = fit(service_proc, run_id, lr=0.05, steps=20, accelerator=accelerator)
     series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
     steps = sorted(model.seen)
     assert steps == list(range(20))
@@ -85,9 +90,10 @@ def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_p
     assert meta["optimizer"] == "SGD" and meta["momentum"] == 0.0  # what sgd_efficiency needs
 
 
-def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc) -> None:
-    run_id = f"pl-hot-{uuid.uuid4().hex[:8]}"
-    model, cb, trainer = fit(service_proc, run_id, lr=2.0, steps=40, act=True,
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
+def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc, accelerator) -> None:
+    run_id = f"pl-hot-{accelerator}-{uuid.uuid4().hex[:8]}"
+    model, cb, trainer = fit(service_proc, run_id, lr=2.0, steps=40, accelerator=accelerator, act=True,
                              actor_options={"cooldown_steps": 5})
     alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
     kinds = {a["action"]["type"] for a in applied}

@@ -1,7 +1,10 @@
 """Plain PyTorch + TorchWatcher against a real service: the service must hold every step with
 the loss, grad-norm and LR the loop measured itself (by concatenating its gradients), a far too
 high LR must raise an alert, acting must cut it (reported to the service and its metrics), and a
-NaN loss must stop a loop that opted into StopTraining at its next step."""
+NaN loss must stop a loop that opted into StopTraining at its next step.
+
+The training tests run on every device present: the CPU here and in CI, the CPU and CUDA on a GPU
+machine (README, "On a GPU"). A CUDA-only test checks that watched steps never wait for the GPU."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from losswatch.client.integrations.torch import StopTraining, TorchWatcher, glob
 from service_helpers import get_json as get, hot_run_checks, get_text  # noqa: E402
 
 torch.set_num_threads(1)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def test_global_grad_norm_equals_the_norm_of_all_gradients_concatenated() -> None:
@@ -36,16 +41,17 @@ def test_global_grad_norm_equals_the_norm_of_all_gradients_concatenated() -> Non
     assert float(global_grad_norm(ps[:2] + [inf])) == float("inf")
 
 
-def _data():
+def _data(device: str = "cpu"):
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     y = x @ torch.randn(8, 1) + 0.05 * torch.randn(256, 1)
-    return x, y
+    return x.to(device), y.to(device)
 
 
-def train(monitor, lr: float, steps: int, nan_at: int | None = None, flush_every: int | None = None, **watch_kw):
-    x, y = _data()
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+def train(monitor, lr: float, steps: int, nan_at: int | None = None, flush_every: int | None = None,
+          device: str = "cpu", **watch_kw):
+    x, y = _data(device)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     watch = TorchWatcher(monitor, model, opt, scheduler=sched, **watch_kw)
@@ -75,10 +81,11 @@ def train(monitor, lr: float, steps: int, nan_at: int | None = None, flush_every
     return seen, watch, opt
 
 
-def test_every_step_arrives_with_the_loops_own_loss_grad_norm_and_lr(service_proc) -> None:
-    run_id = f"torch-{uuid.uuid4().hex[:8]}"
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_step_arrives_with_the_loops_own_loss_grad_norm_and_lr(service_proc, device) -> None:
+    run_id = f"torch-{device}-{uuid.uuid4().hex[:8]}"
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.1) as mon:
-        seen, _, _ = train(mon, lr=0.05, steps=25)
+        seen, _, _ = train(mon, lr=0.05, steps=25, device=device)
     series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
     assert series["step"] == [s["step"] for s in seen]
     assert series["loss"] == pytest.approx([s["loss"] for s in seen], rel=1e-6)
@@ -86,10 +93,11 @@ def test_every_step_arrives_with_the_loops_own_loss_grad_norm_and_lr(service_pro
     assert series["lr"] == pytest.approx([s["lr"] for s in seen], rel=1e-12)
 
 
-def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc) -> None:
-    run_id = f"torch-hot-{uuid.uuid4().hex[:8]}"
+@pytest.mark.parametrize("device", DEVICES)
+def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc, device) -> None:
+    run_id = f"torch-hot-{device}-{uuid.uuid4().hex[:8]}"
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
-        seen, watch, opt = train(mon, lr=4.0, steps=80, act=True, flush_every=5,
+        seen, watch, opt = train(mon, lr=4.0, steps=80, act=True, flush_every=5, device=device,
                                  actor_options={"cooldown_steps": 10})
     alerts, applied = hot_run_checks(service_proc, run_id, watch.actor)
     assert all(r["applied"] and not r["dry_run"] for r in alerts["actions"])
@@ -106,11 +114,12 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc
         assert watch.actor.lr_scale < 1 and opt.param_groups[0]["initial_lr"] == 4.0 * watch.actor.lr_scale
 
 
-def test_a_nan_loss_stops_an_opted_in_loop_at_that_step_and_is_reported(service_proc) -> None:
-    run_id = f"torch-nan-{uuid.uuid4().hex[:8]}"
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_nan_loss_stops_an_opted_in_loop_at_that_step_and_is_reported(service_proc, device) -> None:
+    run_id = f"torch-nan-{device}-{uuid.uuid4().hex[:8]}"
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         with pytest.raises(StopTraining):
-            train(mon, lr=0.05, steps=30, nan_at=7, act=True, raise_on_stop=True)
+            train(mon, lr=0.05, steps=30, nan_at=7, act=True, raise_on_stop=True, device=device)
     reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
     assert [(r["step"], r["action"]["type"], r["applied"]) for r in reports] == [(8, "stop", True)]
 
@@ -155,3 +164,65 @@ def test_the_watcher_tells_the_service_the_optimizer_and_far_too_small_sgd_steps
     alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
     small = [a for a in alerts if a["detector"] == "sgd_efficiency"]
     assert small and small[0]["action"]["type"] == "scale_lr" and small[0]["action"]["factor"] > 1
+
+
+def test_a_loop_that_clips_passes_its_norm_and_the_watcher_logs_that_one(service_proc) -> None:
+    # clip_grad_norm_ returns the norm before clipping: the one that shows a blow-up
+    run_id = f"torch-clip-{uuid.uuid4().hex[:8]}"
+    x, y = _data()
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    norms, computed = [], []
+    with Monitor(run_id=run_id, url=service_proc, flush_interval=0.1) as mon:
+        watch = TorchWatcher(mon, model, opt)
+        for step in range(10):
+            loss = torch.nn.functional.mse_loss(model(x[:32]), y[:32])
+            opt.zero_grad()
+            loss.backward()
+            computed.append(float(watch.grad_norm()))
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)  # clips hard
+            assert watch.step(step, loss, grad_norm=gn) is gn
+            norms.append(float(gn))
+            opt.step()
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["grad_norm"] == pytest.approx(norms, rel=1e-6)
+    assert norms == pytest.approx(computed, rel=1e-5) and min(norms) > 0.01  # before clipping
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CI has none (README, 'On a GPU')")
+def test_watched_cuda_steps_never_wait_for_the_gpu(service_proc) -> None:
+    # torch.cuda.set_sync_debug_mode("error") raises on any call that makes the host wait for
+    # the GPU. It is process-wide, so the client's background thread, which reads the logged
+    # tensors in one batched copy per flush (the one sync it makes, off the training thread),
+    # is kept idle (long flush interval) while the steps run; the flush afterwards delivers them.
+    run_id = f"torch-cuda-nosync-{uuid.uuid4().hex[:8]}"
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(4)]).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=20)
+    x = torch.randn(128, 512, device=dev)
+    losses, steps = [], 60
+    with Monitor(run_id=run_id, url=service_proc, flush_interval=3600.0) as mon:
+        watch = TorchWatcher(mon, model, opt, scheduler=sched)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for step in range(steps):
+                loss = model(x).square().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                watch.step(step, loss)
+                opt.step()
+                sched.step()
+                losses.append(loss.detach())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert mon.stats["buffered"] == steps  # nothing was read while the steps ran
+        assert mon.flush(30)
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == list(range(steps))
+    assert series["loss"] == pytest.approx([float(v) for v in losses], rel=1e-6)
+    assert all(g is not None and g > 0 for g in series["grad_norm"])
+    assert series["lr"][0] == pytest.approx(1e-5) and series["lr"][-1] == pytest.approx(1e-4)

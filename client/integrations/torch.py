@@ -12,6 +12,9 @@
             optimizer.step(); sched.step()
             if watch.should_stop: break
 
+A loop that clips already has the norm: ``gn = clip_grad_norm_(model.parameters(), 1.0)`` then
+``watch.step(step, loss, grad_norm=gn)`` adds no kernel at all.
+
 The grad-norm is one fused reduction (``torch._foreach_norm`` over the gradients, then
 ``torch.linalg.vector_norm`` over the stacked per-parameter norms) returning a 0-d tensor on the
 gradients' device: no ``.item()``, no host-device sync per step. Loss and grad-norm tensors go to
@@ -156,13 +159,17 @@ class TorchWatcher:
         """The current global grad-norm (0-d tensor, no sync)."""
         return global_grad_norm(self._parameters())
 
-    def step(self, step: int, loss: Any = None, **extra: Any) -> Any:
+    def step(self, step: int, loss: Any = None, grad_norm: Any = None, **extra: Any) -> Any:
         """Log one step; call it after ``loss.backward()`` and before ``optimizer.step()``.
 
+        ``grad_norm``: the global grad-norm when the loop already has it, e.g. what
+        ``torch.nn.utils.clip_grad_norm_`` returned (the norm before clipping, the one that says
+        whether the gradients blow up); otherwise it is computed here (a few small kernels:
+        bench/results/gpu-overhead.md says what they cost a launch-bound loop).
         Returns the grad-norm tensor (handy for your own logging). ``extra`` fields (e.g.
         ``val_loss=...``, ``tokens_per_s=...``) go to ``Monitor.log`` as they are.
         """
-        gn = self.grad_norm()
+        gn = self.grad_norm() if grad_norm is None else grad_norm
         self.monitor.log(step, loss=loss, grad_norm=gn, lr=current_lr(self.optimizer), **extra)
         if self.actor is not None:
             self._act(step)
