@@ -59,6 +59,13 @@ def pratio_arr(x: np.ndarray, ref: np.ndarray, l0: np.ndarray,
     return 1.0 + (x - ref) / np.maximum(den, 1e-12)
 
 
+def lr_ramping(f, i: int) -> bool:
+    """Is the LR ramping up on row ``i``: rising on this record, with no reversal yet (a warm-up,
+    one-cycle before its peak)? Not merely "its last change was upward" (``lrdir``): after a
+    warm-up into a constant LR, or a single raise, that would stay true for the rest of the run."""
+    return bool(f.lrok[i] and f.rev[i] == 0 and f.b_lrlast[i] > 0.0 and f.lr[i] > f.b_lrlast[i])
+
+
 class DivergenceDetector(Detector):
     """The loss rose well above its best and is still rising (or got stuck after blowing up):
     cut the LR.
@@ -83,8 +90,8 @@ class DivergenceDetector(Detector):
        one (an explosion builds up; a bad batch's gradient jumps on its own step only), 1 and 3
        noise units suffice, and two rises are enough once they reach ``explode_ratio`` x best
        (an RNN at 10x LR shows it 2 steps before the loss runs away; SGD at 100x LR is lost by
-       its third step). An LR still ramping up (warm-up, one-cycle before its peak) is the same
-       kind of corroboration: two rises to ``explode_ratio`` x best and 3 noise units (warm-up
+       its third step). An LR ramping up on that very record (warm-up, one-cycle before its
+       peak) is the same kind of corroboration: two rises to ``explode_ratio`` x best and 3 noise units (warm-up
        x100 least-squares runs swing 0.7 -> 2.2 -> 4.5 while the LR climbs; the noise measured
        on the way up grows with the LR, so 10 units came 5-17 steps late).
     2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
@@ -349,10 +356,10 @@ class DivergenceDetector(Detector):
         base = f.up_base[i]
         pr = _pratio(x, best, l0, RAW_SHARE)
         # a cause besides the data corroborates a rising loss: the grad-norm exploding, or the
-        # LR still ramping up (warm-up, one-cycle: the loss noise grows with the LR, so 10 units
-        # of the noise measured on the way up came too late on the benchmark's warm-up x100 runs)
-        warming = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0
-        caused = gn_up or warming
+        # LR ramping up (warm-up, one-cycle: the loss noise grows with the LR, so 10 units of the
+        # noise measured on the way up came too late on the benchmark's warm-up x100 runs)
+        ramping = lr_ramping(f, i)
+        caused = gn_up or ramping
         long_enough = up_n >= self.streak or (up_n >= 2 and caused and pr >= self.explode_ratio)
         if long_enough and pr >= self.streak_ratio and \
                 _ratio(x, base) >= 1.0 + self.streak_rise and \
@@ -360,7 +367,7 @@ class DivergenceDetector(Detector):
                  (base - f.b_slow[i] <= self.prev_z * f.b_sd[i] and not after_spike)) and \
                 f.b_lprev[i] - f.b_slow[i] >= (1.0 if gn_up else self.prev_z) * f.b_sd[i] and \
                 x - f.b_slow[i] >= (self.prev_z if caused else self.streak_z) * f.b_sd[i]:
-            why = " with the grad-norm up" if gn_up else (" while the LR warms up" if warming else "")
+            why = " with the grad-norm up" if gn_up else (" while the LR warms up" if ramping else "")
             rule = (f"rose {up_n} records in a row{why}, {fmt(base)} -> {fmt(x)}", "streak")
         if f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]:
             self.lr_jump_rec = rec
@@ -392,7 +399,7 @@ class DivergenceDetector(Detector):
             self.hi_last = nl
             n_hi = nl - self.hi_start + 1
             cyclic_rise = f.rev[i] >= 2 and f.lrdir[i] > 0
-            if warming:  # the LR is still ramping up: it, not a bad batch, drives the loss up
+            if ramping:  # the LR is still ramping up: it, not a bad batch, drives the loss up
                 need = self.sustain_warmup
             elif f.lrok[i] and f.lrdir[i] < 0 and f.rev[i] == 1:
                 need = self.sustain_decay  # the schedule is already cutting the LR: give it time
@@ -478,7 +485,7 @@ class DivergenceDetector(Detector):
     def _raise(self, f, i: int, x: float, best: float, ratio: float, rule: tuple[str, str]) -> None:
         step = f.step[i]
         bstep = f.best_step[i]
-        warm = f.lrok[i] and f.lrdir[i] > 0 and f.rev[i] == 0 and f.nlr[i] > 1
+        warm = lr_ramping(f, i)
         if rule[1] == "lost":
             msg = f"run lost at step {step}: {rule[0]}"
         else:

@@ -221,3 +221,14 @@ def test_the_same_two_rises_at_a_steady_or_falling_lr_are_not_yet_a_run_away():
     for lrs in ([0.2] * n, [0.2 - 0.02 * s for s in range(n)], None):
         _, alerts = replay(WARMUP_X100, WARMUP_X100_GN, lrs)
         assert raised(alerts, "divergence") == []
+
+
+def test_after_the_warm_up_a_two_rise_jump_needs_the_usual_evidence():
+    # "the LR is ramping" means rising on this record: a warm-up that ended 1,000 steps ago (the
+    # LR's last direction is still "up") does not excuse two rises from the noise guard
+    losses, gns, _ = healthy_curve(1300, seed=4)
+    losses[1199:1202] = [0.29, 1.5, 4.6]
+    warm_then_flat = [1e-3 * min(1.0, (s + 1) / 100) for s in range(1300)]
+    for lrs in (warm_then_flat, [1e-3] * 1300):
+        _, alerts = replay(losses[:1202], gns[:1202], lrs[:1202])
+        assert raised(alerts, "divergence") == []
