@@ -276,7 +276,9 @@ class Monitor:
         # by a cooldown when the cooldown ends
         again = actor.offer_again_at(step)
         if again is not None:
-            self._act_not_before = again
+            # a step counter that goes back (a restart after rollback, one counter per epoch)
+            # must not hold waiting advice back: only a cooldown's end sets a step to wait for
+            self._act_not_before = again if again > step else None
             with self._state_lock:
                 if self._pending is None:
                     self._pending = pending

@@ -206,6 +206,7 @@ def test_watched_cuda_steps_never_wait_for_the_gpu(service_proc) -> None:
     losses, steps = [], 60
     with Monitor(run_id=run_id, url=service_proc, flush_interval=3600.0) as mon:
         watch = TorchWatcher(mon, model, opt, scheduler=sched)
+        assert mon.flush(30)  # the metadata the watcher sent: the sender is idle from here on
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
