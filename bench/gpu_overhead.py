@@ -249,10 +249,11 @@ def report(res: dict) -> str:
              f"{res['device']} (torch {res['torch']}, Python {res['python']}). Throughput between two "
              "`torch.cuda.synchronize()` calls; each round runs every variant (rotating order) and a "
              "variant's overhead is against the bare loop of the same round, median and quartiles over "
-             "the rounds; process CPU time per step (training thread and the client's background thread). Workloads and variants: "
-             "the module docstring.", ""]
+             "the rounds; process CPU time per step (training thread and the client's background "
+             "thread). Workloads and variants: the module docstring.", ""]
     for name, w in res["workloads"].items():
-        lines += [f"## {name} ({w['steps_per_round']} steps per round)", "", "| variant | ms / step | overhead (median of rounds) | quartiles | CPU ms / step |",
+        lines += [f"## {name} ({w['steps_per_round']} steps per round)", "",
+                  "| variant | ms / step | overhead (median of rounds) | quartiles | CPU ms / step |",
                   "|---|---|---|---|---|"]
         for v, r in w["rows"].items():
             lo, hi = r["overhead_iqr_pct"]

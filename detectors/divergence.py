@@ -90,10 +90,11 @@ class DivergenceDetector(Detector):
        one (an explosion builds up; a bad batch's gradient jumps on its own step only), 1 and 3
        noise units suffice, and two rises are enough once they reach ``explode_ratio`` x best
        (an RNN at 10x LR shows it 2 steps before the loss runs away; SGD at 100x LR is lost by
-       its third step). An LR ramping up on that very record (warm-up, one-cycle before its
-       peak) is the same kind of corroboration: two rises to ``explode_ratio`` x best and 3 noise units (warm-up
-       x100 least-squares runs swing 0.7 -> 2.2 -> 4.5 while the LR climbs; the noise measured
-       on the way up grows with the LR, so 10 units came 5-17 steps late).
+       its third step). An LR ramping up on that very record (:func:`lr_ramping`: warm-up,
+       one-cycle before its peak) is the same kind of corroboration: two rises to
+       ``explode_ratio`` x best and 3 noise units (warm-up x100 least-squares runs swing
+       0.7 -> 2.2 -> 4.5 while the LR climbs; the noise measured on the way up grows with the LR,
+       so 10 units came 5-17 steps late).
     2. *Blow-up with the grad-norm*: loss >= ``gn_ratio`` x best while the grad-norm is
        >= ``gn_abs`` and at least doubled since the previous record. Grad-norms of 1e4-1e6 are
        what BLOOM-104B logged while diverging (healthy runs log 0.1-10); the doubling requirement

@@ -166,8 +166,9 @@ class TorchWatcher:
         ``torch.nn.utils.clip_grad_norm_`` returned (the norm before clipping, the one that says
         whether the gradients blow up); otherwise it is computed here (a few small kernels:
         bench/results/gpu-overhead.md says what they cost a launch-bound loop).
-        Returns the grad-norm logged (the tensor computed here, or the ``grad_norm`` given). ``extra`` fields (e.g.
-        ``val_loss=...``, ``tokens_per_s=...``) go to ``Monitor.log`` as they are.
+        Returns the grad-norm logged (the tensor computed here, or the ``grad_norm`` given).
+        ``extra`` fields (e.g. ``val_loss=...``, ``tokens_per_s=...``) go to ``Monitor.log`` as
+        they are.
         """
         gn = self.grad_norm() if grad_norm is None else grad_norm
         self.monitor.log(step, loss=loss, grad_norm=gn, lr=current_lr(self.optimizer), **extra)
