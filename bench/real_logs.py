@@ -1,0 +1,210 @@
+"""Score `losswatch replay` on the real-log corpus (bench/real/), one verdict per file.
+
+Usage::
+
+    .venv/bin/python bench/real_logs.py                 # both parts, full and thinned cadence
+    .venv/bin/python bench/real_logs.py --part tune     # while changing a detector
+    .venv/bin/python bench/real_logs.py --no-write --json
+
+The corpus: real loss sequences with provenance (bench/real/SOURCES.md), labelled in
+bench/real/LABELS.json from what their threads say happened, split once by a hash of the file
+name (bench/real/split.py) into a part to tune on and a part reported untouched. The logs of
+../shared/data/public-logs/ (labels in bench/real/public-labels.json) were tuned on long before:
+they belong to the tune part.
+
+Verdicts come from ../shared/tools/score_real.py (its docstring holds the rules: windows in
+logged rows; an alarm is a raised or escalated alert of warning or worse). Figures, per part:
+
+* problem cases (label not healthy, sure high or medium): share of right verdicts;
+* healthy files: how many got an alarm that changes the LR, rolls back or stops;
+* the same again on the thinned corpus: every file of 100 rows or more keeps every 10th row
+  plus its onset row and the 3 rows after it (the cadence of a log written every 10 steps);
+  the number of verdicts that change.
+
+Writes bench/results/real-logs.md (aggregates per part; per-file verdicts for the tune part
+only: the holdout part is read as figures, never file by file while tuning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "real"))
+from split import PARTS, part_of  # noqa: E402
+
+REAL = HERE / "real"
+PUBLIC_DIR = Path(os.environ.get("LOSSWATCH_PUBLIC_LOGS", HERE.parent.parent / "shared" / "data" / "public-logs"))
+SCORER = Path(os.environ.get("LOSSWATCH_SCORE_REAL", HERE.parent.parent / "shared" / "tools" / "score_real.py"))
+RESULTS = HERE / "results" / "real-logs.md"
+LOSSWATCH = HERE.parent / ".venv" / "bin" / "losswatch"
+THIN_EVERY, THIN_MIN_ROWS, THIN_KEEP_AFTER = 10, 100, 3
+
+
+def load_labels() -> dict[str, dict]:
+    """Every labelled file, keyed by its path as the scorer will see it (public logs under
+    ``public/``, mapped onto PUBLIC_DIR when the corpus is staged)."""
+    labels = json.loads((REAL / "LABELS.json").read_text())
+    pub = REAL / "public-labels.json"
+    if pub.exists() and PUBLIC_DIR.is_dir():
+        labels.update({f"public/{k}": v for k, v in json.loads(pub.read_text()).items()})
+    return labels
+
+
+def source_path(rel: str) -> Path:
+    return PUBLIC_DIR / rel.split("/", 1)[1] if rel.startswith("public/") else REAL / rel
+
+
+def thin_rows(rows: list[dict], onset: int) -> list[dict]:
+    """Every THIN_EVERY-th row, plus the onset row (the first at or after ``onset``) and the
+    THIN_KEEP_AFTER rows after it."""
+    if len(rows) < THIN_MIN_ROWS:
+        return rows
+    o = next((i for i, r in enumerate(rows) if int(float(r["step"])) >= onset), len(rows))
+    keep = set(range(0, len(rows), THIN_EVERY)) | set(range(o, min(o + THIN_KEEP_AFTER + 1, len(rows))))
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def stage(labels: dict[str, dict], root: Path, thin: bool) -> Path:
+    """Copy (or thin) each file under ``root`` and write the scorer's LABELS.json there."""
+    for rel, lab in labels.items():
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src = source_path(rel)
+        if not thin:
+            shutil.copyfile(src, dst)
+            continue
+        with open(src, newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, [r for r in reader if (r.get("step") or "").strip()]
+        with open(dst, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(thin_rows(rows, int(lab.get("onset") or 0)))
+    (root / "LABELS.json").write_text(json.dumps(labels, indent=1))
+    return root / "LABELS.json"
+
+
+def score(labels: dict[str, dict], thin: bool) -> dict[str, dict]:
+    """Verdict rows of score_real.py, keyed by file."""
+    if not labels:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = stage(labels, Path(tmp), thin)
+        out = Path(tmp) / "verdicts.json"
+        subprocess.run([sys.executable, str(SCORER), str(LOSSWATCH), str(lab), "--json", str(out)],
+                       check=True, capture_output=True, text=True)
+        return {r["file"]: r for r in json.loads(out.read_text())["rows"]}
+
+
+def summarise(rows: dict[str, dict]) -> dict:
+    problems = [r for r in rows.values() if r["label"] != "healthy" and r["sure"] in ("high", "medium")]
+    healthy = [r for r in rows.values() if r["label"] == "healthy"]
+    by_label: dict[str, list[int]] = {}
+    for r in problems:
+        c = by_label.setdefault(r["label"], [0, 0])
+        c[0] += r["verdict"] == "right"
+        c[1] += 1
+    return {
+        "files": len(rows),
+        "problems": len(problems), "problems_right": sum(r["verdict"] == "right" for r in problems),
+        "healthy": len(healthy), "healthy_false_alarms": sum(r["verdict"] != "right" for r in healthy),
+        "spike_warnings_on_healthy": sum(r["spike_warnings"] for r in healthy),
+        "by_label": by_label,
+        "failed": sorted(r["file"] for r in rows.values() if r["verdict"] == "failed"),
+    }
+
+
+def _pct(a: int, b: int) -> str:
+    return "-" if b == 0 else f"{a}/{b} ({100 * a / b:.0f} %)"
+
+
+def report(figs: dict) -> str:
+    lines = [
+        "# The real-log corpus through the detectors",
+        "",
+        "Real loss sequences from issue threads and public training histories (bench/real/, "
+        "provenance in bench/real/SOURCES.md), replayed with `losswatch replay` and judged by "
+        "../shared/tools/score_real.py, one verdict per file. The split into a tune part and an "
+        "untouched holdout part is fixed by a hash of the file name (bench/real/split.py). "
+        "Command: `.venv/bin/python bench/real_logs.py`.",
+        "",
+        "| part | cadence | files | problem cases right (sure high/medium) | healthy files with an LR-changing, rollback or stop alarm | spike warnings on healthy files |",
+        "|---|---|---|---|---|---|",
+    ]
+    for part, f in figs.items():
+        for cad in ("full", "thinned"):
+            s = f[cad]
+            lines.append(f"| {part} | {cad} | {s['files']} | {_pct(s['problems_right'], s['problems'])} | "
+                         f"{s['healthy_false_alarms']} of {s['healthy']} | {s['spike_warnings_on_healthy']} |")
+    lines += ["", "Verdicts that change when the log is thinned to every 10th row: " + "; ".join(
+        f"{part} {len(f['changed'])}" for part, f in figs.items()) + ".", ""]
+    lines += ["Right verdicts per label (problem cases, sure high/medium, full cadence):", "",
+              "| label | " + " | ".join(figs) + " |", "|---|" + "---|" * len(figs)]
+    labels = sorted({k for f in figs.values() for k in f["full"]["by_label"]})
+    for lab in labels:
+        lines.append(f"| {lab} | " + " | ".join(
+            _pct(*f["full"]["by_label"].get(lab, [0, 0])) for f in figs.values()) + " |")
+    if "tune" in figs:
+        lines += ["", "## Tune part, file by file", "", "| file | label | sure | verdict | thinned | first alarms (step, kind, severity, action, factor) |",
+                  "|---|---|---|---|---|---|"]
+        t = figs["tune"]
+        for rel, r in sorted(t["rows"].items()):
+            th = t["thin_rows"].get(rel, {}).get("verdict", "-")
+            ev = "; ".join(", ".join(str(x) for x in e) for e in r["evidence"][:2]) or "-"
+            lines.append(f"| {rel} | {r['label']} | {r['sure']} | {r['verdict']} | {th} | {ev} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(parts: tuple[str, ...]) -> dict:
+    labels = load_labels()
+    figs = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # one scorer process per core
+        jobs = {}
+        for part in parts:
+            mine = {k: v for k, v in labels.items() if part_of(k) == part}
+            jobs[part] = (pool.submit(score, mine, False), pool.submit(score, mine, True))
+        for part, (full, thin) in jobs.items():
+            rows, trows = full.result(), thin.result()
+            changed = sorted(k for k in rows if trows.get(k, {}).get("verdict") != rows[k]["verdict"])
+            figs[part] = {"full": summarise(rows), "thinned": summarise(trows), "changed": changed,
+                          "rows": rows, "thin_rows": trows}
+    return figs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=PARTS, action="append", help="only this part (repeatable)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(HERE.parent)}")
+    a = ap.parse_args(argv)
+    if not SCORER.exists():
+        print(f"real_logs: no scorer at {SCORER} (set LOSSWATCH_SCORE_REAL)", file=sys.stderr)
+        return 2
+    parts = tuple(a.part or PARTS)
+    figs = run(parts)
+    if a.json:
+        print(json.dumps({p: {k: v for k, v in f.items() if k not in ("rows", "thin_rows")} for p, f in figs.items()}, indent=1))
+    else:
+        for part, f in figs.items():
+            for cad in ("full", "thinned"):
+                s = f[cad]
+                print(f"{part:8s} {cad:8s} problems right {_pct(s['problems_right'], s['problems'])}; "
+                      f"healthy false alarms {s['healthy_false_alarms']}/{s['healthy']}; spike warnings {s['spike_warnings_on_healthy']}")
+            print(f"{part:8s} verdicts changed by thinning: {len(f['changed'])} {f['changed'][:6]}")
+    if not a.no_write and set(parts) == set(PARTS):
+        RESULTS.write_text(report(figs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
