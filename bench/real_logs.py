@@ -94,14 +94,14 @@ def stage(labels: dict[str, dict], root: Path, thin: bool) -> Path:
     return root / "LABELS.json"
 
 
-def score(labels: dict[str, dict], thin: bool) -> dict[str, dict]:
+def score(labels: dict[str, dict], thin: bool, losswatch: Path = LOSSWATCH) -> dict[str, dict]:
     """Verdict rows of score_real.py, keyed by file."""
     if not labels:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
         lab = stage(labels, Path(tmp), thin)
         out = Path(tmp) / "verdicts.json"
-        subprocess.run([sys.executable, str(SCORER), str(LOSSWATCH), str(lab), "--json", str(out)],
+        subprocess.run([sys.executable, str(SCORER), str(losswatch), str(lab), "--json", str(out)],
                        check=True, capture_output=True, text=True)
         return {r["file"]: r for r in json.loads(out.read_text())["rows"]}
 
@@ -165,14 +165,14 @@ def report(figs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(parts: tuple[str, ...]) -> dict:
+def run(parts: tuple[str, ...], losswatch: Path = LOSSWATCH) -> dict:
     labels = load_labels()
     figs = {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # one scorer process per core
         jobs = {}
         for part in parts:
             mine = {k: v for k, v in labels.items() if part_of(k) == part}
-            jobs[part] = (pool.submit(score, mine, False), pool.submit(score, mine, True))
+            jobs[part] = (pool.submit(score, mine, False, losswatch), pool.submit(score, mine, True, losswatch))
         for part, (full, thin) in jobs.items():
             rows, trows = full.result(), thin.result()
             changed = sorted(k for k in rows if trows.get(k, {}).get("verdict") != rows[k]["verdict"])
@@ -185,13 +185,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=PARTS, action="append", help="only this part (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--losswatch", type=Path, default=LOSSWATCH,
+                    help="the losswatch command to replay with (e.g. an older checkout's, for a before/after)")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(HERE.parent)}")
     a = ap.parse_args(argv)
     if not SCORER.exists():
         print(f"real_logs: no scorer at {SCORER} (set LOSSWATCH_SCORE_REAL)", file=sys.stderr)
         return 2
     parts = tuple(a.part or PARTS)
-    figs = run(parts)
+    figs = run(parts, a.losswatch)
     if a.json:
         print(json.dumps({p: {k: v for k, v in f.items() if k not in ("rows", "thin_rows")} for p, f in figs.items()}, indent=1))
     else:
