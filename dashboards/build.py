@@ -69,6 +69,7 @@ ADVICE = {
     "spike": "Clip the gradient norm or skip the batch; watch whether it recovers",
     "oscillation": "Lower the LR",
     "plateau": "Raise the LR if it is tiny; lower it if the loss is noisy",
+    "dead": "Stop and check data, labels and init; restart with a lower LR if it blew up first",
     "grad_explosion": "Clip the gradient norm",
     "grad_vanishing": "Raise the LR or check initialisation and warmup",
     "lr_anomaly": "Check the LR schedule (warmup, stepping per epoch, peak)",

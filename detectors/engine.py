@@ -23,6 +23,7 @@ import numpy as np
 
 from .base import Detector, _alert_from_state, _snapshot
 from .batch import Batch
+from .dead import DeadDetector
 from .divergence import DivergenceDetector
 from .early_stall import EarlyStallDetector
 from .features import FeatureTracker, Features, initial_state
@@ -45,7 +46,7 @@ STATE_VERSION = 1
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
     NaNDetector, DivergenceDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
     EarlyStallDetector, LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
-    OverfittingDetector,
+    OverfittingDetector, DeadDetector,
 )
 
 #: Detectors an engine adds when the run metadata asks for them (``cls.from_meta(meta)``), each
@@ -58,7 +59,7 @@ META_DETECTORS: tuple[tuple[type[Detector], tuple[str, ...]], ...] = (
 #: When two active alerts have the same severity, the recommendation comes from the kind that
 #: is listed first (the more urgent problem).
 KIND_PRIORITY = {k: i for i, k in enumerate((
-    "nan", "divergence", "lr_anomaly", "grad_explosion", "oscillation", "spike", "overfitting",
+    "nan", "divergence", "dead", "lr_anomaly", "grad_explosion", "oscillation", "spike", "overfitting",
     "plateau", "grad_vanishing"))}
 
 

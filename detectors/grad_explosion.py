@@ -42,7 +42,7 @@ class GradExplosionDetector(Detector):
     >>> from losswatch.detectors.types import Record
     >>> eng = Engine("r")
     >>> gns = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.1, 0.9, 1.0, 1.0, 50.0]
-    >>> out = [a for s, g in enumerate(gns) for a in eng.update(Record(s, 2.0, grad_norm=g))]
+    >>> out = [a for s, g in enumerate(gns) for a in eng.update(Record(s, 2.0 + 0.01 * (s % 3), grad_norm=g))]
     >>> [(a.kind, a.step, a.action.type) for a in out]
     [('grad_explosion', 11, 'clip_grad_norm')]
 

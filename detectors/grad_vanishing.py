@@ -37,8 +37,8 @@ class GradVanishingDetector(Detector):
     >>> from losswatch.detectors.types import Record
     >>> eng = Engine("r")
     >>> out = [a for s in range(40) for a in eng.update(Record(s, 0.69, grad_norm=1e-9))]
-    >>> [(a.kind, a.step, a.severity) for a in out]
-    [('grad_vanishing', 19, 'warning')]
+    >>> [(a.kind, a.step, a.severity) for a in out]  # frozen at ln 2 for 6 records: dead, too
+    [('dead', 5, 'warning'), ('grad_vanishing', 19, 'warning')]
 
     References
     ----------

@@ -11,17 +11,25 @@ from .types import Action
 
 
 class NaNDetector(Detector):
-    """A non-finite loss (critical, on the very step) or a grad-norm that stays non-finite.
+    """A non-finite loss, or a non-finite grad-norm: the one NaN rule of losswatch.
 
     Rule
     ----
     * loss logged as NaN/inf -> **critical** at once. Action: roll back to the last step with a
       finite loss (the weights after a NaN are garbage; Keras #4848/#8332 users ask exactly this),
       or stop if there never was one.
-    * grad-norm NaN/inf while the loss is finite -> **warning** once it happened on
-      ``gn_patience`` consecutive grad-norm records. Why not at once: with fp16 and a dynamic
-      loss scaler, an overflowing step is skipped and the scale halved, routinely (BLOOM's
-      Megatron logs show it); several in a row means the scaler cannot recover.
+    * grad-norm NaN/inf while the loss is finite:
+
+      - isolated -> **warning** on the very record, action ``none``: with fp16 and a dynamic loss
+        scaler an overflowing step is skipped and the scale halved, routinely (BLOOM's Megatron
+        logs show it; Hugging Face logs ``grad_norm: nan`` for such a step);
+      - ``gn_patience`` in a row -> **critical** (the scaler cannot recover: the run trains on
+        garbage), action: roll back to before the first of them and lower the LR or train in bf16;
+      - with a loss of exactly 0.0 -> **critical** at once: no real loss is exactly 0 while its
+        gradient is NaN (a broken forward pass, e.g. an fp16 overflow inside the model that the
+        loss masks out; a common Hugging Face fine-tuning report).
+
+      A warning escalates (same alert) when a later record meets a critical condition.
     * The episode re-arms after ``recover`` consecutive records without a non-finite value.
 
     Parameters
@@ -56,15 +64,17 @@ class NaNDetector(Detector):
         self.last_bad_rec = -(10**9)  # record ordinal of the last non-finite value
         self.gbad_start = 0  # grad-norm record count at which the current run of bad gn began
         self.gbad_last = -(10**9)
+        self.gbad_step = -1  # step of the first record of the current run of bad grad-norms
 
     def get_state(self) -> dict[str, Any]:
         return {"last_bad_rec": self.last_bad_rec, "gbad_start": self.gbad_start,
-                "gbad_last": self.gbad_last}
+                "gbad_last": self.gbad_last, "gbad_step": self.gbad_step}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.last_bad_rec = d["last_bad_rec"]
         self.gbad_start = d["gbad_start"]
         self.gbad_last = d["gbad_last"]
+        self.gbad_step = d.get("gbad_step", -1)
 
     def screen(self, f):
         loss_bad = f.a("has_loss") & ~f.a("lok")
@@ -85,16 +95,26 @@ class NaNDetector(Detector):
         if gbad:
             if self.gbad_last != rec - 1:
                 self.gbad_start = rec
+                self.gbad_step = f.step[i]
             self.gbad_last = rec
         step = f.step[i]
+        if lbad:
+            what, value = "loss", f.loss[i]
+        elif gbad and f.lok[i] and f.loss[i] == 0.0:
+            what, value = "zero loss", g
+        elif gbad and rec - self.gbad_start + 1 >= self.gn_patience:
+            what, value = "repeated grad-norm", g
+        elif gbad:
+            what, value = "grad-norm", g
+        else:
+            what = ""
         if self.alert is None:
-            if lbad:
-                self._open(f, i, "critical", "loss", f.loss[i])
-            elif gbad and rec - self.gbad_start + 1 >= self.gn_patience:
-                self._open(f, i, "warning", "grad-norm", g)
+            if what:
+                _, msg, ev, act = self._describe(f, i, what, value)
+                self.open_episode(step, "warning" if what == "grad-norm" else "critical", msg, ev, act)
             return
-        if lbad and self.alert.severity != "critical":
-            what, msg, ev, act = self._describe(f, i, "loss", f.loss[i])
+        if what and what != "grad-norm" and self.alert.severity != "critical":
+            _, msg, ev, act = self._describe(f, i, what, value)
             self.update_episode(step, severity="critical", message=msg, evidence=ev, action=act)
         elif not lbad and not gbad and f.lok[i] and rec - self.last_bad_rec >= self.recover:
             self.close_episode(step, f"finite values for {self.recover} records")
@@ -131,12 +151,25 @@ class NaNDetector(Detector):
                 act = Action("stop", {}, f"The loss is {fmt(value)} from the start: there is nothing "
                              "to roll back to. Stop and check the data, the loss function and the "
                              "initialisation.")
+        elif what == "grad-norm":
+            act = Action("none", {}, f"One step with a grad-norm of {fmt(value)} and a finite loss: with "
+                         "fp16 a dynamic loss scaler skips such a step and lowers its scale, routinely. "
+                         "Nothing to do unless it repeats.")
         else:
-            act = Action("none", {}, f"The grad-norm has been {fmt(value)} for several steps in a row. "
-                         "With fp16 a few overflowing steps are normal (the loss scaler skips them); "
-                         "if it persists, lower the LR or train in bf16.")
+            first = self.gbad_step
+            to = first - 1 if first > 0 else 0
+            ev.update(first_bad_step=first)
+            if what == "zero loss":
+                msg = f"loss is exactly 0 with a grad-norm of {fmt(value)} at step {step}"
+                why = ("A loss of exactly 0 with a NaN gradient is not a real loss: the forward pass "
+                       "overflowed (fp16) or the batch was masked out entirely.")
+            else:
+                n = f.rec[i] - self.gbad_start + 1
+                msg = f"grad-norm is {fmt(value)} for {n} records in a row at step {step}"
+                why = (f"The grad-norm has been {fmt(value)} for {n} logged records in a row: the "
+                       "loss scaler is not recovering and the updates are garbage.")
+            act = Action("rollback", {"to_step": to},
+                         f"{why} Roll back to your last checkpoint at or before step {to}, then "
+                         "lower the LR or train in bf16; check the data of those steps.")
         return what, msg, ev, act
 
-    def _open(self, f, i: int, severity: str, what: str, value: float) -> None:
-        _, msg, ev, act = self._describe(f, i, what, value)
-        self.open_episode(f.step[i], severity, msg, ev, act)

@@ -59,7 +59,7 @@ class PlateauDetector(Detector):
     >>> eng = Engine("r")
     >>> out = [a for s in range(400) for a in eng.update(Record(s, 2.3, lr=1e-6))]
     >>> [(a.kind, a.step, a.severity, a.action.params) for a in out]
-    [('plateau', 200, 'warning', {'factor': 10.0})]
+    [('dead', 5, 'warning', {}), ('plateau', 200, 'warning', {'factor': 10.0})]
 
     References
     ----------

@@ -17,6 +17,7 @@ KINDS = (
     "spike",
     "oscillation",
     "plateau",
+    "dead",
     "grad_explosion",
     "grad_vanishing",
     "lr_anomaly",

@@ -39,13 +39,25 @@ def test_episode_rearms_after_recovery_and_a_second_nan_is_a_new_alert():
     assert resolved and resolved[0].resolved_step == 6  # 5 finite records after the NaN
 
 
-def test_nonfinite_grad_norm_alone_needs_several_in_a_row():
-    # one fp16 overflow (grad-norm inf, loss finite) is routine: no alert
+def test_an_isolated_nonfinite_grad_norm_is_a_warning_without_action_repeated_ones_are_critical():
+    # one fp16 overflow (grad-norm inf, loss finite) is routine: a warning on the record, no action
     _, alerts = replay([2.0] * 10, gns=[1.0] * 4 + [math.inf] + [1.0] * 5)
-    assert raised(alerts, "nan") == []
-    _, alerts = replay([2.0] * 10, gns=[1.0] * 4 + [math.inf] * 3 + [1.0] * 3)
     nan = raised(alerts, "nan")
-    assert [(a.step, a.severity) for a in nan] == [(6, "warning")]
+    assert [(a.step, a.severity, a.action.type) for a in nan] == [(4, "warning", "none")]
+    # three in a row: the scaler is not recovering -> the same alert turns critical, rollback to
+    # before the first of them
+    _, alerts = replay([2.0] * 10, gns=[1.0] * 4 + [math.inf] * 3 + [1.0] * 3)
+    nan = [a for a in alerts if a.kind == "nan" and a.resolved_step is None]
+    assert len({a.id for a in nan}) == 1
+    assert [(a.last_step, a.severity) for a in nan] == [(4, "warning"), (6, "critical")]
+    assert nan[-1].action.type == "rollback" and nan[-1].action.params == {"to_step": 3}
+
+
+def test_a_loss_of_exactly_zero_with_a_nan_grad_norm_is_critical_on_the_record():
+    _, alerts = replay([2.1, 2.0, 0.0], gns=[1.0, 1.0, math.nan])
+    nan = raised(alerts, "nan")
+    assert [(a.step, a.severity, a.action.type) for a in nan] == [(2, "critical", "rollback")]
+    assert "exactly 0" in nan[0].message
 
 
 def test_missing_loss_is_not_nan():

@@ -185,10 +185,12 @@ def test_both_paths_agree_on_random_realistic_runs(seed, n, cut):
     assert _dicts(a1) == _dicts(a2)
 
 
-def test_a_constant_run_is_only_ever_a_plateau():
+def test_a_constant_run_is_dead_first_and_never_diverging():
     recs = [Record(s, 1.0, 1.0, 1e-3) for s in range(2000)]
     eng, alerts = one_at_a_time(recs)
-    assert {a.kind for a in alerts} == {"plateau"}  # nothing learns: that is a stuck plateau
+    # nothing learns: a frozen loss is a dead run, from its sixth identical record
+    assert (alerts[0].kind, alerts[0].step) == ("dead", 5)
+    assert {a.kind for a in alerts} <= {"dead", "plateau"}
 
 
 def test_schedule_monitor_plugin_runs_in_both_paths_and_survives_restore():

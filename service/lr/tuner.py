@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 from losswatch.detectors.schedules import build_schedule
 
-LOST_KINDS = {"nan": ("warning", "critical"), "divergence": ("critical",)}
+LOST_KINDS = {"nan": ("critical",), "divergence": ("critical",)}
 
 
 @dataclass
