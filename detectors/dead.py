@@ -51,6 +51,10 @@ class DeadDetector(Detector):
     * *frozen*: ``frozen_records`` consecutive finite losses (or validation losses) the same to
       four significant digits. Real minibatch losses always move in the 4th digit; a printed
       0.6931 twenty times, or an epoch validation loss of exactly 0.2000, is a constant output.
+      A frozen validation loss counts only where the training loss (if logged) is frozen too (a
+      logger that repeats the last evaluation on every line is not a frozen model) and only when
+      it never fell below 0.9x its first value (a converged evaluation at the end of a long
+      decay prints the same four digits).
       A loss frozen at exactly 0 counts only when the run started there or its grad-norm is 0
       (a model that memorised its data prints 0.0000 too, and is not dead).
     * *at chance*: ``chance_records`` consecutive losses all within ``chance_band`` of the same
@@ -111,6 +115,7 @@ class DeadDetector(Detector):
         self.ch_rbest = math.inf  # raw best on the run's previous record, and the record ordinal
         self.ch_improved = -1  # (nl) of its last real improvement: a dead run makes no new lows
         self.v_prev = math.nan  # last finite val loss and the run of equal ones
+        self.v_first = math.nan
         self.v_n = 0
         self.moved = 0  # records off the dead value since the episode opened
 
@@ -118,12 +123,12 @@ class DeadDetector(Detector):
         return {"fz_start": self.fz_start, "fz_last": self.fz_last, "ch_level": self.ch_level,
                 "ch_start": self.ch_start, "ch_last": self.ch_last, "ch_rbest": self.ch_rbest,
                 "ch_improved": self.ch_improved,
-                "v_prev": self.v_prev,
+                "v_prev": self.v_prev, "v_first": self.v_first,
                 "v_n": self.v_n, "moved": self.moved}
 
     def set_state(self, d: dict[str, Any]) -> None:
         for k in ("fz_start", "fz_last", "ch_level", "ch_start", "ch_last", "ch_rbest", "ch_improved", "v_prev",
-                  "v_n", "moved"):
+                  "v_first", "v_n", "moved"):
             setattr(self, k, d[k])
 
     def screen(self, f):
@@ -148,7 +153,13 @@ class DeadDetector(Detector):
             v = f.val[i]
             self.v_n = self.v_n + 1 if same_4_digits(v, self.v_prev) and self._zero_ok(v, f, i) else 1
             self.v_prev = v
-            if self.v_n >= self.frozen_records:
+            if self.v_first != self.v_first:
+                self.v_first = v
+            # a logger that repeats the last evaluation on every training line while the
+            # training loss moves is not a frozen model; and an evaluation that converged (well
+            # below where it started) prints the same 4 digits at the end of a long decay
+            if self.v_n >= self.frozen_records and not (lok and not same_4_digits(f.loss[i], f.b_lprev[i])) \
+                    and not (self.v_first > 0.0 and v < 0.9 * self.v_first):
                 why = (f"the validation loss has been {fmt(v)} for {self.v_n} evaluations in a row", v)
         if lok:
             x, nl = f.loss[i], f.nl[i]

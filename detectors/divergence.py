@@ -134,10 +134,22 @@ class DivergenceDetector(Detector):
        benchmark's Adam/SGD x100 MLPs and CNNs). Part of this detector, so a run that diverged
        and then got stuck is one episode.
 
+    7. *Ten times the first loss* (a fact that needs no history): a positive first loss and a
+       loss >= ``first_ratio`` x it, from the second record on. No training run recovers its
+       weights from there on its own (a fine-tune's loss 0.14 -> 25,238 in one logged step; an
+       LM at 10.9 logging 270).
+    8. *Run-away from the raw best*: two or more rises in a row to >= ``raw_ratio`` x the raw
+       best (``features.rbest``: the lowest loss held for two records) that undo at least
+       ``raw_undo`` of the progress made (first loss - raw best), with the grad-norm up, the LR
+       ramping or a third rise as corroboration. The EMA level lags a fast descent (a fine-tune
+       logged every 50 steps falls 15 -> 1.4 in five points while the level is still ~11), so
+       the rules above, measured against it, miss a blow-up that follows; the raw best does not.
+
     The episode resolves once both the loss level and its 2-record average have stayed below
     ``resolve_ratio`` x best for ``rearm`` consecutive records (the winsorised level alone lags a
     blow-up; a relapse within that window is the same episode, not a new alert). A *lost* episode
-    (rule 6) also needs the trend back below ``stuck`` x the first loss: a model dead at chance
+    (rule 6) or one that went past 10x its first loss (rule 7) also needs the trend back below
+    ``stuck`` x the first loss: a model dead at chance
     sits at its best, which is where it started, and "back near its best" would close and re-open
     the same episode every ``rearm`` records.
 
@@ -177,6 +189,7 @@ class DivergenceDetector(Detector):
     above_start : float, default 1.5
         the benchmark labels' "lost: above 1.5x the start" (slow_progress's ``blowup`` applies
         it to the fast level's maximum; here it is the level now, for a positive first loss)
+    first_ratio, raw_ratio, raw_undo : float, float, float, default 10, 3, 0.25 (rules 7 and 8)
     settle, lr_followed, max_escalations : int, float, int, default 30, 0.5, 2
         escalation: records at the lowered LR before judging the cut, the LR drop that counts
         as the advice taken, further cuts per episode
@@ -214,7 +227,8 @@ class DivergenceDetector(Detector):
                  sustain_decay: int = 30, lost_patience: int = 200,
                  lost_patience_frac: float = 0.25, stuck: float = 0.9, blowup: float = 2.0,
                  lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
-                 max_escalations: int = 2, above_start: float = 1.5) -> None:
+                 max_escalations: int = 2, above_start: float = 1.5, first_ratio: float = 10.0,
+                 raw_ratio: float = 3.0, raw_undo: float = 0.25) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -228,7 +242,8 @@ class DivergenceDetector(Detector):
                          lost_patience_frac=lost_patience_frac, stuck=stuck, blowup=blowup,
                          lost_min_records=lost_min_records, settle=settle,
                          lr_followed=lr_followed, max_escalations=max_escalations,
-                         above_start=above_start)
+                         above_start=above_start, first_ratio=first_ratio, raw_ratio=raw_ratio,
+                         raw_undo=raw_undo)
         self.esc_lr = -1.0  # LR when the episode's advice was last given (open / escalation)
         self.esc_n = 0  # escalations so far in this episode
         self.esc_hi_start = 0  # loss-record count at which the current high run after the cut began
@@ -281,7 +296,10 @@ class DivergenceDetector(Detector):
             trend = f.a("trend")
             lost = ((step - f.a("pstep")) >= need) & \
                 (~(trend <= l0) | ~(f.a("worst") < self.blowup * np.abs(l0)))
-            return f.a("lok") & (streak | gn | level | lr_jump | spikes | lost)
+            loss = f.a("loss")
+            first = (l0 > 0.0) & ~(loss < self.first_ratio * l0)
+            raw = (f.a("up_n") >= 2) & ~(loss < self.raw_ratio * f.a("rbest"))
+            return f.a("lok") & (streak | gn | level | lr_jump | spikes | lost | first | raw)
 
     def active_screen(self, f):
         # rows where the recovery count can change: recovered rows (counted), and the first
@@ -317,7 +335,8 @@ class DivergenceDetector(Detector):
             self._escalate(f, i, x, best, l0, slow, nl)
             if _pratio(slow, best, l0) < self.resolve_ratio and \
                     _pratio(f.fast[i], best, l0) < self.resolve_ratio and \
-                    (self.alert.evidence.get("rule") != "lost" or f.trend[i] < self.stuck * l0):
+                    (self.alert.evidence.get("rule") not in ("lost", "first_loss") or
+                     f.trend[i] < self.stuck * l0):
                 if self.ok_since < 0:
                     self.ok_since = nl
                 if nl - self.ok_since + 1 >= self.rearm:
@@ -338,7 +357,7 @@ class DivergenceDetector(Detector):
                 not x - f.b_slow[i] > self.spike_rel * abs(f.b_slow[i]) and \
                 not (f.gok[i] and f.gn[i] >= self.gn_abs) and \
                 not (f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]) and \
-                not stalled:
+                not (l0 > 0.0 and x >= self.first_ratio * l0) and not stalled:
             return  # no rule can fire and no private state can change on this row
         rule = None
         rec = f.rec[i]
@@ -362,7 +381,15 @@ class DivergenceDetector(Detector):
         ramping = lr_ramping(f, i)
         caused = gn_up or ramping
         long_enough = up_n >= self.streak or (up_n >= 2 and caused and pr >= self.explode_ratio)
-        if long_enough and pr >= self.streak_ratio and \
+        if l0 > 0.0 and x >= self.first_ratio * l0:
+            rule = (f"is {fmt(x / l0)}x the first loss ({fmt(l0)} at step {f.l0_step[i]})", "first_loss")
+        rb = f.rbest[i]
+        if rule is None and up_n >= 2 and rb > 0.0 and x >= self.raw_ratio * rb and \
+                x - rb >= self.raw_undo * (l0 - rb) and (caused or up_n >= 3):
+            why = " with the grad-norm up" if gn_up else (" while the LR warms up" if ramping else "")
+            rule = (f"rose {up_n} records in a row{why} to {fmt(x / rb)}x the lowest loss it held "
+                    f"({fmt(rb)} at step {f.rbest_step[i]})", "raw_runaway")
+        if rule is None and long_enough and pr >= self.streak_ratio and \
                 _ratio(x, base) >= 1.0 + self.streak_rise and \
                 (_pratio(base, best, l0, RAW_SHARE) <= self.base_ratio or
                  (base - f.b_slow[i] <= self.prev_z * f.b_sd[i] and not after_spike)) and \
@@ -486,15 +513,19 @@ class DivergenceDetector(Detector):
     def _raise(self, f, i: int, x: float, best: float, ratio: float, rule: tuple[str, str]) -> None:
         step = f.step[i]
         bstep = f.best_step[i]
+        # the words use the lowest loss the run really held (the raw best) when it is lower than
+        # the EMA level's best: after a fast descent the level is still far above the real values
+        shown, shown_step = (f.rbest[i], f.rbest_step[i]) if 0.0 < f.rbest[i] < best else (best, bstep)
+        shown_ratio = _ratio(x, shown)
         warm = lr_ramping(f, i)
         if rule[1] == "lost":
             msg = f"run lost at step {step}: {rule[0]}"
         else:
-            msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(ratio)}x its best "
-                   f"({fmt(best)} at step {bstep}) and {rule[0]}")
-        reason = (f"The loss is running away ({fmt(ratio)}x its best). Cut the LR "
+            msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
+                   f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
+        reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
                   f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}); if it does not come back within a "
-                  f"few hundred steps, roll back to a checkpoint near step {bstep}.")
+                  f"few hundred steps, roll back to a checkpoint near step {shown_step}.")
         if warm:
             reason += " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
         ev: dict[str, Any] = {"loss": x, "best": best, "best_step": bstep, "ratio": ratio,

@@ -49,7 +49,7 @@ def test_stuck_at_chance_after_a_blow_up_is_a_lost_run_not_a_small_lr():
     r = random.Random(2)
     losses = [2.3, 40.0, 150.0, 60.0, 9.0] + [2.31 * (1 + r.gauss(0, 0.01)) for _ in range(400)]
     alerts = replay(losses, lrs=[3.0] * len(losses))[1]
-    lost = [a for a in raised(alerts, "divergence") if a.evidence.get("rule") == "lost"]
+    lost = [a for a in raised(alerts, "divergence") if a.evidence.get("rule") in ("first_loss", "lost")]
     assert lost and lost[0].action.params["factor"] < 1
     assert not [a for a in raised(alerts, "plateau", "warning") if a.action.params.get("factor", 0) > 1]
 
