@@ -19,7 +19,7 @@ the first snapshot at warning or worse.
 Figures, per labelled condition (rules in bench/labels.py):
 
 * recall: runs with the condition on which an accepted alert kind fired (warning or worse; any
-  severity for a spike). nan: a nan alert *at* the first non-finite step. divergence: any time,
+  severity for a spike). nan: a nan alert *at* the first non-finite loss (or open then: raised on a non-finite grad-norm before it). divergence: any time,
   lead = deadline - alert step. lr_schedule_bug: an lr_anomaly at or after the bug's onset. spike:
   within 5 steps of a labelled spike.
 * precision: of the runs where such an alert fired and no true condition of the run explains it
@@ -96,7 +96,9 @@ def episodes(events: list[dict]) -> dict[str, dict]:
     for e in events:
         ep = out.setdefault(e["id"], {"id": e["id"], "kind": e["kind"], "step": e["step"], "max_sev": "info",
                                       "warn_at": None, "warn_action": None, "message": e["message"],
-                                      "first_action": e.get("action")})
+                                      "first_action": e.get("action"), "resolved_step": None})
+        if e.get("resolved_step") is not None:
+            ep["resolved_step"] = e["resolved_step"]
         if SEV.get(e["severity"], 0) > SEV[ep["max_sev"]]:
             ep["max_sev"] = e["severity"]
         if SEV.get(e["severity"], 0) >= 1 and ep["warn_at"] is None and e.get("resolved_step") is None:
@@ -135,7 +137,11 @@ def score_run(label: dict, eps: dict[str, dict]) -> dict:
     for c in CONDITIONS:
         kinds = DETECTED_BY[c]
         if c == "nan":
-            hit = [e for e in eps.values() if e["kind"] == "nan" and nan_step is not None and e["step"] == nan_step]
+            # raised on the first NaN loss, or already open then (raised on a non-finite
+            # grad-norm the record before: the NaN was seen even earlier)
+            hit = [e for e in eps.values() if e["kind"] == "nan" and nan_step is not None and
+                   (e["step"] == nan_step or (e["step"] < nan_step and
+                                              (e["resolved_step"] is None or e["resolved_step"] >= nan_step)))]
             at = [nan_step] if hit else []
         elif c == "spike_transient":
             spikes = (label["evidence"].get("spike_transient") or {}).get("steps", [])

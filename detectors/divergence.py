@@ -134,16 +134,24 @@ class DivergenceDetector(Detector):
        benchmark's Adam/SGD x100 MLPs and CNNs). Part of this detector, so a run that diverged
        and then got stuck is one episode.
 
-    7. *Ten times the first loss* (a fact that needs no history): a positive first loss and a
-       loss >= ``first_ratio`` x it, from the second record on. No training run recovers its
-       weights from there on its own (a fine-tune's loss 0.14 -> 25,238 in one logged step; an
-       LM at 10.9 logging 270).
+    7. *Ten times the first loss, twice* (a fact that needs no history): a positive first loss
+       and two records in a row >= ``first_ratio`` x it, from the third record on. A run does
+       not recover its weights from there on its own (a fine-tune's loss 0.14 -> 25,238 ->
+       75,835 in two logged steps; an LM at 10.9 logging 270 then 182); one such record alone
+       can be a bad batch that the next step forgets (the benchmark's injected 40-60x spikes).
     8. *Run-away from the raw best*: two or more rises in a row to >= ``raw_ratio`` x the raw
-       best (``features.rbest``: the lowest loss held for two records) that undo at least
-       ``raw_undo`` of the progress made (first loss - raw best), with the grad-norm up, the LR
-       ramping or a third rise as corroboration. The EMA level lags a fast descent (a fine-tune
+       best (``features.rbest``: the lowest loss held for two records), the last two both
+       undoing at least ``raw_undo`` of the progress made (first loss - raw best: one bad batch at
+       the end of a noise wiggle is not a run-away), with the grad-norm up, the LR ramping or a
+       third rise as corroboration. The EMA level lags a fast descent (a fine-tune
        logged every 50 steps falls 15 -> 1.4 in five points while the level is still ~11), so
        the rules above, measured against it, miss a blow-up that follows; the raw best does not.
+       Only while the descent is fresh: the raw best was set in the later half of the run so far,
+       and the slow trend (``features.trend``, ~50 records) is still >= ``level_ratio`` x it and
+       above it by half the progress (LEVEL_SHARE). Where
+       the trend has caught up, rule 1 judges the same rise in noise units (the benchmark's noisy
+       least-squares runs swing 3x their lowest value and recover); and not within
+       ``spike_memory`` records of a big spike (the aftermath of a bad batch is rule 3's call).
 
     The episode resolves once both the loss level and its 2-record average have stayed below
     ``resolve_ratio`` x best for ``rearm`` consecutive records (the winsorised level alone lags a
@@ -381,11 +389,15 @@ class DivergenceDetector(Detector):
         ramping = lr_ramping(f, i)
         caused = gn_up or ramping
         long_enough = up_n >= self.streak or (up_n >= 2 and caused and pr >= self.explode_ratio)
-        if l0 > 0.0 and x >= self.first_ratio * l0:
-            rule = (f"is {fmt(x / l0)}x the first loss ({fmt(l0)} at step {f.l0_step[i]})", "first_loss")
+        if l0 > 0.0 and x >= self.first_ratio * l0 and f.b_lprev[i] >= self.first_ratio * l0 and nl > 2:
+            rule = (f"has been over {fmt(self.first_ratio)}x the first loss ({fmt(l0)} at step "
+                    f"{f.l0_step[i]}) for two records", "first_loss")
         rb = f.rbest[i]
         if rule is None and up_n >= 2 and rb > 0.0 and x >= self.raw_ratio * rb and \
-                x - rb >= self.raw_undo * (l0 - rb) and (caused or up_n >= 3):
+                f.trend[i] >= self.level_ratio * rb and f.trend[i] - rb >= LEVEL_SHARE * (l0 - rb) and \
+                2 * (f.rbest_step[i] - f.l0_step[i]) > step - f.l0_step[i] and \
+                f.b_lprev[i] - rb >= self.raw_undo * (l0 - rb) and (caused or up_n >= 3) and \
+                not after_spike:
             why = " with the grad-norm up" if gn_up else (" while the LR warms up" if ramping else "")
             rule = (f"rose {up_n} records in a row{why} to {fmt(x / rb)}x the lowest loss it held "
                     f"({fmt(rb)} at step {f.rbest_step[i]})", "raw_runaway")

@@ -1,0 +1,60 @@
+"""Detectors on real log excerpts from the tune part of the corpus (bench/real/, provenance in
+bench/real/SOURCES.md): each test is one class of failure the corpus taught, checked on a file a
+user really posted. The holdout part is never read here."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector_helpers import raised
+
+from losswatch.detectors import Engine
+from losswatch.service.readers import read_run
+
+REAL = Path(__file__).resolve().parent.parent / "bench" / "real"
+sys.path.insert(0, str(REAL))
+from split import part_of  # noqa: E402
+
+
+def _replay(rel: str):
+    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
+    eng = Engine("r")
+    alerts = []
+    for rec in read_run(REAL / rel):
+        alerts += eng.update(rec)
+    return alerts
+
+
+def test_a_cnn_frozen_at_ln_10_every_epoch_is_dead_from_its_sixth_identical_epoch():
+    alerts = _replay("histories/unknown__ship-cnn-jekyll-post__model-7.csv")
+    dead = raised(alerts, "dead", "warning")
+    assert dead and dead[0].step <= 7 and "2.3" in dead[0].message
+    assert dead[0].action.type == "stop"  # it never blew up: check the data and the init
+
+
+def test_a_log_that_repeats_the_last_evaluation_on_every_line_is_not_a_dead_run():
+    # litgpt: the val loss 2.861 is printed with each training line while the training loss moves
+    assert raised(_replay("issues/lightning-ai__litgpt__1607.csv"), min_severity="warning") == []
+
+
+def test_a_loss_that_explodes_past_10x_its_first_value_is_a_divergence_on_the_next_record():
+    # 0.14 -> 25,238 -> 75,835: the lowest verdicts were spike warnings with "skip the batch"
+    alerts = _replay("issues/tensorflow__models__8423.csv")
+    div = raised(alerts, "divergence", "critical")
+    assert div and div[0].step == 410 and div[0].evidence["rule"] == "first_loss"
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+
+
+def test_a_nan_grad_norm_with_a_finite_loss_is_a_warning_on_its_record():
+    nan = raised(_replay("issues/zai-org__glm-4__174.csv"), "nan")
+    assert nan and nan[0].step == 5 and nan[0].severity == "warning"
+
+
+@pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
+                                 "issues/tensorflow__models__8423.csv"])
+def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
+    one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
+    eng = Engine("r")
+    batch = [(a.id, a.severity, a.last_step) for a in eng.update_batch(list(read_run(REAL / rel)))]
+    assert batch == one
