@@ -249,7 +249,7 @@ def test_committed_runs_cover_the_issue(committed):
 holdout = _load("holdout")
 
 
-@pytest.mark.parametrize("seeds", [(2, 3), (4, 5), (6, 7), (8, 9)])
+@pytest.mark.parametrize("seeds", [(2, 3), (4, 5), (6, 7), (8, 9), (10, 11)])
 def test_held_out_runs_and_labels_are_committed_and_consistent(seeds):
     tag = "s" + "-s".join(map(str, seeds))
     committed_labels = json.loads((BENCH / "holdout" / f"labels-{tag}.json").read_text())["runs"]
