@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -19,6 +20,7 @@ from .types import Action
 CHANCE_CLASSES = tuple(range(2, 11)) + (100, 1000) + (
     30522, 32000, 32100, 32768, 50257, 50265, 50304, 65536, 100277, 128256, 151936, 250002, 256000)
 CHANCE_LEVELS = np.array(sorted(math.log(k) for k in CHANCE_CLASSES))
+_LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
 _CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
 
 
@@ -33,10 +35,10 @@ def same_4_digits(x: float, prev: float) -> bool:
 
 def chance_level(x: float, band: float) -> float | None:
     """The chance level ln(k) (of CHANCE_CLASSES) within ``band`` (relative) of ``x``, if any."""
-    j = int(np.searchsorted(CHANCE_LEVELS, x))
+    j = bisect.bisect_left(_LEVELS, x)
     for c in (j - 1, j):
-        if 0 <= c < len(CHANCE_LEVELS):
-            lv = float(CHANCE_LEVELS[c])
+        if 0 <= c < len(_LEVELS):
+            lv = _LEVELS[c]
             if abs(x - lv) <= band * lv:
                 return lv
     return None
@@ -146,6 +148,9 @@ class DeadDetector(Detector):
 
     def step(self, f, i: int) -> None:
         lok, vok = f.lok[i], f.vok[i]
+        if not vok and self.alert is None and (not lok or (
+                not same_4_digits(f.loss[i], f.b_lprev[i]) and chance_level(f.loss[i], self.chance_band) is None)):
+            return  # nothing frozen, nothing at chance: the runs break by their record counts
         if not (lok or vok):
             return
         if self.alert is not None:

@@ -70,8 +70,11 @@ class SpikeDetector(Detector):
     Severity: a transient spike is **info**, a note: one-step data spikes are routine in healthy
     runs (the GPT-2 speedrun logs have up to ~140 each) and need nothing done. It becomes a
     **warning** when spikes come in a burst: ``burst`` spikes within ``window`` records, at
-    ``rate_factor`` x the run's own spike rate before that window or more (OLMo-core's SpikeScore
-    idea: the share of spiky steps, judged against the run's own baseline). A spike that does
+    ``rate_factor`` x the run's own spike rate before that window or more, once the run has at
+    least a window of history before it (OLMo-core's SpikeScore
+    idea: the share of spiky steps, judged against the run's own baseline); only spikes that
+    undo ``rel`` of the progress made (first loss - level) count toward it, and a burst is one
+    warning per ``window``. A spike that does
     not come back is a lost run: the divergence detector owns that verdict (and the LR cut).
 
     Why these defaults: OLMo-core skips a step at |z| > 6 against 128 steps; the mean absolute
@@ -121,12 +124,13 @@ class SpikeDetector(Detector):
                          early_rel=early_rel, burst=burst, window=window, rate_factor=rate_factor)
         self.recent: list[int] = []  # record ordinals of the last RECENT_CAP spikes
         self.n_spikes = 0  # spikes so far in the run
+        self.warned = -(10**9)  # record ordinal of the last burst warning
 
     def get_state(self) -> dict[str, Any]:
-        return {"recent": self.recent, "n_spikes": self.n_spikes}
+        return {"recent": self.recent, "n_spikes": self.n_spikes, "warned": self.warned}
 
     def set_state(self, d: dict[str, Any]) -> None:
-        self.recent, self.n_spikes = list(d["recent"]), d["n_spikes"]
+        self.recent, self.n_spikes, self.warned = list(d["recent"]), d["n_spikes"], d["warned"]
 
     def rate(self, rec: int) -> float:
         """Share of the last ``window`` records (up to record ``rec``) that were spikes (at most
@@ -185,16 +189,31 @@ class SpikeDetector(Detector):
                          "size a clip; skip this batch if the spike repeats on the same data. No LR "
                          "change needed if it recovers.")
         rec = f.rec[i]
+        # a spike counts toward a burst when it undoes ``rel`` of the progress made (the
+        # divergence rules' progress scale): a memorising model's 0.017 -> 0.058 is noise
+        l0 = f.l0[i]
+        scale = abs(level)
+        if l0 - level > scale:
+            scale = l0 - level
+        counts = excess >= self.rel * scale
         before = rec - self.window  # records before the window, and the spikes among them
         in_window = sum(1 for r in self.recent if r > before) + 1  # this one included
         base = (self.n_spikes - in_window + 1) / before if before > 0 else 0.0
-        self.recent = (self.recent + [rec])[-RECENT_CAP:]
-        self.n_spikes += 1
-        burst = in_window >= self.burst and in_window / self.window >= self.rate_factor * base
+        if counts:
+            self.recent = (self.recent + [rec])[-RECENT_CAP:]
+            self.n_spikes += 1
+        else:
+            in_window -= 1
+        # a rate needs a baseline: no burst is judged before the run has a window of history;
+        # and a burst is one warning (the next spikes of the same window are notes)
+        burst = counts and before >= self.window and in_window >= self.burst and \
+            in_window / self.window >= self.rate_factor * base and rec - self.warned > self.window
+        if burst:
+            self.warned = rec
         ev.update(spikes_in_window=in_window, spike_rate=in_window / self.window)
         msg = f"loss spike at step {step}: {fmt(x)} against a recent level of {fmt(level)}"
         if burst:
             usual = f"{fmt(in_window / self.window / base)}x the run's usual rate" if base > 0 else \
-                "none before"
+                f"none in the {before} records before"
             msg += f"; {in_window} spikes in the last {self.window} records ({usual})"
         self.open_episode(step, "warning" if burst else "info", msg, ev, act)
