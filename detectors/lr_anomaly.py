@@ -10,6 +10,10 @@ from .base import Detector, fmt
 from .types import Action
 
 
+#: largest gap (steps) the per-step rate is taken over: jump ** MAX_GAP stays a finite float
+MAX_GAP = 300
+
+
 class LRAnomalyDetector(Detector):
     """The LR itself is wrong.
 
@@ -21,10 +25,11 @@ class LRAnomalyDetector(Detector):
       2%): only once it has lasted ``long_frac`` of the run's LR records (a schedule that ends
       far too early, or a per-epoch scheduler stepped per batch). Never positive: after
       ``start_patience`` records (a warm-up from 0 starts at 0 for one step).
-    * LR up more than ``jump`` x in one step -> **warning**, action ``scale_lr`` back to the
+    * LR up more than ``jump`` x per step -> **warning**, action ``scale_lr`` back to the
       previous value; unless the jump returns to (at most) the run's earlier peak: that is a warm
       restart (SGDR) or a new cycle, healthy by design. A 10x *drop* is a step decay
-      (MultiStepLR gamma=0.1), also healthy.
+      (MultiStepLR gamma=0.1), also healthy. The rate is per step across the gap between two
+      logged LRs: a warm-up logged every 50 steps rises 44x between two rows, ~1.08x per step.
 
     Episodes: a zero/non-finite LR resolves once the LR is positive and finite again; a jump
     resolves when the LR is back within 2x of its pre-jump value or after ``jump_hold`` LR records
@@ -86,7 +91,9 @@ class LRAnomalyDetector(Detector):
             lr = f.a("lr")
             prev = f.a("b_lrlast")
             near_zero = ~(lr > self.zero_frac * f.a("peak"))
-            return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | near_zero | ~(lr <= self.jump * prev))
+            gap = np.clip(f.a("step") - f.a("b_lrstep"), 1, MAX_GAP)
+            return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | near_zero |
+                                    ~(lr <= self.jump ** gap * prev * 1.0000001))
 
     def active_screen(self, f):
         lr, ok = f.a("lr"), f.a("lrok")
@@ -107,8 +114,10 @@ class LRAnomalyDetector(Detector):
             return
         lr = f.lr[i]
         ok = f.lrok[i]
+        gap = f.step[i] - f.b_lrstep[i] if f.b_lrstep[i] >= 0 else 1
+        allowed = self.jump ** (gap if gap < MAX_GAP else MAX_GAP)  # a rate per step across the gap
         if self.alert is None and ok and lr > self.zero_frac * f.peak[i] and lr > 0.0 and \
-                not lr > self.jump * f.b_lrlast[i]:
+                not lr > allowed * f.b_lrlast[i]:
             return  # a positive LR, not ~0, no jump: nothing to look at
         step = f.step[i]
         nlr = f.nlr[i]  # counts finite LRs only
@@ -155,7 +164,7 @@ class LRAnomalyDetector(Detector):
                            "never started."))
             return
         prev = f.b_lrlast[i]
-        if prev > 0.0 and lr > self.jump * prev:
+        if prev > 0.0 and lr > allowed * prev:
             if lr <= f.b_peak[i] * 1.0000001:
                 return  # a warm restart / new cycle back to the earlier peak: by design
             self.mode = "jump"
@@ -164,8 +173,10 @@ class LRAnomalyDetector(Detector):
             factor = float(f"{prev / lr:.3g}")
             self.open_episode(
                 step, "warning",
-                f"LR jumped {fmt(lr / prev)}x in one step at step {step}: {fmt(prev)} -> {fmt(lr)}",
-                {"lr": lr, "previous_lr": prev, "ratio": lr / prev},
+                f"LR jumped {fmt(lr / prev)}x in one step at step {step}: {fmt(prev)} -> {fmt(lr)}"
+                if gap == 1 else f"LR jumped {fmt(lr / prev)}x in {gap} steps at step {step} "
+                f"({fmt((lr / prev) ** (1.0 / gap))}x per step): {fmt(prev)} -> {fmt(lr)}",
+                {"lr": lr, "previous_lr": prev, "ratio": lr / prev, "steps": gap},
                 Action("scale_lr", {"factor": factor},
                        f"The LR jumped {fmt(lr / prev)}x in a single step, above anything this run "
                        f"used before; that usually is a scheduler bug (wrong units, a restart, a "

@@ -115,8 +115,6 @@ class SpikeDetector(Detector):
     kind = "spike"
     static_screen = True
 
-    static_screen = False  # the screen does not depend on state, but the early rule needs nl
-
     def __init__(self, z: float = 6.0, rel: float = 0.2, sudden: float = 0.5,
                  min_records: int = 5, early_rel: float = 1.0, burst: int = 4, window: int = 128,
                  rate_factor: float = 4.0) -> None:

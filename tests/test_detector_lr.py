@@ -45,3 +45,15 @@ def test_nan_or_negative_lr_is_critical():
     assert [(a.step, a.severity) for a in lr] == [(5, "critical")]
     lr = raised(replay([2.0] * 10, lrs=[1e-3] * 5 + [-1e-3] * 5)[1], "lr_anomaly")
     assert [(a.step, a.severity) for a in lr] == [(5, "critical")]
+
+
+def test_an_lr_jump_is_a_rate_per_step_across_the_gap_between_logged_rows():
+    # a linear warm-up logged every 50 steps: 44x between two rows, ~1.08x per step
+    steps = [0, 50, 100, 150, 200]
+    lrs = [1e-6, 4.4e-5, 8.8e-5, 1.3e-4, 1.3e-4]
+    _, alerts = replay([3.0, 2.9, 2.8, 2.75, 2.7], lrs=lrs, steps=steps)
+    assert raised(alerts, "lr_anomaly") == []
+    # the same 44x within one step is a jump
+    _, alerts = replay([3.0, 2.9, 2.8, 2.75, 2.7], lrs=lrs, steps=[0, 1, 2, 3, 4])
+    jump = raised(alerts, "lr_anomaly")
+    assert jump and jump[0].step == 1 and jump[0].action.type == "scale_lr"
