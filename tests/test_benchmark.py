@@ -304,7 +304,13 @@ def figures(committed):
 # found (README "Detection benchmark" says so in words). Their target test is a STRICT xfail: the
 # day a change reaches the target it turns red, and the entry must go. Meanwhile the figure may
 # not fall below what was committed: a later change cannot make it worse without saying so here.
-NOT_YET_MET: dict[str, float] = {}  # lr_too_low_f1 (0.735) left it with sgd_efficiency
+NOT_YET_MET: dict[str, float] = {
+    # the real-log rules (changelog row 26: raw run-away, 10x the first loss) fire on injected
+    # bad-batch excursions the labels call healthy (0.7 -> 165; 60 steps at chance): 4 -> 7 episodes
+    "false_alarms_per_10k": 1.453,
+}  # lr_too_low_f1 (0.735) left it with sgd_efficiency
+#: figures where lower is better: "no worse" means "not above the committed figure"
+LOWER_IS_BETTER = {"false_alarms_per_10k"}
 
 #: LR too low without optimizer metadata (the SGD-efficiency rule needs it): the figure before
 #: that rule. A user who passes no optimizer must not get worse detection than that.
@@ -328,7 +334,10 @@ def test_detection_meets_the_issue_target(figures, target):
     pytest.param(None, marks=pytest.mark.skip(reason="every issue-2 target is met on the benchmark: no floor to keep"))])
 def test_unmet_target_is_no_worse_than_committed(figures, target):
     t = figures["targets"][target]
-    assert t["value"] >= NOT_YET_MET[target], f"{target} fell to {t['value']} (committed {NOT_YET_MET[target]})"
+    if target in LOWER_IS_BETTER:
+        assert t["value"] <= NOT_YET_MET[target], f"{target} rose to {t['value']} (committed {NOT_YET_MET[target]})"
+    else:
+        assert t["value"] >= NOT_YET_MET[target], f"{target} fell to {t['value']} (committed {NOT_YET_MET[target]})"
 
 
 def test_lr_too_low_without_optimizer_metadata_is_no_worse_than_before_it(committed):
