@@ -148,9 +148,6 @@ class DeadDetector(Detector):
 
     def step(self, f, i: int) -> None:
         lok, vok = f.lok[i], f.vok[i]
-        if not vok and self.alert is None and (not lok or (
-                not same_4_digits(f.loss[i], f.b_lprev[i]) and chance_level(f.loss[i], self.chance_band) is None)):
-            return  # nothing frozen, nothing at chance: the runs break by their record counts
         if not (lok or vok):
             return
         if self.alert is not None:
@@ -171,14 +168,17 @@ class DeadDetector(Detector):
                 why = (f"the validation loss has been {fmt(v)} for {self.v_n} evaluations in a row", v)
         if lok:
             x, nl = f.loss[i], f.nl[i]
-            if f.nl[i] > 1 and same_4_digits(x, f.b_lprev[i]) and self._zero_ok(x, f, i):
+            frozen = nl > 1 and same_4_digits(x, f.b_lprev[i])
+            lv = chance_level(x, self.chance_band)
+            if not vok and not frozen and lv is None:
+                return  # nothing frozen, nothing at chance: the runs break by their record counts
+            if frozen and self._zero_ok(x, f, i):
                 if self.fz_last != nl - 1:
                     self.fz_start = nl - 1  # the previous record is the first of the run
                 self.fz_last = nl
                 n = nl - self.fz_start + 1
                 if why is None and n >= self.frozen_records:
                     why = (f"the loss has been {fmt(x)} for {n} records in a row", x)
-            lv = chance_level(x, self.chance_band)
             if lv is not None:
                 rb = f.rbest[i]
                 if self.ch_last != nl - 1 or lv != self.ch_level:

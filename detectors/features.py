@@ -48,7 +48,7 @@ number of direction reversals of the LR (warm-up then decay = 1; cyclic schedule
 ``lrdir`` last non-zero direction (+1/-1/0).
 
 "before" columns, the state before this row was folded in: ``b_lprev``, ``b_slow``, ``b_sd``,
-``b_mu``, ``b_var``, ``b_glast``, ``b_lrlast``, ``b_lrstep``, ``b_peak``, ``b_rbest``.
+``b_mu``, ``b_var``, ``b_glast``, ``b_lrlast``, ``b_lrstep``, ``b_peak``.
 """
 
 from __future__ import annotations
@@ -92,8 +92,7 @@ LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
 BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
-          "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak",
-          "b_rbest": "rbest"}
+          "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS
 _BEFORE_ITEMS = tuple(BEFORE.items())

@@ -110,11 +110,11 @@ class NaNDetector(Detector):
             what = ""
         if self.alert is None:
             if what:
-                _, msg, ev, act = self._describe(f, i, what, value)
+                msg, ev, act = self._describe(f, i, what, value)
                 self.open_episode(step, "warning" if what == "grad-norm" else "critical", msg, ev, act)
             return
         if what and what != "grad-norm" and self.alert.severity != "critical":
-            _, msg, ev, act = self._describe(f, i, what, value)
+            msg, ev, act = self._describe(f, i, what, value)
             self.update_episode(step, severity="critical", message=msg, evidence=ev, action=act)
         elif not lbad and not gbad and f.lok[i] and rec - self.last_bad_rec >= self.recover:
             self.close_episode(step, f"finite values for {self.recover} records")
@@ -171,5 +171,5 @@ class NaNDetector(Detector):
             act = Action("rollback", {"to_step": to},
                          f"{why} Roll back to your last checkpoint at or before step {to}, then "
                          "lower the LR or train in bf16; check the data of those steps.")
-        return what, msg, ev, act
+        return msg, ev, act
 

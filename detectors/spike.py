@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .progress import RAW_SHARE, _pratio
 from .types import Action
 
 
@@ -130,11 +131,6 @@ class SpikeDetector(Detector):
     def set_state(self, d: dict[str, Any]) -> None:
         self.recent, self.n_spikes, self.warned = list(d["recent"]), d["n_spikes"], d["warned"]
 
-    def rate(self, rec: int) -> float:
-        """Share of the last ``window`` records (up to record ``rec``) that were spikes (at most
-        RECENT_CAP of them are remembered: enough to tell a burst)."""
-        return sum(1 for r in self.recent if r > rec - self.window) / self.window
-
     def screen(self, f):
         with np.errstate(all="ignore"):
             level = f.a("b_slow")
@@ -189,11 +185,7 @@ class SpikeDetector(Detector):
         rec = f.rec[i]
         # a spike counts toward a burst when it undoes ``rel`` of the progress made (the
         # divergence rules' progress scale): a memorising model's 0.017 -> 0.058 is noise
-        l0 = f.l0[i]
-        scale = abs(level)
-        if l0 - level > scale:
-            scale = l0 - level
-        counts = excess >= self.rel * scale
+        counts = _pratio(x, level, f.l0[i], RAW_SHARE) - 1.0 >= self.rel
         before = rec - self.window  # records before the window, and the spikes among them
         in_window = sum(1 for r in self.recent if r > before) + 1  # this one included
         base = (self.n_spikes - in_window + 1) / before if before > 0 else 0.0
