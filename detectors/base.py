@@ -49,14 +49,16 @@ Episodes
 One alert per episode, not one per step: ``open_episode`` raises an alert (id from the opening
 step); ``update_episode`` changes severity/message/evidence/action of the same alert (call it on
 escalation or material change only, each call is reported as a change); ``close_episode`` sets
-``resolved_step`` and re-arms the detector. The engine collects every change as a snapshot.
+``resolved_step`` and re-arms the detector. The engine collects every change as a snapshot, with
+its event (``types.ALERT_EVENTS``): raised, escalated (severity up or a new action), updated or
+resolved; the engine then sets each snapshot's incident (incidents.py).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .types import Action, Alert
+from .types import SEVERITY_RANK, Action, Alert
 
 
 class Detector:
@@ -115,19 +117,28 @@ class Detector:
 
     def update_episode(self, step: int, severity: str | None = None, message: str | None = None,
                        evidence: dict[str, Any] | None = None, action: Action | None = None) -> None:
-        """Escalate or update the active alert (same id)."""
+        """Escalate or update the active alert (same id). The change is reported as
+        ``escalated`` when the severity goes up or the alert asks for another action, else as
+        ``updated`` (see ``types.ALERT_EVENTS``)."""
         a = self.alert
         if a is None:
             return
+        escalated = False
         if severity is not None:
+            escalated = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(a.severity, 0)
             a.severity = severity
         if message is not None:
             a.message = message
         if evidence is not None:
             a.evidence = evidence
         if action is not None:
+            # a new request to the user: another action type, or the same one with other
+            # parameters (a further LR cut); dropping to "none" asks nothing new
+            escalated = escalated or (action.type != "none" and (
+                action.type != a.action.type or action.params != a.action.params))
             a.action = action
         a.last_step = step
+        a.event = "escalated" if escalated else "updated"
         self._changes.append(_snapshot(a))
 
     def close_episode(self, step: int, note: str | None = None) -> None:
@@ -137,6 +148,7 @@ class Detector:
             return
         a.resolved_step = step
         a.last_step = step
+        a.event = "resolved"
         if note:
             a.evidence = {**a.evidence, "resolution": note}
         self._changes.append(_snapshot(a))
@@ -164,7 +176,7 @@ def _snapshot(a: Alert) -> Alert:
                  detector=a.detector, message=a.message, evidence=dict(a.evidence),
                  action=Action(a.action.type, dict(a.action.params), a.action.reason),
                  last_step=a.last_step, resolved_step=a.resolved_step,
-                 acknowledged=a.acknowledged, id=a.id)
+                 acknowledged=a.acknowledged, id=a.id, event=a.event, incident=a.incident)
 
 
 def _alert_state(a: Alert) -> dict[str, Any]:
@@ -174,7 +186,7 @@ def _alert_state(a: Alert) -> dict[str, Any]:
             "detector": a.detector, "message": a.message, "evidence": a.evidence,
             "action": {"type": a.action.type, "params": a.action.params, "reason": a.action.reason},
             "last_step": a.last_step, "resolved_step": a.resolved_step,
-            "acknowledged": a.acknowledged}
+            "acknowledged": a.acknowledged, "event": a.event, "incident": a.incident}
 
 
 def _alert_from_state(d: dict[str, Any]) -> Alert:
@@ -183,7 +195,9 @@ def _alert_from_state(d: dict[str, Any]) -> Alert:
                  detector=d["detector"], message=d["message"], evidence=d["evidence"],
                  action=Action(act["type"], act["params"], act["reason"]),
                  last_step=d["last_step"], resolved_step=d["resolved_step"],
-                 acknowledged=d["acknowledged"], id=d["id"])
+                 acknowledged=d["acknowledged"], id=d["id"],
+                 # states saved before events and incidents existed
+                 event=d.get("event", "raised"), incident=d.get("incident", ""))
 
 
 def fmt(x: float) -> str:

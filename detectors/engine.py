@@ -1,8 +1,8 @@
 """The Engine: one run's detectors, fed records one at a time or in batches.
 
-Contract (see notes/contracts.md): ``update(record)`` / ``update_batch(batch)`` return the alerts
-raised, updated, escalated or resolved at those steps (snapshots; the same ``id`` replaces an
-older copy), ``recommendation`` is the action of the most severe active alert, the whole state
+Contract: ``update(record)`` / ``update_batch(batch)`` return the alerts raised, escalated,
+updated or resolved at those steps (snapshots; ``Alert.event`` says which; the same ``id``
+replaces an older copy; ``Alert.incident`` groups the alerts of one incident, see incidents.py), ``recommendation`` is the action of the most severe active alert, the whole state
 goes to bytes and back (JSON, no pickle) and a restored engine continues exactly like an
 uninterrupted one. Records whose step is <= the last step seen are ignored (in-order stream only).
 
@@ -29,6 +29,7 @@ from .early_stall import EarlyStallDetector
 from .features import FeatureTracker, Features, initial_state
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
+from .incidents import IncidentBook
 from .lr_anomaly import LRAnomalyDetector
 from .nan import NaNDetector
 from .oscillation import OscillationDetector
@@ -119,6 +120,7 @@ class Engine:
             self._add(cls(**self.params.get(cls.name, {})))
         self._add_from_meta(cls for cls, _ in META_DETECTORS)
         self._last_step: int | None = None
+        self._incidents = IncidentBook()
 
     # -- set-up --------------------------------------------------------------------------------
     def _add(self, det: Detector) -> None:
@@ -152,7 +154,10 @@ class Engine:
 
     @property
     def active_alerts(self) -> list[Alert]:
-        return [_snapshot(d.alert) for d in self._detectors if d.alert is not None]
+        out = [_snapshot(d.alert) for d in self._detectors if d.alert is not None]
+        for a in out:
+            a.incident = self._incidents.incident_of(a)
+        return out
 
     def _most_severe(self, min_rank: int) -> Alert | None:
         best: Alert | None = None
@@ -199,6 +204,8 @@ class Engine:
             d.step(f, 0)
             if d._changes:
                 changes.extend(d.drain_changes())
+        if changes:
+            self._incidents.assign(changes)
         return changes
 
     def update_batch(self, batch: Batch | Iterable[Record]) -> list[Alert]:
@@ -229,7 +236,10 @@ class Engine:
             _drive(d, f, di, tagged)
         if len(tagged) > 1:
             tagged.sort(key=lambda t: t[:3])
-        return [t[3] for t in tagged]
+        changes = [t[3] for t in tagged]
+        if changes:
+            self._incidents.assign(changes)
+        return changes
 
     # -- persistence ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -239,6 +249,7 @@ class Engine:
             "params": self.params, "last_step": self._last_step,
             "features": self._features.to_state(),
             "detectors": [{"name": d.name, **d.to_state()} for d in self._detectors],
+            "incidents": self._incidents.to_state(),
         }
         return json.dumps(doc, allow_nan=True, separators=(",", ":"), default=_json_default).encode()
 
@@ -253,6 +264,7 @@ class Engine:
         eng.meta = doc["meta"]
         eng.params = doc["params"]
         eng._last_step = doc["last_step"]
+        eng._incidents = IncidentBook.from_state(doc.get("incidents"))  # absent in older states
         feats = doc["features"]
         # statistics added by a newer version start from their initial value
         eng._features = FeatureTracker.from_state(

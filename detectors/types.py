@@ -28,6 +28,30 @@ SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 ACTION_TYPES = ("scale_lr", "clip_grad_norm", "rollback", "skip_batch", "add_warmup", "stop", "none")
 HEALTH_STATES = ("ok", "warning", "critical")
 
+#: What happened to an alert, the same words for every consumer (replay, the client's on_alert,
+#: the service's alert history and counters, notifications):
+#: - ``raised``: a new episode opened (a new alert id);
+#: - ``escalated``: the same alert became more severe, or now asks for another action (a further
+#:   LR cut, a rollback after a cut);
+#: - ``updated``: the same alert's message or evidence changed, or its severity went down (no new
+#:   request to the user: notifiers skip it);
+#: - ``resolved``: the run recovered and the detector re-armed.
+ALERT_EVENTS = ("raised", "escalated", "updated", "resolved")
+
+#: Kinds that describe one incident when their alerts are open at the same time: an alert raised
+#: while an alert of a kind in one of its groups is active joins that alert's incident (a spike
+#: inside a divergence, the NaN that ends it, a run that saturates after blowing up). ``dead`` is
+#: in two groups: a frozen loss ends a blow-up or is a stall of its own.
+INCIDENT_GROUPS: tuple[frozenset[str], ...] = (
+    frozenset({"nan", "divergence", "spike", "grad_explosion", "oscillation", "lr_anomaly", "dead"}),
+    frozenset({"plateau", "dead", "grad_vanishing"}),
+    frozenset({"overfitting"}),
+)
+#: kind -> the kinds whose open alerts it joins
+INCIDENT_PEERS: dict[str, frozenset[str]] = {
+    k: frozenset().union(*(g for g in INCIDENT_GROUPS if k in g)) for k in KINDS
+}
+
 
 def _num(v: Any) -> float | None:
     """A JSON-ish value as a float; None stays None. Accepts "NaN"/"Infinity"/"-Infinity"."""
@@ -131,7 +155,9 @@ class Alert:
 
     ``step`` is the step that raised it (first_step); ``last_step`` the latest step at which the
     episode was updated or escalated; ``resolved_step`` is set once the run has recovered and the
-    detector re-armed. ``id`` is deterministic (run, kind, first step) so that replicas that replay
+    detector re-armed. ``event`` says what this copy reports (one of ``ALERT_EVENTS``);
+    ``incident`` is the id of the incident the alert belongs to: the id of the first alert of the
+    incident (its own id when it opened it; see ``INCIDENT_GROUPS``). ``id`` is deterministic (run, kind, first step) so that replicas that replay
     the same run agree on it: ``run:kind:step``, or ``run:kind.detector:step`` when the detector is
     not named after its kind (two detectors share a kind, e.g. the schedule monitor and the LR-jump
     rule both raise lr_anomaly, and may open an episode on the same step).
@@ -149,6 +175,8 @@ class Alert:
     resolved_step: int | None = None
     acknowledged: bool = False
     id: str = ""
+    event: str = "raised"
+    incident: str = ""
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -156,6 +184,8 @@ class Alert:
             self.id = f"{self.run_id}:{tag}:{self.step}"
         if self.last_step is None:
             self.last_step = self.step
+        if not self.incident:
+            self.incident = self.id
 
     @property
     def active(self) -> bool:
@@ -175,6 +205,8 @@ class Alert:
             "evidence": {k: encode_float(v) if isinstance(v, float) else v for k, v in self.evidence.items()},
             "action": self.action.to_dict(),
             "acknowledged": self.acknowledged,
+            "event": self.event,
+            "incident": self.incident,
         }
 
     @classmethod
@@ -192,4 +224,6 @@ class Alert:
             evidence=d.get("evidence") or {},
             action=Action.from_dict(d.get("action") or {}),
             acknowledged=bool(d.get("acknowledged", False)),
+            event=d.get("event") or ("resolved" if d.get("resolved_step") is not None else "raised"),
+            incident=d.get("incident") or "",
         )

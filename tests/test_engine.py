@@ -287,3 +287,66 @@ def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_ru
     restored = next(d for d in old._detectors if d.name == "slow_progress")
     assert restored.cps == {} and restored.k_done == -1  # afresh
     old.update_batch([Record(s, 2.3 - 0.002 * s, lr=1e-4) for s in range(300, 700)])  # runs on
+
+
+# -- alert events and incidents --------------------------------------------------------------
+
+def _feed(values):
+    eng, out = Engine("r"), []
+    for s, (loss, gn) in enumerate(values):
+        out += eng.update(Record(step=s, loss=loss, grad_norm=gn))
+    return eng, out
+
+
+def test_the_nan_that_ends_a_divergence_joins_its_incident():
+    eng, alerts = _feed([(v, None) for v in (2.5, 2.4, 2.6, 3.1, 4.2, math.nan)])
+    div = next(a for a in alerts if a.kind == "divergence")
+    nan = next(a for a in alerts if a.kind == "nan")
+    assert (div.event, nan.event) == ("raised", "raised")
+    assert div.incident == div.id
+    assert nan.incident == div.id
+    assert {a.incident for a in eng.active_alerts} == {div.id}
+
+
+def test_an_unrelated_alert_opens_its_own_incident():
+    from losswatch.detectors.incidents import IncidentBook
+    from losswatch.detectors.types import Alert
+    book = IncidentBook()
+    div = Alert(run_id="r", step=4, kind="divergence", severity="critical", detector="divergence", message="")
+    over = Alert(run_id="r", step=9, kind="overfitting", severity="warning", detector="overfitting", message="")
+    book.assign([div, over])
+    assert over.incident == over.id
+    # once the divergence resolved, a later spike opens a new incident
+    closed = Alert(run_id="r", step=4, kind="divergence", severity="critical", detector="divergence",
+                   message="", resolved_step=20, event="resolved")
+    spike = Alert(run_id="r", step=30, kind="spike", severity="info", detector="spike", message="")
+    book.assign([closed, spike])
+    assert closed.incident == div.id and spike.incident == spike.id
+
+
+def test_update_episode_reports_escalated_only_for_a_new_request():
+    from losswatch.detectors.base import Detector
+    from losswatch.detectors.types import Action
+    d = Detector()
+    d.run_id = "r"
+    d.open_episode(1, "warning", "m", {}, Action("scale_lr", {"factor": 0.1}))
+    d.update_episode(2, message="the same, in new words")
+    d.update_episode(3, action=Action("scale_lr", {"factor": 0.01}))
+    d.update_episode(4, severity="critical")
+    d.update_episode(5, severity="warning")
+    d.update_episode(6, action=Action("none"))
+    d.close_episode(7)
+    assert [a.event for a in d.drain_changes()] == [
+        "raised", "updated", "escalated", "escalated", "updated", "updated", "resolved"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_incidents_survive_a_restore_and_agree_between_paths(seed):
+    recs = realistic_run(2000, seed)
+    _, a1 = one_at_a_time(recs)
+    eng, a2 = Engine("r"), []
+    for k in range(0, len(recs), 300):
+        a2 += eng.update_batch(recs[k:k + 300])
+        eng = Engine.from_bytes(eng.to_bytes())
+    assert [(a.id, a.event, a.incident) for a in a1] == [(a.id, a.event, a.incident) for a in a2]
+    assert any(a.incident != a.id for a in a1)  # the run has incidents of several alerts

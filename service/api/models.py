@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from losswatch.detectors.types import ACTION_TYPES, HEALTH_STATES, KINDS, SEVERITIES
+from losswatch.detectors.types import ACTION_TYPES, ALERT_EVENTS, HEALTH_STATES, KINDS, SEVERITIES
 
 from ..ingest import LABEL_RE
 
@@ -20,6 +20,7 @@ Health = Literal[HEALTH_STATES]
 Severity = Literal[SEVERITIES]
 Kind = Literal[KINDS]
 ActionType = Literal[ACTION_TYPES]
+AlertEvent = Literal[ALERT_EVENTS]
 
 Num = Union[float, Literal["NaN", "Infinity", "-Infinity"], None]
 
@@ -112,6 +113,10 @@ class AlertOut(BaseModel):
     action: dict[str, Any] = Field(default_factory=dict)
     acknowledged: bool = False
     acknowledged_at: Optional[float] = None
+    event: AlertEvent = Field("raised", description="what this copy of the alert reports: raised, "
+                              "escalated (more severe, or a new action), updated or resolved")
+    incident: str = Field("", description="id of the incident the alert belongs to (the id of its "
+                          "first alert); alerts of one incident refine one verdict")
     raised_at: float
     updated_at: float
 
