@@ -110,19 +110,9 @@ def episodes(events: list[dict]) -> dict[str, dict]:
 
 def direction_of(action: dict | None) -> str:
     """"down", "up" or "none" for an action dict (Action.to_dict())."""
-    if not action:
-        return "none"
-    t = action.get("type")
-    if t == "scale_lr":
-        f = action.get("factor")
-        try:
-            f = float(f)
-        except (TypeError, ValueError):
-            return "none"
-        return "down" if f < 1 else "up" if f > 1 else "none"
-    if t in ("rollback", "stop", "add_warmup"):
-        return "down"
-    return "none"
+    from losswatch.detectors.types import Action
+
+    return Action.from_dict(action).direction if action else "none"
 
 
 # --------------------------------------------------------------------------- scoring one run

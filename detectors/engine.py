@@ -29,7 +29,7 @@ from .early_stall import EarlyStallDetector
 from .features import FeatureTracker, Features, initial_state
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
-from .incidents import IncidentBook
+from .incidents import IncidentBook, lowers_lr, withhold_raises
 from .lr_anomaly import LRAnomalyDetector
 from .nan import NaNDetector
 from .oscillation import OscillationDetector
@@ -157,6 +157,7 @@ class Engine:
         out = [_snapshot(d.alert) for d in self._detectors if d.alert is not None]
         for a in out:
             a.incident = self._incidents.incident_of(a)
+        withhold_raises(out)
         return out
 
     def _most_severe(self, min_rank: int) -> Alert | None:
@@ -173,10 +174,13 @@ class Engine:
 
     @property
     def recommendation(self) -> Action | None:
-        """Action of the most severe active warning/critical alert; None when healthy."""
+        """Action of the most severe active warning/critical alert; None when healthy. An LR
+        raise never wins over an alert that lowers the LR (incidents.py, "One verdict")."""
         a = self._most_severe(SEVERITY_RANK["warning"])
         if a is None:
             return None
+        if a.action.direction == "up":
+            a = next((d.alert for d in self._detectors if d.alert is not None and lowers_lr(d.alert)), a)
         return Action(a.action.type, dict(a.action.params), a.action.reason)
 
     @property
@@ -205,7 +209,7 @@ class Engine:
             if d._changes:
                 changes.extend(d.drain_changes())
         if changes:
-            self._incidents.assign(changes)
+            changes = self._incidents.assign(changes)
         return changes
 
     def update_batch(self, batch: Batch | Iterable[Record]) -> list[Alert]:
@@ -238,7 +242,7 @@ class Engine:
             tagged.sort(key=lambda t: t[:3])
         changes = [t[3] for t in tagged]
         if changes:
-            self._incidents.assign(changes)
+            changes = self._incidents.assign(changes)
         return changes
 
     # -- persistence ---------------------------------------------------------------------------

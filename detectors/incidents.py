@@ -14,13 +14,23 @@ path the detectors run one after another over the whole batch, so an alert raise
 one detector must not see an alert another detector raises at row 50. Both paths hand the book
 the same changes in the same order, so both give the same incident ids.
 
+One verdict
+-----------
+While an alert of warning or worse asks to lower the LR, roll back or stop (``Action.direction``
+"down"), no alert of the run asks to raise it: the raise is withheld (its action becomes "none",
+with the reason) on every copy the engine reports, and an alert already asking for a raise is
+reported again, withheld, at the step the lowering alert appears. Lowering is the safe side: a run
+that is blowing up or stuck after a blow-up is not helped by a larger LR, and a tired reader must
+not get both.
+
 Example
 -------
 >>> from losswatch.detectors.types import Alert
 >>> book = IncidentBook()
 >>> div = Alert(run_id="r", step=4, kind="divergence", severity="critical", detector="divergence", message="")
 >>> nan = Alert(run_id="r", step=5, kind="nan", severity="critical", detector="nan", message="")
->>> book.assign([div, nan])
+>>> [a.kind for a in book.assign([div, nan])]
+['divergence', 'nan']
 >>> nan.incident
 'r:divergence:4'
 """
@@ -29,19 +39,50 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .types import INCIDENT_PEERS, Alert
+from .base import _alert_from_state, _alert_state, _snapshot
+from .types import INCIDENT_PEERS, SEVERITY_RANK, Action, Alert
+
+_WARNING = SEVERITY_RANK["warning"]
+
+
+def lowers_lr(a: Alert) -> bool:
+    """A warning-or-worse alert that asks to lower the LR, roll back or stop."""
+    return a.resolved_step is None and SEVERITY_RANK.get(a.severity, 0) >= _WARNING \
+        and a.action.direction == "down"
+
+
+def withheld(a: Alert, by_kind: str, by_step: int) -> Action:
+    """The action ``a`` gets when its LR raise contradicts a lowering alert."""
+    why = f"not raising the LR while the {by_kind} alert (step {by_step}) asks to lower it"
+    return Action("none", {}, f"{why} (withheld: {a.action.reason})" if a.action.reason else why)
+
+
+def withhold_raises(alerts: list[Alert]) -> None:
+    """Apply the one-verdict rule to a set of alerts active together (snapshots, changed in place)."""
+    lower = next((b for b in alerts if lowers_lr(b)), None)
+    if lower is None:
+        return
+    for a in alerts:
+        if a.resolved_step is None and a.action.direction == "up":
+            a.action = withheld(a, lower.kind, lower.step)
 
 
 class IncidentBook:
-    """The open incidents of one run: active alert id -> (kind, incident id)."""
+    """The open alerts of one run with their incident: alert id -> (kind, incident id), and the
+    latest copy of each open alert that asks to lower or raise the LR (for the one-verdict rule)."""
 
-    def __init__(self, open_alerts: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, open_alerts: dict[str, list[str]] | None = None,
+                 directed: list[dict[str, Any]] | None = None) -> None:
         # insertion order = raising order: an alert joins the oldest related open incident
         self._open: dict[str, tuple[str, str]] = {
             aid: (kind, inc) for aid, (kind, inc) in (open_alerts or {}).items()}
+        self._directed: dict[str, Alert] = {d["id"]: _alert_from_state(d) for d in directed or ()}
 
-    def assign(self, changes: Iterable[Alert]) -> None:
-        """Set ``incident`` on each change (snapshots, in step order) and track open alerts."""
+    def assign(self, changes: Iterable[Alert]) -> list[Alert]:
+        """Set ``incident`` on each change (snapshots, in step order), apply the one-verdict rule
+        and track open alerts. Returns the changes, with a withheld copy of an open LR-raising
+        alert inserted after the change that made it contradict."""
+        out: list[Alert] = []
         for a in changes:
             entry = self._open.get(a.id)
             if entry is None and a.resolved_step is None:
@@ -51,6 +92,35 @@ class IncidentBook:
                 a.incident = entry[1]
             if a.resolved_step is not None:
                 self._open.pop(a.id, None)
+            out.append(a)
+            out.extend(self._one_verdict(a))
+        return out
+
+    def _one_verdict(self, a: Alert) -> list[Alert]:
+        """Withhold ``a``'s raise if a lowering alert is open; if ``a`` newly lowers, report the
+        open raises again, withheld."""
+        self._directed.pop(a.id, None)
+        direction = a.action.direction if a.resolved_step is None else "none"
+        if direction == "none":
+            return []
+        lower = next((b for b in self._directed.values() if lowers_lr(b)), None)
+        if direction == "up":
+            if lower is not None:
+                a.action = withheld(a, lower.kind, lower.step)
+            self._directed[a.id] = a
+            return []
+        self._directed[a.id] = a
+        if not lowers_lr(a) or lower is not None:
+            return []  # not severe enough, or the raises were withheld already
+        again = []
+        for b in list(self._directed.values()):
+            if b.action.direction == "up":
+                c = _snapshot(b)
+                c.action = withheld(b, a.kind, a.step)
+                c.last_step, c.event = a.last_step, "updated"
+                self._directed[c.id] = c
+                again.append(c)
+        return again
 
     def _join(self, a: Alert) -> str:
         peers = INCIDENT_PEERS.get(a.kind, frozenset((a.kind,)))
@@ -64,8 +134,10 @@ class IncidentBook:
         return alert.incident if entry is None else entry[1]
 
     def to_state(self) -> dict[str, Any]:
-        return {aid: [kind, inc] for aid, (kind, inc) in self._open.items()}
+        return {"open": {aid: [kind, inc] for aid, (kind, inc) in self._open.items()},
+                "directed": [_alert_state(a) for a in self._directed.values()]}
 
     @classmethod
     def from_state(cls, d: dict[str, Any] | None) -> "IncidentBook":
-        return cls(d)
+        d = d or {}
+        return cls(d.get("open"), d.get("directed"))

@@ -54,12 +54,24 @@ class PlateauDetector(Detector):
 
     Examples
     --------
+    A loss that barely moves at a tiny LR:
+
+    >>> import math
     >>> from losswatch.detectors import Engine
     >>> from losswatch.detectors.types import Record
     >>> eng = Engine("r")
-    >>> out = [a for s in range(400) for a in eng.update(Record(s, 2.3, lr=1e-6))]
+    >>> out = [a for s in range(400) for a in eng.update(Record(s, 2.5 + 0.003 * math.sin(s), lr=1e-6))]
     >>> [(a.kind, a.step, a.severity, a.action.params) for a in out]
-    [('dead', 5, 'warning', {}), ('plateau', 200, 'warning', {'factor': 10.0})]
+    [('plateau', 200, 'warning', {'factor': 10.0})]
+
+    A loss frozen from the first record is a dead run (dead.py), which asks to stop and check:
+    the plateau is still reported, in the same incident, but its LR raise is withheld (one
+    verdict per run, incidents.py):
+
+    >>> eng = Engine("r")
+    >>> out = [a for s in range(400) for a in eng.update(Record(s, 2.3, lr=1e-6))]
+    >>> [(a.kind, a.step, a.severity, a.action.type) for a in out]
+    [('dead', 5, 'warning', 'stop'), ('plateau', 200, 'warning', 'none')]
 
     References
     ----------

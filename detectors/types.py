@@ -141,6 +141,18 @@ class Action:
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **self.params, "reason": self.reason}
 
+    @property
+    def direction(self) -> str:
+        """Which way the action moves the run's LR: "down" (an LR cut, a warm-up, a rollback or
+        a stop: the safe side), "up" (an LR raise) or "none"."""
+        if self.type == "scale_lr":
+            try:
+                f = float(self.params.get("factor"))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return "none"
+            return "down" if f < 1 else "up" if f > 1 else "none"
+        return "down" if self.type in ("rollback", "stop", "add_warmup") else "none"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Action":
         d = dict(d)

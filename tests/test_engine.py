@@ -350,3 +350,36 @@ def test_incidents_survive_a_restore_and_agree_between_paths(seed):
         eng = Engine.from_bytes(eng.to_bytes())
     assert [(a.id, a.event, a.incident) for a in a1] == [(a.id, a.event, a.incident) for a in a2]
     assert any(a.incident != a.id for a in a1)  # the run has incidents of several alerts
+
+
+def test_a_frozen_loss_is_not_told_to_raise_the_lr_while_dead_says_stop():
+    eng, alerts = _feed([(2.302585, None)] * 300)
+    dead = next(a for a in alerts if a.kind == "dead")
+    assert dead.action.type == "stop"
+    raises = [a for a in alerts if a.action.direction == "up"]
+    plateau = [a for a in alerts if a.kind == "plateau"]
+    assert plateau, "the plateau rule still reports the stall"
+    assert raises == [], [(a.kind, a.action) for a in raises]
+    assert "dead" in plateau[0].action.reason and plateau[0].incident == dead.incident
+    assert eng.recommendation.type == "stop"
+    assert all(a.action.direction != "up" for a in eng.active_alerts)
+
+
+def test_an_open_lr_raise_is_withheld_when_a_lowering_alert_appears():
+    from losswatch.detectors.incidents import IncidentBook
+    from losswatch.detectors.types import Action, Alert
+    book = IncidentBook()
+    up = Alert(run_id="r", step=10, kind="plateau", severity="warning", detector="plateau",
+               message="", action=Action("scale_lr", {"factor": 10.0}, "too small"))
+    down = Alert(run_id="r", step=40, kind="divergence", severity="critical", detector="divergence",
+                 message="", action=Action("scale_lr", {"factor": 0.1}))
+    out = book.assign([up])
+    assert out[0].action.direction == "up"
+    out = book.assign([down])
+    assert [(a.kind, a.event, a.action.type, a.last_step) for a in out] == [
+        ("divergence", "raised", "scale_lr", 40), ("plateau", "updated", "none", 40)]
+    # the book's state round-trips with the withheld copy
+    again = IncidentBook.from_state(book.to_state())
+    later = Alert(run_id="r", step=10, kind="plateau", severity="warning", detector="plateau", message="",
+                  action=Action("scale_lr", {"factor": 10.0}), last_step=60, event="updated")
+    assert again.assign([later])[0].action.type == "none"
