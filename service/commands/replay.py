@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
     engine = Engine(run_id=run_id, meta=meta)
     printer = _TablePrinter(out) if fmt == "table" else _JsonlPrinter(out)
-    seen: dict[str, str] = {}  # alert id -> severity last printed
     raised: dict[str, str] = {}  # alert id -> worst severity
     n_read = n_ignored = 0
     first_step = last_step = None
@@ -76,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
                         first_step = rec.step
             n_read += len(chunk)
             for alert in engine.update_batch(chunk):
-                event = _event(alert, seen)
-                seen[alert.id] = alert.severity
+                event = alert.event
                 if alert.resolved_step is None:
                     prev = raised.get(alert.id)
                     if prev is None or SEVERITY_RANK[alert.severity] > SEVERITY_RANK[prev]:
@@ -103,18 +101,6 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on and any(SEVERITY_RANK[s] >= SEVERITY_RANK[args.fail_on] for s in raised.values()):
         return EXIT_ALERTED
     return 0
-
-
-def _event(alert: Any, seen: dict[str, str]) -> str:
-    """raised | escalated | resolved | updated, from what was printed before for this id."""
-    if alert.resolved_step is not None:
-        return "resolved"
-    prev = seen.get(alert.id)
-    if prev is None:
-        return "raised"
-    if SEVERITY_RANK[alert.severity] > SEVERITY_RANK[prev]:
-        return "escalated"
-    return "updated"
 
 
 def _summary(path: Path, n_read: int, n_ignored: int, first_step: int | None, last_step: int | None,
