@@ -28,8 +28,17 @@ class DivergenceDetector(Detector):
     ``best`` is the running minimum of the winsorised loss level (``features.slow``), so a
     lucky low batch does not set the bar; "x times best" is measured by :func:`_pratio`
     (against the progress made when the loss has fallen far: see LEVEL_SHARE, RAW_SHARE).
-    Six ways to fire, all **critical**, action ``scale_lr`` x``factor`` (0.1: the classic first
-    step, AutoTrainer's first repair):
+    Eight ways to fire, all with the action ``scale_lr`` x``factor`` (0.1: the classic first
+    step, AutoTrainer's first repair). The severity and the words say what the data shows:
+
+    - **critical**, "loss diverging" / "run lost": the loss and its level are at or above the
+      first loss (everything the run learnt is undone, or it blew up before learning), or the
+      rule is 6 or 7;
+    - **warning**, "LR too high, the loss is unstable ... the run is not lost": the run-away
+      still holds part of the progress (below the first loss). Cutting the LR is right, stopping
+      the run is not: the benchmark's too-high runs that end stably include such runs. The same
+      alert escalates to critical (event ``escalated``) if the loss and its level then climb back
+      above the first loss.
 
     1. *Run-away streak* (decides from a handful of points): ``streak`` consecutive rises of the
        raw loss starting from a normal value (the loss before the streak <= ``base_ratio`` x
@@ -275,6 +284,9 @@ class DivergenceDetector(Detector):
             followed = np.zeros(f.n, dtype=bool)
             if self.esc_lr > 0.0 and self.esc_n < self.max_escalations:
                 followed = lok & f.a("lrok") & ~(f.a("lr") > self.lr_followed * self.esc_lr)
+            if self.alert is not None and self.alert.severity != "critical":
+                # an unstable run's loss back at its first value: the warning turns critical
+                followed = followed | (lok & (l0 > 0.0) & ~(f.a("loss") < l0) & ~(f.a("slow") < l0))
         rows = np.flatnonzero(lok)
         if len(rows) == 0:
             return ok
@@ -295,6 +307,8 @@ class DivergenceDetector(Detector):
         slow = f.slow[i]
         if self.alert is not None:
             nl = f.nl[i]
+            if self.alert.severity != "critical" and l0 > 0.0 and x >= l0 and slow >= l0:
+                self._lost(f, i, x, best, l0)
             self._escalate(f, i, x, best, l0, slow, nl)
             if _pratio(slow, best, l0) < self.resolve_ratio and \
                     _pratio(f.fast[i], best, l0) < self.resolve_ratio and \
@@ -477,6 +491,16 @@ class DivergenceDetector(Detector):
         self.update_episode(f.step[i], message=msg, evidence=ev,
                             action=Action("scale_lr", {"factor": self.factor}, reason))
 
+    def _lost(self, f, i: int, x: float, best: float, l0: float) -> None:
+        """An unstable run (a warning) whose loss and level are back at its first loss: every
+        bit of progress is undone, the run is lost (critical, same episode and action)."""
+        a = self.alert
+        ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
+        msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} is back above its first loss "
+               f"({fmt(l0)}); it was {fmt(_ratio(x, best))}x its best ({fmt(best)} at step "
+               f"{f.best_step[i]}) when the alert was raised at step {a.step}")
+        self.update_episode(f.step[i], severity="critical", message=msg, evidence=ev)
+
     def _raise(self, f, i: int, x: float, best: float, ratio: float, rule: tuple[str, str]) -> None:
         step = f.step[i]
         bstep = f.best_step[i]
@@ -485,14 +509,27 @@ class DivergenceDetector(Detector):
         shown, shown_step = (f.rbest[i], f.rbest_step[i]) if 0.0 < f.rbest[i] < best else (best, bstep)
         shown_ratio = _ratio(x, shown)
         warm = lr_ramping(f, i)
+        l0 = f.l0[i]
+        lost = rule[1] in ("lost", "first_loss") or not (l0 > 0.0 and (x < l0 or f.slow[i] < l0))
         if rule[1] == "lost":
             msg = f"run lost at step {step}: {rule[0]}"
-        else:
+        elif lost:
             msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
                    f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
-        reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
-                  f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}); if it does not come back within a "
-                  f"few hundred steps, roll back to a checkpoint near step {shown_step}.")
+        else:
+            msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
+                   f"{fmt(shown_ratio)}x its best ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
+                   f"it is still below its first loss ({fmt(l0)}): the run is not lost")
+        if lost:
+            reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
+                      f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}); if it does not come back within "
+                      f"a few hundred steps, roll back to a checkpoint near step {shown_step}.")
+        else:
+            reason = (f"The LR is too high for this run: the loss jumps back up ({fmt(shown_ratio)}x "
+                      f"its best) but still holds part of its progress. Cut the LR "
+                      f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}) and let the run go on; no "
+                      f"need to stop it. If the loss climbs back to its first value, roll back "
+                      f"to a checkpoint near step {shown_step}.")
         if warm:
             reason += " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
         ev: dict[str, Any] = {"loss": x, "best": best, "best_step": bstep, "ratio": ratio,
@@ -506,4 +543,5 @@ class DivergenceDetector(Detector):
         self.esc_n = 0
         self.esc_hi_last = -1
         self.esc_drop = -1
-        self.open_episode(step, "critical", msg, ev, Action("scale_lr", {"factor": self.factor}, reason))
+        self.open_episode(step, "critical" if lost else "warning", msg, ev,
+                          Action("scale_lr", {"factor": self.factor}, reason))

@@ -236,3 +236,24 @@ def test_after_the_warm_up_a_two_rise_jump_needs_the_usual_evidence():
     for lrs in (warm_then_flat, [1e-3] * 1300):
         _, alerts = replay(losses[:1202], gns[:1202], lrs[:1202])
         assert raised(alerts, "divergence") == []
+
+
+def test_an_unstable_run_that_still_holds_progress_is_told_lr_too_high_not_lost():
+    """The words match the data: a loss that jumps back up but stays below its first value is an
+    LR that is too high (a warning: cut the LR, the run can go on); once the loss and its level
+    are back above the first loss, every bit of progress is undone and the same alert escalates."""
+    r = random.Random(3)
+    down = [3.0 * math.exp(-k / 30) + 0.4 + r.gauss(0, 0.01) for k in range(150)]
+    unstable = [0.5 * 1.35 ** k for k in range(1, 6)]  # up to ~2.2, below the first loss 3.4
+    lost = [4.0 + 0.1 * k for k in range(40)]
+    _, alerts = replay(down + unstable + lost)
+    div = [a for a in alerts if a.kind == "divergence"]
+    assert div, "the run-away is caught"
+    first = div[0]
+    assert (first.severity, first.event) == ("warning", "raised")
+    assert first.message.startswith("LR too high") and "not lost" in first.message
+    assert first.action.type == "scale_lr" and first.action.params["factor"] < 1
+    assert first.step < 150 + len(unstable)
+    esc = [a for a in div if a.id == first.id and a.event == "escalated"]
+    assert esc and esc[0].severity == "critical" and esc[0].step == first.step
+    assert esc[0].last_step >= 150 + len(unstable) and "first loss" in esc[0].message
