@@ -290,6 +290,9 @@ def run_dashboard() -> dash_b.Dashboard:
                                 log=True, unit="none", description="Global gradient norm, log scale."))
     d = d.with_panel(timeseries("Learning rate", q(f"max(losswatch_run_lr{{{R}}})", legend="lr"), log=True, unit="sci",
                                 description="LR as the client reported it, log scale (warmup and decay are straight lines)."))
+    d = d.with_panel(timeseries("Spike rate", q(f"max(losswatch_run_spike_rate{{{R}}})", legend="spikes / record"),
+                                unit="percentunit", description="Share of the last 128 records that were loss "
+                                "spikes. One spike is a note; a rate well above the run's own past is a burst."))
     d = d.with_panel(timeseries("Steps per second", q(f"rate(losswatch_run_step{{{R}}}[$__rate_interval])", legend="steps/s"),
                                 unit="short", description="Training throughput as seen by the service; 0 = the run is stuck."))
     d = d.with_panel(

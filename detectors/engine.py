@@ -160,6 +160,16 @@ class Engine:
         withhold_raises(out)
         return out
 
+    @property
+    def spike_rate(self) -> float:
+        """Share of the run's last records (the spike rule's ``window``, 128) that were loss
+        spikes undoing part of the progress (spike.py): exported per run, a rate a person can
+        compare with the run's own past, where one spike is only a note."""
+        for d in self._detectors:
+            if isinstance(d, SpikeDetector):
+                return d.rate(self._features.state["rec"])
+        return 0.0
+
     def _most_severe(self, min_rank: int) -> Alert | None:
         best: Alert | None = None
         best_key: tuple = ()

@@ -131,6 +131,13 @@ class SpikeDetector(Detector):
     def set_state(self, d: dict[str, Any]) -> None:
         self.recent, self.n_spikes, self.warned = list(d["recent"]), d["n_spikes"], d["warned"]
 
+    def rate(self, records: int) -> float:
+        """The run's spike rate after ``records`` records: the share of the last ``window``
+        records that were counted spikes (at most RECENT_CAP of them are remembered: a window
+        with that many is a burst anyway)."""
+        since = records - self.window
+        return sum(1 for r in self.recent if r > since) / self.window
+
     def screen(self, f):
         with np.errstate(all="ignore"):
             level = f.a("b_slow")

@@ -28,6 +28,9 @@ RUN_GAUGES = (
     ("losswatch_run_loss", "loss", "Latest loss of the run (NaN when the loss was NaN)."),
     ("losswatch_run_grad_norm", "grad_norm", "Latest gradient norm of the run."),
     ("losswatch_run_lr", "lr", "Latest learning rate of the run."),
+    ("losswatch_run_spike_rate", "spike_rate",
+     "Share of the run's last 128 records that were loss spikes (one spike is a note; compare "
+     "with the run's own past)."),
 )
 
 

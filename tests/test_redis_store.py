@@ -401,7 +401,8 @@ def test_run_summaries_for_metrics_cover_many_runs(redis_proc):
             runs = await st.list_runs(active_since=t0 - 1)
             assert len(runs) == 1200
             by_id = {s.run_id: s for s in runs}
-            assert by_id["run-1033"].last == {"loss": 1033.0, "grad_norm": None, "lr": 0.1, "val_loss": None}
+            assert by_id["run-1033"].last == {"loss": 1033.0, "grad_norm": None, "lr": 0.1, "val_loss": None,
+                                           "spike_rate": 0.0}
             assert by_id["run-1033"].last_step == 1033 and by_id["run-1033"].project == "p1"
             assert len(await st.list_runs(projects=["p0"], active_since=t0 - 1)) == 400
             assert await st.list_runs(active_since=time.time() + 10) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 
 import pytest
@@ -102,3 +103,26 @@ def test_only_runs_marked_finished_export_losswatch_run_finished(store, service_
     assert c.put("/v1/runs/fin-done", json={"project": "pf"}).status_code == 200
     s = _samples(c.get("/metrics").text)
     assert "losswatch_run_finished" not in s or not s["losswatch_run_finished"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_the_spike_rate_is_a_per_run_series(store, service_factory, redis_proc):
+    """One spike is a note; the rate of spikes over the last 128 records is what the run exports,
+    the same on both stores and equal to the engine's own figure."""
+    from losswatch.detectors import Engine
+    from losswatch.detectors.types import Record
+
+    env = {} if store == "memory" else {"LOSSWATCH_STORE": redis_proc.url}
+    c = client(service_factory(env=env).url)
+    r = random.Random(5)
+    recs = [{"step": s, "loss": 3.0 * math.exp(-s / 200) + 1.0 + r.gauss(0, 0.01)} for s in range(300)]
+    for s in (230, 250, 270, 290):  # four spikes, each undoing most of the progress
+        recs[s]["loss"] = 3.9
+    assert post_records(c, "spiky", recs[:150]).status_code == 200
+    assert post_records(c, "spiky", recs[150:]).status_code == 200
+    eng = Engine("spiky")
+    eng.update_batch([Record(step=d["step"], loss=d["loss"]) for d in recs])
+    assert eng.spike_rate == 4 / 128
+    s = _samples(c.get("/metrics").text)
+    assert _one(s, "losswatch_run_spike_rate", run="spiky") == eng.spike_rate
+    assert c.get("/v1/runs/spiky").json()["spike_rate"] == eng.spike_rate

@@ -41,6 +41,7 @@ def run_dict(s: RunSummary) -> dict[str, Any]:
         "last_seen": s.last_seen, "last_step": s.last_step, "n_steps": s.n_steps,
         "duplicates": s.duplicates, "out_of_order": s.out_of_order,
         "last": {k: s.last.get(k) for k in ("loss", "grad_norm", "lr", "val_loss")},
+        "spike_rate": s.last.get("spike_rate"),
         "health": s.health, "active_alerts": s.active_alerts, "recommendation": s.recommendation,
     })
 

@@ -141,6 +141,8 @@ class RunOut(BaseModel):
     duplicates: int
     out_of_order: int
     last: dict[str, Num]
+    spike_rate: Optional[float] = Field(None, description="share of the run's last 128 records "
+                                        "that were loss spikes (None before the first record)")
     health: Health
     active_alerts: list[AlertOut]
     recommendation: Optional[dict[str, Any]]

@@ -339,8 +339,10 @@ def alert_record(alert, previous: dict[str, Any] | None, now: float) -> dict[str
     return d
 
 
-def last_values(cols: Columns, i: int) -> dict[str, float | None]:
-    return {f: getattr(cols, f)[i] for f in VALUE_FIELDS}
+def last_values(cols: Columns, i: int, engine: Any) -> dict[str, float | None]:
+    """The run's latest values for its summary and per-run gauges: the record at ``i`` and the
+    series the engine keeps about the run (its spike rate)."""
+    return {**{f: getattr(cols, f)[i] for f in VALUE_FIELDS}, "spike_rate": engine.spike_rate}
 
 
 def wall_now(now: float | None) -> float:

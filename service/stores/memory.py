@@ -116,7 +116,7 @@ class MemoryStore(Store):
                 run.alerts[a.id] = d
                 out_alerts.append(d)
             if split.in_order:
-                s.last = last_values(cols, split.in_order[-1])
+                s.last = last_values(cols, split.in_order[-1], run.engine)
             if split.new:
                 s.last_step = series.step[-1]
                 s.last_seen = now

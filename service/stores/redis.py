@@ -289,7 +289,7 @@ class RedisStore(Store):
             args += [a.id, json.dumps(d)]
         last_json = ""
         if in_order:
-            last_json = json.dumps(last_values(cols, in_order[-1]))
+            last_json = json.dumps(last_values(cols, in_order[-1], engine))
         act_json = json.dumps([a.to_dict() for a in engine.active_alerts]) if changed else ""
         head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
