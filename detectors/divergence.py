@@ -9,17 +9,11 @@ import numpy as np
 import math
 
 from .base import Detector, fmt
+from .features import lr_ramping
 from .lost import blew_up, lost_after_blowup, stuck_at_start
 from .progress import LEVEL_SHARE, RAW_SHARE, _pratio, _ratio, pratio_arr, ratio_arr
 from .spike import is_spike, spike_screen
 from .types import Action
-
-def lr_ramping(f, i: int) -> bool:
-    """Is the LR ramping up on row ``i``: rising on this record, with no reversal yet (a warm-up,
-    one-cycle before its peak)? Not merely "its last change was upward" (``lrdir``): after a
-    warm-up into a constant LR, or a single raise, that would stay true for the rest of the run."""
-    return bool(f.lrok[i] and f.rev[i] == 0 and f.b_lrlast[i] > 0.0 and f.lr[i] > f.b_lrlast[i])
-
 
 class DivergenceDetector(Detector):
     """The loss rose well above its best and is still rising (or got stuck after blowing up):

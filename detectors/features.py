@@ -25,7 +25,8 @@ low batch does not set the bar) and ``best_step``; ``up_n`` consecutive rises
 of the raw loss ending here and ``up_base`` the loss just before that streak began; ``slow``
 winsorised EMA (alpha_slow) and ``sd`` its EMA mean absolute deviation (the loss level and noise a
 spike is measured against); ``trend`` very slow EMA (alpha_trend, winsorised with the same cap), ``pbest`` its best value that
-improved by at least ``plateau_eps`` (relative) and ``pstep`` the step of that improvement;
+improved by at least ``plateau_eps`` (relative) and ``pstep`` the step of that improvement
+(``pnl`` the count of loss records at it, so a rule can ask for records as well as steps);
 ``rbest`` the *raw best*: the lowest loss the run has held for two records in a row (the running
 minimum of max(loss, previous loss): one lucky batch does not set it, and unlike ``best`` it does
 not lag a fast descent: a fine-tune logged every 50 steps falls 15 -> 1.4 in five points while
@@ -86,7 +87,7 @@ DEFAULT_PARAMS: dict[str, float] = {
 }
 
 LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "best_step", "rbest", "rbest_step",
-             "up_n", "up_base", "slow", "sd", "trend", "pbest", "pstep", "alt", "amp")
+             "up_n", "up_base", "slow", "sd", "trend", "pbest", "pstep", "pnl", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
@@ -101,7 +102,7 @@ _BEFORE_ITEMS = tuple(BEFORE.items())
 def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS}
     st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
-              pstep=-1, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
+              pstep=-1, pnl=0, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
               fo=0.0, fostep=-1)
     return st
 
@@ -116,15 +117,19 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
     nl, lprev = st["nl"], st["lprev"]
     fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
+    pnl = st.get("pnl", 0)  # absent in states saved before it existed
     k = len(xs)
     o_fast, o_slow, o_sd, o_trend, o_pbest, o_pstep, o_alt, o_amp = [], [], [], [], [], [], [], []
+    o_pnl: list[int] = []
     a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
     a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
+    a_pnl = o_pnl.append
     for x, s in zip(xs, steps):
         if nl == 0:
             fast = slow = trend = pbest = x
             sd = 0.0
             pstep = s
+            pnl = 1
         else:
             # (abs() written out: this loop is the hot path of both update paths)
             fast += af * (x - fast)
@@ -141,6 +146,7 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
             if trend < pbest - peps * (pbest if pbest >= 0.0 else -pbest):
                 pbest = trend
                 pstep = s
+                pnl = nl + 1
             dl = x - lprev
             if dl != 0.0:
                 flip = 1.0 if (dl > 0.0) != (dlast > 0.0) and dlast != 0.0 else 0.0
@@ -157,13 +163,14 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
         a_trend(trend)
         a_pbest(pbest)
         a_pstep(pstep)
+        a_pnl(pnl)
         a_alt(alt)
         a_amp(amp)
     if k:
-        st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, alt=alt,
-                  amp=amp, dlast=dlast)
+        st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, pnl=pnl,
+                  alt=alt, amp=amp, dlast=dlast)
     return {"fast": o_fast, "slow": o_slow, "sd": o_sd, "trend": o_trend, "pbest": o_pbest,
-            "pstep": o_pstep, "alt": o_alt, "amp": o_amp}
+            "pstep": o_pstep, "pnl": o_pnl, "alt": o_alt, "amp": o_amp}
 
 
 def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None:
@@ -497,3 +504,10 @@ class FeatureTracker:
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "FeatureTracker":
         return cls(d["params"], dict(d["state"]))
+
+
+def lr_ramping(f: "Features", i: int) -> bool:
+    """Is the LR ramping up on row ``i``: rising on this record, with no reversal yet (a warm-up,
+    one-cycle before its peak)? Not merely "its last change was upward" (``lrdir``): after a
+    warm-up into a constant LR, or a single raise, that would stay true for the rest of the run."""
+    return bool(f.lrok[i] and f.rev[i] == 0 and f.b_lrlast[i] > 0.0 and f.lr[i] > f.b_lrlast[i])

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .features import lr_ramping
 from .lost import lost_after_blowup, stuck_at_start
 from .types import Action
 
@@ -16,7 +17,11 @@ class PlateauDetector(Detector):
     """The slow loss trend has not improved by ``features.plateau_eps`` (1%) for a long time.
 
     "Long": ``max(patience, patience_frac * step)`` steps, so a plateau is judged relative to how
-    long the run has trained (ReduceLROnPlateau's fixed patience fires on every slow phase).
+    long the run has trained (ReduceLROnPlateau's fixed patience fires on every slow phase), and
+    at least ``patience_records`` loss records: the trend is an EMA with a memory of ~50 records
+    (``alpha_trend`` 0.02), so fewer records without a 1% gain say nothing, whatever the steps
+    between them (a log thinned to every 10th row, or one that counts steps 7 at a time, must not
+    turn a healthy warm-up into "the LR is too small").
     Then the LR explains what the plateau means:
 
     * LR decayed to <= ``decayed`` x its peak (end of a cosine / step schedule): **info**
@@ -28,7 +33,8 @@ class PlateauDetector(Detector):
       still >= ``gn_drop`` x its early level (a model that barely moves keeps its initial
       gradients; one at its noise floor has smaller ones, like the benchmark's healthy linear
       regressions, which start near their floor): **warning**, the LR is too small to move:
-      ``scale_lr`` x``up``.
+      ``scale_lr`` x``up``; not while the schedule is still raising the LR (a one-cycle
+      run sits at its first loss while its LR climbs: judged once the ramp ends).
     * the loss is noisy at this level (MAD >= ``noisy`` x level, or zig-zagging): **info**, a
       lower LR may let it settle (``scale_lr`` x``down``). Not a warning: on the benchmark the
       healthy linear-regression runs sit at their noise floor at +-15% per step.
@@ -49,6 +55,7 @@ class PlateauDetector(Detector):
     up : float, default 10.0
     down : float, default 0.3
     min_records : int, default 20
+    patience_records : int, default 50
     blowup : float, default 2.0
     gn_drop : float, default 0.7
 
@@ -85,17 +92,18 @@ class PlateauDetector(Detector):
 
     def __init__(self, patience: int = 200, patience_frac: float = 0.25, decayed: float = 0.1,
                  noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
-                 min_records: int = 20, blowup: float = 2.0, gn_drop: float = 0.7) -> None:
+                 min_records: int = 20, blowup: float = 2.0, gn_drop: float = 0.7,
+                 patience_records: int = 50) -> None:
         super().__init__(patience=patience, patience_frac=patience_frac, decayed=decayed,
                          noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
-                         blowup=blowup, gn_drop=gn_drop)
+                         blowup=blowup, gn_drop=gn_drop, patience_records=patience_records)
         self.gn_drop_log = math.log(gn_drop)
 
     def screen(self, f):
         step = f.a("step")
         since = step - f.a("pstep")
         need = np.maximum(self.patience_frac * (step - f.a("l0_step")), self.patience)
-        return f.a("lok") & (since >= need)
+        return f.a("lok") & (since >= need) & (f.a("nl") - f.a("pnl") >= self.patience_records)
 
     def active_screen(self, f):
         # resolves when the trend improves (pstep moves past the one recorded at the alert);
@@ -132,7 +140,8 @@ class PlateauDetector(Detector):
             return
         since = step - f.pstep[i]
         need = self.patience_frac * (step - f.l0_step[i])
-        if since < (need if need > self.patience else self.patience):
+        if since < (need if need > self.patience else self.patience) or \
+                f.nl[i] - f.pnl[i] < self.patience_records:
             return
         trend = f.trend[i]
         level = f.slow[i]
@@ -159,6 +168,8 @@ class PlateauDetector(Detector):
             return  # not a plateau: a lost run (the divergence detector reports it)
         gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log
         if stuck and not gn_fell and not trend > fl:
+            if lr_ramping(f, i):
+                return  # the schedule is still raising the LR (warm-up, one-cycle): judge it after
             self.open_episode(step, "warning", f"{base}, barely below the first loss "
                               f"({fmt(fl)}): the LR is too small to make progress", ev,
                               Action("scale_lr", {"factor": self.up},
