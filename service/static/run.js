@@ -9,19 +9,17 @@ const POLL_MS = 3000;
 const runId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
 const api = `/v1/runs/${encodeURIComponent(runId)}`;
 
-let seriesKey = null;   // n_steps/last_step the plots were drawn for
-let series = null;      // the last steps document
+let series = null;      // the last steps document (its "total": the steps stored when it was read)
 let alertsDoc = { alerts: [], actions: [] };
 
 async function tick() {
-  const run = await getJSON(api);
-  const [doc, alerts] = await Promise.all([
-    // the series only when the run has new steps: the downsampled read is the costly call
-    `${run.n_steps}:${run.last_step}` === seriesKey ? series : getJSON(`${api}/steps?max_points=${maxPoints()}`),
-    getJSON(`${api}/alerts`),
+  const stepsPath = `${api}/steps?max_points=${maxPoints()}`;
+  // the first time all three calls at once; then the series only when the run has new steps
+  // (the downsampled read is the costly call)
+  const [run, alerts, fresh] = await Promise.all([
+    getJSON(api), getJSON(`${api}/alerts`), series === null ? getJSON(stepsPath) : null,
   ]);
-  series = doc;
-  seriesKey = `${run.n_steps}:${run.last_step}`;
+  series = fresh || (series.total === run.n_steps ? series : await getJSON(stepsPath));
   alertsDoc = alerts;
   notice("");
   document.getElementById("run-section").hidden = false;
@@ -116,6 +114,7 @@ function renderActions() {
 showTokenStatus();
 const loop = poll(POLL_MS, tick, (e) => {
   if (e instanceof AuthNeeded) {
+    document.getElementById("run-section").hidden = true;   // nothing stays on screen without a valid token
     askForToken(e.message, () => loop.resume());
   } else if (e.status === 404) {
     notice(`No run ${JSON.stringify(runId)}${storedToken() ? " visible with this token" : ""}.`);

@@ -45,6 +45,9 @@ select.addEventListener("change", () => {
 
 showTokenStatus();
 const loop = poll(POLL_MS, tick, (e) => {
-  if (e instanceof AuthNeeded) askForToken(e.message, () => loop.resume());
+  if (e instanceof AuthNeeded) {
+    document.getElementById("runs-section").hidden = true;   // nothing stays on screen without a valid token
+    askForToken(e.message, () => loop.resume());
+  }
   else notice(`Could not refresh: ${e.message} (retrying every ${POLL_MS / 1000} s)`);
 });
