@@ -185,9 +185,9 @@ def main() -> None:
         f"| in-process: MemoryStore.read_series (all {args.steps:,} steps) | {parts['read_series']:.1f} | |",
         f"| in-process: downsample to max_points={max_points} | {parts['downsample']:.1f} | |",
         "",
-        f"Goal: under 500 ms for the page of a 1,000,000-step run: "
-        f"{'met' if statistics.median(loads) < 500 else 'not met'} here (median "
-        f"{statistics.median(loads):.0f} ms). The steps call takes {steps_in_page:.0f} ms of it (median, as "
+        f"Goal: under 500 ms for the page of a 1,000,000-step run. This run of {args.steps:,} steps: median "
+        f"{statistics.median(loads):.0f} ms ({'under' if statistics.median(loads) < 500 else 'over'} 500 ms). "
+        f"The steps call takes {steps_in_page:.0f} ms of it (median, as "
         f"the page saw it): "
         f"the store hands back the whole series as Python lists ({parts['read_series']:.0f} ms) and "
         f"the downsampling turns them into arrays and keeps {api['steps_count']:,} rows "

@@ -190,9 +190,9 @@ def test_runs_page_newest_first_with_project_filter(chromium, service_factory, t
     chromium.wait_for(f"JSON.stringify({rows}.map(r => r[0])) === JSON.stringify(['new-run', 'old-run'])")
     assert chromium.js("location.search") == "?project=nlp"
 
+    print(f"runs page screenshot: {chromium.screenshot(tmp_path / 'runs-page.png')}")
     chromium.js("document.querySelector('tr[data-run-id=\"new-run\"] a').click()")
     chromium.wait_for("location.pathname === '/runs/new-run' && document.body.dataset.state === 'ready'")
-    print(f"runs page screenshot: {chromium.screenshot(tmp_path / 'runs-page.png')}")
 
 
 def test_with_tokens_the_page_asks_for_one_and_shows_only_its_projects(chromium, service_factory):

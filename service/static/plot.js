@@ -109,7 +109,7 @@ export function panel(o) {
 }
 
 /** y mapping and ticks; log: log10 space padded a little, ticks at powers of ten (or 1-2-5
- * when fewer than three fall inside). */
+ * when fewer than three fall inside, plus the data's extremes when that still leaves one). */
 function yScale(values, log, y0, y1) {
   if (!values.length) return { y: () => (y0 + y1) / 2, ticks: [] };
   let lo = Math.min(...values), hi = Math.max(...values);
@@ -130,6 +130,8 @@ function yScale(values, log, y0, y1) {
         }
       }
     }
+    // a narrow range (a constant LR): label the data's own lowest and highest values
+    if (ticks.length < 2) ticks.push(...new Set([lo, hi]));
     return { y, ticks };
   }
   if (lo === hi) {
