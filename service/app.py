@@ -82,8 +82,9 @@ class BodyLimit:
 
 
 class DocsAuth:
-    """With tokens configured, the spec and the docs pages need a token too (every request but
-    /healthz does). Pure ASGI and only a path comparison for every other request."""
+    """With tokens configured, the spec and the docs pages need a token too, like every API
+    request but /healthz (the web page's fixed files and the docs' script bundles hold no data
+    and are served to anyone). Pure ASGI and only a path comparison for every other request."""
 
     PATHS = frozenset(("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"))
 
