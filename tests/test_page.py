@@ -225,3 +225,18 @@ def test_with_tokens_the_page_asks_for_one_and_shows_only_its_projects(chromium,
     chromium.goto(svc.url + "/")
     chromium.wait_for("document.body.dataset.state === 'token'")
     assert "refused" in chromium.js("document.getElementById('auth').innerText")
+
+
+def test_a_panel_with_values_at_or_below_zero_is_linear(chromium, service_proc):
+    """Log y only where every value can have one: a loss that goes negative (a log-likelihood)
+    is drawn on a linear axis, and says so."""
+    recs = [{"step": s, "loss": 1.0 - s / 50, "grad_norm": 0.5, "lr": 1e-3} for s in range(100)]
+    c = client(service_proc)
+    assert c.post("/v1/runs/page-negative/steps", content=json.dumps({"records": recs}),
+                  headers={"Content-Type": "application/json"}).status_code == 200
+    chromium.goto(service_proc + "/runs/page-negative")
+    chromium.wait_for("document.body.dataset.state === 'ready'")
+    loss, grad = panel_state(chromium, "loss"), panel_state(chromium, "grad-norm")
+    assert loss["scale"] == "linear" and loss["points"]["loss"] == 100
+    assert "linear" in chromium.js("document.querySelector('svg.panel[data-panel=\"loss\"] .title').textContent")
+    assert grad["scale"] == "log"
