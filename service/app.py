@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from losswatch.detectors.types import json_safe
 
 from .api.models import ErrorOut
-from .api import actions, alerts, health, metrics as metrics_api, policies, runs, steps
+from .api import actions, alerts, docs, health, metrics as metrics_api, page, policies, runs, steps
 from .auth import scope_for
 from .metrics import ServiceMetrics
 from .settings import Settings
@@ -82,8 +82,9 @@ class BodyLimit:
 
 
 class DocsAuth:
-    """With tokens configured, the spec and the docs pages need a token too (every request but
-    /healthz does). Pure ASGI and only a path comparison for every other request."""
+    """With tokens configured, the spec and the docs pages need a token too, like every API
+    request but /healthz (the web page's fixed files and the docs' script bundles hold no data
+    and are served to anyone). Pure ASGI and only a path comparison for every other request."""
 
     PATHS = frozenset(("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"))
 
@@ -125,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's built-in OpenTelemetry hooks look up the global providers on every request
         # (~100 us with opentelemetry installed); the service exports its own Prometheus metrics
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: docs.install serves them offline
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = ServiceMetrics()
@@ -134,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (steps.router, runs.router, alerts.router, actions.router, health.router, metrics_api.router,
               policies.router):
         app.include_router(r, responses=common)
+    docs.install(app)
+    page.install(app)
 
     retry = str(settings.retry_after)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs everything the tests need, then runs them.
-# - Debian's redis-server and prometheus (promtool) when missing: tests start their own on loopback.
+# - Debian's redis-server and prometheus (promtool) when missing: tests start their own on loopback;
+#   chromium (headless) for the page tests.
 # - a venv in .venv with torch 2.13.0 CPU (pinned: an unpinned torch pulls a multi-GB CUDA build)
 #   and losswatch[dev].
 set -euo pipefail
@@ -11,6 +12,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
