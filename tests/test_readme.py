@@ -162,3 +162,14 @@ def _demo_until_ctrl_c(args: list[str]) -> None:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_runs_or_validates(command: str, tmp_path: Path) -> None:
     _check(command, tmp_path)
+
+
+def test_the_quickstart_without_a_url_watches_in_process(tmp_path: Path) -> None:
+    """The README: without a URL the detectors run inside the training process (numpy is here)."""
+    code = next(c for c in PYTHON if snippet_id(c) == "Monitor")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSWATCH_")}
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert any(line.startswith("ALERT critical") for line in res.stdout.splitlines()), res.stdout
+    assert "health: critical" in res.stdout
