@@ -3,7 +3,7 @@
 - docs/service.md, the settings table: from the fields of ``losswatch.service.settings.Settings``
   (each field's metadata names its environment variable and says what it does);
 - docs/detectors.md, the detector reference: from the engine's detector lists and each detector
-  class (name, kind, file, constructor defaults, docstring).
+  (name, kind, file, constructor defaults, its module's and its class's docstrings).
 
 Each generated part sits between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``
 in its page; the rest of the page is written by hand.
@@ -57,16 +57,26 @@ def _defaults(cls: type) -> str:
     return ", ".join(params)
 
 
+def _module_doc(cls: type) -> str:
+    return inspect.cleandoc(sys.modules[cls.__module__].__doc__ or "")
+
+
 def _summary(cls: type) -> str:
-    doc = inspect.cleandoc(cls.__doc__ or "")
-    return doc.split("\n\n", 1)[0]
+    """The first paragraph of the detector's module docstring: one concept per file, named there."""
+    return _module_doc(cls).split("\n\n", 1)[0]
+
+
+def _rule(cls: type) -> str:
+    """The rest of the module docstring (where a module explains more than its name), then the class's."""
+    rest = _module_doc(cls).partition("\n\n")[2].strip()
+    return "\n\n".join(p for p in (rest, inspect.cleandoc(cls.__doc__ or "")) if p)
 
 
 def detectors_reference() -> str:
     from losswatch.detectors.engine import DEFAULT_DETECTORS, KIND_PRIORITY, META_DETECTORS
 
     entries = [(cls, None) for cls in DEFAULT_DETECTORS] + [(cls, keys) for cls, keys in META_DETECTORS]
-    out = ["| detector | kind | when it is on | what it catches (first paragraph of its docstring) |",
+    out = ["| detector | kind | when it is on | what it catches |",
            "|---|---|---|---|"]
     for cls, keys in entries:
         when = "always" if keys is None else "run metadata has " + " and ".join(f"`{k}`" for k in keys)
@@ -77,7 +87,7 @@ def detectors_reference() -> str:
         out += ["", f"### {cls.name}", "",
                 f"Kind `{cls.kind}`, [{_source_path(cls)[3:]}]({_source_path(cls)}), "
                 f"parameters: `{_defaults(cls) or '(none)'}`.", "",
-                "```text", inspect.cleandoc(cls.__doc__ or ""), "```"]
+                "```text", _rule(cls), "```"]
     return "\n".join(out)
 
 
