@@ -12,6 +12,7 @@ with its check."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -84,6 +85,9 @@ def served(tmp_path_factory):
 
 @pytest.mark.parametrize("code", PYTHON, ids=[snippet_id(c) for c in PYTHON])
 def test_python_example_runs_as_written(code: str, served: str, tmp_path: Path) -> None:
+    for module in re.findall(r"^(?:from|import) (\w+)", code, re.M):
+        if module != "losswatch" and importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (tests/run.sh installs losswatch[dev])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSWATCH_")}
     # HOME: what frameworks write there (ray_results, ~/.keras) stays in the test's folder
     env.update(LOSSWATCH_URL=served, HOME=str(tmp_path), PYTHONUNBUFFERED="1")
