@@ -31,9 +31,9 @@ class SGDEfficiencyDetector(RaiseLRDetector):
     LR x10 runs about 0.00). Their LR/100 siblings realise 0.1-0.9 and most LR/10 ones 0.05-0.5:
     their steps are so short that the loss is almost linear along them, so a longer step buys
     almost proportionally more progress. The softmax LR/10 runs sit at 0.02-0.035, ten times
-    their tuned siblings (0.000-0.004), which is why ``ratio`` is 0.03 and not 0.05 (changelog
-    row 22: more LR-too-low runs found on the benchmark and both held-out seed pairs, no new
-    false alarm; 0.02 adds them). **warning** with ``scale_lr`` (x3 to x10, see ``factor``) when
+    their tuned siblings (0.000-0.004), which is why ``ratio`` is 0.03 and not 0.05
+    (bench/results/detector-changelog.md: more LR-too-low runs found on the benchmark and both
+    held-out seed pairs, no new false alarm; 0.02 adds them). **warning** with ``scale_lr`` (x3 to x10, see ``factor``) when
     ``efficiency >= ratio`` at a checkpoint (every ``every`` records from the ``min_records``-th;
     records, not steps, because the loss level is an average over records), the decrease is real
     (>= ``z`` noise units), the LR was steady over the window (within 2x: a schedule's drop

@@ -1,17 +1,8 @@
 """Service settings, each from a LOSSWATCH_* environment variable (the ``serve`` command's flags
 set the same variables, so uvicorn workers started as separate processes see them too).
 
-| variable                        | default      | meaning                                          |
-|---------------------------------|--------------|--------------------------------------------------|
-| LOSSWATCH_HOST                  | 127.0.0.1 without tokens, 0.0.0.0 with tokens     |
-| LOSSWATCH_PORT                  | 8000         |                                                  |
-| LOSSWATCH_STORE                 | memory://    | or redis://host:port/db                          |
-| LOSSWATCH_WORKERS               | 1            | uvicorn workers (>1 needs a shared store)        |
-| LOSSWATCH_TOKENS                | (none)       | "tok1=projA,projB;tok2=projC": auth on when set  |
-| LOSSWATCH_MAX_BATCH_RECORDS     | 10000        | records per POST /steps                          |
-| LOSSWATCH_MAX_BODY_BYTES        | 8388608      | request body size (8 MiB)                        |
-| LOSSWATCH_METRICS_TTL           | 900          | seconds a quiet run stays exported to /metrics   |
-| LOSSWATCH_RETRY_AFTER           | 2            | Retry-After seconds on 503 (store down)          |
+Each field's metadata names its variable and says what it does; docs/service.md's settings table
+is generated from it (``python docs/generate.py``).
 """
 
 from __future__ import annotations
@@ -66,17 +57,31 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return v
 
 
+def _setting(env: str, doc: str, default: object = None, **kw: object):
+    """A Settings field read from ``env``; ``doc`` is its line in the generated settings table."""
+    if "default_factory" not in kw:
+        kw["default"] = default
+    return field(metadata={"env": env, "doc": doc}, **kw)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    store_url: str = "memory://"
-    workers: int = 1
-    tokens: dict[str, frozenset[str]] = field(default_factory=dict)
-    max_batch_records: int = 10_000
-    max_body_bytes: int = 8 * 1024 * 1024
-    metrics_ttl: int = 900
-    retry_after: int = 2
+    host: str = _setting("LOSSWATCH_HOST", "bind address; `0.0.0.0` when tokens are set (without tokens the "
+                         "service stays on loopback and says so at start)", "127.0.0.1")
+    port: int = _setting("LOSSWATCH_PORT", "port (0: a free one)", 8000)
+    store_url: str = _setting("LOSSWATCH_STORE", "`memory://` (embedded, one process) or "
+                              "`redis://host:port/db` (shared by replicas)", "memory://")
+    workers: int = _setting("LOSSWATCH_WORKERS", "uvicorn worker processes; more than one needs Redis (refused "
+                            "with `memory://`: each worker would see part of each run)", 1)
+    tokens: dict[str, frozenset[str]] = _setting(
+        "LOSSWATCH_TOKENS", "`tok1=projA,projB;tok2=projC`: authentication on, each token limited to its "
+        "projects (the last `=` of an entry separates the token, so base64 tokens work)", default_factory=dict)
+    max_batch_records: int = _setting("LOSSWATCH_MAX_BATCH_RECORDS", "records per POST (413 beyond, naming the "
+                                      "limit)", 10_000)
+    max_body_bytes: int = _setting("LOSSWATCH_MAX_BODY_BYTES", "any request body (413; chunked bodies are "
+                                   "counted as they stream)", 8 * 1024 * 1024)
+    metrics_ttl: int = _setting("LOSSWATCH_METRICS_TTL", "seconds a quiet run stays in /metrics", 900)
+    retry_after: int = _setting("LOSSWATCH_RETRY_AFTER", "Retry-After seconds on a 503 (store down)", 2)
 
     @property
     def auth_enabled(self) -> bool:

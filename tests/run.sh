@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README): installs everything the tests need, then runs them.
+# The test command (README.md, "Set-up"): installs everything the tests need, then runs them.
 # - Debian's redis-server and prometheus (promtool) when missing: tests start their own on loopback;
 #   chromium (headless) for the page tests.
 # - a venv in .venv with torch 2.13.0 CPU (pinned: an unpinned torch pulls a multi-GB CUDA build)

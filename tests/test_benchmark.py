@@ -301,7 +301,7 @@ def figures(committed):
 
 
 # Targets of issue 2 the detectors do not reach yet, with the figure committed when that was
-# found (README "Detection benchmark" says so in words). Their target test is a STRICT xfail: the
+# found (bench/results/detection.md says so in words). Their target test is a STRICT xfail: the
 # day a change reaches the target it turns red, and the entry must go. Meanwhile the figure may
 # not fall below what was committed: a later change cannot make it worse without saying so here.
 NOT_YET_MET: dict[str, float] = {

@@ -1,5 +1,5 @@
-"""Every example in the detectors' docstrings still gives what it says (the README points users
-at them as the rule's reference)."""
+"""Every example in the detectors' docstrings still gives what it says (docs/detectors.md is
+generated from them: they are the rules' reference)."""
 
 from __future__ import annotations
 

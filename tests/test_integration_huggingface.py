@@ -1,6 +1,6 @@
 """Hugging Face Trainer + LosswatchCallback against a real service: a tiny GPT-2 (built from a
 config, nothing downloaded) trained on every device present (the CPU here and in CI; the CPU and
-CUDA on a GPU machine, README "On a GPU"); the service must hold every step with the loss,
+CUDA on a GPU machine, docs/gpu.md); the service must hold every step with the loss,
 grad-norm and LR the Trainer itself logged (its log_history), and a far too high LR must raise an
 alert there (and, with act=True, be cut by the Actor, reported to the service)."""
 

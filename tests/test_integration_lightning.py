@@ -1,5 +1,5 @@
 """Lightning + LosswatchCallback against a real service: a tiny regression model, trained on every
-device present (the CPU here and in CI; the CPU and CUDA on a GPU machine, README "On a GPU"); the
+device present (the CPU here and in CI; the CPU and CUDA on a GPU machine, docs/gpu.md); the
 service must hold every optimizer step with the loss, grad-norm and LR that the module itself
 measured (by concatenating its gradients, independently of the callback), and a far too high LR
 must raise an alert (with act=True: the Actor cuts the LR and the service gets the report)."""

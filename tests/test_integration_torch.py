@@ -4,7 +4,7 @@ high LR must raise an alert, acting must cut it (reported to the service and its
 NaN loss must stop a loop that opted into StopTraining at its next step.
 
 The training tests run on every device present: the CPU here and in CI, the CPU and CUDA on a GPU
-machine (README, "On a GPU"). A CUDA-only test checks that watched steps never wait for the GPU."""
+machine (docs/gpu.md). A CUDA-only test checks that watched steps never wait for the GPU."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ def test_a_loop_that_clips_passes_its_norm_and_the_watcher_logs_that_one(service
     assert norms == pytest.approx(computed, rel=1e-5) and min(norms) > 0.01  # before clipping
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CI has none (README, 'On a GPU')")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: CI has none (docs/gpu.md)")
 def test_watched_cuda_steps_never_wait_for_the_gpu(service_proc) -> None:
     # torch.cuda.set_sync_debug_mode("error") raises on any call that makes the host wait for
     # the GPU. It is process-wide, so the client's background thread, which reads the logged

@@ -11,7 +11,7 @@ Why not the service's run store: policies are small, long-lived, queried by seve
 ("best for this task under N steps") and must outlive runs; SQLite answers such queries, is in
 the standard library, survives restarts, and WAL mode lets the CLI and several service workers
 on one host share the file. Replicas on different hosts need the file on a shared volume (or one
-replica serving /v1/policies): documented in the README.
+replica serving /v1/policies): documented in docs/lr-tooling.md.
 
 An empty database is seeded once with well-known recipes (``SEED_RECIPES``, source "seed"); a
 metadata flag remembers it, so deleting seeds does not bring them back.
