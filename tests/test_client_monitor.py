@@ -283,7 +283,7 @@ def test_flush_and_close_from_a_callback_do_not_deadlock_and_odd_meta_is_sent(se
 
 def test_acting_applies_advice_that_waits_for_confirmation_or_a_cooldown_without_new_verdicts(monkeypatch):
     """Advice the Actor holds back (one-step alert to confirm; a cooldown) is applied on a later
-    log() although the recommendation did not change and no new verdict arrived (issue 5)."""
+    log() although the recommendation did not change and no new verdict arrived."""
     torch = pytest.importorskip("torch")
     monkeypatch.delenv("LOSSWATCH_URL", raising=False)
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
