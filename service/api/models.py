@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from losswatch.detectors.schedules import build_schedule
 from losswatch.detectors.types import ACTION_TYPES, HEALTH_STATES, KINDS, SEVERITIES
 
 from ..ingest import LABEL_RE
@@ -50,7 +51,9 @@ class StepsIn(BaseModel):
 class LRSchedule(BaseModel):
     """A declared LR schedule: ``{"name": "cosine", "params": {"lr": 3e-4, "total_steps": 1000}}``;
     the flat form ``{"name": "cosine", "lr": 3e-4, "total_steps": 1000}`` is accepted too. Stored
-    and passed to the detectors flat (the form losswatch.detectors.schedules.build_schedule reads)."""
+    and passed to the detectors flat (the form losswatch.detectors.schedules.build_schedule reads).
+    A declaration build_schedule refuses (unknown name, missing or impossible parameter) is a 422
+    naming the problem: every schedule stored evaluates at every step."""
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(max_length=128)
@@ -58,6 +61,11 @@ class LRSchedule(BaseModel):
 
     def flat(self) -> dict[str, Any]:
         return {"name": self.name, **(self.model_extra or {}), **self.params}
+
+    @model_validator(mode="after")
+    def _buildable(self) -> "LRSchedule":
+        build_schedule(self.flat())  # its ValueError becomes the 422's message
+        return self
 
 
 class RunMetaIn(BaseModel):
