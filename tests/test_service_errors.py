@@ -92,6 +92,26 @@ def test_limits_413_name_the_limit(service_factory):
     assert c.get("/v1/runs/lim-1").json()["n_steps"] == len(GOOD)
 
 
+@pytest.mark.parametrize("method, path", [("PUT", "/v1/runs/lim-2"), ("POST", "/v1/runs/lim-2/actions"),
+                                          ("POST", "/v1/policies")])
+def test_a_chunked_body_over_the_limit_is_413_on_every_endpoint(service_factory, tmp_path, method, path):
+    svc = service_factory(env={"LOSSWATCH_MAX_BODY_BYTES": "20000",
+                               "LOSSWATCH_POLICY_DB": str(tmp_path / "p.sqlite")})
+    c = client(svc.url)
+    assert c.put("/v1/runs/lim-2", json={"task": "t"}).status_code == 200
+
+    def chunks():  # no Content-Length: only counting the stream can tell
+        yield b'{"notes": "'
+        for _ in range(3000):
+            yield b"0123456789"
+        yield b'"}'
+
+    r = c.request(method, path, content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "LOSSWATCH_MAX_BODY_BYTES" in r.text
+    assert c.get("/v1/runs/lim-2").json()["meta"] == {"task": "t"}
+
+
 @pytest.mark.parametrize("run_id", ["a b", "x" * 129, "run{x}", 'r"1', "r\\n", "über"])
 def test_bad_run_ids_are_refused(service_proc, run_id):
     c = client(service_proc)
