@@ -85,12 +85,19 @@ class RunMetaIn(BaseModel):
                           "alert leaves the run alone")
 
 
+class ActionIn(BaseModel):
+    """An Action as the detectors advise it: its type, its parameters, the reason."""
+
+    model_config = ConfigDict(extra="allow")
+    type: ActionType
+
+
 class ActionReportIn(BaseModel):
     """A client reports an action it applied (or would have: dry run)."""
 
     model_config = ConfigDict(extra="forbid")
     step: int = Field(ge=0, le=2**63 - 1)
-    action: dict[str, Any] = Field(description='an Action dict: {"type": ..., params..., "reason": ...}')
+    action: ActionIn = Field(description='an Action: {"type": ..., params..., "reason": ...}')
     applied: bool
     dry_run: bool = False
     alert_id: Optional[str] = Field(None, max_length=300)
