@@ -13,6 +13,11 @@ Conventions
 * A schedule is declared as a dict (the run meta's ``"lr_schedule"``), e.g.
   ``{"name": "cosine", "lr": 3e-4, "total_steps": 10000}``; :func:`build_schedule` validates it
   and :meth:`Schedule.to_spec` gives it back.
+* ``lr_at`` is total: at every step 0 .. 2^63-1 it returns a finite float in [0, FLOAT_MAX]. A
+  closed form whose exact value leaves the float range (``exponential`` with gamma 2 at step
+  1024, ``triangular2``'s halving after 2^10 cycles) saturates instead of raising; a declaration
+  that cannot be evaluated (a zero divisor, an integer past 2^63-1) is refused by
+  :func:`build_schedule`, so the API answers it with a 422 rather than failing every later batch.
 * ``"interval": "epoch"`` with ``"steps_per_epoch": N`` declares a schedule whose unit is the
   epoch (PyTorch's ``StepLR(step_size=30)`` stepped once per epoch): ``lr_at(s)`` is then the
   inner schedule at ``s // N``.

@@ -71,7 +71,7 @@ def _check(sched, step: int) -> None:
     assert type(v) is float and math.isfinite(v) and v >= 0.0, (sched, step, v)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), step=st.integers(0, MAX_STEP))
 def test_accepted_schedules_evaluate_at_every_step(spec, step):
     sched = _accepted(spec)
