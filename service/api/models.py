@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from losswatch.detectors.schedules import build_schedule
 from losswatch.detectors.types import ACTION_TYPES, HEALTH_STATES, KINDS, SEVERITIES
 
-from ..ingest import LABEL_RE
+from ..ingest import LABEL_RE, MAX_STEP
 
 LABEL_PATTERN = f"^{LABEL_RE.pattern}$"
 # the contract's tuples (Literal[tuple] is Literal of its items)
@@ -32,7 +32,7 @@ class StepRecordIn(BaseModel):
     "-Infinity" (bare NaN/Infinity tokens are accepted too)."""
 
     model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0, le=2**63 - 1)
+    step: int = Field(ge=0, le=MAX_STEP)
     loss: Num = None
     grad_norm: Num = None
     lr: Num = None
@@ -96,7 +96,7 @@ class ActionReportIn(BaseModel):
     """A client reports an action it applied (or would have: dry run)."""
 
     model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0, le=2**63 - 1)
+    step: int = Field(ge=0, le=MAX_STEP)
     action: ActionIn = Field(description='an Action: {"type": ..., params..., "reason": ...}')
     applied: bool
     dry_run: bool = False
