@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("losswatch.client")
 
 #: what stop() keeps of its time to cut a hung request short and let the thread write its last
-#: cycle (at most; half of a shorter timeout)
+#: cycle (half of a shorter timeout, but never less than this once a request was cut short)
 ABORT_GRACE = 0.25
 
 # errors that mean "the kept-alive connection went stale": retry once on a fresh one
@@ -392,7 +392,8 @@ class Sender:
         """Last cycle (collect, and send once unless ``send`` is False) and end the thread,
         waiting at most ``timeout``: a request still under way near the end (a service that
         accepted the connection and never answers) is cut short, so the thread can still put
-        its last records in the spool before the time is up."""
+        its last records in the spool before the time is up. That local work gets at least
+        ABORT_GRACE even when ``timeout`` is shorter: records are not dropped to save 0.25 s."""
         end = time.monotonic() + timeout
         with self._cond:
             self._stop = True
@@ -403,7 +404,7 @@ class Sender:
         self._thread.join(max(0.0, timeout - min(ABORT_GRACE, timeout / 2)))
         if self._thread.is_alive() and self.transport is not None:
             self.transport.abort()
-            self._thread.join(max(0.0, end - time.monotonic()))
+            self._thread.join(max(ABORT_GRACE, end - time.monotonic()))
 
     @property
     def alive(self) -> bool:
