@@ -39,6 +39,10 @@ __all__ = ["Monitor"]
 _time = time.time
 _live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 
+#: of close()'s deadline, what the flush leaves for stopping the sender (its last cycle, cutting
+#: short a request a frozen service never answers): at most this, half of a shorter deadline
+EXIT_RESERVE = 0.5
+
 _RUN_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 
 
@@ -450,10 +454,12 @@ class Monitor:
             _live.discard(self)
             return
         t = self.exit_timeout if timeout is None else timeout
-        ok = self._sender.flush(t, give_up_on_failure=True)
-        # last cycle without network when the service is not answering; the join may have to
-        # wait for an HTTP attempt already under way (at most ``timeout``)
-        self._sender.stop(1.0 if ok else self.timeout + 1.0, send=ok)
+        # one deadline for the whole exit: the flush leaves a moment of it for the last cycle
+        # (without network when the service is not answering), and stop() cuts short an HTTP
+        # attempt still under way rather than wait out its per-attempt timeout
+        deadline = time.monotonic() + t
+        ok = self._sender.flush(t - min(EXIT_RESERVE, t / 2), give_up_on_failure=True)
+        self._sender.stop(max(0.0, deadline - time.monotonic()), send=ok)
         if self._sender.transport is not None:
             self._sender.transport.close()
             spool = self._sender.spool
