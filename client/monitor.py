@@ -24,6 +24,8 @@ import warnings
 import weakref
 from collections import deque
 
+from losswatch.detectors.events import event_between
+
 from .local import LocalEngine, NanWatch
 from .values import encode, hold, resolve
 
@@ -40,6 +42,9 @@ _time = time.time
 _live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 
 _RUN_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+_RANK = {"ok": 0, "info": 0, "warning": 1, "critical": 2}  # health and severity, worst last
 
 
 def _is_advice(action: dict | None) -> bool:
@@ -73,7 +78,8 @@ class Monitor:
         Bearer token; default ``$LOSSWATCH_TOKEN``.
     on_alert : callable, optional
         ``on_alert(alert_dict)`` for every alert raised, escalated or resolved (the service's and
-        the local NaN check's). Runs in the background thread; an exception in it is caught and
+        the local NaN check's); the dict's ``event`` field says which (``"raised"``,
+        ``"escalated"``: a higher severity or new advice, ``"resolved"``). Runs in the background thread; an exception in it is caught and
         warned about once.
     flush_interval : float
         Seconds between sends at most (0.5: an alert is visible well under a second after the
@@ -154,7 +160,7 @@ class Monitor:
         self.health = "ok"
         self.actions: list[dict[str, Any]] = []
         self._alert_index: dict[str, int] = {}
-        self._notified: dict[str, tuple[str | None, bool]] = {}  # id -> (severity, resolved) told
+        self._notified: dict[str, dict[str, Any]] = {}  # id -> the version on_alert was given
         self._state_lock = threading.Lock()
         self._callbacks: deque[dict[str, Any]] = deque()
         # set (to the advice) when the Actor has something to look at on the next log(): new
@@ -210,12 +216,12 @@ class Monitor:
                 self._apply_pending(step)
             if loss.__class__ is float:
                 if loss - loss != 0.0:  # NaN or +-inf, without a function call
-                    self._nan_now(step, "loss", loss)
+                    self._nan_now(step, loss, grad_norm)
             elif loss is not None:
                 loss = hold(loss)
             if grad_norm.__class__ is float:
                 if grad_norm - grad_norm != 0.0:
-                    self._nan_now(step, "grad_norm", grad_norm)
+                    self._nan_now(step, loss, grad_norm)
             elif grad_norm is not None:
                 grad_norm = hold(grad_norm)
             if lr is not None and lr.__class__ is not float:
@@ -239,10 +245,10 @@ class Monitor:
         self.log(*args, **kwargs)
 
     # ------------------------------------------------------------------ training-thread helpers
-    def _nan_now(self, step: int, field: str, value: float) -> None:
-        alert = self._nan.seen(step, field, value, in_log=True)
+    def _nan_now(self, step: int, loss: Any, grad_norm: Any) -> None:
+        alert = self._nan.check(step, loss, grad_norm, in_log=True)
         if alert is not None:
-            self._merge_alerts([dict(alert)], local=True)
+            self._merge_alerts([alert], local=True)
             self._wake.set()  # run the on_alert callback promptly (in the background thread)
 
     def _apply_pending(self, step: int) -> None:
@@ -333,19 +339,21 @@ class Monitor:
             self._merge_alerts([a for a in alerts if isinstance(a, dict) and "id" in a], local=False)
         if health in ("ok", "warning", "critical"):
             # a NaN caught here but not yet seen by the service keeps the run critical
-            self.health = "critical" if self._nan.active else health
+            self.health = "critical" if self._nan.critical else health
         if has_rec:
             rec = rec if isinstance(rec, dict) else None
-            if rec is None and self._nan.active:
+            if rec is None and self._nan.critical:
                 return  # the service has not seen the NaN caught here yet: keep that advice
             self._set_recommendation(rec)
 
     def _merge_alerts(self, alerts: list[dict], local: bool) -> None:
-        """Keep the latest copy per alert id; queue on_alert for new/escalated/resolved ones.
+        """Keep the latest copy per alert id; queue on_alert for raised/escalated/resolved ones.
 
         The same episode can arrive from two sources (the local NaN check, then the service,
-        whose detector may resolve it a few steps later), so on_alert fires on what the user has
-        not been told yet: a new id, a new severity, or the first resolution; never twice for one.
+        whose detector may resolve it a few steps later), so on_alert gets what the user has not
+        been told yet, judged against the version last handed to it (``event_between``): a new
+        id, a higher severity or different advice, or the first resolution; never twice for one.
+        The copy handed to on_alert carries the ``event``.
         """
         with self._state_lock:
             for a in alerts:
@@ -355,16 +363,17 @@ class Monitor:
                     self.alerts.append(a)
                 else:
                     self.alerts[i] = a
-                told = self._notified.get(a["id"])
-                now = (a.get("severity"), a.get("resolved_step") is not None)
-                if told is None or now[0] != told[0] or (now[1] and not told[1]):
-                    self._notified[a["id"]] = (now[0], now[1] or (told is not None and told[1]))
-                    self._callbacks.append(a)
+                event = event_between(self._notified.get(a["id"]), a)
+                if event is not None:
+                    self._notified[a["id"]] = a
+                    self._callbacks.append(dict(a, event=event))
             if local:
                 for a in alerts:
                     if a.get("resolved_step") is None:
-                        self.health = "critical"
-                        self._set_recommendation_locked(a.get("action"))
+                        if _RANK.get(a.get("severity"), 0) > _RANK.get(self.health, 0):
+                            self.health = a["severity"]
+                        if _is_advice(a.get("action")):
+                            self._set_recommendation_locked(a["action"])
                 if not self._nan.active and self._sender.transport is None and (
                         self._local is None or not self._local.available):
                     self.health = "ok"  # NaN-only mode: the run is healthy again
