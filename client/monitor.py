@@ -101,9 +101,14 @@ class Monitor:
         What a forked child does with this monitor (see the module docstring).
     act, act_dry_run : bool
         Apply (or only report, when dry-run) the service's recommendations in the training
-        thread through ``losswatch.client.acting.Actor``, built on first need.
-    optimizer, scheduler, on_rollback, on_stop, act_cooldown_steps, act_max
-        Passed to the Actor.
+        thread through ``losswatch.client.acting.Actor``, built on first need. The run has one
+        Actor: integrations asked to act attach to it (:meth:`attach_actor`).
+    optimizer, scheduler, on_rollback, on_stop
+        What the Actor changes and calls.
+    actor_options : dict, optional
+        Further Actor arguments (``cooldown_steps``, ``max_actions``, ``min_persist_steps``...),
+        spelled as every integration spells them. ``act_cooldown_steps`` and ``act_max`` are
+        the former spelling (deprecated).
 
     Attributes
     ----------
@@ -126,7 +131,8 @@ class Monitor:
                  in_child: str = "disable",
                  act: bool = False, optimizer: Any = None, scheduler: Any = None,
                  on_rollback: Callable | None = None, on_stop: Callable | None = None,
-                 act_dry_run: bool = False, act_cooldown_steps: int = 50, act_max: int = 5) -> None:
+                 act_dry_run: bool = False, actor_options: dict[str, Any] | None = None,
+                 act_cooldown_steps: int | None = None, act_max: int | None = None) -> None:
         if in_child not in ("disable", "fresh"):
             raise ValueError(f"in_child must be 'disable' or 'fresh', got {in_child!r}")
         self.run_id = str(run_id) if run_id is not None else f"run-{int(time.time())}-{os.getpid()}"
@@ -148,11 +154,18 @@ class Monitor:
         self.max_backoff = max_backoff
         self.exit_timeout = exit_timeout
         self.in_child = in_child
-        self._act_config = dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback,
-                                on_stop=on_stop, dry_run=act_dry_run,
-                                cooldown_steps=act_cooldown_steps, max_actions=act_max)
+        actor_options = dict(actor_options or {})
+        for old, new, v in (("act_cooldown_steps", "cooldown_steps", act_cooldown_steps),
+                            ("act_max", "max_actions", act_max)):
+            if v is not None:  # the former spelling, kept working for a while
+                warnings.warn(f"Monitor({old}=...) is deprecated: use actor_options={{{new!r}: ...}}, "
+                              f"the spelling every integration uses", DeprecationWarning, stacklevel=2)
+                actor_options.setdefault(new, v)
+        self._act_config: dict[str, Any] = dict(
+            optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback, on_stop=on_stop,
+            dry_run=bool(act_dry_run) and not act, **actor_options)
         self._acting = bool(act or act_dry_run)
-        self._actor: Any = None
+        self._actor: Any = None  # the run's one Actor, built on first need (see attach_actor)
         self._actor_failed = False
 
         self.alerts: list[dict[str, Any]] = []
@@ -289,16 +302,58 @@ class Monitor:
                 if self._pending is None:
                     self._pending = pending
 
-    def _get_actor(self) -> Any:
+    def _get_actor(self, actor_cls: Any = None) -> Any:
         if self._actor is None and not self._actor_failed:
             try:
-                from .acting import Actor
-                self._actor = Actor(monitor=self, **self._act_config)
+                if actor_cls is None:
+                    from .acting import Actor as actor_cls
+                self._actor = actor_cls(monitor=self, **self._act_config)
             except Exception as e:
                 self._actor_failed = True
                 self._warn_once("actor_import",
                                 f"losswatch: act=True but the acting hook is unavailable: {e!r}")
         return self._actor
+
+    # ------------------------------------------------------------------ acting
+    @property
+    def actor(self) -> Any:
+        """The run's one Actor (``losswatch.client.acting.Actor``), None unless acting is on."""
+        return self._get_actor() if self._acting else None
+
+    def attach_actor(self, optimizer: Any = None, scheduler: Any = None, *, act: bool = False,
+                     act_dry_run: bool = False, on_rollback: Callable | None = None,
+                     on_stop: Callable | None = None, actor_options: dict[str, Any] | None = None,
+                     actor_cls: Any = None) -> Any:
+        """The run's one Actor, for an integration asked to act (``act`` or ``act_dry_run``).
+
+        The first caller on a Monitor made without ``act`` turns acting on with its settings.
+        When acting is already on (``Monitor(act=True)``, an earlier integration) the same Actor
+        comes back, with one warning: it decides once per step, whoever offers the step (this
+        Monitor's ``log()`` or the integration), so no decision is applied twice. Parts the
+        Actor lacks (optimizer, scheduler, on_rollback, on_stop) are taken from this call;
+        settings it has are kept.
+        """
+        if not (act or act_dry_run):
+            return self.actor
+        parts = dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback, on_stop=on_stop)
+        if not self._acting:
+            config = dict(self._act_config)  # parts given to the Monitor itself stay unless replaced
+            config.update({k: v for k, v in parts.items() if v is not None}, **(actor_options or {}))
+            config["dry_run"] = bool(act_dry_run) and not act
+            self._act_config = config
+            self._acting = True
+            actor = self._get_actor(actor_cls)
+            with self._state_lock:
+                if self.recommendation is not None:
+                    self._pending = self.recommendation  # advice that stood before acting was on
+            return actor
+        self._warn_once("second_actor",
+                        f"losswatch: acting was asked for twice on run {self.run_id}; the Monitor's one "
+                        f"Actor is shared and decides once per step (settings already given are kept)")
+        actor = self._get_actor(actor_cls)
+        if actor is not None:
+            actor.fill_in(**parts)
+        return actor
 
     # ------------------------------------------------------------------ background thread
     def _collect(self) -> list[str]:

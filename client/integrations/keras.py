@@ -64,6 +64,9 @@ class KerasActor(Actor):
             return "the Keras optimizer's LR is a schedule object; scale it in your code"
         return why
 
+    def _check_optimizer(self) -> str | None:
+        return None  # a Keras optimizer has no param_groups: its LR is a variable (scale_lr below)
+
     def _lr_is_variable(self) -> bool:
         lr = getattr(self.optimizer, "_learning_rate", None)
         return lr is not None and hasattr(lr, "assign")
