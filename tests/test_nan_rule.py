@@ -108,3 +108,21 @@ def test_on_alert_is_told_raised_escalated_resolved_for_a_nan_grad_norm_that_rep
     assert set(g[0] for g in got) <= set(EVENTS)
     nan = [a for a in mon.alerts if a["kind"] == "nan"]
     assert len(nan) == 1 and nan[0]["severity"] == "critical"  # one episode, escalated in place
+
+
+def test_on_alert_is_told_of_an_escalation_at_the_same_severity_and_not_of_a_mere_update():
+    got = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon = _quiet_monitor("events-same-severity", lambda a: got.append((a["event"], a["action"].get("factor"))))
+        cut = {"id": "d", "kind": "divergence", "severity": "critical", "step": 10, "last_step": 12,
+               "resolved_step": None, "action": {"type": "scale_lr", "factor": 0.1, "reason": "cut it 10x"}}
+        mon._apply_verdict([cut], cut["action"], "critical")  # as a service reply delivers it
+        longer = dict(cut, last_step=20, action=dict(cut["action"], reason="still cut it 10x"))
+        mon._apply_verdict([longer], longer["action"], "critical")  # same advice, new words: no event
+        again = dict(cut, last_step=40, action={"type": "scale_lr", "factor": 0.3, "reason": "cut it again"})
+        mon._apply_verdict([again], again["action"], "critical")  # same severity, new advice
+        mon._apply_verdict([dict(again, resolved_step=60)], None, "ok")
+        assert _wait_for(lambda: len(got) >= 3)
+        mon.close(timeout=0.2)
+    assert got == [("raised", 0.1), ("escalated", 0.3), ("resolved", 0.3)]
