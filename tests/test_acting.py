@@ -488,3 +488,37 @@ def test_a_monitor_whose_on_rollback_raises_keeps_logging_and_reports_nothing_ap
             assert mon.actions == [] and not mon.actor.stop_requested and _lrs(opt) == [1.0]
             assert mon.stats["buffered"] == 20  # every step was still logged
     assert sum("on_rollback" in m for m in _warnings(caplog)) == 1
+
+
+def test_the_monitor_spells_actor_options_like_the_integrations_and_the_old_spelling_still_works(monkeypatch) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    opt = _opt(1.0, groups=1)
+    with Monitor(run_id="act-options", act=True, optimizer=opt, actor_options={"cooldown_steps": 7, "max_actions": 2}) as mon:
+        assert (mon.actor.cooldown_steps, mon.actor.max_actions) == (7, 2)
+    with pytest.warns(DeprecationWarning, match="actor_options"):
+        old = Monitor(run_id="act-options-old", act=True, optimizer=opt, act_cooldown_steps=9, act_max=3)
+    with old:
+        assert (old.actor.cooldown_steps, old.actor.max_actions) == (9, 3)
+
+
+def test_a_framework_session_given_an_acting_monitor_shares_its_actor_with_one_warning(monkeypatch) -> None:
+    from losswatch.client import Monitor
+    from losswatch.client.integrations._common import Session
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    opt = _opt(1.0, groups=1)
+    stops = []
+    with Monitor(run_id="act-session", act=True, optimizer=opt) as mon:
+        with pytest.warns(RuntimeWarning, match="asked for twice") as caught:
+            a = Session(mon, act=True).make_actor(opt, on_stop=lambda: stops.append(1))
+            b = Session(mon, act=True).make_actor(opt)
+        assert a is b is mon.actor and len(caught) == 1  # said once per run
+        assert a.on_stop is not None  # a part the Monitor's Actor lacked, taken from the session
+    plain = Session(None, act=True, run_id="act-session-own")  # opens its own Monitor: acting turned on there
+    plain.open()
+    try:
+        assert plain.make_actor(opt) is plain.monitor.actor
+    finally:
+        plain.close()
