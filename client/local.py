@@ -78,11 +78,13 @@ class NanWatch:
         """Judge one record with a non-finite value; return the alert raised or escalated (a
         copy), or None when the open episode already says as much.
 
-        ``in_log``: called from ``log()`` on the step's Python floats (``loss`` None when it is a
-        tensor, read later). log() does not see every record, so it counts no grad-norm streak
+        ``in_log``: called from ``log()`` on the step's values; only Python floats are judged
+        there (a tensor is read later, in the background, without a host-device sync). log() does not see every record, so it counts no grad-norm streak
         (one record's verdict only); :meth:`observe` sees them all, in order, and does.
         """
-        loss = loss if loss.__class__ is float or not in_log else None
+        if in_log:  # a tensor is read later, off the hot path: comparing it here would sync the GPU
+            loss = loss if loss.__class__ is float else None
+            grad_norm = grad_norm if grad_norm.__class__ is float else None
         gn_bad = is_bad(grad_norm)
         with self._lock:
             if in_log:
