@@ -19,7 +19,15 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
   condition outlived the remedy); the cooldown applies either way;
 - **sanity**: a scale_lr factor outside [0.01, 10] is not applied, nor an LR-anomaly
   advice to raise an LR that the Actor itself cut;
-- **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
+- **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports;
+- **one Actor per run**: the Monitor owns it and integrations attach to it
+  (``Monitor.attach_actor``); it decides once per step, whoever offers the step.
+
+Each decision is an :class:`Outcome` whose :class:`Status` (applied, dry_run, waiting,
+cooling_down, capped, refused, failed) is what code reads; its ``reason`` is for people. Bad input
+(an ``on_rollback``/``on_stop`` that raises, an optimizer without ``param_groups``, a scheduler
+of a class the Actor cannot scale) is one warning on the ``losswatch`` logger: the run goes on and
+nothing is done in its place (docs/acting.md).
 
 Every applied (or dry-run) action is reported to the service through
 ``monitor.report_action(step, action, applied, dry_run)`` so it shows in the run's alerts, in
@@ -31,9 +39,10 @@ Supported schedulers for ``scale_lr`` (future values stay scaled; checked agains
 tests/test_acting.py): every ``torch.optim.lr_scheduler`` class shipped with torch 2.x —
 LambdaLR, MultiplicativeLR, StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
 PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR,
-ReduceLROnPlateau, and SequentialLR / ChainedScheduler of those. A scheduler of another kind gets
-its ``base_lrs`` scaled (the state every torch scheduler keeps), which is right for any schedule
-that is proportional to its base LR.
+ReduceLROnPlateau, and SequentialLR / ChainedScheduler of those. A subclass of torch's
+LRScheduler gets its ``base_lrs`` scaled (the state every torch scheduler keeps), which is right
+for any schedule that is proportional to its base LR. A scheduler of any other class is not
+scaled, and neither is the LR (see :meth:`Actor._check_scheduler`).
 """
 
 from __future__ import annotations
@@ -203,7 +212,7 @@ class Actor:
         A *critical* alert advising rollback (a NaN loss) with no ``on_rollback`` given: stop
         training instead (default True), since the weights are no longer usable.
     min_factor, max_factor : float
-        A scale_lr outside this range (default 0.01..10) is skipped: too large a change to make
+        A scale_lr outside this range (default 0.01..10) is refused: too large a change to make
         unattended.
     restart_on_cut : bool
         With ``on_rollback`` given: an LR cut on a critical alert whose evidence names the last
@@ -272,7 +281,7 @@ class Actor:
         self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
         self._clip_hook_handle: Any = None
         self._seen_advice: Any = None  # (alert, advice) last handed to apply() by follow()
-        self._retry_at: int | None = None  # follow() re-offers advice skipped for cooldown here
+        self._retry_at: int | None = None  # follow() re-offers advice held back by a cooldown here
         self._followed_step: int | None = None  # the step follow() last considered advice at
         # why the LR cannot be changed (None when it can), found once, each said in one warning
         self._optimizer_problem = self._check_optimizer()
@@ -467,7 +476,7 @@ class Actor:
 
     def _undoes_own_cut(self, act: dict[str, Any], alert: Any) -> str | None:
         """The detectors see the Actor's own LR cut as an LR anomaly (an unplanned drop) and may
-        advise raising the LR back; obeying would undo the rescue, so such advice is skipped."""
+        advise raising the LR back; obeying would undo the rescue, so such advice is refused."""
         if (act["type"] == "scale_lr" and _get(alert, "kind") == "lr_anomaly" and self.lr_scale < 1
                 and isinstance(act.get("factor"), (int, float)) and act["factor"] > 1):
             return f"the LR change flagged is losswatch's own cut (x{self.lr_scale:.3g}); not undone"

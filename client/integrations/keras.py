@@ -20,8 +20,8 @@ Where each number comes from:
 - val_loss: ``val_loss`` from ``on_epoch_end``, sent with the next batch's record.
 
 Acting (``act=True``/``act_dry_run=True``): scale_lr assigns ``optimizer.learning_rate`` (a
-constant LR only: a ``LearningRateSchedule`` object is not changed; the advice is then reported
-as skipped), clip_grad_norm sets ``optimizer.global_clipnorm``, stop sets ``model.stop_training``.
+constant LR only: a ``LearningRateSchedule`` object is not changed; the advice is then
+refused), clip_grad_norm sets ``optimizer.global_clipnorm``, stop sets ``model.stop_training``.
 
 keras is imported only when ``LosswatchCallback`` is first accessed.
 """
