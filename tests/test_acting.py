@@ -483,8 +483,8 @@ def test_a_monitor_whose_on_rollback_raises_keeps_logging_and_reports_nothing_ap
             mon.log(10, loss=float("nan"), grad_norm=1.0)  # caught in log(): rollback advised
             for step in range(11, 20):
                 mon.log(step, loss=1.0, grad_norm=1.0)  # the Actor tries at step 11; the run goes on
-            outcomes = [o for o in mon.actor.history if o.action["type"] == "rollback"]
-            assert [(o.step, o.status) for o in outcomes] == [(11, Status.FAILED)]
+            tried = [(o.step, o.status) for o in mon.actor.history if o.status in (Status.FAILED, Status.APPLIED)]
+            assert tried == [(11, Status.FAILED)]  # tried once (the detectors' copy of the alert is refused)
             assert mon.actions == [] and not mon.actor.stop_requested and _lrs(opt) == [1.0]
             assert mon.stats["buffered"] == 20  # every step was still logged
     assert sum("on_rollback" in m for m in _warnings(caplog)) == 1
