@@ -4,7 +4,6 @@ built with all its LRs times f gives), clipping, rollback, stop, and the guardra
 
 from __future__ import annotations
 
-
 import warnings
 
 import pytest
