@@ -1,12 +1,15 @@
-"""The events of an alert's life, named once for every consumer (the client's ``on_alert``,
-replay, metrics, notifications): ``raised``, ``escalated``, ``resolved``.
+"""The events of an alert's life, named once for every consumer (the engine's alert copies,
+the client's ``on_alert``, replay, metrics, notifications): ``raised``, ``escalated``,
+``updated``, ``resolved``.
 
 Standard library only, so the client uses it without numpy.
 
 An alert is an episode: raised once, then updated. An update is an *escalation* when it asks for
-more than the version the consumer last saw: a higher severity, or a different action (a further
-LR cut, a rollback after a cut) at any severity. The first version with a ``resolved_step`` is
-the resolution. Anything else (a longer episode, new evidence) is no event.
+more than the version before it: a higher severity, or another action (a further LR cut, a
+rollback after a cut) at any severity; dropping the action to "none" asks nothing new. The first
+version with a ``resolved_step`` is the resolution. Anything else (a longer episode, new
+evidence, new words, a lower severity) is an ``updated`` copy: consumers that tell people
+(``on_alert``, notifications) skip it.
 
 >>> event_between(None, {"severity": "warning", "action": {"type": "none"}})
 'raised'
@@ -26,12 +29,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["RAISED", "ESCALATED", "RESOLVED", "EVENTS", "event_between"]
+__all__ = ["RAISED", "ESCALATED", "UPDATED", "RESOLVED", "EVENTS", "ALERT_EVENTS", "escalates",
+           "event_between"]
 
 RAISED = "raised"
 ESCALATED = "escalated"
+UPDATED = "updated"
 RESOLVED = "resolved"
+#: the events a person is told of
 EVENTS = (RAISED, ESCALATED, RESOLVED)
+#: every event an alert copy can carry (``Alert.event``)
+ALERT_EVENTS = (RAISED, ESCALATED, UPDATED, RESOLVED)
 
 _RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -44,6 +52,19 @@ def _advice(alert: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in action.items() if k != "reason"))
 
 
+def escalates(old_severity: str, old_advice: tuple, new_severity: str, new_advice: tuple) -> bool:
+    """The rule: a higher severity, or another action (advice tuples as ``_advice`` builds them:
+    type and parameters, without the words) that is not "none"."""
+    if _RANK.get(new_severity, 0) > _RANK.get(old_severity, 0):
+        return True
+    return bool(new_advice) and new_advice != old_advice and dict(new_advice).get("type") != repr("none")
+
+
+def advice_of(action_type: str, params: dict[str, Any]) -> tuple:
+    """The advice tuple of an action given as its type and parameters (``types.Action``)."""
+    return _advice({"action": {"type": action_type, **params}})
+
+
 def event_between(previous: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
     """The event that ``new`` is after ``previous`` (the version of the same alert the consumer
     last saw; None when it saw none), or None when the update is no event."""
@@ -54,8 +75,6 @@ def event_between(previous: dict[str, Any] | None, new: dict[str, Any]) -> str |
         return None  # told already that it ended
     if resolved:
         return RESOLVED
-    if _RANK.get(new.get("severity"), 0) > _RANK.get(previous.get("severity"), 0):
-        return ESCALATED
-    if _advice(new) != _advice(previous):
+    if escalates(previous.get("severity"), _advice(previous), new.get("severity"), _advice(new)):
         return ESCALATED
     return None
