@@ -20,8 +20,7 @@ demo holds, so the kernel closes it when the demo goes, however it goes, and a t
 service that waits for end-of-file on stdin then stops it with SIGTERM. Chosen over Linux's
 ``PR_SET_PDEATHSIG`` (Linux only, and it fires when the *thread* that started the child exits,
 not the process) and over polling ``os.getppid()`` (a delay, and the parent's pid can be reused
-or be a sub-reaper's): the pipe is immediate, needs no polling and works on every POSIX system
-and on Windows.
+or be a sub-reaper's): the pipe is immediate, needs no polling and works on every POSIX system.
 """
 
 from __future__ import annotations
