@@ -177,3 +177,14 @@ def test_a_service_with_tokens_asks_for_one(service_factory):
     res = losswatch("runs", "--url", svc.url, env={"LOSSWATCH_TOKEN": "secret-a"})  # the client's variable
     assert res.returncode == 0, res.stderr
     assert "no runs" in res.stderr
+
+
+def test_the_sparkline_marks_non_finite_values_gaps_and_falls_back_to_linear():
+    from losswatch.service.terminal import NOT_FINITE, sparkline
+
+    line, log = sparkline(list(range(8)), [1.0, 10.0, 100.0, None, None, 1000.0, float("inf"), 5.0], 8)
+    assert log and line[0] == "▁" and line[5] == "█" and line[3:5] == "  " and line[6] == NOT_FINITE
+    assert line[1] == "▃" and line[2] == "▆"  # equal steps on the log scale: 1, 10, 100, 1000
+    line, log = sparkline([0, 1, 2], [0.0, 1.0, 2.0], 80)  # a zero: no log scale; one column a step
+    assert not log and line == "▁▅█"
+    assert sparkline([], [], 10) == ("", True)

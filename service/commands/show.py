@@ -28,11 +28,18 @@ EXIT_MISSING_EXTRA = 2
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN", help="the run id (`losswatch runs` lists them)")
-    p.add_argument("--history", type=int, default=10, help="alert events and actions to list (default 10)")
-    p.add_argument("--width", type=int, default=None,
+    p.add_argument("--history", type=_positive, default=10, help="alert events and actions to list (default 10)")
+    p.add_argument("--width", type=_positive, default=None,
                    help="sparkline width in characters (default: the terminal's, at most 100)")
     p.add_argument("--png", metavar="FILE", help="also write a plot of loss, grad-norm and LR (needs matplotlib)")
     add_service_arguments(p)
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
