@@ -1,8 +1,8 @@
 """The client alone, as a user installs it into a training environment: the wheel built from this
 checkout, installed WITHOUT extras (so with no dependency at all) into a fresh virtual
 environment, streams a small training-like loop to a real service, and never needs numpy. The
-read-only commands (`losswatch runs`, `show`) work in that install too, and `show --png` names
-the extra it lacks. Nothing is downloaded: the build uses this environment's setuptools."""
+read-only commands (`losswatch runs`, `show`, `export`) work in that install too, and `show --png`
+and `demo` name the extra they lack. Nothing is downloaded: the build uses this environment's setuptools."""
 
 from __future__ import annotations
 
@@ -106,3 +106,5 @@ def test_the_read_commands_work_in_a_client_only_install(client_venv, service_pr
     plot = run([str(losswatch), "show", run_ids[0], "--png", str(tmp_path / "p.png")], env, cwd=tmp_path)
     assert plot.returncode == 2 and "losswatch[plot]" in plot.stderr, plot.stderr
     assert not (tmp_path / "p.png").exists()
+    demo = run([str(losswatch), "demo", "--no-wait"], env, cwd=tmp_path)  # needs the server extra
+    assert demo.returncode == 2 and "losswatch[server]" in demo.stderr, demo.stderr

@@ -227,11 +227,13 @@ def _alert_lines(alert: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     try:
         import numpy as np
-    except ImportError:
-        print("losswatch demo needs numpy: pip install 'losswatch[server]'", file=sys.stderr)
+
+        from losswatch.service.api.page import RUN_PAGE_PREFIX  # FastAPI
+    except ImportError as e:
+        print(f"losswatch demo needs the server extra ({e.name} is missing): pip install 'losswatch[server]'",
+              file=sys.stderr)
         return 2
     from losswatch.client import Monitor
-    from losswatch.service.api.page import RUN_PAGE_PREFIX
 
     # installed, not inherited: a shell starts a background job with SIGINT ignored
     main_thread = threading.current_thread() is threading.main_thread()
