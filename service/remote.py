@@ -17,6 +17,8 @@ import os
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from losswatch.detectors.codec import decode_float
+
 DEFAULT_URL = "http://127.0.0.1:8000"  # where `losswatch serve` listens by default
 EXIT_ANSWERED = 1
 EXIT_NO_SERVICE = 2
@@ -103,9 +105,8 @@ class Service:
         return doc
 
 
-def to_float(v: Any) -> float | None:
-    """A value as the API writes it ("NaN", "Infinity", "-Infinity" for the non-finite) -> float."""
-    return None if v is None else float(v)
+#: a value as the API writes it ("NaN", "Infinity", "-Infinity" for the non-finite) -> float
+to_float = decode_float
 
 
 def _detail(reply: Any) -> str:

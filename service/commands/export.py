@@ -21,11 +21,11 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import sys
 from typing import Any, Iterator
 
+from losswatch.detectors.codec import encode_float
 from losswatch.service.remote import LookError, Service, add_service_arguments
 
 FIELDS = ("loss", "grad_norm", "lr", "val_loss")
@@ -97,12 +97,7 @@ def csv_lines(series: dict[str, Any]) -> Iterator[str]:
     yield buf.getvalue()
 
 
-def _json_value(v: float) -> float | str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
+_json_value = encode_float  # the wire's spelling of non-finite values
 
 
 def jsonl_lines(series: dict[str, Any]) -> Iterator[str]:
