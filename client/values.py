@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import operator
 
-from losswatch.detectors.codec import encode_float
+from losswatch.detectors.wire import VALUE_FIELDS, encode_float
 
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
+_FIELDS = VALUE_FIELDS
 
 
 def is_tensor(v: Any) -> bool:

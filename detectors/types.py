@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import NONFINITE, decode_float, encode_float  # noqa: F401 - the schema's codec
+from .wire import NONFINITE, decode_float, encode_float  # noqa: F401 - the schema's codec
 from .events import ALERT_EVENTS as _EVENTS
 
 KINDS = (

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from losswatch.detectors.codec import decode_float, encode_float
+from losswatch.detectors.wire import decode_float, encode_float
 
 from .stores.base import VALUE_FIELDS, Columns
 

@@ -17,7 +17,7 @@ import os
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from losswatch.detectors.codec import decode_float
+from losswatch.detectors.wire import VALUE_FIELDS, decode_float
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # where `losswatch serve` listens by default
 EXIT_ANSWERED = 1
@@ -99,7 +99,7 @@ class Service:
         all of them without ``max_points`` (the endpoint answers a range in one reply)."""
         doc = self.get(f"/v1/runs/{quote(run_id, safe='')}/steps", max_points=max_points)
         series = doc["series"]
-        for name in ("loss", "grad_norm", "lr", "val_loss"):
+        for name in VALUE_FIELDS:
             series[name] = [to_float(v) for v in series[name]]
         series["extra"] = [{k: to_float(v) for k, v in x.items()} if x else None for x in series["extra"]]
         return doc

@@ -25,10 +25,10 @@ import os
 import sys
 from typing import Any, Iterator
 
-from losswatch.detectors.codec import encode_float
+from losswatch.detectors.wire import VALUE_FIELDS, encode_float
 from losswatch.service.remote import LookError, Service, add_service_arguments
 
-FIELDS = ("loss", "grad_norm", "lr", "val_loss")
+FIELDS = VALUE_FIELDS
 EXIT_CANNOT_WRITE = 2
 
 

@@ -1,9 +1,10 @@
-"""The wire codec of values: JSON has no NaN, so a non-finite float travels as a string.
+"""The wire format of a step record: its value fields, and how their values travel (JSON has no
+NaN, so a non-finite float travels as a string).
 
-The one definition for every part (the client's sender, the service's ingest and answers, the
-stores, the CLI): a NaN is a value (the loss was NaN), not a missing one, and must stay visible;
-``None`` (null) is "not logged". Standard library only and tiny, so the client imports it without
-cost.
+The one definition for every part (the client's sender, the service's ingest, stores and
+answers, the CLI, the detectors' batches): a NaN is a value (the loss was NaN), not a missing one,
+and must stay visible; ``None`` (null) is "not logged". Standard library only and tiny, so the
+client imports it without cost.
 
 >>> encode_float(float("nan")), encode_float(float("-inf")), encode_float(2.5), encode_float(None)
 ('NaN', '-Infinity', 2.5, None)
@@ -19,6 +20,9 @@ import math
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+#: A record's value fields, besides ``step`` (and ``ts``, ``extra``): what a training loop logs
+VALUE_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
 
 #: The wire's spellings of the non-finite values (JSON has no NaN), case-insensitive; the
 #: service reads these, and writes "NaN", "Infinity" and "-Infinity" (:func:`encode_float`).
