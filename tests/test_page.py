@@ -163,6 +163,18 @@ def test_run_page_plots_a_diverging_run_live(chromium, service_factory, tmp_path
     table = chromium.js("document.querySelector('#alerts').innerText")
     for a in bad:
         assert a["message"] in table and a["action"]["reason"] in table
+    # the alerts of one incident (the NaN that ends the divergence) are one group, named by its
+    # first alert
+    rows = chromium.js("[...document.querySelectorAll('#alerts tr.alert-row')].map(r => "
+                       "[r.dataset.alertId, r.dataset.incident, r.cells[0].innerText])")
+    incident = {a["id"]: a["incident"] for a in alerts}
+    assert [r[1] for r in rows] == [incident[r[0]] for r in rows]
+    groups = [r[1] for r in rows]
+    assert groups == sorted(groups, key=groups.index)  # each incident's rows are adjacent
+    nan_alert = next(a for a in bad if a["kind"] == "nan")
+    opener = next(a for a in alerts if a["id"] == nan_alert["incident"])
+    assert opener["kind"] != "nan"  # the NaN joined the incident the run-away opened
+    assert f"{opener['kind']} at step {opener['step']}" in [r[2] for r in rows if r[0] == nan_alert["id"]][0]
     assert "the loss is running away" in chromium.js("document.querySelector('#actions').innerText")
     assert chromium.js("document.querySelector('h1 .badge').textContent") == "critical"
 

@@ -86,18 +86,31 @@ function renderPlots() {
 
 function renderAlerts(run) {
   const active = new Set(run.active_alerts.map((a) => a.id));
-  const rows = [...alertsDoc.alerts].sort((a, b) => b.step - a.step).map((a) => {
+  // the alerts of one incident (a spike inside a divergence, the NaN that ends it) sit together,
+  // newest incident first; the incident is named by its first alert ("divergence at step 120")
+  const opened = new Map();
+  for (const a of alertsDoc.alerts) {
+    const key = a.incident || a.id;
+    opened.set(key, Math.min(opened.has(key) ? opened.get(key) : Infinity, a.step));
+  }
+  const incidentOf = (a) => a.incident || a.id;
+  const incidentName = (a) => {
+    const parts = incidentOf(a).split(":");
+    return parts.length >= 3 ? `${parts[parts.length - 2].split(".")[0]} at step ${parts[parts.length - 1]}` : incidentOf(a);
+  };
+  const order = (a, b) => (opened.get(incidentOf(b)) - opened.get(incidentOf(a))) || (b.step - a.step);
+  const rows = [...alertsDoc.alerts].sort(order).map((a) => {
     const state = active.has(a.id) ? "active" : a.resolved_step !== null && a.resolved_step !== undefined
       ? `resolved at step ${a.resolved_step}` : "ended";
     const advice = a.action && a.action.type ? [el("code", {}, actionText(a.action)), " ", a.action.reason || ""] : [];
-    return el("tr", { class: `alert-row ${a.severity}`, "data-alert-id": a.id },
-      el("td", {}, badge(a.severity)), el("td", {}, a.kind),
+    return el("tr", { class: `alert-row ${a.severity}`, "data-alert-id": a.id, "data-incident": incidentOf(a) },
+      el("td", {}, incidentName(a)), el("td", {}, badge(a.severity)), el("td", {}, a.kind),
       el("td", { class: "num" }, a.last_step && a.last_step !== a.step ? `${a.step}–${a.last_step}` : a.step),
       el("td", {}, a.message), el("td", {}, ...advice),
       el("td", {}, state + (a.acknowledged ? ", acknowledged" : "")));
   });
   const body = document.querySelector("#alerts tbody");
-  body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no alert"))]));
+  body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "no alert"))]));
 }
 
 function renderActions() {
