@@ -108,6 +108,9 @@ async def post_steps(request: Request) -> Response:
         for a in res.alerts:
             if a["id"] in res.new_alert_ids:
                 metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
+        notifier = request.app.state.notifier
+        if notifier is not None and res.alerts:
+            notifier.submit(res.alerts, res.project)
         code = 200
         return json_response({
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
