@@ -101,7 +101,7 @@ class Settings:
     metrics_ttl: int = _setting("LOSSWATCH_METRICS_TTL", "seconds a quiet run stays in /metrics", 900)
     retry_after: int = _setting("LOSSWATCH_RETRY_AFTER", "Retry-After seconds on a 503 (store down)", 2)
     notify: tuple[Receiver, ...] = _setting(
-        "LOSSWATCH_NOTIFY", "webhooks POSTed each raised or escalated alert of warning or worse: URLs separated "
+        "LOSSWATCH_NOTIFY", "webhooks that get each raised or escalated alert of warning or worse: URLs separated "
         "by spaces or commas, `URL#project=NAME` for one project's alerts only ([notifications.md]"
         "(notifications.md))", default_factory=tuple)
     public_url: str = _setting("LOSSWATCH_PUBLIC_URL", "the service's address as users reach it, for the run "
