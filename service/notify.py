@@ -108,6 +108,11 @@ def run_link(public_url: str, run_id: str) -> str:
     return f"{public_url.rstrip('/')}/runs/{run_id}"
 
 
+def slack_escape(text: str) -> str:
+    """Slack reads ``<...>`` as a link or mention and ``&`` as an entity: written out as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def message(alert: dict[str, Any], project: str, public_url: str, held_back: int = 0) -> dict[str, Any]:
     """The JSON body for one alert event: Slack's ``text`` plus the alert for programs."""
     run_id = alert["run_id"]
@@ -115,9 +120,9 @@ def message(alert: dict[str, Any], project: str, public_url: str, held_back: int
     advice = (alert.get("action") or {}).get("reason") or ""
     lines = [f"*[{alert['severity']}] {alert['kind']}* {alert['event']} in run `{run_id}` "
              f"(project `{project}`) at step {alert['last_step']}",
-             alert["message"]]
+             slack_escape(alert["message"])]
     if advice:
-        lines.append(f"Advice: {advice}")
+        lines.append(f"Advice: {slack_escape(advice)}")
     lines.append(f"<{link}|Open the run>")
     if held_back:
         lines.append(f"({held_back} earlier notification(s) of this run held back by the rate limit)")
