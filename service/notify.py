@@ -43,6 +43,7 @@ ATTEMPTS = 10                # then given up: about 4 minutes of retries
 BACKOFF_S = 0.5              # first retry delay, doubled each attempt (with jitter) ...
 BACKOFF_MAX_S = 60.0         # ... up to this
 CLAIM_TTL_S = 86_400         # how long a replica's claim on a notification is kept in the store
+DRAIN_S = 2.0                # at shutdown, time left to the queues to empty before they are dropped
 
 
 class ReceiverError(ValueError):
@@ -58,7 +59,8 @@ class Receiver:
     def where(self) -> str:
         """The URL without its path and query, for logs (a webhook's path is often its secret)."""
         p = urlsplit(self.url)
-        return f"{p.scheme}://{p.netloc}/..."
+        port = f":{p.port}" if p.port else ""
+        return f"{p.scheme}://{p.hostname}{port}/..."
 
     @property
     def tag(self) -> str:
@@ -184,13 +186,12 @@ class Notifier:
     """Owns one queue and one worker task per receiver; ``submit`` never waits."""
 
     def __init__(self, receivers: Iterable[Receiver], *, public_url: str, per_minute: int, counts: Any,
-                 claim: Claim, post: Callable[[str, bytes, float], tuple[bool, bool, str]] = post_json) -> None:
+                 claim: Claim) -> None:
         self.receivers = tuple(receivers)
         self.public_url = public_url
         self.limit = RunRateLimit(per_minute)
         self.counts = counts                    # ServiceMetrics.notification(result)
         self.claim = claim                      # Store.claim_notification
-        self.post = post
         self._queues = [asyncio.Queue(QUEUE_SIZE) for _ in self.receivers]
         self._tasks: list[asyncio.Task] = []
 
@@ -199,6 +200,13 @@ class Notifier:
                        for r, q in zip(self.receivers, self._queues)]
 
     async def stop(self) -> None:
+        """Give the queued notifications a moment to go out, then stop the workers."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues)), DRAIN_S)
+        except asyncio.TimeoutError:
+            log.warning("notifications still queued at shutdown dropped: %s",
+                        ", ".join(f"{q.qsize()} for {r.where}" for r, q in zip(self.receivers, self._queues)
+                                  if q.qsize()))
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -236,6 +244,8 @@ class Notifier:
                 raise
             except Exception:                   # a bug must not stop the receiver's worker
                 log.exception("notification to %s failed", r.where)
+            finally:
+                q.task_done()
 
     async def _claimed(self, r: Receiver, key: str) -> bool:
         from .stores.base import StoreUnavailable
@@ -249,7 +259,7 @@ class Notifier:
 
     async def _deliver(self, r: Receiver, body: bytes) -> None:
         for attempt in range(ATTEMPTS):
-            ok, retry, why = await asyncio.to_thread(self.post, r.url, body, TIMEOUT_S)
+            ok, retry, why = await asyncio.to_thread(post_json, r.url, body, TIMEOUT_S)
             if ok:
                 self.counts("sent")
                 return

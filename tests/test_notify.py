@@ -9,6 +9,8 @@ import asyncio
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,6 +136,14 @@ def test_receiver_syntax_and_bad_settings() -> None:
             Settings.from_env({"LOSSWATCH_NOTIFY": bad})
     with pytest.raises(SettingsError, match="LOSSWATCH_PUBLIC_URL"):
         Settings.from_env({"LOSSWATCH_PUBLIC_URL": "losswatch.example"})
+
+
+def test_serve_refuses_a_bad_receiver_and_names_it() -> None:
+    res = subprocess.run([sys.executable, "-m", "losswatch.service.cli", "serve", "--port", "0",
+                          "--notify", "http://ok.example/hook", "--notify", "hooks.example/no-scheme"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "LOSSWATCH_NOTIFY: 'hooks.example/no-scheme' is not an http:// or https:// URL" in res.stderr
 
 
 def test_a_critical_alert_reaches_its_receivers_once_with_a_link_to_the_run(service_factory, receivers):
