@@ -63,7 +63,7 @@ def import_time_us(runs: int = 15) -> dict[str, float]:
             if len(parts) == 3 and parts[2] == "losswatch.client":
                 vals.append(int(parts[1]))
     heavy = subprocess.run([sys.executable, "-c", "import sys, losswatch.client; "
-                            "print(sorted(m for m in ('torch','numpy','fastapi','losswatch.detectors') if m in sys.modules))"],
+                            "print(sorted(m for m in ('torch','numpy','fastapi','losswatch.detectors.engine') if m in sys.modules))"],
                            capture_output=True, text=True, cwd=str(REPO)).stdout.strip()
     return {"median_ms": statistics.median(vals) / 1000, "min_ms": min(vals) / 1000,
             "runs": len(vals), "heavy_modules_loaded": heavy}

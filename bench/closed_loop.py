@@ -246,7 +246,7 @@ def train(cfg: Config, seed: int, act: bool, data: dict) -> Outcome:
         final = math.inf
     out = Outcome(final_loss=final, curve=curve[::10], seconds=time.process_time() - t0)
     if advice is not None:
-        out.actions = [{"step": a["step"], "status": a["status"], **{k: v for k, v in a["action"].items() if k != "reason"}}
+        out.actions = [{"step": a.step, "status": a.status.value, **{k: v for k, v in a.action.items() if k != "reason"}}
                        for a in actor.actions]
         out.alerts = sorted({f"{a['kind']}/{a['severity']}" for a in advice.raised})
     return out

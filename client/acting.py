@@ -19,7 +19,15 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
   condition outlived the remedy); the cooldown applies either way;
 - **sanity**: a scale_lr factor outside [0.01, 10] is not applied, nor an LR-anomaly
   advice to raise an LR that the Actor itself cut;
-- **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports.
+- **dry run**: ``dry_run=True`` decides exactly as above but changes nothing; it only reports;
+- **one Actor per run**: the Monitor owns it and integrations attach to it
+  (``Monitor.attach_actor``); it decides once per step, whoever offers the step.
+
+Each decision is an :class:`Outcome` whose :class:`Status` (applied, dry_run, waiting,
+cooling_down, capped, refused, failed) is what code reads; its ``reason`` is for people. Bad input
+(an ``on_rollback``/``on_stop`` that raises, an optimizer without ``param_groups``, a scheduler
+of a class the Actor cannot scale) is one warning on the ``losswatch`` logger: the run goes on and
+nothing is done in its place (docs/acting.md).
 
 Every applied (or dry-run) action is reported to the service through
 ``monitor.report_action(step, action, applied, dry_run)`` so it shows in the run's alerts, in
@@ -31,23 +39,52 @@ Supported schedulers for ``scale_lr`` (future values stay scaled; checked agains
 tests/test_acting.py): every ``torch.optim.lr_scheduler`` class shipped with torch 2.x —
 LambdaLR, MultiplicativeLR, StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR,
 PolynomialLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR,
-ReduceLROnPlateau, and SequentialLR / ChainedScheduler of those. A scheduler of another kind gets
-its ``base_lrs`` scaled (the state every torch scheduler keeps), which is right for any schedule
-that is proportional to its base LR.
+ReduceLROnPlateau, and SequentialLR / ChainedScheduler of those. A subclass of torch's
+LRScheduler gets its ``base_lrs`` scaled (the state every torch scheduler keeps), which is right
+for any schedule that is proportional to its base LR. A scheduler of any other class is not
+scaled, and neither is the LR (see :meth:`Actor._check_scheduler`).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Actor", "StopTraining", "SUPPORTED_ACTIONS"]
+__all__ = ["Actor", "Outcome", "Status", "StopTraining", "SUPPORTED_ACTIONS", "scale_scheduler"]
 
 log = logging.getLogger("losswatch.acting")
 
 SUPPORTED_ACTIONS = ("scale_lr", "clip_grad_norm", "rollback", "stop")
+
+
+class Status(str, enum.Enum):
+    """What the Actor did with one piece of advice (a str, so ``status == "applied"`` reads)."""
+
+    APPLIED = "applied"  # the change was made
+    DRY_RUN = "dry_run"  # decided as if applied; nothing changed (``dry_run=True``)
+    WAITING = "waiting"  # waits for the alert to be confirmed (a later step, a longer episode)
+    COOLING_DOWN = "cooling_down"  # too soon after the last intervention; offered again after it
+    CAPPED = "capped"  # the run's cap of interventions is reached
+    REFUSED = "refused"  # not something to do: no advice, unsupported, unsafe, already acted on
+    FAILED = "failed"  # tried, and the optimizer or the user's function raised: nothing else done
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One decision: at ``step``, ``action`` (a dict) got ``status``, because ``reason``."""
+
+    step: int
+    action: dict
+    status: Status
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "action": dict(self.action), "status": self.status.value,
+                "reason": self.reason}
 
 
 class StopTraining(Exception):
@@ -175,7 +212,7 @@ class Actor:
         A *critical* alert advising rollback (a NaN loss) with no ``on_rollback`` given: stop
         training instead (default True), since the weights are no longer usable.
     min_factor, max_factor : float
-        A scale_lr outside this range (default 0.01..10) is skipped: too large a change to make
+        A scale_lr outside this range (default 0.01..10) is refused: too large a change to make
         unattended.
     restart_on_cut : bool
         With ``on_rollback`` given: an LR cut on a critical alert whose evidence names the last
@@ -190,7 +227,7 @@ class Actor:
     >>> actor = Actor(opt, cooldown_steps=10)
     >>> alert = {"id": "r:divergence:5", "step": 5, "last_step": 9, "kind": "divergence",
     ...          "severity": "critical", "action": {"type": "scale_lr", "factor": 0.1}}
-    >>> actor.apply(9, alert["action"], alert)["status"]
+    >>> actor.apply(9, alert["action"], alert).status.value
     'applied'
     >>> opt.param_groups[0]["lr"]
     0.1
@@ -244,10 +281,14 @@ class Actor:
         self._pending: dict[str, int] = {}  # action type -> step it was first recommended at
         self._clip_hook_handle: Any = None
         self._seen_advice: Any = None  # (alert, advice) last handed to apply() by follow()
-        self._retry_at: int | None = None  # follow() re-offers advice skipped for cooldown here
+        self._retry_at: int | None = None  # follow() re-offers advice held back by a cooldown here
+        self._followed_step: int | None = None  # the step follow() last considered advice at
+        # why the LR cannot be changed (None when it can), found once, each said in one warning
+        self._optimizer_problem = self._check_optimizer()
+        self._scheduler_problem = self._check_scheduler()
 
     # ------------------------------------------------------------------ decisions
-    def follow(self, step: int, monitor: Any = None) -> dict[str, Any] | None:
+    def follow(self, step: int, monitor: Any = None) -> Outcome | None:
         """Consider the monitor's current advice; call once per step, after ``monitor.log``.
 
         Reads ``monitor.recommendation`` and the active alert that carries it, and calls
@@ -255,12 +296,16 @@ class Actor:
         confirmation, and once more when a cooldown that held back standing advice ends. Cheap
         when there is no advice (two attribute reads).
 
-        Returns the outcome of :meth:`apply`, or None when nothing was considered.
+        One decision per step: a second call at the same step (the Monitor that owns this Actor
+        and an integration attached to it both offer the step) considers nothing.
+
+        Returns the :class:`Outcome` of :meth:`apply`, or None when nothing was considered.
         """
         monitor = monitor if monitor is not None else self.monitor
         advice = getattr(monitor, "recommendation", None)
-        if not advice:
+        if not advice or step == self._followed_step:
             return None
+        self._followed_step = step
         alert = _alert_for(monitor, advice)
         key = (_alert_key(alert), repr(sorted(advice.items())) if isinstance(advice, dict) else repr(advice))
         retry = self._retry_at is not None and step >= self._retry_at
@@ -269,10 +314,25 @@ class Actor:
         self._seen_advice = key
         self._retry_at = None
         outcome = self.apply(step, advice, alert)
-        if outcome["status"] == "skipped" and outcome["why"].startswith("cooldown"):
+        if outcome.status is Status.COOLING_DOWN:
             # standing advice that arrived during a cooldown is offered again when it ends
             self._retry_at = self._last_action_step + self.cooldown_steps
         return outcome
+
+    def fill_in(self, optimizer: Any = None, scheduler: Any = None, on_rollback: Callable | None = None,
+                on_stop: Callable | None = None) -> None:
+        """Take the parts this Actor lacks (None) from a second party asked to act on the same
+        run; the parts it has stay."""
+        if self.optimizer is None and optimizer is not None:
+            self.optimizer = optimizer
+            self._optimizer_problem = self._check_optimizer()
+        if self.scheduler is None and scheduler is not None:
+            self.scheduler = scheduler
+            self._scheduler_problem = self._check_scheduler()
+        if self.on_rollback is None:
+            self.on_rollback = on_rollback
+        if self.on_stop is None:
+            self.on_stop = on_stop
 
     def offer_again_at(self, step: int) -> int | None:
         """From which step :meth:`follow` should be offered the standing advice again: ``step``
@@ -282,24 +342,24 @@ class Actor:
             return step
         return self._retry_at
 
-    def apply(self, step: int, action: Any, alert: Any = None) -> dict[str, Any]:
+    def apply(self, step: int, action: Any, alert: Any = None) -> Outcome:
         """Consider one recommendation at ``step``; apply it if the guardrails allow.
 
         Returns
         -------
-        dict
-            ``{"step", "action", "status", "why"}`` with status one of ``applied``,
-            ``dry_run``, ``pending`` (waits for confirmation), ``skipped``. Also appended to
-            :attr:`history`. Never raises on a bad recommendation (it is skipped and logged).
+        Outcome
+            Its :class:`Status` says what happened and ``reason`` why; also appended to
+            :attr:`history`. Never raises: a bad recommendation is refused, an effect that raises
+            (the user's ``on_rollback``, an optimizer) is one warning and a ``failed`` outcome.
         """
         try:
             act = _action_dict(action)
         except TypeError as exc:
-            return self._record(step, {"type": "none"}, "skipped", str(exc))
+            return self._record(step, {"type": "none"}, Status.REFUSED, str(exc))
         kind = act.get("type", "none")
         alert_id = _get(alert, "id")
         if kind in (None, "none"):
-            return self._record(step, act, "skipped", "no action recommended")
+            return self._record(step, act, Status.REFUSED, "no action recommended")
         if (kind == "rollback" and self.on_rollback is None and self.stop_when_no_rollback
                 and _get(alert, "severity") == "critical"):
             # the weights are unusable (NaN, a divergence past saving) and there is no checkpoint
@@ -308,24 +368,24 @@ class Actor:
                    f"on_rollback function was given, so training stops instead. {act.get('reason', '')}".strip()}
             kind = "stop"
         if kind not in SUPPORTED_ACTIONS:
-            return self._record(step, act, "skipped", f"action {kind!r} is not something the Actor can do")
+            return self._record(step, act, Status.REFUSED, f"action {kind!r} is not something the Actor can do")
         why_not = self._unsupported_reason(act) or self._undoes_own_cut(act, alert)
         if why_not:
-            return self._record(step, act, "skipped", why_not)
+            return self._record(step, act, Status.REFUSED, why_not)
         if alert_id is not None and alert_id in self._acted_alerts and not self._escalated(alert) \
                 and not self._persists(alert, step):
-            return self._record(step, act, "skipped", f"already acted on alert {alert_id}")
+            return self._record(step, act, Status.REFUSED, f"already acted on alert {alert_id}")
         if self.n_actions >= self.max_actions:
-            return self._record(step, act, "skipped", f"cap of {self.max_actions} actions reached")
+            return self._record(step, act, Status.CAPPED, f"cap of {self.max_actions} actions reached")
         if self._last_action_step is not None and step - self._last_action_step < self.cooldown_steps:
             return self._record(
-                step, act, "skipped",
+                step, act, Status.COOLING_DOWN,
                 f"cooldown: last action at step {self._last_action_step}, next allowed at "
                 f"{self._last_action_step + self.cooldown_steps}",
             )
         if not self._confirmed(step, kind, alert):
             self._pending.setdefault(kind, step)
-            return self._record(step, act, "pending", "waiting for the next step to confirm the alert")
+            return self._record(step, act, Status.WAITING, "waiting for the next step to confirm the alert")
         self._pending.pop(kind, None)
         if alert_id is not None:
             self._acted_alerts[alert_id] = step
@@ -333,14 +393,13 @@ class Actor:
         self.n_actions += 1
         self._last_action_step = step
         if self.dry_run:
-            outcome = self._record(step, act, "dry_run", "dry run: nothing changed")
+            outcome = self._record(step, act, Status.DRY_RUN, "dry run: nothing changed")
         else:
             try:
                 detail = self._do(step, act)
             except Exception as exc:  # acting must never crash training
-                log.warning("losswatch could not apply %s: %s", act, exc)
-                return self._record(step, act, "skipped", f"failed: {exc}")
-            outcome = self._record(step, act, "applied", detail)
+                return self._failed(step, act, exc)
+            outcome = self._record(step, act, Status.APPLIED, detail)
         self._report(step, act, applied=not self.dry_run)
         self._restart_after_cut(step, act, alert)
         return outcome
@@ -393,14 +452,14 @@ class Actor:
                     "reason": f"the LR was cut because {why}; restarting from step {good}, "
                               f"the state the detector named, at the lower LR"}
         if self.dry_run:
-            self._record(step, rollback, "dry_run", "dry run: nothing changed")
+            self._record(step, rollback, Status.DRY_RUN, "dry run: nothing changed")
         else:
             try:
                 detail = self._do(step, rollback)
             except Exception as exc:
-                log.warning("losswatch could not roll back: %s", exc)
+                self._failed(step, rollback, exc)
                 return
-            self._record(step, rollback, "applied", detail)
+            self._record(step, rollback, Status.APPLIED, detail)
         self._report(step, rollback, applied=not self.dry_run)
 
     def _confirmed(self, step: int, kind: str, alert: Any) -> bool:
@@ -417,7 +476,7 @@ class Actor:
 
     def _undoes_own_cut(self, act: dict[str, Any], alert: Any) -> str | None:
         """The detectors see the Actor's own LR cut as an LR anomaly (an unplanned drop) and may
-        advise raising the LR back; obeying would undo the rescue, so such advice is skipped."""
+        advise raising the LR back; obeying would undo the rescue, so such advice is refused."""
         if (act["type"] == "scale_lr" and _get(alert, "kind") == "lr_anomaly" and self.lr_scale < 1
                 and isinstance(act.get("factor"), (int, float)) and act["factor"] > 1):
             return f"the LR change flagged is losswatch's own cut (x{self.lr_scale:.3g}); not undone"
@@ -434,12 +493,16 @@ class Actor:
                         f"too large a change to make unattended")
             if self.optimizer is None:
                 return "no optimizer to scale"
+            if self._optimizer_problem or self._scheduler_problem:
+                return self._optimizer_problem or self._scheduler_problem
         elif kind == "clip_grad_norm":
             m = act.get("max_norm")
             if not isinstance(m, (int, float)) or isinstance(m, bool) or not math.isfinite(m) or m <= 0:
                 return f"clip_grad_norm needs a finite positive max_norm, got {m!r}"
             if self.optimizer is None:
                 return "no optimizer to clip"
+            if self._optimizer_problem:
+                return self._optimizer_problem
         elif kind == "rollback":
             if self.on_rollback is None:
                 return "rollback advised but no on_rollback function was given"
@@ -460,10 +523,10 @@ class Actor:
             self.on_rollback(int(act["to_step"]))  # type: ignore[misc]
             self._drop_gradients()
             return f"rolled back to step {act['to_step']}"
-        # stop
-        self.stop_requested = True
+        # stop: the user's on_stop first, so that one that raises leaves the run going as it was
         if self.on_stop is not None:
             self.on_stop()
+        self.stop_requested = True
         return "training asked to stop"
 
     def _drop_gradients(self) -> None:
@@ -475,8 +538,8 @@ class Actor:
         digits at 30x LR restored step 0 and was back at loss 13 for ~80 steps). With the
         gradients set to None, torch optimizers skip this one step.
         """
-        if self.optimizer is None:
-            return
+        if self.optimizer is None or self._optimizer_problem:
+            return  # not a torch optimizer: its gradients are not ours to touch
         try:
             self.optimizer.zero_grad(set_to_none=True)
         except Exception as exc:  # acting must never crash training
@@ -529,13 +592,58 @@ class Actor:
             self._clip_hook_handle = None
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record(self, step: int, act: dict[str, Any], status: str, why: str) -> dict[str, Any]:
-        outcome = {"step": step, "action": act, "status": status, "why": why}
+    def _record(self, step: int, act: dict[str, Any], status: Status, reason: str) -> Outcome:
+        outcome = Outcome(step, act, status, reason)
         self.history.append(outcome)
-        if status in ("applied", "dry_run"):
+        if status is Status.APPLIED or status is Status.DRY_RUN:
             self.actions.append(outcome)
-            log.warning("losswatch %s at step %d: %s (%s)", status.replace("_", " "), step, act, why)
+            log.warning("losswatch %s at step %d: %s (%s)", status.value.replace("_", " "), step, act, reason)
         return outcome
+
+    def _failed(self, step: int, act: dict[str, Any], exc: BaseException) -> Outcome:
+        """An effect raised (the user's on_rollback or on_stop, an optimizer): one warning, the run
+        goes on, and nothing else is done in its place (no stop instead of a rollback)."""
+        what = {"rollback": "your on_rollback", "stop": "your on_stop"}.get(act["type"], f"{act['type']}")
+        reason = f"{what} raised {exc!r}; nothing else was changed and training goes on"
+        log.warning("losswatch at step %d: %s", step, reason)
+        return self._record(step, act, Status.FAILED, reason)
+
+    def _check_optimizer(self) -> str | None:
+        """Why this optimizer's LR cannot be scaled (None when it can): one warning, at once."""
+        opt = self.optimizer
+        if opt is None or isinstance(getattr(opt, "param_groups", None), (list, tuple)):
+            return None
+        reason = (f"the optimizer ({type(opt).__name__}) has no param_groups: losswatch cannot change "
+                  f"its LR or clip its gradients (rollback and stop still work)")
+        log.warning("losswatch: %s", reason)
+        return reason
+
+    def _check_scheduler(self) -> str | None:
+        """Why the scheduler's future LRs cannot be scaled with the optimizer's (None when they
+        can): one warning, at once. WHY refuse rather than scale the optimizer alone: the next
+        ``scheduler.step()`` would overwrite the cut, so the run would go on at the old LR while
+        losswatch reported it cut."""
+        sched = self.scheduler
+        if sched is None:
+            return None
+        try:
+            from torch.optim import lr_scheduler as tls
+        except ImportError:
+            known: tuple = ()
+        else:
+            known = tuple(c for c in (getattr(tls, "LRScheduler", None), getattr(tls, "_LRScheduler", None),
+                                      getattr(tls, "ReduceLROnPlateau", None)) if c is not None)
+        inner = sched
+        while known and not isinstance(inner, known) and hasattr(inner, "scheduler"):
+            inner = inner.scheduler  # a wrapper (accelerate's AcceleratedScheduler) around a torch one
+        if known and isinstance(inner, known):
+            self.scheduler = inner  # its state is what a cut must scale
+            return None
+        reason = (f"the scheduler ({type(sched).__name__}) is not a torch.optim.lr_scheduler one: "
+                  f"losswatch cannot scale its future LRs, so it does not cut the LR at all (its next "
+                  f"step would undo the cut); cut it in your code when advised")
+        log.warning("losswatch: %s", reason)
+        return reason
 
     def _report(self, step: int, act: dict[str, Any], applied: bool) -> None:
         report = getattr(self.monitor, "report_action", None)

@@ -2,24 +2,26 @@
 
 :class:`NanWatch` runs always, with or without a service: a non-finite loss or grad-norm is the
 one condition that must be known on the very step, without waiting for a network round trip.
-It keeps one episode per field (an alert when the value turns non-finite, resolved when it is
-finite again) so a run that stays NaN raises one alert, not one per step.
+It judges each record by the one NaN rule (:mod:`losswatch.detectors.nan_rule`, standard library
+only, shared with the service's detector), so a NaN gets the same severity and advice whoever
+sees it first, and keeps one episode at a time, raised, escalated and resolved like the
+detector's.
 
 :class:`LocalEngine` runs when no service URL is set: it feeds ``losswatch.detectors.Engine``
 in the background thread when numpy (and the detectors) can be imported, and is absent otherwise
-(the NaN check alone then). Nothing here is imported by ``import losswatch.client``.
+(the NaN check alone then). Nothing here imports numpy.
 """
 
 from __future__ import annotations
 
 import threading
 
+from losswatch.detectors.nan_rule import GN_PATIENCE, LOSS, RECOVER, classify, is_bad
+
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-_WATCHED = ("loss", "grad_norm")
 
 
 def _describe(v: float) -> str:
@@ -29,101 +31,144 @@ def _describe(v: float) -> str:
 class NanWatch:
     """Episodes of non-finite loss / grad-norm, as alert dicts shaped like ``Alert.to_dict()``.
 
-    One episode at a time (kind "nan", id ``<run>:nan:<first step>``, like the service's): it
-    opens on the first non-finite loss or grad-norm and is resolved by the first later record
-    whose logged loss and grad-norm are all finite.
+    One episode at a time (kind "nan", id ``<run>:nan:<first step>``, like the service's): it is
+    raised by the first non-finite loss or grad-norm with the rule's severity, escalated (same id)
+    when a later record meets a critical condition, and resolved after ``RECOVER`` records without
+    a non-finite value (the last with a finite loss).
 
     Parameters
     ----------
     run_id : str
+    gn_patience : int
+        Non-finite grad-norms in a row that make the episode critical.
 
     Examples
     --------
     >>> w = NanWatch("r1")
-    >>> a = w.seen(7, "loss", float("nan"), in_log=True)
+    >>> a = w.check(7, float("nan"), 1.0, in_log=True)
     >>> a["id"], a["kind"], a["severity"], a["action"]["type"], a["action"]["to_step"]
     ('r1:nan:7', 'nan', 'critical', 'rollback', 6)
-    >>> w.seen(8, "grad_norm", float("inf")) is None      # same episode: no second alert
+    >>> w.check(8, 2.0, float("inf")) is None      # same episode, already critical: no event
     True
-    >>> [c["resolved_step"] for c in w.observe([{"step": 9, "loss": 2.0}])]
-    [9]
+    >>> [c["resolved_step"] for c in w.observe([{"step": s, "loss": 2.0} for s in range(9, 15)])]
+    [13]
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, gn_patience: int = GN_PATIENCE) -> None:
         self.run_id = run_id
+        self.gn_patience = gn_patience
         self._open: dict[str, Any] | None = None
         self._last_finite: int | None = None  # last step whose loss was finite
-        self._lock = threading.Lock()  # seen() runs in the training thread, observe() in the sender
+        self._gn_in_a_row = 0  # records in a row with a non-finite grad-norm
+        self._gn_first_step: int | None = None  # the first of them
+        self._since_bad = 0  # records since the last non-finite value
+        self._lock = threading.Lock()  # check() runs in the training thread, observe() in the sender
 
     @property
     def active(self) -> bool:
         return self._open is not None
 
-    def seen(self, step: int, field: str, value: float, in_log: bool = False) -> dict[str, Any] | None:
-        """A non-finite ``value`` of ``field`` at ``step``: the new alert, or None if one is open.
+    @property
+    def critical(self) -> bool:
+        """An open episode the rule calls critical (a NaN loss, or grad-norms that stay NaN)."""
+        a = self._open
+        return a is not None and a["severity"] == "critical"
 
-        ``in_log``: called from ``log()`` (a float checked on its step), where the background
-        thread may not have read the latest steps yet; the previous step is then known to be
-        finite (else this episode would already be open).
+    def check(self, step: int, loss: Any, grad_norm: Any, in_log: bool = False) -> dict[str, Any] | None:
+        """Judge one record with a non-finite value; return the alert raised or escalated (a
+        copy), or None when the open episode already says as much.
+
+        ``in_log``: called from ``log()`` on the step's values; only Python floats are judged
+        there (a tensor is read later, in the background, without a host-device sync). log() does not see every record, so it counts no grad-norm streak
+        (one record's verdict only); :meth:`observe` sees them all, in order, and does.
         """
+        if in_log:  # a tensor is read later, off the hot path: comparing it here would sync the GPU
+            loss = loss if loss.__class__ is float else None
+            grad_norm = grad_norm if grad_norm.__class__ is float else None
+        gn_bad = is_bad(grad_norm)
         with self._lock:
+            if in_log:
+                in_a_row = 1 if gn_bad else 0
+            else:
+                self._since_bad = 0
+                if gn_bad:
+                    self._gn_in_a_row += 1
+                    if self._gn_in_a_row == 1:
+                        self._gn_first_step = step
+                else:
+                    self._gn_in_a_row = 0
+                in_a_row = self._gn_in_a_row
+            verdict = classify(loss, gn_bad, in_a_row, self.gn_patience)
+            if verdict is None:
+                return None
             a = self._open
             if a is not None:
                 if isinstance(step, int) and step > a["last_step"]:
                     a["last_step"] = step
-                a["evidence"].setdefault(field, _describe(value))
-                return None
-            self._open = self._alert(step, field, value, in_log)
-            return self._open
+                if verdict.severity != "critical" or a["severity"] == "critical":
+                    return None
+            value = loss if verdict.signal == LOSS else grad_norm
+            if gn_bad and in_log:
+                self._gn_first_step = step  # log()'s own one-record verdict starts here
+            new = self._alert(step, verdict, value, in_log)
+            if a is not None:  # escalated: the same episode, now critical
+                new.update(id=a["id"], step=a["step"], last_step=max(a["last_step"], step))
+            self._open = new
+            return dict(new)
 
     def observe(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Check resolved records in order; return alerts raised or resolved (copies)."""
+        """Check resolved records in order; return alerts raised, escalated or resolved (copies)."""
         changed: list[dict[str, Any]] = []
         for rec in records:
             step = rec["step"]
-            bad = None
-            present = False
-            for field in _WATCHED:
-                v = rec.get(field)
-                if v is None:
-                    continue
-                present = True
-                if v - v != 0.0:
-                    bad = (field, v)
-                    break
-            if bad is not None:
-                new = self.seen(step, *bad)
+            loss = rec.get("loss")
+            gn = rec.get("grad_norm")
+            if is_bad(loss) or is_bad(gn):
+                new = self.check(step, loss, gn)
                 if new is not None:
-                    changed.append(dict(new))
-            elif present:
-                if rec.get("loss") is not None:
-                    self._last_finite = step
-                with self._lock:
-                    a = self._open
-                    if a is not None and step > a["step"]:
-                        self._open = None
-                        changed.append(dict(a, resolved_step=step))
+                    changed.append(new)
+                continue
+            self._since_bad += 1
+            self._gn_in_a_row = 0
+            if loss is None:
+                continue
+            self._last_finite = step
+            with self._lock:
+                a = self._open
+                if a is not None and step > a["step"] and self._since_bad >= RECOVER:
+                    self._open = None
+                    changed.append(dict(a, resolved_step=step))
         return changed
 
-    def _alert(self, step: int, field: str, value: float, in_log: bool = False) -> dict[str, Any]:
-        what = "loss" if field == "loss" else "gradient norm"
-        last_ok = self._last_finite
-        if (in_log or last_ok is None) and isinstance(step, int) and step > 0:
-            last_ok = step - 1
-        if field == "grad_norm":
-            # one batch overflowed (typical of fp16): skipping it keeps the weights finite
-            action = {"type": "skip_batch",
-                      "reason": f"the gradient norm is {_describe(value)} at step {step}: skip this "
-                                f"batch's update so the weights stay finite; if it repeats, lower the LR"}
-        elif last_ok is not None:
-            action = {"type": "rollback", "to_step": last_ok,
-                      "reason": f"the loss is {_describe(value)} at step {step}: the weights are "
-                                f"probably corrupt; roll back to the checkpoint at or before step "
-                                f"{last_ok} (finite loss) and lower the LR"}
+    def _alert(self, step: int, verdict: Any, value: float, in_log: bool) -> dict[str, Any]:
+        what = verdict.signal
+        if verdict.action == "none":
+            action = {"type": "none",
+                      "reason": f"one step with a {what} of {_describe(value)} and a finite loss: with "
+                                f"fp16 a dynamic loss scaler skips such a step and lowers its scale, "
+                                f"routinely. Nothing to do unless it repeats."}
+        elif what == LOSS:
+            last_ok = self._last_finite
+            if (in_log or last_ok is None) and isinstance(step, int) and step > 0:
+                # log() runs ahead of the background thread: the previous step was finite (else
+                # this episode would already be open)
+                last_ok = step - 1
+            if last_ok is not None:
+                action = {"type": "rollback", "to_step": last_ok,
+                          "reason": f"the loss is {_describe(value)} at step {step}: the weights are "
+                                    f"no longer usable; roll back to the checkpoint at or before step "
+                                    f"{last_ok} (finite loss) and lower the LR"}
+            else:
+                action = {"type": "stop",
+                          "reason": f"the loss is {_describe(value)} at step {step}, before any "
+                                    f"finite loss was seen: stop and check the data, the loss and the LR"}
         else:
-            action = {"type": "stop",
-                      "reason": f"the loss is {_describe(value)} at step {step}, before any finite "
-                                f"loss was seen: stop and check the data, the loss and the LR"}
+            first = self._gn_first_step if self._gn_first_step is not None else step
+            to = first - 1 if isinstance(first, int) and first > 0 else 0
+            action = {"type": "rollback", "to_step": to,
+                      "reason": f"{what} ({_describe(value)}) at step {step}: the loss scaler is not "
+                                f"recovering and the updates are garbage; roll back to the checkpoint "
+                                f"at or before step {to}, then lower the LR or train in bf16"}
         return {
             "id": f"{self.run_id}:nan:{step}",
             "run_id": self.run_id,
@@ -131,10 +176,10 @@ class NanWatch:
             "last_step": step,
             "resolved_step": None,
             "kind": "nan",
-            "severity": "critical",
+            "severity": verdict.severity,
             "detector": "client.nan",
             "message": f"{what} is {_describe(value)} at step {step} (caught in the training process)",
-            "evidence": {field: _describe(value)},
+            "evidence": {"signal": what, "value": _describe(value)},
             "action": action,
             "acknowledged": False,
         }

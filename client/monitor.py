@@ -24,6 +24,8 @@ import warnings
 import weakref
 from collections import deque
 
+from losswatch.detectors.events import event_between
+
 from .local import LocalEngine, NanWatch
 from .values import encode, hold, resolve
 
@@ -39,7 +41,14 @@ __all__ = ["Monitor"]
 _time = time.time
 _live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 
+#: of close()'s deadline, what the flush leaves for stopping the sender (its last cycle, cutting
+#: short a request a frozen service never answers): at most this, half of a shorter deadline
+EXIT_RESERVE = 0.5
+
 _RUN_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+_RANK = {"ok": 0, "info": 0, "warning": 1, "critical": 2}  # health and severity, worst last
 
 
 def _is_advice(action: dict | None) -> bool:
@@ -73,7 +82,8 @@ class Monitor:
         Bearer token; default ``$LOSSWATCH_TOKEN``.
     on_alert : callable, optional
         ``on_alert(alert_dict)`` for every alert raised, escalated or resolved (the service's and
-        the local NaN check's). Runs in the background thread; an exception in it is caught and
+        the local NaN check's); the dict's ``event`` field says which (``"raised"``,
+        ``"escalated"``: a higher severity or new advice, ``"resolved"``). Runs in the background thread; an exception in it is caught and
         warned about once.
     flush_interval : float
         Seconds between sends at most (0.5: an alert is visible well under a second after the
@@ -95,9 +105,14 @@ class Monitor:
         What a forked child does with this monitor (see the module docstring).
     act, act_dry_run : bool
         Apply (or only report, when dry-run) the service's recommendations in the training
-        thread through ``losswatch.client.acting.Actor``, built on first need.
-    optimizer, scheduler, on_rollback, on_stop, act_cooldown_steps, act_max
-        Passed to the Actor.
+        thread through ``losswatch.client.acting.Actor``, built on first need. The run has one
+        Actor: integrations asked to act attach to it (:meth:`attach_actor`).
+    optimizer, scheduler, on_rollback, on_stop
+        What the Actor changes and calls.
+    actor_options : dict, optional
+        Further Actor arguments (``cooldown_steps``, ``max_actions``, ``min_persist_steps``...),
+        spelled as every integration spells them. ``act_cooldown_steps`` and ``act_max`` are
+        the former spelling (deprecated).
 
     Attributes
     ----------
@@ -120,7 +135,8 @@ class Monitor:
                  in_child: str = "disable",
                  act: bool = False, optimizer: Any = None, scheduler: Any = None,
                  on_rollback: Callable | None = None, on_stop: Callable | None = None,
-                 act_dry_run: bool = False, act_cooldown_steps: int = 50, act_max: int = 5) -> None:
+                 act_dry_run: bool = False, actor_options: dict[str, Any] | None = None,
+                 act_cooldown_steps: int | None = None, act_max: int | None = None) -> None:
         if in_child not in ("disable", "fresh"):
             raise ValueError(f"in_child must be 'disable' or 'fresh', got {in_child!r}")
         self.run_id = str(run_id) if run_id is not None else f"run-{int(time.time())}-{os.getpid()}"
@@ -142,11 +158,18 @@ class Monitor:
         self.max_backoff = max_backoff
         self.exit_timeout = exit_timeout
         self.in_child = in_child
-        self._act_config = dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback,
-                                on_stop=on_stop, dry_run=act_dry_run,
-                                cooldown_steps=act_cooldown_steps, max_actions=act_max)
+        actor_options = dict(actor_options or {})
+        for old, new, v in (("act_cooldown_steps", "cooldown_steps", act_cooldown_steps),
+                            ("act_max", "max_actions", act_max)):
+            if v is not None:  # the former spelling, kept working for a while
+                warnings.warn(f"Monitor({old}=...) is deprecated: use actor_options={{{new!r}: ...}}, "
+                              f"the spelling every integration uses", DeprecationWarning, stacklevel=2)
+                actor_options.setdefault(new, v)
+        self._act_config: dict[str, Any] = dict(
+            optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback, on_stop=on_stop,
+            dry_run=bool(act_dry_run) and not act, **actor_options)
         self._acting = bool(act or act_dry_run)
-        self._actor: Any = None
+        self._actor: Any = None  # the run's one Actor, built on first need (see attach_actor)
         self._actor_failed = False
 
         self.alerts: list[dict[str, Any]] = []
@@ -154,7 +177,7 @@ class Monitor:
         self.health = "ok"
         self.actions: list[dict[str, Any]] = []
         self._alert_index: dict[str, int] = {}
-        self._notified: dict[str, tuple[str | None, bool]] = {}  # id -> (severity, resolved) told
+        self._notified: dict[str, dict[str, Any]] = {}  # id -> the version on_alert was given
         self._state_lock = threading.Lock()
         self._callbacks: deque[dict[str, Any]] = deque()
         # set (to the advice) when the Actor has something to look at on the next log(): new
@@ -210,12 +233,12 @@ class Monitor:
                 self._apply_pending(step)
             if loss.__class__ is float:
                 if loss - loss != 0.0:  # NaN or +-inf, without a function call
-                    self._nan_now(step, "loss", loss)
+                    self._nan_now(step, loss, grad_norm)
             elif loss is not None:
                 loss = hold(loss)
             if grad_norm.__class__ is float:
                 if grad_norm - grad_norm != 0.0:
-                    self._nan_now(step, "grad_norm", grad_norm)
+                    self._nan_now(step, loss, grad_norm)
             elif grad_norm is not None:
                 grad_norm = hold(grad_norm)
             if lr is not None and lr.__class__ is not float:
@@ -239,10 +262,10 @@ class Monitor:
         self.log(*args, **kwargs)
 
     # ------------------------------------------------------------------ training-thread helpers
-    def _nan_now(self, step: int, field: str, value: float) -> None:
-        alert = self._nan.seen(step, field, value, in_log=True)
+    def _nan_now(self, step: int, loss: Any, grad_norm: Any) -> None:
+        alert = self._nan.check(step, loss, grad_norm, in_log=True)
         if alert is not None:
-            self._merge_alerts([dict(alert)], local=True)
+            self._merge_alerts([alert], local=True)
             self._wake.set()  # run the on_alert callback promptly (in the background thread)
 
     def _apply_pending(self, step: int) -> None:
@@ -283,16 +306,58 @@ class Monitor:
                 if self._pending is None:
                     self._pending = pending
 
-    def _get_actor(self) -> Any:
+    def _get_actor(self, actor_cls: Any = None) -> Any:
         if self._actor is None and not self._actor_failed:
             try:
-                from .acting import Actor
-                self._actor = Actor(monitor=self, **self._act_config)
+                if actor_cls is None:
+                    from .acting import Actor as actor_cls
+                self._actor = actor_cls(monitor=self, **self._act_config)
             except Exception as e:
                 self._actor_failed = True
                 self._warn_once("actor_import",
                                 f"losswatch: act=True but the acting hook is unavailable: {e!r}")
         return self._actor
+
+    # ------------------------------------------------------------------ acting
+    @property
+    def actor(self) -> Any:
+        """The run's one Actor (``losswatch.client.acting.Actor``), None unless acting is on."""
+        return self._get_actor() if self._acting else None
+
+    def attach_actor(self, optimizer: Any = None, scheduler: Any = None, *, act: bool = False,
+                     act_dry_run: bool = False, on_rollback: Callable | None = None,
+                     on_stop: Callable | None = None, actor_options: dict[str, Any] | None = None,
+                     actor_cls: Any = None) -> Any:
+        """The run's one Actor, for an integration asked to act (``act`` or ``act_dry_run``).
+
+        The first caller on a Monitor made without ``act`` turns acting on with its settings.
+        When acting is already on (``Monitor(act=True)``, an earlier integration) the same Actor
+        comes back, with one warning: it decides once per step, whoever offers the step (this
+        Monitor's ``log()`` or the integration), so no decision is applied twice. Parts the
+        Actor lacks (optimizer, scheduler, on_rollback, on_stop) are taken from this call;
+        settings it has are kept.
+        """
+        if not (act or act_dry_run):
+            return self.actor
+        parts = dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback, on_stop=on_stop)
+        if not self._acting:
+            config = dict(self._act_config)  # parts given to the Monitor itself stay unless replaced
+            config.update({k: v for k, v in parts.items() if v is not None}, **(actor_options or {}))
+            config["dry_run"] = bool(act_dry_run) and not act
+            self._act_config = config
+            self._acting = True
+            actor = self._get_actor(actor_cls)
+            with self._state_lock:
+                if self.recommendation is not None:
+                    self._pending = self.recommendation  # advice that stood before acting was on
+            return actor
+        self._warn_once("second_actor",
+                        f"losswatch: acting was asked for twice on run {self.run_id}; the Monitor's one "
+                        f"Actor is shared and decides once per step (settings already given are kept)")
+        actor = self._get_actor(actor_cls)
+        if actor is not None:
+            actor.fill_in(**parts)
+        return actor
 
     # ------------------------------------------------------------------ background thread
     def _collect(self) -> list[str]:
@@ -333,19 +398,21 @@ class Monitor:
             self._merge_alerts([a for a in alerts if isinstance(a, dict) and "id" in a], local=False)
         if health in ("ok", "warning", "critical"):
             # a NaN caught here but not yet seen by the service keeps the run critical
-            self.health = "critical" if self._nan.active else health
+            self.health = "critical" if self._nan.critical else health
         if has_rec:
             rec = rec if isinstance(rec, dict) else None
-            if rec is None and self._nan.active:
+            if rec is None and self._nan.critical:
                 return  # the service has not seen the NaN caught here yet: keep that advice
             self._set_recommendation(rec)
 
     def _merge_alerts(self, alerts: list[dict], local: bool) -> None:
-        """Keep the latest copy per alert id; queue on_alert for new/escalated/resolved ones.
+        """Keep the latest copy per alert id; queue on_alert for raised/escalated/resolved ones.
 
         The same episode can arrive from two sources (the local NaN check, then the service,
-        whose detector may resolve it a few steps later), so on_alert fires on what the user has
-        not been told yet: a new id, a new severity, or the first resolution; never twice for one.
+        whose detector may resolve it a few steps later), so on_alert gets what the user has not
+        been told yet, judged against the version last handed to it (``event_between``): a new
+        id, a higher severity or different advice, or the first resolution; never twice for one.
+        The copy handed to on_alert carries the ``event``.
         """
         with self._state_lock:
             for a in alerts:
@@ -355,16 +422,17 @@ class Monitor:
                     self.alerts.append(a)
                 else:
                     self.alerts[i] = a
-                told = self._notified.get(a["id"])
-                now = (a.get("severity"), a.get("resolved_step") is not None)
-                if told is None or now[0] != told[0] or (now[1] and not told[1]):
-                    self._notified[a["id"]] = (now[0], now[1] or (told is not None and told[1]))
-                    self._callbacks.append(a)
+                event = event_between(self._notified.get(a["id"]), a)
+                if event is not None:
+                    self._notified[a["id"]] = a
+                    self._callbacks.append(dict(a, event=event))
             if local:
                 for a in alerts:
                     if a.get("resolved_step") is None:
-                        self.health = "critical"
-                        self._set_recommendation_locked(a.get("action"))
+                        if _RANK.get(a.get("severity"), 0) > _RANK.get(self.health, 0):
+                            self.health = a["severity"]
+                        if _is_advice(a.get("action")):
+                            self._set_recommendation_locked(a["action"])
                 if not self._nan.active and self._sender.transport is None and (
                         self._local is None or not self._local.available):
                     self.health = "ok"  # NaN-only mode: the run is healthy again
@@ -450,10 +518,12 @@ class Monitor:
             _live.discard(self)
             return
         t = self.exit_timeout if timeout is None else timeout
-        ok = self._sender.flush(t, give_up_on_failure=True)
-        # last cycle without network when the service is not answering; the join may have to
-        # wait for an HTTP attempt already under way (at most ``timeout``)
-        self._sender.stop(1.0 if ok else self.timeout + 1.0, send=ok)
+        # one deadline for the whole exit: the flush leaves a moment of it for the last cycle
+        # (without network when the service is not answering), and stop() cuts short an HTTP
+        # attempt still under way rather than wait out its per-attempt timeout
+        deadline = time.monotonic() + t
+        ok = self._sender.flush(t - min(EXIT_RESERVE, t / 2), give_up_on_failure=True)
+        self._sender.stop(max(0.0, deadline - time.monotonic()), send=ok)
         if self._sender.transport is not None:
             self._sender.transport.close()
             spool = self._sender.spool

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("losswatch.client")
 
+#: what stop() keeps of its time to cut a hung request short and let the thread write its last
+#: cycle (half of a shorter timeout, but never less than this once a request was cut short)
+ABORT_GRACE = 0.25
+
 # errors that mean "the kept-alive connection went stale": retry once on a fresh one
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
           ConnectionAbortedError, http.client.CannotSendRequest, http.client.ResponseNotReady)
@@ -91,6 +95,7 @@ class Transport:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None
+        self._aborted = False
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._https:
@@ -108,6 +113,8 @@ class Transport:
     def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
         """Send one request; raise :class:`ServiceError` when the service is unreachable."""
         for attempt in (0, 1):
+            if self._aborted:
+                raise ServiceError("the client is closing: no more requests")
             reused = self._conn is not None
             try:
                 if self._conn is None:
@@ -128,6 +135,19 @@ class Transport:
                 self.close()
                 raise ServiceError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
         raise AssertionError("unreachable")
+
+    def abort(self) -> None:
+        """From another thread: cut short the request under way and refuse further ones. The
+        socket is shut down, so a read blocked on a service that never answers returns now
+        rather than after ``timeout``."""
+        self._aborted = True
+        conn = self._conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._conn is not None:
@@ -370,13 +390,21 @@ class Sender:
 
     def stop(self, timeout: float, send: bool = True) -> None:
         """Last cycle (collect, and send once unless ``send`` is False) and end the thread,
-        waiting at most ``timeout``."""
+        waiting at most ``timeout``: a request still under way near the end (a service that
+        accepted the connection and never answers) is cut short, so the thread can still put
+        its last records in the spool before the time is up. That local work gets at least
+        ABORT_GRACE even when ``timeout`` is shorter: records are not dropped to save 0.25 s."""
+        end = time.monotonic() + timeout
         with self._cond:
             self._stop = True
             self._stop_send = send
         self.wake.set()
-        if threading.current_thread() is not self._thread:  # close() from a callback: no self-join
-            self._thread.join(timeout)
+        if threading.current_thread() is self._thread:  # close() from a callback: no self-join
+            return
+        self._thread.join(max(0.0, timeout - min(ABORT_GRACE, timeout / 2)))
+        if self._thread.is_alive() and self.transport is not None:
+            self.transport.abort()
+            self._thread.join(max(ABORT_GRACE, end - time.monotonic()))
 
     @property
     def alive(self) -> bool:

@@ -58,7 +58,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .types import SEVERITY_RANK, Action, Alert
+from .events import ESCALATED, RESOLVED, UPDATED, advice_of, escalates
+from .types import Action, Alert
 
 
 class Detector:
@@ -123,22 +124,18 @@ class Detector:
         a = self.alert
         if a is None:
             return
-        escalated = False
+        old_severity, old_advice = a.severity, advice_of(a.action.type, a.action.params)
         if severity is not None:
-            escalated = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(a.severity, 0)
             a.severity = severity
         if message is not None:
             a.message = message
         if evidence is not None:
             a.evidence = evidence
         if action is not None:
-            # a new request to the user: another action type, or the same one with other
-            # parameters (a further LR cut); dropping to "none" asks nothing new
-            escalated = escalated or (action.type != "none" and (
-                action.type != a.action.type or action.params != a.action.params))
             a.action = action
         a.last_step = step
-        a.event = "escalated" if escalated else "updated"
+        a.event = ESCALATED if escalates(old_severity, old_advice, a.severity,
+                                         advice_of(a.action.type, a.action.params)) else UPDATED
         self._changes.append(_snapshot(a))
 
     def close_episode(self, step: int, note: str | None = None) -> None:
@@ -148,7 +145,7 @@ class Detector:
             return
         a.resolved_step = step
         a.last_step = step
-        a.event = "resolved"
+        a.event = RESOLVED
         if note:
             a.evidence = {**a.evidence, "resolution": note}
         self._changes.append(_snapshot(a))

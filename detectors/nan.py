@@ -7,11 +7,13 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .nan_rule import GN_PATIENCE, GRAD_NORM, LOSS, RECOVER, ZERO_LOSS, classify
 from .types import Action
 
 
 class NaNDetector(Detector):
-    """A non-finite loss, or a non-finite grad-norm: the one NaN rule of losswatch.
+    """A non-finite loss, or a non-finite grad-norm, judged by the one NaN rule of losswatch
+    (:mod:`losswatch.detectors.nan_rule`, which the client's in-process check calls too).
 
     Rule
     ----
@@ -59,7 +61,7 @@ class NaNDetector(Detector):
     kind = "nan"
     static_screen = True
 
-    def __init__(self, gn_patience: int = 3, recover: int = 5, ran_away: float = 2.0) -> None:
+    def __init__(self, gn_patience: int = GN_PATIENCE, recover: int = RECOVER, ran_away: float = 2.0) -> None:
         super().__init__(gn_patience=gn_patience, recover=recover, ran_away=ran_away)
         self.last_bad_rec = -(10**9)  # record ordinal of the last non-finite value
         self.gbad_start = 0  # grad-norm record count at which the current run of bad gn began
@@ -98,22 +100,16 @@ class NaNDetector(Detector):
                 self.gbad_step = f.step[i]
             self.gbad_last = rec
         step = f.step[i]
-        if lbad:
-            what, value = "loss", f.loss[i]
-        elif gbad and f.lok[i] and f.loss[i] == 0.0:
-            what, value = "zero loss", g
-        elif gbad and rec - self.gbad_start + 1 >= self.gn_patience:
-            what, value = "repeated grad-norm", g
-        elif gbad:
-            what, value = "grad-norm", g
-        else:
-            what = ""
+        verdict = classify(f.loss[i] if f.has_loss[i] else None, gbad,
+                           rec - self.gbad_start + 1 if gbad else 0, self.gn_patience)
+        if verdict is not None:
+            what, value = verdict.signal, (f.loss[i] if lbad else g)
         if self.alert is None:
-            if what:
+            if verdict is not None:
                 msg, ev, act = self._describe(f, i, what, value)
-                self.open_episode(step, "warning" if what == "grad-norm" else "critical", msg, ev, act)
+                self.open_episode(step, verdict.severity, msg, ev, act)
             return
-        if what and what != "grad-norm" and self.alert.severity != "critical":
+        if verdict is not None and verdict.severity == "critical" and self.alert.severity != "critical":
             msg, ev, act = self._describe(f, i, what, value)
             self.update_episode(step, severity="critical", message=msg, evidence=ev, action=act)
         elif not lbad and not gbad and f.lok[i] and rec - self.last_bad_rec >= self.recover:
@@ -130,7 +126,7 @@ class NaNDetector(Detector):
         else:
             where = " (no finite loss yet)"
         msg = f"{what} is {fmt(value)} at step {step}{where}"
-        if what == "loss":
+        if what == LOSS:
             best, best_step = f.best[i], f.best_step[i]
             if nl > 0 and best_step >= 0 and 0.0 < best < f.lprev[i] / self.ran_away:
                 # The run had already blown up before it overflowed: the last finite weights are
@@ -151,7 +147,7 @@ class NaNDetector(Detector):
                 act = Action("stop", {}, f"The loss is {fmt(value)} from the start: there is nothing "
                              "to roll back to. Stop and check the data, the loss function and the "
                              "initialisation.")
-        elif what == "grad-norm":
+        elif what == GRAD_NORM:
             act = Action("none", {}, f"One step with a grad-norm of {fmt(value)} and a finite loss: with "
                          "fp16 a dynamic loss scaler skips such a step and lowers its scale, routinely. "
                          "Nothing to do unless it repeats.")
@@ -159,7 +155,7 @@ class NaNDetector(Detector):
             first = self.gbad_step
             to = first - 1 if first > 0 else 0
             ev.update(first_bad_step=first)
-            if what == "zero loss":
+            if what == ZERO_LOSS:
                 msg = f"loss is exactly 0 with a grad-norm of {fmt(value)} at step {step}"
                 why = ("A loss of exactly 0 with a NaN gradient is not a real loss: the forward pass "
                        "overflowed (fp16) or the batch was masked out entirely.")

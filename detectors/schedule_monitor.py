@@ -176,7 +176,7 @@ class ScheduleMonitor(Detector):
         for j, k in enumerate((step, step - 1, step + 1)):
             e = self.sched.lr_at(k) if k >= 0 else 0.0
             if e > 0 and lr > 0:
-                lg = math.log(lr / e)
+                lg = math.log(lr) - math.log(e)  # lr / e may leave the float range; the logs cannot
                 self.min_logratio[j] = min(self.min_logratio[j], lg)
                 self.max_logratio[j] = max(self.max_logratio[j], lg)
             else:  # a zero on one side: no constant ratio at this offset
@@ -227,8 +227,10 @@ class ScheduleMonitor(Detector):
         spans = [hi - lo if math.isfinite(hi) and math.isfinite(lo) else math.inf
                  for lo, hi in zip(self.min_logratio, self.max_logratio)]
         j = min(range(3), key=spans.__getitem__)
-        if spans[j] <= 2 * self.rel_tol:
-            c = math.exp(0.5 * (self.min_logratio[j] + self.max_logratio[j]))
+        mid = 0.5 * (self.min_logratio[j] + self.max_logratio[j])
+        # a ratio beyond e**700 is no peak anyone set (and 1 / c would leave the float range)
+        if spans[j] <= 2 * self.rel_tol and abs(mid) < 700:
+            c = math.exp(mid)
             return ("wrong_peak",
                     f"wrong peak: {head}; for {self.miss_streak} steps the LR has been {c:.3g}x the declared "
                     f"schedule, so its peak is {fmt(c * s.peak_lr)} instead of {fmt(s.peak_lr)}",

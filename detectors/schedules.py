@@ -13,6 +13,11 @@ Conventions
 * A schedule is declared as a dict (the run meta's ``"lr_schedule"``), e.g.
   ``{"name": "cosine", "lr": 3e-4, "total_steps": 10000}``; :func:`build_schedule` validates it
   and :meth:`Schedule.to_spec` gives it back.
+* ``lr_at`` is total: at every step 0 .. 2^63-1 it returns a finite float in [0, FLOAT_MAX]. A
+  closed form whose exact value leaves the float range (``exponential`` with gamma 2 at step
+  1024, ``triangular2``'s halving after 2^10 cycles) saturates instead of raising; a declaration
+  that cannot be evaluated (a zero divisor, an integer past 2^63-1) is refused by
+  :func:`build_schedule`, so the API answers it with a 422 rather than failing every later batch.
 * ``"interval": "epoch"`` with ``"steps_per_epoch": N`` declares a schedule whose unit is the
   epoch (PyTorch's ``StepLR(step_size=30)`` stepped once per epoch): ``lr_at(s)`` is then the
   inner schedule at ``s // N``.
@@ -62,10 +67,26 @@ ValueError: lr_schedule 'cosine': missing parameter 'total_steps' (needs lr, tot
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-__all__ = ["Schedule", "build_schedule", "SCHEDULES", "PerEpoch"]
+__all__ = ["Schedule", "build_schedule", "SCHEDULES", "PerEpoch", "FLOAT_MAX", "MAX_STEP"]
+
+FLOAT_MAX = sys.float_info.max
+#: the largest step a record carries (a signed 64-bit integer); integer parameters are bounded by it
+MAX_STEP = 2**63 - 1
+
+
+def _pow(base: float, exponent: float) -> float:
+    """``base ** exponent`` for base, exponent >= 0, saturating at FLOAT_MAX where Python's float
+    power raises OverflowError (gamma 2 at step 1024). Saturating rather than returning inf keeps
+    ``0 * _pow(...)`` at 0, never NaN."""
+    try:
+        v = base**exponent
+    except OverflowError:
+        return FLOAT_MAX
+    return FLOAT_MAX if v > FLOAT_MAX else v
 
 
 class Schedule:
@@ -75,7 +96,15 @@ class Schedule:
     #: parameters that must be given (the others have defaults)
     required: ClassVar[tuple[str, ...]] = ()
 
-    def lr_at(self, step: int) -> float:  # pragma: no cover - abstract
+    def lr_at(self, step: int) -> float:
+        """The LR at ``step`` (any int >= 0): a finite float in [0, FLOAT_MAX]. A closed form whose
+        exact value leaves the float range (``exponential`` with gamma > 1 at step 10**6)
+        saturates at FLOAT_MAX instead of raising; a tiny negative from rounding is 0."""
+        v = self._lr(step)
+        return 0.0 if v < 0.0 else (FLOAT_MAX if v > FLOAT_MAX else v)
+
+    def _lr(self, step: int) -> float:  # pragma: no cover - abstract
+        """The closed form itself (may leave [0, FLOAT_MAX] in extreme cases, never raises)."""
         raise NotImplementedError
 
     def lrs(self, steps) -> list[float]:
@@ -126,7 +155,7 @@ class Constant(Schedule):
     required: ClassVar[tuple[str, ...]] = ("lr",)
     lr: float
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         return self.lr
 
 
@@ -140,8 +169,8 @@ class StepDecay(Schedule):
     step_size: int
     gamma: float = 0.1
 
-    def lr_at(self, step: int) -> float:
-        return self.lr * self.gamma ** (step // self.step_size)
+    def _lr(self, step: int) -> float:
+        return self.lr * _pow(self.gamma, step // self.step_size)
 
 
 @dataclass(repr=False)
@@ -154,11 +183,11 @@ class MultiStep(Schedule):
     milestones: tuple[int, ...]
     gamma: float = 0.1
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         # bisect keeps it O(log m); torch counts repeated milestones twice, so do we
         import bisect
 
-        return self.lr * self.gamma ** bisect.bisect_right(self.milestones, step)
+        return self.lr * _pow(self.gamma, bisect.bisect_right(self.milestones, step))
 
 
 @dataclass(repr=False)
@@ -170,8 +199,8 @@ class Exponential(Schedule):
     lr: float
     gamma: float
 
-    def lr_at(self, step: int) -> float:
-        return self.lr * self.gamma**step
+    def _lr(self, step: int) -> float:
+        return self.lr * _pow(self.gamma, step)
 
 
 @dataclass(repr=False)
@@ -186,7 +215,7 @@ class Polynomial(Schedule):
     power: float = 1.0
     end_lr: float = 0.0
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         frac = (1.0 - min(self.total_steps, step) / self.total_steps) ** self.power
         return self.end_lr + (self.lr - self.end_lr) * frac if self.end_lr else self.lr * frac
 
@@ -205,11 +234,11 @@ class InverseTime(Schedule):
     power: float = 1.0
     staircase: bool = False
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         t = step / self.decay_steps
         if self.staircase:
             t = math.floor(t)
-        return self.lr / (1.0 + self.decay_rate * t) ** self.power
+        return self.lr / _pow(1.0 + self.decay_rate * t, self.power)
 
 
 @dataclass(repr=False)
@@ -223,7 +252,7 @@ class Cosine(Schedule):
     total_steps: int
     min_lr: float = 0.0
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * step / self.total_steps)) / 2
 
 
@@ -249,7 +278,7 @@ class CosineRestarts(Schedule):
             t_i *= self.period_mult
         return step - start, t_i
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         t_cur, t_i = self.position(step)
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
 
@@ -257,7 +286,7 @@ class CosineRestarts(Schedule):
 @dataclass(repr=False)
 class _Warmup(Schedule):
     """Linear warmup from 0 (or start_factor * lr) to ``lr`` over ``warmup_steps`` (HF: ``lr*s/w``), then
-    a decay given by :meth:`_after` on the progress in [0, 1]."""
+    the LR :meth:`_after` gives for the progress in [0, 1]."""
 
     required: ClassVar[tuple[str, ...]] = ("lr", "total_steps")
     lr: float
@@ -278,16 +307,17 @@ class _Warmup(Schedule):
             self._from_ratio = False
 
     def _after(self, progress: float) -> float:  # pragma: no cover - abstract
+        """The LR after the warmup, at ``progress`` (0 at the end of the warmup, 1 at total_steps)."""
         raise NotImplementedError
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         w = self.warmup_steps
         if step < w:
             if self.start_factor:
                 return self.lr * (self.start_factor + (1.0 - self.start_factor) * step / w)
             return self.lr * (step / max(1, w))
         progress = (step - w) / max(1, (self.total_steps or 0) - w)
-        return self.lr * self._after(progress)
+        return self._after(progress)
 
     def to_spec(self) -> dict[str, Any]:
         out = super().to_spec()
@@ -305,8 +335,7 @@ class WarmupLinear(_Warmup):
     name: ClassVar[str] = "warmup_linear"
 
     def _after(self, progress: float) -> float:
-        r = self.min_lr / self.lr if self.lr else 0.0
-        return max(0.0, 1.0 - progress) * (1 - r) + r if r else max(0.0, 1.0 - progress)
+        return self.min_lr + (self.lr - self.min_lr) * max(0.0, 1.0 - progress)
 
 
 @dataclass(repr=False)
@@ -318,11 +347,11 @@ class WarmupCosine(_Warmup):
     num_cycles: float = 0.5
 
     def _after(self, progress: float) -> float:
-        f = 0.5 * (1.0 + math.cos(math.pi * self.num_cycles * 2.0 * progress))
-        if self.min_lr:
-            r = self.min_lr / self.lr
-            return f * (1 - r) + r
-        return max(0.0, f)
+        angle = math.pi * self.num_cycles * 2.0 * progress
+        # an angle past the float range is pi times a float > 2**53, i.e. an even integer of
+        # half-turns: its cosine is 1 (math.cos(inf) would raise)
+        f = 0.5 * (1.0 + math.cos(angle)) if math.isfinite(angle) else 1.0
+        return self.min_lr + (self.lr - self.min_lr) * max(0.0, f)
 
 
 @dataclass(repr=False)
@@ -335,7 +364,7 @@ class WarmupConstant(_Warmup):
     total_steps: int | None = None  # type: ignore[assignment]
 
     def _after(self, progress: float) -> float:
-        return 1.0
+        return self.lr
 
 
 @dataclass(repr=False)
@@ -347,13 +376,13 @@ class WarmupPolynomial(_Warmup):
     power: float = 1.0
     end_lr: float = 1e-7
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         if step > self.total_steps:
             return self.end_lr
-        return super().lr_at(step)
+        return super()._lr(step)
 
     def _after(self, progress: float) -> float:
-        return ((self.lr - self.end_lr) * (1 - progress) ** self.power + self.end_lr) / self.lr
+        return (self.lr - self.end_lr) * _pow(1 - progress, self.power) + self.end_lr
 
 
 @dataclass(repr=False)
@@ -367,7 +396,7 @@ class WarmupInverseSqrt(_Warmup):
     total_steps: int | None = None  # type: ignore[assignment]
     timescale: int | None = None
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         w = self.warmup_steps
         if step < w:
             return self.lr * (step / max(1, w))
@@ -397,7 +426,7 @@ class Cyclic(Schedule):
     def peak_lr(self) -> float:
         return self.max_lr
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         # same arithmetic as torch (float sizes) so the two agree to the last bits
         up = float(self.step_size_up)
         down = float(self.step_size_down) if self.step_size_down is not None else up
@@ -410,8 +439,8 @@ class Cyclic(Schedule):
         if self.mode == "triangular":
             return self.base_lr + height * 1.0
         if self.mode == "triangular2":
-            return self.base_lr + height * (1 / (2.0 ** (cycle - 1)))
-        return self.base_lr + height * self.gamma**step
+            return self.base_lr + height * _pow(0.5, cycle - 1)  # = torch's 1 / 2**(cycle - 1), which overflows
+        return self.base_lr + height * _pow(self.gamma, step)
 
 
 @dataclass(repr=False)
@@ -435,6 +464,13 @@ class OneCycle(Schedule):
             raise ValueError(f"lr_schedule 'one_cycle': anneal_strategy must be cos or linear, got {self.anneal_strategy!r}")
         if not 0.0 <= self.pct_start <= 1.0:
             raise ValueError(f"lr_schedule 'one_cycle': pct_start must be in [0, 1], got {self.pct_start}")
+        for k in ("div_factor", "final_div_factor"):
+            if getattr(self, k) == 0:
+                raise ValueError(f"lr_schedule 'one_cycle': parameter {k!r} must be positive, got 0")
+        initial = self.max_lr / self.div_factor
+        if not math.isfinite(initial / self.final_div_factor):
+            raise ValueError(f"lr_schedule 'one_cycle': max_lr / div_factor / final_div_factor must be a finite LR, "
+                             f"got {self.max_lr!r} / {self.div_factor!r} / {self.final_div_factor!r}")
 
     @property
     def peak_lr(self) -> float:
@@ -456,13 +492,14 @@ class OneCycle(Schedule):
             ]
         return [(float(self.pct_start * n) - 1, initial, self.max_lr), (n - 1, self.max_lr, final)]
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         step = min(step, self.total_steps - 1)
         start = 0.0
         phases = self._phases()
         for i, (end, lo, hi) in enumerate(phases):
             if step <= end or i == len(phases) - 1:
-                pct = (step - start) / (end - start)
+                # a phase of zero length (pct_start * total_steps == 1) is over as soon as it starts
+                pct = (step - start) / (end - start) if end != start else 1.0
                 if self.anneal_strategy == "cos":
                     return hi + (lo - hi) / 2.0 * (math.cos(math.pi * pct) + 1)
                 return (hi - lo) * pct + lo
@@ -479,7 +516,7 @@ class PerEpoch(Schedule):
     inner: Schedule
     steps_per_epoch: int
 
-    def lr_at(self, step: int) -> float:
+    def _lr(self, step: int) -> float:
         return self.inner.lr_at(step // self.steps_per_epoch)
 
     @property
@@ -522,6 +559,12 @@ _BOOL_PARAMS = {"staircase", "three_phase"}
 _STR_PARAMS = {"mode", "anneal_strategy"}
 
 
+def _show(v: Any) -> str:
+    """A parameter value for an error message, short (a 400-digit integer is not worth quoting)."""
+    r = repr(v) if not isinstance(v, int) or v.bit_length() < 256 else f"an integer of {v.bit_length()} bits"
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 def _coerce(sched: str, key: str, v: Any) -> Any:
     """Validate one parameter's type and value; a clear ValueError otherwise."""
     where = f"lr_schedule {sched!r}: parameter {key!r}"
@@ -535,16 +578,20 @@ def _coerce(sched: str, key: str, v: Any) -> Any:
         return v
     if key == "milestones":
         if not isinstance(v, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in v):
-            raise ValueError(f"{where} must be a list of non-negative integers, got {v!r}")
+            raise ValueError(f"{where} must be a list of non-negative integers, got {_show(v)}")
         return tuple(sorted(v))
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{where} must be a number, got {v!r}")
+        raise ValueError(f"{where} must be a number, got {_show(v)}")
+    if isinstance(v, int) and abs(v) > FLOAT_MAX:
+        raise ValueError(f"{where} is too large: {_show(v)}")
     if not math.isfinite(v):
         raise ValueError(f"{where} must be finite, got {v!r}")
     if key in _INT_PARAMS:
         if float(v) != int(v) or v < 0:
             raise ValueError(f"{where} must be a non-negative integer, got {v!r}")
         v = int(v)
+        if v > MAX_STEP:
+            raise ValueError(f"{where} must be at most 2^63-1 (the largest step), got {v}")
         if v == 0 and key in {"step_size", "total_steps", "period", "period_mult", "step_size_up",
                               "decay_steps", "steps_per_epoch", "timescale"}:
             raise ValueError(f"{where} must be positive, got 0")
@@ -587,7 +634,8 @@ def build_schedule(spec: dict[str, Any]) -> Schedule:
         if params.get(k) is None:
             raise ValueError(f"lr_schedule {name!r}: missing parameter {k!r} (needs {', '.join(cls.required)}"
                              + (f"; optional {', '.join(optional)})" if optional else ")"))
-    clean = {k: (None if v is None else _coerce(name, k, v)) for k, v in params.items()}
+    # an explicit null is the parameter's default
+    clean = {k: _coerce(name, k, v) for k, v in params.items() if v is not None}
     if issubclass(cls, _Warmup):
         if clean.get("warmup_steps") is not None and clean.get("warmup_ratio") is not None:
             raise ValueError(f"lr_schedule {name!r}: give warmup_steps or warmup_ratio, not both")

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import ALERT_EVENTS as _EVENTS
+
 KINDS = (
     "nan",
     "divergence",
@@ -28,15 +30,9 @@ SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 ACTION_TYPES = ("scale_lr", "clip_grad_norm", "rollback", "skip_batch", "add_warmup", "stop", "none")
 HEALTH_STATES = ("ok", "warning", "critical")
 
-#: What happened to an alert, the same words for every consumer (replay, the client's on_alert,
-#: the service's alert history and counters, notifications):
-#: - ``raised``: a new episode opened (a new alert id);
-#: - ``escalated``: the same alert became more severe, or now asks for another action (a further
-#:   LR cut, a rollback after a cut);
-#: - ``updated``: the same alert's message or evidence changed, or its severity went down (no new
-#:   request to the user: notifiers skip it);
-#: - ``resolved``: the run recovered and the detector re-armed.
-ALERT_EVENTS = ("raised", "escalated", "updated", "resolved")
+#: What happened to an alert (``Alert.event``): raised, escalated, updated, resolved; the rule
+#: that tells them apart lives in events.py.
+ALERT_EVENTS = _EVENTS
 
 #: Kinds that describe one incident when their alerts are open at the same time: an alert raised
 #: while an alert of a kind in one of its groups is active joins that alert's incident (a spike

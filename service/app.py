@@ -26,8 +26,13 @@ from .stores.base import StoreUnavailable, open_store
 log = logging.getLogger("losswatch.service")
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while a body streams past the limit. An HTTPException so that FastAPI's body
+    reading lets it through as it is (any other exception there becomes "error parsing the
+    body") and the app's handler answers 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than the limit of {max_bytes} bytes (LOSSWATCH_MAX_BODY_BYTES)")
 
 
 class BodyLimit:
@@ -39,8 +44,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> Response:
-        return Response(orjson.dumps({"detail": f"request body larger than the limit of {self.max_bytes} "
-                                                f"bytes (LOSSWATCH_MAX_BODY_BYTES)"}),
+        return Response(orjson.dumps({"detail": BodyTooLarge(self.max_bytes).detail}),
                         status_code=413, media_type="application/json")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,7 +70,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge()
+                    raise BodyTooLarge(limit)
             return msg
 
         async def tracking_send(msg: Message) -> None:
@@ -77,7 +81,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:  # raised where no handler of the app answered it
             if not started:
                 await self._too_large()(scope, receive, send)
 

@@ -129,6 +129,17 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
     return _checked_columns(recs), project
 
 
+def _step(v: Any) -> int | None:
+    """A record's step as an int, or None when it is not one in [0, MAX_STEP]. An integral float
+    (2957.0) is an integer, as JSON Schema's "integer" says; floats are exact integers, so int()
+    loses nothing (2.0**63 is past the range and refused)."""
+    if type(v) is float and v.is_integer():
+        v = int(v)
+    if type(v) is not int or v < 0 or v > MAX_STEP:
+        return None
+    return v
+
+
 def _checked_columns(recs: list[Any]) -> Columns:
     """Record by record: the columns, or IngestError(422) naming each problem (index, field)."""
     n = len(recs)
@@ -145,9 +156,9 @@ def _checked_columns(recs: list[Any]) -> Columns:
                 break
         else:
             nerr = len(errors)
-            s = r.get("step")
-            if type(s) is not int or s < 0 or s > MAX_STEP:
-                errors.append(_err(i, "step", f"step is required and must be an integer in [0, 2^63-1], got {str(s)[:40]}", "value_error"))
+            s = _step(r.get("step"))
+            if s is None:
+                errors.append(_err(i, "step", f"step is required and must be an integer in [0, 2^63-1], got {str(r.get('step'))[:40]}", "value_error"))
             if not keys.issuperset(r):
                 errors.append(_err(i, sorted(set(r) - keys)[0], f"unknown field(s) {sorted(set(r) - keys)[:5]}", "extra_forbidden"))
             if len(errors) > nerr:

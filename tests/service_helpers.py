@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from losswatch.client.acting import Status
+
 
 def client(url: str, token: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -65,7 +67,7 @@ def hot_run_checks(url: str, run_id: str, actor: Any) -> tuple[dict[str, Any], l
     alerts = get_json(url, f"/v1/runs/{run_id}/alerts")
     bad = [a for a in alerts["alerts"] if a["kind"] in LR_TOO_HIGH_KINDS and a["severity"] in ("warning", "critical")]
     assert bad, alerts
-    applied = [a for a in actor.actions if a["status"] == "applied"]
+    applied = [a.to_dict() for a in actor.actions if a.status is Status.APPLIED]
     assert applied, list(actor.history)
     assert [r["action"]["type"] for r in alerts["actions"]] == [a["action"]["type"] for a in applied], \
         (alerts["actions"], applied)

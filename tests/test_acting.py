@@ -4,11 +4,12 @@ built with all its LRs times f gives), clipping, rollback, stop, and the guardra
 
 from __future__ import annotations
 
+import warnings
 
 import pytest
 import torch
 
-from losswatch.client.acting import Actor
+from losswatch.client.acting import Actor, Status
 
 torch.set_num_threads(1)
 
@@ -66,7 +67,7 @@ def test_scale_lr_keeps_every_future_value_of_the_schedule_scaled(name: str) -> 
     for t in range(N):
         if t == K:
             out = actor.apply(t, {"type": "scale_lr", "factor": F}, {"id": "a", "step": t - 5, "last_step": t})
-            assert out["status"] == "applied"
+            assert out.status == "applied"
         if t >= K:
             assert _lrs(opt) == pytest.approx(_lrs(ref_opt), rel=1e-9), f"{name} at step {t}"
         opt.step()
@@ -129,7 +130,7 @@ def test_rollback_calls_the_user_function_and_stop_sets_the_flag() -> None:
     stopped: list[bool] = []
     actor = Actor(None, on_rollback=restored.append, cooldown_steps=0)
     out = actor.apply(90, {"type": "rollback", "to_step": 40}, {"id": "d", "kind": "divergence", "step": 60, "last_step": 90})
-    assert out["status"] == "applied" and restored == [40]
+    assert out.status == "applied" and restored == [40]
     actor.on_stop = lambda: stopped.append(True)
     actor.apply(95, {"type": "stop"}, {"id": "n", "kind": "nan", "step": 95})
     assert actor.stop_requested and stopped == [True]
@@ -137,17 +138,17 @@ def test_rollback_calls_the_user_function_and_stop_sets_the_flag() -> None:
 
 def test_rollback_without_a_function_is_skipped_not_guessed() -> None:
     out = Actor(None).apply(9, {"type": "rollback", "to_step": 3}, {"kind": "spike", "severity": "warning", "step": 1})
-    assert out["status"] == "skipped" and "on_rollback" in out["why"]
+    assert out.status == "refused" and "on_rollback" in out.reason
 
 
 def test_critical_rollback_without_a_function_stops_training_instead() -> None:
     actor = Actor(None)
     out = actor.apply(9, {"type": "rollback", "to_step": 3}, {"kind": "nan", "severity": "critical", "step": 9})
-    assert out["status"] == "applied" and out["action"]["type"] == "stop" and actor.stop_requested
-    assert "on_rollback" in out["action"]["reason"]
+    assert out.status == "applied" and out.action["type"] == "stop" and actor.stop_requested
+    assert "on_rollback" in out.action["reason"]
     kept = Actor(None, stop_when_no_rollback=False)
     out = kept.apply(9, {"type": "rollback", "to_step": 3}, {"kind": "nan", "severity": "critical", "step": 9})
-    assert out["status"] == "skipped" and not kept.stop_requested
+    assert out.status == "refused" and not kept.stop_requested
 
 
 def test_a_single_noisy_step_waits_for_confirmation() -> None:
@@ -155,11 +156,11 @@ def test_a_single_noisy_step_waits_for_confirmation() -> None:
     actor = Actor(opt, cooldown_steps=0, min_persist_steps=3)
     one_step = {"id": "s", "kind": "spike", "step": 10, "last_step": 10, "action": {"type": "scale_lr", "factor": 0.5}}
     assert actor.offer_again_at(10) is None
-    assert actor.apply(10, one_step["action"], one_step)["status"] == "pending"
+    assert actor.apply(10, one_step["action"], one_step).status == "waiting"
     assert _lrs(opt) == [1.0]
     assert actor.offer_again_at(10) == 10  # waiting for confirmation: offer it at every later log
     # the same advice at the next step confirms it
-    assert actor.apply(11, one_step["action"], one_step)["status"] == "applied"
+    assert actor.apply(11, one_step["action"], one_step).status == "applied"
     assert _lrs(opt) == [0.5]
     assert actor.offer_again_at(11) is None
 
@@ -167,7 +168,7 @@ def test_a_single_noisy_step_waits_for_confirmation() -> None:
 def test_evidence_spanning_several_steps_needs_no_extra_confirmation() -> None:
     opt = _opt(1.0, groups=1)
     alert = {"id": "d", "kind": "divergence", "step": 10, "last_step": 10, "evidence": {"window": 50}}
-    assert Actor(opt).apply(10, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
+    assert Actor(opt).apply(10, {"type": "scale_lr", "factor": 0.1}, alert).status == "applied"
 
 
 def test_cooldown_cap_and_one_action_per_episode() -> None:
@@ -178,13 +179,13 @@ def test_cooldown_cap_and_one_action_per_episode() -> None:
     def alert(i: int, step: int) -> dict:
         return {"id": f"x{i}", "kind": "divergence", "step": step - 5, "last_step": step}
 
-    assert actor.apply(10, a, alert(1, 10))["status"] == "applied"
-    assert actor.apply(15, a, alert(1, 15))["status"] == "skipped"  # same episode
+    assert actor.apply(10, a, alert(1, 10)).status == "applied"
+    assert actor.apply(15, a, alert(1, 15)).status == "refused"  # same episode
     out = actor.apply(25, a, alert(2, 25))
-    assert out["status"] == "skipped" and "cooldown" in out["why"]
-    assert actor.apply(30, a, alert(3, 30))["status"] == "applied"
+    assert out.status is Status.COOLING_DOWN
+    assert actor.apply(30, a, alert(3, 30)).status == "applied"
     out = actor.apply(80, a, alert(4, 80))
-    assert out["status"] == "skipped" and "cap" in out["why"]
+    assert out.status is Status.CAPPED
     assert _lrs(opt) == [0.25] and actor.n_actions == 2
 
 
@@ -192,9 +193,9 @@ def test_dry_run_decides_but_changes_nothing() -> None:
     opt = _opt(1.0, groups=1)
     actor = Actor(opt, dry_run=True, cooldown_steps=0)
     out = actor.apply(10, {"type": "scale_lr", "factor": 0.1}, {"id": "d", "step": 1, "last_step": 10})
-    assert out["status"] == "dry_run" and _lrs(opt) == [1.0]
+    assert out.status == "dry_run" and _lrs(opt) == [1.0]
     out = actor.apply(12, {"type": "stop"}, {"id": "n", "kind": "nan", "step": 12})
-    assert out["status"] == "dry_run" and not actor.stop_requested
+    assert out.status == "dry_run" and not actor.stop_requested
 
 
 @pytest.mark.parametrize(
@@ -213,7 +214,7 @@ def test_dry_run_decides_but_changes_nothing() -> None:
 def test_bad_or_unsupported_advice_is_skipped_and_changes_nothing(action) -> None:
     opt = _opt(1.0, groups=1)
     out = Actor(opt, cooldown_steps=0).apply(3, action, {"kind": "nan"})
-    assert out["status"] == "skipped" and _lrs(opt) == [1.0]
+    assert out.status == "refused" and _lrs(opt) == [1.0]
 
 
 class _Recorder:
@@ -236,16 +237,16 @@ def test_an_episode_that_outlives_the_remedy_is_acted_on_again_after_the_cooldow
     opt = _opt(1.0, groups=1)
     actor = Actor(opt, cooldown_steps=20)
     a = {"type": "scale_lr", "factor": 0.5}
-    assert actor.apply(10, a, {"id": "d", "step": 5, "last_step": 10})["status"] == "applied"
+    assert actor.apply(10, a, {"id": "d", "step": 5, "last_step": 10}).status == "applied"
     # still updated, but the cooldown since the action has not passed
-    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 25})["status"] == "skipped"
+    assert actor.apply(25, a, {"id": "d", "step": 5, "last_step": 25}).status == "refused"
     # open but no longer updated since step 12: the remedy may be working, leave it
-    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 12})["status"] == "skipped"
+    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 12}).status == "refused"
     # updated a whole cooldown after the action: act again
-    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 35})["status"] == "applied"
+    assert actor.apply(40, a, {"id": "d", "step": 5, "last_step": 35}).status == "applied"
     # resolved episodes are never acted on again
     out = actor.apply(90, a, {"id": "d", "step": 5, "last_step": 80, "resolved_step": 85})
-    assert out["status"] == "skipped" and _lrs(opt) == [0.25]
+    assert out.status == "refused" and _lrs(opt) == [0.25]
 
 
 def test_a_cut_after_a_blow_up_restarts_from_the_last_good_step_when_rollback_is_possible() -> None:
@@ -255,7 +256,7 @@ def test_a_cut_after_a_blow_up_restarts_from_the_last_good_step_when_rollback_is
     actor = Actor(opt, on_rollback=restored.append, monitor=rec)
     alert = {"id": "d", "kind": "divergence", "severity": "critical", "step": 30, "last_step": 34,
              "evidence": {"best_step": 12}}
-    assert actor.apply(34, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
+    assert actor.apply(34, {"type": "scale_lr", "factor": 0.1}, alert).status == "applied"
     assert restored == [12] and _lrs(opt) == [pytest.approx(0.1)]
     assert rec.reports == [(34, "scale_lr", True, False), (34, "rollback", True, False)]
     # a warning (not critical) cut, or no good step named: no rollback
@@ -271,10 +272,10 @@ def test_advice_to_undo_the_actors_own_cut_is_not_followed() -> None:
     actor = Actor(opt, cooldown_steps=0)
     actor.apply(10, {"type": "scale_lr", "factor": 0.1}, {"id": "d", "kind": "divergence", "step": 5, "last_step": 10})
     out = actor.apply(20, {"type": "scale_lr", "factor": 10.0}, {"id": "l", "kind": "lr_anomaly", "step": 11, "last_step": 20})
-    assert out["status"] == "skipped" and "own cut" in out["why"] and _lrs(opt) == [pytest.approx(0.1)]
+    assert out.status == "refused" and "own cut" in out.reason and _lrs(opt) == [pytest.approx(0.1)]
     # a plateau asking for a larger LR is still followed
     out = actor.apply(30, {"type": "scale_lr", "factor": 3.0}, {"id": "p", "kind": "plateau", "step": 21, "last_step": 30})
-    assert out["status"] == "applied" and _lrs(opt) == [pytest.approx(0.3)]
+    assert out.status == "applied" and _lrs(opt) == [pytest.approx(0.3)]
 
 
 def test_the_monitor_builds_the_actor_and_applies_advice_at_the_next_log() -> None:
@@ -307,14 +308,14 @@ def test_follow_reoffers_standing_advice_when_the_cooldown_that_held_it_back_end
     actor = Actor(opt, cooldown_steps=20)
     mon = _Advice()
     mon.set({"id": "a", "kind": "divergence", "step": 1, "last_step": 5, "action": {"type": "scale_lr", "factor": 0.5}})
-    assert actor.follow(5, mon)["status"] == "applied"
+    assert actor.follow(5, mon).status == "applied"
     # a new episode during the cooldown: held back ...
     mon.set({"id": "b", "kind": "divergence", "step": 8, "last_step": 12, "action": {"type": "scale_lr", "factor": 0.5}})
-    assert actor.follow(12, mon)["status"] == "skipped"
+    assert actor.follow(12, mon).status == "cooling_down"
     assert actor.offer_again_at(12) == 25  # the end of the cooldown
     assert all(actor.follow(s, mon) is None for s in range(13, 25))  # nothing new, still cooling down
     # ... and applied once the cooldown is over, although the alert did not change
-    assert actor.follow(25, mon)["status"] == "applied"
+    assert actor.follow(25, mon).status == "applied"
     assert actor.follow(26, mon) is None
     assert _lrs(opt) == [0.25]
 
@@ -325,10 +326,10 @@ def test_follow_leaves_an_episode_alone_once_acted_on_unless_it_keeps_growing() 
     mon = _Advice()
     alert = {"id": "a", "kind": "divergence", "step": 1, "last_step": 5, "action": {"type": "scale_lr", "factor": 0.5}}
     mon.set(alert)
-    assert actor.follow(5, mon)["status"] == "applied"
+    assert actor.follow(5, mon).status == "applied"
     assert all(actor.follow(s, mon) is None for s in range(6, 80))  # open, not updated: no more cuts
     mon.set({**alert, "last_step": 80})  # the detector says the condition goes on
-    assert actor.follow(80, mon)["status"] == "applied"
+    assert actor.follow(80, mon).status == "applied"
     assert _lrs(opt) == [0.25]
 
 
@@ -339,17 +340,17 @@ def test_an_escalated_alert_is_acted_on_again_once_the_cooldown_allows() -> None
     alert = {"id": "a", "kind": "divergence", "severity": "critical", "step": 3, "last_step": 3,
              "evidence": {"best_step": 1, "span_steps": 3}, "action": {"type": "scale_lr", "factor": 0.1}}
     mon.set(alert)
-    assert actor.follow(3, mon)["status"] == "applied"
+    assert actor.follow(3, mon).status == "applied"
     # the detector saw the cut taken and judged it not enough: same id, escalation 1
     escalated = {**alert, "last_step": 15, "evidence": {**alert["evidence"], "escalation": 1}}
     mon.set(escalated)
-    assert actor.follow(15, mon)["status"] == "skipped"  # within the cooldown: held back ...
+    assert actor.follow(15, mon).status == "cooling_down"  # within the cooldown: held back ...
     assert all(actor.follow(s, mon) is None for s in range(16, 23))
-    assert actor.follow(23, mon)["status"] == "applied"  # ... and applied when it ends
+    assert actor.follow(23, mon).status == "applied"  # ... and applied when it ends
     assert _lrs(opt) == [pytest.approx(0.01)]
     # the same escalation level is not acted on twice
     outcomes = [actor.follow(s, mon) for s in range(24, 90)]
-    assert not [o for o in outcomes if o is not None and o["status"] == "applied"]
+    assert not [o for o in outcomes if o is not None and o.status == "applied"]
     assert _lrs(opt) == [pytest.approx(0.01)]
 
 
@@ -363,7 +364,7 @@ def test_a_rollback_drops_the_gradients_computed_on_the_discarded_weights() -> N
     model(torch.ones(4, 2)).pow(2).sum().backward()  # the step in flight: huge gradients
     alert = {"id": "d", "kind": "divergence", "severity": "critical", "step": 9, "last_step": 12,
              "evidence": {"best_step": 2}}
-    assert actor.apply(12, {"type": "scale_lr", "factor": 0.1}, alert)["status"] == "applied"
+    assert actor.apply(12, {"type": "scale_lr", "factor": 0.1}, alert).status == "applied"
     opt.step()  # the training loop goes on with its step: it must not move the restored weights
     assert torch.equal(model.weight, saved["weight"]) and torch.equal(model.bias, saved["bias"])
 
@@ -374,12 +375,154 @@ def test_a_cut_whose_alert_names_a_restart_step_restarts_there_at_any_severity()
     actor = Actor(opt, on_rollback=restored.append)
     alert = {"id": "s", "kind": "grad_vanishing", "severity": "warning", "step": 80, "last_step": 80,
              "evidence": {"restart_step": 0, "consecutive": 10}}
-    assert actor.apply(80, {"type": "scale_lr", "factor": 0.3}, alert)["status"] == "applied"
+    assert actor.apply(80, {"type": "scale_lr", "factor": 0.3}, alert).status == "applied"
     assert restored == [0] and _lrs(opt) == [pytest.approx(0.3)]
-    assert [h["action"]["type"] for h in actor.history if h["status"] == "applied"] == ["scale_lr", "rollback"]
+    assert [h.action["type"] for h in actor.history if h.status == "applied"] == ["scale_lr", "rollback"]
     # a raise never restarts; a restart step at or after the current step is ignored
     Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(
         90, {"type": "scale_lr", "factor": 3.0}, {**alert, "id": "t"})
     Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(
         90, {"type": "scale_lr", "factor": 0.3}, {**alert, "id": "u", "evidence": {"restart_step": 90}})
     assert restored == [0]
+
+
+# ---------------------------------------------------------------- bad input: one warning, the run goes on
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("losswatch") and r.levelname == "WARNING"]
+
+
+def test_an_on_rollback_that_raises_is_one_warning_and_nothing_else_is_done(caplog) -> None:
+    def broken(step):
+        raise OSError(f"checkpoint for step {step} is unreadable")
+
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, on_rollback=broken)
+    alert = {"id": "n", "kind": "nan", "severity": "critical", "step": 9}
+    with caplog.at_level("WARNING", logger="losswatch"):
+        out = actor.apply(9, {"type": "rollback", "to_step": 3}, alert)
+        again = actor.apply(10, {"type": "rollback", "to_step": 3}, dict(alert, last_step=10))
+    assert out.status is Status.FAILED and "on_rollback" in out.reason and "unreadable" in out.reason
+    assert again.status is Status.REFUSED  # not retried step after step
+    assert not actor.stop_requested and _lrs(opt) == [1.0]  # no stop in its place, no LR change
+    assert actor.actions == [] and len(_warnings(caplog)) == 1
+
+
+def test_an_on_stop_that_raises_leaves_the_run_going(caplog) -> None:
+    def broken():
+        raise RuntimeError("trainer already gone")
+
+    actor = Actor(_opt(1.0, groups=1), on_stop=broken)
+    with caplog.at_level("WARNING", logger="losswatch"):
+        out = actor.apply(5, {"type": "stop", "reason": "x"}, {"id": "s", "kind": "nan", "severity": "critical"})
+    assert out.status is Status.FAILED and "on_stop" in out.reason
+    assert not actor.stop_requested  # a TorchWatcher with raise_on_stop does not raise behind the user's back
+    assert len(_warnings(caplog)) == 1
+
+
+def test_an_optimizer_without_param_groups_is_one_warning_and_only_its_lr_is_left_alone(caplog) -> None:
+    class NotTorch:
+        lr = 1.0
+
+        def step(self):
+            pass
+
+    restored = []
+    with caplog.at_level("WARNING", logger="losswatch"):
+        actor = Actor(NotTorch(), on_rollback=restored.append, cooldown_steps=0)
+        cut = actor.apply(5, {"type": "scale_lr", "factor": 0.1}, {"id": "d", "kind": "divergence", "step": 1, "last_step": 5})
+        clip = actor.apply(6, {"type": "clip_grad_norm", "max_norm": 1.0}, {"id": "g", "kind": "grad_explosion", "step": 1, "last_step": 6})
+        back = actor.apply(7, {"type": "rollback", "to_step": 2}, {"id": "n", "kind": "nan", "severity": "critical"})
+    assert cut.status is Status.REFUSED and "param_groups" in cut.reason
+    assert clip.status is Status.REFUSED and "param_groups" in clip.reason
+    assert back.status is Status.APPLIED and restored == [2]  # what does not need the optimizer still works
+    assert actor.optimizer.lr == 1.0
+    assert len(_warnings(caplog)) == 2 and "param_groups" in _warnings(caplog)[0]  # the warning, then the rollback
+
+
+def test_a_scheduler_of_an_unknown_class_is_one_warning_and_the_lr_is_not_cut_behind_its_back(caplog) -> None:
+    class WarmupThenFlat:
+        """Sets the LR itself from its own peak at every step: scaling param_groups would be undone."""
+
+        def __init__(self, opt, peak):
+            self.opt, self.peak, self.t = opt, peak, 0
+
+        def step(self):
+            self.t += 1
+            for g in self.opt.param_groups:
+                g["lr"] = self.peak * min(1.0, self.t / 10)
+
+    opt = _opt(1.0, groups=1)
+    sched = WarmupThenFlat(opt, 1.0)
+    with caplog.at_level("WARNING", logger="losswatch"):
+        actor = Actor(opt, sched, cooldown_steps=0)
+        out = actor.apply(5, {"type": "scale_lr", "factor": 0.1}, {"id": "d", "kind": "divergence", "step": 1, "last_step": 5})
+    assert out.status is Status.REFUSED and "WarmupThenFlat" in out.reason
+    assert _lrs(opt) == [1.0] and actor.lr_scale == 1.0
+    assert len(_warnings(caplog)) == 1 and "WarmupThenFlat" in _warnings(caplog)[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="losswatch"):
+        Actor(opt, torch.optim.lr_scheduler.StepLR(opt, 10))  # a torch scheduler: known, no warning
+    assert _warnings(caplog) == []
+
+
+def test_a_monitor_whose_on_rollback_raises_keeps_logging_and_reports_nothing_applied(monkeypatch, caplog) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+
+    def broken(step):
+        raise FileNotFoundError(f"no checkpoint at or before step {step}")
+
+    opt = _opt(1.0, groups=1)
+    with caplog.at_level("WARNING", logger="losswatch"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Monitor(run_id="act-broken-rollback", act=True, optimizer=opt, on_rollback=broken,
+                     flush_interval=3600, batch_size=10**6) as mon:
+            for step in range(10):
+                mon.log(step, loss=1.0, grad_norm=1.0)
+            mon.log(10, loss=float("nan"), grad_norm=1.0)  # caught in log(): rollback advised
+            for step in range(11, 20):
+                mon.log(step, loss=1.0, grad_norm=1.0)  # the Actor tries at step 11; the run goes on
+            tried = [(o.step, o.status) for o in mon.actor.history if o.status in (Status.FAILED, Status.APPLIED)]
+            assert tried == [(11, Status.FAILED)]  # tried once (the detectors' copy of the alert is refused)
+            assert mon.actions == [] and not mon.actor.stop_requested and _lrs(opt) == [1.0]
+            assert mon.flush(10)
+    assert [a["step"] for a in mon.alerts if a["kind"] == "nan"] == [10]
+    assert not [w for w in caught if "Monitor.log failed" in str(w.message)]  # every step was logged
+    assert sum("on_rollback" in m for m in _warnings(caplog)) == 1
+
+
+def test_the_monitor_spells_actor_options_like_the_integrations_and_the_old_spelling_still_works(monkeypatch) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    opt = _opt(1.0, groups=1)
+    with Monitor(run_id="act-options", act=True, optimizer=opt, actor_options={"cooldown_steps": 7, "max_actions": 2}) as mon:
+        assert (mon.actor.cooldown_steps, mon.actor.max_actions) == (7, 2)
+    with pytest.warns(DeprecationWarning, match="actor_options"):
+        old = Monitor(run_id="act-options-old", act=True, optimizer=opt, act_cooldown_steps=9, act_max=3)
+    with old:
+        assert (old.actor.cooldown_steps, old.actor.max_actions) == (9, 3)
+
+
+def test_a_framework_session_given_an_acting_monitor_shares_its_actor_with_one_warning(monkeypatch) -> None:
+    from losswatch.client import Monitor
+    from losswatch.client.integrations._common import Session
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    opt = _opt(1.0, groups=1)
+    stops = []
+    with Monitor(run_id="act-session", act=True, optimizer=opt) as mon:
+        with pytest.warns(RuntimeWarning, match="asked for twice") as caught:
+            a = Session(mon, act=True).make_actor(opt, on_stop=lambda: stops.append(1))
+            b = Session(mon, act=True).make_actor(opt)
+        assert a is b is mon.actor and len(caught) == 1  # said once per run
+        assert a.on_stop is not None  # a part the Monitor's Actor lacked, taken from the session
+    plain = Session(None, act=True, run_id="act-session-own")  # opens its own Monitor: acting turned on there
+    plain.open()
+    try:
+        assert plain.make_actor(opt) is plain.monitor.actor
+    finally:
+        plain.close()

@@ -6,7 +6,7 @@ Three parts:
   known by construction, and the scorer's bookkeeping on hand-made alert episodes;
 * the committed runs and labels are consistent (enough runs, families and scenarios; labels are
   what the rules give on the CSVs; replay in chunks equals replay one record at a time);
-* the regression guard: the scorer's figures on the committed benchmark meet the issue's targets,
+* the regression guard: the scorer's figures on the committed benchmark meet the targets (bench/score.py TARGETS),
   and the public logs draw no LR action where none is needed while every divergence is caught.
 
 Needs numpy and losswatch.detectors, not torch: the runs are committed CSVs.
@@ -231,7 +231,7 @@ def committed():
     return json.loads((BENCH / "runs" / "labels.json").read_text())["runs"]
 
 
-def test_committed_runs_cover_the_issue(committed):
+def test_committed_runs_cover_every_condition(committed):
     assert len(committed) >= 150
     assert len({r["family"] for r in committed.values()}) >= 5
     assert {"softmax", "rnn", "gpt"} <= {r["family"] for r in committed.values()}
@@ -300,12 +300,12 @@ def figures(committed):
     return score.score(committed)
 
 
-# Targets of issue 2 the detectors do not reach yet, with the figure committed when that was
+# Targets the detectors do not reach yet, with the figure committed when that was
 # found (bench/results/detection.md says so in words). Their target test is a STRICT xfail: the
 # day a change reaches the target it turns red, and the entry must go. Meanwhile the figure may
 # not fall below what was committed: a later change cannot make it worse without saying so here.
 NOT_YET_MET: dict[str, float] = {
-    # the real-log rules (changelog row 26: raw run-away, 10x the first loss) fire on injected
+    # the real-log rules (the raw run-away and ten times the first loss, detectors/divergence.py) fire on injected
     # bad-batch excursions the labels call healthy (0.7 -> 165; 60 steps at chance): 4 -> 7 episodes
     "false_alarms_per_10k": 1.453,
 }  # lr_too_low_f1 (0.735) left it with sgd_efficiency
@@ -320,18 +320,18 @@ LR_TOO_LOW_F1_WITHOUT_OPTIMIZER_META = 0.735
 def _target_param(name):
     if name in NOT_YET_MET:
         return pytest.param(name, marks=pytest.mark.xfail(
-            strict=True, reason=f"{name}: issue target not reached yet (committed {NOT_YET_MET[name]})"))
+            strict=True, reason=f"{name}: target not reached yet (committed {NOT_YET_MET[name]})"))
     return name
 
 
 @pytest.mark.parametrize("target", [_target_param(t) for t in list(score.TARGETS) + ["divergence_median_lead_positive"]])
-def test_detection_meets_the_issue_target(figures, target):
+def test_detection_meets_the_target(figures, target):
     t = figures["targets"][target]
     assert t["met"], f"{target}: {t['value']} (required {t['target']}); see bench/results/detection.md"
 
 
 @pytest.mark.parametrize("target", sorted(NOT_YET_MET) or [
-    pytest.param(None, marks=pytest.mark.skip(reason="every issue-2 target is met on the benchmark: no floor to keep"))])
+    pytest.param(None, marks=pytest.mark.skip(reason="every target is met on the benchmark: no floor to keep"))])
 def test_unmet_target_is_no_worse_than_committed(figures, target):
     t = figures["targets"][target]
     if target in LOWER_IS_BETTER:

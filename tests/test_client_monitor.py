@@ -283,12 +283,12 @@ def test_flush_and_close_from_a_callback_do_not_deadlock_and_odd_meta_is_sent(se
 
 def test_acting_applies_advice_that_waits_for_confirmation_or_a_cooldown_without_new_verdicts(monkeypatch):
     """Advice the Actor holds back (one-step alert to confirm; a cooldown) is applied on a later
-    log() although the recommendation did not change and no new verdict arrived (issue 5)."""
+    log() although the recommendation did not change and no new verdict arrived."""
     torch = pytest.importorskip("torch")
     monkeypatch.delenv("LOSSWATCH_URL", raising=False)
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
     # no flush until close: the only verdicts are the two given here
-    with Monitor(run_id="mon-act-wait", act=True, optimizer=opt, act_cooldown_steps=20,
+    with Monitor(run_id="mon-act-wait", act=True, optimizer=opt, actor_options={"cooldown_steps": 20},
                  flush_interval=3600, batch_size=10**6) as mon:
         clip = {"type": "clip_grad_norm", "max_norm": 2.0}
         mon._apply_verdict([{"id": "g", "kind": "grad_explosion", "severity": "warning", "step": 10,

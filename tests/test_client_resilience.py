@@ -352,3 +352,62 @@ def test_a_retryable_failure_while_splitting_a_rejected_batch_resends_only_the_u
     assert singles["n"] >= 3  # the 503 did happen in the middle of the one-by-one sends
     assert sorted(accepted) == [0, 1, 2, 3, 4]  # each record accepted exactly once
     assert stats["sent"] == 5 and stats["rejected"] == 0
+
+
+class FrozenService:
+    """A listening socket that accepts connections and never answers: a hung service (or one
+    stopped in a debugger) as the client sees it."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: list = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read, never answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def test_exit_with_a_frozen_service_keeps_to_exit_timeout(tmp_path):
+    """close() has one deadline, exit_timeout: an HTTP attempt the service never answers is cut
+    short at it (not waited out for the per-attempt timeout), and the records go to the file."""
+    import threading
+
+    frozen = FrozenService()
+    exit_timeout, attempt_timeout = 1.0, 10.0
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            mon = Monitor(run_id="res-frozen", url=frozen.url, timeout=attempt_timeout, exit_timeout=exit_timeout,
+                          spool_dir=str(tmp_path / "spool"))
+            for step in range(50):
+                mon.log(step, loss=1.0)
+            closer = threading.Thread(target=mon.close)
+            closer.start()
+            # condition-based: join returns as soon as close() does; the bound separates "kept to
+            # exit_timeout" from "waited for the attempt's timeout" (10 s) with seconds to spare
+            closer.join(exit_timeout + 4.0)
+            assert not closer.is_alive(), "close() overran exit_timeout by more than 4 s"
+            assert frozen.accepted  # the client did reach the service and wait on it
+    finally:
+        frozen.close()
+        closer.join(30)
+    assert not [x for x in w if "were lost" in str(x.message)]
+    kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert len(kept) == 1 and [json.loads(x)["step"] for x in kept[0].read_text().splitlines()] == list(range(50))

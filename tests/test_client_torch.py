@@ -3,6 +3,7 @@ real (tiny) torch training run with a far too high LR raising alerts through the
 
 import math
 import threading
+import warnings
 
 import pytest
 import torch
@@ -53,6 +54,23 @@ def test_log_reads_no_tensor_value_in_the_training_thread(service_proc):
     assert s["loss"] == pytest.approx([float(x.detach()) for x in losses], rel=1e-6)
     assert s["grad_norm"] == pytest.approx([float(x.detach()) for x in norms], rel=1e-6)
     assert s["lr"][5] == pytest.approx(0.01) and s["extra"][5] == {"scale": 2.0}
+
+
+def test_a_nan_float_loss_next_to_a_tensor_grad_norm_reads_no_tensor_in_log():
+    # the NaN rule runs in log() for the float; the tensor beside it must stay unread (no sync)
+    w = torch.tensor([1.0, -2.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon = Monitor(run_id="torch-nan-float", url="http://127.0.0.1:9", flush_interval=60.0, timeout=0.2)
+        rec = OpRecorder()
+        with rec:
+            gn = torch.linalg.vector_norm(w)
+            n_before = len(rec.ops)
+            mon.log(3, loss=float("nan"), grad_norm=gn)
+            logged_ops = [op for op, _ in rec.ops[n_before:]]
+        assert set(logged_ops) <= {"detach"}, logged_ops
+        assert mon.health == "critical" and mon.recommendation["type"] == "rollback"
+        mon.close(timeout=0.1)
 
 
 def test_a_nan_tensor_is_caught_when_the_batch_is_read(service_proc):

@@ -1,5 +1,5 @@
-"""Dashboards as code: the committed JSON is what the code renders, the dashboards show what the
-issue asks, and `losswatch dashboards push` follows Grafana's HTTP API (against a real loopback
+"""Dashboards as code: the committed JSON is what the code renders, the dashboards show what an
+on-call person needs, and `losswatch dashboards push` follows Grafana's HTTP API (against a real loopback
 HTTP server standing in for Grafana, which cannot run here)."""
 
 from __future__ import annotations

@@ -227,3 +227,45 @@ def test_watched_cuda_steps_never_wait_for_the_gpu(service_proc) -> None:
     assert series["loss"] == pytest.approx([float(v) for v in losses], rel=1e-6)
     assert all(g is not None and g > 0 for g in series["grad_norm"])
     assert series["lr"][0] == pytest.approx(1e-5) and series["lr"][-1] == pytest.approx(1e-4)
+
+
+def test_a_monitor_and_a_watcher_both_asked_to_act_share_one_actor_and_cut_once_per_decision(service_proc) -> None:
+    import math
+    import warnings
+
+    run_id = f"torch-two-act-{uuid.uuid4().hex[:8]}"
+    x, y = _data()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    lr0, steps = 4.0, 80
+    opt = torch.optim.SGD(model.parameters(), lr=lr0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    seen = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Monitor(run_id=run_id, url=service_proc, flush_interval=0.05, act=True, optimizer=opt,
+                     actor_options={"cooldown_steps": 10}) as mon:
+            watch = TorchWatcher(mon, model, opt, scheduler=sched, act=True, actor_options={"cooldown_steps": 10})
+            for step in range(steps):
+                xb, yb = x[(step * 32) % 256:][:32], y[(step * 32) % 256:][:32]
+                loss = torch.nn.functional.mse_loss(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                seen.append(opt.param_groups[0]["lr"])
+                watch.step(step, loss)  # the Monitor's log() and the watcher both offer the step
+                if step % 5 == 0:
+                    mon.flush(5.0)
+                opt.step()
+                sched.step()
+    shared = [w for w in caught if "asked for twice" in str(w.message)]
+    assert len(shared) == 1  # said once
+    assert watch.actor is mon.actor and watch.actor.scheduler is sched  # the watcher's scheduler filled in
+    _, applied = hot_run_checks(service_proc, run_id, watch.actor)  # each applied action reported once
+    cuts = [a for a in applied if a["action"]["type"] == "scale_lr"]
+    assert cuts and len({a["step"] for a in applied}) == len(applied)
+    for cut in cuts:
+        k = cut["step"]
+        if k + 1 < steps:
+            cosine = (1 + math.cos(math.pi * (k + 1) / steps)) / (1 + math.cos(math.pi * k / steps))
+            # once: the next step's LR is the cosine step of the cut LR, not of a cut squared
+            assert seen[k + 1] == pytest.approx(seen[k] * cut["action"]["factor"] * cosine, rel=1e-6)
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(lr0 * math.prod(c["action"]["factor"] for c in cuts))

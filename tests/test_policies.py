@@ -154,3 +154,66 @@ def test_rest_api(service_factory, tmp_path):
         assert c.get(f"/v1/policies/{eid}", headers=h).status_code == 404
     # the CLI sees what the service wrote (one database)
     assert any(e.policy["lr"] == 0.2 for e in PolicyDB(str(dbpath)).list(**TASK))
+
+
+def test_entries_belong_to_the_writing_project_and_seeds_are_read_only(service_factory, tmp_path):
+    svc = service_factory(env={"LOSSWATCH_POLICY_DB": str(tmp_path / "own.sqlite"),
+                               "LOSSWATCH_TOKENS": "ta=projA;tb=projB;tab=projA,projB"})
+    a, b, ab = ({"Authorization": f"Bearer {t}"} for t in ("ta", "tb", "tab"))
+    with httpx.Client(base_url=svc.url, timeout=10) as c:
+        r = c.post("/v1/policies", json=_entry(0.1, 0.3, 1000), headers=a)
+        assert r.status_code == 201 and r.json()["added"][0]["project"] == "projA"
+        eid = r.json()["added"][0]["id"]
+        # another project neither sees nor deletes it: 404, as if it did not exist
+        assert c.get(f"/v1/policies/{eid}", headers=b).status_code == 404
+        assert c.delete(f"/v1/policies/{eid}", headers=b).status_code == 404
+        assert c.get("/v1/policies", params=TASK, headers=b).json()["policies"] == []
+        assert c.get("/v1/policies/best", params=TASK, headers=b).status_code == 404
+        assert c.get(f"/v1/policies/{eid}", headers=a).json()["final_metric"] == 0.3
+        # the seeded recipes: readable by every project, deletable by none
+        seeds = c.get("/v1/policies", params={"source": "seed"}, headers=b).json()["policies"]
+        assert len(seeds) == len(SEED_RECIPES) and all(s["project"] is None for s in seeds)
+        assert c.delete(f"/v1/policies/{seeds[0]['id']}", headers=b).status_code == 403
+        assert c.delete(f"/v1/policies/{seeds[0]['id']}", headers=a).status_code == 403
+        assert c.get(f"/v1/policies/{seeds[0]['id']}", headers=a).status_code == 200
+        # a token of several projects names one; a project it does not cover is refused
+        assert c.post("/v1/policies", json=_entry(0.2, 0.2, 500), headers=ab).status_code == 422
+        assert c.post("/v1/policies", json=_entry(0.2, 0.2, 500), params={"project": "projB"},
+                      headers=a).status_code == 403
+        r = c.post("/v1/policies", json={**_entry(0.2, 0.2, 500), "project": "projB"}, headers=ab)
+        assert r.status_code == 201 and r.json()["added"][0]["project"] == "projB"
+        assert [e["project"] for e in c.get("/v1/policies", params=TASK, headers=ab).json()["policies"]] == \
+            ["projA", "projB"]
+        assert c.delete(f"/v1/policies/{eid}", headers=a).status_code == 200
+        assert c.get(f"/v1/policies/{eid}", headers=ab).status_code == 404
+
+
+def test_a_body_that_is_not_an_object_is_422_as_the_spec_says(service_factory, tmp_path):
+    svc = service_factory(env={"LOSSWATCH_POLICY_DB": str(tmp_path / "n.sqlite")})
+    with httpx.Client(base_url=svc.url, timeout=10) as c:
+        spec = c.get("/openapi.json").json()
+        post = spec["paths"]["/v1/policies"]["post"]
+        assert post["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
+        for path in ("/v1/policies/{entry_id}", "/v1/policies/best"):
+            assert "404" in str(spec["paths"][path]["get"]["responses"]), path
+        assert "404" in spec["paths"]["/v1/policies/{entry_id}"]["delete"]["responses"]
+        r = c.post("/v1/policies", content=b"null", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        # with auth off an entry without a project goes to the default project
+        r = c.post("/v1/policies", json=_entry(0.1, 0.3, 10))
+        assert r.status_code == 201 and r.json()["added"][0]["project"] == "default"
+
+
+def test_a_database_from_before_owners_keeps_its_entries_public(tmp_path):
+    import sqlite3
+
+    p = tmp_path / "old.sqlite"
+    PolicyDB(str(p)).close()
+    con = sqlite3.connect(p)
+    con.execute("ALTER TABLE policies DROP COLUMN project")
+    con.commit()
+    con.close()
+    db = PolicyDB(str(p))
+    assert len(db.list(projects=frozenset(["x"]))) == len(SEED_RECIPES)
+    assert db.add({**_entry(0.1, 0.3, 10), "project": "x"}).project == "x"
+    assert len(db.list(projects=frozenset(["y"]))) == len(SEED_RECIPES)

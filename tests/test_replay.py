@@ -22,7 +22,7 @@ def _alerts(stdout: str) -> list[dict]:
 
 
 def test_practitioner_run_divergence_then_nan(tmp_path):
-    """The example from the issue: loss 2.5, 2.4, 2.6, 3.1, 4.2, NaN must draw a divergence alert
+    """The practitioner's example: loss 2.5, 2.4, 2.6, 3.1, 4.2, NaN must draw a divergence alert
     advising to cut the LR 10x *before* the NaN, and a nan alert on the NaN step."""
     p = tmp_path / "practitioner.csv"
     p.write_text(PRACTITIONER_CSV)

@@ -22,6 +22,7 @@ BAD_BODIES = [
     ("missing step", b'{"records": [{"loss": 1.0}]}', 422, "step"),
     ("negative step", b'{"records": [{"step": -1}]}', 422, "step"),
     ("float step", b'{"records": [{"step": 1.5}]}', 422, "step"),
+    ("integral float step past 2^63-1", b'{"records": [{"step": 9223372036854775807.0}]}', 422, "step"),
     ("string step", b'{"records": [{"step": "1"}]}', 422, "step"),
     ("bool step", b'{"records": [{"step": true}]}', 422, "step"),
     ("huge step", b'{"records": [{"step": 99999999999999999999999}]}', 422, "step"),
@@ -90,6 +91,49 @@ def test_limits_413_name_the_limit(service_factory):
     r = c.post("/v1/runs/lim-1/steps", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413
     assert c.get("/v1/runs/lim-1").json()["n_steps"] == len(GOOD)
+
+
+@pytest.mark.parametrize("method, path", [("PUT", "/v1/runs/lim-2"), ("POST", "/v1/runs/lim-2/actions"),
+                                          ("POST", "/v1/policies")])
+def test_a_chunked_body_over_the_limit_is_413_on_every_endpoint(service_factory, tmp_path, method, path):
+    svc = service_factory(env={"LOSSWATCH_MAX_BODY_BYTES": "20000",
+                               "LOSSWATCH_POLICY_DB": str(tmp_path / "p.sqlite")})
+    c = client(svc.url)
+    assert c.put("/v1/runs/lim-2", json={"task": "t"}).status_code == 200
+
+    def chunks():  # no Content-Length: only counting the stream can tell
+        yield b'{"notes": "'
+        for _ in range(3000):
+            yield b"0123456789"
+        yield b'"}'
+
+    r = c.request(method, path, content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "LOSSWATCH_MAX_BODY_BYTES" in r.text
+    assert c.get("/v1/runs/lim-2").json()["meta"] == {"task": "t"}
+
+
+def test_an_integral_float_step_is_an_integer(service_proc):
+    """JSON Schema's "integer" (the published record schema) includes 2957.0."""
+    c = client(service_proc)
+    r = c.post("/v1/runs/intf-1/steps", content=b'{"records": [{"step": 2957.0, "loss": 1.0}, {"step": 2958}]}',
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
+    assert c.get("/v1/runs/intf-1/steps").json()["series"]["step"] == [2957, 2958]
+    r = c.post("/v1/runs/intf-1/actions", json={"step": 2958.0, "action": {"type": "none"}, "applied": True})
+    assert r.status_code == 201 and r.json()["step"] == 2958
+
+
+@pytest.mark.parametrize("action", [{}, {"type": "launch"}, {"factor": 0.5}])
+def test_an_action_without_a_known_type_is_422_as_the_spec_says(service_proc, action):
+    c = client(service_proc)
+    assert post_records(c, "act-1", GOOD[:2]).status_code == 200
+    spec = c.get("/openapi.json").json()["components"]["schemas"]
+    assert "type" in spec["ActionIn"]["required"]
+    r = c.post("/v1/runs/act-1/actions", json={"step": 1, "action": action, "applied": True})
+    assert r.status_code == 422, r.text
+    assert ["body", "action", "type"] == r.json()["detail"][0]["loc"]
+    assert c.get("/v1/runs/act-1/alerts").json()["actions"] == []
 
 
 @pytest.mark.parametrize("run_id", ["a b", "x" * 129, "run{x}", 'r"1', "r\\n", "über"])

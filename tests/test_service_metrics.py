@@ -126,3 +126,29 @@ def test_the_spike_rate_is_a_per_run_series(store, service_factory, redis_proc):
     s = _samples(c.get("/metrics").text)
     assert _one(s, "losswatch_run_spike_rate", run="spiky") == eng.spike_rate
     assert c.get("/v1/runs/spiky").json()["spike_rate"] == eng.spike_rate
+
+
+def test_an_alert_raised_and_resolved_in_one_batch_counts_once(service_factory):
+    c = client(service_factory().url)
+    recs = [{"step": s, "loss": 1.0 - 0.001 * s} for s in range(40)]
+    recs[20]["loss"] = float("nan")  # a NaN episode that recovers within the same batch
+    r = post_records(c, "once-1", recs)
+    assert r.status_code == 200
+    ids = {a["id"] for a in r.json()["alerts"]}
+    assert ids and any(a["resolved_step"] is not None for a in r.json()["alerts"]), r.json()["alerts"]
+    s = _samples(c.get("/metrics").text)
+    assert sum(x.value for x in s["losswatch_alerts_total"]) == len(ids)
+
+
+def test_a_503_from_a_store_that_is_down_is_counted_as_503(redis_proc, service_factory):
+    c = client(service_factory(env={"LOSSWATCH_STORE": redis_proc.url}).url)
+    assert post_records(c, "code-1", [{"step": 0, "loss": 1.0}]).status_code == 200
+    redis_proc.kill9()
+    try:
+        assert post_records(c, "code-1", [{"step": 1, "loss": 1.0}]).status_code == 503
+        s = _samples(c.get("/metrics").text)
+    finally:
+        redis_proc.start()
+    assert _one(s, "losswatch_ingest_requests_total", code="503") == 1
+    assert _one(s, "losswatch_ingest_requests_total", code="200") == 1
+    assert not [x for x in s["losswatch_ingest_requests_total"] if x.labels["code"] == "500"]

@@ -65,11 +65,18 @@ class Session:
         return self.monitor
 
     def make_actor(self, optimizer: Any = None, scheduler: Any = None, actor_cls: type = Actor, **kw: Any) -> Actor | None:
-        """Build the Actor once acting is enabled (None otherwise)."""
+        """The run's Actor once acting is enabled (None otherwise): the Monitor's one Actor
+        (``Monitor.attach_actor``), or one built here for a monitor of another kind."""
         if not self.acting:
             return None
         opts = {**self.actor_options, **kw}
-        self.actor = actor_cls(optimizer, scheduler, dry_run=self.act_dry_run, monitor=self.monitor, **opts)
+        attach = getattr(self.monitor, "attach_actor", None)
+        if attach is not None:
+            parts = {k: opts.pop(k, None) for k in ("on_rollback", "on_stop")}
+            self.actor = attach(optimizer, scheduler, act=self.act, act_dry_run=self.act_dry_run,
+                                actor_options=opts, actor_cls=actor_cls, **parts)
+        else:
+            self.actor = actor_cls(optimizer, scheduler, dry_run=self.act_dry_run, monitor=self.monitor, **opts)
         return self.actor
 
     def follow(self, step: int) -> bool:

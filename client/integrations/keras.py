@@ -20,8 +20,8 @@ Where each number comes from:
 - val_loss: ``val_loss`` from ``on_epoch_end``, sent with the next batch's record.
 
 Acting (``act=True``/``act_dry_run=True``): scale_lr assigns ``optimizer.learning_rate`` (a
-constant LR only: a ``LearningRateSchedule`` object is not changed; the advice is then reported
-as skipped), clip_grad_norm sets ``optimizer.global_clipnorm``, stop sets ``model.stop_training``.
+constant LR only: a ``LearningRateSchedule`` object is not changed; the advice is then
+refused), clip_grad_norm sets ``optimizer.global_clipnorm``, stop sets ``model.stop_training``.
 
 keras is imported only when ``LosswatchCallback`` is first accessed.
 """
@@ -63,6 +63,9 @@ class KerasActor(Actor):
         if why is None and act["type"] == "scale_lr" and not self._lr_is_variable():
             return "the Keras optimizer's LR is a schedule object; scale it in your code"
         return why
+
+    def _check_optimizer(self) -> str | None:
+        return None  # a Keras optimizer has no param_groups: its LR is a variable (scale_lr below)
 
     def _lr_is_variable(self) -> bool:
         lr = getattr(self.optimizer, "_learning_rate", None)

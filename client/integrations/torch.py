@@ -99,11 +99,15 @@ class TorchWatcher:
         Only used when acting (``actor``/``act``): scaled together with the optimizer.
     actor : Actor or None
         Apply recommendations in the training thread (see losswatch.client.acting). With
-        ``act=True`` (or ``act_dry_run=True``) one is built from optimizer and scheduler.
+        ``act=True`` (or ``act_dry_run=True``) the Monitor's one Actor is used
+        (``Monitor.attach_actor``: built from optimizer and scheduler, or shared with a Monitor
+        already acting, never a second one); a monitor of another kind gets one built here.
     act, act_dry_run : bool
         Opt in to acting (dry run: only report what would be done).
     on_rollback : callable(step) or None
         Passed to the Actor: restores a checkpoint at or before ``step``.
+    on_stop : callable() or None
+        Passed to the Actor: ends training your way when losswatch advises stopping.
     raise_on_stop : bool
         When losswatch advises ``stop``, :meth:`step` raises :class:`StopTraining` (catch it
         around your loop). Otherwise :attr:`should_stop` turns True and your loop checks it.
@@ -122,6 +126,7 @@ class TorchWatcher:
         act: bool = False,
         act_dry_run: bool = False,
         on_rollback: Any = None,
+        on_stop: Any = None,
         raise_on_stop: bool = False,
         actor_options: dict[str, Any] | None = None,
     ) -> None:
@@ -133,10 +138,13 @@ class TorchWatcher:
         self._tell_optimizer(monitor, optimizer)
         self.raise_on_stop = raise_on_stop
         if actor is None and (act or act_dry_run):
-            actor = Actor(
-                optimizer, scheduler, on_rollback=on_rollback, dry_run=act_dry_run and not act,
-                monitor=monitor, **(actor_options or {}),
-            )
+            attach = getattr(monitor, "attach_actor", None)
+            if attach is not None:
+                actor = attach(optimizer, scheduler, act=act, act_dry_run=act_dry_run, on_rollback=on_rollback,
+                               on_stop=on_stop, actor_options=actor_options)
+            else:  # a monitor of another kind (anything with log()): an Actor of its own
+                actor = Actor(optimizer, scheduler, on_rollback=on_rollback, on_stop=on_stop,
+                              dry_run=act_dry_run and not act, monitor=monitor, **(actor_options or {}))
         self.actor = actor
 
     @staticmethod

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from losswatch.detectors.schedules import build_schedule
 from losswatch.detectors.types import ACTION_TYPES, ALERT_EVENTS, HEALTH_STATES, KINDS, SEVERITIES
 
-from ..ingest import LABEL_RE
+from ..ingest import LABEL_RE, MAX_STEP
 
 LABEL_PATTERN = f"^{LABEL_RE.pattern}$"
 # the contract's tuples (Literal[tuple] is Literal of its items)
@@ -32,7 +33,7 @@ class StepRecordIn(BaseModel):
     "-Infinity" (bare NaN/Infinity tokens are accepted too)."""
 
     model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0, le=2**63 - 1)
+    step: int = Field(ge=0, le=MAX_STEP)
     loss: Num = None
     grad_norm: Num = None
     lr: Num = None
@@ -51,7 +52,9 @@ class StepsIn(BaseModel):
 class LRSchedule(BaseModel):
     """A declared LR schedule: ``{"name": "cosine", "params": {"lr": 3e-4, "total_steps": 1000}}``;
     the flat form ``{"name": "cosine", "lr": 3e-4, "total_steps": 1000}`` is accepted too. Stored
-    and passed to the detectors flat (the form losswatch.detectors.schedules.build_schedule reads)."""
+    and passed to the detectors flat (the form losswatch.detectors.schedules.build_schedule reads).
+    A declaration build_schedule refuses (unknown name, missing or impossible parameter) is a 422
+    naming the problem: every schedule stored evaluates at every step."""
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(max_length=128)
@@ -59,6 +62,11 @@ class LRSchedule(BaseModel):
 
     def flat(self) -> dict[str, Any]:
         return {"name": self.name, **(self.model_extra or {}), **self.params}
+
+    @model_validator(mode="after")
+    def _buildable(self) -> "LRSchedule":
+        build_schedule(self.flat())  # its ValueError becomes the 422's message
+        return self
 
 
 class RunMetaIn(BaseModel):
@@ -78,12 +86,19 @@ class RunMetaIn(BaseModel):
                           "alert leaves the run alone")
 
 
+class ActionIn(BaseModel):
+    """An Action as the detectors advise it: its type, its parameters, the reason."""
+
+    model_config = ConfigDict(extra="allow")
+    type: ActionType
+
+
 class ActionReportIn(BaseModel):
     """A client reports an action it applied (or would have: dry run)."""
 
     model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0, le=2**63 - 1)
-    action: dict[str, Any] = Field(description='an Action dict: {"type": ..., params..., "reason": ...}')
+    step: int = Field(ge=0, le=MAX_STEP)
+    action: ActionIn = Field(description='an Action: {"type": ..., params..., "reason": ...}')
     applied: bool
     dry_run: bool = False
     alert_id: Optional[str] = Field(None, max_length=300)

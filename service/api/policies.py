@@ -1,25 +1,30 @@
 """/v1/policies: record and query the LR policy database over HTTP.
 
 Same database as ``losswatch policies`` (a SQLite file, ``$LOSSWATCH_POLICY_DB``, default
-``~/.losswatch/policies.sqlite``; see ``service/lr/policy_db.py`` for why). Policies are shared
-knowledge across projects: any valid token may read and add; with auth off, anyone on the
-listening interface may. Handlers are plain ``def`` so SQLite runs in FastAPI's thread pool,
-never on the event loop.
+``~/.losswatch/policies.sqlite``; see ``service/lr/policy_db.py`` for why). Entries belong to a
+project: one written here belongs to the writer's project (the token's, or ?project= / the
+entry's "project" for a token of several; with auth off the one named, else "default"). A token
+reads its projects' entries and the public ones (the seeded recipes), deletes only its projects'
+ones; public entries are read-only here. Another project's entry answers 404, as if it did not
+exist. Handlers are plain ``def`` so SQLite runs in FastAPI's thread pool, never on the event loop.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 
 from ..auth import Scope, get_scope
-from ..lr.policy_db import SQL_INT_MAX, PolicyDB
+from ..lr.policy_db import SQL_INT_MAX, PolicyDB, PolicyEntry
+from .models import LABEL_PATTERN, ErrorOut
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 MAX_ENTRIES_PER_POST = 1000
+DEFAULT_PROJECT = "default"   # the project of an entry written with auth off and none named
 # integer parameters are bounded by SQL_INT_MAX: a larger int would be a 500 from SQLite, not a 422
+NOT_FOUND = {404: {"model": ErrorOut, "description": "no such entry visible to this token"}}
 
 
 def policy_db(request: Request) -> PolicyDB:
@@ -34,10 +39,10 @@ def policy_db(request: Request) -> PolicyDB:
     return db
 
 
-def _filters(model_family: str | None, dataset: str | None, optimizer: str | None, batch_size: int | None,
-             max_steps: int | None, metric: str | None = None) -> dict[str, Any]:
+def _filters(scope: Scope, model_family: str | None, dataset: str | None, optimizer: str | None,
+             batch_size: int | None, max_steps: int | None, metric: str | None = None) -> dict[str, Any]:
     return {"model_family": model_family, "dataset": dataset, "optimizer": optimizer, "batch_size": batch_size,
-            "max_steps": max_steps, "metric": metric}
+            "max_steps": max_steps, "metric": metric, "projects": scope.projects}
 
 
 @router.get("", summary="List policy entries (filter by task, step budget, policy name, source)")
@@ -47,27 +52,43 @@ def list_policies(model_family: str | None = None, dataset: str | None = None, o
                   policy_name: str | None = None, source: str | None = None,
                   limit: int = Query(1000, ge=1, le=100_000),
                   scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
-    f = _filters(model_family, dataset, optimizer, batch_size, max_steps)
+    f = _filters(scope, model_family, dataset, optimizer, batch_size, max_steps)
     rows = db.list(limit=limit, policy_name=policy_name, source=source, **f)
     return {"policies": [e.to_dict() for e in rows]}
 
 
-@router.get("/best", summary="The best non-diverged policy for a task, optionally under a step budget")
+@router.get("/best", summary="The best non-diverged policy for a task, optionally under a step budget",
+            responses={404: {"model": ErrorOut, "description": "no entry matches the task"}})
 def best_policy(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
                 batch_size: int | None = Query(None, ge=1, le=SQL_INT_MAX),
                 max_steps: int | None = Query(None, ge=0, le=SQL_INT_MAX),
                 metric: str | None = None,
                 scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
-    e = db.best(**_filters(model_family, dataset, optimizer, batch_size, max_steps, metric))
+    e = db.best(**_filters(scope, model_family, dataset, optimizer, batch_size, max_steps, metric))
     if e is None:
         raise HTTPException(404, "no policy entry matches this task" + (f" within {max_steps} steps" if max_steps else ""))
     return e.to_dict()
 
 
-@router.post("", status_code=201, summary="Add one entry, or {'entries': [...]} (all or nothing)")
-def add_policies(body: Any = Body(...), scope: Scope = Depends(get_scope),
-                 db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
-    if isinstance(body, dict) and "entries" in body:
+def _owner(scope: Scope, query_project: str | None, entries: list[Any]) -> str:
+    """The project the posted entries will belong to: ?project= and the entries' "project"
+    fields must agree; then the token decides (403 for a project it does not cover)."""
+    named = {query_project} if query_project is not None else set()
+    named |= {e["project"] for e in entries if isinstance(e, dict) and isinstance(e.get("project"), str)}
+    if len(named) > 1:
+        raise HTTPException(422, f"the entries name different projects: {sorted(named)[:5]}")
+    return scope.write_project(next(iter(named), None)) or DEFAULT_PROJECT
+
+
+@router.post("", status_code=201, summary="Add one entry, or {'entries': [...]} (all or nothing)",
+             description="The body is one policy entry (task fields, policy, metrics...) or "
+                         "{\"entries\": [entry, ...]}. The entries belong to the writer's project.",
+             responses={403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+def add_policies(body: dict[str, Any] = Body(...),
+                 project: Optional[str] = Query(None, pattern=LABEL_PATTERN,
+                                                description="the entries' project (a token of several)"),
+                 scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+    if "entries" in body:
         entries = body["entries"]
         if not isinstance(entries, list) or not entries:
             raise HTTPException(422, "entries must be a non-empty list of policy entries")
@@ -76,25 +97,34 @@ def add_policies(body: Any = Body(...), scope: Scope = Depends(get_scope),
     else:
         entries = [body]
     try:
-        added = db.add_many(entries)
+        parsed = [PolicyEntry.from_dict(e) for e in entries]
     except ValueError as e:
         which = "" if len(entries) == 1 else " (nothing was added)"
         raise HTTPException(422, f"{e}{which}") from None
-    return {"added": [e.to_dict() for e in added]}
+    owner = _owner(scope, project, entries)
+    for e in parsed:
+        e.project = owner
+    return {"added": [e.to_dict() for e in db.add_many(parsed)]}
 
 
-@router.get("/{entry_id}", summary="One entry")
+@router.get("/{entry_id}", summary="One entry", responses=NOT_FOUND)
 def get_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = Depends(get_scope),
                db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
-    e = db.get(entry_id)
+    e = db.get(entry_id, projects=scope.projects)
     if e is None:
         raise HTTPException(404, f"no policy entry {entry_id}")
     return e.to_dict()
 
 
-@router.delete("/{entry_id}", summary="Delete one entry")
+@router.delete("/{entry_id}", summary="Delete one entry of the caller's project",
+               responses={**NOT_FOUND, 403: {"model": ErrorOut, "description": "a public entry (read-only)"}})
 def delete_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = Depends(get_scope),
                   db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
-    if not db.delete(entry_id):
+    e = db.get(entry_id, projects=scope.projects)
+    if e is None:
         raise HTTPException(404, f"no policy entry {entry_id}")
+    if e.project is None:
+        raise HTTPException(403, f"policy entry {entry_id} is a public recipe: read-only")
+    if not db.delete(entry_id, projects=frozenset([e.project])):
+        raise HTTPException(404, f"no policy entry {entry_id}")  # deleted meanwhile
     return {"deleted": entry_id}

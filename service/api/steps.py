@@ -7,13 +7,14 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from losswatch.detectors.types import json_safe
 
 from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
-from ..stores.base import ProjectConflict
+from ..stores.base import ProjectConflict, StoreUnavailable
 from .common import RunIdPath, conflict_error, json_response, store_of, visible_run, write_project
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
 
@@ -38,6 +39,15 @@ def _inline_schema(model) -> dict:
         return node
 
     return resolve(schema)
+
+
+def _status_of(e: Exception) -> int:
+    """The status the app's exception handlers answer ``e`` with (for the requests counter)."""
+    if isinstance(e, StarletteHTTPException):  # FastAPI's HTTPException is one
+        return e.status_code
+    if isinstance(e, StoreUnavailable):
+        return 503
+    return 500
 
 
 def _check_label(value: str, where: str, name: str) -> None:
@@ -105,9 +115,13 @@ async def post_steps(request: Request) -> Response:
         metrics.accepted.inc(res.accepted)
         if res.duplicates:
             metrics.duplicate.inc(res.duplicates)
-        for a in res.alerts:
-            if a["id"] in res.new_alert_ids:
-                metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
+        if res.new_alert_ids:
+            # an alert raised and resolved in one batch is in res.alerts twice: count it once
+            uncounted = set(res.new_alert_ids)
+            for a in res.alerts:
+                if a["id"] in uncounted:
+                    uncounted.discard(a["id"])
+                    metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
         notifier = request.app.state.notifier
         if notifier is not None and res.alerts:
             notifier.submit(res.alerts, res.project)
@@ -117,8 +131,8 @@ async def post_steps(request: Request) -> Response:
             "alerts": json_safe(res.alerts) if res.alerts else [],
             "recommendation": json_safe(res.recommendation), "health": res.health,
         })
-    except HTTPException as e:
-        code = e.status_code
+    except Exception as e:
+        code = _status_of(e)
         raise
     finally:
         metrics.request(code)

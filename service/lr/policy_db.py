@@ -15,6 +15,11 @@ replica serving /v1/policies): documented in docs/lr-tooling.md.
 
 An empty database is seeded once with well-known recipes (``SEED_RECIPES``, source "seed"); a
 metadata flag remembers it, so deleting seeds does not bring them back.
+
+Ownership: an entry has a ``project``. None is a public entry (the seeded recipes, and what the
+offline CLI adds to its own file): every reader sees it. The REST API writes entries in the
+writing token's project, and a token sees and deletes only its projects' entries and the
+public ones (read-only over HTTP: see ``service/api/policies.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from losswatch.detectors.schedules import build_schedule
+
+from ..ingest import LABEL_RULE, valid_label
 
 TASK_FIELDS = ("model_family", "dataset", "optimizer", "batch_size")
 SOURCES = ("seed", "user", "tune", "evaluate")
@@ -61,6 +68,8 @@ class PolicyEntry:
     source: str = "user"
     notes: str = ""
     created_at: float = field(default_factory=time.time)
+    #: the owning project; None = public (readable by every project)
+    project: str | None = None
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +133,10 @@ class PolicyEntry:
             if isinstance(ca, bool) or not isinstance(ca, (int, float)) or not math.isfinite(ca):
                 raise ValueError(f"created_at must be a Unix time in seconds, got {ca!r}")
             out["created_at"] = float(ca)
+        project = d.get("project")
+        if project is not None and not valid_label(project):
+            raise ValueError(f"project must be {LABEL_RULE}, got {str(project)[:40]!r}")
+        out["project"] = project
         return cls(**out)
 
     @property
@@ -187,13 +200,15 @@ CREATE TABLE IF NOT EXISTS policies (
     diverged INTEGER NOT NULL,
     source TEXT NOT NULL,
     notes TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    project TEXT
 );
 CREATE INDEX IF NOT EXISTS policies_task ON policies (model_family, dataset, optimizer, batch_size);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLS = ("model_family", "dataset", "optimizer", "batch_size", "policy", "policy_name", "metric", "mode",
-         "final_metric", "best_metric", "steps", "wall_time_s", "diverged", "source", "notes", "created_at")
+         "final_metric", "best_metric", "steps", "wall_time_s", "diverged", "source", "notes", "created_at",
+         "project")
 
 
 class PolicyDB:
@@ -214,6 +229,9 @@ class PolicyDB:
             self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            if "project" not in {r[1] for r in self._db.execute("PRAGMA table_info(policies)")}:
+                # a file from before entries had owners: its entries stay public
+                self._db.execute("ALTER TABLE policies ADD COLUMN project TEXT")
         except sqlite3.DatabaseError as e:
             raise ValueError(f"{self.path}: not a usable policy database ({e})") from None
         if seed:
@@ -239,7 +257,7 @@ class PolicyDB:
     def _insert(self, e: PolicyEntry) -> int:
         row = (e.model_family, e.dataset, e.optimizer, e.batch_size, json.dumps(e.policy),
                e.policy["name"], e.metric, e.mode, e.final_metric, e.best_metric, e.steps, e.wall_time_s,
-               int(e.diverged), e.source, e.notes, e.created_at)
+               int(e.diverged), e.source, e.notes, e.created_at, e.project)
         cur = self._db.execute(f"INSERT INTO policies ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})", row)
         return int(cur.lastrowid)
 
@@ -264,12 +282,20 @@ class PolicyDB:
                 raise
         return es
 
-    def delete(self, entry_id: int) -> bool:
+    def delete(self, entry_id: int, projects: frozenset[str] | None = None) -> bool:
+        """Delete one entry; with ``projects``, only an entry owned by one of them (never a
+        public one)."""
+        where, args = "id = ?", [entry_id]
+        if projects is not None:
+            where += f" AND project IN ({', '.join('?' * len(projects))})"
+            args += sorted(projects)
         with self._lock:
-            return self._db.execute("DELETE FROM policies WHERE id=?", (entry_id,)).rowcount > 0
+            return self._db.execute(f"DELETE FROM policies WHERE {where}", args).rowcount > 0
 
-    def get(self, entry_id: int) -> PolicyEntry | None:
-        rows = self._select("id = ?", [entry_id])
+    def get(self, entry_id: int, projects: frozenset[str] | None = None) -> PolicyEntry | None:
+        """One entry; with ``projects``, only if public or owned by one of them."""
+        where, args = self._where(projects=projects)
+        rows = self._select(f"id = ? AND {where}", [entry_id, *args])
         return rows[0] if rows else None
 
     def _select(self, where: str, args: list[Any], order: str = "id", limit: int | None = None) -> list[PolicyEntry]:
@@ -290,9 +316,12 @@ class PolicyDB:
     @staticmethod
     def _where(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
                batch_size: int | None = None, max_steps: int | None = None, policy_name: str | None = None,
-               metric: str | None = None, include_diverged: bool = True, source: str | None = None
-               ) -> tuple[str, list[Any]]:
+               metric: str | None = None, include_diverged: bool = True, source: str | None = None,
+               projects: frozenset[str] | None = None) -> tuple[str, list[Any]]:
         cond, args = ["1=1"], []
+        if projects is not None:  # public entries and those of these projects
+            cond.append(f"(project IS NULL OR project IN ({', '.join('?' * len(projects))}))")
+            args.extend(sorted(projects))
         for col, v in (("model_family", model_family), ("dataset", dataset), ("optimizer", optimizer),
                        ("batch_size", batch_size), ("policy_name", policy_name), ("metric", metric),
                        ("source", source)):
@@ -308,7 +337,7 @@ class PolicyDB:
 
     def list(self, limit: int = 1000, **filters: Any) -> list[PolicyEntry]:
         """Entries matching the filters (task fields, max_steps, policy_name, metric, source,
-        include_diverged), oldest first."""
+        include_diverged, projects: the public entries and these projects' ones), oldest first."""
         where, args = self._where(**filters)
         return self._select(where, args, limit=limit)
 

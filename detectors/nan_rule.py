@@ -1,0 +1,94 @@
+"""The one NaN rule of losswatch: what a non-finite loss or grad-norm means, and what to do.
+
+Both the detector (:mod:`losswatch.detectors.nan`, inside the service or the local engine) and the
+client's in-process check (:mod:`losswatch.client.local`, on the very step, without numpy) call
+:func:`classify`, so a NaN gets the same severity and the same action whoever sees it first.
+
+WHY here, and standard library only: the rule is detection semantics, so it lives with the
+detectors; the client must use it without numpy, so this module imports nothing but the standard
+library and the ``losswatch.detectors`` package resolves its numpy-backed names (``Engine``...)
+lazily: ``import losswatch.detectors.nan_rule`` does not import numpy.
+
+The rule
+--------
+* a non-finite loss -> **critical**, roll back to the last finite loss (stop when there never
+  was one): the weights after a NaN loss are garbage;
+* a non-finite grad-norm with a finite loss:
+
+  - isolated -> **warning**, no action: with fp16 a dynamic loss scaler skips such a step and
+    halves its scale, routinely;
+  - ``GN_PATIENCE`` records in a row -> **critical**, roll back to before the first of them: the
+    scaler is not recovering;
+  - with a loss of exactly 0.0 -> **critical** at once: no real loss is exactly 0 while its
+    gradient is NaN (an overflow the loss masks out).
+
+* an episode ends after ``RECOVER`` records in a row with a finite loss and no bad grad-norm.
+
+Examples
+--------
+>>> classify(loss=float("nan"), gn_bad=False, gn_in_a_row=0)
+NanVerdict(signal='loss', severity='critical', action='rollback')
+>>> classify(loss=2.3, gn_bad=True, gn_in_a_row=1)
+NanVerdict(signal='grad-norm', severity='warning', action='none')
+>>> classify(loss=2.3, gn_bad=True, gn_in_a_row=3).severity
+'critical'
+>>> classify(loss=0.0, gn_bad=True, gn_in_a_row=1).signal
+'zero loss'
+>>> classify(loss=2.3, gn_bad=False, gn_in_a_row=0) is None
+True
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+__all__ = ["GN_PATIENCE", "RECOVER", "NanVerdict", "classify", "is_bad", "LOSS", "ZERO_LOSS",
+           "REPEATED_GRAD_NORM", "GRAD_NORM"]
+
+GN_PATIENCE = 3  # non-finite grad-norms in a row before an fp16 loss scaler counts as lost
+RECOVER = 5  # records in a row with finite values before a NaN episode ends
+
+# what was seen, most serious first (the words the alerts' messages use)
+LOSS = "loss"
+ZERO_LOSS = "zero loss"
+REPEATED_GRAD_NORM = "repeated grad-norm"
+GRAD_NORM = "grad-norm"
+
+
+# WHY collections, not typing.NamedTuple: typing costs ~3 ms to import and the client imports
+# this module when a training script imports losswatch.client
+NanVerdict = namedtuple("NanVerdict", ["signal", "severity", "action"])
+NanVerdict.__doc__ = """What one record's non-finite value means: ``signal`` (one of the names
+above), ``severity`` ("warning" or "critical") and the ``action`` type ("none" or "rollback"; a
+rollback with no finite loss to return to is the caller's "stop")."""
+
+
+def is_bad(v: float | None) -> bool:
+    """True for NaN or +-inf (None, not logged, is not bad). A subtraction, no function call:
+    ``inf - inf`` and ``nan - nan`` are both NaN."""
+    return v is not None and v - v != 0.0
+
+
+def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
+             gn_patience: int = GN_PATIENCE) -> NanVerdict | None:
+    """The verdict for one record, or None when nothing in it is non-finite.
+
+    Parameters
+    ----------
+    loss : float or None
+        The record's loss (None: not logged, or not known yet).
+    gn_bad : bool
+        The record's grad-norm is NaN/inf.
+    gn_in_a_row : int
+        How many records in a row, this one included, had a non-finite grad-norm.
+    gn_patience : int
+    """
+    if is_bad(loss):
+        return NanVerdict(LOSS, "critical", "rollback")
+    if not gn_bad:
+        return None
+    if loss == 0.0:
+        return NanVerdict(ZERO_LOSS, "critical", "rollback")
+    if gn_in_a_row >= gn_patience:
+        return NanVerdict(REPEATED_GRAD_NORM, "critical", "rollback")
+    return NanVerdict(GRAD_NORM, "warning", "none")
