@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
-from losswatch.detectors.types import ALERT_EVENTS, SEVERITY_RANK, json_safe
+from losswatch.detectors.events import ESCALATED, RAISED
+from losswatch.detectors.types import SEVERITY_RANK, json_safe
 
 log = logging.getLogger("losswatch.notify")
 
 #: The events that ask something new of the user (``updated`` and ``resolved`` do not).
-NOTIFY_EVENTS = ("raised", "escalated")
-assert set(NOTIFY_EVENTS) <= set(ALERT_EVENTS)
+NOTIFY_EVENTS = (RAISED, ESCALATED)
 MIN_SEVERITY = "warning"
 
 QUEUE_SIZE = 1000            # notifications waiting per receiver; beyond: dropped and counted
