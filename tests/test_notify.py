@@ -1,7 +1,8 @@
 """Webhook notifications against real loopback receivers (a threading HTTP server in the test) and a
 real ``losswatch serve``: what a receiver gets, a receiver limited to another project, a receiver
 that is down and comes back, a receiver that hangs while ingest goes on, and replicas on one Redis
-sending each alert event once."""
+sending each alert event once. The notifier alone (in this process, real receivers, real Redis):
+the store's claim, the rate limit, which answers are retried, a claim the store cannot record."""
 
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ PUBLIC = "https://losswatch.example/team"
 
 
 class Hook:
-    """A webhook receiver on 127.0.0.1:``port``: keeps every JSON body POSTed to it. With
-    ``hold`` set, each request waits until ``release()`` before it answers (a hung receiver)."""
+    """A webhook receiver on 127.0.0.1:``port``: keeps every JSON body it accepts (200). With
+    ``hold`` set, each request waits until ``release()`` before it answers (a hung receiver);
+    ``answers`` are the statuses of its first answers (an error status: the body is not kept)."""
 
-    def __init__(self, port: int | None = None, hold: bool = False) -> None:
+    def __init__(self, port: int | None = None, hold: bool = False, answers: tuple[int, ...] = ()) -> None:
         self.bodies: list[dict] = []
+        self.answers = list(answers)          # HTTP statuses for the first requests, then 200
         self.waiting = 0                      # requests inside the handler, held
         self.cond = threading.Condition()
         self.released = threading.Event()
@@ -54,9 +57,11 @@ class Hook:
                 outer.released.wait(60)
                 with outer.cond:
                     outer.waiting -= 1
-                    outer.bodies.append(body)
+                    status = outer.answers.pop(0) if outer.answers else 200
+                    if status == 200:
+                        outer.bodies.append(body)
                     outer.cond.notify_all()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -110,6 +115,14 @@ def wait_until(pred: Callable[[], bool], timeout: float = 60, what: str = "") ->
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+async def until(pred: Callable[[], object], timeout: float = 60) -> None:
+    """Wait in the event loop (the notifier's workers run meanwhile) until ``pred()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
 def notifiable(responses: list[dict]) -> list[str]:
@@ -246,8 +259,6 @@ def test_the_store_claim_lets_one_replica_send(redis_proc, receivers) -> None:
     """Two notifiers on two connections to one Redis (two replicas) given the same alert event:
     one sends it, the other counts it as another replica's; the memory store always sends."""
     hook = receivers()
-    alert = {"id": "r:nan:5", "run_id": "r", "step": 5, "last_step": 5, "kind": "nan", "severity": "critical",
-             "message": "The loss is NaN.", "event": "raised", "action": {"type": "rollback", "reason": "Roll back."}}
 
     async def main() -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -260,9 +271,8 @@ def test_the_store_claim_lets_one_replica_send(redis_proc, receivers) -> None:
                               claim=s.claim_notification) for s in stores]
         for n in notifiers:
             n.start()
-            n.submit([alert], "p")
-        while counts.get("sent", 0) + counts.get("other_replica", 0) < 2:
-            await asyncio.sleep(0.02)
+            n.submit([ALERT], "p")
+        await until(lambda: counts.get("sent", 0) + counts.get("other_replica", 0) >= 2)
         for n in notifiers:
             await n.stop()
         for s in stores:
@@ -293,11 +303,54 @@ def test_the_rate_limit_holds_back_a_flood_and_says_so(receivers) -> None:
         now[0] = 61.0                         # a minute later the run may send again
         n.submit([{"id": "r:nan:9", "run_id": "r", "step": 9, "last_step": 9, "kind": "nan", "severity": "critical",
                    "message": "NaN.", "event": "raised", "action": {}}], "p")
-        while counts.get("sent", 0) < 3:
-            await asyncio.sleep(0.02)
+        await until(lambda: counts.get("sent", 0) >= 3)
         await n.stop()
         return counts
 
     assert asyncio.run(main()) == {"rate_limited": 3, "sent": 3}
     assert [b["alert"]["id"] for b in hook.bodies] == ["r:spike:0", "r:spike:1", "r:nan:9"]
     assert hook.bodies[-1]["held_back"] == 3 and "3 earlier notification(s)" in hook.bodies[-1]["text"]
+
+
+ALERT = {"id": "r:nan:5", "run_id": "r", "step": 5, "last_step": 5, "kind": "nan", "severity": "critical",
+         "message": "The loss is NaN.", "event": "raised", "action": {"type": "rollback", "reason": "Roll back."}}
+
+
+def deliver_one(url: str, claim) -> dict[str, int]:
+    """One notifier, one receiver, one alert: the results counted once it is sent or given up."""
+
+    async def main() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        n = Notifier([Receiver(url)], public_url=PUBLIC, per_minute=10,
+                     counts=lambda r: counts.__setitem__(r, counts.get(r, 0) + 1), claim=claim)
+        n.start()
+        n.submit([ALERT], "p")
+        await until(lambda: counts.get("sent") or counts.get("gave_up"))
+        await n.stop()
+        return counts
+
+    return asyncio.run(main())
+
+
+def test_a_5xx_is_retried_and_a_4xx_is_not(receivers) -> None:
+    flaky = receivers(answers=(503, 429))
+    assert deliver_one(flaky.url, MemoryStore().claim_notification) == {"failed": 2, "sent": 1}
+    assert [b["dedupe_key"] for b in flaky.bodies] == ["r:nan:5:raised:5"]
+    refusing = receivers(answers=(400,))
+    assert deliver_one(refusing.url, MemoryStore().claim_notification) == {"failed": 1, "gave_up": 1}
+    assert refusing.bodies == []
+
+
+def test_a_claim_the_store_cannot_record_still_sends(receivers) -> None:
+    """At least once: with the store unreachable for the claim, the notification goes out."""
+    hook = receivers()
+
+    async def claim(key: str, ttl: int) -> bool:
+        store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")      # nothing listens there
+        try:
+            return await store.claim_notification(key, ttl)
+        finally:
+            await store.close()
+
+    assert deliver_one(hook.url, claim) == {"sent": 1}
+    assert len(hook.bodies) == 1
