@@ -39,7 +39,7 @@ MIN_SEVERITY = "warning"
 
 QUEUE_SIZE = 1000            # notifications waiting per receiver; beyond: dropped and counted
 TIMEOUT_S = 10.0             # one delivery attempt
-ATTEMPTS = 10                # then given up: about 4 minutes of retries
+ATTEMPTS = 10                # then given up: about 3 minutes of retries (more if attempts time out)
 BACKOFF_S = 0.5              # first retry delay, doubled each attempt (with jitter) ...
 BACKOFF_MAX_S = 60.0         # ... up to this
 CLAIM_TTL_S = 86_400         # how long a replica's claim on a notification is kept in the store
@@ -185,8 +185,8 @@ Claim = Callable[[str, int], Awaitable[bool]]
 class Notifier:
     """Owns one queue and one worker task per receiver; ``submit`` never waits."""
 
-    def __init__(self, receivers: Iterable[Receiver], *, public_url: str, per_minute: int, counts: Any,
-                 claim: Claim) -> None:
+    def __init__(self, receivers: Iterable[Receiver], *, public_url: str, per_minute: int,
+                 counts: Callable[[str], None], claim: Claim) -> None:
         self.receivers = tuple(receivers)
         self.public_url = public_url
         self.limit = RunRateLimit(per_minute)
