@@ -80,7 +80,7 @@ def report(with_meta: dict, without: dict, n_runs: int, seeds: tuple[int, ...]) 
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Issue-2 targets on this set, with the metadata: " + "; ".join(met) + ".",
+        "Targets on this set, with the metadata: " + "; ".join(met) + ".",
         "",
         "False alarms (warning or worse on healthy runs, spikes aside), with the metadata: "
         + ("; ".join(fa) if fa else "none") + ".",

@@ -7,7 +7,7 @@ Usage::
 What happened in each run comes from its SOURCES.md (the chronicles and records the logs were
 copied from), summarised in :data:`EXPECTED`: healthy GPT-2 speedrun runs whose one-step data
 spikes need no LR action, BLOOM runs whose spikes recovered on their own, and BLOOM 104B runs
-that really diverged. Checks (the issue's):
+that really diverged. Checks:
 
 * healthy and self-recovering runs: no warning-or-worse alert whose action is ``scale_lr``;
 * every BLOOM divergence caught: a warning-or-worse alert of kind divergence, grad_explosion or

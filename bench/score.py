@@ -196,14 +196,19 @@ def run_meta(lab: dict, optimizer_meta: bool = True) -> dict | None:
 
 
 def score(labels: dict, runs_dir: Path = RUNS_DIR, chunk: int = 64, verify_causal: int = 0,
-          optimizer_meta: bool = True) -> dict:
-    """Replay and score every labelled run; returns the figures (see the module docstring)."""
+          optimizer_meta: bool = True, variant=None) -> dict:
+    """Replay and score every labelled run; returns the figures (see the module docstring).
+
+    ``variant(run_id, label, cols) -> cols`` replays another version of each log (thinned, cut
+    to an excerpt: bench/cadence.py) against the same labels."""
     t0 = time.perf_counter()
     per_run = {}
     n_records = 0
     causal_checked = []
     for i, (rid, lab) in enumerate(sorted(labels.items())):
         cols = read_run(runs_dir / f"{rid}.csv")
+        if variant is not None:
+            cols = variant(rid, lab, cols)
         n_records += len(cols["step"])
         meta = run_meta(lab, optimizer_meta)
         events = replay(rid, cols, meta, chunk=chunk)
@@ -408,7 +413,7 @@ def report(fig: dict) -> str:
         f"(**{_f(fig['direction_accuracy'])}**) among the {fig['direction_runs']} runs whose label implies a direction; "
         f"{_f(fig['direction_coverage'])} of them got a directional action at all.",
         "",
-        "## Targets (issue 2)",
+        "## Targets",
         "",
         "| target | value | required | met |",
         "|---|---|---|---|",

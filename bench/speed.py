@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
         f"jobs (load average {load:.1f} at the end of the run), Python {platform.python_version()}.",
         "CPU = this process's CPU time (stable under contention), wall = elapsed time (inflated by",
-        "other jobs on the same 2 cores). Targets (issue 2): <= 2 us/step amortised in batches of",
+        "other jobs on the same 2 cores). Targets: <= 2 us/step amortised in batches of",
         "1,000, <= 20 us/step one record at a time. \"healthy, SGD\" is the healthy curve with the",
         "metadata `{\"optimizer\": \"sgd\", \"momentum\": 0.9}`, which adds the sgd_efficiency rule (measured",
         "for its cost: the synthetic curve is not SGD physics and the rule fires on it, hence more alert changes).",

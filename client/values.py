@@ -13,15 +13,16 @@ without torch installed.
 
 from __future__ import annotations
 
-import math
 import operator
+
+from losswatch.detectors.wire import VALUE_FIELDS, encode_float
 
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
+_FIELDS = VALUE_FIELDS
 
 
 def is_tensor(v: Any) -> bool:
@@ -173,13 +174,7 @@ def resolve(raw: list[tuple]) -> tuple[list[dict[str, Any]], list[str]]:
     return records, problems
 
 
-def wire(v: float) -> float | str:
-    """A float for JSON: JSON has no NaN, so non-finite values travel as strings."""
-    if v - v == 0.0:  # finite (inf - inf and nan - nan are nan)
-        return v
-    if math.isnan(v):
-        return "NaN"
-    return "Infinity" if v > 0 else "-Infinity"
+wire = encode_float  # a float for JSON: non-finite values travel as "NaN"/"Infinity"/"-Infinity"
 
 
 def encode(rec: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .types import Record
+from .wire import VALUE_FIELDS
 
-SIGNALS = ("loss", "grad_norm", "lr", "val_loss")
+SIGNALS = VALUE_FIELDS
 
 
 def _float_or_nan(v: Any) -> float:

@@ -7,10 +7,10 @@ them as JSON without importing anything heavier than this module.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .wire import NONFINITE, decode_float, encode_float  # noqa: F401 - the schema's codec
 from .events import ALERT_EVENTS as _EVENTS
 
 KINDS = (
@@ -50,23 +50,10 @@ INCIDENT_PEERS: dict[str, frozenset[str]] = {
 
 
 def _num(v: Any) -> float | None:
-    """A JSON-ish value as a float; None stays None. Accepts "NaN"/"Infinity"/"-Infinity"."""
-    if v is None:
-        return None
+    """A JSON-ish value as a float; None stays None (see :func:`decode_float`)."""
     if isinstance(v, bool):
         raise TypeError("a boolean is not a number")
-    return float(v)
-
-
-def encode_float(v: float | None) -> float | str | None:
-    """A float for the wire: JSON has no NaN, so non-finite values travel as strings."""
-    if v is None:
-        return None
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
+    return decode_float(v)
 
 
 def json_safe(obj: Any) -> Any:

@@ -1,7 +1,8 @@
 """The ``losswatch`` command. Each sub-command lives in its own module under
 ``losswatch.service.commands`` with two functions, ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when chosen, so ``losswatch replay`` does not pay for
-FastAPI and ``losswatch serve`` does not pay for torch."""
+FastAPI and ``losswatch serve`` does not pay for torch. ``runs``, ``show`` and ``export`` read a
+running service with the standard library only, so they work in a client-only install."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the service (embedded in-memory store by default)"),
     "demo": ("demo", "start the service, train a small model with a far too high LR, watch the alerts"),
+    "runs": ("runs", "list the runs a running service holds, newest first"),
+    "show": ("show", "one run of a running service: health, alerts, advice, a loss sparkline"),
+    "export": ("export", "write a run's stored steps as CSV or JSON lines"),
     "replay": ("replay", "replay a recorded run through the detectors, strictly online"),
     "lr-find": ("lr_find", "analyse a recorded LR range test and suggest an LR"),
     "policies": ("policies", "record and query the LR policy database"),

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from losswatch.detectors.types import encode_float
+from losswatch.detectors.wire import decode_float, encode_float
 
 from .stores.base import VALUE_FIELDS, Columns
 
@@ -33,13 +33,6 @@ MAX_EXTRA_KEYS = 64
 RECORD_KEYS = frozenset(("step", "loss", "grad_norm", "lr", "val_loss", "ts", "extra"))
 BODY_KEYS = frozenset(("records", "project"))
 
-_NAN = float("nan")
-_INF = float("inf")
-NONFINITE = {
-    "nan": _NAN, "+nan": _NAN, "-nan": _NAN,
-    "infinity": _INF, "+infinity": _INF, "inf": _INF, "+inf": _INF,
-    "-infinity": -_INF, "-inf": -_INF,
-}
 
 
 def valid_label(s: Any) -> bool:
@@ -82,21 +75,8 @@ def loads(body: bytes) -> Any:
             raise IngestError(422, [_err(None, None, msg, "json_invalid")]) from None
 
 
-def _value(v: Any) -> float | None:
-    """One value field; raises ValueError with the reason."""
-    t = type(v)
-    if t is float:
-        return v
-    if v is None:
-        return None
-    if t is int:
-        return float(v)          # an int too large for a float raises OverflowError: the caller reports it
-    if t is str:
-        f = NONFINITE.get(v.strip().lower())
-        if f is None:
-            raise ValueError(f"a string value must be 'NaN', 'Infinity' or '-Infinity', got {v[:40]!r}")
-        return f
-    raise ValueError(f"expected a number, null or 'NaN'/'Infinity'/'-Infinity', got {t.__name__}")
+#: one value field; raises ValueError with the reason (the wire codec, detectors/types.py)
+_value = decode_float
 
 
 def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:

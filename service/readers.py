@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from losswatch.detectors.types import Record
+from losswatch.detectors.wire import VALUE_FIELDS
 
 FORMATS = ("csv", "jsonl", "trainer_state", "tfevents")
-VALUE_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
 
 # CSV header / JSON key aliases -> Record field. Lower-cased before lookup.
 COLUMN_ALIASES: dict[str, str] = {

@@ -1,10 +1,13 @@
 """`losswatch demo` runs to completion (embedded service, real numpy training, the real client)
-and shows the divergence / NaN alerts and the advice as they arrive."""
+and shows the divergence / NaN alerts and the advice as they arrive; it opens with the run page's
+URL, and SIGTERM, SIGINT or its own death (SIGKILL) take its service down with it."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from fixtures.ports import free_port
 
@@ -90,3 +93,74 @@ def socket_bound(port):
     s = socket.socket()
     s.bind(("127.0.0.1", port))
     return s
+
+
+def start_demo(port: int, run_id: str) -> tuple[subprocess.Popen, list[str]]:
+    """`losswatch demo` paced to train for minutes, read up to its first line, the page's URL."""
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "losswatch.service.cli", "demo", "--steps", "100000",
+                          "--step-delay", "0.01", "--port", str(port), "--run-id", "demo-sig"],
+                         cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+        if line.startswith("open "):
+            break
+    assert lines[-1].strip() == f"open http://127.0.0.1:{port}/runs/demo-sig", "".join(lines)
+    return p, lines
+
+
+def answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until_closed(port: int, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while answers(port):
+        assert time.monotonic() < deadline, f"the demo's service still answers on port {port}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_the_demo_and_its_service(sig):
+    import http.client
+    import signal
+
+    port = free_port()
+    p, _ = start_demo(port, "demo-sig")
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/runs/demo-sig")  # the URL it opened with is the run's page
+        r = c.getresponse()
+        assert r.status == 200 and "text/html" in r.getheader("content-type"), r.read()[:200]
+        c.close()
+        signum = getattr(signal, sig)
+        p.send_signal(signum)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 128 + signum, out[-2000:]  # stopped while training
+        assert "stopping the service" in out and "Traceback" not in out, out[-2000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_until_closed(port)
+
+
+def test_the_service_goes_when_the_demo_is_killed():
+    port = free_port()
+    p, _ = start_demo(port, "demo-sig")
+    assert answers(port)
+    p.kill()  # SIGKILL: the demo runs no code of its own; the service notices on its own
+    p.wait()
+    p.stdout.close()
+    wait_until_closed(port)

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from fastapi import HTTPException, Path, Request
 from fastapi.responses import Response
-
 from losswatch.detectors.types import json_safe
+from losswatch.detectors.wire import VALUE_FIELDS
 
 from ..auth import Scope
 from ..ingest import LABEL_RULE
@@ -40,7 +40,7 @@ def run_dict(s: RunSummary) -> dict[str, Any]:
         "run_id": s.run_id, "project": s.project, "meta": s.meta, "created_at": s.created_at,
         "last_seen": s.last_seen, "last_step": s.last_step, "n_steps": s.n_steps,
         "duplicates": s.duplicates, "out_of_order": s.out_of_order,
-        "last": {k: s.last.get(k) for k in ("loss", "grad_norm", "lr", "val_loss")},
+        "last": {k: s.last.get(k) for k in VALUE_FIELDS},
         "spike_rate": s.last.get("spike_rate"),
         "health": s.health, "active_alerts": s.active_alerts, "recommendation": s.recommendation,
     })

@@ -11,6 +11,16 @@ arrive. Then the service is left running for you to explore until Ctrl-C.
 Options: ``--steps``, ``--peak-lr``, ``--step-delay`` (pace the run so the alerts visibly arrive
 while it trains), ``--port`` (0 = a free one), ``--url`` (stream to a service that already runs
 instead of starting one), ``--no-wait`` (stop the service and exit at the end: tests, CI).
+
+The service it starts never outlives it. SIGINT (Ctrl-C) and SIGTERM stop the service and end
+the demo (status 0 while it waits for you, 128 + the signal's number while it trains). If the
+demo dies without a word (``kill -9``, a crashed terminal, a parent that kills its whole tree
+uncleanly), the service notices through a pipe: its stdin is a pipe whose only write end the
+demo holds, so the kernel closes it when the demo goes, however it goes, and a thread in the
+service that waits for end-of-file on stdin then stops it with SIGTERM. Chosen over Linux's
+``PR_SET_PDEATHSIG`` (Linux only, and it fires when the *thread* that started the child exits,
+not the process) and over polling ``os.getppid()`` (a delay, and the parent's pid can be reused
+or be a sub-reaper's): the pipe is immediate, needs no polling and works on every POSIX system.
 """
 
 from __future__ import annotations
@@ -114,24 +124,60 @@ def _start_service(host: str, port: int) -> tuple[subprocess.Popen, str]:
     url = f"http://{host}:{port}"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("LOSSWATCH_TOKENS", None)  # the demo's service is local and open
-    proc = subprocess.Popen([sys.executable, "-m", "losswatch.service.cli", "serve", "--host", host,
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+    # stdin=PIPE: the pipe's write end stays in this process only (close_fds), see the docstring
+    proc = subprocess.Popen([sys.executable, "-c", _SERVICE_ENTRY, "--host", host, "--port", str(port)],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"the service exited with code {proc.returncode}:\n{err[-2000:]}")
-        try:
-            if _get(url, "/readyz", timeout=1.0)[0] == 200:
-                # keep draining its stderr so a chatty service can never block on a full pipe
-                threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
-                return proc, url
-        except ServiceError:
-            pass
-        time.sleep(0.1)
-    proc.terminate()
-    raise RuntimeError(f"the service did not become ready on {url} within 60 s")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise RuntimeError(f"the service exited with code {proc.returncode}:\n{err[-2000:]}")
+            try:
+                if _get(url, "/readyz", timeout=1.0)[0] == 200:
+                    # keep draining its stderr so a chatty service can never block on a full pipe
+                    threading.Thread(target=lambda: proc.stderr.read(), daemon=True).start()
+                    return proc, url
+            except ServiceError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the service did not become ready on {url} within 60 s")
+    except BaseException:  # not ready, or stopped while waiting: the half-started service goes too
+        _stop_service(proc)
+        raise
+
+
+_SERVICE_ENTRY = "import sys; from losswatch.service.commands.demo import serve_while_parent_lives as s; s(sys.argv[1:])"
+
+
+def serve_while_parent_lives(serve_args: list[str]) -> None:
+    """The demo's service process: ``losswatch serve SERVE_ARGS``, stopped (SIGTERM, so uvicorn
+    shuts down cleanly) as soon as stdin reaches end-of-file, i.e. when the demo is gone."""
+
+    def watch_parent() -> None:
+        sys.stdin.buffer.read()  # returns only at end-of-file: the demo closed the pipe or died
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="losswatch-demo-parent-watch", daemon=True).start()
+    from losswatch.service.cli import main
+
+    sys.exit(main(["serve", *serve_args]))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Signalled(KeyboardInterrupt):
+    """A stop signal, raised where the demo is (a KeyboardInterrupt, so one path handles both)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Signalled(signum)
 
 
 def _stop_service(proc: subprocess.Popen | None) -> None:
@@ -181,23 +227,31 @@ def _alert_lines(alert: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     try:
         import numpy as np
-    except ImportError:
-        print("losswatch demo needs numpy: pip install 'losswatch[server]'", file=sys.stderr)
+
+        from losswatch.service.api.page import RUN_PAGE_PREFIX  # FastAPI
+    except ImportError as e:
+        print(f"losswatch demo needs the server extra ({e.name} is missing): pip install 'losswatch[server]'",
+              file=sys.stderr)
         return 2
     from losswatch.client import Monitor
 
+    # installed, not inherited: a shell starts a background job with SIGINT ignored
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS} if main_thread else {}
     proc = None
-    if args.url:
-        url = args.url.rstrip("/")
-    else:
-        _say("losswatch demo: starting the service (embedded, in-memory store) ...")
-        try:
-            proc, url = _start_service(args.host, args.port)
-        except RuntimeError as e:
-            print(f"losswatch demo: {e}", file=sys.stderr)
-            return 1
-    run_id = args.run_id or f"demo-spirals-{int(time.time())}"
+    waiting = False  # True once training is over and the demo only waits for a stop
     try:
+        if args.url:
+            url = args.url.rstrip("/")
+        else:
+            _say("losswatch demo: starting the service (embedded, in-memory store) ...")
+            try:
+                proc, url = _start_service(args.host, args.port)
+            except RuntimeError as e:
+                print(f"losswatch demo: {e}", file=sys.stderr)
+                return 1
+        run_id = args.run_id or f"demo-spirals-{int(time.time())}"
+        _say(f"open {url}{RUN_PAGE_PREFIX}/{run_id}")
         _say(f"losswatch demo: service at {url}; run {run_id}")
         _say(f"training a 2-32-32-1 tanh MLP on two spirals (numpy, mini-batch SGD, squared loss); "
              f"the LR warms up over {args.warmup_steps} steps to {args.peak_lr:g}, about "
@@ -259,10 +313,13 @@ def run(args: argparse.Namespace) -> int:
         if args.no_wait or proc is None:
             return 0
         _say("the service keeps running; press Ctrl-C to stop it")
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            _say("\nstopping the service")
+        waiting = True
+        proc.wait()
         return 0
+    except KeyboardInterrupt as stop:  # SIGINT or SIGTERM, through _raise_stop
+        _say("\nstopping the service" if proc is not None else "\nstopped")
+        return 0 if waiting else 128 + getattr(stop, "signum", signal.SIGINT)
     finally:
         _stop_service(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

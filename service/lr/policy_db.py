@@ -28,6 +28,7 @@ import json
 import math
 import os
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,17 @@ SQL_INT_MAX = 2**63 - 1  # SQLite's INTEGER: a larger Python int cannot be store
 
 def default_path() -> str:
     return os.environ.get("LOSSWATCH_POLICY_DB") or str(Path.home() / ".losswatch" / "policies.sqlite")
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the database's folder if needed, and say so (on stderr, once: only the process
+    that creates it): ``~/.losswatch`` should not appear in a home directory without a word."""
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        return
+    print(f"losswatch: created {folder} for the LR policy database "
+          f"(LOSSWATCH_POLICY_DB puts it elsewhere)", file=sys.stderr)
 
 
 @dataclass
@@ -223,7 +235,7 @@ class PolicyDB:
     def __init__(self, path: str | None = None, seed: bool = True) -> None:
         self.path = path or default_path()
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(Path(self.path).parent)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)

@@ -41,8 +41,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-# Value fields of a step record, in the order they are stored (besides step, ts and extra).
-VALUE_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
+from losswatch.detectors.wire import (
+    VALUE_FIELDS,  # stored in this order, after step; then ts, extra
+)
 
 
 class StoreError(Exception):
