@@ -35,7 +35,7 @@ def settings_table() -> str:
 
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(Settings):
-        if f.default is not dataclasses.MISSING:
+        if f.default is not dataclasses.MISSING and f.default != "":
             default = f"`{f.default}`"
         else:
             default = "none"

@@ -19,6 +19,7 @@ from .api.models import ErrorOut
 from .api import actions, alerts, docs, health, metrics as metrics_api, page, policies, runs, steps
 from .auth import scope_for
 from .metrics import ServiceMetrics
+from .notify import start_notifier
 from .settings import Settings
 from .stores.base import StoreUnavailable, open_store
 
@@ -117,9 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")
+        app.state.notifier = start_notifier(settings, app.state.store, app.state.metrics)
         try:
             yield
         finally:
+            if app.state.notifier is not None:
+                await app.state.notifier.stop()
             await app.state.store.close()
 
     app = FastAPI(
@@ -135,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.notifier = None
     app.state.metrics = ServiceMetrics()
     common = {401: {"model": ErrorOut, "description": "missing or invalid bearer token (auth on)"},
               403: {"model": ErrorOut, "description": "the token does not cover the project named"},

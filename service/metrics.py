@@ -56,12 +56,19 @@ class ServiceMetrics:
         self.duplicate = self.ingest_records_total.labels("duplicate")
         self.rejected = self.ingest_records_total.labels("rejected")
         self._codes: dict[int, object] = {}
+        self.notifications_total = Counter(
+            "losswatch_notifications_total", "Webhook notifications by result: sent; failed (an attempt; "
+            "retried with backoff); gave_up (no more attempts); rate_limited and queue_full (held back, "
+            "never sent); other_replica (claimed by another replica).", ["result"], registry=r)
 
     def request(self, code: int) -> None:
         c = self._codes.get(code)
         if c is None:
             c = self._codes[code] = self.ingest_requests_total.labels(str(code))
         c.inc()
+
+    def notification(self, result: str) -> None:
+        self.notifications_total.labels(result).inc()
 
     def render(self, runs: Iterable[RunSummary], store_up: bool) -> bytes:
         """The whole exposition: counters, then gauges built from the store's runs."""

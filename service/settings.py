@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit
+
+from .notify import Receiver, ReceiverError, parse_receivers
 
 
 class SettingsError(ValueError):
@@ -57,6 +60,21 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return v
 
 
+def _receivers(spec: str) -> tuple[Receiver, ...]:
+    try:
+        return parse_receivers(spec)
+    except ReceiverError as e:
+        raise SettingsError(str(e)) from None
+
+
+def _public_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    p = urlsplit(url)
+    if url and (p.scheme not in ("http", "https") or not p.netloc):
+        raise SettingsError(f"LOSSWATCH_PUBLIC_URL={url!r} is not an http:// or https:// URL")
+    return url
+
+
 def _setting(env: str, doc: str, default: object = None, **kw: object):
     """A Settings field read from ``env``; ``doc`` is its line in the generated settings table."""
     if "default_factory" not in kw:
@@ -82,10 +100,23 @@ class Settings:
                                    "counted as they stream)", 8 * 1024 * 1024)
     metrics_ttl: int = _setting("LOSSWATCH_METRICS_TTL", "seconds a quiet run stays in /metrics", 900)
     retry_after: int = _setting("LOSSWATCH_RETRY_AFTER", "Retry-After seconds on a 503 (store down)", 2)
+    notify: tuple[Receiver, ...] = _setting(
+        "LOSSWATCH_NOTIFY", "webhooks that get each raised or escalated alert of warning or worse: URLs separated "
+        "by spaces or commas, `URL#project=NAME` for one project's alerts only ([notifications.md]"
+        "(notifications.md))", default_factory=tuple)
+    public_url: str = _setting("LOSSWATCH_PUBLIC_URL", "the service's address as users reach it, for the run "
+                               "links in notifications (default: `http://HOST:PORT`)", "")
+    notify_per_minute: int = _setting("LOSSWATCH_NOTIFY_PER_MINUTE", "notifications per run per minute; more "
+                                      "are held back and counted", 10)
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.tokens)
+
+    @property
+    def link_base(self) -> str:
+        """Where the run links in notifications point."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -103,4 +134,7 @@ class Settings:
             max_body_bytes=_int(env, "LOSSWATCH_MAX_BODY_BYTES", cls.max_body_bytes),
             metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", cls.metrics_ttl),
             retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", cls.retry_after),
+            notify=_receivers(env.get("LOSSWATCH_NOTIFY", "")),
+            public_url=_public_url(env.get("LOSSWATCH_PUBLIC_URL", "")),
+            notify_per_minute=_int(env, "LOSSWATCH_NOTIFY_PER_MINUTE", cls.notify_per_minute),
         )

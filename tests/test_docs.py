@@ -111,11 +111,17 @@ def test_the_generator_finds_a_stale_page(tmp_path: Path, monkeypatch) -> None:
 def test_every_setting_in_the_table_is_read_from_its_variable() -> None:
     """The table's variable names are the ones Settings.from_env reads, with the defaults it uses."""
     assert Settings.from_env({}) == Settings()
+    from losswatch.service.notify import Receiver
+
     probes = {int: ("7", 7), str: ("probe.example", "probe.example")}
+    # settings whose values have a syntax of their own
+    special = {"tokens": ("tok=projA", {"tok": frozenset({"projA"})}),
+               "notify": ("http://probe.example/hook#project=p1", (Receiver("http://probe.example/hook", "p1"),)),
+               "public_url": ("https://probe.example/", "https://probe.example")}
     for f in dataclasses.fields(Settings):
         env = f.metadata["env"]
-        if f.name == "tokens":
-            raw, want = "tok=projA", {"tok": frozenset({"projA"})}
+        if f.name in special:
+            raw, want = special[f.name]
         else:
             raw, want = probes[type(getattr(Settings(), f.name))]
         got = getattr(Settings.from_env({env: raw}), f.name)

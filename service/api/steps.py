@@ -122,6 +122,9 @@ async def post_steps(request: Request) -> Response:
                 if a["id"] in uncounted:
                     uncounted.discard(a["id"])
                     metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
+        notifier = request.app.state.notifier
+        if notifier is not None and res.alerts:
+            notifier.submit(res.alerts, res.project)
         code = 200
         return json_response({
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,

@@ -236,6 +236,11 @@ class Store(abc.ABC):
         """Append a client's action report to the run's alert history; returns it as stored.
         Raises KeyError if the run does not exist."""
 
+    @abc.abstractmethod
+    async def claim_notification(self, key: str, ttl: int) -> bool:
+        """True for the first caller of any replica to claim ``key`` within ``ttl`` seconds, False
+        for every later one: the replica that claims a notification sends it."""
+
     # --- reads ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> RunSummary | None:

@@ -160,6 +160,10 @@ class MemoryStore(Store):
         run.actions.append(report)
         return report
 
+    async def claim_notification(self, key: str, ttl: int) -> bool:
+        # one process holds the store: nobody else can have sent it
+        return True
+
     # --- reads ------------------------------------------------------------------------------
     async def get_run(self, run_id: str) -> RunSummary | None:
         run = self._runs.get(run_id)

@@ -706,6 +706,10 @@ class RedisStore(Store):
     async def list_actions(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in await self._r.lrange(self._p(run_id) + "act", 0, -1)]
 
+    @_unavailable
+    async def claim_notification(self, key: str, ttl: int) -> bool:
+        return bool(await self._r.set(f"{self.prefix}notify:{key}", b"1", nx=True, ex=ttl))
+
     # --- lifecycle ------------------------------------------------------------------------
     @_unavailable
     async def ping(self) -> None:
