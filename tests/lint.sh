@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Lint and types, run by the test command (tests/run.sh) before the tests:
+# - ruff (pyflakes, pycodestyle, import order; settings in pyproject.toml) over the checkout;
+# - mypy over the detectors and the wire schema (losswatch.detectors), checked as installed from a
+#   built, non-editable wheel in a temporary venv: the editable install maps client/, detectors/...
+#   onto losswatch.* with an import hook that static tools do not follow.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+.venv/bin/ruff check --quiet .
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+.venv/bin/pip wheel -q --no-deps --no-build-isolation --wheel-dir "$tmp/dist" . >/dev/null
+.venv/bin/python -m venv "$tmp/venv"
+# numpy for its type stubs; the same version as the test venv's, from pip's cache when it has it
+"$tmp/venv/bin/pip" install -q --disable-pip-version-check "numpy==$(.venv/bin/python -c 'import numpy; print(numpy.__version__)')" "$tmp"/dist/*.whl
+.venv/bin/mypy --python-executable "$tmp/venv/bin/python" --config-file pyproject.toml -p losswatch.detectors
