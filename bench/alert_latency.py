@@ -113,7 +113,6 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench/results/alert_latency.json"))
     args = ap.parse_args()
     from fixtures.service_proc import ServiceProc
-
     from losswatch.client import Monitor
 
     rng = random.Random(0)
@@ -125,8 +124,8 @@ def main() -> int:
         for kind in ("nan", "divergence"):
             lat, delay = [], []
             for i in range(args.trials):
-                l, d = trial(srv.url, kind, args.rate, i, rng)
-                lat.append(l)
+                latency, d = trial(srv.url, kind, args.rate, i, rng)
+                lat.append(latency)
                 delay.append(d)
             result[kind] = {"p50_ms": 1000 * percentile(lat, 0.5), "p99_ms": 1000 * percentile(lat, 0.99),
                             "max_ms": 1000 * max(lat), "min_ms": 1000 * min(lat),

@@ -46,8 +46,8 @@ from typing import Callable
 import torch
 
 from losswatch.client.acting import Actor
-from losswatch.client.integrations.torch import global_grad_norm
 from losswatch.client.integrations._common import optimizer_meta
+from losswatch.client.integrations.torch import global_grad_norm
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,8 @@ def digits_data() -> tuple[torch.Tensor, ...]:
 
 def charlm_data(seq: int = 64) -> tuple[torch.Tensor, torch.Tensor, int]:
     import argparse as m1
-    import textwrap as m2
     import json.decoder as held
+    import textwrap as m2
 
     text = inspect.getsource(m1) + inspect.getsource(m2)
     held_text = inspect.getsource(held)

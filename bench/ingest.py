@@ -170,10 +170,10 @@ def breakdown(n_batches: int = 100, batch: int = 1000) -> dict:
     detectors. CPU time (process_time), not wall-clock: the machine is shared."""
     import asyncio
 
+    from losswatch.detectors import Engine
     from losswatch.service.ingest import parse_steps
     from losswatch.service.stores.base import to_batch
     from losswatch.service.stores.memory import MemoryStore
-    from losswatch.detectors import Engine
 
     bodies = [b for _, b in make_bodies(["b"], batch, n_batches, 1)]
     t = time.process_time()

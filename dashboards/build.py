@@ -320,22 +320,28 @@ def service_dashboard() -> dash_b.Dashboard:
     d = d.with_panel(stat("Server errors (5 min)", q("losswatch:ingest_requests:error_ratio_rate5m", instant=True),
                           span=4, unit="percentunit", steps=((None, "green"), (0.01, "orange"), (0.05, "red"))))
     d = d.with_row(dash_b.Row("Ingest"))
-    d = d.with_panel(timeseries("Records ingested per second, by result", q("losswatch:ingest_records:rate1m", legend="{{result}}"),
+    d = d.with_panel(timeseries("Records ingested per second, by result",
+                                q("losswatch:ingest_records:rate1m", legend="{{result}}"),
                                 unit="short", stacked=True,
                                 description="accepted, duplicate (a retried batch: idempotent) or rejected."))
-    d = d.with_panel(timeseries("POST /steps per second, by status code", q("losswatch:ingest_requests:rate1m", legend="{{code}}"),
+    d = d.with_panel(timeseries("POST /steps per second, by status code",
+                                q("losswatch:ingest_requests:rate1m", legend="{{code}}"),
                                 unit="reqps", stacked=True))
-    d = d.with_panel(timeseries("POST /steps latency", q("losswatch:ingest_latency_seconds:quantile_rate5m", legend="p{{quantile}}"),
+    d = d.with_panel(timeseries("POST /steps latency",
+                                q("losswatch:ingest_latency_seconds:quantile_rate5m", legend="p{{quantile}}"),
                                 unit="s", description="Quantiles over all replicas, 5 min windows."))
     d = d.with_panel(timeseries("Errors",
                                 q("losswatch:ingest_requests:error_ratio_rate5m", legend="5xx ratio", ref="A"),
-                                q(f'sum by (code) (rate(losswatch_ingest_requests_total{{code=~"4..", {JOB}}}[$__rate_interval]))',
+                                q(f'sum by (code) '
+                                  f'(rate(losswatch_ingest_requests_total{{code=~"4..", {JOB}}}[$__rate_interval]))',
                                   legend="{{code}}/s", ref="B"),
-                                unit="short", description="Server errors as a share of requests; client errors (4xx) per second."))
+                                unit="short",
+                                description="Server errors as a share of requests; client errors (4xx) per second."))
     d = d.with_row(dash_b.Row("Runs and actions"))
     d = d.with_panel(timeseries("Runs exported", q("max(losswatch_runs_exported)", legend="runs"), span=8))
     d = d.with_panel(timeseries("Actions applied per minute, by type",
-                                q("sum by (type) (rate(losswatch_actions_applied_total[$__rate_interval])) * 60", legend="{{type}}"),
+                                q("sum by (type) (rate(losswatch_actions_applied_total[$__rate_interval])) * 60",
+                                  legend="{{type}}"),
                                 span=8, bars=True, description="Actions clients reported they applied (e.g. scale_lr)."))
     d = d.with_panel(timeseries("Scrape up, by replica", q(f"up{{{JOB}}}", legend="{{instance}}"), span=8))
     return d

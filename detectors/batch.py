@@ -113,5 +113,5 @@ class Batch:
 
     def records(self) -> list[Record]:
         """Back to Record objects (None where not logged)."""
-        return [Record(step=s, loss=l, grad_norm=g, lr=r, val_loss=v)
-                for s, l, g, r, v in self.rows()]
+        return [Record(step=s, loss=x, grad_norm=g, lr=r, val_loss=v)
+                for s, x, g, r, v in self.rows()]

@@ -2,8 +2,8 @@
 
 Contract: ``update(record)`` / ``update_batch(batch)`` return the alerts raised, escalated,
 updated or resolved at those steps (snapshots; ``Alert.event`` says which; the same ``id``
-replaces an older copy; ``Alert.incident`` groups the alerts of one incident, see incidents.py), ``recommendation`` is the action of the most severe active alert, the whole state
-goes to bytes and back (JSON, no pickle) and a restored engine continues exactly like an
+replaces an older copy; ``Alert.incident`` groups the alerts of one incident, see incidents.py),
+``recommendation`` is the action of the most severe active alert, the whole state goes to bytes and back (JSON, no pickle) and a restored engine continues exactly like an
 uninterrupted one. Records whose step is <= the last step seen are ignored (in-order stream only).
 
 Both paths run the same per-step decision code on the same features (see features.py): the batch
@@ -26,7 +26,7 @@ from .batch import Batch
 from .dead import DeadDetector
 from .divergence import DivergenceDetector
 from .early_stall import EarlyStallDetector
-from .features import FeatureTracker, Features, initial_state
+from .features import Features, FeatureTracker, initial_state
 from .grad_explosion import GradExplosionDetector
 from .grad_vanishing import GradVanishingDetector
 from .incidents import IncidentBook, lowers_lr, withhold_raises

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .wire import NONFINITE, decode_float, encode_float  # noqa: F401 - the schema's codec
 from .events import ALERT_EVENTS as _EVENTS
+from .wire import NONFINITE, decode_float, encode_float  # noqa: F401 - the schema's codec
 
 KINDS = (
     "nan",
@@ -152,10 +152,11 @@ class Alert:
     episode was updated or escalated; ``resolved_step`` is set once the run has recovered and the
     detector re-armed. ``event`` says what this copy reports (one of ``ALERT_EVENTS``);
     ``incident`` is the id of the incident the alert belongs to: the id of the first alert of the
-    incident (its own id when it opened it; see ``INCIDENT_GROUPS``). ``id`` is deterministic (run, kind, first step) so that replicas that replay
-    the same run agree on it: ``run:kind:step``, or ``run:kind.detector:step`` when the detector is
-    not named after its kind (two detectors share a kind, e.g. the schedule monitor and the LR-jump
-    rule both raise lr_anomaly, and may open an episode on the same step).
+    incident (its own id when it opened it; see ``INCIDENT_GROUPS``). ``id`` is deterministic
+    (run, kind, first step) so that replicas that replay the same run agree on it:
+    ``run:kind:step``, or ``run:kind.detector:step`` when the detector is not named after its kind
+    (two detectors share a kind, e.g. the schedule monitor and the LR-jump rule both raise
+    lr_anomaly, and may open an episode on the same step).
     """
 
     run_id: str

@@ -90,7 +90,8 @@ def parse_steps(body: bytes, max_records: int) -> tuple[Columns, str | None]:
         raise IngestError(422, [_err(None, None, 'the body must be an object {"records": [...]}', "type_error")])
     unknown = doc.keys() - BODY_KEYS
     if unknown:
-        raise IngestError(422, [_err(None, sorted(unknown)[0], f"unknown body field(s) {sorted(unknown)[:5]}", "extra_forbidden")])
+        raise IngestError(422, [_err(None, sorted(unknown)[0], f"unknown body field(s) {sorted(unknown)[:5]}",
+                                     "extra_forbidden")])
     recs = doc.get("records")
     if type(recs) is not list:
         raise IngestError(422, [_err(None, "records", "'records' must be a list of records", "type_error")])
@@ -138,9 +139,11 @@ def _checked_columns(recs: list[Any]) -> Columns:
             nerr = len(errors)
             s = _step(r.get("step"))
             if s is None:
-                errors.append(_err(i, "step", f"step is required and must be an integer in [0, 2^63-1], got {str(r.get('step'))[:40]}", "value_error"))
+                errors.append(_err(i, "step", "step is required and must be an integer in [0, 2^63-1], "
+                                           f"got {str(r.get('step'))[:40]}", "value_error"))
             if not keys.issuperset(r):
-                errors.append(_err(i, sorted(set(r) - keys)[0], f"unknown field(s) {sorted(set(r) - keys)[:5]}", "extra_forbidden"))
+                errors.append(_err(i, sorted(set(r) - keys)[0], f"unknown field(s) {sorted(set(r) - keys)[:5]}",
+                                   "extra_forbidden"))
             if len(errors) > nerr:
                 if len(errors) >= MAX_ERRORS:
                     break

@@ -1,5 +1,5 @@
 """Shared fixtures live in tests/fixtures/, one module per real process the tests start
-(the service under uvicorn, Redis, Prometheus). They are loaded as pytest plugins."""
+(the service under uvicorn, Redis, Prometheus, headless chromium). They are loaded as pytest plugins."""
 
 import pytest
 
@@ -11,6 +11,7 @@ pytest_plugins = [
     "fixtures.service_proc",
     "fixtures.redis_proc",
     "fixtures.prometheus_proc",
+    "fixtures.chromium_proc",
 ]
 
 

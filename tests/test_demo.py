@@ -24,13 +24,13 @@ def test_demo_runs_to_completion_and_shows_the_alerts_and_advice():
     p = run_demo("--step-delay", "0.002", "--port", str(port), "--run-id", "demo-test")
     out = p.stdout
     assert p.returncode == 0, p.stdout + p.stderr
-    alert_lines = [l for l in out.splitlines() if ">> ALERT" in l]
-    kinds = {m.group(1) for l in alert_lines if (m := re.search(r">> ALERT \w+\s+(\w+) at step", l))}
+    alert_lines = [line for line in out.splitlines() if ">> ALERT" in line]
+    kinds = {m.group(1) for line in alert_lines if (m := re.search(r">> ALERT \w+\s+(\w+) at step", line))}
     assert kinds & {"divergence", "grad_explosion"}, out  # seen coming, before the NaN
     assert "nan" in kinds, out  # and the NaN itself
     assert re.search(r"advice: (scale_lr|rollback|clip_grad_norm)", out), out
     assert "lead time:" in out
-    summary = next(l for l in out.splitlines() if l.startswith("done:"))
+    summary = next(line for line in out.splitlines() if line.startswith("done:"))
     assert "300 steps stored" in summary and "health critical" in summary
     for path in ("/docs", "/v1/runs/demo-test", "/v1/runs/demo-test/alerts", "/metrics"):
         assert f"http://127.0.0.1:{port}{path}" in out

@@ -14,7 +14,6 @@ from detector_helpers import in_batches, one_at_a_time
 from losswatch.detectors import Batch, Engine
 from losswatch.detectors.types import Record
 
-
 #: Run metadata that adds the SGD-efficiency rule (and reads the first-order feature sums)
 SGD_META = {"optimizer": "sgd", "momentum": 0.9}
 

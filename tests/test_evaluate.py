@@ -38,7 +38,7 @@ def recorded(tmp_path_factory):
         with open(d / f"{name}.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["step", "loss"])  # no lr column: the evaluator takes it from the policy
-            w.writerows((s, repr(l)) for s, l, _ in rows)
+            w.writerows((s, repr(loss)) for s, loss, _ in rows)
         raw[name] = rows
         manifest.append({"path": f"{name}.csv", "policy": pol, "name": name, "wall_time_s": 1.0})
     (d / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
@@ -57,7 +57,7 @@ def test_selection_cost_and_composition(recorded):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     # independent check of the selection: mean of the last 30 raw losses, finite runs only
-    tail = {n: np.mean([l for _, l, _ in rows[-30:]]) for n, rows in raw.items()}
+    tail = {n: np.mean([loss for _, loss, _ in rows[-30:]]) for n, rows in raw.items()}
     healthy = {n: v for n, v in tail.items() if np.isfinite(v) and v < 1.0}
     sel = rep["selection"]
     assert sel["budget"] == STEPS
@@ -72,7 +72,7 @@ def test_selection_cost_and_composition(recorded):
     assert rep["cost"]["winner"] == first
     # raw check: the winner's raw losses really went below 0.3 around that step
     s_star = cost[first]
-    assert np.median([l for s, l, _ in raw[first] if s_star - 10 <= s <= s_star + 10]) <= 0.4
+    assert np.median([loss for s, loss, _ in raw[first] if s_star - 10 <= s <= s_star + 10]) <= 0.4
     comp = rep["composition"]
     assert [(st["start"], st["end"]) for st in comp["stages"]] == [(0, 50), (50, 150), (150, 300)]
     assert comp["stages"][-1]["leader"] == sel["winner"] or comp["stages"][-1]["leader"] in healthy
@@ -124,8 +124,8 @@ def test_a_run_that_goes_nan_is_diverged_and_ranks_last(recorded, tmp_path):
     with open(tmp_path / "nan.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["step", "loss", "lr"])
-        for s, l, lr in rows:
-            w.writerow([s, "nan" if s >= 200 else repr(l * 0.5), lr])  # better than all, until NaN
+        for s, loss, lr in rows:
+            w.writerow([s, "nan" if s >= 200 else repr(loss * 0.5), lr])  # better than all, until NaN
     (tmp_path / "m.jsonl").write_text(json.dumps({"path": str(d / "cosine-0.3.csv"), "name": "ok"}) + "\n"
                                       + json.dumps({"path": "nan.csv", "name": "nan"}) + "\n")
     runs = ev.load_manifest(str(tmp_path / "m.jsonl"))

@@ -33,7 +33,7 @@ def _client_versions(losses, gns):
     """(step, severity, action type) of each version of the client's NaN alert."""
     w = NanWatch("r")
     out = []
-    for a in w.observe([{"step": s, "loss": l, "grad_norm": g} for s, (l, g) in enumerate(zip(losses, gns))]):
+    for a in w.observe([{"step": s, "loss": x, "grad_norm": g} for s, (x, g) in enumerate(zip(losses, gns))]):
         if a["resolved_step"] is None:
             out.append((a["last_step"], a["severity"], a["action"]["type"], a["action"].get("to_step")))
     return out

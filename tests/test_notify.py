@@ -20,13 +20,11 @@ from typing import Callable
 import pytest
 
 from fixtures.ports import free_port
-from service_helpers import client, get_text, post_records
-
 from losswatch.service.notify import Notifier, Receiver, notifies, parse_receivers, slack_escape
 from losswatch.service.settings import Settings, SettingsError
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
-
+from service_helpers import client, get_text, post_records
 from test_redis_store import curve
 from test_replicas import wire
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.chromium_proc import chromium  # noqa: F401  (the fixture)
 from service_helpers import client, get_json, get_response, get_text
 
 REPO = Path(__file__).resolve().parents[1]

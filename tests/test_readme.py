@@ -21,10 +21,10 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fixtures.ports import free_port, terminate, wait_http_ok
 from service_helpers import get_json

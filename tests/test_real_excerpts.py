@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from detector_helpers import raised
-
 from losswatch.detectors import Engine
 from losswatch.service.readers import read_run
 

@@ -82,17 +82,17 @@ def test_every_input_format_gives_the_same_alerts(tmp_path):
     csv_p = tmp_path / "run.csv"
     csv_p.write_text(PRACTITIONER_CSV)
     jsonl_p = tmp_path / "run.jsonl"
-    jsonl_p.write_text("".join(json.dumps({"step": s, "loss": l if l == l else "NaN", "grad_norm": g if g == g else "NaN",
-                                           "lr": lr}) + "\n" for s, l, g, lr in steps))
+    jsonl_p.write_text("".join(json.dumps({"step": s, "loss": loss if loss == loss else "NaN", "grad_norm": g if g == g else "NaN",
+                                           "lr": lr}) + "\n" for s, loss, g, lr in steps))
     hf_dir = tmp_path / "hf"
     hf_dir.mkdir()
     (hf_dir / "trainer_state.json").write_text(json.dumps({"log_history": [
-        {"step": s, "loss": l, "grad_norm": g, "learning_rate": lr, "epoch": s / 10} for s, l, g, lr in steps]}))
+        {"step": s, "loss": loss, "grad_norm": g, "learning_rate": lr, "epoch": s / 10} for s, loss, g, lr in steps]}))
     tb = tmp_path / "tb"
     w = SummaryWriter(log_dir=str(tb))
-    for s, l, g, lr in steps:
+    for s, loss, g, lr in steps:
         # float32 in the event file: use values float32 represents exactly so all formats agree
-        w.add_scalar("train/loss", l, s, double_precision=True, new_style=True)
+        w.add_scalar("train/loss", loss, s, double_precision=True, new_style=True)
         w.add_scalar("train/grad_norm", g, s, double_precision=True, new_style=True)
         w.add_scalar("train/learning_rate", lr, s, double_precision=True, new_style=True)
     w.close()

@@ -9,7 +9,6 @@ import threading
 
 from losswatch.detectors.types import encode_float
 from service_helpers import client, post_records
-
 from test_redis_store import curve, prefix_rounds
 
 

@@ -16,8 +16,8 @@ import importlib
 import inspect
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 # --------------------------------------------------------------------------- data
