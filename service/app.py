@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.store = open_store(settings.store_url)
+        app.state.store = open_store(settings)
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")

@@ -12,6 +12,16 @@ set the same variables, so uvicorn workers started as separate processes see the
 | LOSSWATCH_MAX_BODY_BYTES        | 8388608      | request body size (8 MiB)                        |
 | LOSSWATCH_METRICS_TTL           | 900          | seconds a quiet run stays exported to /metrics   |
 | LOSSWATCH_RETRY_AFTER           | 2            | Retry-After seconds on 503 (store down)          |
+| LOSSWATCH_STORE_TIMEOUT_MS      | 2000         | a store call slower than this is a 503           |
+| LOSSWATCH_RETENTION_SECONDS     | 2592000      | a run expires this long after its last write     |
+|                                 | (30 days)    | (both stores; 0 = never)                         |
+| LOSSWATCH_RAW_CHUNKS            | 8            | newest 960-step chunks kept at full resolution   |
+|                                 |              | (both stores; older steps are downsampled)       |
+| LOSSWATCH_REDIS_WAIT_REPLICAS   | 0            | acknowledge a batch once this many replicas have |
+| LOSSWATCH_REDIS_WAIT_TIMEOUT_MS | 1000         | how long to wait for them (then 503)             |
+| LOSSWATCH_REDIS_ENGINE_CACHE    | 10000        | detector engines a replica keeps in memory       |
+
+``LOSSWATCH_REDIS_RAW_CHUNKS``, the older name of LOSSWATCH_RAW_CHUNKS, is still read.
 """
 
 from __future__ import annotations
@@ -77,6 +87,12 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     metrics_ttl: int = 900
     retry_after: int = 2
+    store_timeout_ms: int = 2000
+    retention_seconds: int = 30 * 86400
+    raw_chunks: int = 8
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
+    redis_engine_cache: int = 10_000
 
     @property
     def auth_enabled(self) -> bool:
@@ -98,4 +114,11 @@ class Settings:
             max_body_bytes=_int(env, "LOSSWATCH_MAX_BODY_BYTES", cls.max_body_bytes),
             metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", cls.metrics_ttl),
             retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", cls.retry_after),
+            store_timeout_ms=_int(env, "LOSSWATCH_STORE_TIMEOUT_MS", cls.store_timeout_ms),
+            retention_seconds=_int(env, "LOSSWATCH_RETENTION_SECONDS", cls.retention_seconds, 0),
+            raw_chunks=_int(env, "LOSSWATCH_RAW_CHUNKS",
+                            _int(env, "LOSSWATCH_REDIS_RAW_CHUNKS", cls.raw_chunks)),
+            redis_wait_replicas=_int(env, "LOSSWATCH_REDIS_WAIT_REPLICAS", cls.redis_wait_replicas, 0),
+            redis_wait_timeout_ms=_int(env, "LOSSWATCH_REDIS_WAIT_TIMEOUT_MS", cls.redis_wait_timeout_ms),
+            redis_engine_cache=_int(env, "LOSSWATCH_REDIS_ENGINE_CACHE", cls.redis_engine_cache, 0),
         )
