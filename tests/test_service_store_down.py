@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,10 +87,14 @@ def _stored_once(c, run_id: str, recs: list[dict], before: int) -> None:
     assert c.get("/readyz").status_code == 200
 
 
-def _service(redis_srv, service_factory):
+#: the losswatch client's own request timeout: an answer after it is no answer for a client
+CLIENT_TIMEOUT = 5.0
+
+
+def _service(redis_srv, service_factory, env: dict[str, str] | None = None):
     svc = service_factory(env={"LOSSWATCH_STORE": redis_srv.url, "LOSSWATCH_RETRY_AFTER": "3",
-                               "LOSSWATCH_STORE_TIMEOUT_MS": "300"})
-    c = client(svc.url)
+                               "LOSSWATCH_STORE_TIMEOUT_MS": "300", **(env or {})})
+    c = httpx.Client(base_url=svc.url, timeout=CLIENT_TIMEOUT)
     recs = [{"step": s, "loss": 2.0 - 0.01 * s} for s in range(40)]
     assert post_records(c, "r", recs[:20]).status_code == 200
     return c, recs
@@ -98,8 +103,9 @@ def _service(redis_srv, service_factory):
 @pytest.mark.timeout(90)
 def test_a_stalled_redis_gives_a_prompt_503(redis_proc, service_factory):
     """Redis stopped (SIGSTOP: the connection stays open, nothing answers), the way a Redis
-    swapping, paused or behind a dead link looks: every answer comes while it is still stopped."""
-    c, recs = _service(redis_proc, service_factory)
+    swapping, paused or behind a dead link looks: every answer comes while it is still stopped
+    and within the client's timeout, with the default store timeout (it took 10-15 s)."""
+    c, recs = _service(redis_proc, service_factory, {"LOSSWATCH_STORE_TIMEOUT_MS": ""})
     os.kill(redis_proc.proc.pid, signal.SIGSTOP)
     try:
         _refused_while(c, "r", recs[20:], "did not answer")

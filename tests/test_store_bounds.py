@@ -197,3 +197,23 @@ def test_batches_after_a_gap_or_at_a_stride_fold_in_a_few_transactions(redis_pro
     assert accounted(gap_series) == 700 and accounted(stride_series) == 2000
     assert len(redis_proc.client().keys("lw:{stride}:raw:*")) <= 3
     assert_responsive(redis_proc)
+
+
+@pytest.mark.timeout(90)
+def test_the_int64_limit_through_http_then_metadata_and_reads(redis_proc, service_factory):
+    """The repro as a user meets it: one record at step 2^63-1, then the client's closing
+    metadata PUT and a read of the run, on a service with the default retention."""
+    from service_helpers import client, post_records
+
+    svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url})
+    c = client(svc.url)
+    r = post_records(c, "edge", [{"step": TOP, "loss": 1.0}])
+    assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    r = post_records(c, "edge", [{"step": TOP - 1, "loss": 1.0}, {"step": 10**17, "loss": 2.0}])
+    assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
+    assert c.put("/v1/runs/edge", json={"status": "finished"}).status_code == 200
+    got = c.get("/v1/runs/edge/steps").json()
+    assert got["series"]["step"][-2:] == [TOP - 1, TOP] and got["total"] == 3
+    assert c.get("/v1/runs/edge").json()["last_step"] == TOP
+    assert c.get("/readyz").status_code == 200
+    assert_responsive(redis_proc)

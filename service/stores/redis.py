@@ -285,8 +285,11 @@ class RedisStore(Store):
         args: list[Any] = []
         # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
         segs = _segments(in_order, cols.step)       # in_order is increasing in step already
+        packed = ser.pack_rows(cols, in_order) if in_order else b""   # once: segments slice it
+        pos = 0
         for ci, first_slot, idx in segs:
-            args += [ci, first_slot, len(idx), ser.pack_rows(cols, idx)]
+            args += [ci, first_slot, len(idx), packed[pos * ser.SLOT_BYTES:(pos + len(idx)) * ser.SLOT_BYTES]]
+            pos += len(idx)
         cand_no: dict[int, int] = {}
         for n, i in enumerate(cands, 1):
             s = cols.step[i]

@@ -119,17 +119,31 @@ local function chunk(ci, last_slot)
   end
   if need > len then
     local new_len = math.min(chunk_bytes, math.ceil(need / grow) * grow)
-    local val = redis.call('GET', key) or ''
-    redis.call('SET', key, val .. string.rep('\0', new_len - #val))
+    if len == 0 then
+      -- a new string of new_len zero bytes, allocated at that size (no Lua string built)
+      redis.call('SETRANGE', key, new_len - 1, '\0')
+    else
+      local val = redis.call('GET', key)
+      redis.call('SET', key, val .. string.rep('\0', new_len - #val))
+    end
     if ttl > 0 then redis.call('EXPIRE', key, ttl + slack) end
   end
   return key
 end
 
+-- each chunk grows once per batch, to the highest slot the batch writes in it (a sparse run
+-- writes a few slots in many chunks: growing at each one copied the string again and again)
+local top = {}
 local i = 23
 for _ = 1, n_seg do
+  local last_slot = tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 2]) - 1
+  if (top[ARGV[i]] or -1) < last_slot then top[ARGV[i]] = last_slot end
+  i = i + 4
+end
+i = 23
+for _ = 1, n_seg do
   local first, count = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local key = chunk(ARGV[i], first + count - 1)
+  local key = chunk(ARGV[i], top[ARGV[i]])
   for s = first, first + count - 1 do redis.call('SETBIT', key, s, 1) end
   redis.call('SETRANGE', key, data_off + first * slot_bytes, ARGV[i + 3])
   i = i + 4
