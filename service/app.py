@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -112,9 +113,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")
+        preparing = asyncio.create_task(app.state.store.prepare())
         try:
             yield
         finally:
+            preparing.cancel()
             await app.state.store.close()
 
     app = FastAPI(

@@ -217,3 +217,29 @@ def test_the_int64_limit_through_http_then_metadata_and_reads(redis_proc, servic
     assert c.get("/v1/runs/edge").json()["last_step"] == TOP
     assert c.get("/readyz").status_code == 200
     assert_responsive(redis_proc)
+
+
+@pytest.mark.timeout(60)
+def test_runs_written_before_the_chunk_index_are_indexed_once(redis_proc):
+    """Data of an earlier version has raw chunks but no ``rc`` index: ``prepare`` (run by the
+    service at start) lists them, so they are read back and refreshed again."""
+    cli = redis_proc.client()
+
+    async def go():
+        st = RedisStore(redis_proc.url, retention_seconds=3600)
+        try:
+            await st.ingest("old", cols_of(curve(3000)))
+            cli.delete("lw:{old}:rc", "lw:layout")           # as an earlier version left it
+            assert accounted(await st.read_series("old")) == 0
+            await st.prepare()
+            assert cli.get("lw:layout") == b"2" and 0 < cli.ttl("lw:{old}:rc") <= 3600 + 360
+            got = await st.read_series("old")
+            assert got.step == list(range(3000))
+            cli.delete("lw:{old}:rc")
+            await st.prepare()                               # done once: not scanned again
+            assert cli.exists("lw:{old}:rc") == 0
+        finally:
+            await st.close()
+
+    run(go())
+    assert_responsive(redis_proc)

@@ -269,6 +269,10 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Return if the store is usable, else raise :class:`StoreUnavailable` saying why."""
 
+    async def prepare(self) -> None:
+        """Bring data written by an earlier version to the current layout; the service runs it
+        in the background from its start (default: nothing to do)."""
+
     async def close(self) -> None:
         """Release connections (default: nothing to do)."""
 

@@ -733,6 +733,43 @@ class RedisStore(Store):
         # still answers PING but refuses every batch
         await self._r.set(self.prefix + "ready", "1", ex=60)
 
+    LAYOUT = b"2"     # 2: raw chunks listed in each run's rc index
+
+    async def prepare(self) -> None:
+        """Index the raw chunks of runs written before the ``rc`` index existed: one SCAN of the
+        keyspace, once per Redis (``<prefix>layout`` records it), retried while Redis cannot
+        serve. Until it is done, such a run's raw chunks are not read back (they are kept)."""
+        while True:
+            try:
+                await self._index_old_chunks()
+                return
+            except (StoreUnavailable, *_DOWN) as e:
+                log.warning("indexing raw chunks postponed: %s", e)
+                await asyncio.sleep(5)
+
+    @_unavailable
+    async def _index_old_chunks(self) -> None:
+        if await self._r.get(self.prefix + "layout") == self.LAYOUT:
+            return
+        slack = min(3600, self.retention // 10)        # as the scripts' (redis_scripts._COMMON)
+        keys: list[bytes] = []
+        async for key in self._r.scan_iter(match=self.prefix + "{*}:raw:*", count=1000):
+            keys.append(key)
+            if len(keys) >= 1000:
+                await self._index(keys, slack)
+                keys = []
+        await self._index(keys, slack)
+        await self._r.set(self.prefix + "layout", self.LAYOUT)
+
+    async def _index(self, keys: list[bytes], slack: int) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                run_prefix, _, ci = key.decode().rpartition("raw:")
+                pipe.zadd(run_prefix + "rc", {ser.chunk_member(int(ci)): 0})
+                if self.retention:
+                    pipe.expire(run_prefix + "rc", self.retention + slack)
+            await pipe.execute()
+
     async def close(self) -> None:
         await self._r.aclose()
 
