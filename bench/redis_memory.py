@@ -43,7 +43,8 @@ def kind_of(key: bytes) -> str:
     return "raw chunks" if k.startswith("raw:") else {"d1": "level 1 (64 steps/point)",
                                                        "d2": "level 2 (2,048 steps/point)",
                                                        "d3": "level 3 (131,072 steps/point)",
-                                                       "s": "state (detectors, summary)"}.get(k, "other")
+                                                       "s": "state (detectors, summary)",
+                                                       "rc": "raw chunk index"}.get(k, "other")
 
 
 def run_keys(cli, run_id: str) -> dict[str, int]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -114,14 +115,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.store = open_store(settings.store_url)
+        app.state.store = open_store(settings)
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")
         app.state.notifier = start_notifier(settings, app.state.store, app.state.metrics)
+        preparing = asyncio.create_task(app.state.store.prepare())
         try:
             yield
         finally:
+            preparing.cancel()
             if app.state.notifier is not None:
                 await app.state.notifier.stop()
             await app.state.store.close()

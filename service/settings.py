@@ -100,6 +100,19 @@ class Settings:
                                    "counted as they stream)", 8 * 1024 * 1024)
     metrics_ttl: int = _setting("LOSSWATCH_METRICS_TTL", "seconds a quiet run stays in /metrics", 900)
     retry_after: int = _setting("LOSSWATCH_RETRY_AFTER", "Retry-After seconds on a 503 (store down)", 2)
+    store_timeout_ms: int = _setting("LOSSWATCH_STORE_TIMEOUT_MS", "a store call slower than this (connect, "
+                                     "pooled connection, reply) answers 503 with Retry-After", 2000)
+    retention_seconds: int = _setting("LOSSWATCH_RETENTION_SECONDS", "a run expires this long after its last "
+                                      "write, on both stores (0: never)", 30 * 86400)
+    raw_chunks: int = _setting("LOSSWATCH_RAW_CHUNKS", "newest 960-step chunks kept at full resolution, on both "
+                               "stores (older steps are downsampled); `LOSSWATCH_REDIS_RAW_CHUNKS` is the older "
+                               "name, still read", 8)
+    redis_wait_replicas: int = _setting("LOSSWATCH_REDIS_WAIT_REPLICAS", "acknowledge a batch once this many "
+                                        "Redis replicas have it", 0)
+    redis_wait_timeout_ms: int = _setting("LOSSWATCH_REDIS_WAIT_TIMEOUT_MS", "how long to wait for them (then "
+                                          "503)", 1000)
+    redis_engine_cache: int = _setting("LOSSWATCH_REDIS_ENGINE_CACHE", "detector engines a replica keeps in "
+                                       "memory", 10_000)
     notify: tuple[Receiver, ...] = _setting(
         "LOSSWATCH_NOTIFY", "webhooks that get each raised or escalated alert of warning or worse: URLs separated "
         "by spaces or commas, `URL#project=NAME` for one project's alerts only ([notifications.md]"
@@ -134,6 +147,13 @@ class Settings:
             max_body_bytes=_int(env, "LOSSWATCH_MAX_BODY_BYTES", cls.max_body_bytes),
             metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", cls.metrics_ttl),
             retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", cls.retry_after),
+            store_timeout_ms=_int(env, "LOSSWATCH_STORE_TIMEOUT_MS", cls.store_timeout_ms),
+            retention_seconds=_int(env, "LOSSWATCH_RETENTION_SECONDS", cls.retention_seconds, 0),
+            raw_chunks=_int(env, "LOSSWATCH_RAW_CHUNKS",
+                            _int(env, "LOSSWATCH_REDIS_RAW_CHUNKS", cls.raw_chunks)),
+            redis_wait_replicas=_int(env, "LOSSWATCH_REDIS_WAIT_REPLICAS", cls.redis_wait_replicas, 0),
+            redis_wait_timeout_ms=_int(env, "LOSSWATCH_REDIS_WAIT_TIMEOUT_MS", cls.redis_wait_timeout_ms),
+            redis_engine_cache=_int(env, "LOSSWATCH_REDIS_ENGINE_CACHE", cls.redis_engine_cache, 0),
             notify=_receivers(env.get("LOSSWATCH_NOTIFY", "")),
             public_url=_public_url(env.get("LOSSWATCH_PUBLIC_URL", "")),
             notify_per_minute=_int(env, "LOSSWATCH_NOTIFY_PER_MINUTE", cls.notify_per_minute),

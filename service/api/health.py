@@ -1,4 +1,5 @@
-"""Liveness (/healthz, always open) and readiness (/readyz: the store answers; says why not)."""
+"""Liveness (/healthz, always open) and readiness (/readyz: the store takes a write within the
+store timeout; says why not: down, stalled, busy, out of memory, read-only)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ async def healthz() -> dict[str, str]:
             responses={503: {"model": ReadyOut}})
 async def readyz(request: Request, scope: Scope = Depends(get_scope)) -> Response:
     store = request.app.state.store
+    settings = request.app.state.settings
     try:
-        await asyncio.wait_for(store.ping(), timeout=2.0)
+        # the store gives up after its own timeout; this bounds a store that would not
+        await asyncio.wait_for(store.ping(), timeout=2 * settings.store_timeout_ms / 1000)
     except (StoreUnavailable, asyncio.TimeoutError, OSError) as e:
         reason = str(e) if isinstance(e, StoreUnavailable) else f"store did not answer: {type(e).__name__} {e}"
         return json_response({"ready": False, "store": store.url, "reason": reason}, 503,
-                             {"Retry-After": str(request.app.state.settings.retry_after)})
+                             {"Retry-After": str(settings.retry_after)})
     return json_response({"ready": True, "store": store.url, "reason": None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -19,10 +20,17 @@ router = APIRouter(tags=["metrics"])
 async def metrics(request: Request, scope: Scope = Depends(get_scope)) -> Response:
     app = request.app
     since = time.time() - app.state.settings.metrics_ttl
-    try:
-        runs = await app.state.store.list_runs(projects=scope.projects, active_since=since)
-        up = True
-    except StoreUnavailable:
-        # still answer: the counters are this process's own, and losswatch_store_up says why
-        runs, up = [], False
+    store = app.state.store
+    # still answer when the store cannot: the counters are this process's own, and
+    # losswatch_store_up says so. Up means what /readyz means (the store takes a write: a
+    # Redis out of memory still serves the per-run gauges, but no batch).
+    # Both at once: a stalled store costs one store timeout, not two.
+    ping, runs = await asyncio.gather(store.ping(), store.list_runs(projects=scope.projects, active_since=since),
+                                      return_exceptions=True)
+    for outcome in (ping, runs):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, StoreUnavailable):
+            raise outcome
+    up = not isinstance(ping, StoreUnavailable) and not isinstance(runs, StoreUnavailable)
+    if isinstance(runs, StoreUnavailable):
+        runs = []
     return Response(app.state.metrics.render(runs, up), media_type=CONTENT_TYPE_LATEST)

@@ -275,6 +275,10 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Return if the store is usable, else raise :class:`StoreUnavailable` saying why."""
 
+    async def prepare(self) -> None:
+        """Bring data written by an earlier version to the current layout; the service runs it
+        in the background from its start (default: nothing to do)."""
+
     async def close(self) -> None:
         """Release connections (default: nothing to do)."""
 
@@ -370,18 +374,21 @@ def summary_matches(s: RunSummary, projects: set[str] | None, health: str | None
             and (active_since is None or (s.last_seen is not None and s.last_seen >= active_since)))
 
 
-def open_store(url: str) -> Store:
-    """The store for ``url``: ``memory://`` (default) or ``redis://host:port/db``.
-
-    A Redis store is ``losswatch.service.stores.redis.RedisStore(url)``.
-    """
-    url = url or "memory://"
+def open_store(settings) -> Store:
+    """The store for ``settings.store_url`` (a :class:`~losswatch.service.settings.Settings`):
+    ``memory://`` (default) or ``redis://host:port/db``, with the settings' retention, raw
+    window and timeouts."""
+    url = settings.store_url or "memory://"
     if url.startswith("memory://") or url == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks,
+                          wait_replicas=settings.redis_wait_replicas,
+                          wait_timeout_ms=settings.redis_wait_timeout_ms,
+                          engine_cache=settings.redis_engine_cache,
+                          timeout_ms=settings.store_timeout_ms)
     raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://host:port/db")

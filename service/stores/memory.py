@@ -1,8 +1,12 @@
 """The embedded in-process store (``memory://``): the default, so ``losswatch serve`` needs nothing
 else. One process only: it cannot be shared by several workers or replicas (use Redis for that).
 
-Per run it keeps the series column-wise in step order (appending is the common case; an
-out-of-order step is inserted by bisection), the live ``Engine`` object (the interface's
+Per run it keeps the newest steps column-wise in step order (appending is the common case; an
+out-of-order step is inserted by bisection), older steps downsampled into buckets by the same
+rules and code as the Redis store (:mod:`.series`: the newest ``raw_chunks`` chunks of 960 steps
+stay raw, then levels of 64 / 2,048 / 131,072 steps a bucket), so memory per run is bounded and
+both stores answer the same series. A run expires ``retention_seconds`` after its last write,
+as on Redis. It also keeps the live ``Engine`` object (the interface's
 ``to_bytes`` round trip is what the Redis store does; here it would only cost time), the alerts
 by id and the action reports. One ``asyncio.Lock`` per run serialises ingests for that run (the
 atomicity contract in :mod:`.base`); nothing awaits while the lock is held, so the lock is cheap
@@ -13,9 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..settings import Settings
+from . import series as ser
 from .base import (
     Columns,
     alert_matches,
@@ -33,11 +41,18 @@ from .base import (
     wall_now,
 )
 
+_COLUMNS = ("step", "loss", "grad_norm", "lr", "val_loss", "ts", "extra")
+
 
 @dataclass
 class _Run:
     summary: RunSummary
-    series: Columns = field(default_factory=Columns)
+    raw: Columns = field(default_factory=Columns)   # steps >= c0 * CHUNK, in step order
+    c0: int = 0                                     # watermarks: see series.py
+    w1: int = 0
+    w2: int = 0
+    tiers: tuple[dict[int, bytes], ...] = field(default_factory=lambda: ({}, {}, {}))  # levels 1-3
+    written_at: float = 0.0
     engine: Any = None
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
@@ -50,8 +65,14 @@ class MemoryStore(Store):
 
     url = "memory://"
 
-    def __init__(self) -> None:
-        self._runs: dict[str, _Run] = {}
+    def __init__(self, *, retention_seconds: int = Settings.retention_seconds,
+                 raw_chunks: int = Settings.raw_chunks, levels: tuple[ser.Level, ...] | None = None) -> None:
+        self.retention = retention_seconds
+        self.raw_chunks = max(1, raw_chunks)
+        self.levels = tuple(levels or ser.LEVELS)
+        ser.check_levels(self.levels)
+        # runs by last write, oldest first: expiry pops from the front
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._alert_run: dict[str, str] = {}   # alert id -> run id
 
     # --- internals --------------------------------------------------------------------------
@@ -59,7 +80,7 @@ class MemoryStore(Store):
         run = self._runs.get(run_id)
         if run is None:
             run = _Run(summary=RunSummary(run_id=run_id, project=project or "default", created_at=now),
-                       project_named=project is not None)
+                       project_named=project is not None, written_at=now)
             run.engine = new_engine(run_id, None)
             self._runs[run_id] = run
         elif project is not None and project != run.summary.project:
@@ -72,13 +93,76 @@ class MemoryStore(Store):
             run.project_named = True
         return run
 
+    def _expire(self, now: float) -> None:
+        """Drop the runs whose last write is older than the retention (0 = keep forever)."""
+        if self.retention <= 0:
+            return
+        while self._runs:
+            run_id, run = next(iter(self._runs.items()))
+            if run.written_at + self.retention > now:
+                return
+            del self._runs[run_id]
+            for alert_id in run.alerts:
+                self._alert_run.pop(alert_id, None)
+
+    def _touch(self, run_id: str, run: _Run, now: float) -> None:
+        run.written_at = now
+        self._runs.move_to_end(run_id)
+
+    def _has_step(self, run: _Run, step: int) -> bool:
+        if step >= run.c0 * ser.CHUNK:
+            return sorted_contains(run.raw.step, step)
+        k = ser.late_level(self.levels, run.w1, run.w2, step)
+        width = self.levels[k].width
+        blob = run.tiers[k].get(step // width)
+        return blob is not None and ser.Agg.unpack(blob, width).has(step % width)
+
+    def _fold_late(self, run: _Run, cols: Columns, idx: list[int]) -> None:
+        """New steps below the raw window go into their downsampled buckets."""
+        touched: dict[tuple[int, int], ser.Agg] = {}
+        for i in idx:
+            s = cols.step[i]
+            k = ser.late_level(self.levels, run.w1, run.w2, s)
+            width = self.levels[k].width
+            agg = touched.get((k, s // width))
+            if agg is None:
+                blob = run.tiers[k].get(s // width)
+                agg = touched[(k, s // width)] = ser.Agg.unpack(blob, width) if blob else ser.Agg(width=width)
+            agg.add(s % width, [getattr(cols, f)[i] for f in ser.VALUE_FIELDS], cols.ts[i])
+        for (k, b), agg in touched.items():
+            run.tiers[k][b] = agg.pack()
+
+    def _compact(self, run: _Run) -> None:
+        """Fold the steps that fell out of the raw window into level-1 buckets and move buckets
+        down the levels: the Redis store's rules (:mod:`.series`), on the stored steps only."""
+        target = ser.raw_start(run.summary.last_step, self.raw_chunks)
+        if target <= run.c0:
+            return
+        raw = run.raw
+        cut = bisect.bisect_left(raw.step, target * ser.CHUNK)
+        d1, d2, d3 = run.tiers
+        if cut:
+            d1.update(ser.aggregate_rows(raw, range(cut), self.levels[0].width))
+            for n in _COLUMNS:
+                del getattr(raw, n)[:cut]
+        plan = ser.plan_cascade(self.levels, target, run.w1, run.w2, d1.keys(), d2.keys())
+        set2, set3 = ser.apply_cascade(self.levels, plan, d1, d2, d3)
+        for subs in plan.into_d2.values():
+            for b in subs:
+                d1.pop(b, None)
+        for subs in plan.into_d3.values():
+            for b in subs:
+                d2.pop(b, None)
+        d2.update(set2)
+        d3.update(set3)
+        run.c0, run.w1, run.w2 = target, plan.w1, plan.w2
+
     @staticmethod
     def _store_rows(series: Columns, cols: Columns, new: list[int], all_in_order: bool) -> None:
         """Append rows in step order; insert the (rare) lower ones by bisection."""
         steps = series.step
-        names = ("step", "loss", "grad_norm", "lr", "val_loss", "ts", "extra")
-        dst = [getattr(series, n) for n in names]
-        src = [getattr(cols, n) for n in names]
+        dst = [getattr(series, n) for n in _COLUMNS]
+        src = [getattr(cols, n) for n in _COLUMNS]
         if all_in_order:
             for d, c in zip(dst, src):   # the usual batch: strictly increasing, after the stored ones
                 d.extend(c)
@@ -97,14 +181,23 @@ class MemoryStore(Store):
     async def ingest(self, run_id: str, cols: Columns, *, project: str | None = None,
                      now: float | None = None) -> IngestResult:
         now = wall_now(now)
+        self._expire(now)
         run = self._get_or_create(run_id, project, now)
         async with run.lock:
             s = run.summary
-            series = run.series
-            split = classify_steps(cols.step, lambda k: sorted_contains(series.step, k), s.last_step)
+            split = classify_steps(cols.step, lambda k: self._has_step(run, k), s.last_step)
             # detectors first: if they raise, nothing of the batch is stored (all or nothing)
             changed, rec, health = run_engine(run.engine, cols, split.in_order)
-            self._store_rows(series, cols, split.new, len(split.in_order) == len(cols))
+            all_in_order = len(split.in_order) == len(cols)
+            new = split.new
+            if not all_in_order:
+                floor = run.c0 * ser.CHUNK
+                late = [i for i in new if cols.step[i] < floor]
+                if late:
+                    self._fold_late(run, cols, late)
+                    new = [i for i in new if cols.step[i] >= floor]
+            self._store_rows(run.raw, cols, new, all_in_order)
+            self._touch(run_id, run, now)
             new_ids: list[str] = []
             out_alerts: list[dict[str, Any]] = []
             for a in changed:
@@ -117,10 +210,13 @@ class MemoryStore(Store):
                 out_alerts.append(d)
             if split.in_order:
                 s.last = last_values(cols, split.in_order[-1], run.engine)
+            if split.in_order:
+                s.last_step = cols.step[split.in_order[-1]]    # in-order steps increase
+                if ser.raw_start(s.last_step, self.raw_chunks) > run.c0:
+                    self._compact(run)
             if split.new:
-                s.last_step = series.step[-1]
                 s.last_seen = now
-            s.n_steps = len(series.step)
+            s.n_steps += len(split.new)
             s.duplicates += split.duplicates
             s.out_of_order += split.out_of_order
             s.health = health
@@ -136,8 +232,10 @@ class MemoryStore(Store):
     async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str | None = None,
                        now: float | None = None) -> RunSummary:
         now = wall_now(now)
+        self._expire(now)
         run = self._get_or_create(run_id, project, now)
         async with run.lock:
+            self._touch(run_id, run, now)
             run.summary.meta = dict(meta)
             run.engine.set_meta(dict(meta))
             return run.summary
@@ -166,30 +264,46 @@ class MemoryStore(Store):
 
     # --- reads ------------------------------------------------------------------------------
     async def get_run(self, run_id: str) -> RunSummary | None:
+        self._expire(time.time())
         run = self._runs.get(run_id)
         return run.summary if run else None
 
     async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
                         active_since: float | None = None) -> list[RunSummary]:
+        self._expire(time.time())
         pset = set(projects) if projects is not None else None
         return [s for s in (self._runs[rid].summary for rid in sorted(self._runs))
                 if summary_matches(s, pset, health, active_since)]
 
     async def read_series(self, run_id: str, start: int | None = None,
                           end: int | None = None) -> Columns | None:
+        self._expire(time.time())
         run = self._runs.get(run_id)
         if run is None:
             return None
-        ser = run.series
-        lo = 0 if start is None else bisect.bisect_left(ser.step, start)
-        hi = len(ser.step) if end is None else bisect.bisect_right(ser.step, end)
-        return Columns(step=ser.step[lo:hi], loss=ser.loss[lo:hi], grad_norm=ser.grad_norm[lo:hi],
-                       lr=ser.lr[lo:hi], val_loss=ser.val_loss[lo:hi], ts=ser.ts[lo:hi],
-                       extra=ser.extra[lo:hi])
+        raw = run.raw
+        lo = 0 if start is None else bisect.bisect_left(raw.step, start)
+        hi = len(raw.step) if end is None else bisect.bisect_right(raw.step, end)
+        tail = Columns(*(getattr(raw, n)[lo:hi] for n in _COLUMNS))
+        last = run.summary.last_step
+        if run.c0 == 0 or last is None:       # nothing downsampled yet
+            return tail
+        first = 0 if start is None else start
+        upto = last if end is None else min(end, last)
+        out = Columns()
+        for k, s0, s1 in ser.level_spans(self.levels, run.c0, run.w1, run.w2):
+            if s1 > s0 and first < s1 and upto >= s0:
+                for row in ser.bucket_rows(run.tiers[k], self.levels[k].width, first, upto):
+                    for n in _COLUMNS:
+                        getattr(out, n).append(row[n])
+        for n in _COLUMNS:
+            getattr(out, n).extend(getattr(tail, n))
+        return out
 
     async def list_alerts(self, *, run_id: str | None = None, projects: Iterable[str] | None = None,
                           kind: str | None = None, severity: str | None = None,
                           since: float | None = None) -> list[dict[str, Any]]:
+        self._expire(time.time())
         pset = set(projects) if projects is not None else None
         runs = [self._runs[run_id]] if run_id is not None and run_id in self._runs else (
             [] if run_id is not None else list(self._runs.values()))

@@ -10,7 +10,9 @@ s          hash                    state: version ``v``, detector state ``eng``
                                    values, health, recommendation, active alerts (JSON)
 raw:<ci>   string (<= 38.5 KB)     steps ci*960 .. ci*960+959, packed float64 (see
                                    :mod:`.series`) + a presence bitmap; the newest
-                                   ``LOSSWATCH_REDIS_RAW_CHUNKS`` (8) chunks stay raw
+                                   ``raw_chunks`` (8) chunks stay raw
+rc         sorted set              the raw chunks that exist (zero-padded chunk numbers): every
+                                   loop over chunks runs over these, never over a step range
 d1 d2 d3   hash bucket -> bytes    downsampled older steps (64 / 2,048 / 131,072 steps a point)
 ds         hash                    watermarks: c0 (first raw chunk), w1, w2
 x          hash step -> JSON       ``extra`` of raw steps (dropped when downsampled)
@@ -32,9 +34,10 @@ a minute after a conflict on a run, a replica reads the run's state before runni
 Duplicates are found by the chunk's presence bit (SETBIT returns the old bit) inside the same
 script; steps above the stored ``last_step`` need no check (nothing above it is stored).
 
-Downsampling (bounded memory per run) happens after a batch pushes the head into a new chunk:
-the oldest raw chunk is folded into level-1 buckets under WATCH/MULTI (a late step written into
-it meanwhile aborts and retries the fold). A late step that arrives for an already downsampled
+Downsampling (bounded memory per run, the rules of :mod:`.series` that the memory store shares)
+happens after a batch pushes the head into a new chunk: the chunks that fell out of the raw window
+are folded into level-1 buckets under WATCH/MULTI (a late step written into one meanwhile aborts
+and retries the fold). A late step that arrives for an already downsampled
 range is folded into its bucket (counted out of order) unless the bucket's presence bitmap
 already has it (duplicate).
 """
@@ -46,7 +49,6 @@ import bisect
 import functools
 import json
 import logging
-import os
 import time
 import weakref
 from collections import OrderedDict
@@ -55,6 +57,7 @@ from typing import Any, Iterable
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from ..settings import Settings
 from . import series as ser
 from .base import (
     Columns,
@@ -76,14 +79,25 @@ from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION, SUMMARIES
 
 log = logging.getLogger("losswatch.redis")
 
+_LEVEL_KEYS = ("d1", "d2", "d3")
 _STATE_FIELDS = ("project", "pnamed", "created_at", "last_seen", "last_step", "n_steps", "dups",
                  "ooo", "last", "health", "rec", "act", "meta")
 
-# Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After).
-_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError,
-         OSError, asyncio.TimeoutError)
-_DOWN_REPLIES = ("OOM", "MISCONF", "NOREPLICAS", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN",
-                 "CLUSTERDOWN", "NOSCRIPT")
+# Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After): no
+# connection, no answer within the store timeout (a stall, a long script), or one of these
+# error replies (redis-py strips the code from the message and keeps it as ``status_code``).
+_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError, asyncio.TimeoutError)
+_DOWN_REPLIES = {
+    "OOM": "out of memory", "BUSY": "busy running a script", "MISCONF": "cannot persist",
+    "NOREPLICAS": "not enough replicas", "LOADING": "loading its data", "MASTERDOWN": "primary down",
+    "READONLY": "read-only replica", "TRYAGAIN": "cluster resharding", "CLUSTERDOWN": "cluster down",
+    "NOSCRIPT": "script cache flushed",
+}
+
+
+def _reply_code(e: rexc.ResponseError) -> str:
+    code = getattr(e, "status_code", None)
+    return code if code else str(e).split(" ", 1)[0]
 
 
 def _unavailable(fn):
@@ -96,23 +110,17 @@ def _unavailable(fn):
         except StoreUnavailable:
             raise
         except rexc.ResponseError as e:
-            if str(e).split(" ", 1)[0] in _DOWN_REPLIES:
-                raise StoreUnavailable(f"redis at {self._where}: {e}") from e
+            why = _DOWN_REPLIES.get(_reply_code(e))
+            if why is not None:
+                raise StoreUnavailable(f"redis at {self._where}: {why} ({_reply_code(e)} {e})") from e
             raise
+        except rexc.TimeoutError as e:
+            raise StoreUnavailable(f"redis at {self._where} did not answer within "
+                                   f"{self.timeout_ms} ms (stalled or busy)") from e
         except _DOWN as e:
             raise StoreUnavailable(f"redis at {self._where} unreachable: {e or type(e).__name__}") from e
 
     return wrapper
-
-
-def _env_int(name: str, default: int) -> int:
-    v = os.environ.get(name, "").strip()
-    if not v:
-        return default
-    try:
-        return int(v)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {v!r}") from None
 
 
 def _s(b: bytes | None) -> str | None:
@@ -149,36 +157,45 @@ class RedisStore(Store):
     url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``).
     retention_seconds : runs expire this long after their last write (up to min(1 h, 10%) later:
         EXPIRE is refreshed by a write when the last refresh is older than that); 0 keeps them
-        forever. Default: ``LOSSWATCH_RETENTION_SECONDS`` or 30 days.
-    raw_chunks : how many of the newest 960-step chunks stay at full resolution. Default:
-        ``LOSSWATCH_REDIS_RAW_CHUNKS`` or 8 (7,680 steps).
-    engine_cache : detector engines kept in this process (~11 KB each), the runs served last;
-        ``LOSSWATCH_REDIS_ENGINE_CACHE`` or 10,000. A run not in it costs one more round trip.
+        forever (30 days).
+    raw_chunks : how many of the newest 960-step chunks stay at full resolution (8: 7,680 steps).
+    engine_cache : detector engines kept in this process (~11 KB each), the runs served last
+        (10,000). A run not in it costs one more round trip.
     levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
-    wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't);
-        ``LOSSWATCH_REDIS_WAIT_REPLICAS``, timeout ``LOSSWATCH_REDIS_WAIT_TIMEOUT_MS`` (1000). A
-        batch not replicated in time raises StoreUnavailable (503) although the primary has it: the
-        client's retry then finds its steps as duplicates.
+    wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't),
+        for at most ``wait_timeout_ms``. A batch not replicated in time raises StoreUnavailable
+        (503) although the primary has it: the client's retry then finds its steps as duplicates.
+    timeout_ms : a connection, a free pooled connection or a reply that takes longer is a
+        StoreUnavailable (503): a stalled Redis answers promptly instead of after seconds.
+
+    The defaults are those of :class:`~losswatch.service.settings.Settings` (the service passes
+    its settings through :func:`.base.open_store`).
     """
 
-    def __init__(self, url: str, *, retention_seconds: int | None = None, raw_chunks: int | None = None,
-                 wait_replicas: int | None = None, wait_timeout_ms: int | None = None,
-                 prefix: str = "lw:", max_connections: int = 64,
-                 engine_cache: int | None = None, levels: tuple[ser.Level, ...] | None = None) -> None:
+    FOLD_CHUNKS = 64     # raw chunks folded per downsampling transaction
+
+    def __init__(self, url: str, *, retention_seconds: int = Settings.retention_seconds,
+                 raw_chunks: int = Settings.raw_chunks, wait_replicas: int = Settings.redis_wait_replicas,
+                 wait_timeout_ms: int = Settings.redis_wait_timeout_ms, prefix: str = "lw:",
+                 max_connections: int = 64, engine_cache: int = Settings.redis_engine_cache,
+                 levels: tuple[ser.Level, ...] | None = None,
+                 timeout_ms: int = Settings.store_timeout_ms) -> None:
         self._where = _redact(url)                 # never echo a password (/readyz shows it)
         self.url = self._where
-        self.retention = _env_int("LOSSWATCH_RETENTION_SECONDS", 30 * 86400) \
-            if retention_seconds is None else retention_seconds
-        self.raw_chunks = max(1, _env_int("LOSSWATCH_REDIS_RAW_CHUNKS", 8) if raw_chunks is None else raw_chunks)
-        self.wait_replicas = _env_int("LOSSWATCH_REDIS_WAIT_REPLICAS", 0) if wait_replicas is None else wait_replicas
-        self.wait_timeout_ms = _env_int("LOSSWATCH_REDIS_WAIT_TIMEOUT_MS", 1000) if wait_timeout_ms is None \
-            else wait_timeout_ms
+        self.retention = retention_seconds
+        self.raw_chunks = max(1, raw_chunks)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.timeout_ms = timeout_ms
         self.prefix = prefix
         self.levels = tuple(levels or ser.LEVELS)
         ser.check_levels(self.levels)
+        t = timeout_ms / 1000
+        # a batch waiting for replicas waits up to wait_timeout_ms for the reply on purpose
+        reply_t = t + (wait_timeout_ms / 1000 if wait_replicas else 0)
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=5,
-            socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+            url, max_connections=max_connections, timeout=t,
+            socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
         self._r = aioredis.Redis(connection_pool=pool)
         self._ingest = self._r.register_script(INGEST)
         self._put_meta = self._r.register_script(PUT_META)
@@ -186,7 +203,7 @@ class RedisStore(Store):
         self._action = self._r.register_script(RECORD_ACTION)
         self._summaries = self._r.register_script(SUMMARIES)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_max = _env_int("LOSSWATCH_REDIS_ENGINE_CACHE", 10_000) if engine_cache is None else engine_cache
+        self._cache_max = engine_cache
         # one in-flight ingest per run per process: the cached engine is mutated in place
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.conflicts = 0                          # CAS retries (diagnostics, tests)
@@ -268,8 +285,11 @@ class RedisStore(Store):
         args: list[Any] = []
         # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
         segs = _segments(in_order, cols.step)       # in_order is increasing in step already
+        packed = ser.pack_rows(cols, in_order) if in_order else b""   # once: segments slice it
+        pos = 0
         for ci, first_slot, idx in segs:
-            args += [ci, first_slot, len(idx), ser.pack_rows(cols, idx)]
+            args += [ci, first_slot, len(idx), packed[pos * ser.SLOT_BYTES:(pos + len(idx)) * ser.SLOT_BYTES]]
+            pos += len(idx)
         cand_no: dict[int, int] = {}
         for n, i in enumerate(cands, 1):
             s = cols.step[i]
@@ -293,7 +313,7 @@ class RedisStore(Store):
         act_json = json.dumps([a.to_dict() for a in engine.active_alerts]) if changed else ""
         head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
-                len(segs), len(cands), n_extra, len(changed), self.raw_chunks, run_id,
+                len(segs), len(cands), n_extra, len(changed), run_id,
                 ser.GROW_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
                 len(in_order)]
         keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
@@ -326,7 +346,7 @@ class RedisStore(Store):
             a_n, a_d = await self._fold_late(run_id, cols, late)
             stored += a_n
             dups += a_d
-        if last_step is not None and last_step // ser.CHUNK - c0 >= self.raw_chunks:
+        if last_step is not None and ser.raw_start(last_step, self.raw_chunks) > c0:
             try:
                 await self._compact(run_id)
             except (StoreUnavailable, *_DOWN) as e:     # the batch is stored; the next one retries
@@ -348,75 +368,89 @@ class RedisStore(Store):
 
     # --- downsampling ---------------------------------------------------------------------
     async def _compact(self, run_id: str) -> None:
-        """Fold raw chunks that fell out of the raw window into level-1 buckets, and cascade
-        levels past their ``keep``; one chunk per WATCH/MULTI transaction."""
+        """Fold the raw chunks that fell out of the raw window into level-1 buckets, and move
+        buckets past a level's ``keep`` to the next level (:func:`.series.plan_cascade`), under
+        WATCH/MULTI. Only chunks and buckets that exist are read (the ``rc`` index lists the
+        chunks), so a gap in the steps costs nothing; each transaction folds at most
+        ``FOLD_CHUNKS`` chunks, so one batch's work stays bounded by what it wrote."""
         p = self._p(run_id)
-        L1, L2, L3 = self.levels
-        per_chunk = ser.CHUNK // L1.width
+        L1 = self.levels[0]
         async with self._r.pipeline(transaction=True) as pipe:
-            for _ in range(1000):
+            while True:
                 try:
-                    await pipe.watch(p + "ds", p + "d1", p + "d2")
+                    await pipe.watch(p + "ds", p + "rc", p + "d1", p + "d2", p + "d3")
                     c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
                     last = _i(await pipe.hget(p + "s", "last_step"))
-                    if last is None or last // ser.CHUNK - c0 < self.raw_chunks:
+                    target = -1 if last is None else ser.raw_start(last, self.raw_chunks)
+                    if target <= c0:
                         await pipe.reset()
                         return
-                    raw_key = f"{p}raw:{c0}"
-                    await pipe.watch(raw_key)
-                    blob = await pipe.get(raw_key)
-                    buckets = ser.aggregate_chunk(c0, blob, L1.width)
-                    steps = []
-                    if blob and await pipe.hlen(p + "x"):     # only runs that log extras
-                        slots, _ = ser.decode_slots(blob)
-                        steps = (slots + c0 * ser.CHUNK).tolist()
-                    c0 += 1
-                    d1_del: list[int] = []
-                    d2_set: dict[int, bytes] = {}
-                    while L1.keep is not None and c0 * per_chunk - w1 > L1.keep:
-                        grp = list(range(w1, w1 + L2.width // L1.width))
-                        old = await pipe.hmget(p + "d1", grp)
-                        # buckets made from the chunk in this same transaction are not in Redis yet
-                        old = [buckets.pop(g, None) or o for g, o in zip(grp, old)]
-                        merged = ser.merge_packed(old, L1.width)
-                        if merged is not None:
-                            d2_set[w1 // len(grp)] = merged
-                        d1_del += grp
-                        w1 += len(grp)
-                    d2_del: list[int] = []
-                    d3_set: dict[int, bytes] = {}
+                    members = await pipe.zrangebylex(p + "rc", "-", "(" + ser.chunk_member(target),
+                                                     start=0, num=self.FOLD_CHUNKS)
+                    chunks = [int(m) for m in members]
+                    new_c0 = target if len(chunks) < self.FOLD_CHUNKS else chunks[-1] + 1
+                    raw_keys = [f"{p}raw:{ci}" for ci in chunks]
+                    blobs = []
+                    if raw_keys:
+                        await pipe.watch(*raw_keys)     # a late step written meanwhile: fold again
+                        blobs = await pipe.mget(raw_keys)
+                    d1_new: dict[int, bytes] = {}
+                    extra_steps: list[int] = []
+                    has_extras = bool(raw_keys) and bool(await pipe.hlen(p + "x"))   # only runs that log extras
+                    for ci, blob in zip(chunks, blobs):
+                        d1_new.update(ser.aggregate_chunk(ci, blob, L1.width))
+                        if blob and has_extras:
+                            slots, _ = ser.decode_slots(blob)
+                            extra_steps += (slots + ci * ser.CHUNK).tolist()
+                    plan = ser.plan_cascade(self.levels, new_c0, w1, w2, (), ())
+                    d1_keys: set[int] = set(d1_new)
+                    if plan.w1 > w1:
+                        d1_keys |= {int(k) for k in await pipe.hkeys(p + "d1")}
+                    d2_keys: set[int] = set()
+                    if plan.w2 > w2:
+                        d2_keys = {int(k) for k in await pipe.hkeys(p + "d2")}
+                    plan = ser.plan_cascade(self.levels, new_c0, w1, w2, d1_keys, d2_keys)
+                    d1 = dict(d1_new)
+                    d1.update(await self._hget_many(pipe, p + "d1",
+                                                    [b for subs in plan.into_d2.values() for b in subs if b not in d1_new]))
+                    d2 = await self._hget_many(pipe, p + "d2",
+                                               list(plan.into_d2) + [b for subs in plan.into_d3.values() for b in subs])
+                    d3 = await self._hget_many(pipe, p + "d3", list(plan.into_d3))
+                    set2, set3 = ser.apply_cascade(self.levels, plan, d1, d2, d3)
+                    moved1 = {b for subs in plan.into_d2.values() for b in subs}
+                    moved2 = [b for subs in plan.into_d3.values() for b in subs]
+                    set1 = {b: blob for b, blob in d1_new.items() if b not in moved1}
                     ttl = await pipe.ttl(p + "s") if self.retention else 0
-                    while L2.keep is not None and w1 // (L2.width // L1.width) - w2 > L2.keep:
-                        grp = list(range(w2, w2 + L3.width // L2.width))
-                        old = await pipe.hmget(p + "d2", grp)
-                        old = [d2_set.pop(g, None) or o for g, o in zip(grp, old)]
-                        merged = ser.merge_packed(old, L2.width)
-                        if merged is not None:
-                            d3_set[w2 // len(grp)] = merged
-                        d2_del += grp
-                        w2 += len(grp)
                     pipe.multi()
-                    if buckets:
-                        pipe.hset(p + "d1", mapping=buckets)
-                    if d1_del:
-                        pipe.hdel(p + "d1", *d1_del)
-                    if d2_set:
-                        pipe.hset(p + "d2", mapping=d2_set)
-                    if d2_del:
-                        pipe.hdel(p + "d2", *d2_del)
-                    if d3_set:
-                        pipe.hset(p + "d3", mapping=d3_set)
-                    pipe.delete(raw_key)
-                    if steps:
-                        pipe.hdel(p + "x", *steps)
-                    pipe.hset(p + "ds", mapping={"c0": c0, "w1": w1, "w2": w2})
+                    if set1:
+                        pipe.hset(p + "d1", mapping=set1)
+                    if moved1:
+                        pipe.hdel(p + "d1", *moved1)
+                    if set2:
+                        pipe.hset(p + "d2", mapping=set2)
+                    if moved2:
+                        pipe.hdel(p + "d2", *moved2)
+                    if set3:
+                        pipe.hset(p + "d3", mapping=set3)
+                    if raw_keys:
+                        pipe.delete(*raw_keys)
+                        pipe.zrem(p + "rc", *members)
+                    if extra_steps:
+                        pipe.hdel(p + "x", *extra_steps)
+                    pipe.hset(p + "ds", mapping={"c0": new_c0, "w1": plan.w1, "w2": plan.w2})
                     if self.retention:   # as long as the run's other keys (see redis_scripts)
                         for k in ("ds", "d1", "d2", "d3"):
                             pipe.expire(p + k, max(ttl, 1))
                     await pipe.execute()
                 except rexc.WatchError:
                     continue
-            # after 1000 chunks in one go, the rest waits for the next batch
+
+    @staticmethod
+    async def _hget_many(pipe, key: str, fields: list[int]) -> dict[int, bytes]:
+        """The stored fields among ``fields`` (a missing one is left out)."""
+        if not fields:
+            return {}
+        return {f: v for f, v in zip(fields, await pipe.hmget(key, fields)) if v is not None}
 
     async def _fold_late(self, run_id: str, cols: Columns, idx: list[int]) -> tuple[int, int]:
         """Fold late steps of already downsampled chunks into their buckets.
@@ -424,7 +458,6 @@ class RedisStore(Store):
         Returns (stored, duplicates): the bucket's presence bitmap tells a duplicate.
         """
         p = self._p(run_id)
-        L1, L2, L3 = self.levels
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -434,8 +467,8 @@ class RedisStore(Store):
                     buckets: dict[tuple[str, int], set[int]] = {}
                     for i in idx:
                         s = cols.step[i]
-                        lvl, width = ("d1", L1.width) if s // L1.width >= w1 else \
-                            ("d2", L2.width) if s // L2.width >= w2 else ("d3", L3.width)
+                        k = ser.late_level(self.levels, w1, w2, s)
+                        lvl, width = _LEVEL_KEYS[k], self.levels[k].width
                         where.append((lvl, width, s // width))
                         buckets.setdefault((lvl, width), set()).add(s // width)
                     updates: dict[tuple[str, int], ser.Agg] = {}
@@ -479,7 +512,7 @@ class RedisStore(Store):
                 reply = await self._put_meta(
                     keys=[p + "s", self._runs_key],
                     args=[cached.v, project or "", repr(now), self.retention, p,
-                          cached.engine.to_bytes(), meta_json, run_id, ser.CHUNK])
+                          cached.engine.to_bytes(), meta_json, run_id])
                 status = int(reply[0])
                 if status == 0:
                     self.conflicts += 1
@@ -575,58 +608,45 @@ class RedisStore(Store):
     @_unavailable
     async def read_series(self, run_id: str, start: int | None = None,
                           end: int | None = None) -> Columns | None:
+        """One consistent snapshot (WATCH on the watermarks and the chunk index: a concurrent
+        downsampling reads again) of the buckets and the raw chunks that exist in the range:
+        the work and the memory are those of the stored data, not of the range's width."""
         p = self._p(run_id)
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hget(p + "s", "last_step")
-            pipe.exists(p + "s")
-            pipe.hmget(p + "ds", "c0", "w1", "w2")
-            last, exists, wm = await pipe.execute()
-        if not exists:
-            return None
+        async with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(p + "ds", p + "rc")
+                    last = _i(await pipe.hget(p + "s", "last_step"))
+                    if last is None:
+                        return Columns() if await pipe.exists(p + "s") else None
+                    c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
+                    lo = 0 if start is None else start
+                    hi = last if end is None else min(end, last)
+                    if hi < lo:
+                        await pipe.reset()
+                        return Columns()
+                    wanted = [(k, s0, s1) for k, s0, s1 in ser.level_spans(self.levels, c0, w1, w2)
+                              if s1 > s0 and lo < s1 and hi >= s0]
+                    members = await pipe.zrangebylex(p + "rc", "[" + ser.chunk_member(max(c0, lo // ser.CHUNK)),
+                                                     "[" + ser.chunk_member(hi // ser.CHUNK))
+                    chunks = [int(m) for m in members]
+                    pipe.multi()
+                    for k, _, _ in wanted:
+                        pipe.hgetall(p + _LEVEL_KEYS[k])
+                    for ci in chunks:
+                        pipe.get(f"{p}raw:{ci}")
+                    pipe.hgetall(p + "x")
+                    res = await pipe.execute()
+                    break
+                except rexc.WatchError:
+                    continue
         out = Columns()
-        for _ in range(10):
-            if last is None:
-                return out
-            last = int(last)
-            c0, w1, w2 = (int(x or 0) for x in wm)
-            lo = 0 if start is None else start
-            hi = last if end is None else min(end, last)
-            if hi < lo:
-                return out
-            L1, L2, L3 = self.levels
-            levels = [("d3", L3, 0, w2 * L2.width), ("d2", L2, w2 * L2.width, w1 * L1.width),
-                      ("d1", L1, w1 * L1.width, c0 * ser.CHUNK)]
-            # one MULTI/EXEC: a consistent snapshot, checked against the watermarks the key list
-            # was planned from (a concurrent downsampling moves them: plan again)
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.hmget(p + "ds", "c0", "w1", "w2")
-                pipe.hget(p + "s", "last_step")
-                ds_wanted = []
-                for name, lvl, s0, s1 in levels:
-                    if s1 > s0 and lo < s1 and hi >= s0:
-                        ds_wanted.append((name, lvl))
-                        pipe.hgetall(p + name)
-                first_ci = max(c0, lo // ser.CHUNK)
-                last_ci = hi // ser.CHUNK
-                for ci in range(first_ci, last_ci + 1):
-                    pipe.get(f"{p}raw:{ci}")
-                pipe.hgetall(p + "x")
-                res = await pipe.execute()
-            if res[0] == wm:
-                break
-            wm, last = res[0], (last if end is not None else res[1])
-        res = res[2:]
-        rows: list[dict[str, Any]] = []
-        for k, (name, lvl) in enumerate(ds_wanted):
-            for b in sorted(int(x) for x in res[k]):
-                s = b * lvl.width
-                if lo <= s <= hi:
-                    rows.append(ser.Agg.unpack(res[k][str(b).encode()], lvl.width).row(s, lvl.width))
-        for r in rows:
-            _append(out, r)
+        for (k, _, _), buckets in zip(wanted, res):
+            width = self.levels[k].width
+            for r in ser.bucket_rows({int(b): v for b, v in buckets.items()}, width, lo, hi):
+                _append(out, r)
         extras = res[-1]
-        for k, ci in enumerate(range(first_ci, last_ci + 1)):
-            blob = res[len(ds_wanted) + k]
+        for ci, blob in zip(chunks, res[len(wanted):-1]):
             if not blob:
                 continue
             slots, data = ser.decode_slots(blob)
@@ -713,7 +733,46 @@ class RedisStore(Store):
     # --- lifecycle ------------------------------------------------------------------------
     @_unavailable
     async def ping(self) -> None:
-        await self._r.ping()
+        # a write, not a PING: Redis out of memory, unable to persist or a read-only replica
+        # still answers PING but refuses every batch
+        await self._r.set(self.prefix + "ready", "1", ex=60)
+
+    LAYOUT = b"2"     # 2: raw chunks listed in each run's rc index
+
+    async def prepare(self) -> None:
+        """Index the raw chunks of runs written before the ``rc`` index existed: one SCAN of the
+        keyspace, once per Redis (``<prefix>layout`` records it), retried while Redis cannot
+        serve. Until it is done, such a run's raw chunks are not read back (they are kept)."""
+        while True:
+            try:
+                await self._index_old_chunks()
+                return
+            except (StoreUnavailable, *_DOWN) as e:
+                log.warning("indexing raw chunks postponed: %s", e)
+                await asyncio.sleep(5)
+
+    @_unavailable
+    async def _index_old_chunks(self) -> None:
+        if await self._r.get(self.prefix + "layout") == self.LAYOUT:
+            return
+        slack = min(3600, self.retention // 10)        # as the scripts' (redis_scripts._COMMON)
+        keys: list[bytes] = []
+        async for key in self._r.scan_iter(match=self.prefix + "{*}:raw:*", count=1000):
+            keys.append(key)
+            if len(keys) >= 1000:
+                await self._index(keys, slack)
+                keys = []
+        await self._index(keys, slack)
+        await self._r.set(self.prefix + "layout", self.LAYOUT)
+
+    async def _index(self, keys: list[bytes], slack: int) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                run_prefix, _, ci = key.decode().rpartition("raw:")
+                pipe.zadd(run_prefix + "rc", {ser.chunk_member(int(ci)): 0})
+                if self.retention:
+                    pipe.expire(run_prefix + "rc", self.retention + slack)
+            await pipe.execute()
 
     async def close(self) -> None:
         await self._r.aclose()

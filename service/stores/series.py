@@ -27,7 +27,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -69,6 +69,13 @@ def check_levels(levels: Sequence[Level]) -> None:
     for a, b in zip(levels, levels[1:]):
         if b.width % a.width or a.keep is None:
             raise ValueError("each level's width must divide the next one's; only the last is unbounded")
+
+
+def chunk_member(ci: int) -> str:
+    """A chunk number as the Redis store indexes it: fixed width, so that the index's lexical
+    order is the numeric order (chunk numbers stay exact strings; Lua's numbers are doubles)."""
+    return f"{ci:020d}"
+
 
 # --- aggregate record -------------------------------------------------------------------------
 # n_steps:u4, ts_min:f8, ts_max:f8, then per value field: min f8, max f8, sum f8, n_fin u4,
@@ -182,7 +189,9 @@ class Agg:
 
     def merge(self, o: "Agg", offset: int) -> None:
         """Fold in the bucket ``o`` whose first step is ``offset`` steps after ours."""
-        self.mask[offset // 8: offset // 8 + len(o.mask)] = o.mask
+        lo = offset // 8
+        for k, byte in enumerate(o.mask):
+            self.mask[lo + k] |= byte
         self.n_steps += o.n_steps
         self.ts_min = min(self.ts_min, o.ts_min)
         self.ts_max = max(self.ts_max, o.ts_max)
@@ -253,9 +262,43 @@ def aggregate_chunk(chunk_idx: int, blob: bytes | None, width: int) -> dict[int,
     if not blob:
         return {}
     bits, data = _chunk_arrays(blob)
-    present = bits.astype(bool)
-    if not present.any():
+    return _aggregate(chunk_idx, bits.astype(bool), data, width)
+
+
+def aggregate_rows(cols, idx: Sequence[int], width: int) -> dict[int, bytes]:
+    """Rows ``idx`` of a :class:`~.base.Columns` (sorted by step) as level-1 buckets, exactly as
+    :func:`aggregate_chunk` makes them from the chunks holding the same steps (the memory store
+    folds its raw window with this, the Redis store its chunk strings)."""
+    out: dict[int, bytes] = {}
+    k = 0
+    while k < len(idx):
+        ci = cols.step[idx[k]] // CHUNK
+        end = k
+        while end < len(idx) and cols.step[idx[end]] // CHUNK == ci:
+            end += 1
+        part = idx[k:end]
+        present = np.zeros(CHUNK, dtype=bool)
+        data = np.zeros((CHUNK, NF), dtype="<f8")
+        slots = [cols.step[i] - ci * CHUNK for i in part]
+        present[slots] = True
+        data[slots] = np.frombuffer(pack_rows(cols, part), dtype="<f8").reshape(len(part), NF)
+        out.update(_aggregate(ci, present, data, width))
+        k = end
+    return out
+
+
+# Up to this many steps in a chunk, folding them one by one costs less than numpy's fixed cost
+# per reduction over the whole chunk (a run logged every 256 steps has 4 steps a chunk).
+_SPARSE_STEPS = 48
+
+
+def _aggregate(chunk_idx: int, present: np.ndarray, data: np.ndarray, width: int) -> dict[int, bytes]:
+    n_present = int(np.count_nonzero(present))
+    if n_present == 0:
         return {}
+    if n_present <= _SPARSE_STEPS:
+        slots = np.flatnonzero(present)
+        return _fold_slots(chunk_idx, slots, data[slots], width)
     nb = CHUNK // width
     logged = present[:, None] & (data.view("<u8") != NONE_BITS)
     with np.errstate(invalid="ignore"):
@@ -291,6 +334,10 @@ def aggregate_chunk_slow(chunk_idx: int, blob: bytes | None, width: int) -> dict
     if not blob:
         return {}
     slots, data = decode_slots(blob)
+    return _fold_slots(chunk_idx, slots, data, width)
+
+
+def _fold_slots(chunk_idx: int, slots: np.ndarray, data: np.ndarray, width: int) -> dict[int, bytes]:
     cols = values_to_lists(data)
     out: dict[int, Agg] = {}
     for i, slot in enumerate(slots.tolist()):
@@ -302,14 +349,102 @@ def aggregate_chunk_slow(chunk_idx: int, blob: bytes | None, width: int) -> dict
     return {b: a.pack() for b, a in out.items()}
 
 
-def merge_packed(blobs: Sequence[bytes | None], sub_width: int) -> bytes | None:
-    """Merge consecutive packed buckets of ``sub_width`` steps (None = an empty one) into one
-    bucket of ``len(blobs) * sub_width`` steps; None if all were empty."""
-    acc: Agg | None = None
-    for k, b in enumerate(blobs):
-        if b is None:
-            continue
-        if acc is None:
-            acc = Agg(width=sub_width * len(blobs))
-        acc.merge(Agg.unpack(b, sub_width), k * sub_width)
-    return None if acc is None else acc.pack()
+def merge_buckets(base: bytes | None, width: int, first_step: int, parts: dict[int, bytes],
+                  sub_width: int) -> bytes:
+    """The bucket of ``width`` steps starting at ``first_step`` (``base``: its stored form, or
+    None) with the narrower buckets ``parts`` {sub-bucket index: packed} folded in."""
+    acc = Agg.unpack(base, width) if base else Agg(width=width)
+    for sb, blob in sorted(parts.items()):
+        acc.merge(Agg.unpack(blob, sub_width), sb * sub_width - first_step)
+    return acc.pack()
+
+
+# --- the tiers: which steps stay raw, which buckets move to a coarser level -------------------
+#
+# Watermarks (per run): c0 = first raw chunk (steps below c0 * CHUNK are downsampled); w1 = first
+# level-1 bucket kept at level 1 (older level-1 buckets were merged into level 2); w2 = first
+# level-2 bucket kept at level 2. Every computation here is on the stored buckets only, never on
+# the range between them, so a gap of 10^15 steps costs what a gap of one step costs.
+
+def raw_start(last_step: int, raw_chunks: int) -> int:
+    """The first chunk that stays raw when the highest step is ``last_step``."""
+    return max(0, last_step // CHUNK - raw_chunks + 1)
+
+
+def late_level(levels: Sequence[Level], w1: int, w2: int, step: int) -> int:
+    """Which level (0, 1, 2) holds a step below the raw window."""
+    if step // levels[0].width >= w1:
+        return 0
+    return 1 if step // levels[1].width >= w2 else 2
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+@dataclass(slots=True)
+class Cascade:
+    """What moves down a level once the raw window starts at chunk ``c0``."""
+
+    w1: int
+    w2: int
+    into_d2: dict[int, list[int]]       # level-2 bucket -> the level-1 buckets merged into it
+    into_d3: dict[int, list[int]]       # level-3 bucket -> the level-2 buckets merged into it
+
+
+def plan_cascade(levels: Sequence[Level], c0: int, w1: int, w2: int, d1_keys: Iterable[int],
+                 d2_keys: Iterable[int]) -> Cascade:
+    """Level 1 keeps its newest ``keep`` buckets below chunk ``c0``, level 2 its newest ``keep``;
+    the watermarks move by whole buckets of the next level, and only stored buckets move
+    (``d1_keys``/``d2_keys``: the level-1/2 bucket indices stored, including new ones)."""
+    L1, L2, L3 = levels
+    g1, g2 = L2.width // L1.width, L3.width // L2.width
+    assert L1.keep is not None and L2.keep is not None
+    nw1 = max(w1, _round_up(c0 * (CHUNK // L1.width) - L1.keep, g1))
+    nw2 = max(w2, _round_up(nw1 // g1 - L2.keep, g2))
+    into_d2: dict[int, list[int]] = {}
+    if nw1 > w1:
+        for b in d1_keys:
+            if b < nw1:
+                into_d2.setdefault(b // g1, []).append(b)
+    into_d3: dict[int, list[int]] = {}
+    if nw2 > w2:
+        for b in set(d2_keys) | set(into_d2):
+            if b < nw2:
+                into_d3.setdefault(b // g2, []).append(b)
+    return Cascade(nw1, nw2, into_d2, into_d3)
+
+
+def apply_cascade(levels: Sequence[Level], plan: Cascade, d1: Mapping[int, bytes],
+                  d2: Mapping[int, bytes | None], d3: Mapping[int, bytes | None]) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """The level-2 and level-3 buckets to write for ``plan``: ``d1`` holds every level-1 bucket
+    it moves, ``d2``/``d3`` the stored buckets it merges into or moves on (missing: none). The
+    caller deletes the moved level-1 buckets (``into_d2``'s) and level-2 buckets (``into_d3``'s)."""
+    L1, L2, L3 = levels
+    new2 = {b: merge_buckets(d2.get(b), L2.width, b * L2.width, {s: d1[s] for s in subs if d1.get(s)}, L1.width)
+            for b, subs in plan.into_d2.items()}
+    new3: dict[int, bytes] = {}
+    for b, subs in plan.into_d3.items():
+        parts = {}
+        for s in subs:
+            blob = new2.pop(s, None) or d2.get(s)
+            if blob:
+                parts[s] = blob
+        new3[b] = merge_buckets(d3.get(b), L3.width, b * L3.width, parts, L2.width)
+    return new2, new3
+
+
+def level_spans(levels: Sequence[Level], c0: int, w1: int, w2: int) -> list[tuple[int, int, int]]:
+    """(level, first step, end step) of the steps each level holds (level 3 first, then 2, 1)."""
+    L1, L2, _ = levels
+    return [(2, 0, w2 * L2.width), (1, w2 * L2.width, w1 * L1.width), (0, w1 * L1.width, c0 * CHUNK)]
+
+
+def bucket_rows(buckets: Mapping[int, bytes], width: int, lo: int, hi: int) -> list[dict[str, Any]]:
+    """Series rows of the buckets whose first step is in [lo, hi], in step order."""
+    rows = []
+    for b in sorted(buckets):
+        s = b * width
+        if lo <= s <= hi:
+            rows.append(Agg.unpack(buckets[b], width).row(s, width))
+    return rows
