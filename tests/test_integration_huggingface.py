@@ -7,6 +7,7 @@ alert there (and, with act=True, be cut by the Actor, reported to the service)."
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import uuid
@@ -36,7 +37,8 @@ class WaitForAdvice(transformers.TrainerCallback):
             self.cb.monitor.flush(5.0)
 
 
-def train(url: str, run_id: str, lr: float, steps: int = 20, device: str = "cpu", **cb_kw):
+def train(url: str, run_id: str, lr: float, steps: int = 20, device: str = "cpu", args_kw: dict | None = None,
+          **cb_kw):
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -47,11 +49,11 @@ def train(url: str, run_id: str, lr: float, steps: int = 20, device: str = "cpu"
     starts = torch.randint(0, 64, (256, 1), generator=g)
     seqs = (starts + torch.arange(16)) % 64
     data = [{"input_ids": s, "labels": s} for s in seqs]
-    args = TrainingArguments(
-        output_dir=f"/tmp/losswatch-hf-{run_id}", use_cpu=device == "cpu", report_to=[], max_steps=steps,
-        logging_steps=1, per_device_train_batch_size=8, save_strategy="no", learning_rate=lr,
-        disable_tqdm=True, lr_scheduler_type="linear", max_grad_norm=1e9,
-    )
+    args = TrainingArguments(**{
+        "output_dir": f"/tmp/losswatch-hf-{run_id}", "use_cpu": device == "cpu", "report_to": [],
+        "max_steps": steps, "logging_steps": 1, "per_device_train_batch_size": 8, "save_strategy": "no",
+        "learning_rate": lr, "disable_tqdm": True, "lr_scheduler_type": "linear", "max_grad_norm": 1e9,
+        **(args_kw or {})})
     cb = LosswatchCallback(run_id=run_id, project="hf-test", url=url,
                            monitor_options={"flush_interval": 0.1}, **cb_kw)
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[cb, WaitForAdvice(cb)])
@@ -90,6 +92,34 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc, device
         k = applied[0]["step"]
         if k + 1 in lrs:
             assert lrs[k + 1] < 0.5 * lrs[k]
+
+
+def test_at_the_default_logging_steps_every_step_arrives_and_a_diverging_run_is_told(service_proc, caplog) -> None:
+    """HF logs every 500 steps by default: the callback still records every optimizer step
+    (loss from the model's output, LR from the optimizer), says once that the grad-norm comes
+    only at logged steps (the Trainer clips before a callback sees it), prints where to read the
+    run, and logs the alert the service raises."""
+    caplog.set_level(logging.INFO, logger="losswatch")
+    run_id = f"hf-default-{uuid.uuid4().hex[:8]}"
+    defaults = transformers.TrainingArguments(output_dir="/tmp/losswatch-hf-defaults")
+    assert defaults.logging_steps == 500 and defaults.max_grad_norm == 1.0
+    trainer, _ = train(service_proc, run_id, lr=3.0, steps=40,
+                       args_kw={"logging_steps": defaults.logging_steps, "max_grad_norm": defaults.max_grad_norm})
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == list(range(1, 41))
+    assert all(v is not None for v in series["loss"]) and all(v is not None for v in series["lr"])
+    # the LR each step used: the linear schedule from 3.0 down to 0 over 40 steps
+    assert series["lr"] == pytest.approx([3.0 * (40 - s) / 40 for s in range(40)], rel=1e-6)
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    told = [a for a in alerts if a["severity"] in ("warning", "critical")]
+    assert told, alerts
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
+    assert (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
+                          f"(API {service_proc}/v1/runs/{run_id})") in lines
+    assert sum("grad-norm only at the Trainer's logged steps (logging_steps=500)" in m for _, m in lines) == 1
+    raised = [m for lvl, m in lines if lvl == logging.WARNING and " raised: " in m and run_id in m]
+    assert {a["detector"] for a in told} <= {m.split(" raised: ")[0].split()[-1] for m in raised}, raised
 
 
 def test_importing_the_integration_does_not_import_transformers() -> None:
