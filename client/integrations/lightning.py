@@ -72,8 +72,8 @@ def _build() -> type:
                                    run_id=run_id, project=project, url=url, token=token, meta=meta,
                                    **(monitor_options or {}))
             self.session.no_loss = NoLossWatch(
-                "the LightningModule's training_step returns no loss: return the loss tensor (or a "
-                "dict with a 'loss' key)", warn_no_loss_after)
+                "the LightningModule's training_step returns no loss (with manual optimization too, "
+                "return the loss tensor or a dict with a 'loss' key)", warn_no_loss_after)
             self._step: int | None = None  # optimizer step whose grads/LR were read
             self._grad_norm: Any = None
             self._lr: Any = None
