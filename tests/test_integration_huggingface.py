@@ -124,6 +124,33 @@ def test_at_the_default_logging_steps_every_step_arrives_and_a_diverging_run_is_
     assert {a["detector"] for a in told} <= {e.group(2) for e in events if e}, lines
 
 
+def test_with_gradient_accumulation_the_step_loss_is_the_trainers_own(service_proc) -> None:
+    """GPT-2 takes num_items_in_batch: each micro-batch's loss is already divided by the whole
+    step's token count, so the step's loss is their sum (what the Trainer logs)."""
+    run_id = f"hf-accum-{uuid.uuid4().hex[:8]}"
+    trainer, _ = train(service_proc, run_id, lr=1e-3, steps=6, args_kw={"gradient_accumulation_steps": 2})
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == [h["step"] for h in logged] == list(range(1, 7))
+    assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
+
+
+def test_a_model_output_without_loss_is_said_once_with_the_setting_to_change(service_proc, caplog) -> None:
+    """Label smoothing takes the labels away from the model: its output carries no loss, so only
+    the Trainer's logged steps can be recorded, and the callback says which setting changes that."""
+    caplog.set_level(logging.INFO, logger="losswatch")
+    run_id = f"hf-smooth-{uuid.uuid4().hex[:8]}"
+    trainer, _ = train(service_proc, run_id, lr=1e-3, steps=6,
+                       args_kw={"logging_steps": 3, "label_smoothing_factor": 0.1})
+    told = [r for r in caplog.records if "carries no loss" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.WARNING
+    assert "logging_steps=3" in told[0].getMessage() and "set logging_steps=1" in told[0].getMessage()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == [h["step"] for h in logged] == [3, 6]
+    assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
+
+
 def test_importing_the_integration_does_not_import_transformers() -> None:
     code = ("import sys, losswatch.client, losswatch.client.integrations.huggingface as h;"
             "assert 'transformers' not in sys.modules and 'torch' not in sys.modules, 'imported'")
