@@ -39,7 +39,7 @@ class WaitForAdvice(transformers.TrainerCallback):
 
 
 def train(url: str, run_id: str, lr: float, steps: int = 20, device: str = "cpu", args_kw: dict | None = None,
-          **cb_kw):
+          evaluate: bool = False, **cb_kw):
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -57,7 +57,8 @@ def train(url: str, run_id: str, lr: float, steps: int = 20, device: str = "cpu"
         **(args_kw or {})})
     cb = LosswatchCallback(run_id=run_id, project="hf-test", url=url,
                            monitor_options={"flush_interval": 0.1}, **cb_kw)
-    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[cb, WaitForAdvice(cb)])
+    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data[:16] if evaluate else None,
+                      callbacks=[cb, WaitForAdvice(cb)])
     trainer.train()
     return trainer, cb
 
@@ -133,6 +134,29 @@ def test_with_gradient_accumulation_the_step_loss_is_the_trainers_own(service_pr
     series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
     assert series["step"] == [h["step"] for h in logged] == list(range(1, 7))
     assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["steps", "epoch"])
+def test_each_step_once_with_its_logged_grad_norm_and_its_eval_loss(service_proc, strategy) -> None:
+    """Evaluations every 5 steps or at each epoch's end (decided after the step's on_step_end):
+    every step arrives once, the logged steps with the Trainer's grad-norm, the evaluated ones
+    with their eval_loss."""
+    run_id = f"hf-eval-{strategy}-{uuid.uuid4().hex[:8]}"
+    trainer, _ = train(service_proc, run_id, lr=1e-3, evaluate=True, args_kw={
+        "max_steps": -1, "num_train_epochs": 2, "per_device_train_batch_size": 32, "logging_steps": 4,
+        "max_grad_norm": 1.0, "eval_strategy": strategy, "eval_steps": 5})
+    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    assert series["step"] == list(range(1, 17))
+    assert all(v is not None for v in series["loss"])
+    logged = {h["step"]: h for h in trainer.state.log_history if "loss" in h}
+    assert {s for s, g in zip(series["step"], series["grad_norm"]) if g is not None} == set(logged) == {4, 8, 12, 16}
+    for s, g in zip(series["step"], series["grad_norm"]):
+        if g is not None:
+            assert g == pytest.approx(logged[s]["grad_norm"], rel=1e-6)
+    evaluated = {h["step"]: h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h}
+    assert evaluated and set(evaluated) == ({5, 10, 15, 16} if strategy == "steps" else {8, 16})
+    got = {s: v for s, v in zip(series["step"], series["val_loss"]) if v is not None}
+    assert got == pytest.approx(evaluated, rel=1e-6)
 
 
 def test_a_model_output_without_loss_is_said_once_with_the_setting_to_change(service_proc, caplog) -> None:

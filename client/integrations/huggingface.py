@@ -79,6 +79,14 @@ def _logs_every_step(args: Any) -> bool:
     return strategy == "steps" and args.logging_steps == 1
 
 
+def _epoch_ends(args: Any, state: Any) -> bool:
+    """This step ends an epoch and the Trainer logs or evaluates per epoch (it decides so in
+    ``on_epoch_end``, after the step's ``on_step_end``)."""
+    per_epoch = any(str(getattr(getattr(args, k, None), "value", getattr(args, k, None))) == "epoch"
+                    for k in ("eval_strategy", "logging_strategy"))
+    return per_epoch and state.epoch is not None and float(state.epoch).is_integer()
+
+
 def _build() -> type:
     from transformers import TrainerCallback
 
@@ -201,9 +209,10 @@ def _build() -> type:
                                 "logged steps are recorded (logging_steps=%s, the loss averaged over them): set "
                                 "logging_steps=1 to record every step", self.session.monitor.run_id,
                                 args.logging_steps)
-            if control.should_log or control.should_evaluate:
+            if control.should_log or control.should_evaluate or _epoch_ends(args, state):
                 # the Trainer logs (its grad-norm, its loss when the model gave none) or
-                # evaluates this step next: the record waits for what they add
+                # evaluates this step next (at an epoch's end: decided after this hook): the
+                # record waits for what they add
                 self._held = (step, rec)
             elif loss is not None:
                 self._emit(step, rec, control)
@@ -222,7 +231,7 @@ def _build() -> type:
                 for k, v in logged.items():  # the step's own values win over a window's average
                     if rec.get(k) is None:
                         rec[k] = number(v)
-                if control.should_evaluate:
+                if control.should_evaluate or _epoch_ends(args, state):
                     # the evaluation of this same step follows: one record per step, so wait for
                     # its eval_loss (the service keeps the first record of a step, drops repeats)
                     self._held = (step, rec)
