@@ -159,20 +159,27 @@ def test_each_step_once_with_its_logged_grad_norm_and_its_eval_loss(service_proc
     assert got == pytest.approx(evaluated, rel=1e-6)
 
 
-def test_a_model_output_without_loss_is_said_once_with_the_setting_to_change(service_proc, caplog) -> None:
+@pytest.mark.parametrize("logging_strategy", ["steps", "no"])
+def test_a_model_output_without_loss_is_said_once_with_the_setting_to_change(service_proc, caplog,
+                                                                           logging_strategy) -> None:
     """Label smoothing takes the labels away from the model: its output carries no loss, so only
-    the Trainer's logged steps can be recorded, and the callback says which setting changes that."""
+    the Trainer's logged steps can be recorded, and the callback says which setting changes that;
+    with no logging at all nothing is recorded, and after a few steps it says that too."""
     caplog.set_level(logging.INFO, logger="losswatch")
     run_id = f"hf-smooth-{uuid.uuid4().hex[:8]}"
-    trainer, _ = train(service_proc, run_id, lr=1e-3, steps=6,
-                       args_kw={"logging_steps": 3, "label_smoothing_factor": 0.1})
+    trainer, _ = train(service_proc, run_id, lr=1e-3, steps=6, warn_no_loss_after=(4, 0.0), args_kw={
+        "logging_steps": 3, "logging_strategy": logging_strategy, "label_smoothing_factor": 0.1})
     told = [r for r in caplog.records if "carries no loss" in r.getMessage()]
     assert len(told) == 1 and told[0].levelno == logging.WARNING
     assert "logging_steps=3" in told[0].getMessage() and "set logging_steps=1" in told[0].getMessage()
     logged = [h for h in trainer.state.log_history if "loss" in h]
     series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
-    assert series["step"] == [h["step"] for h in logged] == [3, 6]
+    assert series["step"] == [h["step"] for h in logged] == ([3, 6] if logging_strategy == "steps" else [])
     assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
+    nothing = [r.getMessage() for r in caplog.records if "has recorded no loss" in r.getMessage()]
+    assert len(nothing) == (0 if logging_strategy == "steps" else 1), nothing
+    if nothing:
+        assert nothing[0].startswith(f"losswatch: run {run_id} has recorded no loss in 4 steps")
 
 
 def test_importing_the_integration_does_not_import_transformers() -> None:

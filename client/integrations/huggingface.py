@@ -125,8 +125,9 @@ def _build() -> type:
                                    run_id=run_id, project=project, url=url, token=token, meta=meta,
                                    **(monitor_options or {}))
             self.session.no_loss = NoLossWatch(
-                "the model's outputs carry no loss and the Trainer logs none (logging_strategy='no'?): "
-                "train with labels the model computes its loss from, or log steps", warn_no_loss_after)
+                "the model's outputs carry no loss and the Trainer has logged none yet (see logging_steps "
+                "and logging_strategy): set logging_steps=1, or let the model compute its loss from the "
+                "labels", warn_no_loss_after)
             # a step's record waits here when the Trainer logs or evaluates that step: its
             # logged grad-norm and its eval_loss join it (one record per step)
             self._held: tuple[int, dict] | None = None
@@ -216,6 +217,8 @@ def _build() -> type:
                 self._held = (step, rec)
             elif loss is not None:
                 self._emit(step, rec, control)
+            else:  # nothing to send for this step: it still counts as a step without a loss
+                self.session.no_loss.record(self.session.monitor, None)
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
