@@ -37,7 +37,8 @@ _LEVELS = {"critical": logging.WARNING, "warning": logging.WARNING}
 
 class _UntilConfigured(logging.Handler):
     """Prints to stderr (looked up at each record, so a redirected ``sys.stderr`` is followed)
-    while no other handler on the record's way up would receive it."""
+    while no other handler on the record's way up would receive it (one whose level lets the
+    record through: a root handler at WARNING does not take the INFO start line)."""
 
     def __init__(self) -> None:
         super().__init__(logging.NOTSET)
@@ -46,7 +47,7 @@ class _UntilConfigured(logging.Handler):
     def _others_receive(self, record: logging.LogRecord) -> bool:
         logger: Any = logging.getLogger(record.name)
         while logger is not None:
-            if any(h is not self for h in logger.handlers):
+            if any(h is not self and record.levelno >= h.level for h in logger.handlers):
                 return True
             if not logger.propagate:
                 return False

@@ -175,6 +175,9 @@ with Monitor(run_id="vis") as mon:
 @pytest.mark.parametrize("setup, prefix", [
     ("", ""),  # nothing configured: the losswatch logger prints to stderr itself
     ("logging.basicConfig(format='CFG %(levelname)s %(message)s')", "CFG "),  # printed once, the app's way
+    # the app's handler takes WARNING and above only: the start line is still printed, once
+    ("h = logging.StreamHandler(); h.setLevel(logging.WARNING); logging.getLogger().addHandler(h); "
+     "h.setFormatter(logging.Formatter('CFG %(levelname)s %(message)s'))", "CFG "),
     ("logging.getLogger('losswatch').setLevel(logging.ERROR)", None),  # silenced
 ])
 def test_the_start_line_and_alerts_are_visible_by_default_once_and_can_be_silenced(setup, prefix) -> None:
