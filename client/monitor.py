@@ -84,7 +84,8 @@ class Monitor:
         ``on_alert(alert_dict)`` for every alert raised, escalated or resolved (the service's and
         the local NaN check's); the dict's ``event`` field says which (``"raised"``,
         ``"escalated"``: a higher severity or new advice, ``"resolved"``). Runs in the background thread; an exception in it is caught and
-        warned about once.
+        warned about once. Each event is also logged on the ``losswatch`` logger (visible by
+        default: docs/integrations.md), as is the run's start line.
     flush_interval : float
         Seconds between sends at most (0.5: an alert is visible well under a second after the
         step; a batch of 1-500 records every half second is nothing for the service).
@@ -191,6 +192,9 @@ class Monitor:
         self._local: LocalEngine | None = None
         self._start()
         _live.add(self)
+        from .announce import run_started  # the logging module is imported here, not at import
+
+        run_started(self.run_id, self.url, self._local is None or self._local.available)
 
     # ------------------------------------------------------------------ setup
     def _start(self) -> None:
@@ -452,8 +456,13 @@ class Monitor:
 
     def _fire_callbacks(self) -> None:
         cb = self.on_alert
+        if not self._callbacks:
+            return
+        from .announce import alert_event
+
         while self._callbacks:
             alert = self._callbacks.popleft()
+            alert_event(self.run_id, alert)  # told on the losswatch logger, on_alert or not
             if cb is None:
                 continue
             try:

@@ -5,7 +5,9 @@ alert (with act=True: the LR is cut, or training stopped, and the service gets t
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -87,10 +89,19 @@ def test_every_batch_arrives_with_its_own_loss_grad_norm_and_lr(service_proc) ->
     assert meta["optimizer"] == "SGD" and meta["momentum"] == 0.0  # what sgd_efficiency needs
 
 
-def test_far_too_high_lr_raises_an_alert_and_acting_responds(service_proc) -> None:
+def test_far_too_high_lr_raises_an_alert_and_acting_responds(service_proc, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
     run_id = f"keras-hot-{uuid.uuid4().hex[:8]}"
     ref, cb, model = fit(service_proc, run_id, lr=1.5, epochs=8, act=True, actor_options={"cooldown_steps": 5})
     alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
+    # told on the losswatch logger: where to read the run, then each serious alert at WARNING
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
+    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
+                                      f"(API {service_proc}/v1/runs/{run_id})")
+    events = [re.match(rf"losswatch: run {run_id} step \d+: (warning|critical) (\S+) (raised|escalated): ", m)
+              for lvl, m in lines if lvl == logging.WARNING]
+    serious = {a["detector"] for a in alerts["alerts"] if a["severity"] in ("warning", "critical")}
+    assert serious <= {e.group(2) for e in events if e}, lines
     kinds = {a["action"]["type"] for a in applied}
     if "scale_lr" in kinds:
         assert float(model.optimizer.learning_rate) < 1.5

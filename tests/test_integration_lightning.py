@@ -6,6 +6,8 @@ must raise an alert (with act=True: the Actor cuts the LR and the service gets t
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 import uuid
@@ -104,6 +106,55 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc, accele
         assert lr_now == pytest.approx(2.0 * 0.5 ** (trainer.global_step // 5) * cb.actor.lr_scale, rel=1e-9)
     if "stop" in kinds:
         assert trainer.global_step < 40
+
+
+def test_the_run_id_it_made_up_and_the_alerts_are_told_on_the_losswatch_logger(service_proc, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
+    model, cb, _ = fit(service_proc, None, lr=2.0, steps=30)  # no run id, no Lightning logger
+    run_id = cb.monitor.run_id
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
+    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
+                                      f"(API {service_proc}/v1/runs/{run_id})")
+    assert get(service_proc, f"/v1/runs/{run_id}/steps")["series"]["step"] == sorted(model.seen)
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    serious = {a["detector"] for a in alerts if a["severity"] in ("warning", "critical")}
+    assert serious, alerts
+    events = [re.match(rf"losswatch: run {run_id} step \d+: (warning|critical) (\S+) (raised|escalated): ", m)
+              for lvl, m in lines if lvl == logging.WARNING]
+    assert serious <= {e.group(2) for e in events if e}, lines
+
+
+class ManualNoLoss(Regression):
+    """Manual optimization whose training_step returns nothing: Lightning steps, losswatch sees
+    gradients and LR but never a loss."""
+
+    def __init__(self, lr: float) -> None:
+        super().__init__(lr)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+    def on_before_optimizer_step(self, optimizer):
+        pass
+
+
+def test_a_training_step_that_returns_no_loss_is_said_once(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
+    x, y = torch.randn(64, 8), torch.randn(64, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    cb = LosswatchCallback(run_id="pl-no-loss", warn_no_loss_after=(5, 0.0))
+    trainer = L.Trainer(max_steps=12, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    trainer.fit(ManualNoLoss(0.01), loader)
+    told = [r.getMessage() for r in caplog.records if "has recorded no loss" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith("losswatch: run pl-no-loss has recorded no loss in 5 steps")
+    assert "training_step returns no loss" in told[0]
 
 
 def test_importing_the_integration_does_not_import_lightning() -> None:

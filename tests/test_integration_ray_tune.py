@@ -6,6 +6,7 @@ the too-high trial must have an alert."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import urllib.request
@@ -61,7 +62,9 @@ def ray_cluster():
     ray.shutdown()
 
 
-def test_every_trial_is_a_run_of_the_experiment_with_every_result(service_proc, ray_cluster, tmp_path) -> None:
+def test_every_trial_is_a_run_of_the_experiment_with_every_result(service_proc, ray_cluster, tmp_path,
+                                                                    caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
     cb = LosswatchTuneCallback(url=service_proc, monitor_options={"flush_interval": 0.1})
     tuner = tune.Tuner(
         trainable,
@@ -87,6 +90,26 @@ def test_every_trial_is_a_run_of_the_experiment_with_every_result(service_proc, 
         bad = [a for a in alerts if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
         if res.config["lr"] == 8.0:
             assert bad, alerts
+        told = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"
+                and r.getMessage().startswith(f"losswatch: run {trial_id} ")]
+        assert told[0] == (logging.INFO, f"losswatch: run {trial_id} -> {service_proc}/runs/{trial_id} "
+                                         f"(API {service_proc}/v1/runs/{trial_id})")
+        for a in bad:  # on the driver, where the sweep is watched (escalated: the client's NaN check told it first)
+            assert any(lvl == logging.WARNING and (f" {a['detector']} raised: " in m or f" {a['detector']} escalated: " in m)
+                       for lvl, m in told), told
+
+
+def test_a_loss_key_the_trials_never_report_is_said_once_per_trial(ray_cluster, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
+    cb = LosswatchTuneCallback(loss_key="objective", warn_no_loss_after=(5, 0.0))
+    tuner = tune.Tuner(trainable, param_space={"lr": 0.05},
+                       run_config=tune.RunConfig(name="lw-no-loss", storage_path=str(tmp_path), callbacks=[cb],
+                                                 verbose=0))
+    (res,) = tuner.fit()
+    told = [r.getMessage() for r in caplog.records if "has recorded no loss" in r.getMessage()]
+    assert len(told) == 1, told
+    assert told[0].startswith(f"losswatch: run {res.metrics['trial_id']} has recorded no loss in 5 steps")
+    assert "no 'objective' key" in told[0] and "loss_key=" in told[0]
 
 
 def test_importing_the_integration_does_not_import_ray() -> None:

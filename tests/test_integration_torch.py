@@ -8,6 +8,8 @@ machine (docs/gpu.md). A CUDA-only test checks that watched steps never wait for
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 import uuid
@@ -131,6 +133,85 @@ def test_dry_run_reports_but_changes_nothing(service_proc) -> None:
     assert len(seen) == 12 and not watch.should_stop  # not stopped
     reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
     assert [(r["step"], r["action"]["type"], r["applied"], r["dry_run"]) for r in reports] == [(5, "stop", False, True)]
+
+
+#: an alert event on the losswatch logger: severity, detector, event
+EVENT_LINE = re.compile(r"losswatch: run \S+ step \S+: (\w+) (\S+) (raised|escalated): ")
+
+
+def test_a_diverging_loop_is_told_on_the_losswatch_logger_with_where_to_read_it(service_proc, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
+    run_id = f"torch-told-{uuid.uuid4().hex[:8]}"
+    with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
+        train(mon, lr=4.0, steps=60, flush_every=5)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
+    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
+                                      f"(API {service_proc}/v1/runs/{run_id})")
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    serious = {a["detector"] for a in alerts if a["severity"] in ("warning", "critical")}
+    assert serious, alerts
+    # each told at WARNING: raised, or escalated when the client's own NaN check told it first
+    # (the service's copy of that episode then asks for more)
+    told = {e.group(2) for lvl, m in lines if lvl == logging.WARNING and (e := EVENT_LINE.match(m))
+            and e.group(3) in ("raised", "escalated")}
+    assert serious <= told, lines
+    for lvl, m in lines:  # resolutions are INFO, each told once
+        if m.endswith(")") and " resolved (raised at step " in m:
+            assert lvl == logging.INFO and [x for _, x in lines].count(m) == 1
+
+
+# a plain Monitor in a fresh interpreter: nothing configured, logging configured, or silenced
+_VISIBLE = """
+import logging, sys
+{setup}
+from losswatch.client import Monitor
+with Monitor(run_id="vis") as mon:
+    for step in range(12):
+        mon.log(step, loss=1.0 / (step + 1) if step != 6 else float("nan"), grad_norm=1.0)
+    mon.flush()
+"""
+
+
+@pytest.mark.parametrize("setup, prefix", [
+    ("", ""),  # nothing configured: the losswatch logger prints to stderr itself
+    ("logging.basicConfig(format='CFG %(levelname)s %(message)s')", "CFG "),  # printed once, the app's way
+    # the app's handler takes WARNING and above only: the start line is still printed, once
+    ("h = logging.StreamHandler(); h.setLevel(logging.WARNING); logging.getLogger().addHandler(h); "
+     "h.setFormatter(logging.Formatter('CFG %(levelname)s %(message)s'))", "CFG "),
+    ("logging.getLogger('losswatch').setLevel(logging.ERROR)", None),  # silenced
+])
+def test_the_start_line_and_alerts_are_visible_by_default_once_and_can_be_silenced(setup, prefix) -> None:
+    out = subprocess.run([sys.executable, "-c", _VISIBLE.format(setup=setup)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    lines = [line for line in out.stderr.splitlines() if "losswatch: run vis" in line]
+    if prefix is None:
+        assert lines == [], out.stderr
+        return
+    start = "losswatch: run vis: detecting in-process (no URL)"
+    assert lines[0] in (start, f"CFG INFO {start}"), out.stderr
+    nan = [line for line in lines if "client.nan raised: loss is NaN at step 6" in line]
+    assert len(nan) == 1 and nan[0].startswith(prefix + ("WARNING " if prefix else "")), out.stderr
+    assert len(lines) == len(set(lines)), out.stderr  # nothing printed twice
+
+
+def test_a_watcher_given_no_loss_says_so_once_and_one_given_a_loss_never(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="losswatch")
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 3)
+    with Monitor(run_id="no-loss") as mon, Monitor(run_id="with-loss") as mon2:
+        without = TorchWatcher(mon, model, opt, warn_no_loss_after=(5, 0.0))
+        with_loss = TorchWatcher(mon2, model, opt, warn_no_loss_after=(5, 0.0))
+        for step in range(12):
+            loss = model(x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            without.step(step)  # the loop forgot the loss
+            with_loss.step(step, loss)
+    told = [r for r in caplog.records if "has recorded no loss" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.WARNING
+    assert told[0].getMessage().startswith("losswatch: run no-loss has recorded no loss in 5 steps")
+    assert "TorchWatcher.step(step, loss) is called without the loss" in told[0].getMessage()
 
 
 def test_importing_the_client_and_the_helper_imports_no_framework() -> None:

@@ -7,6 +7,7 @@ Imports no framework and no torch.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from typing import Any
 
@@ -47,6 +48,7 @@ class Session:
         self.actor_options = dict(actor_options or {})
         self.monitor_options = {k: v for k, v in monitor_options.items() if v is not None}
         self.actor: Actor | None = None
+        self.no_loss: NoLossWatch | None = None  # set by the callback (it knows the likely cause)
 
     @property
     def acting(self) -> bool:
@@ -79,6 +81,12 @@ class Session:
             self.actor = actor_cls(optimizer, scheduler, dry_run=self.act_dry_run, monitor=self.monitor, **opts)
         return self.actor
 
+    def log(self, step: int, **fields: Any) -> None:
+        """One record to the Monitor; a run that never carries a loss is said so once."""
+        self.monitor.log(step, **fields)
+        if self.no_loss is not None:
+            self.no_loss.record(self.monitor, fields.get("loss"))
+
     def follow(self, step: int) -> bool:
         """Let the Actor consider the current advice; True when training should stop."""
         if self.actor is None:
@@ -98,6 +106,42 @@ class Session:
             flush = getattr(self.monitor, "flush", None)
             if flush is not None:
                 flush(timeout)
+
+
+#: steps and seconds (both must pass) after which an integration that has recorded no loss says so
+NO_LOSS_AFTER = (200, 120.0)
+
+
+class NoLossWatch:
+    """Says once, on the ``losswatch`` logger, that a run has recorded no loss after ``after``
+    = (steps, seconds) (whichever comes later), naming the likely ``cause``: a callback wired to
+    the wrong key or a training step that returns no loss is otherwise a run that shows nothing
+    and reads as healthy. ``after=None`` turns it off. After the first loss it costs one check.
+    """
+
+    def __init__(self, cause: str, after: tuple[int, float] | None = NO_LOSS_AFTER) -> None:
+        self.cause = cause
+        self.done = after is None
+        self.steps, self.seconds = after if after is not None else (0, 0.0)
+        self.count = 0
+        self.started: float | None = None
+
+    def record(self, monitor: Any, loss: Any) -> None:
+        if self.done:
+            return
+        if loss is not None:
+            self.done = True
+            return
+        self.count += 1
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        if self.count >= self.steps and now - self.started >= self.seconds:
+            self.done = True
+            from ..announce import log
+
+            log.warning("losswatch: run %s has recorded no loss in %d steps (%.0f s): %s",
+                        getattr(monitor, "run_id", "?"), self.count, now - self.started, self.cause)
 
 
 class SessionCallback:

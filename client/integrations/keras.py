@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..acting import Actor
-from ._common import Session, SessionCallback, json_safe, lazy_class, optimizer_meta
+from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, json_safe, lazy_class, optimizer_meta
 
 __all__ = ["LosswatchCallback", "KerasActor"]
 
@@ -103,16 +103,22 @@ def _build() -> type:
             Opt in to acting (see the module docstring).
         monitor_options : dict, optional
             Any other Monitor argument.
+        warn_no_loss_after : (steps, seconds) or None
+            Say once when no batch has carried a loss after this many steps and seconds (both).
         """
 
         def __init__(self, monitor: Any = None, *, run_id: str | None = None, project: str | None = None,
                      url: str | None = None, token: str | None = None, meta: dict | None = None,
                      act: bool = False, act_dry_run: bool = False, actor_options: dict | None = None,
-                     monitor_options: dict | None = None) -> None:
+                     monitor_options: dict | None = None,
+                     warn_no_loss_after: tuple[int, float] | None = NO_LOSS_AFTER) -> None:
             super().__init__()
             self.session = Session(monitor, act=act, act_dry_run=act_dry_run, actor_options=actor_options,
                                    run_id=run_id, project=project, url=url, token=token, meta=meta,
                                    **(monitor_options or {}))
+            self.session.no_loss = NoLossWatch(
+                "Keras reports no loss for the batches: compile the model with a loss, or have "
+                "train_step return one in its logs", warn_no_loss_after)
             self._prev: tuple[float, float] | None = None  # loss tracker (total, count) after last batch
             self._prev_mean: tuple[int, float] | None = None  # fallback: (batch index, running mean)
             self._val_loss: float | None = None
@@ -177,8 +183,8 @@ def _build() -> type:
             extra = {}
             if self._val_loss is not None:
                 extra["val_loss"], self._val_loss = self._val_loss, None
-            mon.log(step, loss=self._batch_loss(batch, logs or {}), grad_norm=self._grad_norm(),
-                    lr=self._lr, **extra)
+            self.session.log(step, loss=self._batch_loss(batch, logs or {}), grad_norm=self._grad_norm(),
+                             lr=self._lr, **extra)
             if self.session.follow(step):
                 self.model.stop_training = True
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
+from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
 from .torch import current_lr, global_grad_norm
 
 __all__ = ["LosswatchCallback"]
@@ -54,12 +54,15 @@ def _build() -> type:
             Opt in to acting (see losswatch.client.acting.Actor).
         monitor_options : dict, optional
             Any other Monitor argument.
+        warn_no_loss_after : (steps, seconds) or None
+            Say once when no step has carried a loss after this many steps and seconds (both).
         """
 
         def __init__(self, monitor: Any = None, *, run_id: str | None = None, project: str | None = None,
                      url: str | None = None, token: str | None = None, meta: dict | None = None,
                      act: bool = False, act_dry_run: bool = False, on_rollback: Any = None,
-                     actor_options: dict | None = None, monitor_options: dict | None = None) -> None:
+                     actor_options: dict | None = None, monitor_options: dict | None = None,
+                     warn_no_loss_after: tuple[int, float] | None = NO_LOSS_AFTER) -> None:
             super().__init__()
             opts = dict(actor_options or {})
             if on_rollback is not None:
@@ -68,6 +71,9 @@ def _build() -> type:
             self.session = Session(monitor, act=act, act_dry_run=act_dry_run, actor_options=opts,
                                    run_id=run_id, project=project, url=url, token=token, meta=meta,
                                    **(monitor_options or {}))
+            self.session.no_loss = NoLossWatch(
+                "the LightningModule's training_step returns no loss (with manual optimization too, "
+                "return the loss tensor or a dict with a 'loss' key)", warn_no_loss_after)
             self._step: int | None = None  # optimizer step whose grads/LR were read
             self._grad_norm: Any = None
             self._lr: Any = None
@@ -108,7 +114,7 @@ def _build() -> type:
             extra = {}
             if self._val_loss is not None:
                 extra["val_loss"], self._val_loss = self._val_loss, None
-            self.session.monitor.log(step, loss=number(loss), grad_norm=self._grad_norm, lr=self._lr, **extra)
+            self.session.log(step, loss=number(loss), grad_norm=self._grad_norm, lr=self._lr, **extra)
             self._last_logged = step
             if self.session.follow(step):
                 trainer.should_stop = True

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import json_safe, lazy_class, number
+from ._common import NO_LOSS_AFTER, NoLossWatch, json_safe, lazy_class, number
 
 __all__ = ["LosswatchTuneCallback"]
 
@@ -70,12 +70,16 @@ def _build() -> type:
             Result key of the step; None: ``"step"`` when present, else ``training_iteration``.
         monitor_options : dict, optional
             Any other Monitor argument (flush_interval, ...).
+        warn_no_loss_after : (results, seconds) or None
+            Say once per trial when none of its results has carried ``loss_key`` after this many
+            results and seconds (both); None: never.
         """
 
         def __init__(self, url: str | None = None, *, token: str | None = None, project: str | None = None,
                      loss_key: str = "loss", grad_norm_key: str = "grad_norm", lr_key: str = "lr",
                      val_loss_key: str = "val_loss", step_key: str | None = None,
-                     monitor_options: dict | None = None) -> None:
+                     monitor_options: dict | None = None,
+                     warn_no_loss_after: tuple[int, float] | None = NO_LOSS_AFTER) -> None:
             self.url = url
             self.token = token
             self.project = project
@@ -84,6 +88,8 @@ def _build() -> type:
             self.monitor_options = dict(monitor_options or {})
             self.monitors: dict[str, Any] = {}  # trial id -> Monitor
             self.closed: dict[str, Any] = {}  # trial id -> Monitor, after the trial ended
+            self.warn_no_loss_after = warn_no_loss_after
+            self._no_loss: dict[str, NoLossWatch] = {}  # trial id -> its watch
 
         def stopper(self, stop_on_critical: bool = False) -> Any:
             """A Tune Stopper that ends trials losswatch advises to stop (see module doc)."""
@@ -113,10 +119,18 @@ def _build() -> type:
             if not isinstance(step, int) or isinstance(step, bool):
                 return
             fields = {f: number(result.get(k)) for f, k in self.keys.items() if k in result}
-            self._monitor(trial).log(step, **fields)
+            mon = self._monitor(trial)
+            mon.log(step, **fields)
+            watch = self._no_loss.get(trial.trial_id)
+            if watch is None:
+                watch = self._no_loss[trial.trial_id] = NoLossWatch(
+                    f"its results carry no {self.keys['loss']!r} key (keys: {', '.join(sorted(result)[:12])}): "
+                    f"report the loss under that key or pass loss_key=", self.warn_no_loss_after)
+            watch.record(mon, fields.get("loss"))
 
         def _end(self, trial: Any, finished: bool = True) -> None:
             mon = self.monitors.pop(trial.trial_id, None)
+            self._no_loss.pop(trial.trial_id, None)
             if mon is not None:
                 mon.close(finished=finished)
                 self.closed[trial.trial_id] = mon

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..acting import Actor, StopTraining
-from ._common import optimizer_meta
+from ._common import NO_LOSS_AFTER, NoLossWatch, optimizer_meta
 
 __all__ = ["TorchWatcher", "global_grad_norm", "current_lr", "StopTraining"]
 
@@ -113,6 +113,9 @@ class TorchWatcher:
         around your loop). Otherwise :attr:`should_stop` turns True and your loop checks it.
     actor_options : dict
         Extra Actor arguments (cooldown_steps, max_actions, min_persist_steps).
+    warn_no_loss_after : (steps, seconds) or None
+        Say once on the ``losswatch`` logger when no step has carried a loss after this many
+        steps and seconds (both); None: never.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class TorchWatcher:
         on_stop: Any = None,
         raise_on_stop: bool = False,
         actor_options: dict[str, Any] | None = None,
+        warn_no_loss_after: tuple[int, float] | None = NO_LOSS_AFTER,
     ) -> None:
         if model is None and optimizer is None:
             raise ValueError("TorchWatcher needs a model or an optimizer to read gradients from")
@@ -146,6 +150,8 @@ class TorchWatcher:
                 actor = Actor(optimizer, scheduler, on_rollback=on_rollback, on_stop=on_stop,
                               dry_run=act_dry_run and not act, monitor=monitor, **(actor_options or {}))
         self.actor = actor
+        self._no_loss = NoLossWatch("TorchWatcher.step(step, loss) is called without the loss: pass "
+                                    "the step's loss tensor", warn_no_loss_after)
 
     @staticmethod
     def _tell_optimizer(monitor: Any, optimizer: Any) -> None:
@@ -180,6 +186,8 @@ class TorchWatcher:
         """
         gn = self.grad_norm() if grad_norm is None else grad_norm
         self.monitor.log(step, loss=loss, grad_norm=gn, lr=current_lr(self.optimizer), **extra)
+        if not self._no_loss.done:
+            self._no_loss.record(self.monitor, loss)
         if self.actor is not None:
             self._act(step)
         return gn
