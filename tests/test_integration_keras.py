@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 from losswatch.client.integrations.keras import LosswatchCallback  # noqa: E402
-from service_helpers import get_json as get, hot_run_checks  # noqa: E402
+from service_helpers import get_json as get  # noqa: E402
+from service_helpers import hot_run_checks
 
 torch.set_num_threads(1)
 

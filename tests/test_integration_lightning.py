@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning.pytorch")
 
 from losswatch.client.integrations.lightning import LosswatchCallback  # noqa: E402
-from service_helpers import get_json as get, hot_run_checks  # noqa: E402
+from service_helpers import get_json as get  # noqa: E402
+from service_helpers import hot_run_checks
 
 torch.set_num_threads(1)
 

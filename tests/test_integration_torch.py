@@ -20,7 +20,8 @@ torch = pytest.importorskip("torch")
 
 from losswatch.client import Monitor  # noqa: E402
 from losswatch.client.integrations.torch import StopTraining, TorchWatcher, global_grad_norm  # noqa: E402
-from service_helpers import get_json as get, hot_run_checks, get_text  # noqa: E402
+from service_helpers import get_json as get  # noqa: E402
+from service_helpers import get_text, hot_run_checks
 
 torch.set_num_threads(1)
 

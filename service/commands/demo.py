@@ -26,6 +26,7 @@ or be a sub-reaper's): the pipe is immediate, needs no polling and works on ever
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -258,6 +259,9 @@ def run(args: argparse.Namespace) -> int:
              f"{args.peak_lr / 0.1:.0f}x what this model tolerates")
         seen: list[dict] = []
         lock = threading.Lock()
+        # the demo prints each alert itself (with its advice, on stdout): the client's own alert
+        # lines on the `losswatch` logger would say the same twice
+        logging.getLogger("losswatch").setLevel(logging.ERROR)
 
         def on_alert(alert: dict) -> None:  # runs in the monitor's background thread
             with lock:
