@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from losswatch.detectors.types import json_safe
 
+from .api import actions, alerts, docs, health, page, policies, runs, steps
+from .api import metrics as metrics_api
 from .api.models import ErrorOut
-from .api import actions, alerts, docs, health, metrics as metrics_api, page, policies, runs, steps
 from .auth import scope_for
 from .metrics import ServiceMetrics
 from .notify import start_notifier

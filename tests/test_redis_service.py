@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 
 from service_helpers import client, post_records
-
-from test_replicas import wire
 from test_redis_store import curve
+from test_replicas import wire
 
 
 def test_redis_down_gives_503_with_retry_after_and_nothing_is_lost(redis_factory, service_factory):

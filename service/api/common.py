@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import HTTPException, Path, Request
 from fastapi.responses import Response
+
 from losswatch.detectors.types import json_safe
 from losswatch.detectors.wire import VALUE_FIELDS
 

@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from losswatch.detectors.types import json_safe
 
 from ..auth import Scope, get_scope, scope_for
-from ..downsample import METHOD, __doc__ as DOWNSAMPLE_DOC, downsample
+from ..downsample import METHOD, downsample
+from ..downsample import __doc__ as DOWNSAMPLE_DOC
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import ProjectConflict, StoreUnavailable
 from .common import RunIdPath, conflict_error, json_response, store_of, visible_run, write_project

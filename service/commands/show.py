@@ -18,8 +18,7 @@ import sys
 from typing import Any
 
 from losswatch.service.remote import LookError, Service, add_service_arguments, to_float
-from losswatch.service.terminal import (NOT_FINITE, action_text, ago, column_of, num, sparkline, table,
-                                        worst_first)
+from losswatch.service.terminal import NOT_FINITE, action_text, ago, column_of, num, sparkline, table, worst_first
 
 SERIES_POINTS_PER_COLUMN = 8  # minmax keeps <= 4 points a bucket: two buckets a column
 PNG_MAX_POINTS = 4000

@@ -317,6 +317,7 @@ def to_batch(cols: Columns):
     """The detectors' Batch for validated columns (built directly: ``Batch.from_columns``
     re-validates every value in Python, which the ingest path has just done)."""
     import numpy as np
+
     from losswatch.detectors import Batch
 
     return Batch(np.array(cols.step, dtype=np.int64),

@@ -26,11 +26,11 @@ from ..settings import Settings
 from . import series as ser
 from .base import (
     Columns,
-    alert_matches,
     IngestResult,
     ProjectConflict,
     RunSummary,
     Store,
+    alert_matches,
     alert_record,
     classify_steps,
     last_values,

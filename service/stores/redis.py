@@ -61,12 +61,12 @@ from ..settings import Settings
 from . import series as ser
 from .base import (
     Columns,
-    alert_matches,
     IngestResult,
     ProjectConflict,
     RunSummary,
     Store,
     StoreUnavailable,
+    alert_matches,
     classify_steps,
     last_values,
     load_engine,
