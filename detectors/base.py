@@ -56,9 +56,11 @@ resolved; the engine then sets each snapshot's incident (incidents.py).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
-from .types import SEVERITY_RANK, Action, Alert
+from .batch import Batch
+from .features import FeatureTracker, Features
+from .types import SEVERITY_RANK, Action, Alert, Record
 
 
 class Detector:
@@ -82,13 +84,13 @@ class Detector:
         self._changes: list[Alert] = []
 
     # -- protocol -----------------------------------------------------------------------------
-    def step(self, f: Any, i: int) -> None:  # pragma: no cover - abstract
+    def step(self, f: Features, i: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def screen(self, f: Any):  # noqa: ANN201 - numpy optional in the signature
+    def screen(self, f: Features):  # noqa: ANN201 - numpy optional in the signature
         return None
 
-    def active_screen(self, f: Any):  # noqa: ANN201
+    def active_screen(self, f: Features):  # noqa: ANN201
         return None
 
     def get_state(self) -> dict[str, Any]:
@@ -168,6 +170,32 @@ class Detector:
         self.set_state(d.get("state") or {})
         a = d.get("alert")
         self.alert = None if a is None else _alert_from_state(a)
+
+
+def drive(detector: Detector, records: Iterable[Record], features: dict[str, float] | None = None) -> list[Alert]:
+    """Feed ``records`` to one detector alone, one record at a time, as the Engine does; return
+    its alert changes (the Engine's snapshots for that detector, without an incident id).
+
+    The shared statistics come from a fresh :class:`~losswatch.detectors.features.FeatureTracker`
+    (``features``: overrides of its parameters, as ``Engine(params={"features": ...})``); values
+    are read as ``update_batch`` reads them, and records at or below the last step are ignored.
+    For tests and examples: a rule can be watched without the other detectors.
+
+    >>> from losswatch.detectors.divergence import DivergenceDetector
+    >>> alerts = drive(DivergenceDetector(), [Record(s, x) for s, x in enumerate([2.5, 2.4, 2.6, 3.1, 4.2])])
+    >>> [(a.kind, a.step, a.evidence["rule"]) for a in alerts]
+    [('divergence', 4, 'streak')]
+    """
+    tracker = FeatureTracker(features)
+    out: list[Alert] = []
+    last: int | None = None
+    for step, loss, gn, lr, val in Batch.from_records(records).rows():
+        if last is not None and step <= last:
+            continue
+        last = step
+        detector.step(tracker.advance_one(step, loss, gn, lr, val), 0)
+        out += detector.drain_changes()
+    return out
 
 
 def _snapshot(a: Alert) -> Alert:
