@@ -21,6 +21,7 @@ from .features import Features, lr_ramping
 from .progress import _pratio, _ratio
 from .spike import SPIKE_MIN_RECORDS, SPIKE_REL, SPIKE_Z
 
+
 class DivergenceDetector(Detector):
     """The loss rose well above its best and is still rising (or got stuck after blowing up):
     cut the LR.
@@ -122,6 +123,7 @@ class DivergenceDetector(Detector):
         self.lr_jump_rec = -(10**9)  # lr_jump: record ordinal of the last LR jump
         self.spike_recs = [-(10**9)] * (cluster - 1)  # spikes: record ordinals of the last counted ones
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
+        self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
 
     def get_state(self) -> dict[str, Any]:
         return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
@@ -171,38 +173,42 @@ class DivergenceDetector(Detector):
             return
         if nl < 2:
             return
+        up_n = f.up_n[i]
+        b_slow = f.b_slow[i]
         lvl = _pratio(slow, best, l0)
-        stalled = step - f.pstep[i] >= self.lost_patience
-        # a necessary condition of each rule (raw_runaway and streak: two rises; sustained: a
-        # high level; spikes: a jump; grad_norm: a huge grad-norm; lr_jump: the LR jumped;
-        # first_loss: 10x the first loss; lost: a stall): most rows of a healthy run stop here,
-        # and no rule's state can change on them
-        if f.up_n[i] < 2 and lvl < self.level_ratio and \
-                not x - f.b_slow[i] > self.spike_rel * abs(f.b_slow[i]) and \
-                not (f.gok[i] and f.gn[i] >= self.gn_abs) and \
-                not (f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]) and \
-                not (l0 > 0.0 and x >= self.first_ratio * l0) and not stalled:
+        # the cheapest necessary part of each rule's condition, evaluated once: a row that meets
+        # none stops here (most rows of a healthy run: no rule can fire and no rule's state can
+        # change on them), and a rule whose part is not met is not asked (the hot path's calls
+        # cost); each check still tests its whole condition
+        rising = up_n >= self.rises_needed  # streak; raw_runaway asks for two rises as well
+        high = lvl >= self.level_ratio  # sustained (its state changes on these rows)
+        jumped = x - b_slow > self.spike_rel * abs(b_slow)  # a counted spike: lr_jump, spike_cluster
+        huge_gn = f.gok[i] and f.gn[i] >= self.gn_abs  # grad_norm
+        lr_jumped = f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]
+        tenfold = l0 > 0.0 and x >= self.first_ratio * l0  # first_loss
+        stalled = step - f.pstep[i] >= self.lost_patience  # lost
+        if up_n < 2 and not (high or jumped or huge_gn or lr_jumped or tenfold or stalled):
             return
         rec = f.rec[i]
-        up_n = f.up_n[i]
-        gn_up = causes.grad_norm_building(self, f, i)
+        gn_up = rising and causes.grad_norm_building(self, f, i)
         ramping = lr_ramping(f, i)
-        after_spike = spikes.after_spike(self, rec)
-        rule = first_loss.check(self, f, i, x, l0, nl)
-        if rule is None:
+        after_spike = rec - self.spike_recs[-1] <= self.spike_memory  # spikes.py: a bad batch's aftermath
+        rule = first_loss.check(self, f, i, x, l0, nl) if tenfold else None
+        if rule is None and up_n >= 2:
             rule = raw_runaway.check(self, f, i, x, l0, step, up_n, gn_up, ramping, after_spike)
-        if rule is None:
+        if rule is None and rising:
             rule = streak.check(self, f, i, x, best, l0, up_n, gn_up, ramping, after_spike)
-        lr_jump.remember(self, f, i, rec)
-        if spikes.counted(self, f, i, x, best, l0):
+        if lr_jumped:
+            lr_jump.remember(self, rec)
+        if jumped and spikes.counted(self, f, i, x, best, l0):
             if rule is None:
                 rule = lr_jump.check(self, rec)
             if rule is None:
                 rule = spike_cluster.check(self, rec)
             spikes.remember(self, rec)
-        if rule is None:
+        if rule is None and huge_gn:
             rule = grad_norm.check(self, f, i, x, best)
-        if lvl >= self.level_ratio:
+        if high:
             n_hi = sustained.track(self, f, i, nl, after_spike)
             if rule is None:
                 rule = sustained.check(self, f, i, best, l0, slow, n_hi, ramping)

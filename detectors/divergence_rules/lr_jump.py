@@ -46,10 +46,10 @@ if TYPE_CHECKING:
     from ..features import Features
 
 
-def remember(d: DivergenceDetector, f: Features, i: int, rec: int) -> None:
-    """Keep record ordinal ``rec`` when its LR jumped."""
-    if f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= d.lr_jump * f.b_lrlast[i]:
-        d.lr_jump_rec = rec
+def remember(d: DivergenceDetector, rec: int) -> None:
+    """Keep record ordinal ``rec``, whose LR jumped (the detector's ``step`` tests the jump on
+    every row, as part of its first screen: the vector form is :func:`screen`)."""
+    d.lr_jump_rec = rec
 
 
 def check(d: DivergenceDetector, rec: int) -> tuple[str, str] | None:

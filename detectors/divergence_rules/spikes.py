@@ -78,11 +78,6 @@ def forget(d: DivergenceDetector) -> None:
     d.spike_recs = [-(10**9)] * len(d.spike_recs)
 
 
-def after_spike(d: DivergenceDetector, rec: int) -> bool:
-    """Is record ``rec`` within ``spike_memory`` records of the last counted spike?"""
-    return rec - d.spike_recs[-1] <= d.spike_memory
-
-
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     """Rows of a batch where a counted spike may be."""
     return spike_screen(f, d.spike_z, d.spike_rel, d.spike_min) & \
