@@ -25,8 +25,8 @@ Examples
 
 References
 ----------
-The "5-line rule" practitioners use (NaN -> stop; loss > 3x its running minimum -> cut the LR),
-here on the first loss, where it needs no history at all.
+tensorflow/models issue #8423 (bench/real/issues/tensorflow__models__8423.csv): a Faster R-CNN
+whose loss jumps from ~0.1-1.0 to 25,237 and keeps growing; caught on the second record.
 """
 
 from __future__ import annotations

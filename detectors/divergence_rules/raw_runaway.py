@@ -41,7 +41,8 @@ It is a warning: the loss still holds part of its progress (below the first loss
 
 References
 ----------
-The practitioners' rule "loss > 3x its running minimum -> cut the LR 10x".
+The common practitioners' rule of thumb "loss > 3x its running minimum: cut the LR 10x", here
+with the noise and freshness guards a benchmark of healthy runs needs.
 """
 
 from __future__ import annotations
