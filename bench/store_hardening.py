@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fixtures.redis_proc import RedisServer  # noqa: E402
-
 from losswatch.service.stores.base import Columns  # noqa: E402
 from losswatch.service.stores.memory import MemoryStore  # noqa: E402
 from losswatch.service.stores.redis import RedisStore  # noqa: E402

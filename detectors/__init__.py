@@ -9,6 +9,7 @@ this package (``nan_rule``, ``events``, ``types``) can be imported by the client
 from __future__ import annotations
 
 from importlib import import_module
+
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
 if TYPE_CHECKING:

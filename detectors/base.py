@@ -14,7 +14,8 @@ Protocol (subclass :class:`Detector`)
 name : str (class attribute)
     Unique within an engine; becomes ``Alert.detector``.
 kind : str (class attribute)
-    One of ``types.KINDS``; becomes ``Alert.kind`` (alert id = ``f"{run_id}:{kind}:{step}"``, or ``kind.name`` in the middle when ``name != kind``).
+    One of ``types.KINDS``; becomes ``Alert.kind`` (alert id = ``f"{run_id}:{kind}:{step}"``, or
+    ``kind.name`` in the middle when ``name != kind``).
 __init__(self, **params)
     Keyword parameters only, plain JSON values, with documented defaults. Pass them all to
     ``super().__init__(**params)``: the base keeps them in ``self.params`` (serialised; the
@@ -56,10 +57,12 @@ resolved; the engine then sets each snapshot's incident (incidents.py).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
+from .batch import Batch
 from .events import ESCALATED, RESOLVED, UPDATED, advice_of, escalates
-from .types import Action, Alert
+from .features import Features, FeatureTracker
+from .types import Action, Alert, Record
 
 
 class Detector:
@@ -83,13 +86,13 @@ class Detector:
         self._changes: list[Alert] = []
 
     # -- protocol -----------------------------------------------------------------------------
-    def step(self, f: Any, i: int) -> None:  # pragma: no cover - abstract
+    def step(self, f: Features, i: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def screen(self, f: Any):  # noqa: ANN201 - numpy optional in the signature
+    def screen(self, f: Features):  # noqa: ANN201 - numpy optional in the signature
         return None
 
-    def active_screen(self, f: Any):  # noqa: ANN201
+    def active_screen(self, f: Features):  # noqa: ANN201
         return None
 
     def get_state(self) -> dict[str, Any]:
@@ -117,10 +120,12 @@ class Detector:
         return a
 
     def update_episode(self, step: int, severity: str | None = None, message: str | None = None,
-                       evidence: dict[str, Any] | None = None, action: Action | None = None) -> None:
+                       evidence: dict[str, Any] | None = None, action: Action | None = None,
+                       again: bool = False) -> None:
         """Escalate or update the active alert (same id). The change is reported as
-        ``escalated`` when the severity goes up or the alert asks for another action, else as
-        ``updated`` (see ``types.ALERT_EVENTS``)."""
+        ``escalated`` when the severity goes up, the alert asks for another action, or ``again``
+        says it asks for the same action once more (a further LR cut after one that did not
+        work), else as ``updated`` (see ``events.py``)."""
         a = self.alert
         if a is None:
             return
@@ -134,8 +139,8 @@ class Detector:
         if action is not None:
             a.action = action
         a.last_step = step
-        a.event = ESCALATED if escalates(old_severity, old_advice, a.severity,
-                                         advice_of(a.action.type, a.action.params)) else UPDATED
+        a.event = ESCALATED if again or escalates(old_severity, old_advice, a.severity,
+                                                  advice_of(a.action.type, a.action.params)) else UPDATED
         self._changes.append(_snapshot(a))
 
     def close_episode(self, step: int, note: str | None = None) -> None:
@@ -165,6 +170,32 @@ class Detector:
         self.set_state(d.get("state") or {})
         a = d.get("alert")
         self.alert = None if a is None else _alert_from_state(a)
+
+
+def drive(detector: Detector, records: Iterable[Record], features: dict[str, float] | None = None) -> list[Alert]:
+    """Feed ``records`` to one detector alone, one record at a time, as the Engine does; return
+    its alert changes (the Engine's snapshots for that detector, without an incident id).
+
+    The shared statistics come from a fresh :class:`~losswatch.detectors.features.FeatureTracker`
+    (``features``: overrides of its parameters, as ``Engine(params={"features": ...})``); values
+    are read as ``update_batch`` reads them, and records at or below the last step are ignored.
+    For tests and examples: a rule can be watched without the other detectors.
+
+    >>> from losswatch.detectors.divergence import DivergenceDetector
+    >>> alerts = drive(DivergenceDetector(), [Record(s, x) for s, x in enumerate([2.5, 2.4, 2.6, 3.1, 4.2])])
+    >>> [(a.kind, a.step, a.evidence["rule"]) for a in alerts]
+    [('divergence', 4, 'streak')]
+    """
+    tracker = FeatureTracker(features)
+    out: list[Alert] = []
+    last: int | None = None
+    for step, loss, gn, lr, val in Batch.from_records(records).rows():
+        if last is not None and step <= last:
+            continue
+        last = step
+        detector.step(tracker.advance_one(step, loss, gn, lr, val), 0)
+        out += detector.drain_changes()
+    return out
 
 
 def _snapshot(a: Alert) -> Alert:

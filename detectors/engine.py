@@ -3,8 +3,9 @@
 Contract: ``update(record)`` / ``update_batch(batch)`` return the alerts raised, escalated,
 updated or resolved at those steps (snapshots; ``Alert.event`` says which; the same ``id``
 replaces an older copy; ``Alert.incident`` groups the alerts of one incident, see incidents.py),
-``recommendation`` is the action of the most severe active alert, the whole state goes to bytes and back (JSON, no pickle) and a restored engine continues exactly like an
-uninterrupted one. Records whose step is <= the last step seen are ignored (in-order stream only).
+``recommendation`` is the action of the most severe active alert, the whole state goes to bytes
+and back (JSON, no pickle) and a restored engine continues exactly like an uninterrupted one.
+Records whose step is <= the last step seen are ignored (in-order stream only).
 
 Both paths run the same per-step decision code on the same features (see features.py): the batch
 path computes the shared statistics for the whole batch, asks each detector for a vectorised

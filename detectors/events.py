@@ -75,6 +75,8 @@ def event_between(previous: dict[str, Any] | None, new: dict[str, Any]) -> str |
         return None  # told already that it ended
     if resolved:
         return RESOLVED
+    if new.get("event") == ESCALATED and new.get("last_step") != previous.get("last_step"):
+        return ESCALATED  # the detector says so: the same advice once more (a further LR cut)
     if escalates(previous.get("severity"), _advice(previous), new.get("severity"), _advice(new)):
         return ESCALATED
     return None

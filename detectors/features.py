@@ -10,52 +10,13 @@ signal is missing, shifting "after" values into "before" values) and the one-rec
 in a few lines of Python (``_loss_one``, ``_gn_one``, ``_lr_one``); the equivalence tests check
 the two agree.
 
-Columns of :class:`Features` (one entry per row = per accepted record):
-
-raw: ``step``, ``rec`` (record ordinal, 1-based over the run), ``loss``, ``gn``, ``lr``, ``val``
-(NaN where not logged), ``has_loss``, ``has_gn``, ``has_lr``, ``has_val``, ``lok``/``gok``/
-``lrok``/``vok`` (logged and finite; ``gok`` also needs grad-norm >= 0).
-
-loss (state *after* the row; carried unchanged over rows without a finite loss):
-``nl`` count of finite losses; ``l0`` the first finite loss and ``l0_step`` its step (what the
-plateau, lost-run and early-stall rules measure patience and restarts from); ``worst`` the
-highest ``fast`` so far; ``lprev`` last finite loss; ``lstep`` its step; ``fast`` EMA
-(alpha_fast); ``best`` running minimum of ``slow`` (the noise-robust level, so a lucky
-low batch does not set the bar) and ``best_step``; ``up_n`` consecutive rises
-of the raw loss ending here and ``up_base`` the loss just before that streak began; ``slow``
-winsorised EMA (alpha_slow) and ``sd`` its EMA mean absolute deviation (the loss level and noise a
-spike is measured against); ``trend`` very slow EMA (alpha_trend, winsorised with the same cap), ``pbest`` its best value that
-improved by at least ``plateau_eps`` (relative) and ``pstep`` the step of that improvement
-(``pnl`` the count of loss records at it, so a rule can ask for records as well as steps);
-``rbest`` the *raw best*: the lowest loss the run has held for two records in a row (the running
-minimum of max(loss, previous loss): one lucky batch does not set it, and unlike ``best`` it does
-not lag a fast descent: a fine-tune logged every 50 steps falls 15 -> 1.4 in five points while
-the EMA level is still ~11) and ``rbest_step`` the step of the record that set it;
-``alt`` EMA of "the loss changed direction" (1 = zig-zag every step) and ``amp`` EMA of the
-absolute step-to-step change.
-
-grad-norm (after, carried): ``ng`` count, ``glast`` last finite value, ``mu``/``var`` EMA mean and
-variance of log(grad-norm) (alpha_g, winsorised so one explosion does not move the baseline),
-``mumax`` the largest ``mu`` so far.
-
-first-order work (after, carried; rows with a finite LR >= 0 and grad-norm): ``fo`` the running
-sum of ``lr * grad_norm**2 * (steps since the previous such row)``, the decrease of the loss a
-plain gradient step would make if the loss were linear (what ``sgd_efficiency`` compares the
-real decrease with), and ``fostep`` the step of the last row folded in.
-
-LR (after, carried): ``nlr`` count, ``lrlast`` last finite LR and ``lrstep`` its step (a change of
-the LR is a rate per step across the gap between two LR records), ``peak`` max LR so far, ``rev``
-number of direction reversals of the LR (warm-up then decay = 1; cyclic schedules keep adding),
-``lrdir`` last non-zero direction (+1/-1/0).
-
-"before" columns, the state before this row was folded in: ``b_lprev``, ``b_slow``, ``b_sd``,
-``b_mu``, ``b_var``, ``b_glast``, ``b_lrlast``, ``b_lrstep``, ``b_peak``.
+The columns of a row, with their types and meanings, are listed once: in :class:`Features`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
@@ -378,9 +339,99 @@ def _fo_batch(st: dict[str, Any], lrs: np.ndarray, gs: np.ndarray, steps: np.nda
     return {"fo": fo, "fostep": steps}
 
 
+Floats = list[float]
+Ints = list[int]
+Bools = list[bool]
+
+
 class Features:
-    """Feature columns of one chunk of rows. Detectors read ``f.<column>[i]`` (Python values)
-    in ``step`` and ``f.a("<column>")`` (numpy arrays) in ``screen``."""
+    """Feature columns of one chunk of rows (one row per accepted record). Detectors read
+    ``f.<column>[i]`` (Python values) in ``step`` and ``f.a("<column>")`` (numpy arrays) in
+    ``screen``.
+
+    Each column is listed below with its type and meaning: that list is the reference, and
+    ``typing.get_type_hints(Features, include_extras=True)`` reads it. The short names are the
+    ones the saved state and both paths use; the meaning gives the long one. Statistics are the
+    state *after* the row was folded in, carried unchanged over rows without that signal; the
+    ``b_`` columns are the same state *before* the row.
+    """
+
+    n: int  # rows in this chunk
+
+    # -- the record as logged ---------------------------------------------------------------------
+    step: Annotated[Ints, "the training step"]
+    rec: Annotated[Ints, "record ordinal: 1-based count of the run's accepted records"]
+    loss: Annotated[Floats, "the loss (NaN where not logged)"]
+    gn: Annotated[Floats, "the grad-norm (NaN where not logged)"]
+    lr: Annotated[Floats, "the learning rate (NaN where not logged)"]
+    val: Annotated[Floats, "the validation loss (NaN where not logged)"]
+    has_loss: Annotated[Bools, "a loss was logged (a NaN value counts: it is an alarm)"]
+    has_gn: Annotated[Bools, "a grad-norm was logged"]
+    has_lr: Annotated[Bools, "an LR was logged"]
+    has_val: Annotated[Bools, "a validation loss was logged"]
+    lok: Annotated[Bools, "loss ok: logged and finite"]
+    gok: Annotated[Bools, "grad-norm ok: logged, finite and >= 0"]
+    lrok: Annotated[Bools, "LR ok: logged and finite"]
+    vok: Annotated[Bools, "validation loss ok: logged and finite"]
+
+    # -- the loss (values beyond CLIP are clipped) -----------------------------------------------
+    nl: Annotated[Ints, "number of finite losses so far"]
+    l0: Annotated[Floats, "first loss: the run's first finite loss (patience and restarts count from it)"]
+    l0_step: Annotated[Ints, "the step of the first loss"]
+    lprev: Annotated[Floats, "the last finite loss"]
+    lstep: Annotated[Ints, "the step of the last finite loss"]
+    fast: Annotated[Floats, "short-term average: EMA of the loss (alpha_fast, a half-life of one record)"]
+    slow: Annotated[Floats, "loss level: winsorised EMA (alpha_slow, ~10 records), what a spike is measured "
+                            "against"]
+    sd: Annotated[Floats, "loss noise: EMA mean absolute deviation from the level"]
+    best: Annotated[Floats, "best level: running minimum of slow (a lucky low batch does not set it)"]
+    best_step: Annotated[Ints, "the step at which best last improved"]
+    rbest: Annotated[Floats, "raw best: the lowest loss held for two records in a row (does not lag a fast "
+                             "descent)"]
+    rbest_step: Annotated[Ints, "the step of the record that set rbest"]
+    worst: Annotated[Floats, "the highest short-term average (fast) so far"]
+    up_n: Annotated[Ints, "rises in a row: consecutive rises of the raw loss ending here"]
+    up_base: Annotated[Floats, "the loss just before that run of rises began"]
+    trend: Annotated[Floats, "loss trend: very slow EMA (alpha_trend, ~50 records), winsorised like the "
+                             "level"]
+    pbest: Annotated[Floats, "the trend's best that improved by at least plateau_eps (relative)"]
+    pstep: Annotated[Ints, "the step of that last progress of the trend"]
+    pnl: Annotated[Ints, "the count of loss records at that last progress"]
+    alt: Annotated[Floats, "zig-zag rate: EMA of 'the loss changed direction' (1 = every record)"]
+    amp: Annotated[Floats, "EMA of the absolute change of the loss from one record to the next"]
+
+    # -- the grad-norm ----------------------------------------------------------------------------
+    ng: Annotated[Ints, "number of finite grad-norms so far"]
+    glast: Annotated[Floats, "the last finite grad-norm"]
+    mu: Annotated[Floats, "usual grad-norm: EMA mean of log grad-norm (alpha_g, winsorised: one explosion "
+                          "does not move it)"]
+    var: Annotated[Floats, "EMA variance of log grad-norm"]
+    mumax: Annotated[Floats, "the largest mu so far"]
+
+    # -- the learning rate ------------------------------------------------------------------------
+    nlr: Annotated[Ints, "number of finite LRs so far"]
+    lrlast: Annotated[Floats, "the last finite LR"]
+    lrstep: Annotated[Ints, "its step (an LR change is a rate per step across the gap)"]
+    peak: Annotated[Floats, "the highest LR so far"]
+    rev: Annotated[Ints, "LR reversals: changes of direction (warm-up then decay = 1; cyclic schedules keep "
+                         "adding)"]
+    lrdir: Annotated[Ints, "the direction of the LR's last change (+1, -1; 0 before any)"]
+
+    # -- first-order work (rows with a finite LR >= 0 and grad-norm) ------------------------------
+    fo: Annotated[Floats, "running sum of lr * grad_norm**2 * steps since the previous such row: "
+                          "the decrease a plain gradient step would make on a linear loss"]
+    fostep: Annotated[Ints, "the step of the last row folded into fo"]
+
+    # -- the state before this row ----------------------------------------------------------------
+    b_lprev: Annotated[Floats, "lprev before this row: the previous finite loss"]
+    b_slow: Annotated[Floats, "slow before this row: the level this loss is compared with"]
+    b_sd: Annotated[Floats, "sd before this row: the noise this loss is compared with"]
+    b_mu: Annotated[Floats, "mu before this row"]
+    b_var: Annotated[Floats, "var before this row"]
+    b_glast: Annotated[Floats, "glast before this row: the previous finite grad-norm"]
+    b_lrlast: Annotated[Floats, "lrlast before this row: the previous finite LR"]
+    b_lrstep: Annotated[Ints, "lrstep before this row"]
+    b_peak: Annotated[Floats, "peak before this row"]
 
     def __init__(self, n: int, lists: dict[str, list] | None = None,
                  arrays: dict[str, np.ndarray] | None = None) -> None:

@@ -1,8 +1,9 @@
 """A lost run: after blowing up, the loss is stuck at (or above) where training started.
 
-The rule is part of :class:`~losswatch.detectors.divergence.DivergenceDetector` (rule 6: a run
-that diverged and then got stuck is one episode); the plateau detector uses the same test to
-leave such runs alone (a stuck loss after a blow-up is not "LR too small")."""
+The rule is part of :class:`~losswatch.detectors.divergence.DivergenceDetector` (its ``lost``
+rule, :mod:`~losswatch.detectors.divergence_rules.lost`: a run that diverged and then got stuck
+is one episode); the plateau detector uses the same test to leave such runs alone (a stuck loss
+after a blow-up is not "LR too small")."""
 
 from __future__ import annotations
 

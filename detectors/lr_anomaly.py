@@ -9,7 +9,6 @@ import numpy as np
 from .base import Detector, fmt
 from .types import Action
 
-
 #: largest gap (steps) the per-step rate is taken over: jump ** MAX_GAP stays a finite float
 MAX_GAP = 300
 

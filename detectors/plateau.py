@@ -28,7 +28,7 @@ class PlateauDetector(Detector):
       "converged", action none. Not an alarm.
     * little progress since the start (trend still >= ``stuck`` x the first loss) after the loss
       had shot up to >= ``blowup`` x the first loss, or above the first loss: not a plateau but a
-      lost run, reported by the divergence detector (rule 6); nothing here.
+      lost run, reported by the divergence detector (its ``lost`` rule); nothing here.
     * little progress since the start, the loss not above where it started, and the grad-norm
       still >= ``gn_drop`` x its early level (a model that barely moves keeps its initial
       gradients; one at its noise floor has smaller ones, like the benchmark's healthy linear

@@ -11,6 +11,15 @@ from .base import Detector, fmt
 from .progress import RAW_SHARE, _pratio
 from .types import Action
 
+#: The spike rule's defaults, one definition for every detector that applies the rule: the
+#: spike detector (``z``, ``rel``, ``sudden``, ``min_records``) and the divergence detector,
+#: which counts spikes for its ``lr_jump`` and ``spike_cluster`` rules (``spike_z``,
+#: ``spike_rel``, ``spike_min``). Why these values: see :class:`SpikeDetector`.
+SPIKE_Z = 6.0  # noise units (mean absolute deviations of the level) above the level
+SPIKE_REL = 0.2  # and at least this share of the level above it
+SPIKE_SUDDEN = 0.5  # share of the excess that arrived in this one step
+SPIKE_MIN_RECORDS = 5  # earlier losses needed before the noise is an estimate
+
 
 def clip_from_history(mu: float, var: float) -> float:
     """A clipping threshold from the run's own log-grad-norm statistics.
@@ -116,8 +125,8 @@ class SpikeDetector(Detector):
     kind = "spike"
     static_screen = True
 
-    def __init__(self, z: float = 6.0, rel: float = 0.2, sudden: float = 0.5,
-                 min_records: int = 5, early_rel: float = 1.0, burst: int = 4, window: int = 128,
+    def __init__(self, z: float = SPIKE_Z, rel: float = SPIKE_REL, sudden: float = SPIKE_SUDDEN,
+                 min_records: int = SPIKE_MIN_RECORDS, early_rel: float = 1.0, burst: int = 4, window: int = 128,
                  rate_factor: float = 4.0) -> None:
         super().__init__(z=z, rel=rel, sudden=sudden, min_records=min_records,
                          early_rel=early_rel, burst=burst, window=window, rate_factor=rate_factor)

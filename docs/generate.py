@@ -88,7 +88,22 @@ def detectors_reference() -> str:
                 f"Kind `{cls.kind}`, [{_source_path(cls)[3:]}]({_source_path(cls)}), "
                 f"parameters: `{_defaults(cls) or '(none)'}`.", "",
                 "```text", _rule(cls), "```"]
+        out += _rule_modules(cls)
     return "\n".join(out)
+
+
+def _rule_modules(cls: type) -> list[str]:
+    """A detector whose rules live in modules of their own (``rule_modules``): one subsection each,
+    in the detector's order, with the module's docstring (condition, parameters, example)."""
+    out: list[str] = []
+    for mod in getattr(cls, "rule_modules", ()):
+        path = Path(inspect.getfile(mod))
+        rel = f"{path.parent.name}/{path.name}"
+        short = mod.__name__.rsplit(".", 1)[1]
+        out += ["", f"#### {cls.name}: {short}", "",
+                f"[detectors/{rel}](../detectors/{rel})", "",
+                "```text", inspect.cleandoc(mod.__doc__ or ""), "```"]
+    return out
 
 
 GENERATED = {

@@ -133,6 +133,8 @@ def test_a_cut_that_does_not_stop_the_divergence_escalates_the_same_alert():
     assert len(esc) == 1 and esc[0].id == div[0].id
     assert esc[0].last_step >= 80 + 30 and esc[0].evidence["escalation"] == 1
     assert esc[0].action.type == "scale_lr" and esc[0].action.params["factor"] == 0.1
+    # the same action once more is a new request to the user: an escalation, not an update
+    assert esc[0].event == "escalated"
     # the restart point stays the last good step before the episode, not a step inside it
     assert esc[0].evidence["best_step"] == div[0].evidence["best_step"] < div[0].step
 

@@ -11,12 +11,13 @@ import pytest
 
 import losswatch.detectors as detectors
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(detectors.__path__))
+#: every module of the package, those of its subpackages (the divergence rules) included
+MODULES = sorted(m.name for m in pkgutil.walk_packages(detectors.__path__, "losswatch.detectors."))
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_hold(name):
-    mod = importlib.import_module(f"losswatch.detectors.{name}")
+    mod = importlib.import_module(name)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
 

@@ -1,0 +1,54 @@
+"""Ten times the first loss, twice: a fact that needs no history.
+
+Condition: the first loss is positive and the loss is >= ``first_ratio`` x it on this record
+and on the one before, from the third loss record on. A run does not recover its weights from
+there on its own; one such record alone can be a bad batch that the next step forgets, so two
+in a row are asked. The episode it opens is a lost run (:mod:`.verdict`) and closes only once
+the trend is back below ``stuck`` x the first loss (:mod:`.recovery`).
+
+Parameters
+----------
+first_ratio : float, default 10.0
+    The multiple of the first loss that no healthy run reaches.
+    Set by: real logs: a fine-tune's loss 0.14 -> 25,238 -> 75,835 in two logged steps, an LM
+    at 10.9 logging 270 then 182; the benchmark's injected 40-60x spikes last one record (so
+    two records are asked, not one).
+
+Examples
+--------
+>>> from losswatch.detectors.base import drive
+>>> from losswatch.detectors.divergence import DivergenceDetector
+>>> from losswatch.detectors.types import Record
+>>> alerts = drive(DivergenceDetector(), map(Record, range(3), [0.85, 10.2, 478.0]))
+>>> [(a.step, a.severity, a.evidence["rule"]) for a in alerts]
+[(2, 'critical', 'first_loss')]
+
+References
+----------
+tensorflow/models issue #8423 (bench/real/issues/tensorflow__models__8423.csv): a Faster R-CNN
+whose loss jumps from ~0.1-1.0 to 25,237 and keeps growing; caught on the second record.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import fmt
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..divergence import DivergenceDetector
+    from ..features import Features
+
+
+def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: int) -> tuple[str, str] | None:
+    if l0 > 0.0 and x >= d.first_ratio * l0 and f.b_lprev[i] >= d.first_ratio * l0 and nl > 2:
+        return (f"has been over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step "
+                f"{f.l0_step[i]}) for two records", "first_loss")
+    return None
+
+
+def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
+    l0 = f.a("l0")
+    return (l0 > 0.0) & ~(f.a("loss") < d.first_ratio * l0)

@@ -1,0 +1,131 @@
+"""The verdict's words and severity: "LR too high, unstable" or "diverging / lost".
+
+Every rule advises the same action, ``scale_lr`` x``factor``; the severity and the words say
+what the data shows:
+
+- **critical**, "loss diverging" (or "run lost" for :mod:`.lost`): the loss or its level is at
+  or above the first loss (everything the run learnt is undone, or it blew up before
+  learning), or the rule is :mod:`.lost` or :mod:`.first_loss`. Cut the LR; roll back if the
+  loss does not come back;
+- **warning**, "LR too high, the loss is unstable ... the run is not lost": the run-away still
+  holds part of its progress (both the loss and its level below the first loss). Cutting the
+  LR is right, stopping the run is not: runs with an LR 10x too high that end stably show such
+  run-aways.
+
+The same alert escalates from warning to critical (event ``escalated``) when the loss and its
+level then climb back to the first loss. The messages quote the raw best (``features.rbest``)
+when it is lower than the level's best: after a fast descent the level is still far above the
+values the run really held. The evidence keeps the level's best (``best``, ``best_step``: the
+restart point), the rule, and the grad-norm and LR when logged.
+
+Parameters
+----------
+factor : float, default 0.1
+    The LR cut advised (also for each further cut, :mod:`.escalation`).
+    Set by: the classic first step; AutoTrainer's first repair.
+
+Examples
+--------
+A fine-tune's loss climbs back from its best while still below its first loss (a warning),
+then past it (the same alert, now critical):
+
+>>> from losswatch.detectors.base import drive
+>>> from losswatch.detectors.divergence import DivergenceDetector
+>>> from losswatch.detectors.types import Record
+>>> losses = [15, 13, 3.8, 2.4, 1.4, 5.8, 7.1, 10.0] + [20] * 7
+>>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
+>>> [(a.step, a.last_step, a.event, a.severity) for a in alerts]
+[(7, 7, 'raised', 'warning'), (7, 14, 'escalated', 'critical')]
+>>> alerts[0].message.split(": ")[0], alerts[1].message.split(": ")[0]
+('LR too high, the loss is unstable', 'loss diverging')
+
+References
+----------
+AutoTrainer (Zhang et al. 2021), whose first repair for a diverging loss is the LR x0.1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..base import fmt
+from ..features import lr_ramping
+from ..progress import _ratio
+from ..types import Action
+from . import escalation
+
+if TYPE_CHECKING:
+    from ..divergence import DivergenceDetector
+    from ..features import Features
+
+#: Rules whose episode is a lost run from the start (whatever the loss holds)
+LOST_RULES = ("lost", "first_loss")
+
+
+def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
+                rule: tuple[str, str]) -> None:
+    """Open the episode for ``rule`` = (why, rule name), fired on row ``i`` at loss ``x``."""
+    step = f.step[i]
+    bstep = f.best_step[i]
+    # the words use the lowest loss the run really held (the raw best) when it is lower than
+    # the EMA level's best: after a fast descent the level is still far above the real values
+    shown, shown_step = (f.rbest[i], f.rbest_step[i]) if 0.0 < f.rbest[i] < best else (best, bstep)
+    shown_ratio = _ratio(x, shown)
+    warm = lr_ramping(f, i)
+    l0 = f.l0[i]
+    lost = rule[1] in LOST_RULES or not (l0 > 0.0 and (x < l0 or f.slow[i] < l0))
+    if rule[1] == "lost":
+        msg = f"run lost at step {step}: {rule[0]}"
+    elif lost:
+        msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
+               f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
+    else:
+        msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
+               f"{fmt(shown_ratio)}x its best ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
+               f"it is still below its first loss ({fmt(l0)}): the run is not lost")
+    if lost:
+        reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
+                  f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}); if it does not come back within "
+                  f"a few hundred steps, roll back to a checkpoint near step {shown_step}.")
+    else:
+        reason = (f"The LR is too high for this run: the loss jumps back up ({fmt(shown_ratio)}x "
+                  f"its best) but still holds part of its progress. Cut the LR "
+                  f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) and let the run go on; no "
+                  f"need to stop it. If the loss climbs back to its first value, roll back "
+                  f"to a checkpoint near step {shown_step}.")
+    if warm:
+        reason += " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
+    ev: dict[str, Any] = {"loss": x, "best": best, "best_step": bstep, "ratio": ratio,
+                          "rule": rule[1]}
+    if f.gok[i]:
+        ev["grad_norm"] = f.gn[i]
+    if f.lrok[i]:
+        ev["lr"] = f.lr[i]
+    escalation.arm(d, f, i)
+    d.open_episode(step, "critical" if lost else "warning", msg, ev,
+                   Action("scale_lr", {"factor": d.factor}, reason))
+
+
+def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float,
+              slow: float) -> None:
+    """While an episode is open: an unstable run (a warning) whose loss and level are back at
+    its first loss has undone every bit of progress: the run is lost (critical, same episode
+    and action)."""
+    a = d.alert
+    if a is None or a.severity == "critical" or not (l0 > 0.0 and x >= l0 and slow >= l0):
+        return
+    ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
+    msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} is back above its first loss "
+           f"({fmt(l0)}); it was {fmt(_ratio(x, best))}x its best ({fmt(best)} at step "
+           f"{f.best_step[i]}) when the alert was raised at step {a.step}")
+    d.update_episode(f.step[i], severity="critical", message=msg, evidence=ev)
+
+
+def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
+    """While an episode is open: the rows where a warning may turn critical."""
+    if d.alert is None or d.alert.severity == "critical":
+        return np.zeros(f.n, dtype=bool)
+    l0 = f.a("l0")
+    return f.a("lok") & (l0 > 0.0) & ~(f.a("loss") < l0) & ~(f.a("slow") < l0)

@@ -1,0 +1,168 @@
+"""The divergence rules can be read and driven alone: driving the detector without the Engine
+gives the Engine's alerts, every parameter is documented once with its true default, the spike
+defaults are one definition, and every feature column is described once, with its type."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import pkgutil
+import random
+import re
+import typing
+
+import pytest
+
+from detector_helpers import healthy_curve
+from losswatch.detectors import Batch, Engine, divergence_rules
+from losswatch.detectors.base import drive
+from losswatch.detectors.divergence import DivergenceDetector
+from losswatch.detectors.features import Features, FeatureTracker
+from losswatch.detectors.spike import SpikeDetector
+from losswatch.detectors.types import Record
+
+
+def _key(a):
+    """Everything an alert says, except the incident (the Engine groups alerts of several kinds)."""
+    d = a.to_dict()
+    d.pop("incident", None)
+    return d
+
+
+def _engine_divergence(records, size=None):
+    eng = Engine("r")
+    out = []
+    if size is None:
+        for r in records:
+            out += eng.update(r)
+    else:
+        for k in range(0, len(records), size):
+            out += eng.update_batch(records[k:k + size])
+    return [_key(a) for a in out if a.detector == "divergence"]
+
+
+def _driven(records):
+    det = DivergenceDetector()
+    det.run_id = "r"
+    return [_key(a) for a in drive(det, records)]
+
+
+def _runs():
+    """Runs that open, escalate and close divergence episodes (and one that never does)."""
+    r = random.Random(7)
+    practitioner = [Record(s, x) for s, x in enumerate([2.5, 2.4, 2.6, 3.1, 4.2, math.nan])]
+    # a healthy descent that runs away, gets its LR cut 10x and thrashes on: raised, escalated
+    losses, gns, lrs = healthy_curve(60, seed=4, tau=20)
+    losses += [losses[-1] * k for k in (1.3, 1.8, 2.6, 3.8, 5.5)]
+    losses += [2.2 * (1.0 + r.gauss(0, 0.3)) for _ in range(135)]
+    lrs = [1e-3] * 80 + [1e-4] * 120
+    cut = [Record(s, x, 1.0, lr) for s, (x, lr) in enumerate(zip(losses, lrs))]
+    # a dense slow divergence that recovers (sustained, then resolved), with a repeated step,
+    # a missing loss and a NaN grad-norm on the way
+    losses, gns, lrs = healthy_curve(1200, seed=2, tau=100)
+    for s in range(600, 800):
+        losses[s] *= 1.0 + 2.0 * min(1.0, (s - 600) / 60)
+    slow = [Record(s, x, g, lr) for s, (x, g, lr) in enumerate(zip(losses, gns, lrs))]
+    slow[300] = Record(300, None, 1.0, 1e-3)
+    slow[301] = Record(301, 0.5, math.nan, 1e-3)
+    slow.insert(500, Record(499, 9.0))  # at or below the last step: ignored by both
+    # an unstable run (a warning) that climbs back past its first loss (critical, same alert)
+    down = [3.0 * math.exp(-k / 30) + 0.4 + r.gauss(0, 0.01) for k in range(150)]
+    unstable = down + [0.5 * 1.35 ** k for k in range(1, 6)] + [4.0 + 0.1 * k for k in range(40)]
+    healthy = healthy_curve(2000, seed=1)[0]
+    return {"practitioner": practitioner, "cut": cut, "slow": slow,
+            "unstable": [Record(s, x) for s, x in enumerate(unstable)],
+            "healthy": [Record(s, x) for s, x in enumerate(healthy)]}
+
+
+RUNS = _runs()
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_the_detector_driven_alone_gives_the_engines_divergence_alerts(name):
+    records = RUNS[name]
+    alone = _driven(records)
+    assert alone == _engine_divergence(records)
+    assert alone == _engine_divergence(records, size=100)  # the batch path too
+    if name != "healthy":  # the comparison means something: the rules fired
+        assert alone, name
+
+
+def test_the_runs_cover_raising_escalating_and_resolving():
+    events = {(a["event"], a["evidence"].get("escalation") is not None)
+              for name in RUNS for a in _driven(RUNS[name])}
+    assert {("raised", False), ("escalated", False), ("escalated", True), ("resolved", False)} <= events
+
+
+def test_drive_reads_records_as_the_engine_does_and_rejects_what_a_batch_rejects():
+    det = DivergenceDetector()
+    assert drive(det, []) == []
+    with pytest.raises(ValueError):
+        drive(det, [Record(0, True)])  # a boolean is not a loss
+
+
+# -- the rules' reference ---------------------------------------------------------------------------
+PARAM = re.compile(r"^(\w+) : [^,\n]+, default (\S+)", re.M)
+
+
+def _parameter_tables():
+    """{parameter: [(module, default as written)]} from the Parameters sections of the rule modules."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for mod in DivergenceDetector.rule_modules:
+        section = mod.__doc__.split("Parameters\n----------\n", 1)
+        if len(section) == 2:
+            table = re.split(r"\n\S[^\n]*\n-{3,}\n", section[1], maxsplit=1)[0]
+            for name, default in PARAM.findall(table):
+                found.setdefault(name, []).append((mod.__name__.rsplit(".", 1)[1], default))
+    return found
+
+
+def test_every_parameter_is_documented_once_with_its_true_default():
+    tables = _parameter_tables()
+    params = inspect.signature(DivergenceDetector.__init__).parameters
+    names = [p for p in params if p != "self"]
+    assert sorted(tables) == sorted(names)
+    for name in names:
+        (module, written), = tables[name]  # exactly once
+        assert float(written) == params[name].default, (name, module, written)
+
+
+def test_every_rule_module_is_in_the_reference_and_named_after_its_rule():
+    modules = {m.name for m in pkgutil.iter_modules(divergence_rules.__path__)}
+    listed = {m.__name__.rsplit(".", 1)[1] for m in DivergenceDetector.rule_modules}
+    assert listed == modules
+    for mod in DivergenceDetector.rule_modules:  # each says its rule the same way
+        for section in ("Parameters", "Examples", "References"):
+            assert f"\n{section}\n{'-' * len(section)}\n" in mod.__doc__, (mod.__name__, section)
+    # the modules of the rules that open an episode carry the rule's name (evidence["rule"])
+    rules = [m.__name__.rsplit(".", 1)[1] for m in DivergenceDetector.rule_modules[:8]]
+    assert rules == ["first_loss", "raw_runaway", "streak", "lr_jump", "spike_cluster", "grad_norm",
+                     "sustained", "lost"]
+    for name in rules:
+        assert f'"{name}"' in inspect.getsource(getattr(divergence_rules, name).check), name
+
+
+def test_the_spike_rule_defaults_are_one_definition_shared_by_both_detectors():
+    div = inspect.signature(DivergenceDetector.__init__).parameters
+    spk = inspect.signature(SpikeDetector.__init__).parameters
+    assert (div["spike_z"].default, div["spike_rel"].default, div["spike_min"].default) == \
+        (spk["z"].default, spk["rel"].default, spk["min_records"].default)
+    source = inspect.getsource(DivergenceDetector.__init__) + inspect.getsource(SpikeDetector.__init__)
+    assert "= SPIKE_Z" in source and "= SPIKE_REL" in source and "= SPIKE_MIN_RECORDS" in source
+
+
+# -- the features ------------------------------------------------------------------------------------
+def test_every_feature_column_is_described_once_with_its_type():
+    hints = typing.get_type_hints(Features, include_extras=True)
+    tracker = FeatureTracker()
+    one = tracker.advance_one(0, 2.0, 1.0, 1e-3, None)
+    columns = {c for c in one.__dict__ if not c.startswith("_") and c != "n"}
+    batch = FeatureTracker().advance_batch(Batch.from_columns(step=[0, 1], loss=[2.0, 1.9]))
+    assert set(batch._arrays) == columns  # both paths produce the same columns
+    assert set(hints) - {"n"} == columns
+    for c in columns:
+        kind, meaning = typing.get_args(hints[c])
+        assert typing.get_origin(kind) is list and len(meaning) > 10, c
+        value = getattr(one, c)[0]
+        assert isinstance(value, typing.get_args(kind)[0]) or \
+            (typing.get_args(kind)[0] is float and isinstance(value, int)), (c, value)
