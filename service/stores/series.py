@@ -12,13 +12,14 @@ up to 2x their length allocated), so a short run does not pay for a whole chunk.
 "Not logged" (None) is stored as one reserved NaN bit pattern (:data:`NONE_BITS`, a signalling
 NaN that JSON parsing never produces), so a real NaN stays a NaN and a missing value stays None.
 
-Old steps are downsampled so that memory per run stays bounded (a fixed raw window and levels 1
-and 2 of fixed size; only level 3 grows, by one point per 131,072 steps): a raw chunk that falls
-behind the most recent ``raw_chunks`` chunks becomes ``CHUNK // 64`` level-1 buckets of 64
-steps; past ``keep`` buckets, a level's oldest buckets merge into the next, coarser level (see :data:`LEVELS`). A bucket keeps, per value field, min and max (over non-NaN
-values, so an Infinity shows), the sum and count of finite values (mean), the NaN count (a NaN stays
-visible at every resolution) and how many values were logged, plus how many steps it holds, its
-first/last timestamp and which of its steps are stored (so a late duplicate is still recognised).
+Old steps are downsampled so that memory per run stays bounded (a fixed raw window and levels 1 and
+2 of fixed size; only level 3 grows, by one point per 131,072 steps): a raw chunk that falls behind
+the most recent ``raw_chunks`` chunks becomes ``CHUNK // 64`` level-1 buckets of 64 steps; past
+``keep`` buckets, a level's oldest buckets merge into the next, coarser level (see :data:`LEVELS`).
+A bucket keeps, per value field, min and max (over non-NaN values, so an Infinity shows), the sum
+and count of finite values (mean), the NaN count (a NaN stays visible at every resolution) and how
+many values were logged, plus how many steps it holds, its first/last timestamp and which of its
+steps are stored (so a late duplicate is still recognised).
 """
 
 from __future__ import annotations
