@@ -57,7 +57,7 @@ resolved; the engine then sets each snapshot's incident (incidents.py).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from .batch import Batch
 from .events import ESCALATED, RESOLVED, UPDATED, advice_of, escalates
@@ -74,6 +74,10 @@ class Detector:
     #: ``step`` changes): the engine then computes it once per batch instead of after every
     #: episode change. Leave False if unsure (always correct).
     static_screen: ClassVar[bool] = False
+
+    if TYPE_CHECKING:
+        # the parameters are attributes, set from __init__'s keyword arguments (see __init__)
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

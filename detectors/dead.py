@@ -220,6 +220,7 @@ class DeadDetector(Detector):
     def _maybe_resolve(self, f, i: int) -> None:
         if not f.lok[i]:
             return
+        assert self.alert is not None  # called while an episode is open
         dead = self.alert.evidence.get("value", math.nan)
         x = f.loss[i]
         if abs(x - dead) > max(2.0 * self.chance_band * abs(dead), 1e-12):

@@ -41,7 +41,7 @@ EVENTS = (RAISED, ESCALATED, RESOLVED)
 #: every event an alert copy can carry (``Alert.event``)
 ALERT_EVENTS = (RAISED, ESCALATED, UPDATED, RESOLVED)
 
-_RANK = {"info": 0, "warning": 1, "critical": 2}
+_RANK: dict[str | None, int] = {"info": 0, "warning": 1, "critical": 2}
 
 
 def _advice(alert: dict[str, Any]) -> tuple:
@@ -52,7 +52,7 @@ def _advice(alert: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in action.items() if k != "reason"))
 
 
-def escalates(old_severity: str, old_advice: tuple, new_severity: str, new_advice: tuple) -> bool:
+def escalates(old_severity: str | None, old_advice: tuple, new_severity: str | None, new_advice: tuple) -> bool:
     """The rule: a higher severity, or another action (advice tuples as ``_advice`` builds them:
     type and parameters, without the words) that is not "none"."""
     if _RANK.get(new_severity, 0) > _RANK.get(old_severity, 0):

@@ -80,7 +80,14 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     pnl = st.get("pnl", 0)  # absent in states saved before it existed
     k = len(xs)
-    o_fast, o_slow, o_sd, o_trend, o_pbest, o_pstep, o_alt, o_amp = [], [], [], [], [], [], [], []
+    o_fast: list[float] = []
+    o_slow: list[float] = []
+    o_sd: list[float] = []
+    o_trend: list[float] = []
+    o_pbest: list[float] = []
+    o_pstep: list[int] = []
+    o_alt: list[float] = []
+    o_amp: list[float] = []
     o_pnl: list[int] = []
     a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
     a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
@@ -472,26 +479,29 @@ class FeatureTracker:
                     val: float | None) -> Features:
         st = self.state
         st["rec"] += 1
+        # not logged (None) reads as NaN in the columns; has_* keeps the two apart
+        lv = NAN if loss is None else float(loss)
+        gv = NAN if gn is None else float(gn)
+        rv = NAN if lr is None else float(lr)
         lok = _finite(loss)
-        gok = _finite(gn) and gn >= 0.0
+        gok = _finite(gn) and gv >= 0.0
         lrok = _finite(lr)
-        cols: dict[str, list] = {
+        cols: dict[str, Any] = {
             "step": [step], "rec": [st["rec"]],
-            "loss": [NAN if loss is None else float(loss)], "gn": [NAN if gn is None else float(gn)],
-            "lr": [NAN if lr is None else float(lr)], "val": [NAN if val is None else float(val)],
+            "loss": [lv], "gn": [gv], "lr": [rv], "val": [NAN if val is None else float(val)],
             "has_loss": [loss is not None], "has_gn": [gn is not None], "has_lr": [lr is not None],
             "has_val": [val is not None], "lok": [lok], "gok": [gok], "lrok": [lrok],
             "vok": [_finite(val)],
         }
         cols.update({b: [st[a]] for b, a in _BEFORE_ITEMS})
         if lok:
-            _loss_one(st, self.params, float(loss), step)
+            _loss_one(st, self.params, lv, step)
         if gok:
-            _gn_one(st, self.params, float(gn))
+            _gn_one(st, self.params, gv)
         if lrok:
-            _lr_one(st, float(lr), step)
-            if gok and lr >= 0.0:
-                _fo_one(st, float(lr), float(gn), step)
+            _lr_one(st, rv, step)
+            if gok and rv >= 0.0:
+                _fo_one(st, rv, gv, step)
         cols.update({c: [st[c]] for c in ALL_COLS})
         cols["n"] = 1
         cols["_arrays"] = {}

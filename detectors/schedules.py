@@ -311,7 +311,7 @@ class _Warmup(Schedule):
         raise NotImplementedError
 
     def _lr(self, step: int) -> float:
-        w = self.warmup_steps
+        w = self.warmup_steps or 0
         if step < w:
             if self.start_factor:
                 return self.lr * (self.start_factor + (1.0 - self.start_factor) * step / w)
@@ -397,7 +397,7 @@ class WarmupInverseSqrt(_Warmup):
     timescale: int | None = None
 
     def _lr(self, step: int) -> float:
-        w = self.warmup_steps
+        w = self.warmup_steps or 0
         if step < w:
             return self.lr * (step / max(1, w))
         ts = self.timescale if self.timescale is not None else (w or 10_000)

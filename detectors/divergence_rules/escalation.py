@@ -97,6 +97,7 @@ def escalate(d: DivergenceDetector, f: Features, i: int, x: float, best: float, 
     d.esc_hi_last = -1
     d.esc_drop = -1
     a = d.alert
+    assert a is not None  # an open episode is what escalates
     ratio = _ratio(slow, best)
     ev = dict(a.evidence)
     good = ev.get("best_step", f.best_step[i])

@@ -64,8 +64,10 @@ def track(d: DivergenceDetector, f: Features, i: int, step: int, best: float, l0
           slow: float, nl: int) -> None:
     """While an episode is open, on each loss record: count the recovered records; close the
     episode after ``rearm`` of them."""
+    a = d.alert
+    assert a is not None  # called while an episode is open
     if _pratio(slow, best, l0) < d.resolve_ratio and _pratio(f.fast[i], best, l0) < d.resolve_ratio and \
-            (d.alert.evidence.get("rule") not in LOST_RULES or f.trend[i] < d.stuck * l0):
+            (a.evidence.get("rule") not in LOST_RULES or f.trend[i] < d.stuck * l0):
         if d.ok_since < 0:
             d.ok_since = nl
         if nl - d.ok_since + 1 >= d.rearm:
