@@ -278,17 +278,21 @@ def test_advice_to_undo_the_actors_own_cut_is_not_followed() -> None:
     assert out.status == "applied" and _lrs(opt) == [pytest.approx(0.3)]
 
 
-def test_the_monitor_builds_the_actor_and_applies_advice_at_the_next_log() -> None:
+def test_the_monitor_builds_the_actor_and_applies_advice_in_the_training_thread() -> None:
     from losswatch.client import Monitor
 
     stopped: list[bool] = []
     opt = _opt(1.0, groups=1)
     with Monitor(run_id="act-local", url=None, act=True, optimizer=opt, on_stop=lambda: stopped.append(True)) as mon:
-        mon.log(5, loss=float("nan"))  # a float NaN is caught on the spot, in this thread
+        mon.log(4, loss=1.0)
         assert not stopped
-        mon.log(6, loss=1.0)  # the advice is applied here, in the training thread
+        # a float NaN is caught on the spot and acted on in the same log(), in this thread, before
+        # the optimizer steps on it
+        mon.log(5, loss=float("nan"))
         assert stopped == [True]
-        assert [(a["step"], a["action"]["type"], a["applied"]) for a in mon.actions] == [(6, "stop", True)]
+        # the stop, then its verdict (a report that applies nothing)
+        assert [(a["step"], a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] \
+            == [(5, "stop", True, None), (5, "stop", False, "verified")]
 
 
 class _Advice:
@@ -399,7 +403,8 @@ def test_an_on_rollback_that_raises_is_one_warning_and_nothing_else_is_done(capl
 
     opt = _opt(1.0, groups=1)
     actor = Actor(opt, on_rollback=broken)
-    alert = {"id": "n", "kind": "nan", "severity": "critical", "step": 9}
+    # seen a step after it was raised: the batch is gone, the NaN ladder starts at the rollback
+    alert = {"id": "n", "kind": "nan", "severity": "critical", "step": 8}
     with caplog.at_level("WARNING", logger="losswatch"):
         out = actor.apply(9, {"type": "rollback", "to_step": 3}, alert)
         again = actor.apply(10, {"type": "rollback", "to_step": 3}, dict(alert, last_step=10))
@@ -482,12 +487,17 @@ def test_a_monitor_whose_on_rollback_raises_keeps_logging_and_reports_nothing_ap
                      flush_interval=3600, batch_size=10**6) as mon:
             for step in range(10):
                 mon.log(step, loss=1.0, grad_norm=1.0)
-            mon.log(10, loss=float("nan"), grad_norm=1.0)  # caught in log(): rollback advised
-            for step in range(11, 20):
-                mon.log(step, loss=1.0, grad_norm=1.0)  # the Actor tries at step 11; the run goes on
-            tried = [(o.step, o.status) for o in mon.actor.history if o.status in (Status.FAILED, Status.APPLIED)]
-            assert tried == [(11, Status.FAILED)]  # tried once (the detectors' copy of the alert is refused)
-            assert mon.actions == [] and not mon.actor.stop_requested and _lrs(opt) == [1.0]
+            mon.log(10, loss=float("nan"), grad_norm=1.0)  # caught in log(): this batch is skipped
+            mon.log(11, loss=float("nan"), grad_norm=1.0)  # the skip failed: the ladder rolls back
+            for step in range(12, 20):
+                mon.log(step, loss=1.0, grad_norm=1.0)  # the run goes on
+            tried = [(o.step, o.action["type"], o.status) for o in mon.actor.history
+                     if o.status in (Status.FAILED, Status.APPLIED) and o.verdict is None]
+            # the rollback tried once (the detectors' copy of the alert is refused)
+            assert tried == [(10, "skip_batch", Status.APPLIED), (11, "rollback", Status.FAILED)]
+            assert [(a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] \
+                == [("skip_batch", True, None), ("skip_batch", False, "failed")]
+            assert not mon.actor.stop_requested and _lrs(opt) == [1.0]
             assert mon.flush(10)
     assert [a["step"] for a in mon.alerts if a["kind"] == "nan"] == [10]
     assert not [w for w in caught if "Monitor.log failed" in str(w.message)]  # every step was logged
