@@ -46,6 +46,7 @@ from typing import Callable
 import torch
 
 from losswatch.client.acting import Actor
+from losswatch.client.checkpoints import Checkpoints
 from losswatch.client.integrations.torch import global_grad_norm
 from losswatch.client.integrations._common import optimizer_meta
 
@@ -143,6 +144,7 @@ class Outcome:
     curve: list[float] = field(default_factory=list)
     actions: list[dict] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    verdicts: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -203,29 +205,26 @@ def train(cfg: Config, seed: int, act: bool, data: dict) -> Outcome:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
     advice = actor = None
-    snapshots: list[tuple[int, dict, dict]] = []
     if act:
         # the metadata TorchWatcher sends for this optimizer (name, momentum)
         advice = InProcessAdvice(f"{cfg.task}-{seed}", meta=optimizer_meta(opt))
 
-        def rollback(to_step: int) -> None:
-            # restore the newest snapshot at or before to_step; keep the (possibly cut) LRs
-            good = [s for s in snapshots if s[0] <= to_step] or snapshots[:1]
-            if not good:
-                return
-            _, msd, osd = good[-1]
+        def rollback(step: int, checkpoint: dict) -> None:
+            # the checkpoint the Actor chose (the latest before the incident); keep the (possibly
+            # cut) LRs; the data order goes on (a restart sees new batches)
             lrs = [grp["lr"] for grp in opt.param_groups]
-            model.load_state_dict(msd)
-            opt.load_state_dict(osd)
+            model.load_state_dict(checkpoint["model"])
+            opt.load_state_dict(checkpoint["optimizer"])
             for grp, lr in zip(opt.param_groups, lrs):
                 grp["lr"] = lr
 
-        actor = Actor(opt, sched, on_rollback=rollback, monitor=advice)
+        # 4 in-memory checkpoints, as Monitor.checkpoint keeps them (the Actor picks the one)
+        actor = Actor(opt, sched, on_rollback=rollback, monitor=advice, checkpoints=Checkpoints(keep=4))
     curve = []
     for step in range(cfg.steps):
         if act and step % 50 == 0 and _finite_params(model):
-            snapshots.append((step, copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())))
-            snapshots = snapshots[-4:]
+            actor.checkpoints.add(step, {"model": copy.deepcopy(model.state_dict()),
+                                         "optimizer": copy.deepcopy(opt.state_dict())})
         xb, yb = batch(step)
         loss = loss_of(model, xb, yb)
         opt.zero_grad(set_to_none=True)
@@ -235,7 +234,9 @@ def train(cfg: Config, seed: int, act: bool, data: dict) -> Outcome:
         lv = float(loss.detach())
         curve.append(lv)
         if advice is not None:
-            advice.log(step, lv, float(gn) if gn is not None else None, float(lr))
+            gv = float(gn) if gn is not None else None
+            advice.log(step, lv, gv, float(lr))
+            actor.observe([{"step": step, "loss": lv, "grad_norm": gv, "lr": float(lr)}])
             actor.follow(step, advice)
             if actor.stop_requested:
                 break
@@ -246,8 +247,13 @@ def train(cfg: Config, seed: int, act: bool, data: dict) -> Outcome:
         final = math.inf
     out = Outcome(final_loss=final, curve=curve[::10], seconds=time.process_time() - t0)
     if advice is not None:
-        out.actions = [{"step": a.step, "status": a.status.value, **{k: v for k, v in a.action.items() if k != "reason"}}
+        actor.finish()
+        out.actions = [{"step": a.step, "status": a.status.value, "rung": a.evidence.get("rung"),
+                        **{k: v for k, v in a.action.items() if k != "reason"}}
                        for a in actor.actions]
+        out.verdicts = [{"step": v.step, "applied_step": v.evidence.get("applied_step"), "type": v.action["type"],
+                         "verdict": v.verdict.value, "rung": v.evidence.get("rung"), "reason": v.reason}
+                        for v in actor.verdicts]
         out.alerts = sorted({f"{a['kind']}/{a['severity']}" for a in advice.raised})
     return out
 
@@ -315,17 +321,20 @@ def main(argv: list[str] | None = None) -> int:
             tuned, tuned_act = tuned_cache[key]
             untouched = train(bad, seed, False, data)
             acting = train(bad, seed, True, data)
-            rows.append({"name": name, "seed": seed, "tuned": tuned.final_loss, "untouched": untouched.final_loss,
-                         "acting": acting.final_loss, "actions": acting.actions, "alerts": acting.alerts})
+            rows.append({"name": name, "task": bad.task, "seed": seed, "tuned": tuned.final_loss,
+                         "untouched": untouched.final_loss, "acting": acting.final_loss, "actions": acting.actions,
+                         "alerts": acting.alerts, "verdicts": acting.verdicts})
             print(f"{name:34s} seed {seed}: tuned {fmt(tuned.final_loss)} untouched {fmt(untouched.final_loss)} "
                   f"acting {fmt(acting.final_loss)} actions {[(a['step'], a['type'], a.get('factor', a.get('max_norm', a.get('to_step')))) for a in acting.actions]}",
                   flush=True)
     healthy = []
     for (task, lr, warmup, seed), (tuned, tuned_act) in tuned_cache.items():
         healthy.append({"task": task, "lr": lr, "warmup": warmup, "seed": seed, "untouched": tuned.final_loss,
-                        "acting": tuned_act.final_loss, "actions": tuned_act.actions, "alerts": tuned_act.alerts})
+                        "acting": tuned_act.final_loss, "actions": tuned_act.actions, "alerts": tuned_act.alerts,
+                        "verdicts": tuned_act.verdicts})
     cpu = time.process_time() - t_start
-    write_report(Path(args.out), rows, healthy, cpu, seeds)
+    chance = {"digits": math.log(10), "charlm": math.log(data["charlm"][2])}
+    write_report(Path(args.out), rows, healthy, cpu, seeds, chance)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "healthy": healthy}, default=str, indent=1))
     return 0
@@ -376,12 +385,40 @@ NOTES = """## What changed since the first run (7 of 24 rescued; 14 before the e
   10x LR generalise worse."""
 
 
-def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, seeds: list[int]) -> None:
+def verdict_counts(runs: list[dict]) -> dict[str, int]:
+    """Over runs: decisions applied (one per ladder rung), their verdicts, the failed ones, and the
+    failed ones escalated (an action at the verdict's step) or judged only when the run ended."""
+    out = {"decisions": 0, "verified": 0, "failed": 0, "escalated": 0, "failed_at_end": 0}
+    for r in runs:
+        decisions = {(a["step"], a["rung"]) for a in r["actions"] if a["status"] == "applied" and a.get("rung")
+                     and a["type"] != "none"}
+        decisions |= {(a["step"], "stop") for a in r["actions"] if a["status"] == "applied" and a["type"] == "stop"}
+        out["decisions"] += len(decisions)
+        action_steps = {a["step"] for a in r["actions"]}
+        for v in r["verdicts"]:
+            out[v["verdict"]] += 1
+            if v["verdict"] == "failed":
+                if "when the run ended" in v["reason"]:
+                    out["failed_at_end"] += 1
+                elif v["step"] in action_steps:
+                    out["escalated"] += 1
+    return out
+
+
+def at_chance(loss: float, chance: float) -> bool:
+    return not math.isfinite(loss) or loss >= 0.95 * chance
+
+
+def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, seeds: list[int],
+                 chance: dict[str, float]) -> None:
     lost = [r for r in rows if not r["untouched"] <= 1.2 * r["tuned"]]
     rescued = [r for r in lost if r["acting"] <= 1.2 * r["tuned"]]
     worse = [h for h in healthy if not h["acting"] <= 1.02 * h["untouched"]]
     hurt = [r for r in rows if r["untouched"] <= 1.2 * r["tuned"] and not r["acting"] <= 1.02 * r["untouched"]]
     worse_than_untouched = [r for r in rows if not r["acting"] <= 1.02 * r["untouched"]]
+    to_chance = [r for r in rows if at_chance(r["acting"], chance[r["task"]])
+                 and not at_chance(r["untouched"], chance[r["task"]])]
+    vc = verdict_counts(rows + healthy)
     lines = [
         "# Closed loop: losswatch acting on mis-configured runs",
         "",
@@ -396,24 +433,32 @@ def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, 
         "",
         f"- runs lost untouched (final loss > 1.2x tuned): **{len(lost)} of {len(rows)}**",
         f"- of those, within 1.2x of tuned with losswatch acting: **{len(rescued)} of {len(lost)}"
-        f" ({100 * len(rescued) / max(1, len(lost)):.0f}%)** (target >= 80%)",
+        f" ({100 * len(rescued) / max(1, len(lost)):.0f}%)** (target >= 90%)",
         f"- healthy (tuned) runs made worse by more than 2% by acting: **{len(worse)} of {len(healthy)}** (target 0)",
         f"- mis-configured runs that were not lost but got > 2% worse with acting: {len(hurt)}",
         f"- mis-configured runs that ended > 2% worse with acting than untouched: {len(worse_than_untouched)}"
-        + (" (" + ", ".join(f"{r['name']} seed {r['seed']}" for r in worse_than_untouched) + ")" if worse_than_untouched else ""),
+        + (" (" + ", ".join(f"{r['name']} seed {r['seed']}" for r in worse_than_untouched) + ")" if worse_than_untouched else "")
+        + " (target 0)",
+        f"- runs at chance level with acting (>= 0.95 ln(classes): digits {chance['digits']:.2f}, charlm "
+        f"{chance['charlm']:.2f}) that were not untouched: {len(to_chance)} (target 0)",
+        f"- decisions applied (ladder rungs; a rung may apply two actions, a rollback and a cut): "
+        f"{vc['decisions']}; verdicts: {vc['verified']} verified, {vc['failed']} failed "
+        f"({vc['escalated']} escalated at once, {vc['failed_at_end']} judged when the run ended, with no "
+        f"steps left to escalate)",
         "",
         NOTES,
         "",
         "## Mis-configured runs",
         "",
-        "| run | seed | tuned | untouched | acting | acting / tuned | actions (step: type) | alerts raised |",
+        "| run | seed | tuned | untouched | acting | acting / tuned | actions (step: type); verdicts | alerts raised |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = r["acting"] / r["tuned"] if math.isfinite(r["acting"]) else math.inf
-        acts = ", ".join(f"{a['step']}: {a['type']}" + (f" {a['factor']}" if "factor" in a else "")
-                         + (f" {a['max_norm']}" if "max_norm" in a else "") + (f" to {a['to_step']}" if "to_step" in a else "")
+        acts = ", ".join(f"{a['step']}: {a['type']}" + (f" {a['factor']:.3g}" if "factor" in a else "")
+                         + (f" {a['max_norm']:.3g}" if "max_norm" in a else "") + (f" to {a['to_step']}" if "to_step" in a else "")
                          for a in r["actions"]) or "none"
+        acts += "".join(f"; {v['step']}: {v['type']} of {v['applied_step']} {v['verdict']}" for v in r["verdicts"])
         lines.append(f"| {r['name']} | {r['seed']} | {fmt(r['tuned'])} | {fmt(r['untouched'])} | {fmt(r['acting'])} "
                      f"| {'inf' if not math.isfinite(ratio) else f'{ratio:.2f}'} | {acts} | {', '.join(r['alerts']) or 'none'} |")
     lines += ["", "## Healthy (tuned) runs: untouched vs acting", "",

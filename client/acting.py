@@ -519,8 +519,13 @@ class Actor:
                                 f"incident {inc.id}: {inc.attempts} attempts, the cap per incident", evidence)
         if self.n_actions >= self.max_actions and name != ladder.STOP:
             return self._record(step, advice, Status.CAPPED, f"cap of {self.max_actions} actions reached", evidence)
-        acts = [a for a in (self._rung_action(what, inc, advice) for what in ladder.RUNG_ACTIONS[name])
+        restart = (name == ladder.ROLLBACK_AND_CUT and self.on_rollback is not None) or (
+            name == ladder.ADVICE and self._restart_target(step, advice, alert, inc) is not None)
+        acts = [a for a in (self._rung_action(what, inc, advice, restart) for what in ladder.RUNG_ACTIONS[name])
                 if a is not None]
+        if not acts:
+            return self._record(step, advice, Status.REFUSED,
+                                "nothing left to do at this rung (the LR is at its floor)", evidence)
         if len(acts) > 1 and self.on_rollback is None:
             # "roll back and cut" with nothing to roll back with: the cut alone
             acts = [a for a in acts if a["type"] != "rollback"]
@@ -562,7 +567,8 @@ class Actor:
                                           pre_loss, pre_gn, self.levels.level_now(), evidence))
         return main
 
-    def _rung_action(self, what: str, inc: _Incident, advice: dict[str, Any]) -> dict[str, Any] | None:
+    def _rung_action(self, what: str, inc: _Incident, advice: dict[str, Any],
+                     restart: bool = False) -> dict[str, Any] | None:
         """The action dict one part of a rung stands for (None: nothing to do, e.g. at the LR floor)."""
         if what == "advice":
             act = dict(advice)
@@ -583,12 +589,17 @@ class Actor:
         else:
             act = {"type": what}
         if act["type"] == "scale_lr":
-            return self._bounded(act)
+            return self._bounded(act, restart)
         return act
 
-    def _bounded(self, act: dict[str, Any]) -> dict[str, Any] | None:
+    def _bounded(self, act: dict[str, Any], restart: bool = False) -> dict[str, Any] | None:
         """A cut never below 1/1000 of the run's peak LR nor below the lowest LR at which the run
-        made progress; a raise never past ``max_raise`` in all. Clamped, or None when no room."""
+        made progress; a raise never past ``max_raise`` in all. Clamped, or None when no room.
+
+        ``restart``: the cut comes with a rollback to before the incident. The progress floor then
+        does not apply: that progress was made by weights the rollback discards (a run that
+        dropped fast at a large LR and then stalled made its "progress" at the very LR that
+        stalled it); the 1/1000 floor still does."""
         f = act.get("factor")
         if not isinstance(f, (int, float)) or isinstance(f, bool) or self.optimizer is None or self._optimizer_problem:
             return act  # refused later with its reason
@@ -598,7 +609,7 @@ class Actor:
         if f < 1:
             peak = max(self.levels.peak_lr, self._peak_lr_seen, lr)
             floor = peak * self.min_lr_fraction
-            lowest = self.levels.lowest_progress_lr
+            lowest = None if restart else self.levels.lowest_progress_lr
             if lowest is not None:
                 floor = max(floor, lowest)
             if lr * f >= floor:
@@ -647,6 +658,19 @@ class Actor:
         """Feed the run's records (dicts with step, loss, grad_norm, lr): what verification reads.
         The Monitor calls it from its background thread; a loop without one calls it per step."""
         self.levels.observe(records)
+
+    def finish(self) -> None:
+        """The run ended: judge every action still in its window on the records it has (no
+        escalation), so that each applied action ends verified or failed."""
+        for check in list(self._checks):
+            verdict, why = judge(check, self.levels, 0, 0)
+            if verdict is None:
+                verdict, why = Verdict.FAILED, "the run ended before any record followed the action"
+            self._checks.remove(check)
+            last = self.levels.last_step()
+            self._close(last if last is not None else check.step,
+                        Outcome(check.step, check.action, Status.APPLIED, why, check.evidence), verdict,
+                        f"{why} (judged when the run ended, before its window was over)")
 
     def note_nonfinite(self, step: int) -> None:
         """A non-finite loss seen in the training thread (``Monitor.log`` on a float): the actions
@@ -720,30 +744,34 @@ class Actor:
         ``on_rollback`` given (and ``restart_on_cut``) the Actor does both at once: restart from
         the last good state at the lower LR, which is what a person would do.
         """
-        if not (self.restart_on_cut and self.on_rollback is not None and act["type"] == "scale_lr"
-                and float(act["factor"]) < 1):
+        target = self._restart_target(step, act, alert, inc)
+        if target is None:
             return
-        evidence = _evidence(alert)
+        good, why = target
+        rollback = {"type": "rollback", "to_step": good,
+                    "reason": f"the LR was cut because {why}; restarting from step {good}, "
+                              f"the state the detector named, at the lower LR"}
+        self._effect(step, rollback, evidence or {})
+
+    def _restart_target(self, step: int, act: dict[str, Any], alert: Any,
+                        inc: _Incident | None) -> tuple[int, str] | None:
+        """(the step a cut restarts from, why), or None when the cut is made in place."""
+        if not (self.restart_on_cut and self.on_rollback is not None and act.get("type") == "scale_lr"
+                and isinstance(act.get("factor"), (int, float)) and float(act["factor"]) < 1):
+            return None
+        named = _evidence(alert)
         # ``restart_step`` is the detector asking for a restart at any severity (a run stuck
         # early: the cut alone leaves the weights in the flat region); otherwise only a critical
         # alert's last good step counts
         keys = ("restart_step",) if _get(alert, "severity") != "critical" else \
             ("restart_step", "best_step", "last_finite_step")
-        good = None
         for key in keys:
-            v = evidence.get(key)
+            v = named.get(key)
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < step:
-                good = v
-                break
-        if good is None:
-            return
-        if inc is not None and key != "restart_step":
-            good = min(good, max(0, inc.first_step - 1))  # never a step inside the run-away
-        why = "the loss blew up" if key != "restart_step" else "training got stuck"
-        rollback = {"type": "rollback", "to_step": good,
-                    "reason": f"the LR was cut because {why}; restarting from step {good}, "
-                              f"the state the detector named, at the lower LR"}
-        self._effect(step, rollback, evidence or {})
+                if inc is not None and key != "restart_step":
+                    v = min(v, max(0, inc.first_step - 1))  # never a step inside the run-away
+                return v, ("the loss blew up" if key != "restart_step" else "training got stuck")
+        return None
 
     def _confirmed(self, step: int, kind: str, alert: Any) -> bool:
         """True when the advice is not the reaction to one noisy step."""

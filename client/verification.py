@@ -122,6 +122,10 @@ class RunLevels:
                 out.append(r)
         return out[::-1]
 
+    def last_step(self) -> int | None:
+        with self._lock:
+            return self._recs[-1][1] if self._recs else None
+
     def first_after(self, seq: int) -> tuple[int, int, Any, Any] | None:
         with self._lock:
             if self.seq <= seq or not self._recs:
