@@ -231,7 +231,7 @@ class Actor:
     restart_on_cut : bool
         With ``on_rollback`` given: an LR cut on a critical alert whose evidence names the last
         good step (``best_step``) also rolls back to it (default True). See
-        :meth:`_restart_after_cut`.
+        :meth:`_restart_target`.
 
     Examples
     --------
@@ -514,15 +514,22 @@ class Actor:
         evidence = self._evidence(inc, alert, rung=name)
         if name is None:
             return self._record(step, advice, Status.CAPPED, f"incident {inc.id}: its ladder is exhausted", evidence)
-        if inc.attempts >= self.max_attempts_per_incident and name != ladder.STOP:
+        if inc.attempts >= self.max_attempts_per_incident:
             return self._record(step, advice, Status.CAPPED,
                                 f"incident {inc.id}: {inc.attempts} attempts, the cap per incident", evidence)
         if self.n_actions >= self.max_actions and name != ladder.STOP:
             return self._record(step, advice, Status.CAPPED, f"cap of {self.max_actions} actions reached", evidence)
-        restart = (name == ladder.ROLLBACK_AND_CUT and self.on_rollback is not None) or (
-            name == ladder.ADVICE and self._restart_target(step, advice, alert, inc) is not None)
+        target = self._restart_target(step, advice, alert, inc) if name == ladder.ADVICE else None
+        restart = (name == ladder.ROLLBACK_AND_CUT and self.on_rollback is not None) or target is not None
         acts = [a for a in (self._rung_action(what, inc, advice, restart) for what in ladder.RUNG_ACTIONS[name])
                 if a is not None]
+        if target is not None and acts:
+            # "cut the LR and restart from the last good state": the rollback first, so that an
+            # on_rollback that restores the optimizer and scheduler in full does not undo the cut
+            good, why = target
+            acts.insert(0, {"type": "rollback", "to_step": good,
+                            "reason": f"the LR is cut because {why}; restarting from step {good}, the state "
+                                      f"the detector named, at the lower LR"})
         if not acts:
             return self._record(step, advice, Status.REFUSED,
                                 "nothing left to do at this rung (the LR is at its floor)", evidence)
@@ -544,13 +551,11 @@ class Actor:
         main: Outcome | None = None
         for act in acts:
             outcome = self._effect(step, act, evidence)
-            if outcome.status is Status.APPLIED and ladder.RUNG_ACTIONS[name] == ("advice",):
-                self._restart_after_cut(step, act, alert, inc, evidence)
             if outcome.status is Status.FAILED and act["type"] == "rollback" and outcome.evidence.get("no_checkpoint"):
                 # no checkpoint to go back to: the ladder's next rung, said, never silently
                 return self._climb(step, inc, rung + 1, advice, alert)
-            if main is None or outcome.status is not Status.APPLIED:
-                main = outcome
+            if main is None or outcome.status is not Status.APPLIED or main.action["type"] == "rollback":
+                main = outcome  # the cut, when a rung both rolls back and cuts: what is verified
             if outcome.status is not Status.APPLIED:
                 break
         if main is None:
@@ -733,25 +738,6 @@ class Actor:
         last = _get(alert, "last_step")
         return (_get(alert, "resolved_step") is None and isinstance(last, int)
                 and last >= acted + self.cooldown_steps and step - acted >= self.cooldown_steps)
-
-    def _restart_after_cut(self, step: int, act: dict[str, Any], alert: Any, inc: _Incident | None = None,
-                           evidence: dict[str, Any] | None = None) -> None:
-        """A cut LR on a critical alert that names the last good step, or on any alert whose
-        evidence names a ``restart_step``, also restores that step.
-
-        WHY: a run that blew up carries damaged weights (saturated units, huge Adam moments); the
-        detectors' own advice is "cut the LR, roll back to a checkpoint near step s". With an
-        ``on_rollback`` given (and ``restart_on_cut``) the Actor does both at once: restart from
-        the last good state at the lower LR, which is what a person would do.
-        """
-        target = self._restart_target(step, act, alert, inc)
-        if target is None:
-            return
-        good, why = target
-        rollback = {"type": "rollback", "to_step": good,
-                    "reason": f"the LR was cut because {why}; restarting from step {good}, "
-                              f"the state the detector named, at the lower LR"}
-        self._effect(step, rollback, evidence or {})
 
     def _restart_target(self, step: int, act: dict[str, Any], alert: Any,
                         inc: _Incident | None) -> tuple[int, str] | None:

@@ -5,11 +5,12 @@ built with all its LRs times f gives), clipping, rollback, stop, and the guardra
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
 
-from losswatch.client.acting import Actor, Status
+from losswatch.client.acting import Actor, Status, Verdict
 
 torch.set_num_threads(1)
 
@@ -258,7 +259,8 @@ def test_a_cut_after_a_blow_up_restarts_from_the_last_good_step_when_rollback_is
              "evidence": {"best_step": 12}}
     assert actor.apply(34, {"type": "scale_lr", "factor": 0.1}, alert).status == "applied"
     assert restored == [12] and _lrs(opt) == [pytest.approx(0.1)]
-    assert rec.reports == [(34, "scale_lr", True, False), (34, "rollback", True, False)]
+    # the rollback first: an on_rollback that restores the optimizer in full keeps the cut
+    assert rec.reports == [(34, "rollback", True, False), (34, "scale_lr", True, False)]
     # a warning (not critical) cut, or no good step named: no rollback
     actor2 = Actor(_opt(1.0, groups=1), on_rollback=restored.append)
     actor2.apply(9, {"type": "scale_lr", "factor": 0.1}, {**alert, "severity": "warning"})
@@ -381,7 +383,7 @@ def test_a_cut_whose_alert_names_a_restart_step_restarts_there_at_any_severity()
              "evidence": {"restart_step": 0, "consecutive": 10}}
     assert actor.apply(80, {"type": "scale_lr", "factor": 0.3}, alert).status == "applied"
     assert restored == [0] and _lrs(opt) == [pytest.approx(0.3)]
-    assert [h.action["type"] for h in actor.history if h.status == "applied"] == ["scale_lr", "rollback"]
+    assert [h.action["type"] for h in actor.history if h.status == "applied"] == ["rollback", "scale_lr"]
     # a raise never restarts; a restart step at or after the current step is ignored
     Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(
         90, {"type": "scale_lr", "factor": 3.0}, {**alert, "id": "t"})
@@ -536,3 +538,187 @@ def test_a_framework_session_given_an_acting_monitor_shares_its_actor_with_one_w
         assert plain.make_actor(opt) is plain.monitor.actor
     finally:
         plain.close()
+
+
+# ---------------------------------------------------------------- act, verify, escalate (a real model)
+
+
+class _Regression:
+    """Full-batch least squares on a tiny linear model: stable below LR ~0.6, diverging above."""
+
+    def __init__(self, lr: float) -> None:
+        torch.manual_seed(0)
+        self.x = torch.randn(256, 4)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.5 * torch.randn(256)
+        self.model = torch.nn.Linear(4, 1)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.step = 0
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def state(self) -> dict:
+        import copy
+
+        return {"model": copy.deepcopy(self.model.state_dict()), "optimizer": copy.deepcopy(self.opt.state_dict())}
+
+    def train(self, n: int, actor: Actor, advice: "_Advice | None" = None) -> list[float]:
+        """n steps; the Actor sees each record (observe) and follows the advice, between
+        backward() and optimizer.step(), as an integration does."""
+        losses = []
+        for _ in range(n):
+            loss = ((self.model(self.x).squeeze(1) - self.y) ** 2).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = float(torch.cat([p.grad.reshape(-1) for p in self.model.parameters()]).norm())
+            actor.observe([{"step": self.step, "loss": float(loss), "grad_norm": gn,
+                            "lr": self.opt.param_groups[0]["lr"]}])
+            actor.follow(self.step, advice) if advice is not None else actor.verify(self.step)
+            if actor.stop_requested:
+                break
+            self.opt.step()
+            losses.append(float(loss))
+            self.step += 1
+        return losses
+
+
+def _divergence(first: int, last: int, factor: float = 0.1) -> dict:
+    return {"id": f"r:divergence:{first}", "incident": f"r:divergence:{first}", "kind": "divergence",
+            "severity": "warning", "event": "raised", "step": first, "last_step": last,
+            "evidence": {"span_steps": last - first + 1}, "action": {"type": "scale_lr", "factor": factor}}
+
+
+def test_an_lr_cut_that_brings_the_loss_back_is_reported_verified() -> None:
+    run = _Regression(0.05)
+    rec = _Recorder()
+    actor = Actor(run.opt, monitor=rec, verify_records=20, verify_steps=20)
+    advice = _Advice()
+    run.train(15, actor, advice)  # converging, not converged
+    run.set_lr(1.5)  # an LR bug: the loss runs away
+    run.train(4, actor, advice)
+    advice.set(_divergence(15, 18))
+    run.train(40, actor, advice)
+    assert run.opt.param_groups[0]["lr"] == pytest.approx(0.15)
+    (verdict,) = actor.verdicts
+    assert verdict.verdict is Verdict.VERIFIED and verdict.evidence["applied_step"] == 19
+    ev = verdict.evidence
+    assert ev["incident"] == "r:divergence:15" and ev["alert"] == "r:divergence:15" and ev["event"] == "raised"
+    assert ev["loss_before"] > 0 and ev["grad_norm_before"] > 0  # the levels before the incident began
+    assert "back under" in verdict.reason
+    # the action, then its verdict, reported (the verdict applies nothing)
+    assert rec.reports == [(19, "scale_lr", True, False), (39, "scale_lr", False, False)]
+
+
+@pytest.mark.parametrize("restore_optimizer", [True, False])
+def test_a_cut_that_fails_escalates_to_a_rollback_before_the_incident_then_stops(caplog, restore_optimizer) -> None:
+    run = _Regression(0.05)
+    got: list[tuple[int, Any]] = []
+
+    def on_rollback(step: int, checkpoint: Any) -> None:  # the two-argument form gets the checkpoint
+        got.append((step, checkpoint["tag"]))
+        run.model.load_state_dict(checkpoint["model"])
+        if restore_optimizer:  # the checkpoint's own LR (0.05) comes back, then the ladder's cut
+            run.opt.load_state_dict(checkpoint["optimizer"])
+
+    actor = Actor(run.opt, on_rollback=on_rollback, verify_records=10, verify_steps=10, cooldown_steps=0)
+    advice = _Advice()
+    for _ in range(3):  # checkpoints at steps 0, 7, 14: each the state step s runs from
+        actor.checkpoints.add(run.step, dict(run.state(), tag=run.step))
+        run.train(7, actor, advice)
+    run.set_lr(3000.0)  # far too high: even x0.01 of it diverges
+    run.train(2, actor, advice)
+    actor.checkpoints.add(run.step, dict(run.state(), tag=run.step))  # saved inside the run-away: not a target
+    run.train(2, actor, advice)
+    with caplog.at_level("WARNING", logger="losswatch"):
+        advice.set(_divergence(22, 24))
+        run.train(60, actor, advice)
+    assert got == [(14, 14)]  # the latest checkpoint before the incident began (step 22), not 23
+    rungs = [(o.action["type"], o.evidence.get("rung")) for o in actor.actions]
+    assert rungs[:3] == [("scale_lr", "advice"), ("rollback", "rollback_and_cut"), ("scale_lr", "rollback_and_cut")]
+    assert any("is failed" in m for m in _warnings(caplog))  # each verdict said on the losswatch logger
+    if restore_optimizer:  # back at step 14's state and LR, cut: the run recovers
+        assert [v.verdict.value for v in actor.verdicts] == ["failed", "verified"]
+        assert not actor.stop_requested and run.opt.param_groups[0]["lr"] == pytest.approx(0.005)
+    else:  # the weights restored, the LR only cut twice (30): it runs away again, and the run stops
+        assert rungs[3:] == [("stop", "stop")]
+        assert [v.verdict.value for v in actor.verdicts] == ["failed", "failed", "verified"]
+        assert actor.stop_requested and run.opt.param_groups[0]["lr"] == pytest.approx(30.0)
+
+
+def test_cuts_stop_at_a_thousandth_of_the_peak_lr_and_attempts_per_incident_are_capped() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=0, max_actions=10)
+    for i in range(3):  # three incidents, one cut each: 1 -> 0.001, the floor
+        out = actor.apply(10 * i + 5, {"type": "scale_lr", "factor": 0.1}, _divergence(10 * i, 10 * i + 5))
+        assert out.status is Status.APPLIED
+    out = actor.apply(45, {"type": "scale_lr", "factor": 0.1}, _divergence(40, 45))
+    assert out.status is Status.REFUSED and "floor" in out.reason and _lrs(opt) == [pytest.approx(0.001)]
+    # a cut that would cross the floor is clamped to it
+    opt2 = _opt(1.0, groups=1)
+    actor2 = Actor(opt2, cooldown_steps=0)
+    actor2.apply(5, {"type": "scale_lr", "factor": 0.01}, _divergence(0, 5))
+    out = actor2.apply(15, {"type": "scale_lr", "factor": 0.05}, _divergence(10, 15))
+    assert out.status is Status.APPLIED and _lrs(opt2) == [pytest.approx(0.001)]
+    # one incident escalated again and again: at most max_attempts_per_incident attempts
+    opt3 = _opt(1.0, groups=1)
+    actor3 = Actor(opt3, cooldown_steps=0, max_attempts_per_incident=2)
+    alert = _divergence(0, 5)
+    statuses = []
+    for level in range(3):
+        a = dict(alert, last_step=5 + level, evidence=dict(alert["evidence"], escalation=level))
+        statuses.append(actor3.apply(5 + level, a["action"], a).status)
+    assert statuses == [Status.APPLIED, Status.APPLIED, Status.CAPPED] and _lrs(opt3) == [pytest.approx(0.01)]
+
+
+def test_advice_the_data_has_since_contradicted_is_not_acted_on() -> None:
+    run = _Regression(0.05)
+    actor = Actor(run.opt, verify_records=10, verify_steps=10)
+    run.train(15, actor)
+    run.set_lr(1.5)
+    run.train(2, actor)  # a short run-away ...
+    run.set_lr(0.05)
+    run.train(30, actor)  # ... that came back under its level before the incident by itself
+    out = actor.apply(run.step, {"type": "scale_lr", "factor": 0.1}, _divergence(15, 17))
+    assert out.status is Status.REFUSED and "contradicts" in out.reason and _lrs(run.opt) == [0.05]
+    resolved = dict(_divergence(15, 17), id="r:d2", incident="r:d2", resolved_step=20)
+    out = actor.apply(run.step, {"type": "scale_lr", "factor": 0.1}, resolved)
+    assert out.status is Status.REFUSED and "resolved" in out.reason and _lrs(run.opt) == [0.05]
+
+
+def test_a_deleted_checkpoint_is_one_warning_and_the_previous_one_is_used(tmp_path, caplog) -> None:
+    paths = [tmp_path / f"ck-{s}.pt" for s in (0, 10, 20)]
+    for p in paths:
+        p.write_text("state")
+    got: list[tuple[int, Any]] = []
+    actor = Actor(_opt(1.0, groups=1), on_rollback=lambda step, ck: got.append((step, ck)), cooldown_steps=0)
+    for s, p in zip((0, 10, 20), paths):
+        actor.checkpoints.add(s, str(p))
+    paths[1].unlink()
+    nan = {"id": "r:nan:15", "incident": "r:nan:15", "kind": "nan", "severity": "critical", "step": 15,
+           "last_step": 16}
+    with caplog.at_level("WARNING", logger="losswatch"):
+        out = actor.apply(16, {"type": "rollback", "to_step": 14}, nan)
+    assert out.status is Status.APPLIED and got == [(0, str(paths[0]))]
+    assert sum("no longer exists" in m for m in _warnings(caplog)) == 1
+    # none left: said, and the ladder goes on to its next rung (stop), never silently
+    paths[0].unlink()
+    paths[2].unlink()
+    caplog.clear()
+    nan2 = dict(nan, id="r:nan:40", incident="r:nan:40", step=40, last_step=41)
+    with caplog.at_level("WARNING", logger="losswatch"):
+        actor2 = Actor(_opt(1.0, groups=1), on_rollback=lambda step, ck: got.append((step, ck)),
+                       checkpoints=actor.checkpoints)
+        out = actor2.apply(41, {"type": "rollback", "to_step": 39}, nan2)
+    assert got == [(0, str(paths[0]))] and actor2.stop_requested and out.action["type"] == "stop"
+    assert any("no checkpoint" in m for m in _warnings(caplog))
+
+
+def test_a_one_argument_on_rollback_gets_the_checkpoint_step() -> None:
+    got: list[int] = []
+    actor = Actor(_opt(1.0, groups=1), on_rollback=got.append)
+    actor.checkpoints.add(0, {"tag": "a"})  # not a path: passed as it is, never checked
+    actor.checkpoints.add(8, {"tag": "b"})
+    actor.apply(12, {"type": "rollback", "to_step": 11},
+                {"id": "r:nan:11", "kind": "nan", "severity": "critical", "step": 11, "last_step": 12})
+    assert got == [8]
