@@ -492,20 +492,27 @@ class Actor:
         return inc
 
     def _contradicted(self, inc: _Incident, act: dict[str, Any]) -> str | None:
-        """The data has since contradicted the verdict: the loss ran away and is back at its level
-        before the incident (so a cut or a rollback would only throw progress away)."""
+        """The data has since contradicted the verdict: the run-away is over and the loss is back
+        under its level before the incident (a cut or a rollback would only throw progress away).
+
+        The run-away must be in the records the Actor saw: a non-finite loss (nan), or a level
+        (median of 5 records) at least 1.5x the level before (divergence); noise is neither."""
         if inc.condition == ladder.LR_TOO_LOW or inc.pre_loss is None or inc.attempts > 0:
             return None
-        since = self.levels.since(inc.first_step)
-        recent = [r[2] for r in since[-5:] if r[2] is not None]
-        if len(recent) < 5 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in recent):
+        since = [r[2] for r in self.levels.since(inc.first_step) if r[2] is not None]
+        recent = since[-5:]
+        finite = [v for v in since if isinstance(v, (int, float)) and math.isfinite(v)]
+        if len(recent) < 5 or len(finite) < len(since[-5:]) or not all(v in finite for v in recent):
             return None
-        peak = max((r[2] if isinstance(r[2], (int, float)) and math.isfinite(r[2]) else math.inf)
-                   for r in since if r[2] is not None)
-        now = sorted(recent)[len(recent) // 2]
-        if peak > 1.1 * inc.pre_loss and now <= inc.pre_loss:
-            return (f"not acted on: the loss ran up to {peak:.4g} but is back at {now:.4g}, under its level "
-                    f"before the incident ({inc.pre_loss:.4g}); the data contradicts the alert")
+        if inc.condition == ladder.NAN:
+            ran_away = len(finite) < len(since)
+        else:
+            levels = [sorted(since[k:k + 5])[2] for k in range(0, len(since) - 4)]
+            ran_away = bool(levels) and max(levels) >= 1.5 * inc.pre_loss
+        now = sorted(recent)[2]
+        if ran_away and now <= inc.pre_loss:
+            return (f"not acted on: the data contradicts the alert: the loss ran away and is back at {now:.4g}, "
+                    f"under its level before the incident ({inc.pre_loss:.4g})")
         return None
 
     def _climb(self, step: int, inc: _Incident, rung: int, advice: dict[str, Any], alert: Any) -> Outcome:

@@ -722,3 +722,61 @@ def test_a_one_argument_on_rollback_gets_the_checkpoint_step() -> None:
     actor.apply(12, {"type": "rollback", "to_step": 11},
                 {"id": "r:nan:11", "kind": "nan", "severity": "critical", "step": 11, "last_step": 12})
     assert got == [8]
+
+
+def _docs_blocks(heading: str) -> list[str]:
+    """The python blocks of docs/acting.md under ``heading`` (up to the next heading)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "acting.md").read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+
+
+def test_the_documented_plain_loop_on_rollback_restores_model_optimizer_scheduler_and_data(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    setup, loop = _docs_blocks("### A full on_rollback for a plain loop")
+    ns: dict[str, Any] = {"CKPT_DIR": str(tmp_path), "__name__": "docs_example"}
+    exec(compile(setup, "docs/acting.md", "exec"), ns)
+    ns["TOTAL_STEPS"] = 120
+    exec(compile(loop, "docs/acting.md", "exec"), ns)  # a healthy run: checkpoints at 0, 50, 100
+    assert ns["step"] == 120 and [c.step for c in ns["mon"].checkpoints] == [0, 50, 100]
+    model, opt, sched, gen = ns["model"], ns["opt"], ns["sched"], ns["gen"]
+    # a NaN raised at step 80: the ladder rolls back to the checkpoint before it (step 50)
+    nan = {"id": "plain-loop:nan:80", "incident": "plain-loop:nan:80", "kind": "nan", "severity": "critical",
+           "step": 80, "last_step": 81}
+    out = ns["mon"].actor.apply(81, {"type": "rollback", "to_step": 79}, nan)
+    assert out.status is Status.APPLIED and ns["step"] == 50 and ns["rolled_back"]
+    saved = torch.load(tmp_path / "step-50.pt", weights_only=True)
+    assert all(torch.equal(p, saved["model"][k]) for k, p in model.state_dict().items())
+    assert opt.state_dict()["state"][0]["step"] == saved["optimizer"]["state"][0]["step"] == 50
+    assert sched.last_epoch == 50 and torch.equal(gen.get_state(), saved["data"])
+    assert ns["mon"].meta["rewinds"] == [{"to_step": 50, "at_step": 81}]
+    # the loop goes on from step 50 to the end
+    ns["mon"] = type(ns["mon"])(run_id="plain-loop-2", act=True, optimizer=opt, scheduler=sched,
+                                on_rollback=ns["on_rollback"])
+    exec(compile(loop, "docs/acting.md", "exec"), ns)
+    assert ns["step"] == 120 and not ns["rolled_back"]
+
+
+def test_the_local_detectors_return_to_their_state_at_the_checkpoint_after_a_rewind(monkeypatch) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    with Monitor(run_id="rewind-local", flush_interval=3600) as mon:
+        mon.checkpoint(0, {"tag": 0})
+        for s in range(60):
+            mon.log(s, loss=2.0 * 0.98 ** s, grad_norm=1.0, lr=0.1)
+        mon.checkpoint(60, {"tag": 60})
+        for s in range(60, 100):  # a blow-up the detectors see
+            mon.log(s, loss=2.0 * 1.15 ** (s - 60), grad_norm=50.0, lr=0.1)
+        assert mon.flush(10)
+        raised = {a["id"] for a in mon.alerts if a.get("resolved_step") is None}
+        assert raised  # the run-away raised something
+        mon.mark_rewind(60, 100)  # what the Actor does after restoring the checkpoint of step 60
+        for s in range(60, 70):  # the loop logs steps 60.. again, healthy this time
+            mon.log(s, loss=2.0 * 0.98 ** s, grad_norm=1.0, lr=0.1)
+        assert mon.flush(10)
+        still = {a["id"] for a in mon.alerts if a.get("resolved_step") is None}
+        assert not (raised & still)  # the run-away's alerts are undone with the records that raised them
+        assert mon.meta["rewinds"] == [{"to_step": 60, "at_step": 100}]

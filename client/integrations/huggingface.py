@@ -142,6 +142,15 @@ def _build() -> type:
             if self.session.follow(step):
                 control.should_training_stop = True
 
+        def on_save(self, args, state, control, **kw):
+            # Trainer just wrote <output_dir>/checkpoint-<N>, the state after N optimizer steps,
+            # from which the step logged as N + 1 runs: a rollback target (Monitor.checkpoint)
+            if self.session.monitor is not None:
+                import os
+
+                step = int(state.global_step)
+                self.session.monitor.checkpoint(step + 1, os.path.join(args.output_dir, f"checkpoint-{step}"))
+
         def on_train_end(self, args, state, control, **kw):
             if self._held is not None:
                 self._emit(*self._held, control)
