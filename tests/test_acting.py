@@ -780,3 +780,62 @@ def test_the_local_detectors_return_to_their_state_at_the_checkpoint_after_a_rew
         still = {a["id"] for a in mon.alerts if a.get("resolved_step") is None}
         assert not (raised & still)  # the run-away's alerts are undone with the records that raised them
         assert mon.meta["rewinds"] == [{"to_step": 60, "at_step": 100}]
+
+
+def test_the_hugging_face_callback_records_the_trainers_checkpoints(tmp_path, monkeypatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    from losswatch.client import Monitor
+    from losswatch.client.integrations.huggingface import LosswatchCallback
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32, n_positions=16)
+    seqs = (torch.randint(0, 32, (64, 1)) + torch.arange(8)) % 32
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=6, logging_steps=1,
+        per_device_train_batch_size=8, save_strategy="steps", save_steps=3, disable_tqdm=True)
+    with Monitor(run_id="hf-checkpoints", flush_interval=3600) as mon:
+        trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(cfg), args=args,
+                                       train_dataset=[{"input_ids": s, "labels": s} for s in seqs],
+                                       callbacks=[LosswatchCallback(mon)])
+        trainer.train()
+        recorded = [(c.step, c.token) for c in mon.checkpoints]
+    # checkpoint-N holds the state after N steps: the step logged as N + 1 runs from it
+    assert recorded == [(4, str(tmp_path / "checkpoint-3")), (7, str(tmp_path / "checkpoint-6"))]
+    assert all((tmp_path / f"checkpoint-{n}").is_dir() for n in (3, 6))
+    assert mon.meta["checkpoints"] == [{"step": 4, "path": str(tmp_path / "checkpoint-3")},
+                                       {"step": 7, "path": str(tmp_path / "checkpoint-6")}]
+
+
+def test_the_lightning_callback_records_model_checkpoint_files(tmp_path, monkeypatch) -> None:
+    L = pytest.importorskip("lightning.pytorch")
+    from losswatch.client import Monitor
+    from losswatch.client.integrations.lightning import LosswatchCallback
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    saver = L.callbacks.ModelCheckpoint(dirpath=str(tmp_path), every_n_train_steps=4, save_top_k=-1)
+    with Monitor(run_id="pl-checkpoints", flush_interval=3600) as mon:
+        trainer = L.Trainer(max_steps=12, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[LosswatchCallback(mon), saver], accelerator="cpu", devices=1)
+        trainer.fit(Tiny(), loader)
+        recorded = [(c.step, c.token) for c in mon.checkpoints]
+    # written after 4 and 8 steps (seen before the next optimizer step); the one after the last
+    # step comes when no step follows, and is not a rollback target
+    assert [s for s, _ in recorded] == [4, 8]
+    assert all(p.endswith(".ckpt") and (tmp_path / p.split("/")[-1]).exists() for _, p in recorded)
