@@ -23,8 +23,16 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
 - **one Actor per run**: the Monitor owns it and integrations attach to it
   (``Monitor.attach_actor``); it decides once per step, whoever offers the step.
 
+Act, then verify, then escalate: each applied action is watched for a verification window
+(:mod:`.verification`: 50 records and 200 steps, whichever comes later) and gets a verdict,
+``verified`` or ``failed``; a failed one climbs its condition's ladder (:mod:`.ladder`, the one
+table: NaN skip -> rollback -> stop; divergence cut -> rollback and cut -> stop; LR too low raise
+-> stop raising), bounded per incident and per run. A rollback goes to the latest checkpoint
+recorded before the incident began (:mod:`.checkpoints`, ``Monitor.checkpoint``).
+
 Each decision is an :class:`Outcome` whose :class:`Status` (applied, dry_run, waiting,
-cooling_down, capped, refused, failed) is what code reads; its ``reason`` is for people. Bad input
+cooling_down, capped, refused, failed) is what code reads; its ``reason`` is for people, its
+``evidence`` says what it rested on, and a verdict is an Outcome with ``verdict`` set. Bad input
 (an ``on_rollback``/``on_stop`` that raises, an optimizer without ``param_groups``, a scheduler
 of a class the Actor cannot scale) is one warning on the ``losswatch`` logger: the run goes on and
 nothing is done in its place (docs/acting.md).
@@ -201,9 +209,11 @@ class Actor:
         None: only ``rollback`` and ``stop`` can be applied.
     scheduler : torch LR scheduler or None
         Scaled along with the optimizer so the schedule's future values stay scaled.
-    on_rollback : callable(step) or None
-        Restores the model (and optimizer) to a checkpoint at or before ``step``. Without it,
-        rollback advice is reported but not applied.
+    on_rollback : callable(step, checkpoint), callable(step), or None
+        Restores the model (and optimizer, scheduler, data position) from ``checkpoint``, the
+        token recorded with the checkpoint of ``step`` (None when no checkpoint was recorded: then
+        restore a state at or before ``step`` yourself). The one-argument form gets the step
+        only. Without it, rollback advice is reported but not applied.
     on_stop : callable() or None
         Ends training the framework's way. Without it :attr:`stop_requested` is set (a plain
         loop checks it, or the torch helper raises :class:`StopTraining` when asked to).
@@ -228,6 +238,17 @@ class Actor:
     min_factor, max_factor : float
         A scale_lr outside this range (default 0.01..10) is refused: too large a change to make
         unattended.
+    checkpoints : Checkpoints or None
+        Where rollbacks find their checkpoint (default: the monitor's, ``Monitor.checkpoints``).
+    verify_records, verify_steps : int
+        The verification window after an applied action: this many records and this many
+        steps, whichever comes later (default 50 and 200).
+    max_attempts_per_incident : int
+        Rungs of the ladder tried per incident (default 3, the longest ladder).
+    min_lr_fraction : float
+        A cut never takes the LR below this fraction of the run's peak LR (default 1/1000).
+    max_raise : float
+        LR raises multiply to at most this in all (default 100).
     restart_on_cut : bool
         With ``on_rollback`` given: an LR cut on a critical alert whose evidence names the last
         good step (``best_step``) also rolls back to it (default True). See

@@ -50,11 +50,11 @@ class Checkpoints:
     --------
     >>> cks = Checkpoints()
     >>> for s in (0, 100, 200):
-    ...     cks.add(s, f"token-{s}")
+    ...     _ = cks.add(s, {"tag": s})   # a str token would be a path, checked to exist
     >>> cks.before(150).token          # the incident began at step 150
-    'token-100'
+    {'tag': 100}
     >>> cks.before(100).token          # a checkpoint at the incident's first step is inside it
-    'token-0'
+    {'tag': 0}
     """
 
     def __init__(self, keep: int = 8) -> None:

@@ -73,8 +73,9 @@ def _build() -> type:
             scheduler type, warmup, batch size, max steps).
         act, act_dry_run : bool
             Opt in to acting on losswatch's advice (dry run: only report).
-        on_rollback : callable(step), optional
-            Restores a checkpoint at or before ``step`` when rollback is advised.
+        on_rollback : callable(step, checkpoint) or callable(step), optional
+            Restores a checkpoint when rollback is advised (the checkpoint folders Trainer saves
+            are recorded by ``on_save``; docs/acting.md).
         actor_options : dict, optional
             cooldown_steps, max_actions, min_persist_steps for the Actor.
         monitor_options : dict, optional
