@@ -429,12 +429,12 @@ def write_report(path: Path, rows: list[dict], healthy: list[dict], cpu: float, 
         f"- mis-configured runs that ended > 2% worse with acting than untouched: {len(worse_than_untouched)}"
         + (" (" + ", ".join(f"{r['name']} seed {r['seed']}" for r in worse_than_untouched) + ")" if worse_than_untouched else "")
         + " (target 0)",
-        f"- runs at chance level with acting (>= 0.95 ln(classes): digits {chance['digits']:.2f}, charlm "
-        f"{chance['charlm']:.2f}) that were not untouched: {len(to_chance)} (target 0)",
-        f"- decisions applied (ladder rungs; a rung may apply two actions, a rollback and a cut): "
-        f"{vc['decisions']}; verdicts: {vc['verified']} verified, {vc['failed']} failed "
-        f"({vc['escalated']} escalated at once, {vc['failed_at_end']} judged when the run ended, with no "
-        f"steps left to escalate)",
+        (f"- runs at chance level with acting (>= 0.95 ln(classes): digits {chance['digits']:.2f}, charlm "
+         f"{chance['charlm']:.2f}) that were not untouched: {len(to_chance)} (target 0)"),
+        (f"- decisions applied (ladder rungs; a rung may apply two actions, a rollback and a cut): "
+         f"{vc['decisions']}; verdicts: {vc['verified']} verified, {vc['failed']} failed "
+         f"({vc['escalated']} escalated at once, {vc['failed_at_end']} judged when the run ended, with no "
+         f"steps left to escalate)"),
         "",
         NOTES,
         "",

@@ -67,7 +67,7 @@ from . import ladder
 from .checkpoints import Checkpoints
 from .verification import Check, RunLevels, Verdict, judge
 
-__all__ = ["Actor", "Outcome", "Status", "StopTraining", "SUPPORTED_ACTIONS", "Verdict", "scale_scheduler"]
+__all__ = ["SUPPORTED_ACTIONS", "Actor", "Outcome", "Status", "StopTraining", "Verdict", "scale_scheduler"]
 
 log = logging.getLogger("losswatch.acting")
 
@@ -528,7 +528,7 @@ class Actor:
         if inc.condition == ladder.NAN:
             ran_away = len(finite) < len(since)
         else:
-            levels = [sorted(since[k:k + 5])[2] for k in range(0, len(since) - 4)]
+            levels = [sorted(since[k:k + 5])[2] for k in range(len(since) - 4)]
             ran_away = bool(levels) and max(levels) >= 1.5 * inc.pre_loss
         now = sorted(recent)[2]
         if ran_away and now <= inc.pre_loss:

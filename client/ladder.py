@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LADDER", "NAN", "DIVERGENCE", "LR_TOO_LOW", "condition_of", "RUNG_ACTIONS"]
+__all__ = ["DIVERGENCE", "LADDER", "LR_TOO_LOW", "NAN", "RUNG_ACTIONS", "condition_of"]
 
 NAN, DIVERGENCE, LR_TOO_LOW = "nan", "divergence", "lr_too_low"
 

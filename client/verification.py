@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
-__all__ = ["RunLevels", "Check", "Verdict", "judge"]
+__all__ = ["Check", "RunLevels", "Verdict", "judge"]
 
 LEVEL_RECORDS = 20  # records a level is the median of
 GN_RANGE = 3.0  # the grad-norm is back "in range" within this factor of its level before
