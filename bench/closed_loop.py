@@ -357,8 +357,10 @@ NOTES = """## What changed with act, verify, escalate (17 of 24 rescued before, 
   not hold is followed by "roll back to the checkpoint before the incident and cut again". The
   three char-transformer runs with the LR bug at step 150 went from 1.34x tuned (three cuts in
   place at 151, 214, 321: the weights kept the damage of the x30 steps) to 1.07-1.08x (a cut,
-  then at 214-215 a rollback to the step-149 checkpoint and a second cut); digits at 100x
-  (rollback to step 1 and a second cut at step 53-112) and the digits LR bug seed 1 the same way.
+  then at 214-215 a rollback and a second cut); digits at 100x (a rollback and a second cut at
+  step 53-112) and the digits LR bug seed 1 the same way. The table's "rollback to s" is the last
+  step before the incident; the checkpoint restored is the latest at or before it (they are
+  taken every 50 steps: step 100 for the transformer, step 0 for digits at 100x).
 - **rollback targets the checkpoint before the incident**, not the step the detector names inside
   the run-away; the LR never goes below 1/1000 of the peak nor, for a cut in place, below the
   lowest LR at which the run made progress (the digits LR bug: x0.0335 instead of x0.1, back to
