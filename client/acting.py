@@ -432,8 +432,12 @@ class Actor:
         alert_id = _get(alert, "id")
         if kind in (None, "none"):
             return self._record(step, act, Status.REFUSED, "no action recommended")
+        # a NaN seen on its own step first skips its batch (the ladder's first rung needs no
+        # on_rollback; its second, a rollback that cannot be made, becomes the stop below)
+        skips_first = (kind == "rollback" and _get(alert, "kind") == "nan" and _get(alert, "step") == step
+                       and self.optimizer is not None and not self._optimizer_problem)
         if (kind == "rollback" and self.on_rollback is None and self.stop_when_no_rollback
-                and _get(alert, "severity") == "critical"):
+                and _get(alert, "severity") == "critical" and not skips_first):
             # the weights are unusable (NaN, a divergence past saving) and there is no checkpoint
             # to return to: going on burns compute on garbage, so end training cleanly instead
             act = {"type": "stop", "reason": f"rollback to step {act.get('to_step')} was advised but no "
@@ -441,7 +445,7 @@ class Actor:
             kind = "stop"
         if kind not in SUPPORTED_ACTIONS:
             return self._record(step, act, Status.REFUSED, f"action {kind!r} is not something the Actor can do")
-        why_not = self._unsupported_reason(act) or self._undoes_own_cut(act, alert)
+        why_not = (None if skips_first else self._unsupported_reason(act)) or self._undoes_own_cut(act, alert)
         if why_not:
             return self._record(step, act, Status.REFUSED, why_not)
         if _get(alert, "resolved_step") is not None:
@@ -523,8 +527,8 @@ class Actor:
         since = [r[2] for r in self.levels.since(inc.first_step) if r[2] is not None]
         recent = since[-5:]
         finite = [v for v in since if isinstance(v, (int, float)) and math.isfinite(v)]
-        if len(recent) < 5 or len(finite) < len(since[-5:]) or not all(v in finite for v in recent):
-            return None
+        if len(recent) < 5 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in recent):
+            return None  # too few records since, or still non-finite: nothing contradicts the alert
         if inc.condition == ladder.NAN:
             ran_away = len(finite) < len(since)
         else:
@@ -558,12 +562,18 @@ class Actor:
             acts.insert(0, {"type": "rollback", "to_step": good,
                             "reason": f"the LR is cut because {why}; restarting from step {good}, the state "
                                       f"the detector named, at the lower LR"})
-        if not acts:
+        if not acts and name != ladder.STOP_RAISING:
             return self._record(step, advice, Status.REFUSED,
-                                "nothing left to do at this rung (the LR is at its floor)", evidence)
-        if len(acts) > 1 and self.on_rollback is None:
-            # "roll back and cut" with nothing to roll back with: the cut alone
-            acts = [a for a in acts if a["type"] != "rollback"]
+                                "nothing left to do at this rung (the LR is at its floor, or raises were stopped)", evidence)
+        if self.on_rollback is None and any(a["type"] == "rollback" for a in acts):
+            if len(acts) > 1:  # "roll back and cut" with nothing to roll back with: the cut alone
+                acts = [a for a in acts if a["type"] != "rollback"]
+            elif self.stop_when_no_rollback and (alert is None or _get(alert, "severity") == "critical"):
+                # a rollback that cannot be made where one is needed (a NaN loss: the weights are
+                # unusable; or an earlier rung failed): the next rung, a stop
+                return self._climb(step, inc, rung + 1, advice, alert)
+        if [a["type"] for a in acts] == ["skip_batch"] and self._unsupported_reason(acts[0]):
+            return self._climb(step, inc, rung + 1, advice, alert)  # no optimizer to skip a step of
         for act in acts:
             why_not = self._unsupported_reason(act)
             if why_not:
@@ -574,8 +584,10 @@ class Actor:
         self._last_action_step = step
         if name == ladder.STOP_RAISING:
             self._raises_stopped = True
-            return self._record(step, {"type": "none", "reason": "the raise did not help: no further raise"},
-                                Status.APPLIED, "no further LR raise on this run", evidence)
+            act = {"type": "none", "reason": "the raise did not help: no further LR raise on this run"}
+            outcome = self._record(step, act, Status.APPLIED, "no further LR raise on this run", evidence)
+            self._report(step, act, applied=not self.dry_run, evidence=evidence)
+            return outcome
         main: Outcome | None = None
         for act in acts:
             outcome = self._effect(step, act, evidence)
@@ -588,7 +600,7 @@ class Actor:
                 break
         if main is None:
             main = self._record(step, advice, Status.REFUSED,
-                                "nothing left to do at this rung (the LR is at its floor)", evidence)
+                                "nothing left to do at this rung (the LR is at its floor, or raises were stopped)", evidence)
             return main
         if main.status is Status.APPLIED:
             if main.action["type"] == "stop":

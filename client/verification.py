@@ -48,7 +48,7 @@ class RunLevels:
         self._recs: deque[tuple[int, int, Any, Any]] = deque(maxlen=keep)  # (seq, step, loss, grad_norm)
         self._lock = threading.Lock()
         self.seq = 0  # records observed so far
-        self.last_nonfinite_seq = 0  # the sequence number of the last non-finite loss (0: none)
+        self.nonfinite: deque[tuple[int, int]] = deque(maxlen=64)  # (seq, step) of non-finite losses
         self.peak_lr = 0.0
         self.lowest_progress_lr: float | None = None
         self._block: list[tuple[float, float]] = []  # (loss, lr) of the block being filled
@@ -63,7 +63,7 @@ class RunLevels:
                 self.seq += 1
                 self._recs.append((self.seq, step, loss, gn))
                 if loss is not None and not _finite(loss):
-                    self.last_nonfinite_seq = self.seq
+                    self.nonfinite.append((self.seq, step))
                 if _finite(lr) and lr > self.peak_lr:
                     self.peak_lr = float(lr)
                 if _finite(loss) and _finite(lr):
@@ -122,6 +122,11 @@ class RunLevels:
                 out.append(r)
         return out[::-1]
 
+    def nonfinite_after(self, seq: int, but_step: int) -> int | None:
+        """The step of a non-finite loss recorded after ``seq`` at a step other than ``but_step``."""
+        with self._lock:
+            return next((st for sq, st in self.nonfinite if sq > seq and st != but_step), None)
+
     def last_step(self) -> int | None:
         with self._lock:
             return self._recs[-1][1] if self._recs else None
@@ -157,8 +162,11 @@ def judge(check: Check, levels: RunLevels, records: int, steps: int) -> tuple[Ve
     window runs (a few comparisons), so the Actor can ask at every step."""
     if check.failed_early is not None:
         return Verdict.FAILED, check.failed_early
-    if levels.last_nonfinite_seq > check.seq:
-        return Verdict.FAILED, "the loss was non-finite again after the action"
+    # the record of the action's own step may reach the levels after the action (the Monitor feeds
+    # them from its background thread): only a later step's non-finite loss judges the action
+    again = levels.nonfinite_after(check.seq, check.step)
+    if again is not None:
+        return Verdict.FAILED, f"the loss was non-finite again at step {again}"
     n_after = levels.seq - check.seq
     if n_after < records:
         return None, "window not over"

@@ -287,14 +287,17 @@ def test_the_monitor_builds_the_actor_and_applies_advice_in_the_training_thread(
     opt = _opt(1.0, groups=1)
     with Monitor(run_id="act-local", url=None, act=True, optimizer=opt, on_stop=lambda: stopped.append(True)) as mon:
         mon.log(4, loss=1.0)
-        assert not stopped
         # a float NaN is caught on the spot and acted on in the same log(), in this thread, before
-        # the optimizer steps on it
+        # the optimizer steps on it: this batch is skipped
         mon.log(5, loss=float("nan"))
+        assert not stopped
+        # NaN again: the skip failed; the rollback cannot be made (no on_rollback): training stops
+        mon.log(6, loss=float("nan"))
         assert stopped == [True]
-        # the stop, then its verdict (a report that applies nothing)
+        # each action, then its verdict (a report that applies nothing)
         assert [(a["step"], a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] \
-            == [(5, "stop", True, None), (5, "stop", False, "verified")]
+            == [(5, "skip_batch", True, None), (6, "skip_batch", False, "failed"), (6, "stop", True, None),
+                (6, "stop", False, "verified")]
 
 
 class _Advice:
@@ -572,13 +575,13 @@ class _Regression:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             gn = float(torch.cat([p.grad.reshape(-1) for p in self.model.parameters()]).norm())
-            actor.observe([{"step": self.step, "loss": float(loss), "grad_norm": gn,
+            actor.observe([{"step": self.step, "loss": float(loss.detach()), "grad_norm": gn,
                             "lr": self.opt.param_groups[0]["lr"]}])
             actor.follow(self.step, advice) if advice is not None else actor.verify(self.step)
             if actor.stop_requested:
                 break
             self.opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             self.step += 1
         return losses
 
@@ -839,3 +842,43 @@ def test_the_lightning_callback_records_model_checkpoint_files(tmp_path, monkeyp
     # step comes when no step follows, and is not a rollback target
     assert [s for s, _ in recorded] == [4, 8]
     assert all(p.endswith(".ckpt") and (tmp_path / p.split("/")[-1]).exists() for _, p in recorded)
+
+
+def test_a_raise_that_does_not_help_stops_further_raises() -> None:
+    opt = _opt(0.01, groups=1)
+    actor = Actor(opt, cooldown_steps=0, verify_records=5, verify_steps=5)
+    raise_lr = {"id": "p", "incident": "p", "kind": "plateau", "severity": "warning", "step": 10, "last_step": 20,
+                "action": {"type": "scale_lr", "factor": 3.0}}
+    actor.observe([{"step": s, "loss": 1.0 - 0.001 * s, "lr": 0.01} for s in range(21)])
+    assert actor.apply(20, raise_lr["action"], raise_lr).status is Status.APPLIED
+    actor.observe([{"step": s, "loss": 1.5, "lr": 0.03} for s in range(21, 30)])  # worse after the raise
+    out = actor.verify(29)
+    assert [v.verdict for v in actor.verdicts] == [Verdict.FAILED]
+    assert out.status is Status.APPLIED and out.evidence["rung"] == "stop_raising"
+    again = dict(raise_lr, id="p2", incident="p2", step=40, last_step=50)
+    out = actor.apply(50, again["action"], again)
+    assert out.status is not Status.APPLIED and _lrs(opt) == [pytest.approx(0.03)]  # never raised again
+
+
+def test_the_monitor_feeds_the_actor_and_a_skipped_nan_batch_is_verified_through_it(monkeypatch) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Monitor(run_id="verify-local", act=True, optimizer=opt, flush_interval=3600,
+                 actor_options={"verify_records": 5, "verify_steps": 5}) as mon:
+        for s in range(10):
+            mon.log(s, loss=1.0, grad_norm=1.0, lr=0.1)
+        assert mon.flush(10)  # the background thread feeds the Actor's levels
+        model(torch.ones(1, 2)).sum().backward()
+        mon.log(10, loss=float("nan"), grad_norm=1.0, lr=0.1)  # acted on in this call: the batch skipped
+        assert [o.action["type"] for o in mon.actor.actions] == ["skip_batch"]
+        assert all(p.grad is None for p in model.parameters())  # the optimizer will skip this step
+        for s in range(11, 18):
+            mon.log(s, loss=0.9, grad_norm=1.0, lr=0.1)
+            assert mon.flush(10)
+        (verdict,) = mon.actor.verdicts
+        assert verdict.verdict is Verdict.VERIFIED and verdict.evidence["incident"] == "verify-local:nan:10"
+        assert [(a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] == [
+            ("skip_batch", True, None), ("skip_batch", False, "verified")]
