@@ -563,8 +563,7 @@ class Actor:
                             "reason": f"the LR is cut because {why}; restarting from step {good}, the state "
                                       f"the detector named, at the lower LR"})
         if not acts and name != ladder.STOP_RAISING:
-            return self._record(step, advice, Status.REFUSED,
-                                "nothing left to do at this rung (the LR is at its floor, or raises were stopped)", evidence)
+            return self._record(step, advice, Status.REFUSED, _NOTHING_LEFT, evidence)
         if self.on_rollback is None and any(a["type"] == "rollback" for a in acts):
             if len(acts) > 1:  # "roll back and cut" with nothing to roll back with: the cut alone
                 acts = [a for a in acts if a["type"] != "rollback"]
@@ -599,9 +598,7 @@ class Actor:
             if outcome.status is not Status.APPLIED:
                 break
         if main is None:
-            main = self._record(step, advice, Status.REFUSED,
-                                "nothing left to do at this rung (the LR is at its floor, or raises were stopped)", evidence)
-            return main
+            return self._record(step, advice, Status.REFUSED, _NOTHING_LEFT, evidence)
         if main.status is Status.APPLIED:
             if main.action["type"] == "stop":
                 self._close(step, main, Verdict.VERIFIED, "training was asked to stop")
@@ -1055,6 +1052,9 @@ def _alert_for(monitor: Any, advice: Any) -> Any:
         if _get(_get(alert, "action"), "type") == adv_type:
             return alert
     return None
+
+
+_NOTHING_LEFT = "nothing left to do at this rung (the LR is at its floor, or raises were stopped)"
 
 
 class _NoCheckpoint(Exception):
