@@ -23,8 +23,16 @@ or asks the training loop to stop. Guardrails keep it from doing harm:
 - **one Actor per run**: the Monitor owns it and integrations attach to it
   (``Monitor.attach_actor``); it decides once per step, whoever offers the step.
 
+Act, then verify, then escalate: each applied action is watched for a verification window
+(:mod:`.verification`: 50 records and 200 steps, whichever comes later) and gets a verdict,
+``verified`` or ``failed``; a failed one climbs its condition's ladder (:mod:`.ladder`, the one
+table: NaN skip -> rollback -> stop; divergence cut -> rollback and cut -> stop; LR too low raise
+-> stop raising), bounded per incident and per run. A rollback goes to the latest checkpoint
+recorded before the incident began (:mod:`.checkpoints`, ``Monitor.checkpoint``).
+
 Each decision is an :class:`Outcome` whose :class:`Status` (applied, dry_run, waiting,
-cooling_down, capped, refused, failed) is what code reads; its ``reason`` is for people. Bad input
+cooling_down, capped, refused, failed) is what code reads; its ``reason`` is for people, its
+``evidence`` says what it rested on, and a verdict is an Outcome with ``verdict`` set. Bad input
 (an ``on_rollback``/``on_stop`` that raises, an optimizer without ``param_groups``, a scheduler
 of a class the Actor cannot scale) is one warning on the ``losswatch`` logger: the run goes on and
 nothing is done in its place (docs/acting.md).
@@ -48,17 +56,22 @@ scaled, and neither is the LR (see :meth:`Actor._check_scheduler`).
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Actor", "Outcome", "Status", "StopTraining", "SUPPORTED_ACTIONS", "scale_scheduler"]
+from . import ladder
+from .checkpoints import Checkpoints
+from .verification import Check, RunLevels, Verdict, judge
+
+__all__ = ["SUPPORTED_ACTIONS", "Actor", "Outcome", "Status", "StopTraining", "Verdict", "scale_scheduler"]
 
 log = logging.getLogger("losswatch.acting")
 
-SUPPORTED_ACTIONS = ("scale_lr", "clip_grad_norm", "rollback", "stop")
+SUPPORTED_ACTIONS = ("scale_lr", "clip_grad_norm", "rollback", "skip_batch", "stop")
 
 
 class Status(str, enum.Enum):
@@ -75,16 +88,25 @@ class Status(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """One decision: at ``step``, ``action`` (a dict) got ``status``, because ``reason``."""
+    """One decision: at ``step``, ``action`` (a dict) got ``status``, because ``reason``.
+
+    ``evidence``: what the decision rested on (alert id, incident id, event, the loss and
+    grad-norm levels before the incident, the ladder's rung). ``verdict``: set on the outcome that
+    closes an applied action's verification window (``"verified"`` or ``"failed"``)."""
 
     step: int
     action: dict
     status: Status
     reason: str
+    evidence: dict = field(default_factory=dict)
+    verdict: Verdict | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "action": dict(self.action), "status": self.status.value,
-                "reason": self.reason}
+        d = {"step": self.step, "action": dict(self.action), "status": self.status.value,
+             "reason": self.reason, "evidence": dict(self.evidence)}
+        if self.verdict is not None:
+            d["verdict"] = self.verdict.value
+        return d
 
 
 class StopTraining(Exception):
@@ -187,9 +209,11 @@ class Actor:
         None: only ``rollback`` and ``stop`` can be applied.
     scheduler : torch LR scheduler or None
         Scaled along with the optimizer so the schedule's future values stay scaled.
-    on_rollback : callable(step) or None
-        Restores the model (and optimizer) to a checkpoint at or before ``step``. Without it,
-        rollback advice is reported but not applied.
+    on_rollback : callable(step, checkpoint), callable(step), or None
+        Restores the model (and optimizer, scheduler, data position) from ``checkpoint``, the
+        token recorded with the checkpoint of ``step`` (None when no checkpoint was recorded: then
+        restore a state at or before ``step`` yourself). The one-argument form gets the step
+        only. Without it, rollback advice is reported but not applied.
     on_stop : callable() or None
         Ends training the framework's way. Without it :attr:`stop_requested` is set (a plain
         loop checks it, or the torch helper raises :class:`StopTraining` when asked to).
@@ -214,10 +238,21 @@ class Actor:
     min_factor, max_factor : float
         A scale_lr outside this range (default 0.01..10) is refused: too large a change to make
         unattended.
+    checkpoints : Checkpoints or None
+        Where rollbacks find their checkpoint (default: the monitor's, ``Monitor.checkpoints``).
+    verify_records, verify_steps : int
+        The verification window after an applied action: this many records and this many
+        steps, whichever comes later (default 50 and 200).
+    max_attempts_per_incident : int
+        Rungs of the ladder tried per incident (default 3, the longest ladder).
+    min_lr_fraction : float
+        A cut never takes the LR below this fraction of the run's peak LR (default 1/1000).
+    max_raise : float
+        LR raises multiply to at most this in all (default 100).
     restart_on_cut : bool
         With ``on_rollback`` given: an LR cut on a critical alert whose evidence names the last
         good step (``best_step``) also rolls back to it (default True). See
-        :meth:`_restart_after_cut`.
+        :meth:`_restart_target`.
 
     Examples
     --------
@@ -249,6 +284,12 @@ class Actor:
         restart_on_cut: bool = True,
         min_factor: float = 0.01,
         max_factor: float = 10.0,
+        checkpoints: Checkpoints | None = None,
+        verify_records: int = 50,
+        verify_steps: int = 200,
+        max_attempts_per_incident: int = 3,
+        min_lr_fraction: float = 1e-3,
+        max_raise: float = 100.0,
     ) -> None:
         if cooldown_steps < 0 or max_actions < 0 or min_persist_steps < 1:
             raise ValueError("cooldown_steps and max_actions must be >= 0, min_persist_steps >= 1")
@@ -286,6 +327,24 @@ class Actor:
         # why the LR cannot be changed (None when it can), found once, each said in one warning
         self._optimizer_problem = self._check_optimizer()
         self._scheduler_problem = self._check_scheduler()
+        # act, then verify, then escalate (client/ladder.py, client/verification.py)
+        if checkpoints is None:
+            checkpoints = getattr(monitor, "checkpoints", None)
+        self.checkpoints: Checkpoints = checkpoints if isinstance(checkpoints, Checkpoints) else Checkpoints()
+        self.levels = RunLevels()  # fed by observe(): the Monitor's background thread, or your loop
+        self.verify_records = int(verify_records)
+        self.verify_steps = int(verify_steps)
+        self.max_attempts_per_incident = int(max_attempts_per_incident)
+        self.min_lr_fraction = float(min_lr_fraction)
+        self.max_raise = float(max_raise)
+        self.verdicts: list[Outcome] = []  # the outcomes that closed a verification window
+        self._incidents: dict[str, _Incident] = {}
+        self._checks: list[Check] = []  # applied actions waiting for their verdict
+        self._recovered: dict[str, tuple[_Incident, int]] = {}  # condition -> (incident, verdict step)
+        self._peak_lr_seen = 0.0  # the LR the optimizer had at a decision, for tests without records
+        self._raise_total = 1.0  # product of the raises applied
+        self._raises_stopped = False
+        self._rollback_arity = _arity(on_rollback)
 
     # ------------------------------------------------------------------ decisions
     def follow(self, step: int, monitor: Any = None) -> Outcome | None:
@@ -302,8 +361,15 @@ class Actor:
         Returns the :class:`Outcome` of :meth:`apply`, or None when nothing was considered.
         """
         monitor = monitor if monitor is not None else self.monitor
+        if step == self._followed_step:
+            return None
+        if self._checks:
+            escalated = self.verify(step)
+            if escalated is not None:
+                self._followed_step = step  # one decision per step: the escalation was this step's
+                return escalated
         advice = getattr(monitor, "recommendation", None)
-        if not advice or step == self._followed_step:
+        if not advice:
             return None
         self._followed_step = step
         alert = _alert_for(monitor, advice)
@@ -331,6 +397,7 @@ class Actor:
             self._scheduler_problem = self._check_scheduler()
         if self.on_rollback is None:
             self.on_rollback = on_rollback
+            self._rollback_arity = _arity(on_rollback)
         if self.on_stop is None:
             self.on_stop = on_stop
 
@@ -341,6 +408,11 @@ class Actor:
         if self._pending:
             return step
         return self._retry_at
+
+    @property
+    def verifying(self) -> bool:
+        """An applied action is in its verification window (follow() should be offered each step)."""
+        return bool(self._checks)
 
     def apply(self, step: int, action: Any, alert: Any = None) -> Outcome:
         """Consider one recommendation at ``step``; apply it if the guardrails allow.
@@ -360,8 +432,12 @@ class Actor:
         alert_id = _get(alert, "id")
         if kind in (None, "none"):
             return self._record(step, act, Status.REFUSED, "no action recommended")
+        # a NaN seen on its own step first skips its batch (the ladder's first rung needs no
+        # on_rollback; its second, a rollback that cannot be made, becomes the stop below)
+        skips_first = (kind == "rollback" and _get(alert, "kind") == "nan" and _get(alert, "step") == step
+                       and self.optimizer is not None and not self._optimizer_problem)
         if (kind == "rollback" and self.on_rollback is None and self.stop_when_no_rollback
-                and _get(alert, "severity") == "critical"):
+                and _get(alert, "severity") == "critical" and not skips_first):
             # the weights are unusable (NaN, a divergence past saving) and there is no checkpoint
             # to return to: going on burns compute on garbage, so end training cleanly instead
             act = {"type": "stop", "reason": f"rollback to step {act.get('to_step')} was advised but no "
@@ -369,9 +445,15 @@ class Actor:
             kind = "stop"
         if kind not in SUPPORTED_ACTIONS:
             return self._record(step, act, Status.REFUSED, f"action {kind!r} is not something the Actor can do")
-        why_not = self._unsupported_reason(act) or self._undoes_own_cut(act, alert)
+        why_not = (None if skips_first else self._unsupported_reason(act)) or self._undoes_own_cut(act, alert)
         if why_not:
             return self._record(step, act, Status.REFUSED, why_not)
+        if _get(alert, "resolved_step") is not None:
+            return self._record(step, act, Status.REFUSED,
+                                f"not acted on: alert {alert_id} resolved at step {_get(alert, 'resolved_step')}")
+        cur = self.current_lr() if self.optimizer is not None and not self._optimizer_problem else math.nan
+        if math.isfinite(cur) and cur > self._peak_lr_seen:
+            self._peak_lr_seen = cur
         if alert_id is not None and alert_id in self._acted_alerts and not self._escalated(alert) \
                 and not self._persists(alert, step):
             return self._record(step, act, Status.REFUSED, f"already acted on alert {alert_id}")
@@ -387,22 +469,295 @@ class Actor:
             self._pending.setdefault(kind, step)
             return self._record(step, act, Status.WAITING, "waiting for the next step to confirm the alert")
         self._pending.pop(kind, None)
+        condition = ladder.condition_of(alert, act)
+        incident = self._incident(alert, step, condition) if condition is not None else None
+        if incident is not None:
+            why_not = self._contradicted(incident, act)
+            if why_not:
+                return self._record(step, act, Status.REFUSED, why_not, self._evidence(incident, alert))
         if alert_id is not None:
             self._acted_alerts[alert_id] = step
             self._acted_level[alert_id] = _escalation(alert)
+        if incident is None:  # a one-off action (a stop): no ladder, nothing to verify
+            self.n_actions += 1
+            self._last_action_step = step
+            outcome = self._effect(step, act, {"alert": alert_id})
+            if outcome.status is Status.APPLIED and act["type"] == "stop":
+                self._close(step, outcome, Verdict.VERIFIED, "training was asked to stop")
+            return outcome
+        if incident.attempts > 0:
+            # acted on before, and the detector escalated or kept the alert going: that action failed
+            self._fail_checks_of(step, incident, "the detector escalated the alert (or kept it open) "
+                                                 "after the action")
+            return self._climb(step, incident, incident.rung + 1, act, alert)
+        return self._climb(step, incident, ladder.first_rung(condition, alert, step), act, alert)
+
+    # ------------------------------------------------------------------ the ladder
+    def _incident(self, alert: Any, step: int, condition: str) -> _Incident:
+        """The incident an alert belongs to (``alert["incident"]``, else its id); a new incident of
+        a condition that recovered within the last verification window continues that one's ladder
+        (a relapse counts)."""
+        iid = _get(alert, "incident") or _get(alert, "id") or f"{condition}@{step}"
+        first = _get(alert, "step")
+        first = first if isinstance(first, int) and not isinstance(first, bool) and first <= step else step
+        inc = self._incidents.get(iid)
+        if inc is None:
+            recovered = self._recovered.get(condition)
+            if recovered is not None and step - recovered[1] <= self.verify_steps:
+                inc = recovered[0]
+                inc.relapses += 1
+                log.warning("losswatch: %s at step %d is a relapse of incident %s (recovered at step %d): "
+                            "it continues that incident's ladder", iid, step, inc.id, recovered[1])
+            else:
+                pre_loss, pre_gn = self.levels.level_before(first)
+                inc = _Incident(iid, condition, first, _get(alert, "id"), _get(alert, "event"), pre_loss, pre_gn)
+            self._incidents[iid] = inc
+        elif first < inc.first_step:
+            inc.first_step = first
+        return inc
+
+    def _contradicted(self, inc: _Incident, act: dict[str, Any]) -> str | None:
+        """The data has since contradicted the verdict: the run-away is over and the loss is back
+        under its level before the incident (a cut or a rollback would only throw progress away).
+
+        The run-away must be in the records the Actor saw: a non-finite loss (nan), or a level
+        (median of 5 records) at least 1.5x the level before (divergence); noise is neither."""
+        if inc.condition == ladder.LR_TOO_LOW or inc.pre_loss is None or inc.attempts > 0:
+            return None
+        since = [r[2] for r in self.levels.since(inc.first_step) if r[2] is not None]
+        recent = since[-5:]
+        finite = [v for v in since if isinstance(v, (int, float)) and math.isfinite(v)]
+        if len(recent) < 5 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in recent):
+            return None  # too few records since, or still non-finite: nothing contradicts the alert
+        if inc.condition == ladder.NAN:
+            ran_away = len(finite) < len(since)
+        else:
+            levels = [sorted(since[k:k + 5])[2] for k in range(len(since) - 4)]
+            ran_away = bool(levels) and max(levels) >= 1.5 * inc.pre_loss
+        now = sorted(recent)[2]
+        if ran_away and now <= inc.pre_loss:
+            return (f"not acted on: the data contradicts the alert: the loss ran away and is back at {now:.4g}, "
+                    f"under its level before the incident ({inc.pre_loss:.4g})")
+        return None
+
+    def _climb(self, step: int, inc: _Incident, rung: int, advice: dict[str, Any], alert: Any) -> Outcome:
+        """Apply rung ``rung`` of the incident's ladder (client/ladder.py) and start its check."""
+        name = ladder.rung_name(inc.condition, rung)
+        evidence = self._evidence(inc, alert, rung=name)
+        if name is None:
+            return self._record(step, advice, Status.CAPPED, f"incident {inc.id}: its ladder is exhausted", evidence)
+        if inc.attempts >= self.max_attempts_per_incident:
+            return self._record(step, advice, Status.CAPPED,
+                                f"incident {inc.id}: {inc.attempts} attempts, the cap per incident", evidence)
+        if self.n_actions >= self.max_actions and name != ladder.STOP:
+            return self._record(step, advice, Status.CAPPED, f"cap of {self.max_actions} actions reached", evidence)
+        target = self._restart_target(step, advice, alert, inc) if name == ladder.ADVICE else None
+        restart = (name == ladder.ROLLBACK_AND_CUT and self.on_rollback is not None) or target is not None
+        acts = [a for a in (self._rung_action(what, inc, advice, restart) for what in ladder.RUNG_ACTIONS[name])
+                if a is not None]
+        if target is not None and acts:
+            # "cut the LR and restart from the last good state": the rollback first, so that an
+            # on_rollback that restores the optimizer and scheduler in full does not undo the cut
+            good, why = target
+            acts.insert(0, {"type": "rollback", "to_step": good,
+                            "reason": f"the LR is cut because {why}; restarting from step {good}, the state "
+                                      f"the detector named, at the lower LR"})
+        if not acts and name != ladder.STOP_RAISING:
+            return self._record(step, advice, Status.REFUSED, _NOTHING_LEFT, evidence)
+        if self.on_rollback is None and any(a["type"] == "rollback" for a in acts):
+            if len(acts) > 1:  # "roll back and cut" with nothing to roll back with: the cut alone
+                acts = [a for a in acts if a["type"] != "rollback"]
+            elif self.stop_when_no_rollback and (alert is None or _get(alert, "severity") == "critical"):
+                # a rollback that cannot be made where one is needed (a NaN loss: the weights are
+                # unusable; or an earlier rung failed): the next rung, a stop
+                return self._climb(step, inc, rung + 1, advice, alert)
+        if [a["type"] for a in acts] == ["skip_batch"] and self._unsupported_reason(acts[0]):
+            return self._climb(step, inc, rung + 1, advice, alert)  # no optimizer to skip a step of
+        for act in acts:
+            why_not = self._unsupported_reason(act)
+            if why_not:
+                return self._record(step, act, Status.REFUSED, why_not, evidence)
+        inc.rung = rung
+        inc.attempts += 1
         self.n_actions += 1
         self._last_action_step = step
+        if name == ladder.STOP_RAISING:
+            self._raises_stopped = True
+            act = {"type": "none", "reason": "the raise did not help: no further LR raise on this run"}
+            outcome = self._record(step, act, Status.APPLIED, "no further LR raise on this run", evidence)
+            self._report(step, act, applied=not self.dry_run, evidence=evidence)
+            return outcome
+        main: Outcome | None = None
+        for act in acts:
+            outcome = self._effect(step, act, evidence)
+            if outcome.status is Status.FAILED and act["type"] == "rollback" and outcome.evidence.get("no_checkpoint"):
+                # no checkpoint to go back to: the ladder's next rung, said, never silently
+                return self._climb(step, inc, rung + 1, advice, alert)
+            if main is None or outcome.status is not Status.APPLIED or main.action["type"] == "rollback":
+                main = outcome  # the cut, when a rung both rolls back and cuts: what is verified
+            if outcome.status is not Status.APPLIED:
+                break
+        if main is None:
+            return self._record(step, advice, Status.REFUSED, _NOTHING_LEFT, evidence)
+        if main.status is Status.APPLIED:
+            if main.action["type"] == "stop":
+                self._close(step, main, Verdict.VERIFIED, "training was asked to stop")
+            else:
+                pre_loss, pre_gn = inc.pre_loss, inc.pre_gn
+                self._checks = [c for c in self._checks if c.incident != inc.id]
+                self._checks.append(Check(inc.id, inc.condition, rung, main.action, step, self.levels.seq,
+                                          pre_loss, pre_gn, self.levels.level_now(), evidence))
+        return main
+
+    def _rung_action(self, what: str, inc: _Incident, advice: dict[str, Any],
+                     restart: bool = False) -> dict[str, Any] | None:
+        """The action dict one part of a rung stands for (None: nothing to do, e.g. at the LR floor)."""
+        if what == "advice":
+            act = dict(advice)
+        elif what == "skip_batch":
+            act = {"type": "skip_batch", "reason": f"skip the batch of step in flight ({inc.condition})"}
+        elif what == "rollback":
+            to = max(0, inc.first_step - 1)  # the latest checkpoint before the incident began
+            named = advice.get("to_step") if advice.get("type") == "rollback" else None
+            if isinstance(named, int) and not isinstance(named, bool) and 0 <= named < to:
+                to = named  # the detector names an earlier good step (the last finite loss)
+            act = {"type": "rollback", "to_step": to,
+                   "reason": f"the earlier remedy did not work: back to the last checkpoint before incident "
+                             f"{inc.id} began (step {inc.first_step})"}
+        elif what == "scale_lr":
+            f = advice.get("factor") if advice.get("type") == "scale_lr" else None
+            f = f if isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1 else ladder.CUT_FACTOR
+            act = {"type": "scale_lr", "factor": f, "reason": "the earlier remedy did not work: cut the LR again"}
+        else:
+            act = {"type": what}
+        if act["type"] == "scale_lr":
+            return self._bounded(act, restart)
+        return act
+
+    def _bounded(self, act: dict[str, Any], restart: bool = False) -> dict[str, Any] | None:
+        """A cut never below 1/1000 of the run's peak LR nor below the lowest LR at which the run
+        made progress; a raise never past ``max_raise`` in all. Clamped, or None when no room.
+
+        ``restart``: the cut comes with a rollback to before the incident. The progress floor then
+        does not apply: that progress was made by weights the rollback discards (a run that
+        dropped fast at a large LR and then stalled made its "progress" at the very LR that
+        stalled it); the 1/1000 floor still does."""
+        f = act.get("factor")
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or self.optimizer is None or self._optimizer_problem:
+            return act  # refused later with its reason
+        lr = self.current_lr()
+        if not (math.isfinite(lr) and lr > 0):
+            return act
+        if f < 1:
+            peak = max(self.levels.peak_lr, self._peak_lr_seen, lr)
+            floor = peak * self.min_lr_fraction
+            lowest = None if restart else self.levels.lowest_progress_lr
+            if lowest is not None:
+                floor = max(floor, lowest)
+            if lr * f >= floor:
+                return act
+            g = floor / lr
+            if g >= 0.999:
+                return None
+            return dict(act, factor=g, reason=f"{act.get('reason', '')} (bounded: not below {floor:.3g})".strip())
+        if self._raises_stopped:
+            return None
+        room = self.max_raise / self._raise_total
+        if f <= room:
+            return act
+        if room <= 1.001:
+            return None
+        return dict(act, factor=room, reason=f"{act.get('reason', '')} (bounded: x{self.max_raise:g} in all)".strip())
+
+    def _effect(self, step: int, act: dict[str, Any], evidence: dict[str, Any]) -> Outcome:
+        """Make one change (or decide it, in dry run), record and report it."""
         if self.dry_run:
-            outcome = self._record(step, act, Status.DRY_RUN, "dry run: nothing changed")
+            outcome = self._record(step, act, Status.DRY_RUN, "dry run: nothing changed", evidence)
         else:
             try:
                 detail = self._do(step, act)
+            except _NoCheckpoint as exc:
+                log.warning("losswatch at step %d: %s", step, exc)
+                return self._record(step, act, Status.FAILED, str(exc), dict(evidence, no_checkpoint=True))
             except Exception as exc:  # acting must never crash training
-                return self._failed(step, act, exc)
-            outcome = self._record(step, act, Status.APPLIED, detail)
-        self._report(step, act, applied=not self.dry_run)
-        self._restart_after_cut(step, act, alert)
+                return self._failed(step, act, exc, evidence)
+            outcome = self._record(step, act, Status.APPLIED, detail, evidence)
+        self._report(step, act, applied=not self.dry_run, evidence=evidence)
         return outcome
+
+    def _evidence(self, inc: _Incident | None, alert: Any, **more: Any) -> dict[str, Any]:
+        ev = {"alert": _get(alert, "id"), "event": _get(alert, "event")}
+        if inc is not None:
+            ev.update(incident=inc.id, condition=inc.condition, incident_step=inc.first_step,
+                      loss_before=inc.pre_loss, grad_norm_before=inc.pre_gn, attempt=inc.attempts + 1)
+            if inc.relapses:
+                ev["relapses"] = inc.relapses
+        ev.update(more)
+        return ev
+
+    # ------------------------------------------------------------------ verification
+    def observe(self, records: list[dict[str, Any]]) -> None:
+        """Feed the run's records (dicts with step, loss, grad_norm, lr): what verification reads.
+        The Monitor calls it from its background thread; a loop without one calls it per step."""
+        self.levels.observe(records)
+
+    def finish(self) -> None:
+        """The run ended: judge every action still in its window on the records it has (no
+        escalation), so that each applied action ends verified or failed."""
+        for check in list(self._checks):
+            verdict, why = judge(check, self.levels, 0, 0)
+            if verdict is None:
+                verdict, why = Verdict.FAILED, "the run ended before any record followed the action"
+            self._checks.remove(check)
+            last = self.levels.last_step()
+            self._close(last if last is not None else check.step,
+                        Outcome(check.step, check.action, Status.APPLIED, why, check.evidence), verdict,
+                        f"{why} (judged when the run ended, before its window was over)")
+
+    def note_nonfinite(self, step: int) -> None:
+        """A non-finite loss seen in the training thread (``Monitor.log`` on a float): the actions
+        in their window failed, judged at the next :meth:`verify` without waiting for the
+        background thread's records."""
+        for check in self._checks:
+            if check.failed_early is None:
+                check.failed_early = f"the loss was non-finite again at step {step}"
+
+    def verify(self, step: int) -> Outcome | None:
+        """Judge the applied actions whose verification window has passed; climb the ladder of
+        each that failed. Returns the escalation's outcome, if any (follow() calls this)."""
+        escalation = None
+        for check in list(self._checks):
+            verdict, why = judge(check, self.levels, self.verify_records, self.verify_steps)
+            if verdict is None:
+                continue
+            self._checks.remove(check)
+            inc = self._incidents.get(check.incident)
+            outcome = Outcome(check.step, check.action, Status.APPLIED, why, check.evidence)
+            self._close(step, outcome, verdict, why)
+            if inc is None:
+                continue
+            if verdict is Verdict.VERIFIED:
+                self._recovered[inc.condition] = (inc, step)
+            elif escalation is None:
+                escalation = self._climb(step, inc, inc.rung + 1, check.action, None)
+        return escalation
+
+    def _fail_checks_of(self, step: int, inc: _Incident, why: str) -> None:
+        for check in [c for c in self._checks if c.incident == inc.id]:
+            self._checks.remove(check)
+            self._close(step, Outcome(check.step, check.action, Status.APPLIED, why, check.evidence),
+                        Verdict.FAILED, why)
+
+    def _close(self, step: int, outcome: Outcome, verdict: Verdict, why: str) -> None:
+        """Record, log and report an action's verdict."""
+        closed = Outcome(step, outcome.action, outcome.status, why, dict(outcome.evidence, applied_step=outcome.step),
+                         verdict)
+        self.history.append(closed)
+        self.verdicts.append(closed)
+        log.warning("losswatch: the %s applied at step %d is %s at step %d: %s",
+                    outcome.action.get("type"), outcome.step, verdict.value, step, why)
+        self._report(step, dict(outcome.action, verdict=verdict.value, verdict_reason=why), applied=False,
+                     evidence=closed.evidence)
 
     def _escalated(self, alert: Any) -> bool:
         """The detector escalated the alert since the Actor last acted on it: new advice."""
@@ -421,46 +776,25 @@ class Actor:
         return (_get(alert, "resolved_step") is None and isinstance(last, int)
                 and last >= acted + self.cooldown_steps and step - acted >= self.cooldown_steps)
 
-    def _restart_after_cut(self, step: int, act: dict[str, Any], alert: Any) -> None:
-        """A cut LR on a critical alert that names the last good step, or on any alert whose
-        evidence names a ``restart_step``, also restores that step.
-
-        WHY: a run that blew up carries damaged weights (saturated units, huge Adam moments); the
-        detectors' own advice is "cut the LR, roll back to a checkpoint near step s". With an
-        ``on_rollback`` given (and ``restart_on_cut``) the Actor does both at once: restart from
-        the last good state at the lower LR, which is what a person would do.
-        """
-        if not (self.restart_on_cut and self.on_rollback is not None and act["type"] == "scale_lr"
-                and float(act["factor"]) < 1):
-            return
-        evidence = _evidence(alert)
+    def _restart_target(self, step: int, act: dict[str, Any], alert: Any,
+                        inc: _Incident | None) -> tuple[int, str] | None:
+        """(the step a cut restarts from, why), or None when the cut is made in place."""
+        if not (self.restart_on_cut and self.on_rollback is not None and act.get("type") == "scale_lr"
+                and isinstance(act.get("factor"), (int, float)) and float(act["factor"]) < 1):
+            return None
+        named = _evidence(alert)
         # ``restart_step`` is the detector asking for a restart at any severity (a run stuck
         # early: the cut alone leaves the weights in the flat region); otherwise only a critical
         # alert's last good step counts
         keys = ("restart_step",) if _get(alert, "severity") != "critical" else \
             ("restart_step", "best_step", "last_finite_step")
-        good = None
         for key in keys:
-            v = evidence.get(key)
+            v = named.get(key)
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < step:
-                good = v
-                break
-        if good is None:
-            return
-        why = "the loss blew up" if key != "restart_step" else "training got stuck"
-        rollback = {"type": "rollback", "to_step": good,
-                    "reason": f"the LR was cut because {why}; restarting from step {good}, "
-                              f"the state the detector named, at the lower LR"}
-        if self.dry_run:
-            self._record(step, rollback, Status.DRY_RUN, "dry run: nothing changed")
-        else:
-            try:
-                detail = self._do(step, rollback)
-            except Exception as exc:
-                self._failed(step, rollback, exc)
-                return
-            self._record(step, rollback, Status.APPLIED, detail)
-        self._report(step, rollback, applied=not self.dry_run)
+                if inc is not None and key != "restart_step":
+                    v = min(v, max(0, inc.first_step - 1))  # never a step inside the run-away
+                return v, ("the loss blew up" if key != "restart_step" else "training got stuck")
+        return None
 
     def _confirmed(self, step: int, kind: str, alert: Any) -> bool:
         """True when the advice is not the reaction to one noisy step."""
@@ -503,6 +837,9 @@ class Actor:
                 return "no optimizer to clip"
             if self._optimizer_problem:
                 return self._optimizer_problem
+        elif kind == "skip_batch":
+            if self.optimizer is None or self._optimizer_problem:
+                return "no torch optimizer whose gradients could be dropped to skip the batch"
         elif kind == "rollback":
             if self.on_rollback is None:
                 return "rollback advised but no on_rollback function was given"
@@ -520,14 +857,44 @@ class Actor:
             self.install_clipping(float(act["max_norm"]))
             return f"gradients clipped at norm {act['max_norm']}"
         if kind == "rollback":
-            self.on_rollback(int(act["to_step"]))  # type: ignore[misc]
+            return self._roll_back(step, int(act["to_step"]))
+        if kind == "skip_batch":
             self._drop_gradients()
-            return f"rolled back to step {act['to_step']}"
+            return "the batch in flight was skipped (its gradients dropped)"
         # stop: the user's on_stop first, so that one that raises leaves the run going as it was
         if self.on_stop is not None:
             self.on_stop()
         self.stop_requested = True
         return "training asked to stop"
+
+    def _roll_back(self, step: int, to_step: int) -> str:
+        """Hand the latest checkpoint at or before ``to_step`` to ``on_rollback(step, checkpoint)``
+        (or ``on_rollback(step)``, the one-argument form), then drop the gradients in flight.
+
+        Without any checkpoint recorded (``Monitor.checkpoint``), ``on_rollback`` gets ``to_step``
+        and finds its own state (the checkpoint argument is None). With checkpoints recorded but
+        none left at or before ``to_step`` (deleted), nothing is called: :class:`_NoCheckpoint`.
+        """
+        target, token = to_step, None
+        if len(self.checkpoints):
+            ck = self.checkpoints.before(to_step + 1)
+            if ck is None:
+                raise _NoCheckpoint(f"no checkpoint at or before step {to_step} exists any more: no rollback; "
+                                    f"the ladder goes on")
+            target, token = ck.step, ck.token
+        if self._rollback_arity >= 2:
+            self.on_rollback(target, token)  # type: ignore[misc]
+        else:
+            self.on_rollback(target)  # type: ignore[misc]
+        self._drop_gradients()
+        self.levels.rewind(target)
+        mark = getattr(self.monitor, "mark_rewind", None)
+        if mark is not None:
+            try:
+                mark(target, step)
+            except Exception as exc:  # reporting is best effort
+                log.warning("losswatch could not mark the rewind: %s", exc)
+        return f"rolled back to step {target}" + (f" ({token})" if isinstance(token, str) else "")
 
     def _drop_gradients(self) -> None:
         """Forget the gradients of the step in flight after a rollback.
@@ -592,21 +959,23 @@ class Actor:
             self._clip_hook_handle = None
 
     # ------------------------------------------------------------------ bookkeeping
-    def _record(self, step: int, act: dict[str, Any], status: Status, reason: str) -> Outcome:
-        outcome = Outcome(step, act, status, reason)
+    def _record(self, step: int, act: dict[str, Any], status: Status, reason: str,
+                evidence: dict[str, Any] | None = None) -> Outcome:
+        outcome = Outcome(step, act, status, reason, dict(evidence or {}))
         self.history.append(outcome)
         if status is Status.APPLIED or status is Status.DRY_RUN:
             self.actions.append(outcome)
             log.warning("losswatch %s at step %d: %s (%s)", status.value.replace("_", " "), step, act, reason)
         return outcome
 
-    def _failed(self, step: int, act: dict[str, Any], exc: BaseException) -> Outcome:
+    def _failed(self, step: int, act: dict[str, Any], exc: BaseException,
+                evidence: dict[str, Any] | None = None) -> Outcome:
         """An effect raised (the user's on_rollback or on_stop, an optimizer): one warning, the run
         goes on, and nothing else is done in its place (no stop instead of a rollback)."""
         what = {"rollback": "your on_rollback", "stop": "your on_stop"}.get(act["type"], f"{act['type']}")
         reason = f"{what} raised {exc!r}; nothing else was changed and training goes on"
         log.warning("losswatch at step %d: %s", step, reason)
-        return self._record(step, act, Status.FAILED, reason)
+        return self._record(step, act, Status.FAILED, reason, evidence)
 
     def _check_optimizer(self) -> str | None:
         """Why this optimizer's LR cannot be scaled (None when it can): one warning, at once."""
@@ -645,10 +1014,14 @@ class Actor:
         log.warning("losswatch: %s", reason)
         return reason
 
-    def _report(self, step: int, act: dict[str, Any], applied: bool) -> None:
+    def _report(self, step: int, act: dict[str, Any], applied: bool, evidence: dict[str, Any] | None = None) -> None:
+        """Tell the monitor (and so the service). The evidence travels inside the action dict (the
+        service keeps an action's extra fields), without the reason's duplicate."""
         report = getattr(self.monitor, "report_action", None)
         if report is None:
             return
+        if evidence:
+            act = dict(act, evidence={k: v for k, v in evidence.items() if v is not None})
         try:
             report(step, act, applied, self.dry_run)
         except Exception as exc:  # reporting is best effort; training goes on
@@ -679,3 +1052,43 @@ def _alert_for(monitor: Any, advice: Any) -> Any:
         if _get(_get(alert, "action"), "type") == adv_type:
             return alert
     return None
+
+
+_NOTHING_LEFT = "nothing left to do at this rung (the LR is at its floor, or raises were stopped)"
+
+
+class _NoCheckpoint(Exception):
+    """Checkpoints were recorded but none at or before the rollback's target exists any more."""
+
+
+@dataclass
+class _Incident:
+    """One incident as the Actor climbs its ladder."""
+
+    id: str
+    condition: str
+    first_step: int  # the incident began here: a rollback goes to a checkpoint before it
+    alert_id: Any
+    event: Any
+    pre_loss: float | None  # the loss / grad-norm levels before it began (verification's bar)
+    pre_gn: float | None
+    rung: int = -1
+    attempts: int = 0
+    relapses: int = 0
+
+
+def _arity(fn: Any) -> int:
+    """2 when ``fn`` takes (step, checkpoint), 1 for the older ``on_rollback(step)``."""
+    if fn is None:
+        return 1
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            return 2
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return 2 if n >= 2 else 1

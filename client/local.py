@@ -79,8 +79,9 @@ class NanWatch:
         copy), or None when the open episode already says as much.
 
         ``in_log``: called from ``log()`` on the step's values; only Python floats are judged
-        there (a tensor is read later, in the background, without a host-device sync). log() does not see every record, so it counts no grad-norm streak
-        (one record's verdict only); :meth:`observe` sees them all, in order, and does.
+        there (a tensor is read later, in the background, without a host-device sync). log() does
+        not see every record, so it counts no grad-norm streak (one record's verdict only);
+        :meth:`observe` sees them all, in order, and does.
         """
         if in_log:  # a tensor is read later, off the hot path: comparing it here would sync the GPU
             loss = loss if loss.__class__ is float else None
@@ -202,9 +203,49 @@ class LocalEngine:
             self.error = f"{type(e).__name__}: {e}"
             return
         self._Record = Record
+        self._Engine = Engine
         self._engine = Engine(run_id=run_id, meta=meta)
         self._new_meta: dict[str, Any] | None = None
+        # checkpoints and rewinds (Monitor.checkpoint / mark_rewind), set in the training thread
+        # and carried out here, in the order of the records
+        self._snap_due: list[int] = []  # checkpoint steps whose engine state is still to be kept
+        self._snapshots: dict[int, bytes] = {}  # checkpoint step -> the engine's state then
+        self._rewind: int | None = None  # rolled back to this step: restore before the next re-logged step
+        self._last_step: int | None = None
         self.available = True
+
+    def snapshot_at(self, step: int) -> None:
+        """Keep the detectors' state as it is before the record of ``step`` (a checkpoint's)."""
+        self._snap_due.append(step)
+
+    def rewind_to(self, step: int) -> None:
+        """The run went back to ``step``: before the first record that repeats a step, the
+        detectors return to their state at the latest checkpoint at or before it."""
+        self._rewind = step
+
+    def _feed(self, batch: list, changed: list) -> None:
+        if batch:
+            changed += self._engine.update_batch(batch)
+            batch.clear()
+
+    def _restore(self, to_step: int) -> list[dict[str, Any]]:
+        """Go back to the snapshot at or before ``to_step``; the alerts active now that were not
+        then come back resolved (the records that raised them are undone)."""
+        keys = [k for k in self._snapshots if k <= to_step]
+        if not keys:
+            return []
+        before = {a.id: a for a in self._engine.active_alerts}
+        self._engine = self._Engine.from_bytes(self._snapshots[max(keys)])
+        for k in [k for k in self._snapshots if k > to_step]:
+            del self._snapshots[k]  # states of a future that was discarded
+        after = {a.id for a in self._engine.active_alerts}
+        out = []
+        for aid, a in before.items():
+            if aid not in after:
+                d = a.to_dict()
+                d.update(resolved_step=to_step, event="resolved")
+                out.append(d)
+        return out
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         """New run metadata, applied before the next :meth:`update` (which runs in the sender's
@@ -217,10 +258,32 @@ class LocalEngine:
         if meta is not None:
             self._engine.set_meta(meta)
         R = self._Record
-        batch = [R(step=r["step"], loss=r.get("loss"), grad_norm=r.get("grad_norm"), lr=r.get("lr"),
-                   val_loss=r.get("val_loss"), ts=r.get("ts"), extra=r.get("extra") or {})
-                 for r in records]
-        changed = self._engine.update_batch(batch)
+        if not self._snap_due and self._rewind is None:  # the usual case: one batch
+            batch = [R(step=r["step"], loss=r.get("loss"), grad_norm=r.get("grad_norm"), lr=r.get("lr"),
+                       val_loss=r.get("val_loss"), ts=r.get("ts"), extra=r.get("extra") or {})
+                     for r in records]
+            changed = self._engine.update_batch(batch)
+            restored: list[dict[str, Any]] = []
+            if records:
+                self._last_step = records[-1]["step"]
+        else:
+            changed, restored = [], []
+            batch: list = []
+            for r in records:
+                step = r["step"]
+                if self._rewind is not None and self._last_step is not None and step <= self._last_step:
+                    self._feed(batch, changed)
+                    restored += self._restore(self._rewind)
+                    self._rewind = None
+                while self._snap_due and self._snap_due[0] <= step:
+                    self._feed(batch, changed)
+                    self._snapshots[self._snap_due.pop(0)] = self._engine.to_bytes()
+                    while len(self._snapshots) > 8:
+                        del self._snapshots[min(self._snapshots)]
+                batch.append(R(step=step, loss=r.get("loss"), grad_norm=r.get("grad_norm"), lr=r.get("lr"),
+                               val_loss=r.get("val_loss"), ts=r.get("ts"), extra=r.get("extra") or {}))
+                self._last_step = step
+            self._feed(batch, changed)
         rec = self._engine.recommendation
-        return ([a.to_dict() for a in changed], rec.to_dict() if rec is not None else None,
+        return (restored + [a.to_dict() for a in changed], rec.to_dict() if rec is not None else None,
                 self._engine.health)

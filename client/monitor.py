@@ -83,9 +83,10 @@ class Monitor:
     on_alert : callable, optional
         ``on_alert(alert_dict)`` for every alert raised, escalated or resolved (the service's and
         the local NaN check's); the dict's ``event`` field says which (``"raised"``,
-        ``"escalated"``: a higher severity or new advice, ``"resolved"``). Runs in the background thread; an exception in it is caught and
-        warned about once. Each event is also logged on the ``losswatch`` logger (visible by
-        default: docs/integrations.md), as is the run's start line.
+        ``"escalated"``: a higher severity or new advice, ``"resolved"``). Runs in the background
+        thread; an exception in it is caught and warned about once. Each event is also logged on
+        the ``losswatch`` logger (visible by default: docs/integrations.md), as is the run's start
+        line.
     flush_interval : float
         Seconds between sends at most (0.5: an alert is visible well under a second after the
         step; a batch of 1-500 records every half second is nothing for the service).
@@ -233,8 +234,6 @@ class Monitor:
         alert right here; a tensor one is caught when the batch is read, off the hot path.
         """
         try:
-            if self._pending is not None:
-                self._apply_pending(step)
             if loss.__class__ is float:
                 if loss - loss != 0.0:  # NaN or +-inf, without a function call
                     self._nan_now(step, loss, grad_norm)
@@ -249,6 +248,10 @@ class Monitor:
                 lr = hold(lr)
             if val_loss is not None and val_loss.__class__ is not float:
                 val_loss = hold(val_loss)
+            if self._pending is not None:
+                # after the NaN check: a NaN in this very step is acted on before the optimizer
+                # steps (the NaN ladder skips this batch)
+                self._apply_pending(step)
             if extra:
                 for k, v in extra.items():
                     if v.__class__ is not float:
@@ -267,6 +270,10 @@ class Monitor:
 
     # ------------------------------------------------------------------ training-thread helpers
     def _nan_now(self, step: int, loss: Any, grad_norm: Any) -> None:
+        actor = self._actor
+        if actor is not None and actor.verifying and loss.__class__ is float and loss - loss != 0.0:
+            actor.note_nonfinite(step)  # an action in its window just failed: judged on this log()
+            self._pending = self._pending or {"type": "verify"}
         alert = self._nan.check(step, loss, grad_norm, in_log=True)
         if alert is not None:
             self._merge_alerts([alert], local=True)
@@ -297,11 +304,13 @@ class Monitor:
         except Exception as e:
             self._warn_once("actor", f"losswatch: acting on {pending.get('type')} failed: {e!r}")
             return
-        if self.recommendation is None:
+        if self.recommendation is None and not actor.verifying:
             return
-        # advice that waits for confirmation is offered again on the next step; advice held back
-        # by a cooldown when the cooldown ends
+        # advice that waits for confirmation, or an action in its verification window, is offered
+        # again on the next step; advice held back by a cooldown when the cooldown ends
         again = actor.offer_again_at(step)
+        if actor.verifying:
+            again = step  # an action in its verification window: judged at every log()
         if again is not None:
             # a step counter that goes back (a restart after rollback, one counter per epoch)
             # must not hold waiting advice back: only a cooldown's end sets a step to wait for
@@ -378,6 +387,9 @@ class Monitor:
         changed = self._nan.observe(records)
         if changed:
             self._merge_alerts(changed, local=True)
+        actor = self._actor
+        if actor is not None and records:
+            actor.observe(records)  # what the Actor verifies its actions against
         if self._local is not None and self._local.available and records:
             try:
                 alerts, rec, health = self._local.update(records)
@@ -485,6 +497,39 @@ class Monitor:
                 self._local.set_meta(self.meta)
         except Exception as e:  # noqa: BLE001 - monitoring must never break training
             self._warn_once("meta", f"losswatch: could not update the run metadata: {e!r}")
+
+    @property
+    def checkpoints(self) -> Any:
+        """The checkpoints recorded with :meth:`checkpoint` (``losswatch.client.checkpoints``)."""
+        cks = self.__dict__.get("_checkpoints")
+        if cks is None:
+            from .checkpoints import Checkpoints
+
+            cks = self._checkpoints = Checkpoints()
+        return cks
+
+    def checkpoint(self, step: int, path_or_token: Any) -> None:
+        """Record that the state after ``step`` steps was saved at ``path_or_token`` (a path, or
+        anything your ``on_rollback(step, checkpoint)`` reads back). A rollback returns to the
+        latest one saved before the incident began. The last 8 are kept; the service is told
+        their steps (and paths) in the run metadata (``checkpoints``), and the in-process
+        detectors keep their state at each, restored after a rollback. Never raises on a bad
+        path (a deleted one is said when a rollback needs it); a bad step is a ValueError."""
+        ck = self.checkpoints.add(step, path_or_token)
+        if self._local is not None:
+            self._local.snapshot_at(ck.step)
+        self.update_meta({"checkpoints": [c.to_dict() for c in self.checkpoints]})
+
+    def mark_rewind(self, to_step: int, at_step: int) -> None:
+        """The run was rolled back at ``at_step`` to the state after ``to_step`` steps: the loop
+        will log steps it logged before. The service is told in the run metadata (``rewinds``:
+        the last 8, each ``{"to_step", "at_step"}``); the in-process detectors go back to their
+        state at that checkpoint. Called by the Actor after a rollback."""
+        rewinds = list(self.meta.get("rewinds") or [])[-7:]
+        rewinds.append({"to_step": int(to_step), "at_step": int(at_step)})
+        if self._local is not None:
+            self._local.rewind_to(int(to_step))
+        self.update_meta({"rewinds": rewinds})
 
     def report_action(self, step: int, action: dict[str, Any], applied: bool, dry_run: bool = False) -> None:
         """Tell the service an action was applied (or would have been, in dry-run). Non-blocking."""

@@ -5,11 +5,12 @@ built with all its LRs times f gives), clipping, rollback, stop, and the guardra
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
 
-from losswatch.client.acting import Actor, Status
+from losswatch.client.acting import Actor, Status, Verdict
 
 torch.set_num_threads(1)
 
@@ -258,7 +259,8 @@ def test_a_cut_after_a_blow_up_restarts_from_the_last_good_step_when_rollback_is
              "evidence": {"best_step": 12}}
     assert actor.apply(34, {"type": "scale_lr", "factor": 0.1}, alert).status == "applied"
     assert restored == [12] and _lrs(opt) == [pytest.approx(0.1)]
-    assert rec.reports == [(34, "scale_lr", True, False), (34, "rollback", True, False)]
+    # the rollback first: an on_rollback that restores the optimizer in full keeps the cut
+    assert rec.reports == [(34, "rollback", True, False), (34, "scale_lr", True, False)]
     # a warning (not critical) cut, or no good step named: no rollback
     actor2 = Actor(_opt(1.0, groups=1), on_rollback=restored.append)
     actor2.apply(9, {"type": "scale_lr", "factor": 0.1}, {**alert, "severity": "warning"})
@@ -278,17 +280,24 @@ def test_advice_to_undo_the_actors_own_cut_is_not_followed() -> None:
     assert out.status == "applied" and _lrs(opt) == [pytest.approx(0.3)]
 
 
-def test_the_monitor_builds_the_actor_and_applies_advice_at_the_next_log() -> None:
+def test_the_monitor_builds_the_actor_and_applies_advice_in_the_training_thread() -> None:
     from losswatch.client import Monitor
 
     stopped: list[bool] = []
     opt = _opt(1.0, groups=1)
     with Monitor(run_id="act-local", url=None, act=True, optimizer=opt, on_stop=lambda: stopped.append(True)) as mon:
-        mon.log(5, loss=float("nan"))  # a float NaN is caught on the spot, in this thread
+        mon.log(4, loss=1.0)
+        # a float NaN is caught on the spot and acted on in the same log(), in this thread, before
+        # the optimizer steps on it: this batch is skipped
+        mon.log(5, loss=float("nan"))
         assert not stopped
-        mon.log(6, loss=1.0)  # the advice is applied here, in the training thread
+        # NaN again: the skip failed; the rollback cannot be made (no on_rollback): training stops
+        mon.log(6, loss=float("nan"))
         assert stopped == [True]
-        assert [(a["step"], a["action"]["type"], a["applied"]) for a in mon.actions] == [(6, "stop", True)]
+        # each action, then its verdict (a report that applies nothing)
+        assert [(a["step"], a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] \
+            == [(5, "skip_batch", True, None), (6, "skip_batch", False, "failed"), (6, "stop", True, None),
+                (6, "stop", False, "verified")]
 
 
 class _Advice:
@@ -377,7 +386,7 @@ def test_a_cut_whose_alert_names_a_restart_step_restarts_there_at_any_severity()
              "evidence": {"restart_step": 0, "consecutive": 10}}
     assert actor.apply(80, {"type": "scale_lr", "factor": 0.3}, alert).status == "applied"
     assert restored == [0] and _lrs(opt) == [pytest.approx(0.3)]
-    assert [h.action["type"] for h in actor.history if h.status == "applied"] == ["scale_lr", "rollback"]
+    assert [h.action["type"] for h in actor.history if h.status == "applied"] == ["rollback", "scale_lr"]
     # a raise never restarts; a restart step at or after the current step is ignored
     Actor(_opt(1.0, groups=1), on_rollback=restored.append).apply(
         90, {"type": "scale_lr", "factor": 3.0}, {**alert, "id": "t"})
@@ -399,7 +408,8 @@ def test_an_on_rollback_that_raises_is_one_warning_and_nothing_else_is_done(capl
 
     opt = _opt(1.0, groups=1)
     actor = Actor(opt, on_rollback=broken)
-    alert = {"id": "n", "kind": "nan", "severity": "critical", "step": 9}
+    # seen a step after it was raised: the batch is gone, the NaN ladder starts at the rollback
+    alert = {"id": "n", "kind": "nan", "severity": "critical", "step": 8}
     with caplog.at_level("WARNING", logger="losswatch"):
         out = actor.apply(9, {"type": "rollback", "to_step": 3}, alert)
         again = actor.apply(10, {"type": "rollback", "to_step": 3}, dict(alert, last_step=10))
@@ -482,12 +492,17 @@ def test_a_monitor_whose_on_rollback_raises_keeps_logging_and_reports_nothing_ap
                      flush_interval=3600, batch_size=10**6) as mon:
             for step in range(10):
                 mon.log(step, loss=1.0, grad_norm=1.0)
-            mon.log(10, loss=float("nan"), grad_norm=1.0)  # caught in log(): rollback advised
-            for step in range(11, 20):
-                mon.log(step, loss=1.0, grad_norm=1.0)  # the Actor tries at step 11; the run goes on
-            tried = [(o.step, o.status) for o in mon.actor.history if o.status in (Status.FAILED, Status.APPLIED)]
-            assert tried == [(11, Status.FAILED)]  # tried once (the detectors' copy of the alert is refused)
-            assert mon.actions == [] and not mon.actor.stop_requested and _lrs(opt) == [1.0]
+            mon.log(10, loss=float("nan"), grad_norm=1.0)  # caught in log(): this batch is skipped
+            mon.log(11, loss=float("nan"), grad_norm=1.0)  # the skip failed: the ladder rolls back
+            for step in range(12, 20):
+                mon.log(step, loss=1.0, grad_norm=1.0)  # the run goes on
+            tried = [(o.step, o.action["type"], o.status) for o in mon.actor.history
+                     if o.status in (Status.FAILED, Status.APPLIED) and o.verdict is None]
+            # the rollback tried once (the detectors' copy of the alert is refused)
+            assert tried == [(10, "skip_batch", Status.APPLIED), (11, "rollback", Status.FAILED)]
+            assert [(a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] \
+                == [("skip_batch", True, None), ("skip_batch", False, "failed")]
+            assert not mon.actor.stop_requested and _lrs(opt) == [1.0]
             assert mon.flush(10)
     assert [a["step"] for a in mon.alerts if a["kind"] == "nan"] == [10]
     assert not [w for w in caught if "Monitor.log failed" in str(w.message)]  # every step was logged
@@ -526,3 +541,344 @@ def test_a_framework_session_given_an_acting_monitor_shares_its_actor_with_one_w
         assert plain.make_actor(opt) is plain.monitor.actor
     finally:
         plain.close()
+
+
+# ---------------------------------------------------------------- act, verify, escalate (a real model)
+
+
+class _Regression:
+    """Full-batch least squares on a tiny linear model: stable below LR ~0.6, diverging above."""
+
+    def __init__(self, lr: float) -> None:
+        torch.manual_seed(0)
+        self.x = torch.randn(256, 4)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.5 * torch.randn(256)
+        self.model = torch.nn.Linear(4, 1)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.step = 0
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def state(self) -> dict:
+        import copy
+
+        return {"model": copy.deepcopy(self.model.state_dict()), "optimizer": copy.deepcopy(self.opt.state_dict())}
+
+    def train(self, n: int, actor: Actor, advice: "_Advice | None" = None) -> list[float]:
+        """n steps; the Actor sees each record (observe) and follows the advice, between
+        backward() and optimizer.step(), as an integration does."""
+        losses = []
+        for _ in range(n):
+            loss = ((self.model(self.x).squeeze(1) - self.y) ** 2).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = float(torch.cat([p.grad.reshape(-1) for p in self.model.parameters()]).norm())
+            actor.observe([{"step": self.step, "loss": float(loss.detach()), "grad_norm": gn,
+                            "lr": self.opt.param_groups[0]["lr"]}])
+            actor.follow(self.step, advice) if advice is not None else actor.verify(self.step)
+            if actor.stop_requested:
+                break
+            self.opt.step()
+            losses.append(float(loss.detach()))
+            self.step += 1
+        return losses
+
+
+def _divergence(first: int, last: int, factor: float = 0.1) -> dict:
+    return {"id": f"r:divergence:{first}", "incident": f"r:divergence:{first}", "kind": "divergence",
+            "severity": "warning", "event": "raised", "step": first, "last_step": last,
+            "evidence": {"span_steps": last - first + 1}, "action": {"type": "scale_lr", "factor": factor}}
+
+
+def test_an_lr_cut_that_brings_the_loss_back_is_reported_verified() -> None:
+    run = _Regression(0.05)
+    rec = _Recorder()
+    actor = Actor(run.opt, monitor=rec, verify_records=20, verify_steps=20)
+    advice = _Advice()
+    run.train(15, actor, advice)  # converging, not converged
+    run.set_lr(1.5)  # an LR bug: the loss runs away
+    run.train(4, actor, advice)
+    advice.set(_divergence(15, 18))
+    run.train(40, actor, advice)
+    assert run.opt.param_groups[0]["lr"] == pytest.approx(0.15)
+    (verdict,) = actor.verdicts
+    assert verdict.verdict is Verdict.VERIFIED and verdict.evidence["applied_step"] == 19
+    ev = verdict.evidence
+    assert ev["incident"] == "r:divergence:15" and ev["alert"] == "r:divergence:15" and ev["event"] == "raised"
+    assert ev["loss_before"] > 0 and ev["grad_norm_before"] > 0  # the levels before the incident began
+    assert "back under" in verdict.reason
+    # the action, then its verdict, reported (the verdict applies nothing)
+    assert rec.reports == [(19, "scale_lr", True, False), (39, "scale_lr", False, False)]
+
+
+@pytest.mark.parametrize("restore_optimizer", [True, False])
+def test_a_cut_that_fails_escalates_to_a_rollback_before_the_incident_then_stops(caplog, restore_optimizer) -> None:
+    run = _Regression(0.05)
+    got: list[tuple[int, Any]] = []
+
+    def on_rollback(step: int, checkpoint: Any) -> None:  # the two-argument form gets the checkpoint
+        got.append((step, checkpoint["tag"]))
+        run.model.load_state_dict(checkpoint["model"])
+        if restore_optimizer:  # the checkpoint's own LR (0.05) comes back, then the ladder's cut
+            run.opt.load_state_dict(checkpoint["optimizer"])
+
+    actor = Actor(run.opt, on_rollback=on_rollback, verify_records=10, verify_steps=10, cooldown_steps=0)
+    advice = _Advice()
+    for _ in range(3):  # checkpoints at steps 0, 7, 14: each the state step s runs from
+        actor.checkpoints.add(run.step, dict(run.state(), tag=run.step))
+        run.train(7, actor, advice)
+    run.set_lr(3000.0)  # far too high: even x0.01 of it diverges
+    run.train(2, actor, advice)
+    actor.checkpoints.add(run.step, dict(run.state(), tag=run.step))  # saved inside the run-away: not a target
+    run.train(2, actor, advice)
+    with caplog.at_level("WARNING", logger="losswatch"):
+        advice.set(_divergence(22, 24))
+        run.train(60, actor, advice)
+    assert got == [(14, 14)]  # the latest checkpoint before the incident began (step 22), not 23
+    rungs = [(o.action["type"], o.evidence.get("rung")) for o in actor.actions]
+    assert rungs[:3] == [("scale_lr", "advice"), ("rollback", "rollback_and_cut"), ("scale_lr", "rollback_and_cut")]
+    assert any("is failed" in m for m in _warnings(caplog))  # each verdict said on the losswatch logger
+    if restore_optimizer:  # back at step 14's state and LR, cut: the run recovers
+        assert [v.verdict.value for v in actor.verdicts] == ["failed", "verified"]
+        assert not actor.stop_requested and run.opt.param_groups[0]["lr"] == pytest.approx(0.005)
+    else:  # the weights restored, the LR only cut twice (30): it runs away again, and the run stops
+        assert rungs[3:] == [("stop", "stop")]
+        assert [v.verdict.value for v in actor.verdicts] == ["failed", "failed", "verified"]
+        assert actor.stop_requested and run.opt.param_groups[0]["lr"] == pytest.approx(30.0)
+
+
+def test_cuts_stop_at_a_thousandth_of_the_peak_lr_and_attempts_per_incident_are_capped() -> None:
+    opt = _opt(1.0, groups=1)
+    actor = Actor(opt, cooldown_steps=0, max_actions=10)
+    for i in range(3):  # three incidents, one cut each: 1 -> 0.001, the floor
+        out = actor.apply(10 * i + 5, {"type": "scale_lr", "factor": 0.1}, _divergence(10 * i, 10 * i + 5))
+        assert out.status is Status.APPLIED
+    out = actor.apply(45, {"type": "scale_lr", "factor": 0.1}, _divergence(40, 45))
+    assert out.status is Status.REFUSED and "floor" in out.reason and _lrs(opt) == [pytest.approx(0.001)]
+    # a cut that would cross the floor is clamped to it
+    opt2 = _opt(1.0, groups=1)
+    actor2 = Actor(opt2, cooldown_steps=0)
+    actor2.apply(5, {"type": "scale_lr", "factor": 0.01}, _divergence(0, 5))
+    out = actor2.apply(15, {"type": "scale_lr", "factor": 0.05}, _divergence(10, 15))
+    assert out.status is Status.APPLIED and _lrs(opt2) == [pytest.approx(0.001)]
+    # one incident escalated again and again: at most max_attempts_per_incident attempts
+    opt3 = _opt(1.0, groups=1)
+    actor3 = Actor(opt3, cooldown_steps=0, max_attempts_per_incident=2)
+    alert = _divergence(0, 5)
+    statuses = []
+    for level in range(3):
+        a = dict(alert, last_step=5 + level, evidence=dict(alert["evidence"], escalation=level))
+        statuses.append(actor3.apply(5 + level, a["action"], a).status)
+    assert statuses == [Status.APPLIED, Status.APPLIED, Status.CAPPED] and _lrs(opt3) == [pytest.approx(0.01)]
+
+
+def test_advice_the_data_has_since_contradicted_is_not_acted_on() -> None:
+    run = _Regression(0.05)
+    actor = Actor(run.opt, verify_records=10, verify_steps=10)
+    run.train(15, actor)
+    run.set_lr(1.5)
+    run.train(2, actor)  # a short run-away ...
+    run.set_lr(0.05)
+    run.train(30, actor)  # ... that came back under its level before the incident by itself
+    out = actor.apply(run.step, {"type": "scale_lr", "factor": 0.1}, _divergence(15, 17))
+    assert out.status is Status.REFUSED and "contradicts" in out.reason and _lrs(run.opt) == [0.05]
+    resolved = dict(_divergence(15, 17), id="r:d2", incident="r:d2", resolved_step=20)
+    out = actor.apply(run.step, {"type": "scale_lr", "factor": 0.1}, resolved)
+    assert out.status is Status.REFUSED and "resolved" in out.reason and _lrs(run.opt) == [0.05]
+
+
+def test_a_deleted_checkpoint_is_one_warning_and_the_previous_one_is_used(tmp_path, caplog) -> None:
+    paths = [tmp_path / f"ck-{s}.pt" for s in (0, 10, 20)]
+    for p in paths:
+        p.write_text("state")
+    got: list[tuple[int, Any]] = []
+    actor = Actor(_opt(1.0, groups=1), on_rollback=lambda step, ck: got.append((step, ck)), cooldown_steps=0)
+    for s, p in zip((0, 10, 20), paths):
+        actor.checkpoints.add(s, str(p))
+    paths[1].unlink()
+    nan = {"id": "r:nan:15", "incident": "r:nan:15", "kind": "nan", "severity": "critical", "step": 15,
+           "last_step": 16}
+    with caplog.at_level("WARNING", logger="losswatch"):
+        out = actor.apply(16, {"type": "rollback", "to_step": 14}, nan)
+    assert out.status is Status.APPLIED and got == [(0, str(paths[0]))]
+    assert sum("no longer exists" in m for m in _warnings(caplog)) == 1
+    # none left: said, and the ladder goes on to its next rung (stop), never silently
+    paths[0].unlink()
+    paths[2].unlink()
+    caplog.clear()
+    nan2 = dict(nan, id="r:nan:40", incident="r:nan:40", step=40, last_step=41)
+    with caplog.at_level("WARNING", logger="losswatch"):
+        actor2 = Actor(_opt(1.0, groups=1), on_rollback=lambda step, ck: got.append((step, ck)),
+                       checkpoints=actor.checkpoints)
+        out = actor2.apply(41, {"type": "rollback", "to_step": 39}, nan2)
+    assert got == [(0, str(paths[0]))] and actor2.stop_requested and out.action["type"] == "stop"
+    assert any("no checkpoint" in m for m in _warnings(caplog))
+
+
+def test_a_one_argument_on_rollback_gets_the_checkpoint_step() -> None:
+    got: list[int] = []
+    actor = Actor(_opt(1.0, groups=1), on_rollback=got.append)
+    actor.checkpoints.add(0, {"tag": "a"})  # not a path: passed as it is, never checked
+    actor.checkpoints.add(8, {"tag": "b"})
+    actor.apply(12, {"type": "rollback", "to_step": 11},
+                {"id": "r:nan:11", "kind": "nan", "severity": "critical", "step": 11, "last_step": 12})
+    assert got == [8]
+
+
+def _docs_blocks(heading: str) -> list[str]:
+    """The python blocks of docs/acting.md under ``heading`` (up to the next heading)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "acting.md").read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+
+
+def test_the_documented_plain_loop_on_rollback_restores_model_optimizer_scheduler_and_data(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    setup, loop = _docs_blocks("### A full on_rollback for a plain loop")
+    ns: dict[str, Any] = {"CKPT_DIR": str(tmp_path), "__name__": "docs_example"}
+    exec(compile(setup, "docs/acting.md", "exec"), ns)
+    ns["TOTAL_STEPS"] = 120
+    exec(compile(loop, "docs/acting.md", "exec"), ns)  # a healthy run: checkpoints at 0, 50, 100
+    assert ns["step"] == 120 and [c.step for c in ns["mon"].checkpoints] == [0, 50, 100]
+    model, opt, sched, gen = ns["model"], ns["opt"], ns["sched"], ns["gen"]
+    # a NaN raised at step 80: the ladder rolls back to the checkpoint before it (step 50)
+    nan = {"id": "plain-loop:nan:80", "incident": "plain-loop:nan:80", "kind": "nan", "severity": "critical",
+           "step": 80, "last_step": 81}
+    out = ns["mon"].actor.apply(81, {"type": "rollback", "to_step": 79}, nan)
+    assert out.status is Status.APPLIED and ns["step"] == 50 and ns["rolled_back"]
+    saved = torch.load(tmp_path / "step-50.pt", weights_only=True)
+    assert all(torch.equal(p, saved["model"][k]) for k, p in model.state_dict().items())
+    assert opt.state_dict()["state"][0]["step"] == saved["optimizer"]["state"][0]["step"] == 50
+    assert sched.last_epoch == 50 and torch.equal(gen.get_state(), saved["data"])
+    assert ns["mon"].meta["rewinds"] == [{"to_step": 50, "at_step": 81}]
+    # the loop goes on from step 50 to the end
+    ns["mon"] = type(ns["mon"])(run_id="plain-loop-2", act=True, optimizer=opt, scheduler=sched,
+                                on_rollback=ns["on_rollback"])
+    exec(compile(loop, "docs/acting.md", "exec"), ns)
+    assert ns["step"] == 120 and not ns["rolled_back"]
+
+
+def test_the_local_detectors_return_to_their_state_at_the_checkpoint_after_a_rewind(monkeypatch) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    with Monitor(run_id="rewind-local", flush_interval=3600) as mon:
+        mon.checkpoint(0, {"tag": 0})
+        for s in range(60):
+            mon.log(s, loss=2.0 * 0.98 ** s, grad_norm=1.0, lr=0.1)
+        mon.checkpoint(60, {"tag": 60})
+        for s in range(60, 100):  # a blow-up the detectors see
+            mon.log(s, loss=2.0 * 1.15 ** (s - 60), grad_norm=50.0, lr=0.1)
+        assert mon.flush(10)
+        raised = {a["id"] for a in mon.alerts if a.get("resolved_step") is None}
+        assert raised  # the run-away raised something
+        mon.mark_rewind(60, 100)  # what the Actor does after restoring the checkpoint of step 60
+        for s in range(60, 70):  # the loop logs steps 60.. again, healthy this time
+            mon.log(s, loss=2.0 * 0.98 ** s, grad_norm=1.0, lr=0.1)
+        assert mon.flush(10)
+        still = {a["id"] for a in mon.alerts if a.get("resolved_step") is None}
+        assert not (raised & still)  # the run-away's alerts are undone with the records that raised them
+        assert mon.meta["rewinds"] == [{"to_step": 60, "at_step": 100}]
+
+
+def test_the_hugging_face_callback_records_the_trainers_checkpoints(tmp_path, monkeypatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    from losswatch.client import Monitor
+    from losswatch.client.integrations.huggingface import LosswatchCallback
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32, n_positions=16)
+    seqs = (torch.randint(0, 32, (64, 1)) + torch.arange(8)) % 32
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=6, logging_steps=1,
+        per_device_train_batch_size=8, save_strategy="steps", save_steps=3, disable_tqdm=True)
+    with Monitor(run_id="hf-checkpoints", flush_interval=3600) as mon:
+        trainer = transformers.Trainer(model=transformers.GPT2LMHeadModel(cfg), args=args,
+                                       train_dataset=[{"input_ids": s, "labels": s} for s in seqs],
+                                       callbacks=[LosswatchCallback(mon)])
+        trainer.train()
+        recorded = [(c.step, c.token) for c in mon.checkpoints]
+    # checkpoint-N holds the state after N steps: the step logged as N + 1 runs from it
+    assert recorded == [(4, str(tmp_path / "checkpoint-3")), (7, str(tmp_path / "checkpoint-6"))]
+    assert all((tmp_path / f"checkpoint-{n}").is_dir() for n in (3, 6))
+    assert mon.meta["checkpoints"] == [{"step": 4, "path": str(tmp_path / "checkpoint-3")},
+                                       {"step": 7, "path": str(tmp_path / "checkpoint-6")}]
+
+
+def test_the_lightning_callback_records_model_checkpoint_files(tmp_path, monkeypatch) -> None:
+    L = pytest.importorskip("lightning.pytorch")
+    from losswatch.client import Monitor
+    from losswatch.client.integrations.lightning import LosswatchCallback
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    saver = L.callbacks.ModelCheckpoint(dirpath=str(tmp_path), every_n_train_steps=4, save_top_k=-1)
+    with Monitor(run_id="pl-checkpoints", flush_interval=3600) as mon:
+        trainer = L.Trainer(max_steps=12, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[LosswatchCallback(mon), saver], accelerator="cpu", devices=1)
+        trainer.fit(Tiny(), loader)
+        recorded = [(c.step, c.token) for c in mon.checkpoints]
+    # written after 4 and 8 steps (seen before the next optimizer step); the one after the last
+    # step comes when no step follows, and is not a rollback target
+    assert [s for s, _ in recorded] == [4, 8]
+    assert all(p.endswith(".ckpt") and (tmp_path / p.split("/")[-1]).exists() for _, p in recorded)
+
+
+def test_a_raise_that_does_not_help_stops_further_raises() -> None:
+    opt = _opt(0.01, groups=1)
+    actor = Actor(opt, cooldown_steps=0, verify_records=5, verify_steps=5)
+    raise_lr = {"id": "p", "incident": "p", "kind": "plateau", "severity": "warning", "step": 10, "last_step": 20,
+                "action": {"type": "scale_lr", "factor": 3.0}}
+    actor.observe([{"step": s, "loss": 1.0 - 0.001 * s, "lr": 0.01} for s in range(21)])
+    assert actor.apply(20, raise_lr["action"], raise_lr).status is Status.APPLIED
+    actor.observe([{"step": s, "loss": 1.5, "lr": 0.03} for s in range(21, 30)])  # worse after the raise
+    out = actor.verify(29)
+    assert [v.verdict for v in actor.verdicts] == [Verdict.FAILED]
+    assert out.status is Status.APPLIED and out.evidence["rung"] == "stop_raising"
+    again = dict(raise_lr, id="p2", incident="p2", step=40, last_step=50)
+    out = actor.apply(50, again["action"], again)
+    assert out.status is not Status.APPLIED and _lrs(opt) == [pytest.approx(0.03)]  # never raised again
+
+
+def test_the_monitor_feeds_the_actor_and_a_skipped_nan_batch_is_verified_through_it(monkeypatch) -> None:
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Monitor(run_id="verify-local", act=True, optimizer=opt, flush_interval=3600,
+                 actor_options={"verify_records": 5, "verify_steps": 5}) as mon:
+        for s in range(10):
+            mon.log(s, loss=1.0, grad_norm=1.0, lr=0.1)
+        assert mon.flush(10)  # the background thread feeds the Actor's levels
+        model(torch.ones(1, 2)).sum().backward()
+        mon.log(10, loss=float("nan"), grad_norm=1.0, lr=0.1)  # acted on in this call: the batch skipped
+        assert [o.action["type"] for o in mon.actor.actions] == ["skip_batch"]
+        assert all(p.grad is None for p in model.parameters())  # the optimizer will skip this step
+        for s in range(11, 18):
+            mon.log(s, loss=0.9, grad_norm=1.0, lr=0.1)
+            assert mon.flush(10)
+        (verdict,) = mon.actor.verdicts
+        assert verdict.verdict is Verdict.VERIFIED and verdict.evidence["incident"] == "verify-local:nan:10"
+        assert [(a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] == [
+            ("skip_batch", True, None), ("skip_batch", False, "verified")]

@@ -142,14 +142,16 @@ def test_acting_hook_calls_the_actor_in_the_training_thread_and_reports(service_
                  on_rollback=lambda step: rolled_back.append((step, threading.current_thread().name))) as mon:
         for step in range(30):
             mon.log(step, loss=1.0 / (step + 1), grad_norm=0.2, lr=0.1)
-        mon.log(30, loss=float("nan"), grad_norm=0.2, lr=0.1)  # caught here: advice is a rollback
-        assert rolled_back == []  # the action waits for the next log() call
-        mon.log(31, loss=float("nan"), grad_norm=0.2, lr=0.1)
+        mon.log(30, loss=float("nan"), grad_norm=0.2, lr=0.1)  # caught here: this batch is skipped
+        assert rolled_back == []
+        mon.log(31, loss=float("nan"), grad_norm=0.2, lr=0.1)  # the skip failed: the ladder rolls back
         assert rolled_back and rolled_back[0][1] == threading.main_thread().name
         assert rolled_back[0][0] == 29
         assert mon.flush(20)
     actions = get(service_proc, "/v1/runs/mon-act/alerts")["actions"]
-    assert actions and actions[0]["action"]["type"] == "rollback" and actions[0]["applied"] is True
+    # the skip, its verdict (applies nothing), then the rollback
+    assert [(a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in actions] == [
+        ("skip_batch", True, None), ("skip_batch", False, "failed"), ("rollback", True, None)]
 
 
 def test_without_a_url_nothing_is_sent_and_nan_is_still_caught(monkeypatch):

@@ -103,7 +103,7 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc
         seen, watch, opt = train(mon, lr=4.0, steps=80, act=True, flush_every=5, device=device,
                                  actor_options={"cooldown_steps": 10})
     alerts, applied = hot_run_checks(service_proc, run_id, watch.actor)
-    assert all(r["applied"] and not r["dry_run"] for r in alerts["actions"])
+    assert all(r["applied"] and not r["dry_run"] for r in alerts["actions"] if "verdict" not in r["action"])
     metrics = get_text(service_proc, "/metrics")
     for t in {a["action"]["type"] for a in applied}:
         assert f'losswatch_actions_applied_total{{type="{t}"}}' in metrics
@@ -124,7 +124,9 @@ def test_a_nan_loss_stops_an_opted_in_loop_at_that_step_and_is_reported(service_
         with pytest.raises(StopTraining):
             train(mon, lr=0.05, steps=30, nan_at=7, act=True, raise_on_stop=True, device=device)
     reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
-    assert [(r["step"], r["action"]["type"], r["applied"]) for r in reports] == [(8, "stop", True)]
+    # the stop, and its verdict (a report that applies nothing)
+    assert [(r["step"], r["action"]["type"], r["applied"], r["action"].get("verdict")) for r in reports] \
+        == [(8, "stop", True, None), (8, "stop", False, "verified")]
 
 
 def test_dry_run_reports_but_changes_nothing(service_proc) -> None:

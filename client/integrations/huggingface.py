@@ -32,9 +32,8 @@ transformers is imported only when ``LosswatchCallback`` is first accessed.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Mapping
+from typing import Any
 
 from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
 from .torch import current_lr, global_grad_norm
@@ -103,8 +102,9 @@ def _build() -> type:
             scheduler type, warmup, batch size, max steps).
         act, act_dry_run : bool
             Opt in to acting on losswatch's advice (dry run: only report).
-        on_rollback : callable(step), optional
-            Restores a checkpoint at or before ``step`` when rollback is advised.
+        on_rollback : callable(step, checkpoint) or callable(step), optional
+            Restores a checkpoint when rollback is advised (the checkpoint folders Trainer saves
+            are recorded by ``on_save``; docs/acting.md).
         actor_options : dict, optional
             cooldown_steps, max_actions, min_persist_steps for the Actor.
         monitor_options : dict, optional
@@ -273,6 +273,15 @@ def _build() -> type:
             self._last_sent = step
             if self.session.follow(step):
                 control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            # Trainer just wrote <output_dir>/checkpoint-<N>, the state after N optimizer steps,
+            # from which the step logged as N + 1 runs: a rollback target (Monitor.checkpoint)
+            if self.session.monitor is not None:
+                import os
+
+                step = int(state.global_step)
+                self.session.monitor.checkpoint(step + 1, os.path.join(args.output_dir, f"checkpoint-{step}"))
 
         def on_train_end(self, args, state, control, **kw):
             self._emit_held(control)

@@ -99,6 +99,7 @@ def _build() -> type:
                 self.session.make_actor(opt, sched)
 
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self._report_checkpoints(trainer)
             self._step = int(trainer.global_step)
             self._grad_norm = global_grad_norm(pl_module.parameters())
             self._lr = current_lr(optimizer)
@@ -125,6 +126,20 @@ def _build() -> type:
             v = trainer.callback_metrics.get("val_loss")
             if v is not None:
                 self._val_loss = number(v)
+
+        def _report_checkpoints(self, trainer) -> None:
+            """Tell the Monitor of files ModelCheckpoint wrote since the last step (it runs after
+            this callback, so they show here, before the next optimizer step): each the state
+            from which step ``global_step`` runs, a rollback target (Monitor.checkpoint)."""
+            mon = self.session.monitor
+            if mon is None:
+                return
+            seen = self.__dict__.setdefault("_checkpoints_seen", set())
+            for cb in getattr(trainer, "checkpoint_callbacks", None) or []:
+                for path in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")):
+                    if path and path not in seen:
+                        seen.add(path)
+                        mon.checkpoint(int(trainer.global_step), path)
 
         def on_fit_end(self, trainer, pl_module):
             self.session.close()
