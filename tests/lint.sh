@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-.venv/bin/pip wheel -q --no-deps --no-build-isolation --wheel-dir "$tmp/dist" . >/dev/null
+# (setuptools warns about the data folders shipped as package data: shown only if the build fails)
+.venv/bin/pip wheel -q --no-deps --no-build-isolation --wheel-dir "$tmp/dist" . >"$tmp/wheel.log" 2>&1 \
+  || { cat "$tmp/wheel.log"; exit 1; }
 .venv/bin/python -m venv "$tmp/venv"
 # numpy for its type stubs; the same version as the test venv's, from pip's cache when it has it
 "$tmp/venv/bin/pip" install -q --disable-pip-version-check "numpy==$(.venv/bin/python -c 'import numpy; print(numpy.__version__)')" "$tmp"/dist/*.whl

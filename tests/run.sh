@@ -3,7 +3,8 @@
 # - Debian's redis-server and prometheus (promtool) when missing: tests start their own on loopback;
 #   chromium (headless) for the page tests.
 # - a venv in .venv with torch 2.13.0 CPU (pinned: an unpinned torch pulls a multi-GB CUDA build)
-#   and losswatch[dev].
+#   and losswatch[dev];
+# - lint and types first (tests/lint.sh: ruff over the checkout, mypy over the detectors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,5 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[dev]'
 
+bash tests/lint.sh
 exec .venv/bin/python -m pytest "$@"
