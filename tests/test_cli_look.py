@@ -77,7 +77,7 @@ def test_runs_is_a_table_newest_first_and_filters_by_project(hot_run):
     assert [r.split()[0] for r in rows] == [RUN, "lsq-calm"]  # the hot run reported last
     hot = rows[0].split()
     assert hot[1:5] == [PROJECT, "critical", "399", "NaN"]
-    active = get_json(url, f"/v1/runs/{RUN}")["active_alerts"]
+    active = get_json(url, f"/v1/runs/{RUN}?project={PROJECT}")["active_alerts"]
     assert f"{len(active)}: " in rows[0] and "nan" in rows[0]
     assert rows[1].split()[2] == "ok"
 
@@ -89,10 +89,10 @@ def test_runs_is_a_table_newest_first_and_filters_by_project(hot_run):
 def test_show_gives_the_summary_alerts_with_advice_and_a_sparkline(hot_run, tmp_path):
     url, records = hot_run
     png = tmp_path / "hot.png"
-    res = losswatch("show", RUN, "--url", url, "--width", "50", "--png", str(png))
+    res = losswatch("show", RUN, "--project", PROJECT, "--url", url, "--width", "50", "--png", str(png))
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    summary = get_json(url, f"/v1/runs/{RUN}")
+    summary = get_json(url, f"/v1/runs/{RUN}?project={PROJECT}")
     assert f"run {RUN}  project {PROJECT}  health CRITICAL" in out
     assert f"steps stored {len(records)}, last step {len(records) - 1}" in out
     for alert in summary["active_alerts"]:  # each active alert with its message and its advice
@@ -107,7 +107,7 @@ def test_show_gives_the_summary_alerts_with_advice_and_a_sparkline(hot_run, tmp_
     assert line[first_bad * 50 // 400] == "×" and line[-1] == "×"
     assert set(line[: first_bad * 50 // 400]) <= set("▁▂▃▄▅▆▇█")
     assert line[0] != line[first_bad * 50 // 400 - 1]  # it climbed before it broke
-    history = get_json(url, f"/v1/runs/{RUN}/alerts")["alerts"]
+    history = get_json(url, f"/v1/runs/{RUN}/alerts?project={PROJECT}")["alerts"]
     assert f"alert history (last {min(10, len(history))} of {len(history)})" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -121,14 +121,14 @@ def test_export_round_trips_through_replay(hot_run, tmp_path):
     assert "nan" in kinds and len(kinds) > 1, expected  # seen coming before the NaN
 
     csv_file = tmp_path / "hot.csv"
-    res = losswatch("export", RUN, "--url", url, "-o", str(csv_file))
+    res = losswatch("export", RUN, "--project", PROJECT, "--url", url, "-o", str(csv_file))
     assert res.returncode == 0, res.stderr
     assert f"{len(records)} steps" in res.stderr
     lines = csv_file.read_text().splitlines()
     assert lines[0].startswith("step,loss,grad_norm,lr,val_loss,ts") and len(lines) == len(records) + 1
     assert any(line.split(",")[1] == "nan" for line in lines[1:])
 
-    res = losswatch("export", RUN, "--format", "jsonl", "--url", url)  # to stdout
+    res = losswatch("export", RUN, "--project", PROJECT, "--format", "jsonl", "--url", url)  # to stdout
     assert res.returncode == 0, res.stderr
     exported = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["step"] for r in exported] == [r["step"] for r in records]
@@ -139,7 +139,7 @@ def test_export_round_trips_through_replay(hot_run, tmp_path):
     assert replay(csv_file) == expected
     assert replay(jsonl_file) == expected
     # and the service, fed the same records by the client, raised those alerts too
-    served = {(a["kind"], a["step"]) for a in get_json(url, f"/v1/runs/{RUN}/alerts")["alerts"]}
+    served = {(a["kind"], a["step"]) for a in get_json(url, f"/v1/runs/{RUN}/alerts?project={PROJECT}")["alerts"]}
     assert served == {(a["kind"], a["step"]) for a in expected if a["event"] == "raised"}
 
 
