@@ -40,8 +40,8 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """RUN and --project: a run is named by its project and its run id."""
     p.add_argument("run_id", metavar="RUN", help="the run id (`losswatch runs` lists them)")
-    p.add_argument("--project", help="the run's project (default: the token's only project; with auth off, "
-                                     "`default`)")
+    p.add_argument("--project", help="the run's project (default: the project of the one run of that id the "
+                                     "service lists)")
 
 
 class Service:
@@ -87,6 +87,18 @@ class Service:
     # --- the reads the commands make --------------------------------------------------------
     def runs(self, project: str | None = None) -> list[dict[str, Any]]:
         return self.get("/v1/runs", project=project)["runs"]
+
+    def project_of(self, run_id: str, project: str | None) -> str | None:
+        """The project to read ``run_id`` in: ``project`` when given, else that of the one run of
+        this id among the runs the service lists (None when there is none: the service's own
+        default then answers). Several: a LookError asking for --project, never a guess."""
+        if project is not None:
+            return project
+        found = sorted(r["project"] for r in self.runs() if r["run_id"] == run_id)
+        if len(found) > 1:
+            raise LookError(f"run {run_id!r} exists in projects {', '.join(found)}: name one with --project",
+                            EXIT_ANSWERED)
+        return found[0] if found else None
 
     def run(self, run_id: str, project: str | None = None) -> dict[str, Any]:
         try:

@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         service = Service.from_args(args)
         try:
-            service.run(args.run_id, args.project)  # an unknown run is named as such
-            series = service.series(args.run_id, project=args.project)["series"]
+            project = service.project_of(args.run_id, args.project)
+            service.run(args.run_id, project)  # an unknown run is named as such
+            series = service.series(args.run_id, project=project)["series"]
         finally:
             service.close()
     except LookError as e:

@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         service = Service.from_args(args)
         try:
-            summary = service.run(args.run_id, args.project)
-            history = service.alerts(args.run_id, args.project)
-            series = service.series(args.run_id, SERIES_POINTS_PER_COLUMN * width, args.project)["series"]
-            detail = service.series(args.run_id, PNG_MAX_POINTS, args.project)["series"] if args.png else None
+            project = service.project_of(args.run_id, args.project)
+            summary = service.run(args.run_id, project)
+            history = service.alerts(args.run_id, project)
+            series = service.series(args.run_id, SERIES_POINTS_PER_COLUMN * width, project)["series"]
+            detail = service.series(args.run_id, PNG_MAX_POINTS, project)["series"] if args.png else None
         finally:
             service.close()
     except LookError as e:
