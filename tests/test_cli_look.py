@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fixtures.ports import free_port
-from service_helpers import get_json
+from service_helpers import client, get_json, post_records
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "lsq-hot"
@@ -188,3 +188,16 @@ def test_the_sparkline_marks_non_finite_values_gaps_and_falls_back_to_linear():
     line, log = sparkline([0, 1, 2], [0.0, 1.0, 2.0], 80)  # a zero: no log scale; one column a step
     assert not log and line == "▁▅█"
     assert sparkline([], [], 10) == ("", True)
+
+
+def test_show_finds_the_project_of_a_run_id_and_asks_when_projects_share_it(hot_run):
+    url, _ = hot_run
+    res = losswatch("show", RUN, "--url", url)  # no --project: the one run of that id the service lists
+    assert res.returncode == 0 and f"run {RUN}" in res.stdout, res.stderr
+    c = client(url)
+    for project in ("p1", "p2"):
+        assert post_records(c, "twin", [{"step": 0, "loss": 1.0}], project=project).status_code == 200
+    res = losswatch("show", "twin", "--url", url)
+    assert res.returncode == 1 and "p1, p2" in res.stderr and "--project" in res.stderr
+    res = losswatch("export", "twin", "--project", "p2", "--format", "jsonl", "--url", url)
+    assert res.returncode == 0 and [json.loads(line)["step"] for line in res.stdout.splitlines()] == [0]
