@@ -200,7 +200,7 @@ def missing_acked(srv: RedisServer, acked: list[int]) -> int:
         want = []
         for i in range(lo, min(lo + 1000, len(acked))):
             for ci in range((acked[i] + ser.CHUNK - 1) // ser.CHUNK):
-                p.getrange(f"lw:{{load-{i}}}:raw:{ci}", 0, ser.PRESENCE_BYTES - 1)
+                p.getrange(f"lw:{{default/load-{i}}}:raw:{ci}", 0, ser.PRESENCE_BYTES - 1)
                 want.append(min(ser.CHUNK, acked[i] - ci * ser.CHUNK))
         for bm, n in zip(p.execute(), want):
             bits = np.unpackbits(np.frombuffer(bm.ljust(ser.PRESENCE_BYTES, b"\0"), dtype=np.uint8),

@@ -49,7 +49,7 @@ def kind_of(key: bytes) -> str:
 
 def run_keys(cli, run_id: str) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
-    for key in cli.scan_iter(match=f"lw:{{{run_id}}}:*", count=1000):
+    for key in cli.scan_iter(match=f"lw:{{default/{run_id}}}:*", count=1000):
         out[kind_of(key)] += cli.memory_usage(key, samples=0) or 0
     return dict(out)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import quote
 
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
@@ -76,16 +77,18 @@ def _install() -> None:
 _install()
 
 
-def run_page(url: str, run_id: str) -> tuple[str, str]:
-    """The service's page and API address of a run."""
+def run_page(url: str, run_id: str, project: str | None = None) -> tuple[str, str]:
+    """The service's page and API address of a run (a run is named by its project and its run
+    id: without a project, the token's only project or, with auth off, `default`)."""
     base = url.rstrip("/")
-    return f"{base}/runs/{run_id}", f"{base}/v1/runs/{run_id}"
+    query = f"?project={quote(project, safe='')}" if project else ""
+    return f"{base}/runs/{run_id}{query}", f"{base}/v1/runs/{run_id}{query}"
 
 
-def run_started(run_id: str, url: str | None, local_detectors: bool = True) -> None:
+def run_started(run_id: str, url: str | None, local_detectors: bool = True, project: str | None = None) -> None:
     """The start line: the run id and where to read it."""
     if url:
-        page, api = run_page(url, run_id)
+        page, api = run_page(url, run_id, project)
         log.info("losswatch: run %s -> %s (API %s)", run_id, page, api)
     elif local_detectors:
         log.info("losswatch: run %s: detecting in-process (no URL)", run_id)

@@ -195,7 +195,7 @@ class Monitor:
         _live.add(self)
         from .announce import run_started  # the logging module is imported here, not at import
 
-        run_started(self.run_id, self.url, self._local is None or self._local.available)
+        run_started(self.run_id, self.url, self._local is None or self._local.available, self.project)
 
     # ------------------------------------------------------------------ setup
     def _start(self) -> None:

@@ -207,6 +207,9 @@ class Sender:
         # metadata PUT was lost
         self._body_head = ('{"project":' + json.dumps(project) + ',"records":[' if project
                            else '{"records":[')
+        # a run is named by (project, run_id): the other requests (metadata, action reports)
+        # name the project in the query, so a token of several projects reaches the same run
+        self._project_query = "?project=" + quote(project, safe="") if project else ""
         self.batch_size = max(1, int(batch_size))
         self.flush_interval = max(0.01, float(flush_interval))  # 0 would spin
         self.max_backoff = float(max_backoff)
@@ -269,7 +272,7 @@ class Sender:
                 # metadata may hold anything (a dtype, a Path): written as its str() rather than
                 # blocking the queue behind an unserialisable request
                 body = json.dumps(payload, default=str).encode()
-                reply = self.transport.request(method, path, body)
+                reply = self.transport.request(method, path + self._project_query, body)
                 self._check(reply, what=f"{method} {path}")
                 self.controls.popleft()
             # bounded work per cycle, so the buffer is drained (and spilled) regularly even

@@ -1,9 +1,10 @@
 """Bearer-token auth scoped to projects.
 
 With LOSSWATCH_TOKENS set, every request but /healthz needs ``Authorization: Bearer <token>``;
-a token sees and writes only runs of its projects. A run of another project answers 404 (as if
-it did not exist: a token learns nothing about other projects). Without tokens everything is
-open (the service then binds to 127.0.0.1 by default).
+a token sees and writes only runs of its projects. A run is named by (project, run_id): a request
+acts in one project (:meth:`Scope.project`), so the same run id in another project is another
+run, which it can neither see nor disturb (it answers as for a run that does not exist). Without
+tokens everything is open (the service then binds to 127.0.0.1 by default).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .stores.base import DEFAULT_PROJECT
 
 _bearer = HTTPBearer(auto_error=False, description="a token from LOSSWATCH_TOKENS (when set)")
 
@@ -26,22 +29,24 @@ class Scope:
     def allows(self, project: str) -> bool:
         return self.projects is None or project in self.projects
 
-    def write_project(self, requested: str | None) -> str | None:
-        """The project a write creates a new run in (None: the store's implicit "default").
+    def project(self, requested: str | None) -> str:
+        """The project a request acts in, from the project it names (``?project=`` or the body's
+        ``"project"``; None: it names none).
 
-        Raises 403 when the token does not cover ``requested``, 422 when the token covers several
-        projects and the request names none.
+        Auth off: the named project, else :data:`DEFAULT_PROJECT`. A token: the named project
+        if the token covers it (else 403), else the token's only project; a token of several
+        projects (or of none) that names none gets a 422, never a guess.
         """
         if self.projects is None:
-            return requested
+            return requested or DEFAULT_PROJECT
         if requested is not None:
             if requested not in self.projects:
-                raise HTTPException(403, f"this token may not write to project {requested!r}")
+                raise HTTPException(403, f"this token does not cover project {requested!r}")
             return requested
         if len(self.projects) == 1:
             return next(iter(self.projects))
         raise HTTPException(422, "this token covers several projects: name one with ?project= "
-                                 "(or the body's \"project\") to create a run")
+                                 "(or the body's \"project\")")
 
 
 def scope_for(tokens: dict[str, frozenset[str]], authorization: str | None) -> Scope:

@@ -26,7 +26,7 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from losswatch.detectors.events import ESCALATED, RAISED
 from losswatch.detectors.types import SEVERITY_RANK, json_safe
@@ -106,8 +106,9 @@ def dedupe_key(alert: dict[str, Any]) -> str:
     return f"{alert['id']}:{alert['event']}:{alert['last_step']}"
 
 
-def run_link(public_url: str, run_id: str) -> str:
-    return f"{public_url.rstrip('/')}/runs/{run_id}"
+def run_link(public_url: str, project: str, run_id: str) -> str:
+    """The run's page (a run is named by its project and its run id)."""
+    return f"{public_url.rstrip('/')}/runs/{quote(run_id, safe='')}?project={quote(project, safe='')}"
 
 
 def slack_escape(text: str) -> str:
@@ -118,7 +119,7 @@ def slack_escape(text: str) -> str:
 def message(alert: dict[str, Any], project: str, public_url: str, held_back: int = 0) -> dict[str, Any]:
     """The JSON body for one alert event: Slack's ``text`` plus the alert for programs."""
     run_id = alert["run_id"]
-    link = run_link(public_url, run_id)
+    link = run_link(public_url, project, run_id)
     advice = (alert.get("action") or {}).get("reason") or ""
     lines = [f"*[{alert['severity']}] {alert['kind']}* {alert['event']} in run `{run_id}` "
              f"(project `{project}`) at step {alert['last_step']}",
@@ -143,21 +144,22 @@ class RunRateLimit:
         self._sent: dict[str, deque[float]] = {}
         self._held: dict[str, int] = {}
 
-    def admit(self, run_id: str) -> int | None:
-        """None when the run is over its limit (held back), else how many were held back before."""
+    def admit(self, run: str) -> int | None:
+        """None when the run (``<project>/<run_id>``) is over its limit (held back), else how many
+        were held back before."""
         now = self.clock()
-        q = self._sent.get(run_id)
+        q = self._sent.get(run)
         if q is None:
             if len(self._sent) >= 10_000:            # bounded: forget runs quiet for a minute
                 self._forget(now)
-            q = self._sent[run_id] = deque()
+            q = self._sent[run] = deque()
         while q and q[0] <= now - 60:
             q.popleft()
         if len(q) >= self.per_minute:
-            self._held[run_id] = self._held.get(run_id, 0) + 1
+            self._held[run] = self._held.get(run, 0) + 1
             return None
         q.append(now)
-        return self._held.pop(run_id, 0)
+        return self._held.pop(run, 0)
 
     def _forget(self, now: float) -> None:
         for run_id in [r for r, q in self._sent.items() if not q or q[-1] <= now - 60]:
@@ -217,7 +219,7 @@ class Notifier:
         for alert in alerts:
             if not notifies(alert):
                 continue
-            held = self.limit.admit(alert["run_id"])
+            held = self.limit.admit(f"{project}/{alert['run_id']}")   # per run: project and run id
             if held is None:
                 self.counts("rate_limited")
                 continue
@@ -228,7 +230,8 @@ class Notifier:
                 if body is None:
                     body = json.dumps(message(alert, project, self.public_url, held)).encode()
                 try:
-                    q.put_nowait((dedupe_key(alert), body))
+                    # the claim is per project: another project's run of the same id is another run
+                    q.put_nowait((f"{project}/{dedupe_key(alert)}", body))
                 except asyncio.QueueFull:
                     self.counts("queue_full")
 

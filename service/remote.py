@@ -37,6 +37,13 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="bearer token (default $LOSSWATCH_TOKEN)")
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """RUN and --project: a run is named by its project and its run id."""
+    p.add_argument("run_id", metavar="RUN", help="the run id (`losswatch runs` lists them)")
+    p.add_argument("--project", help="the run's project (default: the project of the one run of that id the "
+                                     "service lists)")
+
+
 class Service:
     """GET JSON from one service; :class:`LookError` for anything but a 200."""
 
@@ -81,23 +88,36 @@ class Service:
     def runs(self, project: str | None = None) -> list[dict[str, Any]]:
         return self.get("/v1/runs", project=project)["runs"]
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def project_of(self, run_id: str, project: str | None) -> str | None:
+        """The project to read ``run_id`` in: ``project`` when given, else that of the one run of
+        this id among the runs the service lists (None when there is none: the service's own
+        default then answers). Several: a LookError asking for --project, never a guess."""
+        if project is not None:
+            return project
+        found = sorted(r["project"] for r in self.runs() if r["run_id"] == run_id)
+        if len(found) > 1:
+            raise LookError(f"run {run_id!r} exists in projects {', '.join(found)}: name one with --project",
+                            EXIT_ANSWERED)
+        return found[0] if found else None
+
+    def run(self, run_id: str, project: str | None = None) -> dict[str, Any]:
         try:
-            return self.get(f"/v1/runs/{quote(run_id, safe='')}")
+            return self.get(f"/v1/runs/{quote(run_id, safe='')}", project=project)
         except LookError as e:
             if e.exit_code == EXIT_ANSWERED and str(e).startswith("no run"):
+                where = f" in project {project!r}" if project else ""
                 seen = " your token can see" if self.token else ""
-                raise LookError(f"no run {run_id!r}{seen} at {self.url} (`losswatch runs` lists them)",
-                                EXIT_ANSWERED) from None
+                raise LookError(f"no run {run_id!r}{where}{seen} at {self.url} (`losswatch runs` lists them "
+                                f"with their projects; name one with --project)", EXIT_ANSWERED) from None
             raise
 
-    def alerts(self, run_id: str) -> dict[str, Any]:
-        return self.get(f"/v1/runs/{quote(run_id, safe='')}/alerts")
+    def alerts(self, run_id: str, project: str | None = None) -> dict[str, Any]:
+        return self.get(f"/v1/runs/{quote(run_id, safe='')}/alerts", project=project)
 
-    def series(self, run_id: str, max_points: int | None = None) -> dict[str, Any]:
+    def series(self, run_id: str, max_points: int | None = None, project: str | None = None) -> dict[str, Any]:
         """The run's stored steps, column-wise, values as floats (NaN and infinities restored);
         all of them without ``max_points`` (the endpoint answers a range in one reply)."""
-        doc = self.get(f"/v1/runs/{quote(run_id, safe='')}/steps", max_points=max_points)
+        doc = self.get(f"/v1/runs/{quote(run_id, safe='')}/steps", max_points=max_points, project=project)
         series = doc["series"]
         for name in VALUE_FIELDS:
             series[name] = [to_float(v) for v in series[name]]

@@ -59,12 +59,13 @@ def same(a: float | None, b: float | None) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def hot_run_checks(url: str, run_id: str, actor: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def hot_run_checks(url: str, run_id: str, actor: Any,
+                   project: str = "default") -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What every framework's "far too high LR, acting on" test checks first: the service raised
     an LR-too-high alert (warning or worse), the Actor applied advice, and the service holds a
     report of each applied action, in order (and of its verdict). Returns (the run's alerts document, the applied
     actions)."""
-    alerts = get_json(url, f"/v1/runs/{run_id}/alerts")
+    alerts = get_json(url, f"/v1/runs/{run_id}/alerts?project={project}")
     bad = [a for a in alerts["alerts"] if a["kind"] in LR_TOO_HIGH_KINDS and a["severity"] in ("warning", "critical")]
     assert bad, alerts
     applied = [a.to_dict() for a in actor.actions if a.status is Status.APPLIED]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fixtures.ports import free_port
-from service_helpers import get_json
+from service_helpers import client, get_json, post_records
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "lsq-hot"
@@ -77,7 +77,7 @@ def test_runs_is_a_table_newest_first_and_filters_by_project(hot_run):
     assert [r.split()[0] for r in rows] == [RUN, "lsq-calm"]  # the hot run reported last
     hot = rows[0].split()
     assert hot[1:5] == [PROJECT, "critical", "399", "NaN"]
-    active = get_json(url, f"/v1/runs/{RUN}")["active_alerts"]
+    active = get_json(url, f"/v1/runs/{RUN}?project={PROJECT}")["active_alerts"]
     assert f"{len(active)}: " in rows[0] and "nan" in rows[0]
     assert rows[1].split()[2] == "ok"
 
@@ -89,10 +89,10 @@ def test_runs_is_a_table_newest_first_and_filters_by_project(hot_run):
 def test_show_gives_the_summary_alerts_with_advice_and_a_sparkline(hot_run, tmp_path):
     url, records = hot_run
     png = tmp_path / "hot.png"
-    res = losswatch("show", RUN, "--url", url, "--width", "50", "--png", str(png))
+    res = losswatch("show", RUN, "--project", PROJECT, "--url", url, "--width", "50", "--png", str(png))
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    summary = get_json(url, f"/v1/runs/{RUN}")
+    summary = get_json(url, f"/v1/runs/{RUN}?project={PROJECT}")
     assert f"run {RUN}  project {PROJECT}  health CRITICAL" in out
     assert f"steps stored {len(records)}, last step {len(records) - 1}" in out
     for alert in summary["active_alerts"]:  # each active alert with its message and its advice
@@ -107,7 +107,7 @@ def test_show_gives_the_summary_alerts_with_advice_and_a_sparkline(hot_run, tmp_
     assert line[first_bad * 50 // 400] == "×" and line[-1] == "×"
     assert set(line[: first_bad * 50 // 400]) <= set("▁▂▃▄▅▆▇█")
     assert line[0] != line[first_bad * 50 // 400 - 1]  # it climbed before it broke
-    history = get_json(url, f"/v1/runs/{RUN}/alerts")["alerts"]
+    history = get_json(url, f"/v1/runs/{RUN}/alerts?project={PROJECT}")["alerts"]
     assert f"alert history (last {min(10, len(history))} of {len(history)})" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -121,14 +121,14 @@ def test_export_round_trips_through_replay(hot_run, tmp_path):
     assert "nan" in kinds and len(kinds) > 1, expected  # seen coming before the NaN
 
     csv_file = tmp_path / "hot.csv"
-    res = losswatch("export", RUN, "--url", url, "-o", str(csv_file))
+    res = losswatch("export", RUN, "--project", PROJECT, "--url", url, "-o", str(csv_file))
     assert res.returncode == 0, res.stderr
     assert f"{len(records)} steps" in res.stderr
     lines = csv_file.read_text().splitlines()
     assert lines[0].startswith("step,loss,grad_norm,lr,val_loss,ts") and len(lines) == len(records) + 1
     assert any(line.split(",")[1] == "nan" for line in lines[1:])
 
-    res = losswatch("export", RUN, "--format", "jsonl", "--url", url)  # to stdout
+    res = losswatch("export", RUN, "--project", PROJECT, "--format", "jsonl", "--url", url)  # to stdout
     assert res.returncode == 0, res.stderr
     exported = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["step"] for r in exported] == [r["step"] for r in records]
@@ -139,7 +139,7 @@ def test_export_round_trips_through_replay(hot_run, tmp_path):
     assert replay(csv_file) == expected
     assert replay(jsonl_file) == expected
     # and the service, fed the same records by the client, raised those alerts too
-    served = {(a["kind"], a["step"]) for a in get_json(url, f"/v1/runs/{RUN}/alerts")["alerts"]}
+    served = {(a["kind"], a["step"]) for a in get_json(url, f"/v1/runs/{RUN}/alerts?project={PROJECT}")["alerts"]}
     assert served == {(a["kind"], a["step"]) for a in expected if a["event"] == "raised"}
 
 
@@ -188,3 +188,16 @@ def test_the_sparkline_marks_non_finite_values_gaps_and_falls_back_to_linear():
     line, log = sparkline([0, 1, 2], [0.0, 1.0, 2.0], 80)  # a zero: no log scale; one column a step
     assert not log and line == "▁▅█"
     assert sparkline([], [], 10) == ("", True)
+
+
+def test_show_finds_the_project_of_a_run_id_and_asks_when_projects_share_it(hot_run):
+    url, _ = hot_run
+    res = losswatch("show", RUN, "--url", url)  # no --project: the one run of that id the service lists
+    assert res.returncode == 0 and f"run {RUN}" in res.stdout, res.stderr
+    c = client(url)
+    for project in ("p1", "p2"):
+        assert post_records(c, "twin", [{"step": 0, "loss": 1.0}], project=project).status_code == 200
+    res = losswatch("show", "twin", "--url", url)
+    assert res.returncode == 1 and "p1, p2" in res.stderr and "--project" in res.stderr
+    res = losswatch("export", "twin", "--project", "p2", "--format", "jsonl", "--url", url)
+    assert res.returncode == 0 and [json.loads(line)["step"] for line in res.stdout.splitlines()] == [0]

@@ -28,12 +28,12 @@ def test_every_record_arrives_once_in_order_with_nan_as_nan(service_proc):
         stats = mon.stats
     assert stats["sent"] == 1000 and stats["rejected"] == 0 and stats["failures"] == 0
     assert stats["posts"] >= 1000 // 128  # batched by count
-    s = series(service_proc, "mon-basic")
+    s = get(service_proc, "/v1/runs/mon-basic/steps?project=clienttests")["series"]
     assert s["step"] == list(range(1000))
     assert s["loss"][500] == "NaN" and s["grad_norm"][600] == "Infinity"
     assert s["loss"][3] == pytest.approx(0.25) and s["lr"][10] == pytest.approx(1e-3)
     assert s["extra"][7] == {"tokens_per_s": 1007.0}
-    run = get(service_proc, "/v1/runs/mon-basic")
+    run = get(service_proc, "/v1/runs/mon-basic?project=clienttests")
     assert run["project"] == "clienttests"
     assert run["meta"]["model"] == "mlp" and run["meta"]["batch_size"] == 32
     assert run["duplicates"] == 0 and run["out_of_order"] == 0 and run["n_steps"] == 1000

@@ -56,13 +56,13 @@ class Server:
         finally:
             c.close()
 
-    def steps(self, run_id):
-        status, body = self.get(f"/v1/runs/{run_id}/steps")
+    def steps(self, run_id, project="default"):
+        status, body = self.get(f"/v1/runs/{run_id}/steps?project={project}")
         assert status == 200, body
         return body["series"]["step"]
 
-    def run(self, run_id):
-        status, body = self.get(f"/v1/runs/{run_id}")
+    def run(self, run_id, project="default"):
+        status, body = self.get(f"/v1/runs/{run_id}?project={project}")
         assert status == 200, body
         return body
 
@@ -204,8 +204,8 @@ def test_service_killed_and_restarted_on_the_same_port(servers, tmp_path):
         mon.close()
     assert len(outage_warnings(w)) == 1
     # everything logged after the kill (spooled, partly on disk) and after the restart arrives, in order
-    assert srv2.steps("res-restart") == list(range(1000, 3500))
-    assert srv2.run("res-restart")["out_of_order"] == 0
+    assert srv2.steps("res-restart", "p1") == list(range(1000, 3500))
+    assert srv2.run("res-restart", "p1")["out_of_order"] == 0
 
 
 def test_records_left_unsent_at_close_are_kept_in_a_file(tmp_path):

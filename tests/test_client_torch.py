@@ -113,14 +113,14 @@ def test_torch_training_with_a_far_too_high_lr_raises_alerts_through_the_service
         losses = train(mon, lr=3.0)
         assert mon.flush(30)
     assert not all(math.isfinite(v) for v in losses[-50:]) or max(losses[-50:]) > 10 * min(losses[:50])
-    served = get(service_proc, "/v1/runs/torch-lr-too-high/alerts")["alerts"]
+    served = get(service_proc, "/v1/runs/torch-lr-too-high/alerts?project=clienttests")["alerts"]
     kinds = {a["kind"] for a in served}
     assert kinds & {"divergence", "nan", "grad_explosion"}, served
     from_service = [a for a in mon.alerts if a["detector"] != "client.nan"]
     assert {a["id"] for a in from_service} <= {a["id"] for a in served}  # the same alerts, by id
     assert from_service and got
     assert mon.health == "critical" and mon.recommendation is not None
-    run = get(service_proc, "/v1/runs/torch-lr-too-high")
+    run = get(service_proc, "/v1/runs/torch-lr-too-high?project=clienttests")
     assert run["n_steps"] == 300 and run["health"] == "critical"
 
 

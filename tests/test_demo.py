@@ -32,7 +32,7 @@ def test_demo_runs_to_completion_and_shows_the_alerts_and_advice():
     assert "lead time:" in out
     summary = next(line for line in out.splitlines() if line.startswith("done:"))
     assert "300 steps stored" in summary and "health critical" in summary
-    for path in ("/docs", "/v1/runs/demo-test", "/v1/runs/demo-test/alerts", "/metrics"):
+    for path in ("/docs", "/v1/runs/demo-test?project=demo", "/v1/runs/demo-test/alerts?project=demo", "/metrics"):
         assert f"http://127.0.0.1:{port}{path}" in out
     # --no-wait stopped the service it started
     import socket
@@ -45,7 +45,7 @@ def test_demo_against_an_already_running_service(service_proc):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "starting the service" not in p.stdout
     assert "150 steps stored" in p.stdout
-    assert f"{service_proc}/v1/runs/demo-ext/alerts" in p.stdout
+    assert f"{service_proc}/v1/runs/demo-ext/alerts?project=demo" in p.stdout
 
 
 def test_demo_leaves_the_service_running_until_ctrl_c():
@@ -67,7 +67,7 @@ def test_demo_leaves_the_service_running_until_ctrl_c():
             lines.append(line)
             if "press Ctrl-C" in line:
                 break
-        for path in ("/docs", "/v1/runs/demo-wait", "/v1/runs/demo-wait/alerts", "/metrics"):
+        for path in ("/docs", "/v1/runs/demo-wait?project=demo", "/v1/runs/demo-wait/alerts?project=demo", "/metrics"):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             c.request("GET", path)
             r = c.getresponse()

@@ -71,12 +71,12 @@ def test_every_step_arrives_with_the_trainers_own_loss_grad_norm_and_lr(service_
     assert trainer.args.device.type == device
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 20
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=hf-test")["series"]
     assert series["step"] == [h["step"] for h in logged]
     assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
     assert series["grad_norm"] == pytest.approx([h["grad_norm"] for h in logged], rel=1e-6)
     assert series["lr"] == pytest.approx([h["learning_rate"] for h in logged], rel=1e-9)
-    run = get(service_proc, f"/v1/runs/{run_id}")
+    run = get(service_proc, f"/v1/runs/{run_id}?project=hf-test")
     assert json.dumps(run).count("hf-test") >= 1  # grouped under its project
 
 
@@ -85,7 +85,7 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc, device
     run_id = f"hf-hot-{device}-{uuid.uuid4().hex[:8]}"
     trainer, cb = train(service_proc, run_id, lr=3.0, steps=40, device=device, act=True,
                         actor_options={"cooldown_steps": 5, "min_persist_steps": 1})
-    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
+    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor, "hf-test")
     # the service has the report, and the LR the Trainer logged after the first action is lower
     # than what its own (linear) schedule gave before it
     if applied[0]["action"]["type"] == "scale_lr":
@@ -108,18 +108,18 @@ def test_at_the_default_logging_steps_every_step_arrives_and_a_diverging_run_is_
     assert defaults.logging_steps == 500 and defaults.max_grad_norm == 1.0
     trainer, _ = train(service_proc, run_id, lr=3.0, steps=40,
                        args_kw={"logging_steps": defaults.logging_steps, "max_grad_norm": defaults.max_grad_norm})
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=hf-test")["series"]
     assert series["step"] == list(range(1, 41))
     assert all(v is not None for v in series["loss"]) and all(v is not None for v in series["lr"])
     # the LR each step used: the linear schedule from 3.0 down to 0 over 40 steps
     assert series["lr"] == pytest.approx([3.0 * (40 - s) / 40 for s in range(40)], rel=1e-6)
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts?project=hf-test")["alerts"]
     told = [a for a in alerts if a["severity"] in ("warning", "critical")]
     assert told, alerts
 
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
-    assert (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
-                          f"(API {service_proc}/v1/runs/{run_id})") in lines
+    assert (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id}?project=hf-test "
+                          f"(API {service_proc}/v1/runs/{run_id}?project=hf-test)") in lines
     assert sum("grad-norm only at the Trainer's logged steps (logging_steps=500)" in m for _, m in lines) == 1
     events = [re.match(rf"losswatch: run {run_id} step \d+: (warning|critical) (\S+) (raised|escalated): ", m)
               for lvl, m in lines if lvl == logging.WARNING]
@@ -132,7 +132,7 @@ def test_with_gradient_accumulation_the_step_loss_is_the_trainers_own(service_pr
     run_id = f"hf-accum-{uuid.uuid4().hex[:8]}"
     trainer, _ = train(service_proc, run_id, lr=1e-3, steps=6, args_kw={"gradient_accumulation_steps": 2})
     logged = [h for h in trainer.state.log_history if "loss" in h]
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=hf-test")["series"]
     assert series["step"] == [h["step"] for h in logged] == list(range(1, 7))
     assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
 
@@ -146,7 +146,7 @@ def test_each_step_once_with_its_logged_grad_norm_and_its_eval_loss(service_proc
     trainer, _ = train(service_proc, run_id, lr=1e-3, evaluate=True, args_kw={
         "max_steps": -1, "num_train_epochs": 2, "per_device_train_batch_size": 32, "logging_steps": 4,
         "max_grad_norm": 1.0, "eval_strategy": strategy, "eval_steps": 5})
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=hf-test")["series"]
     assert series["step"] == list(range(1, 17))
     assert all(v is not None for v in series["loss"])
     logged = {h["step"]: h for h in trainer.state.log_history if "loss" in h}
@@ -174,7 +174,7 @@ def test_a_model_output_without_loss_is_said_once_with_the_setting_to_change(ser
     assert len(told) == 1 and told[0].levelno == logging.WARNING
     assert "logging_steps=3" in told[0].getMessage() and "set logging_steps=1" in told[0].getMessage()
     logged = [h for h in trainer.state.log_history if "loss" in h]
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=hf-test")["series"]
     assert series["step"] == [h["step"] for h in logged] == ([3, 6] if logging_strategy == "steps" else [])
     assert series["loss"] == pytest.approx([h["loss"] for h in logged], rel=1e-6)
     nothing = [r.getMessage() for r in caplog.records if "has recorded no loss" in r.getMessage()]

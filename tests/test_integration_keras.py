@@ -80,13 +80,13 @@ def test_every_batch_arrives_with_its_own_loss_grad_norm_and_lr(service_proc) ->
     run_id = f"keras-{uuid.uuid4().hex[:8]}"
     schedule = keras.optimizers.schedules.ExponentialDecay(0.05, decay_steps=1, decay_rate=0.9)
     ref, _, _ = fit(service_proc, run_id, lr=schedule, epochs=3)
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=keras-test")["series"]
     assert series["step"] == list(range(18))
     assert series["loss"] == pytest.approx([r["loss"] for r in ref.seen], rel=1e-4)
     assert series["grad_norm"] == pytest.approx([r["grad_norm"] for r in ref.seen], rel=1e-5)
     assert series["lr"] == pytest.approx([r["lr"] for r in ref.seen], rel=1e-6)
     assert series["lr"][1] == pytest.approx(0.045, rel=1e-6)  # the decay is visible step by step
-    meta = get(service_proc, f"/v1/runs/{run_id}")["meta"]
+    meta = get(service_proc, f"/v1/runs/{run_id}?project=keras-test")["meta"]
     assert meta["optimizer"] == "SGD" and meta["momentum"] == 0.0  # what sgd_efficiency needs
 
 
@@ -94,11 +94,11 @@ def test_far_too_high_lr_raises_an_alert_and_acting_responds(service_proc, caplo
     caplog.set_level(logging.INFO, logger="losswatch")
     run_id = f"keras-hot-{uuid.uuid4().hex[:8]}"
     ref, cb, model = fit(service_proc, run_id, lr=1.5, epochs=8, act=True, actor_options={"cooldown_steps": 5})
-    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
+    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor, "keras-test")
     # told on the losswatch logger: where to read the run, then each serious alert at WARNING
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
-    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
-                                      f"(API {service_proc}/v1/runs/{run_id})")
+    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id}?project=keras-test "
+                                      f"(API {service_proc}/v1/runs/{run_id}?project=keras-test)")
     events = [re.match(rf"losswatch: run {run_id} step \d+: (warning|critical) (\S+) (raised|escalated): ", m)
               for lvl, m in lines if lvl == logging.WARNING]
     serious = {a["detector"] for a in alerts["alerts"] if a["severity"] in ("warning", "critical")}

@@ -81,7 +81,7 @@ def fit(url: str, run_id: str, lr: float, steps: int, accelerator: str = "cpu", 
 def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_proc, accelerator) -> None:
     run_id = f"pl-{accelerator}-{uuid.uuid4().hex[:8]}"
     model, _, _ = fit(service_proc, run_id, lr=0.05, steps=20, accelerator=accelerator)
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=pl-test")["series"]
     steps = sorted(model.seen)
     assert steps == list(range(20))
     assert series["step"] == steps
@@ -89,7 +89,7 @@ def test_every_step_arrives_with_the_modules_own_loss_grad_norm_and_lr(service_p
     assert series["grad_norm"] == pytest.approx([model.seen[s]["grad_norm"] for s in steps], rel=1e-5)
     assert series["lr"] == pytest.approx([model.seen[s]["lr"] for s in steps], rel=1e-12)
     assert series["lr"][0] == 0.05 and series["lr"][5] == 0.025  # the StepLR schedule is visible
-    meta = get(service_proc, f"/v1/runs/{run_id}")["meta"]
+    meta = get(service_proc, f"/v1/runs/{run_id}?project=pl-test")["meta"]
     assert meta["optimizer"] == "SGD" and meta["momentum"] == 0.0  # what sgd_efficiency needs
 
 
@@ -98,7 +98,7 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it(service_proc, accele
     run_id = f"pl-hot-{accelerator}-{uuid.uuid4().hex[:8]}"
     model, cb, trainer = fit(service_proc, run_id, lr=2.0, steps=40, accelerator=accelerator, act=True,
                              actor_options={"cooldown_steps": 5})
-    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor)
+    alerts, applied = hot_run_checks(service_proc, run_id, cb.actor, "pl-test")
     kinds = {a["action"]["type"] for a in applied}
     if "scale_lr" in kinds:
         # the StepLR schedule went on, scaled: the final LR is the schedule's times the cuts
@@ -114,10 +114,10 @@ def test_the_run_id_it_made_up_and_the_alerts_are_told_on_the_losswatch_logger(s
     model, cb, _ = fit(service_proc, None, lr=2.0, steps=30)  # no run id, no Lightning logger
     run_id = cb.monitor.run_id
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
-    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
-                                      f"(API {service_proc}/v1/runs/{run_id})")
-    assert get(service_proc, f"/v1/runs/{run_id}/steps")["series"]["step"] == sorted(model.seen)
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id}?project=pl-test "
+                                      f"(API {service_proc}/v1/runs/{run_id}?project=pl-test)")
+    assert get(service_proc, f"/v1/runs/{run_id}/steps?project=pl-test")["series"]["step"] == sorted(model.seen)
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts?project=pl-test")["alerts"]
     serious = {a["detector"] for a in alerts if a["severity"] in ("warning", "critical")}
     assert serious, alerts
     events = [re.match(rf"losswatch: run {run_id} step \d+: (warning|critical) (\S+) (raised|escalated): ", m)

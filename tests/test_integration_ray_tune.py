@@ -81,19 +81,19 @@ def test_every_trial_is_a_run_of_the_experiment_with_every_result(service_proc, 
         assert trial_id in by_id and by_id[trial_id]["project"] == "lw-sweep"
         assert by_id[trial_id]["meta"]["status"] == "finished"  # completed: its silence is expected
         df = res.metrics_dataframe.sort_values("step")
-        series = get(service_proc, f"/v1/runs/{trial_id}/steps")["series"]
+        series = get(service_proc, f"/v1/runs/{trial_id}/steps?project=lw-sweep")["series"]
         assert series["step"] == list(range(STEPS)) == df["step"].tolist()
         assert num(series["loss"]) == pytest.approx(df["loss"].tolist(), rel=1e-9, nan_ok=True)
         assert num(series["grad_norm"]) == pytest.approx(df["grad_norm"].tolist(), rel=1e-9, nan_ok=True)
         assert series["lr"] == pytest.approx(df["lr"].tolist(), rel=1e-12)
-        alerts = get(service_proc, f"/v1/runs/{trial_id}/alerts")["alerts"]
+        alerts = get(service_proc, f"/v1/runs/{trial_id}/alerts?project=lw-sweep")["alerts"]
         bad = [a for a in alerts if a["kind"] in BAD and a["severity"] in ("warning", "critical")]
         if res.config["lr"] == 8.0:
             assert bad, alerts
         told = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"
                 and r.getMessage().startswith(f"losswatch: run {trial_id} ")]
-        assert told[0] == (logging.INFO, f"losswatch: run {trial_id} -> {service_proc}/runs/{trial_id} "
-                                         f"(API {service_proc}/v1/runs/{trial_id})")
+        assert told[0] == (logging.INFO, f"losswatch: run {trial_id} -> {service_proc}/runs/{trial_id}?project=lw-sweep "
+                                         f"(API {service_proc}/v1/runs/{trial_id}?project=lw-sweep)")
         for a in bad:  # on the driver, where the sweep is watched (escalated: the client's NaN check told it first)
             assert any(lvl == logging.WARNING and (f" {a['detector']} raised: " in m or f" {a['detector']} escalated: " in m)
                        for lvl, m in told), told

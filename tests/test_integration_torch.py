@@ -89,7 +89,7 @@ def test_every_step_arrives_with_the_loops_own_loss_grad_norm_and_lr(service_pro
     run_id = f"torch-{device}-{uuid.uuid4().hex[:8]}"
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.1) as mon:
         seen, _, _ = train(mon, lr=0.05, steps=25, device=device)
-    series = get(service_proc, f"/v1/runs/{run_id}/steps")["series"]
+    series = get(service_proc, f"/v1/runs/{run_id}/steps?project=torch-test")["series"]
     assert series["step"] == [s["step"] for s in seen]
     assert series["loss"] == pytest.approx([s["loss"] for s in seen], rel=1e-6)
     assert series["grad_norm"] == pytest.approx([s["grad_norm"] for s in seen], rel=1e-5)
@@ -102,7 +102,7 @@ def test_far_too_high_lr_raises_an_alert_and_acting_cuts_it_visibly(service_proc
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         seen, watch, opt = train(mon, lr=4.0, steps=80, act=True, flush_every=5, device=device,
                                  actor_options={"cooldown_steps": 10})
-    alerts, applied = hot_run_checks(service_proc, run_id, watch.actor)
+    alerts, applied = hot_run_checks(service_proc, run_id, watch.actor, "torch-test")
     assert all(r["applied"] and not r["dry_run"] for r in alerts["actions"] if "verdict" not in r["action"])
     metrics = get_text(service_proc, "/metrics")
     for t in {a["action"]["type"] for a in applied}:
@@ -123,7 +123,7 @@ def test_a_nan_loss_stops_an_opted_in_loop_at_that_step_and_is_reported(service_
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         with pytest.raises(StopTraining):
             train(mon, lr=0.05, steps=30, nan_at=7, act=True, raise_on_stop=True, device=device)
-    reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
+    reports = get(service_proc, f"/v1/runs/{run_id}/alerts?project=torch-test")["actions"]
     # the stop, and its verdict (a report that applies nothing)
     assert [(r["step"], r["action"]["type"], r["applied"], r["action"].get("verdict")) for r in reports] \
         == [(8, "stop", True, None), (8, "stop", False, "verified")]
@@ -134,7 +134,7 @@ def test_dry_run_reports_but_changes_nothing(service_proc) -> None:
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         seen, watch, _ = train(mon, lr=0.05, steps=12, nan_at=4, act_dry_run=True)
     assert len(seen) == 12 and not watch.should_stop  # not stopped
-    reports = get(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
+    reports = get(service_proc, f"/v1/runs/{run_id}/alerts?project=torch-test")["actions"]
     assert [(r["step"], r["action"]["type"], r["applied"], r["dry_run"]) for r in reports] == [(5, "stop", False, True)]
 
 
@@ -148,9 +148,9 @@ def test_a_diverging_loop_is_told_on_the_losswatch_logger_with_where_to_read_it(
     with Monitor(run_id=run_id, url=service_proc, project="torch-test", flush_interval=0.05) as mon:
         train(mon, lr=4.0, steps=60, flush_every=5)
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "losswatch"]
-    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id} "
-                                      f"(API {service_proc}/v1/runs/{run_id})")
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    assert lines[0] == (logging.INFO, f"losswatch: run {run_id} -> {service_proc}/runs/{run_id}?project=torch-test "
+                                      f"(API {service_proc}/v1/runs/{run_id}?project=torch-test)")
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts?project=torch-test")["alerts"]
     serious = {a["detector"] for a in alerts if a["severity"] in ("warning", "critical")}
     assert serious, alerts
     # each told at WARNING: raised, or escalated when the client's own NaN check told it first
@@ -243,9 +243,9 @@ def test_the_watcher_tells_the_service_the_optimizer_and_far_too_small_sgd_steps
             loss.backward()
             watch.step(step, loss)
             opt.step()
-    run = get(service_proc, f"/v1/runs/{run_id}")
+    run = get(service_proc, f"/v1/runs/{run_id}?project=torch-test")
     assert run["meta"]["optimizer"] == "SGD" and run["meta"]["momentum"] == 0.9
-    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts")["alerts"]
+    alerts = get(service_proc, f"/v1/runs/{run_id}/alerts?project=torch-test")["alerts"]
     small = [a for a in alerts if a["detector"] == "sgd_efficiency"]
     assert small and small[0]["action"]["type"] == "scale_lr" and small[0]["action"]["factor"] > 1
 

@@ -170,7 +170,7 @@ def test_a_critical_alert_reaches_its_receivers_once_with_a_link_to_the_run(serv
     assert len(for_critical) == 1
     b = for_critical[0]
     assert b["event"] == "raised" and b["project"] == "p1" and b["alert"]["severity"] == "critical"
-    assert b["run_url"] == f"{PUBLIC}/runs/hot" and f"<{PUBLIC}/runs/hot|" in b["text"]
+    assert b["run_url"] == f"{PUBLIC}/runs/hot?project=p1" and f"<{PUBLIC}/runs/hot?project=p1|" in b["text"]
     for word in ("critical", "divergence", "`hot`", "`p1`", slack_escape(b["alert"]["message"]),
                  "Advice: " + slack_escape(b["alert"]["action"]["reason"])):
         assert word in b["text"], word

@@ -128,7 +128,7 @@ def test_run_page_plots_a_diverging_run_live(chromium, service_factory, tmp_path
     mon = monitor(svc.url, "page-div", "vision")
     try:
         healthy_then_diverging(mon, 0, 150)
-        chromium.goto(f"{svc.url}/runs/page-div")
+        chromium.goto(f"{svc.url}/runs/page-div?project=vision")
         chromium.wait_for("document.body.dataset.state === 'ready'")
         first = panel_state(chromium, "loss")
         assert first["points"]["loss"] == 150 and first["scale"] == "log"
@@ -144,7 +144,7 @@ def test_run_page_plots_a_diverging_run_live(chromium, service_factory, tmp_path
                           "document.querySelectorAll('#actions tr.action-row').length > 0", timeout=30)
     finally:
         mon.close()
-    alerts = get_json(svc.url, "/v1/runs/page-div/alerts")["alerts"]
+    alerts = get_json(svc.url, "/v1/runs/page-div/alerts?project=vision")["alerts"]
     bad = [a for a in alerts if a["kind"] in ("divergence", "nan") and a["severity"] == "critical"]
     assert bad, alerts
 

@@ -82,13 +82,14 @@ def stack(service_proc, tmp_path_factory):
             bad = http.post("/v1/runs/diverging/steps", content=b'{"records": [{"step": "x"',
                             headers={"Content-Type": "application/json"})
             assert 400 <= bad.status_code < 500
-            r = http.post("/v1/runs/diverging/actions", json={"step": 239, "action": {"type": "scale_lr", "factor": 0.1},
+            r = http.post("/v1/runs/diverging/actions", params={"project": RUNS["diverging"][0]}, json={"step": 239, "action": {"type": "scale_lr", "factor": 0.1},
                                                              "applied": True, "dry_run": False})
             assert r.status_code == 201, r.text
             if attempt == 0:
                 prom.wait_for(lambda: prom.query("losswatch_actions_applied_total")
                               and prom.query('losswatch_ingest_requests_total{code=~"4.."}'), timeout=30)
-        rest = {run: http.get(f"/v1/runs/{run}").json() for run in RUNS}
+        rest = {run: http.get(f"/v1/runs/{run}", params={"project": project}).json()
+                for run, (project, _) in RUNS.items()}
         prom.wait_for(lambda: len(prom.query("losswatch_run_step")) == len(RUNS), timeout=30)
         prom.wait_for(lambda: prom.query("losswatch_run_finished"), timeout=30)
         prom.wait_for(lambda: prom.query('losswatch:ingest_records:rate1m{result="accepted"} > 0'), timeout=30)

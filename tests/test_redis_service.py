@@ -64,5 +64,5 @@ def test_the_real_client_keeps_its_steps_while_redis_is_down(redis_factory, serv
         mon.flush(30)
     finally:
         mon.close()
-    steps = client(svc.url).get("/v1/runs/train/steps").json()["series"]["step"]
+    steps = client(svc.url).get("/v1/runs/train/steps", params={"project": "p"}).json()["series"]["step"]
     assert steps == list(range(300))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from losswatch.service.stores import series as ser
-from losswatch.service.stores.base import Columns, ProjectConflict, StoreUnavailable
+from losswatch.service.stores.base import Columns, StoreUnavailable
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
 from service_helpers import same
@@ -102,42 +102,48 @@ def test_same_answers_as_the_memory_store(redis_proc):
             await mem.put_meta("r", {"model": "m"}, project="p")
             await red.put_meta("r", {"model": "m"}, project="p")
             for b in batches:
-                a = await mem.ingest("r", cols_of(b))
-                c = await red.ingest("r", cols_of(b))
+                a = await mem.ingest("r", cols_of(b), project="p")
+                c = await red.ingest("r", cols_of(b), project="p")
                 assert (a.accepted, a.duplicates, a.out_of_order, a.health, a.project) == \
                        (c.accepted, c.duplicates, c.out_of_order, c.health, c.project)
                 assert [alert_key(x) for x in a.alerts] == [alert_key(x) for x in c.alerts]
                 assert a.new_alert_ids == c.new_alert_ids
                 assert a.recommendation == c.recommendation
-            assert_same_series(await mem.read_series("r"), await red.read_series("r"))
-            assert_same_series(await mem.read_series("r", 1000, 1999), await red.read_series("r", 1000, 1999))
-            sm, sr = await mem.get_run("r"), await red.get_run("r")
+            assert_same_series(await mem.read_series("r", project="p"), await red.read_series("r", project="p"))
+            assert_same_series(await mem.read_series("r", 1000, 1999, project="p"),
+                               await red.read_series("r", 1000, 1999, project="p"))
+            sm, sr = await mem.get_run("r", project="p"), await red.get_run("r", project="p")
             for f in ("project", "meta", "last_step", "n_steps", "duplicates", "out_of_order",
                       "health", "recommendation"):
                 assert getattr(sm, f) == getattr(sr, f), f
             assert all(same(sm.last[k], sr.last[k]) for k in sm.last)
             assert sorted(map(alert_key, sm.active_alerts)) == sorted(map(alert_key, sr.active_alerts))
-            am, ar = await mem.list_alerts(run_id="r"), await red.list_alerts(run_id="r")
+            am = await mem.list_alerts(run_id="r", project="p")
+            ar = await red.list_alerts(run_id="r", project="p")
             assert am, "the troubled run raised no alert: the comparison would be empty"
             assert sorted(map(alert_key, am)) == sorted(map(alert_key, ar))
+            assert {a["project"] for a in am + ar} == {"p"}
             # acknowledgement survives; filters agree
             aid = am[0]["id"]
-            assert (await red.ack_alert(aid))["acknowledged"] is True
-            assert (await red.get_alert(aid))["acknowledged"] is True
-            assert await red.ack_alert("r:nan:999999") is None
+            assert await red.ack_alert(aid) is None            # not an alert of project "default"
+            assert (await red.ack_alert(aid, project="p"))["acknowledged"] is True
+            assert (await red.get_alert(aid, project="p"))["acknowledged"] is True
+            assert await red.ack_alert("r:nan:999999", project="p") is None
             for kw in ({"kind": am[0]["kind"]}, {"severity": "critical"}, {"projects": ["other"]}):
                 assert sorted(a["id"] for a in await mem.list_alerts(**kw)) == \
                        sorted(a["id"] for a in await red.list_alerts(**kw)), kw
-            # project is fixed once named
-            with pytest.raises(ProjectConflict):
-                await red.ingest("r", cols_of(recs[:1]), project="q")
+            # the same run id in another project is another run
+            await red.ingest("r", cols_of(recs[:1]), project="q")
             assert [s.run_id for s in await red.list_runs(projects=["p"])] == ["r"]
-            assert await red.list_runs(projects=["q"]) == []
+            assert [(s.project, s.n_steps) for s in await red.list_runs(projects=["q"])] == [("q", 1)]
+            assert (await red.get_run("r", project="p")).n_steps == sr.n_steps
+            assert await red.get_run("r") is None
             # action reports
             with pytest.raises(KeyError):
-                await red.record_action("nope", {"step": 1})
-            await red.record_action("r", {"step": 5, "applied": True})
-            assert await red.list_actions("r") == [{"step": 5, "applied": True}]
+                await red.record_action("nope", {"step": 1}, project="p")
+            await red.record_action("r", {"step": 5, "applied": True}, project="p")
+            assert await red.list_actions("r", project="p") == [{"step": 5, "applied": True}]
+            assert await red.list_actions("r", project="q") == []
             assert await red.read_series("nope") is None and await red.get_run("nope") is None
         finally:
             await red.close()
@@ -216,9 +222,9 @@ def test_old_steps_are_downsampled_with_bounded_keys_nan_kept_and_late_steps_exa
             for i in range(0, len(sent), 997):
                 await st.ingest("r", cols_of(sent[i:i + 997]))
             cli = redis_proc.client()
-            raw_keys = cli.keys("lw:{r}:raw:*")
+            raw_keys = cli.keys("lw:{default/r}:raw:*")
             assert 1 <= len(raw_keys) <= 3                  # the window, plus the head chunk
-            sizes = {k: cli.hlen(f"lw:{{r}}:{k}") for k in ("d1", "d2", "d3")}
+            sizes = {k: cli.hlen(f"lw:{{default/r}}:{k}") for k in ("d1", "d2", "d3")}
             assert sizes["d1"] <= NARROW[0].keep + ser.CHUNK // NARROW[0].width
             assert sizes["d2"] <= NARROW[1].keep + 2 and sizes["d3"] > 0
             s = await st.read_series("r")
@@ -268,7 +274,7 @@ def test_every_key_of_a_run_gets_a_ttl(redis_proc):
                 await st.ingest("t", cols_of(recs[i:i + 333]))
             await st.record_action("t", {"step": 1})
             cli = redis_proc.client()
-            keys = cli.keys("lw:{t}:*")
+            keys = cli.keys("lw:{default/t}:*")
             kinds = {k.decode().split("}:")[1].split(":")[0] for k in keys}
             assert {"s", "raw", "d1", "ds", "x", "a", "act"} <= kinds
             ttls = {k: cli.ttl(k) for k in keys}
@@ -284,15 +290,15 @@ def test_runs_expire_after_the_retention_time(redis_proc):
         st = RedisStore(redis_proc.url, retention_seconds=1)
         try:
             await st.ingest("short", cols_of(curve(2000)), project="p")
-            await st.put_meta("short", {"a": 1})
+            await st.put_meta("short", {"a": 1}, project="p")
             cli = redis_proc.client()
-            keys = cli.keys("lw:{short}:*")
+            keys = cli.keys("lw:{p/short}:*")
             assert keys and all(0 < cli.pttl(k) <= 1000 for k in keys)
             assert [s.run_id for s in await st.list_runs()] == ["short"]
             time.sleep(1.3)
-            assert await st.get_run("short") is None
+            assert await st.get_run("short", project="p") is None
             assert await st.list_runs() == []
-            assert cli.keys("lw:{short}:*") == []
+            assert cli.keys("lw:{p/short}:*") == []
             assert await st.list_alerts() == []
         finally:
             await st.close()
@@ -447,7 +453,7 @@ def test_wait_for_replicas_acknowledges_only_replicated_batches(redis_factory):
         st = RedisStore(primary.url, wait_replicas=1, wait_timeout_ms=300)
         try:
             assert (await st.ingest("r", cols_of(recs[:100]))).accepted == 100
-            assert replica.client().hget("lw:{r}:s", "n_steps") == b"100"   # already on the replica
+            assert replica.client().hget("lw:{default/r}:s", "n_steps") == b"100"   # already on the replica
             replica.kill9()
             with pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas"):
                 await st.ingest("r", cols_of(recs[100:]))

@@ -73,17 +73,18 @@ def test_two_replicas_store_each_step_once_and_raise_one_process_alerts(redis_pr
     assert totals["out_of_order"] == 0
 
     # the reference: one process, the run in order (batch boundaries do not matter to the engine)
+    P = {"project": "p"}                                     # the run is (p, shared)
     ref = client(single.url)
     for i in range(0, len(recs), 500):
         assert post_records(ref, "shared", wire(recs[i:i + 500]), project="p").status_code == 200
-    want = alert_view(ref.get("/v1/runs/shared/alerts").json()["alerts"])
+    want = alert_view(ref.get("/v1/runs/shared/alerts", params=P).json()["alerts"])
     assert want, "the troubled run raised no alert: nothing compared"
     for rep in replicas:
         c = client(rep.url)
-        assert alert_view(c.get("/v1/runs/shared/alerts").json()["alerts"]) == want
-        steps = c.get("/v1/runs/shared/steps").json()["series"]["step"]
+        assert alert_view(c.get("/v1/runs/shared/alerts", params=P).json()["alerts"]) == want
+        steps = c.get("/v1/runs/shared/steps", params=P).json()["series"]["step"]
         assert steps == list(range(len(recs)))
-        run = c.get("/v1/runs/shared").json()
+        run = c.get("/v1/runs/shared", params=P).json()
         assert run["n_steps"] == len(recs) and run["duplicates"] == totals["duplicates"]
     # whatever replica Prometheus scrapes, the per-run figures are the same (read from Redis)
     g = [per_run_gauges(client(rep.url).get("/metrics").text, "shared") for rep in replicas]

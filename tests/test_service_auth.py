@@ -56,16 +56,20 @@ def test_token_cannot_read_other_project(secured):
 
 
 def test_token_cannot_write_other_project(secured):
-    a = client(secured.url, "tokA")
-    b = client(secured.url, "tokB")
+    a, b = client(secured.url, "tokA"), client(secured.url, "tokB")
     before = b.get("/v1/runs/run-b/steps").json()["series"]
-    assert post_records(a, "run-b", [{"step": 100, "loss": 5.0}]).status_code == 404
-    assert a.put("/v1/runs/run-b", json={"task": "hijack"}).status_code == 404
-    assert a.post("/v1/runs/run-b/actions", json={"step": 1, "action": {"type": "stop"},
-                                                  "applied": True}).status_code == 404
-    # creating a run in a project the token does not cover
+    # naming a project the token does not cover: 403, whether or not the run exists there
     assert post_records(a, "run-new", RECS, project="projB").status_code == 403
     assert a.put("/v1/runs/run-new2", json={"project": "projB"}).status_code == 403
+    for path in ("/v1/runs/run-b", "/v1/runs/run-nope"):
+        assert a.get(path, params={"project": "projB"}).status_code == 403
+    # an action for run-b of its own project, which does not exist: 404 as for any missing run
+    assert a.post("/v1/runs/run-b/actions", json={"step": 1, "action": {"type": "stop"},
+                                                  "applied": True}).status_code == 404
+    # the same run id in its own project is its own run: B's run stays as it was
+    assert post_records(a, "run-b", [{"step": 100, "loss": 5.0}]).status_code == 200
+    assert a.put("/v1/runs/run-b", json={"task": "mine"}).status_code == 200
+    assert a.get("/v1/runs/run-b").json()["project"] == "projA"
     assert b.get("/v1/runs/run-b/steps").json()["series"] == before
     assert b.get("/v1/runs/run-b").json()["meta"] == {"project": "projB"}
     assert b.get("/v1/runs/run-new").status_code == 404
@@ -75,9 +79,13 @@ def test_multi_project_token_must_name_the_project(secured):
     ab = client(secured.url, "tokAB")
     r = post_records(ab, "run-ab", RECS)
     assert r.status_code == 422 and "project" in r.text
+    for path in ("/v1/runs/run-a", "/v1/runs/run-a/steps", "/v1/runs/run-a/alerts"):
+        r = ab.get(path)
+        assert r.status_code == 422 and "?project=" in r.text, path
     assert post_records(ab, "run-ab", RECS, project="projB").status_code == 200
     assert client(secured.url, "tokB").get("/v1/runs/run-ab").status_code == 200
     assert client(secured.url, "tokA").get("/v1/runs/run-ab").status_code == 404
-    # the project of a run the token can see cannot be changed to another of its projects
-    r = ab.put("/v1/runs/run-ab", json={"project": "projA"})
-    assert r.status_code == 409 and "projB" in r.text
+    assert ab.get("/v1/runs/run-ab", params={"project": "projB"}).json()["n_steps"] == len(RECS)
+    # ?project= and the body must agree
+    r = ab.put("/v1/runs/run-ab", params={"project": "projA"}, json={"project": "projB"})
+    assert r.status_code == 422 and "disagree" in r.text

@@ -168,11 +168,10 @@ def test_bad_query_and_meta_are_422(service_proc):
     assert c.get("/v1/runs/q-1").json()["n_steps"] == 3
 
 
-def test_project_is_fixed_once_named(service_proc):
+def test_each_project_named_is_its_own_run(service_proc):
     c = client(service_proc)
     assert post_records(c, "proj-1", GOOD[:2], project="alpha").status_code == 200
-    r = post_records(c, "proj-1", GOOD[2:4], project="beta")
-    assert r.status_code == 409 and "alpha" in r.text
-    assert c.put("/v1/runs/proj-1", json={"project": "beta"}).status_code == 409
-    assert c.get("/v1/runs/proj-1").json()["project"] == "alpha"
-    assert c.get("/v1/runs/proj-1").json()["n_steps"] == 2
+    assert post_records(c, "proj-1", GOOD[2:5], project="beta").status_code == 200
+    assert c.get("/v1/runs/proj-1", params={"project": "alpha"}).json()["n_steps"] == 2
+    assert c.get("/v1/runs/proj-1", params={"project": "beta"}).json()["n_steps"] == 3
+    assert c.get("/v1/runs/proj-1").status_code == 404          # nothing in project "default"

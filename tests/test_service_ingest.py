@@ -34,7 +34,7 @@ def test_diverging_run_raises_alert_and_advice(service_proc):
     seen_alerts = {}
     health = None
     for i in range(0, len(recs), 50):
-        r = post_records(c, "div-1", recs[i:i + 50])
+        r = post_records(c, "div-1", recs[i:i + 50], project="e2e")   # the run is (e2e, div-1)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["accepted"] == len(recs[i:i + 50])
@@ -48,22 +48,24 @@ def test_diverging_run_raises_alert_and_advice(service_proc):
     unstable = ("divergence", "spike", "grad_explosion", "nan")
     assert all(a["step"] >= 300 for a in seen_alerts.values() if a["kind"] in unstable), \
         [(a["kind"], a["step"]) for a in seen_alerts.values()]
-    run = c.get("/v1/runs/div-1").json()
+    e2e = {"project": "e2e"}
+    run = c.get("/v1/runs/div-1", params=e2e).json()
     assert run["project"] == "e2e" and run["meta"]["optimizer"] == "adamw"
     # the schedule reached the detectors in the flat form they read
     assert run["meta"]["lr_schedule"] == {"name": "constant", "lr": 1e-3}
     assert run["health"] == health and run["last_step"] == len(recs) - 1
     assert run["recommendation"] is not None and run["recommendation"]["type"] != "none"
     assert run["active_alerts"]
-    listed = c.get("/v1/runs/div-1/alerts").json()
+    listed = c.get("/v1/runs/div-1/alerts", params=e2e).json()
     assert {a["id"] for a in listed["alerts"]} == set(seen_alerts)
     across = c.get("/v1/alerts", params={"severity": "critical"}).json()["alerts"]
     assert all(a["severity"] == "critical" for a in across)
     # acknowledging keeps the alert and marks it
     aid = next(iter(seen_alerts))
-    ack = c.post(f"/v1/alerts/{aid}/ack")
+    ack = c.post(f"/v1/alerts/{aid}/ack", params=e2e)
     assert ack.status_code == 200 and ack.json()["acknowledged"] is True
-    assert next(a for a in c.get("/v1/runs/div-1/alerts").json()["alerts"] if a["id"] == aid)["acknowledged"]
+    assert next(a for a in c.get("/v1/runs/div-1/alerts", params=e2e).json()["alerts"]
+                if a["id"] == aid)["acknowledged"]
 
 
 def test_duplicates_and_out_of_order(service_proc):

@@ -31,15 +31,15 @@ def test_metrics_content_with_nan(service_factory):
     c = client(svc.url)
     c.put("/v1/runs/m-1", json={"project": "pm"})
     recs = [{"step": s, "loss": 2.0 - 0.001 * s, "grad_norm": 0.5, "lr": 3e-4} for s in range(50)]
-    assert post_records(c, "m-1", recs).status_code == 200
-    assert post_records(c, "m-1", recs[:10]).status_code == 200          # 10 duplicates
+    assert post_records(c, "m-1", recs, project="pm").status_code == 200
+    assert post_records(c, "m-1", recs[:10], project="pm").status_code == 200          # 10 duplicates
     assert post_records(c, "m-2", [{"step": 0, "loss": 1.0}, {"step": 1, "loss": float("nan")}],
                         project="pm").status_code == 200
     assert post_records(c, "m-1", [{"step": "x"}]).status_code == 422   # 1 rejected
-    c.post("/v1/runs/m-1/actions", json={"step": 49, "action": {"type": "scale_lr", "factor": 0.1},
-                                         "applied": True})
-    c.post("/v1/runs/m-1/actions", json={"step": 49, "action": {"type": "stop"}, "applied": False,
-                                         "dry_run": True})
+    c.post("/v1/runs/m-1/actions", params={"project": "pm"},
+           json={"step": 49, "action": {"type": "scale_lr", "factor": 0.1}, "applied": True})
+    c.post("/v1/runs/m-1/actions", params={"project": "pm"},
+           json={"step": 49, "action": {"type": "stop"}, "applied": False, "dry_run": True})
     r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     s = _samples(r.text)

@@ -99,8 +99,8 @@ def test_late_steps_at_huge_step_numbers_land_under_exact_chunk_keys(redis_proc)
             await st.close()
 
     run(go())
-    keys = [k.decode() for k in redis_proc.client().keys("lw:{late}:raw:*")]
-    assert keys and all(re.fullmatch(r"lw:\{late\}:raw:\d+", k) for k in keys), keys
+    keys = [k.decode() for k in redis_proc.client().keys("lw:{default/late}:raw:*")]
+    assert keys and all(re.fullmatch(r"lw:\{default/late\}:raw:\d+", k) for k in keys), keys
     assert_responsive(redis_proc)
 
 
@@ -133,7 +133,7 @@ def test_a_metadata_put_after_a_gap_touches_only_the_stored_chunks(redis_proc, g
 
     run(go())
     assert calls(cli, "expire") <= 30
-    ttls = [cli.ttl(k) for k in cli.keys("lw:{meta}:*")]
+    ttls = [cli.ttl(k) for k in cli.keys("lw:{default/meta}:*")]
     assert ttls and all(0 < t <= 3600 + 360 for t in ttls)
     assert_responsive(redis_proc)
 
@@ -195,7 +195,7 @@ def test_batches_after_a_gap_or_at_a_stride_fold_in_a_few_transactions(redis_pro
     assert after_gap <= 10
     assert per_batch <= 6
     assert accounted(gap_series) == 700 and accounted(stride_series) == 2000
-    assert len(redis_proc.client().keys("lw:{stride}:raw:*")) <= 3
+    assert len(redis_proc.client().keys("lw:{default/stride}:raw:*")) <= 3
     assert_responsive(redis_proc)
 
 
@@ -229,15 +229,15 @@ def test_runs_written_before_the_chunk_index_are_indexed_once(redis_proc):
         st = RedisStore(redis_proc.url, retention_seconds=3600)
         try:
             await st.ingest("old", cols_of(curve(3000)))
-            cli.delete("lw:{old}:rc", "lw:layout")           # as an earlier version left it
+            cli.delete("lw:{default/old}:rc", "lw:layout")           # as an earlier version left it
             assert accounted(await st.read_series("old")) == 0
             await st.prepare()
-            assert cli.get("lw:layout") == b"2" and 0 < cli.ttl("lw:{old}:rc") <= 3600 + 360
+            assert cli.get("lw:layout") == b"3" and 0 < cli.ttl("lw:{default/old}:rc") <= 3600 + 360
             got = await st.read_series("old")
             assert got.step == list(range(3000))
-            cli.delete("lw:{old}:rc")
+            cli.delete("lw:{default/old}:rc")
             await st.prepare()                               # done once: not scanned again
-            assert cli.exists("lw:{old}:rc") == 0
+            assert cli.exists("lw:{default/old}:rc") == 0
         finally:
             await st.close()
 

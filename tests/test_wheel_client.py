@@ -82,9 +82,9 @@ def test_the_wheel_without_extras_streams_a_loop_to_a_service(client_venv, servi
     assert res.returncode == 0, res.stdout + res.stderr
     assert "numpy imported: False" in res.stdout
     assert str(client_venv.parents[1]) in res.stdout  # the installed wheel ran, not the checkout
-    summary = get_json(service_proc, "/v1/runs/wheel-loop")
+    summary = get_json(service_proc, "/v1/runs/wheel-loop?project=wheel")
     assert summary["n_steps"] == 200 and summary["last_step"] == 199 and summary["project"] == "wheel"
-    series = get_json(service_proc, "/v1/runs/wheel-loop/steps")["series"]
+    series = get_json(service_proc, "/v1/runs/wheel-loop/steps?project=wheel")["series"]
     assert series["step"] == list(range(200))
 
 
@@ -95,6 +95,7 @@ def test_the_read_commands_work_in_a_client_only_install(client_venv, service_pr
     listed = run([str(losswatch), "runs"], env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     run_ids = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    project = listed.stdout.splitlines()[1].split()[1]
     assert run_ids, listed.stdout
     shown = run([str(losswatch), "show", run_ids[0]], env, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -102,7 +103,7 @@ def test_the_read_commands_work_in_a_client_only_install(client_venv, service_pr
     exported = run([str(losswatch), "export", run_ids[0], "--format", "jsonl"], env, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert [json.loads(line)["step"] for line in exported.stdout.splitlines()] == \
-        get_json(service_proc, f"/v1/runs/{run_ids[0]}/steps")["series"]["step"]
+        get_json(service_proc, f"/v1/runs/{run_ids[0]}/steps?project={project}")["series"]["step"]
     plot = run([str(losswatch), "show", run_ids[0], "--png", str(tmp_path / "p.png")], env, cwd=tmp_path)
     assert plot.returncode == 2 and "losswatch[plot]" in plot.stderr, plot.stderr
     assert not (tmp_path / "p.png").exists()

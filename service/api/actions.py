@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
@@ -10,7 +11,7 @@ from fastapi.responses import Response
 from losswatch.detectors.types import json_safe
 
 from ..auth import Scope, get_scope
-from .common import RunIdPath, json_response, store_of, visible_run
+from .common import ProjectQuery, RunIdPath, json_response, no_run, request_project, store_of, visible_run
 from .models import ActionReportIn, ActionReportOut, ErrorOut
 
 router = APIRouter(prefix="/v1/runs", tags=["actions"])
@@ -20,17 +21,19 @@ router = APIRouter(prefix="/v1/runs", tags=["actions"])
              summary="Report an applied or dry-run action",
              description="Stored in the run's alert history (GET /v1/runs/{run_id}/alerts); an applied "
                          "(not dry-run) action counts in losswatch_actions_applied_total{type}.",
-             responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+             responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
 async def report_action(request: Request, report: ActionReportIn, run_id: str = RunIdPath,
-                        scope: Scope = Depends(get_scope)) -> Response:
+                        project: Optional[str] = ProjectQuery, scope: Scope = Depends(get_scope)) -> Response:
     store = store_of(request)
-    await visible_run(store, run_id, scope)
+    where = request_project(scope, project)
+    await visible_run(store, where, run_id)
     atype = report.action.type
-    stored = json_safe({"run_id": run_id, **report.model_dump(mode="json"), "reported_at": time.time()})
+    stored = json_safe({"run_id": run_id, "project": where, **report.model_dump(mode="json"),
+                        "reported_at": time.time()})
     try:
-        stored = await store.record_action(run_id, stored)
+        stored = await store.record_action(run_id, stored, project=where)
     except KeyError:
-        raise HTTPException(404, f"no run {run_id!r}") from None
+        raise HTTPException(404, no_run(where, run_id)) from None
     if report.applied and not report.dry_run:
         request.app.state.metrics.actions_applied_total.labels(atype).inc()
     return json_response(stored, 201)

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from losswatch.detectors.types import json_safe
 
 from ..auth import Scope, get_scope
-from .common import RunIdPath, json_response, store_of, visible_run
+from .common import ProjectQuery, RunIdPath, json_response, request_project, store_of, visible_run
 from .models import AlertOut, AlertsOut, ErrorOut, Kind, RunAlertsOut, Severity
 
 router = APIRouter(tags=["alerts"])
@@ -18,16 +18,20 @@ router = APIRouter(tags=["alerts"])
 
 @router.get("/v1/runs/{run_id}/alerts", response_model=RunAlertsOut,
             summary="A run's alert history and the actions clients reported",
-            responses={404: {"model": ErrorOut}})
-async def run_alerts(request: Request, run_id: str = RunIdPath, scope: Scope = Depends(get_scope)) -> Response:
+            responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def run_alerts(request: Request, run_id: str = RunIdPath, project: Optional[str] = ProjectQuery,
+                     scope: Scope = Depends(get_scope)) -> Response:
     store = store_of(request)
-    await visible_run(store, run_id, scope)
-    alerts = await store.list_alerts(run_id=run_id)
-    actions = await store.list_actions(run_id)
-    return json_response(json_safe({"run_id": run_id, "alerts": alerts, "actions": actions}))
+    where = request_project(scope, project)
+    await visible_run(store, where, run_id)
+    alerts = await store.list_alerts(run_id=run_id, project=where)
+    # (reports stored before runs were named by project lack it)
+    actions = [{"project": where, **a} for a in await store.list_actions(run_id, project=where)]
+    return json_response(json_safe({"run_id": run_id, "project": where, "alerts": alerts, "actions": actions}))
 
 
-@router.get("/v1/alerts", response_model=AlertsOut, summary="Alerts across runs (newest update first)")
+@router.get("/v1/alerts", response_model=AlertsOut,
+            summary="Alerts across runs (newest update first, each with its project)")
 async def list_alerts(request: Request, kind: Optional[Kind] = None, severity: Optional[Severity] = None,
                       since: Optional[float] = Query(None, description="updated at or after (epoch seconds)",
                                                      allow_inf_nan=False),
@@ -38,18 +42,12 @@ async def list_alerts(request: Request, kind: Optional[Kind] = None, severity: O
 
 
 @router.post("/v1/alerts/{alert_id}/ack", response_model=AlertOut, summary="Acknowledge an alert",
-             responses={404: {"model": ErrorOut}})
+             description="The alert of a run of the request's project (alert ids are unique within a project).",
+             responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
 async def ack_alert(request: Request, alert_id: str = Path(..., max_length=300),
-                    scope: Scope = Depends(get_scope)) -> Response:
-    store = store_of(request)
-    a = await store.get_alert(alert_id)
+                    project: Optional[str] = ProjectQuery, scope: Scope = Depends(get_scope)) -> Response:
+    where = request_project(scope, project)
+    a = await store_of(request).ack_alert(alert_id, project=where)
     if a is None:
-        raise HTTPException(404, f"no alert {alert_id!r}")
-    if scope.projects is not None:
-        run = await store.get_run(a["run_id"])
-        if run is None or not scope.allows(run.project):
-            raise HTTPException(404, f"no alert {alert_id!r}")
-    a = await store.ack_alert(alert_id)
-    if a is None:
-        raise HTTPException(404, f"no alert {alert_id!r}")
+        raise HTTPException(404, f"no alert {alert_id!r} in project {where!r}")
     return json_response(json_safe(a))

@@ -1,4 +1,4 @@
-"""Helpers the routers share: JSON responses that keep NaN visible, run look-up and writes under a scope."""
+"""Helpers the routers share: JSON responses that keep NaN visible, the project a request acts in, run look-up."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import orjson
-from fastapi import HTTPException, Path, Request
+from fastapi import HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
 from losswatch.detectors.types import json_safe
@@ -14,10 +14,13 @@ from losswatch.detectors.wire import VALUE_FIELDS
 
 from ..auth import Scope
 from ..ingest import LABEL_RULE
-from ..stores.base import ProjectConflict, RunSummary, Store
+from ..stores.base import RunSummary, Store
 from .models import LABEL_PATTERN
 
 RunIdPath = Path(..., pattern=LABEL_PATTERN, description=LABEL_RULE)
+PROJECT_RULE = ("the run's project (a run is named by project and run id): needed with a token of several "
+                "projects; else the token's project, or with auth off `default`")
+ProjectQuery = Query(None, pattern=LABEL_PATTERN, description=PROJECT_RULE)
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -47,36 +50,22 @@ def run_dict(s: RunSummary) -> dict[str, Any]:
     })
 
 
-async def visible_run(store: Store, run_id: str, scope: Scope) -> RunSummary:
-    """The run if it exists and the caller may see it, else 404 (same answer either way)."""
-    s = await store.get_run(run_id)
-    if s is None or not scope.allows(s.project):
-        raise HTTPException(404, f"no run {run_id!r}")
+def request_project(scope: Scope, query: str | None, body: str | None = None) -> str:
+    """The project a request acts in: what it names (``?project=``, the body's ``"project"``;
+    they must agree) decided by the caller's scope (:meth:`Scope.project`)."""
+    if query is not None and body is not None and query != body:
+        raise HTTPException(422, [{"loc": ["query", "project"], "type": "value_error",
+                                   "msg": f"?project={query!r} and the body's project {body!r} disagree"}])
+    return scope.project(query if query is not None else body)
+
+
+async def visible_run(store: Store, project: str, run_id: str) -> RunSummary:
+    """The run (project, run_id), else 404: a run id another project uses answers the same."""
+    s = await store.get_run(run_id, project=project)
+    if s is None:
+        raise HTTPException(404, no_run(project, run_id))
     return s
 
 
-async def write_project(store: Store, run_id: str, requested: str | None, scope: Scope) -> str | None:
-    """The project a write to ``run_id`` passes to the store (PUT /v1/runs/{id}, POST .../steps).
-
-    A scoped token: the run's own project if it exists (404 if the token cannot see it, 409 if
-    ``requested`` names another), else the token's choice for a new run (:meth:`Scope.write_project`).
-    An unscoped caller skips the look-up: the store raises :class:`ProjectConflict` itself.
-    """
-    if scope.projects is None:
-        return requested
-    existing = await store.get_run(run_id)
-    if existing is None:
-        return scope.write_project(requested)
-    if not scope.allows(existing.project):
-        raise HTTPException(404, f"no run {run_id!r}")
-    if requested is not None and requested != existing.project:
-        raise HTTPException(409, f"run {run_id!r} belongs to project {existing.project!r}, not {requested!r}")
-    return existing.project
-
-
-def conflict_error(e: ProjectConflict, scope: Scope) -> HTTPException:
-    """The answer to a store's ProjectConflict (a run claimed by another project between the
-    look-up and the write): 404 for a scoped token, which must not learn of other projects' runs."""
-    if scope.projects is not None:
-        return HTTPException(404, f"no run {e.run_id!r}")
-    return HTTPException(409, str(e))
+def no_run(project: str, run_id: str) -> str:
+    return f"no run {run_id!r} in project {project!r}"

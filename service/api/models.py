@@ -46,7 +46,8 @@ class StepsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     records: list[StepRecordIn] = Field(description="at most LOSSWATCH_MAX_BATCH_RECORDS (10,000)")
     project: Optional[str] = Field(None, pattern=LABEL_PATTERN,
-                                   description="project of a new run (else ?project= or the token's)")
+                                   description="the run's project (or ?project=; else the token's only "
+                                               "project, or with auth off `default`)")
 
 
 class LRSchedule(BaseModel):
@@ -73,7 +74,8 @@ class RunMetaIn(BaseModel):
     """Run metadata. Unknown extra fields are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
-    project: Optional[str] = Field(None, pattern=LABEL_PATTERN)
+    project: Optional[str] = Field(None, pattern=LABEL_PATTERN, description="the run's project (or ?project=; "
+                                   "else the token's only project, or with auth off `default`)")
     task: Optional[str] = Field(None, max_length=256)
     model: Optional[str] = Field(None, max_length=256)
     optimizer: Optional[str] = Field(None, max_length=256)
@@ -117,6 +119,7 @@ class AlertOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     run_id: str
+    project: str
     step: int
     last_step: Optional[int] = None
     resolved_step: Optional[int] = None
@@ -185,6 +188,7 @@ class DownsampleInfo(BaseModel):
 
 class SeriesOut(BaseModel):
     run_id: str
+    project: str
     start: Optional[int]
     end: Optional[int]
     total: int = Field(description="points stored in [start, end]")
@@ -196,6 +200,7 @@ class SeriesOut(BaseModel):
 class ActionReportOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     run_id: str
+    project: str
     step: int
     action: dict[str, Any]
     applied: bool
@@ -205,6 +210,7 @@ class ActionReportOut(BaseModel):
 
 class RunAlertsOut(BaseModel):
     run_id: str
+    project: str
     alerts: list[AlertOut]
     actions: list[ActionReportOut]
 

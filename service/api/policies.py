@@ -22,7 +22,6 @@ from .models import LABEL_PATTERN, ErrorOut
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 
 MAX_ENTRIES_PER_POST = 1000
-DEFAULT_PROJECT = "default"   # the project of an entry written with auth off and none named
 # integer parameters are bounded by SQL_INT_MAX: a larger int would be a 500 from SQLite, not a 422
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such entry visible to this token"}}
 
@@ -77,7 +76,7 @@ def _owner(scope: Scope, query_project: str | None, entries: list[Any]) -> str:
     named |= {e["project"] for e in entries if isinstance(e, dict) and isinstance(e.get("project"), str)}
     if len(named) > 1:
         raise HTTPException(422, f"the entries name different projects: {sorted(named)[:5]}")
-    return scope.write_project(next(iter(named), None)) or DEFAULT_PROJECT
+    return scope.project(next(iter(named), None))
 
 
 @router.post("", status_code=201, summary="Add one entry, or {'entries': [...]} (all or nothing)",

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from ..auth import Scope, get_scope
-from ..stores.base import ProjectConflict
-from .common import RunIdPath, conflict_error, json_response, run_dict, store_of, visible_run, write_project
+from .common import ProjectQuery, RunIdPath, json_response, request_project, run_dict, store_of, visible_run
 from .models import LABEL_PATTERN, ErrorOut, Health, RunMetaIn, RunOut, RunsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -21,24 +20,21 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
     summary="Create a run or replace its metadata",
     description="Metadata (project, task, model, optimizer, batch_size, lr_schedule {name, params}, "
                 "tags, anything else) replaces the previous metadata and is passed to the detectors. "
-                "The project, once set, cannot change (409).",
-    responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+                "The run is (project, run_id): the project is the body's \"project\" or ?project= "
+                "(they must agree), else the token's only project, else (auth off) `default`.",
+    responses={403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 async def put_run(request: Request, meta: RunMetaIn, run_id: str = RunIdPath,
-                  scope: Scope = Depends(get_scope)) -> Response:
-    store = store_of(request)
+                  project: Optional[str] = ProjectQuery, scope: Scope = Depends(get_scope)) -> Response:
     data = meta.model_dump(mode="json", exclude_none=True)
     if meta.lr_schedule is not None:
         data["lr_schedule"] = meta.lr_schedule.flat()
-    requested = await write_project(store, run_id, data.get("project"), scope)
-    try:
-        s = await store.put_meta(run_id, data, project=requested)
-    except ProjectConflict as e:
-        raise conflict_error(e, scope) from None
+    where = request_project(scope, project, data.get("project"))
+    s = await store_of(request).put_meta(run_id, data, project=where)
     return json_response(run_dict(s))
 
 
-@router.get("", response_model=RunsOut, summary="List runs")
+@router.get("", response_model=RunsOut, summary="List runs (each with its project)")
 async def list_runs(request: Request,
                     project: Optional[str] = Query(None, pattern=LABEL_PATTERN),
                     health: Optional[Health] = None,
@@ -53,7 +49,8 @@ async def list_runs(request: Request,
 
 
 @router.get("/{run_id}", response_model=RunOut, summary="One run: last values, health, active alerts, advice",
-            responses={404: {"model": ErrorOut}})
-async def get_run(request: Request, run_id: str = RunIdPath, scope: Scope = Depends(get_scope)) -> Response:
-    s = await visible_run(store_of(request), run_id, scope)
+            responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def get_run(request: Request, run_id: str = RunIdPath, project: Optional[str] = ProjectQuery,
+                  scope: Scope = Depends(get_scope)) -> Response:
+    s = await visible_run(store_of(request), request_project(scope, project), run_id)
     return json_response(run_dict(s))

@@ -15,8 +15,17 @@ from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
-from ..stores.base import ProjectConflict, StoreUnavailable
-from .common import RunIdPath, conflict_error, json_response, store_of, visible_run, write_project
+from ..stores.base import StoreUnavailable
+from .common import (
+    PROJECT_RULE,
+    ProjectQuery,
+    RunIdPath,
+    json_response,
+    no_run,
+    request_project,
+    store_of,
+    visible_run,
+)
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["steps"])
@@ -67,8 +76,8 @@ def _check_label(value: str, where: str, name: str) -> None:
         "Stores the records (a repeated step is a duplicate: counted, not stored twice; a step lower "
         "than one already seen is stored in order but the detectors only see the in-order stream), "
         "runs the detectors and returns the alerts changed by this batch and the current advice. "
-        "Creates the run on first write (its project: the body's \"project\", ?project=, or the "
-        "token's single project)."
+        "Creates the run (project, run_id) on first write; the project: the body's \"project\" or "
+        "?project= (they must agree), else the token's only project, else (auth off) `default`."
     ),
     # the hot path reads the query and the token itself (FastAPI's parameter and dependency
     # machinery costs more than detection on a batch of 10): documented here instead
@@ -78,10 +87,10 @@ def _check_label(value: str, where: str, name: str) -> None:
                         "description": LABEL_RULE,
                         "schema": {"type": "string", "pattern": LABEL_PATTERN}},
                        {"name": "project", "in": "query", "required": False,
-                        "description": "project of a new run (else the body's or the token's)",
+                        "description": PROJECT_RULE,
                         "schema": {"anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]}}],
         "security": [{"HTTPBearer": []}]},
-    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
+    responses={403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request) -> Response:
@@ -103,16 +112,8 @@ async def post_steps(request: Request) -> Response:
             metrics.rejected.inc(e.rejected)
             code = e.status
             return json_response({"detail": e.detail}, e.status)
-        if body_project is not None and project is not None and body_project != project:
-            code = 422
-            return json_response({"detail": [{"loc": ["query", "project"], "msg": f"?project={project!r} and the body's "
-                                             f"project {body_project!r} disagree", "type": "value_error"}]}, 422)
-        store = store_of(request)
-        requested = await write_project(store, run_id, body_project or project, scope)
-        try:
-            res = await store.ingest(run_id, cols, project=requested)
-        except ProjectConflict as e:
-            raise conflict_error(e, scope) from None
+        where = request_project(scope, project, body_project)
+        res = await store_of(request).ingest(run_id, cols, project=where)
         metrics.accepted.inc(res.accepted)
         if res.duplicates:
             metrics.duplicate.inc(res.duplicates)
@@ -146,25 +147,26 @@ async def post_steps(request: Request) -> Response:
     summary="Read the series (downsampled for plotting on request)",
     description=f"Column-wise series with start <= step <= end. With max_points and more points "
                 f"stored than that: {_DOWNSAMPLE_TEXT}",
-    responses={404: {"model": ErrorOut}},
+    responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def get_steps(request: Request, run_id: str = RunIdPath,
+async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional[str] = ProjectQuery,
                     start: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     end: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     max_points: Optional[int] = Query(None, ge=4, le=1_000_000),
                     scope: Scope = Depends(get_scope)) -> Response:
     store = store_of(request)
-    await visible_run(store, run_id, scope)
-    cols = await store.read_series(run_id, start, end)
+    where = request_project(scope, project)
+    await visible_run(store, where, run_id)
+    cols = await store.read_series(run_id, start, end, project=where)
     if cols is None:
-        raise HTTPException(404, f"no run {run_id!r}")
+        raise HTTPException(404, no_run(where, run_id))
     total = len(cols)
     info = None
     if max_points is not None and total > max_points:
         cols, buckets = downsample(cols, max_points)
         info = {"method": METHOD, "buckets": buckets, "description": _DOWNSAMPLE_TEXT}
     return json_response({
-        "run_id": run_id, "start": start, "end": end, "total": total, "count": len(cols),
+        "run_id": run_id, "project": where, "start": start, "end": end, "total": total, "count": len(cols),
         "downsampled": info,
         "series": {
             "step": cols.step, "loss": safe_column(cols.loss), "grad_norm": safe_column(cols.grad_norm),

@@ -167,6 +167,7 @@ def serve_while_parent_lives(serve_args: list[str]) -> None:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEMO_PROJECT = "demo"
 
 
 class _Signalled(KeyboardInterrupt):
@@ -275,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         meta = {"task": "two-spirals", "model": "mlp-2-32-32-1-tanh", "optimizer": "sgd",
                 "batch_size": 64, "tags": {"source": "losswatch demo"}}
         last_advice = None
-        with Monitor(run_id=run_id, url=url, project="demo", meta=meta, on_alert=on_alert) as mon:
+        with Monitor(run_id=run_id, url=url, project=DEMO_PROJECT, meta=meta, on_alert=on_alert) as mon:
             with np.errstate(all="ignore"):  # let overflow turn into inf/NaN, as it would on a GPU
                 for step in range(args.steps):
                     lr = 0.02 + (args.peak_lr - 0.02) * min(1.0, step / max(1, args.warmup_steps))
@@ -301,7 +302,8 @@ def run(args: argparse.Namespace) -> int:
         if warned and lost and min(warned) < min(lost):
             _say(f"lead time: the first divergence warning (step {min(warned)}) came "
                  f"{min(lost) - min(warned)} steps before the loss stopped being finite (step {min(lost)})")
-        status, summary = _get(url, f"/v1/runs/{run_id}")
+        in_demo = f"project={DEMO_PROJECT}"     # a run is named by its project and its run id
+        status, summary = _get(url, f"/v1/runs/{run_id}?{in_demo}")
         if status == 200:
             _say(f"done: {summary.get('n_steps')} steps stored, health {summary.get('health')}, "
                  f"alert kinds raised: {', '.join(kinds) or 'none'}; "
@@ -309,9 +311,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             _say(f"done (the service answered {status} for the run summary)")
         _say("explore:")
-        for path, what in (("/docs", "the API, try it out"), (f"/v1/runs/{run_id}", "the run: health, advice"),
-                           (f"/v1/runs/{run_id}/alerts", "its alerts"),
-                           (f"/v1/runs/{run_id}/steps?max_points=200", "the series"),
+        for path, what in (("/docs", "the API, try it out"), (f"/v1/runs/{run_id}?{in_demo}", "the run: health, advice"),
+                           (f"/v1/runs/{run_id}/alerts?{in_demo}", "its alerts"),
+                           (f"/v1/runs/{run_id}/steps?max_points=200&{in_demo}", "the series"),
                            ("/metrics", "Prometheus metrics")):
             _say(f"  {url}{path:<48s} {what}")
         if args.no_wait or proc is None:

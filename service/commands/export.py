@@ -26,14 +26,14 @@ import sys
 from typing import Any, Iterator
 
 from losswatch.detectors.wire import VALUE_FIELDS, encode_float
-from losswatch.service.remote import LookError, Service, add_service_arguments
+from losswatch.service.remote import LookError, Service, add_run_arguments, add_service_arguments
 
 FIELDS = VALUE_FIELDS
 EXIT_CANNOT_WRITE = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_id", metavar="RUN", help="the run id (`losswatch runs` lists them)")
+    add_run_arguments(p)
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     add_service_arguments(p)
@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         service = Service.from_args(args)
         try:
-            service.run(args.run_id)  # an unknown run is named as such
-            series = service.series(args.run_id)["series"]
+            project = service.project_of(args.run_id, args.project)
+            service.run(args.run_id, project)  # an unknown run is named as such
+            series = service.series(args.run_id, project=project)["series"]
         finally:
             service.close()
     except LookError as e:

@@ -17,7 +17,7 @@ import shutil
 import sys
 from typing import Any
 
-from losswatch.service.remote import LookError, Service, add_service_arguments, to_float
+from losswatch.service.remote import LookError, Service, add_run_arguments, add_service_arguments, to_float
 from losswatch.service.terminal import NOT_FINITE, action_text, ago, column_of, num, sparkline, table, worst_first
 
 SERIES_POINTS_PER_COLUMN = 8  # minmax keeps <= 4 points a bucket: two buckets a column
@@ -26,7 +26,7 @@ EXIT_MISSING_EXTRA = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_id", metavar="RUN", help="the run id (`losswatch runs` lists them)")
+    add_run_arguments(p)
     p.add_argument("--history", type=_positive, default=10, help="alert events and actions to list (default 10)")
     p.add_argument("--width", type=_positive, default=None,
                    help="sparkline width in characters (default: the terminal's, at most 100)")
@@ -53,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         service = Service.from_args(args)
         try:
-            summary = service.run(args.run_id)
-            history = service.alerts(args.run_id)
-            series = service.series(args.run_id, max_points=SERIES_POINTS_PER_COLUMN * width)["series"]
-            detail = service.series(args.run_id, max_points=PNG_MAX_POINTS)["series"] if args.png else None
+            project = service.project_of(args.run_id, args.project)
+            summary = service.run(args.run_id, project)
+            history = service.alerts(args.run_id, project)
+            series = service.series(args.run_id, SERIES_POINTS_PER_COLUMN * width, project)["series"]
+            detail = service.series(args.run_id, PNG_MAX_POINTS, project)["series"] if args.png else None
         finally:
             service.close()
     except LookError as e:

@@ -8,16 +8,24 @@ import { panel } from "./plot.js";
 const POLL_MS = 3000;
 const runId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
 const api = `/v1/runs/${encodeURIComponent(runId)}`;
+// a run is named by its project and its run id: ?project= names the project (none: the token's
+// only project, or `default` with auth off)
+const project = new URLSearchParams(location.search).get("project");
+const inProject = project === null ? "" : `project=${encodeURIComponent(project)}`;
+const query = (...parts) => {
+  const q = [...parts, inProject].filter(Boolean).join("&");
+  return q ? `?${q}` : "";
+};
 
 let series = null;      // the last steps document (its "total": the steps stored when it was read)
 let alertsDoc = { alerts: [], actions: [] };
 
 async function tick() {
-  const stepsPath = `${api}/steps?max_points=${maxPoints()}`;
+  const stepsPath = `${api}/steps${query(`max_points=${maxPoints()}`)}`;
   // the first time all three calls at once; then the series only when the run has new steps
   // (the downsampled read is the costly call)
   const [run, alerts, fresh] = await Promise.all([
-    getJSON(api), getJSON(`${api}/alerts`), series === null ? getJSON(stepsPath) : null,
+    getJSON(`${api}${query()}`), getJSON(`${api}/alerts${query()}`), series === null ? getJSON(stepsPath) : null,
   ]);
   series = fresh || (series.total === run.n_steps ? series : await getJSON(stepsPath));
   alertsDoc = alerts;

@@ -18,7 +18,8 @@ async function tick() {
   const rows = shown.map((r) => {
     const alerts = r.active_alerts.map((a) => el("span", { class: `badge ${a.severity}`, title: a.message }, a.kind));
     return el("tr", { class: "run-row", "data-run-id": r.run_id, "data-health": r.health },
-      el("td", {}, el("a", { href: `/runs/${encodeURIComponent(r.run_id)}` }, r.run_id)),
+      el("td", {}, el("a", { href: `/runs/${encodeURIComponent(r.run_id)}?project=${encodeURIComponent(r.project)}` },
+                      r.run_id)),
       el("td", {}, r.project), el("td", {}, badge(r.health)),
       el("td", { class: "num" }, r.last_step ?? "–"), el("td", { class: "num" }, fmt(r.last.loss)),
       el("td", { class: "alerts" }, ...(alerts.length ? alerts : ["–"])),

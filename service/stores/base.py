@@ -45,6 +45,8 @@ from losswatch.detectors.wire import (
     VALUE_FIELDS,  # stored in this order, after step; then ts, extra
 )
 
+DEFAULT_PROJECT = "default"   # the project of a run when a request names none (auth off)
+
 
 class StoreError(Exception):
     """Base of the errors a store raises on purpose."""
@@ -60,14 +62,6 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str = "store unavailable", retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class ProjectConflict(StoreError):
-    """A run already belongs to another project (its project is fixed once set)."""
-
-    def __init__(self, run_id: str, project: str, requested: str) -> None:
-        super().__init__(f"run {run_id!r} belongs to project {project!r}, not {requested!r}")
-        self.run_id, self.project, self.requested = run_id, project, requested
 
 
 @dataclass(slots=True)
@@ -202,37 +196,38 @@ class RunSummary:
 class Store(abc.ABC):
     """The async store interface (see the module docstring for the atomicity contract).
 
-    Project scoping: ``projects`` arguments, when not None, restrict results to runs of those
-    projects (the API passes the caller's token scope). A run's project is fixed by the first
-    ``put_meta`` or ``ingest`` that names one; until then it is ``"default"`` (a run created
-    without naming a project may be claimed once by the first call that names one); after that,
-    naming another project raises :class:`ProjectConflict`.
+    Run identity: a run is named by (project, run_id); two projects may hold the same run id and
+    are two unrelated runs. Every method on one run takes ``project`` (the API resolves it from
+    the request and the token, :meth:`~losswatch.service.auth.Scope.project`; callers without a
+    project use :data:`DEFAULT_PROJECT`). Alert ids are unique within a run's project only, so
+    alert look-ups take the project too. ``projects`` arguments of the listings, when not None,
+    restrict results to runs of those projects (the API passes the caller's token scope);
+    listed runs and alerts carry their ``project``.
     """
 
     url: str = ""
 
     # --- writes ---------------------------------------------------------------------------
     @abc.abstractmethod
-    async def ingest(self, run_id: str, cols: Columns, *, project: str | None = None,
+    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
                      now: float | None = None) -> IngestResult:
         """Store a batch and run the detectors on its in-order part, atomically per run.
 
-        Creates the run if absent (project = ``project`` or "default"). Raises
-        :class:`ProjectConflict` if the run exists under another project than ``project``
-        (``project=None`` never conflicts).
-        """
+        Creates the run (project, run_id) if absent."""
 
     @abc.abstractmethod
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str | None = None,
+    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
                        now: float | None = None) -> RunSummary:
         """Create the run or replace its metadata; passes it to the engine (``set_meta``)."""
 
     @abc.abstractmethod
-    async def ack_alert(self, alert_id: str, *, now: float | None = None) -> dict[str, Any] | None:
+    async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
+                        now: float | None = None) -> dict[str, Any] | None:
         """Mark an alert acknowledged (kept across later updates); None if unknown."""
 
     @abc.abstractmethod
-    async def record_action(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
+    async def record_action(self, run_id: str, report: dict[str, Any], *,
+                            project: str = DEFAULT_PROJECT) -> dict[str, Any]:
         """Append a client's action report to the run's alert history; returns it as stored.
         Raises KeyError if the run does not exist."""
 
@@ -243,31 +238,33 @@ class Store(abc.ABC):
 
     # --- reads ----------------------------------------------------------------------------
     @abc.abstractmethod
-    async def get_run(self, run_id: str) -> RunSummary | None:
+    async def get_run(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> RunSummary | None:
         ...
 
     @abc.abstractmethod
     async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
                         active_since: float | None = None) -> list[RunSummary]:
-        """Runs sorted by run_id; ``active_since``: last_seen >= it (wall-clock seconds)."""
+        """Runs sorted by (run_id, project); ``active_since``: last_seen >= it (wall-clock seconds)."""
 
     @abc.abstractmethod
-    async def read_series(self, run_id: str, start: int | None = None,
-                          end: int | None = None) -> Columns | None:
+    async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                          project: str = DEFAULT_PROJECT) -> Columns | None:
         """Stored steps with start <= step <= end, sorted by step; None if the run is unknown."""
 
     @abc.abstractmethod
-    async def list_alerts(self, *, run_id: str | None = None, projects: Iterable[str] | None = None,
-                          kind: str | None = None, severity: str | None = None,
-                          since: float | None = None) -> list[dict[str, Any]]:
-        """Alerts (newest update first); ``since``: updated_at >= since (wall-clock seconds)."""
+    async def list_alerts(self, *, run_id: str | None = None, project: str = DEFAULT_PROJECT,
+                          projects: Iterable[str] | None = None, kind: str | None = None,
+                          severity: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        """Alerts (newest update first), each with its ``project``: of the run (project, run_id)
+        when ``run_id`` is given, else of every run (of ``projects``); ``since``: updated_at >=
+        since (wall-clock seconds)."""
 
     @abc.abstractmethod
-    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+    async def get_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT) -> dict[str, Any] | None:
         ...
 
     @abc.abstractmethod
-    async def list_actions(self, run_id: str) -> list[dict[str, Any]]:
+    async def list_actions(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> list[dict[str, Any]]:
         """The run's action reports, oldest first."""
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -338,10 +335,11 @@ def run_engine(engine, cols: Columns, in_order: list[int]):
     return changed, (rec.to_dict() if rec is not None else None), engine.health
 
 
-def alert_record(alert, previous: dict[str, Any] | None, now: float) -> dict[str, Any]:
-    """The stored form of an alert: ``Alert.to_dict()`` plus raised_at/updated_at; an earlier
-    acknowledgement survives the update."""
+def alert_record(alert, previous: dict[str, Any] | None, now: float, project: str) -> dict[str, Any]:
+    """The stored form of an alert: ``Alert.to_dict()`` plus its run's project and
+    raised_at/updated_at; an earlier acknowledgement survives the update."""
     d = alert.to_dict()
+    d["project"] = project
     d["raised_at"] = previous["raised_at"] if previous else now
     d["updated_at"] = now
     if previous and previous.get("acknowledged"):

@@ -8,9 +8,9 @@ stay raw, then levels of 64 / 2,048 / 131,072 steps a bucket), so memory per run
 both stores answer the same series. A run expires ``retention_seconds`` after its last write,
 as on Redis. It also keeps the live ``Engine`` object (the interface's
 ``to_bytes`` round trip is what the Redis store does; here it would only cost time), the alerts
-by id and the action reports. One ``asyncio.Lock`` per run serialises ingests for that run (the
-atomicity contract in :mod:`.base`); nothing awaits while the lock is held, so the lock is cheap
-and a batch is applied all or nothing.
+by id and the action reports. Runs are keyed by (project, run_id). One ``asyncio.Lock`` per run
+serialises ingests for that run (the atomicity contract in :mod:`.base`); nothing awaits while
+the lock is held, so the lock is cheap and a batch is applied all or nothing.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any, Iterable
 from ..settings import Settings
 from . import series as ser
 from .base import (
+    DEFAULT_PROJECT,
     Columns,
     IngestResult,
-    ProjectConflict,
     RunSummary,
     Store,
     alert_matches,
@@ -57,7 +57,9 @@ class _Run:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    project_named: bool = False   # False while the project is the implicit "default"
+
+
+_RunKey = tuple[str, str]   # (project, run_id)
 
 
 class MemoryStore(Store):
@@ -72,25 +74,17 @@ class MemoryStore(Store):
         self.levels = tuple(levels or ser.LEVELS)
         ser.check_levels(self.levels)
         # runs by last write, oldest first: expiry pops from the front
-        self._runs: OrderedDict[str, _Run] = OrderedDict()
-        self._alert_run: dict[str, str] = {}   # alert id -> run id
+        self._runs: OrderedDict[_RunKey, _Run] = OrderedDict()
+        self._alert_run: dict[tuple[str, str], _RunKey] = {}   # (project, alert id) -> run
 
     # --- internals --------------------------------------------------------------------------
-    def _get_or_create(self, run_id: str, project: str | None, now: float) -> _Run:
-        run = self._runs.get(run_id)
+    def _get_or_create(self, key: _RunKey, now: float) -> _Run:
+        run = self._runs.get(key)
         if run is None:
-            run = _Run(summary=RunSummary(run_id=run_id, project=project or "default", created_at=now),
-                       project_named=project is not None, written_at=now)
+            project, run_id = key
+            run = _Run(summary=RunSummary(run_id=run_id, project=project, created_at=now), written_at=now)
             run.engine = new_engine(run_id, None)
-            self._runs[run_id] = run
-        elif project is not None and project != run.summary.project:
-            if run.project_named:
-                raise ProjectConflict(run_id, run.summary.project, project)
-            # a run created without naming a project may be claimed once by the first that does
-            run.summary.project = project
-            run.project_named = True
-        elif project is not None:
-            run.project_named = True
+            self._runs[key] = run
         return run
 
     def _expire(self, now: float) -> None:
@@ -98,16 +92,16 @@ class MemoryStore(Store):
         if self.retention <= 0:
             return
         while self._runs:
-            run_id, run = next(iter(self._runs.items()))
+            key, run = next(iter(self._runs.items()))
             if run.written_at + self.retention > now:
                 return
-            del self._runs[run_id]
+            del self._runs[key]
             for alert_id in run.alerts:
-                self._alert_run.pop(alert_id, None)
+                self._alert_run.pop((key[0], alert_id), None)
 
-    def _touch(self, run_id: str, run: _Run, now: float) -> None:
+    def _touch(self, key: _RunKey, run: _Run, now: float) -> None:
         run.written_at = now
-        self._runs.move_to_end(run_id)
+        self._runs.move_to_end(key)
 
     def _has_step(self, run: _Run, step: int) -> bool:
         if step >= run.c0 * ser.CHUNK:
@@ -178,11 +172,12 @@ class MemoryStore(Store):
                     d.insert(pos, c[i])
 
     # --- writes -----------------------------------------------------------------------------
-    async def ingest(self, run_id: str, cols: Columns, *, project: str | None = None,
+    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
                      now: float | None = None) -> IngestResult:
         now = wall_now(now)
         self._expire(now)
-        run = self._get_or_create(run_id, project, now)
+        key = (project, run_id)
+        run = self._get_or_create(key, now)
         async with run.lock:
             s = run.summary
             split = classify_steps(cols.step, lambda k: self._has_step(run, k), s.last_step)
@@ -197,15 +192,15 @@ class MemoryStore(Store):
                     self._fold_late(run, cols, late)
                     new = [i for i in new if cols.step[i] >= floor]
             self._store_rows(run.raw, cols, new, all_in_order)
-            self._touch(run_id, run, now)
+            self._touch(key, run, now)
             new_ids: list[str] = []
             out_alerts: list[dict[str, Any]] = []
             for a in changed:
                 prev = run.alerts.get(a.id)
                 if prev is None:
                     new_ids.append(a.id)
-                    self._alert_run[a.id] = run_id
-                d = alert_record(a, prev, now)
+                    self._alert_run[(project, a.id)] = key
+                d = alert_record(a, prev, now, project)
                 run.alerts[a.id] = d
                 out_alerts.append(d)
             if split.in_order:
@@ -229,30 +224,33 @@ class MemoryStore(Store):
                 project=s.project,
             )
 
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str | None = None,
+    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
                        now: float | None = None) -> RunSummary:
         now = wall_now(now)
         self._expire(now)
-        run = self._get_or_create(run_id, project, now)
+        key = (project, run_id)
+        run = self._get_or_create(key, now)
         async with run.lock:
-            self._touch(run_id, run, now)
+            self._touch(key, run, now)
             run.summary.meta = dict(meta)
             run.engine.set_meta(dict(meta))
             return run.summary
 
-    async def ack_alert(self, alert_id: str, *, now: float | None = None) -> dict[str, Any] | None:
-        run_id = self._alert_run.get(alert_id)
-        if run_id is None:
+    async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
+                        now: float | None = None) -> dict[str, Any] | None:
+        key = self._alert_run.get((project, alert_id))
+        if key is None:
             return None
-        run = self._runs[run_id]
+        run = self._runs[key]
         a = run.alerts[alert_id]
         if not a.get("acknowledged"):
             a["acknowledged"] = True
             a["acknowledged_at"] = wall_now(now)
         return a
 
-    async def record_action(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
-        run = self._runs.get(run_id)
+    async def record_action(self, run_id: str, report: dict[str, Any], *,
+                            project: str = DEFAULT_PROJECT) -> dict[str, Any]:
+        run = self._runs.get((project, run_id))
         if run is None:
             raise KeyError(run_id)
         run.actions.append(report)
@@ -263,22 +261,22 @@ class MemoryStore(Store):
         return True
 
     # --- reads ------------------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> RunSummary | None:
+    async def get_run(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> RunSummary | None:
         self._expire(time.time())
-        run = self._runs.get(run_id)
+        run = self._runs.get((project, run_id))
         return run.summary if run else None
 
     async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
                         active_since: float | None = None) -> list[RunSummary]:
         self._expire(time.time())
         pset = set(projects) if projects is not None else None
-        return [s for s in (self._runs[rid].summary for rid in sorted(self._runs))
+        return [s for s in (self._runs[k].summary for k in sorted(self._runs, key=lambda k: (k[1], k[0])))
                 if summary_matches(s, pset, health, active_since)]
 
-    async def read_series(self, run_id: str, start: int | None = None,
-                          end: int | None = None) -> Columns | None:
+    async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                          project: str = DEFAULT_PROJECT) -> Columns | None:
         self._expire(time.time())
-        run = self._runs.get(run_id)
+        run = self._runs.get((project, run_id))
         if run is None:
             return None
         raw = run.raw
@@ -300,13 +298,16 @@ class MemoryStore(Store):
             getattr(out, n).extend(getattr(tail, n))
         return out
 
-    async def list_alerts(self, *, run_id: str | None = None, projects: Iterable[str] | None = None,
-                          kind: str | None = None, severity: str | None = None,
-                          since: float | None = None) -> list[dict[str, Any]]:
+    async def list_alerts(self, *, run_id: str | None = None, project: str = DEFAULT_PROJECT,
+                          projects: Iterable[str] | None = None, kind: str | None = None,
+                          severity: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         self._expire(time.time())
         pset = set(projects) if projects is not None else None
-        runs = [self._runs[run_id]] if run_id is not None and run_id in self._runs else (
-            [] if run_id is not None else list(self._runs.values()))
+        if run_id is not None:
+            one = self._runs.get((project, run_id))
+            runs = [one] if one is not None else []
+        else:
+            runs = list(self._runs.values())
         out = []
         for run in runs:
             if pset is not None and run.summary.project not in pset:
@@ -315,12 +316,12 @@ class MemoryStore(Store):
         out.sort(key=lambda a: a["updated_at"], reverse=True)
         return out
 
-    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
-        run_id = self._alert_run.get(alert_id)
-        return None if run_id is None else self._runs[run_id].alerts.get(alert_id)
+    async def get_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT) -> dict[str, Any] | None:
+        key = self._alert_run.get((project, alert_id))
+        return None if key is None else self._runs[key].alerts.get(alert_id)
 
-    async def list_actions(self, run_id: str) -> list[dict[str, Any]]:
-        run = self._runs.get(run_id)
+    async def list_actions(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> list[dict[str, Any]]:
+        run = self._runs.get((project, run_id))
         return list(run.actions) if run else []
 
     async def ping(self) -> None:

@@ -1,6 +1,7 @@
 """The Redis store (``redis://host:port/db``): shared by any number of service replicas.
 
-Data model (per run, every key prefixed ``lw:{<run_id>}:``; the braces are a Cluster hash tag):
+Data model (per run, every key prefixed ``lw:{<project>/<run_id>}:``: a run is named by its project
+and its run id, and ``/`` is in neither; the braces are a Cluster hash tag):
 
 =========  ======================  ==========================================================
 key        type                    holds
@@ -20,8 +21,10 @@ a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
 act        list                    action reports (JSON)
 =========  ======================  ==========================================================
 
-and two global sorted sets: ``lw:runs`` (run id by last write time: list, metrics, retention)
-and ``lw:alerts`` (alert id by last update time: cross-run alert queries).
+and two global sorted sets: ``lw:runs`` (``<project>/<run_id>`` by last write time: list, metrics,
+retention) and ``lw:alerts`` (``<project>/<alert id>`` by last update time: cross-run alert
+queries). Data of the earlier layout (keys ``lw:{<run_id>}:``, run ids alone in the indexes) is
+renamed into its run's project once by :meth:`RedisStore.prepare` (see docs/storage.md).
 
 Concurrency (the :mod:`.base` atomicity contract): one Lua script applies a batch (steps,
 extras, alerts, detector state, counters) atomically, and only if the run's state version is the
@@ -60,9 +63,9 @@ from redis import exceptions as rexc
 from ..settings import Settings
 from . import series as ser
 from .base import (
+    DEFAULT_PROJECT,
     Columns,
     IngestResult,
-    ProjectConflict,
     RunSummary,
     Store,
     StoreUnavailable,
@@ -80,7 +83,7 @@ from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION, SUMMARIES
 log = logging.getLogger("losswatch.redis")
 
 _LEVEL_KEYS = ("d1", "d2", "d3")
-_STATE_FIELDS = ("project", "pnamed", "created_at", "last_seen", "last_step", "n_steps", "dups",
+_STATE_FIELDS = ("project", "created_at", "last_seen", "last_step", "n_steps", "dups",
                  "ooo", "last", "health", "rec", "act", "meta")
 
 # Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After): no
@@ -133,6 +136,17 @@ def _f(b: bytes | None) -> float | None:
 
 def _i(b: bytes | None) -> int | None:
     return None if b is None or b == b"" else int(b)
+
+
+def _member(project: str, name: str) -> str:
+    """A run's (or an alert's) name in the global indexes and in its keys' hash tag."""
+    return f"{project}/{name}"
+
+
+def _unmember(member: str) -> tuple[str, str] | None:
+    """(project, name) of an index member; None for one of the earlier layout (no project)."""
+    project, sep, name = member.partition("/")
+    return (project, name) if sep and project and name else None
 
 
 def _run_of_alert(alert_id: str) -> str | None:
@@ -211,8 +225,9 @@ class RedisStore(Store):
         self._contended: dict[str, float] = {}
 
     # --- keys -----------------------------------------------------------------------------
-    def _p(self, run_id: str) -> str:
-        return f"{self.prefix}{{{run_id}}}:"
+    def _p(self, rk: str) -> str:
+        """The key prefix of the run ``rk`` (``_member(project, run_id)``)."""
+        return f"{self.prefix}{{{rk}}}:"
 
     @property
     def _runs_key(self) -> str:
@@ -222,16 +237,16 @@ class RedisStore(Store):
     def _alerts_key(self) -> str:
         return self.prefix + "alerts"
 
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        lock = self._locks.get(run_id)
+    def _lock(self, rk: str) -> asyncio.Lock:
+        lock = self._locks.get(rk)
         if lock is None:
             lock = asyncio.Lock()
-            self._locks[run_id] = lock
+            self._locks[rk] = lock
         return lock
 
-    def _cache_put(self, run_id: str, c: _Cached) -> None:
-        self._cache[run_id] = c
-        self._cache.move_to_end(run_id)
+    def _cache_put(self, rk: str, c: _Cached) -> None:
+        self._cache[rk] = c
+        self._cache.move_to_end(rk)
         while len(self._cache) > self._cache_max:
             self._cache.popitem(last=False)
 
@@ -239,9 +254,9 @@ class RedisStore(Store):
         engine = load_engine(eng) if eng else new_engine(run_id, None)
         return _Cached(v, engine, _i(last_step))
 
-    async def _read_state(self, run_id: str, cached: _Cached | None = None) -> _Cached:
+    async def _read_state(self, rk: str, run_id: str, cached: _Cached | None = None) -> _Cached:
         """The run's stored state (``cached`` itself if it is still the current version)."""
-        v, eng, last = await self._r.hmget(self._p(run_id) + "s", "v", "eng", "last_step")
+        v, eng, last = await self._r.hmget(self._p(rk) + "s", "v", "eng", "last_step")
         v = _i(v) or 0
         if cached is not None and cached.v == v:
             return cached
@@ -249,20 +264,21 @@ class RedisStore(Store):
 
     # --- ingest ---------------------------------------------------------------------------
     @_unavailable
-    async def ingest(self, run_id: str, cols: Columns, *, project: str | None = None,
+    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
                      now: float | None = None) -> IngestResult:
         now = wall_now(now)
-        async with self._lock(run_id):
-            cached = self._cache.pop(run_id, None)
-            if cached is None or self._contended.get(run_id, -1e9) > time.monotonic() - 60:
+        rk = _member(project, run_id)
+        async with self._lock(rk):
+            cached = self._cache.pop(rk, None)
+            if cached is None or self._contended.get(rk, -1e9) > time.monotonic() - 60:
                 # unknown here, or other replicas wrote it lately: read the state first rather
                 # than run the detectors on a state that is probably stale
-                cached = await self._read_state(run_id, cached)
+                cached = await self._read_state(rk, run_id, cached)
             for _attempt in range(200):
-                res = await self._try_ingest(run_id, cols, project, now, cached)
+                res = await self._try_ingest(rk, run_id, project, cols, now, cached)
                 if isinstance(res, _Cached):          # version conflict: res is the current state
                     self.conflicts += 1
-                    self._contended[run_id] = time.monotonic()
+                    self._contended[rk] = time.monotonic()
                     if len(self._contended) > 10_000:
                         self._contended.pop(next(iter(self._contended)))
                     cached = res
@@ -270,9 +286,9 @@ class RedisStore(Store):
                 return res
             raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
 
-    async def _try_ingest(self, run_id: str, cols: Columns, project: str | None, now: float,
+    async def _try_ingest(self, rk: str, run_id: str, project: str, cols: Columns, now: float,
                           cached: _Cached) -> IngestResult | _Cached:
-        p = self._p(run_id)
+        p = self._p(rk)
         split = classify_steps(cols.step, lambda _k: False, cached.last_step)
         in_order = split.in_order
         # new steps at or below last_step (maybe stored already); none in an in-order batch
@@ -304,6 +320,7 @@ class RedisStore(Store):
         alert_dicts = []
         for a in changed:
             d = a.to_dict()
+            d["project"] = project
             d["updated_at"] = now
             alert_dicts.append(d)
             args += [a.id, json.dumps(d)]
@@ -311,9 +328,9 @@ class RedisStore(Store):
         if in_order:
             last_json = json.dumps(last_values(cols, in_order[-1], engine))
         act_json = json.dumps([a.to_dict() for a in engine.active_alerts]) if changed else ""
-        head = [cached.v, project or "", repr(now), self.retention, p, eng_bytes,
+        head = [cached.v, project, repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
-                len(segs), len(cands), n_extra, len(changed), run_id,
+                len(segs), len(cands), n_extra, len(changed), rk,
                 ser.GROW_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
                 len(in_order)]
         keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
@@ -328,13 +345,9 @@ class RedisStore(Store):
         status = int(reply[0])
         if status == 0:
             return self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
-        if status == 2:
-            self._cache.pop(run_id, None)
-            stored = reply[1].decode()
-            raise ProjectConflict(run_id, stored, project or stored)
         new_v, flags, c0 = int(reply[1]), reply[2].decode(), int(reply[3])
         last_step = new_last if new_last is not None else cached.last_step
-        self._cache_put(run_id, _Cached(new_v, engine, last_step))
+        self._cache_put(rk, _Cached(new_v, engine, last_step))
         if replicas is not None and int(replicas) < self.wait_replicas:
             raise StoreUnavailable(f"batch reached {int(replicas)} of {self.wait_replicas} Redis replicas "
                                    f"in {self.wait_timeout_ms} ms (stored on the primary; a retry is safe)")
@@ -343,14 +356,14 @@ class RedisStore(Store):
         dups = split.duplicates + flags.count("D")
         late = [i for i, fl in zip(cands, flags) if fl == "L"]
         if late:
-            a_n, a_d = await self._fold_late(run_id, cols, late)
+            a_n, a_d = await self._fold_late(p, cols, late)
             stored += a_n
             dups += a_d
         if last_step is not None and ser.raw_start(last_step, self.raw_chunks) > c0:
             try:
-                await self._compact(run_id)
+                await self._compact(p)
             except (StoreUnavailable, *_DOWN) as e:     # the batch is stored; the next one retries
-                log.warning("downsampling run %s postponed: %s", run_id, e)
+                log.warning("downsampling run %s postponed: %s", rk, e)
 
         out_alerts = []
         new_ids = []
@@ -364,16 +377,16 @@ class RedisStore(Store):
             out_alerts.append(d)
         return IngestResult(accepted=len(in_order) + stored, duplicates=dups, out_of_order=stored,
                             alerts=out_alerts, new_alert_ids=new_ids, recommendation=rec,
-                            health=health, project=_s(reply[6]) or "default")
+                            health=health, project=project)
 
     # --- downsampling ---------------------------------------------------------------------
-    async def _compact(self, run_id: str) -> None:
+    async def _compact(self, p: str) -> None:
         """Fold the raw chunks that fell out of the raw window into level-1 buckets, and move
         buckets past a level's ``keep`` to the next level (:func:`.series.plan_cascade`), under
         WATCH/MULTI. Only chunks and buckets that exist are read (the ``rc`` index lists the
         chunks), so a gap in the steps costs nothing; each transaction folds at most
-        ``FOLD_CHUNKS`` chunks, so one batch's work stays bounded by what it wrote."""
-        p = self._p(run_id)
+        ``FOLD_CHUNKS`` chunks, so one batch's work stays bounded by what it wrote. ``p``: the
+        run's key prefix."""
         L1 = self.levels[0]
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
@@ -452,12 +465,12 @@ class RedisStore(Store):
             return {}
         return {f: v for f, v in zip(fields, await pipe.hmget(key, fields)) if v is not None}
 
-    async def _fold_late(self, run_id: str, cols: Columns, idx: list[int]) -> tuple[int, int]:
-        """Fold late steps of already downsampled chunks into their buckets.
+    async def _fold_late(self, p: str, cols: Columns, idx: list[int]) -> tuple[int, int]:
+        """Fold late steps of already downsampled chunks into their buckets (``p``: the run's
+        key prefix).
 
         Returns (stored, duplicates): the bucket's presence bitmap tells a duplicate.
         """
-        p = self._p(run_id)
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -500,49 +513,49 @@ class RedisStore(Store):
 
     # --- other writes ---------------------------------------------------------------------
     @_unavailable
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str | None = None,
+    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
                        now: float | None = None) -> RunSummary:
         now = wall_now(now)
-        p = self._p(run_id)
+        rk = _member(project, run_id)
+        p = self._p(rk)
         meta_json = json.dumps(meta)
-        async with self._lock(run_id):
-            cached = await self._read_state(run_id, self._cache.pop(run_id, None))
+        async with self._lock(rk):
+            cached = await self._read_state(rk, run_id, self._cache.pop(rk, None))
             for _ in range(200):
                 cached.engine.set_meta(dict(meta))
                 reply = await self._put_meta(
                     keys=[p + "s", self._runs_key],
-                    args=[cached.v, project or "", repr(now), self.retention, p,
-                          cached.engine.to_bytes(), meta_json, run_id])
+                    args=[cached.v, project, repr(now), self.retention, p,
+                          cached.engine.to_bytes(), meta_json, rk])
                 status = int(reply[0])
                 if status == 0:
                     self.conflicts += 1
                     cached = self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
                     continue
-                if status == 2:
-                    stored = reply[1].decode()
-                    raise ProjectConflict(run_id, stored, project or stored)
-                self._cache_put(run_id, _Cached(int(reply[1]), cached.engine, cached.last_step))
+                self._cache_put(rk, _Cached(int(reply[1]), cached.engine, cached.last_step))
                 break
             else:
                 raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
-        s = await self.get_run(run_id)
+        s = await self.get_run(run_id, project=project)
         assert s is not None
         return s
 
     @_unavailable
-    async def ack_alert(self, alert_id: str, *, now: float | None = None) -> dict[str, Any] | None:
+    async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
+                        now: float | None = None) -> dict[str, Any] | None:
         run_id = _run_of_alert(alert_id)
         if run_id is None:
             return None
-        p = self._p(run_id)
+        p = self._p(_member(project, run_id))
         reply = await self._ack(keys=[p + "a", p + "ar", p + "ak"], args=[alert_id, repr(wall_now(now))])
         if reply is None:
             return None
-        return _alert(reply[0], reply[1], reply[2])
+        return _alert(reply[0], reply[1], reply[2], project)
 
     @_unavailable
-    async def record_action(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
-        p = self._p(run_id)
+    async def record_action(self, run_id: str, report: dict[str, Any], *,
+                            project: str = DEFAULT_PROJECT) -> dict[str, Any]:
+        p = self._p(_member(project, run_id))
         ok = await self._action(keys=[p + "s", p + "act"], args=[json.dumps(report), self.retention])
         if not int(ok):
             raise KeyError(run_id)
@@ -550,12 +563,12 @@ class RedisStore(Store):
 
     # --- reads ----------------------------------------------------------------------------
     @_unavailable
-    async def get_run(self, run_id: str) -> RunSummary | None:
-        p = self._p(run_id)
+    async def get_run(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> RunSummary | None:
+        p = self._p(_member(project, run_id))
         st = await self._r.hmget(p + "s", *_STATE_FIELDS)
         if st[0] is None:
             return None
-        s = _summary(run_id, st)
+        s = _summary(run_id, project, st)
         await self._enrich_active([s])
         return s
 
@@ -567,7 +580,7 @@ class RedisStore(Store):
         async with self._r.pipeline(transaction=False) as pipe:
             for s in todo:
                 ids = [a["id"] for a in s.active_alerts]
-                p = self._p(s.run_id)
+                p = self._p(_member(s.project, s.run_id))
                 pipe.hmget(p + "ar", ids)
                 pipe.hmget(p + "ak", ids)
             res = await pipe.execute()
@@ -586,18 +599,19 @@ class RedisStore(Store):
             ids = await self._r.zrange(self._runs_key, 0, -1)
         else:   # the zset score (last write) is >= last_seen: a superset, filtered below
             ids = await self._r.zrangebyscore(self._runs_key, active_since, "+inf")
-        ids = sorted(i.decode() for i in ids)
         pset = set(projects) if projects is not None else None
+        runs = sorted((pr[1], pr[0]) for pr in map(_unmember, (i.decode() for i in ids))
+                      if pr is not None and (pset is None or pr[0] in pset))
         out: list[RunSummary] = []
         gone: list[str] = []
-        for lo in range(0, len(ids), 1000):
-            part = ids[lo:lo + 1000]
-            res = await self._summaries(keys=[self._p(rid) + "s" for rid in part], args=_STATE_FIELDS)
-            for rid, st in zip(part, res):       # (a missing field comes back as None)
+        for lo in range(0, len(runs), 1000):
+            part = [_member(project, rid) for rid, project in runs[lo:lo + 1000]]
+            res = await self._summaries(keys=[self._p(rk) + "s" for rk in part], args=_STATE_FIELDS)
+            for (rid, project), rk, st in zip(runs[lo:lo + 1000], part, res):   # (a missing field is None)
                 if st[0] is None:
-                    gone.append(rid)       # expired: drop it from the index
+                    gone.append(rk)       # expired: drop it from the index
                     continue
-                s = _summary(rid, st)
+                s = _summary(rid, project, st)
                 if summary_matches(s, pset, health, active_since):
                     out.append(s)
         if gone:
@@ -606,12 +620,12 @@ class RedisStore(Store):
         return out
 
     @_unavailable
-    async def read_series(self, run_id: str, start: int | None = None,
-                          end: int | None = None) -> Columns | None:
+    async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                          project: str = DEFAULT_PROJECT) -> Columns | None:
         """One consistent snapshot (WATCH on the watermarks and the chunk index: a concurrent
         downsampling reads again) of the buckets and the raw chunks that exist in the range:
         the work and the memory are those of the stored data, not of the range's width."""
-        p = self._p(run_id)
+        p = self._p(_member(project, run_id))
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -663,24 +677,25 @@ class RedisStore(Store):
         return out
 
     @_unavailable
-    async def list_alerts(self, *, run_id: str | None = None, projects: Iterable[str] | None = None,
-                          kind: str | None = None, severity: str | None = None,
-                          since: float | None = None) -> list[dict[str, Any]]:
+    async def list_alerts(self, *, run_id: str | None = None, project: str = DEFAULT_PROJECT,
+                          projects: Iterable[str] | None = None, kind: str | None = None,
+                          severity: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         pset = set(projects) if projects is not None else None
-        by_run: dict[str, list[str] | None] = {}
+        by_run: dict[tuple[str, str], list[str] | None] = {}     # (project, run id) -> alert ids
         if run_id is not None:
-            by_run[run_id] = None                              # all of the run's alerts
+            if pset is None or project in pset:
+                by_run[(project, run_id)] = None                 # all of the run's alerts
         else:
             ids = await self._r.zrangebyscore(self._alerts_key, "-inf" if since is None else since, "+inf")
             for i in ids:
-                aid = i.decode()
-                rid = _run_of_alert(aid)
-                if rid is not None:
-                    by_run.setdefault(rid, []).append(aid)   # type: ignore[union-attr]
+                pa = _unmember(i.decode())
+                rid = None if pa is None else _run_of_alert(pa[1])
+                if pa is not None and rid is not None and (pset is None or pa[0] in pset):
+                    by_run.setdefault((pa[0], rid), []).append(pa[1])   # type: ignore[union-attr]
         runs = list(by_run.items())
         async with self._r.pipeline(transaction=False) as pipe:
-            for rid, aids in runs:
-                p = self._p(rid)
+            for (proj, rid), aids in runs:
+                p = self._p(_member(proj, rid))
                 if aids is None:
                     pipe.hgetall(p + "a")
                     pipe.hgetall(p + "ar")
@@ -689,13 +704,10 @@ class RedisStore(Store):
                     pipe.hmget(p + "a", aids)
                     pipe.hmget(p + "ar", aids)
                     pipe.hmget(p + "ak", aids)
-                pipe.hget(p + "s", "project")
             res = await pipe.execute()
         out = []
-        for k, (rid, aids) in enumerate(runs):
-            a, ar, ak, proj = res[4 * k: 4 * k + 4]
-            if pset is not None and _s(proj) not in pset:
-                continue
+        for k, ((proj, _rid), aids) in enumerate(runs):
+            a, ar, ak = res[3 * k: 3 * k + 3]
             if aids is None:
                 triples = [(a[i], ar.get(i), ak.get(i)) for i in a]
             else:
@@ -703,28 +715,29 @@ class RedisStore(Store):
             for j, r, ackd in triples:
                 if j is None:
                     continue
-                d = _alert(j, r, ackd)
+                d = _alert(j, r, ackd, proj)
                 if alert_matches(d, kind, severity, since):
                     out.append(d)
         out.sort(key=lambda d: d["updated_at"], reverse=True)
         return out
 
     @_unavailable
-    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+    async def get_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT) -> dict[str, Any] | None:
         run_id = _run_of_alert(alert_id)
         if run_id is None:
             return None
-        p = self._p(run_id)
+        p = self._p(_member(project, run_id))
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hget(p + "a", alert_id)
             pipe.hget(p + "ar", alert_id)
             pipe.hget(p + "ak", alert_id)
             j, r, ak = await pipe.execute()
-        return None if j is None else _alert(j, r, ak)
+        return None if j is None else _alert(j, r, ak, project)
 
     @_unavailable
-    async def list_actions(self, run_id: str) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in await self._r.lrange(self._p(run_id) + "act", 0, -1)]
+    async def list_actions(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> list[dict[str, Any]]:
+        p = self._p(_member(project, run_id))
+        return [json.loads(x) for x in await self._r.lrange(p + "act", 0, -1)]
 
     @_unavailable
     async def claim_notification(self, key: str, ttl: int) -> bool:
@@ -737,24 +750,35 @@ class RedisStore(Store):
         # still answers PING but refuses every batch
         await self._r.set(self.prefix + "ready", "1", ex=60)
 
-    LAYOUT = b"2"     # 2: raw chunks listed in each run's rc index
+    # 2: raw chunks listed in each run's rc index; 3: a run's keys and index entries carry its project
+    LAYOUT = 3
+    _RUN_KEYS = ("s", "ds", "x", "a", "ar", "ak", "act", "d1", "d2", "d3", "rc")
 
     async def prepare(self) -> None:
-        """Index the raw chunks of runs written before the ``rc`` index existed: one SCAN of the
-        keyspace, once per Redis (``<prefix>layout`` records it), retried while Redis cannot
-        serve. Until it is done, such a run's raw chunks are not read back (they are kept)."""
+        """Bring data of earlier layouts to this one, once per Redis (``<prefix>layout`` records
+        it), retried while Redis cannot serve: index the raw chunks of runs written before the
+        ``rc`` index existed (one SCAN of the keyspace), then move runs named by their run id
+        alone into their project (:meth:`_name_old_runs`). Until it is done, such runs are not
+        read back (they are kept)."""
         while True:
             try:
-                await self._index_old_chunks()
+                await self._upgrade()
                 return
             except (StoreUnavailable, *_DOWN) as e:
-                log.warning("indexing raw chunks postponed: %s", e)
+                log.warning("upgrading the Redis layout postponed: %s", e)
                 await asyncio.sleep(5)
 
     @_unavailable
-    async def _index_old_chunks(self) -> None:
-        if await self._r.get(self.prefix + "layout") == self.LAYOUT:
+    async def _upgrade(self) -> None:
+        layout = _i(await self._r.get(self.prefix + "layout")) or 0
+        if layout >= self.LAYOUT:
             return
+        if layout < 2:
+            await self._index_old_chunks()
+        await self._name_old_runs()
+        await self._r.set(self.prefix + "layout", self.LAYOUT)
+
+    async def _index_old_chunks(self) -> None:
         slack = min(3600, self.retention // 10)        # as the scripts' (redis_scripts._COMMON)
         keys: list[bytes] = []
         async for key in self._r.scan_iter(match=self.prefix + "{*}:raw:*", count=1000):
@@ -763,7 +787,51 @@ class RedisStore(Store):
                 await self._index(keys, slack)
                 keys = []
         await self._index(keys, slack)
-        await self._r.set(self.prefix + "layout", self.LAYOUT)
+
+    async def _name_old_runs(self) -> None:
+        """Rename the keys of each run of the earlier layout (``<prefix>{<run_id>}:``) to
+        ``<prefix>{<project>/<run_id>}:`` with the project its state holds, and rewrite its
+        entries in the run and alert indexes. A run written under the new name meanwhile (a
+        client that went on writing before this ran) keeps the new data; the old keys are left
+        to expire. RENAME needs both names on one node: this upgrade is for a single Redis (the
+        earlier layout never ran on a Cluster)."""
+        projects: dict[str, str] = {}          # old run id -> its project
+        for member, score in await self._r.zrange(self._runs_key, 0, -1, withscores=True):
+            rid = member.decode()
+            if _unmember(rid) is not None:
+                continue
+            old = self._p(rid)
+            project = _s(await self._r.hget(old + "s", "project")) or DEFAULT_PROJECT
+            new = self._p(_member(project, rid))
+            if await self._r.exists(new + "s"):
+                log.warning("run %r of project %r was written under its new name before the upgrade: "
+                            "its data of the earlier layout is left to expire", rid, project)
+            else:
+                chunks = [f"raw:{int(m)}" for m in await self._r.zrange(old + "rc", 0, -1)]
+                names = [*self._RUN_KEYS, *chunks]
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for n in names:
+                        pipe.exists(old + n)
+                    found = await pipe.execute()
+                async with self._r.pipeline(transaction=True) as pipe:
+                    for n, there in zip(names, found):
+                        if there:
+                            pipe.rename(old + n, new + n)
+                    pipe.zadd(self._runs_key, {_member(project, rid): score})
+                    pipe.zrem(self._runs_key, rid)
+                    await pipe.execute()
+            projects[rid] = project
+        for member, score in await self._r.zrange(self._alerts_key, 0, -1, withscores=True):
+            aid = member.decode()
+            if _unmember(aid) is not None:
+                continue
+            rid = _run_of_alert(aid)
+            project = projects.get(rid or "")
+            async with self._r.pipeline(transaction=True) as pipe:
+                if project is not None:
+                    pipe.zadd(self._alerts_key, {_member(project, aid): score})
+                pipe.zrem(self._alerts_key, aid)
+                await pipe.execute()
 
     async def _index(self, keys: list[bytes], slack: int) -> None:
         async with self._r.pipeline(transaction=False) as pipe:
@@ -825,8 +893,9 @@ def _append(out: Columns, row: dict[str, Any]) -> None:
     out.extra.append(row["extra"])
 
 
-def _alert(j: bytes, raised: bytes | None, ack: bytes | None) -> dict[str, Any]:
+def _alert(j: bytes, raised: bytes | None, ack: bytes | None, project: str) -> dict[str, Any]:
     d = json.loads(j)
+    d.setdefault("project", project)     # alerts stored by the earlier layout lack it
     d["raised_at"] = _f(raised) if raised else d.get("updated_at")
     if ack:
         d["acknowledged"] = True
@@ -834,12 +903,12 @@ def _alert(j: bytes, raised: bytes | None, ack: bytes | None) -> dict[str, Any]:
     return d
 
 
-def _summary(run_id: str, st: list[bytes | None]) -> RunSummary:
+def _summary(run_id: str, project: str, st: list[bytes | None]) -> RunSummary:
     f = dict(zip(_STATE_FIELDS, st))
     meta = f["meta"]
     return RunSummary(
         run_id=run_id,
-        project=_s(f["project"]) or "default",
+        project=project,
         meta=json.loads(meta) if meta else {},
         created_at=_f(f["created_at"]) or 0.0,
         last_seen=_f(f["last_seen"]),

@@ -7,8 +7,10 @@ detector state. A replica computes the new state from version ``v`` in Python, t
 applies the batch only if the stored version is still ``v``; otherwise it writes nothing and
 returns the current state, so the replica recomputes and retries without another round trip.
 
-Key names: every key of a run starts with ``<prefix>{<run_id>}:`` (a Redis Cluster hash tag, so a
-run's keys share a slot); scripts derive the chunk keys from that prefix.
+Key names: every key of a run starts with ``<prefix>{<project>/<run_id>}:`` (a Redis Cluster hash
+tag, so a run's keys share a slot); scripts derive the chunk keys from that prefix. A run is named
+by its project and its run id: the global indexes hold ``<project>/<run_id>`` and
+``<project>/<alert id>``.
 
 Exact integers: Lua's numbers are doubles, exact only up to 2^53, and ``..`` writes numbers past
 1e14 in exponent form, while steps go up to 2^63-1. So steps and chunk numbers stay decimal
@@ -18,7 +20,7 @@ and every loop runs over the keys that exist, never over the numbers between the
 """
 
 # Keys and fields shared with redis.py
-#   s    state hash: v eng project pnamed created_at last_seen last_step n_steps dups ooo
+#   s    state hash: v eng project created_at last_seen last_step n_steps dups ooo
 #                    last health rec act meta ttl_at
 #   ds   tier watermarks hash: c0 (first raw chunk), w1, w2 (first bucket kept at level 1 / 2)
 #   raw:<ci>  raw chunk string      x  extras hash (step -> json)
@@ -57,50 +59,37 @@ local function needs_touch()
   local at = tonumber(redis.call('HGET', prefix .. 's', 'ttl_at') or '0')
   return tonumber(ARGV[3]) - at >= slack
 end
-local function claim_project(v, proj, now)
-  -- returns nil when fine, else the project the run belongs to
-  if v == 0 then
-    local named = '0'
-    local p = 'default'
-    if proj ~= '' then p = proj; named = '1' end
-    redis.call('HSET', KEYS[1], 'project', p, 'pnamed', named, 'created_at', now)
-    return nil
-  end
-  if proj == '' then return nil end
-  local cur = redis.call('HMGET', KEYS[1], 'project', 'pnamed')
-  if cur[2] == '1' and cur[1] ~= proj then return cur[1] end
-  if cur[2] ~= '1' then redis.call('HSET', KEYS[1], 'project', proj, 'pnamed', '1') end
-  return nil
+local function create_run(v, proj, now)
+  -- the project is part of the run's name (its key prefix); kept in the state for readers
+  if v == 0 then redis.call('HSET', KEYS[1], 'project', proj, 'created_at', now) end
 end
 """
 
 # KEYS: 1 state, 2 ds, 3 extras, 4 alerts, 5 raised, 6 ack, 7 runs zset, 8 alert index zset
-# ARGV: 1 expected version, 2 project ('' = not named), 3 now, 4 ttl (0 = none), 5 key prefix,
+# ARGV: 1 expected version, 2 project, 3 now, 4 ttl (0 = none), 5 key prefix,
 #   6 engine state bytes, 7 new last_step ('' = unchanged), 8 health, 9 recommendation json,
 #   10 last values json ('' = unchanged), 11 active alerts json ('' = unchanged),
 #   12 number of in-order segments, 13 number of candidates, 14 number of extras,
-#   15 number of alerts, 16 run id, 17 chunk growth block (bytes), 18 data offset,
+#   15 number of alerts, 16 run member (<project>/<run_id>), 17 chunk growth block (bytes), 18 data offset,
 #   19 steps per chunk, 20 slot bytes, 21 in-batch duplicates, 22 in-order step count,
 #   then segments (chunk, first slot, count, packed values) x n,
 #   candidates (chunk, slot, packed values) x n, extras (step, json, candidate number or 0) x n,
 #   alerts (id, json) x n
-# Returns {0, version, eng, last_step, project, pnamed} on a version conflict,
-#         {2, project} when the run belongs to another project,
+# Returns {0, version, eng, last_step} on a version conflict,
 #         {1, new version, candidate flags ('N' stored, 'D' duplicate, 'L' in a downsampled
 #          chunk: not handled here), c0, n_steps, {raised_at, acknowledged_at or '', created 1/0}
-#          per alert, project}
+#          per alert}
 INGEST = _COMMON + r"""
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then
-  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step', 'project', 'pnamed')
-  return {0, v, st[1] or '', st[2] or '', st[3] or '', st[4] or ''}
+  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step')
+  return {0, v, st[1] or '', st[2] or ''}
 end
 local now = ARGV[3]
-local other = claim_project(v, ARGV[2], now)
-if other then return {2, other} end
+create_run(v, ARGV[2], now)
 
 local n_seg, n_cand, n_extra, n_alert = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
-local run_id = ARGV[16]
+local run_member = ARGV[16]
 local data_off, per_chunk, slot_bytes = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
 local c0 = redis.call('HGET', KEYS[2], 'c0') or '0'
 local grow = tonumber(ARGV[17])
@@ -183,7 +172,7 @@ for a = 1, n_alert do
   local r = redis.call('HGET', KEYS[5], id)
   local ack = redis.call('HGET', KEYS[6], id) or ''
   alert_info[a] = {r, ack, created}
-  redis.call('ZADD', KEYS[8], now, id)
+  redis.call('ZADD', KEYS[8], now, ARGV[2] .. '/' .. id)
   i = i + 2
 end
 if n_alert > 0 and ttl > 0 then
@@ -200,28 +189,27 @@ redis.call('HSET', KEYS[1], unpack(st))
 local n_steps = redis.call('HINCRBY', KEYS[1], 'n_steps', accepted)
 redis.call('HINCRBY', KEYS[1], 'dups', tonumber(ARGV[21]) + dups)
 redis.call('HINCRBY', KEYS[1], 'ooo', stored)
-redis.call('ZADD', KEYS[7], now, run_id)
+redis.call('ZADD', KEYS[7], now, run_member)
 if needs_touch() then
   local cutoff = tonumber(now) - ttl - slack
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', cutoff)
   redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', cutoff)
   touch_all()
 end
-return {1, v + 1, table.concat(flags), c0, n_steps, alert_info, redis.call('HGET', KEYS[1], 'project')}
+return {1, v + 1, table.concat(flags), c0, n_steps, alert_info}
 """
 
 # Replace the metadata and the detector state (Engine.set_meta) under the same version check.
 # KEYS: 1 state, 2 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
-#   5 prefix, 6 engine bytes, 7 meta json, 8 run id
-# Returns {0, version, eng, last_step, project, pnamed} | {2, project} | {1, new version}
+#   5 prefix, 6 engine bytes, 7 meta json, 8 run member (<project>/<run_id>)
+# Returns {0, version, eng, last_step} | {1, new version}
 PUT_META = _COMMON + r"""
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then
-  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step', 'project', 'pnamed')
-  return {0, v, st[1] or '', st[2] or '', st[3] or '', st[4] or ''}
+  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step')
+  return {0, v, st[1] or '', st[2] or ''}
 end
-local other = claim_project(v, ARGV[2], ARGV[3])
-if other then return {2, other} end
+create_run(v, ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6], 'meta', ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[8])
 touch_all()
