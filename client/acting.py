@@ -345,6 +345,9 @@ class Actor:
         self._raise_total = 1.0  # product of the raises applied
         self._raises_stopped = False
         self._rollback_arity = _arity(on_rollback)
+        # in a multi-rank job (client/distributed.py): rank 0's Actor decides and hands each change
+        # to this DecisionSync, which has every rank make it at the same step; the others never decide
+        self.shared: Any = None
 
     # ------------------------------------------------------------------ decisions
     def follow(self, step: int, monitor: Any = None) -> Outcome | None:
@@ -361,7 +364,7 @@ class Actor:
         Returns the :class:`Outcome` of :meth:`apply`, or None when nothing was considered.
         """
         monitor = monitor if monitor is not None else self.monitor
-        if step == self._followed_step:
+        if step == self._followed_step or (self.shared is not None and not self.shared.decides):
             return None
         if self._checks:
             escalated = self.verify(step)
@@ -675,7 +678,7 @@ class Actor:
             outcome = self._record(step, act, Status.DRY_RUN, "dry run: nothing changed", evidence)
         else:
             try:
-                detail = self._do(step, act)
+                detail = self._do(step, act) if self.shared is None else self.shared.defer(step, act)
             except _NoCheckpoint as exc:
                 log.warning("losswatch at step %d: %s", step, exc)
                 return self._record(step, act, Status.FAILED, str(exc), dict(evidence, no_checkpoint=True))

@@ -1,0 +1,111 @@
+"""A real 2-process torch.distributed job on CPU (gloo; tests/distributed_worker.py is one rank):
+rank 0 alone reports the run, each step is stored once, acting decided on rank 0 takes effect on
+both ranks at the same step (same LR, identical parameters), and a rank that stops early does not
+hang the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from fixtures.ports import free_port  # noqa: E402
+from service_helpers import get_json, get_text  # noqa: E402
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def run_job(scenario: str, out_dir: Path, url: str | None = None, timeout: float = 50.0,
+            **env: str) -> list[dict]:
+    """Start both ranks, wait for both, return what each wrote (rank 0 first)."""
+    port = str(free_port())
+    full_env = {**os.environ, **env, "OMP_NUM_THREADS": "1"}
+    logs = [(out_dir / f"rank{r}.out").open("w") for r in (0, 1)]
+    procs = [subprocess.Popen([sys.executable, str(WORKER), scenario, str(r), "2", port, str(out_dir)]
+                              + ([url] if url else []), env=full_env, stdout=logs[r], stderr=subprocess.STDOUT)
+             for r in (0, 1)]
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+    outputs = "\n".join(f"--- rank {r}:\n" + (out_dir / f"rank{r}.out").read_text() for r in (0, 1))
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def losswatch_warnings(result: dict) -> list[str]:
+    return [w for w in result["warnings"] if "losswatch" in w]
+
+
+@pytest.mark.timeout(90)
+def test_a_ddp_job_is_one_run_stored_once_and_an_action_lands_on_both_ranks_at_the_same_step(
+        service_proc, tmp_path) -> None:
+    run_id = f"ddp-{uuid.uuid4().hex[:8]}"
+    rank0, rank1 = run_job("train", tmp_path, service_proc, RUN_ID=run_id, LR="2.0", K="5")
+
+    # one run id, each step stored once
+    assert rank0["run_id"] == rank1["run_id"] == run_id
+    runs = [r["run_id"] for r in get_json(service_proc, "/v1/runs?project=ddp-test")["runs"]]
+    assert runs == [run_id]
+    steps = get_json(service_proc, f"/v1/runs/{run_id}/steps")["series"]["step"]
+    assert steps == rank0["logged"]
+    duplicates = re.search(r'losswatch_ingest_records_total\{[^}]*"duplicate"[^}]*\} (\S+)',
+                           get_text(service_proc, "/metrics"))
+    assert duplicates is None or float(duplicates.group(1)) == 0.0
+
+    # rank 1 sent nothing, spooled nothing, warned about nothing
+    assert rank1["stats"]["posts"] == 0 and rank1["stats"]["sent"] == 0
+    assert not rank1["spool_dir_exists"]
+    assert losswatch_warnings(rank1) == []
+    assert all("applied" in line for line in rank1["log"]), rank1["log"]  # no start line, no alerts
+
+    # decided once, on rank 0; applied on both ranks at the same steps
+    assert rank0["decided"] and rank1["decided"] == []
+    reported = [a for a in get_json(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
+                if "verdict" not in a["action"]]
+    assert [a["action"]["type"] for a in reported] == [d["type"] for d in rank0["decided"]]
+    assert rank0["applied"] == rank1["applied"]
+    assert [a["type"] for a in rank0["applied"]][0] == "scale_lr"
+    assert all(a["step"] > d["step"] for a, d in zip(rank0["applied"], rank0["decided"]))
+    # the same LR at every step, cut on both; identical (finite) parameters at the end
+    assert rank0["logged"] == rank1["logged"]
+    assert rank0["lrs"] == rank1["lrs"]
+    assert rank0["lr"] == rank1["lr"] < 2.0
+    assert rank0["finite"] and rank1["finite"]
+    assert rank0["digest"] == rank1["digest"]
+
+
+@pytest.mark.timeout(90)
+def test_with_ranks_all_each_rank_is_a_run_of_its_own(service_proc, tmp_path) -> None:
+    run_id = f"ddp-all-{uuid.uuid4().hex[:8]}"
+    rank0, rank1 = run_job("train", tmp_path, service_proc, RUN_ID=run_id, LR="0.05", K="5", RANKS="all")
+    assert (rank0["run_id"], rank1["run_id"]) == (run_id, f"{run_id}.rank1")
+    for r in (rank0, rank1):
+        run = get_json(service_proc, f"/v1/runs/{r['run_id']}")
+        assert run["meta"]["rank"] == r["rank"] and run["meta"]["world_size"] == 2
+        assert get_json(service_proc, f"/v1/runs/{r['run_id']}/steps")["series"]["step"] == r["logged"]
+    assert rank0["digest"] == rank1["digest"]
+
+
+@pytest.mark.timeout(60)
+def test_a_rank_that_stops_calling_log_does_not_hang_the_other(tmp_path) -> None:
+    rank0, rank1 = run_job("stops_early", tmp_path, RUN_ID=f"early-{uuid.uuid4().hex[:8]}")
+    assert (rank0["last"], rank1["last"]) == (9, 40)  # rank 1 went on to its last step
+    assert rank1["off"] and not rank0["off"]
+    gave_up = [line for line in rank1["log"] if "acting is off on this rank" in line]
+    assert len(gave_up) == 1, rank1["log"]
+    assert "step 15" in gave_up[0]  # the first sync step whose broadcast rank 0 never issued
