@@ -433,6 +433,9 @@ class Actor:
             return self._record(step, {"type": "none"}, Status.REFUSED, str(exc))
         kind = act.get("type", "none")
         alert_id = _get(alert, "id")
+        if self.shared is not None and not self.shared.decides:
+            return self._record(step, act, Status.REFUSED, "in a multi-rank job only rank 0 decides (and only "
+                                                           "while it reaches the other ranks)")
         if kind in (None, "none"):
             return self._record(step, act, Status.REFUSED, "no action recommended")
         # a NaN seen on its own step first skips its batch (the ladder's first rung needs no

@@ -190,17 +190,30 @@ def encode(entries: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
     ``reason`` (words for people), or, still too large, is dropped with a warning."""
     sent: list[dict[str, Any]] = []
     for i, entry in enumerate(entries):
-        for candidate in (entry, dict(entry, action={k: v for k, v in entry["action"].items() if k != "reason"})):
-            data = json.dumps(sent + [candidate]).encode()
-            if len(data) <= MESSAGE_BYTES:
-                sent.append(candidate)
-                break
+        if len(_dumps(sent + [entry])) <= MESSAGE_BYTES:
+            sent.append(entry)
+            continue
+        if sent:  # the rest goes with the next sync step
+            return _dumps(sent), [e["action"] for e in entries[i:]]
+        short = dict(entry, action={k: v for k, v in entry["action"].items() if k != "reason"})
+        if len(_dumps([short])) <= MESSAGE_BYTES:
+            sent.append(short)
         else:
-            if sent:  # the rest goes with the next sync step
-                return json.dumps(sent).encode(), [e["action"] for e in entries[i:]]
             log.warning("losswatch: the action %s is too large to share with the other ranks; not applied",
                         entry["action"].get("type"))
-    return (json.dumps(sent).encode() if sent else b""), []
+    return (_dumps(sent) if sent else b""), []
+
+
+def _dumps(entries: list[dict[str, Any]]) -> bytes:
+    # a value JSON does not know (a numpy float from the in-process detectors) as a float, or text
+    return json.dumps(entries, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def decode(data: bytes) -> list[dict[str, Any]]:

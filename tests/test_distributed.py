@@ -109,3 +109,38 @@ def test_a_rank_that_stops_calling_log_does_not_hang_the_other(tmp_path) -> None
     gave_up = [line for line in rank1["log"] if "acting is off on this rank" in line]
     assert len(gave_up) == 1, rank1["log"]
     assert "step 15" in gave_up[0]  # the first sync step whose broadcast rank 0 never issued
+
+
+def test_bad_rank_options_are_a_clear_error_in_any_process() -> None:
+    from losswatch.client import Monitor
+
+    for kw, word in (({"ranks": "two"}, "ranks"), ({"sync_every": 0}, "sync_every"),
+                     ({"sync_every": 2.5}, "sync_every"), ({"sync_timeout": 0}, "sync_timeout")):
+        with pytest.raises(ValueError, match=word):
+            Monitor(run_id="bad-options", **kw)
+
+
+def test_a_monitor_outside_a_distributed_job_never_imports_torch() -> None:
+    code = ("import sys; from losswatch.client import Monitor\n"
+            "m = Monitor(run_id='no-torch', act=True, ranks='all')\n"
+            "m.log(0, loss=1.0); m.log(10, loss=0.5); m.close()\n"
+            "assert (m.rank, m.world_size, m.run_id) == (0, 1, 'no-torch')\n"
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+
+
+def test_a_message_carries_what_fits_and_leaves_the_rest_for_the_next_sync_step() -> None:
+    from losswatch.client.distributed import MESSAGE_BYTES, decode, encode
+
+    cut = {"type": "scale_lr", "factor": 0.1, "reason": "x" * 3000}
+    entries = [{"step": 20, "action": dict(cut, n=i)} for i in range(4)]
+    data, rest = encode(entries)
+    assert len(data) <= MESSAGE_BYTES
+    assert decode(data + bytes(MESSAGE_BYTES - len(data))) == entries[:2]
+    assert rest == [e["action"] for e in entries[2:]]
+    # one action too large on its own goes without its reason (words for people)
+    data, rest = encode([{"step": 20, "action": dict(cut, reason="y" * MESSAGE_BYTES)}])
+    assert decode(data) == [{"step": 20, "action": {"type": "scale_lr", "factor": 0.1}}] and rest == []
+    assert decode(bytes(MESSAGE_BYTES)) == []
