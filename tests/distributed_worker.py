@@ -7,7 +7,8 @@ Writes OUT_DIR/rank<RANK>.json with what this rank saw and holds at the end.
 Scenarios:
 - ``train``: a tiny model in DistributedDataParallel at a far too high LR, each rank on its own
   shard of the data, ``Monitor(act=True)`` on every rank (the same call on each, as a real script
-  does); the loop stops when the Actor asks it to.
+  does; ``WATCHER=1``: a plain Monitor, and ``TorchWatcher(act=True)`` asks for acting); the loop
+  stops when the Actor asks it to. ``LR``, ``K`` (sync_every) and ``RANKS`` set the rest.
 - ``stops_early``: rank 0 stops calling ``log()`` after step 9 (stays alive, as a stuck rank
   would) while rank 1 goes on to step 40: rank 1 must time out once and go on.
 """
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from losswatch.client import Monitor
+from losswatch.client.integrations.torch import TorchWatcher
 
 torch.set_num_threads(1)
 
@@ -57,9 +59,12 @@ def train(rank: int, world: int, url: str | None, out: dict) -> None:
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=float(os.environ.get("LR", "4.0")))
     run_id = os.environ["RUN_ID"]
-    mon = Monitor(run_id=run_id, url=url, project="ddp-test", flush_interval=0.05, act=True,
-                  optimizer=opt, sync_every=int(os.environ.get("K", "5")), sync_timeout=30.0,
-                  ranks=os.environ.get("RANKS", "zero"), actor_options={"cooldown_steps": 10})
+    acting = dict(act=True, actor_options={"cooldown_steps": 10})
+    watcher = os.environ.get("WATCHER") == "1"  # acting asked for by TorchWatcher, not the Monitor
+    mon = Monitor(run_id=run_id, url=url, project="ddp-test", flush_interval=0.05,
+                  sync_every=int(os.environ.get("K", "5")), sync_timeout=30.0,
+                  ranks=os.environ.get("RANKS", "zero"), **({} if watcher else dict(acting, optimizer=opt)))
+    watch = TorchWatcher(mon, model, opt, **acting) if watcher else None
     logged, lrs = [], []
     for step in range(120):
         i = (step * 32) % len(xs)
@@ -67,7 +72,10 @@ def train(rank: int, world: int, url: str | None, out: dict) -> None:
         opt.zero_grad()
         loss.backward()
         gn = float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm())
-        mon.log(step, loss=float(loss.detach()), grad_norm=gn, lr=opt.param_groups[0]["lr"])
+        if watch is not None:
+            watch.step(step, loss)
+        else:
+            mon.log(step, loss=float(loss.detach()), grad_norm=gn, lr=opt.param_groups[0]["lr"])
         logged.append(step)
         lrs.append(opt.param_groups[0]["lr"])
         if rank == 0 and step % 5 == 4:

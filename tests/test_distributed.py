@@ -90,15 +90,20 @@ def test_a_ddp_job_is_one_run_stored_once_and_an_action_lands_on_both_ranks_at_t
 
 
 @pytest.mark.timeout(90)
-def test_with_ranks_all_each_rank_is_a_run_of_its_own(service_proc, tmp_path) -> None:
+def test_with_ranks_all_each_rank_is_a_run_of_its_own_and_a_watcher_acts_alike_on_both(
+        service_proc, tmp_path) -> None:
     run_id = f"ddp-all-{uuid.uuid4().hex[:8]}"
-    rank0, rank1 = run_job("train", tmp_path, service_proc, RUN_ID=run_id, LR="0.05", K="5", RANKS="all")
+    rank0, rank1 = run_job("train", tmp_path, service_proc, RUN_ID=run_id, LR="2.0", K="5", RANKS="all",
+                           WATCHER="1")
     assert (rank0["run_id"], rank1["run_id"]) == (run_id, f"{run_id}.rank1")
     for r in (rank0, rank1):
         run = get_json(service_proc, f"/v1/runs/{r['run_id']}")
         assert run["meta"]["rank"] == r["rank"] and run["meta"]["world_size"] == 2
         assert get_json(service_proc, f"/v1/runs/{r['run_id']}/steps")["series"]["step"] == r["logged"]
-    assert rank0["digest"] == rank1["digest"]
+    # rank 1 has verdicts of its own now, yet only rank 0 decides; both apply the same changes
+    assert rank0["decided"] and rank1["decided"] == []
+    assert rank0["applied"] and rank0["applied"] == rank1["applied"]
+    assert rank0["lrs"] == rank1["lrs"] and rank0["digest"] == rank1["digest"]
 
 
 @pytest.mark.timeout(60)
