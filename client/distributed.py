@@ -113,6 +113,7 @@ class DecisionSync:
         self._group: Any = None
         self._outbox: list[dict[str, Any]] = []  # rank 0: decided since the last sync step
         self._in_flight: Any = None  # (work, buffer) of the broadcast issued at the last sync step
+        self._buffer: Any = None
         self.applied: list[dict[str, Any]] = []  # what this rank applied: {"step", "action", "detail"}
 
     @property
@@ -163,8 +164,11 @@ class DecisionSync:
             # WHY a group of its own on gloo: the job's default group is often NCCL (a collective
             # on it is a GPU kernel and a host-device sync); this one moves a few bytes on the CPU
             self._group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=self.timeout))
-        buf = torch.zeros(MESSAGE_BYTES, dtype=torch.uint8)
-        if self.rank == 0:
+            # one buffer for every message: the previous broadcast was waited for (_receive)
+            self._buffer = torch.zeros(MESSAGE_BYTES, dtype=torch.uint8)
+        buf = self._buffer
+        if self.rank == 0:  # the others' buffer is overwritten whole by the broadcast
+            buf.zero_()
             data, self._outbox = encode([{"step": step + self.every, "action": a} for a in self._outbox])
             if data:
                 buf[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
