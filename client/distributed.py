@@ -141,8 +141,8 @@ class DecisionSync:
         except Exception as exc:  # a rank stopped early, a broken group: never hang training
             self.off = True
             self._in_flight = None
-            log.warning("losswatch: rank %d of %d got no answer from the other ranks at step %d within %gs "
-                        "(%s); acting is off on this rank from now on, training goes on",
+            log.warning("losswatch: rank %d of %d could not share acting decisions with the other ranks at step %d "
+                        "(waited at most %gs: %s); acting is off on this rank from now on, training goes on",
                         self.rank, self.world_size, step, self.timeout, exc)
 
     def _receive(self) -> list[dict[str, Any]]:

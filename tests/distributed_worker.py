@@ -9,8 +9,9 @@ Scenarios:
   shard of the data, ``Monitor(act=True)`` on every rank (the same call on each, as a real script
   does; ``WATCHER=1``: a plain Monitor, and ``TorchWatcher(act=True)`` asks for acting); the loop
   stops when the Actor asks it to. ``LR``, ``K`` (sync_every) and ``RANKS`` set the rest.
-- ``stops_early``: rank 0 stops calling ``log()`` after step 9 (stays alive, as a stuck rank
-  would) while rank 1 goes on to step 40: rank 1 must time out once and go on.
+- ``stops_early``: rank ``EARLY_RANK`` stops calling ``log()`` after step 9 and, with
+  ``EARLY_MODE=stuck``, stays alive as a stuck rank would (else its process ends) while the other
+  goes on to step 40, which must not hang.
 """
 
 from __future__ import annotations
@@ -96,17 +97,18 @@ def train(rank: int, world: int, url: str | None, out: dict) -> None:
 
 
 def stops_early(rank: int, world: int, url: str | None, out: dict, out_dir: Path) -> None:
+    early = int(os.environ.get("EARLY_RANK", "0"))
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
     mon = Monitor(run_id=os.environ["RUN_ID"], url=url, act=True, optimizer=opt, sync_every=5, sync_timeout=3.0)
-    last = 9 if rank == 0 else 40
+    last = 9 if rank == early else 40
     t0 = time.monotonic()
     for step in range(last + 1):
         mon.log(step, loss=1.0 / (step + 1), lr=0.1)
     out.update(last=last, seconds=time.monotonic() - t0, off=mon._sync.off, decides=mon._sync.decides)
-    if rank == 0:
-        # stuck, not gone: alive (its sockets open) until rank 1 is done or a minute has passed
+    if rank == early and os.environ.get("EARLY_MODE") == "stuck":
+        # stuck, not gone: alive (its sockets open) until the other rank is done or a minute has passed
         deadline = time.monotonic() + 60
-        while not (out_dir / "rank1.json").exists() and time.monotonic() < deadline:
+        while not (out_dir / f"rank{1 - rank}.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
     mon.close()
 

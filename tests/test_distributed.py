@@ -108,7 +108,8 @@ def test_with_ranks_all_each_rank_is_a_run_of_its_own_and_a_watcher_acts_alike_o
 
 @pytest.mark.timeout(60)
 def test_a_rank_that_stops_calling_log_does_not_hang_the_other(tmp_path) -> None:
-    rank0, rank1 = run_job("stops_early", tmp_path, RUN_ID=f"early-{uuid.uuid4().hex[:8]}")
+    rank0, rank1 = run_job("stops_early", tmp_path, RUN_ID=f"early-{uuid.uuid4().hex[:8]}", EARLY_RANK="0",
+                           EARLY_MODE="stuck")
     assert (rank0["last"], rank1["last"]) == (9, 40)  # rank 1 went on to its last step
     assert rank1["off"] and not rank0["off"]
     gave_up = [line for line in rank1["log"] if "acting is off on this rank" in line]
@@ -149,3 +150,13 @@ def test_a_message_carries_what_fits_and_leaves_the_rest_for_the_next_sync_step(
     data, rest = encode([{"step": 20, "action": dict(cut, reason="y" * MESSAGE_BYTES)}])
     assert decode(data) == [{"step": 20, "action": {"type": "scale_lr", "factor": 0.1}}] and rest == []
     assert decode(bytes(MESSAGE_BYTES)) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_rank_whose_process_ended_does_not_hang_rank_0(tmp_path) -> None:
+    rank0, rank1 = run_job("stops_early", tmp_path, RUN_ID=f"gone-{uuid.uuid4().hex[:8]}", EARLY_RANK="1",
+                           EARLY_MODE="gone")
+    assert (rank0["last"], rank1["last"]) == (40, 9)
+    # rank 0 may or may not hear that its broadcasts reach nobody; if it does, it says so once
+    gave_up = [line for line in rank0["log"] if "acting is off on this rank" in line]
+    assert len(gave_up) == (1 if rank0["off"] else 0), rank0["log"]
