@@ -102,7 +102,7 @@ class DecisionSync:
     """
 
     def __init__(self, monitor: Any, rank: int, world_size: int, every: int = 10,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 60.0) -> None:
         check_options("all", every, timeout)
         self.monitor = monitor
         self.rank = rank
@@ -142,7 +142,8 @@ class DecisionSync:
             self.off = True
             self._in_flight = None
             log.warning("losswatch: rank %d of %d could not share acting decisions with the other ranks at step %d "
-                        "(waited at most %gs: %s); acting is off on this rank from now on, training goes on",
+                        "(waited at most %gs: %s); acting is off on this rank from now on, training goes on "
+                        "(acting needs a Monitor with the same settings on every rank, logging the same steps)",
                         self.rank, self.world_size, step, self.timeout, exc)
 
     def _receive(self) -> list[dict[str, Any]]:

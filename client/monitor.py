@@ -123,7 +123,7 @@ class Monitor:
     sync_every, sync_timeout
         In such a job with acting on: rank 0's decisions are shared every ``sync_every`` steps
         (default 10) and made on every rank at the next sync step; a rank that waits longer than
-        ``sync_timeout`` seconds (default 300) for the others turns acting off, with one warning.
+        ``sync_timeout`` seconds (default 60) for the others turns acting off, with one warning.
 
     Attributes
     ----------
@@ -148,7 +148,7 @@ class Monitor:
                  on_rollback: Callable | None = None, on_stop: Callable | None = None,
                  act_dry_run: bool = False, actor_options: dict[str, Any] | None = None,
                  act_cooldown_steps: int | None = None, act_max: int | None = None,
-                 ranks: str = "zero", sync_every: int = 10, sync_timeout: float = 300.0) -> None:
+                 ranks: str = "zero", sync_every: int = 10, sync_timeout: float = 60.0) -> None:
         if in_child not in ("disable", "fresh"):
             raise ValueError(f"in_child must be 'disable' or 'fresh', got {in_child!r}")
         from .distributed import check_options, process_rank, rank_run_id

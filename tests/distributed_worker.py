@@ -12,6 +12,7 @@ Scenarios:
 - ``stops_early``: rank ``EARLY_RANK`` stops calling ``log()`` after step 9 and, with
   ``EARLY_MODE=stuck``, stays alive as a stuck rank would (else its process ends) while the other
   goes on to step 40, which must not hang.
+- ``zero_only``: a Monitor with acting on rank 0 alone: it must give up once and act on no rank.
 """
 
 from __future__ import annotations
@@ -113,6 +114,22 @@ def stops_early(rank: int, world: int, url: str | None, out: dict, out_dir: Path
     mon.close()
 
 
+def zero_only(rank: int, world: int, url: str | None, out: dict, out_dir: Path) -> None:
+    if rank != 0:  # the pattern ``if rank == 0: mon = Monitor(...)``: no Monitor here
+        deadline = time.monotonic() + 60
+        while not (out_dir / "rank0.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+    mon = Monitor(run_id=os.environ["RUN_ID"], url=url, act=True, optimizer=opt, sync_every=5, sync_timeout=3.0)
+    for step in range(21):
+        mon.log(step, loss=1.0 / (step + 1), lr=0.1)
+    out.update(last=step, off=mon._sync.off, decides=mon._sync.decides,
+               refused=mon.actor.apply(20, {"type": "scale_lr", "factor": 0.5}).status.value,
+               lr=opt.param_groups[0]["lr"])
+    mon.close()
+
+
 def main() -> None:
     scenario, rank, world, port, out_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
     url = sys.argv[6] if len(sys.argv) > 6 else None
@@ -125,6 +142,8 @@ def main() -> None:
         warnings.simplefilter("always")
         if scenario == "train":
             train(rank, world, url, out)
+        elif scenario == "zero_only":
+            zero_only(rank, world, url, out, out_dir)
         else:
             stops_early(rank, world, url, out, out_dir)
     out["log"] = handler.lines

@@ -160,3 +160,11 @@ def test_a_rank_whose_process_ended_does_not_hang_rank_0(tmp_path) -> None:
     # rank 0 may or may not hear that its broadcasts reach nobody; if it does, it says so once
     gave_up = [line for line in rank0["log"] if "acting is off on this rank" in line]
     assert len(gave_up) == (1 if rank0["off"] else 0), rank0["log"]
+
+
+@pytest.mark.timeout(60)
+def test_a_monitor_acting_on_rank_0_alone_gives_up_once_and_changes_nothing(tmp_path) -> None:
+    rank0, _ = run_job("zero_only", tmp_path, RUN_ID=f"alone-{uuid.uuid4().hex[:8]}")
+    assert rank0["last"] == 20 and rank0["off"] and not rank0["decides"]
+    assert len([line for line in rank0["log"] if "acting is off on this rank" in line]) == 1, rank0["log"]
+    assert rank0["refused"] == "refused" and rank0["lr"] == 0.1  # its replica stays like the others
