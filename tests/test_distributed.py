@@ -168,3 +168,27 @@ def test_a_monitor_acting_on_rank_0_alone_gives_up_once_and_changes_nothing(tmp_
     assert rank0["last"] == 20 and rank0["off"] and not rank0["decides"]
     assert len([line for line in rank0["log"] if "acting is off on this rank" in line]) == 1, rank0["log"]
     assert rank0["refused"] == "refused" and rank0["lr"] == 0.1  # its replica stays like the others
+
+
+def test_rank_0_finds_a_missing_checkpoint_when_it_decides_and_shares_the_next_rung(tmp_path) -> None:
+    # the same ladder as in a single process: the rollback that cannot be made is not shared
+    # (it would fail on every rank later, unseen by the ladder); the stop after it is
+    import torch
+
+    from losswatch.client.acting import Actor, Status
+    from losswatch.client.distributed import DecisionSync
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+    called: list[int] = []
+    actor = Actor(opt, on_rollback=lambda step, ck: called.append(step), cooldown_steps=0)
+    actor.shared = sync = DecisionSync(monitor=None, rank=0, world_size=2, every=5)
+    gone = tmp_path / "ck-0.pt"
+    gone.write_text("state")
+    actor.checkpoints.add(0, str(gone))
+    gone.unlink()
+    nan = {"id": "r:nan:15", "incident": "r:nan:15", "kind": "nan", "severity": "critical", "step": 15,
+           "last_step": 16}
+    out = actor.apply(16, {"type": "rollback", "to_step": 14}, nan)
+    assert out.status is Status.APPLIED and out.action["type"] == "stop"
+    assert [a["type"] for a in sync._outbox] == ["stop"]
+    assert called == [] and not actor.stop_requested  # made on every rank at a later sync step
