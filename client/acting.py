@@ -345,6 +345,9 @@ class Actor:
         self._raise_total = 1.0  # product of the raises applied
         self._raises_stopped = False
         self._rollback_arity = _arity(on_rollback)
+        # in a multi-rank job (client/distributed.py): rank 0's Actor decides and hands each change
+        # to this DecisionSync, which has every rank make it at the same step; the others never decide
+        self.shared: Any = None
 
     # ------------------------------------------------------------------ decisions
     def follow(self, step: int, monitor: Any = None) -> Outcome | None:
@@ -361,7 +364,7 @@ class Actor:
         Returns the :class:`Outcome` of :meth:`apply`, or None when nothing was considered.
         """
         monitor = monitor if monitor is not None else self.monitor
-        if step == self._followed_step:
+        if step == self._followed_step or (self.shared is not None and not self.shared.decides):
             return None
         if self._checks:
             escalated = self.verify(step)
@@ -430,6 +433,9 @@ class Actor:
             return self._record(step, {"type": "none"}, Status.REFUSED, str(exc))
         kind = act.get("type", "none")
         alert_id = _get(alert, "id")
+        if self.shared is not None and not self.shared.decides:
+            return self._record(step, act, Status.REFUSED, "in a multi-rank job only rank 0 decides (and only "
+                                                           "while it reaches the other ranks)")
         if kind in (None, "none"):
             return self._record(step, act, Status.REFUSED, "no action recommended")
         # a NaN seen on its own step first skips its batch (the ladder's first rung needs no
@@ -675,7 +681,12 @@ class Actor:
             outcome = self._record(step, act, Status.DRY_RUN, "dry run: nothing changed", evidence)
         else:
             try:
-                detail = self._do(step, act)
+                if self.shared is None:
+                    detail = self._do(step, act)
+                else:  # made later on every rank; a rollback with no checkpoint to go to fails now
+                    if act["type"] == "rollback":
+                        self._checkpoint_for(int(act["to_step"]))
+                    detail = self.shared.defer(step, act)
             except _NoCheckpoint as exc:
                 log.warning("losswatch at step %d: %s", step, exc)
                 return self._record(step, act, Status.FAILED, str(exc), dict(evidence, no_checkpoint=True))
@@ -875,13 +886,7 @@ class Actor:
         and finds its own state (the checkpoint argument is None). With checkpoints recorded but
         none left at or before ``to_step`` (deleted), nothing is called: :class:`_NoCheckpoint`.
         """
-        target, token = to_step, None
-        if len(self.checkpoints):
-            ck = self.checkpoints.before(to_step + 1)
-            if ck is None:
-                raise _NoCheckpoint(f"no checkpoint at or before step {to_step} exists any more: no rollback; "
-                                    f"the ladder goes on")
-            target, token = ck.step, ck.token
+        target, token = self._checkpoint_for(to_step)
         if self._rollback_arity >= 2:
             self.on_rollback(target, token)  # type: ignore[misc]
         else:
@@ -895,6 +900,17 @@ class Actor:
             except Exception as exc:  # reporting is best effort
                 log.warning("losswatch could not mark the rewind: %s", exc)
         return f"rolled back to step {target}" + (f" ({token})" if isinstance(token, str) else "")
+
+    def _checkpoint_for(self, to_step: int) -> tuple[int, Any]:
+        """(step, token) of the checkpoint a rollback to ``to_step`` restores; ``(to_step, None)``
+        with none recorded; :class:`_NoCheckpoint` when those recorded are all later or gone."""
+        if not len(self.checkpoints):
+            return to_step, None
+        ck = self.checkpoints.before(to_step + 1)
+        if ck is None:
+            raise _NoCheckpoint(f"no checkpoint at or before step {to_step} exists any more: no rollback; "
+                                f"the ladder goes on")
+        return ck.step, ck.token
 
     def _drop_gradients(self) -> None:
         """Forget the gradients of the step in flight after a rollback.

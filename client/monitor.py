@@ -115,6 +115,15 @@ class Monitor:
         Further Actor arguments (``cooldown_steps``, ``max_actions``, ``min_persist_steps``...),
         spelled as every integration spells them. ``act_cooldown_steps`` and ``act_max`` are
         the former spelling (deprecated).
+    ranks : {"zero", "all"}
+        In a ``torch.distributed`` job (initialised before the Monitor is built): ``"zero"``
+        (default) sends from global rank 0 only, the other ranks' ``log()`` does nothing but take
+        part in acting; ``"all"`` sends every rank, rank N as run ``<run_id>.rankN`` (metadata
+        ``rank``, ``world_size``). See :mod:`losswatch.client.distributed`.
+    sync_every, sync_timeout
+        In such a job with acting on: rank 0's decisions are shared every ``sync_every`` steps
+        (default 10) and made on every rank at the next sync step; a rank that waits longer than
+        ``sync_timeout`` seconds (default 60) for the others turns acting off, with one warning.
 
     Attributes
     ----------
@@ -138,16 +147,30 @@ class Monitor:
                  act: bool = False, optimizer: Any = None, scheduler: Any = None,
                  on_rollback: Callable | None = None, on_stop: Callable | None = None,
                  act_dry_run: bool = False, actor_options: dict[str, Any] | None = None,
-                 act_cooldown_steps: int | None = None, act_max: int | None = None) -> None:
+                 act_cooldown_steps: int | None = None, act_max: int | None = None,
+                 ranks: str = "zero", sync_every: int = 10, sync_timeout: float = 60.0) -> None:
         if in_child not in ("disable", "fresh"):
             raise ValueError(f"in_child must be 'disable' or 'fresh', got {in_child!r}")
+        from .distributed import check_options, process_rank, rank_run_id
+
+        check_options(ranks, sync_every, sync_timeout)
+        self.rank, self.world_size = process_rank()
+        # a rank other than 0 of a distributed job, with ranks="zero": rank 0 reports the run
+        self._silent = self.rank != 0 and ranks == "zero"
+        self._sync_options = (sync_every, sync_timeout)
         self.run_id = str(run_id) if run_id is not None else f"run-{int(time.time())}-{os.getpid()}"
+        if ranks == "all" and self.world_size > 1:
+            self.run_id = rank_run_id(self.run_id, self.rank)
         self.url = url if url is not None else (os.environ.get("LOSSWATCH_URL") or None)
         if self.url and not (0 < len(self.run_id) <= 128 and _RUN_ID_CHARS.issuperset(self.run_id)):
             # checked here, once, rather than having every POST rejected later
             raise ValueError(f"run_id must be 1-128 characters of [A-Za-z0-9._:-], got {self.run_id!r}")
         self.project = project
         self.meta = dict(meta) if meta else {}
+        if self.world_size > 1:
+            self.meta.setdefault("world_size", self.world_size)
+            if ranks == "all":
+                self.meta.setdefault("rank", self.rank)
         self.token = token if token is not None else (os.environ.get("LOSSWATCH_TOKEN") or None)
         self.on_alert = on_alert
         self.flush_interval = flush_interval
@@ -173,6 +196,9 @@ class Monitor:
         self._acting = bool(act or act_dry_run)
         self._actor: Any = None  # the run's one Actor, built on first need (see attach_actor)
         self._actor_failed = False
+        self._sync: Any = None  # shares rank 0's decisions with every rank (client/distributed.py)
+        if self._acting:
+            self._share_decisions()
 
         self.alerts: list[dict[str, Any]] = []
         self.recommendation: dict[str, Any] | None = None
@@ -193,6 +219,8 @@ class Monitor:
         self._local: LocalEngine | None = None
         self._start()
         _live.add(self)
+        if self._silent:
+            return
         from .announce import run_started  # the logging module is imported here, not at import
 
         run_started(self.run_id, self.url, self._local is None or self._local.available, self.project)
@@ -204,8 +232,9 @@ class Monitor:
         from .spool import Spool
 
         self._q: deque[tuple] = deque()
-        transport = Transport(self.url, self.token, self.timeout) if self.url else None
-        if transport is None and self._local is None:
+        # a silent rank (see ``ranks``) has no transport: it never sends, so it never spools either
+        transport = Transport(self.url, self.token, self.timeout) if self.url and not self._silent else None
+        if transport is None and self._local is None and not self._silent:
             self._local = LocalEngine(self.run_id, self.meta)
         self._sender = Sender(
             collect=self._collect, pending=self._q.__len__, after_cycle=self._fire_callbacks,
@@ -234,6 +263,10 @@ class Monitor:
         alert right here; a tensor one is caught when the batch is read, off the hot path.
         """
         try:
+            if self._silent:  # rank 0 reports the run; this rank only applies shared decisions
+                if self._sync is not None:
+                    self._sync.at(step)
+                return
             if loss.__class__ is float:
                 if loss - loss != 0.0:  # NaN or +-inf, without a function call
                     self._nan_now(step, loss, grad_norm)
@@ -252,6 +285,8 @@ class Monitor:
                 # after the NaN check: a NaN in this very step is acted on before the optimizer
                 # steps (the NaN ladder skips this batch)
                 self._apply_pending(step)
+            if self._sync is not None:  # after this step's decision: shared at this sync step
+                self._sync.at(step)
             if extra:
                 for k, v in extra.items():
                     if v.__class__ is not float:
@@ -325,6 +360,8 @@ class Monitor:
                 if actor_cls is None:
                     from .acting import Actor as actor_cls
                 self._actor = actor_cls(monitor=self, **self._act_config)
+                if self._sync is not None:
+                    self._actor.shared = self._sync
             except Exception as e:
                 self._actor_failed = True
                 self._warn_once("actor_import",
@@ -332,6 +369,13 @@ class Monitor:
         return self._actor
 
     # ------------------------------------------------------------------ acting
+    def _share_decisions(self) -> None:
+        """In a multi-rank job, acting is decided on rank 0 and applied on every rank alike."""
+        if self.world_size > 1 and self._sync is None:
+            from .distributed import DecisionSync
+
+            self._sync = DecisionSync(self, self.rank, self.world_size, *self._sync_options)
+
     @property
     def actor(self) -> Any:
         """The run's one Actor (``losswatch.client.acting.Actor``), None unless acting is on."""
@@ -359,6 +403,7 @@ class Monitor:
             config["dry_run"] = bool(act_dry_run) and not act
             self._act_config = config
             self._acting = True
+            self._share_decisions()
             actor = self._get_actor(actor_cls)
             with self._state_lock:
                 if self.recommendation is not None:
