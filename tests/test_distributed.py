@@ -61,7 +61,7 @@ def test_a_ddp_job_is_one_run_stored_once_and_an_action_lands_on_both_ranks_at_t
     assert rank0["run_id"] == rank1["run_id"] == run_id
     runs = [r["run_id"] for r in get_json(service_proc, "/v1/runs?project=ddp-test")["runs"]]
     assert runs == [run_id]
-    steps = get_json(service_proc, f"/v1/runs/{run_id}/steps")["series"]["step"]
+    steps = get_json(service_proc, f"/v1/runs/{run_id}/steps?project=ddp-test")["series"]["step"]
     assert steps == rank0["logged"]
     duplicates = re.search(r'losswatch_ingest_records_total\{[^}]*"duplicate"[^}]*\} (\S+)',
                            get_text(service_proc, "/metrics"))
@@ -75,7 +75,7 @@ def test_a_ddp_job_is_one_run_stored_once_and_an_action_lands_on_both_ranks_at_t
 
     # decided once, on rank 0; applied on both ranks at the same steps
     assert rank0["decided"] and rank1["decided"] == []
-    reported = [a for a in get_json(service_proc, f"/v1/runs/{run_id}/alerts")["actions"]
+    reported = [a for a in get_json(service_proc, f"/v1/runs/{run_id}/alerts?project=ddp-test")["actions"]
                 if "verdict" not in a["action"]]
     assert [a["action"]["type"] for a in reported] == [d["type"] for d in rank0["decided"]]
     assert rank0["applied"] == rank1["applied"]
@@ -97,9 +97,9 @@ def test_with_ranks_all_each_rank_is_a_run_of_its_own_and_a_watcher_acts_alike_o
                            WATCHER="1")
     assert (rank0["run_id"], rank1["run_id"]) == (run_id, f"{run_id}.rank1")
     for r in (rank0, rank1):
-        run = get_json(service_proc, f"/v1/runs/{r['run_id']}")
+        run = get_json(service_proc, f"/v1/runs/{r['run_id']}?project=ddp-test")
         assert run["meta"]["rank"] == r["rank"] and run["meta"]["world_size"] == 2
-        assert get_json(service_proc, f"/v1/runs/{r['run_id']}/steps")["series"]["step"] == r["logged"]
+        assert get_json(service_proc, f"/v1/runs/{r['run_id']}/steps?project=ddp-test")["series"]["step"] == r["logged"]
     # rank 1 has verdicts of its own now, yet only rank 0 decides; both apply the same changes
     assert rank0["decided"] and rank1["decided"] == []
     assert rank0["applied"] and rank0["applied"] == rank1["applied"]
