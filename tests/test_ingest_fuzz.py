@@ -1,0 +1,315 @@
+"""Generated ingest traffic against a service on a real redis-server: extreme steps (0 .. 2^63-1,
+past 2^53 where Lua's doubles stop being exact), huge gaps, repeats, out-of-order and descending
+batches, non-finite values, and declared LR schedules followed by writes at extreme steps.
+
+Every case must hold three things:
+- each answer is a 2xx or a documented 4xx, never a 5xx (a 503 included: Redis is up);
+- what was acknowledged reads back from GET /v1/runs/{id}/steps: each stored step once, raw
+  with the values first sent for it, or inside a downsampled bucket that counts it;
+- Redis answers PING within 1 s after the case (a script that loops on a step number would
+  leave Redis busy for good, and every later case would fail here).
+
+The service and Redis are started once for the module; each case writes its own run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import socket
+import uuid
+
+import pytest
+import requests
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from losswatch.detectors.wire import decode_float
+
+MAX_STEP = 2**63 - 1
+VALUE_FIELDS = ("loss", "grad_norm", "lr", "val_loss")
+#: steps where integer arithmetic stops being exact somewhere (doubles, Lua's number formatting),
+#: and the edges of a 960-step chunk
+EXTREME_STEPS = (0, 1, 2, 959, 960, 961, 1023, 1024, 204_800, 10**14, 10**15, 10**15 + 1,
+                 2**53 - 1, 2**53, 2**53 + 1, 96 * 10**15, 8_650_000_000_000_000_000,
+                 MAX_STEP - 960, MAX_STEP - 1, MAX_STEP)
+GAPS = (1, 2, 64, 256, 960, 2048, 131_072, 10**9, 10**15)
+CASE_SETTINGS = settings(max_examples=40, deadline=None, database=None,
+                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# -- processes, once for the module ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    from fixtures.redis_proc import RedisServer
+
+    srv = RedisServer(tmp_path_factory.mktemp("fuzz-redis")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def service(redis_server):
+    from fixtures.service_proc import ServiceProc
+
+    p = ServiceProc(env={"LOSSWATCH_STORE": redis_server.url, "LOSSWATCH_HOST": "127.0.0.1"})
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def http():
+    with requests.Session() as s:
+        yield s
+
+
+_run_numbers = itertools.count()
+
+
+def new_run_id() -> str:
+    return f"fz-{next(_run_numbers)}-{uuid.uuid4().hex[:8]}"
+
+
+def assert_redis_answers(redis_server, within: float = 1.0) -> None:
+    """PING on a fresh connection answers PONG within ``within`` seconds (BUSY or silence fail)."""
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=within) as s:
+        s.settimeout(within)
+        s.sendall(b"PING\r\n")
+        reply = s.recv(64)
+    assert reply.startswith(b"+PONG"), f"Redis answered {reply!r}"
+
+
+# -- the expected store: the step semantics of the API (first write of a step wins) -----------
+
+
+class Expected:
+    """What the service must have stored for one run, from the batches it acknowledged."""
+
+    def __init__(self) -> None:
+        self.values: dict[int, dict] = {}   # step -> the record first acknowledged for it
+        self.high = -1
+
+    def acknowledge(self, records: list[dict]) -> tuple[int, int, int]:
+        """Apply an acknowledged batch; returns the (accepted, duplicates, out_of_order) counts the
+        service must have answered."""
+        accepted = dups = ooo = 0
+        for r in records:
+            s = r["step"]
+            if s in self.values:
+                dups += 1
+                continue
+            self.values[s] = r
+            accepted += 1
+            if s > self.high:
+                self.high = s
+            else:
+                ooo += 1
+        return accepted, dups, ooo
+
+
+def _same(sent, got) -> bool:
+    a = decode_float(sent)
+    b = decode_float(got)
+    if a is None or b is None:
+        return a is b
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def check_read_back(http, service, run_id: str, expected: Expected) -> None:
+    r = http.get(f"{service.url}/v1/runs/{run_id}/steps", timeout=30)
+    if not expected.values:
+        assert r.status_code in (200, 404), (r.status_code, r.text[:300])
+        return
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    series = r.json()["series"]
+    steps = series["step"]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps), "rows out of order or repeated"
+    stored = sorted(expected.values)
+    covered = 0
+    for i, first in enumerate(steps):
+        extra = series["extra"][i] or {}
+        if "ds_width" in extra:   # a downsampled bucket: first .. first + width - 1
+            width = int(extra["ds_width"])
+            inside = [s for s in stored if first <= s < first + width]
+            assert inside and len(inside) == int(extra["ds_steps"]), (first, width, extra, inside[:5])
+            covered += len(inside)
+            continue
+        assert first in expected.values, f"step {first} read back but never acknowledged"
+        sent = expected.values[first]
+        for f in VALUE_FIELDS:
+            assert _same(sent.get(f), series[f][i]), (first, f, sent.get(f), series[f][i])
+        covered += 1
+    assert covered == len(stored), f"{len(stored) - covered} acknowledged steps not read back"
+
+
+def post(http, service, run_id: str, records: list[dict]) -> requests.Response:
+    # allow_nan: Python's bare NaN/Infinity tokens, which the API accepts besides the strings
+    return http.post(f"{service.url}/v1/runs/{run_id}/steps", timeout=30,
+                     data=json.dumps({"records": records}, allow_nan=True),
+                     headers={"Content-Type": "application/json"})
+
+
+def send_batches(http, service, run_id: str, batches: list[list[dict]], expected: Expected) -> None:
+    for records in batches:
+        r = post(http, service, run_id, records)
+        assert r.status_code < 500, (r.status_code, r.text[:300], records[:5])
+        assert r.status_code == 200, (r.status_code, r.text[:300], records[:5])   # every record here is valid
+        body = r.json()
+        counts = expected.acknowledge(records)
+        assert (body["accepted"], body["duplicates"], body["out_of_order"]) == counts, (body, records[:5])
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+values = st.one_of(
+    st.none(),
+    st.sampled_from([math.nan, math.inf, -math.inf, "NaN", "Infinity", "-Infinity", 0.0, -0.0,
+                     5e-324, 1e-300, 1e300, 1.7976931348623157e308, -1.7976931348623157e308]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+any_step = st.one_of(st.sampled_from(EXTREME_STEPS), st.integers(0, MAX_STEP), st.integers(0, 5000))
+
+
+@st.composite
+def value_sets(draw) -> dict:
+    return draw(st.fixed_dictionaries({}, optional={f: values for f in VALUE_FIELDS}))
+
+
+def records_for(steps: list[int], draw) -> list[dict]:
+    """Records for ``steps``, their values cycling through a few drawn value sets (drawing per
+    record would make a 3,000-step case cost more in generation than in the service)."""
+    palette = draw(st.lists(value_sets(), min_size=1, max_size=8))
+    return [{"step": s, **palette[i % len(palette)]} for i, s in enumerate(steps)]
+
+
+@st.composite
+def step_sequences(draw) -> list[int]:
+    """Steps in one of the shapes a run can produce: arbitrary, ascending with gaps (up to 10^15),
+    descending, a dense stretch long enough to push older chunks into the downsampled levels with
+    late steps far behind it, or an ascending run with repeats and late steps mixed in."""
+    shape = draw(st.sampled_from(["any", "gaps", "descending", "mixed", "dense"]))
+    if shape == "any":
+        return draw(st.lists(any_step, min_size=1, max_size=12))
+    if shape == "dense":
+        stride = draw(st.sampled_from([1, 7, 64, 960, 2048]))
+        n = draw(st.integers(1, 3000))
+        start = draw(st.one_of(st.just(0), st.sampled_from(EXTREME_STEPS))) // stride * stride
+        n = min(n, (MAX_STEP - start) // stride + 1)
+        out = list(range(start, start + n * stride, stride))
+        late = draw(st.lists(st.integers(0, out[-1]), max_size=5))
+        return out + late + draw(st.lists(st.sampled_from(out), max_size=3))
+    start = draw(any_step)
+    gaps = draw(st.lists(st.sampled_from(GAPS), min_size=1, max_size=12))
+    if shape == "descending":
+        out = [start]
+        for g in gaps:
+            if out[-1] - g < 0:
+                break
+            out.append(out[-1] - g)
+        return out
+    out = [start]
+    for g in gaps:
+        if out[-1] + g > MAX_STEP:
+            break
+        out.append(out[-1] + g)
+    if shape == "mixed":
+        # repeats and late steps among the ascending ones
+        extra = draw(st.lists(st.sampled_from(out), max_size=4))
+        late = [s - 1 for s in draw(st.lists(st.sampled_from(out), max_size=3)) if s > 0]
+        out = out + extra + late
+        out = draw(st.permutations(out))
+    return list(out)
+
+
+@st.composite
+def batched_records(draw) -> list[list[dict]]:
+    steps = draw(step_sequences())
+    recs = records_for(steps, draw)
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(recs) - 1)), max_size=3)))
+    bounds = [0, *[c for c in cuts if c < len(recs)], len(recs)]
+    return [recs[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+# -- the cases ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@CASE_SETTINGS
+@given(batches=batched_records())
+@example(batches=[[{"step": MAX_STEP}]])                       # one record once hung Redis for good
+@example(batches=[[{"step": 96 * 10**15, "loss": 1.0}], [{"step": 96 * 10**15 - 5, "loss": 2.0}]])
+@example(batches=[[{"step": 0, "loss": 1.0}], [{"step": 10**15, "loss": 2.0}], [{"step": 10**15 + 1}]])
+@example(batches=[[{"step": s, "loss": float(s % 7)} for s in range(10 * 960, 0, -960)]])
+def test_acknowledged_steps_read_back_and_redis_stays_up(service, redis_server, http, batches):
+    run_id = new_run_id()
+    expected = Expected()
+    try:
+        send_batches(http, service, run_id, batches, expected)
+        check_read_back(http, service, run_id, expected)
+    finally:
+        assert_redis_answers(redis_server)
+
+
+# Declarations that grow or cycle without bound, and warm-ups whose step counts reach the extremes;
+# the rest of the accepted range is covered by tests/test_schedule_bounds.py (without a service).
+_big = st.one_of(st.sampled_from([1, 2, 100, 1024, 204_800, 2**53, 2**53 + 1, MAX_STEP]), st.integers(1, MAX_STEP))
+_lr = st.one_of(st.sampled_from([1e-3, 0.1, 1.0, 1e300]), st.floats(1e-8, 10.0))
+schedule_specs = st.one_of(
+    st.fixed_dictionaries({"name": st.just("exponential"), "lr": _lr,
+                           "gamma": st.one_of(st.just(2.0), st.floats(0.5, 10.0))}),
+    st.fixed_dictionaries({"name": st.just("cyclic"), "base_lr": st.just(1e-4), "max_lr": _lr,
+                           "step_size_up": st.one_of(st.just(100), _big),
+                           "mode": st.sampled_from(["triangular", "triangular2", "exp_range"])},
+                          optional={"gamma": st.floats(0.5, 2.0), "step_size_down": _big}),
+    st.builds(lambda name, lr, total, warm, extra: {"name": name, "lr": lr, "total_steps": total,
+                                                     "warmup_steps": min(warm, total), **extra},
+              st.sampled_from(["warmup_linear", "warmup_cosine", "warmup_constant", "warmup_polynomial",
+                               "warmup_inverse_sqrt"]),
+              _lr, _big, _big,
+              st.fixed_dictionaries({}, optional={"min_lr": st.just(0.0), "start_factor": st.floats(0.0, 1.0),
+                                                  "power": st.floats(0.1, 5.0)})),
+    st.fixed_dictionaries({"name": st.sampled_from(["step", "multistep", "one_cycle", "cosine_restarts",
+                                                    "inverse_time", "polynomial"]),
+                           "lr": _lr, "max_lr": _lr, "step_size": _big, "milestones": st.lists(_big, max_size=3),
+                           "total_steps": _big, "period": _big, "gamma": st.floats(0.0, 3.0)}),
+)
+
+
+@st.composite
+def schedule_cases(draw):
+    spec = draw(schedule_specs)
+    spec = {k: v for k, v in spec.items()}
+    # the declared schedule's own LR at most steps, else anything
+    steps = draw(step_sequences())
+    return spec, records_for(steps, draw), draw(st.booleans())
+
+
+@pytest.mark.timeout(60)
+@CASE_SETTINGS
+@given(case=schedule_cases())
+@example(case=({"name": "exponential", "lr": 0.1, "gamma": 2.0},
+               [{"step": 1024, "lr": 1.0, "loss": 1.0}, {"step": 1025, "lr": 1.0}], False))
+@example(case=({"name": "cyclic", "base_lr": 1e-4, "max_lr": 0.1, "step_size_up": 100, "mode": "triangular2"},
+               [{"step": 204_800, "lr": 1e-4, "loss": 1.0}, {"step": MAX_STEP, "lr": 1e-4}], True))
+@example(case=({"name": "warmup_linear", "lr": 0.1, "total_steps": MAX_STEP, "warmup_steps": MAX_STEP},
+               [{"step": 2**53 + 1, "lr": 0.05}, {"step": MAX_STEP, "lr": 0.1}], True))
+def test_schedule_metadata_then_writes(service, redis_server, http, case):
+    spec, records, put_after = case
+    run_id = new_run_id()
+    expected = Expected()
+    try:
+        r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json={"lr_schedule": spec})
+        assert r.status_code in (200, 422), (r.status_code, r.text[:300], spec)
+        half = len(records) // 2
+        send_batches(http, service, run_id, [b for b in (records[:half], records[half:]) if b], expected)
+        if put_after:
+            # what the client's close() sends, after a run's gaps: must not scale with them
+            r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30,
+                         json={"lr_schedule": spec, "status": "finished"})
+            assert r.status_code in (200, 422), (r.status_code, r.text[:300], spec)
+            send_batches(http, service, run_id, [[{"step": expected.high, "loss": 0.5}]], expected)
+        check_read_back(http, service, run_id, expected)
+    finally:
+        assert_redis_answers(redis_server)
