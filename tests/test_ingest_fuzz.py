@@ -19,6 +19,7 @@ import json
 import math
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -35,7 +36,7 @@ EXTREME_STEPS = (0, 1, 2, 959, 960, 961, 1023, 1024, 204_800, 10**14, 10**15, 10
                  2**53 - 1, 2**53, 2**53 + 1, 96 * 10**15, 8_650_000_000_000_000_000,
                  MAX_STEP - 960, MAX_STEP - 1, MAX_STEP)
 GAPS = (1, 2, 64, 256, 960, 2048, 131_072, 10**9, 10**15)
-CASE_SETTINGS = settings(max_examples=40, deadline=None, database=None,
+CASE_SETTINGS = settings(max_examples=100, deadline=None, database=None,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # -- processes, once for the module ------------------------------------------------------------
@@ -55,6 +56,16 @@ def service(redis_server):
     from fixtures.service_proc import ServiceProc
 
     p = ServiceProc(env={"LOSSWATCH_STORE": redis_server.url, "LOSSWATCH_HOST": "127.0.0.1"})
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def memory_service():
+    """The same service on the memory store: both stores must answer and read back alike."""
+    from fixtures.service_proc import ServiceProc
+
+    p = ServiceProc(env={"LOSSWATCH_HOST": "127.0.0.1"})
     yield p
     p.stop()
 
@@ -117,11 +128,12 @@ def _same(sent, got) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def check_read_back(http, service, run_id: str, expected: Expected) -> None:
+def check_read_back(http, service, run_id: str, expected: Expected) -> dict | None:
+    """Asserts that the run reads back as ``expected`` says; returns the series read."""
     r = http.get(f"{service.url}/v1/runs/{run_id}/steps", timeout=30)
     if not expected.values:
         assert r.status_code in (200, 404), (r.status_code, r.text[:300])
-        return
+        return None
     assert r.status_code == 200, (r.status_code, r.text[:300])
     series = r.json()["series"]
     steps = series["step"]
@@ -138,10 +150,16 @@ def check_read_back(http, service, run_id: str, expected: Expected) -> None:
             continue
         assert first in expected.values, f"step {first} read back but never acknowledged"
         sent = expected.values[first]
-        for f in VALUE_FIELDS:
+        for f in (*VALUE_FIELDS, "ts"):
             assert _same(sent.get(f), series[f][i]), (first, f, sent.get(f), series[f][i])
+        # an extra value of null is "not logged", like a null loss: not kept
+        sent_extra = {k: v for k, v in (sent.get("extra") or {}).items() if v is not None}
+        got_extra = series["extra"][i] or {}
+        assert sent_extra.keys() == got_extra.keys(), (first, sent_extra, got_extra)
+        assert all(_same(v, got_extra[k]) for k, v in sent_extra.items()), (first, sent_extra, got_extra)
         covered += 1
     assert covered == len(stored), f"{len(stored) - covered} acknowledged steps not read back"
+    return series
 
 
 def post(http, service, run_id: str, records: list[dict]) -> requests.Response:
@@ -174,7 +192,10 @@ any_step = st.one_of(st.sampled_from(EXTREME_STEPS), st.integers(0, MAX_STEP), s
 
 @st.composite
 def value_sets(draw) -> dict:
-    return draw(st.fixed_dictionaries({}, optional={f: values for f in VALUE_FIELDS}))
+    return draw(st.fixed_dictionaries({}, optional={
+        **{f: values for f in VALUE_FIELDS},
+        "ts": st.floats(0.0, 2e9),
+        "extra": st.dictionaries(st.sampled_from(["acc", "tokens", "mfu", "a.b"]), values, max_size=3)}))
 
 
 def records_for(steps: list[int], draw) -> list[dict]:
@@ -242,14 +263,19 @@ def batched_records(draw) -> list[list[dict]]:
 @example(batches=[[{"step": 96 * 10**15, "loss": 1.0}], [{"step": 96 * 10**15 - 5, "loss": 2.0}]])
 @example(batches=[[{"step": 0, "loss": 1.0}], [{"step": 10**15, "loss": 2.0}], [{"step": 10**15 + 1}]])
 @example(batches=[[{"step": s, "loss": float(s % 7)} for s in range(10 * 960, 0, -960)]])
-def test_acknowledged_steps_read_back_and_redis_stays_up(service, redis_server, http, batches):
+def test_acknowledged_steps_read_back_and_redis_stays_up(service, memory_service, redis_server, http, batches):
     run_id = new_run_id()
-    expected = Expected()
     try:
+        expected = Expected()
         send_batches(http, service, run_id, batches, expected)
-        check_read_back(http, service, run_id, expected)
+        on_redis = check_read_back(http, service, run_id, expected)
     finally:
         assert_redis_answers(redis_server)
+    # the memory store counts and reads back the same (non-finite values are strings in JSON, so
+    # plain equality holds)
+    expected = Expected()
+    send_batches(http, memory_service, run_id, batches, expected)
+    assert check_read_back(http, memory_service, run_id, expected) == on_redis
 
 
 # Declarations that grow or cycle without bound, and warm-ups whose step counts reach the extremes;
@@ -311,5 +337,50 @@ def test_schedule_metadata_then_writes(service, redis_server, http, case):
             assert r.status_code in (200, 422), (r.status_code, r.text[:300], spec)
             send_batches(http, service, run_id, [[{"step": expected.high, "loss": 0.5}]], expected)
         check_read_back(http, service, run_id, expected)
+    finally:
+        assert_redis_answers(redis_server)
+
+
+def _values_of(step: int) -> dict:
+    """Values that depend on the step only, so a step sent by two writers carries the same values
+    whichever write lands first."""
+    k = step % 5
+    return {"loss": ["NaN", 1.5, "Infinity", None, 1e300][k], "grad_norm": float(step % 1000)}
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(steps=step_sequences(), writers=st.integers(2, 4), data=st.data())
+def test_concurrent_writers_lose_and_double_count_nothing(service, redis_server, steps, writers, data):
+    """Batches of one run posted by several writers at once (replicas' compare-and-set on Redis):
+    every step stored once, counted once as accepted, every other copy counted as a duplicate."""
+    run_id = new_run_id()
+    records = [{"step": s, **_values_of(s)} for s in steps]
+    # each writer sends its share in order; shares overlap where a step repeats
+    shares = [records[i::writers] for i in range(writers)]
+    shares = [sh + data.draw(st.lists(st.sampled_from(records), max_size=3)) for sh in shares]
+
+    def send(share: list[dict]) -> list[dict]:
+        with requests.Session() as s:
+            bodies = []
+            size = max(3, len(share) // 20)   # small batches, at most ~20 requests a writer
+            for a in range(0, len(share), size):
+                r = post(s, service, run_id, share[a:a + size])
+                assert r.status_code == 200, (r.status_code, r.text[:300])
+                bodies.append(r.json())
+            return bodies
+
+    try:
+        with ThreadPoolExecutor(writers) as pool:
+            bodies = [b for got in pool.map(send, shares) for b in got]
+        sent = sum(len(sh) for sh in shares)
+        distinct = {r["step"] for sh in shares for r in sh}
+        assert sum(b["accepted"] for b in bodies) == len(distinct)
+        assert sum(b["duplicates"] for b in bodies) == sent - len(distinct)
+        expected = Expected()
+        expected.acknowledge([{"step": s, **_values_of(s)} for s in sorted(distinct)])
+        with requests.Session() as s:
+            check_read_back(s, service, run_id, expected)
     finally:
         assert_redis_answers(redis_server)
