@@ -55,6 +55,19 @@ def redis_server(tmp_path_factory):
 def service(redis_server):
     from fixtures.service_proc import ServiceProc
 
+    # no engine kept in memory: every batch restores the detectors from the state stored in Redis,
+    # as a replica does for a run another replica served last
+    p = ServiceProc(env={"LOSSWATCH_STORE": redis_server.url, "LOSSWATCH_HOST": "127.0.0.1",
+                         "LOSSWATCH_REDIS_ENGINE_CACHE": "0"})
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def replica(redis_server):
+    """A second service on the same Redis, with its engines kept in memory (the default)."""
+    from fixtures.service_proc import ServiceProc
+
     p = ServiceProc(env={"LOSSWATCH_STORE": redis_server.url, "LOSSWATCH_HOST": "127.0.0.1"})
     yield p
     p.stop()
@@ -162,6 +175,23 @@ def check_read_back(http, service, run_id: str, expected: Expected) -> dict | No
     return series
 
 
+def check_views(http, service, run_id: str, expected: Expected) -> None:
+    """The run's other views answer too: its summary, its alerts, a window of its steps
+    downsampled for a chart, and its page."""
+    if not expected.values:
+        return
+    base = f"{service.url}/v1/runs/{run_id}"
+    for url in (base, f"{base}/alerts", f"{service.url}/runs/{run_id}"):
+        r = http.get(url, timeout=30)
+        assert r.status_code == 200, (url, r.status_code, r.text[:300])
+    stored = sorted(expected.values)
+    start, end = stored[len(stored) // 2], stored[-1]
+    r = http.get(f"{base}/steps", params={"start": start, "end": end, "max_points": 4}, timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    body = r.json()
+    assert body["count"] <= 4 and all(start <= s <= end for s in body["series"]["step"]), body
+
+
 def post(http, service, run_id: str, records: list[dict]) -> requests.Response:
     # allow_nan: Python's bare NaN/Infinity tokens, which the API accepts besides the strings
     return http.post(f"{service.url}/v1/runs/{run_id}/steps", timeout=30,
@@ -169,7 +199,10 @@ def post(http, service, run_id: str, records: list[dict]) -> requests.Response:
                      headers={"Content-Type": "application/json"})
 
 
-def send_batches(http, service, run_id: str, batches: list[list[dict]], expected: Expected) -> None:
+def send_batches(http, service, run_id: str, batches: list[list[dict]], expected: Expected) -> list[dict]:
+    """POST each batch; each must be acknowledged with the counts ``expected`` predicts. Returns
+    the answers."""
+    answers = []
     for records in batches:
         r = post(http, service, run_id, records)
         assert r.status_code < 500, (r.status_code, r.text[:300], records[:5])
@@ -177,6 +210,14 @@ def send_batches(http, service, run_id: str, batches: list[list[dict]], expected
         body = r.json()
         counts = expected.acknowledge(records)
         assert (body["accepted"], body["duplicates"], body["out_of_order"]) == counts, (body, records[:5])
+        answers.append(body)
+    return answers
+
+
+def without_times(answer: dict) -> dict:
+    """An ingest answer without the wall-clock times, which differ between two services."""
+    return {**answer, "alerts": [{k: v for k, v in a.items() if k not in ("raised_at", "updated_at", "acknowledged_at")}
+                                 for a in answer["alerts"]]}
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -256,7 +297,7 @@ def batched_records(draw) -> list[list[dict]]:
 # -- the cases ---------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 @CASE_SETTINGS
 @given(batches=batched_records())
 @example(batches=[[{"step": MAX_STEP}]])                       # one record once hung Redis for good
@@ -267,14 +308,16 @@ def test_acknowledged_steps_read_back_and_redis_stays_up(service, memory_service
     run_id = new_run_id()
     try:
         expected = Expected()
-        send_batches(http, service, run_id, batches, expected)
+        answers = send_batches(http, service, run_id, batches, expected)
         on_redis = check_read_back(http, service, run_id, expected)
+        check_views(http, service, run_id, expected)
     finally:
         assert_redis_answers(redis_server)
-    # the memory store counts and reads back the same (non-finite values are strings in JSON, so
-    # plain equality holds)
+    # the memory store answers (counts, alerts, advice) and reads back the same (non-finite values
+    # are strings in JSON, so plain equality holds)
     expected = Expected()
-    send_batches(http, memory_service, run_id, batches, expected)
+    in_memory = send_batches(http, memory_service, run_id, batches, expected)
+    assert [without_times(a) for a in in_memory] == [without_times(a) for a in answers]
     assert check_read_back(http, memory_service, run_id, expected) == on_redis
 
 
@@ -303,42 +346,58 @@ schedule_specs = st.one_of(
 )
 
 
+#: the other metadata the detectors read: an SGD run with its momentum adds the SGD-efficiency rule
+other_meta = st.fixed_dictionaries({}, optional={
+    "optimizer": st.sampled_from(["sgd", "SGD", "adamw"]),
+    "momentum": st.one_of(st.sampled_from([0.0, 0.9, 5e-324, 0.9999999999999999]), st.floats(0.0, 1.0)),
+    "batch_size": st.sampled_from([1, 32, 2**53])})
+
+
 @st.composite
 def schedule_cases(draw):
-    spec = draw(schedule_specs)
-    spec = {k: v for k, v in spec.items()}
-    # the declared schedule's own LR at most steps, else anything
-    steps = draw(step_sequences())
-    return spec, records_for(steps, draw), draw(st.booleans())
+    meta = {"lr_schedule": draw(schedule_specs), **draw(other_meta)}
+    return meta, records_for(draw(step_sequences()), draw), draw(st.booleans())
 
 
-@pytest.mark.timeout(60)
+def declared_run(http, service, run_id: str, meta: dict, records: list[dict], put_after: bool):
+    """PUT the metadata, POST the records in two batches, optionally PUT it again (what the
+    client's close() sends, after the run's gaps) and POST once more; read back. Returns the
+    answers to the POSTs and the series read."""
+    expected = Expected()
+    r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json=meta)
+    assert r.status_code in (200, 422), (r.status_code, r.text[:300], meta)
+    half = len(records) // 2
+    answers = send_batches(http, service, run_id, [b for b in (records[:half], records[half:]) if b], expected)
+    if put_after:
+        r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json={**meta, "status": "finished"})
+        assert r.status_code in (200, 422), (r.status_code, r.text[:300], meta)
+        answers += send_batches(http, service, run_id, [[{"step": expected.high, "loss": 0.5}]], expected)
+    series = check_read_back(http, service, run_id, expected)
+    check_views(http, service, run_id, expected)
+    return answers, series
+
+
+@pytest.mark.timeout(90)
 @CASE_SETTINGS
 @given(case=schedule_cases())
-@example(case=({"name": "exponential", "lr": 0.1, "gamma": 2.0},
+@example(case=({"lr_schedule": {"name": "exponential", "lr": 0.1, "gamma": 2.0}},
                [{"step": 1024, "lr": 1.0, "loss": 1.0}, {"step": 1025, "lr": 1.0}], False))
-@example(case=({"name": "cyclic", "base_lr": 1e-4, "max_lr": 0.1, "step_size_up": 100, "mode": "triangular2"},
+@example(case=({"lr_schedule": {"name": "cyclic", "base_lr": 1e-4, "max_lr": 0.1, "step_size_up": 100,
+                                "mode": "triangular2"}},
                [{"step": 204_800, "lr": 1e-4, "loss": 1.0}, {"step": MAX_STEP, "lr": 1e-4}], True))
-@example(case=({"name": "warmup_linear", "lr": 0.1, "total_steps": MAX_STEP, "warmup_steps": MAX_STEP},
+@example(case=({"lr_schedule": {"name": "warmup_linear", "lr": 0.1, "total_steps": MAX_STEP,
+                                "warmup_steps": MAX_STEP}},
                [{"step": 2**53 + 1, "lr": 0.05}, {"step": MAX_STEP, "lr": 0.1}], True))
-def test_schedule_metadata_then_writes(service, redis_server, http, case):
-    spec, records, put_after = case
+def test_schedule_metadata_then_writes(service, memory_service, redis_server, http, case):
+    meta, records, put_after = case
     run_id = new_run_id()
-    expected = Expected()
     try:
-        r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json={"lr_schedule": spec})
-        assert r.status_code in (200, 422), (r.status_code, r.text[:300], spec)
-        half = len(records) // 2
-        send_batches(http, service, run_id, [b for b in (records[:half], records[half:]) if b], expected)
-        if put_after:
-            # what the client's close() sends, after a run's gaps: must not scale with them
-            r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30,
-                         json={"lr_schedule": spec, "status": "finished"})
-            assert r.status_code in (200, 422), (r.status_code, r.text[:300], spec)
-            send_batches(http, service, run_id, [[{"step": expected.high, "loss": 0.5}]], expected)
-        check_read_back(http, service, run_id, expected)
+        answers, series = declared_run(http, service, run_id, meta, records, put_after)
     finally:
         assert_redis_answers(redis_server)
+    in_memory, series_in_memory = declared_run(http, memory_service, run_id, meta, records, put_after)
+    assert [without_times(a) for a in in_memory] == [without_times(a) for a in answers]
+    assert series_in_memory == series
 
 
 def _values_of(step: int) -> dict:
@@ -348,32 +407,35 @@ def _values_of(step: int) -> dict:
     return {"loss": ["NaN", 1.5, "Infinity", None, 1e300][k], "grad_norm": float(step % 1000)}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 @settings(max_examples=40, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(steps=step_sequences(), writers=st.integers(2, 4), data=st.data())
-def test_concurrent_writers_lose_and_double_count_nothing(service, redis_server, steps, writers, data):
-    """Batches of one run posted by several writers at once (replicas' compare-and-set on Redis):
-    every step stored once, counted once as accepted, every other copy counted as a duplicate."""
+def test_concurrent_writers_lose_and_double_count_nothing(service, replica, redis_server, steps, writers, data):
+    """Batches of one run posted by several writers at once, through two replicas (their
+    compare-and-set on Redis): every step stored once, counted once as accepted, every other copy
+    counted as a duplicate."""
     run_id = new_run_id()
     records = [{"step": s, **_values_of(s)} for s in steps]
     # each writer sends its share in order; shares overlap where a step repeats
     shares = [records[i::writers] for i in range(writers)]
     shares = [sh + data.draw(st.lists(st.sampled_from(records), max_size=3)) for sh in shares]
 
-    def send(share: list[dict]) -> list[dict]:
+    def send(writer: int) -> list[dict]:
+        share = shares[writer]
+        via = (service, replica)[writer % 2]
         with requests.Session() as s:
             bodies = []
             size = max(3, len(share) // 20)   # small batches, at most ~20 requests a writer
             for a in range(0, len(share), size):
-                r = post(s, service, run_id, share[a:a + size])
+                r = post(s, via, run_id, share[a:a + size])
                 assert r.status_code == 200, (r.status_code, r.text[:300])
                 bodies.append(r.json())
             return bodies
 
     try:
         with ThreadPoolExecutor(writers) as pool:
-            bodies = [b for got in pool.map(send, shares) for b in got]
+            bodies = [b for got in pool.map(send, range(writers)) for b in got]
         sent = sum(len(sh) for sh in shares)
         distinct = {r["step"] for sh in shares for r in sh}
         assert sum(b["accepted"] for b in bodies) == len(distinct)
