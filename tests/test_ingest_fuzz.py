@@ -1,15 +1,23 @@
 """Generated ingest traffic against a service on a real redis-server: extreme steps (0 .. 2^63-1,
 past 2^53 where Lua's doubles stop being exact), huge gaps, repeats, out-of-order and descending
-batches, non-finite values, and declared LR schedules followed by writes at extreme steps.
+batches, dense stretches that push old chunks into the downsampled levels, non-finite values, and
+declared LR schedules (with the other metadata the detectors read) followed by writes at extreme
+steps; and one run written by concurrent writers through two replicas.
 
-Every case must hold three things:
-- each answer is a 2xx or a documented 4xx, never a 5xx (a 503 included: Redis is up);
+Every case must hold these:
+- each answer is a 2xx or a documented 4xx (a schedule refused at PUT: 422), never a 5xx (a 503
+  included: Redis is up); every POST here is valid, so it is acknowledged with the counts the
+  step rules give (accepted, duplicates, out of order);
 - what was acknowledged reads back from GET /v1/runs/{id}/steps: each stored step once, raw
-  with the values first sent for it, or inside a downsampled bucket that counts it;
+  with the values first sent for it, or inside a downsampled bucket that counts it; the run's
+  summary, alerts, page and a downsampled window answer too;
+- a service on the memory store, sent the same requests, answers them (alerts and advice
+  included) and reads back exactly the same: the Redis service keeps no detector engine in
+  memory, so this also checks that detection survives its state's round trip through Redis;
 - Redis answers PING within 1 s after the case (a script that loops on a step number would
   leave Redis busy for good, and every later case would fail here).
 
-The service and Redis are started once for the module; each case writes its own run.
+The services and Redis are started once for the module; each case writes its own run.
 """
 
 from __future__ import annotations
