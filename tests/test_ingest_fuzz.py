@@ -207,8 +207,11 @@ def post(http, service, run_id: str, records: list[dict]) -> requests.Response:
                      headers={"Content-Type": "application/json"})
 
 
+#: a record whose extra uses a name that marks a downsampled bucket: it would read back as a
+#: bucket, so it is refused
+RESERVED_EXTRA = {"step": 3, "extra": {"ds_width": 0.0}}
 #: records the API refuses (422 naming the record): a batch holding one stores nothing
-BAD_RECORDS = ({"step": -1}, {"step": 2**63}, {"step": 1.5}, {"step": "7"}, {"step": True}, {"loss": 1.0},
+BAD_RECORDS = (RESERVED_EXTRA, {"step": 3, "extra": {"ds_steps": 1.0, "acc": 0.5}}, {"step": -1}, {"step": 2**63}, {"step": 1.5}, {"step": "7"}, {"step": True}, {"loss": 1.0},
                {"step": 3, "loss": "x"}, {"step": 3, "ts": "NaN"}, {"step": 3, "weight": 1.0},
                {"step": 3, "extra": {"a": [1]}}, [3, 1.0], None)
 
@@ -328,6 +331,7 @@ def batched_records(draw) -> list[list[dict]]:
 @example(batches=[[{"step": 96 * 10**15, "loss": 1.0}], [{"step": 96 * 10**15 - 5, "loss": 2.0}]])
 @example(batches=[[{"step": 0, "loss": 1.0}], [{"step": 10**15, "loss": 2.0}], [{"step": 10**15 + 1}]])
 @example(batches=[[{"step": s, "loss": float(s % 7)} for s in range(10 * 960, 0, -960)]])
+@example(batches=[[{"step": 0, "loss": 1.0}], [RESERVED_EXTRA]])
 def test_acknowledged_steps_read_back_and_redis_stays_up(service, memory_service, redis_server, http, batches):
     run_id = new_run_id()
     try:
