@@ -256,12 +256,18 @@ values = st.one_of(
 any_step = st.one_of(st.sampled_from(EXTREME_STEPS), st.integers(0, MAX_STEP), st.integers(0, 5000))
 
 
+#: names of extra values: usual ones, and any text up to the 128 characters allowed (but the
+#: reserved names, see RESERVED_EXTRA)
+extra_names = st.one_of(st.sampled_from(["acc", "tokens", "mfu", "a.b"]),
+                        st.text(max_size=128).filter(lambda k: k not in ("ds_width", "ds_steps")))
+
+
 @st.composite
 def value_sets(draw) -> dict:
     return draw(st.fixed_dictionaries({}, optional={
         **{f: values for f in VALUE_FIELDS},
         "ts": st.one_of(st.floats(0.0, 2e9), st.floats(allow_nan=False, allow_infinity=False)),
-        "extra": st.dictionaries(st.sampled_from(["acc", "tokens", "mfu", "a.b"]), values, max_size=3)}))
+        "extra": st.dictionaries(extra_names, values, max_size=3)}))
 
 
 def records_for(steps: list[int], draw) -> list[dict]:
