@@ -390,21 +390,24 @@ other_meta = st.fixed_dictionaries({}, optional={
 @st.composite
 def schedule_cases(draw):
     meta = {"lr_schedule": draw(schedule_specs), **draw(other_meta)}
-    return meta, records_for(draw(step_sequences()), draw), draw(st.booleans())
+    # then nothing more, the same metadata marked finished (what the client's close() sends, after
+    # the run's gaps), or other metadata (the detectors are rebuilt around the run's state)
+    later = draw(st.one_of(st.none(), st.just({**meta, "status": "finished"}),
+                           st.builds(lambda spec, other: {"lr_schedule": spec, **other}, schedule_specs, other_meta)))
+    return meta, records_for(draw(step_sequences()), draw), later
 
 
-def declared_run(http, service, run_id: str, meta: dict, records: list[dict], put_after: bool):
-    """PUT the metadata, POST the records in two batches, optionally PUT it again (what the
-    client's close() sends, after the run's gaps) and POST once more; read back. Returns the
-    answers to the POSTs and the series read."""
+def declared_run(http, service, run_id: str, meta: dict, records: list[dict], later: dict | None):
+    """PUT the metadata, POST the records in two batches, optionally PUT ``later`` metadata and
+    POST once more; read back. Returns the answers to the POSTs and the series read."""
     expected = Expected()
     r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json=meta)
     assert r.status_code in (200, 422), (r.status_code, r.text[:300], meta)
     half = len(records) // 2
     answers = send_batches(http, service, run_id, [b for b in (records[:half], records[half:]) if b], expected)
-    if put_after:
-        r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json={**meta, "status": "finished"})
-        assert r.status_code in (200, 422), (r.status_code, r.text[:300], meta)
+    if later is not None:
+        r = http.put(f"{service.url}/v1/runs/{run_id}", timeout=30, json=later)
+        assert r.status_code in (200, 422), (r.status_code, r.text[:300], later)
         answers += send_batches(http, service, run_id, [[{"step": expected.high, "loss": 0.5}]], expected)
     series = check_read_back(http, service, run_id, expected)
     check_views(http, service, run_id, expected)
@@ -415,21 +418,22 @@ def declared_run(http, service, run_id: str, meta: dict, records: list[dict], pu
 @CASE_SETTINGS
 @given(case=schedule_cases())
 @example(case=({"lr_schedule": {"name": "exponential", "lr": 0.1, "gamma": 2.0}},
-               [{"step": 1024, "lr": 1.0, "loss": 1.0}, {"step": 1025, "lr": 1.0}], False))
+               [{"step": 1024, "lr": 1.0, "loss": 1.0}, {"step": 1025, "lr": 1.0}], None))
 @example(case=({"lr_schedule": {"name": "cyclic", "base_lr": 1e-4, "max_lr": 0.1, "step_size_up": 100,
                                 "mode": "triangular2"}},
-               [{"step": 204_800, "lr": 1e-4, "loss": 1.0}, {"step": MAX_STEP, "lr": 1e-4}], True))
+               [{"step": 204_800, "lr": 1e-4, "loss": 1.0}, {"step": MAX_STEP, "lr": 1e-4}], {"status": "finished"}))
 @example(case=({"lr_schedule": {"name": "warmup_linear", "lr": 0.1, "total_steps": MAX_STEP,
                                 "warmup_steps": MAX_STEP}},
-               [{"step": 2**53 + 1, "lr": 0.05}, {"step": MAX_STEP, "lr": 0.1}], True))
+               [{"step": 2**53 + 1, "lr": 0.05}, {"step": MAX_STEP, "lr": 0.1}],
+               {"lr_schedule": {"name": "exponential", "lr": 0.1, "gamma": 2.0}, "optimizer": "sgd", "momentum": 0.9}))
 def test_schedule_metadata_then_writes(service, memory_service, redis_server, http, case):
-    meta, records, put_after = case
+    meta, records, later = case
     run_id = new_run_id()
     try:
-        answers, series = declared_run(http, service, run_id, meta, records, put_after)
+        answers, series = declared_run(http, service, run_id, meta, records, later)
     finally:
         assert_redis_answers(redis_server)
-    in_memory, series_in_memory = declared_run(http, memory_service, run_id, meta, records, put_after)
+    in_memory, series_in_memory = declared_run(http, memory_service, run_id, meta, records, later)
     assert [without_times(a) for a in in_memory] == [without_times(a) for a in answers]
     assert series_in_memory == series
 
