@@ -10,7 +10,8 @@ Every case must hold these:
   step rules give (accepted, duplicates, out of order);
 - what was acknowledged reads back from GET /v1/runs/{id}/steps: each stored step once, raw
   with the values first sent for it, or inside a downsampled bucket that counts it; the run's
-  summary, alerts, page and a downsampled window answer too;
+  summary, alerts, page and a downsampled window answer too, and an action reported at its last
+  step (a rollback to its first) is kept in its alert history;
 - a service on the memory store, sent the same requests, answers them (alerts and advice
   included) and reads back exactly the same: the Redis service keeps no detector engine in
   memory, so this also checks that detection survives its state's round trip through Redis;
@@ -200,6 +201,19 @@ def check_views(http, service, run_id: str, expected: Expected) -> None:
     assert body["count"] <= 4 and all(start <= s <= end for s in body["series"]["step"]), body
 
 
+def check_action_report(http, service, run_id: str, expected: Expected) -> None:
+    """A rollback to the run's first step, reported at its last one, is kept in its alert history."""
+    first, last = min(expected.values), expected.high
+    report = {"step": last, "applied": True, "note": "fuzz",
+              "action": {"type": "rollback", "to_step": first, "reason": "fuzz"}}
+    r = http.post(f"{service.url}/v1/runs/{run_id}/actions", json=report, timeout=30)
+    assert r.status_code == 201, (r.status_code, r.text[:300])
+    r = http.get(f"{service.url}/v1/runs/{run_id}/alerts", timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    kept = [(a["step"], a["action"].get("to_step")) for a in r.json()["actions"]]
+    assert kept == [(last, first)], kept
+
+
 def post(http, service, run_id: str, records: list[dict]) -> requests.Response:
     # allow_nan: Python's bare NaN/Infinity tokens, which the API accepts besides the strings
     return http.post(f"{service.url}/v1/runs/{run_id}/steps", timeout=30,
@@ -345,6 +359,8 @@ def test_acknowledged_steps_read_back_and_redis_stays_up(service, memory_service
         answers = send_batches(http, service, run_id, batches, expected)
         on_redis = check_read_back(http, service, run_id, expected)
         check_views(http, service, run_id, expected)
+        if expected.values:
+            check_action_report(http, service, run_id, expected)
     finally:
         assert_redis_answers(redis_server)
     # the memory store answers (counts, alerts, advice) and reads back the same (non-finite values
