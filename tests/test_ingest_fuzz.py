@@ -6,8 +6,9 @@ steps; and one run written by concurrent writers through two replicas.
 
 Every case must hold these:
 - each answer is a 2xx or a documented 4xx (a schedule refused at PUT: 422), never a 5xx (a 503
-  included: Redis is up); every POST here is valid, so it is acknowledged with the counts the
-  step rules give (accepted, duplicates, out of order);
+  included: Redis is up); a POST holding a record the API refuses is a 422 naming it and stores
+  nothing, every other one is acknowledged with the counts the step rules give (accepted,
+  duplicates, out of order);
 - what was acknowledged reads back from GET /v1/runs/{id}/steps: each stored step once, raw
   with the values first sent for it, or inside a downsampled bucket that counts it; the run's
   summary, alerts, page and a downsampled window answer too, and an action reported at its last
