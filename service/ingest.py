@@ -24,6 +24,7 @@ import orjson
 from losswatch.detectors.wire import decode_float, encode_float
 
 from .stores.base import VALUE_FIELDS, Columns
+from .stores.series import BUCKET_KEYS
 
 LABEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 LABEL_RULE = "1-128 characters of [A-Za-z0-9._:-]"  # LABEL_RE in words, for errors and docs
@@ -233,6 +234,8 @@ def _extra(x: Any) -> dict[str, float]:
     for k, v in x.items():
         if len(k) > 128:
             raise ValueError(f"extra key {k[:40]!r}... is longer than 128 characters")
+        if k in BUCKET_KEYS:
+            raise ValueError(f"extra key {k!r} is reserved: it marks a downsampled bucket when the series is read")
         f = _value(v)
         if f is None:
             continue

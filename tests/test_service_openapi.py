@@ -1,6 +1,7 @@
 """Property-based tests against the published OpenAPI spec (schemathesis 4): requests generated
 from the spec, valid (positive) and invalid (negative), sent over real HTTP to a running
-``losswatch serve``: never a 5xx, and every response conforms to the spec.
+``losswatch serve``, on each store (memory, and a real redis-server): never a 5xx, and every
+response conforms to the spec.
 
 Cases come from schemathesis' strategies and are driven by hypothesis here rather than by
 schemathesis' pytest plugin or its own transport, both of which break in this environment (the
@@ -25,23 +26,31 @@ from schemathesis.specs.openapi.checks import (
 
 TOKEN = "st-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-EXAMPLES = 25   # per operation and mode: 17 operations x 2 modes x 25 = ~850 requests
+EXAMPLES = 25   # per operation, store and mode: 17 operations x 2 modes x 25 = ~850 requests a store
 
 
-@pytest.fixture(scope="module")
-def st_service(tmp_path_factory):
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def st_service(request, tmp_path_factory):
+    from fixtures.redis_proc import RedisServer
     from fixtures.service_proc import ServiceProc
 
     # auth on, as the spec declares bearer auth: positive cases carry the token, negative ones may not
     # (the app includes the policies router, which opens a SQLite file: a throw-away one)
     db = tmp_path_factory.mktemp("st") / "policies.sqlite"
-    p = ServiceProc(env={"LOSSWATCH_TOKENS": f"{TOKEN}=stproj", "LOSSWATCH_HOST": "127.0.0.1",
-                         "LOSSWATCH_POLICY_DB": str(db)})
+    env = {"LOSSWATCH_TOKENS": f"{TOKEN}=stproj", "LOSSWATCH_HOST": "127.0.0.1", "LOSSWATCH_POLICY_DB": str(db)}
+    redis = None
+    if request.param == "redis":
+        redis = RedisServer(tmp_path_factory.mktemp("st-redis")).start()
+        request.addfinalizer(redis.stop)
+        env["LOSSWATCH_STORE"] = redis.url
+    p = ServiceProc(env=env)
     # a run with data and an alert, so reads of it do real work
     requests.post(f"{p.url}/v1/runs/st-1/steps", timeout=10, headers=AUTH,
                   json={"records": [{"step": 0, "loss": 1.0}, {"step": 1, "loss": "NaN"}]})
     yield p
     p.stop()
+    if redis is not None:
+        assert redis.client().ping(), "Redis stopped answering during the run"
 
 
 def _operations(url: str):

@@ -39,7 +39,9 @@ class StepRecordIn(BaseModel):
     lr: Num = None
     val_loss: Num = None
     ts: Optional[float] = Field(None, description="seconds since the epoch")
-    extra: Optional[dict[str, Num]] = Field(None, max_length=64)
+    extra: Optional[dict[str, Num]] = Field(None, max_length=64, description=(
+        "more named values; the names ds_width and ds_steps are reserved (they mark a downsampled "
+        "bucket when the series is read)"))
 
 
 class StepsIn(BaseModel):

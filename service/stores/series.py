@@ -48,6 +48,12 @@ GROW_BYTES = 64 * SLOT_BYTES          # a chunk string grows in blocks of 64 slo
 NONE_BITS = np.uint64(0x7FF00000DEADBEEF)   # signalling NaN payload = "not logged"
 
 
+#: the ``extra`` names that make a series row a downsampled bucket: (steps it spans, steps stored in
+#: it). A record's own extra may not use them (ingest refuses it), so a row is a bucket exactly
+#: when its extra has the first.
+BUCKET_KEYS = ("ds_width", "ds_steps")
+
+
 @dataclass(frozen=True, slots=True)
 class Level:
     """A downsampled level: buckets of ``width`` steps; at most ``keep`` buckets stay at this
@@ -241,7 +247,7 @@ class Agg:
         hold :meth:`representative`, ``ts`` the last timestamp, and ``extra`` says it is a
         bucket: ``ds_width`` (steps it spans), ``ds_steps`` (steps stored in it) and per field
         ``<f>_min``, ``<f>_max``, ``<f>_mean``, ``<f>_nan``."""
-        extra: dict[str, float] = {"ds_width": float(width), "ds_steps": float(self.n_steps)}
+        extra: dict[str, float] = dict(zip(BUCKET_KEYS, (float(width), float(self.n_steps))))
         out: dict[str, Any] = {"step": first_step}
         for j, f in enumerate(VALUE_FIELDS):
             out[f] = self.representative(j)
