@@ -327,7 +327,7 @@ class RedisStore(Store):
         last_json = ""
         if in_order:
             last_json = json.dumps(last_values(cols, in_order[-1], engine))
-        act_json = json.dumps([a.to_dict() for a in engine.active_alerts]) if changed else ""
+        act_json = json.dumps([{**a.to_dict(), "project": project} for a in engine.active_alerts]) if changed else ""
         head = [cached.v, project, repr(now), self.retention, p, eng_bytes,
                 "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
                 len(segs), len(cands), n_extra, len(changed), rk,
@@ -918,6 +918,7 @@ def _summary(run_id: str, project: str, st: list[bytes | None]) -> RunSummary:
         out_of_order=_i(f["ooo"]) or 0,
         last=json.loads(f["last"]) if f["last"] else {},
         health=_s(f["health"]) or "ok",
-        active_alerts=json.loads(f["act"]) if f["act"] else [],
+        # alerts stored before alerts named their project get it here
+        active_alerts=[{"project": project, **a} for a in json.loads(f["act"])] if f["act"] else [],
         recommendation=json.loads(f["rec"]) if f["rec"] else None,
     )
