@@ -56,7 +56,7 @@ def decode_float(v: Any) -> float | None:
 
 def encode_float(v: float | None) -> float | str | None:
     """A float for the wire: JSON has no NaN, so non-finite values travel as strings."""
-    if v is None or v - v == 0.0:  # finite (inf - inf and nan - nan are nan)
+    if v is None or math.isfinite(v):  # numpy floats too, without numpy's "invalid value" warning
         return v
     if math.isnan(v):
         return "NaN"
