@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -75,3 +76,11 @@ def hot_run_checks(url: str, run_id: str, actor: Any,
     assert [r["action"]["type"] for r in reported] == [a["action"]["type"] for a in applied], \
         (alerts["actions"], applied)
     return alerts, applied
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
+    """Wait for a condition (polled every 50 ms), failing with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.ports import free_port
+from service_helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,12 +124,7 @@ def answers(port: int) -> bool:
 
 
 def wait_until_closed(port: int, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while answers(port):
-        assert time.monotonic() < deadline, f"the demo's service still answers on port {port}"
-        time.sleep(0.1)
+    wait_until(lambda: not answers(port), timeout, f"the demo's service on port {port} to stop answering")
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import warnings
 
 import pytest
@@ -16,6 +15,7 @@ from fixtures.ports import free_port
 from losswatch.client import Monitor
 from losswatch.client.local import NanWatch
 from losswatch.detectors.events import EVENTS
+from service_helpers import wait_until
 
 NAN = math.nan
 
@@ -75,13 +75,6 @@ def _quiet_monitor(run_id, on_alert):
                    timeout=0.5, max_backoff=0.2)
 
 
-def _wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return cond()
-
-
 def test_on_alert_is_told_raised_escalated_resolved_for_a_nan_grad_norm_that_repeats():
     got = []
     lock = threading.Lock()
@@ -101,7 +94,7 @@ def test_on_alert_is_told_raised_escalated_resolved_for_a_nan_grad_norm_that_rep
         mon.log(7, loss=2.0, grad_norm=NAN)  # three in a row: the same alert, now critical
         for step in range(8, 20):
             mon.log(step, loss=2.0, grad_norm=1.0)
-        assert _wait_for(lambda: len(got) >= 3)
+        wait_until(lambda: len(got) >= 3, 10, "three on_alert events")
         mon.close(timeout=0.2)
     assert [g[0] for g in got] == ["raised", "escalated", "resolved"]
     assert got[0][1] == "warning" and got[1][1] == "critical" and got[2][2] is not None
@@ -123,6 +116,6 @@ def test_on_alert_is_told_of_an_escalation_at_the_same_severity_and_not_of_a_mer
         again = dict(cut, last_step=40, action={"type": "scale_lr", "factor": 0.3, "reason": "cut it again"})
         mon._apply_verdict([again], again["action"], "critical")  # same severity, new advice
         mon._apply_verdict([dict(again, resolved_step=60)], None, "ok")
-        assert _wait_for(lambda: len(got) >= 3)
+        wait_until(lambda: len(got) >= 3, 10, "three on_alert events")
         mon.close(timeout=0.2)
     assert got == [("raised", 0.1), ("escalated", 0.3), ("resolved", 0.3)]

@@ -24,7 +24,7 @@ from losswatch.service.notify import Notifier, Receiver, notifies, parse_receive
 from losswatch.service.settings import Settings, SettingsError
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
-from service_helpers import client, get_text, post_records
+from service_helpers import client, get_text, post_records, wait_until
 from test_redis_store import curve
 from test_replicas import wire
 
@@ -107,12 +107,6 @@ def notifications(url: str) -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r'^losswatch_notifications_total\{result="(\w+)"\} (\S+)$',
                                                   text, re.M)}
 
-
-def wait_until(pred: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 async def until(pred: Callable[[], object], timeout: float = 60) -> None:
