@@ -138,6 +138,7 @@ def test_run_page_plots_a_diverging_run_live(chromium, service_factory, tmp_path
         healthy_then_diverging(mon, 150, 400)
         mon.report_action(240, {"type": "scale_lr", "factor": 0.1, "reason": "the loss is running away"},
                           applied=True)
+        mon.checkpoint(200, "ckpt-200.pt")  # a token: the page shows what the client recorded
         assert mon.flush(timeout=20)
         # until the page shows the whole run (every NaN step marked) and the reported action
         chromium.wait_for("document.querySelectorAll('svg.panel[data-panel=\"loss\"] .nan-mark').length === 100 && "
@@ -175,6 +176,8 @@ def test_run_page_plots_a_diverging_run_live(chromium, service_factory, tmp_path
     assert opener["kind"] != "nan"  # the NaN joined the incident the run-away opened
     assert f"{opener['kind']} at step {opener['step']}" in [r[2] for r in rows if r[0] == nan_alert["id"]][0]
     assert "the loss is running away" in chromium.js("document.querySelector('#actions').innerText")
+    chromium.wait_for("document.querySelectorAll('#checkpoints tr.checkpoint-row').length === 1", timeout=30)
+    assert "ckpt-200.pt" in chromium.js("document.querySelector('#checkpoints').innerText")
     assert chromium.js("document.querySelector('h1 .badge').textContent") == "critical"
 
     shot = chromium.screenshot(tmp_path / "run-page.png")

@@ -35,6 +35,7 @@ async function tick() {
   renderPlots();
   renderAlerts(run);
   renderActions();
+  renderCheckpoints(run.meta || {});
   if (document.body.dataset.state !== "ready") {
     // the first full render: what bench/page_load.py times from the start of navigation
     performance.mark("losswatch:ready");
@@ -130,6 +131,18 @@ function renderActions() {
     el("td", {}, when(r.reported_at))));
   const body = document.querySelector("#actions tbody");
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no action reported"))]));
+}
+
+// the checkpoints the client recorded (mon.checkpoint) and the rewinds after a rollback, as the
+// client keeps them in the run metadata: a rollback goes to the latest checkpoint before its incident
+function renderCheckpoints(meta) {
+  const rows = [
+    ...(Array.isArray(meta.checkpoints) ? meta.checkpoints : []).map((c) => [c.step, c.path ? `checkpoint ${c.path}` : "checkpoint"]),
+    ...(Array.isArray(meta.rewinds) ? meta.rewinds : []).map((r) => [r.at_step, `rewound to step ${r.to_step}`]),
+  ].sort((a, b) => b[0] - a[0]).map(([step, what]) => el("tr", { class: "checkpoint-row" },
+    el("td", { class: "num" }, step), el("td", {}, what)));
+  const body = document.querySelector("#checkpoints tbody");
+  body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 2, class: "muted" }, "none recorded"))]));
 }
 
 showTokenStatus();
