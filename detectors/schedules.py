@@ -101,6 +101,8 @@ class Schedule:
         exact value leaves the float range (``exponential`` with gamma > 1 at step 10**6)
         saturates at FLOAT_MAX instead of raising; a tiny negative from rounding is 0."""
         v = self._lr(step)
+        if v != v:  # NaN: an LR of 0 times a factor that overflowed (the exact value is 0)
+            return 0.0
         return 0.0 if v < 0.0 else (FLOAT_MAX if v > FLOAT_MAX else v)
 
     def _lr(self, step: int) -> float:  # pragma: no cover - abstract
@@ -314,7 +316,8 @@ class _Warmup(Schedule):
         w = self.warmup_steps or 0
         if step < w:
             if self.start_factor:
-                return self.lr * (self.start_factor + (1.0 - self.start_factor) * step / w)
+                # step / w first: (1 - start_factor) * step alone can overflow to -inf
+                return self.lr * (self.start_factor + (1.0 - self.start_factor) * (step / w))
             return self.lr * (step / max(1, w))
         progress = (step - w) / max(1, (self.total_steps or 0) - w)
         return self._after(progress)

@@ -9,7 +9,7 @@ import math
 import sys
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from losswatch.detectors.schedule_monitor import ScheduleMonitor
@@ -73,6 +73,9 @@ def _check(sched, step: int) -> None:
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), step=st.integers(0, MAX_STEP))
+# found by this test: a zero LR times a warm-up factor that overflowed was NaN
+@example(spec={"name": "warmup_polynomial", "lr": 0.0, "total_steps": 2147483648, "warmup_steps": 204801,
+               "min_lr": 0.0, "start_factor": 8.777798510069902e+302, "power": 0.0, "end_lr": 1e-07}, step=204800)
 def test_accepted_schedules_evaluate_at_every_step(spec, step):
     sched = _accepted(spec)
     assume(sched is not None)
