@@ -73,6 +73,11 @@ def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "losswatch.service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         cwd = REPO
     p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return wait_ready(p, port, kind)
+
+
+def wait_ready(p: subprocess.Popen, port: int, kind: str) -> subprocess.Popen:
+    """``p`` once its server answers /readyz with a 200 (killed, and an error, after 90 s)."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:

@@ -115,7 +115,9 @@ def serve(kind: str, port: int, workdir: Path, profile_out: Path | None) -> None
 
         def stop(*_):
             prof.disable()
-            prof.dump_stats(str(profile_out))
+            part = profile_out.with_name(profile_out.name + ".part")
+            prof.dump_stats(str(part))
+            part.rename(profile_out)  # whole or absent: the reader waits for the name
 
         signal.signal(signal.SIGUSR2, stop)
     uvicorn.run(target, factory=factory, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
@@ -238,11 +240,36 @@ def instrumented_app(out: Path):
         leave_now = tt()
         acc[stack[-1]] += leave_now - last[0]
         last[0] = leave_now
-        out.write_text(json.dumps({"requests": count[0], "cpu_s": dict(acc)}))
+        part = out.with_name(out.name + ".part")
+        part.write_text(json.dumps({"requests": count[0], "cpu_s": dict(acc)}))
+        part.rename(out)  # whole or absent: the reader waits for the name
 
     signal.signal(signal.SIGUSR1, reset)
     signal.signal(signal.SIGUSR2, dump)
     return app
+
+
+def measured_window(kind: str, redis: "Redis", port: int, workdir: Path, out: Path, procs: int,
+                    seconds: float, tag: str) -> tuple[dict, float]:
+    """Start the server writing ``out``; warm every run up; measure ``seconds`` of load between
+    SIGUSR1 and SIGUSR2; wait for ``out``. Returns the load's figures and the server's CPU seconds."""
+    proc = start(kind, redis.url if kind == "redis" else "memory://", port, workdir, profile_out=out)
+    try:
+        load(port, procs, 1.0, f"{tag}-warm-{kind}", cycle=False)  # every run exists before the window
+        os.kill(proc.pid, signal.SIGUSR1)
+        cpu0 = ib.cpu_seconds(proc.pid)
+        r = load(port, procs, seconds, f"{tag}-{kind}", cycle=False)
+        cpu = ib.cpu_seconds(proc.pid) - cpu0
+        os.kill(proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not out.exists():  # written whole under its name (a rename)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} server wrote no {out.name}")
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return r, cpu
 
 
 def instrumented(kind: str, redis: "Redis", seconds: float, workdir: Path) -> dict:
@@ -250,22 +277,8 @@ def instrumented(kind: str, redis: "Redis", seconds: float, workdir: Path) -> di
     redis.flush()
     port = ib.free_port()
     out = workdir / f"{kind}-parts.json"
-    proc = start(kind, redis.url if kind == "redis" else "memory://", port, workdir, profile_out=out)
-    try:
-        load(port, 1, 1.0, f"iwarm-{kind}", cycle=False)
-        os.kill(proc.pid, signal.SIGUSR1)
-        cpu0 = ib.cpu_seconds(proc.pid)
-        r = load(port, 1, seconds, f"inst-{kind}", cycle=False)
-        cpu = ib.cpu_seconds(proc.pid) - cpu0
-        os.kill(proc.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 30
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.3)
-        d = json.loads(out.read_text())
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    r, cpu = measured_window(kind, redis, port, workdir, out, 1, seconds, "inst")
+    d = json.loads(out.read_text())
     n = d["requests"]
     parts_us = {k: 1e6 * v / n for k, v in sorted(d["cpu_s"].items(), key=lambda x: -x[1])}
     return {"requests": n, "requests_per_s": r["requests_per_s"], "process_cpu_us_per_request": 1e6 * cpu / n,
@@ -279,19 +292,7 @@ def start(kind: str, store_url: str, port: int, workdir: Path, profile_out: Path
     if profile_out is not None:
         cmd.append(str(profile_out))
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    import http.client
-
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/readyz")
-            if c.getresponse().status == 200:
-                return p
-        except OSError:
-            time.sleep(0.1)
-    p.kill()
-    raise RuntimeError(f"{kind} server did not start")
+    return ib.wait_ready(p, port, kind)
 
 
 def load(port: int, procs: int, seconds: float, tag: str, cycle: bool) -> dict:
@@ -524,21 +525,7 @@ def profile(kind: str, redis: Redis, seconds: float, procs: int, workdir: Path) 
     redis.flush()
     port = ib.free_port()
     out = workdir / f"{kind}.prof"
-    proc = start(kind, redis.url if kind == "redis" else "memory://", port, workdir, profile_out=out)
-    try:
-        load(port, procs, 1.0, f"warm-{kind}", cycle=False)       # every run exists before the window
-        os.kill(proc.pid, signal.SIGUSR1)
-        cpu0 = ib.cpu_seconds(proc.pid)
-        r = load(port, procs, seconds, f"prof-{kind}", cycle=False)
-        cpu = ib.cpu_seconds(proc.pid) - cpu0
-        os.kill(proc.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 30
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    r, cpu = measured_window(kind, redis, port, workdir, out, procs, seconds, "prof")
     n = r["records"] / BATCH
     groups, top = grouped_profile(out, n)
     return {"cpu_us_per_request_profiled": 1e6 * cpu / n, "requests": n, "groups_us": groups, "top_self_us": top}
