@@ -87,7 +87,8 @@ class Monitor:
         line.
     flush_interval : float
         Seconds between sends at most (0.5: an alert is visible well under a second after the
-        step; a batch of 1-500 records every half second is nothing for the service).
+        step; a batch of 1-500 records every half second is nothing for the service). The
+        attribute of that name may be changed during the run; it applies from the next cycle.
     batch_size : int
         Records per POST; a full batch is sent at once, without waiting for the interval.
     spool_dir : str, optional
