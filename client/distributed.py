@@ -91,7 +91,7 @@ class DecisionSync:
     Parameters
     ----------
     monitor : Monitor
-        This rank's Monitor; its Actor makes the changes (``monitor._get_actor()``).
+        This rank's Monitor; its Actor makes the changes (``monitor.actor``).
     rank, world_size : int
         This process's global rank and the job's size.
     every : int
@@ -176,7 +176,7 @@ class DecisionSync:
         self._in_flight = (dist.broadcast(buf, src=0, group=self._group, async_op=True), buf)
 
     def _apply(self, step: int, act: dict[str, Any]) -> None:
-        actor = self.monitor._get_actor()
+        actor = self.monitor.actor
         if actor is None:
             return
         try:

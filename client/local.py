@@ -62,11 +62,15 @@ class NanWatch:
         self._gn_in_a_row = 0  # records in a row with a non-finite grad-norm
         self._gn_first_step: int | None = None  # the first of them
         self._since_bad = 0  # records since the last non-finite value
-        self._lock = threading.Lock()  # check() runs in the training thread, observe() in the sender
+        self._lock = threading.Lock()  # check() runs in the training thread, observe() in the worker's
 
     @property
     def active(self) -> bool:
         return self._open is not None
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets a fresh lock (the parent's may have been copied held)."""
+        self._lock = threading.Lock()
 
     @property
     def critical(self) -> bool:
@@ -248,7 +252,7 @@ class LocalEngine:
         return out
 
     def set_meta(self, meta: dict[str, Any]) -> None:
-        """New run metadata, applied before the next :meth:`update` (which runs in the sender's
+        """New run metadata, applied before the next :meth:`update` (which runs in the worker's
         thread: the engine is only ever touched there)."""
         self._new_meta = dict(meta)
 

@@ -1,16 +1,25 @@
 """``Monitor``: the object a training loop holds. ``log()`` is the only thing on the hot path.
 
 What ``log()`` does, and nothing more: detach tensors (no copy, no sync), check Python floats for
-NaN/inf (a subtraction), append one tuple to a deque (thread-safe under the GIL, no lock), wake
-the sender when a batch is full, and look at one attribute for a pending action. Everything else
-(reading tensors, encoding, sending, retrying, spilling, detectors, user callbacks) happens in
-the background thread of :mod:`.sender`.
+NaN/inf (a subtraction), append one tuple to the worker's buffer (a deque: thread-safe under the
+GIL, no lock), wake the worker when a batch is full, and look at one attribute for pending advice.
+Everything else happens in the parts the Monitor wires together (docs/client.md, "How the
+client is built"):
+
+- the run's :class:`~.transport.Transport` (:mod:`.transport`, :mod:`.http`): where records go
+  and where verdicts come from: the service, the in-process detectors, or nowhere;
+- the :class:`~.worker.Worker` (:mod:`.worker`): the background thread that reads, spools,
+  sends and retries;
+- the :class:`~.verdicts.Verdicts` (:mod:`.verdicts`): alerts, health, advice, and the events
+  told to ``on_alert``;
+- the :class:`~.actor_hook.ActorHook` (:mod:`.actor_hook`): the run's one Actor and the advice
+  waiting for it.
 
 Fork policy (``in_child``): a forked child (a DataLoader worker, a multiprocessing pool) does not
 inherit the parent's thread, and must not re-send the parent's buffered records. By default
 (``"disable"``) ``log()`` in a child does nothing: the parent is the one that reports the run, and
 DataLoader workers never duplicate records. ``in_child="fresh"`` gives a child its own empty buffer,
-spool and sender on its first ``log()`` (for a child that owns steps of its own).
+spool and worker on its first ``log()`` (for a child that owns steps of its own).
 """
 
 from __future__ import annotations
@@ -18,19 +27,16 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 import time
 import warnings
 import weakref
-from collections import deque
 
-from losswatch.detectors.events import event_between
-
-from .local import LocalEngine, NanWatch
-from .values import encode, hold, resolve
+from .actor_hook import ActorHook
+from .values import hold, resolve
+from .verdicts import Verdicts
 
 # Import cost matters (a training script imports this first thing): http.client, json, tempfile
-# and the sender/spool modules are imported when a Monitor is built, not here.
+# and the transport, worker and spool modules are imported when a Monitor is built, not here.
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,19 +47,11 @@ __all__ = ["Monitor"]
 _time = time.time
 _live: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
 
-#: of close()'s deadline, what the flush leaves for stopping the sender (its last cycle, cutting
+#: of close()'s deadline, what the flush leaves for stopping the worker (its last cycle, cutting
 #: short a request a frozen service never answers): at most this, half of a shorter deadline
 EXIT_RESERVE = 0.5
 
 _RUN_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
-
-
-_RANK = {"ok": 0, "info": 0, "warning": 1, "critical": 2}  # health and severity, worst last
-
-
-def _is_advice(action: dict | None) -> bool:
-    """An action to take (not missing, not ``{"type": "none"}``)."""
-    return bool(action) and action.get("type") not in (None, "none")
 
 
 def _default_spool_dir(run_id: str) -> str:
@@ -89,7 +87,8 @@ class Monitor:
         line.
     flush_interval : float
         Seconds between sends at most (0.5: an alert is visible well under a second after the
-        step; a batch of 1-500 records every half second is nothing for the service).
+        step; a batch of 1-500 records every half second is nothing for the service). The
+        attribute of that name may be changed during the run; it applies from the next cycle.
     batch_size : int
         Records per POST; a full batch is sent at once, without waiting for the interval.
     spool_dir : str, optional
@@ -156,8 +155,7 @@ class Monitor:
         check_options(ranks, sync_every, sync_timeout)
         self.rank, self.world_size = process_rank()
         # a rank other than 0 of a distributed job, with ranks="zero": rank 0 reports the run
-        self._silent = self.rank != 0 and ranks == "zero"
-        self._sync_options = (sync_every, sync_timeout)
+        self._reports = self.rank == 0 or ranks != "zero"
         self.run_id = str(run_id) if run_id is not None else f"run-{int(time.time())}-{os.getpid()}"
         if ranks == "all" and self.world_size > 1:
             self.run_id = rank_run_id(self.run_id, self.rank)
@@ -172,8 +170,6 @@ class Monitor:
             if ranks == "all":
                 self.meta.setdefault("rank", self.rank)
         self.token = token if token is not None else (os.environ.get("LOSSWATCH_TOKEN") or None)
-        self.on_alert = on_alert
-        self.flush_interval = flush_interval
         self.batch_size = int(batch_size)
         self._spool_dir_given = spool_dir is not None
         self.spool_dir = spool_dir or _default_spool_dir(self.run_id)
@@ -183,6 +179,11 @@ class Monitor:
         self.max_backoff = max_backoff
         self.exit_timeout = exit_timeout
         self.in_child = in_child
+        self.actions: list[dict[str, Any]] = []
+        self._warned: set[str] = set()
+        self._closed = False
+
+        self._verdicts = Verdicts(self.run_id, on_alert)
         actor_options = dict(actor_options or {})
         for old, new, v in (("act_cooldown_steps", "cooldown_steps", act_cooldown_steps),
                             ("act_max", "max_actions", act_max)):
@@ -190,68 +191,46 @@ class Monitor:
                 warnings.warn(f"Monitor({old}=...) is deprecated: use actor_options={{{new!r}: ...}}, "
                               f"the spelling every integration uses", DeprecationWarning, stacklevel=2)
                 actor_options.setdefault(new, v)
-        self._act_config: dict[str, Any] = dict(
-            optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback, on_stop=on_stop,
-            dry_run=bool(act_dry_run) and not act, **actor_options)
-        self._acting = bool(act or act_dry_run)
-        self._actor: Any = None  # the run's one Actor, built on first need (see attach_actor)
-        self._actor_failed = False
-        self._sync: Any = None  # shares rank 0's decisions with every rank (client/distributed.py)
-        if self._acting:
-            self._share_decisions()
+        self._actor_hook = ActorHook(
+            self, self._verdicts, dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback,
+                                       on_stop=on_stop, dry_run=bool(act_dry_run) and not act, **actor_options),
+            bool(act or act_dry_run), rank=self.rank, world_size=self.world_size, sync_every=sync_every,
+            sync_timeout=sync_timeout, warn_once=self._warn_once)
 
-        self.alerts: list[dict[str, Any]] = []
-        self.recommendation: dict[str, Any] | None = None
-        self.health = "ok"
-        self.actions: list[dict[str, Any]] = []
-        self._alert_index: dict[str, int] = {}
-        self._notified: dict[str, dict[str, Any]] = {}  # id -> the version on_alert was given
-        self._state_lock = threading.Lock()
-        self._callbacks: deque[dict[str, Any]] = deque()
-        # set (to the advice) when the Actor has something to look at on the next log(): new
-        # advice from a verdict, or standing advice that waits for confirmation or a cooldown
-        self._pending: dict | None = None
-        self._act_not_before: int | None = None  # a cooldown holds standing advice until here
-        self._warned: set[str] = set()
-        self._closed = False
-        self._pid = os.getpid()
-        self._nan = NanWatch(self.run_id)
-        self._local: LocalEngine | None = None
-        self._start()
+        from .transport import make_transport
+
+        self._transport = make_transport(
+            self.url, run_id=self.run_id, project=self.project, meta=self.meta, token=self.token,
+            timeout=self.timeout, batch_size=self.batch_size, reports=self._reports,
+            on_verdict=self._verdicts.apply)
+        # What log() does instead of recording, None while it records. WHY one attribute rather
+        # than a flag per case: log() pays one check for all of them (a rank that leaves
+        # reporting to rank 0, after close(), in a forked child), and the case's own method says
+        # what happens there.
+        self._log_instead: Callable[..., None] | None = None if self._reports else self._on_silent_rank
+        self._start(flush_interval)
         _live.add(self)
-        if self._silent:
+        if not self._reports:
             return
         from .announce import run_started  # the logging module is imported here, not at import
 
-        run_started(self.run_id, self.url, self._local is None or self._local.available, self.project)
+        run_started(self.run_id, self.url, self._transport.judges, self.project)
 
     # ------------------------------------------------------------------ setup
-    def _start(self) -> None:
-        """A fresh buffer and background thread (at construction, and in a 'fresh' fork child)."""
-        from .sender import Sender, Transport, run_path
+    def _start(self, flush_interval: float) -> None:
+        """A fresh worker, buffer and spool (at construction, and in a 'fresh' fork child)."""
         from .spool import Spool
+        from .worker import Worker
 
-        self._q: deque[tuple] = deque()
-        # a silent rank (see ``ranks``) has no transport: it never sends, so it never spools either
-        transport = Transport(self.url, self.token, self.timeout) if self.url and not self._silent else None
-        if transport is None and self._local is None and not self._silent:
-            self._local = LocalEngine(self.run_id, self.meta)
-        self._sender = Sender(
-            collect=self._collect, pending=self._q.__len__, after_cycle=self._fire_callbacks,
-            on_reply=self._on_reply, transport=transport,
+        self._worker = Worker(
+            self._transport, read=self._read, after_cycle=self._verdicts.tell,
             spool=Spool(self.spool_dir, self.max_memory_records, self.max_spool_bytes),
-            run_path=run_path(self.run_id), project=self.project, batch_size=self.batch_size,
-            flush_interval=self.flush_interval, max_backoff=self.max_backoff)
-        self._wake = self._sender.wake
-        if transport is not None:
-            self._put_meta()
-
-    def _put_meta(self) -> None:
-        """Queue PUT /v1/runs/<id> with the whole metadata (sent before the next records)."""
-        body: dict[str, Any] = dict(self.meta)  # the service keeps unknown fields as they are
-        if self.project is not None:
-            body["project"] = self.project
-        self._sender.controls.append(("PUT", self._sender.run_path, body))
+            flush_interval=flush_interval, max_backoff=self.max_backoff)
+        # log() appends to the worker's buffer and sets its event through these two bindings:
+        # each saves an attribute lookup on the hot path
+        self._buffer = self._worker.buffer
+        self._wake = self._worker.wake
+        self._transport.open_run(self.meta)  # sent with the first cycle, before any record
 
     # ------------------------------------------------------------------ hot path
     def log(self, step: int, loss: Any = None, grad_norm: Any = None, lr: Any = None,
@@ -263,9 +242,8 @@ class Monitor:
         alert right here; a tensor one is caught when the batch is read, off the hot path.
         """
         try:
-            if self._silent:  # rank 0 reports the run; this rank only applies shared decisions
-                if self._sync is not None:
-                    self._sync.at(step)
+            if self._log_instead is not None:
+                self._log_instead(step, loss, grad_norm, lr, val_loss, extra)
                 return
             if loss.__class__ is float:
                 if loss - loss != 0.0:  # NaN or +-inf, without a function call
@@ -281,19 +259,20 @@ class Monitor:
                 lr = hold(lr)
             if val_loss is not None and val_loss.__class__ is not float:
                 val_loss = hold(val_loss)
-            if self._pending is not None:
+            hook = self._actor_hook
+            if hook.pending is not None:
                 # after the NaN check: a NaN in this very step is acted on before the optimizer
                 # steps (the NaN ladder skips this batch)
-                self._apply_pending(step)
-            if self._sync is not None:  # after this step's decision: shared at this sync step
-                self._sync.at(step)
+                hook.at(step)
+            if hook.sync is not None:  # after this step's decision: shared at this sync step
+                hook.sync.at(step)
             if extra:
                 for k, v in extra.items():
                     if v.__class__ is not float:
                         extra[k] = hold(v)
             else:
                 extra = None  # type: ignore[assignment]
-            q = self._q
+            q = self._buffer
             q.append((step, loss, grad_norm, lr, val_loss, _time(), extra))
             if len(q) >= self.batch_size:
                 self._wake.set()
@@ -303,83 +282,82 @@ class Monitor:
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         self.log(*args, **kwargs)
 
-    # ------------------------------------------------------------------ training-thread helpers
     def _nan_now(self, step: int, loss: Any, grad_norm: Any) -> None:
-        actor = self._actor
-        if actor is not None and actor.verifying and loss.__class__ is float and loss - loss != 0.0:
-            actor.note_nonfinite(step)  # an action in its window just failed: judged on this log()
-            self._pending = self._pending or {"type": "verify"}
-        alert = self._nan.check(step, loss, grad_norm, in_log=True)
-        if alert is not None:
-            self._merge_alerts([alert], local=True)
-            self._wake.set()  # run the on_alert callback promptly (in the background thread)
+        if loss.__class__ is float and loss - loss != 0.0:
+            self._actor_hook.nonfinite_loss(step)
+        if self._verdicts.nan_in_log(step, loss, grad_norm, alone=not self._transport.judges):
+            self._wake.set()  # run the on_alert callback promptly (in the worker's thread)
 
-    def _apply_pending(self, step: int) -> None:
-        """Let the Actor consider the standing advice (``Actor.follow``), in the training thread.
+    # ------------------------------------------------------------------ what log() does instead
+    def _on_silent_rank(self, step: int, *values: Any) -> None:
+        """Rank 0 reports the run; this rank only makes the decisions shared with it."""
+        sync = self._actor_hook.sync
+        if sync is not None:
+            sync.at(step)
 
-        WHY every step while something waits: the Actor holds advice back until it is confirmed
-        (an alert spanning >= 3 steps) or a cooldown ends; offering it only when the advice
-        changed meant such advice was never applied (closed-loop issue 5). ``follow`` itself
-        skips advice it has already decided on, so this costs a few microseconds per step only
-        while advice waits; with nothing pending log() pays one attribute check.
-        """
-        wait = self._act_not_before
-        if wait is not None and step < wait:
-            return  # a cooldown holds the standing advice back: nothing can change before it ends
-        with self._state_lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        actor = self._get_actor()
-        if actor is None:
-            return
-        self._act_not_before = None
-        try:
-            actor.follow(step, self)
-        except Exception as e:
-            self._warn_once("actor", f"losswatch: acting on {pending.get('type')} failed: {e!r}")
-            return
-        if self.recommendation is None and not actor.verifying:
-            return
-        # advice that waits for confirmation, or an action in its verification window, is offered
-        # again on the next step; advice held back by a cooldown when the cooldown ends
-        again = actor.offer_again_at(step)
-        if actor.verifying:
-            again = step  # an action in its verification window: judged at every log()
-        if again is not None:
-            # a step counter that goes back (a restart after rollback, one counter per epoch)
-            # must not hold waiting advice back: only a cooldown's end sets a step to wait for
-            self._act_not_before = again if again > step else None
-            with self._state_lock:
-                if self._pending is None:
-                    self._pending = pending
+    def _after_close(self, *args: Any) -> None:
+        self._warn_once("closed", "losswatch: log() after close() is ignored", stacklevel=4)
 
-    def _get_actor(self, actor_cls: Any = None) -> Any:
-        if self._actor is None and not self._actor_failed:
-            try:
-                if actor_cls is None:
-                    from .acting import Actor as actor_cls
-                self._actor = actor_cls(monitor=self, **self._act_config)
-                if self._sync is not None:
-                    self._actor.shared = self._sync
-            except Exception as e:
-                self._actor_failed = True
-                self._warn_once("actor_import",
-                                f"losswatch: act=True but the acting hook is unavailable: {e!r}")
-        return self._actor
+    def _in_disabled_child(self, *args: Any) -> None:
+        """In a forked child with in_child='disable': the parent reports the run."""
+
+    def _first_in_fresh_child(self, step: int, loss: Any, grad_norm: Any, lr: Any, val_loss: Any,
+                              extra: dict[str, Any]) -> None:
+        """The first log() of a forked child with in_child='fresh': its own worker, then record."""
+        self._log_instead = None if self._reports else self._on_silent_rank
+        if not self._spool_dir_given:  # the default one is per process (segment names are anyway)
+            self.spool_dir = _default_spool_dir(self.run_id)
+        self._transport = self._transport.for_child()
+        self._start(self._worker.flush_interval)
+        self.log(step, loss, grad_norm, lr, val_loss, **extra)
+
+    # ------------------------------------------------------------------ worker thread
+    def _read(self, raw: list[tuple]) -> list[dict[str, Any]]:
+        """The buffer's tuples as records (tensors read in one go), checked for NaN and shown
+        to the Actor; in the worker's thread."""
+        records, problems = resolve(raw)
+        for p in problems:
+            kind = p.split(":", 1)[0]
+            self._warn_once("value:" + kind, f"losswatch: {p} (further {kind!r} problems are not reported)")
+        self._verdicts.observe(records, alone=not self._transport.judges)
+        self._actor_hook.observe(records)
+        return records
+
+    # ------------------------------------------------------------------ verdicts
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return self._verdicts.alerts
+
+    @property
+    def recommendation(self) -> dict[str, Any] | None:
+        return self._verdicts.recommendation
+
+    @property
+    def health(self) -> str:
+        return self._verdicts.health
+
+    @property
+    def on_alert(self) -> Callable[[dict], Any] | None:
+        return self._verdicts.on_alert
+
+    @on_alert.setter
+    def on_alert(self, fn: Callable[[dict], Any] | None) -> None:
+        self._verdicts.on_alert = fn
+
+    @property
+    def flush_interval(self) -> float:
+        """Seconds between sends at most; may be changed during the run (from the next cycle)."""
+        return self._worker.flush_interval
+
+    @flush_interval.setter
+    def flush_interval(self, seconds: float) -> None:
+        self._worker.flush_interval = seconds
 
     # ------------------------------------------------------------------ acting
-    def _share_decisions(self) -> None:
-        """In a multi-rank job, acting is decided on rank 0 and applied on every rank alike."""
-        if self.world_size > 1 and self._sync is None:
-            from .distributed import DecisionSync
-
-            self._sync = DecisionSync(self, self.rank, self.world_size, *self._sync_options)
-
     @property
     def actor(self) -> Any:
         """The run's one Actor (``losswatch.client.acting.Actor``), None unless acting is on."""
-        return self._get_actor() if self._acting else None
+        return self._actor_hook.actor
 
     def attach_actor(self, optimizer: Any = None, scheduler: Any = None, *, act: bool = False,
                      act_dry_run: bool = False, on_rollback: Callable | None = None,
@@ -397,136 +375,8 @@ class Monitor:
         if not (act or act_dry_run):
             return self.actor
         parts = dict(optimizer=optimizer, scheduler=scheduler, on_rollback=on_rollback, on_stop=on_stop)
-        if not self._acting:
-            config = dict(self._act_config)  # parts given to the Monitor itself stay unless replaced
-            config.update({k: v for k, v in parts.items() if v is not None}, **(actor_options or {}))
-            config["dry_run"] = bool(act_dry_run) and not act
-            self._act_config = config
-            self._acting = True
-            self._share_decisions()
-            actor = self._get_actor(actor_cls)
-            with self._state_lock:
-                if self.recommendation is not None:
-                    self._pending = self.recommendation  # advice that stood before acting was on
-            return actor
-        self._warn_once("second_actor",
-                        f"losswatch: acting was asked for twice on run {self.run_id}; the Monitor's one "
-                        f"Actor is shared and decides once per step (settings already given are kept)")
-        actor = self._get_actor(actor_cls)
-        if actor is not None:
-            actor.fill_in(**parts)
-        return actor
-
-    # ------------------------------------------------------------------ background thread
-    def _collect(self) -> list[str]:
-        """Drain the buffer; read tensors; run the local checks; return encoded records."""
-        q = self._q
-        n = len(q)
-        if not n:
-            return []
-        raw = [q.popleft() for _ in range(n)]
-        records, problems = resolve(raw)
-        for p in problems:
-            kind = p.split(":", 1)[0]
-            self._warn_once("value:" + kind, f"losswatch: {p} (further {kind!r} problems are not reported)")
-        changed = self._nan.observe(records)
-        if changed:
-            self._merge_alerts(changed, local=True)
-        actor = self._actor
-        if actor is not None and records:
-            actor.observe(records)  # what the Actor verifies its actions against
-        if self._local is not None and self._local.available and records:
-            try:
-                alerts, rec, health = self._local.update(records)
-                self._apply_verdict(alerts, rec, health)
-            except Exception as e:
-                self._local.available = False
-                self._warn_once("engine", f"losswatch: local detectors failed and were switched "
-                                          f"off (the NaN check goes on): {e!r}")
-        if self._sender.transport is None:
-            return []
-        from json import dumps
-        return [dumps(encode(r), allow_nan=False) for r in records]
-
-    def _on_reply(self, reply: Any) -> None:
-        if isinstance(reply, dict):
-            self._apply_verdict(reply.get("alerts") or [], reply.get("recommendation"),
-                                reply.get("health"), has_rec="recommendation" in reply)
-
-    def _apply_verdict(self, alerts: list[dict], rec: dict | None, health: str | None,
-                       has_rec: bool = True) -> None:
-        if alerts:
-            self._merge_alerts([a for a in alerts if isinstance(a, dict) and "id" in a], local=False)
-        if health in ("ok", "warning", "critical"):
-            # a NaN caught here but not yet seen by the service keeps the run critical
-            self.health = "critical" if self._nan.critical else health
-        if has_rec:
-            rec = rec if isinstance(rec, dict) else None
-            if rec is None and self._nan.critical:
-                return  # the service has not seen the NaN caught here yet: keep that advice
-            self._set_recommendation(rec)
-
-    def _merge_alerts(self, alerts: list[dict], local: bool) -> None:
-        """Keep the latest copy per alert id; queue on_alert for raised/escalated/resolved ones.
-
-        The same episode can arrive from two sources (the local NaN check, then the service,
-        whose detector may resolve it a few steps later), so on_alert gets what the user has not
-        been told yet, judged against the version last handed to it (``event_between``): a new
-        id, a higher severity or different advice, or the first resolution; never twice for one.
-        The copy handed to on_alert carries the ``event``.
-        """
-        with self._state_lock:
-            for a in alerts:
-                i = self._alert_index.get(a["id"])
-                if i is None:
-                    self._alert_index[a["id"]] = len(self.alerts)
-                    self.alerts.append(a)
-                else:
-                    self.alerts[i] = a
-                event = event_between(self._notified.get(a["id"]), a)
-                if event is not None:
-                    self._notified[a["id"]] = a
-                    self._callbacks.append(dict(a, event=event))
-            if local:
-                for a in alerts:
-                    if a.get("resolved_step") is None:
-                        if _RANK.get(a.get("severity"), 0) > _RANK.get(self.health, 0):
-                            self.health = a["severity"]
-                        if _is_advice(a.get("action")):
-                            self._set_recommendation_locked(a["action"])
-                if not self._nan.active and self._sender.transport is None and (
-                        self._local is None or not self._local.available):
-                    self.health = "ok"  # NaN-only mode: the run is healthy again
-
-    def _set_recommendation(self, rec: dict | None) -> None:
-        with self._state_lock:
-            self._set_recommendation_locked(rec)
-
-    def _set_recommendation_locked(self, rec: dict | None) -> None:
-        advice = _is_advice(rec)
-        self.recommendation = rec if advice else None
-        if advice and self._acting:
-            # every verdict that carries advice is shown to the Actor (on the next log()): the
-            # same advice may now stand on an escalated or longer-lived alert; Actor.follow
-            # drops what it has already decided on
-            self._pending = rec  # Actor.follow finds the alert that carries it
-
-    def _fire_callbacks(self) -> None:
-        cb = self.on_alert
-        if not self._callbacks:
-            return
-        from .announce import alert_event
-
-        while self._callbacks:
-            alert = self._callbacks.popleft()
-            alert_event(self.run_id, alert)  # told on the losswatch logger, on_alert or not
-            if cb is None:
-                continue
-            try:
-                cb(alert)
-            except Exception as e:
-                self._warn_once("on_alert", f"losswatch: the on_alert callback raised {e!r}; "
-                                            f"training goes on (warned once)")
+        return self._actor_hook.attach(parts, act=act, act_dry_run=act_dry_run, actor_options=actor_options,
+                                       actor_cls=actor_cls, run_id=self.run_id)
 
     # ------------------------------------------------------------------ public
     def update_meta(self, fields: dict[str, Any]) -> None:
@@ -535,11 +385,8 @@ class Monitor:
         the in-process detectors get it too. Never raises."""
         try:
             self.meta.update(fields)
-            if self._sender.transport is not None:
-                self._put_meta()
+            if self._worker.in_this_process and self._transport.set_meta(self.meta):
                 self._wake.set()
-            if self._local is not None:
-                self._local.set_meta(self.meta)
         except Exception as e:  # noqa: BLE001 - monitoring must never break training
             self._warn_once("meta", f"losswatch: could not update the run metadata: {e!r}")
 
@@ -561,8 +408,7 @@ class Monitor:
         detectors keep their state at each, restored after a rollback. Never raises on a bad
         path (a deleted one is said when a rollback needs it); a bad step is a ValueError."""
         ck = self.checkpoints.add(step, path_or_token)
-        if self._local is not None:
-            self._local.snapshot_at(ck.step)
+        self._transport.checkpoint(ck.step)
         self.update_meta({"checkpoints": [c.to_dict() for c in self.checkpoints]})
 
     def mark_rewind(self, to_step: int, at_step: int) -> None:
@@ -572,26 +418,24 @@ class Monitor:
         state at that checkpoint. Called by the Actor after a rollback."""
         rewinds = list(self.meta.get("rewinds") or [])[-7:]
         rewinds.append({"to_step": int(to_step), "at_step": int(at_step)})
-        if self._local is not None:
-            self._local.rewind_to(int(to_step))
+        self._transport.rewind(int(to_step))
         self.update_meta({"rewinds": rewinds})
 
     def report_action(self, step: int, action: dict[str, Any], applied: bool, dry_run: bool = False) -> None:
         """Tell the service an action was applied (or would have been, in dry-run). Non-blocking."""
-        if os.getpid() != self._pid:
-            return  # a forked child without a sender of its own
+        if not self._worker.in_this_process:
+            return  # a forked child without a worker of its own
         entry = {"step": int(step), "action": dict(action), "applied": bool(applied),
                  "dry_run": bool(dry_run)}
         self.actions.append(entry)
-        if self._sender.transport is not None:
-            self._sender.controls.append(("POST", self._sender.run_path + "/actions", entry))
+        if self._transport.report_action(entry):
             self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Send everything logged so far; True when it all reached the service within ``timeout``."""
-        if os.getpid() != self._pid:
+        if not self._worker.in_this_process:
             return True
-        return self._sender.flush(timeout)
+        return self._worker.flush(timeout)
 
     def close(self, timeout: float | None = None, finished: bool = True) -> None:
         """Flush (at most ``timeout``, default ``exit_timeout``; one attempt when the service is
@@ -604,16 +448,17 @@ class Monitor:
         still be noticed). Records that could not be sent are written to one JSON-lines file in
         ``spool_dir`` and named in a warning, so nothing is silently lost.
         """
-        if self._closed or os.getpid() != self._pid:
+        worker = self._worker
+        if self._closed or not worker.in_this_process:
             return
         if finished and self.meta.get("status") != "finished":
             self.update_meta({"status": "finished"})
         self._closed = True
-        self.log = self._log_closed  # type: ignore[method-assign]
-        if threading.current_thread() is self._sender._thread:
+        self._log_instead = self._after_close
+        if worker.on_its_thread:
             # close() from an on_alert callback: the thread cannot wait for itself; it ends after
             # one more cycle that sends what is left
-            self._sender.stop(0.0, send=True)
+            worker.stop(0.0, send=True)
             _live.discard(self)
             return
         t = self.exit_timeout if timeout is None else timeout
@@ -621,34 +466,18 @@ class Monitor:
         # (without network when the service is not answering), and stop() cuts short an HTTP
         # attempt still under way rather than wait out its per-attempt timeout
         deadline = time.monotonic() + t
-        ok = self._sender.flush(t - min(EXIT_RESERVE, t / 2), give_up_on_failure=True)
-        self._sender.stop(max(0.0, deadline - time.monotonic()), send=ok)
-        if self._sender.transport is not None:
-            self._sender.transport.close()
-            spool = self._sender.spool
-            if self._sender.alive:
-                n = len(spool) + len(self._q)
-                if n:
-                    warnings.warn(f"losswatch: {n} unsent records of run {self.run_id} were lost: the "
-                                  f"sender was still waiting for {self.url} at the end", RuntimeWarning,
-                                  stacklevel=2)
-            elif len(spool):
-                path = spool.spill_all()
-                warnings.warn(f"losswatch: the service at {self.url} could not be reached before "
-                              f"the end; unsent records of run {self.run_id} are kept in {path}",
-                              RuntimeWarning, stacklevel=2)
-        self._sender.spool.remove_directory_if_empty()
+        ok = worker.flush(t - min(EXIT_RESERVE, t / 2), give_up_on_failure=True)
+        worker.stop(max(0.0, deadline - time.monotonic()), send=ok)
+        message = worker.finish()
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         _live.discard(self)
-
-    def _log_closed(self, *args: Any, **kwargs: Any) -> None:
-        self._warn_once("closed", "losswatch: log() after close() is ignored")
 
     @property
     def stats(self) -> dict[str, int]:
         """Counters: records sent, POSTs, rejected records, failed attempts, outages, spool state."""
-        s = dict(self._sender.stats)
-        s.update(buffered=len(self._q), spooled=len(self._sender.spool),
-                 spilled=self._sender.spool.spilled, dropped=self._sender.spool.dropped)
+        s = dict(self._transport.stats)
+        s.update(self._worker.counts)
         return s
 
     def __enter__(self) -> "Monitor":
@@ -660,39 +489,24 @@ class Monitor:
     def __repr__(self) -> str:
         return f"Monitor(run_id={self.run_id!r}, url={self.url!r}, health={self.health!r})"
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def _warn_once(self, key: str, message: str, stacklevel: int = 3) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
     # ------------------------------------------------------------------ fork
     def _after_fork_in_child(self) -> None:
-        # The sender thread did not survive the fork and its locks may be held: drop them all.
-        # The parent's buffered records stay the parent's (no duplicates from workers).
-        self._q = deque()
-        self._callbacks = deque()
-        self._pending = None
-        self._act_not_before = None
-        self._state_lock = threading.Lock()
-        self._nan._lock = threading.Lock()
+        # The worker's thread did not survive the fork and its locks may be held: never touch it
+        # (its pid check says so). The parent's buffered records stay the parent's.
+        self._worker.forget_in_child()
+        self._verdicts.after_fork_in_child()
+        self._actor_hook.after_fork_in_child()
         if self.in_child == "fresh" and not self._closed:
-            # until its first log() the child has no sender of its own: flush(), close() and
-            # report_action() see a foreign pid and do nothing (they would touch the parent's
-            # Sender, whose locks may have been copied in a held state)
-            self.log = self._log_first_in_child  # type: ignore[method-assign]
+            # until its first log() the child has no worker of its own: flush(), close() and
+            # report_action() see the parent's worker and do nothing
+            self._log_instead = self._first_in_fresh_child
         else:
-            self.log = self._log_disabled  # type: ignore[method-assign]
-
-    def _log_disabled(self, *args: Any, **kwargs: Any) -> None:
-        """log() in a forked child with in_child='disable': the parent reports the run."""
-
-    def _log_first_in_child(self, *args: Any, **kwargs: Any) -> None:
-        del self.log  # back to the class's log()
-        self._pid = os.getpid()
-        if not self._spool_dir_given:  # the default one is per process (segment names are anyway)
-            self.spool_dir = _default_spool_dir(self.run_id)
-        self._start()
-        self.log(*args, **kwargs)
+            self._log_instead = self._in_disabled_child
 
 
 def _after_fork_in_child() -> None:

@@ -2,7 +2,7 @@
 
 Where: ``--url``, else ``$LOSSWATCH_URL``, else the local default; the token: ``--token``, else
 ``$LOSSWATCH_TOKEN`` (the names the client reads). The HTTP goes through the client's own
-standard-library :class:`~losswatch.client.sender.Transport`, so these commands work in a
+standard-library :class:`~losswatch.client.http.Connection`, so these commands work in a
 client-only install (no FastAPI, no numpy).
 
 Every failure is a :class:`LookError` carrying one line for the user and the exit status:
@@ -48,12 +48,12 @@ class Service:
     """GET JSON from one service; :class:`LookError` for anything but a 200."""
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
-        from losswatch.client.sender import Transport
+        from losswatch.client.http import Connection
 
         self.url = (url or os.environ.get("LOSSWATCH_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else (os.environ.get("LOSSWATCH_TOKEN") or None)
         try:
-            self._transport = Transport(self.url, token=self.token, timeout=timeout)
+            self._transport = Connection(self.url, token=self.token, timeout=timeout)
         except ValueError as e:
             raise LookError(str(e).removeprefix("losswatch: "), EXIT_NO_SERVICE) from None
 
@@ -65,7 +65,7 @@ class Service:
         self._transport.close()
 
     def get(self, path: str, **params: Any) -> Any:
-        from losswatch.client.sender import ServiceError
+        from losswatch.client.transport import ServiceError
 
         query = urlencode({k: v for k, v in params.items() if v is not None})
         try:

@@ -90,7 +90,7 @@ def train(rank: int, world: int, url: str | None, out: dict) -> None:
     mon.close()
     out.update(run_id=mon.run_id, logged=logged, lrs=lrs, lr=opt.param_groups[0]["lr"],
                digest=params_digest(model), finite=all(bool(torch.isfinite(p).all()) for p in model.parameters()),
-               applied=[{"step": a["step"], "type": a["action"]["type"]} for a in mon._sync.applied],
+               applied=[{"step": a["step"], "type": a["action"]["type"]} for a in mon._actor_hook.sync.applied],
                decided=[{"step": o.step, "type": o.action["type"], "status": o.status.value}
                         for o in mon.actor.actions],
                stats=mon.stats,
@@ -105,7 +105,7 @@ def stops_early(rank: int, world: int, url: str | None, out: dict, out_dir: Path
     t0 = time.monotonic()
     for step in range(last + 1):
         mon.log(step, loss=1.0 / (step + 1), lr=0.1)
-    out.update(last=last, seconds=time.monotonic() - t0, off=mon._sync.off, decides=mon._sync.decides)
+    out.update(last=last, seconds=time.monotonic() - t0, off=mon._actor_hook.sync.off, decides=mon._actor_hook.sync.decides)
     if rank == early and os.environ.get("EARLY_MODE") == "stuck":
         # stuck, not gone: alive (its sockets open) until the other rank is done or a minute has passed
         deadline = time.monotonic() + 60
@@ -124,7 +124,7 @@ def zero_only(rank: int, world: int, url: str | None, out: dict, out_dir: Path) 
     mon = Monitor(run_id=os.environ["RUN_ID"], url=url, act=True, optimizer=opt, sync_every=5, sync_timeout=3.0)
     for step in range(21):
         mon.log(step, loss=1.0 / (step + 1), lr=0.1)
-    out.update(last=step, off=mon._sync.off, decides=mon._sync.decides,
+    out.update(last=step, off=mon._actor_hook.sync.off, decides=mon._actor_hook.sync.decides,
                refused=mon.actor.apply(20, {"type": "scale_lr", "factor": 0.5}).status.value,
                lr=opt.param_groups[0]["lr"])
     mon.close()

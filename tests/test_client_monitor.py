@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.ports import free_port
 from losswatch.client import Monitor
-from service_helpers import client
+from service_helpers import client, wait_until
 from service_helpers import get_json as get
 
 
@@ -274,8 +274,7 @@ def test_flush_and_close_from_a_callback_do_not_deadlock_and_odd_meta_is_sent(se
     while not results and time.monotonic() < deadline:
         time.sleep(0.01)
     assert results and not any(results)
-    mon._sender._thread.join(10)
-    assert not mon._sender.alive
+    wait_until(lambda: not mon._worker.alive, 10, "the worker's thread to end")
     with pytest.warns(RuntimeWarning, match="after close"):
         mon.log(99, loss=1.0)  # ignored, with one warning
     run = get(service_proc, "/v1/runs/mon-cb-close")
@@ -293,15 +292,15 @@ def test_acting_applies_advice_that_waits_for_confirmation_or_a_cooldown_without
     with Monitor(run_id="mon-act-wait", act=True, optimizer=opt, actor_options={"cooldown_steps": 20},
                  flush_interval=3600, batch_size=10**6) as mon:
         clip = {"type": "clip_grad_norm", "max_norm": 2.0}
-        mon._apply_verdict([{"id": "g", "kind": "grad_explosion", "severity": "warning", "step": 10,
-                             "last_step": 10, "evidence": {}, "action": clip}], clip, "warning")
+        mon._verdicts.apply([{"id": "g", "kind": "grad_explosion", "severity": "warning", "step": 10,
+                              "last_step": 10, "evidence": {}, "action": clip}], clip, "warning")
         mon.log(11, loss=1.0)  # a one-step alert: the Actor waits for confirmation ...
         assert mon.actions == []
         mon.log(12, loss=1.0)  # ... and applies it on the next step, with no new verdict
         assert [(a["step"], a["action"]["type"]) for a in mon.actions] == [(12, "clip_grad_norm")]
         cut = {"type": "scale_lr", "factor": 0.5}
-        mon._apply_verdict([{"id": "p", "kind": "plateau", "severity": "warning", "step": 5,
-                             "last_step": 14, "evidence": {}, "action": cut}], cut, "warning")
+        mon._verdicts.apply([{"id": "p", "kind": "plateau", "severity": "warning", "step": 5,
+                              "last_step": 14, "evidence": {}, "action": cut}], cut, "warning")
         for step in range(15, 40):  # held back by the cooldown until step 32, then applied
             mon.log(step, loss=1.0)
             assert (opt.param_groups[0]["lr"] == 1.0) == (step < 32)

@@ -258,7 +258,7 @@ def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_fact
         assert mon.flush(30)
         stats = mon.stats
     assert stats["sent"] == 2500 and stats["rejected"] == 0
-    assert mon._sender.batch_size <= 64  # halved on each 413 until accepted
+    assert mon._transport.batch_size <= 64  # halved on each 413 until accepted
     assert get_json(srv.url, "/v1/runs/res-413/steps")["series"]["step"] == list(range(2500))
 
 

@@ -110,12 +110,12 @@ def test_on_alert_is_told_of_an_escalation_at_the_same_severity_and_not_of_a_mer
         mon = _quiet_monitor("events-same-severity", lambda a: got.append((a["event"], a["action"].get("factor"))))
         cut = {"id": "d", "kind": "divergence", "severity": "critical", "step": 10, "last_step": 12,
                "resolved_step": None, "action": {"type": "scale_lr", "factor": 0.1, "reason": "cut it 10x"}}
-        mon._apply_verdict([cut], cut["action"], "critical")  # as a service reply delivers it
+        mon._verdicts.apply([cut], cut["action"], "critical")  # as a service reply delivers it
         longer = dict(cut, last_step=20, action=dict(cut["action"], reason="still cut it 10x"))
-        mon._apply_verdict([longer], longer["action"], "critical")  # same advice, new words: no event
+        mon._verdicts.apply([longer], longer["action"], "critical")  # same advice, new words: no event
         again = dict(cut, last_step=40, action={"type": "scale_lr", "factor": 0.3, "reason": "cut it again"})
-        mon._apply_verdict([again], again["action"], "critical")  # same severity, new advice
-        mon._apply_verdict([dict(again, resolved_step=60)], None, "ok")
+        mon._verdicts.apply([again], again["action"], "critical")  # same severity, new advice
+        mon._verdicts.apply([dict(again, resolved_step=60)], None, "ok")
         wait_until(lambda: len(got) >= 3, 10, "three on_alert events")
         mon.close(timeout=0.2)
     assert got == [("raised", 0.1), ("escalated", 0.3), ("resolved", 0.3)]

@@ -107,10 +107,10 @@ def _free_port(host: str) -> int:
 
 
 def _get(url: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """GET through the client's own Transport; ServiceError when the service is unreachable."""
-    from losswatch.client.sender import Transport
+    """GET through the client's own HTTP connection; ServiceError when the service is unreachable."""
+    from losswatch.client.http import Connection
 
-    t = Transport(url, timeout=timeout)
+    t = Connection(url, timeout=timeout)
     try:
         r = t.request("GET", path)
         return r.status, r.json()
@@ -119,7 +119,7 @@ def _get(url: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
 
 
 def _start_service(host: str, port: int) -> tuple[subprocess.Popen, str]:
-    from losswatch.client.sender import ServiceError
+    from losswatch.client.transport import ServiceError
 
     port = port or _free_port(host)
     url = f"http://{host}:{port}"

@@ -1,0 +1,267 @@
+"""The background half of the client: one daemon thread that collects, sends and retries.
+
+The training thread only appends to :attr:`Worker.buffer` (``Monitor.log``). The thread wakes
+every :attr:`Worker.flush_interval` seconds, or as soon as it is woken (a full batch, a NaN, a
+message to send, a flush), and in each cycle
+
+1. drains the buffer and reads the records (``read``: tensors read in one go, the local checks),
+   hands them to the run's :class:`~.transport.Transport`, and keeps what the transport will
+   send in the :class:`~.spool.Spool` (bounded memory, then disk);
+2. asks the transport to send what waits; a record leaves the spool only once it was delivered;
+3. runs ``after_cycle`` (the user's callbacks are told of new alert events there).
+
+A transport that cannot deliver costs the training loop nothing: the worker backs off
+exponentially (with jitter, or after the ``Retry-After`` the service asked for) while the spool
+keeps what could not be sent, and warns once per outage, not once per step.
+
+Fork safety: the thread does not survive a fork. :attr:`Worker.in_this_process` (a pid check)
+tells the Monitor whether this worker is its process's own; a forked child never touches its
+parent's worker (whose locks may have been copied held).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import warnings
+from collections import deque
+
+from .transport import ServiceError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    from .spool import Spool
+    from .transport import Transport
+
+log = logging.getLogger("losswatch.client")
+
+#: what stop() keeps of its time to cut a hung request short and let the thread write its last
+#: cycle (half of a shorter timeout, but never less than this once a request was cut short)
+ABORT_GRACE = 0.25
+
+#: the shortest wait between two cycles (0 would spin)
+MIN_INTERVAL = 0.01
+
+
+class Worker:
+    """The daemon thread of one run (see the module docstring).
+
+    Parameters
+    ----------
+    transport : Transport
+        Where the records go.
+    read : callable
+        ``read(raw) -> records``: turn the buffer's tuples into resolved record dicts and run the
+        local checks on them. Runs in this thread.
+    after_cycle : callable
+        Runs at the end of each cycle in this thread.
+    spool : Spool
+        Keeps the encoded records the transport has not delivered yet.
+    flush_interval : float
+        Seconds between two cycles at most; read at each cycle, so it may be changed at any time.
+    max_backoff : float
+        Longest wait between two attempts while the transport fails.
+    """
+
+    def __init__(self, transport: Transport, *, read: Callable[[list[tuple]], list[dict[str, Any]]],
+                 after_cycle: Callable[[], None], spool: Spool, flush_interval: float = 0.5,
+                 max_backoff: float = 10.0, name: str = "losswatch-sender") -> None:
+        self.transport = transport
+        self.spool = spool
+        #: the training thread's records, appended by ``Monitor.log`` (a deque: thread-safe
+        #: append and popleft under the GIL, no lock on the hot path)
+        self.buffer: deque[tuple] = deque()
+        #: set to run a cycle now instead of at the end of the interval
+        self.wake = threading.Event()
+        self.flush_interval = flush_interval
+        self.max_backoff = float(max_backoff)
+        self._read = read
+        self._after_cycle = after_cycle
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._stop_send = True
+        self._force = False
+        self._busy = False
+        self._retry_at = 0.0
+        self._failures = 0
+        self._outage_since: float | None = None
+        self._warned: set[str] = set()
+        self.stats = {"failures": 0, "outages": 0}
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- process and thread
+    @property
+    def in_this_process(self) -> bool:
+        """This process started this worker (False in a forked child: its thread is not there)."""
+        return os.getpid() == self._pid
+
+    @property
+    def on_its_thread(self) -> bool:
+        """Called from this worker's own thread (an on_alert callback that flushes or closes)."""
+        return threading.current_thread() is self._thread
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---------------------------------------------------------------- thread
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self._wait_time())
+            self.wake.clear()
+            with self._cond:
+                stopping, force, self._force = self._stop, self._force, False
+                self._busy = True
+            try:
+                self._collect()
+                if not (stopping and not self._stop_send):
+                    self._send(force=force or stopping)
+            except Exception as e:  # never let a bug here kill the thread (or the training)
+                self._warn_once("internal", f"losswatch: internal error in the sender: {e!r}")
+            try:
+                self._after_cycle()
+            except Exception as e:
+                self._warn_once("after_cycle", f"losswatch: internal error after a flush: {e!r}")
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+            if stopping:
+                return
+
+    def _wait_time(self) -> float:
+        interval = max(MIN_INTERVAL, float(self.flush_interval))
+        if self._retry_at:
+            return max(0.0, min(interval, self._retry_at - time.monotonic()))
+        return interval
+
+    def _collect(self) -> None:
+        """Drain the buffer; read the records; keep what the transport is to send."""
+        q = self.buffer
+        n = len(q)
+        if not n:
+            return
+        records = self._read([q.popleft() for _ in range(n)])
+        lines = self.transport.accept(records)
+        if lines:
+            spool = self.spool
+            spool.extend(lines)
+            if spool.spill_error:
+                self._warn_once("spill", f"losswatch: cannot spill unsent records to {spool.directory} "
+                                         f"({spool.spill_error}); keeping up to {2 * spool.max_memory} "
+                                         f"in memory")
+
+    def _send(self, force: bool) -> None:
+        if not force and time.monotonic() < self._retry_at:
+            return
+        try:
+            self.transport.send(self.spool)
+        except ServiceError as e:
+            self._failed(e)
+            return
+        if self._outage_since is not None:
+            log.warning("losswatch: %s is reachable again after %.1f s; kept records are being sent",
+                        self.transport.url, time.monotonic() - self._outage_since)
+            self._outage_since = None
+        self._failures = 0
+        self._retry_at = 0.0
+        if len(self.spool):
+            self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
+
+    def _failed(self, e: ServiceError) -> None:
+        self.stats["failures"] += 1
+        self._failures += 1
+        if e.retry_after is not None:
+            delay = min(e.retry_after, 60.0)
+        else:
+            delay = min(self.max_backoff, 0.25 * 2 ** min(self._failures, 16))
+            delay *= random.uniform(0.8, 1.2)
+        self._retry_at = time.monotonic() + delay
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self.stats["outages"] += 1
+            warnings.warn(
+                f"losswatch: cannot send to {self.transport.url} ({e}); training goes on, "
+                f"{len(self.spool)} records are kept (memory, then {self.spool.directory}) and "
+                f"will be sent when it is back", RuntimeWarning, stacklevel=2)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # ---------------------------------------------------------------- control
+    def idle(self) -> bool:
+        """Nothing buffered, spooled, queued or being worked on."""
+        return (not self._busy and len(self.buffer) == 0 and len(self.spool) == 0
+                and self.transport.waiting == 0)
+
+    def flush(self, timeout: float, give_up_on_failure: bool = False) -> bool:
+        """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``.
+
+        ``give_up_on_failure``: return False as soon as the attempt made for this flush failed,
+        instead of waiting out ``timeout`` for a retry (at exit: do not hold the process up for
+        a service that is down).
+
+        Called from this thread itself (an ``on_alert`` callback that flushes) it cannot wait
+        for itself: it only says whether everything is sent already.
+        """
+        if self.on_its_thread:
+            return self.idle()
+        failures_before = self.stats["failures"]
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._force = True
+        self.wake.set()
+        with self._cond:
+            while True:
+                if not self._busy and self.idle() and not self._force:
+                    return True
+                if give_up_on_failure and self.stats["failures"] > failures_before and not self._force:
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return self.idle()
+                self._cond.wait(min(left, 0.05))
+
+    def stop(self, timeout: float, send: bool = True) -> None:
+        """Last cycle (collect, and send once unless ``send`` is False) and end the thread,
+        waiting at most ``timeout``: a request still under way near the end (a service that
+        accepted the connection and never answers) is cut short, so the thread can still put
+        its last records in the spool before the time is up. That local work gets at least
+        ABORT_GRACE even when ``timeout`` is shorter: records are not dropped to save 0.25 s."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            self._stop = True
+            self._stop_send = send
+        self.wake.set()
+        if self.on_its_thread:  # close() from a callback: no self-join
+            return
+        self._thread.join(max(0.0, timeout - min(ABORT_GRACE, timeout / 2)))
+        if self._thread.is_alive() and self.transport.abort():
+            self._thread.join(max(ABORT_GRACE, end - time.monotonic()))
+
+    def finish(self) -> str | None:
+        """After :meth:`stop`: close the transport and keep what it did not deliver. Returns a
+        warning for the user, or None."""
+        message = self.transport.finish(self.spool, len(self.buffer), worker_stuck=self.alive)
+        self.spool.remove_directory_if_empty()
+        return message
+
+    def forget_in_child(self) -> None:
+        """In a forked child: the buffered records are the parent's to send, not the child's."""
+        self.buffer = deque()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Failed attempts, outages, and the records held: buffered, spooled, spilled, dropped."""
+        s = dict(self.stats)
+        s.update(buffered=len(self.buffer), spooled=len(self.spool), spilled=self.spool.spilled,
+                 dropped=self.spool.dropped)
+        return s
