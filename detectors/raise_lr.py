@@ -17,19 +17,22 @@ class RaiseLRDetector(Detector):
     """Base of slow_progress and sgd_efficiency: both check at sparse checkpoints (``screen``),
     keep what they saw there in ``cps`` (checkpoint key -> values, their own layout) and advise
     ``scale_lr`` > 1. Subclasses set ``lr_at_alert`` when they open an episode (0.0 when the LR
-    was not logged); ``step`` calls :meth:`resolve_if_raised` first. Both have a ``z`` (noise
+    was not logged); ``step`` calls :meth:`resolve_if_raised` first, which keeps the step at
+    which the advice was seen followed (``raised_step``, -1 before any). Both have a ``z`` (noise
     units) parameter."""
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.lr_at_alert = 0.0
+        self.raised_step = -1
         self.cps: dict[str, list[float]] = {}
 
     def get_state(self) -> dict[str, Any]:
-        return {"cps": self.cps, "lr_at_alert": self.lr_at_alert}
+        return {"cps": self.cps, "lr_at_alert": self.lr_at_alert, "raised_step": self.raised_step}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.cps, self.lr_at_alert = d["cps"], d["lr_at_alert"]
+        self.raised_step = d.get("raised_step", -1)  # states saved before it was kept: none known
 
     def active_screen(self, f):
         rows = self.screen(f)
@@ -41,6 +44,7 @@ class RaiseLRDetector(Detector):
     def resolve_if_raised(self, f, i: int) -> None:
         if self.alert is not None and self.lr_at_alert > 0.0 and f.lrok[i] and \
                 f.lr[i] >= RAISED * self.lr_at_alert:
+            self.raised_step = int(f.step[i])
             self.close_episode(f.step[i], f"LR raised to {fmt(f.lr[i])}")
 
     def recovering(self, level_then: float, best_then: float, sd_now: float) -> bool:

@@ -882,3 +882,37 @@ def test_the_monitor_feeds_the_actor_and_a_skipped_nan_batch_is_verified_through
         assert verdict.verdict is Verdict.VERIFIED and verdict.evidence["incident"] == "verify-local:nan:10"
         assert [(a["action"]["type"], a["applied"], a["action"].get("verdict")) for a in mon.actions] == [
             ("skip_batch", True, None), ("skip_batch", False, "verified")]
+
+
+def test_sgd_steps_far_too_small_are_raised_twice_early_and_both_raises_verified(monkeypatch) -> None:
+    # a real SGD run (momentum 0.9) on ill-conditioned least squares at LR/100 of its tuned 0.1,
+    # through the Monitor's local engine: the early check asks x10 after 128 records, and again on
+    # the 64 records right after that raise, still far too small; then the tuned LR is reached
+    # and nothing more is asked. Both raises are verified (the loss kept falling).
+    import numpy as np
+
+    from losswatch.client import Monitor
+    from losswatch.client.integrations._common import optimizer_meta
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096, 20)) * np.logspace(0, -1.5, 20)
+    y = x @ rng.normal(size=20) + 0.3 * rng.normal(size=4096)
+    xs, ys = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    w = torch.nn.Parameter(torch.zeros(20))
+    opt = torch.optim.SGD([w], lr=0.001, momentum=0.9)
+    order = torch.Generator().manual_seed(0)
+    with Monitor(run_id="lr-too-low", act=True, optimizer=opt, meta=optimizer_meta(opt), flush_interval=3600) as mon:
+        for s in range(450):
+            i = torch.randint(0, len(xs), (32,), generator=order)
+            loss = 0.5 * ((xs[i] @ w - ys[i]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            mon.log(s, loss=float(loss.detach()), grad_norm=float(w.grad.norm()), lr=opt.param_groups[0]["lr"])
+            assert mon.flush(10)  # the local engine has judged this record before the next step
+            opt.step()
+        raises = [(o.step, o.action["type"], o.action["factor"]) for o in mon.actor.actions]
+        assert raises == [(129, "scale_lr", 10.0), (193, "scale_lr", 10.0)]
+        assert _lrs(opt) == [pytest.approx(0.1)]
+        assert [(v.evidence["applied_step"], v.verdict) for v in mon.actor.verdicts] == [
+            (129, Verdict.VERIFIED), (193, Verdict.VERIFIED)]

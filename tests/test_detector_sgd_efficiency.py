@@ -4,6 +4,8 @@ here, not a shape drawn by hand."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -55,20 +57,26 @@ def test_steps_far_too_small_are_flagged_and_a_tuned_run_is_not():
     assert a.action.type == "scale_lr" and a.action.params["factor"] > 1
     # at LR/100 the loss is almost linear along a step: it realises most of the prediction
     assert a.evidence["efficiency"] > 0.5 and a.evidence["momentum"] == 0.9
-    assert 255 <= a.step <= 400
-    # the advice scales with how far inside the linear regime the steps are: x10 here, x3 near the line
+    # so far inside the linear regime that the early check sees it on the 64 records after the
+    # first 64, and asks for the full bounded raise
+    assert a.step == 127 and a.evidence["window_start_step"] == 63
     assert a.action.params["factor"] == 10.0
-    near = efficiency_alerts(sgd_run(0.01))
+    # nearer the line the early check stays silent (efficiency under 10x the line) and the
+    # ordinary one advises a raise in proportion: efficiency / ratio, at least x3
+    near = efficiency_alerts(sgd_run(0.012))
     ratio = SGDEfficiencyDetector().params["ratio"]
     assert [x.action.params["factor"] for x in near] == [pytest.approx(near[0].evidence["efficiency"] / ratio)]
     assert 3.0 <= near[0].action.params["factor"] < 10.0
+    assert near[0].step >= 255 and near[0].evidence["window_start_step"] == near[0].step - 128
 
 
 def test_the_efficiency_falls_as_the_lr_grows():
     # the physics the rule rests on: curvature and noise eat a growing share of longer steps
     eff = []
     for lr in (0.001, 0.003, 0.01):
-        eng = Engine("t", {**SGD, "momentum": 0.9}, params={"sgd_efficiency": {"ratio": 0.0}})
+        # the early check needs ratio * max_factor: out of reach here, so every LR is measured
+        # by the ordinary check, on the same 128-record window
+        eng = Engine("t", {**SGD, "momentum": 0.9}, params={"sgd_efficiency": {"ratio": 1e-9, "max_factor": 1e12}})
         out = [a for r in sgd_run(lr, steps=300) for a in eng.update(r) if a.detector == "sgd_efficiency"]
         eff.append(out[0].evidence["efficiency"])
     assert eff[0] > eff[1] > eff[2]
@@ -111,6 +119,51 @@ def test_raising_the_lr_resolves_the_episode_and_x3_at_a_time_is_followed_up():
         assert len(raised(mine)) == 1 and mine[-1].resolved_step == 500
 
 
+def test_a_followed_raise_that_is_still_far_too_small_is_followed_up_at_once():
+    # LR/100, flagged at step 127 (x10 advised); raised only x3 at step 140: the steps are still
+    # so short that the window right after the raise realises most of its first-order decrease,
+    # so the next checkpoint asks again (a closed loop climbs LR/100 -> tuned in two raises)
+    mine = [a for a in one_at_a_time(sgd_run(0.001, lr_at=lambda s, lr: 0.003 if s >= 140 else lr),
+                                     meta=SGD)[1] if a.detector == "sgd_efficiency"]
+    first, second = raised(mine)
+    assert first.step == 127 and mine[1].resolved_step == 140
+    assert second.step == 191 and second.evidence["window_start_step"] == 127
+    assert second.evidence["efficiency"] > 0.3 and second.action.params["factor"] == 10.0
+    # raised to the tuned LR instead: the fall right after the raise is no reason to ask again
+    mine = [a for a in one_at_a_time(sgd_run(0.001, lr_at=lambda s, lr: 0.1 if s >= 140 else lr),
+                                     meta=SGD)[1] if a.detector == "sgd_efficiency"]
+    assert len(raised(mine)) == 1 and mine[-1].resolved_step == 140
+    # the same x3 rise made by the schedule, not asked for: the early check waits for a window
+    # at the new LR
+    mine = raised([a for a in one_at_a_time(sgd_run(0.001, lr_at=lambda s, lr: 0.003 if s >= 100 else lr),
+                                            meta=SGD)[1] if a.detector == "sgd_efficiency"])
+    assert mine[0].step == 191 and mine[0].evidence["window_start_step"] == 127
+
+
+def test_the_early_check_does_not_judge_a_warm_up():
+    # the LR still rising: a warm-up at LR/100 is too small all along, but the schedule is still
+    # raising it; the early check judges it once the ramp is over
+    run = sgd_run(0.001, lr_at=lambda s, lr: 0.001 * min(1.0, (s + 1) / 200))
+    mine = efficiency_alerts(run)
+    assert mine and mine[0].step > 200
+    steady = efficiency_alerts(sgd_run(0.001))
+    assert steady[0].step == 127  # the same run without the ramp: flagged early
+
+
+def test_a_state_saved_before_the_raise_step_was_kept_restores():
+    recs = sgd_run(0.001, lr_at=lambda s, lr: 0.003 if s >= 140 else lr)
+    eng = Engine("r", SGD)
+    out = eng.update_batch(recs[:300])
+    doc = json.loads(eng.to_bytes())
+    st = next(d for d in doc["detectors"] if d["name"] == "sgd_efficiency")["state"]
+    assert st["raised_step"] == 140
+    del st["raised_step"]
+    old = Engine.from_bytes(json.dumps(doc).encode())
+    assert next(d for d in old._detectors if d.name == "sgd_efficiency").raised_step == -1  # none known
+    out += old.update_batch(recs[300:])  # runs on
+    assert [a.step for a in raised(out) if a.detector == "sgd_efficiency"] == [127, 191]
+
+
 def test_recovering_from_a_knock_is_not_read_as_small_steps():
     # a corrupt update at step 600 throws the weights off: the loss then falls fast and almost
     # linearly back to where it was. That is a recovery, not a too-small LR.
@@ -130,12 +183,19 @@ def test_both_paths_restore_and_set_meta_agree():
         eng = Engine.from_bytes(eng.to_bytes())
         out += eng.update_batch(recs[k:k + 150])
     assert [a.to_dict() for a in out] == [a.to_dict() for a in a1]
-    # metadata given after the start: the rule joins (the first-order sums ran all along)
+    # metadata given after the start, before the rule's first checkpoint (record 64): the rule
+    # joins as if it had been there (the first-order sums ran all along)
     late = Engine("r")
-    late_out = late.update_batch(recs[:100])
+    late_out = late.update_batch(recs[:50])
     late.set_meta(SGD)
-    late_out += late.update_batch(recs[100:])
+    late_out += late.update_batch(recs[50:])
     assert [a.to_dict() for a in late_out if a.detector == "sgd_efficiency"] == \
         [a.to_dict() for a in a1 if a.detector == "sgd_efficiency"]
     late.set_meta({"optimizer": "adam"})
     assert not any(d.name == "sgd_efficiency" for d in late._detectors)
+    # later than that, the early check has no window start: the ordinary one still catches it
+    later = Engine("r")
+    later.update_batch(recs[:100])
+    later.set_meta(SGD)
+    mine = [a for a in later.update_batch(recs[100:]) if a.detector == "sgd_efficiency"]
+    assert mine and 255 <= mine[0].step < 700
