@@ -75,3 +75,10 @@ def test_an_epoch_log_whose_first_evaluation_is_its_best_still_overfits():
     alerts = _replay("issues/lyhue1991__eat_tensorflow2_in_30_days__69__original.csv")
     of = raised(alerts, "overfitting", "warning")
     assert of and of[0].step == 4 and of[0].action.params["to_step"] == 1
+
+
+def test_a_converged_loss_printed_with_four_decimals_is_not_a_frozen_run():
+    # a CodeBERT fine-tune's trainer_state: the logged loss (rounded to 4 decimals) reads 0.0003
+    # for six lines while the model memorises; 0.0003 has one significant digit, no frozen output
+    alerts = _replay("histories/diegoarteagamendoza__analisisdetacticasensoftwareclinicoutilizandocodebert__trainer-state.csv")
+    assert raised(alerts, "dead") == []
