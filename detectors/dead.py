@@ -22,15 +22,29 @@ CHANCE_CLASSES = tuple(range(2, 11)) + (100, 1000) + (
 CHANCE_LEVELS = np.array(sorted(math.log(k) for k in CHANCE_CLASSES))
 _LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
 _CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
+#: Below this a loss printed with four decimals keeps fewer than three significant digits.
+COARSE_BELOW = 0.01
 
 
 def same_4_digits(x: float, prev: float) -> bool:
-    """Are two logged losses the same to four significant digits (a frozen print)?"""
+    """Are two logged losses the same to four significant digits (a frozen print)?
+
+    Not for a value that, printed with four decimals, keeps fewer than three significant digits
+    (0 < |x| < 0.01 on the 1e-4 grid): Hugging Face's Trainer rounds the loss it logs to four
+    decimals and Keras prints four, so a converged loss of 0.0003 prints the same on every line
+    while it still moves by tens of percent. Such a repeat says nothing about a frozen model.
+    """
     d = x - prev
     if d < 0.0:
         d = -d
     ax = x if x >= 0.0 else -x
-    return d <= 5e-5 * ax if ax > 0.0 else d == 0.0
+    if ax == 0.0:
+        return d == 0.0
+    if ax < COARSE_BELOW:
+        q = ax * 1e4
+        if abs(q - round(q)) <= 1e-6 * q:
+            return False  # four decimals of a small loss: two significant digits at most
+    return d <= 5e-5 * ax
 
 
 def chance_level(x: float, band: float) -> float | None:
@@ -58,7 +72,9 @@ class DeadDetector(Detector):
       it never fell below 0.9x its first value (a converged evaluation at the end of a long
       decay prints the same four digits).
       A loss frozen at exactly 0 counts only when the run started there (a model that memorised
-      its data prints 0.0000 too, with a zero grad-norm, and is not dead).
+      its data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed
+      with four decimals (0.0003, fewer than three significant digits) is not judged at all:
+      a converged fine-tune prints the same value while its loss still moves (:func:`same_4_digits`).
     * *at chance*: ``chance_records`` consecutive losses all within ``chance_band`` of the same
       chance level ln(k) (:data:`CHANCE_CLASSES`: k classes, or a tokenizer's vocabulary), the
       last half of them without a new low of the raw best (``features.rbest``) in the first four

@@ -56,7 +56,7 @@ class DivergenceDetector(Detector):
     (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``factor`` (verdict); ``first_ratio`` (first_loss); ``raw_ratio``, ``raw_undo``
     (raw_runaway); ``streak``, ``streak_ratio``, ``streak_rise``, ``base_ratio``, ``prev_z``,
-    ``streak_z``, ``explode_ratio`` (streak); ``gn_warn`` (causes); ``lr_jump``, ``after_jump``
+    ``streak_z``, ``explode_ratio`` (streak); ``gn_warn``, ``gn_calm`` (causes); ``lr_jump``, ``after_jump``
     (lr_jump); ``cluster``, ``cluster_window`` (spike_cluster); ``spike_z``, ``spike_rel``,
     ``spike_min``, ``spike_memory`` (spikes); ``gn_ratio``, ``gn_abs`` (grad_norm);
     ``level_ratio``, ``sustain``, ``keep``, ``sustain_warmup``, ``sustain_decay``,
@@ -92,7 +92,7 @@ class DivergenceDetector(Detector):
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
                  streak_z: float = 10.0, gn_ratio: float = 1.5, gn_abs: float = 1e4,
                  level_ratio: float = 1.5, sustain: int = 10, keep: float = 0.7,
-                 resolve_ratio: float = 1.15, gn_warn: float = 5.0, lr_jump: float = 3.0,
+                 resolve_ratio: float = 1.15, gn_warn: float = 5.0, gn_calm: float = 1.5, lr_jump: float = 3.0,
                  after_jump: int = 5, cluster: int = 3, cluster_window: int = 50,
                  spike_z: float = SPIKE_Z, spike_rel: float = SPIKE_REL,
                  spike_min: int = SPIKE_MIN_RECORDS,
@@ -107,7 +107,7 @@ class DivergenceDetector(Detector):
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
                          level_ratio=level_ratio, sustain=sustain, keep=keep,
-                         resolve_ratio=resolve_ratio, gn_warn=gn_warn, lr_jump=lr_jump,
+                         resolve_ratio=resolve_ratio, gn_warn=gn_warn, gn_calm=gn_calm, lr_jump=lr_jump,
                          after_jump=after_jump, cluster=cluster, cluster_window=cluster_window,
                          spike_z=spike_z, spike_rel=spike_rel, spike_min=spike_min,
                          explode_ratio=explode_ratio, spike_memory=spike_memory,
@@ -136,6 +136,7 @@ class DivergenceDetector(Detector):
         self.lr_jump_rec = -(10**9)  # lr_jump: record ordinal of the last LR jump
         self.spike_recs = [-(10**9)] * (cluster - 1)  # spikes: record ordinals of the last counted ones
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
+        self.gn_calm_log = math.log(gn_calm)  # causes: gn_calm in log space (derived, not saved)
         self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
 
     def get_state(self) -> dict[str, Any]:

@@ -1,38 +1,42 @@
-"""Overfitting: validation loss rising while the training loss keeps falling."""
+"""Overfitting: validation loss rising while the training loss keeps falling.
+
+One detector, one episode per stretch of memorisation, two rules that can open it, each in a
+module of :mod:`losswatch.detectors.overfitting_rules` (its condition, its parameters with the
+measurements that set them, an example, references). This module holds what they share: the
+parameters, the state, the order, the advice and when an episode closes.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 from .base import Detector, fmt
+from .overfitting_rules import held_above, steady_rise, untrained
 from .types import Action
 
 
 class OverfittingDetector(Detector):
-    """The smoothed val_loss (EMA over validation records, ``alpha``) has been above its best by
-    more than ``tol`` (relative) for ``patience`` consecutive validation records while the
-    training-loss trend kept falling since that best (by ``train_fall``, 5%: a flat training loss
-    with a wandering val loss is noise, not memorisation).
+    """The validation loss rose away from its best while the training loss kept falling: the
+    model is memorising its training data.
 
-    **warning**, action ``rollback`` to the step of the best val_loss (the checkpoint to keep),
-    with early stopping / more regularisation as advice. Resolves at a new best val_loss.
+    On each validation record, while no episode is open, the rules are tried in this order and
+    the first that holds raises the alert (``evidence["rule"]`` names it): ``held_above`` (the
+    smoothed validation loss held far above its best: long logs, noisy evaluations),
+    ``steady_rise`` (the raw validation loss rose on every evaluation since its best: short
+    epoch logs).
 
-    Why: one noisy evaluation is not a trend (Keras EarlyStopping's patience), and smoothing
-    two-record-wise keeps one bad evaluation from setting or breaking a streak; ``tol`` = 25%
-    is above the evaluation noise of a small validation set (the benchmark's wobble by 10-30%:
-    2% fired on most healthy runs) and matches the benchmark's definition (the last three
-    evaluations 1.25x the best); the training loss must be falling or the rise is a divergence
-    (another detector), not overfitting. Not when the best val_loss is the first evaluation or
-    the smoothed val_loss is above ``max_ratio`` x its best: a model that never generalised or
-    blew up (the benchmark's SGD x100 runs: val 2.3 -> 16) is broken, not memorising.
+    **warning**, action ``rollback`` to the step of the best validation loss (the checkpoint to
+    keep), with early stopping / more regularisation as advice. The episode closes when the
+    validation loss its rule measured from (smoothed for ``held_above``, raw for
+    ``steady_rise``) sets a new best.
 
     Parameters
     ----------
-    patience : int, default 3
-    tol : float, default 0.25
-    alpha : float, default 0.5
-    max_ratio : float, default 3.0
-    train_fall : float, default 0.05
+    All keyword parameters, each documented once, in the module of the rule it belongs to
+    (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
+    ``patience``, ``tol``, ``alpha``, ``max_ratio``, ``train_fall`` (held_above; the last two
+    shared); ``rises``, ``rise`` (steady_rise).
 
     Examples
     --------
@@ -43,37 +47,60 @@ class OverfittingDetector(Detector):
     >>> for s in range(400):
     ...     val = (1.0 + abs(s - 200) / 100) if s % 20 == 0 else None
     ...     out += eng.update(Record(s, 2.0 - s / 400, val_loss=val))
-    >>> [(a.kind, a.step, a.action.params) for a in out if a.kind == "overfitting"]
-    [('overfitting', 320, {'to_step': 200})]
+    >>> [(a.kind, a.step, a.evidence["rule"], a.action.params) for a in out if a.kind == "overfitting"]
+    [('overfitting', 260, 'steady_rise', {'to_step': 200})]
 
     References
     ----------
-    Keras EarlyStopping(restore_best_weights); SageMaker Debugger Overfit rule; losslint.
+    Keras EarlyStopping(restore_best_weights); SageMaker Debugger Overfit rule; losslint;
+    Prechelt, "Early stopping - but when?" (1998).
     """
 
     name = "overfitting"
     kind = "overfitting"
     static_screen = True
+    #: The modules of its rules, in the order ``step`` tries them, then the shared piece.
+    rule_modules: ClassVar[tuple] = (held_above, steady_rise, untrained)
 
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
-                 max_ratio: float = 3.0, train_fall: float = 0.05) -> None:
+                 max_ratio: float = 3.0, train_fall: float = 0.05, rises: int = 3,
+                 rise: float = 0.1) -> None:
         super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio,
-                         train_fall=train_fall)
-        self.first_step = -1
-        self.vs = float("nan")  # smoothed val_loss
-        self.best = float("inf")
+                         train_fall=train_fall, rises=rises, rise=rise)
+        self.first_step = -1  # the step of the first evaluation, and its value
+        self.first_val = math.nan
+        # held_above: the smoothed val_loss, its best, where it was and the training trend
+        # there, and the evaluations in a row above the bar since
+        self.vs = math.nan
+        self.best = math.inf
         self.best_step = -1
-        self.trend_at_best = float("nan")
+        self.trend_at_best = math.nan
         self.above = 0
+        # steady_rise: the raw best, where it was and the training loss there, the rises in a
+        # row since (-1: broken until the next best) and the last of their values
+        self.rb = math.inf
+        self.rb_step = -1
+        self.rb_train = math.nan
+        self.rise_train = math.nan  # steady_rise: the training loss at the last rise
+        self.rise_n = -1
+        self.rise_vals: list[float] = []
 
     def get_state(self) -> dict[str, Any]:
-        return {"first_step": self.first_step, "vs": self.vs, "best": self.best, "best_step": self.best_step,
-                "trend_at_best": self.trend_at_best, "above": self.above}
+        return {"first_step": self.first_step, "first_val": self.first_val, "vs": self.vs,
+                "best": self.best, "best_step": self.best_step, "trend_at_best": self.trend_at_best,
+                "above": self.above, "rb": self.rb, "rb_step": self.rb_step, "rb_train": self.rb_train,
+                "rise_train": self.rise_train, "rise_n": self.rise_n, "rise_vals": list(self.rise_vals)}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
         self.best, self.best_step = d["best"], d["best_step"]
         self.trend_at_best, self.above = d["trend_at_best"], d["above"]
+        # absent in states saved before steady_rise existed: it starts afresh
+        self.first_val = d.get("first_val", math.nan)
+        self.rb, self.rb_step = d.get("rb", math.inf), d.get("rb_step", -1)
+        self.rb_train, self.rise_n = d.get("rb_train", math.nan), d.get("rise_n", -1)
+        self.rise_vals = list(d.get("rise_vals", []))
+        self.rise_train = d.get("rise_train", math.nan)
 
     def screen(self, f):
         return f.a("vok")
@@ -87,38 +114,28 @@ class OverfittingDetector(Detector):
         raw = f.val[i]
         step = f.step[i]
         if self.first_step < 0:
-            self.first_step = step
+            self.first_step, self.first_val = step, raw
         v = raw if self.vs != self.vs else self.vs + self.alpha * (raw - self.vs)
         self.vs = v
-        if v < self.best:
-            self.best = v
-            self.best_step = step
-            self.trend_at_best = f.trend[i]
-            self.above = 0
-            if self.alert is not None:
+        new_best = held_above.observe(self, f, i, v, step)
+        new_raw_best = steady_rise.observe(self, f, i, raw, step)
+        if self.alert is not None:
+            rule = self.alert.evidence.get("rule")
+            if new_raw_best if rule == "steady_rise" else new_best:
                 self.close_episode(step, f"new best val_loss {fmt(raw)}")
             return
-        if v > self.best + self.tol * abs(self.best):
-            self.above += 1
-        else:
-            self.above = 0
-        if self.alert is not None or self.above < self.patience:
+        found = None if new_best else held_above.check(self, f, i, raw, v)
+        rule = "held_above"
+        if found is None:
+            found, rule = steady_rise.check(self, f, i, raw), "steady_rise"
+        if found is None:
             return
-        trend = f.trend[i]
-        tb = self.trend_at_best
-        if not (f.nl[i] > 0 and tb == tb and trend < tb - self.train_fall * abs(tb)):
-            return
-        if self.best_step == self.first_step or v > self.max_ratio * abs(self.best):
-            return  # val never improved, or it exploded: a broken model, not memorisation
-        ev = {"val_loss": raw, "val_smoothed": v, "best_val_smoothed": self.best,
-              "best_step": self.best_step, "train_trend": trend, "train_trend_at_best": tb}
-        pct = 100 * (v / self.best - 1) if self.best else 0.0
-        self.open_episode(step, "warning",
-                          f"overfitting: val_loss (smoothed {fmt(v)}) is {fmt(pct)}% above its best "
-                          f"({fmt(self.best)} at step {self.best_step}) while the training loss "
-                          f"fell {fmt(tb)} -> {fmt(trend)}",
-                          ev, Action("rollback", {"to_step": self.best_step},
-                                     f"Validation loss has stayed up for {self.above} evaluations while "
-                                     f"training loss keeps falling: the model is memorising. Keep the "
-                                     f"checkpoint from step {self.best_step} and stop, or add "
-                                     "regularisation / data."))
+        text, ev = found
+        ev["rule"] = rule
+        best_step = ev["best_step"]
+        self.open_episode(step, "warning", f"overfitting: {text}", ev,
+                          Action("rollback", {"to_step": best_step},
+                                 f"Validation loss has stayed up for {ev['evaluations']} evaluations "
+                                 f"while training loss keeps falling: the model is memorising. Keep "
+                                 f"the checkpoint from step {best_step} and stop, or add "
+                                 "regularisation / data."))

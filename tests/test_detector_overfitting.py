@@ -26,3 +26,30 @@ def test_val_rising_with_the_train_loss_is_not_overfitting():
     losses = [1.0 + s / 200 for s in range(n)]
     vals = [1.0 + s / 150 if s % 25 == 0 else None for s in range(n)]
     assert raised(replay(losses, vals=vals)[1], "overfitting") == []
+
+
+def _epochs(train, val, first_step=1):
+    return replay(train, vals=val, steps=list(range(first_step, first_step + len(train))))[1]
+
+
+def test_three_rises_from_the_best_while_the_training_loss_falls_at_each_warn_on_a_short_log():
+    alerts = _epochs([0.68, 0.47, 0.35, 0.28, 0.22, 0.16], [0.57, 0.49, 0.51, 0.56, 0.64, 0.77])
+    of = raised(alerts, "overfitting")
+    assert [(a.step, a.evidence["rule"], a.action.params["to_step"]) for a in of] == [(5, "steady_rise", 2)]
+
+
+def test_rises_while_the_training_loss_does_not_fall_at_each_evaluation_are_not_overfitting():
+    # an unstable run: its training loss wanders (0.45, 0.58, 0.54, 0.57) while the val rises
+    assert raised(_epochs([2.3, 0.45, 0.58, 0.54, 0.57], [2.3, 0.63, 0.66, 0.75, 1.06]), "overfitting") == []
+
+
+def test_a_val_that_only_rose_from_the_untrained_evaluation_at_step_0_is_not_overfitting():
+    train, val = [0.68, 0.47, 0.35, 0.28, 0.22], [0.5, 0.52, 0.56, 0.64, 0.77]
+    assert raised(_epochs(train, val, first_step=0), "overfitting") == []
+    assert raised(_epochs(train, val, first_step=1), "overfitting")  # evaluated after an epoch
+
+
+def test_a_small_drift_against_the_progress_made_is_not_overfitting():
+    # val fell 2.3 -> 0.19, then drifts 0.19 -> 0.2 -> 0.21 -> 0.22: 1.3 % of its progress
+    train = [2.3, 0.5, 0.2, 0.15, 0.12, 0.1, 0.08]
+    assert raised(_epochs(train, [2.3, 0.6, 0.19, 0.2, 0.21, 0.22, 0.22]), "overfitting") == []

@@ -166,3 +166,14 @@ def test_every_feature_column_is_described_once_with_its_type():
         value = getattr(one, c)[0]
         assert isinstance(value, typing.get_args(kind)[0]) or \
             (typing.get_args(kind)[0] is float and isinstance(value, int)), (c, value)
+
+
+def test_a_streak_under_a_calm_grad_norm_is_the_data_not_a_run_away():
+    losses = [1.16, 1.13, 1.23, 1.39, 1.57, 1.28]
+    lrs = [2.16e-5 + k * 6e-7 for k in range(6)]  # a warm-up: the LR ramps under the rise
+
+    def rules(gns):
+        return [a.evidence["rule"] for a in drive(DivergenceDetector(), map(Record, range(6), losses, gns, lrs))]
+    assert rules([0.52, 0.48, 0.75, 0.56, 0.56, 0.53]) == []  # the gradient does not share the rise
+    assert rules([0.52, 0.48, 0.75, 1.6, 3.1, 0.53]) == ["streak"]  # it does: a run-away
+    assert rules([None] * 6) == ["streak"]  # no grad-norm logged: the loss alone decides

@@ -382,3 +382,15 @@ def test_an_open_lr_raise_is_withheld_when_a_lowering_alert_appears():
     later = Alert(run_id="r", step=10, kind="plateau", severity="warning", detector="plateau", message="",
                   action=Action("scale_lr", {"factor": 10.0}), last_step=60, event="updated")
     assert again.assign([later])[0].action.type == "none"
+
+
+def test_a_loss_repeated_at_the_four_decimal_print_resolution_is_dead_only_with_three_digits():
+    from losswatch.detectors.dead import same_4_digits
+    assert same_4_digits(0.0266, 0.0266) and same_4_digits(0.2, 0.2) and same_4_digits(2.3026, 2.3026)
+    assert not same_4_digits(0.0003, 0.0003)  # one significant digit at four decimals
+    assert same_4_digits(0.00031234, 0.00031234)  # printed with more digits: judged
+    def dead(losses):
+        _, alerts = one_at_a_time([Record(s, x) for s, x in enumerate(losses)])
+        return [a for a in alerts if a.kind == "dead"]
+    assert dead([0.5, 0.2] + [0.0003] * 10) == []
+    assert dead([0.5, 0.2] + [0.0266] * 10)

@@ -58,3 +58,34 @@ def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     eng.SMALL_BATCH = 0  # these excerpts are short: force the vectorised path
     batch = [(a.id, a.severity, a.last_step) for a in eng.update_batch(list(read_run(REAL / rel)))]
     assert batch == one
+
+
+def test_a_validation_loss_rising_every_epoch_while_the_training_loss_falls_is_overfitting():
+    # an LSTM's epoch log: val 1.87 at epoch 4, then up on every epoch while train falls; the
+    # smoothed rule needs the val 25 % up for three evaluations, which came only at the last row
+    alerts = _replay("histories/derekchen14__snippet_rnn__results-0508-results__lstm64-multi-adam-droprec02.csv")
+    of = raised(alerts, "overfitting", "warning")
+    assert of and of[0].step <= 8 and of[0].evidence["rule"] == "steady_rise"
+    assert of[0].action.type == "rollback" and of[0].action.params["to_step"] == 4
+
+
+def test_an_epoch_log_whose_first_evaluation_is_its_best_still_overfits():
+    # six epochs of a Keras model: val lowest after epoch 1, then up every epoch while the
+    # training loss falls 0.44 -> 0.04; epoch 1 is a trained model, not the untrained one
+    alerts = _replay("issues/lyhue1991__eat_tensorflow2_in_30_days__69__original.csv")
+    of = raised(alerts, "overfitting", "warning")
+    assert of and of[0].step == 4 and of[0].action.params["to_step"] == 1
+
+
+def test_a_converged_loss_printed_with_four_decimals_is_not_a_frozen_run():
+    # a CodeBERT fine-tune's trainer_state: the logged loss (rounded to 4 decimals) reads 0.0003
+    # for six lines while the model memorises; 0.0003 has one significant digit, no frozen output
+    alerts = _replay("histories/diegoarteagamendoza__analisisdetacticasensoftwareclinicoutilizandocodebert__trainer-state.csv")
+    assert raised(alerts, "dead") == []
+
+
+def test_a_fine_tunes_warm_up_noise_under_a_calm_grad_norm_is_not_a_divergence():
+    # Qwen3 LoRA warm-up lines: loss 1.13 -> 1.57 in three records while the grad-norm stays
+    # 0.48-0.75 and the LR ramps; the loss is back at 1.26 two lines later
+    alerts = _replay("issues/unslothai__unsloth__2955.csv")
+    assert [a for a in alerts if a.severity != "info" and a.action.direction != "none"] == []

@@ -13,12 +13,24 @@ it, fewer records and fewer noise units are evidence enough (:mod:`.streak`,
   one-cycle before its peak). The loss noise grows with the LR on the way up, so noise units
   measured there come late.
 
+And one counter-evidence, the *grad-norm calm*: logged on this record (after at least three
+grad-norms) and at most ``gn_calm`` x its usual level. An optimiser that leaves its basin (an
+LR too high) raises the gradient with the loss; a loss that rises under a calm gradient is the
+data (harder batches, longer sequences), which the next batches undo. :mod:`.streak` does not
+fire on it.
+
 Parameters
 ----------
 gn_warn : float, default 5.0
     How far above its usual level (a factor on the grad-norm) counts as building up.
     Set by: an RNN at 10x its LR shows its grad-norm at 5x two steps before the loss runs away;
     with it (and the spike rules), the benchmark's divergence recall went from 0.90 to 1.00.
+
+gn_calm : float, default 1.5
+    How close to its usual level (a factor on the grad-norm) counts as calm.
+    Set by: a Qwen3 LoRA fine-tune's warm-up lines (loss 1.13 -> 1.57 in three records, the
+    grad-norm 0.48-0.75 throughout) got a critical "cut the LR 10x"; the benchmark's streak
+    alerts all come with the grad-norm >= 2x its usual (1.5 and 2.0 change no alert there).
 
 Examples
 --------
@@ -59,3 +71,10 @@ def grad_norm_building(d: DivergenceDetector, f: Features, i: int) -> bool:
     return f.gok[i] and f.ng[i] >= 3 and g > 0.0 and gprev > 0.0 and \
         math.log(g) - f.b_mu[i] >= d.gn_warn_log and \
         math.log(gprev) - f.b_mu[i] >= d.gn_warn_log - LOG_2
+
+
+def grad_norm_calm(d: DivergenceDetector, f: Features, i: int) -> bool:
+    """Is the grad-norm logged on row ``i`` (after three or more) and <= ``gn_calm`` x its usual
+    level?"""
+    g = f.gn[i]
+    return f.gok[i] and f.ng[i] >= 3 and g > 0.0 and math.log(g) - f.b_mu[i] <= d.gn_calm_log

@@ -9,7 +9,8 @@ units of the level when no counted spike happened in the last ``spike_memory`` r
 from inside an excursion). Noise guards: the loss before the latest is ``prev_z`` noise units
 above the level (two elevated points: noise then one data spike is no streak) and the latest
 ``streak_z`` units. With a cause (:mod:`.causes`): the grad-norm building up asks 1 and
-``prev_z`` units, the LR ramping ``prev_z`` units for the latest.
+``prev_z`` units, the LR ramping ``prev_z`` units for the latest. Never under a calm
+grad-norm (:mod:`.causes`): a rise the gradient does not share is the data, not a run-away.
 
 Parameters
 ----------
@@ -63,6 +64,7 @@ from typing import TYPE_CHECKING
 
 from ..base import fmt
 from ..progress import RAW_SHARE, _pratio, _ratio, pratio_arr
+from . import causes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,6 +75,8 @@ if TYPE_CHECKING:
 
 def check(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float, up_n: int,
           gn_up: bool, ramping: bool, after_spike: bool) -> tuple[str, str] | None:
+    if causes.grad_norm_calm(d, f, i):
+        return None
     caused = gn_up or ramping
     pr = _pratio(x, best, l0, RAW_SHARE)
     if not (up_n >= d.streak or (up_n >= 2 and caused and pr >= d.explode_ratio)):
