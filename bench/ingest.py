@@ -177,7 +177,7 @@ def breakdown(n_batches: int = 100, batch: int = 1000) -> dict:
 
     from losswatch.detectors import Engine
     from losswatch.service.ingest import parse_steps
-    from losswatch.service.stores.base import to_batch
+    from losswatch.service.pipeline import IngestPipeline, to_batch
     from losswatch.service.stores.memory import MemoryStore
 
     bodies = [b for _, b in make_bodies(["b"], batch, n_batches, 1)]
@@ -192,7 +192,7 @@ def breakdown(n_batches: int = 100, batch: int = 1000) -> dict:
     for b in batches:
         eng.update_batch(b)
     t_engine = time.process_time() - t
-    store = MemoryStore()
+    store = IngestPipeline(MemoryStore())
 
     async def ingest_all():
         t0 = time.process_time()

@@ -26,13 +26,12 @@ retention) and ``lw:alerts`` (``<project>/<alert id>`` by last update time: cros
 queries). Data of the earlier layout (keys ``lw:{<run_id>}:``, run ids alone in the indexes) is
 renamed into its run's project once by :meth:`RedisStore.prepare` (see docs/storage.md).
 
-Concurrency (the :mod:`.base` atomicity contract): one Lua script applies a batch (steps,
-extras, alerts, detector state, counters) atomically, and only if the run's state version is the
-one the detector state was computed from (compare-and-set). On a conflict the script returns the
-current state and the replica recomputes and retries. A replica keeps the engine of each run it
-served last, with its version, so the usual batch costs exactly one round trip (one EVALSHA); for
-a minute after a conflict on a run, a replica reads the run's state before running the detectors
-(two round trips, but no detector work wasted on a stale state).
+Concurrency (the :mod:`.base` snapshot contract): :meth:`RedisStore.commit` is one Lua script
+(``COMMIT``) that applies a change (steps, extras, alerts, notification claims, detector state,
+summary, counters) atomically, and only if the run's state version is the one the change was
+computed from (compare-and-set); on a conflict it writes nothing and returns the current
+snapshot, so the pipeline's retry needs no second round trip. The pipeline keeps the engines of
+the runs it served last, so the usual batch is exactly one round trip (one EVALSHA).
 
 Duplicates are found by the chunk's presence bit (SETBIT returns the old bit) inside the same
 script; steps above the stored ``last_step`` need no check (nothing above it is stored).
@@ -52,9 +51,6 @@ import bisect
 import functools
 import json
 import logging
-import time
-import weakref
-from collections import OrderedDict
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
@@ -65,20 +61,17 @@ from . import series as ser
 from .base import (
     DEFAULT_PROJECT,
     Columns,
-    IngestResult,
+    Committed,
+    RunCommit,
     RunSummary,
+    Snapshot,
     Store,
     StoreUnavailable,
     alert_matches,
-    classify_steps,
-    last_values,
-    load_engine,
-    new_engine,
-    run_engine,
     summary_matches,
     wall_now,
 )
-from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION, SUMMARIES
+from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES
 
 log = logging.getLogger("losswatch.redis")
 
@@ -154,15 +147,6 @@ def _run_of_alert(alert_id: str) -> str | None:
     return parts[0] if len(parts) == 3 and parts[0] else None
 
 
-class _Cached:
-    """The engine of a run as of state version ``v`` (valid only while nobody else wrote)."""
-
-    __slots__ = ("v", "engine", "last_step")
-
-    def __init__(self, v: int, engine: Any, last_step: int | None) -> None:
-        self.v, self.engine, self.last_step = v, engine, last_step
-
-
 class RedisStore(Store):
     """Store on Redis; see the module docstring.
 
@@ -173,8 +157,6 @@ class RedisStore(Store):
         EXPIRE is refreshed by a write when the last refresh is older than that); 0 keeps them
         forever (30 days).
     raw_chunks : how many of the newest 960-step chunks stay at full resolution (8: 7,680 steps).
-    engine_cache : detector engines kept in this process (~11 KB each), the runs served last
-        (10,000). A run not in it costs one more round trip.
     levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
     wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't),
         for at most ``wait_timeout_ms``. A batch not replicated in time raises StoreUnavailable
@@ -191,7 +173,7 @@ class RedisStore(Store):
     def __init__(self, url: str, *, retention_seconds: int = Settings.retention_seconds,
                  raw_chunks: int = Settings.raw_chunks, wait_replicas: int = Settings.redis_wait_replicas,
                  wait_timeout_ms: int = Settings.redis_wait_timeout_ms, prefix: str = "lw:",
-                 max_connections: int = 64, engine_cache: int = Settings.redis_engine_cache,
+                 max_connections: int = 64,
                  levels: tuple[ser.Level, ...] | None = None,
                  timeout_ms: int = Settings.store_timeout_ms) -> None:
         self._where = _redact(url)                 # never echo a password (/readyz shows it)
@@ -211,18 +193,10 @@ class RedisStore(Store):
             url, max_connections=max_connections, timeout=t,
             socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
         self._r = aioredis.Redis(connection_pool=pool)
-        self._ingest = self._r.register_script(INGEST)
-        self._put_meta = self._r.register_script(PUT_META)
+        self._commit = self._r.register_script(COMMIT)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
         self._summaries = self._r.register_script(SUMMARIES)
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_max = engine_cache
-        # one in-flight ingest per run per process: the cached engine is mutated in place
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.conflicts = 0                          # CAS retries (diagnostics, tests)
-        # runs another replica wrote lately (monotonic time of the last conflict): read first
-        self._contended: dict[str, float] = {}
 
     # --- keys -----------------------------------------------------------------------------
     def _p(self, rk: str) -> str:
@@ -237,147 +211,100 @@ class RedisStore(Store):
     def _alerts_key(self) -> str:
         return self.prefix + "alerts"
 
-    def _lock(self, rk: str) -> asyncio.Lock:
-        lock = self._locks.get(rk)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[rk] = lock
-        return lock
-
-    def _cache_put(self, rk: str, c: _Cached) -> None:
-        self._cache[rk] = c
-        self._cache.move_to_end(rk)
-        while len(self._cache) > self._cache_max:
-            self._cache.popitem(last=False)
-
-    def _from_state(self, run_id: str, v: int, eng: bytes | None, last_step: bytes | None) -> _Cached:
-        engine = load_engine(eng) if eng else new_engine(run_id, None)
-        return _Cached(v, engine, _i(last_step))
-
-    async def _read_state(self, rk: str, run_id: str, cached: _Cached | None = None) -> _Cached:
-        """The run's stored state (``cached`` itself if it is still the current version)."""
-        v, eng, last = await self._r.hmget(self._p(rk) + "s", "v", "eng", "last_step")
-        v = _i(v) or 0
-        if cached is not None and cached.v == v:
-            return cached
-        return self._from_state(run_id, v, eng, last)
-
-    # --- ingest ---------------------------------------------------------------------------
+    # --- load and commit (the ingest pipeline's two calls) ---------------------------------
     @_unavailable
-    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
-                     now: float | None = None) -> IngestResult:
-        now = wall_now(now)
-        rk = _member(project, run_id)
-        async with self._lock(rk):
-            cached = self._cache.pop(rk, None)
-            if cached is None or self._contended.get(rk, -1e9) > time.monotonic() - 60:
-                # unknown here, or other replicas wrote it lately: read the state first rather
-                # than run the detectors on a state that is probably stale
-                cached = await self._read_state(rk, run_id, cached)
-            for _attempt in range(200):
-                res = await self._try_ingest(rk, run_id, project, cols, now, cached)
-                if isinstance(res, _Cached):          # version conflict: res is the current state
-                    self.conflicts += 1
-                    self._contended[rk] = time.monotonic()
-                    if len(self._contended) > 10_000:
-                        self._contended.pop(next(iter(self._contended)))
-                    cached = res
-                    continue
-                return res
-            raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
+    async def load(self, project: str, run_id: str) -> Snapshot:
+        v, eng, last = await self._r.hmget(self._p(_member(project, run_id)) + "s", "v", "eng", "last_step")
+        return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last))
 
-    async def _try_ingest(self, rk: str, run_id: str, project: str, cols: Columns, now: float,
-                          cached: _Cached) -> IngestResult | _Cached:
+    @_unavailable
+    async def commit(self, change: RunCommit) -> Committed | Snapshot:
+        """One COMMIT script call (the change, all or nothing, under the version check); then
+        the late steps of already downsampled chunks are folded into their buckets and the
+        chunks that left the raw window are downsampled (each its own transaction: a failure
+        there leaves the batch stored, and the client's retry completes it)."""
+        c = change
+        rk = _member(c.project, c.run_id)
         p = self._p(rk)
-        split = classify_steps(cols.step, lambda _k: False, cached.last_step)
-        in_order = split.in_order
-        # new steps at or below last_step (maybe stored already); none in an in-order batch
-        cands = [] if len(in_order) == len(split.new) else sorted(set(split.new) - set(in_order))
-        engine = cached.engine
-        changed, rec, health = run_engine(engine, cols, in_order)
-        eng_bytes = engine.to_bytes()
-        new_last = cols.step[in_order[-1]] if in_order else None   # in_order steps increase
-
-        args: list[Any] = []
-        # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
-        segs = _segments(in_order, cols.step)       # in_order is increasing in step already
-        packed = ser.pack_rows(cols, in_order) if in_order else b""   # once: segments slice it
-        pos = 0
-        for ci, first_slot, idx in segs:
-            args += [ci, first_slot, len(idx), packed[pos * ser.SLOT_BYTES:(pos + len(idx)) * ser.SLOT_BYTES]]
-            pos += len(idx)
-        cand_no: dict[int, int] = {}
-        for n, i in enumerate(cands, 1):
-            s = cols.step[i]
-            args += [s // ser.CHUNK, s % ser.CHUNK, ser.pack_rows(cols, [i])]
-            cand_no[i] = n
-        n_extra = 0
-        for i in split.new:
-            x = cols.extra[i]
-            if x:
-                args += [cols.step[i], json.dumps(x), cand_no.get(i, 0)]
-                n_extra += 1
-        alert_dicts = []
-        for a in changed:
-            d = a.to_dict()
-            d["project"] = project
-            d["updated_at"] = now
-            alert_dicts.append(d)
-            args += [a.id, json.dumps(d)]
-        last_json = ""
-        if in_order:
-            last_json = json.dumps(last_values(cols, in_order[-1], engine))
-        act_json = json.dumps([{**a.to_dict(), "project": project} for a in engine.active_alerts]) if changed else ""
-        head = [cached.v, project, repr(now), self.retention, p, eng_bytes,
-                "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
-                len(segs), len(cands), n_extra, len(changed), rk,
-                ser.GROW_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
-                len(in_order)]
-        keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
+        keys, args = self._commit_call(p, rk, c)
         if self.wait_replicas:
             # WAIT counts the replicas that have this connection's writes: same connection
             async with self._r.pipeline(transaction=False) as pipe:
-                await self._ingest(keys=keys, args=head + args, client=pipe)
+                await self._commit(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
                 reply, replicas = await pipe.execute()
         else:
-            reply, replicas = await self._ingest(keys=keys, args=head + args), None
-        status = int(reply[0])
-        if status == 0:
-            return self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
-        new_v, flags, c0 = int(reply[1]), reply[2].decode(), int(reply[3])
-        last_step = new_last if new_last is not None else cached.last_step
-        self._cache_put(rk, _Cached(new_v, engine, last_step))
+            reply, replicas = await self._commit(keys=keys, args=args), None
+        if int(reply[0]) == 0:
+            return Snapshot(version=int(reply[1]), engine_state=reply[2] or None, last_step=_i(reply[3] or None))
+        version, flags, c0, alert_info, claims = int(reply[1]), reply[2].decode(), int(reply[3]), reply[4], reply[5]
         if replicas is not None and int(replicas) < self.wait_replicas:
             raise StoreUnavailable(f"batch reached {int(replicas)} of {self.wait_replicas} Redis replicas "
                                    f"in {self.wait_timeout_ms} ms (stored on the primary; a retry is safe)")
-
-        stored = flags.count("N")
-        dups = split.duplicates + flags.count("D")
-        late = [i for i, fl in zip(cands, flags) if fl == "L"]
-        if late:
-            a_n, a_d = await self._fold_late(p, cols, late)
-            stored += a_n
-            dups += a_d
+        stored, dups = flags.count("N"), flags.count("D")
+        below = [i for i, fl in zip(c.late, flags) if fl == "L"]
+        if below:
+            n, d = await self._fold_late(p, c.cols, below)
+            stored += n
+            dups += d
+        last_step = c.cols.step[c.in_order[-1]] if c.in_order else None
         if last_step is not None and ser.raw_start(last_step, self.raw_chunks) > c0:
             try:
                 await self._compact(p)
             except (StoreUnavailable, *_DOWN) as e:     # the batch is stored; the next one retries
                 log.warning("downsampling run %s postponed: %s", rk, e)
+        return Committed(
+            version=version, stored_late=stored, duplicate_late=dups,
+            alerts=[(float(r), float(ack) if ack else None, bool(int(created))) for r, ack, created in alert_info],
+            claimed=[ch == ord("1") for ch in claims])
 
-        out_alerts = []
-        new_ids = []
-        for d, info in zip(alert_dicts, reply[5]):
-            d["raised_at"] = float(info[0])
-            if int(info[2]):
-                new_ids.append(d["id"])
-            if info[1]:
-                d["acknowledged"] = True
-                d["acknowledged_at"] = float(info[1])
-            out_alerts.append(d)
-        return IngestResult(accepted=len(in_order) + stored, duplicates=dups, out_of_order=stored,
-                            alerts=out_alerts, new_alert_ids=new_ids, recommendation=rec,
-                            health=health, project=project)
+    def _commit_call(self, p: str, rk: str, c: RunCommit) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the COMMIT script for ``c`` (their layout: redis_scripts.COMMIT_KEYS
+        and COMMIT_FIELDS): named scalars first, then the sections."""
+        cols = c.cols
+        in_order = c.in_order
+        sections: list[Any] = []
+        # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
+        segs = _segments(in_order, cols.step)       # in_order is increasing in step already
+        packed = ser.pack_rows(cols, in_order) if in_order else b""   # once: segments slice it
+        pos = 0
+        for ci, first_slot, idx in segs:
+            sections += [ci, first_slot, len(idx), packed[pos * ser.SLOT_BYTES:(pos + len(idx)) * ser.SLOT_BYTES]]
+            pos += len(idx)
+        late_no: dict[int, int] = {}
+        for n, i in enumerate(c.late, 1):
+            s = cols.step[i]
+            sections += [s // ser.CHUNK, s % ser.CHUNK, ser.pack_rows(cols, [i])]
+            late_no[i] = n
+        n_extra = 0
+        if any(cols.extra):
+            for i in (*in_order, *c.late):
+                x = cols.extra[i]
+                if x:
+                    sections += [cols.step[i], json.dumps(x), late_no.get(i, 0)]
+                    n_extra += 1
+        for d in c.alerts:
+            sections += [d["id"], json.dumps(d)]
+        sections += c.claims
+        advice = c.advice
+        head = {
+            "expected": c.expected_version, "project": c.project, "run": rk, "now": repr(c.now),
+            "ttl": self.retention, "prefix": p, "engine": c.engine.to_bytes(),
+            "last_step": cols.step[in_order[-1]] if in_order else "", "batch_dups": c.batch_duplicates,
+            "in_order": len(in_order), "advice": "1" if advice is not None else "",
+            "health": advice.health if advice else "", "rec": json.dumps(advice.recommendation) if advice else "",
+            "last": json.dumps(advice.last) if advice and advice.last is not None else "",
+            "active": json.dumps(advice.active_alerts) if advice and advice.active_alerts is not None else "",
+            "meta": json.dumps(c.meta) if c.meta is not None else "",
+            "segments": len(segs), "late": len(c.late), "extras": n_extra, "alerts": len(c.alerts),
+            "claims": len(c.claims),
+        }
+        args: list[Any] = [len(COMMIT_FIELDS)]
+        for name in COMMIT_FIELDS:
+            args += [name, head[name]]
+        by_name = {"state": p + "s", "tiers": p + "ds", "extras": p + "x", "alerts": p + "a", "raised": p + "ar",
+                   "acked": p + "ak", "claims": p + "n", "runs": self._runs_key, "alert_index": self._alerts_key}
+        return [by_name[k] for k in COMMIT_KEYS], args + sections
 
     # --- downsampling ---------------------------------------------------------------------
     async def _compact(self, p: str) -> None:
@@ -512,34 +439,6 @@ class RedisStore(Store):
                     continue
 
     # --- other writes ---------------------------------------------------------------------
-    @_unavailable
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
-                       now: float | None = None) -> RunSummary:
-        now = wall_now(now)
-        rk = _member(project, run_id)
-        p = self._p(rk)
-        meta_json = json.dumps(meta)
-        async with self._lock(rk):
-            cached = await self._read_state(rk, run_id, self._cache.pop(rk, None))
-            for _ in range(200):
-                cached.engine.set_meta(dict(meta))
-                reply = await self._put_meta(
-                    keys=[p + "s", self._runs_key],
-                    args=[cached.v, project, repr(now), self.retention, p,
-                          cached.engine.to_bytes(), meta_json, rk])
-                status = int(reply[0])
-                if status == 0:
-                    self.conflicts += 1
-                    cached = self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
-                    continue
-                self._cache_put(rk, _Cached(int(reply[1]), cached.engine, cached.last_step))
-                break
-            else:
-                raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
-        s = await self.get_run(run_id, project=project)
-        assert s is not None
-        return s
-
     @_unavailable
     async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
                         now: float | None = None) -> dict[str, Any] | None:
@@ -739,10 +638,6 @@ class RedisStore(Store):
         p = self._p(_member(project, run_id))
         return [json.loads(x) for x in await self._r.lrange(p + "act", 0, -1)]
 
-    @_unavailable
-    async def claim_notification(self, key: str, ttl: int) -> bool:
-        return bool(await self._r.set(f"{self.prefix}notify:{key}", b"1", nx=True, ex=ttl))
-
     # --- lifecycle ------------------------------------------------------------------------
     @_unavailable
     async def ping(self) -> None:
@@ -752,7 +647,7 @@ class RedisStore(Store):
 
     # 2: raw chunks listed in each run's rc index; 3: a run's keys and index entries carry its project
     LAYOUT = 3
-    _RUN_KEYS = ("s", "ds", "x", "a", "ar", "ak", "act", "d1", "d2", "d3", "rc")
+    _RUN_KEYS = ("s", "ds", "x", "a", "ar", "ak", "n", "act", "d1", "d2", "d3", "rc")
 
     async def prepare(self) -> None:
         """Bring data of earlier layouts to this one, once per Redis (``<prefix>layout`` records
