@@ -179,16 +179,18 @@ def test_runs_of_the_earlier_redis_layout_move_into_their_project(redis_proc):
             # what the earlier layout left: the same data under the run id alone
             for key in cli.keys("lw:{team/old}:*"):
                 cli.rename(key, key.replace(b"{team/old}", b"{old}"))
-            for index in ("lw:runs", "lw:alerts"):
-                for member, score in cli.zrange(index, 0, -1, withscores=True):
-                    cli.zrem(index, member)
-                    cli.zadd(index, {member.split(b"/", 1)[1]: score})
+            for index in ("lw:runs", "lw:alerts"):          # one sorted set each, of bare ids
+                for shard in cli.keys(index + ":{*}"):
+                    for member, score in cli.zrange(shard, 0, -1, withscores=True):
+                        cli.zadd(index, {member.split(b"/", 1)[1]: score})
+                    cli.delete(shard)
             cli.set("lw:layout", "2")
             st2 = RedisStore(redis_proc.url)
             try:
                 assert await st2.get_run("old", project="team") is None   # not visible before
                 await st2.prepare()
-                assert cli.get("lw:layout") == b"3" and cli.keys("lw:{old}:*") == []
+                assert cli.get("lw:layout") == b"4" and cli.keys("lw:{old}:*") == []
+                assert cli.exists("lw:runs", "lw:alerts") == 0          # moved into the shards
                 got = await st2.get_run("old", project="team")
                 assert (got.project, got.n_steps, got.meta, got.health) == \
                        ("team", want_run.n_steps, {"task": "t"}, want_run.health)

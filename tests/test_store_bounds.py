@@ -232,7 +232,7 @@ def test_runs_written_before_the_chunk_index_are_indexed_once(redis_proc):
             cli.delete("lw:{default/old}:rc", "lw:layout")           # as an earlier version left it
             assert accounted(await st.read_series("old")) == 0
             await st.prepare()
-            assert cli.get("lw:layout") == b"3" and 0 < cli.ttl("lw:{default/old}:rc") <= 3600 + 360
+            assert cli.get("lw:layout") == b"4" and 0 < cli.ttl("lw:{default/old}:rc") <= 3600 + 360
             got = await st.read_series("old")
             assert got.step == list(range(3000))
             cli.delete("lw:{default/old}:rc")

@@ -302,18 +302,19 @@ def summary_matches(s: RunSummary, projects: set[str] | None, health: str | None
 
 def open_store(settings) -> Store:
     """The store for ``settings.store_url`` (a :class:`~losswatch.service.settings.Settings`):
-    ``memory://`` (default) or ``redis://host:port/db``, with the settings' retention, raw
-    window and timeouts."""
+    ``memory://`` (default), ``redis://host:port/db`` or ``redis+cluster://host:port`` (a Redis
+    Cluster, found from one of its nodes), with the settings' retention, raw window and timeouts."""
     url = settings.store_url or "memory://"
     if url.startswith("memory://") or url == "memory":
         from .memory import MemoryStore
 
         return MemoryStore(retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         from .redis import RedisStore
 
         return RedisStore(url, retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks,
                           wait_replicas=settings.redis_wait_replicas,
                           wait_timeout_ms=settings.redis_wait_timeout_ms,
                           timeout_ms=settings.store_timeout_ms)
-    raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(f"unsupported store URL {url!r}: use memory://, redis://host:port/db or "
+                     f"redis+cluster://host:port (one node of a Redis Cluster)")

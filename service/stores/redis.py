@@ -1,4 +1,5 @@
-"""The Redis store (``redis://host:port/db``): shared by any number of service replicas.
+"""The Redis store (``redis://host:port/db``, or ``redis+cluster://host:port`` for a Redis Cluster):
+shared by any number of service replicas.
 
 Data model (per run, every key prefixed ``lw:{<project>/<run_id>}:``: a run is named by its project
 and its run id, and ``/`` is in neither; the braces are a Cluster hash tag):
@@ -21,10 +22,18 @@ a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
 act        list                    action reports (JSON)
 =========  ======================  ==========================================================
 
-and two global sorted sets: ``lw:runs`` (``<project>/<run_id>`` by last write time: list, metrics,
-retention) and ``lw:alerts`` (``<project>/<alert id>`` by last update time: cross-run alert
-queries). Data of the earlier layout (keys ``lw:{<run_id>}:``, run ids alone in the indexes) is
-renamed into its run's project once by :meth:`RedisStore.prepare` (see docs/storage.md).
+n          hash                    notification claims (dedupe key -> time claimed)
+
+and two indexes, each sharded into :data:`INDEX_SHARDS` sorted sets (``lw:runs:{<k>}``,
+``lw:alerts:{<k>}``; shard = CRC-32 of the member, so the shards spread over a Cluster's nodes):
+``<project>/<run_id>`` by last write time (list, metrics, retention; refreshed by a replica at
+most every :data:`INDEX_REFRESH_S` per run) and ``<project>/<alert id>`` by last update time
+(cross-run alert queries). Data of earlier layouts is brought to this one once by
+:meth:`RedisStore.prepare` (see docs/storage.md).
+
+On a Redis Cluster every command and script touches the keys of one run only (one hash tag, so
+one slot); the index entries are written beside the COMMIT script, in the same round trip,
+before it (an entry for a batch that then fails names a run that may not exist: listings skip it).
 
 Concurrency (the :mod:`.base` snapshot contract): :meth:`RedisStore.commit` is one Lua script
 (``COMMIT``) that applies a change (steps, extras, alerts, notification claims, detector state,
@@ -51,10 +60,16 @@ import bisect
 import functools
 import json
 import logging
+import time
+import zlib
+from collections import OrderedDict
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..settings import Settings
 from . import series as ser
@@ -76,13 +91,17 @@ from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD
 log = logging.getLogger("losswatch.redis")
 
 _LEVEL_KEYS = ("d1", "d2", "d3")
+CLUSTER_SCHEME = "redis+cluster://"   # a store URL naming one node of a Redis Cluster
+INDEX_SHARDS = 16                     # sorted sets per index (runs, alerts)
+INDEX_REFRESH_S = 60.0                # a run's index entry is rewritten at most this often by a replica
 _STATE_FIELDS = ("project", "created_at", "last_seen", "last_step", "n_steps", "dups",
                  "ooo", "last", "health", "rec", "act", "meta")
 
 # Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After): no
 # connection, no answer within the store timeout (a stall, a long script), or one of these
 # error replies (redis-py strips the code from the message and keeps it as ``status_code``).
-_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError, asyncio.TimeoutError)
+_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError, asyncio.TimeoutError,
+         rexc.ClusterError, rexc.SlotNotCoveredError)
 _DOWN_REPLIES = {
     "OOM": "out of memory", "BUSY": "busy running a script", "MISCONF": "cannot persist",
     "NOREPLICAS": "not enough replicas", "LOADING": "loading its data", "MASTERDOWN": "primary down",
@@ -152,7 +171,8 @@ class RedisStore(Store):
 
     Parameters
     ----------
-    url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``).
+    url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``), or ``redis+cluster://host:port``:
+        one node of a Redis Cluster (the others are discovered).
     retention_seconds : runs expire this long after their last write (up to min(1 h, 10%) later:
         EXPIRE is refreshed by a write when the last refresh is older than that); 0 keeps them
         forever (30 days).
@@ -161,6 +181,7 @@ class RedisStore(Store):
     wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't),
         for at most ``wait_timeout_ms``. A batch not replicated in time raises StoreUnavailable
         (503) although the primary has it: the client's retry then finds its steps as duplicates.
+        Not on a Cluster (refused).
     timeout_ms : a connection, a free pooled connection or a reply that takes longer is a
         StoreUnavailable (503): a stalled Redis answers promptly instead of after seconds.
 
@@ -189,26 +210,51 @@ class RedisStore(Store):
         t = timeout_ms / 1000
         # a batch waiting for replicas waits up to wait_timeout_ms for the reply on purpose
         reply_t = t + (wait_timeout_ms / 1000 if wait_replicas else 0)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=t,
-            socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
-        self._r = aioredis.Redis(connection_pool=pool)
+        self.cluster = url.startswith(CLUSTER_SCHEME)
+        if self.cluster:
+            if wait_replicas:
+                raise ValueError("LOSSWATCH_REDIS_WAIT_REPLICAS needs a single Redis primary: a Redis Cluster "
+                                 "acknowledges writes per node (use its own replicas and failover)")
+            # one quick retry after a refused connection or a moved slot (it refreshes the map of
+            # the slots), then StoreUnavailable: a node that is down answers 503 promptly
+            self._r = RedisCluster.from_url(
+                "redis://" + url[len(CLUSTER_SCHEME):], max_connections=max_connections,
+                socket_connect_timeout=t, socket_timeout=reply_t, require_full_coverage=False,
+                retry=Retry(NoBackoff(), 1))
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=t,
+                socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
+            self._r = aioredis.Redis(connection_pool=pool)
         self._commit = self._r.register_script(COMMIT)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
         self._summaries = self._r.register_script(SUMMARIES)
+        self._indexed: OrderedDict[str, float] = OrderedDict()   # run -> when this replica last indexed it
+        self._trimmed_at = -1e18                                  # when it last trimmed the indexes
 
     # --- keys -----------------------------------------------------------------------------
     def _p(self, rk: str) -> str:
         """The key prefix of the run ``rk`` (``_member(project, run_id)``)."""
         return f"{self.prefix}{{{rk}}}:"
 
+    def _index_key(self, index: str, member: str) -> str:
+        """The shard of ``index`` ("runs" or "alerts") that holds ``member``."""
+        return self._shard(index, zlib.crc32(member.encode()) % INDEX_SHARDS)
+
+    def _shard(self, index: str, k: int) -> str:
+        return f"{self.prefix}{index}:{{{k}}}"
+
+    def _shards(self, index: str) -> list[str]:
+        return [self._shard(index, k) for k in range(INDEX_SHARDS)]
+
     @property
-    def _runs_key(self) -> str:
+    def _legacy_runs_key(self) -> str:
+        """The one-key run index of earlier layouts (moved into the shards by :meth:`prepare`)."""
         return self.prefix + "runs"
 
     @property
-    def _alerts_key(self) -> str:
+    def _legacy_alerts_key(self) -> str:
         return self.prefix + "alerts"
 
     # --- load and commit (the ingest pipeline's two calls) ---------------------------------
@@ -226,13 +272,29 @@ class RedisStore(Store):
         c = change
         rk = _member(c.project, c.run_id)
         p = self._p(rk)
-        keys, args = self._commit_call(p, rk, c)
-        if self.wait_replicas:
-            # WAIT counts the replicas that have this connection's writes: same connection
+        keys, args = self._commit_call(p, c)
+        index = self._index_writes(rk, c)
+        if index and self.cluster:
+            # the index entries first (harmless if the commit is then refused); on a Cluster in
+            # their own round trip: a Cluster pipeline cannot load the script into a node that
+            # lacks it (one restarted), a plain call does
             async with self._r.pipeline(transaction=False) as pipe:
+                self._queue_index(pipe, index)
+                await pipe.execute()
+            self._indexed_now(rk, index)
+            index = []
+        if index or self.wait_replicas:
+            # one round trip: the index entries, the script, and WAIT on the same connection
+            # (it counts the replicas that have this connection's writes)
+            async with self._r.pipeline(transaction=False) as pipe:
+                self._queue_index(pipe, index)
                 await self._commit(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                reply, replicas = await pipe.execute()
+                if self.wait_replicas:
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                replies = await pipe.execute()
+            reply = replies[len(index)]
+            replicas = replies[-1] if self.wait_replicas else None
+            self._indexed_now(rk, index)
         else:
             reply, replicas = await self._commit(keys=keys, args=args), None
         if int(reply[0]) == 0:
@@ -258,9 +320,45 @@ class RedisStore(Store):
             alerts=[(float(r), float(ack) if ack else None, bool(int(created))) for r, ack, created in alert_info],
             claimed=[ch == ord("1") for ch in claims])
 
-    def _commit_call(self, p: str, rk: str, c: RunCommit) -> tuple[list[str], list[Any]]:
+    def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, Any]]:
+        """The index commands due with this commit: the run's entry when this replica has not
+        written it for INDEX_REFRESH_S (or the change is a metadata change), one entry per
+        changed alert, and the trimming of entries past the retention once per refresh slack."""
+        out: list[tuple[str, str, Any]] = []
+        seen = self._indexed.get(rk)
+        if seen is None or time.monotonic() - seen >= INDEX_REFRESH_S or c.meta is not None:
+            out.append(("zadd", self._index_key("runs", rk), {rk: c.now}))
+        for d in c.alerts:
+            m = _member(c.project, d["id"])
+            out.append(("zadd", self._index_key("alerts", m), {m: c.now}))
+        slack = min(3600, self.retention // 10)      # as the scripts' (redis_scripts.COMMIT)
+        if self.retention and time.monotonic() - self._trimmed_at >= slack:
+            cutoff = c.now - self.retention - slack
+            out += [("trim", key, cutoff) for key in (*self._shards("runs"), *self._shards("alerts"))]
+        return out
+
+    @staticmethod
+    def _queue_index(pipe, index: list[tuple[str, str, Any]]) -> None:
+        for cmd, key, arg in index:
+            if cmd == "zadd":
+                pipe.zadd(key, arg)
+            else:
+                pipe.zremrangebyscore(key, "-inf", arg)
+
+    def _indexed_now(self, rk: str, done: list[tuple[str, str, Any]]) -> None:
+        """Remember what the index writes of a successful round trip did."""
+        now = time.monotonic()
+        if any(cmd == "zadd" and rk in arg for cmd, _, arg in done):
+            self._indexed[rk] = now
+            self._indexed.move_to_end(rk)
+            while len(self._indexed) > 100_000:
+                self._indexed.popitem(last=False)
+        if any(cmd == "trim" for cmd, _, _ in done):
+            self._trimmed_at = now
+
+    def _commit_call(self, p: str, c: RunCommit) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the COMMIT script for ``c`` (their layout: redis_scripts.COMMIT_KEYS
-        and COMMIT_FIELDS): named scalars first, then the sections."""
+        and COMMIT_FIELDS): the named scalars first, in COMMIT_FIELDS' order, then the sections."""
         cols = c.cols
         in_order = c.in_order
         sections: list[Any] = []
@@ -288,7 +386,7 @@ class RedisStore(Store):
         sections += c.claims
         advice = c.advice
         head = {
-            "expected": c.expected_version, "project": c.project, "run": rk, "now": repr(c.now),
+            "expected": c.expected_version, "project": c.project, "now": repr(c.now),
             "ttl": self.retention, "prefix": p, "engine": c.engine.to_bytes(),
             "last_step": cols.step[in_order[-1]] if in_order else "", "batch_dups": c.batch_duplicates,
             "in_order": len(in_order), "advice": "1" if advice is not None else "",
@@ -299,11 +397,9 @@ class RedisStore(Store):
             "segments": len(segs), "late": len(c.late), "extras": n_extra, "alerts": len(c.alerts),
             "claims": len(c.claims),
         }
-        args: list[Any] = [len(COMMIT_FIELDS)]
-        for name in COMMIT_FIELDS:
-            args += [name, head[name]]
+        args = [head[name] for name in COMMIT_FIELDS]
         by_name = {"state": p + "s", "tiers": p + "ds", "extras": p + "x", "alerts": p + "a", "raised": p + "ar",
-                   "acked": p + "ak", "claims": p + "n", "runs": self._runs_key, "alert_index": self._alerts_key}
+                   "acked": p + "ak", "claims": p + "n"}
         return [by_name[k] for k in COMMIT_KEYS], args + sections
 
     # --- downsampling ---------------------------------------------------------------------
@@ -333,7 +429,8 @@ class RedisStore(Store):
                     blobs = []
                     if raw_keys:
                         await pipe.watch(*raw_keys)     # a late step written meanwhile: fold again
-                        blobs = await pipe.mget(raw_keys)
+                        # (a command, not pipe.mget: a Cluster pipeline refuses mget, keys of one slot or not)
+                        blobs = await pipe.execute_command("MGET", *raw_keys)
                     d1_new: dict[int, bytes] = {}
                     extra_steps: list[int] = []
                     has_extras = bool(raw_keys) and bool(await pipe.hlen(p + "x"))   # only runs that log extras
@@ -494,29 +591,52 @@ class RedisStore(Store):
     @_unavailable
     async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
                         active_since: float | None = None) -> list[RunSummary]:
-        if active_since is None:
-            ids = await self._r.zrange(self._runs_key, 0, -1)
-        else:   # the zset score (last write) is >= last_seen: a superset, filtered below
-            ids = await self._r.zrangebyscore(self._runs_key, active_since, "+inf")
+        # an entry's score (a write of the run) trails its last write by up to INDEX_REFRESH_S:
+        # read that much earlier, then filter on last_seen exactly
+        since = None if active_since is None else active_since - INDEX_REFRESH_S
+        entries = await self._index_range("runs", since)
         pset = set(projects) if projects is not None else None
-        runs = sorted((pr[1], pr[0]) for pr in map(_unmember, (i.decode() for i in ids))
+        runs = sorted((pr[1], pr[0], score) for pr, score in ((_unmember(m.decode()), score) for m, score in entries)
                       if pr is not None and (pset is None or pr[0] in pset))
         out: list[RunSummary] = []
         gone: list[str] = []
+        old = time.time() - INDEX_REFRESH_S      # younger entries may belong to a run's first batch in flight
         for lo in range(0, len(runs), 1000):
-            part = [_member(project, rid) for rid, project in runs[lo:lo + 1000]]
-            res = await self._summaries(keys=[self._p(rk) + "s" for rk in part], args=_STATE_FIELDS)
-            for (rid, project), rk, st in zip(runs[lo:lo + 1000], part, res):   # (a missing field is None)
+            part = [_member(project, rid) for rid, project, _ in runs[lo:lo + 1000]]
+            res = await self._summaries_of([self._p(rk) + "s" for rk in part])
+            for (rid, project, score), rk, st in zip(runs[lo:lo + 1000], part, res):   # (a missing field is None)
                 if st[0] is None:
-                    gone.append(rk)       # expired: drop it from the index
+                    if score < old:
+                        gone.append(rk)       # expired, or a batch that never committed: drop it
                     continue
                 s = _summary(rid, project, st)
                 if summary_matches(s, pset, health, active_since):
                     out.append(s)
         if gone:
-            await self._r.zrem(self._runs_key, *gone)
+            async with self._r.pipeline(transaction=False) as pipe:
+                for rk in gone:
+                    pipe.zrem(self._index_key("runs", rk), rk)
+                await pipe.execute()
         await self._enrich_active(out)
         return out
+
+    async def _index_range(self, index: str, since: float | None) -> list[tuple[bytes, float]]:
+        """(member, score) of every shard of ``index`` with score >= ``since`` (None: all)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in self._shards(index):
+                pipe.zrangebyscore(key, "-inf" if since is None else since, "+inf", withscores=True)
+            shards = await pipe.execute()
+        return [e for shard in shards for e in shard]
+
+    async def _summaries_of(self, state_keys: list[str]) -> list[list[bytes | None]]:
+        """The summary fields of many runs: one script call on a single Redis; one HMGET per run
+        on a Cluster, where a script's keys must share a slot (the pipeline groups them by node)."""
+        if not self.cluster:
+            return await self._summaries(keys=state_keys, args=_STATE_FIELDS)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for k in state_keys:
+                pipe.hmget(k, _STATE_FIELDS)
+            return await pipe.execute()
 
     @_unavailable
     async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
@@ -531,7 +651,8 @@ class RedisStore(Store):
                     await pipe.watch(p + "ds", p + "rc")
                     last = _i(await pipe.hget(p + "s", "last_step"))
                     if last is None:
-                        return Columns() if await pipe.exists(p + "s") else None
+                        # (HGET, not EXISTS: a Cluster pipeline drops EXISTS between WATCH and MULTI)
+                        return Columns() if await pipe.hget(p + "s", "project") is not None else None
                     c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
                     lo = 0 if start is None else start
                     hi = last if end is None else min(end, last)
@@ -585,8 +706,7 @@ class RedisStore(Store):
             if pset is None or project in pset:
                 by_run[(project, run_id)] = None                 # all of the run's alerts
         else:
-            ids = await self._r.zrangebyscore(self._alerts_key, "-inf" if since is None else since, "+inf")
-            for i in ids:
+            for i, _ in await self._index_range("alerts", since):
                 pa = _unmember(i.decode())
                 rid = None if pa is None else _run_of_alert(pa[1])
                 if pa is not None and rid is not None and (pset is None or pa[0] in pset):
@@ -645,16 +765,18 @@ class RedisStore(Store):
         # still answers PING but refuses every batch
         await self._r.set(self.prefix + "ready", "1", ex=60)
 
-    # 2: raw chunks listed in each run's rc index; 3: a run's keys and index entries carry its project
-    LAYOUT = 3
+    # 2: raw chunks listed in each run's rc index; 3: a run's keys and index entries carry its project;
+    # 4: the run and alert indexes are sharded (a Cluster spreads them over its nodes)
+    LAYOUT = 4
     _RUN_KEYS = ("s", "ds", "x", "a", "ar", "ak", "n", "act", "d1", "d2", "d3", "rc")
 
     async def prepare(self) -> None:
         """Bring data of earlier layouts to this one, once per Redis (``<prefix>layout`` records
         it), retried while Redis cannot serve: index the raw chunks of runs written before the
-        ``rc`` index existed (one SCAN of the keyspace), then move runs named by their run id
-        alone into their project (:meth:`_name_old_runs`). Until it is done, such runs are not
-        read back (they are kept)."""
+        ``rc`` index existed (one SCAN of the keyspace), move runs named by their run id alone
+        into their project (:meth:`_name_old_runs`), then move the one-key run and alert indexes
+        into their shards (:meth:`_shard_indexes`). Until it is done, such runs are not read
+        back (they are kept)."""
         while True:
             try:
                 await self._upgrade()
@@ -670,7 +792,9 @@ class RedisStore(Store):
             return
         if layout < 2:
             await self._index_old_chunks()
-        await self._name_old_runs()
+        if layout < 3:
+            await self._name_old_runs()
+        await self._shard_indexes()
         await self._r.set(self.prefix + "layout", self.LAYOUT)
 
     async def _index_old_chunks(self) -> None:
@@ -691,7 +815,7 @@ class RedisStore(Store):
         to expire. RENAME needs both names on one node: this upgrade is for a single Redis (the
         earlier layout never ran on a Cluster)."""
         projects: dict[str, str] = {}          # old run id -> its project
-        for member, score in await self._r.zrange(self._runs_key, 0, -1, withscores=True):
+        for member, score in await self._r.zrange(self._legacy_runs_key, 0, -1, withscores=True):
             rid = member.decode()
             if _unmember(rid) is not None:
                 continue
@@ -712,11 +836,11 @@ class RedisStore(Store):
                     for n, there in zip(names, found):
                         if there:
                             pipe.rename(old + n, new + n)
-                    pipe.zadd(self._runs_key, {_member(project, rid): score})
-                    pipe.zrem(self._runs_key, rid)
+                    pipe.zadd(self._legacy_runs_key, {_member(project, rid): score})
+                    pipe.zrem(self._legacy_runs_key, rid)
                     await pipe.execute()
             projects[rid] = project
-        for member, score in await self._r.zrange(self._alerts_key, 0, -1, withscores=True):
+        for member, score in await self._r.zrange(self._legacy_alerts_key, 0, -1, withscores=True):
             aid = member.decode()
             if _unmember(aid) is not None:
                 continue
@@ -724,9 +848,25 @@ class RedisStore(Store):
             project = projects.get(rid or "")
             async with self._r.pipeline(transaction=True) as pipe:
                 if project is not None:
-                    pipe.zadd(self._alerts_key, {_member(project, aid): score})
-                pipe.zrem(self._alerts_key, aid)
+                    pipe.zadd(self._legacy_alerts_key, {_member(project, aid): score})
+                pipe.zrem(self._legacy_alerts_key, aid)
                 await pipe.execute()
+
+    async def _shard_indexes(self) -> None:
+        """Move the entries of the one-key run and alert indexes of earlier layouts into the
+        shards (keeping the later score of an entry a service of this layout wrote meanwhile),
+        then drop the old keys. Only entries that name their project move: ``_name_old_runs``
+        has moved the others."""
+        for index, legacy in (("runs", self._legacy_runs_key), ("alerts", self._legacy_alerts_key)):
+            entries = await self._r.zrange(legacy, 0, -1, withscores=True)
+            for lo in range(0, len(entries), 1000):
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for member, score in entries[lo:lo + 1000]:
+                        m = member.decode()
+                        if _unmember(m) is not None:
+                            pipe.zadd(self._index_key(index, m), {m: score}, gt=True)
+                    await pipe.execute()
+            await self._r.delete(legacy)
 
     async def _index(self, keys: list[bytes], slack: int) -> None:
         async with self._r.pipeline(transaction=False) as pipe:

@@ -8,9 +8,9 @@ applies the batch only if the stored version is still ``v``; otherwise it writes
 returns the current state, so the replica recomputes and retries without another round trip.
 
 Key names: every key of a run starts with ``<prefix>{<project>/<run_id>}:`` (a Redis Cluster hash
-tag, so a run's keys share a slot); scripts derive the chunk keys from that prefix. A run is named
-by its project and its run id: the global indexes hold ``<project>/<run_id>`` and
-``<project>/<alert id>``.
+tag, so a run's keys share a slot); scripts derive the chunk keys from that prefix and touch no
+other key, so each script runs on the one node that holds the run, on a single Redis or a
+Cluster alike. A run is named by its project and its run id.
 
 Exact integers: Lua's numbers are doubles, exact only up to 2^53, and ``..`` writes numbers past
 1e14 in exponent form, while steps go up to 2^63-1. So steps and chunk numbers stay decimal
@@ -34,11 +34,14 @@ from . import series as ser
 #   act  action reports list
 
 #: The keys of one COMMIT call, in the order KEYS holds them (redis.py builds KEYS from this).
-COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims", "runs", "alert_index")
+#: All of them are keys of one run, so they share its hash tag (one Cluster slot); the run and
+#: alert indexes are written by redis.py beside the script, not by it.
+COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims")
 
-#: The named scalar arguments of one COMMIT call (redis.py's ``_commit_call`` writes them as
-#: name/value pairs; the script reads them into the table ``H``). '' = absent.
-#:   expected  the version the change was computed from     project, run  <project>, <project>/<run_id>
+#: The named scalar arguments of one COMMIT call: ARGV starts with their values in this order
+#: (redis.py's ``_commit_call`` writes them from a dict by these names) and the script reads them
+#: into the table ``H`` by the same names (one list, here, for both sides). '' = absent.
+#:   expected  the version the change was computed from     project       the run's project
 #:   now       wall-clock seconds                          ttl           retention seconds (0: none)
 #:   prefix    the run's key prefix                        engine        detector state bytes
 #:   last_step new highest step ('' = unchanged)           batch_dups    repeats inside the batch
@@ -49,21 +52,21 @@ COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims"
 #: Then the sections, in this order: segments (chunk, first slot, count, packed values) of the
 #: in-order steps, late steps (chunk, slot, packed values), extras (step, json, late number or 0),
 #: alerts (id, json), claims (dedupe key).
-COMMIT_FIELDS = ("expected", "project", "run", "now", "ttl", "prefix", "engine", "last_step", "batch_dups",
+COMMIT_FIELDS = ("expected", "project", "now", "ttl", "prefix", "engine", "last_step", "batch_dups",
                  "in_order", "advice", "health", "rec", "last", "active", "meta", "segments", "late",
                  "extras", "alerts", "claims")
 
 _KEY_LOCALS = "\n".join(f"local K_{k} = KEYS[{i}]" for i, k in enumerate(COMMIT_KEYS, 1))
+_FIELD_NAMES = "local FIELDS = {" + ", ".join(f"'{f}'" for f in COMMIT_FIELDS) + "}"
 
 # Returns {0, version, eng, last_step} on a version conflict (the current snapshot),
 #         {1, new version, late flags ('N' stored, 'D' duplicate, 'L' in a downsampled chunk: not
 #          handled here), c0, {raised_at, acknowledged_at or '', created 1/0} per alert,
 #          claim flags ('1' won, '0' claimed before)}
-COMMIT = _KEY_LOCALS + r"""
+COMMIT = _KEY_LOCALS + "\n" + _FIELD_NAMES + r"""
 local H = {}
-local n_head = tonumber(ARGV[1])
-for j = 2, 2 * n_head, 2 do H[ARGV[j]] = ARGV[j + 1] end
-local i = 2 * n_head + 2                     -- the first argument of the sections
+for j, name in ipairs(FIELDS) do H[name] = ARGV[j] end
+local i = #FIELDS + 1                        -- the first argument of the sections
 
 local v = tonumber(redis.call('HGET', K_state, 'v') or '0')
 if v ~= tonumber(H.expected) then
@@ -186,7 +189,6 @@ for a = 1, n_alert do
   local r = redis.call('HGET', K_raised, id)
   local ack = redis.call('HGET', K_acked, id) or ''
   alert_info[a] = {r, ack, created}
-  redis.call('ZADD', K_alert_index, now, H.project .. '/' .. id)
   i = i + 2
 end
 if n_alert > 0 and ttl > 0 then
@@ -216,15 +218,7 @@ redis.call('HSET', K_state, unpack(st))
 redis.call('HINCRBY', K_state, 'n_steps', accepted)
 redis.call('HINCRBY', K_state, 'dups', tonumber(H.batch_dups) + dups)
 redis.call('HINCRBY', K_state, 'ooo', stored)
-redis.call('ZADD', K_runs, now, H.run)
-if H.meta ~= '' then
-  touch_all()
-elseif needs_touch() then
-  local cutoff = tonumber(now) - ttl - slack
-  redis.call('ZREMRANGEBYSCORE', K_runs, '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', K_alert_index, '-inf', cutoff)
-  touch_all()
-end
+if H.meta ~= '' or needs_touch() then touch_all() end
 return {1, v + 1, table.concat(flags), c0, alert_info, table.concat(claimed)}
 """
 for _name, _value in (("data_offset", ser.DATA_OFFSET), ("slot_bytes", ser.SLOT_BYTES),
