@@ -239,7 +239,8 @@ class IngestPipeline:
         """The run's engine to start from: this replica's, unless it is unknown here, another
         replica wrote the run lately, or ``load`` (then the stored snapshot)."""
         cached = self._cache.pop(key, None)   # popped: a batch that fails leaves no engine behind
-        if cached is None or load or self._contended.get(key, -1e9) > time.monotonic() - self.CONTENDED_S:
+        if (cached is None or load
+                or (self._contended and self._contended.get(key, -1e9) > time.monotonic() - self.CONTENDED_S)):
             snap = await self.store.load(*key)
             if cached is None or cached.v != snap.version:
                 cached = _restore(key[1], snap)
@@ -253,8 +254,7 @@ class IngestPipeline:
         return _restore(run_id, snap)
 
     def _keep(self, key: RunKey, c: _Cached) -> None:
-        self._cache[key] = c
-        self._cache.move_to_end(key)
+        self._cache[key] = c                  # last: _start popped it
         while len(self._cache) > self._cache_max:
             self._cache.popitem(last=False)
 

@@ -20,9 +20,8 @@ ds         hash                    watermarks: c0 (first raw chunk), w1, w2
 x          hash step -> JSON       ``extra`` of raw steps (dropped when downsampled)
 a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
 act        list                    action reports (JSON)
-=========  ======================  ==========================================================
-
 n          hash                    notification claims (dedupe key -> time claimed)
+=========  ======================  ==========================================================
 
 and two indexes, each sharded into :data:`INDEX_SHARDS` sorted sets (``lw:runs:{<k>}``,
 ``lw:alerts:{<k>}``; shard = CRC-32 of the member, so the shards spread over a Cluster's nodes):
@@ -32,8 +31,9 @@ most every :data:`INDEX_REFRESH_S` per run) and ``<project>/<alert id>`` by last
 :meth:`RedisStore.prepare` (see docs/storage.md).
 
 On a Redis Cluster every command and script touches the keys of one run only (one hash tag, so
-one slot); the index entries are written beside the COMMIT script, in the same round trip,
-before it (an entry for a batch that then fails names a run that may not exist: listings skip it).
+one slot). The index entries are written beside the COMMIT script, before it (in the same round
+trip on a single Redis): an entry for a batch that then fails names a run that may not exist,
+and listings skip it.
 
 Concurrency (the :mod:`.base` snapshot contract): :meth:`RedisStore.commit` is one Lua script
 (``COMMIT``) that applies a change (steps, extras, alerts, notification claims, detector state,
