@@ -203,7 +203,7 @@ class IngestPipeline:
                     alerts=alerts, advice=Advice(health, rec, last, active),
                     claims=[dedupe_key(d) for d in notifying]))
                 if isinstance(out, Snapshot):
-                    cached = self._conflict(key, run_id, out, cached)
+                    cached = self._conflict(key, run_id, out)
                     continue
                 new_last = cols.step[split.in_order[-1]] if split.in_order else cached.last_step
                 self._keep(key, _Cached(out.version, engine, new_last))
@@ -224,7 +224,7 @@ class IngestPipeline:
                     project=project, run_id=run_id, expected_version=cached.v, now=now,
                     engine=cached.engine, meta=dict(meta)))
                 if isinstance(out, Snapshot):
-                    cached = self._conflict(key, run_id, out, cached)
+                    cached = self._conflict(key, run_id, out)
                     continue
                 self._keep(key, _Cached(out.version, cached.engine, cached.last_step))
                 break
@@ -246,7 +246,9 @@ class IngestPipeline:
                 cached = _restore(key[1], snap)
         return cached
 
-    def _conflict(self, key: RunKey, run_id: str, snap: Snapshot, cached: _Cached) -> _Cached:
+    def _conflict(self, key: RunKey, run_id: str, snap: Snapshot) -> _Cached:
+        """Another replica committed first: count it, mark the run contended, and start again
+        from the snapshot the refused commit returned."""
         self.conflicts += 1
         self._contended[key] = time.monotonic()
         if len(self._contended) > 10_000:
