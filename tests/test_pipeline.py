@@ -97,7 +97,7 @@ def test_both_stores_keep_the_snapshot_contract(store):
     asyncio.run(go())
 
 
-def test_the_same_change_twice_in_a_batch_is_split_once():
+def test_a_batch_splits_into_in_order_late_and_repeated_steps():
     s = split_batch([3, 4, 4, 2, 2, 5], 3)
     assert (s.in_order, s.late, s.duplicates) == ([1, 5], [0, 3], 2)
 
