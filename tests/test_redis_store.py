@@ -538,3 +538,25 @@ def test_a_replica_with_a_cached_engine_survives_redis_losing_its_data(redis_pro
             await st.close()
 
     run(go())
+
+
+def test_a_run_written_since_its_index_entry_is_listed_as_active(redis_proc):
+    """A replica rewrites a run's index entry at most once a minute: a run whose last batch came
+    after its entry's time is still found by ``active_since`` (and one quiet since is not)."""
+    async def go():
+        st = RedisStore(redis_proc.url)
+        try:
+            t0 = time.time()
+            recs = curve(20)
+            await pipe(st).ingest("busy", cols_of(recs[:10]), now=t0 - 40)     # indexed at t0 - 40
+            await pipe(st).ingest("quiet", cols_of(recs[:10]), now=t0 - 40)
+            await pipe(st).ingest("busy", cols_of(recs[10:]), now=t0 - 5)      # entry not rewritten
+            scores = {m.decode(): s for k in redis_proc.client().keys("lw:runs:*")
+                      for m, s in redis_proc.client().zrange(k, 0, -1, withscores=True)}
+            assert scores == {"default/busy": t0 - 40, "default/quiet": t0 - 40}
+            assert [s.run_id for s in await st.list_runs(active_since=t0 - 20)] == ["busy"]
+            assert [s.run_id for s in await st.list_runs(active_since=t0 - 60)] == ["busy", "quiet"]
+        finally:
+            await st.close()
+
+    run(go())
