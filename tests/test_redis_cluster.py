@@ -10,7 +10,7 @@ import asyncio
 
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
-from service_helpers import client, get_json, post_records
+from service_helpers import client, get_json, get_text, post_records
 from test_redis_store import NARROW, alert_key, assert_same_series, cols_of, curve, pipe
 
 
@@ -100,3 +100,6 @@ def test_a_node_down_answers_503_for_its_runs_and_loses_nothing(redis_cluster, s
             assert get_json(svc.url, f"/v1/runs/{r}/steps")["series"]["step"] == list(range(300))
         listed = {x["run_id"] for x in get_json(svc.url, "/v1/runs")["runs"]}
         assert set(runs) <= listed
+        metrics = get_text(svc.url, "/metrics")         # per-run gauges read from every node
+        for r in runs:
+            assert f'losswatch_run_step{{project="default",run="{r}"}} 299.0' in metrics, r
