@@ -177,7 +177,7 @@ def breakdown(n_batches: int = 100, batch: int = 1000) -> dict:
 
     from losswatch.detectors import Engine
     from losswatch.service.ingest import parse_steps
-    from losswatch.service.stores.base import to_batch
+    from losswatch.service.pipeline import IngestPipeline, to_batch
     from losswatch.service.stores.memory import MemoryStore
 
     bodies = [b for _, b in make_bodies(["b"], batch, n_batches, 1)]
@@ -192,19 +192,19 @@ def breakdown(n_batches: int = 100, batch: int = 1000) -> dict:
     for b in batches:
         eng.update_batch(b)
     t_engine = time.process_time() - t
-    store = MemoryStore()
+    writer = IngestPipeline(MemoryStore())
 
     async def ingest_all():
         t0 = time.process_time()
         for c in cols:
-            await store.ingest("b", c)
+            await writer.ingest("b", c)
         return time.process_time() - t0
 
     t_ingest = asyncio.run(ingest_all())
     n = n_batches * batch
     us = lambda x: 1e6 * x / n  # noqa: E731
     return {"parse+validate": us(t_parse), "columns->Batch": us(t_batch), "Engine.update_batch": us(t_engine),
-            "store.ingest (classify+Batch+engine+store)": us(t_ingest)}
+            "pipeline.ingest (classify+Batch+engine+commit)": us(t_ingest)}
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ sending batches of 10 records, round robin; a few keep-alive load generator proc
 
 2. **The service path's parts in-process** (no HTTP, no profiler): CPU time of each step of
    ``post_steps`` run in a loop on the same bodies: body parsing, auth/scope, the store's ingest
-   (memory; Redis with its round trip), inside it the detectors (``to_batch`` +
+   (memory; Redis with its round trip) through the ingest pipeline, inside it the detectors (``to_batch`` +
    ``Engine.update_batch``) and the engine snapshot (``Engine.to_bytes``, Redis only), metrics,
    response serialisation.
 
@@ -143,6 +143,7 @@ def instrumented_app(out: Path):
     from losswatch.detectors import Engine
     from losswatch.service import app as app_mod
     from losswatch.service import metrics as met
+    from losswatch.service import pipeline
     from losswatch.service.api import steps
     from losswatch.service.stores import memory
     from losswatch.service.stores import redis as rstore
@@ -189,9 +190,7 @@ def instrumented_app(out: Path):
                             (steps, "_check_label", AUTH), (steps, "parse_steps", "body parsing (service/ingest.py)"),
                             (steps, "json_response", "response serialisation"),
                             (steps, "json_safe", "response serialisation"),
-                            (memory, "run_engine", "detectors (to_batch + Engine.update_batch + advice)"),
-                            (rstore, "run_engine", "detectors (to_batch + Engine.update_batch + advice)"),
-                            (memory, "alert_record", "alert bookkeeping")):
+                            (pipeline, "run_engine", "detectors (to_batch + Engine.update_batch + advice)")):
         setattr(mod, name, sync(getattr(mod, name), part))
     rjson = types.SimpleNamespace(**vars(rstore.json))
     rjson.dumps = sync(rstore.json.dumps, "store: json.dumps of alerts/advice/last values (Redis)")
@@ -199,12 +198,13 @@ def instrumented_app(out: Path):
     rstore.ser.pack_rows = sync(rstore.ser.pack_rows, "store: pack_rows (Redis)")
     Engine.to_bytes = sync(Engine.to_bytes, "engine snapshot (Engine.to_bytes, Redis only)")
     rcore.AsyncScript.__call__ = asyn(rcore.AsyncScript.__call__,
-                                      "Redis round trip (EVALSHA INGEST: encode, send, wait, parse)")
+                                      "Redis round trip (EVALSHA COMMIT: encode, send, wait, parse)")
     for cls, meth in ((pm.Counter, "inc"), (pm.Histogram, "observe"), (met.ServiceMetrics, "request")):
         setattr(cls, meth, sync(getattr(cls, meth), "metrics"))
     sreq.Request.body = asyn(sreq.Request.body, FW)
-    memory.MemoryStore.ingest = asyn(memory.MemoryStore.ingest, "store (own code)")
-    rstore.RedisStore.ingest = asyn(rstore.RedisStore.ingest, "store (own code)")
+    pipeline.IngestPipeline.ingest = asyn(pipeline.IngestPipeline.ingest, "ingest pipeline (own code)")
+    memory.MemoryStore.commit = asyn(memory.MemoryStore.commit, "store (own code)")
+    rstore.RedisStore.commit = asyn(rstore.RedisStore.commit, "store (own code)")
     parse = steps.parse_steps
 
     def counted_parse(*a, **k):
@@ -360,12 +360,13 @@ def ladder(kinds: list[str], redis: Redis, seconds: float, repeats: int, procs: 
 
 def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     """CPU us per batch of 10 of each step of post_steps, in-process on the same bodies."""
+    from losswatch.detectors import Engine
     from losswatch.detectors.types import json_safe
     from losswatch.service.api.common import json_response, request_project
     from losswatch.service.auth import scope_for
     from losswatch.service.ingest import parse_steps
     from losswatch.service.metrics import ServiceMetrics
-    from losswatch.service.stores.base import new_engine, to_batch
+    from losswatch.service.pipeline import IngestPipeline, to_batch
     from losswatch.service.stores.memory import MemoryStore
     from losswatch.service.stores.redis import RedisStore
 
@@ -385,7 +386,7 @@ def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     t = time.process_time()
     batches = [to_batch(c) for c in cols]
     common["columns -> detector Batch (to_batch)"] = us(time.process_time() - t)
-    engines = {r: new_engine(r, None) for r in runs}
+    engines = {r: Engine(run_id=r) for r in runs}
     for r, b in zip(run_of[:N_RUNS], batches[:N_RUNS]):   # warm, as the store's runs are
         engines[r].update_batch(b)
     t = time.process_time()
@@ -420,18 +421,19 @@ def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     out["common"] = common
 
     async def ingest_all(store) -> float:
+        writer = IngestPipeline(store)
         for c, r in zip(cols[:N_RUNS], run_of):   # warm: every run exists, every engine cached
-            await store.ingest(r, c)
+            await writer.ingest(r, c)
         t0 = time.process_time()
         for c, r in zip(cols[N_RUNS:], run_of[N_RUNS:]):
-            await store.ingest(r, c)
+            await writer.ingest(r, c)
         dt = (time.process_time() - t0) * n_batches / (n_batches - N_RUNS)
         await store.close()
         return dt
 
-    out["store.ingest"] = {
-        "memory (classify + detectors + alerts + rows)": us(asyncio.run(ingest_all(MemoryStore()))),
-        "redis (classify + detectors + to_bytes + Lua INGEST round trip)": us(asyncio.run(ingest_all(RedisStore(redis_url)))),
+    out["pipeline.ingest"] = {
+        "memory (classify + detectors + alerts + commit)": us(asyncio.run(ingest_all(MemoryStore()))),
+        "redis (classify + detectors + to_bytes + Lua COMMIT round trip)": us(asyncio.run(ingest_all(RedisStore(redis_url)))),
     }
     return out
 
@@ -440,7 +442,6 @@ def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
 
 GROUPS = (  # (group, substring of the file path or function name), first match wins
     ("notifications enqueue", "service/notify.py"),
-    ("alert bookkeeping", "alert_record"),
     ("response serialisation", "json_response"),
     ("response serialisation", "json_safe"),
     ("response serialisation", "detectors/wire.py"),

@@ -368,13 +368,15 @@ def run_throughput(a) -> None:
 
 def run_metrics(a) -> None:
     """GET /metrics with N runs in Redis (written straight through the store, 5 steps each)."""
+    from losswatch.service.pipeline import IngestPipeline
     from losswatch.service.stores.base import Columns
     from losswatch.service.stores.redis import RedisStore
 
     async def fill(url: str) -> float:
         st = RedisStore(url)
+        writer = IngestPipeline(st)
         for lo in range(0, a.runs, 200):
-            await asyncio.gather(*(st.ingest(f"m-{i}", Columns(
+            await asyncio.gather(*(writer.ingest(f"m-{i}", Columns(
                 step=list(range(5)), loss=[1.0, 0.9, 0.8, 0.7, 0.6], grad_norm=[1.0] * 5, lr=[1e-3] * 5,
                 val_loss=[None] * 5, ts=[None] * 5, extra=[None] * 5)) for i in range(lo, min(lo + 200, a.runs))))
         t = time.process_time()

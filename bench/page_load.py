@@ -103,13 +103,15 @@ def in_process_times(n: int, max_points: int, repeats: int) -> dict[str, float]:
 
     from losswatch.service.downsample import downsample
     from losswatch.service.ingest import parse_steps
+    from losswatch.service.pipeline import IngestPipeline
     from losswatch.service.stores.memory import MemoryStore
 
     async def run() -> dict[str, float]:
         store = MemoryStore()
+        writer = IngestPipeline(store)
         for lo in range(0, n, BATCH):
             cols, _ = parse_steps(encode(records(n, lo, min(n, lo + BATCH))), BATCH)
-            await store.ingest(RUN_ID, cols)
+            await writer.ingest(RUN_ID, cols)
         read, down = [], []
         for _ in range(repeats):
             t0 = time.perf_counter()

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fixtures.redis_proc import RedisServer  # noqa: E402
+from losswatch.service.pipeline import IngestPipeline  # noqa: E402
 from losswatch.service.stores.base import Columns  # noqa: E402
 from losswatch.service.stores.redis import RedisStore  # noqa: E402
 
@@ -57,6 +58,7 @@ def run_keys(cli, run_id: str) -> dict[str, int]:
 async def long_run(srv: RedisServer, n: int) -> list[str]:
     cli = srv.client()
     st = RedisStore(srv.url, retention_seconds=0)
+    writer = IngestPipeline(st)
     rng = random.Random(0)
     base = cli.info("memory")["used_memory"]
     checkpoints = sorted({c for c in (10_000, 100_000, 300_000, n) if c <= n})
@@ -67,7 +69,7 @@ async def long_run(srv: RedisServer, n: int) -> list[str]:
     for c in checkpoints:
         while done < c:
             hi = min(done + 1000, c)
-            await st.ingest("long", batch(done, hi, rng))
+            await writer.ingest("long", batch(done, hi, rng))
             done = hi
         used = cli.info("memory")["used_memory"] - base
         kinds = run_keys(cli, "long")
@@ -88,10 +90,11 @@ async def long_run(srv: RedisServer, n: int) -> list[str]:
 async def short_runs(srv: RedisServer, runs: int, steps: int) -> list[str]:
     cli = srv.client()
     st = RedisStore(srv.url, retention_seconds=0)
+    writer = IngestPipeline(st)
     rng = random.Random(1)
     base = cli.info("memory")["used_memory"]
     for lo in range(0, runs, 200):
-        await asyncio.gather(*(st.ingest(f"short-{i}", batch(0, steps, rng)) for i in range(lo, min(lo + 200, runs))))
+        await asyncio.gather(*(writer.ingest(f"short-{i}", batch(0, steps, rng)) for i in range(lo, min(lo + 200, runs))))
     used = cli.info("memory")["used_memory"] - base
     kinds = run_keys(cli, "short-7")
     await st.close()

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fixtures.redis_proc import RedisServer  # noqa: E402
+from losswatch.service.pipeline import IngestPipeline  # noqa: E402
 from losswatch.service.stores.base import Columns  # noqa: E402
 from losswatch.service.stores.memory import MemoryStore  # noqa: E402
 from losswatch.service.stores.redis import RedisStore  # noqa: E402
@@ -53,17 +54,18 @@ async def timed(coro, limit: float) -> str:
 
 async def gap_rows(url: str, gap: int, limit: float) -> list[str]:
     st = RedisStore(url, retention_seconds=30 * 86400)
+    writer = IngestPipeline(st)
     run_id = f"gap-{gap}"
     try:
-        await st.ingest(run_id, batch(list(range(100))))
-        cross = await timed(st.ingest(run_id, batch([gap + k for k in range(100)])), limit)
+        await writer.ingest(run_id, batch(list(range(100))))
+        cross = await timed(writer.ingest(run_id, batch([gap + k for k in range(100)])), limit)
         t0 = time.perf_counter()
         later = "-"
         if not cross.startswith("not"):
             for k in range(1, 6):
-                await asyncio.wait_for(st.ingest(run_id, batch([gap + 100 * k + j for j in range(100)])), limit)
+                await asyncio.wait_for(writer.ingest(run_id, batch([gap + 100 * k + j for j in range(100)])), limit)
             later = f"{(time.perf_counter() - t0) * 1000 / 5:.1f} ms"
-        put = await timed(st.put_meta(run_id, {"status": "finished"}), limit)
+        put = await timed(writer.put_meta(run_id, {"status": "finished"}), limit)
         read = await timed(st.read_series(run_id), limit)
     finally:
         await st.close()
@@ -72,11 +74,12 @@ async def gap_rows(url: str, gap: int, limit: float) -> list[str]:
 
 async def stride_row(url: str, limit: float) -> str:
     st = RedisStore(url, retention_seconds=30 * 86400)
+    writer = IngestPipeline(st)
     try:
         steps = list(range(0, 256 * 4000, 256))
         t0 = time.perf_counter()
         for i in range(0, len(steps), 500):
-            await asyncio.wait_for(st.ingest("stride", batch(steps[i:i + 500])), limit)
+            await asyncio.wait_for(writer.ingest("stride", batch(steps[i:i + 500])), limit)
         per = (time.perf_counter() - t0) * 1000 / (len(steps) // 500)
     finally:
         await st.close()
@@ -84,12 +87,13 @@ async def stride_row(url: str, limit: float) -> str:
 
 
 async def memory_row(n: int) -> str:
-    await MemoryStore().ingest("warm-up", batch(list(range(10))))   # imports the detectors first
+    await IngestPipeline(MemoryStore()).ingest("warm-up", batch(list(range(10))))   # imports the detectors first
     tracemalloc.start()
     st = MemoryStore()
+    writer = IngestPipeline(st)
     base = tracemalloc.get_traced_memory()[0]
     for i in range(0, n, 1000):
-        await st.ingest("long", batch(list(range(i, i + 1000))))
+        await writer.ingest("long", batch(list(range(i, i + 1000))))
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     alerts = len(await st.list_alerts(run_id="long"))

@@ -22,6 +22,7 @@ from .api.models import ErrorOut
 from .auth import scope_for
 from .metrics import ServiceMetrics
 from .notify import start_notifier
+from .pipeline import IngestPipeline
 from .settings import Settings
 from .stores.base import StoreUnavailable, open_store
 
@@ -117,10 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.store = open_store(settings)
+        app.state.pipeline = IngestPipeline(app.state.store, engine_cache=settings.redis_engine_cache)
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")
-        app.state.notifier = start_notifier(settings, app.state.store, app.state.metrics)
+        app.state.notifier = start_notifier(settings, app.state.metrics)
         preparing = asyncio.create_task(app.state.store.prepare())
         try:
             yield

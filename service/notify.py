@@ -10,7 +10,8 @@ Delivery (docs/notifications.md): each receiver has its own bounded queue and wo
 or unreachable receiver delays only itself; a failed attempt (connection error, timeout, 429 or
 5xx) is retried with exponential backoff; delivery is at least once (a receiver dedupes by
 ``dedupe_key``: alert id, event and last step). A per-run rate limit holds back floods; with
-replicas on one store, the replica that claims a notification in the store sends it.
+replicas on one store, the replica whose commit stored the alert change and claimed its
+notification (the ingest pipeline, in the same atomic commit) sends it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import quote, urlsplit
 
 from losswatch.detectors.events import ESCALATED, RAISED
@@ -42,7 +43,6 @@ TIMEOUT_S = 10.0             # one delivery attempt
 ATTEMPTS = 10                # then given up: about 3 minutes of retries (more if attempts time out)
 BACKOFF_S = 0.5              # first retry delay, doubled each attempt (with jitter) ...
 BACKOFF_MAX_S = 60.0         # ... up to this
-CLAIM_TTL_S = 86_400         # how long a replica's claim on a notification is kept in the store
 DRAIN_S = 2.0                # at shutdown, time left to the queues to empty before they are dropped
 
 
@@ -64,7 +64,7 @@ class Receiver:
 
     @property
     def tag(self) -> str:
-        """A short stable name of the receiver for claim keys (the URL itself stays out of the store)."""
+        """A short stable name of the receiver (for task names and logs: the URL may hold a secret)."""
         return hashlib.sha1(f"{self.url}#{self.project or ''}".encode()).hexdigest()[:12]
 
 
@@ -181,19 +181,15 @@ def post_json(url: str, body: bytes, timeout: float) -> tuple[bool, bool, str]:
         return False, True, f"{type(e).__name__}: {e}"
 
 
-Claim = Callable[[str, int], Awaitable[bool]]
-
-
 class Notifier:
     """Owns one queue and one worker task per receiver; ``submit`` never waits."""
 
     def __init__(self, receivers: Iterable[Receiver], *, public_url: str, per_minute: int,
-                 counts: Callable[[str], None], claim: Claim) -> None:
+                 counts: Callable[[str], None]) -> None:
         self.receivers = tuple(receivers)
         self.public_url = public_url
         self.limit = RunRateLimit(per_minute)
         self.counts = counts                    # ServiceMetrics.notification(result)
-        self.claim = claim                      # Store.claim_notification
         self._queues = [asyncio.Queue(QUEUE_SIZE) for _ in self.receivers]
         self._tasks: list[asyncio.Task] = []
 
@@ -215,7 +211,8 @@ class Notifier:
         self._tasks = []
 
     def submit(self, alerts: Iterable[dict[str, Any]], project: str) -> None:
-        """Queue the notifications for an ingest's changed alerts (from the request's event loop)."""
+        """Queue the notifications of alerts this replica claimed (``IngestResult.notify``), from
+        the request's event loop."""
         for alert in alerts:
             if not notifies(alert):
                 continue
@@ -230,35 +227,21 @@ class Notifier:
                 if body is None:
                     body = json.dumps(message(alert, project, self.public_url, held)).encode()
                 try:
-                    # the claim is per project: another project's run of the same id is another run
-                    q.put_nowait((f"{project}/{dedupe_key(alert)}", body))
+                    q.put_nowait(body)
                 except asyncio.QueueFull:
                     self.counts("queue_full")
 
     async def _work(self, r: Receiver, q: asyncio.Queue) -> None:
         while True:
-            key, body = await q.get()
+            body = await q.get()
             try:
-                if await self._claimed(r, key):
-                    await self._deliver(r, body)
-                else:
-                    self.counts("other_replica")
+                await self._deliver(r, body)
             except asyncio.CancelledError:
                 raise
             except Exception:                   # a bug must not stop the receiver's worker
                 log.exception("notification to %s failed", r.where)
             finally:
                 q.task_done()
-
-    async def _claimed(self, r: Receiver, key: str) -> bool:
-        from .stores.base import StoreUnavailable
-
-        try:
-            return await self.claim(f"{r.tag}:{key}", CLAIM_TTL_S)
-        except StoreUnavailable as e:
-            # at least once: without the store's word, send (another replica may send it too)
-            log.warning("notification claim not recorded (%s): sending anyway", e)
-            return True
 
     async def _deliver(self, r: Receiver, body: bytes) -> None:
         for attempt in range(ATTEMPTS):
@@ -277,7 +260,7 @@ class Notifier:
         log.warning("notification to %s given up (%s)", r.where, why)
 
 
-def start_notifier(settings: Any, store: Any, metrics: Any) -> Notifier | None:
+def start_notifier(settings: Any, metrics: Any) -> Notifier | None:
     """The app's notifier, its workers running, or None without receivers (the app's lifespan
     stops it)."""
     if not settings.notify:
@@ -286,6 +269,6 @@ def start_notifier(settings: Any, store: Any, metrics: Any) -> Notifier | None:
         log.warning("losswatch: notifications link to %s: set LOSSWATCH_PUBLIC_URL (--public-url) to the "
                     "address users reach the service at", settings.link_base)
     n = Notifier(settings.notify, public_url=settings.link_base, per_minute=settings.notify_per_minute,
-                 counts=metrics.notification, claim=store.claim_notification)
+                 counts=metrics.notification)
     n.start()
     return n

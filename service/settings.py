@@ -87,8 +87,9 @@ class Settings:
     host: str = _setting("LOSSWATCH_HOST", "bind address; `0.0.0.0` when tokens are set (without tokens the "
                          "service stays on loopback and says so at start)", "127.0.0.1")
     port: int = _setting("LOSSWATCH_PORT", "port (0: a free one)", 8000)
-    store_url: str = _setting("LOSSWATCH_STORE", "`memory://` (embedded, one process) or "
-                              "`redis://host:port/db` (shared by replicas)", "memory://")
+    store_url: str = _setting("LOSSWATCH_STORE", "`memory://` (embedded, one process), "
+                              "`redis://host:port/db` (shared by replicas) or `redis+cluster://host:port` (a Redis "
+                              "Cluster, named by any one of its nodes)", "memory://")
     workers: int = _setting("LOSSWATCH_WORKERS", "uvicorn worker processes; more than one needs Redis (refused "
                             "with `memory://`: each worker would see part of each run)", 1)
     tokens: dict[str, frozenset[str]] = _setting(

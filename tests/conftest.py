@@ -10,6 +10,7 @@ pytest_plugins = [
     "fixtures.ports",
     "fixtures.service_proc",
     "fixtures.redis_proc",
+    "fixtures.redis_cluster",
     "fixtures.prometheus_proc",
     "fixtures.chromium_proc",
 ]

@@ -15,7 +15,7 @@ from losswatch.service.stores import series as ser
 from losswatch.service.stores.base import open_store
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
-from test_redis_store import NARROW, assert_same_series, cols_of, curve
+from test_redis_store import NARROW, assert_same_series, cols_of, curve, pipe
 
 
 def run(coro):
@@ -45,11 +45,11 @@ def test_both_stores_downsample_alike(redis_proc):
                 b = sent[i:i + n]
                 if i and rng.random() < 0.3:
                     b = b + rng.sample(sent[:i], 3)            # repeats
-                a, c = await mem.ingest("r", cols_of(b)), await red.ingest("r", cols_of(b))
+                a, c = await pipe(mem).ingest("r", cols_of(b)), await pipe(red).ingest("r", cols_of(b))
                 assert (a.accepted, a.duplicates, a.out_of_order) == (c.accepted, c.duplicates, c.out_of_order)
                 i += n
             for b in (late, late):                            # late, then the same again: repeats
-                a, c = await mem.ingest("r", cols_of(b)), await red.ingest("r", cols_of(b))
+                a, c = await pipe(mem).ingest("r", cols_of(b)), await pipe(red).ingest("r", cols_of(b))
                 assert (a.accepted, a.duplicates, a.out_of_order) == (c.accepted, c.duplicates, c.out_of_order)
             whole = await mem.read_series("r")
             assert any(e and "ds_width" in e for e in whole.extra), "nothing was downsampled"
@@ -73,7 +73,7 @@ def test_memory_per_run_stays_bounded_on_a_long_run():
         async def go():
             st = MemoryStore()
             for i in range(0, n, 5000):
-                await st.ingest("long", cols_of([{"step": s, "loss": 1.0, "grad_norm": 1.0, "lr": 1e-3}
+                await pipe(st).ingest("long", cols_of([{"step": s, "loss": 1.0, "grad_norm": 1.0, "lr": 1e-3}
                                                   for s in range(i, i + 5000)]))
             r = st._runs[("default", "long")]
             assert (await st.get_run("long")).n_steps == n
@@ -99,16 +99,16 @@ def test_runs_expire_after_the_retention_set_in_settings():
     hot = curve(400, diverge_at=300)
 
     async def go():
-        await st.ingest("old", cols_of(hot), now=t0)
+        await pipe(st).ingest("old", cols_of(hot), now=t0)
         assert await st.list_alerts(run_id="old")
-        await st.ingest("kept", cols_of(curve(10)), now=t0)
-        await st.put_meta("kept", {"model": "m"}, now=t0 + 50)        # a write: lives longer
-        await st.ingest("new", cols_of(curve(10)), now=t0 + 120)     # past old's retention
+        await pipe(st).ingest("kept", cols_of(curve(10)), now=t0)
+        await pipe(st).put_meta("kept", {"model": "m"}, now=t0 + 50)        # a write: lives longer
+        await pipe(st).ingest("new", cols_of(curve(10)), now=t0 + 120)     # past old's retention
         assert await st.get_run("old") is None and await st.read_series("old") is None
         assert await st.list_alerts(run_id="old") == [] and not [
             a for a in await st.list_alerts() if a["id"].startswith("old:")]
         assert [s.run_id for s in await st.list_runs()] == ["kept", "new"]
-        await st.ingest("new", cols_of(curve(20)[10:]), now=t0 + 151)
+        await pipe(st).ingest("new", cols_of(curve(20)[10:]), now=t0 + 151)
         assert [s.run_id for s in await st.list_runs()] == ["new"]
 
     run(go())
@@ -116,8 +116,8 @@ def test_runs_expire_after_the_retention_set_in_settings():
     forever = MemoryStore(retention_seconds=0)
 
     async def keep():
-        await forever.ingest("a", cols_of(curve(5)), now=0.0)
-        await forever.ingest("b", cols_of(curve(5)), now=10.0**9)
+        await pipe(forever).ingest("a", cols_of(curve(5)), now=0.0)
+        await pipe(forever).ingest("b", cols_of(curve(5)), now=10.0**9)
         assert [s.run_id for s in await forever.list_runs()] == ["a", "b"]
 
     run(keep())

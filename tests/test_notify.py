@@ -1,8 +1,9 @@
 """Webhook notifications against real loopback receivers (a threading HTTP server in the test) and a
 real ``losswatch serve``: what a receiver gets, a receiver limited to another project, a receiver
 that is down and comes back, a receiver that hangs while ingest goes on, and replicas on one Redis
-sending each alert event once. The notifier alone (in this process, real receivers, real Redis):
-the store's claim, the rate limit, which answers are retried, a claim the store cannot record."""
+sending each alert event once. The notifier alone (in this process, real receivers): the rate
+limit, which answers are retried. The claim that makes one replica send each notification is
+part of the ingest pipeline's commit (tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ import pytest
 from fixtures.ports import free_port
 from losswatch.service.notify import Notifier, Receiver, notifies, parse_receivers, slack_escape
 from losswatch.service.settings import Settings, SettingsError
-from losswatch.service.stores.memory import MemoryStore
-from losswatch.service.stores.redis import RedisStore
 from service_helpers import client, get_text, post_records, wait_until
 from test_redis_store import curve
 from test_replicas import wire
@@ -247,35 +246,6 @@ def test_two_replicas_on_one_redis_send_each_alert_event_once(redis_proc, servic
     assert sum(notifications(r.url).get("sent", 0) for r in replicas) == len(keys)
 
 
-def test_the_store_claim_lets_one_replica_send(redis_proc, receivers) -> None:
-    """Two notifiers on two connections to one Redis (two replicas) given the same alert event:
-    one sends it, the other counts it as another replica's; the memory store always sends."""
-    hook = receivers()
-
-    async def main() -> dict[str, int]:
-        counts: dict[str, int] = {}
-
-        def count(result: str) -> None:
-            counts[result] = counts.get(result, 0) + 1
-
-        stores = [RedisStore(redis_proc.url, prefix="notify-test:") for _ in range(2)]
-        notifiers = [Notifier([Receiver(hook.url)], public_url=PUBLIC, per_minute=10, counts=count,
-                              claim=s.claim_notification) for s in stores]
-        for n in notifiers:
-            n.start()
-            n.submit([ALERT], "p")
-        await until(lambda: counts.get("sent", 0) + counts.get("other_replica", 0) >= 2)
-        for n in notifiers:
-            await n.stop()
-        for s in stores:
-            await s.close()
-        assert await MemoryStore().claim_notification("k", 60) is True
-        return counts
-
-    assert asyncio.run(main()) == {"sent": 1, "other_replica": 1}
-    assert [b["dedupe_key"] for b in hook.bodies] == ["r:nan:5:raised:5"]
-
-
 def test_the_rate_limit_holds_back_a_flood_and_says_so(receivers) -> None:
     """At most per_minute notifications per run: the excess is counted, and the run's next
     notification says how many were held back."""
@@ -285,8 +255,7 @@ def test_the_rate_limit_holds_back_a_flood_and_says_so(receivers) -> None:
     async def main() -> dict[str, int]:
         counts: dict[str, int] = {}
         n = Notifier([Receiver(hook.url)], public_url=PUBLIC, per_minute=2,
-                     counts=lambda r: counts.__setitem__(r, counts.get(r, 0) + 1),
-                     claim=MemoryStore().claim_notification)
+                     counts=lambda r: counts.__setitem__(r, counts.get(r, 0) + 1))
         n.limit.clock = lambda: now[0]
         n.start()
         for step in range(5):
@@ -308,13 +277,13 @@ ALERT = {"id": "r:nan:5", "run_id": "r", "step": 5, "last_step": 5, "kind": "nan
          "message": "The loss is NaN.", "event": "raised", "action": {"type": "rollback", "reason": "Roll back."}}
 
 
-def deliver_one(url: str, claim) -> dict[str, int]:
+def deliver_one(url: str) -> dict[str, int]:
     """One notifier, one receiver, one alert: the results counted once it is sent or given up."""
 
     async def main() -> dict[str, int]:
         counts: dict[str, int] = {}
         n = Notifier([Receiver(url)], public_url=PUBLIC, per_minute=10,
-                     counts=lambda r: counts.__setitem__(r, counts.get(r, 0) + 1), claim=claim)
+                     counts=lambda r: counts.__setitem__(r, counts.get(r, 0) + 1))
         n.start()
         n.submit([ALERT], "p")
         await until(lambda: counts.get("sent") or counts.get("gave_up"))
@@ -326,23 +295,8 @@ def deliver_one(url: str, claim) -> dict[str, int]:
 
 def test_a_5xx_is_retried_and_a_4xx_is_not(receivers) -> None:
     flaky = receivers(answers=(503, 429))
-    assert deliver_one(flaky.url, MemoryStore().claim_notification) == {"failed": 2, "sent": 1}
+    assert deliver_one(flaky.url) == {"failed": 2, "sent": 1}
     assert [b["dedupe_key"] for b in flaky.bodies] == ["r:nan:5:raised:5"]
     refusing = receivers(answers=(400,))
-    assert deliver_one(refusing.url, MemoryStore().claim_notification) == {"failed": 1, "gave_up": 1}
+    assert deliver_one(refusing.url) == {"failed": 1, "gave_up": 1}
     assert refusing.bodies == []
-
-
-def test_a_claim_the_store_cannot_record_still_sends(receivers) -> None:
-    """At least once: with the store unreachable for the claim, the notification goes out."""
-    hook = receivers()
-
-    async def claim(key: str, ttl: int) -> bool:
-        store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")      # nothing listens there
-        try:
-            return await store.claim_notification(key, ttl)
-        finally:
-            await store.close()
-
-    assert deliver_one(hook.url, claim) == {"sent": 1}
-    assert len(hook.bodies) == 1

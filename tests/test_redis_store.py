@@ -8,10 +8,12 @@ import math
 import random
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
 
+from losswatch.service.pipeline import IngestPipeline
 from losswatch.service.stores import series as ser
 from losswatch.service.stores.base import Columns, StoreUnavailable
 from losswatch.service.stores.memory import MemoryStore
@@ -50,6 +52,18 @@ def cols_of(recs: list[dict]) -> Columns:
             getattr(c, f).append(r.get(f))
         c.extra.append(r.get("extra"))
     return c
+
+
+_PIPELINES: "weakref.WeakKeyDictionary[object, IngestPipeline]" = weakref.WeakKeyDictionary()
+
+
+def pipe(store) -> IngestPipeline:
+    """The ingest pipeline of ``store``: one per store, as a service process holds one (a
+    second store object on the same Redis is a second replica)."""
+    p = _PIPELINES.get(store)
+    if p is None:
+        p = _PIPELINES[store] = IngestPipeline(store)
+    return p
 
 
 def assert_same_series(x: Columns, y: Columns) -> None:
@@ -99,11 +113,11 @@ def test_same_answers_as_the_memory_store(redis_proc):
         mem = MemoryStore()
         red = RedisStore(redis_proc.url)
         try:
-            await mem.put_meta("r", {"model": "m"}, project="p")
-            await red.put_meta("r", {"model": "m"}, project="p")
+            await pipe(mem).put_meta("r", {"model": "m"}, project="p")
+            await pipe(red).put_meta("r", {"model": "m"}, project="p")
             for b in batches:
-                a = await mem.ingest("r", cols_of(b), project="p")
-                c = await red.ingest("r", cols_of(b), project="p")
+                a = await pipe(mem).ingest("r", cols_of(b), project="p")
+                c = await pipe(red).ingest("r", cols_of(b), project="p")
                 assert (a.accepted, a.duplicates, a.out_of_order, a.health, a.project) == \
                        (c.accepted, c.duplicates, c.out_of_order, c.health, c.project)
                 assert [alert_key(x) for x in a.alerts] == [alert_key(x) for x in c.alerts]
@@ -133,7 +147,7 @@ def test_same_answers_as_the_memory_store(redis_proc):
                 assert sorted(a["id"] for a in await mem.list_alerts(**kw)) == \
                        sorted(a["id"] for a in await red.list_alerts(**kw)), kw
             # the same run id in another project is another run
-            await red.ingest("r", cols_of(recs[:1]), project="q")
+            await pipe(red).ingest("r", cols_of(recs[:1]), project="q")
             assert [s.run_id for s in await red.list_runs(projects=["p"])] == ["r"]
             assert [(s.project, s.n_steps) for s in await red.list_runs(projects=["q"])] == [("q", 1)]
             assert (await red.get_run("r", project="p")).n_steps == sr.n_steps
@@ -187,13 +201,13 @@ def test_concurrent_writers_store_each_step_once_and_agree_with_one_process(redi
         try:
             acc = dup = 0
             for round_ in rounds:
-                res = await asyncio.gather(*(stores[k].ingest("r", cols_of(b)) for k, b in enumerate(round_)))
+                res = await asyncio.gather(*(pipe(stores[k]).ingest("r", cols_of(b)) for k, b in enumerate(round_)))
                 acc += sum(r.accepted for r in res)
                 dup += sum(r.duplicates for r in res)
-            await ref.ingest("r", cols_of(recs))
+            await pipe(ref).ingest("r", cols_of(recs))
             assert acc == len(recs)
             assert acc + dup == sum(len(b) for r in rounds for b in r)
-            assert sum(s.conflicts for s in stores) > 0, "no write ever conflicted: not a concurrency test"
+            assert sum(pipe(s).conflicts for s in stores) > 0, "no write ever conflicted: not a concurrency test"
             got = await stores[1].read_series("r")
             assert_same_series(got, await ref.read_series("r"))
             s = await stores[2].get_run("r")
@@ -220,7 +234,7 @@ def test_old_steps_are_downsampled_with_bounded_keys_nan_kept_and_late_steps_exa
         st = RedisStore(redis_proc.url, raw_chunks=2, levels=NARROW)
         try:
             for i in range(0, len(sent), 997):
-                await st.ingest("r", cols_of(sent[i:i + 997]))
+                await pipe(st).ingest("r", cols_of(sent[i:i + 997]))
             cli = redis_proc.client()
             raw_keys = cli.keys("lw:{default/r}:raw:*")
             assert 1 <= len(raw_keys) <= 3                  # the window, plus the head chunk
@@ -247,9 +261,9 @@ def test_old_steps_are_downsampled_with_bounded_keys_nan_kept_and_late_steps_exa
             assert (await st.read_series("r", 29_500, None)).step == [x for x in s.step if x >= 29_500]
             # late steps into downsampled ranges: a gap is filled, a repeat is a duplicate
             late = [recs[k] for k in sorted(missing)] + [recs[100], recs[3005], recs[29_990]]
-            r = await st.ingest("r", cols_of(late))
+            r = await pipe(st).ingest("r", cols_of(late))
             assert (r.accepted, r.duplicates, r.out_of_order) == (len(missing), 3, len(missing))
-            r = await st.ingest("r", cols_of(late))
+            r = await pipe(st).ingest("r", cols_of(late))
             assert (r.accepted, r.duplicates) == (0, len(late))
             summ = await st.get_run("r")
             assert summ.n_steps == n
@@ -268,10 +282,10 @@ def test_every_key_of_a_run_gets_a_ttl(redis_proc):
     async def go():
         st = RedisStore(redis_proc.url, retention_seconds=100, raw_chunks=1)
         try:
-            await st.put_meta("t", {"a": 1})
+            await pipe(st).put_meta("t", {"a": 1})
             recs = curve(5000, seed=3, spike_at=3000, nan_at=4000)
             for i in range(0, 5000, 333):
-                await st.ingest("t", cols_of(recs[i:i + 333]))
+                await pipe(st).ingest("t", cols_of(recs[i:i + 333]))
             await st.record_action("t", {"step": 1})
             cli = redis_proc.client()
             keys = cli.keys("lw:{default/t}:*")
@@ -289,8 +303,8 @@ def test_runs_expire_after_the_retention_time(redis_proc):
     async def go():
         st = RedisStore(redis_proc.url, retention_seconds=1)
         try:
-            await st.ingest("short", cols_of(curve(2000)), project="p")
-            await st.put_meta("short", {"a": 1}, project="p")
+            await pipe(st).ingest("short", cols_of(curve(2000)), project="p")
+            await pipe(st).put_meta("short", {"a": 1}, project="p")
             cli = redis_proc.client()
             keys = cli.keys("lw:{p/short}:*")
             assert keys and all(0 < cli.pttl(k) <= 1000 for k in keys)
@@ -313,16 +327,16 @@ def test_redis_down_raises_store_unavailable_and_a_retry_loses_nothing(redis_fac
     async def go():
         st = RedisStore(srv.url)
         try:
-            assert (await st.ingest("r", cols_of(recs[:300]))).accepted == 300
+            assert (await pipe(st).ingest("r", cols_of(recs[:300]))).accepted == 300
             srv.kill9()
-            for call in (st.ingest("r", cols_of(recs[300:])), st.ping(), st.read_series("r"),
+            for call in (pipe(st).ingest("r", cols_of(recs[300:])), st.ping(), st.read_series("r"),
                          st.get_run("r"), st.list_runs(), st.list_alerts()):
                 with pytest.raises(StoreUnavailable) as e:
                     await call
                 assert "unreachable" in str(e.value) and "127.0.0.1" in str(e.value)
             srv.start()
             await st.ping()
-            r = await st.ingest("r", cols_of(recs[250:]))           # the client's retry, overlapping
+            r = await pipe(st).ingest("r", cols_of(recs[250:]))           # the client's retry, overlapping
             assert (r.accepted, r.duplicates) == (300, 50)
             s = await st.read_series("r")
             assert s.step == list(range(600))
@@ -356,7 +370,7 @@ def test_kill9_of_redis_with_aof_keeps_every_acknowledged_step(redis_factory, fs
         st = RedisStore(srv.url)
         try:
             for i in range(0, 4000, 25):
-                await st.ingest("r", cols_of(recs[i:i + 25]))
+                await pipe(st).ingest("r", cols_of(recs[i:i + 25]))
                 acked.extend(range(i, i + 25))
         except StoreUnavailable:
             pass
@@ -379,10 +393,10 @@ def test_kill9_of_redis_with_aof_keeps_every_acknowledged_step(redis_factory, fs
             assert stored == list(range(m)) and m >= len(acked) and m % 25 == 0
             assert (await st2.get_run("r")).n_steps == m
             for i in range(0, 4000, 100):               # the client resends from its spool
-                await st2.ingest("r", cols_of(recs[i:i + 100]))
-            await ref.ingest("r", cols_of(recs[:m]))
+                await pipe(st2).ingest("r", cols_of(recs[i:i + 100]))
+            await pipe(ref).ingest("r", cols_of(recs[:m]))
             for i in range(0, 4000, 100):
-                await ref.ingest("r", cols_of(recs[i:i + 100]))
+                await pipe(ref).ingest("r", cols_of(recs[i:i + 100]))
             assert (await st2.read_series("r")).step == list(range(4000))
             want = await ref.list_alerts(run_id="r")
             assert want
@@ -400,7 +414,7 @@ def test_run_summaries_for_metrics_cover_many_runs(redis_proc):
         try:
             t0 = time.time()
             for k in range(0, 1200, 100):
-                await asyncio.gather(*(st.ingest(f"run-{i}", cols_of([{"step": i, "loss": float(i),
+                await asyncio.gather(*(pipe(st).ingest(f"run-{i}", cols_of([{"step": i, "loss": float(i),
                                                                       "grad_norm": None, "lr": 0.1}]),
                                                  project=f"p{i % 3}")
                                        for i in range(k, k + 100)))
@@ -452,16 +466,16 @@ def test_wait_for_replicas_acknowledges_only_replicated_batches(redis_factory):
     async def go():
         st = RedisStore(primary.url, wait_replicas=1, wait_timeout_ms=300)
         try:
-            assert (await st.ingest("r", cols_of(recs[:100]))).accepted == 100
+            assert (await pipe(st).ingest("r", cols_of(recs[:100]))).accepted == 100
             assert replica.client().hget("lw:{default/r}:s", "n_steps") == b"100"   # already on the replica
             replica.kill9()
             with pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas"):
-                await st.ingest("r", cols_of(recs[100:]))
+                await pipe(st).ingest("r", cols_of(recs[100:]))
             replica.start()
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    r = await st.ingest("r", cols_of(recs[100:]))
+                    r = await pipe(st).ingest("r", cols_of(recs[100:]))
                     break
                 except StoreUnavailable:
                     assert time.monotonic() < deadline
@@ -513,13 +527,35 @@ def test_a_replica_with_a_cached_engine_survives_redis_losing_its_data(redis_pro
     async def go():
         st = RedisStore(redis_proc.url)
         try:
-            await st.ingest("r", cols_of(recs[:200]))
+            await pipe(st).ingest("r", cols_of(recs[:200]))
             redis_proc.client().flushall()
-            r = await st.ingest("r", cols_of(recs[200:]))
+            r = await pipe(st).ingest("r", cols_of(recs[200:]))
             assert (r.accepted, r.duplicates) == (100, 0)
             s = await st.get_run("r")
             assert (s.n_steps, s.last_step) == (100, 299)
             assert (await st.read_series("r")).step == list(range(200, 300))
+        finally:
+            await st.close()
+
+    run(go())
+
+
+def test_a_run_written_since_its_index_entry_is_listed_as_active(redis_proc):
+    """A replica rewrites a run's index entry at most once a minute: a run whose last batch came
+    after its entry's time is still found by ``active_since`` (and one quiet since is not)."""
+    async def go():
+        st = RedisStore(redis_proc.url)
+        try:
+            t0 = time.time()
+            recs = curve(20)
+            await pipe(st).ingest("busy", cols_of(recs[:10]), now=t0 - 40)     # indexed at t0 - 40
+            await pipe(st).ingest("quiet", cols_of(recs[:10]), now=t0 - 40)
+            await pipe(st).ingest("busy", cols_of(recs[10:]), now=t0 - 5)      # entry not rewritten
+            scores = {m.decode(): s for k in redis_proc.client().keys("lw:runs:*")
+                      for m, s in redis_proc.client().zrange(k, 0, -1, withscores=True)}
+            assert scores == {"default/busy": t0 - 40, "default/quiet": t0 - 40}
+            assert [s.run_id for s in await st.list_runs(active_since=t0 - 20)] == ["busy"]
+            assert [s.run_id for s in await st.list_runs(active_since=t0 - 60)] == ["busy", "quiet"]
         finally:
             await st.close()
 

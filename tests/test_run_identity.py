@@ -9,7 +9,7 @@ import pytest
 
 from losswatch.service.stores.redis import RedisStore
 from service_helpers import client, post_records
-from test_redis_store import assert_same_series, cols_of, curve
+from test_redis_store import assert_same_series, cols_of, curve, pipe
 
 TOKENS = "tokA=projA;tokB=projB;tokAB=projA,projB"
 STOP = {"step": 290, "action": {"type": "stop", "reason": "diverging"}, "applied": True}
@@ -169,8 +169,8 @@ def test_runs_of_the_earlier_redis_layout_move_into_their_project(redis_proc):
         st = RedisStore(redis_proc.url)
         try:
             await st.prepare()                                 # a fresh Redis: the current layout
-            await st.put_meta("old", {"task": "t"}, project="team")
-            await st.ingest("old", cols_of(recs), project="team")
+            await pipe(st).put_meta("old", {"task": "t"}, project="team")
+            await pipe(st).ingest("old", cols_of(recs), project="team")
             await st.record_action("old", {"step": 5}, project="team")
             want_run = await st.get_run("old", project="team")
             want_series = await st.read_series("old", project="team")
@@ -179,16 +179,18 @@ def test_runs_of_the_earlier_redis_layout_move_into_their_project(redis_proc):
             # what the earlier layout left: the same data under the run id alone
             for key in cli.keys("lw:{team/old}:*"):
                 cli.rename(key, key.replace(b"{team/old}", b"{old}"))
-            for index in ("lw:runs", "lw:alerts"):
-                for member, score in cli.zrange(index, 0, -1, withscores=True):
-                    cli.zrem(index, member)
-                    cli.zadd(index, {member.split(b"/", 1)[1]: score})
+            for index in ("lw:runs", "lw:alerts"):          # one sorted set each, of bare ids
+                for shard in cli.keys(index + ":{*}"):
+                    for member, score in cli.zrange(shard, 0, -1, withscores=True):
+                        cli.zadd(index, {member.split(b"/", 1)[1]: score})
+                    cli.delete(shard)
             cli.set("lw:layout", "2")
             st2 = RedisStore(redis_proc.url)
             try:
                 assert await st2.get_run("old", project="team") is None   # not visible before
                 await st2.prepare()
-                assert cli.get("lw:layout") == b"3" and cli.keys("lw:{old}:*") == []
+                assert cli.get("lw:layout") == b"4" and cli.keys("lw:{old}:*") == []
+                assert cli.exists("lw:runs", "lw:alerts") == 0          # moved into the shards
                 got = await st2.get_run("old", project="team")
                 assert (got.project, got.n_steps, got.meta, got.health) == \
                        ("team", want_run.n_steps, {"task": "t"}, want_run.health)
@@ -200,7 +202,7 @@ def test_runs_of_the_earlier_redis_layout_move_into_their_project(redis_proc):
                 assert [(s.project, s.run_id) for s in await st2.list_runs()] == [("team", "old")]
                 # the run goes on where it stopped
                 more = [dict(r, step=r["step"] + 3000) for r in curve(10, seed=4)]
-                assert (await st2.ingest("old", cols_of(more), project="team")).accepted == 10
+                assert (await pipe(st2).ingest("old", cols_of(more), project="team")).accepted == 10
                 assert (await st2.get_run("old", project="team")).n_steps == want_run.n_steps + 10
             finally:
                 await st2.close()

@@ -14,7 +14,7 @@ import pytest
 
 from losswatch.service.stores import series as ser
 from losswatch.service.stores.redis import RedisStore
-from test_redis_store import NARROW, cols_of, curve
+from test_redis_store import NARROW, cols_of, curve, pipe
 
 TOP = 2**63 - 1
 
@@ -57,15 +57,15 @@ def test_steps_up_to_the_int64_limit_are_stored_and_read_back(redis_proc, retent
     async def go():
         st = RedisStore(redis_proc.url, retention_seconds=retention)
         try:
-            r = await st.ingest("top", cols_of(records([TOP])))
+            r = await pipe(st).ingest("top", cols_of(records([TOP])))
             assert (r.accepted, r.duplicates) == (1, 0)
-            r = await st.ingest("top", cols_of(records(steps)))
+            r = await pipe(st).ingest("top", cols_of(records(steps)))
             assert (r.accepted, r.duplicates, r.out_of_order) == (4, 1, 4)
-            await st.put_meta("top", {"model": "m"})
+            await pipe(st).put_meta("top", {"model": "m"})
             got = await st.read_series("top")
             assert got.step == steps
             assert (await st.get_run("top")).last_step == TOP
-            r = await st.ingest("edge", cols_of(records([near_2_53 - 1, near_2_53, near_2_53 + 1])))
+            r = await pipe(st).ingest("edge", cols_of(records([near_2_53 - 1, near_2_53, near_2_53 + 1])))
             assert r.accepted == 3
             assert (await st.read_series("edge")).step == [near_2_53 - 1, near_2_53, near_2_53 + 1]
         finally:
@@ -84,14 +84,14 @@ def test_late_steps_at_huge_step_numbers_land_under_exact_chunk_keys(redis_proc)
     async def go():
         st = RedisStore(redis_proc.url, retention_seconds=3600)
         try:
-            await st.ingest("late", cols_of(records([base + 10])))
-            r = await st.ingest("late", cols_of(records([base + 3, base + 7])))
+            await pipe(st).ingest("late", cols_of(records([base + 10])))
+            r = await pipe(st).ingest("late", cols_of(records([base + 3, base + 7])))
             assert (r.accepted, r.out_of_order) == (2, 2)
             assert (await st.read_series("late")).step == [base + 3, base + 7, base + 10]
             # far below the raw window: folded into its downsampled bucket, counted once
-            r = await st.ingest("late", cols_of(records([base - 10**9])))
+            r = await pipe(st).ingest("late", cols_of(records([base - 10**9])))
             assert (r.accepted, r.out_of_order) == (1, 1)
-            r = await st.ingest("late", cols_of(records([base - 10**9])))
+            r = await pipe(st).ingest("late", cols_of(records([base - 10**9])))
             assert (r.accepted, r.duplicates) == (0, 1)
             got = await st.read_series("late")
             assert accounted(got) == 4 and got.step[-3:] == [base + 3, base + 7, base + 10]
@@ -106,11 +106,11 @@ def test_late_steps_at_huge_step_numbers_land_under_exact_chunk_keys(redis_proc)
 
 def _gapped_run(st: RedisStore, run_id: str, gap: int):
     async def go():
-        await st.ingest(run_id, cols_of(curve(100)))
+        await pipe(st).ingest(run_id, cols_of(curve(100)))
         tail = curve(100)
         for r in tail:
             r["step"] += gap
-        await st.ingest(run_id, cols_of(tail))
+        await pipe(st).ingest(run_id, cols_of(tail))
     return go()
 
 
@@ -126,7 +126,7 @@ def test_a_metadata_put_after_a_gap_touches_only_the_stored_chunks(redis_proc, g
         try:
             await _gapped_run(st, "meta", gap)
             cli.config_resetstat()
-            s = await st.put_meta("meta", {"model": "m", "status": "finished"})
+            s = await pipe(st).put_meta("meta", {"model": "m", "status": "finished"})
             assert s.meta["status"] == "finished" and s.n_steps == 200
         finally:
             await st.close()
@@ -180,12 +180,12 @@ def test_batches_after_a_gap_or_at_a_stride_fold_in_a_few_transactions(redis_pro
                 more = curve(100)
                 for r in more:
                     r["step"] += 10**12 + 100 * (k + 1)
-                await st.ingest("gap", cols_of(more))
+                await pipe(st).ingest("gap", cols_of(more))
             after_gap = calls(cli, "exec")
             cli.config_resetstat()
             stride = records(range(0, 256 * 2000, 256))
             for i in range(0, len(stride), 500):
-                await st.ingest("stride", cols_of(stride[i:i + 500]))
+                await pipe(st).ingest("stride", cols_of(stride[i:i + 500]))
             per_batch = calls(cli, "exec") / 4
             return after_gap, per_batch, await st.read_series("gap"), await st.read_series("stride")
         finally:
@@ -228,11 +228,11 @@ def test_runs_written_before_the_chunk_index_are_indexed_once(redis_proc):
     async def go():
         st = RedisStore(redis_proc.url, retention_seconds=3600)
         try:
-            await st.ingest("old", cols_of(curve(3000)))
+            await pipe(st).ingest("old", cols_of(curve(3000)))
             cli.delete("lw:{default/old}:rc", "lw:layout")           # as an earlier version left it
             assert accounted(await st.read_series("old")) == 0
             await st.prepare()
-            assert cli.get("lw:layout") == b"3" and 0 < cli.ttl("lw:{default/old}:rc") <= 3600 + 360
+            assert cli.get("lw:layout") == b"4" and 0 < cli.ttl("lw:{default/old}:rc") <= 3600 + 360
             got = await st.read_series("old")
             assert got.step == list(range(3000))
             cli.delete("lw:{default/old}:rc")

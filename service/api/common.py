@@ -14,6 +14,7 @@ from losswatch.detectors.wire import VALUE_FIELDS
 
 from ..auth import Scope
 from ..ingest import LABEL_RULE
+from ..pipeline import IngestPipeline
 from ..stores.base import RunSummary, Store
 from .models import LABEL_PATTERN
 
@@ -37,6 +38,11 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
 
 def store_of(request: Request) -> Store:
     return request.app.state.store
+
+
+def pipeline_of(request: Request) -> IngestPipeline:
+    """Where writes that run the detectors go (a batch, a metadata change)."""
+    return request.app.state.pipeline
 
 
 def run_dict(s: RunSummary) -> dict[str, Any]:

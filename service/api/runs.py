@@ -8,7 +8,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from ..auth import Scope, get_scope
-from .common import ProjectQuery, RunIdPath, json_response, request_project, run_dict, store_of, visible_run
+from .common import (
+    ProjectQuery,
+    RunIdPath,
+    json_response,
+    pipeline_of,
+    request_project,
+    run_dict,
+    store_of,
+    visible_run,
+)
 from .models import LABEL_PATTERN, ErrorOut, Health, RunMetaIn, RunOut, RunsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -30,7 +39,7 @@ async def put_run(request: Request, meta: RunMetaIn, run_id: str = RunIdPath,
     if meta.lr_schedule is not None:
         data["lr_schedule"] = meta.lr_schedule.flat()
     where = request_project(scope, project, data.get("project"))
-    s = await store_of(request).put_meta(run_id, data, project=where)
+    s = await pipeline_of(request).put_meta(run_id, data, project=where)
     return json_response(run_dict(s))
 
 

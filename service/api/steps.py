@@ -22,6 +22,7 @@ from .common import (
     RunIdPath,
     json_response,
     no_run,
+    pipeline_of,
     request_project,
     store_of,
     visible_run,
@@ -113,7 +114,7 @@ async def post_steps(request: Request) -> Response:
             code = e.status
             return json_response({"detail": e.detail}, e.status)
         where = request_project(scope, project, body_project)
-        res = await store_of(request).ingest(run_id, cols, project=where)
+        res = await pipeline_of(request).ingest(run_id, cols, project=where)
         metrics.accepted.inc(res.accepted)
         if res.duplicates:
             metrics.duplicate.inc(res.duplicates)
@@ -125,8 +126,8 @@ async def post_steps(request: Request) -> Response:
                     uncounted.discard(a["id"])
                     metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
         notifier = request.app.state.notifier
-        if notifier is not None and res.alerts:
-            notifier.submit(res.alerts, res.project)
+        if notifier is not None and res.notify:
+            notifier.submit(res.notify, res.project)
         code = 200
         return json_response({
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,

@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address (LOSSWATCH_HOST; default 127.0.0.1 without tokens, "
                                   "0.0.0.0 with LOSSWATCH_TOKENS)")
     p.add_argument("--port", type=int, help="port (LOSSWATCH_PORT; default 8000)")
-    p.add_argument("--store", help="memory:// (default) or redis://host:port/db (LOSSWATCH_STORE)")
+    p.add_argument("--store", help="memory:// (default), redis://host:port/db or "
+                                   "redis+cluster://host:port (LOSSWATCH_STORE)")
     p.add_argument("--workers", type=int, help="uvicorn worker processes (LOSSWATCH_WORKERS; default 1; "
                                                ">1 needs a shared store such as Redis)")
     p.add_argument("--notify", action="append", metavar="URL",

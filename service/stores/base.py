@@ -4,28 +4,28 @@ Two implementations: :mod:`losswatch.service.stores.memory` (embedded default, `
 :mod:`losswatch.service.stores.redis` (``redis://host:port/db``, shared by service replicas).
 Pick one with :func:`open_store`.
 
-Atomicity contract (every implementation must keep it)
-------------------------------------------------------
-1. ``ingest(run_id, cols, ...)`` is atomic per run with respect to every other caller of any
-   replica: between reading the run's stored steps and detector state and writing the new steps,
-   the new detector state (``Engine.to_bytes()``), the changed alerts and the run summary, no other
-   ``ingest`` for the same run may interleave (memory: one ``asyncio.Lock`` per run; Redis: a
-   per-run lock or an optimistic WATCH/MULTI transaction retried on conflict). Consequence:
-   concurrent batches for one run neither lose nor double-count a step: each (run_id, step) is
-   stored exactly once and counted once as accepted, every repeat is counted as a duplicate.
-2. All or nothing: if ``ingest`` raises (e.g. :class:`StoreUnavailable`), none of the batch's
-   steps, state or alerts were made visible, so the client can retry the whole batch safely
-   (steps already stored come back as duplicates, which is harmless).
-3. Nothing already stored is ever modified by ingest except: the detector state, the run summary,
-   and alerts the engine reports as changed (same id = replace; ``acknowledged`` is kept).
+Stores keep data; they do not detect. The ingest pipeline (:mod:`losswatch.service.pipeline`)
+classifies a batch, runs the detectors and builds the alerts and the summary; a store only
+**loads** a run's versioned snapshot and **commits** a change to it (:class:`SnapshotStore`):
+
+1. ``load(project, run_id)`` returns the run's :class:`Snapshot`: its version (0 for a run that
+   does not exist), the detector state of that version (``Engine.to_bytes()``; the store never
+   looks inside) and the highest step stored.
+2. ``commit(change)`` applies a :class:`RunCommit` atomically with respect to every other caller
+   of any replica, and only if the run's version is still ``change.expected_version``
+   (compare-and-set): then it returns :class:`Committed` (the new version is the expected one + 1);
+   otherwise it writes nothing and returns the current :class:`Snapshot`, from which the
+   pipeline recomputes and retries. All or nothing: if ``commit`` raises (e.g.
+   :class:`StoreUnavailable`), none of the change is visible, so the client can retry the whole
+   batch safely (steps already stored come back as duplicates, which is harmless).
+3. A commit writes the steps (in-order ones as given; a *late* step, at or below the stored
+   ``last_step``, only if it is not stored yet: the store tells which), the detector state, the
+   changed alerts (same id = replace; ``acknowledged`` is kept; the store records when each was
+   first raised), the summary, and the notification claims: a claim is won by the first commit
+   that makes it, so exactly one replica sends each notification. Nothing else already stored
+   is modified.
 4. Store failures are raised as :class:`StoreUnavailable` (the API answers 503 + Retry-After);
    nothing else may escape for a reachable store except programming errors.
-
-Step semantics (the shared helper :func:`classify_steps` implements them so every store agrees):
-a step already stored (or repeated earlier in the same batch) is a *duplicate*: not stored again.
-A new step lower than the highest step seen before it (stored or earlier in the batch) is
-*out of order*: stored in its place in the series, but the detectors only see the in-order stream
-(the engine ignores ``step <= last_step``), so it never raises an alert.
 
 Values travel as JSON-safe dicts (alerts, action reports: the shape of ``Alert.to_dict()``) and as
 :class:`Columns` (step series), so a store can serialise them without knowing the detector types.
@@ -35,15 +35,12 @@ from __future__ import annotations
 
 import abc
 import bisect
-import itertools
-import operator
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
-from losswatch.detectors.wire import (
-    VALUE_FIELDS,  # stored in this order, after step; then ts, extra
-)
+# the record's value fields, stored in this order after step (then ts, extra); the schema, not the detectors
+from losswatch.detectors.wire import VALUE_FIELDS as VALUE_FIELDS
 
 DEFAULT_PROJECT = "default"   # the project of a run when a request names none (auth off)
 
@@ -96,78 +93,10 @@ class Columns:
         )
 
 
-@dataclass(slots=True)
-class StepSplit:
-    """How :func:`classify_steps` sorted a batch: positions into the batch."""
-
-    new: list[int]            # positions to store (first occurrence of each new step)
-    in_order: list[int]       # subset of ``new`` the detectors see (strictly increasing steps)
-    duplicates: int
-    out_of_order: int
-
-
-def classify_steps(steps: Sequence[int], is_stored: Callable[[int], bool], last_step: int | None) -> StepSplit:
-    """Split a batch into new / in-order / duplicate / out-of-order steps.
-
-    Parameters
-    ----------
-    steps : the batch's steps in arrival order.
-    is_stored : tells whether a step is already stored for the run (called only for steps that are
-        not above the highest step seen, so an in-order stream never pays for the look-up).
-    last_step : the highest step stored so far, or None for a new run.
-
-    Examples
-    --------
-    >>> s = classify_steps([5, 6, 6, 3, 7], lambda k: k in {1, 2, 3, 4, 5}, 5)
-    >>> s.new, s.in_order, s.duplicates, s.out_of_order
-    ([1, 4], [1, 4], 3, 0)
-    >>> s = classify_steps([10, 8, 11], lambda k: False, None)
-    >>> s.new, s.in_order, s.duplicates, s.out_of_order
-    ([0, 1, 2], [0, 2], 0, 1)
-    """
-    high = -1 if last_step is None else last_step
-    n = len(steps)
-    # the usual batch: strictly increasing and after everything stored (checked at C speed)
-    if n and steps[0] > high and all(map(operator.lt, steps, itertools.islice(steps, 1, None))):
-        everything = list(range(n))
-        return StepSplit(new=everything, in_order=everything, duplicates=0, out_of_order=0)
-    new: list[int] = []
-    in_order: list[int] = []
-    seen_here: set[int] = set()
-    dups = ooo = 0
-    for i, s in enumerate(steps):
-        if s > high:
-            new.append(i)
-            in_order.append(i)
-            seen_here.add(s)
-            high = s
-        elif s in seen_here or is_stored(s):
-            dups += 1
-        else:
-            new.append(i)
-            seen_here.add(s)
-            ooo += 1
-    return StepSplit(new=new, in_order=in_order, duplicates=dups, out_of_order=ooo)
-
-
 def sorted_contains(sorted_steps: list[int], step: int) -> bool:
     """Membership in a sorted list by bisection (no per-run set needed)."""
     i = bisect.bisect_left(sorted_steps, step)
     return i < len(sorted_steps) and sorted_steps[i] == step
-
-
-@dataclass(slots=True)
-class IngestResult:
-    """What one ``ingest`` call did."""
-
-    accepted: int
-    duplicates: int
-    out_of_order: int
-    alerts: list[dict[str, Any]]              # alerts changed by this batch (Alert.to_dict + times)
-    new_alert_ids: list[str]                  # ids first raised by this batch (episodes)
-    recommendation: dict[str, Any] | None     # Action.to_dict() or None
-    health: str                               # ok | warning | critical
-    project: str
 
 
 @dataclass(slots=True)
@@ -193,6 +122,70 @@ class RunSummary:
     recommendation: dict[str, Any] | None = None
 
 
+@dataclass(slots=True)
+class Snapshot:
+    """A run as of ``version`` (0: the run does not exist yet)."""
+
+    version: int
+    engine_state: bytes | None      # the detectors' state of that version (Engine.to_bytes); None: none yet
+    last_step: int | None           # the highest step stored
+
+
+@dataclass(slots=True)
+class Advice:
+    """What the detectors say about a run after a batch: its summary's health, recommendation,
+    latest values (None: the batch had no in-order step) and active alerts (None: unchanged)."""
+
+    health: str
+    recommendation: dict[str, Any] | None
+    last: dict[str, float | None] | None
+    active_alerts: list[dict[str, Any]] | None
+
+
+@dataclass(slots=True)
+class RunCommit:
+    """Everything one ingest (or one metadata change) writes to a run, applied only if the run is
+    still at ``expected_version`` (see the module docstring)."""
+
+    project: str
+    run_id: str
+    expected_version: int
+    now: float                                  # wall-clock seconds: last write, alert times
+    engine: Any                                 # the new detector state: an object with to_bytes()
+    cols: Columns = field(default_factory=Columns)
+    in_order: list[int] = field(default_factory=list)   # positions above last_step, steps increasing
+    late: list[int] = field(default_factory=list)       # positions at or below it: stored if absent
+    batch_duplicates: int = 0                   # repeats inside the batch or of its in-order steps
+    alerts: list[dict[str, Any]] = field(default_factory=list)   # changed alerts (Alert.to_dict + project, updated_at)
+    advice: Advice | None = None                # None: the summary's health and advice stay
+    meta: dict[str, Any] | None = None          # replaces the metadata (and refreshes retention)
+    claims: list[str] = field(default_factory=list)   # notification keys this change claims
+
+
+@dataclass(slots=True)
+class Committed:
+    """What a commit did beyond what the pipeline knew."""
+
+    version: int
+    stored_late: int                            # late steps stored (out of order)
+    duplicate_late: int                         # late steps already stored
+    alerts: list[tuple[float, float | None, bool]]   # per RunCommit.alerts: raised_at, acknowledged_at, first raised now
+    claimed: list[bool]                         # per RunCommit.claims: won by this commit
+
+
+class SnapshotStore(Protocol):
+    """The two calls the ingest pipeline needs of a store (the module docstring's contract)."""
+
+    async def load(self, project: str, run_id: str) -> Snapshot:
+        ...
+
+    async def commit(self, change: RunCommit) -> Committed | Snapshot:
+        ...
+
+    async def get_run(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> RunSummary | None:
+        ...
+
+
 class Store(abc.ABC):
     """The async store interface (see the module docstring for the atomicity contract).
 
@@ -207,18 +200,15 @@ class Store(abc.ABC):
 
     url: str = ""
 
-    # --- writes ---------------------------------------------------------------------------
+    # --- writes (the ingest pipeline's; see SnapshotStore) -----------------------------------
     @abc.abstractmethod
-    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
-                     now: float | None = None) -> IngestResult:
-        """Store a batch and run the detectors on its in-order part, atomically per run.
-
-        Creates the run (project, run_id) if absent."""
+    async def load(self, project: str, run_id: str) -> Snapshot:
+        """The run's snapshot (version 0, no state, for a run that does not exist)."""
 
     @abc.abstractmethod
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
-                       now: float | None = None) -> RunSummary:
-        """Create the run or replace its metadata; passes it to the engine (``set_meta``)."""
+    async def commit(self, change: RunCommit) -> Committed | Snapshot:
+        """Apply ``change`` if the run is still at its expected version, else return the current
+        snapshot and write nothing. Creates the run (project, run_id) if absent."""
 
     @abc.abstractmethod
     async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
@@ -230,11 +220,6 @@ class Store(abc.ABC):
                             project: str = DEFAULT_PROJECT) -> dict[str, Any]:
         """Append a client's action report to the run's alert history; returns it as stored.
         Raises KeyError if the run does not exist."""
-
-    @abc.abstractmethod
-    async def claim_notification(self, key: str, ttl: int) -> bool:
-        """True for the first caller of any replica to claim ``key`` within ``ttl`` seconds, False
-        for every later one: the replica that claims a notification sends it."""
 
     # --- reads ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -282,20 +267,6 @@ class Store(abc.ABC):
 
 # --- helpers every store shares ------------------------------------------------------------
 
-def new_engine(run_id: str, meta: dict[str, Any] | None):
-    """A fresh detector engine (imported lazily: the stores module stays importable alone)."""
-    from losswatch.detectors import Engine
-
-    return Engine(run_id=run_id, meta=meta or None)
-
-
-def load_engine(state: bytes):
-    """An engine restored from ``Engine.to_bytes()``."""
-    from losswatch.detectors import Engine
-
-    return Engine.from_bytes(state)
-
-
 def column_array(col: list[float | None]):
     """(float64 values with NaN where not logged, mask of logged entries) without a Python
     loop in the common case of a column that is fully logged or not logged at all."""
@@ -308,50 +279,6 @@ def column_array(col: list[float | None]):
         return np.full(n, np.nan), np.zeros(n, dtype=bool)
     # numpy turns None into NaN with dtype float64; the mask keeps "not logged" apart from NaN
     return np.array(col, dtype=np.float64), np.array([v is not None for v in col], dtype=bool)
-
-
-def to_batch(cols: Columns):
-    """The detectors' Batch for validated columns (built directly: ``Batch.from_columns``
-    re-validates every value in Python, which the ingest path has just done)."""
-    import numpy as np
-
-    from losswatch.detectors import Batch
-
-    return Batch(np.array(cols.step, dtype=np.int64),
-                 {f: column_array(getattr(cols, f)) for f in VALUE_FIELDS})
-
-
-def run_engine(engine, cols: Columns, in_order: list[int]):
-    """Feed the in-order rows to the engine as one batch (``Engine.update_batch`` picks the
-    one-record or the vectorised path by the batch's size).
-
-    Returns (changed alerts as Alert objects, recommendation dict or None, health).
-    """
-    changed = []
-    if in_order:
-        sub = cols if len(in_order) == len(cols) else cols.take(in_order)
-        changed = engine.update_batch(to_batch(sub))
-    rec = engine.recommendation
-    return changed, (rec.to_dict() if rec is not None else None), engine.health
-
-
-def alert_record(alert, previous: dict[str, Any] | None, now: float, project: str) -> dict[str, Any]:
-    """The stored form of an alert: ``Alert.to_dict()`` plus its run's project and
-    raised_at/updated_at; an earlier acknowledgement survives the update."""
-    d = alert.to_dict()
-    d["project"] = project
-    d["raised_at"] = previous["raised_at"] if previous else now
-    d["updated_at"] = now
-    if previous and previous.get("acknowledged"):
-        d["acknowledged"] = True
-        d["acknowledged_at"] = previous.get("acknowledged_at")
-    return d
-
-
-def last_values(cols: Columns, i: int, engine: Any) -> dict[str, float | None]:
-    """The run's latest values for its summary and per-run gauges: the record at ``i`` and the
-    series the engine keeps about the run (its spike rate)."""
-    return {**{f: getattr(cols, f)[i] for f in VALUE_FIELDS}, "spike_rate": engine.spike_rate}
 
 
 def wall_now(now: float | None) -> float:
@@ -375,19 +302,19 @@ def summary_matches(s: RunSummary, projects: set[str] | None, health: str | None
 
 def open_store(settings) -> Store:
     """The store for ``settings.store_url`` (a :class:`~losswatch.service.settings.Settings`):
-    ``memory://`` (default) or ``redis://host:port/db``, with the settings' retention, raw
-    window and timeouts."""
+    ``memory://`` (default), ``redis://host:port/db`` or ``redis+cluster://host:port`` (a Redis
+    Cluster, found from one of its nodes), with the settings' retention, raw window and timeouts."""
     url = settings.store_url or "memory://"
     if url.startswith("memory://") or url == "memory":
         from .memory import MemoryStore
 
         return MemoryStore(retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         from .redis import RedisStore
 
         return RedisStore(url, retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks,
                           wait_replicas=settings.redis_wait_replicas,
                           wait_timeout_ms=settings.redis_wait_timeout_ms,
-                          engine_cache=settings.redis_engine_cache,
                           timeout_ms=settings.store_timeout_ms)
-    raise ValueError(f"unsupported store URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(f"unsupported store URL {url!r}: use memory://, redis://host:port/db or "
+                     f"redis+cluster://host:port (one node of a Redis Cluster)")

@@ -6,16 +6,17 @@ out-of-order step is inserted by bisection), older steps downsampled into bucket
 rules and code as the Redis store (:mod:`.series`: the newest ``raw_chunks`` chunks of 960 steps
 stay raw, then levels of 64 / 2,048 / 131,072 steps a bucket), so memory per run is bounded and
 both stores answer the same series. A run expires ``retention_seconds`` after its last write,
-as on Redis. It also keeps the live ``Engine`` object (the interface's
-``to_bytes`` round trip is what the Redis store does; here it would only cost time), the alerts
-by id and the action reports. Runs are keyed by (project, run_id). One ``asyncio.Lock`` per run
-serialises ingests for that run (the atomicity contract in :mod:`.base`); nothing awaits while
-the lock is held, so the lock is cheap and a batch is applied all or nothing.
+as on Redis. It also keeps the alerts by id, the action reports, the notification claims and
+the detector state: the object the pipeline committed, serialised (``to_bytes``) only when a
+snapshot is loaded, since the pipeline keeps the engine it committed and loads only a run it
+does not hold (the Redis store ships the bytes with every commit; here that would only cost
+time). Runs are keyed by (project, run_id). :meth:`MemoryStore.load` and
+:meth:`MemoryStore.commit` never await, so each is atomic in the event loop (the contract in
+:mod:`.base`): a commit checks the version and applies the whole change, or nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from collections import OrderedDict
@@ -27,15 +28,12 @@ from . import series as ser
 from .base import (
     DEFAULT_PROJECT,
     Columns,
-    IngestResult,
+    Committed,
+    RunCommit,
     RunSummary,
+    Snapshot,
     Store,
     alert_matches,
-    alert_record,
-    classify_steps,
-    last_values,
-    new_engine,
-    run_engine,
     sorted_contains,
     summary_matches,
     wall_now,
@@ -53,10 +51,11 @@ class _Run:
     w2: int = 0
     tiers: tuple[dict[int, bytes], ...] = field(default_factory=lambda: ({}, {}, {}))  # levels 1-3
     written_at: float = 0.0
-    engine: Any = None
+    version: int = 0
+    engine: Any = None                              # the committed detector state (has to_bytes)
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    claims: set[str] = field(default_factory=set)   # notification keys won (they expire with the run)
 
 
 _RunKey = tuple[str, str]   # (project, run_id)
@@ -83,7 +82,6 @@ class MemoryStore(Store):
         if run is None:
             project, run_id = key
             run = _Run(summary=RunSummary(run_id=run_id, project=project, created_at=now), written_at=now)
-            run.engine = new_engine(run_id, None)
             self._runs[key] = run
         return run
 
@@ -172,69 +170,85 @@ class MemoryStore(Store):
                     d.insert(pos, c[i])
 
     # --- writes -----------------------------------------------------------------------------
-    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
-                     now: float | None = None) -> IngestResult:
-        now = wall_now(now)
-        self._expire(now)
-        key = (project, run_id)
-        run = self._get_or_create(key, now)
-        async with run.lock:
-            s = run.summary
-            split = classify_steps(cols.step, lambda k: self._has_step(run, k), s.last_step)
-            # detectors first: if they raise, nothing of the batch is stored (all or nothing)
-            changed, rec, health = run_engine(run.engine, cols, split.in_order)
-            all_in_order = len(split.in_order) == len(cols)
-            new = split.new
-            if not all_in_order:
-                floor = run.c0 * ser.CHUNK
-                late = [i for i in new if cols.step[i] < floor]
-                if late:
-                    self._fold_late(run, cols, late)
-                    new = [i for i in new if cols.step[i] >= floor]
-            self._store_rows(run.raw, cols, new, all_in_order)
-            self._touch(key, run, now)
-            new_ids: list[str] = []
-            out_alerts: list[dict[str, Any]] = []
-            for a in changed:
-                prev = run.alerts.get(a.id)
-                if prev is None:
-                    new_ids.append(a.id)
-                    self._alert_run[(project, a.id)] = key
-                d = alert_record(a, prev, now, project)
-                run.alerts[a.id] = d
-                out_alerts.append(d)
-            if split.in_order:
-                s.last = last_values(cols, split.in_order[-1], run.engine)
-            if split.in_order:
-                s.last_step = cols.step[split.in_order[-1]]    # in-order steps increase
-                if ser.raw_start(s.last_step, self.raw_chunks) > run.c0:
-                    self._compact(run)
-            if split.new:
-                s.last_seen = now
-            s.n_steps += len(split.new)
-            s.duplicates += split.duplicates
-            s.out_of_order += split.out_of_order
-            s.health = health
-            s.recommendation = rec
-            if changed:
-                s.active_alerts = [a for a in run.alerts.values() if a["resolved_step"] is None]
-            return IngestResult(
-                accepted=len(split.new), duplicates=split.duplicates, out_of_order=split.out_of_order,
-                alerts=out_alerts, new_alert_ids=new_ids, recommendation=rec, health=health,
-                project=s.project,
-            )
+    async def load(self, project: str, run_id: str) -> Snapshot:
+        self._expire(time.time())
+        return self._snapshot(self._runs.get((project, run_id)))
 
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
-                       now: float | None = None) -> RunSummary:
-        now = wall_now(now)
+    @staticmethod
+    def _snapshot(run: _Run | None) -> Snapshot:
+        if run is None:
+            return Snapshot(version=0, engine_state=None, last_step=None)
+        return Snapshot(version=run.version, engine_state=run.engine.to_bytes() if run.engine is not None else None,
+                        last_step=run.summary.last_step)
+
+    async def commit(self, change: RunCommit) -> Committed | Snapshot:
+        c = change
+        now = c.now
         self._expire(now)
-        key = (project, run_id)
+        key = (c.project, c.run_id)
+        run = self._runs.get(key)
+        if (run.version if run is not None else 0) != c.expected_version:
+            return self._snapshot(run)
         run = self._get_or_create(key, now)
-        async with run.lock:
-            self._touch(key, run, now)
-            run.summary.meta = dict(meta)
-            run.engine.set_meta(dict(meta))
-            return run.summary
+        run.version += 1
+        run.engine = c.engine
+        s = run.summary
+        stored_late, dup_late = self._store_steps(run, c)
+        accepted = len(c.in_order) + stored_late
+        alert_info = [self._store_alert(run, key, d, now) for d in c.alerts]
+        claimed = [k not in run.claims for k in c.claims]
+        run.claims.update(c.claims)
+        if c.in_order:
+            s.last_step = c.cols.step[c.in_order[-1]]    # in-order steps increase
+            if ser.raw_start(s.last_step, self.raw_chunks) > run.c0:
+                self._compact(run)
+        if accepted:
+            s.last_seen = now
+        s.n_steps += accepted
+        s.duplicates += c.batch_duplicates + dup_late
+        s.out_of_order += stored_late
+        if c.advice is not None:
+            s.health = c.advice.health
+            s.recommendation = c.advice.recommendation
+            if c.advice.last is not None:
+                s.last = c.advice.last
+            if c.advice.active_alerts is not None:   # the stored alerts: with their times and acks
+                s.active_alerts = [run.alerts.get(a["id"], a) for a in c.advice.active_alerts]
+        if c.meta is not None:
+            s.meta = dict(c.meta)
+        self._touch(key, run, now)
+        return Committed(version=run.version, stored_late=stored_late, duplicate_late=dup_late,
+                         alerts=alert_info, claimed=claimed)
+
+    def _store_steps(self, run: _Run, c: RunCommit) -> tuple[int, int]:
+        """Store the in-order steps and the late ones not stored yet; (late stored, late duplicates)."""
+        cols = c.cols
+        late = [i for i in c.late if not self._has_step(run, cols.step[i])]
+        if not late:
+            if c.in_order:
+                self._store_rows(run.raw, cols, c.in_order, len(c.in_order) == len(cols))
+            return 0, len(c.late)
+        floor = run.c0 * ser.CHUNK
+        below = [i for i in late if cols.step[i] < floor]
+        if below:
+            self._fold_late(run, cols, below)
+        new = sorted([*c.in_order, *(i for i in late if cols.step[i] >= floor)])
+        self._store_rows(run.raw, cols, new, False)
+        return len(late), len(c.late) - len(late)
+
+    def _store_alert(self, run: _Run, key: _RunKey, alert: dict[str, Any],
+                     now: float) -> tuple[float, float | None, bool]:
+        """Keep an alert's new state with the time it was first raised and its acknowledgement."""
+        prev = run.alerts.get(alert["id"])
+        d = dict(alert)
+        d["raised_at"] = prev["raised_at"] if prev else now
+        if prev and prev.get("acknowledged"):
+            d["acknowledged"] = True
+            d["acknowledged_at"] = prev.get("acknowledged_at")
+        if prev is None:
+            self._alert_run[(key[0], alert["id"])] = key
+        run.alerts[alert["id"]] = d
+        return d["raised_at"], d.get("acknowledged_at"), prev is None
 
     async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
                         now: float | None = None) -> dict[str, Any] | None:
@@ -255,10 +269,6 @@ class MemoryStore(Store):
             raise KeyError(run_id)
         run.actions.append(report)
         return report
-
-    async def claim_notification(self, key: str, ttl: int) -> bool:
-        # one process holds the store: nobody else can have sent it
-        return True
 
     # --- reads ------------------------------------------------------------------------------
     async def get_run(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> RunSummary | None:

@@ -1,4 +1,5 @@
-"""The Redis store (``redis://host:port/db``): shared by any number of service replicas.
+"""The Redis store (``redis://host:port/db``, or ``redis+cluster://host:port`` for a Redis Cluster):
+shared by any number of service replicas.
 
 Data model (per run, every key prefixed ``lw:{<project>/<run_id>}:``: a run is named by its project
 and its run id, and ``/`` is in neither; the braces are a Cluster hash tag):
@@ -19,20 +20,27 @@ ds         hash                    watermarks: c0 (first raw chunk), w1, w2
 x          hash step -> JSON       ``extra`` of raw steps (dropped when downsampled)
 a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
 act        list                    action reports (JSON)
+n          hash                    notification claims (dedupe key -> time claimed)
 =========  ======================  ==========================================================
 
-and two global sorted sets: ``lw:runs`` (``<project>/<run_id>`` by last write time: list, metrics,
-retention) and ``lw:alerts`` (``<project>/<alert id>`` by last update time: cross-run alert
-queries). Data of the earlier layout (keys ``lw:{<run_id>}:``, run ids alone in the indexes) is
-renamed into its run's project once by :meth:`RedisStore.prepare` (see docs/storage.md).
+and two indexes, each sharded into :data:`INDEX_SHARDS` sorted sets (``lw:runs:{<k>}``,
+``lw:alerts:{<k>}``; shard = CRC-32 of the member, so the shards spread over a Cluster's nodes):
+``<project>/<run_id>`` by last write time (list, metrics, retention; refreshed by a replica at
+most every :data:`INDEX_REFRESH_S` per run) and ``<project>/<alert id>`` by last update time
+(cross-run alert queries). Data of earlier layouts is brought to this one once by
+:meth:`RedisStore.prepare` (see docs/storage.md).
 
-Concurrency (the :mod:`.base` atomicity contract): one Lua script applies a batch (steps,
-extras, alerts, detector state, counters) atomically, and only if the run's state version is the
-one the detector state was computed from (compare-and-set). On a conflict the script returns the
-current state and the replica recomputes and retries. A replica keeps the engine of each run it
-served last, with its version, so the usual batch costs exactly one round trip (one EVALSHA); for
-a minute after a conflict on a run, a replica reads the run's state before running the detectors
-(two round trips, but no detector work wasted on a stale state).
+On a Redis Cluster every command and script touches the keys of one run only (one hash tag, so
+one slot). The index entries are written beside the COMMIT script, before it (in the same round
+trip on a single Redis): an entry for a batch that then fails names a run that may not exist,
+and listings skip it.
+
+Concurrency (the :mod:`.base` snapshot contract): :meth:`RedisStore.commit` is one Lua script
+(``COMMIT``) that applies a change (steps, extras, alerts, notification claims, detector state,
+summary, counters) atomically, and only if the run's state version is the one the change was
+computed from (compare-and-set); on a conflict it writes nothing and returns the current
+snapshot, so the pipeline's retry needs no second round trip. The pipeline keeps the engines of
+the runs it served last, so the usual batch is exactly one round trip (one EVALSHA).
 
 Duplicates are found by the chunk's presence bit (SETBIT returns the old bit) inside the same
 script; steps above the stored ``last_step`` need no check (nothing above it is stored).
@@ -53,43 +61,47 @@ import functools
 import json
 import logging
 import time
-import weakref
+import zlib
 from collections import OrderedDict
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..settings import Settings
 from . import series as ser
 from .base import (
     DEFAULT_PROJECT,
     Columns,
-    IngestResult,
+    Committed,
+    RunCommit,
     RunSummary,
+    Snapshot,
     Store,
     StoreUnavailable,
     alert_matches,
-    classify_steps,
-    last_values,
-    load_engine,
-    new_engine,
-    run_engine,
     summary_matches,
     wall_now,
 )
-from .redis_scripts import ACK_ALERT, INGEST, PUT_META, RECORD_ACTION, SUMMARIES
+from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES
 
 log = logging.getLogger("losswatch.redis")
 
 _LEVEL_KEYS = ("d1", "d2", "d3")
+CLUSTER_SCHEME = "redis+cluster://"   # a store URL naming one node of a Redis Cluster
+INDEX_SHARDS = 16                     # sorted sets per index (runs, alerts)
+INDEX_REFRESH_S = 60.0                # a run's index entry is rewritten at most this often by a replica
 _STATE_FIELDS = ("project", "created_at", "last_seen", "last_step", "n_steps", "dups",
                  "ooo", "last", "health", "rec", "act", "meta")
 
 # Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After): no
 # connection, no answer within the store timeout (a stall, a long script), or one of these
 # error replies (redis-py strips the code from the message and keeps it as ``status_code``).
-_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError, asyncio.TimeoutError)
+_DOWN = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, OSError, asyncio.TimeoutError,
+         rexc.ClusterError, rexc.SlotNotCoveredError)
 _DOWN_REPLIES = {
     "OOM": "out of memory", "BUSY": "busy running a script", "MISCONF": "cannot persist",
     "NOREPLICAS": "not enough replicas", "LOADING": "loading its data", "MASTERDOWN": "primary down",
@@ -154,31 +166,22 @@ def _run_of_alert(alert_id: str) -> str | None:
     return parts[0] if len(parts) == 3 and parts[0] else None
 
 
-class _Cached:
-    """The engine of a run as of state version ``v`` (valid only while nobody else wrote)."""
-
-    __slots__ = ("v", "engine", "last_step")
-
-    def __init__(self, v: int, engine: Any, last_step: int | None) -> None:
-        self.v, self.engine, self.last_step = v, engine, last_step
-
-
 class RedisStore(Store):
     """Store on Redis; see the module docstring.
 
     Parameters
     ----------
-    url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``).
+    url : ``redis://host:port/db`` (also ``rediss://``, ``unix://``), or ``redis+cluster://host:port``:
+        one node of a Redis Cluster (the others are discovered).
     retention_seconds : runs expire this long after their last write (up to min(1 h, 10%) later:
         EXPIRE is refreshed by a write when the last refresh is older than that); 0 keeps them
         forever (30 days).
     raw_chunks : how many of the newest 960-step chunks stay at full resolution (8: 7,680 steps).
-    engine_cache : detector engines kept in this process (~11 KB each), the runs served last
-        (10,000). A run not in it costs one more round trip.
     levels : the downsampled levels (:data:`.series.LEVELS`; tests use narrow ones).
     wait_replicas : after each batch, WAIT until this many Redis replicas have it (0 = don't),
         for at most ``wait_timeout_ms``. A batch not replicated in time raises StoreUnavailable
         (503) although the primary has it: the client's retry then finds its steps as duplicates.
+        Not on a Cluster (refused).
     timeout_ms : a connection, a free pooled connection or a reply that takes longer is a
         StoreUnavailable (503): a stalled Redis answers promptly instead of after seconds.
 
@@ -191,7 +194,7 @@ class RedisStore(Store):
     def __init__(self, url: str, *, retention_seconds: int = Settings.retention_seconds,
                  raw_chunks: int = Settings.raw_chunks, wait_replicas: int = Settings.redis_wait_replicas,
                  wait_timeout_ms: int = Settings.redis_wait_timeout_ms, prefix: str = "lw:",
-                 max_connections: int = 64, engine_cache: int = Settings.redis_engine_cache,
+                 max_connections: int = 64,
                  levels: tuple[ser.Level, ...] | None = None,
                  timeout_ms: int = Settings.store_timeout_ms) -> None:
         self._where = _redact(url)                 # never echo a password (/readyz shows it)
@@ -207,177 +210,197 @@ class RedisStore(Store):
         t = timeout_ms / 1000
         # a batch waiting for replicas waits up to wait_timeout_ms for the reply on purpose
         reply_t = t + (wait_timeout_ms / 1000 if wait_replicas else 0)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=t,
-            socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
-        self._r = aioredis.Redis(connection_pool=pool)
-        self._ingest = self._r.register_script(INGEST)
-        self._put_meta = self._r.register_script(PUT_META)
+        self.cluster = url.startswith(CLUSTER_SCHEME)
+        if self.cluster:
+            if wait_replicas:
+                raise ValueError("LOSSWATCH_REDIS_WAIT_REPLICAS needs a single Redis primary: a Redis Cluster "
+                                 "acknowledges writes per node (use its own replicas and failover)")
+            # one quick retry after a refused connection or a moved slot (it refreshes the map of
+            # the slots), then StoreUnavailable: a node that is down answers 503 promptly
+            self._r = RedisCluster.from_url(
+                "redis://" + url[len(CLUSTER_SCHEME):], max_connections=max_connections,
+                socket_connect_timeout=t, socket_timeout=reply_t, require_full_coverage=False,
+                retry=Retry(NoBackoff(), 1))
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=t,
+                socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
+            self._r = aioredis.Redis(connection_pool=pool)
+        self._commit = self._r.register_script(COMMIT)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
         self._summaries = self._r.register_script(SUMMARIES)
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_max = engine_cache
-        # one in-flight ingest per run per process: the cached engine is mutated in place
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.conflicts = 0                          # CAS retries (diagnostics, tests)
-        # runs another replica wrote lately (monotonic time of the last conflict): read first
-        self._contended: dict[str, float] = {}
+        self._indexed: OrderedDict[str, float] = OrderedDict()   # run -> when this replica last indexed it
+        self._trimmed_at = -1e18                                  # when it last trimmed the indexes
 
     # --- keys -----------------------------------------------------------------------------
     def _p(self, rk: str) -> str:
         """The key prefix of the run ``rk`` (``_member(project, run_id)``)."""
         return f"{self.prefix}{{{rk}}}:"
 
+    def _index_key(self, index: str, member: str) -> str:
+        """The shard of ``index`` ("runs" or "alerts") that holds ``member``."""
+        return self._shard(index, zlib.crc32(member.encode()) % INDEX_SHARDS)
+
+    def _shard(self, index: str, k: int) -> str:
+        return f"{self.prefix}{index}:{{{k}}}"
+
+    def _shards(self, index: str) -> list[str]:
+        return [self._shard(index, k) for k in range(INDEX_SHARDS)]
+
     @property
-    def _runs_key(self) -> str:
+    def _legacy_runs_key(self) -> str:
+        """The one-key run index of earlier layouts (moved into the shards by :meth:`prepare`)."""
         return self.prefix + "runs"
 
     @property
-    def _alerts_key(self) -> str:
+    def _legacy_alerts_key(self) -> str:
         return self.prefix + "alerts"
 
-    def _lock(self, rk: str) -> asyncio.Lock:
-        lock = self._locks.get(rk)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[rk] = lock
-        return lock
-
-    def _cache_put(self, rk: str, c: _Cached) -> None:
-        self._cache[rk] = c
-        self._cache.move_to_end(rk)
-        while len(self._cache) > self._cache_max:
-            self._cache.popitem(last=False)
-
-    def _from_state(self, run_id: str, v: int, eng: bytes | None, last_step: bytes | None) -> _Cached:
-        engine = load_engine(eng) if eng else new_engine(run_id, None)
-        return _Cached(v, engine, _i(last_step))
-
-    async def _read_state(self, rk: str, run_id: str, cached: _Cached | None = None) -> _Cached:
-        """The run's stored state (``cached`` itself if it is still the current version)."""
-        v, eng, last = await self._r.hmget(self._p(rk) + "s", "v", "eng", "last_step")
-        v = _i(v) or 0
-        if cached is not None and cached.v == v:
-            return cached
-        return self._from_state(run_id, v, eng, last)
-
-    # --- ingest ---------------------------------------------------------------------------
+    # --- load and commit (the ingest pipeline's two calls) ---------------------------------
     @_unavailable
-    async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
-                     now: float | None = None) -> IngestResult:
-        now = wall_now(now)
-        rk = _member(project, run_id)
-        async with self._lock(rk):
-            cached = self._cache.pop(rk, None)
-            if cached is None or self._contended.get(rk, -1e9) > time.monotonic() - 60:
-                # unknown here, or other replicas wrote it lately: read the state first rather
-                # than run the detectors on a state that is probably stale
-                cached = await self._read_state(rk, run_id, cached)
-            for _attempt in range(200):
-                res = await self._try_ingest(rk, run_id, project, cols, now, cached)
-                if isinstance(res, _Cached):          # version conflict: res is the current state
-                    self.conflicts += 1
-                    self._contended[rk] = time.monotonic()
-                    if len(self._contended) > 10_000:
-                        self._contended.pop(next(iter(self._contended)))
-                    cached = res
-                    continue
-                return res
-            raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
+    async def load(self, project: str, run_id: str) -> Snapshot:
+        v, eng, last = await self._r.hmget(self._p(_member(project, run_id)) + "s", "v", "eng", "last_step")
+        return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last))
 
-    async def _try_ingest(self, rk: str, run_id: str, project: str, cols: Columns, now: float,
-                          cached: _Cached) -> IngestResult | _Cached:
+    @_unavailable
+    async def commit(self, change: RunCommit) -> Committed | Snapshot:
+        """One COMMIT script call (the change, all or nothing, under the version check); then
+        the late steps of already downsampled chunks are folded into their buckets and the
+        chunks that left the raw window are downsampled (each its own transaction: a failure
+        there leaves the batch stored, and the client's retry completes it)."""
+        c = change
+        rk = _member(c.project, c.run_id)
         p = self._p(rk)
-        split = classify_steps(cols.step, lambda _k: False, cached.last_step)
-        in_order = split.in_order
-        # new steps at or below last_step (maybe stored already); none in an in-order batch
-        cands = [] if len(in_order) == len(split.new) else sorted(set(split.new) - set(in_order))
-        engine = cached.engine
-        changed, rec, health = run_engine(engine, cols, in_order)
-        eng_bytes = engine.to_bytes()
-        new_last = cols.step[in_order[-1]] if in_order else None   # in_order steps increase
-
-        args: list[Any] = []
-        # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
-        segs = _segments(in_order, cols.step)       # in_order is increasing in step already
-        packed = ser.pack_rows(cols, in_order) if in_order else b""   # once: segments slice it
-        pos = 0
-        for ci, first_slot, idx in segs:
-            args += [ci, first_slot, len(idx), packed[pos * ser.SLOT_BYTES:(pos + len(idx)) * ser.SLOT_BYTES]]
-            pos += len(idx)
-        cand_no: dict[int, int] = {}
-        for n, i in enumerate(cands, 1):
-            s = cols.step[i]
-            args += [s // ser.CHUNK, s % ser.CHUNK, ser.pack_rows(cols, [i])]
-            cand_no[i] = n
-        n_extra = 0
-        for i in split.new:
-            x = cols.extra[i]
-            if x:
-                args += [cols.step[i], json.dumps(x), cand_no.get(i, 0)]
-                n_extra += 1
-        alert_dicts = []
-        for a in changed:
-            d = a.to_dict()
-            d["project"] = project
-            d["updated_at"] = now
-            alert_dicts.append(d)
-            args += [a.id, json.dumps(d)]
-        last_json = ""
-        if in_order:
-            last_json = json.dumps(last_values(cols, in_order[-1], engine))
-        act_json = json.dumps([{**a.to_dict(), "project": project} for a in engine.active_alerts]) if changed else ""
-        head = [cached.v, project, repr(now), self.retention, p, eng_bytes,
-                "" if new_last is None else new_last, health, json.dumps(rec), last_json, act_json,
-                len(segs), len(cands), n_extra, len(changed), rk,
-                ser.GROW_BYTES, ser.DATA_OFFSET, ser.CHUNK, ser.SLOT_BYTES, split.duplicates,
-                len(in_order)]
-        keys = [p + "s", p + "ds", p + "x", p + "a", p + "ar", p + "ak", self._runs_key, self._alerts_key]
-        if self.wait_replicas:
-            # WAIT counts the replicas that have this connection's writes: same connection
+        keys, args = self._commit_call(p, c)
+        index = self._index_writes(rk, c)
+        if index and self.cluster:
+            # the index entries first (harmless if the commit is then refused); on a Cluster in
+            # their own round trip: a Cluster pipeline cannot load the script into a node that
+            # lacks it (one restarted), a plain call does
             async with self._r.pipeline(transaction=False) as pipe:
-                await self._ingest(keys=keys, args=head + args, client=pipe)
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                reply, replicas = await pipe.execute()
+                self._queue_index(pipe, index)
+                await pipe.execute()
+            self._indexed_now(rk, index)
+            index = []
+        if index or self.wait_replicas:
+            # one round trip: the index entries, the script, and WAIT on the same connection
+            # (it counts the replicas that have this connection's writes)
+            async with self._r.pipeline(transaction=False) as pipe:
+                self._queue_index(pipe, index)
+                await self._commit(keys=keys, args=args, client=pipe)
+                if self.wait_replicas:
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                replies = await pipe.execute()
+            reply = replies[len(index)]
+            replicas = replies[-1] if self.wait_replicas else None
+            self._indexed_now(rk, index)
         else:
-            reply, replicas = await self._ingest(keys=keys, args=head + args), None
-        status = int(reply[0])
-        if status == 0:
-            return self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
-        new_v, flags, c0 = int(reply[1]), reply[2].decode(), int(reply[3])
-        last_step = new_last if new_last is not None else cached.last_step
-        self._cache_put(rk, _Cached(new_v, engine, last_step))
+            reply, replicas = await self._commit(keys=keys, args=args), None
+        if int(reply[0]) == 0:
+            return Snapshot(version=int(reply[1]), engine_state=reply[2] or None, last_step=_i(reply[3] or None))
+        version, flags, c0, alert_info, claims = int(reply[1]), reply[2].decode(), int(reply[3]), reply[4], reply[5]
         if replicas is not None and int(replicas) < self.wait_replicas:
             raise StoreUnavailable(f"batch reached {int(replicas)} of {self.wait_replicas} Redis replicas "
                                    f"in {self.wait_timeout_ms} ms (stored on the primary; a retry is safe)")
-
-        stored = flags.count("N")
-        dups = split.duplicates + flags.count("D")
-        late = [i for i, fl in zip(cands, flags) if fl == "L"]
-        if late:
-            a_n, a_d = await self._fold_late(p, cols, late)
-            stored += a_n
-            dups += a_d
+        stored, dups = flags.count("N"), flags.count("D")
+        below = [i for i, fl in zip(c.late, flags) if fl == "L"]
+        if below:
+            n, d = await self._fold_late(p, c.cols, below)
+            stored += n
+            dups += d
+        last_step = c.cols.step[c.in_order[-1]] if c.in_order else None
         if last_step is not None and ser.raw_start(last_step, self.raw_chunks) > c0:
             try:
                 await self._compact(p)
             except (StoreUnavailable, *_DOWN) as e:     # the batch is stored; the next one retries
                 log.warning("downsampling run %s postponed: %s", rk, e)
+        return Committed(
+            version=version, stored_late=stored, duplicate_late=dups,
+            alerts=[(float(r), float(ack) if ack else None, bool(int(created))) for r, ack, created in alert_info],
+            claimed=[ch == ord("1") for ch in claims])
 
-        out_alerts = []
-        new_ids = []
-        for d, info in zip(alert_dicts, reply[5]):
-            d["raised_at"] = float(info[0])
-            if int(info[2]):
-                new_ids.append(d["id"])
-            if info[1]:
-                d["acknowledged"] = True
-                d["acknowledged_at"] = float(info[1])
-            out_alerts.append(d)
-        return IngestResult(accepted=len(in_order) + stored, duplicates=dups, out_of_order=stored,
-                            alerts=out_alerts, new_alert_ids=new_ids, recommendation=rec,
-                            health=health, project=project)
+    def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, Any]]:
+        """The index commands due with this commit: the run's entry when this replica has not
+        written it for INDEX_REFRESH_S (or the change is a metadata change), one entry per
+        changed alert, and the trimming of entries past the retention once per refresh slack."""
+        out: list[tuple[str, str, Any]] = []
+        seen = self._indexed.get(rk)
+        if seen is None or time.monotonic() - seen >= INDEX_REFRESH_S or c.meta is not None:
+            out.append(("zadd", self._index_key("runs", rk), {rk: c.now}))
+        for d in c.alerts:
+            m = _member(c.project, d["id"])
+            out.append(("zadd", self._index_key("alerts", m), {m: c.now}))
+        slack = min(3600, self.retention // 10)      # as the scripts' (redis_scripts.COMMIT)
+        if self.retention and time.monotonic() - self._trimmed_at >= slack:
+            cutoff = c.now - self.retention - slack
+            out += [("trim", key, cutoff) for key in (*self._shards("runs"), *self._shards("alerts"))]
+        return out
+
+    @staticmethod
+    def _queue_index(pipe, index: list[tuple[str, str, Any]]) -> None:
+        for cmd, key, arg in index:
+            if cmd == "zadd":
+                pipe.zadd(key, arg)
+            else:
+                pipe.zremrangebyscore(key, "-inf", arg)
+
+    def _indexed_now(self, rk: str, done: list[tuple[str, str, Any]]) -> None:
+        """Remember what the index writes of a successful round trip did."""
+        now = time.monotonic()
+        if any(cmd == "zadd" and rk in arg for cmd, _, arg in done):
+            self._indexed[rk] = now
+            self._indexed.move_to_end(rk)
+            while len(self._indexed) > 100_000:
+                self._indexed.popitem(last=False)
+        if any(cmd == "trim" for cmd, _, _ in done):
+            self._trimmed_at = now
+
+    def _commit_call(self, p: str, c: RunCommit) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the COMMIT script for ``c`` (their layout: redis_scripts.COMMIT_KEYS
+        and COMMIT_FIELDS): the named scalars first, in COMMIT_FIELDS' order, then the sections."""
+        cols = c.cols
+        in_order = c.in_order
+        sections: list[Any] = []
+        # in-order steps, grouped into runs of consecutive steps within one chunk (one SETRANGE)
+        segs = _segments(in_order, cols.step)       # in_order is increasing in step already
+        packed = ser.pack_rows(cols, in_order) if in_order else b""   # once: segments slice it
+        pos = 0
+        for ci, first_slot, idx in segs:
+            sections += [ci, first_slot, len(idx), packed[pos * ser.SLOT_BYTES:(pos + len(idx)) * ser.SLOT_BYTES]]
+            pos += len(idx)
+        late_no: dict[int, int] = {}
+        for n, i in enumerate(c.late, 1):
+            s = cols.step[i]
+            sections += [s // ser.CHUNK, s % ser.CHUNK, ser.pack_rows(cols, [i])]
+            late_no[i] = n
+        n_extra = 0
+        if any(cols.extra):
+            for i in (*in_order, *c.late):
+                x = cols.extra[i]
+                if x:
+                    sections += [cols.step[i], json.dumps(x), late_no.get(i, 0)]
+                    n_extra += 1
+        for d in c.alerts:
+            sections += [d["id"], json.dumps(d)]
+        sections += c.claims
+        advice = c.advice
+        head = {
+            "expected": c.expected_version, "project": c.project, "now": repr(c.now),
+            "ttl": self.retention, "prefix": p, "engine": c.engine.to_bytes(),
+            "last_step": cols.step[in_order[-1]] if in_order else "", "batch_dups": c.batch_duplicates,
+            "in_order": len(in_order), "advice": "1" if advice is not None else "",
+            "health": advice.health if advice else "", "rec": json.dumps(advice.recommendation) if advice else "",
+            "last": json.dumps(advice.last) if advice and advice.last is not None else "",
+            "active": json.dumps(advice.active_alerts) if advice and advice.active_alerts is not None else "",
+            "meta": json.dumps(c.meta) if c.meta is not None else "",
+            "segments": len(segs), "late": len(c.late), "extras": n_extra, "alerts": len(c.alerts),
+            "claims": len(c.claims),
+        }
+        args = [head[name] for name in COMMIT_FIELDS]
+        by_name = {"state": p + "s", "tiers": p + "ds", "extras": p + "x", "alerts": p + "a", "raised": p + "ar",
+                   "acked": p + "ak", "claims": p + "n"}
+        return [by_name[k] for k in COMMIT_KEYS], args + sections
 
     # --- downsampling ---------------------------------------------------------------------
     async def _compact(self, p: str) -> None:
@@ -406,7 +429,8 @@ class RedisStore(Store):
                     blobs = []
                     if raw_keys:
                         await pipe.watch(*raw_keys)     # a late step written meanwhile: fold again
-                        blobs = await pipe.mget(raw_keys)
+                        # (a command, not pipe.mget: a Cluster pipeline refuses mget, keys of one slot or not)
+                        blobs = await pipe.execute_command("MGET", *raw_keys)
                     d1_new: dict[int, bytes] = {}
                     extra_steps: list[int] = []
                     has_extras = bool(raw_keys) and bool(await pipe.hlen(p + "x"))   # only runs that log extras
@@ -513,34 +537,6 @@ class RedisStore(Store):
 
     # --- other writes ---------------------------------------------------------------------
     @_unavailable
-    async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
-                       now: float | None = None) -> RunSummary:
-        now = wall_now(now)
-        rk = _member(project, run_id)
-        p = self._p(rk)
-        meta_json = json.dumps(meta)
-        async with self._lock(rk):
-            cached = await self._read_state(rk, run_id, self._cache.pop(rk, None))
-            for _ in range(200):
-                cached.engine.set_meta(dict(meta))
-                reply = await self._put_meta(
-                    keys=[p + "s", self._runs_key],
-                    args=[cached.v, project, repr(now), self.retention, p,
-                          cached.engine.to_bytes(), meta_json, rk])
-                status = int(reply[0])
-                if status == 0:
-                    self.conflicts += 1
-                    cached = self._from_state(run_id, int(reply[1]), reply[2] or None, reply[3] or None)
-                    continue
-                self._cache_put(rk, _Cached(int(reply[1]), cached.engine, cached.last_step))
-                break
-            else:
-                raise StoreUnavailable(f"run {run_id!r}: too many concurrent writers, retry")
-        s = await self.get_run(run_id, project=project)
-        assert s is not None
-        return s
-
-    @_unavailable
     async def ack_alert(self, alert_id: str, *, project: str = DEFAULT_PROJECT,
                         now: float | None = None) -> dict[str, Any] | None:
         run_id = _run_of_alert(alert_id)
@@ -595,29 +591,52 @@ class RedisStore(Store):
     @_unavailable
     async def list_runs(self, *, projects: Iterable[str] | None = None, health: str | None = None,
                         active_since: float | None = None) -> list[RunSummary]:
-        if active_since is None:
-            ids = await self._r.zrange(self._runs_key, 0, -1)
-        else:   # the zset score (last write) is >= last_seen: a superset, filtered below
-            ids = await self._r.zrangebyscore(self._runs_key, active_since, "+inf")
+        # an entry's score (a write of the run) trails its last write by up to INDEX_REFRESH_S:
+        # read that much earlier, then filter on last_seen exactly
+        since = None if active_since is None else active_since - INDEX_REFRESH_S
+        entries = await self._index_range("runs", since)
         pset = set(projects) if projects is not None else None
-        runs = sorted((pr[1], pr[0]) for pr in map(_unmember, (i.decode() for i in ids))
+        runs = sorted((pr[1], pr[0], score) for pr, score in ((_unmember(m.decode()), score) for m, score in entries)
                       if pr is not None and (pset is None or pr[0] in pset))
         out: list[RunSummary] = []
         gone: list[str] = []
+        old = time.time() - INDEX_REFRESH_S      # younger entries may belong to a run's first batch in flight
         for lo in range(0, len(runs), 1000):
-            part = [_member(project, rid) for rid, project in runs[lo:lo + 1000]]
-            res = await self._summaries(keys=[self._p(rk) + "s" for rk in part], args=_STATE_FIELDS)
-            for (rid, project), rk, st in zip(runs[lo:lo + 1000], part, res):   # (a missing field is None)
+            part = [_member(project, rid) for rid, project, _ in runs[lo:lo + 1000]]
+            res = await self._summaries_of([self._p(rk) + "s" for rk in part])
+            for (rid, project, score), rk, st in zip(runs[lo:lo + 1000], part, res):   # (a missing field is None)
                 if st[0] is None:
-                    gone.append(rk)       # expired: drop it from the index
+                    if score < old:
+                        gone.append(rk)       # expired, or a batch that never committed: drop it
                     continue
                 s = _summary(rid, project, st)
                 if summary_matches(s, pset, health, active_since):
                     out.append(s)
         if gone:
-            await self._r.zrem(self._runs_key, *gone)
+            async with self._r.pipeline(transaction=False) as pipe:
+                for rk in gone:
+                    pipe.zrem(self._index_key("runs", rk), rk)
+                await pipe.execute()
         await self._enrich_active(out)
         return out
+
+    async def _index_range(self, index: str, since: float | None) -> list[tuple[bytes, float]]:
+        """(member, score) of every shard of ``index`` with score >= ``since`` (None: all)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in self._shards(index):
+                pipe.zrangebyscore(key, "-inf" if since is None else since, "+inf", withscores=True)
+            shards = await pipe.execute()
+        return [e for shard in shards for e in shard]
+
+    async def _summaries_of(self, state_keys: list[str]) -> list[list[bytes | None]]:
+        """The summary fields of many runs: one script call on a single Redis; one HMGET per run
+        on a Cluster, where a script's keys must share a slot (the pipeline groups them by node)."""
+        if not self.cluster:
+            return await self._summaries(keys=state_keys, args=_STATE_FIELDS)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for k in state_keys:
+                pipe.hmget(k, _STATE_FIELDS)
+            return await pipe.execute()
 
     @_unavailable
     async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
@@ -632,7 +651,8 @@ class RedisStore(Store):
                     await pipe.watch(p + "ds", p + "rc")
                     last = _i(await pipe.hget(p + "s", "last_step"))
                     if last is None:
-                        return Columns() if await pipe.exists(p + "s") else None
+                        # (HGET, not EXISTS: a Cluster pipeline drops EXISTS between WATCH and MULTI)
+                        return Columns() if await pipe.hget(p + "s", "project") is not None else None
                     c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
                     lo = 0 if start is None else start
                     hi = last if end is None else min(end, last)
@@ -686,8 +706,7 @@ class RedisStore(Store):
             if pset is None or project in pset:
                 by_run[(project, run_id)] = None                 # all of the run's alerts
         else:
-            ids = await self._r.zrangebyscore(self._alerts_key, "-inf" if since is None else since, "+inf")
-            for i in ids:
+            for i, _ in await self._index_range("alerts", since):
                 pa = _unmember(i.decode())
                 rid = None if pa is None else _run_of_alert(pa[1])
                 if pa is not None and rid is not None and (pset is None or pa[0] in pset):
@@ -739,10 +758,6 @@ class RedisStore(Store):
         p = self._p(_member(project, run_id))
         return [json.loads(x) for x in await self._r.lrange(p + "act", 0, -1)]
 
-    @_unavailable
-    async def claim_notification(self, key: str, ttl: int) -> bool:
-        return bool(await self._r.set(f"{self.prefix}notify:{key}", b"1", nx=True, ex=ttl))
-
     # --- lifecycle ------------------------------------------------------------------------
     @_unavailable
     async def ping(self) -> None:
@@ -750,16 +765,18 @@ class RedisStore(Store):
         # still answers PING but refuses every batch
         await self._r.set(self.prefix + "ready", "1", ex=60)
 
-    # 2: raw chunks listed in each run's rc index; 3: a run's keys and index entries carry its project
-    LAYOUT = 3
-    _RUN_KEYS = ("s", "ds", "x", "a", "ar", "ak", "act", "d1", "d2", "d3", "rc")
+    # 2: raw chunks listed in each run's rc index; 3: a run's keys and index entries carry its project;
+    # 4: the run and alert indexes are sharded (a Cluster spreads them over its nodes)
+    LAYOUT = 4
+    _RUN_KEYS = ("s", "ds", "x", "a", "ar", "ak", "n", "act", "d1", "d2", "d3", "rc")
 
     async def prepare(self) -> None:
         """Bring data of earlier layouts to this one, once per Redis (``<prefix>layout`` records
         it), retried while Redis cannot serve: index the raw chunks of runs written before the
-        ``rc`` index existed (one SCAN of the keyspace), then move runs named by their run id
-        alone into their project (:meth:`_name_old_runs`). Until it is done, such runs are not
-        read back (they are kept)."""
+        ``rc`` index existed (one SCAN of the keyspace), move runs named by their run id alone
+        into their project (:meth:`_name_old_runs`), then move the one-key run and alert indexes
+        into their shards (:meth:`_shard_indexes`). Until it is done, such runs are not read
+        back (they are kept)."""
         while True:
             try:
                 await self._upgrade()
@@ -775,7 +792,9 @@ class RedisStore(Store):
             return
         if layout < 2:
             await self._index_old_chunks()
-        await self._name_old_runs()
+        if layout < 3:
+            await self._name_old_runs()
+        await self._shard_indexes()
         await self._r.set(self.prefix + "layout", self.LAYOUT)
 
     async def _index_old_chunks(self) -> None:
@@ -796,7 +815,7 @@ class RedisStore(Store):
         to expire. RENAME needs both names on one node: this upgrade is for a single Redis (the
         earlier layout never ran on a Cluster)."""
         projects: dict[str, str] = {}          # old run id -> its project
-        for member, score in await self._r.zrange(self._runs_key, 0, -1, withscores=True):
+        for member, score in await self._r.zrange(self._legacy_runs_key, 0, -1, withscores=True):
             rid = member.decode()
             if _unmember(rid) is not None:
                 continue
@@ -817,11 +836,11 @@ class RedisStore(Store):
                     for n, there in zip(names, found):
                         if there:
                             pipe.rename(old + n, new + n)
-                    pipe.zadd(self._runs_key, {_member(project, rid): score})
-                    pipe.zrem(self._runs_key, rid)
+                    pipe.zadd(self._legacy_runs_key, {_member(project, rid): score})
+                    pipe.zrem(self._legacy_runs_key, rid)
                     await pipe.execute()
             projects[rid] = project
-        for member, score in await self._r.zrange(self._alerts_key, 0, -1, withscores=True):
+        for member, score in await self._r.zrange(self._legacy_alerts_key, 0, -1, withscores=True):
             aid = member.decode()
             if _unmember(aid) is not None:
                 continue
@@ -829,9 +848,25 @@ class RedisStore(Store):
             project = projects.get(rid or "")
             async with self._r.pipeline(transaction=True) as pipe:
                 if project is not None:
-                    pipe.zadd(self._alerts_key, {_member(project, aid): score})
-                pipe.zrem(self._alerts_key, aid)
+                    pipe.zadd(self._legacy_alerts_key, {_member(project, aid): score})
+                pipe.zrem(self._legacy_alerts_key, aid)
                 await pipe.execute()
+
+    async def _shard_indexes(self) -> None:
+        """Move the entries of the one-key run and alert indexes of earlier layouts into the
+        shards (keeping the later score of an entry a service of this layout wrote meanwhile),
+        then drop the old keys. Only entries that name their project move: ``_name_old_runs``
+        has moved the others."""
+        for index, legacy in (("runs", self._legacy_runs_key), ("alerts", self._legacy_alerts_key)):
+            entries = await self._r.zrange(legacy, 0, -1, withscores=True)
+            for lo in range(0, len(entries), 1000):
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for member, score in entries[lo:lo + 1000]:
+                        m = member.decode()
+                        if _unmember(m) is not None:
+                            pipe.zadd(self._index_key(index, m), {m: score}, gt=True)
+                    await pipe.execute()
+            await self._r.delete(legacy)
 
     async def _index(self, keys: list[bytes], slack: int) -> None:
         async with self._r.pipeline(transaction=False) as pipe:

@@ -8,9 +8,9 @@ applies the batch only if the stored version is still ``v``; otherwise it writes
 returns the current state, so the replica recomputes and retries without another round trip.
 
 Key names: every key of a run starts with ``<prefix>{<project>/<run_id>}:`` (a Redis Cluster hash
-tag, so a run's keys share a slot); scripts derive the chunk keys from that prefix. A run is named
-by its project and its run id: the global indexes hold ``<project>/<run_id>`` and
-``<project>/<alert id>``.
+tag, so a run's keys share a slot); scripts derive the chunk keys from that prefix and touch no
+other key, so each script runs on the one node that holds the run, on a single Redis or a
+Cluster alike. A run is named by its project and its run id.
 
 Exact integers: Lua's numbers are doubles, exact only up to 2^53, and ``..`` writes numbers past
 1e14 in exponent form, while steps go up to 2^63-1. So steps and chunk numbers stay decimal
@@ -18,6 +18,8 @@ strings here (written by Python, compared with :func:`int_lt` semantics below) a
 counts through a range of chunk numbers: the chunks a run has are listed in its ``rc`` index,
 and every loop runs over the keys that exist, never over the numbers between them.
 """
+
+from . import series as ser
 
 # Keys and fields shared with redis.py
 #   s    state hash: v eng project created_at last_seen last_step n_steps dups ooo
@@ -28,11 +30,52 @@ and every loop runs over the keys that exist, never over the numbers between the
 #        digits (lexical order = numeric order; see series.chunk_member)
 #   d1 d2 d3  downsampled levels (bucket index -> packed aggregate)
 #   a    alerts hash (id -> json)   ar raised_at hash   ak acknowledged_at hash
+#   n    notification claims hash (dedupe key -> time claimed)
 #   act  action reports list
 
-_COMMON = r"""
-local prefix = ARGV[5]
-local ttl = tonumber(ARGV[4])
+#: The keys of one COMMIT call, in the order KEYS holds them (redis.py builds KEYS from this).
+#: All of them are keys of one run, so they share its hash tag (one Cluster slot); the run and
+#: alert indexes are written by redis.py beside the script, not by it.
+COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims")
+
+#: The named scalar arguments of one COMMIT call: ARGV starts with their values in this order
+#: (redis.py's ``_commit_call`` writes them from a dict by these names) and the script reads them
+#: into the table ``H`` by the same names (one list, here, for both sides). '' = absent.
+#:   expected  the version the change was computed from     project       the run's project
+#:   now       wall-clock seconds                          ttl           retention seconds (0: none)
+#:   prefix    the run's key prefix                        engine        detector state bytes
+#:   last_step new highest step ('' = unchanged)           batch_dups    repeats inside the batch
+#:   in_order  in-order steps                              advice        '1': the summary fields follow
+#:   health rec last active   the summary (last, active: '' = unchanged)
+#:   meta      metadata JSON ('' = unchanged; a metadata change refreshes every key's TTL)
+#:   segments late extras alerts claims   how many entries each section below holds
+#: Then the sections, in this order: segments (chunk, first slot, count, packed values) of the
+#: in-order steps, late steps (chunk, slot, packed values), extras (step, json, late number or 0),
+#: alerts (id, json), claims (dedupe key).
+COMMIT_FIELDS = ("expected", "project", "now", "ttl", "prefix", "engine", "last_step", "batch_dups",
+                 "in_order", "advice", "health", "rec", "last", "active", "meta", "segments", "late",
+                 "extras", "alerts", "claims")
+
+_KEY_LOCALS = "\n".join(f"local K_{k} = KEYS[{i}]" for i, k in enumerate(COMMIT_KEYS, 1))
+_FIELD_NAMES = "local FIELDS = {" + ", ".join(f"'{f}'" for f in COMMIT_FIELDS) + "}"
+
+# Returns {0, version, eng, last_step} on a version conflict (the current snapshot),
+#         {1, new version, late flags ('N' stored, 'D' duplicate, 'L' in a downsampled chunk: not
+#          handled here), c0, {raised_at, acknowledged_at or '', created 1/0} per alert,
+#          claim flags ('1' won, '0' claimed before)}
+COMMIT = _KEY_LOCALS + "\n" + _FIELD_NAMES + r"""
+local H = {}
+for j, name in ipairs(FIELDS) do H[name] = ARGV[j] end
+local i = #FIELDS + 1                        -- the first argument of the sections
+
+local v = tonumber(redis.call('HGET', K_state, 'v') or '0')
+if v ~= tonumber(H.expected) then
+  local st = redis.call('HMGET', K_state, 'eng', 'last_step')
+  return {0, v, st[1] or '', st[2] or ''}
+end
+
+local prefix, now = H.prefix, H.now
+local ttl = tonumber(H.ttl)
 -- Keys live ttl + slack after a refresh, and a write refreshes them only when the last refresh is
 -- older than slack: a run lives at least ttl after its last write (at most ttl + slack) and the
 -- usual batch pays for no EXPIRE at all.
@@ -43,7 +86,7 @@ local function chunk_member(ci) return string.rep('0', 20 - #ci) .. ci end
 local function int_lt(a, b) return #a < #b or (#a == #b and a < b) end
 local function touch_all()
   if ttl > 0 then
-    for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'act', 'd1', 'd2', 'd3', 'rc'}) do
+    for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'n', 'act', 'd1', 'd2', 'd3', 'rc'}) do
       redis.call('EXPIRE', prefix .. k, ttl + slack)
     end
     -- the raw chunks that exist (the raw window and what the last batches wrote): bounded by
@@ -51,51 +94,24 @@ local function touch_all()
     for _, m in ipairs(redis.call('ZRANGE', chunks_key, 0, -1)) do
       redis.call('EXPIRE', prefix .. 'raw:' .. string.match(m, '^0*(%d+)$'), ttl + slack)
     end
-    redis.call('HSET', prefix .. 's', 'ttl_at', ARGV[3])
+    redis.call('HSET', K_state, 'ttl_at', now)
   end
 end
 local function needs_touch()
   if ttl <= 0 then return false end
-  local at = tonumber(redis.call('HGET', prefix .. 's', 'ttl_at') or '0')
-  return tonumber(ARGV[3]) - at >= slack
+  local at = tonumber(redis.call('HGET', K_state, 'ttl_at') or '0')
+  return tonumber(now) - at >= slack
 end
-local function create_run(v, proj, now)
-  -- the project is part of the run's name (its key prefix); kept in the state for readers
-  if v == 0 then redis.call('HSET', KEYS[1], 'project', proj, 'created_at', now) end
-end
-"""
+-- the project is part of the run's name (its key prefix); kept in the state for readers
+if v == 0 then redis.call('HSET', K_state, 'project', H.project, 'created_at', now) end
 
-# KEYS: 1 state, 2 ds, 3 extras, 4 alerts, 5 raised, 6 ack, 7 runs zset, 8 alert index zset
-# ARGV: 1 expected version, 2 project, 3 now, 4 ttl (0 = none), 5 key prefix,
-#   6 engine state bytes, 7 new last_step ('' = unchanged), 8 health, 9 recommendation json,
-#   10 last values json ('' = unchanged), 11 active alerts json ('' = unchanged),
-#   12 number of in-order segments, 13 number of candidates, 14 number of extras,
-#   15 number of alerts, 16 run member (<project>/<run_id>), 17 chunk growth block (bytes), 18 data offset,
-#   19 steps per chunk, 20 slot bytes, 21 in-batch duplicates, 22 in-order step count,
-#   then segments (chunk, first slot, count, packed values) x n,
-#   candidates (chunk, slot, packed values) x n, extras (step, json, candidate number or 0) x n,
-#   alerts (id, json) x n
-# Returns {0, version, eng, last_step} on a version conflict,
-#         {1, new version, candidate flags ('N' stored, 'D' duplicate, 'L' in a downsampled
-#          chunk: not handled here), c0, n_steps, {raised_at, acknowledged_at or '', created 1/0}
-#          per alert}
-INGEST = _COMMON + r"""
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then
-  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step')
-  return {0, v, st[1] or '', st[2] or ''}
-end
-local now = ARGV[3]
-create_run(v, ARGV[2], now)
-
-local n_seg, n_cand, n_extra, n_alert = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
-local run_member = ARGV[16]
-local data_off, per_chunk, slot_bytes = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
-local c0 = redis.call('HGET', KEYS[2], 'c0') or '0'
-local grow = tonumber(ARGV[17])
-local chunk_bytes = data_off + per_chunk * slot_bytes
+local n_seg, n_late, n_extra = tonumber(H.segments), tonumber(H.late), tonumber(H.extras)
+local n_alert, n_claim = tonumber(H.alerts), tonumber(H.claims)
+local c0 = redis.call('HGET', K_tiers, 'c0') or '0'
+local data_off, slot_bytes, grow = {data_offset}, {slot_bytes}, {grow_bytes}
+local chunk_bytes = data_off + {chunk} * slot_bytes
 -- The chunk key (ci: the chunk number as a string), at least long enough for slots up to
--- last_slot. It grows by whole blocks of ARGV[17] bytes through SET (an exact-size allocation):
+-- last_slot. It grows by whole blocks of grow bytes through SET (an exact-size allocation):
 -- SETRANGE/SETBIT past the end would grow the string greedily, keeping up to twice its length
 -- allocated. A new chunk enters the run's chunk index.
 local function chunk(ci, last_slot)
@@ -123,13 +139,13 @@ end
 -- each chunk grows once per batch, to the highest slot the batch writes in it (a sparse run
 -- writes a few slots in many chunks: growing at each one copied the string again and again)
 local top = {}
-local i = 23
+local first_seg = i
 for _ = 1, n_seg do
   local last_slot = tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 2]) - 1
   if (top[ARGV[i]] or -1) < last_slot then top[ARGV[i]] = last_slot end
   i = i + 4
 end
-i = 23
+i = first_seg
 for _ = 1, n_seg do
   local first, count = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local key = chunk(ARGV[i], top[ARGV[i]])
@@ -138,9 +154,10 @@ for _ = 1, n_seg do
   i = i + 4
 end
 
+-- late steps: stored unless their slot's presence bit says they are (SETBIT returns the old bit)
 local flags = {}
 local stored, dups = 0, 0
-for c = 1, n_cand do
+for c = 1, n_late do
   local ci = ARGV[i]
   if int_lt(ci, c0) then
     flags[c] = 'L'
@@ -158,63 +175,55 @@ for c = 1, n_cand do
 end
 
 for _ = 1, n_extra do
-  local cand = tonumber(ARGV[i + 2])
-  if cand == 0 or flags[cand] == 'N' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  local late = tonumber(ARGV[i + 2])
+  if late == 0 or flags[late] == 'N' then redis.call('HSET', K_extras, ARGV[i], ARGV[i + 1]) end
   i = i + 3
 end
-if n_extra > 0 and ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl + slack) end
+if n_extra > 0 and ttl > 0 then redis.call('EXPIRE', K_extras, ttl + slack) end
 
 local alert_info = {}
 for a = 1, n_alert do
   local id = ARGV[i]
-  redis.call('HSET', KEYS[4], id, ARGV[i + 1])
-  local created = redis.call('HSETNX', KEYS[5], id, now)
-  local r = redis.call('HGET', KEYS[5], id)
-  local ack = redis.call('HGET', KEYS[6], id) or ''
+  redis.call('HSET', K_alerts, id, ARGV[i + 1])
+  local created = redis.call('HSETNX', K_raised, id, now)
+  local r = redis.call('HGET', K_raised, id)
+  local ack = redis.call('HGET', K_acked, id) or ''
   alert_info[a] = {r, ack, created}
-  redis.call('ZADD', KEYS[8], now, ARGV[2] .. '/' .. id)
   i = i + 2
 end
 if n_alert > 0 and ttl > 0 then
-  for k = 4, 6 do redis.call('EXPIRE', KEYS[k], ttl + slack) end
+  for _, k in ipairs({K_alerts, K_raised, K_acked}) do redis.call('EXPIRE', k, ttl + slack) end
 end
 
-local accepted = tonumber(ARGV[22]) + stored
-local st = {'v', v + 1, 'eng', ARGV[6], 'health', ARGV[8], 'rec', ARGV[9]}
-if ARGV[7] ~= '' then table.insert(st, 'last_step'); table.insert(st, ARGV[7]) end
-if ARGV[10] ~= '' then table.insert(st, 'last'); table.insert(st, ARGV[10]) end
-if ARGV[11] ~= '' then table.insert(st, 'act'); table.insert(st, ARGV[11]) end
+-- notification claims: the first commit to make one wins it, so one replica sends it
+local claimed = {}
+for c = 1, n_claim do
+  claimed[c] = tostring(redis.call('HSETNX', K_claims, ARGV[i], now))
+  i = i + 1
+end
+if n_claim > 0 and ttl > 0 then redis.call('EXPIRE', K_claims, ttl + slack) end
+
+local accepted = tonumber(H.in_order) + stored
+local st = {'v', v + 1, 'eng', H.engine}
+if H.last_step ~= '' then table.insert(st, 'last_step'); table.insert(st, H.last_step) end
+if H.advice ~= '' then
+  table.insert(st, 'health'); table.insert(st, H.health)
+  table.insert(st, 'rec'); table.insert(st, H.rec)
+  if H.last ~= '' then table.insert(st, 'last'); table.insert(st, H.last) end
+  if H.active ~= '' then table.insert(st, 'act'); table.insert(st, H.active) end
+end
+if H.meta ~= '' then table.insert(st, 'meta'); table.insert(st, H.meta) end
 if accepted > 0 then table.insert(st, 'last_seen'); table.insert(st, now) end
-redis.call('HSET', KEYS[1], unpack(st))
-local n_steps = redis.call('HINCRBY', KEYS[1], 'n_steps', accepted)
-redis.call('HINCRBY', KEYS[1], 'dups', tonumber(ARGV[21]) + dups)
-redis.call('HINCRBY', KEYS[1], 'ooo', stored)
-redis.call('ZADD', KEYS[7], now, run_member)
-if needs_touch() then
-  local cutoff = tonumber(now) - ttl - slack
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', cutoff)
-  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', cutoff)
-  touch_all()
-end
-return {1, v + 1, table.concat(flags), c0, n_steps, alert_info}
+redis.call('HSET', K_state, unpack(st))
+redis.call('HINCRBY', K_state, 'n_steps', accepted)
+redis.call('HINCRBY', K_state, 'dups', tonumber(H.batch_dups) + dups)
+redis.call('HINCRBY', K_state, 'ooo', stored)
+if H.meta ~= '' or needs_touch() then touch_all() end
+return {1, v + 1, table.concat(flags), c0, alert_info, table.concat(claimed)}
 """
-
-# Replace the metadata and the detector state (Engine.set_meta) under the same version check.
-# KEYS: 1 state, 2 runs zset. ARGV: 1 expected version, 2 project, 3 now, 4 ttl,
-#   5 prefix, 6 engine bytes, 7 meta json, 8 run member (<project>/<run_id>)
-# Returns {0, version, eng, last_step} | {1, new version}
-PUT_META = _COMMON + r"""
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then
-  local st = redis.call('HMGET', KEYS[1], 'eng', 'last_step')
-  return {0, v, st[1] or '', st[2] or ''}
-end
-create_run(v, ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[1], 'v', v + 1, 'eng', ARGV[6], 'meta', ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[8])
-touch_all()
-return {1, v + 1}
-"""
+for _name, _value in (("data_offset", ser.DATA_OFFSET), ("slot_bytes", ser.SLOT_BYTES),
+                      ("grow_bytes", ser.GROW_BYTES), ("chunk", ser.CHUNK)):
+    COMMIT = COMMIT.replace("{" + _name + "}", str(_value))   # the packed layout's constants (series.py)
 
 # KEYS: 1 alerts, 2 raised, 3 ack. ARGV: 1 alert id, 2 now. Returns nil | {json, raised, ack}
 ACK_ALERT = r"""
