@@ -281,6 +281,9 @@ class IngestPipeline:
         changed, rec, health, kept = run_engine(engine, sub, split.in_order, tl)
         saw = bool(split.in_order) and tl.saw_ts([sub.ts[i] for i in split.in_order])
         alerts = resolved + [{**a.to_dict(), "project": project, "updated_at": now} for a in changed]
+        if tl.attempt > 1:     # a relapse may raise an alert of an earlier attempt's id: told apart
+            for d in alerts:
+                d["attempt"] = tl.attempt
         notifying = [d for d in alerts if notifies(d)]
         last_vals = last_values(sub, split.in_order[-1], engine) if split.in_order else None
         began = cut == lo

@@ -86,6 +86,11 @@ def test_a_rewind_keeps_the_relogged_steps_as_a_new_attempt(store) -> None:
         relapse = await p.ingest("r", cols_of(recs(range(200, 250), diverging, t0=T1)))
         assert "divergence" in kinds(relapse, "raised")
         assert (await store.get_run("r")).health != "ok"
+        # the same run-away raises the same alert id: its notification is claimed (sent) again
+        again_ids = {a["id"] for a in relapse.alerts if a["kind"] == "divergence"}
+        assert again_ids & {a["id"] for a in blew.alerts}
+        assert [a["attempt"] for a in relapse.alerts] == [2] * len(relapse.alerts)
+        assert {a["id"] for a in relapse.notify} >= again_ids
 
     asyncio.run(go())
 

@@ -25,8 +25,8 @@ att<n>:*   the keys above          the steps of attempt n >= 2 (ds raw:<ci> rc d
 =========  ======================  ==========================================================
 
 The state hash also holds the run's timeline (``tl``, the pipeline's bytes about attempts) and
-the summary's attempts (``att``, JSON); each series' ``ds`` hash holds its highest step
-(``last``).
+the summary's attempts (``att``, JSON). Its ``last_step`` is the current attempt's; an attempt
+that a later one closed has its highest step in its ``ds`` hash (``last``).
 
 and two global sorted sets: ``lw:runs`` (``<project>/<run_id>`` by last write time: list, metrics,
 retention) and ``lw:alerts`` (``<project>/<alert id>`` by last update time: cross-run alert
@@ -322,16 +322,16 @@ class RedisStore(Store):
             args += [name, head[name]]
         by_name = {"state": p + "s", "tiers": q + "ds", "extras": q + "x", "alerts": p + "a", "raised": p + "ar",
                    "acked": p + "ak", "claims": p + "n", "runs": self._runs_key, "alert_index": self._alerts_key,
-                   "first_tiers": p + "ds"}
+                   "closed_tiers": self._series_p(rk, max(1, c.attempt - 1)) + "ds"}
         return [by_name[k] for k in COMMIT_KEYS], args + sections
 
     # --- downsampling ---------------------------------------------------------------------
-    async def _series_last(self, pipe, p: str, q: str) -> int | None:
-        """The highest step of the series under ``q`` (a run's attempt; ``p``: the run's prefix)."""
+    @staticmethod
+    async def _series_last(pipe, p: str, q: str) -> int | None:
+        """The highest step of the series under ``q`` (an attempt of the run whose prefix is
+        ``p``): a closed attempt's own, else (the current attempt) the run's."""
         last = _i(await pipe.hget(q + "ds", "last"))
-        if last is None and q == p:    # attempt 1 written before attempts existed
-            last = _i(await pipe.hget(p + "s", "last_step"))
-        return last
+        return _i(await pipe.hget(p + "s", "last_step")) if last is None else last
 
     async def _compact(self, run_p: str, p: str) -> None:
         """Fold the raw chunks that fell out of the raw window into level-1 buckets, and move

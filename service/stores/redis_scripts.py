@@ -33,12 +33,13 @@ from . import series as ser
 #   n    notification claims hash (dedupe key -> time claimed)
 #   act  action reports list
 # The steps of attempt 1 are the keys above (ds raw:<ci> x rc d1 d2 d3); those of a later attempt
-# the same names under the attempt's series prefix (redis.py's _series_p), its ds hash with the
-# attempt's highest step (``last``; attempt 1's is the state's last_step until a later one begins).
+# the same names under the attempt's series prefix (redis.py's _series_p). The current attempt's
+# highest step is the state's last_step; an attempt that a later one closed keeps its own in its
+# ds hash (``last``), written once by the commit that begins the next attempt.
 
 #: The keys of one COMMIT call, in the order KEYS holds them (redis.py builds KEYS from this).
 COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims", "runs", "alert_index",
-               "first_tiers")
+               "closed_tiers")
 
 #: The named scalar arguments of one COMMIT call (redis.py's ``_commit_call`` writes them as
 #: name/value pairs; the script reads them into the table ``H``). '' = absent.
@@ -50,7 +51,9 @@ COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims"
 #:   health rec last active   the summary (last, active: '' = unchanged)
 #:   meta      metadata JSON ('' = unchanged; a metadata change refreshes every key's TTL)
 #:   attempt   the attempt the steps go to                 series        its series' key prefix
-#:   timeline  the pipeline's timeline bytes ('' = unchanged)   attempts  the summary's attempts JSON ('' = unchanged)
+#:   timeline  the pipeline's timeline bytes ('' = unchanged)
+#:   attempts  the summary's attempts JSON ('' = unchanged; set: this commit begins ``attempt``, and
+#:             closes the one before it, whose ds hash is KEYS' closed_tiers)
 #:   segments late extras alerts claims later   how many entries each section below holds
 #: Then the sections, in this order: segments (chunk, first slot, count, packed values) of the
 #: in-order steps, late steps (chunk, slot, packed values), extras (step, json, late number or 0),
@@ -215,15 +218,12 @@ end
 if n_claim > 0 and ttl > 0 then redis.call('EXPIRE', K_claims, ttl + slack) end
 for c = 1, tonumber(H.later) do later[c] = ARGV[i]; i = i + 1 end
 
--- the state's last_step is the current attempt's; attempt 1 keeps its own in its ds hash from
--- the moment a later attempt writes (data written before attempts existed has it in the state)
-if H.attempt ~= '1' then
-  local first_last = redis.call('HGET', K_state, 'last_step')
-  if first_last then redis.call('HSETNX', K_first_tiers, 'last', first_last) end
-end
-if H.last_step ~= '' then
-  if redis.call('HSET', K_tiers, 'last', H.last_step) == 1 and ttl > 0 then
-    redis.call('EXPIRE', K_tiers, ttl + slack)       -- a new series' ds hash
+-- the state's last_step is the current attempt's: the attempt this commit closes keeps its own
+if H.attempts ~= '' and H.attempt ~= '1' then
+  local closed_last = redis.call('HGET', K_state, 'last_step')
+  if closed_last then
+    redis.call('HSET', K_closed_tiers, 'last', closed_last)
+    if ttl > 0 then redis.call('EXPIRE', K_closed_tiers, ttl + slack) end
   end
 end
 
