@@ -276,3 +276,57 @@ def test_bad_checkpoints_or_rewinds_in_the_metadata_are_refused(service_proc) ->
             r = c.put("/v1/runs/bad-meta", json=bad)
             assert r.status_code == 422, (bad, r.text)
         assert c.get("/v1/runs/bad-meta").status_code == 404
+
+
+def test_the_actor_rolls_back_through_the_service_and_verifies_on_the_new_attempt(service, monkeypatch) -> None:
+    """The whole loop: a real Monitor with act=True and an on_rollback that moves the loop back;
+    the service's advice for the run-away makes the Actor roll back to the checkpoint before it,
+    the loop logs those steps again, healthy, and the service's verdict follows the new attempt."""
+    torch = pytest.importorskip("torch")
+    from losswatch.client import Monitor
+
+    monkeypatch.delenv("LOSSWATCH_URL", raising=False)
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+    rolled: list[tuple[int, object]] = []
+    step = 0
+
+    def on_rollback(to_step: int, checkpoint: object) -> None:
+        nonlocal step
+        rolled.append((to_step, checkpoint))
+        step = to_step
+
+    # the run-away ignores the LR: the cut fails its verification and the ladder rolls back
+    with Monitor(run_id="actor-rb", url=service.url, act=True, optimizer=opt, on_rollback=on_rollback,
+                 flush_interval=3600, actor_options={"verify_records": 10, "verify_steps": 10}) as mon:
+        logged = 0
+        while step < 320 and logged < 2000:
+            if step % 50 == 0:
+                mon.checkpoint(step, {"tag": step})
+            n = len(rolled)
+            mon.log(step, loss=healthy(step) if rolled else diverging(step), grad_norm=1.0,
+                    lr=opt.param_groups[0]["lr"])
+            logged += 1
+            if len(rolled) == n:
+                step += 1
+            if logged % 10 == 0:
+                assert mon.flush(30)      # the service's advice reaches the Actor with the answer
+        assert mon.flush(30)
+        assert rolled and rolled[0][0] <= 200, (rolled, [o.to_dict() for o in mon.actor.history][-5:])
+        to_step = rolled[0][0]
+        run = get_json(service.url, "/v1/runs/actor-rb")
+        assert run["attempt"] == 1 + len(rolled) and run["attempts"][1]["start"] == to_step
+        assert run["health"] == "ok" and run["last_step"] == 319
+        divergence = [a for a in mon.alerts if a["kind"] == "divergence"]
+        assert divergence and all(a.get("resolved_step") is not None for a in divergence)
+        first = get_json(service.url, "/v1/runs/actor-rb/steps?attempt=1")["series"]["step"]
+        assert first[0] == 0 and first[-1] > 200          # the run-away is still there, in attempt 1
+        now = get_json(service.url, "/v1/runs/actor-rb/steps")["series"]
+        assert now["step"] == list(range(320))
+        assert all(num(v) == healthy(s) for s, v in zip(now["step"], now["loss"]) if s >= to_step)
+        # the rollback (with its LR cut) is judged on the new attempt's records: verified, and
+        # nothing more was done (the service's alert went with the steps that raised it)
+        mon.actor.finish()
+        verdicts = [o.verdict.value for o in mon.actor.verdicts]
+        assert verdicts == ["verified"], [o.to_dict() for o in mon.actor.history]
+        assert [o.action["type"] for o in mon.actor.history if o.status.value == "applied" and o.verdict is None] \
+            == ["rollback", "scale_lr"]
