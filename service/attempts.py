@@ -19,7 +19,9 @@ The client sends a cycle's metadata before that cycle's records (``client/sender
   of the current attempt, at or above ``to_step``) and was logged after the records stored (its
   ``ts`` is later than theirs): that record begins the new attempt. The ``ts`` tells a re-logged
   step from a batch the client sends again because an answer was lost (same records, same
-  ``ts``: duplicates, as ever). A record without ``ts`` that goes back begins the attempt.
+  ``ts``: duplicates, as ever). A record without ``ts`` that goes back begins the attempt. A
+  record past ``at_step`` that comes first means the run did not go back: the rewind is dropped
+  (so a pending rewind lasts a cycle or two of the client, not the rest of the run).
 
 All of it is one small value per run, :class:`Timeline`, kept by the store as opaque bytes in the
 run's snapshot (:mod:`.stores.base`) and committed with the steps whenever it changes.
@@ -121,6 +123,15 @@ class Timeline:
             elif s > high:
                 high = s
         return None
+
+    def went_on(self, high: int) -> bool:
+        """With a rewind pending, the records reached ``high`` past its ``at_step`` without going
+        back: the run did not rewind after all (the rollback's own step is the last one before
+        the re-logged ones), and the rewind begins nothing. True if it was dropped."""
+        if self.pending is None or high <= self.pending["at_step"]:
+            return False
+        self.pending = None
+        return True
 
     def saw_ts(self, ts: Sequence[float | None]) -> bool:
         """While a rewind is pending, the latest ``ts`` of the records stored; True if it moved."""

@@ -125,6 +125,24 @@ def test_a_batch_sent_again_after_the_rewind_stays_duplicates(store) -> None:
     asyncio.run(go())
 
 
+def test_a_rewind_whose_run_went_on_instead_begins_nothing(store) -> None:
+    """A rewind marked but not followed (the next records go past its at_step): dropped, so the
+    run's timeline is not rewritten with every later batch, and a later repeat is a duplicate."""
+    p = IngestPipeline(store)
+
+    async def go():
+        await p.ingest("r", cols_of(recs(range(240))))
+        await p.put_meta("r", {"rewinds": [{"to_step": 100, "at_step": 239}]})
+        res = await p.ingest("r", cols_of(recs(range(240, 260))))
+        assert res.accepted == 20
+        assert Timeline.from_bytes((await store.load("default", "r")).timeline).pending is None
+        res = await p.ingest("r", cols_of(recs(range(100, 110), t0=T1)))
+        assert (res.accepted, res.duplicates) == (0, 10)
+        assert (await store.get_run("r")).attempt == 1
+
+    asyncio.run(go())
+
+
 def test_a_rewind_to_a_step_without_a_checkpoint_starts_the_detectors_over(store) -> None:
     p = IngestPipeline(store)
 
