@@ -7,6 +7,7 @@ both stores (a real Redis), then through the real service with a real client (HT
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from losswatch.service.pipeline import IngestPipeline
 from losswatch.service.stores.memory import MemoryStore
 from losswatch.service.stores.redis import RedisStore
 from service_helpers import client, get_json, num, post_records
+from test_cli_look import losswatch
 from test_redis_store import assert_same_series, cols_of
 
 T0 = 1_700_000_000.0      # the first attempt's records are logged from here, one a second
@@ -278,6 +280,11 @@ def test_a_client_that_rolls_back_gets_a_new_attempt_through_the_service(service
                                            for k, s in enumerate(two["step"][-10:], len(two["step"]) - 10)])
             assert again.json()["duplicates"] == 10 and again.json()["accepted"] == 0
             assert c.get("/v1/runs/rb/steps", params={"attempt": 0}).status_code == 422
+        # the export writes the timeline, or one attempt
+        for extra, steps in (((), list(range(180))), (("--attempt", "1"), list(range(251)))):
+            res = losswatch("export", "rb", "--url", service.url, "--format", "jsonl", *extra)
+            assert res.returncode == 0, res.stderr
+            assert [json.loads(line)["step"] for line in res.stdout.splitlines()] == steps
 
         # the relapse: the run-away again, from the same checkpoint's detector state
         for s in range(180, 260):
