@@ -144,14 +144,19 @@ class Timeline:
         p["ts"] = latest
         return True
 
-    def begin(self, to_step: int, at_step: int) -> bytes | None:
+    def begin(self, to_step: int, at_step: int, meta: dict[str, Any]) -> bytes | None:
         """Start the next attempt at ``to_step``: the state kept at the latest checkpoint at or
-        before it (None: none kept), the states after it dropped (a future that was discarded)."""
+        before it (None: none kept). The states after it are dropped (a future that was
+        discarded); the checkpoints ``meta`` still names after it are waited for again, in the
+        new attempt (a loop that saves every N steps saves them again)."""
         self.attempts.append({"attempt": self.attempt + 1, "start": to_step, "rewound_at": at_step})
         self.pending = None
         kept = [s for s in self.states if s <= to_step]
         state = self.states[max(kept)] if kept else None
         self.states = {s: b for s, b in self.states.items() if s <= to_step}
+        for c in _entries(meta.get("checkpoints"), ("step",)):
+            if c["step"] > to_step:
+                self.wait_for(c["step"])
         return state
 
     def summary(self) -> list[dict[str, int | None]]:

@@ -390,7 +390,7 @@ def _begin_attempt(run_id: str, engine: Engine, tl: Timeline) -> tuple[Engine, l
     undone), as the in-process detectors do."""
     p = tl.pending
     assert p is not None
-    state = tl.begin(p["to_step"], p["at_step"])
+    state = tl.begin(p["to_step"], p["at_step"], engine.meta)
     new = Engine.from_bytes(state) if state else Engine(run_id=run_id, meta=engine.meta)
     new.set_meta(dict(engine.meta))
     still = {a.id for a in new.active_alerts}

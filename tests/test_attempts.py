@@ -229,6 +229,13 @@ def test_the_timeline_keeps_the_last_checkpoint_states_and_reads_new_rewinds_onc
     assert Timeline.from_bytes(tl.to_bytes()) == tl
     assert timeline_spans([{"attempt": 1, "start": None}, {"attempt": 2, "start": 0}], None, None) == \
         [(2, 0, None)]
+    # a rewind to 100: the state there; the later checkpoints the run still names are waited for again
+    tl = Timeline()
+    for s in (0, 100, 200):
+        tl.keep(s, b"at %d" % s)
+    tl.pending = {"to_step": 120, "at_step": 250, "ts": None}
+    assert tl.begin(120, 250, {"checkpoints": [{"step": 0}, {"step": 100}, {"step": 200}]}) == b"at 100"
+    assert (sorted(tl.states), tl.due, tl.attempt, tl.pending) == ([0, 100], [200], 2, None)
 
 
 # --- through the service ----------------------------------------------------------------------
