@@ -46,6 +46,8 @@ from typing import Any, Iterable, Protocol, Sequence
 # the record's value fields, stored in this order after step (then ts, extra); the schema, not the detectors
 from losswatch.detectors.wire import VALUE_FIELDS as VALUE_FIELDS
 
+from ..attempts import timeline_spans
+
 DEFAULT_PROJECT = "default"   # the project of a run when a request names none (auth off)
 
 
@@ -263,8 +265,6 @@ class Store(abc.ABC):
         s = await self.get_run(run_id, project=project)
         if s is None:
             return None
-        from ..attempts import timeline_spans
-
         out = Columns()
         for a, lo, hi in timeline_spans(s.attempts, start, end):
             part = await self.read_attempt(run_id, lo, hi, project=project, attempt=a)
