@@ -259,7 +259,9 @@ class IngestPipeline:
         """Classify and detect the rows from ``lo`` up to the first re-logged one of a pending
         rewind (or the end); rows that begin with it start the new attempt."""
         n = len(cols)
-        tl = cached.timeline.copy()
+        tl = cached.timeline
+        if tl.pending or tl.due:     # this part may change it: changed on a copy, kept once committed
+            tl = tl.copy()
         cut = tl.relog_at(cols.step, cols.ts, lo, cached.last_step) if tl.pending else None
         resolved: list[dict[str, Any]] = []
         if cut == lo:            # the first re-logged record: a new attempt begins with it
