@@ -102,8 +102,11 @@ def notifies(alert: dict[str, Any]) -> bool:
 
 
 def dedupe_key(alert: dict[str, Any]) -> str:
-    """What a receiver dedupes on: the same alert, event and step is the same notification."""
-    return f"{alert['id']}:{alert['event']}:{alert['last_step']}"
+    """What a receiver dedupes on: the same alert, event and step (in the same attempt of the
+    run, after a rollback) is the same notification."""
+    key = f"{alert['id']}:{alert['event']}:{alert['last_step']}"
+    attempt = alert.get("attempt", 1)
+    return key if attempt == 1 else f"{key}:attempt{attempt}"
 
 
 def run_link(public_url: str, project: str, run_id: str) -> str:

@@ -20,6 +20,13 @@ For each batch of a run (docs/storage.md, "The ingest pipeline"):
 A metadata change goes the same way: the engine is rebuilt for the new metadata
 (``Engine.set_meta``) and committed with it under the same version check.
 
+Attempts (:mod:`.attempts`): a checkpoint the metadata names keeps the detectors' state when the
+records reach it; a rewind the metadata brings begins a new attempt at its first re-logged
+record. A batch that holds both the last records of one attempt and the first of the next is
+committed in two parts, each as above: the part before, then the new attempt (the detectors
+back at the state kept at the rewind's checkpoint, the alerts raised since then resolved). If the
+second part fails, the client sends the batch again: its first part is then duplicates.
+
 Within one process, batches of one run are serialised by a per-run lock (the cached engine is
 mutated in place); across replicas the version check orders them. A replica keeps the engines of
 the runs it served last (``engine_cache``), so the usual batch costs one store call (the commit);
@@ -30,7 +37,9 @@ spent on a state that is probably stale.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
+import logging
 import operator
 import time
 import weakref
@@ -41,6 +50,7 @@ from typing import Any, Sequence
 from losswatch.detectors import Batch, Engine
 from losswatch.detectors.wire import VALUE_FIELDS
 
+from .attempts import MAX_ATTEMPTS, Timeline
 from .notify import dedupe_key, notifies
 from .settings import Settings
 from .stores.base import (
@@ -58,6 +68,8 @@ from .stores.base import (
 )
 
 RunKey = tuple[str, str]       # (project, run_id)
+
+log = logging.getLogger("losswatch.pipeline")
 
 
 @dataclass(slots=True)
@@ -131,18 +143,36 @@ def to_batch(cols: Columns) -> Batch:
                  {f: column_array(getattr(cols, f)) for f in VALUE_FIELDS})
 
 
-def run_engine(engine: Engine, cols: Columns, in_order: list[int]):
+def run_engine(engine: Engine, cols: Columns, in_order: list[int], timeline: Timeline | None = None):
     """Feed the in-order rows to the engine as one batch (``Engine.update_batch`` picks the
-    one-record or the vectorised path by the batch's size).
+    one-record or the vectorised path by the batch's size). A checkpoint of ``timeline`` waiting
+    for its state gets the engine's state before the first row at or past its step (the batch
+    is fed in parts around it).
 
-    Returns (changed alerts as Alert objects, recommendation dict or None, health).
+    Returns (changed alerts as Alert objects, recommendation dict or None, health, whether a
+    checkpoint's state was kept).
     """
     changed = []
+    kept = False
     if in_order:
-        sub = cols if len(in_order) == len(cols) else cols.take(in_order)
-        changed = engine.update_batch(to_batch(sub))
+        due = timeline.due_before(cols.step[in_order[-1]]) if timeline is not None and timeline.due else []
+        if not due:
+            sub = cols if len(in_order) == len(cols) else cols.take(in_order)
+            changed = engine.update_batch(to_batch(sub))
+        else:
+            steps = [cols.step[i] for i in in_order]
+            k = 0
+            for c in due:
+                j = bisect.bisect_left(steps, c)        # the rows before the checkpoint's step
+                if j > k:
+                    changed += engine.update_batch(to_batch(cols.take(in_order[k:j])))
+                    k = j
+                timeline.keep(c, engine.to_bytes())    # type: ignore[union-attr]
+            if k < len(in_order):
+                changed += engine.update_batch(to_batch(cols.take(in_order[k:])))
+            kept = True
     rec = engine.recommendation
-    return changed, (rec.to_dict() if rec is not None else None), engine.health
+    return changed, (rec.to_dict() if rec is not None else None), engine.health, kept
 
 
 def last_values(cols: Columns, i: int, engine: Engine) -> dict[str, float | None]:
@@ -152,12 +182,28 @@ def last_values(cols: Columns, i: int, engine: Engine) -> dict[str, float | None
 
 
 class _Cached:
-    """A run's engine as of version ``v`` (valid while nobody else committed)."""
+    """A run's engine and timeline as of version ``v`` (valid while nobody else committed);
+    ``last_step``: the highest step of the current attempt."""
 
-    __slots__ = ("v", "engine", "last_step")
+    __slots__ = ("v", "engine", "last_step", "timeline")
 
-    def __init__(self, v: int, engine: Engine, last_step: int | None) -> None:
-        self.v, self.engine, self.last_step = v, engine, last_step
+    def __init__(self, v: int, engine: Engine, last_step: int | None, timeline: Timeline) -> None:
+        self.v, self.engine, self.last_step, self.timeline = v, engine, last_step, timeline
+
+
+@dataclass(slots=True)
+class _Part:
+    """One commit's worth of a batch: the rows ``lo:hi`` of it, in one attempt."""
+
+    hi: int
+    commit: RunCommit
+    split: StepSplit
+    below: int                    # rows below the attempt's start: an earlier attempt's, duplicates
+    alerts: list[dict[str, Any]]
+    notifying: list[dict[str, Any]]
+    rec: dict[str, Any] | None
+    health: str
+    after: _Cached                # the run once committed (its version set then)
 
 
 class IngestPipeline:
@@ -184,55 +230,126 @@ class IngestPipeline:
     # --- the two entry points -------------------------------------------------------------
     async def ingest(self, run_id: str, cols: Columns, *, project: str = DEFAULT_PROJECT,
                      now: float | None = None) -> IngestResult:
-        """Store a batch and run the detectors on its in-order part; creates the run if absent."""
+        """Store a batch and run the detectors on its in-order part; creates the run if absent.
+        A batch that begins a new attempt partway is committed in two parts (module docstring)."""
         now = wall_now(now)
         key = (project, run_id)
         async with self._lock(key):
             cached = await self._start(key)
-            for _ in range(self.MAX_TRIES):
-                split = split_batch(cols.step, cached.last_step)
-                engine = cached.engine
-                changed, rec, health = run_engine(engine, cols, split.in_order)
-                alerts = [{**a.to_dict(), "project": project, "updated_at": now} for a in changed]
-                notifying = [d for d in alerts if notifies(d)]
-                last = last_values(cols, split.in_order[-1], engine) if split.in_order else None
-                active = [{**a.to_dict(), "project": project} for a in engine.active_alerts] if changed else None
-                out = await self.store.commit(RunCommit(
-                    project=project, run_id=run_id, expected_version=cached.v, now=now, engine=engine,
-                    cols=cols, in_order=split.in_order, late=split.late, batch_duplicates=split.duplicates,
-                    alerts=alerts, advice=Advice(health, rec, last, active),
-                    claims=[dedupe_key(d) for d in notifying]))
-                if isinstance(out, Snapshot):
-                    cached = self._conflict(key, run_id, out)
-                    continue
-                new_last = cols.step[split.in_order[-1]] if split.in_order else cached.last_step
-                self._keep(key, _Cached(out.version, engine, new_last))
-                return _result(out, split, alerts, notifying, rec, health, project)
-            raise StoreUnavailable(f"run {run_id!r} of project {project!r}: too many concurrent writers, retry")
+            parts: list[tuple[_Part, Committed]] = []
+            lo = 0
+            while not parts or lo < len(cols):
+                for _ in range(self.MAX_TRIES):
+                    part = self._part(run_id, project, cached, cols, lo, now)
+                    out = await self.store.commit(part.commit)
+                    if isinstance(out, Snapshot):
+                        cached = self._conflict(key, run_id, out)
+                        continue
+                    cached = part.after
+                    cached.v = out.version
+                    self._keep(key, cached)
+                    parts.append((part, out))
+                    lo = part.hi
+                    break
+                else:
+                    raise StoreUnavailable(f"run {run_id!r} of project {project!r}: too many concurrent writers, retry")
+            return _result(parts, project)
+
+    def _part(self, run_id: str, project: str, cached: _Cached, cols: Columns, lo: int, now: float) -> _Part:
+        """Classify and detect the rows from ``lo`` up to the first re-logged one of a pending
+        rewind (or the end); rows that begin with it start the new attempt."""
+        n = len(cols)
+        tl = cached.timeline
+        if tl.pending or tl.due:     # this part may change it: changed on a copy, kept once committed
+            tl = tl.copy()
+        cut = tl.relog_at(cols.step, cols.ts, lo, cached.last_step) if tl.pending else None
+        resolved: list[dict[str, Any]] = []
+        if cut == lo:            # the first re-logged record: a new attempt begins with it
+            engine, resolved = _begin_attempt(run_id, cached.engine, tl)
+            resolved = [{**d, "project": project, "updated_at": now} for d in resolved]
+            last: int | None = None
+            hi = n
+        else:
+            engine, last = cached.engine, cached.last_step
+            hi = n if cut is None else cut
+        sub = cols if (lo, hi) == (0, n) else cols.take(range(lo, hi))
+        start = tl.attempts[-1]["start"] if tl.attempts else None
+        below = 0
+        if start is not None and sub.step and min(sub.step) < start:
+            keep = [i for i, s in enumerate(sub.step) if s >= start]
+            below = len(sub) - len(keep)
+            sub = sub.take(keep)
+        split = split_batch(sub.step, last)
+        changed, rec, health, kept = run_engine(engine, sub, split.in_order, tl)
+        saw = bool(split.in_order) and (tl.went_on(sub.step[split.in_order[-1]])
+                                        or tl.saw_ts([sub.ts[i] for i in split.in_order]))
+        alerts = resolved + [{**a.to_dict(), "project": project, "updated_at": now} for a in changed]
+        if tl.attempt > 1:     # a relapse may raise an alert of an earlier attempt's id: told apart
+            for d in alerts:
+                d["attempt"] = tl.attempt
+        notifying = [d for d in alerts if notifies(d)]
+        last_vals = last_values(sub, split.in_order[-1], engine) if split.in_order else None
+        began = cut == lo
+        active = [{**a.to_dict(), "project": project} for a in engine.active_alerts] if alerts or began else None
+        commit = RunCommit(
+            project=project, run_id=run_id, expected_version=cached.v, now=now, engine=engine,
+            cols=sub, in_order=split.in_order, late=split.late, batch_duplicates=split.duplicates + below,
+            alerts=alerts, advice=Advice(health, rec, last_vals, active),
+            claims=[dedupe_key(d) for d in notifying], attempt=tl.attempt,
+            timeline=tl.to_bytes() if (began or kept or saw) else None,
+            attempts=tl.summary() if began else None)
+        new_last = sub.step[split.in_order[-1]] if split.in_order else last
+        return _Part(hi, commit, split, below, alerts, notifying, rec, health,
+                     _Cached(cached.v, engine, new_last, tl))
 
     async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
                        now: float | None = None) -> RunSummary:
         """Create the run or replace its metadata; the detectors are configured by it
-        (``Engine.set_meta``), under the same version check as a batch."""
+        (``Engine.set_meta``), under the same version check as a batch. A checkpoint it names
+        for the first time is waited for (or its state kept now, if the records passed it); a new
+        rewind waits for its first re-logged record (:mod:`.attempts`)."""
         now = wall_now(now)
         key = (project, run_id)
         async with self._lock(key):
             cached = await self._start(key, load=True)
             for _ in range(self.MAX_TRIES):
                 cached.engine.set_meta(dict(meta))
+                tl = cached.timeline.copy()
+                for c in tl.new_checkpoints(meta):
+                    if cached.last_step is None or c > cached.last_step:
+                        tl.wait_for(c)
+                    else:           # named after its records: the nearest state there is
+                        tl.keep(c, cached.engine.to_bytes())
+                for r in tl.new_rewinds(meta)[-1:]:     # several at once: the latest one counts
+                    if tl.attempt >= MAX_ATTEMPTS:
+                        log.warning("run %r of project %r has %d attempts, the most kept: its rewind to "
+                                    "step %d begins none", run_id, project, tl.attempt, r["to_step"])
+                        continue
+                    tl.pending = {**r, "ts": await self._latest_ts(run_id, project, cached, tl)}
+                changed = tl != cached.timeline
                 out = await self.store.commit(RunCommit(
                     project=project, run_id=run_id, expected_version=cached.v, now=now,
-                    engine=cached.engine, meta=dict(meta)))
+                    engine=cached.engine, meta=dict(meta), attempt=tl.attempt,
+                    timeline=tl.to_bytes() if changed else None))
                 if isinstance(out, Snapshot):
                     cached = self._conflict(key, run_id, out)
                     continue
-                self._keep(key, _Cached(out.version, cached.engine, cached.last_step))
+                self._keep(key, _Cached(out.version, cached.engine, cached.last_step, tl))
                 break
             else:
                 raise StoreUnavailable(f"run {run_id!r} of project {project!r}: too many concurrent writers, retry")
         s = await self.store.get_run(run_id, project=project)
         assert s is not None
         return s
+
+    async def _latest_ts(self, run_id: str, project: str, cached: _Cached, tl: Timeline) -> float | None:
+        """The ``ts`` of the current attempt's highest stored step (what a re-logged record is
+        later than)."""
+        if cached.last_step is None:
+            return None
+        cols = await self.store.read_series(run_id, cached.last_step, cached.last_step, project=project,
+                                            attempt=tl.attempt)
+        return cols.ts[-1] if cols is not None and cols.ts else None
 
     # --- engines ----------------------------------------------------------------------------
     async def _start(self, key: RunKey, *, load: bool = False) -> _Cached:
@@ -267,22 +384,56 @@ class IngestPipeline:
         return lock
 
 
+def _begin_attempt(run_id: str, engine: Engine, tl: Timeline) -> tuple[Engine, list[dict[str, Any]]]:
+    """Begin ``tl``'s pending rewind: the detectors as they were at the latest checkpoint at or
+    before its ``to_step``, with the run's current metadata. Without a state kept there (no
+    checkpoint named, or none before ``to_step``) they start over, as on a new run: a state from
+    after ``to_step`` holds the statistics of the steps the rewind discarded, and the detectors'
+    running statistics cannot be moved back in steps. The alerts active now that are not active
+    in the restored state come back resolved at ``to_step`` (the records that raised them were
+    undone), as the in-process detectors do."""
+    p = tl.pending
+    assert p is not None
+    state = tl.begin(p["to_step"], p["at_step"], engine.meta)
+    new = Engine.from_bytes(state) if state else Engine(run_id=run_id, meta=engine.meta)
+    new.set_meta(dict(engine.meta))
+    still = {a.id for a in new.active_alerts}
+    resolved = []
+    for a in engine.active_alerts:
+        if a.id not in still:
+            d = a.to_dict()
+            d.update(resolved_step=p["to_step"], event="resolved")
+            resolved.append(d)
+    return new, resolved
+
+
 def _restore(run_id: str, snap: Snapshot) -> _Cached:
     engine = Engine.from_bytes(snap.engine_state) if snap.engine_state else Engine(run_id=run_id, meta=None)
-    return _Cached(snap.version, engine, snap.last_step)
+    return _Cached(snap.version, engine, snap.last_step, Timeline.from_bytes(snap.timeline))
 
 
-def _result(out: Committed, split: StepSplit, alerts: list[dict[str, Any]], notifying: list[dict[str, Any]],
-            rec: dict[str, Any] | None, health: str, project: str) -> IngestResult:
-    new_ids = []
-    for d, (raised_at, acked_at, first) in zip(alerts, out.alerts):
-        d["raised_at"] = raised_at
-        if first:
-            new_ids.append(d["id"])
-        if acked_at is not None:
-            d["acknowledged"] = True
-            d["acknowledged_at"] = acked_at
+def _result(parts: list[tuple[_Part, Committed]], project: str) -> IngestResult:
+    """One answer for the parts of a batch: counts added up, alerts in order, the last part's
+    verdict."""
+    accepted = duplicates = out_of_order = 0
+    alerts: list[dict[str, Any]] = []
+    new_ids: list[str] = []
+    notify: list[dict[str, Any]] = []
+    for part, out in parts:
+        for d, (raised_at, acked_at, first) in zip(part.alerts, out.alerts):
+            d["raised_at"] = raised_at
+            if first:
+                new_ids.append(d["id"])
+            if acked_at is not None:
+                d["acknowledged"] = True
+                d["acknowledged_at"] = acked_at
+        split = part.split
+        accepted += len(split.in_order) + out.stored_late
+        duplicates += split.duplicates + part.below + out.duplicate_late
+        out_of_order += out.stored_late
+        alerts += part.alerts
+        notify += [d for d, won in zip(part.notifying, out.claimed) if won]
+    last = parts[-1][0]
     return IngestResult(
-        accepted=len(split.in_order) + out.stored_late, duplicates=split.duplicates + out.duplicate_late,
-        out_of_order=out.stored_late, alerts=alerts, new_alert_ids=new_ids, recommendation=rec,
-        health=health, project=project, notify=[d for d, won in zip(notifying, out.claimed) if won])
+        accepted=accepted, duplicates=duplicates, out_of_order=out_of_order, alerts=alerts,
+        new_alert_ids=new_ids, recommendation=last.rec, health=last.health, project=project, notify=notify)

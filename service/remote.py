@@ -114,10 +114,13 @@ class Service:
     def alerts(self, run_id: str, project: str | None = None) -> dict[str, Any]:
         return self.get(f"/v1/runs/{quote(run_id, safe='')}/alerts", project=project)
 
-    def series(self, run_id: str, max_points: int | None = None, project: str | None = None) -> dict[str, Any]:
+    def series(self, run_id: str, max_points: int | None = None, project: str | None = None,
+               attempt: int | None = None) -> dict[str, Any]:
         """The run's stored steps, column-wise, values as floats (NaN and infinities restored);
-        all of them without ``max_points`` (the endpoint answers a range in one reply)."""
-        doc = self.get(f"/v1/runs/{quote(run_id, safe='')}/steps", max_points=max_points, project=project)
+        all of them without ``max_points`` (the endpoint answers a range in one reply). The run's
+        current timeline, or with ``attempt`` that attempt's steps (after a rollback)."""
+        doc = self.get(f"/v1/runs/{quote(run_id, safe='')}/steps", max_points=max_points, project=project,
+                       attempt=attempt)
         series = doc["series"]
         for name in VALUE_FIELDS:
             series[name] = [to_float(v) for v in series[name]]

@@ -75,7 +75,7 @@ def test_memory_per_run_stays_bounded_on_a_long_run():
             for i in range(0, n, 5000):
                 await pipe(st).ingest("long", cols_of([{"step": s, "loss": 1.0, "grad_norm": 1.0, "lr": 1e-3}
                                                   for s in range(i, i + 5000)]))
-            r = st._runs[("default", "long")]
+            r = st._runs[("default", "long")].series[1]   # its first (only) attempt
             assert (await st.get_run("long")).n_steps == n
             return len(r.raw.step), len(r.tiers[0]), len(r.tiers[1]), len(r.tiers[2])
         return run(go())

@@ -53,6 +53,7 @@ def run_dict(s: RunSummary) -> dict[str, Any]:
         "last": {k: s.last.get(k) for k in VALUE_FIELDS},
         "spike_rate": s.last.get("spike_rate"),
         "health": s.health, "active_alerts": s.active_alerts, "recommendation": s.recommendation,
+        "attempt": s.attempt, "attempts": s.attempts,
     })
 
 

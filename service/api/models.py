@@ -72,6 +72,22 @@ class LRSchedule(BaseModel):
         return self
 
 
+class CheckpointIn(BaseModel):
+    """A checkpoint the client recorded: the state from which step ``step`` runs."""
+
+    model_config = ConfigDict(extra="allow")
+    step: int = Field(ge=0, le=MAX_STEP)
+    path: Optional[str] = Field(None, max_length=4096)
+
+
+class RewindIn(BaseModel):
+    """A rollback the client made: at ``at_step`` the run went back to the checkpoint of ``to_step``."""
+
+    model_config = ConfigDict(extra="allow")
+    to_step: int = Field(ge=0, le=MAX_STEP)
+    at_step: int = Field(ge=0, le=MAX_STEP)
+
+
 class RunMetaIn(BaseModel):
     """Run metadata. Unknown extra fields are kept as they are."""
 
@@ -84,6 +100,12 @@ class RunMetaIn(BaseModel):
     batch_size: Optional[int] = Field(None, ge=1, le=2**53)
     lr_schedule: Optional[LRSchedule] = None
     tags: Union[dict[str, str], list[str], None] = None
+    checkpoints: Optional[list[CheckpointIn]] = Field(
+        None, max_length=64, description="the client's latest checkpoints, oldest first: the service keeps "
+                                         "the detectors' state at each (the last 8)")
+    rewinds: Optional[list[RewindIn]] = Field(
+        None, max_length=64, description="the client's latest rollbacks, oldest first: a new one begins a new "
+                                         "attempt of the run at its first re-logged step")
     status: Optional[Literal["running", "finished"]] = Field(
         None, description='"finished": the run ended as planned (the client sets it when closed '
                           "cleanly); exported as losswatch_run_finished, so the stopped-reporting "
@@ -150,6 +172,12 @@ class StepsOut(BaseModel):
     health: Health
 
 
+class AttemptOut(BaseModel):
+    attempt: int
+    start: Optional[int] = Field(description="its first step (the rewind's to_step); None: the run's first")
+    rewound_at: Optional[int] = Field(description="the step at which the client rolled back to start it")
+
+
 class RunOut(BaseModel):
     run_id: str
     project: str
@@ -166,6 +194,9 @@ class RunOut(BaseModel):
     health: Health
     active_alerts: list[AlertOut]
     recommendation: Optional[dict[str, Any]]
+    attempt: int = Field(1, description="the current attempt: 1, plus one for each rollback whose re-logged "
+                                        "steps arrived")
+    attempts: list[AttemptOut] = Field(default_factory=list)
 
 
 class RunsOut(BaseModel):
@@ -191,6 +222,7 @@ class DownsampleInfo(BaseModel):
 class SeriesOut(BaseModel):
     run_id: str
     project: str
+    attempt: Optional[int] = Field(None, description="the attempt read; None: the run's current timeline")
     start: Optional[int]
     end: Optional[int]
     total: int = Field(description="points stored in [start, end]")

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from losswatch.detectors.types import json_safe
 
+from ..attempts import MAX_ATTEMPTS
 from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
@@ -146,7 +147,9 @@ async def post_steps(request: Request) -> Response:
     "/{run_id}/steps",
     response_model=SeriesOut,
     summary="Read the series (downsampled for plotting on request)",
-    description=f"Column-wise series with start <= step <= end. With max_points and more points "
+    description=f"Column-wise series with start <= step <= end: the run's current timeline (each "
+                f"earlier attempt up to where a later one went back to, then the latest attempt), "
+                f"or with ?attempt=N that attempt's steps alone. With max_points and more points "
                 f"stored than that: {_DOWNSAMPLE_TEXT}",
     responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
@@ -154,11 +157,13 @@ async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional
                     start: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     end: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     max_points: Optional[int] = Query(None, ge=4, le=1_000_000),
+                    attempt: Optional[int] = Query(None, ge=1, le=MAX_ATTEMPTS,
+                                                   description="one attempt of the run (1: the first)"),
                     scope: Scope = Depends(get_scope)) -> Response:
     store = store_of(request)
     where = request_project(scope, project)
     await visible_run(store, where, run_id)
-    cols = await store.read_series(run_id, start, end, project=where)
+    cols = await store.read_series(run_id, start, end, project=where, attempt=attempt)
     if cols is None:
         raise HTTPException(404, no_run(where, run_id))
     total = len(cols)
@@ -167,7 +172,8 @@ async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional
         cols, buckets = downsample(cols, max_points)
         info = {"method": METHOD, "buckets": buckets, "description": _DOWNSAMPLE_TEXT}
     return json_response({
-        "run_id": run_id, "project": where, "start": start, "end": end, "total": total, "count": len(cols),
+        "run_id": run_id, "project": where, "attempt": attempt, "start": start, "end": end, "total": total,
+        "count": len(cols),
         "downsampled": info,
         "series": {
             "step": cols.step, "loss": safe_column(cols.loss), "grad_norm": safe_column(cols.grad_norm),

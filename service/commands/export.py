@@ -10,7 +10,8 @@ Both read back with ``losswatch replay`` (and the JSON lines post back to the AP
   ``"-Infinity"`` (JSON has no NaN).
 
 The steps come from ``GET /v1/runs/{id}/steps`` without downsampling (the endpoint answers the
-whole run in one reply). To stdout, or ``-o FILE``, written only once every step arrived.
+whole run in one reply): the run's current timeline, or with ``--attempt N`` one attempt of a run
+that was rolled back. To stdout, or ``-o FILE``, written only once every step arrived.
 Exit status: 0; 1 for an unknown run or a refused token; 2 when no service answered or FILE
 cannot be written.
 """
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="csv (default) or jsonl")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    p.add_argument("--attempt", type=int, metavar="N",
+                   help="one attempt of the run (after a rollback; default: its current timeline)")
     add_service_arguments(p)
 
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             project = service.project_of(args.run_id, args.project)
             service.run(args.run_id, project)  # an unknown run is named as such
-            series = service.series(args.run_id, project=project)["series"]
+            series = service.series(args.run_id, project=project, attempt=args.attempt)["series"]
         finally:
             service.close()
     except LookError as e:

@@ -10,7 +10,8 @@ classifies a batch, runs the detectors and builds the alerts and the summary; a 
 
 1. ``load(project, run_id)`` returns the run's :class:`Snapshot`: its version (0 for a run that
    does not exist), the detector state of that version (``Engine.to_bytes()``; the store never
-   looks inside) and the highest step stored.
+   looks inside), the highest step stored in the run's current attempt and the run's timeline
+   (the pipeline's bytes about attempts, :mod:`losswatch.service.attempts`; opaque here too).
 2. ``commit(change)`` applies a :class:`RunCommit` atomically with respect to every other caller
    of any replica, and only if the run's version is still ``change.expected_version``
    (compare-and-set): then it returns :class:`Committed` (the new version is the expected one + 1);
@@ -24,6 +25,9 @@ classifies a batch, runs the detectors and builds the alerts and the summary; a 
    first raised), the summary, and the notification claims: a claim is won by the first commit
    that makes it, so exactly one replica sends each notification. Nothing else already stored
    is modified.
+   Steps go to the series of the attempt ``change.attempt`` (each attempt of a run has its own
+   series, with its own raw window and downsampled levels; attempt 1 is the run's series as it
+   always was). ``last_step`` is the current attempt's.
 4. Store failures are raised as :class:`StoreUnavailable` (the API answers 503 + Retry-After);
    nothing else may escape for a reachable store except programming errors.
 
@@ -41,6 +45,8 @@ from typing import Any, Iterable, Protocol, Sequence
 
 # the record's value fields, stored in this order after step (then ts, extra); the schema, not the detectors
 from losswatch.detectors.wire import VALUE_FIELDS as VALUE_FIELDS
+
+from ..attempts import timeline_spans
 
 DEFAULT_PROJECT = "default"   # the project of a run when a request names none (auth off)
 
@@ -120,6 +126,14 @@ class RunSummary:
     health: str = "ok"
     active_alerts: list[dict[str, Any]] = field(default_factory=list)
     recommendation: dict[str, Any] | None = None
+    # the run's attempts, oldest first: {"attempt", "start" (None: the run's first step), "rewound_at"}
+    attempts: list[dict[str, Any]] = field(default_factory=lambda: [{"attempt": 1, "start": None,
+                                                                     "rewound_at": None}])
+
+    @property
+    def attempt(self) -> int:
+        """The current attempt (1 until the run was first rewound)."""
+        return self.attempts[-1]["attempt"]
 
 
 @dataclass(slots=True)
@@ -128,7 +142,8 @@ class Snapshot:
 
     version: int
     engine_state: bytes | None      # the detectors' state of that version (Engine.to_bytes); None: none yet
-    last_step: int | None           # the highest step stored
+    last_step: int | None           # the highest step stored in the current attempt
+    timeline: bytes | None = None   # the pipeline's bytes about attempts (None: none yet)
 
 
 @dataclass(slots=True)
@@ -160,6 +175,9 @@ class RunCommit:
     advice: Advice | None = None                # None: the summary's health and advice stay
     meta: dict[str, Any] | None = None          # replaces the metadata (and refreshes retention)
     claims: list[str] = field(default_factory=list)   # notification keys this change claims
+    attempt: int = 1                            # the attempt whose series the steps go to
+    timeline: bytes | None = None               # replaces the run's timeline (None: unchanged)
+    attempts: list[dict[str, Any]] | None = None   # replaces the summary's attempts (None: unchanged)
 
 
 @dataclass(slots=True)
@@ -183,6 +201,10 @@ class SnapshotStore(Protocol):
         ...
 
     async def get_run(self, run_id: str, *, project: str = DEFAULT_PROJECT) -> RunSummary | None:
+        ...
+
+    async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                          project: str = DEFAULT_PROJECT, attempt: int | None = None) -> Columns | None:
         ...
 
 
@@ -231,10 +253,30 @@ class Store(abc.ABC):
                         active_since: float | None = None) -> list[RunSummary]:
         """Runs sorted by (run_id, project); ``active_since``: last_seen >= it (wall-clock seconds)."""
 
-    @abc.abstractmethod
     async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
-                          project: str = DEFAULT_PROJECT) -> Columns | None:
-        """Stored steps with start <= step <= end, sorted by step; None if the run is unknown."""
+                          project: str = DEFAULT_PROJECT, attempt: int | None = None) -> Columns | None:
+        """Stored steps with start <= step <= end, sorted by step; None if the run is unknown.
+
+        ``attempt``: that attempt's steps alone (an empty series for one the run does not have);
+        None: the run's current timeline, each earlier attempt up to where a later one went back
+        to, then the latest attempt (:func:`~losswatch.service.attempts.timeline_spans`)."""
+        if attempt is not None:
+            return await self.read_attempt(run_id, start, end, project=project, attempt=attempt)
+        s = await self.get_run(run_id, project=project)
+        if s is None:
+            return None
+        out = Columns()
+        for a, lo, hi in timeline_spans(s.attempts, start, end):
+            part = await self.read_attempt(run_id, lo, hi, project=project, attempt=a)
+            for n in Columns.__slots__:
+                getattr(out, n).extend(getattr(part, n) if part is not None else ())
+        return out
+
+    @abc.abstractmethod
+    async def read_attempt(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                           project: str = DEFAULT_PROJECT, attempt: int = 1) -> Columns | None:
+        """One attempt's stored steps with start <= step <= end, sorted by step; None if the run
+        is unknown (an attempt it does not have: an empty series)."""
 
     @abc.abstractmethod
     async def list_alerts(self, *, run_id: str | None = None, project: str = DEFAULT_PROJECT,

@@ -8,7 +8,8 @@ stay raw, then levels of 64 / 2,048 / 131,072 steps a bucket), so memory per run
 both stores answer the same series. A run expires ``retention_seconds`` after its last write,
 as on Redis. It also keeps the alerts by id, the action reports, the notification claims and
 the detector state: the object the pipeline committed, serialised (``to_bytes``) only when a
-snapshot is loaded, since the pipeline keeps the engine it committed and loads only a run it
+snapshot is loaded, and the run's timeline (bytes). Each attempt of a run has its own series
+(:class:`_Series`, attempt 1 first), since the pipeline keeps the engine it committed and loads only a run it
 does not hold (the Redis store ships the bytes with every commit; here that would only cost
 time). Runs are keyed by (project, run_id). :meth:`MemoryStore.load` and
 :meth:`MemoryStore.commit` never await, so each is atomic in the event loop (the contract in
@@ -43,16 +44,25 @@ _COLUMNS = ("step", "loss", "grad_norm", "lr", "val_loss", "ts", "extra")
 
 
 @dataclass
-class _Run:
-    summary: RunSummary
+class _Series:
+    """The steps of one attempt of a run."""
+
     raw: Columns = field(default_factory=Columns)   # steps >= c0 * CHUNK, in step order
     c0: int = 0                                     # watermarks: see series.py
     w1: int = 0
     w2: int = 0
     tiers: tuple[dict[int, bytes], ...] = field(default_factory=lambda: ({}, {}, {}))  # levels 1-3
+    last_step: int | None = None                    # the highest step stored
+
+
+@dataclass
+class _Run:
+    summary: RunSummary
+    series: dict[int, _Series] = field(default_factory=lambda: {1: _Series()})   # attempt -> its steps
     written_at: float = 0.0
     version: int = 0
     engine: Any = None                              # the committed detector state (has to_bytes)
+    timeline: bytes | None = None                   # the pipeline's bytes about attempts
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
     claims: set[str] = field(default_factory=set)   # notification keys won (they expire with the run)
@@ -101,43 +111,43 @@ class MemoryStore(Store):
         run.written_at = now
         self._runs.move_to_end(key)
 
-    def _has_step(self, run: _Run, step: int) -> bool:
-        if step >= run.c0 * ser.CHUNK:
-            return sorted_contains(run.raw.step, step)
-        k = ser.late_level(self.levels, run.w1, run.w2, step)
+    def _has_step(self, att: _Series, step: int) -> bool:
+        if step >= att.c0 * ser.CHUNK:
+            return sorted_contains(att.raw.step, step)
+        k = ser.late_level(self.levels, att.w1, att.w2, step)
         width = self.levels[k].width
-        blob = run.tiers[k].get(step // width)
+        blob = att.tiers[k].get(step // width)
         return blob is not None and ser.Agg.unpack(blob, width).has(step % width)
 
-    def _fold_late(self, run: _Run, cols: Columns, idx: list[int]) -> None:
+    def _fold_late(self, att: _Series, cols: Columns, idx: list[int]) -> None:
         """New steps below the raw window go into their downsampled buckets."""
         touched: dict[tuple[int, int], ser.Agg] = {}
         for i in idx:
             s = cols.step[i]
-            k = ser.late_level(self.levels, run.w1, run.w2, s)
+            k = ser.late_level(self.levels, att.w1, att.w2, s)
             width = self.levels[k].width
             agg = touched.get((k, s // width))
             if agg is None:
-                blob = run.tiers[k].get(s // width)
+                blob = att.tiers[k].get(s // width)
                 agg = touched[(k, s // width)] = ser.Agg.unpack(blob, width) if blob else ser.Agg(width=width)
             agg.add(s % width, [getattr(cols, f)[i] for f in ser.VALUE_FIELDS], cols.ts[i])
         for (k, b), agg in touched.items():
-            run.tiers[k][b] = agg.pack()
+            att.tiers[k][b] = agg.pack()
 
-    def _compact(self, run: _Run) -> None:
+    def _compact(self, att: _Series) -> None:
         """Fold the steps that fell out of the raw window into level-1 buckets and move buckets
         down the levels: the Redis store's rules (:mod:`.series`), on the stored steps only."""
-        target = ser.raw_start(run.summary.last_step, self.raw_chunks)
-        if target <= run.c0:
+        target = ser.raw_start(att.last_step, self.raw_chunks)
+        if target <= att.c0:
             return
-        raw = run.raw
+        raw = att.raw
         cut = bisect.bisect_left(raw.step, target * ser.CHUNK)
-        d1, d2, d3 = run.tiers
+        d1, d2, d3 = att.tiers
         if cut:
             d1.update(ser.aggregate_rows(raw, range(cut), self.levels[0].width))
             for n in _COLUMNS:
                 del getattr(raw, n)[:cut]
-        plan = ser.plan_cascade(self.levels, target, run.w1, run.w2, d1.keys(), d2.keys())
+        plan = ser.plan_cascade(self.levels, target, att.w1, att.w2, d1.keys(), d2.keys())
         set2, set3 = ser.apply_cascade(self.levels, plan, d1, d2, d3)
         for subs in plan.into_d2.values():
             for b in subs:
@@ -147,7 +157,7 @@ class MemoryStore(Store):
                 d2.pop(b, None)
         d2.update(set2)
         d3.update(set3)
-        run.c0, run.w1, run.w2 = target, plan.w1, plan.w2
+        att.c0, att.w1, att.w2 = target, plan.w1, plan.w2
 
     @staticmethod
     def _store_rows(series: Columns, cols: Columns, new: list[int], all_in_order: bool) -> None:
@@ -179,7 +189,7 @@ class MemoryStore(Store):
         if run is None:
             return Snapshot(version=0, engine_state=None, last_step=None)
         return Snapshot(version=run.version, engine_state=run.engine.to_bytes() if run.engine is not None else None,
-                        last_step=run.summary.last_step)
+                        last_step=run.summary.last_step, timeline=run.timeline)
 
     async def commit(self, change: RunCommit) -> Committed | Snapshot:
         c = change
@@ -192,16 +202,24 @@ class MemoryStore(Store):
         run = self._get_or_create(key, now)
         run.version += 1
         run.engine = c.engine
+        if c.timeline is not None:
+            run.timeline = c.timeline
         s = run.summary
-        stored_late, dup_late = self._store_steps(run, c)
+        if c.attempts is not None:
+            s.attempts = [dict(a) for a in c.attempts]
+        att = run.series.get(c.attempt)
+        if att is None:
+            att = run.series[c.attempt] = _Series()
+            s.last_step = None                           # the run's last step: the current attempt's
+        stored_late, dup_late = self._store_steps(att, c)
         accepted = len(c.in_order) + stored_late
         alert_info = [self._store_alert(run, key, d, now) for d in c.alerts]
         claimed = [k not in run.claims for k in c.claims]
         run.claims.update(c.claims)
         if c.in_order:
-            s.last_step = c.cols.step[c.in_order[-1]]    # in-order steps increase
-            if ser.raw_start(s.last_step, self.raw_chunks) > run.c0:
-                self._compact(run)
+            s.last_step = att.last_step = c.cols.step[c.in_order[-1]]    # in-order steps increase
+            if ser.raw_start(att.last_step, self.raw_chunks) > att.c0:
+                self._compact(att)
         if accepted:
             s.last_seen = now
         s.n_steps += accepted
@@ -220,20 +238,20 @@ class MemoryStore(Store):
         return Committed(version=run.version, stored_late=stored_late, duplicate_late=dup_late,
                          alerts=alert_info, claimed=claimed)
 
-    def _store_steps(self, run: _Run, c: RunCommit) -> tuple[int, int]:
+    def _store_steps(self, att: _Series, c: RunCommit) -> tuple[int, int]:
         """Store the in-order steps and the late ones not stored yet; (late stored, late duplicates)."""
         cols = c.cols
-        late = [i for i in c.late if not self._has_step(run, cols.step[i])]
+        late = [i for i in c.late if not self._has_step(att, cols.step[i])]
         if not late:
             if c.in_order:
-                self._store_rows(run.raw, cols, c.in_order, len(c.in_order) == len(cols))
+                self._store_rows(att.raw, cols, c.in_order, len(c.in_order) == len(cols))
             return 0, len(c.late)
-        floor = run.c0 * ser.CHUNK
+        floor = att.c0 * ser.CHUNK
         below = [i for i in late if cols.step[i] < floor]
         if below:
-            self._fold_late(run, cols, below)
+            self._fold_late(att, cols, below)
         new = sorted([*c.in_order, *(i for i in late if cols.step[i] >= floor)])
-        self._store_rows(run.raw, cols, new, False)
+        self._store_rows(att.raw, cols, new, False)
         return len(late), len(c.late) - len(late)
 
     def _store_alert(self, run: _Run, key: _RunKey, alert: dict[str, Any],
@@ -283,25 +301,28 @@ class MemoryStore(Store):
         return [s for s in (self._runs[k].summary for k in sorted(self._runs, key=lambda k: (k[1], k[0])))
                 if summary_matches(s, pset, health, active_since)]
 
-    async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
-                          project: str = DEFAULT_PROJECT) -> Columns | None:
+    async def read_attempt(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                           project: str = DEFAULT_PROJECT, attempt: int = 1) -> Columns | None:
         self._expire(time.time())
         run = self._runs.get((project, run_id))
         if run is None:
             return None
-        raw = run.raw
+        att = run.series.get(attempt)
+        if att is None:
+            return Columns()
+        raw = att.raw
         lo = 0 if start is None else bisect.bisect_left(raw.step, start)
         hi = len(raw.step) if end is None else bisect.bisect_right(raw.step, end)
         tail = Columns(*(getattr(raw, n)[lo:hi] for n in _COLUMNS))
-        last = run.summary.last_step
-        if run.c0 == 0 or last is None:       # nothing downsampled yet
+        last = att.last_step
+        if att.c0 == 0 or last is None:       # nothing downsampled yet
             return tail
         first = 0 if start is None else start
         upto = last if end is None else min(end, last)
         out = Columns()
-        for k, s0, s1 in ser.level_spans(self.levels, run.c0, run.w1, run.w2):
+        for k, s0, s1 in ser.level_spans(self.levels, att.c0, att.w1, att.w2):
             if s1 > s0 and first < s1 and upto >= s0:
-                for row in ser.bucket_rows(run.tiers[k], self.levels[k].width, first, upto):
+                for row in ser.bucket_rows(att.tiers[k], self.levels[k].width, first, upto):
                     for n in _COLUMNS:
                         getattr(out, n).append(row[n])
         for n in _COLUMNS:

@@ -21,9 +21,16 @@ x          hash step -> JSON       ``extra`` of raw steps (dropped when downsamp
 a ar ak    hashes id -> ...        alerts (JSON), raised_at, acknowledged_at
 act        list                    action reports (JSON)
 n          hash                    notification claims (dedupe key -> time claimed)
+att<n>:*   the keys above          the steps of attempt n >= 2 (ds raw:<ci> rc d1 d2 d3 x under
+                                   that prefix, :meth:`RedisStore._series_p`); attempt 1's
+                                   are the run's own
 =========  ======================  ==========================================================
 
-and two indexes, each sharded into :data:`INDEX_SHARDS` sorted sets (``lw:runs:{<k>}``,
+The state hash also holds the run's timeline (``tl``, the pipeline's bytes about attempts) and
+the summary's attempts (``att``, JSON). Its ``last_step`` is the current attempt's; an attempt
+that a later one closed has its highest step in its ``ds`` hash (``last``).
+
+And two indexes, each sharded into :data:`INDEX_SHARDS` sorted sets (``lw:runs:{<k>}``,
 ``lw:alerts:{<k>}``; shard = CRC-32 of the member, so the shards spread over a Cluster's nodes):
 ``<project>/<run_id>`` by last write time (list, metrics, retention; refreshed by a replica at
 most every :data:`INDEX_REFRESH_S` per run) and ``<project>/<alert id>`` by last update time
@@ -95,7 +102,7 @@ CLUSTER_SCHEME = "redis+cluster://"   # a store URL naming one node of a Redis C
 INDEX_SHARDS = 16                     # sorted sets per index (runs, alerts)
 INDEX_REFRESH_S = 60.0                # a run's index entry is rewritten at most this often by a replica
 _STATE_FIELDS = ("project", "created_at", "last_seen", "last_step", "n_steps", "dups",
-                 "ooo", "last", "health", "rec", "act", "meta")
+                 "ooo", "last", "health", "rec", "act", "meta", "att")
 
 # Errors that mean "Redis cannot serve us right now" (the API answers 503 + Retry-After): no
 # connection, no answer within the store timeout (a stall, a long script), or one of these
@@ -248,6 +255,10 @@ class RedisStore(Store):
     def _shards(self, index: str) -> list[str]:
         return [self._shard(index, k) for k in range(INDEX_SHARDS)]
 
+    def _series_p(self, rk: str, attempt: int) -> str:
+        """The key prefix of the steps of one attempt of the run ``rk`` (attempt 1: the run's)."""
+        return self._p(rk) if attempt == 1 else f"{self._p(rk)}att{attempt}:"
+
     @property
     def _legacy_runs_key(self) -> str:
         """The one-key run index of earlier layouts (moved into the shards by :meth:`prepare`)."""
@@ -260,8 +271,8 @@ class RedisStore(Store):
     # --- load and commit (the ingest pipeline's two calls) ---------------------------------
     @_unavailable
     async def load(self, project: str, run_id: str) -> Snapshot:
-        v, eng, last = await self._r.hmget(self._p(_member(project, run_id)) + "s", "v", "eng", "last_step")
-        return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last))
+        v, eng, last, tl = await self._r.hmget(self._p(_member(project, run_id)) + "s", "v", "eng", "last_step", "tl")
+        return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last), timeline=tl or None)
 
     @_unavailable
     async def commit(self, change: RunCommit) -> Committed | Snapshot:
@@ -272,7 +283,8 @@ class RedisStore(Store):
         c = change
         rk = _member(c.project, c.run_id)
         p = self._p(rk)
-        keys, args = self._commit_call(p, c)
+        q = self._series_p(rk, c.attempt)
+        keys, args = self._commit_call(p, rk, c)
         index = self._index_writes(rk, c)
         if index and self.cluster:
             # the index entries first (harmless if the commit is then refused); on a Cluster in
@@ -298,7 +310,8 @@ class RedisStore(Store):
         else:
             reply, replicas = await self._commit(keys=keys, args=args), None
         if int(reply[0]) == 0:
-            return Snapshot(version=int(reply[1]), engine_state=reply[2] or None, last_step=_i(reply[3] or None))
+            return Snapshot(version=int(reply[1]), engine_state=reply[2] or None, last_step=_i(reply[3] or None),
+                            timeline=reply[4] or None)
         version, flags, c0, alert_info, claims = int(reply[1]), reply[2].decode(), int(reply[3]), reply[4], reply[5]
         if replicas is not None and int(replicas) < self.wait_replicas:
             raise StoreUnavailable(f"batch reached {int(replicas)} of {self.wait_replicas} Redis replicas "
@@ -306,13 +319,13 @@ class RedisStore(Store):
         stored, dups = flags.count("N"), flags.count("D")
         below = [i for i, fl in zip(c.late, flags) if fl == "L"]
         if below:
-            n, d = await self._fold_late(p, c.cols, below)
+            n, d = await self._fold_late(p, q, c.cols, below)
             stored += n
             dups += d
         last_step = c.cols.step[c.in_order[-1]] if c.in_order else None
         if last_step is not None and ser.raw_start(last_step, self.raw_chunks) > c0:
             try:
-                await self._compact(p)
+                await self._compact(p, q)
             except (StoreUnavailable, *_DOWN) as e:     # the batch is stored; the next one retries
                 log.warning("downsampling run %s postponed: %s", rk, e)
         return Committed(
@@ -356,7 +369,7 @@ class RedisStore(Store):
         if any(cmd == "trim" for cmd, _, _ in done):
             self._trimmed_at = now
 
-    def _commit_call(self, p: str, c: RunCommit) -> tuple[list[str], list[Any]]:
+    def _commit_call(self, p: str, rk: str, c: RunCommit) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the COMMIT script for ``c`` (their layout: redis_scripts.COMMIT_KEYS
         and COMMIT_FIELDS): the named scalars first, in COMMIT_FIELDS' order, then the sections."""
         cols = c.cols
@@ -384,6 +397,9 @@ class RedisStore(Store):
         for d in c.alerts:
             sections += [d["id"], json.dumps(d)]
         sections += c.claims
+        later = [self._series_p(rk, a) for a in range(2, c.attempt + 1)]   # attempts only go up
+        sections += later
+        q = self._series_p(rk, c.attempt)
         advice = c.advice
         head = {
             "expected": c.expected_version, "project": c.project, "now": repr(c.now),
@@ -394,29 +410,39 @@ class RedisStore(Store):
             "last": json.dumps(advice.last) if advice and advice.last is not None else "",
             "active": json.dumps(advice.active_alerts) if advice and advice.active_alerts is not None else "",
             "meta": json.dumps(c.meta) if c.meta is not None else "",
+            "attempt": c.attempt, "series": q, "timeline": c.timeline if c.timeline is not None else "",
+            "attempts": json.dumps(c.attempts) if c.attempts is not None else "",
             "segments": len(segs), "late": len(c.late), "extras": n_extra, "alerts": len(c.alerts),
-            "claims": len(c.claims),
+            "claims": len(c.claims), "later": len(later),
         }
         args = [head[name] for name in COMMIT_FIELDS]
-        by_name = {"state": p + "s", "tiers": p + "ds", "extras": p + "x", "alerts": p + "a", "raised": p + "ar",
-                   "acked": p + "ak", "claims": p + "n"}
+        by_name = {"state": p + "s", "tiers": q + "ds", "extras": q + "x", "alerts": p + "a", "raised": p + "ar",
+                   "acked": p + "ak", "claims": p + "n",
+                   "closed_tiers": self._series_p(rk, max(1, c.attempt - 1)) + "ds"}
         return [by_name[k] for k in COMMIT_KEYS], args + sections
 
     # --- downsampling ---------------------------------------------------------------------
-    async def _compact(self, p: str) -> None:
+    @staticmethod
+    async def _series_last(pipe, p: str, q: str) -> int | None:
+        """The highest step of the series under ``q`` (an attempt of the run whose prefix is
+        ``p``): a closed attempt's own, else (the current attempt) the run's."""
+        last = _i(await pipe.hget(q + "ds", "last"))
+        return _i(await pipe.hget(p + "s", "last_step")) if last is None else last
+
+    async def _compact(self, run_p: str, p: str) -> None:
         """Fold the raw chunks that fell out of the raw window into level-1 buckets, and move
         buckets past a level's ``keep`` to the next level (:func:`.series.plan_cascade`), under
         WATCH/MULTI. Only chunks and buckets that exist are read (the ``rc`` index lists the
         chunks), so a gap in the steps costs nothing; each transaction folds at most
-        ``FOLD_CHUNKS`` chunks, so one batch's work stays bounded by what it wrote. ``p``: the
-        run's key prefix."""
+        ``FOLD_CHUNKS`` chunks, so one batch's work stays bounded by what it wrote. ``run_p``:
+        the run's key prefix, ``p``: the attempt's series prefix."""
         L1 = self.levels[0]
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(p + "ds", p + "rc", p + "d1", p + "d2", p + "d3")
                     c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
-                    last = _i(await pipe.hget(p + "s", "last_step"))
+                    last = await self._series_last(pipe, run_p, p)
                     target = -1 if last is None else ser.raw_start(last, self.raw_chunks)
                     if target <= c0:
                         await pipe.reset()
@@ -457,7 +483,7 @@ class RedisStore(Store):
                     moved1 = {b for subs in plan.into_d2.values() for b in subs}
                     moved2 = [b for subs in plan.into_d3.values() for b in subs]
                     set1 = {b: blob for b, blob in d1_new.items() if b not in moved1}
-                    ttl = await pipe.ttl(p + "s") if self.retention else 0
+                    ttl = await pipe.ttl(run_p + "s") if self.retention else 0
                     pipe.multi()
                     if set1:
                         pipe.hset(p + "d1", mapping=set1)
@@ -489,9 +515,9 @@ class RedisStore(Store):
             return {}
         return {f: v for f, v in zip(fields, await pipe.hmget(key, fields)) if v is not None}
 
-    async def _fold_late(self, p: str, cols: Columns, idx: list[int]) -> tuple[int, int]:
-        """Fold late steps of already downsampled chunks into their buckets (``p``: the run's
-        key prefix).
+    async def _fold_late(self, run_p: str, p: str, cols: Columns, idx: list[int]) -> tuple[int, int]:
+        """Fold late steps of already downsampled chunks into their buckets (``run_p``: the run's
+        key prefix, ``p``: the attempt's series prefix).
 
         Returns (stored, duplicates): the bucket's presence bitmap tells a duplicate.
         """
@@ -527,9 +553,9 @@ class RedisStore(Store):
                     pipe.multi()
                     for lvl, b in changed:
                         pipe.hset(p + lvl, b, updates[(lvl, b)].pack())
-                    pipe.hincrby(p + "s", "n_steps", stored)
-                    pipe.hincrby(p + "s", "ooo", stored)
-                    pipe.hincrby(p + "s", "dups", dups)
+                    pipe.hincrby(run_p + "s", "n_steps", stored)
+                    pipe.hincrby(run_p + "s", "ooo", stored)
+                    pipe.hincrby(run_p + "s", "dups", dups)
                     await pipe.execute()
                     return stored, dups
                 except rexc.WatchError:
@@ -639,20 +665,21 @@ class RedisStore(Store):
             return await pipe.execute()
 
     @_unavailable
-    async def read_series(self, run_id: str, start: int | None = None, end: int | None = None, *,
-                          project: str = DEFAULT_PROJECT) -> Columns | None:
+    async def read_attempt(self, run_id: str, start: int | None = None, end: int | None = None, *,
+                           project: str = DEFAULT_PROJECT, attempt: int = 1) -> Columns | None:
         """One consistent snapshot (WATCH on the watermarks and the chunk index: a concurrent
         downsampling reads again) of the buckets and the raw chunks that exist in the range:
         the work and the memory are those of the stored data, not of the range's width."""
-        p = self._p(_member(project, run_id))
+        rk = _member(project, run_id)
+        run_p, p = self._p(rk), self._series_p(rk, attempt)
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     await pipe.watch(p + "ds", p + "rc")
-                    last = _i(await pipe.hget(p + "s", "last_step"))
+                    last = await self._series_last(pipe, run_p, p)
                     if last is None:
                         # (HGET, not EXISTS: a Cluster pipeline drops EXISTS between WATCH and MULTI)
-                        return Columns() if await pipe.hget(p + "s", "project") is not None else None
+                        return Columns() if await pipe.hget(run_p + "s", "project") is not None else None
                     c0, w1, w2 = (int(x or 0) for x in await pipe.hmget(p + "ds", "c0", "w1", "w2"))
                     lo = 0 if start is None else start
                     hi = last if end is None else min(end, last)
@@ -956,4 +983,5 @@ def _summary(run_id: str, project: str, st: list[bytes | None]) -> RunSummary:
         # alerts stored before alerts named their project get it here
         active_alerts=[{"project": project, **a} for a in json.loads(f["act"])] if f["act"] else [],
         recommendation=json.loads(f["rec"]) if f["rec"] else None,
+        **({"attempts": json.loads(f["att"])} if f["att"] else {}),
     )

@@ -32,11 +32,16 @@ from . import series as ser
 #   a    alerts hash (id -> json)   ar raised_at hash   ak acknowledged_at hash
 #   n    notification claims hash (dedupe key -> time claimed)
 #   act  action reports list
+# The steps of attempt 1 are the keys above (ds raw:<ci> x rc d1 d2 d3); those of a later attempt
+# the same names under the attempt's series prefix (redis.py's _series_p). The current attempt's
+# highest step is the state's last_step; an attempt that a later one closed keeps its own in its
+# ds hash (``last``), written once by the commit that begins the next attempt.
 
 #: The keys of one COMMIT call, in the order KEYS holds them (redis.py builds KEYS from this).
 #: All of them are keys of one run, so they share its hash tag (one Cluster slot); the run and
-#: alert indexes are written by redis.py beside the script, not by it.
-COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims")
+#: alert indexes are written by redis.py beside the script, not by it. ``closed_tiers`` is the ds
+#: hash of the attempt a commit closes (under the run's prefix too).
+COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims", "closed_tiers")
 
 #: The named scalar arguments of one COMMIT call: ARGV starts with their values in this order
 #: (redis.py's ``_commit_call`` writes them from a dict by these names) and the script reads them
@@ -48,18 +53,23 @@ COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims"
 #:   in_order  in-order steps                              advice        '1': the summary fields follow
 #:   health rec last active   the summary (last, active: '' = unchanged)
 #:   meta      metadata JSON ('' = unchanged; a metadata change refreshes every key's TTL)
-#:   segments late extras alerts claims   how many entries each section below holds
+#:   attempt   the attempt the steps go to                 series        its series' key prefix
+#:   timeline  the pipeline's timeline bytes ('' = unchanged)
+#:   attempts  the summary's attempts JSON ('' = unchanged; set: this commit begins ``attempt``, and
+#:             closes the one before it, whose ds hash is KEYS' closed_tiers)
+#:   segments late extras alerts claims later   how many entries each section below holds
 #: Then the sections, in this order: segments (chunk, first slot, count, packed values) of the
 #: in-order steps, late steps (chunk, slot, packed values), extras (step, json, late number or 0),
-#: alerts (id, json), claims (dedupe key).
+#: alerts (id, json), claims (dedupe key), later (the series prefix of each attempt after the
+#: first: their keys live as long as the run's).
 COMMIT_FIELDS = ("expected", "project", "now", "ttl", "prefix", "engine", "last_step", "batch_dups",
-                 "in_order", "advice", "health", "rec", "last", "active", "meta", "segments", "late",
-                 "extras", "alerts", "claims")
+                 "in_order", "advice", "health", "rec", "last", "active", "meta", "attempt", "series",
+                 "timeline", "attempts", "segments", "late", "extras", "alerts", "claims", "later")
 
 _KEY_LOCALS = "\n".join(f"local K_{k} = KEYS[{i}]" for i, k in enumerate(COMMIT_KEYS, 1))
 _FIELD_NAMES = "local FIELDS = {" + ", ".join(f"'{f}'" for f in COMMIT_FIELDS) + "}"
 
-# Returns {0, version, eng, last_step} on a version conflict (the current snapshot),
+# Returns {0, version, eng, last_step, timeline} on a version conflict (the current snapshot),
 #         {1, new version, late flags ('N' stored, 'D' duplicate, 'L' in a downsampled chunk: not
 #          handled here), c0, {raised_at, acknowledged_at or '', created 1/0} per alert,
 #          claim flags ('1' won, '0' claimed before)}
@@ -70,30 +80,36 @@ local i = #FIELDS + 1                        -- the first argument of the sectio
 
 local v = tonumber(redis.call('HGET', K_state, 'v') or '0')
 if v ~= tonumber(H.expected) then
-  local st = redis.call('HMGET', K_state, 'eng', 'last_step')
-  return {0, v, st[1] or '', st[2] or ''}
+  local st = redis.call('HMGET', K_state, 'eng', 'last_step', 'tl')
+  return {0, v, st[1] or '', st[2] or '', st[3] or ''}
 end
 
-local prefix, now = H.prefix, H.now
+local prefix, series, now = H.prefix, H.series, H.now
 local ttl = tonumber(H.ttl)
 -- Keys live ttl + slack after a refresh, and a write refreshes them only when the last refresh is
 -- older than slack: a run lives at least ttl after its last write (at most ttl + slack) and the
 -- usual batch pays for no EXPIRE at all.
 local slack = math.min(3600, math.floor(ttl / 10))
-local chunks_key = prefix .. 'rc'
+local chunks_key = series .. 'rc'
 -- chunk numbers: decimal strings without leading zeros (as Python writes them)
 local function chunk_member(ci) return string.rep('0', 20 - #ci) .. ci end
 local function int_lt(a, b) return #a < #b or (#a == #b and a < b) end
+-- the series keys under a series prefix sp, and its raw chunks that exist (the raw window and
+-- what the last batches wrote): bounded by what is stored, whatever the step numbers
+local function touch_series(sp)
+  for _, k in ipairs({'ds', 'x', 'd1', 'd2', 'd3', 'rc'}) do redis.call('EXPIRE', sp .. k, ttl + slack) end
+  for _, m in ipairs(redis.call('ZRANGE', sp .. 'rc', 0, -1)) do
+    redis.call('EXPIRE', sp .. 'raw:' .. string.match(m, '^0*(%d+)$'), ttl + slack)
+  end
+end
+local later = {}                              -- the series prefixes of the attempts after the first
 local function touch_all()
   if ttl > 0 then
-    for _, k in ipairs({'s', 'ds', 'x', 'a', 'ar', 'ak', 'n', 'act', 'd1', 'd2', 'd3', 'rc'}) do
+    for _, k in ipairs({'s', 'a', 'ar', 'ak', 'n', 'act'}) do
       redis.call('EXPIRE', prefix .. k, ttl + slack)
     end
-    -- the raw chunks that exist (the raw window and what the last batches wrote): bounded by
-    -- what is stored, whatever the step numbers
-    for _, m in ipairs(redis.call('ZRANGE', chunks_key, 0, -1)) do
-      redis.call('EXPIRE', prefix .. 'raw:' .. string.match(m, '^0*(%d+)$'), ttl + slack)
-    end
+    touch_series(prefix)
+    for _, sp in ipairs(later) do touch_series(sp) end
     redis.call('HSET', K_state, 'ttl_at', now)
   end
 end
@@ -115,7 +131,7 @@ local chunk_bytes = data_off + {chunk} * slot_bytes
 -- SETRANGE/SETBIT past the end would grow the string greedily, keeping up to twice its length
 -- allocated. A new chunk enters the run's chunk index.
 local function chunk(ci, last_slot)
-  local key = prefix .. 'raw:' .. ci
+  local key = series .. 'raw:' .. ci
   local need = data_off + (last_slot + 1) * slot_bytes
   local len = redis.call('STRLEN', key)
   if len == 0 then
@@ -202,10 +218,22 @@ for c = 1, n_claim do
   i = i + 1
 end
 if n_claim > 0 and ttl > 0 then redis.call('EXPIRE', K_claims, ttl + slack) end
+for c = 1, tonumber(H.later) do later[c] = ARGV[i]; i = i + 1 end
+
+-- the state's last_step is the current attempt's: the attempt this commit closes keeps its own
+if H.attempts ~= '' and H.attempt ~= '1' then
+  local closed_last = redis.call('HGET', K_state, 'last_step')
+  if closed_last then
+    redis.call('HSET', K_closed_tiers, 'last', closed_last)
+    if ttl > 0 then redis.call('EXPIRE', K_closed_tiers, ttl + slack) end
+  end
+end
 
 local accepted = tonumber(H.in_order) + stored
 local st = {'v', v + 1, 'eng', H.engine}
 if H.last_step ~= '' then table.insert(st, 'last_step'); table.insert(st, H.last_step) end
+if H.timeline ~= '' then table.insert(st, 'tl'); table.insert(st, H.timeline) end
+if H.attempts ~= '' then table.insert(st, 'att'); table.insert(st, H.attempts) end
 if H.advice ~= '' then
   table.insert(st, 'health'); table.insert(st, H.health)
   table.insert(st, 'rec'); table.insert(st, H.rec)
