@@ -188,7 +188,7 @@ def instrumented_app(out: Path):
     for mod, name, part in ((steps, "scope_for", AUTH), (steps, "request_project", AUTH),
                             (steps, "_check_label", AUTH), (steps, "parse_steps", "body parsing (service/ingest.py)"),
                             (steps, "json_response", "response serialisation"),
-                            (steps, "json_safe", "response serialisation"),
+                            (steps, "encode_floats", "response serialisation"),
                             (memory, "run_engine", "detectors (to_batch + Engine.update_batch + advice)"),
                             (rstore, "run_engine", "detectors (to_batch + Engine.update_batch + advice)"),
                             (memory, "alert_record", "alert bookkeeping")):
@@ -360,7 +360,7 @@ def ladder(kinds: list[str], redis: Redis, seconds: float, repeats: int, procs: 
 
 def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     """CPU us per batch of 10 of each step of post_steps, in-process on the same bodies."""
-    from losswatch.detectors.types import json_safe
+    from losswatch.detectors.wire import encode_floats
     from losswatch.service.api.common import json_response, request_project
     from losswatch.service.auth import scope_for
     from losswatch.service.ingest import parse_steps
@@ -415,8 +415,8 @@ def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     reply["recommendation"] = rec.to_dict() if rec is not None else None
     t = time.process_time()
     for _ in range(n_batches):
-        json_response({**reply, "recommendation": json_safe(reply["recommendation"])})
-    common["response serialisation (json_safe + orjson + Response)"] = us(time.process_time() - t)
+        json_response({**reply, "recommendation": encode_floats(reply["recommendation"])})
+    common["response serialisation (encode_floats + orjson + Response)"] = us(time.process_time() - t)
     out["common"] = common
 
     async def ingest_all(store) -> float:
@@ -442,7 +442,7 @@ GROUPS = (  # (group, substring of the file path or function name), first match 
     ("notifications enqueue", "service/notify.py"),
     ("alert bookkeeping", "alert_record"),
     ("response serialisation", "json_response"),
-    ("response serialisation", "json_safe"),
+    ("response serialisation", "encode_floats"),
     ("response serialisation", "detectors/wire.py"),
     ("detectors (Engine.update_batch, to_batch)", "detectors/"),
     ("detectors (Engine.update_batch, to_batch)", "to_batch"),

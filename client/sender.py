@@ -28,6 +28,7 @@ from collections import deque
 from urllib.parse import quote, urlsplit
 
 from .spool import Spool
+from .version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class Transport:
         self._prefix = parts.path.rstrip("/")
         self._timeout = timeout
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
-                         "User-Agent": "losswatch-client/0.1"}
+                         "User-Agent": f"losswatch-client/{__version__}"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None

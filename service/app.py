@@ -14,10 +14,12 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from losswatch.detectors.types import json_safe
+from losswatch.client.version import __version__
+from losswatch.detectors.wire import encode_floats
 
 from .api import actions, alerts, docs, health, page, policies, runs, steps
 from .api import metrics as metrics_api
+from .api.common import http_error_response, store_down_response
 from .api.models import ErrorOut
 from .auth import scope_for
 from .metrics import ServiceMetrics
@@ -132,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="losswatch",
-        version="1.0",
+        version=__version__,
         summary="Training-health monitor: step records in, alerts, advice and Prometheus metrics out.",
         lifespan=lifespan,
         # FastAPI's built-in OpenTelemetry hooks look up the global providers on every request
@@ -154,30 +156,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     page.install(app)
 
-    retry = str(settings.retry_after)
-
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable) -> Response:
-        return Response(orjson.dumps({"detail": f"store unavailable: {exc}"}), status_code=503,
-                        media_type="application/json", headers={"Retry-After": str(exc.retry_after or retry)})
+        return store_down_response(exc, settings.retry_after)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        detail, status = exc.detail, exc.status_code
-        if status == 400:
-            # FastAPI's "error parsing the body" (not JSON, not UTF-8): a 422 like every other bad body
-            status = 422
-        if status == 422 and isinstance(detail, str):
-            # every 422 has the one shape FastAPI documents: a list of {loc, msg, type}
-            detail = [{"loc": ["request"], "msg": detail, "type": "value_error"}]
-        return Response(orjson.dumps({"detail": detail}, default=str), status_code=status,
-                        media_type="application/json", headers=getattr(exc, "headers", None))
+        return http_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         # FastAPI's own handler, but NaN-safe (a rejected NaN in the input must not break the reply)
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
-        return Response(orjson.dumps({"detail": json_safe(errors)}, default=str), status_code=422,
+        return Response(orjson.dumps({"detail": encode_floats(errors)}, default=str), status_code=422,
                         media_type="application/json")
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

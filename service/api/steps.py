@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from losswatch.detectors.types import json_safe
+from losswatch.detectors.wire import encode_floats
 
-from ..auth import Scope, get_scope, scope_for
+from ..auth import scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
@@ -23,9 +23,9 @@ from .common import (
     json_response,
     no_run,
     request_project,
-    store_of,
     visible_run,
 )
+from .deps import ScopeDep, StoreDep, app_services
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["steps"])
@@ -94,8 +94,7 @@ def _check_label(value: str, where: str, name: str) -> None:
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request) -> Response:
-    metrics = request.app.state.metrics
-    settings = request.app.state.settings
+    settings, store, metrics, notifier = app_services(request.app)
     t0 = time.perf_counter()
     code = 500
     try:
@@ -113,7 +112,7 @@ async def post_steps(request: Request) -> Response:
             code = e.status
             return json_response({"detail": e.detail}, e.status)
         where = request_project(scope, project, body_project)
-        res = await store_of(request).ingest(run_id, cols, project=where)
+        res = await store.ingest(run_id, cols, project=where)
         metrics.accepted.inc(res.accepted)
         if res.duplicates:
             metrics.duplicate.inc(res.duplicates)
@@ -124,14 +123,13 @@ async def post_steps(request: Request) -> Response:
                 if a["id"] in uncounted:
                     uncounted.discard(a["id"])
                     metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
-        notifier = request.app.state.notifier
         if notifier is not None and res.alerts:
             notifier.submit(res.alerts, res.project)
         code = 200
         return json_response({
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
-            "alerts": json_safe(res.alerts) if res.alerts else [],
-            "recommendation": json_safe(res.recommendation), "health": res.health,
+            "alerts": encode_floats(res.alerts) if res.alerts else [],
+            "recommendation": encode_floats(res.recommendation), "health": res.health,
         })
     except Exception as e:
         code = _status_of(e)
@@ -149,12 +147,11 @@ async def post_steps(request: Request) -> Response:
                 f"stored than that: {_DOWNSAMPLE_TEXT}",
     responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional[str] = ProjectQuery,
+async def get_steps(store: StoreDep, scope: ScopeDep, run_id: str = RunIdPath,
+                    project: Optional[str] = ProjectQuery,
                     start: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     end: Optional[int] = Query(None, ge=0, le=2**63 - 1),
-                    max_points: Optional[int] = Query(None, ge=4, le=1_000_000),
-                    scope: Scope = Depends(get_scope)) -> Response:
-    store = store_of(request)
+                    max_points: Optional[int] = Query(None, ge=4, le=1_000_000)) -> Response:
     where = request_project(scope, project)
     await visible_run(store, where, run_id)
     cols = await store.read_series(run_id, start, end, project=where)
@@ -171,6 +168,6 @@ async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional
         "series": {
             "step": cols.step, "loss": safe_column(cols.loss), "grad_norm": safe_column(cols.grad_norm),
             "lr": safe_column(cols.lr), "val_loss": safe_column(cols.val_loss), "ts": cols.ts,
-            "extra": [json_safe(x) if x else None for x in cols.extra],
+            "extra": [encode_floats(x) if x else None for x in cols.extra],
         },
     })
