@@ -171,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(orjson.dumps({"detail": encode_floats(errors)}, default=str), status_code=422,
                         media_type="application/json")
 
+    # the ingest fast path inside BodyLimit (which counts its bodies too), outside FastAPI's routing
+    app.add_middleware(steps.IngestRoute, service=app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.auth_enabled:
         app.add_middleware(DocsAuth, tokens=settings.tokens)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from losswatch.detectors.wire import encode_floats
 
@@ -20,12 +24,15 @@ from .common import (
     PROJECT_RULE,
     ProjectQuery,
     RunIdPath,
+    http_error_response,
+    json_bytes,
     json_response,
     no_run,
     request_project,
+    store_down_response,
     visible_run,
 )
-from .deps import ScopeDep, StoreDep, app_services
+from .deps import ScopeDep, Services, StoreDep, app_services
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["steps"])
@@ -94,23 +101,33 @@ def _check_label(value: str, where: str, name: str) -> None:
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request) -> Response:
-    settings, store, metrics, notifier = app_services(request.app)
+    # FastAPI's route, for the spec (and for an app mounted under a root path): an app built by
+    # create_app answers this path in IngestRoute, before FastAPI's routing, with the same code
+    status, body = await ingest_steps(app_services(request.app), request.headers.get("authorization"),
+                                      request.path_params["run_id"], request.query_params.get("project"),
+                                      request.body)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def ingest_steps(services: Services, authorization: str | None, run_id: str, project: str | None,
+                       read_body: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes]:
+    """One POST of step records: (status, JSON body) of the answer, 200 or a refused body's
+    413/422; raises HTTPException (401, 403, a bad run id or ?project=), StoreUnavailable."""
+    settings, store, metrics, notifier = services
     t0 = time.perf_counter()
     code = 500
     try:
-        scope = scope_for(settings.tokens, request.headers.get("authorization"))
-        run_id = request.path_params["run_id"]
+        scope = scope_for(settings.tokens, authorization)
         _check_label(run_id, "path", "run_id")
-        project = request.query_params.get("project")
         if project is not None:
             _check_label(project, "query", "project")
-        body = await request.body()
+        body = await read_body()
         try:
             cols, body_project = parse_steps(body, settings.max_batch_records)
         except IngestError as e:
             metrics.rejected.inc(e.rejected)
             code = e.status
-            return json_response({"detail": e.detail}, e.status)
+            return e.status, json_bytes({"detail": e.detail})
         where = request_project(scope, project, body_project)
         res = await store.ingest(run_id, cols, project=where)
         metrics.accepted.inc(res.accepted)
@@ -126,7 +143,7 @@ async def post_steps(request: Request) -> Response:
         if notifier is not None and res.alerts:
             notifier.submit(res.alerts, res.project)
         code = 200
-        return json_response({
+        return 200, json_bytes({
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
             "alerts": encode_floats(res.alerts) if res.alerts else [],
             "recommendation": encode_floats(res.recommendation), "health": res.health,
@@ -137,6 +154,73 @@ async def post_steps(request: Request) -> Response:
     finally:
         metrics.request(code)
         metrics.ingest_latency.observe(time.perf_counter() - t0)
+
+
+class IngestRoute:
+    """Pure ASGI middleware that answers ``POST /v1/runs/{run_id}/steps`` itself, before FastAPI's
+    routing, and passes every other request on.
+
+    A run flushes a few records every half second, so the service mostly sees small batches, and
+    for those FastAPI's per-request machinery (the routing's regex per route, the Request object,
+    the dependency solver, the exception middleware's context) cost about as much as the detectors
+    (bench/results/ingest-breakdown.md). The answers are those of :func:`post_steps`, byte for byte:
+    the same :func:`ingest_steps`, errors through the app's own answers
+    (:func:`~.common.http_error_response`, :func:`~.common.store_down_response`), and an
+    unexpected exception goes on up to Starlette's 500. Added inside ``BodyLimit``, which still
+    counts the body. An app under a root path is left to FastAPI (its routing strips the prefix).
+    """
+
+    def __init__(self, app: ASGIApp, service: Any) -> None:
+        self.app = app
+        self.service = service  # the FastAPI app: its state holds the store, settings, metrics
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_RUNS)
+                or not path.endswith(_STEPS) or scope.get("root_path")):
+            return await self.app(scope, receive, send)
+        run_id = path[len(_RUNS):-len(_STEPS)]
+        if not run_id or "/" in run_id:  # not this route's path: FastAPI answers (404, 405...)
+            return await self.app(scope, receive, send)
+        authorization = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                authorization = v.decode("latin-1")
+                break
+        project = None
+        if scope["query_string"]:
+            # as Starlette reads a query: latin-1, blank values kept, the last of repeated names
+            project = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)).get("project")
+
+        async def read_body() -> bytes:
+            chunks = []
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(msg.get("body", b""))
+                if not msg.get("more_body", False):
+                    return b"".join(chunks)
+
+        services = app_services(self.service)
+        try:
+            status, body = await ingest_steps(services, authorization, run_id, project, read_body)
+        except StarletteHTTPException as e:
+            await http_error_response(e)(scope, receive, send)
+        except StoreUnavailable as e:
+            await store_down_response(e, services.settings.retry_after)(scope, receive, send)
+        except ClientDisconnect:
+            return  # nobody to answer
+        else:
+            # Starlette's Response would send these same two messages
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-length", str(len(body)).encode()),
+                                    (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+
+
+_RUNS = "/v1/runs/"
+_STEPS = "/steps"
 
 
 @router.get(
