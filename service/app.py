@@ -20,6 +20,7 @@ from losswatch.detectors.wire import encode_floats
 from .api import actions, alerts, docs, health, page, policies, runs, steps
 from .api import metrics as metrics_api
 from .api.common import http_error_response, store_down_response
+from .api.deps import Services
 from .api.models import ErrorOut
 from .auth import scope_for
 from .metrics import ServiceMetrics
@@ -115,22 +116,25 @@ class DocsAuth:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.store = open_store(settings)
+        store = open_store(settings)
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")
-        app.state.notifier = start_notifier(settings, app.state.store, app.state.metrics)
-        preparing = asyncio.create_task(app.state.store.prepare())
+        notifier = start_notifier(settings, store, metrics)
+        # what the routes use (api/deps.py reads it)
+        app.state.services = Services(settings=settings, store=store, metrics=metrics, notifier=notifier)
+        preparing = asyncio.create_task(store.prepare())
         try:
             yield
         finally:
             preparing.cancel()
-            if app.state.notifier is not None:
-                await app.state.notifier.stop()
-            await app.state.store.close()
+            if notifier is not None:
+                await notifier.stop()
+            await store.close()
 
     app = FastAPI(
         title="losswatch",
@@ -144,9 +148,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.notifier = None
-    app.state.metrics = ServiceMetrics()
     common = {401: {"model": ErrorOut, "description": "missing or invalid bearer token (auth on)"},
               403: {"model": ErrorOut, "description": "the token does not cover the project named"},
               503: {"model": ErrorOut, "description": "the store is unavailable; retry after Retry-After"}}

@@ -1,13 +1,13 @@
 """What a route needs from the app, as FastAPI dependencies: the settings, the store, the
 process's metrics, the notifier, the policy database and the caller's scope.
 
-``create_app`` puts them on ``app.state`` (the store once the lifespan has opened it); these
-functions are the only readers, so a route declares what it uses (``store: StoreDep``) and a test
-can swap one with ``app.dependency_overrides[get_store] = ...``. They are ``async def`` because
+The app's lifespan puts them on ``app.state.services`` (a :class:`Services`, once the store is
+open); these functions are the only readers, so a route declares what it uses (``store:
+StoreDep``) and a test can swap one with ``app.dependency_overrides[get_store] = ...``. They are ``async def`` because
 FastAPI runs a plain ``def`` dependency in its thread pool (a thread hop per request), except
 the policy database's, which may open its SQLite file. The ingest fast path
 (:class:`~losswatch.service.api.steps.IngestRoute`) bypasses FastAPI and reads them through
-:func:`app_services` instead, the same attributes in the same one place.
+:func:`app_services` instead (so an override does not reach it).
 """
 
 from __future__ import annotations
@@ -36,24 +36,23 @@ class Services(NamedTuple):
 
 def app_services(app: Any) -> Services:
     """The app's objects, for code outside FastAPI's dependency injection."""
-    s = app.state
-    return Services(s.settings, s.store, s.metrics, s.notifier)
+    return app.state.services
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return request.app.state.services.settings
 
 
 async def get_store(request: Request) -> Store:
-    return request.app.state.store
+    return request.app.state.services.store
 
 
 async def get_metrics(request: Request) -> ServiceMetrics:
-    return request.app.state.metrics
+    return request.app.state.services.metrics
 
 
 async def get_notifier(request: Request) -> Notifier | None:
-    return request.app.state.notifier
+    return request.app.state.services.notifier
 
 
 def get_policy_db(request: Request) -> PolicyDB:
