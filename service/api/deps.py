@@ -1,13 +1,13 @@
 """What a route needs from the app, as FastAPI dependencies: the settings, the store, the
-process's metrics, the notifier, the policy database and the caller's scope.
+process's metrics, the policy database and the caller's scope.
 
-The app's lifespan puts them on ``app.state.services`` (a :class:`Services`, once the store is
-open); these functions are the only readers, so a route declares what it uses (``store:
-StoreDep``) and a test can swap one with ``app.dependency_overrides[get_store] = ...``. They are ``async def`` because
-FastAPI runs a plain ``def`` dependency in its thread pool (a thread hop per request), except
-the policy database's, which may open its SQLite file. The ingest fast path
-(:class:`~losswatch.service.api.steps.IngestRoute`) bypasses FastAPI and reads them through
-:func:`app_services` instead (so an override does not reach it).
+The app's lifespan puts the objects on ``app.state.services`` (a :class:`Services`, once the
+store is open); these functions are the only readers, so a route declares what it uses
+(``store: StoreDep``) and a test can swap one with ``app.dependency_overrides[get_store]``.
+They are ``async def`` because FastAPI runs a plain ``def`` dependency in its thread pool (a
+thread hop per request), except the policy database's, which may open its SQLite file. The
+ingest fast path (:class:`~losswatch.service.api.steps.IngestRoute`) bypasses FastAPI and reads
+them through :func:`app_services` instead (so an override does not reach it).
 """
 
 from __future__ import annotations
@@ -51,10 +51,6 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.services.metrics
 
 
-async def get_notifier(request: Request) -> Notifier | None:
-    return request.app.state.services.notifier
-
-
 def get_policy_db(request: Request) -> PolicyDB:
     """The app's policy database, opened on first use (503 if the file cannot be opened)."""
     db = getattr(request.app.state, "policy_db", None)
@@ -81,5 +77,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 PolicyDBDep = Annotated[PolicyDB, Depends(get_policy_db)]
-NotifierDep = Annotated[Notifier | None, Depends(get_notifier)]
 ScopeDep = Annotated[Scope, Depends(get_scope)]
