@@ -17,7 +17,7 @@ sending batches of 10 records, round robin; a few keep-alive load generator proc
                  (``redis-server --save '' --appendonly no``; stopped at the end).
 
 2. **The service path's parts in-process** (no HTTP, no profiler): CPU time of each step of
-   ``post_steps`` run in a loop on the same bodies: body parsing, auth/scope, the store's ingest
+   ``ingest_steps`` run in a loop on the same bodies: body parsing, auth/scope, the store's ingest
    (memory; Redis with its round trip) through the ingest pipeline, inside it the detectors (``to_batch`` +
    ``Engine.update_batch``) and the engine snapshot (``Engine.to_bytes``, Redis only), metrics,
    response serialisation.
@@ -137,8 +137,6 @@ def instrumented_app(out: Path):
 
     import prometheus_client.metrics as pm
     import redis.commands.core as rcore
-    import starlette.requests as sreq
-    from fastapi.dependencies.models import Dependant
 
     from losswatch.detectors import Engine
     from losswatch.service import app as app_mod
@@ -184,12 +182,13 @@ def instrumented_app(out: Path):
         return w
 
     gc.callbacks.append(lambda phase, _info: enter("garbage collector") if phase == "start" else leave())
-    FW = "FastAPI/Starlette request machinery (routing, middleware, Request/Response, dependencies)"
+    FW = ("ASGI middleware and request/response (Starlette's error middleware, BodyLimit, IngestRoute: "
+          "path, headers, body, reply)")
     AUTH = "auth/scope + label checks"
     for mod, name, part in ((steps, "scope_for", AUTH), (steps, "request_project", AUTH),
                             (steps, "_check_label", AUTH), (steps, "parse_steps", "body parsing (service/ingest.py)"),
-                            (steps, "json_response", "response serialisation"),
-                            (steps, "json_safe", "response serialisation"),
+                            (steps, "json_bytes", "response serialisation"),
+                            (steps, "encode_floats", "response serialisation"),
                             (pipeline, "run_engine", "detectors (to_batch + Engine.update_batch + advice)")):
         setattr(mod, name, sync(getattr(mod, name), part))
     rjson = types.SimpleNamespace(**vars(rstore.json))
@@ -201,7 +200,6 @@ def instrumented_app(out: Path):
                                       "Redis round trip (EVALSHA COMMIT: encode, send, wait, parse)")
     for cls, meth in ((pm.Counter, "inc"), (pm.Histogram, "observe"), (met.ServiceMetrics, "request")):
         setattr(cls, meth, sync(getattr(cls, meth), "metrics"))
-    sreq.Request.body = asyn(sreq.Request.body, FW)
     pipeline.IngestPipeline.ingest = asyn(pipeline.IngestPipeline.ingest, "ingest pipeline (own code)")
     memory.MemoryStore.commit = asyn(memory.MemoryStore.commit, "store (own code)")
     rstore.RedisStore.commit = asyn(rstore.RedisStore.commit, "store (own code)")
@@ -211,15 +209,9 @@ def instrumented_app(out: Path):
         count[0] += 1
         return parse(*a, **k)
     steps.parse_steps = counted_parse
+    # IngestRoute calls it by its module-level name
+    steps.ingest_steps = asyn(steps.ingest_steps, "ingest_steps (own code)")
     fastapi_app = app_mod.create_app()
-    handler = steps.post_steps
-    own = asyn(handler, "post_steps (own code)")
-
-    def patch_handler() -> None:
-        """FastAPI builds the route's Dependant copies lazily: patch every one (after warm-up)."""
-        for o in gc.get_objects():
-            if isinstance(o, Dependant) and o.call is handler:
-                o.call = own
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -231,7 +223,6 @@ def instrumented_app(out: Path):
             leave()
 
     def reset(*_):
-        patch_handler()
         acc.clear()
         count[0] = 0
         last[0] = tt()
@@ -361,7 +352,7 @@ def ladder(kinds: list[str], redis: Redis, seconds: float, repeats: int, procs: 
 def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     """CPU us per batch of 10 of each step of post_steps, in-process on the same bodies."""
     from losswatch.detectors import Engine
-    from losswatch.detectors.types import json_safe
+    from losswatch.detectors.wire import encode_floats
     from losswatch.service.api.common import json_response, request_project
     from losswatch.service.auth import scope_for
     from losswatch.service.ingest import parse_steps
@@ -416,8 +407,8 @@ def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
     reply["recommendation"] = rec.to_dict() if rec is not None else None
     t = time.process_time()
     for _ in range(n_batches):
-        json_response({**reply, "recommendation": json_safe(reply["recommendation"])})
-    common["response serialisation (json_safe + orjson + Response)"] = us(time.process_time() - t)
+        json_response({**reply, "recommendation": encode_floats(reply["recommendation"])})
+    common["response serialisation (encode_floats + orjson + Response)"] = us(time.process_time() - t)
     out["common"] = common
 
     async def ingest_all(store) -> float:
@@ -443,7 +434,7 @@ def parts(redis_url: str, n_batches: int = 3000) -> dict[str, dict[str, float]]:
 GROUPS = (  # (group, substring of the file path or function name), first match wins
     ("notifications enqueue", "service/notify.py"),
     ("response serialisation", "json_response"),
-    ("response serialisation", "json_safe"),
+    ("response serialisation", "encode_floats"),
     ("response serialisation", "detectors/wire.py"),
     ("detectors (Engine.update_batch, to_batch)", "detectors/"),
     ("detectors (Engine.update_batch, to_batch)", "to_batch"),
@@ -457,7 +448,7 @@ GROUPS = (  # (group, substring of the file path or function name), first match 
     ("store (memory / Redis client, Lua call)", "service/stores/"),
     ("store (memory / Redis client, Lua call)", "/redis/"),
     ("store (memory / Redis client, Lua call)", "hiredis"),
-    ("post_steps handler body", "service/api/steps.py"),
+    ("ingest_steps and IngestRoute (service/api/steps.py)", "service/api/steps.py"),
     ("BodyLimit middleware", "service/app.py"),
     ("FastAPI/Starlette request machinery", "starlette/"),
     ("FastAPI/Starlette request machinery", "fastapi/"),
@@ -570,6 +561,8 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=3, help="load generator processes (one connection each)")
     ap.add_argument("--profile", action="store_true", help="also run the service under cProfile")
     ap.add_argument("--out", type=Path, help="write every figure here as JSON")
+    ap.add_argument("--kinds", default="raw,echo,memory,redis", help="the ladder's servers, comma-separated")
+    ap.add_argument("--ladder-only", action="store_true", help="only the per-request CPU ladder (1)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="lw-prof-"))
     redis = Redis(workdir)
@@ -577,8 +570,12 @@ def main() -> int:
         res: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": platform.node(),
                      "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()[0],
                      "command": " ".join(["python", "bench/ingest_profile.py"] + sys.argv[1:])}
-        res["ladder"] = ladder(["raw", "echo", "memory", "redis"], redis, args.seconds, args.repeats,
-                               args.procs, workdir)
+        res["ladder"] = ladder(args.kinds.split(","), redis, args.seconds, args.repeats, args.procs, workdir)
+        if args.ladder_only:
+            print(json.dumps(res["ladder"], indent=1), flush=True)
+            if args.out:
+                args.out.write_text(json.dumps(res, indent=1) + "\n")
+            return 0
         res["parts"] = parts(redis.url)
         print(json.dumps(res["parts"], indent=1), flush=True)
         res["instrumented"] = {k: instrumented(k, redis, args.seconds, workdir) for k in ("memory", "redis")}

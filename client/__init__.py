@@ -8,5 +8,6 @@
 """
 
 from .monitor import Monitor
+from .version import __version__
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "__version__"]

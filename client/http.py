@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from .transport import ServiceError, Transport
 from .values import encode
+from .version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class Connection:
         self._prefix = parts.path.rstrip("/")
         self._timeout = timeout
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
-                         "User-Agent": "losswatch-client/0.1"}
+                         "User-Agent": f"losswatch-client/{__version__}"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None

@@ -22,6 +22,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+try:
+    import msgpack
+except ImportError:  # a client-only install running the detectors locally: the state is JSON
+    msgpack = None
+
 from .base import Detector, _alert_from_state, _snapshot
 from .batch import Batch
 from .dead import DeadDetector
@@ -258,7 +263,11 @@ class Engine:
 
     # -- persistence ---------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The whole state as JSON bytes (NaN and infinities kept as JSON's NaN/Infinity)."""
+        """The whole state as bytes: MessagePack (floats as their 8 bytes, so NaN and infinities
+        come back bit for bit; the Redis store writes this on every batch and msgpack encodes it
+        ~6x faster than the standard library's JSON), or JSON (NaN and infinities as JSON's
+        NaN/Infinity) without msgpack installed or for what MessagePack cannot hold (an integer
+        beyond 64 bits, a lone surrogate in the metadata). :func:`decode_state` reads both."""
         doc = {
             "version": STATE_VERSION, "run_id": self.run_id, "meta": self.meta,
             "params": self.params, "last_step": self._last_step,
@@ -266,12 +275,17 @@ class Engine:
             "detectors": [{"name": d.name, **d.to_state()} for d in self._detectors],
             "incidents": self._incidents.to_state(),
         }
+        if msgpack is not None:
+            try:
+                return msgpack.packb(doc, default=_msgpack_default)
+            except (OverflowError, UnicodeEncodeError, ValueError):
+                pass
         return json.dumps(doc, allow_nan=True, separators=(",", ":"), default=_json_default).encode()
 
     @classmethod
     def from_bytes(cls, b: bytes) -> "Engine":
-        """Rebuild an engine saved by :meth:`to_bytes`."""
-        doc = json.loads(b)
+        """Rebuild an engine saved by :meth:`to_bytes` (either encoding)."""
+        doc = decode_state(b)
         if doc.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported engine state version {doc.get('version')!r}")
         eng = cls.__new__(cls)
@@ -324,6 +338,23 @@ def _restore_detector(dcls: type[Detector], dd: dict[str, Any]) -> Detector:
             except (KeyError, TypeError):
                 det.alert = None
     return det
+
+
+def decode_state(b: bytes) -> dict[str, Any]:
+    """The state document of :meth:`Engine.to_bytes`: JSON (it starts with "{"; states written
+    before MessagePack, or without it) or MessagePack (a map: its first byte is 0x80-0x8f, 0xde
+    or 0xdf). Keys that are not strings stay what they were saved as."""
+    if b[:1] == b"{" or msgpack is None:
+        return json.loads(b)
+    return msgpack.unpackb(b, strict_map_key=False)
+
+
+def _msgpack_default(o: Any) -> Any:
+    """As :func:`_json_default`, but an integer beyond 64 bits (msgpack asks about those too)
+    raises, so the state goes as JSON rather than with that number as text."""
+    if isinstance(o, int):
+        raise OverflowError("an integer beyond 64 bits")
+    return _json_default(o)
 
 
 def _json_default(o: Any) -> Any:

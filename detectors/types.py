@@ -56,19 +56,6 @@ def _num(v: Any) -> float | None:
     return decode_float(v)
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float, at any depth, as "NaN"/"Infinity"/"-Infinity" (JSON has
-    no NaN, and orjson would write null: a NaN must stay visible). Float subclasses (numpy's
-    float64) count as floats; dict keys become strings; tuples become lists."""
-    if isinstance(obj, float):
-        return encode_float(obj)
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 @dataclass(slots=True)
 class Record:
     """One training step. ``step`` is required, everything else optional (None = not logged).

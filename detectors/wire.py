@@ -61,3 +61,16 @@ def encode_float(v: float | None) -> float | str | None:
     if math.isnan(v):
         return "NaN"
     return "Infinity" if v > 0 else "-Infinity"
+
+
+def encode_floats(obj: Any) -> Any:
+    """``obj`` with :func:`encode_float` applied to every float at any depth, ready for a JSON
+    encoder (orjson would write a NaN as null: it must stay visible). Float subclasses (numpy's
+    float64) count as floats; dict keys become strings; tuples become lists."""
+    if isinstance(obj, float):
+        return encode_float(obj)
+    if isinstance(obj, dict):
+        return {str(k): encode_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [encode_floats(v) for v in obj]
+    return obj

@@ -14,10 +14,13 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from losswatch.detectors.types import json_safe
+from losswatch.client.version import __version__
+from losswatch.detectors.wire import encode_floats
 
 from .api import actions, alerts, docs, health, page, policies, runs, steps
 from .api import metrics as metrics_api
+from .api.common import http_error_response, store_down_response
+from .api.deps import Services
 from .api.models import ErrorOut
 from .auth import scope_for
 from .metrics import ServiceMetrics
@@ -114,27 +117,31 @@ class DocsAuth:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.store = open_store(settings)
-        app.state.pipeline = IngestPipeline(app.state.store, engine_cache=settings.redis_engine_cache)
+        store = open_store(settings)
+        pipeline = IngestPipeline(store, engine_cache=settings.redis_engine_cache)
         if not settings.auth_enabled:
             log.warning("losswatch: no LOSSWATCH_TOKENS set: authentication is OFF "
                         "(bind to 127.0.0.1 unless you set tokens)")
-        app.state.notifier = start_notifier(settings, app.state.metrics)
-        preparing = asyncio.create_task(app.state.store.prepare())
+        notifier = start_notifier(settings, metrics)
+        # what the routes use (api/deps.py reads it)
+        app.state.services = Services(settings=settings, store=store, pipeline=pipeline, metrics=metrics,
+                                      notifier=notifier)
+        preparing = asyncio.create_task(store.prepare())
         try:
             yield
         finally:
             preparing.cancel()
-            if app.state.notifier is not None:
-                await app.state.notifier.stop()
-            await app.state.store.close()
+            if notifier is not None:
+                await notifier.stop()
+            await store.close()
 
     app = FastAPI(
         title="losswatch",
-        version="1.0",
+        version=__version__,
         summary="Training-health monitor: step records in, alerts, advice and Prometheus metrics out.",
         lifespan=lifespan,
         # FastAPI's built-in OpenTelemetry hooks look up the global providers on every request
@@ -144,9 +151,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.notifier = None
-    app.state.metrics = ServiceMetrics()
     common = {401: {"model": ErrorOut, "description": "missing or invalid bearer token (auth on)"},
               403: {"model": ErrorOut, "description": "the token does not cover the project named"},
               503: {"model": ErrorOut, "description": "the store is unavailable; retry after Retry-After"}}
@@ -156,32 +160,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     page.install(app)
 
-    retry = str(settings.retry_after)
-
     @app.exception_handler(StoreUnavailable)
     async def _store_down(request: Request, exc: StoreUnavailable) -> Response:
-        return Response(orjson.dumps({"detail": f"store unavailable: {exc}"}), status_code=503,
-                        media_type="application/json", headers={"Retry-After": str(exc.retry_after or retry)})
+        return store_down_response(exc, settings.retry_after)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        detail, status = exc.detail, exc.status_code
-        if status == 400:
-            # FastAPI's "error parsing the body" (not JSON, not UTF-8): a 422 like every other bad body
-            status = 422
-        if status == 422 and isinstance(detail, str):
-            # every 422 has the one shape FastAPI documents: a list of {loc, msg, type}
-            detail = [{"loc": ["request"], "msg": detail, "type": "value_error"}]
-        return Response(orjson.dumps({"detail": detail}, default=str), status_code=status,
-                        media_type="application/json", headers=getattr(exc, "headers", None))
+        return http_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         # FastAPI's own handler, but NaN-safe (a rejected NaN in the input must not break the reply)
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
-        return Response(orjson.dumps({"detail": json_safe(errors)}, default=str), status_code=422,
+        return Response(orjson.dumps({"detail": encode_floats(errors)}, default=str), status_code=422,
                         media_type="application/json")
 
+    # the ingest fast path inside BodyLimit (which counts its bodies too), outside FastAPI's routing
+    app.add_middleware(steps.IngestRoute, service=app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.auth_enabled:
         app.add_middleware(DocsAuth, tokens=settings.tokens)

@@ -12,12 +12,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import HTTPException
 
 from .stores.base import DEFAULT_PROJECT
-
-_bearer = HTTPBearer(auto_error=False, description="a token from LOSSWATCH_TOKENS (when set)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +63,3 @@ def scope_for(tokens: dict[str, frozenset[str]], authorization: str | None) -> S
             return Scope(projects)
     raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-
-async def get_scope(request: Request,
-                    cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Scope:
-    """FastAPI dependency: the caller's scope (declares bearer auth in the OpenAPI spec)."""
-    return scope_for(request.app.state.settings.tokens, request.headers.get("authorization"))

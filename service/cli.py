@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from losswatch.client.version import __version__
+
 # sub-command -> (module under losswatch.service.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the service (embedded in-memory store by default)"),
@@ -28,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="losswatch", description="Training-health monitor.")
+    parser.add_argument("--version", action="version", version=f"losswatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -1,18 +1,19 @@
 """Prometheus metrics (names fixed in notes/contracts.md).
 
 Service-wide counters and the latency histogram live in one registry per app (each replica counts
-what it handled; Prometheus sums replicas). Per-run gauges are NOT kept in process memory: every
-scrape reads the runs active in the last LOSSWATCH_METRICS_TTL seconds from the store, so whichever
-replica Prometheus scrapes, the per-run figures are the same, and a quiet run stops being exported
-(bounded cardinality). NaN values are exported as NaN.
+what it handled; Prometheus sums replicas). Per-run gauges (:class:`RunSeries`, a Collector on the
+same registry) are NOT kept in process memory: every scrape reads the runs active in the last
+LOSSWATCH_METRICS_TTL seconds from the store, so whichever replica Prometheus scrapes, the per-run
+figures are the same, and a quiet run stops being exported (bounded cardinality). NaN values are exported as NaN.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from contextvars import ContextVar
+from typing import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from losswatch.detectors.types import HEALTH_STATES, SEVERITY_RANK
 
@@ -60,6 +61,9 @@ class ServiceMetrics:
             "losswatch_notifications_total", "Webhook notifications by result: sent; failed (an attempt; "
             "retried with backoff); gave_up (no more attempts); rate_limited and queue_full (held back, "
             "never sent); other_replica (claimed by another replica).", ["result"], registry=r)
+        # registered last: the per-run series follow the counters in the exposition
+        self.run_series = RunSeries()
+        r.register(self.run_series)
 
     def request(self, code: int) -> None:
         c = self._codes.get(code)
@@ -71,53 +75,72 @@ class ServiceMetrics:
         self.notifications_total.labels(result).inc()
 
     def render(self, runs: Iterable[RunSummary], store_up: bool) -> bytes:
-        """The whole exposition: counters, then gauges built from the store's runs."""
-        runs = list(runs)
-        fams = [GaugeMetricFamily(name, help_, labels=["run", "project"]) for name, _, help_ in RUN_GAUGES]
-        step = GaugeMetricFamily("losswatch_run_step", "Highest step stored for the run.", labels=["run", "project"])
-        health = GaugeMetricFamily("losswatch_run_health", "Run health: 0 ok, 1 warning, 2 critical.",
-                                   labels=["run", "project"])
-        seen = GaugeMetricFamily("losswatch_run_last_seen_timestamp_seconds",
-                                 "Wall-clock time of the run's last accepted batch.", labels=["run", "project"])
-        active = GaugeMetricFamily("losswatch_run_active_alerts", "1 per active alert kind of the run.",
-                                   labels=["run", "project", "kind", "severity"])
-        # only finished runs get a series (no extra one per running run)
-        finished = GaugeMetricFamily("losswatch_run_finished",
-                                     "1 for a run whose metadata says status 'finished' (its client closed "
-                                     "cleanly): silence is expected, not a hung job.", labels=["run", "project"])
-        for s in runs:
-            lab = [s.run_id, s.project]
-            for fam, (_, key, _) in zip(fams, RUN_GAUGES):
-                v = s.last.get(key)
-                if v is not None:
-                    fam.add_metric(lab, v)
-            if s.last_step is not None:
-                step.add_metric(lab, float(s.last_step))
-            health.add_metric(lab, float(HEALTH_VALUE.get(s.health, 0)))
-            if s.last_seen is not None:
-                seen.add_metric(lab, s.last_seen)
-            if s.meta.get("status") == "finished":
-                finished.add_metric(lab, 1.0)
-            worst: dict[str, str] = {}
-            for a in s.active_alerts:
-                k, sev = a["kind"], a["severity"]
-                if k not in worst or SEVERITY_RANK.get(sev, 0) > SEVERITY_RANK.get(worst[k], 0):
-                    worst[k] = sev
-            for k, sev in sorted(worst.items()):
-                active.add_metric(lab + [k, sev], 1.0)
-        exported = GaugeMetricFamily("losswatch_runs_exported", "Runs exported (active within the TTL).",
-                                     value=len(runs))
-        up = GaugeMetricFamily("losswatch_store_up", "1 if the store answered this scrape.",
-                               value=1.0 if store_up else 0.0)
-        snapshot = _Families([*fams, step, health, seen, finished, active, exported, up])
-        return generate_latest(self.registry) + generate_latest(snapshot)
+        """The whole exposition: this process's counters, then the per-run gauges of ``runs``
+        (what this scrape read from the store; ``store_up``: whether the store answered)."""
+        token = self.run_series.scrape.set((list(runs), store_up))
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self.run_series.scrape.reset(token)
 
 
-class _Families:
-    """Something generate_latest can collect from: a fixed list of metric families."""
+class RunSeries:
+    """A Collector of the per-run gauges, ``losswatch_runs_exported`` and ``losswatch_store_up``.
 
-    def __init__(self, families) -> None:
-        self._families = families
+    They come from the store, read asynchronously by the /metrics route before the (synchronous)
+    collection: the route hands them over in ``scrape``, a context variable, so concurrent scrapes
+    (each of its token's projects) never see each other's runs, and a collection outside a
+    scrape yields none of these series."""
 
-    def collect(self):
-        return iter(self._families)
+    def __init__(self) -> None:
+        self.scrape: ContextVar[tuple[list[RunSummary], bool] | None] = ContextVar("losswatch_scrape", default=None)
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples: their names, so the registry refuses a clash."""
+        return _run_families([], True)
+
+    def collect(self) -> Iterator[Metric]:
+        scrape = self.scrape.get()
+        if scrape is None:
+            return iter(())
+        return _run_families(*scrape)
+
+
+def _run_families(runs: list[RunSummary], store_up: bool) -> Iterator[Metric]:
+    fams = [GaugeMetricFamily(name, help_, labels=["run", "project"]) for name, _, help_ in RUN_GAUGES]
+    step = GaugeMetricFamily("losswatch_run_step", "Highest step stored for the run.", labels=["run", "project"])
+    health = GaugeMetricFamily("losswatch_run_health", "Run health: 0 ok, 1 warning, 2 critical.",
+                               labels=["run", "project"])
+    seen = GaugeMetricFamily("losswatch_run_last_seen_timestamp_seconds",
+                             "Wall-clock time of the run's last accepted batch.", labels=["run", "project"])
+    active = GaugeMetricFamily("losswatch_run_active_alerts", "1 per active alert kind of the run.",
+                               labels=["run", "project", "kind", "severity"])
+    # only finished runs get a series (no extra one per running run)
+    finished = GaugeMetricFamily("losswatch_run_finished",
+                                 "1 for a run whose metadata says status 'finished' (its client closed "
+                                 "cleanly): silence is expected, not a hung job.", labels=["run", "project"])
+    for s in runs:
+        lab = [s.run_id, s.project]
+        for fam, (_, key, _) in zip(fams, RUN_GAUGES):
+            v = s.last.get(key)
+            if v is not None:
+                fam.add_metric(lab, v)
+        if s.last_step is not None:
+            step.add_metric(lab, float(s.last_step))
+        health.add_metric(lab, float(HEALTH_VALUE.get(s.health, 0)))
+        if s.last_seen is not None:
+            seen.add_metric(lab, s.last_seen)
+        if s.meta.get("status") == "finished":
+            finished.add_metric(lab, 1.0)
+        worst: dict[str, str] = {}
+        for a in s.active_alerts:
+            k, sev = a["kind"], a["severity"]
+            if k not in worst or SEVERITY_RANK.get(sev, 0) > SEVERITY_RANK.get(worst[k], 0):
+                worst[k] = sev
+        for k, sev in sorted(worst.items()):
+            active.add_metric(lab + [k, sev], 1.0)
+    exported = GaugeMetricFamily("losswatch_runs_exported", "Runs exported (active within the TTL).",
+                                 value=len(runs))
+    up = GaugeMetricFamily("losswatch_store_up", "1 if the store answered this scrape.",
+                           value=1.0 if store_up else 0.0)
+    return iter([*fams, step, health, seen, finished, active, exported, up])

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, urlsplit
 
+from losswatch.client.version import __version__
 from losswatch.detectors.events import ESCALATED, RAISED
-from losswatch.detectors.types import SEVERITY_RANK, json_safe
+from losswatch.detectors.types import SEVERITY_RANK
+from losswatch.detectors.wire import encode_floats
 
 log = logging.getLogger("losswatch.notify")
 
@@ -134,7 +136,7 @@ def message(alert: dict[str, Any], project: str, public_url: str, held_back: int
         lines.append(f"({held_back} earlier notification(s) of this run held back by the rate limit)")
     return {"text": "\n".join(lines), "event": alert["event"], "run_id": run_id, "project": project,
             "run_url": link, "dedupe_key": dedupe_key(alert), "held_back": held_back,
-            "alert": json_safe(alert)}
+            "alert": encode_floats(alert)}
 
 
 class RunRateLimit:
@@ -172,7 +174,7 @@ class RunRateLimit:
 def post_json(url: str, body: bytes, timeout: float) -> tuple[bool, bool, str]:
     """One POST (blocking; runs in a worker thread). Returns (delivered, worth a retry, why not)."""
     req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json", "User-Agent": "losswatch"})
+                                 headers={"Content-Type": "application/json", "User-Agent": f"losswatch/{__version__}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             r.read()

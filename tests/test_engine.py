@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from detector_helpers import in_batches, one_at_a_time
 from losswatch.detectors import Batch, Engine
+from losswatch.detectors.engine import _json_default, decode_state
 from losswatch.detectors.types import Record
 
 #: Run metadata that adds the SGD-efficiency rule (and reads the first-order feature sums)
@@ -103,15 +104,49 @@ def test_restore_between_batches_and_mid_episode_continues_exactly():
     assert _dicts(out) == _dicts(ref)
 
 
-def test_state_is_json_without_pickle_and_keeps_nan():
+def test_state_is_msgpack_without_pickle_and_keeps_nan():
+    import msgpack
+
     eng = Engine("r", {"project": "p"})
     eng.update(Record(1, 2.0, 1.0, 1e-3))
     eng.update(Record(2, math.nan, math.inf, 1e-3))
     b = eng.to_bytes()
-    assert b.lstrip().startswith(b"{") and b"NaN" in b
+    doc = msgpack.unpackb(b, strict_map_key=False)  # plain data: no code runs to read it
+    assert doc["last_step"] == 2 and doc["run_id"] == "r"
     again = Engine.from_bytes(b)
     assert again.to_bytes() == b
     assert again.last_step == 2 and again.health == "critical"
+
+
+def test_msgpack_and_json_states_restore_the_same_engine():
+    # states written as JSON (before msgpack, or by an install without it) still restore, to an
+    # engine that goes on exactly as the msgpack one does; the two encodings hold the same document
+    import json
+
+    recs = realistic_run(1500, 11)
+    eng = Engine("r", {"project": "p", "lr_schedule": {"name": "cosine", "lr": 1e-3, "total_steps": 3000}})
+    for r in recs[:700]:
+        eng.update(r)
+    packed = eng.to_bytes()
+    doc = decode_state(packed)
+    as_json = json.dumps(doc, allow_nan=True, separators=(",", ":"), default=_json_default).encode()
+    a, b = Engine.from_bytes(packed), Engine.from_bytes(as_json)
+    assert json.dumps(decode_state(a.to_bytes())) == json.dumps(decode_state(b.to_bytes())) == json.dumps(doc)
+    out_a = [x for r in recs[700:] for x in a.update(r)]
+    out_b = [x for r in recs[700:] for x in b.update(r)]
+    out_ref = [x for r in recs[700:] for x in eng.update(r)]
+    assert _dicts(out_a) == _dicts(out_b) == _dicts(out_ref) and out_ref
+
+
+def test_metadata_msgpack_cannot_hold_falls_back_to_json():
+    # a client may put an integer beyond 64 bits or a lone surrogate in its free-form metadata
+    for meta in ({"seed": 2**70}, {"note": "\ud800"}):
+        eng = Engine("r", meta)
+        eng.update(Record(1, 2.0, 1.0, 1e-3))
+        b = eng.to_bytes()
+        assert b.startswith(b"{")
+        again = Engine.from_bytes(b)
+        assert again.meta == meta and again.to_bytes() == b
 
 
 def test_practitioner_example_divergence_before_nan_then_nan_on_it():
@@ -222,7 +257,7 @@ def test_state_from_another_version_restores_what_fits():
     eng = Engine("r")
     for r in realistic_run(300, 3):
         eng.update(r)
-    doc = _json.loads(eng.to_bytes())
+    doc = decode_state(eng.to_bytes())
     doc["detectors"] = [d for d in doc["detectors"] if d["name"] != "slow_progress"]  # older version
     for d in doc["detectors"]:
         if d["name"] == "plateau":
@@ -277,7 +312,7 @@ def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_ru
     eng = Engine("r")
     for s in range(300):
         eng.update(Record(s, 2.3 - 0.002 * s, lr=1e-4))
-    doc = json.loads(eng.to_bytes())
+    doc = decode_state(eng.to_bytes())
     sp = next(d for d in doc["detectors"] if d["name"] == "slow_progress")
     assert sp["state"]["cps"] and all(len(cp) == 4 for cp in sp["state"]["cps"].values())
     for cp in sp["state"]["cps"].values():

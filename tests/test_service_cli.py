@@ -44,3 +44,14 @@ def test_flags_come_from_the_environment_too(service_factory):
     svc = service_factory(env={"LOSSWATCH_MAX_BATCH_RECORDS": "3"})
     r = client(svc.url).post("/v1/runs/env-1/steps", json={"records": [{"step": s} for s in range(4)]})
     assert r.status_code == 413 and "3" in r.text
+
+
+def test_one_version_everywhere(service_proc):
+    from losswatch.client.sender import Transport
+    from losswatch.client.version import __version__
+
+    r = subprocess.run([sys.executable, "-m", "losswatch.service.cli", "--version"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"losswatch {__version__}"
+    assert client(service_proc).get("/openapi.json").json()["info"]["version"] == __version__
+    assert Transport(service_proc)._headers["User-Agent"] == f"losswatch-client/{__version__}"

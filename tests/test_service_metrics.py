@@ -152,3 +152,36 @@ def test_a_503_from_a_store_that_is_down_is_counted_as_503(redis_proc, service_f
     assert _one(s, "losswatch_ingest_requests_total", code="503") == 1
     assert _one(s, "losswatch_ingest_requests_total", code="200") == 1
     assert not [x for x in s["losswatch_ingest_requests_total"] if x.labels["code"] == "500"]
+
+
+def test_the_per_run_series_are_a_collector_of_the_scrape_being_rendered():
+    # in-process: the collector yields the runs handed to render(), only during that rendering,
+    # and its names are registered, so a clashing metric is refused
+    import asyncio
+
+    from prometheus_client import Gauge, generate_latest
+    from prometheus_client.registry import DuplicateTimeseries
+
+    from losswatch.service.metrics import ServiceMetrics
+    from losswatch.service.stores.base import RunSummary
+
+    m = ServiceMetrics()
+    m.request(200)
+
+    async def scrape(run_id: str) -> bytes:
+        await asyncio.sleep(0)
+        return m.render([RunSummary(run_id, "p", last={"loss": float("nan")}, last_step=7)], True)
+
+    async def both() -> list[bytes]:
+        return await asyncio.gather(scrape("a"), scrape("b"))
+
+    a, b = (_samples(t.decode()) for t in asyncio.run(both()))
+    assert math.isnan(_one(a, "losswatch_run_loss", run="a", project="p"))
+    assert _one(b, "losswatch_run_step", run="b", project="p") == 7
+    assert [s.labels["run"] for s in a["losswatch_run_step"]] == ["a"]
+    assert _one(a, "losswatch_ingest_requests_total", code="200") == 1
+    assert _one(a, "losswatch_store_up") == 1
+    outside = _samples(generate_latest(m.registry).decode())
+    assert "losswatch_store_up" not in outside and "losswatch_ingest_requests_total" in outside
+    with pytest.raises(DuplicateTimeseries):
+        Gauge("losswatch_store_up", "a clash", registry=m.registry)

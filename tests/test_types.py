@@ -37,12 +37,12 @@ def test_two_detectors_of_one_kind_opening_on_one_step_get_distinct_ids():
     assert a.id != b.id
 
 
-def test_json_safe_keeps_non_finite_values_visible_at_any_depth():
+def test_encode_floats_keeps_non_finite_values_visible_at_any_depth():
     import numpy as np
 
-    from losswatch.detectors.types import json_safe
+    from losswatch.detectors.wire import encode_floats
 
     doc = {"a": float("nan"), 3: [float("inf"), (np.float64("-inf"), 1.5)], "s": "x"}
-    out = json_safe(doc)
+    out = encode_floats(doc)
     assert out == {"a": "NaN", "3": ["Infinity", ["-Infinity", 1.5]], "s": "x"}
     json.dumps(out, allow_nan=False)  # strict JSON

@@ -192,14 +192,15 @@ def optimizer_meta(optimizer: Any) -> dict[str, Any]:
     return out
 
 
-def json_safe(d: Any, depth: int = 0) -> Any:
-    """Run metadata (a trial config, training arguments) reduced to JSON-safe values."""
+def plain_metadata(d: Any, depth: int = 0) -> Any:
+    """Run metadata (a trial config, training arguments) reduced to plain JSON values: nesting
+    cut at depth 4 and lists at 100 items, a non-finite float and any other object as its text."""
     if depth > 4:
         return str(d)
     if isinstance(d, dict):
-        return {str(k): json_safe(v, depth + 1) for k, v in d.items()}
+        return {str(k): plain_metadata(v, depth + 1) for k, v in d.items()}
     if isinstance(d, (list, tuple)):
-        return [json_safe(v, depth + 1) for v in d][:100]
+        return [plain_metadata(v, depth + 1) for v in d][:100]
     if isinstance(d, bool) or d is None or isinstance(d, (int, str)):
         return d
     if isinstance(d, float):

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
+from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, lazy_class, number, optimizer_meta, plain_metadata
 from .torch import current_lr, global_grad_norm
 
 __all__ = ["LosswatchCallback"]
@@ -143,7 +143,7 @@ def _build() -> type:
             self._val_next: Any = None  # an eval_loss of a step already sent: joins the next record
 
         def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw):
-            meta = json_safe({
+            meta = plain_metadata({
                 "framework": "transformers",
                 "lr": args.learning_rate,
                 "batch_size": args.per_device_train_batch_size,

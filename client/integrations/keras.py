@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..acting import Actor
-from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, json_safe, lazy_class, optimizer_meta
+from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, lazy_class, optimizer_meta, plain_metadata
 
 __all__ = ["LosswatchCallback", "KerasActor"]
 
@@ -132,7 +132,7 @@ def _build() -> type:
             opt = self.model.optimizer
             meta = {"framework": "keras", "backend": keras.backend.backend(),
                     **optimizer_meta(opt), "lr": _to_float(keras, opt.learning_rate)}
-            self.session.open(default_run_id=f"{self.model.name}-{uuid.uuid4().hex[:8]}", meta=json_safe(meta))
+            self.session.open(default_run_id=f"{self.model.name}-{uuid.uuid4().hex[:8]}", meta=plain_metadata(meta))
             if self.session.acting and self.session.actor is None:
                 self.session.make_actor(opt, actor_cls=KerasActor, on_stop=self._stop)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, json_safe, lazy_class, number, optimizer_meta
+from ._common import NO_LOSS_AFTER, NoLossWatch, Session, SessionCallback, lazy_class, number, optimizer_meta, plain_metadata
 from .torch import current_lr, global_grad_norm
 
 __all__ = ["LosswatchCallback"]
@@ -92,7 +92,7 @@ def _build() -> type:
             if opt is not None:
                 meta.update(optimizer_meta(opt))
                 meta["lr"] = current_lr(opt)
-            self.session.open(default_run_id=default, meta=json_safe(meta))
+            self.session.open(default_run_id=default, meta=plain_metadata(meta))
             if self.session.acting and self.session.actor is None:
                 configs = trainer.lr_scheduler_configs
                 sched = configs[0].scheduler if configs else None

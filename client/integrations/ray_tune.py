@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import NO_LOSS_AFTER, NoLossWatch, json_safe, lazy_class, number
+from ._common import NO_LOSS_AFTER, NoLossWatch, lazy_class, number, plain_metadata
 
 __all__ = ["LosswatchTuneCallback"]
 
@@ -101,7 +101,7 @@ def _build() -> type:
                 from ..monitor import Monitor
 
                 project = self.project or trial.experiment_dir_name
-                meta = json_safe({"framework": "ray_tune", "experiment": trial.experiment_dir_name,
+                meta = plain_metadata({"framework": "ray_tune", "experiment": trial.experiment_dir_name,
                                   "trial_name": str(trial), "config": trial.config})
                 mon = Monitor(run_id=trial.trial_id, url=self.url, project=project, meta=meta,
                               token=self.token, **self.monitor_options)

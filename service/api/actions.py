@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
-from losswatch.detectors.types import json_safe
+from losswatch.detectors.wire import encode_floats
 
-from ..auth import Scope, get_scope
-from .common import ProjectQuery, RunIdPath, json_response, no_run, request_project, store_of, visible_run
+from .common import ProjectQuery, RunIdPath, json_response, no_run, request_project, visible_run
+from .deps import MetricsDep, ScopeDep, StoreDep
 from .models import ActionReportIn, ActionReportOut, ErrorOut
 
 router = APIRouter(prefix="/v1/runs", tags=["actions"])
@@ -22,18 +22,17 @@ router = APIRouter(prefix="/v1/runs", tags=["actions"])
              description="Stored in the run's alert history (GET /v1/runs/{run_id}/alerts); an applied "
                          "(not dry-run) action counts in losswatch_actions_applied_total{type}.",
              responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-async def report_action(request: Request, report: ActionReportIn, run_id: str = RunIdPath,
-                        project: Optional[str] = ProjectQuery, scope: Scope = Depends(get_scope)) -> Response:
-    store = store_of(request)
+async def report_action(report: ActionReportIn, store: StoreDep, scope: ScopeDep, metrics: MetricsDep,
+                        run_id: str = RunIdPath, project: Optional[str] = ProjectQuery) -> Response:
     where = request_project(scope, project)
     await visible_run(store, where, run_id)
     atype = report.action.type
-    stored = json_safe({"run_id": run_id, "project": where, **report.model_dump(mode="json"),
+    stored = encode_floats({"run_id": run_id, "project": where, **report.model_dump(mode="json"),
                         "reported_at": time.time()})
     try:
         stored = await store.record_action(run_id, stored, project=where)
     except KeyError:
         raise HTTPException(404, no_run(where, run_id)) from None
     if report.applied and not report.dry_run:
-        request.app.state.metrics.actions_applied_total.labels(atype).inc()
+        metrics.actions_applied_total.labels(atype).inc()
     return json_response(stored, 201)

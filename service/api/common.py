@@ -1,4 +1,5 @@
-"""Helpers the routers share: JSON responses that keep NaN visible, the project a request acts in, run look-up."""
+"""Helpers the routers share: JSON responses that keep NaN visible, error answers, the project a
+request acts in, run look-up."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import json
 from typing import Any
 
 import orjson
-from fastapi import HTTPException, Path, Query, Request
+from fastapi import HTTPException, Path, Query
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from losswatch.detectors.types import json_safe
-from losswatch.detectors.wire import VALUE_FIELDS
+from losswatch.detectors.wire import VALUE_FIELDS, encode_floats
 
 from ..auth import Scope
 from ..ingest import LABEL_RULE
-from ..pipeline import IngestPipeline
-from ..stores.base import RunSummary, Store
+from ..stores.base import RunSummary, Store, StoreUnavailable
 from .models import LABEL_PATTERN
 
 RunIdPath = Path(..., pattern=LABEL_PATTERN, description=LABEL_RULE)
@@ -24,29 +24,44 @@ PROJECT_RULE = ("the run's project (a run is named by project and run id): neede
 ProjectQuery = Query(None, pattern=LABEL_PATTERN, description=PROJECT_RULE)
 
 
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """orjson-encoded response; ``obj`` must already be JSON-safe (see :func:`json_safe`).
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as JSON, orjson-encoded; ``obj`` must already be JSON-safe (see :func:`encode_floats`).
 
     orjson refuses integers beyond 64 bits (which a client may put in free-form metadata): the
     standard library writes those."""
     try:
-        body = orjson.dumps(obj)
+        return orjson.dumps(obj)
     except TypeError:
-        body = json.dumps(obj, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def store_of(request: Request) -> Store:
-    return request.app.state.store
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response of :func:`json_bytes`."""
+    return Response(json_bytes(obj), status_code=status, media_type="application/json", headers=headers)
 
 
-def pipeline_of(request: Request) -> IngestPipeline:
-    """Where writes that run the detectors go (a batch, a metadata change)."""
-    return request.app.state.pipeline
+def http_error_response(exc: StarletteHTTPException) -> Response:
+    """The answer to an HTTPException, ``{"detail": ...}``: FastAPI's 400 "error parsing the body"
+    (not JSON, not UTF-8) is a 422 like every other bad body, and every 422 has the one shape
+    FastAPI documents, a list of {loc, msg, type}."""
+    detail, status = exc.detail, exc.status_code
+    if status == 400:
+        status = 422
+    if status == 422 and isinstance(detail, str):
+        detail = [{"loc": ["request"], "msg": detail, "type": "value_error"}]
+    return Response(orjson.dumps({"detail": detail}, default=str), status_code=status,
+                    media_type="application/json", headers=getattr(exc, "headers", None))
+
+
+def store_down_response(exc: StoreUnavailable, retry_after: int) -> Response:
+    """The 503 for a store that is down, busy or too slow, with Retry-After (the store's own
+    figure when it has one, else ``retry_after``)."""
+    return Response(orjson.dumps({"detail": f"store unavailable: {exc}"}), status_code=503,
+                    media_type="application/json", headers={"Retry-After": str(exc.retry_after or retry_after)})
 
 
 def run_dict(s: RunSummary) -> dict[str, Any]:
-    return json_safe({
+    return encode_floats({
         "run_id": s.run_id, "project": s.project, "meta": s.meta, "created_at": s.created_at,
         "last_seen": s.last_seen, "last_step": s.last_step, "n_steps": s.n_steps,
         "duplicates": s.duplicates, "out_of_order": s.out_of_order,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from ..auth import Scope, get_scope
 from ..stores.base import StoreUnavailable
 from .common import json_response
+from .deps import SettingsDep, StoreDep, get_scope
 from .models import ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -22,10 +22,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadyOut, summary="The store is reachable",
-            responses={503: {"model": ReadyOut}})
-async def readyz(request: Request, scope: Scope = Depends(get_scope)) -> Response:
-    store = request.app.state.store
-    settings = request.app.state.settings
+            responses={503: {"model": ReadyOut}}, dependencies=[Depends(get_scope)])
+async def readyz(store: StoreDep, settings: SettingsDep) -> Response:
     try:
         # the store gives up after its own timeout; this bounds a store that would not
         await asyncio.wait_for(store.ping(), timeout=2 * settings.store_timeout_ms / 1000)

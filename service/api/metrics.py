@@ -5,22 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..auth import Scope, get_scope
 from ..stores.base import StoreUnavailable
+from .deps import MetricsDep, ScopeDep, SettingsDep, StoreDep
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
-async def metrics(request: Request, scope: Scope = Depends(get_scope)) -> Response:
-    app = request.app
-    since = time.time() - app.state.settings.metrics_ttl
-    store = app.state.store
+async def metrics(store: StoreDep, settings: SettingsDep, service_metrics: MetricsDep, scope: ScopeDep) -> Response:
+    since = time.time() - settings.metrics_ttl
     # still answer when the store cannot: the counters are this process's own, and
     # losswatch_store_up says so. Up means what /readyz means (the store takes a write: a
     # Redis out of memory still serves the per-run gauges, but no batch).
@@ -33,4 +31,4 @@ async def metrics(request: Request, scope: Scope = Depends(get_scope)) -> Respon
     up = not isinstance(ping, StoreUnavailable) and not isinstance(runs, StoreUnavailable)
     if isinstance(runs, StoreUnavailable):
         runs = []
-    return Response(app.state.metrics.render(runs, up), media_type=CONTENT_TYPE_LATEST)
+    return Response(service_metrics.render(runs, up), media_type=CONTENT_TYPE_LATEST)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Path, Query
 
-from ..auth import Scope, get_scope
-from ..lr.policy_db import SQL_INT_MAX, PolicyDB, PolicyEntry
+from ..auth import Scope
+from ..lr.policy_db import SQL_INT_MAX, PolicyEntry
+from .deps import PolicyDBDep, ScopeDep
 from .models import LABEL_PATTERN, ErrorOut
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
@@ -26,18 +27,6 @@ MAX_ENTRIES_PER_POST = 1000
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such entry visible to this token"}}
 
 
-def policy_db(request: Request) -> PolicyDB:
-    """The app's policy database, opened on first use."""
-    db = getattr(request.app.state, "policy_db", None)
-    if db is None:
-        try:
-            db = PolicyDB()
-        except ValueError as e:
-            raise HTTPException(503, f"policy database unavailable: {e}") from None
-        request.app.state.policy_db = db
-    return db
-
-
 def _filters(scope: Scope, model_family: str | None, dataset: str | None, optimizer: str | None,
              batch_size: int | None, max_steps: int | None, metric: str | None = None) -> dict[str, Any]:
     return {"model_family": model_family, "dataset": dataset, "optimizer": optimizer, "batch_size": batch_size,
@@ -45,12 +34,12 @@ def _filters(scope: Scope, model_family: str | None, dataset: str | None, optimi
 
 
 @router.get("", summary="List policy entries (filter by task, step budget, policy name, source)")
-def list_policies(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
+def list_policies(scope: ScopeDep, db: PolicyDBDep,
+                  model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
                   batch_size: int | None = Query(None, ge=1, le=SQL_INT_MAX),
                   max_steps: int | None = Query(None, ge=0, le=SQL_INT_MAX),
                   policy_name: str | None = None, source: str | None = None,
-                  limit: int = Query(1000, ge=1, le=100_000),
-                  scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+                  limit: int = Query(1000, ge=1, le=100_000)) -> dict[str, Any]:
     f = _filters(scope, model_family, dataset, optimizer, batch_size, max_steps)
     rows = db.list(limit=limit, policy_name=policy_name, source=source, **f)
     return {"policies": [e.to_dict() for e in rows]}
@@ -58,11 +47,11 @@ def list_policies(model_family: str | None = None, dataset: str | None = None, o
 
 @router.get("/best", summary="The best non-diverged policy for a task, optionally under a step budget",
             responses={404: {"model": ErrorOut, "description": "no entry matches the task"}})
-def best_policy(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
+def best_policy(scope: ScopeDep, db: PolicyDBDep,
+                model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
                 batch_size: int | None = Query(None, ge=1, le=SQL_INT_MAX),
                 max_steps: int | None = Query(None, ge=0, le=SQL_INT_MAX),
-                metric: str | None = None,
-                scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+                metric: str | None = None) -> dict[str, Any]:
     e = db.best(**_filters(scope, model_family, dataset, optimizer, batch_size, max_steps, metric))
     if e is None:
         raise HTTPException(404, "no policy entry matches this task" + (f" within {max_steps} steps" if max_steps else ""))
@@ -83,10 +72,10 @@ def _owner(scope: Scope, query_project: str | None, entries: list[Any]) -> str:
              description="The body is one policy entry (task fields, policy, metrics...) or "
                          "{\"entries\": [entry, ...]}. The entries belong to the writer's project.",
              responses={403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-def add_policies(body: dict[str, Any] = Body(...),
+def add_policies(scope: ScopeDep, db: PolicyDBDep, body: dict[str, Any] = Body(...),
                  project: Optional[str] = Query(None, pattern=LABEL_PATTERN,
-                                                description="the entries' project (a token of several)"),
-                 scope: Scope = Depends(get_scope), db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+                                                description="the entries' project (a token of several)")
+                 ) -> dict[str, Any]:
     if "entries" in body:
         entries = body["entries"]
         if not isinstance(entries, list) or not entries:
@@ -107,8 +96,8 @@ def add_policies(body: dict[str, Any] = Body(...),
 
 
 @router.get("/{entry_id}", summary="One entry", responses=NOT_FOUND)
-def get_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = Depends(get_scope),
-               db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+def get_policy(scope: ScopeDep, db: PolicyDBDep,
+               entry_id: int = Path(..., ge=1, le=SQL_INT_MAX)) -> dict[str, Any]:
     e = db.get(entry_id, projects=scope.projects)
     if e is None:
         raise HTTPException(404, f"no policy entry {entry_id}")
@@ -117,8 +106,8 @@ def get_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = D
 
 @router.delete("/{entry_id}", summary="Delete one entry of the caller's project",
                responses={**NOT_FOUND, 403: {"model": ErrorOut, "description": "a public entry (read-only)"}})
-def delete_policy(entry_id: int = Path(..., ge=1, le=SQL_INT_MAX), scope: Scope = Depends(get_scope),
-                  db: PolicyDB = Depends(policy_db)) -> dict[str, Any]:
+def delete_policy(scope: ScopeDep, db: PolicyDBDep,
+                  entry_id: int = Path(..., ge=1, le=SQL_INT_MAX)) -> dict[str, Any]:
     e = db.get(entry_id, projects=scope.projects)
     if e is None:
         raise HTTPException(404, f"no policy entry {entry_id}")

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from ..auth import Scope, get_scope
-from .common import (
-    ProjectQuery,
-    RunIdPath,
-    json_response,
-    pipeline_of,
-    request_project,
-    run_dict,
-    store_of,
-    visible_run,
-)
+from .common import ProjectQuery, RunIdPath, json_response, request_project, run_dict, visible_run
+from .deps import PipelineDep, ScopeDep, StoreDep
 from .models import LABEL_PATTERN, ErrorOut, Health, RunMetaIn, RunOut, RunsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -33,33 +24,32 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
                 "(they must agree), else the token's only project, else (auth off) `default`.",
     responses={403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def put_run(request: Request, meta: RunMetaIn, run_id: str = RunIdPath,
-                  project: Optional[str] = ProjectQuery, scope: Scope = Depends(get_scope)) -> Response:
+async def put_run(meta: RunMetaIn, pipeline: PipelineDep, scope: ScopeDep, run_id: str = RunIdPath,
+                  project: Optional[str] = ProjectQuery) -> Response:
     data = meta.model_dump(mode="json", exclude_none=True)
     if meta.lr_schedule is not None:
         data["lr_schedule"] = meta.lr_schedule.flat()
     where = request_project(scope, project, data.get("project"))
-    s = await pipeline_of(request).put_meta(run_id, data, project=where)
+    s = await pipeline.put_meta(run_id, data, project=where)
     return json_response(run_dict(s))
 
 
 @router.get("", response_model=RunsOut, summary="List runs (each with its project)")
-async def list_runs(request: Request,
+async def list_runs(store: StoreDep, scope: ScopeDep,
                     project: Optional[str] = Query(None, pattern=LABEL_PATTERN),
                     health: Optional[Health] = None,
                     active_since: Optional[float] = Query(None, description="seconds since the epoch",
-                                                          allow_inf_nan=False),
-                    scope: Scope = Depends(get_scope)) -> Response:
+                                                          allow_inf_nan=False)) -> Response:
     projects = scope.projects
     if project is not None:
         projects = frozenset([project]) if scope.allows(project) else frozenset()
-    runs = await store_of(request).list_runs(projects=projects, health=health, active_since=active_since)
+    runs = await store.list_runs(projects=projects, health=health, active_since=active_since)
     return json_response({"runs": [run_dict(s) for s in runs]})
 
 
 @router.get("/{run_id}", response_model=RunOut, summary="One run: last values, health, active alerts, advice",
             responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-async def get_run(request: Request, run_id: str = RunIdPath, project: Optional[str] = ProjectQuery,
-                  scope: Scope = Depends(get_scope)) -> Response:
-    s = await visible_run(store_of(request), request_project(scope, project), run_id)
+async def get_run(store: StoreDep, scope: ScopeDep, run_id: str = RunIdPath,
+                  project: Optional[str] = ProjectQuery) -> Response:
+    s = await visible_run(store, request_project(scope, project), run_id)
     return json_response(run_dict(s))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Awaitable, Callable, Optional
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
-from losswatch.detectors.types import json_safe
+from losswatch.detectors.wire import encode_floats
 
 from ..attempts import MAX_ATTEMPTS
-from ..auth import Scope, get_scope, scope_for
+from ..auth import scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
@@ -21,13 +25,15 @@ from .common import (
     PROJECT_RULE,
     ProjectQuery,
     RunIdPath,
+    http_error_response,
+    json_bytes,
     json_response,
     no_run,
-    pipeline_of,
     request_project,
-    store_of,
+    store_down_response,
     visible_run,
 )
+from .deps import ScopeDep, Services, StoreDep, app_services
 from .models import LABEL_PATTERN, ErrorOut, SeriesOut, StepsIn, StepsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["steps"])
@@ -96,26 +102,35 @@ def _check_label(value: str, where: str, name: str) -> None:
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request) -> Response:
-    metrics = request.app.state.metrics
-    settings = request.app.state.settings
+    # FastAPI's route, for the spec (and for an app mounted under a root path): an app built by
+    # create_app answers this path in IngestRoute, before FastAPI's routing, with the same code
+    status, body = await ingest_steps(app_services(request.app), request.headers.get("authorization"),
+                                      request.path_params["run_id"], request.query_params.get("project"),
+                                      request.body)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def ingest_steps(services: Services, authorization: str | None, run_id: str, project: str | None,
+                       read_body: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes]:
+    """One POST of step records: (status, JSON body) of the answer, 200 or a refused body's
+    413/422; raises HTTPException (401, 403, a bad run id or ?project=), StoreUnavailable."""
+    settings, pipeline, metrics, notifier = services.settings, services.pipeline, services.metrics, services.notifier
     t0 = time.perf_counter()
     code = 500
     try:
-        scope = scope_for(settings.tokens, request.headers.get("authorization"))
-        run_id = request.path_params["run_id"]
+        scope = scope_for(settings.tokens, authorization)
         _check_label(run_id, "path", "run_id")
-        project = request.query_params.get("project")
         if project is not None:
             _check_label(project, "query", "project")
-        body = await request.body()
+        body = await read_body()
         try:
             cols, body_project = parse_steps(body, settings.max_batch_records)
         except IngestError as e:
             metrics.rejected.inc(e.rejected)
             code = e.status
-            return json_response({"detail": e.detail}, e.status)
+            return e.status, json_bytes({"detail": e.detail})
         where = request_project(scope, project, body_project)
-        res = await pipeline_of(request).ingest(run_id, cols, project=where)
+        res = await pipeline.ingest(run_id, cols, project=where)
         metrics.accepted.inc(res.accepted)
         if res.duplicates:
             metrics.duplicate.inc(res.duplicates)
@@ -126,14 +141,13 @@ async def post_steps(request: Request) -> Response:
                 if a["id"] in uncounted:
                     uncounted.discard(a["id"])
                     metrics.alerts_total.labels(a["kind"], a["severity"]).inc()
-        notifier = request.app.state.notifier
         if notifier is not None and res.notify:
             notifier.submit(res.notify, res.project)
         code = 200
-        return json_response({
+        return 200, json_bytes({
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
-            "alerts": json_safe(res.alerts) if res.alerts else [],
-            "recommendation": json_safe(res.recommendation), "health": res.health,
+            "alerts": encode_floats(res.alerts) if res.alerts else [],
+            "recommendation": encode_floats(res.recommendation), "health": res.health,
         })
     except Exception as e:
         code = _status_of(e)
@@ -141,6 +155,73 @@ async def post_steps(request: Request) -> Response:
     finally:
         metrics.request(code)
         metrics.ingest_latency.observe(time.perf_counter() - t0)
+
+
+class IngestRoute:
+    """Pure ASGI middleware that answers ``POST /v1/runs/{run_id}/steps`` itself, before FastAPI's
+    routing, and passes every other request on.
+
+    A run flushes a few records every half second, so the service mostly sees small batches, and
+    for those FastAPI's per-request machinery (the routing's regex per route, the Request object,
+    the dependency solver, the exception middleware's context) cost about as much as the detectors
+    (bench/results/ingest-breakdown.md). The answers are those of :func:`post_steps`, byte for byte:
+    the same :func:`ingest_steps`, errors through the app's own answers
+    (:func:`~.common.http_error_response`, :func:`~.common.store_down_response`), and an
+    unexpected exception goes on up to Starlette's 500. Added inside ``BodyLimit``, which still
+    counts the body. An app under a root path is left to FastAPI (its routing strips the prefix).
+    """
+
+    def __init__(self, app: ASGIApp, service: Any) -> None:
+        self.app = app
+        self.service = service  # the FastAPI app: its state holds the store, settings, metrics
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_RUNS)
+                or not path.endswith(_STEPS) or scope.get("root_path")):
+            return await self.app(scope, receive, send)
+        run_id = path[len(_RUNS):-len(_STEPS)]
+        if not run_id or "/" in run_id:  # not this route's path: FastAPI answers (404, 405...)
+            return await self.app(scope, receive, send)
+        authorization = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                authorization = v.decode("latin-1")
+                break
+        project = None
+        if scope["query_string"]:
+            # as Starlette reads a query: latin-1, blank values kept, the last of repeated names
+            project = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)).get("project")
+
+        async def read_body() -> bytes:
+            chunks = []
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(msg.get("body", b""))
+                if not msg.get("more_body", False):
+                    return b"".join(chunks)
+
+        services = app_services(self.service)
+        try:
+            status, body = await ingest_steps(services, authorization, run_id, project, read_body)
+        except StarletteHTTPException as e:
+            await http_error_response(e)(scope, receive, send)
+        except StoreUnavailable as e:
+            await store_down_response(e, services.settings.retry_after)(scope, receive, send)
+        except ClientDisconnect:
+            return  # nobody to answer
+        else:
+            # Starlette's Response would send these same two messages
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-length", str(len(body)).encode()),
+                                    (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+
+
+_RUNS = "/v1/runs/"
+_STEPS = "/steps"
 
 
 @router.get(
@@ -153,14 +234,13 @@ async def post_steps(request: Request) -> Response:
                 f"stored than that: {_DOWNSAMPLE_TEXT}",
     responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional[str] = ProjectQuery,
+async def get_steps(store: StoreDep, scope: ScopeDep, run_id: str = RunIdPath,
+                    project: Optional[str] = ProjectQuery,
                     start: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     end: Optional[int] = Query(None, ge=0, le=2**63 - 1),
                     max_points: Optional[int] = Query(None, ge=4, le=1_000_000),
                     attempt: Optional[int] = Query(None, ge=1, le=MAX_ATTEMPTS,
-                                                   description="one attempt of the run (1: the first)"),
-                    scope: Scope = Depends(get_scope)) -> Response:
-    store = store_of(request)
+                                                   description="one attempt of the run (1: the first)")) -> Response:
     where = request_project(scope, project)
     await visible_run(store, where, run_id)
     cols = await store.read_series(run_id, start, end, project=where, attempt=attempt)
@@ -178,6 +258,6 @@ async def get_steps(request: Request, run_id: str = RunIdPath, project: Optional
         "series": {
             "step": cols.step, "loss": safe_column(cols.loss), "grad_norm": safe_column(cols.grad_norm),
             "lr": safe_column(cols.lr), "val_loss": safe_column(cols.val_loss), "ts": cols.ts,
-            "extra": [json_safe(x) if x else None for x in cols.extra],
+            "extra": [encode_floats(x) if x else None for x in cols.extra],
         },
     })

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from losswatch.detectors.types import SEVERITY_RANK, json_safe
+from losswatch.detectors.types import SEVERITY_RANK
+from losswatch.detectors.wire import encode_floats
 from losswatch.service.readers import FORMATS, ReadError, chunked, parse_tag_map, read_run
 
 EXIT_READ_ERROR = 2
@@ -134,7 +135,7 @@ class _JsonlPrinter:
         self.out = out
 
     def emit(self, event: str, alert: dict[str, Any]) -> None:
-        self.out.write(json.dumps({"event": event, **json_safe(alert)}, allow_nan=False) + "\n")
+        self.out.write(json.dumps({"event": event, **encode_floats(alert)}, allow_nan=False) + "\n")
 
     def close(self) -> None:
         self.out.flush()

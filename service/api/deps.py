@@ -1,0 +1,87 @@
+"""What a route needs from the app, as FastAPI dependencies: the settings, the store, the
+ingest pipeline, the process's metrics, the policy database and the caller's scope.
+
+The app's lifespan puts the objects on ``app.state.services`` (a :class:`Services`, once the
+store is open); these functions are the only readers, so a route declares what it uses
+(``store: StoreDep``) and a test can swap one with ``app.dependency_overrides[get_store]``.
+They are ``async def`` because FastAPI runs a plain ``def`` dependency in its thread pool (a
+thread hop per request), except the policy database's, which may open its SQLite file. The
+ingest fast path (:class:`~losswatch.service.api.steps.IngestRoute`) bypasses FastAPI and reads
+them through :func:`app_services` instead (so an override does not reach it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, NamedTuple
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..auth import Scope, scope_for
+from ..lr.policy_db import PolicyDB
+from ..metrics import ServiceMetrics
+from ..notify import Notifier
+from ..pipeline import IngestPipeline
+from ..settings import Settings
+from ..stores.base import Store
+
+
+class Services(NamedTuple):
+    """The objects one request may use (the notifier is None without webhooks)."""
+
+    settings: Settings
+    store: Store
+    pipeline: IngestPipeline
+    metrics: ServiceMetrics
+    notifier: Notifier | None
+
+
+def app_services(app: Any) -> Services:
+    """The app's objects, for code outside FastAPI's dependency injection."""
+    return app.state.services
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.services.settings
+
+
+async def get_store(request: Request) -> Store:
+    return request.app.state.services.store
+
+
+async def get_pipeline(request: Request) -> IngestPipeline:
+    return request.app.state.services.pipeline
+
+
+async def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.services.metrics
+
+
+def get_policy_db(request: Request) -> PolicyDB:
+    """The app's policy database, opened on first use (503 if the file cannot be opened)."""
+    db = getattr(request.app.state, "policy_db", None)
+    if db is None:
+        try:
+            db = PolicyDB()
+        except ValueError as e:
+            raise HTTPException(503, f"policy database unavailable: {e}") from None
+        request.app.state.policy_db = db
+    return db
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token from LOSSWATCH_TOKENS (when set)")
+
+
+async def get_scope(request: Request, settings: Annotated[Settings, Depends(get_settings)],
+                    cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Scope:
+    """The caller's scope (``_bearer`` declares bearer auth in the OpenAPI spec; the header is
+    read as it came, since a malformed one is a 401 of :func:`scope_for`, not FastAPI's 403)."""
+    return scope_for(settings.tokens, request.headers.get("authorization"))
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+PipelineDep = Annotated[IngestPipeline, Depends(get_pipeline)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+PolicyDBDep = Annotated[PolicyDB, Depends(get_policy_db)]
+ScopeDep = Annotated[Scope, Depends(get_scope)]
