@@ -11,6 +11,7 @@ import pytest
 
 from detector_helpers import in_batches, one_at_a_time, raised
 from losswatch.detectors import Engine
+from losswatch.detectors.engine import decode_state
 from losswatch.detectors.sgd_efficiency import SGDEfficiencyDetector
 from losswatch.detectors.types import Record
 
@@ -154,7 +155,7 @@ def test_a_state_saved_before_the_raise_step_was_kept_restores():
     recs = sgd_run(0.001, lr_at=lambda s, lr: 0.003 if s >= 140 else lr)
     eng = Engine("r", SGD)
     out = eng.update_batch(recs[:300])
-    doc = json.loads(eng.to_bytes())
+    doc = decode_state(eng.to_bytes())
     st = next(d for d in doc["detectors"] if d["name"] == "sgd_efficiency")["state"]
     assert st["raised_step"] == 140
     del st["raised_step"]
