@@ -140,13 +140,13 @@ class SGDEfficiencyDetector(RaiseLRDetector):
         prev = self.cps.get(str(k - back))
         judged = prev is not None and rec >= self.min_records
         if self.alert is not None:
-            if judged:
+            if prev is not None and judged:
                 eff = self._efficiency(prev, level, fo)[2]
                 if eff < 0.5 * self.ratio:
                     self.close_episode(step, f"the steps now realise {fmt(eff)} of their first-order "
                                              "decrease: progress is limited by curvature or noise, not the LR")
             return
-        if judged and self._too_small(f, i, k, back, prev):
+        if prev is not None and judged and self._too_small(f, i, k, back, prev):
             self._advise(f, i, prev)
         elif self._far_too_small(f, i, self.cps.get(str(k - 1))):
             self._advise(f, i, self.cps[str(k - 1)])

@@ -109,3 +109,18 @@ def test_the_read_commands_work_in_a_client_only_install(client_venv, service_pr
     assert not (tmp_path / "p.png").exists()
     demo = run([str(losswatch), "demo", "--no-wait"], env, cwd=tmp_path)  # needs the server extra
     assert demo.returncode == 2 and "losswatch[server]" in demo.stderr, demo.stderr
+
+
+def test_the_wheel_holds_every_package_of_the_checkout(client_venv):
+    """A folder with an ``__init__.py`` that pyproject's package list forgets is left out of the
+    wheel, and the installed package then fails on import (an editable install hides that)."""
+    site = next((client_venv.parent.parent / "lib").glob("python*/site-packages")) / "losswatch"
+    folders = {"client": "client", "detectors": "detectors", "service": "service", "dashboards": "dashboards"}
+    missing = []
+    for top, folder in folders.items():
+        for init in sorted((REPO / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(REPO / folder)
+            installed = site / top / rel / "__init__.py"
+            if not installed.is_file():
+                missing.append(f"losswatch.{top}" + "".join(f".{p}" for p in rel.parts))
+    assert not missing, f"packages missing from the wheel (pyproject.toml's packages): {missing}"
