@@ -17,4 +17,5 @@ trap 'rm -rf "$tmp"' EXIT
 .venv/bin/python -m venv "$tmp/venv"
 # numpy for its type stubs; the same version as the test venv's, from pip's cache when it has it
 "$tmp/venv/bin/pip" install -q --disable-pip-version-check "numpy==$(.venv/bin/python -c 'import numpy; print(numpy.__version__)')" "$tmp"/dist/*.whl
-.venv/bin/mypy --python-executable "$tmp/venv/bin/python" --config-file pyproject.toml -p losswatch.detectors
+# (a cache of its own: the shared .mypy_cache kept stale views of packages the wheel gained)
+.venv/bin/mypy --python-executable "$tmp/venv/bin/python" --config-file pyproject.toml --cache-dir "$tmp/mypy-cache" -p losswatch.detectors
