@@ -39,6 +39,9 @@ log = logging.getLogger("losswatch.client")
 #: cycle (half of a shorter timeout, but never less than this once a request was cut short)
 ABORT_GRACE = 0.25
 
+#: the longest wait between sends that a service's flush hint can ask for, seconds
+MAX_FLUSH_HINT = 30.0
+
 # errors that mean "the kept-alive connection went stale": retry once on a fresh one
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
           ConnectionAbortedError, http.client.CannotSendRequest, http.client.ResponseNotReady)
@@ -158,6 +161,16 @@ class Transport:
             self._conn = None
 
 
+def _flush_hint(headers: dict[str, str]) -> float:
+    """The service's ``X-Losswatch-Flush-Interval`` (seconds; 0 without a usable one): a service
+    under load asks its clients to send less often (docs/service-api.md)."""
+    try:
+        v = float(headers.get("x-losswatch-flush-interval", 0))
+    except ValueError:
+        return 0.0
+    return min(v, MAX_FLUSH_HINT) if v > 0 else 0.0  # NaN and negatives say nothing
+
+
 def _retry_after(headers: dict[str, str]) -> float | None:
     v = headers.get("retry-after")
     if v is None:
@@ -212,6 +225,7 @@ class Sender:
         self._project_query = "?project=" + quote(project, safe="") if project else ""
         self.batch_size = max(1, int(batch_size))
         self.flush_interval = max(0.01, float(flush_interval))  # 0 would spin
+        self.flush_hint = 0.0  # the last answer's flush hint (see interval)
         self.max_backoff = float(max_backoff)
         self.controls: deque[tuple[str, str, Any]] = deque(maxlen=10_000)
         self.wake = threading.Event()
@@ -258,10 +272,16 @@ class Sender:
             if stopping:
                 return
 
+    @property
+    def interval(self) -> float:
+        """Seconds between sends: the flush interval, or longer while the service's last answer
+        asked for that (its flush hint); a full batch goes at once either way."""
+        return max(self.flush_interval, self.flush_hint)
+
     def _wait_time(self) -> float:
         if self._retry_at:
-            return max(0.0, min(self.flush_interval, self._retry_at - time.monotonic()))
-        return self.flush_interval
+            return max(0.0, min(self.interval, self._retry_at - time.monotonic()))
+        return self.interval
 
     def _send(self, force: bool) -> None:
         if not force and time.monotonic() < self._retry_at:
@@ -315,6 +335,7 @@ class Sender:
     def _accepted(self, reply: Reply, n: int) -> None:
         """Count a POST /steps answer and hand a 2xx body to on_reply (ServiceError if retryable)."""
         if self._check(reply, what=f"POST {self._steps_path}"):
+            self.flush_hint = _flush_hint(reply.headers)
             self.stats["sent"] += n
             self.stats["posts"] += 1
             try:

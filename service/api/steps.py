@@ -14,6 +14,7 @@ from losswatch.detectors.types import json_safe
 from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
+from ..flush_hint import FlushHint
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import StoreUnavailable
 from .common import (
@@ -60,6 +61,16 @@ def _status_of(e: Exception) -> int:
     return 500
 
 
+def _flush_hint(request: Request) -> FlushHint:
+    """This process's flush hint, made from the settings on first use."""
+    state = request.app.state
+    hint = getattr(state, "flush_hint", None)
+    if hint is None:
+        s = state.settings
+        hint = state.flush_hint = FlushHint(s.flush_hint_inflight, s.flush_hint_max)
+    return hint
+
+
 def _check_label(value: str, where: str, name: str) -> None:
     """The 422 FastAPI would give for a path/query label that breaks LABEL_PATTERN (the hot
     path reads them itself)."""
@@ -98,6 +109,8 @@ async def post_steps(request: Request) -> Response:
     settings = request.app.state.settings
     t0 = time.perf_counter()
     code = 500
+    hint = _flush_hint(request)
+    hint.enter()
     try:
         scope = scope_for(settings.tokens, request.headers.get("authorization"))
         run_id = request.path_params["run_id"]
@@ -132,11 +145,12 @@ async def post_steps(request: Request) -> Response:
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
             "alerts": json_safe(res.alerts) if res.alerts else [],
             "recommendation": json_safe(res.recommendation), "health": res.health,
-        })
+        }, headers=hint.headers())
     except Exception as e:
         code = _status_of(e)
         raise
     finally:
+        hint.leave()
         metrics.request(code)
         metrics.ingest_latency.observe(time.perf_counter() - t0)
 
