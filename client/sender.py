@@ -279,9 +279,14 @@ class Sender:
         return max(self.flush_interval, self.flush_hint)
 
     def _wait_time(self) -> float:
+        wait = self.interval
+        if wait > self.flush_interval:
+            # 3/4 to all of the hint at random: runs answered together after a stall of the
+            # service do not all send together again one hint later
+            wait = max(self.flush_interval, wait * random.uniform(0.75, 1.0))
         if self._retry_at:
-            return max(0.0, min(self.interval, self._retry_at - time.monotonic()))
-        return self.interval
+            return max(0.0, min(wait, self._retry_at - time.monotonic()))
+        return wait
 
     def _send(self, force: bool) -> None:
         if not force and time.monotonic() < self._retry_at:
