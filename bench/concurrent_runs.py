@@ -5,7 +5,7 @@ background sender thread per run, its default ``flush_interval`` and batching, i
 spool), each given one step a second for ``--duration`` seconds, then closed. They live in
 ``--procs`` client processes (each one driver thread that calls ``log()`` on its runs at their
 second, staggered, plus the runs' own sender threads), against one ``losswatch serve --store
-redis://`` process (one uvicorn worker) and one redis-server (appendonly everysec), all started
+redis://`` process (one uvicorn worker) and one redis-server (appendonly everysec; `--aof`), all started
 here on loopback ports.
 
 Reported:
@@ -172,7 +172,8 @@ def main_bench(a) -> None:
     if a.no_hint:
         env["LOSSWATCH_FLUSH_HINT_INFLIGHT"] = "0"
     with tempfile.TemporaryDirectory() as d:
-        srv = RedisServer(Path(d) / "redis", appendonly=True, appendfsync="everysec").start()
+        srv = RedisServer(Path(d) / "redis", appendonly=a.aof != "no",
+                          appendfsync=a.aof if a.aof != "no" else "everysec").start()
         svc = None
         try:
             env["LOSSWATCH_STORE"] = srv.url
@@ -201,12 +202,16 @@ def main_bench(a) -> None:
             runs = [r for x in res for r in x["runs"]]
             logged = [n for x in res for n in x["logged"]]
             found, missing, extra = count_in_redis(srv.url, runs, logged)
+            # Redis holds writes back while a slow disk has not finished the last fsync: say so
+            slow_fsyncs = srv.log_tail(10**7).count("fsync is taking too long")
             spilled = sum(len(f.read_text().splitlines()) for f in Path(d, "spool").glob("*/unsent-*.jsonl"))
         finally:
             if svc is not None:
                 svc.stop()
             srv.stop()
     posts = [p for x in res for p in x["posts"]]
+    if a.raw:   # every POST (t, seconds, status) and the interval samples, for a closer look
+        Path(a.raw).write_text(json.dumps({"posts": posts, "intervals": [x["intervals"] for x in res]}))
     ok = [s for _, s, st in posts if st == 200]
     steady = [s for t, s, st in posts if st == 200 and a.settle + 1.0 <= t <= a.duration + 1.0]
     codes: dict[int, int] = {}
@@ -225,7 +230,7 @@ def main_bench(a) -> None:
     gen_cpu = sum(x["cpu"] for x in res)
     hint = "off (`LOSSWATCH_FLUSH_HINT_INFLIGHT=0`)" if a.no_hint else "on (the defaults)"
     print(f"### {a.runs:,} runs x 1 step/s through the real client, {a.duration:g} s, 1 service process "
-          f"(one uvicorn worker) + 1 Redis (appendonly everysec); flush hint {hint}\n")
+          f"(one uvicorn worker) + 1 Redis (appendonly {a.aof}); flush hint {hint}\n")
     print("| figure | value |\n|---|---:|")
     rows = [
         ("client processes x runs each (one sender thread per run)", f"{len(kids)} x {per}"),
@@ -246,6 +251,7 @@ def main_bench(a) -> None:
         ("server-side latency (its histogram) p50 / p99", f"{hist_pct(h0, h1, .5)} / {hist_pct(h0, h1, .99)}"),
         ("CPU, service process", f"{svc_cpu:.1f} s = {svc_cpu / max(1, found) * 1e6:.0f} ms per 1,000 steps, "
                                  f"{svc_cpu / max(1, len(posts)) * 1e6:,.0f} us per POST"),
+        ("Redis log: \"AOF fsync is taking too long\" (writes held back for a busy disk)", f"{slow_fsyncs:,}"),
         ("CPU, redis-server", f"{red_cpu:.1f} s = {red_cpu / max(1, found) * 1e6:.0f} ms per 1,000 steps"),
         ("CPU, client processes (not counted above)", f"{gen_cpu:.1f} s"),
         ("runs' mean flush interval at t = " + ", ".join(f"{t}" for t in shown) + " s",
@@ -271,6 +277,8 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=4, help="client processes")
     ap.add_argument("--settle", type=float, default=20.0,
                     help="seconds left out of the steady-state latency (start-up, the hint settling)")
+    ap.add_argument("--aof", default="everysec", choices=["no", "everysec", "always"])
+    ap.add_argument("--raw", help="write every POST's (t, seconds, status) to this JSON file")
     ap.add_argument("--no-hint", action="store_true", help="run the service with the flush hint off")
     a = ap.parse_args()
     if a.mode == "_client":

@@ -226,6 +226,7 @@ class Sender:
         self.batch_size = max(1, int(batch_size))
         self.flush_interval = max(0.01, float(flush_interval))  # 0 would spin
         self.flush_hint = 0.0  # the last answer's flush hint (see interval)
+        self._phase = random.random()  # where in a hinted interval this run sends (_wait_time)
         self.max_backoff = float(max_backoff)
         self.controls: deque[tuple[str, str, Any]] = deque(maxlen=10_000)
         self.wake = threading.Event()
@@ -281,9 +282,10 @@ class Sender:
     def _wait_time(self) -> float:
         wait = self.interval
         if wait > self.flush_interval:
-            # 3/4 to all of the hint at random: runs answered together after a stall of the
-            # service do not all send together again one hint later
-            wait = max(self.flush_interval, wait * random.uniform(0.75, 1.0))
+            # hinted: send at this run's own phase of the interval, not one interval after the
+            # last answer, so runs answered together after a stall of the service do not send
+            # together again
+            wait = max(self.flush_interval, wait * (1.0 - (time.monotonic() / wait + self._phase) % 1.0))
         if self._retry_at:
             return max(0.0, min(wait, self._retry_at - time.monotonic()))
         return wait

@@ -14,7 +14,7 @@ from losswatch.detectors.types import json_safe
 from ..auth import Scope, get_scope, scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
-from ..flush_hint import FlushHint
+from ..flush_hint import HEADER, FlushHint
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import StoreUnavailable
 from .common import (
@@ -101,7 +101,11 @@ def _check_label(value: str, where: str, name: str) -> None:
                         "description": PROJECT_RULE,
                         "schema": {"anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]}}],
         "security": [{"HTTPBearer": []}]},
-    responses={403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
+    responses={200: {"headers": {HEADER: {
+                   "description": "Present while this service is loaded: send no more often than this "
+                                  "many seconds (docs/service-api.md, the flush hint)",
+                   "schema": {"type": "number", "exclusiveMinimum": 0}}}},
+               403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request) -> Response:
