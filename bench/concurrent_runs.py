@@ -169,8 +169,8 @@ def main_bench(a) -> None:
     print(f"(machine: {os.cpu_count()} CPUs shared with other work; `uptime` at start: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()})\n")
     env = {"LOSSWATCH_STORE": ""}
-    if a.no_hint:
-        env["LOSSWATCH_FLUSH_HINT_INFLIGHT"] = "0"
+    if a.no_hint or a.hint_inflight is not None:
+        env["LOSSWATCH_FLUSH_HINT_INFLIGHT"] = "0" if a.no_hint else str(a.hint_inflight)
     with tempfile.TemporaryDirectory() as d:
         srv = RedisServer(Path(d) / "redis", appendonly=a.aof != "no",
                           appendfsync=a.aof if a.aof != "no" else "everysec").start()
@@ -228,7 +228,8 @@ def main_bench(a) -> None:
     shown = [marks[i] for i in range(0, len(marks), max(1, len(marks) // 8))] if marks else []
     svc_cpu, red_cpu = c1 - c0, r1 - r0
     gen_cpu = sum(x["cpu"] for x in res)
-    hint = "off (`LOSSWATCH_FLUSH_HINT_INFLIGHT=0`)" if a.no_hint else "on (the defaults)"
+    hint = ("off (`LOSSWATCH_FLUSH_HINT_INFLIGHT=0`)" if a.no_hint else "on (the defaults)"
+            if a.hint_inflight is None else f"on, `LOSSWATCH_FLUSH_HINT_INFLIGHT={a.hint_inflight}`")
     print(f"### {a.runs:,} runs x 1 step/s through the real client, {a.duration:g} s, 1 service process "
           f"(one uvicorn worker) + 1 Redis (appendonly {a.aof}); flush hint {hint}\n")
     print("| figure | value |\n|---|---:|")
@@ -279,6 +280,7 @@ def main() -> int:
                     help="seconds left out of the steady-state latency (start-up, the hint settling)")
     ap.add_argument("--aof", default="everysec", choices=["no", "everysec", "always"])
     ap.add_argument("--raw", help="write every POST's (t, seconds, status) to this JSON file")
+    ap.add_argument("--hint-inflight", type=int, help="the service's LOSSWATCH_FLUSH_HINT_INFLIGHT")
     ap.add_argument("--no-hint", action="store_true", help="run the service with the flush hint off")
     a = ap.parse_args()
     if a.mode == "_client":

@@ -7,10 +7,11 @@ service process, its answers carry ``X-Losswatch-Flush-Interval: SECONDS``; the 
 long between sends (never less than its own interval, never more than 30 s), so the same steps
 arrive in fewer, larger batches. Nothing is dropped: a hint changes when steps are sent, not what.
 
-The load is the number of POST /steps being handled at once in this process, as each request
-sees it on entry (itself included), averaged over the requests of one second: a burst after a
-short stall hardly moves it, a queue that keeps growing does. Once a second (at the first request
-of the next second):
+The load is the number of POST /steps already being handled in this process when one arrives,
+averaged over the requests of one second: a burst after a short stall hardly moves it, a queue
+that keeps growing does. (With requests arriving at random, that average is rho / (1 - rho) for a
+process busy a fraction rho of the time: 1 at half busy, 2 at two thirds, 4 at four fifths.)
+Once a second (at the first request of the next second):
 
 * if that average reached ``threshold``, the hint doubles (1 s the first time), up to
   ``maximum``, but at most once per hint's length: clients learn a new hint at their next
@@ -45,7 +46,7 @@ class FlushHint:
         self.maximum = float(maximum)
         self.in_flight = 0
         self.seconds = 0.0              # the current hint; 0: none
-        self._seen = 0                  # sum over this window's requests of what each saw in flight
+        self._seen = 0                  # sum over this window's requests of the others each found
         self._requests = 0              # requests in this window
         self._window_end = float("-inf")
         self._raised_at = float("-inf")
@@ -59,7 +60,7 @@ class FlushHint:
         if now >= self._window_end:
             self._step(now)
             self._window_end = now + WINDOW
-        self._seen += self.in_flight
+        self._seen += self.in_flight - 1
         self._requests += 1
 
     def leave(self) -> None:

@@ -14,10 +14,11 @@ from service_helpers import client, get_json, post_records, wait_until
 # --- the rule, step by step (explicit clock: each enter() at least a window after the last) -------
 
 def crowd(h: FlushHint, t: float, load: int) -> None:
-    """Requests at time t that see ``load`` in flight on average (1, 2, ... 2*load-1), then answered."""
-    for _ in range(2 * load - 1):
+    """Requests arriving together at time t, finding ``load`` others in flight on average (0, 1, ...
+    2*load), then answered."""
+    for _ in range(2 * load + 1):
         h.enter(t)
-    for _ in range(2 * load - 1):
+    for _ in range(2 * load + 1):
         h.leave()
 
 
@@ -31,8 +32,8 @@ def test_hint_doubles_while_busy_waiting_for_clients_up_to_the_maximum_holds_the
     # 1 s, then doubling, but only once the clients had the last hint's length to follow it; capped
     assert seen == [0.0, 1.0, 2.0, 2.0, 4.0, 4.0, 4.0, 4.0, 5.0]
     assert h.headers() == {HEADER: "5"}
-    crowd(h, 10.0, 3)               # the last busy window ends: 5 s still
-    crowd(h, 11.0, 1)               # 3 at once on average: neither busy nor quiet: holds
+    crowd(h, 10.0, 3)               # after the last busy window: 5 s still
+    crowd(h, 11.0, 1)               # after a window of 3 on average, neither busy nor quiet: holds
     assert h.seconds == 5.0
     fading = []
     for t in range(12, 40):
@@ -64,7 +65,7 @@ def test_a_short_burst_in_a_busy_second_does_not_raise_the_hint():
     for k in range(1, 200):          # a second of requests one at a time ...
         h.enter(k / 400)
         h.leave()
-    crowd(h, 0.9, 10)                # ... and a burst of 19 after a stall
+    crowd(h, 0.9, 10)                # ... and a burst of 21 after a stall
     h.enter(1.0)
     assert h.seconds == 0.0
 
@@ -119,9 +120,9 @@ class HeldRequest:
 
 
 def test_client_follows_the_hint_back_to_its_own_interval_and_loses_nothing(service_factory):
-    svc = service_factory(env={"LOSSWATCH_FLUSH_HINT_INFLIGHT": "2", "LOSSWATCH_FLUSH_HINT_MAX": "1"})
-    held = HeldRequest(svc.port, "held")             # one request in flight all along: with the
-    mon = Monitor(run_id="hinted", url=svc.url)      # run's own, the service is busy
+    svc = service_factory(env={"LOSSWATCH_FLUSH_HINT_INFLIGHT": "1", "LOSSWATCH_FLUSH_HINT_MAX": "1"})
+    held = HeldRequest(svc.port, "held")             # in flight all along: each of the run's
+    mon = Monitor(run_id="hinted", url=svc.url)      # requests finds one other: busy
     sender = mon._sender
     assert sender.interval == 0.5                    # the client's default
     step = 0
