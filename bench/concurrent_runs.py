@@ -18,8 +18,11 @@ Reported:
 * CPU seconds of the service process and of redis-server per 1,000 steps (from /proc);
 * the runs' flush interval over time (it moves only if the service hints: docs/service-api.md).
 
-    nice -n 10 .venv/bin/python bench/concurrent_runs.py --runs 1000 --duration 90
-    nice -n 10 .venv/bin/python bench/concurrent_runs.py --runs 1000 --duration 90 --no-hint
+``--no-hint`` runs the service with the flush hint off, ``--hint-inflight N`` with its threshold at
+N; ``--raw FILE`` keeps every POST's (time, latency, status) for a closer look.
+
+    .venv/bin/python bench/concurrent_runs.py --runs 1000 --duration 90
+    .venv/bin/python bench/concurrent_runs.py --runs 1000 --duration 90 --no-hint
 
 Prints a markdown report (copied into bench/results/load.md).
 """
@@ -168,7 +171,7 @@ def count_in_redis(url: str, runs: list[str], logged: list[int]) -> tuple[int, i
 def main_bench(a) -> None:
     print(f"(machine: {os.cpu_count()} CPUs shared with other work; `uptime` at start: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()})\n")
-    env = {"LOSSWATCH_STORE": ""}
+    env = {}
     if a.no_hint or a.hint_inflight is not None:
         env["LOSSWATCH_FLUSH_HINT_INFLIGHT"] = "0" if a.no_hint else str(a.hint_inflight)
     with tempfile.TemporaryDirectory() as d:
