@@ -47,11 +47,11 @@ def test_flags_come_from_the_environment_too(service_factory):
 
 
 def test_one_version_everywhere(service_proc):
-    from losswatch.client.sender import Transport
+    from losswatch.client.http import Connection
     from losswatch.client.version import __version__
 
     r = subprocess.run([sys.executable, "-m", "losswatch.service.cli", "--version"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == f"losswatch {__version__}"
     assert client(service_proc).get("/openapi.json").json()["info"]["version"] == __version__
-    assert Transport(service_proc)._headers["User-Agent"] == f"losswatch-client/{__version__}"
+    assert Connection(service_proc)._headers["User-Agent"] == f"losswatch-client/{__version__}"
