@@ -10,7 +10,7 @@ here on loopback ports.
 
 Reported:
 * ingest latency of POST /steps as the client sees it (request written -> answer read, timed
-  around the client's ``Transport.request``; it includes waiting for the client process's GIL)
+  around the client's ``client.http.Connection.request``; it includes waiting for the client process's GIL)
   and as the server's own ``losswatch_ingest_latency_seconds`` histogram has it (bucket bounds),
   over the whole run and over the steady part (after ``--settle`` seconds);
 * the steps logged, acknowledged, and found in Redis (every run read back through the store's
