@@ -12,6 +12,10 @@ compared with what the runs logged. Reported: p50/p99/max ingest latency (reques
 response read), the lag of flushes behind schedule, CPU seconds of the services and of Redis per
 1,000 steps, and steps lost.
 
+``--honour-hint``: each run waits as the real client does when an answer carries the service's flush
+hint (``X-Losswatch-Flush-Interval``: at its own phase of the hinted interval, never sooner than
+``--flush``).
+
 ``throughput``: one service process, batches of 1,000 records from ``--writers`` concurrent runs
 (one connection each) for ``--duration`` seconds, memory store vs Redis store: steps/s.
 
@@ -84,6 +88,7 @@ class Conn:
         self.port = port
         self.r: asyncio.StreamReader | None = None
         self.w: asyncio.StreamWriter | None = None
+        self.flush_hint = 0.0   # the last answer's X-Losswatch-Flush-Interval (0: none)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         for attempt in (0, 1):
@@ -98,6 +103,7 @@ class Conn:
                     raise ConnectionResetError("closed")
                 status = int(line.split()[1])
                 length = 0
+                self.flush_hint = 0.0
                 while True:
                     h = await self.r.readline()
                     if h in (b"\r\n", b""):
@@ -105,6 +111,8 @@ class Conn:
                     k, _, v = h.partition(b":")
                     if k.lower() == b"content-length":
                         length = int(v)
+                    elif k.lower() == b"x-losswatch-flush-interval":
+                        self.flush_hint = float(v)
                 return status, await self.r.readexactly(length)
             except (ConnectionError, asyncio.IncompleteReadError, OSError):
                 self.w.close()
@@ -120,12 +128,13 @@ class Pool:
         for _ in range(n):
             self.q.put_nowait(Conn(port))
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes, float]:
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes, float, float]:
+        """(status, body, seconds, the answer's flush hint)"""
         c = await self.q.get()
         try:
             t = time.perf_counter()
             st, b = await c.post(path, body)
-            return st, b, time.perf_counter() - t
+            return st, b, time.perf_counter() - t, c.flush_hint
         finally:
             self.q.put_nowait(c)
 
@@ -139,10 +148,12 @@ def record(run: int, step: int, t: float, scale: float, nan_at: int | None) -> d
 
 # --- fleet ---------------------------------------------------------------------------------------
 
-async def fleet(ports: list[int], runs: int, duration: float, flush: float, conns: int) -> dict:
+async def fleet(ports: list[int], runs: int, duration: float, flush: float, conns: int,
+                honour_hint: bool = False) -> dict:
     pools = [Pool(p, conns) for p in ports]
     lat: list[float] = []
     lag: list[float] = []
+    waits: list[float] = []   # the wait before each run's next flush
     codes: dict[int, int] = {}
     accepted = 0
     logged = [0] * runs
@@ -160,6 +171,8 @@ async def fleet(ports: list[int], runs: int, duration: float, flush: float, conn
         path = f"/v1/runs/load-{i}/steps"
         due = start[i] + flush
         final = False
+        hint = 0.0
+        phase = random.Random(i).random()
         while True:
             await asyncio.sleep(max(0.0, due - time.time()))
             now = time.time()
@@ -170,7 +183,7 @@ async def fleet(ports: list[int], runs: int, duration: float, flush: float, conn
                 recs = [record(i, s, start[i] + s, scale[i], nan_at[i]) for s in range(sent[i], logged[i])]
                 lag.append(time.time() - due)
                 try:
-                    st, body, dt = await pool.post(path, orjson.dumps({"records": recs}))
+                    st, body, dt, hint = await pool.post(path, orjson.dumps({"records": recs}))
                 except OSError:
                     st, body, dt = 599, b"", 0.0
                 codes[st] = codes.get(st, 0) + 1
@@ -180,10 +193,20 @@ async def fleet(ports: list[int], runs: int, duration: float, flush: float, conn
                     sent[i] = logged[i]
             if final and (sent[i] >= logged[i] or time.time() > stop_at + 600):
                 return
-            due += flush if not final else 1.0
+            if final:
+                due += 1.0
+            elif honour_hint and hint > flush:
+                # as the client does: hinted, a run sends at its own phase of the hinted interval
+                now = time.time()
+                wait = max(flush, hint * (1.0 - (now / hint + phase) % 1.0))
+                waits.append(wait)
+                due = now + wait
+            else:
+                waits.append(flush)
+                due += flush
 
     await asyncio.gather(*(one(i) for i in range(runs)))
-    return {"lat": lat, "lag": lag, "codes": codes, "accepted": accepted, "logged": sum(logged),
+    return {"lat": lat, "lag": lag, "waits": waits, "codes": codes, "accepted": accepted, "logged": sum(logged),
             "acked": list(sent), "logged_per_run": list(logged)}
 
 
@@ -271,7 +294,8 @@ def run_fleet(a) -> None:
                 uvloop.install()
             except ImportError:
                 pass
-            res = asyncio.run(fleet([s.port for s in svcs], a.runs, a.duration, a.flush, a.conns))
+            res = asyncio.run(fleet([s.port for s in svcs], a.runs, a.duration, a.flush, a.conns,
+                                    a.honour_hint))
             wall = time.perf_counter() - t0
             cpu1 = [cpu_seconds(p) for p in pids] + [cpu_seconds(srv.proc.pid)]
             gen1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -289,7 +313,8 @@ def run_fleet(a) -> None:
     steps = res["accepted"]
     n_req = sum(res["codes"].values())
     print(f"### Fleet: {a.runs:,} runs x 1 step/s, flush every {a.flush:g} s, {a.duration:g} s, "
-          f"2 service processes + 1 Redis (appendonly {a.aof})\n")
+          f"2 service processes + 1 Redis (appendonly {a.aof})"
+          f"{'; the runs follow the flush hint' if a.honour_hint else ''}\n")
     print("| figure | value |\n|---|---:|")
     rows = [
         ("steps logged by the runs", f"{res['logged']:,}"),
@@ -306,6 +331,8 @@ def run_fleet(a) -> None:
          f"{steps / wall:,.0f} steps/s, {n_req / wall:,.0f} requests/s"),
         ("ingest latency p50 / p99 / max", f"{pct(res['lat'], .5) * 1e3:.1f} / {pct(res['lat'], .99) * 1e3:.1f} / "
                                            f"{max(res['lat']) * 1e3:.1f} ms"),
+        ("wait between a run's flushes: mean / max", f"{sum(res['waits']) / max(1, len(res['waits'])):.1f} / "
+                                                      f"{max(res['waits'], default=0):.1f} s"),
         ("flush lag behind schedule p50 / p99", f"{pct(res['lag'], .5) * 1e3:.0f} / {pct(res['lag'], .99) * 1e3:.0f} ms"),
         ("CPU, 2 service processes", f"{svc_cpu:.1f} s = {svc_cpu / steps * 1000 * 1e3:.1f} ms per 1,000 steps"),
         ("CPU, redis-server", f"{red_cpu:.1f} s = {red_cpu / steps * 1000 * 1e3:.1f} ms per 1,000 steps"),
@@ -410,6 +437,8 @@ def main() -> int:
     f.add_argument("--flush", type=float, default=5.0)
     f.add_argument("--conns", type=int, default=64, help="keep-alive connections per replica")
     f.add_argument("--aof", default="everysec", choices=["no", "everysec", "always"])
+    f.add_argument("--honour-hint", action="store_true",
+                   help="runs wait as long as the service's flush hint asks (the client's rule)")
     t = sub.add_parser("throughput")
     t.add_argument("--writers", type=int, default=4)
     t.add_argument("--duration", type=float, default=15.0)

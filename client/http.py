@@ -8,7 +8,8 @@ verdict), ``POST /v1/runs/<id>/actions`` with action reports. It decides what an
 means the request itself is wrong, so it is dropped with one warning per status code, except
 that a 413 halves the batch and a 422 re-sends the batch record by record, so one bad record
 does not cost its neighbours. Steps are idempotent on the service, so re-sending a batch whose
-answer was lost is harmless.
+answer was lost is harmless. A 2xx answer's ``X-Losswatch-Flush-Interval`` (a loaded service
+asking its clients to send less often) becomes :attr:`~.transport.Transport.flush_hint`.
 
 :class:`Connection` is one kept-alive ``http.client`` connection (also what the command-line
 tools read a service with).
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
     from .spool import Spool
     from .transport import VerdictSink
+
+#: the longest wait between sends that a service's flush hint can ask for, seconds
+MAX_FLUSH_HINT = 30.0
 
 #: batches one send() posts at most before it returns to the worker, so the buffer is drained
 #: (and spilled) regularly even while a long backlog is replayed
@@ -155,6 +159,16 @@ def run_path(run_id: str) -> str:
     return "/v1/runs/" + quote(run_id, safe="")
 
 
+def _flush_hint(headers: dict[str, str]) -> float:
+    """The service's ``X-Losswatch-Flush-Interval`` (seconds; 0 without a usable one): a service
+    under load asks its clients to send less often (docs/service-api.md)."""
+    try:
+        v = float(headers.get("x-losswatch-flush-interval", 0))
+    except ValueError:
+        return 0.0
+    return min(v, MAX_FLUSH_HINT) if v > 0 else 0.0  # NaN and negatives say nothing
+
+
 def _retry_after(headers: dict[str, str]) -> float | None:
     v = headers.get("retry-after")
     if v is None:
@@ -258,6 +272,7 @@ class HttpTransport(Transport):
     def _accepted(self, reply: Reply, n: int) -> None:
         """Count a POST /steps answer and hand a 2xx answer's verdict on (ServiceError if retryable)."""
         if self._check(reply, what=f"POST {self._steps_path}"):
+            self.flush_hint = _flush_hint(reply.headers)  # each answer sets it anew (none: 0)
             self.stats["sent"] += n
             self.stats["posts"] += 1
             try:

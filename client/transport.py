@@ -51,9 +51,14 @@ class Transport:
         The service records are sent to; None when they stay in this process.
     stats : dict
         ``sent`` (records the service acknowledged), ``posts``, ``rejected`` (records it refused).
+    flush_hint : float
+        Seconds between sends the service's last answer asked for while it is loaded (0: none;
+        a transport that keeps records in this process never hints). The worker waits at
+        least this long between cycles.
     """
 
     url: str | None = None
+    flush_hint: float = 0.0
 
     def __init__(self) -> None:
         self.stats = {"sent": 0, "posts": 0, "rejected": 0}

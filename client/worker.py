@@ -1,8 +1,9 @@
 """The background half of the client: one daemon thread that collects, sends and retries.
 
 The training thread only appends to :attr:`Worker.buffer` (``Monitor.log``). The thread wakes
-every :attr:`Worker.flush_interval` seconds, or as soon as it is woken (a full batch, a NaN, a
-message to send, a flush), and in each cycle
+every :attr:`Worker.flush_interval` seconds (longer while a loaded service asks for it:
+:attr:`Worker.interval`), or as soon as it is woken (a full batch, a NaN, a message to send, a
+flush), and in each cycle
 
 1. drains the buffer and reads the records (``read``: tensors read in one go, the local checks),
    hands them to the run's :class:`~.transport.Transport`, and keeps what the transport will
@@ -63,7 +64,8 @@ class Worker:
     spool : Spool
         Keeps the encoded records the transport has not delivered yet.
     flush_interval : float
-        Seconds between two cycles at most; read at each cycle, so it may be changed at any time.
+        Seconds between two cycles at most, unless the service asks for longer (the transport's
+        flush hint); read at each cycle, so it may be changed at any time.
     max_backoff : float
         Longest wait between two attempts while the transport fails.
     """
@@ -79,6 +81,7 @@ class Worker:
         #: set to run a cycle now instead of at the end of the interval
         self.wake = threading.Event()
         self.flush_interval = flush_interval
+        self._phase = random.random()  # where in a hinted interval this run sends (_wait_time)
         self.max_backoff = float(max_backoff)
         self._read = read
         self._after_cycle = after_cycle
@@ -135,11 +138,23 @@ class Worker:
             if stopping:
                 return
 
+    @property
+    def interval(self) -> float:
+        """Seconds between cycles: the flush interval, or longer while the service's last answer
+        asked for that (the transport's flush hint); a full batch goes at once either way."""
+        return max(MIN_INTERVAL, float(self.flush_interval), self.transport.flush_hint)
+
     def _wait_time(self) -> float:
-        interval = max(MIN_INTERVAL, float(self.flush_interval))
+        own = max(MIN_INTERVAL, float(self.flush_interval))
+        wait = self.interval
+        if wait > own:
+            # hinted: send at this run's own phase of the interval, not one interval after the
+            # last answer, so runs answered together after a stall of the service do not send
+            # together again
+            wait = max(own, wait * (1.0 - (time.monotonic() / wait + self._phase) % 1.0))
         if self._retry_at:
-            return max(0.0, min(interval, self._retry_at - time.monotonic()))
-        return interval
+            return max(0.0, min(wait, self._retry_at - time.monotonic()))
+        return wait
 
     def _collect(self) -> None:
         """Drain the buffer; read the records; keep what the transport is to send."""

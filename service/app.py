@@ -23,6 +23,7 @@ from .api.common import http_error_response, store_down_response
 from .api.deps import Services
 from .api.models import ErrorOut
 from .auth import scope_for
+from .flush_hint import FlushHint
 from .metrics import ServiceMetrics
 from .notify import start_notifier
 from .pipeline import IngestPipeline
@@ -129,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifier = start_notifier(settings, metrics)
         # what the routes use (api/deps.py reads it)
         app.state.services = Services(settings=settings, store=store, pipeline=pipeline, metrics=metrics,
-                                      notifier=notifier)
+                                      notifier=notifier,
+                                      flush_hint=FlushHint(settings.flush_hint_inflight, settings.flush_hint_max))
         preparing = asyncio.create_task(store.prepare())
         try:
             yield

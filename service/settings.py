@@ -122,6 +122,12 @@ class Settings:
                                "links in notifications (default: `http://HOST:PORT`)", "")
     notify_per_minute: int = _setting("LOSSWATCH_NOTIFY_PER_MINUTE", "notifications per run per minute; more "
                                       "are held back and counted", 10)
+    flush_hint_inflight: int = _setting(
+        "LOSSWATCH_FLUSH_HINT_INFLIGHT", "POST /steps that one arriving at a process finds in flight there, on "
+        "average over a second, from which its answers ask clients to send less often "
+        "(`X-Losswatch-Flush-Interval`, [service-api.md](service-api.md)); 0: never", 1)
+    flush_hint_max: int = _setting("LOSSWATCH_FLUSH_HINT_MAX", "the longest flush interval, seconds, that "
+                                   "hint asks for", 30)
 
     @property
     def auth_enabled(self) -> bool:
@@ -158,4 +164,6 @@ class Settings:
             notify=_receivers(env.get("LOSSWATCH_NOTIFY", "")),
             public_url=_public_url(env.get("LOSSWATCH_PUBLIC_URL", "")),
             notify_per_minute=_int(env, "LOSSWATCH_NOTIFY_PER_MINUTE", cls.notify_per_minute),
+            flush_hint_inflight=_int(env, "LOSSWATCH_FLUSH_HINT_INFLIGHT", cls.flush_hint_inflight, 0),
+            flush_hint_max=_int(env, "LOSSWATCH_FLUSH_HINT_MAX", cls.flush_hint_max),
         )

@@ -4,6 +4,7 @@ real service in test_client_monitor.py and test_client_resilience.py."""
 
 import math
 import os
+import time
 import warnings
 
 import pytest
@@ -122,6 +123,27 @@ def test_a_changed_flush_interval_applies_from_the_next_cycle(tmp_path):
         wait_until(lambda: len(cycles) >= 5, 30, "cycles at the new interval, without a wake")
     finally:
         w.stop(5)
+
+
+def test_a_hinted_worker_waits_at_its_own_phase_of_the_hint_and_a_retry_still_comes_first(tmp_path):
+    t = NoTransport()  # a transport that keeps records here never hints; this one is told to
+    workers = [_worker(t, tmp_path / str(k), flush_interval=0.5) for k in range(20)]
+    try:
+        assert [(w.interval, w._wait_time()) for w in workers] == [(0.5, 0.5)] * 20
+        t.flush_hint = 8.0
+        waits = [w._wait_time() for w in workers]
+        assert all(w.interval == 8.0 for w in workers) and all(0.5 <= x <= 8.0 for x in waits)
+        # each at its own moment of the hinted interval: runs answered together do not send together
+        assert max(waits) - min(waits) > 2.0, waits
+        w = workers[0]
+        w._retry_at = time.monotonic() + 0.2  # a retry due sooner than the hinted moment goes first
+        assert w._wait_time() <= 0.2
+        t.flush_hint = 0.0                    # no hint any more: its own interval again
+        w._retry_at = 0.0
+        assert w.interval == 0.5 and w._wait_time() == 0.5
+    finally:
+        for w in workers:
+            w.stop(5)
 
 
 def test_monitor_flush_interval_is_the_workers():

@@ -1,7 +1,8 @@
 """POST /v1/runs/{run_id}/steps is answered by ``IngestRoute``, a pure ASGI route in front of
 FastAPI's routing; FastAPI's own route for that path (the one the spec documents, reached under a
 root path) must give the same answers byte for byte: status, headers and body, for good batches,
-alerts, every kind of refused body, auth failures and a store that is down.
+alerts, every kind of refused body, auth failures and a store that is down, and while the process
+is loaded the flush hint's header on the same answers.
 
 In-process (the app's own lifespan and store, driven through httpx's ASGI transport) so that the
 two routes can be told apart: ``IngestRoute`` is driven with an inner app that fails the test if
@@ -18,6 +19,7 @@ import pytest
 
 from losswatch.service.api.steps import IngestRoute
 from losswatch.service.app import create_app
+from losswatch.service.flush_hint import HEADER
 from losswatch.service.settings import Settings
 
 GOOD = {"records": [{"step": s, "loss": 2.0 - 0.01 * s, "grad_norm": 1.0, "lr": 1e-3} for s in range(10)]}
@@ -55,7 +57,18 @@ async def _refuse(scope, receive, send):
     raise AssertionError(f"IngestRoute passed {scope['method']} {scope['path']} on")
 
 
-async def _answers(settings: Settings, mounted: bool) -> list[tuple[int, list, bytes]]:
+async def _held_post(c: httpx.AsyncClient, url: str, release: asyncio.Event) -> httpx.Response:
+    """A POST /steps whose body waits for ``release``: in flight in the service until then."""
+    async def body():
+        yield b'{"records": ['
+        await release.wait()
+        yield b'{"step": 0, "loss": 1.0}]}'
+    return await c.post(url, content=body(), headers={"Content-Type": "application/json", **ONE})
+
+
+async def _answers(settings: Settings, mounted: bool, loaded: bool = False) -> list[tuple[int, list, bytes]]:
+    """Each case's answer (status, headers, body). ``loaded``: with three POSTs held in flight
+    all along, once the answers carry the flush hint (the settings' maximum, where it holds)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         if mounted:  # FastAPI strips the root path and routes to its own POST /v1/runs/{run_id}/steps
@@ -66,12 +79,23 @@ async def _answers(settings: Settings, mounted: bool) -> list[tuple[int, list, b
             prefix = "/v1/runs/"
         out = []
         async with httpx.AsyncClient(transport=transport, base_url="http://lw") as c:
+            release = asyncio.Event()
+            held = [asyncio.create_task(_held_post(c, prefix + "held/steps", release)) for _ in range(3 * loaded)]
+            if loaded:  # each probe finds the held ones in flight: the hint comes after a window
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while HEADER.lower() not in (await c.post(prefix + "probe/steps", json=GOOD, headers=ONE)).headers:
+                    assert loop.time() < deadline, "no flush hint with three POSTs always in flight"
+                    await asyncio.sleep(0.05)
             for path, query, headers, body in CASES:
                 r = await c.post(prefix + path + query, content=body,
                                  headers={"Content-Type": "application/json", **headers})
                 assert int(r.headers["content-length"]) == len(r.content)
-                headers = sorted((k, v) for k, v in r.headers.items() if k != "content-length")
+                # in the order sent (content-length aside: timestamps in alerts may differ in length)
+                headers = [(k.decode(), v.decode()) for k, v in r.headers.raw if k.lower() != b"content-length"]
                 out.append((r.status_code, headers, TIMES.sub(b"0", r.content)))
+            release.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200] * len(held)
         return out
 
 
@@ -89,3 +113,15 @@ def test_ingest_route_answers_as_fastapis_route_does(store):
         assert ("www-authenticate", "Bearer") in fast[14][1]
     else:  # what the store is not needed for is answered as above; the rest is a 503 with Retry-After
         assert statuses.count(503) == 4 and all(("retry-after", "2") in a[1] for a in fast if a[0] == 503)
+
+
+def test_ingest_route_sends_the_flush_hint_as_fastapis_route_does():
+    settings = Settings(tokens=TOKENS, store_url="memory://", flush_hint_inflight=1, flush_hint_max=1)
+    fast = asyncio.run(_answers(settings, mounted=False, loaded=True))
+    routed = asyncio.run(_answers(settings, mounted=True, loaded=True))
+    for case, a, b in zip(CASES, fast, routed):
+        assert a == b, case[:3]
+    # on accepted batches only: a refused one is not to be sent again, later or not
+    assert [(status, (HEADER.lower(), "1") in headers) for status, headers, _ in fast] == [
+        (status, status == 200) for status, _, _ in fast]
+    assert [a[0] for a in fast].count(200) == 4

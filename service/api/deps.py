@@ -18,6 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import Scope, scope_for
+from ..flush_hint import FlushHint
 from ..lr.policy_db import PolicyDB
 from ..metrics import ServiceMetrics
 from ..notify import Notifier
@@ -27,13 +28,15 @@ from ..stores.base import Store
 
 
 class Services(NamedTuple):
-    """The objects one request may use (the notifier is None without webhooks)."""
+    """The objects one request may use (the notifier is None without webhooks; the flush hint
+    is this process's, read by POST /steps alone)."""
 
     settings: Settings
     store: Store
     pipeline: IngestPipeline
     metrics: ServiceMetrics
     notifier: Notifier | None
+    flush_hint: FlushHint
 
 
 def app_services(app: Any) -> Services:

@@ -19,6 +19,7 @@ from ..attempts import MAX_ATTEMPTS
 from ..auth import scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
+from ..flush_hint import HEADER
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import StoreUnavailable
 from .common import (
@@ -98,25 +99,32 @@ def _check_label(value: str, where: str, name: str) -> None:
                         "description": PROJECT_RULE,
                         "schema": {"anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]}}],
         "security": [{"HTTPBearer": []}]},
-    responses={403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
+    responses={200: {"headers": {HEADER: {
+                   "description": "Present while this service is loaded: send no more often than this "
+                                  "many seconds (docs/service-api.md, the flush hint)",
+                   "schema": {"type": "number", "exclusiveMinimum": 0}}}},
+               403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
 async def post_steps(request: Request) -> Response:
     # FastAPI's route, for the spec (and for an app mounted under a root path): an app built by
     # create_app answers this path in IngestRoute, before FastAPI's routing, with the same code
-    status, body = await ingest_steps(app_services(request.app), request.headers.get("authorization"),
-                                      request.path_params["run_id"], request.query_params.get("project"),
-                                      request.body)
-    return Response(body, status_code=status, media_type="application/json")
+    status, body, headers = await ingest_steps(
+        app_services(request.app), request.headers.get("authorization"), request.path_params["run_id"],
+        request.query_params.get("project"), request.body)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 async def ingest_steps(services: Services, authorization: str | None, run_id: str, project: str | None,
-                       read_body: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes]:
-    """One POST of step records: (status, JSON body) of the answer, 200 or a refused body's
-    413/422; raises HTTPException (401, 403, a bad run id or ?project=), StoreUnavailable."""
+                       read_body: Callable[[], Awaitable[bytes]]) -> tuple[int, bytes, dict[str, str] | None]:
+    """One POST of step records: (status, JSON body, extra headers or None) of the answer, 200
+    (with the flush hint's header while the process is loaded) or a refused body's 413/422;
+    raises HTTPException (401, 403, a bad run id or ?project=), StoreUnavailable."""
     settings, pipeline, metrics, notifier = services.settings, services.pipeline, services.metrics, services.notifier
     t0 = time.perf_counter()
     code = 500
+    hint = services.flush_hint
+    hint.enter()  # every POST /steps counts towards the load, refused ones too
     try:
         scope = scope_for(settings.tokens, authorization)
         _check_label(run_id, "path", "run_id")
@@ -128,7 +136,7 @@ async def ingest_steps(services: Services, authorization: str | None, run_id: st
         except IngestError as e:
             metrics.rejected.inc(e.rejected)
             code = e.status
-            return e.status, json_bytes({"detail": e.detail})
+            return e.status, json_bytes({"detail": e.detail}), None
         where = request_project(scope, project, body_project)
         res = await pipeline.ingest(run_id, cols, project=where)
         metrics.accepted.inc(res.accepted)
@@ -148,11 +156,12 @@ async def ingest_steps(services: Services, authorization: str | None, run_id: st
             "accepted": res.accepted, "duplicates": res.duplicates, "out_of_order": res.out_of_order,
             "alerts": encode_floats(res.alerts) if res.alerts else [],
             "recommendation": encode_floats(res.recommendation), "health": res.health,
-        })
+        }), hint.headers()
     except Exception as e:
         code = _status_of(e)
         raise
     finally:
+        hint.leave()
         metrics.request(code)
         metrics.ingest_latency.observe(time.perf_counter() - t0)
 
@@ -205,7 +214,7 @@ class IngestRoute:
 
         services = app_services(self.service)
         try:
-            status, body = await ingest_steps(services, authorization, run_id, project, read_body)
+            status, body, headers = await ingest_steps(services, authorization, run_id, project, read_body)
         except StarletteHTTPException as e:
             await http_error_response(e)(scope, receive, send)
         except StoreUnavailable as e:
@@ -213,10 +222,10 @@ class IngestRoute:
         except ClientDisconnect:
             return  # nobody to answer
         else:
-            # Starlette's Response would send these same two messages
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-length", str(len(body)).encode()),
-                                    (b"content-type", b"application/json")]})
+            # Starlette's Response would send these same two messages: its extra headers first
+            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] if headers else []
+            raw += [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": status, "headers": raw})
             await send({"type": "http.response.body", "body": body})
 
 
