@@ -8,7 +8,7 @@ last 8, ``{"to_step", "at_step"}``: at ``at_step`` the run went back to the chec
 *attempt* of the run (docs/storage.md, "Attempts") and runs the detectors on them from the state
 they had at that checkpoint, as the in-process detectors do (``client/local.py``).
 
-The client sends a cycle's metadata before that cycle's records (``client/sender.py``), so:
+The client sends a cycle's metadata before that cycle's records (``HttpTransport.send`` in ``client/http.py``), so:
 
 * a checkpoint at step ``c`` usually reaches the service before the records of the steps before
   ``c``: its detector state is kept when the records reach ``c`` (before the record of ``c`` is
