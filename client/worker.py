@@ -72,7 +72,7 @@ class Worker:
 
     def __init__(self, transport: Transport, *, read: Callable[[list[tuple]], list[dict[str, Any]]],
                  after_cycle: Callable[[], None], spool: Spool, flush_interval: float = 0.5,
-                 max_backoff: float = 10.0, name: str = "losswatch-sender") -> None:
+                 max_backoff: float = 10.0, name: str = "losswatch-worker") -> None:
         self.transport = transport
         self.spool = spool
         #: the training thread's records, appended by ``Monitor.log`` (a deque: thread-safe
@@ -127,7 +127,7 @@ class Worker:
                 if not (stopping and not self._stop_send):
                     self._send(force=force or stopping)
             except Exception as e:  # never let a bug here kill the thread (or the training)
-                self._warn_once("internal", f"losswatch: internal error in the sender: {e!r}")
+                self._warn_once("internal", f"losswatch: internal error in the worker thread: {e!r}")
             try:
                 self._after_cycle()
             except Exception as e:
@@ -139,13 +139,29 @@ class Worker:
                 return
 
     @property
+    def flush_interval(self) -> float:
+        return self._flush_interval
+
+    @flush_interval.setter
+    def flush_interval(self, seconds: float) -> None:
+        # checked here, in the caller's thread: a bad value read by the worker's loop would stop
+        # the thread and strand the records buffered after it
+        try:
+            v = float(seconds)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not 0.0 <= v < float("inf"):   # 0: as often as MIN_INTERVAL allows
+            raise ValueError(f"flush_interval must be a finite number of seconds >= 0, got {seconds!r}")
+        self._flush_interval = v
+
+    @property
     def interval(self) -> float:
         """Seconds between cycles: the flush interval, or longer while the service's last answer
         asked for that (the transport's flush hint); a full batch goes at once either way."""
-        return max(MIN_INTERVAL, float(self.flush_interval), self.transport.flush_hint)
+        return max(MIN_INTERVAL, self._flush_interval, self.transport.flush_hint)
 
     def _wait_time(self) -> float:
-        own = max(MIN_INTERVAL, float(self.flush_interval))
+        own = max(MIN_INTERVAL, self._flush_interval)
         wait = self.interval
         if wait > own:
             # hinted: send at this run's own phase of the interval, not one interval after the

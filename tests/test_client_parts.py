@@ -154,6 +154,19 @@ def test_monitor_flush_interval_is_the_workers():
             assert mon._worker.flush_interval == 0.25 and mon.flush_interval == 0.25
 
 
+@pytest.mark.parametrize("bad", ["abc", float("nan"), float("inf"), -1.0])
+def test_a_bad_flush_interval_is_refused_where_it_is_set_and_the_worker_runs_on(bad):
+    # read by the worker's loop, a bad value stopped the thread and stranded what was buffered
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Monitor(run_id="parts-bad-interval", url="", flush_interval=3600) as mon:
+            with pytest.raises(ValueError, match="flush_interval"):
+                mon.flush_interval = bad
+            assert mon.flush_interval == 3600
+            mon.log(1, loss=1.0)
+            assert mon.flush(10) and mon._worker.alive
+
+
 def test_verdicts_of_the_nan_check_alone_raise_and_resolve_the_runs_health():
     told = []
     v = Verdicts("v", on_alert=told.append)
