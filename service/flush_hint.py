@@ -16,7 +16,8 @@ Once a second (at the first request of the next second):
 * if that average reached ``threshold``, the hint doubles (1 s the first time), up to
   ``maximum``, but at most once per hint's length: clients learn a new hint at their next
   answer, so the hint waits for them before going higher;
-* if it stayed at or below half the threshold, the hint shrinks by a tenth, and is dropped below
+* if it stayed at or below half the threshold, the hint shrinks by a tenth (and by a tenth more
+  for each whole second without any request), and is dropped below
   the client's default interval: clients come back to their own interval gradually, not all at
   once into the load that caused the hint;
 * in between it holds.
@@ -67,8 +68,14 @@ class FlushHint:
         self.in_flight -= 1
 
     def _step(self, now: float) -> None:
-        load = self._seen / self._requests if self._requests else 0.0
+        # whole windows that passed without a request since the last one closed were quiet: a
+        # fleet that went quiet must not keep its hint until it is busy again, and the load of a
+        # window that long ago says nothing about now
+        quiet = int((now - self._window_end) // WINDOW) if self._window_end > float("-inf") else 0
+        load = self._seen / self._requests if self._requests and not quiet else 0.0
         self._seen = self._requests = 0
+        if quiet:
+            self.seconds *= DECAY ** quiet
         if load >= self.threshold:
             if now - self._raised_at >= self.seconds:
                 self.seconds = min(self.maximum, max(FIRST_HINT, 2 * self.seconds))

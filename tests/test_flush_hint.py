@@ -46,6 +46,18 @@ def test_hint_doubles_while_busy_waiting_for_clients_up_to_the_maximum_holds_the
     assert h.in_flight == 0
 
 
+def test_seconds_without_any_request_fade_the_hint_as_quiet_ones_do():
+    h = FlushHint(threshold=1, maximum=16)
+    crowd(h, 0.0, 1)
+    for t in range(1, 40):
+        crowd(h, float(t), 2)       # busy: the hint climbs to its maximum
+    assert h.seconds == 16.0
+    crowd(h, 40.0, 2)               # the last busy window ...
+    crowd(h, 640.0, 0)              # ... then ten minutes without a request: that busy window is
+    assert h.seconds == 0.0         # long gone and every second since was quiet
+    assert h.headers() is None
+
+
 def test_requests_within_one_window_do_not_move_the_hint():
     h = FlushHint(threshold=1, maximum=30)
     h.enter(10.0)
