@@ -93,7 +93,8 @@ class ActorHook:
         actor = self._actor
         if actor is not None and actor.verifying:
             actor.note_nonfinite(step)
-            self.pending = self.pending or {"type": "verify"}
+            with self._lock:
+                self.pending = self.pending or {"type": "verify"}
 
     def at(self, step: int) -> None:
         """Let the Actor consider the standing advice (``Actor.follow``), in the training thread.

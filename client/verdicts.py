@@ -90,14 +90,16 @@ class Verdicts:
         ``has_rec``: the verdict says what the advice is (None: there is none)."""
         if alerts:
             self._merge([a for a in alerts if isinstance(a, dict) and "id" in a], local=False, alone=False)
-        if health in ("ok", "warning", "critical"):
-            # a NaN caught here but not yet seen by the service keeps the run critical
-            self.health = "critical" if self.nan.critical else health
-        if has_rec:
-            rec = rec if isinstance(rec, dict) else None
-            if rec is None and self.nan.critical:
-                return  # the service has not seen the NaN caught here yet: keep that advice
-            with self._lock:
+        # under the lock: the training thread's NaN check raises the run to critical under it
+        # too, and must not be overwritten by this older verdict between the read and the write
+        with self._lock:
+            if health in ("ok", "warning", "critical"):
+                # a NaN caught here but not yet seen by the service keeps the run critical
+                self.health = "critical" if self.nan.critical else health
+            if has_rec:
+                rec = rec if isinstance(rec, dict) else None
+                if rec is None and self.nan.critical:
+                    return  # the service has not seen the NaN caught here yet: keep that advice
                 self._advise(rec)
 
     def _merge(self, alerts: list[dict], local: bool, alone: bool) -> None:
