@@ -60,7 +60,7 @@ class ServiceMetrics:
         self.notifications_total = Counter(
             "losswatch_notifications_total", "Webhook notifications by result: sent; failed (an attempt; "
             "retried with backoff); gave_up (no more attempts); rate_limited and queue_full (held back, "
-            "never sent); other_replica (claimed by another replica).", ["result"], registry=r)
+            "never sent).", ["result"], registry=r)
         # registered last: the per-run series follow the counters in the exposition
         self.run_series = RunSeries()
         r.register(self.run_series)

@@ -66,6 +66,8 @@ def _status_of(e: Exception) -> int:
         return e.status_code
     if isinstance(e, StoreUnavailable):
         return 503
+    if isinstance(e, ClientDisconnect):
+        return 499  # the client went away mid-body (nginx's code): no answer, and not a fault here
     return 500
 
 

@@ -93,7 +93,7 @@ from .base import (
     summary_matches,
     wall_now,
 )
-from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES
+from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES, ttl_slack
 
 log = logging.getLogger("losswatch.redis")
 
@@ -344,7 +344,7 @@ class RedisStore(Store):
         for d in c.alerts:
             m = _member(c.project, d["id"])
             out.append(("zadd", self._index_key("alerts", m), {m: c.now}))
-        slack = min(3600, self.retention // 10)      # as the scripts' (redis_scripts.COMMIT)
+        slack = ttl_slack(self.retention)
         if self.retention and time.monotonic() - self._trimmed_at >= slack:
             cutoff = c.now - self.retention - slack
             out += [("trim", key, cutoff) for key in (*self._shards("runs"), *self._shards("alerts"))]
@@ -403,7 +403,7 @@ class RedisStore(Store):
         advice = c.advice
         head = {
             "expected": c.expected_version, "project": c.project, "now": repr(c.now),
-            "ttl": self.retention, "prefix": p, "engine": c.engine.to_bytes(),
+            "ttl": self.retention, "slack": ttl_slack(self.retention), "prefix": p, "engine": c.engine.to_bytes(),
             "last_step": cols.step[in_order[-1]] if in_order else "", "batch_dups": c.batch_duplicates,
             "in_order": len(in_order), "advice": "1" if advice is not None else "",
             "health": advice.health if advice else "", "rec": json.dumps(advice.recommendation) if advice else "",
@@ -825,7 +825,7 @@ class RedisStore(Store):
         await self._r.set(self.prefix + "layout", self.LAYOUT)
 
     async def _index_old_chunks(self) -> None:
-        slack = min(3600, self.retention // 10)        # as the scripts' (redis_scripts._COMMON)
+        slack = ttl_slack(self.retention)
         keys: list[bytes] = []
         async for key in self._r.scan_iter(match=self.prefix + "{*}:raw:*", count=1000):
             keys.append(key)

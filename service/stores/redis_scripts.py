@@ -48,6 +48,7 @@ COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims"
 #: into the table ``H`` by the same names (one list, here, for both sides). '' = absent.
 #:   expected  the version the change was computed from     project       the run's project
 #:   now       wall-clock seconds                          ttl           retention seconds (0: none)
+#:   slack     :func:`ttl_slack` of ttl
 #:   prefix    the run's key prefix                        engine        detector state bytes
 #:   last_step new highest step ('' = unchanged)           batch_dups    repeats inside the batch
 #:   in_order  in-order steps                              advice        '1': the summary fields follow
@@ -62,9 +63,18 @@ COMMIT_KEYS = ("state", "tiers", "extras", "alerts", "raised", "acked", "claims"
 #: in-order steps, late steps (chunk, slot, packed values), extras (step, json, late number or 0),
 #: alerts (id, json), claims (dedupe key), later (the series prefix of each attempt after the
 #: first: their keys live as long as the run's).
-COMMIT_FIELDS = ("expected", "project", "now", "ttl", "prefix", "engine", "last_step", "batch_dups",
+COMMIT_FIELDS = ("expected", "project", "now", "ttl", "slack", "prefix", "engine", "last_step", "batch_dups",
                  "in_order", "advice", "health", "rec", "last", "active", "meta", "attempt", "series",
                  "timeline", "attempts", "segments", "late", "extras", "alerts", "claims", "later")
+
+
+
+def ttl_slack(ttl: int) -> int:
+    """Seconds a run's keys may outlive the retention ``ttl``: a write refreshes their TTL only
+    when the last refresh is older than this, so the usual batch pays for no EXPIRE (at most an
+    hour, a tenth of a short retention)."""
+    return min(3600, ttl // 10)
+
 
 _KEY_LOCALS = "\n".join(f"local K_{k} = KEYS[{i}]" for i, k in enumerate(COMMIT_KEYS, 1))
 _FIELD_NAMES = "local FIELDS = {" + ", ".join(f"'{f}'" for f in COMMIT_FIELDS) + "}"
@@ -89,7 +99,7 @@ local ttl = tonumber(H.ttl)
 -- Keys live ttl + slack after a refresh, and a write refreshes them only when the last refresh is
 -- older than slack: a run lives at least ttl after its last write (at most ttl + slack) and the
 -- usual batch pays for no EXPIRE at all.
-local slack = math.min(3600, math.floor(ttl / 10))
+local slack = tonumber(H.slack)
 local chunks_key = series .. 'rc'
 -- chunk numbers: decimal strings without leading zeros (as Python writes them)
 local function chunk_member(ci) return string.rep('0', 20 - #ci) .. ci end
