@@ -5,21 +5,20 @@ schedule declaration (``losswatch.detectors.schedules``: ``{"name": "warmup_cosi
 6e-4, ...}``). Each entry records the outcome of one training run (or a published recipe):
 final and best metric, steps, wall time, diverged or not, where it came from.
 
-Storage decision: one SQLite file, shared by the CLI (``losswatch policies``) and the REST API
-(``/v1/policies``): path ``$LOSSWATCH_POLICY_DB``, default ``~/.losswatch/policies.sqlite``.
-Why not the service's run store: policies are small, long-lived, queried by several columns
-("best for this task under N steps") and must outlive runs; SQLite answers such queries, is in
-the standard library, survives restarts, and WAL mode lets the CLI and several service workers
-on one host share the file. Replicas on different hosts need the file on a shared volume (or one
-replica serving /v1/policies): documented in docs/lr-tooling.md.
+Storage: this SQLite file is the offline CLI's (``losswatch policies``, ``tune --record``,
+``evaluate --record``): path ``$LOSSWATCH_POLICY_DB``, default ``~/.losswatch/policies.sqlite``;
+it is in the standard library, survives restarts, and WAL mode lets several processes of one
+host share it. The service keeps its entries in its own store instead (:mod:`.policy_store`), so
+every replica serves the same. The rules of a query (:func:`entry_matches`, :func:`rank_best`)
+are written once here, over :class:`PolicyEntry` objects, and shared by both.
 
 An empty database is seeded once with well-known recipes (``SEED_RECIPES``, source "seed"); a
 metadata flag remembers it, so deleting seeds does not bring them back.
 
 Ownership: an entry has a ``project``. None is a public entry (the seeded recipes, and what the
 offline CLI adds to its own file): every reader sees it. The REST API writes entries in the
-writing token's project, and a token sees and deletes only its projects' entries and the
-public ones (read-only over HTTP: see ``service/api/policies.py``).
+writing token's project, and a token sees its projects' entries and the public ones, and
+deletes only its projects' (see ``service/api/policies.py``).
 """
 
 from __future__ import annotations
