@@ -57,7 +57,7 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.services.metrics
 
 
-async def get_policy_db(request: Request) -> PolicyStore:
+async def get_policies(request: Request) -> PolicyStore:
     """The LR policies, which live in the app's store (so every replica serves the same)."""
     return request.app.state.services.store.policies
 
@@ -76,5 +76,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[IngestPipeline, Depends(get_pipeline)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-PolicyDBDep = Annotated[PolicyStore, Depends(get_policy_db)]
+PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 ScopeDep = Annotated[Scope, Depends(get_scope)]
