@@ -140,3 +140,40 @@ def test_policies_on_a_redis_cluster(redis_cluster):
             await store.close()
 
     asyncio.run(go())
+
+
+def test_the_service_answers_as_the_sqlite_file_does(tmp_path):
+    """The same writes into the CLI's file and into the memory store's policies: every query
+    answers the same entries (the seeds' created_at aside: the file stamps its seeding time)."""
+    from losswatch.service.lr.policy_db import PolicyDB, PolicyEntry
+    from losswatch.service.lr.policy_store import MemoryPolicies
+
+    writes = [(_entry(0.1, 0.3, 1000), "pa"), (_entry(0.2, 0.2, 2000, diverged=True), "pa"),
+              ({**_entry(0.3, None, 500), "model_family": "MLP", "best_metric": 0.25}, "pb"),
+              ({**TASK, "policy": {"name": "constant", "lr": 0.5}, "metric": "acc", "mode": "max",
+                "final_metric": 0.9}, "pb")]
+    queries = [{}, TASK, {"model_family": "Mlp", "max_steps": 1000}, {"policy_name": "constant"},
+               {"metric": "acc"}, {"source": "seed"}, {"model_family": "gpt2-124m"}, {"include_diverged": False}]
+    scopes = [None, frozenset(["pa"]), frozenset(["pb"]), frozenset(["pa", "pb"]), frozenset(["nobody"])]
+
+    def plain(e):
+        return None if e is None else {**e.to_dict(), "created_at": None}
+
+    async def go():
+        db, mem = PolicyDB(str(tmp_path / "p.sqlite")), MemoryPolicies()
+        for d, project in writes:
+            db.add_many([PolicyEntry.from_dict({**d, "project": project, "created_at": 1.0})])
+            await mem.add_many([PolicyEntry.from_dict({**d, "project": project, "created_at": 1.0})])
+        for q in queries:
+            for projects in scopes:
+                assert [plain(e) for e in db.list(projects=projects, **q)] == \
+                    [plain(e) for e in await mem.list(projects=projects, **q)], (q, projects)
+                assert plain(db.best(projects=projects, **q)) == plain(await mem.best(projects=projects, **q))
+                assert [plain(e) for e in db.list(limit=2, projects=projects, **q)] == \
+                    [plain(e) for e in await mem.list(limit=2, projects=projects, **q)]
+        for i in range(1, len(SEED_RECIPES) + len(writes) + 2):
+            for projects in scopes:
+                assert plain(db.get(i, projects)) == plain(await mem.get(i, projects)), (i, projects)
+        db.close()
+
+    asyncio.run(go())

@@ -167,7 +167,7 @@ def _int(v: Any, name: str, minimum: int = 0) -> int:
 
 
 def _fold(s: str) -> str:
-    """SQLite's COLLATE NOCASE: ASCII letters only are folded."""
+    """A task name as it compares: ASCII letters folded, as SQLite's NOCASE (the file's columns)."""
     return s.translate(_ASCII_LOWER)
 
 
@@ -233,7 +233,6 @@ def best_of(entries: Iterable[PolicyEntry], **filters: Any) -> PolicyEntry | Non
     """The best non-diverged entry (unless ``include_diverged``) matching ``filters``."""
     filters.setdefault("include_diverged", False)
     return rank_best(query(entries, limit=None, **filters), filters.get("metric"))
-
 
 
 # Published recipes. Metrics only where the source reports one for exactly this setting.

@@ -1,11 +1,12 @@
 """Where the service keeps the LR policy database: in its own store, so every replica serves the
 same policies (the offline CLI keeps its SQLite file, :class:`~.policy_db.PolicyDB`).
 
-:class:`PolicyStore` is what ``/v1/policies`` needs. The rules of a query are written once here,
-over :class:`~.policy_db.PolicyEntry` objects beside it in :mod:`.policy_db`, and shared by every
-backend, PolicyDB included: ``entry_matches`` (the filters), ``rank_best`` (which entry is best),
-``query`` (filter, order by id, limit) and ``best_of``. A backend only stores entries: :class:`MemoryPolicies`
-(a dict, the memory store's) and the Redis store's (:mod:`losswatch.service.stores.redis_policies`).
+:class:`PolicyStore` is what ``/v1/policies`` needs. The rules of a query are written once, in
+:mod:`.policy_db` beside :class:`~.policy_db.PolicyEntry`, and shared by every backend, PolicyDB
+included: ``entry_matches`` (the filters), ``rank_best`` (which entry is best), ``query`` (filter,
+order by id, limit) and ``best_of``. :class:`EntryPolicies` applies them; a backend only stores
+entries: :class:`MemoryPolicies` (a dict, the memory store's) and the Redis store's
+(:mod:`losswatch.service.stores.redis_policies`).
 
 The seeded public recipes (:data:`~.policy_db.SEED_RECIPES`) are not stored by these backends:
 :func:`seed_entries` serves them read-only from the code, with ids 1..N, so a fresh service numbers
