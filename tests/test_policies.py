@@ -1,5 +1,5 @@
 """The LR policy database: the SQLite store, `losswatch policies` (real subprocess) and
-/v1/policies through a real service process."""
+/v1/policies through a real service process, on the memory store and on a real Redis."""
 
 from __future__ import annotations
 
@@ -18,6 +18,14 @@ TASK = {"model_family": "mlp", "dataset": "digits", "optimizer": "sgd", "batch_s
 def _entry(lr, final, steps, diverged=False, **kw):
     return {**TASK, "policy": {"name": "cosine", "lr": lr, "total_steps": steps}, "final_metric": final,
             "steps": steps, "diverged": diverged, **kw}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_env(request) -> dict[str, str]:
+    """The service's environment for each store (the policies live in it)."""
+    if request.param == "memory":
+        return {}
+    return {"LOSSWATCH_STORE": request.getfixturevalue("redis_proc").url}
 
 
 @pytest.fixture
@@ -121,9 +129,9 @@ def test_cli_bad_input_is_a_clear_error_and_loses_nothing(tmp_path):
     assert len(PolicyDB(str(p)).list()) == n0
 
 
-def test_rest_api(service_factory, tmp_path):
+def test_rest_api(store_env, service_factory, tmp_path):
     dbpath = tmp_path / "svc.sqlite"
-    svc = service_factory(env={"LOSSWATCH_POLICY_DB": str(dbpath), "LOSSWATCH_TOKENS": "tok=projA"})
+    svc = service_factory(env={**store_env, "LOSSWATCH_POLICY_DB": str(dbpath), "LOSSWATCH_TOKENS": "tok=projA"})
     h = {"Authorization": "Bearer tok"}
     with httpx.Client(base_url=svc.url, timeout=10) as c:
         assert c.get("/v1/policies").status_code == 401
@@ -152,12 +160,12 @@ def test_rest_api(service_factory, tmp_path):
         assert c.get(f"/v1/policies/{eid}", headers=h).json()["final_metric"] == 0.3
         assert c.delete(f"/v1/policies/{eid}", headers=h).status_code == 200
         assert c.get(f"/v1/policies/{eid}", headers=h).status_code == 404
-    # the CLI sees what the service wrote (one database)
-    assert any(e.policy["lr"] == 0.2 for e in PolicyDB(str(dbpath)).list(**TASK))
+    # the service keeps its policies in its store: the CLI's SQLite file is not even created
+    assert not dbpath.exists()
 
 
-def test_entries_belong_to_the_writing_project_and_seeds_are_read_only(service_factory, tmp_path):
-    svc = service_factory(env={"LOSSWATCH_POLICY_DB": str(tmp_path / "own.sqlite"),
+def test_entries_belong_to_the_writing_project_and_seeds_are_read_only(store_env, service_factory, tmp_path):
+    svc = service_factory(env={**store_env, "LOSSWATCH_POLICY_DB": str(tmp_path / "own.sqlite"),
                                "LOSSWATCH_TOKENS": "ta=projA;tb=projB;tab=projA,projB"})
     a, b, ab = ({"Authorization": f"Bearer {t}"} for t in ("ta", "tb", "tab"))
     with httpx.Client(base_url=svc.url, timeout=10) as c:
@@ -188,8 +196,8 @@ def test_entries_belong_to_the_writing_project_and_seeds_are_read_only(service_f
         assert c.get(f"/v1/policies/{eid}", headers=ab).status_code == 404
 
 
-def test_a_body_that_is_not_an_object_is_422_as_the_spec_says(service_factory, tmp_path):
-    svc = service_factory(env={"LOSSWATCH_POLICY_DB": str(tmp_path / "n.sqlite")})
+def test_a_body_that_is_not_an_object_is_422_as_the_spec_says(store_env, service_factory, tmp_path):
+    svc = service_factory(env={**store_env, "LOSSWATCH_POLICY_DB": str(tmp_path / "n.sqlite")})
     with httpx.Client(base_url=svc.url, timeout=10) as c:
         spec = c.get("/openapi.json").json()
         post = spec["paths"]["/v1/policies"]["post"]

@@ -35,9 +35,8 @@ def st_service(request, tmp_path_factory):
     from fixtures.service_proc import ServiceProc
 
     # auth on, as the spec declares bearer auth: positive cases carry the token, negative ones may not
-    # (the app includes the policies router, which opens a SQLite file: a throw-away one)
-    db = tmp_path_factory.mktemp("st") / "policies.sqlite"
-    env = {"LOSSWATCH_TOKENS": f"{TOKEN}=stproj", "LOSSWATCH_HOST": "127.0.0.1", "LOSSWATCH_POLICY_DB": str(db)}
+    # (the policies live in the service's store: /v1/policies is fuzzed on memory and on Redis)
+    env = {"LOSSWATCH_TOKENS": f"{TOKEN}=stproj", "LOSSWATCH_HOST": "127.0.0.1"}
     redis = None
     if request.param == "redis":
         redis = RedisServer(tmp_path_factory.mktemp("st-redis")).start()

@@ -1,11 +1,11 @@
 """What a route needs from the app, as FastAPI dependencies: the settings, the store, the
-ingest pipeline, the process's metrics, the policy database and the caller's scope.
+ingest pipeline, the process's metrics, the store's LR policies and the caller's scope.
 
 The app's lifespan puts the objects on ``app.state.services`` (a :class:`Services`, once the
 store is open); these functions are the only readers, so a route declares what it uses
 (``store: StoreDep``) and a test can swap one with ``app.dependency_overrides[get_store]``.
 They are ``async def`` because FastAPI runs a plain ``def`` dependency in its thread pool (a
-thread hop per request), except the policy database's, which may open its SQLite file. The
+thread hop per request). The
 ingest fast path (:class:`~losswatch.service.api.steps.IngestRoute`) bypasses FastAPI and reads
 them through :func:`app_services` instead (so an override does not reach it).
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import Scope, scope_for
 from ..flush_hint import FlushHint
-from ..lr.policy_db import PolicyDB
+from ..lr.policy_store import PolicyStore
 from ..metrics import ServiceMetrics
 from ..notify import Notifier
 from ..pipeline import IngestPipeline
@@ -60,16 +60,9 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.services.metrics
 
 
-def get_policy_db(request: Request) -> PolicyDB:
-    """The app's policy database, opened on first use (503 if the file cannot be opened)."""
-    db = getattr(request.app.state, "policy_db", None)
-    if db is None:
-        try:
-            db = PolicyDB()
-        except ValueError as e:
-            raise HTTPException(503, f"policy database unavailable: {e}") from None
-        request.app.state.policy_db = db
-    return db
+async def get_policies(request: Request) -> PolicyStore:
+    """The LR policies, which live in the app's store (so every replica serves the same)."""
+    return request.app.state.services.store.policies
 
 
 _bearer = HTTPBearer(auto_error=False, description="a token from LOSSWATCH_TOKENS (when set)")
@@ -86,5 +79,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[IngestPipeline, Depends(get_pipeline)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-PolicyDBDep = Annotated[PolicyDB, Depends(get_policy_db)]
+PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 ScopeDep = Annotated[Scope, Depends(get_scope)]

@@ -5,21 +5,20 @@ schedule declaration (``losswatch.detectors.schedules``: ``{"name": "warmup_cosi
 6e-4, ...}``). Each entry records the outcome of one training run (or a published recipe):
 final and best metric, steps, wall time, diverged or not, where it came from.
 
-Storage decision: one SQLite file, shared by the CLI (``losswatch policies``) and the REST API
-(``/v1/policies``): path ``$LOSSWATCH_POLICY_DB``, default ``~/.losswatch/policies.sqlite``.
-Why not the service's run store: policies are small, long-lived, queried by several columns
-("best for this task under N steps") and must outlive runs; SQLite answers such queries, is in
-the standard library, survives restarts, and WAL mode lets the CLI and several service workers
-on one host share the file. Replicas on different hosts need the file on a shared volume (or one
-replica serving /v1/policies): documented in docs/lr-tooling.md.
+Storage: this SQLite file is the offline CLI's (``losswatch policies``, ``tune --record``,
+``evaluate --record``): path ``$LOSSWATCH_POLICY_DB``, default ``~/.losswatch/policies.sqlite``;
+it is in the standard library, survives restarts, and WAL mode lets several processes of one
+host share it. The service keeps its entries in its own store instead (:mod:`.policy_store`), so
+every replica serves the same. The rules of a query (:func:`entry_matches`, :func:`rank_best`)
+are written once here, over :class:`PolicyEntry` objects, and shared by both.
 
 An empty database is seeded once with well-known recipes (``SEED_RECIPES``, source "seed"); a
 metadata flag remembers it, so deleting seeds does not bring them back.
 
 Ownership: an entry has a ``project``. None is a public entry (the seeded recipes, and what the
 offline CLI adds to its own file): every reader sees it. The REST API writes entries in the
-writing token's project, and a token sees and deletes only its projects' entries and the
-public ones (read-only over HTTP: see ``service/api/policies.py``).
+writing token's project, and a token sees its projects' entries and the public ones, and
+deletes only its projects' (see ``service/api/policies.py``).
 """
 
 from __future__ import annotations
@@ -167,6 +166,75 @@ def _int(v: Any, name: str, minimum: int = 0) -> int:
     return int(v)
 
 
+def _fold(s: str) -> str:
+    """A task name as it compares: ASCII letters folded, as SQLite's NOCASE (the file's columns)."""
+    return s.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def visible(e: PolicyEntry, projects: frozenset[str] | None) -> bool:
+    """Public entries, and with ``projects`` those of these projects (None: every entry)."""
+    return projects is None or e.project is None or e.project in projects
+
+
+def entry_matches(e: PolicyEntry, *, model_family: str | None = None, dataset: str | None = None,
+                  optimizer: str | None = None, batch_size: int | None = None, max_steps: int | None = None,
+                  policy_name: str | None = None, metric: str | None = None, include_diverged: bool = True,
+                  source: str | None = None, projects: frozenset[str] | None = None) -> bool:
+    """The filters of a listing: the task's names compare case-insensitively (ASCII), the other
+    fields exactly; ``max_steps`` keeps entries with a step count within it."""
+    if not visible(e, projects):
+        return False
+    for have, want in ((e.model_family, model_family), (e.dataset, dataset), (e.optimizer, optimizer)):
+        if want is not None and _fold(have) != _fold(want):
+            return False
+    for have, want in ((e.batch_size, batch_size), (e.policy["name"], policy_name), (e.metric, metric),
+                       (e.source, source)):
+        if want is not None and have != want:
+            return False
+    if max_steps is not None and (e.steps is None or e.steps > max_steps):
+        return False
+    return include_diverged or not e.diverged
+
+
+def query(entries: Iterable[PolicyEntry], limit: int | None = 1000, **filters: Any) -> list[PolicyEntry]:
+    """The entries matching ``filters`` (:func:`entry_matches`), oldest (lowest id) first."""
+    return sorted((e for e in entries if entry_matches(e, **filters)), key=lambda e: e.id or 0)[:limit]
+
+
+def rank_best(entries: list[PolicyEntry], metric: str | None) -> PolicyEntry | None:
+    """The best of ``entries``: the best score (best_metric, else final_metric) in the entry's own
+    direction, ties to fewer steps, then the older entry. Entries without a metric (published
+    recipes) come after every measured one. Without ``metric``, scores of different metrics (a
+    loss, an accuracy) do not compare: the ranking is within the metric most entries measured."""
+    if not entries:
+        return None
+    if metric is None:
+        counts: dict[str, int] = {}
+        for e in entries:
+            if e.score is not None:
+                counts[e.metric] = counts.get(e.metric, 0) + 1
+        if counts:
+            top = max(sorted(counts), key=counts.__getitem__)
+            entries = [e for e in entries if e.metric == top or e.score is None]
+
+    def key(e: PolicyEntry) -> tuple:
+        s = e.score
+        if s is None:
+            return (1, 0.0, e.steps or 0, e.id or 0)
+        return (0, s if e.mode == "min" else -s, e.steps or 0, e.id or 0)
+
+    return min(entries, key=key)
+
+
+def best_of(entries: Iterable[PolicyEntry], **filters: Any) -> PolicyEntry | None:
+    """The best non-diverged entry (unless ``include_diverged``) matching ``filters``."""
+    filters.setdefault("include_diverged", False)
+    return rank_best(query(entries, limit=None, **filters), filters.get("metric"))
+
+
 # Published recipes. Metrics only where the source reports one for exactly this setting.
 SEED_RECIPES: list[dict[str, Any]] = [
     {"model_family": "llama-7b", "dataset": "alpaca", "optimizer": "adamw", "batch_size": 128,
@@ -306,9 +374,8 @@ class PolicyDB:
 
     def get(self, entry_id: int, projects: frozenset[str] | None = None) -> PolicyEntry | None:
         """One entry; with ``projects``, only if public or owned by one of them."""
-        where, args = self._where(projects=projects)
-        rows = self._select(f"id = ? AND {where}", [entry_id, *args])
-        return rows[0] if rows else None
+        rows = self._select("id = ?", [entry_id])
+        return rows[0] if rows and visible(rows[0], projects) else None
 
     def _select(self, where: str, args: list[Any], order: str = "id", limit: int | None = None) -> list[PolicyEntry]:
         sql = f"SELECT id, {', '.join(_COLS)} FROM policies WHERE {where} ORDER BY {order}"
@@ -325,59 +392,15 @@ class PolicyDB:
             out.append(PolicyEntry(**d))
         return out
 
-    @staticmethod
-    def _where(model_family: str | None = None, dataset: str | None = None, optimizer: str | None = None,
-               batch_size: int | None = None, max_steps: int | None = None, policy_name: str | None = None,
-               metric: str | None = None, include_diverged: bool = True, source: str | None = None,
-               projects: frozenset[str] | None = None) -> tuple[str, list[Any]]:
-        cond, args = ["1=1"], []
-        if projects is not None:  # public entries and those of these projects
-            cond.append(f"(project IS NULL OR project IN ({', '.join('?' * len(projects))}))")
-            args.extend(sorted(projects))
-        for col, v in (("model_family", model_family), ("dataset", dataset), ("optimizer", optimizer),
-                       ("batch_size", batch_size), ("policy_name", policy_name), ("metric", metric),
-                       ("source", source)):
-            if v is not None:
-                cond.append(f"{col} = ?")
-                args.append(v)
-        if max_steps is not None:
-            cond.append("steps IS NOT NULL AND steps <= ?")
-            args.append(int(max_steps))
-        if not include_diverged:
-            cond.append("diverged = 0")
-        return " AND ".join(cond), args
+    def _visible(self, projects: frozenset[str] | None) -> list[PolicyEntry]:
+        """The public entries and, with ``projects``, only those projects' own (else all)."""
+        return [e for e in self._select("1=1", []) if visible(e, projects)]
 
     def list(self, limit: int = 1000, **filters: Any) -> list[PolicyEntry]:
-        """Entries matching the filters (task fields, max_steps, policy_name, metric, source,
-        include_diverged, projects: the public entries and these projects' ones), oldest first."""
-        where, args = self._where(**filters)
-        return self._select(where, args, limit=limit)
+        """Entries matching the filters (:func:`entry_matches`), oldest first."""
+        return query(self._visible(filters.get("projects")), limit=limit, **filters)
 
     def best(self, **filters: Any) -> PolicyEntry | None:
         """The best non-diverged entry for the filters ("best policy for this task under N
-        steps" = ``best(model_family=..., max_steps=N)``): the best score (best_metric, else
-        final_metric) in the entry's own direction, ties to fewer steps. Entries without a metric
-        (published recipes) come after every measured one."""
-        filters.setdefault("include_diverged", False)
-        entries = self.list(limit=100_000, **filters)
-        if not entries:
-            return None
-
-        if filters.get("metric") is None:
-            # scores of different metrics (loss vs accuracy) do not compare: rank within the
-            # metric most entries of this task measured
-            counts: dict[str, int] = {}
-            for e in entries:
-                if e.score is not None:
-                    counts[e.metric] = counts.get(e.metric, 0) + 1
-            if counts:
-                top = max(sorted(counts), key=counts.__getitem__)
-                entries = [e for e in entries if e.metric == top or e.score is None]
-
-        def key(e: PolicyEntry) -> tuple:
-            s = e.score
-            if s is None:
-                return (1, 0.0, e.steps or 0, e.id or 0)
-            return (0, s if e.mode == "min" else -s, e.steps or 0, e.id or 0)
-
-        return min(entries, key=key)
+        steps" = ``best(model_family=..., max_steps=N)``; :func:`rank_best`)."""
+        return best_of(self._visible(filters.get("projects")), **filters)

@@ -41,12 +41,15 @@ import abc
 import bisect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 # the record's value fields, stored in this order after step (then ts, extra); the schema, not the detectors
 from losswatch.detectors.wire import VALUE_FIELDS as VALUE_FIELDS
 
 from ..attempts import timeline_spans
+
+if TYPE_CHECKING:
+    from ..lr.policy_store import PolicyStore
 
 DEFAULT_PROJECT = "default"   # the project of a run when a request names none (auth off)
 
@@ -221,6 +224,8 @@ class Store(abc.ABC):
     """
 
     url: str = ""
+    #: the LR policies of ``/v1/policies``, kept in this store (every replica on it serves the same)
+    policies: PolicyStore
 
     # --- writes (the ingest pipeline's; see SnapshotStore) -----------------------------------
     @abc.abstractmethod

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..lr.policy_store import MemoryPolicies
 from ..settings import Settings
 from . import series as ser
 from .base import (
@@ -85,6 +86,7 @@ class MemoryStore(Store):
         # runs by last write, oldest first: expiry pops from the front
         self._runs: OrderedDict[_RunKey, _Run] = OrderedDict()
         self._alert_run: dict[tuple[str, str], _RunKey] = {}   # (project, alert id) -> run
+        self.policies = MemoryPolicies()
 
     # --- internals --------------------------------------------------------------------------
     def _get_or_create(self, key: _RunKey, now: float) -> _Run:

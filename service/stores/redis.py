@@ -239,6 +239,9 @@ class RedisStore(Store):
         self._summaries = self._r.register_script(SUMMARIES)
         self._indexed: OrderedDict[str, float] = OrderedDict()   # run -> when this replica last indexed it
         self._trimmed_at = -1e18                                  # when it last trimmed the indexes
+        from .redis_policies import RedisPolicies  # (it builds on this module's error mapping)
+
+        self.policies = RedisPolicies(self)
 
     # --- keys -----------------------------------------------------------------------------
     def _p(self, rk: str) -> str:
