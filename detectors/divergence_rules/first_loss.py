@@ -25,7 +25,7 @@ Examples
 
 References
 ----------
-tensorflow/models issue #8423 (bench/real/issues/tensorflow__models__8423.csv): a Faster R-CNN
+bench/real/issues/tensorflow__models__8423.csv (provenance in bench/real/SOURCES.md): a Faster R-CNN
 whose loss jumps from ~0.1-1.0 to 25,237 and keeps growing; caught on the second record.
 """
 

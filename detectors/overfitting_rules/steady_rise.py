@@ -56,8 +56,9 @@ overfitting: val_loss rose on each of the last 3 evaluations since its best (0.4
 
 References
 ----------
-lyhue1991/eat_tensorflow2_in_30_days issue #69 (bench/real/issues/, two six-epoch logs whose
-validation loss rises from epoch 2 while the training loss falls); Keras EarlyStopping
+bench/real/issues/lyhue1991__eat_tensorflow2_in_30_days__69__*.csv (provenance in
+bench/real/SOURCES.md): two six-epoch logs whose validation loss rises from epoch 2 while the
+training loss falls; Keras EarlyStopping
 (patience counted in evaluations); Prechelt, "Early stopping - but when?" (1998): the UP_s
 criterion, s successive increases of the validation error.
 """

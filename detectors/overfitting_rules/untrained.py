@@ -20,8 +20,9 @@ Examples
 References
 ----------
 The benchmark evaluates at step 0, before the first update (bench/gen_runs.py); Keras epoch
-logs and Hugging Face ``log_history`` evaluate after training (lyhue1991/eat_tensorflow2_in_30_days
-issue #69: validation loss lowest after epoch 1, then rising).
+logs and Hugging Face ``log_history`` evaluate after training
+(bench/real/issues/lyhue1991__eat_tensorflow2_in_30_days__69__original.csv, provenance in
+bench/real/SOURCES.md: validation loss lowest after epoch 1, then rising).
 """
 
 from __future__ import annotations
