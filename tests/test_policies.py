@@ -20,14 +20,6 @@ def _entry(lr, final, steps, diverged=False, **kw):
             "steps": steps, "diverged": diverged, **kw}
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store_env(request) -> dict[str, str]:
-    """The service's environment for each store (the policies live in it)."""
-    if request.param == "memory":
-        return {}
-    return {"LOSSWATCH_STORE": request.getfixturevalue("redis_proc").url}
-
-
 @pytest.fixture
 def db(tmp_path):
     d = PolicyDB(str(tmp_path / "p.sqlite"))

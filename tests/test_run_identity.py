@@ -20,14 +20,6 @@ def records(n: int, **troubles) -> list[dict]:
     return [{k: r[k] for k in ("step", "loss", "grad_norm", "lr")} for r in curve(n, **troubles)]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store_env(request) -> dict[str, str]:
-    """The service's environment for each store."""
-    if request.param == "memory":
-        return {}
-    return {"LOSSWATCH_STORE": request.getfixturevalue("redis_proc").url}
-
-
 @pytest.fixture
 def secured(store_env, service_factory):
     return service_factory(env={**store_env, "LOSSWATCH_TOKENS": TOKENS, "LOSSWATCH_HOST": "127.0.0.1"}).url
