@@ -24,6 +24,7 @@ import warnings
 from collections import deque
 from urllib.parse import quote, urlsplit
 
+from .flush import HINT_MAX
 from .transport import ServiceError, Transport
 from .values import encode
 from .version import __version__
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from .transport import VerdictSink
 
 #: the longest wait between sends that a service's flush hint can ask for, seconds
-MAX_FLUSH_HINT = 30.0
 
 #: batches one send() posts at most before it returns to the worker, so the buffer is drained
 #: (and spilled) regularly even while a long backlog is replayed
@@ -166,7 +166,7 @@ def _flush_hint(headers: dict[str, str]) -> float:
         v = float(headers.get("x-losswatch-flush-interval", 0))
     except ValueError:
         return 0.0
-    return min(v, MAX_FLUSH_HINT) if v > 0 else 0.0  # NaN and negatives say nothing
+    return min(v, HINT_MAX) if v > 0 else 0.0  # NaN and negatives say nothing
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:

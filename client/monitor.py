@@ -32,6 +32,7 @@ import warnings
 import weakref
 
 from .actor_hook import ActorHook
+from .flush import DEFAULT_INTERVAL
 from .values import hold, resolve
 from .verdicts import Verdicts
 
@@ -138,7 +139,7 @@ class Monitor:
 
     def __init__(self, run_id: str | None = None, url: str | None = None, project: str | None = None,
                  meta: dict[str, Any] | None = None, token: str | None = None,
-                 on_alert: Callable[[dict], Any] | None = None, *, flush_interval: float = 0.5,
+                 on_alert: Callable[[dict], Any] | None = None, *, flush_interval: float = DEFAULT_INTERVAL,
                  batch_size: int = 500, spool_dir: str | None = None,
                  max_memory_records: int = 100_000, max_spool_bytes: int = 1 << 30,
                  timeout: float = 5.0, max_backoff: float = 10.0, exit_timeout: float = 5.0,

@@ -30,6 +30,7 @@ import time
 import warnings
 from collections import deque
 
+from .flush import DEFAULT_INTERVAL
 from .transport import ServiceError
 
 TYPE_CHECKING = False
@@ -71,7 +72,7 @@ class Worker:
     """
 
     def __init__(self, transport: Transport, *, read: Callable[[list[tuple]], list[dict[str, Any]]],
-                 after_cycle: Callable[[], None], spool: Spool, flush_interval: float = 0.5,
+                 after_cycle: Callable[[], None], spool: Spool, flush_interval: float = DEFAULT_INTERVAL,
                  max_backoff: float = 10.0, name: str = "losswatch-worker") -> None:
         self.transport = transport
         self.spool = spool

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import time
 
-#: the response header that carries the hint (seconds, a decimal number)
-HEADER = "X-Losswatch-Flush-Interval"
+from ..client.flush import DEFAULT_INTERVAL, HINT_HEADER
+
+#: the response header that carries the hint
+HEADER = HINT_HEADER
 
 FIRST_HINT = 1.0    # seconds: a run at one step a second sends no less often below this
-DROP_BELOW = 0.5    # seconds: the client's default flush interval; a smaller hint says nothing
+DROP_BELOW = DEFAULT_INTERVAL  # a hint no longer than the client's default says nothing
 DECAY = 0.9         # per quiet second
 WINDOW = 1.0        # seconds between changes of the hint
 

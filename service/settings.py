@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from ..client.flush import HINT_MAX
 from .notify import Receiver, ReceiverError, parse_receivers
 
 
@@ -127,7 +128,7 @@ class Settings:
         "average over a second, from which its answers ask clients to send less often "
         "(`X-Losswatch-Flush-Interval`, [service-api.md](service-api.md)); 0: never", 1)
     flush_hint_max: int = _setting("LOSSWATCH_FLUSH_HINT_MAX", "the longest flush interval, seconds, that "
-                                   "hint asks for", 30)
+                                   "hint asks for", int(HINT_MAX))
 
     @property
     def auth_enabled(self) -> bool:

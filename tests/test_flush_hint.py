@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from losswatch.client import Monitor
-from losswatch.client.http import MAX_FLUSH_HINT, _flush_hint
+from losswatch.client.flush import HINT_MAX
+from losswatch.client.http import _flush_hint
 from losswatch.service.flush_hint import HEADER, FlushHint
 from service_helpers import client, get_json, post_records, wait_until
 
@@ -90,8 +91,8 @@ def test_threshold_zero_never_hints():
 
 
 @pytest.mark.parametrize("value, seconds", [
-    (None, 0.0), ("4", 4.0), ("0.75", 0.75), ("1e9", MAX_FLUSH_HINT), ("0", 0.0), ("-3", 0.0),
-    ("nan", 0.0), ("soon", 0.0), ("inf", MAX_FLUSH_HINT),
+    (None, 0.0), ("4", 4.0), ("0.75", 0.75), ("1e9", HINT_MAX), ("0", 0.0), ("-3", 0.0),
+    ("nan", 0.0), ("soon", 0.0), ("inf", HINT_MAX),
 ])
 def test_client_reads_the_header_within_its_bounds(value, seconds):
     headers = {} if value is None else {"x-losswatch-flush-interval": value}
