@@ -42,6 +42,15 @@ def test_file_names_are_unique_across_the_two_folders():
     assert len(names) == len(set(names))
 
 
+def test_no_log_is_stored_twice():
+    """One log under two names would count twice and, when the names hash to different parts,
+    put a file that was tuned on into the part reported untouched."""
+    by_content: dict[str, list[str]] = {}
+    for rel in FILES:
+        by_content.setdefault((REAL / rel).read_text(), []).append(rel)
+    assert [names for names in by_content.values() if len(names) > 1] == []
+
+
 @pytest.mark.parametrize("rel", sorted(LABELS))
 def test_a_label_is_in_the_scorers_form(rel):
     lab = LABELS[rel]
