@@ -50,8 +50,27 @@ def test_a_nan_grad_norm_with_a_finite_loss_is_a_warning_on_its_record():
     assert nan and nan[0].step == 5 and nan[0].severity == "warning"
 
 
+def test_nan_validation_losses_in_a_yolo_warm_up_are_a_warning_on_their_first_epoch():
+    # Ultralytics results.csv: val box loss nan at epochs 2-3 while the training losses stay
+    # finite, finite again from epoch 4: the evaluation overflowed, the training did not
+    alerts = _replay("histories/20kevina03__ai-biometric-authentication__runs-detect-train-results-csv.csv")
+    nan = [a for a in alerts if a.kind == "nan"]
+    assert [(a.step, a.severity, a.action.type) for a in raised(nan)] == [(2, "warning", "none")]
+    assert nan[-1].resolved_step is not None and nan[-1].resolved_step > 4
+    assert raised(alerts, min_severity="warning") == raised(nan)  # and nothing else to do
+
+
+def test_a_validation_loss_nan_on_every_epoch_is_a_warning_on_the_first_record():
+    # a graph network's epoch summaries, val loss nan from the first one printed: one warning,
+    # not one per epoch
+    alerts = _replay("issues/inhwanbae__dmrgcn__1.csv")
+    nan = raised(alerts, "nan")
+    assert [(a.step, a.severity) for a in nan] == [(16, "warning")] and "validation loss" in nan[0].message
+
+
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
-                                 "issues/tensorflow__models__8423.csv"])
+                                 "issues/tensorflow__models__8423.csv",
+                                 "histories/20kevina03__ai-biometric-authentication__runs-detect-train10-results-csv.csv"])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
