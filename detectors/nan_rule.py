@@ -1,8 +1,11 @@
-"""The one NaN rule of losswatch: what a non-finite loss or grad-norm means, and what to do.
+"""The one NaN rule of losswatch: what a non-finite loss, grad-norm or validation loss means, and
+what to do.
 
 Both the detector (:mod:`losswatch.detectors.nan`, inside the service or the local engine) and the
 client's in-process check (:mod:`losswatch.client.local`, on the very step, without numpy) call
-:func:`classify`, so a NaN gets the same severity and the same action whoever sees it first.
+:func:`classify`, so a NaN gets the same severity and the same action whoever sees it first. The
+in-process check passes the training loss and grad-norm only: a non-finite validation loss asks
+for no action on the step (a warning), so the detector alone judges it.
 
 WHY here, and standard library only: the rule is detection semantics, so it lives with the
 detectors; the client must use it without numpy, so this module imports nothing but the standard
