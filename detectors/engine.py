@@ -46,12 +46,13 @@ from .sgd_efficiency import SGDEfficiencyDetector
 from .slow_progress import SlowProgressDetector
 from .spike import SpikeDetector
 from .types import SEVERITY_RANK, Action, Alert, Record
+from .val_spike import ValSpikeDetector
 
 STATE_VERSION = 1
 
 #: The built-in detectors, in evaluation order (also the order of changes within one step).
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
-    NaNDetector, DivergenceDetector, SpikeDetector, GradExplosionDetector, GradVanishingDetector,
+    NaNDetector, DivergenceDetector, SpikeDetector, ValSpikeDetector, GradExplosionDetector, GradVanishingDetector,
     EarlyStallDetector, LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
     OverfittingDetector, DeadDetector,
 )

@@ -1,4 +1,4 @@
-"""NaN / infinity in the loss or the grad-norm."""
+"""NaN / infinity in the loss, the grad-norm or the validation loss."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
-from .nan_rule import GN_PATIENCE, GRAD_NORM, LOSS, RECOVER, ZERO_LOSS, classify
+from .nan_rule import GN_PATIENCE, GRAD_NORM, LOSS, RECOVER, VAL_LOSS, ZERO_LOSS, classify
 from .types import Action
 
 
 class NaNDetector(Detector):
-    """A non-finite loss, or a non-finite grad-norm, judged by the one NaN rule of losswatch
+    """A non-finite loss, grad-norm or validation loss, judged by the one NaN rule of losswatch
     (:mod:`losswatch.detectors.nan_rule`, which the client's in-process check calls too).
 
     Rule
@@ -32,7 +32,19 @@ class NaNDetector(Detector):
         loss masks out; a common Hugging Face fine-tuning report).
 
       A warning escalates (same alert) when a later record meets a critical condition.
-    * The episode re-arms after ``recover`` consecutive records without a non-finite value.
+    * validation loss NaN/inf with a finite (or no) training loss -> **warning** on the very
+      record, action ``none``, repeated or not: the training still computes finite losses, so
+      what is known broken is the evaluation (an fp16/AMP evaluation overflowing during the
+      warm-up: Ultralytics YOLO fine-tunes log ``nan`` validation losses for their first epochs
+      and then train on normally; or a validation split or loss that cannot be computed: a
+      graph-network run whose validation loss was NaN every epoch), and with it early stopping
+      and best-checkpoint selection. Beside a training loss of exactly 0.0 -> **critical**, as
+      with a NaN grad-norm (the outputs are not finite, the 0 is no real loss): nothing marks
+      when the 0s began, so the action is to stop (no rollback point).
+    * The episode re-arms after ``recover`` consecutive records without a non-finite value, the
+      last with a finite loss (or, in a log without one, a finite validation loss), and not while
+      the last validation loss logged was non-finite: evaluations are far sparser than training
+      records, so a warning lasts until one comes back finite instead of re-opening at each.
 
     Parameters
     ----------
@@ -67,33 +79,41 @@ class NaNDetector(Detector):
         self.gbad_start = 0  # grad-norm record count at which the current run of bad gn began
         self.gbad_last = -(10**9)
         self.gbad_step = -1  # step of the first record of the current run of bad grad-norms
+        # the last validation loss logged was NaN/inf. Only set inside an episode (every row is
+        # stepped then); an idle detector skips finite rows, and it is False whenever idle
+        self.val_bad = False
 
     def get_state(self) -> dict[str, Any]:
         return {"last_bad_rec": self.last_bad_rec, "gbad_start": self.gbad_start,
-                "gbad_last": self.gbad_last, "gbad_step": self.gbad_step}
+                "gbad_last": self.gbad_last, "gbad_step": self.gbad_step, "val_bad": self.val_bad}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.last_bad_rec = d["last_bad_rec"]
         self.gbad_start = d["gbad_start"]
         self.gbad_last = d["gbad_last"]
         self.gbad_step = d.get("gbad_step", -1)
+        self.val_bad = d.get("val_bad", False)
 
     def screen(self, f):
         loss_bad = f.a("has_loss") & ~f.a("lok")
         gn = f.a("gn")
         with np.errstate(invalid="ignore"):
             gn_bad = f.a("has_gn") & ~np.isfinite(gn)
-        return loss_bad | gn_bad
+        return loss_bad | gn_bad | (f.a("has_val") & ~f.a("vok"))
 
     def step(self, f, i: int) -> None:
-        if self.alert is None and (f.lok[i] or not f.has_loss[i]) and (f.gok[i] or not f.has_gn[i]):
-            return  # finite (or absent) loss and grad-norm: nothing to do
+        vbad = f.has_val[i] and not f.vok[i]
+        if self.alert is None and (f.lok[i] or not f.has_loss[i]) and (f.gok[i] or not f.has_gn[i]) \
+                and not vbad:
+            return  # finite (or absent) loss, grad-norm and validation loss: nothing to do
         lbad = f.has_loss[i] and not f.lok[i]
         g = f.gn[i]
         gbad = f.has_gn[i] and g - g != 0.0
         rec = f.rec[i]
-        if lbad or gbad:
+        if lbad or gbad or vbad:
             self.last_bad_rec = rec
+        if f.has_val[i]:
+            self.val_bad = vbad
         if gbad:
             if self.gbad_last != rec - 1:
                 self.gbad_start = rec
@@ -101,9 +121,10 @@ class NaNDetector(Detector):
             self.gbad_last = rec
         step = f.step[i]
         verdict = classify(f.loss[i] if f.has_loss[i] else None, gbad,
-                           rec - self.gbad_start + 1 if gbad else 0, self.gn_patience)
+                           rec - self.gbad_start + 1 if gbad else 0, self.gn_patience, vbad)
         if verdict is not None:
-            what, value = verdict.signal, (f.loss[i] if lbad else g)
+            what = verdict.signal
+            value = f.loss[i] if lbad else (g if gbad else f.val[i])
         if self.alert is None:
             if verdict is not None:
                 msg, ev, act = self._describe(f, i, what, value)
@@ -112,7 +133,8 @@ class NaNDetector(Detector):
         if verdict is not None and verdict.severity == "critical" and self.alert.severity != "critical":
             msg, ev, act = self._describe(f, i, what, value)
             self.update_episode(step, severity="critical", message=msg, evidence=ev, action=act)
-        elif not lbad and not gbad and f.lok[i] and rec - self.last_bad_rec >= self.recover:
+        elif not lbad and not gbad and not self.val_bad and (f.lok[i] or not f.has_loss[i] and f.vok[i]) \
+                and rec - self.last_bad_rec >= self.recover:
             self.close_episode(step, f"finite values for {self.recover} records")
 
     def _describe(self, f, i: int, what: str, value: float):
@@ -151,6 +173,21 @@ class NaNDetector(Detector):
             act = Action("none", {}, f"One step with a grad-norm of {fmt(value)} and a finite loss: with "
                          "fp16 a dynamic loss scaler skips such a step and lowers its scale, routinely. "
                          "Nothing to do unless it repeats.")
+        elif what == VAL_LOSS:
+            train = f"training loss {fmt(f.loss[i])}" if f.lok[i] else "no training loss logged"
+            msg = f"validation loss is {fmt(value)} at step {step} ({train})"
+            act = Action("none", {}, f"The validation loss is {fmt(value)} while training computes finite "
+                         "losses, so the weights are not known to be broken: the evaluation is. An fp16/AMP "
+                         "evaluation overflowing (common in the first epochs, during the warm-up), or a "
+                         "validation split or loss that cannot be computed (empty, labels out of range, "
+                         "a log of 0). Early stopping and best-checkpoint selection on the validation loss "
+                         "are blind while it lasts: check the evaluation's precision and the validation data.")
+        elif what == ZERO_LOSS and not (f.has_gn[i] and f.gn[i] - f.gn[i] != 0.0):
+            msg = f"loss is exactly 0 with a validation loss of {fmt(value)} at step {step}"
+            act = Action("stop", {}, f"A training loss of exactly 0 beside a validation loss of {fmt(value)} "
+                         "is not a real loss: the model's outputs are not finite and the training loss is "
+                         "masked or overflowed (fp16). Stop, and restart from the last checkpoint before the "
+                         "training loss first read 0, with a lower LR or in bf16.")
         else:
             first = self.gbad_step
             to = first - 1 if first > 0 else 0

@@ -1,8 +1,11 @@
-"""The one NaN rule of losswatch: what a non-finite loss or grad-norm means, and what to do.
+"""The one NaN rule of losswatch: what a non-finite loss, grad-norm or validation loss means, and
+what to do.
 
 Both the detector (:mod:`losswatch.detectors.nan`, inside the service or the local engine) and the
 client's in-process check (:mod:`losswatch.client.local`, on the very step, without numpy) call
-:func:`classify`, so a NaN gets the same severity and the same action whoever sees it first.
+:func:`classify`, so a NaN gets the same severity and the same action whoever sees it first. The
+in-process check passes the training loss and grad-norm only: a non-finite validation loss asks
+for no action on the step (a warning), so the detector alone judges it.
 
 WHY here, and standard library only: the rule is detection semantics, so it lives with the
 detectors; the client must use it without numpy, so this module imports nothing but the standard
@@ -22,7 +25,16 @@ The rule
   - with a loss of exactly 0.0 -> **critical** at once: no real loss is exactly 0 while its
     gradient is NaN (an overflow the loss masks out).
 
-* an episode ends after ``RECOVER`` records in a row with a finite loss and no bad grad-norm.
+* a non-finite validation loss with a finite (or no) training loss -> **warning**, no action,
+  however often it repeats: the training step still computes a finite loss, so the weights are
+  not known to be broken; what is broken is the evaluation (an fp16/AMP evaluation overflowing,
+  typically in the first epochs of a warm-up, or a validation split or loss that cannot be
+  computed), and with it early stopping and best-checkpoint selection. Beside a training loss of
+  exactly 0.0 it is **critical**, like a NaN grad-norm there: the model's outputs are not finite
+  and the 0 is no real loss.
+* an episode ends after ``RECOVER`` records in a row with a finite loss and no bad grad-norm,
+  and not while the last validation loss logged is non-finite (a validation loss is logged far
+  less often than the training loss: the episode lasts until an evaluation comes back finite).
 
 Examples
 --------
@@ -36,6 +48,10 @@ NanVerdict(signal='grad-norm', severity='warning', action='none')
 'zero loss'
 >>> classify(loss=2.3, gn_bad=False, gn_in_a_row=0) is None
 True
+>>> classify(loss=1.98, gn_bad=False, gn_in_a_row=0, val_bad=True)
+NanVerdict(signal='validation loss', severity='warning', action='none')
+>>> classify(loss=0.0, gn_bad=False, gn_in_a_row=0, val_bad=True).severity
+'critical'
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 __all__ = ["GN_PATIENCE", "RECOVER", "NanVerdict", "classify", "is_bad", "LOSS", "ZERO_LOSS",
-           "REPEATED_GRAD_NORM", "GRAD_NORM"]
+           "REPEATED_GRAD_NORM", "GRAD_NORM", "VAL_LOSS"]
 
 GN_PATIENCE = 3  # non-finite grad-norms in a row before an fp16 loss scaler counts as lost
 RECOVER = 5  # records in a row with finite values before a NaN episode ends
@@ -53,6 +69,7 @@ LOSS = "loss"
 ZERO_LOSS = "zero loss"
 REPEATED_GRAD_NORM = "repeated grad-norm"
 GRAD_NORM = "grad-norm"
+VAL_LOSS = "validation loss"
 
 
 # WHY collections, not typing.NamedTuple: typing costs ~3 ms to import and the client imports
@@ -70,7 +87,7 @@ def is_bad(v: float | None) -> bool:
 
 
 def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
-             gn_patience: int = GN_PATIENCE) -> NanVerdict | None:
+             gn_patience: int = GN_PATIENCE, val_bad: bool = False) -> NanVerdict | None:
     """The verdict for one record, or None when nothing in it is non-finite.
 
     Parameters
@@ -82,13 +99,17 @@ def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
     gn_in_a_row : int
         How many records in a row, this one included, had a non-finite grad-norm.
     gn_patience : int
+    val_bad : bool
+        The record's validation loss is NaN/inf.
     """
     if is_bad(loss):
         return NanVerdict(LOSS, "critical", "rollback")
-    if not gn_bad:
+    if not gn_bad and not val_bad:
         return None
     if loss == 0.0:
         return NanVerdict(ZERO_LOSS, "critical", "rollback")
+    if not gn_bad:
+        return NanVerdict(VAL_LOSS, "warning", "none")
     if gn_in_a_row >= gn_patience:
         return NanVerdict(REPEATED_GRAD_NORM, "critical", "rollback")
     return NanVerdict(GRAD_NORM, "warning", "none")

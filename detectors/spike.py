@@ -71,11 +71,19 @@ class SpikeDetector(Detector):
     Rule: ``loss - level > max(z * noise, rel * |level|)`` where ``level`` and ``noise`` are the
     winsorised EMA level and mean absolute deviation *before* this step, and most of the excess
     arrived in this one step (``loss - previous >= sudden * excess``; a slow climb is a
-    divergence, not a spike). With ``min_records`` earlier losses or fewer the noise is no
-    estimate yet, so a spike then needs the loss at ``1 + early_rel`` x the level (Lightning
-    Fabric's SpikeDetection: 2x its running mean): a log excerpt that begins three records
-    before a 2.8 -> 7.3 jump still shows it. Re-arms when the loss is back within
-    ``max(3 * noise, rel/2 * |level|)`` of the level.
+    divergence, not a spike). With ``min_records`` earlier losses or fewer the EMA noise is no
+    estimate yet (it starts at 0 and has seen too few deviations), so a spike then needs either
+
+    * the loss at ``1 + early_rel`` x the level (Lightning Fabric's SpikeDetection: 2x its
+      running mean): a log excerpt that begins three records before a 2.8 -> 7.3 jump shows it;
+    * or, from two earlier losses on, the same rule with the *range* of the earlier losses as the
+      noise: ``excess > max(z * range, rel * |level|)``. The range of a few values is the noise
+      scale they show (about 1.1-2 sigma for 2-5 values, above the mean absolute deviation the
+      EMA estimates), and the ``rel`` floor stays: two earlier losses can agree by chance, but a
+      jump must still be a fifth of the level. A 104B model's excerpt, 2.665 and 2.667 then 4.37
+      (+64 %, 950x their range), is a spike on its third record, not only once 2x is reached.
+
+    Re-arms when the loss is back within ``max(3 * noise, rel/2 * |level|)`` of the level.
 
     Severity: a transient spike is **info**, a note: one-step data spikes are routine in healthy
     runs (the GPT-2 speedrun logs have up to ~140 each) and need nothing done. It becomes a
@@ -133,12 +141,19 @@ class SpikeDetector(Detector):
         self.recent: list[int] = []  # record ordinals of the last RECENT_CAP spikes
         self.n_spikes = 0  # spikes so far in the run
         self.warned = -(10**9)  # record ordinal of the last burst warning
+        # the lowest and highest of the run's first losses (up to min_records of them): the
+        # noise scale of the early rule. Every row with nl <= min_records is stepped (both screens)
+        self.early_lo = math.inf
+        self.early_hi = -math.inf
 
     def get_state(self) -> dict[str, Any]:
-        return {"recent": self.recent, "n_spikes": self.n_spikes, "warned": self.warned}
+        return {"recent": self.recent, "n_spikes": self.n_spikes, "warned": self.warned,
+                "early_lo": self.early_lo, "early_hi": self.early_hi}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.recent, self.n_spikes, self.warned = list(d["recent"]), d["n_spikes"], d["warned"]
+        self.early_lo = d.get("early_lo", math.inf)  # absent in states saved before it existed
+        self.early_hi = d.get("early_hi", -math.inf)
 
     def rate(self, records: int) -> float:
         """The run's spike rate after ``records`` records: the share of the last ``window``
@@ -148,22 +163,26 @@ class SpikeDetector(Detector):
         return sum(1 for r in self.recent if r > since) / self.window
 
     def screen(self, f):
-        with np.errstate(all="ignore"):
-            level = f.a("b_slow")
-            early = f.a("lok") & (f.a("nl") > 1) & (f.a("nl") <= self.min_records) & \
-                ~((f.a("loss") - level) <= self.early_rel * np.abs(level))
+        early = f.a("lok") & (f.a("nl") <= self.min_records)  # the early rule's range is kept
         return spike_screen(f, self.z, self.rel, self.min_records) | early
 
     def active_screen(self, f):
         with np.errstate(all="ignore"):
             level = f.a("b_slow")
             back = np.maximum(3.0 * f.a("b_sd"), 0.5 * self.rel * np.abs(level))
-            return f.a("lok") & ~((f.a("loss") - level) > back)
+            return f.a("lok") & (~((f.a("loss") - level) > back) | (f.a("nl") <= self.min_records))
 
     def step(self, f, i: int) -> None:
         if not f.lok[i]:
             return
         x = f.loss[i]
+        nl = f.nl[i]
+        lo, hi = self.early_lo, self.early_hi  # the earlier losses' range, before this one
+        if nl <= self.min_records:
+            if x < lo:
+                self.early_lo = x
+            if x > hi:
+                self.early_hi = x
         level = f.b_slow[i]
         noise = f.b_sd[i]
         excess = x - level
@@ -174,11 +193,11 @@ class SpikeDetector(Detector):
             if excess <= (a if a > b else b):
                 self.close_episode(step, f"loss back to {fmt(x)} (level {fmt(level)})")
             return
-        nl = f.nl[i]
         if nl <= 1:
             return
-        if nl <= self.min_records:  # no noise estimate yet: only a jump to 2x the level
-            if not is_spike(x, level, 0.0, f.b_lprev[i], 0.0, self.early_rel, self.sudden):
+        if nl <= self.min_records:  # no EMA noise yet: 2x the level, or z x the earlier range
+            if not is_spike(x, level, 0.0, f.b_lprev[i], 0.0, self.early_rel, self.sudden) and \
+                    not (nl > 2 and is_spike(x, level, hi - lo, f.b_lprev[i], self.z, self.rel, self.sudden)):
                 return
         elif not is_spike(x, level, noise, f.b_lprev[i], self.z, self.rel, self.sudden):
             return

@@ -63,3 +63,42 @@ def test_a_loss_of_exactly_zero_with_a_nan_grad_norm_is_critical_on_the_record()
 def test_missing_loss_is_not_nan():
     _, alerts = replay([2.0, None, None, 1.9])
     assert raised(alerts, "nan") == []
+
+
+def test_a_nan_validation_loss_beside_a_finite_training_loss_is_a_warning_without_action():
+    # an evaluation that overflows (fp16/AMP) while training goes on: the eval is broken, not
+    # the weights; a later finite evaluation ends the episode
+    _, alerts = replay([2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4, 1.3, 1.2],
+                       vals=[2.5, math.nan, math.nan, 2.2, None, None, None, None, None])
+    nan = raised(alerts, "nan")
+    assert [(a.step, a.severity, a.action.type) for a in nan] == [(1, "warning", "none")]
+    assert nan[0].message.startswith("validation loss is NaN at step 1")
+    resolved = [a.resolved_step for a in alerts if a.kind == "nan" and a.resolved_step is not None]
+    assert resolved == [7]  # 5 records after the last bad one, the last evaluation finite
+
+
+def test_a_sparse_nan_validation_loss_is_one_episode_until_an_evaluation_comes_back_finite():
+    # evaluated every 10th record, NaN each time: one warning, not one per evaluation, and it
+    # does not resolve between evaluations however many finite training losses come
+    n = 40
+    vals = [math.nan if s % 10 == 0 else None for s in range(n)]
+    _, alerts = replay([2.0 - 0.01 * s for s in range(n)], vals=vals)
+    nan = [a for a in alerts if a.kind == "nan"]
+    assert [(a.step, a.severity, a.resolved_step) for a in nan] == [(0, "warning", None)]
+    vals[30] = 1.5  # the fourth evaluation is finite, 10 records after the last NaN: it ends there
+    _, alerts = replay([2.0 - 0.01 * s for s in range(n)], vals=vals)
+    assert [a.resolved_step for a in alerts if a.kind == "nan" and a.resolved_step is not None] == [30]
+
+
+def test_a_nan_validation_loss_beside_a_training_loss_of_exactly_zero_is_critical():
+    _, alerts = replay([2.1, 2.0, 0.0, 0.0], vals=[None, None, None, math.nan])
+    nan = raised(alerts, "nan")
+    assert [(a.step, a.severity, a.action.type) for a in nan] == [(3, "critical", "stop")]
+    assert "exactly 0" in nan[0].message
+
+
+def test_a_nan_training_loss_escalates_a_validation_warning_to_the_same_alert():
+    _, alerts = replay([2.0, 1.9, math.nan], vals=[math.nan, None, None])
+    nan = [a for a in alerts if a.kind == "nan"]
+    assert len({a.id for a in nan}) == 1
+    assert [(a.last_step, a.severity) for a in nan] == [(0, "warning"), (2, "critical")]

@@ -9,6 +9,7 @@ import pytest
 
 from detector_helpers import raised
 from losswatch.detectors import Engine
+from losswatch.detectors.types import Record
 from losswatch.service.readers import read_run
 
 REAL = Path(__file__).resolve().parent.parent / "bench" / "real"
@@ -50,8 +51,50 @@ def test_a_nan_grad_norm_with_a_finite_loss_is_a_warning_on_its_record():
     assert nan and nan[0].step == 5 and nan[0].severity == "warning"
 
 
+def test_nan_validation_losses_in_a_yolo_warm_up_are_a_warning_on_their_first_epoch():
+    # Ultralytics results.csv: val box loss nan at epochs 2-3 while the training losses stay
+    # finite, finite again from epoch 4: the evaluation overflowed, the training did not
+    alerts = _replay("histories/20kevina03__ai-biometric-authentication__runs-detect-train-results-csv.csv")
+    nan = [a for a in alerts if a.kind == "nan"]
+    assert [(a.step, a.severity, a.action.type) for a in raised(nan)] == [(2, "warning", "none")]
+    assert nan[-1].resolved_step is not None and nan[-1].resolved_step > 4
+    assert raised(alerts, min_severity="warning") == raised(nan)  # and nothing else to do
+
+
+def test_a_validation_loss_nan_on_every_epoch_is_a_warning_on_the_first_record():
+    # a graph network's epoch summaries, val loss nan from the first one printed: one warning,
+    # not one per epoch
+    alerts = _replay("issues/inhwanbae__dmrgcn__1.csv")
+    nan = raised(alerts, "nan")
+    assert [(a.step, a.severity) for a in nan] == [(16, "warning")] and "validation loss" in nan[0].message
+
+
+def test_a_validation_loss_five_times_the_epoch_before_for_one_epoch_is_a_note():
+    # a Keras ResNet50 fine-tune: val loss 1.44 -> 7.42 -> 1.29 while the training loss falls
+    alerts = _replay("histories/aditya24jar__emotion-detection-resnet50__training-log.csv")
+    notes = [a for a in alerts if a.detector == "val_spike"]
+    assert [(a.step, a.severity, a.resolved_step) for a in notes] == [(1, "info", None), (1, "info", 2)]
+    assert notes[0].action.type == "none" and "5.14x" in notes[0].message
+    assert raised(alerts, min_severity="warning") == []
+
+
+def test_a_104b_excerpt_that_begins_two_records_before_a_jump_shows_it_on_its_record():
+    # BLOOM tr8b-104B (the public logs' bloom-tr8b-104B-embnorm7-spike.csv): 2.665, 2.667, then
+    # 4.374 (+64 %, under the early 2x bar, 950x the range of the two before)
+    losses = [2.665295, 2.667121, 4.374269, 4.365822, 4.391485, 4.404639, 4.398458, 4.096038, 4.137348]
+    gns = [453082.517, 464441.887] + [464441.887] * 4 + [879946.622] * 3
+    eng = Engine("r")
+    alerts = [a for s, (x, g) in enumerate(zip(losses, gns))
+              for a in eng.update(Record(17060 + s, x, grad_norm=g, lr=5.948e-05))]
+    spikes = raised(alerts, "spike")
+    assert [(a.step, a.severity) for a in spikes] == [(17062, "info")]
+    assert not [a for a in alerts if a.action.direction != "none"]  # no LR change, no rollback
+
+
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
-                                 "issues/tensorflow__models__8423.csv"])
+                                 "histories/aditya24jar__emotion-detection-resnet50__training-log.csv",
+                                 "issues/tensorflow__models__8423.csv",
+                                 "histories/20kevina03__ai-biometric-authentication__runs-detect-train10-results-csv.csv"])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
