@@ -109,6 +109,7 @@ class SlowProgressDetector(RaiseLRDetector):
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
         # mids: str(k) -> [level, step] at the first record at or after the middle of bit length k
         self.mids: dict[str, list[float]] = {}
+        self.mid_k = -1  # the bit length of the last midpoint kept (derived from mids, not saved)
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "k_done": self.k_done, "mids": self.mids}
@@ -117,6 +118,7 @@ class SlowProgressDetector(RaiseLRDetector):
         super().set_state(d)
         self.k_done = d["k_done"]
         self.mids = d.get("mids", {})  # saved before midpoints were kept: none known, no guard
+        self.mid_k = max((int(k) for k in self.mids), default=-1)
         if any(len(cp) != 4 for cp in self.cps.values()):
             # saved before checkpoints kept the best level: the engine starts this detector afresh
             raise ValueError("slow_progress checkpoints without the best level")
@@ -136,8 +138,9 @@ class SlowProgressDetector(RaiseLRDetector):
         step = f.step[i]
         self.resolve_if_raised(f, i)
         k = _bitlen(step)
-        if f.nl[i] > 0 and step >= _midpoint(k) and str(k) not in self.mids:
+        if k > self.mid_k and step >= _midpoint(k) and f.nl[i] > 0:
             self.mids[str(k)] = [f.slow[i], step]
+            self.mid_k = k
         if k <= self.k_done:
             return
         self.k_done = k
