@@ -115,3 +115,33 @@ def test_the_midpoints_survive_a_saved_state_and_an_older_state_without_them_sti
     old = Engine.from_bytes(json.dumps(doc).encode())
     assert _lr_changing([a for r in records[450:] for a in old.update(r)]) == []
     assert next(d for d in old._detectors if d.name == "slow_progress").mids["9"][1] == records[450].step
+
+
+# -- dead at chance: not while the LR still ramps up ----------------------------------------------
+def _at_chance_then_learning(ramp: int, n: int = 120, seed: int = 5):
+    """A 10-class classifier at ln 10 (+-0.2 %) while its LR ramps up over ``ramp`` steps from
+    0.002 to 0.1, then learning; with ``ramp`` 0 the LR is 0.1 from the start and the loss stays."""
+    r = random.Random(seed)
+    lrs = [0.002 + (0.1 - 0.002) * min(s, ramp) / ramp if ramp else 0.1 for s in range(n)]
+    losses = [2.3026 * (1 + r.uniform(-0.0015, 0.0015)) if s < 40 or not ramp else 2.3026 - 0.02 * (s - 40)
+              for s in range(n)]
+    return losses, lrs
+
+
+def test_a_classifier_at_chance_while_its_lr_warms_up_is_not_dead():
+    # a CNN's one-cycle warm-up starts at 1/50 of its peak LR: its loss sits within 0.2 % of
+    # ln 10 for the first 40 steps, then it learns (it got "run is dead, stop" at step 19)
+    losses, lrs = _at_chance_then_learning(ramp=60)
+    assert raised(replay(losses, lrs=lrs)[1], "dead") == []
+
+
+def test_a_classifier_at_chance_under_its_full_lr_is_still_dead_and_so_after_a_warm_up():
+    losses, lrs = _at_chance_then_learning(ramp=0)
+    dead = raised(replay(losses, lrs=lrs)[1], "dead", "warning")
+    assert dead and dead[0].step == 5
+    # the same flat loss after a 20-step warm-up: dead once the LR stops rising
+    r = random.Random(6)
+    losses = [2.3026 * (1 + r.uniform(-0.0015, 0.0015)) for _ in range(60)]
+    lrs = [0.1 * min(s + 1, 20) / 20 for s in range(60)]
+    dead = raised(replay(losses, lrs=lrs)[1], "dead", "warning")
+    assert dead and dead[0].step == 20
