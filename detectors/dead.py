@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .features import lr_ramping
 from .lost import blew_up
 from .types import Action
 
@@ -80,7 +81,12 @@ class DeadDetector(Detector):
       last half of them without a new low of the raw best (``features.rbest``) in the first four
       digits: the
       network predicts the uniform distribution (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000).
-      A healthy loss that descends through ln(k) keeps making new lows.
+      A healthy loss that descends through ln(k) keeps making new lows. Not while the LR still
+      ramps up on the record (:func:`~losswatch.detectors.features.lr_ramping`: a warm-up, a
+      one-cycle's first phase): a network that has not had its LR yet sits at chance because it
+      starts there (a one-cycle CNN at 1/50 of its peak LR stayed within 0.2 % of ln 10 for 19
+      records, then learned); the run of records goes on counting, so a dead one is named on the
+      first record after the ramp.
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
     ``blowup`` x the first loss) before it froze, the LR killed the units: ``scale_lr``
@@ -204,9 +210,11 @@ class DeadDetector(Detector):
                 self.ch_rbest = rb
                 self.ch_last = nl
                 n = nl - self.ch_start + 1
-                # a loss still making new lows is descending through ln(k), not stuck at it
+                # a loss still making new lows is descending through ln(k), not stuck at it; and
+                # while the LR still ramps up (a warm-up, a one-cycle's first phase) the network
+                # has not had its LR yet: at chance is where it starts, not where it died
                 if why is None and n >= self.chance_records and \
-                        nl - self.ch_improved >= self.chance_records // 2:
+                        nl - self.ch_improved >= self.chance_records // 2 and not lr_ramping(f, i):
                     why = (f"the loss has sat at {fmt(x)} for {n} records: ln({_CHANCE_K[lv]}) = "
                            f"{lv:.4f}, the loss of a uniform guess over {_CHANCE_K[lv]} classes", lv)
         if why is not None:

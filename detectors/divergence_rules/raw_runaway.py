@@ -9,11 +9,15 @@ Condition: two or more rises in a row to >= ``raw_ratio`` x the raw best, the la
 undoing at least ``raw_undo`` of the progress made (first loss - raw best: one bad batch at
 the end of a noise wiggle is no run-away), corroborated by the grad-norm building up or the
 LR ramping (:mod:`.causes`), or by a third rise. Only while the descent is fresh: the raw best
-was set in the later half of the run so far, and the slow trend (``features.trend``, ~50
+was set in the later half of the run so far, the slow trend (``features.trend``, ~50
 records) is still >= ``level_ratio`` x the raw best and above it by half the progress
-(``progress.LEVEL_SHARE``). Where the trend has caught up, :mod:`.streak` judges the same rise
-in noise units; within ``spike_memory`` records of a counted spike, :mod:`.sustained` does
-(the aftermath of a bad batch).
+(``progress.LEVEL_SHARE``), and that trend gained 1 % (``features.pnl``) within the last
+``raw_fresh`` loss records: the descent is still under way, which is when the level lags it.
+A trend that has been flat for longer is a noise floor (its lowest values are luck, and 3x
+them is the noise's own reach) or the slow recovery from a knock (the best it held was before
+the knock): there the level has caught up and :mod:`.streak` judges the same rise in noise
+units; within ``spike_memory`` records of a counted spike, :mod:`.sustained` does (the
+aftermath of a bad batch).
 
 Parameters
 ----------
@@ -23,6 +27,13 @@ raw_ratio : float, default 3.0
     (the freshness conditions leave them to :mod:`.streak`).
 raw_undo : float, default 0.25
     The share of the progress the last two records must both undo.
+raw_fresh : int, default 10
+    Loss records since the trend's last 1 % gain, at most (the level's memory, ~10 records).
+    Set by: the benchmark's run-aways after a descent come 0-3 records after such a gain (CNNs
+    at 10x their LR lost at step 43-57, a softmax at 100x); its two healthy runs that got this
+    rule's alert were 65 and 80 records past it (least squares at 10x at its noise floor, a
+    CNN recovering from a bad batch at chance): false alarms 7 -> 5 on seeds 0-1, the same for
+    any value from 5 to 60.
 
 ``level_ratio`` (:mod:`.sustained`) and ``spike_memory`` (:mod:`.spikes`) are shared.
 
@@ -66,7 +77,7 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, step:
             f.trend[i] >= d.level_ratio * rb and f.trend[i] - rb >= LEVEL_SHARE * (l0 - rb) and \
             2 * (f.rbest_step[i] - f.l0_step[i]) > step - f.l0_step[i] and \
             f.b_lprev[i] - rb >= d.raw_undo * (l0 - rb) and (gn_up or ramping or up_n >= 3) and \
-            not after_spike:
+            f.nl[i] - f.pnl[i] <= d.raw_fresh and not after_spike:
         why = " with the grad-norm up" if gn_up else (" while the LR warms up" if ramping else "")
         return (f"rose {up_n} records in a row{why} to {fmt(x / rb)}x the lowest loss it held "
                 f"({fmt(rb)} at step {f.rbest_step[i]})", "raw_runaway")
