@@ -43,6 +43,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
+# a value column as (float64 values, mask of logged entries): one rule for the detectors and the series
+from losswatch.detectors.batch import column_array as column_array
+
 # the record's value fields, stored in this order after step (then ts, extra); the schema, not the detectors
 from losswatch.detectors.wire import VALUE_FIELDS as VALUE_FIELDS
 
@@ -313,20 +316,6 @@ class Store(abc.ABC):
 
 
 # --- helpers every store shares ------------------------------------------------------------
-
-def column_array(col: list[float | None]):
-    """(float64 values with NaN where not logged, mask of logged entries) without a Python
-    loop in the common case of a column that is fully logged or not logged at all."""
-    import numpy as np
-
-    n = len(col)
-    if None not in col:
-        return np.array(col, dtype=np.float64), np.ones(n, dtype=bool)
-    if col.count(None) == n:
-        return np.full(n, np.nan), np.zeros(n, dtype=bool)
-    # numpy turns None into NaN with dtype float64; the mask keeps "not logged" apart from NaN
-    return np.array(col, dtype=np.float64), np.array([v is not None for v in col], dtype=bool)
-
 
 def wall_now(now: float | None) -> float:
     return time.time() if now is None else now
