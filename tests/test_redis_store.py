@@ -452,6 +452,25 @@ def test_none_and_nan_values_round_trip_bit_for_bit():
                 np.float64(a).tobytes() == np.float64(b).tobytes() or (math.isnan(a) and math.isnan(b))))
 
 
+def test_packed_rows_are_the_chosen_rows_field_by_field_with_the_none_pattern_and_nan_payloads():
+    """pack_rows writes the rows asked for, in that order, each as its five little-endian float64s:
+    None as NONE_BITS, a NaN with its own payload, -0.0 as itself."""
+    payload_nan = np.frombuffer(np.uint64(0x7FF8000000001234).tobytes(), dtype="<f8")[0].item()
+    c = Columns(step=[0, 1, 2], loss=[1.5, None, payload_nan], grad_norm=[None, 2.0, -0.0],
+                lr=[0.1, 0.2, None], val_loss=[None, None, None], ts=[10.0, 11.0, 12.0], extra=[None] * 3)
+    want = b""
+    for i in (2, 0):
+        for f in ser.FIELDS:
+            v = getattr(c, f)[i]
+            want += np.uint64(ser.NONE_BITS).tobytes() if v is None else np.float64(v).tobytes()
+    assert ser.pack_rows(c, [2, 0]) == want
+    assert ser.pack_rows(c, [2, 0])[:8] == np.uint64(0x7FF8000000001234).tobytes()
+    full = Columns(step=[0, 1], loss=[1.0, 2.0], grad_norm=[3.0, 4.0], lr=[5.0, 6.0], val_loss=[7.0, 8.0],
+                   ts=[9.0, 10.0], extra=[None] * 2)
+    assert ser.pack_rows(full, [0, 1]) == np.array([1.0, 3.0, 5.0, 7.0, 9.0, 2.0, 4.0, 6.0, 8.0, 10.0], "<f8").tobytes()
+    assert ser.pack_rows(full, []) == b""
+
+
 def test_wait_for_replicas_acknowledges_only_replicated_batches(redis_factory):
     """With wait_replicas=1 a batch is acknowledged once a Redis replica has it; with the replica
     gone the store says so (503) and the retry, once it is back, finds the steps stored."""
