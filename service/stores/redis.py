@@ -164,14 +164,14 @@ def script_args(values: list[Any]) -> bytes:
     text as they are, an int or a float in decimal as ``repr`` writes it), packed as MessagePack
     raw strings, which cmsgpack reads as Lua strings. Integers never become Lua numbers, which
     are exact only up to 2^53."""
-    out: list[str | bytes] = []
-    for v in values:
-        if type(v) is not str and type(v) is not bytes:
-            if isinstance(v, bool) or not isinstance(v, (int, float, str, bytes, bytearray)):
-                raise TypeError(f"a script argument must be bytes, text or a number, not {type(v).__name__}")
-            v = repr(v) if isinstance(v, (int, float)) else bytes(v) if isinstance(v, bytearray) else v
-        out.append(v)
+    out = [v if type(v) is str or type(v) is bytes else _script_arg(v) for v in values]
     return msgpack.packb(out, use_bin_type=False)
+
+
+def _script_arg(v: Any) -> str | bytes:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str, bytes, bytearray)):
+        raise TypeError(f"a script argument must be bytes, text or a number, not {type(v).__name__}")
+    return repr(v) if isinstance(v, (int, float)) else bytes(v) if isinstance(v, bytearray) else v
 
 
 def _member(project: str, name: str) -> str:

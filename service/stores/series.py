@@ -103,11 +103,12 @@ def pack_rows(cols, idx: Sequence[int]) -> bytes:
     flat = [col[i] for i in idx for col in columns]       # row by row: slot i's NF values together
     if None not in flat:
         return struct.pack(f"<{len(flat)}d", *flat)
-    return b"".join(_NONE_SLOT if v is None else _pack_float(v) for v in flat)
+    # not logged: NONE_BITS as an unsigned 64-bit integer in that value's place
+    fmt = "<" + "".join(["Q" if v is None else "d" for v in flat])
+    return struct.pack(fmt, *[_NONE_INT if v is None else v for v in flat])
 
 
-_NONE_SLOT = struct.pack("<Q", int(NONE_BITS))
-_pack_float = struct.Struct("<d").pack
+_NONE_INT = int(NONE_BITS)
 
 
 def decode_slots(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
