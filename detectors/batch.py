@@ -77,6 +77,9 @@ class Batch:
     __slots__ = ("step", "loss", "grad_norm", "lr", "val_loss",
                  "has_loss", "has_grad_norm", "has_lr", "has_val_loss", "_lists")
 
+    _lists: tuple[list[int], list[float | None], list[float | None], list[float | None],
+                  list[float | None]] | None
+
     def __init__(self, step: np.ndarray, cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         self.step = step
         for name in SIGNALS:
