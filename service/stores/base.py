@@ -43,9 +43,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
-# a value column as (float64 values, mask of logged entries): one rule for the detectors and the series
-from losswatch.detectors.batch import column_array as column_array
-
 # the record's value fields, stored in this order after step (then ts, extra); the schema, not the detectors
 from losswatch.detectors.wire import VALUE_FIELDS as VALUE_FIELDS
 
