@@ -7,6 +7,11 @@ its own identical load (``bench/ingest_profile.py``'s: 100 runs, batches of 10, 
 ``--procs`` keep-alive connections), so both see the same machine; each server's CPU (from
 /proc/PID/stat) over the window is divided by the requests it answered.
 
+``--alternate`` runs the two versions one after the other instead, each alone on the machine as
+``bench/ingest_profile.py``'s ladder runs a server (fresh runs, ``--procs`` connections,
+``--seconds``), before/after in one round and after/before in the next, so a drift of the machine's
+load between the two falls on both; each round prints the 1-minute load average.
+
 ``--in-process`` measures the ASGI app alone instead, without HTTP or sockets: a child process
 per version builds the app (``create_app``, its lifespan and store), then drives it with the same
 POSTs in a tight loop and reports its CPU (``time.process_time``) per request; the two versions
@@ -19,7 +24,8 @@ dashboards}`` and an empty ``losswatch/__init__.py``); the current version is wh
 environment imports. Both stores: the memory store, and Redis (one redis-server started on a free
 loopback port, a database each).
 
-    .venv/bin/python bench/ingest_ab.py --before /tmp/before-root [--rounds 3] [--seconds 4] [--in-process]
+    .venv/bin/python bench/ingest_ab.py --before /tmp/before-root [--rounds 3] [--seconds 4]
+        [--alternate | --in-process]
 """
 
 from __future__ import annotations
@@ -89,6 +95,24 @@ def side_by_side(kind: str, before: str, redis: ip.Redis, seconds: float, procs:
             p.wait(10)
 
 
+def alone(kind: str, root: str | None, redis: ip.Redis, seconds: float, procs: int, workdir: Path,
+          tag: str) -> dict:
+    """One version's server alone under the ladder's load: CPU us per request (the server's and
+    Redis'), requests per second, p50."""
+    redis.flush()
+    proc, port = start_with(root, kind, redis.url if kind == "redis" else "memory://", workdir)
+    try:
+        cpu0, rcpu0 = ib.cpu_seconds(proc.pid), ib.cpu_seconds(redis.pid())
+        r = ip.load(port, procs, seconds, tag, cycle=False)
+        cpu, rcpu = ib.cpu_seconds(proc.pid) - cpu0, ib.cpu_seconds(redis.pid()) - rcpu0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    n = max(r["records"] / ip.BATCH, 1)
+    return {"cpu_us_per_request": 1e6 * cpu / n, "redis_cpu_us_per_request": 1e6 * rcpu / n,
+            "requests_per_s": r["requests_per_s"], "p50_ms": r["p50_ms"], "errors": r["errors"]}
+
+
 def child(store_url: str, n: int) -> float:
     """In this process: the app driven with ``n`` POSTs after a warm-up of one per run; CPU us
     per request. ``python bench/ingest_ab.py _child STORE_URL N`` prints it (under valgrind, the
@@ -147,6 +171,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--procs", type=int, default=3, help="load generator processes per server")
     ap.add_argument("--kinds", default="memory,redis")
+    ap.add_argument("--alternate", action="store_true", help="the two versions one after the other (see above)")
     ap.add_argument("--in-process", action="store_true", help="the ASGI app alone, no HTTP (see above)")
     ap.add_argument("--requests", type=int, default=3000, help="requests per in-process round")
     args = ap.parse_args()
@@ -157,6 +182,15 @@ def main() -> int:
             for kind in args.kinds.split(","):
                 redis.flush()
                 load0 = os.getloadavg()[0]
+                if args.alternate:
+                    order = (("before", args.before), ("after", None))
+                    for k, root in order if rnd % 2 == 0 else order[::-1]:
+                        r = alone(kind, root, redis, args.seconds, args.procs, workdir, f"alt{rnd}-{k}")
+                        print(f"round {rnd} {kind:6s} {k:6s} load {os.getloadavg()[0]:5.1f}  "
+                              f"{r['cpu_us_per_request']:6.0f} us/request (Redis' own {r['redis_cpu_us_per_request']:4.0f})  "
+                              f"{r['requests_per_s']:5.0f} req/s  p50 {r['p50_ms']:.2f} ms  errors {r['errors']}",
+                              flush=True)
+                    continue
                 if args.in_process:
                     url = redis.url if kind == "redis" else "memory://"
                     us = {}

@@ -43,6 +43,19 @@ def _column(values: Any, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     return arr, has
 
 
+def column_array(col: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """A column of checked values (floats, None where not logged) as (float64 values with NaN
+    where not logged, mask of logged entries), without a Python loop in the common case of a
+    column that is fully logged or not logged at all."""
+    n = len(col)
+    if None not in col:
+        return np.array(col, dtype=np.float64), np.ones(n, dtype=bool)
+    if col.count(None) == n:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+    # numpy turns None into NaN with dtype float64; the mask keeps "not logged" apart from NaN
+    return np.array(col, dtype=np.float64), np.array([v is not None for v in col], dtype=bool)
+
+
 class Batch:
     """Records of one run as columns (numpy arrays).
 
@@ -62,7 +75,10 @@ class Batch:
     """
 
     __slots__ = ("step", "loss", "grad_norm", "lr", "val_loss",
-                 "has_loss", "has_grad_norm", "has_lr", "has_val_loss")
+                 "has_loss", "has_grad_norm", "has_lr", "has_val_loss", "_lists")
+
+    _lists: tuple[list[int], list[float | None], list[float | None], list[float | None],
+                  list[float | None]] | None
 
     def __init__(self, step: np.ndarray, cols: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         self.step = step
@@ -70,8 +86,35 @@ class Batch:
             v, h = cols[name]
             setattr(self, name, v)
             setattr(self, "has_" + name, h)
+        self._lists = None
+
+    @classmethod
+    def from_lists(cls, step: list[int], loss: list[float | None], grad_norm: list[float | None],
+                   lr: list[float | None], val_loss: list[float | None]) -> "Batch":
+        """Columns that are already checked (int steps >= 0; floats, None where not logged), as a
+        service's parser produces them: not validated again, and kept as lists until a column is
+        read as an array. The engine feeds a small batch record by record from the lists
+        (:meth:`rows`), so a batch of a few records never pays for numpy arrays."""
+        b = cls.__new__(cls)
+        b._lists = (step, loss, grad_norm, lr, val_loss)
+        return b
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # only reached for an unset slot: the arrays of a batch built by from_lists, made now
+        lists = object.__getattribute__(self, "_lists")
+        if lists is None or name not in Batch.__slots__:
+            raise AttributeError(name)
+        step, *values = lists
+        self.step = np.array(step, dtype=np.int64)
+        for sig, col in zip(SIGNALS, values):
+            v, h = column_array(col)
+            setattr(self, sig, v)
+            setattr(self, "has_" + sig, h)
+        return object.__getattribute__(self, name)
 
     def __len__(self) -> int:
+        if self._lists is not None:
+            return len(self._lists[0])
         return int(self.step.shape[0])
 
     @classmethod
@@ -106,6 +149,8 @@ class Batch:
     def rows(self) -> list[tuple[int, float | None, float | None, float | None, float | None]]:
         """``(step, loss, grad_norm, lr, val_loss)`` per row as Python values (None where not
         logged)."""
+        if self._lists is not None:
+            return list(zip(*self._lists))
         cols = [[v if h else None for v, h in zip(getattr(self, n).tolist(),
                                                    getattr(self, "has_" + n).tolist())]
                 for n in SIGNALS]

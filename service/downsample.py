@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stores.base import VALUE_FIELDS, Columns, column_array
+from losswatch.detectors.batch import column_array
+
+from .stores.base import VALUE_FIELDS, Columns
 
 METHOD = "minmax"
 

@@ -63,7 +63,6 @@ from .stores.base import (
     Snapshot,
     SnapshotStore,
     StoreUnavailable,
-    column_array,
     wall_now,
 )
 
@@ -135,12 +134,10 @@ class IngestResult:
 
 
 def to_batch(cols: Columns) -> Batch:
-    """The detectors' Batch for validated columns (built directly: ``Batch.from_columns``
-    re-validates every value in Python, which the ingest path has just done)."""
-    import numpy as np
-
-    return Batch(np.array(cols.step, dtype=np.int64),
-                 {f: column_array(getattr(cols, f)) for f in VALUE_FIELDS})
+    """The detectors' Batch for validated columns: the lists as they are (``Batch.from_columns``
+    re-validates every value in Python, which the ingest path has just done), numpy arrays only
+    if the engine takes the vectorised path."""
+    return Batch.from_lists(cols.step, *(getattr(cols, f) for f in VALUE_FIELDS))
 
 
 def run_engine(engine: Engine, cols: Columns, in_order: list[int], timeline: Timeline | None = None):

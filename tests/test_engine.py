@@ -84,6 +84,32 @@ def test_small_batches_go_one_record_at_a_time_with_the_same_alerts(monkeypatch)
     assert called == [] and eng.last_step == recs[15].step
 
 
+@pytest.mark.parametrize("small", [16, 0])
+def test_a_batch_of_checked_lists_reads_as_from_columns_and_gives_the_same_alerts(monkeypatch, small):
+    # Batch.from_lists (the service's parsed columns) keeps the lists until an array is read:
+    # its rows, arrays and alerts are those of the validated columns, on both engine paths
+    monkeypatch.setattr(Engine, "SMALL_BATCH", small)
+    recs = realistic_run(1500, 4)
+    recs[7] = Record(recs[7].step, -0.0, math.inf, None, math.nan)
+    lists = ([r.step for r in recs], [r.loss for r in recs], [r.grad_norm for r in recs], [r.lr for r in recs],
+             [r.val_loss for r in recs])
+    ref = Batch.from_records(recs)
+    assert len(Batch.from_lists(*lists)) == len(recs)
+    assert repr(Batch.from_lists(*lists).rows()) == repr(ref.rows())   # repr: NaN and -0.0 compare as written
+    b = Batch.from_lists(*lists)
+    for name in ("step", "loss", "grad_norm", "lr", "val_loss", "has_loss", "has_grad_norm", "has_lr", "has_val_loss"):
+        got, want = getattr(b, name), getattr(ref, name)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert repr(b.rows()) == repr(ref.rows())
+    _, a1 = one_at_a_time(recs)
+    for size in (10, 16, 250):
+        eng, a2 = Engine("r"), []
+        for k in range(0, len(recs), size):
+            a2 += eng.update_batch(Batch.from_lists(*(col[k:k + size] for col in lists)))
+        assert _dicts(a2) == _dicts(a1)
+
+
 def test_restore_between_batches_and_mid_episode_continues_exactly():
     recs = realistic_run(3000, 7)
     _, ref = one_at_a_time(recs)

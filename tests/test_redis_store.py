@@ -17,7 +17,7 @@ from losswatch.service.pipeline import IngestPipeline
 from losswatch.service.stores import series as ser
 from losswatch.service.stores.base import Columns, StoreUnavailable
 from losswatch.service.stores.memory import MemoryStore
-from losswatch.service.stores.redis import RedisStore
+from losswatch.service.stores.redis import RedisStore, script_args
 from service_helpers import same
 
 NARROW = (ser.Level(64, 4), ser.Level(128, 4), ser.Level(512, None))
@@ -450,6 +450,42 @@ def test_none_and_nan_values_round_trip_bit_for_bit():
         for a, b in zip(got[j], want):
             assert (a is None and b is None) or (a is not None and b is not None and (
                 np.float64(a).tobytes() == np.float64(b).tobytes() or (math.isnan(a) and math.isnan(b))))
+
+
+def test_packed_rows_are_the_chosen_rows_field_by_field_with_the_none_pattern_and_nan_payloads():
+    """pack_rows writes the rows asked for, in that order, each as its five little-endian float64s:
+    None as NONE_BITS, a NaN with its own payload, -0.0 as itself."""
+    payload_nan = np.frombuffer(np.uint64(0x7FF8000000001234).tobytes(), dtype="<f8")[0].item()
+    c = Columns(step=[0, 1, 2], loss=[1.5, None, payload_nan], grad_norm=[None, 2.0, -0.0],
+                lr=[0.1, 0.2, None], val_loss=[None, None, None], ts=[10.0, 11.0, 12.0], extra=[None] * 3)
+    want = b""
+    for i in (2, 0):
+        for f in ser.FIELDS:
+            v = getattr(c, f)[i]
+            want += np.uint64(ser.NONE_BITS).tobytes() if v is None else np.float64(v).tobytes()
+    assert ser.pack_rows(c, [2, 0]) == want
+    assert ser.pack_rows(c, [2, 0])[:8] == np.uint64(0x7FF8000000001234).tobytes()
+    full = Columns(step=[0, 1], loss=[1.0, 2.0], grad_norm=[3.0, 4.0], lr=[5.0, 6.0], val_loss=[7.0, 8.0],
+                   ts=[9.0, 10.0], extra=[None] * 2)
+    assert ser.pack_rows(full, [0, 1]) == np.array([1.0, 3.0, 5.0, 7.0, 9.0, 2.0, 4.0, 6.0, 8.0, 10.0], "<f8").tobytes()
+    assert ser.pack_rows(full, []) == b""
+
+
+def test_script_arguments_reach_lua_as_the_strings_redis_py_would_send(redis_proc):
+    """The COMMIT script reads its arguments from one MessagePack array: every value arrives as
+    the string it would have been as its own argument (integers past 2^53 exactly, floats as repr,
+    bytes with any content), and a value redis-py refuses is refused."""
+    values = [2**63 - 1, 0, -3, 1733500000.123456, 1e-300, "", "é/ü", b"\x00\xff" * 40_000, bytearray(b"ab")]
+    values += [f"s{k}" for k in range(70_000)]         # past MessagePack's 16-bit array length
+    echo = redis_proc.client().register_script(
+        "local A = cmsgpack.unpack(ARGV[1]); local out = {} for k = 1, #A do out[k] = A[k] end return out")
+    got = echo(args=[script_args(values)])
+    assert got[:9] == [b"9223372036854775807", b"0", b"-3", repr(1733500000.123456).encode(), b"1e-300", b"",
+                       "é/ü".encode(), b"\x00\xff" * 40_000, b"ab"]
+    assert len(got) == len(values) and got[-1] == b"s69999"
+    for bad in (True, None, [1]):
+        with pytest.raises(TypeError):
+            script_args([bad])
 
 
 def test_wait_for_replicas_acknowledges_only_replicated_batches(redis_factory):

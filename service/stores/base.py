@@ -314,20 +314,6 @@ class Store(abc.ABC):
 
 # --- helpers every store shares ------------------------------------------------------------
 
-def column_array(col: list[float | None]):
-    """(float64 values with NaN where not logged, mask of logged entries) without a Python
-    loop in the common case of a column that is fully logged or not logged at all."""
-    import numpy as np
-
-    n = len(col)
-    if None not in col:
-        return np.array(col, dtype=np.float64), np.ones(n, dtype=bool)
-    if col.count(None) == n:
-        return np.full(n, np.nan), np.zeros(n, dtype=bool)
-    # numpy turns None into NaN with dtype float64; the mask keeps "not logged" apart from NaN
-    return np.array(col, dtype=np.float64), np.array([v is not None for v in col], dtype=bool)
-
-
 def wall_now(now: float | None) -> float:
     return time.time() if now is None else now
 

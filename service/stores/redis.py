@@ -72,6 +72,7 @@ import zlib
 from collections import OrderedDict
 from typing import Any, Iterable
 
+import msgpack
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
@@ -155,6 +156,22 @@ def _f(b: bytes | None) -> float | None:
 
 def _i(b: bytes | None) -> int | None:
     return None if b is None or b == b"" else int(b)
+
+
+def script_args(values: list[Any]) -> bytes:
+    """A script's arguments as one MessagePack array (the script reads it with Redis' built-in
+    ``cmsgpack.unpack(ARGV[1])``): each value as the string redis-py would send for it (bytes and
+    text as they are, an int or a float in decimal as ``repr`` writes it), packed as MessagePack
+    raw strings, which cmsgpack reads as Lua strings. Integers never become Lua numbers, which
+    are exact only up to 2^53."""
+    out = [v if type(v) is str or type(v) is bytes else _script_arg(v) for v in values]
+    return msgpack.packb(out, use_bin_type=False)
+
+
+def _script_arg(v: Any) -> str | bytes:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str, bytes, bytearray)):
+        raise TypeError(f"a script argument must be bytes, text or a number, not {type(v).__name__}")
+    return repr(v) if isinstance(v, (int, float)) else bytes(v) if isinstance(v, bytearray) else v
 
 
 def _member(project: str, name: str) -> str:
@@ -374,7 +391,8 @@ class RedisStore(Store):
 
     def _commit_call(self, p: str, rk: str, c: RunCommit) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of the COMMIT script for ``c`` (their layout: redis_scripts.COMMIT_KEYS
-        and COMMIT_FIELDS): the named scalars first, in COMMIT_FIELDS' order, then the sections."""
+        and COMMIT_FIELDS): the named scalars first, in COMMIT_FIELDS' order, then the sections,
+        all in one argument (:func:`script_args`)."""
         cols = c.cols
         in_order = c.in_order
         sections: list[Any] = []
@@ -422,7 +440,7 @@ class RedisStore(Store):
         by_name = {"state": p + "s", "tiers": q + "ds", "extras": q + "x", "alerts": p + "a", "raised": p + "ar",
                    "acked": p + "ak", "claims": p + "n",
                    "closed_tiers": self._series_p(rk, max(1, c.attempt - 1)) + "ds"}
-        return [by_name[k] for k in COMMIT_KEYS], args + sections
+        return [by_name[k] for k in COMMIT_KEYS], [script_args(args + sections)]
 
     # --- downsampling ---------------------------------------------------------------------
     @staticmethod

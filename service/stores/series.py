@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .base import VALUE_FIELDS, column_array
+from .base import VALUE_FIELDS
 
 # Steps per raw chunk. 960 = 15 level-1 buckets; 120 + 960 * 40 bytes fits jemalloc's 40 KiB size
 # class with 6% slack (1024 steps would spill into the 48 KiB class: 17% waste).
@@ -95,17 +95,20 @@ _RAW_MASK_MAX = 8     # bytes: up to 64 steps the bitmap is stored as is
 
 
 def pack_rows(cols, idx: Sequence[int]) -> bytes:
-    """The rows ``idx`` of a :class:`~.base.Columns` as packed float64 slots (n * 40 bytes)."""
-    n = len(idx)
-    arr = np.empty((n, NF), dtype="<f8")
-    mask = np.zeros((n, NF), dtype=bool)
-    for j, name in enumerate(FIELDS):
-        col = getattr(cols, name)
-        arr[:, j], logged = column_array([col[i] for i in idx])
-        mask[:, j] = ~logged
-    if mask.any():
-        arr.view("<u8")[mask] = NONE_BITS
-    return arr.tobytes()
+    """The rows ``idx`` of a :class:`~.base.Columns` as packed float64 slots (n * 40 bytes).
+
+    With ``struct``, not numpy: a batch of 10 rows is packed in a few microseconds, where building
+    arrays per field costs tens. Floats are packed as their 8 bytes (a NaN keeps its payload)."""
+    columns = [getattr(cols, name) for name in FIELDS]
+    flat = [col[i] for i in idx for col in columns]       # row by row: slot i's NF values together
+    if None not in flat:
+        return struct.pack(f"<{len(flat)}d", *flat)
+    # not logged: NONE_BITS as an unsigned 64-bit integer in that value's place
+    fmt = "<" + "".join(["Q" if v is None else "d" for v in flat])
+    return struct.pack(fmt, *[_NONE_INT if v is None else v for v in flat])
+
+
+_NONE_INT = int(NONE_BITS)
 
 
 def decode_slots(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
