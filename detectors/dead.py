@@ -9,6 +9,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .base import Detector, fmt
+from .features import lr_ramping
 from .lost import blew_up
 from .types import Action
 
@@ -57,7 +58,7 @@ def exact_repeat(x: float, prev: float) -> bool:
     still moves: :func:`same_4_digits` and its guards judge those.
     """
     ax = x if x >= 0.0 else -x
-    if ax == 0.0 or ax != ax or ax == math.inf:
+    if not 1e-200 < ax < 1e200:  # 0, NaN, inf, and magnitudes no loss has (the power overflows)
         return False
     d = x - prev
     if d < 0.0:
@@ -120,7 +121,10 @@ class DeadDetector(Detector):
       last half of them without a new low of the raw best (``features.rbest``) in the first four
       digits: the
       network predicts the uniform distribution (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000).
-      A healthy loss that descends through ln(k) keeps making new lows.
+      A healthy loss that descends through ln(k) keeps making new lows. Not while a logged LR is
+      still ramping up (``features.lr_ramping``): a run at chance in its warm-up has not had its
+      LR yet (a healthy one-cycle CNN of the benchmark sits within 0.2% of ln 10 for its first
+      20 steps while its LR climbs from 1/25 of its peak); judged again once the ramp ends.
     * *evaluations at chance*: ``chance_records`` evaluations in a row within
       ``val_chance_band`` of the same chance level ln(k), the training loss logged with each
       (or the last before it, when logged at all) within that band of the same level, and no
@@ -297,9 +301,10 @@ class DeadDetector(Detector):
                 self.ch_rbest = rb
                 self.ch_last = nl
                 n = nl - self.ch_start + 1
-                # a loss still making new lows is descending through ln(k), not stuck at it
+                # a loss still making new lows is descending through ln(k), not stuck at it; one
+                # whose warm-up is still raising the LR has not had its LR yet
                 if why is None and n >= self.chance_records and \
-                        nl - self.ch_improved >= self.chance_records // 2:
+                        nl - self.ch_improved >= self.chance_records // 2 and not lr_ramping(f, i):
                     why = Why(f"the loss has sat at {fmt(x)} for {n} records: ln({_CHANCE_K[lv]}) = "
                            f"{lv:.4f}, the loss of a uniform guess over {_CHANCE_K[lv]} classes", lv)
         if why is not None:
