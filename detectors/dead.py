@@ -123,8 +123,8 @@ class DeadDetector(Detector):
       network predicts the uniform distribution (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000).
       A healthy loss that descends through ln(k) keeps making new lows. Not while a logged LR is
       still ramping up (``features.lr_ramping``): a run at chance in its warm-up has not had its
-      LR yet (a healthy one-cycle CNN of the benchmark sits within 0.2% of ln 10 for its first
-      20 steps while its LR climbs from 1/25 of its peak); judged again once the ramp ends.
+      LR yet (a healthy one-cycle CNN of the benchmark sits within 0.2% of ln 10 at steps
+      14-19 while its LR climbs from 1/25 of its peak); judged again once the ramp ends.
     * *evaluations at chance*: ``chance_records`` evaluations in a row within
       ``val_chance_band`` of the same chance level ln(k), the training loss logged with each
       (or the last before it, when logged at all) within that band of the same level, and no
@@ -160,15 +160,17 @@ class DeadDetector(Detector):
         SGD CNNs sit within 1% of ln 10 for up to 42 steps before they learn, within 0.2% for
         at most 10 records in a row, and those only at 10x their tuned LR)
     val_chance_band : float, default 0.015
-        1.5% of ln(k) for evaluations. Set by: on the benchmark (seeds 0-7, 1,248 runs, every
-        25 steps) no healthy run has more than 3 evaluations in a row within 1.5% of ln(k) with
-        its training loss there too, and none with 4 or more without a new low in their last
-        half; the runs that do (6-25 evaluations) are LR x10/x100 runs stuck at chance. The
-        real corpus's dead logs sit within 0.2-1.2% (2% adds nothing on either).
+        1.5% of ln(k) for evaluations. Set by: on the benchmark (seeds 0-7, 1,110 runs,
+        evaluated every 25 steps) no healthy run has more than 3 evaluations in a row within
+        1.5% of ln(k) with its training loss there too, and no healthy or LR-too-low run
+        fires the rule; the 25 runs that do are LR x10/x100 runs stuck at chance (6-25
+        evaluations). The real corpus's dead logs sit within 0.2-1.2%; 2% adds no healthy run
+        either.
     collapse_records : int, default 5
-        Set by: 4, 5 or 6 records within 0.2% at or above the first loss after a 2-5% fall
-        fire on no healthy benchmark run (seeds 0-7) nor healthy real log; 5 is the length of
-        the frozen stretch of the shortest collapsed log of the corpus.
+        Set by: 4 or 5 records within 0.2% at or above the first loss after a 2-5% fall fire
+        on no healthy benchmark run (seeds 0-7) nor healthy log of the corpus's tune part (5:
+        two LR x10 runs stuck at chance); 5 is the frozen stretch of the shortest collapsed
+        log of the corpus.
     collapse_drop : float, default 0.05
         How far below the first loss the raw best must have been (relative): progress to lose.
         Set by: 0.02 and 0.05 flag the same runs (the collapsed log's best is 6% below its first
