@@ -53,7 +53,8 @@ def test_a_nan_grad_norm_with_a_finite_loss_is_a_warning_on_its_record():
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
                                  "issues/tensorflow__models__8423.csv",
                                  "issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv",
-                                 "issues/smeetrs__deep_avsr__43.csv"])
+                                 "issues/smeetrs__deep_avsr__43.csv",
+                                 "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv"])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
@@ -161,3 +162,19 @@ def test_a_run_at_chance_while_its_warm_up_still_raises_the_lr_is_not_dead():
     assert drive(DeadDetector(), recs) == []
     flat_lr = [Record(r.step, r.loss, grad_norm=r.grad_norm, lr=0.002) for r in recs]
     assert [a.step for a in drive(DeadDetector(), flat_lr)][:1] == [19]
+
+
+def test_the_batch_path_gives_the_same_dead_alerts_on_a_run_that_collapsed_at_chance():
+    # the benchmark's one-cycle CNN at 10x its LR (held-out seed 5): it learns, blows up and
+    # sits at ln 10 above its first loss; the collapsed rule's rows are screened in batches too
+    recs = list(read_run(REAL.parent / "holdout" / "runs" / "cnn-sgd-one_cycle-x10-s5.csv"))
+    eng, one = Engine("r"), []
+    for r in recs:
+        one += eng.update(r)
+    eng = Engine("r")
+    batch = []
+    for k in range(0, len(recs), 100):
+        batch += eng.update_batch(recs[k:k + 100])
+    key = [(a.id, a.event, a.severity, a.last_step) for a in one]
+    assert [(a.id, a.event, a.severity, a.last_step) for a in batch] == key
+    assert any(a.kind == "dead" and "came back above where it started" in a.message for a in one)
