@@ -94,7 +94,10 @@ def test_a_104b_excerpt_that_begins_two_records_before_a_jump_shows_it_on_its_re
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
                                  "histories/aditya24jar__emotion-detection-resnet50__training-log.csv",
                                  "issues/tensorflow__models__8423.csv",
-                                 "histories/20kevina03__ai-biometric-authentication__runs-detect-train10-results-csv.csv"])
+                                 "histories/20kevina03__ai-biometric-authentication__runs-detect-train10-results-csv.csv",
+                                 "issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv",
+                                 "issues/smeetrs__deep_avsr__43.csv",
+                                 "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv"])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
@@ -132,3 +135,89 @@ def test_a_fine_tunes_warm_up_noise_under_a_calm_grad_norm_is_not_a_divergence()
     # 0.48-0.75 and the LR ramps; the loss is back at 1.26 two lines later
     alerts = _replay("issues/unslothai__unsloth__2955.csv")
     assert [a for a in alerts if a.severity != "info" and a.action.direction != "none"] == []
+
+
+def test_an_evaluation_that_returns_the_same_float_epoch_after_epoch_is_a_frozen_model():
+    # a Lightning LSTM on MNIST: from epoch 7 the val loss is 0.22974897921085358 on every
+    # evaluation (logged once per 375 training rows) while the LR, not logged, had gone to ~0;
+    # its 4 printed digits had settled long before, as a converged model's do, so only the
+    # full-precision repeat says the weights stopped changing
+    alerts = _replay("histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv")
+    dead = raised(alerts, "dead", "warning")
+    assert dead and 1500 <= dead[0].step <= 4124 and "separate evaluations" in dead[0].message
+    assert dead[0].action.type == "stop" and len(dead) == 1
+
+
+def test_evaluations_at_ln_2_with_the_training_loss_there_too_are_a_dead_classifier():
+    # a binary violence classifier whose val accuracy is exactly 0.5 every epoch: train loss
+    # 0.686-0.708, val loss 0.688-0.701, never a new low in the last three epochs
+    alerts = _replay("issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv")
+    dead = raised(alerts, "dead", "warning")
+    assert dead and dead[0].step == 7 and "ln(2)" in dead[0].message
+    assert dead[0].action.type == "stop"  # no blow-up: check the data and the init
+
+
+def test_a_loss_that_lost_its_progress_and_froze_above_its_start_is_dead_with_a_lower_lr():
+    # video-only speech pretraining from scratch: 3.14 -> 2.91, then 3.321-3.327 for five
+    # steps with its error rates pinned at 1.0
+    alerts = _replay("issues/smeetrs__deep_avsr__43.csv")
+    dead = raised(alerts, "dead", "warning")
+    assert dead and dead[0].step == 7 and dead[0].evidence["collapsed_from"] < 0.95 * 3.135768
+    assert dead[0].action.type == "scale_lr" and dead[0].action.params["factor"] < 1
+
+
+def test_a_healthy_run_flat_at_its_first_loss_has_no_progress_to_lose():
+    # the benchmark's healthy character RNN: 4.573-4.587 for its first seven records, within
+    # 0.2% of its first loss, before it learns
+    eng, alerts = Engine("r"), []
+    for rec in read_run(REAL.parent / "runs" / "rnn-sgd-one_cycle-x1-s0.csv"):
+        alerts += eng.update(rec)
+    assert raised(alerts, "dead") == []
+
+
+def test_a_full_precision_evaluation_repeated_on_consecutive_lines_or_at_a_zero_lr_is_not_dead():
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.dead import DeadDetector, exact_repeat
+    from losswatch.detectors.types import Record
+    assert exact_repeat(0.22974897921085358, 0.22974896430969238)
+    assert not exact_repeat(0.2298, 0.2298)  # four printed digits: same_4_digits judges those
+    assert not exact_repeat(0.229750856757164, 0.22974900901317596)  # moved in the 6th digit
+    val = 0.22974897921085358
+    # every training line repeats the last evaluation: one evaluation, not twelve
+    repeater = [Record(s, 0.3 - 0.01 * (s % 7), val_loss=val) for s in range(40)]
+    assert drive(DeadDetector(), repeater) == []
+    # separate evaluations of weights that a schedule at LR 0 froze: the LR rules own it
+    at_zero = [Record(s, 0.3 - 0.01 * (s % 7), lr=0.1 if s < 5 else 0.0, val_loss=val if s % 5 == 4 else None)
+               for s in range(80)]
+    assert drive(DeadDetector(), at_zero) == []
+    alive = [Record(s, 0.3 - 0.01 * (s % 7), lr=0.1, val_loss=val if s % 5 == 4 else None) for s in range(80)]
+    assert [a.step for a in drive(DeadDetector(), alive)] == [29]
+
+
+def test_a_run_at_chance_while_its_warm_up_still_raises_the_lr_is_not_dead():
+    # the benchmark's healthy one-cycle CNN (held-out seed 2): 2.2997-2.3071 at steps 14-19,
+    # within 0.2% of ln 10, while its LR climbs from 1/25 of its peak; it learns afterwards.
+    # The same losses at a constant LR are the chance rule's dead run.
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.dead import DeadDetector
+    from losswatch.detectors.types import Record
+    recs = list(read_run(REAL.parent / "holdout" / "runs" / "cnn-sgd-one_cycle-x1-s2.csv"))[:40]
+    assert drive(DeadDetector(), recs) == []
+    flat_lr = [Record(r.step, r.loss, grad_norm=r.grad_norm, lr=0.002) for r in recs]
+    assert [a.step for a in drive(DeadDetector(), flat_lr)][:1] == [19]
+
+
+def test_the_batch_path_gives_the_same_dead_alerts_on_a_run_that_collapsed_at_chance():
+    # the benchmark's one-cycle CNN at 10x its LR (held-out seed 5): it learns, blows up and
+    # sits at ln 10 above its first loss; the collapsed rule's rows are screened in batches too
+    recs = list(read_run(REAL.parent / "holdout" / "runs" / "cnn-sgd-one_cycle-x10-s5.csv"))
+    eng, one = Engine("r"), []
+    for r in recs:
+        one += eng.update(r)
+    eng = Engine("r")
+    batch = []
+    for k in range(0, len(recs), 100):
+        batch += eng.update_batch(recs[k:k + 100])
+    key = [(a.id, a.event, a.severity, a.last_step) for a in one]
+    assert [(a.id, a.event, a.severity, a.last_step) for a in batch] == key
+    assert any(a.kind == "dead" and "came back above where it started" in a.message for a in one)

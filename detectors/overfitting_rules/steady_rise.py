@@ -36,7 +36,8 @@ rise : float, default 0.1
     Set by: 0.02 to 0.2 give the same alerts on the benchmark and the real corpus (the real
     epoch logs rose by 8-350 % of their scale); 0.1 is the middle of that range, and keeps a
     drift that is small against the progress made (on the benchmark's healthy warm-up runs,
-    0.5-2 % of it) from counting.
+    0.5-2 % of it) from counting. On the held-out seeds 2-7, 0.03 adds 7 alarms on healthy
+    linear regressions (their val drifting up by 3-10 % of their progress).
 
 ``train_fall`` and ``max_ratio`` are shared with :mod:`.held_above`.
 
