@@ -4,6 +4,8 @@ import math
 import random
 
 from detector_helpers import healthy_curve, raised, replay
+from losswatch.detectors import Engine
+from losswatch.detectors.types import Record
 
 
 def test_converged_plateau_at_the_end_of_a_decayed_schedule_is_info():
@@ -98,3 +100,40 @@ def test_a_fast_fall_after_a_relapse_is_a_recovery_not_a_small_lr():
     losses = [loss(s) * (1 + r.gauss(0, 0.02)) for s in range(600)]
     alerts = replay(losses, lrs=[0.5] * len(losses))[1]
     assert not [a for a in raised(alerts, "plateau", "warning") if a.detector == "slow_progress"]
+
+
+def _warm_up_past_the_edge(lr_peak, seed=0):
+    """A warm-up to ``lr_peak``: the loss is lowest (4.1) at step 90, then climbs to 4.8 and stays."""
+    r = random.Random(seed)
+    steps = list(range(10, 3000, 10))
+    losses = [(5.2 - 0.012 * s if s <= 90 else min(4.8, 4.1 + 0.006 * (s - 90))) + r.gauss(0, 0.05) for s in steps]
+    lrs = [min(lr_peak, lr_peak * s / 250) for s in steps]
+    return losses, lrs, steps
+
+
+def test_a_loss_that_climbs_back_once_the_lr_rose_is_an_lr_too_high_not_too_low():
+    losses, lrs, steps = _warm_up_past_the_edge(0.1)
+    alerts = replay(losses, lrs=lrs, steps=steps)[1]
+    osc = raised(alerts, "oscillation", "warning")
+    assert [a.evidence["rule"] for a in osc] == ["relapse"] and osc[0].action.params["factor"] < 1
+    assert not [a for a in alerts if a.action.direction == "up"]
+    # the same curve at a constant LR: no LR rise explains it, so no relapse (a lost or
+    # drifting run is the divergence detector's to judge)
+    alerts = replay(losses, lrs=[0.1] * len(losses), steps=steps)[1]
+    assert not [a for a in raised(alerts, "oscillation") if a.evidence["rule"] == "relapse"]
+
+
+def test_a_run_that_barely_moved_is_not_read_as_climbing_back():
+    # flat at a tiny LR: its "progress" (first loss - raw best) is two noise units, and the level
+    # sits above that lucky best by half of it by chance alone; only the noise test keeps the
+    # plateau's "the LR is too small" (without it: an info "lower the LR")
+    r = random.Random(1)
+    losses = [2.31] + [2.3 + r.gauss(0, 0.008) for _ in range(799)]
+
+    def first_plateau(**params):
+        eng = Engine("t", params={"plateau": params})
+        out = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x, 0.5, 1e-6))]
+        return raised(out, "plateau")[0]
+
+    assert (first_plateau().severity, first_plateau().action.params) == ("warning", {"factor": 10.0})
+    assert first_plateau(climb_z=0.0).severity == "info"

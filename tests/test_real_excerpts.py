@@ -50,8 +50,36 @@ def test_a_nan_grad_norm_with_a_finite_loss_is_a_warning_on_its_record():
     assert nan and nan[0].step == 5 and nan[0].severity == "warning"
 
 
+CS336_LR_01 = "histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv"
+
+
+def test_a_loss_that_climbs_back_as_the_warm_up_passes_the_stable_lr_is_an_lr_too_high():
+    # CS336 sweep at peak LR 0.1: 5.17 -> 4.09 at step 90 (LR 0.036), back up to ~4.8 as the LR
+    # reaches 0.1, and there until the cosine decay; it was told "raise the LR x10"
+    alerts = _replay(CS336_LR_01)
+    osc = raised(alerts, "oscillation", "warning")
+    assert len(osc) == 1 and osc[0].evidence["rule"] == "relapse"
+    assert osc[0].action.type == "scale_lr" and osc[0].action.params["factor"] < 1
+    assert osc[0].step <= 1000 and osc[0].evidence["best_lr"] < 0.05 <= osc[0].evidence["lr"]
+    assert "LR too high: unstable" in osc[0].message and "not lost" in osc[0].message
+    assert not [a for a in alerts if a.action.direction == "up"]  # no "the LR is too small"
+    # the episode ends once the cosine decay has brought the LR back down
+    end = [a for a in alerts if a.id == osc[0].id and a.resolved_step is not None]
+    assert len(end) == 1 and end[0].evidence["resolution"].startswith("LR back down")
+
+
+def test_a_restored_engine_keeps_where_the_loss_was_lowest():
+    # the relapse rule keeps the LR at the raw best in the oscillation detector's own state
+    recs = list(read_run(REAL / CS336_LR_01))
+    eng, out = Engine("r"), []
+    for k in range(0, len(recs), 37):
+        eng = Engine.from_bytes(eng.to_bytes())
+        out += eng.update_batch(recs[k:k + 37])
+    assert [(a.id, a.event, a.last_step) for a in out] == [(a.id, a.event, a.last_step) for a in _replay(CS336_LR_01)]
+
+
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
-                                 "issues/tensorflow__models__8423.csv"])
+                                 "issues/tensorflow__models__8423.csv", CS336_LR_01])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
