@@ -8,23 +8,26 @@ import numpy as np
 
 from .base import fmt
 from .lost import blew_up
+from .progress import climbed_back
 from .raise_lr import RaiseLRDetector
 from .types import Action
 
 
-def _bitlen(step: int) -> int:
-    return step.bit_length() if step > 0 else 0
+def checkpoint_index(step: int, per_doubling: int) -> int:
+    """The checkpoint a step belongs to: the bit length of ``step ** per_doubling`` (exact
+    integers), which grows by one each time the step passes ``2 ** (j / per_doubling)``."""
+    return (step ** per_doubling).bit_length() if step > 0 else 0
 
 
 class SlowProgressDetector(RaiseLRDetector):
     """A too-small LR, seen from one run: the loss keeps falling at an almost constant pace
     instead of dropping fast and then flattening.
 
-    Checked once per doubling of the step (at the first record at or after each power of two),
-    so with O(1) memory (one checkpoint per power of two, at most 64): with ``T(s)`` the loss
-    level (``features.slow``, ~10-record memory: the 50-record trend lags too much this early)
-    at step ``s`` and ``L0`` the first loss, at step ``t`` against the checkpoint
-    ``c`` one doubling earlier::
+    Checked ``per_doubling`` times per doubling of the step (at the first record at or after each
+    ``2 ** (j / per_doubling)``), so with O(1) memory (at most 64 x ``per_doubling`` checkpoints):
+    with ``T(s)`` the loss level (``features.slow``, ~10-record memory: the 50-record trend lags
+    too much this early) at step ``s`` and ``L0`` the first loss, at step ``t`` against the
+    checkpoint ``c`` one doubling earlier::
 
         h = (T(c) - T(t)) / (L0 - T(c))   # progress in the last doubling / progress before it
 
@@ -38,7 +41,10 @@ class SlowProgressDetector(RaiseLRDetector):
     ``scale_lr`` x``factor`` when ``h >= ratio``, ``t >= min_step``, the recent progress is
     real (>= ``z`` noise units of the loss), the checkpoint's level was not above the best level
     reached before it (by ``z`` noise units: a fall from a relapse is a recovery, not the LR's
-    pace; softmax at 10x LR relapses during its warm-up and falls fast after it) and the LR was
+    pace; softmax at 10x LR relapses during its warm-up and falls fast after it), nor above the
+    raw best reached before it by ``given_back`` of the progress and ``climb_z`` noise units
+    (``progress.climbed_back``, the plateau's test: the level lags a short dip, the raw best
+    does not) and the LR was
     steady (not warming up since ``c``, not decayed below ``decayed`` x its peak: a slow tail of
     a decayed schedule is by design). The doublings are in steps (training time is what the pace
     is about), but the run must also have ``min_records`` loss records: a log thinned to every
@@ -50,6 +56,11 @@ class SlowProgressDetector(RaiseLRDetector):
     Parameters
     ----------
     ratio : float, default 0.25
+    per_doubling : int, default 2
+        Checkpoints per doubling of the step. With 1 (steps 256, 512, 1024, ...) a run of 600-800
+        steps is judged at 256 and 512 only, and a one-cycle run whose LR was still rising at 256
+        and had decayed by 512 never; 2 adds 362, 724, ... Measured on the benchmark's seeds 0-1
+        and held-out seeds 2-7 (bench/results/detector-changelog.md).
     min_step : int, default 256
     min_records : int, default 256
     z : float, default 2.0
@@ -60,6 +71,12 @@ class SlowProgressDetector(RaiseLRDetector):
         this x the first loss: the run blew up, and the steady fall after it is a recovery (its LR
         is too high, if anything). 1.5x is the benchmark labels' "lost: above 1.5x the start".
         The same test as the lost-run rule's (``lost.blew_up``, against ``abs(first loss)``).
+    given_back, climb_z : float, default 0.5 and 4.0
+        The checkpoint's level had given back this share of the progress made down to the raw
+        best before it, and sat this many noise units above it: the fall since is the recovery
+        from a relapse. Without it, cnn SGD at 10x LR (warm-up into cosine) got "raise the LR"
+        at step 363, once the relapse that took it from 1.1 back to 2.1 had ended (its level
+        never went below 1.7, so the level's best missed the dip). The plateau's defaults.
 
     Examples
     --------
@@ -82,34 +99,47 @@ class SlowProgressDetector(RaiseLRDetector):
 
     def __init__(self, ratio: float = 0.25, min_step: int = 256, z: float = 2.0,
                  decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5,
-                 min_records: int = 256) -> None:
+                 min_records: int = 256, per_doubling: int = 2, given_back: float = 0.5,
+                 climb_z: float = 4.0) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup,
-                         min_records=min_records)
-        # cps: str(k) -> [trend, peak LR, step, best level] at the first record of bit length k
+                         min_records=min_records, per_doubling=per_doubling, given_back=given_back,
+                         climb_z=climb_z)
+        # cps: str(k) -> [trend, peak LR, step, best level, raw best] at the first record of
+        # checkpoint k
+        # (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
 
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "k_done": self.k_done}
+        return {**super().get_state(), "k_done": self.k_done, "per_doubling": self.per_doubling}
 
     def set_state(self, d: dict[str, Any]) -> None:
+        if d.get("per_doubling", 1) != self.per_doubling:
+            # checkpoints saved on another grid (states from before per_doubling read as 1): the
+            # engine starts this detector afresh
+            raise ValueError("slow_progress checkpoints on another grid")
         super().set_state(d)
         self.k_done = d["k_done"]
-        if any(len(cp) != 4 for cp in self.cps.values()):
-            # saved before checkpoints kept the best level: the engine starts this detector afresh
-            raise ValueError("slow_progress checkpoints without the best level")
+        if any(len(cp) != 5 for cp in self.cps.values()):
+            # saved before checkpoints kept the best levels: the engine starts this detector afresh
+            raise ValueError("slow_progress checkpoints without the best levels")
 
     def screen(self, f):
         step = f.a("step")
-        _, e = np.frexp(np.maximum(step, 0).astype(np.float64))  # bit length of positive ints
+        with np.errstate(over="ignore"):
+            # the bit length of step ** per_doubling, in floats: rounding may move a crossing by
+            # one row, so the rows on either side of each crossing are passed too
+            _, e = np.frexp(np.maximum(step, 0).astype(np.float64) ** self.per_doubling)
         e = np.where(step > 0, e, 0)
         cross = np.ones(len(step), dtype=bool)
-        cross[1:] = e[1:] > e[:-1]
+        cross[1:] = e[1:] != e[:-1]
+        cross[:-1] |= cross[1:]
+        cross[1:] |= cross[:-1].copy()
         return cross
 
     def step(self, f, i: int) -> None:
         step = f.step[i]
         self.resolve_if_raised(f, i)
-        k = _bitlen(step)
+        k = checkpoint_index(step, self.per_doubling)
         if k <= self.k_done:
             return
         self.k_done = k
@@ -117,11 +147,11 @@ class SlowProgressDetector(RaiseLRDetector):
             return
         trend = f.slow[i]
         peak = f.peak[i]
-        self.cps[str(k)] = [trend, peak, step, f.best[i]]
-        prev = self.cps.get(str(k - 1))
+        self.cps[str(k)] = [trend, peak, step, f.best[i], f.rbest[i]]
+        prev = self.cps.get(str(k - self.per_doubling))
         if prev is None or step < self.min_step or f.nl[i] < self.min_records:
             return
-        t_c, peak_c, _, best_c = prev
+        t_c, peak_c, _, best_c, rbest_c = prev
         l0 = f.l0[i]
         made = l0 - t_c
         recent = t_c - trend
@@ -132,7 +162,8 @@ class SlowProgressDetector(RaiseLRDetector):
             return
         if h < self.ratio or recent < self.z * f.sd[i]:
             return
-        if self.recovering(t_c, best_c, f.sd[i]):
+        if self.recovering(t_c, best_c, f.sd[i]) or \
+                climbed_back(t_c, rbest_c, l0, f.sd[i], self.given_back, self.climb_z):
             return  # the checkpoint sat above the best level: the fall since is a recovery
         if blew_up(f.worst[i], l0, self.blowup):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
