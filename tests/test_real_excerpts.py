@@ -117,3 +117,17 @@ def test_a_fine_tunes_warm_up_noise_under_a_calm_grad_norm_is_not_a_divergence()
     # 0.48-0.75 and the LR ramps; the loss is back at 1.26 two lines later
     alerts = _replay("issues/unslothai__unsloth__2955.csv")
     assert [a for a in alerts if a.severity != "info" and a.action.direction != "none"] == []
+
+
+def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
+    # a 3-epoch instruction fine-tune: flat ~1.05 in epoch 1, a step down to ~0.7 at the epoch
+    # boundary (step 406), the usual memorisation of a fixed set; between steps 256 and 512 the
+    # loss fell 1.09 -> 0.72, which read as "the LR is limiting training, raise it x3"
+    rel = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"
+    alerts = _replay(rel)
+    assert not [a for a in alerts if a.detector == "slow_progress"]
+    assert not [a for a in alerts if a.action.direction == "up"]
+    # without the steadiness test the step at the boundary is "a pace"
+    eng = Engine("r", params={"slow_progress": {"steady": 0.0}})
+    lumpy = [a for rec in read_run(REAL / rel) for a in eng.update(rec) if a.detector == "slow_progress"]
+    assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
