@@ -122,8 +122,7 @@ class SlowProgressDetector(RaiseLRDetector):
                          min_records=min_records, per_doubling=per_doubling, given_back=given_back,
                          climb_z=climb_z, steady=steady)
         # cps: str(k) -> [trend, peak LR, step, best level, raw best] at the first record of
-        # checkpoint k
-        # (checkpoint_index)
+        # checkpoint k (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
 
     def get_state(self) -> dict[str, Any]:
