@@ -1,34 +1,38 @@
-"""Oscillation: the loss zig-zags with a large amplitude instead of descending."""
+"""Oscillation: "LR too high: unstable", a loss that the LR keeps from settling, in a run that is
+not lost."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar
+
+import numpy as np
 
 from .base import Detector, fmt
+from .oscillation_rules import relapse, zigzag
 from .types import Action
+
+_RULES = {"zigzag": zigzag, "relapse": relapse}
 
 
 class OscillationDetector(Detector):
-    """The loss changes direction nearly every step (``alt >= zigzag``), each swing is large
-    (``amp >= amplitude`` x the level) and the trend has stopped improving for ``stall`` steps,
-    while the LR is not cyclic: the LR is too high (the iterate bounces across a valley).
+    """The LR is too high for the run to settle, though the run is not lost: the loss bounces
+    across a valley, or it climbed back up once the LR was raised and stays above the best it
+    reached at the lower LR.
 
-    Why: independent minibatch noise flips direction on ~2/3 of steps; a too-large step on a
-    sharp valley flips on ~every step (period-2 oscillation). The EMA of that indicator reached
-    0.85 by chance on healthy linear-regression runs of the benchmark and 0.90 on its tiny
-    language models; no benchmark run shows true period-2 oscillation (the rule found no true
-    case there), so the bar is 0.95, which a clean zig-zag (-> 1.0) still passes. The amplitude bar keeps a quiet
-    converged run (tiny swings) silent. Under a cyclic LR (>= 2 LR reversals) the loss follows
-    the LR by design: no alert.
-    **warning**, action ``scale_lr`` x``factor``. Resolves when the zig-zag fades.
+    On each loss record, while no episode is open, the rules are tried in this order and the
+    first that holds raises the alert (``evidence["rule"]`` names it): ``zigzag`` (period-2
+    oscillation), ``relapse`` (the loss gave back its progress after the LR rose).
+    **warning** (a run that is lost gets the divergence detector's critical alert), action
+    ``scale_lr`` x``factor``. Each rule says when its episode closes.
 
     Parameters
     ----------
-    zigzag : float, default 0.95
-    amplitude : float, default 0.05
-    stall : int, default 50
-    factor : float, default 0.3
-    min_records : int, default 30
+    All keyword parameters, each documented once, in the module of the rule it belongs to
+    (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
+    ``zigzag``, ``amplitude``, ``stall`` (zigzag); ``give_back``, ``lr_rise``, ``hold``, ``z``
+    (relapse); shared: ``min_records`` 30 (loss records before any rule is tried) and
+    ``factor`` 0.3 (the LR cut advised: a step back, not the divergence detector's x0.1 rescue).
 
     Examples
     --------
@@ -42,48 +46,68 @@ class OscillationDetector(Detector):
 
     References
     ----------
-    AutoTrainer (oscillating loss -> LR x0.1); Cohen et al., "Edge of stability" (2021).
+    AutoTrainer (oscillating loss -> LR x0.1); Cohen et al., "Edge of stability" (2021); Smith,
+    "Cyclical learning rates" (the LR range test).
     """
 
     name = "oscillation"
     kind = "oscillation"
     static_screen = True
+    rule_modules: ClassVar[tuple] = (zigzag, relapse)
 
     def __init__(self, zigzag: float = 0.95, amplitude: float = 0.05, stall: int = 50,
-                 factor: float = 0.3, min_records: int = 30) -> None:
+                 factor: float = 0.3, min_records: int = 30, give_back: float = 0.5,
+                 lr_rise: float = 1.5, hold: int = 50, z: float = 4.0) -> None:
         super().__init__(zigzag=zigzag, amplitude=amplitude, stall=stall, factor=factor,
-                         min_records=min_records)
+                         min_records=min_records, give_back=give_back, lr_rise=lr_rise, hold=hold, z=z)
+        # relapse: the loss-record count and the LR at the record that set the raw best
+        self.best_nl = 0
+        self.best_lr = math.nan
+
+    def get_state(self) -> dict[str, Any]:
+        return {"best_nl": self.best_nl, "best_lr": self.best_lr}
+
+    def set_state(self, d: dict[str, Any]) -> None:
+        # states saved before the relapse rule: its bookkeeping restarts at the next raw best
+        self.best_nl = d.get("best_nl", 0)
+        self.best_lr = d.get("best_lr", math.nan)
+
+    def _best_rows(self, f):
+        return f.a("lok") & (f.a("rbest_step") == f.a("step"))
 
     def screen(self, f):
-        return f.a("lok") & ~(f.a("alt") < self.zigzag) & (f.a("nl") >= self.min_records)
+        lok = f.a("lok")
+        zig = lok & ~(f.a("alt") < self.zigzag) & (f.a("nl") >= self.min_records)
+        with np.errstate(invalid="ignore"):
+            best, m = f.a("rbest"), self.give_back * (f.a("l0") - f.a("rbest"))
+            rel = lok & f.a("lrok") & (f.a("nl") >= self.min_records) & (m > 0.0) & \
+                ~(f.a("slow") - best < m) & ~(f.a("trend") - best < m)
+        return zig | rel | self._best_rows(f)
 
     def active_screen(self, f):
-        return f.a("lok") & ~(f.a("alt") >= self.zigzag * 0.9)
+        a = self.alert
+        if a.evidence.get("rule") == "relapse":
+            return f.a("lok")
+        return (f.a("lok") & ~(f.a("alt") >= self.zigzag * 0.9)) | self._best_rows(f)
 
     def step(self, f, i: int) -> None:
+        relapse.observe(self, f, i)
         if not f.lok[i]:
             return
-        alt = f.alt[i]
-        step = f.step[i]
         if self.alert is not None:
-            if alt < self.zigzag * 0.9:
-                self.close_episode(step, "the loss no longer zig-zags")
+            note = _RULES[self.alert.evidence.get("rule", "zigzag")].resolved(self, f, i)
+            if note is not None:
+                self.close_episode(f.step[i], note)
             return
-        if f.nl[i] < self.min_records or alt < self.zigzag:
+        if f.nl[i] < self.min_records:
             return
-        level = f.slow[i]
-        amp = f.amp[i]
-        rel = amp / abs(level) if level != 0.0 else 0.0
-        if rel < self.amplitude or step - f.pstep[i] < self.stall:
-            return
-        if f.rev[i] >= 2:
-            return  # cyclic LR: the loss follows it by design
-        ev: dict[str, Any] = {"zigzag": alt, "amplitude": rel, "level": level}
-        if f.lrok[i]:
-            ev["lr"] = f.lr[i]
-        self.open_episode(step, "warning",
-                          f"loss oscillating at step {step}: it changes direction on "
-                          f"{fmt(100 * alt)}% of steps with swings of {fmt(100 * rel)}% and no progress",
-                          ev, Action("scale_lr", {"factor": self.factor},
-                                     f"The loss bounces up and down every step instead of descending: "
-                                     f"the LR is too high for this valley. Lower it x{fmt(self.factor)}."))
+        for name, rule in _RULES.items():
+            found = rule.check(self, f, i)
+            if found is not None:
+                message, ev, why = found
+                ev["rule"] = name
+                if f.lrok[i]:
+                    ev.setdefault("lr", f.lr[i])
+                self.open_episode(f.step[i], "warning", message, ev, Action(
+                    "scale_lr", {"factor": self.factor}, f"{why} Lower it x{fmt(self.factor)}."))
+                return

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from . import progress
 from .base import Detector, fmt
 from .features import lr_ramping
 from .lost import lost_after_blowup, stuck_at_start
@@ -29,7 +30,11 @@ class PlateauDetector(Detector):
     * little progress since the start (trend still >= ``stuck`` x the first loss) after the loss
       had shot up to >= ``blowup`` x the first loss, or above the first loss: not a plateau but a
       lost run, reported by the divergence detector (its ``lost`` rule); nothing here.
-    * little progress since the start, the loss not above where it started, and the grad-norm
+    * little progress since the start, the trend not above where it started nor climbed back
+      above the raw best by ``given_back`` of the progress made down to it and by ``climb_z``
+      noise units (``progress.climbed_back``: a too-small LR never pushes the loss back up; the
+      oscillation detector's ``relapse`` rule reads a climb after an LR rise as an LR too
+      high), and the grad-norm
       still >= ``gn_drop`` x its early level (a model that barely moves keeps its initial
       gradients; one at its noise floor has smaller ones, like the benchmark's healthy linear
       regressions, which start near their floor): **warning**, the LR is too small to move:
@@ -58,6 +63,17 @@ class PlateauDetector(Detector):
     patience_records : int, default 50
     blowup : float, default 2.0
     gn_drop : float, default 0.7
+    given_back : float, default 0.5
+        Half the progress given back: the benchmark labels' line for a lost run. A CS336 LR sweep
+        (bench/real/histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv) that
+        climbed from 4.1 back to 4.8 as its warm-up passed the stable LR was told "raise the LR
+        x10" before this test.
+    climb_z : float, default 4.0
+        ... and by this many noise units (``features.sd``): the raw best of a flat run is its
+        luckiest pair of records, 2-3.6 units below its mean for 10^3-10^5 records, so its
+        trend sits that far above it by chance (a flat loss at a tiny LR, and cnn SGD at LR/100
+        on the benchmark, 3.1 units at step 200, were no longer told to raise the LR without
+        this test). The CS336 run's trend is 5.3 units above its best at its first plateau.
 
     Examples
     --------
@@ -93,10 +109,11 @@ class PlateauDetector(Detector):
     def __init__(self, patience: int = 200, patience_frac: float = 0.25, decayed: float = 0.1,
                  noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
                  min_records: int = 20, blowup: float = 2.0, gn_drop: float = 0.7,
-                 patience_records: int = 50) -> None:
+                 patience_records: int = 50, given_back: float = 0.5, climb_z: float = 4.0) -> None:
         super().__init__(patience=patience, patience_frac=patience_frac, decayed=decayed,
                          noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
-                         blowup=blowup, gn_drop=gn_drop, patience_records=patience_records)
+                         blowup=blowup, gn_drop=gn_drop, patience_records=patience_records,
+                         given_back=given_back, climb_z=climb_z)
         self.gn_drop_log = math.log(gn_drop)
 
     def screen(self, f):
@@ -167,7 +184,8 @@ class PlateauDetector(Detector):
         if stuck and lost_after_blowup(trend, fl, f.worst[i], f.sd[i], self.blowup):
             return  # not a plateau: a lost run (the divergence detector reports it)
         gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log
-        if stuck and not gn_fell and not trend > fl:
+        climbed_back = progress.climbed_back(trend, f.rbest[i], fl, f.sd[i], self.given_back, self.climb_z)
+        if stuck and not gn_fell and not trend > fl and not climbed_back:
             if lr_ramping(f, i):
                 return  # the schedule is still raising the LR (warm-up, one-cycle): judge it after
             self.open_episode(step, "warning", f"{base}, barely below the first loss "

@@ -50,3 +50,21 @@ def pratio_arr(x: np.ndarray, ref: np.ndarray, l0: np.ndarray,
     p = share * (l0 - ref)
     den = np.where(p > den, p, den)
     return 1.0 + (x - ref) / np.maximum(den, 1e-12)
+
+
+def given_back(x: float, best: float, l0: float) -> float:
+    """The share of the progress made from the first loss ``l0`` down to ``best`` that a loss at
+    ``x`` has given back: 0 at the best, 1 back at the first loss (0 when no progress was made).
+    A too-small LR moves the loss down slowly but never back up; a share well above the noise is
+    the LR (or the data) pushing it up."""
+    made = l0 - best
+    return (x - best) / made if made > 0.0 else 0.0
+
+
+def climbed_back(x: float, best: float, l0: float, sd: float, share: float, z: float) -> bool:
+    """Has a loss at ``x`` climbed back above its ``best`` by ``share`` of the progress made down
+    to it (:func:`given_back`) *and* by ``z`` noise units (``sd``)? Both: ``best`` is a minimum,
+    and on a run that barely moved it is only a lucky low record (the lowest of N noisy records
+    lies ~2-3.6 noise units below their mean for N = 10^3-10^5), so half of that "progress"
+    comes back by chance alone."""
+    return given_back(x, best, l0) >= share and x - best >= z * sd

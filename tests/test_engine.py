@@ -331,8 +331,9 @@ def test_both_paths_agree_on_runs_stuck_early(seed, n, cut):
 
 
 def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_runs_on():
-    # slow_progress checkpoints once held 3 values (no best level): such a state restarts that
-    # detector afresh instead of failing or running on a guess
+    # slow_progress checkpoints once held fewer values (no best level, no raw best), on one
+    # checkpoint per doubling: such a state restarts that detector afresh instead of failing or
+    # running on a guess
     import json
 
     eng = Engine("r")
@@ -340,13 +341,18 @@ def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_ru
         eng.update(Record(s, 2.3 - 0.002 * s, lr=1e-4))
     doc = decode_state(eng.to_bytes())
     sp = next(d for d in doc["detectors"] if d["name"] == "slow_progress")
-    assert sp["state"]["cps"] and all(len(cp) == 4 for cp in sp["state"]["cps"].values())
-    for cp in sp["state"]["cps"].values():
-        del cp[3]
-    old = Engine.from_bytes(json.dumps(doc).encode())
-    restored = next(d for d in old._detectors if d.name == "slow_progress")
-    assert restored.cps == {} and restored.k_done == -1  # afresh
-    old.update_batch([Record(s, 2.3 - 0.002 * s, lr=1e-4) for s in range(300, 700)])  # runs on
+    assert sp["state"]["cps"] and all(len(cp) == 5 for cp in sp["state"]["cps"].values())
+    assert sp["state"]["per_doubling"] == 2
+    shorter = json.loads(json.dumps(doc))
+    for cp in next(d for d in shorter["detectors"] if d["name"] == "slow_progress")["state"]["cps"].values():
+        del cp[4]
+    other_grid = json.loads(json.dumps(doc))
+    del next(d for d in other_grid["detectors"] if d["name"] == "slow_progress")["state"]["per_doubling"]
+    for saved in (shorter, other_grid):
+        old = Engine.from_bytes(json.dumps(saved).encode())
+        restored = next(d for d in old._detectors if d.name == "slow_progress")
+        assert restored.cps == {} and restored.k_done == -1  # afresh
+        old.update_batch([Record(s, 2.3 - 0.002 * s, lr=1e-4) for s in range(300, 700)])  # runs on
 
 
 # -- alert events and incidents --------------------------------------------------------------

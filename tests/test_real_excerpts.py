@@ -91,13 +91,42 @@ def test_a_104b_excerpt_that_begins_two_records_before_a_jump_shows_it_on_its_re
     assert not [a for a in alerts if a.action.direction != "none"]  # no LR change, no rollback
 
 
+CS336_LR_01 = "histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv"
+
+
+def test_a_loss_that_climbs_back_as_the_warm_up_passes_the_stable_lr_is_an_lr_too_high():
+    # CS336 sweep at peak LR 0.1: 5.17 -> 4.09 at step 90 (LR 0.036), back up to ~4.8 as the LR
+    # reaches 0.1, and there until the cosine decay; it was told "raise the LR x10"
+    alerts = _replay(CS336_LR_01)
+    osc = raised(alerts, "oscillation", "warning")
+    assert len(osc) == 1 and osc[0].evidence["rule"] == "relapse"
+    assert osc[0].action.type == "scale_lr" and osc[0].action.params["factor"] < 1
+    assert osc[0].step <= 1000 and osc[0].evidence["best_lr"] < 0.05 <= osc[0].evidence["lr"]
+    assert "LR too high: unstable" in osc[0].message and "not lost" in osc[0].message
+    assert not [a for a in alerts if a.action.direction == "up"]  # no "the LR is too small"
+    # the episode ends once the cosine decay has brought the LR back down
+    end = [a for a in alerts if a.id == osc[0].id and a.resolved_step is not None]
+    assert len(end) == 1 and end[0].evidence["resolution"].startswith("LR back down")
+
+
+def test_a_restored_engine_keeps_where_the_loss_was_lowest():
+    # the relapse rule keeps the LR at the raw best in the oscillation detector's own state
+    recs = list(read_run(REAL / CS336_LR_01))
+    eng, out = Engine("r"), []
+    for k in range(0, len(recs), 37):
+        eng = Engine.from_bytes(eng.to_bytes())
+        out += eng.update_batch(recs[k:k + 37])
+    assert [(a.id, a.event, a.last_step) for a in out] == [(a.id, a.event, a.last_step) for a in _replay(CS336_LR_01)]
+
+
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
                                  "histories/aditya24jar__emotion-detection-resnet50__training-log.csv",
                                  "issues/tensorflow__models__8423.csv",
                                  "histories/20kevina03__ai-biometric-authentication__runs-detect-train10-results-csv.csv",
                                  "issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv",
                                  "issues/smeetrs__deep_avsr__43.csv",
-                                 "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv"])
+                                 "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv",
+                                 CS336_LR_01])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
@@ -221,3 +250,17 @@ def test_the_batch_path_gives_the_same_dead_alerts_on_a_run_that_collapsed_at_ch
     key = [(a.id, a.event, a.severity, a.last_step) for a in one]
     assert [(a.id, a.event, a.severity, a.last_step) for a in batch] == key
     assert any(a.kind == "dead" and "came back above where it started" in a.message for a in one)
+
+
+def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
+    # a 3-epoch instruction fine-tune: flat ~1.05 in epoch 1, a step down to ~0.7 at the epoch
+    # boundary (step 406), the usual memorisation of a fixed set; between steps 256 and 512 the
+    # loss fell 1.09 -> 0.72, which read as "the LR is limiting training, raise it x3"
+    rel = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"
+    alerts = _replay(rel)
+    assert not [a for a in alerts if a.detector == "slow_progress"]
+    assert not [a for a in alerts if a.action.direction == "up"]
+    # without the steadiness test the step at the boundary is "a pace"
+    eng = Engine("r", params={"slow_progress": {"steady": 0.0}})
+    lumpy = [a for rec in read_run(REAL / rel) for a in eng.update(rec) if a.detector == "slow_progress"]
+    assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
