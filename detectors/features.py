@@ -30,7 +30,10 @@ DEFAULT_PARAMS: dict[str, float] = {
     # excerpts log every 10th step), while averaging out single-record noise a little.
     "alpha_fast": 0.5,
     # ~10-record memory: the "recent level" a spike is measured against (OLMo uses 128 steps,
-    # Lightning 10; short memory matters because the level falls fast early in training).
+    # Lightning 10; short memory matters because the level falls fast early in training). A
+    # descent faster than that memory re-anchors the level instead (``_loss_core``): a PINN log
+    # thinned to every 10th epoch falls 124 -> 4.2 in one record, and ten records later the
+    # EMA level was still 25 with a noise of 40, blind to a 1.7 -> 10.8 surge.
     "alpha_slow": 0.1,
     # Winsorisation of the level/noise update: a single huge value moves the level by at most
     # alpha*(win_k*sd + win_r*|level|), so a spike does not mask the next one.
@@ -101,8 +104,20 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
         else:
             # (abs() written out: this loop is the hot path of both update paths)
             fast += af * (x - fast)
-            d = x - slow
             cap = wk * sd + wr * (slow if slow >= 0.0 else -slow)
+            held = x if x > lprev else lprev
+            if slow - held > cap and held > 0.0:
+                # the loss has been below the level by more than its noise band (the same band
+                # that caps a rise) on this record and the one before: a descent the level has
+                # not followed, not a lucky batch (one low record does not do it). Re-anchor the
+                # level on the higher of the two and keep the noise's share of the level: the
+                # deviations measured during the descent are the descent, not noise. (Positive
+                # levels only: a share of a level near or below zero means nothing. The trend
+                # is not re-anchored: its lag is what tells a fresh descent, raw_runaway.)
+                sd *= held / slow
+                slow = held
+                cap = wk * sd + wr * slow
+            d = x - slow
             if d > cap:
                 d = cap
             slow += as_ * d
@@ -389,8 +404,10 @@ class Features:
     lstep: Annotated[Ints, "the step of the last finite loss"]
     fast: Annotated[Floats, "short-term average: EMA of the loss (alpha_fast, a half-life of one record)"]
     slow: Annotated[Floats, "loss level: winsorised EMA (alpha_slow, ~10 records), what a spike is measured "
-                            "against"]
-    sd: Annotated[Floats, "loss noise: EMA mean absolute deviation from the level"]
+                            "against; re-anchored on the loss when it has held below the level's noise band "
+                            "for two records (a fast descent)"]
+    sd: Annotated[Floats, "loss noise: EMA mean absolute deviation from the level (scaled with the level when "
+                          "it is re-anchored)"]
     best: Annotated[Floats, "best level: running minimum of slow (a lucky low batch does not set it)"]
     best_step: Annotated[Ints, "the step at which best last improved"]
     rbest: Annotated[Floats, "raw best: the lowest loss held for two records in a row (does not lag a fast "

@@ -32,10 +32,10 @@ then past it (the same alert, now critical):
 >>> from losswatch.detectors.base import drive
 >>> from losswatch.detectors.divergence import DivergenceDetector
 >>> from losswatch.detectors.types import Record
->>> losses = [15, 13, 3.8, 2.4, 1.4, 5.8, 7.1, 10.0] + [20] * 7
+>>> losses = [15, 13, 3.8, 2.4, 1.4, 5.8, 7.1, 10.0] + [20] * 13
 >>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
 >>> [(a.step, a.last_step, a.event, a.severity) for a in alerts]
-[(7, 7, 'raised', 'warning'), (7, 14, 'escalated', 'critical')]
+[(7, 7, 'raised', 'warning'), (7, 20, 'escalated', 'critical')]
 >>> alerts[0].message.split(": ")[0], alerts[1].message.split(": ")[0]
 ('LR too high, the loss is unstable', 'loss diverging')
 

@@ -1,0 +1,81 @@
+"""The loss level and the divergence rules on real log excerpts from the tune part of the corpus
+(bench/real/, provenance in bench/real/SOURCES.md). The holdout part is never read here."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector_helpers import raised
+from losswatch.detectors import Engine
+from losswatch.detectors.features import FeatureTracker
+from losswatch.service.readers import read_run
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+REAL = BENCH / "real"
+sys.path.insert(0, str(REAL))
+sys.path.insert(0, str(BENCH))
+from split import part_of  # noqa: E402
+
+from real_logs import thin_rows  # noqa: E402
+
+PINN = "histories/macro1027__simple-pendulum-pinn__lightning-logs-version-31-metrics-csv.csv"
+
+
+def _path(rel: str, tmp_path: Path, thin_onset: int | None = None) -> Path:
+    """The tune file, or its copy thinned as bench/real_logs.py thins it (every 10th row, the
+    onset row and the 3 after it)."""
+    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
+    if thin_onset is None:
+        return REAL / rel
+    with open(REAL / rel, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    out = tmp_path / Path(rel).name
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(thin_rows(rows, thin_onset))
+    return out
+
+
+def _replay(path: Path, batch: bool = False):
+    eng = Engine("r")
+    if batch:
+        eng.SMALL_BATCH = 0  # force the vectorised path
+        return eng.update_batch(list(read_run(path)))
+    return [a for rec in read_run(path) for a in eng.update(rec)]
+
+
+# -- the loss level follows a fast descent ---------------------------------------------------------
+
+def test_a_pinns_surge_after_its_fast_descent_is_seen_in_a_log_thinned_to_every_10th_epoch(tmp_path):
+    # 123.7 at epoch 0, 4.2 at epoch 10: the EMA level still remembered the untrained loss (25,
+    # with a noise of 40) when the loss surged 1.7 -> 2.7 -> 4.6 -> 10.8 over epochs 150-153
+    alerts = _replay(_path(PINN, tmp_path, thin_onset=151))
+    spikes = raised(alerts, "spike")
+    assert spikes and 151 <= spikes[0].step <= 153
+    assert spikes[0].evidence["level"] < 5.0  # measured against where the loss was, not 25
+    assert not raised(alerts, "divergence")  # it came back: a spike, no LR cut
+
+
+def test_the_level_re_anchors_after_two_records_below_its_noise_band_not_after_one():
+    ft = FeatureTracker()
+    rows = [ft.advance_one(s, x, None, None, None) for s, x in enumerate([123.7, 4.22, 2.05])]
+    assert rows[1].slow[0] > 100.0  # one low record may be a lucky batch: the level waits
+    assert rows[2].slow[0] <= 4.22  # held low for two records: the level follows
+    assert rows[2].sd[0] < 1.0  # and the descent does not count as noise
+    # noise around a level (and a lucky low batch within it) moves the level by its EMA only
+    plateau = FeatureTracker()
+    xs = [2.0, 2.1, 1.9, 2.05, 1.95, 1.7, 2.0, 2.02]
+    levels = [plateau.advance_one(s, x, None, None, None).slow[0] for s, x in enumerate(xs)]
+    for k in range(1, len(xs)):
+        assert levels[k] == pytest.approx(levels[k - 1] + 0.1 * (xs[k] - levels[k - 1]))
+
+
+@pytest.mark.parametrize("thin", [False, True])
+def test_the_batch_path_gives_the_same_alerts_after_a_fast_descent(tmp_path, thin):
+    path = _path(PINN, tmp_path, thin_onset=151 if thin else None)
+    one = [(a.id, a.kind, a.severity, a.step, a.last_step) for a in _replay(path)]
+    assert one == [(a.id, a.kind, a.severity, a.step, a.last_step) for a in _replay(path, batch=True)]
