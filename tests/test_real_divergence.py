@@ -10,6 +10,7 @@ import pytest
 from detector_helpers import raised
 from losswatch.detectors import Engine
 from losswatch.detectors.features import FeatureTracker
+from losswatch.detectors.types import Record
 from losswatch.service.readers import read_run
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -79,3 +80,40 @@ def test_the_batch_path_gives_the_same_alerts_after_a_fast_descent(tmp_path, thi
     path = _path(PINN, tmp_path, thin_onset=151 if thin else None)
     one = [(a.id, a.kind, a.severity, a.step, a.last_step) for a in _replay(path)]
     assert one == [(a.id, a.kind, a.severity, a.step, a.last_step) for a in _replay(path, batch=True)]
+
+
+# -- slow climb ------------------------------------------------------------------------------------
+
+LAMCO = "histories/lamco-admin__lamcogaussianimage__baseline1-divergence-finding.csv"
+
+
+def test_a_fit_that_climbs_on_every_logged_iteration_after_its_best_is_a_slow_divergence(tmp_path):
+    # Adam at a constant LR: best 0.0712 at iteration 1500, then 0.0754, 0.0818, 0.0861, 0.0989,
+    # 0.157 at the iterations the note lists; no record is far out of the noise and the level
+    # never stays high for 10 records in a 14-row log
+    alerts = _replay(_path(LAMCO, tmp_path))
+    div = raised(alerts, "divergence", "warning")
+    assert div and div[0].step == 3000 and div[0].evidence["rule"] == "climb"
+    assert div[0].severity == "warning"  # still below its first loss (0.245): not lost
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert div == raised(_replay(_path(LAMCO, tmp_path), batch=True), "divergence", "warning")
+
+
+@pytest.mark.parametrize("climb_z, caught", [(0.0, True), (5.0, False)])
+def test_noise_that_rises_five_records_in_a_row_is_no_climb(climb_z, caught):
+    # a very noisy per-step loss (+-40 %) that rises five records in a row by chance, 0.6 -> 1.3:
+    # 2x its start, but only ~1.5 of its usual record-to-record changes
+    xs = [1.4, 0.6, 1.2, 0.7, 1.3, 0.8] * 5 + [0.6, 0.7, 0.8, 0.95, 1.1, 1.3] + [1.4, 0.6, 1.2, 0.7] * 3
+    eng = Engine("r", params={"divergence": {"climb_z": climb_z}})
+    alerts = [a for s, x in enumerate(xs) for a in eng.update(Record(s, x))]
+    assert bool(raised(alerts, "divergence")) is caught
+
+
+def test_a_climb_the_lr_schedule_explains_is_no_divergence():
+    # a cyclic LR on its way up (after two reversals) raises the loss by design
+    lrs = [0.1 - 0.01 * k for k in range(10)] + [0.01 + 0.01 * k for k in range(10)] + \
+        [0.1 - 0.01 * k for k in range(10)] + [0.01 + 0.01 * k for k in range(8)]
+    xs = [2.0 - 0.05 * k for k in range(30)] + [0.55 + 0.1 * k for k in range(8)]
+    eng = Engine("r")
+    alerts = [a for s, (x, lr) in enumerate(zip(xs, lrs)) for a in eng.update(Record(s, x, lr=lr))]
+    assert not [a for a in raised(alerts, "divergence") if a.evidence["rule"] == "climb"]
