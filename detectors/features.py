@@ -55,16 +55,17 @@ LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
+VAL_COLS = ("v0", "vlast")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
 BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
           "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
-ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS
+ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
 _BEFORE_ITEMS = tuple(BEFORE.items())
 
 
 def initial_state() -> dict[str, Any]:
-    st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS}
+    st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS + VAL_COLS}
     st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
               pstep=-1, pnl=0, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
               fo=0.0, fostep=-1)
@@ -361,6 +362,19 @@ def _fo_batch(st: dict[str, Any], lrs: np.ndarray, gs: np.ndarray, steps: np.nda
     return {"fo": fo, "fostep": steps}
 
 
+def _val_one(st: dict[str, Any], v: float) -> None:
+    if st["v0"] != st["v0"]:  # NaN: the first validation loss
+        st["v0"] = v
+    st["vlast"] = v
+
+
+def _val_batch(st: dict[str, Any], vs: np.ndarray):
+    """The first and the last finite validation loss: selection only, no float recursion."""
+    v0 = st["v0"] if st["v0"] == st["v0"] else float(vs[0])
+    st.update(v0=v0, vlast=float(vs[-1]))
+    return {"v0": np.full(len(vs), v0), "vlast": vs}
+
+
 Floats = list[float]
 Ints = list[int]
 Bools = list[bool]
@@ -446,6 +460,10 @@ class Features:
                           "the decrease a plain gradient step would make on a linear loss"]
     fostep: Annotated[Ints, "the step of the last row folded into fo"]
 
+    # -- the validation loss (rows with a finite one) ---------------------------------------------
+    v0: Annotated[Floats, "first validation loss: the run's first finite one"]
+    vlast: Annotated[Floats, "the last finite validation loss"]
+
     # -- the state before this row ----------------------------------------------------------------
     b_lprev: Annotated[Floats, "lprev before this row: the previous finite loss"]
     b_slow: Annotated[Floats, "slow before this row: the level this loss is compared with"]
@@ -519,6 +537,8 @@ class FeatureTracker:
             _lr_one(st, rv, step)
             if gok and rv >= 0.0:
                 _fo_one(st, rv, gv, step)
+        if cols["vok"][0]:
+            _val_one(st, cols["val"][0])
         cols.update({c: [st[c]] for c in ALL_COLS})
         cols["n"] = 1
         cols["_arrays"] = {}
@@ -551,6 +571,7 @@ class FeatureTracker:
             (lrok, LR_COLS, lambda m: _lr_batch(st, b.lr[m], steps[m])),
             (fok, FO_COLS,
              lambda m: _fo_batch(st, b.lr[m], b.grad_norm[m], steps[m])),
+            (arrays["vok"], VAL_COLS, lambda m: _val_batch(st, b.val_loss[m])),
         ):
             if mask.all():  # the common case: every row carries the signal, no gather needed
                 out = run(mask)

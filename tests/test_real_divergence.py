@@ -117,3 +117,34 @@ def test_a_climb_the_lr_schedule_explains_is_no_divergence():
     eng = Engine("r")
     alerts = [a for s, (x, lr) in enumerate(zip(xs, lrs)) for a in eng.update(Record(s, x, lr=lr))]
     assert not [a for a in raised(alerts, "divergence") if a.evidence["rule"] == "climb"]
+
+
+# -- one record past 10x the first loss, confirmed by the validation loss ------------------------
+
+def test_a_blow_up_on_the_last_epoch_shown_is_a_divergence_when_the_validation_loss_blew_up_too(tmp_path):
+    # LadderNet: train 0.16 -> 1.6e18 and validation 3.05 -> 1.9e7 on epoch 4, the last line of
+    # the thread; one record past 10x the first loss alone could be a bad batch
+    alerts = _replay(_path("issues/juntang-zhuang__laddernet__1.csv", tmp_path))
+    div = raised(alerts, "divergence", "critical")
+    assert div and div[0].step == 4 and div[0].evidence["rule"] == "first_loss"
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert "validation loss" in div[0].message
+
+
+def test_one_record_past_10x_the_first_loss_with_a_calm_validation_loss_waits_for_the_next():
+    losses, vals = [0.35, 0.22, 0.18, 0.16, 1.6e3, 0.17], [5.1, 3.3, 3.2, 3.0, 3.1, 3.0]
+    eng = Engine("r")
+    alerts = [a for s, (x, v) in enumerate(zip(losses, vals)) for a in eng.update(Record(s, x, val_loss=v))]
+    assert not raised(alerts, "divergence")
+
+
+def test_the_first_and_last_validation_loss_are_the_same_in_both_paths():
+    from losswatch.detectors.batch import Batch
+    vals = [None, 5.0, None, float("nan"), 4.0, None, 3.5]
+    one = FeatureTracker()
+    rows = [one.advance_one(s, 1.0, None, None, v) for s, v in enumerate(vals)]
+    batch = FeatureTracker().advance_batch(Batch.from_columns(step=list(range(7)), loss=[1.0] * 7, val_loss=vals))
+    for col in ("v0", "vlast"):  # str(): NaN before the first one compares equal
+        assert str([r.__dict__[col][0] for r in rows]) == str(batch.a(col).tolist())
+    assert str(batch.a("v0").tolist()) == str([float("nan")] + [5.0] * 6)
+    assert batch.a("vlast").tolist()[-1] == 3.5
