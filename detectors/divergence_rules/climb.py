@@ -62,13 +62,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..base import fmt
-from ..progress import _pratio
+from ..progress import _pratio, pratio_arr
 from ..spike import SPIKE_SUDDEN, is_spike
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ..divergence import DivergenceDetector
     from ..features import Features
 
@@ -89,4 +89,10 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, up_n:
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
-    return f.a("up_n") >= d.climb
+    """Rows with ``climb`` rises in a row that span ``climb_z`` usual changes and reach
+    ``level_ratio`` x their start (a chance run of rises in noise stops here: the rows that
+    reach ``step`` cost the batch path its Python decision code)."""
+    x = f.a("loss")
+    base = np.maximum(f.a("up_base"), f.a("rbest"))  # NaN-safe enough: a NaN start is a "maybe"
+    return (f.a("up_n") >= d.climb) & ~(x - base < d.climb_z * f.a("amp")) & \
+        ~(pratio_arr(x, base, f.a("l0")) < d.level_ratio)
