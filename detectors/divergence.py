@@ -29,6 +29,7 @@ from .divergence_rules import (
     spikes,
     streak,
     sustained,
+    val_blowup,
     verdict,
 )
 from .features import Features, lr_ramping
@@ -46,7 +47,8 @@ class DivergenceDetector(Detector):
     the rules in this order, and the first that holds raises the alert, with the action
     ``scale_lr`` x``factor`` (``evidence["rule"]`` names it):
     ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``lr_jump``, ``spike_cluster``,
-    ``grad_norm``, ``sustained``, ``lost`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
+    ``grad_norm``, ``sustained``, ``lost``; on a record without a training loss,
+    ``val_blowup`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
     While it is open: ``verdict`` (an unstable run that climbs back to its first loss turns
     critical), ``escalation`` (a further cut when the advice was taken and did not work) and
     ``recovery`` (the episode closes).
@@ -63,7 +65,8 @@ class DivergenceDetector(Detector):
     ``spike_memory`` (spikes); ``gn_ratio``, ``gn_abs`` (grad_norm);
     ``level_ratio``, ``sustain``, ``keep``, ``sustain_warmup``, ``sustain_decay``,
     ``sustain_after_spike``, ``above_start`` (sustained); ``lost_patience``,
-    ``lost_patience_frac``, ``stuck``, ``blowup``, ``lost_min_records`` (lost);
+    ``lost_patience_frac``, ``stuck``, ``blowup``, ``lost_min_records`` (lost); ``val_ratio``
+    (val_blowup);
     ``resolve_ratio``, ``rearm`` (recovery); ``settle``, ``lr_followed``, ``max_escalations``
     (escalation).
 
@@ -88,8 +91,8 @@ class DivergenceDetector(Detector):
     #: The modules of its rules: those ``step`` tries, in its order, then those of an open
     #: episode, then the shared pieces (the detector reference lists them in this order).
     rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, lr_jump, spike_cluster,
-                                     grad_norm, sustained, lost, verdict, escalation, recovery, causes,
-                                     spikes)
+                                     grad_norm, sustained, lost, val_blowup, verdict, escalation, recovery,
+                                     causes, spikes)
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
@@ -106,7 +109,7 @@ class DivergenceDetector(Detector):
                  lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
                  max_escalations: int = 2, above_start: float = 1.5, first_ratio: float = 10.0,
                  raw_ratio: float = 3.0, raw_undo: float = 0.25, climb: int = 5,
-                 climb_z: float = 5.0) -> None:
+                 climb_z: float = 5.0, val_ratio: float = 3.0) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -121,7 +124,7 @@ class DivergenceDetector(Detector):
                          lost_min_records=lost_min_records, settle=settle,
                          lr_followed=lr_followed, max_escalations=max_escalations,
                          above_start=above_start, first_ratio=first_ratio, raw_ratio=raw_ratio,
-                         raw_undo=raw_undo, climb=climb, climb_z=climb_z)
+                         raw_undo=raw_undo, climb=climb, climb_z=climb_z, val_ratio=val_ratio)
         # the state of the rules (saved by get_state; each module says what its fields mean)
         # escalation: the LR when the episode's advice was last given, escalations so far, the run
         # of high levels after the cut, the loss-record count of the first record at the lower LR
@@ -168,7 +171,7 @@ class DivergenceDetector(Detector):
             rows = first_loss.screen(self, f) | raw_runaway.screen(self, f) | streak.screen(self, f) | \
                 lr_jump.screen(self, f) | spikes.screen(self, f) | grad_norm.screen(self, f) | \
                 sustained.screen(self, f) | lost.screen(self, f) | climb.screen(self, f)
-            return f.a("lok") & rows
+            return (f.a("lok") & rows) | val_blowup.screen(self, f)
 
     def active_screen(self, f: Features) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -177,6 +180,10 @@ class DivergenceDetector(Detector):
     # -- decision ----------------------------------------------------------------------------------
     def step(self, f: Features, i: int) -> None:
         if not f.lok[i]:
+            if self.alert is None and f.vok[i] and f.gok[i]:
+                rule = val_blowup.check(self, f, i)
+                if rule is not None:
+                    verdict.raise_val_alert(self, f, i, rule)
             return
         x = f.loss[i]
         best = f.best[i]

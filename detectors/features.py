@@ -55,7 +55,7 @@ LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
-VAL_COLS = ("v0", "vlast")
+VAL_COLS = ("v0", "vlast", "vbest", "nv")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
 BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
           "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
@@ -68,7 +68,7 @@ def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS + VAL_COLS}
     st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
               pstep=-1, pnl=0, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
-              fo=0.0, fostep=-1)
+              fo=0.0, fostep=-1, vbest=INF, nv=0)
     return st
 
 
@@ -366,13 +366,20 @@ def _val_one(st: dict[str, Any], v: float) -> None:
     if st["v0"] != st["v0"]:  # NaN: the first validation loss
         st["v0"] = v
     st["vlast"] = v
+    if v < st["vbest"]:
+        st["vbest"] = v
+    st["nv"] += 1
 
 
 def _val_batch(st: dict[str, Any], vs: np.ndarray):
-    """The first and the last finite validation loss: selection only, no float recursion."""
+    """The first, last and lowest finite validation loss and their count: selection only, no
+    float recursion."""
+    k = len(vs)
     v0 = st["v0"] if st["v0"] == st["v0"] else float(vs[0])
-    st.update(v0=v0, vlast=float(vs[-1]))
-    return {"v0": np.full(len(vs), v0), "vlast": vs}
+    vbest = _running_extreme(vs, st["vbest"], True, lower=True)[0]
+    nv = st["nv"] + np.arange(1, k + 1, dtype=np.int64)
+    st.update(v0=v0, vlast=float(vs[-1]), vbest=float(vbest[-1]), nv=int(nv[-1]))
+    return {"v0": np.full(k, v0), "vlast": vs, "vbest": vbest, "nv": nv}
 
 
 Floats = list[float]
@@ -463,6 +470,8 @@ class Features:
     # -- the validation loss (rows with a finite one) ---------------------------------------------
     v0: Annotated[Floats, "first validation loss: the run's first finite one"]
     vlast: Annotated[Floats, "the last finite validation loss"]
+    vbest: Annotated[Floats, "the lowest finite validation loss so far"]
+    nv: Annotated[Ints, "number of finite validation losses so far"]
 
     # -- the state before this row ----------------------------------------------------------------
     b_lprev: Annotated[Floats, "lprev before this row: the previous finite loss"]

@@ -148,3 +148,26 @@ def test_the_first_and_last_validation_loss_are_the_same_in_both_paths():
         assert str([r.__dict__[col][0] for r in rows]) == str(batch.a(col).tolist())
     assert str(batch.a("v0").tolist()) == str([float("nan")] + [5.0] * 6)
     assert batch.a("vlast").tolist()[-1] == 3.5
+
+
+# -- a log without a training loss ----------------------------------------------------------------
+
+def test_a_results_table_with_only_the_validation_error_and_the_grad_norm_shows_the_divergence(tmp_path):
+    # DrivAerML surrogate: validation error ~9-11 %, then 31.7 % with the grad-norm 0.5 -> 4.2
+    # ('the model never recovers'); no training loss is in the table
+    alerts = _replay(_path("issues/wandb__senpai__pr2761.csv", tmp_path))
+    div = raised(alerts, "divergence", "critical")
+    assert div and div[0].step == 88 and div[0].evidence["rule"] == "val_blowup"
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert div == raised(_replay(_path("issues/wandb__senpai__pr2761.csv", tmp_path), batch=True),
+                         "divergence", "critical")
+
+
+@pytest.mark.parametrize("vals, gns", [
+    ([10.2, 8.9, 11.2, 31.7], [0.48, 0.45, 0.51, 0.52]),  # the validation loss alone: a bad evaluation
+    ([10.2, 8.9, 11.2, 11.7], [0.48, 0.45, 0.51, 4.24]),  # the grad-norm alone: a bad batch, clipped
+])
+def test_the_validation_loss_or_the_grad_norm_alone_is_no_divergence(vals, gns):
+    eng = Engine("r")
+    alerts = [a for s, (v, g) in enumerate(zip(vals, gns)) for a in eng.update(Record(s, None, g, None, v))]
+    assert not raised(alerts, "divergence")

@@ -17,6 +17,9 @@ first that holds raises the alert (``evidence["rule"]`` is the module's name):
 8. :mod:`.sustained`: the loss level held far above its best;
 9. :mod:`.lost`: stuck at the start after a blow-up.
 
+On a record without a training loss, :mod:`.val_blowup`: the validation loss and the
+grad-norm blew up together.
+
 Rules whose check has a side effect (:mod:`.lr_jump` and :mod:`.spikes` remember LR jumps and
 spikes, :mod:`.sustained` tracks the current excursion) keep it on every row the rules run on,
 whichever rule fired first. While an episode is open: :mod:`.verdict` (the words and severity:

@@ -108,6 +108,22 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
                    Action("scale_lr", {"factor": d.factor}, reason))
 
 
+def raise_val_alert(d: DivergenceDetector, f: Features, i: int, rule: tuple[str, str]) -> None:
+    """Open the episode for :mod:`.val_blowup` on row ``i`` (no training loss: the words and the
+    evidence are the validation loss's). Critical: the held-out loss has lost most of what was
+    learnt."""
+    step = f.step[i]
+    reason = (f"The validation loss and the grad-norm blew up together: the updates moved the "
+              f"weights away. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) and restart from "
+              f"the checkpoint of the best validation loss ({fmt(f.vbest[i])}).")
+    ev: dict[str, Any] = {"val_loss": f.val[i], "best_val_loss": f.vbest[i], "grad_norm": f.gn[i],
+                          "rule": rule[1]}
+    if f.lrok[i]:
+        ev["lr"] = f.lr[i]
+    escalation.arm(d, f, i)
+    d.open_episode(step, "critical", rule[0], ev, Action("scale_lr", {"factor": d.factor}, reason))
+
+
 def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float,
               slow: float) -> None:
     """While an episode is open: an unstable run (a warning) whose loss and level are back at
