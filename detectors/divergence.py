@@ -17,6 +17,7 @@ import numpy as np
 from .base import Detector
 from .divergence_rules import (
     causes,
+    climb,
     escalation,
     first_loss,
     grad_norm,
@@ -28,6 +29,7 @@ from .divergence_rules import (
     spikes,
     streak,
     sustained,
+    val_blowup,
     verdict,
 )
 from .features import Features, lr_ramping
@@ -44,8 +46,9 @@ class DivergenceDetector(Detector):
     that must not lag a fast descent. While no episode is open, each loss record goes through
     the rules in this order, and the first that holds raises the alert, with the action
     ``scale_lr`` x``factor`` (``evidence["rule"]`` names it):
-    ``first_loss``, ``raw_runaway``, ``streak``, ``lr_jump``, ``spike_cluster``, ``grad_norm``,
-    ``sustained``, ``lost`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
+    ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``lr_jump``, ``spike_cluster``,
+    ``grad_norm``, ``sustained``, ``lost``; on a record without a training loss,
+    ``val_blowup`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
     While it is open: ``verdict`` (an unstable run that climbs back to its first loss turns
     critical), ``escalation`` (a further cut when the advice was taken and did not work) and
     ``recovery`` (the episode closes).
@@ -55,13 +58,15 @@ class DivergenceDetector(Detector):
     All keyword parameters, each documented once, in the module of the rule it belongs to
     (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``factor`` (verdict); ``first_ratio`` (first_loss); ``raw_ratio``, ``raw_undo``,
-    ``raw_fresh`` (raw_runaway); ``streak``, ``streak_ratio``, ``streak_rise``, ``base_ratio``, ``prev_z``,
-    ``streak_z``, ``explode_ratio`` (streak); ``gn_warn``, ``gn_calm`` (causes); ``lr_jump``, ``after_jump``
-    (lr_jump); ``cluster``, ``cluster_window`` (spike_cluster); ``spike_z``, ``spike_rel``,
-    ``spike_min``, ``spike_memory`` (spikes); ``gn_ratio``, ``gn_abs`` (grad_norm);
+    ``raw_fresh`` (raw_runaway); ``streak``, ``streak_ratio``, ``streak_rise``, ``base_ratio``,
+    ``prev_z``, ``streak_z``, ``explode_ratio`` (streak); ``climb``, ``climb_z`` (climb);
+    ``gn_warn``, ``gn_calm`` (causes); ``lr_jump``, ``after_jump`` (lr_jump); ``cluster``,
+    ``cluster_window`` (spike_cluster); ``spike_z``, ``spike_rel``, ``spike_min``,
+    ``spike_memory`` (spikes); ``gn_ratio``, ``gn_abs`` (grad_norm);
     ``level_ratio``, ``sustain``, ``keep``, ``sustain_warmup``, ``sustain_decay``,
     ``sustain_after_spike``, ``above_start`` (sustained); ``lost_patience``,
-    ``lost_patience_frac``, ``stuck``, ``blowup``, ``lost_min_records`` (lost);
+    ``lost_patience_frac``, ``stuck``, ``blowup``, ``lost_min_records`` (lost); ``val_ratio``
+    (val_blowup);
     ``resolve_ratio``, ``rearm`` (recovery); ``settle``, ``lr_followed``, ``max_escalations``
     (escalation).
 
@@ -85,8 +90,9 @@ class DivergenceDetector(Detector):
     static_screen = True
     #: The modules of its rules: those ``step`` tries, in its order, then those of an open
     #: episode, then the shared pieces (the detector reference lists them in this order).
-    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, lr_jump, spike_cluster, grad_norm,
-                                     sustained, lost, verdict, escalation, recovery, causes, spikes)
+    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, lr_jump, spike_cluster,
+                                     grad_norm, sustained, lost, val_blowup, verdict, escalation, recovery,
+                                     causes, spikes)
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
@@ -102,7 +108,8 @@ class DivergenceDetector(Detector):
                  lost_patience_frac: float = 0.25, stuck: float = 0.9, blowup: float = 2.0,
                  lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
                  max_escalations: int = 2, above_start: float = 1.5, first_ratio: float = 10.0,
-                 raw_ratio: float = 3.0, raw_undo: float = 0.25, raw_fresh: int = 10) -> None:
+                 raw_ratio: float = 3.0, raw_undo: float = 0.25, raw_fresh: int = 10, climb: int = 5,
+                 climb_z: float = 5.0, val_ratio: float = 3.0) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -117,7 +124,8 @@ class DivergenceDetector(Detector):
                          lost_min_records=lost_min_records, settle=settle,
                          lr_followed=lr_followed, max_escalations=max_escalations,
                          above_start=above_start, first_ratio=first_ratio, raw_ratio=raw_ratio,
-                         raw_undo=raw_undo, raw_fresh=raw_fresh)
+                         raw_undo=raw_undo, raw_fresh=raw_fresh, climb=climb, climb_z=climb_z,
+                         val_ratio=val_ratio)
         # the state of the rules (saved by get_state; each module says what its fields mean)
         # escalation: the LR when the episode's advice was last given, escalations so far, the run
         # of high levels after the cut, the loss-record count of the first record at the lower LR
@@ -163,8 +171,8 @@ class DivergenceDetector(Detector):
         with np.errstate(all="ignore"):
             rows = first_loss.screen(self, f) | raw_runaway.screen(self, f) | streak.screen(self, f) | \
                 lr_jump.screen(self, f) | spikes.screen(self, f) | grad_norm.screen(self, f) | \
-                sustained.screen(self, f) | lost.screen(self, f)
-            return f.a("lok") & rows
+                sustained.screen(self, f) | lost.screen(self, f) | climb.screen(self, f)
+            return (f.a("lok") & rows) | val_blowup.screen(self, f)
 
     def active_screen(self, f: Features) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -173,6 +181,10 @@ class DivergenceDetector(Detector):
     # -- decision ----------------------------------------------------------------------------------
     def step(self, f: Features, i: int) -> None:
         if not f.lok[i]:
+            if self.alert is None and f.vok[i] and f.gok[i]:
+                rule = val_blowup.check(self, f, i)
+                if rule is not None:
+                    verdict.raise_val_alert(self, f, i, rule)
             return
         x = f.loss[i]
         best = f.best[i]
@@ -212,6 +224,8 @@ class DivergenceDetector(Detector):
             rule = raw_runaway.check(self, f, i, x, l0, step, up_n, gn_up, ramping, after_spike)
         if rule is None and rising:
             rule = streak.check(self, f, i, x, best, l0, up_n, gn_up, ramping, after_spike)
+        if rule is None and up_n >= self.climb:
+            rule = climb.check(self, f, i, x, l0, up_n)
         if lr_jumped:
             lr_jump.remember(self, rec)
         if jumped and spikes.counted(self, f, i, x, best, l0):

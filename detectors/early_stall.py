@@ -73,7 +73,7 @@ class EarlyStallDetector(Detector):
     >>> gn = lambda s: 3.0 if s < 10 else 0.1
     >>> out = [a for s in range(200) for a in eng.update(Record(s, loss(s), grad_norm=gn(s), lr=0.03))]
     >>> [(a.kind, a.step, a.action.params, a.evidence["restart_step"]) for a in out if a.detector == "early_stall"]
-    [('grad_vanishing', 111, {'factor': 0.1}, 0)]
+    [('grad_vanishing', 64, {'factor': 0.1}, 0)]
     """
 
     name = "early_stall"

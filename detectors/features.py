@@ -30,7 +30,10 @@ DEFAULT_PARAMS: dict[str, float] = {
     # excerpts log every 10th step), while averaging out single-record noise a little.
     "alpha_fast": 0.5,
     # ~10-record memory: the "recent level" a spike is measured against (OLMo uses 128 steps,
-    # Lightning 10; short memory matters because the level falls fast early in training).
+    # Lightning 10; short memory matters because the level falls fast early in training). A
+    # descent faster than that memory re-anchors the level instead (``_loss_core``): a PINN log
+    # thinned to every 10th epoch falls 124 -> 4.2 in one record, and ten records later the
+    # EMA level was still 25 with a noise of 40, blind to a 1.7 -> 10.8 surge.
     "alpha_slow": 0.1,
     # Winsorisation of the level/noise update: a single huge value moves the level by at most
     # alpha*(win_k*sd + win_r*|level|), so a spike does not mask the next one.
@@ -52,19 +55,20 @@ LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
+VAL_COLS = ("v0", "vlast", "vbest", "nv")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
 BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
           "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
-ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS
+ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
 _BEFORE_ITEMS = tuple(BEFORE.items())
 
 
 def initial_state() -> dict[str, Any]:
-    st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS}
+    st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS + VAL_COLS}
     st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
               pstep=-1, pnl=0, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
-              fo=0.0, fostep=-1)
+              fo=0.0, fostep=-1, vbest=INF, nv=0)
     return st
 
 
@@ -101,8 +105,20 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
         else:
             # (abs() written out: this loop is the hot path of both update paths)
             fast += af * (x - fast)
-            d = x - slow
             cap = wk * sd + wr * (slow if slow >= 0.0 else -slow)
+            held = x if x > lprev else lprev
+            if slow - held > cap and held > 0.0:
+                # the loss has been below the level by more than its noise band (the same band
+                # that caps a rise) on this record and the one before: a descent the level has
+                # not followed, not a lucky batch (one low record does not do it). Re-anchor the
+                # level on the higher of the two and keep the noise's share of the level: the
+                # deviations measured during the descent are the descent, not noise. (Positive
+                # levels only: a share of a level near or below zero means nothing. The trend
+                # is not re-anchored: its lag is what tells a fresh descent, raw_runaway.)
+                sd *= held / slow
+                slow = held
+                cap = wk * sd + wr * slow
+            d = x - slow
             if d > cap:
                 d = cap
             slow += as_ * d
@@ -346,6 +362,26 @@ def _fo_batch(st: dict[str, Any], lrs: np.ndarray, gs: np.ndarray, steps: np.nda
     return {"fo": fo, "fostep": steps}
 
 
+def _val_one(st: dict[str, Any], v: float) -> None:
+    if st["v0"] != st["v0"]:  # NaN: the first validation loss
+        st["v0"] = v
+    st["vlast"] = v
+    if v < st["vbest"]:
+        st["vbest"] = v
+    st["nv"] += 1
+
+
+def _val_batch(st: dict[str, Any], vs: np.ndarray):
+    """The first, last and lowest finite validation loss and their count: selection only, no
+    float recursion."""
+    k = len(vs)
+    v0 = st["v0"] if st["v0"] == st["v0"] else float(vs[0])
+    vbest = _running_extreme(vs, st["vbest"], True, lower=True)[0]
+    nv = st["nv"] + np.arange(1, k + 1, dtype=np.int64)
+    st.update(v0=v0, vlast=float(vs[-1]), vbest=float(vbest[-1]), nv=int(nv[-1]))
+    return {"v0": np.full(k, v0), "vlast": vs, "vbest": vbest, "nv": nv}
+
+
 Floats = list[float]
 Ints = list[int]
 Bools = list[bool]
@@ -389,8 +425,10 @@ class Features:
     lstep: Annotated[Ints, "the step of the last finite loss"]
     fast: Annotated[Floats, "short-term average: EMA of the loss (alpha_fast, a half-life of one record)"]
     slow: Annotated[Floats, "loss level: winsorised EMA (alpha_slow, ~10 records), what a spike is measured "
-                            "against"]
-    sd: Annotated[Floats, "loss noise: EMA mean absolute deviation from the level"]
+                            "against; re-anchored on the loss when it has held below the level's noise band "
+                            "for two records (a fast descent)"]
+    sd: Annotated[Floats, "loss noise: EMA mean absolute deviation from the level (scaled with the level when "
+                          "it is re-anchored)"]
     best: Annotated[Floats, "best level: running minimum of slow (a lucky low batch does not set it)"]
     best_step: Annotated[Ints, "the step at which best last improved"]
     rbest: Annotated[Floats, "raw best: the lowest loss held for two records in a row (does not lag a fast "
@@ -428,6 +466,12 @@ class Features:
     fo: Annotated[Floats, "running sum of lr * grad_norm**2 * steps since the previous such row: "
                           "the decrease a plain gradient step would make on a linear loss"]
     fostep: Annotated[Ints, "the step of the last row folded into fo"]
+
+    # -- the validation loss (rows with a finite one) ---------------------------------------------
+    v0: Annotated[Floats, "first validation loss: the run's first finite one"]
+    vlast: Annotated[Floats, "the last finite validation loss"]
+    vbest: Annotated[Floats, "the lowest finite validation loss so far"]
+    nv: Annotated[Ints, "number of finite validation losses so far"]
 
     # -- the state before this row ----------------------------------------------------------------
     b_lprev: Annotated[Floats, "lprev before this row: the previous finite loss"]
@@ -502,6 +546,8 @@ class FeatureTracker:
             _lr_one(st, rv, step)
             if gok and rv >= 0.0:
                 _fo_one(st, rv, gv, step)
+        if cols["vok"][0]:
+            _val_one(st, cols["val"][0])
         cols.update({c: [st[c]] for c in ALL_COLS})
         cols["n"] = 1
         cols["_arrays"] = {}
@@ -534,6 +580,7 @@ class FeatureTracker:
             (lrok, LR_COLS, lambda m: _lr_batch(st, b.lr[m], steps[m])),
             (fok, FO_COLS,
              lambda m: _fo_batch(st, b.lr[m], b.grad_norm[m], steps[m])),
+            (arrays["vok"], VAL_COLS, lambda m: _val_batch(st, b.val_loss[m])),
         ):
             if mask.all():  # the common case: every row carries the signal, no gather needed
                 out = run(mask)

@@ -10,11 +10,15 @@ first that holds raises the alert (``evidence["rule"]`` is the module's name):
 1. :mod:`.first_loss`: two records in a row at 10x the first loss (needs no history);
 2. :mod:`.raw_runaway`: rises to 3x the lowest loss the run held, while a fast descent is fresh;
 3. :mod:`.streak`: a run of rises from a normal value, far out of the noise;
-4. :mod:`.lr_jump`: a counted spike right after the LR jumped;
-5. :mod:`.spike_cluster`: the third counted spike within 50 records;
-6. :mod:`.grad_norm`: a loss jump with a huge, doubling grad-norm;
-7. :mod:`.sustained`: the loss level held far above its best;
-8. :mod:`.lost`: stuck at the start after a blow-up.
+4. :mod:`.climb`: rises on many records in a row that undo much of the progress (sparse logs);
+5. :mod:`.lr_jump`: a counted spike right after the LR jumped;
+6. :mod:`.spike_cluster`: the third counted spike within 50 records;
+7. :mod:`.grad_norm`: a loss jump with a huge, doubling grad-norm;
+8. :mod:`.sustained`: the loss level held far above its best;
+9. :mod:`.lost`: stuck at the start after a blow-up.
+
+On a record without a training loss, :mod:`.val_blowup`: the validation loss and the
+grad-norm blew up together.
 
 Rules whose check has a side effect (:mod:`.lr_jump` and :mod:`.spikes` remember LR jumps and
 spikes, :mod:`.sustained` tracks the current excursion) keep it on every row the rules run on,

@@ -1,9 +1,11 @@
-"""Ten times the first loss, twice: a fact that needs no history.
+"""Ten times the first loss, twice or with the validation loss: a fact that needs no history.
 
 Condition: the first loss is positive and the loss is >= ``first_ratio`` x it on this record
 and on the one before, from the third loss record on. A run does not recover its weights from
 there on its own; one such record alone can be a bad batch that the next step forgets, so two
-in a row are asked. The episode it opens is a lost run (:mod:`.verdict`) and closes only once
+in a row are asked, or one when the validation loss (the last one logged,
+``features.vlast``) is also >= ``first_ratio`` x the first validation loss: a bad batch does not
+move the loss on held-out data, broken weights do. The episode it opens is a lost run (:mod:`.verdict`) and closes only once
 the trend is back below ``stuck`` x the first loss (:mod:`.recovery`).
 
 Parameters
@@ -12,7 +14,7 @@ first_ratio : float, default 10.0
     The multiple of the first loss that no healthy run reaches.
     Set by: real logs: a fine-tune's loss 0.14 -> 25,238 -> 75,835 in two logged steps, an LM
     at 10.9 logging 270 then 182; the benchmark's injected 40-60x spikes last one record (so
-    two records are asked, not one).
+    two records are asked, not one, unless the validation loss confirms).
 
 Examples
 --------
@@ -23,10 +25,19 @@ Examples
 >>> [(a.step, a.severity, a.evidence["rule"]) for a in alerts]
 [(2, 'critical', 'first_loss')]
 
+One record is enough when the validation loss blew up with it:
+
+>>> losses, vals = [0.35, 0.22, 0.18, 0.16, 1.6e18], [5.1, 3.3, 3.2, 3.0, 1.9e7]
+>>> alerts = drive(DivergenceDetector(), map(Record, range(5), losses, [None] * 5, [None] * 5, vals))
+>>> [(a.step, a.severity, a.evidence["rule"]) for a in alerts]
+[(4, 'critical', 'first_loss')]
+
 References
 ----------
 bench/real/issues/tensorflow__models__8423.csv (provenance in bench/real/SOURCES.md): a Faster R-CNN
 whose loss jumps from ~0.1-1.0 to 25,237 and keeps growing; caught on the second record.
+bench/real/issues/juntang-zhuang__laddernet__1.csv: a LadderNet whose train loss goes 0.16 ->
+1.6e18 and validation loss 3.05 -> 1.9e7 on the last epoch the thread shows.
 """
 
 from __future__ import annotations
@@ -43,9 +54,15 @@ if TYPE_CHECKING:
 
 
 def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: int) -> tuple[str, str] | None:
-    if l0 > 0.0 and x >= d.first_ratio * l0 and f.b_lprev[i] >= d.first_ratio * l0 and nl > 2:
+    if not (l0 > 0.0 and x >= d.first_ratio * l0 and nl > 2):
+        return None
+    if f.b_lprev[i] >= d.first_ratio * l0:
         return (f"has been over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step "
                 f"{f.l0_step[i]}) for two records", "first_loss")
+    v0 = f.v0[i]
+    if v0 > 0.0 and f.vlast[i] >= d.first_ratio * v0:
+        return (f"is over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step {f.l0_step[i]}), "
+                f"and so is the validation loss ({fmt(f.vlast[i])}, first {fmt(v0)})", "first_loss")
     return None
 
 

@@ -26,12 +26,12 @@ rearm : int, default 50
 
 Examples
 --------
-A slow climb caught by the sustained rule, then the loss back at its best:
+A slow zig-zag climb caught by the sustained rule, then the loss back at its best:
 
 >>> from losswatch.detectors.base import drive
 >>> from losswatch.detectors.divergence import DivergenceDetector
 >>> from losswatch.detectors.types import Record
->>> losses = [1.0] * 20 + [1.0 + 0.05 * k for k in range(1, 40)] + [1.0] * 80
+>>> losses = [1.0] * 20 + [1.0 + 0.05 * k + (0.04 if k % 2 else -0.04) for k in range(1, 40)] + [1.0] * 80
 >>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
 >>> [(a.step, a.event, a.resolved_step) for a in alerts]
 [(46, 'raised', None), (46, 'resolved', 129)]

@@ -53,12 +53,13 @@ above_start : float, default 1.5
 
 Examples
 --------
-A slow climb: no record is far out of the noise, the level gets there:
+A slow climb that zig-zags (no long run of rises, no record far out of the noise): the level
+gets there:
 
 >>> from losswatch.detectors.base import drive
 >>> from losswatch.detectors.divergence import DivergenceDetector
 >>> from losswatch.detectors.types import Record
->>> losses = [1.0] * 20 + [1.0 + 0.05 * k for k in range(1, 40)]
+>>> losses = [1.0] * 20 + [1.0 + 0.05 * k + (0.04 if k % 2 else -0.04) for k in range(1, 40)]
 >>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
 >>> [(a.step, a.evidence["rule"]) for a in alerts], alerts[0].message.split(" and ")[-1]
 ([(46, 'sustained')], 'its level has stayed 1.93x above it for 10 records')

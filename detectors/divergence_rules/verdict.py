@@ -32,10 +32,10 @@ then past it (the same alert, now critical):
 >>> from losswatch.detectors.base import drive
 >>> from losswatch.detectors.divergence import DivergenceDetector
 >>> from losswatch.detectors.types import Record
->>> losses = [15, 13, 3.8, 2.4, 1.4, 5.8, 7.1, 10.0] + [20] * 7
+>>> losses = [15, 13, 3.8, 2.4, 1.4, 5.8, 7.1, 10.0] + [20] * 13
 >>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
 >>> [(a.step, a.last_step, a.event, a.severity) for a in alerts]
-[(7, 7, 'raised', 'warning'), (7, 14, 'escalated', 'critical')]
+[(7, 7, 'raised', 'warning'), (7, 20, 'escalated', 'critical')]
 >>> alerts[0].message.split(": ")[0], alerts[1].message.split(": ")[0]
 ('LR too high, the loss is unstable', 'loss diverging')
 
@@ -106,6 +106,22 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     escalation.arm(d, f, i)
     d.open_episode(step, "critical" if lost else "warning", msg, ev,
                    Action("scale_lr", {"factor": d.factor}, reason))
+
+
+def raise_val_alert(d: DivergenceDetector, f: Features, i: int, rule: tuple[str, str]) -> None:
+    """Open the episode for :mod:`.val_blowup` on row ``i`` (no training loss: the words and the
+    evidence are the validation loss's). Critical: the held-out loss has lost most of what was
+    learnt."""
+    step = f.step[i]
+    reason = (f"The validation loss and the grad-norm blew up together: the updates moved the "
+              f"weights away. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) and restart from "
+              f"the checkpoint of the best validation loss ({fmt(f.vbest[i])}).")
+    ev: dict[str, Any] = {"val_loss": f.val[i], "best_val_loss": f.vbest[i], "grad_norm": f.gn[i],
+                          "rule": rule[1]}
+    if f.lrok[i]:
+        ev["lr"] = f.lr[i]
+    escalation.arm(d, f, i)
+    d.open_episode(step, "critical", rule[0], ev, Action("scale_lr", {"factor": d.factor}, reason))
 
 
 def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float,

@@ -1,0 +1,73 @@
+"""Validation blow-up: on a record without a training loss, the validation loss and the
+grad-norm blew up together.
+
+Some logs carry no training loss: a results table with the validation metric and the
+grad-norm per epoch, an evaluation line that also prints the grad-norm. There the validation
+loss is what shows the weights. Either signal alone is no divergence: a bad batch spikes the
+grad-norm and leaves the held-out loss alone (the grad-norm detector clips it), and a model
+that memorises raises the held-out loss slowly under a calm gradient (overfitting). Both at
+once mean the last updates were far larger than usual and made the model worse on data it does
+not train on: the weights moved away.
+
+Condition: a record with a finite validation loss and grad-norm and no training loss, from the
+third validation loss on (``features.nv``): the validation loss >= ``val_ratio`` x the lowest
+one so far (``features.vbest``) and the grad-norm >= ``gn_warn`` x its usual level (the EMA of
+its log, ``features.b_mu``). The episode is a run diverging (critical): a validation loss at
+3x its best has lost most of what was learnt.
+
+Parameters
+----------
+val_ratio : float, default 3.0
+    How far above its best the validation loss must be.
+    Set by: the real corpus's DrivAerML surrogate (validation error 8.9-11 %, then 31.7 % with
+    the grad-norm 0.5 -> 4.2, 'the model never recovers'); overfitting raises a validation
+    loss by tens of percent, not 3x, in one evaluation.
+
+``gn_warn`` (:mod:`.causes`) is shared.
+
+Examples
+--------
+>>> from losswatch.detectors.base import drive
+>>> from losswatch.detectors.divergence import DivergenceDetector
+>>> from losswatch.detectors.types import Record
+>>> vals, gns = [10.2, 8.9, 11.2, 31.7, 35.7], [0.48, 0.45, 0.51, 4.24, 11.2]
+>>> recs = [Record(s, None, g, None, v) for s, v, g in zip(range(85, 90), vals, gns)]
+>>> [(a.step, a.severity, a.evidence["rule"]) for a in drive(DivergenceDetector(), recs)]
+[(88, 'critical', 'val_blowup')]
+
+References
+----------
+bench/real/issues/wandb__senpai__pr2761.csv (provenance in bench/real/SOURCES.md); PaLM and
+BLOOM report the grad-norm rising with the loss when training diverges.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import fmt
+
+if TYPE_CHECKING:
+    from ..divergence import DivergenceDetector
+    from ..features import Features
+
+
+def check(d: DivergenceDetector, f: Features, i: int) -> tuple[str, str] | None:
+    """On a row with a finite validation loss and grad-norm and no finite training loss."""
+    v, vb = f.val[i], f.vbest[i]
+    if f.nv[i] < 3 or not vb > 0.0 or v < d.val_ratio * vb:
+        return None
+    mu = f.b_mu[i]
+    if not (mu == mu and f.gn[i] >= d.gn_warn * math.exp(mu)):
+        return None
+    return (f"validation loss diverging: {fmt(v)} at step {f.step[i]} is {fmt(v / vb)}x its best "
+            f"({fmt(vb)}) with the grad-norm at {fmt(f.gn[i])}, {fmt(f.gn[i] / math.exp(mu))}x its "
+            f"usual level", "val_blowup")
+
+
+def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
+    """Rows without a training loss whose validation loss and grad-norm are logged."""
+    return ~f.a("lok") & f.a("vok") & f.a("gok")

@@ -1,0 +1,173 @@
+"""The loss level and the divergence rules on real log excerpts from the tune part of the corpus
+(bench/real/, provenance in bench/real/SOURCES.md). The holdout part is never read here."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector_helpers import raised
+from losswatch.detectors import Engine
+from losswatch.detectors.features import FeatureTracker
+from losswatch.detectors.types import Record
+from losswatch.service.readers import read_run
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+REAL = BENCH / "real"
+sys.path.insert(0, str(REAL))
+sys.path.insert(0, str(BENCH))
+from split import part_of  # noqa: E402
+
+from real_logs import thin_rows  # noqa: E402
+
+PINN = "histories/macro1027__simple-pendulum-pinn__lightning-logs-version-31-metrics-csv.csv"
+
+
+def _path(rel: str, tmp_path: Path, thin_onset: int | None = None) -> Path:
+    """The tune file, or its copy thinned as bench/real_logs.py thins it (every 10th row, the
+    onset row and the 3 after it)."""
+    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
+    if thin_onset is None:
+        return REAL / rel
+    with open(REAL / rel, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    out = tmp_path / Path(rel).name
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(thin_rows(rows, thin_onset))
+    return out
+
+
+def _replay(path: Path, batch: bool = False):
+    eng = Engine("r")
+    if batch:
+        eng.SMALL_BATCH = 0  # force the vectorised path
+        return eng.update_batch(list(read_run(path)))
+    return [a for rec in read_run(path) for a in eng.update(rec)]
+
+
+# -- the loss level follows a fast descent ---------------------------------------------------------
+
+def test_a_pinns_surge_after_its_fast_descent_is_seen_in_a_log_thinned_to_every_10th_epoch(tmp_path):
+    # 123.7 at epoch 0, 4.2 at epoch 10: the EMA level still remembered the untrained loss (25,
+    # with a noise of 40) when the loss surged 1.7 -> 2.7 -> 4.6 -> 10.8 over epochs 150-153
+    alerts = _replay(_path(PINN, tmp_path, thin_onset=151))
+    spikes = raised(alerts, "spike")
+    assert spikes and 151 <= spikes[0].step <= 153
+    assert spikes[0].evidence["level"] < 5.0  # measured against where the loss was, not 25
+    assert not raised(alerts, "divergence")  # it came back: a spike, no LR cut
+
+
+def test_the_level_re_anchors_after_two_records_below_its_noise_band_not_after_one():
+    ft = FeatureTracker()
+    rows = [ft.advance_one(s, x, None, None, None) for s, x in enumerate([123.7, 4.22, 2.05])]
+    assert rows[1].slow[0] > 100.0  # one low record may be a lucky batch: the level waits
+    assert rows[2].slow[0] <= 4.22  # held low for two records: the level follows
+    assert rows[2].sd[0] < 1.0  # and the descent does not count as noise
+    # noise around a level (and a lucky low batch within it) moves the level by its EMA only
+    plateau = FeatureTracker()
+    xs = [2.0, 2.1, 1.9, 2.05, 1.95, 1.7, 2.0, 2.02]
+    levels = [plateau.advance_one(s, x, None, None, None).slow[0] for s, x in enumerate(xs)]
+    for k in range(1, len(xs)):
+        assert levels[k] == pytest.approx(levels[k - 1] + 0.1 * (xs[k] - levels[k - 1]))
+
+
+@pytest.mark.parametrize("thin", [False, True])
+def test_the_batch_path_gives_the_same_alerts_after_a_fast_descent(tmp_path, thin):
+    path = _path(PINN, tmp_path, thin_onset=151 if thin else None)
+    one = [(a.id, a.kind, a.severity, a.step, a.last_step) for a in _replay(path)]
+    assert one == [(a.id, a.kind, a.severity, a.step, a.last_step) for a in _replay(path, batch=True)]
+
+
+# -- slow climb ------------------------------------------------------------------------------------
+
+LAMCO = "histories/lamco-admin__lamcogaussianimage__baseline1-divergence-finding.csv"
+
+
+def test_a_fit_that_climbs_on_every_logged_iteration_after_its_best_is_a_slow_divergence(tmp_path):
+    # Adam at a constant LR: best 0.0712 at iteration 1500, then 0.0754, 0.0818, 0.0861, 0.0989,
+    # 0.157 at the iterations the note lists; no record is far out of the noise and the level
+    # never stays high for 10 records in a 14-row log
+    alerts = _replay(_path(LAMCO, tmp_path))
+    div = raised(alerts, "divergence", "warning")
+    assert div and div[0].step == 3000 and div[0].evidence["rule"] == "climb"
+    assert div[0].severity == "warning"  # still below its first loss (0.245): not lost
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert div == raised(_replay(_path(LAMCO, tmp_path), batch=True), "divergence", "warning")
+
+
+@pytest.mark.parametrize("climb_z, caught", [(0.0, True), (5.0, False)])
+def test_noise_that_rises_five_records_in_a_row_is_no_climb(climb_z, caught):
+    # a very noisy per-step loss (+-40 %) that rises five records in a row by chance, 0.6 -> 1.3:
+    # 2x its start, but only ~1.5 of its usual record-to-record changes
+    xs = [1.4, 0.6, 1.2, 0.7, 1.3, 0.8] * 5 + [0.6, 0.7, 0.8, 0.95, 1.1, 1.3] + [1.4, 0.6, 1.2, 0.7] * 3
+    eng = Engine("r", params={"divergence": {"climb_z": climb_z}})
+    alerts = [a for s, x in enumerate(xs) for a in eng.update(Record(s, x))]
+    assert bool(raised(alerts, "divergence")) is caught
+
+
+def test_a_climb_the_lr_schedule_explains_is_no_divergence():
+    # a cyclic LR on its way up (after two reversals) raises the loss by design
+    lrs = [0.1 - 0.01 * k for k in range(10)] + [0.01 + 0.01 * k for k in range(10)] + \
+        [0.1 - 0.01 * k for k in range(10)] + [0.01 + 0.01 * k for k in range(8)]
+    xs = [2.0 - 0.05 * k for k in range(30)] + [0.55 + 0.1 * k for k in range(8)]
+    eng = Engine("r")
+    alerts = [a for s, (x, lr) in enumerate(zip(xs, lrs)) for a in eng.update(Record(s, x, lr=lr))]
+    assert not [a for a in raised(alerts, "divergence") if a.evidence["rule"] == "climb"]
+
+
+# -- one record past 10x the first loss, confirmed by the validation loss ------------------------
+
+def test_a_blow_up_on_the_last_epoch_shown_is_a_divergence_when_the_validation_loss_blew_up_too(tmp_path):
+    # LadderNet: train 0.16 -> 1.6e18 and validation 3.05 -> 1.9e7 on epoch 4, the last line of
+    # the thread; one record past 10x the first loss alone could be a bad batch
+    alerts = _replay(_path("issues/juntang-zhuang__laddernet__1.csv", tmp_path))
+    div = raised(alerts, "divergence", "critical")
+    assert div and div[0].step == 4 and div[0].evidence["rule"] == "first_loss"
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert "validation loss" in div[0].message
+
+
+def test_one_record_past_10x_the_first_loss_with_a_calm_validation_loss_waits_for_the_next():
+    losses, vals = [0.35, 0.22, 0.18, 0.16, 1.6e3, 0.17], [5.1, 3.3, 3.2, 3.0, 3.1, 3.0]
+    eng = Engine("r")
+    alerts = [a for s, (x, v) in enumerate(zip(losses, vals)) for a in eng.update(Record(s, x, val_loss=v))]
+    assert not raised(alerts, "divergence")
+
+
+def test_the_first_and_last_validation_loss_are_the_same_in_both_paths():
+    from losswatch.detectors.batch import Batch
+    vals = [None, 5.0, None, float("nan"), 4.0, None, 3.5]
+    one = FeatureTracker()
+    rows = [one.advance_one(s, 1.0, None, None, v) for s, v in enumerate(vals)]
+    batch = FeatureTracker().advance_batch(Batch.from_columns(step=list(range(7)), loss=[1.0] * 7, val_loss=vals))
+    for col in ("v0", "vlast"):  # str(): NaN before the first one compares equal
+        assert str([r.__dict__[col][0] for r in rows]) == str(batch.a(col).tolist())
+    assert str(batch.a("v0").tolist()) == str([float("nan")] + [5.0] * 6)
+    assert batch.a("vlast").tolist()[-1] == 3.5
+
+
+# -- a log without a training loss ----------------------------------------------------------------
+
+def test_a_results_table_with_only_the_validation_error_and_the_grad_norm_shows_the_divergence(tmp_path):
+    # DrivAerML surrogate: validation error ~9-11 %, then 31.7 % with the grad-norm 0.5 -> 4.2
+    # ('the model never recovers'); no training loss is in the table
+    alerts = _replay(_path("issues/wandb__senpai__pr2761.csv", tmp_path))
+    div = raised(alerts, "divergence", "critical")
+    assert div and div[0].step == 88 and div[0].evidence["rule"] == "val_blowup"
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert div == raised(_replay(_path("issues/wandb__senpai__pr2761.csv", tmp_path), batch=True),
+                         "divergence", "critical")
+
+
+@pytest.mark.parametrize("vals, gns", [
+    ([10.2, 8.9, 11.2, 31.7], [0.48, 0.45, 0.51, 0.52]),  # the validation loss alone: a bad evaluation
+    ([10.2, 8.9, 11.2, 11.7], [0.48, 0.45, 0.51, 4.24]),  # the grad-norm alone: a bad batch, clipped
+])
+def test_the_validation_loss_or_the_grad_norm_alone_is_no_divergence(vals, gns):
+    eng = Engine("r")
+    alerts = [a for s, (v, g) in enumerate(zip(vals, gns)) for a in eng.update(Record(s, None, g, None, v))]
+    assert not raised(alerts, "divergence")
