@@ -16,7 +16,8 @@ The columns of a row, with their types and meanings, are listed once: in :class:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from operator import itemgetter
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 
@@ -57,7 +58,10 @@ BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_v
           "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS
-_BEFORE_ITEMS = tuple(BEFORE.items())
+# The one-record path reads the state for its row with these (one C call each, see advance_one)
+_BEFORE_NAMES = tuple(BEFORE)
+_before_values = itemgetter(*BEFORE.values())
+_after_values = itemgetter(*ALL_COLS)
 
 
 def initial_state() -> dict[str, Any]:
@@ -68,11 +72,13 @@ def initial_state() -> dict[str, Any]:
     return st
 
 
-def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: list[int]):
+def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], steps: Sequence[int],
+               collect: bool = True):
     """The recursive loss statistics (EMAs and the plateau best), folded over finite, clipped
     losses ``xs`` at ``steps``. Shared by both paths: the only loss code with float recursions.
     Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns per-value lists
-    of each of them."""
+    of each of them; with ``collect`` false (the one-record path, which reads ``st``) none are
+    built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
     nl, lprev = st["nl"], st["lprev"]
@@ -125,18 +131,21 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
                 amp += ao * (0.0 - amp)
         nl += 1
         lprev = x
-        a_fast(fast)
-        a_slow(slow)
-        a_sd(sd)
-        a_trend(trend)
-        a_pbest(pbest)
-        a_pstep(pstep)
-        a_pnl(pnl)
-        a_alt(alt)
-        a_amp(amp)
+        if collect:
+            a_fast(fast)
+            a_slow(slow)
+            a_sd(sd)
+            a_trend(trend)
+            a_pbest(pbest)
+            a_pstep(pstep)
+            a_pnl(pnl)
+            a_alt(alt)
+            a_amp(amp)
     if k:
         st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, pnl=pnl,
                   alt=alt, amp=amp, dlast=dlast)
+    if not collect:
+        return None
     return {"fast": o_fast, "slow": o_slow, "sd": o_sd, "trend": o_trend, "pbest": o_pbest,
             "pstep": o_pstep, "pnl": o_pnl, "alt": o_alt, "amp": o_amp}
 
@@ -145,25 +154,28 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
     """Fold one finite loss into ``st`` (the one-record path): core EMAs, then the statistics
     the batch path derives with numpy (same definitions, see ``_loss_batch``)."""
     x = CLIP if x > CLIP else (-CLIP if x < -CLIP else x)
-    _loss_core(st, p, [x], [s])
-    nl = st["nl"]
+    nl, lprev = st["nl"], st["lprev"]  # the core leaves both to its callers
+    _loss_core(st, p, (x,), (s,), collect=False)
     if nl == 0:
         st.update(l0=x, l0_step=s, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x,
                   rbest=x, rbest_step=s)
     else:
-        held = x if x > st["lprev"] else st["lprev"]
+        held = x if x > lprev else lprev
         if held < st["rbest"]:
             st["rbest"] = held
             st["rbest_step"] = s
-        if st["slow"] < st["best"]:
-            st["best"] = st["slow"]
+        slow = st["slow"]
+        if slow < st["best"]:
+            st["best"] = slow
             st["best_step"] = s
-        if st["fast"] > st["worst"]:
-            st["worst"] = st["fast"]
-        if x > st["lprev"]:
-            if st["up_n"] == 0:
-                st["up_base"] = st["lprev"]
-            st["up_n"] += 1
+        fast = st["fast"]
+        if fast > st["worst"]:
+            st["worst"] = fast
+        if x > lprev:
+            up_n = st["up_n"]
+            if up_n == 0:
+                st["up_base"] = lprev
+            st["up_n"] = up_n + 1
         else:
             st["up_n"] = 0
     st["nl"] = nl + 1
@@ -240,7 +252,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     return out
 
 
-def _gn_core(st: dict[str, Any], p: dict[str, float], gs: list[float]):
+def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
     """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values."""
     ag = p["alpha_g"]
     ng, mu, var = st["ng"], st["mu"], st["var"]
@@ -274,7 +286,7 @@ def _gn_core(st: dict[str, Any], p: dict[str, float], gs: list[float]):
 
 
 def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
-    _gn_core(st, p, [g])
+    _gn_core(st, p, (g,))
     st["mumax"] = st["mu"] if st["ng"] == 0 or st["mu"] > st["mumax"] else st["mumax"]
     st["ng"] += 1
     st["glast"] = g if g < CLIP else CLIP
@@ -478,7 +490,8 @@ class FeatureTracker:
     def advance_one(self, step: int, loss: float | None, gn: float | None, lr: float | None,
                     val: float | None) -> Features:
         st = self.state
-        st["rec"] += 1
+        rec = st["rec"] + 1
+        st["rec"] = rec
         # not logged (None) reads as NaN in the columns; has_* keeps the two apart
         lv = NAN if loss is None else float(loss)
         gv = NAN if gn is None else float(gn)
@@ -486,14 +499,17 @@ class FeatureTracker:
         lok = _finite(loss)
         gok = _finite(gn) and gv >= 0.0
         lrok = _finite(lr)
+        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``);
+        # zip over the state's values builds them in C, not one Python expression per column.
         cols: dict[str, Any] = {
-            "step": [step], "rec": [st["rec"]],
-            "loss": [lv], "gn": [gv], "lr": [rv], "val": [NAN if val is None else float(val)],
-            "has_loss": [loss is not None], "has_gn": [gn is not None], "has_lr": [lr is not None],
-            "has_val": [val is not None], "lok": [lok], "gok": [gok], "lrok": [lrok],
-            "vok": [_finite(val)],
+            "n": 1, "_arrays": {},
+            "step": (step,), "rec": (rec,),
+            "loss": (lv,), "gn": (gv,), "lr": (rv,), "val": (NAN if val is None else float(val),),
+            "has_loss": (loss is not None,), "has_gn": (gn is not None,), "has_lr": (lr is not None,),
+            "has_val": (val is not None,), "lok": (lok,), "gok": (gok,), "lrok": (lrok,),
+            "vok": (_finite(val),),
         }
-        cols.update({b: [st[a]] for b, a in _BEFORE_ITEMS})
+        cols.update(zip(_BEFORE_NAMES, zip(_before_values(st))))
         if lok:
             _loss_one(st, self.params, lv, step)
         if gok:
@@ -502,9 +518,7 @@ class FeatureTracker:
             _lr_one(st, rv, step)
             if gok and rv >= 0.0:
                 _fo_one(st, rv, gv, step)
-        cols.update({c: [st[c]] for c in ALL_COLS})
-        cols["n"] = 1
-        cols["_arrays"] = {}
+        cols.update(zip(ALL_COLS, zip(_after_values(st))))
         f = Features.__new__(Features)
         f.__dict__ = cols  # no copy: this is the hot path of the one-record update
         return f
