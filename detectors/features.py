@@ -86,18 +86,19 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     pnl = st.get("pnl", 0)  # absent in states saved before it existed
     k = len(xs)
-    o_fast: list[float] = []
-    o_slow: list[float] = []
-    o_sd: list[float] = []
-    o_trend: list[float] = []
-    o_pbest: list[float] = []
-    o_pstep: list[int] = []
-    o_alt: list[float] = []
-    o_amp: list[float] = []
-    o_pnl: list[int] = []
-    a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
-    a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
-    a_pnl = o_pnl.append
+    if collect:
+        o_fast: list[float] = []
+        o_slow: list[float] = []
+        o_sd: list[float] = []
+        o_trend: list[float] = []
+        o_pbest: list[float] = []
+        o_pstep: list[int] = []
+        o_alt: list[float] = []
+        o_amp: list[float] = []
+        o_pnl: list[int] = []
+        a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
+        a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
+        a_pnl = o_pnl.append
     for x, s in zip(xs, steps):
         if nl == 0:
             fast = slow = trend = pbest = x
@@ -475,8 +476,10 @@ class Features:
         return arr
 
 
-def _finite(x: float | None) -> bool:
-    return x is not None and x - x == 0.0
+#: The attributes of a one-row :class:`Features` (advance_one fills in the values).
+_ONE_ROW: dict[str, Any] = dict.fromkeys(
+    ("n", "_arrays", *(name for name in Features.__annotations__ if name != "n")), ())
+_ONE_ROW["n"] = 1
 
 
 class FeatureTracker:
@@ -496,19 +499,29 @@ class FeatureTracker:
         lv = NAN if loss is None else float(loss)
         gv = NAN if gn is None else float(gn)
         rv = NAN if lr is None else float(lr)
-        lok = _finite(loss)
-        gok = _finite(gn) and gv >= 0.0
-        lrok = _finite(lr)
-        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``);
-        # zip over the state's values builds them in C, not one Python expression per column.
-        cols: dict[str, Any] = {
-            "n": 1, "_arrays": {},
-            "step": (step,), "rec": (rec,),
-            "loss": (lv,), "gn": (gv,), "lr": (rv,), "val": (NAN if val is None else float(val),),
-            "has_loss": (loss is not None,), "has_gn": (gn is not None,), "has_lr": (lr is not None,),
-            "has_val": (val is not None,), "lok": (lok,), "gok": (gok,), "lrok": (lrok,),
-            "vok": (_finite(val),),
-        }
+        # finite: x - x is 0.0 for a finite x only (NaN for NaN and the infinities)
+        lok = loss is not None and lv - lv == 0.0
+        gok = gn is not None and gv - gv == 0.0 and gv >= 0.0
+        lrok = lr is not None and rv - rv == 0.0
+        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``).
+        # The dict starts as a copy of one with every key (no growing and rehashing as the ~60
+        # columns go in) and zip over the state's values builds the tuples in C.
+        cols = _ONE_ROW.copy()
+        cols["_arrays"] = {}
+        cols["step"] = (step,)
+        cols["rec"] = (rec,)
+        cols["loss"] = (lv,)
+        cols["gn"] = (gv,)
+        cols["lr"] = (rv,)
+        cols["val"] = (NAN if val is None else float(val),)
+        cols["has_loss"] = (loss is not None,)
+        cols["has_gn"] = (gn is not None,)
+        cols["has_lr"] = (lr is not None,)
+        cols["has_val"] = (val is not None,)
+        cols["lok"] = (lok,)
+        cols["gok"] = (gok,)
+        cols["lrok"] = (lrok,)
+        cols["vok"] = (val is not None and val - val == 0.0,)
         cols.update(zip(_BEFORE_NAMES, zip(_before_values(st))))
         if lok:
             _loss_one(st, self.params, lv, step)
