@@ -287,9 +287,12 @@ def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
 
 
 def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
+    ng = st["ng"]
     _gn_core(st, p, (g,))
-    st["mumax"] = st["mu"] if st["ng"] == 0 or st["mu"] > st["mumax"] else st["mumax"]
-    st["ng"] += 1
+    mu = st["mu"]
+    if ng == 0 or mu > st["mumax"]:
+        st["mumax"] = mu
+    st["ng"] = ng + 1
     st["glast"] = g if g < CLIP else CLIP
 
 
