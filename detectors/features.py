@@ -463,6 +463,21 @@ class Features:
         if lists:
             self.__dict__.update(lists)
 
+    def a(self, name: str) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = np.asarray(getattr(self, name))
+            self._arrays[name] = arr
+        return arr
+
+
+class ArrayFeatures(Features):
+    """The batch path's rows: numpy columns, each made a list on its first ``f.<column>`` read.
+
+    A subclass, so that the one-record path's rows (plain :class:`Features`, every column in the
+    instance dict) have no ``__getattr__``: a class with one is not given CPython's specialised
+    attribute reads, and the detectors read dozens of columns per record."""
+
     def __getattr__(self, name: str) -> list:
         arrays = self.__dict__.get("_arrays")
         if arrays is not None and name in arrays:
@@ -470,13 +485,6 @@ class Features:
             self.__dict__[name] = lst
             return lst
         raise AttributeError(name)
-
-    def a(self, name: str) -> np.ndarray:
-        arr = self._arrays.get(name)
-        if arr is None:
-            arr = np.asarray(getattr(self, name))
-            self._arrays[name] = arr
-        return arr
 
 
 #: The attributes of a one-row :class:`Features` (advance_one fills in the values).
@@ -587,7 +595,7 @@ class FeatureTracker:
                 arrays[c] = ext[incl]
                 if c in _BEFORE_OF:
                     arrays[_BEFORE_OF[c]] = ext[excl]
-        return Features(n, arrays=arrays)
+        return ArrayFeatures(n, arrays=arrays)
 
     def to_state(self) -> dict[str, Any]:
         return {"params": self.params, "state": dict(self.state)}
