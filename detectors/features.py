@@ -456,10 +456,9 @@ class Features:
     b_lrstep: Annotated[Ints, "lrstep before this row"]
     b_peak: Annotated[Floats, "peak before this row"]
 
-    def __init__(self, n: int, lists: dict[str, list] | None = None,
-                 arrays: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, n: int, lists: dict[str, list] | None = None) -> None:
         self.n = n
-        self._arrays = arrays or {}
+        self._arrays: dict[str, np.ndarray] = {}
         if lists:
             self.__dict__.update(lists)
 
@@ -477,6 +476,10 @@ class ArrayFeatures(Features):
     A subclass, so that the one-record path's rows (plain :class:`Features`, every column in the
     instance dict) have no ``__getattr__``: a class with one is not given CPython's specialised
     attribute reads, and the detectors read dozens of columns per record."""
+
+    def __init__(self, n: int, arrays: dict[str, np.ndarray]) -> None:
+        self.n = n
+        self._arrays = arrays
 
     def __getattr__(self, name: str) -> list:
         arrays = self.__dict__.get("_arrays")
