@@ -16,7 +16,8 @@ The columns of a row, with their types and meanings, are listed once: in :class:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from operator import itemgetter
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 
@@ -61,7 +62,10 @@ BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_v
           "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
-_BEFORE_ITEMS = tuple(BEFORE.items())
+# The one-record path reads the state for its row with these (one C call each, see advance_one)
+_BEFORE_NAMES = tuple(BEFORE)
+_before_values = itemgetter(*BEFORE.values())
+_after_values = itemgetter(*ALL_COLS)
 
 
 def initial_state() -> dict[str, Any]:
@@ -72,11 +76,13 @@ def initial_state() -> dict[str, Any]:
     return st
 
 
-def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: list[int]):
+def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], steps: Sequence[int],
+               collect: bool = True):
     """The recursive loss statistics (EMAs and the plateau best), folded over finite, clipped
     losses ``xs`` at ``steps``. Shared by both paths: the only loss code with float recursions.
     Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns per-value lists
-    of each of them."""
+    of each of them; with ``collect`` false (the one-record path, which reads ``st``) none are
+    built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
     nl, lprev = st["nl"], st["lprev"]
@@ -84,18 +90,19 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     pnl = st.get("pnl", 0)  # absent in states saved before it existed
     k = len(xs)
-    o_fast: list[float] = []
-    o_slow: list[float] = []
-    o_sd: list[float] = []
-    o_trend: list[float] = []
-    o_pbest: list[float] = []
-    o_pstep: list[int] = []
-    o_alt: list[float] = []
-    o_amp: list[float] = []
-    o_pnl: list[int] = []
-    a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
-    a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
-    a_pnl = o_pnl.append
+    if collect:
+        o_fast: list[float] = []
+        o_slow: list[float] = []
+        o_sd: list[float] = []
+        o_trend: list[float] = []
+        o_pbest: list[float] = []
+        o_pstep: list[int] = []
+        o_alt: list[float] = []
+        o_amp: list[float] = []
+        o_pnl: list[int] = []
+        a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
+        a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
+        a_pnl = o_pnl.append
     for x, s in zip(xs, steps):
         if nl == 0:
             fast = slow = trend = pbest = x
@@ -141,18 +148,21 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: list[float], steps: 
                 amp += ao * (0.0 - amp)
         nl += 1
         lprev = x
-        a_fast(fast)
-        a_slow(slow)
-        a_sd(sd)
-        a_trend(trend)
-        a_pbest(pbest)
-        a_pstep(pstep)
-        a_pnl(pnl)
-        a_alt(alt)
-        a_amp(amp)
+        if collect:
+            a_fast(fast)
+            a_slow(slow)
+            a_sd(sd)
+            a_trend(trend)
+            a_pbest(pbest)
+            a_pstep(pstep)
+            a_pnl(pnl)
+            a_alt(alt)
+            a_amp(amp)
     if k:
         st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, pnl=pnl,
                   alt=alt, amp=amp, dlast=dlast)
+    if not collect:
+        return None
     return {"fast": o_fast, "slow": o_slow, "sd": o_sd, "trend": o_trend, "pbest": o_pbest,
             "pstep": o_pstep, "pnl": o_pnl, "alt": o_alt, "amp": o_amp}
 
@@ -161,25 +171,28 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
     """Fold one finite loss into ``st`` (the one-record path): core EMAs, then the statistics
     the batch path derives with numpy (same definitions, see ``_loss_batch``)."""
     x = CLIP if x > CLIP else (-CLIP if x < -CLIP else x)
-    _loss_core(st, p, [x], [s])
-    nl = st["nl"]
+    nl, lprev = st["nl"], st["lprev"]  # the core leaves both to its callers
+    _loss_core(st, p, (x,), (s,), collect=False)
     if nl == 0:
         st.update(l0=x, l0_step=s, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x,
                   rbest=x, rbest_step=s)
     else:
-        held = x if x > st["lprev"] else st["lprev"]
+        held = x if x > lprev else lprev
         if held < st["rbest"]:
             st["rbest"] = held
             st["rbest_step"] = s
-        if st["slow"] < st["best"]:
-            st["best"] = st["slow"]
+        slow = st["slow"]
+        if slow < st["best"]:
+            st["best"] = slow
             st["best_step"] = s
-        if st["fast"] > st["worst"]:
-            st["worst"] = st["fast"]
-        if x > st["lprev"]:
-            if st["up_n"] == 0:
-                st["up_base"] = st["lprev"]
-            st["up_n"] += 1
+        fast = st["fast"]
+        if fast > st["worst"]:
+            st["worst"] = fast
+        if x > lprev:
+            up_n = st["up_n"]
+            if up_n == 0:
+                st["up_base"] = lprev
+            st["up_n"] = up_n + 1
         else:
             st["up_n"] = 0
     st["nl"] = nl + 1
@@ -256,7 +269,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     return out
 
 
-def _gn_core(st: dict[str, Any], p: dict[str, float], gs: list[float]):
+def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
     """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values."""
     ag = p["alpha_g"]
     ng, mu, var = st["ng"], st["mu"], st["var"]
@@ -290,9 +303,12 @@ def _gn_core(st: dict[str, Any], p: dict[str, float], gs: list[float]):
 
 
 def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
-    _gn_core(st, p, [g])
-    st["mumax"] = st["mu"] if st["ng"] == 0 or st["mu"] > st["mumax"] else st["mumax"]
-    st["ng"] += 1
+    ng = st["ng"]
+    _gn_core(st, p, (g,))
+    mu = st["mu"]
+    if ng == 0 or mu > st["mumax"]:
+        st["mumax"] = mu
+    st["ng"] = ng + 1
     st["glast"] = g if g < CLIP else CLIP
 
 
@@ -484,20 +500,11 @@ class Features:
     b_lrstep: Annotated[Ints, "lrstep before this row"]
     b_peak: Annotated[Floats, "peak before this row"]
 
-    def __init__(self, n: int, lists: dict[str, list] | None = None,
-                 arrays: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, n: int, lists: dict[str, list] | None = None) -> None:
         self.n = n
-        self._arrays = arrays or {}
+        self._arrays: dict[str, np.ndarray] = {}
         if lists:
             self.__dict__.update(lists)
-
-    def __getattr__(self, name: str) -> list:
-        arrays = self.__dict__.get("_arrays")
-        if arrays is not None and name in arrays:
-            lst = arrays[name].tolist()
-            self.__dict__[name] = lst
-            return lst
-        raise AttributeError(name)
 
     def a(self, name: str) -> np.ndarray:
         arr = self._arrays.get(name)
@@ -507,8 +514,30 @@ class Features:
         return arr
 
 
-def _finite(x: float | None) -> bool:
-    return x is not None and x - x == 0.0
+class ArrayFeatures(Features):
+    """The batch path's rows: numpy columns, each made a list on its first ``f.<column>`` read.
+
+    A subclass, so that the one-record path's rows (plain :class:`Features`, every column in the
+    instance dict) have no ``__getattr__``: a class with one is not given CPython's specialised
+    attribute reads, and the detectors read dozens of columns per record."""
+
+    def __init__(self, n: int, arrays: dict[str, np.ndarray]) -> None:
+        self.n = n
+        self._arrays = arrays
+
+    def __getattr__(self, name: str) -> list:
+        arrays = self.__dict__.get("_arrays")
+        if arrays is not None and name in arrays:
+            lst = arrays[name].tolist()
+            self.__dict__[name] = lst
+            return lst
+        raise AttributeError(name)
+
+
+#: The attributes of a one-row :class:`Features` (advance_one fills in the values).
+_ONE_ROW: dict[str, Any] = dict.fromkeys(
+    ("n", "_arrays", *(name for name in Features.__annotations__ if name != "n")), ())
+_ONE_ROW["n"] = 1
 
 
 class FeatureTracker:
@@ -522,22 +551,36 @@ class FeatureTracker:
     def advance_one(self, step: int, loss: float | None, gn: float | None, lr: float | None,
                     val: float | None) -> Features:
         st = self.state
-        st["rec"] += 1
+        rec = st["rec"] + 1
+        st["rec"] = rec
         # not logged (None) reads as NaN in the columns; has_* keeps the two apart
         lv = NAN if loss is None else float(loss)
         gv = NAN if gn is None else float(gn)
         rv = NAN if lr is None else float(lr)
-        lok = _finite(loss)
-        gok = _finite(gn) and gv >= 0.0
-        lrok = _finite(lr)
-        cols: dict[str, Any] = {
-            "step": [step], "rec": [st["rec"]],
-            "loss": [lv], "gn": [gv], "lr": [rv], "val": [NAN if val is None else float(val)],
-            "has_loss": [loss is not None], "has_gn": [gn is not None], "has_lr": [lr is not None],
-            "has_val": [val is not None], "lok": [lok], "gok": [gok], "lrok": [lrok],
-            "vok": [_finite(val)],
-        }
-        cols.update({b: [st[a]] for b, a in _BEFORE_ITEMS})
+        # finite: x - x is 0.0 for a finite x only (NaN for NaN and the infinities)
+        lok = loss is not None and lv - lv == 0.0
+        gok = gn is not None and gv - gv == 0.0 and gv >= 0.0
+        lrok = lr is not None and rv - rv == 0.0
+        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``).
+        # The dict starts as a copy of one with every key (no growing and rehashing as the ~60
+        # columns go in) and zip over the state's values builds the tuples in C.
+        cols = _ONE_ROW.copy()
+        cols["_arrays"] = {}
+        cols["step"] = (step,)
+        cols["rec"] = (rec,)
+        cols["loss"] = (lv,)
+        cols["gn"] = (gv,)
+        cols["lr"] = (rv,)
+        cols["val"] = (NAN if val is None else float(val),)
+        cols["has_loss"] = (loss is not None,)
+        cols["has_gn"] = (gn is not None,)
+        cols["has_lr"] = (lr is not None,)
+        cols["has_val"] = (val is not None,)
+        cols["lok"] = (lok,)
+        cols["gok"] = (gok,)
+        cols["lrok"] = (lrok,)
+        cols["vok"] = (val is not None and val - val == 0.0,)
+        cols.update(zip(_BEFORE_NAMES, zip(_before_values(st))))
         if lok:
             _loss_one(st, self.params, lv, step)
         if gok:
@@ -548,9 +591,7 @@ class FeatureTracker:
                 _fo_one(st, rv, gv, step)
         if cols["vok"][0]:
             _val_one(st, cols["val"][0])
-        cols.update({c: [st[c]] for c in ALL_COLS})
-        cols["n"] = 1
-        cols["_arrays"] = {}
+        cols.update(zip(ALL_COLS, zip(_after_values(st))))
         f = Features.__new__(Features)
         f.__dict__ = cols  # no copy: this is the hot path of the one-record update
         return f
@@ -604,7 +645,7 @@ class FeatureTracker:
                 arrays[c] = ext[incl]
                 if c in _BEFORE_OF:
                     arrays[_BEFORE_OF[c]] = ext[excl]
-        return Features(n, arrays=arrays)
+        return ArrayFeatures(n, arrays=arrays)
 
     def to_state(self) -> dict[str, Any]:
         return {"params": self.params, "state": dict(self.state)}
