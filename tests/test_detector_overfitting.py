@@ -75,8 +75,8 @@ def test_a_validation_loss_wandering_above_a_lucky_best_is_not_a_drift():
 
 
 def test_the_drift_line_survives_a_saved_state():
-    from losswatch.detectors.overfitting import OverfittingDetector
     from losswatch.detectors.base import drive
+    from losswatch.detectors.overfitting import OverfittingDetector
     from losswatch.detectors.types import Record
     creep = [1.35 + 0.01 * k + (0.01 if k % 2 else 0.0) for k in range(14)]
     recs = [Record(e, 0.7 * 0.9 ** e, val_loss=v) for e, v in enumerate([1.35, 1.33] + creep, 1)]
