@@ -86,3 +86,12 @@ def test_the_drift_line_survives_a_saved_state():
     second = OverfittingDetector()
     second.set_state(first.get_state())
     assert [(a.step, a.message) for a in drive(second, recs[9:])] == whole != []
+
+
+def test_a_drift_exactly_on_a_line_is_reported_without_an_infinite_ratio():
+    # the training loss halves once and stays flat (no steady_rise); the val climbs a straight line
+    val = [1.35, 1.33] + [1.35 + 0.02 * k for k in range(10)]
+    train = [0.7, 0.6] + [0.3] * 10
+    of = raised(_epochs(train, val), "overfitting")
+    assert [a.evidence["rule"] for a in of] == ["drift"]
+    assert of[0].evidence["slope_t"] is None and "no scatter" in of[0].message

@@ -95,8 +95,11 @@ def line(d: OverfittingDetector) -> tuple[float, float]:
     sxx = n * (n * n - 1) / 12
     sxy = d.dsxy - mx * d.dsy
     b = sxy / sxx
-    res = max(d.dsyy - d.dsy * my - b * sxy, 0.0) / (n - 2)
-    t = b / math.sqrt(res / sxx) if res > 0 else (math.inf if b > 0 else 0.0)
+    syy = max(d.dsyy - d.dsy * my, 0.0)
+    res = max(syy - b * sxy, 0.0)
+    if res <= 1e-12 * syy:  # on the line to rounding: no scatter to measure the slope against
+        return my + b * (n - 1 - mx), (math.inf if b > 0 else 0.0)
+    t = b / math.sqrt(res / (n - 2) / sxx)
     return my + b * (n - 1 - mx), t
 
 
@@ -109,9 +112,12 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     train, tb = f.lprev[i], d.rb_train
     if not (train == train and tb == tb and train <= d.drift_train * tb):
         return None
+    # evaluations exactly on a line have no scatter: the slope is certain, no ratio to quote
+    trend = f"a trend {fmt(t)} times its noise" if math.isfinite(t) else "a straight line, no scatter"
     text = (f"val_loss drifted up over the {d.dn} evaluations since its best ({fmt(d.rb)} at step "
-            f"{d.rb_step}) to {fmt(d.rb + up)} (a trend {fmt(t)} times its noise), while the "
-            f"training loss fell {fmt(tb)} -> {fmt(train)}")
+            f"{d.rb_step}) to {fmt(d.rb + up)} ({trend}), while the training loss fell "
+            f"{fmt(tb)} -> {fmt(train)}")
     ev = {"val_loss": raw, "best_val": d.rb, "best_step": d.rb_step, "val_fitted": d.rb + up,
-          "slope_t": t, "train_loss": train, "train_loss_at_best": tb, "evaluations": d.dn}
+          "slope_t": t if math.isfinite(t) else None, "train_loss": train,
+          "train_loss_at_best": tb, "evaluations": d.dn}
     return text, ev
