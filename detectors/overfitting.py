@@ -12,7 +12,7 @@ import math
 from typing import Any, ClassVar
 
 from .base import Detector, fmt
-from .overfitting_rules import held_above, steady_rise, untrained
+from .overfitting_rules import drift, held_above, steady_rise, untrained
 from .types import Action
 
 
@@ -24,7 +24,8 @@ class OverfittingDetector(Detector):
     the first that holds raises the alert (``evidence["rule"]`` names it): ``held_above`` (the
     smoothed validation loss held far above its best: long logs, noisy evaluations),
     ``steady_rise`` (the raw validation loss rose on every evaluation since its best: short
-    epoch logs).
+    epoch logs), ``drift`` (the raw validation loss trends up, far outside its own noise, over
+    many evaluations since its best: long epoch logs with a slow creep).
 
     **warning**, action ``rollback`` to the step of the best validation loss (the checkpoint to
     keep), with early stopping / more regularisation as advice. The episode closes when the
@@ -36,7 +37,8 @@ class OverfittingDetector(Detector):
     All keyword parameters, each documented once, in the module of the rule it belongs to
     (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``patience``, ``tol``, ``alpha``, ``max_ratio``, ``train_fall`` (held_above; the last two
-    shared); ``rises``, ``rise`` (steady_rise).
+    shared); ``rises``, ``rise`` (steady_rise); ``drift_evals``, ``drift_t``, ``drift_rise``,
+    ``drift_train`` (drift).
 
     Examples
     --------
@@ -60,13 +62,15 @@ class OverfittingDetector(Detector):
     kind = "overfitting"
     static_screen = True
     #: The modules of its rules, in the order ``step`` tries them, then the shared piece.
-    rule_modules: ClassVar[tuple] = (held_above, steady_rise, untrained)
+    rule_modules: ClassVar[tuple] = (held_above, steady_rise, drift, untrained)
 
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
                  max_ratio: float = 3.0, train_fall: float = 0.05, rises: int = 3,
-                 rise: float = 0.1) -> None:
+                 rise: float = 0.1, drift_evals: int = 8, drift_t: float = 5.0,
+                 drift_rise: float = 0.1, drift_train: float = 0.7) -> None:
         super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio,
-                         train_fall=train_fall, rises=rises, rise=rise)
+                         train_fall=train_fall, rises=rises, rise=rise, drift_evals=drift_evals,
+                         drift_t=drift_t, drift_rise=drift_rise, drift_train=drift_train)
         self.first_step = -1  # the step of the first evaluation, and its value
         self.first_val = math.nan
         # held_above: the smoothed val_loss, its best, where it was and the training trend
@@ -84,12 +88,16 @@ class OverfittingDetector(Detector):
         self.rise_train = math.nan  # steady_rise: the training loss at the last rise
         self.rise_n = -1
         self.rise_vals: list[float] = []
+        # drift: the evaluations since the raw best (less the best), their count and the sums a
+        # least-squares line needs (index x from 0): sum y, sum x*y, sum y*y
+        self.dn, self.dsy, self.dsxy, self.dsyy = 0, 0.0, 0.0, 0.0
 
     def get_state(self) -> dict[str, Any]:
         return {"first_step": self.first_step, "first_val": self.first_val, "vs": self.vs,
                 "best": self.best, "best_step": self.best_step, "trend_at_best": self.trend_at_best,
                 "above": self.above, "rb": self.rb, "rb_step": self.rb_step, "rb_train": self.rb_train,
-                "rise_train": self.rise_train, "rise_n": self.rise_n, "rise_vals": list(self.rise_vals)}
+                "rise_train": self.rise_train, "rise_n": self.rise_n, "rise_vals": list(self.rise_vals),
+                "dn": self.dn, "dsy": self.dsy, "dsxy": self.dsxy, "dsyy": self.dsyy}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
@@ -101,6 +109,9 @@ class OverfittingDetector(Detector):
         self.rb_train, self.rise_n = d.get("rb_train", math.nan), d.get("rise_n", -1)
         self.rise_vals = list(d.get("rise_vals", []))
         self.rise_train = d.get("rise_train", math.nan)
+        # absent in states saved before drift existed: its line starts from the next best
+        self.dn, self.dsy = d.get("dn", 0), d.get("dsy", 0.0)
+        self.dsxy, self.dsyy = d.get("dsxy", 0.0), d.get("dsyy", 0.0)
 
     def screen(self, f):
         return f.a("vok")
@@ -119,15 +130,18 @@ class OverfittingDetector(Detector):
         self.vs = v
         new_best = held_above.observe(self, f, i, v, step)
         new_raw_best = steady_rise.observe(self, f, i, raw, step)
+        drift.observe(self, raw, new_raw_best)
         if self.alert is not None:
             rule = self.alert.evidence.get("rule")
-            if new_raw_best if rule == "steady_rise" else new_best:
+            if new_best if rule == "held_above" else new_raw_best:
                 self.close_episode(step, f"new best val_loss {fmt(raw)}")
             return
         found = None if new_best else held_above.check(self, f, i, raw, v)
         rule = "held_above"
         if found is None:
             found, rule = steady_rise.check(self, f, i, raw), "steady_rise"
+        if found is None:
+            found, rule = drift.check(self, f, i, raw), "drift"
         if found is None:
             return
         text, ev = found

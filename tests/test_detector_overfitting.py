@@ -53,3 +53,45 @@ def test_a_small_drift_against_the_progress_made_is_not_overfitting():
     # val fell 2.3 -> 0.19, then drifts 0.19 -> 0.2 -> 0.21 -> 0.22: 1.3 % of its progress
     train = [2.3, 0.5, 0.2, 0.15, 0.12, 0.1, 0.08]
     assert raised(_epochs(train, [2.3, 0.6, 0.19, 0.2, 0.21, 0.22, 0.22]), "overfitting") == []
+
+
+def _drift_run(val_after_best):
+    train = [0.7 * 0.9 ** e for e in range(1, 3 + len(val_after_best))]
+    return _epochs(train, [1.35, 1.33] + val_after_best)
+
+
+def test_a_slow_creep_far_outside_the_evaluations_noise_warns_after_the_steady_rise_rule_missed_it():
+    # up 0.03 every other epoch, down 0.01 in between: never three rises in a row
+    creep = [1.35 + 0.01 * k + (0.01 if k % 2 else 0.0) for k in range(14)]
+    of = raised(_drift_run(creep), "overfitting")
+    assert [(a.evidence["rule"], a.action.params["to_step"]) for a in of] == [("drift", 2)]
+    assert of[0].evidence["val_fitted"] >= 1.1 * 1.33
+
+
+def test_a_validation_loss_wandering_above_a_lucky_best_is_not_a_drift():
+    # 15-25 % above a lucky best for 14 evaluations while the training loss falls 4x: no slope
+    wander = [1.55, 1.62, 1.58, 1.66, 1.54, 1.6, 1.64, 1.57, 1.61, 1.55, 1.63, 1.59, 1.56, 1.62]
+    assert raised(_drift_run(wander), "overfitting") == []
+
+
+def test_the_drift_line_survives_a_saved_state():
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.overfitting import OverfittingDetector
+    from losswatch.detectors.types import Record
+    creep = [1.35 + 0.01 * k + (0.01 if k % 2 else 0.0) for k in range(14)]
+    recs = [Record(e, 0.7 * 0.9 ** e, val_loss=v) for e, v in enumerate([1.35, 1.33] + creep, 1)]
+    whole = [(a.step, a.message) for a in drive(OverfittingDetector(), recs)]
+    first = OverfittingDetector()
+    drive(first, recs[:9])
+    second = OverfittingDetector()
+    second.set_state(first.get_state())
+    assert [(a.step, a.message) for a in drive(second, recs[9:])] == whole != []
+
+
+def test_a_drift_exactly_on_a_line_is_reported_without_an_infinite_ratio():
+    # the training loss halves once and stays flat (no steady_rise); the val climbs a straight line
+    val = [1.35, 1.33] + [1.35 + 0.02 * k for k in range(10)]
+    train = [0.7, 0.6] + [0.3] * 10
+    of = raised(_epochs(train, val), "overfitting")
+    assert [a.evidence["rule"] for a in of] == ["drift"]
+    assert of[0].evidence["slope_t"] is None and "no scatter" in of[0].message

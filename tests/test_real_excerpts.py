@@ -119,6 +119,9 @@ def test_a_restored_engine_keeps_where_the_loss_was_lowest():
     assert [(a.id, a.event, a.last_step) for a in out] == [(a.id, a.event, a.last_step) for a in _replay(CS336_LR_01)]
 
 
+CAROTID_DRIFT = "histories/wei-jin-fang__carotidplaquestabilityclassifier__output-train-20251121-185354-training-history.csv"
+
+
 @pytest.mark.parametrize("rel", ["histories/unknown__ship-cnn-jekyll-post__model-7.csv",
                                  "histories/aditya24jar__emotion-detection-resnet50__training-log.csv",
                                  "issues/tensorflow__models__8423.csv",
@@ -126,6 +129,7 @@ def test_a_restored_engine_keeps_where_the_loss_was_lowest():
                                  "issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv",
                                  "issues/smeetrs__deep_avsr__43.csv",
                                  "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv",
+                                 CAROTID_DRIFT,
                                  CS336_LR_01])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
@@ -264,3 +268,12 @@ def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
     eng = Engine("r", params={"slow_progress": {"steady": 0.0}})
     lumpy = [a for rec in read_run(REAL / rel) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
+
+
+def test_a_validation_loss_creeping_up_far_outside_its_noise_is_overfitting():
+    # a 50-epoch classifier: val lowest (1.326) at epoch 6, then creeping up with noisy steps down
+    # (1.382 -> 1.381, 1.412 -> 1.402, ...) to ~1.6 while the training loss falls 0.65 -> 0.08:
+    # never three rises in a row, never 25 % above the best while smoothed, but a steady trend
+    of = raised(_replay(CAROTID_DRIFT), "overfitting", "warning")
+    assert of and of[0].evidence["rule"] == "drift" and of[0].action.params["to_step"] == 6
+    assert 7 <= of[0].step <= 30 and of[0].evidence["slope_t"] >= 5
