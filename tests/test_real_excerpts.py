@@ -264,3 +264,31 @@ def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
     eng = Engine("r", params={"slow_progress": {"steady": 0.0}})
     lumpy = [a for rec in read_run(REAL / rel) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
+
+
+CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
+
+
+def test_a_fall_that_speeds_up_as_the_cosine_decay_cuts_the_lr_is_not_a_too_small_lr():
+    # CS336 sweep at peak LR 3e-2: stuck at 3.7-4.0 while the LR sits at its peak, then falling
+    # 3.79 -> 2.94 between steps 1450 and 2900 as the decay takes the LR 0.026 -> 0.012; the
+    # faster fall at the smaller LR read as "the LR is limiting training, raise it x3"
+    alerts = _replay(CS336_LR_3E2)
+    assert not [a for a in alerts if a.detector == "slow_progress"]
+    assert not [a for a in alerts if a.action.direction == "up"]
+    # without the test the annealing is "a pace"
+    eng = Engine("r", params={"slow_progress": {"anneal": 0.0}})
+    paced = [a for rec in read_run(REAL / CS336_LR_3E2) for a in eng.update(rec) if a.detector == "slow_progress"]
+    assert [(a.step, a.action.params["factor"]) for a in paced[:1]] == [(2900, 3.0)]
+
+
+def test_a_steady_fall_under_a_slowly_decaying_lr_is_still_a_too_small_lr():
+    # the same linear descent as slow_progress's example, its LR halving from step 128 on: the
+    # fall per step does not speed up, so the steps are still what limits it
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.slow_progress import SlowProgressDetector
+    def lr(s):  # x0.5 between the checkpoints at steps 128 and 256
+        return 1e-4 * 2 ** (-max(0, s - 128) / 128)
+    recs = [Record(s, 2.3 - 0.002 * s, lr=lr(s)) for s in range(1, 600)]
+    out = drive(SlowProgressDetector(), recs)
+    assert [(a.step, a.action.params["factor"]) for a in out[:1]] == [(256, 3.0)]
