@@ -92,6 +92,7 @@ def test_a_104b_excerpt_that_begins_two_records_before_a_jump_shows_it_on_its_re
 
 
 CS336_LR_01 = "histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv"
+CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
 
 
 def test_a_loss_that_climbs_back_as_the_warm_up_passes_the_stable_lr_is_an_lr_too_high():
@@ -126,7 +127,7 @@ def test_a_restored_engine_keeps_where_the_loss_was_lowest():
                                  "issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv",
                                  "issues/smeetrs__deep_avsr__43.csv",
                                  "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv",
-                                 CS336_LR_01])
+                                 CS336_LR_01, CS336_LR_3E2])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
@@ -265,8 +266,6 @@ def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
     lumpy = [a for rec in read_run(REAL / rel) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
 
-
-CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
 
 
 def test_a_fall_that_speeds_up_as_the_cosine_decay_cuts_the_lr_is_not_a_too_small_lr():
