@@ -92,6 +92,7 @@ def test_a_104b_excerpt_that_begins_two_records_before_a_jump_shows_it_on_its_re
 
 
 CS336_LR_01 = "histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv"
+CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
 
 
 def test_a_loss_that_climbs_back_as_the_warm_up_passes_the_stable_lr_is_an_lr_too_high():
@@ -129,8 +130,7 @@ CAROTID_DRIFT = "histories/wei-jin-fang__carotidplaquestabilityclassifier__outpu
                                  "issues/mchengny__rwf2000-video-database-for-violence-detection__19.csv",
                                  "issues/smeetrs__deep_avsr__43.csv",
                                  "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv",
-                                 CAROTID_DRIFT,
-                                 CS336_LR_01])
+                                 CAROTID_DRIFT, CS336_LR_01, CS336_LR_3E2])
 def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
@@ -277,3 +277,28 @@ def test_a_validation_loss_creeping_up_far_outside_its_noise_is_overfitting():
     of = raised(_replay(CAROTID_DRIFT), "overfitting", "warning")
     assert of and of[0].evidence["rule"] == "drift" and of[0].action.params["to_step"] == 6
     assert 7 <= of[0].step <= 30 and of[0].evidence["slope_t"] >= 5
+
+
+def test_a_fall_that_speeds_up_as_the_cosine_decay_cuts_the_lr_is_not_a_too_small_lr():
+    # CS336 sweep at peak LR 3e-2: stuck at 3.7-4.0 while the LR sits at its peak, then falling
+    # 3.79 -> 2.94 between steps 1450 and 2900 as the decay takes the LR 0.026 -> 0.012; the
+    # faster fall at the smaller LR read as "the LR is limiting training, raise it x3"
+    alerts = _replay(CS336_LR_3E2)
+    assert not [a for a in alerts if a.detector == "slow_progress"]
+    assert not [a for a in alerts if a.action.direction == "up"]
+    # without the test the annealing is "a pace"
+    eng = Engine("r", params={"slow_progress": {"anneal": 0.0}})
+    paced = [a for rec in read_run(REAL / CS336_LR_3E2) for a in eng.update(rec) if a.detector == "slow_progress"]
+    assert [(a.step, a.action.params["factor"]) for a in paced[:1]] == [(2900, 3.0)]
+
+
+def test_a_steady_fall_under_a_slowly_decaying_lr_is_still_a_too_small_lr():
+    # the same linear descent as slow_progress's example, its LR halving from step 128 on: the
+    # fall per step does not speed up, so the steps are still what limits it
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.slow_progress import SlowProgressDetector
+    def lr(s):  # x0.5 between the checkpoints at steps 128 and 256
+        return 1e-4 * 2 ** (-max(0, s - 128) / 128)
+    recs = [Record(s, 2.3 - 0.002 * s, lr=lr(s)) for s in range(1, 600)]
+    out = drive(SlowProgressDetector(), recs)
+    assert [(a.step, a.action.params["factor"]) for a in out[:1]] == [(256, 3.0)]
