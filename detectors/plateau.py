@@ -31,7 +31,9 @@ class PlateauDetector(Detector):
       had shot up to >= ``blowup`` x the first loss, or above the first loss: not a plateau but a
       lost run, reported by the divergence detector (its ``lost`` rule); nothing here.
     * barely any progress since the start (trend still >= ``barely`` x the first loss), the
-      trend not above where it started nor climbed back
+      loss quieter than ``noisy`` (a first loss drawn from a loss that jumps 10% or more per
+      record does not say where the run started to within the band), the trend not above
+      where it started nor climbed back
       above the raw best by ``given_back`` of the progress made down to it and by ``climb_z``
       noise units (``progress.climbed_back``: a too-small LR never pushes the loss back up; the
       oscillation detector's ``relapse`` rule reads a climb after an LR rise as an LR too
@@ -57,6 +59,11 @@ class PlateauDetector(Detector):
     patience_frac : float, default 0.25
     decayed : float, default 0.1
     noisy : float, default 0.1
+        Relative noise (``features.sd`` / level) at and above which the loss is "noisy": the
+        plateau is an info, and "barely below the first loss" is not judged (one draw of such a
+        loss is no start level). On seeds 0-7 every LR-too-low run found sits at 0.2-0.4%; a
+        healthy linear regression of seed 5 (warm-up + cosine, LR x10) at its noise floor,
+        26% per record and 0.973x its first loss, was told "raise the LR x10".
     stuck : float, default 0.9
         Trend at or above this x the first loss after a blow-up: a lost run (the divergence
         detector's ``lost`` rule uses the same test and default).
@@ -198,7 +205,7 @@ class PlateauDetector(Detector):
         gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log
         climbed_back = progress.climbed_back(trend, f.rbest[i], fl, f.sd[i], self.given_back, self.climb_z)
         barely_moved = stuck and stuck_at_start(trend, fl, self.barely)
-        if barely_moved and not gn_fell and not trend > fl and not climbed_back:
+        if barely_moved and noise < self.noisy and not gn_fell and not trend > fl and not climbed_back:
             if lr_ramping(f, i):
                 return  # the schedule is still raising the LR (warm-up, one-cycle): judge it after
             self.open_episode(step, "warning", f"{base}, barely below the first loss "
