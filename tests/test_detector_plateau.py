@@ -179,3 +179,21 @@ def test_the_fall_after_a_relapse_is_a_recovery_not_a_slow_pace():
     # cut the LR, silences it on its own as well)
     assert slow_progress(given_back=1e9, anneal=0.0) == [363]
     assert slow_progress(given_back=1e9) == []
+
+
+def test_a_noisy_loss_barely_below_its_first_draw_is_not_told_to_raise_the_lr():
+    # a loss at its noise floor (+-30% per record, uniform) whose first draw happened to be 4%
+    # above the mean: one draw of so noisy a loss is no start level, so "barely below the first
+    # loss" means nothing; the noisy plateau is an info with a lower LR
+    def plateaus(params=None):
+        rng = random.Random(3)
+        eng = Engine("r", params=params)
+        out = []
+        for s in range(400):
+            x = 1.04 if s == 0 else 1.0 + 0.6 * (rng.random() - 0.5)
+            out += eng.update(Record(s, x, lr=1e-6))
+        return [(a.step, a.severity, a.action.params["factor"]) for a in out if a.kind == "plateau"][:1]
+
+    assert plateaus() == [(385, "info", 0.3)]
+    # judged as quiet, the same loss is "the LR is too small"
+    assert plateaus({"plateau": {"noisy": 1.0}}) == [(385, "warning", 10.0)]

@@ -302,3 +302,17 @@ def test_a_steady_fall_under_a_slowly_decaying_lr_is_still_a_too_small_lr():
     recs = [Record(s, 2.3 - 0.002 * s, lr=lr(s)) for s in range(1, 600)]
     out = drive(SlowProgressDetector(), recs)
     assert [(a.step, a.action.params["factor"]) for a in out[:1]] == [(256, 3.0)]
+
+
+def test_a_fine_tune_that_starts_near_its_floor_is_not_told_its_lr_is_too_small():
+    # t5-small summarization, logged every 500 steps: 1.996 -> 1.90 in its second record, then
+    # a slow drift to 1.80 (0.90x its first loss) where it flattens for 30,000 steps; a loss
+    # that has fallen 10% below its first value has shown that its LR moves it
+    rel = "histories/10844110__t5-summarization-demo__trainer-state.csv"
+    alerts = _replay(rel)
+    assert not [a for a in raised(alerts, "plateau", "warning") if a.action.direction == "up"]
+    # with the old band (10% under the first loss counted as "barely below") it was told x10
+    eng = Engine("r", params={"plateau": {"barely": 0.9}})
+    wide = [a for rec in read_run(REAL / rel) for a in eng.update(rec)]
+    up = [a for a in raised(wide, "plateau", "warning") if a.action.direction == "up"]
+    assert [(a.step, a.action.params["factor"]) for a in up] == [(120500, 10.0)]
