@@ -24,7 +24,7 @@ import warnings
 from collections import deque
 from urllib.parse import quote, urlsplit
 
-from .flush import HINT_MAX
+from .flush import HINT_HEADER, HINT_MAX
 from .transport import ServiceError, Transport
 from .values import encode
 from .version import __version__
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
     from .spool import Spool
     from .transport import VerdictSink
-
-#: the longest wait between sends that a service's flush hint can ask for, seconds
 
 #: batches one send() posts at most before it returns to the worker, so the buffer is drained
 #: (and spilled) regularly even while a long backlog is replayed
@@ -163,7 +161,7 @@ def _flush_hint(headers: dict[str, str]) -> float:
     """The service's ``X-Losswatch-Flush-Interval`` (seconds; 0 without a usable one): a service
     under load asks its clients to send less often (docs/service-api.md)."""
     try:
-        v = float(headers.get("x-losswatch-flush-interval", 0))
+        v = float(headers.get(HINT_HEADER.lower(), 0))
     except ValueError:
         return 0.0
     return min(v, HINT_MAX) if v > 0 else 0.0  # NaN and negatives say nothing

@@ -174,7 +174,7 @@ class NaNDetector(Detector):
                          "fp16 a dynamic loss scaler skips such a step and lowers its scale, routinely. "
                          "Nothing to do unless it repeats.")
         elif what == VAL_LOSS:
-            train = f"training loss {fmt(f.loss[i])}" if f.lok[i] else "no training loss logged"
+            train = f"training loss {fmt(f.loss[i])}" if f.lok[i] else "no training loss on this record"
             msg = f"validation loss is {fmt(value)} at step {step} ({train})"
             act = Action("none", {}, f"The validation loss is {fmt(value)} while training computes finite "
                          "losses, so the weights are not known to be broken: the evaluation is. An fp16/AMP "

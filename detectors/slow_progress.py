@@ -20,6 +20,9 @@ def checkpoint_index(step: int, per_doubling: int) -> int:
     return (step ** per_doubling).bit_length() if step > 0 else 0
 
 
+_EXACT_FLOAT = 2 ** 52  # steps up to here are exact in a float64, with room for the squaring's rounding
+
+
 class SlowProgressDetector(RaiseLRDetector):
     """A too-small LR, seen from one run: the loss keeps falling at an almost constant pace
     instead of dropping fast and then flattening.
@@ -187,6 +190,12 @@ class SlowProgressDetector(RaiseLRDetector):
 
     def screen(self, f):
         step = f.a("step")
+        if len(step) and step.max() > _EXACT_FLOAT:
+            # past 2^53 a float64 step rounds by more than a row's gap: exact integers instead
+            idx = [checkpoint_index(int(s), self.per_doubling) for s in step.tolist()]
+            exact = np.ones(len(step), dtype=bool)
+            exact[1:] = np.asarray(idx[1:]) != np.asarray(idx[:-1])
+            return exact
         with np.errstate(over="ignore"):
             # the bit length of step ** per_doubling, in floats: rounding may move a crossing by
             # one row, so the rows on either side of each crossing are passed too

@@ -196,6 +196,7 @@ class SpikeDetector(Detector):
         if nl <= 1:
             return
         if nl <= self.min_records:  # no EMA noise yet: 2x the level, or z x the earlier range
+            noise = hi - lo if nl > 2 else 0.0  # what the loss was compared with
             if not is_spike(x, level, 0.0, f.b_lprev[i], 0.0, self.early_rel, self.sudden) and \
                     not (nl > 2 and is_spike(x, level, hi - lo, f.b_lprev[i], self.z, self.rel, self.sudden)):
                 return

@@ -95,3 +95,14 @@ def test_a_drift_exactly_on_a_line_is_reported_without_an_infinite_ratio():
     of = raised(_epochs(train, val), "overfitting")
     assert [a.evidence["rule"] for a in of] == ["drift"]
     assert of[0].evidence["slope_t"] is None and "no scatter" in of[0].message
+
+
+def test_an_evaluation_so_large_that_the_drift_sums_overflow_is_no_drift():
+    # one evaluation near 1e200 overflows the squared sums: no line can be fitted, so no alert
+    # (it read as "a straight line, no scatter" drifting up to 3e199 while the val loss was 1.02)
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.overfitting import OverfittingDetector
+    from losswatch.detectors.types import Record
+    val = [1.4, 1.0, 1.02, 1.01, 1.03, 1.02, 1.01, 1.02, 1.03, 1e200, 1.02]
+    recs = [Record(e, 0.7 * 0.8 ** e, val_loss=v) for e, v in enumerate(val, 1)]
+    assert [a for a in drive(OverfittingDetector(), recs) if a.evidence.get("rule") == "drift"] == []

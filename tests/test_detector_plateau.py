@@ -197,3 +197,21 @@ def test_a_noisy_loss_barely_below_its_first_draw_is_not_told_to_raise_the_lr():
     assert plateaus() == [(385, "info", 0.3)]
     # judged as quiet, the same loss is "the LR is too small"
     assert plateaus({"plateau": {"noisy": 1.0}}) == [(385, "warning", 10.0)]
+
+
+def test_slow_progress_checkpoints_past_2_to_the_53_are_the_same_in_a_batch():
+    # steps around 2^62.5 (a checkpoint with two per doubling): a float64 step rounds by ~1,000
+    # there, so the batch screen must find the crossing with exact integers, as one record does
+    from losswatch.detectors.slow_progress import checkpoint_index
+    start = math.isqrt(2 ** 125) - 1500
+    recs = [Record(start + k, 2.0 - 0.0001 * k) for k in range(3000)]
+    assert sum(checkpoint_index(r.step, 2) != checkpoint_index(r.step - 1, 2) for r in recs[1:]) == 1
+    one, batch = Engine("a"), Engine("b")
+    for r in recs:
+        one.update(r)
+    batch.update_batch(recs)
+
+    def state(e):
+        return next(d for d in e._detectors if d.name == "slow_progress").get_state()
+
+    assert state(one) == state(batch)

@@ -48,3 +48,24 @@ def test_both_paths_agree_on_a_relapse_and_a_zig_zag():
     for size in (17, 64, 1000):
         got = [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in in_batches(recs, size)[1]]
         assert got == ref, size
+
+
+def test_a_relapse_closed_by_a_new_best_at_the_high_lr_says_so():
+    # the LR stays at its peak (0.1) while the loss finds a new best: the episode closes on the new
+    # best, not with "LR back down" (the LR never came down)
+    import random
+
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.oscillation import OscillationDetector
+    from losswatch.detectors.types import Record
+    r = random.Random(0)
+
+    def loss(s):
+        if s >= 2000:
+            return 3.9
+        return 5.2 - 0.012 * s if s <= 90 else min(4.8, 4.1 + 0.006 * (s - 90))
+
+    recs = [Record(s, loss(s) + r.gauss(0, 0.05), lr=min(0.1, 0.0004 * s)) for s in range(10, 2100, 10)]
+    out = drive(OscillationDetector(), recs)
+    assert [a.event for a in out] == ["raised", "resolved"]
+    assert out[1].evidence["resolution"].startswith("a new best") and out[1].resolved_step == 2010

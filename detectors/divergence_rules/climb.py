@@ -82,7 +82,8 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, up_n:
     if rise >= d.climb_z * f.amp[i] and _pratio(x, base, l0) >= d.level_ratio and \
             not (f.rev[i] >= 2 and f.lrdir[i] > 0) and \
             not is_spike(x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], d.spike_z, d.spike_rel, SPIKE_SUDDEN):
-        return (f"climbed on each of its last {up_n} records, {fmt(base)} -> {fmt(x)} "
+        start = f"the best it held, {fmt(base)}," if base > f.up_base[i] else fmt(base)
+        return (f"climbed on each of its last {up_n} records, from {start} to {fmt(x)} "
                 f"({fmt(rise / f.amp[i]) if f.amp[i] > 0.0 else 'many'} times its usual change "
                 f"from one record to the next)", "climb")
     return None

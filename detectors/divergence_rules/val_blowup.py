@@ -70,4 +70,4 @@ def check(d: DivergenceDetector, f: Features, i: int) -> tuple[str, str] | None:
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     """Rows without a training loss whose validation loss and grad-norm are logged."""
-    return ~f.a("lok") & f.a("vok") & f.a("gok")
+    return ~f.a("has_loss") & f.a("vok") & f.a("gok")

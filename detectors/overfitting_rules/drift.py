@@ -97,6 +97,8 @@ def line(d: OverfittingDetector) -> tuple[float, float]:
     b = sxy / sxx
     syy = max(d.dsyy - d.dsy * my, 0.0)
     res = max(syy - b * sxy, 0.0)
+    if not (math.isfinite(syy) and math.isfinite(res)):
+        return math.nan, math.nan  # the sums overflowed (an evaluation near 1e154): no line to fit
     if res <= 1e-12 * syy:  # on the line to rounding: no scatter to measure the slope against
         return my + b * (n - 1 - mx), (math.inf if b > 0 else 0.0)
     t = b / math.sqrt(res / (n - 2) / sxx)
@@ -107,7 +109,7 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     if d.dn < d.drift_evals or is_untrained(d, d.rb_step) or raw > d.max_ratio * abs(d.rb):
         return None
     up, t = line(d)
-    if t < d.drift_t or up < d.drift_rise * abs(d.rb):
+    if not (t >= d.drift_t and up >= d.drift_rise * abs(d.rb)):  # NaN: no line, no alert
         return None
     train, tb = f.lprev[i], d.rb_train
     if not (train == train and tb == tb and train <= d.drift_train * tb):
