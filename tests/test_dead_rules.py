@@ -39,7 +39,7 @@ def test_every_rule_module_is_listed_and_says_its_rule_the_same_way():
 
 
 def _runs():
-    """A frozen loss, a loss at ln 10, separate evaluations of the same float, evaluations at ln 2
+    """Frozen evaluations, a frozen loss, a loss at ln 10, separate evaluations of the same float, evaluations at ln 2
     and a collapse above the first loss: each dead for a while, then moving again so that its
     episode closes."""
     recs, s = [], 0
@@ -47,6 +47,8 @@ def _runs():
         nonlocal s
         recs.append(Record(s, loss, val_loss=val))
         s += 1
+    for _ in range(8):
+        add(None, 0.2)
     for k in range(40):
         add(3.0 - 0.01 * k)
     for _ in range(10):
@@ -69,7 +71,7 @@ def _runs():
 def test_both_paths_agree_on_every_rule():
     recs = _runs()
     ref = [(a.id, a.event, a.last_step, a.message) for a in one_at_a_time(recs)[1]]
-    assert sum(e[1] == "raised" for e in ref if e[3].startswith("run is dead")) == 5
+    assert sum(e[1] == "raised" for e in ref if e[3].startswith("run is dead")) == 6
     for size in (7, 64, 1000):
         got = [(a.id, a.event, a.last_step, a.message) for a in in_batches(recs, size)[1]]
         assert got == ref, size
@@ -78,9 +80,16 @@ def test_both_paths_agree_on_every_rule():
 def test_a_saved_engine_loads_and_goes_on_alike():
     recs = _runs()
     whole = [(a.id, a.event, a.last_step, a.message) for a in one_at_a_time(recs)[1] if a.kind == "dead"]
-    for cut in (45, 65, 85, 105):
+    for cut in (6, 53, 73, 93, 113, 135):
         eng, head = one_at_a_time(recs[:cut])
         eng = Engine.from_bytes(eng.to_bytes())
         tail = [a for r in recs[cut:] for a in eng.update(r)]
         got = [(a.id, a.event, a.last_step, a.message) for a in head + tail if a.kind == "dead"]
         assert got == whole, cut
+
+
+def test_the_state_keeps_the_keys_that_saved_states_hold():
+    # states saved in Redis before the rules moved into modules must load field by field
+    assert set(DeadDetector().get_state()) == {
+        "fz_start", "fz_last", "ch_level", "ch_start", "ch_last", "ch_rbest", "ch_improved", "v_prev", "v_first",
+        "v_n", "v_rec", "v_exact", "vc_level", "vc_n", "vc_low", "vc_improved", "cl_last", "cl_vals", "moved"}
