@@ -1,0 +1,38 @@
+"""The dead detector's rules, one module each: a network that stopped learning (its loss is
+frozen, or sits at chance level).
+
+:class:`~losswatch.detectors.dead.DeadDetector` owns the parameters, the state, the order, the
+advice and the resolution; each module here says one rule: its condition in words, a table of its
+parameters (default, meaning and the measurement that set it), an example and references.
+
+Every rule sees every record (its runs are keyed on record counts, so a record that breaks a run
+must reach it); while no episode is open, the first verdict in this order raises the alert:
+
+1. on an evaluation: :mod:`.frozen` (the validation loss the same to four significant digits),
+   :mod:`.weights_frozen` (separate evaluations the same to six), :mod:`.evaluations_at_chance`
+   (evaluations at ln(k) with the training loss there too);
+2. on a loss record: :mod:`.collapsed` (back above the first loss after learning, and constant),
+   :mod:`.frozen` (the loss the same to four significant digits), :mod:`.at_chance` (the loss
+   at ln(k) without new lows).
+
+The shape of a rule module: ``observe(d, f, i)`` (``evaluation(d, f, i, prev)`` for the rules
+read on an evaluation, ``prev`` the previous finite validation loss) keeps the rule's run and
+returns a :class:`Why`, or None; ``forget(d)`` breaks the run once an episode closed; ``screen(d,
+f)`` (the loss rules) marks the rows the rule must see. ``d`` is the detector (its parameters are
+``d.<name>``, its state ``d.<field>``, saved by its ``get_state``), ``f`` the
+:class:`~losswatch.detectors.features.Features` and ``i`` the row.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Why(NamedTuple):
+    """What a rule saw: the alert's words, the dead value, and what the episode watches to
+    resolve (the column, and how far off the value a record must be: None, the chance band)."""
+
+    text: str
+    value: float
+    column: str = "loss"
+    off: float | None = None

@@ -1,0 +1,115 @@
+"""At chance: the loss sits at ln(k), the loss of a uniform guess over k classes, and makes no
+new lows: the network predicts the uniform distribution.
+
+Condition, on a loss record: ``chance_records`` consecutive losses all within ``chance_band`` of
+the same chance level ln(k) (:data:`CHANCE_CLASSES`: k classes, or a tokenizer's vocabulary),
+the last half of them without a new low of the raw best (``features.rbest``) in the first four
+digits (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000). A healthy loss that descends through
+ln(k) keeps making new lows. Not while a logged LR is still ramping up
+(``features.lr_ramping``): a run at chance in its warm-up has not had its LR yet (a healthy
+one-cycle CNN of the benchmark sits within 0.2% of ln 10 at steps 14-19 while its LR climbs from
+1/25 of its peak); judged again once the ramp ends.
+
+Parameters
+----------
+chance_records : int, default 6
+    Records in a row at the level; :mod:`.evaluations_at_chance` counts its evaluations
+    against it too.
+chance_band : float, default 0.002
+    0.2% of ln(k) (2.3026 +- 0.005): a network with a constant output prints ln(k) to three
+    or four digits on every record (per-epoch logs of dead CNNs: 2.3021-2.3030), while a
+    healthy run that starts at chance wobbles by ~1% with its minibatches (the benchmark's
+    SGD CNNs sit within 1% of ln 10 for up to 42 steps before they learn, within 0.2% for
+    at most 10 records in a row, and those only at 10x their tuned LR). :mod:`.collapsed`
+    bounds its constant stretch with it, and a loss episode closes once the loss is twice
+    this band off the dead value.
+
+Examples
+--------
+>>> from losswatch.detectors import Engine
+>>> from losswatch.detectors.types import Record
+>>> eng = Engine("r")
+>>> losses = [0.7, 0.6932, 0.6931, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931, 0.6932]
+>>> out = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x))]
+>>> [(a.kind, a.step, a.action.type) for a in out]
+[('dead', 6, 'stop')]
+>>> out[0].message
+'run is dead at step 6: the loss has sat at 0.693 for 6 records: ln(2) = 0.6931, the loss of a uniform guess over 2 classes'
+
+References
+----------
+runmedic (loss near ln(k) = uniform over k classes); Keras and PyTorch forum threads "loss
+stuck at 0.6931 / 2.3026".
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import fmt
+from ..features import lr_ramping
+from . import Why
+
+if TYPE_CHECKING:
+    from ..dead import DeadDetector
+    from ..features import Features
+
+#: Class counts whose chance-level cross-entropy ln(k) a stuck classifier sits at (binary, small
+#: multi-class, CIFAR-100/ImageNet-style), and vocabulary sizes of common tokenizers (an LM that
+#: predicts the uniform distribution): BERT 30522, LLaMA 32000, T5 32100, Mistral 32768, GPT-2
+#: 50257/50304, RoBERTa/BART 50265, 65536, cl100k 100277, Llama-3 128256, Qwen 151936, XLM-R
+#: 250002, Gemma 256000.
+CHANCE_CLASSES = tuple(range(2, 11)) + (100, 1000) + (
+    30522, 32000, 32100, 32768, 50257, 50265, 50304, 65536, 100277, 128256, 151936, 250002, 256000)
+CHANCE_LEVELS = np.array(sorted(math.log(k) for k in CHANCE_CLASSES))
+_LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
+CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
+
+
+def chance_level(x: float, band: float) -> float | None:
+    """The chance level ln(k) (of CHANCE_CLASSES) within ``band`` (relative) of ``x``, if any."""
+    j = bisect.bisect_left(_LEVELS, x)
+    for c in (j - 1, j):
+        if 0 <= c < len(_LEVELS):
+            lv = _LEVELS[c]
+            if abs(x - lv) <= band * lv:
+                return lv
+    return None
+
+
+def screen(d: DeadDetector, f: Features) -> np.ndarray:
+    """The loss rows within the band of a chance level (a superset of :func:`chance_level`)."""
+    x = f.a("loss")
+    j = np.clip(np.searchsorted(CHANCE_LEVELS, x), 1, len(CHANCE_LEVELS) - 1)
+    near = np.minimum(np.abs(x - CHANCE_LEVELS[j - 1]), np.abs(x - CHANCE_LEVELS[j]))
+    return near <= d.chance_band * x * 1.0001
+
+
+def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
+    """On a loss record: extend or break the run at a chance level; the verdict."""
+    x, nl = f.loss[i], f.nl[i]
+    lv = chance_level(x, d.chance_band)
+    if lv is None:
+        return None  # the run breaks by its record count
+    rb = f.rbest[i]
+    if d.ch_last != nl - 1 or lv != d.ch_level:
+        d.ch_start, d.ch_level, d.ch_improved = nl, lv, nl
+    elif rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
+        d.ch_improved = nl
+    d.ch_rbest = rb
+    d.ch_last = nl
+    n = nl - d.ch_start + 1
+    # a loss still making new lows is descending through ln(k), not stuck at it; one whose
+    # warm-up is still raising the LR has not had its LR yet
+    if n >= d.chance_records and nl - d.ch_improved >= d.chance_records // 2 and not lr_ramping(f, i):
+        return Why(f"the loss has sat at {fmt(x)} for {n} records: ln({CHANCE_K[lv]}) = "
+                   f"{lv:.4f}, the loss of a uniform guess over {CHANCE_K[lv]} classes", lv)
+    return None
+
+
+def forget(d: DeadDetector) -> None:
+    d.ch_last = -1

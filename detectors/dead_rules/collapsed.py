@@ -1,0 +1,85 @@
+"""Collapsed: the network learned, lost all of it and now returns a constant output.
+
+Condition, on a loss record: ``collapse_records`` consecutive losses at or above the first loss,
+within ``chance_band`` (:mod:`.at_chance`) of each other, after the raw best
+(``features.rbest``) had fallen ``collapse_drop`` below the first loss (a video-only speech
+model from scratch: 3.14 -> 2.91, then 3.321-3.327 with its error rates pinned at 1.0). A
+healthy run at its first loss (the benchmark's character models print 4.587 within 0.2% for
+their first 5-7 records) has made no progress to lose.
+
+A dead run that lost its progress (whichever rule saw it) is advised ``scale_lr``: the LR
+saturated the units (:func:`lost_progress`).
+
+Parameters
+----------
+collapse_records : int, default 5
+    Set by: 4 or 5 records within 0.2% at or above the first loss after a 2-5% fall fire
+    on no healthy benchmark run (seeds 0-7) nor healthy log of the corpus's tune part (5:
+    two LR x10 runs stuck at chance); 5 is the frozen stretch of the shortest collapsed
+    log of the corpus.
+collapse_drop : float, default 0.05
+    How far below the first loss the raw best must have been (relative): progress to lose.
+    Set by: 0.02 and 0.05 flag the same runs (the collapsed log's best is 6% below its first
+    loss; on the benchmark two LR x10 runs that sit at chance after learning).
+
+Examples
+--------
+>>> from losswatch.detectors.base import drive
+>>> from losswatch.detectors.dead import DeadDetector
+>>> from losswatch.detectors.types import Record
+>>> losses = [3.1358, 2.9118, 2.9468, 3.3269, 3.3232, 3.3237, 3.3250, 3.3213]
+>>> [(a.step, a.action.type, a.action.params) for a in drive(DeadDetector(), [Record(s, x) for s, x in enumerate(losses)])]
+[(7, 'scale_lr', {'factor': 0.1})]
+
+References
+----------
+bench/real/issues/smeetrs__deep_avsr__43.csv (provenance in bench/real/SOURCES.md): a
+video-only speech model that learned, then collapsed above its first loss.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import fmt
+from . import Why
+
+if TYPE_CHECKING:
+    from ..dead import DeadDetector
+    from ..features import Features
+
+
+def lost_progress(d: DeadDetector, f: Features, i: int) -> bool:
+    """Had the run made progress (raw best ``collapse_drop`` below a positive first loss)?"""
+    l0 = f.l0[i]
+    return l0 > 0.0 and f.rbest[i] <= (1.0 - d.collapse_drop) * l0
+
+
+def screen(d: DeadDetector, f: Features) -> np.ndarray:
+    """The loss rows at or above the first loss."""
+    return f.a("loss") >= f.a("l0")
+
+
+def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
+    """On a loss record: track the losses at or above the first one; the verdict."""
+    x, nl, l0 = f.loss[i], f.nl[i], f.l0[i]
+    if not x >= l0:
+        return None  # the run breaks by its record count
+    if d.cl_last != nl - 1:
+        d.cl_vals = []
+    d.cl_last = nl
+    d.cl_vals.append(x)
+    del d.cl_vals[:-d.collapse_records]
+    if len(d.cl_vals) < d.collapse_records or not lost_progress(d, f, i):
+        return None
+    lo, hi = min(d.cl_vals), max(d.cl_vals)
+    if hi - lo > d.chance_band * abs(lo):
+        return None
+    return Why(f"the loss fell to {fmt(f.rbest[i])}, came back above where it started ({fmt(l0)}) and "
+               f"has sat at {fmt(lo)}-{fmt(hi)} for {len(d.cl_vals)} records", x)
+
+
+def forget(d: DeadDetector) -> None:
+    d.cl_last = -1

@@ -1,0 +1,123 @@
+"""Frozen: the loss (or the validation loss) prints the same four significant digits record
+after record: a constant output.
+
+Condition:
+
+- on a loss record: ``frozen_records`` consecutive finite losses the same to four significant
+  digits (:func:`same_4_digits`). Real minibatch losses always move in the 4th digit; a printed
+  0.6931 twenty times is a constant output;
+- on an evaluation: ``frozen_records`` consecutive finite validation losses the same to four
+  significant digits (an epoch validation loss of exactly 0.2000), counted only where the
+  training loss logged with it (if any) is frozen too (a logger that repeats the last
+  evaluation on every line is not a frozen model) and only when the validation loss never fell
+  below 0.9x its first value (a converged evaluation at the end of a long decay prints the same
+  four digits).
+
+A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
+data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
+decimals (0.0003, fewer than three significant digits) is not judged at all: a converged
+fine-tune prints the same value while its loss still moves (:func:`same_4_digits`).
+
+Parameters
+----------
+frozen_records : int, default 6
+    six identical prints: the issue threads' frozen runs show 9-20; five in a row already
+    has a chance of ~1e-10 for a real minibatch loss with 0.1% noise. :mod:`.weights_frozen`
+    counts its evaluations against it too.
+
+Examples
+--------
+>>> from losswatch.detectors.base import drive
+>>> from losswatch.detectors.dead import DeadDetector
+>>> from losswatch.detectors.types import Record
+>>> losses = [1.5, 1.2345, 1.2345, 1.2345, 1.2345, 1.2345, 1.2345, 1.2345]
+>>> [a.message for a in drive(DeadDetector(), [Record(s, x) for s, x in enumerate(losses)])]
+['run is dead at step 6: the loss has been 1.23 for 6 records in a row']
+
+References
+----------
+Keras and PyTorch forum threads "loss stuck at 0.6931 / 2.3026"; SageMaker Debugger's "loss
+not decreasing" and "stalled training" rules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..base import fmt
+from . import Why
+
+if TYPE_CHECKING:
+    from ..dead import DeadDetector
+    from ..features import Features
+
+#: Below this a loss printed with four decimals keeps fewer than three significant digits.
+COARSE_BELOW = 0.01
+
+
+def same_4_digits(x: float, prev: float) -> bool:
+    """Are two logged losses the same to four significant digits (a frozen print)?
+
+    Not for a value that, printed with four decimals, keeps fewer than three significant digits
+    (0 < |x| < 0.01 on the 1e-4 grid): Hugging Face's Trainer rounds the loss it logs to four
+    decimals and Keras prints four, so a converged loss of 0.0003 prints the same on every line
+    while it still moves by tens of percent. Such a repeat says nothing about a frozen model.
+    """
+    d = x - prev
+    if d < 0.0:
+        d = -d
+    ax = x if x >= 0.0 else -x
+    if ax == 0.0:
+        return d == 0.0
+    if ax < COARSE_BELOW:
+        q = ax * 1e4
+        if abs(q - round(q)) <= 1e-6 * q:
+            return False  # four decimals of a small loss: two significant digits at most
+    return d <= 5e-5 * ax
+
+
+def zero_ok(x: float, f: Features, i: int) -> bool:
+    """A frozen 0 is dead only when the run started there (see the module doc)."""
+    return x != 0.0 or f.l0[i] == 0.0
+
+
+def screen(d: DeadDetector, f: Features) -> np.ndarray:
+    """The loss rows that may extend a frozen run (a superset of :func:`same_4_digits`)."""
+    x = f.a("loss")
+    return np.abs(x - f.a("b_lprev")) <= 5e-5 * np.abs(x) * 1.0001 + 1e-300
+
+
+def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
+    """On a loss record: extend or break the frozen run; the verdict."""
+    x, nl = f.loss[i], f.nl[i]
+    if not (nl > 1 and same_4_digits(x, f.b_lprev[i]) and zero_ok(x, f, i)):
+        return None  # the run breaks by its record count
+    if d.fz_last != nl - 1:
+        d.fz_start = nl - 1  # the previous record is the first of the run
+    d.fz_last = nl
+    n = nl - d.fz_start + 1
+    if n >= d.frozen_records:
+        return Why(f"the loss has been {fmt(x)} for {n} records in a row", x)
+    return None
+
+
+def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
+    """On an evaluation: extend or break the run of equal validation losses; the verdict."""
+    v, lok = f.val[i], f.lok[i]
+    d.v_n = d.v_n + 1 if same_4_digits(v, prev) and zero_ok(v, f, i) else 1
+    if d.v_first != d.v_first:
+        d.v_first = v
+    # a logger that repeats the last evaluation on every training line while the training loss
+    # moves is not a frozen model; and an evaluation that converged (well below where it
+    # started) prints the same 4 digits at the end of a long decay
+    if d.v_n >= d.frozen_records and not (lok and not same_4_digits(f.loss[i], f.b_lprev[i])) \
+            and not (d.v_first > 0.0 and v < 0.9 * d.v_first):
+        return Why(f"the validation loss has been {fmt(v)} for {d.v_n} evaluations in a row", v)
+    return None
+
+
+def forget(d: DeadDetector) -> None:
+    d.fz_last = -1
+    d.v_n = 0

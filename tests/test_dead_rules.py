@@ -1,0 +1,95 @@
+"""The dead detector's rule modules: each parameter documented once, with its true default, in
+the module of the rule it belongs to; every module is listed and says its rule the same way; the
+rules agree between the two paths; a state saved by the detector loads and goes on alike."""
+
+import inspect
+import pkgutil
+import re
+
+from detector_helpers import in_batches, one_at_a_time
+from losswatch.detectors import Engine, dead_rules
+from losswatch.detectors.dead import DeadDetector
+from losswatch.detectors.types import Record
+
+PARAM = re.compile(r"^(\w+) : [^,\n]+, default (\S+)", re.M)
+SHARED = {"blowup", "factor", "rearm"}  # the detector's own docstring gives these (its advice)
+
+
+def test_every_parameter_is_documented_once_with_its_true_default():
+    found: dict[str, list[str]] = {}
+    for mod in DeadDetector.rule_modules:
+        table = mod.__doc__.split("Parameters\n----------\n", 1)[1].split("\nExamples\n", 1)[0]
+        for name, default in PARAM.findall(table):
+            found.setdefault(name, []).append(default)
+    params = inspect.signature(DeadDetector.__init__).parameters
+    assert sorted(found) == sorted(p for p in params if p not in SHARED | {"self"})
+    for name, (written,) in found.items():
+        assert float(written) == params[name].default, name
+    for name in SHARED:
+        assert f"``{name}`` {params[name].default:g}" in DeadDetector.__doc__
+
+
+def test_every_rule_module_is_listed_and_says_its_rule_the_same_way():
+    modules = {m.name for m in pkgutil.iter_modules(dead_rules.__path__)}
+    assert {m.__name__.rsplit(".", 1)[1] for m in DeadDetector.rule_modules} == modules
+    for mod in DeadDetector.rule_modules:
+        for section in ("Parameters", "Examples", "References"):
+            assert f"\n{section}\n{'-' * len(section)}\n" in mod.__doc__, (mod.__name__, section)
+        assert callable(mod.forget), mod.__name__
+
+
+def _runs():
+    """Frozen evaluations, a frozen loss, a loss at ln 10, separate evaluations of the same float, evaluations at ln 2
+    and a collapse above the first loss: each dead for a while, then moving again so that its
+    episode closes."""
+    recs, s = [], 0
+    def add(loss, val=None):
+        nonlocal s
+        recs.append(Record(s, loss, val_loss=val))
+        s += 1
+    for _ in range(8):
+        add(None, 0.2)
+    for k in range(40):
+        add(3.0 - 0.01 * k)
+    for _ in range(10):
+        add(1.2345)
+    for k in range(10):
+        add(2.3026 + (0.0004 if k % 2 else 0.0))
+    for k in range(20):
+        add(2.0 - 0.01 * k, 1.23456789 if k % 2 else None)
+    for k in range(20):
+        add(0.70 + 0.001 * (k % 3), 0.6955 + 0.0005 * (k % 3))
+    for k in range(20):
+        add(1.5 - 0.02 * k, 0.5 - 0.02 * k)
+    for k in range(10):
+        add(3.5 + 0.001 * (k % 5))
+    for k in range(10):
+        add(1.0 - 0.01 * k)
+    return recs
+
+
+def test_both_paths_agree_on_every_rule():
+    recs = _runs()
+    ref = [(a.id, a.event, a.last_step, a.message) for a in one_at_a_time(recs)[1]]
+    assert sum(e[1] == "raised" for e in ref if e[3].startswith("run is dead")) == 6
+    for size in (7, 64, 1000):
+        got = [(a.id, a.event, a.last_step, a.message) for a in in_batches(recs, size)[1]]
+        assert got == ref, size
+
+
+def test_a_saved_engine_loads_and_goes_on_alike():
+    recs = _runs()
+    whole = [(a.id, a.event, a.last_step, a.message) for a in one_at_a_time(recs)[1] if a.kind == "dead"]
+    for cut in (6, 53, 73, 93, 113, 135):
+        eng, head = one_at_a_time(recs[:cut])
+        eng = Engine.from_bytes(eng.to_bytes())
+        tail = [a for r in recs[cut:] for a in eng.update(r)]
+        got = [(a.id, a.event, a.last_step, a.message) for a in head + tail if a.kind == "dead"]
+        assert got == whole, cut
+
+
+def test_the_state_keeps_the_keys_that_saved_states_hold():
+    # states saved in Redis before the rules moved into modules must load field by field
+    assert set(DeadDetector().get_state()) == {
+        "fz_start", "fz_last", "ch_level", "ch_start", "ch_last", "ch_rbest", "ch_improved", "v_prev", "v_first",
+        "v_n", "v_rec", "v_exact", "vc_level", "vc_n", "vc_low", "vc_improved", "cl_last", "cl_vals", "moved"}
