@@ -49,6 +49,8 @@ def _runs():
         s += 1
     for _ in range(8):
         add(None, 0.2)
+    for k in range(6):  # the evaluations move again: that episode closes
+        add(None, 0.3 + 0.05 * k)
     for k in range(40):
         add(3.0 - 0.01 * k)
     for _ in range(10):
@@ -93,3 +95,16 @@ def test_the_state_keeps_the_keys_that_saved_states_hold():
     assert set(DeadDetector().get_state()) == {
         "fz_start", "fz_last", "ch_level", "ch_start", "ch_last", "ch_rbest", "ch_improved", "v_prev", "v_first",
         "v_n", "v_rec", "v_exact", "vc_level", "vc_n", "vc_low", "vc_improved", "cl_last", "cl_vals", "moved"}
+
+
+def test_frozen_evaluations_resolve_on_the_evaluations_not_the_training_loss():
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.dead import DeadDetector
+    from losswatch.detectors.types import Record
+    # both frozen: the training loss differs from the frozen evaluation but did not move
+    both = drive(DeadDetector(), [Record(s, 0.5123, val_loss=0.7345) for s in range(12)])
+    assert [a.event for a in both] == ["raised"]
+    # evaluations only: they move again, the episode closes
+    recs = [Record(s, None, val_loss=0.7345) for s in range(8)] + \
+        [Record(s, None, val_loss=0.3 + 0.01 * s) for s in range(8, 20)]
+    assert [a.event for a in drive(DeadDetector(), recs)] == ["raised", "resolved"]

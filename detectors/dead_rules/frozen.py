@@ -114,7 +114,8 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # started) prints the same 4 digits at the end of a long decay
     if d.v_n >= d.frozen_records and not (lok and not same_4_digits(f.loss[i], f.b_lprev[i])) \
             and not (d.v_first > 0.0 and v < 0.9 * d.v_first):
-        return Why(f"the validation loss has been {fmt(v)} for {d.v_n} evaluations in a row", v)
+        return Why(f"the validation loss has been {fmt(v)} for {d.v_n} evaluations in a row", v,
+                   "val_loss", max(2.0 * d.chance_band * abs(v), 1e-12))
     return None
 
 
