@@ -32,7 +32,8 @@ The rule
   computed), and with it early stopping and best-checkpoint selection. Beside a training loss of
   exactly 0.0 it is **critical**, like a NaN grad-norm there: the model's outputs are not finite
   and the 0 is no real loss.
-* an episode ends after ``RECOVER`` records in a row with a finite loss and no bad grad-norm,
+* an episode ends after ``RECOVER`` records in a row with a finite loss (in a log without a
+  training loss: a finite validation loss) and no bad grad-norm,
   and not while the last validation loss logged is non-finite (a validation loss is logged far
   less often than the training loss: the episode lasts until an evaluation comes back finite).
 

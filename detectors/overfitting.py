@@ -109,7 +109,8 @@ class OverfittingDetector(Detector):
         self.rb_train, self.rise_n = d.get("rb_train", math.nan), d.get("rise_n", -1)
         self.rise_vals = list(d.get("rise_vals", []))
         self.rise_train = d.get("rise_train", math.nan)
-        # absent in states saved before drift existed: its line starts from the next best
+        # absent in states saved before drift existed: its line starts at the next evaluation (its
+        # count of evaluations since the best then starts there too)
         self.dn, self.dsy = d.get("dn", 0), d.get("dsy", 0.0)
         self.dsxy, self.dsyy = d.get("dsxy", 0.0), d.get("dsyy", 0.0)
 

@@ -66,7 +66,8 @@ class PlateauDetector(Detector):
         26% per record and 0.973x its first loss, was told "raise the LR x10".
     stuck : float, default 0.9
         Trend at or above this x the first loss after a blow-up: a lost run (the divergence
-        detector's ``lost`` rule uses the same test and default).
+        detector's ``lost`` rule uses the same test and default). ``barely`` only narrows it: a
+        ``barely`` below ``stuck`` has no effect.
     up : float, default 10.0
     down : float, default 0.3
     min_records : int, default 20
