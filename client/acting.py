@@ -516,6 +516,12 @@ class Actor:
                             "it continues that incident's ladder", iid, step, inc.id, recovered[1])
             else:
                 pre_loss, pre_gn = self.levels.level_before(first)
+                if pre_loss is None:
+                    # no records seen before the incident (the Actor is built at the first advice):
+                    # the detectors' own level before it, when the alert carries one
+                    best = _get(_get(alert, "evidence"), "best")
+                    if isinstance(best, (int, float)) and not isinstance(best, bool) and math.isfinite(best):
+                        pre_loss = float(best)
                 inc = _Incident(iid, condition, first, _get(alert, "id"), _get(alert, "event"), pre_loss, pre_gn)
             self._incidents[iid] = inc
         elif first < inc.first_step:
