@@ -69,12 +69,8 @@ class DeadDetector(Detector):
     >>> [(a.kind, a.step, a.action.type) for a in out]
     [('dead', 6, 'stop')]
 
-    A network that learned, then collapsed above where it started and froze there:
-
-    >>> from losswatch.detectors.base import drive
-    >>> losses = [3.1358, 2.9118, 2.9468, 3.3269, 3.3232, 3.3237, 3.3250, 3.3213]
-    >>> [(a.step, a.action.type, a.action.params) for a in drive(DeadDetector(), [Record(s, x) for s, x in enumerate(losses)])]
-    [(7, 'scale_lr', {'factor': 0.1})]
+    Each rule module shows its own case (a collapse after learning, in :mod:`.dead_rules.collapsed`,
+    gets the LR cut instead of the stop).
 
     References
     ----------

@@ -117,8 +117,8 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
 def resolved(d: OscillationDetector, f: Features, i: int) -> str | None:
     # against the best and its LR when the alert was raised: ``observe`` moves ``d.best_lr`` to
     # the LR of any new best, which may be the high LR itself
-    ev = d.alert.evidence if d.alert is not None else {}
-    best, best_lr = ev.get("best", f.rbest[i]), ev.get("best_lr", d.best_lr)
+    assert d.alert is not None  # called while an episode is open
+    best, best_lr = d.alert.evidence["best"], d.alert.evidence["best_lr"]
     if f.lok[i] and f.rbest[i] < best:
         return f"a new best, {fmt(f.rbest[i])} at step {f.rbest_step[i]}"
     if f.lok[i] and given_back(f.trend[i], f.rbest[i], f.l0[i]) < 0.5 * d.give_back:
