@@ -40,8 +40,9 @@ A bad batch's spike that comes down on the next record is left to the spike dete
 References
 ----------
 bench/real/issues/flagopen__flagembedding__865.csv (provenance in bench/real/SOURCES.md): "after
-training a while the loss jumps up and then never comes down again"; OLMo-core and BLOOM's
-notes: a transient spike is followed by lower losses, a divergence by higher ones.
+training a while the loss jumps up and then never comes down again"; for the other side, the
+first loss spike of BLOOM-176B in the BigScience chronicles (2.35 -> 5.10, then 3.49 on the next
+iteration: a spike that recovered).
 """
 
 from __future__ import annotations
