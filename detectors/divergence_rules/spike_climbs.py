@@ -10,9 +10,13 @@ show before the thread's "the loss jumped and never came down again".
 Condition: the previous loss record was a counted spike (:mod:`.spikes`: a one-step jump far
 out of the noise, from a normal value, to ``level_ratio`` x the best on the raw progress
 scale), and this loss is higher than that spike, is itself a spike's height above the level
-before it (``spike_z`` noise units and ``spike_rel`` of the level) and ``level_ratio`` x the
-best. Never under a calm grad-norm (:mod:`.causes`): a loss that rises while the gradient
-stays at its usual size is the data, not the weights.
+before it (``spike_z`` noise units and ``spike_rel`` of the level), ``level_ratio`` x the best,
+and ``level_ratio`` x the first loss: past everything the run has learnt, into values it never
+held. Below its first loss, a run whose LR is high but bounded bounces back towards where it
+started and comes down again (the benchmark's least-squares runs under SGD at 10x their LR swing
+0.57 -> 1.06 -> 1.44 -> 1.89 -> 0.56 from a first loss of 1.45); the run-aways after a descent
+are :mod:`.raw_runaway`'s and :mod:`.streak`'s. Never under a calm grad-norm (:mod:`.causes`): a
+loss that rises while the gradient stays at its usual size is the data, not the weights.
 
 No parameter of its own: ``spike_z``, ``spike_rel``, ``spike_min`` (:mod:`.spikes`) and
 ``level_ratio`` (:mod:`.sustained`) are shared, so "a spike" means here what it means to the
@@ -50,7 +54,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import fmt
-from ..progress import RAW_SHARE, _pratio
+from ..progress import RAW_SHARE, _pratio, _ratio
 from ..spike import is_spike
 from . import causes
 
@@ -63,7 +67,7 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0:
     """On the loss record right after a counted spike (``d.spike_nl == f.nl[i] - 1``)."""
     prev = f.b_lprev[i]
     if not x > prev or causes.grad_norm_calm(d, f, i) or \
-            _pratio(x, best, l0, RAW_SHARE) < d.level_ratio:
+            _pratio(x, best, l0, RAW_SHARE) < d.level_ratio or _ratio(x, l0) < d.level_ratio:
         return None
     # the spike's height against the level before this record (the previous value is not asked
     # to be normal: it is the spike); ``sudden`` 0: the height is the question, not the step
