@@ -64,6 +64,19 @@ def test_a_rise_after_a_spike_under_a_calm_grad_norm_is_the_data():
     assert drive(DivergenceDetector(), map(Record, range(9), losses, gns)) == []
 
 
+def test_a_high_lr_run_bouncing_back_towards_its_first_loss_is_no_run_away():
+    # least squares under SGD at 10x its LR: the loss swings back up to about where it started
+    # (1.45) and comes down again; the climb after the jump stays below 1.5x the first loss
+    losses = [1.45, 0.70, 0.57, 0.76, 1.06, 0.96, 1.44, 1.89, 0.56, 0.81]
+    gns = [3.1, 1.2, 1.3, 1.9, 3.2, 1.9, 2.9, 4.6, 1.1, 1.6]
+    alerts = drive(DivergenceDetector(), map(Record, range(10), losses, gns))
+    assert [a for a in alerts if a.evidence["rule"] == "spike_climbs"] == []
+    # the same climb past 1.5x the first loss is one
+    losses[7] = 2.3
+    alerts = drive(DivergenceDetector(), map(Record, range(10), losses, gns))
+    assert [(a.step, a.evidence["rule"]) for a in alerts][:1] == [(7, "spike_climbs")]
+
+
 @pytest.mark.parametrize("rel", [RERANKER, FLOW])
 def test_the_batch_path_gives_the_same_alerts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
