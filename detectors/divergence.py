@@ -92,9 +92,8 @@ class DivergenceDetector(Detector):
     #: The modules of its rules: those ``step`` tries, in its order, then those of an open
     #: episode, then the shared pieces (the detector reference lists them in this order).
     rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, spike_climbs, lr_jump,
-                                     spike_cluster,
-                                     grad_norm, sustained, lost, val_blowup, verdict, escalation, recovery,
-                                     causes, spikes)
+                                     spike_cluster, grad_norm, sustained, lost, val_blowup, verdict,
+                                     escalation, recovery, causes, spikes)
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
