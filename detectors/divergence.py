@@ -25,6 +25,7 @@ from .divergence_rules import (
     lr_jump,
     raw_runaway,
     recovery,
+    spike_climbs,
     spike_cluster,
     spikes,
     streak,
@@ -46,8 +47,8 @@ class DivergenceDetector(Detector):
     that must not lag a fast descent. While no episode is open, each loss record goes through
     the rules in this order, and the first that holds raises the alert, with the action
     ``scale_lr`` x``factor`` (``evidence["rule"]`` names it):
-    ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``lr_jump``, ``spike_cluster``,
-    ``grad_norm``, ``sustained``, ``lost``; on a record without a training loss,
+    ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``spike_climbs``, ``lr_jump``,
+    ``spike_cluster``, ``grad_norm``, ``sustained``, ``lost``; on a record without a training loss,
     ``val_blowup`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
     While it is open: ``verdict`` (an unstable run that climbs back to its first loss turns
     critical), ``escalation`` (a further cut when the advice was taken and did not work) and
@@ -90,9 +91,9 @@ class DivergenceDetector(Detector):
     static_screen = True
     #: The modules of its rules: those ``step`` tries, in its order, then those of an open
     #: episode, then the shared pieces (the detector reference lists them in this order).
-    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, lr_jump, spike_cluster,
-                                     grad_norm, sustained, lost, val_blowup, verdict, escalation, recovery,
-                                     causes, spikes)
+    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, spike_climbs, lr_jump,
+                                     spike_cluster, grad_norm, sustained, lost, val_blowup, verdict,
+                                     escalation, recovery, causes, spikes)
 
     def __init__(self, factor: float = 0.1, streak: int = 3, streak_ratio: float = 1.3,
                  streak_rise: float = 0.25, base_ratio: float = 1.25, prev_z: float = 3.0,
@@ -143,6 +144,8 @@ class DivergenceDetector(Detector):
         self.hi_after_spike = False
         self.lr_jump_rec = -(10**9)  # lr_jump: record ordinal of the last LR jump
         self.spike_recs = [-(10**9)] * (cluster - 1)  # spikes: record ordinals of the last counted ones
+        self.spike_nl = -1  # spikes: loss-record count of the last counted spike
+        self.spike_step = -1  # spikes: its step
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
         self.gn_calm_log = math.log(gn_calm)  # causes: gn_calm in log space (derived, not saved)
         self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
@@ -151,7 +154,8 @@ class DivergenceDetector(Detector):
         return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
                 "ok_since": self.ok_since,
-                "spike_recs": self.spike_recs, "esc_lr": self.esc_lr, "esc_n": self.esc_n,
+                "spike_recs": self.spike_recs, "spike_nl": self.spike_nl,
+                "spike_step": self.spike_step, "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
                 "esc_drop": self.esc_drop}
 
@@ -159,6 +163,8 @@ class DivergenceDetector(Detector):
         self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
         self.lr_jump_rec, self.spike_recs = d["lr_jump_rec"], d["spike_recs"]
         self.hi_after_spike = d["hi_after_spike"]
+        self.spike_nl = d.get("spike_nl", -1)  # states saved before spike_climbs lack these
+        self.spike_step = d.get("spike_step", -1)
         self.ok_since = d["ok_since"]
         self.esc_lr = d.get("esc_lr", -1.0)  # states saved before escalation existed lack these
         self.esc_n = d.get("esc_n", 0)
@@ -228,6 +234,8 @@ class DivergenceDetector(Detector):
             rule = streak.check(self, f, i, x, best, l0, up_n, gn_up, ramping, after_spike)
         if rule is None and up_n >= self.climb:
             rule = climb.check(self, f, i, x, l0, up_n)
+        if rule is None and self.spike_nl == nl - 1:
+            rule = spike_climbs.check(self, f, i, x, best, l0)
         if lr_jumped:
             lr_jump.remember(self, rec)
         if jumped and spikes.counted(self, f, i, x, best, l0):
@@ -235,7 +243,7 @@ class DivergenceDetector(Detector):
                 rule = lr_jump.check(self, rec)
             if rule is None:
                 rule = spike_cluster.check(self, rec)
-            spikes.remember(self, rec)
+            spikes.remember(self, rec, nl, step)
         if rule is None and huge_gn:
             rule = grad_norm.check(self, f, i, x, best)
         if high:

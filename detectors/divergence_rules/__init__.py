@@ -11,11 +11,12 @@ first that holds raises the alert (``evidence["rule"]`` is the module's name):
 2. :mod:`.raw_runaway`: rises to 3x the lowest loss the run held, while a fast descent is fresh;
 3. :mod:`.streak`: a run of rises from a normal value, far out of the noise;
 4. :mod:`.climb`: rises on many records in a row that undo much of the progress (sparse logs);
-5. :mod:`.lr_jump`: a counted spike right after the LR jumped;
-6. :mod:`.spike_cluster`: the third counted spike within 50 records;
-7. :mod:`.grad_norm`: a loss jump with a huge, doubling grad-norm;
-8. :mod:`.sustained`: the loss level held far above its best;
-9. :mod:`.lost`: stuck at the start after a blow-up.
+5. :mod:`.spike_climbs`: the record after a counted spike is higher still;
+6. :mod:`.lr_jump`: a counted spike right after the LR jumped;
+7. :mod:`.spike_cluster`: the third counted spike within 50 records;
+8. :mod:`.grad_norm`: a loss jump with a huge, doubling grad-norm;
+9. :mod:`.sustained`: the loss level held far above its best;
+10. :mod:`.lost`: stuck at the start after a blow-up.
 
 On a record without a training loss, :mod:`.val_blowup`: the validation loss and the
 grad-norm blew up together.

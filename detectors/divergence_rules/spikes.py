@@ -10,7 +10,9 @@ rules :mod:`.lr_jump` and :mod:`.spike_cluster` fire on counted spikes; :mod:`.s
 one as a bad batch's aftermath until it proves otherwise.
 
 State (on the detector): ``spike_recs``, the record ordinals of the last ``cluster - 1``
-counted spikes (a placeholder far in the past where there were fewer). The count restarts
+counted spikes (a placeholder far in the past where there were fewer); ``spike_nl`` and
+``spike_step``, the loss-record count and the step of the last one (:mod:`.spike_climbs` asks
+whether the previous loss record was it). The count restarts
 when an episode resolves (:mod:`.recovery`).
 
 Parameters
@@ -68,14 +70,17 @@ def counted(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l
         x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], d.spike_z, d.spike_rel, SPIKE_SUDDEN)
 
 
-def remember(d: DivergenceDetector, rec: int) -> None:
-    """Keep the counted spike at record ordinal ``rec`` (the oldest one drops out)."""
+def remember(d: DivergenceDetector, rec: int, nl: int, step: int) -> None:
+    """Keep the counted spike at record ordinal ``rec`` (the oldest one drops out), loss-record
+    count ``nl`` and ``step``."""
     d.spike_recs = d.spike_recs[1:] + [rec]
+    d.spike_nl, d.spike_step = nl, step
 
 
 def forget(d: DivergenceDetector) -> None:
     """The spikes counted so far belong to a closed episode: a new one needs new spikes."""
     d.spike_recs = [-(10**9)] * len(d.spike_recs)
+    d.spike_nl = -1
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:

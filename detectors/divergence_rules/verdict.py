@@ -8,9 +8,10 @@ what the data shows:
   learning), or the rule is :mod:`.lost` or :mod:`.first_loss`. Cut the LR; roll back if the
   loss does not come back;
 - **warning**, "LR too high, the loss is unstable ... the run is not lost": the run-away still
-  holds part of its progress (both the loss and its level below the first loss). Cutting the
-  LR is right, stopping the run is not: runs with an LR 10x too high that end stably show such
-  run-aways.
+  holds part of its progress (both the loss and its level below the first loss), or the rule
+  fired one record after a jump (:mod:`.spike_climbs`: a long excursion and a lost run look the
+  same there). Cutting the LR is right, stopping the run is not: runs with an LR 10x too high
+  that end stably show such run-aways.
 
 The same alert escalates from warning to critical (event ``escalated``) when the loss and its
 level then climb back to the first loss. The messages quote the raw best (``features.rbest``)
@@ -62,6 +63,10 @@ if TYPE_CHECKING:
 
 #: Rules whose episode is a lost run from the start (whatever the loss holds)
 LOST_RULES = ("lost", "first_loss")
+#: Rules whose episode starts as "LR too high, unstable" (a warning) whatever the loss holds:
+#: they fire one record after a jump, which cannot tell a lost run from a long excursion; the
+#: episode turns critical (:func:`mark_lost`) if the loss and its level stay at the first loss
+UNSTABLE_RULES = ("spike_climbs",)
 
 
 def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
@@ -75,23 +80,27 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     shown_ratio = _ratio(x, shown)
     warm = lr_ramping(f, i)
     l0 = f.l0[i]
-    lost = rule[1] in LOST_RULES or not (l0 > 0.0 and (x < l0 or f.slow[i] < l0))
+    lost = rule[1] in LOST_RULES or (rule[1] not in UNSTABLE_RULES and
+                                     not (l0 > 0.0 and (x < l0 or f.slow[i] < l0)))
     if rule[1] == "lost":
         msg = f"run lost at step {step}: {rule[0]}"
     elif lost:
         msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
                f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
     else:
+        why_not = (f"it is still below its first loss ({fmt(l0)}): the run is not lost" if x < l0 else
+                   "one record after a jump does not show whether the run is lost")
         msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
                f"{fmt(shown_ratio)}x its best ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
-               f"it is still below its first loss ({fmt(l0)}): the run is not lost")
+               f"{why_not}")
     if lost:
         reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}); if it does not come back within "
                   f"a few hundred steps, roll back to a checkpoint near step {shown_step}.")
     else:
+        held = "but still holds part of its progress" if x < l0 else "and has not yet stayed up"
         reason = (f"The LR is too high for this run: the loss jumps back up ({fmt(shown_ratio)}x "
-                  f"its best) but still holds part of its progress. Cut the LR "
+                  f"its best) {held}. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) and let the run go on; no "
                   f"need to stop it. If the loss climbs back to its first value, roll back "
                   f"to a checkpoint near step {shown_step}.")
