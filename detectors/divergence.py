@@ -143,6 +143,8 @@ class DivergenceDetector(Detector):
         self.hi_after_spike = False
         self.lr_jump_rec = -(10**9)  # lr_jump: record ordinal of the last LR jump
         self.spike_recs = [-(10**9)] * (cluster - 1)  # spikes: record ordinals of the last counted ones
+        self.kick_rec = -(10**9)  # spikes: record ordinal and grad-norm of the last kick (a bad batch)
+        self.kick_gn = math.inf
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
         self.gn_calm_log = math.log(gn_calm)  # causes: gn_calm in log space (derived, not saved)
         self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
@@ -151,7 +153,8 @@ class DivergenceDetector(Detector):
         return {"hi_start": self.hi_start, "hi_last": self.hi_last, "hi_peak": self.hi_peak,
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
                 "ok_since": self.ok_since,
-                "spike_recs": self.spike_recs, "esc_lr": self.esc_lr, "esc_n": self.esc_n,
+                "spike_recs": self.spike_recs, "kick_rec": self.kick_rec, "kick_gn": self.kick_gn,
+                "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
                 "esc_drop": self.esc_drop}
 
@@ -159,6 +162,8 @@ class DivergenceDetector(Detector):
         self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
         self.lr_jump_rec, self.spike_recs = d["lr_jump_rec"], d["spike_recs"]
         self.hi_after_spike = d["hi_after_spike"]
+        # absent in states saved before kicks were told apart: no kick is remembered
+        self.kick_rec, self.kick_gn = d.get("kick_rec", -(10**9)), d.get("kick_gn", math.inf)
         self.ok_since = d["ok_since"]
         self.esc_lr = d.get("esc_lr", -1.0)  # states saved before escalation existed lack these
         self.esc_n = d.get("esc_n", 0)
@@ -235,7 +240,7 @@ class DivergenceDetector(Detector):
                 rule = lr_jump.check(self, rec)
             if rule is None:
                 rule = spike_cluster.check(self, rec)
-            spikes.remember(self, rec)
+            spikes.remember(self, f, i, rec)
         if rule is None and huge_gn:
             rule = grad_norm.check(self, f, i, x, best)
         if high:
