@@ -41,7 +41,8 @@ spike_memory : int, default 30
     Set by: BLOOM-176B's spike recovered in ~30 iterations; the benchmark's injected bad-batch
     excursions recover in ~20.
 
-``level_ratio`` (:mod:`.sustained`) and ``prev_z`` (:mod:`.streak`) are shared. Without the
+``level_ratio`` (:mod:`.sustained`), ``prev_z`` (:mod:`.streak`) and ``gn_warn`` (:mod:`.causes`:
+the kick's grad-norm) are shared. Without the
 ``level_ratio`` guard the benchmark had 63 divergence false alarms on memorising runs.
 
 Examples
