@@ -146,6 +146,8 @@ class DivergenceDetector(Detector):
         self.spike_recs = [-(10**9)] * (cluster - 1)  # spikes: record ordinals of the last counted ones
         self.spike_nl = -1  # spikes: loss-record count of the last counted spike
         self.spike_step = -1  # spikes: its step
+        self.kick_rec = -(10**9)  # spikes: record ordinal and grad-norm of the last kick (a bad batch)
+        self.kick_gn = math.inf
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
         self.gn_calm_log = math.log(gn_calm)  # causes: gn_calm in log space (derived, not saved)
         self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
@@ -155,7 +157,8 @@ class DivergenceDetector(Detector):
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
                 "ok_since": self.ok_since,
                 "spike_recs": self.spike_recs, "spike_nl": self.spike_nl,
-                "spike_step": self.spike_step, "esc_lr": self.esc_lr, "esc_n": self.esc_n,
+                "spike_step": self.spike_step, "kick_rec": self.kick_rec, "kick_gn": self.kick_gn,
+                "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
                 "esc_drop": self.esc_drop}
 
@@ -165,6 +168,8 @@ class DivergenceDetector(Detector):
         self.hi_after_spike = d["hi_after_spike"]
         self.spike_nl = d.get("spike_nl", -1)  # states saved before spike_climbs lack these
         self.spike_step = d.get("spike_step", -1)
+        # absent in states saved before kicks were told apart: no kick is remembered
+        self.kick_rec, self.kick_gn = d.get("kick_rec", -(10**9)), d.get("kick_gn", math.inf)
         self.ok_since = d["ok_since"]
         self.esc_lr = d.get("esc_lr", -1.0)  # states saved before escalation existed lack these
         self.esc_n = d.get("esc_n", 0)
@@ -243,7 +248,7 @@ class DivergenceDetector(Detector):
                 rule = lr_jump.check(self, rec)
             if rule is None:
                 rule = spike_cluster.check(self, rec)
-            spikes.remember(self, rec, nl, step)
+            spikes.remember(self, f, i, rec, nl, step)
         if rule is None and huge_gn:
             rule = grad_norm.check(self, f, i, x, best)
         if high:

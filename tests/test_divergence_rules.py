@@ -4,12 +4,15 @@ defaults are one definition, and every feature column is described once, with it
 
 from __future__ import annotations
 
+import csv
 import inspect
+import json
 import math
 import pkgutil
 import random
 import re
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -135,8 +138,8 @@ def test_every_rule_module_is_in_the_reference_and_named_after_its_rule():
         for section in ("Parameters", "Examples", "References"):
             assert f"\n{section}\n{'-' * len(section)}\n" in mod.__doc__, (mod.__name__, section)
     # the modules of the rules that open an episode carry the rule's name (evidence["rule"])
-    rules = [m.__name__.rsplit(".", 1)[1] for m in DivergenceDetector.rule_modules[:9]]
-    assert rules == ["first_loss", "raw_runaway", "streak", "climb", "lr_jump", "spike_cluster", "grad_norm",
+    rules = [m.__name__.rsplit(".", 1)[1] for m in DivergenceDetector.rule_modules[:10]]
+    assert rules == ["first_loss", "raw_runaway", "streak", "climb", "spike_climbs", "lr_jump", "spike_cluster", "grad_norm",
                      "sustained", "lost"]
     for name in rules:
         assert f'"{name}"' in inspect.getsource(getattr(divergence_rules, name).check), name
@@ -177,3 +180,40 @@ def test_a_streak_under_a_calm_grad_norm_is_the_data_not_a_run_away():
     assert rules([0.52, 0.48, 0.75, 0.56, 0.56, 0.53]) == []  # the gradient does not share the rise
     assert rules([0.52, 0.48, 0.75, 1.6, 3.1, 0.53]) == ["streak"]  # it does: a run-away
     assert rules([None] * 6) == ["streak"]  # no grad-norm logged: the loss alone decides
+
+
+# -- a bad batch's kick ------------------------------------------------------------------------------
+def _kick_run():
+    """The benchmark's injected bad batch on a least-squares model (bench/runs/linreg-sgd-spike-x1-s0.csv,
+    steps 0-299): loss 0.73 -> 36 with the grad-norm 1.4 -> 216 at step 203, then 20-165 for 20
+    steps under grad-norms of 19-61, back at its level by step 260. Labelled healthy: it recovers."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "runs" / "linreg-sgd-spike-x1-s0.csv"
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f)][:300]
+    return [Record(int(r["step"]), float(r["loss"]), float(r["grad_norm"]), float(r["lr"])) for r in rows]
+
+
+def test_a_bad_batch_kick_that_the_weights_come_back_from_is_not_a_run_away():
+    kick = _kick_run()
+    assert not _driven(kick)  # 24-195x the first loss for 20 steps, each grad-norm below the kick's
+    assert _engine_divergence(kick) == _engine_divergence(kick, size=64) == []
+    # the same losses with a grad-norm that grows past the kick's: the weights are not coming back
+    runaway = [Record(r.step, r.loss, r.grad_norm * (1.0 if r.step <= 203 else 20.0), r.lr) for r in kick]
+    alerts = _driven(runaway)
+    assert [(a["step"], a["evidence"]["rule"]) for a in alerts[:1]] == [(204, "first_loss")]
+    assert alerts == _engine_divergence(runaway) == _engine_divergence(runaway, size=64)
+    # no grad-norm logged: nothing tells a kick, two records at 10x the first loss decide
+    bare = [Record(r.step, r.loss, None, r.lr) for r in kick]
+    assert [(a["step"], a["evidence"]["rule"]) for a in _driven(bare)[:1]] == [(204, "first_loss")]
+
+
+def test_a_kick_is_kept_in_the_saved_state_and_forgotten_when_an_episode_closes():
+    det = DivergenceDetector()
+    drive(det, _kick_run()[:205])
+    state = det.get_state()
+    assert state["kick_rec"] == 204 and state["kick_gn"] > 200  # the 204th record, step 203
+    again = DivergenceDetector()
+    again.set_state(json.loads(json.dumps(state)))
+    assert again.get_state() == state
+    divergence_rules.spikes.forget(again)
+    assert again.kick_rec < 0

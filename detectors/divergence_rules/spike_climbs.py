@@ -18,7 +18,9 @@ started and comes down again (the benchmark's least-squares runs under SGD at 10
 are :mod:`.raw_runaway`'s and :mod:`.streak`'s. Never under a calm grad-norm (:mod:`.causes`): a
 loss that rises while the gradient stays at its usual size is the data, not the weights.
 
-No parameter of its own: ``spike_z``, ``spike_rel``, ``spike_min`` (:mod:`.spikes`) and
+Parameters
+----------
+None of its own: ``spike_z``, ``spike_rel``, ``spike_min`` (:mod:`.spikes`) and
 ``level_ratio`` (:mod:`.sustained`) are shared, so "a spike" means here what it means to the
 spike detector and to the other rules.
 

@@ -9,11 +9,23 @@ rules :mod:`.lr_jump` and :mod:`.spike_cluster` fire on counted spikes; :mod:`.s
 :mod:`.raw_runaway` and :mod:`.sustained` treat what comes within ``spike_memory`` records of
 one as a bad batch's aftermath until it proves otherwise.
 
+A *kick* is a counted spike whose grad-norm shows one bad batch: logged on the spike's record
+at >= ``gn_warn`` x its usual level while the record before was below half that (the gradient
+jumped on the spike's own step, it did not build up; :mod:`.causes`). The batch throws the
+weights far, and the loss on the normal batches that follow stays high until the optimiser
+has brought them back: the benchmark's injected bad batch on a least-squares model (loss
+0.73 -> 36, grad-norm 1.4 -> 216) sends the loss to 20-165 for the next 20 steps, each
+with a grad-norm below the kick's (19-61), and the run is back at its level 50 steps later.
+:mod:`.first_loss` waits through a kick's aftermath (``spike_memory`` records) while the
+grad-norm stays below the kick's; a run-away raises its grad-norm past it within a record
+or two.
+
 State (on the detector): ``spike_recs``, the record ordinals of the last ``cluster - 1``
 counted spikes (a placeholder far in the past where there were fewer); ``spike_nl`` and
 ``spike_step``, the loss-record count and the step of the last one (:mod:`.spike_climbs` asks
-whether the previous loss record was it). The count restarts
-when an episode resolves (:mod:`.recovery`).
+whether the previous loss record was it); ``kick_rec`` and ``kick_gn``, the record ordinal and
+the grad-norm of the last kick. The count restarts (and the kick is forgotten) when an episode
+resolves (:mod:`.recovery`).
 
 Parameters
 ----------
@@ -31,7 +43,8 @@ spike_memory : int, default 30
     Set by: BLOOM-176B's spike recovered in ~30 iterations; the benchmark's injected bad-batch
     excursions recover in ~20.
 
-``level_ratio`` (:mod:`.sustained`) and ``prev_z`` (:mod:`.streak`) are shared. Without the
+``level_ratio`` (:mod:`.sustained`), ``prev_z`` (:mod:`.streak`) and ``gn_warn`` (:mod:`.causes`:
+the kick's grad-norm) are shared. Without the
 ``level_ratio`` guard the benchmark had 63 divergence false alarms on memorising runs.
 
 Examples
@@ -51,10 +64,12 @@ OLMo-core skip-step (z > 6 against 128 steps); Lightning Fabric SpikeDetection.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ..progress import RAW_SHARE, _pratio, pratio_arr
 from ..spike import SPIKE_SUDDEN, is_spike, spike_screen
+from .causes import LOG_2
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,17 +85,29 @@ def counted(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l
         x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], d.spike_z, d.spike_rel, SPIKE_SUDDEN)
 
 
-def remember(d: DivergenceDetector, rec: int, nl: int, step: int) -> None:
-    """Keep the counted spike at record ordinal ``rec`` (the oldest one drops out), loss-record
-    count ``nl`` and ``step``."""
+def remember(d: DivergenceDetector, f: Features, i: int, rec: int, nl: int, step: int) -> None:
+    """Keep the counted spike on row ``i``: record ordinal ``rec`` (the oldest one drops out),
+    loss-record count ``nl`` and ``step``, and, when its grad-norm shows one bad batch, the
+    kick."""
     d.spike_recs = d.spike_recs[1:] + [rec]
     d.spike_nl, d.spike_step = nl, step
+    g, gprev = f.gn[i], f.b_glast[i]
+    if f.gok[i] and f.ng[i] >= 3 and g > 0.0 and gprev > 0.0 and \
+            math.log(g) - f.b_mu[i] >= d.gn_warn_log and math.log(gprev) - f.b_mu[i] < d.gn_warn_log - LOG_2:
+        d.kick_rec, d.kick_gn = rec, g
+
+
+def after_kick(d: DivergenceDetector, f: Features, i: int) -> bool:
+    """Is row ``i`` within ``spike_memory`` records of a kick, with its grad-norm logged and
+    below the kick's (the weights are still coming back from the bad batch)?"""
+    return f.rec[i] - d.kick_rec <= d.spike_memory and f.gok[i] and f.gn[i] < d.kick_gn
 
 
 def forget(d: DivergenceDetector) -> None:
     """The spikes counted so far belong to a closed episode: a new one needs new spikes."""
     d.spike_recs = [-(10**9)] * len(d.spike_recs)
     d.spike_nl = -1
+    d.kick_rec, d.kick_gn = -(10**9), math.inf
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
