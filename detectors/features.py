@@ -54,9 +54,9 @@ DEFAULT_PARAMS: dict[str, float] = {
     # value anywhere in its noise: a Whisper fine-tune (bench/real, healthy) logged 0.269, then
     # 0.44-0.97, and was called lost for sitting above 0.269.
     "start_records": 5,
-    # ... unless that median is this multiple of the first loss or more: losses that high right
-    # after the first are a blow-up from the start, not noise (the divergence detector's
-    # ``blowup`` multiple; a minibatch draw is not half its level).
+    # ... if all of them lie within this factor of their median: a loss that jumps further right
+    # after its first value blew up from there, it is not noise (the divergence detector's
+    # ``blowup`` multiple; a minibatch draw is not half or twice its level).
     "start_rise": 2.0,
 }
 
@@ -180,18 +180,20 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
 def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
     """Where the run started, from its first losses ``firsts``: the first loss, or, once
     ``start_records`` losses are in, their median when the first is a low draw of a noisy
-    loss: positive, the lowest of them, the median under ``start_rise`` x it, and the latest of
-    them not the highest (a loss climbing to new highs is a run going up from its first value,
-    which is then where it started).
+    loss: positive, the lowest of them, and all of them within a factor ``start_rise`` of the
+    median (a loss that shot up right after its first value blew up from there: the first
+    value is where it started; a CNN at 100x its LR logs 2.33, 90.6, 5.3, 2.48, 2.43).
 
     One-sided on purpose: a first loss above the next ones is the start of a descent (training
     lowers the loss fastest at its start), the level every "back where it started" and "N x
     the first loss" test means."""
     x0 = firsts[0]
-    if len(firsts) < p["start_records"] or not x0 > 0.0 or min(firsts) < x0 or firsts[-1] >= max(firsts):
+    if len(firsts) < p["start_records"] or not x0 > 0.0:
         return x0
-    m = sorted(firsts)[(len(firsts) - 1) // 2]
-    return m if x0 < m < p["start_rise"] * x0 else x0
+    ordered = sorted(firsts)
+    m = ordered[(len(firsts) - 1) // 2]
+    rise = p["start_rise"]
+    return m if ordered[0] == x0 < m < rise * x0 and ordered[-1] < rise * m else x0
 
 
 def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: int) -> None:
