@@ -54,6 +54,11 @@ DEFAULT_PARAMS: dict[str, float] = {
     # value anywhere in its noise: a Whisper fine-tune (bench/real, healthy) logged 0.269, then
     # 0.44-0.97, and was called lost for sitting above 0.269.
     "start_records": 5,
+    # ... when that median is at least this multiple of the first loss: far enough that the
+    # divergence rules would read the next losses as a run far above its best (their
+    # ``level_ratio``). Closer, the first loss stays: from scratch it is the untrained loss and
+    # a rise from it is the LR (a CNN at 100x its LR: 2.29 at chance, then 2.39-2.79).
+    "start_low": 1.5,
     # ... if all of them lie within this factor of their median: a loss that jumps further right
     # after its first value blew up from there, it is not noise (the divergence detector's
     # ``blowup`` multiple; a minibatch draw is not half or twice its level).
@@ -180,9 +185,10 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
 def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
     """Where the run started, from its first losses ``firsts``: the first loss, or, once
     ``start_records`` losses are in, their median when the first is a low draw of a noisy
-    loss: positive, the lowest of them, and all of them within a factor ``start_rise`` of the
-    median (a loss that shot up right after its first value blew up from there: the first
-    value is where it started; a CNN at 100x its LR logs 2.33, 90.6, 5.3, 2.48, 2.43).
+    loss: positive, the lowest of them, ``start_low`` x below the median or more, and all of
+    them within a factor ``start_rise`` of the median (a loss that shot up right after its
+    first value blew up from there: the first value is where it started; a CNN at 100x its LR
+    logs 2.33, 90.6, 5.3, 2.48, 2.43).
 
     One-sided on purpose: a first loss above the next ones is the start of a descent (training
     lowers the loss fastest at its start), the level every "back where it started" and "N x
@@ -193,7 +199,7 @@ def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
     ordered = sorted(firsts)
     m = ordered[(len(firsts) - 1) // 2]
     rise = p["start_rise"]
-    return m if ordered[0] == x0 < m < rise * x0 and ordered[-1] < rise * m else x0
+    return m if ordered[0] == x0 and p["start_low"] * x0 <= m < rise * x0 and ordered[-1] < rise * m else x0
 
 
 def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: int) -> None:
