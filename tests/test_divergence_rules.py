@@ -198,6 +198,7 @@ def test_a_low_first_draw_does_not_set_the_start_level_the_level_or_the_best_alo
     [1.16, 1.13, 1.23, 1.39, 1.57],  # the first is not the lowest
     [2.0, 1.5, 1.2, 1.0, 0.9],  # a descent: the first loss is where it started
     [0.2, 0.5, 0.45, 0.55, 0.6],  # 2.5x below the median: not a draw of the same noise
+    [2.29, 2.79, 2.42, 2.418, 2.394],  # a CNN at chance, then its LR (100x) lifts it: the rise is real
 ])
 def test_the_first_loss_stays_the_start_unless_it_is_a_low_draw_among_its_neighbours(losses):
     f = _start(losses)
