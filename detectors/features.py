@@ -203,8 +203,8 @@ def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
 
 
 def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: int) -> None:
-    """Fold the ``nl``-th loss (0-based, at step ``s``, already in the level) into the start
-    level while the first ``start_records`` come in. (A state saved before ``firsts`` existed
+    """Fold the ``nl``-th loss (0-based, at step ``s``, already in the level; one of the first
+    ``start_records``) into the start level. (A state saved before ``firsts`` existed
     holds fewer of them than losses: its start stays.)
 
     When the start level rises above a low first draw, the statistics that the draw set alone
@@ -214,7 +214,7 @@ def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: in
     noise yet, creeps up from the draw for tens of records, and the draw stays the best that
     every later loss is "x times worse" than."""
     firsts = st["firsts"]
-    if len(firsts) != nl or nl >= p["start_records"]:
+    if len(firsts) != nl:
         return
     firsts = (*firsts, x)
     st["firsts"] = firsts
@@ -256,7 +256,8 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
             st["up_n"] = up_n + 1
         else:
             st["up_n"] = 0
-    _start_one(st, p, x, s, nl)
+    if nl < p["start_records"]:
+        _start_one(st, p, x, s, nl)
     st["nl"] = nl + 1
     st["lprev"] = x
     st["lstep"] = s
