@@ -49,6 +49,20 @@ DEFAULT_PARAMS: dict[str, float] = {
     "alpha_osc": 0.05,
     # ZClip uses alpha 0.97 for its *keep* weight, i.e. 0.03; 0.05 adapts a little faster.
     "alpha_g": 0.05,
+    # The start level (``start_level``): the median of this many first losses replaces a first
+    # loss below it. A per-batch loss of a fine-tune that starts near its floor draws its first
+    # value anywhere in its noise: a Whisper fine-tune (bench/real, healthy) logged 0.269, then
+    # 0.44-0.97, and was called lost for sitting above 0.269.
+    "start_records": 5,
+    # ... when that median is at least this multiple of the first loss: far enough that the
+    # divergence rules would read the next losses as a run far above its best (their
+    # ``level_ratio``). Closer, the first loss stays: from scratch it is the untrained loss and
+    # a rise from it is the LR (a CNN at 100x its LR: 2.29 at chance, then 2.39-2.79).
+    "start_low": 1.5,
+    # ... if all of them lie within this factor of their median: a loss that jumps further right
+    # after its first value blew up from there, it is not noise (the divergence detector's
+    # ``blowup`` multiple; a minibatch draw is not half or twice its level).
+    "start_rise": 2.0,
 }
 
 LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "best_step", "rbest", "rbest_step",
@@ -66,11 +80,12 @@ ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
 _BEFORE_NAMES = tuple(BEFORE)
 _before_values = itemgetter(*BEFORE.values())
 _after_values = itemgetter(*ALL_COLS)
+_loss_after = itemgetter(*LOSS_COLS)
 
 
 def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS + VAL_COLS}
-    st.update(nl=0, l0_step=-1, lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
+    st.update(nl=0, l0_step=-1, firsts=(), lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
               pstep=-1, pnl=0, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
               fo=0.0, fostep=-1, vbest=INF, nv=0)
     return st
@@ -167,6 +182,52 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
             "pstep": o_pstep, "pnl": o_pnl, "alt": o_alt, "amp": o_amp}
 
 
+def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
+    """Where the run started, from its first losses ``firsts``: the first loss, or, once
+    ``start_records`` losses are in, their median when the first is a low draw of a noisy
+    loss: positive, the lowest of them, ``start_low`` x below the median or more, and all of
+    them within a factor ``start_rise`` of the median (a loss that shot up right after its
+    first value blew up from there: the first value is where it started; a CNN at 100x its LR
+    logs 2.33, 90.6, 5.3, 2.48, 2.43).
+
+    One-sided on purpose: a first loss above the next ones is the start of a descent (training
+    lowers the loss fastest at its start), the level every "back where it started" and "N x
+    the first loss" test means."""
+    x0 = firsts[0]
+    if len(firsts) < p["start_records"] or not x0 > 0.0:
+        return x0
+    ordered = sorted(firsts)
+    m = ordered[(len(firsts) - 1) // 2]
+    rise = p["start_rise"]
+    return m if ordered[0] == x0 and p["start_low"] * x0 <= m < rise * x0 and ordered[-1] < rise * m else x0
+
+
+def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: int) -> None:
+    """Fold the ``nl``-th loss (0-based, at step ``s``, already in the level; one of the first
+    ``start_records``) into the start level. (A state saved before ``firsts`` existed
+    holds fewer of them than losses: its start stays.)
+
+    When the start level rises above a low first draw, the statistics that the draw set alone
+    start over from the start level: the level (its noise: the median absolute deviation of
+    the first losses from it), the trend and its plateau best, the best level and the raw
+    best. Otherwise the level, which follows a rise only within its noise band and had no
+    noise yet, creeps up from the draw for tens of records, and the draw stays the best that
+    every later loss is "x times worse" than."""
+    firsts = st["firsts"]
+    if len(firsts) != nl:
+        return
+    firsts = (*firsts, x)
+    st["firsts"] = firsts
+    l0 = start_level(firsts, p)
+    if l0 == st["l0"]:
+        return
+    st["l0"] = l0
+    dev = sorted(abs(v - l0) for v in firsts)
+    held = x if x > st["lprev"] else st["lprev"]
+    st.update(slow=l0, sd=dev[(len(dev) - 1) // 2], trend=l0, pbest=l0, pstep=s, pnl=nl + 1,
+              best=l0, best_step=s, rbest=held if held < l0 else l0, rbest_step=s)
+
+
 def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None:
     """Fold one finite loss into ``st`` (the one-record path): core EMAs, then the statistics
     the batch path derives with numpy (same definitions, see ``_loss_batch``)."""
@@ -195,6 +256,8 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
             st["up_n"] = up_n + 1
         else:
             st["up_n"] = 0
+    if nl < p["start_records"]:
+        _start_one(st, p, x, s, nl)
     st["nl"] = nl + 1
     st["lprev"] = x
     st["lstep"] = s
@@ -226,6 +289,19 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     k = len(xs)
     xs = np.clip(xs, -CLIP, CLIP)
     nl0 = st["nl"]
+    head = min(k, int(p["start_records"]) - nl0)
+    if head > 0:
+        # the first losses of a run go through the one-record path: the start level may restart
+        # the statistics there (_start_one), which the running minima below do not do
+        rows = []
+        for x, s in zip(xs[:head].tolist(), steps[:head].tolist()):
+            _loss_one(st, p, x, s)
+            rows.append(_loss_after(st))
+        first = {c: np.array(v) for c, v in zip(LOSS_COLS, zip(*rows))}
+        if head == k:
+            return first
+        rest = _loss_batch(st, p, xs[head:], steps[head:])
+        return {c: np.concatenate((first[c], rest[c])) for c in LOSS_COLS}
     start = dict(st)
     core = _loss_core(st, p, xs.tolist(), steps.tolist())
     out = {c: np.array(v) for c, v in core.items()}
@@ -435,8 +511,10 @@ class Features:
 
     # -- the loss (values beyond CLIP are clipped) -----------------------------------------------
     nl: Annotated[Ints, "number of finite losses so far"]
-    l0: Annotated[Floats, "first loss: the run's first finite loss (patience and restarts count from it)"]
-    l0_step: Annotated[Ints, "the step of the first loss"]
+    l0: Annotated[Floats, "start level (called the first loss): the run's first finite loss, or the median of "
+                          "its first start_records losses when the first is a low draw below them "
+                          "(start_level)"]
+    l0_step: Annotated[Ints, "the step of the first loss (patience and restarts count from it)"]
     lprev: Annotated[Floats, "the last finite loss"]
     lstep: Annotated[Ints, "the step of the last finite loss"]
     fast: Annotated[Floats, "short-term average: EMA of the loss (alpha_fast, a half-life of one record)"]

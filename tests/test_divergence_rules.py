@@ -217,3 +217,43 @@ def test_a_kick_is_kept_in_the_saved_state_and_forgotten_when_an_episode_closes(
     assert again.get_state() == state
     divergence_rules.spikes.forget(again)
     assert again.kick_rec < 0
+
+
+def _start(losses):
+    tr = FeatureTracker()
+    return [tr.advance_one(s, x, None, None, None) for s, x in enumerate(losses)][-1]
+
+
+def test_a_low_first_draw_does_not_set_the_start_level_the_level_or_the_best_alone():
+    # a noisy per-batch loss whose first value is a low draw (a Whisper fine-tune's first five)
+    f = _start([0.269, 0.573, 0.4585, 0.5744, 0.4376])
+    assert f.l0[0] == 0.4585 and f.best[0] == 0.4585 and f.slow[0] == 0.4585 and f.rbest[0] == 0.4585
+    assert f.sd[0] == pytest.approx(0.1145)  # the median absolute deviation from the start level
+    # four losses are not enough to tell: the first one stands
+    assert _start([0.269, 0.573, 0.4585, 0.5744]).l0[0] == 0.269
+
+
+@pytest.mark.parametrize("losses", [
+    [2.3309, 90.551, 5.32059, 2.48459, 2.43175],  # a CNN at 100x its LR blows up on its second step
+    [1.16, 1.13, 1.23, 1.39, 1.57],  # the first is not the lowest
+    [2.0, 1.5, 1.2, 1.0, 0.9],  # a descent: the first loss is where it started
+    [0.2, 0.5, 0.45, 0.55, 0.6],  # 2.5x below the median: not a draw of the same noise
+    [2.29, 2.79, 2.42, 2.418, 2.394],  # a CNN at chance, then its LR (100x) lifts it: the rise is real
+])
+def test_the_first_loss_stays_the_start_unless_it_is_a_low_draw_among_its_neighbours(losses):
+    f = _start(losses)
+    assert f.l0[0] == losses[0]
+
+
+def test_the_batch_path_gives_the_start_level_of_the_one_record_path():
+    losses = [0.269, 0.573, 0.4585, 0.5744, 0.4376, 0.975, 0.4933, 0.726]
+    one = FeatureTracker()
+    rows = [one.advance_one(s, x, None, None, None) for s, x in enumerate(losses)]
+    for cut in (1, 3, 5, 8):  # a batch that ends before, at and after the fifth loss
+        tr = FeatureTracker()
+        batches = [Batch.from_records([Record(s, x) for s, x in enumerate(losses)][a:b])
+                   for a, b in ((0, cut), (cut, len(losses))) if b > a]
+        got = [tr.advance_batch(b) for b in batches]
+        cols = {c: sum((list(getattr(g, c)) for g in got), []) for c in ("l0", "slow", "sd", "best", "rbest", "trend")}
+        for c, v in cols.items():
+            assert v == [getattr(r, c)[0] for r in rows], (cut, c)
