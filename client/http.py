@@ -8,8 +8,10 @@ verdict), ``POST /v1/runs/<id>/actions`` with action reports. It decides what an
 means the request itself is wrong, so it is dropped with one warning per status code, except
 that a 413 halves the batch and a 422 re-sends the batch record by record, so one bad record
 does not cost its neighbours. Steps are idempotent on the service, so re-sending a batch whose
-answer was lost is harmless. A 2xx answer's ``X-Losswatch-Flush-Interval`` (a loaded service
-asking its clients to send less often) becomes :attr:`~.transport.Transport.flush_hint`.
+answer was lost is harmless. Every 2xx answer's ``X-Losswatch-Flush-Interval`` (a loaded service
+asking its clients to send less often; none: no hint) becomes
+:attr:`~.transport.Transport.flush_hint`, the metadata PUT's too: a run's first answer is that
+one, so a run that starts into a loaded service sends its first batch at the hinted pace.
 
 :class:`Connection` is one kept-alive ``http.client`` connection (also what the command-line
 tools read a service with).
@@ -270,7 +272,6 @@ class HttpTransport(Transport):
     def _accepted(self, reply: Reply, n: int) -> None:
         """Count a POST /steps answer and hand a 2xx answer's verdict on (ServiceError if retryable)."""
         if self._check(reply, what=f"POST {self._steps_path}"):
-            self.flush_hint = _flush_hint(reply.headers)  # each answer sets it anew (none: 0)
             self.stats["sent"] += n
             self.stats["posts"] += 1
             try:
@@ -290,10 +291,11 @@ class HttpTransport(Transport):
         """True for 2xx. Raise ServiceError for retryable answers; False for a rejected request."""
         s = reply.status
         if 200 <= s < 300:
+            self.flush_hint = _flush_hint(reply.headers)  # each answer sets it anew (none: 0)
             return True
         if s in (429, 503) or s >= 500 or s in (401, 403, 408):
             detail = reply.body[:200].decode(errors="replace")
-            raise ServiceError(f"{what} -> HTTP {s} {detail}", _retry_after(reply.headers))
+            raise ServiceError(f"{what} -> HTTP {s} {detail}", _retry_after(reply.headers), status=s)
         # any other 4xx: the request itself is wrong and retrying cannot help; say so once per code
         if s not in self._warned_status:
             self._warned_status.add(s)

@@ -34,11 +34,19 @@ if TYPE_CHECKING:
 
 class ServiceError(Exception):
     """Sending failed in a way worth retrying (the service unreachable, or 5xx/429/408/401/403):
-    keep the data, retry later. ``retry_after``: seconds the service asked for, if it did."""
+    keep the data, retry later. ``retry_after``: seconds the service asked for, if it did;
+    ``status``: the answer's HTTP status, None when there was no answer."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+    @property
+    def busy(self) -> bool:
+        """The service answered that it cannot take this now (429, 502, 503, 504): it is there,
+        and a retry at the time it asked for is worth waiting for, at exit too."""
+        return self.status in (429, 502, 503, 504)
 
 
 class Transport:

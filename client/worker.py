@@ -94,6 +94,7 @@ class Worker:
         self._busy = False
         self._retry_at = 0.0
         self._failures = 0
+        self._last_failure_busy = False  # the last failure was a service asking to come back later
         self._outage_since: float | None = None
         self._warned: set[str] = set()
         self.stats = {"failures": 0, "outages": 0}
@@ -117,8 +118,9 @@ class Worker:
 
     # ---------------------------------------------------------------- thread
     def _run(self) -> None:
+        wait = self._first_wait()
         while True:
-            self.wake.wait(self._wait_time())
+            self.wake.wait(wait)
             self.wake.clear()
             with self._cond:
                 stopping, force, self._force = self._stop, self._force, False
@@ -138,6 +140,7 @@ class Worker:
                 self._cond.notify_all()
             if stopping:
                 return
+            wait = self._wait_time()
 
     @property
     def flush_interval(self) -> float:
@@ -160,6 +163,13 @@ class Worker:
         """Seconds between cycles: the flush interval, or longer while the service's last answer
         asked for that (the transport's flush hint); a full batch goes at once either way."""
         return max(MIN_INTERVAL, self._flush_interval, self.transport.flush_hint)
+
+    def _first_wait(self) -> float:
+        """Until the first cycle: one interval and this run's phase of another. Runs started
+        together (a job array, a sweep) do not announce themselves to the service in the same
+        instant, nor keep sending in step after that; a run's first steps wait at most one more
+        interval (a NaN wakes the thread at once, as always)."""
+        return max(MIN_INTERVAL, self._flush_interval) * (1.0 + self._phase)
 
     def _wait_time(self) -> float:
         own = max(MIN_INTERVAL, self._flush_interval)
@@ -209,6 +219,7 @@ class Worker:
     def _failed(self, e: ServiceError) -> None:
         self.stats["failures"] += 1
         self._failures += 1
+        self._last_failure_busy = e.busy
         if e.retry_after is not None:
             delay = min(e.retry_after, 60.0)
         else:
@@ -237,9 +248,12 @@ class Worker:
     def flush(self, timeout: float, give_up_on_failure: bool = False) -> bool:
         """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``.
 
-        ``give_up_on_failure``: return False as soon as the attempt made for this flush failed,
-        instead of waiting out ``timeout`` for a retry (at exit: do not hold the process up for
-        a service that is down).
+        ``give_up_on_failure``: return False as soon as an attempt made for this flush failed and
+        no retry is worth waiting for, instead of waiting out ``timeout`` (at exit: do not hold
+        the process up for a service that is down). A service that answered it is busy (429,
+        502-504) is retried when it asked to be (``Retry-After``) or after the backoff, if that
+        falls within ``timeout``: a loaded service that sheds a burst of closing runs gets their
+        steps a moment later instead of leaving them in the unsent file.
 
         Called from this thread itself (an ``on_alert`` callback that flushes) it cannot wait
         for itself: it only says whether everything is sent already.
@@ -255,7 +269,8 @@ class Worker:
             while True:
                 if not self._busy and self.idle() and not self._force:
                     return True
-                if give_up_on_failure and self.stats["failures"] > failures_before and not self._force:
+                if (give_up_on_failure and self.stats["failures"] > failures_before and not self._force
+                        and not (self._last_failure_busy and self._retry_at < deadline)):
                     return False
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
