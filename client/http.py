@@ -221,6 +221,7 @@ class HttpTransport(Transport):
         self.batch_size = max(1, int(batch_size))
         self._on_verdict = on_verdict
         self.outbox: deque[tuple[str, str, Any]] = deque(maxlen=10_000)  # (method, path, payload)
+        self.final_meta: dict[str, Any] | None = None  # the closing PUT, sent after the last records
         self._warned_status: set[int] = set()
         self._reply_warned = False
 
@@ -230,7 +231,7 @@ class HttpTransport(Transport):
 
     @property
     def waiting(self) -> int:
-        return len(self.outbox)
+        return len(self.outbox) + (self.final_meta is not None)
 
     # ------------------------------------------------------------ worker thread
     def accept(self, records: list[dict[str, Any]]) -> list[str]:
@@ -238,13 +239,21 @@ class HttpTransport(Transport):
 
     def send(self, spool: Spool) -> None:
         while self.outbox:
-            method, path, payload = self.outbox[0]
-            # metadata may hold anything (a dtype, a Path): written as its str() rather than
-            # blocking the queue behind an unserialisable request
-            body = json.dumps(payload, default=str).encode()
-            reply = self.connection.request(method, path + self._project_query, body)
-            self._check(reply, what=f"{method} {path}")
+            self._send_message(*self.outbox[0])
             self.outbox.popleft()
+        self._send_records(spool)
+        if self.final_meta is not None and not len(spool):
+            self._send_message("PUT", self.run_path, self.final_meta)
+            self.final_meta = None
+
+    def _send_message(self, method: str, path: str, payload: Any) -> None:
+        # metadata may hold anything (a dtype, a Path): written as its str() rather than
+        # blocking the queue behind an unserialisable request
+        body = json.dumps(payload, default=str).encode()
+        reply = self.connection.request(method, path + self._project_query, body)
+        self._check(reply, what=f"{method} {path}")
+
+    def _send_records(self, spool: Spool) -> None:
         for _ in range(BATCHES_PER_SEND):
             batch = spool.peek(self.batch_size)
             if not batch:
@@ -311,11 +320,18 @@ class HttpTransport(Transport):
     def open_run(self, meta: dict[str, Any]) -> None:
         self.set_meta(meta)
 
-    def set_meta(self, meta: dict[str, Any]) -> bool:
+    def _meta_body(self, meta: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = dict(meta)  # the service keeps unknown fields as they are
         if self.project is not None:
             body["project"] = self.project
-        self.outbox.append(("PUT", self.run_path, body))  # PUT replaces the whole metadata
+        return body
+
+    def set_meta(self, meta: dict[str, Any]) -> bool:
+        self.outbox.append(("PUT", self.run_path, self._meta_body(meta)))  # PUT replaces the whole metadata
+        return True
+
+    def close_run(self, meta: dict[str, Any]) -> bool:
+        self.final_meta = self._meta_body(meta)
         return True
 
     def report_action(self, entry: dict[str, Any]) -> bool:

@@ -109,6 +109,12 @@ class Transport:
         """An action the Actor applied (or would have, in dry-run). True when a message now waits."""
         return False
 
+    def close_run(self, meta: dict[str, Any]) -> bool:
+        """The run ends: its final metadata (``status`` finished), sent after its last records
+        where they travel (when many runs close at once, their steps come first; the status is
+        what may miss the exit's deadline). True when a message now waits."""
+        return self.set_meta(meta)
+
     def checkpoint(self, step: int) -> None:
         """A checkpoint was saved after ``step`` steps (in-process detectors keep their state)."""
 
