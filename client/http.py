@@ -254,6 +254,7 @@ class HttpTransport(Transport):
         self._check(reply, what=f"{method} {path}")
 
     def _send_records(self, spool: Spool) -> None:
+        """Up to BATCHES_PER_SEND batches of the spool's records, each popped once answered."""
         for _ in range(BATCHES_PER_SEND):
             batch = spool.peek(self.batch_size)
             if not batch:

@@ -89,7 +89,8 @@ class Transport:
 
     def send(self, spool: Spool) -> None:
         """Send what waits, queued messages first, then ``spool``'s records oldest first, each
-        removed only once delivered. Raise :class:`ServiceError` to be retried later."""
+        removed only once delivered, then the closing metadata (:meth:`close_run`) once none is
+        left. Raise :class:`ServiceError` to be retried later."""
 
     def abort(self) -> bool:
         """From another thread, at exit: cut short a request under way. True when there may be
