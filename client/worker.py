@@ -94,7 +94,10 @@ class Worker:
         self._busy = False
         self._retry_at = 0.0
         self._failures = 0
-        self._last_failure_busy = False  # the last failure was a service asking to come back later
+        # when a retry of the last failure would be answered: the time the service asked to be
+        # retried at plus what the failed attempt took; never for a service that did not answer
+        # or did not say it was busy (what an exit waits for: flush(give_up_on_failure=True))
+        self._retry_answered_by = float("inf")
         self._outage_since: float | None = None
         self._warned: set[str] = set()
         self.stats = {"failures": 0, "outages": 0}
@@ -202,10 +205,11 @@ class Worker:
     def _send(self, force: bool) -> None:
         if not force and time.monotonic() < self._retry_at:
             return
+        started = time.monotonic()
         try:
             self.transport.send(self.spool)
         except ServiceError as e:
-            self._failed(e)
+            self._failed(e, took=time.monotonic() - started)
             return
         if self._outage_since is not None:
             log.warning("losswatch: %s is reachable again after %.1f s; kept records are being sent",
@@ -216,16 +220,16 @@ class Worker:
         if len(self.spool):
             self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
 
-    def _failed(self, e: ServiceError) -> None:
+    def _failed(self, e: ServiceError, took: float) -> None:
         self.stats["failures"] += 1
         self._failures += 1
-        self._last_failure_busy = e.busy
         if e.retry_after is not None:
             delay = min(e.retry_after, 60.0)
         else:
             delay = min(self.max_backoff, 0.25 * 2 ** min(self._failures, 16))
             delay *= random.uniform(0.8, 1.2)
         self._retry_at = time.monotonic() + delay
+        self._retry_answered_by = self._retry_at + took if e.busy else float("inf")
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self.stats["outages"] += 1
@@ -252,8 +256,10 @@ class Worker:
         no retry is worth waiting for, instead of waiting out ``timeout`` (at exit: do not hold
         the process up for a service that is down). A service that answered it is busy (429,
         502-504) is retried when it asked to be (``Retry-After``) or after the backoff, if that
-        falls within ``timeout``: a loaded service that sheds a burst of closing runs gets their
-        steps a moment later instead of leaving them in the unsent file.
+        retry, taking as long as the failed attempt did, would be answered within ``timeout``:
+        a loaded service that sheds a burst of closing runs gets their steps a moment later
+        instead of leaving them in the unsent file, and no retry is begun that the deadline
+        would cut short.
 
         Called from this thread itself (an ``on_alert`` callback that flushes) it cannot wait
         for itself: it only says whether everything is sent already.
@@ -270,7 +276,7 @@ class Worker:
                 if not self._busy and self.idle() and not self._force:
                     return True
                 if (give_up_on_failure and self.stats["failures"] > failures_before and not self._force
-                        and not (self._last_failure_busy and self._retry_at < deadline)):
+                        and not self._retry_answered_by < deadline):
                     return False
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():

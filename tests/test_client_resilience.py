@@ -291,6 +291,29 @@ def test_close_does_not_wait_for_a_retry_due_after_its_exit_timeout(redis_proc, 
     assert [json.loads(line)["step"] for line in kept[0].read_text().splitlines()] == list(range(50, 120))
 
 
+def test_close_does_not_begin_a_retry_the_deadline_would_cut_short(redis_proc, service_factory, tmp_path):
+    # Redis stalled: each answer is a 503 after the store's timeout (1.5 s), asking for a retry
+    # in 1 s. The close (4 s, 3.5 s of it for the flush) gets its first 503 at about 1.5 s; a
+    # retry at 2.5 s would be answered at about 4 s, after the flush's deadline: not begun
+    svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_RETRY_AFTER": "1",
+                               "LOSSWATCH_STORE_TIMEOUT_MS": "1500"})
+    mon = Monitor(run_id="res-close-slow", url=svc.url, spool_dir=str(tmp_path / "spool"), exit_timeout=4)
+    for step in range(50):
+        mon.log(step, loss=1.0)
+    assert mon.flush(30)
+    for step in range(50, 120):
+        mon.log(step, loss=1.0)
+    os.kill(redis_proc.proc.pid, signal.SIGSTOP)
+    try:
+        mon.close()
+    finally:
+        os.kill(redis_proc.proc.pid, signal.SIGCONT)
+    assert mon.stats["failures"] == 1           # one attempt, refused; no second one begun
+    kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert len(kept) == 1
+    assert [json.loads(line)["step"] for line in kept[0].read_text().splitlines()] == list(range(50, 120))
+
+
 def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_factory):
     srv = service_factory(env={"LOSSWATCH_MAX_BATCH_RECORDS": "64"})
     with Monitor(run_id="res-413", url=srv.url, batch_size=1000) as mon:
