@@ -12,14 +12,16 @@ Reported:
 * ingest latency of POST /steps as the client sees it (request written -> answer read, timed
   around the client's ``client.http.Connection.request``; it includes waiting for the client process's GIL)
   and as the server's own ``losswatch_ingest_latency_seconds`` histogram has it (bucket bounds),
-  over the whole run and over the steady part (after ``--settle`` seconds);
+  over the whole run, over its first 5 s (from the first request, before any hint, to 5 s into
+  the logging), over the steady part (``--settle`` seconds into the logging to its end) and over
+  the close (every run closed at once); the metadata PUTs' count and latency beside them;
 * the steps logged, acknowledged, and found in Redis (every run read back through the store's
   ``read_series``: each logged step must be there exactly once);
 * CPU seconds of the service process and of redis-server per 1,000 steps (from /proc);
 * the runs' flush interval over time (it moves only if the service hints: docs/service-api.md).
 
 ``--no-hint`` runs the service with the flush hint off, ``--hint-inflight N`` with its threshold at
-N; ``--raw FILE`` keeps every POST's (time, latency, status) for a closer look.
+N; ``--raw FILE`` keeps every POST's and PUT's (time from the start of logging, latency, status) for a closer look.
 
     .venv/bin/python bench/concurrent_runs.py --runs 1000 --duration 90
     .venv/bin/python bench/concurrent_runs.py --runs 1000 --duration 90 --no-hint
@@ -61,23 +63,26 @@ def client_main(a) -> None:
     from losswatch.client import http as http_mod
 
     logging.getLogger("losswatch").setLevel(logging.WARNING)  # no start line per run
-    posts: list[tuple[float, float, int]] = []                # (t since start, seconds, status)
-    t_start = time.monotonic()
+    posts: list[tuple[float, float, int]] = []    # POST /steps: (monotonic start, seconds, status)
+    puts: list[tuple[float, float, int]] = []     # PUT (the run's metadata): the same
     plain_request = http_mod.Connection.request
 
     def timed_request(self, method, path, body=None):
-        t = time.perf_counter()
+        t, t_mono = time.perf_counter(), time.monotonic()
         status = 599
         try:
             reply = plain_request(self, method, path, body)
             status = reply.status
             return reply
         finally:
-            if method == "POST":
-                posts.append((time.monotonic() - t_start, time.perf_counter() - t, status))
+            if method == "POST" and path.split("?")[0].endswith("/steps"):
+                posts.append((t_mono, time.perf_counter() - t, status))
+            elif method == "PUT":
+                puts.append((t_mono, time.perf_counter() - t, status))
 
     http_mod.Connection.request = timed_request   # the bench's stopwatch around the real request
 
+    t_start = time.monotonic()
     ids = [f"{RUN_PREFIX}{i}" for i in range(a.first, a.first + a.count)]
     # the defaults (flush_interval, batch_size...) but the spool's place, where close() leaves
     # what it could not send (counted by the parent)
@@ -112,8 +117,11 @@ def client_main(a) -> None:
         c.start()
     for c in closers:
         c.join()
+    # times from the start of logging (t0): negative while the runs were being created
     res = {"runs": ids, "logged": logged, "sent": [m._transport.stats["sent"] for m in mons],
-           "spooled": [len(m._worker.spool) for m in mons], "posts": posts, "intervals": intervals,
+           "spooled": [len(m._worker.spool) for m in mons],
+           "posts": [(t - t0, s, st) for t, s, st in posts], "puts": [(t - t0, s, st) for t, s, st in puts],
+           "intervals": [(t - (t0 - t_start), mean, mx) for t, mean, mx in intervals],
            "cpu": time.process_time()}
     Path(a.out).write_text(json.dumps(res))
 
@@ -168,6 +176,13 @@ def count_in_redis(url: str, runs: list[str], logged: list[int]) -> tuple[int, i
     return asyncio.run(go())
 
 
+def _count(reqs: list) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for _, _, st in reqs:
+        out[st] = out.get(st, 0) + 1
+    return out
+
+
 def main_bench(a) -> None:
     print(f"(machine: {os.cpu_count()} CPUs shared with other work; `uptime` at start: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()})\n")
@@ -213,13 +228,17 @@ def main_bench(a) -> None:
                 svc.stop()
             srv.stop()
     posts = [p for x in res for p in x["posts"]]
-    if a.raw:   # every POST (t, seconds, status) and the interval samples, for a closer look
-        Path(a.raw).write_text(json.dumps({"posts": posts, "intervals": [x["intervals"] for x in res]}))
+    puts = [p for x in res for p in x["puts"]]
+    if a.raw:   # every POST and PUT (t, seconds, status) and the interval samples, for a closer look
+        Path(a.raw).write_text(json.dumps({"posts": posts, "puts": puts,
+                                           "intervals": [x["intervals"] for x in res]}))
     ok = [s for _, s, st in posts if st == 200]
-    steady = [s for t, s, st in posts if st == 200 and a.settle + 1.0 <= t <= a.duration + 1.0]
-    codes: dict[int, int] = {}
-    for _, _, st in posts:
-        codes[st] = codes.get(st, 0) + 1
+    # windows of the logging's time line (t = 0: the first logged second; close at t = duration)
+    first5 = [s for t, s, st in posts if st == 200 and t < 5.0]
+    steady = [s for t, s, st in posts if st == 200 and a.settle <= t < a.duration]
+    closing = [s for t, s, st in posts if st == 200 and t >= a.duration]
+    put_ok = [s for _, s, st in puts if st == 200]
+    codes = _count(posts)
     n_logged = sum(logged)
     n_sent = sum(n for x in res for n in x["sent"])
     spooled = sum(n for x in res for n in x["spooled"])
@@ -250,8 +269,16 @@ def main_bench(a) -> None:
         ("wall time incl. start-up and close", f"{wall:.1f} s"),
         ("client-side latency p50 / p99 / max, all", f"{pct(ok, .5) * 1e3:.1f} / {pct(ok, .99) * 1e3:.1f} / "
                                                       f"{max(ok, default=float('nan')) * 1e3:.1f} ms"),
-        (f"client-side latency p50 / p99, steady (after {a.settle:g} s)",
+        ("client-side latency p50 / p99, first 5 s (POSTs)",
+         f"{pct(first5, .5) * 1e3:.1f} / {pct(first5, .99) * 1e3:.1f} ms ({len(first5):,} POSTs)"),
+        (f"client-side latency p50 / p99, steady ({a.settle:g} s to the end of logging)",
          f"{pct(steady, .5) * 1e3:.1f} / {pct(steady, .99) * 1e3:.1f} ms"),
+        ("client-side latency p50 / p99 / max, the close (all runs at once)",
+         f"{pct(closing, .5) * 1e3:.1f} / {pct(closing, .99) * 1e3:.1f} / "
+         f"{max(closing, default=float('nan')) * 1e3:.1f} ms ({len(closing):,} POSTs)"),
+        ("metadata PUTs (by status); latency p50 / p99",
+         ", ".join(f"{k}: {v:,}" for k, v in sorted(_count(puts).items()))
+         + f"; {pct(put_ok, .5) * 1e3:.1f} / {pct(put_ok, .99) * 1e3:.1f} ms"),
         ("server-side latency (its histogram) p50 / p99", f"{hist_pct(h0, h1, .5)} / {hist_pct(h0, h1, .99)}"),
         ("CPU, service process", f"{svc_cpu:.1f} s = {svc_cpu / max(1, found) * 1e6:.0f} ms per 1,000 steps, "
                                  f"{svc_cpu / max(1, len(posts)) * 1e6:,.0f} us per POST"),
@@ -280,9 +307,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=90.0)
     ap.add_argument("--procs", type=int, default=4, help="client processes")
     ap.add_argument("--settle", type=float, default=20.0,
-                    help="seconds left out of the steady-state latency (start-up, the hint settling)")
+                    help="seconds of logging left out of the steady-state latency (start-up, the hint settling)")
     ap.add_argument("--aof", default="everysec", choices=["no", "everysec", "always"])
-    ap.add_argument("--raw", help="write every POST's (t, seconds, status) to this JSON file")
+    ap.add_argument("--raw", help="write every POST's and PUT's (t, seconds, status) to this JSON file")
     ap.add_argument("--hint-inflight", type=int, help="the service's LOSSWATCH_FLUSH_HINT_INFLIGHT")
     ap.add_argument("--no-hint", action="store_true", help="run the service with the flush hint off")
     a = ap.parse_args()

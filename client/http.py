@@ -8,8 +8,10 @@ verdict), ``POST /v1/runs/<id>/actions`` with action reports. It decides what an
 means the request itself is wrong, so it is dropped with one warning per status code, except
 that a 413 halves the batch and a 422 re-sends the batch record by record, so one bad record
 does not cost its neighbours. Steps are idempotent on the service, so re-sending a batch whose
-answer was lost is harmless. A 2xx answer's ``X-Losswatch-Flush-Interval`` (a loaded service
-asking its clients to send less often) becomes :attr:`~.transport.Transport.flush_hint`.
+answer was lost is harmless. Every 2xx answer's ``X-Losswatch-Flush-Interval`` (a loaded service
+asking its clients to send less often; none: no hint) becomes
+:attr:`~.transport.Transport.flush_hint`, the metadata PUT's too: a run's first answer is that
+one, so a run that starts into a loaded service sends its first batch at the hinted pace.
 
 :class:`Connection` is one kept-alive ``http.client`` connection (also what the command-line
 tools read a service with).
@@ -219,6 +221,7 @@ class HttpTransport(Transport):
         self.batch_size = max(1, int(batch_size))
         self._on_verdict = on_verdict
         self.outbox: deque[tuple[str, str, Any]] = deque(maxlen=10_000)  # (method, path, payload)
+        self.final_meta: dict[str, Any] | None = None  # the closing PUT, sent after the last records
         self._warned_status: set[int] = set()
         self._reply_warned = False
 
@@ -228,7 +231,7 @@ class HttpTransport(Transport):
 
     @property
     def waiting(self) -> int:
-        return len(self.outbox)
+        return len(self.outbox) + (self.final_meta is not None)
 
     # ------------------------------------------------------------ worker thread
     def accept(self, records: list[dict[str, Any]]) -> list[str]:
@@ -236,13 +239,22 @@ class HttpTransport(Transport):
 
     def send(self, spool: Spool) -> None:
         while self.outbox:
-            method, path, payload = self.outbox[0]
-            # metadata may hold anything (a dtype, a Path): written as its str() rather than
-            # blocking the queue behind an unserialisable request
-            body = json.dumps(payload, default=str).encode()
-            reply = self.connection.request(method, path + self._project_query, body)
-            self._check(reply, what=f"{method} {path}")
+            self._send_message(*self.outbox[0])
             self.outbox.popleft()
+        self._send_records(spool)
+        if self.final_meta is not None and not len(spool):
+            self._send_message("PUT", self.run_path, self.final_meta)
+            self.final_meta = None
+
+    def _send_message(self, method: str, path: str, payload: Any) -> None:
+        # metadata may hold anything (a dtype, a Path): written as its str() rather than
+        # blocking the queue behind an unserialisable request
+        body = json.dumps(payload, default=str).encode()
+        reply = self.connection.request(method, path + self._project_query, body)
+        self._check(reply, what=f"{method} {path}")
+
+    def _send_records(self, spool: Spool) -> None:
+        """Up to BATCHES_PER_SEND batches of the spool's records, each popped once answered."""
         for _ in range(BATCHES_PER_SEND):
             batch = spool.peek(self.batch_size)
             if not batch:
@@ -270,7 +282,6 @@ class HttpTransport(Transport):
     def _accepted(self, reply: Reply, n: int) -> None:
         """Count a POST /steps answer and hand a 2xx answer's verdict on (ServiceError if retryable)."""
         if self._check(reply, what=f"POST {self._steps_path}"):
-            self.flush_hint = _flush_hint(reply.headers)  # each answer sets it anew (none: 0)
             self.stats["sent"] += n
             self.stats["posts"] += 1
             try:
@@ -290,10 +301,11 @@ class HttpTransport(Transport):
         """True for 2xx. Raise ServiceError for retryable answers; False for a rejected request."""
         s = reply.status
         if 200 <= s < 300:
+            self.flush_hint = _flush_hint(reply.headers)  # each answer sets it anew (none: 0)
             return True
         if s in (429, 503) or s >= 500 or s in (401, 403, 408):
             detail = reply.body[:200].decode(errors="replace")
-            raise ServiceError(f"{what} -> HTTP {s} {detail}", _retry_after(reply.headers))
+            raise ServiceError(f"{what} -> HTTP {s} {detail}", _retry_after(reply.headers), status=s)
         # any other 4xx: the request itself is wrong and retrying cannot help; say so once per code
         if s not in self._warned_status:
             self._warned_status.add(s)
@@ -309,11 +321,18 @@ class HttpTransport(Transport):
     def open_run(self, meta: dict[str, Any]) -> None:
         self.set_meta(meta)
 
-    def set_meta(self, meta: dict[str, Any]) -> bool:
+    def _meta_body(self, meta: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = dict(meta)  # the service keeps unknown fields as they are
         if self.project is not None:
             body["project"] = self.project
-        self.outbox.append(("PUT", self.run_path, body))  # PUT replaces the whole metadata
+        return body
+
+    def set_meta(self, meta: dict[str, Any]) -> bool:
+        self.outbox.append(("PUT", self.run_path, self._meta_body(meta)))  # PUT replaces the whole metadata
+        return True
+
+    def close_run(self, meta: dict[str, Any]) -> bool:
+        self.final_meta = self._meta_body(meta)
         return True
 
     def report_action(self, entry: dict[str, Any]) -> bool:

@@ -443,7 +443,8 @@ class Monitor:
         down), stop the thread, keep leftovers.
 
         ``finished``: the run ended as planned. The metadata then says ``"status": "finished"``
-        (sent before the last records), so the service exports ``losswatch_run_finished`` and
+        (sent after the last records: when many runs close at once, their steps go first), so
+        the service exports ``losswatch_run_finished`` and
         the stopped-reporting alert leaves the run alone; a ``with`` block that ends in an
         exception, or an interpreter exit after an unhandled one, passes False (a crash should
         still be noticed). Records that could not be sent are written to one JSON-lines file in
@@ -453,7 +454,8 @@ class Monitor:
         if self._closed or not worker.in_this_process:
             return
         if finished and self.meta.get("status") != "finished":
-            self.update_meta({"status": "finished"})
+            self.meta["status"] = "finished"
+            self._transport.close_run(self.meta)
         self._closed = True
         self._log_instead = self._after_close
         if worker.on_its_thread:

@@ -34,11 +34,19 @@ if TYPE_CHECKING:
 
 class ServiceError(Exception):
     """Sending failed in a way worth retrying (the service unreachable, or 5xx/429/408/401/403):
-    keep the data, retry later. ``retry_after``: seconds the service asked for, if it did."""
+    keep the data, retry later. ``retry_after``: seconds the service asked for, if it did;
+    ``status``: the answer's HTTP status, None when there was no answer."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+    @property
+    def busy(self) -> bool:
+        """The service answered that it cannot take this now (429, 502, 503, 504): it is there,
+        and a retry at the time it asked for is worth waiting for, at exit too."""
+        return self.status in (429, 502, 503, 504)
 
 
 class Transport:
@@ -81,7 +89,8 @@ class Transport:
 
     def send(self, spool: Spool) -> None:
         """Send what waits, queued messages first, then ``spool``'s records oldest first, each
-        removed only once delivered. Raise :class:`ServiceError` to be retried later."""
+        removed only once delivered, then the closing metadata (:meth:`close_run`) once none is
+        left. Raise :class:`ServiceError` to be retried later."""
 
     def abort(self) -> bool:
         """From another thread, at exit: cut short a request under way. True when there may be
@@ -100,6 +109,12 @@ class Transport:
     def report_action(self, entry: dict[str, Any]) -> bool:
         """An action the Actor applied (or would have, in dry-run). True when a message now waits."""
         return False
+
+    def close_run(self, meta: dict[str, Any]) -> bool:
+        """The run ends: its final metadata (``status`` finished), sent after its last records
+        where they travel (when many runs close at once, their steps come first; the status is
+        what may miss the exit's deadline). True when a message now waits."""
+        return self.set_meta(meta)
 
     def checkpoint(self, step: int) -> None:
         """A checkpoint was saved after ``step`` steps (in-process detectors keep their state)."""

@@ -94,6 +94,10 @@ class Worker:
         self._busy = False
         self._retry_at = 0.0
         self._failures = 0
+        # when a retry of the last failure would be answered: the time the service asked to be
+        # retried at plus what the failed attempt took; never for a service that did not answer
+        # or did not say it was busy (what an exit waits for: flush(give_up_on_failure=True))
+        self._retry_answered_by = float("inf")
         self._outage_since: float | None = None
         self._warned: set[str] = set()
         self.stats = {"failures": 0, "outages": 0}
@@ -117,8 +121,9 @@ class Worker:
 
     # ---------------------------------------------------------------- thread
     def _run(self) -> None:
+        wait = self._first_wait()
         while True:
-            self.wake.wait(self._wait_time())
+            self.wake.wait(wait)
             self.wake.clear()
             with self._cond:
                 stopping, force, self._force = self._stop, self._force, False
@@ -138,6 +143,7 @@ class Worker:
                 self._cond.notify_all()
             if stopping:
                 return
+            wait = self._wait_time()
 
     @property
     def flush_interval(self) -> float:
@@ -160,6 +166,13 @@ class Worker:
         """Seconds between cycles: the flush interval, or longer while the service's last answer
         asked for that (the transport's flush hint); a full batch goes at once either way."""
         return max(MIN_INTERVAL, self._flush_interval, self.transport.flush_hint)
+
+    def _first_wait(self) -> float:
+        """Until the first cycle: one interval and this run's phase of another. Runs started
+        together (a job array, a sweep) do not announce themselves to the service in the same
+        instant, nor keep sending in step after that; a run's first steps wait at most one more
+        interval (a NaN wakes the thread at once, as always)."""
+        return max(MIN_INTERVAL, self._flush_interval) * (1.0 + self._phase)
 
     def _wait_time(self) -> float:
         own = max(MIN_INTERVAL, self._flush_interval)
@@ -192,10 +205,11 @@ class Worker:
     def _send(self, force: bool) -> None:
         if not force and time.monotonic() < self._retry_at:
             return
+        started = time.monotonic()
         try:
             self.transport.send(self.spool)
         except ServiceError as e:
-            self._failed(e)
+            self._failed(e, took=time.monotonic() - started)
             return
         if self._outage_since is not None:
             log.warning("losswatch: %s is reachable again after %.1f s; kept records are being sent",
@@ -206,7 +220,7 @@ class Worker:
         if len(self.spool):
             self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
 
-    def _failed(self, e: ServiceError) -> None:
+    def _failed(self, e: ServiceError, took: float) -> None:
         self.stats["failures"] += 1
         self._failures += 1
         if e.retry_after is not None:
@@ -215,6 +229,7 @@ class Worker:
             delay = min(self.max_backoff, 0.25 * 2 ** min(self._failures, 16))
             delay *= random.uniform(0.8, 1.2)
         self._retry_at = time.monotonic() + delay
+        self._retry_answered_by = self._retry_at + took if e.busy else float("inf")
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self.stats["outages"] += 1
@@ -237,9 +252,14 @@ class Worker:
     def flush(self, timeout: float, give_up_on_failure: bool = False) -> bool:
         """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``.
 
-        ``give_up_on_failure``: return False as soon as the attempt made for this flush failed,
-        instead of waiting out ``timeout`` for a retry (at exit: do not hold the process up for
-        a service that is down).
+        ``give_up_on_failure``: return False as soon as an attempt made for this flush failed and
+        no retry is worth waiting for, instead of waiting out ``timeout`` (at exit: do not hold
+        the process up for a service that is down). A service that answered it is busy (429,
+        502-504) is retried when it asked to be (``Retry-After``) or after the backoff, if that
+        retry, taking as long as the failed attempt did, would be answered within ``timeout``:
+        a loaded service that sheds a burst of closing runs gets their steps a moment later
+        instead of leaving them in the unsent file, and no retry is begun that the deadline
+        would cut short.
 
         Called from this thread itself (an ``on_alert`` callback that flushes) it cannot wait
         for itself: it only says whether everything is sent already.
@@ -255,7 +275,8 @@ class Worker:
             while True:
                 if not self._busy and self.idle() and not self._force:
                     return True
-                if give_up_on_failure and self.stats["failures"] > failures_before and not self._force:
+                if (give_up_on_failure and self.stats["failures"] > failures_before and not self._force
+                        and not self._retry_answered_by < deadline):
                     return False
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():

@@ -124,9 +124,9 @@ class Settings:
     notify_per_minute: int = _setting("LOSSWATCH_NOTIFY_PER_MINUTE", "notifications per run per minute; more "
                                       "are held back and counted", 10)
     flush_hint_inflight: int = _setting(
-        "LOSSWATCH_FLUSH_HINT_INFLIGHT", "POST /steps that one arriving at a process finds in flight there, on "
-        "average over a second, from which its answers ask clients to send less often "
-        "(`X-Losswatch-Flush-Interval`, [service-api.md](service-api.md)); 0: never", 1)
+        "LOSSWATCH_FLUSH_HINT_INFLIGHT", "runs' requests (POST /steps, metadata PUT, action reports) that one "
+        "arriving at a process finds in flight there, on average over a second, from which its answers ask "
+        "clients to send less often (`X-Losswatch-Flush-Interval`, [service-api.md](service-api.md)); 0: never", 1)
     flush_hint_max: int = _setting("LOSSWATCH_FLUSH_HINT_MAX", "the longest flush interval, seconds, that "
                                    "hint asks for", int(HINT_MAX))
 

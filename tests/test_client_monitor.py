@@ -207,6 +207,32 @@ def test_records_are_flushed_at_interpreter_exit_without_close(service_proc):
     assert get(service_proc, "/v1/runs/mon-atexit")["meta"]["status"] == "finished"
 
 
+def test_the_closing_metadata_goes_after_the_last_steps(service_proc):
+    # when many runs close at once the service is at its busiest: the steps, which the client
+    # promises to deliver or keep, go first; the finished status is what may miss the deadline
+    mon = Monitor(run_id="mon-close-order", url=service_proc, meta={"task": "t"}, flush_interval=60.0)
+    sent: list[tuple[str, str]] = []
+    connection = mon._transport.connection
+    request = connection.request
+
+    def recorded(method, path, body=None):
+        reply = request(method, path, body)
+        sent.append((method, path.split("?")[0], reply.status))
+        return reply
+
+    connection.request = recorded
+    mon.log(0, loss=1.0)
+    assert mon.flush(30)
+    for step in range(1, 100):
+        mon.log(step, loss=1.0)
+    mon.close()
+    run = "/v1/runs/mon-close-order"
+    assert sent == [("PUT", run, 200), ("POST", run + "/steps", 200), ("POST", run + "/steps", 200),
+                    ("PUT", run, 200)]
+    assert get(service_proc, run)["meta"] == {"task": "t", "status": "finished"}
+    assert get(service_proc, run + "/steps")["series"]["step"] == list(range(100))
+
+
 def test_a_clean_close_marks_the_run_finished_and_a_crash_does_not(service_proc):
     import subprocess
     import sys

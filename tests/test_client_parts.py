@@ -146,6 +146,21 @@ def test_a_hinted_worker_waits_at_its_own_phase_of_the_hint_and_a_retry_still_co
             w.stop(5)
 
 
+def test_runs_started_together_first_send_at_their_own_moments_of_a_second_interval(tmp_path):
+    t = NoTransport()
+    workers = [_worker(t, tmp_path / str(k), flush_interval=0.5) for k in range(20)]
+    try:
+        firsts = [w._first_wait() for w in workers]
+        # never sooner than the run's interval, at most one more: no run announces itself (its
+        # metadata PUT, its first batch) in the same instant as the others started with it
+        assert all(0.5 <= x < 1.0 for x in firsts), firsts
+        assert max(firsts) - min(firsts) > 0.2, firsts
+        assert all(w._wait_time() == 0.5 for w in workers)   # after the first cycle: its interval
+    finally:
+        for w in workers:
+            w.stop(5)
+
+
 def test_monitor_flush_interval_is_the_workers():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from fixtures.ports import free_port
 from losswatch.client import Monitor
-from service_helpers import get_json
+from service_helpers import get_json, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,6 +249,69 @@ def test_503_retry_after_from_a_service_whose_store_is_down_is_honoured(redis_pr
     assert len(msgs) == 1 and "HTTP 503" in msgs[0]
     steps = get_json(srv.url, "/v1/runs/res-503/steps")["series"]["step"]
     assert steps == list(range(100, 300))  # every step sent while the store was down arrived
+
+
+def _close_into_a_store_outage(redis_proc, svc, run_id, spool, restart: bool) -> threading.Thread:
+    """Steps stored, the store killed, more steps logged, close() started in a thread; once its
+    first attempt was refused (503), the store is started again if ``restart``."""
+    mon = Monitor(run_id=run_id, url=svc.url, spool_dir=str(spool), exit_timeout=60)
+    for step in range(50):
+        mon.log(step, loss=1.0)
+    assert mon.flush(30)
+    redis_proc.kill9()
+    for step in range(50, 120):
+        mon.log(step, loss=1.0)
+    closing = threading.Thread(target=mon.close)
+    closing.start()
+    wait_until(lambda: mon.stats["failures"] >= 1, 30, "the close's first attempt refused")
+    if restart:
+        redis_proc.start()  # same port, empty (no persistence): what was stored before is gone
+    return closing
+
+
+def test_close_waits_for_a_busy_service_it_may_retry_within_exit_timeout(redis_proc, service_factory, tmp_path):
+    # a 503 with Retry-After is a service that is there and asks to come back in a second: the
+    # close retries then (its exit_timeout allows it) instead of leaving the steps in a file
+    svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_RETRY_AFTER": "1"})
+    closing = _close_into_a_store_outage(redis_proc, svc, "res-close-busy", tmp_path / "spool", restart=True)
+    closing.join(60)
+    assert not closing.is_alive()
+    assert not list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert get_json(svc.url, "/v1/runs/res-close-busy/steps")["series"]["step"] == list(range(50, 120))
+    assert get_json(svc.url, "/v1/runs/res-close-busy")["meta"]["status"] == "finished"
+
+
+def test_close_does_not_wait_for_a_retry_due_after_its_exit_timeout(redis_proc, service_factory, tmp_path):
+    svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_RETRY_AFTER": "120"})
+    closing = _close_into_a_store_outage(redis_proc, svc, "res-close-late", tmp_path / "spool", restart=False)
+    closing.join(30)        # exit_timeout is 60 s: a close waiting for the retry would still be here
+    assert not closing.is_alive()
+    kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert len(kept) == 1
+    assert [json.loads(line)["step"] for line in kept[0].read_text().splitlines()] == list(range(50, 120))
+
+
+def test_close_does_not_begin_a_retry_the_deadline_would_cut_short(redis_proc, service_factory, tmp_path):
+    # Redis stalled: each answer is a 503 after the store's timeout (1.5 s), asking for a retry
+    # in 1 s. The close (4 s, 3.5 s of it for the flush) gets its first 503 at about 1.5 s; a
+    # retry at 2.5 s would be answered at about 4 s, after the flush's deadline: not begun
+    svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_RETRY_AFTER": "1",
+                               "LOSSWATCH_STORE_TIMEOUT_MS": "1500"})
+    mon = Monitor(run_id="res-close-slow", url=svc.url, spool_dir=str(tmp_path / "spool"), exit_timeout=4)
+    for step in range(50):
+        mon.log(step, loss=1.0)
+    assert mon.flush(30)
+    for step in range(50, 120):
+        mon.log(step, loss=1.0)
+    os.kill(redis_proc.proc.pid, signal.SIGSTOP)
+    try:
+        mon.close()
+    finally:
+        os.kill(redis_proc.proc.pid, signal.SIGCONT)
+    assert mon.stats["failures"] == 1           # one attempt, refused; no second one begun
+    kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert len(kept) == 1
+    assert [json.loads(line)["step"] for line in kept[0].read_text().splitlines()] == list(range(50, 120))
 
 
 def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_factory):

@@ -9,7 +9,7 @@ import pytest
 from losswatch.client import Monitor
 from losswatch.client.flush import HINT_MAX
 from losswatch.client.http import _flush_hint
-from losswatch.service.flush_hint import HEADER, FlushHint
+from losswatch.service.flush_hint import EVIDENCE, HEADER, FlushHint
 from service_helpers import client, get_json, post_records, wait_until
 
 # --- the rule, step by step (explicit clock: each enter() at least a window after the last) -------
@@ -20,7 +20,7 @@ def crowd(h: FlushHint, t: float, load: int) -> None:
     for _ in range(2 * load + 1):
         h.enter(t)
     for _ in range(2 * load + 1):
-        h.leave()
+        h.leave(t)
 
 
 def test_hint_doubles_while_busy_waiting_for_clients_up_to_the_maximum_holds_then_fades_out():
@@ -59,25 +59,63 @@ def test_seconds_without_any_request_fade_the_hint_as_quiet_ones_do():
     assert h.headers() is None
 
 
-def test_requests_within_one_window_do_not_move_the_hint():
+def test_a_window_ends_early_once_enough_of_its_requests_found_the_process_loaded():
     h = FlushHint(threshold=1, maximum=30)
     h.enter(10.0)
     h.enter(10.5)
     assert h.seconds == 0.0          # the first window had no requests before it
-    for _ in range(50):
-        h.enter(10.9)                # however busy, nothing moves until the window is over
+    for _ in range(EVIDENCE - 2):
+        h.enter(10.6)                # loaded, but too few requests to say so before the second ends
     assert h.seconds == 0.0
-    h.enter(11.0)
+    h.enter(10.6)                    # EVIDENCE requests found the process loaded: no need to wait
+    assert h.seconds == 1.0          # (none answered yet: no rate to go by, so the first hint)
+    for _ in range(2 * EVIDENCE):
+        h.enter(10.7)                # a hint of 1 s may not rise again within 1 s, however loaded
     assert h.seconds == 1.0
+    h.enter(11.6)
+    assert h.seconds == 2.0
+
+
+class Queue:
+    """A process answering one request at a time, ``service`` seconds each, in arrival order:
+    drives a FlushHint's enter/leave with the times a real one would see."""
+
+    def __init__(self, hint: FlushHint, service: float) -> None:
+        self.hint, self.service = hint, service
+        self.free_at = 0.0
+        self.leaving: list[float] = []
+
+    def arrive(self, t: float) -> None:
+        while self.leaving and self.leaving[0] <= t:
+            self.hint.leave(self.leaving.pop(0))
+        self.hint.enter(t)
+        self.free_at = max(t, self.free_at) + self.service
+        self.leaving.append(self.free_at)
+
+
+def test_a_fleet_starting_at_once_is_hinted_within_its_first_requests_at_the_rate_it_needs():
+    # 1,000 requests a second (a fleet of runs at a 0.5 s interval, say) into a process that
+    # answers 500 a second: twice what it can do, four times what half busy (threshold 1) allows
+    h = FlushHint(threshold=1, maximum=30)
+    q = Queue(h, service=0.002)
+    t = 0.0
+    while h.seconds == 0.0:
+        t += 0.001
+        q.arrive(t)
+    assert t < 0.1                                  # not a second later: within its first requests
+    # the interval the runs sent at (0.5 s) times 2 (the rate over what the process answers) times 2
+    # (over the half busy asked for): 2 s, at once, not 1, 2, 4 ... over seconds of overload
+    assert h.seconds == pytest.approx(2.0, rel=0.15)
+    assert h.headers() == {HEADER: f"{h.seconds:.3g}"}
 
 
 def test_a_short_burst_in_a_busy_second_does_not_raise_the_hint():
     h = FlushHint(threshold=8, maximum=30)
     h.enter(0.0)
-    h.leave()
+    h.leave(0.001)
     for k in range(1, 200):          # a second of requests one at a time ...
         h.enter(k / 400)
-        h.leave()
+        h.leave(k / 400 + 0.001)
     crowd(h, 0.9, 10)                # ... and a burst of 21 after a stall
     h.enter(1.0)
     assert h.seconds == 0.0
@@ -165,3 +203,41 @@ def test_client_follows_the_hint_back_to_its_own_interval_and_loses_nothing(serv
     series = get_json(svc.url, "/v1/runs/hinted/steps")["series"]
     assert series["step"] == list(range(step))
     assert get_json(svc.url, "/v1/runs/held/steps")["series"]["step"] == [0]
+
+
+def loaded(service_factory):
+    """A service whose hint is up (1 s, its maximum here): a request held in flight, which every
+    other finds, and another run's batches until an answer carries the hint."""
+    svc = service_factory(env={"LOSSWATCH_FLUSH_HINT_INFLIGHT": "1", "LOSSWATCH_FLUSH_HINT_MAX": "1"})
+    held = HeldRequest(svc.port, "held")
+    with client(svc.url) as c:
+        step = iter(range(10**6))
+        wait_until(lambda: HEADER.lower() in post_records(c, "loader", [{"step": next(step), "loss": 1.0}]).headers,
+                   30, "an answer with the hint")
+    return svc, held
+
+
+def test_a_runs_metadata_and_action_answers_carry_the_hint_too(service_factory):
+    svc, held = loaded(service_factory)
+    with client(svc.url) as c:
+        put = c.put("/v1/runs/starting", json={"project": "p", "optimizer": "adamw"})
+        action = c.post("/v1/runs/starting/actions?project=p",
+                        json={"step": 0, "action": {"type": "scale_lr", "factor": 0.5}, "applied": False})
+    assert put.status_code == 200 and float(put.headers[HEADER]) > 0.5   # a run's first answer
+    assert action.status_code == 201 and float(action.headers[HEADER]) > 0.5
+    held.finish(b'{"step":0,"loss":1}]}')
+
+
+def test_a_run_starting_into_a_loaded_service_follows_the_hint_from_its_first_answer(service_factory):
+    svc, held = loaded(service_factory)
+    mon = Monitor(run_id="late", url=svc.url, meta={"optimizer": "adamw"})
+    transport = mon._transport
+    try:
+        # its first request is the metadata PUT; no step logged, so no POST yet
+        wait_until(lambda: transport.waiting == 0, 30, "the metadata PUT answered")
+        assert transport.stats["posts"] == 0
+        assert transport.flush_hint > 0.5 and mon._worker.interval == transport.flush_hint
+    finally:
+        held.finish(b'{"step":0,"loss":1}]}')
+        mon.close()
+    assert get_json(svc.url, "/v1/runs/late")["meta"]["optimizer"] == "adamw"

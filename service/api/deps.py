@@ -29,7 +29,7 @@ from ..stores.base import Store
 
 class Services(NamedTuple):
     """The objects one request may use (the notifier is None without webhooks; the flush hint
-    is this process's, read by POST /steps alone)."""
+    is this process's, counted and answered by a run's requests: its steps, metadata, actions)."""
 
     settings: Settings
     store: Store
@@ -60,6 +60,11 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.services.metrics
 
 
+async def get_flush_hint(request: Request) -> FlushHint:
+    """This process's flush hint, for the answers to a run's requests."""
+    return request.app.state.services.flush_hint
+
+
 async def get_policies(request: Request) -> PolicyStore:
     """The LR policies, which live in the app's store (so every replica serves the same)."""
     return request.app.state.services.store.policies
@@ -79,5 +84,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 PipelineDep = Annotated[IngestPipeline, Depends(get_pipeline)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+FlushHintDep = Annotated[FlushHint, Depends(get_flush_hint)]
 PoliciesDep = Annotated[PolicyStore, Depends(get_policies)]
 ScopeDep = Annotated[Scope, Depends(get_scope)]

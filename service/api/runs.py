@@ -7,8 +7,9 @@ from typing import Optional
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from ..flush_hint import HEADER, HEADER_DOC
 from .common import ProjectQuery, RunIdPath, json_response, request_project, run_dict, visible_run
-from .deps import PipelineDep, ScopeDep, StoreDep
+from .deps import FlushHintDep, PipelineDep, ScopeDep, StoreDep
 from .models import LABEL_PATTERN, ErrorOut, Health, RunMetaIn, RunOut, RunsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -22,16 +23,18 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
                 "tags, anything else) replaces the previous metadata and is passed to the detectors. "
                 "The run is (project, run_id): the project is the body's \"project\" or ?project= "
                 "(they must agree), else the token's only project, else (auth off) `default`.",
-    responses={403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={200: {"headers": {HEADER: HEADER_DOC}}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def put_run(meta: RunMetaIn, pipeline: PipelineDep, scope: ScopeDep, run_id: str = RunIdPath,
-                  project: Optional[str] = ProjectQuery) -> Response:
-    data = meta.model_dump(mode="json", exclude_none=True)
-    if meta.lr_schedule is not None:
-        data["lr_schedule"] = meta.lr_schedule.flat()
-    where = request_project(scope, project, data.get("project"))
-    s = await pipeline.put_meta(run_id, data, project=where)
-    return json_response(run_dict(s))
+async def put_run(meta: RunMetaIn, pipeline: PipelineDep, scope: ScopeDep, hint: FlushHintDep,
+                  run_id: str = RunIdPath, project: Optional[str] = ProjectQuery) -> Response:
+    # a run's first request: its answer carries the flush hint, so the run's first batch follows it
+    with hint.request():
+        data = meta.model_dump(mode="json", exclude_none=True)
+        if meta.lr_schedule is not None:
+            data["lr_schedule"] = meta.lr_schedule.flat()
+        where = request_project(scope, project, data.get("project"))
+        s = await pipeline.put_meta(run_id, data, project=where)
+        return json_response(run_dict(s), headers=hint.headers())
 
 
 @router.get("", response_model=RunsOut, summary="List runs (each with its project)")

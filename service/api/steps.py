@@ -19,7 +19,7 @@ from ..attempts import MAX_ATTEMPTS
 from ..auth import scope_for
 from ..downsample import METHOD, downsample
 from ..downsample import __doc__ as DOWNSAMPLE_DOC
-from ..flush_hint import HEADER
+from ..flush_hint import HEADER, HEADER_DOC
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import StoreUnavailable
 from .common import (
@@ -101,10 +101,7 @@ def _check_label(value: str, where: str, name: str) -> None:
                         "description": PROJECT_RULE,
                         "schema": {"anyOf": [{"type": "string", "pattern": LABEL_PATTERN}, {"type": "null"}]}}],
         "security": [{"HTTPBearer": []}]},
-    responses={200: {"headers": {HEADER: {
-                   "description": "Present while this service is loaded: send no more often than this "
-                                  "many seconds (docs/service-api.md, the flush hint)",
-                   "schema": {"type": "number", "exclusiveMinimum": 0}}}},
+    responses={200: {"headers": {HEADER: HEADER_DOC}},
                403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
                503: {"model": ErrorOut}},
 )
