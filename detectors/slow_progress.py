@@ -142,10 +142,11 @@ class SlowProgressDetector(RaiseLRDetector):
                  decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5,
                  min_records: int = 256, per_doubling: int = 2, given_back: float = 0.5,
                  climb_z: float = 4.0, steady: float = 0.2, anneal: float = 0.6,
-                 speed_up: float = 1.1) -> None:
+                 speed_up: float = 1.1, sustained: float = 0.17) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup,
                          min_records=min_records, per_doubling=per_doubling, given_back=given_back,
-                         climb_z=climb_z, steady=steady, anneal=anneal, speed_up=speed_up)
+                         climb_z=climb_z, steady=steady, anneal=anneal, speed_up=speed_up,
+                         sustained=sustained)
         # cps: str(k) -> [trend, peak LR, step, best level, raw best, LR (NaN when not logged)]
         # at the first record of checkpoint k (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
@@ -176,6 +177,21 @@ class SlowProgressDetector(RaiseLRDetector):
         levels = self._levels(k, t_c, trend)
         made = t_c - trend
         return any(a - b < self.steady * made for a, b in zip(levels, levels[1:]))
+
+    def pace_held(self, k: int, h: float, l0: float, step: int) -> bool:
+        """Has the doubling that ends at checkpoint ``k`` (at ``step``, with share ``h``) kept the
+        pace of the doubling before it: ``h >= sustained``, ``h`` not below that doubling's own
+        share, and the fall per step not faster than in it (a second phase that starts, such as
+        an emergent drop, speeds the fall up; a pace the LR limits holds)?"""
+        before = self.cps.get(str(k - 2 * self.per_doubling))
+        start = self.cps.get(str(k - self.per_doubling))
+        if h < self.sustained or before is None or start is None:
+            return False
+        (t_b, s_b), (t_c, s_c) = (before[0], before[2]), (start[0], start[2])
+        made_b, fell_b, fell = l0 - t_b, t_b - t_c, t_c - self.cps[str(k)][0]
+        if made_b <= 0.0 or fell_b <= 0.0 or h < fell_b / made_b:
+            return False
+        return fell * (s_c - s_b) <= fell_b * (step - s_c)
 
     def sped_up(self, k: int, t_c: float, trend: float, step: int) -> bool:
         """Did the loss fall ``speed_up`` x faster per step in the last sub-window of the doubling that ends at
@@ -232,7 +248,10 @@ class SlowProgressDetector(RaiseLRDetector):
             if h < 0.5 * self.ratio:
                 self.close_episode(step, f"progress has slowed down normally (h={fmt(h)})")
             return
-        if h < self.ratio or recent < self.z * f.sd[i]:
+        if recent < self.z * f.sd[i]:
+            return
+        sustained = h < self.ratio and self.pace_held(k, h, l0, step)
+        if h < self.ratio and not sustained:
             return
         if self.lumpy(k, t_c, trend):
             return  # a drop (an epoch boundary of a multi-epoch fine-tune), not a steady pace
@@ -249,12 +268,13 @@ class SlowProgressDetector(RaiseLRDetector):
             return  # a decayed schedule's slow tail
         self.lr_at_alert = lr if lr is not None else 0.0
         ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
-              "first_loss": l0, "h": h}
+              "first_loss": l0, "h": h, "pace_held": sustained}
         if lr is not None:
             ev["lr"] = lr
         self.open_episode(step, "warning",
                           f"slow progress: the loss fell {fmt(t_c)} -> {fmt(trend)} since step "
-                          f"{int(prev[2])}, {fmt(100 * h)}% of all the progress before it: the LR "
+                          f"{int(prev[2])}, {fmt(100 * h)}% of all the progress before it"
+                          f"{', at the pace of the doubling before' if sustained else ''}: the LR "
                           f"is limiting training", ev,
                           Action("scale_lr", {"factor": self.factor},
                                  f"The loss is still falling at a steady, almost linear pace: the "
