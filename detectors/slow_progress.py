@@ -183,7 +183,7 @@ class SlowProgressDetector(RaiseLRDetector):
         if any(len(cp) != 7 for cp in self.cps.values()):
             # saved before checkpoints kept the best levels, the LR and the record count: the
             # engine starts this detector afresh
-            raise ValueError("slow_progress checkpoints without the best levels or the LR")
+            raise ValueError("slow_progress checkpoints without the best levels, the LR or the record count")
 
     def _levels(self, k: int, t_c: float, trend: float) -> list[float]:
         """The levels at the checkpoints of the doubling that ends at checkpoint ``k``."""
