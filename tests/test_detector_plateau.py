@@ -215,3 +215,21 @@ def test_slow_progress_checkpoints_past_2_to_the_53_are_the_same_in_a_batch():
         return next(d for d in e._detectors if d.name == "slow_progress").get_state()
 
     assert state(one) == state(batch)
+
+
+def test_a_pace_held_over_two_doublings_says_the_lr_is_limiting():
+    # the benchmark's RNN Adam run at LR/10: a fast first drop, then a steady fall whose share of
+    # the progress grows from doubling to doubling (h 0.13, 0.17, 0.17, 0.19), below the
+    # one-doubling line (0.22); its healthy sibling at the tuned LR slows down (h falls)
+    def slow_progress(path, **params):
+        eng = Engine("t", params={"slow_progress": params})
+        out = raised(eng.update_batch(Batch.from_columns(**read_bench_run(path))))
+        return [(a.step, a.evidence["pace_held"]) for a in out if a.detector == "slow_progress"]
+
+    assert slow_progress(BENCH_RUNS / "rnn-adam-constant-d10-s0.csv") == [(512, True)]
+    assert slow_progress(BENCH_RUNS / "rnn-adam-constant-d10-s0.csv", sustained=1.0) == []
+    assert slow_progress(BENCH_RUNS / "rnn-adam-constant-x1-s0.csv") == []
+    # a healthy RNN SGD run at 10x LR (held-out seed 6, warm-up into cosine) drops again after
+    # step 256: h grows to 0.18 at step 512, but the fall per step sped up (a new phase, not a
+    # pace the LR holds)
+    assert slow_progress(BENCH_RUNS.parent / "holdout" / "runs" / "rnn-sgd-warmup_cosine-x10-s6.csv") == []

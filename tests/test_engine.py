@@ -331,9 +331,9 @@ def test_both_paths_agree_on_runs_stuck_early(seed, n, cut):
 
 
 def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_runs_on():
-    # slow_progress checkpoints once held fewer values (no best level, no raw best, no LR), on one
-    # checkpoint per doubling: such a state restarts that detector afresh instead of failing or
-    # running on a guess
+    # slow_progress checkpoints once held fewer values (no best level, no raw best, no LR, no
+    # record count), on one checkpoint per doubling: such a state restarts that detector afresh
+    # instead of failing or running on a guess
     import json
 
     eng = Engine("r")
@@ -341,11 +341,11 @@ def test_a_state_saved_before_a_detector_changed_its_checkpoints_restores_and_ru
         eng.update(Record(s, 2.3 - 0.002 * s, lr=1e-4))
     doc = decode_state(eng.to_bytes())
     sp = next(d for d in doc["detectors"] if d["name"] == "slow_progress")
-    assert sp["state"]["cps"] and all(len(cp) == 6 for cp in sp["state"]["cps"].values())
+    assert sp["state"]["cps"] and all(len(cp) == 7 for cp in sp["state"]["cps"].values())
     assert sp["state"]["per_doubling"] == 2
     shorter = json.loads(json.dumps(doc))
     for cp in next(d for d in shorter["detectors"] if d["name"] == "slow_progress")["state"]["cps"].values():
-        del cp[5]
+        del cp[6]
     other_grid = json.loads(json.dumps(doc))
     del next(d for d in other_grid["detectors"] if d["name"] == "slow_progress")["state"]["per_doubling"]
     for saved in (shorter, other_grid):
