@@ -60,3 +60,25 @@ def test_two_jumps_stay_notes():
     vals = [1.0, 0.5, 1.2, 0.4, 0.9, 0.35, 0.3]
     recs = [Record(s, 1.0 - 0.05 * s, val_loss=v) for s, v in enumerate(vals)]
     assert {a.severity for a in drive(ValSpikeDetector(), recs)} == {"info"}
+
+
+SWEEP = "issues/wandb__senpai__pr2583__lr1e-3.csv"  # evaluations only: 235 -> 127, then 377
+
+
+def test_an_evaluation_only_log_back_above_its_first_evaluation_is_diverging():
+    recs = _records(SWEEP)
+    div = raised(one_at_a_time(recs)[1], "divergence")
+    assert [(a.step, a.severity, a.evidence["rule"]) for a in div] == [(9, "critical", "val_lost")]
+    assert div[0].action.type == "scale_lr" and div[0].action.params["factor"] < 1
+    assert "above its first evaluation (235)" in div[0].message
+    for size in (2, 100):
+        assert raised(in_batches(recs, size)[1], "divergence") == div, size
+
+
+def test_an_evaluation_only_log_that_rises_below_its_start_or_with_a_training_loss_is_not():
+    from losswatch.detectors.divergence import DivergenceDetector
+    vals = [300.0, 194.0, 170.0, 150.0, 136.0, 127.0, 140.0, 200.0, 260.0]  # 2x its best, below the first
+    assert drive(DivergenceDetector(), [Record(s, None, val_loss=v) for s, v in enumerate(vals)]) == []
+    # with a training loss logged, the training loss tells the weights' story
+    recs = [Record(s, 1.0 - 0.05 * s, val_loss=v) for s, v in enumerate(vals[:-1] + [377.0])]
+    assert [a for a in drive(DivergenceDetector(), recs) if a.evidence.get("rule") == "val_lost"] == []
