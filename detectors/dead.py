@@ -148,23 +148,37 @@ class DeadDetector(Detector):
         if not (lok or vok):
             return
         if self.alert is not None:
+            # an episode on thin evidence (no action) goes on reading the rules: a stronger
+            # verdict on a later record gives it that verdict's action
+            if not self.alert.evidence.get("sure", True):
+                why = self._verdict(f, i)
+                if why is not None and why.sure:
+                    self._open(f, i, why)
+                    return
             self._maybe_resolve(f, i)
             return
-        # every rule sees the record (each keeps its run); the first verdict wins
+        why = self._verdict(f, i)
+        if why is not None:
+            self._open(f, i, why)
+
+    def _verdict(self, f, i: int) -> Why | None:
+        """Every rule sees the record (each keeps its run); the first verdict wins."""
+        lok, vok = f.lok[i], f.vok[i]
         found: list[Why | None] = []
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]
             found += [rule.evaluation(self, f, i, prev) for rule in _EVALUATION_RULES]
         if lok:
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]
-        why = next((w for w in found if w is not None), None)
-        if why is not None:
-            self._open(f, i, why)
+        return next((w for w in found if w is not None), None)
 
     def _open(self, f, i: int, why: Why) -> None:
+        """Raise the episode for ``why``, or give an open one on thin evidence its verdict."""
         step, l0 = f.step[i], f.l0[i]
         text, value = why.text, why.value
         ev: dict[str, Any] = {"value": value, "first_loss": l0}
+        if not why.sure:
+            ev["sure"] = False
         if why.column != "loss":
             ev["watch"], ev["off"] = why.column, why.off
         if l0 == l0 and blew_up(f.worst[i], l0, self.blowup):
@@ -191,7 +205,10 @@ class DeadDetector(Detector):
                          "run look the same: then nothing is wrong.")
         self.moved = 0
         dead = "is dead" if why.sure else "may be dead"
-        self.open_episode(step, "warning", f"run {dead} at step {step}: {text}", ev, act)
+        if self.alert is not None:
+            self.update_episode(step, message=f"run {dead} at step {step}: {text}", evidence=ev, action=act)
+        else:
+            self.open_episode(step, "warning", f"run {dead} at step {step}: {text}", ev, act)
 
     def _maybe_resolve(self, f, i: int) -> None:
         assert self.alert is not None  # called while an episode is open

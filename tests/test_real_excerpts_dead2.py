@@ -65,3 +65,19 @@ def test_the_alert_resolves_once_the_loss_moves():
     losses = [5.0, 5.004, 5.002, 5.001, 5.003, 5.0, 4.9, 4.8, 4.7, 4.6]
     got = drive(DeadDetector(), [Record(s, x) for s, x in enumerate(losses)])
     assert [(a.event, a.step, a.resolved_step) for a in got] == [("raised", 5, None), ("resolved", 5, 8)]
+
+
+FROZEN = "issues/deeplabcut__deeplabcut__2922__lr0.001.csv"  # 0.01463, then 0.01462 on every line
+
+
+def test_a_stronger_verdict_later_gives_the_open_episode_its_action():
+    # flat from the start on record 6 (no action), the same four digits on record 7 (stop): one
+    # episode, escalated to the stop
+    recs = _records(FROZEN)
+    out = [a for a in one_at_a_time(recs)[1] if a.kind == "dead"]
+    for size in (3, 100):
+        assert [a for a in in_batches(recs, size)[1] if a.kind == "dead"] == out, size
+    assert [(a.event, a.step, a.last_step, a.action.type) for a in out[:2]] == [
+        ("raised", 6, 6, "none"), ("escalated", 6, 7, "stop")]
+    assert out[1].message.startswith("run is dead at step 7: the loss has been 0.0146")
+    assert "sure" not in out[1].evidence
