@@ -81,3 +81,12 @@ def test_a_stronger_verdict_later_gives_the_open_episode_its_action():
         ("raised", 6, 6, "none"), ("escalated", 6, 7, "stop")]
     assert out[1].message.startswith("run is dead at step 7: the loss has been 0.0146")
     assert "sure" not in out[1].evidence
+
+
+def test_a_state_saved_before_the_rule_existed_is_past_its_first_records():
+    old = {k: v for k, v in DeadDetector().get_state().items() if not k.startswith("fs_")}
+    d = DeadDetector()
+    d.set_state(old)
+    recs = [Record(s, 11.17 + 0.001 * (s % 3)) for s in range(100, 110)]
+    assert drive(d, recs) == []
+    assert [a.step for a in drive(DeadDetector(), recs)] == [105]
