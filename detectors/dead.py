@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Detector, fmt
-from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, frozen, weights_frozen
+from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, flat_start, frozen, weights_frozen
 from .dead_rules.at_chance import CHANCE_CLASSES, CHANCE_LEVELS, chance_level
 from .dead_rules.frozen import same_4_digits
 from .dead_rules.weights_frozen import exact_repeat
@@ -25,7 +25,7 @@ __all__ = ["CHANCE_CLASSES", "CHANCE_LEVELS", "DeadDetector", "Why", "chance_lev
 
 #: the rules read on an evaluation and on a loss record, each in the order its verdict wins
 _EVALUATION_RULES = (frozen, weights_frozen, evaluations_at_chance)
-_LOSS_RULES = (collapsed, frozen, at_chance)
+_LOSS_RULES = (collapsed, frozen, at_chance, flat_start)
 
 
 class DeadDetector(Detector):
@@ -38,15 +38,18 @@ class DeadDetector(Detector):
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
     record: ``collapsed`` (back above the first loss after learning, and constant), ``frozen``
     (the loss the same to four significant digits), ``at_chance`` (the loss at ln(k) without new
-    lows). An evaluation's verdict wins over a loss record's on the same row.
+    lows), ``flat_start`` (every loss since the first within the chance band). An evaluation's
+    verdict wins over a loss record's on the same row.
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
     ``blowup`` x the first loss) or collapsed (back at or above the first loss after its raw
     best was ``collapse_drop`` below it) before it froze, the LR saturated the units:
     ``scale_lr`` x``factor``, restarting from a checkpoint before the blow-up. Otherwise
     ``stop``: check the data (labels all one class?), the loss, the initialisation, and whether
-    the LR is far off. Resolves once the loss has moved off the frozen value or chance level
-    (``rearm`` records; the evaluations, for the rules read on them).
+    the LR is far off; ``none`` where the rule's evidence is thin (``flat_start``: a few flat
+    records are also what the end of a converged run prints), with the same checks. Resolves
+    once the loss has moved off the frozen value or chance level (``rearm`` records; the
+    evaluations, for the rules read on them).
 
     Parameters
     ----------
@@ -54,10 +57,10 @@ class DeadDetector(Detector):
     belongs to (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``frozen_records`` (frozen); ``lr_off`` (weights_frozen); ``chance_records``,
     ``chance_band`` (at_chance); ``val_chance_band`` (evaluations_at_chance);
-    ``collapse_records``, ``collapse_drop`` (collapsed). Shared: ``blowup`` 2 (a loss level this
-    many times the first loss before it froze is a blow-up), ``factor`` 0.1 (the LR cut advised
-    after a blow-up or a collapse) and ``rearm`` 3 (records off the dead value that close the
-    episode).
+    ``collapse_records``, ``collapse_drop`` (collapsed); ``flat_start_records`` (flat_start).
+    Shared: ``blowup`` 2 (a loss level this many times the first loss before it froze is a
+    blow-up), ``factor`` 0.1 (the LR cut advised after a blow-up or a collapse) and ``rearm`` 3
+    (records off the dead value that close the episode).
 
     Examples
     --------
@@ -81,15 +84,17 @@ class DeadDetector(Detector):
 
     name = "dead"
     kind = "dead"
-    rule_modules: ClassVar[tuple] = (frozen, weights_frozen, at_chance, evaluations_at_chance, collapsed)
+    rule_modules: ClassVar[tuple] = (frozen, weights_frozen, at_chance, evaluations_at_chance, collapsed,
+                                      flat_start)
 
     def __init__(self, frozen_records: int = 6, chance_records: int = 6, chance_band: float = 0.002,
                  val_chance_band: float = 0.015, collapse_records: int = 5, collapse_drop: float = 0.05,
-                 lr_off: float = 0.01, blowup: float = 2.0, factor: float = 0.1, rearm: int = 3) -> None:
+                 lr_off: float = 0.01, blowup: float = 2.0, factor: float = 0.1, rearm: int = 3,
+                 flat_start_records: int = 6) -> None:
         super().__init__(frozen_records=frozen_records, chance_records=chance_records,
                          chance_band=chance_band, val_chance_band=val_chance_band,
                          collapse_records=collapse_records, collapse_drop=collapse_drop, lr_off=lr_off,
-                         blowup=blowup, factor=factor, rearm=rearm)
+                         blowup=blowup, factor=factor, rearm=rearm, flat_start_records=flat_start_records)
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
@@ -108,6 +113,8 @@ class DeadDetector(Detector):
         self.vc_improved = 0
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row
+        self.fs_alive = True  # flat from the start: the band of every loss since the first,
+        self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
         self.moved = 0  # records off the dead value since the episode opened
 
     #: state fields and their values before any record (states saved before a field existed
@@ -116,7 +123,7 @@ class DeadDetector(Detector):
         "fz_start": -1, "fz_last": -1, "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "v_prev": math.nan, "v_first": math.nan, "v_n": 0, "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0, "cl_last": -1, "cl_vals": [],
-        "moved": 0}
+        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "moved": 0}
 
     def get_state(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self._FRESH}
@@ -124,13 +131,16 @@ class DeadDetector(Detector):
         return d
 
     def set_state(self, d: dict[str, Any]) -> None:
+        # a state saved before flat_start existed belongs to a run past its first records
+        d = {"fs_alive": False, **d} if d else d
         for k, fresh in self._FRESH.items():
             v = d.get(k, fresh)
             setattr(self, k, list(v) if isinstance(v, list) else v)
 
     def screen(self, f):
         with np.errstate(all="ignore"):
-            loss_rows = frozen.screen(self, f) | at_chance.screen(self, f) | collapsed.screen(self, f)
+            loss_rows = (frozen.screen(self, f) | at_chance.screen(self, f) | collapsed.screen(self, f)
+                         | flat_start.screen(self, f))
             return (f.a("lok") & loss_rows) | f.a("vok")
 
     def step(self, f, i: int) -> None:
@@ -138,23 +148,37 @@ class DeadDetector(Detector):
         if not (lok or vok):
             return
         if self.alert is not None:
+            # an episode on thin evidence (no action) goes on reading the rules: a stronger
+            # verdict on a later record gives it that verdict's action
+            if not self.alert.evidence.get("sure", True):
+                why = self._verdict(f, i)
+                if why is not None and why.sure:
+                    self._open(f, i, why)
+                    return
             self._maybe_resolve(f, i)
             return
-        # every rule sees the record (each keeps its run); the first verdict wins
+        why = self._verdict(f, i)
+        if why is not None:
+            self._open(f, i, why)
+
+    def _verdict(self, f, i: int) -> Why | None:
+        """Every rule sees the record (each keeps its run); the first verdict wins."""
+        lok, vok = f.lok[i], f.vok[i]
         found: list[Why | None] = []
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]
             found += [rule.evaluation(self, f, i, prev) for rule in _EVALUATION_RULES]
         if lok:
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]
-        why = next((w for w in found if w is not None), None)
-        if why is not None:
-            self._open(f, i, why)
+        return next((w for w in found if w is not None), None)
 
     def _open(self, f, i: int, why: Why) -> None:
+        """Raise the episode for ``why``, or give an open one on thin evidence its verdict."""
         step, l0 = f.step[i], f.l0[i]
         text, value = why.text, why.value
         ev: dict[str, Any] = {"value": value, "first_loss": l0}
+        if not why.sure:
+            ev["sure"] = False
         if why.column != "loss":
             ev["watch"], ev["off"] = why.column, why.off
         if l0 == l0 and blew_up(f.worst[i], l0, self.blowup):
@@ -170,12 +194,21 @@ class DeadDetector(Detector):
                          f"{fmt(f.rbest[i])}, then came back above where it started ({fmt(l0)}), as when "
                          f"the LR saturates the units. Restart from a checkpoint before the rise with the "
                          f"LR cut {fmt(1 / self.factor)}x.")
-        else:
+        elif why.sure:
             act = Action("stop", {}, "The network is not learning: a constant loss means a constant "
                          "output. Stop and check the data (are the labels all one class?), the loss "
                          "function and the initialisation; an LR far too high or too low does it too.")
+        else:
+            act = Action("none", {}, "If these are the run's first steps, the network is not learning: "
+                         "check the data (are the labels all one class?), the loss function and the "
+                         "initialisation, and whether the LR is far off. The last lines of a converged "
+                         "run look the same: then nothing is wrong.")
         self.moved = 0
-        self.open_episode(step, "warning", f"run is dead at step {step}: {text}", ev, act)
+        dead = "is dead" if why.sure else "may be dead"
+        if self.alert is not None:
+            self.update_episode(step, message=f"run {dead} at step {step}: {text}", evidence=ev, action=act)
+        else:
+            self.open_episode(step, "warning", f"run {dead} at step {step}: {text}", ev, act)
 
     def _maybe_resolve(self, f, i: int) -> None:
         assert self.alert is not None  # called while an episode is open

@@ -194,7 +194,7 @@ class DivergenceDetector(Detector):
         if not f.lok[i]:
             # a record without a training loss: its validation loss may show the blow-up (a logged
             # NaN loss is the NaN detector's)
-            if self.alert is None and not f.has_loss[i] and f.vok[i] and f.gok[i]:
+            if self.alert is None and not f.has_loss[i] and f.vok[i]:
                 rule = val_blowup.check(self, f, i)
                 if rule is not None:
                     verdict.raise_val_alert(self, f, i, rule)

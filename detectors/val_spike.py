@@ -9,6 +9,12 @@ region after a large update (BatchNorm statistics after a big step in the first 
 fine-tune), or the evaluation itself misbehaved. It is a note (info), never an LR change: a jump
 that comes back is transient, and one that stays is what the overfitting detector judges on the
 validation curve.
+
+Repeated, the same jumps are no longer events: a validation loss that jumps ``ratio`` x in one
+evaluation ``repeats`` times in a run while the training loss keeps calm is a model thrown about
+the valley by every large update, the LR too high for it (a classifier whose val loss goes 0.58
+-> 2.30, 0.17 -> 1.52, 0.14 -> 2.81 while its training loss falls 2.27 -> 0.34): a warning that
+lowers the LR.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ class ValSpikeDetector(Detector):
     Rule: at a finite validation loss ``v`` whose previous evaluation ``p`` was finite and > 0:
     ``v >= ratio * p``, and the training loss is calm (its last value at most ``1 + train_rel``
     x its level before this record, or no training loss logged). The note resolves when a later
-    validation loss is back within ``1 + back`` x ``p``.
+    validation loss is back within ``1 + back`` x ``p``. The ``repeats``-th such jump in a run is a
+    warning with ``scale_lr`` x``factor``: the LR is too high for the valley.
 
     Parameters
     ----------
@@ -42,6 +49,14 @@ class ValSpikeDetector(Detector):
     train_rel : float, default 0.2
         A training loss more than this share above its level at the same time means the training
         jumped too: the training-loss detectors own that (spike, divergence), no note here.
+    repeats : int, default 3
+        The jump that makes the LR too high. On the tune part of the real-log corpus only a
+        classifier whose answer blames the LR (Cross Validated 478017) jumps 2x three times;
+        the most on a healthy tune log or healthy benchmark run is one (the benchmark's LR-jump
+        run at its tuned LR: three, after the jump).
+    factor : float, default 0.5
+        The LR cut: halving, the usual step against an oscillating validation loss (the jumps
+        say the LR is too high, not how far).
 
     Example
     -------
@@ -64,16 +79,19 @@ class ValSpikeDetector(Detector):
     kind = "spike"
     static_screen = True
 
-    def __init__(self, ratio: float = 2.0, back: float = 0.2, train_rel: float = 0.2) -> None:
-        super().__init__(ratio=ratio, back=back, train_rel=train_rel)
+    def __init__(self, ratio: float = 2.0, back: float = 0.2, train_rel: float = 0.2, repeats: int = 3,
+                 factor: float = 0.5) -> None:
+        super().__init__(ratio=ratio, back=back, train_rel=train_rel, repeats=repeats, factor=factor)
         self.vprev = float("nan")  # the last finite validation loss
         self.vbase = float("nan")  # the one before the spike (while a note is open)
+        self.jumps = 0  # the jumps seen in the run
 
     def get_state(self) -> dict[str, Any]:
-        return {"vprev": self.vprev, "vbase": self.vbase}
+        return {"vprev": self.vprev, "vbase": self.vbase, "jumps": self.jumps}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.vprev, self.vbase = d["vprev"], d["vbase"]
+        self.jumps = d.get("jumps", 0)  # absent in states saved before it existed
 
     def screen(self, f):
         return f.a("has_val")  # every validation loss: the rule keeps the previous one
@@ -97,8 +115,21 @@ class ValSpikeDetector(Detector):
         if f.nl[i] > 1 and f.lprev[i] > (1.0 + self.train_rel) * f.b_slow[i]:
             return  # the training loss jumped as well: not an evaluation event
         self.vbase = p
-        ev = {"signal": "val_loss", "val_loss": v, "previous": p, "ratio": v / p}
+        self.jumps += 1
+        ev = {"signal": "val_loss", "val_loss": v, "previous": p, "ratio": v / p, "jumps": self.jumps}
         train = f" while the training loss is {fmt(f.lprev[i])}" if f.nl[i] > 0 else ""
+        if self.jumps >= self.repeats:
+            self.open_episode(
+                step, "warning",
+                f"LR too high: the validation loss jumped to {fmt(v)} at step {step}, {fmt(v / p)}x the "
+                f"previous evaluation ({fmt(p)}){train}: {self.jumps} jumps of {fmt(self.ratio)}x or more in "
+                f"one evaluation in this run", ev,
+                Action("scale_lr", {"factor": self.factor},
+                       f"The validation loss keeps jumping far above the evaluation before while training "
+                       f"goes on: each large update throws the model across the valley. Lower the LR "
+                       f"{fmt(1 / self.factor)}x (x{fmt(self.factor)}) and keep the checkpoint of the best "
+                       f"evaluation."))
+            return
         self.open_episode(
             step, "info",
             f"validation loss spike at step {step}: {fmt(v)}, {fmt(v / p)}x the previous evaluation "

@@ -13,7 +13,8 @@ must reach it); while no episode is open, the first verdict in this order raises
    (evaluations at ln(k) with the training loss there too);
 2. on a loss record: :mod:`.collapsed` (back above the first loss after learning, and constant),
    :mod:`.frozen` (the loss the same to four significant digits), :mod:`.at_chance` (the loss
-   at ln(k) without new lows).
+   at ln(k) without new lows), :mod:`.flat_start` (every loss since the first within a 0.2 %
+   band: a warning without an action, the evidence of a few records being thin).
 
 The shape of a rule module: ``observe(d, f, i)`` (``evaluation(d, f, i, prev)`` for the rules
 read on an evaluation, ``prev`` the previous finite validation loss) keeps the rule's run and
@@ -30,9 +31,11 @@ from typing import NamedTuple
 
 class Why(NamedTuple):
     """What a rule saw: the alert's words, the dead value, and what the episode watches to
-    resolve (the column, and how far off the value a record must be: None, the chance band)."""
+    resolve (the column, and how far off the value a record must be: None, the chance band);
+    ``sure`` False where the evidence is too thin for an action (a warning to check the data)."""
 
     text: str
     value: float
     column: str = "loss"
     off: float | None = None
+    sure: bool = True

@@ -15,6 +15,14 @@ one so far (``features.vbest``) and the grad-norm >= ``gn_warn`` x its usual lev
 its log, ``features.b_mu``). The episode is a run diverging (critical): a validation loss at
 3x its best has lost most of what was learnt.
 
+Without a grad-norm either (a log of evaluations only, ``features.nl`` and ``features.ng`` 0),
+the confirming evidence is the first evaluation: from the third evaluation on, a validation
+loss >= :data:`LOST_RATIO` x its best and above the first evaluation has lost everything the
+run learnt in one evaluation (an LR sweep member at 1e-3: its validation error 235 -> 127 over
+eight epochs, then 377 at the ninth, which its report calls diverged). Overfitting raises the
+held-out loss slowly; a transient evaluation spike (:mod:`losswatch.detectors.val_spike`) need
+not come back above the untrained model's evaluation.
+
 Parameters
 ----------
 val_ratio : float, default 3.0
@@ -50,15 +58,26 @@ import numpy as np
 
 from ..base import fmt
 
+#: Without a grad-norm: how far above its best an evaluation above the first one must be (the
+#: validation-spike note's 2x: the evaluation itself jumped, it did not drift).
+LOST_RATIO = 2.0
+
 if TYPE_CHECKING:
     from ..divergence import DivergenceDetector
     from ..features import Features
 
 
 def check(d: DivergenceDetector, f: Features, i: int) -> tuple[str, str] | None:
-    """On a row with a finite validation loss and grad-norm and no finite training loss."""
+    """On a row with a finite validation loss and no finite training loss."""
     v, vb = f.val[i], f.vbest[i]
-    if f.nv[i] < 3 or not vb > 0.0 or v < d.val_ratio * vb:
+    if f.nv[i] < 3 or not vb > 0.0:
+        return None
+    if f.nl[i] == 0 and f.ng[i] == 0:  # evaluations only
+        if v >= LOST_RATIO * vb and v > f.v0[i]:
+            return (f"validation loss diverging: {fmt(v)} at step {f.step[i]} is {fmt(v / vb)}x its best "
+                    f"({fmt(vb)}) and above its first evaluation ({fmt(f.v0[i])})", "val_lost")
+        return None
+    if not f.gok[i] or v < d.val_ratio * vb:
         return None
     mu = f.b_mu[i]
     if not (mu == mu and f.gn[i] >= d.gn_warn * math.exp(mu)):
@@ -69,5 +88,5 @@ def check(d: DivergenceDetector, f: Features, i: int) -> tuple[str, str] | None:
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
-    """Rows without a training loss whose validation loss and grad-norm are logged."""
-    return ~f.a("has_loss") & f.a("vok") & f.a("gok")
+    """Rows without a training loss whose validation loss is logged."""
+    return ~f.a("has_loss") & f.a("vok")

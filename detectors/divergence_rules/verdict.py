@@ -122,11 +122,13 @@ def raise_val_alert(d: DivergenceDetector, f: Features, i: int, rule: tuple[str,
     evidence are the validation loss's). Critical: the held-out loss has lost most of what was
     learnt."""
     step = f.step[i]
-    reason = (f"The validation loss and the grad-norm blew up together: the updates moved the "
-              f"weights away. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) and restart from "
-              f"the checkpoint of the best validation loss ({fmt(f.vbest[i])}).")
-    ev: dict[str, Any] = {"val_loss": f.val[i], "best_val_loss": f.vbest[i], "grad_norm": f.gn[i],
-                          "rule": rule[1]}
+    what = ("The validation loss and the grad-norm blew up together" if rule[1] == "val_blowup" else
+            "The validation loss jumped above where it started")
+    reason = (f"{what}: the updates moved the weights away. Cut the LR {fmt(1 / d.factor)}x "
+              f"(x{fmt(d.factor)}) and restart from the checkpoint of the best validation loss ({fmt(f.vbest[i])}).")
+    ev: dict[str, Any] = {"val_loss": f.val[i], "best_val_loss": f.vbest[i], "rule": rule[1]}
+    if f.gok[i]:
+        ev["grad_norm"] = f.gn[i]
     if f.lrok[i]:
         ev["lr"] = f.lr[i]
     escalation.arm(d, f, i)
