@@ -80,32 +80,27 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
                collect: bool = True):
     """The recursive loss statistics (EMAs and the plateau best), folded over finite, clipped
     losses ``xs`` at ``steps``. Shared by both paths: the only loss code with float recursions.
-    Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns per-value lists
-    of each of them; with ``collect`` false (the one-record path, which reads ``st``) none are
-    built and it returns None."""
+    Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns the per-value
+    columns of each of them (numpy arrays, keyed as ``_CORE_COLS``); with ``collect`` false (the
+    one-record path, which reads ``st``) none are built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
     nl, lprev = st["nl"], st["lprev"]
     fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     pnl = st.get("pnl", 0)  # absent in states saved before it existed
+    # the trend must fall below this to count as progress: recomputed only when pbest moves
+    pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
     k = len(xs)
     if collect:
-        o_fast: list[float] = []
-        o_slow: list[float] = []
-        o_sd: list[float] = []
-        o_trend: list[float] = []
-        o_pbest: list[float] = []
-        o_pstep: list[int] = []
-        o_alt: list[float] = []
-        o_amp: list[float] = []
-        o_pnl: list[int] = []
-        a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
-        a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
-        a_pnl = o_pnl.append
+        # the statistics of each value in _CORE_COLS order, one flat list for all values (one
+        # list extension per value instead of an append per statistic; a flat list of numbers
+        # holds no container the garbage collector would have to visit), sliced into columns
+        flat: list = []
     for x, s in zip(xs, steps):
         if nl == 0:
             fast = slow = trend = pbest = x
+            pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
             sd = 0.0
             pstep = s
             pnl = 1
@@ -134,8 +129,9 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
             if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
                 dt = cap
             trend += at * dt
-            if trend < pbest - peps * (pbest if pbest >= 0.0 else -pbest):
+            if trend < pfloor:
                 pbest = trend
+                pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
                 pstep = s
                 pnl = nl + 1
             dl = x - lprev
@@ -149,22 +145,25 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
         nl += 1
         lprev = x
         if collect:
-            a_fast(fast)
-            a_slow(slow)
-            a_sd(sd)
-            a_trend(trend)
-            a_pbest(pbest)
-            a_pstep(pstep)
-            a_pnl(pnl)
-            a_alt(alt)
-            a_amp(amp)
+            flat += (fast, slow, sd, trend, pbest, alt, amp, pstep, pnl)
     if k:
         st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, pnl=pnl,
                   alt=alt, amp=amp, dlast=dlast)
     if not collect:
         return None
-    return {"fast": o_fast, "slow": o_slow, "sd": o_sd, "trend": o_trend, "pbest": o_pbest,
-            "pstep": o_pstep, "pnl": o_pnl, "alt": o_alt, "amp": o_amp}
+    return {c: _column(flat[i::9], dt, k) for i, (c, dt) in enumerate(_CORE_COLS)}
+
+
+#: The columns ``_loss_core`` returns, in the order of its per-value tuples, with their dtypes.
+_CORE_COLS = (("fast", np.float64), ("slow", np.float64), ("sd", np.float64), ("trend", np.float64),
+              ("pbest", np.float64), ("alt", np.float64), ("amp", np.float64), ("pstep", np.int64),
+              ("pnl", np.int64))
+
+
+def _column(values: Sequence, dtype: type, k: int) -> np.ndarray:
+    """``k`` Python floats (or ints) as a numpy column: the same values ``np.array`` makes, at
+    about half its cost (no dtype discovery over the values)."""
+    return np.fromiter(values, dtype, k)
 
 
 def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None:
@@ -227,8 +226,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     xs = np.clip(xs, -CLIP, CLIP)
     nl0 = st["nl"]
     start = dict(st)
-    core = _loss_core(st, p, xs.tolist(), steps.tolist())
-    out = {c: np.array(v) for c, v in core.items()}
+    out = _loss_core(st, p, xs.tolist(), steps.tolist())
     slow, fast = out["slow"], out["fast"]
     out["nl"] = nl0 + np.arange(1, k + 1, dtype=np.int64)
     out["l0"] = np.full(k, start["l0"] if nl0 else xs[0])
@@ -269,16 +267,19 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     return out
 
 
-def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
-    """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values."""
+def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float], collect: bool = True):
+    """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values. Returns
+    their per-value columns (numpy arrays) or, with ``collect`` false (the one-record path, which
+    reads ``st``), None."""
     ag = p["alpha_g"]
     ng, mu, var = st["ng"], st["mu"], st["var"]
     k = len(gs)
-    o_mu, o_var = [0.0] * k, [0.0] * k
+    if collect:
+        flat: list[float] = []  # mu, var of each value (as in _loss_core)
+    keep = 1.0 - ag
     log = math.log
     sqrt = math.sqrt
-    for j in range(k):
-        g = gs[j]
+    for g in gs:
         lg = log(g) if g > 1e-30 else LOG_TINY
         if lg > 230.0:  # log(CLIP)
             lg = 230.0
@@ -293,18 +294,21 @@ def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
             if d > cap:
                 d = cap
             mu += ag * d
-            var = (1.0 - ag) * (var + ag * d * d)
+            var = keep * (var + ag * d * d)
         ng += 1
-        o_mu[j] = mu
-        o_var[j] = var
+        if collect:
+            flat += (mu, var)
     if k:
-        st.update(mu=mu, var=var)
-    return o_mu, o_var
+        st["mu"] = mu
+        st["var"] = var
+    if not collect:
+        return None
+    return _column(flat[0::2], np.float64, k), _column(flat[1::2], np.float64, k)
 
 
 def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
     ng = st["ng"]
-    _gn_core(st, p, (g,))
+    _gn_core(st, p, (g,), collect=False)
     mu = st["mu"]
     if ng == 0 or mu > st["mumax"]:
         st["mumax"] = mu
@@ -316,12 +320,11 @@ def _gn_batch(st: dict[str, Any], p: dict[str, float], gs: np.ndarray):
     k = len(gs)
     ng0, mumax0 = st["ng"], st["mumax"]
     mu, var = _gn_core(st, p, gs.tolist())
-    mu = np.array(mu)
     mumax = _running_extreme(mu, mumax0, ng0 > 0, lower=False)[0]
     glast = np.minimum(gs, CLIP)
     st.update(ng=ng0 + k, mumax=float(mumax[-1]), glast=float(glast[-1]))
     return {"ng": ng0 + np.arange(1, k + 1, dtype=np.int64), "glast": glast, "mu": mu,
-            "var": np.array(var), "mumax": mumax}
+            "var": var, "mumax": mumax}
 
 
 def _lr_one(st: dict[str, Any], x: float, s: int) -> None:
@@ -515,7 +518,11 @@ class Features:
 
 
 class ArrayFeatures(Features):
-    """The batch path's rows: numpy columns, each made a list on its first ``f.<column>`` read.
+    """The batch path's rows: numpy columns, each read through a ``memoryview`` on its first
+    ``f.<column>`` read: ``f.<column>[i]`` gives the same Python float, int or bool as the list
+    of the column would, made for that row only. Detectors step a few rows of a batch (where
+    their screens say something can happen), so converting whole columns to lists for them cost
+    more than the rows they read.
 
     A subclass, so that the one-record path's rows (plain :class:`Features`, every column in the
     instance dict) have no ``__getattr__``: a class with one is not given CPython's specialised
@@ -525,12 +532,12 @@ class ArrayFeatures(Features):
         self.n = n
         self._arrays = arrays
 
-    def __getattr__(self, name: str) -> list:
+    def __getattr__(self, name: str) -> memoryview:
         arrays = self.__dict__.get("_arrays")
         if arrays is not None and name in arrays:
-            lst = arrays[name].tolist()
-            self.__dict__[name] = lst
-            return lst
+            col = memoryview(arrays[name])
+            self.__dict__[name] = col
+            return col
         raise AttributeError(name)
 
 
