@@ -146,9 +146,17 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
         lprev = x
         if collect:
             flat += (fast, slow, sd, trend, pbest, alt, amp, pstep, pnl)
-    if k:
-        st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, pnl=pnl,
-                  alt=alt, amp=amp, dlast=dlast)
+    if k:  # one store each: update(**kw) would build a keyword dict first, per record
+        st["fast"] = fast
+        st["slow"] = slow
+        st["sd"] = sd
+        st["trend"] = trend
+        st["pbest"] = pbest
+        st["pstep"] = pstep
+        st["pnl"] = pnl
+        st["alt"] = alt
+        st["amp"] = amp
+        st["dlast"] = dlast
     if not collect:
         return None
     return {c: _column(flat[i::9], dt, k) for i, (c, dt) in enumerate(_CORE_COLS)}
@@ -330,12 +338,14 @@ def _gn_batch(st: dict[str, Any], p: dict[str, float], gs: np.ndarray):
 def _lr_one(st: dict[str, Any], x: float, s: int) -> None:
     if x > st["peak"]:
         st["peak"] = x
-    if st["nlr"] > 0 and x != st["lrlast"]:
-        d = 1 if x > st["lrlast"] else -1
-        if st["lrdir"] != 0 and d != st["lrdir"]:
+    nlr, last = st["nlr"], st["lrlast"]
+    if nlr > 0 and x != last:
+        d = 1 if x > last else -1
+        lrdir = st["lrdir"]
+        if lrdir != 0 and d != lrdir:
             st["rev"] += 1
         st["lrdir"] = d
-    st["nlr"] += 1
+    st["nlr"] = nlr + 1
     st["lrlast"] = x
     st["lrstep"] = s
 
@@ -361,7 +371,8 @@ def _lr_batch(st: dict[str, Any], lrs: np.ndarray, steps: np.ndarray):
 
 
 def _fo_one(st: dict[str, Any], lr: float, g: float, s: int) -> None:
-    gap = s - st["fostep"] if st["fostep"] >= 0 else 1
+    fostep = st["fostep"]
+    gap = s - fostep if fostep >= 0 else 1
     t = lr * g * g * gap
     st["fo"] += t if t < FO_MAX else FO_MAX
     st["fostep"] = s
@@ -510,10 +521,13 @@ class Features:
             self.__dict__.update(lists)
 
     def a(self, name: str) -> np.ndarray:
-        arr = self._arrays.get(name)
+        arrays = self._arrays
+        if arrays is None:  # a one-record row (advance_one) has none until asked
+            arrays = self._arrays = {}
+        arr = arrays.get(name)
         if arr is None:
             arr = np.asarray(getattr(self, name))
-            self._arrays[name] = arr
+            arrays[name] = arr
         return arr
 
 
@@ -545,6 +559,12 @@ class ArrayFeatures(Features):
 _ONE_ROW: dict[str, Any] = dict.fromkeys(
     ("n", "_arrays", *(name for name in Features.__annotations__ if name != "n")), ())
 _ONE_ROW["n"] = 1
+_ONE_ROW["_arrays"] = None  # made by Features.a if a detector asks a one-record row for an array
+#: The columns of a one-record row in the order advance_one lists their values.
+_RECORD_NAMES = ("step", "rec", "loss", "gn", "lr", "val", "has_loss", "has_gn", "has_lr", "has_val",
+                 "lok", "gok", "lrok", "vok")
+_ROW_NAMES = _RECORD_NAMES + _BEFORE_NAMES + ALL_COLS
+assert sorted(_ROW_NAMES) == sorted(k for k in _ONE_ROW if k not in ("n", "_arrays")), "a column of Features is not filled"
 
 
 class FeatureTracker:
@@ -568,26 +588,11 @@ class FeatureTracker:
         lok = loss is not None and lv - lv == 0.0
         gok = gn is not None and gv - gv == 0.0 and gv >= 0.0
         lrok = lr is not None and rv - rv == 0.0
-        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``).
-        # The dict starts as a copy of one with every key (no growing and rehashing as the ~60
-        # columns go in) and zip over the state's values builds the tuples in C.
-        cols = _ONE_ROW.copy()
-        cols["_arrays"] = {}
-        cols["step"] = (step,)
-        cols["rec"] = (rec,)
-        cols["loss"] = (lv,)
-        cols["gn"] = (gv,)
-        cols["lr"] = (rv,)
-        cols["val"] = (NAN if val is None else float(val),)
-        cols["has_loss"] = (loss is not None,)
-        cols["has_gn"] = (gn is not None,)
-        cols["has_lr"] = (lr is not None,)
-        cols["has_val"] = (val is not None,)
-        cols["lok"] = (lok,)
-        cols["gok"] = (gok,)
-        cols["lrok"] = (lrok,)
-        cols["vok"] = (val is not None and val - val == 0.0,)
-        cols.update(zip(_BEFORE_NAMES, zip(_before_values(st))))
+        vv = NAN if val is None else float(val)
+        vok = val is not None and vv - vv == 0.0
+        # the record's columns and the state before it, in _RECORD_NAMES order
+        head = (step, rec, lv, gv, rv, vv, loss is not None, gn is not None, lr is not None, val is not None,
+                lok, gok, lrok, vok) + _before_values(st)
         if lok:
             _loss_one(st, self.params, lv, step)
         if gok:
@@ -596,9 +601,13 @@ class FeatureTracker:
             _lr_one(st, rv, step)
             if gok and rv >= 0.0:
                 _fo_one(st, rv, gv, step)
-        if cols["vok"][0]:
-            _val_one(st, cols["val"][0])
-        cols.update(zip(ALL_COLS, zip(_after_values(st))))
+        if vok:
+            _val_one(st, vv)
+        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``).
+        # The dict starts as a copy of one with every key (no growing and rehashing as the ~75
+        # columns go in) and one zip over the values builds the tuples in C.
+        cols = _ONE_ROW.copy()
+        cols.update(zip(_ROW_NAMES, zip(head + _after_values(st))))
         f = Features.__new__(Features)
         f.__dict__ = cols  # no copy: this is the hot path of the one-record update
         return f
