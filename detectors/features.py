@@ -555,16 +555,43 @@ class ArrayFeatures(Features):
         raise AttributeError(name)
 
 
-#: The attributes of a one-row :class:`Features` (advance_one fills in the values).
-_ONE_ROW: dict[str, Any] = dict.fromkeys(
-    ("n", "_arrays", *(name for name in Features.__annotations__ if name != "n")), ())
-_ONE_ROW["n"] = 1
-_ONE_ROW["_arrays"] = None  # made by Features.a if a detector asks a one-record row for an array
-#: The columns of a one-record row in the order advance_one lists their values.
+#: The columns of a one-record row in the order advance_one lists their values: the record, the
+#: state before it, the state after it.
 _RECORD_NAMES = ("step", "rec", "loss", "gn", "lr", "val", "has_loss", "has_gn", "has_lr", "has_val",
                  "lok", "gok", "lrok", "vok")
 _ROW_NAMES = _RECORD_NAMES + _BEFORE_NAMES + ALL_COLS
-assert sorted(_ROW_NAMES) == sorted(k for k in _ONE_ROW if k not in ("n", "_arrays")), "a column of Features is not filled"
+assert sorted(_ROW_NAMES) == sorted(c for c in Features.__annotations__ if c != "n"), "a column is not filled"
+
+
+class RowFeatures(Features):
+    """The one-record path's row: every column a slot holding a one-element tuple.
+
+    Slots, not an instance dict: the row is built once per record and read a few dozen times by
+    the detectors, and CPython (3.11) fills and reads slots with specialised instructions, where
+    a dict of ~75 columns costs a hash insert per column to build and a keyed look-up per read."""
+
+    __slots__ = _ROW_NAMES
+
+    n = 1
+    _arrays = None  # Features.a makes it if a detector asks a one-record row for an array
+
+    def columns(self) -> dict[str, tuple]:
+        """The row as ``{column: (value,)}``."""
+        return {c: getattr(self, c) for c in _ROW_NAMES}
+
+
+def _row_builder() -> Any:
+    """``build(values) -> RowFeatures``, the values in ``_ROW_NAMES`` order: one slot store per
+    column, written out (generated once, as dataclasses do) because a loop of ``setattr`` calls
+    would cost more than the dict it replaces."""
+    body = "\n".join(f"    r.{c} = (v[{i}],)" for i, c in enumerate(_ROW_NAMES))
+    src = f"def build(v):\n    r = new(RowFeatures)\n{body}\n    return r\n"
+    ns: dict[str, Any] = {"new": object.__new__, "RowFeatures": RowFeatures}
+    exec(src, ns)  # noqa: S102 - the source is made above from the column names only
+    return ns["build"]
+
+
+_build_row = _row_builder()
 
 
 class FeatureTracker:
@@ -603,14 +630,8 @@ class FeatureTracker:
                 _fo_one(st, rv, gv, step)
         if vok:
             _val_one(st, vv)
-        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``).
-        # The dict starts as a copy of one with every key (no growing and rehashing as the ~75
-        # columns go in) and one zip over the values builds the tuples in C.
-        cols = _ONE_ROW.copy()
-        cols.update(zip(_ROW_NAMES, zip(head + _after_values(st))))
-        f = Features.__new__(Features)
-        f.__dict__ = cols  # no copy: this is the hot path of the one-record update
-        return f
+        # each column of the row is a one-element tuple: detectors read ``f.<column>[0]``
+        return _build_row(head + _after_values(st))
 
     # -- a batch: numpy around the same loops ----------------------------------------------------
     def advance_batch(self, b: Any) -> Features:

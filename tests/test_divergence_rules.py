@@ -156,7 +156,7 @@ def test_every_feature_column_is_described_once_with_its_type():
     hints = typing.get_type_hints(Features, include_extras=True)
     tracker = FeatureTracker()
     one = tracker.advance_one(0, 2.0, 1.0, 1e-3, None)
-    columns = {c for c in one.__dict__ if not c.startswith("_") and c != "n"}
+    columns = set(one.columns())
     batch = FeatureTracker().advance_batch(Batch.from_columns(step=[0, 1], loss=[2.0, 1.9]))
     assert set(batch._arrays) == columns  # both paths produce the same columns
     assert set(hints) - {"n"} == columns
