@@ -419,8 +419,9 @@ Bools = list[bool]
 
 class Features:
     """Feature columns of one chunk of rows (one row per accepted record). Detectors read
-    ``f.<column>[i]`` (Python values) in ``step`` and ``f.a("<column>")`` (numpy arrays) in
-    ``screen``.
+    ``f.<column>[i]`` (Python values: a column is indexable, a one-element tuple on the
+    one-record path and a memoryview of the numpy column on the batch path) in ``step`` and
+    ``f.a("<column>")`` (numpy arrays) in ``screen``.
 
     Each column is listed below with its type and meaning: that list is the reference, and
     ``typing.get_type_hints(Features, include_extras=True)`` reads it. The short names are the
@@ -538,9 +539,9 @@ class ArrayFeatures(Features):
     their screens say something can happen), so converting whole columns to lists for them cost
     more than the rows they read.
 
-    A subclass, so that the one-record path's rows (plain :class:`Features`, every column in the
-    instance dict) have no ``__getattr__``: a class with one is not given CPython's specialised
-    attribute reads, and the detectors read dozens of columns per record."""
+    A subclass, so that the one-record path's rows (:class:`RowFeatures`) have no
+    ``__getattr__``: a class with one is not given CPython's specialised attribute reads, and the
+    detectors read dozens of columns per record."""
 
     def __init__(self, n: int, arrays: dict[str, np.ndarray]) -> None:
         self.n = n
