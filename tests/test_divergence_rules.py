@@ -168,6 +168,23 @@ def test_every_feature_column_is_described_once_with_its_type():
             (typing.get_args(kind)[0] is float and isinstance(value, int)), (c, value)
 
 
+def test_a_batch_row_reads_the_same_python_values_as_one_record_rows():
+    # the batch path hands detectors its numpy columns through memoryviews: f.<column>[i] must be
+    # the same Python value (type and bits) as the one-record row's, NaN and the integers included
+    losses = [2.0, float("nan"), 1.9, None, 2.5, 1.7]
+    lrs = [1e-3, 1e-3, None, 2e-3, 2e-3, 1e-3]
+    one = FeatureTracker()
+    rows = [one.advance_one(s, x, 1.0, lr, None) for s, (x, lr) in enumerate(zip(losses, lrs))]
+    batch = FeatureTracker().advance_batch(
+        Batch.from_columns(step=list(range(6)), loss=losses, grad_norm=[1.0] * 6, lr=lrs))
+    for c in rows[0].columns():
+        got = [getattr(batch, c)[i] for i in range(6)]
+        want = [r.columns()[c][0] for r in rows]
+        assert [type(v) for v in got] == [type(v) for v in want], c
+        assert repr(got) == repr(want), c
+    assert getattr(batch, "loss")[-1] == 1.7 and getattr(batch, "step")[-1] == 5
+
+
 def test_a_streak_under_a_calm_grad_norm_is_the_data_not_a_run_away():
     losses = [1.16, 1.13, 1.23, 1.39, 1.57, 1.28]
     lrs = [2.16e-5 + k * 6e-7 for k in range(6)]  # a warm-up: the LR ramps under the rise
