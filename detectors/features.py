@@ -95,32 +95,27 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
                collect: bool = True):
     """The recursive loss statistics (EMAs and the plateau best), folded over finite, clipped
     losses ``xs`` at ``steps``. Shared by both paths: the only loss code with float recursions.
-    Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns per-value lists
-    of each of them; with ``collect`` false (the one-record path, which reads ``st``) none are
-    built and it returns None."""
+    Updates the EMA entries of ``st`` (not nl/lprev: the callers do) and returns the per-value
+    columns of each of them (numpy arrays, keyed as ``_CORE_COLS``); with ``collect`` false (the
+    one-record path, which reads ``st``) none are built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
     nl, lprev = st["nl"], st["lprev"]
     fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     pnl = st.get("pnl", 0)  # absent in states saved before it existed
+    # the trend must fall below this to count as progress: recomputed only when pbest moves
+    pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
     k = len(xs)
     if collect:
-        o_fast: list[float] = []
-        o_slow: list[float] = []
-        o_sd: list[float] = []
-        o_trend: list[float] = []
-        o_pbest: list[float] = []
-        o_pstep: list[int] = []
-        o_alt: list[float] = []
-        o_amp: list[float] = []
-        o_pnl: list[int] = []
-        a_fast, a_slow, a_sd, a_trend = o_fast.append, o_slow.append, o_sd.append, o_trend.append
-        a_pbest, a_pstep, a_alt, a_amp = o_pbest.append, o_pstep.append, o_alt.append, o_amp.append
-        a_pnl = o_pnl.append
+        # the statistics of each value in _CORE_COLS order, one flat list for all values (one
+        # list extension per value instead of an append per statistic; a flat list of numbers
+        # holds no container the garbage collector would have to visit), sliced into columns
+        flat: list = []
     for x, s in zip(xs, steps):
         if nl == 0:
             fast = slow = trend = pbest = x
+            pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
             sd = 0.0
             pstep = s
             pnl = 1
@@ -149,8 +144,9 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
             if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
                 dt = cap
             trend += at * dt
-            if trend < pbest - peps * (pbest if pbest >= 0.0 else -pbest):
+            if trend < pfloor:
                 pbest = trend
+                pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
                 pstep = s
                 pnl = nl + 1
             dl = x - lprev
@@ -164,22 +160,33 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
         nl += 1
         lprev = x
         if collect:
-            a_fast(fast)
-            a_slow(slow)
-            a_sd(sd)
-            a_trend(trend)
-            a_pbest(pbest)
-            a_pstep(pstep)
-            a_pnl(pnl)
-            a_alt(alt)
-            a_amp(amp)
-    if k:
-        st.update(fast=fast, slow=slow, sd=sd, trend=trend, pbest=pbest, pstep=pstep, pnl=pnl,
-                  alt=alt, amp=amp, dlast=dlast)
+            flat += (fast, slow, sd, trend, pbest, alt, amp, pstep, pnl)
+    if k:  # one store each: update(**kw) would build a keyword dict first, per record
+        st["fast"] = fast
+        st["slow"] = slow
+        st["sd"] = sd
+        st["trend"] = trend
+        st["pbest"] = pbest
+        st["pstep"] = pstep
+        st["pnl"] = pnl
+        st["alt"] = alt
+        st["amp"] = amp
+        st["dlast"] = dlast
     if not collect:
         return None
-    return {"fast": o_fast, "slow": o_slow, "sd": o_sd, "trend": o_trend, "pbest": o_pbest,
-            "pstep": o_pstep, "pnl": o_pnl, "alt": o_alt, "amp": o_amp}
+    return {c: _column(flat[i::9], dt, k) for i, (c, dt) in enumerate(_CORE_COLS)}
+
+
+#: The columns ``_loss_core`` returns, in the order of its per-value tuples, with their dtypes.
+_CORE_COLS = (("fast", np.float64), ("slow", np.float64), ("sd", np.float64), ("trend", np.float64),
+              ("pbest", np.float64), ("alt", np.float64), ("amp", np.float64), ("pstep", np.int64),
+              ("pnl", np.int64))
+
+
+def _column(values: Sequence, dtype: type, k: int) -> np.ndarray:
+    """``k`` Python floats (or ints) as a numpy column: the same values ``np.array`` makes, at
+    about half its cost (no dtype discovery over the values)."""
+    return np.fromiter(values, dtype, k)
 
 
 def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
@@ -303,8 +310,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
         rest = _loss_batch(st, p, xs[head:], steps[head:])
         return {c: np.concatenate((first[c], rest[c])) for c in LOSS_COLS}
     start = dict(st)
-    core = _loss_core(st, p, xs.tolist(), steps.tolist())
-    out = {c: np.array(v) for c, v in core.items()}
+    out = _loss_core(st, p, xs.tolist(), steps.tolist())
     slow, fast = out["slow"], out["fast"]
     out["nl"] = nl0 + np.arange(1, k + 1, dtype=np.int64)
     out["l0"] = np.full(k, start["l0"] if nl0 else xs[0])
@@ -345,16 +351,19 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     return out
 
 
-def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
-    """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values."""
+def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float], collect: bool = True):
+    """EMA mean/variance of log grad-norm (winsorised), over finite non-negative values. Returns
+    their per-value columns (numpy arrays) or, with ``collect`` false (the one-record path, which
+    reads ``st``), None."""
     ag = p["alpha_g"]
     ng, mu, var = st["ng"], st["mu"], st["var"]
     k = len(gs)
-    o_mu, o_var = [0.0] * k, [0.0] * k
+    if collect:
+        flat: list[float] = []  # mu, var of each value (as in _loss_core)
+    keep = 1.0 - ag
     log = math.log
     sqrt = math.sqrt
-    for j in range(k):
-        g = gs[j]
+    for g in gs:
         lg = log(g) if g > 1e-30 else LOG_TINY
         if lg > 230.0:  # log(CLIP)
             lg = 230.0
@@ -369,18 +378,21 @@ def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float]):
             if d > cap:
                 d = cap
             mu += ag * d
-            var = (1.0 - ag) * (var + ag * d * d)
+            var = keep * (var + ag * d * d)
         ng += 1
-        o_mu[j] = mu
-        o_var[j] = var
+        if collect:
+            flat += (mu, var)
     if k:
-        st.update(mu=mu, var=var)
-    return o_mu, o_var
+        st["mu"] = mu
+        st["var"] = var
+    if not collect:
+        return None
+    return _column(flat[0::2], np.float64, k), _column(flat[1::2], np.float64, k)
 
 
 def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
     ng = st["ng"]
-    _gn_core(st, p, (g,))
+    _gn_core(st, p, (g,), collect=False)
     mu = st["mu"]
     if ng == 0 or mu > st["mumax"]:
         st["mumax"] = mu
@@ -392,23 +404,24 @@ def _gn_batch(st: dict[str, Any], p: dict[str, float], gs: np.ndarray):
     k = len(gs)
     ng0, mumax0 = st["ng"], st["mumax"]
     mu, var = _gn_core(st, p, gs.tolist())
-    mu = np.array(mu)
     mumax = _running_extreme(mu, mumax0, ng0 > 0, lower=False)[0]
     glast = np.minimum(gs, CLIP)
     st.update(ng=ng0 + k, mumax=float(mumax[-1]), glast=float(glast[-1]))
     return {"ng": ng0 + np.arange(1, k + 1, dtype=np.int64), "glast": glast, "mu": mu,
-            "var": np.array(var), "mumax": mumax}
+            "var": var, "mumax": mumax}
 
 
 def _lr_one(st: dict[str, Any], x: float, s: int) -> None:
     if x > st["peak"]:
         st["peak"] = x
-    if st["nlr"] > 0 and x != st["lrlast"]:
-        d = 1 if x > st["lrlast"] else -1
-        if st["lrdir"] != 0 and d != st["lrdir"]:
+    nlr, last = st["nlr"], st["lrlast"]
+    if nlr > 0 and x != last:
+        d = 1 if x > last else -1
+        lrdir = st["lrdir"]
+        if lrdir != 0 and d != lrdir:
             st["rev"] += 1
         st["lrdir"] = d
-    st["nlr"] += 1
+    st["nlr"] = nlr + 1
     st["lrlast"] = x
     st["lrstep"] = s
 
@@ -434,7 +447,8 @@ def _lr_batch(st: dict[str, Any], lrs: np.ndarray, steps: np.ndarray):
 
 
 def _fo_one(st: dict[str, Any], lr: float, g: float, s: int) -> None:
-    gap = s - st["fostep"] if st["fostep"] >= 0 else 1
+    fostep = st["fostep"]
+    gap = s - fostep if fostep >= 0 else 1
     t = lr * g * g * gap
     st["fo"] += t if t < FO_MAX else FO_MAX
     st["fostep"] = s
@@ -481,8 +495,9 @@ Bools = list[bool]
 
 class Features:
     """Feature columns of one chunk of rows (one row per accepted record). Detectors read
-    ``f.<column>[i]`` (Python values) in ``step`` and ``f.a("<column>")`` (numpy arrays) in
-    ``screen``.
+    ``f.<column>[i]`` (Python values: a column is indexable, a one-element tuple on the
+    one-record path and a memoryview of the numpy column on the batch path) in ``step`` and
+    ``f.a("<column>")`` (numpy arrays) in ``screen``.
 
     Each column is listed below with its type and meaning: that list is the reference, and
     ``typing.get_type_hints(Features, include_extras=True)`` reads it. The short names are the
@@ -585,37 +600,77 @@ class Features:
             self.__dict__.update(lists)
 
     def a(self, name: str) -> np.ndarray:
-        arr = self._arrays.get(name)
+        arrays = self._arrays
+        if arrays is None:  # a one-record row (advance_one) has none until asked
+            arrays = self._arrays = {}
+        arr = arrays.get(name)
         if arr is None:
             arr = np.asarray(getattr(self, name))
-            self._arrays[name] = arr
+            arrays[name] = arr
         return arr
 
 
 class ArrayFeatures(Features):
-    """The batch path's rows: numpy columns, each made a list on its first ``f.<column>`` read.
+    """The batch path's rows: numpy columns, each read through a ``memoryview`` on its first
+    ``f.<column>`` read: ``f.<column>[i]`` gives the same Python float, int or bool as the list
+    of the column would, made for that row only. Detectors step a few rows of a batch (where
+    their screens say something can happen), so converting whole columns to lists for them cost
+    more than the rows they read.
 
-    A subclass, so that the one-record path's rows (plain :class:`Features`, every column in the
-    instance dict) have no ``__getattr__``: a class with one is not given CPython's specialised
-    attribute reads, and the detectors read dozens of columns per record."""
+    A subclass, so that the one-record path's rows (:class:`RowFeatures`) have no
+    ``__getattr__``: a class with one is not given CPython's specialised attribute reads, and the
+    detectors read dozens of columns per record."""
 
     def __init__(self, n: int, arrays: dict[str, np.ndarray]) -> None:
         self.n = n
         self._arrays = arrays
 
-    def __getattr__(self, name: str) -> list:
+    def __getattr__(self, name: str) -> memoryview:
         arrays = self.__dict__.get("_arrays")
         if arrays is not None and name in arrays:
-            lst = arrays[name].tolist()
-            self.__dict__[name] = lst
-            return lst
+            col = memoryview(arrays[name])
+            self.__dict__[name] = col
+            return col
         raise AttributeError(name)
 
 
-#: The attributes of a one-row :class:`Features` (advance_one fills in the values).
-_ONE_ROW: dict[str, Any] = dict.fromkeys(
-    ("n", "_arrays", *(name for name in Features.__annotations__ if name != "n")), ())
-_ONE_ROW["n"] = 1
+#: The columns of a one-record row in the order advance_one lists their values: the record, the
+#: state before it, the state after it.
+_RECORD_NAMES = ("step", "rec", "loss", "gn", "lr", "val", "has_loss", "has_gn", "has_lr", "has_val",
+                 "lok", "gok", "lrok", "vok")
+_ROW_NAMES = _RECORD_NAMES + _BEFORE_NAMES + ALL_COLS
+assert sorted(_ROW_NAMES) == sorted(c for c in Features.__annotations__ if c != "n"), "a column is not filled"
+
+
+class RowFeatures(Features):
+    """The one-record path's row: every column a slot holding a one-element tuple.
+
+    Slots, not an instance dict: the row is built once per record and read a few dozen times by
+    the detectors, and CPython (3.11) fills and reads slots with specialised instructions, where
+    a dict of ~75 columns costs a hash insert per column to build and a keyed look-up per read."""
+
+    __slots__ = _ROW_NAMES
+
+    n = 1
+    _arrays = None  # Features.a makes it if a detector asks a one-record row for an array
+
+    def columns(self) -> dict[str, tuple]:
+        """The row as ``{column: (value,)}``."""
+        return {c: getattr(self, c) for c in _ROW_NAMES}
+
+
+def _row_builder() -> Any:
+    """``build(values) -> RowFeatures``, the values in ``_ROW_NAMES`` order: one slot store per
+    column, written out (generated once, as dataclasses do) because a loop of ``setattr`` calls
+    would cost more than the dict it replaces."""
+    body = "\n".join(f"    r.{c} = (v[{i}],)" for i, c in enumerate(_ROW_NAMES))
+    src = f"def build(v):\n    r = new(RowFeatures)\n{body}\n    return r\n"
+    ns: dict[str, Any] = {"new": object.__new__, "RowFeatures": RowFeatures}
+    exec(src, ns)  # noqa: S102 - the source is made above from the column names only
+    return ns["build"]
+
+
+_build_row = _row_builder()
 
 
 class FeatureTracker:
@@ -639,26 +694,11 @@ class FeatureTracker:
         lok = loss is not None and lv - lv == 0.0
         gok = gn is not None and gv - gv == 0.0 and gv >= 0.0
         lrok = lr is not None and rv - rv == 0.0
-        # Each column of the one row is a one-element tuple (detectors read ``f.<column>[0]``).
-        # The dict starts as a copy of one with every key (no growing and rehashing as the ~60
-        # columns go in) and zip over the state's values builds the tuples in C.
-        cols = _ONE_ROW.copy()
-        cols["_arrays"] = {}
-        cols["step"] = (step,)
-        cols["rec"] = (rec,)
-        cols["loss"] = (lv,)
-        cols["gn"] = (gv,)
-        cols["lr"] = (rv,)
-        cols["val"] = (NAN if val is None else float(val),)
-        cols["has_loss"] = (loss is not None,)
-        cols["has_gn"] = (gn is not None,)
-        cols["has_lr"] = (lr is not None,)
-        cols["has_val"] = (val is not None,)
-        cols["lok"] = (lok,)
-        cols["gok"] = (gok,)
-        cols["lrok"] = (lrok,)
-        cols["vok"] = (val is not None and val - val == 0.0,)
-        cols.update(zip(_BEFORE_NAMES, zip(_before_values(st))))
+        vv = NAN if val is None else float(val)
+        vok = val is not None and vv - vv == 0.0
+        # the record's columns and the state before it, in _RECORD_NAMES order
+        head = (step, rec, lv, gv, rv, vv, loss is not None, gn is not None, lr is not None, val is not None,
+                lok, gok, lrok, vok) + _before_values(st)
         if lok:
             _loss_one(st, self.params, lv, step)
         if gok:
@@ -667,12 +707,10 @@ class FeatureTracker:
             _lr_one(st, rv, step)
             if gok and rv >= 0.0:
                 _fo_one(st, rv, gv, step)
-        if cols["vok"][0]:
-            _val_one(st, cols["val"][0])
-        cols.update(zip(ALL_COLS, zip(_after_values(st))))
-        f = Features.__new__(Features)
-        f.__dict__ = cols  # no copy: this is the hot path of the one-record update
-        return f
+        if vok:
+            _val_one(st, vv)
+        # each column of the row is a one-element tuple: detectors read ``f.<column>[0]``
+        return _build_row(head + _after_values(st))
 
     # -- a batch: numpy around the same loops ----------------------------------------------------
     def advance_batch(self, b: Any) -> Features:

@@ -159,7 +159,7 @@ def test_every_feature_column_is_described_once_with_its_type():
     hints = typing.get_type_hints(Features, include_extras=True)
     tracker = FeatureTracker()
     one = tracker.advance_one(0, 2.0, 1.0, 1e-3, None)
-    columns = {c for c in one.__dict__ if not c.startswith("_") and c != "n"}
+    columns = set(one.columns())
     batch = FeatureTracker().advance_batch(Batch.from_columns(step=[0, 1], loss=[2.0, 1.9]))
     assert set(batch._arrays) == columns  # both paths produce the same columns
     assert set(hints) - {"n"} == columns
@@ -169,6 +169,23 @@ def test_every_feature_column_is_described_once_with_its_type():
         value = getattr(one, c)[0]
         assert isinstance(value, typing.get_args(kind)[0]) or \
             (typing.get_args(kind)[0] is float and isinstance(value, int)), (c, value)
+
+
+def test_a_batch_row_reads_the_same_python_values_as_one_record_rows():
+    # the batch path hands detectors its numpy columns through memoryviews: f.<column>[i] must be
+    # the same Python value (type and bits) as the one-record row's, NaN and the integers included
+    losses = [2.0, float("nan"), 1.9, None, 2.5, 1.7]
+    lrs = [1e-3, 1e-3, None, 2e-3, 2e-3, 1e-3]
+    one = FeatureTracker()
+    rows = [one.advance_one(s, x, 1.0, lr, None) for s, (x, lr) in enumerate(zip(losses, lrs))]
+    batch = FeatureTracker().advance_batch(
+        Batch.from_columns(step=list(range(6)), loss=losses, grad_norm=[1.0] * 6, lr=lrs))
+    for c in rows[0].columns():
+        got = [getattr(batch, c)[i] for i in range(6)]
+        want = [r.columns()[c][0] for r in rows]
+        assert [type(v) for v in got] == [type(v) for v in want], c
+        assert repr(got) == repr(want), c
+    assert getattr(batch, "loss")[-1] == 1.7 and getattr(batch, "step")[-1] == 5
 
 
 def test_a_streak_under_a_calm_grad_norm_is_the_data_not_a_run_away():

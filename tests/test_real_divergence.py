@@ -145,7 +145,7 @@ def test_the_first_and_last_validation_loss_are_the_same_in_both_paths():
     rows = [one.advance_one(s, 1.0, None, None, v) for s, v in enumerate(vals)]
     batch = FeatureTracker().advance_batch(Batch.from_columns(step=list(range(7)), loss=[1.0] * 7, val_loss=vals))
     for col in ("v0", "vlast"):  # str(): NaN before the first one compares equal
-        assert str([r.__dict__[col][0] for r in rows]) == str(batch.a(col).tolist())
+        assert str([r.columns()[col][0] for r in rows]) == str(batch.a(col).tolist())
     assert str(batch.a("v0").tolist()) == str([float("nan")] + [5.0] * 6)
     assert batch.a("vlast").tolist()[-1] == 3.5
 
