@@ -207,16 +207,36 @@ def test_a_bad_batch_kick_that_the_weights_come_back_from_is_not_a_run_away():
     assert [(a["step"], a["evidence"]["rule"]) for a in _driven(bare)[:1]] == [(204, "first_loss")]
 
 
+def test_a_blow_up_that_stays_high_while_its_gradient_falls_back_is_not_waited_through_as_a_kick():
+    # a descent with grad-norms ~1, a jump to 40x its start on a kick (grad-norm 500), then the loss
+    # held at ~35x while the grad-norm falls back to ~2 (saturated units): no optimiser pull is
+    # left, so the two records at 10x the start decide at once, as without a grad-norm
+    r = random.Random(0)
+    losses = [3.0 * 0.995 ** (s + 1) * (1 + r.gauss(0, 0.02)) for s in range(60)]
+    gns = [math.exp(r.gauss(0, 0.1)) for _ in range(60)]
+    losses += [120.0] + [110 + r.gauss(0, 3) for _ in range(45)]
+    gns += [500.0] + [2.0 * math.exp(r.gauss(0, 0.1)) for _ in range(45)]
+    stuck = [Record(s, x, g) for s, (x, g) in enumerate(zip(losses, gns))]
+    alerts = _driven(stuck)
+    assert [(a["step"], a["evidence"]["rule"]) for a in alerts[:1]] == [(61, "first_loss")]
+    assert alerts == _engine_divergence(stuck) == _engine_divergence(stuck, size=16)
+
+
 def test_a_kick_is_kept_in_the_saved_state_and_forgotten_when_an_episode_closes():
     det = DivergenceDetector()
     drive(det, _kick_run()[:205])
     state = det.get_state()
     assert state["kick_rec"] == 204 and state["kick_gn"] > 200  # the 204th record, step 203
+    assert math.exp(state["kick_mu"]) < 3.0  # the grad-norm level before it (~1.4)
     again = DivergenceDetector()
     again.set_state(json.loads(json.dumps(state)))
     assert again.get_state() == state
     divergence_rules.spikes.forget(again)
-    assert again.kick_rec < 0
+    assert again.kick_rec < 0 and again.kick_mu == -math.inf
+    # a state saved before the level was kept waits through the kick as it did
+    older = {k: v for k, v in state.items() if k != "kick_mu"}
+    again.set_state(json.loads(json.dumps(older)))
+    assert again.kick_mu == -math.inf
 
 
 def _start(losses):

@@ -7,7 +7,8 @@ in a row are asked, or one when the validation loss (the last one logged,
 ``features.vlast``) is also >= ``first_ratio`` x the first validation loss: a bad batch does not
 move the loss on held-out data, broken weights do. Two records are not enough in a kick's
 aftermath (:mod:`.spikes`: one bad batch's gradient jumped on its own record and threw the
-weights) while the grad-norm stays below the kick's: the optimiser is bringing the weights back.
+weights) while the grad-norm stays below the kick's and at >= ``gn_warn`` x its level before
+the kick: the optimiser is bringing the weights back.
 The episode it opens is a lost run (:mod:`.verdict`) and closes only once the trend is back
 below ``stuck`` x the first loss (:mod:`.recovery`).
 
