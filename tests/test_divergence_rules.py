@@ -274,6 +274,23 @@ def test_the_batch_path_gives_the_start_level_of_the_one_record_path():
         batches = [Batch.from_records([Record(s, x) for s, x in enumerate(losses)][a:b])
                    for a, b in ((0, cut), (cut, len(losses))) if b > a]
         got = [tr.advance_batch(b) for b in batches]
-        cols = {c: sum((list(getattr(g, c)) for g in got), []) for c in ("l0", "slow", "sd", "best", "rbest", "trend")}
+        cols = {c: sum((list(getattr(g, c)) for g in got), []) for c in ("l0", "l0_n", "slow", "sd", "best", "rbest",
+                                                                   "trend")}
         for c, v in cols.items():
             assert v == [getattr(r, c)[0] for r in rows], (cut, c)
+
+
+def test_the_words_quote_the_start_level_as_a_median_once_it_replaced_the_first_loss():
+    # a noisy loss whose first value (0.27 at step 0) is a low draw: the start level is the
+    # median of the first five, 0.5; a blow-up to 16-18x it is quoted against that median
+    losses = [0.27, 0.5, 0.6, 0.45, 0.7, 0.55, 0.6, 0.5, 0.52, 8.0, 9.0]
+    assert _start(losses[:4]).l0_n[0] == 0 and _start(losses[:5]).l0_n[0] == 5
+    records = [Record(s, x) for s, x in enumerate(losses)]
+    alerts = _engine_divergence(records)
+    assert alerts == _engine_divergence(records, size=4)
+    assert [a["evidence"]["rule"] for a in alerts] == ["first_loss"]
+    assert "10x its start level (0.5, the median of its first 5 losses)" in alerts[0]["message"]
+    assert "at step 0" not in alerts[0]["message"]  # step 0 logged 0.27, not 0.5
+    # a first loss that stays the start is quoted with its step
+    plain = [Record(s, x) for s, x in enumerate([0.5, 0.45, 0.6, 0.55, 0.5, 0.52, 8.0, 9.0])]
+    assert "10x its first loss (0.5 at step 0)" in _engine_divergence(plain)[0]["message"]

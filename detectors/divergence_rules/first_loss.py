@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 
 from ..base import fmt
 from . import spikes
+from .verdict import start_words
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,11 +66,11 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
     if not (l0 > 0.0 and x >= d.first_ratio * l0 and nl > 2):
         return None
     if f.b_lprev[i] >= d.first_ratio * l0 and not spikes.after_kick(d, f, i):
-        return (f"has been over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step "
-                f"{f.l0_step[i]}) for two records", "first_loss")
+        return (f"has been over {fmt(d.first_ratio)}x {start_words(f, i)} for two records",
+                "first_loss")
     v0 = f.v0[i]
     if v0 > 0.0 and f.vlast[i] >= d.first_ratio * v0:
-        return (f"is over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step {f.l0_step[i]}), "
+        return (f"is over {fmt(d.first_ratio)}x {start_words(f, i)}, "
                 f"and so is the validation loss ({fmt(f.vlast[i])}, first {fmt(v0)})", "first_loss")
     return None
 

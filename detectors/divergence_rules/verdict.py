@@ -69,6 +69,16 @@ LOST_RULES = ("lost", "first_loss")
 UNSTABLE_RULES = ("spike_climbs",)
 
 
+def start_words(f: Features, i: int) -> str:
+    """The start level on row ``i`` in words: the first loss and its step, or, once the start
+    level replaced a low first draw (``features.l0_n``), the median it is: the loss logged at
+    ``l0_step`` is then another value, and quoting it as "the first loss" would contradict the log."""
+    n = f.l0_n[i]
+    if n:
+        return f"its start level ({fmt(f.l0[i])}, the median of its first {n} losses)"
+    return f"its first loss ({fmt(f.l0[i])} at step {f.l0_step[i]})"
+
+
 def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
                 rule: tuple[str, str]) -> None:
     """Open the episode for ``rule`` = (why, rule name), fired on row ``i`` at loss ``x``."""
@@ -88,7 +98,7 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
         msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
                f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
     else:
-        why_not = (f"it is still below its first loss ({fmt(l0)}): the run is not lost" if x < l0 else
+        why_not = (f"it is still below {start_words(f, i)}: the run is not lost" if x < l0 else
                    "one record after a jump does not show whether the run is lost")
         msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
                f"{fmt(shown_ratio)}x its best ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
@@ -142,8 +152,8 @@ def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float,
     if a is None or a.severity == "critical" or not (l0 > 0.0 and x >= l0 and slow >= l0):
         return
     ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
-    msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} is back above its first loss "
-           f"({fmt(l0)}); it was {fmt(_ratio(x, best))}x its best ({fmt(best)} at step "
+    msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} is back above "
+           f"{start_words(f, i)}; it was {fmt(_ratio(x, best))}x its best ({fmt(best)} at step "
            f"{f.best_step[i]}) when the alert was raised at step {a.step}")
     d.update_episode(f.step[i], severity="critical", message=msg, evidence=ev)
 
