@@ -294,3 +294,35 @@ def test_the_words_quote_the_start_level_as_a_median_once_it_replaced_the_first_
     # a first loss that stays the start is quoted with its step
     plain = [Record(s, x) for s, x in enumerate([0.5, 0.45, 0.6, 0.55, 0.5, 0.52, 8.0, 9.0])]
     assert "10x its first loss (0.5 at step 0)" in _engine_divergence(plain)[0]["message"]
+
+
+def test_a_spike_that_climbs_above_the_start_is_advised_and_escalated_in_words_that_match_it():
+    # a reranker fine-tune near its floor: a jump to 2.1x its start, higher still (spike_climbs,
+    # already above its first loss), then the level follows it up (critical, same alert)
+    losses = [0.2524, 0.2185, 0.2577, 0.2168, 0.298, 0.3283, 0.2134, 0.5352, 0.591, 0.62, 0.6, 0.61]
+    records = [Record(s, x) for s, x in enumerate(losses)]
+    alerts = _engine_divergence(records)
+    assert alerts == _engine_divergence(records, size=4) == _driven(records)
+    raised, lost = alerts
+    assert (raised["event"], raised["severity"], lost["event"], lost["severity"]) == \
+        ("raised", "warning", "escalated", "critical")
+    assert "no need to stop" not in raised["action"]["reason"]
+    assert "climbs back to" not in raised["action"]["reason"]  # it is above already
+    assert "come back below it" in raised["action"]["reason"]
+    assert "has stayed above its first loss" in lost["message"] and "back above" not in lost["message"]
+    # the ratio the raise quoted, not one from the later loss
+    assert f"{raised['evidence']['raised_ratio']:.2g}x its best" in raised["message"]
+    assert "it was 2.4x its best when the alert was raised at step 8" in lost["message"]
+    assert "roll back to a checkpoint near step 3" in lost["action"]["reason"]
+    assert "no need to stop" not in lost["action"]["reason"]
+    assert {k: v for k, v in lost["action"].items() if k != "reason"} == \
+        {k: v for k, v in raised["action"].items() if k != "reason"}  # the same cut
+
+
+def test_a_run_away_below_the_start_that_climbs_back_is_said_to_be_back_above_it():
+    alerts = _driven(RUNS["unstable"])
+    raised, lost = alerts[0], alerts[1]
+    assert (raised["severity"], lost["severity"], lost["event"]) == ("warning", "critical", "escalated")
+    assert "no need to stop" in raised["action"]["reason"]  # below its first loss: it holds progress
+    assert "is back above its first loss" in lost["message"]
+    assert "no need to stop" not in lost["action"]["reason"]
