@@ -636,11 +636,34 @@ _ONE_ROW: dict[str, Any] = dict.fromkeys(
 _ONE_ROW["n"] = 1
 
 
+def checked_params(params: dict[str, Any] | None) -> dict[str, float]:
+    """The feature settings: the defaults with ``params`` over them, each checked (a ValueError
+    names the bad one). ``start_records`` is a positive integer (an integral float such as 5.0
+    is taken as 5): a count the one-record path compares with and the batch path slices by;
+    the others are finite numbers, the EMA weights (``alpha_*``) in (0, 1], the rest >= 0."""
+    out: dict[str, Any] = dict(DEFAULT_PARAMS)
+    for name, v in (params or {}).items():
+        if name not in DEFAULT_PARAMS:
+            raise ValueError(f"unknown feature setting {name!r} (known: {', '.join(DEFAULT_PARAMS)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"feature setting {name!r} must be a finite number, got {v!r}")
+        if name == "start_records":
+            if v != int(v) or v < 1:
+                raise ValueError(f"feature setting 'start_records' must be a positive integer, got {v!r}")
+            v = int(v)
+        elif name.startswith("alpha_") and not 0.0 < v <= 1.0:
+            raise ValueError(f"feature setting {name!r} is an EMA weight in (0, 1], got {v!r}")
+        elif v < 0:
+            raise ValueError(f"feature setting {name!r} must be >= 0, got {v!r}")
+        out[name] = v
+    return out
+
+
 class FeatureTracker:
     """Owns the running statistics of one run; turns records into feature rows."""
 
     def __init__(self, params: dict[str, float] | None = None, state: dict[str, Any] | None = None) -> None:
-        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        self.params = checked_params(params)
         self.state = state if state is not None else initial_state()
 
     # -- one record: pure Python ---------------------------------------------------------------
