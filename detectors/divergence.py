@@ -148,6 +148,7 @@ class DivergenceDetector(Detector):
         self.spike_step = -1  # spikes: its step
         self.kick_rec = -(10**9)  # spikes: record ordinal and grad-norm of the last kick (a bad batch)
         self.kick_gn = math.inf
+        self.kick_mu = -math.inf  # spikes: the grad-norm level (log) before the last kick
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
         self.gn_calm_log = math.log(gn_calm)  # causes: gn_calm in log space (derived, not saved)
         self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
@@ -158,6 +159,7 @@ class DivergenceDetector(Detector):
                 "ok_since": self.ok_since,
                 "spike_recs": self.spike_recs, "spike_nl": self.spike_nl,
                 "spike_step": self.spike_step, "kick_rec": self.kick_rec, "kick_gn": self.kick_gn,
+                "kick_mu": self.kick_mu,
                 "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
                 "esc_drop": self.esc_drop}
@@ -170,6 +172,8 @@ class DivergenceDetector(Detector):
         self.spike_step = d.get("spike_step", -1)
         # absent in states saved before kicks were told apart: no kick is remembered
         self.kick_rec, self.kick_gn = d.get("kick_rec", -(10**9)), d.get("kick_gn", math.inf)
+        # absent in states saved before the level was kept: wait as those states did
+        self.kick_mu = d.get("kick_mu", -math.inf)
         self.ok_since = d["ok_since"]
         self.esc_lr = d.get("esc_lr", -1.0)  # states saved before escalation existed lack these
         self.esc_n = d.get("esc_n", 0)

@@ -65,7 +65,7 @@ DEFAULT_PARAMS: dict[str, float] = {
     "start_rise": 2.0,
 }
 
-LOSS_COLS = ("nl", "l0", "l0_step", "worst", "lprev", "lstep", "fast", "best", "best_step", "rbest", "rbest_step",
+LOSS_COLS = ("nl", "l0", "l0_step", "l0_n", "worst", "lprev", "lstep", "fast", "best", "best_step", "rbest", "rbest_step",
              "up_n", "up_base", "slow", "sd", "trend", "pbest", "pstep", "pnl", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
@@ -85,7 +85,7 @@ _loss_after = itemgetter(*LOSS_COLS)
 
 def initial_state() -> dict[str, Any]:
     st: dict[str, Any] = {c: NAN for c in LOSS_COLS + GN_COLS + LR_COLS + VAL_COLS}
-    st.update(nl=0, l0_step=-1, firsts=(), lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
+    st.update(nl=0, l0_step=-1, l0_n=0, firsts=(), lstep=-1, best=INF, best_step=-1, rbest=INF, rbest_step=-1, up_n=0, pbest=INF,
               pstep=-1, pnl=0, alt=0.0, amp=0.0, dlast=0.0, ng=0, nlr=0, lrstep=-1, peak=-INF, rev=0, lrdir=0, rec=0,
               fo=0.0, fostep=-1, vbest=INF, nv=0)
     return st
@@ -199,7 +199,19 @@ def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
 
     One-sided on purpose: a first loss above the next ones is the start of a descent (training
     lowers the loss fastest at its start), the level every "back where it started" and "N x
-    the first loss" test means."""
+    the first loss" test means.
+
+    "The first loss" in every detector's rule means this start level (``features.l0``). The
+    alerts quote it as "its first loss (value at step s)" while it is the first loss itself,
+    and as "its start level (value, the median of its first n losses)" once the median
+    replaced it (``features.l0_n``): the loss logged at the first step is then another value.
+
+    Settings (feature parameters, ``Engine(params={"features": {...}})``; defaults in the table
+    of feature settings): ``start_records``, how many first losses the median is taken over
+    (a positive integer); ``start_low``, how far below that median the first loss must be to
+    be replaced (the median >= ``start_low`` x the first loss); ``start_rise``, the factor of
+    the median within which all of them must lie (a loss that shoots further up right after
+    its first value blew up from there: the first value stays)."""
     x0 = firsts[0]
     if len(firsts) < p["start_records"] or not x0 > 0.0:
         return x0
@@ -229,6 +241,7 @@ def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: in
     if l0 == st["l0"]:
         return
     st["l0"] = l0
+    st["l0_n"] = 0 if l0 == firsts[0] else len(firsts)
     dev = sorted(abs(v - l0) for v in firsts)
     held = x if x > st["lprev"] else st["lprev"]
     st.update(slow=l0, sd=dev[(len(dev) - 1) // 2], trend=l0, pbest=l0, pstep=s, pnl=nl + 1,
@@ -242,7 +255,7 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
     nl, lprev = st["nl"], st["lprev"]  # the core leaves both to its callers
     _loss_core(st, p, (x,), (s,), collect=False)
     if nl == 0:
-        st.update(l0=x, l0_step=s, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x,
+        st.update(l0=x, l0_step=s, l0_n=0, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x,
                   rbest=x, rbest_step=s)
     else:
         held = x if x > lprev else lprev
@@ -315,6 +328,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     out["nl"] = nl0 + np.arange(1, k + 1, dtype=np.int64)
     out["l0"] = np.full(k, start["l0"] if nl0 else xs[0])
     out["l0_step"] = np.full(k, start["l0_step"] if nl0 else steps[0], dtype=np.int64)
+    out["l0_n"] = np.full(k, start["l0_n"] if nl0 else 0, dtype=np.int64)
     out["lprev"] = xs
     out["lstep"] = steps
     # best: running minimum of slow; best_step moves on strict improvements only
@@ -344,7 +358,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     out["up_n"] = up_n
     out["up_base"] = np.where(lb >= 0, base_vals[np.maximum(lb, 0)], start["up_base"])
     st.update(nl=nl0 + k, l0=float(out["l0"][-1]), l0_step=int(out["l0_step"][-1]),
-              lprev=float(xs[-1]), lstep=int(steps[-1]),
+              l0_n=int(out["l0_n"][-1]), lprev=float(xs[-1]), lstep=int(steps[-1]),
               best=float(out["best"][-1]), best_step=int(out["best_step"][-1]),
               rbest=float(out["rbest"][-1]), rbest_step=int(out["rbest_step"][-1]),
               worst=float(out["worst"][-1]), up_n=int(up_n[-1]), up_base=float(out["up_base"][-1]))
@@ -530,6 +544,9 @@ class Features:
                           "its first start_records losses when the first is a low draw below them "
                           "(start_level)"]
     l0_step: Annotated[Ints, "the step of the first loss (patience and restarts count from it)"]
+    l0_n: Annotated[Ints, "how many first losses l0 is the median of: 0 while l0 is the first loss itself, "
+                          "start_records once the start level replaced a low first draw (the words then "
+                          "quote the median, not the loss logged at l0_step)"]
     lprev: Annotated[Floats, "the last finite loss"]
     lstep: Annotated[Ints, "the step of the last finite loss"]
     fast: Annotated[Floats, "short-term average: EMA of the loss (alpha_fast, a half-life of one record)"]
@@ -541,8 +558,9 @@ class Features:
     best: Annotated[Floats, "best level: running minimum of slow (a lucky low batch does not set it)"]
     best_step: Annotated[Ints, "the step at which best last improved"]
     rbest: Annotated[Floats, "raw best: the lowest loss held for two records in a row (does not lag a fast "
-                             "descent)"]
-    rbest_step: Annotated[Ints, "the step of the record that set rbest"]
+                             "descent); when the start level replaces a low first draw, it starts over "
+                             "from the lower of the start level and the loss held on that record"]
+    rbest_step: Annotated[Ints, "the step of the record that set rbest (or that restarted it)"]
     worst: Annotated[Floats, "the highest short-term average (fast) so far"]
     up_n: Annotated[Ints, "rises in a row: consecutive rises of the raw loss ending here"]
     up_base: Annotated[Floats, "the loss just before that run of rises began"]
@@ -673,11 +691,34 @@ def _row_builder() -> Any:
 _build_row = _row_builder()
 
 
+def checked_params(params: dict[str, Any] | None) -> dict[str, float]:
+    """The feature settings: the defaults with ``params`` over them, each checked (a ValueError
+    names the bad one). ``start_records`` is a positive integer (an integral float such as 5.0
+    is taken as 5): a count the one-record path compares with and the batch path slices by;
+    the others are finite numbers, the EMA weights (``alpha_*``) in (0, 1], the rest >= 0."""
+    out: dict[str, Any] = dict(DEFAULT_PARAMS)
+    for name, v in (params or {}).items():
+        if name not in DEFAULT_PARAMS:
+            raise ValueError(f"unknown feature setting {name!r} (known: {', '.join(DEFAULT_PARAMS)})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"feature setting {name!r} must be a finite number, got {v!r}")
+        if name == "start_records":
+            if v != int(v) or v < 1:
+                raise ValueError(f"feature setting 'start_records' must be a positive integer, got {v!r}")
+            v = int(v)
+        elif name.startswith("alpha_") and not 0.0 < v <= 1.0:
+            raise ValueError(f"feature setting {name!r} is an EMA weight in (0, 1], got {v!r}")
+        elif v < 0:
+            raise ValueError(f"feature setting {name!r} must be >= 0, got {v!r}")
+        out[name] = v
+    return out
+
+
 class FeatureTracker:
     """Owns the running statistics of one run; turns records into feature rows."""
 
     def __init__(self, params: dict[str, float] | None = None, state: dict[str, Any] | None = None) -> None:
-        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        self.params = checked_params(params)
         self.state = state if state is not None else initial_state()
 
     # -- one record: pure Python ---------------------------------------------------------------

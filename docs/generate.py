@@ -106,9 +106,22 @@ def _rule_modules(cls: type) -> list[str]:
     return out
 
 
+def features_reference() -> str:
+    """The shared features' settings (their defaults) and the start level, what every rule's
+    "first loss" means (``features.start_level``'s docstring)."""
+    from losswatch.detectors import features
+
+    rows = ["| setting | default |", "|---|---|"]
+    rows += [f"| `{k}` | `{v!r}` |" for k, v in features.DEFAULT_PARAMS.items()]
+    return "\n".join(["Feature settings (`Engine(params={\"features\": {...}})`; the comments at "
+                      "`DEFAULT_PARAMS` in [detectors/features.py](../detectors/features.py) say why "
+                      "each value):", "", *rows, "", "### The start level (\"the first loss\")", "",
+                      "```text", inspect.cleandoc(features.start_level.__doc__ or ""), "```"])
+
+
 GENERATED = {
     "service.md": {"settings": settings_table},
-    "detectors.md": {"detectors": detectors_reference},
+    "detectors.md": {"features": features_reference, "detectors": detectors_reference},
 }
 
 

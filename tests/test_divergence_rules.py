@@ -224,16 +224,36 @@ def test_a_bad_batch_kick_that_the_weights_come_back_from_is_not_a_run_away():
     assert [(a["step"], a["evidence"]["rule"]) for a in _driven(bare)[:1]] == [(204, "first_loss")]
 
 
+def test_a_blow_up_that_stays_high_while_its_gradient_falls_back_is_not_waited_through_as_a_kick():
+    # a descent with grad-norms ~1, a jump to 40x its start on a kick (grad-norm 500), then the loss
+    # held at ~35x while the grad-norm falls back to ~2 (saturated units): no optimiser pull is
+    # left, so the two records at 10x the start decide at once, as without a grad-norm
+    r = random.Random(0)
+    losses = [3.0 * 0.995 ** (s + 1) * (1 + r.gauss(0, 0.02)) for s in range(60)]
+    gns = [math.exp(r.gauss(0, 0.1)) for _ in range(60)]
+    losses += [120.0] + [110 + r.gauss(0, 3) for _ in range(45)]
+    gns += [500.0] + [2.0 * math.exp(r.gauss(0, 0.1)) for _ in range(45)]
+    stuck = [Record(s, x, g) for s, (x, g) in enumerate(zip(losses, gns))]
+    alerts = _driven(stuck)
+    assert [(a["step"], a["evidence"]["rule"]) for a in alerts[:1]] == [(61, "first_loss")]
+    assert alerts == _engine_divergence(stuck) == _engine_divergence(stuck, size=16)
+
+
 def test_a_kick_is_kept_in_the_saved_state_and_forgotten_when_an_episode_closes():
     det = DivergenceDetector()
     drive(det, _kick_run()[:205])
     state = det.get_state()
     assert state["kick_rec"] == 204 and state["kick_gn"] > 200  # the 204th record, step 203
+    assert math.exp(state["kick_mu"]) < 3.0  # the grad-norm level before it (~1.4)
     again = DivergenceDetector()
     again.set_state(json.loads(json.dumps(state)))
     assert again.get_state() == state
     divergence_rules.spikes.forget(again)
-    assert again.kick_rec < 0
+    assert again.kick_rec < 0 and again.kick_mu == -math.inf
+    # a state saved before the level was kept waits through the kick as it did
+    older = {k: v for k, v in state.items() if k != "kick_mu"}
+    again.set_state(json.loads(json.dumps(older)))
+    assert again.kick_mu == -math.inf
 
 
 def _start(losses):
@@ -271,6 +291,55 @@ def test_the_batch_path_gives_the_start_level_of_the_one_record_path():
         batches = [Batch.from_records([Record(s, x) for s, x in enumerate(losses)][a:b])
                    for a, b in ((0, cut), (cut, len(losses))) if b > a]
         got = [tr.advance_batch(b) for b in batches]
-        cols = {c: sum((list(getattr(g, c)) for g in got), []) for c in ("l0", "slow", "sd", "best", "rbest", "trend")}
+        cols = {c: sum((list(getattr(g, c)) for g in got), []) for c in ("l0", "l0_n", "slow", "sd", "best", "rbest",
+                                                                   "trend")}
         for c, v in cols.items():
             assert v == [getattr(r, c)[0] for r in rows], (cut, c)
+
+
+def test_the_words_quote_the_start_level_as_a_median_once_it_replaced_the_first_loss():
+    # a noisy loss whose first value (0.27 at step 0) is a low draw: the start level is the
+    # median of the first five, 0.5; a blow-up to 16-18x it is quoted against that median
+    losses = [0.27, 0.5, 0.6, 0.45, 0.7, 0.55, 0.6, 0.5, 0.52, 8.0, 9.0]
+    assert _start(losses[:4]).l0_n[0] == 0 and _start(losses[:5]).l0_n[0] == 5
+    records = [Record(s, x) for s, x in enumerate(losses)]
+    alerts = _engine_divergence(records)
+    assert alerts == _engine_divergence(records, size=4)
+    assert [a["evidence"]["rule"] for a in alerts] == ["first_loss"]
+    assert "10x its start level (0.5, the median of its first 5 losses)" in alerts[0]["message"]
+    assert "at step 0" not in alerts[0]["message"]  # step 0 logged 0.27, not 0.5
+    # a first loss that stays the start is quoted with its step
+    plain = [Record(s, x) for s, x in enumerate([0.5, 0.45, 0.6, 0.55, 0.5, 0.52, 8.0, 9.0])]
+    assert "10x its first loss (0.5 at step 0)" in _engine_divergence(plain)[0]["message"]
+
+
+def test_a_spike_that_climbs_above_the_start_is_advised_and_escalated_in_words_that_match_it():
+    # a reranker fine-tune near its floor: a jump to 2.1x its start, higher still (spike_climbs,
+    # already above its first loss), then the level follows it up (critical, same alert)
+    losses = [0.2524, 0.2185, 0.2577, 0.2168, 0.298, 0.3283, 0.2134, 0.5352, 0.591, 0.62, 0.6, 0.61]
+    records = [Record(s, x) for s, x in enumerate(losses)]
+    alerts = _engine_divergence(records)
+    assert alerts == _engine_divergence(records, size=4) == _driven(records)
+    raised, lost = alerts
+    assert (raised["event"], raised["severity"], lost["event"], lost["severity"]) == \
+        ("raised", "warning", "escalated", "critical")
+    assert "no need to stop" not in raised["action"]["reason"]
+    assert "climbs back to" not in raised["action"]["reason"]  # it is above already
+    assert "come back below it" in raised["action"]["reason"]
+    assert "has stayed above its first loss" in lost["message"] and "back above" not in lost["message"]
+    # the ratio the raise quoted, not one from the later loss
+    assert f"{raised['evidence']['raised_ratio']:.2g}x its best" in raised["message"]
+    assert "it was 2.4x its best when the alert was raised at step 8" in lost["message"]
+    assert "roll back to a checkpoint near step 3" in lost["action"]["reason"]
+    assert "no need to stop" not in lost["action"]["reason"]
+    assert {k: v for k, v in lost["action"].items() if k != "reason"} == \
+        {k: v for k, v in raised["action"].items() if k != "reason"}  # the same cut
+
+
+def test_a_run_away_below_the_start_that_climbs_back_is_said_to_be_back_above_it():
+    alerts = _driven(RUNS["unstable"])
+    raised, lost = alerts[0], alerts[1]
+    assert (raised["severity"], lost["severity"], lost["event"]) == ("warning", "critical", "escalated")
+    assert "no need to stop" in raised["action"]["reason"]  # below its first loss: it holds progress
+    assert "is back above its first loss" in lost["message"]
+    assert "no need to stop" not in lost["action"]["reason"]

@@ -7,7 +7,8 @@ in a row are asked, or one when the validation loss (the last one logged,
 ``features.vlast``) is also >= ``first_ratio`` x the first validation loss: a bad batch does not
 move the loss on held-out data, broken weights do. Two records are not enough in a kick's
 aftermath (:mod:`.spikes`: one bad batch's gradient jumped on its own record and threw the
-weights) while the grad-norm stays below the kick's: the optimiser is bringing the weights back.
+weights) while the grad-norm stays below the kick's and at >= ``gn_warn`` x its level before
+the kick: the optimiser is bringing the weights back.
 The episode it opens is a lost run (:mod:`.verdict`) and closes only once the trend is back
 below ``stuck`` x the first loss (:mod:`.recovery`).
 
@@ -52,6 +53,7 @@ from typing import TYPE_CHECKING
 
 from ..base import fmt
 from . import spikes
+from .verdict import start_words
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,11 +66,11 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
     if not (l0 > 0.0 and x >= d.first_ratio * l0 and nl > 2):
         return None
     if f.b_lprev[i] >= d.first_ratio * l0 and not spikes.after_kick(d, f, i):
-        return (f"has been over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step "
-                f"{f.l0_step[i]}) for two records", "first_loss")
+        return (f"has been over {fmt(d.first_ratio)}x {start_words(f, i)} for two records",
+                "first_loss")
     v0 = f.v0[i]
     if v0 > 0.0 and f.vlast[i] >= d.first_ratio * v0:
-        return (f"is over {fmt(d.first_ratio)}x the first loss ({fmt(l0)} at step {f.l0_step[i]}), "
+        return (f"is over {fmt(d.first_ratio)}x {start_words(f, i)}, "
                 f"and so is the validation loss ({fmt(f.vlast[i])}, first {fmt(v0)})", "first_loss")
     return None
 

@@ -41,8 +41,8 @@ A blow-up at the second record, then the loss back at its first value (chance) f
 >>> [(a.step, a.evidence["rule"]) for a in alerts]
 [(200, 'lost')]
 >>> print(alerts[0].message)  # doctest: +NORMALIZE_WHITESPACE
-run lost at step 200: the loss blew up to 6.15 and has been stuck at 2.3 (it started at 2.3)
-for 200 steps
+run lost at step 200: the loss blew up to 6.15 and has been stuck at 2.3 for 200 steps, not
+below 0.9x its first loss (2.3 at step 0)
 
 References
 ----------
@@ -58,6 +58,7 @@ import numpy as np
 
 from ..base import fmt
 from ..lost import lost_after_blowup, stuck_at_start
+from .verdict import start_words
 
 if TYPE_CHECKING:
     from ..divergence import DivergenceDetector
@@ -73,7 +74,7 @@ def check(d: DivergenceDetector, f: Features, i: int, step: int, l0: float) -> t
             stuck_at_start(trend, l0, d.stuck) and \
             lost_after_blowup(trend, l0, f.worst[i], f.sd[i], d.blowup):
         return (f"the loss blew up to {fmt(f.worst[i])} and has been stuck at {fmt(trend)} "
-                f"(it started at {fmt(l0)}) for {since} steps", "lost")
+                f"for {since} steps, not below {fmt(d.stuck)}x {start_words(f, i)}", "lost")
     return None
 
 

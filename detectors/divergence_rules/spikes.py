@@ -17,15 +17,18 @@ has brought them back: the benchmark's injected bad batch on a least-squares mod
 0.73 -> 36, grad-norm 1.4 -> 216) sends the loss to 20-165 for the next 20 steps, each
 with a grad-norm below the kick's (19-61), and the run is back at its level 50 steps later.
 :mod:`.first_loss` waits through a kick's aftermath (``spike_memory`` records) while the
-grad-norm stays below the kick's; a run-away raises its grad-norm past it within a record
-or two.
+grad-norm stays below the kick's and at >= ``gn_warn`` x its level before the kick (the
+optimiser still pulling the weights back: the benchmark's 19-61 against ~1.4); a run-away
+raises its grad-norm past the kick's within a record or two, and a stuck one (the loss held
+at 35x its start by saturated units) lets it fall back to its old level.
 
 State (on the detector): ``spike_recs``, the record ordinals of the last ``cluster - 1``
 counted spikes (a placeholder far in the past where there were fewer); ``spike_nl`` and
 ``spike_step``, the loss-record count and the step of the last one (:mod:`.spike_climbs` asks
-whether the previous loss record was it); ``kick_rec`` and ``kick_gn``, the record ordinal and
-the grad-norm of the last kick. The count restarts (and the kick is forgotten) when an episode
-resolves (:mod:`.recovery`).
+whether the previous loss record was it); ``kick_rec``, ``kick_gn`` and ``kick_mu``, the record
+ordinal, the grad-norm and the grad-norm level before it (``features.b_mu``, log scale) of
+the last kick. The count restarts (and the kick is forgotten) when an episode resolves
+(:mod:`.recovery`).
 
 Parameters
 ----------
@@ -94,20 +97,24 @@ def remember(d: DivergenceDetector, f: Features, i: int, rec: int, nl: int, step
     g, gprev = f.gn[i], f.b_glast[i]
     if f.gok[i] and f.ng[i] >= 3 and g > 0.0 and gprev > 0.0 and \
             math.log(g) - f.b_mu[i] >= d.gn_warn_log and math.log(gprev) - f.b_mu[i] < d.gn_warn_log - LOG_2:
-        d.kick_rec, d.kick_gn = rec, g
+        d.kick_rec, d.kick_gn, d.kick_mu = rec, g, f.b_mu[i]
 
 
 def after_kick(d: DivergenceDetector, f: Features, i: int) -> bool:
-    """Is row ``i`` within ``spike_memory`` records of a kick, with its grad-norm logged and
-    below the kick's (the weights are still coming back from the bad batch)?"""
-    return f.rec[i] - d.kick_rec <= d.spike_memory and f.gok[i] and f.gn[i] < d.kick_gn
+    """Is row ``i`` within ``spike_memory`` records of a kick, with its grad-norm logged, below
+    the kick's and still >= ``gn_warn`` x the level before the kick (the optimiser is still
+    pulling the weights back from the bad batch; a gradient back at or under its old level
+    over a loss that stays high is a stuck run, not a recovery)?"""
+    if not (f.rec[i] - d.kick_rec <= d.spike_memory and f.gok[i] and 0.0 < f.gn[i] < d.kick_gn):
+        return False
+    return math.log(f.gn[i]) - d.kick_mu >= d.gn_warn_log
 
 
 def forget(d: DivergenceDetector) -> None:
     """The spikes counted so far belong to a closed episode: a new one needs new spikes."""
     d.spike_recs = [-(10**9)] * len(d.spike_recs)
     d.spike_nl = -1
-    d.kick_rec, d.kick_gn = -(10**9), math.inf
+    d.kick_rec, d.kick_gn, d.kick_mu = -(10**9), math.inf, -math.inf
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:

@@ -11,13 +11,19 @@ what the data shows:
   holds part of its progress (both the loss and its level below the first loss), or the rule
   fired one record after a jump (:mod:`.spike_climbs`: a long excursion and a lost run look the
   same there). Cutting the LR is right, stopping the run is not: runs with an LR 10x too high
-  that end stably show such run-aways.
+  that end stably show such run-aways. Below the first loss the advice is to let the run go
+  on; a loss already above it (the jump of :mod:`.spike_climbs`) is to come back below it
+  before its level climbs past it too, or the run is rolled back.
 
 The same alert escalates from warning to critical (event ``escalated``) when the loss and its
-level then climb back to the first loss. The messages quote the raw best (``features.rbest``)
-when it is lower than the level's best: after a fast descent the level is still far above the
-values the run really held. The evidence keeps the level's best (``best``, ``best_step``: the
-restart point), the rule, and the grad-norm and LR when logged.
+level are then at or above the first loss ("is back above" it, or "has stayed above" it when
+the loss was there already when the alert was raised); the advice becomes the roll-back (same
+action, its reason replaced). The messages quote the raw best (``features.rbest``) when it is
+lower than the level's best: after a fast descent the level is still far above the values the
+run really held. The evidence keeps the level's best (``best``, ``best_step``: the restart
+point), the rule, the grad-norm and LR when logged, and what the raising words quoted
+(``raised_ratio``, ``raised_above_start``, ``rollback_step``), which the escalation quotes
+again.
 
 Parameters
 ----------
@@ -67,6 +73,18 @@ LOST_RULES = ("lost", "first_loss")
 #: they fire one record after a jump, which cannot tell a lost run from a long excursion; the
 #: episode turns critical (:func:`mark_lost`) if the loss and its level stay at the first loss
 UNSTABLE_RULES = ("spike_climbs",)
+#: The advice's last sentence while the LR warms up
+WARM_UP = " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
+
+
+def start_words(f: Features, i: int) -> str:
+    """The start level on row ``i`` in words: the first loss and its step, or, once the start
+    level replaced a low first draw (``features.l0_n``), the median it is: the loss logged at
+    ``l0_step`` is then another value, and quoting it as "the first loss" would contradict the log."""
+    n = f.l0_n[i]
+    if n:
+        return f"its start level ({fmt(f.l0[i])}, the median of its first {n} losses)"
+    return f"its first loss ({fmt(f.l0[i])} at step {f.l0_step[i]})"
 
 
 def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
@@ -88,7 +106,7 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
         msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
                f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
     else:
-        why_not = (f"it is still below its first loss ({fmt(l0)}): the run is not lost" if x < l0 else
+        why_not = (f"it is still below {start_words(f, i)}: the run is not lost" if x < l0 else
                    "one record after a jump does not show whether the run is lost")
         msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
                f"{fmt(shown_ratio)}x its best ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
@@ -97,17 +115,26 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
         reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}); if it does not come back within "
                   f"a few hundred steps, roll back to a checkpoint near step {shown_step}.")
-    else:
-        held = "but still holds part of its progress" if x < l0 else "and has not yet stayed up"
+    elif x < l0:
         reason = (f"The LR is too high for this run: the loss jumps back up ({fmt(shown_ratio)}x "
-                  f"its best) {held}. Cut the LR "
+                  f"its best) but still holds part of its progress. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) and let the run go on; no "
-                  f"need to stop it. If the loss climbs back to its first value, roll back "
-                  f"to a checkpoint near step {shown_step}.")
+                  f"need to stop it. If the loss and its level climb back to "
+                  f"{start_words(f, i)}, roll back to a checkpoint near step {shown_step}.")
+    else:
+        # already above the start level: one record after a jump (spike_climbs) cannot tell a
+        # long excursion from a lost run; the level joining the loss there decides (mark_lost)
+        reason = (f"The LR is too high for this run: the loss jumped and rose again, to "
+                  f"{fmt(shown_ratio)}x its best and above {start_words(f, i)}. Cut the LR "
+                  f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) now. If the loss does not come back "
+                  f"below it before its level (the running average) climbs past it too, "
+                  f"the run is lost: roll back to a checkpoint near step {shown_step}.")
     if warm:
-        reason += " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
+        reason += WARM_UP
+    # raised_* and rollback_step: what the raising words quoted (the rules and escalation update loss and ratio)
     ev: dict[str, Any] = {"loss": x, "best": best, "best_step": bstep, "ratio": ratio,
-                          "rule": rule[1]}
+                          "rule": rule[1], "raised_ratio": shown_ratio, "raised_above_start": x >= l0,
+                          "rollback_step": shown_step}
     if f.gok[i]:
         ev["grad_norm"] = f.gn[i]
     if f.lrok[i]:
@@ -137,17 +164,28 @@ def raise_val_alert(d: DivergenceDetector, f: Features, i: int, rule: tuple[str,
 
 def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float,
               slow: float) -> None:
-    """While an episode is open: an unstable run (a warning) whose loss and level are back at
-    its first loss has undone every bit of progress: the run is lost (critical, same episode
-    and action)."""
+    """While an episode is open: an unstable run (a warning) whose loss and level are at or above
+    its start level has undone every bit of progress: the run is lost (critical, same episode
+    and action, its reason now the roll-back)."""
     a = d.alert
     if a is None or a.severity == "critical" or not (l0 > 0.0 and x >= l0 and slow >= l0):
         return
     ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
-    msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} is back above its first loss "
-           f"({fmt(l0)}); it was {fmt(_ratio(x, best))}x its best ({fmt(best)} at step "
-           f"{f.best_step[i]}) when the alert was raised at step {a.step}")
-    d.update_episode(f.step[i], severity="critical", message=msg, evidence=ev)
+    # alerts raised before the raise-time figures were kept: the loss then is the best guess
+    raised_ratio = a.evidence.get("raised_ratio", a.evidence["ratio"])
+    above = a.evidence.get("raised_above_start", a.evidence["loss"] >= l0)
+    where = "has stayed above" if above else "is back above"
+    msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} {where} {start_words(f, i)}, and its "
+           f"level ({fmt(slow)}) has reached it too; it was {fmt(raised_ratio)}x its best when the alert was "
+           f"raised at step {a.step}")
+    good = ev.get("rollback_step", ev["best_step"])
+    reason = (f"The loss and its level are above where the run started: everything it learnt is "
+              f"undone. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) and roll back to a "
+              f"checkpoint near step {good}, before the trouble began.")
+    if lr_ramping(f, i):
+        reason += WARM_UP
+    d.update_episode(f.step[i], severity="critical", message=msg, evidence=ev,
+                     action=Action(a.action.type, dict(a.action.params), reason))
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
