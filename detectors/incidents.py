@@ -21,7 +21,9 @@ While an alert of warning or worse asks to lower the LR, roll back or stop (``Ac
 with the reason) on every copy the engine reports, and an alert already asking for a raise is
 reported again, withheld, at the step the lowering alert appears. Lowering is the safe side: a run
 that is blowing up or stuck after a blow-up is not helped by a larger LR, and a tired reader must
-not get both.
+not get both. Likewise a note (info) raised into an incident whose open alert lowers the LR does
+not give advice of its own ("nothing to do if the next evaluation is back" beside "cut the LR
+10x"): its reason says that the incident's alert's advice stands.
 
 Example
 -------
@@ -57,6 +59,17 @@ def withheld(a: Alert, by_kind: str, by_step: int) -> Action:
     return Action("none", {}, f"{why} (withheld: {a.action.reason})" if a.action.reason else why)
 
 
+def subsumed(a: Alert, by: Alert) -> Action:
+    """The action a note ``a`` gets inside the incident of the lowering alert ``by``."""
+    why = f"part of the {by.kind} incident (step {by.step}): that alert's advice stands"
+    return Action("none", {}, f"{why} (this note alone: {a.action.reason})" if a.action.reason else why)
+
+
+def _is_note_under(a: Alert, lower: Alert) -> bool:
+    return a is not lower and a.resolved_step is None and a.severity == "info" \
+        and a.incident is not None and a.incident == lower.incident
+
+
 def withhold_raises(alerts: list[Alert]) -> None:
     """Apply the one-verdict rule to a set of alerts active together (snapshots, changed in place)."""
     lower = next((b for b in alerts if lowers_lr(b)), None)
@@ -65,6 +78,8 @@ def withhold_raises(alerts: list[Alert]) -> None:
     for a in alerts:
         if a.resolved_step is None and a.action.direction == "up":
             a.action = withheld(a, lower.kind, lower.step)
+        elif _is_note_under(a, lower):
+            a.action = subsumed(a, lower)
 
 
 class IncidentBook:
@@ -102,6 +117,9 @@ class IncidentBook:
         self._directed.pop(a.id, None)
         direction = a.action.direction if a.resolved_step is None else "none"
         if direction == "none":
+            lower = next((b for b in self._directed.values() if lowers_lr(b)), None)
+            if lower is not None and _is_note_under(a, lower):
+                a.action = subsumed(a, lower)
             return []
         lower = next((b for b in self._directed.values() if lowers_lr(b)), None)
         if direction == "up":

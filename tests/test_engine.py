@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from detector_helpers import in_batches, one_at_a_time
 from losswatch.detectors import Batch, Engine
 from losswatch.detectors.engine import _json_default, decode_state
 from losswatch.detectors.types import Record
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: Run metadata that adds the SGD-efficiency rule (and reads the first-order feature sums)
 SGD_META = {"optimizer": "sgd", "momentum": 0.9}
@@ -449,6 +453,34 @@ def test_an_open_lr_raise_is_withheld_when_a_lowering_alert_appears():
     later = Alert(run_id="r", step=10, kind="plateau", severity="warning", detector="plateau", message="",
                   action=Action("scale_lr", {"factor": 10.0}), last_step=60, event="updated")
     assert again.assign([later])[0].action.type == "none"
+
+
+def test_a_note_inside_an_incident_that_lowers_the_lr_defers_to_its_advice():
+    from losswatch.detectors.incidents import IncidentBook
+    from losswatch.detectors.types import Action, Alert
+    book = IncidentBook()
+    down = Alert(run_id="r", step=9, kind="divergence", severity="critical", detector="divergence",
+                 message="", action=Action("scale_lr", {"factor": 0.1}, "cut"))
+    note = Alert(run_id="r", step=9, kind="spike", severity="info", detector="val_spike", message="",
+                 action=Action("none", {}, "Nothing to do if the next evaluation is back."))
+    out = book.assign([down, note])
+    assert out[1].incident == out[0].incident
+    assert out[1].action.reason.startswith("part of the divergence incident (step 9)")
+    # a note before any lowering alert keeps its own words
+    alone = IncidentBook().assign([Alert(run_id="r", step=3, kind="spike", severity="info", detector="spike",
+                                         message="", action=Action("none", {}, "a transient spike"))])
+    assert alone[0].action.reason == "a transient spike"
+    # on a real evaluation-only log: the run's alerts never say both "cut the LR" and "nothing to do"
+    path = REPO / "bench" / "real" / "issues" / "wandb__senpai__pr2583__lr1e-3.csv"
+    eng = Engine("r")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    alerts = []
+    for r in rows:
+        alerts += eng.update(Record(int(r["step"]), val_loss=float(r["val_loss"])))
+    assert any(a.kind == "divergence" and a.action.direction == "down" for a in alerts)
+    assert not any("Nothing to do" in a.action.reason and not a.action.reason.startswith("part of")
+                   for a in alerts + eng.active_alerts)
 
 
 def test_a_loss_repeated_at_the_four_decimal_print_resolution_is_dead_only_with_three_digits():
