@@ -354,19 +354,19 @@ class RedisStore(Store):
         EXISTS round trip on every call); a server whose script cache was emptied (a restart)
         is given the script once and sent the same pipeline again, whose index writes repeat
         harmlessly and whose script had not run."""
-        for reload in (False, True):
-            try:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    self._queue_index(pipe, index)
-                    pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
-                    if self.wait_replicas:
-                        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                    return await pipe.execute()
-            except rexc.NoScriptError:
-                if reload:
-                    raise
-                self._commit.sha = await self._r.script_load(COMMIT)
-        raise AssertionError("unreachable")
+        async def send() -> list:
+            async with self._r.pipeline(transaction=False) as pipe:
+                self._queue_index(pipe, index)
+                pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
+                if self.wait_replicas:
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                return await pipe.execute()
+
+        try:
+            return await send()
+        except rexc.NoScriptError:
+            self._commit.sha = await self._r.script_load(COMMIT)
+            return await send()
 
     def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, Any]]:
         """The index commands due with this commit: the run's entry when this replica has not
