@@ -5,7 +5,7 @@ A run's life on the service is a metadata PUT when it starts, batches of steps, 
 per run within a second or two, so the PUT's cost is what such a wave costs. One
 ``losswatch serve --store redis://`` process and one redis-server (appendonly everysec) are
 started on loopback; ``--n`` new runs are each PUT once, then sent one batch of one record, then
-PUT again as finished, one request at a time over one kept-alive connection. Reported: the
+PUT again as finished, then PUT that again (a retry), one request at a time over one kept-alive connection. Reported: the
 service process's CPU per request (from /proc) and the wall time per request.
 
     .venv/bin/python bench/request_cost.py --n 1000
@@ -65,6 +65,8 @@ def main() -> int:
                                                               {"project": "p", "records": [RECORD]})),
                 ("PUT, the same run finished", lambda i: request("PUT", f"/v1/runs/r{i}",
                                                                  {**META, "status": "finished"})),
+                ("PUT, the same metadata again (a retry)", lambda i: request("PUT", f"/v1/runs/r{i}",
+                                                                              {**META, "status": "finished"})),
             ]
             print("| request | service CPU per request | wall time per request |\n|---|---:|---:|")
             for what, send in kinds:

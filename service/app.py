@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # the ingest fast path inside BodyLimit (which counts its bodies too), outside FastAPI's routing
     app.add_middleware(steps.IngestRoute, service=app)
+    app.add_middleware(runs.MetaRoute, service=app)   # the metadata PUT's, likewise
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.auth_enabled:
         app.add_middleware(DocsAuth, tokens=settings.tokens)

@@ -304,12 +304,26 @@ class IngestPipeline:
         """Create the run or replace its metadata; the detectors are configured by it
         (``Engine.set_meta``), under the same version check as a batch. A checkpoint it names
         for the first time is waited for (or its state kept now, if the records passed it); a new
-        rewind waits for its first re-logged record (:mod:`.attempts`)."""
+        rewind waits for its first re-logged record (:mod:`.attempts`).
+
+        The metadata the run already has (a retry, a client sending it again) changes nothing:
+        once the stored version confirms it, it is answered without a commit. Otherwise the
+        commit starts from this replica's engine of the run, as a batch does, and the version
+        check catches a change made elsewhere."""
         now = wall_now(now)
         key = (project, run_id)
         async with self._lock(key):
-            cached = await self._start(key, load=True)
+            cached = await self._start(key)
             for _ in range(self.MAX_TRIES):
+                if cached.v and cached.engine.meta == meta:
+                    snap = await self.store.load(project, run_id)
+                    if snap.version != cached.v:      # changed elsewhere: compare with that
+                        cached = _restore(run_id, snap)
+                        continue
+                    tl = cached.timeline.copy()
+                    if not tl.new_checkpoints(meta) and not tl.new_rewinds(meta) and tl == cached.timeline:
+                        self._keep(key, cached)
+                        break
                 cached.engine.set_meta(dict(meta))
                 tl = cached.timeline.copy()
                 for c in tl.new_checkpoints(meta):

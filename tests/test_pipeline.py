@@ -179,3 +179,66 @@ def test_a_run_that_keeps_conflicting_answers_store_unavailable_and_stores_nothi
         assert (s.n_steps, s.last_step) == (0, None)
 
     asyncio.run(go())
+
+
+def test_metadata_the_run_already_has_is_answered_without_a_commit(store):
+    """A PUT of the metadata the run has (a retry, a client sending it again) stores nothing: the
+    run's version stays; other metadata is committed as before."""
+    meta = {"project": "p", "optimizer": "adamw", "lr_schedule": {"name": "cosine", "total_steps": 1000}}
+
+    async def go():
+        pl = pipe(store)
+        await pl.put_meta("r", meta, project="p")
+        assert (await store.load("p", "r")).version == 1
+        s = await pl.put_meta("r", dict(meta), project="p")
+        assert (await store.load("p", "r")).version == 1
+        assert s.meta == meta
+        s = await pl.put_meta("r", {**meta, "status": "finished"}, project="p")
+        assert (await store.load("p", "r")).version == 2
+        assert s.meta == {**meta, "status": "finished"}
+        await pl.put_meta("r2", {}, project="p")            # a new run with empty metadata is created
+        assert (await store.load("p", "r2")).version == 1
+
+    asyncio.run(go())
+
+
+def test_a_replica_puts_its_metadata_over_what_another_replica_wrote_since(redis_proc):
+    """Replica a's engine of the run holds metadata M1 while replica b has stored M2: a's PUT of
+    M1 (unchanged in a's eyes) and of M3 (a commit from a stale version) are both stored."""
+    m1, m2, m3 = ({"project": "p", "optimizer": o} for o in ("adamw", "sgd", "lion"))
+
+    async def go():
+        a, b = RedisStore(redis_proc.url), RedisStore(redis_proc.url)
+        try:
+            await pipe(a).put_meta("r", m1, project="p")
+            await pipe(b).put_meta("r", m2, project="p")
+            assert (await pipe(a).put_meta("r", m1, project="p")).meta == m1
+            assert (await b.get_run("r", project="p")).meta == m1
+            await pipe(b).put_meta("r", m2, project="p")
+            assert (await pipe(a).put_meta("r", m3, project="p")).meta == m3
+            assert (await b.get_run("r", project="p")).meta == m3
+            assert (await a.load("p", "r")).version == 5
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())
+
+
+def test_a_metadata_change_after_redis_lost_its_scripts_is_stored(redis_proc):
+    """The commit that also writes the run's index entries calls the script by its digest; a
+    Redis that forgot its scripts (a restart, SCRIPT FLUSH) is given it again, and the change is
+    stored once."""
+    async def go():
+        st = RedisStore(redis_proc.url)
+        try:
+            await pipe(st).put_meta("r", {"optimizer": "adamw"}, project="p")
+            redis_proc.client().script_flush()
+            s = await pipe(st).put_meta("r", {"optimizer": "sgd"}, project="p")
+            assert s.meta == {"optimizer": "sgd"}
+            assert (await st.load("p", "r")).version == 2
+            assert [r.run_id for r in await st.list_runs(projects=["p"])] == ["r"]
+        finally:
+            await st.close()
+
+    asyncio.run(go())

@@ -6,8 +6,9 @@ store is open); these functions are the only readers, so a route declares what i
 (``store: StoreDep``) and a test can swap one with ``app.dependency_overrides[get_store]``.
 They are ``async def`` because FastAPI runs a plain ``def`` dependency in its thread pool (a
 thread hop per request). The
-ingest fast path (:class:`~losswatch.service.api.steps.IngestRoute`) bypasses FastAPI and reads
-them through :func:`app_services` instead (so an override does not reach it).
+ingest fast path (:class:`~losswatch.service.api.steps.IngestRoute`) and the metadata PUT's
+(:class:`~losswatch.service.api.runs.MetaRoute`) bypass FastAPI and read them through
+:func:`app_services` instead (so an override does not reach them).
 """
 
 from __future__ import annotations

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+from typing import Any, Optional
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
-from ..flush_hint import HEADER, HEADER_DOC
-from .common import ProjectQuery, RunIdPath, json_response, request_project, run_dict, visible_run
-from .deps import FlushHintDep, PipelineDep, ScopeDep, StoreDep
+from ..auth import scope_for
+from ..flush_hint import HEADER, HEADER_DOC, FlushHint
+from ..ingest import LABEL_RE
+from ..pipeline import IngestPipeline
+from ..stores.base import StoreUnavailable
+from .common import (
+    ProjectQuery,
+    RunIdPath,
+    json_response,
+    request_project,
+    run_dict,
+    store_down_response,
+    visible_run,
+)
+from .deps import FlushHintDep, PipelineDep, ScopeDep, StoreDep, app_services
 from .models import LABEL_PATTERN, ErrorOut, Health, RunMetaIn, RunOut, RunsOut
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -29,12 +45,98 @@ async def put_run(meta: RunMetaIn, pipeline: PipelineDep, scope: ScopeDep, hint:
                   run_id: str = RunIdPath, project: Optional[str] = ProjectQuery) -> Response:
     # a run's first request: its answer carries the flush hint, so the run's first batch follows it
     with hint.request():
-        data = meta.model_dump(mode="json", exclude_none=True)
-        if meta.lr_schedule is not None:
-            data["lr_schedule"] = meta.lr_schedule.flat()
+        data = stored_meta(meta)
         where = request_project(scope, project, data.get("project"))
-        s = await pipeline.put_meta(run_id, data, project=where)
-        return json_response(run_dict(s), headers=hint.headers())
+        return await store_meta(pipeline, hint, run_id, data, where)
+
+
+def stored_meta(meta: RunMetaIn) -> dict[str, Any]:
+    """The metadata as the run keeps it: the fields given, as JSON, the schedule flattened."""
+    data = meta.model_dump(mode="json", exclude_none=True)
+    if meta.lr_schedule is not None:
+        data["lr_schedule"] = meta.lr_schedule.flat()
+    return data
+
+
+async def store_meta(pipeline: IngestPipeline, hint: FlushHint, run_id: str, data: dict[str, Any],
+                     project: str) -> Response:
+    """The run's metadata replaced; the answer: the run, with the flush hint's header."""
+    s = await pipeline.put_meta(run_id, data, project=project)
+    return json_response(run_dict(s), headers=hint.headers())
+
+
+class MetaRoute:
+    """Pure ASGI middleware that answers a well-formed ``PUT /v1/runs/{run_id}`` itself, before
+    FastAPI's routing, and passes every other request on.
+
+    Every run starts and ends with this PUT, all runs of a fleet within a second or two, and
+    FastAPI's per-request machinery (routing, the Request object, the dependency solver) cost
+    about a third of it (bench/results/ingest-breakdown.md). Only a request that FastAPI would
+    answer 200 is answered here, by the same code (:func:`stored_meta`, :func:`store_meta`): a
+    JSON body that ``RunMetaIn`` accepts, a valid run id and ``?project=``, a token that covers
+    the project. Anything else (a refused body, a bad token, another content type) goes on to
+    FastAPI with the body as it came, so every refusal is FastAPI's own. A store that fails is
+    answered as the app's handler does (:func:`~.common.store_down_response`). Added inside
+    ``BodyLimit``, which counts the body; an app under a root path is left to FastAPI."""
+
+    def __init__(self, app: ASGIApp, service: Any) -> None:
+        self.app = app
+        self.service = service  # the FastAPI app: its state holds the pipeline, settings, hint
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        run_id = path[len(_RUNS):]
+        if (scope["type"] != "http" or scope["method"] != "PUT" or not path.startswith(_RUNS)
+                or scope.get("root_path") or not LABEL_RE.fullmatch(run_id)):
+            return await self.app(scope, receive, send)
+        messages: list[Message] = []
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # nobody to answer
+            messages.append(msg)
+            if not msg.get("more_body", False):
+                break
+        services = app_services(self.service)
+        accepted = _accepted(scope, b"".join(m.get("body", b"") for m in messages), services.settings.tokens)
+        if accepted is None:
+            async def replay() -> Message:
+                return messages.pop(0) if messages else await receive()
+            return await self.app(scope, replay, send)
+        data, where = accepted
+        with services.flush_hint.request():
+            try:
+                answer = await store_meta(services.pipeline, services.flush_hint, run_id, data, where)
+            except StoreUnavailable as e:
+                answer = store_down_response(e, services.settings.retry_after)
+        await answer(scope, receive, send)
+
+
+_RUNS = "/v1/runs/"
+
+
+def _accepted(scope: AsgiScope, body: bytes, tokens: Any) -> tuple[dict[str, Any], str] | None:
+    """(the metadata to store, the project) of a PUT that FastAPI's route would take as it
+    does; None for any other (FastAPI answers it)."""
+    headers: dict[bytes, bytes] = {}
+    for k, v in scope["headers"]:
+        headers.setdefault(k, v)        # the first of repeated names, as Starlette's headers.get
+    if headers.get(b"content-type") != b"application/json":
+        return None
+    project = None
+    if scope["query_string"]:
+        # as Starlette reads a query: latin-1, blank values kept, the last of repeated names
+        project = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)).get("project")
+        if project is not None and not LABEL_RE.fullmatch(project):
+            return None
+    try:
+        meta = RunMetaIn.model_validate(json.loads(body))
+        data = stored_meta(meta)
+        authorization = headers.get(b"authorization")
+        caller = scope_for(tokens, None if authorization is None else authorization.decode("latin-1"))
+        return data, request_project(caller, project, data.get("project"))
+    except Exception:   # whatever it is (a refusal, a body too deep to parse), FastAPI's to answer
+        return None
 
 
 @router.get("", response_model=RunsOut, summary="List runs (each with its project)")

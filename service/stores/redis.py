@@ -318,12 +318,7 @@ class RedisStore(Store):
         if index or self.wait_replicas:
             # one round trip: the index entries, the script, and WAIT on the same connection
             # (it counts the replicas that have this connection's writes)
-            async with self._r.pipeline(transaction=False) as pipe:
-                self._queue_index(pipe, index)
-                await self._commit(keys=keys, args=args, client=pipe)
-                if self.wait_replicas:
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                replies = await pipe.execute()
+            replies = await self._pipelined_commit(index, keys, args)
             reply = replies[len(index)]
             replicas = replies[-1] if self.wait_replicas else None
             self._indexed_now(rk, index)
@@ -352,6 +347,26 @@ class RedisStore(Store):
             version=version, stored_late=stored, duplicate_late=dups,
             alerts=[(float(r), float(ack) if ack else None, bool(int(created))) for r, ack, created in alert_info],
             claimed=[ch == ord("1") for ch in claims])
+
+    async def _pipelined_commit(self, index: list[tuple[str, str, Any]], keys: list[str], args: list[Any]) -> list:
+        """The index entries, the COMMIT script by its digest, and WAIT, in one round trip.
+        The script is called by digest alone (a script object in a pipeline costs a SCRIPT
+        EXISTS round trip on every call); a server whose script cache was emptied (a restart)
+        is given the script once and sent the same pipeline again, whose index writes repeat
+        harmlessly and whose script had not run."""
+        async def send() -> list:
+            async with self._r.pipeline(transaction=False) as pipe:
+                self._queue_index(pipe, index)
+                pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
+                if self.wait_replicas:
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                return await pipe.execute()
+
+        try:
+            return await send()
+        except rexc.NoScriptError:
+            self._commit.sha = await self._r.script_load(COMMIT)
+            return await send()
 
     def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, Any]]:
         """The index commands due with this commit: the run's entry when this replica has not
