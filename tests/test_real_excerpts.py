@@ -329,3 +329,40 @@ def test_a_noisy_fine_tune_whose_first_loss_is_a_low_draw_is_not_lost(every):
     recs = list(read_run(REAL / WHISPER_LOW_FIRST))[::every]
     alerts = [a for rec in recs for a in eng.update(rec)]
     assert raised(alerts, min_severity="warning") == []
+
+
+PINN_SPIKE = "histories/macro1027__simple-pendulum-pinn__lightning-logs-version-27-metrics-csv.csv"
+
+
+def _every_tenth_and(recs, step: int, after: int = 3):
+    """Every 10th record, plus the one at ``step`` and the ``after`` records that follow it (how
+    bench/real_logs.py thins a log around its labelled onset)."""
+    o = next(i for i, r in enumerate(recs) if r.step >= step)
+    return [r for i, r in enumerate(recs) if i % 10 == 0 or o <= i <= o + after]
+
+
+def test_a_descent_seen_in_two_sparse_records_moves_the_level_and_not_the_noise():
+    # a pendulum PINN thinned to every 10th epoch: 4.0 -> 2.28 -> 0.76 -> 0.70 in three
+    # records. The level followed by a tenth per record while each deviation was counted as
+    # noise, so the noise band grew as fast as the level fell: three records later the level was
+    # still 3.0 with a noise of 1.5, on a loss of 0.55
+    eng = Engine("r")
+    rows = {}
+    for rec in _every_tenth_and(list(read_run(REAL / PINN_SPIKE)), 379):
+        eng.update(rec)
+        rows[rec.step] = (eng._features.state["slow"], eng._features.state["sd"])
+    level, noise = rows[100]
+    assert level < 1.0 and noise < 0.2
+
+
+def test_a_spike_after_a_sparse_descent_is_seen_against_the_level_the_loss_reached():
+    # the same log: 0.22 -> 0.82 at epoch 379 is a spike in the full log and, now, in the
+    # thinned one (before, the level 0.43 and its noise 0.62 hid it)
+    recs = _every_tenth_and(list(read_run(REAL / PINN_SPIKE)), 379)
+    eng = Engine("r")
+    alerts = [a for rec in recs for a in eng.update(rec)]
+    assert [a.step for a in raised(alerts, "spike")] == [379]
+    batch_eng = Engine("r")
+    batch_eng.SMALL_BATCH = 0  # the vectorised path must agree on the thinned log too
+    batch = [(a.id, a.severity, a.last_step) for a in batch_eng.update_batch(recs)]
+    assert batch == [(a.id, a.severity, a.last_step) for a in alerts]
