@@ -61,8 +61,7 @@ DEFAULT_PARAMS: dict[str, float] = {
     "start_low": 1.5,
     # ... if all of them lie within this factor of their median: a loss that jumps further right
     # after its first value blew up from there, it is not noise (the divergence detector's
-    # ``blowup`` multiple; a minibatch draw is not half or twice its level). The level's
-    # re-anchor after a descent (``_loss_core``) reads the same fact.
+    # ``blowup`` multiple; a minibatch draw is not half or twice its level).
     "start_rise": 2.0,
 }
 
@@ -100,7 +99,7 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
     of each of them; with ``collect`` false (the one-record path, which reads ``st``) none are
     built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
-    wk, wr, peps, rise = p["win_k"], p["win_r"], p["plateau_eps"], p["start_rise"]
+    wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
     nl, lprev = st["nl"], st["lprev"]
     fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
@@ -130,42 +129,22 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
             fast += af * (x - fast)
             cap = wk * sd + wr * (slow if slow >= 0.0 else -slow)
             held = x if x > lprev else lprev
-            if held > 0.0 and (slow - held > cap or (held * rise < slow and slow - held > 2.0 * sd)):
-                # the loss has been below the level on this record and the one before (one low
-                # record does not do it: a lucky batch), by more than its noise band (the same
-                # band that caps a rise), or below half of it (``start_rise``: a minibatch draw
-                # is not half its level) and by more than two noise units (unless the noise is
-                # as large as the level: a converged classifier's per-batch loss ranges
-                # 0.002-0.06): a descent the level has not followed. The half-level test exists
-                # because the first records of a descent seen in a sparse log are deviations of
-                # several noise units that inflate the noise, and with it the band, as fast as
-                # the level falls, so the band test alone never fires (a PINN log thinned to
-                # every 10th epoch fell 4.5 -> 0.76 in two records; 30 records later its level
-                # was 0.43 with a noise of 0.62, blind to a 0.22 -> 0.82 spike).
-                # Re-anchor the level on the higher of the two and keep the noise's share of
-                # the level: the deviations measured during the descent are the descent, not
-                # noise. (Positive levels only: a share of a level near or below zero means
-                # nothing. The trend is not re-anchored: its lag is what tells a fresh
-                # descent, raw_runaway.)
+            if slow - held > cap and held > 0.0:
+                # the loss has been below the level by more than its noise band (the same band
+                # that caps a rise) on this record and the one before: a descent the level has
+                # not followed, not a lucky batch (one low record does not do it). Re-anchor the
+                # level on the higher of the two and keep the noise's share of the level: the
+                # deviations measured during the descent are the descent, not noise. (Positive
+                # levels only: a share of a level near or below zero means nothing. The trend
+                # is not re-anchored: its lag is what tells a fresh descent, raw_runaway.)
                 sd *= held / slow
                 slow = held
                 cap = wk * sd + wr * slow
             d = x - slow
             if d > cap:
                 d = cap
-            dn = d if d >= 0.0 else -d
-            if slow - held > sd:
-                # this loss and the one before both lie below the level by more than its
-                # noise: the level lags a descent, and that lag is the trend, not noise. The
-                # noise reads the record-to-record change instead when it is the smaller (in a
-                # sparse log each record of a descent lies far below a level that follows it
-                # by a tenth per record; counted as noise, that lag kept the PINN's noise at
-                # 0.15 on a loss of 0.2 whose records vary by 0.05).
-                change = x - lprev if x > lprev else lprev - x
-                if change < dn:
-                    dn = change
             slow += as_ * d
-            sd += as_ * (dn - sd)
+            sd += as_ * ((d if d >= 0.0 else -d) - sd)
             dt = x - trend
             if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
                 dt = cap
