@@ -455,7 +455,7 @@ class Monitor:
             return
         if finished and self.meta.get("status") != "finished":
             self.meta["status"] = "finished"
-            self._transport.close_run(self.meta)
+            worker.close_run(self.meta)
         self._closed = True
         self._log_instead = self._after_close
         if worker.on_its_thread:

@@ -98,6 +98,9 @@ class Worker:
         # retried at plus what the failed attempt took; never for a service that did not answer
         # or did not say it was busy (what an exit waits for: flush(give_up_on_failure=True))
         self._retry_answered_by = float("inf")
+        # the run's closing metadata, handed to the transport by the first cycle that collects
+        # after close(): only then are all the steps logged before it in the spool, ahead of it
+        self._closing: dict[str, Any] | None = None
         self._outage_since: float | None = None
         self._warned: set[str] = set()
         self.stats = {"failures": 0, "outages": 0}
@@ -186,8 +189,23 @@ class Worker:
             return max(0.0, min(wait, self._retry_at - time.monotonic()))
         return wait
 
+    def close_run(self, meta: dict[str, Any]) -> None:
+        """The run ends with this metadata: sent after every step logged before this call (a
+        cycle already under way may hold some of them back in the buffer)."""
+        self._closing = dict(meta)
+        self.wake.set()
+
     def _collect(self) -> None:
-        """Drain the buffer; read the records; keep what the transport is to send."""
+        """Drain the buffer; read the records; keep what the transport is to send; then, if the
+        run has closed, its closing metadata (read first: every step logged before close() is in
+        the buffer by then, so it is drained ahead of the metadata)."""
+        closing = self._closing
+        self._drain()
+        if closing is not None:
+            self._closing = None
+            self.transport.close_run(closing)
+
+    def _drain(self) -> None:
         q = self.buffer
         n = len(q)
         if not n:
@@ -221,15 +239,17 @@ class Worker:
             self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
 
     def _failed(self, e: ServiceError, took: float) -> None:
-        self.stats["failures"] += 1
         self._failures += 1
         if e.retry_after is not None:
             delay = min(e.retry_after, 60.0)
         else:
             delay = min(self.max_backoff, 0.25 * 2 ** min(self._failures, 16))
             delay *= random.uniform(0.8, 1.2)
-        self._retry_at = time.monotonic() + delay
-        self._retry_answered_by = self._retry_at + took if e.busy else float("inf")
+        with self._cond:  # flush() reads both under the lock: it must never see the new failure
+            # with the previous retry's answer time
+            self._retry_at = time.monotonic() + delay
+            self._retry_answered_by = self._retry_at + took if e.busy else float("inf")
+            self.stats["failures"] += 1
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self.stats["outages"] += 1
@@ -247,7 +267,7 @@ class Worker:
     def idle(self) -> bool:
         """Nothing buffered, spooled, queued or being worked on."""
         return (not self._busy and len(self.buffer) == 0 and len(self.spool) == 0
-                and self.transport.waiting == 0)
+                and self._closing is None and self.transport.waiting == 0)
 
     def flush(self, timeout: float, give_up_on_failure: bool = False) -> bool:
         """Send everything logged so far now (ignoring the backoff once); wait up to ``timeout``.

@@ -1,5 +1,6 @@
 """Monitor against a real service (uvicorn in a subprocess): what arrives, alerts, callbacks, acting."""
 
+import json
 import math
 import threading
 import time
@@ -231,6 +232,40 @@ def test_the_closing_metadata_goes_after_the_last_steps(service_proc):
                     ("PUT", run, 200)]
     assert get(service_proc, run)["meta"] == {"task": "t", "status": "finished"}
     assert get(service_proc, run + "/steps")["series"]["step"] == list(range(100))
+
+
+def test_steps_logged_during_a_slow_send_still_go_before_the_closing_metadata(service_proc):
+    # a cycle already under way when the run closes has collected its records before the last
+    # steps were logged: the finished status must wait for them, not ride on that cycle
+    mon = Monitor(run_id="mon-close-slow", url=service_proc, batch_size=5, flush_interval=60.0)
+    sent: list[tuple[str, object]] = []
+    in_flight, release = threading.Event(), threading.Event()
+    connection = mon._transport.connection
+    request = connection.request
+
+    def slow_first_post(method, path, body=None):
+        if method == "POST" and not in_flight.is_set():
+            in_flight.set()
+            release.wait(30)  # the service is slow to answer this one
+        reply = request(method, path, body)
+        doc = json.loads(body) if body else {}
+        sent.append((method, [r["step"] for r in doc["records"]] if method == "POST" else doc.get("status")))
+        return reply
+
+    connection.request = slow_first_post
+    for step in range(5):  # a full batch: the worker sends it at once
+        mon.log(step, loss=1.0)
+    assert in_flight.wait(30)
+    for step in range(5, 8):  # logged while that POST is under way
+        mon.log(step, loss=1.0)
+    closing = threading.Thread(target=mon.close)
+    closing.start()
+    wait_until(lambda: mon._closed)
+    release.set()
+    closing.join(30)
+    assert sent[-1] == ("PUT", "finished"), sent
+    assert [s for m, steps in sent if m == "POST" for s in steps] == list(range(8))
+    assert series(service_proc, "mon-close-slow")["step"] == list(range(8))
 
 
 def test_a_clean_close_marks_the_run_finished_and_a_crash_does_not(service_proc):
