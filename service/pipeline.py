@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import json
 import logging
 import operator
 import time
@@ -203,6 +204,12 @@ class _Part:
     after: _Cached                # the run once committed (its version set then)
 
 
+def same_meta(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same metadata as JSON says it: ``1``, ``1.0`` and ``true`` are three values (Python's
+    ``==`` says one), key order is not a difference."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 class IngestPipeline:
     """Classify, detect, commit with compare-and-set, retry on conflict (module docstring).
 
@@ -315,7 +322,7 @@ class IngestPipeline:
         async with self._lock(key):
             cached = await self._start(key)
             for _ in range(self.MAX_TRIES):
-                if cached.v and cached.engine.meta == meta:
+                if cached.v and same_meta(cached.engine.meta, meta):
                     snap = await self.store.load(project, run_id)
                     if snap.version != cached.v:      # changed elsewhere: compare with that
                         cached = _restore(run_id, snap)

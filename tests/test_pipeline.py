@@ -198,6 +198,13 @@ def test_metadata_the_run_already_has_is_answered_without_a_commit(store):
         assert s.meta == {**meta, "status": "finished"}
         await pl.put_meta("r2", {}, project="p")            # a new run with empty metadata is created
         assert (await store.load("p", "r2")).version == 1
+        # values Python calls equal but JSON does not (1, 1.0, true) are a change: stored
+        await pl.put_meta("r3", {"amp": 1, "lr": 1}, project="p")
+        s = await pl.put_meta("r3", {"lr": 1.0, "amp": True}, project="p")
+        assert (await store.load("p", "r3")).version == 2
+        assert s.meta == {"amp": True, "lr": 1.0} and s.meta["amp"] is True and isinstance(s.meta["lr"], float)
+        s = await pl.put_meta("r3", {"lr": 1.0, "amp": True}, project="p")  # key order is no change
+        assert (await store.load("p", "r3")).version == 2
 
     asyncio.run(go())
 
