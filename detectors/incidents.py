@@ -21,9 +21,10 @@ While an alert of warning or worse asks to lower the LR, roll back or stop (``Ac
 with the reason) on every copy the engine reports, and an alert already asking for a raise is
 reported again, withheld, at the step the lowering alert appears. Lowering is the safe side: a run
 that is blowing up or stuck after a blow-up is not helped by a larger LR, and a tired reader must
-not get both. Likewise a note (info) raised into an incident whose open alert lowers the LR does
-not give advice of its own ("nothing to do if the next evaluation is back" beside "cut the LR
-10x"): its reason says that the incident's alert's advice stands.
+not get both. Likewise a note (info) of an incident whose open alert lowers the LR does not give
+advice of its own ("nothing to do if the next evaluation is back" beside "cut the LR 10x"): its
+reason says that the incident's alert's advice stands, and a note raised before that alert is
+reported again (``updated``) when it opens.
 
 Example
 -------
@@ -65,9 +66,8 @@ def subsumed(a: Alert, by: Alert) -> Action:
     return Action("none", {}, f"{why} (this note alone: {a.action.reason})" if a.action.reason else why)
 
 
-def _is_note_under(a: Alert, lower: Alert) -> bool:
-    return a is not lower and a.resolved_step is None and a.severity == "info" \
-        and a.incident is not None and a.incident == lower.incident
+def is_open_note(a: Alert) -> bool:
+    return a.resolved_step is None and a.severity == "info" and a.incident is not None
 
 
 def withhold_raises(alerts: list[Alert]) -> None:
@@ -78,8 +78,10 @@ def withhold_raises(alerts: list[Alert]) -> None:
     for a in alerts:
         if a.resolved_step is None and a.action.direction == "up":
             a.action = withheld(a, lower.kind, lower.step)
-        elif _is_note_under(a, lower):
-            a.action = subsumed(a, lower)
+        elif is_open_note(a):
+            own = next((b for b in alerts if lowers_lr(b) and b.incident == a.incident), None)
+            if own is not None:
+                a.action = subsumed(a, own)
 
 
 class IncidentBook:
@@ -87,11 +89,15 @@ class IncidentBook:
     latest copy of each open alert that asks to lower or raise the LR (for the one-verdict rule)."""
 
     def __init__(self, open_alerts: dict[str, list[str]] | None = None,
-                 directed: list[dict[str, Any]] | None = None) -> None:
+                 directed: list[dict[str, Any]] | None = None,
+                 notes: list[dict[str, Any]] | None = None) -> None:
         # insertion order = raising order: an alert joins the oldest related open incident
         self._open: dict[str, tuple[str, str]] = {
             aid: (kind, inc) for aid, (kind, inc) in (open_alerts or {}).items()}
         self._directed: dict[str, Alert] = {d["id"]: _alert_from_state(d) for d in directed or ()}
+        # the open notes (info), as last reported: a lowering alert that opens in their
+        # incident later reports them again, deferring to it
+        self._notes: dict[str, Alert] = {d["id"]: _alert_from_state(d) for d in notes or ()}
 
     def assign(self, changes: Iterable[Alert]) -> list[Alert]:
         """Set ``incident`` on each change (snapshots, in step order), apply the one-verdict rule
@@ -112,14 +118,18 @@ class IncidentBook:
         return out
 
     def _one_verdict(self, a: Alert) -> list[Alert]:
-        """Withhold ``a``'s raise if a lowering alert is open; if ``a`` newly lowers, report the
-        open raises again, withheld."""
+        """Withhold ``a``'s raise if a lowering alert is open; a note in the incident of a
+        lowering alert defers to it; if ``a`` newly lowers, report the open raises (withheld)
+        and the open notes of its incident (deferring) again."""
         self._directed.pop(a.id, None)
+        self._notes.pop(a.id, None)
         direction = a.action.direction if a.resolved_step is None else "none"
         if direction == "none":
-            lower = next((b for b in self._directed.values() if lowers_lr(b)), None)
-            if lower is not None and _is_note_under(a, lower):
-                a.action = subsumed(a, lower)
+            if is_open_note(a):
+                own = self._lowering(a.incident)
+                if own is not None:
+                    a.action = subsumed(a, own)
+                self._notes[a.id] = a
             return []
         lower = next((b for b in self._directed.values() if lowers_lr(b)), None)
         if direction == "up":
@@ -127,18 +137,32 @@ class IncidentBook:
                 a.action = withheld(a, lower.kind, lower.step)
             self._directed[a.id] = a
             return []
+        before_in_incident = self._lowering(a.incident)
         self._directed[a.id] = a
-        if not lowers_lr(a) or lower is not None:
-            return []  # not severe enough, or the raises were withheld already
+        if not lowers_lr(a):
+            return []  # not severe enough
         again = []
-        for b in list(self._directed.values()):
-            if b.action.direction == "up":
-                c = _snapshot(b)
-                c.action = withheld(b, a.kind, a.step)
-                c.last_step, c.event = a.last_step, "updated"
-                self._directed[c.id] = c
-                again.append(c)
+        if lower is None:  # the raises were not withheld yet
+            for b in list(self._directed.values()):
+                if b.action.direction == "up":
+                    c = _snapshot(b)
+                    c.action = withheld(b, a.kind, a.step)
+                    c.last_step, c.event = a.last_step, "updated"
+                    self._directed[c.id] = c
+                    again.append(c)
+        if before_in_incident is None:  # the incident's notes gave their own advice so far
+            for n in list(self._notes.values()):
+                if n.incident == a.incident:
+                    c = _snapshot(n)
+                    c.action = subsumed(n, a)
+                    c.last_step, c.event = a.last_step, "updated"
+                    self._notes[c.id] = c
+                    again.append(c)
         return again
+
+    def _lowering(self, incident: str | None) -> Alert | None:
+        """The open alert of ``incident`` that lowers the LR, rolls back or stops, if any."""
+        return next((b for b in self._directed.values() if lowers_lr(b) and b.incident == incident), None)
 
     def _join(self, a: Alert) -> str:
         peers = INCIDENT_PEERS.get(a.kind, frozenset((a.kind,)))
@@ -153,9 +177,10 @@ class IncidentBook:
 
     def to_state(self) -> dict[str, Any]:
         return {"open": {aid: [kind, inc] for aid, (kind, inc) in self._open.items()},
-                "directed": [_alert_state(a) for a in self._directed.values()]}
+                "directed": [_alert_state(a) for a in self._directed.values()],
+                "notes": [_alert_state(a) for a in self._notes.values()]}
 
     @classmethod
     def from_state(cls, d: dict[str, Any] | None) -> "IncidentBook":
         d = d or {}
-        return cls(d.get("open"), d.get("directed"))
+        return cls(d.get("open"), d.get("directed"), d.get("notes"))  # states saved before notes: none

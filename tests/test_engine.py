@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
 from pathlib import Path
@@ -466,10 +467,29 @@ def test_a_note_inside_an_incident_that_lowers_the_lr_defers_to_its_advice():
     out = book.assign([down, note])
     assert out[1].incident == out[0].incident
     assert out[1].action.reason.startswith("part of the divergence incident (step 9)")
-    # a note before any lowering alert keeps its own words
-    alone = IncidentBook().assign([Alert(run_id="r", step=3, kind="spike", severity="info", detector="spike",
-                                         message="", action=Action("none", {}, "a transient spike"))])
-    assert alone[0].action.reason == "a transient spike"
+    # a note raised first gives its own words until a lowering alert opens in its incident: then
+    # it is reported again, deferring, and the book's saved state keeps that
+    book = IncidentBook()
+    first = book.assign([Alert(run_id="r", step=3, kind="spike", severity="info", detector="spike",
+                               message="", action=Action("none", {}, "a transient spike"))])
+    assert first[0].action.reason == "a transient spike"
+    book = IncidentBook.from_state(json.loads(json.dumps(book.to_state())))
+    later = book.assign([Alert(run_id="r", step=7, kind="divergence", severity="critical", detector="divergence",
+                               message="", action=Action("scale_lr", {"factor": 0.1}, "cut"))])
+    assert [(a.kind, a.event, a.incident) for a in later] == [
+        ("divergence", "raised", "r:spike:3"), ("spike", "updated", "r:spike:3")]
+    assert later[1].action.reason.startswith("part of the divergence incident (step 7)")
+    # a lowering alert of another incident leaves a note its own words; one of the note's does not
+    book = IncidentBook()
+    over = Alert(run_id="r", step=2, kind="overfitting", severity="warning", detector="overfitting", message="",
+                 action=Action("rollback", {"to_step": 1}, "rollback"))
+    div = Alert(run_id="r", step=9, kind="divergence", severity="critical", detector="divergence", message="",
+                action=Action("scale_lr", {"factor": 0.1}, "cut"))
+    spike = Alert(run_id="r", step=10, kind="spike", severity="info", detector="spike", message="",
+                  action=Action("none", {}, "a transient spike"))
+    out = book.assign([over]) + book.assign([div]) + book.assign([spike])
+    assert out[-1].incident == out[1].incident != out[0].incident
+    assert out[-1].action.reason.startswith("part of the divergence incident (step 9)")
     # on a real evaluation-only log: the run's alerts never say both "cut the LR" and "nothing to do"
     path = REPO / "bench" / "real" / "issues" / "wandb__senpai__pr2583__lr1e-3.csv"
     eng = Engine("r")
