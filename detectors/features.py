@@ -613,7 +613,7 @@ class Features:
 
     def __init__(self, n: int, lists: dict[str, list] | None = None) -> None:
         self.n = n
-        self._arrays: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray] | None = {}
         if lists:
             self.__dict__.update(lists)
 

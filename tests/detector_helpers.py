@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+from pathlib import Path
 
 from losswatch.detectors import Engine
 from losswatch.detectors.types import Record
+from losswatch.service.readers import read_run
+
+REAL = Path(__file__).resolve().parent.parent / "bench" / "real"  # the real-log corpus
 
 
 def replay(losses=None, gns=None, lrs=None, vals=None, steps=None, meta=None):
@@ -59,3 +64,19 @@ def healthy_curve(n, seed=0, start=2.3, floor=0.3, tau=200.0, noise=0.03, lr=1e-
     losses = [x * (1.0 + r.gauss(0, noise)) for x in losses]
     gns = [gn * math.exp(r.gauss(0, 0.15)) for _ in range(n)]
     return losses, gns, [lr] * n
+
+
+def in_tune_part(rel: str) -> bool:
+    """Is ``rel`` (a path under bench/real/) in the real-log corpus's tune part (bench/real/split.py)?"""
+    if str(REAL) not in sys.path:
+        sys.path.insert(0, str(REAL))
+    from split import part_of
+    return part_of(rel) == "tune"
+
+
+def tune_records(rel: str) -> list:
+    """The records of a log of the real-log corpus's tune part. A holdout file fails the test
+    that asks: that part stays untouched."""
+    assert in_tune_part(rel), f"{rel} is in the untouched holdout part"
+    return list(read_run(REAL / rel))
+

@@ -2,28 +2,20 @@
 bench/real/SOURCES.md): each test is one class of failure the corpus taught, checked on a file a
 user really posted. The holdout part is never read here."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from detector_helpers import raised
+from detector_helpers import one_at_a_time, raised, tune_records
 from losswatch.detectors import Engine
 from losswatch.detectors.types import Record
 from losswatch.service.readers import read_run
 
 REAL = Path(__file__).resolve().parent.parent / "bench" / "real"
-sys.path.insert(0, str(REAL))
-from split import part_of  # noqa: E402
 
 
 def _replay(rel: str):
-    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
-    eng = Engine("r")
-    alerts = []
-    for rec in read_run(REAL / rel):
-        alerts += eng.update(rec)
-    return alerts
+    return one_at_a_time(tune_records(rel))[1]
 
 
 def test_a_cnn_frozen_at_ln_10_every_epoch_is_dead_from_its_sixth_identical_epoch():
@@ -112,7 +104,7 @@ def test_a_loss_that_climbs_back_as_the_warm_up_passes_the_stable_lr_is_an_lr_to
 
 def test_a_restored_engine_keeps_where_the_loss_was_lowest():
     # the relapse rule keeps the LR at the raw best in the oscillation detector's own state
-    recs = list(read_run(REAL / CS336_LR_01))
+    recs = tune_records(CS336_LR_01)
     eng, out = Engine("r"), []
     for k in range(0, len(recs), 37):
         eng = Engine.from_bytes(eng.to_bytes())
@@ -136,7 +128,7 @@ def test_the_batch_path_gives_the_same_alerts_on_real_excerpts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
     eng.SMALL_BATCH = 0  # these excerpts are short: force the vectorised path
-    batch = [(a.id, a.severity, a.last_step) for a in eng.update_batch(list(read_run(REAL / rel)))]
+    batch = [(a.id, a.severity, a.last_step) for a in eng.update_batch(tune_records(rel))]
     assert batch == one
 
 
@@ -267,7 +259,7 @@ def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
     assert not [a for a in alerts if a.action.direction == "up"]
     # without the steadiness test the step at the boundary is "a pace"
     eng = Engine("r", params={"slow_progress": {"steady": 0.0}})
-    lumpy = [a for rec in read_run(REAL / rel) for a in eng.update(rec) if a.detector == "slow_progress"]
+    lumpy = [a for rec in tune_records(rel) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
 
 
@@ -289,7 +281,7 @@ def test_a_fall_that_speeds_up_as_the_cosine_decay_cuts_the_lr_is_not_a_too_smal
     assert not [a for a in alerts if a.action.direction == "up"]
     # without the test the annealing is "a pace"
     eng = Engine("r", params={"slow_progress": {"anneal": 0.0}})
-    paced = [a for rec in read_run(REAL / CS336_LR_3E2) for a in eng.update(rec) if a.detector == "slow_progress"]
+    paced = [a for rec in tune_records(CS336_LR_3E2) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in paced[:1]] == [(2900, 3.0)]
 
 
@@ -314,7 +306,7 @@ def test_a_fine_tune_that_starts_near_its_floor_is_not_told_its_lr_is_too_small(
     assert not [a for a in raised(alerts, "plateau", "warning") if a.action.direction == "up"]
     # with the old band (10% under the first loss counted as "barely below") it was told x10
     eng = Engine("r", params={"plateau": {"barely": 0.9}})
-    wide = [a for rec in read_run(REAL / rel) for a in eng.update(rec)]
+    wide = [a for rec in tune_records(rel) for a in eng.update(rec)]
     up = [a for a in raised(wide, "plateau", "warning") if a.action.direction == "up"]
     assert [(a.step, a.action.params["factor"]) for a in up] == [(120500, 10.0)]
 
@@ -326,6 +318,6 @@ def test_a_noisy_fine_tune_whose_first_loss_is_a_low_draw_is_not_lost(every):
     # 500 (the level and the trend crept up from 0.269 and "never improved"); every 2nd row, at
     # step 975. Its start level is the median of its first five losses.
     eng = Engine("r")
-    recs = list(read_run(REAL / WHISPER_LOW_FIRST))[::every]
+    recs = tune_records(WHISPER_LOW_FIRST)[::every]
     alerts = [a for rec in recs for a in eng.update(rec)]
     assert raised(alerts, min_severity="warning") == []

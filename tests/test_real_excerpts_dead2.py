@@ -3,26 +3,21 @@
 with no action (a few flat records are also what the end of a converged run prints). The holdout
 part is never read here."""
 
-import sys
 from pathlib import Path
 
-from detector_helpers import in_batches, one_at_a_time, raised
+from detector_helpers import in_batches, one_at_a_time, raised, tune_records
 from losswatch.detectors.base import drive
 from losswatch.detectors.dead import DeadDetector
 from losswatch.detectors.types import Record
-from losswatch.service.readers import read_run
 
 REAL = Path(__file__).resolve().parent.parent / "bench" / "real"
-sys.path.insert(0, str(REAL))
-from split import part_of  # noqa: E402
 
 BERT = "issues/aws-samples__deep-learning-models__45.csv"  # 11.165-11.183 from its first step
 DPO = "histories/silver-8ce__llamatest__trainer-state.csv"  # healthy: starts at ln 2 by construction
 
 
 def _records(rel: str):
-    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
-    return list(read_run(REAL / rel))
+    return tune_records(rel)
 
 
 def test_a_loss_flat_from_its_first_record_gets_a_warning_without_an_action():

@@ -2,33 +2,24 @@
 provenance in bench/real/SOURCES.md): the record after a loss spike tells a bad batch (lower
 again) from a run-away (higher still). The holdout part is never read here."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from detector_helpers import raised
+from detector_helpers import one_at_a_time, raised, tune_records
 from losswatch.detectors import Engine
 from losswatch.detectors.base import drive
 from losswatch.detectors.divergence import DivergenceDetector
 from losswatch.detectors.types import Record
-from losswatch.service.readers import read_run
 
 REAL = Path(__file__).resolve().parent.parent / "bench" / "real"
-sys.path.insert(0, str(REAL))
-from split import part_of  # noqa: E402
 
 RERANKER = "issues/flagopen__flagembedding__865.csv"  # 0.21-0.33, then 0.535, 0.591: "never came down"
 FLOW = "issues/bayesflow-org__bayesflow__23.csv"  # NLL -7.8, then 719, 3.5e6, then back down
 
 
 def _replay(rel: str):
-    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
-    eng = Engine("r")
-    alerts = []
-    for rec in read_run(REAL / rel):
-        alerts += eng.update(rec)
-    return alerts
+    return one_at_a_time(tune_records(rel))[1]
 
 
 def test_a_loss_that_rises_again_after_its_jump_gets_an_lr_cut_on_that_record():
@@ -82,12 +73,12 @@ def test_the_batch_path_gives_the_same_alerts(rel):
     one = [(a.id, a.severity, a.last_step) for a in _replay(rel)]
     eng = Engine("r")
     eng.SMALL_BATCH = 0  # short excerpts: force the vectorised path
-    batch = [(a.id, a.severity, a.last_step) for a in eng.update_batch(list(read_run(REAL / rel)))]
+    batch = [(a.id, a.severity, a.last_step) for a in eng.update_batch(tune_records(rel))]
     assert batch == one
 
 
 def test_an_engine_saved_between_the_spike_and_the_next_record_still_sees_the_climb():
-    recs = list(read_run(REAL / RERANKER))
+    recs = tune_records(RERANKER)
     eng = Engine("r")
     out = eng.update_batch(recs[:8])
     eng = Engine.from_bytes(eng.to_bytes())

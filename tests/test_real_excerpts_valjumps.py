@@ -4,26 +4,21 @@ note), the third in a run is an LR too high for the valley (a warning that lower
 holdout part is never read here."""
 
 import json
-import sys
 from pathlib import Path
 
-from detector_helpers import in_batches, one_at_a_time, raised
+from detector_helpers import in_batches, in_tune_part, one_at_a_time, raised, tune_records
 from losswatch.detectors import Engine
 from losswatch.detectors.base import drive
 from losswatch.detectors.types import Record
 from losswatch.detectors.val_spike import ValSpikeDetector
-from losswatch.service.readers import read_run
 
 REAL = Path(__file__).resolve().parent.parent / "bench" / "real"
-sys.path.insert(0, str(REAL))
-from split import part_of  # noqa: E402
 
 JUMPY = "issues/stats-stackexchange__questions__478017.csv"  # val 0.58 -> 2.30, 0.17 -> 1.52, 0.14 -> 2.81
 
 
 def _records(rel: str):
-    assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
-    return list(read_run(REAL / rel))
+    return tune_records(rel)
 
 
 def test_the_third_jump_of_the_validation_loss_lowers_the_lr():
@@ -49,7 +44,7 @@ def test_both_paths_and_a_saved_engine_agree_on_the_count():
 
 def test_no_healthy_tune_log_gets_an_lr_change_from_its_validation_jumps():
     labels = json.loads((REAL / "LABELS.json").read_text())
-    healthy = [rel for rel, lab in labels.items() if lab["label"] == "healthy" and part_of(rel) == "tune"]
+    healthy = [rel for rel, lab in labels.items() if lab["label"] == "healthy" and in_tune_part(rel)]
     assert len(healthy) >= 20
     for rel in healthy:
         out = drive(ValSpikeDetector(), _records(rel))
