@@ -60,10 +60,17 @@ def withheld(a: Alert, by_kind: str, by_step: int) -> Action:
     return Action("none", {}, f"{why} (withheld: {a.action.reason})" if a.action.reason else why)
 
 
+_ALONE = " (this note alone: "
+
+
 def subsumed(a: Alert, by: Alert) -> Action:
-    """The action a note ``a`` gets inside the incident of the lowering alert ``by``."""
+    """The action a note ``a`` gets inside the incident of the lowering alert ``by`` (its own
+    words kept once, however many lowering alerts it deferred to)."""
     why = f"part of the {by.kind} incident (step {by.step}): that alert's advice stands"
-    return Action("none", {}, f"{why} (this note alone: {a.action.reason})" if a.action.reason else why)
+    own = a.action.reason
+    if own.startswith("part of the ") and _ALONE in own:
+        own = own.split(_ALONE, 1)[1][:-1]
+    return Action("none", {}, f"{why}{_ALONE}{own})" if own else why)
 
 
 def is_open_note(a: Alert) -> bool:
@@ -121,6 +128,9 @@ class IncidentBook:
         """Withhold ``a``'s raise if a lowering alert is open; a note in the incident of a
         lowering alert defers to it; if ``a`` newly lowers, report the open raises (withheld)
         and the open notes of its incident (deferring) again."""
+        # whether the incident had a lowering alert before this change (this alert's own earlier
+        # copy included: an escalation of the same alert is not a new one)
+        before_in_incident = self._lowering(a.incident)
         self._directed.pop(a.id, None)
         self._notes.pop(a.id, None)
         direction = a.action.direction if a.resolved_step is None else "none"
@@ -137,7 +147,6 @@ class IncidentBook:
                 a.action = withheld(a, lower.kind, lower.step)
             self._directed[a.id] = a
             return []
-        before_in_incident = self._lowering(a.incident)
         self._directed[a.id] = a
         if not lowers_lr(a):
             return []  # not severe enough

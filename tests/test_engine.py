@@ -479,6 +479,18 @@ def test_a_note_inside_an_incident_that_lowers_the_lr_defers_to_its_advice():
     assert [(a.kind, a.event, a.incident) for a in later] == [
         ("divergence", "raised", "r:spike:3"), ("spike", "updated", "r:spike:3")]
     assert later[1].action.reason.startswith("part of the divergence incident (step 7)")
+    # the same alert escalated is no new lowering alert: the note is not reported again, and its
+    # own words are kept once whatever it deferred to
+    worse = book.assign([Alert(run_id="r", step=7, kind="divergence", severity="critical", detector="divergence",
+                               message="", action=Action("scale_lr", {"factor": 0.01}, "cut more"),
+                               last_step=12, event="escalated")])
+    assert [(a.kind, a.event) for a in worse] == [("divergence", "escalated")]
+    nan = book.assign([Alert(run_id="r", step=15, kind="nan", severity="critical", detector="nan", message="",
+                             action=Action("rollback", {"to_step": 5}, "roll back"))])
+    assert [a.kind for a in nan] == ["nan"]  # the incident had a lowering alert already
+    from losswatch.detectors.incidents import subsumed
+    twice = subsumed(later[1], nan[0])
+    assert twice.reason.count("this note alone") == 1 and twice.reason.endswith("(this note alone: a transient spike)")
     # a lowering alert of another incident leaves a note its own words; one of the note's does not
     book = IncidentBook()
     over = Alert(run_id="r", step=2, kind="overfitting", severity="warning", detector="overfitting", message="",

@@ -145,7 +145,9 @@ def _loss_lines(series: dict[str, Any], alerts: list[dict[str, Any]], width: int
 def _advice(action: dict[str, Any] | None) -> str:
     text = action_text(action)
     reason = (action or {}).get("reason")
-    return f"{text} - {reason}" if reason and text != "none" else text
+    # a reason is shown with "none" too: it says why nothing is to be done (a raise withheld, a
+    # note deferring to its incident's alert)
+    return f"{text} - {reason}" if reason else text
 
 
 def _or_dash(v: Any) -> str:
