@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from typing import Any, Optional
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -16,6 +16,7 @@ from ..flush_hint import HEADER, HEADER_DOC, FlushHint
 from ..ingest import LABEL_RE
 from ..pipeline import IngestPipeline
 from ..stores.base import StoreUnavailable
+from .asgi import RUNS, header, query_project, read_body
 from .common import (
     ProjectQuery,
     RunIdPath,
@@ -85,23 +86,21 @@ class MetaRoute:
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        run_id = path[len(_RUNS):]
-        if (scope["type"] != "http" or scope["method"] != "PUT" or not path.startswith(_RUNS)
+        run_id = path[len(RUNS):]
+        if (scope["type"] != "http" or scope["method"] != "PUT" or not path.startswith(RUNS)
                 or scope.get("root_path") or not LABEL_RE.fullmatch(run_id)):
             return await self.app(scope, receive, send)
-        messages: list[Message] = []
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return  # nobody to answer
-            messages.append(msg)
-            if not msg.get("more_body", False):
-                break
+        try:
+            body = await read_body(receive)
+        except ClientDisconnect:
+            return  # nobody to answer
         services = app_services(self.service)
-        accepted = _accepted(scope, b"".join(m.get("body", b"") for m in messages), services.settings.tokens)
+        accepted = _accepted(scope, body, services.settings.tokens)
         if accepted is None:
-            async def replay() -> Message:
-                return messages.pop(0) if messages else await receive()
+            unread: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def replay() -> Message:  # the body as one message, then the connection's own
+                return unread.pop() if unread else await receive()
             return await self.app(scope, replay, send)
         data, where = accepted
         with services.flush_hint.request():
@@ -112,28 +111,18 @@ class MetaRoute:
         await answer(scope, receive, send)
 
 
-_RUNS = "/v1/runs/"
-
-
 def _accepted(scope: AsgiScope, body: bytes, tokens: Any) -> tuple[dict[str, Any], str] | None:
     """(the metadata to store, the project) of a PUT that FastAPI's route would take as it
     does; None for any other (FastAPI answers it)."""
-    headers: dict[bytes, bytes] = {}
-    for k, v in scope["headers"]:
-        headers.setdefault(k, v)        # the first of repeated names, as Starlette's headers.get
-    if headers.get(b"content-type") != b"application/json":
+    if header(scope, b"content-type") != "application/json":
         return None
-    project = None
-    if scope["query_string"]:
-        # as Starlette reads a query: latin-1, blank values kept, the last of repeated names
-        project = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)).get("project")
-        if project is not None and not LABEL_RE.fullmatch(project):
-            return None
+    project = query_project(scope)
+    if project is not None and not LABEL_RE.fullmatch(project):
+        return None
     try:
         meta = RunMetaIn.model_validate(json.loads(body))
         data = stored_meta(meta)
-        authorization = headers.get(b"authorization")
-        caller = scope_for(tokens, None if authorization is None else authorization.decode("latin-1"))
+        caller = scope_for(tokens, header(scope, b"authorization"))
         return data, request_project(caller, project, data.get("project"))
     except Exception:   # whatever it is (a refusal, a body too deep to parse), FastAPI's to answer
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from typing import Any, Awaitable, Callable, Optional
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -22,6 +21,7 @@ from ..downsample import __doc__ as DOWNSAMPLE_DOC
 from ..flush_hint import HEADER, HEADER_DOC
 from ..ingest import LABEL_RULE, IngestError, parse_steps, safe_column, valid_label
 from ..stores.base import StoreUnavailable
+from .asgi import RUNS, header, query_project, read_body
 from .common import (
     PROJECT_RULE,
     ProjectQuery,
@@ -185,35 +185,16 @@ class IngestRoute:
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_RUNS)
+        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(RUNS)
                 or not path.endswith(_STEPS) or scope.get("root_path")):
             return await self.app(scope, receive, send)
-        run_id = path[len(_RUNS):-len(_STEPS)]
+        run_id = path[len(RUNS):-len(_STEPS)]
         if not run_id or "/" in run_id:  # not this route's path: FastAPI answers (404, 405...)
             return await self.app(scope, receive, send)
-        authorization = None
-        for k, v in scope["headers"]:
-            if k == b"authorization":
-                authorization = v.decode("latin-1")
-                break
-        project = None
-        if scope["query_string"]:
-            # as Starlette reads a query: latin-1, blank values kept, the last of repeated names
-            project = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)).get("project")
-
-        async def read_body() -> bytes:
-            chunks = []
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunks.append(msg.get("body", b""))
-                if not msg.get("more_body", False):
-                    return b"".join(chunks)
-
         services = app_services(self.service)
         try:
-            status, body, headers = await ingest_steps(services, authorization, run_id, project, read_body)
+            status, body, headers = await ingest_steps(services, header(scope, b"authorization"), run_id,
+                                                       query_project(scope), lambda: read_body(receive))
         except StarletteHTTPException as e:
             await http_error_response(e)(scope, receive, send)
         except StoreUnavailable as e:
@@ -228,7 +209,6 @@ class IngestRoute:
             await send({"type": "http.response.body", "body": body})
 
 
-_RUNS = "/v1/runs/"
 _STEPS = "/steps"
 
 
