@@ -64,16 +64,19 @@ class DeadDetector(Detector):
 
     Examples
     --------
-    >>> from losswatch.detectors import Engine
-    >>> from losswatch.detectors.types import Record
-    >>> eng = Engine("r")
-    >>> losses = [0.7, 0.6932, 0.6931, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931, 0.6932]
-    >>> out = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x))]
-    >>> [(a.kind, a.step, a.action.type) for a in out]
-    [('dead', 6, 'stop')]
+    A 10-class model that starts at chance, ln(10), and learns is not dead; one that stays there is:
 
-    Each rule module shows its own case (a collapse after learning, in :mod:`.dead_rules.collapsed`,
-    gets the LR cut instead of the stop).
+    >>> from losswatch.detectors.base import drive
+    >>> from losswatch.detectors.types import Record
+    >>> learns = [2.3026, 2.3025, 2.3026, 2.25, 2.1, 1.9, 1.7, 1.55, 1.4, 1.3]
+    >>> drive(DeadDetector(), [Record(s, x) for s, x in enumerate(learns)])
+    []
+    >>> stays = [2.3026, 2.3025] * 5
+    >>> [(a.kind, a.step, a.action.type) for a in drive(DeadDetector(), [Record(s, x) for s, x in enumerate(stays)])]
+    [('dead', 5, 'stop')]
+
+    Each rule module shows its own case (ln 2 in :mod:`.dead_rules.at_chance`; a collapse after
+    learning, in :mod:`.dead_rules.collapsed`, gets the LR cut instead of the stop).
 
     References
     ----------
