@@ -65,6 +65,7 @@ def client_main(a) -> None:
     logging.getLogger("losswatch").setLevel(logging.WARNING)  # no start line per run
     posts: list[tuple[float, float, int]] = []    # POST /steps: (monotonic start, seconds, status)
     puts: list[tuple[float, float, int]] = []     # PUT (the run's metadata): the same
+    refusals: dict[str, int] = {}                 # why the service answered 5xx: its detail, shortened
     plain_request = http_mod.Connection.request
 
     def timed_request(self, method, path, body=None):
@@ -73,6 +74,9 @@ def client_main(a) -> None:
         try:
             reply = plain_request(self, method, path, body)
             status = reply.status
+            if status >= 500:
+                why = refusal_reason(reply.body)
+                refusals[why] = refusals.get(why, 0) + 1
             return reply
         finally:
             if method == "POST" and path.split("?")[0].endswith("/steps"):
@@ -122,8 +126,20 @@ def client_main(a) -> None:
            "spooled": [len(m._worker.spool) for m in mons],
            "posts": [(t - t0, s, st) for t, s, st in posts], "puts": [(t - t0, s, st) for t, s, st in puts],
            "intervals": [(t - (t0 - t_start), mean, mx) for t, mean, mx in intervals],
-           "cpu": time.process_time()}
+           "refusals": refusals, "cpu": time.process_time()}
     Path(a.out).write_text(json.dumps(res))
+
+
+def refusal_reason(body: bytes) -> str:
+    """What a 5xx answer said, without its addresses and figures (so answers group by reason)."""
+    try:
+        detail = str(json.loads(body).get("detail", ""))
+    except (ValueError, AttributeError):
+        detail = body[:80].decode(errors="replace")
+    for known in ("No connection available", "did not answer within", "unreachable", "busy", "conflict"):
+        if known in detail:
+            return known
+    return detail[:60]
 
 
 # --- the parent: processes, counting ---------------------------------------------------------------
@@ -239,6 +255,10 @@ def main_bench(a) -> None:
     closing = [s for t, s, st in posts if st == 200 and t >= a.duration]
     put_ok = [s for _, s, st in puts if st == 200]
     codes = _count(posts)
+    refusals: dict[str, int] = {}
+    for x in res:
+        for why, n in x.get("refusals", {}).items():
+            refusals[why] = refusals.get(why, 0) + n
     n_logged = sum(logged)
     n_sent = sum(n for x in res for n in x["sent"])
     spooled = sum(n for x in res for n in x["spooled"])
@@ -276,6 +296,8 @@ def main_bench(a) -> None:
         ("client-side latency p50 / p99 / max, the close (all runs at once)",
          f"{pct(closing, .5) * 1e3:.1f} / {pct(closing, .99) * 1e3:.1f} / "
          f"{max(closing, default=float('nan')) * 1e3:.1f} ms ({len(closing):,} POSTs)"),
+        ("5xx answers by the service's reason (POSTs and PUTs)",
+         ", ".join(f"{k}: {v:,}" for k, v in sorted(refusals.items())) or "none"),
         ("metadata PUTs (by status); latency p50 / p99",
          ", ".join(f"{k}: {v:,}" for k, v in sorted(_count(puts).items()))
          + f"; {pct(put_ok, .5) * 1e3:.1f} / {pct(put_ok, .99) * 1e3:.1f} ms"),

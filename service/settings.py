@@ -103,7 +103,14 @@ class Settings:
     metrics_ttl: int = _setting("LOSSWATCH_METRICS_TTL", "seconds a quiet run stays in /metrics", 900)
     retry_after: int = _setting("LOSSWATCH_RETRY_AFTER", "Retry-After seconds on a 503 (store down)", 2)
     store_timeout_ms: int = _setting("LOSSWATCH_STORE_TIMEOUT_MS", "a store call slower than this (connect, "
-                                     "pooled connection, reply) answers 503 with Retry-After", 2000)
+                                     "reply, a wait for a pooled connection while Redis answers nothing) answers "
+                                     "503 with Retry-After", 2000)
+    store_queue_ms: int = _setting("LOSSWATCH_STORE_QUEUE_MS", "how long a request may wait for a free Redis "
+                                   "connection while Redis answers (a burst, such as many runs closing at "
+                                   "once; requests are served in arrival order); once Redis has not answered "
+                                   "for `LOSSWATCH_STORE_TIMEOUT_MS`, a waiting request answers 503 then", 4000)
+    redis_connections: int = _setting("LOSSWATCH_REDIS_CONNECTIONS", "connections to Redis per service process "
+                                      "(per node on a Redis Cluster)", 64)
     retention_seconds: int = _setting("LOSSWATCH_RETENTION_SECONDS", "a run expires this long after its last "
                                       "write, on both stores (0: never)", 30 * 86400)
     raw_chunks: int = _setting("LOSSWATCH_RAW_CHUNKS", "newest 960-step chunks kept at full resolution, on both "
@@ -156,6 +163,8 @@ class Settings:
             metrics_ttl=_int(env, "LOSSWATCH_METRICS_TTL", cls.metrics_ttl),
             retry_after=_int(env, "LOSSWATCH_RETRY_AFTER", cls.retry_after),
             store_timeout_ms=_int(env, "LOSSWATCH_STORE_TIMEOUT_MS", cls.store_timeout_ms),
+            store_queue_ms=_int(env, "LOSSWATCH_STORE_QUEUE_MS", cls.store_queue_ms),
+            redis_connections=_int(env, "LOSSWATCH_REDIS_CONNECTIONS", cls.redis_connections, 1),
             retention_seconds=_int(env, "LOSSWATCH_RETENTION_SECONDS", cls.retention_seconds, 0),
             raw_chunks=_int(env, "LOSSWATCH_RAW_CHUNKS",
                             _int(env, "LOSSWATCH_REDIS_RAW_CHUNKS", cls.raw_chunks)),

@@ -116,6 +116,40 @@ def test_a_stalled_redis_gives_a_prompt_503(redis_proc, service_factory):
 
 
 @pytest.mark.timeout(90)
+def test_a_stalled_redis_gives_a_prompt_503_to_requests_queued_for_a_connection(redis_proc, service_factory):
+    """One connection, several requests at once, Redis stopped: the one holding the connection
+    and those waiting for it all answer 503 while Redis is still stopped. Waiting for a free
+    connection may last LOSSWATCH_STORE_QUEUE_MS (here far past the client's timeout) only while
+    Redis answers; a stall ends the wait after the store timeout, as a reply's."""
+    c, recs = _service(redis_proc, service_factory, {"LOSSWATCH_STORE_TIMEOUT_MS": "",
+                                                     "LOSSWATCH_REDIS_CONNECTIONS": "1",
+                                                     "LOSSWATCH_STORE_QUEUE_MS": "600000"})
+    answers: list[httpx.Response | Exception] = []
+
+    def post(run_id: str) -> None:
+        try:
+            with client(str(c.base_url)) as own:   # a connection of its own: the requests overlap
+                own.timeout = httpx.Timeout(CLIENT_TIMEOUT)
+                answers.append(post_records(own, run_id, recs[20:]))
+        except Exception as e:  # a client timeout: no answer within the client's timeout
+            answers.append(e)
+
+    os.kill(redis_proc.proc.pid, signal.SIGSTOP)
+    try:
+        posts = [threading.Thread(target=post, args=(f"q{i}",)) for i in range(4)]
+        for t in posts:
+            t.start()
+        for t in posts:
+            t.join()
+    finally:
+        os.kill(redis_proc.proc.pid, signal.SIGCONT)
+    assert [getattr(a, "status_code", a) for a in answers] == [503] * 4
+    assert all(a.headers.get("retry-after") == "3" for a in answers)
+    assert _fast_ping(redis_proc)
+    _stored_once(c, "r", recs[20:], 20)
+
+
+@pytest.mark.timeout(90)
 def test_redis_busy_with_a_script_gives_503(redis_proc, service_factory):
     """Another client's script runs past Redis' busy threshold: Redis answers BUSY to everyone
     (a 500 without Retry-After before)."""

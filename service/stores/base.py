@@ -348,6 +348,7 @@ def open_store(settings) -> Store:
         return RedisStore(url, retention_seconds=settings.retention_seconds, raw_chunks=settings.raw_chunks,
                           wait_replicas=settings.redis_wait_replicas,
                           wait_timeout_ms=settings.redis_wait_timeout_ms,
-                          timeout_ms=settings.store_timeout_ms)
+                          timeout_ms=settings.store_timeout_ms, queue_timeout_ms=settings.store_queue_ms,
+                          max_connections=settings.redis_connections)
     raise ValueError(f"unsupported store URL {url!r}: use memory://, redis://host:port/db or "
                      f"redis+cluster://host:port (one node of a Redis Cluster)")

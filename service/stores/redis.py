@@ -94,6 +94,7 @@ from .base import (
     summary_matches,
     wall_now,
 )
+from .redis_pool import NO_CONNECTION, QueuedConnectionPool
 from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES, ttl_slack
 
 log = logging.getLogger("losswatch.redis")
@@ -129,7 +130,7 @@ def _unavailable(fn):
     @functools.wraps(fn)
     async def wrapper(self, *a, **kw):
         try:
-            return await fn(self, *a, **kw)
+            result = await fn(self, *a, **kw)
         except StoreUnavailable:
             raise
         except rexc.ResponseError as e:
@@ -141,7 +142,13 @@ def _unavailable(fn):
             raise StoreUnavailable(f"redis at {self._where} did not answer within "
                                    f"{self.timeout_ms} ms (stalled or busy)") from e
         except _DOWN as e:
+            if str(e) == NO_CONNECTION:
+                raise StoreUnavailable(f"redis at {self._where}: no free connection in time (all "
+                                       f"{self.max_connections} busy)") from e
             raise StoreUnavailable(f"redis at {self._where} unreachable: {e or type(e).__name__}") from e
+        if self._queue is not None:
+            self._queue.answered()
+        return result
 
     return wrapper
 
@@ -206,8 +213,12 @@ class RedisStore(Store):
         for at most ``wait_timeout_ms``. A batch not replicated in time raises StoreUnavailable
         (503) although the primary has it: the client's retry then finds its steps as duplicates.
         Not on a Cluster (refused).
-    timeout_ms : a connection, a free pooled connection or a reply that takes longer is a
-        StoreUnavailable (503): a stalled Redis answers promptly instead of after seconds.
+    timeout_ms : a connection or a reply that takes longer is a StoreUnavailable (503): a stalled
+        Redis answers promptly instead of after seconds; so is a wait for a free pooled
+        connection once Redis has not answered for this long.
+    max_connections : connections to Redis per process (per node on a Cluster).
+    queue_timeout_ms : how long a request may wait for a free pooled connection while Redis
+        answers (a burst): requests are served in arrival order (:mod:`.redis_pool`).
 
     The defaults are those of :class:`~losswatch.service.settings.Settings` (the service passes
     its settings through :func:`.base.open_store`).
@@ -218,9 +229,10 @@ class RedisStore(Store):
     def __init__(self, url: str, *, retention_seconds: int = Settings.retention_seconds,
                  raw_chunks: int = Settings.raw_chunks, wait_replicas: int = Settings.redis_wait_replicas,
                  wait_timeout_ms: int = Settings.redis_wait_timeout_ms, prefix: str = "lw:",
-                 max_connections: int = 64,
+                 max_connections: int = Settings.redis_connections,
                  levels: tuple[ser.Level, ...] | None = None,
-                 timeout_ms: int = Settings.store_timeout_ms) -> None:
+                 timeout_ms: int = Settings.store_timeout_ms,
+                 queue_timeout_ms: int = Settings.store_queue_ms) -> None:
         self._where = _redact(url)                 # never echo a password (/readyz shows it)
         self.url = self._where
         self.retention = retention_seconds
@@ -228,6 +240,7 @@ class RedisStore(Store):
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.timeout_ms = timeout_ms
+        self.max_connections = max_connections
         self.prefix = prefix
         self.levels = tuple(levels or ser.LEVELS)
         ser.check_levels(self.levels)
@@ -245,11 +258,12 @@ class RedisStore(Store):
                 "redis://" + url[len(CLUSTER_SCHEME):], max_connections=max_connections,
                 socket_connect_timeout=t, socket_timeout=reply_t, require_full_coverage=False,
                 retry=Retry(NoBackoff(), 1))
+            self._queue: QueuedConnectionPool | None = None
         else:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=t,
+            self._queue = QueuedConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=t, queue_timeout=queue_timeout_ms / 1000,
                 socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
-            self._r = aioredis.Redis(connection_pool=pool)
+            self._r = aioredis.Redis(connection_pool=self._queue)
         self._commit = self._r.register_script(COMMIT)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)

@@ -1,0 +1,118 @@
+"""The Redis connection pool of one service process: a queue in arrival order that waits while
+Redis answers and gives up promptly when it does not.
+
+A burst (a fleet of runs that all close in the same second: each sends its last steps, then its
+finished status) asks for more connections than the pool holds. redis-py's
+``BlockingConnectionPool`` lets a request that has waited wait again behind one that just came
+(a freed connection goes to whoever asks first), and gives up after one fixed timeout, the same
+as for a Redis that stopped answering. Measured on such a close (bench/results/load.md): every
+503 was a request of the burst's first tenth of a second that waited out the store timeout while
+later ones were served, and each of them cost its run its last steps, because a retry after
+``Retry-After`` no longer fitted in the client's exit.
+
+Here a request takes a turn in arrival order (a freed connection is handed to the longest
+waiter, never taken by a newcomer), and how long it may wait depends on whether Redis answers:
+
+* while Redis has answered within the store timeout (``timeout``: a burst, Redis busy serving
+  others), it waits up to ``queue_timeout``, a bound chosen below the client's own request
+  timeout so that the answer still finds its client;
+* once Redis has not answered for ``timeout`` (stalled, or every connection stuck on a reply),
+  it gives up then, as before: a store that cannot serve is a prompt 503 with Retry-After.
+
+A waiter never gives up sooner than ``timeout`` after it came, as before. The store tells the
+pool that Redis answered (:meth:`QueuedConnectionPool.answered`) after each call that succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+#: what a request that waited too long is told (the store turns it into a 503 saying so)
+NO_CONNECTION = "No connection available"
+
+
+class QueuedConnectionPool(aioredis.BlockingConnectionPool):
+    """``BlockingConnectionPool`` whose waiters are served in arrival order and wait while Redis
+    answers (see the module docstring).
+
+    Parameters
+    ----------
+    max_connections : int
+        Connections to Redis at most.
+    timeout : float
+        Seconds without an answer from Redis after which a waiting request gives up (and the
+        least any waiter waits).
+    queue_timeout : float
+        Seconds a request may wait for a connection at most while Redis answers.
+    """
+
+    def __init__(self, *, queue_timeout: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.queue_timeout = float(queue_timeout)
+        self.answered_at = float("-inf")   # monotonic time of the last call that Redis answered
+        self._turns = self.max_connections  # turns free (a turn: the right to hold one connection)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._holders: set[int] = set()     # id() of the connections handed out on a turn
+
+    def answered(self) -> None:
+        """Redis answered a call: waiters may go on waiting (a burst, not a stall)."""
+        self.answered_at = time.monotonic()
+
+    async def get_connection(self, command_name=None, *keys, **options):  # noqa: ANN001 (redis-py's)
+        await self._take_turn()
+        try:
+            connection = await super().get_connection()
+        except BaseException:
+            # no connection was handed to us (one that failed to connect was released already,
+            # before it was ours): the turn goes on
+            self._pass_turn()
+            raise
+        self._holders.add(id(connection))
+        return connection
+
+    async def release(self, connection) -> None:  # noqa: ANN001
+        key = id(connection)
+        if key in self._holders:
+            self._holders.discard(key)
+            self._pass_turn()
+        await super().release(connection)
+
+    async def _take_turn(self) -> None:
+        if self._turns > 0 and not self._waiters:
+            self._turns -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        came = time.monotonic()
+        try:
+            while not turn.done():
+                # Redis answering recently means the queue moves: wait on, up to queue_timeout
+                deadline = min(came + self.queue_timeout, max(came, self.answered_at) + self.timeout)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RedisConnectionError(NO_CONNECTION)
+                await asyncio.wait((turn,), timeout=left)
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn()      # handed to us as we gave up: the next waiter has it
+            else:
+                turn.cancel()
+                try:
+                    self._waiters.remove(turn)
+                except ValueError:
+                    pass
+            raise
+
+    def _pass_turn(self) -> None:
+        """A turn ends: the longest waiter still waiting has it, else it is free."""
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._turns += 1
