@@ -352,6 +352,13 @@ class HttpTransport(Transport):
                         f"still waiting for {self.url} at the end")
         elif len(spool):
             path = spool.spill_all()
-            return (f"losswatch: the service at {self.url} could not be reached before the end; "
+            status = " (nor was the run's finished status sent)" if self.final_meta is not None else ""
+            return (f"losswatch: the service at {self.url} could not be reached before the end{status}; "
                     f"unsent records of run {self.run_id} are kept in {path}")
+        elif self.final_meta is not None:
+            # every step is stored; only the status is missing, which the user should know: the
+            # run will look as if it stopped reporting, not as if it finished
+            return (f"losswatch: every step of run {self.run_id} reached {self.url}, but not its "
+                    f"finished status (the service did not take it before the end): the run will "
+                    f"look stopped, not finished")
         return None

@@ -451,7 +451,14 @@ class Monitor:
         ``spool_dir`` and named in a warning, so nothing is silently lost.
         """
         worker = self._worker
-        if self._closed or not worker.in_this_process:
+        if not worker.in_this_process:
+            return
+        if self._closed:
+            if worker.finishes_itself and not worker.on_its_thread:
+                # closed from an on_alert callback: its thread's last cycle may still be sending
+                # (at interpreter exit too); wait for it as a close would, no longer
+                worker.join(self.exit_timeout if timeout is None else timeout)
+                _live.discard(self)
             return
         if finished and self.meta.get("status") != "finished":
             self.meta["status"] = "finished"
@@ -460,9 +467,9 @@ class Monitor:
         self._log_instead = self._after_close
         if worker.on_its_thread:
             # close() from an on_alert callback: the thread cannot wait for itself; it ends after
-            # one more cycle that sends what is left
+            # one more cycle that sends what is left and keeps what it could not send. The run
+            # stays in _live, so an exit waits for that cycle
             worker.stop(0.0, send=True)
-            _live.discard(self)
             return
         t = self.exit_timeout if timeout is None else timeout
         # one deadline for the whole exit: the flush leaves a moment of it for the last cycle

@@ -90,6 +90,9 @@ class Worker:
         self._cond = threading.Condition()
         self._stop = False
         self._stop_send = True
+        # stopped from this thread (close() in an on_alert callback): nobody waits for it, so its
+        # last cycle keeps what it could not send itself (finish)
+        self._finish_on_thread = False
         self._force = False
         self._busy = False
         self._retry_at = 0.0
@@ -145,6 +148,8 @@ class Worker:
                 self._busy = False
                 self._cond.notify_all()
             if stopping:
+                if self._finish_on_thread:
+                    self._finish_here()
                 return
             wait = self._wait_time()
 
@@ -241,7 +246,9 @@ class Worker:
     def _failed(self, e: ServiceError, took: float) -> None:
         self._failures += 1
         if e.retry_after is not None:
-            delay = min(e.retry_after, 60.0)
+            # never sooner than asked, and not all at once: runs refused together (a burst of
+            # closing runs) would otherwise come back together
+            delay = min(e.retry_after, 60.0) * random.uniform(1.0, 1.2)
         else:
             delay = min(self.max_backoff, 0.25 * 2 ** min(self._failures, 16))
             delay *= random.uniform(0.8, 1.2)
@@ -309,13 +316,26 @@ class Worker:
         accepted the connection and never answers) is cut short, so the thread can still put
         its last records in the spool before the time is up. That local work gets at least
         ABORT_GRACE even when ``timeout`` is shorter: records are not dropped to save 0.25 s."""
-        end = time.monotonic() + timeout
         with self._cond:
             self._stop = True
             self._stop_send = send
+            if self.on_its_thread:
+                self._finish_on_thread = True
         self.wake.set()
-        if self.on_its_thread:  # close() from a callback: no self-join
+        if self.on_its_thread:  # close() from a callback: no self-join; the thread finishes itself
             return
+        self.join(timeout)
+
+    @property
+    def finishes_itself(self) -> bool:
+        """Stopped from its own thread: it ends after one more cycle and keeps its leftovers
+        itself (:meth:`join` waits for that)."""
+        return self._finish_on_thread
+
+    def join(self, timeout: float) -> None:
+        """Wait at most ``timeout`` for the stopped thread to end, cutting short a request still
+        under way near the end (see :meth:`stop`)."""
+        end = time.monotonic() + timeout
         self._thread.join(max(0.0, timeout - min(ABORT_GRACE, timeout / 2)))
         if self._thread.is_alive() and self.transport.abort():
             self._thread.join(max(ABORT_GRACE, end - time.monotonic()))
@@ -326,6 +346,17 @@ class Worker:
         message = self.transport.finish(self.spool, len(self.buffer), worker_stuck=self.alive)
         self.spool.remove_directory_if_empty()
         return message
+
+    def _finish_here(self) -> None:
+        """:meth:`finish` at the end of the thread's last cycle, when it was stopped from this
+        thread; its warning goes to the user from here."""
+        try:
+            message = self.transport.finish(self.spool, len(self.buffer), worker_stuck=False)
+            self.spool.remove_directory_if_empty()
+        except Exception as e:  # the disk refused the unsent file: say so rather than nothing
+            message = f"losswatch: could not keep the unsent records at the end: {e!r}"
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def forget_in_child(self) -> None:
         """In a forked child: the buffered records are the parent's to send, not the child's."""

@@ -314,6 +314,49 @@ def test_close_does_not_begin_a_retry_the_deadline_would_cut_short(redis_proc, s
     assert [json.loads(line)["step"] for line in kept[0].read_text().splitlines()] == list(range(50, 120))
 
 
+def test_close_with_every_step_stored_but_not_the_finished_status_says_so(redis_proc, service_factory, tmp_path):
+    # the steps were acknowledged before the close; the close's only request, the finished
+    # status, is refused (the store went away) with a retry due after exit_timeout
+    svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_RETRY_AFTER": "120"})
+    mon = Monitor(run_id="res-close-status", url=svc.url, spool_dir=str(tmp_path / "spool"))
+    for step in range(50):
+        mon.log(step, loss=1.0)
+    assert mon.flush(30) and mon.stats["sent"] == 50
+    redis_proc.kill9()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mon.close()
+    said = [str(x.message) for x in w if "finished status" in str(x.message)]
+    assert len(said) == 1 and "every step of run res-close-status reached" in said[0], [str(x.message) for x in w]
+    assert not list((tmp_path / "spool").glob("unsent-*.jsonl"))
+
+
+def test_close_from_an_on_alert_callback_keeps_what_it_could_not_send(tmp_path):
+    # the service is down: the callback's close() cannot send, and the thread that ran it keeps
+    # the records in the unsent file itself; the interpreter's exit waits for that
+    script = (
+        "import threading\n"
+        "from losswatch.client import Monitor\n"
+        "closed = threading.Event()\n"
+        "def close_on_alert(alert):\n"
+        "    mon.close()\n"
+        "    closed.set()\n"
+        f"mon = Monitor(run_id='res-cb-exit', url='http://127.0.0.1:{free_port()}', "
+        f"spool_dir={str(tmp_path / 'spool')!r}, on_alert=close_on_alert)\n"
+        "for step in range(50):\n"
+        "    mon.log(step, loss=1.0)\n"
+        "mon.log(50, loss=float('nan'))\n"   # a local NaN alert: the callback runs in the sender thread
+        "assert closed.wait(30)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "are kept in" in p.stderr, p.stderr
+    kept = list((tmp_path / "spool").glob("unsent-*.jsonl"))
+    assert len(kept) == 1
+    lines = [json.loads(line) for line in kept[0].read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(51)) and lines[50]["loss"] == "NaN"
+
+
 def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_factory):
     srv = service_factory(env={"LOSSWATCH_MAX_BATCH_RECORDS": "64"})
     with Monitor(run_id="res-413", url=srv.url, batch_size=1000) as mon:
