@@ -448,7 +448,12 @@ class Monitor:
         the stopped-reporting alert leaves the run alone; a ``with`` block that ends in an
         exception, or an interpreter exit after an unhandled one, passes False (a crash should
         still be noticed). Records that could not be sent are written to one JSON-lines file in
-        ``spool_dir`` and named in a warning, so nothing is silently lost.
+        ``spool_dir`` and named in a warning, so nothing is silently lost; a finished status
+        that could not be sent is named in a warning too.
+
+        Called inside an ``on_alert`` callback (the sender thread) it returns at once: the thread
+        sends what is left in one more cycle and keeps what it could not send, as above. A later
+        ``close()``, or the interpreter's exit, waits for that cycle (at most ``timeout``).
         """
         worker = self._worker
         if not worker.in_this_process:

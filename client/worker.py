@@ -343,16 +343,18 @@ class Worker:
     def finish(self) -> str | None:
         """After :meth:`stop`: close the transport and keep what it did not deliver. Returns a
         warning for the user, or None."""
-        message = self.transport.finish(self.spool, len(self.buffer), worker_stuck=self.alive)
+        return self._finish(stuck=self.alive)
+
+    def _finish(self, stuck: bool) -> str | None:
+        message = self.transport.finish(self.spool, len(self.buffer), worker_stuck=stuck)
         self.spool.remove_directory_if_empty()
         return message
 
     def _finish_here(self) -> None:
         """:meth:`finish` at the end of the thread's last cycle, when it was stopped from this
-        thread; its warning goes to the user from here."""
+        thread (which is not stuck, then); its warning goes to the user from here."""
         try:
-            message = self.transport.finish(self.spool, len(self.buffer), worker_stuck=False)
-            self.spool.remove_directory_if_empty()
+            message = self._finish(stuck=False)
         except Exception as e:  # the disk refused the unsent file: say so rather than nothing
             message = f"losswatch: could not keep the unsent records at the end: {e!r}"
         if message:
