@@ -11,7 +11,7 @@ import pytest
 from losswatch.client import Monitor
 from service_helpers import client
 
-RUNS = 80
+RUNS = 120
 STEPS = 250
 
 
@@ -32,7 +32,7 @@ def test_runs_closing_at_once_into_a_small_pool_store_every_step(redis_proc, ser
     # one Redis connection for the whole burst; a 503 would ask for a retry in 60 s, after each
     # run's exit_timeout: any request refused for want of a connection leaves its steps in a file
     svc = service_factory(env={"LOSSWATCH_STORE": redis_proc.url, "LOSSWATCH_REDIS_CONNECTIONS": "1",
-                               "LOSSWATCH_STORE_TIMEOUT_MS": "300", "LOSSWATCH_RETRY_AFTER": "60"})
+                               "LOSSWATCH_STORE_TIMEOUT_MS": "1000", "LOSSWATCH_RETRY_AFTER": "60"})
     spool = tmp_path / "spool"
     # nothing is sent before close(): the metadata, every step and the finished status of each
     # run arrive in the same burst
