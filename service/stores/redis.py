@@ -80,6 +80,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..settings import Settings
+from . import redis_wire
 from . import series as ser
 from .base import (
     DEFAULT_PROJECT,
@@ -250,6 +251,11 @@ class RedisStore(Store):
                 url, max_connections=max_connections, timeout=t,
                 socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
             self._r = aioredis.Redis(connection_pool=pool)
+        # the hot path (a batch's COMMIT, a snapshot's load) on a lean pool of its own, where it can
+        # run (a single Redis, not TLS): redis-py's per-command machinery costs more than the round trip
+        self._wire = (redis_wire.WirePool(url, max_connections=max_connections, connect_timeout=t,
+                                          reply_timeout=reply_t)
+                      if not self.cluster and redis_wire.serves(url) else None)
         self._commit = self._r.register_script(COMMIT)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
@@ -291,7 +297,8 @@ class RedisStore(Store):
     # --- load and commit (the ingest pipeline's two calls) ---------------------------------
     @_unavailable
     async def load(self, project: str, run_id: str) -> Snapshot:
-        v, eng, last, tl = await self._r.hmget(self._p(_member(project, run_id)) + "s", "v", "eng", "last_step", "tl")
+        cmd = ("HMGET", self._p(_member(project, run_id)) + "s", "v", "eng", "last_step", "tl")
+        v, eng, last, tl = (await self._wire.execute([cmd]))[0] if self._wire else await self._r.execute_command(*cmd)
         return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last), timeline=tl or None)
 
     @_unavailable
@@ -306,24 +313,24 @@ class RedisStore(Store):
         q = self._series_p(rk, c.attempt)
         keys, args = self._commit_call(p, rk, c)
         index = self._index_writes(rk, c)
-        if index and self.cluster:
-            # the index entries first (harmless if the commit is then refused); on a Cluster in
-            # their own round trip: a Cluster pipeline cannot load the script into a node that
-            # lacks it (one restarted), a plain call does
-            async with self._r.pipeline(transaction=False) as pipe:
-                self._queue_index(pipe, index)
-                await pipe.execute()
-            self._indexed_now(rk, index)
-            index = []
-        if index or self.wait_replicas:
+        if self.cluster:
+            # the index entries first (harmless if the commit is then refused), in their own round
+            # trip: a Cluster pipeline cannot load the script into a node that lacks it (one
+            # restarted), a plain call does
+            if index:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for cmd in index:
+                        pipe.execute_command(*cmd)
+                    await pipe.execute()
+                self._indexed_now(rk, index)
+            reply, replicas = await self._commit(keys=keys, args=args), None
+        else:
             # one round trip: the index entries, the script, and WAIT on the same connection
             # (it counts the replicas that have this connection's writes)
             replies = await self._pipelined_commit(index, keys, args)
             reply = replies[len(index)]
             replicas = replies[-1] if self.wait_replicas else None
             self._indexed_now(rk, index)
-        else:
-            reply, replicas = await self._commit(keys=keys, args=args), None
         if int(reply[0]) == 0:
             return Snapshot(version=int(reply[1]), engine_state=reply[2] or None, last_step=_i(reply[3] or None),
                             timeline=reply[4] or None)
@@ -348,60 +355,59 @@ class RedisStore(Store):
             alerts=[(float(r), float(ack) if ack else None, bool(int(created))) for r, ack, created in alert_info],
             claimed=[ch == ord("1") for ch in claims])
 
-    async def _pipelined_commit(self, index: list[tuple[str, str, Any]], keys: list[str], args: list[Any]) -> list:
-        """The index entries, the COMMIT script by its digest, and WAIT, in one round trip.
-        The script is called by digest alone (a script object in a pipeline costs a SCRIPT
-        EXISTS round trip on every call); a server whose script cache was emptied (a restart)
-        is given the script once and sent the same pipeline again, whose index writes repeat
-        harmlessly and whose script had not run."""
-        async def send() -> list:
-            async with self._r.pipeline(transaction=False) as pipe:
-                self._queue_index(pipe, index)
-                pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
-                if self.wait_replicas:
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                return await pipe.execute()
-
+    async def _pipelined_commit(self, index: list[tuple], keys: list[str], args: list[Any]) -> list:
+        """The index entries, the COMMIT script by its digest, and WAIT, in one round trip (on the
+        lean pool where there is one). The script is called by digest alone (a script object in a
+        pipeline costs a SCRIPT EXISTS round trip on every call); a server whose script cache was
+        emptied (a restart) is given the script once and sent the same commands again, whose
+        index writes repeat harmlessly and whose script had not run."""
+        cmds = [*index, ("EVALSHA", self._commit.sha, len(keys), *keys, *args)]
+        if self.wait_replicas:
+            cmds.append(("WAIT", self.wait_replicas, self.wait_timeout_ms))
         try:
-            return await send()
+            return await self._round_trip(cmds)
         except rexc.NoScriptError:
-            self._commit.sha = await self._r.script_load(COMMIT)
-            return await send()
+            self._commit.sha = (await self._round_trip([("SCRIPT", "LOAD", COMMIT)]))[0].decode()
+            return await self._round_trip(cmds)
 
-    def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, Any]]:
+    async def _round_trip(self, cmds: list[tuple]) -> list:
+        """Commands to a single Redis in one round trip; their replies (the first error raised)."""
+        if self._wire is not None:
+            return await self._wire.execute(cmds)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cmd in cmds:
+                pipe.execute_command(*cmd)
+            return await pipe.execute()
+
+    def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, str, str]]:
         """The index commands due with this commit: the run's entry when this replica has not
         written it for INDEX_REFRESH_S (or the change is a metadata change), one entry per
-        changed alert, and the trimming of entries past the retention once per refresh slack."""
-        out: list[tuple[str, str, Any]] = []
+        changed alert, and the trimming of entries past the retention once per refresh slack.
+        Each is a command as Redis takes it (scores written as redis-py writes a float)."""
+        out: list[tuple[str, str, str, str]] = []
+        now = repr(c.now)
         seen = self._indexed.get(rk)
         if seen is None or time.monotonic() - seen >= INDEX_REFRESH_S or c.meta is not None:
-            out.append(("zadd", self._index_key("runs", rk), {rk: c.now}))
+            out.append(("ZADD", self._index_key("runs", rk), now, rk))
         for d in c.alerts:
             m = _member(c.project, d["id"])
-            out.append(("zadd", self._index_key("alerts", m), {m: c.now}))
+            out.append(("ZADD", self._index_key("alerts", m), now, m))
         slack = ttl_slack(self.retention)
         if self.retention and time.monotonic() - self._trimmed_at >= slack:
-            cutoff = c.now - self.retention - slack
-            out += [("trim", key, cutoff) for key in (*self._shards("runs"), *self._shards("alerts"))]
+            cutoff = repr(c.now - self.retention - slack)
+            out += [("ZREMRANGEBYSCORE", key, "-inf", cutoff)
+                    for key in (*self._shards("runs"), *self._shards("alerts"))]
         return out
 
-    @staticmethod
-    def _queue_index(pipe, index: list[tuple[str, str, Any]]) -> None:
-        for cmd, key, arg in index:
-            if cmd == "zadd":
-                pipe.zadd(key, arg)
-            else:
-                pipe.zremrangebyscore(key, "-inf", arg)
-
-    def _indexed_now(self, rk: str, done: list[tuple[str, str, Any]]) -> None:
+    def _indexed_now(self, rk: str, done: list[tuple[str, str, str, str]]) -> None:
         """Remember what the index writes of a successful round trip did."""
         now = time.monotonic()
-        if any(cmd == "zadd" and rk in arg for cmd, _, arg in done):
+        if any(cmd[0] == "ZADD" and cmd[3] == rk for cmd in done):
             self._indexed[rk] = now
             self._indexed.move_to_end(rk)
             while len(self._indexed) > 100_000:
                 self._indexed.popitem(last=False)
-        if any(cmd == "trim" for cmd, _, _ in done):
+        if any(cmd[0] == "ZREMRANGEBYSCORE" for cmd in done):
             self._trimmed_at = now
 
     def _commit_call(self, p: str, rk: str, c: RunCommit) -> tuple[list[str], list[Any]]:
@@ -941,6 +947,8 @@ class RedisStore(Store):
             await pipe.execute()
 
     async def close(self) -> None:
+        if self._wire is not None:
+            await self._wire.aclose()
         await self._r.aclose()
 
 
