@@ -70,7 +70,7 @@ import logging
 import time
 import zlib
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import msgpack
 import redis.asyncio as aioredis
@@ -165,8 +165,12 @@ def script_args(values: list[Any]) -> bytes:
     text as they are, an int or a float in decimal as ``repr`` writes it), packed as MessagePack
     raw strings, which cmsgpack reads as Lua strings. Integers never become Lua numbers, which
     are exact only up to 2^53."""
-    out = [v if type(v) is str or type(v) is bytes else _script_arg(v) for v in values]
-    return msgpack.packb(out, use_bin_type=False)
+    return msgpack.packb([_WRITE.get(type(v), _script_arg)(v) for v in values], use_bin_type=False)
+
+
+# how script_args writes a value of each usual type, in one look-up (str() and bytes() of a str and
+# a bytes object are that object); a value of any other type goes through _script_arg
+_WRITE: dict[type, Callable[[Any], str | bytes]] = {str: str, bytes: bytes, int: int.__repr__, float: float.__repr__}
 
 
 def _script_arg(v: Any) -> str | bytes:
