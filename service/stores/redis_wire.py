@@ -126,13 +126,14 @@ class WirePool:
     connect_timeout : seconds to connect (and authenticate), or to wait for a free connection.
     reply_timeout : seconds to wait for the replies of a call.
     idle_s : a connection unused for this long is closed instead of used.
-    where : how errors name the server (no password).
+
+    Errors name the server by host and port (or socket path), never with the URL's password.
     """
 
     def __init__(self, url: str, *, max_connections: int, connect_timeout: float, reply_timeout: float,
-                 idle_s: float = 30.0, where: str = "") -> None:
+                 idle_s: float = 30.0) -> None:
         if not serves(url):
-            raise ValueError(f"not a redis:// or unix:// URL: {where or '?'}")
+            raise ValueError("the lean pool takes a redis:// or unix:// URL (TLS and Cluster: redis-py)")
         kw = parse_url(url)
         self.host = kw.get("host", "localhost")
         self.port = kw.get("port", 6379)
@@ -144,7 +145,7 @@ class WirePool:
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout
         self.idle_s = idle_s
-        self.where = where or (self.path or f"{self.host}:{self.port}")
+        self.where = self.path or f"{self.host}:{self.port}"
         self._idle: list[_Connection] = []       # most recently used last
         self._open = 0                           # connections open or being opened
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
@@ -180,7 +181,7 @@ class WirePool:
                 c = self._idle.pop()
                 if not c.closed and now - c.idle_since < self.idle_s and c.loop is loop:
                     return c
-                self._drop(c)        # (one of another event loop: a program that ran asyncio.run twice)
+                self._drop(c)     # closed, idle too long, or of an event loop that has ended
             if self._open < self.max_connections:
                 self._open += 1
                 try:
