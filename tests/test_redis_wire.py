@@ -158,6 +158,23 @@ def test_a_restarted_redis_gets_new_connections(redis_factory):
     asyncio.run(go())
 
 
+def test_a_unix_socket_and_its_database(redis_factory, tmp_path):
+    sock = tmp_path / "redis.sock"
+    srv = redis_factory(extra=["--unixsocket", str(sock)])
+
+    async def go():
+        p = pool(f"unix://{sock}?db=2")
+        try:
+            assert await p.execute([("SET", "k", "by socket"), ("ECHO", "x")]) == [b"OK", b"x"]
+        finally:
+            await p.aclose()
+
+    asyncio.run(go())
+    admin = srv.client()
+    admin.execute_command("SELECT", "2")
+    assert admin.get("k") == b"by socket"
+
+
 def test_it_serves_plain_tcp_and_unix_sockets_only():
     assert serves("redis://h:1/0") and serves("unix:///tmp/r.sock")
     assert not serves("rediss://h:1/0") and not serves("redis+cluster://h:1")
