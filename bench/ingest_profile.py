@@ -125,6 +125,7 @@ def serve(kind: str, port: int, workdir: Path, profile_out: Path | None) -> None
 
 
 BASE = "uvicorn/HTTP/event loop (outside the app)"
+ROUND_TRIP = "Redis round trip (EVALSHA COMMIT: encode, send, wait, parse)"
 
 
 def instrumented_app(out: Path):
@@ -136,7 +137,6 @@ def instrumented_app(out: Path):
     from collections import defaultdict
 
     import prometheus_client.metrics as pm
-    import redis.commands.core as rcore
 
     from losswatch.detectors import Engine
     from losswatch.service import app as app_mod
@@ -196,8 +196,13 @@ def instrumented_app(out: Path):
     rstore.json = rjson
     rstore.ser.pack_rows = sync(rstore.ser.pack_rows, "store: pack_rows (Redis)")
     Engine.to_bytes = sync(Engine.to_bytes, "engine snapshot (Engine.to_bytes, Redis only)")
-    rcore.AsyncScript.__call__ = asyn(rcore.AsyncScript.__call__,
-                                      "Redis round trip (EVALSHA COMMIT: encode, send, wait, parse)")
+    try:        # the store's own connection pool; a tree before it called COMMIT through redis-py
+        from losswatch.service.stores import redis_wire
+        redis_wire.WirePool.execute = asyn(redis_wire.WirePool.execute, ROUND_TRIP)
+    except ImportError:
+        import redis.commands.core as rcore
+        rcore.AsyncScript.__call__ = asyn(rcore.AsyncScript.__call__, ROUND_TRIP)
+    rstore.script_args = sync(rstore.script_args, "store: script_args (the COMMIT arguments as MessagePack)")
     for cls, meth in ((pm.Counter, "inc"), (pm.Histogram, "observe"), (met.ServiceMetrics, "request")):
         setattr(cls, meth, sync(getattr(cls, meth), "metrics"))
     pipeline.IngestPipeline.ingest = asyn(pipeline.IngestPipeline.ingest, "ingest pipeline (own code)")

@@ -1,14 +1,17 @@
 """The service's Redis connection queue on a real Redis: a freed connection goes to the request
-that has waited longest, never to one that just came (service/stores/redis_pool.py)."""
+that has waited longest, never to one that just came, whichever of the store's two pools it goes
+through (service/stores/redis_pool.py, service/stores/redis_wire.py)."""
 
 import asyncio
 
-from losswatch.service.stores.redis_pool import QueuedConnectionPool
+from losswatch.service.stores.redis_pool import ConnectionTurns, QueuedConnectionPool
+from losswatch.service.stores.redis_wire import WirePool
 
 
 def test_a_freed_connection_goes_to_the_longest_waiter_not_to_a_newcomer(redis_proc):
     async def go() -> list[str]:
-        pool = QueuedConnectionPool.from_url(redis_proc.url, max_connections=1, timeout=30, queue_timeout=30)
+        turns = ConnectionTurns(limit=1, timeout=30, queue_timeout=30)
+        pool = QueuedConnectionPool.from_url(redis_proc.url, turns=turns, max_connections=1, timeout=30)
         served: list[str] = []
 
         async def request(name: str) -> None:
@@ -21,7 +24,7 @@ def test_a_freed_connection_goes_to_the_longest_waiter_not_to_a_newcomer(redis_p
         try:
             held = await pool.get_connection()
             waiters = [asyncio.create_task(request(f"waiter {i}")) for i in range(3)]
-            while len(pool._waiters) < 3:          # all three queued behind the held connection
+            while turns.waiting < 3:          # all three queued behind the held connection
                 await asyncio.sleep(0)
             # the connection is freed while newcomers arrive: they queue behind the waiters
             freed = asyncio.create_task(pool.release(held))
@@ -32,3 +35,37 @@ def test_a_freed_connection_goes_to_the_longest_waiter_not_to_a_newcomer(redis_p
         return served
 
     assert asyncio.run(go()) == [f"waiter {i}" for i in range(3)] + [f"newcomer {i}" for i in range(3)]
+
+
+def test_the_lean_pool_and_redis_pys_queue_on_the_same_turns_in_arrival_order(redis_proc):
+    async def go() -> list[str]:
+        turns = ConnectionTurns(limit=1, timeout=30, queue_timeout=30)
+        pool = QueuedConnectionPool.from_url(redis_proc.url, turns=turns, max_connections=1, timeout=30)
+        wire = WirePool(redis_proc.url, turns=turns, connect_timeout=5, reply_timeout=5)
+        served: list[str] = []
+
+        async def through_redis_py(name: str) -> None:
+            conn = await pool.get_connection()
+            served.append(name)
+            await pool.release(conn)
+
+        async def through_wire(name: str) -> None:
+            assert await wire.execute([("ECHO", name)]) == [name.encode()]
+            served.append(name)
+
+        try:
+            held = await pool.get_connection()      # the only turn
+            calls = []
+            for i in range(4):                      # alternate pools, each queued behind the last
+                call = through_wire if i % 2 == 0 else through_redis_py
+                calls.append(asyncio.create_task(call(f"call {i}")))
+                while turns.waiting < i + 1:
+                    await asyncio.sleep(0)
+            await pool.release(held)
+            await asyncio.gather(*calls)
+        finally:
+            await wire.aclose()
+            await pool.disconnect()
+        return served
+
+    assert asyncio.run(go()) == [f"call {i}" for i in range(4)]

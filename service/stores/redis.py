@@ -70,7 +70,7 @@ import logging
 import time
 import zlib
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import msgpack
 import redis.asyncio as aioredis
@@ -80,6 +80,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..settings import Settings
+from . import redis_wire
 from . import series as ser
 from .base import (
     DEFAULT_PROJECT,
@@ -94,7 +95,7 @@ from .base import (
     summary_matches,
     wall_now,
 )
-from .redis_pool import NO_CONNECTION, QueuedConnectionPool
+from .redis_pool import NO_CONNECTION, ConnectionTurns, QueuedConnectionPool
 from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES, ttl_slack
 
 log = logging.getLogger("losswatch.redis")
@@ -146,8 +147,8 @@ def _unavailable(fn):
                 raise StoreUnavailable(f"redis at {self._where}: no free connection in time (all "
                                        f"{self.max_connections} busy)") from e
             raise StoreUnavailable(f"redis at {self._where} unreachable: {e or type(e).__name__}") from e
-        if self._queue is not None:
-            self._queue.answered()
+        if self._turns is not None:
+            self._turns.answered()
         return result
 
     return wrapper
@@ -171,8 +172,12 @@ def script_args(values: list[Any]) -> bytes:
     text as they are, an int or a float in decimal as ``repr`` writes it), packed as MessagePack
     raw strings, which cmsgpack reads as Lua strings. Integers never become Lua numbers, which
     are exact only up to 2^53."""
-    out = [v if type(v) is str or type(v) is bytes else _script_arg(v) for v in values]
-    return msgpack.packb(out, use_bin_type=False)
+    return msgpack.packb([_WRITE.get(type(v), _script_arg)(v) for v in values], use_bin_type=False)
+
+
+# how script_args writes a value of each usual type, in one look-up (str() and bytes() of a str and
+# a bytes object are that object); a value of any other type goes through _script_arg
+_WRITE: dict[type, Callable[[Any], str | bytes]] = {str: str, bytes: bytes, int: int.__repr__, float: float.__repr__}
 
 
 def _script_arg(v: Any) -> str | bytes:
@@ -258,12 +263,18 @@ class RedisStore(Store):
                 "redis://" + url[len(CLUSTER_SCHEME):], max_connections=max_connections,
                 socket_connect_timeout=t, socket_timeout=reply_t, require_full_coverage=False,
                 retry=Retry(NoBackoff(), 1))
-            self._queue: QueuedConnectionPool | None = None
+            self._turns: ConnectionTurns | None = None
         else:
-            self._queue = QueuedConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=t, queue_timeout=queue_timeout_ms / 1000,
+            self._turns = ConnectionTurns(limit=max_connections, timeout=t, queue_timeout=queue_timeout_ms / 1000)
+            pool = QueuedConnectionPool.from_url(
+                url, turns=self._turns, max_connections=max_connections, timeout=t,
                 socket_connect_timeout=t, socket_timeout=reply_t, health_check_interval=30)
-            self._r = aioredis.Redis(connection_pool=self._queue)
+            self._r = aioredis.Redis(connection_pool=pool)
+        # the hot path (a batch's COMMIT, a snapshot's load) on a lean pool of its own, where it can
+        # run (a single Redis, not TLS): redis-py's per-command machinery costs more than the round
+        # trip; it queues on the same turns as redis-py's pool
+        self._wire = (redis_wire.WirePool(url, turns=self._turns, connect_timeout=t, reply_timeout=reply_t)
+                      if self._turns is not None and redis_wire.serves(url) else None)
         self._commit = self._r.register_script(COMMIT)
         self._ack = self._r.register_script(ACK_ALERT)
         self._action = self._r.register_script(RECORD_ACTION)
@@ -305,7 +316,8 @@ class RedisStore(Store):
     # --- load and commit (the ingest pipeline's two calls) ---------------------------------
     @_unavailable
     async def load(self, project: str, run_id: str) -> Snapshot:
-        v, eng, last, tl = await self._r.hmget(self._p(_member(project, run_id)) + "s", "v", "eng", "last_step", "tl")
+        cmd = ("HMGET", self._p(_member(project, run_id)) + "s", "v", "eng", "last_step", "tl")
+        v, eng, last, tl = (await self._wire.execute([cmd]))[0] if self._wire else await self._r.execute_command(*cmd)
         return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last), timeline=tl or None)
 
     @_unavailable
@@ -320,24 +332,24 @@ class RedisStore(Store):
         q = self._series_p(rk, c.attempt)
         keys, args = self._commit_call(p, rk, c)
         index = self._index_writes(rk, c)
-        if index and self.cluster:
-            # the index entries first (harmless if the commit is then refused); on a Cluster in
-            # their own round trip: a Cluster pipeline cannot load the script into a node that
-            # lacks it (one restarted), a plain call does
-            async with self._r.pipeline(transaction=False) as pipe:
-                self._queue_index(pipe, index)
-                await pipe.execute()
-            self._indexed_now(rk, index)
-            index = []
-        if index or self.wait_replicas:
+        if self.cluster:
+            # the index entries first (harmless if the commit is then refused), in their own round
+            # trip: a Cluster pipeline cannot load the script into a node that lacks it (one
+            # restarted), a plain call does
+            if index:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for cmd in index:
+                        pipe.execute_command(*cmd)
+                    await pipe.execute()
+                self._indexed_now(rk, index)
+            reply, replicas = await self._commit(keys=keys, args=args), None
+        else:
             # one round trip: the index entries, the script, and WAIT on the same connection
             # (it counts the replicas that have this connection's writes)
             replies = await self._pipelined_commit(index, keys, args)
             reply = replies[len(index)]
             replicas = replies[-1] if self.wait_replicas else None
             self._indexed_now(rk, index)
-        else:
-            reply, replicas = await self._commit(keys=keys, args=args), None
         if int(reply[0]) == 0:
             return Snapshot(version=int(reply[1]), engine_state=reply[2] or None, last_step=_i(reply[3] or None),
                             timeline=reply[4] or None)
@@ -362,60 +374,59 @@ class RedisStore(Store):
             alerts=[(float(r), float(ack) if ack else None, bool(int(created))) for r, ack, created in alert_info],
             claimed=[ch == ord("1") for ch in claims])
 
-    async def _pipelined_commit(self, index: list[tuple[str, str, Any]], keys: list[str], args: list[Any]) -> list:
-        """The index entries, the COMMIT script by its digest, and WAIT, in one round trip.
-        The script is called by digest alone (a script object in a pipeline costs a SCRIPT
-        EXISTS round trip on every call); a server whose script cache was emptied (a restart)
-        is given the script once and sent the same pipeline again, whose index writes repeat
-        harmlessly and whose script had not run."""
-        async def send() -> list:
-            async with self._r.pipeline(transaction=False) as pipe:
-                self._queue_index(pipe, index)
-                pipe.evalsha(self._commit.sha, len(keys), *keys, *args)
-                if self.wait_replicas:
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-                return await pipe.execute()
-
+    async def _pipelined_commit(self, index: list[tuple], keys: list[str], args: list[Any]) -> list:
+        """The index entries, the COMMIT script by its digest, and WAIT, in one round trip (on the
+        lean pool where there is one). The script is called by digest alone (a script object in a
+        pipeline costs a SCRIPT EXISTS round trip on every call); a server whose script cache was
+        emptied (a restart) is given the script once and sent the same commands again, whose
+        index writes repeat harmlessly and whose script had not run."""
+        cmds = [*index, ("EVALSHA", self._commit.sha, len(keys), *keys, *args)]
+        if self.wait_replicas:
+            cmds.append(("WAIT", self.wait_replicas, self.wait_timeout_ms))
         try:
-            return await send()
+            return await self._round_trip(cmds)
         except rexc.NoScriptError:
-            self._commit.sha = await self._r.script_load(COMMIT)
-            return await send()
+            self._commit.sha = (await self._round_trip([("SCRIPT", "LOAD", COMMIT)]))[0].decode()
+            return await self._round_trip(cmds)
 
-    def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, Any]]:
+    async def _round_trip(self, cmds: list[tuple]) -> list:
+        """Commands to a single Redis in one round trip; their replies (the first error raised)."""
+        if self._wire is not None:
+            return await self._wire.execute(cmds)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cmd in cmds:
+                pipe.execute_command(*cmd)
+            return await pipe.execute()
+
+    def _index_writes(self, rk: str, c: RunCommit) -> list[tuple[str, str, str, str]]:
         """The index commands due with this commit: the run's entry when this replica has not
         written it for INDEX_REFRESH_S (or the change is a metadata change), one entry per
-        changed alert, and the trimming of entries past the retention once per refresh slack."""
-        out: list[tuple[str, str, Any]] = []
+        changed alert, and the trimming of entries past the retention once per refresh slack.
+        Each is a command as Redis takes it (scores written as redis-py writes a float)."""
+        out: list[tuple[str, str, str, str]] = []
+        now = repr(c.now)
         seen = self._indexed.get(rk)
         if seen is None or time.monotonic() - seen >= INDEX_REFRESH_S or c.meta is not None:
-            out.append(("zadd", self._index_key("runs", rk), {rk: c.now}))
+            out.append(("ZADD", self._index_key("runs", rk), now, rk))
         for d in c.alerts:
             m = _member(c.project, d["id"])
-            out.append(("zadd", self._index_key("alerts", m), {m: c.now}))
+            out.append(("ZADD", self._index_key("alerts", m), now, m))
         slack = ttl_slack(self.retention)
         if self.retention and time.monotonic() - self._trimmed_at >= slack:
-            cutoff = c.now - self.retention - slack
-            out += [("trim", key, cutoff) for key in (*self._shards("runs"), *self._shards("alerts"))]
+            cutoff = repr(c.now - self.retention - slack)
+            out += [("ZREMRANGEBYSCORE", key, "-inf", cutoff)
+                    for key in (*self._shards("runs"), *self._shards("alerts"))]
         return out
 
-    @staticmethod
-    def _queue_index(pipe, index: list[tuple[str, str, Any]]) -> None:
-        for cmd, key, arg in index:
-            if cmd == "zadd":
-                pipe.zadd(key, arg)
-            else:
-                pipe.zremrangebyscore(key, "-inf", arg)
-
-    def _indexed_now(self, rk: str, done: list[tuple[str, str, Any]]) -> None:
+    def _indexed_now(self, rk: str, done: list[tuple[str, str, str, str]]) -> None:
         """Remember what the index writes of a successful round trip did."""
         now = time.monotonic()
-        if any(cmd == "zadd" and rk in arg for cmd, _, arg in done):
+        if any(cmd[0] == "ZADD" and cmd[3] == rk for cmd in done):
             self._indexed[rk] = now
             self._indexed.move_to_end(rk)
             while len(self._indexed) > 100_000:
                 self._indexed.popitem(last=False)
-        if any(cmd == "trim" for cmd, _, _ in done):
+        if any(cmd[0] == "ZREMRANGEBYSCORE" for cmd in done):
             self._trimmed_at = now
 
     def _commit_call(self, p: str, rk: str, c: RunCommit) -> tuple[list[str], list[Any]]:
@@ -955,6 +966,8 @@ class RedisStore(Store):
             await pipe.execute()
 
     async def close(self) -> None:
+        if self._wire is not None:
+            await self._wire.aclose()
         await self._r.aclose()
 
 

@@ -39,7 +39,7 @@ class RedisPolicies(EntryPolicies):
         self._where = store._where          # for _unavailable's messages
         self.timeout_ms = store.timeout_ms
         self.max_connections = store.max_connections
-        self._queue = store._queue          # _unavailable tells it that Redis answered
+        self._turns = store._turns          # _unavailable tells it that Redis answered
         self._next_key = f"{store.prefix}policies:{{#}}:next"
         self._owners_key = f"{store.prefix}policies:{{#}}:owners"
         self._prefix = store.prefix

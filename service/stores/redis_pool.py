@@ -1,5 +1,5 @@
-"""The Redis connection pool of one service process: a queue in arrival order that waits while
-Redis answers and gives up promptly when it does not.
+"""The Redis connection queue of one service process: turns to hold a connection, in arrival
+order, that wait while Redis answers and give up promptly when it does not.
 
 A burst (a fleet of runs that all close in the same second: each sends its last steps, then its
 finished status) asks for more connections than the pool holds. redis-py's
@@ -20,7 +20,10 @@ waiter, never taken by a newcomer), and how long it may wait depends on whether 
   it gives up then, as before: a store that cannot serve is a prompt 503 with Retry-After.
 
 A waiter never gives up sooner than ``timeout`` after it came, as before. The store tells the
-pool that Redis answered (:meth:`QueuedConnectionPool.answered`) after each call that succeeded.
+turns that Redis answered (:meth:`ConnectionTurns.answered`) after each call that succeeded. Both
+of the store's pools take their connections on the same turns (:class:`QueuedConnectionPool`,
+redis-py's, for most commands; :class:`~.redis_wire.WirePool` for a batch's commit), so a close
+burst of steps and finished statuses is one queue.
 """
 
 from __future__ import annotations
@@ -36,55 +39,57 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 NO_CONNECTION = "No connection available"
 
 
-class QueuedConnectionPool(aioredis.BlockingConnectionPool):
-    """``BlockingConnectionPool`` whose waiters are served in arrival order and wait while Redis
-    answers (see the module docstring).
+class ConnectionTurns:
+    """Turns to hold one of ``limit`` Redis connections, handed in arrival order; a waiter waits
+    while Redis answers and gives up promptly when it does not (see the module docstring).
+
+    One object serves every pool of a store (redis-py's for most commands, the lean pool of
+    :mod:`.redis_wire` for a batch's commit), so a burst queues once, in one order, whichever
+    pool its requests go through.
 
     Parameters
     ----------
-    max_connections : int
-        Connections to Redis at most.
+    limit : int
+        Connections held at once at most.
     timeout : float
         Seconds without an answer from Redis after which a waiting request gives up (and the
         least any waiter waits).
     queue_timeout : float
-        Seconds a request may wait for a connection at most while Redis answers.
+        Seconds a request may wait for a turn at most while Redis answers.
+
+    Example
+    -------
+    >>> turns = ConnectionTurns(limit=64, timeout=2.0, queue_timeout=4.0)
+    >>> async def call():
+    ...     await turns.take()
+    ...     try:
+    ...         ...                      # use one connection
+    ...     finally:
+    ...         turns.give()
     """
 
-    def __init__(self, *, queue_timeout: float, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, limit: int, timeout: float, queue_timeout: float) -> None:
+        self.limit = int(limit)
+        self.timeout = float(timeout)
         self.queue_timeout = float(queue_timeout)
         self.answered_at = float("-inf")   # monotonic time of the last call that Redis answered
-        self._turns = self.max_connections  # turns free (a turn: the right to hold one connection)
+        self._free = self.limit            # turns nobody holds
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._holders: set[int] = set()     # id() of the connections handed out on a turn
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a turn now."""
+        return sum(1 for w in self._waiters if not w.done())
 
     def answered(self) -> None:
         """Redis answered a call: waiters may go on waiting (a burst, not a stall)."""
         self.answered_at = time.monotonic()
 
-    async def get_connection(self, command_name=None, *keys, **options):  # noqa: ANN001 (redis-py's)
-        await self._take_turn()
-        try:
-            connection = await super().get_connection()
-        except BaseException:
-            # no connection was handed to us (one that failed to connect was released already,
-            # before it was ours): the turn goes on
-            self._pass_turn()
-            raise
-        self._holders.add(id(connection))
-        return connection
-
-    async def release(self, connection) -> None:  # noqa: ANN001
-        key = id(connection)
-        if key in self._holders:
-            self._holders.discard(key)
-            self._pass_turn()
-        await super().release(connection)
-
-    async def _take_turn(self) -> None:
-        if self._turns > 0 and not self._waiters:
-            self._turns -= 1
+    async def take(self) -> None:
+        """Wait for a turn: at once when one is free and nobody waits, else behind those who came
+        first; raise ``ConnectionError(NO_CONNECTION)`` past the wait described above."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
@@ -99,7 +104,7 @@ class QueuedConnectionPool(aioredis.BlockingConnectionPool):
                 await asyncio.wait((turn,), timeout=left)
         except BaseException:
             if turn.done() and not turn.cancelled():
-                self._pass_turn()      # handed to us as we gave up: the next waiter has it
+                self.give()            # handed to us as we gave up: the next waiter has it
             else:
                 turn.cancel()
                 try:
@@ -108,11 +113,49 @@ class QueuedConnectionPool(aioredis.BlockingConnectionPool):
                     pass
             raise
 
-    def _pass_turn(self) -> None:
+    def give(self) -> None:
         """A turn ends: the longest waiter still waiting has it, else it is free."""
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():
                 turn.set_result(None)
                 return
-        self._turns += 1
+        self._free += 1
+
+
+class QueuedConnectionPool(aioredis.BlockingConnectionPool):
+    """``BlockingConnectionPool`` whose connections are taken on :class:`ConnectionTurns`: its
+    waiters are served in arrival order and wait while Redis answers.
+
+    Parameters
+    ----------
+    turns : ConnectionTurns
+        The turns this pool's callers queue for (shared with the store's other pool); its limit
+        is this pool's ``max_connections``.
+    **kwargs
+        redis-py's ``BlockingConnectionPool`` arguments (``timeout``: seconds to connect).
+    """
+
+    def __init__(self, *, turns: ConnectionTurns, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.turns = turns
+        self._holders: set[int] = set()     # id() of the connections handed out on a turn
+
+    async def get_connection(self, command_name=None, *keys, **options):  # noqa: ANN001 (redis-py's)
+        await self.turns.take()
+        try:
+            connection = await super().get_connection()
+        except BaseException:
+            # no connection was handed to us (one that failed to connect was released already,
+            # before it was ours): the turn goes on
+            self.turns.give()
+            raise
+        self._holders.add(id(connection))
+        return connection
+
+    async def release(self, connection) -> None:  # noqa: ANN001
+        key = id(connection)
+        if key in self._holders:
+            self._holders.discard(key)
+            self.turns.give()
+        await super().release(connection)
