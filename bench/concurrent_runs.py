@@ -136,7 +136,7 @@ def refusal_reason(body: bytes) -> str:
         detail = str(json.loads(body).get("detail", ""))
     except (ValueError, AttributeError):
         detail = body[:80].decode(errors="replace")
-    for known in ("No connection available", "did not answer within", "unreachable", "busy", "conflict"):
+    for known in ("no free connection in time", "did not answer within", "unreachable", "busy", "conflict"):
         if known in detail:
             return known
     return detail[:60]

@@ -107,10 +107,13 @@ class Settings:
                                      "503 with Retry-After", 2000)
     store_queue_ms: int = _setting("LOSSWATCH_STORE_QUEUE_MS", "how long a request may wait for a free Redis "
                                    "connection while Redis answers (a burst, such as many runs closing at "
-                                   "once; requests are served in arrival order); once Redis has not answered "
-                                   "for `LOSSWATCH_STORE_TIMEOUT_MS`, a waiting request answers 503 then", 4000)
-    redis_connections: int = _setting("LOSSWATCH_REDIS_CONNECTIONS", "connections to Redis per service process "
-                                      "(per node on a Redis Cluster)", 64)
+                                   "once; requests are served in arrival order; a single Redis, not a "
+                                   "Cluster; at least `LOSSWATCH_STORE_TIMEOUT_MS`); a request that waited "
+                                   "`LOSSWATCH_STORE_TIMEOUT_MS` with no answer from Redis answers 503 then",
+                                   4000)
+    redis_connections: int = _setting("LOSSWATCH_REDIS_CONNECTIONS", "connections to Redis in use at once per "
+                                      "service process (per node on a Redis Cluster; up to twice as many "
+                                      "stay open, idle)", 64)
     retention_seconds: int = _setting("LOSSWATCH_RETENTION_SECONDS", "a run expires this long after its last "
                                       "write, on both stores (0: never)", 30 * 86400)
     raw_chunks: int = _setting("LOSSWATCH_RAW_CHUNKS", "newest 960-step chunks kept at full resolution, on both "

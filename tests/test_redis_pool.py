@@ -3,8 +3,11 @@ that has waited longest, never to one that just came, whichever of the store's t
 through (service/stores/redis_pool.py, service/stores/redis_wire.py)."""
 
 import asyncio
+import time
 
-from losswatch.service.stores.redis_pool import ConnectionTurns, QueuedConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from losswatch.service.stores.redis_pool import STALLED, ConnectionTurns, QueuedConnectionPool
 from losswatch.service.stores.redis_wire import WirePool
 
 
@@ -69,3 +72,43 @@ def test_the_lean_pool_and_redis_pys_queue_on_the_same_turns_in_arrival_order(re
         return served
 
     assert asyncio.run(go()) == [f"call {i}" for i in range(4)]
+
+
+def _hold_the_loop(seconds: float) -> None:
+    """Keep the event loop's thread busy (a process serving a large burst runs its waiters late)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_waiter_woken_late_by_a_busy_process_keeps_its_place_while_redis_answers():
+    async def go() -> str:
+        turns = ConnectionTurns(limit=1, timeout=0.2, queue_timeout=30)
+        await turns.take()                                  # the only turn, held
+        waiter = asyncio.create_task(turns.take())
+        while turns.waiting < 1:
+            await asyncio.sleep(0)
+        turns.answered()                                    # Redis answers another call...
+        _hold_the_loop(0.5)                                 # ...and the process runs 2.5 timeouts late
+        await asyncio.sleep(0)                              # the waiter wakes past its first timeout
+        turns.answered()
+        await asyncio.sleep(0)
+        assert not waiter.done(), "a late wake-up was taken for a stall"
+        turns.give()                                        # the turn is freed: the waiter has it
+        await asyncio.wait_for(waiter, 5)
+        return "served"
+
+    assert asyncio.run(go()) == "served"
+
+
+def test_a_waiter_gives_up_after_one_store_timeout_with_no_answer_from_redis():
+    async def go() -> str:
+        turns = ConnectionTurns(limit=1, timeout=0.05, queue_timeout=30)
+        await turns.take()
+        try:
+            await asyncio.wait_for(turns.take(), 10)
+        except RedisConnectionError as e:
+            return str(e)
+        return "served"
+
+    assert asyncio.run(go()) == STALLED

@@ -95,7 +95,7 @@ from .base import (
     summary_matches,
     wall_now,
 )
-from .redis_pool import NO_CONNECTION, ConnectionTurns, QueuedConnectionPool
+from .redis_pool import NO_CONNECTION, STALLED, ConnectionTurns, QueuedConnectionPool
 from .redis_scripts import ACK_ALERT, COMMIT, COMMIT_FIELDS, COMMIT_KEYS, RECORD_ACTION, SUMMARIES, ttl_slack
 
 log = logging.getLogger("losswatch.redis")
@@ -146,6 +146,9 @@ def _unavailable(fn):
             if str(e) == NO_CONNECTION:
                 raise StoreUnavailable(f"redis at {self._where}: no free connection in time (all "
                                        f"{self.max_connections} busy)") from e
+            if str(e) == STALLED:
+                raise StoreUnavailable(f"redis at {self._where} did not answer within "
+                                       f"{self.timeout_ms} ms (stalled or busy)") from e
             raise StoreUnavailable(f"redis at {self._where} unreachable: {e or type(e).__name__}") from e
         if self._turns is not None:
             self._turns.answered()

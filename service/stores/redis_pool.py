@@ -13,11 +13,13 @@ later ones were served, and each of them cost its run its last steps, because a 
 Here a request takes a turn in arrival order (a freed connection is handed to the longest
 waiter, never taken by a newcomer), and how long it may wait depends on whether Redis answers:
 
-* while Redis has answered within the store timeout (``timeout``: a burst, Redis busy serving
-  others), it waits up to ``queue_timeout``, a bound chosen below the client's own request
-  timeout so that the answer still finds its client;
-* once Redis has not answered for ``timeout`` (stalled, or every connection stuck on a reply),
-  it gives up then, as before: a store that cannot serve is a prompt 503 with Retry-After.
+* while Redis answers (a burst, Redis busy serving others), it waits up to ``queue_timeout``, a
+  bound chosen below the client's own request timeout so that the answer still finds its client;
+* once it has waited a whole ``timeout`` (the store timeout) with no answer from Redis to anyone
+  (stalled, or every connection stuck on a reply), it gives up then, as before: a store that
+  cannot serve is a prompt 503 with Retry-After. It asks "did Redis answer since I last looked",
+  not "did Redis answer within the last ``timeout``": in a large burst the process itself runs
+  late, and a waiter woken late must not take that lag for a stall.
 
 A waiter never gives up sooner than ``timeout`` after it came, as before. The store tells the
 turns that Redis answered (:meth:`ConnectionTurns.answered`) after each call that succeeded. Both
@@ -35,8 +37,10 @@ from collections import deque
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-#: what a request that waited too long is told (the store turns it into a 503 saying so)
+#: what a request that waited its queue time out is told (the store turns it into a 503 saying so)
 NO_CONNECTION = "No connection available"
+#: what a waiting request is told when Redis answered nobody for a whole store timeout (a stall)
+STALLED = "No answer from Redis while waiting for a connection"
 
 
 class ConnectionTurns:
@@ -55,7 +59,7 @@ class ConnectionTurns:
         Seconds without an answer from Redis after which a waiting request gives up (and the
         least any waiter waits).
     queue_timeout : float
-        Seconds a request may wait for a turn at most while Redis answers.
+        Seconds a request may wait for a turn at most while Redis answers (at least ``timeout``).
 
     Example
     -------
@@ -71,7 +75,7 @@ class ConnectionTurns:
     def __init__(self, *, limit: int, timeout: float, queue_timeout: float) -> None:
         self.limit = int(limit)
         self.timeout = float(timeout)
-        self.queue_timeout = float(queue_timeout)
+        self.queue_timeout = max(float(queue_timeout), self.timeout)   # never shorter than a stall's wait
         self.answered_at = float("-inf")   # monotonic time of the last call that Redis answered
         self._free = self.limit            # turns nobody holds
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -87,20 +91,27 @@ class ConnectionTurns:
 
     async def take(self) -> None:
         """Wait for a turn: at once when one is free and nobody waits, else behind those who came
-        first; raise ``ConnectionError(NO_CONNECTION)`` past the wait described above."""
+        first. Give up (``ConnectionError``) after ``queue_timeout`` (:data:`NO_CONNECTION`), or
+        once a whole ``timeout`` of waiting passed with no answer from Redis (:data:`STALLED`)."""
         if self._free > 0 and not self._waiters:
             self._free -= 1
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
-        came = time.monotonic()
+        came = look = time.monotonic()
+        seen = self.answered_at
         try:
             while not turn.done():
-                # Redis answering recently means the queue moves: wait on, up to queue_timeout
-                deadline = min(came + self.queue_timeout, max(came, self.answered_at) + self.timeout)
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                # "Redis answered since my last look", not "answered within the last timeout":
+                # a process busy with a burst looks late, and must not take its own lag for a stall
+                if self.answered_at > seen:
+                    seen, look = self.answered_at, now
+                elif now - look >= self.timeout:
+                    raise RedisConnectionError(STALLED)
+                if now - came >= self.queue_timeout:
                     raise RedisConnectionError(NO_CONNECTION)
+                left = min(came + self.queue_timeout, look + self.timeout) - now
                 await asyncio.wait((turn,), timeout=left)
         except BaseException:
             if turn.done() and not turn.cancelled():
