@@ -463,6 +463,14 @@ class Monitor:
                 # closed from an on_alert callback: its thread's last cycle may still be sending
                 # (at interpreter exit too); wait for it as a close would, no longer
                 worker.join(self.exit_timeout if timeout is None else timeout)
+                if worker.alive:
+                    # the callback that closed the run is still running: its thread's last cycle
+                    # never came, and what it held goes with the process; say so
+                    n = len(worker.spool) + len(worker.buffer)
+                    if n:
+                        warnings.warn(f"losswatch: {n} unsent records of run {self.run_id} were lost: the "
+                                      f"on_alert callback that closed the run was still running at the end",
+                                      RuntimeWarning, stacklevel=2)
                 _live.discard(self)
             return
         if finished and self.meta.get("status") != "finished":

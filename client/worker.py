@@ -138,6 +138,8 @@ class Worker:
                 self._collect()
                 if not (stopping and not self._stop_send):
                     self._send(force=force or stopping)
+                    if stopping and self._finish_on_thread:
+                        self._send_backlog()
             except Exception as e:  # never let a bug here kill the thread (or the training)
                 self._warn_once("internal", f"losswatch: internal error in the worker thread: {e!r}")
             try:
@@ -243,12 +245,23 @@ class Worker:
         if len(self.spool):
             self.wake.set()  # a backlog is being replayed: next cycle at once, not after the interval
 
+    def _send_backlog(self) -> None:
+        """The last cycle of a thread stopped from itself (a close inside ``on_alert``): one send
+        takes a bounded number of batches, and no later cycle will come for the rest, so send on
+        while each send succeeds and leaves less behind (what stays goes to the unsent file)."""
+        left = len(self.spool)
+        while left and self._failures == 0:
+            self._send(force=True)
+            if len(self.spool) >= left:
+                return
+            left = len(self.spool)
+
     def _failed(self, e: ServiceError, took: float) -> None:
         self._failures += 1
         if e.retry_after is not None:
             # never sooner than asked, and not all at once: runs refused together (a burst of
             # closing runs) would otherwise come back together
-            delay = min(e.retry_after, 60.0) * random.uniform(1.0, 1.2)
+            delay = min(e.retry_after * random.uniform(1.0, 1.2), 60.0)
         else:
             delay = min(self.max_backoff, 0.25 * 2 ** min(self._failures, 16))
             delay *= random.uniform(0.8, 1.2)

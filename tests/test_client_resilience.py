@@ -357,6 +357,54 @@ def test_close_from_an_on_alert_callback_keeps_what_it_could_not_send(tmp_path):
     assert [r["step"] for r in lines] == list(range(51)) and lines[50]["loss"] == "NaN"
 
 
+def test_close_from_an_on_alert_callback_sends_a_backlog_larger_than_one_send(service_factory, tmp_path):
+    # one send takes a bounded number of batches; the thread's last cycle sends on while the
+    # service takes them, so a healthy service gets every record and nothing is left in a file
+    svc = service_factory()
+    closed = threading.Event()
+
+    def close_on_alert(alert):
+        mon.close()
+        closed.set()
+
+    mon = Monitor(run_id="res-cb-backlog", url=svc.url, spool_dir=str(tmp_path / "spool"), batch_size=5,
+                  flush_interval=3600, on_alert=close_on_alert)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for step in range(1000):
+            mon.log(step, loss=1.0)
+        mon.log(1000, loss=float("nan"))       # a local NaN alert: the callback runs in the sender thread
+        mon.flush(0.0)                          # wake the thread now
+        assert closed.wait(60)
+        mon.close()                             # waits for the thread's last cycle
+    assert not list((tmp_path / "spool").glob("unsent-*.jsonl")), [str(x.message) for x in w]
+    assert get_json(svc.url, "/v1/runs/res-cb-backlog/steps")["series"]["step"] == list(range(1001))
+
+
+def test_an_exit_while_the_closing_on_alert_callback_still_runs_says_what_is_lost(tmp_path):
+    # the callback closes the run, then keeps working past the exit: its thread's last cycle
+    # never comes, and the exit says how many records go with the process
+    script = (
+        "import threading\n"
+        "from losswatch.client import Monitor\n"
+        "closed, never = threading.Event(), threading.Event()\n"
+        "def close_on_alert(alert):\n"
+        "    mon.close()\n"
+        "    closed.set()\n"
+        "    never.wait()\n"                        # more work of its own (a checkpoint, say)
+        f"mon = Monitor(run_id='res-cb-busy', url='http://127.0.0.1:{free_port()}', "
+        f"spool_dir={str(tmp_path / 'spool')!r}, on_alert=close_on_alert, exit_timeout=1)\n"
+        "for step in range(50):\n"
+        "    mon.log(step, loss=1.0)\n"
+        "mon.log(50, loss=float('nan'))\n"
+        "assert closed.wait(30)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "unsent records of run res-cb-busy were lost" in p.stderr, p.stderr
+    assert "callback that closed the run was still running" in p.stderr, p.stderr
+
+
 def test_batches_larger_than_the_service_accepts_are_split_not_lost(service_factory):
     srv = service_factory(env={"LOSSWATCH_MAX_BATCH_RECORDS": "64"})
     with Monitor(run_id="res-413", url=srv.url, batch_size=1000) as mon:
