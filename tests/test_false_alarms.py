@@ -187,3 +187,18 @@ def test_a_steady_descent_without_a_logged_lr_is_not_told_to_raise_it():
     # warm-up or a decay that explains the pace cannot be ruled out
     assert raised(replay(_epoch_drop(True))[1], "plateau", "warning") == []
     assert [a.step for a in raised(replay(_epoch_drop(True), lrs=[2e-5] * 700)[1], "plateau", "warning")] == [512]
+
+
+# -- early stall: "no new best for a while" is counted in records too ----------------------------
+@pytest.mark.parametrize("unit", (1, 10))
+def test_an_early_stall_is_judged_at_the_same_record_whatever_the_step_unit(unit):
+    # early_stall's own example (a fast drop, then flat while the grad-norm fades) with its step
+    # column in other units: a new best of a noisy level is a matter of records; counted in
+    # steps alone, x10 steps made "20 steps without one" two records, and a healthy GPT-2
+    # speedrun with its steps x10 was told to cut its LR and restart at step 3,140
+    r = random.Random(0)
+    losses = [4.6 if s < 5 else 2.9 + r.gauss(0, 0.05) for s in range(200)]
+    gns = [3.0 if s < 10 else 0.1 for s in range(200)]
+    steps = [unit * s for s in range(200)]
+    alerts = raised(replay(losses, gns=gns, lrs=[0.03] * 200, steps=steps)[1], "grad_vanishing", "warning")
+    assert [(a.detector, a.step // unit) for a in alerts] == [("early_stall", 64)]
