@@ -136,7 +136,7 @@ def alarms(losswatch: Path, path: Path) -> list[dict]:
         if e.get("event") in ("raised", "escalated") and e.get("severity") in ("warning", "critical") \
                 and changes_lr(e.get("action")):
             a = e["action"]
-            out.append({"kind": e["kind"], "rule": (e.get("evidence") or {}).get("rule", "-"),
+            out.append({"kind": e["kind"], "rule": (e.get("evidence") or {}).get("rule") or e.get("detector", "-"),
                         "event": e["event"], "step": e["step"], "severity": e["severity"],
                         "action": f"{a.get('type')} {a.get('factor', '')}".strip(),
                         "message": e.get("message", "")})
@@ -163,12 +163,49 @@ def run(losswatch: Path, only: str = "") -> list[dict]:
         return [{"file": rel, "variant": name, "alarms": fut.result()} for rel, name, fut in jobs]
 
 
+def report(rows: list[dict]) -> str:
+    """The figures as markdown: alarms by rule (first alarm of each variant) and by variant, then
+    every variant that got one."""
+    bad = [r for r in rows if r["alarms"]]
+    by_rule = Counter(f"{r['alarms'][0]['kind']}/{r['alarms'][0]['rule']}" for r in bad)
+    by_variant = Counter(r["variant"] for r in bad)
+    lines = [
+        "# Class-preserving variants of the healthy tune logs",
+        "",
+        f"Each of the {len({r['file'] for r in rows})} healthy logs of the real-log corpus's tune part, "
+        "replayed as variants that keep it healthy (thinned, cut, other units, fewer columns: "
+        "bench/healthy_variants.py says which). Command: `.venv/bin/python bench/healthy_variants.py "
+        "--md bench/results/healthy-variants.md`.",
+        "",
+        f"Variants replayed: {len(rows)}; with an alarm that changes the LR, rolls back or stops: "
+        f"**{len(bad)}**.",
+        "",
+        "| first alarm (kind/rule or detector) | variants |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in by_rule.most_common()],
+        "",
+        "| variant | with an alarm |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in by_variant.most_common()],
+        "",
+        "| variant | file | step | alarm | action |",
+        "|---|---|---|---|---|",
+    ]
+    for r in bad:
+        e = r["alarms"][0]
+        lines.append(f"| {r['variant']} | {r['file']} | {e['step']} | {e['kind']}/{e['rule']} {e['severity']} | "
+                     f"{e['action']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--losswatch", type=Path, default=LOSSWATCH)
     ap.add_argument("--only", default="", help="only files whose path contains this")
     ap.add_argument("--list", action="store_true", help="print every alarm")
     ap.add_argument("--json", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--md", type=Path, help="write the table and the list as markdown here "
+                    "(bench/results/healthy-variants.md)")
     a = ap.parse_args(argv)
     rows = run(a.losswatch, a.only)
     if a.json:
@@ -180,6 +217,8 @@ def main(argv=None) -> int:
           f"with an LR-changing/rollback/stop alarm: {len(bad)}")
     print("first alarm by rule: " + ", ".join(f"{k} {v}" for k, v in by_rule.most_common()))
     print("by variant: " + ", ".join(f"{k} {v}" for k, v in by_variant.most_common()))
+    if a.md:
+        a.md.write_text(report(rows))
     if a.list:
         for r in bad:
             e = r["alarms"][0]
