@@ -59,7 +59,7 @@ class DivergenceDetector(Detector):
     All keyword parameters, each documented once, in the module of the rule it belongs to
     (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``factor`` (verdict); ``first_ratio`` (first_loss); ``raw_ratio``, ``raw_undo``,
-    ``raw_fresh`` (raw_runaway); ``streak``, ``streak_ratio``, ``streak_rise``, ``base_ratio``,
+    ``raw_fresh``, ``raw_z`` (raw_runaway); ``streak``, ``streak_ratio``, ``streak_rise``, ``base_ratio``,
     ``prev_z``, ``streak_z``, ``explode_ratio`` (streak); ``climb``, ``climb_z`` (climb);
     ``gn_warn``, ``gn_calm`` (causes); ``lr_jump``, ``after_jump`` (lr_jump); ``cluster``,
     ``cluster_window`` (spike_cluster); ``spike_z``, ``spike_rel``, ``spike_min``,
@@ -109,7 +109,7 @@ class DivergenceDetector(Detector):
                  lost_patience_frac: float = 0.25, stuck: float = 0.9, blowup: float = 2.0,
                  lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
                  max_escalations: int = 2, above_start: float = 1.5, first_ratio: float = 10.0,
-                 raw_ratio: float = 3.0, raw_undo: float = 0.25, raw_fresh: int = 10, climb: int = 5,
+                 raw_ratio: float = 3.0, raw_undo: float = 0.25, raw_fresh: int = 10, raw_z: float = 5.0, climb: int = 5,
                  climb_z: float = 5.0, val_ratio: float = 3.0) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
@@ -125,7 +125,7 @@ class DivergenceDetector(Detector):
                          lost_min_records=lost_min_records, settle=settle,
                          lr_followed=lr_followed, max_escalations=max_escalations,
                          above_start=above_start, first_ratio=first_ratio, raw_ratio=raw_ratio,
-                         raw_undo=raw_undo, raw_fresh=raw_fresh, climb=climb, climb_z=climb_z,
+                         raw_undo=raw_undo, raw_fresh=raw_fresh, raw_z=raw_z, climb=climb, climb_z=climb_z,
                          val_ratio=val_ratio)
         # the state of the rules (saved by get_state; each module says what its fields mean)
         # escalation: the LR when the episode's advice was last given, escalations so far, the run

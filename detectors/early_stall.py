@@ -26,8 +26,11 @@ class EarlyStallDetector(Detector):
       peak so far;
     - the slow loss level is ``>= stuck * L0`` (``L0`` the first loss, > 0): a converged
       classifier or regression ends far below half its start, a stuck LM does not;
-    - no new best of the loss level for ``stall`` steps (a healthy LM early in training, e.g.
-      llm.c's GPT-2 with its grad-norm 15 -> 1 during warm-up, keeps making new bests);
+    - no new best of the loss level for ``stall`` steps and as many loss records (a healthy LM
+      early in training, e.g. llm.c's GPT-2 with its grad-norm 15 -> 1 during warm-up, keeps
+      making new bests; its log with the step column x10 went 20 steps, two records, without
+      one at step 3,140 and was told to cut the LR x0.1 and restart: a new best of a noisy
+      level is a matter of records, the records of the log's mean gap);
     - the loss made a fast start: its best level is ``<= drop * L0`` (a loss flat at its first
       value from the start is the plain vanishing-gradient or plateau case);
     - the fast loss level never rose above ``rise`` x ``L0`` (a run that blew up and fell back
@@ -114,8 +117,11 @@ class EarlyStallDetector(Detector):
         return ok
 
     def _stuck(self, f, i: int) -> bool:
-        if f.mu[i] > f.mumax[i] - self._logc or f.nl[i] == 0 or \
-                f.step[i] - f.best_step[i] < self.stall:
+        step, nl = f.step[i], f.nl[i]
+        if f.mu[i] > f.mumax[i] - self._logc or nl == 0 or step - f.best_step[i] < self.stall:
+            return False
+        # ... and as many loss records: the steps since the best, in the log's mean gap
+        if (step - f.best_step[i]) * (nl - 1) < self.stall * (step - f.l0_step[i]):
             return False
         l0 = f.l0[i]
         if not (l0 > 0.0 and f.slow[i] >= self.stuck * l0 and f.worst[i] <= self.rise * l0

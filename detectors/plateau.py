@@ -87,6 +87,18 @@ class PlateauDetector(Detector):
         fine-tune (bench/real/histories/10844110__t5-summarization-demo__trainer-state.csv,
         healthy) starts near its floor, 1.996 -> 1.90 in its second record, and flattens at
         1.80 (0.90x): it was told "raise the LR x10" at 0.9.
+    from_start : float, default 5.0
+        "Barely below the first loss" is judged only on a log that begins where training began:
+        its first loss at a step no later than this many mean logging gaps
+        (``progress.logged_from_start``). A log that starts later (the second half of a
+        finished run, an excerpt pasted from the middle, a resumed run) begins near its floor,
+        and its slow tail is not an LR too small to move it: the second halves of the tune
+        part's healthy GPT-2 speedruns, a T5 fine-tune and a CS336 LM were each told "raise the
+        LR x10" before this test (bench/healthy_variants.py); a run logged from scratch prints
+        its first loss at step 0, 1 or one logging interval. A log that starts later is still
+        judged while its LR has never been lowered within it (a constant LR: the benchmark's
+        too-low runs cut at their middle, bench/cadence.py); under a decaying schedule, or with
+        no LR logged, its flat tail may be the schedule's.
     climb_z : float, default 4.0
         ... and by this many noise units (``features.sd``): the raw best of a flat run is its
         luckiest pair of records, 2-3.6 units below its mean for 10^3-10^5 records, so its
@@ -129,11 +141,11 @@ class PlateauDetector(Detector):
                  noisy: float = 0.1, stuck: float = 0.9, up: float = 10.0, down: float = 0.3,
                  min_records: int = 20, blowup: float = 2.0, gn_drop: float = 0.7,
                  patience_records: int = 50, given_back: float = 0.5, climb_z: float = 4.0,
-                 barely: float = 0.95) -> None:
+                 barely: float = 0.95, from_start: float = progress.FROM_START_GAPS) -> None:
         super().__init__(patience=patience, patience_frac=patience_frac, decayed=decayed,
                          noisy=noisy, stuck=stuck, up=up, down=down, min_records=min_records,
                          blowup=blowup, gn_drop=gn_drop, patience_records=patience_records,
-                         given_back=given_back, climb_z=climb_z, barely=barely)
+                         given_back=given_back, climb_z=climb_z, barely=barely, from_start=from_start)
         self.gn_drop_log = math.log(gn_drop)
 
     def screen(self, f):
@@ -205,7 +217,11 @@ class PlateauDetector(Detector):
             return  # not a plateau: a lost run (the divergence detector reports it)
         gn_fell = f.ng[i] >= self.min_records and f.mu[i] < f.mumax[i] + self.gn_drop_log
         climbed_back = progress.climbed_back(trend, f.rbest[i], fl, f.sd[i], self.given_back, self.climb_z)
-        barely_moved = stuck and stuck_at_start(trend, fl, self.barely)
+        # the first loss is where training began, or the log starts later at an LR never lowered
+        # since (a too-small LR held, or a converged run: either way not a schedule's tail)
+        known_start = progress.logged_from_start(f.l0_step[i], step, f.nl[i], self.from_start) or \
+            (lr is not None and lr >= peak)
+        barely_moved = stuck and stuck_at_start(trend, fl, self.barely) and known_start
         if barely_moved and noise < self.noisy and not gn_fell and not trend > fl and not climbed_back:
             if lr_ramping(f, i):
                 return  # the schedule is still raising the LR (warm-up, one-cycle): judge it after

@@ -68,3 +68,23 @@ def climbed_back(x: float, best: float, l0: float, sd: float, share: float, z: f
     lies ~2-3.6 noise units below their mean for N = 10^3-10^5), so half of that "progress"
     comes back by chance alone."""
     return given_back(x, best, l0) >= share and x - best >= z * sd
+
+
+#: A log begins where training began when its first loss is logged at most this many mean logging
+#: gaps after step 0 (:func:`logged_from_start`; a detector may take its own value).
+FROM_START_GAPS = 5.0
+
+
+def logged_from_start(first_step: int, step: int, records: int, gaps: float = FROM_START_GAPS) -> bool:
+    """Does the log begin where training began, so that its first loss is the run's start?
+
+    True when the first logged step is at most ``gaps`` times the log's mean gap between loss
+    records (``(step - first_step) / (records - 1)``, with ``records`` losses logged up to
+    ``step``): a run logged from scratch prints its first loss at step 0, 1 or one logging
+    interval. A log that begins later (an excerpt pasted from the middle of a run, a resumed
+    run, the tail of a finished one) never saw the progress made before it: its first loss is
+    not where training started, and "barely below the first loss" or "progress before it"
+    says nothing about the LR."""
+    if records < 2 or step <= first_step:
+        return first_step <= 0
+    return first_step <= gaps * (step - first_step) / (records - 1)

@@ -58,7 +58,11 @@ class SlowProgressDetector(RaiseLRDetector):
     (``anneal``: a descent that a smaller LR makes faster is the annealing of a large LR, not
     the pace of a small one) and the LR was
     steady (not warming up since ``c``, not decayed below ``decayed`` x its peak: a slow tail of
-    a decayed schedule is by design). The doublings are in steps (training time is what the pace
+    a decayed schedule is by design). So the LR must be logged, at the checkpoint and one
+    doubling before: without it a warm-up, a decay and an annealing all pass unseen (healthy
+    GPT-2 speedruns without their LR column were told "raise the LR x3" at steps 512-725, still
+    in a warm-up of 700 steps, and a DPO fine-tune at step 2,900, its LR decayed to 1 %;
+    bench/healthy_variants.py). The doublings are in steps (training time is what the pace
     is about), but the run must also have ``min_records`` loss records: a log thinned to every
     10th row, or one whose step column counts 7 per record, reaches step 256 while its loss is
     still in its steep first phase by the run's own clock (on the benchmark's healthy runs, 26
@@ -270,6 +274,8 @@ class SlowProgressDetector(RaiseLRDetector):
             if h < 0.5 * self.ratio:
                 self.close_episode(step, f"progress has slowed down normally (h={fmt(h)})")
             return
+        if lr is None or lr_c != lr_c:
+            return  # no LR logged: a warm-up, a decay or an annealing would pass unseen
         if recent < self.z * f.sd[i]:
             return
         sustained = h < self.ratio and self.pace_held(k, h, l0, step)

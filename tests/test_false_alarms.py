@@ -2,6 +2,7 @@
 of the corpus (bench/real/, provenance in bench/real/SOURCES.md) or a benchmark run (bench/runs/),
 next to the true case the same rule must still catch. The holdout part is never read here."""
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -121,3 +122,83 @@ def test_a_classifier_at_chance_under_its_full_lr_is_still_dead_and_so_after_a_w
     lrs = [0.1 * min(s + 1, 20) / 20 for s in range(60)]
     dead = raised(replay(losses, lrs=lrs)[1], "dead", "warning")
     assert dead and dead[0].step == 20
+
+
+# -- plateau: a log that begins mid-run has no start level to be "barely below" ------------------
+CS336 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-1e-3-metrics-jsonl.csv"
+
+
+def test_the_second_half_of_a_healthy_run_is_not_told_to_raise_its_lr():
+    # a CS336 LM (LR 1e-3, cosine, healthy) from step 2,510 on: its loss wobbles 1.6-1.8 under
+    # its decaying LR, "barely below the first loss" of the excerpt; that first loss is not
+    # where training began (2,500 steps were never logged), so it says nothing about the LR
+    from detector_helpers import tune_records
+    records = tune_records(CS336)
+    tail = records[len(records) // 2:]
+    assert tail[0].step == 2510
+    assert not [a for a in _lr_changing(one_at_a_time(tail)[1]) if a.kind == "plateau"]
+    # without the test (every first loss taken as the start of training) it was told x10
+    from losswatch.detectors import Engine
+    eng = Engine("r", params={"plateau": {"from_start": 1e18}})
+    up = [a for rec in tail for a in eng.update(rec)]
+    assert [a.action.params["factor"] for a in raised(up, "plateau", "warning")] == [10.0]
+
+
+def test_a_flat_loss_logged_from_the_start_of_training_is_still_a_too_small_lr():
+    # the same judgement on a log that begins at step 0 (the plateau's own example): first loss,
+    # a tiny LR, flat for 400 steps
+    import math
+    losses = [2.5 + 0.003 * math.sin(s) for s in range(400)]
+    up = raised(replay(losses, lrs=[1e-6] * 400)[1], "plateau", "warning")
+    assert [(a.step, a.action.params["factor"]) for a in up] == [(200, 10.0)]
+    # ... and on one logged every 10 steps from step 10 (the first record one interval in)
+    up = raised(replay(losses[:60] * 1, lrs=[1e-6] * 60, steps=[10 * (s + 1) for s in range(60)])[1],
+                "plateau", "warning")
+    assert [a.action.params["factor"] for a in up] == [10.0]
+
+
+# -- raw run-away: a log that begins mid-run shows no descent until one stands out of the noise --
+def test_the_middle_of_a_memorised_run_is_not_a_run_away_from_its_raw_best():
+    # a healthy CNN (Adam, base LR) cut at its middle row: per-batch losses of 0.01-0.15 around
+    # 0.065. The excerpt's slow trend starts on its first draw (0.10) and settles for ~50
+    # records, which read as a "fresh descent"; three rises to 0.109 = 3.8x the lucky 0.0286 at
+    # step 339 were "LR too high, cut it x0.1" (1.9-3.1 noise units below the first draw)
+    records = list(read_run(RUNS / "cnn-adam-constant-x1-s0.csv"))[300:]
+    assert records[0].step == 300
+    assert [a for a in _lr_changing(one_at_a_time(records)[1]) if a.kind == "divergence"] == []
+    # the same losses from step 0 are a descent from the untrained loss: the rule still reads them
+    renumbered = [dataclasses.replace(r, step=r.step - 300) for r in records]
+    rules = [a.evidence.get("rule") for a in raised(one_at_a_time(renumbered)[1], "divergence", "warning")]
+    assert rules[:1] == ["raw_runaway"]
+
+
+def test_a_run_away_after_a_real_descent_is_caught_in_an_excerpt_too():
+    # the fine-tune of raw_runaway's example, logged from step 1000 (an excerpt): the fall
+    # 15 -> 2.4 is 12 noise units, a descent however the log began
+    losses = [15, 13, 3.8, 2.4, 1.4, 5.8, 7.1, 10.0]
+    alerts = raised(replay(losses, steps=list(range(1000, 1008)))[1], "divergence", "warning")
+    assert [(a.step, a.evidence["rule"]) for a in alerts] == [(1007, "raw_runaway")]
+
+
+# -- slow progress: no logged LR, no claim about the LR's pace -----------------------------------
+def test_a_steady_descent_without_a_logged_lr_is_not_told_to_raise_it():
+    # the steady descent that is "the LR is limiting training" at step 512 when the LR is logged
+    # (test_the_same_descent_at_a_steady_pace_is_still_a_too_small_lr): without the LR column a
+    # warm-up or a decay that explains the pace cannot be ruled out
+    assert raised(replay(_epoch_drop(True))[1], "plateau", "warning") == []
+    assert [a.step for a in raised(replay(_epoch_drop(True), lrs=[2e-5] * 700)[1], "plateau", "warning")] == [512]
+
+
+# -- early stall: "no new best for a while" is counted in records too ----------------------------
+@pytest.mark.parametrize("unit", (1, 10))
+def test_an_early_stall_is_judged_at_the_same_record_whatever_the_step_unit(unit):
+    # early_stall's own example (a fast drop, then flat while the grad-norm fades) with its step
+    # column in other units: a new best of a noisy level is a matter of records; counted in
+    # steps alone, x10 steps made "20 steps without one" two records, and a healthy GPT-2
+    # speedrun with its steps x10 was told to cut its LR and restart at step 3,140
+    r = random.Random(0)
+    losses = [4.6 if s < 5 else 2.9 + r.gauss(0, 0.05) for s in range(200)]
+    gns = [3.0 if s < 10 else 0.1 for s in range(200)]
+    steps = [unit * s for s in range(200)]
+    alerts = raised(replay(losses, gns=gns, lrs=[0.03] * 200, steps=steps)[1], "grad_vanishing", "warning")
+    assert [(a.detector, a.step // unit) for a in alerts] == [("early_stall", 64)]

@@ -8,7 +8,8 @@ the lowest loss the run held for two records in a row).
 Condition: two or more rises in a row to >= ``raw_ratio`` x the raw best, the last two both
 undoing at least ``raw_undo`` of the progress made (first loss - raw best: one bad batch at
 the end of a noise wiggle is no run-away), corroborated by the grad-norm building up or the
-LR ramping (:mod:`.causes`), or by a third rise. Only while the descent is fresh: the raw best
+LR ramping (:mod:`.causes`), or by a third rise. Only while the descent is fresh (and, on a log
+that starts mid-run, real: ``raw_z``): the raw best
 was set in the later half of the run so far, the slow trend (``features.trend``, ~50
 records) is still >= ``level_ratio`` x the raw best and above it by half the progress
 (``progress.LEVEL_SHARE``), and that trend gained 1 % (``features.pnl``) within the last
@@ -34,6 +35,17 @@ raw_fresh : int, default 10
     rule's alert were 65 and 80 records past it (least squares at 10x at its noise floor, a
     CNN recovering from a bad batch at chance): false alarms 7 -> 5 on seeds 0-1, the same for
     any value from 5 to 60.
+
+raw_z : float, default 5.0
+    On a log that does not begin where training began (``progress.logged_from_start``: an
+    excerpt, a resumed run, the tail of a finished one), the fall from the first loss to the
+    raw best must be this many noise units (``features.b_sd``) or more. Such a log's first loss
+    is one draw of whatever the run was doing, and its slow trend, started on that draw, settles
+    towards the level for ~50 records: on a noise floor that reads as a "fresh descent" while
+    the raw best is the floor's luck. Set by: the benchmark's healthy runs cut at their middle
+    (bench/cadence.py's excerpts, seeds 0-1: memorised CNN/MLP/softmax losses of 0.01-0.15 per
+    batch) fell 1.5-3.1 units to their raw best when this rule fired on them; a descent is far
+    out of the noise (the example below: 12.7 units).
 
 ``level_ratio`` (:mod:`.sustained`) and ``spike_memory`` (:mod:`.spikes`) are shared.
 
@@ -61,7 +73,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import fmt
-from ..progress import LEVEL_SHARE
+from ..progress import LEVEL_SHARE, logged_from_start
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,7 +89,8 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, step:
             f.trend[i] >= d.level_ratio * rb and f.trend[i] - rb >= LEVEL_SHARE * (l0 - rb) and \
             2 * (f.rbest_step[i] - f.l0_step[i]) > step - f.l0_step[i] and \
             f.b_lprev[i] - rb >= d.raw_undo * (l0 - rb) and (gn_up or ramping or up_n >= 3) and \
-            f.nl[i] - f.pnl[i] <= d.raw_fresh and not after_spike:
+            f.nl[i] - f.pnl[i] <= d.raw_fresh and not after_spike and \
+            (l0 - rb >= d.raw_z * f.b_sd[i] or logged_from_start(f.l0_step[i], step, f.nl[i])):
         why = " with the grad-norm up" if gn_up else (" while the LR warms up" if ramping else "")
         return (f"rose {up_n} records in a row{why} to {fmt(x / rb)}x the lowest loss it held "
                 f"({fmt(rb)} at step {f.rbest_step[i]})", "raw_runaway")
