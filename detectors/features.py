@@ -25,6 +25,8 @@ NAN = math.nan
 INF = math.inf
 CLIP = 1e100  # |values| beyond this are clipped for the statistics: keeps all arithmetic finite
 LOG_TINY = math.log(1e-30)  # log of a zero grad-norm
+#: |x - 2 x' + x''| of independent noise is sqrt(6) times the noise's own mean absolute deviation
+SECOND_DIFF_SCALE = 1.0 / math.sqrt(6.0)
 
 DEFAULT_PARAMS: dict[str, float] = {
     # Half-life of one record: follows a jump within 1-2 records even in sparse logs (BLOOM
@@ -65,14 +67,14 @@ DEFAULT_PARAMS: dict[str, float] = {
     "start_rise": 2.0,
 }
 
-LOSS_COLS = ("nl", "l0", "l0_step", "l0_n", "worst", "lprev", "lstep", "fast", "best", "best_step", "rbest", "rbest_step",
-             "up_n", "up_base", "slow", "sd", "trend", "pbest", "pstep", "pnl", "alt", "amp")
+LOSS_COLS = ("nl", "l0", "l0_step", "l0_n", "worst", "lprev", "lp2", "lstep", "fast", "best", "best_step", "rbest",
+             "rbest_step", "up_n", "up_base", "slow", "sd", "nsd", "trend", "pbest", "pstep", "pnl", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
 VAL_COLS = ("v0", "vlast", "vbest", "nv")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
-BEFORE = {"b_lprev": "lprev", "b_slow": "slow", "b_sd": "sd", "b_mu": "mu", "b_var": "var",
+BEFORE = {"b_lprev": "lprev", "b_lp2": "lp2", "b_slow": "slow", "b_sd": "sd", "b_nsd": "nsd", "b_mu": "mu", "b_var": "var",
           "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
@@ -100,8 +102,10 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
     one-record path, which reads ``st``) none are built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
-    nl, lprev = st["nl"], st["lprev"]
-    fast, slow, sd, trend = st["fast"], st["slow"], st["sd"], st["trend"]
+    nl, lprev, lp2 = st["nl"], st["lprev"], st["lp2"]
+    fast, slow, sd, nsd, trend = st["fast"], st["slow"], st["sd"], st["nsd"], st["trend"]
+    if nsd != nsd:  # NaN: a state saved before it existed starts it from the level's noise
+        nsd = sd
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
     pnl = st.get("pnl", 0)  # absent in states saved before it existed
     # the trend must fall below this to count as progress: recomputed only when pbest moves
@@ -116,7 +120,7 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
         if nl == 0:
             fast = slow = trend = pbest = x
             pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
-            sd = 0.0
+            sd = nsd = 0.0
             pstep = s
             pnl = 1
         else:
@@ -132,6 +136,7 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
                 # deviations measured during the descent are the descent, not noise. (Positive
                 # levels only: a share of a level near or below zero means nothing. The trend
                 # is not re-anchored: its lag is what tells a fresh descent, raw_runaway.)
+                nsd *= held / slow
                 sd *= held / slow
                 slow = held
                 cap = wk * sd + wr * slow
@@ -140,6 +145,12 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
                 d = cap
             slow += as_ * d
             sd += as_ * ((d if d >= 0.0 else -d) - sd)
+            # the noise about the loss's own local trend: a second difference, which a steady
+            # descent or climb does not enter (the level's lag does enter sd), winsorised like it
+            e = (x - lprev - lprev + lp2) * SECOND_DIFF_SCALE if lp2 == lp2 else x - lprev
+            if e < 0.0:
+                e = -e
+            nsd += as_ * ((cap if e > cap else e) - nsd)
             dt = x - trend
             if dt > cap:  # winsorised like the level: one spike must not drag the trend for ~50 records
                 dt = cap
@@ -158,13 +169,15 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
             else:
                 amp += ao * (0.0 - amp)
         nl += 1
+        lp2 = lprev
         lprev = x
         if collect:
-            flat += (fast, slow, sd, trend, pbest, alt, amp, pstep, pnl)
+            flat += (fast, slow, sd, nsd, trend, pbest, alt, amp, pstep, pnl)
     if k:  # one store each: update(**kw) would build a keyword dict first, per record
         st["fast"] = fast
         st["slow"] = slow
         st["sd"] = sd
+        st["nsd"] = nsd
         st["trend"] = trend
         st["pbest"] = pbest
         st["pstep"] = pstep
@@ -174,11 +187,11 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
         st["dlast"] = dlast
     if not collect:
         return None
-    return {c: _column(flat[i::9], dt, k) for i, (c, dt) in enumerate(_CORE_COLS)}
+    return {c: _column(flat[i::10], dt, k) for i, (c, dt) in enumerate(_CORE_COLS)}
 
 
 #: The columns ``_loss_core`` returns, in the order of its per-value tuples, with their dtypes.
-_CORE_COLS = (("fast", np.float64), ("slow", np.float64), ("sd", np.float64), ("trend", np.float64),
+_CORE_COLS = (("fast", np.float64), ("slow", np.float64), ("sd", np.float64), ("nsd", np.float64), ("trend", np.float64),
               ("pbest", np.float64), ("alt", np.float64), ("amp", np.float64), ("pstep", np.int64),
               ("pnl", np.int64))
 
@@ -244,7 +257,8 @@ def _start_one(st: dict[str, Any], p: dict[str, float], x: float, s: int, nl: in
     st["l0_n"] = 0 if l0 == firsts[0] else len(firsts)
     dev = sorted(abs(v - l0) for v in firsts)
     held = x if x > st["lprev"] else st["lprev"]
-    st.update(slow=l0, sd=dev[(len(dev) - 1) // 2], trend=l0, pbest=l0, pstep=s, pnl=nl + 1,
+    noise = dev[(len(dev) - 1) // 2]
+    st.update(slow=l0, sd=noise, nsd=noise, trend=l0, pbest=l0, pstep=s, pnl=nl + 1,
               best=l0, best_step=s, rbest=held if held < l0 else l0, rbest_step=s)
 
 
@@ -279,6 +293,7 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
     if nl < p["start_records"]:
         _start_one(st, p, x, s, nl)
     st["nl"] = nl + 1
+    st["lp2"] = lprev
     st["lprev"] = x
     st["lstep"] = s
 
@@ -331,11 +346,12 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     out["l0_n"] = np.full(k, start["l0_n"] if nl0 else 0, dtype=np.int64)
     out["lprev"] = xs
     out["lstep"] = steps
+    prev_x = np.concatenate(([start["lprev"]], xs[:-1]))  # NaN before the first loss
+    out["lp2"] = prev_x
     # best: running minimum of slow; best_step moves on strict improvements only
     out["best"], _, last = _running_extreme(slow, start["best"], nl0 > 0, lower=True)
     out["best_step"] = np.where(last >= 0, steps[np.maximum(last, 0)], start["best_step"])
     # rbest: running minimum of max(loss, previous loss); the first loss stands for itself
-    prev_x = np.concatenate(([start["lprev"]], xs[:-1]))  # NaN before the first loss
     held = np.where(xs > prev_x, xs, prev_x)
     if nl0 == 0:
         held[0] = xs[0]
@@ -358,7 +374,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     out["up_n"] = up_n
     out["up_base"] = np.where(lb >= 0, base_vals[np.maximum(lb, 0)], start["up_base"])
     st.update(nl=nl0 + k, l0=float(out["l0"][-1]), l0_step=int(out["l0_step"][-1]),
-              l0_n=int(out["l0_n"][-1]), lprev=float(xs[-1]), lstep=int(steps[-1]),
+              l0_n=int(out["l0_n"][-1]), lprev=float(xs[-1]), lp2=float(prev_x[-1]), lstep=int(steps[-1]),
               best=float(out["best"][-1]), best_step=int(out["best_step"][-1]),
               rbest=float(out["rbest"][-1]), rbest_step=int(out["rbest_step"][-1]),
               worst=float(out["worst"][-1]), up_n=int(up_n[-1]), up_base=float(out["up_base"][-1]))
@@ -548,6 +564,7 @@ class Features:
                           "start_records once the start level replaced a low first draw (the words then "
                           "quote the median, not the loss logged at l0_step)"]
     lprev: Annotated[Floats, "the last finite loss"]
+    lp2: Annotated[Floats, "the finite loss before lprev (NaN before the second loss)"]
     lstep: Annotated[Ints, "the step of the last finite loss"]
     fast: Annotated[Floats, "short-term average: EMA of the loss (alpha_fast, a half-life of one record)"]
     slow: Annotated[Floats, "loss level: winsorised EMA (alpha_slow, ~10 records), what a spike is measured "
@@ -555,6 +572,10 @@ class Features:
                             "for two records (a fast descent)"]
     sd: Annotated[Floats, "loss noise: EMA mean absolute deviation from the level (scaled with the level when "
                           "it is re-anchored)"]
+    nsd: Annotated[Floats, "trend-free loss noise: EMA (alpha_slow) of the loss's second difference "
+                           "|x - 2 lprev + lp2| / sqrt(6), winsorised at the level's band: the noise about "
+                           "the loss's local trend, which a steady descent or climb does not inflate (the "
+                           "level's lag does inflate sd, the more steps between records)"]
     best: Annotated[Floats, "best level: running minimum of slow (a lucky low batch does not set it)"]
     best_step: Annotated[Ints, "the step at which best last improved"]
     rbest: Annotated[Floats, "raw best: the lowest loss held for two records in a row (does not lag a fast "
@@ -604,6 +625,8 @@ class Features:
     b_lprev: Annotated[Floats, "lprev before this row: the previous finite loss"]
     b_slow: Annotated[Floats, "slow before this row: the level this loss is compared with"]
     b_sd: Annotated[Floats, "sd before this row: the noise this loss is compared with"]
+    b_lp2: Annotated[Floats, "lp2 before this row: the finite loss two records back"]
+    b_nsd: Annotated[Floats, "nsd before this row"]
     b_mu: Annotated[Floats, "mu before this row"]
     b_var: Annotated[Floats, "var before this row"]
     b_glast: Annotated[Floats, "glast before this row: the previous finite grad-norm"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from detector_helpers import healthy_curve, one_at_a_time, raised, replay
+from detector_helpers import healthy_curve, in_batches, one_at_a_time, raised, replay, tune_records
 from losswatch.detectors import Engine
 from losswatch.detectors.types import Record
 
@@ -100,3 +100,41 @@ def test_a_rising_validation_curve_and_an_evaluation_after_a_nan_one_are_not_val
     # after a NaN evaluation (the NaN rule's) the next one has no previous to jump from
     _, alerts = replay([1.0] * 4, vals=[1.0, math.nan, 2.5, 1.0])
     assert [a for a in alerts if a.detector == "val_spike"] == []
+
+
+PINN = "histories/macro1027__simple-pendulum-pinn__lightning-logs-version-27-metrics-csv.csv"
+
+
+def test_a_spike_after_a_sparse_descent_is_measured_against_the_last_losses():
+    # the PINN log (tune part) thinned to every 10th epoch, as a user logging every 10 epochs
+    # would have it: 4.0 -> 0.76 in two records, then 0.19-0.35 for thirty records, so the
+    # level still lags above the loss at epoch 370 (0.43) and that lag counts as its noise
+    # (0.62); the jump 0.22 -> 0.82 at epoch 379 is measured against the higher of the last two
+    # losses and the noise about the loss's own trend (its second differences)
+    records = [r for r in tune_records(PINN) if r.step % 10 == 0 or r.step == 379]
+    eng, alerts = one_at_a_time(records)
+    spikes = [(a.step, a.severity) for a in raised(alerts, "spike")]
+    assert (379, "info") in spikes
+    # every 10th record, in batches: the same alerts
+    _, batched = in_batches(records, 16)
+    assert [(a.id, a.event, a.step) for a in batched] == [(a.id, a.event, a.step) for a in alerts]
+
+
+def test_the_trend_free_noise_ignores_a_steady_descent_and_sees_noise():
+    from losswatch.detectors.features import FeatureTracker
+    steady = FeatureTracker()
+    for s in range(40):  # a straight descent: no noise about its trend
+        f = steady.advance_one(s, 10.0 - 0.2 * s, None, None, None)
+    assert f.nsd[0] < 0.01 * f.sd[0]  # the level's lag counts as noise in sd, not in nsd
+    noisy = FeatureTracker()
+    for s in range(200):  # a flat loss with +-0.1 alternating noise
+        f = noisy.advance_one(s, 1.0 + (0.1 if s % 2 else -0.1), None, None, None)
+    assert 0.05 < f.nsd[0] and 0.05 < f.sd[0]
+
+
+def test_on_a_flat_run_the_spike_rule_keeps_the_level_and_its_noise():
+    from losswatch.detectors.spike import recent_reference
+    # the last two losses within the trend-free noise of the level: no lag, the level stays
+    assert recent_reference(1.0, 0.05, 0.98, 1.01, 0.04) == (1.0, 0.05)
+    # both below it by more: the level lags a descent; the higher of the two and the smaller noise
+    assert recent_reference(1.0, 0.3, 0.5, 0.45, 0.02) == (0.5, 0.02)
