@@ -19,7 +19,16 @@ def checkpoint_index(step: int, per_doubling: int) -> int:
 def checkpoint_rows(step: np.ndarray, per_doubling: int) -> np.ndarray:
     """A conservative mask of the rows where :func:`checkpoint_index` may change (a batch screen:
     the rule re-checks the index in Python and acts once per checkpoint)."""
-    if len(step) and step.max() > _EXACT_FLOAT:
+    if len(step) == 0:
+        return np.zeros(0, dtype=bool)
+    lo, hi = int(step.min()), int(step.max())
+    if checkpoint_index(lo, per_doubling) == checkpoint_index(hi, per_doubling):
+        # no crossing inside the batch (most batches once the doublings are long): its first row
+        # (a crossing since the batch before) and the row after it, as the general case passes
+        quiet = np.zeros(len(step), dtype=bool)
+        quiet[:2] = True
+        return quiet
+    if hi > _EXACT_FLOAT:
         # past 2^53 a float64 step rounds by more than a row's gap: exact integers instead
         idx = [checkpoint_index(int(s), per_doubling) for s in step.tolist()]
         exact = np.ones(len(step), dtype=bool)

@@ -7,8 +7,11 @@ level (``features.slow``) and the last logged LR at three checkpoints ``b``, ``c
 doubling apart (``t`` now, ``c`` = ``t / 2``, ``b`` = ``t / 4``):
 
 - **held at a high LR**: from ``b`` to ``c`` the LR did not rise (no new peak: a warm-up is the
-  schedule's) and the level fell by less than ``stall_z`` noise units (``features.sd``): no
-  progress over a whole doubling of training time;
+  schedule's) and the level fell by less than ``stall_z`` noise units: no progress over a whole
+  doubling of training time. The noise unit is ``features.sd`` at ``c``, the noise of the loss
+  while it stood still: during the fall that follows, the noise estimate of a sparse log also
+  carries the level's lag (the CS336 run below, every 10th row kept: 0.47 after the fall began,
+  0.10 at ``c``);
 - **the LR came down**: the LR at ``t`` is at most ``anneal`` x the LR at ``c``;
 - **and the loss followed it down**: from ``c`` to ``t`` the level fell by ``fall_z`` noise units or
   more *and* by ``held_share`` of the progress made before ``c`` (first loss - level at ``c``) or
@@ -38,10 +41,10 @@ stall_z : float, default 1.0
     noise units per doubling.
 fall_z : float, default 3.0
     Noise units the level must fall from ``c`` to now. Set by (bench/score.py, seeds 0-1, and
-    held-out seeds 2-7): at 2.0 the noisy least-squares runs at 10x LR (labelled healthy:
-    their per-record noise is as large as the loss gained by annealing) were told at steps
-    256-363, five false alarms on seeds 2-7; 3.0 adds none. The CS336 run falls 10.7 units
-    (3.6 with every third row kept: a sparse log's noise estimate carries the level's lag).
+    held-out seeds 2-7): at 2.0 (with the noise measured now) the noisy least-squares runs at
+    10x LR (labelled healthy: their per-record noise is as large as the loss gained by
+    annealing) were told at steps 256-363, five false alarms on seeds 2-7; 3.0 adds none. The
+    CS336 run falls 10.7 units.
 anneal : float, default 0.7
     The LR now against the LR at ``c``: the LR has come down by 30 % or more over the doubling
     (a cosine decay takes the CS336 run's LR x0.66 between steps 11600 and 23200 when its step
@@ -108,7 +111,7 @@ PER_DOUBLING = 4
 
 
 def observe(d: OscillationDetector, f: Features, i: int) -> bool:
-    """Keep the level, the LR, the peak and the loss-record count at the first loss record of
+    """Keep the level, the LR, the peak, the loss-record count and the noise at the first record of
     each checkpoint (the last two doublings); True on the record that starts a checkpoint. A
     checkpoint whose first record has no loss is skipped (the batch screen passes the rows at
     the crossings only)."""
@@ -120,7 +123,7 @@ def observe(d: OscillationDetector, f: Features, i: int) -> bool:
         return False
     lr = f.lrlast[i] if f.nlr[i] > 0 else math.nan
     peak = f.peak[i] if f.nlr[i] > 0 else math.nan
-    d.held_cps[str(k)] = [f.slow[i], float(f.step[i]), lr, peak, float(f.nl[i])]
+    d.held_cps[str(k)] = [f.slow[i], float(f.step[i]), lr, peak, float(f.nl[i]), f.sd[i]]
     for old in [key for key in d.held_cps if int(key) < k - 2 * PER_DOUBLING]:
         del d.held_cps[old]
     return True
@@ -143,7 +146,8 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
     pts = _points(d)
     if pts is None:
         return None
-    (t_b, s_b, _, peak_b, nl_b), (t_c, s_c, lr_c, peak_c, _), since = pts
+    # the noise unit: the noise at ``c``, while the loss stood still (see the module docstring)
+    (t_b, s_b, _, peak_b, nl_b, _), (t_c, s_c, lr_c, peak_c, _, sd), since = pts
     t, s_t, lr_t = since[-1][0], since[-1][1], since[-1][2]
     if not nl_b >= d.min_loss_records or not lr_t > 0.0 or not lr_c > 0.0:
         return None
@@ -151,7 +155,6 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
         return None  # an episode (a relapse, a zig-zag) already told the run during these doublings
     if not peak_c <= peak_b * 1.001 or not lr_t <= d.anneal * lr_c:
         return None  # the LR rose during the held doubling (a warm-up), or has not come down
-    sd = f.sd[i]
     held, fell = t_b - t_c, t_c - t
     if not held < d.stall_z * sd or not fell >= d.fall_z * sd:
         return None
