@@ -61,7 +61,7 @@ class OscillationDetector(Detector):
     def __init__(self, zigzag: float = 0.95, amplitude: float = 0.05, stall: int = 50,
                  factor: float = 0.3, min_records: int = 30, give_back: float = 0.5,
                  lr_rise: float = 1.5, hold: int = 50, z: float = 4.0, stall_z: float = 1.0,
-                 fall_z: float = 3.0, anneal: float = 0.7, held_share: float = 0.2,
+                 fall_z: float = 3.0, anneal: float = 0.7, held_share: float = 0.25,
                  steady: float = 0.1, min_loss_records: int = 10) -> None:
         super().__init__(zigzag=zigzag, amplitude=amplitude, stall=stall, factor=factor,
                          min_records=min_records, give_back=give_back, lr_rise=lr_rise, hold=hold, z=z,
