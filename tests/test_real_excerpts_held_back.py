@@ -98,3 +98,11 @@ def test_both_paths_and_a_restored_engine_agree_on_a_held_back_run():
         eng = Engine.from_bytes(eng.to_bytes())
         out += eng.update_batch(recs[k:k + 37])
     assert [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in out] == ref
+
+
+def test_a_state_saved_before_the_rule_restores_and_the_rule_starts_at_the_next_checkpoint():
+    d = OscillationDetector()
+    d.set_state({"best_nl": 40, "best_lr": 0.01})  # what the detector saved before held_back
+    assert (d.best_nl, d.held_k, d.held_cps, d.last_closed) == (40, -1, {}, -1)
+    recs = _held_back_run()
+    assert [a.evidence["rule"] for a in drive(d, recs)[:1]] == ["held_back"]
