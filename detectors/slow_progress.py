@@ -5,22 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .base import fmt
+from .doublings import checkpoint_index, checkpoint_rows
 from .lost import blew_up
 from .progress import climbed_back
 from .raise_lr import RaiseLRDetector
 from .types import Action
-
-
-def checkpoint_index(step: int, per_doubling: int) -> int:
-    """The checkpoint a step belongs to: the bit length of ``step ** per_doubling`` (exact
-    integers), which grows by one each time the step passes ``2 ** (j / per_doubling)``."""
-    return (step ** per_doubling).bit_length() if step > 0 else 0
-
-
-_EXACT_FLOAT = 2 ** 52  # steps up to here are exact in a float64, with room for the squaring's rounding
 
 
 class SlowProgressDetector(RaiseLRDetector):
@@ -231,23 +221,7 @@ class SlowProgressDetector(RaiseLRDetector):
         return (a2 - a3) * (s1 - s0) > self.speed_up * (a0 - a1) * (s3 - s2)
 
     def screen(self, f):
-        step = f.a("step")
-        if len(step) and step.max() > _EXACT_FLOAT:
-            # past 2^53 a float64 step rounds by more than a row's gap: exact integers instead
-            idx = [checkpoint_index(int(s), self.per_doubling) for s in step.tolist()]
-            exact = np.ones(len(step), dtype=bool)
-            exact[1:] = np.asarray(idx[1:]) != np.asarray(idx[:-1])
-            return exact
-        with np.errstate(over="ignore"):
-            # the bit length of step ** per_doubling, in floats: rounding may move a crossing by
-            # one row, so the rows on either side of each crossing are passed too
-            _, e = np.frexp(np.maximum(step, 0).astype(np.float64) ** self.per_doubling)
-        e = np.where(step > 0, e, 0)
-        cross = np.ones(len(step), dtype=bool)
-        cross[1:] = e[1:] != e[:-1]
-        cross[:-1] |= cross[1:]
-        cross[1:] |= cross[:-1].copy()
-        return cross
+        return checkpoint_rows(f.a("step"), self.per_doubling)
 
     def step(self, f, i: int) -> None:
         step = f.step[i]

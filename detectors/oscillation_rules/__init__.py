@@ -11,9 +11,11 @@ that holds raises the alert (``evidence["rule"]`` is the module's name):
 1. :mod:`.zigzag`: the loss changes direction on nearly every record with large swings and no
    progress (period-2 oscillation across a valley);
 2. :mod:`.relapse`: the loss went back up after the LR was raised (a warm-up into a too-high
-   peak) and holds above the best it reached at the lower LR.
+   peak) and holds above the best it reached at the lower LR;
+3. :mod:`.held_back`: the loss made no progress for a doubling of the step at a high LR and
+   fell once the schedule lowered the LR (the peak LR held the descent back).
 
-Both advise ``scale_lr`` x``factor`` (a warning: the run is unstable, not lost; a run that is
+All three advise ``scale_lr`` x``factor`` (a warning: the run is unstable, not lost; a run that is
 lost is the divergence detector's). Each rule says when its episode closes.
 
 The shape of a rule module: ``check(d, f, i)`` returns the alert's words, evidence and the reason

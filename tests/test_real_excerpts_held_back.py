@@ -1,0 +1,108 @@
+"""The oscillation detector's held_back rule ("LR too high": no progress for a doubling at a high
+LR, a fall once the schedule lowered it) on logs of the tune part of the real corpus
+(bench/real/, provenance in bench/real/SOURCES.md) and on variants that keep their class
+(thinned, the step column x10). The holdout part is never read here."""
+
+import dataclasses
+import math
+import random
+
+import pytest
+
+from detector_helpers import in_batches, one_at_a_time, raised, tune_records
+from losswatch.detectors import Engine
+from losswatch.detectors.base import drive
+from losswatch.detectors.oscillation import OscillationDetector
+from losswatch.detectors.types import Record
+
+CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
+CS336_LR_1E3 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-1e-3-metrics-jsonl.csv"  # healthy
+ALPACA = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"  # healthy, 3 epochs
+
+
+def _variant(recs, every=1, step_x=1):
+    """Every ``every``-th record, with the step column times ``step_x``: the same run logged
+    more sparsely or counting steps differently."""
+    return [dataclasses.replace(r, step=r.step * step_x) for r in recs[::every]]
+
+
+@pytest.mark.parametrize("every,step_x", [(1, 1), (2, 1), (3, 1), (1, 10)])
+def test_a_loss_stuck_at_the_peak_lr_that_falls_as_the_cosine_decay_lowers_it_is_an_lr_too_high(every, step_x):
+    # CS336 sweep at peak LR 3e-2: 3.7-4.0 while the LR sits at its peak (steps 250-1800), then
+    # falling as the cosine decay brings the LR down; the author calls 3e-2 the edge of stability
+    alerts = one_at_a_time(_variant(tune_records(CS336_LR_3E2), every, step_x))[1]
+    osc = raised(alerts, "oscillation", "warning")
+    assert [a.evidence["rule"] for a in osc] == ["held_back"]
+    a = osc[0]
+    assert a.action.type == "scale_lr" and a.action.params["factor"] < 1
+    assert 2000 * step_x <= a.step <= 3500 * step_x  # once the decay has brought the LR down
+    assert a.evidence["lr"] <= 0.7 * a.evidence["lr_held"] and a.evidence["lr_held"] >= 0.02
+    assert a.evidence["level"] < a.evidence["level_held"] - 0.3
+    assert "LR too high" in a.message and "not lost" in a.message
+    assert not [x for x in alerts if x.action.direction == "up"]
+
+
+@pytest.mark.parametrize("every,step_x", [(1, 1), (2, 1), (3, 1), (5, 1), (1, 10)])
+def test_the_same_sweeps_run_at_a_good_lr_is_not_held_back(every, step_x):
+    # the sweep's LR 1e-3 run (healthy): it keeps falling at its peak, so nothing stood still
+    alerts = one_at_a_time(_variant(tune_records(CS336_LR_1E3), every, step_x))[1]
+    assert not [a for a in alerts if a.detector == "oscillation"]
+    assert not [a for a in alerts if a.action.direction != "none" and a.severity != "info"]
+
+
+def test_a_fine_tunes_drops_at_its_epoch_boundaries_are_not_a_fall_that_follows_the_lr():
+    # a 3-epoch Alpaca fine-tune with its step column x10: flat in epoch 1, a drop at each
+    # epoch boundary while the linear decay lowers the LR; the fall from 3450 to 6890 is one drop
+    recs = _variant(tune_records(ALPACA), 1, 10)
+    assert drive(OscillationDetector(), recs) == []
+    # without the quarters' steadiness test, that drop reads as a fall that follows the LR
+    lumpy = drive(OscillationDetector(steady=0.0), recs)
+    assert [a.evidence["rule"] for a in lumpy[:1]] == ["held_back"]
+
+
+def _step_decay(seed=0):
+    """A run at its noise floor whose LR drops 10x at step 1500: the loss drops at once."""
+    r = random.Random(seed)
+    recs = []
+    for s in range(10, 6000, 10):
+        lr = 0.1 if s < 1500 else 0.01
+        floor = 2.0 + 1.5 * math.exp(-s / 100) + (0.3 if s < 1500 else 0.0)
+        recs.append(Record(s, floor + r.gauss(0, 0.05), lr=lr))
+    return recs
+
+
+def test_a_step_decay_that_anneals_the_noise_floor_at_once_is_not_held_back():
+    assert drive(OscillationDetector(), _step_decay()) == []
+
+
+def _held_back_run(seed=0):
+    r = random.Random(seed)
+
+    def lr(s):
+        return 0.03 * min(1.0, s / 250) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / 5000)))
+
+    def loss(s):
+        return max(3.9 - 0.0008 * max(0, s - 1600), 2.0) if s > 250 else 6.2 - 0.01 * s
+    return [Record(s, loss(s) + r.gauss(0, 0.05), lr=lr(s)) for s in range(10, 5000, 10)]
+
+
+def test_both_paths_and_a_restored_engine_agree_on_a_held_back_run():
+    recs = _held_back_run()
+    ref = [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in one_at_a_time(recs)[1]]
+    assert ("held_back" in {e[3] for e in ref})
+    for size in (17, 64, 1000):
+        got = [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in in_batches(recs, size)[1]]
+        assert got == ref, size
+    eng, out = Engine("r"), []
+    for k in range(0, len(recs), 37):
+        eng = Engine.from_bytes(eng.to_bytes())
+        out += eng.update_batch(recs[k:k + 37])
+    assert [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in out] == ref
+
+
+def test_a_state_saved_before_the_rule_restores_and_the_rule_starts_at_the_next_checkpoint():
+    d = OscillationDetector()
+    d.set_state({"best_nl": 40, "best_lr": 0.01})  # what the detector saved before held_back
+    assert (d.best_nl, d.held_k, d.held_cps, d.last_closed) == (40, -1, {}, -1)
+    recs = _held_back_run()
+    assert [a.evidence["rule"] for a in drive(d, recs)[:1]] == ["held_back"]
