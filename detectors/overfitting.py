@@ -12,7 +12,7 @@ import math
 from typing import Any, ClassVar
 
 from .base import Detector, fmt
-from .overfitting_rules import drift, held_above, steady_rise, untrained
+from .overfitting_rules import drift, held_above, steady_rise, train_loss, untrained
 from .types import Action
 
 
@@ -62,7 +62,7 @@ class OverfittingDetector(Detector):
     kind = "overfitting"
     static_screen = True
     #: The modules of its rules, in the order ``step`` tries them, then the shared piece.
-    rule_modules: ClassVar[tuple] = (held_above, steady_rise, drift, untrained)
+    rule_modules: ClassVar[tuple] = (held_above, steady_rise, drift, untrained, train_loss)
 
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
                  max_ratio: float = 3.0, train_fall: float = 0.05, rises: int = 3,
@@ -150,7 +150,8 @@ class OverfittingDetector(Detector):
         best_step = ev["best_step"]
         self.open_episode(step, "warning", f"overfitting: {text}", ev,
                           Action("rollback", {"to_step": best_step},
-                                 f"Validation loss has stayed up for {ev['evaluations']} evaluations "
-                                 f"while training loss keeps falling: the model is memorising. Keep "
-                                 f"the checkpoint from step {best_step} and stop, or add "
-                                 "regularisation / data."))
+                                 f"Validation loss has stayed up for {ev['evaluations']} evaluations"
+                                 f"{'' if train_loss.no_train(f, i) else ' while training loss keeps falling'}"
+                                 f": the model is memorising. Keep the checkpoint from step {best_step} "
+                                 "and stop (early stopping), or add regularisation / data; no LR change "
+                                 "needed."))

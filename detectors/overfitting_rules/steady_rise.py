@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
 from ..progress import RAW_SHARE, _pratio
+from .train_loss import no_train, train_words
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def observe(d: OverfittingDetector, f: Features, i: int, raw: float, step: int) 
         d.rb, d.rb_step, d.rb_train = raw, step, train
         d.rise_n, d.rise_vals, d.rise_train = 0, [], train
         return True
-    if d.rise_n >= 0 and raw > (d.rise_vals[-1] if d.rise_vals else d.rb) and train < d.rise_train:
+    if d.rise_n >= 0 and raw > (d.rise_vals[-1] if d.rise_vals else d.rb) and (train < d.rise_train or no_train(f, i)):
         d.rise_n += 1
         d.rise_vals.append(raw)
         d.rise_train = train
@@ -102,11 +103,11 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     if _pratio(raw, d.rb, d.first_val, RAW_SHARE) - 1.0 < d.rise:
         return None
     train, tb = d.rise_train, d.rb_train
-    if not train < tb - d.train_fall * abs(tb):
+    if not (train < tb - d.train_fall * abs(tb) or no_train(f, i)):
         return None
     path = " -> ".join([fmt(d.rb)] + (["..."] if d.rise_n > len(d.rise_vals) else []) + [fmt(x) for x in d.rise_vals])
     text = (f"val_loss rose on each of the last {d.rise_n} evaluations since its best ({fmt(d.rb)} at "
-            f"step {d.rb_step}): {path}, while the training loss fell {fmt(tb)} -> {fmt(train)}")
+            f"step {d.rb_step}): {path}{train_words(f, i, tb, train)}")
     ev = {"val_loss": raw, "best_val": d.rb, "best_step": d.rb_step, "train_loss": train,
           "train_loss_at_best": tb, "evaluations": d.rise_n}
     return text, ev
