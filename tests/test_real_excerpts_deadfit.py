@@ -39,3 +39,58 @@ def test_both_paths_agree_on_a_log_without_training_loss():
     assert ref
     for size in (1, 3, 100):
         assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+SHIP7 = "histories/unknown__ship-cnn-jekyll-post__model-7.csv"  # 5.7976, then 2.3026 every epoch
+ZERO = "issues/zai-org__glm-4__260.csv"  # loss 0.0 and grad-norm 0.0 from the first step
+LSTM = "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv"
+
+
+def _every(recs, k):
+    return [r for j, r in enumerate(recs) if j % k == 0]
+
+
+def test_a_loss_that_collapsed_onto_exactly_ln_k_is_dead_after_three_records_at_any_cadence():
+    recs = tune_records(SHIP7)
+    for k in (1, 3):
+        dead = raised(one_at_a_time(_every(recs[:1], 1) + _every(recs[1:], k))[1], "dead")
+        assert [a.action.type for a in dead] == ["stop"], k
+        assert "exactly ln(10)" in dead[0].message or k == 1
+    # 5.7976, then ln 10 twice: not yet; the third time (epoch 4) it is
+    assert raised(one_at_a_time(recs[:3])[1], "dead") == []
+    assert [a.step for a in raised(one_at_a_time(recs[:4])[1], "dead")] == [4]
+
+
+def test_a_run_that_starts_at_ln_k_needs_the_longer_run():
+    # an initialisation at chance (a zero-initialised head prints ln(k) itself) is not a collapse
+    recs = [replace(r, step=s) for s, r in enumerate(tune_records(SHIP7)[1:])]
+    assert [a.step for a in raised(one_at_a_time(recs[:5])[1], "dead")] == []
+    assert raised(one_at_a_time(recs)[1], "dead")
+
+
+def test_a_loss_of_exactly_zero_from_the_first_record_is_dead_on_the_second():
+    recs = tune_records(ZERO)
+    for k in (1, 2, 5):
+        thinned = _every(recs, k)
+        dead = raised(one_at_a_time(thinned)[1], "dead")
+        assert [(a.step, a.action.type) for a in dead] == [(thinned[1].step, "stop")], k
+        assert "exactly 0" in dead[0].message and "labels masked" in dead[0].message
+    # one record is not enough, and a run that reaches 0 after learning is not judged by it
+    assert raised(one_at_a_time(recs[:1])[1], "dead") == []
+    learned = [replace(r, loss=x) for r, x in zip(recs, (0.9, 0.2, 0.0, 0.0, 0.0))]
+    assert raised(one_at_a_time(learned)[1], "dead") == []
+
+
+def test_frozen_evaluations_are_dead_in_a_log_of_evaluations_only():
+    recs = _val_only(tune_records(LSTM))
+    dead = raised(one_at_a_time(recs)[1], "dead")
+    assert [(a.evidence["watch"], a.action.type) for a in dead] == [("val_loss", "stop")]
+    assert "the weights no longer change" in dead[0].message
+
+
+def test_both_paths_agree_on_the_new_dead_rules():
+    for recs in (tune_records(SHIP7), tune_records(ZERO), _val_only(tune_records(LSTM))):
+        ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+        assert ref
+        for size in (1, 2, 5, 100):
+            assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
