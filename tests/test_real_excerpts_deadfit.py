@@ -94,3 +94,28 @@ def test_both_paths_agree_on_the_new_dead_rules():
         assert ref
         for size in (1, 2, 5, 100):
             assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+DISCHARGE = "histories/10sajan10__cs6994finalproject__lightning-logs-discharge-version-4-metrics-csv.csv"
+
+
+def test_overfitting_is_seen_when_the_best_evaluation_came_before_any_training_loss():
+    # the excerpt starts at the best evaluation (step 5600), logged on a row of its own before the
+    # trainer's next training line: the first training loss after it stands for its own
+    recs = tune_records(TRAINER)
+    start = next(j for j, r in enumerate(recs) if r.step == 5600)
+    assert recs[start].loss is None and recs[start].val_loss is not None
+    ov = raised(one_at_a_time(recs[start:])[1], "overfitting")
+    assert [(a.evidence["rule"], a.action.params) for a in ov] == [("steady_rise", {"to_step": 5600})]
+
+
+def test_an_epoch_log_cut_short_is_overfitting_on_the_training_loss_logged_with_each_epoch():
+    # an epoch log from its 6th epoch: a training-loss trend of tens of records would barely move
+    # over its 11 records; the epoch loss itself falls 0.296 -> 0.196 while val stays 25 % up
+    recs = tune_records(DISCHARGE)[5:]
+    ov = raised(one_at_a_time(recs)[1], "overfitting")
+    assert [(a.evidence["rule"], a.action.type) for a in ov] == [("held_above", "rollback")]
+    assert "training loss fell 0.296 -> " in ov[0].message
+    ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    for size in (1, 4, 100):
+        assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
