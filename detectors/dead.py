@@ -204,9 +204,9 @@ class DeadDetector(Detector):
                          f"the LR saturates the units. Restart from a checkpoint before the rise with the "
                          f"LR cut {fmt(1 / self.factor)}x.")
         elif why.sure:
-            act = Action("stop", {}, "The network is not learning: a constant loss means a constant "
-                         "output. Stop and check the data (are the labels all one class?), the loss "
-                         "function and the initialisation; an LR far too high or too low does it too.")
+            act = Action("stop", {}, why.checks or "The network is not learning: a constant loss means a "
+                         "constant output. Stop and check the data (are the labels all one class?), the "
+                         "loss function and the initialisation; an LR far too high or too low does it too.")
         else:
             act = Action("none", {}, "If these are the run's first steps, the network is not learning: "
                          "check the data (are the labels all one class?), the loss function and the "

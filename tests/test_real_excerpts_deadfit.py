@@ -75,6 +75,7 @@ def test_a_loss_of_exactly_zero_from_the_first_record_is_dead_on_the_second():
         dead = raised(one_at_a_time(thinned)[1], "dead")
         assert [(a.step, a.action.type) for a in dead] == [(thinned[1].step, "stop")], k
         assert "exactly 0" in dead[0].message and "labels masked" in dead[0].message
+        assert "check the labels" in dead[0].action.reason
     # one record is not enough, and a run that reaches 0 after learning is not judged by it
     assert raised(one_at_a_time(recs[:1])[1], "dead") == []
     learned = [replace(r, loss=x) for r, x in zip(recs, (0.9, 0.2, 0.0, 0.0, 0.0))]

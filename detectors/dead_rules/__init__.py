@@ -33,10 +33,13 @@ from typing import NamedTuple
 class Why(NamedTuple):
     """What a rule saw: the alert's words, the dead value, and what the episode watches to
     resolve (the column, and how far off the value a record must be: None, the chance band);
-    ``sure`` False where the evidence is too thin for an action (a warning to check the data)."""
+    ``sure`` False where the evidence is too thin for an action (a warning to check the data);
+    ``checks`` the rule's own words for what to check when it stops the run (None: the
+    detector's, for a constant output)."""
 
     text: str
     value: float
     column: str = "loss"
     off: float | None = None
     sure: bool = True
+    checks: str | None = None

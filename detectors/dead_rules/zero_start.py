@@ -72,7 +72,10 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return None
     d.zs_alive = False  # one verdict per run
     return Why(f"the loss has been exactly 0 on each of its {nl} records since the first: the loss "
-               "sees no target (are all labels masked?)", 0.0)
+               "sees no target (are all labels masked?)", 0.0,
+               checks="The network gets no gradient: a loss of exactly 0 before any learning means the "
+               "loss sees no target. Stop and check the labels (all masked, e.g. -100 on every token "
+               "after the prompt was cut off?), the loss mask and the batch; an LR change will not help.")
 
 
 def forget(d: DeadDetector) -> None:
