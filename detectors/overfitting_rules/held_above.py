@@ -2,16 +2,19 @@
 while the training loss keeps falling. The rule for long logs with noisy evaluations.
 
 Condition: the validation loss, smoothed over evaluations (EMA ``alpha``), has been above its
-best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive evaluations;
-the training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that
-best, or, in a log that has an evaluation on every training record or every other one (an epoch
-log; a trainer's log lines, each the mean over its interval: :data:`EPOCH_GAP`), the training
-loss logged with the evaluation fell by ``train_fall`` since the one logged with the best (the
-trend, tens of records, lags tens of epochs there) (a flat training loss with a wandering
-validation loss is noise, not memorisation; a rising one is a divergence, another detector). Not
-when the best is an evaluation of the untrained model (:mod:`.untrained`) or the smoothed
-validation loss is above ``max_ratio`` x its best: a model that never generalised or blew up
-(the benchmark's SGD x100 runs: val 2.3 -> 16) is broken, not memorising.
+best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive evaluations,
+and the latest evaluation itself is above that bar (a smoothed level held up by an earlier spike
+while the evaluations fall back is the spike's tail, not memorisation: a benchmark run at 10x
+its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after); the
+training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that best,
+or, in a log that has an evaluation on every training record or every other one (an epoch log; a
+trainer's log lines, each the mean over its interval: :data:`EPOCH_GAP`), the training loss
+logged with the evaluation fell by ``train_fall`` since the one logged with the best (the trend,
+tens of records, lags tens of epochs there) (a flat training loss with a wandering validation
+loss is noise, not memorisation; a rising one is a divergence, another detector). Not when the
+best is an evaluation of the untrained model (:mod:`.untrained`) or the smoothed validation loss
+is above ``max_ratio`` x its best: a model that never generalised or blew up (the benchmark's
+SGD x100 runs: val 2.3 -> 16) is broken, not memorising.
 
 Parameters
 ----------
@@ -92,6 +95,8 @@ def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) ->
 def check(d: OverfittingDetector, f: Features, i: int, raw: float, v: float) -> tuple[str, dict[str, Any]] | None:
     if d.above < d.patience:
         return None
+    if not raw > d.best + d.tol * abs(d.best):
+        return None  # the latest evaluation is back below the bar: a spike's tail holds the level up
     trend, tb = f.trend[i], d.trend_at_best
     if not (f.nl[i] > 0 and tb == tb and trend < tb - d.train_fall * abs(tb)):
         # an evaluation logged with every training record or every other one (an epoch log, a
