@@ -118,6 +118,7 @@ class DeadDetector(Detector):
         self.vc_n = 0  # value and the run position of its last new low
         self.vc_low = math.inf
         self.vc_improved = 0
+        self.vx_level, self.vx_n, self.vx_rec = -1.0, 0, -1  # evaluations at ln(k) itself
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row
         self.fs_alive = True  # flat from the start: the band of every loss since the first,
@@ -130,7 +131,8 @@ class DeadDetector(Detector):
     _FRESH: ClassVar[dict[str, Any]] = {
         "fz_start": -1, "fz_last": -1, "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_n": 0, "v_rec": -1, "v_exact": 0,
-        "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0, "cl_last": -1, "cl_vals": [],
+        "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
+        "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "cl_last": -1, "cl_vals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}
 
     def get_state(self) -> dict[str, Any]:

@@ -136,3 +136,20 @@ def test_a_validation_spike_that_is_falling_back_is_not_overfitting():
     assert raised(one_at_a_time(recs)[1], "overfitting") == []
     # an epoch log whose latest evaluations stay up still warns (the rule's own case)
     assert raised(one_at_a_time(tune_records(DISCHARGE))[1], "overfitting")
+
+
+LRQA = "histories/yuanhuanghuang__quality__baselines-lrqa-init-py-trainer-state.csv"  # val 1.38629 = ln 4
+
+
+def test_evaluations_at_ln_k_itself_are_dead_whatever_the_noisy_training_loss_does():
+    recs = tune_records(LRQA)
+    for k in (1, 2):
+        dead = raised(one_at_a_time(_every(recs, k))[1], "dead")
+        assert [(a.evidence.get("watch"), a.action.type) for a in dead] == [("val_loss", "stop")], k
+        assert "ln(4) = 1.3863 itself" in dead[0].message
+    # a logger that repeats one evaluation of ln(4) on every training line is one evaluation
+    # (the training loss sitting at ln 4 too is the longer run's case: it says so in its words)
+    first = recs[0].val_loss
+    repeated = [replace(r, val_loss=first) for r in recs[:12]]
+    assert not [a for a in raised(one_at_a_time(repeated[:5])[1], "dead")]
+    assert not [a for a in raised(one_at_a_time(repeated)[1], "dead") if "itself" in a.message]
