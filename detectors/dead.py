@@ -150,8 +150,12 @@ class DeadDetector(Detector):
 
     def screen(self, f):
         with np.errstate(all="ignore"):
-            loss_rows = (frozen.screen(self, f) | at_chance.screen(self, f) | collapsed.screen(self, f)
-                         | flat_start.screen(self, f) | zero_start.screen(self, f))
+            loss_rows = frozen.screen(self, f) | at_chance.screen(self, f) | collapsed.screen(self, f)
+            # the rules of a run's first records cost nothing once their run has ended
+            if self.fs_alive:
+                loss_rows |= flat_start.screen(self, f)
+            if self.zs_alive:
+                loss_rows |= zero_start.screen(self, f)
             return (f.a("lok") & loss_rows) | f.a("vok")
 
     def step(self, f, i: int) -> None:
