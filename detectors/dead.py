@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Detector, fmt
-from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, flat_start, frozen, weights_frozen
+from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, flat_start, frozen, weights_frozen, zero_start
 from .dead_rules.at_chance import CHANCE_CLASSES, CHANCE_LEVELS, chance_level
 from .dead_rules.frozen import same_4_digits
 from .dead_rules.weights_frozen import exact_repeat
@@ -25,7 +25,7 @@ __all__ = ["CHANCE_CLASSES", "CHANCE_LEVELS", "DeadDetector", "Why", "chance_lev
 
 #: the rules read on an evaluation and on a loss record, each in the order its verdict wins
 _EVALUATION_RULES = (frozen, weights_frozen, evaluations_at_chance)
-_LOSS_RULES = (collapsed, frozen, at_chance, flat_start)
+_LOSS_RULES = (zero_start, collapsed, frozen, at_chance, flat_start)
 
 
 class DeadDetector(Detector):
@@ -36,9 +36,10 @@ class DeadDetector(Detector):
     verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
-    record: ``collapsed`` (back above the first loss after learning, and constant), ``frozen``
-    (the loss the same to four significant digits), ``at_chance`` (the loss at ln(k) without new
-    lows), ``flat_start`` (every loss since the first within the chance band). An evaluation's
+    record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (back above the first
+    loss after learning, and constant), ``frozen`` (the loss the same to four significant digits),
+    ``at_chance`` (the loss at ln(k) without new lows, or at ln(k) itself after coming from another
+    level), ``flat_start`` (every loss since the first within the chance band). An evaluation's
     verdict wins over a loss record's on the same row.
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
@@ -56,8 +57,9 @@ class DeadDetector(Detector):
     All keyword parameters of the rules, each documented once, in the module of the rule it
     belongs to (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``frozen_records`` (frozen); ``lr_off`` (weights_frozen); ``chance_records``,
-    ``chance_band`` (at_chance); ``val_chance_band`` (evaluations_at_chance);
-    ``collapse_records``, ``collapse_drop`` (collapsed); ``flat_start_records`` (flat_start).
+    ``exact_chance_records``, ``chance_band`` (at_chance); ``val_chance_band``
+    (evaluations_at_chance); ``collapse_records``, ``collapse_drop`` (collapsed);
+    ``flat_start_records`` (flat_start); ``zero_records`` (zero_start).
     Shared: ``blowup`` 2 (a loss level this many times the first loss before it froze is a
     blow-up), ``factor`` 0.1 (the LR cut advised after a blow-up or a collapse) and ``rearm`` 3
     (records off the dead value that close the episode).
@@ -88,23 +90,28 @@ class DeadDetector(Detector):
     name = "dead"
     kind = "dead"
     rule_modules: ClassVar[tuple] = (frozen, weights_frozen, at_chance, evaluations_at_chance, collapsed,
-                                      flat_start)
+                                      flat_start, zero_start)
 
     def __init__(self, frozen_records: int = 6, chance_records: int = 6, chance_band: float = 0.002,
                  val_chance_band: float = 0.015, collapse_records: int = 5, collapse_drop: float = 0.05,
                  lr_off: float = 0.01, blowup: float = 2.0, factor: float = 0.1, rearm: int = 3,
-                 flat_start_records: int = 6) -> None:
+                 flat_start_records: int = 6, zero_records: int = 2, exact_chance_records: int = 3,
+                 exact_frozen_records: int = 3) -> None:
         super().__init__(frozen_records=frozen_records, chance_records=chance_records,
                          chance_band=chance_band, val_chance_band=val_chance_band,
                          collapse_records=collapse_records, collapse_drop=collapse_drop, lr_off=lr_off,
-                         blowup=blowup, factor=factor, rearm=rearm, flat_start_records=flat_start_records)
+                         blowup=blowup, factor=factor, rearm=rearm, flat_start_records=flat_start_records,
+                         zero_records=zero_records, exact_chance_records=exact_chance_records,
+                         exact_frozen_records=exact_frozen_records)
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
+        self.fzx_start = self.fzx_last = -1  # the same, to six significant digits
         self.ch_level = -1.0  # chance level of the current run
         self.ch_start = self.ch_last = -1
         self.ch_rbest = math.inf  # raw best on the run's previous record, and the record ordinal
         self.ch_improved = -1  # (nl) of its last real improvement: a dead run makes no new lows
+        self.ch_exact = 0  # records in a row at ln(k) itself
         self.v_prev = math.nan  # last finite val loss and the run of equal ones
         self.v_first = math.nan
         self.v_n = 0
@@ -114,19 +121,23 @@ class DeadDetector(Detector):
         self.vc_n = 0  # value and the run position of its last new low
         self.vc_low = math.inf
         self.vc_improved = 0
+        self.vx_level, self.vx_n, self.vx_rec = -1.0, 0, -1  # evaluations at ln(k) itself
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row
         self.fs_alive = True  # flat from the start: the band of every loss since the first,
         self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
+        self.zs_alive = True  # zero from the start: no loss but 0 yet
         self.moved = 0  # records off the dead value since the episode opened
 
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
-        "fz_start": -1, "fz_last": -1, "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
-        "ch_improved": -1, "v_prev": math.nan, "v_first": math.nan, "v_n": 0, "v_rec": -1, "v_exact": 0,
-        "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0, "cl_last": -1, "cl_vals": [],
-        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "moved": 0}
+        "fz_start": -1, "fz_last": -1, "fzx_start": -1, "fzx_last": -1,
+        "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
+        "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_n": 0, "v_rec": -1, "v_exact": 0,
+        "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
+        "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "cl_last": -1, "cl_vals": [],
+        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}
 
     def get_state(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self._FRESH}
@@ -134,16 +145,21 @@ class DeadDetector(Detector):
         return d
 
     def set_state(self, d: dict[str, Any]) -> None:
-        # a state saved before flat_start existed belongs to a run past its first records
-        d = {"fs_alive": False, **d} if d else d
+        # a state saved before flat_start or zero_start existed belongs to a run past its first
+        # records
+        d = {"fs_alive": False, "zs_alive": False, **d} if d else d
         for k, fresh in self._FRESH.items():
             v = d.get(k, fresh)
             setattr(self, k, list(v) if isinstance(v, list) else v)
 
     def screen(self, f):
         with np.errstate(all="ignore"):
-            loss_rows = (frozen.screen(self, f) | at_chance.screen(self, f) | collapsed.screen(self, f)
-                         | flat_start.screen(self, f))
+            loss_rows = frozen.screen(self, f) | at_chance.screen(self, f) | collapsed.screen(self, f)
+            # the rules of a run's first records cost nothing once their run has ended
+            if self.fs_alive:
+                loss_rows |= flat_start.screen(self, f)
+            if self.zs_alive:
+                loss_rows |= zero_start.screen(self, f)
             return (f.a("lok") & loss_rows) | f.a("vok")
 
     def step(self, f, i: int) -> None:
@@ -198,9 +214,9 @@ class DeadDetector(Detector):
                          f"the LR saturates the units. Restart from a checkpoint before the rise with the "
                          f"LR cut {fmt(1 / self.factor)}x.")
         elif why.sure:
-            act = Action("stop", {}, "The network is not learning: a constant loss means a constant "
-                         "output. Stop and check the data (are the labels all one class?), the loss "
-                         "function and the initialisation; an LR far too high or too low does it too.")
+            act = Action("stop", {}, why.checks or "The network is not learning: a constant loss means a "
+                         "constant output. Stop and check the data (are the labels all one class?), the "
+                         "loss function and the initialisation; an LR far too high or too low does it too.")
         else:
             act = Action("none", {}, "If these are the run's first steps, the network is not learning: "
                          "check the data (are the labels all one class?), the loss function and the "

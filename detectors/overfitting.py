@@ -12,7 +12,7 @@ import math
 from typing import Any, ClassVar
 
 from .base import Detector, fmt
-from .overfitting_rules import drift, held_above, steady_rise, untrained
+from .overfitting_rules import drift, held_above, steady_rise, train_loss, untrained
 from .types import Action
 
 
@@ -62,7 +62,7 @@ class OverfittingDetector(Detector):
     kind = "overfitting"
     static_screen = True
     #: The modules of its rules, in the order ``step`` tries them, then the shared piece.
-    rule_modules: ClassVar[tuple] = (held_above, steady_rise, drift, untrained)
+    rule_modules: ClassVar[tuple] = (held_above, steady_rise, drift, untrained, train_loss)
 
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
                  max_ratio: float = 3.0, train_fall: float = 0.05, rises: int = 3,
@@ -80,6 +80,9 @@ class OverfittingDetector(Detector):
         self.best_step = -1
         self.trend_at_best = math.nan
         self.above = 0
+        self.train_at_best = math.nan  # held_above: the training loss logged with its best, and
+        self.eval_rec = 0  # the record ordinal of the last evaluation and the records since the
+        self.eval_gap = 0  # one before
         # steady_rise: the raw best, where it was and the training loss there, the rises in a
         # row since (-1: broken until the next best) and the last of their values
         self.rb = math.inf
@@ -97,7 +100,8 @@ class OverfittingDetector(Detector):
                 "best": self.best, "best_step": self.best_step, "trend_at_best": self.trend_at_best,
                 "above": self.above, "rb": self.rb, "rb_step": self.rb_step, "rb_train": self.rb_train,
                 "rise_train": self.rise_train, "rise_n": self.rise_n, "rise_vals": list(self.rise_vals),
-                "dn": self.dn, "dsy": self.dsy, "dsxy": self.dsxy, "dsyy": self.dsyy}
+                "dn": self.dn, "dsy": self.dsy, "dsxy": self.dsxy, "dsyy": self.dsyy,
+                "train_at_best": self.train_at_best, "eval_rec": self.eval_rec, "eval_gap": self.eval_gap}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
@@ -113,6 +117,10 @@ class OverfittingDetector(Detector):
         # count of evaluations since the best then starts there too)
         self.dn, self.dsy = d.get("dn", 0), d.get("dsy", 0.0)
         self.dsxy, self.dsyy = d.get("dsxy", 0.0), d.get("dsyy", 0.0)
+        # absent in states saved before held_above read epoch logs: it reads the trend alone
+        # until its next best
+        self.train_at_best = d.get("train_at_best", math.nan)
+        self.eval_rec, self.eval_gap = d.get("eval_rec", 0), d.get("eval_gap", 0)
 
     def screen(self, f):
         return f.a("vok")
@@ -150,7 +158,8 @@ class OverfittingDetector(Detector):
         best_step = ev["best_step"]
         self.open_episode(step, "warning", f"overfitting: {text}", ev,
                           Action("rollback", {"to_step": best_step},
-                                 f"Validation loss has stayed up for {ev['evaluations']} evaluations "
-                                 f"while training loss keeps falling: the model is memorising. Keep "
-                                 f"the checkpoint from step {best_step} and stop, or add "
-                                 "regularisation / data."))
+                                 f"Validation loss has stayed up for {ev['evaluations']} evaluations"
+                                 f"{'' if train_loss.no_train(f, i) else ' while training loss keeps falling'}"
+                                 f": the model is memorising. Keep the checkpoint from step {best_step} "
+                                 "and stop (early stopping), or add regularisation / data; no LR change "
+                                 "needed."))

@@ -11,7 +11,8 @@ must reach it); while no episode is open, the first verdict in this order raises
 1. on an evaluation: :mod:`.frozen` (the validation loss the same to four significant digits),
    :mod:`.weights_frozen` (separate evaluations the same to six), :mod:`.evaluations_at_chance`
    (evaluations at ln(k) with the training loss there too);
-2. on a loss record: :mod:`.collapsed` (back above the first loss after learning, and constant),
+2. on a loss record: :mod:`.zero_start` (exactly 0 from the first record), :mod:`.collapsed`
+   (back above the first loss after learning, and constant),
    :mod:`.frozen` (the loss the same to four significant digits), :mod:`.at_chance` (the loss
    at ln(k) without new lows), :mod:`.flat_start` (every loss since the first within a 0.2 %
    band: a warning without an action, the evidence of a few records being thin).
@@ -32,10 +33,13 @@ from typing import NamedTuple
 class Why(NamedTuple):
     """What a rule saw: the alert's words, the dead value, and what the episode watches to
     resolve (the column, and how far off the value a record must be: None, the chance band);
-    ``sure`` False where the evidence is too thin for an action (a warning to check the data)."""
+    ``sure`` False where the evidence is too thin for an action (a warning to check the data);
+    ``checks`` the rule's own words for what to check when it stops the run (None: the
+    detector's, for a constant output)."""
 
     text: str
     value: float
     column: str = "loss"
     off: float | None = None
     sure: bool = True
+    checks: str | None = None

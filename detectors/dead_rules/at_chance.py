@@ -4,7 +4,8 @@ new lows: the network predicts the uniform distribution.
 Condition, on a loss record: ``chance_records`` consecutive losses all within ``chance_band`` of
 the same chance level ln(k) (:data:`CHANCE_CLASSES`: k classes, or a tokenizer's vocabulary),
 the last half of them without a new low of the raw best (``features.rbest``) in the first four
-digits (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000). A healthy loss that descends through
+digits (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000); or, for a run whose first loss was at
+another level, ``exact_chance_records`` in a row at ln(k) itself to four significant digits. A healthy loss that descends through
 ln(k) keeps making new lows. Not while a logged LR is still ramping up
 (``features.lr_ramping``): a run at chance in its warm-up has not had its LR yet (a healthy
 one-cycle CNN of the benchmark sits within 0.2% of ln 10 at steps 14-19 while its LR climbs from
@@ -15,6 +16,14 @@ Parameters
 chance_records : int, default 6
     Records in a row at the level; :mod:`.evaluations_at_chance` counts its evaluations
     against it too.
+exact_chance_records : int, default 3
+    Records in a row at ln(k) itself (to four significant digits, :data:`EXACT`), for a run whose
+    first loss was at another level: a network does not learn its way onto the exact loss of a
+    uniform output, it collapses there (a CNN whose loss goes 5.80 -> 2.3026 and prints 2.3026
+    on every epoch after). Three records are that collapse at any cadence (the tune part's
+    collapsed logs print 6-9; thinned to every 3rd row, 3-4); no healthy log of the tune part
+    nor healthy benchmark run (seeds 0-7) prints ln(k) to four digits on even two records in a
+    row. A run that starts at chance (an initialisation does) needs ``chance_records``.
 chance_band : float, default 0.002
     0.2% of ln(k) (2.3026 +- 0.005): a network with a constant output prints ln(k) to three
     or four digits on every record (per-epoch logs of dead CNNs: 2.3021-2.3030), while a
@@ -29,12 +38,20 @@ Examples
 >>> from losswatch.detectors import Engine
 >>> from losswatch.detectors.types import Record
 >>> eng = Engine("r")
->>> losses = [0.7, 0.6932, 0.6931, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931, 0.6932]
+>>> losses = [0.6945, 0.6932, 0.6931, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931, 0.6932]
 >>> out = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x))]
 >>> [(a.kind, a.step, a.action.type) for a in out]
 [('dead', 6, 'stop')]
 >>> out[0].message
-'run is dead at step 6: the loss has sat at 0.693 for 6 records: ln(2) = 0.6931, the loss of a uniform guess over 2 classes'
+'run is dead at step 6: the loss has sat at 0.693 for 7 records: ln(2) = 0.6931, the loss of a uniform guess over 2 classes'
+
+A run that came there from another level collapsed: three records of ln(k) itself are enough
+(a log of every epoch, or every 1,000 steps, shows no more):
+
+>>> eng = Engine("r")
+>>> out = [a for s, x in enumerate([5.7976, 2.3026, 2.3026, 2.3026]) for a in eng.update(Record(s, x))]
+>>> [(a.kind, a.step, a.action.type) for a in out]
+[('dead', 3, 'stop')]
 
 References
 ----------
@@ -70,6 +87,11 @@ _LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
 CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
 
 
+#: How close to ln(k) (relative) a loss printed with four significant digits is when it is
+#: ln(k) itself: 0.6931 for ln 2 = 0.693147, 2.303 for ln 10 = 2.302585.
+EXACT = 1e-4
+
+
 def chance_level(x: float, band: float) -> float | None:
     """The chance level ln(k) (of CHANCE_CLASSES) within ``band`` (relative) of ``x``, if any."""
     j = bisect.bisect_left(_LEVELS, x)
@@ -96,18 +118,28 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     if lv is None:
         return None  # the run breaks by its record count
     rb = f.rbest[i]
+    exact = abs(x - lv) <= EXACT * lv
     if d.ch_last != nl - 1 or lv != d.ch_level:
-        d.ch_start, d.ch_level, d.ch_improved = nl, lv, nl
-    elif rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
-        d.ch_improved = nl
+        d.ch_start, d.ch_level, d.ch_improved, d.ch_exact = nl, lv, nl, int(exact)
+    else:
+        if rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
+            d.ch_improved = nl
+        d.ch_exact = d.ch_exact + 1 if exact else 0
     d.ch_rbest = rb
     d.ch_last = nl
     n = nl - d.ch_start + 1
-    # a loss still making new lows is descending through ln(k), not stuck at it; one whose
-    # warm-up is still raising the LR has not had its LR yet
-    if n >= d.chance_records and nl - d.ch_improved >= d.chance_records // 2 and not lr_ramping(f, i):
-        return Why(f"the loss has sat at {fmt(x)} for {n} records: ln({CHANCE_K[lv]}) = "
-                   f"{lv:.4f}, the loss of a uniform guess over {CHANCE_K[lv]} classes", lv)
+    if lr_ramping(f, i):
+        return None  # a warm-up still raising the LR has not given the network its LR yet
+    k = CHANCE_K[lv]
+    # a loss still making new lows is descending through ln(k), not stuck at it
+    if n >= d.chance_records and nl - d.ch_improved >= d.chance_records // 2:
+        return Why(f"the loss has sat at {fmt(x)} for {n} records: ln({k}) = {lv:.4f}, the loss of a "
+                   f"uniform guess over {k} classes", lv)
+    # a run that came to exactly ln(k) from another level collapsed to a uniform output (one
+    # that starts at chance, as an initialisation does, is judged by the longer run above)
+    if d.ch_exact >= d.exact_chance_records and chance_level(f.l0[i], d.chance_band) != lv:
+        return Why(f"the loss came from {fmt(f.l0[i])} to exactly ln({k}) = {lv:.4f}, the loss of a "
+                   f"uniform guess over {k} classes, and has printed it for {d.ch_exact} records", lv)
     return None
 
 

@@ -10,6 +10,18 @@ near-constant output sits at ln(k) to about 1% on every one (a binary video clas
 0.688-0.701, its validation accuracy exactly 0.5), while one that learns leaves the band
 downwards.
 
+Or, with no condition on the training loss: ``exact_chance_records`` separate evaluations in a
+row (the run's first evaluation aside: it may be of the untrained model) at ln(k) itself, to four
+significant digits (:data:`~losswatch.detectors.dead_rules.at_chance.EXACT`), the logged LR (if
+any) not ramping up. An evaluation averages a fixed validation set: at ln(k) to four or more
+digits, evaluation after evaluation, the network outputs the uniform guess on every example,
+whatever its training loss does (a 4-class reading-comprehension fine-tune: every evaluation
+1.38629 while its per-50-step training loss wanders 1.38-1.42, outside the 1.5 % band the longer
+run needs). "Separate": a record without an evaluation since the last one, a log of evaluations
+only, or a value of its own (a logger that repeats the last evaluation repeats its float). No
+healthy log of the tune part nor healthy benchmark run (seeds 0-7) has two such evaluations in a
+row.
+
 The episode watches the validation loss: it closes once evaluations leave the band.
 
 Parameters
@@ -22,7 +34,7 @@ val_chance_band : float, default 0.015
     evaluations). The real corpus's dead logs sit within 0.2-1.2%; 2% adds no healthy run
     either.
 
-``chance_records`` (the run's length) is :mod:`.at_chance`'s.
+``chance_records`` and ``exact_chance_records`` (the runs' lengths) are :mod:`.at_chance`'s.
 
 Examples
 --------
@@ -46,8 +58,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import fmt
+from ..features import lr_ramping
 from . import Why
-from .at_chance import CHANCE_K, chance_level
+from .at_chance import CHANCE_K, EXACT, chance_level
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -55,7 +68,37 @@ if TYPE_CHECKING:
 
 
 def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
-    """On an evaluation: extend or break the run at a chance level; the verdict."""
+    """On an evaluation: extend or break both runs; the verdict."""
+    exact = _at_ln_k_itself(d, f, i, prev)
+    near = _near_ln_k(d, f, i)
+    return exact or near
+
+
+def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
+    """The run of separate evaluations at ln(k) itself, the run's first evaluation aside."""
+    v = f.val[i]
+    first = d.vx_rec < 0
+    # a separate evaluation: a record without one since the last, a log of evaluations only, or
+    # a value of its own (a logger that repeats the last evaluation repeats its float)
+    separate = f.rec[i] - d.vx_rec > 1 or f.nl[i] == 0 or v != prev
+    d.vx_rec = f.rec[i]
+    lv = chance_level(v, d.val_chance_band)
+    if first or lv is None or abs(v - lv) > EXACT * lv:
+        d.vx_n = 0
+        return None
+    if lv != d.vx_level:
+        d.vx_level, d.vx_n = lv, 0
+    d.vx_n += separate
+    if d.vx_n >= d.exact_chance_records and not lr_ramping(f, i):
+        k = CHANCE_K[lv]
+        return Why(f"the validation loss has been ln({k}) = {lv:.4f} itself on {d.vx_n} separate "
+                   f"evaluations (now {v:.6g}): the network outputs a uniform guess over {k} classes on "
+                   "every example", lv, "val_loss", d.val_chance_band * lv)
+    return None
+
+
+def _near_ln_k(d: DeadDetector, f: Features, i: int) -> Why | None:
+    """The run of evaluations near ln(k) with the training loss there too."""
     v = f.val[i]
     lv = chance_level(v, d.val_chance_band)
     train = f.lprev[i]
@@ -82,3 +125,4 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
 
 def forget(d: DeadDetector) -> None:
     d.vc_n = 0
+    d.vx_n = 0

@@ -1,14 +1,15 @@
 """Weights frozen: separate evaluations return the same validation loss to six significant
 digits: the weights no longer change.
 
-Condition, on an evaluation: ``frozen_records`` evaluations in a row, each logged apart from
-the one before (records without an evaluation between them: separate evaluations, not a logger
-repeating the last one), return the same validation loss to six significant digits, printed
-with more than five (:func:`exact_repeat`). An evaluation of weights that still change moves in
-the sixth digit, however converged the model; the same float six times is a model whose weights
-no longer change (an optimizer that does not step, parameters detached from it, an LR schedule
-at 0). Not while a logged LR is at or below ``lr_off`` x its peak: the schedule froze the
-weights on purpose, or a schedule bug the LR rules report with the right advice.
+Condition, on an evaluation: ``frozen_records`` evaluations in a row, each logged apart from the
+one before (records without an evaluation between them: separate evaluations, not a logger
+repeating the last one; in a log of evaluations only, every record), return the same validation
+loss to six significant digits, printed with more than five (:func:`exact_repeat`). An
+evaluation of weights that still change moves in the sixth digit, however converged the model;
+the same float six times is a model whose weights no longer change (an optimizer that does not
+step, parameters detached from it, an LR schedule at 0). Not while a logged LR is at or below
+``lr_off`` x its peak: the schedule froze the weights on purpose, or a schedule bug the LR rules
+report with the right advice.
 
 The episode watches the validation loss: it closes once evaluations move off the value in the
 sixth digit.
@@ -76,8 +77,9 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     """On an evaluation: extend or break the run of separate equal evaluations; the verdict."""
     v = f.val[i]
     # a record without an evaluation since the last one makes this a separate evaluation, not a
-    # copy of the last one on the next training line
-    apart = f.rec[i] - d.v_rec > 1
+    # copy of the last one on the next training line; in a log without a training loss every
+    # record is an evaluation of its own
+    apart = f.rec[i] - d.v_rec > 1 or f.nl[i] == 0
     d.v_exact = d.v_exact + 1 if apart and exact_repeat(v, prev) else 1
     d.v_rec = f.rec[i]
     lr, peak = f.lrlast[i], f.peak[i]

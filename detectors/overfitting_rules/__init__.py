@@ -15,8 +15,9 @@ first that holds raises the alert (``evidence["rule"]`` is the module's name):
    slope far outside the evaluations' own noise (long epoch logs with a slow creep).
 
 Shared: :mod:`.untrained` (an evaluation of the model before it trained is no best to come back
-to). An episode closes when the validation loss its rule measured from (smoothed for
-``held_above``, raw for ``steady_rise`` and ``drift``) sets a new best.
+to) and :mod:`.train_loss` (a log without a training loss: the evaluations alone tell). An
+episode closes when the validation loss its rule measured from (smoothed for ``held_above``, raw
+for ``steady_rise`` and ``drift``) sets a new best.
 
 The shape of a rule module: ``check(d, f, i, ...)`` returns the alert's words and evidence, or
 None; ``d`` is the detector (its parameters are ``d.<name>``, its state ``d.<field>``, saved by

@@ -69,6 +69,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
+from .train_loss import no_train, train_words
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
@@ -112,13 +113,12 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     if not (t >= d.drift_t and up >= d.drift_rise * abs(d.rb)):  # NaN: no line, no alert
         return None
     train, tb = f.lprev[i], d.rb_train
-    if not (train == train and tb == tb and train <= d.drift_train * tb):
+    if not ((train == train and tb == tb and train <= d.drift_train * tb) or no_train(f, i)):
         return None
     # evaluations exactly on a line have no scatter: the slope is certain, no ratio to quote
     trend = f"a trend {fmt(t)} times its noise" if math.isfinite(t) else "a straight line, no scatter"
     text = (f"val_loss drifted up over the {d.dn} evaluations since its best ({fmt(d.rb)} at step "
-            f"{d.rb_step}) to {fmt(d.rb + up)} ({trend}), while the training loss fell "
-            f"{fmt(tb)} -> {fmt(train)}")
+            f"{d.rb_step}) to {fmt(d.rb + up)} ({trend}){train_words(f, i, tb, train)}")
     ev = {"val_loss": raw, "best_val": d.rb, "best_step": d.rb_step, "val_fitted": d.rb + up,
           "slope_t": t if math.isfinite(t) else None, "train_loss": train,
           "train_loss_at_best": tb, "evaluations": d.dn}

@@ -2,13 +2,19 @@
 while the training loss keeps falling. The rule for long logs with noisy evaluations.
 
 Condition: the validation loss, smoothed over evaluations (EMA ``alpha``), has been above its
-best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive evaluations;
-the training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that
-best (a flat training loss with a wandering validation loss is noise, not memorisation; a
-rising one is a divergence, another detector). Not when the best is an evaluation of the
-untrained model (:mod:`.untrained`) or the smoothed validation loss is above ``max_ratio`` x its
-best: a model that never generalised or blew up (the benchmark's SGD x100 runs: val 2.3 -> 16)
-is broken, not memorising.
+best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive evaluations,
+and the latest evaluation itself is above that bar (a smoothed level held up by an earlier spike
+while the evaluations fall back is the spike's tail, not memorisation: a benchmark run at 10x
+its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after); the
+training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that best,
+or, in a log that has an evaluation on every training record or every other one (an epoch log; a
+trainer's log lines, each the mean over its interval: :data:`EPOCH_GAP`), the training loss
+logged with the evaluation fell by ``train_fall`` since the one logged with the best (the trend,
+tens of records, lags tens of epochs there) (a flat training loss with a wandering validation
+loss is noise, not memorisation; a rising one is a divergence, another detector). Not when the
+best is an evaluation of the untrained model (:mod:`.untrained`) or the smoothed validation loss
+is above ``max_ratio`` x its best: a model that never generalised or blew up (the benchmark's
+SGD x100 runs: val 2.3 -> 16) is broken, not memorising.
 
 Parameters
 ----------
@@ -60,14 +66,25 @@ if TYPE_CHECKING:
     from ..overfitting import OverfittingDetector
 
 
+#: Records from one evaluation to the next at most which the training loss logged with an
+#: evaluation is read as the training level (see the module doc).
+EPOCH_GAP = 2
+
+
 def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) -> bool:
     """Track the smoothed best and the run of evaluations above it; True on a new best."""
+    d.eval_gap, d.eval_rec = f.rec[i] - d.eval_rec, f.rec[i]
     if v < d.best:
         d.best = v
         d.best_step = step
         d.trend_at_best = f.trend[i]
+        d.train_at_best = f.lprev[i]
         d.above = 0
         return True
+    if d.trend_at_best != d.trend_at_best:
+        # no training loss was logged before the best (its evaluation came first): the first
+        # one logged after it stands for it
+        d.trend_at_best, d.train_at_best = f.trend[i], f.lprev[i]
     if v > d.best + d.tol * abs(d.best):
         d.above += 1
     else:
@@ -78,9 +95,16 @@ def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) ->
 def check(d: OverfittingDetector, f: Features, i: int, raw: float, v: float) -> tuple[str, dict[str, Any]] | None:
     if d.above < d.patience:
         return None
+    if not raw > d.best + d.tol * abs(d.best):
+        return None  # the latest evaluation is back below the bar: a spike's tail holds the level up
     trend, tb = f.trend[i], d.trend_at_best
     if not (f.nl[i] > 0 and tb == tb and trend < tb - d.train_fall * abs(tb)):
-        return None
+        # an evaluation logged with every training record or every other one (an epoch log, a
+        # trainer's averaged log lines): the training loss printed with it is already a mean
+        # over the interval, and the trend (tens of records) lags it by tens of epochs
+        trend, tb = f.lprev[i], d.train_at_best
+        if not (d.eval_gap <= EPOCH_GAP and tb == tb and trend < tb - d.train_fall * abs(tb)):
+            return None
     if is_untrained(d, d.best_step) or v > d.max_ratio * abs(d.best):
         return None  # val never improved, or it exploded: a broken model, not memorisation
     pct = 100 * (v / d.best - 1) if d.best else 0.0

@@ -4,13 +4,13 @@ smoothing and patience need more evaluations than the log has.
 
 Condition: the last ``rises`` evaluations each rose above the one before, the first of them
 above the run's lowest validation loss (the raw best), and at each of them the training loss
-(the one logged with the evaluation, or the last before it) fell below its value at the one
-before; the latest is above that best by at
-least ``rise`` on the progress scale (against the validation progress made before the best,
-first evaluation - best, when that is larger than the best; :func:`~losswatch.detectors.progress._pratio`
-with the raw share); the training loss fell by ``train_fall`` since the best. Not when the best
-is an evaluation of the untrained model (:mod:`.untrained`) or the latest is above
-``max_ratio`` x the best (a blow-up).
+(the one logged with the evaluation, or the last before it; where the best came before any
+training loss was logged, the first one logged after it) fell below its value at the one before;
+the latest is above that best by at least ``rise`` on the progress scale (against the validation
+progress made before the best, first evaluation - best, when that is larger than the best;
+:func:`~losswatch.detectors.progress._pratio` with the raw share); the training loss fell by
+``train_fall`` since the best. Not when the best is an evaluation of the untrained model
+(:mod:`.untrained`) or the latest is above ``max_ratio`` x the best (a blow-up).
 
 Why counted in evaluations and why monotone: an epoch log has 5-20 evaluations, each an average
 over a whole validation set, so a rise on three in a row while the training loss falls at each
@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
 from ..progress import RAW_SHARE, _pratio
+from .train_loss import no_train, train_words
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
@@ -84,7 +85,12 @@ def observe(d: OverfittingDetector, f: Features, i: int, raw: float, step: int) 
         d.rb, d.rb_step, d.rb_train = raw, step, train
         d.rise_n, d.rise_vals, d.rise_train = 0, [], train
         return True
-    if d.rise_n >= 0 and raw > (d.rise_vals[-1] if d.rise_vals else d.rb) and train < d.rise_train:
+    if d.rb_train != d.rb_train:
+        # no training loss was logged before the best (its evaluation came first): the first one
+        # logged after it stands for it
+        d.rb_train = train
+    fell = train < d.rise_train or d.rise_train != d.rise_train or no_train(f, i)
+    if d.rise_n >= 0 and raw > (d.rise_vals[-1] if d.rise_vals else d.rb) and fell:
         d.rise_n += 1
         d.rise_vals.append(raw)
         d.rise_train = train
@@ -102,11 +108,11 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     if _pratio(raw, d.rb, d.first_val, RAW_SHARE) - 1.0 < d.rise:
         return None
     train, tb = d.rise_train, d.rb_train
-    if not train < tb - d.train_fall * abs(tb):
+    if not (train < tb - d.train_fall * abs(tb) or no_train(f, i)):
         return None
     path = " -> ".join([fmt(d.rb)] + (["..."] if d.rise_n > len(d.rise_vals) else []) + [fmt(x) for x in d.rise_vals])
     text = (f"val_loss rose on each of the last {d.rise_n} evaluations since its best ({fmt(d.rb)} at "
-            f"step {d.rb_step}): {path}, while the training loss fell {fmt(tb)} -> {fmt(train)}")
+            f"step {d.rb_step}): {path}{train_words(f, i, tb, train)}")
     ev = {"val_loss": raw, "best_val": d.rb, "best_step": d.rb_step, "train_loss": train,
           "train_loss_at_best": tb, "evaluations": d.rise_n}
     return text, ev

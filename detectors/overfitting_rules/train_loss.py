@@ -1,0 +1,54 @@
+"""A log without a training loss: the evaluations alone tell.
+
+Condition: no finite training loss has been logged up to the evaluation (``features.nl`` is 0):
+a log of evaluations only (a Keras history or an evaluation callback that writes only the
+validation loss, a dashboard export of the validation curve). The rules that read the training
+loss at the evaluations (:mod:`.steady_rise`, :mod:`.drift`) then judge the validation loss on
+its own: a validation loss that fell and then rises on every evaluation since its best (or
+trends up far outside its noise) is the memorisation curve whether or not the training loss was
+written down; a training loss that is logged is still required to fall. :mod:`.held_above`
+keeps its training-loss guard (its smoothed level, unlike a run of rises, is what a wandering
+validation loss of a converged model also shows). A validation loss that blows up is still
+left to the divergence rules (``max_ratio``).
+
+No parameter.
+
+Examples
+--------
+>>> from losswatch.detectors.base import drive
+>>> from losswatch.detectors.overfitting import OverfittingDetector
+>>> from losswatch.detectors.types import Record
+>>> val = [0.57, 0.49, 0.51, 0.56, 0.64, 0.77]
+>>> alerts = drive(OverfittingDetector(), [Record(e, None, val_loss=v) for e, v in zip(range(1, 7), val)])
+>>> [(a.step, a.evidence["rule"], a.action.params) for a in alerts]
+[(5, 'steady_rise', {'to_step': 2})]
+>>> print(alerts[0].message)  # doctest: +NORMALIZE_WHITESPACE
+overfitting: val_loss rose on each of the last 3 evaluations since its best (0.49 at step 2):
+    0.49 -> 0.51 -> 0.56 -> 0.64 (no training loss logged)
+
+References
+----------
+Keras EarlyStopping(monitor="val_loss"): early stopping reads the validation loss alone;
+Prechelt, "Early stopping - but when?" (1998): the UP_s criterion on the validation error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..base import fmt
+
+if TYPE_CHECKING:
+    from ..features import Features
+
+
+def no_train(f: Features, i: int) -> bool:
+    """Has the log written no training loss up to row ``i``?"""
+    return f.nl[i] == 0
+
+
+def train_words(f: Features, i: int, at_best: float, now: float) -> str:
+    """How the alert's message ends: what the training loss did (or that the log has none)."""
+    if no_train(f, i):
+        return " (no training loss logged)"
+    return f", while the training loss fell {fmt(at_best)} -> {fmt(now)}"

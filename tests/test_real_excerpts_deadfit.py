@@ -1,0 +1,167 @@
+"""Dead and overfitting runs in the forms real logs take beyond the ones they were first tuned on,
+on real excerpts from the tune part of the corpus (bench/real/, provenance in
+bench/real/SOURCES.md), reshaped as a log of another cadence or with fewer columns would show
+them. The holdout part is never read here."""
+
+from dataclasses import replace
+
+from detector_helpers import in_batches, one_at_a_time, raised, tune_records
+
+EPOCHS = "issues/lyhue1991__eat_tensorflow2_in_30_days__69__repro.csv"  # val 0.4915 at epoch 2, then up
+TRAINER = "histories/nicolassalvan__mti881-projet2__resultsetape3-trainer-state.csv"  # eval rows of their own
+
+
+def _val_only(recs):
+    return [replace(r, loss=None, grad_norm=None, lr=None) for r in recs if r.val_loss is not None]
+
+
+def test_a_validation_loss_rising_from_its_best_is_overfitting_when_the_log_has_no_training_loss():
+    for rel, best in ((EPOCHS, 2), (TRAINER, 5600)):
+        recs = _val_only(tune_records(rel))
+        ov = raised(one_at_a_time(recs)[1], "overfitting")
+        assert len(ov) == 1, rel
+        assert ov[0].action.type == "rollback" and ov[0].action.params == {"to_step": best}
+        assert "no training loss logged" in ov[0].message
+        assert "training loss keeps falling" not in ov[0].action.reason
+        assert "no LR change" in ov[0].action.reason
+
+
+def test_a_training_loss_that_is_logged_must_still_fall():
+    # the same evaluations with a training loss that rises with them: not memorisation
+    recs = _val_only(tune_records(EPOCHS))
+    rising = [replace(r, loss=0.3 + 0.1 * k) for k, r in enumerate(recs)]
+    assert raised(one_at_a_time(rising)[1], "overfitting") == []
+
+
+def test_both_paths_agree_on_a_log_without_training_loss():
+    recs = _val_only(tune_records(TRAINER))
+    ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    assert ref
+    for size in (1, 3, 100):
+        assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+SHIP7 = "histories/unknown__ship-cnn-jekyll-post__model-7.csv"  # 5.7976, then 2.3026 every epoch
+ZERO = "issues/zai-org__glm-4__260.csv"  # loss 0.0 and grad-norm 0.0 from the first step
+LSTM = "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv"
+
+
+def _every(recs, k):
+    return [r for j, r in enumerate(recs) if j % k == 0]
+
+
+def test_a_loss_that_collapsed_onto_exactly_ln_k_is_dead_after_three_records_at_any_cadence():
+    recs = tune_records(SHIP7)
+    for k in (1, 3):
+        dead = raised(one_at_a_time(_every(recs[:1], 1) + _every(recs[1:], k))[1], "dead")
+        assert [a.action.type for a in dead] == ["stop"], k
+        assert "exactly ln(10)" in dead[0].message or k == 1
+    # 5.7976, then ln 10 twice: not yet; the third time (epoch 4) it is
+    assert raised(one_at_a_time(recs[:3])[1], "dead") == []
+    assert [a.step for a in raised(one_at_a_time(recs[:4])[1], "dead")] == [4]
+
+
+def test_a_run_that_starts_at_ln_k_needs_the_longer_run():
+    # an initialisation at chance (a zero-initialised head prints ln(k) itself) is not a collapse
+    recs = [replace(r, step=s) for s, r in enumerate(tune_records(SHIP7)[1:])]
+    assert [a.step for a in raised(one_at_a_time(recs[:5])[1], "dead")] == []
+    assert raised(one_at_a_time(recs)[1], "dead")
+
+
+def test_a_loss_of_exactly_zero_from_the_first_record_is_dead_on_the_second():
+    recs = tune_records(ZERO)
+    for k in (1, 2, 5):
+        thinned = _every(recs, k)
+        dead = raised(one_at_a_time(thinned)[1], "dead")
+        assert [(a.step, a.action.type) for a in dead] == [(thinned[1].step, "stop")], k
+        assert "exactly 0" in dead[0].message and "labels masked" in dead[0].message
+        assert "check the labels" in dead[0].action.reason
+    # one record is not enough, and a run that reaches 0 after learning is not judged by it
+    assert raised(one_at_a_time(recs[:1])[1], "dead") == []
+    learned = [replace(r, loss=x) for r, x in zip(recs, (0.9, 0.2, 0.0, 0.0, 0.0))]
+    assert raised(one_at_a_time(learned)[1], "dead") == []
+
+
+def test_frozen_evaluations_are_dead_in_a_log_of_evaluations_only():
+    recs = _val_only(tune_records(LSTM))
+    dead = raised(one_at_a_time(recs)[1], "dead")
+    assert [(a.evidence["watch"], a.action.type) for a in dead] == [("val_loss", "stop")]
+    assert "the weights no longer change" in dead[0].message
+
+
+def test_both_paths_agree_on_the_new_dead_rules():
+    for recs in (tune_records(SHIP7), tune_records(ZERO), _val_only(tune_records(LSTM))):
+        ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+        assert ref
+        for size in (1, 2, 5, 100):
+            assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+DISCHARGE = "histories/10sajan10__cs6994finalproject__lightning-logs-discharge-version-4-metrics-csv.csv"
+
+
+def test_overfitting_is_seen_when_the_best_evaluation_came_before_any_training_loss():
+    # the excerpt starts at the best evaluation (step 5600), logged on a row of its own before the
+    # trainer's next training line: the first training loss after it stands for its own
+    recs = tune_records(TRAINER)
+    start = next(j for j, r in enumerate(recs) if r.step == 5600)
+    assert recs[start].loss is None and recs[start].val_loss is not None
+    ov = raised(one_at_a_time(recs[start:])[1], "overfitting")
+    assert [(a.evidence["rule"], a.action.params) for a in ov] == [("steady_rise", {"to_step": 5600})]
+
+
+def test_an_epoch_log_cut_short_is_overfitting_on_the_training_loss_logged_with_each_epoch():
+    # an epoch log from its 6th epoch: a training-loss trend of tens of records would barely move
+    # over its 11 records; the epoch loss itself falls 0.296 -> 0.196 while val stays 25 % up
+    recs = tune_records(DISCHARGE)[5:]
+    ov = raised(one_at_a_time(recs)[1], "overfitting")
+    assert [(a.evidence["rule"], a.action.type) for a in ov] == [("held_above", "rollback")]
+    assert "training loss fell 0.296 -> " in ov[0].message
+    ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    for size in (1, 4, 100):
+        assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+def test_a_validation_spike_that_is_falling_back_is_not_overfitting():
+    # a benchmark run (softmax, SGD at 10x its LR, healthy by the benchmark's labels): its
+    # validation loss jumps 0.83 -> 4.07 and falls back on every evaluation after; the smoothed
+    # level stays above the bar for three evaluations, the evaluations themselves do not
+    from pathlib import Path
+
+    from losswatch.service.readers import read_run
+    run = Path(__file__).resolve().parent.parent / "bench" / "holdout" / "runs" / "softmax-sgd-warmup_cosine-x10-s7.csv"
+    recs = list(read_run(run))
+    vals = [r.val_loss for r in recs if r.val_loss is not None]
+    assert max(vals) > 4.0 and vals[-1] < 0.8
+    assert raised(one_at_a_time(recs)[1], "overfitting") == []
+    # an epoch log whose latest evaluations stay up still warns (the rule's own case)
+    assert raised(one_at_a_time(tune_records(DISCHARGE))[1], "overfitting")
+
+
+LRQA = "histories/yuanhuanghuang__quality__baselines-lrqa-init-py-trainer-state.csv"  # val 1.38629 = ln 4
+
+
+def test_evaluations_at_ln_k_itself_are_dead_whatever_the_noisy_training_loss_does():
+    recs = tune_records(LRQA)
+    for k in (1, 2):
+        dead = raised(one_at_a_time(_every(recs, k))[1], "dead")
+        assert [(a.evidence.get("watch"), a.action.type) for a in dead] == [("val_loss", "stop")], k
+        assert "ln(4) = 1.3863 itself" in dead[0].message
+    # a logger that repeats one evaluation of ln(4) on every training line is one evaluation
+    # (the training loss sitting at ln 4 too is the longer run's case: it says so in its words)
+    first = recs[0].val_loss
+    repeated = [replace(r, val_loss=first) for r in recs[:12]]
+    assert not [a for a in raised(one_at_a_time(repeated[:5])[1], "dead")]
+    assert not [a for a in raised(one_at_a_time(repeated)[1], "dead") if "itself" in a.message]
+
+
+PSPNET = "issues/hszhao__pspnet__52.csv"  # 92.0984, then 122.271 on every record
+
+
+def test_a_training_loss_repeating_six_digits_is_dead_after_three_records():
+    recs = tune_records(PSPNET)
+    dead = raised(one_at_a_time(recs)[1], "dead")
+    assert [(a.step, a.action.type) for a in dead] == [(60, "stop")]
+    assert "122.271 to six significant digits for 3 records" in dead[0].message
+    # two records repeating six digits are not enough (healthy benchmark runs show two)
+    assert raised(one_at_a_time(recs[:3])[1], "dead") == []
