@@ -95,18 +95,15 @@ class DeadDetector(Detector):
     def __init__(self, frozen_records: int = 6, chance_records: int = 6, chance_band: float = 0.002,
                  val_chance_band: float = 0.015, collapse_records: int = 5, collapse_drop: float = 0.05,
                  lr_off: float = 0.01, blowup: float = 2.0, factor: float = 0.1, rearm: int = 3,
-                 flat_start_records: int = 6, zero_records: int = 2, exact_chance_records: int = 3,
-                 exact_frozen_records: int = 3) -> None:
+                 flat_start_records: int = 6, zero_records: int = 2, exact_chance_records: int = 3) -> None:
         super().__init__(frozen_records=frozen_records, chance_records=chance_records,
                          chance_band=chance_band, val_chance_band=val_chance_band,
                          collapse_records=collapse_records, collapse_drop=collapse_drop, lr_off=lr_off,
                          blowup=blowup, factor=factor, rearm=rearm, flat_start_records=flat_start_records,
-                         zero_records=zero_records, exact_chance_records=exact_chance_records,
-                         exact_frozen_records=exact_frozen_records)
+                         zero_records=zero_records, exact_chance_records=exact_chance_records)
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
-        self.fzx_start = self.fzx_last = -1  # the same, to six significant digits
         self.ch_level = -1.0  # chance level of the current run
         self.ch_start = self.ch_last = -1
         self.ch_rbest = math.inf  # raw best on the run's previous record, and the record ordinal
@@ -132,8 +129,7 @@ class DeadDetector(Detector):
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
-        "fz_start": -1, "fz_last": -1, "fzx_start": -1, "fzx_last": -1,
-        "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
+        "fz_start": -1, "fz_last": -1, "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_n": 0, "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "cl_last": -1, "cl_vals": [],

@@ -153,15 +153,3 @@ def test_evaluations_at_ln_k_itself_are_dead_whatever_the_noisy_training_loss_do
     repeated = [replace(r, val_loss=first) for r in recs[:12]]
     assert not [a for a in raised(one_at_a_time(repeated[:5])[1], "dead")]
     assert not [a for a in raised(one_at_a_time(repeated)[1], "dead") if "itself" in a.message]
-
-
-PSPNET = "issues/hszhao__pspnet__52.csv"  # 92.0984, then 122.271 on every record
-
-
-def test_a_training_loss_repeating_six_digits_is_dead_after_three_records():
-    recs = tune_records(PSPNET)
-    dead = raised(one_at_a_time(recs)[1], "dead")
-    assert [(a.step, a.action.type) for a in dead] == [(60, "stop")]
-    assert "122.271 to six significant digits for 3 records" in dead[0].message
-    # two records repeating six digits are not enough (healthy benchmark runs show two)
-    assert raised(one_at_a_time(recs[:3])[1], "dead") == []

@@ -4,8 +4,8 @@ after record: a constant output.
 Condition:
 
 - on a loss record: ``frozen_records`` consecutive finite losses the same to four significant
-  digits (:func:`same_4_digits`), or ``exact_frozen_records`` the same to six. Real minibatch
-  losses always move in the 4th digit; a printed 0.6931 twenty times is a constant output;
+  digits (:func:`same_4_digits`). Real minibatch losses always move in the 4th digit; a printed
+  0.6931 twenty times is a constant output;
 - on an evaluation: ``frozen_records`` consecutive finite validation losses the same to four
   significant digits (an epoch validation loss of exactly 0.2000), counted only where the
   training loss logged with it (if any) is frozen too (a logger that repeats the last
@@ -24,12 +24,6 @@ frozen_records : int, default 6
     six identical prints: the issue threads' frozen runs show 9-20; five in a row already
     has a chance of ~1e-10 for a real minibatch loss with 0.1% noise. :mod:`.weights_frozen`
     counts its evaluations against it too.
-exact_frozen_records : int, default 3
-    Losses in a row the same to six significant digits, printed with more than five
-    (:func:`~losswatch.detectors.dead_rules.weights_frozen.exact_repeat`): a minibatch loss
-    that does not depend on the batch (a segmentation net whose loss prints 122.271 on every
-    record after a jump from 92.1). No healthy log of the tune part nor healthy benchmark run
-    (seeds 0-7) repeats six digits on more than 2 records in a row.
 
 Examples
 --------
@@ -54,7 +48,6 @@ import numpy as np
 
 from ..base import fmt
 from . import Why
-from .weights_frozen import exact_repeat
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -107,16 +100,6 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     n = nl - d.fz_start + 1
     if n >= d.frozen_records:
         return Why(f"the loss has been {fmt(x)} for {n} records in a row", x)
-    # the same six significant digits (printed with more than five): a minibatch loss that does
-    # not depend on the batch
-    if exact_repeat(x, f.b_lprev[i]):
-        if d.fzx_last != nl - 1:
-            d.fzx_start = nl - 1
-        d.fzx_last = nl
-        n = nl - d.fzx_start + 1
-        if n >= d.exact_frozen_records:
-            return Why(f"the loss has been {x:.6g} to six significant digits for {n} records in a row: "
-                       "a loss that does not depend on the batch", x)
     return None
 
 
@@ -137,5 +120,5 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
 
 
 def forget(d: DeadDetector) -> None:
-    d.fz_last = d.fzx_last = -1
+    d.fz_last = -1
     d.v_n = 0
