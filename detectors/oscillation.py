@@ -107,7 +107,9 @@ class OscillationDetector(Detector):
     def active_screen(self, f):
         a = self.alert
         if a.evidence.get("rule") in ("relapse", "held_back"):
-            return f.a("lok")
+            # held_back reads the first row of each checkpoint, with or without a loss (a
+            # validation-only line): the one-record path sees those rows, so the batch must too
+            return f.a("lok") | checkpoint_rows(f.a("step"), held_back.PER_DOUBLING)
         return (f.a("lok") & ~(f.a("alt") >= self.zigzag * 0.9)) | self._best_rows(f) | \
             checkpoint_rows(f.a("step"), held_back.PER_DOUBLING)
 

@@ -3,8 +3,12 @@ the module of the rule it belongs to; every module is listed and says its rule t
 rules agree between the two paths; a state saved by the detector loads and goes on alike."""
 
 import inspect
+import math
 import pkgutil
+import random
 import re
+
+import pytest
 
 from detector_helpers import in_batches, one_at_a_time
 from losswatch.detectors import Engine, dead_rules
@@ -109,3 +113,16 @@ def test_frozen_evaluations_resolve_on_the_evaluations_not_the_training_loss():
     recs = [Record(s, None, val_loss=0.7345) for s in range(8)] + \
         [Record(s, None, val_loss=0.3 + 0.01 * s) for s in range(8, 20)]
     assert [a.event for a in drive(DeadDetector(), recs)] == ["raised", "resolved"]
+
+
+@pytest.mark.parametrize("repeats", [2, 3, 4])
+def test_a_logger_that_repeats_each_loss_on_a_few_lines_is_not_a_dead_run(repeats):
+    # gradient accumulation logged on every micro-step, each line carrying the last optimizer
+    # step's full-precision loss: the same six digits a few lines in a row, on a healthy descent
+    r = random.Random(0)
+    recs = []
+    for k in range(300):
+        x = 2.0 + 3.0 * math.exp(-k / 60) + r.gauss(0, 0.05)
+        recs += [Record(len(recs) + 1, x, lr=3e-4) for _ in range(repeats)]
+    alerts = Engine("r").update_batch(recs)
+    assert not [a for a in alerts if a.detector == "dead"], [a.message for a in alerts if a.detector == "dead"]

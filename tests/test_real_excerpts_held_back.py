@@ -75,7 +75,7 @@ def test_a_step_decay_that_anneals_the_noise_floor_at_once_is_not_held_back():
     assert drive(OscillationDetector(), _step_decay()) == []
 
 
-def _held_back_run(seed=0):
+def _held_back_run(seed=0, end=5000):
     r = random.Random(seed)
 
     def lr(s):
@@ -83,7 +83,7 @@ def _held_back_run(seed=0):
 
     def loss(s):
         return max(3.9 - 0.0008 * max(0, s - 1600), 2.0) if s > 250 else 6.2 - 0.01 * s
-    return [Record(s, loss(s) + r.gauss(0, 0.05), lr=lr(s)) for s in range(10, 5000, 10)]
+    return [Record(s, loss(s) + r.gauss(0, 0.05), lr=lr(s)) for s in range(10, end, 10)]
 
 
 def test_both_paths_and_a_restored_engine_agree_on_a_held_back_run():
@@ -98,6 +98,21 @@ def test_both_paths_and_a_restored_engine_agree_on_a_held_back_run():
         eng = Engine.from_bytes(eng.to_bytes())
         out += eng.update_batch(recs[k:k + 37])
     assert [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in out] == ref
+
+
+def test_both_paths_agree_when_validation_only_lines_fall_on_checkpoints():
+    # an evaluation logged on a line of its own (no training loss) on the first step of a
+    # checkpoint, while the held_back episode is open: the batch path must read it as the
+    # one-record path does
+    recs = _held_back_run(end=9000)
+    for s in (4100, 4880, 5800, 6900, 8200):
+        k = next(i for i, x in enumerate(recs) if x.step == s)
+        recs[k] = Record(s, None, lr=recs[k].lr, val_loss=recs[k].loss + 0.1)
+    ref = [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in one_at_a_time(recs)[1]]
+    assert "held_back" in {e[3] for e in ref}
+    for size in (17, 1000):
+        got = [(a.id, a.event, a.last_step, a.evidence.get("rule")) for a in in_batches(recs, size)[1]]
+        assert got == ref, size
 
 
 def test_a_state_saved_before_the_rule_restores_and_the_rule_starts_at_the_next_checkpoint():
