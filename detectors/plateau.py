@@ -193,6 +193,8 @@ class PlateauDetector(Detector):
                 f.nl[i] - f.pnl[i] < self.patience_records:
             return
         trend = f.trend[i]
+        if trend == 0.0 and f.l0[i] == 0.0:
+            return  # a loss of exactly 0 from the start: nothing to learn, or no target (dead's verdict)
         level = f.slow[i]
         noise = f.sd[i] / abs(level) if level != 0.0 else 0.0
         zigzag = f.alt[i]
@@ -221,7 +223,8 @@ class PlateauDetector(Detector):
         # since (a too-small LR held, or a converged run: either way not a schedule's tail)
         known_start = progress.logged_from_start(f.l0_step[i], step, f.nl[i], self.from_start) or \
             (lr is not None and lr >= peak)
-        barely_moved = stuck and stuck_at_start(trend, fl, self.barely) and known_start
+        # a first loss of 0 (or below) has no progress to make: never a too-small LR
+        barely_moved = stuck and fl > 0 and stuck_at_start(trend, fl, self.barely) and known_start
         if barely_moved and noise < self.noisy and not gn_fell and not trend > fl and not climbed_back:
             if lr_ramping(f, i):
                 return  # the schedule is still raising the LR (warm-up, one-cycle): judge it after

@@ -126,3 +126,16 @@ def test_a_logger_that_repeats_each_loss_on_a_few_lines_is_not_a_dead_run(repeat
         recs += [Record(len(recs) + 1, x, lr=3e-4) for _ in range(repeats)]
     alerts = Engine("r").update_batch(recs)
     assert not [a for a in alerts if a.detector == "dead"], [a.message for a in alerts if a.detector == "dead"]
+
+
+@pytest.mark.parametrize("printed", [2.303, 2.3026, 2.30259])
+def test_a_collapse_onto_ln_10_is_seen_at_however_many_digits_it_is_printed(printed):
+    # 2.303 is ln 10 = 2.302585 to four significant digits, though 1.8e-4 away in relative terms
+    alerts = Engine("r").update_batch([Record(1, 5.7976)] + [Record(s, printed) for s in (2, 3, 4)])
+    assert [(a.detector, a.step) for a in alerts if a.event == "raised"] == [("dead", 4)]
+
+
+def test_a_loss_of_zero_from_the_start_is_not_told_to_raise_the_lr():
+    alerts = Engine("r").update_batch([Record(s, 0.0, lr=1e-3) for s in range(1, 300)])
+    assert {a.detector for a in alerts} == {"dead"}
+    assert not [a for a in alerts if a.action is not None and a.action.type == "scale_lr"]

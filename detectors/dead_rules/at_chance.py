@@ -17,7 +17,7 @@ chance_records : int, default 6
     Records in a row at the level; :mod:`.evaluations_at_chance` counts its evaluations
     against it too.
 exact_chance_records : int, default 3
-    Records in a row at ln(k) itself (to four significant digits, :data:`EXACT`), for a run whose
+    Records in a row at ln(k) itself (to four significant digits, :func:`is_exactly`), for a run whose
     first loss was at another level: a network does not learn its way onto the exact loss of a
     uniform output, it collapses there (a CNN whose loss goes 5.80 -> 2.3026 and prints 2.3026
     on every epoch after). Three records are that collapse at any cadence (the tune part's
@@ -87,9 +87,12 @@ _LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
 CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
 
 
-#: How close to ln(k) (relative) a loss printed with four significant digits is when it is
-#: ln(k) itself: 0.6931 for ln 2 = 0.693147, 2.303 for ln 10 = 2.302585.
-EXACT = 1e-4
+def is_exactly(x: float, lv: float) -> bool:
+    """``x`` is the chance level ``lv`` = ln(k) itself as far as four significant digits tell:
+    within half a unit of the 4th digit (0.6931 for ln 2 = 0.693147, 2.303 for ln 10 = 2.302585,
+    10.37 for ln 32000 = 10.373). A relative bar would not do: what a printed value can say
+    depends on where its 4th digit falls (2.303 is 1.8e-4 from ln 10, 0.6931 only 7e-5 from ln 2)."""
+    return abs(x - lv) <= 0.5 * 10.0 ** (math.floor(math.log10(lv)) - 3) * 1.0001
 
 
 def chance_level(x: float, band: float) -> float | None:
@@ -118,7 +121,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     if lv is None:
         return None  # the run breaks by its record count
     rb = f.rbest[i]
-    exact = abs(x - lv) <= EXACT * lv
+    exact = is_exactly(x, lv)
     if d.ch_last != nl - 1 or lv != d.ch_level:
         d.ch_start, d.ch_level, d.ch_improved, d.ch_exact = nl, lv, nl, int(exact)
     else:

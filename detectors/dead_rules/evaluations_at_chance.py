@@ -12,7 +12,7 @@ downwards.
 
 Or, with no condition on the training loss: ``exact_chance_records`` separate evaluations in a
 row (the run's first evaluation aside: it may be of the untrained model) at ln(k) itself, to four
-significant digits (:data:`~losswatch.detectors.dead_rules.at_chance.EXACT`), the logged LR (if
+significant digits (:func:`~losswatch.detectors.dead_rules.at_chance.is_exactly`), the logged LR (if
 any) not ramping up. An evaluation averages a fixed validation set: at ln(k) to four or more
 digits, evaluation after evaluation, the network outputs the uniform guess on every example,
 whatever its training loss does (a 4-class reading-comprehension fine-tune: every evaluation
@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING
 from ..base import fmt
 from ..features import lr_ramping
 from . import Why
-from .at_chance import CHANCE_K, EXACT, chance_level
+from .at_chance import CHANCE_K, chance_level, is_exactly
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -83,7 +83,7 @@ def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, prev: float) -> Why | 
     separate = f.rec[i] - d.vx_rec > 1 or f.nl[i] == 0 or v != prev
     d.vx_rec = f.rec[i]
     lv = chance_level(v, d.val_chance_band)
-    if first or lv is None or abs(v - lv) > EXACT * lv:
+    if first or lv is None or not is_exactly(v, lv):
         d.vx_n = 0
         return None
     if lv != d.vx_level:

@@ -126,7 +126,7 @@ def observe(d: OscillationDetector, f: Features, i: int) -> bool:
         return False
     lr = f.lrlast[i] if f.nlr[i] > 0 else math.nan
     peak = f.peak[i] if f.nlr[i] > 0 else math.nan
-    d.held_cps[str(k)] = [f.slow[i], float(f.step[i]), lr, peak, float(f.nl[i]), f.sd[i]]
+    d.held_cps[str(k)] = [f.slow[i], int(f.step[i]), lr, peak, int(f.nl[i]), f.sd[i]]
     for old in [key for key in d.held_cps if int(key) < k - 2 * PER_DOUBLING]:
         del d.held_cps[old]
     return True
