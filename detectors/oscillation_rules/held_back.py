@@ -15,7 +15,9 @@ doubling apart (``t`` now, ``c`` = ``t / 2``, ``b`` = ``t / 4``):
 - **the LR came down**: the LR at ``t`` is at most ``anneal`` x the LR at ``c``;
 - **and the loss followed it down**: from ``c`` to ``t`` the level fell by ``fall_z`` noise units or
   more *and* by ``held_share`` of the progress made before ``c`` (first loss - level at ``c``) or
-  more, spread over the doubling (each of its quarters, between the checkpoints, made ``steady``
+  more (so only on a log that begins where training began, :func:`~losswatch.detectors.progress.logged_from_start`:
+  an excerpt's first loss is not the run's start, and the progress before it is unknown),
+  spread over the doubling (each of its quarters, between the checkpoints, made ``steady``
   of that fall or more: a step decay of a multistep schedule, or an epoch boundary of a
   multi-epoch fine-tune, drops the loss in a few records; a fall that follows the LR as it
   comes down is spread over the doubling).
@@ -102,6 +104,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
 from ..doublings import checkpoint_index
+from ..progress import logged_from_start
 
 if TYPE_CHECKING:
     from ..features import Features
@@ -161,6 +164,8 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
     held, fell = t_b - t_c, t_c - t
     if not held < d.stall_z * sd or not fell >= d.fall_z * sd:
         return None
+    if not logged_from_start(int(f.l0_step[i]), int(s_t), int(f.nl[i])):
+        return None  # an excerpt: the progress made before it, and so the share, is unknown
     made = f.l0[i] - t_c
     if not made > 0.0 or fell < d.held_share * made:
         return None
