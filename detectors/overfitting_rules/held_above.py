@@ -71,10 +71,13 @@ if TYPE_CHECKING:
 EPOCH_GAP = 2
 
 
-def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) -> bool:
-    """Track the smoothed best and the run of evaluations above it; True on a new best."""
+def observe(d: OverfittingDetector, f: Features, i: int, raw: float, v: float, step: int) -> bool:
+    """Track the smoothed best, the run of evaluations above it (its highest raw evaluation and
+    the evaluations since) and the raw falls in a row; True on a new best."""
     d.eval_gap, d.eval_rec = f.rec[i] - d.eval_rec, f.rec[i]
     if v < d.best:
+        d.falls = d.falls + 1 if raw < d.last_raw else 0
+        d.last_raw = raw
         d.best = v
         d.best_step = step
         d.trend_at_best = f.trend[i]
@@ -87,15 +90,28 @@ def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) ->
         d.trend_at_best, d.train_at_best = f.trend[i], f.lprev[i]
     if v > d.best + d.tol * abs(d.best):
         d.above += 1
+        if d.above == 1 or raw >= d.peak:
+            d.peak, d.since_peak = raw, 0
+        else:
+            d.since_peak += 1
     else:
         d.above = 0
+    d.falls = d.falls + 1 if raw < d.last_raw else 0
+    d.last_raw = raw
     return False
+
+
+def spike_passed(d: OverfittingDetector) -> bool:
+    """The run's highest evaluation is ``patience`` evaluations back and the evaluations since do
+    not fall on each one: the level that holds the smoothed value up is the evaluations' own, not
+    a spike's tail (a tail falls evaluation after evaluation until it is back under the bar)."""
+    return d.since_peak >= d.patience and d.falls < d.patience - 1
 
 
 def check(d: OverfittingDetector, f: Features, i: int, raw: float, v: float) -> tuple[str, dict[str, Any]] | None:
     if d.above < d.patience:
         return None
-    if not raw > d.best + d.tol * abs(d.best):
+    if not raw > d.best + d.tol * abs(d.best) and not spike_passed(d):
         return None  # the latest evaluation is back below the bar: a spike's tail holds the level up
     trend, tb = f.trend[i], d.trend_at_best
     if not (f.nl[i] > 0 and tb == tb and trend < tb - d.train_fall * abs(tb)):
