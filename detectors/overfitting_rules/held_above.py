@@ -5,7 +5,11 @@ Condition: the validation loss, smoothed over evaluations (EMA ``alpha``), has b
 best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive evaluations,
 and the latest evaluation itself is above that bar (a smoothed level held up by an earlier spike
 while the evaluations fall back is the spike's tail, not memorisation: a benchmark run at 10x
-its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after); the
+its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after), or the
+spike has passed: the streak's highest evaluation is ``patience`` evaluations back and the last
+``patience`` evaluations do not fall on each one (the level is then the evaluations' own: a
+benchmark run with an injected spike settles 25-35 % above its best, up and down around the bar,
+and was otherwise never warned; benchmark seeds 0-1 overfitting recall 0.50 -> 0.60); the
 training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that best,
 or, in a log that has an evaluation on every training record or every other one (an epoch log; a
 trainer's log lines, each the mean over its interval: :data:`EPOCH_GAP`), the training loss
