@@ -80,6 +80,10 @@ class OverfittingDetector(Detector):
         self.best_step = -1
         self.trend_at_best = math.nan
         self.above = 0
+        self.peak = -math.inf  # the run's highest raw evaluation and the evaluations since it
+        self.since_peak = 0
+        self.last_raw = math.inf  # the last raw evaluation and the falls in a row up to it
+        self.falls = 0
         self.train_at_best = math.nan  # held_above: the training loss logged with its best, and
         self.eval_rec = 0  # the record ordinal of the last evaluation and the records since the
         self.eval_gap = 0  # one before
@@ -101,7 +105,9 @@ class OverfittingDetector(Detector):
                 "above": self.above, "rb": self.rb, "rb_step": self.rb_step, "rb_train": self.rb_train,
                 "rise_train": self.rise_train, "rise_n": self.rise_n, "rise_vals": list(self.rise_vals),
                 "dn": self.dn, "dsy": self.dsy, "dsxy": self.dsxy, "dsyy": self.dsyy,
-                "train_at_best": self.train_at_best, "eval_rec": self.eval_rec, "eval_gap": self.eval_gap}
+                "train_at_best": self.train_at_best, "eval_rec": self.eval_rec, "eval_gap": self.eval_gap,
+                "peak": self.peak, "since_peak": self.since_peak, "last_raw": self.last_raw,
+                "falls": self.falls}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
@@ -121,6 +127,10 @@ class OverfittingDetector(Detector):
         # until its next best
         self.train_at_best = d.get("train_at_best", math.nan)
         self.eval_rec, self.eval_gap = d.get("eval_rec", 0), d.get("eval_gap", 0)
+        # absent in states saved before held_above judged a passed spike: it needs the latest
+        # evaluation above the bar until its next run of them
+        self.peak, self.since_peak = d.get("peak", -math.inf), d.get("since_peak", 0)
+        self.last_raw, self.falls = d.get("last_raw", math.inf), d.get("falls", 0)
 
     def screen(self, f):
         return f.a("vok")
@@ -137,7 +147,7 @@ class OverfittingDetector(Detector):
             self.first_step, self.first_val = step, raw
         v = raw if self.vs != self.vs else self.vs + self.alpha * (raw - self.vs)
         self.vs = v
-        new_best = held_above.observe(self, f, i, v, step)
+        new_best = held_above.observe(self, f, i, raw, v, step)
         new_raw_best = steady_rise.observe(self, f, i, raw, step)
         drift.observe(self, raw, new_raw_best)
         if self.alert is not None:
@@ -159,7 +169,6 @@ class OverfittingDetector(Detector):
         self.open_episode(step, "warning", f"overfitting: {text}", ev,
                           Action("rollback", {"to_step": best_step},
                                  f"Validation loss has stayed up for {ev['evaluations']} evaluations"
-                                 f"{'' if train_loss.no_train(f, i) else ' while training loss keeps falling'}"
-                                 f": the model is memorising. Keep the checkpoint from step {best_step} "
+                                 f"{train_loss.advice_words(f, i)}. Keep the checkpoint from step {best_step} "
                                  "and stop (early stopping), or add regularisation / data; no LR change "
                                  "needed."))

@@ -106,3 +106,52 @@ def test_an_evaluation_so_large_that_the_drift_sums_overflow_is_no_drift():
     val = [1.4, 1.0, 1.02, 1.01, 1.03, 1.02, 1.01, 1.02, 1.03, 1e200, 1.02]
     recs = [Record(e, 0.7 * 0.8 ** e, val_loss=v) for e, v in enumerate(val, 1)]
     assert [a for a in drive(OverfittingDetector(), recs) if a.evidence.get("rule") == "drift"] == []
+
+
+def _bench_run(name):
+    from pathlib import Path
+
+    from losswatch.service.readers import read_run
+    return list(read_run(Path(__file__).resolve().parent.parent / "bench" / "runs" / f"{name}.csv"))
+
+
+def test_evaluations_that_stay_up_after_a_validation_spike_has_passed_are_overfitting():
+    # a benchmark run (softmax, SGD, an injected spike; labelled overfitting: its last three
+    # evaluations average 25 % above its best): val 0.164 at its best, a spike to 1.0, then the
+    # evaluations settle near 0.21-0.23, up and down around the bar, not falling back
+    from detector_helpers import in_batches, one_at_a_time
+    recs = _bench_run("softmax-sgd-spike-x1-s0")
+    evals = [(r.step, r.val_loss) for r in recs if r.val_loss is not None]
+    spike_step = max(evals, key=lambda e: e[1])[0]
+    ov = raised(one_at_a_time(recs)[1], "overfitting")
+    assert [(a.evidence["rule"], a.action.type) for a in ov] == [("held_above", "rollback")]
+    # judged after the spike's own evaluation left the last three
+    assert sum(1 for s, _ in evals if spike_step < s <= ov[0].step) >= 3
+    ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    for size in (1, 7, 100):
+        assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+def test_a_passed_spike_survives_a_saved_state():
+    from losswatch.detectors.base import drive
+    from losswatch.detectors.overfitting import OverfittingDetector
+    recs = _bench_run("softmax-sgd-spike-x1-s0")
+    first = OverfittingDetector()
+    drive(first, recs[:500])  # inside the streak that follows the spike
+    state = first.get_state()
+    assert state["since_peak"] >= 3 and state["peak"] > 0.9
+    second = OverfittingDetector()
+    second.set_state(state)
+    assert second.get_state() == state
+    older = {k: v for k, v in state.items() if k not in ("peak", "since_peak", "last_raw", "falls")}
+    second.set_state(older)  # a state saved before the rule judged a passed spike: no passed spike
+    assert second.since_peak == 0
+
+
+def test_the_advice_says_memorising_only_when_it_saw_the_training_loss_fall():
+    val = [0.57, 0.49, 0.51, 0.56, 0.64, 0.77]
+    without = raised(replay(vals=val)[1], "overfitting")
+    with_train = raised(replay([1.0 - 0.1 * k for k in range(6)], vals=val)[1], "overfitting")
+    assert without and with_train
+    assert "memorising" not in without[0].action.reason and "no training loss" in without[0].action.reason
+    assert "memorising" in with_train[0].action.reason

@@ -5,7 +5,11 @@ Condition: the validation loss, smoothed over evaluations (EMA ``alpha``), has b
 best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive evaluations,
 and the latest evaluation itself is above that bar (a smoothed level held up by an earlier spike
 while the evaluations fall back is the spike's tail, not memorisation: a benchmark run at 10x
-its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after); the
+its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after), or the
+spike has passed: the streak's highest evaluation is ``patience`` evaluations back and the last
+``patience`` evaluations do not fall on each one (the level is then the evaluations' own: a
+benchmark run with an injected spike settles 25-35 % above its best, up and down around the bar,
+and was otherwise never warned; benchmark seeds 0-1 overfitting recall 0.50 -> 0.60); the
 training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that best,
 or, in a log that has an evaluation on every training record or every other one (an epoch log; a
 trainer's log lines, each the mean over its interval: :data:`EPOCH_GAP`), the training loss
@@ -71,10 +75,13 @@ if TYPE_CHECKING:
 EPOCH_GAP = 2
 
 
-def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) -> bool:
-    """Track the smoothed best and the run of evaluations above it; True on a new best."""
+def observe(d: OverfittingDetector, f: Features, i: int, raw: float, v: float, step: int) -> bool:
+    """Track the smoothed best, the run of evaluations above it (its highest raw evaluation and
+    the evaluations since) and the raw falls in a row; True on a new best."""
     d.eval_gap, d.eval_rec = f.rec[i] - d.eval_rec, f.rec[i]
     if v < d.best:
+        d.falls = d.falls + 1 if raw < d.last_raw else 0
+        d.last_raw = raw
         d.best = v
         d.best_step = step
         d.trend_at_best = f.trend[i]
@@ -87,15 +94,28 @@ def observe(d: OverfittingDetector, f: Features, i: int, v: float, step: int) ->
         d.trend_at_best, d.train_at_best = f.trend[i], f.lprev[i]
     if v > d.best + d.tol * abs(d.best):
         d.above += 1
+        if d.above == 1 or raw >= d.peak:
+            d.peak, d.since_peak = raw, 0
+        else:
+            d.since_peak += 1
     else:
         d.above = 0
+    d.falls = d.falls + 1 if raw < d.last_raw else 0
+    d.last_raw = raw
     return False
+
+
+def spike_passed(d: OverfittingDetector) -> bool:
+    """The run's highest evaluation is ``patience`` evaluations back and the evaluations since do
+    not fall on each one: the level that holds the smoothed value up is the evaluations' own, not
+    a spike's tail (a tail falls evaluation after evaluation until it is back under the bar)."""
+    return d.since_peak >= d.patience and d.falls < d.patience - 1
 
 
 def check(d: OverfittingDetector, f: Features, i: int, raw: float, v: float) -> tuple[str, dict[str, Any]] | None:
     if d.above < d.patience:
         return None
-    if not raw > d.best + d.tol * abs(d.best):
+    if not raw > d.best + d.tol * abs(d.best) and not spike_passed(d):
         return None  # the latest evaluation is back below the bar: a spike's tail holds the level up
     trend, tb = f.trend[i], d.trend_at_best
     if not (f.nl[i] > 0 and tb == tb and trend < tb - d.train_fall * abs(tb)):

@@ -47,6 +47,16 @@ def no_train(f: Features, i: int) -> bool:
     return f.nl[i] == 0
 
 
+def advice_words(f: Features, i: int) -> str:
+    """What the advice may say the model does: every rule that saw a training loss saw it fall
+    (memorisation); a log without one shows only that the model generalises worse than at its best
+    (a shifted validation set or a drifting evaluation look the same from the evaluations alone)."""
+    if no_train(f, i):
+        return (": the model generalises worse than at its best (no training loss logged, so "
+                "memorisation cannot be told from a change in the validation data)")
+    return " while training loss keeps falling: the model is memorising"
+
+
 def train_words(f: Features, i: int, at_best: float, now: float) -> str:
     """How the alert's message ends: what the training loss did (or that the log has none)."""
     if no_train(f, i):
