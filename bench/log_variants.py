@@ -6,9 +6,9 @@ other units or with fewer columns fits the file, not the class: other users log 
 (bench/variants.py replays them). Each kind's docstring says which way of logging it stands for.
 
 What keeps the class (``keeps_class``): a problem log's variant must keep the onset row and the
-KEEP_AFTER rows after it (the rows its verdict is judged on), and the column where its failure
-shows (``evidence_column``: the validation loss for overfitting, else the training loss, or the
-validation loss on a log that has no training loss); a variant without them is skipped, not
+KEEP_AFTER rows after it (the rows its verdict is judged on), and a column where its failure
+shows (``evidence_columns``: the validation loss for overfitting; for a loss that rises at the
+onset, each loss column that rises there); a variant without them is skipped, not
 counted. A healthy log has no onset: any variant of it is healthy. A variant with no data row,
 or identical to the log or to a variant already made, is skipped too.
 
@@ -19,6 +19,7 @@ does not apply.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 LOSS_COLUMNS = ("loss", "val_loss")
@@ -43,13 +44,27 @@ def onset_row(rows: list[dict], onset: int) -> int:
     return next((i for i, r in enumerate(rows) if int(float(r["step"])) >= onset), len(rows))
 
 
-def evidence_column(fields: list[str], rows: list[dict], label: str) -> str | None:
-    """The column where a problem log's failure shows; None for a healthy log."""
+RISING = ("nan", "divergence", "divergence_slow", "spike")  # labels whose loss rises at the onset
+
+
+def evidence_columns(fields: list[str], rows: list[dict], label: str, onset: int) -> set[str]:
+    """The columns where a problem log's failure shows (empty for a healthy log): the validation
+    loss for overfitting; for a loss that rises at the onset (nan, divergence, spike), each loss
+    column with a value in the onset rows that is not finite or above its best before them;
+    else (or when neither shows it) the training loss, or the validation loss on a log without one."""
     if label == "healthy":
-        return None
+        return set()
     if label == "overfitting":
-        return "val_loss"
-    return "loss" if "loss" in fields and has_values(rows, "loss") else "val_loss"
+        return {"val_loss"}
+    o = onset_row(rows, onset)
+    shows = set()
+    if label in RISING:
+        for c in LOSS_COLUMNS:
+            before = [v for v in (number(r.get(c)) for r in rows[:o]) if v is not None and math.isfinite(v)]
+            after = [v for v in (number(r.get(c)) for r in rows[o:o + KEEP_AFTER + 1]) if v is not None]
+            if any(not math.isfinite(v) or (before and v > min(before)) or not before for v in after):
+                shows.add(c)
+    return shows or {"loss" if "loss" in fields and has_values(rows, "loss") else "val_loss"}
 
 
 class Log:
@@ -59,6 +74,7 @@ class Log:
         self.fields, self.rows, self.label, self.onset = fields, rows, label, onset
         self.problem = label != "healthy"
         self.o = onset_row(rows, onset) if self.problem else None
+        self.evidence = evidence_columns(fields, rows, label, onset)
 
     def onset_rows(self) -> set[int]:
         """The rows a problem log's verdict is judged on: the onset row and KEEP_AFTER after it."""
@@ -200,8 +216,7 @@ def keeps_class(log: Log, fields: list[str], rows: list[dict]) -> bool:
         ids = {id(r) for r in rows}
         if not all(id(log.rows[i]) in ids for i in log.onset_rows()):
             return False
-    column = evidence_column(log.fields, log.rows, log.label)
-    return column in fields and has_values(rows, column)
+    return any(c in fields and has_values(rows, c) for c in log.evidence)
 
 
 def variants(fields: list[str], rows: list[dict], label: str, onset: int) -> dict[str, Variant]:

@@ -73,6 +73,14 @@ def test_a_variant_without_the_column_the_failure_shows_in_is_skipped():
     assert "no_val_loss" not in over and "loss_only" not in over and "val_only" in over
     div = lv.variants(FIELDS, rows, "divergence", 500)
     assert "no_val_loss" in div and "loss_only" in div and "val_only" not in div
+    for r in rows[50:]:  # the blow-up shows in the evaluations only
+        if r["val_loss"]:
+            r["val_loss"] = repr(float(r["val_loss"]) * 10)
+    div = lv.variants(FIELDS, rows, "divergence", 500)
+    assert "no_val_loss" not in div and "loss_only" not in div and "val_only" in div
+    rows[52]["loss"] = "nan"  # now in the training loss too
+    div = lv.variants(FIELDS, rows, "divergence", 500)
+    assert {"no_val_loss", "loss_only", "val_only"} <= set(div)
 
 
 def test_an_excerpt_that_ends_before_the_onset_rows_is_skipped():
