@@ -94,7 +94,7 @@ class PlateauDetector(Detector):
         finished run, an excerpt pasted from the middle, a resumed run) begins near its floor,
         and its slow tail is not an LR too small to move it: the second halves of the tune
         part's healthy GPT-2 speedruns, a T5 fine-tune and a CS336 LM were each told "raise the
-        LR x10" before this test (bench/healthy_variants.py); a run logged from scratch prints
+        LR x10" before this test (bench/variants.py); a run logged from scratch prints
         its first loss at step 0, 1 or one logging interval. A log that starts later is still
         judged while its LR has never been lowered within it (a constant LR: the benchmark's
         too-low runs cut at their middle, bench/cadence.py); under a decaying schedule, or with

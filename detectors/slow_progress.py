@@ -52,7 +52,7 @@ class SlowProgressDetector(RaiseLRDetector):
     doubling before: without it a warm-up, a decay and an annealing all pass unseen (healthy
     GPT-2 speedruns without their LR column were told "raise the LR x3" at steps 512-725, still
     in a warm-up of 700 steps, and a DPO fine-tune at step 2,900, its LR decayed to 1 %;
-    bench/healthy_variants.py). The doublings are in steps (training time is what the pace
+    bench/variants.py). The doublings are in steps (training time is what the pace
     is about), but the run must also have ``min_records`` loss records: a log thinned to every
     10th row, or one whose step column counts 7 per record, reaches step 256 while its loss is
     still in its steep first phase by the run's own clock (on the benchmark's healthy runs, 26

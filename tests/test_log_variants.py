@@ -1,0 +1,126 @@
+"""bench/log_variants.py: which variants of a labelled log keep its class, and what they keep.
+
+Pure functions on hand-made rows; the replay itself is bench/variants.py's (a benchmark, run by
+hand). bench/ is not a package: its modules are loaded from their files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    for p in (BENCH, BENCH / "real"):
+        if str(p) not in sys.path:
+            sys.path.insert(0, str(p))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+lv = _load("log_variants")
+FIELDS = ["step", "loss", "grad_norm", "lr", "val_loss"]
+
+
+def log(n=100, every_val=10, grad=True):
+    rows = []
+    for i in range(n):
+        rows.append({"step": str(i * 10), "loss": repr(3.0 - i / n), "grad_norm": "1.0" if grad else "",
+                     "lr": "0.001", "val_loss": repr(3.1 - i / n) if i % every_val == 0 else ""})
+    return rows
+
+
+def steps(variant):
+    return [int(r["step"]) for r in variant[1]]
+
+
+def test_thinning_keeps_a_problem_logs_onset_rows_and_a_healthy_log_plain():
+    rows = log()
+    div = lv.variants(FIELDS, rows, "divergence", 473)  # onset row: step 480, row 48
+    assert {480, 490, 500, 510} <= set(steps(div["thin5"]))
+    assert set(steps(div["thin5"])) == set(range(0, 1000, 50)) | {480, 490, 500, 510}
+    healthy = lv.variants(FIELDS, rows, "healthy", 0)
+    assert steps(healthy["thin5"]) == list(range(0, 1000, 50))
+
+
+def test_a_cut_stops_short_of_the_onset_and_of_the_best_evaluation_before_an_overfit():
+    rows = log()
+    div = lv.variants(FIELDS, rows, "divergence", 200)  # onset row 20: at most 15 rows cut
+    assert steps(div["last80pct"])[0] == 150
+    assert "last50pct" not in div  # the same cut again
+    assert steps(lv.variants(FIELDS, rows, "healthy", 0)["last50pct"])[0] == 500
+    for r in rows[61:]:  # the validation loss rises after its best at row 60
+        if r["val_loss"]:
+            r["val_loss"] = repr(float(r["val_loss"]) + 1.0)
+    over = lv.variants(FIELDS, rows, "overfitting", 800)
+    assert steps(over["last50pct"])[0] == 500
+    assert steps(over["last80pct"])[0] == 200
+    rows[60]["val_loss"] = ""  # best evaluation now at row 50
+    assert steps(lv.variants(FIELDS, rows, "overfitting", 800)["last50pct"])[0] == 500
+
+
+def test_a_variant_without_the_column_the_failure_shows_in_is_skipped():
+    rows = log()
+    over = lv.variants(FIELDS, rows, "overfitting", 500)
+    assert "no_val_loss" not in over and "loss_only" not in over and "val_only" in over
+    div = lv.variants(FIELDS, rows, "divergence", 500)
+    assert "no_val_loss" in div and "loss_only" in div and "val_only" not in div
+    for r in rows[50:]:  # the blow-up shows in the evaluations only
+        if r["val_loss"]:
+            r["val_loss"] = repr(float(r["val_loss"]) * 10)
+    div = lv.variants(FIELDS, rows, "divergence", 500)
+    assert "no_val_loss" not in div and "loss_only" not in div and "val_only" in div
+    rows[52]["loss"] = "nan"  # now in the training loss too
+    div = lv.variants(FIELDS, rows, "divergence", 500)
+    assert {"no_val_loss", "loss_only", "val_only"} <= set(div)
+
+
+def test_an_excerpt_that_ends_before_the_onset_rows_is_skipped():
+    rows = log()
+    assert "first8" not in lv.variants(FIELDS, rows, "spike", 50)  # onset rows 5-8
+    assert "first15" in lv.variants(FIELDS, rows, "spike", 50)
+    assert "first8" in lv.variants(FIELDS, rows, "healthy", 0)
+
+
+def test_step_column_x10_moves_the_onset_and_needs_integer_steps():
+    rows = log()
+    v = lv.variants(FIELDS, rows, "divergence", 473)["stepx10"]
+    assert steps(v)[:2] == [0, 100] and v[2] == 4730
+    rows[3]["step"] = "30.5"
+    assert "stepx10" not in lv.variants(FIELDS, rows, "divergence", 473)
+
+
+def test_a_variant_equal_to_the_log_is_skipped_and_the_rows_are_left_alone():
+    rows = log(grad=False)
+    before = [dict(r) for r in rows]
+    vs = lv.variants(FIELDS, rows, "healthy", 0)
+    assert "no_grad_norm" not in vs
+    assert float(vs["lossx10"][1][0]["loss"]) == pytest.approx(30.0)
+    assert vs["loss+1"][1][0]["val_loss"] == repr(4.1)
+    assert rows == before
+
+
+def test_evaluations_and_records_are_thinned_apart():
+    rows = log(every_val=5)
+    vs = lv.variants(FIELDS, rows, "healthy", 0)
+    assert sum(1 for r in vs["thin_val2"][1] if r["val_loss"]) == 10
+    assert len(vs["thin_val2"][1]) == 100
+    kept = vs["thin_loss2"][1]
+    assert len(kept) == 50 + 10  # every 2nd record and the odd-row evaluations too
+    assert sum(1 for r in kept if r["val_loss"]) == 20
+
+
+def test_the_replay_tool_refuses_holdout_files():
+    tool = _load("variants")
+    part_of = tool.part_of
+    name = next(f"issues/x{i}.csv" for i in range(100) if part_of(f"issues/x{i}.csv") == "holdout")
+    with pytest.raises(ValueError, match="holdout"):
+        tool.read_log(name)
