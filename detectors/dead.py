@@ -110,7 +110,8 @@ class DeadDetector(Detector):
         self.ch_improved = -1  # (nl) of its last real improvement: a dead run makes no new lows
         self.ch_exact = 0  # records in a row at ln(k) itself
         self.v_prev = math.nan  # last finite val loss and the run of equal ones
-        self.v_first = math.nan
+        self.v_first = math.nan  # the first finite val loss and its step
+        self.v_first_step = -1
         self.v_n = 0
         self.v_rec = -1  # weights frozen: the record ordinal of the last evaluation, and the
         self.v_exact = 0  # run of separate evaluations with the same six digits
@@ -130,7 +131,8 @@ class DeadDetector(Detector):
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
         "fz_start": -1, "fz_last": -1, "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
-        "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_n": 0, "v_rec": -1, "v_exact": 0,
+        "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
+        "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "cl_last": -1, "cl_vals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detector_helpers import in_batches, one_at_a_time, raised, replay
+from detector_helpers import in_batches, one_at_a_time, raised, replay, tune_records
 from losswatch.service.readers import read_run
 from test_real_excerpts import REAL, _replay
 
@@ -202,3 +202,40 @@ def test_an_early_stall_is_judged_at_the_same_record_whatever_the_step_unit(unit
     steps = [unit * s for s in range(200)]
     alerts = raised(replay(losses, gns=gns, lrs=[0.03] * 200, steps=steps)[1], "grad_vanishing", "warning")
     assert [(a.detector, a.step // unit) for a in alerts] == [("early_stall", 64)]
+
+
+# -- dead: a healthy loss that passes through ln(k), a converged evaluation seen mid-run --------
+PINN = "histories/macro1027__simple-pendulum-pinn__lightning-logs-version-32-metrics-csv.csv"
+
+
+def _dead(alerts):
+    return [(a.step, a.action.type) for a in raised(alerts, "dead", "warning")]
+
+
+def test_a_noisy_loss_descending_through_ln_k_is_not_a_collapse_onto_it():
+    # a healthy PINN (per-step losses with ~5 % noise) with 1 added to its loss descends through
+    # 1.0986 = ln 3 around step 470; three records in a row (1.09881, 1.09848, 1.09875) land
+    # within half a unit of the 4th digit of it, and were "dead, stop" at step 472
+    records = [dataclasses.replace(r, loss=r.loss + 1) for r in tune_records(PINN)[:600]]
+    assert records[472].step == 472 and abs(records[472].loss - 1.0987) < 1e-4
+    assert _dead(one_at_a_time(records)[1]) == []
+    assert _dead(in_batches(records, 64)[1]) == []
+    # a network that collapses onto the uniform output prints ln(k) itself, record after record
+    assert _dead(replay([5.7976, 1.0986, 1.0986, 1.0986])[1]) == [(3, "stop")]
+
+
+# a GPT-2 (350M) run's validation loss, evaluated every 250 steps, converged at the end of a long
+# decay: it falls by 1e-4 per evaluation or prints the same five digits (a public llm.c log)
+CONVERGED_EVALS = [2.9296, 2.9294, 2.9292, 2.9290, 2.9289, 2.9287, 2.9286, 2.9285, 2.9284, 2.9283,
+                   2.9283, 2.9282, 2.9282, 2.9282, 2.9282, 2.9281, 2.9282]
+
+
+def test_a_converged_validation_loss_in_a_log_that_begins_mid_run_is_not_frozen():
+    # the second half of the log: evaluations only, from step 56,000. Same to four significant
+    # digits six times in a row, and "never fell below 0.9x its first value" because the first
+    # value the log shows is already the converged one: "dead, stop"
+    steps = [56000 + 250 * k for k in range(len(CONVERGED_EVALS))]
+    assert _dead(replay(vals=CONVERGED_EVALS, steps=steps)[1]) == []
+    # evaluations logged from step 0 that never left their first value are still frozen
+    frozen = [2.9296] * 8
+    assert _dead(replay(vals=frozen, steps=[250 * k for k in range(8)])[1]) == [(1250, "stop")]

@@ -23,7 +23,12 @@ exact_chance_records : int, default 3
     on every epoch after). Three records are that collapse at any cadence (the tune part's
     collapsed logs print 6-9; thinned to every 3rd row, 3-4); no healthy log of the tune part
     nor healthy benchmark run (seeds 0-7) prints ln(k) to four digits on even two records in a
-    row. A run that starts at chance (an initialisation does) needs ``chance_records``.
+    row. A run that starts at chance (an initialisation does) needs ``chance_records``. Each
+    record after the first must also repeat the one before it to four significant digits
+    (:func:`.frozen.same_4_digits`): a uniform output's loss is ln(k) on every batch, while a
+    healthy minibatch loss with noise in its 4th digit that descends through ln(k) can land
+    three records in a row within half a unit of it (a PINN's loss plus 1 wobbling
+    1.0985-1.0988 on its way down, bench/healthy_variants.py).
 chance_band : float, default 0.002
     0.2% of ln(k) (2.3026 +- 0.005): a network with a constant output prints ln(k) to three
     or four digits on every record (per-epoch logs of dead CNNs: 2.3021-2.3030), while a
@@ -70,6 +75,7 @@ import numpy as np
 from ..base import fmt
 from ..features import lr_ramping
 from . import Why
+from .frozen import same_4_digits
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -127,7 +133,9 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     else:
         if rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
             d.ch_improved = nl
-        d.ch_exact = d.ch_exact + 1 if exact else 0
+        # a uniform output prints ln(k) itself on every record, the same digits each time; a loss
+        # that wobbles in its 4th digit about ln(k) is a noisy loss passing through the level
+        d.ch_exact = d.ch_exact + 1 if exact and same_4_digits(x, f.b_lprev[i]) else int(exact)
     d.ch_rbest = rb
     d.ch_last = nl
     n = nl - d.ch_start + 1

@@ -11,7 +11,10 @@ Condition:
   training loss logged with it (if any) is frozen too (a logger that repeats the last
   evaluation on every line is not a frozen model) and only when the validation loss never fell
   below 0.9x its first value (a converged evaluation at the end of a long decay prints the same
-  four digits).
+  four digits), judged only where the evaluations begin where training began
+  (:func:`~losswatch.detectors.progress.logged_from_start` on the evaluations' steps): the
+  second half of a GPT-2 run's validation log, converged and falling 1e-4 per evaluation
+  (2.9287, 2.9286, ...), has no earlier level to show the decay (bench/healthy_variants.py).
 
 A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
 data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
@@ -47,6 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..progress import logged_from_start
 from . import Why
 
 if TYPE_CHECKING:
@@ -108,12 +112,16 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     v, lok = f.val[i], f.lok[i]
     d.v_n = d.v_n + 1 if same_4_digits(v, prev) and zero_ok(v, f, i) else 1
     if d.v_first != d.v_first:
-        d.v_first = v
+        d.v_first, d.v_first_step = v, int(f.step[i])
     # a logger that repeats the last evaluation on every training line while the training loss
     # moves is not a frozen model; and an evaluation that converged (well below where it
-    # started) prints the same 4 digits at the end of a long decay
+    # started) prints the same 4 digits at the end of a long decay. Where the evaluations begin
+    # mid-run (an excerpt, a resumed run) their first value is not where training started and
+    # that decay is unseen: four digits cannot tell the two apart there (weights_frozen's six can)
+    converged_or_unseen = d.v_first > 0.0 and v < 0.9 * d.v_first or \
+        not logged_from_start(d.v_first_step, int(f.step[i]), int(f.nv[i]))
     if d.v_n >= d.frozen_records and not (lok and not same_4_digits(f.loss[i], f.b_lprev[i])) \
-            and not (d.v_first > 0.0 and v < 0.9 * d.v_first):
+            and not converged_or_unseen:
         return Why(f"the validation loss has been {fmt(v)} for {d.v_n} evaluations in a row", v,
                    "val_loss", max(2.0 * d.chance_band * abs(v), 1e-12))
     return None
