@@ -464,13 +464,14 @@ class Monitor:
                 # (at interpreter exit too); wait for it as a close would, no longer
                 worker.join(self.exit_timeout if timeout is None else timeout)
                 if worker.alive:
-                    # the callback that closed the run is still running: its thread's last cycle
-                    # never came, and what it held goes with the process; say so
+                    # the thread that closed the run is still busy (in the callback, or sending a
+                    # backlog to a slow service): what it still holds goes with the process; say so
                     n = len(worker.spool) + len(worker.buffer)
                     if n:
                         warnings.warn(f"losswatch: {n} unsent records of run {self.run_id} were lost: the "
-                                      f"on_alert callback that closed the run was still running at the end",
-                                      RuntimeWarning, stacklevel=2)
+                                      f"run was closed from an on_alert callback whose thread was still "
+                                      f"busy at the end (in the callback, or sending)", RuntimeWarning,
+                                      stacklevel=2)
                 _live.discard(self)
             return
         if finished and self.meta.get("status") != "finished":
