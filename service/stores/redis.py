@@ -320,7 +320,7 @@ class RedisStore(Store):
     @_unavailable
     async def load(self, project: str, run_id: str) -> Snapshot:
         cmd = ("HMGET", self._p(_member(project, run_id)) + "s", "v", "eng", "last_step", "tl")
-        v, eng, last, tl = (await self._wire.execute([cmd]))[0] if self._wire else await self._r.execute_command(*cmd)
+        v, eng, last, tl = (await self._round_trip([cmd]))[0]
         return Snapshot(version=_i(v) or 0, engine_state=eng or None, last_step=_i(last), timeline=tl or None)
 
     @_unavailable
@@ -340,10 +340,7 @@ class RedisStore(Store):
             # trip: a Cluster pipeline cannot load the script into a node that lacks it (one
             # restarted), a plain call does
             if index:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for cmd in index:
-                        pipe.execute_command(*cmd)
-                    await pipe.execute()
+                await self._round_trip(index)
                 self._indexed_now(rk, index)
             reply, replicas = await self._commit(keys=keys, args=args), None
         else:
@@ -393,7 +390,8 @@ class RedisStore(Store):
             return await self._round_trip(cmds)
 
     async def _round_trip(self, cmds: list[tuple]) -> list:
-        """Commands to a single Redis in one round trip; their replies (the first error raised)."""
+        """Commands in one round trip (on the lean pool where there is one; on a Cluster, one per
+        node their keys live on); their replies (the first error raised)."""
         if self._wire is not None:
             return await self._wire.execute(cmds)
         async with self._r.pipeline(transaction=False) as pipe:

@@ -48,6 +48,14 @@ def serves(url: str) -> bool:
     return url.lower().startswith(("redis://", "unix://"))
 
 
+def _raise_first_error(replies: list[Any]) -> list[Any]:
+    """The replies, unless one is an error reply: then the first, raised as redis-py would."""
+    for r in replies:
+        if isinstance(r, hiredis.ReplyError):
+            raise BaseParser.parse_error(str(r))
+    return replies
+
+
 class _Connection(asyncio.Protocol):
     """One connection: one call at a time, its replies parsed by hiredis as they arrive."""
 
@@ -168,10 +176,7 @@ class WirePool:
             self._release(conn)
         finally:
             self.turns.give()
-        for r in replies:
-            if isinstance(r, hiredis.ReplyError):
-                raise BaseParser.parse_error(str(r))
-        return replies
+        return _raise_first_error(replies)
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -227,11 +232,8 @@ class WirePool:
             setup.append(("SELECT", self.db))
         if setup:
             try:
-                replies = await conn.call(b"".join(hiredis.pack_command(c) for c in setup), len(setup),
-                                          self.connect_timeout)
-                for r in replies:
-                    if isinstance(r, hiredis.ReplyError):
-                        raise BaseParser.parse_error(str(r))
+                _raise_first_error(await conn.call(b"".join(hiredis.pack_command(c) for c in setup), len(setup),
+                                                   self.connect_timeout))
             except BaseException:
                 conn.close()
                 raise
