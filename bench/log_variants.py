@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable
 
 LOSS_COLUMNS = ("loss", "val_loss")
-KEEP_AFTER = 3  # rows after the onset kept with it (as bench/real_logs.py's thinning keeps them)
+KEEP_AFTER = 3  # rows after the onset kept with it (bench/real_logs.py's thinning keeps them too)
 THIN_MIN_ROWS = 30  # a problem log shorter than this is mostly its kept onset rows when thinned
 CUT_MARGIN = 5  # a cut never comes closer than this many rows before a problem log's onset
 

@@ -40,14 +40,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "real"))
+sys.path.insert(0, str(HERE))
 from split import PARTS, part_of  # noqa: E402
+
+from log_variants import KEEP_AFTER, onset_row  # noqa: E402
 
 REAL = HERE / "real"
 PUBLIC_DIR = Path(os.environ.get("LOSSWATCH_PUBLIC_LOGS", HERE.parent.parent / "shared" / "data" / "public-logs"))
 SCORER = Path(os.environ.get("LOSSWATCH_SCORE_REAL", HERE.parent.parent / "shared" / "tools" / "score_real.py"))
 RESULTS = HERE / "results" / "real-logs.md"
 LOSSWATCH = HERE.parent / ".venv" / "bin" / "losswatch"
-THIN_EVERY, THIN_MIN_ROWS, THIN_KEEP_AFTER = 10, 100, 3
+THIN_EVERY, THIN_MIN_ROWS = 10, 100
 
 
 def load_labels() -> dict[str, dict]:
@@ -66,11 +69,11 @@ def source_path(rel: str) -> Path:
 
 def thin_rows(rows: list[dict], onset: int) -> list[dict]:
     """Every THIN_EVERY-th row, plus the onset row (the first at or after ``onset``) and the
-    THIN_KEEP_AFTER rows after it."""
+    KEEP_AFTER rows after it (the rows its verdict is judged on, as the variants keep them)."""
     if len(rows) < THIN_MIN_ROWS:
         return rows
-    o = next((i for i, r in enumerate(rows) if int(float(r["step"])) >= onset), len(rows))
-    keep = set(range(0, len(rows), THIN_EVERY)) | set(range(o, min(o + THIN_KEEP_AFTER + 1, len(rows))))
+    o = onset_row(rows, onset)
+    keep = set(range(0, len(rows), THIN_EVERY)) | set(range(o, min(o + KEEP_AFTER + 1, len(rows))))
     return [r for i, r in enumerate(rows) if i in keep]
 
 
