@@ -554,6 +554,86 @@ def test_vectorised_bucket_statistics_equal_the_step_by_step_fold():
         assert x.vsum == pytest.approx(y.vsum)
 
 
+
+def _unpacked(blob: bytes, width: int) -> tuple:
+    a = ser.Agg.unpack(blob, width)
+    return (a.n_steps, a.ts_min, a.ts_max, a.vmin, a.vmax, a.n_fin, a.n_nan, a.n_val, bytes(a.mask))
+
+
+def _random_rows(rng: random.Random, steps: list[int]) -> Columns:
+    specials = [None, float("nan"), float("inf"), float("-inf")]
+    c = Columns()
+    for s in steps:
+        c.step.append(s)
+        for f in ser.FIELDS:
+            v = rng.choice(specials) if rng.random() < 0.1 else rng.uniform(-5, 5)
+            getattr(c, f).append(v)
+        c.extra.append(None)
+    c.val_loss[:] = [None] * len(steps) if rng.random() < 0.5 else c.val_loss   # a column never logged
+    return c
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_aggregate_like_the_chunks_that_hold_them(seed):
+    """The memory store folds rows (aggregate_rows, column-wise) into the level-1 buckets the
+    Redis store makes from chunk strings (aggregate_chunk): the same buckets, byte for byte in
+    everything but the float sums, across chunks, with gaps, None, NaN and +-Infinity, for a
+    prefix (a range) and for any sorted subset of the rows."""
+    rng = random.Random(seed)
+    steps = sorted(rng.sample(range(5 * ser.CHUNK, 8 * ser.CHUNK), 1500))
+    c = _random_rows(rng, steps)
+    for idx in (range(len(steps)), sorted(rng.sample(range(len(steps)), 400))):
+        chunks: dict[int, bytearray] = {}
+        packed = ser.pack_rows(c, list(idx))
+        for n, i in enumerate(idx):
+            ci, k = divmod(c.step[i], ser.CHUNK)
+            blob = chunks.setdefault(ci, bytearray(ser.CHUNK_BYTES))
+            off = ser.DATA_OFFSET + k * ser.SLOT_BYTES
+            blob[off:off + ser.SLOT_BYTES] = packed[n * ser.SLOT_BYTES:(n + 1) * ser.SLOT_BYTES]
+            blob[k // 8] |= 0x80 >> (k % 8)
+        want: dict[int, bytes] = {}
+        for ci, blob in chunks.items():
+            want.update(ser.aggregate_chunk(ci, bytes(blob), 64))
+        got = ser.aggregate_rows(c, idx, 64)
+        assert sorted(got) == sorted(want) and len(got) > 30
+        for b in got:
+            assert _unpacked(got[b], 64) == _unpacked(want[b], 64)
+            assert ser.Agg.unpack(got[b], 64).vsum == pytest.approx(ser.Agg.unpack(want[b], 64).vsum)
+
+
+@pytest.mark.parametrize("sub,width", [(64, 2048), (2048, 131072)])
+def test_merged_buckets_equal_the_bucket_by_bucket_fold(sub, width):
+    """merge_buckets (all heads at once) gives what folding each narrower bucket in with
+    Agg.merge gives, into an empty or a stored bucket, with raw and compressed step masks."""
+    rng = random.Random(width)
+    for trial in range(20):
+        b = rng.randrange(1, 4)
+        g = width // sub
+        parts = {}
+        for sb in rng.sample(range(b * g, (b + 1) * g), rng.randrange(1, 12)):
+            steps = sorted(rng.sample(range(sb * sub, (sb + 1) * sub), rng.randrange(1, min(sub, 80))))
+            folded = ser.aggregate_rows(_random_rows(rng, steps), range(len(steps)), sub) if sub == 64 else None
+            agg = ser.Agg(width=sub)
+            if folded:
+                agg = ser.Agg.unpack(folded[sb], sub)
+            else:
+                c = _random_rows(rng, steps)
+                for i, s in enumerate(steps):
+                    agg.add(s - sb * sub, [getattr(c, f)[i] for f in ser.VALUE_FIELDS], c.ts[i])
+            parts[sb] = agg.pack()
+        base = None
+        if trial % 3 == 0:
+            first = ser.Agg(width=width)
+            first.add(rng.randrange(width), [1.0, None, 2.0, float("nan")], 5.0)
+            base = first.pack()
+        want = ser.Agg.unpack(base, width) if base else ser.Agg(width=width)
+        for sb in sorted(parts):
+            want.merge(ser.Agg.unpack(parts[sb], sub), sb * sub - b * width)
+        got = ser.merge_buckets(base, width, b * width, parts, sub)
+        assert _unpacked(got, width) == _unpacked(want.pack(), width)
+        assert ser.Agg.unpack(got, width).vsum == pytest.approx(want.vsum)
+
+
 def test_a_replica_with_a_cached_engine_survives_redis_losing_its_data(redis_proc):
     """Redis restarted without persistence (or flushed): the replica's cached engine is for a
     version Redis no longer has, so the compare-and-set fails and the run starts afresh instead

@@ -92,6 +92,12 @@ def chunk_member(ci: int) -> str:
 _AGG_HEAD = struct.Struct("<Idd")
 _AGG_FIELD = struct.Struct("<dddIII")
 _RAW_MASK_MAX = 8     # bytes: up to 64 steps the bitmap is stored as is
+# the same head and per-field records as a numpy structured type (packed, no padding): the
+# vectorised aggregation writes every bucket of a chunk at once
+_AGG_DTYPE = np.dtype([("n_steps", "<u4"), ("ts_min", "<f8"), ("ts_max", "<f8"),
+                       ("fields", [("vmin", "<f8"), ("vmax", "<f8"), ("vsum", "<f8"), ("n_fin", "<u4"),
+                                   ("n_nan", "<u4"), ("n_val", "<u4")], (len(VALUE_FIELDS),))])
+assert _AGG_DTYPE.itemsize == _AGG_HEAD.size + len(VALUE_FIELDS) * _AGG_FIELD.size
 
 
 def pack_rows(cols, idx: Sequence[int]) -> bytes:
@@ -198,7 +204,8 @@ class Agg:
                 self.n_fin[j] += 1
 
     def merge(self, o: "Agg", offset: int) -> None:
-        """Fold in the bucket ``o`` whose first step is ``offset`` steps after ours."""
+        """Fold in the bucket ``o`` whose first step is ``offset`` steps after ours (one at a time:
+        the reference that :func:`merge_buckets`, which folds them all at once, is tested against)."""
         lo = offset // 8
         for k, byte in enumerate(o.mask):
             self.mask[lo + k] |= byte
@@ -279,21 +286,46 @@ def aggregate_rows(cols, idx: Sequence[int], width: int) -> dict[int, bytes]:
     """Rows ``idx`` of a :class:`~.base.Columns` (sorted by step) as level-1 buckets, exactly as
     :func:`aggregate_chunk` makes them from the chunks holding the same steps (the memory store
     folds its raw window with this, the Redis store its chunk strings)."""
+    if not len(idx):
+        return {}
+    steps = np.array(_take(cols.step, idx), dtype=np.int64)
+    values = rows_array(cols, idx)
+    chunks = steps // CHUNK
+    bounds = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist(), len(steps)]
     out: dict[int, bytes] = {}
-    k = 0
-    while k < len(idx):
-        ci = cols.step[idx[k]] // CHUNK
-        end = k
-        while end < len(idx) and cols.step[idx[end]] // CHUNK == ci:
-            end += 1
-        part = idx[k:end]
+    for lo, hi in zip(bounds, bounds[1:]):
+        ci = int(chunks[lo])
+        slots = steps[lo:hi] - ci * CHUNK
         present = np.zeros(CHUNK, dtype=bool)
         data = np.zeros((CHUNK, NF), dtype="<f8")
-        slots = [cols.step[i] - ci * CHUNK for i in part]
         present[slots] = True
-        data[slots] = np.frombuffer(pack_rows(cols, part), dtype="<f8").reshape(len(part), NF)
+        data[slots] = values[lo:hi]
         out.update(_aggregate(ci, present, data, width))
-        k = end
+    return out
+
+
+def _take(col: list, idx: Sequence[int]) -> list:
+    """``col[i] for i in idx``; a slice when ``idx`` is a range (the memory store's prefix)."""
+    if isinstance(idx, range):
+        return col[idx.start:idx.stop:idx.step]
+    return [col[i] for i in idx]
+
+
+def rows_array(cols, idx: Sequence[int]) -> np.ndarray:
+    """The rows ``idx`` of a :class:`~.base.Columns` as a (len(idx), NF) float64 array, "not
+    logged" as :data:`NONE_BITS`: the values :func:`pack_rows` packs, built a column at a time
+    (numpy converts a list of floats in C; a column without None, the usual one, needs no mask)."""
+    out = np.empty((len(idx), NF), dtype="<f8")
+    bits = out.view("<u8")
+    for j, name in enumerate(FIELDS):
+        col = _take(getattr(cols, name), idx)
+        n_none = col.count(None)
+        if n_none == len(col):               # a column this stretch never logged (often val_loss)
+            bits[:, j] = NONE_BITS
+            continue
+        out[:, j] = col                      # numpy reads None as NaN: the mask puts NONE_BITS back
+        if n_none:
+            bits[[v is None for v in col], j] = NONE_BITS
     return out
 
 
@@ -327,16 +359,21 @@ def _aggregate(chunk_idx: int, present: np.ndarray, data: np.ndarray, width: int
     n_val = per_bucket(logged, np.sum)
     n_steps = per_bucket(present, np.sum)
     masks = np.packbits(present.reshape(nb, width), axis=1, bitorder="big")
-    out: dict[int, bytes] = {}
-    base = chunk_idx * nb
+    # the buckets' packed heads in one structured array (the layout Agg.pack writes), not an Agg
+    # object each: a chunk's 15 buckets cost a few numpy assignments instead of 15 constructions
     ts, nv = NF - 1, len(VALUE_FIELDS)
-    for k in np.flatnonzero(n_steps).tolist():
-        out[base + k] = Agg(width=width, n_steps=int(n_steps[k]), ts_min=float(vmin[k, ts]),
-                            ts_max=float(vmax[k, ts]), vmin=vmin[k, :nv].tolist(), vmax=vmax[k, :nv].tolist(),
-                            vsum=vsum[k, :nv].tolist(), n_fin=n_fin[k, :nv].tolist(),
-                            n_nan=n_nan[k, :nv].tolist(), n_val=n_val[k, :nv].tolist(),
-                            mask=bytearray(masks[k].tobytes())).pack()
-    return out
+    heads = np.zeros(nb, dtype=_AGG_DTYPE)
+    heads["n_steps"] = n_steps
+    heads["ts_min"] = vmin[:, ts]
+    heads["ts_max"] = vmax[:, ts]
+    per_field = heads["fields"]
+    for name, stat in (("vmin", vmin), ("vmax", vmax), ("vsum", vsum), ("n_fin", n_fin),
+                       ("n_nan", n_nan), ("n_val", n_val)):
+        per_field[name] = stat[:, :nv]
+    raw_mask = width // 8 <= _RAW_MASK_MAX
+    base = chunk_idx * nb
+    return {base + k: heads[k].tobytes() + (masks[k].tobytes() if raw_mask else zlib.compress(masks[k].tobytes(), 1))
+            for k in np.flatnonzero(n_steps).tolist()}
 
 
 def aggregate_chunk_slow(chunk_idx: int, blob: bytes | None, width: int) -> dict[int, bytes]:
@@ -362,11 +399,33 @@ def _fold_slots(chunk_idx: int, slots: np.ndarray, data: np.ndarray, width: int)
 def merge_buckets(base: bytes | None, width: int, first_step: int, parts: dict[int, bytes],
                   sub_width: int) -> bytes:
     """The bucket of ``width`` steps starting at ``first_step`` (``base``: its stored form, or
-    None) with the narrower buckets ``parts`` {sub-bucket index: packed} folded in."""
-    acc = Agg.unpack(base, width) if base else Agg(width=width)
-    for sb, blob in sorted(parts.items()):
-        acc.merge(Agg.unpack(blob, sub_width), sb * sub_width - first_step)
-    return acc.pack()
+    None) with the narrower buckets ``parts`` {sub-bucket index: packed} folded in: the
+    statistics :meth:`Agg.merge` folds one by one, over all the heads at once."""
+    order = sorted(parts)
+    blobs = [parts[sb] for sb in order]
+    offsets = [sb * sub_width - first_step for sb in order]
+    widths = [sub_width] * len(blobs)
+    if base:
+        blobs, offsets, widths = [base, *blobs], [0, *offsets], [width, *widths]
+    if not blobs:
+        return Agg(width=width).pack()
+    size = _AGG_DTYPE.itemsize
+    heads = np.frombuffer(b"".join([b[:size] for b in blobs]), dtype=_AGG_DTYPE)
+    acc = np.zeros(1, dtype=_AGG_DTYPE)
+    acc["n_steps"] = heads["n_steps"].sum()
+    acc["ts_min"] = heads["ts_min"].min()
+    acc["ts_max"] = heads["ts_max"].max()
+    into, f = acc["fields"], heads["fields"]
+    into["vmin"] = f["vmin"].min(axis=0)
+    into["vmax"] = f["vmax"].max(axis=0)
+    for name in ("vsum", "n_fin", "n_nan", "n_val"):
+        into[name] = f[name].sum(axis=0)
+    mask = np.zeros(width // 8, dtype=np.uint8)
+    for blob, off, w in zip(blobs, offsets, widths):
+        m = blob[size:] if w // 8 <= _RAW_MASK_MAX else zlib.decompress(blob[size:])
+        mask[off // 8:off // 8 + len(m)] |= np.frombuffer(m, dtype=np.uint8)
+    raw = mask.tobytes()
+    return acc.tobytes() + (raw if len(raw) <= _RAW_MASK_MAX else zlib.compress(raw, 1))
 
 
 # --- the tiers: which steps stay raw, which buckets move to a coarser level -------------------
