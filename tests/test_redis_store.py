@@ -550,14 +550,13 @@ def test_vectorised_bucket_statistics_equal_the_step_by_step_fold():
         x, y = ser.Agg.unpack(fast[b], 64), ser.Agg.unpack(slow[b], 64)
         assert (x.n_steps, x.n_fin, x.n_nan, x.n_val, x.vmin, x.vmax, bytes(x.mask)) == \
                (y.n_steps, y.n_fin, y.n_nan, y.n_val, y.vmin, y.vmax, bytes(y.mask))
-        assert (x.ts_min, x.ts_max) == (y.ts_min, y.ts_max)
-        assert x.vsum == pytest.approx(y.vsum)
+        assert (x.ts_min, x.ts_max, x.vsum) == (y.ts_min, y.ts_max, y.vsum)    # sums in step order
 
 
 
 def _unpacked(blob: bytes, width: int) -> tuple:
     a = ser.Agg.unpack(blob, width)
-    return (a.n_steps, a.ts_min, a.ts_max, a.vmin, a.vmax, a.n_fin, a.n_nan, a.n_val, bytes(a.mask))
+    return (a.n_steps, a.ts_min, a.ts_max, a.vmin, a.vmax, a.vsum, a.n_fin, a.n_nan, a.n_val, bytes(a.mask))
 
 
 def _random_rows(rng: random.Random, steps: list[int]) -> Columns:
@@ -576,8 +575,7 @@ def _random_rows(rng: random.Random, steps: list[int]) -> Columns:
 @pytest.mark.parametrize("seed", range(4))
 def test_rows_aggregate_like_the_chunks_that_hold_them(seed):
     """The memory store folds rows (aggregate_rows, column-wise) into the level-1 buckets the
-    Redis store makes from chunk strings (aggregate_chunk): the same buckets, byte for byte in
-    everything but the float sums, across chunks, with gaps, None, NaN and +-Infinity, for a
+    Redis store makes from chunk strings (aggregate_chunk): the same buckets, to the bit, across chunks, with gaps, None, NaN and +-Infinity, for a
     prefix (a range) and for any sorted subset of the rows."""
     rng = random.Random(seed)
     steps = sorted(rng.sample(range(5 * ser.CHUNK, 8 * ser.CHUNK), 1500))
@@ -598,7 +596,6 @@ def test_rows_aggregate_like_the_chunks_that_hold_them(seed):
         assert sorted(got) == sorted(want) and len(got) > 30
         for b in got:
             assert _unpacked(got[b], 64) == _unpacked(want[b], 64)
-            assert ser.Agg.unpack(got[b], 64).vsum == pytest.approx(ser.Agg.unpack(want[b], 64).vsum)
 
 
 @pytest.mark.parametrize("sub,width", [(64, 2048), (2048, 131072)])
@@ -631,7 +628,6 @@ def test_merged_buckets_equal_the_bucket_by_bucket_fold(sub, width):
             want.merge(ser.Agg.unpack(parts[sb], sub), sb * sub - b * width)
         got = ser.merge_buckets(base, width, b * width, parts, sub)
         assert _unpacked(got, width) == _unpacked(want.pack(), width)
-        assert ser.Agg.unpack(got, width).vsum == pytest.approx(want.vsum)
 
 
 def test_a_replica_with_a_cached_engine_survives_redis_losing_its_data(redis_proc):
