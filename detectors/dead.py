@@ -184,6 +184,10 @@ class DeadDetector(Detector):
         found: list[Why | None] = []
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]
+            if frozen.evaluation_moved(f.val[i], prev):
+                # the model changed: the loss rules that read a constant output end their run
+                self.fz_last = -1
+                self.fs_alive = False
             found += [rule.evaluation(self, f, i, prev) for rule in _EVALUATION_RULES]
         if lok:
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]

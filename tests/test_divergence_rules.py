@@ -343,3 +343,20 @@ def test_a_run_away_below_the_start_that_climbs_back_is_said_to_be_back_above_it
     assert "no need to stop" in raised["action"]["reason"]  # below its first loss: it holds progress
     assert "is back above its first loss" in lost["message"]
     assert "no need to stop" not in lost["action"]["reason"]
+
+
+def test_a_loss_below_zero_is_said_to_be_a_difference_above_its_best_not_a_multiple():
+    # a normalising flow's negative log-likelihood (bench/real/issues/bayesflow-org__bayesflow__23.csv,
+    # tune part): -7.93 at its best, then 719 and 3.5e6. "4.56e+05x its best (-7.78)" is no
+    # multiple of anything; the difference is what the data shows
+    nll = [-7.752036, -7.820761, -7.7039595, -7.6541286, -7.866893, -7.6999016, -7.7101583,
+           -7.876931, -7.926651, 718.84845, 3543009.5]
+    records = [Record(s, x) for s, x in enumerate(nll)]
+    alerts = _engine_divergence(records)
+    assert alerts == _engine_divergence(records, size=4) == _driven(records)
+    raised = alerts[0]
+    assert "x its best" not in raised["message"] and "x its best" not in raised["action"]["reason"]
+    assert "3.54e+06 above its best (-7.88 at step 8)" in raised["message"]
+    # a positive best keeps its multiple
+    plain = [Record(s, x) for s, x in enumerate([2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4, 1.3, 1.2, 300.0, 9e5])]
+    assert "x its best" in _engine_divergence(plain)[0]["message"]

@@ -239,3 +239,22 @@ def test_a_converged_validation_loss_in_a_log_that_begins_mid_run_is_not_frozen(
     # evaluations logged from step 0 that never left their first value are still frozen
     frozen = [2.9296] * 8
     assert _dead(replay(vals=frozen, steps=[250 * k for k in range(8)])[1]) == [(1250, "stop")]
+
+
+# -- dead: a training loss repeated on evaluation rows while the evaluations move -----------------
+T5_CARD = "histories/wenxin-jiang__cs577-nlp__model-card-sandipan1994-t5-small-entailement-writer-t5-base.csv"
+
+
+def test_a_training_loss_repeated_on_every_evaluation_row_while_the_evaluations_move_is_not_dead():
+    # a Hugging Face model card's table: the Trainer prints the training loss of its last logging
+    # step (every 500 steps) on each evaluation row (every 42 steps), so 1.2044 stands on 12 rows
+    # while the validation loss falls 0.7267 -> 0.6676: "dead, stop" at its sixth row
+    records = tune_records(T5_CARD)
+    assert [r.loss for r in records[11:23]] == [1.2044] * 12
+    assert records[11].val_loss > records[22].val_loss + 0.05
+    assert _dead(one_at_a_time(records)[1]) == []
+    assert _dead(in_batches(records, 64)[1]) == []
+    # the same repeated losses while the evaluations stay put too are a constant output
+    frozen = [dataclasses.replace(r, val_loss=records[11].val_loss) for r in records[11:23]]
+    assert _dead(one_at_a_time(frozen)[1]) == [(frozen[5].step, "stop")]
+    assert _dead(in_batches(frozen, 4)[1]) == [(frozen[5].step, "stop")]

@@ -17,7 +17,9 @@ with stronger evidence (:mod:`.frozen`, :mod:`.at_chance`) come first and stop t
 Condition, on a loss record: ``flat_start_records`` or more finite losses, every one since the
 first within ``chance_band`` (relative, of the lowest) of each other, and the logged LR (if
 any) not ramping up on this record (``features.lr_ramping``: a warm-up has not given the
-network its LR yet). Once a loss leaves the band the rule is done for the run.
+network its LR yet). Once a loss leaves the band, or an evaluation moves
+(:func:`.frozen.evaluation_moved`: a logger repeating its last training loss on evaluation rows
+while the model learns), the rule is done for the run.
 
 Parameters
 ----------

@@ -5,7 +5,12 @@ Condition:
 
 - on a loss record: ``frozen_records`` consecutive finite losses the same to four significant
   digits (:func:`same_4_digits`). Real minibatch losses always move in the 4th digit; a printed
-  0.6931 twenty times is a constant output;
+  0.6931 twenty times is a constant output. A validation loss that moves in its four digits
+  breaks the run (:func:`evaluation_moved`): a constant output evaluates to a constant too,
+  while a logger that prints the last training loss it computed on every evaluation row
+  repeats one value as the evaluations move (Hugging Face model-card tables repeat the
+  training loss of the last logging step on each evaluation row until the next one: 6-12 rows
+  of a fine-tune that learns, on two healthy logs of the tune part);
 - on an evaluation: ``frozen_records`` consecutive finite validation losses the same to four
   significant digits (an epoch validation loss of exactly 0.2000), counted only where the
   training loss logged with it (if any) is frozen too (a logger that repeats the last
@@ -125,6 +130,13 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
         return Why(f"the validation loss has been {fmt(v)} for {d.v_n} evaluations in a row", v,
                    "val_loss", max(2.0 * d.chance_band * abs(v), 1e-12))
     return None
+
+
+def evaluation_moved(v: float, prev: float) -> bool:
+    """Did the validation loss move since the evaluation before (both finite, not the same four
+    significant digits)? The model then changed: a loss that repeats meanwhile is a logger's
+    repeat, not a constant output, for :func:`observe` and :mod:`.flat_start`."""
+    return prev == prev and v == v and not same_4_digits(v, prev)
 
 
 def forget(d: DeadDetector) -> None:

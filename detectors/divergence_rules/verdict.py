@@ -20,7 +20,10 @@ level are then at or above the first loss ("is back above" it, or "has stayed ab
 the loss was there already when the alert was raised); the advice becomes the roll-back (same
 action, its reason replaced). The messages quote the raw best (``features.rbest``) when it is
 lower than the level's best: after a fast descent the level is still far above the values the
-run really held. The evidence keeps the level's best (``best``, ``best_step``: the restart
+run really held. How far above its best a loss is reads as a multiple ("3.2x its best") where
+the best is positive and as a difference ("0.131 above its best") where it is zero or negative:
+a log-likelihood or a critic's loss has no floor at zero, and a multiple of a negative best
+means nothing. The evidence keeps the level's best (``best``, ``best_step``: the restart
 point), the rule, the grad-norm and LR when logged, and what the raising words quoted
 (``raised_ratio``, ``raised_above_start``, ``rollback_step``), which the escalation quotes
 again.
@@ -87,6 +90,21 @@ def start_words(f: Features, i: int) -> str:
     return f"its first loss ({fmt(f.l0[i])} at step {f.l0_step[i]})"
 
 
+def far_words(ratio: float, best: float) -> str:
+    """How far a loss is above its best, in words, from :func:`~losswatch.detectors.progress._ratio`
+    of the two: "3.2x its best" where the best is positive; where it is zero or negative (a
+    log-likelihood, a critic's loss: no floor at zero) a multiple means nothing, and the
+    difference is said instead ("is 0.131 above its best")."""
+    if best > 0.0:
+        return f"{fmt(ratio)}x its best"
+    return f"{fmt((ratio - 1.0) * max(abs(best), 1e-12))} above its best"
+
+
+def above_best(x: float, best: float) -> str:
+    """:func:`far_words` for a loss ``x`` and its ``best``."""
+    return far_words(_ratio(x, best), best)
+
+
 def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
                 rule: tuple[str, str]) -> None:
     """Open the episode for ``rule`` = (why, rule name), fired on row ``i`` at loss ``x``."""
@@ -94,8 +112,9 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     bstep = f.best_step[i]
     # the words use the lowest loss the run really held (the raw best) when it is lower than
     # the EMA level's best: after a fast descent the level is still far above the real values
-    shown, shown_step = (f.rbest[i], f.rbest_step[i]) if 0.0 < f.rbest[i] < best else (best, bstep)
+    shown, shown_step = (f.rbest[i], f.rbest_step[i]) if f.rbest[i] < best else (best, bstep)
     shown_ratio = _ratio(x, shown)
+    far = above_best(x, shown)
     warm = lr_ramping(f, i)
     l0 = f.l0[i]
     lost = rule[1] in LOST_RULES or (rule[1] not in UNSTABLE_RULES and
@@ -103,21 +122,21 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     if rule[1] == "lost":
         msg = f"run lost at step {step}: {rule[0]}"
     elif lost:
-        msg = (f"loss diverging: {fmt(x)} at step {step} is {fmt(shown_ratio)}x its best "
+        msg = (f"loss diverging: {fmt(x)} at step {step} is {far} "
                f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
     else:
         why_not = (f"it is still below {start_words(f, i)}: the run is not lost" if x < l0 else
                    "one record after a jump does not show whether the run is lost")
         msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
-               f"{fmt(shown_ratio)}x its best ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
+               f"{far} ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
                f"{why_not}")
     if lost:
-        reason = (f"The loss is running away ({fmt(shown_ratio)}x its best). Cut the LR "
+        reason = (f"The loss is running away ({far}). Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}); if it does not come back within "
                   f"a few hundred steps, roll back to a checkpoint near step {shown_step}.")
     elif x < l0:
-        reason = (f"The LR is too high for this run: the loss jumps back up ({fmt(shown_ratio)}x "
-                  f"its best) but still holds part of its progress. Cut the LR "
+        reason = (f"The LR is too high for this run: the loss jumps back up ({far}) "
+                  f"but still holds part of its progress. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) and let the run go on; no "
                   f"need to stop it. If the loss and its level climb back to "
                   f"{start_words(f, i)}, roll back to a checkpoint near step {shown_step}.")
@@ -125,7 +144,7 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
         # already above the start level: one record after a jump (spike_climbs) cannot tell a
         # long excursion from a lost run; the level joining the loss there decides (mark_lost)
         reason = (f"The LR is too high for this run: the loss jumped and rose again, to "
-                  f"{fmt(shown_ratio)}x its best and above {start_words(f, i)}. Cut the LR "
+                  f"{far} and above {start_words(f, i)}. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) now. If the loss does not come back "
                   f"below it before its level (the running average) climbs past it too, "
                   f"the run is lost: roll back to a checkpoint near step {shown_step}.")
@@ -134,7 +153,7 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     # raised_* and rollback_step: what the raising words quoted (the rules and escalation update loss and ratio)
     ev: dict[str, Any] = {"loss": x, "best": best, "best_step": bstep, "ratio": ratio,
                           "rule": rule[1], "raised_ratio": shown_ratio, "raised_above_start": x >= l0,
-                          "rollback_step": shown_step}
+                          "rollback_step": shown_step, "raised_best": shown}
     if f.gok[i]:
         ev["grad_norm"] = f.gn[i]
     if f.lrok[i]:
@@ -173,10 +192,11 @@ def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float,
     ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
     # alerts raised before the raise-time figures were kept: the loss then is the best guess
     raised_ratio = a.evidence.get("raised_ratio", a.evidence["ratio"])
+    raised_best = a.evidence.get("raised_best", 1.0)  # states saved before it: a positive best
     above = a.evidence.get("raised_above_start", a.evidence["loss"] >= l0)
     where = "has stayed above" if above else "is back above"
     msg = (f"loss diverging: {fmt(x)} at step {f.step[i]} {where} {start_words(f, i)}, and its "
-           f"level ({fmt(slow)}) has reached it too; it was {fmt(raised_ratio)}x its best when the alert was "
+           f"level ({fmt(slow)}) has reached it too; it was {far_words(raised_ratio, raised_best)} when the alert was "
            f"raised at step {a.step}")
     good = ev.get("rollback_step", ev["best_step"])
     reason = (f"The loss and its level are above where the run started: everything it learnt is "
