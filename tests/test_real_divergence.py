@@ -61,6 +61,27 @@ def test_a_pinns_surge_after_its_fast_descent_is_seen_in_a_log_thinned_to_every_
     assert not raised(alerts, "divergence")  # it came back: a spike, no LR cut
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_same_surge_is_a_spike_in_a_log_of_every_5th_epoch_once_the_level_caught_up(tmp_path, batch):
+    # every 5th epoch: by epoch 150 the level (1.9) has caught up with the loss (1.1-1.7) but
+    # its noise (1.4) still holds the descent from 124, while the loss's second differences say
+    # 0.3; the surge 1.7 -> 2.7 -> 4.6 -> 10.8 was 5.8 noise units up against the first
+    with open(REAL / PINN, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    kept = [r for i, r in enumerate(rows) if i % 5 == 0 or 151 <= float(r["step"]) <= 154]
+    path = tmp_path / "every5.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(kept)
+    alerts = _replay(path, batch=batch)
+    spikes = raised(alerts, "spike")
+    assert spikes and 151 <= spikes[0].step <= 153
+    assert spikes[0].evidence["noise"] < 1.0
+    assert not raised(alerts, "divergence")
+
+
 def test_the_level_re_anchors_after_two_records_below_its_noise_band_not_after_one():
     ft = FeatureTracker()
     rows = [ft.advance_one(s, x, None, None, None) for s, x in enumerate([123.7, 4.22, 2.05])]
