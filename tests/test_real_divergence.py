@@ -223,3 +223,34 @@ def test_a_spike_in_an_excerpt_that_climbs_past_its_first_loss_is_not_a_lost_run
     assert raised(alerts, "spike")
     div = [a for a in alerts if a.kind == "divergence"]
     assert div and all(a.severity == "warning" for a in div)
+
+
+# -- ten times the first loss, again ----------------------------------------------------------------
+
+MMDET = "issues/open-mmlab__mmdetection__4299.csv"
+
+
+@pytest.mark.parametrize("shift", [0.0, 5.0])
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_blow_up_that_swings_back_under_ten_times_the_first_loss_and_over_it_again_is_caught(tmp_path, shift, batch):
+    # a detector at lr 0.02: 1.44, 2.97, 212, 41.2, 4,421. With a constant of 5 in the logged
+    # loss (a regulariser's term) the first loss is 6.44 and 41.2 + 5 is only 7x it: the second
+    # record over 10x is two records after the first, not the next one
+    assert part_of(MMDET) == "tune"
+    with open(REAL / MMDET, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, [dict(r, loss=repr(float(r["loss"]) + shift)) for r in reader]
+    path = tmp_path / "mmdet.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    div = raised(_replay(path, batch=batch), "divergence", "warning")
+    assert div and div[0].step <= 656 and div[0].action.params["factor"] < 1
+
+
+def test_one_record_over_ten_times_the_first_loss_between_normal_ones_is_no_divergence():
+    eng = Engine("r")
+    losses = [2.0, 1.9, 1.8, 40.0, 1.8, 1.7, 1.75]  # one bad batch, forgotten by the next step
+    alerts = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x))]
+    assert not raised(alerts, "divergence")
