@@ -47,16 +47,28 @@ def onset_row(rows: list[dict], onset: int) -> int:
 RISING = ("nan", "divergence", "divergence_slow", "spike")  # labels whose loss rises at the onset
 
 
+NAN_COLUMNS = ("loss", "val_loss", "grad_norm")  # where a nan log's non-finite value can stand
+
+
 def evidence_columns(fields: list[str], rows: list[dict], label: str, onset: int) -> set[str]:
     """The columns where a problem log's failure shows (empty for a healthy log): the validation
-    loss for overfitting; for a loss that rises at the onset (nan, divergence, spike), each loss
-    column with a value in the onset rows that is not finite or above its best before them;
-    else (or when neither shows it) the training loss, or the validation loss on a log without one."""
+    loss for overfitting; for nan, each column with a non-finite value in the onset rows (a
+    grad-norm or an evaluation that overflowed while the training loss stayed finite: without
+    that column the log shows no NaN); for a loss that rises at the onset (nan without such a
+    value, divergence, spike), each loss column with a value in the onset rows that is not
+    finite or above its best before them; else (or when neither shows it) the training loss,
+    or the validation loss on a log without one."""
     if label == "healthy":
         return set()
     if label == "overfitting":
         return {"val_loss"}
     o = onset_row(rows, onset)
+    if label == "nan":
+        onset_rows = rows[o:o + KEEP_AFTER + 1]
+        shows = {c for c in NAN_COLUMNS
+                 if any((v := number(r.get(c))) is not None and not math.isfinite(v) for r in onset_rows)}
+        if shows:
+            return shows
     shows = set()
     if label in RISING:
         for c in LOSS_COLUMNS:

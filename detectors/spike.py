@@ -65,21 +65,28 @@ def spike_screen(f, z: float, rel: float, min_records: int):
 def recent_reference(level: float, noise: float, prev: float, prev2: float, trend_noise: float,
                      lag_z: float = SPIKE_LAG_Z) -> tuple[float, float]:
     """The spike detector's level and noise: the EMA level, or the higher of the last two
-    losses (``prev``, ``prev2``) when that is lower; the EMA noise, or the trend-free noise
-    (``features.nsd``, the loss's second differences) when that is smaller.
+    losses (``prev``, ``prev2``) when that lies ``lag_z`` trend-free noise units below it; the
+    smaller of the EMA noise and the trend-free noise (``features.nsd``, the loss's second
+    differences).
 
     Why: the EMA level and its noise have a memory in records. During a descent the level lags
     above the loss and its deviations count that lag as noise, the more so the more steps lie
     between two records; a jump then hides under both (a PINN log thinned to every 10th epoch:
     losses at 0.19-0.22 for ten records, a level of 0.43 with a noise of 0.62, and a jump to
     0.82 was 0.6 noise units up; against the last two losses and the second-difference noise,
-    0.07, it is 8). On a flat run the level is the lower reference and sd the smaller noise
-    about as often as not: the rule is the same rule there."""
+    0.07, it is 8). The noise keeps that memory after the level has caught up: the deviations
+    of a descent decay over ~``1/alpha_slow`` records, and a log thinned to every 5th epoch had
+    a loss at 1.1-1.7 with a level of 1.9 (no lag) and an EMA noise of 1.4 from its descent
+    from 124, while its second differences said 0.3: its surge to 10.8 was 5.8 noise units up.
+    Of independent noise both estimate the same scale (``features.SECOND_DIFF_SCALE``); a trend
+    or a level's lag inflates the first, a loss that alternates from record to record the
+    second, so the smaller is the noise. On a flat run the level is the lower reference about
+    as often as not: the rule is the same rule there."""
     held = prev if prev > prev2 or prev2 != prev2 else prev2
     if held < level - lag_z * trend_noise:
         level = held
-        if trend_noise < noise:
-            noise = trend_noise
+    if trend_noise < noise:
+        noise = trend_noise
     return level, noise
 
 
@@ -91,7 +98,7 @@ def recent_screen(f, z: float, rel: float, min_records: int, lag_z: float = SPIK
         held = np.fmax(f.a("b_lprev"), f.a("b_lp2"))
         lag = held < level - lag_z * f.a("b_nsd")
         level = np.where(lag, held, level)
-        noise = np.where(lag, np.fmin(f.a("b_sd"), f.a("b_nsd")), f.a("b_sd"))
+        noise = np.fmin(f.a("b_sd"), f.a("b_nsd"))
         thr = np.maximum(z * noise, rel * np.abs(level))
         return f.a("lok") & (f.a("nl") > min_records) & ~((f.a("loss") - level) <= thr)
 
@@ -106,11 +113,11 @@ class SpikeDetector(Detector):
     Rule: ``loss - level > max(z * noise, rel * |level|)`` where ``level`` and ``noise`` are the
     winsorised EMA level and mean absolute deviation *before* this step, and most of the excess
     arrived in this one step (``loss - previous >= sudden * excess``; a slow climb is a
-    divergence, not a spike). When the last two losses both lie below the level by more than
-    the noise about the loss's own trend (``features.nsd``, from second differences), the level
-    lags a descent: the higher of the two is the level and the smaller of the two noises the
-    noise (:func:`recent_reference`), so a sparse log's spike is not hidden under the lag of
-    a level whose memory is in records. The divergence rules count spikes against the EMA
+    divergence, not a spike). The noise is the smaller of that deviation and the noise about
+    the loss's own trend (``features.nsd``, from second differences), and when the last two
+    losses both lie below the level by more than the latter, the level lags a descent: the
+    higher of the two is the level (:func:`recent_reference`), so a sparse log's spike is not
+    hidden under the lag of a level and a noise whose memory is in records. The divergence rules count spikes against the EMA
     level and noise alone. With ``min_records`` earlier losses or fewer the EMA noise is no
     estimate yet (it starts at 0 and has seen too few deviations), so a spike then needs either
 
@@ -158,7 +165,9 @@ class SpikeDetector(Detector):
         must lie below the EMA level for the spike to be measured against them instead
         (:func:`recent_reference`: a sparse log's level lags a descent). Set on seeds 0-1 and the
         tune part: at 1, spike recall 32/42 with 73 notes on runs without an injected spike; at
-        2, 30/42 with 63 notes and a thinned PINN log's spike unseen; with no bar, 35/42 with 82.
+        2, 30/42 with 63 notes and a thinned PINN log's spike unseen; with no bar, 35/42 with 82
+        (measured when the trend-free noise served only under a lag; since it serves always,
+        34/42 with 78 notes at 1).
 
     Examples
     --------

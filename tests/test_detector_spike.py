@@ -132,9 +132,12 @@ def test_the_trend_free_noise_ignores_a_steady_descent_and_sees_noise():
     assert 0.05 < f.nsd[0] and 0.05 < f.sd[0]
 
 
-def test_on_a_flat_run_the_spike_rule_keeps_the_level_and_its_noise():
+def test_on_a_flat_run_the_spike_rule_keeps_the_level_and_takes_the_smaller_noise():
     from losswatch.detectors.spike import recent_reference
     # the last two losses within the trend-free noise of the level: no lag, the level stays
-    assert recent_reference(1.0, 0.05, 0.98, 1.01, 0.04) == (1.0, 0.05)
+    assert recent_reference(1.0, 0.05, 0.98, 1.01, 0.08) == (1.0, 0.05)
+    # a noise that still holds an old descent's deviations (1.4) against second differences of
+    # 0.3: the level caught up, the noise is the trend-free one
+    assert recent_reference(1.9, 1.4, 1.74, 1.11, 0.3) == (1.9, 0.3)
     # both below it by more: the level lags a descent; the higher of the two and the smaller noise
     assert recent_reference(1.0, 0.3, 0.5, 0.45, 0.02) == (0.5, 0.02)

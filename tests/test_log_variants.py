@@ -83,6 +83,18 @@ def test_a_variant_without_the_column_the_failure_shows_in_is_skipped():
     assert {"no_val_loss", "loss_only", "val_only"} <= set(div)
 
 
+def test_a_nan_log_keeps_the_column_that_holds_its_non_finite_value():
+    rows = log()
+    for r in rows[50:]:  # the grad-norm overflows while the loss stays finite and creeps up
+        r["grad_norm"] = "nan"
+        r["loss"] = repr(float(r["loss"]) + 0.5)
+    nan = lv.variants(FIELDS, rows, "nan", 500)
+    assert "no_grad_norm" not in nan and "loss_only" not in nan and "no_lr" in nan
+    rows[51]["loss"] = "nan"  # now in the training loss too: either column shows it
+    nan = lv.variants(FIELDS, rows, "nan", 500)
+    assert {"no_grad_norm", "loss_only"} <= set(nan) and "val_only" not in nan
+
+
 def test_an_excerpt_that_ends_before_the_onset_rows_is_skipped():
     rows = log()
     assert "first8" not in lv.variants(FIELDS, rows, "spike", 50)  # onset rows 5-8

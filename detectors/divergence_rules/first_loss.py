@@ -1,9 +1,11 @@
 """Ten times the first loss, twice or with the validation loss: a fact that needs no history.
 
 Condition: the first loss is positive and the loss is >= ``first_ratio`` x it on this record
-and on the one before, from the third loss record on. A run does not recover its weights from
+and on the one before (or the one before that: a blow-up that swings, 217, 46, 4,426 against a
+first loss of 6.4, is back above the bar once more, which one bad batch is not), from the third
+loss record on. A run does not recover its weights from
 there on its own; one such record alone can be a bad batch that the next step forgets, so two
-in a row are asked, or one when the validation loss (the last one logged,
+are asked, or one when the validation loss (the last one logged,
 ``features.vlast``) is also >= ``first_ratio`` x the first validation loss: a bad batch does not
 move the loss on held-out data, broken weights do. Two records are not enough in a kick's
 aftermath (:mod:`.spikes`: one bad batch's gradient jumped on its own record and threw the
@@ -43,6 +45,9 @@ References
 ----------
 bench/real/issues/tensorflow__models__8423.csv (provenance in bench/real/SOURCES.md): a Faster R-CNN
 whose loss jumps from ~0.1-1.0 to 25,237 and keeps growing; caught on the second record.
+bench/real/issues/open-mmlab__mmdetection__4299.csv: a detector at lr 0.02 whose loss goes
+1.44, 2.97, 212, 41.2, 4,421 (with a constant of 5 in the logged loss, 41.2 + 5 is 7x the
+first loss, 6.44: the swing back under the bar is an artefact of the ratio).
 bench/real/issues/juntang-zhuang__laddernet__1.csv: a LadderNet whose train loss goes 0.16 ->
 1.6e18 and validation loss 3.05 -> 1.9e7 on the last epoch the thread shows.
 """
@@ -68,6 +73,9 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
     if f.b_lprev[i] >= d.first_ratio * l0 and not spikes.after_kick(d, f, i):
         return (f"has been over {fmt(d.first_ratio)}x {start_words(f, i)} for two records",
                 "first_loss")
+    if f.b_lp2[i] >= d.first_ratio * l0 and not spikes.after_kick(d, f, i):
+        return (f"is over {fmt(d.first_ratio)}x {start_words(f, i)} again, two records after "
+                f"the last time", "first_loss")
     v0 = f.v0[i]
     if v0 > 0.0 and f.vlast[i] >= d.first_ratio * v0:
         return (f"is over {fmt(d.first_ratio)}x {start_words(f, i)}, "

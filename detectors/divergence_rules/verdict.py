@@ -17,7 +17,8 @@ what the data shows:
 
 The same alert escalates from warning to critical (event ``escalated``) when the loss and its
 level are then at or above the first loss ("is back above" it, or "has stayed above" it when
-the loss was there already when the alert was raised); the advice becomes the roll-back (same
+the loss was there already when the alert was raised), on a log that begins where training
+began (an excerpt's first loss is not the untrained model's); the advice becomes the roll-back (same
 action, its reason replaced). The messages quote the raw best (``features.rbest``) when it is
 lower than the level's best: after a fast descent the level is still far above the values the
 run really held. How far above its best a loss is reads as a multiple ("3.2x its best") where
@@ -62,7 +63,7 @@ import numpy as np
 
 from ..base import fmt
 from ..features import lr_ramping
-from ..progress import _ratio
+from ..progress import _ratio, logged_from_start
 from ..types import Action
 from . import escalation
 
@@ -185,9 +186,16 @@ def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float,
               slow: float) -> None:
     """While an episode is open: an unstable run (a warning) whose loss and level are at or above
     its start level has undone every bit of progress: the run is lost (critical, same episode
-    and action, its reason now the roll-back)."""
+    and action, its reason now the roll-back).
+
+    Only on a log that begins where training began (:func:`~losswatch.detectors.progress.logged_from_start`):
+    there the first loss is the untrained model's. An excerpt's first loss is one draw of whatever
+    the run was doing when the log began (a resumed run, a thread's pasted lines), and a loss
+    back at it has not undone what was learnt before it: a transient spike in a noisy stretch
+    reaches it and comes back."""
     a = d.alert
-    if a is None or a.severity == "critical" or not (l0 > 0.0 and x >= l0 and slow >= l0):
+    if a is None or a.severity == "critical" or not (l0 > 0.0 and x >= l0 and slow >= l0) or \
+            not logged_from_start(f.l0_step[i], f.step[i], f.nl[i]):
         return
     ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
     # alerts raised before the raise-time figures were kept: the loss then is the best guess
