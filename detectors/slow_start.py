@@ -27,9 +27,29 @@ def on_grid(n: int) -> bool:
 
 
 def _grid_rows(nl: np.ndarray) -> np.ndarray:
-    """:func:`on_grid` on an array of record counts."""
-    m = np.where(nl % 3 == 0, nl // 3, nl)
-    return (nl == 3) | ((nl >= 4) & ((m & (m - 1)) == 0))
+    """The rows whose record count ``nl`` first reaches a checkpoint (:func:`on_grid`): ``nl`` never
+    falls along a batch, so each checkpoint in its range is found by bisection (a few per batch,
+    none in most: the checkpoints thin out as the run grows)."""
+    rows = np.zeros(len(nl), dtype=bool)
+    if len(nl) == 0:
+        return rows
+    lo, hi = int(nl[0]), int(nl[-1])
+    grid = _checkpoints_between(lo, hi)
+    if grid:
+        at = np.searchsorted(nl, grid)
+        at = at[at < len(nl)]
+        rows[at] = True
+    return rows
+
+
+def _checkpoints_between(lo: int, hi: int) -> list[int]:
+    """The checkpoints (:func:`on_grid`) from ``lo`` to ``hi``."""
+    out = [3] if lo <= 3 <= hi else []
+    p = 4
+    while p <= hi:
+        out += [n for n in (p, p + p // 2) if lo <= n <= hi]
+        p *= 2
+    return out
 
 
 class SlowStartDetector(RaiseLRDetector):
@@ -118,7 +138,7 @@ class SlowStartDetector(RaiseLRDetector):
 
     name = "slow_start"
     kind = "plateau"
-    static_screen = True
+    static_screen = False  # a run that did not start at chance, or left it, needs no row at all
 
     def __init__(self, band: float = 0.005, gain: float = 0.15, pace_low: float = 0.5, pace_high: float = 2.0,
                  z: float = 6.0, min_records: int = 8, min_steps: int = 500, decayed: float = 0.3,
@@ -127,6 +147,8 @@ class SlowStartDetector(RaiseLRDetector):
                          min_records=min_records, min_steps=min_steps, decayed=decayed, factor=factor)
 
     def screen(self, f):
+        if _OFF in self.cps:
+            return np.zeros(f.n, dtype=bool)
         return f.a("lok") & _grid_rows(f.a("nl"))
 
     def _level(self, f, i: int) -> float:
@@ -135,8 +157,9 @@ class SlowStartDetector(RaiseLRDetector):
         return sorted((x, y, w))[1]
 
     def step(self, f, i: int) -> None:
-        self.resolve_if_raised(f, i)
-        if not f.lok[i] or _OFF in self.cps:
+        if self.alert is not None:
+            self.resolve_if_raised(f, i)
+        if _OFF in self.cps or not f.lok[i]:
             return
         n = int(f.nl[i])
         if n < 3 or not on_grid(n):
