@@ -91,9 +91,13 @@ class SlowStartDetector(RaiseLRDetector):
 
     Parameters
     ----------
-    band : float, default 0.005
-        Relative distance of the first loss from ln(k): an untrained network's logits are small
-        but not zero (the benchmark's CNNs start 0.1-0.5 % below ln 10).
+    band : float, default 0.002
+        Relative distance of the first loss from ln(k), the dead rules' ``chance_band``: that
+        close, the first loss is the uniform prediction (an untrained head, or a first epoch
+        that learned nothing; the tune part's two too-low logs start 0.003 % and 0.017 % from
+        ln 10). A wider band lets a loss of another kind match a level by coincidence: a healthy
+        segmentation fine-tune of the tune part with its loss +5 (bench/variants.py) started
+        0.35 % from ln 1000 and was told to raise the LR at 0.005.
     gain : float, default 0.15
         The least share of ``L0`` a run with a working LR has gained by then. On the tune part of
         bench/real the two too-low logs that start at chance sit at 0.03 (20 epochs) and 0.11
@@ -140,7 +144,7 @@ class SlowStartDetector(RaiseLRDetector):
     kind = "plateau"
     static_screen = False  # a run that did not start at chance, or left it, needs no row at all
 
-    def __init__(self, band: float = 0.005, gain: float = 0.15, pace_low: float = 0.5, pace_high: float = 2.0,
+    def __init__(self, band: float = 0.002, gain: float = 0.15, pace_low: float = 0.5, pace_high: float = 2.0,
                  z: float = 6.0, min_records: int = 8, min_steps: int = 500, decayed: float = 0.3,
                  factor: float = 3.0) -> None:
         super().__init__(band=band, gain=gain, pace_low=pace_low, pace_high=pace_high, z=z,
