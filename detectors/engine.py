@@ -44,6 +44,7 @@ from .plateau import PlateauDetector
 from .schedule_monitor import ScheduleMonitor
 from .sgd_efficiency import SGDEfficiencyDetector
 from .slow_progress import SlowProgressDetector
+from .slow_start import SlowStartDetector
 from .spike import SpikeDetector
 from .types import SEVERITY_RANK, Action, Alert, Record
 from .val_spike import ValSpikeDetector
@@ -54,7 +55,7 @@ STATE_VERSION = 1
 DEFAULT_DETECTORS: tuple[type[Detector], ...] = (
     NaNDetector, DivergenceDetector, SpikeDetector, ValSpikeDetector, GradExplosionDetector, GradVanishingDetector,
     EarlyStallDetector, LRAnomalyDetector, OscillationDetector, PlateauDetector, SlowProgressDetector,
-    OverfittingDetector, DeadDetector,
+    SlowStartDetector, OverfittingDetector, DeadDetector,
 )
 
 #: Detectors an engine adds when the run metadata asks for them (``cls.from_meta(meta)``), each
