@@ -125,7 +125,8 @@ class DeadDetector(Detector):
         self.vc_low = math.inf
         self.vc_improved = 0
         self.vx_level, self.vx_n, self.vx_rec = -1.0, 0, -1  # evaluations at ln(k) itself
-        self.vb_level, self.vb_n = -1.0, 0  # evaluations no better than chance
+        self.vb_level, self.vb_n = -1.0, 0  # evaluations no better than chance: their level, the
+        self.vb_v, self.vb_fall = math.nan, math.inf  # run's length, the last one and its fall
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row
         self.fs_alive = True  # flat from the start: the band of every loss since the first,
@@ -141,7 +142,8 @@ class DeadDetector(Detector):
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
-        "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "vb_level": -1.0, "vb_n": 0, "cl_last": -1, "cl_vals": [],
+        "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
+        "vb_fall": math.inf, "cl_last": -1, "cl_vals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}
 
     def get_state(self) -> dict[str, Any]:
