@@ -21,8 +21,10 @@ where it stands, and nothing since was better, so no converged loss can print th
 On an evaluation: the validation loss the same to four significant digits on ``unlearned_records``
 evaluations in a row and the training loss logged with each the same to four digits as at the
 one before, neither below its first value (beyond ``chance_band``), the evaluations logged from
-the start (a Keras model whose loss and val_loss print 1.0097 and 1.0082 epoch after epoch: an
-epoch mean and a separate evaluation, both frozen). A logger that repeats the last training loss
+the start, not at a chance level ln(k) (the chance rules judge those: a zero-initialised head
+prints ln(k) itself at the start) and the logged LR not ramping up (a Keras model whose loss and
+val_loss print 1.0097 and 1.0082 epoch after epoch: an epoch mean and a separate evaluation, both
+frozen). A logger that repeats the last training loss
 on each evaluation row repeats one column while the evaluation moves; two frozen columns are a
 frozen model. On a loss record: the same loss to six significant digits, printed with more than
 five (:func:`~losswatch.detectors.dead_rules.weights_frozen.exact_repeat`), on
