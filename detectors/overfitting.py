@@ -82,8 +82,9 @@ class OverfittingDetector(Detector):
         self.best_step = -1
         self.trend_at_best = math.nan
         self.above = 0
-        self.peak = -math.inf  # the run's highest raw evaluation and the evaluations since it
-        self.since_peak = 0
+        self.peak = -math.inf  # the run's highest raw evaluation and the evaluations since it,
+        self.since_peak = 0  # and whether one of those came back under the best
+        self.back_under = False
         self.last_raw = math.inf  # the last raw evaluation and the falls in a row up to it
         self.falls = 0
         self.train_at_best = math.nan  # held_above: the training loss logged with its best, and
@@ -109,7 +110,8 @@ class OverfittingDetector(Detector):
                 "dn": self.dn, "dsy": self.dsy, "dsxy": self.dsxy, "dsyy": self.dsyy,
                 "train_at_best": self.train_at_best, "eval_rec": self.eval_rec, "eval_gap": self.eval_gap,
                 "peak": self.peak, "since_peak": self.since_peak, "last_raw": self.last_raw,
-                "falls": self.falls, "eval_step": self.eval_step, "epoch_table": self.epoch_table}
+                "falls": self.falls, "eval_step": self.eval_step, "epoch_table": self.epoch_table,
+                "back_under": self.back_under}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
@@ -136,6 +138,7 @@ class OverfittingDetector(Detector):
         # absent in states saved before the epoch tables were read: a step-0 evaluation stays
         # untrained
         self.eval_step, self.epoch_table = d.get("eval_step", -1), d.get("epoch_table", False)
+        self.back_under = d.get("back_under", False)
 
     def screen(self, f):
         return f.a("vok")
