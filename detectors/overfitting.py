@@ -67,12 +67,14 @@ class OverfittingDetector(Detector):
     def __init__(self, patience: int = 3, tol: float = 0.25, alpha: float = 0.5,
                  max_ratio: float = 3.0, train_fall: float = 0.05, rises: int = 3,
                  rise: float = 0.1, drift_evals: int = 8, drift_t: float = 5.0,
-                 drift_rise: float = 0.1, drift_train: float = 0.7) -> None:
+                 drift_rise: float = 0.1, drift_train: float = 0.8) -> None:
         super().__init__(patience=patience, tol=tol, alpha=alpha, max_ratio=max_ratio,
                          train_fall=train_fall, rises=rises, rise=rise, drift_evals=drift_evals,
                          drift_t=drift_t, drift_rise=drift_rise, drift_train=drift_train)
         self.first_step = -1  # the step of the first evaluation, and its value
         self.first_val = math.nan
+        self.eval_step = -1  # untrained: the last evaluation's step, and whether every evaluation
+        self.epoch_table = False  # came one record and one step after the one before
         # held_above: the smoothed val_loss, its best, where it was and the training trend
         # there, and the evaluations in a row above the bar since
         self.vs = math.nan
@@ -80,8 +82,9 @@ class OverfittingDetector(Detector):
         self.best_step = -1
         self.trend_at_best = math.nan
         self.above = 0
-        self.peak = -math.inf  # the run's highest raw evaluation and the evaluations since it
-        self.since_peak = 0
+        self.peak = -math.inf  # the run's highest raw evaluation and the evaluations since it,
+        self.since_peak = 0  # and whether one of those came back under the best
+        self.back_under = False
         self.last_raw = math.inf  # the last raw evaluation and the falls in a row up to it
         self.falls = 0
         self.train_at_best = math.nan  # held_above: the training loss logged with its best, and
@@ -107,7 +110,8 @@ class OverfittingDetector(Detector):
                 "dn": self.dn, "dsy": self.dsy, "dsxy": self.dsxy, "dsyy": self.dsyy,
                 "train_at_best": self.train_at_best, "eval_rec": self.eval_rec, "eval_gap": self.eval_gap,
                 "peak": self.peak, "since_peak": self.since_peak, "last_raw": self.last_raw,
-                "falls": self.falls}
+                "falls": self.falls, "eval_step": self.eval_step, "epoch_table": self.epoch_table,
+                "back_under": self.back_under}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
@@ -131,6 +135,10 @@ class OverfittingDetector(Detector):
         # evaluation above the bar until its next run of them
         self.peak, self.since_peak = d.get("peak", -math.inf), d.get("since_peak", 0)
         self.last_raw, self.falls = d.get("last_raw", math.inf), d.get("falls", 0)
+        # absent in states saved before the epoch tables were read: a step-0 evaluation stays
+        # untrained
+        self.eval_step, self.epoch_table = d.get("eval_step", -1), d.get("epoch_table", False)
+        self.back_under = d.get("back_under", False)
 
     def screen(self, f):
         return f.a("vok")
@@ -143,6 +151,7 @@ class OverfittingDetector(Detector):
             return
         raw = f.val[i]
         step = f.step[i]
+        untrained.observe(self, f, i, step)
         if self.first_step < 0:
             self.first_step, self.first_val = step, raw
         v = raw if self.vs != self.vs else self.vs + self.alpha * (raw - self.vs)

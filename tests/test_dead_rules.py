@@ -99,7 +99,8 @@ def test_the_state_keeps_the_keys_that_saved_states_hold():
     assert set(DeadDetector().get_state()) == {
         "fz_start", "fz_last", "ch_level", "ch_start", "ch_last", "ch_rbest", "ch_improved", "v_prev", "v_first",
         "v_n", "v_rec", "v_exact", "vc_level", "vc_n", "vc_low", "vc_improved", "cl_last", "cl_vals", "moved",
-        "fs_alive", "fs_lo", "fs_hi", "fs_n", "ch_exact", "zs_alive", "vx_level", "vx_n", "vx_rec", "v_first_step"}
+        "fs_alive", "fs_lo", "fs_hi", "fs_n", "ch_exact", "zs_alive", "vx_level", "vx_n", "vx_rec", "v_first_step",
+        "fz_exact", "vp_n", "vp_train", "vb_level", "vb_n", "vb_v", "vb_fall"}
 
 
 def test_frozen_evaluations_resolve_on_the_evaluations_not_the_training_loss():

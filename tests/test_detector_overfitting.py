@@ -44,9 +44,23 @@ def test_rises_while_the_training_loss_does_not_fall_at_each_evaluation_are_not_
 
 
 def test_a_val_that_only_rose_from_the_untrained_evaluation_at_step_0_is_not_overfitting():
+    # evaluated at step 0, before any update, then every 10 steps with training records between
     train, val = [0.68, 0.47, 0.35, 0.28, 0.22], [0.5, 0.52, 0.56, 0.64, 0.77]
-    assert raised(_epochs(train, val, first_step=0), "overfitting") == []
+    losses = [train[0] - (train[0] - train[-1]) * s / 40 for s in range(41)]
+    vals = [val[s // 10] if s % 10 == 0 else None for s in range(41)]
+    assert raised(replay(losses, vals=vals)[1], "overfitting") == []
+    # evaluations every 10 steps on rows of their own (a log of evaluation lines): steps 10 apart
+    assert raised(replay(train, vals=val, steps=[0, 10, 20, 30, 40])[1], "overfitting") == []
     assert raised(_epochs(train, val, first_step=1), "overfitting")  # evaluated after an epoch
+
+
+def test_a_table_of_epochs_numbered_from_0_has_a_trained_model_at_epoch_0():
+    # Keras numbers epochs from 0 (a model card's "Epoch 0" row is the first epoch's result):
+    # a distilgpt2 fine-tune of the tune part, val lowest after epoch 0 and rising on each epoch
+    # while the training loss falls
+    train, val = [3.4903, 2.591, 2.1133, 1.5857, 1.0852], [2.4602, 2.5912, 2.8207, 3.1597, 3.3317]
+    of = raised(_epochs(train, val, first_step=0), "overfitting")
+    assert [(a.step, a.action.params["to_step"]) for a in of] == [(3, 0)]
 
 
 def test_a_small_drift_against_the_progress_made_is_not_overfitting():

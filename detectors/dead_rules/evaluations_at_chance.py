@@ -22,6 +22,24 @@ only, or a value of its own (a logger that repeats the last evaluation repeats i
 healthy log of the tune part nor healthy benchmark run (seeds 0-7) has two such evaluations in a
 row.
 
+Or, the evaluations no better than chance: ``exact_chance_records`` separate evaluations in a
+row (the run's first aside), each at or above ln(k) and within ``chance_band``
+(:mod:`.at_chance`, 0.2 %) of it, the training loss logged with each (if any) no lower than
+ln(k) less that band and within ``val_chance_band`` above it; the evaluations no longer falling
+(the last one no lower than the one before, or its fall at most half the fall before it and
+smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k)); the
+logged LR not ramping up. A
+cross-entropy at or above ln(k) is no better than the uniform guess: a network that learned
+anything about its labels evaluates below ln(k), and a network that sits just above it,
+evaluation after evaluation, has an output that carries no information (a MobileNet on CIFAR-10
+whose test loss goes 2.3085, 2.3044, 2.3037, 2.3036 in its first four epochs, the training loss
+2.3297 -> 2.3038: it converges onto ln 10 from above, never through it). A healthy run that
+starts at chance leaves the band downwards before its third evaluation after the first (the
+benchmark's SGD CNNs sit within 0.2 % of ln 10 for at most 10 steps at their tuned LR,
+evaluated every 25); one that learns slowly (the benchmark's SGD CNNs at 1/100 of their LR, their
+evaluations 2.3113, 2.3100, 2.3086, ... 0.0013-0.0016 lower each time) passes through it at a
+steady pace.
+
 The episode watches the validation loss: it closes once evaluations leave the band.
 
 Parameters
@@ -55,6 +73,7 @@ in bench/real/SOURCES.md): a binary video classifier whose evaluations sit at ln
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ..base import fmt
@@ -68,20 +87,22 @@ if TYPE_CHECKING:
 
 
 def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
-    """On an evaluation: extend or break both runs; the verdict."""
-    exact = _at_ln_k_itself(d, f, i, prev)
-    near = _near_ln_k(d, f, i)
-    return exact or near
-
-
-def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
-    """The run of separate evaluations at ln(k) itself, the run's first evaluation aside."""
+    """On an evaluation: extend or break every run; the verdict."""
     v = f.val[i]
     first = d.vx_rec < 0
     # a separate evaluation: a record without one since the last, a log of evaluations only, or
     # a value of its own (a logger that repeats the last evaluation repeats its float)
     separate = f.rec[i] - d.vx_rec > 1 or f.nl[i] == 0 or v != prev
     d.vx_rec = f.rec[i]
+    exact = _at_ln_k_itself(d, f, i, first, separate)
+    above = _no_better_than_chance(d, f, i, first, separate)
+    near = _near_ln_k(d, f, i)
+    return exact or above or near
+
+
+def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
+    """The run of separate evaluations at ln(k) itself, the run's first evaluation aside."""
+    v = f.val[i]
     lv = chance_level(v, d.val_chance_band)
     if first or lv is None or not is_exactly(v, lv):
         d.vx_n = 0
@@ -94,6 +115,35 @@ def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, prev: float) -> Why | 
         return Why(f"the validation loss has been ln({k}) = {lv:.4f} itself on {d.vx_n} separate "
                    f"evaluations (now {v:.6g}): the network outputs a uniform guess over {k} classes on "
                    "every example", lv, "val_loss", d.val_chance_band * lv)
+    return None
+
+
+def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
+    """The run of separate evaluations at or just above ln(k), the training loss there too."""
+    v, train = f.val[i], f.lprev[i]
+    lv = chance_level(v, d.chance_band)
+    if first or lv is None or v < lv or (train == train and not (
+            lv - d.chance_band * lv <= train <= lv + d.val_chance_band * lv)):
+        d.vb_n = 0
+        return None
+    if lv != d.vb_level or d.vb_n == 0:
+        d.vb_level, d.vb_n, d.vb_fall = lv, 0, math.inf
+    else:
+        prev_fall, d.vb_fall = d.vb_fall, d.vb_v - v
+    d.vb_v = v
+    d.vb_n += separate
+    # converged onto ln(k), not passing through it: the evaluations stopped falling, or their
+    # last fall was at most half the one before and smaller than the way still left to ln(k)
+    # (a fall that slows that fast stops above it); a network learning slowly (an LR far too
+    # low) falls through ln(k) at a steady pace
+    stalled = d.vb_fall <= 0.0 or (d.vb_fall <= 0.5 * prev_fall and v - lv >= d.vb_fall) \
+        if d.vb_n > 1 else False
+    if d.vb_n >= d.exact_chance_records and stalled and not lr_ramping(f, i):
+        k = CHANCE_K[lv]
+        tail = f", the training loss {train:.5g}" if train == train else ""
+        return Why(f"the validation loss has been at or just above ln({k}) = {lv:.4f}, no better than a "
+                   f"uniform guess over {k} classes, on {d.vb_n} separate evaluations (now {v:.5g}{tail})",
+                   lv, "val_loss", d.chance_band * lv)
     return None
 
 
@@ -126,3 +176,4 @@ def _near_ln_k(d: DeadDetector, f: Features, i: int) -> Why | None:
 def forget(d: DeadDetector) -> None:
     d.vc_n = 0
     d.vx_n = 0
+    d.vb_n = 0

@@ -21,6 +21,24 @@ Condition:
   second half of a GPT-2 run's validation log, converged and falling 1e-4 per evaluation
   (2.9287, 2.9286, ...), has no earlier level to show the decay (bench/healthy_variants.py).
 
+A run that never learned needs fewer records (``unlearned_records``): its first values are
+where it stands, and nothing since was better, so no converged loss can print the same digits.
+On an evaluation: the validation loss the same to four significant digits on ``unlearned_records``
+evaluations in a row and the training loss logged with each the same to four digits as at the
+one before, neither below its first value (beyond ``chance_band``), the evaluations logged from
+the start, not at a chance level ln(k) (the chance rules judge those: a zero-initialised head
+prints ln(k) itself at the start) and the logged LR not ramping up (a Keras model whose loss and
+val_loss print 1.0097 and 1.0082 epoch after epoch: an epoch mean and a separate evaluation, both
+frozen). A logger that repeats the last training loss
+on each evaluation row repeats one column while the evaluation moves; two frozen columns are a
+frozen model. On a loss record: the same loss to six significant digits, printed with more than
+five (:func:`~losswatch.detectors.dead_rules.weights_frozen.exact_repeat`), on
+``unlearned_records`` records in a row, above the first loss (beyond ``chance_band``) with no
+loss ever below it: a network driven above where it started into a constant output (saturated
+units; a Caffe segmentation net printing 92.0984 and then 122.271 on every record). A healthy
+loss below its start can be a logger's repeat; a minibatch loss that rose above an untrained
+network's and is then the same float on every batch is a constant output.
+
 A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
 data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
 decimals (0.0003, fewer than three significant digits) is not judged at all: a converged
@@ -32,6 +50,12 @@ frozen_records : int, default 6
     six identical prints: the issue threads' frozen runs show 9-20; five in a row already
     has a chance of ~1e-10 for a real minibatch loss with 0.1% noise. :mod:`.weights_frozen`
     counts its evaluations against it too.
+unlearned_records : int, default 3
+    Records in a row for a run that never learned (see above): three epochs or prints of an
+    unchanged value are all such excerpts show (the tune part's two logs: 3 records each).
+    Set by: no healthy log of the tune part (nor its variants) and no healthy benchmark run
+    (seeds 0-7, full and every 10th / 50th row) has two frozen columns on 3 evaluations in a
+    row without having learned, nor three six-digit repeats above its first loss.
 
 Examples
 --------
@@ -55,8 +79,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
+from .weights_frozen import exact_repeat
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -98,6 +124,17 @@ def screen(d: DeadDetector, f: Features) -> np.ndarray:
     return np.abs(x - f.a("b_lprev")) <= 5e-5 * np.abs(x) * 1.0001 + 1e-300
 
 
+def _at_chance(v: float, band: float) -> bool:
+    from .at_chance import chance_level  # at_chance reads this module's same_4_digits
+
+    return chance_level(v, band) is not None
+
+
+def never_learned(x: float, first: float, best: float, band: float) -> bool:
+    """Was nothing since the first value better than it (beyond ``band``, relative)?"""
+    return best >= first - band * abs(first) and x >= first - band * abs(first)
+
+
 def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     """On a loss record: extend or break the frozen run; the verdict."""
     x, nl = f.loss[i], f.nl[i]
@@ -105,19 +142,32 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return None  # the run breaks by its record count
     if d.fz_last != nl - 1:
         d.fz_start = nl - 1  # the previous record is the first of the run
+        d.fz_exact = 1
+    d.fz_exact = d.fz_exact + 1 if exact_repeat(x, f.b_lprev[i]) else 1
     d.fz_last = nl
     n = nl - d.fz_start + 1
     if n >= d.frozen_records:
         return Why(f"the loss has been {fmt(x)} for {n} records in a row", x)
+    l0 = f.l0[i]
+    if d.fz_exact >= d.unlearned_records and x > l0 + d.chance_band * abs(l0) and \
+            never_learned(x, l0, f.rbest[i], d.chance_band):
+        return Why(f"the loss rose from {fmt(l0)} to {x:.6g} and has been that value for {d.fz_exact} "
+                   "records in a row: a constant output (saturated units)", x)
     return None
 
 
 def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     """On an evaluation: extend or break the run of equal validation losses; the verdict."""
     v, lok = f.val[i], f.lok[i]
-    d.v_n = d.v_n + 1 if same_4_digits(v, prev) and zero_ok(v, f, i) else 1
+    repeat = same_4_digits(v, prev) and zero_ok(v, f, i)
+    d.v_n = d.v_n + 1 if repeat else 1
     if d.v_first != d.v_first:
         d.v_first, d.v_first_step = v, int(f.step[i])
+    # the training loss at this evaluation (logged with it, or the last before it) against the one
+    # at the evaluation before: both columns frozen together
+    train = f.lprev[i]
+    d.vp_n = d.vp_n + 1 if repeat and train == train and same_4_digits(train, d.vp_train) else 1
+    d.vp_train = train
     # a logger that repeats the last evaluation on every training line while the training loss
     # moves is not a frozen model; and an evaluation that converged (well below where it
     # started) prints the same 4 digits at the end of a long decay. Where the evaluations begin
@@ -129,6 +179,15 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
             and not converged_or_unseen:
         return Why(f"the validation loss has been {fmt(v)} for {d.v_n} evaluations in a row", v,
                    "val_loss", max(2.0 * d.chance_band * abs(v), 1e-12))
+    # a run that sits at ln(k) is the chance rules' (a zero-initialised head prints ln(k) itself
+    # at the start); a warm-up still raising the LR has not given the network its LR yet
+    if d.vp_n >= d.unlearned_records and never_learned(v, d.v_first, v, d.chance_band) and \
+            never_learned(train, f.l0[i], f.rbest[i], d.chance_band) and \
+            logged_from_start(d.v_first_step, int(f.step[i]), int(f.nv[i])) and \
+            not lr_ramping(f, i) and not _at_chance(v, d.chance_band):
+        return Why(f"the validation loss has been {v:.5g} and the training loss {train:.5g} for "
+                   f"{d.vp_n} evaluations in a row, neither ever below its first value", v, "val_loss",
+                   max(2.0 * d.chance_band * abs(v), 1e-12))
     return None
 
 
@@ -142,3 +201,4 @@ def evaluation_moved(v: float, prev: float) -> bool:
 def forget(d: DeadDetector) -> None:
     d.fz_last = -1
     d.v_n = 0
+    d.vp_n = 0

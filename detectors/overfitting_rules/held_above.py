@@ -6,8 +6,9 @@ best smoothed value by more than ``tol`` (relative) for ``patience`` consecutive
 and the latest evaluation itself is above that bar (a smoothed level held up by an earlier spike
 while the evaluations fall back is the spike's tail, not memorisation: a benchmark run at 10x
 its LR whose validation loss jumps 0.83 -> 4.07 and falls on every evaluation after), or the
-spike has passed: the streak's highest evaluation is ``patience`` evaluations back and the last
-``patience`` evaluations do not fall on each one (the level is then the evaluations' own: a
+spike has passed: the streak's highest evaluation is ``patience`` evaluations back, the last
+``patience`` evaluations do not fall on each one and none since the highest came back under the
+best (the level is then the evaluations' own: a
 benchmark run with an injected spike settles 25-35 % above its best, up and down around the bar,
 and was otherwise never warned; benchmark seeds 0-1 overfitting recall 0.50 -> 0.60); the
 training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that best,
@@ -95,9 +96,10 @@ def observe(d: OverfittingDetector, f: Features, i: int, raw: float, v: float, s
     if v > d.best + d.tol * abs(d.best):
         d.above += 1
         if d.above == 1 or raw >= d.peak:
-            d.peak, d.since_peak = raw, 0
+            d.peak, d.since_peak, d.back_under = raw, 0, False
         else:
             d.since_peak += 1
+            d.back_under = d.back_under or raw < d.best
     else:
         d.above = 0
     d.falls = d.falls + 1 if raw < d.last_raw else 0
@@ -108,8 +110,11 @@ def observe(d: OverfittingDetector, f: Features, i: int, raw: float, v: float, s
 def spike_passed(d: OverfittingDetector) -> bool:
     """The run's highest evaluation is ``patience`` evaluations back and the evaluations since do
     not fall on each one: the level that holds the smoothed value up is the evaluations' own, not
-    a spike's tail (a tail falls evaluation after evaluation until it is back under the bar)."""
-    return d.since_peak >= d.patience and d.falls < d.patience - 1
+    a spike's tail (a tail falls evaluation after evaluation until it is back under the bar); and
+    none of them came back under the best (a model that evaluates as well as at its best after
+    the spike has not lost what it generalised: a ResNet fine-tune's epochs 1.44, 7.42, 1.29,
+    1.54, 1.62, whose smoothed value is still the spike's)."""
+    return d.since_peak >= d.patience and d.falls < d.patience - 1 and not d.back_under
 
 
 def check(d: OverfittingDetector, f: Features, i: int, raw: float, v: float) -> tuple[str, dict[str, Any]] | None:

@@ -1,0 +1,81 @@
+"""Runs that never learned, seen in the few records a short excerpt or an epoch log holds, and
+overfitting from the first epoch of a table numbered from 0: real logs of the tune part of the
+corpus (bench/real/, provenance in bench/real/SOURCES.md). The holdout part is never read here."""
+
+from dataclasses import replace
+
+from detector_helpers import in_batches, one_at_a_time, raised, tune_records
+
+KERAS = "issues/keras-team__keras__6132.csv"  # loss 1.0097 and val_loss 1.0082 on each of 3 epochs
+PSPNET = "issues/hszhao__pspnet__52.csv"  # 92.0984, then 122.271 on every record
+MOBILENET = "issues/archsyscall__convnets-tensorflow2__2.csv"  # test loss 2.3085 -> 2.3036, onto ln 10
+DISTILGPT2 = "histories/wenxin-jiang__cs577-nlp__model-card-mariazafar-distilgpt2-finetuned-wikitext2.csv"
+GPT2 = "histories/wenxin-jiang__cs577-nlp__model-card-ashraf-kasem-gpt2-fine-tune-polynomialdecay.csv"
+
+
+def _dead(recs):
+    return raised(one_at_a_time(recs)[1], "dead")
+
+
+def _same_in_batches(recs):
+    ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    for size in (2, 64):
+        assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+    return ref
+
+
+def test_training_and_validation_loss_frozen_together_from_the_first_epoch_are_dead_on_the_third():
+    recs = tune_records(KERAS)
+    dead = _dead(recs)
+    assert [(a.step, a.action.type) for a in dead] == [(3, "stop")]
+    assert "1.0082" in dead[0].message and "1.0097" in dead[0].message
+    assert _same_in_batches(recs)
+
+
+def test_one_frozen_column_or_a_run_that_learned_first_is_not_dead_after_three_records():
+    recs = tune_records(KERAS)
+    # a logger that repeats the last training loss while the evaluations move
+    moving = [replace(r, val_loss=1.0082 - 0.01 * k) for k, r in enumerate(recs)]
+    assert _dead(moving) == []
+    # the same frozen pair after the evaluations had fallen from 1.3: a converged run's prints
+    learned = [replace(recs[0], step=0, loss=1.3, val_loss=1.3)] + recs
+    assert _dead(learned) == []
+
+
+def test_a_loss_driven_above_its_start_into_one_constant_float_is_dead_on_the_third_print():
+    recs = tune_records(PSPNET)
+    dead = _dead(recs)
+    assert [(a.step, a.action.type) for a in dead] == [(60, "stop")]
+    assert "122.271" in dead[0].message
+    # the same repeats below the first loss (a run that learned; a logger printing its last
+    # value again) are no constant output
+    below = [recs[0]] + [replace(r, loss=80.1234) for r in recs[1:]]
+    assert _dead(below) == []
+
+
+def test_evaluations_that_converge_onto_ln_k_from_above_are_dead_and_through_it_are_not():
+    recs = tune_records(MOBILENET)
+    dead = _dead(recs)
+    assert [(a.step, a.action.type) for a in dead] == [(4, "stop")]
+    assert "ln(10)" in dead[0].message and "no better than a uniform guess" in dead[0].message
+    assert _same_in_batches(recs)
+    # a network that learns evaluates below ln(k): 2.3044, then 2.2990, 2.2950
+    learns = [recs[0], recs[1]] + [replace(r, val_loss=v) for r, v in zip(recs[2:], (2.2990, 2.2950))]
+    assert _dead(learns) == []
+
+
+def test_a_table_of_epochs_numbered_from_0_warns_of_overfitting_from_its_first_epoch():
+    recs = tune_records(DISTILGPT2)  # Keras model card: "Epoch 0" is the first epoch's result
+    of = raised(one_at_a_time(recs)[1], "overfitting")
+    assert [(a.step, a.action.params["to_step"]) for a in of] == [(3, 0)]
+    # the same evaluations logged at steps 0, 100, 200, ... are evaluations every 100 steps from
+    # an untrained model's: no best to come back to
+    spaced = [replace(r, step=100 * r.step) for r in recs]
+    assert raised(one_at_a_time(spaced)[1], "overfitting") == []
+
+
+def test_a_slow_fine_tune_whose_validation_loss_drifts_up_warns_once_its_training_loss_fell_a_fifth():
+    # GPT-2 fine-tune, val 3.42 after epoch 0 and trending up; the training loss falls 2.06 -> 1.46
+    of = raised(one_at_a_time(tune_records(GPT2))[1], "overfitting")
+    assert [(a.evidence["rule"], a.action.params["to_step"]) for a in of] == [("drift", 0)]
+    assert of[0].evidence["train_loss"] <= 0.8 * of[0].evidence["train_loss_at_best"]
