@@ -358,7 +358,8 @@ def _aggregate(chunk_idx: int, present: np.ndarray, data: np.ndarray, width: int
     vmax = per_bucket(np.where(notnan, values, -np.inf), np.max)
     # summed in step order (a cumulative sum's last value), as Agg.add folds them: the same
     # float sum to the bit, where np.sum's pairwise order would differ in the last digits
-    vsum = per_bucket(np.where(finite, values, 0.0), np.cumsum)[..., -1]
+    # (+ 0.0: a fold starts from +0.0, so a bucket of -0.0 values sums to +0.0 there too)
+    vsum = per_bucket(np.where(finite, values, 0.0), np.cumsum)[..., -1] + 0.0
     n_fin = per_bucket(finite, np.sum)
     n_nan = per_bucket(logged & isnan, np.sum)
     n_val = per_bucket(logged, np.sum)
@@ -423,7 +424,7 @@ def merge_buckets(base: bytes | None, width: int, first_step: int, parts: dict[i
     into, f = acc["fields"], heads["fields"]
     into["vmin"] = f["vmin"].min(axis=0)
     into["vmax"] = f["vmax"].max(axis=0)
-    into["vsum"] = np.cumsum(f["vsum"], axis=0)[-1]        # in Agg.merge's order, to the bit
+    into["vsum"] = np.cumsum(f["vsum"], axis=0)[-1] + 0.0  # in Agg.merge's order, from +0.0: to the bit
     for name in ("n_fin", "n_nan", "n_val"):
         into[name] = f[name].sum(axis=0)
     mask = np.zeros(width // 8, dtype=np.uint8)
