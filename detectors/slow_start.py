@@ -9,12 +9,14 @@ import numpy as np
 
 from .base import fmt
 from .dead_rules.at_chance import CHANCE_K, chance_level
+from .dead_rules.frozen import evaluation_moved
 from .progress import FROM_START_GAPS, logged_from_start
-from .raise_lr import RaiseLRDetector
-from .types import Action
+from .raise_lr import RaiseLRDetector, schedule_explains
 
 #: keys of the detector's own entries in ``cps`` (the others are record counts)
 _OFF = "off"
+#: key of the evaluations count in ``cps``: [last validation loss, evaluations that moved]
+_EVALS = "evals"
 
 
 def on_grid(n: int) -> bool:
@@ -153,37 +155,59 @@ class SlowStartDetector(RaiseLRDetector):
     def screen(self, f):
         if _OFF in self.cps:
             return np.zeros(f.n, dtype=bool)
-        return f.a("lok") & _grid_rows(f.a("nl"))
+        return (f.a("lok") & _grid_rows(f.a("nl"))) | f.a("vok")
+
+    def active_screen(self, f):
+        # every loss row while warning: the level may leave the band (or rise above L0) at any record
+        rows = super().active_screen(f)
+        return rows if _OFF in self.cps else rows | f.a("lok")
 
     def _level(self, f, i: int) -> float:
         """The median of the last three losses (this record's and the two before)."""
         x, y, w = f.lprev[i], f.lp2[i], f.b_lp2[i]
         return sorted((x, y, w))[1]
 
+    def _count_evaluation(self, v: float) -> None:
+        """Count the evaluations that moved (:func:`.dead_rules.frozen.evaluation_moved`, the
+        first one included): a logger that repeats the last validation loss on every line logs
+        one evaluation, not one per line."""
+        last, moved = self.cps.get(_EVALS, (math.nan, 0.0))
+        if last != last or evaluation_moved(v, last):
+            moved += 1.0
+        self.cps[_EVALS] = [v, moved]
+
     def step(self, f, i: int) -> None:
         if self.alert is not None:
             self.resolve_if_raised(f, i)
-        if _OFF in self.cps or not f.lok[i]:
+        if _OFF in self.cps:
+            return
+        if f.vok[i]:
+            self._count_evaluation(f.val[i])
+        if not f.lok[i]:
             return
         n = int(f.nl[i])
-        if n < 3 or not on_grid(n):
+        if self.alert is None and (n < 3 or not on_grid(n)):
             return
         l0 = f.l0[i]
         lv = chance_level(l0, self.band) if l0 == l0 and l0 > 0.0 else None
         if lv is None or f.worst[i] > l0 * (1.0 + self.band):
+            if self.alert is not None:
+                self.close_episode(f.step[i], f"the loss rose above its first loss ({fmt(f.worst[i])})")
             self._stop()
             return  # not a start at chance, or the loss rose above it: nothing this rule can say
         level = self._level(f, i)
-        peak = f.peak[i] if f.nlr[i] > 0 else math.nan
-        self.cps[str(n)] = [level, peak, float(f.step[i])]
-        for key in [k for k in self.cps if k != "3" and int(k) < n // 2]:
-            del self.cps[key]
         gained = (l0 - level) / l0
         if gained >= self.gain:
             if self.alert is not None:
                 self.close_episode(f.step[i], f"the loss has left the chance level ({fmt(level)})")
             self._stop()
             return
+        if self.alert is not None and (n < 3 or not on_grid(n)):
+            return  # between checkpoints only the resolutions above are checked
+        peak = f.peak[i] if f.nlr[i] > 0 else math.nan
+        self.cps[str(n)] = [level, peak, float(f.step[i])]
+        for key in [k for k in self.cps if k not in ("3", _EVALS) and int(k) < n // 2]:
+            del self.cps[key]
         if self.alert is not None or n < self.min_records:
             return
         half, first = self.cps.get(str(n // 2)), self.cps.get("3")
@@ -197,33 +221,26 @@ class SlowStartDetector(RaiseLRDetector):
         fell_first, fell_second = (a - b) / (s_b - s_a), (b - level) / (step - s_b)
         if not (fell_first > 0.0 and self.pace_low * fell_first <= fell_second <= self.pace_high * fell_first):
             return  # not a steady pace: curving towards a floor, or a new phase speeding up
-        if a - level < self.z * f.nsd[i]:
-            return  # a fall within the noise
-        epochs = f.nv[i] >= n - 1  # an evaluation with every loss record: each record an epoch
+        if not (a - level >= self.z * f.nsd[i]):
+            return  # a fall within the noise (or no noise estimate yet)
+        if f.nv[i] > 0 and not (f.vlast[i] < f.v0[i] and evaluation_moved(f.vlast[i], f.v0[i])):
+            return  # the held-out loss has not fallen: a small LR lowers it too
+        epochs = self.cps.get(_EVALS, (math.nan, 0.0))[1] >= n - 1  # an evaluation that moved per record
         if step - f.l0_step[i] < self.min_steps and not epochs:
             return
         if not logged_from_start(int(f.l0_step[i]), step, n, FROM_START_GAPS):
             return  # an excerpt: its first loss is not the untrained model's
         lr = f.lr[i] if f.lrok[i] else None
-        if lr is not None:
-            if peak == peak and half[1] == half[1] and peak > half[1] * 1.001:
-                return  # the LR rose since the half-way checkpoint: the pace is the warm-up's
-            if peak > 0.0 and lr < self.decayed * peak:
-                return  # a decayed schedule's slow tail
-        self.lr_at_alert = lr if lr is not None else 0.0
+        if schedule_explains(lr, peak, half[1], self.decayed):
+            return  # a warm-up still rising since the half-way checkpoint, or a decayed tail
         k = CHANCE_K[lv]
         ev: dict[str, Any] = {"first_loss": l0, "chance_k": k, "level": level, "gained": gained,
                               "pace": fell_second / fell_first, "records": n, "epochs": bool(epochs)}
-        if lr is not None:
-            ev["lr"] = lr
-        self.open_episode(step, "warning",
-                          f"slow start: the loss began at the chance level ln({k}) = {fmt(lv)} and after "
+        self.advise_raise(step, f"slow start: the loss began at the chance level ln({k}) = {lv:.4f} and after "
                           f"{n} records ({'one evaluation each' if epochs else f'{step - int(f.l0_step[i])} steps'}) "
                           f"is at {fmt(level)}, {fmt(100 * gained)}% below it, still falling at a steady "
-                          f"pace: the LR is limiting training", ev,
-                          Action("scale_lr", {"factor": self.factor},
-                                 f"The loss is leaving its untrained level slowly and almost linearly: the "
-                                 f"steps are too small. Raise the LR x{fmt(self.factor)} (or run an LR range test)."))
+                          f"pace: the LR is limiting training", ev, lr,
+                          "The loss is leaving its untrained level slowly and almost linearly: the steps are too small.")
 
     def _stop(self) -> None:
         """Not judged again: keep only the marker (O(1) state for the rest of the run)."""
