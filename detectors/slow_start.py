@@ -80,44 +80,65 @@ class SlowStartDetector(RaiseLRDetector):
       a floor slows below ``pace_low``, one that speeds up more than ``pace_high`` is a new
       phase (leaving an initial plateau, a warm-up nobody logged);
     * the fall ``a - c`` is real: >= ``z`` x the trend-free noise ``features.nsd``;
+    * if a validation loss is logged, its last value is below its first (to four significant
+      digits): a too-small LR lowers the held-out loss too, slowly; a training loss that falls
+      while the held-out loss does not is memorisation or a logger's repeat, not a small LR;
     * training time has passed: >= ``min_steps`` steps since the first loss, or an evaluation
-      logged with every loss record (each record spans an evaluation interval, an epoch for
-      most trainers; the first record, the mean over a whole epoch, at chance already says a
-      whole epoch learned nothing);
-    * if the LR is logged: not rising since the half-way checkpoint (a warm-up) nor decayed
-      below ``decayed`` x its peak.
+      that moved (:func:`.dead_rules.frozen.evaluation_moved`) logged with every loss record
+      (each record spans an evaluation interval, an epoch for most trainers; the first record,
+      the mean over a whole epoch, at chance already says a whole epoch learned nothing). A
+      logger that repeats the last validation loss on every line logs one evaluation, not one
+      per record: its 8 records may be 8 optimizer steps;
+    * if the LR is logged, the schedule does not explain the pace
+      (:func:`.raise_lr.schedule_explains`): not rising since the half-way checkpoint (a
+      warm-up) nor decayed below ``decayed`` x its peak.
 
-    **warning**, ``scale_lr`` x``factor``. Resolves once the LR was raised 2x or the level has
-    left the band (below ``(1 - gain)`` x ``L0``); a log whose level left the band (or rose
-    above ``L0``) is not judged again.
+    **warning**, ``scale_lr`` x``factor``. While it is open every loss record is checked: it
+    resolves once the LR was raised 2x, the level has left the band (below ``(1 - gain)`` x
+    ``L0``) or the loss rose above ``L0`` by ``band`` (an LR raised without being logged
+    shakes the loss first); a log whose level left the band (or rose above ``L0``) is not
+    judged again.
 
     Parameters
     ----------
     band : float, default 0.002
-        Relative distance of the first loss from ln(k), the dead rules' ``chance_band``: that
-        close, the first loss is the uniform prediction (an untrained head, or a first epoch
-        that learned nothing; the tune part's two too-low logs start 0.003 % and 0.017 % from
-        ln 10). A wider band lets a loss of another kind match a level by coincidence: a healthy
-        segmentation fine-tune of the tune part with its loss +5 (bench/variants.py) started
-        0.35 % from ln 1000 and was told to raise the LR at 0.005.
+        Relative distance of the first loss from ln(k), the dead rules' ``chance_band``: an
+        untrained softmax head's output is the uniform prediction up to its initialisation's
+        small logits, so its first loss is ln(k) to a few parts in a thousand (the tune part's
+        two too-low logs start 0.003 % and 0.017 % from ln 10). A wider band lets a loss of
+        another kind match a level by coincidence: a healthy segmentation fine-tune's loss + 5
+        starts 0.35 % from ln 1000 and falls slowly (tests/test_detector_slow_start.py).
     gain : float, default 0.15
-        The least share of ``L0`` a run with a working LR has gained by then. On the tune part of
-        bench/real the two too-low logs that start at chance sit at 0.03 (20 epochs) and 0.11
-        (800 iterations) when the rule fires; a healthy LLaMA classifier fine-tune that starts at
-        ln 2 (its logged LR column dropped) has gained 0.22 at step 510, and was told to raise
-        the LR at 0.25 (bench/variants.py-style variants, offline).
+        The least share of ``L0`` a run with a working LR has gained by the time the rule may
+        speak (``min_steps``, or 8 evaluations): within a decade of a good LR (an LR range
+        test's steep part) a classifier leaves the uniform prediction within its first few
+        hundred steps or epochs, and its fall curves towards a floor. The tune part's two
+        too-low logs sit at 0.064 (20 epochs, an alert at epoch 16) and 0.11 (800 iterations)
+        when the rule fires; the healthy classifier and LM logs that start at ln 2 and ln 3 in
+        the tests stay quiet with and without their LR column. One bar for every k: in nats it
+        is ``gain`` x ln(k), 0.10 for a binary task, where a hard (noisy-label) task may
+        healthily gain less. No k-dependent bar is set: the tune part has no too-low log at
+        k = 2 to set one, and such a task is kept quiet by the other conditions, not the bar (its
+        healthy descent curves towards a floor: pace below ``pace_low``).
     pace_low, pace_high : float, default 0.5 and 2.0
-        The second half's fall per step over the first's (a linear descent gives 1; an
-        exponential one halves its pace every ``ln 2`` time constants).
+        The second half's fall per step over the first's. A linear descent (the too-small LR's)
+        gives 1; an exponential one with time constant tau judged at time ``T`` gives
+        exp(-T / (2 tau)), below 0.5 from ``T`` = 1.4 tau on: a healthy descent judged later
+        than 1.4 of its time constants is excluded. 2.0 is the same factor the other way: a
+        fall that more than doubles its pace is a new phase. The tune part's too-low logs have
+        1.70 (the epoch log) and 1.14 (the iteration log) at the alert.
     z : float, default 6.0
         Noise units (``features.nsd``) the level must have fallen: runs at 10-100x their LR on
         the benchmark that wander around chance fell 2-7 % "in level" on their noise alone.
     min_records : int, default 8
+        The first checkpoint whose half-way checkpoint (record 4) lies past the first three
+        records (whose median is ``a``): at 6 the half-way point is record 3, and the two
+        halves cannot be compared.
     min_steps : int, default 500
-        Optimizer steps since the first loss (without an evaluation on every record). On the
-        benchmark's seeds 0-7, healthy runs that start at chance leave it within tens of steps;
-        measured offline with every other condition, 500 adds no alarm there (full cadence,
-        every 10th and every 50th row).
+        Optimizer steps since the first loss (without an evaluation that moved on every
+        record): a working LR leaves the uniform prediction within tens to a few hundred steps,
+        so 500 steps at chance is training time, not a run's first steps (the first 40 steps of
+        any run can look like a slow start, tests/test_detector_slow_start.py).
     decayed : float, default 0.3
         slow_progress's: a decayed schedule's slow tail is by design.
     factor : float, default 3.0

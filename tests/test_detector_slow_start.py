@@ -85,8 +85,7 @@ def test_the_epoch_verdict_holds_at_another_step_scale_and_cadence(change):
 @pytest.mark.parametrize("rel", [HEALTHY_AT_LN2, HEALTHY_AT_LN2_SHORT, HEALTHY_AT_LN3])
 @pytest.mark.parametrize("drop_lr", [False, True])
 def test_healthy_runs_that_start_at_chance_are_not_told_to_raise_the_lr(rel, drop_lr):
-    # the LLaMA fine-tune without its LR column has gained 22 % of ln 2 at step 510, its fall
-    # still steady: the gain bar (15 %) is what keeps it quiet
+    # classifier fine-tunes from ln 2 and an LM from ln 3, with and without their LR column
     recs = tune_records(rel)
     if drop_lr:
         recs = [replace(r, lr=None) for r in recs]
