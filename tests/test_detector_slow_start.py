@@ -176,3 +176,19 @@ def test_the_checkpoint_test_and_the_checkpoint_list_agree():
     top = 10 ** 5
     assert _checkpoints_between(1, top) == [n for n in range(1, top + 1) if n >= 3 and on_grid(n)]
     assert _checkpoints_between(100, 1000) == [n for n in range(100, 1001) if on_grid(n)]
+
+
+@pytest.mark.parametrize("case", ["rise above L0", "leaves the band", "lr raised", "repeated val"])
+@pytest.mark.parametrize("size", [1, 5, 16])
+def test_batches_give_the_alerts_of_the_one_record_path_on_the_resolutions(case, size):
+    if case == "rise above L0":
+        recs = _slow_run() + [Record(10 * r, 2.5 if r < 75 else 1.0 - 0.01 * r) for r in range(71, 100)]
+    elif case == "leaves the band":
+        recs = _slow_run() + [Record(10 * r, 1.6 - 0.01 * (r - 71)) for r in range(71, 100)]
+    elif case == "lr raised":
+        recs = _slow_run(80, lrs=[1e-4] * 69 + [3e-4] * 11)
+    else:
+        recs = _slow_run(80, vals=[2.3 if r < 40 else 2.2 for r in range(1, 81)])
+    alerts = one_at_a_time(recs)[1]
+    assert _slow_start_of(alerts) or case == "repeated val"
+    assert in_batches(recs, size)[1] == alerts
