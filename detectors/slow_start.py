@@ -213,7 +213,8 @@ class SlowStartDetector(RaiseLRDetector):
         lv = chance_level(l0, self.band) if l0 == l0 and l0 > 0.0 else None
         if lv is None or f.worst[i] > l0 * (1.0 + self.band):
             if self.alert is not None:
-                self.close_episode(f.step[i], f"the loss rose above its first loss ({fmt(f.worst[i])})")
+                self.close_episode(f.step[i], f"the loss rose above its first loss ({fmt(f.worst[i])})" if lv is not None
+                                   else f"its start level {fmt(l0)} is no chance level")
             self._stop()
             return  # not a start at chance, or the loss rose above it: nothing this rule can say
         level = self._level(f, i)
