@@ -7,10 +7,25 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
+from .types import Action
 
 #: An episode that advised a larger LR resolves once the reported LR is at least this x the LR
 #: it was raised at (the advice was followed; whether it was enough, the next check says).
 RAISED = 2.0
+
+#: The LR peak counts as risen (a warm-up still under way) past this x the peak seen before.
+WARMING = 1.001
+
+
+def schedule_explains(lr: float | None, peak: float, peak_then: float, decayed: float) -> bool:
+    """Does the LR schedule explain a slow steady fall? The peak LR rose since ``peak_then``
+    (a warm-up: the pace is the ramp's), or the LR is below ``decayed`` x its peak (a decayed
+    schedule's slow tail is by design). Without a logged LR (``None``) nothing is explained."""
+    if lr is None:
+        return False
+    if peak == peak and peak_then == peak_then and peak > peak_then * WARMING:
+        return True
+    return peak > 0.0 and lr < decayed * peak
 
 
 class RaiseLRDetector(Detector):
@@ -46,6 +61,19 @@ class RaiseLRDetector(Detector):
                 f.lr[i] >= RAISED * self.lr_at_alert:
             self.raised_step = int(f.step[i])
             self.close_episode(f.step[i], f"LR raised to {fmt(f.lr[i])}")
+
+    def advise_raise(self, step: int, message: str, evidence: dict[str, Any], lr: float | None,
+                     why: str) -> None:
+        """Open a warning advising ``scale_lr`` x``factor``, keeping the LR it was raised at
+        (``lr_at_alert``; 0.0 and no ``lr`` evidence when the LR is not logged). ``why`` is the
+        advice's first sentence; the shared second one names the raise."""
+        self.lr_at_alert = lr if lr is not None else 0.0
+        if lr is not None:
+            evidence["lr"] = lr
+        factor = self.factor
+        self.open_episode(step, "warning", message, evidence,
+                          Action("scale_lr", {"factor": factor},
+                                 f"{why} Raise the LR x{fmt(factor)} (or run an LR range test)."))
 
     def recovering(self, level_then: float, best_then: float, sd_now: float) -> bool:
         """The window being judged started above the best level reached before it (by ``z``

@@ -9,8 +9,7 @@ from .base import fmt
 from .doublings import checkpoint_index, checkpoint_rows
 from .lost import blew_up
 from .progress import climbed_back
-from .raise_lr import RaiseLRDetector
-from .types import Action
+from .raise_lr import RaiseLRDetector, schedule_explains
 
 
 class SlowProgressDetector(RaiseLRDetector):
@@ -264,21 +263,12 @@ class SlowProgressDetector(RaiseLRDetector):
             return  # the checkpoint sat above the best level: the fall since is a recovery
         if blew_up(f.worst[i], l0, self.blowup):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
-        if peak == peak and peak_c == peak_c and peak > peak_c * 1.001:
-            return  # the LR was still rising (warm-up): the pace is the schedule's
-        if lr is not None and peak > 0.0 and lr < self.decayed * peak:
-            return  # a decayed schedule's slow tail
-        self.lr_at_alert = lr if lr is not None else 0.0
+        if schedule_explains(lr, peak, peak_c, self.decayed):
+            return  # a warm-up still rising since the checkpoint, or a decayed schedule's slow tail
         ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
               "first_loss": l0, "h": h, "pace_held": sustained}
-        if lr is not None:
-            ev["lr"] = lr
-        self.open_episode(step, "warning",
-                          f"slow progress: the loss fell {fmt(t_c)} -> {fmt(trend)} since step "
+        self.advise_raise(step, f"slow progress: the loss fell {fmt(t_c)} -> {fmt(trend)} since step "
                           f"{int(prev[2])}, {fmt(100 * h)}% of all the progress before it"
                           f"{', at the pace of the doubling before' if sustained else ''}: the LR "
-                          f"is limiting training", ev,
-                          Action("scale_lr", {"factor": self.factor},
-                                 f"The loss is still falling at a steady, almost linear pace: the "
-                                 f"steps are too small. Raise the LR x{fmt(self.factor)} (or run an "
-                                 "LR range test)."))
+                          f"is limiting training", ev, lr,
+                          "The loss is still falling at a steady, almost linear pace: the steps are too small.")

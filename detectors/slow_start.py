@@ -9,12 +9,14 @@ import numpy as np
 
 from .base import fmt
 from .dead_rules.at_chance import CHANCE_K, chance_level
+from .dead_rules.frozen import evaluation_moved
 from .progress import FROM_START_GAPS, logged_from_start
-from .raise_lr import RaiseLRDetector
-from .types import Action
+from .raise_lr import RaiseLRDetector, schedule_explains
 
 #: keys of the detector's own entries in ``cps`` (the others are record counts)
 _OFF = "off"
+#: key of the evaluations count in ``cps``: [last validation loss, evaluations that moved]
+_EVALS = "evals"
 
 
 def on_grid(n: int) -> bool:
@@ -78,44 +80,65 @@ class SlowStartDetector(RaiseLRDetector):
       a floor slows below ``pace_low``, one that speeds up more than ``pace_high`` is a new
       phase (leaving an initial plateau, a warm-up nobody logged);
     * the fall ``a - c`` is real: >= ``z`` x the trend-free noise ``features.nsd``;
+    * if a validation loss is logged, its last value is below its first (to four significant
+      digits): a too-small LR lowers the held-out loss too, slowly; a training loss that falls
+      while the held-out loss does not is memorisation or a logger's repeat, not a small LR;
     * training time has passed: >= ``min_steps`` steps since the first loss, or an evaluation
-      logged with every loss record (each record spans an evaluation interval, an epoch for
-      most trainers; the first record, the mean over a whole epoch, at chance already says a
-      whole epoch learned nothing);
-    * if the LR is logged: not rising since the half-way checkpoint (a warm-up) nor decayed
-      below ``decayed`` x its peak.
+      that moved (:func:`.dead_rules.frozen.evaluation_moved`) logged with every loss record
+      (each record spans an evaluation interval, an epoch for most trainers; the first record,
+      the mean over a whole epoch, at chance already says a whole epoch learned nothing). A
+      logger that repeats the last validation loss on every line logs one evaluation, not one
+      per record: its 8 records may be 8 optimizer steps;
+    * if the LR is logged, the schedule does not explain the pace
+      (:func:`.raise_lr.schedule_explains`): not rising since the half-way checkpoint (a
+      warm-up) nor decayed below ``decayed`` x its peak.
 
-    **warning**, ``scale_lr`` x``factor``. Resolves once the LR was raised 2x or the level has
-    left the band (below ``(1 - gain)`` x ``L0``); a log whose level left the band (or rose
-    above ``L0``) is not judged again.
+    **warning**, ``scale_lr`` x``factor``. While it is open every loss record is checked: it
+    resolves once the LR was raised 2x, the level has left the band (below ``(1 - gain)`` x
+    ``L0``) or the loss rose above ``L0`` by ``band`` (an LR raised without being logged
+    shakes the loss first); a log whose level left the band (or rose above ``L0``) is not
+    judged again.
 
     Parameters
     ----------
     band : float, default 0.002
-        Relative distance of the first loss from ln(k), the dead rules' ``chance_band``: that
-        close, the first loss is the uniform prediction (an untrained head, or a first epoch
-        that learned nothing; the tune part's two too-low logs start 0.003 % and 0.017 % from
-        ln 10). A wider band lets a loss of another kind match a level by coincidence: a healthy
-        segmentation fine-tune of the tune part with its loss +5 (bench/variants.py) started
-        0.35 % from ln 1000 and was told to raise the LR at 0.005.
+        Relative distance of the first loss from ln(k), the dead rules' ``chance_band``: an
+        untrained softmax head's output is the uniform prediction up to its initialisation's
+        small logits, so its first loss is ln(k) to a few parts in a thousand (the tune part's
+        two too-low logs start 0.003 % and 0.017 % from ln 10). A wider band lets a loss of
+        another kind match a level by coincidence: a healthy segmentation fine-tune's loss + 5
+        starts 0.35 % from ln 1000 and falls slowly (tests/test_detector_slow_start.py).
     gain : float, default 0.15
-        The least share of ``L0`` a run with a working LR has gained by then. On the tune part of
-        bench/real the two too-low logs that start at chance sit at 0.03 (20 epochs) and 0.11
-        (800 iterations) when the rule fires; a healthy LLaMA classifier fine-tune that starts at
-        ln 2 (its logged LR column dropped) has gained 0.22 at step 510, and was told to raise
-        the LR at 0.25 (bench/variants.py-style variants, offline).
+        The least share of ``L0`` a run with a working LR has gained by the time the rule may
+        speak (``min_steps``, or 8 evaluations): within a decade of a good LR (an LR range
+        test's steep part) a classifier leaves the uniform prediction within its first few
+        hundred steps or epochs, and its fall curves towards a floor. The tune part's two
+        too-low logs sit at 0.064 (20 epochs, an alert at epoch 16) and 0.11 (800 iterations)
+        when the rule fires; the healthy classifier and LM logs that start at ln 2 and ln 3 in
+        the tests stay quiet with and without their LR column. One bar for every k: in nats it
+        is ``gain`` x ln(k), 0.10 for a binary task, where a hard (noisy-label) task may
+        healthily gain less. No k-dependent bar is set: the tune part has no too-low log at
+        k = 2 to set one, and such a task is kept quiet by the other conditions, not the bar (its
+        healthy descent curves towards a floor: pace below ``pace_low``).
     pace_low, pace_high : float, default 0.5 and 2.0
-        The second half's fall per step over the first's (a linear descent gives 1; an
-        exponential one halves its pace every ``ln 2`` time constants).
+        The second half's fall per step over the first's. A linear descent (the too-small LR's)
+        gives 1; an exponential one with time constant tau judged at time ``T`` gives
+        exp(-T / (2 tau)), below 0.5 from ``T`` = 1.4 tau on: a healthy descent judged later
+        than 1.4 of its time constants is excluded. 2.0 is the same factor the other way: a
+        fall that more than doubles its pace is a new phase. The tune part's too-low logs have
+        1.70 (the epoch log) and 1.14 (the iteration log) at the alert.
     z : float, default 6.0
         Noise units (``features.nsd``) the level must have fallen: runs at 10-100x their LR on
         the benchmark that wander around chance fell 2-7 % "in level" on their noise alone.
     min_records : int, default 8
+        The first checkpoint whose half-way checkpoint (record 4) lies past the first three
+        records (whose median is ``a``): at 6 the half-way point is record 3, and the two
+        halves cannot be compared.
     min_steps : int, default 500
-        Optimizer steps since the first loss (without an evaluation on every record). On the
-        benchmark's seeds 0-7, healthy runs that start at chance leave it within tens of steps;
-        measured offline with every other condition, 500 adds no alarm there (full cadence,
-        every 10th and every 50th row).
+        Optimizer steps since the first loss (without an evaluation that moved on every
+        record): a working LR leaves the uniform prediction within tens to a few hundred steps,
+        so 500 steps at chance is training time, not a run's first steps (the first 40 steps of
+        any run can look like a slow start, tests/test_detector_slow_start.py).
     decayed : float, default 0.3
         slow_progress's: a decayed schedule's slow tail is by design.
     factor : float, default 3.0
@@ -153,37 +176,60 @@ class SlowStartDetector(RaiseLRDetector):
     def screen(self, f):
         if _OFF in self.cps:
             return np.zeros(f.n, dtype=bool)
-        return f.a("lok") & _grid_rows(f.a("nl"))
+        return (f.a("lok") & _grid_rows(f.a("nl"))) | f.a("vok")
+
+    def active_screen(self, f):
+        # every loss row while warning: the level may leave the band (or rise above L0) at any record
+        rows = super().active_screen(f)
+        return rows if _OFF in self.cps else rows | f.a("lok")
 
     def _level(self, f, i: int) -> float:
         """The median of the last three losses (this record's and the two before)."""
         x, y, w = f.lprev[i], f.lp2[i], f.b_lp2[i]
         return sorted((x, y, w))[1]
 
+    def _count_evaluation(self, v: float) -> None:
+        """Count the evaluations that moved (:func:`.dead_rules.frozen.evaluation_moved`, the
+        first one included): a logger that repeats the last validation loss on every line logs
+        one evaluation, not one per line."""
+        last, moved = self.cps.get(_EVALS, (math.nan, 0.0))
+        if last != last or evaluation_moved(v, last):
+            moved += 1.0
+        self.cps[_EVALS] = [v, moved]
+
     def step(self, f, i: int) -> None:
         if self.alert is not None:
             self.resolve_if_raised(f, i)
-        if _OFF in self.cps or not f.lok[i]:
+        if _OFF in self.cps:
+            return
+        if f.vok[i]:
+            self._count_evaluation(f.val[i])
+        if not f.lok[i]:
             return
         n = int(f.nl[i])
-        if n < 3 or not on_grid(n):
+        if self.alert is None and (n < 3 or not on_grid(n)):
             return
         l0 = f.l0[i]
         lv = chance_level(l0, self.band) if l0 == l0 and l0 > 0.0 else None
         if lv is None or f.worst[i] > l0 * (1.0 + self.band):
+            if self.alert is not None:
+                self.close_episode(f.step[i], f"the loss rose above its first loss ({fmt(f.worst[i])})" if lv is not None
+                                   else f"its start level {fmt(l0)} is no chance level")
             self._stop()
             return  # not a start at chance, or the loss rose above it: nothing this rule can say
         level = self._level(f, i)
-        peak = f.peak[i] if f.nlr[i] > 0 else math.nan
-        self.cps[str(n)] = [level, peak, float(f.step[i])]
-        for key in [k for k in self.cps if k != "3" and int(k) < n // 2]:
-            del self.cps[key]
         gained = (l0 - level) / l0
         if gained >= self.gain:
             if self.alert is not None:
                 self.close_episode(f.step[i], f"the loss has left the chance level ({fmt(level)})")
             self._stop()
             return
+        if self.alert is not None and (n < 3 or not on_grid(n)):
+            return  # between checkpoints only the resolutions above are checked
+        peak = f.peak[i] if f.nlr[i] > 0 else math.nan
+        self.cps[str(n)] = [level, peak, float(f.step[i])]
+        for key in [k for k in self.cps if k not in ("3", _EVALS) and int(k) < n // 2]:
+            del self.cps[key]
         if self.alert is not None or n < self.min_records:
             return
         half, first = self.cps.get(str(n // 2)), self.cps.get("3")
@@ -197,33 +243,26 @@ class SlowStartDetector(RaiseLRDetector):
         fell_first, fell_second = (a - b) / (s_b - s_a), (b - level) / (step - s_b)
         if not (fell_first > 0.0 and self.pace_low * fell_first <= fell_second <= self.pace_high * fell_first):
             return  # not a steady pace: curving towards a floor, or a new phase speeding up
-        if a - level < self.z * f.nsd[i]:
-            return  # a fall within the noise
-        epochs = f.nv[i] >= n - 1  # an evaluation with every loss record: each record an epoch
+        if not (a - level >= self.z * f.nsd[i]):
+            return  # a fall within the noise (or no noise estimate yet)
+        if f.nv[i] > 0 and not (f.vlast[i] < f.v0[i] and evaluation_moved(f.vlast[i], f.v0[i])):
+            return  # the held-out loss has not fallen: a small LR lowers it too
+        epochs = self.cps.get(_EVALS, (math.nan, 0.0))[1] >= n - 1  # an evaluation that moved per record
         if step - f.l0_step[i] < self.min_steps and not epochs:
             return
         if not logged_from_start(int(f.l0_step[i]), step, n, FROM_START_GAPS):
             return  # an excerpt: its first loss is not the untrained model's
         lr = f.lr[i] if f.lrok[i] else None
-        if lr is not None:
-            if peak == peak and half[1] == half[1] and peak > half[1] * 1.001:
-                return  # the LR rose since the half-way checkpoint: the pace is the warm-up's
-            if peak > 0.0 and lr < self.decayed * peak:
-                return  # a decayed schedule's slow tail
-        self.lr_at_alert = lr if lr is not None else 0.0
+        if schedule_explains(lr, peak, half[1], self.decayed):
+            return  # a warm-up still rising since the half-way checkpoint, or a decayed tail
         k = CHANCE_K[lv]
         ev: dict[str, Any] = {"first_loss": l0, "chance_k": k, "level": level, "gained": gained,
                               "pace": fell_second / fell_first, "records": n, "epochs": bool(epochs)}
-        if lr is not None:
-            ev["lr"] = lr
-        self.open_episode(step, "warning",
-                          f"slow start: the loss began at the chance level ln({k}) = {fmt(lv)} and after "
+        self.advise_raise(step, f"slow start: the loss began at the chance level ln({k}) = {lv:.4f} and after "
                           f"{n} records ({'one evaluation each' if epochs else f'{step - int(f.l0_step[i])} steps'}) "
                           f"is at {fmt(level)}, {fmt(100 * gained)}% below it, still falling at a steady "
-                          f"pace: the LR is limiting training", ev,
-                          Action("scale_lr", {"factor": self.factor},
-                                 f"The loss is leaving its untrained level slowly and almost linearly: the "
-                                 f"steps are too small. Raise the LR x{fmt(self.factor)} (or run an LR range test)."))
+                          f"pace: the LR is limiting training", ev, lr,
+                          "The loss is leaving its untrained level slowly and almost linearly: the steps are too small.")
 
     def _stop(self) -> None:
         """Not judged again: keep only the marker (O(1) state for the rest of the run)."""
