@@ -5,7 +5,7 @@ what the data shows:
 
 - **critical**, "loss diverging" (or "run lost" for :mod:`.lost`): the run has undone all its
   progress (:func:`undone`: the loss and its level at or above the first loss, on a log that
-  begins where training began: everything the run learnt is undone, or it blew up before
+  begins where training began and a positive first loss: everything the run learnt is undone, or it blew up before
   learning), or the rule is :mod:`.lost` or :mod:`.first_loss`. Cut the LR; roll back if the
   loss does not come back;
 - **warning**, "LR too high, the loss is unstable ... the run is not lost": the run-away still
@@ -92,17 +92,24 @@ def start_words(f: Features, i: int) -> str:
     return f"its first loss ({fmt(f.l0[i])} at step {f.l0_step[i]})"
 
 
-def undone(f: Features, i: int, x: float, l0: float, slow: float) -> bool:
-    """Has the run undone all its progress on row ``i``: the loss ``x`` and its level ``slow`` at
-    or above the start level ``l0``, on a log that begins where training began
-    (:func:`~losswatch.detectors.progress.logged_from_start`)? The one test of a lost run, for a
-    new alert (:func:`raise_alert`) and an open one (:func:`mark_lost`) alike.
+def start_tells(f: Features, i: int, l0: float) -> bool:
+    """Can the start level ``l0`` tell a lost run on row ``i``: it is positive, on a log that
+    begins where training began (:func:`~losswatch.detectors.progress.logged_from_start`)?
 
     An excerpt's first loss is one draw of whatever the run was doing when the log began (a
     resumed run, a thread's pasted lines), not the untrained model's: a loss back at it has not
     undone what was learnt before it (a transient spike in a noisy stretch reaches it and comes
-    back)."""
-    return x >= l0 and slow >= l0 and logged_from_start(f.l0_step[i], f.step[i], f.nl[i])
+    back). A first loss at or below zero (a log-likelihood, a critic's loss: no floor at zero)
+    does not say how far above it a run may go and come back: a normalising flow's likelihood
+    jumps from -7.9 to 3.5e6 for a step and recovers."""
+    return l0 > 0.0 and logged_from_start(f.l0_step[i], f.step[i], f.nl[i])
+
+
+def undone(f: Features, i: int, x: float, l0: float, slow: float) -> bool:
+    """Has the run undone all its progress on row ``i``: the loss ``x`` and its level ``slow`` at
+    or above a start level ``l0`` that can tell (:func:`start_tells`)? The one test of a lost
+    run, for a new alert (:func:`raise_alert`) and an open one (:func:`mark_lost`) alike."""
+    return x >= l0 and slow >= l0 and start_tells(f, i, l0)
 
 
 def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
@@ -118,7 +125,7 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     warm = lr_ramping(f, i)
     l0 = f.l0[i]
     lost = rule[1] in LOST_RULES or (rule[1] not in UNSTABLE_RULES and undone(f, i, x, l0, f.slow[i]))
-    from_start = logged_from_start(f.l0_step[i], f.step[i], f.nl[i])
+    tells = start_tells(f, i, l0)
     if rule[1] == "lost":
         msg = f"run lost at step {step}: {rule[0]}"
     elif lost:
@@ -126,7 +133,9 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
                f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
     else:
         why_not = (f"it is still below {start_words(f, i)}: the run is not lost" if x < l0 else
-                   "one record after a jump does not show whether the run is lost" if from_start else
+                   "one record after a jump does not show whether the run is lost" if tells else
+                   "its first loss is at or below zero, which does not show whether the run is lost"
+                   if l0 <= 0.0 else
                    "the log begins after training began, so its first loss does not show "
                    "whether the run is lost")
         msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
@@ -141,13 +150,13 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
                   f"but still holds part of its progress. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) and let the run go on; no "
                   f"need to stop it.")
-        if from_start:
+        if tells:
             reason += (f" If the loss and its level climb back to {start_words(f, i)}, roll back "
                        f"to a checkpoint near step {shown_step}.")
-    elif not from_start:
-        # an excerpt (:func:`undone`): above where the log began is not above where training began
+    elif not tells:
+        # an excerpt or a first loss <= 0 (:func:`start_tells`): above it is not a lost run
         reason = (f"The LR is too high for this run: the loss is running away ({far}), above "
-                  f"where this log began. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) now; "
+                  f"{start_words(f, i)}. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) now; "
                   f"if it does not come back within a few hundred steps, roll back to a "
                   f"checkpoint near step {shown_step}.")
     else:
@@ -223,4 +232,4 @@ def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     if d.alert is None or d.alert.severity == "critical":
         return np.zeros(f.n, dtype=bool)
     l0 = f.a("l0")
-    return f.a("lok") & ~(f.a("loss") < l0) & ~(f.a("slow") < l0)
+    return f.a("lok") & (l0 > 0.0) & ~(f.a("loss") < l0) & ~(f.a("slow") < l0)
