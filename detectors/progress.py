@@ -1,10 +1,13 @@
 """How much worse a loss is than a reference level: the plain ratio, and the ratio on the
 *progress scale* (against the progress made since the first loss when that is larger than the
-level). Shared by the divergence rules and the spike rate, so "x times worse" means one thing."""
+level), and how far above its best a loss is in words. Shared by the divergence rules and the
+spike rate, so "x times worse" means one thing."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from .base import fmt
 
 #: Share of the progress made (first loss - best) that counts as the scale of "x times worse"
 #: when it is larger than the best itself: half of it for the judgement of the loss *level*
@@ -22,6 +25,21 @@ def _ratio(x: float, ref: float) -> float:
     if den < 1e-12:
         den = 1e-12
     return 1.0 + (x - ref) / den
+
+
+def far_words(ratio: float, best: float) -> str:
+    """How far a loss is above its best, in words, from :func:`_ratio` of the two: "3.2x its
+    best" where the best is positive; where it is zero or negative (a log-likelihood, a critic's
+    loss: no floor at zero) a multiple means nothing, and the difference is said instead
+    ("0.131 above its best"). Every message of one alert says it this way."""
+    if best > 0.0:
+        return f"{fmt(ratio)}x its best"
+    return f"{fmt((ratio - 1.0) * max(abs(best), 1e-12))} above its best"
+
+
+def above_best(x: float, best: float) -> str:
+    """:func:`far_words` for a loss ``x`` and its ``best``."""
+    return far_words(_ratio(x, best), best)
 
 
 def _pratio(x: float, ref: float, l0: float, share: float = LEVEL_SHARE) -> float:

@@ -360,3 +360,37 @@ def test_a_loss_below_zero_is_said_to_be_a_difference_above_its_best_not_a_multi
     # a positive best keeps its multiple
     plain = [Record(s, x) for s, x in enumerate([2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4, 1.3, 1.2, 300.0, 9e5])]
     assert "x its best" in _engine_divergence(plain)[0]["message"]
+
+
+def test_the_level_and_the_escalation_say_a_negative_best_as_a_difference_too():
+    # the same alert quotes how far above its best the loss is in several places; with a best
+    # below zero every one of them is a difference, never "x its best" nor "x above it"
+    shift = -1.5
+    climb = [1.0] * 20 + [1.0 + 0.05 * k + (0.04 if k % 2 else -0.04) for k in range(1, 40)]
+    sustained = [Record(s, x + shift) for s, x in enumerate(climb)]
+    cut = [2.5, 2.4, 2.6, 3.1, 4.2] + [4.2] * 60
+    lrs = [1e-3] * 5 + [1e-4] * 60
+    escalated = [Record(s, x + 3 * shift, None, lr) for s, (x, lr) in enumerate(zip(cut, lrs, strict=True))]
+    for records, events in ((sustained, ["raised"]), (escalated, ["raised", "escalated"])):
+        alerts = _engine_divergence(records)
+        assert alerts == _engine_divergence(records, size=7) == _driven(records)
+        assert [a["event"] for a in alerts] == events
+        for a in alerts:
+            text = a["message"] + " " + a["action"]["reason"]
+            assert "x its best" not in text and "x above it" not in text
+            assert "above its best" in text
+
+
+def test_an_excerpt_above_its_first_loss_is_a_warning_when_raised_as_when_it_would_escalate():
+    # the same run-away logged from step 0 and as an excerpt beginning at step 10,000: the
+    # excerpt's first loss is not the untrained model's, so neither the raising alert nor a later
+    # record calls the run lost; the cut is advised either way
+    r = random.Random(3)
+    losses = [2.0 + 0.02 * r.uniform(-1, 1) for _ in range(40)]
+    losses += [2.1, 2.3, 2.6, 3.0, 3.5, 4.1, 4.8, 5.6, 6.5] + [6.5] * 20
+    for start, severity in ((0, "critical"), (10_000, "warning")):
+        records = [Record(start + 10 * k, x) for k, x in enumerate(losses)]
+        alerts = _engine_divergence(records)
+        assert alerts == _engine_divergence(records, size=9) == _driven(records)
+        assert [(a["event"], a["severity"]) for a in alerts] == [("raised", severity)]
+        assert alerts[0]["action"]["factor"] < 1

@@ -249,8 +249,34 @@ def test_a_blow_up_that_swings_back_under_ten_times_the_first_loss_and_over_it_a
     assert div and div[0].step <= 656 and div[0].action.params["factor"] < 1
 
 
-def test_one_record_over_ten_times_the_first_loss_between_normal_ones_is_no_divergence():
+def _feed(losses: list[float], batch: bool):
     eng = Engine("r")
-    losses = [2.0, 1.9, 1.8, 40.0, 1.8, 1.7, 1.75]  # one bad batch, forgotten by the next step
-    alerts = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x))]
-    assert not raised(alerts, "divergence")
+    recs = [Record(s, x) for s, x in enumerate(losses)]
+    if batch:
+        eng.SMALL_BATCH = 0  # force the vectorised path
+        return eng.update_batch(recs)
+    return [a for rec in recs for a in eng.update(rec)]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_two_separate_bad_batches_over_ten_times_the_first_loss_two_records_apart_are_no_lost_run(batch):
+    # a fine-tune starting at 0.05, with two bad batches (0.7, 0.65: 14x and 13x its first loss)
+    # two records apart and the loss back at its level between them: nothing blew up
+    losses = [0.05 - 0.01 * min(s, 100) / 100 + 0.003 * ((s * 7) % 5 - 2) / 2 for s in range(200)]
+    losses[150], losses[152] = 0.7, 0.65
+    div = raised(_feed(losses, batch), "divergence")
+    assert not [a for a in div if a.severity == "critical"]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize(("between", "lost"), [(1.8, False), (6.2, False), (6.4, True), (46.2, True)])
+def test_over_ten_times_the_first_loss_again_two_records_later_is_lost_only_if_it_stayed_up_between(batch, between, lost):
+    # first loss 2: 40 and 45 are 20x and 22x it; the record between them decides: back at the
+    # level (1.8) or below sqrt(10) x 2 = 6.32 it came down (two bad batches), at or above it the
+    # blow-up swung and never came down
+    losses = [2.0, 1.9, 1.8, 40.0, between, 45.0, 1.7, 1.75]
+    crit = [a for a in raised(_feed(losses, batch), "divergence")
+            if a.severity == "critical" and a.evidence["rule"] == "first_loss"]
+    assert bool(crit) == lost
+    if lost:
+        assert crit[0].step == (4 if between >= 20.0 else 5)

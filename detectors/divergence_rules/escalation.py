@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
-from ..progress import _pratio, _ratio
+from ..progress import _pratio, _ratio, far_words
 from ..types import Action
 
 if TYPE_CHECKING:
@@ -103,10 +103,11 @@ def escalate(d: DivergenceDetector, f: Features, i: int, x: float, best: float, 
     good = ev.get("best_step", f.best_step[i])
     ev.update({"loss": x, "best": best, "best_since": f.best_step[i], "ratio": ratio,
                "lr": f.lr[i], "escalation": d.esc_n})
+    far = far_words(ratio, best)
     msg = (f"loss still diverging after the LR was cut to {fmt(f.lr[i])}: its level "
-           f"{fmt(slow)} has stayed {fmt(ratio)}x its best ({fmt(best)} at step "
+           f"{fmt(slow)} has stayed {far} ({fmt(best)} at step "
            f"{f.best_step[i]}) for {n} records")
-    reason = (f"The LR was cut but the loss has not come back ({fmt(ratio)}x its best for {n} "
+    reason = (f"The LR was cut but the loss has not come back ({far} for {n} "
               f"steps): the LR is still too high. Cut it another {fmt(1 / d.factor)}x "
               f"(x{fmt(d.factor)}) and restart from a checkpoint near step {good}, before "
               f"the trouble began.")

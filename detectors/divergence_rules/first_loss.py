@@ -1,9 +1,12 @@
 """Ten times the first loss, twice or with the validation loss: a fact that needs no history.
 
 Condition: the first loss is positive and the loss is >= ``first_ratio`` x it on this record
-and on the one before (or the one before that: a blow-up that swings, 217, 46, 4,426 against a
-first loss of 6.4, is back above the bar once more, which one bad batch is not), from the third
-loss record on. A run does not recover its weights from
+and on the one before, from the third loss record on; or on this record and the one before that
+while the record between them stayed >= sqrt(``first_ratio``) x the first loss (halfway to the
+bar on the log scale): a blow-up that swings, 217, 46.2, 4,426 against a first loss of 6.44 (a
+detector's log below with 5 added to every loss: 46.2 is 7.2x), is back above the bar once
+more and never came down in between, which two separate bad batches do, the loss back at its
+level between them. A run does not recover its weights from
 there on its own; one such record alone can be a bad batch that the next step forgets, so two
 are asked, or one when the validation loss (the last one logged,
 ``features.vlast``) is also >= ``first_ratio`` x the first validation loss: a bad batch does not
@@ -54,6 +57,7 @@ bench/real/issues/juntang-zhuang__laddernet__1.csv: a LadderNet whose train loss
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ..base import fmt
@@ -73,9 +77,11 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
     if f.b_lprev[i] >= d.first_ratio * l0 and not spikes.after_kick(d, f, i):
         return (f"has been over {fmt(d.first_ratio)}x {start_words(f, i)} for two records",
                 "first_loss")
-    if f.b_lp2[i] >= d.first_ratio * l0 and not spikes.after_kick(d, f, i):
+    if f.b_lp2[i] >= d.first_ratio * l0 and f.b_lprev[i] >= math.sqrt(d.first_ratio) * l0 and \
+            not spikes.after_kick(d, f, i):
         return (f"is over {fmt(d.first_ratio)}x {start_words(f, i)} again, two records after "
-                f"the last time", "first_loss")
+                f"the last time, and stayed over {fmt(math.sqrt(d.first_ratio))}x it in between",
+                "first_loss")
     v0 = f.v0[i]
     if v0 > 0.0 and f.vlast[i] >= d.first_ratio * v0:
         return (f"is over {fmt(d.first_ratio)}x {start_words(f, i)}, "

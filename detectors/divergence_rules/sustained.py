@@ -62,7 +62,7 @@ gets there:
 >>> losses = [1.0] * 20 + [1.0 + 0.05 * k + (0.04 if k % 2 else -0.04) for k in range(1, 40)]
 >>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
 >>> [(a.step, a.evidence["rule"]) for a in alerts], alerts[0].message.split(" and ")[-1]
-([(46, 'sustained')], 'its level has stayed 1.93x above it for 10 records')
+([(46, 'sustained')], 'its level has stayed 1.93x its best for 10 records')
 
 References
 ----------
@@ -74,9 +74,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..base import fmt
 from ..lost import blew_up
-from ..progress import _ratio, pratio_arr
+from ..progress import above_best, pratio_arr
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +112,7 @@ def check(d: DivergenceDetector, f: Features, i: int, best: float, l0: float, sl
     fast = f.fast[i]
     if n_hi >= need and fast >= slow and fast >= d.keep * d.hi_peak and \
             not (f.rev[i] >= 2 and f.lrdir[i] > 0):  # a cyclic LR on its way up
-        return f"its level has stayed {fmt(_ratio(slow, best))}x above it for {n_hi} records", "sustained"
+        return f"its level has stayed {above_best(slow, best)} for {n_hi} records", "sustained"
     return None
 
 

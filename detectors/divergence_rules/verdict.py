@@ -3,23 +3,24 @@
 Every rule advises the same action, ``scale_lr`` x``factor``; the severity and the words say
 what the data shows:
 
-- **critical**, "loss diverging" (or "run lost" for :mod:`.lost`): the loss or its level is at
-  or above the first loss (everything the run learnt is undone, or it blew up before
+- **critical**, "loss diverging" (or "run lost" for :mod:`.lost`): the run has undone all its
+  progress (:func:`undone`: the loss and its level at or above the first loss, on a log that
+  begins where training began and a positive first loss: everything the run learnt is undone, or it blew up before
   learning), or the rule is :mod:`.lost` or :mod:`.first_loss`. Cut the LR; roll back if the
   loss does not come back;
 - **warning**, "LR too high, the loss is unstable ... the run is not lost": the run-away still
-  holds part of its progress (both the loss and its level below the first loss), or the rule
-  fired one record after a jump (:mod:`.spike_climbs`: a long excursion and a lost run look the
-  same there). Cutting the LR is right, stopping the run is not: runs with an LR 10x too high
-  that end stably show such run-aways. Below the first loss the advice is to let the run go
-  on; a loss already above it (the jump of :mod:`.spike_climbs`) is to come back below it
-  before its level climbs past it too, or the run is rolled back.
+  holds part of its progress (the loss or its level below the first loss), the log is an
+  excerpt (its first loss is not the untrained model's), or the rule fired one record after a
+  jump (:mod:`.spike_climbs`: a long excursion and a lost run look the same there). Cutting the
+  LR is right, stopping the run is not: runs with an LR 10x too high that end stably show such
+  run-aways. Below the first loss the advice is to let the run go on; a loss already above it
+  (the jump of :mod:`.spike_climbs`) is to come back below it before its level climbs past it
+  too, or the run is rolled back.
 
-The same alert escalates from warning to critical (event ``escalated``) when the loss and its
-level are then at or above the first loss ("is back above" it, or "has stayed above" it when
-the loss was there already when the alert was raised), on a log that begins where training
-began (an excerpt's first loss is not the untrained model's); the advice becomes the roll-back (same
-action, its reason replaced). The messages quote the raw best (``features.rbest``) when it is
+The same alert escalates from warning to critical (event ``escalated``) when the run has then
+undone all its progress (the same :func:`undone`: "is back above" the first loss, or "has stayed
+above" it when the loss was there already when the alert was raised); the advice becomes the
+roll-back (same action, its reason replaced). The messages quote the raw best (``features.rbest``) when it is
 lower than the level's best: after a fast descent the level is still far above the values the
 run really held. How far above its best a loss is reads as a multiple ("3.2x its best") where
 the best is positive and as a difference ("0.131 above its best") where it is zero or negative:
@@ -63,7 +64,7 @@ import numpy as np
 
 from ..base import fmt
 from ..features import lr_ramping
-from ..progress import _ratio, logged_from_start
+from ..progress import _ratio, above_best, far_words, logged_from_start
 from ..types import Action
 from . import escalation
 
@@ -91,19 +92,24 @@ def start_words(f: Features, i: int) -> str:
     return f"its first loss ({fmt(f.l0[i])} at step {f.l0_step[i]})"
 
 
-def far_words(ratio: float, best: float) -> str:
-    """How far a loss is above its best, in words, from :func:`~losswatch.detectors.progress._ratio`
-    of the two: "3.2x its best" where the best is positive; where it is zero or negative (a
-    log-likelihood, a critic's loss: no floor at zero) a multiple means nothing, and the
-    difference is said instead ("is 0.131 above its best")."""
-    if best > 0.0:
-        return f"{fmt(ratio)}x its best"
-    return f"{fmt((ratio - 1.0) * max(abs(best), 1e-12))} above its best"
+def start_tells(f: Features, i: int, l0: float) -> bool:
+    """Can the start level ``l0`` tell a lost run on row ``i``: it is positive, on a log that
+    begins where training began (:func:`~losswatch.detectors.progress.logged_from_start`)?
+
+    An excerpt's first loss is one draw of whatever the run was doing when the log began (a
+    resumed run, a thread's pasted lines), not the untrained model's: a loss back at it has not
+    undone what was learnt before it (a transient spike in a noisy stretch reaches it and comes
+    back). A first loss at or below zero (a log-likelihood, a critic's loss: no floor at zero)
+    does not say how far above it a run may go and come back: a normalising flow's likelihood
+    jumps from -7.9 to 3.5e6 for a step and recovers."""
+    return l0 > 0.0 and logged_from_start(f.l0_step[i], f.step[i], f.nl[i])
 
 
-def above_best(x: float, best: float) -> str:
-    """:func:`far_words` for a loss ``x`` and its ``best``."""
-    return far_words(_ratio(x, best), best)
+def undone(f: Features, i: int, x: float, l0: float, slow: float) -> bool:
+    """Has the run undone all its progress on row ``i``: the loss ``x`` and its level ``slow`` at
+    or above a start level ``l0`` that can tell (:func:`start_tells`)? The one test of a lost
+    run, for a new alert (:func:`raise_alert`) and an open one (:func:`mark_lost`) alike."""
+    return x >= l0 and slow >= l0 and start_tells(f, i, l0)
 
 
 def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: float, ratio: float,
@@ -118,8 +124,8 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     far = above_best(x, shown)
     warm = lr_ramping(f, i)
     l0 = f.l0[i]
-    lost = rule[1] in LOST_RULES or (rule[1] not in UNSTABLE_RULES and
-                                     not (l0 > 0.0 and (x < l0 or f.slow[i] < l0)))
+    lost = rule[1] in LOST_RULES or (rule[1] not in UNSTABLE_RULES and undone(f, i, x, l0, f.slow[i]))
+    tells = start_tells(f, i, l0)
     if rule[1] == "lost":
         msg = f"run lost at step {step}: {rule[0]}"
     elif lost:
@@ -127,7 +133,11 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
                f"({fmt(shown)} at step {shown_step}) and {rule[0]}")
     else:
         why_not = (f"it is still below {start_words(f, i)}: the run is not lost" if x < l0 else
-                   "one record after a jump does not show whether the run is lost")
+                   "one record after a jump does not show whether the run is lost" if tells else
+                   "its first loss is at or below zero, which does not show whether the run is lost"
+                   if l0 <= 0.0 else
+                   "the log begins after training began, so its first loss does not show "
+                   "whether the run is lost")
         msg = (f"LR too high, the loss is unstable: {fmt(x)} at step {step} is "
                f"{far} ({fmt(shown)} at step {shown_step}) and {rule[0]}; "
                f"{why_not}")
@@ -139,8 +149,16 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
         reason = (f"The LR is too high for this run: the loss jumps back up ({far}) "
                   f"but still holds part of its progress. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) and let the run go on; no "
-                  f"need to stop it. If the loss and its level climb back to "
-                  f"{start_words(f, i)}, roll back to a checkpoint near step {shown_step}.")
+                  f"need to stop it.")
+        if tells:
+            reason += (f" If the loss and its level climb back to {start_words(f, i)}, roll back "
+                       f"to a checkpoint near step {shown_step}.")
+    elif not tells:
+        # an excerpt or a first loss <= 0 (:func:`start_tells`): above it is not a lost run
+        reason = (f"The LR is too high for this run: the loss is running away ({far}), above "
+                  f"{start_words(f, i)}. Cut the LR {fmt(1 / d.factor)}x (x{fmt(d.factor)}) now; "
+                  f"if it does not come back within a few hundred steps, roll back to a "
+                  f"checkpoint near step {shown_step}.")
     else:
         # already above the start level: one record after a jump (spike_climbs) cannot tell a
         # long excursion from a lost run; the level joining the loss there decides (mark_lost)
@@ -185,17 +203,10 @@ def raise_val_alert(d: DivergenceDetector, f: Features, i: int, rule: tuple[str,
 def mark_lost(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float,
               slow: float) -> None:
     """While an episode is open: an unstable run (a warning) whose loss and level are at or above
-    its start level has undone every bit of progress: the run is lost (critical, same episode
-    and action, its reason now the roll-back).
-
-    Only on a log that begins where training began (:func:`~losswatch.detectors.progress.logged_from_start`):
-    there the first loss is the untrained model's. An excerpt's first loss is one draw of whatever
-    the run was doing when the log began (a resumed run, a thread's pasted lines), and a loss
-    back at it has not undone what was learnt before it: a transient spike in a noisy stretch
-    reaches it and comes back."""
+    its start level has undone every bit of progress (:func:`undone`): the run is lost (critical,
+    same episode and action, its reason now the roll-back)."""
     a = d.alert
-    if a is None or a.severity == "critical" or not (l0 > 0.0 and x >= l0 and slow >= l0) or \
-            not logged_from_start(f.l0_step[i], f.step[i], f.nl[i]):
+    if a is None or a.severity == "critical" or not undone(f, i, x, l0, slow):
         return
     ev = {**a.evidence, "loss": x, "lost_step": f.step[i]}
     # alerts raised before the raise-time figures were kept: the loss then is the best guess
