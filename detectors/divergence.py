@@ -23,6 +23,7 @@ from .divergence_rules import (
     grad_norm,
     lost,
     lr_jump,
+    never_learnt,
     raw_runaway,
     recovery,
     spike_climbs,
@@ -47,7 +48,7 @@ class DivergenceDetector(Detector):
     that must not lag a fast descent. While no episode is open, each loss record goes through
     the rules in this order, and the first that holds raises the alert, with the action
     ``scale_lr`` x``factor`` (``evidence["rule"]`` names it):
-    ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``spike_climbs``, ``lr_jump``,
+    ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``never_learnt``, ``spike_climbs``, ``lr_jump``,
     ``spike_cluster``, ``grad_norm``, ``sustained``, ``lost``; on a record without a training loss,
     ``val_blowup`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
     While it is open: ``verdict`` (an unstable run that climbs back to its first loss turns
@@ -91,7 +92,7 @@ class DivergenceDetector(Detector):
     static_screen = True
     #: The modules of its rules: those ``step`` tries, in its order, then those of an open
     #: episode, then the shared pieces (the detector reference lists them in this order).
-    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, spike_climbs, lr_jump,
+    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, never_learnt, spike_climbs, lr_jump,
                                      spike_cluster, grad_norm, sustained, lost, val_blowup, verdict,
                                      escalation, recovery, causes, spikes)
 
@@ -186,7 +187,8 @@ class DivergenceDetector(Detector):
         with np.errstate(all="ignore"):
             rows = first_loss.screen(self, f) | raw_runaway.screen(self, f) | streak.screen(self, f) | \
                 lr_jump.screen(self, f) | spikes.screen(self, f) | grad_norm.screen(self, f) | \
-                sustained.screen(self, f) | lost.screen(self, f) | climb.screen(self, f)
+                sustained.screen(self, f) | lost.screen(self, f) | climb.screen(self, f) | \
+                never_learnt.screen(self, f)
             return (f.a("lok") & rows) | val_blowup.screen(self, f)
 
     def active_screen(self, f: Features) -> np.ndarray:
@@ -230,7 +232,8 @@ class DivergenceDetector(Detector):
         lr_jumped = f.lrok[i] and f.b_lrlast[i] > 0.0 and f.lr[i] >= self.lr_jump * f.b_lrlast[i]
         tenfold = l0 > 0.0 and x >= self.first_ratio * l0  # first_loss
         stalled = step - f.pstep[i] >= self.lost_patience  # lost
-        if up_n < 2 and not (high or jumped or huge_gn or lr_jumped or tenfold or stalled):
+        risen = nl >= self.climb and x >= self.level_ratio * l0  # never_learnt
+        if up_n < 2 and not (high or jumped or huge_gn or lr_jumped or tenfold or stalled or risen):
             return
         rec = f.rec[i]
         gn_up = rising and causes.grad_norm_building(self, f, i)
@@ -243,6 +246,8 @@ class DivergenceDetector(Detector):
             rule = streak.check(self, f, i, x, best, l0, up_n, gn_up, ramping, after_spike)
         if rule is None and up_n >= self.climb:
             rule = climb.check(self, f, i, x, l0, up_n)
+        if rule is None and risen:
+            rule = never_learnt.check(self, f, i, x, l0, nl)
         if rule is None and self.spike_nl == nl - 1:
             rule = spike_climbs.check(self, f, i, x, best, l0)
         if lr_jumped:
