@@ -29,15 +29,10 @@ one before, neither below its first value (beyond ``chance_band``), the evaluati
 the start, not at a chance level ln(k) (the chance rules judge those: a zero-initialised head
 prints ln(k) itself at the start) and the logged LR not ramping up (a Keras model whose loss and
 val_loss print 1.0097 and 1.0082 epoch after epoch: an epoch mean and a separate evaluation, both
-frozen). A logger that repeats the last training loss
-on each evaluation row repeats one column while the evaluation moves; two frozen columns are a
-frozen model. On a loss record: the same loss to six significant digits, printed with more than
-five (:func:`~losswatch.detectors.dead_rules.weights_frozen.exact_repeat`), on
-``unlearned_records`` records in a row, above the first loss (beyond ``chance_band``) with no
-loss ever below it: a network driven above where it started into a constant output (saturated
-units; a Caffe segmentation net printing 92.0984 and then 122.271 on every record). A healthy
-loss below its start can be a logger's repeat; a minibatch loss that rose above an untrained
-network's and is then the same float on every batch is a constant output.
+frozen). A logger that repeats the last training loss on each evaluation row repeats one
+column while the evaluation moves; two frozen columns are a frozen model. A training loss alone
+repeated on a few records is not: a logger that writes each value m times (gradient
+accumulation, an export forward-filled to every step) repeats every value, a rising loss's too.
 
 A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
 data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
@@ -55,7 +50,7 @@ unlearned_records : int, default 3
     unchanged value are all such excerpts show (the tune part's two logs: 3 records each).
     Set by: no healthy log of the tune part (nor its variants) and no healthy benchmark run
     (seeds 0-7, full and every 10th / 50th row) has two frozen columns on 3 evaluations in a
-    row without having learned, nor three six-digit repeats above its first loss.
+    row without having learned.
 
 Examples
 --------
@@ -82,7 +77,6 @@ from ..base import fmt
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
-from .weights_frozen import exact_repeat
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -142,17 +136,10 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return None  # the run breaks by its record count
     if d.fz_last != nl - 1:
         d.fz_start = nl - 1  # the previous record is the first of the run
-        d.fz_exact = 1
-    d.fz_exact = d.fz_exact + 1 if exact_repeat(x, f.b_lprev[i]) else 1
     d.fz_last = nl
     n = nl - d.fz_start + 1
     if n >= d.frozen_records:
         return Why(f"the loss has been {fmt(x)} for {n} records in a row", x)
-    l0 = f.l0[i]
-    if d.fz_exact >= d.unlearned_records and x > l0 + d.chance_band * abs(l0) and \
-            never_learned(x, l0, f.rbest[i], d.chance_band):
-        return Why(f"the loss rose from {fmt(l0)} to {x:.6g} and has been that value for {d.fz_exact} "
-                   "records in a row: a constant output (saturated units)", x)
     return None
 
 
