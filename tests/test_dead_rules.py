@@ -157,3 +157,22 @@ def test_evaluations_at_ln_k_that_slow_once_or_repeat_a_row_are_not_dead():
             for s in range(80)]
     assert _dead_alerts(rows) == []
     assert [a.id for a in in_batches(rows, 64)[1]] == []
+
+
+def test_an_export_that_forward_fills_both_columns_is_not_a_frozen_pair():
+    # a per-step export: the loss logged every 5 steps, the evaluation every 50, each carried
+    # forward to every row as the same float; the run learns
+    rows = [Record(s, 1.23456789 - 0.00731 * (s // 5), val_loss=1.3456789 - 0.0123 * (s // 50))
+            for s in range(300)]
+    assert _dead_alerts(rows) == []
+    assert [a.id for a in in_batches(rows, 64)[1]] == []
+
+
+def test_a_pair_printed_with_three_significant_digits_is_not_frozen():
+    # Keras prints four decimals: 0.0523 keeps three digits, and a floor repeats them
+    assert _dead_alerts([Record(e, 0.0523, val_loss=0.0611) for e in range(1, 6)]) == []
+
+
+def test_a_frozen_pair_after_the_evaluations_had_fallen_is_not_a_run_that_never_learned():
+    vals = (1.0082, 0.95, 1.0082, 1.0082, 1.0082, 1.0082)
+    assert _dead_alerts([Record(e, 1.0097, val_loss=v) for e, v in zip(range(1, 7), vals)]) == []
