@@ -215,7 +215,7 @@ class DeadDetector(Detector):
             ev["blew_up_to"] = f.worst[i]
             act = Action("scale_lr", {"factor": self.factor},
                          f"The network stopped learning after its loss blew up to {fmt(f.worst[i])} "
-                         f"(it started at {fmt(l0)}): the LR saturated its units. Restart from a "
+                         f"(it started at {fmt(l0)}), as when the LR saturates the units. Restart from a "
                          f"checkpoint before the blow-up with the LR cut {fmt(1 / self.factor)}x.")
         elif f.lok[i] and f.loss[i] >= l0 and collapsed.lost_progress(self, f, i):
             ev["collapsed_from"] = f.rbest[i]

@@ -82,3 +82,8 @@ def test_a_slow_fine_tune_whose_validation_loss_drifts_up_warns_once_its_trainin
     assert _same_in_batches(recs)
     assert [(a.evidence["rule"], a.action.params["to_step"]) for a in of] == [("drift", 0)]
     assert of[0].evidence["train_loss"] <= 0.8 * of[0].evidence["train_loss_at_best"]
+
+
+def test_evaluations_no_better_than_chance_advise_the_checks_of_a_uniform_guess():
+    stop = _dead(tune_records(MOBILENET))[0].action
+    assert "uniform guess" in stop.reason and "constant output" not in stop.reason

@@ -154,7 +154,10 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         tail = f", the training loss {train:.5g}" if train == train else ""
         return Why(f"the validation loss has been at or just above ln({k}) = {lv:.4f}, no better than a "
                    f"uniform guess over {k} classes, on {d.vb_n} separate evaluations (now {v:.5g}{tail})",
-                   lv, "val_loss", d.chance_band * lv)
+                   lv, "val_loss", d.chance_band * lv,
+                   checks=f"The network evaluates no better than a uniform guess over {k} classes: stop and "
+                   "check the labels (do they match the inputs? all one class?), the loss function, the "
+                   "initialisation and the LR (far too high or too low).")
     return None
 
 
