@@ -16,7 +16,7 @@ Condition:
   training loss logged with it (if any) is frozen too, on this row and since the evaluation
   before (a logger that repeats the last evaluation on every line is not a frozen model; a
   row whose training loss is the same float as at the evaluation before, printed with more than
-  five digits, is a copy an export forward-filled and is not counted) and only when the validation loss never fell
+  four decimals, is a copy an export forward-filled and is not counted) and only when the validation loss never fell
   below 0.9x its first value (a converged evaluation at the end of a long decay prints the same
   four digits), judged only where the evaluations begin where training began
   (:func:`~losswatch.detectors.progress.logged_from_start` on the evaluations' steps): the
@@ -28,7 +28,7 @@ where it stands, and nothing since was better, so no converged loss can print th
 On an evaluation: the validation loss the same to four significant digits on ``unlearned_records``
 evaluations in a row and the training loss logged with each the same to four digits as at the
 one before (both printed with four significant digits: :func:`four_significant`; a training loss
-that is the same float printed with more than five digits is a copy an export forward-filled, not
+that is the same float printed with more than four decimals is a copy an export forward-filled, not
 counted), neither below its first value (the best validation loss so far, the raw best training
 loss: beyond ``chance_band``), the evaluations logged from
 the start, not at a chance level ln(k) (the chance rules judge those: a zero-initialised head
@@ -84,7 +84,6 @@ from ..base import fmt
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
-from .weights_frozen import exact_repeat
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -124,6 +123,14 @@ def four_significant(x: float) -> bool:
         return True
     q = ax * 1e4
     return abs(q - round(q)) > 1e-6 * max(q, 1.0)
+
+
+def on_4_decimals(x: float) -> bool:
+    """Is ``x`` printed with four decimals at most (Keras' and the Trainer's prints)? Such a
+    value repeats at that precision; only a float with more decimals, the same bit for bit, is
+    a copy."""
+    q = abs(x) * 1e4
+    return q == q and abs(q - round(q)) <= 1e-6 * max(q, 1.0)
 
 
 def zero_ok(x: float, f: Features, i: int) -> bool:
@@ -170,11 +177,11 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
         d.v_first, d.v_first_step = v, int(f.step[i])
     # the training loss at this evaluation (logged with it, or the last before it) against the one
     # at the evaluation before: both columns frozen together. The same float printed with more
-    # than five digits is a logger's copy (an export that forward-fills its columns to every
+    # than four decimals is a logger's copy (an export that forward-fills its columns to every
     # step), not a new minibatch or epoch mean, which moves in its last digits: such a row is no
     # evaluation of its own and neither extends the runs nor breaks them
     train = f.lprev[i]
-    if not (repeat and exact_repeat(train, d.vp_train)):
+    if not (repeat and train == d.vp_train and not on_4_decimals(train)):
         # the same evaluation while the training loss moved since the one before is a logger
         # repeating its last evaluation, not a frozen model: it breaks the run
         train_moved = train == train and d.vp_train == d.vp_train and not same_4_digits(train, d.vp_train)
