@@ -106,7 +106,6 @@ class DeadDetector(Detector):
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
-        self.fz_exact = 0  # and the records in a row the same to six digits
         self.vp_n, self.vp_train = 0, math.nan  # frozen pair: the evaluations in a row with both
         # columns unchanged, and the training loss at the last evaluation
         self.ch_level = -1.0  # chance level of the current run
@@ -126,7 +125,8 @@ class DeadDetector(Detector):
         self.vc_improved = 0
         self.vx_level, self.vx_n, self.vx_rec = -1.0, 0, -1  # evaluations at ln(k) itself
         self.vb_level, self.vb_n = -1.0, 0  # evaluations no better than chance: their level, the
-        self.vb_v, self.vb_fall = math.nan, math.inf  # run's length, the last one and its fall
+        self.vb_v, self.vb_fall = math.nan, math.inf  # run's length; the last separate evaluation,
+        self.vb_slow = 0  # its fall and the falls in a row that slowed
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row
         self.fs_alive = True  # flat from the start: the band of every loss since the first,
@@ -137,13 +137,13 @@ class DeadDetector(Detector):
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
-        "fz_start": -1, "fz_last": -1, "fz_exact": 0, "vp_n": 0, "vp_train": math.nan,
+        "fz_start": -1, "fz_last": -1, "vp_n": 0, "vp_train": math.nan,
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
-        "vb_fall": math.inf, "cl_last": -1, "cl_vals": [],
+        "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}
 
     def get_state(self) -> dict[str, Any]:
@@ -215,7 +215,7 @@ class DeadDetector(Detector):
             ev["blew_up_to"] = f.worst[i]
             act = Action("scale_lr", {"factor": self.factor},
                          f"The network stopped learning after its loss blew up to {fmt(f.worst[i])} "
-                         f"(it started at {fmt(l0)}): the LR saturated its units. Restart from a "
+                         f"(it started at {fmt(l0)}), as when the LR saturates the units. Restart from a "
                          f"checkpoint before the blow-up with the LR cut {fmt(1 / self.factor)}x.")
         elif f.lok[i] and f.loss[i] >= l0 and collapsed.lost_progress(self, f, i):
             ev["collapsed_from"] = f.rbest[i]

@@ -100,7 +100,7 @@ def test_the_state_keeps_the_keys_that_saved_states_hold():
         "fz_start", "fz_last", "ch_level", "ch_start", "ch_last", "ch_rbest", "ch_improved", "v_prev", "v_first",
         "v_n", "v_rec", "v_exact", "vc_level", "vc_n", "vc_low", "vc_improved", "cl_last", "cl_vals", "moved",
         "fs_alive", "fs_lo", "fs_hi", "fs_n", "ch_exact", "zs_alive", "vx_level", "vx_n", "vx_rec", "v_first_step",
-        "fz_exact", "vp_n", "vp_train", "vb_level", "vb_n", "vb_v", "vb_fall"}
+        "vp_n", "vp_train", "vb_level", "vb_n", "vb_v", "vb_fall", "vb_slow"}
 
 
 def test_frozen_evaluations_resolve_on_the_evaluations_not_the_training_loss():
@@ -140,3 +140,39 @@ def test_a_loss_of_zero_from_the_start_is_not_told_to_raise_the_lr():
     alerts = Engine("r").update_batch([Record(s, 0.0, lr=1e-3) for s in range(1, 300)])
     assert {a.detector for a in alerts} == {"dead"}
     assert not [a for a in alerts if a.action is not None and a.action.type == "scale_lr"]
+
+
+def _dead_alerts(recs):
+    return [a for a in one_at_a_time(recs)[1] if a.kind == "dead"]
+
+
+def test_evaluations_at_ln_k_that_slow_once_or_repeat_a_row_are_not_dead():
+    # a steady learner through ln 10 whose one evaluation fell less than the others
+    vals = [2.3113, 2.3099, 2.3085, 2.3071, 2.3057, 2.3050, 2.3036, 2.3022, 2.3008, 2.2994]
+    recs = [Record(s, v + 0.001, val_loss=v) for s, v in enumerate(vals)]
+    assert _dead_alerts(recs) == []
+    # evaluations every 10 rows, each written again on the next row: a repeat is no stall
+    falls = [2.3071 - 0.0004 * k for k in range(8)]
+    rows = [Record(s, falls[s // 10] + 0.001 + 0.003 * (s % 7), val_loss=falls[s // 10] if s % 10 in (0, 1) else None)
+            for s in range(80)]
+    assert _dead_alerts(rows) == []
+    assert [a.id for a in in_batches(rows, 64)[1]] == []
+
+
+def test_an_export_that_forward_fills_both_columns_is_not_a_frozen_pair():
+    # a per-step export: the loss logged every 5 steps, the evaluation every 50, each carried
+    # forward to every row as the same float; the run learns
+    rows = [Record(s, 1.23456789 - 0.00731 * (s // 5), val_loss=1.3456789 - 0.0123 * (s // 50))
+            for s in range(300)]
+    assert _dead_alerts(rows) == []
+    assert [a.id for a in in_batches(rows, 64)[1]] == []
+
+
+def test_a_pair_printed_with_three_significant_digits_is_not_frozen():
+    # Keras prints four decimals: 0.0523 keeps three digits, and a floor repeats them
+    assert _dead_alerts([Record(e, 0.0523, val_loss=0.0611) for e in range(1, 6)]) == []
+
+
+def test_a_frozen_pair_after_the_evaluations_had_fallen_is_not_a_run_that_never_learned():
+    vals = (1.0082, 0.95, 1.0082, 1.0082, 1.0082, 1.0082)
+    assert _dead_alerts([Record(e, 1.0097, val_loss=v) for e, v in zip(range(1, 7), vals)]) == []

@@ -63,6 +63,13 @@ def test_a_table_of_epochs_numbered_from_0_has_a_trained_model_at_epoch_0():
     assert [(a.step, a.action.params["to_step"]) for a in of] == [(3, 0)]
 
 
+def test_an_evaluation_logged_alone_as_epoch_0_is_of_the_untrained_model():
+    # a hand-written loop evaluates before it trains and logs it as epoch 0, with no training
+    # loss on that row; the val only rose from there: not overfitting
+    train, val = [None, 0.47, 0.35, 0.28, 0.22], [0.5, 0.52, 0.56, 0.64, 0.77]
+    assert raised(_epochs(train, val, first_step=0), "overfitting") == []
+
+
 def test_a_small_drift_against_the_progress_made_is_not_overfitting():
     # val fell 2.3 -> 0.19, then drifts 0.19 -> 0.2 -> 0.21 -> 0.22: 1.3 % of its progress
     train = [2.3, 0.5, 0.2, 0.15, 0.12, 0.1, 0.08]

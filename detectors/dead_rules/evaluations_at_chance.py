@@ -26,9 +26,9 @@ Or, the evaluations no better than chance: ``exact_chance_records`` separate eva
 row (the run's first aside), each at or above ln(k) and within ``chance_band``
 (:mod:`.at_chance`, 0.2 %) of it, the training loss logged with each (if any) no lower than
 ln(k) less that band and within ``val_chance_band`` above it; the evaluations no longer falling
-(the last one no lower than the one before, or its fall at most half the fall before it and
-smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k)); the
-logged LR not ramping up. A
+(on two separate evaluations in a row, each fall none or at most half the fall before it, the
+last smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k);
+one noisy evaluation slows one fall, not two); the logged LR not ramping up. A
 cross-entropy at or above ln(k) is no better than the uniform guess: a network that learned
 anything about its labels evaluates below ln(k), and a network that sits just above it,
 evaluation after evaluation, has an output that carries no information (a MobileNet on CIFAR-10
@@ -94,6 +94,8 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # a value of its own (a logger that repeats the last evaluation repeats its float)
     separate = f.rec[i] - d.vx_rec > 1 or f.nl[i] == 0 or v != prev
     d.vx_rec = f.rec[i]
+    if separate:
+        _track_falls(d, v)
     exact = _at_ln_k_itself(d, f, i, first, separate)
     above = _no_better_than_chance(d, f, i, first, separate)
     near = _near_ln_k(d, f, i)
@@ -118,6 +120,18 @@ def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, first: bool, separate:
     return None
 
 
+def _track_falls(d: DeadDetector, v: float) -> None:
+    """On a separate evaluation: its fall from the one before, and the run of falls in a row
+    that slowed (at most half the fall before, or none). A repeated row is no evaluation: its
+    fall of 0 would read as a stall."""
+    if d.vb_v == d.vb_v:
+        fall = d.vb_v - v
+        slowed = fall <= 0.0 or (d.vb_fall < math.inf and fall <= 0.5 * d.vb_fall)
+        d.vb_slow = d.vb_slow + 1 if slowed else 0
+        d.vb_fall = fall
+    d.vb_v = v
+
+
 def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
     """The run of separate evaluations at or just above ln(k), the training loss there too."""
     v, train = f.val[i], f.lprev[i]
@@ -127,23 +141,23 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         d.vb_n = 0
         return None
     if lv != d.vb_level or d.vb_n == 0:
-        d.vb_level, d.vb_n, d.vb_fall = lv, 0, math.inf
-    else:
-        prev_fall, d.vb_fall = d.vb_fall, d.vb_v - v
-    d.vb_v = v
+        d.vb_level, d.vb_n = lv, 0
     d.vb_n += separate
-    # converged onto ln(k), not passing through it: the evaluations stopped falling, or their
-    # last fall was at most half the one before and smaller than the way still left to ln(k)
-    # (a fall that slows that fast stops above it); a network learning slowly (an LR far too
-    # low) falls through ln(k) at a steady pace
-    stalled = d.vb_fall <= 0.0 or (d.vb_fall <= 0.5 * prev_fall and v - lv >= d.vb_fall) \
-        if d.vb_n > 1 else False
+    # converged onto ln(k), not passing through it: the evaluations' fall slowed on two separate
+    # evaluations in a row (each fall at most half the one before, or none) and their last fall
+    # is smaller than the way still left to ln(k) (a fall that slows that fast stops above it).
+    # A network learning slowly (an LR far too low) falls through ln(k) at a steady pace, and
+    # one noisy evaluation slows one fall, not two
+    stalled = d.vb_slow >= 2 and (d.vb_fall <= 0.0 or v - lv >= d.vb_fall)
     if d.vb_n >= d.exact_chance_records and stalled and not lr_ramping(f, i):
         k = CHANCE_K[lv]
         tail = f", the training loss {train:.5g}" if train == train else ""
         return Why(f"the validation loss has been at or just above ln({k}) = {lv:.4f}, no better than a "
                    f"uniform guess over {k} classes, on {d.vb_n} separate evaluations (now {v:.5g}{tail})",
-                   lv, "val_loss", d.chance_band * lv)
+                   lv, "val_loss", d.chance_band * lv,
+                   checks=f"The network evaluates no better than a uniform guess over {k} classes: stop and "
+                   "check the labels (do they match the inputs? all one class?), the loss function, the "
+                   "initialisation and the LR (far too high or too low).")
     return None
 
 

@@ -13,8 +13,10 @@ Condition:
   of a fine-tune that learns, on two healthy logs of the tune part);
 - on an evaluation: ``frozen_records`` consecutive finite validation losses the same to four
   significant digits (an epoch validation loss of exactly 0.2000), counted only where the
-  training loss logged with it (if any) is frozen too (a logger that repeats the last
-  evaluation on every line is not a frozen model) and only when the validation loss never fell
+  training loss logged with it (if any) is frozen too, on this row and since the evaluation
+  before (a logger that repeats the last evaluation on every line is not a frozen model; a
+  row whose training loss is the same float as at the evaluation before, printed with more than
+  four decimals, is a copy an export forward-filled and is not counted) and only when the validation loss never fell
   below 0.9x its first value (a converged evaluation at the end of a long decay prints the same
   four digits), judged only where the evaluations begin where training began
   (:func:`~losswatch.detectors.progress.logged_from_start` on the evaluations' steps): the
@@ -25,19 +27,17 @@ A run that never learned needs fewer records (``unlearned_records``): its first 
 where it stands, and nothing since was better, so no converged loss can print the same digits.
 On an evaluation: the validation loss the same to four significant digits on ``unlearned_records``
 evaluations in a row and the training loss logged with each the same to four digits as at the
-one before, neither below its first value (beyond ``chance_band``), the evaluations logged from
+one before (both printed with four significant digits: :func:`four_significant`; a training loss
+that is the same float printed with more than four decimals is a copy an export forward-filled, not
+counted), neither below its first value (the best validation loss so far, the raw best training
+loss: beyond ``chance_band``), the evaluations logged from
 the start, not at a chance level ln(k) (the chance rules judge those: a zero-initialised head
 prints ln(k) itself at the start) and the logged LR not ramping up (a Keras model whose loss and
 val_loss print 1.0097 and 1.0082 epoch after epoch: an epoch mean and a separate evaluation, both
-frozen). A logger that repeats the last training loss
-on each evaluation row repeats one column while the evaluation moves; two frozen columns are a
-frozen model. On a loss record: the same loss to six significant digits, printed with more than
-five (:func:`~losswatch.detectors.dead_rules.weights_frozen.exact_repeat`), on
-``unlearned_records`` records in a row, above the first loss (beyond ``chance_band``) with no
-loss ever below it: a network driven above where it started into a constant output (saturated
-units; a Caffe segmentation net printing 92.0984 and then 122.271 on every record). A healthy
-loss below its start can be a logger's repeat; a minibatch loss that rose above an untrained
-network's and is then the same float on every batch is a constant output.
+frozen). A logger that repeats the last training loss on each evaluation row repeats one
+column while the evaluation moves; two frozen columns are a frozen model. A training loss alone
+repeated on a few records is not: a logger that writes each value m times (gradient
+accumulation, an export forward-filled to every step) repeats every value, a rising loss's too.
 
 A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
 data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
@@ -51,11 +51,13 @@ frozen_records : int, default 6
     has a chance of ~1e-10 for a real minibatch loss with 0.1% noise. :mod:`.weights_frozen`
     counts its evaluations against it too.
 unlearned_records : int, default 3
-    Records in a row for a run that never learned (see above): three epochs or prints of an
-    unchanged value are all such excerpts show (the tune part's two logs: 3 records each).
-    Set by: no healthy log of the tune part (nor its variants) and no healthy benchmark run
+    Evaluations in a row for a run that never learned (see above). Set by the class: an epoch
+    log shows a model that never learned from its first epochs, and three is one epoch and two
+    that repeat it in both columns. An epoch mean with 0.1 % noise keeps its four significant
+    digits by chance about one time in twenty; both columns twice in a row, about one in 10^5.
+    Checked: no healthy log of the tune part (nor its variants) and no healthy benchmark run
     (seeds 0-7, full and every 10th / 50th row) has two frozen columns on 3 evaluations in a
-    row without having learned, nor three six-digit repeats above its first loss.
+    row without having learned.
 
 Examples
 --------
@@ -82,7 +84,6 @@ from ..base import fmt
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
-from .weights_frozen import exact_repeat
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -111,6 +112,25 @@ def same_4_digits(x: float, prev: float) -> bool:
         if abs(q - round(q)) <= 1e-6 * q:
             return False  # four decimals of a small loss: two significant digits at most
     return d <= 5e-5 * ax
+
+
+def four_significant(x: float) -> bool:
+    """Does a logged value keep four significant digits? Not one below 0.1 printed with four
+    decimals (0.0523: three), as Keras prints every loss: its repeat is coarser than the
+    frozen pair reads."""
+    ax = x if x >= 0.0 else -x
+    if ax >= 0.1:
+        return True
+    q = ax * 1e4
+    return abs(q - round(q)) > 1e-6 * max(q, 1.0)
+
+
+def on_4_decimals(x: float) -> bool:
+    """Is ``x`` printed with four decimals at most (Keras' and the Trainer's prints)? Such a
+    value repeats at that precision; only a float with more decimals, the same bit for bit, is
+    a copy."""
+    q = abs(x) * 1e4
+    return q == q and abs(q - round(q)) <= 1e-6 * max(q, 1.0)
 
 
 def zero_ok(x: float, f: Features, i: int) -> bool:
@@ -142,17 +162,10 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return None  # the run breaks by its record count
     if d.fz_last != nl - 1:
         d.fz_start = nl - 1  # the previous record is the first of the run
-        d.fz_exact = 1
-    d.fz_exact = d.fz_exact + 1 if exact_repeat(x, f.b_lprev[i]) else 1
     d.fz_last = nl
     n = nl - d.fz_start + 1
     if n >= d.frozen_records:
         return Why(f"the loss has been {fmt(x)} for {n} records in a row", x)
-    l0 = f.l0[i]
-    if d.fz_exact >= d.unlearned_records and x > l0 + d.chance_band * abs(l0) and \
-            never_learned(x, l0, f.rbest[i], d.chance_band):
-        return Why(f"the loss rose from {fmt(l0)} to {x:.6g} and has been that value for {d.fz_exact} "
-                   "records in a row: a constant output (saturated units)", x)
     return None
 
 
@@ -160,13 +173,22 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     """On an evaluation: extend or break the run of equal validation losses; the verdict."""
     v, lok = f.val[i], f.lok[i]
     repeat = same_4_digits(v, prev) and zero_ok(v, f, i)
-    d.v_n = d.v_n + 1 if repeat else 1
     if d.v_first != d.v_first:
         d.v_first, d.v_first_step = v, int(f.step[i])
     # the training loss at this evaluation (logged with it, or the last before it) against the one
-    # at the evaluation before: both columns frozen together
+    # at the evaluation before: both columns frozen together. The same float printed with more
+    # than four decimals is a logger's copy (an export that forward-fills its columns to every
+    # step), not a new minibatch or epoch mean, which moves in its last digits: such a row is no
+    # evaluation of its own and neither extends the runs nor breaks them
     train = f.lprev[i]
-    d.vp_n = d.vp_n + 1 if repeat and train == train and same_4_digits(train, d.vp_train) else 1
+    if not (repeat and train == d.vp_train and not on_4_decimals(train)):
+        # the same evaluation while the training loss moved since the one before is a logger
+        # repeating its last evaluation, not a frozen model: it breaks the run
+        train_moved = train == train and d.vp_train == d.vp_train and not same_4_digits(train, d.vp_train)
+        d.v_n = d.v_n + 1 if repeat and not train_moved else 1
+        pair = repeat and train == train and not train_moved and four_significant(v) and \
+            four_significant(train)
+        d.vp_n = d.vp_n + 1 if pair else 1
     d.vp_train = train
     # a logger that repeats the last evaluation on every training line while the training loss
     # moves is not a frozen model; and an evaluation that converged (well below where it
@@ -181,7 +203,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
                    "val_loss", max(2.0 * d.chance_band * abs(v), 1e-12))
     # a run that sits at ln(k) is the chance rules' (a zero-initialised head prints ln(k) itself
     # at the start); a warm-up still raising the LR has not given the network its LR yet
-    if d.vp_n >= d.unlearned_records and never_learned(v, d.v_first, v, d.chance_band) and \
+    if d.vp_n >= d.unlearned_records and never_learned(v, d.v_first, f.vbest[i], d.chance_band) and \
             never_learned(train, f.l0[i], f.rbest[i], d.chance_band) and \
             logged_from_start(d.v_first_step, int(f.step[i]), int(f.nv[i])) and \
             not lr_ramping(f, i) and not _at_chance(v, d.chance_band):

@@ -13,7 +13,9 @@ optimiser step; a step column that advances by one per evaluated record counts e
 numbers them from 0, and the tables of its model cards start at "Epoch 0"), and each row is the
 result of an epoch of training: its evaluation is of a trained model. A log that evaluates the
 untrained model at step 0 and then every N steps (the benchmark, nanoGPT's eval lines) has
-steps N apart.
+steps N apart. The table's step-0 row must carry a training loss (an epoch's row logs the
+training loss of the epoch it closes): a hand-written loop that evaluates before it trains and
+logs that evaluation alone as epoch 0 evaluates the untrained model.
 
 No parameter.
 
@@ -49,7 +51,9 @@ def observe(d: OverfittingDetector, f: Features, i: int, step: int) -> None:
     """On an evaluation (before the other rules read it): is the log still a table of epochs,
     every evaluation one record and one step after the one before?"""
     if d.first_step < 0:
-        d.epoch_table = True
+        # an epoch's row carries the training loss of the epoch it closes; an evaluation logged
+        # alone at step 0 is a hand-written loop evaluating before it trains
+        d.epoch_table = bool(f.lok[i])
     else:
         d.epoch_table = d.epoch_table and f.rec[i] - d.eval_rec == 1 and step - d.eval_step == 1
     d.eval_step = step
