@@ -22,7 +22,11 @@ it matches its validation loss to ``SAME_WEIGHTS`` (1 %): an evaluation line pri
 measured on the same weights (nanoGPT's "step 0: train loss 6.0686, val loss 6.0539"), equal up
 to the sampling noise of two evaluation sets of one distribution, while an epoch's row prints
 the running mean of the epoch's training loss, taken while the model learnt, beside the
-evaluation after it.
+evaluation after it. Nor is it a trained model's where the training loss printed with the second
+evaluation is not below the first row's: the first interval of training did not lower the
+training loss, so the model was blown up from its start (an SGD run at 100x its LR logged every
+50th step: training loss 2.38 -> 7.48, validation loss 2.32 -> 8.33), not memorising; a model
+that overfits from its first epoch fits its training data better on each epoch.
 
 No detector parameter. ``SAME_WEIGHTS`` 0.01: the tune part's step-0 evaluation lines agree to
 0.03-0.5 %, its 15 epoch tables numbered from 0 differ by 2.1-94 % on their first row.
@@ -48,6 +52,7 @@ bench/real/SOURCES.md: validation loss lowest after epoch 1, then rising).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -66,16 +71,19 @@ def observe(d: OverfittingDetector, f: Features, i: int, step: int) -> None:
     after it as the second was after the first?"""
     if d.first_step < 0:
         d.epoch_table = True
-        train, val = f.lprev[i], f.val[i]
-        d.first_same = bool(f.lstep[i] == step and abs(train - val) <= SAME_WEIGHTS * abs(val))
+        d.first_train = f.lprev[i] if f.lstep[i] == step else math.nan  # logged on its row
+        d.first_untrained = bool(abs(d.first_train - f.val[i]) <= SAME_WEIGHTS * abs(f.val[i]))
     else:
         stride = step - d.eval_step
         if d.table_stride <= 0:
             d.table_stride = stride  # the second evaluation sets the table's stride
+            # and tells whether the first interval of training lowered the training loss
+            # (False where either is missing: a table of evaluations alone stays a table)
+            d.first_untrained = d.first_untrained or bool(f.lprev[i] >= d.first_train)
         d.epoch_table = d.epoch_table and f.rec[i] - d.eval_rec == 1 and stride == d.table_stride > 0
     d.eval_step = step
 
 
 def is_untrained(d: OverfittingDetector, best_step: int) -> bool:
     """Is the evaluation at ``best_step`` the first one, made before any training step?"""
-    return best_step == d.first_step and best_step <= 0 and (not d.epoch_table or d.first_same)
+    return best_step == d.first_step and best_step <= 0 and (not d.epoch_table or d.first_untrained)
