@@ -73,8 +73,11 @@ class OverfittingDetector(Detector):
                          drift_t=drift_t, drift_rise=drift_rise, drift_train=drift_train)
         self.first_step = -1  # the step of the first evaluation, and its value
         self.first_val = math.nan
-        self.eval_step = -1  # untrained: the last evaluation's step, and whether every evaluation
-        self.epoch_table = False  # came one record and one step after the one before
+        self.eval_step = -1  # untrained: the last evaluation's step, the steps from the first to
+        self.table_stride = 0  # the second, and whether every evaluation came one record and
+        self.epoch_table = False  # that many steps after the one before; the first row's training
+        self.first_train = math.nan  # loss and whether that row reads as the untrained model's
+        self.first_untrained = False
         # held_above: the smoothed val_loss, its best, where it was and the training trend
         # there, and the evaluations in a row above the bar since
         self.vs = math.nan
@@ -111,6 +114,8 @@ class OverfittingDetector(Detector):
                 "train_at_best": self.train_at_best, "eval_rec": self.eval_rec, "eval_gap": self.eval_gap,
                 "peak": self.peak, "since_peak": self.since_peak, "last_raw": self.last_raw,
                 "falls": self.falls, "eval_step": self.eval_step, "epoch_table": self.epoch_table,
+                "table_stride": self.table_stride, "first_train": self.first_train,
+                "first_untrained": self.first_untrained,
                 "back_under": self.back_under}
 
     def set_state(self, d: dict[str, Any]) -> None:
@@ -138,6 +143,10 @@ class OverfittingDetector(Detector):
         # absent in states saved before the epoch tables were read: a step-0 evaluation stays
         # untrained
         self.eval_step, self.epoch_table = d.get("eval_step", -1), d.get("epoch_table", False)
+        # absent in states saved before a table's stride was read: a stride of 1, as then
+        self.table_stride = d.get("table_stride", 1 if self.eval_step >= 0 else 0)
+        self.first_train = d.get("first_train", math.nan)
+        self.first_untrained = d.get("first_untrained", False)
         self.back_under = d.get("back_under", False)
 
     def screen(self, f):

@@ -49,9 +49,29 @@ def test_a_val_that_only_rose_from_the_untrained_evaluation_at_step_0_is_not_ove
     losses = [train[0] - (train[0] - train[-1]) * s / 40 for s in range(41)]
     vals = [val[s // 10] if s % 10 == 0 else None for s in range(41)]
     assert raised(replay(losses, vals=vals)[1], "overfitting") == []
-    # evaluations every 10 steps on rows of their own (a log of evaluation lines): steps 10 apart
-    assert raised(replay(train, vals=val, steps=[0, 10, 20, 30, 40])[1], "overfitting") == []
+    # evaluation lines every 10 steps, each printing the training and validation loss measured
+    # on the same weights: at step 0 both are the untrained model's (equal to 1 %)
+    lines = [0.503] + train[1:]
+    assert raised(replay(lines, vals=val, steps=[0, 10, 20, 30, 40])[1], "overfitting") == []
     assert raised(_epochs(train, val, first_step=1), "overfitting")  # evaluated after an epoch
+    # a table whose step-0 row prints an epoch's running training loss (0.68) beside its
+    # evaluation (0.5) is a table of epochs, whatever unit its steps count in
+    for steps in ([0, 1, 2, 3, 4], [0, 10, 20, 30, 40]):
+        assert raised(replay(train, vals=val, steps=steps)[1], "overfitting"), steps
+
+
+def test_a_table_whose_training_loss_rose_over_its_first_interval_has_an_untrained_first_row():
+    # an SGD run at 100x its LR logged every 50th step (the benchmark's softmax, warm-up and
+    # cosine): the first interval blew the model up, training 2.38 -> 7.48 and validation
+    # 2.32 -> 8.33, which then settles 2.7x above the untrained model's evaluation
+    train = [2.38, 7.48, 4.43, 4.53, 0.49, 4.01, 0.0, 2.28, 0.0, 0.35, 0.0, 0.0]
+    val = [2.32, 8.33, 8.09, 13.15, 8.04, 8.09, 6.22, 6.41, 6.31, 6.59, 6.27, 6.36]
+    steps = [50 * k for k in range(len(train))]
+    assert raised(replay(train, vals=val, steps=steps)[1], "overfitting") == []
+    # the same table with its first interval lowering the training loss is judged from row 0
+    fell = [2.5] + train[1:]
+    fell[1] = 2.4
+    assert raised(replay(fell, vals=val, steps=steps)[1], "overfitting")
 
 
 def test_a_table_of_epochs_numbered_from_0_has_a_trained_model_at_epoch_0():

@@ -69,10 +69,23 @@ def test_a_table_of_epochs_numbered_from_0_warns_of_overfitting_from_its_first_e
     of = raised(one_at_a_time(recs)[1], "overfitting")
     assert [(a.step, a.action.params["to_step"]) for a in of] == [(3, 0)]
     assert _same_in_batches(recs)
-    # the same evaluations logged at steps 0, 100, 200, ... are evaluations every 100 steps from
-    # an untrained model's: no best to come back to
-    spaced = [replace(r, step=100 * r.step) for r in recs]
-    assert raised(one_at_a_time(spaced)[1], "overfitting") == []
+    # the same table with its step column in another unit (steps 0, 10, 20, ...: micro-batches)
+    # is still one row per evaluation at a constant stride: the same warning, in its steps
+    for unit in (10, 100):
+        spaced = [replace(r, step=unit * r.step) for r in recs]
+        of = raised(one_at_a_time(spaced)[1], "overfitting")
+        assert [(a.step, a.action.params["to_step"]) for a in of] == [(3 * unit, 0)], unit
+        assert _same_in_batches(spaced)
+    # the same evaluations with training records between them (a per-step log that evaluated
+    # the untrained model at step 0 and then every 100 steps): no best to come back to
+    trained = []
+    for r in recs:
+        trained.append(replace(r, step=100 * r.step))
+        trained += [replace(r, step=100 * r.step + k, val_loss=None) for k in (25, 50, 75)]
+    assert raised(one_at_a_time(trained)[1], "overfitting") == []
+    # nor a table whose stride changes: its steps are not counting intervals of one size
+    uneven = [replace(r, step=r.step * 100 + (50 if r.step >= 2 else 0)) for r in recs]
+    assert raised(one_at_a_time(uneven)[1], "overfitting") == []
 
 
 def test_a_slow_fine_tune_whose_validation_loss_drifts_up_warns_once_its_training_loss_fell_a_fifth():

@@ -7,17 +7,32 @@ evaluation logged after training (step >= 1: an epoch log's "epoch 1", a trainer
 ``eval_steps``) is an evaluation of a trained model like any other: a model that overfits from
 its first epoch on (a small dataset, a large model) has its best there.
 
-Except in a table of epochs numbered from 0 (:func:`observe`): every evaluation so far on the
-record right after the one before and one step after it. No trainer evaluates after every
-optimiser step; a step column that advances by one per evaluated record counts epochs (Keras
-numbers them from 0, and the tables of its model cards start at "Epoch 0"), and each row is the
-result of an epoch of training: its evaluation is of a trained model. A log that evaluates the
-untrained model at step 0 and then every N steps (the benchmark, nanoGPT's eval lines) has
-steps N apart. The table's step-0 row must carry a training loss (an epoch's row logs the
-training loss of the epoch it closes): a hand-written loop that evaluates before it trains and
-logs that evaluation alone as epoch 0 evaluates the untrained model.
+Except in a table of evaluations numbered from 0 (:func:`observe`): every evaluation so far on
+the record right after the one before, the same number of steps after it. A step column that
+advances by the same amount on every row, each row an evaluation, counts evaluation intervals
+(Keras numbers epochs from 0 and the tables of its model cards start at "Epoch 0"; a logger that
+counts micro-batches or samples prints the same table with its steps x10 or x32): each row is
+the result of an interval of training, so its evaluation is of a trained model. What tells the
+table is the ratio of records to steps between evaluations (one row per evaluation, a constant
+stride), not the size of the stride, which is only the logger's unit. A log that evaluates the
+untrained model at step 0 and goes on training between evaluations (the benchmark, a trainer's
+per-step log) has training records between its evaluations and keeps its step-0 evaluation
+untrained. A table's step-0 row is still the untrained model's where the training loss printed on
+it matches its validation loss to ``SAME_WEIGHTS`` (1 %): an evaluation line prints both losses
+measured on the same weights (nanoGPT's "step 0: train loss 6.0686, val loss 6.0539"), equal up
+to the sampling noise of two evaluation sets of one distribution, while an epoch's row prints
+the running mean of the epoch's training loss, taken while the model learnt, beside the
+evaluation after it. Nor is it a trained model's where the training loss printed with the second
+evaluation is not below the first row's: the first interval of training did not lower the
+training loss, so the model was blown up from its start (an SGD run at 100x its LR logged every
+50th step: training loss 2.38 -> 7.48, validation loss 2.32 -> 8.33), not memorising; a model
+that overfits from its first epoch fits its training data better on each epoch. The table's
+step-0 row must carry a training loss (a row closing an interval of training logs that interval's
+training loss): a hand-written loop that evaluates before it trains and logs that evaluation
+alone as epoch 0 evaluates the untrained model.
 
-No parameter.
+No detector parameter. ``SAME_WEIGHTS`` 0.01: the tune part's step-0 evaluation lines agree to
+0.03-0.5 %, its 15 epoch tables numbered from 0 differ by 2.1-94 % on their first row.
 
 Examples
 --------
@@ -26,7 +41,7 @@ Examples
 >>> d.first_step, d.epoch_table = 0, False
 >>> is_untrained(d, 0), is_untrained(d, 25)
 (True, False)
->>> d.epoch_table = True  # evaluations at steps 0, 1, 2, ... on consecutive records
+>>> d.epoch_table = True  # evaluations at steps 0, 10, 20, ... on consecutive records
 >>> is_untrained(d, 0)
 False
 
@@ -40,6 +55,7 @@ bench/real/SOURCES.md: validation loss lowest after epoch 1, then rising).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,18 +63,32 @@ if TYPE_CHECKING:
     from ..overfitting import OverfittingDetector
 
 
+#: The relative difference under which the training and validation loss printed on one row
+#: are read as two evaluations of the same weights (see the module doc).
+SAME_WEIGHTS = 0.01
+
+
 def observe(d: OverfittingDetector, f: Features, i: int, step: int) -> None:
-    """On an evaluation (before the other rules read it): is the log still a table of epochs,
-    every evaluation one record and one step after the one before?"""
+    """On an evaluation (before the other rules read it): is the log still a table of
+    evaluations, every evaluation one record after the one before and the same number of steps
+    after it as the second was after the first?"""
     if d.first_step < 0:
-        # an epoch's row carries the training loss of the epoch it closes; an evaluation logged
+        # a row closing an interval of training carries its training loss; an evaluation logged
         # alone at step 0 is a hand-written loop evaluating before it trains
         d.epoch_table = bool(f.lok[i])
+        d.first_train = f.lprev[i] if f.lstep[i] == step else math.nan  # logged on its row
+        d.first_untrained = bool(abs(d.first_train - f.val[i]) <= SAME_WEIGHTS * abs(f.val[i]))
     else:
-        d.epoch_table = d.epoch_table and f.rec[i] - d.eval_rec == 1 and step - d.eval_step == 1
+        stride = step - d.eval_step
+        if d.table_stride <= 0:
+            d.table_stride = stride  # the second evaluation sets the table's stride
+            # and tells whether the first interval of training lowered the training loss
+            # (False where either is missing: a table of evaluations alone stays a table)
+            d.first_untrained = d.first_untrained or bool(f.lprev[i] >= d.first_train)
+        d.epoch_table = d.epoch_table and f.rec[i] - d.eval_rec == 1 and stride == d.table_stride > 0
     d.eval_step = step
 
 
 def is_untrained(d: OverfittingDetector, best_step: int) -> bool:
     """Is the evaluation at ``best_step`` the first one, made before any training step?"""
-    return best_step == d.first_step and best_step <= 0 and not d.epoch_table
+    return best_step == d.first_step and best_step <= 0 and (not d.epoch_table or d.first_untrained)
