@@ -59,3 +59,13 @@ def test_a_log_that_learnt_before_it_rose_is_left_to_the_other_rules():
     val = [24.2, 22.5, 22.5, 35.7, 32.3, 43.9, 48.8, 36.7]
     recs = [Record(s, x, None, None, v) for s, x, v in zip(range(1, 9), train, val)]
     assert "never_learnt" not in [r for _, r in _rules(_replay(recs))]
+
+
+def test_a_fine_tune_coming_down_from_above_a_lucky_first_batch_is_not_this_rule():
+    # the first logged loss a lucky low batch (0.20); the loss then falls steadily from 0.50 while
+    # a noisy validation loss ends 1.5x its lowest: a loss coming down is not one that never learnt
+    train = [0.20, 0.50, 0.46, 0.44, 0.41, 0.40, 0.38, 0.36, 0.35]
+    val = {100: 0.40, 200: 0.30, 300: 0.33, 400: 0.46}
+    recs = [Record(50 * (k + 1), x, None, None, val.get(50 * (k + 1))) for k, x in enumerate(train)]
+    for batch in (False, True):
+        assert not [a for a in _replay(recs, batch) if a.evidence.get("rule") == "never_learnt"]

@@ -14,8 +14,11 @@ weights moving the wrong way on every kind of data.
 Condition: at least ``climb`` loss records, the training loss has never held below its start for
 two records in a row (``features.rbest`` >= ``features.l0``: a start level that replaced a low
 first draw counts as the start), this record and the one before both >= ``level_ratio`` x the
-start, and the last validation loss (``features.vlast``, at least two evaluations) above the
-first one and >= ``level_ratio`` x the lowest one (``features.vbest``). Losses must be positive
+start, this record's loss at the highest level the loss has had (``features.worst``, the
+running maximum of its fast average: a loss that is coming down from a peak is recovering, as a
+fine-tune whose first logged batch was a lucky low one does), and the last validation loss
+(``features.vlast``, at least two evaluations) above the first one and >= ``level_ratio`` x the
+lowest one (``features.vbest``). Losses must be positive
 (a ratio of a loss that can be negative, a GAN's or a log-likelihood's, says nothing).
 
 Parameters
@@ -63,7 +66,7 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
     if nl < d.climb or not l0 > 0.0 or f.rbest[i] < l0 or f.nv[i] < 2:
         return None
     bar = d.level_ratio * l0
-    if x < bar or f.b_lprev[i] < bar:
+    if x < bar or f.b_lprev[i] < bar or x < f.worst[i]:
         return None
     v, vb = f.vlast[i], f.vbest[i]
     if not (vb > 0.0 and v > f.v0[i] and v >= d.level_ratio * vb):
@@ -76,5 +79,6 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     """Loss rows whose start is still their best and which sit ``level_ratio`` x above it."""
     l0 = f.a("l0")
-    return (f.a("nl") >= d.climb) & ~(f.a("rbest") < l0) & ~(f.a("loss") < d.level_ratio * l0) & \
-        (f.a("nv") >= 2)
+    x = f.a("loss")
+    return (f.a("nl") >= d.climb) & ~(f.a("rbest") < l0) & ~(x < d.level_ratio * l0) & \
+        ~(x < f.a("worst")) & (f.a("nv") >= 2)

@@ -83,8 +83,8 @@ def observe(d: OverfittingDetector, f: Features, i: int, step: int) -> None:
         if d.table_stride <= 0:
             d.table_stride = stride  # the second evaluation sets the table's stride
             # and tells whether the first interval of training lowered the training loss
-            # (False where either is missing: a table of evaluations alone stays a table)
-            d.first_untrained = d.first_untrained or bool(f.lprev[i] >= d.first_train)
+            # (only where this row logs its own training loss: lprev is otherwise an older one)
+            d.first_untrained = d.first_untrained or bool(f.lstep[i] == step and f.lprev[i] >= d.first_train)
         d.epoch_table = d.epoch_table and f.rec[i] - d.eval_rec == 1 and stride == d.table_stride > 0
     d.eval_step = step
 
