@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 #: detector states kept per run (the client's ``Monitor`` keeps as many checkpoints)
 KEEP_STATES = 8
@@ -133,8 +133,10 @@ class Timeline:
         self.pending = None
         return True
 
-    def saw_ts(self, ts: Sequence[float | None]) -> bool:
-        """While a rewind is pending, the latest ``ts`` of the records stored; True if it moved."""
+    def saw_ts(self, ts: Iterable[float | None]) -> bool:
+        """While a rewind is pending, the latest ``ts`` of the records stored; True if it moved.
+        (An iterable: read only while a rewind is pending, so a batch's timestamps are not
+        gathered for nothing.)"""
         p = self.pending
         if p is None:
             return False

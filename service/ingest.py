@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -192,22 +193,38 @@ def _fast_columns(recs: list[Any]) -> Columns | None:
     caller's record-by-record pass then accepts it or names the problem."""
     if not recs:
         return Columns()
-    if set(map(type, recs)) != {dict} or not RECORD_KEYS.issuperset(set().union(*recs)):
+    if set(map(type, recs)) != {dict}:
         return None
-    steps = [r.get("step") for r in recs]
+    keys = set().union(*recs)
+    if not RECORD_KEYS.issuperset(keys):
+        return None
+    n = len(recs)
+
+    def column(name: str) -> list[Any]:
+        # a field no record has (val_loss, ts, extra on most lines) costs no pass at all, and one
+        # that every record has is read by a C-level map; only a field some records lack is
+        # read with .get record by record
+        if name not in keys:
+            return [None] * n
+        try:
+            return list(map(itemgetter(name), recs))
+        except KeyError:
+            return [r.get(name) for r in recs]
+
+    steps = column("step")
     if set(map(type, steps)) != {int} or min(steps) < 0 or max(steps) > MAX_STEP:
         return None
     values = []
     try:
         for name in VALUE_FIELDS:
-            col = [r.get(name) for r in recs]
+            col = column(name)
             types = set(map(type, col))
             if not types <= _FLOAT_OR_NONE:
                 if not types <= _NUMERIC:
                     return None
                 col = [_value(v) for v in col]
             values.append(col)
-        ts = [r.get("ts") for r in recs]
+        ts = column("ts")
         types = set(map(type, ts))
         if types != {_NONE}:
             if not types <= {float, int, _NONE}:
@@ -217,7 +234,7 @@ def _fast_columns(recs: list[Any]) -> Columns | None:
             logged = ts if _NONE not in types else (v for v in ts if v is not None)
             if not all(map(math.isfinite, logged)):
                 return None
-        extra = [r.get("extra") for r in recs]
+        extra = column("extra")
         if set(map(type, extra)) != {_NONE}:
             extra = [None if x is None else (_extra(x) or None) for x in extra]
     except (ValueError, OverflowError):

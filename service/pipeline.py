@@ -286,7 +286,7 @@ class IngestPipeline:
         split = split_batch(sub.step, last)
         changed, rec, health, kept = run_engine(engine, sub, split.in_order, tl)
         saw = bool(split.in_order) and (tl.went_on(sub.step[split.in_order[-1]])
-                                        or tl.saw_ts([sub.ts[i] for i in split.in_order]))
+                                        or tl.saw_ts(sub.ts[i] for i in split.in_order))
         alerts = resolved + [{**a.to_dict(), "project": project, "updated_at": now} for a in changed]
         if tl.attempt > 1:     # a relapse may raise an alert of an earlier attempt's id: told apart
             for d in alerts:
