@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from losswatch.detectors import Engine
 from losswatch.detectors.types import Record
 from losswatch.service.readers import read_run
 
 REAL = Path(__file__).resolve().parent.parent / "bench" / "real"  # the real-log corpus
+BENCH = REAL.parent
+
+
+def load_bench_script(name: str) -> ModuleType:
+    """Import bench/NAME.py as a module: bench/ is not a package, and its scripts import their
+    siblings and the corpus split (bench/real/split.py), so both folders go on sys.path."""
+    for p in (BENCH, REAL):
+        if str(p) not in sys.path:
+            sys.path.insert(0, str(p))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def replay(losses=None, gns=None, lrs=None, vals=None, steps=None, meta=None):

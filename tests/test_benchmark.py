@@ -14,34 +14,19 @@ Needs numpy and losswatch.detectors, not torch: the runs are committed CSVs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
+from detector_helpers import BENCH, load_bench_script
 
-
-def _load(name: str):
-    """Import a bench/ script as a module (bench/ is not a package; its scripts import siblings)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-labels = _load("labels")
-score = _load("score")
-gen_runs = _load("gen_runs")
-public_logs = _load("public_logs")
+labels = load_bench_script("labels")
+score = load_bench_script("score")
+gen_runs = load_bench_script("gen_runs")
+public_logs = load_bench_script("public_logs")
 PUBLIC = public_logs.DEFAULT_DIR  # ../shared/data/public-logs, or $LOSSWATCH_PUBLIC_LOGS
 from gen.policies import lr_at  # noqa: E402  (bench/ is on sys.path now)
 
@@ -246,7 +231,7 @@ def test_committed_runs_cover_every_condition(committed):
     assert sum(p.stat().st_size for p in csvs) < 15e6
 
 
-holdout = _load("holdout")
+holdout = load_bench_script("holdout")
 
 
 @pytest.mark.parametrize("seeds", [(2, 3), (4, 5), (6, 7), (8, 9), (10, 11)])

@@ -6,27 +6,11 @@ hand). bench/ is not a package: its modules are loaded from their files.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from detector_helpers import load_bench_script
 
-
-def _load(name: str):
-    for p in (BENCH, BENCH / "real"):
-        if str(p) not in sys.path:
-            sys.path.insert(0, str(p))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-lv = _load("log_variants")
+lv = load_bench_script("log_variants")
 FIELDS = ["step", "loss", "grad_norm", "lr", "val_loss"]
 
 
@@ -131,7 +115,7 @@ def test_evaluations_and_records_are_thinned_apart():
 
 
 def test_the_replay_tool_refuses_holdout_files():
-    tool = _load("variants")
+    tool = load_bench_script("variants")
     part_of = tool.part_of
     name = next(f"issues/x{i}.csv" for i in range(100) if part_of(f"issues/x{i}.csv") == "holdout")
     with pytest.raises(ValueError, match="holdout"):
