@@ -10,9 +10,12 @@ Scenarios, measured in one run on the same server stack (uvicorn + uvloop + http
 * ``small``   ``losswatch serve``, 100 runs each sending batches of 10 (round robin).
 
 The load generator is lean: a few processes, each one keep-alive ``http.client`` connection,
-bodies encoded before the clock starts. It shares the machine's cores with the server (and, on
-the shared development machine, with everything else running there): figures are medians of
-``--repeats`` alternating rounds. A per-record cost breakdown of the service path measured
+bodies encoded before the clock starts. On a machine with two CPUs or more the server is pinned
+to the first CPU and the generators to the others (``--no-pin`` leaves both to the scheduler):
+the server's CPU time then is not spent migrating between cores or refilling caches that a
+generator evicted. It still shares the machine with everything else running there (on the
+shared development machine, other work): figures are medians of ``--repeats`` alternating
+rounds. A per-record cost breakdown of the service path measured
 in-process (parse, store, detectors) is printed too.
 
     .venv/bin/python bench/ingest.py [--seconds 6] [--procs 3] [--repeats 3] [--out FILE]
@@ -62,7 +65,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
+def cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(the server's CPUs, the generators' CPUs), or (None, None) to leave both unpinned."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def start_server(kind: str, port: int, workdir: Path, cpus: set[int] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSWATCH_")}
     if kind == "echo":
         (workdir / "echo_app.py").write_text(ECHO_APP)
@@ -72,7 +83,10 @@ def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     else:
         cmd = [sys.executable, "-m", "losswatch.service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
         cwd = REPO
-    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # pinned before exec: every thread the server starts inherits it
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=pin)
     return wait_ready(p, port, kind)
 
 
@@ -114,7 +128,9 @@ def make_bodies(run_ids: list[str], batch: int, n_batches: int, seed: int) -> li
 
 
 def generator(port: int, bodies: list[tuple[str, bytes]], cycle: bool, seconds: float, batch: int,
-              start_evt, q) -> None:
+              start_evt, q, cpus: set[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json"}
     lat: list[float] = []
@@ -149,11 +165,13 @@ def generator(port: int, bodies: list[tuple[str, bytes]], cycle: bool, seconds: 
     q.put((done, errors, lat, time.perf_counter()))
 
 
-def measure(port: int, per_proc: list[list[tuple[str, bytes]]], cycle: bool, seconds: float, batch: int) -> dict:
+def measure(port: int, per_proc: list[list[tuple[str, bytes]]], cycle: bool, seconds: float, batch: int,
+            cpus: set[int] | None = None) -> dict:
     ctx = mp.get_context("fork")
     start_evt = ctx.Event()
     q = ctx.Queue()
-    procs = [ctx.Process(target=generator, args=(port, b, cycle, seconds, batch, start_evt, q)) for b in per_proc]
+    procs = [ctx.Process(target=generator, args=(port, b, cycle, seconds, batch, start_evt, q, cpus))
+             for b in per_proc]
     for p in procs:
         p.start()
     time.sleep(0.5)
@@ -213,7 +231,10 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=3, help="generator processes (one connection each)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, help="write a markdown table here")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="leave the server and the generators to the scheduler (pinned by default)")
     args = ap.parse_args()
+    server_cpus, gen_cpus = cpu_split(args.pin)
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="lw-bench-"))
@@ -222,7 +243,7 @@ def main() -> int:
     for rep in range(args.repeats):
         for scen in scenarios:
             port = free_port()
-            proc = start_server("echo" if scen.startswith("echo") else "service", port, work)
+            proc = start_server("echo" if scen.startswith("echo") else "service", port, work, server_cpus)
             try:
                 if scen in ("small", "echo-small"):
                     runs = [f"small-{rep}-{i}" for i in range(100)]
@@ -235,7 +256,8 @@ def main() -> int:
                     per = [make_bodies([f"{scen}-{rep}-{i}"], 1000, n_b, seed=i) for i in range(args.procs)]
                     batch = 1000
                 cpu0 = cpu_seconds(proc.pid)
-                r = measure(port, per, cycle=scen.startswith("echo"), seconds=args.seconds, batch=batch)
+                r = measure(port, per, cycle=scen.startswith("echo"), seconds=args.seconds, batch=batch,
+                            cpus=gen_cpus)
                 # records per CPU-second of the server: what the server can do with one core,
                 # whatever else the shared machine was running meanwhile
                 r["records_per_cpu_s"] = r["records"] / max(cpu_seconds(proc.pid) - cpu0, 1e-9)
@@ -256,7 +278,9 @@ def main() -> int:
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
         f"({os.cpu_count()} CPUs, load average before start {os.getloadavg()[0]:.1f}); "
         f"`{' '.join(['python', 'bench/ingest.py'] + sys.argv[1:])}`; medians of {args.repeats} rounds "
-        f"of {args.seconds:g} s, {args.procs} generator processes.",
+        f"of {args.seconds:g} s, {args.procs} generator processes"
+        + (f"; server pinned to CPU {sorted(server_cpus)}, generators to {sorted(gen_cpus)}."
+           if server_cpus else ", unpinned."),
         "",
         "| scenario | records/s | records per server CPU-second | requests/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
