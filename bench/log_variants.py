@@ -115,12 +115,46 @@ class Log:
 Variant = tuple[list[str], list[dict], int]  # columns, rows, the onset step in the variant's steps
 
 
+def thin_streams(rows: list[dict], k: int, keep: set[int] = frozenset()) -> list[dict]:
+    """The log written ``k`` times less often: each logged stream (the training loss, the
+    evaluations) keeps a value at most every ``k`` rows of the log, the first one included;
+    rows with neither (an LR or a grad-norm alone) every ``k``-th row; the rows in ``keep``
+    whole, besides.
+
+    Per stream, because a trainer's evaluations have a schedule of their own: a log whose
+    evaluations sit on their own rows (a Trainer's log history, a Lightning metrics file) every
+    55 or 375 rows, thinned to every 10th row, keeps none of them, as no logging interval
+    would: the rows kept depend on where the period falls, not on how often anything was
+    logged. A stream logged every row (an epoch table) keeps every ``k``-th row, as before; one
+    logged every ``k`` rows or less often keeps every value. A value that no stream of its row
+    keeps is blanked in a copy of the row (the given rows are never changed: a row kept whole is
+    passed on as it is); a row left with no value is dropped."""
+    last = {c: -k for c in LOSS_COLUMNS}
+    out = []
+    for i, r in enumerate(rows):
+        logged = [c for c in LOSS_COLUMNS if number(r.get(c)) is not None]
+        kept = [c for c in logged if i - last[c] >= k]
+        for c in kept:
+            last[c] = i
+        if i in keep:  # kept whole; the streams' grids go on as without it
+            out.append(r)
+        elif not logged:
+            if i % k == 0:
+                out.append(r)
+        elif len(kept) == len(logged):
+            out.append(r)
+        elif kept:
+            out.append(dict(r, **{c: "" for c in logged if c not in kept}))
+    return out
+
+
 def _thin(k: int) -> Callable[[Log], Variant | None]:
     def thin(log: Log) -> Variant | None:
         if log.problem and len(log.rows) < THIN_MIN_ROWS:
             return None
-        return log.fields, log.keep(set(range(0, len(log.rows), k))), log.onset
-    thin.__doc__ = f"Every {k}th row (plus a problem log's onset rows): a log written every {k} steps."
+        return log.fields, thin_streams(log.rows, k, log.onset_rows()), log.onset
+    thin.__doc__ = (f"Each stream (training loss, evaluations) at most every {k}th row, a problem log's "
+                    f"onset rows whole (:func:`thin_streams`): a log written every {k} steps.")
     return thin
 
 

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Detector, fmt
-from .doublings import checkpoint_rows
 from .oscillation_rules import held_back, relapse, zigzag
 from .types import Action
 
@@ -102,16 +101,17 @@ class OscillationDetector(Detector):
             best, m = f.a("rbest"), self.give_back * (f.a("l0") - f.a("rbest"))
             rel = lok & f.a("lrok") & (f.a("nl") >= self.min_records) & (m > 0.0) & \
                 ~(f.a("slow") - best < m) & ~(f.a("trend") - best < m)
-        return zig | rel | self._best_rows(f) | checkpoint_rows(f.a("step"), held_back.PER_DOUBLING)
+        return zig | rel | self._best_rows(f) | held_back.screen(f)
 
     def active_screen(self, f):
         a = self.alert
         if a.evidence.get("rule") in ("relapse", "held_back"):
             # held_back reads the first row of each checkpoint, with or without a loss (a
-            # validation-only line): the one-record path sees those rows, so the batch must too
-            return f.a("lok") | checkpoint_rows(f.a("step"), held_back.PER_DOUBLING)
+            # validation-only line: its crossing is noted, the next loss record starts the
+            # checkpoint): the one-record path sees those rows, so the batch must too
+            return f.a("lok") | held_back.screen(f)
         return (f.a("lok") & ~(f.a("alt") >= self.zigzag * 0.9)) | self._best_rows(f) | \
-            checkpoint_rows(f.a("step"), held_back.PER_DOUBLING)
+            held_back.screen(f)
 
     def step(self, f, i: int) -> None:
         relapse.observe(self, f, i)

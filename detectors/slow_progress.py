@@ -42,8 +42,9 @@ class SlowProgressDetector(RaiseLRDetector):
     raw best reached before it by ``given_back`` of the progress and ``climb_z`` noise units
     (``progress.climbed_back``, the plateau's test: the level lags a short dip, the raw best
     does not), the fall was spread over the doubling (each sub-window between its checkpoints made
-    ``steady`` of it or more: a multi-epoch fine-tune drops in a step at each epoch boundary,
-    which is memorisation, not a pace), the fall per step did not speed up while the LR was cut
+    ``steady`` of it or more, and none of the grid twice as fine more than ``drop`` of it: a
+    multi-epoch fine-tune drops in a step at each epoch boundary, which is memorisation, not a
+    pace), the fall per step did not speed up while the LR was cut
     (``anneal``: a descent that a smaller LR makes faster is the annealing of a large LR, not
     the pace of a small one) and the LR was
     steady (not warming up since ``c``, not decayed below ``decayed`` x its peak: a slow tail of
@@ -96,6 +97,18 @@ class SlowProgressDetector(RaiseLRDetector):
         1.09 -> 0.72 between steps 256 and 512, 92 % of it in the step at its epoch boundary
         (406), and was told to raise the LR x3. On the benchmark and seeds 2-7 no detection is
         lost; two cyclic-LR runs at LR/10 are found at 363 instead of 256.
+    drop : float, default 0.6
+        The most of the doubling's fall one sub-window of the grid twice as fine (checkpoints
+        at ``2 ** (j / (2 x per_doubling))``, kept in :attr:`halves`) may make: more is a drop
+        that the level's lag (~10-20 records) spread over both of the doubling's own
+        sub-windows, when the drop lands near the checkpoint between them. Where the checkpoints
+        fall on the run's records depends on what its step counts: the same Alpaca fine-tune
+        with its step column x10 has a checkpoint at record 410, four records after the drop at
+        its epoch boundary; the level then fell 28 % and 72 % in the two halves, and the run was
+        told to raise the LR x3; in the grid twice as fine, 70 % of the fall is one window.
+        An exponential descent with ``h`` >= ``ratio`` makes at most ~32 % in one (a linear
+        pace ~32 %); the benchmark's detections 52 % at most (seeds 0-1 and 2-7: no detection
+        lost).
     anneal : float, default 0.6
         Silent when the LR at the checkpoint is below this x the LR one doubling earlier and the
         loss fell ``speed_up`` x faster per step in the last sub-window of the doubling than in the
@@ -154,17 +167,22 @@ class SlowProgressDetector(RaiseLRDetector):
                  decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5,
                  min_records: int = 256, per_doubling: int = 2, given_back: float = 0.5,
                  climb_z: float = 4.0, steady: float = 0.2, anneal: float = 0.6,
-                 speed_up: float = 1.1, sustained: float = 0.17) -> None:
+                 speed_up: float = 1.1, sustained: float = 0.17, drop: float = 0.6) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup,
                          min_records=min_records, per_doubling=per_doubling, given_back=given_back,
                          climb_z=climb_z, steady=steady, anneal=anneal, speed_up=speed_up,
-                         sustained=sustained)
+                         sustained=sustained, drop=drop)
         # cps: str(k) -> [trend, peak LR, step, best level, raw best, LR (NaN when not logged),
         # loss records] at the first record of checkpoint k (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
+        # halves: str(j) -> [step, level] at the first record of each checkpoint of the grid
+        # twice as fine (2 x per_doubling per doubling; the last two doublings), for ``lumpy``
+        self.halves: dict[str, list[float]] = {}
+        self.h_done = -1
 
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "k_done": self.k_done, "per_doubling": self.per_doubling}
+        return {**super().get_state(), "k_done": self.k_done, "per_doubling": self.per_doubling,
+                "halves": self.halves, "h_done": self.h_done}
 
     def set_state(self, d: dict[str, Any]) -> None:
         if d.get("per_doubling", 1) != self.per_doubling:
@@ -173,6 +191,9 @@ class SlowProgressDetector(RaiseLRDetector):
             raise ValueError("slow_progress checkpoints on another grid")
         super().set_state(d)
         self.k_done = d["k_done"]
+        # states saved before the halves were kept: the steadiness test has none for the
+        # doublings already under way, and reads the checkpoints alone there
+        self.halves, self.h_done = d.get("halves", {}), d.get("h_done", -1)
         if any(len(cp) != 7 for cp in self.cps.values()):
             # saved before checkpoints kept the best levels, the LR and the record count: the
             # engine starts this detector afresh
@@ -183,12 +204,25 @@ class SlowProgressDetector(RaiseLRDetector):
         return [t_c] + [self.cps[str(j)][0] for j in range(k - self.per_doubling + 1, k)
                         if str(j) in self.cps] + [trend]
 
-    def lumpy(self, k: int, t_c: float, trend: float) -> bool:
-        """Did one of the sub-windows between the checkpoints inside the doubling that ends at
-        checkpoint ``k`` make less than ``steady`` of the doubling's progress (``t_c - trend``)?"""
+    def _fine_levels(self, k: int, t_c: float, trend: float, step: int) -> list[float]:
+        """The levels at the checkpoints of the grid twice as fine (:attr:`halves`) inside the
+        doubling that ends at checkpoint ``k`` (at ``step``), from its start ``t_c`` to
+        ``trend`` (none kept, as in a state restored from before they were: the two ends)."""
+        s_c = self.cps[str(k - self.per_doubling)][2]
+        inside = sorted((v for v in self.halves.values() if s_c < v[0] < step), key=lambda v: v[0])
+        return [t_c] + [v[1] for v in inside] + [trend]
+
+    def lumpy(self, k: int, t_c: float, trend: float, step: int) -> bool:
+        """Did the doubling that ends at checkpoint ``k`` (at ``step``) fall in a drop rather
+        than at a pace: one of the sub-windows between its checkpoints made less than ``steady``
+        of its progress (``t_c - trend``), or one of the sub-windows of the grid twice as fine
+        made more than ``drop`` of it?"""
         levels = self._levels(k, t_c, trend)
         made = t_c - trend
-        return any(a - b < self.steady * made for a, b in zip(levels, levels[1:]))
+        if any(a - b < self.steady * made for a, b in zip(levels, levels[1:])):
+            return True
+        fine = self._fine_levels(k, t_c, trend, step)
+        return len(fine) > 2 and any(a - b > self.drop * made for a, b in zip(fine, fine[1:]))
 
     def pace_held(self, k: int, h: float, l0: float, step: int) -> bool:
         """Has the doubling that ends at checkpoint ``k`` (at ``step``, with share ``h``) kept the
@@ -220,11 +254,19 @@ class SlowProgressDetector(RaiseLRDetector):
         return (a2 - a3) * (s1 - s0) > self.speed_up * (a0 - a1) * (s3 - s2)
 
     def screen(self, f):
-        return checkpoint_rows(f.a("step"), self.per_doubling)
+        # the grid twice as fine holds every checkpoint of the decisions' grid
+        return checkpoint_rows(f.a("step"), 2 * self.per_doubling)
 
     def step(self, f, i: int) -> None:
         step = f.step[i]
         self.resolve_if_raised(f, i)
+        j = checkpoint_index(step, 2 * self.per_doubling)
+        if j > self.h_done:
+            self.h_done = j
+            if f.nl[i] > 0:
+                self.halves[str(j)] = [step, f.slow[i]]
+                for old in [key for key in self.halves if int(key) < j - 4 * self.per_doubling]:
+                    del self.halves[old]
         k = checkpoint_index(step, self.per_doubling)
         if k <= self.k_done:
             return
@@ -254,7 +296,7 @@ class SlowProgressDetector(RaiseLRDetector):
         sustained = h < self.ratio and self.pace_held(k, h, l0, step)
         if h < self.ratio and not sustained:
             return
-        if self.lumpy(k, t_c, trend):
+        if self.lumpy(k, t_c, trend, step):
             return  # a drop (an epoch boundary of a multi-epoch fine-tune), not a steady pace
         if lr is not None and lr < self.anneal * lr_c and self.sped_up(k, t_c, trend, step):
             return  # the fall sped up as the LR was cut: annealing a large LR, not a small LR's pace

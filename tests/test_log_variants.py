@@ -120,3 +120,33 @@ def test_the_replay_tool_refuses_holdout_files():
     name = next(f"issues/x{i}.csv" for i in range(100) if part_of(f"issues/x{i}.csv") == "holdout")
     with pytest.raises(ValueError, match="holdout"):
         tool.read_log(name)
+
+
+def test_thinning_keeps_evaluations_on_rows_of_their_own_as_evaluations():
+    # a Trainer's log history: a training loss every row, an evaluation on a row of its own
+    # every 55 rows (54, 109, ...): every 10th row would keep none of them
+    rows = []
+    for i in range(550):
+        ev = i % 55 == 54
+        rows.append({"step": str(10 * i), "loss": "" if ev else repr(2.0 - i / 1000),
+                     "grad_norm": "", "lr": "", "val_loss": repr(1.5 - i / 2000) if ev else ""})
+    thin = lv.variants(FIELDS, rows, "healthy", 0)["thin10"][1]
+    assert sum(bool(r["val_loss"]) for r in thin) == 10
+    assert sum(bool(r["loss"]) for r in thin) == 55  # one training loss per 10 rows
+    # a training loss and an evaluation on every row (an epoch table): every 10th row
+    both = log(every_val=1)
+    assert steps(lv.variants(FIELDS, both, "healthy", 0)["thin10"]) == list(range(0, 1000, 100))
+
+
+def test_a_value_no_stream_keeps_is_blanked_in_a_copy_and_a_problem_logs_onset_rows_stay_whole():
+    # the training loss every 5th row, an evaluation every row (a Lightning epoch log)
+    rows = [{"step": str(i), "loss": "1.0" if i % 5 == 4 else "", "grad_norm": "", "lr": "",
+             "val_loss": repr(1.0 + i / 1000)} for i in range(300)]
+    before = [dict(r) for r in rows]
+    thin = lv.thin_streams(rows, 10, keep={150, 151})
+    assert rows == before  # the given rows are never changed
+    losses = [int(r["step"]) for r in thin if r["loss"]]
+    assert losses[:3] == [4, 14, 24]  # every 2nd training loss: one per 10 rows
+    assert [int(r["step"]) for r in thin if r["val_loss"]][:3] == [0, 10, 20]
+    assert all(not (r["loss"] and r["val_loss"]) for r in thin if int(r["step"]) not in (150, 151))
+    assert [r for r in thin if int(r["step"]) in (150, 151)] == [rows[150], rows[151]]

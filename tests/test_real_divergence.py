@@ -25,8 +25,8 @@ PINN = "histories/macro1027__simple-pendulum-pinn__lightning-logs-version-31-met
 
 
 def _path(rel: str, tmp_path: Path, thin_onset: int | None = None) -> Path:
-    """The tune file, or its copy thinned as bench/real_logs.py thins it (every 10th row, the
-    onset row and the 3 after it)."""
+    """The tune file, or its copy thinned as bench/real_logs.py thins it (each stream every
+    10th row, the onset row and the 3 after it)."""
     assert part_of(rel) == "tune", f"{rel} is in the untouched holdout part"
     if thin_onset is None:
         return REAL / rel

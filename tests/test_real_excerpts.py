@@ -2,6 +2,7 @@
 bench/real/SOURCES.md): each test is one class of failure the corpus taught, checked on a file a
 user really posted. The holdout part is never read here."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -257,10 +258,27 @@ def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
     alerts = _replay(rel)
     assert not [a for a in alerts if a.detector == "slow_progress"]
     assert not [a for a in alerts if a.action.direction == "up"]
-    # without the steadiness test the step at the boundary is "a pace"
-    eng = Engine("r", params={"slow_progress": {"steady": 0.0}})
+    # without the steadiness tests (either catches it here) the step at the boundary is "a pace"
+    eng = Engine("r", params={"slow_progress": {"steady": 0.0, "drop": 1.0}})
     lumpy = [a for rec in tune_records(rel) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
+
+
+def test_the_epoch_boundary_drop_is_no_pace_with_the_step_column_x10_either():
+    # the same fine-tune counting steps 10x: the checkpoint 4096 falls on record 410, four
+    # records after the drop, and the level's lag spread the drop over both halves of the
+    # doubling 2896-5793 (28 % and 72 %): "raise the LR x3" at step 5800
+    rel = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"
+    recs = [dataclasses.replace(r, step=10 * r.step) for r in tune_records(rel)]
+    eng = Engine("r")
+    alerts = [a for rec in recs for a in eng.update(rec)]
+    assert not [a for a in alerts if a.action.direction == "up"]
+    batch = Engine("r").update_batch(recs)
+    assert [(a.id, a.event, a.last_step) for a in batch] == [(a.id, a.event, a.last_step) for a in alerts]
+    # without the finer grid's test (no window may make more than `drop` of the fall) it is
+    eng = Engine("r", params={"slow_progress": {"drop": 1.0}})
+    paced = [a for rec in recs for a in eng.update(rec) if a.detector == "slow_progress"]
+    assert [(a.step, a.action.params["factor"]) for a in paced[:1]] == [(5800, 3.0)]
 
 
 def test_a_validation_loss_creeping_up_far_outside_its_noise_is_overfitting():

@@ -42,6 +42,35 @@ def test_a_loss_stuck_at_the_peak_lr_that_falls_as_the_cosine_decay_lowers_it_is
     assert not [x for x in alerts if x.action.direction == "up"]
 
 
+def _training_loss_every(recs, every):
+    """Every ``every``-th training loss, each evaluation kept on a line of its own: the same run
+    with its training loss logged less often than it evaluates (or a trainer that writes its
+    evaluations on lines of their own)."""
+    out = []
+    for k, r in enumerate(recs):
+        if k % every == 0:
+            out.append(r)
+        elif r.val_loss is not None:
+            out.append(dataclasses.replace(r, loss=None))
+    return out
+
+
+@pytest.mark.parametrize("every", [2, 4, 10])
+def test_held_back_is_seen_when_evaluation_lines_fall_on_most_checkpoints(every):
+    # the CS336 sweep at 3e-2 evaluates every 10th record; with its training loss kept every
+    # 10th record beside them, nine checkpoints in ten are crossed on an evaluation's line (a
+    # checkpoint crossed there was skipped: 2 and 10 were silent)
+    recs = _training_loss_every(tune_records(CS336_LR_3E2), every)
+    assert sum(r.loss is None for r in recs) >= 25
+    ref = one_at_a_time(recs)[1]
+    osc = raised(ref, "oscillation", "warning")
+    assert [a.evidence["rule"] for a in osc] == ["held_back"]
+    assert osc[0].action.params["factor"] < 1 and 2000 <= osc[0].step <= 4000
+    key = [(a.id, a.event, a.last_step) for a in ref]
+    for size in (17, 64, 1000):
+        assert [(a.id, a.event, a.last_step) for a in in_batches(recs, size)[1]] == key, size
+
+
 @pytest.mark.parametrize("every,step_x", [(1, 1), (2, 1), (3, 1), (5, 1), (1, 10)])
 def test_the_same_sweeps_run_at_a_good_lr_is_not_held_back(every, step_x):
     # the sweep's LR 1e-3 run (healthy): it keeps falling at its peak, so nothing stood still

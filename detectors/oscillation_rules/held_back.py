@@ -102,8 +102,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..base import fmt
-from ..doublings import checkpoint_index
+from ..doublings import checkpoint_index, checkpoint_rows
 from ..progress import logged_from_start
 
 if TYPE_CHECKING:
@@ -117,22 +119,42 @@ PER_DOUBLING = 4
 
 
 def observe(d: OscillationDetector, f: Features, i: int) -> bool:
-    """Keep the level, the LR, the peak, the loss-record count and the noise at the first record of
-    each checkpoint (the last two doublings); True on the record that starts a checkpoint. A
-    checkpoint whose first record has no loss is skipped (the batch screen passes the rows at
-    the crossings only)."""
+    """Keep the level, the LR, the peak, the loss-record count and the noise at the first loss
+    record of each checkpoint (the last two doublings); True on the record that starts a
+    checkpoint. A row without a loss (an evaluation on a line of its own) does not start one:
+    the checkpoint waits for the next loss record (:func:`screen` passes it). A log whose
+    evaluations have rows of their own, or whose training loss is logged less often than them,
+    crosses most checkpoints on such rows: the CS336 LR sweep (bench/real, LR too high) kept
+    every 10th training loss beside its evaluations crossed nine in ten there, and skipping them
+    left no three checkpoints to compare."""
     k = checkpoint_index(int(f.step[i]), PER_DOUBLING)
-    if k <= d.held_k:
+    if k <= d.held_k or not f.lok[i]:
         return False
     d.held_k = k
-    if not f.lok[i]:
-        return False
     lr = f.lrlast[i] if f.nlr[i] > 0 else math.nan
     peak = f.peak[i] if f.nlr[i] > 0 else math.nan
     d.held_cps[str(k)] = [f.slow[i], int(f.step[i]), lr, peak, int(f.nl[i]), f.sd[i]]
     for old in [key for key in d.held_cps if int(key) < k - 2 * PER_DOUBLING]:
         del d.held_cps[old]
     return True
+
+
+def screen(f: Features) -> np.ndarray:
+    """The rows where :func:`observe` may start a checkpoint: the crossings of the doubling grid
+    (:func:`~losswatch.detectors.doublings.checkpoint_rows`) and, in a batch with rows without a
+    loss, the first loss record at or after each, and the batch's first loss record (a crossing
+    on a row without a loss at the end of the batch before)."""
+    rows = checkpoint_rows(f.a("step"), PER_DOUBLING)
+    lok = f.a("lok")
+    if lok.all():
+        return rows
+    at = np.flatnonzero(lok)
+    if len(at):
+        after = np.searchsorted(at, np.flatnonzero(rows))
+        rows = rows.copy()
+        rows[at[after[after < len(at)]]] = True
+        rows[at[0]] = True
+    return rows
 
 
 def _points(d: OscillationDetector) -> tuple[list[float], list[float], list[list[float]]] | None:
