@@ -1,8 +1,9 @@
 """Overshoot: within the first updates the loss jumped to several times the untrained model's.
 
 Condition: on one of the first ``OVERSHOOT_RECORDS`` loss records of a log that begins where
-training began (:func:`~losswatch.detectors.progress.logged_from_start`), with a positive first
-loss, the loss is ``overshoot`` x the first loss or more, and below ``first_ratio`` x it: a
+training began (:func:`~losswatch.detectors.progress.logged_from_start`), at a step at most
+``OVERSHOOT_SPAN`` x the first loss's step (which must be above 0), with a positive first loss,
+the loss is ``overshoot`` x the first loss or more, and below ``first_ratio`` x it: a
 loss that high is :mod:`.first_loss`'s, which waits one record to tell a blow-up from a bad
 batch and calls what stays there a lost run.
 
@@ -31,9 +32,14 @@ overshoot : float, default 3.0
     right at the beginning into a completely unrealistic solution space") reaches 4.2x on its
     second epoch.
 
-``OVERSHOOT_RECORDS`` (4, a constant): the first loss and the three after it are "the first
-updates" on any logging interval; later a jump is a spike's or a run-away's (:mod:`.spikes`,
-:mod:`.streak`), judged against the noise the run has shown by then.
+``OVERSHOOT_RECORDS`` (4) and ``OVERSHOOT_SPAN`` (4), constants: "the first updates" are the
+first loss and the three records after it, within two doublings of the first loss's step. A
+window of records alone moves with the logging interval: a speech fine-tune (tune part,
+healthy) whose loss goes 0.27 at step 25 to 0.98 at step 150 as its warm-up ends has that value
+on its second record once every 5th row is kept. Steps as a multiple of the first logged step
+are the same at any interval and in any unit; a log that begins at step 0 gives no such scale
+and is left out. Later a jump is a spike's or a run-away's (:mod:`.spikes`, :mod:`.streak`),
+judged against the noise the run has shown by then.
 
 Examples
 --------
@@ -70,6 +76,9 @@ if TYPE_CHECKING:
 
 #: the first loss and the records after it that count as "the first updates"
 OVERSHOOT_RECORDS = 4
+#: ... and the steps: at most this many times the first loss's step (two doublings of the
+#: training time the log began at: the same updates at any logging interval or step unit)
+OVERSHOOT_SPAN = 4
 
 
 def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: int) -> tuple[str, str] | None:
@@ -77,8 +86,9 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
         return None
     if x >= d.first_ratio * l0:
         return None  # :mod:`.first_loss` decides, on the next record: one bad batch or a blow-up
-    if not logged_from_start(int(f.l0_step[i]), int(f.step[i]), int(nl)):
-        return None  # an excerpt: its first loss is not the untrained model's
+    first = int(f.l0_step[i])
+    if not 0 < f.step[i] <= OVERSHOOT_SPAN * first or not logged_from_start(first, int(f.step[i]), int(nl)):
+        return None  # past the first updates, a log without a scale for them, or an excerpt
     return (f"{fmt(x / l0)}x {start_words(f, i)} on loss record {nl} of the run: the first "
             f"updates overshot", "overshoot")
 
@@ -86,4 +96,4 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, nl: i
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     nl = f.a("nl")
     return (nl >= 2) & (nl <= OVERSHOOT_RECORDS) & (f.a("l0") > 0.0) & \
-        ~(f.a("loss") < d.overshoot * f.a("l0"))
+        ~(f.a("loss") < d.overshoot * f.a("l0")) & ~(f.a("step") > OVERSHOOT_SPAN * f.a("l0_step"))

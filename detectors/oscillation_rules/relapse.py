@@ -15,13 +15,6 @@ Condition, on a loss record (the LR logged):
   divergence detector reports it), and the LR has reversed direction fewer than two times (a
   cyclic LR moves the loss by design).
 
-On a log without an LR column (none logged so far) the two LR conditions cannot be asked and
-are left out: the rest holds only where the loss gave back half its progress and stayed there
-for ``hold`` records (without the LR condition the highest share on the other tune logs is
-0.16, see ``give_back``); the words say that no LR is logged to tell a warm-up past the edge from an
-LR too high from the start. With an LR logged that did not rise, the rule stays silent (a
-climb under a steady LR is a slow divergence's or the data's).
-
 A too-small LR cannot make the loss climb back up; a too-large one does, as an LR range test
 shows: the loss falls while the LR is small, then rises once the LR passes the edge of
 stability. The plateau detector therefore never calls such a loss "stuck at a too-small LR"
@@ -100,32 +93,19 @@ def observe(d: OscillationDetector, f: Features, i: int) -> None:
 
 
 def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, Any], str] | None:
-    if f.nl[i] - d.best_nl < d.hold:
+    if not f.lrok[i] or f.nl[i] - d.best_nl < d.hold or f.rev[i] >= 2:
         return None
-    unlogged = f.nlr[i] == 0  # no LR logged yet: nothing says it did not rise
-    if not unlogged:
-        if not f.lrok[i] or f.rev[i] >= 2:
-            return None
-        lr, best_lr = f.lr[i], d.best_lr
-        if not lr >= d.lr_rise * best_lr or not best_lr > 0.0:
-            return None
+    lr, best_lr = f.lr[i], d.best_lr
+    if not lr >= d.lr_rise * best_lr or not best_lr > 0.0:
+        return None
     best, level, trend, l0 = f.rbest[i], f.slow[i], f.trend[i], f.l0[i]
     if not climbed_back(level, best, l0, f.sd[i], d.give_back, d.z) or given_back(trend, best, l0) < d.give_back:
         return None
     if not trend < l0:
         return None  # back above the first loss: a lost run, the divergence detector's
     share = given_back(level, best, l0)
-    if unlogged:
-        ev: dict[str, Any] = {"best": best, "best_step": f.rbest_step[i], "level": level, "gave_back": share,
-                              "first_loss": l0}
-        return (f"LR too high: unstable. The loss was {fmt(best)} at step {f.rbest_step[i]}; it has "
-                f"climbed back to {fmt(level)} ({fmt(100 * share)}% of its progress given back) and "
-                f"stays there. The run is not lost (below its first loss, {fmt(l0)})"), ev, \
-            ("The loss gave back half its progress and holds there: the LR is past the edge of "
-             "stability (a warm-up or schedule that raised it past the LR the loss was lowest at, "
-             "or an LR too high from the start; no LR is logged to tell which).")
-    ev = {"best": best, "best_step": f.rbest_step[i], "best_lr": best_lr,
-          "level": level, "lr": lr, "gave_back": share, "first_loss": l0}
+    ev: dict[str, Any] = {"best": best, "best_step": f.rbest_step[i], "best_lr": best_lr,
+                          "level": level, "lr": lr, "gave_back": share, "first_loss": l0}
     return (f"LR too high: unstable. The loss was {fmt(best)} at step {f.rbest_step[i]} at LR "
             f"{fmt(best_lr)}; with the LR now {fmt(lr)} it has climbed back to {fmt(level)} "
             f"({fmt(100 * share)}% of its progress given back) and stays there. The run is not "
@@ -138,11 +118,11 @@ def resolved(d: OscillationDetector, f: Features, i: int) -> str | None:
     # against the best and its LR when the alert was raised: ``observe`` moves ``d.best_lr`` to
     # the LR of any new best, which may be the high LR itself
     assert d.alert is not None  # called while an episode is open
-    best, best_lr = d.alert.evidence["best"], d.alert.evidence.get("best_lr")
+    best, best_lr = d.alert.evidence["best"], d.alert.evidence["best_lr"]
     if f.lok[i] and f.rbest[i] < best:
         return f"a new best, {fmt(f.rbest[i])} at step {f.rbest_step[i]}"
     if f.lok[i] and given_back(f.trend[i], f.rbest[i], f.l0[i]) < 0.5 * d.give_back:
         return f"the loss is back near its best (trend {fmt(f.trend[i])})"
-    if best_lr is not None and f.lrok[i] and f.lr[i] < d.lr_rise * best_lr:
+    if f.lrok[i] and f.lr[i] < d.lr_rise * best_lr:
         return f"LR back down to {fmt(f.lr[i])}"
     return None
