@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .base import Detector, fmt
+from . import copies
 from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, flat_start, frozen, weights_frozen, zero_start
 from .dead_rules.at_chance import CHANCE_CLASSES, CHANCE_LEVELS, chance_level
 from .dead_rules.frozen import same_4_digits
@@ -133,6 +134,7 @@ class DeadDetector(Detector):
         self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
         self.zs_alive = True  # zero from the start: no loss but 0 yet
         self.moved = 0  # records off the dead value since the episode opened
+        self.cp_run, self.cp_k, self.cp_copies = 0, 0, 0  # lines a logger writes more than once (copies)
 
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
@@ -144,7 +146,8 @@ class DeadDetector(Detector):
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
         "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [],
-        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}
+        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0,
+        "cp_run": 0, "cp_k": 0, "cp_copies": 0}
 
     def get_state(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self._FRESH}
@@ -154,7 +157,7 @@ class DeadDetector(Detector):
     def set_state(self, d: dict[str, Any]) -> None:
         # a state saved before flat_start or zero_start existed belongs to a run past its first
         # records
-        d = {"fs_alive": False, "zs_alive": False, **d} if d else d
+        d = {"fs_alive": False, "zs_alive": False, "cp_k": 1, **d} if d else d
         for k, fresh in self._FRESH.items():
             v = d.get(k, fresh)
             setattr(self, k, list(v) if isinstance(v, list) else v)
@@ -167,29 +170,37 @@ class DeadDetector(Detector):
                 loss_rows |= flat_start.screen(self, f)
             if self.zs_alive:
                 loss_rows |= zero_start.screen(self, f)
+            if self.cp_k != 1:  # a copy must be counted, even where no rule could fire
+                loss_rows |= copies.screen(self, f)
             return (f.a("lok") & loss_rows) | f.a("vok")
 
     def step(self, f, i: int) -> None:
         lok, vok = f.lok[i], f.vok[i]
         if not (lok or vok):
             return
+        if lok and copies.observe(self, f, i):
+            # a line the logger wrote again is no new measurement of the loss (the evaluation
+            # rules tell a copied evaluation by their own tests)
+            if not vok:
+                return
+            lok = False
         if self.alert is not None:
             # an episode on thin evidence (no action) goes on reading the rules: a stronger
             # verdict on a later record gives it that verdict's action
             if not self.alert.evidence.get("sure", True):
-                why = self._verdict(f, i)
+                why = self._verdict(f, i, lok, vok)
                 if why is not None and why.sure:
                     self._open(f, i, why)
                     return
             self._maybe_resolve(f, i)
             return
-        why = self._verdict(f, i)
+        why = self._verdict(f, i, lok, vok)
         if why is not None:
             self._open(f, i, why)
 
-    def _verdict(self, f, i: int) -> Why | None:
-        """Every rule sees the record (each keeps its run); the first verdict wins."""
-        lok, vok = f.lok[i], f.vok[i]
+    def _verdict(self, f, i: int, lok: bool, vok: bool) -> Why | None:
+        """Every rule sees the record (each keeps its run; ``lok`` False on a copied loss line
+        whose evaluation is new); the first verdict wins."""
         found: list[Why | None] = []
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]

@@ -84,6 +84,7 @@ from ..base import fmt
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
+from ..copies import measurements
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -157,7 +158,7 @@ def never_learned(x: float, first: float, best: float, band: float) -> bool:
 
 def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     """On a loss record: extend or break the frozen run; the verdict."""
-    x, nl = f.loss[i], f.nl[i]
+    x, nl = f.loss[i], measurements(d, f, i)
     if not (nl > 1 and same_4_digits(x, f.b_lprev[i]) and zero_ok(x, f, i)):
         return None  # the run breaks by its record count
     if d.fz_last != nl - 1:
