@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Detector, fmt
 from . import copies
+from .base import Detector, fmt
 from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, flat_start, frozen, weights_frozen, zero_start
 from .dead_rules.at_chance import CHANCE_CLASSES, CHANCE_LEVELS, chance_level
 from .dead_rules.frozen import same_4_digits

@@ -73,9 +73,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..copies import measurements
 from ..features import lr_ramping
 from . import Why
-from ..copies import measurements
 from .frozen import same_4_digits
 
 if TYPE_CHECKING:

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
-from . import Why
 from ..copies import measurements
+from . import Why
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector

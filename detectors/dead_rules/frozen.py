@@ -81,10 +81,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..copies import measurements
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
-from ..copies import measurements
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
