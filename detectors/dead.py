@@ -25,7 +25,8 @@ __all__ = ["CHANCE_CLASSES", "CHANCE_LEVELS", "DeadDetector", "Why", "chance_lev
            "same_4_digits"]
 
 #: the rules read on an evaluation and on a loss record, each in the order its verdict wins
-_EVALUATION_RULES = (frozen, weights_frozen, evaluations_at_chance)
+#: (flat_start reads the evaluations only to end its run: it gives no verdict on one)
+_EVALUATION_RULES = (frozen, weights_frozen, evaluations_at_chance, flat_start)
 _LOSS_RULES = (zero_start, collapsed, frozen, at_chance, flat_start)
 
 
@@ -179,9 +180,12 @@ class DeadDetector(Detector):
         if not (lok or vok):
             return
         if lok and copies.observe(self, f, i):
-            # a line the logger wrote again is no new measurement of the loss (the evaluation
-            # rules tell a copied evaluation by their own tests)
+            # a line the logger wrote again is no new measurement of the loss, nor of the
+            # evaluation it carries unchanged
             if not vok:
+                return
+            if f.val[i] == self.v_prev:
+                weights_frozen.copied(self, f, i)
                 return
             lok = False
         if self.alert is not None:
@@ -204,10 +208,6 @@ class DeadDetector(Detector):
         found: list[Why | None] = []
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]
-            if frozen.evaluation_moved(f.val[i], prev):
-                # the model changed: the loss rules that read a constant output end their run
-                self.fz_last = -1
-                self.fs_alive = False
             found += [rule.evaluation(self, f, i, prev) for rule in _EVALUATION_RULES]
         if lok:
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]

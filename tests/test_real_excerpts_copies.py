@@ -60,3 +60,16 @@ def test_copies_count_once_but_a_value_printed_on_every_line_from_the_start_coun
     # (frozen on its sixth measurement at one value, the eighth since the first: line 7 * 4)
     copied = [Record(s, x) for s, x in enumerate([0.9] * 4 + [0.8] * 4 + [0.5432] * 24)]
     assert [a.step for a in drive(DeadDetector(), copied)] == [7 * 4]
+
+
+LSTM = "histories/devilmayhide__lstm-bade03_assignment__lightning-logs-version-2-metrics-csv.csv"  # val 0.229749 from 1500
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_separate_evaluations_of_frozen_weights_written_k_times_are_still_dead(k):
+    # the same six digits on separate evaluations; each evaluation line written k times is one
+    # evaluation, neither a seventh repeat nor a break of the run
+    lines = _written(tune_records(LSTM), k, advance=True)
+    dead = raised(one_at_a_time(lines)[1], "dead")
+    assert dead and dead[0].step >= 1500 * k and "separate evaluations" in dead[0].message
+    assert dead[0].action.type == "stop"
