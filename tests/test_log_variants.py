@@ -120,3 +120,18 @@ def test_the_replay_tool_refuses_holdout_files():
     name = next(f"issues/x{i}.csv" for i in range(100) if part_of(f"issues/x{i}.csv") == "holdout")
     with pytest.raises(ValueError, match="holdout"):
         tool.read_log(name)
+
+
+def test_rows_written_k_times_keep_each_row_and_its_onset():
+    rows = log(n=20)
+    div = lv.variants(FIELDS, rows, "divergence", 100)  # onset row 10
+    same = div["rows_x4"]
+    assert steps(same) == [s for s in range(0, 200, 10) for _ in range(4)] and same[2] == 100
+    assert [r["loss"] for r in same[1][:4]] == [rows[0]["loss"]] * 4
+    ahead = div["rows_x2_steps"]  # the step column x2, each row's copy on the next step
+    assert steps(ahead)[:4] == [0, 1, 20, 21] and ahead[2] == 200
+    assert [r["val_loss"] for r in ahead[1][:2]] == [rows[0]["val_loss"]] * 2
+    assert rows[0]["step"] == "0" and len(rows) == 20  # the rows given are not changed
+    epochs = [dict(r, step=str(int(r["step"]) / 4)) for r in rows]  # non-integer steps
+    assert "rows_x2_steps" not in lv.variants(FIELDS, epochs, "healthy", 0)
+    assert "rows_x2" in lv.variants(FIELDS, epochs, "healthy", 0)
