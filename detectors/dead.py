@@ -179,7 +179,7 @@ class DeadDetector(Detector):
         lok, vok = f.lok[i], f.vok[i]
         if not (lok or vok):
             return
-        if lok and copies.observe(self, f, i):
+        if lok and self.cp_k != 1 and copies.observe(self, f, i):  # cp_k 1: each line is a measurement
             # a line the logger wrote again is no new measurement of the loss, nor of the
             # evaluation it carries unchanged
             if not vok:
