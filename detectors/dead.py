@@ -34,8 +34,9 @@ class DeadDetector(Detector):
     """The loss stopped moving: a network that no longer learns (saturated units, an LR far off,
     a data or label bug). Fires from the first records it can see it in.
 
-    Every rule sees every record (it keeps its own run); while no episode is open the first
-    verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
+    Every rule sees every record (it keeps its own run) but the lines a logger wrote again
+    (:mod:`~losswatch.detectors.copies`: runs are counted in measurements); while no episode is
+    open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
     record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (back above the first
