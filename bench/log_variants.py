@@ -235,6 +235,23 @@ def thin_val2(log: Log) -> Variant | None:
             log.onset)
 
 
+def _written(k: int, advance: bool) -> Callable[[Log], Variant | None]:
+    def written(log: Log) -> Variant | None:
+        if advance and not all(float(r["step"]) == int(float(r["step"])) for r in log.rows):
+            return None
+        if advance:
+            out = [dict(r, step=str(int(float(r["step"])) * k + j)) for r in log.rows for j in range(k)]
+        else:
+            out = [dict(r) for r in log.rows for _ in range(k)]
+        return log.fields, out, log.onset * k if advance else log.onset
+    how = (f"on {k} steps in a row (the step column x{k}, a row's copies at steps {k}s .. {k}s+{k - 1})"
+           if advance else "with the same step")
+    written.__doc__ = (f"Every row written {k} times, {how}: a logger that prints its last values on "
+                       "several lines (a GAN's discriminator and generator lines, a Trainer callback "
+                       "that logs at every optimizer step what it measured once).")
+    return written
+
+
 KINDS: dict[str, Callable[[Log], Variant | None]] = {
     "thin2": _thin(2), "thin3": _thin(3), "thin5": _thin(5), "thin10": _thin(10),
     "thin_loss2": thin_loss2, "thin_val2": thin_val2,
@@ -248,6 +265,8 @@ KINDS: dict[str, Callable[[Log], Variant | None]] = {
     "no_grad_norm": _without("grad_norm"), "no_lr": _without("lr"), "no_val_loss": _without("val_loss"),
     "loss_only": _only(("loss",), "Only the training loss: the plainest log."),
     "val_only": _only(("val_loss",), "Only the validation loss: a log of evaluations alone."),
+    "rows_x2": _written(2, False), "rows_x4": _written(4, False),
+    "rows_x2_steps": _written(2, True), "rows_x4_steps": _written(4, True),
 }
 
 
@@ -258,7 +277,7 @@ def keeps_class(log: Log, fields: list[str], rows: list[dict]) -> bool:
         return False
     if not log.problem:
         return True
-    if len(rows) != len(log.rows):  # rows dropped: a dropping kind passes the kept rows on as they are
+    if len(rows) < len(log.rows):  # rows dropped: a dropping kind passes the kept rows on as they are
         ids = {id(r) for r in rows}
         if not all(id(log.rows[i]) in ids for i in log.onset_rows()):
             return False

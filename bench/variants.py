@@ -134,7 +134,8 @@ def healthy_report(rows: list[dict]) -> str:
         "# Class-preserving variants of the healthy tune logs",
         "",
         f"Each of the {len({r['file'] for r in healthy})} healthy logs of the real-log corpus's tune part, "
-        "replayed as variants that keep it healthy (thinned, cut, other units, fewer columns: "
+        "replayed as variants that keep it healthy (thinned, cut, other units, fewer columns, rows written "
+        "again: "
         "bench/log_variants.py says which). Command: `.venv/bin/python bench/variants.py --label healthy "
         "--md bench/results/healthy-variants.md`.",
         "",

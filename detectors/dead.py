@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import copies
 from .base import Detector, fmt
 from .dead_rules import Why, at_chance, collapsed, evaluations_at_chance, flat_start, frozen, weights_frozen, zero_start
 from .dead_rules.at_chance import CHANCE_CLASSES, CHANCE_LEVELS, chance_level
@@ -24,7 +25,8 @@ __all__ = ["CHANCE_CLASSES", "CHANCE_LEVELS", "DeadDetector", "Why", "chance_lev
            "same_4_digits"]
 
 #: the rules read on an evaluation and on a loss record, each in the order its verdict wins
-_EVALUATION_RULES = (frozen, weights_frozen, evaluations_at_chance)
+#: (flat_start reads the evaluations only to end its run: it gives no verdict on one)
+_EVALUATION_RULES = (frozen, weights_frozen, evaluations_at_chance, flat_start)
 _LOSS_RULES = (zero_start, collapsed, frozen, at_chance, flat_start)
 
 
@@ -32,8 +34,9 @@ class DeadDetector(Detector):
     """The loss stopped moving: a network that no longer learns (saturated units, an LR far off,
     a data or label bug). Fires from the first records it can see it in.
 
-    Every rule sees every record (it keeps its own run); while no episode is open the first
-    verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
+    Every rule sees every record (it keeps its own run) but the lines a logger wrote again
+    (:mod:`~losswatch.detectors.copies`: runs are counted in measurements); while no episode is
+    open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
     record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (back above the first
@@ -133,6 +136,7 @@ class DeadDetector(Detector):
         self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
         self.zs_alive = True  # zero from the start: no loss but 0 yet
         self.moved = 0  # records off the dead value since the episode opened
+        self.cp_run, self.cp_k, self.cp_copies = 0, 0, 0  # lines a logger writes more than once (copies)
 
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
@@ -144,7 +148,8 @@ class DeadDetector(Detector):
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
         "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [],
-        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0}
+        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0,
+        "cp_run": 0, "cp_k": 0, "cp_copies": 0}
 
     def get_state(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self._FRESH}
@@ -154,7 +159,7 @@ class DeadDetector(Detector):
     def set_state(self, d: dict[str, Any]) -> None:
         # a state saved before flat_start or zero_start existed belongs to a run past its first
         # records
-        d = {"fs_alive": False, "zs_alive": False, **d} if d else d
+        d = {"fs_alive": False, "zs_alive": False, "cp_k": 1, **d} if d else d
         for k, fresh in self._FRESH.items():
             v = d.get(k, fresh)
             setattr(self, k, list(v) if isinstance(v, list) else v)
@@ -167,36 +172,43 @@ class DeadDetector(Detector):
                 loss_rows |= flat_start.screen(self, f)
             if self.zs_alive:
                 loss_rows |= zero_start.screen(self, f)
+            if self.cp_k != 1:  # a copy must be counted, even where no rule could fire
+                loss_rows |= copies.screen(self, f)
             return (f.a("lok") & loss_rows) | f.a("vok")
 
     def step(self, f, i: int) -> None:
         lok, vok = f.lok[i], f.vok[i]
         if not (lok or vok):
             return
+        if lok and self.cp_k != 1 and copies.observe(self, f, i):  # cp_k 1: each line is a measurement
+            # a line the logger wrote again is no new measurement of the loss, nor of the
+            # evaluation it carries unchanged
+            if not vok:
+                return
+            if f.val[i] == self.v_prev:
+                weights_frozen.copied(self, f, i)
+                return
+            lok = False
         if self.alert is not None:
             # an episode on thin evidence (no action) goes on reading the rules: a stronger
             # verdict on a later record gives it that verdict's action
             if not self.alert.evidence.get("sure", True):
-                why = self._verdict(f, i)
+                why = self._verdict(f, i, lok, vok)
                 if why is not None and why.sure:
                     self._open(f, i, why)
                     return
             self._maybe_resolve(f, i)
             return
-        why = self._verdict(f, i)
+        why = self._verdict(f, i, lok, vok)
         if why is not None:
             self._open(f, i, why)
 
-    def _verdict(self, f, i: int) -> Why | None:
-        """Every rule sees the record (each keeps its run); the first verdict wins."""
-        lok, vok = f.lok[i], f.vok[i]
+    def _verdict(self, f, i: int, lok: bool, vok: bool) -> Why | None:
+        """Every rule sees the record (each keeps its run; ``lok`` False on a copied loss line
+        whose evaluation is new); the first verdict wins."""
         found: list[Why | None] = []
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]
-            if frozen.evaluation_moved(f.val[i], prev):
-                # the model changed: the loss rules that read a constant output end their run
-                self.fz_last = -1
-                self.fs_alive = False
             found += [rule.evaluation(self, f, i, prev) for rule in _EVALUATION_RULES]
         if lok:
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]

@@ -150,3 +150,18 @@ def test_a_value_no_stream_keeps_is_blanked_in_a_copy_and_a_problem_logs_onset_r
     assert [int(r["step"]) for r in thin if r["val_loss"]][:3] == [0, 10, 20]
     assert all(not (r["loss"] and r["val_loss"]) for r in thin if int(r["step"]) not in (150, 151))
     assert [r for r in thin if int(r["step"]) in (150, 151)] == [rows[150], rows[151]]
+
+
+def test_rows_written_k_times_keep_each_row_and_its_onset():
+    rows = log(n=20)
+    div = lv.variants(FIELDS, rows, "divergence", 100)  # onset row 10
+    same = div["rows_x4"]
+    assert steps(same) == [s for s in range(0, 200, 10) for _ in range(4)] and same[2] == 100
+    assert [r["loss"] for r in same[1][:4]] == [rows[0]["loss"]] * 4
+    ahead = div["rows_x2_steps"]  # the step column x2, each row's copy on the next step
+    assert steps(ahead)[:4] == [0, 1, 20, 21] and ahead[2] == 200
+    assert [r["val_loss"] for r in ahead[1][:2]] == [rows[0]["val_loss"]] * 2
+    assert rows[0]["step"] == "0" and len(rows) == 20  # the rows given are not changed
+    epochs = [dict(r, step=str(int(r["step"]) / 4)) for r in rows]  # non-integer steps
+    assert "rows_x2_steps" not in lv.variants(FIELDS, epochs, "healthy", 0)
+    assert "rows_x2" in lv.variants(FIELDS, epochs, "healthy", 0)

@@ -6,7 +6,9 @@ advice and the resolution; each module here says one rule: its condition in word
 parameters (default, meaning and the measurement that set it), an example and references.
 
 Every rule sees every record (its runs are keyed on record counts, so a record that breaks a run
-must reach it); while no episode is open, the first verdict in this order raises the alert:
+must reach it) but the lines a logger wrote again: :mod:`~losswatch.detectors.copies` counts the
+loss records as measurements (``copies.measurements``); while no episode is open, the first
+verdict in this order raises the alert:
 
 1. on an evaluation: :mod:`.frozen` (the validation loss the same to four significant digits),
    :mod:`.weights_frozen` (separate evaluations the same to six), :mod:`.evaluations_at_chance`

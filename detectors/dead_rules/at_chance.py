@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..copies import measurements
 from ..features import lr_ramping
 from . import Why
 from .frozen import same_4_digits
@@ -122,7 +123,7 @@ def screen(d: DeadDetector, f: Features) -> np.ndarray:
 
 def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     """On a loss record: extend or break the run at a chance level; the verdict."""
-    x, nl = f.loss[i], f.nl[i]
+    x, nl = f.loss[i], measurements(d, f, i)
     lv = chance_level(x, d.chance_band)
     if lv is None:
         return None  # the run breaks by its record count

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..copies import measurements
 from . import Why
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def screen(d: DeadDetector, f: Features) -> np.ndarray:
 
 def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     """On a loss record: track the losses at or above the first one; the verdict."""
-    x, nl, l0 = f.loss[i], f.nl[i], f.l0[i]
+    x, nl, l0 = f.loss[i], measurements(d, f, i), f.l0[i]
     if not x >= l0:
         return None  # the run breaks by its record count
     if d.cl_last != nl - 1:

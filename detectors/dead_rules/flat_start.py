@@ -17,9 +17,12 @@ with stronger evidence (:mod:`.frozen`, :mod:`.at_chance`) come first and stop t
 Condition, on a loss record: ``flat_start_records`` or more finite losses, every one since the
 first within ``chance_band`` (relative, of the lowest) of each other, and the logged LR (if
 any) not ramping up on this record (``features.lr_ramping``: a warm-up has not given the
-network its LR yet). Once a loss leaves the band, or an evaluation moves
-(:func:`.frozen.evaluation_moved`: a logger repeating its last training loss on evaluation rows
-while the model learns), the rule is done for the run.
+network its LR yet). Once a loss leaves the band, or an evaluation moves out of the band of
+the one before (a logger repeating its last training loss on evaluation rows while the model
+learns), the rule is done for the run. An evaluation that moves within the band does not end
+it: a network that does not learn evaluates within its data noise too, and the band is the
+noise this rule allows the training loss (a move in the fourth digit, :mod:`.frozen`'s test
+for a constant output, is far inside it).
 
 Parameters
 ----------
@@ -94,6 +97,15 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return Why(f"the loss has stayed within {100 * spread:.2g}% ({d.fs_lo:.5g}-{d.fs_hi:.5g}) over "
                    f"its first {d.fs_n} records: a network that learns moves more than that", x,
                    sure=False)
+    return None
+
+
+def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
+    """On an evaluation: an evaluation that left the band of the one before ends the run (the
+    model changed); never a verdict."""
+    v = f.val[i]
+    if d.fs_alive and prev == prev and v == v and not _in_band(min(v, prev), max(v, prev), d.chance_band):
+        d.fs_alive = False
     return None
 
 

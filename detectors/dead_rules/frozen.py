@@ -81,6 +81,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..copies import measurements
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
@@ -157,7 +158,7 @@ def never_learned(x: float, first: float, best: float, band: float) -> bool:
 
 def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     """On a loss record: extend or break the frozen run; the verdict."""
-    x, nl = f.loss[i], f.nl[i]
+    x, nl = f.loss[i], measurements(d, f, i)
     if not (nl > 1 and same_4_digits(x, f.b_lprev[i]) and zero_ok(x, f, i)):
         return None  # the run breaks by its record count
     if d.fz_last != nl - 1:
@@ -170,8 +171,11 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
 
 
 def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
-    """On an evaluation: extend or break the run of equal validation losses; the verdict."""
+    """On an evaluation: extend or break the run of equal validation losses; the verdict. An
+    evaluation that moved ends the frozen loss run too (:func:`evaluation_moved`)."""
     v, lok = f.val[i], f.lok[i]
+    if evaluation_moved(v, prev):
+        d.fz_last = -1
     repeat = same_4_digits(v, prev) and zero_ok(v, f, i)
     if d.v_first != d.v_first:
         d.v_first, d.v_first_step = v, int(f.step[i])
@@ -216,7 +220,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
 def evaluation_moved(v: float, prev: float) -> bool:
     """Did the validation loss move since the evaluation before (both finite, not the same four
     significant digits)? The model then changed: a loss that repeats meanwhile is a logger's
-    repeat, not a constant output, for :func:`observe` and :mod:`.flat_start`."""
+    repeat, not a constant output, for :func:`observe`."""
     return prev == prev and v == v and not same_4_digits(v, prev)
 
 

@@ -89,5 +89,12 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     return None
 
 
+def copied(d: DeadDetector, f: Features, i: int) -> None:
+    """On a line the logger wrote again with its evaluation (:mod:`~losswatch.detectors.copies`):
+    no evaluation of its own, but the record that carries the last one, so that the next
+    evaluation is separate only after a record without one, as after the original line."""
+    d.v_rec = f.rec[i]
+
+
 def forget(d: DeadDetector) -> None:
     d.v_exact = 0
