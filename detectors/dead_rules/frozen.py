@@ -14,11 +14,12 @@ Condition:
 - on an evaluation: ``frozen_records`` consecutive finite validation losses the same to four
   significant digits (an epoch validation loss of exactly 0.2000), counted only where the
   training loss logged with it (if any) is frozen too, on this row and since the evaluation
-  before (a logger that repeats the last evaluation on every line is not a frozen model; a
-  row whose training loss is the same float as at the evaluation before, printed with more than
-  four decimals, is a copy an export forward-filled and is not counted) and only when the validation loss never fell
-  below 0.9x its first value (a converged evaluation at the end of a long decay prints the same
-  four digits), judged only where the evaluations begin where training began
+  before (a logger that repeats the last evaluation on every line is not a frozen model; a row
+  whose training loss is the same float as at the evaluation before, carrying more digits than a
+  rounded print (:func:`rounded_print`), is a copy an export forward-filled and is not counted)
+  and only when the validation loss never fell below 0.9x its first value (a converged
+  evaluation at the end of a long decay prints the same four digits), judged only where the
+  evaluations begin where training began
   (:func:`~losswatch.detectors.progress.logged_from_start` on the evaluations' steps): the
   second half of a GPT-2 run's validation log, converged and falling 1e-4 per evaluation
   (2.9287, 2.9286, ...), has no earlier level to show the decay (bench/healthy_variants.py).
@@ -28,8 +29,8 @@ where it stands, and nothing since was better, so no converged loss can print th
 On an evaluation: the validation loss the same to four significant digits on ``unlearned_records``
 evaluations in a row and the training loss logged with each the same to four digits as at the
 one before (both printed with four significant digits: :func:`four_significant`; a training loss
-that is the same float printed with more than four decimals is a copy an export forward-filled, not
-counted), neither below its first value (the best validation loss so far, the raw best training
+that is the same float carrying more digits than a rounded print is a copy an export
+forward-filled, not counted), neither below its first value (the best validation loss so far, the raw best training
 loss: beyond ``chance_band``), the evaluations logged from
 the start, not at a chance level ln(k) (the chance rules judge those: a zero-initialised head
 prints ln(k) itself at the start) and the logged LR not ramping up (a Keras model whose loss and
@@ -126,12 +127,24 @@ def four_significant(x: float) -> bool:
     return abs(q - round(q)) > 1e-6 * max(q, 1.0)
 
 
-def on_4_decimals(x: float) -> bool:
-    """Is ``x`` printed with four decimals at most (Keras' and the Trainer's prints)? Such a
-    value repeats at that precision; only a float with more decimals, the same bit for bit, is
-    a copy."""
+#: The most significant digits a logger's rounded print carries (Caffe prints six, Keras and the
+#: Trainer four decimals); a float with more is written at full precision.
+PRINT_DIGITS = 6
+
+
+def rounded_print(x: float) -> bool:
+    """Is ``x`` a rounded print: four decimals at most (Keras' and the Trainer's prints), or
+    ``PRINT_DIGITS`` significant digits at most, up to the float rounding of a unit change
+    (0.10097, 6.0097000000000005)? Such a value repeats at that precision while the model
+    is frozen; only a float carrying more digits than a print, the same bit for bit, is a copy.
+    The number of decimals alone would not do: the same print in other units (a loss summed,
+    not averaged; x0.1) has a decimal more or less."""
     q = abs(x) * 1e4
-    return q == q and abs(q - round(q)) <= 1e-6 * max(q, 1.0)
+    if q == q and abs(q - round(q)) <= 1e-6 * max(q, 1.0):
+        return True
+    if not 1e-300 < abs(x) < 1e300:
+        return False
+    return abs(float(f"{x:.{PRINT_DIGITS}g}") - x) <= 1e-12 * abs(x)
 
 
 def zero_ok(x: float, f: Features, i: int) -> bool:
@@ -180,12 +193,12 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     if d.v_first != d.v_first:
         d.v_first, d.v_first_step = v, int(f.step[i])
     # the training loss at this evaluation (logged with it, or the last before it) against the one
-    # at the evaluation before: both columns frozen together. The same float printed with more
-    # than four decimals is a logger's copy (an export that forward-fills its columns to every
+    # at the evaluation before: both columns frozen together. The same float carrying more
+    # digits than a rounded print is a logger's copy (an export that forward-fills its columns to every
     # step), not a new minibatch or epoch mean, which moves in its last digits: such a row is no
     # evaluation of its own and neither extends the runs nor breaks them
     train = f.lprev[i]
-    if not (repeat and train == d.vp_train and not on_4_decimals(train)):
+    if not (repeat and train == d.vp_train and not rounded_print(train)):
         # the same evaluation while the training loss moved since the one before is a logger
         # repeating its last evaluation, not a frozen model: it breaks the run
         train_moved = train == train and d.vp_train == d.vp_train and not same_4_digits(train, d.vp_train)
