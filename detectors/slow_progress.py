@@ -52,7 +52,11 @@ class SlowProgressDetector(RaiseLRDetector):
     GPT-2 speedruns without their LR column were told "raise the LR x3" at steps 512-725, still
     in a warm-up of 700 steps, and a DPO fine-tune at step 2,900, its LR decayed to 1 %;
     bench/variants.py), except for a fall that stays near-linear over two doublings
-    (``unlogged``), which none of them makes. The doublings are in steps (training time is what the pace
+    (``unlogged``), which none of them makes. A log that begins after training began (an
+    excerpt, a resumed run: ``progress.logged_from_start``) is judged only while its LR was never
+    lowered (the plateau's ``from_start`` test): its first loss is no start, so ``h`` against it
+    says nothing (a healthy GPT-2 124M log cut to its last 80 %, its LR decaying, had ``h`` 2.5
+    and was told to raise the LR). The doublings are in steps (training time is what the pace
     is about), but the run must also have ``min_records`` loss records: a log thinned to every
     10th row, or one whose step column counts 7 per record, reaches step 256 while its loss is
     still in its steep first phase by the run's own clock (on the benchmark's healthy runs, 26
@@ -305,6 +309,8 @@ class SlowProgressDetector(RaiseLRDetector):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
         if schedule_explains(lr, peak, peak_c, self.decayed):
             return  # a warm-up still rising since the checkpoint, or a decayed schedule's slow tail
+        if not (unlogged or lr >= peak or logged_from_start(int(f.l0_step[i]), step, int(f.nl[i]), FROM_START_GAPS)):
+            return  # an excerpt under a schedule that lowered its LR: its first loss is no start
         ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
               "first_loss": l0, "h": h, "pace_held": sustained, "lr_logged": not unlogged}
         pace = ", at the pace of the doubling before" if sustained else \

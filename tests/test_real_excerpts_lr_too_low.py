@@ -72,3 +72,19 @@ def test_only_a_near_linear_fall_is_judged_without_an_lr():
     warm = _run(lambda s: 2.3 - 1.5e-6 * s * s, 900)
     assert drive(SlowProgressDetector(), warm) == []
     assert drive(SlowProgressDetector(speed_up=100.0), warm)  # read as a pace without that test
+
+
+def test_an_excerpt_under_a_decaying_lr_is_not_judged_against_its_first_loss():
+    # a healthy GPT-2 124M run (public log, tune part) cut to its last 80 %: its first loss is
+    # 3.9 at step ~2,300, not the untrained model's, while the LR decays; the fall since read as
+    # "3.53 -> 3.37 since step 5793, 253 % of all the progress before it: raise the LR x3"
+    import os
+    from pathlib import Path
+
+    from losswatch.service.readers import read_run
+    public = Path(os.environ.get("LOSSWATCH_PUBLIC_LOGS",
+                                 Path(__file__).resolve().parents[2] / "shared" / "data" / "public-logs"))
+    recs = list(read_run(public / "mng-llmc-gpt2-124m.csv"))
+    cut = recs[len(recs) // 5:]
+    assert cut[0].lr is not None and cut[0].step > 1000
+    assert not [a for a in one_at_a_time(cut)[1] if a.detector == "slow_progress"]
