@@ -8,7 +8,7 @@ from typing import Any
 from .base import fmt
 from .doublings import checkpoint_index, checkpoint_rows
 from .lost import blew_up
-from .progress import climbed_back
+from .progress import FROM_START_GAPS, climbed_back, logged_from_start
 from .raise_lr import RaiseLRDetector, schedule_explains
 
 
@@ -52,7 +52,12 @@ class SlowProgressDetector(RaiseLRDetector):
     doubling before: without it a warm-up, a decay and an annealing all pass unseen (healthy
     GPT-2 speedruns without their LR column were told "raise the LR x3" at steps 512-725, still
     in a warm-up of 700 steps, and a DPO fine-tune at step 2,900, its LR decayed to 1 %;
-    bench/variants.py). The doublings are in steps (training time is what the pace
+    bench/variants.py), except for a fall that stays near-linear over two doublings
+    (``unlogged``), which none of them makes. A log that begins after training began (an
+    excerpt, a resumed run: ``progress.logged_from_start``) is judged only while its LR was never
+    lowered (the plateau's ``from_start`` test): its first loss is no start, so ``h`` against it
+    says nothing (a healthy GPT-2 124M log cut to its last 80 %, its LR decaying, had ``h`` 2.5
+    and was told to raise the LR). The doublings are in steps (training time is what the pace
     is about), but the run must also have ``min_records`` loss records: a log thinned to every
     10th row, or one whose step column counts 7 per record, reaches step 256 while its loss is
     still in its steep first phase by the run's own clock (on the benchmark's healthy runs, 26
@@ -143,6 +148,24 @@ class SlowProgressDetector(RaiseLRDetector):
         0.22) and are found at steps 512-725; healthy and LR-too-high runs that hold their pace
         reach h 0.152 at most (RNN SGD, cyclic LR; MLP SGD at 10x LR). 0.16 also finds a cyclic
         RNN SGD run at LR/10, 5 % above them; 0.18 loses two of the six.
+    unlogged : float, default 0.5
+        Without a logged LR (at the checkpoint or one doubling before) the run is judged only when
+        the fall stays near-linear over two doublings (:meth:`linear_without_lr`): ``h`` and the
+        share of the doubling before it (against the progress made before that one) both >= this,
+        that doubling past the first ``min_step / 2`` steps and ``min_records / 2`` records, the
+        fall not sped up within the doubling (``speed_up``), on a log that begins where training
+        began (``progress.logged_from_start``: an excerpt's first loss is no start, and its ``h``
+        reaches 2-12 on the tune part's healthy logs cut to their last 70-80 %). A linear fall
+        gives ``h`` 1 at every doubling; an exponential one ``exp(-c / tau)``, >= 0.5 only within
+        0.69 time constants of its start; a warm-up nobody logged speeds the fall up, a decay
+        nobody logged slows it. Set on the tune part of bench/real (offline, every healthy log
+        and its variants without an LR): the highest pair there is 0.37 / 0.75 (a DPO fine-tune
+        whose decayed LR column was dropped), every other <= 0.29 / 0.30; every problem log of
+        another label and its variants <= 0.18 (the smaller of the two). An SGD language model
+        at an LR ~100x below the best of its sweep
+        (bench/real/histories/arshchawla21__mainrun__sweeps-1-optim-sgd-lr0.0003-mainrun-log.csv,
+        no LR logged) falls 9.77 -> 9.40 in 512 steps at 0.93 / 1.1 and is found at step 512.
+        The benchmark's runs all log their LR: none is judged by it.
 
     Examples
     --------
@@ -167,11 +190,12 @@ class SlowProgressDetector(RaiseLRDetector):
                  decayed: float = 0.3, factor: float = 3.0, blowup: float = 1.5,
                  min_records: int = 256, per_doubling: int = 2, given_back: float = 0.5,
                  climb_z: float = 4.0, steady: float = 0.2, anneal: float = 0.6,
-                 speed_up: float = 1.1, sustained: float = 0.17, drop: float = 0.6) -> None:
+                 speed_up: float = 1.1, sustained: float = 0.17, drop: float = 0.6,
+                 unlogged: float = 0.5) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup,
                          min_records=min_records, per_doubling=per_doubling, given_back=given_back,
                          climb_z=climb_z, steady=steady, anneal=anneal, speed_up=speed_up,
-                         sustained=sustained, drop=drop)
+                         sustained=sustained, drop=drop, unlogged=unlogged)
         # cps: str(k) -> [trend, peak LR, step, best level, raw best, LR (NaN when not logged),
         # loss records] at the first record of checkpoint k (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
@@ -242,6 +266,26 @@ class SlowProgressDetector(RaiseLRDetector):
             return False
         return fell * (s_c - s_b) <= fell_b * (step - s_c)
 
+    def linear_without_lr(self, k: int, h: float, l0: float, step: int, f, i: int) -> bool:
+        """Without a logged LR, is the fall near-linear over the last two doublings of a log that
+        begins where training began: ``h`` and the share of the doubling before both >=
+        ``unlogged``, that doubling past the first ``min_step / 2`` steps and ``min_records / 2``
+        records, and the fall not sped up within the doubling that ends at checkpoint ``k``?
+        Only a pace the LR limits looks like that: a warm-up nobody logged speeds the fall up as
+        its LR rises, a decay nobody logged slows it (``h`` falls from one doubling to the next),
+        and a healthy descent's ``h`` is ``exp(-c / tau)`` (>= 0.5 only within 0.69 time constants
+        of its start), a power law's smaller still."""
+        before, start = self.cps.get(str(k - 2 * self.per_doubling)), self.cps.get(str(k - self.per_doubling))
+        if h < self.unlogged or before is None or start is None or \
+                2 * before[2] < self.min_step or 2 * before[6] < self.min_records:
+            return False
+        t_b, t_c = before[0], start[0]
+        if not (l0 - t_b > 0.0 and t_b - t_c >= self.unlogged * (l0 - t_b)):
+            return False
+        if self.sped_up(k, t_c, f.slow[i], step):
+            return False
+        return logged_from_start(int(f.l0_step[i]), step, int(f.nl[i]), FROM_START_GAPS)
+
     def sped_up(self, k: int, t_c: float, trend: float, step: int) -> bool:
         """Did the loss fall ``speed_up`` x faster per step in the last sub-window of the doubling that ends at
         checkpoint ``k`` (at ``step``) than in its first?"""
@@ -289,7 +333,8 @@ class SlowProgressDetector(RaiseLRDetector):
             if h < 0.5 * self.ratio:
                 self.close_episode(step, f"progress has slowed down normally (h={fmt(h)})")
             return
-        if lr is None or lr_c != lr_c:
+        unlogged = lr is None or lr_c != lr_c
+        if unlogged and not self.linear_without_lr(k, h, l0, step, f, i):
             return  # no LR logged: a warm-up, a decay or an annealing would pass unseen
         if recent < self.z * f.sd[i]:
             return
@@ -307,10 +352,13 @@ class SlowProgressDetector(RaiseLRDetector):
             return  # the loss blew up earlier: a steady fall now is the recovery, and the LR too high
         if schedule_explains(lr, peak, peak_c, self.decayed):
             return  # a warm-up still rising since the checkpoint, or a decayed schedule's slow tail
+        if not (unlogged or lr >= peak or logged_from_start(int(f.l0_step[i]), step, int(f.nl[i]), FROM_START_GAPS)):
+            return  # an excerpt under a schedule that lowered its LR: its first loss is no start
         ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
-              "first_loss": l0, "h": h, "pace_held": sustained}
+              "first_loss": l0, "h": h, "pace_held": sustained, "lr_logged": not unlogged}
+        pace = ", at the pace of the doubling before" if sustained else \
+            ", and the doubling before made as much again (no LR logged)" if unlogged else ""
         self.advise_raise(step, f"slow progress: the loss fell {fmt(t_c)} -> {fmt(trend)} since step "
-                          f"{int(prev[2])}, {fmt(100 * h)}% of all the progress before it"
-                          f"{', at the pace of the doubling before' if sustained else ''}: the LR "
+                          f"{int(prev[2])}, {fmt(100 * h)}% of all the progress before it{pace}: the LR "
                           f"is limiting training", ev, lr,
                           "The loss is still falling at a steady, almost linear pace: the steps are too small.")
