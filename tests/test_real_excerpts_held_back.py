@@ -16,6 +16,7 @@ from losswatch.detectors.oscillation import OscillationDetector
 from losswatch.detectors.types import Record
 
 CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
+CS336_LR_1E1 = "histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv"  # LR too high
 CS336_LR_1E3 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-1e-3-metrics-jsonl.csv"  # healthy
 ALPACA = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"  # healthy, 3 epochs
 
@@ -55,11 +56,18 @@ def _training_loss_every(recs, every):
     return out
 
 
-@pytest.mark.parametrize("every", [2, 4, 10])
+@pytest.mark.parametrize("every", [
+    2, 3, 4, 5, 6, 7, 8,
+    pytest.param(9, marks=pytest.mark.xfail(strict=True, reason=(
+        "a training loss every 90 steps: the level's ~10-record lag (900 steps) is a doubling at "
+        "b ~ 1000, so the held doubling still carries the warm-up's descent (1.03 noise units "
+        "against stall_z 1.0 at 4150) and the fall after c at 3520 is 2.6 units (fall_z 3.0)"))),
+    10])
 def test_held_back_is_seen_when_evaluation_lines_fall_on_most_checkpoints(every):
     # the CS336 sweep at 3e-2 evaluates every 10th record; with its training loss kept every
-    # 10th record beside them, nine checkpoints in ten are crossed on an evaluation's line (a
-    # checkpoint crossed there was skipped: 2 and 10 were silent)
+    # 2nd-10th record beside them, most checkpoints are crossed on an evaluation's line (a
+    # checkpoint crossed there was skipped: 2 and 10 were silent), and where the checkpoints land
+    # among the records moves the share of the fall its first quarter sees (5 was silent)
     recs = _training_loss_every(tune_records(CS336_LR_3E2), every)
     assert sum(r.loss is None for r in recs) >= 25
     ref = one_at_a_time(recs)[1]
@@ -69,6 +77,17 @@ def test_held_back_is_seen_when_evaluation_lines_fall_on_most_checkpoints(every)
     key = [(a.id, a.event, a.last_step) for a in ref]
     for size in (17, 64, 1000):
         assert [(a.id, a.event, a.last_step) for a in in_batches(recs, size)[1]] == key, size
+
+
+@pytest.mark.parametrize("every", range(2, 11))
+def test_the_sweeps_unstable_1e_1_run_is_told_to_cut_the_lr_at_every_training_loss_interval(every):
+    # the same sweep at 1e-1 (LR too high, a loss that swings at its peak LR): the quarter after
+    # the held doubling made 0.05-0.10 of the fall at every 3rd, 6th and 9th training loss (silent)
+    recs = _training_loss_every(tune_records(CS336_LR_1E1), every)
+    alerts = one_at_a_time(recs)[1]
+    osc = raised(alerts, "oscillation", "warning")
+    assert osc and osc[0].action.type == "scale_lr" and osc[0].action.params["factor"] < 1
+    assert not [x for x in alerts if x.action.direction == "up"]
 
 
 @pytest.mark.parametrize("every,step_x", [(1, 1), (2, 1), (3, 1), (5, 1), (1, 10)])
