@@ -17,15 +17,10 @@ doubling apart (``t`` now, ``c`` = ``t / 2``, ``b`` = ``t / 4``):
   more *and* by ``held_share`` of the progress made before ``c`` (first loss - level at ``c``) or
   more (so only on a log that begins where training began, :func:`~losswatch.detectors.progress.logged_from_start`:
   an excerpt's first loss is not the run's start, and the progress before it is unknown),
-  spread over the doubling (each of its quarters after the first, between the checkpoints,
-  made ``steady`` of that fall or more: a step decay of a multistep schedule, or an epoch
-  boundary of a multi-epoch fine-tune, drops the loss in a few records; a fall that follows
-  the LR as it comes down is spread over the doubling). The first quarter is not asked: the
-  fall begins as the LR comes down, at ``c``, and the level's ~10-record lag moves what the
-  checkpoints see of its start into the next quarter wherever ten records span more than the
-  first quarter's 0.19 ``c`` steps (the CS336 sweeps below with their training loss every
-  30-90 steps made 0.05-0.10 of their fall there, and whether it reached 0.10 depended on
-  where the checkpoints landed among the records).
+  spread over the doubling (each of its quarters, between the checkpoints, made ``steady``
+  of that fall or more: a step decay of a multistep schedule, or an epoch boundary of a
+  multi-epoch fine-tune, drops the loss in a few records; a fall that follows the LR as it
+  comes down is spread over the doubling).
 
 A too-small LR's descent slows when the LR is cut; an LR near its best makes progress at its
 peak and settles as it decays. A loss that stands still for a doubling at a high LR and then
@@ -65,10 +60,9 @@ held_share : float, default 0.25
     3.79 -> 2.94 between steps 1450 and 2900, 0.35 of its progress from its first logged loss
     (6.23). A run that anneals to its floor after converging gains a few percent.
 steady : float, default 0.1
-    The least share of that fall each quarter of the doubling after the first (between the
-    checkpoints) must make: a fall that follows a decaying LR gives 0.12-0.57 in each (the
-    CS336 runs); one drop, even spread over two quarters by the level's lag, gives ~0 in the
-    others. A 3-epoch Alpaca fine-tune (tune part, healthy) with its step
+    The least share of that fall each quarter of the doubling (between the checkpoints) must
+    make: a fall that follows a decaying LR gives 0.12-0.44 in each (the CS336 run); one drop
+    gives ~0 in the others. A 3-epoch Alpaca fine-tune (tune part, healthy) with its step
     column x10 drops at its epoch boundaries while its linear decay halves the LR; with halves
     instead of quarters the level's lag spread one drop over both and it was told.
 min_loss_records : int, default 10
@@ -197,7 +191,7 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
     made = f.l0[i] - t_c
     if not made > 0.0 or fell < d.held_share * made:
         return None
-    if any(p[0] - q[0] < d.steady * fell for p, q in zip(since[1:], since[2:])):
+    if any(p[0] - q[0] < d.steady * fell for p, q in zip(since, since[1:])):
         return None  # one drop (a step decay, an epoch boundary), not a fall that follows the LR down
     ev: dict[str, Any] = {"held_from_step": int(s_b), "held_to_step": int(s_c), "level_held": t_c,
                           "level_before": t_b, "lr_held": lr_c, "level": t, "lr": lr_t,
