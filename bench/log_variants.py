@@ -170,8 +170,9 @@ def _thin(k: int) -> Callable[[Log], Variant | None]:
         if log.problem and len(log.rows) < THIN_MIN_ROWS:
             return None
         return log.fields, thin_streams(log.rows, k, log.onset_rows()), log.onset
-    thin.__doc__ = (f"Each stream (training loss, evaluations) at most every {k}th row, a problem log's "
-                    f"onset rows whole (:func:`thin_streams`): a log written every {k} steps.")
+    thin.__doc__ = (f"Each stream (training loss, evaluations) once per {k} logging intervals, on one grid "
+                    f"of steps, a problem log's onset rows whole (:func:`thin_streams`): a log written "
+                    f"{k} times less often.")
     return thin
 
 
