@@ -115,36 +115,53 @@ class Log:
 Variant = tuple[list[str], list[dict], int]  # columns, rows, the onset step in the variant's steps
 
 
-def thin_streams(rows: list[dict], k: int, keep: set[int] = frozenset()) -> list[dict]:
-    """The log written ``k`` times less often: each logged stream (the training loss, the
-    evaluations) keeps a value at most every ``k`` rows of the log, the first one included;
-    rows with neither (an LR or a grad-norm alone) every ``k``-th row; the rows in ``keep``
-    whole, besides.
+TRAINING_COLUMNS = ("loss", "grad_norm", "lr")  # written with the training loss, on its line
+EVALUATION_COLUMNS = ("val_loss",)
 
-    Per stream, because a trainer's evaluations have a schedule of their own: a log whose
-    evaluations sit on their own rows (a Trainer's log history, a Lightning metrics file) every
-    55 or 375 rows, thinned to every 10th row, keeps none of them, as no logging interval
-    would: the rows kept depend on where the period falls, not on how often anything was
-    logged. A stream logged every row (an epoch table) keeps every ``k``-th row, as before; one
-    logged every ``k`` rows or less often keeps every value. A value that no stream of its row
-    keeps is blanked in a copy of the row (the given rows are never changed: a row kept whole is
-    passed on as it is); a row left with no value is dropped."""
-    last = {c: -k for c in LOSS_COLUMNS}
+
+def grid_gap(rows: list[dict]) -> float:
+    """The logging interval in steps: the median step gap of the training loss (of the
+    evaluations in a log without one; of the rows in a log with neither); gaps of 0 (two lines
+    at one step) are not intervals. 1 where no two distinct steps exist."""
+    for c in (*LOSS_COLUMNS, None):
+        steps = [float(r["step"]) for r in rows if c is None or number(r.get(c)) is not None]
+        gaps = sorted(b - a for a, b in zip(steps, steps[1:]) if b > a)
+        if gaps:
+            return gaps[len(gaps) // 2]
+    return 1.0
+
+
+def thin_streams(rows: list[dict], k: int, keep: set[int] = frozenset()) -> list[dict]:
+    """The log written ``k`` times less often: one grid of steps ``k`` x the logging interval
+    (:func:`grid_gap`) wide, shared by every stream; each stream (the training loss, the
+    evaluations, rows with neither: an LR or a grad-norm alone) keeps its first value in each
+    cell of the grid; the rows in ``keep`` whole, besides (the grid is the steps', they do not
+    shift it).
+
+    One grid in steps for all, because a logger that writes less often writes less often in
+    steps: an evaluation written on the training loss's line stays on it (a grid per stream
+    that starts at each stream's first value put them on separate lines, as no logger writes
+    them), and a trainer's evaluations on rows of their own every 55 or 375 rows are kept as
+    evaluations, not dropped by where their period falls among the rows. A stream logged every
+    interval (an epoch table) keeps one value in ``k``; one logged ``k`` intervals apart or less
+    often keeps every value. A value that no stream of its row keeps is blanked in a copy of the
+    row with the columns written with it (an evaluation kept alone takes the training loss's
+    grad-norm and LR with it: the given rows are never changed, a row kept whole is passed on as
+    it is); a row left with no value is dropped."""
+    width = k * grid_gap(rows)
+    last: dict[str | None, int] = {}  # the grid cell of each stream's last kept value
     out = []
     for i, r in enumerate(rows):
+        cell = math.floor(float(r["step"]) / width)
         logged = [c for c in LOSS_COLUMNS if number(r.get(c)) is not None]
-        kept = [c for c in logged if i - last[c] >= k]
+        kept = [c for c in logged or [None] if last.get(c) != cell]
         for c in kept:
-            last[c] = i
-        if i in keep:  # kept whole; the streams' grids go on as without it
-            out.append(r)
-        elif not logged:
-            if i % k == 0:
-                out.append(r)
-        elif len(kept) == len(logged):
+            last[c] = cell
+        if i in keep or (kept and len(kept) == len(logged or [None])):
             out.append(r)
         elif kept:
-            out.append(dict(r, **{c: "" for c in logged if c not in kept}))
+            blank = TRAINING_COLUMNS if "loss" not in kept else EVALUATION_COLUMNS
+            out.append(dict(r, **{c: "" for c in blank if c in r}))
     return out
 
 
@@ -153,8 +170,9 @@ def _thin(k: int) -> Callable[[Log], Variant | None]:
         if log.problem and len(log.rows) < THIN_MIN_ROWS:
             return None
         return log.fields, thin_streams(log.rows, k, log.onset_rows()), log.onset
-    thin.__doc__ = (f"Each stream (training loss, evaluations) at most every {k}th row, a problem log's "
-                    f"onset rows whole (:func:`thin_streams`): a log written every {k} steps.")
+    thin.__doc__ = (f"Each stream (training loss, evaluations) once per {k} logging intervals, on one grid "
+                    f"of steps, a problem log's onset rows whole (:func:`thin_streams`): a log written "
+                    f"{k} times less often.")
     return thin
 
 

@@ -18,9 +18,11 @@ logged rows; an alarm is a raised or escalated alert of warning or worse). Figur
 * problem cases (label not healthy, sure high or medium): share of right verdicts;
 * healthy files: how many got an alarm that changes the LR, rolls back or stops;
 * the same again on the thinned corpus: every file of 100 rows or more keeps each of its
-  streams (training loss, evaluations) at most every 10th row, plus its onset row and the 3
-  rows after it (the cadence of a log written every 10 steps; an evaluation schedule sparser
-  than that keeps its evaluations); the number of verdicts that change.
+  streams (training loss, evaluations) once per 10 of its logging intervals, on one grid of
+  steps shared by the streams, plus its onset row and the 3 rows after it (the cadence of a
+  log written 10 times less often; an evaluation schedule sparser than that keeps its
+  evaluations, and one on the training loss's line stays on it); the number of verdicts that
+  change.
 
 Writes bench/results/real-logs.md (aggregates per part; per-file verdicts for the tune part
 only: the holdout part is read as figures, never file by file while tuning).
@@ -70,8 +72,9 @@ def source_path(rel: str) -> Path:
 
 def thin_rows(rows: list[dict], onset: int) -> list[dict]:
     """The log written THIN_EVERY times less often: each stream (training loss, evaluations)
-    at most every THIN_EVERY-th row (log_variants.thin_streams: evaluations on rows of their own
-    are thinned as evaluations, not dropped by where their period falls), plus the onset row
+    once per THIN_EVERY logging intervals, on one grid of steps (log_variants.thin_streams:
+    evaluations on rows of their own are thinned as evaluations, not dropped by where their
+    period falls; one on the training loss's line stays on it), plus the onset row
     (the first at or after ``onset``) and the KEEP_AFTER rows after it, whole (the rows its
     verdict is judged on, as the variants keep them)."""
     if len(rows) < THIN_MIN_ROWS:
@@ -152,7 +155,7 @@ def report(figs: dict) -> str:
             s = f[cad]
             lines.append(f"| {part} | {cad} | {s['files']} | {_pct(s['problems_right'], s['problems'])} | "
                          f"{s['healthy_false_alarms']} of {s['healthy']} | {s['spike_warnings_on_healthy']} |")
-    lines += ["", "Verdicts that change when each stream of the log is thinned to every 10th row: " + "; ".join(
+    lines += ["", "Verdicts that change when each stream of the log is thinned to one value per 10 logging intervals: " + "; ".join(
         f"{part} {len(f['changed'])}" for part, f in figs.items()) + ".", ""]
     lines += ["Right verdicts per label (problem cases, sure high/medium, full cadence):", "",
               "| label | " + " | ".join(figs) + " |", "|---|" + "---|" * len(figs)]

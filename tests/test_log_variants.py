@@ -139,15 +139,16 @@ def test_thinning_keeps_evaluations_on_rows_of_their_own_as_evaluations():
 
 
 def test_a_value_no_stream_keeps_is_blanked_in_a_copy_and_a_problem_logs_onset_rows_stay_whole():
-    # the training loss every 5th row, an evaluation every row (a Lightning epoch log)
+    # the training loss every 5th row, an evaluation every row (a Lightning epoch log): the grid
+    # is 10 training-loss intervals, 50 steps, for both streams
     rows = [{"step": str(i), "loss": "1.0" if i % 5 == 4 else "", "grad_norm": "", "lr": "",
              "val_loss": repr(1.0 + i / 1000)} for i in range(300)]
     before = [dict(r) for r in rows]
     thin = lv.thin_streams(rows, 10, keep={150, 151})
     assert rows == before  # the given rows are never changed
     losses = [int(r["step"]) for r in thin if r["loss"]]
-    assert losses[:3] == [4, 14, 24]  # every 2nd training loss: one per 10 rows
-    assert [int(r["step"]) for r in thin if r["val_loss"]][:3] == [0, 10, 20]
+    assert losses[:3] == [4, 54, 104]  # every 10th training loss
+    assert [int(r["step"]) for r in thin if r["val_loss"]][:3] == [0, 50, 100]
     assert all(not (r["loss"] and r["val_loss"]) for r in thin if int(r["step"]) not in (150, 151))
     assert [r for r in thin if int(r["step"]) in (150, 151)] == [rows[150], rows[151]]
 
@@ -165,3 +166,43 @@ def test_rows_written_k_times_keep_each_row_and_its_onset():
     epochs = [dict(r, step=str(int(r["step"]) / 4)) for r in rows]  # non-integer steps
     assert "rows_x2_steps" not in lv.variants(FIELDS, epochs, "healthy", 0)
     assert "rows_x2" in lv.variants(FIELDS, epochs, "healthy", 0)
+
+
+def test_an_evaluation_written_on_the_training_losss_line_stays_on_it():
+    # a training loss every 10 steps from step 10, an evaluation on its line every 100 steps
+    # (the CS336 sweep's metrics): a grid per stream, started at each stream's first value,
+    # kept the loss at 10, 110, 210 and the evaluations at 100, 200 alone
+    rows = [{"step": str(s), "loss": repr(3.0 - s / 5000), "grad_norm": "0.5", "lr": "0.001",
+             "val_loss": repr(3.1 - s / 5000) if s % 100 == 0 else ""} for s in range(10, 2010, 10)]
+    for k in (2, 3, 5, 10):
+        thin = lv.thin_streams(rows, k)
+        evals = [r for r in thin if r["val_loss"]]
+        assert len(evals) == 20, k  # every evaluation (one every 10 intervals)
+        # on the loss's line where the coarser loss falls on their step (k divides 10); at k 3
+        # the loss is logged at 90 and 120, the evaluation at 100 alone, as a logger writes it
+        together = [r for r in evals if r["loss"]]
+        assert len(together) == (20 if 10 % k == 0 else 6), k  # k 3: 300, 600, ..., 1800
+        assert all(r["grad_norm"] and r["lr"] for r in together), k
+    assert [int(r["step"]) for r in lv.thin_streams(rows, 10)][:3] == [10, 100, 200]
+
+
+def test_an_evaluation_kept_alone_takes_the_training_losss_columns_off_its_line():
+    # a training loss every step, an evaluation on its line every 7th step: at k 10 the grid keeps
+    # the loss at steps 0, 10, 20, ... and the evaluations at 0, 14, 21, 35, ..., 70 (on the loss's line), ...
+    rows = [{"step": str(s), "loss": "2.0", "grad_norm": "0.5", "lr": "0.001",
+             "val_loss": "2.1" if s % 7 == 0 else ""} for s in range(100)]
+    thin = lv.thin_streams(rows, 10)
+    alone = [r for r in thin if r["val_loss"] and not r["loss"]]
+    assert [int(r["step"]) for r in alone] == [14, 21, 35, 42, 56, 63, 84, 91]
+    assert all(r["grad_norm"] == "" and r["lr"] == "" for r in alone)
+    assert [int(r["step"]) for r in thin if r["loss"]] == list(range(0, 100, 10))
+    assert all(r["grad_norm"] == "0.5" and r["lr"] == "0.001" for r in thin if r["loss"])
+
+
+def test_a_log_of_evaluations_only_or_of_epochs_is_thinned_on_its_own_interval():
+    # no training loss: the grid is the evaluations' interval (every 50 steps, from step 50)
+    evals = [{"step": str(s), "loss": "", "grad_norm": "", "lr": "", "val_loss": "1.0"} for s in range(50, 5050, 50)]
+    assert [int(r["step"]) for r in lv.thin_streams(evals, 10)][:3] == [50, 500, 1000]
+    # an epoch table numbered from 1: one row in 10
+    epochs = [{"step": str(e), "loss": "1.0", "grad_norm": "", "lr": "", "val_loss": "1.1"} for e in range(1, 41)]
+    assert [int(r["step"]) for r in lv.thin_streams(epochs, 10)] == [1, 10, 20, 30, 40]

@@ -259,26 +259,50 @@ def test_the_drop_at_an_epoch_boundary_of_a_fine_tune_is_not_a_too_slow_lr():
     assert not [a for a in alerts if a.detector == "slow_progress"]
     assert not [a for a in alerts if a.action.direction == "up"]
     # without the steadiness tests (either catches it here) the step at the boundary is "a pace"
-    eng = Engine("r", params={"slow_progress": {"steady": 0.0, "drop": 1.0}})
+    eng = Engine("r", params={"slow_progress": {"steady": 0.0, "drop": 1.0, "drop_pair": 1.0}})
     lumpy = [a for rec in tune_records(rel) for a in eng.update(rec) if a.detector == "slow_progress"]
     assert [(a.step, a.action.params["factor"]) for a in lumpy[:1]] == [(512, 3.0)]
 
 
-def test_the_epoch_boundary_drop_is_no_pace_with_the_step_column_x10_either():
+@pytest.mark.parametrize("scale,off,raised_at", [
+    (10, ("drop", "drop_pair"), 5800), (7, ("drop_pair",), 4102), (14, ("drop_pair",), 8204),
+    (28, ("drop_pair",), 16408)])
+def test_the_epoch_boundary_drop_is_no_pace_at_other_step_scales_either(scale, off, raised_at):
     # the same fine-tune counting steps 10x: the checkpoint 4096 falls on record 410, four
     # records after the drop, and the level's lag spread the drop over both halves of the
-    # doubling 2896-5793 (28 % and 72 %): "raise the LR x3" at step 5800
+    # doubling 2896-5793 (28 % and 72 %): "raise the LR x3" at step 5800. Counting them 7x (14x,
+    # 28x), the drop lands on the middle checkpoint of the grid twice as fine: 54 % and 40 % in
+    # the windows around it, none above `drop`, "raise the LR x3" at 4102
     rel = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"
-    recs = [dataclasses.replace(r, step=10 * r.step) for r in tune_records(rel)]
+    recs = [dataclasses.replace(r, step=scale * r.step) for r in tune_records(rel)]
     eng = Engine("r")
     alerts = [a for rec in recs for a in eng.update(rec)]
     assert not [a for a in alerts if a.action.direction == "up"]
     batch = Engine("r").update_batch(recs)
     assert [(a.id, a.event, a.last_step) for a in batch] == [(a.id, a.event, a.last_step) for a in alerts]
-    # without the finer grid's test (no window may make more than `drop` of the fall) it is
-    eng = Engine("r", params={"slow_progress": {"drop": 1.0}})
+    # without the finer grid's tests that catch it (one window above `drop`, two adjacent ones
+    # above `drop_pair`: at x10 both do), it is a pace
+    eng = Engine("r", params={"slow_progress": {name: 1.0 for name in off}})
     paced = [a for rec in recs for a in eng.update(rec) if a.detector == "slow_progress"]
-    assert [(a.step, a.action.params["factor"]) for a in paced[:1]] == [(5800, 3.0)]
+    assert [(a.step, a.action.params["factor"]) for a in paced[:1]] == [(raised_at, 3.0)]
+
+
+def test_a_state_saved_before_the_finer_grid_files_no_level_from_mid_window():
+    # restored from a state without the finer grid's checkpoints, mid-way through one of them:
+    # the next record is no first record of a checkpoint and must not be filed as one
+    from losswatch.detectors.doublings import checkpoint_index
+    recs = tune_records("histories/yc1999__stanford_alpaca__output-trainer-state.csv")
+    mid = next(n for n, r in enumerate(recs) if r.step > 300 and
+               checkpoint_index(r.step, 4) == checkpoint_index(recs[n - 1].step, 4))
+    eng = Engine("r")
+    for r in recs[:mid]:
+        eng.update(r)
+    sp = next(d for d in eng._detectors if d.name == "slow_progress")
+    state = sp.get_state()
+    del state["halves"], state["h_done"]
+    sp.set_state(state)
+    eng.update(recs[mid])
+    assert sp.halves == {}
 
 
 def test_a_validation_loss_creeping_up_far_outside_its_noise_is_overfitting():

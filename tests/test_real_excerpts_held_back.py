@@ -16,6 +16,7 @@ from losswatch.detectors.oscillation import OscillationDetector
 from losswatch.detectors.types import Record
 
 CS336_LR_3E2 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-3e-2-metrics-jsonl.csv"
+CS336_LR_1E1 = "histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv"  # LR too high
 CS336_LR_1E3 = "histories/xiamishaonian111__cs336__experiments-lr-sweep-1e-3-metrics-jsonl.csv"  # healthy
 ALPACA = "histories/yc1999__stanford_alpaca__output-trainer-state.csv"  # healthy, 3 epochs
 
@@ -55,10 +56,25 @@ def _training_loss_every(recs, every):
     return out
 
 
-@pytest.mark.parametrize("every", [2, 4, 10])
+FIRST_QUARTER_LAG = (
+    "the level's ~10-record lag hides the start of the fall that begins at c: its first quarter "
+    "makes 0.05-0.10 of the fall, below steady 0.1, by where the checkpoints land among the "
+    "records; a drop that comes later gives the same (the Alpaca fine-tune every 10th record: "
+    "0.06, its drop spread over the other three), so the first quarter tells neither")
+
+
+@pytest.mark.parametrize("every", [
+    2, 3, 4,
+    pytest.param(5, marks=pytest.mark.xfail(strict=True, reason=FIRST_QUARTER_LAG)),
+    6, 7, 8,
+    pytest.param(9, marks=pytest.mark.xfail(strict=True, reason=(
+        "a training loss every 90 steps: the level's ~10-record lag (900 steps) is a doubling at "
+        "b ~ 1000, so the held doubling still carries the warm-up's descent (1.03 noise units "
+        "against stall_z 1.0 at 4150) and the fall after c at 3520 is 2.6 units (fall_z 3.0)"))),
+    10])
 def test_held_back_is_seen_when_evaluation_lines_fall_on_most_checkpoints(every):
     # the CS336 sweep at 3e-2 evaluates every 10th record; with its training loss kept every
-    # 10th record beside them, nine checkpoints in ten are crossed on an evaluation's line (a
+    # 2nd-10th record beside them, most checkpoints are crossed on an evaluation's line (a
     # checkpoint crossed there was skipped: 2 and 10 were silent)
     recs = _training_loss_every(tune_records(CS336_LR_3E2), every)
     assert sum(r.loss is None for r in recs) >= 25
@@ -69,6 +85,19 @@ def test_held_back_is_seen_when_evaluation_lines_fall_on_most_checkpoints(every)
     key = [(a.id, a.event, a.last_step) for a in ref]
     for size in (17, 64, 1000):
         assert [(a.id, a.event, a.last_step) for a in in_batches(recs, size)[1]] == key, size
+
+
+@pytest.mark.parametrize("every", [
+    2, pytest.param(3, marks=pytest.mark.xfail(strict=True, reason=FIRST_QUARTER_LAG)), 4, 5,
+    pytest.param(6, marks=pytest.mark.xfail(strict=True, reason=FIRST_QUARTER_LAG)), 7, 8,
+    pytest.param(9, marks=pytest.mark.xfail(strict=True, reason=FIRST_QUARTER_LAG)), 10])
+def test_the_sweeps_unstable_1e_1_run_is_told_to_cut_the_lr_at_every_training_loss_interval(every):
+    # the same sweep at 1e-1 (LR too high, a loss that swings at its peak LR)
+    recs = _training_loss_every(tune_records(CS336_LR_1E1), every)
+    alerts = one_at_a_time(recs)[1]
+    osc = raised(alerts, "oscillation", "warning")
+    assert osc and osc[0].action.type == "scale_lr" and osc[0].action.params["factor"] < 1
+    assert not [x for x in alerts if x.action.direction == "up"]
 
 
 @pytest.mark.parametrize("every,step_x", [(1, 1), (2, 1), (3, 1), (5, 1), (1, 10)])
@@ -87,6 +116,16 @@ def test_a_fine_tunes_drops_at_its_epoch_boundaries_are_not_a_fall_that_follows_
     # without the quarters' steadiness test, that drop reads as a fall that follows the LR
     lumpy = drive(OscillationDetector(steady=0.0), recs)
     assert [a.evidence["rule"] for a in lumpy[:1]] == ["held_back"]
+
+
+@pytest.mark.parametrize("every", [5, 10])
+def test_the_fine_tunes_epoch_boundary_drop_spread_by_a_sparse_logs_lag_is_no_fall_that_follows_the_lr(every):
+    # the Alpaca fine-tune logged every 5th or 10th step: the level's lag spreads the drop at
+    # step 406 over the last three quarters of the doubling 311-611 (0.27, 0.50, 0.16 at every
+    # 10th); only its first quarter (0.06, below steady) keeps it silent, as it keeps the CS336
+    # sweeps silent at some cadences: skipping or halving that quarter's bar tells it "LR too high"
+    recs = _variant(tune_records(ALPACA), every)
+    assert not [a for a in drive(OscillationDetector(), recs) if a.severity != "info"]
 
 
 def _step_decay(seed=0):
