@@ -20,7 +20,9 @@ have ended (a run ends when the loss changes), with two exceptions:
   counted (a copying logger's first lines are then not counted one by one) and then dropped;
 - a run that would lower ``k`` (a line the logger dropped, or one it wrote once more) waits:
   ``k`` is lowered only when the next run lowers it too. A log that writes each value once
-  leaves runs of one line in a row as soon as its loss moves; one odd run is not that.
+  leaves runs of one line in a row as soon as its loss moves; one odd run is not that. A first
+  counted run of one line waits too, and the next run folds in with it (a log printed to four
+  digits repeats a value now and then: a run of one line and then one of two is ``k`` 1).
 
 Until a run has ended (a network dead from its first record) ``k`` is unknown and every
 line counts, evaluations too: three epochs that print the same loss and validation loss are a
@@ -88,10 +90,10 @@ def _run_ended(d: DeadDetector, length: int) -> None:
     g = math.gcd(d.cp_k, length)
     if g == d.cp_k:  # a multiple of k
         d.cp_odd = 0
-    elif d.cp_k == 0 and g > 1:  # the first run counted gives k
-        d.cp_k, d.cp_odd = g, 0
-    elif d.cp_odd:  # the second run in a row that lowers k
+    elif d.cp_odd:  # the second run in a row that lowers k (or the second counted, k unknown)
         d.cp_k, d.cp_odd = math.gcd(g, d.cp_odd), 0
+    elif d.cp_k == 0 and g > 1:  # the first run counted gives k
+        d.cp_k = g
     else:  # one run that lowers k: a dropped or doubled line, until the next one says otherwise
         d.cp_odd = length
 
