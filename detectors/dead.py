@@ -35,7 +35,8 @@ class DeadDetector(Detector):
     a data or label bug). Fires from the first records it can see it in.
 
     Every rule sees every record (it keeps its own run) but the lines a logger wrote again
-    (:mod:`~losswatch.detectors.copies`: runs are counted in measurements); while no episode is
+    (:mod:`~losswatch.detectors.copies`: told by the training loss, runs are counted in
+    measurements; a log of evaluations only is read line by line); while no episode is
     open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
