@@ -35,7 +35,8 @@ class DeadDetector(Detector):
     a data or label bug). Fires from the first records it can see it in.
 
     Every rule sees every record (it keeps its own run) but the lines a logger wrote again
-    (:mod:`~losswatch.detectors.copies`: runs are counted in measurements); while no episode is
+    (:mod:`~losswatch.detectors.copies`: told by the training loss, runs are counted in
+    measurements; a log of evaluations only is read line by line); while no episode is
     open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
@@ -121,13 +122,13 @@ class DeadDetector(Detector):
         self.v_first = math.nan  # the first finite val loss and its step
         self.v_first_step = -1
         self.v_n = 0
-        self.v_rec = -1  # weights frozen: the record ordinal of the last evaluation, and the
-        self.v_exact = 0  # run of separate evaluations with the same six digits
+        self.v_rec = -1  # the record ordinal of the last evaluation (or of a line that copied it)
+        self.v_exact = 0  # weights frozen: the run of separate evaluations with the same six digits
         self.vc_level = -1.0  # evaluations at chance: their level, the run's length, its lowest
         self.vc_n = 0  # value and the run position of its last new low
         self.vc_low = math.inf
         self.vc_improved = 0
-        self.vx_level, self.vx_n, self.vx_rec = -1.0, 0, -1  # evaluations at ln(k) itself
+        self.vx_level, self.vx_n = -1.0, 0  # evaluations at ln(k) itself
         self.vb_level, self.vb_n = -1.0, 0  # evaluations no better than chance: their level, the
         self.vb_v, self.vb_fall = math.nan, math.inf  # run's length; the last separate evaluation,
         self.vb_slow = 0  # its fall and the falls in a row that slowed
@@ -137,7 +138,8 @@ class DeadDetector(Detector):
         self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
         self.zs_alive = True  # zero from the start: no loss but 0 yet
         self.moved = 0  # records off the dead value since the episode opened
-        self.cp_run, self.cp_k, self.cp_copies = 0, 0, 0  # lines a logger writes more than once (copies)
+        # lines a logger writes more than once (copies)
+        self.cp_run, self.cp_k, self.cp_guess, self.cp_odd, self.cp_copies = 0, 0, 0, 0, 0
 
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
@@ -147,10 +149,10 @@ class DeadDetector(Detector):
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
-        "vx_level": -1.0, "vx_n": 0, "vx_rec": -1, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
+        "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
         "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0,
-        "cp_run": 0, "cp_k": 0, "cp_copies": 0}
+        "cp_run": 0, "cp_k": 0, "cp_guess": 0, "cp_odd": 0, "cp_copies": 0}
 
     def get_state(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self._FRESH}
@@ -183,11 +185,13 @@ class DeadDetector(Detector):
             return
         if lok and self.cp_k != 1 and copies.observe(self, f, i):  # cp_k 1: each line is a measurement
             # a line the logger wrote again is no new measurement of the loss, nor of the
-            # evaluation it carries unchanged
+            # evaluation it carries unchanged: the line is that evaluation's record (so that the
+            # next evaluation is separate only after a record without one, as after the
+            # original line), one notion for every rule read on evaluations
             if not vok:
                 return
             if f.val[i] == self.v_prev:
-                weights_frozen.copied(self, f, i)
+                self.v_rec = f.rec[i]
                 return
             lok = False
         if self.alert is not None:
@@ -198,7 +202,7 @@ class DeadDetector(Detector):
                 if why is not None and why.sure:
                     self._open(f, i, why)
                     return
-            self._maybe_resolve(f, i)
+            self._maybe_resolve(f, i, lok, vok)
             return
         why = self._verdict(f, i, lok, vok)
         if why is not None:
@@ -211,6 +215,7 @@ class DeadDetector(Detector):
         if vok:
             prev, self.v_prev = self.v_prev, f.val[i]
             found += [rule.evaluation(self, f, i, prev) for rule in _EVALUATION_RULES]
+            self.v_rec = f.rec[i]  # the rules read the record of the evaluation before as d.v_rec
         if lok:
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]
         return next((w for w in found if w is not None), None)
@@ -260,16 +265,17 @@ class DeadDetector(Detector):
         else:
             self.open_episode(step, "warning", f"run {dead} at step {step}: {text}", ev, act)
 
-    def _maybe_resolve(self, f, i: int) -> None:
+    def _maybe_resolve(self, f, i: int, lok: bool, vok: bool) -> None:
+        """``lok`` and ``vok`` False on a copied line: a copy is no record off the dead value."""
         assert self.alert is not None  # called while an episode is open
         ev = self.alert.evidence
         dead = ev.get("value", math.nan)
         if ev.get("watch") == "val_loss":  # an evaluation rule: the evaluations tell
-            if not f.vok[i]:
+            if not vok:
                 return
             x, off, what = f.val[i], ev["off"], "validation loss"
         else:
-            if not f.lok[i]:
+            if not lok:
                 return
             x, off, what = f.loss[i], max(2.0 * self.chance_band * abs(dead), 1e-12), "loss"
         if abs(x - dead) > off:

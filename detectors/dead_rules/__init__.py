@@ -7,7 +7,8 @@ parameters (default, meaning and the measurement that set it), an example and re
 
 Every rule sees every record (its runs are keyed on record counts, so a record that breaks a run
 must reach it) but the lines a logger wrote again: :mod:`~losswatch.detectors.copies` counts the
-loss records as measurements (``copies.measurements``); while no episode is open, the first
+loss records as measurements (``copies.measurements``; the training loss tells the copies, so
+a log of evaluations only is read line by line); while no episode is open, the first
 verdict in this order raises the alert:
 
 1. on an evaluation: :mod:`.frozen` (the validation loss the same to four significant digits),

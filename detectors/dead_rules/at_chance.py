@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
-from ..copies import measurements
+from ..copies import each_written, measurements
 from ..features import lr_ramping
 from . import Why
 from .frozen import same_4_digits
@@ -145,13 +145,13 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     k = CHANCE_K[lv]
     # a loss still making new lows is descending through ln(k), not stuck at it
     if n >= d.chance_records and nl - d.ch_improved >= d.chance_records // 2:
-        return Why(f"the loss has sat at {fmt(x)} for {n} records: ln({k}) = {lv:.4f}, the loss of a "
+        return Why(f"the loss has sat at {fmt(x)} for {n} records{each_written(d)}: ln({k}) = {lv:.4f}, the loss of a "
                    f"uniform guess over {k} classes", lv)
     # a run that came to exactly ln(k) from another level collapsed to a uniform output (one
     # that starts at chance, as an initialisation does, is judged by the longer run above)
     if d.ch_exact >= d.exact_chance_records and chance_level(f.l0[i], d.chance_band) != lv:
         return Why(f"the loss came from {fmt(f.l0[i])} to exactly ln({k}) = {lv:.4f}, the loss of a "
-                   f"uniform guess over {k} classes, and has printed it for {d.ch_exact} records", lv)
+                   f"uniform guess over {k} classes, and has printed it for {d.ch_exact} records{each_written(d)}", lv)
     return None
 
 

@@ -89,11 +89,10 @@ if TYPE_CHECKING:
 def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     """On an evaluation: extend or break every run; the verdict."""
     v = f.val[i]
-    first = d.vx_rec < 0
+    first = d.v_rec < 0
     # a separate evaluation: a record without one since the last, a log of evaluations only, or
     # a value of its own (a logger that repeats the last evaluation repeats its float)
-    separate = f.rec[i] - d.vx_rec > 1 or f.nl[i] == 0 or v != prev
-    d.vx_rec = f.rec[i]
+    separate = f.rec[i] - d.v_rec > 1 or f.nl[i] == 0 or v != prev
     if separate:
         _track_falls(d, v)
     exact = _at_ln_k_itself(d, f, i, first, separate)

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..copies import each_written
 from ..features import lr_ramping
 from . import Why
 
@@ -95,7 +96,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         d.fs_alive = False  # one verdict per run
         spread = (d.fs_hi - d.fs_lo) / abs(d.fs_lo) if d.fs_lo != 0.0 else 0.0
         return Why(f"the loss has stayed within {100 * spread:.2g}% ({d.fs_lo:.5g}-{d.fs_hi:.5g}) over "
-                   f"its first {d.fs_n} records: a network that learns moves more than that", x,
+                   f"its first {d.fs_n} records{each_written(d)}: a network that learns moves more than that", x,
                    sure=False)
     return None
 

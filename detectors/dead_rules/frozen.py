@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
-from ..copies import measurements
+from ..copies import each_written, measurements
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
@@ -179,7 +179,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     d.fz_last = nl
     n = nl - d.fz_start + 1
     if n >= d.frozen_records:
-        return Why(f"the loss has been {fmt(x)} for {n} records in a row", x)
+        return Why(f"the loss has been {fmt(x)} for {n} records in a row{each_written(d)}", x)
     return None
 
 

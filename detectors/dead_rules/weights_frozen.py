@@ -81,19 +81,11 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # record is an evaluation of its own
     apart = f.rec[i] - d.v_rec > 1 or f.nl[i] == 0
     d.v_exact = d.v_exact + 1 if apart and exact_repeat(v, prev) else 1
-    d.v_rec = f.rec[i]
     lr, peak = f.lrlast[i], f.peak[i]
     if d.v_exact >= d.frozen_records and not (lr == lr and lr <= d.lr_off * peak):
         return Why(f"the validation loss has been {v:.6g} for {d.v_exact} separate evaluations in a "
                    "row: the weights no longer change", v, "val_loss", 5e-7 * abs(v))
     return None
-
-
-def copied(d: DeadDetector, f: Features, i: int) -> None:
-    """On a line the logger wrote again with its evaluation (:mod:`~losswatch.detectors.copies`):
-    no evaluation of its own, but the record that carries the last one, so that the next
-    evaluation is separate only after a record without one, as after the original line."""
-    d.v_rec = f.rec[i]
 
 
 def forget(d: DeadDetector) -> None:
