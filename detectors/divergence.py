@@ -24,7 +24,6 @@ from .divergence_rules import (
     lost,
     lr_jump,
     never_learnt,
-    overshoot,
     raw_runaway,
     recovery,
     spike_climbs,
@@ -49,7 +48,7 @@ class DivergenceDetector(Detector):
     that must not lag a fast descent. While no episode is open, each loss record goes through
     the rules in this order, and the first that holds raises the alert, with the action
     ``scale_lr`` x``factor`` (``evidence["rule"]`` names it):
-    ``first_loss``, ``overshoot``, ``raw_runaway``, ``streak``, ``climb``, ``never_learnt``, ``spike_climbs``, ``lr_jump``,
+    ``first_loss``, ``raw_runaway``, ``streak``, ``climb``, ``never_learnt``, ``spike_climbs``, ``lr_jump``,
     ``spike_cluster``, ``grad_norm``, ``sustained``, ``lost``; on a record without a training loss,
     ``val_blowup`` (one module each in :mod:`~losswatch.detectors.divergence_rules`).
     While it is open: ``verdict`` (an unstable run that climbs back to its first loss turns
@@ -60,7 +59,7 @@ class DivergenceDetector(Detector):
     ----------
     All keyword parameters, each documented once, in the module of the rule it belongs to
     (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
-    ``factor`` (verdict); ``first_ratio`` (first_loss); ``overshoot`` (overshoot); ``raw_ratio``, ``raw_undo``,
+    ``factor`` (verdict); ``first_ratio`` (first_loss); ``raw_ratio``, ``raw_undo``,
     ``raw_fresh``, ``raw_z`` (raw_runaway); ``streak``, ``streak_ratio``, ``streak_rise``, ``base_ratio``,
     ``prev_z``, ``streak_z``, ``explode_ratio`` (streak); ``climb``, ``climb_z`` (climb);
     ``gn_warn``, ``gn_calm`` (causes); ``lr_jump``, ``after_jump`` (lr_jump); ``cluster``,
@@ -93,7 +92,7 @@ class DivergenceDetector(Detector):
     static_screen = True
     #: The modules of its rules: those ``step`` tries, in its order, then those of an open
     #: episode, then the shared pieces (the detector reference lists them in this order).
-    rule_modules: ClassVar[tuple] = (first_loss, overshoot, raw_runaway, streak, climb, never_learnt, spike_climbs, lr_jump,
+    rule_modules: ClassVar[tuple] = (first_loss, raw_runaway, streak, climb, never_learnt, spike_climbs, lr_jump,
                                      spike_cluster, grad_norm, sustained, lost, val_blowup, verdict,
                                      escalation, recovery, causes, spikes)
 
@@ -112,7 +111,7 @@ class DivergenceDetector(Detector):
                  lost_min_records: int = 20, settle: int = 30, lr_followed: float = 0.5,
                  max_escalations: int = 2, above_start: float = 1.5, first_ratio: float = 10.0,
                  raw_ratio: float = 3.0, raw_undo: float = 0.25, raw_fresh: int = 10, raw_z: float = 5.0, climb: int = 5,
-                 climb_z: float = 5.0, val_ratio: float = 3.0, overshoot: float = 3.0) -> None:
+                 climb_z: float = 5.0, val_ratio: float = 3.0) -> None:
         super().__init__(factor=factor, streak=streak, streak_ratio=streak_ratio,
                          streak_rise=streak_rise, base_ratio=base_ratio, prev_z=prev_z,
                          streak_z=streak_z, gn_ratio=gn_ratio, gn_abs=gn_abs,
@@ -128,7 +127,7 @@ class DivergenceDetector(Detector):
                          lr_followed=lr_followed, max_escalations=max_escalations,
                          above_start=above_start, first_ratio=first_ratio, raw_ratio=raw_ratio,
                          raw_undo=raw_undo, raw_fresh=raw_fresh, raw_z=raw_z, climb=climb, climb_z=climb_z,
-                         val_ratio=val_ratio, overshoot=overshoot)
+                         val_ratio=val_ratio)
         # the state of the rules (saved by get_state; each module says what its fields mean)
         # escalation: the LR when the episode's advice was last given, escalations so far, the run
         # of high levels after the cut, the loss-record count of the first record at the lower LR
@@ -186,8 +185,8 @@ class DivergenceDetector(Detector):
     # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
     def screen(self, f: Features) -> np.ndarray:
         with np.errstate(all="ignore"):
-            rows = first_loss.screen(self, f) | overshoot.screen(self, f) | raw_runaway.screen(self, f) | \
-                streak.screen(self, f) | lr_jump.screen(self, f) | spikes.screen(self, f) | grad_norm.screen(self, f) | \
+            rows = first_loss.screen(self, f) | raw_runaway.screen(self, f) | streak.screen(self, f) | \
+                lr_jump.screen(self, f) | spikes.screen(self, f) | grad_norm.screen(self, f) | \
                 sustained.screen(self, f) | lost.screen(self, f) | climb.screen(self, f) | \
                 never_learnt.screen(self, f)
             return (f.a("lok") & rows) | val_blowup.screen(self, f)
@@ -234,16 +233,13 @@ class DivergenceDetector(Detector):
         tenfold = l0 > 0.0 and x >= self.first_ratio * l0  # first_loss
         stalled = step - f.pstep[i] >= self.lost_patience  # lost
         risen = nl >= self.climb and x >= self.level_ratio * l0  # never_learnt
-        overshot = nl <= overshoot.OVERSHOOT_RECORDS and l0 > 0.0 and x >= self.overshoot * l0
-        if up_n < 2 and not (high or jumped or huge_gn or lr_jumped or tenfold or stalled or risen or overshot):
+        if up_n < 2 and not (high or jumped or huge_gn or lr_jumped or tenfold or stalled or risen):
             return
         rec = f.rec[i]
         gn_up = rising and causes.grad_norm_building(self, f, i)
         ramping = lr_ramping(f, i)
         after_spike = rec - self.spike_recs[-1] <= self.spike_memory  # spikes.py: a bad batch's aftermath
         rule = first_loss.check(self, f, i, x, l0, nl) if tenfold else None
-        if rule is None and overshot:
-            rule = overshoot.check(self, f, i, x, l0, nl)
         if rule is None and up_n >= 2:
             rule = raw_runaway.check(self, f, i, x, l0, step, up_n, gn_up, ramping, after_spike)
         if rule is None and rising:

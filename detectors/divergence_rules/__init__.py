@@ -8,18 +8,17 @@ While no episode is open, ``step`` tries the rules on each loss record in this o
 first that holds raises the alert (``evidence["rule"]`` is the module's name):
 
 1. :mod:`.first_loss`: two records in a row at 10x the first loss (needs no history);
-2. :mod:`.overshoot`: 3x the first loss within the first updates (needs no history);
-3. :mod:`.raw_runaway`: rises to 3x the lowest loss the run held, while a fast descent is fresh;
-4. :mod:`.streak`: a run of rises from a normal value, far out of the noise;
-5. :mod:`.climb`: rises on many records in a row that undo much of the progress (sparse logs);
-6. :mod:`.never_learnt`: the training loss only ever rose above its start, the validation loss
+2. :mod:`.raw_runaway`: rises to 3x the lowest loss the run held, while a fast descent is fresh;
+3. :mod:`.streak`: a run of rises from a normal value, far out of the noise;
+4. :mod:`.climb`: rises on many records in a row that undo much of the progress (sparse logs);
+5. :mod:`.never_learnt`: the training loss only ever rose above its start, the validation loss
    with it;
-7. :mod:`.spike_climbs`: the record after a counted spike is higher still;
-8. :mod:`.lr_jump`: a counted spike right after the LR jumped;
-9. :mod:`.spike_cluster`: the third counted spike within 50 records;
-10. :mod:`.grad_norm`: a loss jump with a huge, doubling grad-norm;
-11. :mod:`.sustained`: the loss level held far above its best;
-12. :mod:`.lost`: stuck at the start after a blow-up.
+6. :mod:`.spike_climbs`: the record after a counted spike is higher still;
+7. :mod:`.lr_jump`: a counted spike right after the LR jumped;
+8. :mod:`.spike_cluster`: the third counted spike within 50 records;
+9. :mod:`.grad_norm`: a loss jump with a huge, doubling grad-norm;
+10. :mod:`.sustained`: the loss level held far above its best;
+11. :mod:`.lost`: stuck at the start after a blow-up.
 
 On a record without a training loss, :mod:`.val_blowup`: the validation loss and the
 grad-norm blew up together.

@@ -31,18 +31,17 @@ lost_min_records : int, default 20
 
 Examples
 --------
-A blow-up at the second record (past :mod:`.overshoot`'s band: one record is not enough for
-:mod:`.first_loss`), then the loss back at its first value (chance) for good:
+A blow-up at the second record, then the loss back at its first value (chance) for good:
 
 >>> from losswatch.detectors.base import drive
 >>> from losswatch.detectors.divergence import DivergenceDetector
 >>> from losswatch.detectors.types import Record
->>> losses = [2.3, 25.0] + [2.3] * 250
+>>> losses = [2.3, 10.0] + [2.3] * 250
 >>> alerts = drive(DivergenceDetector(), map(Record, range(len(losses)), losses))
 >>> [(a.step, a.evidence["rule"]) for a in alerts]
 [(200, 'lost')]
 >>> print(alerts[0].message)  # doctest: +NORMALIZE_WHITESPACE
-run lost at step 200: the loss blew up to 13.6 and has been stuck at 2.3 for 200 steps, not
+run lost at step 200: the loss blew up to 6.15 and has been stuck at 2.3 for 200 steps, not
 below 0.9x its first loss (2.3 at step 0)
 
 References

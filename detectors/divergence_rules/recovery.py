@@ -4,10 +4,9 @@ Condition: both the loss level and its 2-record average (``fast``) stay below
 ``resolve_ratio`` x best (progress scale) for ``rearm`` consecutive loss records. The
 winsorised level alone lags a blow-up, hence the average too; a relapse within the window is
 the same episode, not a new alert (the count restarts). A *lost* episode (:mod:`.lost`,
-:mod:`.first_loss`) and an overshoot in the first updates (:mod:`.overshoot`) also need the
-trend back below ``stuck`` x the first loss: a model dead at chance sits at its best, which is
-where it started, and "back near its best" would close and re-open the same episode every
-``rearm`` records. Closing forgets the counted spikes
+:mod:`.first_loss`) also needs the trend back below ``stuck`` x the first loss: a model dead
+at chance sits at its best, which is where it started, and "back near its best" would close and
+re-open the same episode every ``rearm`` records. Closing forgets the counted spikes
 (:func:`.spikes.forget`): a new episode needs new ones.
 
 State (on the detector): ``ok_since``, the loss-record count since which the run looks
@@ -54,7 +53,7 @@ import numpy as np
 from ..base import fmt
 from ..progress import _pratio, pratio_arr
 from . import spikes
-from .verdict import LEARN_TO_CLOSE
+from .verdict import LOST_RULES
 
 if TYPE_CHECKING:
     from ..divergence import DivergenceDetector
@@ -68,7 +67,7 @@ def track(d: DivergenceDetector, f: Features, i: int, step: int, best: float, l0
     a = d.alert
     assert a is not None  # called while an episode is open
     if _pratio(slow, best, l0) < d.resolve_ratio and _pratio(f.fast[i], best, l0) < d.resolve_ratio and \
-            (a.evidence.get("rule") not in LEARN_TO_CLOSE or f.trend[i] < d.stuck * l0):
+            (a.evidence.get("rule") not in LOST_RULES or f.trend[i] < d.stuck * l0):
         if d.ok_since < 0:
             d.ok_since = nl
         if nl - d.ok_since + 1 >= d.rearm:

@@ -75,13 +75,9 @@ if TYPE_CHECKING:
 #: Rules whose episode is a lost run from the start (whatever the loss holds)
 LOST_RULES = ("lost", "first_loss")
 #: Rules whose episode starts as "LR too high, unstable" (a warning) whatever the loss holds:
-#: they fire on or one record after a jump, which cannot tell a lost run from a long excursion; the
+#: they fire one record after a jump, which cannot tell a lost run from a long excursion; the
 #: episode turns critical (:func:`mark_lost`) if the loss and its level stay at the first loss
-UNSTABLE_RULES = ("spike_climbs", "overshoot")
-#: Rules whose episode closes only once the run has learnt past its start (:mod:`.recovery`):
-#: a lost run sits at its "best" where it started, and an overshoot in the first updates threw
-#: the weights off before the run learnt anything, so back at the start level is no recovery
-LEARN_TO_CLOSE = LOST_RULES + ("overshoot",)
+UNSTABLE_RULES = ("spike_climbs",)
 #: The advice's last sentence while the LR warms up
 WARM_UP = " The LR is still warming up: a longer warm-up or a lower peak LR is the usual fix."
 
@@ -166,8 +162,7 @@ def raise_alert(d: DivergenceDetector, f: Features, i: int, x: float, best: floa
     else:
         # already above the start level: one record after a jump (spike_climbs) cannot tell a
         # long excursion from a lost run; the level joining the loss there decides (mark_lost)
-        rose = " and rose again" if rule[1] == "spike_climbs" else ""
-        reason = (f"The LR is too high for this run: the loss jumped{rose}, to "
+        reason = (f"The LR is too high for this run: the loss jumped and rose again, to "
                   f"{far} and above {start_words(f, i)}. Cut the LR "
                   f"{fmt(1 / d.factor)}x (x{fmt(d.factor)}) now. If the loss does not come back "
                   f"below it before its level (the running average) climbs past it too, "
