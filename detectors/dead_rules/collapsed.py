@@ -134,8 +134,9 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return Why(f"the loss fell to {fmt(f.rbest[i])}, came back above where it started ({fmt(l0)}) and "
                    f"has sat at {fmt(lo)}-{fmt(hi)} for {len(d.cl_vals)} records", x)
     if rose_to(d, f, i, lo) and evaluations_rose_and_froze(d, f, i):
-        return Why(f"the loss rose from {fmt(f.rbest[i])} to {fmt(lo)}-{fmt(hi)} and has sat there for "
-                   f"{len(d.cl_vals)} records, its validation loss frozen with it", lo, rose=True)
+        return Why(f"the loss rose from {fmt(f.rbest[i])} to {fmt(lo)} and has sat within "
+                   f"{fmt(100.0 * d.chance_band)}% of it for {len(d.cl_vals)} records, its validation loss "
+                   f"frozen with it", lo, rose=True)
     return None
 
 
