@@ -192,7 +192,7 @@ def test_a_rise_without_evaluations_that_froze_with_it_gets_no_lr_advice():
     # the CNN's validation loss is its evidence: without it, or with one that still moves, no
     # LR cut
     recs = tune_records(SGD_CNN)
-    moving = [replace(r, val_loss=r.val_loss * (1.0 + 0.01 * (k % 3))) for k, r in enumerate(recs)]
+    moving = [replace(r, val_loss=r.val_loss * (1.0 + 0.015 * (k % 3))) for k, r in enumerate(recs)]
     for variant in ([replace(r, val_loss=None) for r in recs], moving):
         assert [a for a in raised(one_at_a_time(variant)[1], "dead") if a.action.type == "scale_lr"] == []
 
