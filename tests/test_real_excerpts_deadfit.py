@@ -282,6 +282,18 @@ def test_both_paths_agree_on_a_loss_that_rose_and_froze():
         assert [(a.id, a.event, a.message) for a in in_batches(recs, size)[1]] == ref, size
 
 
+def test_a_saved_engine_goes_on_alike_inside_a_frozen_rise():
+    # the evaluations the frozen losses saw are state: saved and loaded at every record
+    from losswatch.detectors import Engine
+    recs = tune_records(SGD_CNN)
+    whole = [(a.id, a.event, a.message) for a in one_at_a_time(recs)[1]]
+    for cut in range(1, 10):
+        eng, head = one_at_a_time(recs[:cut])
+        eng = Engine.from_bytes(eng.to_bytes())
+        tail = [a for r in recs[cut:] for a in eng.update(r)]
+        assert [(a.id, a.event, a.message) for a in head + tail] == whole, cut
+
+
 def test_noisy_evaluations_close_to_the_training_loss_that_rise_three_times_are_not_overfitting():
     # a healthy benchmark linear regression (Adam at its tuned LR, seed 1 of the tuning seeds):
     # its evaluations reach 0.5557 at step 300, then rise on each of the four after (0.5587, 0.5703,
