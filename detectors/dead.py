@@ -48,8 +48,9 @@ class DeadDetector(Detector):
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
     ``blowup`` x the first loss) or collapsed (back at or above the first loss after its raw
-    best was ``collapse_drop`` below it) or rose (at or above the first loss, ``collapse_drop``
-    above its raw best) before it froze, the LR saturated the units:
+    best was ``collapse_drop`` below it) before it froze, or ``collapsed`` found it frozen after a
+    rise (at or above the first loss, ``collapse_drop`` above its raw best, its evaluations
+    frozen with it), the LR saturated the units:
     ``scale_lr`` x``factor``, restarting from a checkpoint before the blow-up. Otherwise
     ``stop``: check the data (labels all one class?), the loss, the initialisation, and whether
     the LR is far off; ``none`` where the rule's evidence is thin (``flat_start``: a few flat
@@ -133,7 +134,8 @@ class DeadDetector(Detector):
         self.vb_v, self.vb_fall = math.nan, math.inf  # run's length; the last separate evaluation,
         self.vb_slow = 0  # its fall and the falls in a row that slowed
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
-        self.cl_vals: list[float] = []  # last collapse_records of them in a row
+        self.cl_vals: list[float] = []  # last collapse_records of them in a row, and the
+        self.cl_evals: list[tuple[int, float]] = []  # evaluation each saw (count, last value)
         self.fs_alive = True  # flat from the start: the band of every loss since the first,
         self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
         self.zs_alive = True  # zero from the start: no loss but 0 yet
@@ -150,13 +152,14 @@ class DeadDetector(Detector):
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
-        "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [],
+        "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [], "cl_evals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0,
         "cp_run": 0, "cp_k": 0, "cp_guess": 0, "cp_odd": 0, "cp_copies": 0}
 
     def get_state(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self._FRESH}
         d["cl_vals"] = list(self.cl_vals)
+        d["cl_evals"] = list(self.cl_evals)
         return d
 
     def set_state(self, d: dict[str, Any]) -> None:
@@ -229,7 +232,14 @@ class DeadDetector(Detector):
             ev["sure"] = False
         if why.column != "loss":
             ev["watch"], ev["off"] = why.column, why.off
-        if l0 == l0 and blew_up(f.worst[i], l0, self.blowup):
+        if why.rose:  # collapsed: the loss rose from its start and froze at why.value
+            ev["rose_from"] = f.rbest[i]
+            act = Action("scale_lr", {"factor": self.factor},
+                         f"The network stopped learning after its loss rose from {fmt(f.rbest[i])} to "
+                         f"{fmt(value)}, above where it started ({fmt(l0)}), as when the LR saturates "
+                         f"the units. Restart from a checkpoint before the rise with the LR cut "
+                         f"{fmt(1 / self.factor)}x.")
+        elif l0 == l0 and blew_up(f.worst[i], l0, self.blowup):
             ev["blew_up_to"] = f.worst[i]
             act = Action("scale_lr", {"factor": self.factor},
                          f"The network stopped learning after its loss blew up to {fmt(f.worst[i])} "
@@ -242,13 +252,6 @@ class DeadDetector(Detector):
                          f"{fmt(f.rbest[i])}, then came back above where it started ({fmt(l0)}), as when "
                          f"the LR saturates the units. Restart from a checkpoint before the rise with the "
                          f"LR cut {fmt(1 / self.factor)}x.")
-        elif f.lok[i] and collapsed.rose_to(self, f, i, f.loss[i]):
-            ev["rose_from"] = f.rbest[i]
-            act = Action("scale_lr", {"factor": self.factor},
-                         f"The network stopped learning after its loss rose from {fmt(f.rbest[i])} to "
-                         f"{fmt(f.loss[i])}, above where it started ({fmt(l0)}), as when the LR saturates "
-                         f"the units. Restart from a checkpoint before the rise with the LR cut "
-                         f"{fmt(1 / self.factor)}x.")
         elif why.sure:
             act = Action("stop", {}, why.checks or "The network is not learning: a constant loss means a "
                          "constant output. Stop and check the data (are the labels all one class?), the "

@@ -38,7 +38,8 @@ class Why(NamedTuple):
     resolve (the column, and how far off the value a record must be: None, the chance band);
     ``sure`` False where the evidence is too thin for an action (a warning to check the data);
     ``checks`` the rule's own words for what to check when it stops the run (None: the
-    detector's, for a constant output)."""
+    detector's, for a constant output); ``rose`` True where the loss rose from its start and
+    froze at ``value`` (:mod:`.collapsed`: the units saturated, the advice is an LR cut)."""
 
     text: str
     value: float
@@ -46,3 +47,4 @@ class Why(NamedTuple):
     off: float | None = None
     sure: bool = True
     checks: str | None = None
+    rose: bool = False

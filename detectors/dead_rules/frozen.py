@@ -140,7 +140,9 @@ def rounded_print(x: float) -> bool:
     The number of decimals alone would not do: the same print in other units (a loss summed,
     not averaged; x0.1) has a decimal more or less."""
     q = abs(x) * 1e4
-    if q == q and abs(q - round(q)) <= 1e-6 * max(q, 1.0):
+    # a float's rounding of a four-decimal print is ~1e-16 of it: a tolerance relative to q far
+    # above that (1e-6 x q) would take any |x| above ~50 for a print whatever its digits
+    if q == q and abs(q - round(q)) <= 1e-9 * max(q, 1.0):
         return True
     if not 1e-300 < abs(x) < 1e300:
         return False
