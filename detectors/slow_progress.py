@@ -165,8 +165,9 @@ class SlowProgressDetector(RaiseLRDetector):
         logged speeds the fall up, a decay nobody logged slows it. The upper bounds matter at the
         end of a warm-up: a run slow during its warm-up and fast after it, slowing when judged
         (``2 + 3 exp(-Phi / tau)``, ``Phi`` the LR's integral, warm-ups of 300-2,000 steps,
-        ``tau`` 50-400) made up to several times the progress before it in the doubling before,
-        and was told "raise the LR x3" at steps 512-1,449 in 14 of 16 such runs with lower bounds
+        ``tau`` 50-400) made 1.9-3.0x the progress before it in the doubling before (the share
+        bound silences them; the pace ratio, 0.3-1.2 there, catches a fall slowing by more than
+        half), and was told "raise the LR x3" at steps 512-1,449 in 14 of 16 such runs with lower bounds
         alone, none with both. A resumed run whose step counter restarts from 0 looks like a
         log from the start (``progress.logged_from_start`` sees nothing before it): the healthy
         exponential descent with a power-law tail above, resumed after 3,000 steps and renumbered
