@@ -144,6 +144,8 @@ def test_a_raise_without_an_lr_column_closes_once_the_loss_falls_faster():
     alerts = _slow_progress(recs)
     assert alerts and alerts[0].step == 512 and alerts[0].evidence["lr_logged"] is False
     assert alerts[-1].resolved_step is not None and 600 < alerts[-1].resolved_step <= 1024
+    one = [(a.id, a.last_step, a.resolved_step) for a in one_at_a_time(recs)[1] if a.detector == "slow_progress"]
+    assert one == [(a.id, a.last_step, a.resolved_step) for a in alerts]
 
 
 def test_an_excerpt_under_a_decaying_lr_is_not_judged_against_its_first_loss():
