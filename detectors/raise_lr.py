@@ -33,21 +33,26 @@ class RaiseLRDetector(Detector):
     keep what they saw there in ``cps`` (checkpoint key -> values, their own layout) and advise
     ``scale_lr`` > 1. Subclasses set ``lr_at_alert`` when they open an episode (0.0 when the LR
     was not logged); ``step`` calls :meth:`resolve_if_raised` first, which keeps the step at
-    which the advice was seen followed (``raised_step``, -1 before any). Both have a ``z`` (noise
-    units) parameter."""
+    which the advice was seen followed (``raised_step``, -1 before any). Without a logged LR the
+    advice is seen followed in the loss instead: an episode opened with the fall per step at
+    the alert (``pace_at_alert``) resolves once the fall is ``RAISED`` x as fast
+    (:meth:`resolve_if_faster`). Both have a ``z`` (noise units) parameter."""
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.lr_at_alert = 0.0
+        self.pace_at_alert = 0.0
         self.raised_step = -1
         self.cps: dict[str, list[float]] = {}
 
     def get_state(self) -> dict[str, Any]:
-        return {"cps": self.cps, "lr_at_alert": self.lr_at_alert, "raised_step": self.raised_step}
+        return {"cps": self.cps, "lr_at_alert": self.lr_at_alert, "raised_step": self.raised_step,
+                "pace_at_alert": self.pace_at_alert}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.cps, self.lr_at_alert = d["cps"], d["lr_at_alert"]
         self.raised_step = d.get("raised_step", -1)  # states saved before it was kept: none known
+        self.pace_at_alert = d.get("pace_at_alert", 0.0)  # likewise: the loss's pace closes nothing
 
     def active_screen(self, f):
         rows = self.screen(f)
@@ -62,12 +67,22 @@ class RaiseLRDetector(Detector):
             self.raised_step = int(f.step[i])
             self.close_episode(f.step[i], f"LR raised to {fmt(f.lr[i])}")
 
+    def resolve_if_faster(self, step: int, pace: float) -> None:
+        """Close an episode opened without a logged LR once the loss falls ``RAISED`` x as fast
+        per step (``pace``) as when it opened: the LR was raised, and the loss says so."""
+        if self.alert is not None and self.pace_at_alert > 0.0 and pace >= RAISED * self.pace_at_alert:
+            self.raised_step = int(step)
+            self.close_episode(step, f"the loss falls {fmt(pace / self.pace_at_alert)}x as fast per step "
+                               "as when the LR was found too low: it was raised")
+
     def advise_raise(self, step: int, message: str, evidence: dict[str, Any], lr: float | None,
-                     why: str) -> None:
+                     why: str, pace: float = 0.0) -> None:
         """Open a warning advising ``scale_lr`` x``factor``, keeping the LR it was raised at
-        (``lr_at_alert``; 0.0 and no ``lr`` evidence when the LR is not logged). ``why`` is the
-        advice's first sentence; the shared second one names the raise."""
+        (``lr_at_alert``; 0.0 and no ``lr`` evidence when the LR is not logged) and, without a
+        logged LR, the loss's fall per step then (``pace``, for :meth:`resolve_if_faster`; 0.0:
+        none). ``why`` is the advice's first sentence; the shared second one names the raise."""
         self.lr_at_alert = lr if lr is not None else 0.0
+        self.pace_at_alert = pace if lr is None else 0.0
         if lr is not None:
             evidence["lr"] = lr
         factor = self.factor
