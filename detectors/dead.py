@@ -223,6 +223,13 @@ class DeadDetector(Detector):
             found += [rule.observe(self, f, i) for rule in _LOSS_RULES]
         return next((w for w in found if w is not None), None)
 
+    def _restart_with_cut(self, what: str, since: str) -> Action:
+        """The advice for a network the LR saturated: ``what`` happened to its loss, restart from
+        before ``since`` with the LR cut."""
+        return Action("scale_lr", {"factor": self.factor},
+                      f"The network stopped learning after {what}, as when the LR saturates the units. "
+                      f"Restart from a checkpoint before {since} with the LR cut {fmt(1 / self.factor)}x.")
+
     def _open(self, f, i: int, why: Why) -> None:
         """Raise the episode for ``why``, or give an open one on thin evidence its verdict."""
         step, l0 = f.step[i], f.l0[i]
@@ -234,24 +241,16 @@ class DeadDetector(Detector):
             ev["watch"], ev["off"] = why.column, why.off
         if why.rose:  # collapsed: the loss rose from its start and froze at why.value
             ev["rose_from"] = f.rbest[i]
-            act = Action("scale_lr", {"factor": self.factor},
-                         f"The network stopped learning after its loss rose from {fmt(f.rbest[i])} to "
-                         f"{fmt(value)}, above where it started ({fmt(l0)}), as when the LR saturates "
-                         f"the units. Restart from a checkpoint before the rise with the LR cut "
-                         f"{fmt(1 / self.factor)}x.")
+            act = self._restart_with_cut(f"its loss rose from {fmt(f.rbest[i])} to {fmt(value)}, above "
+                                         f"where it started ({fmt(l0)})", "the rise")
         elif l0 == l0 and blew_up(f.worst[i], l0, self.blowup):
             ev["blew_up_to"] = f.worst[i]
-            act = Action("scale_lr", {"factor": self.factor},
-                         f"The network stopped learning after its loss blew up to {fmt(f.worst[i])} "
-                         f"(it started at {fmt(l0)}), as when the LR saturates the units. Restart from a "
-                         f"checkpoint before the blow-up with the LR cut {fmt(1 / self.factor)}x.")
+            act = self._restart_with_cut(f"its loss blew up to {fmt(f.worst[i])} (it started at {fmt(l0)})",
+                                         "the blow-up")
         elif f.lok[i] and f.loss[i] >= l0 and collapsed.lost_progress(self, f, i):
             ev["collapsed_from"] = f.rbest[i]
-            act = Action("scale_lr", {"factor": self.factor},
-                         f"The network stopped learning after it lost all its progress: the loss fell to "
-                         f"{fmt(f.rbest[i])}, then came back above where it started ({fmt(l0)}), as when "
-                         f"the LR saturates the units. Restart from a checkpoint before the rise with the "
-                         f"LR cut {fmt(1 / self.factor)}x.")
+            act = self._restart_with_cut(f"it lost all its progress: the loss fell to {fmt(f.rbest[i])}, then "
+                                         f"came back above where it started ({fmt(l0)})", "the rise")
         elif why.sure:
             act = Action("stop", {}, why.checks or "The network is not learning: a constant loss means a "
                          "constant output. Stop and check the data (are the labels all one class?), the "
