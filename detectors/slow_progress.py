@@ -403,7 +403,9 @@ class SlowProgressDetector(RaiseLRDetector):
         ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
               "first_loss": l0, "h": h, "pace_held": sustained, "lr_logged": not unlogged}
         if unlogged:
-            share_b, per_step = self.two_doublings(k, l0, trend, step)
+            two = self.two_doublings(k, l0, trend, step)
+            assert two is not None  # linear_without_lr passed: its conditions do not depend on the level
+            share_b, per_step = two
             ev.update(share_before=share_b, pace_ratio=per_step)
             held = (f", and the doubling before made {fmt(100 * share_b)}% of the progress before it, "
                     f"at {fmt(per_step)}x its fall per step (no LR logged)")
