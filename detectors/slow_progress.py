@@ -312,7 +312,7 @@ class SlowProgressDetector(RaiseLRDetector):
             return None
         return fell_b / made_b, ((t_c - trend) / (step - s_c)) / (fell_b / (s_c - s_b))
 
-    def linear_without_lr(self, k: int, h: float, l0: float, step: int, f, i: int) -> bool:
+    def linear_without_lr(self, k: int, h: float, l0: float, step: int, f, i: int) -> tuple[float, float] | None:
         """Without a logged LR, is the fall near-linear over the last two doublings, both ways:
         ``h``, the share of the doubling before (:meth:`two_doublings`) and the ratio of their
         falls per step all between ``unlogged`` and ``1 / unlogged``, and the fall not sped up
@@ -321,11 +321,12 @@ class SlowProgressDetector(RaiseLRDetector):
         fall that was slow during it is fast after it: the share of the doubling before is large,
         the pace per step drops), a decay nobody logged slows it (``h`` falls from one doubling
         to the next), and a healthy descent's ``h`` is ``exp(-c / tau)`` (>= 0.5 only within
-        0.69 time constants of its start), a power law's smaller still."""
+        0.69 time constants of its start), a power law's smaller still. The two figures of
+        :meth:`two_doublings` if so (the alert quotes them), else None."""
         two = self.two_doublings(k, l0, f.slow[i], step)
         if two is None or not all(self.unlogged <= x <= 1.0 / self.unlogged for x in (h, *two)):
-            return False
-        return not self.sped_up(k, self.cps[str(k - self.per_doubling)][0], f.slow[i], step)
+            return None
+        return None if self.sped_up(k, self.cps[str(k - self.per_doubling)][0], f.slow[i], step) else two
 
     def sped_up(self, k: int, t_c: float, trend: float, step: int) -> bool:
         """Did the loss fall ``speed_up`` x faster per step in the last sub-window of the doubling that ends at
@@ -382,7 +383,8 @@ class SlowProgressDetector(RaiseLRDetector):
         if not logged_from_start(int(f.l0_step[i]), step, int(f.nl[i]), FROM_START_GAPS):
             return  # an excerpt or a resumed run: its first loss is no start, so h against it says nothing
         unlogged = lr is None
-        if unlogged and not self.linear_without_lr(k, h, l0, step, f, i):
+        linear = self.linear_without_lr(k, h, l0, step, f, i) if unlogged else None
+        if unlogged and linear is None:
             return  # no LR logged: a warm-up, a decay or an annealing would pass unseen
         if recent < self.z * f.sd[i]:
             return
@@ -402,10 +404,8 @@ class SlowProgressDetector(RaiseLRDetector):
             return  # a warm-up still rising since the checkpoint, or a decayed schedule's slow tail
         ev = {"trend": trend, "trend_at_checkpoint": t_c, "checkpoint_step": int(prev[2]),
               "first_loss": l0, "h": h, "pace_held": sustained, "lr_logged": not unlogged}
-        if unlogged:
-            two = self.two_doublings(k, l0, trend, step)
-            assert two is not None  # linear_without_lr passed: its conditions do not depend on the level
-            share_b, per_step = two
+        if linear is not None:
+            share_b, per_step = linear
             ev.update(share_before=share_b, pace_ratio=per_step)
             held = (f", and the doubling before made {fmt(100 * share_b)}% of the progress before it, "
                     f"at {fmt(per_step)}x its fall per step (no LR logged)")
