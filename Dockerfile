@@ -2,6 +2,8 @@
 # dependencies are built with pip in the first, the runtime stage only copies the installed tree
 # and runs as an unprivileged user.
 FROM python:3.11-slim AS build
+# a C compiler for the detectors' compiled recursions (optional: without it the pure-Python loops run)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY client ./client

@@ -3,11 +3,14 @@
 The float recursions (the EMAs of the loss and of log grad-norm, the plateau best) are computed
 by the *same* pure-Python loops (``_loss_core``, ``_gn_core``) in the one-record path and in the
 batch path (which runs them over the compressed finite values of a whole batch), so both paths
-produce bit-identical floats and therefore identical alerts. Everything else is exact selection
-or comparison logic, which the batch path does with numpy (running best/worst, rising streaks,
-counts, LR peak/direction/reversals, finite masks, carrying a statistic over rows where the
-signal is missing, shifting "after" values into "before" values) and the one-record path does
-in a few lines of Python (``_loss_one``, ``_gn_one``, ``_lr_one``); the equivalence tests check
+produce bit-identical floats and therefore identical alerts. Where the package was built with a
+C compiler, the batch path runs their compiled twin (``_recursions.c``, through ``_loss_fold`` and
+``_gn_fold``): the same operations in the same order on the same doubles, so the same floats to
+the bit (tests/test_recursions.py), at a small fraction of the cost of a Python loop per record.
+Everything else is exact selection or comparison logic, which the batch path does with numpy
+(running best/worst, rising streaks, counts, LR peak/direction/reversals, finite masks, carrying
+a statistic over rows where the signal is missing, shifting "after" values into "before" values)
+and the one-record path does in a few lines of Python (``_loss_one``, ``_gn_one``, ``_lr_one``); the equivalence tests check
 the two agree.
 
 The columns of a row, with their types and meanings, are listed once: in :class:`Features`.
@@ -21,10 +24,18 @@ from typing import Annotated, Any, Sequence
 
 import numpy as np
 
+try:  # the two recursions compiled (optional: built with the package where a C compiler is)
+    from . import _recursions
+except ImportError:  # pragma: no cover - the pure-Python loops below do the same work
+    _recursions = None  # type: ignore[assignment]
+
 NAN = math.nan
 INF = math.inf
 CLIP = 1e100  # |values| beyond this are clipped for the statistics: keeps all arithmetic finite
-LOG_TINY = math.log(1e-30)  # log of a zero grad-norm
+TINY = 1e-30  # a grad-norm at or below this is read as zero
+LOG_TINY = math.log(TINY)  # log of a zero grad-norm
+LOG_CLIP = 230.0  # log(CLIP), floored: the largest log grad-norm the statistics use
+LN2 = 0.6931471805599453  # the grad-norm's winsorisation cap is at least a factor 2
 #: |x - 2 x' + x''| of independent noise is sqrt(6) times the noise's own mean absolute deviation
 SECOND_DIFF_SCALE = 1.0 / math.sqrt(6.0)
 
@@ -102,6 +113,7 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
     one-record path, which reads ``st``) none are built and it returns None."""
     af, as_, at, ao = p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"]
     wk, wr, peps = p["win_k"], p["win_r"], p["plateau_eps"]
+    sdiff = SECOND_DIFF_SCALE
     nl, lprev, lp2 = st["nl"], st["lprev"], st["lp2"]
     fast, slow, sd, nsd, trend = st["fast"], st["slow"], st["sd"], st["nsd"], st["trend"]
     if nsd != nsd:  # NaN: a state saved before it existed starts it from the level's noise
@@ -145,9 +157,10 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
                 d = cap
             slow += as_ * d
             sd += as_ * ((d if d >= 0.0 else -d) - sd)
+            dl = x - lprev
             # the noise about the loss's own local trend: a second difference, which a steady
             # descent or climb does not enter (the level's lag does enter sd), winsorised like it
-            e = (x - lprev - lprev + lp2) * SECOND_DIFF_SCALE if lp2 == lp2 else x - lprev
+            e = (dl - lprev + lp2) * sdiff if lp2 == lp2 else dl
             if e < 0.0:
                 e = -e
             nsd += as_ * ((cap if e > cap else e) - nsd)
@@ -160,12 +173,15 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
                 pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
                 pstep = s
                 pnl = nl + 1
-            dl = x - lprev
-            if dl != 0.0:
-                flip = 1.0 if (dl > 0.0) != (dlast > 0.0) and dlast != 0.0 else 0.0
-                alt += ao * (flip - alt)
+            # a direction flip: this move and the last non-zero one of opposite signs
+            if dl > 0.0:
+                alt += ao * ((1.0 if dlast < 0.0 else 0.0) - alt)
                 dlast = dl
-                amp += ao * ((dl if dl > 0.0 else -dl) - amp)
+                amp += ao * (dl - amp)
+            elif dl < 0.0:
+                alt += ao * ((1.0 if dlast > 0.0 else 0.0) - alt)
+                dlast = dl
+                amp += ao * (-dl - amp)
             else:
                 amp += ao * (0.0 - amp)
         nl += 1
@@ -200,6 +216,40 @@ def _column(values: Sequence, dtype: type, k: int) -> np.ndarray:
     """``k`` Python floats (or ints) as a numpy column: the same values ``np.array`` makes, at
     about half its cost (no dtype discovery over the values)."""
     return np.fromiter(values, dtype, k)
+
+
+_FOLD_STATE = ("nl", "lprev", "lp2", "fast", "slow", "sd", "nsd", "trend", "pbest", "pstep", "pnl", "alt", "amp", "dlast")
+
+
+def _loss_fold(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: np.ndarray) -> dict[str, np.ndarray]:
+    """``_loss_core(st, p, xs.tolist(), steps.tolist())`` in compiled code (``_recursions.c``: the
+    same operations in the same order, so the same floats to the bit; the batch path's cost)."""
+    k = len(xs)
+    state = [st.get(c, 0) if c == "pnl" else st[c] for c in _FOLD_STATE]  # pnl: as _loss_core
+    if state[6] != state[6]:  # nsd NaN: as _loss_core, a state saved before it existed
+        state[6] = state[5]
+    params = (p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"], p["win_k"], p["win_r"],
+              p["plateau_eps"], SECOND_DIFF_SCALE)
+    out_f = np.empty((8, k), dtype=np.float64)
+    out_i = np.empty((2, k), dtype=np.int64)
+    new = _recursions.loss_fold(params, tuple(state), np.ascontiguousarray(xs, dtype=np.float64),
+                                np.ascontiguousarray(steps, dtype=np.int64), out_f, out_i)
+    if k:  # the entries _loss_core updates (nl, lprev, lp2 are the callers')
+        st.update(zip(_FOLD_STATE[3:], new[3:]))
+    cols = {c: out_f[j] for j, (c, _) in enumerate(_CORE_COLS[:8])}
+    cols["pstep"], cols["pnl"] = out_i[0], out_i[1]
+    return cols
+
+
+def _gn_fold(st: dict[str, Any], p: dict[str, float], gs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_gn_core(st, p, gs.tolist())`` in compiled code (see ``_loss_fold``)."""
+    out = np.empty((2, len(gs)), dtype=np.float64)
+    _, mu, var = _recursions.gn_fold((p["alpha_g"], TINY, LOG_TINY, LOG_CLIP, LN2), (st["ng"], st["mu"], st["var"]),
+                                     np.ascontiguousarray(gs, dtype=np.float64), out)
+    if len(gs):
+        st["mu"] = mu
+        st["var"] = var
+    return out[0], out[1]
 
 
 def start_level(firsts: Sequence[float], p: dict[str, float]) -> float:
@@ -338,7 +388,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
         rest = _loss_batch(st, p, xs[head:], steps[head:])
         return {c: np.concatenate((first[c], rest[c])) for c in LOSS_COLS}
     start = dict(st)
-    out = _loss_core(st, p, xs.tolist(), steps.tolist())
+    out = _loss_core(st, p, xs.tolist(), steps.tolist()) if _recursions is None else _loss_fold(st, p, xs, steps)
     slow, fast = out["slow"], out["fast"]
     out["nl"] = nl0 + np.arange(1, k + 1, dtype=np.int64)
     out["l0"] = np.full(k, start["l0"] if nl0 else xs[0])
@@ -393,20 +443,22 @@ def _gn_core(st: dict[str, Any], p: dict[str, float], gs: Sequence[float], colle
     keep = 1.0 - ag
     log = math.log
     sqrt = math.sqrt
+    ln2 = LN2
     for g in gs:
-        lg = log(g) if g > 1e-30 else LOG_TINY
-        if lg > 230.0:  # log(CLIP)
-            lg = 230.0
+        lg = log(g) if g > TINY else LOG_TINY
+        if lg > LOG_CLIP:
+            lg = LOG_CLIP
         if ng == 0:
             mu = lg
             var = 0.0
         else:
             d = lg - mu
             # winsorise in log space at 3 sd (at least a factor 2) so one explosion does not
-            # become the new normal
-            cap = 3.0 * sqrt(var) + 0.6931471805599453
-            if d > cap:
-                d = cap
+            # become the new normal; the cap is never below ln 2, so a smaller step needs no sqrt
+            if d > ln2:
+                cap = 3.0 * sqrt(var) + ln2
+                if d > cap:
+                    d = cap
             mu += ag * d
             var = keep * (var + ag * d * d)
         ng += 1
@@ -433,7 +485,7 @@ def _gn_one(st: dict[str, Any], p: dict[str, float], g: float) -> None:
 def _gn_batch(st: dict[str, Any], p: dict[str, float], gs: np.ndarray):
     k = len(gs)
     ng0, mumax0 = st["ng"], st["mumax"]
-    mu, var = _gn_core(st, p, gs.tolist())
+    mu, var = _gn_core(st, p, gs.tolist()) if _recursions is None else _gn_fold(st, p, gs)
     mumax = _running_extreme(mu, mumax0, ng0 > 0, lower=False)[0]
     glast = np.minimum(gs, CLIP)
     st.update(ng=ng0 + k, mumax=float(mumax[-1]), glast=float(glast[-1]))
