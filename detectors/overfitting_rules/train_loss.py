@@ -6,7 +6,9 @@ validation loss, a dashboard export of the validation curve). The rules that rea
 loss at the evaluations (:mod:`.steady_rise`, :mod:`.drift`) then judge the validation loss on
 its own: a validation loss that fell and then rises on every evaluation since its best (or
 trends up far outside its noise) is the memorisation curve whether or not the training loss was
-written down; a training loss that is logged is still required to fall. :mod:`.held_above`
+written down; a training loss that is logged is still required to fall. The run of rises is
+then one longer (:mod:`.steady_rise`'s ``rises``): the order of the evaluations is all the
+evidence. :mod:`.held_above`
 keeps its training-loss guard (its smoothed level, unlike a run of rises, is what a wandering
 validation loss of a converged model also shows). A validation loss that blows up is still
 left to the divergence rules (``max_ratio``).
@@ -21,10 +23,10 @@ Examples
 >>> val = [0.57, 0.49, 0.51, 0.56, 0.64, 0.77]
 >>> alerts = drive(OverfittingDetector(), [Record(e, None, val_loss=v) for e, v in zip(range(1, 7), val)])
 >>> [(a.step, a.evidence["rule"], a.action.params) for a in alerts]
-[(5, 'steady_rise', {'to_step': 2})]
+[(6, 'steady_rise', {'to_step': 2})]
 >>> print(alerts[0].message)  # doctest: +NORMALIZE_WHITESPACE
-overfitting: val_loss rose on each of the last 3 evaluations since its best (0.49 at step 2):
-    0.49 -> 0.51 -> 0.56 -> 0.64 (no training loss logged)
+overfitting: val_loss rose on each of the last 4 evaluations since its best (0.49 at step 2):
+    0.49 -> ... -> 0.56 -> 0.64 -> 0.77 (no training loss logged)
 
 References
 ----------
