@@ -41,7 +41,8 @@ class DeadDetector(Detector):
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
     record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (constant at or above the
-    first loss, well above a loss the run already reached), ``frozen`` (the loss the same to four significant digits),
+    first loss, well above a loss the run already reached), ``frozen`` (the loss the same to four
+    significant digits; to six on three records, at or above the first loss, after it moved),
     ``at_chance`` (the loss at ln(k) without new lows, or at ln(k) itself after coming from another
     level), ``flat_start`` (every loss since the first within the chance band). An evaluation's
     verdict wins over a loss record's on the same row.
@@ -112,6 +113,7 @@ class DeadDetector(Detector):
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
+        self.fz_xstart = self.fz_xlast = -1  # the same, for the run frozen to six digits
         self.vp_n, self.vp_train = 0, math.nan  # frozen pair: the evaluations in a row with both
         # columns unchanged, and the training loss at the last evaluation
         self.ch_level = -1.0  # chance level of the current run
@@ -146,7 +148,7 @@ class DeadDetector(Detector):
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
-        "fz_start": -1, "fz_last": -1, "vp_n": 0, "vp_train": math.nan,
+        "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "vp_n": 0, "vp_train": math.nan,
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,

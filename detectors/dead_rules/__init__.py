@@ -16,7 +16,8 @@ verdict in this order raises the alert:
    (evaluations at ln(k) with the training loss there too);
 2. on a loss record: :mod:`.zero_start` (exactly 0 from the first record), :mod:`.collapsed`
    (constant at or above the first loss, well above a loss the run already reached),
-   :mod:`.frozen` (the loss the same to four significant digits), :mod:`.at_chance` (the loss
+   :mod:`.frozen` (the loss the same to four significant digits; to six on three records
+   at or above the first loss once it moved), :mod:`.at_chance` (the loss
    at ln(k) without new lows), :mod:`.flat_start` (every loss since the first within a 0.2 %
    band: a warning without an action, the evidence of a few records being thin).
 

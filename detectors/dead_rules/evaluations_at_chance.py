@@ -23,8 +23,9 @@ healthy log of the tune part nor healthy benchmark run (seeds 0-7) has two such 
 row.
 
 Or, the evaluations no better than chance: ``exact_chance_records`` separate evaluations in a
-row (the run's first aside), each at or above ln(k) and within ``chance_band``
-(:mod:`.at_chance`, 0.2 %) of it, the training loss logged with each (if any) no lower than
+row (the run's first aside), each at or above ln(k), as every evaluation before them was (or ln(k) itself as far as its four
+significant digits tell, :func:`~losswatch.detectors.dead_rules.at_chance.is_exactly`: 0.6931
+is ln 2 printed) and within ``val_chance_band`` of it, the training loss logged with each (if any) no lower than
 ln(k) less that band and within ``val_chance_band`` above it; the evaluations no longer falling
 (on two separate evaluations in a row, each fall none or at most half the fall before it, the
 last smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k);
@@ -38,7 +39,15 @@ starts at chance leaves the band downwards before its third evaluation after the
 benchmark's SGD CNNs sit within 0.2 % of ln 10 for at most 10 steps at their tuned LR,
 evaluated every 25); one that learns slowly (the benchmark's SGD CNNs at 1/100 of their LR, their
 evaluations 2.3113, 2.3100, 2.3086, ... 0.0013-0.0016 lower each time) passes through it at a
-steady pace.
+steady pace. The band is the evaluations' (``val_chance_band``), not the training loss's 0.2 %:
+a near-uniform output evaluates within about 1 % of ln(k) on each evaluation (a BERT binary
+classifier whose accuracy is exactly 0.5 at every epoch: 0.6945, 0.6997, 0.6949, 0.6931,
+0.6932, its training loss 0.702-0.710), and what tells it from a network still learning is that
+none of its evaluations nor its training losses beats ln(k) and that their falls stalled,
+whatever the band; the episode watches that band too. In a log of evaluations only, an
+evaluation the same float as the one before is not counted (nor its fall of 0): with no
+training loss to tell a logger's copies by, a line written again would read as a stall (an
+LM's first evaluations, ~1 % above ln(vocabulary), each written four times).
 
 The episode watches the validation loss: it closes once evaluations leave the band.
 
@@ -93,10 +102,13 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # a separate evaluation: a record without one since the last, a log of evaluations only, or
     # a value of its own (a logger that repeats the last evaluation repeats its float)
     separate = f.rec[i] - d.v_rec > 1 or f.nl[i] == 0 or v != prev
-    if separate:
+    # the run of evaluations no better than chance counts falls: in a log of evaluations only
+    # (no training loss to tell a logger's copies by) the same float again is no fall of 0
+    falls = separate and not (f.nl[i] == 0 and v == prev)
+    if falls:
         _track_falls(d, v)
     exact = _at_ln_k_itself(d, f, i, first, separate)
-    above = _no_better_than_chance(d, f, i, first, separate)
+    above = _no_better_than_chance(d, f, i, first, falls)
     near = _near_ln_k(d, f, i)
     return exact or above or near
 
@@ -131,11 +143,18 @@ def _track_falls(d: DeadDetector, v: float) -> None:
     d.vb_v = v
 
 
+def _no_better(v: float, lv: float) -> bool:
+    """Is ``v`` at or above ln(k) = ``lv``, or ln(k) itself as far as its four significant digits tell?"""
+    return v >= lv or is_exactly(v, lv)
+
+
 def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
     """The run of separate evaluations at or just above ln(k), the training loss there too."""
     v, train = f.val[i], f.lprev[i]
-    lv = chance_level(v, d.chance_band)
-    if first or lv is None or v < lv or (train == train and not (
+    lv = chance_level(v, d.val_chance_band)
+    best = f.vbest[i]  # no evaluation so far beat ln(k) either: a network that was better has
+    # learned something (a validation loss that rises through ln(k) overfits)
+    if first or lv is None or not (_no_better(v, lv) and _no_better(best, lv)) or (train == train and not (
             lv - d.chance_band * lv <= train <= lv + d.val_chance_band * lv)):
         d.vb_n = 0
         return None
@@ -153,7 +172,7 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         tail = f", the training loss {train:.5g}" if train == train else ""
         return Why(f"the validation loss has been at or just above ln({k}) = {lv:.4f}, no better than a "
                    f"uniform guess over {k} classes, on {d.vb_n} separate evaluations (now {v:.5g}{tail})",
-                   lv, "val_loss", d.chance_band * lv,
+                   lv, "val_loss", d.val_chance_band * lv,
                    checks=f"The network evaluates no better than a uniform guess over {k} classes: stop and "
                    "check the labels (do they match the inputs? all one class?), the loss function, the "
                    "initialisation and the LR (far too high or too low).")

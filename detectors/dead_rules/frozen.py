@@ -40,6 +40,16 @@ column while the evaluation moves; two frozen columns are a frozen model. A trai
 repeated on a few records is not: a logger that writes each value m times (gradient
 accumulation, an export forward-filled to every step) repeats every value, a rising loss's too.
 
+A loss printed with more than five significant digits (Caffe's six, a full-precision float)
+and the same to six of them (:func:`~losswatch.detectors.dead_rules.weights_frozen.exact_repeat`)
+needs ``unlearned_records`` records in a row, once the loss has moved off its first measurement
+and where it sits at or above the first loss: a minibatch loss with noise moves in its sixth
+digit on every record, so three prints of one six-digit value are a constant output, and one no
+better than where the run started has learned nothing (a PSPNet fine-tune whose softmax
+saturated: 92.0984, then 122.271 = 1.4 x 87.3365 on every print). Not a run frozen from the first
+measurement (a logger that writes each line k times shows its first value k times before its
+copies are counted, :mod:`~losswatch.detectors.copies`), nor a value below the first loss (a
+full-batch optimisation converged at its floor prints one value to all its digits).
 A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
 data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
 decimals (0.0003, fewer than three significant digits) is not judged at all: a converged
@@ -58,7 +68,11 @@ unlearned_records : int, default 3
     digits by chance about one time in twenty; both columns twice in a row, about one in 10^5.
     Checked: no healthy log of the tune part (nor its variants) and no healthy benchmark run
     (seeds 0-7, full and every 10th / 50th row) has two frozen columns on 3 evaluations in a
-    row without having learned.
+    row without having learned. Also the records of a loss frozen to six significant digits at
+    or above its first value (see above): a six-digit minibatch loss with 0.1 % noise repeats
+    by chance about one time in a hundred, twice in a row about one in 10^4 - and none of the
+    tune part's healthy logs nor their variants (thinned, cut, rescaled, rows written again)
+    does it at or above its first loss.
 
 Examples
 --------
@@ -86,6 +100,7 @@ from ..copies import each_written, measurements
 from ..features import lr_ramping
 from ..progress import logged_from_start
 from . import Why
+from .weights_frozen import exact_repeat
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -182,6 +197,23 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     n = nl - d.fz_start + 1
     if n >= d.frozen_records:
         return Why(f"the loss has been {fmt(x)} for {n} records in a row{each_written(d)}", x)
+    return _exactly_frozen(d, f, i, x, nl)
+
+
+def _exactly_frozen(d: DeadDetector, f: Features, i: int, x: float, nl: int) -> Why | None:
+    """The run of losses the same to six significant digits (:func:`exact_repeat`), begun after
+    the first measurement, at or above the first loss; the verdict once ``unlearned_records``
+    long."""
+    if not exact_repeat(x, f.b_lprev[i]):
+        d.fz_xlast = -1
+        return None
+    if d.fz_xlast != nl - 1:
+        d.fz_xstart = nl - 1
+    d.fz_xlast = nl
+    n = nl - d.fz_xstart + 1
+    if n >= d.unlearned_records and d.fz_xstart > 1 and x >= f.l0[i]:
+        return Why(f"the loss moved from {fmt(f.l0[i])} to {x:.6g} and has printed that value to six "
+                   f"significant digits for {n} records in a row{each_written(d)}", x)
     return None
 
 
@@ -190,7 +222,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     evaluation that moved ends the frozen loss run too (:func:`evaluation_moved`)."""
     v, lok = f.val[i], f.lok[i]
     if evaluation_moved(v, prev):
-        d.fz_last = -1
+        d.fz_last = d.fz_xlast = -1
     repeat = same_4_digits(v, prev) and zero_ok(v, f, i)
     if d.v_first != d.v_first:
         d.v_first, d.v_first_step = v, int(f.step[i])
@@ -240,6 +272,6 @@ def evaluation_moved(v: float, prev: float) -> bool:
 
 
 def forget(d: DeadDetector) -> None:
-    d.fz_last = -1
+    d.fz_last = d.fz_xlast = -1
     d.v_n = 0
     d.vp_n = 0
