@@ -114,6 +114,7 @@ class DeadDetector(Detector):
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
         self.fz_xstart = self.fz_xlast = -1  # the same, for the run frozen to six digits
+        self.fz_xcur = self.fz_xmax = 1  # records of that run; of the longest one before it
         self.vp_n, self.vp_train = 0, math.nan  # frozen pair: the evaluations in a row with both
         # columns unchanged, and the training loss at the last evaluation
         self.ch_level = -1.0  # chance level of the current run
@@ -148,7 +149,7 @@ class DeadDetector(Detector):
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
-        "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "vp_n": 0, "vp_train": math.nan,
+        "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "fz_xcur": 1, "fz_xmax": 1, "vp_n": 0, "vp_train": math.nan,
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,

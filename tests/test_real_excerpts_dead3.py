@@ -5,9 +5,11 @@ is never read here.
 - a loss that moved off its first value and then prints one value to six significant digits on
   three records in a row, at or above where it started: a saturated, constant output
   (:mod:`losswatch.detectors.dead_rules.frozen`);
-- evaluations within 1.5 % of ln(k), none below ln(k) as far as its printed digits tell, the
-  training loss no better than ln(k) either, the evaluations' falls stalled: a classifier no better
-  than the uniform guess (:mod:`losswatch.detectors.dead_rules.evaluations_at_chance`).
+- evaluations within 0.2 % of ln(k), none ever below ln(k) as far as their printed digits tell:
+  a classifier no better than the uniform guess
+  (:mod:`losswatch.detectors.dead_rules.evaluations_at_chance`); a BERT classifier at chance
+  whose evaluations wander 1 % around ln 2 is out of reach, because a classifier that starts
+  slowly looks the same for its first evaluations.
 """
 
 from detector_helpers import in_batches, one_at_a_time, raised
@@ -65,46 +67,40 @@ def test_six_digit_repeats_of_a_healthy_shape_are_not_dead():
     assert drive(DeadDetector(), [Record(s, x) for s, x in enumerate(four)]) == []
 
 
-def test_a_classifier_whose_evaluations_never_beat_ln2_is_dead():
-    got = raised(one_at_a_time(_bert())[1], "dead")
-    assert [(a.step, a.action.type, a.evidence["watch"]) for a in got] == [(3425, "stop", "val_loss")]
-    assert "ln(2) = 0.6931" in got[0].message
-    # four epochs are not enough (the falls have not stalled twice yet)
-    assert raised(one_at_a_time(_bert()[:4])[1], "dead") == []
+def test_a_classifier_that_starts_slowly_just_above_chance_is_not_dead():
+    # evaluations 0.25-0.5 % above ln 2 (ln 10) for four epochs, then learning: a band of 1 %
+    # around ln(k) told these to stop; the BERT excerpt at chance (within 1 % of ln 2) reads the
+    # same for as long, so it stays out of reach
+    for train, val in (([.7012, .6998, .6990, .6989, .6901, .62, .50, .45, .40, .36],
+                        [.6968, .6952, .6949, .6951, .6890, .61, .52, .48, .45, .43]),
+                       ([2.32, 2.312, 2.308, 2.304, 2.25, 1.9, 1.6],
+                        [2.3160, 2.3120, 2.3100, 2.3090, 2.25, 1.95, 1.7])):
+        recs = [Record(100 * (k + 1), x, val_loss=v) for k, (x, v) in enumerate(zip(train, val))]
+        assert raised(one_at_a_time(recs)[1], "dead") == []
+    assert raised(one_at_a_time(_bert())[1], "dead") == []
 
 
-def test_evaluations_at_ln2_with_a_training_loss_below_it_are_not_dead():
-    # the network fits its training set (below ln 2) while its evaluations sit at chance: an
-    # overfitting shape, not a constant output
-    recs = [Record(s, x - 0.02 * (s // 685), val_loss=v) for s, x, v in BERT_LN2]
+def test_a_forward_filled_export_repeating_values_unevenly_is_not_frozen():
+    # a loss logged every 50 steps merged with an LR logged every 30, the loss filled forward:
+    # each six-digit value on 2 or 3 rows, a healthy run's noise around 0.4
+    rows = [(0, .395244, 1e-4), (30, .395244, 1e-4), (50, .395889, None), (60, .395889, 1e-4),
+            (90, .395889, 1e-4), (100, .434059, None), (120, .434059, 1e-4), (150, .371828, 1e-4),
+            (180, .371828, 1e-4), (200, .416989, None), (210, .416989, 1e-4), (240, .416989, 1e-4)]
+    recs = [Record(s, x, lr=lr) for s, x, lr in rows]
     assert raised(one_at_a_time(recs)[1], "dead") == []
+    assert raised(in_batches(recs, 5)[1], "dead") == []
+    # the same export whose loss then stops moving is still told (five records of one value)
+    frozen = recs + [Record(240 + 30 * k, .416989, lr=1e-4) for k in range(1, 7)]
+    assert [a.step for a in raised(one_at_a_time(frozen)[1], "dead")] == [300]
 
 
-def test_evaluations_that_fall_through_ln2_at_a_steady_pace_are_not_dead():
-    # a network learning slowly from chance: its evaluations fall ~0.002 each time, through ln 2
-    recs = [Record(685 * (k + 1), 0.705 - 0.002 * k, val_loss=0.7030 - 0.0021 * k) for k in range(7)]
-    assert raised(one_at_a_time(recs)[1], "dead") == []
-
-
-# histories/wenxin-jiang__cs577-nlp__model-card-allenai-bhaskara.csv (label overfitting): a
-# GPT-Neo fine-tune's evaluations, every 100 steps from step 100, read without its training loss:
-# below ln 2 from step 600 (lowest 0.5884), then rising back across it after the second epoch.
-BHASKARA_VAL = [0.7930, 0.7544, 0.7358, 0.7192, 0.7012, 0.6904, 0.6802, 0.6670, 0.6572, 0.6499,
-                0.6411, 0.6343, 0.6299, 0.6221, 0.6157, 0.6138, 0.6055, 0.6143, 0.6191]
-BHASKARA_RISE = [(5300, 0.7188), (5400, 0.7017), (5500, 0.6982), (5600, 0.7031), (5700, 0.6992),
-                 (5800, 0.6997), (5900, 0.7041), (6000, 0.7075)]
-
-
-def test_evaluations_that_rise_back_across_ln2_after_beating_it_are_not_dead():
-    recs = [Record(100 * (k + 1), None, val_loss=v) for k, v in enumerate(BHASKARA_VAL)]
-    recs += [Record(s, None, val_loss=v) for s, v in BHASKARA_RISE]
-    assert raised(one_at_a_time(recs)[1], "dead") == []
-
-
-def test_an_evaluations_only_log_written_again_line_by_line_is_not_a_stall():
-    # histories/wenxin-jiang__cs577-nlp__model-card-sandipan1994-t5-small-entailement-writer-t5-base.csv
-    # (healthy, no training loss logged): its first evaluations, 1.8185 (1.5 % above ln 6) and
-    # then well below, each line written four times
-    vals = [1.8185, 1.1957, 0.9771, 0.8964]
-    recs = [Record(4 * s + j, None, val_loss=v) for s, v in enumerate(vals) for j in range(4)]
-    assert raised(one_at_a_time(recs)[1], "dead") == []
+def test_a_six_digit_run_must_outlast_twice_the_logs_earlier_repeats():
+    # a value printed three times after the loss moved is a freeze ...
+    fresh = [2.4, 1.90113, 1.80452, 2.0112, 2.51936, 2.51936, 2.51936]
+    got = raised(one_at_a_time([Record(s, x) for s, x in enumerate(fresh)])[1], "dead")
+    assert [a.step for a in got] == [6] and "six significant digits for 3 records" in got[0].message
+    # ... but not in a log that already wrote one value twice: it needs five
+    twice = [2.4, 2.31847, 2.31847, 1.90113, 1.80452, 2.0112, 2.51936, 2.51936, 2.51936]
+    assert raised(one_at_a_time([Record(s, x) for s, x in enumerate(twice)])[1], "dead") == []
+    got = raised(one_at_a_time([Record(s, x) for s, x in enumerate(twice + [2.51936] * 2)])[1], "dead")
+    assert [a.step for a in got] == [10]

@@ -23,10 +23,11 @@ healthy log of the tune part nor healthy benchmark run (seeds 0-7) has two such 
 row.
 
 Or, the evaluations no better than chance: ``exact_chance_records`` separate evaluations in a
-row (the run's first aside), each at or above ln(k), as every evaluation before them was (or ln(k) itself as far as its four
-significant digits tell, :func:`~losswatch.detectors.dead_rules.at_chance.is_exactly`: 0.6931
-is ln 2 printed) and within ``val_chance_band`` of it, the training loss logged with each (if any) no lower than
-ln(k) less that band and within ``val_chance_band`` above it; the evaluations no longer falling
+row (the run's first aside), each at or above ln(k), as every evaluation before them was (or
+ln(k) itself as far as its four significant digits tell,
+:func:`~losswatch.detectors.dead_rules.at_chance.is_exactly`: 0.6931 is ln 2 printed), and
+within ``chance_band`` (:mod:`.at_chance`, 0.2 %) of it, the training loss logged with each (if
+any) no lower than ln(k) less that band and within ``val_chance_band`` above it; the evaluations no longer falling
 (on two separate evaluations in a row, each fall none or at most half the fall before it, the
 last smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k);
 one noisy evaluation slows one fall, not two); the logged LR not ramping up. A
@@ -39,12 +40,12 @@ starts at chance leaves the band downwards before its third evaluation after the
 benchmark's SGD CNNs sit within 0.2 % of ln 10 for at most 10 steps at their tuned LR,
 evaluated every 25); one that learns slowly (the benchmark's SGD CNNs at 1/100 of their LR, their
 evaluations 2.3113, 2.3100, 2.3086, ... 0.0013-0.0016 lower each time) passes through it at a
-steady pace. The band is the evaluations' (``val_chance_band``), not the training loss's 0.2 %:
-a near-uniform output evaluates within about 1 % of ln(k) on each evaluation (a BERT binary
-classifier whose accuracy is exactly 0.5 at every epoch: 0.6945, 0.6997, 0.6949, 0.6931,
-0.6932, its training loss 0.702-0.710), and what tells it from a network still learning is that
-none of its evaluations nor its training losses beats ln(k) and that their falls stalled,
-whatever the band; the episode watches that band too. In a log of evaluations only, an
+steady pace. A near-uniform output may evaluate 1 % off ln(k) (a BERT binary classifier whose
+accuracy is exactly 0.5 at every epoch: 0.6945, 0.6997, 0.6949, 0.6931, 0.6932), but a band that
+wide takes a classifier that starts slowly too (evaluations 0.6968, 0.6952, 0.6949, 0.6951, then
+0.689, 0.61, 0.52: told to stop at its fourth): the band stays the training loss's. A network
+that was once better than ln(k) has learned something, so every evaluation so far must be no
+better than it (a validation loss rising back through ln(k) overfits). In a log of evaluations only, an
 evaluation the same float as the one before is not counted (nor its fall of 0): with no
 training loss to tell a logger's copies by, a line written again would read as a stall (an
 LM's first evaluations, ~1 % above ln(vocabulary), each written four times).
@@ -151,7 +152,7 @@ def _no_better(v: float, lv: float) -> bool:
 def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
     """The run of separate evaluations at or just above ln(k), the training loss there too."""
     v, train = f.val[i], f.lprev[i]
-    lv = chance_level(v, d.val_chance_band)
+    lv = chance_level(v, d.chance_band)
     best = f.vbest[i]  # no evaluation so far beat ln(k) either: a network that was better has
     # learned something (a validation loss that rises through ln(k) overfits)
     if first or lv is None or not (_no_better(v, lv) and _no_better(best, lv)) or (train == train and not (
@@ -172,7 +173,7 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         tail = f", the training loss {train:.5g}" if train == train else ""
         return Why(f"the validation loss has been at or just above ln({k}) = {lv:.4f}, no better than a "
                    f"uniform guess over {k} classes, on {d.vb_n} separate evaluations (now {v:.5g}{tail})",
-                   lv, "val_loss", d.val_chance_band * lv,
+                   lv, "val_loss", d.chance_band * lv,
                    checks=f"The network evaluates no better than a uniform guess over {k} classes: stop and "
                    "check the labels (do they match the inputs? all one class?), the loss function, the "
                    "initialisation and the LR (far too high or too low).")

@@ -49,7 +49,10 @@ better than where the run started has learned nothing (a PSPNet fine-tune whose 
 saturated: 92.0984, then 122.271 = 1.4 x 87.3365 on every print). Not a run frozen from the first
 measurement (a logger that writes each line k times shows its first value k times before its
 copies are counted, :mod:`~losswatch.detectors.copies`), nor a value below the first loss (a
-full-batch optimisation converged at its floor prints one value to all its digits).
+full-batch optimisation converged at its floor prints one value to all its digits), and the run
+longer than twice any run of one six-digit value before it: a logger's copies repeat each value
+a bounded number of times, evenly or not (an export that merges a loss logged every 50 steps
+with an LR logged every 30 and fills the loss forward repeats each value on 2 or 3 rows).
 A loss frozen at exactly 0 counts only when the run started there (a model that memorised its
 data prints 0.0000 too, with a zero grad-norm, and is not dead); a small loss printed with four
 decimals (0.0003, fewer than three significant digits) is not judged at all: a converged
@@ -208,10 +211,14 @@ def _exactly_frozen(d: DeadDetector, f: Features, i: int, x: float, nl: int) -> 
         d.fz_xlast = -1
         return None
     if d.fz_xlast != nl - 1:
+        d.fz_xmax = max(d.fz_xmax, d.fz_xcur)  # the run before this one ended
         d.fz_xstart = nl - 1
     d.fz_xlast = nl
-    n = nl - d.fz_xstart + 1
-    if n >= d.unlearned_records and d.fz_xstart > 1 and x >= f.l0[i]:
+    n = d.fz_xcur = nl - d.fz_xstart + 1
+    # longer than twice any earlier run: a logger's copies repeat each value a bounded number of
+    # times, evenly or not (an export merging a loss and an LR logged every 50 and 30 steps,
+    # forward-filled: 2, 3, 2, 2, 3 rows a value)
+    if n >= d.unlearned_records and n > 2 * d.fz_xmax and d.fz_xstart > 1 and x >= f.l0[i]:
         return Why(f"the loss moved from {fmt(f.l0[i])} to {x:.6g} and has printed that value to six "
                    f"significant digits for {n} records in a row{each_written(d)}", x)
     return None
