@@ -149,7 +149,8 @@ class DeadDetector(Detector):
     #: state fields and their values before any record (states saved before a field existed
     #: start it afresh)
     _FRESH: ClassVar[dict[str, Any]] = {
-        "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "fz_xcur": 1, "fz_xmax": 1, "vp_n": 0, "vp_train": math.nan,
+        "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "fz_xcur": 1, "fz_xmax": 1,
+        "vp_n": 0, "vp_train": math.nan,
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,
