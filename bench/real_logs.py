@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE / "real"))
 sys.path.insert(0, str(HERE))
 from split import PARTS, part_of  # noqa: E402
 
-from log_variants import KEEP_AFTER, onset_row, thin_streams  # noqa: E402
+from log_variants import KEEP_AFTER, grid_gap, onset_row, thin_streams  # noqa: E402
 
 REAL = HERE / "real"
 PUBLIC_DIR = Path(os.environ.get("LOSSWATCH_PUBLIC_LOGS", HERE.parent.parent / "shared" / "data" / "public-logs"))
@@ -70,21 +70,35 @@ def source_path(rel: str) -> Path:
     return PUBLIC_DIR / rel.split("/", 1)[1] if rel.startswith("public/") else REAL / rel
 
 
-def thin_rows(rows: list[dict], onset: int) -> list[dict]:
+def thin_rows(rows: list[dict], onset: int, phase: int = 0) -> list[dict]:
     """The log written THIN_EVERY times less often: each stream (training loss, evaluations)
     once per THIN_EVERY logging intervals, on one grid of steps (log_variants.thin_streams:
     evaluations on rows of their own are thinned as evaluations, not dropped by where their
     period falls; one on the training loss's line stays on it), plus the onset row
     (the first at or after ``onset``) and the KEEP_AFTER rows after it, whole (the rows its
-    verdict is judged on, as the variants keep them)."""
+    verdict is judged on, as the variants keep them).
+
+    ``phase``: the grid starts that many logging intervals later (bench/thin_phases.py: a logger
+    writing 10 times less often could have started its grid anywhere); the steps are shifted
+    before thinning and restored after it, so the rows kept are the log's own."""
     if len(rows) < THIN_MIN_ROWS:
         return rows
     o = onset_row(rows, onset)
-    return thin_streams(rows, THIN_EVERY, set(range(o, min(o + KEEP_AFTER + 1, len(rows)))))
+    keep = set(range(o, min(o + KEEP_AFTER + 1, len(rows))))
+    if not phase:
+        return thin_streams(rows, THIN_EVERY, keep)
+    shift = phase * grid_gap(rows)
+    moved = [dict(r, step=repr(float(r["step"]) + shift)) for r in rows]
+    origin = {id(m): r for m, r in zip(moved, rows)}
+    steps = {m["step"]: r["step"] for m, r in zip(moved, rows)}
+    # thin_streams passes a kept row on as it is, or a copy with some values blanked
+    return [origin[id(k)] if id(k) in origin else dict(k, step=steps[k["step"]])
+            for k in thin_streams(moved, THIN_EVERY, keep)]
 
 
-def stage(labels: dict[str, dict], root: Path, thin: bool) -> Path:
-    """Copy (or thin) each file under ``root`` and write the scorer's LABELS.json there."""
+def stage(labels: dict[str, dict], root: Path, thin: bool, phase: int = 0) -> Path:
+    """Copy (or thin, its grid at ``phase``) each file under ``root`` and write the scorer's
+    LABELS.json there."""
     for rel, lab in labels.items():
         dst = root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -98,17 +112,17 @@ def stage(labels: dict[str, dict], root: Path, thin: bool) -> Path:
         with open(dst, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
-            w.writerows(thin_rows(rows, int(lab.get("onset") or 0)))
+            w.writerows(thin_rows(rows, int(lab.get("onset") or 0), phase))
     (root / "LABELS.json").write_text(json.dumps(labels, indent=1))
     return root / "LABELS.json"
 
 
-def score(labels: dict[str, dict], thin: bool, losswatch: Path = LOSSWATCH) -> dict[str, dict]:
-    """Verdict rows of score_real.py, keyed by file."""
+def score(labels: dict[str, dict], thin: bool, losswatch: Path = LOSSWATCH, phase: int = 0) -> dict[str, dict]:
+    """Verdict rows of score_real.py, keyed by file (thinned on a grid at ``phase``)."""
     if not labels:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        lab = stage(labels, Path(tmp), thin)
+        lab = stage(labels, Path(tmp), thin, phase)
         out = Path(tmp) / "verdicts.json"
         subprocess.run([sys.executable, str(SCORER), str(losswatch), str(lab), "--json", str(out)],
                        check=True, capture_output=True, text=True)

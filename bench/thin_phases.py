@@ -8,10 +8,9 @@ Usage::
 bench/real_logs.py thins every file of 100 rows or more to each stream once per 10 logging
 intervals, on one grid of steps that starts at step 0 (log_variants.thin_streams). A logger
 that writes 10 times less often could as well have started its grid 3 or 7 intervals later: the
-same run, other rows kept. Here the grid moves by ``phase`` logging intervals (the steps are
-shifted before thinning and restored after it, so the rows kept are the log's own), the onset
-row and the 3 rows after it are kept whole as there, and each phase's verdicts are compared
-with the full log's. Phase 0 is bench/real_logs.py's thinned corpus.
+same run, other rows kept. Here the grid moves by ``phase`` logging intervals
+(real_logs.thin_rows), the onset row and the 3 rows after it are kept whole as there, and each
+phase's verdicts are compared with the full log's. Phase 0 is bench/real_logs.py's thinned corpus.
 
 A verdict that changes at one phase and not at another rests on which rows were kept, not on
 the cadence: the spread over phases is the noise floor of the thinning figure.
@@ -23,51 +22,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from log_variants import grid_gap, thin_streams  # noqa: E402
-from real_logs import KEEP_AFTER, LOSSWATCH, SCORER, THIN_EVERY, THIN_MIN_ROWS, load_labels, onset_row, part_of, source_path  # noqa: E402
-
-
-def thin_at(rows: list[dict], onset: int, phase: int) -> list[dict]:
-    """``rows`` thinned as bench/real_logs.py thins them, its grid moved by ``phase`` logging
-    intervals; the rows kept are the given ones (their steps unchanged)."""
-    shift = phase * grid_gap(rows)
-    moved = [dict(r, step=repr(float(r["step"]) + shift)) for r in rows]
-    origin = {id(m): r for m, r in zip(moved, rows)}
-    o = onset_row(rows, onset)
-    kept = thin_streams(moved, THIN_EVERY, set(range(o, min(o + KEEP_AFTER + 1, len(rows)))))
-    # thin_streams passes a kept row on as it is, or a copy with some values blanked
-    steps = {m["step"]: r["step"] for m, r in zip(moved, rows)}
-    return [origin[id(k)] if id(k) in origin else dict(k, step=steps[k["step"]]) for k in kept]
+from real_logs import LOSSWATCH, THIN_EVERY, THIN_MIN_ROWS, load_labels, part_of, score, source_path  # noqa: E402
 
 
 def verdicts(labels: dict[str, dict], phase: int | None, losswatch: Path) -> dict[str, str]:
     """score_real.py's verdict per file: the full logs (``phase`` None) or thinned at ``phase``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for rel, lab in labels.items():
-            with open(source_path(rel), newline="") as f:
-                reader = csv.DictReader(f)
-                fields, rows = reader.fieldnames, [r for r in reader if (r.get("step") or "").strip()]
-            dst = root / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with open(dst, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                w.writerows(rows if phase is None else thin_at(rows, int(lab.get("onset") or 0), phase))
-        (root / "LABELS.json").write_text(json.dumps(labels))
-        out = root / "verdicts.json"
-        subprocess.run([sys.executable, str(SCORER), str(losswatch), str(root / "LABELS.json"), "--json", str(out)],
-                       check=True, capture_output=True, text=True)
-        return {r["file"]: r["verdict"] for r in json.loads(out.read_text())["rows"]}
+    rows = score(labels, phase is not None, losswatch, phase or 0)
+    return {f: r["verdict"] for f, r in rows.items()}
 
 
 def main(argv=None) -> int:

@@ -119,7 +119,7 @@ def _loss_core(st: dict[str, Any], p: dict[str, float], xs: Sequence[float], ste
     if nsd != nsd:  # NaN: a state saved before it existed starts it from the level's noise
         nsd = sd
     pbest, pstep, alt, amp, dlast = st["pbest"], st["pstep"], st["alt"], st["amp"], st["dlast"]
-    pnl = st.get("pnl", 0)  # absent in states saved before it existed
+    pnl = st["pnl"]
     # the trend must fall below this to count as progress: recomputed only when pbest moves
     pfloor = pbest - peps * (pbest if pbest >= 0.0 else -pbest)
     k = len(xs)
@@ -219,20 +219,20 @@ def _column(values: Sequence, dtype: type, k: int) -> np.ndarray:
 
 
 _FOLD_STATE = ("nl", "lprev", "lp2", "fast", "slow", "sd", "nsd", "trend", "pbest", "pstep", "pnl", "alt", "amp", "dlast")
+_fold_state = itemgetter(*_FOLD_STATE)
 
 
 def _loss_fold(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: np.ndarray) -> dict[str, np.ndarray]:
     """``_loss_core(st, p, xs.tolist(), steps.tolist())`` in compiled code (``_recursions.c``: the
     same operations in the same order, so the same floats to the bit; the batch path's cost)."""
     k = len(xs)
-    state = [st.get(c, 0) if c == "pnl" else st[c] for c in _FOLD_STATE]  # pnl: as _loss_core
-    if state[6] != state[6]:  # nsd NaN: as _loss_core, a state saved before it existed
-        state[6] = state[5]
+    # nsd NaN: as _loss_core, a state saved before it existed starts it from the level's noise
+    state = _fold_state(st if st["nsd"] == st["nsd"] else {**st, "nsd": st["sd"]})
     params = (p["alpha_fast"], p["alpha_slow"], p["alpha_trend"], p["alpha_osc"], p["win_k"], p["win_r"],
               p["plateau_eps"], SECOND_DIFF_SCALE)
     out_f = np.empty((8, k), dtype=np.float64)
     out_i = np.empty((2, k), dtype=np.int64)
-    new = _recursions.loss_fold(params, tuple(state), np.ascontiguousarray(xs, dtype=np.float64),
+    new = _recursions.loss_fold(params, state, np.ascontiguousarray(xs, dtype=np.float64),
                                 np.ascontiguousarray(steps, dtype=np.int64), out_f, out_i)
     if k:  # the entries _loss_core updates (nl, lprev, lp2 are the callers')
         st.update(zip(_FOLD_STATE[3:], new[3:]))

@@ -93,8 +93,8 @@ def test_loss_fold_reads_old_states_as_the_python_loop_does():
     xs = [2.0, 1.9, 1.95, 1.7]
     features._loss_core(state, dict(features.DEFAULT_PARAMS), xs, [0, 1, 2, 3])
     state.update(nl=4, lprev=1.7, lp2=1.95, nsd=math.nan)  # saved before nsd existed
-    del state["pnl"]  # ... and before pnl did
-    _fold_both(state, [1.6, 1.65, 1.4, 1.41], [4, 5, 6, 7])
+    del state["pnl"]  # ... and before pnl did: loaded as the Engine loads a saved state
+    _fold_both({**features.initial_state(), **state}, [1.6, 1.65, 1.4, 1.41], [4, 5, 6, 7])
 
 
 @given(st.lists(st.floats(min_value=-features.CLIP, max_value=features.CLIP, allow_nan=False), max_size=60))
