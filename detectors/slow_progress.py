@@ -64,7 +64,10 @@ class SlowProgressDetector(RaiseLRDetector):
     is about), but the run must also have ``min_records`` loss records: a log thinned to every
     10th row, or one whose step column counts 7 per record, reaches step 256 while its loss is
     still in its steep first phase by the run's own clock (on the benchmark's healthy runs, 26
-    such logs out of 76 were told to raise the LR; none at full cadence).
+    such logs out of 76 were told to raise the LR; none at full cadence). A sparser log, with
+    ``sparse_records`` to ``min_records`` records, is judged only at a logged LR never lowered
+    and only when its fall is near-linear over two doublings, both ways (the test of
+    ``unlogged``).
     Resolves at the next checkpoint where ``h < ratio / 2`` or once the LR has been raised 2x
     (without a logged LR: once the loss falls 2x as fast per step as at the alert, the LR's
     raise seen in the loss; ``raise_lr.RAISED``).
@@ -190,6 +193,33 @@ class SlowProgressDetector(RaiseLRDetector):
         (bench/real/histories/arshchawla21__mainrun__sweeps-1-optim-sgd-lr0.0003-mainrun-log.csv,
         no LR logged) falls 9.77 -> 9.40 in 512 steps at 0.93 / 1.1 and is found at step 512.
         The benchmark's runs all log their LR: none is judged by it.
+    sparse_records : int, default 32
+        A log with at least this many loss records but fewer than ``min_records`` (an epoch
+        table, a log thinned to one row in 10, a sweep that logs every 10-50 steps) is judged,
+        but only at a logged LR that was never lowered (at its peak so far: a decaying
+        schedule's tail, or a warm-up's, is not judged) and only by the test of ``unlogged``
+        (``h``, the share of the doubling before and the ratio of the two doublings' falls per
+        step all within [``unlogged``, 1 / ``unlogged``], the doubling before with
+        ``sparse_records`` / 2 records or more). The floor of ``min_records`` is there because
+        the level (~10 records of memory) lags by a large part of a doubling in a sparse log,
+        and that lag makes a steep first phase look slow by ``h`` alone; it does not make it
+        near-linear both ways: a lagged exponential gives ``h`` > 2 while the lag spans the drop
+        (the level at the checkpoint still near the first loss) and a share of the doubling
+        before far below 0.5 once it has passed (constant-LR descents with time constants of
+        30-300 steps, a loss every 10 steps: never judged). A fall that the LR limits is
+        near-linear at any cadence: the tune part's LR-too-low runs at a constant LR 1e-4
+        (vukrosic exp2 and exp3, found at step 256 at full cadence) thinned to one row in 10
+        (104 records) fall at ``h`` 0.89-1.21, 1.63-1.89 and 0.72-0.92 and are found at steps
+        520-731. Without a logged LR a sparse log is not judged: the tune part's healthy DPO
+        fine-tune (LR 5e-7, decaying) without its LR column, thinned to one row in 2, 3 or 5,
+        falls near-linearly by DPO's design (0.66-0.78 / 0.52-0.99 / 0.64-1.13) and was told
+        to raise the LR; with its LR logged it is never at its peak when judged. The same log
+        with its LR held constant is told to raise it at step 2,900 at full cadence (``h``
+        0.37) already, and at 1,460-2,900 thinned: the sparse path gives a thinned log the
+        verdict its full log gets, no other. 32 records put the doubling before at 16 or more,
+        past the level's first records. Row 97 of bench/results/detector-changelog.md lowered
+        ``min_records`` itself (64, 32) without this test: healthy DPO, T5 and CS336 logs were
+        told to raise the LR.
 
     Examples
     --------
@@ -215,11 +245,12 @@ class SlowProgressDetector(RaiseLRDetector):
                  min_records: int = 256, per_doubling: int = 2, given_back: float = 0.5,
                  climb_z: float = 4.0, steady: float = 0.2, anneal: float = 0.6,
                  speed_up: float = 1.1, sustained: float = 0.17, drop: float = 0.6,
-                 drop_pair: float = 0.85, unlogged: float = 0.5) -> None:
+                 drop_pair: float = 0.85, unlogged: float = 0.5, sparse_records: int = 32) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup,
                          min_records=min_records, per_doubling=per_doubling, given_back=given_back,
                          climb_z=climb_z, steady=steady, anneal=anneal, speed_up=speed_up,
-                         sustained=sustained, drop=drop, drop_pair=drop_pair, unlogged=unlogged)
+                         sustained=sustained, drop=drop, drop_pair=drop_pair, unlogged=unlogged,
+                         sparse_records=sparse_records)
         # cps: str(k) -> [trend, peak LR, step, best level, raw best, LR (NaN when not logged),
         # loss records] at the first record of checkpoint k (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
@@ -298,13 +329,16 @@ class SlowProgressDetector(RaiseLRDetector):
             return False
         return fell * (s_c - s_b) <= fell_b * (step - s_c)
 
-    def two_doublings(self, k: int, l0: float, trend: float, step: int) -> tuple[float, float] | None:
+    def two_doublings(self, k: int, l0: float, trend: float, step: int,
+                      records: int | None = None) -> tuple[float, float] | None:
         """The doubling before the one that ends at checkpoint ``k`` (at ``step``, level ``trend``)
         against it: that doubling's share of the progress made before it, and the fall per step in
         the last doubling over the fall per step in that one (``None`` while that doubling is within
-        the first ``min_step / 2`` steps or ``min_records / 2`` records, or made no progress)."""
+        the first ``min_step / 2`` steps or ``records / 2`` records (``min_records`` unless given),
+        or made no progress)."""
         before, start = self.cps.get(str(k - 2 * self.per_doubling)), self.cps.get(str(k - self.per_doubling))
-        if before is None or start is None or 2 * before[2] < self.min_step or 2 * before[6] < self.min_records:
+        floor = self.min_records if records is None else records
+        if before is None or start is None or 2 * before[2] < self.min_step or 2 * before[6] < floor:
             return None
         (t_b, s_b), (t_c, s_c) = (before[0], before[2]), (start[0], start[2])
         made_b, fell_b = l0 - t_b, t_b - t_c
@@ -312,7 +346,8 @@ class SlowProgressDetector(RaiseLRDetector):
             return None
         return fell_b / made_b, ((t_c - trend) / (step - s_c)) / (fell_b / (s_c - s_b))
 
-    def linear_without_lr(self, k: int, h: float, l0: float, step: int, f, i: int) -> tuple[float, float] | None:
+    def linear_without_lr(self, k: int, h: float, l0: float, step: int, f, i: int,
+                          records: int | None = None) -> tuple[float, float] | None:
         """Without a logged LR, is the fall near-linear over the last two doublings, both ways:
         ``h``, the share of the doubling before (:meth:`two_doublings`) and the ratio of their
         falls per step all between ``unlogged`` and ``1 / unlogged``, and the fall not sped up
@@ -323,7 +358,7 @@ class SlowProgressDetector(RaiseLRDetector):
         to the next), and a healthy descent's ``h`` is ``exp(-c / tau)`` (>= 0.5 only within
         0.69 time constants of its start), a power law's smaller still. The two figures of
         :meth:`two_doublings` if so (the alert quotes them), else None."""
-        two = self.two_doublings(k, l0, f.slow[i], step)
+        two = self.two_doublings(k, l0, f.slow[i], step, records)
         if two is None or not all(self.unlogged <= x <= 1.0 / self.unlogged for x in (h, *two)):
             return None
         return None if self.sped_up(k, self.cps[str(k - self.per_doubling)][0], f.slow[i], step) else two
@@ -366,8 +401,9 @@ class SlowProgressDetector(RaiseLRDetector):
         lr = float(f.lrlast[i]) if f.nlr[i] > 0 else None
         self.cps[str(k)] = [trend, peak, step, f.best[i], f.rbest[i], math.nan if lr is None else lr, f.nl[i]]
         prev = self.cps.get(str(k - self.per_doubling))
-        if prev is None or step < self.min_step or f.nl[i] < self.min_records:
+        if prev is None or step < self.min_step or f.nl[i] < min(self.min_records, self.sparse_records):
             return
+        sparse = f.nl[i] < self.min_records
         t_c, peak_c, _, best_c, rbest_c, lr_c, _ = prev
         l0 = f.l0[i]
         made = l0 - t_c
@@ -383,7 +419,17 @@ class SlowProgressDetector(RaiseLRDetector):
         if not logged_from_start(int(f.l0_step[i]), step, int(f.nl[i]), FROM_START_GAPS):
             return  # an excerpt or a resumed run: its first loss is no start, so h against it says nothing
         unlogged = lr is None
-        linear = self.linear_without_lr(k, h, l0, step, f, i) if unlogged else None
+        if sparse:
+            # a sparse log: the level's lag (~10 records) spans much of a doubling, so only a fall
+            # that stays near-linear over two doublings, both ways, at a logged LR never lowered
+            # is judged
+            if lr is None or not lr >= peak:
+                return
+            linear = self.linear_without_lr(k, h, l0, step, f, i, self.sparse_records)
+            if linear is None:
+                return
+        else:
+            linear = self.linear_without_lr(k, h, l0, step, f, i) if unlogged else None
         if unlogged and linear is None:
             return  # no LR logged: a warm-up, a decay or an annealing would pass unseen
         if recent < self.z * f.sd[i]:
@@ -408,7 +454,8 @@ class SlowProgressDetector(RaiseLRDetector):
             share_b, per_step = linear
             ev.update(share_before=share_b, pace_ratio=per_step)
             held = (f", and the doubling before made {fmt(100 * share_b)}% of the progress before it, "
-                    f"at {fmt(per_step)}x its fall per step (no LR logged)")
+                    f"at {fmt(per_step)}x its fall per step"
+                    f"{' (no LR logged)' if unlogged else f' ({int(f.nl[i])} records)'}")
             why = "The loss is still falling at an almost linear pace: the steps are too small."
         else:
             held = ", at the pace of the doubling before" if sustained else ""

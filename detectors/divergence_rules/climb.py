@@ -14,11 +14,38 @@ Condition: ``climb`` or more consecutive rises of the raw loss (``features.up_n`
 ``features.rbest`` when that is higher: a climb that starts from one lucky low record is mostly
 its bounce back; on the progress scale, ``progress.LEVEL_SHARE``:
 the climb has undone a quarter of the progress made, or added half the starting value when
-the run started near it), and the climb from that start >= ``climb_z`` x the typical
+the run started near it) *or* back at or above the first loss (``features.l0``) from a start
+``climb_z`` typical changes below it, in a log that begins where training began
+(:func:`~losswatch.detectors.progress.logged_from_start`), while the evaluations, where at
+least two were logged, are not at their best (all the progress the run made is undone; see
+below), and the climb from that start >= ``climb_z`` x the typical
 record-to-record change of the loss (``features.amp``). Not when the latest record is itself a
 spike (:func:`~losswatch.detectors.spike.is_spike`, the spike rule's defaults): a bad batch at
 the end of a noise wiggle is a spike, not a climb. Not under a cyclic LR on its way up (CLR and
 SGDR raise the loss by design), as in :mod:`.sustained`.
+
+Back above the first loss: a run whose loss falls little against its level (an epoch log of a
+CIFAR CNN at ~1.6, a fine-tune) never climbs "half its level again" however long it climbs, yet
+a climb record by record back above its first loss has undone every gain of the run. The first
+loss of an epoch log is the average over the untrained start, and the first record of a step log
+the untrained model itself: a model that learns holds below it, and one that climbs back past it
+on each record is being pushed the wrong way by its steps. The test is on the loss's own
+scale, so a constant added to the loss (another loss's offset) does not change it, where the
+ratio to the level does. The fall before the climb must be real (``climb_z`` usual changes, as
+the climb itself): the first record of a flat noisy loss is one draw, and the loss is back
+above it on about half of its records (the tail of a healthy Alpaca fine-tune, cut to its
+last 80 %, rose on five records in a row from its second one, past its first at its noise
+floor, 0.033 below it: 2.7 usual changes). The usual change is an average over the records
+seen, and an excerpt's first records are too few to know the noise: its first loss is one draw
+of a level the run had reached, not the untrained start, and is not used (the benchmark's
+healthy linear regression under a one-cycle LR at 10x, cut to begin at its middle,
+bench/cadence.py: a dip from 0.62 to 0.44 and five rises to 0.71 within its first 12 records
+passed both tests above). Where evaluations are logged and the last one is the best so far, the
+climb is the training objective's (regularisation, augmentation or a harder curriculum switched
+on: the model gets better on held-out data): not this case.
+The tune part's RMSProp CIFAR-10 run at lr 0.005 (bench/real, LR too high) falls 1.819 -> 1.623
+at epoch 2 and climbs on each of the next seven epochs to 1.831 (13 % of its level, 12.8 usual
+changes), its validation loss 1.545 -> 2.204: caught at epoch 9, where it passes its first loss.
 
 Parameters
 ----------
@@ -53,7 +80,8 @@ A fit that reached its best and then rises on every logged iteration:
 
 References
 ----------
-bench/real/histories/lamco-admin__lamcogaussianimage__baseline1-divergence-finding.csv
+bench/real/histories/lamco-admin__lamcogaussianimage__baseline1-divergence-finding.csv and
+bench/real/histories/zhengzheren77__cifar10-classification__model-history-csv__rmsprop-bs32-lr0-005-vgg1.csv
 (provenance in bench/real/SOURCES.md); Smith 2017 (cyclical learning rates raise the loss by
 design).
 """
@@ -65,7 +93,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
-from ..progress import _pratio, pratio_arr
+from ..progress import _pratio, logged_from_start, pratio_arr
 from ..spike import SPIKE_SUDDEN, is_spike
 
 if TYPE_CHECKING:
@@ -79,14 +107,30 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, up_n:
     if f.rbest[i] > base:  # a lucky low record does not set where the climb started
         base = f.rbest[i]
     rise = x - base
-    if rise >= d.climb_z * f.amp[i] and _pratio(x, base, l0) >= d.level_ratio and \
-            not (f.rev[i] >= 2 and f.lrdir[i] > 0) and \
+    if not rise >= d.climb_z * f.amp[i]:
+        return None
+    back = not _pratio(x, base, l0) >= d.level_ratio
+    if back and not undone(d, f, i, x, base, l0):
+        return None
+    if not (f.rev[i] >= 2 and f.lrdir[i] > 0) and \
             not is_spike(x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], d.spike_z, d.spike_rel, SPIKE_SUDDEN):
         start = f"the best it held, {fmt(base)}," if base > f.up_base[i] else fmt(base)
-        return (f"climbed on each of its last {up_n} records, from {start} to {fmt(x)} "
+        again = f", back above its first loss {fmt(l0)}" if back else ""
+        return (f"climbed on each of its last {up_n} records, from {start} to {fmt(x)}{again} "
                 f"({fmt(rise / f.amp[i]) if f.amp[i] > 0.0 else 'many'} times its usual change "
                 f"from one record to the next)", "climb")
     return None
+
+
+def undone(d: DivergenceDetector, f: Features, i: int, x: float, base: float, l0: float) -> bool:
+    """All the progress the run made is undone: the climb is back at or above the first loss,
+    from a start that lay ``climb_z`` usual changes below it, in a log that begins where
+    training began, while the evaluations (where logged) are not at their best."""
+    if not (x >= l0 and l0 - base >= d.climb_z * f.amp[i]):
+        return False
+    if not logged_from_start(int(f.l0_step[i]), int(f.step[i]), int(f.nl[i])):
+        return False  # an excerpt's first loss is one draw of a level the run had reached
+    return not (f.nv[i] >= 2 and f.vlast[i] <= f.vbest[i])
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
@@ -95,5 +139,6 @@ def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     reach ``step`` cost the batch path its Python decision code)."""
     x = f.a("loss")
     base = np.maximum(f.a("up_base"), f.a("rbest"))  # NaN-safe enough: a NaN start is a "maybe"
+    l0 = f.a("l0")
     return (f.a("up_n") >= d.climb) & ~(x - base < d.climb_z * f.a("amp")) & \
-        ~(pratio_arr(x, base, f.a("l0")) < d.level_ratio)
+        (~(pratio_arr(x, base, l0) < d.level_ratio) | ~(x < l0))
