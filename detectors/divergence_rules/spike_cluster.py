@@ -4,9 +4,9 @@ One spike is a bad batch (no LR action: the spike detector's note); several in a
 are instability that ends in divergence, once they drag the loss *level* up with them: the
 level (``features.slow``) must be >= ``level_ratio`` x its best (progress scale) on the spike's
 record, the bar of :mod:`.sustained`. Spikes after which the level came back each time are
-the run's own spike rate, not a lost run: the spike detector notes each one and exports the
-rate (issue 12, item 5: a warning when the rate rises well above the run's baseline or a
-spike does not recover). Reinforcement-learning value losses spike this way all run long (a
+the run's own spike rate, not a lost run: the spike detector notes each one, exports the
+rate and warns when it rises well above the run's own baseline; a spike that does not come
+back raises the level, and the rules here see that. Reinforcement-learning value losses spike this way all run long (a
 Stable-Baselines3 PPO log of the corpus's tune part: its loss falls 4,601 -> 133 while single
 rows jump to ~10,700 at steps 480, 500 and 530, each back on its descent on the next row; the
 cluster of three raised "cut the LR 10x" at 530).
