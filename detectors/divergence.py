@@ -256,7 +256,7 @@ class DivergenceDetector(Detector):
             if rule is None:
                 rule = lr_jump.check(self, rec)
             if rule is None:
-                rule = spike_cluster.check(self, rec)
+                rule = spike_cluster.check(self, rec, high)
             spikes.remember(self, f, i, rec, nl, step)
         if rule is None and huge_gn:
             rule = grad_norm.check(self, f, i, x, best)
