@@ -48,6 +48,26 @@ def test_a_burst_of_spikes_well_above_the_runs_own_rate_is_a_warning():
     assert warned[0].evidence["spikes_in_window"] == 4
 
 
+def _steady_spikes(burst_at: list[int]) -> list:
+    """A 3,000-record healthy run with a data spike every 140 records (the 1.5B GPT-2 speedrun's
+    rate: 72 in 10,174) up to record 1,900, then the spikes at ``burst_at``."""
+    losses, gns, lrs = healthy_curve(3000, seed=4)
+    for s in list(range(100, 1900, 140)) + burst_at:
+        losses[s] *= 3.0
+    return raised(replay(losses, gns, lrs)[1], "spike")
+
+
+def test_four_spikes_in_a_window_at_the_runs_own_steady_rate_are_chance_not_a_burst():
+    # 13 spikes in 1,872 records before the window: ~1 per window, so four in one window come
+    # about once in 50 windows by chance (Poisson), though it is 4x the rate the run showed
+    spikes = _steady_spikes([2000, 2030, 2060, 2090])
+    assert len([a for a in spikes if a.step >= 2000]) == 4
+    assert [a.severity for a in spikes] == ["info"] * len(spikes)
+    # seven in one window: the sixth is a burst at that rate (P ~ 3e-4), one warning for them all
+    warned = [a for a in _steady_spikes(list(range(2000, 2120, 18))) if a.severity == "warning"]
+    assert len(warned) == 1 and warned[0].evidence["spikes_in_window"] == 6
+
+
 def test_the_first_records_show_a_jump_to_twice_the_level_without_a_noise_estimate():
     # a log excerpt that begins three records before the jump (BLOOM-13B: 2.77 -> 7.34)
     spikes = raised(replay([2.776, 2.773, 2.768, 7.344, 8.716, 7.654])[1], "spike")
