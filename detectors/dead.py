@@ -44,8 +44,9 @@ class DeadDetector(Detector):
     first loss, well above a loss the run already reached), ``frozen`` (the loss the same to four
     significant digits; to six on three records, at or above the first loss, after it moved),
     ``at_chance`` (the loss at ln(k) without new lows, or at ln(k) itself after coming from another
-    level), ``flat_start`` (every loss since the first within the chance band). An evaluation's
-    verdict wins over a loss record's on the same row.
+    level, or within 0.05 % of ln(k) on fewer records), ``flat_start`` (every loss since the
+    first within the chance band; fewer records within half of it). An evaluation's verdict wins
+    over a loss record's on the same row.
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
     ``blowup`` x the first loss) or collapsed (back at or above the first loss after its raw
@@ -64,9 +65,9 @@ class DeadDetector(Detector):
     All keyword parameters of the rules, each documented once, in the module of the rule it
     belongs to (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``frozen_records``, ``unlearned_records`` (frozen); ``lr_off`` (weights_frozen); ``chance_records``,
-    ``exact_chance_records``, ``chance_band`` (at_chance); ``val_chance_band``
+    ``exact_chance_records``, ``close_chance_records``, ``chance_band`` (at_chance); ``val_chance_band``
     (evaluations_at_chance); ``collapse_records``, ``collapse_drop`` (collapsed);
-    ``flat_start_records`` (flat_start); ``zero_records`` (zero_start).
+    ``flat_start_records``, ``flat_start_close_records`` (flat_start); ``zero_records`` (zero_start).
     Shared: ``blowup`` 2 (a loss level this many times the first loss before it froze is a
     blow-up), ``factor`` 0.1 (the LR cut advised after a blow-up or a collapse) and ``rearm`` 3
     (records off the dead value that close the episode).
@@ -82,7 +83,7 @@ class DeadDetector(Detector):
     []
     >>> stays = [2.3026, 2.3025] * 5
     >>> [(a.kind, a.step, a.action.type) for a in drive(DeadDetector(), [Record(s, x) for s, x in enumerate(stays)])]
-    [('dead', 5, 'stop')]
+    [('dead', 3, 'stop')]
 
     Each rule module shows its own case (ln 2 in :mod:`.dead_rules.at_chance`; a collapse after
     learning, in :mod:`.dead_rules.collapsed`, gets the LR cut instead of the stop).
@@ -103,13 +104,15 @@ class DeadDetector(Detector):
                  val_chance_band: float = 0.015, collapse_records: int = 5, collapse_drop: float = 0.05,
                  lr_off: float = 0.01, blowup: float = 2.0, factor: float = 0.1, rearm: int = 3,
                  flat_start_records: int = 6, zero_records: int = 2, exact_chance_records: int = 3,
-                 unlearned_records: int = 3) -> None:
+                 unlearned_records: int = 3, close_chance_records: int = 4,
+                 flat_start_close_records: int = 5) -> None:
         super().__init__(frozen_records=frozen_records, chance_records=chance_records,
                          chance_band=chance_band, val_chance_band=val_chance_band,
                          collapse_records=collapse_records, collapse_drop=collapse_drop, lr_off=lr_off,
                          blowup=blowup, factor=factor, rearm=rearm, flat_start_records=flat_start_records,
                          zero_records=zero_records, exact_chance_records=exact_chance_records,
-                         unlearned_records=unlearned_records)
+                         unlearned_records=unlearned_records, close_chance_records=close_chance_records,
+                         flat_start_close_records=flat_start_close_records)
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
@@ -122,6 +125,7 @@ class DeadDetector(Detector):
         self.ch_rbest = math.inf  # raw best on the run's previous record, and the record ordinal
         self.ch_improved = -1  # (nl) of its last real improvement: a dead run makes no new lows
         self.ch_exact = 0  # records in a row at ln(k) itself
+        self.ch_close = 0  # records in a row within the close band of ln(k)
         self.v_prev = math.nan  # last finite val loss and the run of equal ones
         self.v_first = math.nan  # the first finite val loss and its step
         self.v_first_step = -1
@@ -141,6 +145,7 @@ class DeadDetector(Detector):
         self.cl_evals: list[tuple[int, float]] = []  # evaluation each saw (count, last value)
         self.fs_alive = True  # flat from the start: the band of every loss since the first,
         self.fs_lo, self.fs_hi, self.fs_n = math.inf, -math.inf, 0  # while no loss left it
+        self.fs_new = 0  # the records of those with a value of their own
         self.zs_alive = True  # zero from the start: no loss but 0 yet
         self.moved = 0  # records off the dead value since the episode opened
         # lines a logger writes more than once (copies)
@@ -152,12 +157,12 @@ class DeadDetector(Detector):
         "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "fz_xcur": 1, "fz_xmax": 1,
         "vp_n": 0, "vp_train": math.nan,
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
-        "ch_improved": -1, "ch_exact": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
+        "ch_improved": -1, "ch_exact": 0, "ch_close": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
         "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [], "cl_evals": [],
-        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "zs_alive": True, "moved": 0,
+        "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "fs_new": 0, "zs_alive": True, "moved": 0,
         "cp_run": 0, "cp_k": 0, "cp_guess": 0, "cp_odd": 0, "cp_copies": 0}
 
     def get_state(self) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_a_classifier_at_chance_while_its_lr_warms_up_is_not_dead():
 def test_a_classifier_at_chance_under_its_full_lr_is_still_dead_and_so_after_a_warm_up():
     losses, lrs = _at_chance_then_learning(ramp=0)
     dead = raised(replay(losses, lrs=lrs)[1], "dead", "warning")
-    assert dead and dead[0].step == 5
+    assert dead and dead[0].step == 4  # five values within 0.1 % (flat_start's close band)
     # the same flat loss after a 20-step warm-up: dead once the LR stops rising
     r = random.Random(6)
     losses = [2.3026 * (1 + r.uniform(-0.0015, 0.0015)) for _ in range(60)]

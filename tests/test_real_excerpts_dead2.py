@@ -59,7 +59,8 @@ def test_not_while_the_lr_ramps_up_then_on_the_first_record_after():
 def test_the_alert_resolves_once_the_loss_moves():
     losses = [5.0, 5.004, 5.002, 5.001, 5.003, 5.0, 4.9, 4.8, 4.7, 4.6]
     got = drive(DeadDetector(), [Record(s, x) for s, x in enumerate(losses)])
-    assert [(a.event, a.step, a.resolved_step) for a in got] == [("raised", 5, None), ("resolved", 5, 8)]
+    # five values of their own within 0.1 % (flat_start's close band): raised on the fifth
+    assert [(a.event, a.step, a.resolved_step) for a in got] == [("raised", 4, None), ("resolved", 4, 8)]
 
 
 FROZEN = "issues/deeplabcut__deeplabcut__2922__lr0.001.csv"  # 0.01463, then 0.01462 on every line
@@ -84,7 +85,7 @@ def test_a_state_saved_before_the_rule_existed_is_past_its_first_records():
     d.set_state(old)
     recs = [Record(s, 11.17 + 0.001 * (s % 3)) for s in range(100, 110)]
     assert drive(d, recs) == []
-    assert [a.step for a in drive(DeadDetector(), recs)] == [105]
+    assert [a.step for a in drive(DeadDetector(), recs)] == [104]  # five values within 0.1 %
 
 
 def test_evaluations_that_move_within_the_band_do_not_end_the_flat_start():

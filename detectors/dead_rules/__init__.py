@@ -18,8 +18,8 @@ verdict in this order raises the alert:
    (constant at or above the first loss, well above a loss the run already reached),
    :mod:`.frozen` (the loss the same to four significant digits; to six on three records
    at or above the first loss once it moved), :mod:`.at_chance` (the loss
-   at ln(k) without new lows), :mod:`.flat_start` (every loss since the first within a 0.2 %
-   band: a warning without an action, the evidence of a few records being thin).
+   at ln(k) without new lows, or within 0.05 % of it), :mod:`.flat_start` (every loss since the first within a 0.2 %
+   band, or five values within 0.1 %: a warning without an action, the evidence of a few records being thin).
 
 The shape of a rule module: ``observe(d, f, i)`` (``evaluation(d, f, i, prev)`` for the rules
 read on an evaluation, ``prev`` the previous finite validation loss) keeps the rule's run and

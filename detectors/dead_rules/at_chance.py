@@ -5,8 +5,11 @@ Condition, on a loss record: ``chance_records`` consecutive losses all within ``
 the same chance level ln(k) (:data:`CHANCE_CLASSES`: k classes, or a tokenizer's vocabulary),
 the last half of them without a new low of the raw best (``features.rbest``) in the first four
 digits (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000); or, for a run whose first loss was at
-another level, ``exact_chance_records`` in a row at ln(k) itself to four significant digits. A healthy loss that descends through
-ln(k) keeps making new lows. Not while a logged LR is still ramping up
+another level, ``exact_chance_records`` in a row at ln(k) itself to four significant digits; or
+``close_chance_records`` separate measurements in a row within a quarter of ``chance_band``
+of ln(k) (:data:`CLOSE`: 0.05 %, 2.3026 +- 0.0012), whatever the first loss: the output is
+the uniform guess up to a rounding, and no run that learns sits that close to ln(k) that long.
+A healthy loss that descends through ln(k) keeps making new lows. Not while a logged LR is still ramping up
 (``features.lr_ramping``): a run at chance in its warm-up has not had its LR yet (a healthy
 one-cycle CNN of the benchmark sits within 0.2% of ln 10 at steps 14-19 while its LR climbs from
 1/25 of its peak); judged again once the ramp ends.
@@ -29,6 +32,16 @@ exact_chance_records : int, default 3
     healthy minibatch loss with noise in its 4th digit that descends through ln(k) can land
     three records in a row within half a unit of it (a PINN's loss plus 1 wobbling
     1.0985-1.0988 on its way down, bench/healthy_variants.py).
+close_chance_records : int, default 4
+    Records in a row within 0.05 % of ln(k), each a value of its own (the same value again, a
+    logger's copy or a frozen print, neither extends the run nor breaks it: :mod:`.frozen`
+    judges prints that repeat). The short logs of a network stuck at a uniform output print
+    it to 3-4 digits with a little noise in the last (Caffe's display loss creeping 6.90501,
+    6.90635, 6.90681, 6.90704 towards ln 1000 = 6.90776; a Keras epoch log at 2.3030, 2.3029
+    against ln 10 = 2.3026) and show 4-10 such records; no healthy log of the tune part nor
+    healthy benchmark run (seeds 0-7), full or every 2nd/5th/10th/50th row, has more than 2 in a
+    row (from its first record or later). An LR far too low that keeps a run at chance (the benchmark's LR /100
+    runs: 3-4 records) is a stuck run too.
 chance_band : float, default 0.002
     0.2% of ln(k) (2.3026 +- 0.005): a network with a constant output prints ln(k) to three
     or four digits on every record (per-epoch logs of dead CNNs: 2.3021-2.3030), while a
@@ -43,12 +56,12 @@ Examples
 >>> from losswatch.detectors import Engine
 >>> from losswatch.detectors.types import Record
 >>> eng = Engine("r")
->>> losses = [0.6945, 0.6932, 0.6931, 0.6931, 0.6932, 0.6931, 0.6931, 0.6931, 0.6932]
+>>> losses = [0.6943, 0.6938, 0.6925, 0.6938, 0.6926, 0.6937, 0.6925, 0.6938, 0.6926]
 >>> out = [a for s, x in enumerate(losses) for a in eng.update(Record(s, x))]
 >>> [(a.kind, a.step, a.action.type) for a in out]
-[('dead', 6, 'stop')]
+[('dead', 8, 'stop')]
 >>> out[0].message
-'run is dead at step 6: the loss has sat at 0.693 for 7 records: ln(2) = 0.6931, the loss of a uniform guess over 2 classes'
+'run is dead at step 8: the loss has sat at 0.693 for 9 records: ln(2) = 0.6931, the loss of a uniform guess over 2 classes'
 
 A run that came there from another level collapsed: three records of ln(k) itself are enough
 (a log of every epoch, or every 1,000 steps, shows no more):
@@ -57,6 +70,15 @@ A run that came there from another level collapsed: three records of ln(k) itsel
 >>> out = [a for s, x in enumerate([5.7976, 2.3026, 2.3026, 2.3026]) for a in eng.update(Record(s, x))]
 >>> [(a.kind, a.step, a.action.type) for a in out]
 [('dead', 3, 'stop')]
+
+A short excerpt that sits within 0.05 % of ln(k) needs four values (a Caffe display loss
+converging onto ln 1000 = 6.9078 from its first print):
+
+>>> eng = Engine("r")
+>>> out = [a for s, x in enumerate([6.91161, 6.90501, 6.90635, 6.90681, 6.90704])
+...        for a in eng.update(Record(20 * s, x))]
+>>> [(a.kind, a.step, a.action.type) for a in out]
+[('dead', 80, 'stop')]
 
 References
 ----------
@@ -92,6 +114,8 @@ CHANCE_CLASSES = tuple(range(2, 11)) + (100, 1000) + (
 CHANCE_LEVELS = np.array(sorted(math.log(k) for k in CHANCE_CLASSES))
 _LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
 CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
+#: The close band, as a share of ``chance_band``: within it ``close_chance_records`` tell
+CLOSE = 0.25
 
 
 def is_exactly(x: float, lv: float) -> bool:
@@ -129,9 +153,14 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         return None  # the run breaks by its record count
     rb = f.rbest[i]
     exact = is_exactly(x, lv)
+    close = abs(x - lv) <= CLOSE * d.chance_band * lv
     if d.ch_last != nl - 1 or lv != d.ch_level:
         d.ch_start, d.ch_level, d.ch_improved, d.ch_exact = nl, lv, nl, int(exact)
+        d.ch_close = int(close)
     else:
+        # the same value again is a logger's copy or a frozen print (:mod:`.frozen`'s): no
+        # new measurement of the level
+        d.ch_close = 0 if not close else d.ch_close + int(x != f.b_lprev[i])
         if rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
             d.ch_improved = nl
         # a uniform output prints ln(k) itself on every record, the same digits each time; a loss
@@ -147,6 +176,10 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     if n >= d.chance_records and nl - d.ch_improved >= d.chance_records // 2:
         return Why(f"the loss has sat at {fmt(x)} for {n} records{each_written(d)}: ln({k}) = {lv:.4f}, the loss of a "
                    f"uniform guess over {k} classes", lv)
+    # closer to ln(k) than a healthy run sits there: fewer records tell
+    if d.ch_close >= d.close_chance_records:
+        return Why(f"the loss has sat within {fmt(100 * CLOSE * d.chance_band)}% of ln({k}) = {lv:.4f}, the loss of a "
+                   f"uniform guess over {k} classes, for {d.ch_close} records{each_written(d)} (now {x:.6g})", lv)
     # a run that came to exactly ln(k) from another level collapsed to a uniform output (one
     # that starts at chance, as an initialisation does, is judged by the longer run above)
     if d.ch_exact >= d.exact_chance_records and chance_level(f.l0[i], d.chance_band) != lv:
