@@ -153,7 +153,9 @@ class SpikeDetector(Detector):
     idea: the share of spiky steps, judged against the run's own baseline), and that many in one
     window are unlikely by chance at the run's own rate: ``P(N >= spikes) < chance`` for
     ``N ~ Poisson(window x (spikes before + 1) / records before)`` (one spike of pseudocount: a
-    finite history never shows a rate of zero). A long healthy run with a spike every ~140
+    finite history never shows a rate of zero), once two or more spikes before the window give
+    a rate to test against (with fewer, the rate factor alone judges: a burst after a clean
+    history is news). A long healthy run with a spike every ~140
     records has four in one window about once in 80 windows, which the rate factor alone called
     a burst. Only spikes that
     undo ``rel`` of the progress made (first loss - level) count toward it, and a burst is one
@@ -318,7 +320,7 @@ class SpikeDetector(Detector):
         # and a burst is one warning (the next spikes of the same window are notes)
         burst = counts and before >= self.window and in_window >= self.burst and \
             in_window / self.window >= self.rate_factor * base and rec - self.warned > self.window and \
-            poisson_tail(in_window, self.window * (earlier + 1) / before) < self.chance
+            (earlier < 2 or poisson_tail(in_window, self.window * (earlier + 1) / before) < self.chance)
         if burst:
             self.warned = rec
         ev.update(spikes_in_window=in_window, spike_rate=in_window / self.window)

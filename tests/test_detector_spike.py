@@ -161,3 +161,12 @@ def test_on_a_flat_run_the_spike_rule_keeps_the_level_and_takes_the_smaller_nois
     assert recent_reference(1.9, 1.4, 1.74, 1.11, 0.3) == (1.9, 0.3)
     # both below it by more: the level lags a descent; the higher of the two and the smaller noise
     assert recent_reference(1.0, 0.3, 0.5, 0.45, 0.02) == (0.5, 0.02)
+
+
+def test_a_burst_of_four_after_a_clean_history_warns():
+    # no spike in the first 270 records: no rate to test a count against, four are news
+    losses, gns, lrs = healthy_curve(370, seed=4)
+    for s in (270, 280, 290, 300):
+        losses[s] *= 3.0
+    spikes = raised(replay(losses, gns, lrs)[1], "spike")
+    assert [(a.step, a.severity) for a in spikes if a.severity == "warning"] == [(300, "warning")]

@@ -104,3 +104,21 @@ def test_an_excerpts_first_loss_is_no_start_to_climb_back_to():
     recs = [Record(200 + k, x, g, lr, 0.600473 if k == 0 else None) for k, (x, g, lr) in enumerate(LINREG_200)]
     assert _climbs(one_at_a_time(recs)[1]) == []
     assert _climbs(_batch(recs)) == []
+
+
+def test_a_bump_above_the_first_loss_while_the_lr_still_warms_up_is_not_all_progress_undone():
+    # a fine-tune falls 1.00 -> 0.86, then bumps back to 1.06 over ten records while its LR is
+    # still ramping up (a 40-record warm-up), then trains on: the streak rule exempts a warm-up,
+    # and so does the climb back above the first loss
+    import math
+    import random
+
+    rng = random.Random(1)
+    recs = []
+    for s in range(200):
+        lr = 2e-5 * min(1.0, (s + 1) / 40) * (1 - s / 220)
+        level = 1.0 - 0.01 * s if s < 15 else (0.86 + 0.02 * (s - 15) if s < 25 else
+                                               0.53 * math.exp(-(s - 25) / 60) + 0.5)
+        recs.append(Record(step=s * 10, loss=level + rng.gauss(0, 0.004), lr=lr))
+    _, alerts = one_at_a_time(recs)
+    assert raised(alerts, "divergence") == []

@@ -17,8 +17,8 @@ the climb has undone a quarter of the progress made, or added half the starting 
 the run started near it) *or* back at or above the first loss (``features.l0``) from a start
 ``climb_z`` typical changes below it, in a log that begins where training began
 (:func:`~losswatch.detectors.progress.logged_from_start`), while the evaluations, where at
-least two were logged, are not at their best (all the progress the run made is undone; see
-below), and the climb from that start >= ``climb_z`` x the typical
+least two were logged, are not at their best, and not while a logged LR still ramps up (all
+the progress the run made is undone; see below), and the climb from that start >= ``climb_z`` x the typical
 record-to-record change of the loss (``features.amp``). Not when the latest record is itself a
 spike (:func:`~losswatch.detectors.spike.is_spike`, the spike rule's defaults): a bad batch at
 the end of a noise wiggle is a spike, not a climb. Not under a cyclic LR on its way up (CLR and
@@ -93,6 +93,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
+from ..features import lr_ramping
 from ..progress import _pratio, logged_from_start, pratio_arr
 from ..spike import SPIKE_SUDDEN, is_spike
 
@@ -125,8 +126,9 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, up_n:
 def undone(d: DivergenceDetector, f: Features, i: int, x: float, base: float, l0: float) -> bool:
     """All the progress the run made is undone: the climb is back at or above the first loss,
     from a start that lay ``climb_z`` usual changes below it, in a log that begins where
-    training began, while the evaluations (where logged) are not at their best."""
-    if not (x >= l0 and l0 - base >= d.climb_z * f.amp[i]):
+    training began, while the evaluations (where logged) are not at their best, and not while a
+    logged LR still ramps up (a warm-up's bump: the streak rule exempts it the same way)."""
+    if not (x >= l0 and l0 - base >= d.climb_z * f.amp[i]) or lr_ramping(f, i):
         return False
     if not logged_from_start(int(f.l0_step[i]), int(f.step[i]), int(f.nl[i])):
         return False  # an excerpt's first loss is one draw of a level the run had reached
