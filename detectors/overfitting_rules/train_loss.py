@@ -39,14 +39,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import fmt
+from .held_above import EPOCH_GAP
 
 if TYPE_CHECKING:
     from ..features import Features
+    from ..overfitting import OverfittingDetector
 
 
 def no_train(f: Features, i: int) -> bool:
     """Has the log written no training loss up to row ``i``?"""
     return f.nl[i] == 0
+
+
+def train_at(d: OverfittingDetector, f: Features, i: int) -> float:
+    """The training loss at the evaluation on row ``i``, as :mod:`.steady_rise` and :mod:`.drift`
+    compare it: in an epoch log (at most ``held_above.EPOCH_GAP`` records since the evaluation
+    before) the one logged with it, or the last before it; in a dense log its level
+    (``features.slow``, ~10 records): there one record is one minibatch's draw."""
+    return f.slow[i] if d.eval_gap > EPOCH_GAP else f.lprev[i]
 
 
 def advice_words(f: Features, i: int) -> str:
