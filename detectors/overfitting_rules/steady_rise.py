@@ -25,8 +25,9 @@ at the evaluations, not as a long running level: a trend (~50 records) still fal
 first steps' descent lags, and made an unstable run (its per-step loss flat at 0.45-0.6 while the
 validation loss wandered up) look like a memorising one. But where many training records lie
 between two evaluations (a dense per-step log), the one at the evaluation is one minibatch's
-draw: three such draws fall in a row one time in six around a flat level, so it is read as the
-level over the last ~10 records (``features.slow``), which an evaluation 25 records later no
+draw: three such draws fall in a row one time in six around a flat level, so from
+:data:`~.train_loss.DENSE_GAP` (10) records between evaluations it is read as the level over
+the last ~10 records (``features.slow``), which an evaluation 10 or more records later no
 longer lags; an epoch log's line is already the mean over its epoch and is read as it is. Set
 by: a held-out benchmark run (least squares, Adam at 10x; bench/holdout seed 2) flat at ~0.55
 with draws from 0.2 to 1.4, whose single records at four evaluations fell 0.72 -> 0.64 -> 0.50
