@@ -22,14 +22,12 @@ class LRAnomalyDetector(Detector):
       peak): after ``zero_patience`` records. When it *decayed* there smoothly, that is the end of
       a schedule (cosine touches 0 on its last step; llm.c's log prints 0.000000 for its last
       2%): only once it has lasted ``long_frac`` of the run's LR records (a schedule that ends
-      far too early, or a per-epoch scheduler stepped per batch). Not at all while it holds a
-      positive value exactly, reached on entering the band or by a step from a value held
-      ``zero_patience`` records, or held itself ``zero_patience`` records: that is the floor the
-      user set (ReduceLROnPlateau's ``min_lr``, which it may step down to through the band, or
-      a cosine schedule's ``eta_min`` once the decay has reached it; Keras' ReduceLROnPlateau
-      from Adam's 1e-3 down to the common ``min_lr=1e-6`` ends at exactly ``zero_frac`` x its
-      peak), and a schedule at its end. A value that changes on every record is a decay going
-      on, judged as above. Never positive: after ``start_patience`` records (a warm-up
+      far too early, or a per-epoch scheduler stepped per batch). Not at all when the first LR
+      in that band is a positive floor it holds exactly on every record since: that is the
+      floor the user set (Keras' ReduceLROnPlateau from Adam's 1e-3 down to the common
+      ``min_lr=1e-6`` ends at exactly ``zero_frac`` x its peak). A floor reached by steps
+      *through* the band is not told apart from a step decay stepped per batch, which keeps
+      stepping down the same way (the benchmark's schedule bugs): both are judged as a decay. Never positive: after ``start_patience`` records (a warm-up
       from 0 starts at 0 for one step).
     * LR up more than ``jump`` x per step -> **warning**, action ``scale_lr`` back to the
       previous value; unless the jump returns to (at most) the run's earlier peak: that is a warm
@@ -79,25 +77,19 @@ class LRAnomalyDetector(Detector):
         self.pre_zero = 0.0  # LR just before the current run of ~zero LRs
         self.zero_start = 0  # LR-record count where the current run of zero LRs began
         self.zero_last = -1
-        self.zero_floor = -1.0  # the LR value held in the band now (-1: none known)
-        self.floor_since = 0  # LR-record count where that value began
-        self.floor_stepped = False  # it arrived on entering the band or by a step from a held value
+        self.zero_floor = -1.0  # the LR held on every record of that run (-1: it moved, or was 0)
         self.mode = ""  # what the active episode is about: "bad", "zero", "jump"
         self.ref = 0.0  # pre-jump LR
         self.opened_at = 0  # LR-record count at which the episode opened
 
     def get_state(self) -> dict[str, Any]:
         return {"zero_start": self.zero_start, "zero_last": self.zero_last, "pre_zero": self.pre_zero,
-                "zero_floor": self.zero_floor, "floor_since": self.floor_since,
-                "floor_stepped": self.floor_stepped, "mode": self.mode,
+                "zero_floor": self.zero_floor, "mode": self.mode,
                 "ref": self.ref, "opened_at": self.opened_at}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.zero_start, self.zero_last, self.pre_zero = d["zero_start"], d["zero_last"], d["pre_zero"]
         self.zero_floor = d.get("zero_floor", -1.0)  # absent in older states: no floor is known
-        # absent in states saved before a floor could restart: the held value began the run
-        self.floor_since = d.get("floor_since", self.zero_start)
-        self.floor_stepped = d.get("floor_stepped", True)
         self.mode, self.ref, self.opened_at = d["mode"], d["ref"], d["opened_at"]
 
     def screen(self, f):
@@ -150,10 +142,9 @@ class LRAnomalyDetector(Detector):
             if self.zero_last != nlr - 1:
                 self.zero_start = nlr
                 self.pre_zero = f.b_lrlast[i]
-                self.zero_floor, self.floor_since, self.floor_stepped = lr, nlr, True
-            elif lr != self.zero_floor:  # a step if the value before was held, else a decay
-                self.floor_stepped = nlr - self.floor_since >= self.zero_patience
-                self.zero_floor, self.floor_since = lr, nlr
+                self.zero_floor = lr
+            elif lr != self.zero_floor:
+                self.zero_floor = -1.0
             self.zero_last = nlr
             n = nlr - self.zero_start + 1
             had_positive = peak > 0.0
@@ -162,8 +153,8 @@ class LRAnomalyDetector(Detector):
                 need = self.start_patience
             elif sudden:
                 need = self.zero_patience
-            elif lr > 0.0 and (self.floor_stepped or nlr - self.floor_since + 1 >= self.zero_patience):
-                return  # a positive value held exactly: the user's min_lr
+            elif lr > 0.0 and lr == self.zero_floor:
+                return  # decayed to a positive floor it holds exactly: the user's min_lr
             else:  # decayed smoothly to ~0: the end of a schedule, unless it lasts
                 need = self.long_frac * nlr
                 if need < self.zero_patience:

@@ -60,28 +60,12 @@ def test_an_lr_jump_is_a_rate_per_step_across_the_gap_between_logged_rows():
     assert jump and jump[0].step == 1 and jump[0].action.type == "scale_lr"
 
 
-def _reduce_on_plateau(min_lr: float, n: int = 400) -> list:
-    """ReduceLROnPlateau x0.1 every 20 records from 1e-3, down to ``min_lr``."""
-    return [max(1e-3 * 0.1 ** (s // 20), min_lr) for s in range(n)]
-
-
-def _decaying_loss(n: int = 400) -> list:
-    return [1.0 + 2.0 * math.exp(-s / 50) + 0.01 * math.sin(s) for s in range(n)]
-
-
-def test_an_lr_stepped_down_to_a_min_lr_it_then_holds_is_no_zero_lr():
-    # 1e-6 is exactly 1e-3 of the peak (the band's edge); 1e-7 is reached through the band
-    for min_lr in (1e-6, 1e-7):
-        _, alerts = replay(_decaying_loss(), lrs=_reduce_on_plateau(min_lr))
-        assert raised(alerts, "lr_anomaly") == [], min_lr
-
-
-def test_a_cosine_that_decays_to_its_eta_min_and_holds_it_is_no_zero_lr():
-    lrs = [5e-7 + (1e-3 - 5e-7) * 0.5 * (1 + math.cos(math.pi * min(s, 200) / 200)) for s in range(400)]
-    assert raised(replay(_decaying_loss(), lrs=lrs)[1], "lr_anomaly") == []
-
-
-def test_an_lr_that_keeps_decaying_toward_zero_still_warns_once_it_lasts():
-    lrs = [1e-3 * math.exp(-s / 20) for s in range(400)]  # a new value on every record
-    lr = raised(replay(_decaying_loss(), lrs=lrs)[1], "lr_anomaly")
-    assert [a.severity for a in lr] == ["warning"] and lr[0].action.params["factor"] > 1
+def test_an_lr_decayed_to_a_min_lr_at_the_bands_edge_that_it_then_holds_is_no_zero_lr():
+    # ReduceLROnPlateau x0.1 every 20 records from 1e-3 down to min_lr=1e-6: exactly 1e-3 of the
+    # peak, the first LR in the ~0 band, held from there on
+    lrs = [max(1e-3 * 0.1 ** (s // 20), 1e-6) for s in range(400)]
+    losses = [1.0 + 2.0 * math.exp(-s / 50) + 0.01 * math.sin(s) for s in range(400)]
+    assert raised(replay(losses, lrs=lrs)[1], "lr_anomaly") == []
+    # stepping on through the band is a per-batch-stepped decay's shape too: judged as a decay
+    lrs = [1e-3 * 0.1 ** (s // 20) for s in range(400)]
+    assert [a.severity for a in raised(replay(losses, lrs=lrs)[1], "lr_anomaly")] == ["warning"]
