@@ -217,9 +217,9 @@ class SlowProgressDetector(RaiseLRDetector):
         with its LR held constant is told to raise it at step 2,900 at full cadence (``h``
         0.37) already, and at 1,460-2,900 thinned: the sparse path gives a thinned log the
         verdict its full log gets, no other. 32 records put the doubling before at 16 or more,
-        past the level's first records. Row 97 of bench/results/detector-changelog.md lowered
-        ``min_records`` itself (64, 32) without this test: healthy DPO, T5 and CS336 logs were
-        told to raise the LR.
+        past the level's first records. Lowering ``min_records`` itself (to 64 or 32) without this
+        test was measured (bench/results/detector-changelog.md): healthy DPO, T5 and CS336 logs
+        were told to raise the LR.
 
     Examples
     --------
