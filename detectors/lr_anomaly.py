@@ -27,8 +27,9 @@ class LRAnomalyDetector(Detector):
       floor the user set (Keras' ReduceLROnPlateau from Adam's 1e-3 down to the common
       ``min_lr=1e-6`` ends at exactly ``zero_frac`` x its peak). A floor reached by steps
       *through* the band is not told apart from a step decay stepped per batch, which keeps
-      stepping down the same way (the benchmark's schedule bugs): both are judged as a decay. Never positive: after ``start_patience`` records (a warm-up
-      from 0 starts at 0 for one step).
+      stepping down the same way (the benchmark's schedule bugs): both are judged as a decay.
+      Never positive: after ``start_patience`` records (a warm-up from 0 starts at 0 for one
+      step).
     * LR up more than ``jump`` x per step -> **warning**, action ``scale_lr`` back to the
       previous value; unless the jump returns to (at most) the run's earlier peak: that is a warm
       restart (SGDR) or a new cycle, healthy by design. A 10x *drop* is a step decay
