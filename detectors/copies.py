@@ -102,7 +102,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> bool:
     """On a loss record: extend or end the run of identical lines; is this line a copy?"""
     if d.cp_k == 1:
         return False
-    if f.nl[i] > 1 and f.loss[i] == f.b_lprev[i]:
+    if f.nl[i] > 1 and not new_value(f, i):
         d.cp_run += 1
     else:
         if d.cp_run and f.nl[i] - d.cp_run > 1:
@@ -121,6 +121,14 @@ def each_written(d: DeadDetector) -> str:
     """The words an alert adds to a count of measurements when each is written on several lines."""
     k = d.cp_k or d.cp_guess
     return f", each written {k} times" if k > 1 else ""
+
+
+def new_value(f: Features, i: int) -> bool:
+    """Is the loss on row ``i`` a value of its own: not the same as the line before, which is a
+    logger's copy or a frozen print either way (the first loss in view is: NaN before it)? The
+    rules that need values that differ (the close bands of :mod:`.dead_rules.at_chance` and
+    :mod:`.dead_rules.flat_start`) count these; :func:`measurements` counts a frozen print."""
+    return bool(f.loss[i] != f.b_lprev[i])
 
 
 def measurements(d: DeadDetector, f: Features, i: int) -> int:

@@ -329,16 +329,13 @@ class SlowProgressDetector(RaiseLRDetector):
             return False
         return fell * (s_c - s_b) <= fell_b * (step - s_c)
 
-    def two_doublings(self, k: int, l0: float, trend: float, step: int,
-                      records: int | None = None) -> tuple[float, float] | None:
+    def two_doublings(self, k: int, l0: float, trend: float, step: int, records: int) -> tuple[float, float] | None:
         """The doubling before the one that ends at checkpoint ``k`` (at ``step``, level ``trend``)
         against it: that doubling's share of the progress made before it, and the fall per step in
         the last doubling over the fall per step in that one (``None`` while that doubling is within
-        the first ``min_step / 2`` steps or ``records / 2`` records (``min_records`` unless given),
-        or made no progress)."""
+        the first ``min_step / 2`` steps or ``records / 2`` records, or made no progress)."""
         before, start = self.cps.get(str(k - 2 * self.per_doubling)), self.cps.get(str(k - self.per_doubling))
-        floor = self.min_records if records is None else records
-        if before is None or start is None or 2 * before[2] < self.min_step or 2 * before[6] < floor:
+        if before is None or start is None or 2 * before[2] < self.min_step or 2 * before[6] < records:
             return None
         (t_b, s_b), (t_c, s_c) = (before[0], before[2]), (start[0], start[2])
         made_b, fell_b = l0 - t_b, t_b - t_c
@@ -347,9 +344,10 @@ class SlowProgressDetector(RaiseLRDetector):
         return fell_b / made_b, ((t_c - trend) / (step - s_c)) / (fell_b / (s_c - s_b))
 
     def linear_without_lr(self, k: int, h: float, l0: float, step: int, f, i: int,
-                          records: int | None = None) -> tuple[float, float] | None:
+                          records: int) -> tuple[float, float] | None:
         """Without a logged LR, is the fall near-linear over the last two doublings, both ways:
-        ``h``, the share of the doubling before (:meth:`two_doublings`) and the ratio of their
+        ``h``, the share of the doubling before (:meth:`two_doublings`, that doubling past its
+        first ``records / 2`` records) and the ratio of their
         falls per step all between ``unlogged`` and ``1 / unlogged``, and the fall not sped up
         within the doubling that ends at checkpoint ``k``? Only a pace the LR limits looks like
         that: a warm-up nobody logged speeds the fall up as its LR rises (and, once it ends, the
@@ -429,7 +427,7 @@ class SlowProgressDetector(RaiseLRDetector):
             if linear is None:
                 return
         else:
-            linear = self.linear_without_lr(k, h, l0, step, f, i) if unlogged else None
+            linear = self.linear_without_lr(k, h, l0, step, f, i, self.min_records) if unlogged else None
         if unlogged and linear is None:
             return  # no LR logged: a warm-up, a decay or an annealing would pass unseen
         if recent < self.z * f.sd[i]:

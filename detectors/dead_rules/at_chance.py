@@ -95,7 +95,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..base import fmt
-from ..copies import each_written, measurements
+from ..copies import each_written, measurements, new_value
 from ..features import lr_ramping
 from . import Why
 from .frozen import same_4_digits
@@ -160,7 +160,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     else:
         # the same value again is a logger's copy or a frozen print (:mod:`.frozen`'s): no
         # new measurement of the level
-        d.ch_close = 0 if not close else d.ch_close + int(x != f.b_lprev[i])
+        d.ch_close = 0 if not close else d.ch_close + int(new_value(f, i))
         if rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
             d.ch_improved = nl
         # a uniform output prints ln(k) itself on every record, the same digits each time; a loss

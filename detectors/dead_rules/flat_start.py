@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..copies import each_written
+from ..copies import each_written, new_value
 from ..features import lr_ramping
 from . import Why
 
@@ -105,7 +105,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     x = f.loss[i]
     d.fs_lo, d.fs_hi = min(d.fs_lo, x), max(d.fs_hi, x)
     d.fs_n += 1
-    d.fs_new += int(x != f.b_lprev[i])  # a value of its own (the first record's is: NaN before it)
+    d.fs_new += int(new_value(f, i))
     if not _in_band(d.fs_lo, d.fs_hi, d.chance_band):
         d.fs_alive = False
         return None
