@@ -222,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--losswatch", type=Path, default=LOSSWATCH,
                     help="the losswatch command to replay with (e.g. an older checkout's, for a before/after)")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(HERE.parent)}")
+    ap.add_argument("--md", type=Path, help="also write the report of the parts run to this file (e.g. the tune "
+                    "part's per-file verdicts while changing a detector)")
     a = ap.parse_args(argv)
     if not SCORER.exists():
         print(f"real_logs: no scorer at {SCORER} (set LOSSWATCH_SCORE_REAL)", file=sys.stderr)
@@ -241,6 +243,8 @@ def main(argv=None) -> int:
                   + (f"{changed}" if isinstance(changed, int) else f"{len(changed)} {changed[:6]}"))
     if not a.no_write and set(parts) == set(PARTS):
         RESULTS.write_text(report(figs))
+    if a.md:
+        a.md.write_text(report(figs))
     return 0
 
 
