@@ -140,6 +140,8 @@ class DeadDetector(Detector):
         self.vb_level, self.vb_n = -1.0, 0  # evaluations no better than chance: their level, the
         self.vb_v, self.vb_fall = math.nan, math.inf  # run's length; the last separate evaluation,
         self.vb_slow = 0  # its fall and the falls in a row that slowed
+        self.vb_low, self.vb_since = math.inf, 0  # the lowest separate evaluation, and those since
+        self.vs_level, self.vs_n = -1.0, 0  # evaluations near one ln(k), values of their own
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row, and the
         self.cl_evals: list[tuple[int, float]] = []  # evaluation each saw (count, last value)
@@ -161,7 +163,8 @@ class DeadDetector(Detector):
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
-        "vb_fall": math.inf, "vb_slow": 0, "cl_last": -1, "cl_vals": [], "cl_evals": [],
+        "vb_fall": math.inf, "vb_slow": 0, "vb_low": math.inf, "vb_since": 0, "vs_level": -1.0, "vs_n": 0,
+        "cl_last": -1, "cl_vals": [], "cl_evals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "fs_new": 0, "zs_alive": True, "moved": 0,
         "cp_run": 0, "cp_k": 0, "cp_guess": 0, "cp_odd": 0, "cp_copies": 0}
 

@@ -5,7 +5,10 @@ Condition, on a loss record: ``chance_records`` consecutive losses all within ``
 the same chance level ln(k) (:data:`CHANCE_CLASSES`: k classes, or a tokenizer's vocabulary),
 the last half of them without a new low of the raw best (``features.rbest``) in the first four
 digits (0.6931 = ln 2, 2.3026 = ln 10, 10.37 = ln 32000); or, for a run whose first loss was at
-another level, ``exact_chance_records`` in a row at ln(k) itself to four significant digits; or
+another level, ``exact_chance_records`` in a row at ln(k) itself to four significant digits (for
+a run whose first loss was at chance too, where at least as many evaluations were logged, none
+ever below ln(k) by more than ``val_chance_band`` and the last ``exact_chance_records``, values
+of their own, within it); or
 ``close_chance_records`` separate measurements in a row within a quarter of ``chance_band``
 of ln(k) (:data:`CLOSE`: 0.05 %, 2.3026 +- 0.0012), whatever the first loss: the output is
 the uniform guess up to a rounding, and no run that learns sits that close to ln(k) that long.
@@ -26,7 +29,13 @@ exact_chance_records : int, default 3
     on every epoch after). Three records are that collapse at any cadence (the tune part's
     collapsed logs print 6-9; thinned to every 3rd row, 3-4); no healthy log of the tune part
     nor healthy benchmark run (seeds 0-7) prints ln(k) to four digits on even two records in a
-    row. A run that starts at chance (an initialisation does) needs ``chance_records``. Each
+    row. A run that starts at chance (an initialisation does) needs ``chance_records``, unless
+    its evaluations, a second and separate measurement, have never left ln(k) either (their
+    band, ``val_chance_band``): a Keras epoch log of a 3-class model that prints 1.0988, then
+    1.0986 = ln 3 for four epochs, its validation loss 1.0974-1.1003. A zero-initialised head
+    that prints ln(k) on its first steps has not been evaluated three times by then, or learns
+    before it has: no healthy log of the tune part (nor its variants) prints ln(k) itself on
+    three records in a row from a first loss at chance, evaluations or not. Each
     record after the first must also repeat the one before it to four significant digits
     (:func:`.frozen.same_4_digits`): a uniform output's loss is ln(k) on every batch, while a
     healthy minibatch loss with noise in its 4th digit that descends through ln(k) can land
@@ -185,7 +194,22 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     if d.ch_exact >= d.exact_chance_records and chance_level(f.l0[i], d.chance_band) != lv:
         return Why(f"the loss came from {fmt(f.l0[i])} to exactly ln({k}) = {lv:.4f}, the loss of a "
                    f"uniform guess over {k} classes, and has printed it for {d.ch_exact} records{each_written(d)}", lv)
+    # a run that starts at chance and prints ln(k) itself while its evaluations, a second and
+    # separate measurement, have never left ln(k) either: the output is the uniform guess on the
+    # training batches and on the held-out set alike
+    if d.ch_exact >= d.exact_chance_records and evaluations_at(d, f, i, lv):
+        return Why(f"the loss has printed exactly ln({k}) = {lv:.4f}, the loss of a uniform guess over {k} "
+                   f"classes, for {d.ch_exact} records{each_written(d)}, and its last {d.vs_n} evaluations sat "
+                   f"within {fmt(100 * d.val_chance_band)}% of it (now {fmt(f.vlast[i])})", lv)
     return None
+
+
+def evaluations_at(d: DeadDetector, f: Features, i: int, lv: float) -> bool:
+    """Have the last ``exact_chance_records`` evaluations or more, each a value of its own, been
+    within ``val_chance_band`` of ln(k) = ``lv`` (:mod:`.evaluations_at_chance` keeps that run),
+    and none ever below it by more than that band?"""
+    return d.vs_level == lv and d.vs_n >= d.exact_chance_records and \
+        f.vbest[i] >= lv - d.val_chance_band * lv
 
 
 def forget(d: DeadDetector) -> None:

@@ -27,10 +27,20 @@ row (the run's first aside), each at or above ln(k), as every evaluation before 
 ln(k) itself as far as its four significant digits tell,
 :func:`~losswatch.detectors.dead_rules.at_chance.is_exactly`: 0.6931 is ln 2 printed), and
 within ``chance_band`` (:mod:`.at_chance`, 0.2 %) of it, the training loss logged with each (if
-any) no lower than ln(k) less that band and within ``val_chance_band`` above it; the evaluations no longer falling
+any) no lower than ln(k) less that band and within ``val_chance_band`` above it, or anywhere
+above where the run's first evaluation was within ``val_chance_band`` of ln(k) (the evaluations
+never were anywhere but no better than chance, and a training loss above chance is no better
+either: a Keras loss adds the weight penalties of its layers and prints far above ln(k), an
+EfficientNet on 100 sorghum cultivars 8.65 -> 8.38 while its evaluations sit at 4.607-4.615
+against ln 100 = 4.605. Evaluations that fell onto ln(k) from far above it with the training
+loss above the band are not read: a converged binary classifier's log shifted by +1, its
+evaluations 1.098-1.099 and its training loss 1.11-1.13, is in other units, not at chance);
+the evaluations no longer falling
 (on two separate evaluations in a row, each fall none or at most half the fall before it, the
 last smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k);
-one noisy evaluation slows one fall, not two); the logged LR not ramping up. A
+one noisy evaluation slows one fall, not two; or no new low beyond the fourth digit on the last
+two separate evaluations: a stuck evaluation wobbles in its last digits, up and down, which
+resets a run of slowing falls on every rise); the logged LR not ramping up. A
 cross-entropy at or above ln(k) is no better than the uniform guess: a network that learned
 anything about its labels evaluates below ln(k), and a network that sits just above it,
 evaluation after evaluation, has an output that carries no information (a MobileNet on CIFAR-10
@@ -40,7 +50,7 @@ starts at chance leaves the band downwards before its third evaluation after the
 benchmark's SGD CNNs sit within 0.2 % of ln 10 for at most 10 steps at their tuned LR,
 evaluated every 25); one that learns slowly (the benchmark's SGD CNNs at 1/100 of their LR, their
 evaluations 2.3113, 2.3100, 2.3086, ... 0.0013-0.0016 lower each time) passes through it at a
-steady pace. A near-uniform output may evaluate 1 % off ln(k) (a BERT binary classifier whose
+steady pace, a new low on every evaluation. A near-uniform output may evaluate 1 % off ln(k) (a BERT binary classifier whose
 accuracy is exactly 0.5 at every epoch: 0.6945, 0.6997, 0.6949, 0.6931, 0.6932), but a band that
 wide takes a classifier that starts slowly too (evaluations 0.6968, 0.6952, 0.6949, 0.6951, then
 0.689, 0.61, 0.52: told to stop at its fourth): the band stays the training loss's. A network
@@ -108,10 +118,24 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     falls = separate and not (f.nl[i] == 0 and v == prev)
     if falls:
         _track_falls(d, v)
+    _track_at_level(d, v, prev)
     exact = _at_ln_k_itself(d, f, i, first, separate)
     above = _no_better_than_chance(d, f, i, first, falls)
     near = _near_ln_k(d, f, i)
     return exact or above or near
+
+
+def _track_at_level(d: DeadDetector, v: float, prev: float) -> None:
+    """The run of evaluations within ``val_chance_band`` of one ln(k), counted in values of their
+    own (the same float again, a logger repeating its last evaluation, neither extends nor breaks
+    it): :mod:`.at_chance` reads it for a training loss at ln(k) itself from a first loss at chance."""
+    lv = chance_level(v, d.val_chance_band)
+    if lv is None:
+        d.vs_n = 0
+    elif lv != d.vs_level or d.vs_n == 0:
+        d.vs_level, d.vs_n = lv, 1
+    elif v != prev:
+        d.vs_n += 1
 
 
 def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
@@ -136,6 +160,10 @@ def _track_falls(d: DeadDetector, v: float) -> None:
     """On a separate evaluation: its fall from the one before, and the run of falls in a row
     that slowed (at most half the fall before, or none). A repeated row is no evaluation: its
     fall of 0 would read as a stall."""
+    if v < d.vb_low - 5e-5 * abs(v):  # a new low beyond the 4th digit
+        d.vb_low, d.vb_since = v, 0
+    else:
+        d.vb_since += 1
     if d.vb_v == d.vb_v:
         fall = d.vb_v - v
         slowed = fall <= 0.0 or (d.vb_fall < math.inf and fall <= 0.5 * d.vb_fall)
@@ -155,8 +183,13 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
     lv = chance_level(v, d.chance_band)
     best = f.vbest[i]  # no evaluation so far beat ln(k) either: a network that was better has
     # learned something (a validation loss that rises through ln(k) overfits)
-    if first or lv is None or not (_no_better(v, lv) and _no_better(best, lv)) or (train == train and not (
-            lv - d.chance_band * lv <= train <= lv + d.val_chance_band * lv)):
+    # a training loss below the band has learned its batches; one above the evaluations' band
+    # is read only where the evaluations began at ln(k) (the first within that band), so never
+    # were anywhere but no better than chance: its level then says nothing more (a Keras loss
+    # that adds its weight penalties sits far above ln(k))
+    if first or lv is None or not (_no_better(v, lv) and _no_better(best, lv)) or (train == train and (
+            train < lv - d.chance_band * lv or train > lv + d.val_chance_band * lv
+            and not abs(f.v0[i] - lv) <= d.val_chance_band * lv)):
         d.vb_n = 0
         return None
     if lv != d.vb_level or d.vb_n == 0:
@@ -167,7 +200,7 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
     # is smaller than the way still left to ln(k) (a fall that slows that fast stops above it).
     # A network learning slowly (an LR far too low) falls through ln(k) at a steady pace, and
     # one noisy evaluation slows one fall, not two
-    stalled = d.vb_slow >= 2 and (d.vb_fall <= 0.0 or v - lv >= d.vb_fall)
+    stalled = d.vb_slow >= 2 and (d.vb_fall <= 0.0 or v - lv >= d.vb_fall) or d.vb_since >= 2
     if d.vb_n >= d.exact_chance_records and stalled and not lr_ramping(f, i):
         k = CHANCE_K[lv]
         tail = f", the training loss {train:.5g}" if train == train else ""
@@ -207,6 +240,7 @@ def _near_ln_k(d: DeadDetector, f: Features, i: int) -> Why | None:
 
 
 def forget(d: DeadDetector) -> None:
+    d.vs_n = 0
     d.vc_n = 0
     d.vx_n = 0
     d.vb_n = 0
