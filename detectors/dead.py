@@ -39,13 +39,15 @@ class DeadDetector(Detector):
     measurements; a log of evaluations only is read line by line); while no episode is
     open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
     same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
-    ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too). On a loss
-    record: ``zero_start`` (exactly 0 from the first record), ``collapsed`` (constant at or above the
+    ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too or far above
+    it; evaluations at ln(k) itself whatever the training loss). On a loss record:
+    ``zero_start`` (exactly 0 from the first record), ``collapsed`` (constant at or above the
     first loss, well above a loss the run already reached), ``frozen`` (the loss the same to four
     significant digits; to six on three records, at or above the first loss, after it moved),
-    ``at_chance`` (the loss at ln(k) without new lows, or at ln(k) itself after coming from another
-    level, or within 0.05 % of ln(k) on fewer records), ``flat_start`` (every loss since the
-    first within the chance band; fewer records within half of it). An evaluation's verdict wins
+    ``at_chance`` (the loss at ln(k) without new lows; at ln(k) itself after coming from another
+    level, or from a first loss at chance with its evaluations at ln(k) too; or within 0.05 % of
+    ln(k) on fewer records), ``flat_start`` (every loss since the first within the chance band;
+    fewer records within half of it). An evaluation's verdict wins
     over a loss record's on the same row.
 
     **warning**, kind ``dead``. Action by evidence: when the loss had blown up (its level reached
@@ -141,6 +143,7 @@ class DeadDetector(Detector):
         self.vb_v, self.vb_fall = math.nan, math.inf  # run's length; the last separate evaluation,
         self.vb_slow = 0  # its fall and the falls in a row that slowed
         self.vb_low, self.vb_since = math.inf, 0  # the lowest separate evaluation, and those since
+        self.vb_tlow, self.vb_tsince = math.inf, 0  # the training loss's lowest at them, and those since
         self.vs_level, self.vs_n = -1.0, 0  # evaluations near one ln(k), values of their own
         self.cl_last = -1  # collapsed: nl of the last loss at or above the first one, and the
         self.cl_vals: list[float] = []  # last collapse_records of them in a row, and the
@@ -163,7 +166,8 @@ class DeadDetector(Detector):
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
-        "vb_fall": math.inf, "vb_slow": 0, "vb_low": math.inf, "vb_since": 0, "vs_level": -1.0, "vs_n": 0,
+        "vb_fall": math.inf, "vb_slow": 0, "vb_low": math.inf, "vb_since": 0, "vb_tlow": math.inf,
+        "vb_tsince": 0, "vs_level": -1.0, "vs_n": 0,
         "cl_last": -1, "cl_vals": [], "cl_evals": [],
         "fs_alive": True, "fs_lo": math.inf, "fs_hi": -math.inf, "fs_n": 0, "fs_new": 0, "zs_alive": True, "moved": 0,
         "cp_run": 0, "cp_k": 0, "cp_guess": 0, "cp_odd": 0, "cp_copies": 0}

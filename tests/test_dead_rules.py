@@ -102,7 +102,7 @@ def test_the_state_keeps_the_keys_that_saved_states_hold():
         "v_n", "v_rec", "v_exact", "vc_level", "vc_n", "vc_low", "vc_improved", "cl_last", "cl_vals", "cl_evals",
         "moved", "fs_alive", "fs_lo", "fs_hi", "fs_n", "ch_exact", "zs_alive", "vx_level", "vx_n", "v_first_step",
             "fz_xcur", "fz_xmax",
-        "vp_n", "vp_train", "vb_level", "vb_n", "vb_v", "vb_fall", "vb_slow", "vb_low", "vb_since", "vs_level", "vs_n", "cp_run", "cp_k", "cp_guess",
+        "vp_n", "vp_train", "vb_level", "vb_n", "vb_v", "vb_fall", "vb_slow", "vb_low", "vb_since", "vb_tlow", "vb_tsince", "vs_level", "vs_n", "cp_run", "cp_k", "cp_guess",
         "cp_odd", "cp_copies", "ch_close", "fs_new"}
     old = {**DeadDetector().get_state(), "vx_rec": 4}
     del old["cp_guess"], old["cp_odd"]

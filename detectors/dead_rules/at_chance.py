@@ -32,10 +32,12 @@ exact_chance_records : int, default 3
     row. A run that starts at chance (an initialisation does) needs ``chance_records``, unless
     its evaluations, a second and separate measurement, have never left ln(k) either (their
     band, ``val_chance_band``): a Keras epoch log of a 3-class model that prints 1.0988, then
-    1.0986 = ln 3 for four epochs, its validation loss 1.0974-1.1003. A zero-initialised head
-    that prints ln(k) on its first steps has not been evaluated three times by then, or learns
-    before it has: no healthy log of the tune part (nor its variants) prints ln(k) itself on
-    three records in a row from a first loss at chance, evaluations or not. Each
+    1.0986 = ln 3 for four epochs, its validation loss 1.0974-1.1003. In the tune part's logs,
+    a zero-initialised head that prints ln(k) on its first steps had not been evaluated three
+    times by then, or learned before it had: no healthy log of the tune part (nor its variants)
+    prints ln(k) itself on three records in a row from a first loss at chance, evaluations or
+    not (a finding on those logs, not a general law). The evaluations' band and floor are
+    :mod:`.evaluations_at_chance`'s ``val_chance_band``, measured there for another run. Each
     record after the first must also repeat the one before it to four significant digits
     (:func:`.frozen.same_4_digits`): a uniform output's loss is ln(k) on every batch, while a
     healthy minibatch loss with noise in its 4th digit that descends through ln(k) can land

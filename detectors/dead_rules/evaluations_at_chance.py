@@ -1,5 +1,6 @@
-"""Evaluations at chance: the validation loss sits at ln(k) evaluation after evaluation, the
-training loss there too, without new lows: the network predicts a uniform guess.
+"""Evaluations at chance: the validation loss sits at ln(k) evaluation after evaluation without
+new lows (the training loss there too, or far above it, or not read at all: three runs below):
+the network predicts a uniform guess.
 
 Condition, on an evaluation: ``chance_records`` evaluations in a row within ``val_chance_band``
 of the same chance level ln(k) (:data:`~losswatch.detectors.dead_rules.at_chance.CHANCE_CLASSES`),
@@ -27,20 +28,26 @@ row (the run's first aside), each at or above ln(k), as every evaluation before 
 ln(k) itself as far as its four significant digits tell,
 :func:`~losswatch.detectors.dead_rules.at_chance.is_exactly`: 0.6931 is ln 2 printed), and
 within ``chance_band`` (:mod:`.at_chance`, 0.2 %) of it, the training loss logged with each (if
-any) no lower than ln(k) less that band and within ``val_chance_band`` above it, or anywhere
-above where the run's first evaluation was within ``val_chance_band`` of ln(k) (the evaluations
-never were anywhere but no better than chance, and a training loss above chance is no better
-either: a Keras loss adds the weight penalties of its layers and prints far above ln(k), an
-EfficientNet on 100 sorghum cultivars 8.65 -> 8.38 while its evaluations sit at 4.607-4.615
-against ln 100 = 4.605. Evaluations that fell onto ln(k) from far above it with the training
-loss above the band are not read: a converged binary classifier's log shifted by +1, its
-evaluations 1.098-1.099 and its training loss 1.11-1.13, is in other units, not at chance);
-the evaluations no longer falling
+any) no lower than ln(k) less that band and within ``val_chance_band`` above it, or at
+:data:`FAR_ABOVE` (1.5) x ln(k) or more where the run's first evaluation was within
+``val_chance_band`` of ln(k) (the evaluations never were anywhere but no better than chance, and
+a training loss that far above chance is worse than a uniform guess on its own batches, so
+carries something besides the cross-entropy: a Keras loss adds the weight penalties of its
+layers, an EfficientNet on 100 sorghum cultivars 8.65 -> 8.38, 1.8-1.9 x ln 100, while its
+evaluations sit at 4.607-4.615 against ln 100 = 4.605). A training loss just above the band is
+not read: a fine-tune or resumed run at its floor, a healthy classifier's log in other units
+(the dogs-vs-cats log +1 from epoch 47: evaluations 1.098-1.12, first already within 1.5 % of
+ln 3, training loss 1.11-1.16), a classifier evaluated at its initialisation whose training
+loss is still falling onto ln(k) from above; 1.5 x is a judgement between those (1.0-1.15 x)
+and the sorghum log (1.8 x), not measured further. The evaluations no longer falling
 (on two separate evaluations in a row, each fall none or at most half the fall before it, the
 last smaller than the way still left to ln(k): a fall that slows that fast stops above ln(k);
 one noisy evaluation slows one fall, not two; or no new low beyond the fourth digit on the last
-two separate evaluations: a stuck evaluation wobbles in its last digits, up and down, which
-resets a run of slowing falls on every rise); the logged LR not ramping up. A
+two separate evaluations of the run, the first of the run the low to beat (never the run's
+first evaluation: it may be of the untrained model), nor of a training loss in the band logged
+with them: a stuck evaluation wobbles in its last digits, up and down, which resets a run of
+slowing falls on every rise, while a classifier that starts slowly wobbles so with its training
+loss already making new lows); the logged LR not ramping up. A
 cross-entropy at or above ln(k) is no better than the uniform guess: a network that learned
 anything about its labels evaluates below ln(k), and a network that sits just above it,
 evaluation after evaluation, has an output that carries no information (a MobileNet on CIFAR-10
@@ -70,7 +77,11 @@ val_chance_band : float, default 0.015
     1.5% of ln(k) with its training loss there too, and no healthy or LR-too-low run
     fires the rule; the 25 runs that do are LR x10/x100 runs stuck at chance (6-25
     evaluations). The real corpus's dead logs sit within 0.2-1.2%; 2% adds no healthy run
-    either.
+    either. That measurement is for the run of evaluations near ln(k) with the training loss
+    there too only; its other uses (the first evaluation's test for the far-above training
+    loss, and :mod:`.at_chance`'s band and floor for the evaluations of a loss at ln(k) itself
+    from a first loss at chance) reuse the value unmeasured, on the two tune logs that needed
+    them.
 
 ``chance_records`` and ``exact_chance_records`` (the runs' lengths) are :mod:`.at_chance`'s.
 
@@ -101,6 +112,10 @@ from ..features import lr_ramping
 from . import Why
 from .at_chance import CHANCE_K, chance_level, is_exactly
 
+#: A training loss this many times ln(k) or more, where the evaluations began at ln(k), is not
+#: read by the evaluations-no-better-than-chance run (see the module's text).
+FAR_ABOVE = 1.5
+
 if TYPE_CHECKING:
     from ..dead import DeadDetector
     from ..features import Features
@@ -117,7 +132,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # (no training loss to tell a logger's copies by) the same float again is no fall of 0
     falls = separate and not (f.nl[i] == 0 and v == prev)
     if falls:
-        _track_falls(d, v)
+        _track_falls(d, v, first)
     _track_at_level(d, v, prev)
     exact = _at_ln_k_itself(d, f, i, first, separate)
     above = _no_better_than_chance(d, f, i, first, falls)
@@ -156,11 +171,14 @@ def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, first: bool, separate:
     return None
 
 
-def _track_falls(d: DeadDetector, v: float) -> None:
+def _track_falls(d: DeadDetector, v: float, first: bool) -> None:
     """On a separate evaluation: its fall from the one before, and the run of falls in a row
-    that slowed (at most half the fall before, or none). A repeated row is no evaluation: its
-    fall of 0 would read as a stall."""
-    if v < d.vb_low - 5e-5 * abs(v):  # a new low beyond the 4th digit
+    that slowed (at most half the fall before, or none); a new low or not (the run's first
+    evaluation aside: it may be of the untrained model, no low to beat). A repeated row is no
+    evaluation: its fall of 0 would read as a stall."""
+    if first:
+        pass
+    elif v < d.vb_low - 5e-5 * abs(v):  # a new low beyond the 4th digit
         d.vb_low, d.vb_since = v, 0
     else:
         d.vb_since += 1
@@ -178,29 +196,42 @@ def _no_better(v: float, lv: float) -> bool:
 
 
 def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
-    """The run of separate evaluations at or just above ln(k), the training loss there too."""
+    """The run of separate evaluations at or just above ln(k), the training loss (if logged) in
+    the band too, or far above it where the first evaluation was at ln(k)."""
     v, train = f.val[i], f.lprev[i]
     lv = chance_level(v, d.chance_band)
     best = f.vbest[i]  # no evaluation so far beat ln(k) either: a network that was better has
     # learned something (a validation loss that rises through ln(k) overfits)
-    # a training loss below the band has learned its batches; one above the evaluations' band
-    # is read only where the evaluations began at ln(k) (the first within that band), so never
+    # a training loss below the band has learned its batches; one far above ln(k) (FAR_ABOVE x)
+    # is read only where the evaluations began at ln(k) (the first within their band), so never
     # were anywhere but no better than chance: its level then says nothing more (a Keras loss
-    # that adds its weight penalties sits far above ln(k))
-    if first or lv is None or not (_no_better(v, lv) and _no_better(best, lv)) or (train == train and (
-            train < lv - d.chance_band * lv or train > lv + d.val_chance_band * lv
-            and not abs(f.v0[i] - lv) <= d.val_chance_band * lv)):
+    # that adds its weight penalties sits far above ln(k)). One just above the band is a loss in
+    # other units or still on its way down, not read
+    waived = lv is not None and train == train and train >= FAR_ABOVE * lv and \
+        abs(f.v0[i] - lv) <= d.val_chance_band * lv
+    if first or lv is None or not (_no_better(v, lv) and _no_better(best, lv)) or (train == train and not waived and (
+            train < lv - d.chance_band * lv or train > lv + d.val_chance_band * lv)):
         d.vb_n = 0
         return None
     if lv != d.vb_level or d.vb_n == 0:
-        d.vb_level, d.vb_n = lv, 0
+        # a run of its own: the low to beat is its first evaluation, and the training loss's too
+        d.vb_level, d.vb_n, d.vb_low, d.vb_since = lv, 0, v, 0
+        d.vb_tlow, d.vb_tsince = train, 0
+    elif separate and train == train:
+        if train < d.vb_tlow - 5e-5 * lv:  # the training loss's new low beyond the 4th digit
+            d.vb_tlow, d.vb_tsince = train, 0
+        else:
+            d.vb_tsince += 1
     d.vb_n += separate
     # converged onto ln(k), not passing through it: the evaluations' fall slowed on two separate
     # evaluations in a row (each fall at most half the one before, or none) and their last fall
     # is smaller than the way still left to ln(k) (a fall that slows that fast stops above it).
     # A network learning slowly (an LR far too low) falls through ln(k) at a steady pace, and
-    # one noisy evaluation slows one fall, not two
-    stalled = d.vb_slow >= 2 and (d.vb_fall <= 0.0 or v - lv >= d.vb_fall) or d.vb_since >= 2
+    # one noisy evaluation slows one fall, not two. Or no new low on the last two separate
+    # evaluations, nor of a training loss in the band logged with them (a classifier that starts
+    # slowly wobbles in its evaluations' last digits while its training loss already falls)
+    wobbling = d.vb_since >= 2 and (train != train or waived or d.vb_tsince >= 2)
+    stalled = d.vb_slow >= 2 and (d.vb_fall <= 0.0 or v - lv >= d.vb_fall) or wobbling
     if d.vb_n >= d.exact_chance_records and stalled and not lr_ramping(f, i):
         k = CHANCE_K[lv]
         tail = f", the training loss {train:.5g}" if train == train else ""
