@@ -90,7 +90,7 @@ class OverfittingDetector(Detector):
         self.back_under = False
         self.last_raw = math.inf  # the last raw evaluation and the falls in a row up to it
         self.falls = 0
-        self.train_at_best = math.nan  # held_above: the training loss logged with its best, and
+        self.train_at_best = math.nan  # held_above: the training level (fast) at its best, and
         self.eval_rec = 0  # the record ordinal of the last evaluation and the records since the
         self.eval_gap = 0  # one before
         # steady_rise: the raw best, where it was and the training loss there, the rises in a

@@ -67,6 +67,23 @@ def train_at(d: OverfittingDetector, f: Features, i: int) -> float:
     return f.slow[i] if d.eval_gap >= DENSE_GAP else f.lprev[i]
 
 
+#: How far the training loss read from a few lines (an epoch log: :func:`train_at`'s line, or
+#: :mod:`.held_above`'s two-line level) must have fallen since the best, in units of its
+#: trend-free noise (``features.nsd``, about 0.8 of the noise's standard deviation). Set by: the
+#: difference of two two-line levels (``features.fast``) of a flat loss has a standard deviation
+#: of about 1.0 ``nsd``, so 3 is a fall three standard deviations out of the noise. On the tune
+#: part of the corpus the epoch logs caught for overfitting had fallen 6.8-240x their noise at
+#: the alert, the healthy ones alerted before had -3 to 2.5x (a converged run whose training
+#: loss wanders as much as its validation loss).
+TRAIN_NOISE = 3.0
+
+
+def fell_past_noise(f: Features, i: int, at_best: float, now: float) -> bool:
+    """Did the training loss fall from ``at_best`` to ``now`` by more than :data:`TRAIN_NOISE`
+    times its noise at row ``i``? (False where the noise is unknown: NaN.)"""
+    return at_best - now > TRAIN_NOISE * f.nsd[i]
+
+
 def advice_words(f: Features, i: int) -> str:
     """What the advice may say the model does: every rule that saw a training loss saw it fall
     (memorisation); a log without one shows only that the model generalises worse than at its best
