@@ -13,8 +13,11 @@ the line: the evaluations' own noise, not the progress scale); the line's latest
 reads it, :func:`~.train_loss.train_at`: the one logged with the evaluation in an epoch log, its
 level in a dense one) is <= ``drift_train`` x its value at the best, and, where it is read from
 the line logged with the evaluation (fewer than :data:`~.train_loss.DENSE_GAP` records between
-evaluations), below it by more than :data:`~.train_loss.TRAIN_NOISE` (3) times its trend-free
-noise (``features.nsd``): a single line of a noisy training loss is below 0.8x another one by
+evaluations), below it by more than :data:`~.train_loss.TRAIN_NOISE` (3) times the noise of
+the training lines at the evaluations around :mod:`.held_above`'s best (:func:`~.train_loss.noise`,
+~0.8 of their standard deviation; the difference of two single lines has a standard deviation of
+~1.7 of it, so 3 is ~1.7 standard deviations): a single line of a noisy training loss is below
+0.8x another one by
 chance (a Lightning regression log whose validation loss creeps 0.00037 -> 0.00045 over 160
 evaluations at its floor, while its training loss, one minibatch's value every fifth
 evaluation, wanders 0.0002-0.003 with no trend, was alerted at epoch 635). Not when the
@@ -125,7 +128,7 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
         return None
     train, tb = train_at(d, f, i), d.rb_train
     if not ((train == train and tb == tb and train <= d.drift_train * tb
-             and (d.eval_gap >= DENSE_GAP or fell_past_noise(f, i, tb, train))) or no_train(f, i)):
+             and (d.eval_gap >= DENSE_GAP or fell_past_noise(d, tb, train))) or no_train(f, i)):
         return None
     # evaluations exactly on a line have no scatter: the slope is certain, no ratio to quote
     trend = f"a trend {fmt(t)} times its noise" if math.isfinite(t) else "a straight line, no scatter"
