@@ -90,7 +90,7 @@ class OverfittingDetector(Detector):
         self.back_under = False
         self.last_raw = math.inf  # the last raw evaluation and the falls in a row up to it
         self.falls = 0
-        self.train_at_best = math.nan  # held_above: the training level (fast) at its best, and
+        self.train_at_best = math.nan  # held_above: the training loss logged with its best, and
         self.eval_rec = 0  # the record ordinal of the last evaluation and the records since the
         self.eval_gap = 0  # one before
         # steady_rise: the raw best, where it was and the training loss there, the rises in a
@@ -104,12 +104,6 @@ class OverfittingDetector(Detector):
         # drift: the evaluations since the raw best (less the best), their count and the sums a
         # least-squares line needs (index x from 0): sum y, sum x*y, sum y*y
         self.dn, self.dsy, self.dsxy, self.dsyy = 0, 0.0, 0.0, 0.0
-        # train_loss.noise: the last two training lines at the evaluations since held_above's
-        # best, the sum and count of their absolute second differences, the finest decimal seen
-        # and the last few training levels at the evaluations (the lowest: the level at a best)
-        self.tl1, self.tl2, self.tsum, self.tn, self.tq = math.nan, math.nan, 0.0, 0, math.inf
-        self.tlow: list[float] = []
-        self.tpre: list[float] = []
 
     def get_state(self) -> dict[str, Any]:
         return {"first_step": self.first_step, "first_val": self.first_val, "vs": self.vs,
@@ -122,8 +116,7 @@ class OverfittingDetector(Detector):
                 "falls": self.falls, "eval_step": self.eval_step, "epoch_table": self.epoch_table,
                 "table_stride": self.table_stride, "first_train": self.first_train,
                 "first_untrained": self.first_untrained,
-                "back_under": self.back_under, "tl1": self.tl1, "tl2": self.tl2, "tsum": self.tsum,
-                "tn": self.tn, "tq": self.tq, "tlow": list(self.tlow), "tpre": list(self.tpre)}
+                "back_under": self.back_under}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.first_step, self.vs = d["first_step"], d["vs"]
@@ -155,15 +148,6 @@ class OverfittingDetector(Detector):
         self.first_train = d.get("first_train", math.nan)
         self.first_untrained = d.get("first_untrained", False)
         self.back_under = d.get("back_under", False)
-        # absent in states saved before the training noise was measured since the best: that
-        # state's train_at_best is one line, not the level held_above now compares: it is
-        # dropped (held_above's epoch-log reading waits for its next best), and the noise
-        # starts at the next evaluation
-        if "tn" not in d:
-            self.train_at_best = math.nan
-        self.tl1, self.tl2 = d.get("tl1", math.nan), d.get("tl2", math.nan)
-        self.tsum, self.tn, self.tq = d.get("tsum", 0.0), d.get("tn", 0), d.get("tq", math.inf)
-        self.tlow, self.tpre = list(d.get("tlow", [])), list(d.get("tpre", []))
 
     def screen(self, f):
         return f.a("vok")
@@ -184,7 +168,6 @@ class OverfittingDetector(Detector):
         new_best = held_above.observe(self, f, i, raw, v, step)
         new_raw_best = steady_rise.observe(self, f, i, raw, step)
         drift.observe(self, raw, new_raw_best)
-        train_loss.observe_noise(self, f, i, new_best)
         if self.alert is not None:
             rule = self.alert.evidence.get("rule")
             if new_best if rule == "held_above" else new_raw_best:

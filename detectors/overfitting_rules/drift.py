@@ -11,16 +11,7 @@ with a t-statistic >= ``drift_t`` (the slope against its standard error from the
 the line: the evaluations' own noise, not the progress scale); the line's latest value is
 >= ``drift_rise`` above the best (relative); the training loss (read as :mod:`.steady_rise`
 reads it, :func:`~.train_loss.train_at`: the one logged with the evaluation in an epoch log, its
-level in a dense one) is <= ``drift_train`` x its value at the best, and, where it is read from
-the line logged with the evaluation (fewer than :data:`~.train_loss.DENSE_GAP` records between
-evaluations), below it by more than :data:`~.train_loss.TRAIN_NOISE` (3) times the noise of
-the training lines at the evaluations around :mod:`.held_above`'s best (:func:`~.train_loss.noise`,
-~0.8 of their standard deviation; the difference of two single lines has a standard deviation of
-~1.7 of it, so 3 is ~1.7 standard deviations): a single line of a noisy training loss is below
-0.8x another one by
-chance (a Lightning regression log whose validation loss creeps 0.00037 -> 0.00045 over 160
-evaluations at its floor, while its training loss, one minibatch's value every fifth
-evaluation, wanders 0.0002-0.003 with no trend, was alerted at epoch 635). Not when the
+level in a dense one) is <= ``drift_train`` x its value at the best. Not when the
 best is an evaluation of the untrained model (:mod:`.untrained`) or the latest evaluation is
 above ``max_ratio`` x the best (a blow-up, not memorisation). The sums the line needs are kept
 as they come (constant state); the episode closes at a new raw best.
@@ -83,7 +74,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
-from .train_loss import DENSE_GAP, fell_past_noise, no_train, train_at, train_words
+from .train_loss import no_train, train_at, train_words
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
@@ -127,8 +118,7 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float) -> tuple[str,
     if not (t >= d.drift_t and up >= d.drift_rise * abs(d.rb)):  # NaN: no line, no alert
         return None
     train, tb = train_at(d, f, i), d.rb_train
-    if not ((train == train and tb == tb and train <= d.drift_train * tb
-             and (d.eval_gap >= DENSE_GAP or fell_past_noise(d, tb, train))) or no_train(f, i)):
+    if not ((train == train and tb == tb and train <= d.drift_train * tb) or no_train(f, i)):
         return None
     # evaluations exactly on a line have no scatter: the slope is certain, no ratio to quote
     trend = f"a trend {fmt(t)} times its noise" if math.isfinite(t) else "a straight line, no scatter"

@@ -10,30 +10,13 @@ spike has passed: the streak's highest evaluation is ``patience`` evaluations ba
 ``patience`` evaluations do not fall on each one and none since the highest came back under the
 best (the level is then the evaluations' own: a
 benchmark run with an injected spike settles 25-35 % above its best, up and down around the bar,
-and was otherwise never warned; benchmark seeds 0-1 overfitting recall 0.50 -> 0.60); and the
-training loss fell since that best (a flat training loss with a wandering validation loss is
-noise, not memorisation; a rising one is a divergence, another detector): in a log with many
-training records per evaluation its trend (``features.trend``, ~50 records) fell by
-``train_fall``; in a log with fewer than :data:`~.train_loss.DENSE_GAP` (10) training records
-per evaluation (an epoch log; a trainer's log lines, each the mean over its interval) the trend
-or its level at the evaluations (``features.fast``, an EMA of the lines with a one-record
-half-life) fell by ``train_fall``, and that level must also have fallen since the best by more
-than :data:`~.train_loss.TRAIN_NOISE` (3) times the noise of the training lines read at the
-evaluations around the best (:func:`~.train_loss.noise`: their downward bends since the best
-and just before it, floored at the log's print resolution), from the lowest level of the last
-:data:`~.train_loss.BEST_LOW` evaluations up to the best. Why not the trend alone there: ~50
-records are ~50 epochs, and in a log of 100-150 epochs the trend still carries the first
-epochs' descent, so it "falls" whatever the training loss does now (a 100-epoch Keras history
-whose training loss sat at 0.02-0.04 for 30 epochs read as a trend falling 0.62 -> 0.52; a
-148-epoch one whose training loss rose 0.022 -> 0.031 as a trend falling 0.14 -> 0.13; the
-same Keras history with each epoch written as 3 or 5 noisy lines). Why against its noise: at
-the end of a healthy run both losses wander around their floors, and a validation loss held
-25 % above a lucky low while the training level is a little lower than at that low is the same
-noise on both sides; a memorising model fits its training set better epoch after epoch, a
-steady fall that bends the lines little. Why the noise around the best, not a running average
-of the whole log: in a 10-20 epoch log a ~10-row average is the first epochs' descent, and a
-memorising run was never warned (a 12-epoch one falling 0.345 -> 0.312 after its best). Not
-when the
+and was otherwise never warned; benchmark seeds 0-1 overfitting recall 0.50 -> 0.60); the
+training-loss trend (``features.trend``, ~50 records) fell by ``train_fall`` since that best,
+or, in a log that has an evaluation on every training record or every other one (an epoch log; a
+trainer's log lines, each the mean over its interval: :data:`EPOCH_GAP`), the training loss
+logged with the evaluation fell by ``train_fall`` since the one logged with the best (the trend,
+tens of records, lags tens of epochs there) (a flat training loss with a wandering validation
+loss is noise, not memorisation; a rising one is a divergence, another detector). Not when the
 best is an evaluation of the untrained model (:mod:`.untrained`) or the smoothed validation loss
 is above ``max_ratio`` x its best: a model that never generalised or blew up (the benchmark's
 SGD x100 runs: val 2.3 -> 16) is broken, not memorising.
@@ -81,12 +64,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
-from .train_loss import DENSE_GAP, fell_past_noise
 from .untrained import is_untrained
 
 if TYPE_CHECKING:
     from ..features import Features
     from ..overfitting import OverfittingDetector
+
+
+#: Records from one evaluation to the next at most which the training loss logged with an
+#: evaluation is read as the training level (see the module doc).
+EPOCH_GAP = 2
 
 
 def observe(d: OverfittingDetector, f: Features, i: int, raw: float, v: float, step: int) -> bool:
@@ -99,13 +86,13 @@ def observe(d: OverfittingDetector, f: Features, i: int, raw: float, v: float, s
         d.best = v
         d.best_step = step
         d.trend_at_best = f.trend[i]
-        d.train_at_best = f.fast[i]
+        d.train_at_best = f.lprev[i]
         d.above = 0
         return True
     if d.trend_at_best != d.trend_at_best:
         # no training loss was logged before the best (its evaluation came first): the first
         # one logged after it stands for it
-        d.trend_at_best, d.train_at_best = f.trend[i], f.fast[i]
+        d.trend_at_best, d.train_at_best = f.trend[i], f.lprev[i]
     if v > d.best + d.tol * abs(d.best):
         d.above += 1
         if d.above == 1 or raw >= d.peak:
@@ -136,19 +123,13 @@ def check(d: OverfittingDetector, f: Features, i: int, raw: float, v: float) -> 
     if not raw > d.best + d.tol * abs(d.best) and not spike_passed(d):
         return None  # the latest evaluation is back below the bar: a spike's tail holds the level up
     trend, tb = f.trend[i], d.trend_at_best
-    fell = tb == tb and trend < tb - d.train_fall * abs(tb)
-    if d.eval_gap < DENSE_GAP:
+    if not (f.nl[i] > 0 and tb == tb and trend < tb - d.train_fall * abs(tb)):
         # an evaluation logged with every training record or every other one (an epoch log, a
-        # trainer's averaged log lines): the trend (~50 records) spans ~50 evaluations there and
-        # still carries the first epochs' descent, so it "falls" whatever the training loss does
-        # now; the training level at the evaluations must also have fallen out of its noise
-        # since the best (and it may stand for the trend's fall)
-        lv, lb = f.fast[i], d.train_at_best
-        if not fell:
-            trend, tb, fell = lv, lb, lb == lb and lv < lb - d.train_fall * abs(lb)
-        fell = fell and fell_past_noise(d, lb, lv)
-    if not (f.nl[i] > 0 and fell):
-        return None
+        # trainer's averaged log lines): the training loss printed with it is already a mean
+        # over the interval, and the trend (tens of records) lags it by tens of epochs
+        trend, tb = f.lprev[i], d.train_at_best
+        if not (d.eval_gap <= EPOCH_GAP and tb == tb and trend < tb - d.train_fall * abs(tb)):
+            return None
     if is_untrained(d, d.best_step) or v > d.max_ratio * abs(d.best):
         return None  # val never improved, or it exploded: a broken model, not memorisation
     pct = 100 * (v / d.best - 1) if d.best else 0.0
