@@ -176,12 +176,11 @@ def _track_falls(d: DeadDetector, v: float, first: bool) -> None:
     that slowed (at most half the fall before, or none); a new low or not (the run's first
     evaluation aside: it may be of the untrained model, no low to beat). A repeated row is no
     evaluation: its fall of 0 would read as a stall."""
-    if first:
-        pass
-    elif v < d.vb_low - 5e-5 * abs(v):  # a new low beyond the 4th digit
-        d.vb_low, d.vb_since = v, 0
-    else:
-        d.vb_since += 1
+    if not first:
+        if v < d.vb_low - 5e-5 * abs(v):  # a new low beyond the 4th digit
+            d.vb_low, d.vb_since = v, 0
+        else:
+            d.vb_since += 1
     if d.vb_v == d.vb_v:
         fall = d.vb_v - v
         slowed = fall <= 0.0 or (d.vb_fall < math.inf and fall <= 0.5 * d.vb_fall)
