@@ -109,7 +109,7 @@ from ..base import fmt
 from ..copies import each_written, measurements, new_value
 from ..features import lr_ramping
 from . import Why
-from .frozen import same_4_digits
+from .frozen import new_low, same_4_digits
 
 if TYPE_CHECKING:
     from ..dead import DeadDetector
@@ -172,7 +172,7 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         # the same value again is a logger's copy or a frozen print (:mod:`.frozen`'s): no
         # new measurement of the level
         d.ch_close = 0 if not close else d.ch_close + int(new_value(f, i))
-        if rb < d.ch_rbest - 5e-5 * lv:  # a new low beyond the 4th digit
+        if new_low(rb, d.ch_rbest, lv):
             d.ch_improved = nl
         # a uniform output prints ln(k) itself on every record, the same digits each time; a loss
         # that wobbles in its 4th digit about ln(k) is a noisy loss passing through the level

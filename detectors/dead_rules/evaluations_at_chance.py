@@ -111,6 +111,7 @@ from ..base import fmt
 from ..features import lr_ramping
 from . import Why
 from .at_chance import CHANCE_K, chance_level, is_exactly
+from .frozen import new_low
 
 #: A training loss this many times ln(k) or more, where the evaluations began at ln(k), is not
 #: read by the evaluations-no-better-than-chance run (see the module's text).
@@ -132,7 +133,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # (no training loss to tell a logger's copies by) the same float again is no fall of 0
     falls = separate and not (f.nl[i] == 0 and v == prev)
     if falls:
-        _track_falls(d, v, first)
+        _track_falls(d, v)
     _track_at_level(d, v, prev)
     exact = _at_ln_k_itself(d, f, i, first, separate)
     above = _no_better_than_chance(d, f, i, first, falls)
@@ -171,16 +172,10 @@ def _at_ln_k_itself(d: DeadDetector, f: Features, i: int, first: bool, separate:
     return None
 
 
-def _track_falls(d: DeadDetector, v: float, first: bool) -> None:
+def _track_falls(d: DeadDetector, v: float) -> None:
     """On a separate evaluation: its fall from the one before, and the run of falls in a row
-    that slowed (at most half the fall before, or none); a new low or not (the run's first
-    evaluation aside: it may be of the untrained model, no low to beat). A repeated row is no
-    evaluation: its fall of 0 would read as a stall."""
-    if not first:
-        if v < d.vb_low - 5e-5 * abs(v):  # a new low beyond the 4th digit
-            d.vb_low, d.vb_since = v, 0
-        else:
-            d.vb_since += 1
+    that slowed (at most half the fall before, or none). A repeated row is no evaluation: its
+    fall of 0 would read as a stall."""
     if d.vb_v == d.vb_v:
         fall = d.vb_v - v
         slowed = fall <= 0.0 or (d.vb_fall < math.inf and fall <= 0.5 * d.vb_fall)
@@ -213,14 +208,20 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         d.vb_n = 0
         return None
     if lv != d.vb_level or d.vb_n == 0:
-        # a run of its own: the low to beat is its first evaluation, and the training loss's too
+        # a run of its own (never from the run's first evaluation, which may be of the untrained
+        # model): the low to beat is its first evaluation, and the training loss's too
         d.vb_level, d.vb_n, d.vb_low, d.vb_since = lv, 0, v, 0
         d.vb_tlow, d.vb_tsince = train, 0
-    elif separate and train == train:
-        if train < d.vb_tlow - 5e-5 * lv:  # the training loss's new low beyond the 4th digit
-            d.vb_tlow, d.vb_tsince = train, 0
+    elif separate:
+        if new_low(v, d.vb_low, abs(v)):
+            d.vb_low, d.vb_since = v, 0
         else:
-            d.vb_tsince += 1
+            d.vb_since += 1
+        if train == train:
+            if new_low(train, d.vb_tlow, lv):
+                d.vb_tlow, d.vb_tsince = train, 0
+            else:
+                d.vb_tsince += 1
     d.vb_n += separate
     # converged onto ln(k), not passing through it: the evaluations' fall slowed on two separate
     # evaluations in a row (each fall at most half the one before, or none) and their last fall
@@ -257,7 +258,7 @@ def _near_ln_k(d: DeadDetector, f: Features, i: int) -> Why | None:
         d.vc_level, d.vc_n, d.vc_low, d.vc_improved = lv, 1, v, 1
     else:
         d.vc_n += 1
-        if v < d.vc_low - 5e-5 * lv:  # a new low beyond the 4th digit
+        if new_low(v, d.vc_low, lv):
             d.vc_improved = d.vc_n
         d.vc_low = min(d.vc_low, v)
     if d.vc_n >= d.chance_records and d.vc_n - d.vc_improved >= d.chance_records // 2:

@@ -134,6 +134,13 @@ def same_4_digits(x: float, prev: float) -> bool:
     return d <= 5e-5 * ax
 
 
+def new_low(x: float, low: float, scale: float) -> bool:
+    """Is ``x`` a new low: below ``low`` by more than half a unit of the fourth significant digit
+    of ``scale`` (the level the run sits at)? A stuck value wobbles in its last printed digits; a
+    network that learns goes lower than that."""
+    return x < low - 5e-5 * scale
+
+
 def four_significant(x: float) -> bool:
     """Does a logged value keep four significant digits? Not one below 0.1 printed with four
     decimals (0.0523: three), as Keras prints every loss: its repeat is coarser than the
