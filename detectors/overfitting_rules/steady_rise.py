@@ -23,7 +23,7 @@ came with a training tick up of 0.013 against a validation rise of 0.022, and th
 broke on it); a rise in which the training loss rose as much as the validation loss or more is
 an unstable step, not memorisation, and still breaks the run. The training loss must still
 have fallen by ``train_fall`` since the best (below). Set by: the tune part (one overfitting
-log more, no healthy log or variant warned that was not before).
+log more, no healthy tune log warned that was not before; the benchmark seeds 0-1 unchanged).
 
 Why counted in evaluations and why monotone: an epoch log has 5-20 evaluations, each an average
 over a whole validation set, so a rise on three in a row while the training loss falls at each
