@@ -52,14 +52,15 @@ part shows (its longest is two), and the shortest dead epoch logs print three.
 
 Examples
 --------
-Six evaluations, each after a training record, of the same float:
+Evaluations, each after a training record, of the same float: the third tells (the run of
+repeated prints of five digits or more; six of the same six digits did before it):
 
 >>> from losswatch.detectors.base import drive
 >>> from losswatch.detectors.dead import DeadDetector
 >>> from losswatch.detectors.types import Record
 >>> recs = [Record(s, 2.0 - 0.01 * s, val_loss=1.23456789 if s % 2 else None) for s in range(14)]
 >>> [(a.step, a.evidence["watch"], a.action.type) for a in drive(DeadDetector(), recs)]
-[(11, 'val_loss', 'stop')]
+[(5, 'val_loss', 'stop')]
 
 References
 ----------
