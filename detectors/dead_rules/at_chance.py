@@ -14,8 +14,9 @@ of ln(k) (:data:`CLOSE`: 0.05 %, 2.3026 +- 0.0012), whatever the first loss: the
 the uniform guess up to a rounding, and no run that learns sits that close to ln(k) that long.
 A healthy loss that descends through ln(k) keeps making new lows. Or, with the evaluation
 logged on the same row, both the loss and the validation loss within that close band of the
-same ln(k) on ``pair_chance_records`` rows in a row (rows with an evaluation; a row whose
-evaluation or loss leaves the close band breaks the run), a row more where the run's first
+same ln(k) on ``pair_chance_records`` rows in a row (rows with an evaluation, each loss a value of
+its own: a line written again neither extends the run nor breaks it; a row whose evaluation or
+loss leaves the close band breaks it), a row more where the run's first
 loss was at that ln(k) too (an initialisation at chance, a zero-initialised head evaluated on
 its first rows), or on one row at step :data:`LATE_STEP` or later: two measurements, one on
 the training batches and one on a held-out set, land on the uniform guess's loss to 0.05 %
@@ -195,7 +196,8 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
         d.ch_pair = int(pair)
     else:
         # a row with an evaluation off the band, or a loss off it, breaks the run of pairs
-        d.ch_pair = d.ch_pair + 1 if pair else 0 if (f.vok[i] or not close) else d.ch_pair
+        # the same line again (a logger's copy, a frozen print) neither extends the run nor breaks it
+        d.ch_pair = d.ch_pair + int(new_value(f, i)) if pair else 0 if (f.vok[i] or not close) else d.ch_pair
         # the same value again is a logger's copy or a frozen print (:mod:`.frozen`'s): no
         # new measurement of the level
         d.ch_close = 0 if not close else d.ch_close + int(new_value(f, i))

@@ -17,21 +17,18 @@ row that print the same value (the same float), carrying five significant digits
 each a separate evaluation or a rounded print (:func:`~losswatch.detectors.dead_rules.frozen.rounded_print`:
 a Keras epoch line or a Trainer table row prints each evaluation once; a full-precision float
 repeated on the training rows after an evaluation is an export that forward-filled it); where
-the repeats are on consecutive rows, the run must show they are evaluations of their own: the
-log evaluates on every row (its evaluations changed on two consecutive rows in a row, which a
-forward-filled evaluation never does), or the training loss froze with the evaluation on a row of
-the run, a rounded print away from any ln(k) (a logger that repeats its last evaluation leaves
-the training loss moving; the same float carrying more digits than a print is a logger's copy
-of the line; a zero-initialised head printing ln(k) is the chance rules'), the evaluation not
-below 0.9 x the run's first (:mod:`.frozen`'s bar for a converged evaluation: a run at the end
-of a long decay whose LR a plateau schedule cut to nothing, unlogged, prints one value too), the run
+the repeats are on consecutive rows, the log must show that it evaluates on every row (its
+evaluations changed on two consecutive rows in a row, which a forward-filled evaluation or a
+line written again never does: a training loss that froze with the evaluation does not tell,
+a line written k times repeats both columns too), the evaluation not below 0.9 x the run's first
+(:mod:`.frozen`'s bar for a converged evaluation: a run at the end of a long decay whose LR a
+plateau schedule cut to nothing, unlogged, prints one value too), the run
 longer than twice any run of one repeated evaluation before it (a logger's copies repeat every
 value, a frozen model only from where it froze) and the LR not switched off as above. An
 evaluation averages a fixed validation set: weights that still change move it in the fifth
 digit between evaluations (a converged GPT-2 validation loss falls 1e-4 an evaluation,
 2.9287, 2.9286), so the same five digits three times is a model that no longer changes (a
-Keras MLP whose sigmoid saturated: val_loss 6.9442 on every epoch, above its training loss
-frozen at 7.1726). The strength of the evidence sets the
+Lightning LSTM whose evaluations return 0.22974897921085358 again and again). The strength of the evidence sets the
 count: two identical five-digit evaluations happen by chance (two healthy logs of the tune part
 have one such pair), three in a row in none of its healthy logs; four significant digits repeat
 on 4-7 rows of healthy logs (a converged fine-tune's 0.5956; a forward-filled 2.861), which
@@ -114,8 +111,7 @@ def five_digits(x: float) -> bool:
 
 def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     """On an evaluation: extend or break the runs of equal evaluations; the verdict."""
-    from .at_chance import chance_level  # at_chance and frozen read this module's exact_repeat
-    from .frozen import rounded_print, same_4_digits
+    from .frozen import rounded_print  # frozen reads this module's exact_repeat
 
     v = f.val[i]
     # a record without an evaluation since the last one makes this a separate evaluation, not a
@@ -131,7 +127,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # the same print of five digits or more, each a separate evaluation or a printed line
     if prev == prev and v != prev and f.rec[i] - d.v_rec == 1:
         d.v_chg += 1  # evaluations that changed on consecutive rows, in a row
-    elif v != prev:
+    else:
         d.v_chg = 0
     if d.v_chg >= 2:
         d.v_every = True
@@ -143,10 +139,7 @@ def evaluation(d: DeadDetector, f: Features, i: int, prev: float) -> Why | None:
     # the repeats are evaluations of their own: separate, or the log evaluates on every row, or
     # the training loss froze with the evaluation (a logger that forward-fills its evaluation
     # leaves the training loss moving; a zero-initialised head prints ln(k), the chance rules')
-    lok = f.lok[i]
-    x = f.loss[i]
-    d.v_same_sure = d.v_same_sure or (d.v_same > 1 and (apart or d.v_every or (
-        lok and same_4_digits(x, f.b_lprev[i]) and rounded_print(x) and chance_level(x, d.chance_band) is None)))
+    d.v_same_sure = d.v_same_sure or (d.v_same > 1 and (apart or d.v_every))
     # an evaluation well below the run's first (0.9 x, :mod:`.frozen`'s bar) is a converged
     # run's, whose LR a plateau schedule may have cut to nothing unlogged
     converged = d.v_first > 0.0 and v < 0.9 * d.v_first
