@@ -38,8 +38,7 @@ class DeadDetector(Detector):
     (:mod:`~losswatch.detectors.copies`: told by the training loss, runs are counted in
     measurements; a log of evaluations only is read line by line); while no episode is
     open the first verdict in this order raises the alert. On an evaluation: ``frozen`` (the validation loss the
-    same to four significant digits), ``weights_frozen`` (separate evaluations the same to six; the same print of five
-    digits or more on fewer),
+    same to four significant digits), ``weights_frozen`` (separate evaluations the same to six),
     ``evaluations_at_chance`` (evaluations at ln(k), the training loss there too or far above
     it; evaluations at ln(k) itself whatever the training loss). On a loss record:
     ``zero_start`` (exactly 0 from the first record), ``collapsed`` (constant at or above the
@@ -139,10 +138,6 @@ class DeadDetector(Detector):
         self.v_n = 0
         self.v_rec = -1  # the record ordinal of the last evaluation (or of a line that copied it)
         self.v_exact = 0  # weights frozen: the run of separate evaluations with the same six digits
-        self.v_same, self.v_same_max = 0, 1  # the run of the same print of five digits or more, and
-        # the longest such run before it; whether its repeats are evaluations of their own; the
-        # evaluations changed on consecutive rows in a row, and whether they ever did twice
-        self.v_same_sure, self.v_chg, self.v_every = False, 0, False
         self.vc_level = -1.0  # evaluations at chance: their level, the run's length, its lowest
         self.vc_n = 0  # value and the run position of its last new low
         self.vc_low = math.inf
@@ -173,7 +168,7 @@ class DeadDetector(Detector):
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
         "ch_improved": -1, "ch_exact": 0, "ch_close": 0, "ch_pair": 0,
         "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
-        "v_rec": -1, "v_exact": 0, "v_same": 0, "v_same_max": 1, "v_same_sure": False, "v_chg": 0, "v_every": False,
+        "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,
         "vb_fall": math.inf, "vb_slow": 0, "vb_low": math.inf, "vb_since": 0, "vb_tlow": math.inf,

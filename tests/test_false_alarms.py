@@ -238,9 +238,7 @@ def test_a_converged_validation_loss_in_a_log_that_begins_mid_run_is_not_frozen(
     assert _dead(replay(vals=CONVERGED_EVALS, steps=steps)[1]) == []
     # evaluations logged from step 0 that never left their first value are still frozen
     frozen = [2.9296] * 8
-    # (five significant digits, each row an evaluation: the third tells, weights_frozen's run of
-    # repeated prints; four-digit frozen's six did before)
-    assert _dead(replay(vals=frozen, steps=[250 * k for k in range(8)])[1]) == [(500, "stop")]
+    assert _dead(replay(vals=frozen, steps=[250 * k for k in range(8)])[1]) == [(1250, "stop")]
 
 
 # -- dead: a training loss repeated on evaluation rows while the evaluations move -----------------
