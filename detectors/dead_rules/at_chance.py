@@ -58,8 +58,8 @@ pair_chance_records : int, default 2
     streams: in the tune part one healthy log has such a row (a CNN at its first epoch, 2.3033
     and 2.3037 against ln 10), none two, while 10 of its dead logs (and an LR-too-high one
     stuck at ln 2) have 2-20. On one row the step must say the run has trained for a while
-    (:data:`LATE_STEP`); a first evaluation at step 0-1 is the initialisation's. Rows counted
-    with their copies: a line written again is no row of its own (the healthy variants written
+    (:data:`LATE_STEP`); a first evaluation at step 0-1 is the initialisation's. Copies are
+    not counted: a line written again is no row of its own (the healthy variants written
     4x would otherwise show the CNN's first-epoch row three times).
 close_chance_records : int, default 4
     Records in a row within 0.05 % of ln(k), each a value of its own (the same value again, a
