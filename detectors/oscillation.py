@@ -100,7 +100,7 @@ class OscillationDetector(Detector):
         zig = lok & ~(f.a("alt") < self.zigzag) & (f.a("nl") >= self.min_records)
         with np.errstate(invalid="ignore"):
             best, m = f.a("rbest"), self.give_back * (f.a("l0") - f.a("rbest"))
-            rel = lok & (f.a("lrok") | (f.a("nlr") == 0) | (f.a("lrdir") == 0)) & (f.a("nl") >= self.min_records) & (m > 0.0) & \
+            rel = lok & (f.a("lrok") | (f.a("nlr") == 0)) & (f.a("nl") >= self.min_records) & (m > 0.0) & \
                 ~(f.a("slow") - best < m) & ~(f.a("trend") - best < m)
         return zig | rel | self._best_rows(f) | held_back.screen(f)
 

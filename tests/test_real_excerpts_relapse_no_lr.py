@@ -36,9 +36,9 @@ VAL = [  # (step, val_loss), every 100 steps
 ]
 
 
-def _records(val=True, lr=None):
+def _records(val=True):
     v = dict(VAL) if val else {}
-    return [Record(s, x, None, lr, v.get(s)) for s, x in zip(STEPS, LOSS)]
+    return [Record(s, x, None, None, v.get(s)) for s, x in zip(STEPS, LOSS)]
 
 
 def _batch(recs):
@@ -70,12 +70,3 @@ def test_an_excerpt_is_not_read():
     # the same rows from step 200 on: the first loss is not the run's start
     recs = [r for r in _records() if r.step >= 200]
     assert _relapses(one_at_a_time(recs)[1]) == []
-
-
-def test_a_constant_logged_lr_is_read_as_no_lr():
-    # the same losses under a constant logged LR (a sweep member without warm-up; the file's own
-    # LR ramps up, so this column is ours): no rise of the LR to point at, the same verdict
-    recs = _records(lr=0.1)
-    alerts = one_at_a_time(recs)[1]
-    assert _relapses(alerts) == [(600, "scale_lr", 0.3)]
-    assert _relapses(_batch(recs)) == _relapses(alerts)

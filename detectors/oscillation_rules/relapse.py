@@ -1,7 +1,7 @@
 """Relapse: the loss went back up after the LR was raised and holds above the best it reached
 at the lower LR. The LR is past the edge of stability: the run is unstable, not lost.
 
-Condition, on a loss record (the LR logged and changed; without one, see below):
+Condition, on a loss record (the LR logged):
 
 - the raw best (``features.rbest``, the lowest loss held for two records) was set at least
   ``hold`` loss records ago, at an LR that the LR now exceeds ``lr_rise`` x or more (a warm-up
@@ -15,9 +15,7 @@ Condition, on a loss record (the LR logged and changed; without one, see below):
   divergence detector reports it), and the LR has reversed direction fewer than two times (a
   cyclic LR moves the loss by design).
 
-Or, in a log with no LR at all (none logged so far) or an LR that has not changed since its first
-value (a constant LR: no rise to point at, and none to blame but the LR itself or the data), the
-same give-back and hold, in a log that
+Or, in a log with no LR at all (none logged so far), the same give-back and hold, in a log that
 begins where training began (:func:`~losswatch.detectors.progress.logged_from_start`: an
 excerpt's first loss is one draw of a level the run had reached, its "progress" says nothing),
 while at least two evaluations were logged and the last one is above their best. Many committed
@@ -119,7 +117,7 @@ def observe(d: OscillationDetector, f: Features, i: int) -> None:
 def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, Any], str] | None:
     if f.nl[i] - d.best_nl < d.hold:
         return None
-    no_lr = f.nlr[i] == 0 or f.lrdir[i] == 0  # no LR logged, or never changed: the loss alone must tell
+    no_lr = f.nlr[i] == 0  # no LR logged at all (yet): the loss alone must tell
     if not no_lr:
         if not f.lrok[i] or f.rev[i] >= 2:
             return None
@@ -145,8 +143,7 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
 
 
 def _unlogged(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, Any], str] | None:
-    """The relapse in a log without an LR (or with a constant one): the loss gave back the share and
-    stays there, in a log
+    """The relapse in a log without an LR: the loss gave back the share and stays there, in a log
     that begins where training began (an excerpt's first loss is not the run's start, so its
     "progress" says nothing), while the evaluations, where two or more were logged, are not at
     their best (a training loss that rises while the held-out loss improves is the objective's:
