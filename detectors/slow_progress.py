@@ -42,8 +42,8 @@ class SlowProgressDetector(RaiseLRDetector):
     raw best reached before it by ``given_back`` of the progress and ``climb_z`` noise units
     (``progress.climbed_back``, the plateau's test: the level lags a short dip, the raw best
     does not), the fall was spread over the doubling (each sub-window between its checkpoints made
-    ``steady`` of it or more, none of the grid twice as fine more than ``drop`` of it nor
-    less than ``rise`` (none rising), and no two adjacent ones more than ``drop_pair``: a
+    ``steady`` of it or more, none of the grid twice as fine more than ``drop`` of it and no
+    two adjacent ones more than ``drop_pair``: a
     multi-epoch fine-tune drops in a step at each epoch boundary, which is memorisation, not a
     pace), the fall per step did not speed up while the LR was cut
     (``anneal``: a descent that a smaller LR makes faster is the annealing of a large LR, not
@@ -122,19 +122,6 @@ class SlowProgressDetector(RaiseLRDetector):
         An exponential descent with ``h`` >= ``ratio`` makes at most ~32 % in one (a linear
         pace ~32 %); the benchmark's detections 52 % at most (seeds 0-1 and 2-7: no detection
         lost).
-    rise : float, default 0.0
-        The least share of the doubling's fall each window of the grid twice as fine must make:
-        at 0, none may rise (a rise is no fall). A too-small LR moves the loss down in every
-        part of the doubling, each window making ~19-32 % of it at a linear pace (each window
-        spans 19 % of its start's step), and only a fall of ``z`` noise units or more over the
-        doubling is judged. A level that goes back up within the doubling fell at no pace the
-        LR sets: a per-step loss jumping around a fast descent, or a relapse (the benchmark's
-        cnn SGD run at 10x LR above, for ``given_back``, is silenced by it too). A seq2seq full
-        fine-tune (tune part, adu3110 trainer state, healthy: 3.71 -> 1.10 in 128 steps,
-        per-step losses of uneven batches 32 % of their level apart) rose by 12 % of its
-        doubling's fall in the second window of 128-256 and was told "raise the LR x3" (h
-        0.30). The benchmark's LR-too-low detections (seeds 0-1) make 4 % or more in every
-        window; 0 is the bar that needs no measured margin (none was set above it).
     drop_pair : float, default 0.85
         The most of the doubling's fall two adjacent windows of the grid twice as fine may make
         (tried where the doubling has all four): more is a drop that the level's lag spread over
@@ -258,13 +245,12 @@ class SlowProgressDetector(RaiseLRDetector):
                  min_records: int = 256, per_doubling: int = 2, given_back: float = 0.5,
                  climb_z: float = 4.0, steady: float = 0.2, anneal: float = 0.6,
                  speed_up: float = 1.1, sustained: float = 0.17, drop: float = 0.6,
-                 drop_pair: float = 0.85, unlogged: float = 0.5, sparse_records: int = 32,
-                 rise: float = 0.0) -> None:
+                 drop_pair: float = 0.85, unlogged: float = 0.5, sparse_records: int = 32) -> None:
         super().__init__(ratio=ratio, min_step=min_step, z=z, decayed=decayed, factor=factor, blowup=blowup,
                          min_records=min_records, per_doubling=per_doubling, given_back=given_back,
                          climb_z=climb_z, steady=steady, anneal=anneal, speed_up=speed_up,
                          sustained=sustained, drop=drop, drop_pair=drop_pair, unlogged=unlogged,
-                         sparse_records=sparse_records, rise=rise)
+                         sparse_records=sparse_records)
         # cps: str(k) -> [trend, peak LR, step, best level, raw best, LR (NaN when not logged),
         # loss records] at the first record of checkpoint k (checkpoint_index)
         self.k_done = -1  # the checkpoint covers many rows (the active screen passes some): once each
@@ -311,16 +297,16 @@ class SlowProgressDetector(RaiseLRDetector):
         """Did the doubling that ends at checkpoint ``k`` (at ``step``) fall in a drop rather
         than at a pace: one of the sub-windows between its checkpoints made less than ``steady``
         of its progress (``t_c - trend``), one of the sub-windows of the grid twice as fine
-        made more than ``drop`` of it or less than ``rise`` (rose), or two adjacent ones (all
-        of them kept) more than ``drop_pair``?"""
+        made more than ``drop`` of it, or two adjacent ones (all of them kept) more than
+        ``drop_pair``?"""
         levels = self._levels(k, t_c, trend)
         made = t_c - trend
         if any(a - b < self.steady * made for a, b in zip(levels, levels[1:])):
             return True
         fine = self._fine_levels(k, t_c, trend, step)
         falls = [a - b for a, b in zip(fine, fine[1:])]
-        if len(falls) > 1 and any(x > self.drop * made or x < self.rise * made for x in falls):
-            return True  # a drop, or a rise: the level went back up in part of the doubling
+        if len(falls) > 1 and any(x > self.drop * made for x in falls):
+            return True
         # with a window missing (a sparse log), two adjacent ones may span most of the doubling
         return len(falls) == 2 * self.per_doubling and \
             any(x + y > self.drop_pair * made for x, y in zip(falls, falls[1:]))

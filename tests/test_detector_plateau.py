@@ -176,11 +176,9 @@ def test_the_fall_after_a_relapse_is_a_recovery_not_a_slow_pace():
 
     assert slow_progress() == []
     # without the test: "raise the LR x3" (the annealing test, a fall that sped up as the decay
-    # cut the LR, silences it on its own as well, and so does ``rise``: the relapse's level goes
-    # back up within the doubling)
-    assert slow_progress(given_back=1e9, anneal=0.0, rise=-math.inf) == [363]
-    assert slow_progress(given_back=1e9, rise=-math.inf) == []
-    assert slow_progress(given_back=1e9, anneal=0.0) == []
+    # cut the LR, silences it on its own as well)
+    assert slow_progress(given_back=1e9, anneal=0.0) == [363]
+    assert slow_progress(given_back=1e9) == []
 
 
 def test_a_noisy_loss_barely_below_its_first_draw_is_not_told_to_raise_the_lr():
