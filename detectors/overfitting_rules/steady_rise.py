@@ -6,24 +6,12 @@ Condition: the last ``rises`` evaluations each rose above the one before, the fi
 above the run's lowest validation loss (the raw best), and at each of them the training loss
 (read by :func:`~.train_loss.train_at`: in an epoch log the one logged with the evaluation,
 or the last before it; in a dense log its level; where the best came before any training loss
-was logged, the first one logged after it) fell below its value at the one before, or rose by
-less than the validation loss did (the gap between them widened);
+was logged, the first one logged after it) fell below its value at the one before;
 the latest is above that best by at least ``rise`` on the progress scale (against the validation
 progress made before the best, first evaluation - best, when that is larger than the best;
 :func:`~losswatch.detectors.progress._pratio` with the raw share); the training loss fell by
 ``train_fall`` since the best. Not when the best is an evaluation of the untrained model
 (:mod:`.untrained`) or the latest is above ``max_ratio`` x the best (a blow-up).
-
-Why the gap and not the training loss alone at each rise: memorisation is the generalisation
-gap (validation minus training loss) growing, and an epoch log's training loss is a mean over
-an epoch whose own epoch-to-epoch noise makes it tick up now and then while the model keeps
-fitting its data (an LSTM's epoch log: validation 0.441 at its best, then 0.464, 0.484, 0.490,
-0.550 while the training mean went 0.371 -> 0.384 -> 0.338 -> 0.313 -> 0.321: its first rise
-came with a training tick up of 0.013 against a validation rise of 0.022, and the run of rises
-broke on it); a rise in which the training loss rose as much as the validation loss or more is
-an unstable step, not memorisation, and still breaks the run. The training loss must still
-have fallen by ``train_fall`` since the best (below). Set by: the tune part (one overfitting
-log more, no healthy tune log warned that was not before; the benchmark seeds 0-1 unchanged).
 
 Why counted in evaluations and why monotone: an epoch log has 5-20 evaluations, each an average
 over a whole validation set, so a rise on three in a row while the training loss falls at each
@@ -120,12 +108,8 @@ def observe(d: OverfittingDetector, f: Features, i: int, raw: float, step: int) 
         # no training loss was logged before the best (its evaluation came first): the first one
         # logged after it stands for it
         d.rb_train = train
-    last = d.rise_vals[-1] if d.rise_vals else d.rb
-    # the gap between the two losses widened: the training loss fell, or rose by less than the
-    # validation loss did (an epoch mean that ticks up while the evaluation climbs further)
-    widened = train < d.rise_train or raw - train > last - d.rise_train
-    fell = widened or d.rise_train != d.rise_train or no_train(f, i)
-    if d.rise_n >= 0 and raw > last and fell:
+    fell = train < d.rise_train or d.rise_train != d.rise_train or no_train(f, i)
+    if d.rise_n >= 0 and raw > (d.rise_vals[-1] if d.rise_vals else d.rb) and fell:
         d.rise_n += 1
         d.rise_vals.append(raw)
         d.rise_train = train
