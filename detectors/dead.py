@@ -46,8 +46,7 @@ class DeadDetector(Detector):
     significant digits; to six on three records, at or above the first loss, after it moved),
     ``at_chance`` (the loss at ln(k) without new lows; at ln(k) itself after coming from another
     level, or from a first loss at chance with its evaluations at ln(k) too; or within 0.05 % of
-    ln(k) on fewer records, or the loss and its evaluation both that close on two rows, or one
-    row late in training), ``flat_start`` (every loss since the first within the chance band;
+    ln(k) on fewer records), ``flat_start`` (every loss since the first within the chance band;
     fewer records within half of it). An evaluation's verdict wins
     over a loss record's on the same row.
 
@@ -68,8 +67,7 @@ class DeadDetector(Detector):
     All keyword parameters of the rules, each documented once, in the module of the rule it
     belongs to (``rule_modules`` lists them; docs/detectors.md shows them below this entry):
     ``frozen_records``, ``unlearned_records`` (frozen); ``lr_off`` (weights_frozen); ``chance_records``,
-    ``exact_chance_records``, ``close_chance_records``, ``pair_chance_records``, ``chance_band``
-    (at_chance); ``val_chance_band``
+    ``exact_chance_records``, ``close_chance_records``, ``chance_band`` (at_chance); ``val_chance_band``
     (evaluations_at_chance); ``collapse_records``, ``collapse_drop`` (collapsed);
     ``flat_start_records``, ``flat_start_close_records`` (flat_start); ``zero_records`` (zero_start).
     Shared: ``blowup`` 2 (a loss level this many times the first loss before it froze is a
@@ -109,15 +107,14 @@ class DeadDetector(Detector):
                  lr_off: float = 0.01, blowup: float = 2.0, factor: float = 0.1, rearm: int = 3,
                  flat_start_records: int = 6, zero_records: int = 2, exact_chance_records: int = 3,
                  unlearned_records: int = 3, close_chance_records: int = 4,
-                 flat_start_close_records: int = 5, pair_chance_records: int = 2) -> None:
+                 flat_start_close_records: int = 5) -> None:
         super().__init__(frozen_records=frozen_records, chance_records=chance_records,
                          chance_band=chance_band, val_chance_band=val_chance_band,
                          collapse_records=collapse_records, collapse_drop=collapse_drop, lr_off=lr_off,
                          blowup=blowup, factor=factor, rearm=rearm, flat_start_records=flat_start_records,
                          zero_records=zero_records, exact_chance_records=exact_chance_records,
                          unlearned_records=unlearned_records, close_chance_records=close_chance_records,
-                         flat_start_close_records=flat_start_close_records,
-                         pair_chance_records=pair_chance_records)
+                         flat_start_close_records=flat_start_close_records)
         # runs are keyed on record counts (the finite-loss count nl, the val count), so rows the
         # screen skips break a run exactly as they should
         self.fz_start = self.fz_last = -1  # frozen loss: nl at its start / at its last row
@@ -131,7 +128,6 @@ class DeadDetector(Detector):
         self.ch_improved = -1  # (nl) of its last real improvement: a dead run makes no new lows
         self.ch_exact = 0  # records in a row at ln(k) itself
         self.ch_close = 0  # records in a row within the close band of ln(k)
-        self.ch_pair = 0  # rows in a row with the loss and the evaluation both in that band
         self.v_prev = math.nan  # last finite val loss and the run of equal ones
         self.v_first = math.nan  # the first finite val loss and its step
         self.v_first_step = -1
@@ -166,8 +162,7 @@ class DeadDetector(Detector):
         "fz_start": -1, "fz_last": -1, "fz_xstart": -1, "fz_xlast": -1, "fz_xcur": 1, "fz_xmax": 1,
         "vp_n": 0, "vp_train": math.nan,
         "ch_level": -1.0, "ch_start": -1, "ch_last": -1, "ch_rbest": math.inf,
-        "ch_improved": -1, "ch_exact": 0, "ch_close": 0, "ch_pair": 0,
-        "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
+        "ch_improved": -1, "ch_exact": 0, "ch_close": 0, "v_prev": math.nan, "v_first": math.nan, "v_first_step": -1, "v_n": 0,
         "v_rec": -1, "v_exact": 0,
         "vc_level": -1.0, "vc_n": 0, "vc_low": math.inf, "vc_improved": 0,
         "vx_level": -1.0, "vx_n": 0, "vb_level": -1.0, "vb_n": 0, "vb_v": math.nan,

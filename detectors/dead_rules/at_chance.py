@@ -12,16 +12,7 @@ of their own, within it); or
 ``close_chance_records`` separate measurements in a row within a quarter of ``chance_band``
 of ln(k) (:data:`CLOSE`: 0.05 %, 2.3026 +- 0.0012), whatever the first loss: the output is
 the uniform guess up to a rounding, and no run that learns sits that close to ln(k) that long.
-A healthy loss that descends through ln(k) keeps making new lows. Or, with the evaluation
-logged on the same row, both the loss and the validation loss within that close band of the
-same ln(k) on ``pair_chance_records`` rows in a row (rows with an evaluation, each loss a value of
-its own: a line written again neither extends the run nor breaks it; a row whose evaluation or
-loss leaves the close band breaks it), a row more where the run's first
-loss was at that ln(k) too (an initialisation at chance, a zero-initialised head evaluated on
-its first rows), or on one row at step :data:`LATE_STEP` or later: two measurements, one on
-the training batches and one on a held-out set, land on the uniform guess's loss to 0.05 %
-together; a run that learns leaves the two apart and off ln(k) (a 4-class char-CNN at step
-2,400: loss 1.386194, evaluation 1.386315, ln 4 = 1.386294). Not while a logged LR is still ramping up
+A healthy loss that descends through ln(k) keeps making new lows. Not while a logged LR is still ramping up
 (``features.lr_ramping``): a run at chance in its warm-up has not had its LR yet (a healthy
 one-cycle CNN of the benchmark sits within 0.2% of ln 10 at steps 14-19 while its LR climbs from
 1/25 of its peak); judged again once the ramp ends.
@@ -52,15 +43,6 @@ exact_chance_records : int, default 3
     healthy minibatch loss with noise in its 4th digit that descends through ln(k) can land
     three records in a row within half a unit of it (a PINN's loss plus 1 wobbling
     1.0985-1.0988 on its way down, bench/healthy_variants.py).
-pair_chance_records : int, default 2
-    Rows in a row with the loss and the evaluation both within 0.05 % of the same ln(k). The
-    chance of a coincidence is that of one close record squared, less the correlation of the two
-    streams: in the tune part one healthy log has such a row (a CNN at its first epoch, 2.3033
-    and 2.3037 against ln 10), none two, while 10 of its dead logs (and an LR-too-high one
-    stuck at ln 2) have 2-20. On one row the step must say the run has trained for a while
-    (:data:`LATE_STEP`); a first evaluation at step 0-1 is the initialisation's. Copies are
-    not counted: a line written again is no row of its own (the healthy variants written
-    4x would otherwise show the CNN's first-epoch row three times).
 close_chance_records : int, default 4
     Records in a row within 0.05 % of ln(k), each a value of its own (the same value again, a
     logger's copy or a frozen print, neither extends the run nor breaks it: :mod:`.frozen`
@@ -145,13 +127,6 @@ _LEVELS = CHANCE_LEVELS.tolist()  # the same, for bisect on the one-record path
 CHANCE_K = {math.log(k): k for k in CHANCE_CLASSES}
 #: The close band, as a share of ``chance_band``: within it ``close_chance_records`` tell
 CLOSE = 0.25
-#: From this step on one row with the loss and the evaluation both in the close band of ln(k)
-#: tells (``pair_chance_records`` rows before it): a thousand updates take any network that
-#: learns off the uniform output on its batches and its held-out set alike (the benchmark's
-#: healthy CNNs leave 0.2 % of ln 10 within 10-42 steps; its LR /100 runs, stuck, are a stuck run
-#: too). A judgement, not a measurement: no healthy tune log has such a row at any step but
-#: its first epoch.
-LATE_STEP = 1000
 
 
 def is_exactly(x: float, lv: float) -> bool:
@@ -190,16 +165,10 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     rb = f.rbest[i]
     exact = is_exactly(x, lv)
     close = abs(x - lv) <= CLOSE * d.chance_band * lv
-    v = f.val[i]
-    pair = close and f.vok[i] and abs(v - lv) <= CLOSE * d.chance_band * lv
     if d.ch_last != nl - 1 or lv != d.ch_level:
         d.ch_start, d.ch_level, d.ch_improved, d.ch_exact = nl, lv, nl, int(exact)
         d.ch_close = int(close)
-        d.ch_pair = int(pair)
     else:
-        # a row with an evaluation off the band, or a loss off it, breaks the run of pairs
-        # the same line again (a logger's copy, a frozen print) neither extends the run nor breaks it
-        d.ch_pair = d.ch_pair + int(new_value(f, i)) if pair else 0 if (f.vok[i] or not close) else d.ch_pair
         # the same value again is a logger's copy or a frozen print (:mod:`.frozen`'s): no
         # new measurement of the level
         d.ch_close = 0 if not close else d.ch_close + int(new_value(f, i))
@@ -222,14 +191,6 @@ def observe(d: DeadDetector, f: Features, i: int) -> Why | None:
     if d.ch_close >= d.close_chance_records:
         return Why(f"the loss has sat within {fmt(100 * CLOSE * d.chance_band)}% of ln({k}) = {lv:.4f}, the loss of a "
                    f"uniform guess over {k} classes, for {d.ch_close} records{each_written(d)} (now {x:.6g})", lv)
-    # the training loss and the evaluation on the uniform guess's loss together
-    # (a run whose first loss was at this level too, as an initialisation is, needs a row more:
-    # a zero-initialised head evaluates at ln(k) itself on its first rows)
-    need = d.pair_chance_records + (chance_level(f.l0[i], d.chance_band) == lv)
-    if d.ch_pair >= need or (d.ch_pair >= 1 and f.step[i] >= LATE_STEP):
-        return Why(f"the loss ({x:.6g}) and the validation loss ({v:.6g}) have both sat within "
-                   f"{fmt(100 * CLOSE * d.chance_band)}% of ln({k}) = {lv:.4f}, the loss of a uniform guess over "
-                   f"{k} classes, on {d.ch_pair} rows{each_written(d)} at step {f.step[i]:.0f}", lv)
     # a run that came to exactly ln(k) from another level collapsed to a uniform output (one
     # that starts at chance, as an initialisation does, is judged by the longer run above)
     if d.ch_exact >= d.exact_chance_records and chance_level(f.l0[i], d.chance_band) != lv:
@@ -255,4 +216,3 @@ def evaluations_at(d: DeadDetector, f: Features, i: int, lv: float) -> bool:
 
 def forget(d: DeadDetector) -> None:
     d.ch_last = -1
-    d.ch_pair = 0
