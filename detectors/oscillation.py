@@ -22,8 +22,7 @@ class OscillationDetector(Detector):
 
     On each loss record, while no episode is open, the rules are tried in this order and the
     first that holds raises the alert (``evidence["rule"]`` names it): ``zigzag`` (period-2
-    oscillation), ``relapse`` (the loss gave back its progress after the LR rose, or with no LR
-    logged while the evaluations got worse),
+    oscillation), ``relapse`` (the loss gave back its progress after the LR rose),
     ``held_back`` (no progress for a doubling at a high LR, a fall once the LR came down).
     **warning** (a run that is lost gets the divergence detector's critical alert), action
     ``scale_lr`` x``factor``. Each rule says when its episode closes.
@@ -100,7 +99,7 @@ class OscillationDetector(Detector):
         zig = lok & ~(f.a("alt") < self.zigzag) & (f.a("nl") >= self.min_records)
         with np.errstate(invalid="ignore"):
             best, m = f.a("rbest"), self.give_back * (f.a("l0") - f.a("rbest"))
-            rel = lok & (f.a("lrok") | (f.a("nlr") == 0)) & (f.a("nl") >= self.min_records) & (m > 0.0) & \
+            rel = lok & f.a("lrok") & (f.a("nl") >= self.min_records) & (m > 0.0) & \
                 ~(f.a("slow") - best < m) & ~(f.a("trend") - best < m)
         return zig | rel | self._best_rows(f) | held_back.screen(f)
 

@@ -15,19 +15,6 @@ Condition, on a loss record (the LR logged):
   divergence detector reports it), and the LR has reversed direction fewer than two times (a
   cyclic LR moves the loss by design).
 
-Or, in a log with no LR at all (none logged so far), the same give-back and hold, in a log that
-begins where training began (:func:`~losswatch.detectors.progress.logged_from_start`: an
-excerpt's first loss is one draw of a level the run had reached, its "progress" says nothing),
-while at least two evaluations were logged and the last one is above their best. Many committed
-LR sweeps keep the loss and the evaluations and drop the LR; the shape is the same: the loss falls
-while the (warm-up's) LR is small, then climbs back once the LR passes the edge of stability and
-holds there, for as long as the LR stays high. Without the LR to say it went up, the evaluations
-must say the model got worse: a training loss alone that rises from an early low and holds can
-be an objective that is not minimised to the end (a GAN discriminator's loss, which rises slowly
-as the generator improves: the tune part's SN-DCGAN log gives back half its progress from step
-~28,000 on and stays there) or a harder curriculum switched on, with the held-out loss at its
-best.
-
 A too-small LR cannot make the loss climb back up; a too-large one does, as an LR range test
 shows: the loss falls while the LR is small, then rises once the LR passes the edge of
 stability. The plateau detector therefore never calls such a loss "stuck at a too-small LR"
@@ -77,14 +64,6 @@ and stays there:
 >>> [(a.evidence["rule"], a.severity, a.action.params) for a in drive(OscillationDetector(), recs)]
 [('relapse', 'warning', {'factor': 0.3})]
 
-Without the LR column, the same run is caught on the same record (here its evaluations rise
-steadily after their first):
-
->>> recs = [Record(s, loss(s) + r.gauss(0, 0.05), val_loss=4.1 + 0.0005 * s if s % 100 == 0 else None)
-...         for s in range(10, 2000, 10)]
->>> [(a.evidence["rule"], a.step) for a in drive(OscillationDetector(), recs)]
-[('relapse', 600)]
-
 References
 ----------
 bench/real/histories/div__xiamishaonian111__cs336__lr-sweep-1e-1-metrics.csv (provenance in
@@ -96,11 +75,10 @@ networks" (2017): the LR range test reads the largest good LR where the loss sto
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from ..base import fmt
-from ..progress import climbed_back, given_back, logged_from_start
+from ..progress import climbed_back, given_back
 
 if TYPE_CHECKING:
     from ..features import Features
@@ -115,22 +93,16 @@ def observe(d: OscillationDetector, f: Features, i: int) -> None:
 
 
 def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, Any], str] | None:
-    if f.nl[i] - d.best_nl < d.hold:
+    if not f.lrok[i] or f.nl[i] - d.best_nl < d.hold or f.rev[i] >= 2:
         return None
-    no_lr = f.nlr[i] == 0  # no LR logged at all (yet): the loss alone must tell
-    if not no_lr:
-        if not f.lrok[i] or f.rev[i] >= 2:
-            return None
-        if not f.lr[i] >= d.lr_rise * d.best_lr or not d.best_lr > 0.0:
-            return None
+    lr, best_lr = f.lr[i], d.best_lr
+    if not lr >= d.lr_rise * best_lr or not best_lr > 0.0:
+        return None
     best, level, trend, l0 = f.rbest[i], f.slow[i], f.trend[i], f.l0[i]
     if not climbed_back(level, best, l0, f.sd[i], d.give_back, d.z) or given_back(trend, best, l0) < d.give_back:
         return None
     if not trend < l0:
         return None  # back above the first loss: a lost run, the divergence detector's
-    if no_lr:
-        return _unlogged(d, f, i)
-    lr, best_lr = f.lr[i], d.best_lr
     share = given_back(level, best, l0)
     ev: dict[str, Any] = {"best": best, "best_step": f.rbest_step[i], "best_lr": best_lr,
                           "level": level, "lr": lr, "gave_back": share, "first_loss": l0}
@@ -142,36 +114,15 @@ def check(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, A
          f"lowest at LR {fmt(best_lr)}).")
 
 
-def _unlogged(d: OscillationDetector, f: Features, i: int) -> tuple[str, dict[str, Any], str] | None:
-    """The relapse in a log without an LR: the loss gave back the share and stays there, in a log
-    that begins where training began (an excerpt's first loss is not the run's start, so its
-    "progress" says nothing), while the evaluations, where two or more were logged, are not at
-    their best (a training loss that rises while the held-out loss improves is the objective's:
-    a regulariser or augmentation switched on)."""
-    if not logged_from_start(int(f.l0_step[i]), int(f.step[i]), int(f.nl[i])):
-        return None
-    if not (f.nv[i] >= 2 and f.vlast[i] > f.vbest[i]):
-        return None
-    best, level, l0 = f.rbest[i], f.slow[i], f.l0[i]
-    share = given_back(level, best, l0)
-    ev: dict[str, Any] = {"best": best, "best_step": f.rbest_step[i], "level": level, "gave_back": share,
-                          "first_loss": l0}
-    return (f"LR too high: unstable. The loss fell from {fmt(l0)} to {fmt(best)} by step "
-            f"{f.rbest_step[i]}, then climbed back to {fmt(level)} ({fmt(100 * share)}% of its progress "
-            f"given back) and stays there. The run is not lost (below its first loss)"), ev, \
-        ("The loss gave back half its progress and held there, as a run whose LR (a warm-up's peak, "
-         "a constant LR) is past the edge of stability does; the log has no LR to confirm it.")
-
-
 def resolved(d: OscillationDetector, f: Features, i: int) -> str | None:
     # against the best and its LR when the alert was raised: ``observe`` moves ``d.best_lr`` to
     # the LR of any new best, which may be the high LR itself
     assert d.alert is not None  # called while an episode is open
-    best, best_lr = d.alert.evidence["best"], d.alert.evidence.get("best_lr", math.nan)
+    best, best_lr = d.alert.evidence["best"], d.alert.evidence["best_lr"]
     if f.lok[i] and f.rbest[i] < best:
         return f"a new best, {fmt(f.rbest[i])} at step {f.rbest_step[i]}"
     if f.lok[i] and given_back(f.trend[i], f.rbest[i], f.l0[i]) < 0.5 * d.give_back:
         return f"the loss is back near its best (trend {fmt(f.trend[i])})"
-    if f.lrok[i] and best_lr == best_lr and f.lr[i] < d.lr_rise * best_lr:
+    if f.lrok[i] and f.lr[i] < d.lr_rise * best_lr:
         return f"LR back down to {fmt(f.lr[i])}"
     return None
