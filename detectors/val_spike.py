@@ -14,9 +14,7 @@ Repeated, the same jumps are no longer events: a validation loss that jumps ``ra
 evaluation ``repeats`` times in a run while the training loss keeps calm is a model thrown about
 the valley by every large update, the LR too high for it (a classifier whose val loss goes 0.58
 -> 2.30, 0.17 -> 1.52, 0.14 -> 2.81 while its training loss falls 2.27 -> 0.34): a warning that
-lowers the LR. Only jumps that give back a real share of what the evaluations gained count:
-a memorising model whose validation loss has fallen from 1.0 to 0.03 wobbles 0.033 -> 0.077, a
-2x ratio that is noise at its floor, not a model thrown about the valley.
+lowers the LR.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Detector, fmt
-from .progress import RAW_SHARE, _pratio
 from .types import Action
 
 
@@ -34,13 +31,8 @@ class ValSpikeDetector(Detector):
     Rule: at a finite validation loss ``v`` whose previous evaluation ``p`` was finite and > 0:
     ``v >= ratio * p``, and the training loss is calm (its last value at most ``1 + train_rel``
     x its level before this record, or no training loss logged). The note resolves when a later
-    validation loss is back within ``1 + back`` x ``p``. A jump counts toward the LR verdict when
-    it also gives back ``undo`` of the evaluations' progress so far: ``v - p >= undo *
-    max(p, v0 - p)`` with ``v0`` the lower of the run's first two evaluations (a Keras network's
-    first evaluation with untrained BatchNorm statistics can be 10-40x the next one; the spike
-    rule's burst counts its spikes on the same scale,
-    :func:`~losswatch.detectors.progress._pratio`). The ``repeats``-th counted jump in a run is
-    a warning with ``scale_lr`` x``factor``: the LR is too high for the valley.
+    validation loss is back within ``1 + back`` x ``p``. The ``repeats``-th such jump in a run is a
+    warning with ``scale_lr`` x``factor``: the LR is too high for the valley.
 
     Parameters
     ----------
@@ -62,13 +54,6 @@ class ValSpikeDetector(Detector):
         classifier whose answer blames the LR (Cross Validated 478017) jumps 2x three times;
         the most on a healthy tune log or healthy benchmark run is one (the benchmark's LR-jump
         run at its tuned LR: three, after the jump).
-    undo : float, default 0.2
-        The share of the evaluations' progress a jump must give back to count toward
-        ``repeats``: the training-loss spike rule's ``rel``, which weighs its burst's spikes
-        the same way. Cross Validated 478017's three jumps give back 3.0x, 1.8x and 3.4x the
-        fall from its lower first evaluation (0.92), a cosine warm restart's 0.055 -> 0.639 4.0x;
-        a healthy 100-epoch Keras classifier whose validation loss wobbles 0.033 -> 0.077 at its
-        floor after falling from 0.95 gives back 4.8 %.
     factor : float, default 0.5
         The LR cut: halving, the usual step against an oscillating validation loss (the jumps
         say the LR is too high, not how far).
@@ -95,22 +80,18 @@ class ValSpikeDetector(Detector):
     static_screen = True
 
     def __init__(self, ratio: float = 2.0, back: float = 0.2, train_rel: float = 0.2, repeats: int = 3,
-                 undo: float = 0.2, factor: float = 0.5) -> None:
-        super().__init__(ratio=ratio, back=back, train_rel=train_rel, repeats=repeats, undo=undo, factor=factor)
-        self.v0 = float("nan")  # the lower of the run's first two evaluations: its progress starts there
-        self.nv = 0  # evaluations seen, up to two
+                 factor: float = 0.5) -> None:
+        super().__init__(ratio=ratio, back=back, train_rel=train_rel, repeats=repeats, factor=factor)
         self.vprev = float("nan")  # the last finite validation loss
         self.vbase = float("nan")  # the one before the spike (while a note is open)
         self.jumps = 0  # the jumps seen in the run
 
     def get_state(self) -> dict[str, Any]:
-        return {"vprev": self.vprev, "vbase": self.vbase, "jumps": self.jumps, "v0": self.v0, "nv": self.nv}
+        return {"vprev": self.vprev, "vbase": self.vbase, "jumps": self.jumps}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.vprev, self.vbase = d["vprev"], d["vbase"]
         self.jumps = d.get("jumps", 0)  # absent in states saved before it existed
-        # absent in older states: their first evaluation is gone, so jumps count as they did
-        self.v0, self.nv = d.get("v0", float("nan")), d.get("nv", 2)
 
     def screen(self, f):
         return f.a("has_val")  # every validation loss: the rule keeps the previous one
@@ -124,9 +105,6 @@ class ValSpikeDetector(Detector):
         v = f.val[i]
         p = self.vprev
         self.vprev = v
-        if self.nv < 2:
-            self.v0 = v if self.nv == 0 or v < self.v0 else self.v0
-            self.nv += 1
         step = f.step[i]
         if self.alert is not None:
             if v <= (1.0 + self.back) * self.vbase:
@@ -137,13 +115,10 @@ class ValSpikeDetector(Detector):
         if f.nl[i] > 1 and f.lprev[i] > (1.0 + self.train_rel) * f.b_slow[i]:
             return  # the training loss jumped as well: not an evaluation event
         self.vbase = p
-        # no first evaluation known (an old saved state): the plain ratio is the scale
-        counts = not self.v0 == self.v0 or _pratio(v, p, self.v0, RAW_SHARE) - 1.0 >= self.undo
-        if counts:
-            self.jumps += 1
+        self.jumps += 1
         ev = {"signal": "val_loss", "val_loss": v, "previous": p, "ratio": v / p, "jumps": self.jumps}
         train = f" while the training loss is {fmt(f.lprev[i])}" if f.nl[i] > 0 else ""
-        if counts and self.jumps >= self.repeats:
+        if self.jumps >= self.repeats:
             self.open_episode(
                 step, "warning",
                 f"LR too high: the validation loss jumped to {fmt(v)} at step {step}, {fmt(v / p)}x the "

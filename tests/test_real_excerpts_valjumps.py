@@ -77,19 +77,3 @@ def test_an_evaluation_only_log_that_rises_below_its_start_or_with_a_training_lo
     # with a training loss logged, the training loss tells the weights' story
     recs = [Record(s, 1.0 - 0.05 * s, val_loss=v) for s, v in enumerate(vals[:-1] + [377.0])]
     assert [a for a in drive(DivergenceDetector(), recs) if a.evidence.get("rule") == "val_lost"] == []
-
-
-
-FLOOR = "histories/akashkalasagond__alzheimer-disease-dementia-classification-__training-history-csv.csv"
-
-
-def test_a_jump_at_the_floor_of_a_fallen_validation_loss_does_not_count_toward_the_lr():
-    # a healthy 100-epoch classifier: val 0.95 -> ~0.03, then 0.036 -> 0.085 at epoch 74 while
-    # the training loss is calm: 2.4x, but 5 % of the fall. A note, and no LR verdict even where
-    # one jump would make one
-    out = raised(drive(ValSpikeDetector(repeats=1), _records(FLOOR)))
-    assert [(a.step, a.severity, a.evidence["jumps"]) for a in out] == [(74, "info", 0)]
-    # the same jump in a run whose evaluations had not fallen far is the LR's
-    recs = [Record(0, 0.05, val_loss=0.04), Record(1, 0.04, val_loss=0.036), Record(2, 0.04, val_loss=0.085)]
-    assert [(a.severity, a.action.type) for a in raised(drive(ValSpikeDetector(repeats=1), recs))] == [
-        ("warning", "scale_lr")]
