@@ -189,6 +189,12 @@ def _no_better(v: float, lv: float) -> bool:
     return v >= lv or is_exactly(v, lv)
 
 
+def _low_since(x: float, low: float, since: int, scale: float) -> tuple[float, int]:
+    """The lowest value and the separate values since it, once ``x`` is read (a new low beyond
+    the fourth digit of ``scale``, :func:`.frozen.new_low`, restarts the count)."""
+    return (x, 0) if new_low(x, low, scale) else (low, since + 1)
+
+
 def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, separate: bool) -> Why | None:
     """The run of separate evaluations at or just above ln(k), the training loss (if logged) in
     the band too, or far above it where the first evaluation was at ln(k)."""
@@ -213,15 +219,9 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         d.vb_level, d.vb_n, d.vb_low, d.vb_since = lv, 0, v, 0
         d.vb_tlow, d.vb_tsince = train, 0
     elif separate:
-        if new_low(v, d.vb_low, abs(v)):
-            d.vb_low, d.vb_since = v, 0
-        else:
-            d.vb_since += 1
+        d.vb_low, d.vb_since = _low_since(v, d.vb_low, d.vb_since, abs(v))
         if train == train:
-            if new_low(train, d.vb_tlow, lv):
-                d.vb_tlow, d.vb_tsince = train, 0
-            else:
-                d.vb_tsince += 1
+            d.vb_tlow, d.vb_tsince = _low_since(train, d.vb_tlow, d.vb_tsince, lv)
     d.vb_n += separate
     # converged onto ln(k), not passing through it: the evaluations' fall slowed on two separate
     # evaluations in a row (each fall at most half the one before, or none) and their last fall
