@@ -126,6 +126,21 @@ def test_a_training_loss_in_the_band_making_new_lows_is_no_stall():
     assert [a.step for a in raised(one_at_a_time(stuck)[1], "dead")] == [4]
 
 
+def test_a_training_loss_first_logged_after_the_evaluations_began_is_read_from_its_first_value():
+    # the same classifier whose first two lines carry an evaluation only: the training loss that
+    # follows makes a new low on each line, so it is learning, not stuck (its low to beat was
+    # NaN, and against NaN no loss was ever a new low: "dead" at step 4)
+    rows = [(None, 0.6940), (None, 0.6936), (0.6934, 0.6938), (0.6933, 0.6937), (0.6932, 0.6936),
+            (0.68, 0.689), (0.62, 0.61), (0.55, 0.55)]
+    late = [Record(s, t, val_loss=v) for s, (t, v) in enumerate(rows, 1)]
+    assert raised(one_at_a_time(late)[1], "dead") == []
+    # a training loss that joins at a value and stays there is stuck with its evaluations: dead
+    # once it has made no new low on two separate evaluations after its first
+    vals = [0.6940, 0.6936, 0.6938, 0.6937, 0.6939, 0.6938]
+    stuck = [Record(s, 0.6936 if s > 2 else None, val_loss=v) for s, v in enumerate(vals, 1)]
+    assert [a.step for a in raised(one_at_a_time(stuck)[1], "dead")] == [5]
+
+
 def test_evaluations_that_were_once_below_the_band_do_not_back_a_loss_at_ln_3_from_a_first_loss_at_chance():
     # the cryptobot rows with a first evaluation of 1.05, below ln 3 by more than 1.5 %: the network
     # learned something on the held-out set once; three evaluations in the band after it and a

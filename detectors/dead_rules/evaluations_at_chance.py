@@ -220,7 +220,11 @@ def _no_better_than_chance(d: DeadDetector, f: Features, i: int, first: bool, se
         d.vb_tlow, d.vb_tsince = train, 0
     elif separate:
         d.vb_low, d.vb_since = _low_since(v, d.vb_low, d.vb_since, abs(v))
-        if train == train:
+        if d.vb_tlow != d.vb_tlow:
+            # the run began before any training loss was logged: its first one is the low to beat
+            # (against NaN no loss would ever be a new low, and a falling one would read as stuck)
+            d.vb_tlow, d.vb_tsince = train, 0
+        elif train == train:
             d.vb_tlow, d.vb_tsince = _low_since(train, d.vb_tlow, d.vb_tsince, lv)
     d.vb_n += separate
     # converged onto ln(k), not passing through it: the evaluations' fall slowed on two separate
