@@ -40,6 +40,11 @@ active_screen(self, f) -> numpy bool array | None
 get_state(self) -> dict / set_state(self, d) -> None
     Plain JSON-able state of *your own* counters (floats may be NaN/inf: the engine's
     serialiser keeps them). The active episode (``self.alert``) is serialised by the base class.
+judges_descent : bool (class attribute, default True)
+    Whether the rules read the loss as something training drives down: such detectors are off
+    for a run whose metadata declares another ``objective`` (a GAN's, an RL loss; see
+    :mod:`~losswatch.detectors.objective`). Set it False only for facts that hold whatever the
+    loss means.
 from_meta(cls, meta, **params) -> Detector | None  (optional classmethod)
     For detectors the engine creates from run metadata (``engine.META_DETECTORS``: the schedule
     monitor when ``meta["lr_schedule"]`` is present, the SGD-efficiency rule for SGD runs);
@@ -74,6 +79,11 @@ class Detector:
     #: ``step`` changes): the engine then computes it once per batch instead of after every
     #: episode change. Leave False if unsure (always correct).
     static_screen: ClassVar[bool] = False
+    #: True when the rules read the loss as something training drives down to a floor (a rise
+    #: is bad, a stall is slow): such a detector stays off for a run whose metadata declares
+    #: another objective (:mod:`~losswatch.detectors.objective`). False only for facts that hold
+    #: whatever the loss means (a non-finite value, the gradient's size, the LR).
+    judges_descent: ClassVar[bool] = True
 
     if TYPE_CHECKING:
         # the parameters are attributes, set from __init__'s keyword arguments (see __init__)

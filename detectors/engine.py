@@ -18,6 +18,7 @@ import bisect
 import inspect
 import json
 import math
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -38,6 +39,8 @@ from .grad_vanishing import GradVanishingDetector
 from .incidents import IncidentBook, lowers_lr, withhold_raises
 from .lr_anomaly import LRAnomalyDetector
 from .nan import NaNDetector
+from .objective import DEFAULT as DEFAULT_OBJECTIVE
+from .objective import OTHER_PARAMS, applies, objective_of, params_for
 from .oscillation import OscillationDetector
 from .overfitting import OverfittingDetector
 from .plateau import PlateauDetector
@@ -93,7 +96,10 @@ class Engine:
     meta : dict, optional
         Run metadata. ``meta["lr_schedule"]`` (``{"name": ..., params...}``) adds the LR
         schedule monitor; ``meta["optimizer"] == "sgd"`` (with ``meta["momentum"]``) adds the
-        SGD-efficiency rule (see ``META_DETECTORS``).
+        SGD-efficiency rule (see ``META_DETECTORS``); ``meta["objective"]`` ``"adversarial"``
+        or ``"reinforcement"`` keeps only the detectors whose facts hold for a loss that is not
+        driven to a floor (see :mod:`~losswatch.detectors.objective`; an unknown value is read
+        as the default, ``"minimised"``, with a warning: bad metadata must not stop monitoring).
     params : dict, optional
         Overrides of detector defaults: ``{"features": {...}, "<detector name>": {...}}``.
 
@@ -121,24 +127,33 @@ class Engine:
                  params: dict[str, dict[str, Any]] | None = None) -> None:
         self.run_id = run_id
         self.meta: dict[str, Any] = dict(meta or {})
+        objective = _objective(self.meta, warn=True)
         self.params: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (params or {}).items()}
         self._features = FeatureTracker(self.params.get("features"))
         self._detectors: list[Detector] = []
         for cls in DEFAULT_DETECTORS:
-            self._add(cls(**self.params.get(cls.name, {})))
+            if applies(cls, objective):
+                self._add(cls(**self._params_of(cls, objective)))
         self._add_from_meta(cls for cls, _ in META_DETECTORS)
         self._last_step: int | None = None
         self._incidents = IncidentBook()
 
     # -- set-up --------------------------------------------------------------------------------
+    def _params_of(self, cls: type[Detector], objective: str) -> dict[str, Any]:
+        """A detector's parameters: those the run's objective sets, then the engine's overrides."""
+        return {**params_for(cls.name, objective), **self.params.get(cls.name, {})}
+
     def _add(self, det: Detector) -> None:
         det.run_id = self.run_id
         self._detectors.append(det)
 
     def _add_from_meta(self, classes: Iterable[type[Detector]]) -> None:
+        objective = _objective(self.meta)
         for cls in classes:
+            if not applies(cls, objective):
+                continue
             try:
-                det = cls.from_meta(self.meta, **self.params.get(cls.name, {}))
+                det = cls.from_meta(self.meta, **self._params_of(cls, objective))
             except Exception:  # noqa: BLE001 - bad metadata must not break monitoring
                 det = None
             if det is not None:
@@ -146,14 +161,32 @@ class Engine:
 
     def set_meta(self, meta: dict[str, Any]) -> None:
         """Replace the run metadata. A detector built from metadata whose keys changed (a new
-        ``lr_schedule``, another optimizer) is rebuilt from the new values, with fresh state."""
-        old = self.meta
-        self.meta = dict(meta or {})
+        ``lr_schedule``, another optimizer) is rebuilt from the new values, with fresh state.
+        A new ``objective`` takes off the detectors it excludes (with their alerts) and adds, with
+        fresh state, those it includes; one whose parameters it sets is rebuilt fresh."""
+        old, new = self.meta, dict(meta or {})
+        objective = _objective(new, warn=True)
+        self.meta = new
         changed = tuple(cls for cls, keys in META_DETECTORS
-                        if any(old.get(k) != self.meta.get(k) for k in keys))
+                        if any(old.get(k) != new.get(k) for k in keys))
         if changed:
             self._detectors = [d for d in self._detectors if not isinstance(d, changed)]
             self._add_from_meta(changed)
+        if objective != _objective(old):
+            self._detectors = [d for d in self._detectors
+                               if applies(type(d), objective) and d.name not in OTHER_PARAMS]
+            self._add_missing_defaults()
+
+    def _add_missing_defaults(self) -> None:
+        """Add, with fresh state, each built-in detector the run's objective includes and the
+        engine lacks, in its place in the evaluation order."""
+        objective = _objective(self.meta)
+        have = {d.name for d in self._detectors}
+        for cls in DEFAULT_DETECTORS:
+            if cls.name not in have and applies(cls, objective):
+                self._add(cls(**self._params_of(cls, objective)))
+        order = {c.name: k for k, c in enumerate(DEFAULT_DETECTORS)}
+        self._detectors.sort(key=lambda d: order.get(d.name, len(order)))
 
     # -- state of the run ----------------------------------------------------------------------
     @property
@@ -303,20 +336,25 @@ class Engine:
         registry: dict[str, type[Detector]] = {c.name: c for c in DEFAULT_DETECTORS}
         registry.update((c.name, c) for c, _ in META_DETECTORS)
         eng._detectors = []
-        seen = set()
         for dd in doc["detectors"]:
             dcls = registry.get(dd["name"])
             if dcls is None:  # a plug-in that is not installed here: skip it
                 continue
             eng._add(_restore_detector(dcls, dd))
-            seen.add(dd["name"])
         # a detector this version has and the saved state had not: starts fresh, in its place
-        for cls_ in DEFAULT_DETECTORS:
-            if cls_.name not in seen:
-                eng._add(cls_(**eng.params.get(cls_.name, {})))
-        order = {c.name: k for k, c in enumerate(DEFAULT_DETECTORS)}
-        eng._detectors.sort(key=lambda d: order.get(d.name, len(order)))
+        eng._add_missing_defaults()
         return eng
+
+
+def _objective(meta: dict[str, Any], warn: bool = False) -> str:
+    """The run's objective; an unknown one reads as the default (with a warning when ``warn``:
+    the engine is built or given new metadata; a saved state loads silently as it ran)."""
+    try:
+        return objective_of(meta)
+    except ValueError as e:
+        if warn:
+            warnings.warn(f"{e}; the loss is read as minimised", stacklevel=3)
+        return DEFAULT_OBJECTIVE
 
 
 def _restore_detector(dcls: type[Detector], dd: dict[str, Any]) -> Detector:

@@ -52,6 +52,7 @@ class GradExplosionDetector(Detector):
     """
 
     name = "grad_explosion"
+    judges_descent = False  # a fact whatever the loss means (objective.py)
     kind = "grad_explosion"
     static_screen = True
 

@@ -66,6 +66,7 @@ class LRAnomalyDetector(Detector):
     """
 
     name = "lr_anomaly"
+    judges_descent = False  # a fact whatever the loss means (objective.py)
     kind = "lr_anomaly"
     static_screen = True
 

@@ -70,6 +70,7 @@ class NaNDetector(Detector):
     """
 
     name = "nan"
+    judges_descent = False  # a fact whatever the loss means (objective.py)
     kind = "nan"
     static_screen = True
 

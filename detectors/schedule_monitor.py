@@ -66,6 +66,7 @@ class ScheduleMonitor(Detector):
     """
 
     name = "schedule_monitor"
+    judges_descent = False  # a fact whatever the loss means (objective.py)
     kind = "lr_anomaly"
 
     def __init__(self, schedule: dict[str, Any] | None = None, rel_tol: float = 0.01, patience: int = 5,
