@@ -31,6 +31,8 @@ import time
 import warnings
 import weakref
 
+from losswatch.detectors.objective import objective_of
+
 from .actor_hook import ActorHook
 from .flush import DEFAULT_INTERVAL
 from .values import hold, resolve
@@ -166,6 +168,7 @@ class Monitor:
             raise ValueError(f"run_id must be 1-128 characters of [A-Za-z0-9._:-], got {self.run_id!r}")
         self.project = project
         self.meta = dict(meta) if meta else {}
+        objective_of(self.meta)  # an unknown objective: a ValueError here, not a 422 on every PUT
         if self.world_size > 1:
             self.meta.setdefault("world_size", self.world_size)
             if ranks == "all":

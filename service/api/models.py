@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from losswatch.detectors.objective import OBJECTIVES
 from losswatch.detectors.schedules import build_schedule
 from losswatch.detectors.types import ACTION_TYPES, ALERT_EVENTS, HEALTH_STATES, KINDS, SEVERITIES
 
@@ -22,6 +23,7 @@ Severity = Literal[SEVERITIES]
 Kind = Literal[KINDS]
 ActionType = Literal[ACTION_TYPES]
 AlertEvent = Literal[ALERT_EVENTS]
+Objective = Literal[OBJECTIVES]
 
 Num = Union[float, Literal["NaN", "Infinity", "-Infinity"], None]
 
@@ -99,6 +101,11 @@ class RunMetaIn(BaseModel):
     optimizer: Optional[str] = Field(None, max_length=256)
     batch_size: Optional[int] = Field(None, ge=1, le=2**53)
     lr_schedule: Optional[LRSchedule] = None
+    objective: Optional[Objective] = Field(
+        None, description='what the logged loss is: "minimised" (the default: training drives it down to a '
+                          'floor), "adversarial" (a GAN\'s) or "reinforcement" (an RL loss); for the last '
+                          "two only the detectors whose facts hold whatever the loss means run (non-finite "
+                          "values, the gradient, the LR)")
     tags: Union[dict[str, str], list[str], None] = None
     checkpoints: Optional[list[CheckpointIn]] = Field(
         None, max_length=64, description="the client's latest checkpoints, oldest first: the service keeps "

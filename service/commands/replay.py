@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from losswatch.detectors.objective import objective_of
 from losswatch.detectors.types import SEVERITY_RANK
 from losswatch.detectors.wire import encode_floats
 from losswatch.service.readers import FORMATS, ReadError, chunked, parse_tag_map, read_run
@@ -190,6 +191,10 @@ def _load_meta(spec: str | None) -> dict[str, Any] | None:
         raise ReadError(f"--meta: invalid JSON: {e.msg} (column {e.colno})") from None
     if not isinstance(meta, dict):
         raise ReadError("--meta: expected a JSON object")
+    try:
+        objective_of(meta)
+    except ValueError as e:
+        raise ReadError(f"--meta: {e}") from None
     return meta
 
 
