@@ -73,16 +73,23 @@ def _rule(cls: type) -> str:
 
 
 def detectors_reference() -> str:
+    from losswatch.detectors import objective
     from losswatch.detectors.engine import DEFAULT_DETECTORS, KIND_PRIORITY, META_DETECTORS
 
     entries = [(cls, None) for cls in DEFAULT_DETECTORS] + [(cls, keys) for cls, keys in META_DETECTORS]
+    others = " or ".join(f"`{o}`" for o in objective.OBJECTIVES if o != objective.DEFAULT)
     out = ["| detector | kind | when it is on | what it catches |",
            "|---|---|---|---|"]
     for cls, keys in entries:
         when = "always" if keys is None else "run metadata has " + " and ".join(f"`{k}`" for k in keys)
+        if cls.judges_descent:
+            when += f", unless the metadata's `objective` is {others}"
         out.append(f"| [{cls.name}](#{cls.name}) | `{cls.kind}` | {when} | {_cell(_summary(cls))} |")
     ranking = ", ".join(f"`{k}`" for k, _ in sorted(KIND_PRIORITY.items(), key=lambda kv: kv[1]))
-    out += ["", "Among active alerts of equal severity the advice comes from the kind listed first: " + ranking + "."]
+    out += ["", "Among active alerts of equal severity the advice comes from the kind listed first: " + ranking + ".",
+            "", "### The run's objective", "",
+            "[detectors/objective.py](../detectors/objective.py)", "",
+            "```text", inspect.cleandoc(objective.__doc__ or ""), "```"]
     for cls, keys in entries:
         out += ["", f"### {cls.name}", "",
                 f"Kind `{cls.kind}`, [{_source_path(cls)[3:]}]({_source_path(cls)}), "
