@@ -239,7 +239,9 @@ class LocalEngine:
         if not keys:
             return []
         before = {a.id: a for a in self._engine.active_alerts}
+        meta = self._engine.meta
         self._engine = self._Engine.from_bytes(self._snapshots[max(keys)])
+        self._engine.set_meta(meta)  # the run's metadata now, not the checkpoint's (its objective)
         for k in [k for k in self._snapshots if k > to_step]:
             del self._snapshots[k]  # states of a future that was discarded
         after = {a.id for a in self._engine.active_alerts}
@@ -259,8 +261,8 @@ class LocalEngine:
     def update(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict | None, str]:
         """Feed resolved records; return (changed alert dicts, recommendation dict, health)."""
         meta, self._new_meta = self._new_meta, None
-        if meta is not None:
-            self._engine.set_meta(meta)
+        # alerts of detectors the new metadata took off or rebuilt come back resolved
+        taken_off = [a.to_dict() for a in self._engine.set_meta(meta)] if meta is not None else []
         R = self._Record
         if not self._snap_due and self._rewind is None:  # the usual case: one batch
             batch = [R(step=r["step"], loss=r.get("loss"), grad_norm=r.get("grad_norm"), lr=r.get("lr"),
@@ -289,5 +291,5 @@ class LocalEngine:
                 self._last_step = step
             self._feed(batch, changed)
         rec = self._engine.recommendation
-        return (restored + [a.to_dict() for a in changed], rec.to_dict() if rec is not None else None,
+        return (taken_off + restored + [a.to_dict() for a in changed], rec.to_dict() if rec is not None else None,
                 self._engine.health)

@@ -386,8 +386,10 @@ class Monitor:
     def update_meta(self, fields: dict[str, Any]) -> None:
         """Add or replace run metadata fields mid-run (an integration telling the optimizer, a
         changed schedule). The whole metadata is sent again (PUT replaces it on the service) and
-        the in-process detectors get it too. Never raises."""
+        the in-process detectors get it too. Never raises: fields the service would refuse (an
+        unknown ``objective``) are not applied, with one warning."""
         try:
+            objective_of(fields)  # an unknown objective: refused here, not a 422 on every later PUT
             self.meta.update(fields)
             if self._worker.in_this_process and self._transport.set_meta(self.meta):
                 self._wake.set()

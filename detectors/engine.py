@@ -40,7 +40,7 @@ from .incidents import IncidentBook, lowers_lr, withhold_raises
 from .lr_anomaly import LRAnomalyDetector
 from .nan import NaNDetector
 from .objective import DEFAULT as DEFAULT_OBJECTIVE
-from .objective import OTHER_PARAMS, applies, objective_of, params_for
+from .objective import applies, objective_of, params_for
 from .oscillation import OscillationDetector
 from .overfitting import OverfittingDetector
 from .plateau import PlateauDetector
@@ -159,32 +159,46 @@ class Engine:
             if det is not None:
                 self._add(det)
 
-    def set_meta(self, meta: dict[str, Any]) -> None:
-        """Replace the run metadata. A detector built from metadata whose keys changed (a new
-        ``lr_schedule``, another optimizer) is rebuilt from the new values, with fresh state.
-        A new ``objective`` takes off the detectors it excludes (with their alerts) and adds, with
-        fresh state, those it includes; one whose parameters it sets is rebuilt fresh."""
+    def set_meta(self, meta: dict[str, Any]) -> list[Alert]:
+        """Replace the run metadata; return the alert changes that makes. A detector built from
+        metadata whose keys changed (a new ``lr_schedule``, another optimizer) is rebuilt from
+        the new values, with fresh state. A new ``objective`` takes off the detectors it excludes,
+        adds with fresh state those it includes (built-in or asked for by the metadata) and
+        rebuilds fresh one whose parameters it sets otherwise. The active alert of a detector
+        taken off or rebuilt is resolved at the last step: that change is returned, so no
+        consumer keeps it open."""
         old, new = self.meta, dict(meta or {})
-        objective = _objective(new, warn=True)
+        objective, was = _objective(new, warn=True), _objective(old)
         self.meta = new
-        changed = tuple(cls for cls, keys in META_DETECTORS
-                        if any(old.get(k) != new.get(k) for k in keys))
-        if changed:
-            self._detectors = [d for d in self._detectors if not isinstance(d, changed)]
-            self._add_from_meta(changed)
-        if objective != _objective(old):
-            self._detectors = [d for d in self._detectors
-                               if applies(type(d), objective) and d.name not in OTHER_PARAMS]
-            self._add_missing_defaults()
+        rebuilt = tuple(cls for cls, keys in META_DETECTORS if any(old.get(k) != new.get(k) for k in keys))
 
-    def _add_missing_defaults(self) -> None:
-        """Add, with fresh state, each built-in detector the run's objective includes and the
-        engine lacks, in its place in the evaluation order."""
+        def stays(d: Detector) -> bool:
+            if isinstance(d, rebuilt):
+                return False
+            return objective == was or (applies(type(d), objective)
+                                        and params_for(d.name, objective) == params_for(d.name, was))
+
+        gone = [d for d in self._detectors if not stays(d)]
+        self._detectors = [d for d in self._detectors if stays(d)]
+        changes: list[Alert] = []
+        for d in gone:
+            if d.alert is not None:
+                # (an open alert was raised on a record: the engine has a last step)
+                step = self._last_step if self._last_step is not None else d.alert.step
+                d.close_episode(step, "the run's metadata changed: this detector is off or starts afresh")
+                changes += d.drain_changes()
+        self._add_missing()
+        return self._incidents.assign(changes) if changes else changes
+
+    def _add_missing(self) -> None:
+        """Add, with fresh state, each detector the run's metadata includes and the engine lacks
+        (built-in ones in their place in the evaluation order, then those the metadata asks for)."""
         objective = _objective(self.meta)
         have = {d.name for d in self._detectors}
         for cls in DEFAULT_DETECTORS:
             if cls.name not in have and applies(cls, objective):
                 self._add(cls(**self._params_of(cls, objective)))
+        self._add_from_meta(cls for cls, _ in META_DETECTORS if cls.name not in have)
         order = {c.name: k for k, c in enumerate(DEFAULT_DETECTORS)}
         self._detectors.sort(key=lambda d: order.get(d.name, len(order)))
 
@@ -202,14 +216,14 @@ class Engine:
         return out
 
     @property
-    def spike_rate(self) -> float:
+    def spike_rate(self) -> float | None:
         """Share of the run's last records (the spike rule's ``window``, 128) that were loss
         spikes undoing part of the progress (spike.py): exported per run, a rate a person can
         compare with the run's own past, where one spike is only a note."""
         for d in self._detectors:
             if isinstance(d, SpikeDetector):
                 return d.rate(self._features.state["rec"])
-        return 0.0
+        return None  # the spike detector is off for this run's objective: no rate, not a rate of 0
 
     def _most_severe(self, min_rank: int) -> Alert | None:
         best: Alert | None = None
@@ -336,13 +350,16 @@ class Engine:
         registry: dict[str, type[Detector]] = {c.name: c for c in DEFAULT_DETECTORS}
         registry.update((c.name, c) for c, _ in META_DETECTORS)
         eng._detectors = []
+        objective = _objective(eng.meta)
         for dd in doc["detectors"]:
             dcls = registry.get(dd["name"])
-            if dcls is None:  # a plug-in that is not installed here: skip it
+            # a plug-in that is not installed here, or a detector the run's objective excludes
+            # (in a state saved before "objective" had a meaning): skip it
+            if dcls is None or not applies(dcls, objective):
                 continue
             eng._add(_restore_detector(dcls, dd))
         # a detector this version has and the saved state had not: starts fresh, in its place
-        eng._add_missing_defaults()
+        eng._add_missing()
         return eng
 
 

@@ -46,7 +46,6 @@ class GradVanishingDetector(Detector):
     """
 
     name = "grad_vanishing"
-    judges_descent = False  # a fact whatever the loss means (objective.py)
     kind = "grad_vanishing"
     static_screen = True
 

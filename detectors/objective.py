@@ -13,8 +13,13 @@ statistic of the loss alone tells them from a sick supervised run:
   never settles on a floor.
 
 Declared, only the detectors whose facts hold whatever the loss means stay on: non-finite values
-(``nan``), the gradient's explosion and vanishing, and the LR's own anomalies and schedule (each
-detector says which it is: ``Detector.judges_descent``). The others stay off for the run.
+(``nan``), the gradient's explosion, and the LR's own anomalies and schedule (each detector says
+which it is: ``Detector.judges_descent``). The others stay off for the run, among them the
+vanishing gradient (it asks the loss to have stopped improving) and the dead run (a loss at ln 2
+is a GAN's equilibrium, not a network at chance). Two that stay take other parameters
+(``OTHER_PARAMS``): ``nan`` rolls back to the last finite step, never to the step of the loss's
+best (a rise before the NaN is no run-away here), and ``grad_explosion`` reports an explosion on a
+step where the loss jumped too (it leaves those to the spike detector, off here).
 ``minimised`` (the default, also when the key is absent or null) keeps every detector.
 
 Example
@@ -48,8 +53,10 @@ DEFAULT = OBJECTIVES[0]
 #: Parameters a detector that stays on takes for another objective (the run's own overrides win).
 #: ``grad_explosion`` leaves a gradient that explodes on the step the loss jumps to the spike
 #: detector, one alert per incident; that detector is off here, and a GAN's loss jumps on most
-#: steps, so the explosion is reported whatever the loss did.
-OTHER_PARAMS = {"grad_explosion": {"loss_spike": float("inf")}}
+#: steps, so the explosion is reported whatever the loss did. ``nan`` rolls back to the loss's
+#: best step when the last finite loss was ``ran_away`` x above it (a run that blew up before it
+#: overflowed); a GAN's or an RL loss sits far above its best by design.
+OTHER_PARAMS = {"grad_explosion": {"loss_spike": float("inf")}, "nan": {"ran_away": float("inf")}}
 
 
 def objective_of(meta: Mapping[str, Any] | None) -> str:

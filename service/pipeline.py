@@ -331,7 +331,10 @@ class IngestPipeline:
                     if not tl.new_checkpoints(meta) and not tl.new_rewinds(meta) and tl == cached.timeline:
                         self._keep(key, cached)
                         break
-                cached.engine.set_meta(dict(meta))
+                # the alerts of detectors the new metadata took off or rebuilt, resolved: stored
+                # with the summary's new advice, or they would stay open in the listings
+                gone = [{**a.to_dict(), "project": project, "updated_at": now}
+                        for a in cached.engine.set_meta(dict(meta))]
                 tl = cached.timeline.copy()
                 for c in tl.new_checkpoints(meta):
                     if cached.last_step is None or c > cached.last_step:
@@ -348,7 +351,8 @@ class IngestPipeline:
                 out = await self.store.commit(RunCommit(
                     project=project, run_id=run_id, expected_version=cached.v, now=now,
                     engine=cached.engine, meta=dict(meta), attempt=tl.attempt,
-                    timeline=tl.to_bytes() if changed else None))
+                    timeline=tl.to_bytes() if changed else None, alerts=gone,
+                    advice=_advice(cached.engine, project) if gone else None))
                 if isinstance(out, Snapshot):
                     cached = self._conflict(key, run_id, out)
                     continue
@@ -423,6 +427,13 @@ def _begin_attempt(run_id: str, engine: Engine, tl: Timeline) -> tuple[Engine, l
             d.update(resolved_step=p["to_step"], event="resolved")
             resolved.append(d)
     return new, resolved
+
+
+def _advice(engine: Engine, project: str) -> Advice:
+    """The run's summary as the engine says now, its latest values unchanged (no record came)."""
+    rec = engine.recommendation
+    return Advice(engine.health, rec.to_dict() if rec is not None else None, None,
+                  [{**a.to_dict(), "project": project} for a in engine.active_alerts])
 
 
 def _restore(run_id: str, snap: Snapshot) -> _Cached:

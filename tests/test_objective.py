@@ -23,12 +23,12 @@ WAVEGAN = "histories/0111yoyo__gan1202__training-log-csv.csv"  # generator loss 
 PPO = "histories/morikatron__gail_ppo__sample-result-human-progress-csv.csv"  # GAIL PPO loss, healthy
 DQN = "histories/tobiasludwig02__rlflappybird__logs-dqn-mlp-std-2mio-progress-csv.csv"  # DQN loss, healthy
 
-#: the detectors that run whatever the loss means
-FACTS = {"nan", "grad_explosion", "grad_vanishing", "lr_anomaly", "schedule_monitor"}
+#: the built-in detectors that run whatever the loss means, in the engine's order
+FACTS = ["nan", "grad_explosion", "lr_anomaly"]
 
 
-def _detectors(eng: Engine) -> set[str]:
-    return {d.name for d in eng._detectors}
+def _detectors(eng: Engine) -> list[str]:
+    return [d.name for d in eng._detectors]
 
 
 @pytest.mark.parametrize("objective, path", [("adversarial", WAVEGAN), ("reinforcement", PPO),
@@ -44,7 +44,7 @@ def test_a_declared_gan_or_rl_loss_that_rises_is_not_told_to_change_its_lr(objec
 
 def test_the_facts_still_fire_for_a_declared_objective():
     eng = Engine("g", {"objective": "adversarial"})
-    assert _detectors(eng) == FACTS - {"schedule_monitor"}
+    assert _detectors(eng) == FACTS
     out = []
     for s in range(60):  # a GAN loss swinging up and down, a calm gradient, then one 1000x its size
         out += eng.update(Record(s, 0.7 + 2.0 * (s % 5 == 0) + s / 30, grad_norm=1000.0 if s == 50 else 1.0 + s % 3))
@@ -53,27 +53,49 @@ def test_the_facts_still_fire_for_a_declared_objective():
     assert kinds == {"grad_explosion", "nan"}
     # a declared schedule is a fact about the LR: its monitor runs too
     eng = Engine("g", {"objective": "reinforcement", "lr_schedule": {"name": "constant", "lr": 1e-3}})
-    assert "schedule_monitor" in _detectors(eng)
+    assert _detectors(eng) == FACTS + ["schedule_monitor"]
 
 
 def test_changing_the_objective_mid_run_takes_detectors_off_and_adds_them_fresh():
     climb = [Record(s, 1.0 + 0.5 * s) for s in range(12)]
-    eng = Engine("r", {"objective": "adversarial"})
+    sgd = {"optimizer": "sgd", "momentum": 0.9}
+    eng = Engine("r", {"objective": "adversarial", **sgd})
     assert raised([a for r in climb for a in eng.update(r)], "divergence") == []
     # a saved state loads with the same detectors: none of the excluded ones comes back
     eng = Engine.from_bytes(eng.to_bytes())
-    assert _detectors(eng) == FACTS - {"schedule_monitor"}
-    eng.set_meta({"objective": "minimised"})
-    assert "divergence" in _detectors(eng)
+    assert _detectors(eng) == FACTS
+    assert eng.set_meta({"objective": "minimised", **sgd}) == []
+    # every detector a fresh engine of that metadata has, the one the optimizer asks for too, in order
+    assert _detectors(eng) == _detectors(Engine("r", sgd))
     # the divergence detector starts with no episode of its own, but the run's statistics (the
     # shared features) kept the whole climb: on the next record it tells the run-away
     out = eng.update(Record(12, 7.0))
     assert [(a.kind, a.severity) for a in raised(out, min_severity="warning")] == [("divergence", "critical")]
-    eng.set_meta({"objective": "reinforcement", "task": "x"})
-    assert _detectors(eng) == FACTS - {"schedule_monitor"}
-    # metadata without the key is the default: every detector
+    # declared again: the open alerts of the detectors taken off come back resolved at the last step
+    gone = eng.set_meta({"objective": "reinforcement", "task": "x"})
+    assert {(a.kind, a.event, a.resolved_step) for a in gone} >= {("divergence", "resolved", 12)}
+    assert eng.active_alerts == [] and eng.health == "ok" and _detectors(eng) == FACTS
+    # metadata without the key is the default: every built-in detector
     eng.set_meta({"task": "x"})
-    assert {"divergence", "plateau", "overfitting", "dead"} <= _detectors(eng)
+    assert _detectors(eng) == _detectors(Engine("r"))
+
+
+def test_between_two_declared_objectives_an_open_alert_stays_open():
+    eng = Engine("r", {"objective": "adversarial"})
+    out = []
+    for s in range(30):
+        out += eng.update(Record(s, 1.0 + (s % 4) * 0.3, grad_norm=500.0 if s >= 20 else 1.0 + s % 3))
+    (opened,) = raised(out, "grad_explosion")
+    assert eng.set_meta({"objective": "reinforcement"}) == []
+    assert [a.id for a in eng.active_alerts] == [opened.id]
+
+
+def test_a_nan_after_a_declared_rise_rolls_back_to_the_last_finite_step():
+    # a GAN loss that rose 0.7 -> 4.8 by design: its best is no healthier state to return to
+    recs = [Record(s, 0.7 + 0.014 * s) for s in range(300)] + [Record(300, math.nan)]
+    alerts = one_at_a_time(recs, meta={"objective": "adversarial"})[1]
+    (nan,) = raised(alerts, "nan")
+    assert nan.action.params == {"to_step": 299}
 
 
 @pytest.mark.parametrize("bad", ["gan", 1, ["adversarial"], "Adversarial"])
@@ -87,6 +109,11 @@ def test_an_unknown_objective_is_a_clear_error_at_every_door(bad, tmp_path):
     assert "divergence" in _detectors(eng)
     with pytest.raises(ValueError, match="unknown objective"):
         Monitor(run_id="r", url=None, meta={"objective": bad})
+    # mid-run the client never raises: the fields are not applied, with one warning
+    with Monitor(run_id="r", url=None, meta={"task": "t"}) as mon:
+        with pytest.warns(RuntimeWarning, match="unknown objective"):
+            mon.update_meta({"objective": bad, "task": "u"})
+        assert mon.meta == {"task": "t"}
     p = tmp_path / "r.csv"
     p.write_text("step,loss\n0,1.0\n1,0.9\n")
     res = subprocess.run([sys.executable, "-m", "losswatch.service.cli", "replay", str(p), "--meta",
@@ -117,3 +144,42 @@ def test_the_service_takes_the_objective_and_refuses_an_unknown_one(service_proc
     r = c.put("/v1/runs/gan", json={"objective": "gan", "task": "t"})
     assert r.status_code == 422 and "objective" in r.text
     assert c.get("/v1/runs/gan").json()["meta"] == {"objective": "adversarial"}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def url(request, service_factory):
+    if request.param == "memory":
+        return service_factory().url
+    redis_proc = request.getfixturevalue("redis_proc")
+    return service_factory(env={"LOSSWATCH_STORE": redis_proc.url}).url
+
+
+def test_declaring_the_objective_mid_run_resolves_the_alerts_of_the_detectors_it_takes_off(url):
+    # a GAN run logged without the key: its climb is read as a divergence; declaring the objective
+    # takes the divergence detector off, and its alert must not stay open in the listings
+    c = client(url)
+    climb = [{"step": s, "loss": 0.7 * 1.4 ** s, "grad_norm": 1.0} for s in range(12)]
+    assert post_records(c, "late", climb).status_code == 200
+    run = c.get("/v1/runs/late").json()
+    assert run["health"] == "critical" and any(a["kind"] == "divergence" for a in run["active_alerts"])
+    assert c.put("/v1/runs/late", json={"objective": "adversarial"}).status_code == 200
+    run = c.get("/v1/runs/late").json()
+    assert (run["health"], run["recommendation"], run["active_alerts"]) == ("ok", None, [])
+    listed = c.get("/v1/runs/late/alerts").json()["alerts"]
+    assert listed and all(a["resolved_step"] == 11 for a in listed if a["kind"] != "spike")
+    # the facts still run: a NaN after the declaration is critical
+    r = post_records(c, "late", [{"step": 12, "loss": float("nan"), "grad_norm": 1.0}])
+    assert [a["kind"] for a in r.json()["alerts"]] == ["nan"]
+
+
+def test_the_client_without_a_service_resolves_what_a_declared_objective_takes_off():
+    with Monitor(run_id="g", url=None) as mon:
+        for s in range(12):
+            mon.log(s, loss=0.7 * 1.4 ** s)
+        mon.flush()
+        assert mon.health == "critical"
+        mon.update_meta({"objective": "adversarial"})
+        mon.log(12, loss=0.7 * 1.4 ** 12)
+        mon.flush()
+        assert (mon.health, mon.recommendation) == ("ok", None)
+        assert all(a["resolved_step"] is not None for a in mon.alerts if a["severity"] != "info")
