@@ -251,7 +251,8 @@ class HttpTransport(Transport):
         # blocking the queue behind an unserialisable request
         body = json.dumps(payload, default=str).encode()
         reply = self.connection.request(method, path + self._project_query, body)
-        self._check(reply, what=f"{method} {path}")
+        if self._check(reply, what=f"{method} {path}") and path == self.run_path:
+            self._verdict_of(reply)  # new metadata may resolve alerts (detectors it took off)
 
     def _send_records(self, spool: Spool) -> None:
         """Up to BATCHES_PER_SEND batches of the spool's records, each popped once answered."""
@@ -284,16 +285,7 @@ class HttpTransport(Transport):
         if self._check(reply, what=f"POST {self._steps_path}"):
             self.stats["sent"] += n
             self.stats["posts"] += 1
-            try:
-                answer = reply.json()
-                if isinstance(answer, dict):
-                    self._on_verdict(answer.get("alerts") or [], answer.get("recommendation"),
-                                     answer.get("health"), "recommendation" in answer)
-            except Exception as e:
-                if not self._reply_warned:
-                    self._reply_warned = True
-                    warnings.warn(f"losswatch: could not read the service's answer: {e!r}",
-                                  RuntimeWarning, stacklevel=2)
+            self._verdict_of(reply)
         else:
             self.stats["rejected"] += n
 
@@ -312,6 +304,20 @@ class HttpTransport(Transport):
             warnings.warn(f"losswatch: the service rejected {what} with HTTP {s}: "
                           f"{reply.body[:300].decode(errors='replace')}", RuntimeWarning, stacklevel=2)
         return False
+
+    def _verdict_of(self, reply: Reply) -> None:
+        """Hand a 2xx answer's verdict on: its alert changes, advice and health (a batch's, or a
+        metadata PUT's: the run then, with the alerts the new metadata resolved)."""
+        try:
+            answer = reply.json()
+            if isinstance(answer, dict):
+                self._on_verdict(answer.get("alerts") or [], answer.get("recommendation"),
+                                 answer.get("health"), "recommendation" in answer)
+        except Exception as e:
+            if not self._reply_warned:
+                self._reply_warned = True
+                warnings.warn(f"losswatch: could not read the service's answer: {e!r}",
+                              RuntimeWarning, stacklevel=2)
 
     def abort(self) -> bool:
         self.connection.abort()

@@ -258,6 +258,11 @@ class LocalEngine:
         thread: the engine is only ever touched there)."""
         self._new_meta = dict(meta)
 
+    @property
+    def meta_pending(self) -> bool:
+        """New metadata waits for the next :meth:`update` (one with no record applies it)."""
+        return self._new_meta is not None
+
     def update(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict | None, str]:
         """Feed resolved records; return (changed alert dicts, recommendation dict, health)."""
         meta, self._new_meta = self._new_meta, None

@@ -394,7 +394,7 @@ class Monitor:
             if self._worker.in_this_process and self._transport.set_meta(self.meta):
                 self._wake.set()
         except Exception as e:  # noqa: BLE001 - monitoring must never break training
-            self._warn_once("meta", f"losswatch: could not update the run metadata: {e!r}")
+            self._warn_once(f"meta {e!r}", f"losswatch: could not update the run metadata: {e!r}")
 
     @property
     def checkpoints(self) -> Any:

@@ -158,7 +158,7 @@ class LocalTransport(Transport):
 
     def accept(self, records: list[dict[str, Any]]) -> list[str]:
         engine = self.engine
-        if engine.available and records:
+        if engine.available and (records or engine.meta_pending):
             try:
                 alerts, rec, health = engine.update(records)
                 self._on_verdict(alerts, rec, health, True)
@@ -172,8 +172,12 @@ class LocalTransport(Transport):
 
     # open_run: nothing to do, the engine was built with the run's metadata
     def set_meta(self, meta: dict[str, Any]) -> bool:
-        self.engine.set_meta(meta)  # applied before the next batch, in the worker's thread
-        return False
+        self.engine.set_meta(meta)  # applied in the worker's thread, at its next cycle
+        return True  # wake it: the new metadata may resolve alerts now, not at the next record
+
+    def send(self, spool: Spool) -> None:
+        if self.engine.meta_pending:  # new metadata and no record since: its verdict now
+            self.accept([])
 
     def checkpoint(self, step: int) -> None:
         self.engine.snapshot_at(step)

@@ -163,23 +163,20 @@ class Engine:
         """Replace the run metadata; return the alert changes that makes. A detector built from
         metadata whose keys changed (a new ``lr_schedule``, another optimizer) is rebuilt from
         the new values, with fresh state. A new ``objective`` takes off the detectors it excludes,
-        adds with fresh state those it includes (built-in or asked for by the metadata) and
-        rebuilds fresh one whose parameters it sets otherwise. The active alert of a detector
-        taken off or rebuilt is resolved at the last step: that change is returned, so no
-        consumer keeps it open."""
+        adds with fresh state those it includes (built-in or asked for by the metadata) and gives
+        one that stays the parameters it sets (keeping its state and alert). The active alert of
+        a detector taken off or rebuilt is resolved at the last step: that change is returned, so
+        no consumer keeps it open."""
         old, new = self.meta, dict(meta or {})
         objective, was = _objective(new, warn=True), _objective(old)
         self.meta = new
         rebuilt = tuple(cls for cls, keys in META_DETECTORS if any(old.get(k) != new.get(k) for k in keys))
 
         def stays(d: Detector) -> bool:
-            if isinstance(d, rebuilt):
-                return False
-            return objective == was or (applies(type(d), objective)
-                                        and params_for(d.name, objective) == params_for(d.name, was))
+            return not isinstance(d, rebuilt) and applies(type(d), objective)
 
         gone = [d for d in self._detectors if not stays(d)]
-        self._detectors = [d for d in self._detectors if stays(d)]
+        self._detectors = [self._retuned(d, objective, was) for d in self._detectors if stays(d)]
         changes: list[Alert] = []
         for d in gone:
             if d.alert is not None:
@@ -189,6 +186,16 @@ class Engine:
                 changes += d.drain_changes()
         self._add_missing()
         return self._incidents.assign(changes) if changes else changes
+
+    def _retuned(self, d: Detector, objective: str, was: str) -> Detector:
+        """``d`` with the parameters the new objective sets, keeping its state and its open alert
+        (it still runs: a gradient still exploded, a NaN is still the same episode)."""
+        if params_for(d.name, objective) == params_for(d.name, was):
+            return d
+        cls = type(d)
+        out = _restore_detector(cls, {**d.to_state(), "params": cls(**self._params_of(cls, objective)).params})
+        out.run_id = self.run_id
+        return out
 
     def _add_missing(self) -> None:
         """Add, with fresh state, each detector the run's metadata includes and the engine lacks
@@ -350,13 +357,12 @@ class Engine:
         registry: dict[str, type[Detector]] = {c.name: c for c in DEFAULT_DETECTORS}
         registry.update((c.name, c) for c, _ in META_DETECTORS)
         eng._detectors = []
-        objective = _objective(eng.meta)
         for dd in doc["detectors"]:
             dcls = registry.get(dd["name"])
-            # a plug-in that is not installed here, or a detector the run's objective excludes
-            # (in a state saved before "objective" had a meaning): skip it
-            if dcls is None or not applies(dcls, objective):
+            if dcls is None:  # a plug-in that is not installed here: skip it
                 continue
+            # as saved (a state saved before "objective" had a meaning keeps all its detectors
+            # until the run's metadata changes)
             eng._add(_restore_detector(dcls, dd))
         # a detector this version has and the saved state had not: starts fresh, in its place
         eng._add_missing()

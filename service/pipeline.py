@@ -308,6 +308,11 @@ class IngestPipeline:
 
     async def put_meta(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
                        now: float | None = None) -> RunSummary:
+        """:meth:`put_meta_changes` without its alert changes: the run after the change."""
+        return (await self.put_meta_changes(run_id, meta, project=project, now=now))[0]
+
+    async def put_meta_changes(self, run_id: str, meta: dict[str, Any], *, project: str = DEFAULT_PROJECT,
+                               now: float | None = None) -> tuple[RunSummary, list[dict[str, Any]]]:
         """Create the run or replace its metadata; the detectors are configured by it
         (``Engine.set_meta``), under the same version check as a batch. A checkpoint it names
         for the first time is waited for (or its state kept now, if the records passed it); a new
@@ -316,9 +321,14 @@ class IngestPipeline:
         The metadata the run already has (a retry, a client sending it again) changes nothing:
         once the stored version confirms it, it is answered without a commit. Otherwise the
         commit starts from this replica's engine of the run, as a batch does, and the version
-        check catches a change made elsewhere."""
+        check catches a change made elsewhere.
+
+        Returns the run and the alert changes the metadata made: the alerts of the detectors it
+        took off or rebuilt (another ``objective``, another schedule), resolved, as a batch's
+        answer gives its changes (stored with them, and with the summary's new advice)."""
         now = wall_now(now)
         key = (project, run_id)
+        gone: list[dict[str, Any]] = []
         async with self._lock(key):
             cached = await self._start(key)
             for _ in range(self.MAX_TRIES):
@@ -336,6 +346,9 @@ class IngestPipeline:
                 gone = [{**a.to_dict(), "project": project, "updated_at": now}
                         for a in cached.engine.set_meta(dict(meta))]
                 tl = cached.timeline.copy()
+                if tl.attempt > 1:     # as a batch's alerts: the attempt they belong to
+                    for d in gone:
+                        d["attempt"] = tl.attempt
                 for c in tl.new_checkpoints(meta):
                     if cached.last_step is None or c > cached.last_step:
                         tl.wait_for(c)
@@ -362,7 +375,7 @@ class IngestPipeline:
                 raise StoreUnavailable(f"run {run_id!r} of project {project!r}: too many concurrent writers, retry")
         s = await self.store.get_run(run_id, project=project)
         assert s is not None
-        return s
+        return s, gone
 
     async def _latest_ts(self, run_id: str, project: str, cached: _Cached, tl: Timeline) -> float | None:
         """The ``ts`` of the current attempt's highest stored step (what a re-logged record is

@@ -172,14 +172,30 @@ def test_declaring_the_objective_mid_run_resolves_the_alerts_of_the_detectors_it
     assert [a["kind"] for a in r.json()["alerts"]] == ["nan"]
 
 
-def test_the_client_without_a_service_resolves_what_a_declared_objective_takes_off():
-    with Monitor(run_id="g", url=None) as mon:
+@pytest.mark.parametrize("where", ["in process", "service"])
+def test_the_client_hears_what_a_declared_objective_resolves(where, request):
+    # without a record after the declaration: the verdict comes with the metadata itself
+    url = request.getfixturevalue("service_proc") if where == "service" else None
+    events = []
+    with Monitor(run_id=f"g-{where[:2]}", url=url, on_alert=lambda a: events.append((a["kind"], a["event"]))) as mon:
         for s in range(12):
             mon.log(s, loss=0.7 * 1.4 ** s)
-        mon.flush()
-        assert mon.health == "critical"
+        assert mon.flush() and mon.health == "critical"
         mon.update_meta({"objective": "adversarial"})
-        mon.log(12, loss=0.7 * 1.4 ** 12)
-        mon.flush()
+        assert mon.flush()
         assert (mon.health, mon.recommendation) == ("ok", None)
-        assert all(a["resolved_step"] is not None for a in mon.alerts if a["severity"] != "info")
+        assert ("divergence", "resolved") in events
+        assert all(a["resolved_step"] == 11 for a in mon.alerts if a["severity"] != "info")
+
+
+def test_an_alert_of_a_detector_that_stays_on_stays_open_when_the_objective_is_declared():
+    # a gradient 1000x its size for good: the explosion is one episode, whatever the run declares
+    eng = Engine("r")
+    out = []
+    for s in range(40):
+        out += eng.update(Record(s, 2.0 - s / 100, grad_norm=1000.0 if s >= 30 else 1.0 + s % 3))
+    (opened,) = raised(out, "grad_explosion")
+    assert all(a.kind != "grad_explosion" for a in eng.set_meta({"objective": "adversarial"}))
+    assert opened.id in [a.id for a in eng.active_alerts]
+    more = [a for s in range(40, 60) for a in eng.update(Record(s, 2.0, grad_norm=1000.0))]
+    assert raised(more, "grad_explosion") == []  # not raised again under a new id

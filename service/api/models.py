@@ -197,13 +197,17 @@ class RunOut(BaseModel):
     out_of_order: int
     last: dict[str, Num]
     spike_rate: Optional[float] = Field(None, description="share of the run's last 128 records "
-                                        "that were loss spikes (None before the first record)")
+                                        "that were loss spikes (None before the first record, and "
+                                        "for a run whose objective turns the spike detector off)")
     health: Health
     active_alerts: list[AlertOut]
     recommendation: Optional[dict[str, Any]]
     attempt: int = Field(1, description="the current attempt: 1, plus one for each rollback whose re-logged "
                                         "steps arrived")
     attempts: list[AttemptOut] = Field(default_factory=list)
+    alerts: Optional[list[AlertOut]] = Field(None, description="the answer to a metadata PUT only: the alert "
+                                             "changes the new metadata made (the alerts of detectors it took "
+                                             "off or rebuilt, resolved)")
 
 
 class RunsOut(BaseModel):

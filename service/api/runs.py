@@ -11,6 +11,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
+from losswatch.detectors.wire import encode_floats
+
 from ..auth import scope_for
 from ..flush_hint import HEADER, HEADER_DOC, FlushHint
 from ..ingest import LABEL_RE
@@ -61,9 +63,10 @@ def stored_meta(meta: RunMetaIn) -> dict[str, Any]:
 
 async def store_meta(pipeline: IngestPipeline, hint: FlushHint, run_id: str, data: dict[str, Any],
                      project: str) -> Response:
-    """The run's metadata replaced; the answer: the run, with the flush hint's header."""
-    s = await pipeline.put_meta(run_id, data, project=project)
-    return json_response(run_dict(s), headers=hint.headers())
+    """The run's metadata replaced; the answer: the run, with the flush hint's header, and the
+    alert changes the new metadata made (``alerts``, as a batch's answer has them)."""
+    s, changes = await pipeline.put_meta_changes(run_id, data, project=project)
+    return json_response({**run_dict(s), "alerts": encode_floats(changes)}, headers=hint.headers())
 
 
 class MetaRoute:
