@@ -146,18 +146,10 @@ def test_the_service_takes_the_objective_and_refuses_an_unknown_one(service_proc
     assert c.get("/v1/runs/gan").json()["meta"] == {"objective": "adversarial"}
 
 
-@pytest.fixture(params=["memory", "redis"])
-def url(request, service_factory):
-    if request.param == "memory":
-        return service_factory().url
-    redis_proc = request.getfixturevalue("redis_proc")
-    return service_factory(env={"LOSSWATCH_STORE": redis_proc.url}).url
-
-
-def test_declaring_the_objective_mid_run_resolves_the_alerts_of_the_detectors_it_takes_off(url):
+def test_declaring_the_objective_mid_run_resolves_the_alerts_of_the_detectors_it_takes_off(service_on_each_store):
     # a GAN run logged without the key: its climb is read as a divergence; declaring the objective
     # takes the divergence detector off, and its alert must not stay open in the listings
-    c = client(url)
+    c = client(service_on_each_store)
     climb = [{"step": s, "loss": 0.7 * 1.4 ** s, "grad_norm": 1.0} for s in range(12)]
     assert post_records(c, "late", climb).status_code == 200
     run = c.get("/v1/runs/late").json()

@@ -21,17 +21,9 @@ GROWING = [
 ]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def url(request, service_factory):
-    if request.param == "memory":
-        return service_factory().url
-    redis_proc = request.getfixturevalue("redis_proc")
-    return service_factory(env={"LOSSWATCH_STORE": redis_proc.url}).url
-
-
 @pytest.mark.parametrize("run_id, schedule, from_step", GROWING, ids=[g[0] for g in GROWING])
-def test_growing_schedule_does_not_break_ingest(url, run_id, schedule, from_step):
-    c = client(url)
+def test_growing_schedule_does_not_break_ingest(service_on_each_store, run_id, schedule, from_step):
+    c = client(service_on_each_store)
     assert c.put(f"/v1/runs/{run_id}", json={"lr_schedule": schedule}).status_code == 200
     steps = [0, 1, from_step - 1, from_step, from_step + 1, from_step * 10, 2**40]
     for s in steps:
