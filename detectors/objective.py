@@ -8,9 +8,9 @@ statistic of the loss alone tells them from a sick supervised run:
 - ``adversarial``: a GAN's generator (or discriminator) loss. It starts near ln 2 and climbs,
   swinging from batch to batch, as the discriminator learns: a WaveGAN generator's loss
   0.7 -> 1-6.6 over 20 healthy epochs, read as "loss diverging, 1.85x its best, cut the LR 10x".
-- ``reinforcement``: a policy-gradient or value loss. It grows with the returns it is fitted to
-  (a PPO value loss 8.9 -> 53 while the agent improves), spikes on every new kind of episode, and
-  never settles on a floor.
+- ``reinforcement``: a policy-gradient or value loss. It grows with the returns it is fitted to,
+  spikes on every new kind of episode and never settles on a floor (a healthy GAIL-PPO run's loss
+  8.9 -> 53 in its first ten records, read as "LR too high").
 
 Declared, only the detectors whose facts hold whatever the loss means stay on: non-finite values
 (``nan``), the gradient's explosion, and the LR's own anomalies and schedule (each detector says
