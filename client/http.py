@@ -197,7 +197,7 @@ class HttpTransport(Transport):
         Records per POST (halved on each 413).
     on_verdict : callable
         ``on_verdict(alerts, recommendation, health, has_recommendation)`` with the answer to
-        each accepted batch.
+        each accepted batch, and to each metadata PUT (see :meth:`_send_message`).
     """
 
     def __init__(self, url: str, *, run_id: str, project: str | None = None, token: str | None = None,
@@ -239,20 +239,24 @@ class HttpTransport(Transport):
 
     def send(self, spool: Spool) -> None:
         while self.outbox:
-            self._send_message(*self.outbox[0])
+            self._send_message(*self.outbox[0], current=not len(spool))
             self.outbox.popleft()
         self._send_records(spool)
         if self.final_meta is not None and not len(spool):
-            self._send_message("PUT", self.run_path, self.final_meta)
+            self._send_message("PUT", self.run_path, self.final_meta, current=True)
             self.final_meta = None
 
-    def _send_message(self, method: str, path: str, payload: Any) -> None:
+    def _send_message(self, method: str, path: str, payload: Any, current: bool) -> None:
+        """One queued request. The answer to the run's metadata PUT is a verdict too: the alerts
+        the new metadata resolved (detectors it took off), and, when no record waits to be sent
+        (``current``: the service has seen all of them), the run's advice and health; with
+        records still waiting those are older than what the client holds (a NaN caught here)."""
         # metadata may hold anything (a dtype, a Path): written as its str() rather than
         # blocking the queue behind an unserialisable request
         body = json.dumps(payload, default=str).encode()
         reply = self.connection.request(method, path + self._project_query, body)
         if self._check(reply, what=f"{method} {path}") and path == self.run_path:
-            self._verdict_of(reply)  # new metadata may resolve alerts (detectors it took off)
+            self._verdict_of(reply, advice=current)
 
     def _send_records(self, spool: Spool) -> None:
         """Up to BATCHES_PER_SEND batches of the spool's records, each popped once answered."""
@@ -285,7 +289,7 @@ class HttpTransport(Transport):
         if self._check(reply, what=f"POST {self._steps_path}"):
             self.stats["sent"] += n
             self.stats["posts"] += 1
-            self._verdict_of(reply)
+            self._verdict_of(reply, advice=True)
         else:
             self.stats["rejected"] += n
 
@@ -305,14 +309,17 @@ class HttpTransport(Transport):
                           f"{reply.body[:300].decode(errors='replace')}", RuntimeWarning, stacklevel=2)
         return False
 
-    def _verdict_of(self, reply: Reply) -> None:
-        """Hand a 2xx answer's verdict on: its alert changes, advice and health (a batch's, or a
-        metadata PUT's: the run then, with the alerts the new metadata resolved)."""
+    def _verdict_of(self, reply: Reply, advice: bool) -> None:
+        """Hand a 2xx answer's verdict on: its alert changes and, with ``advice``, its advice
+        and health (a batch's answer; a metadata PUT's, see :meth:`_send_message`)."""
         try:
             answer = reply.json()
             if isinstance(answer, dict):
-                self._on_verdict(answer.get("alerts") or [], answer.get("recommendation"),
-                                 answer.get("health"), "recommendation" in answer)
+                if advice:
+                    self._on_verdict(answer.get("alerts") or [], answer.get("recommendation"),
+                                     answer.get("health"), "recommendation" in answer)
+                else:
+                    self._on_verdict(answer.get("alerts") or [], None, None, False)
         except Exception as e:
             if not self._reply_warned:
                 self._reply_warned = True

@@ -103,7 +103,8 @@ class Transport:
         at the worker's first cycle, before any record."""
 
     def set_meta(self, meta: dict[str, Any]) -> bool:
-        """The run's whole metadata changed mid-run. True when a message now waits."""
+        """The run's whole metadata changed mid-run. True when the worker has work for it now (a
+        message waits; new metadata for the in-process detectors)."""
         return False
 
     def report_action(self, entry: dict[str, Any]) -> bool:
@@ -178,6 +179,10 @@ class LocalTransport(Transport):
     def send(self, spool: Spool) -> None:
         if self.engine.meta_pending:  # new metadata and no record since: its verdict now
             self.accept([])
+
+    @property
+    def waiting(self) -> int:
+        return int(self.engine.available and self.engine.meta_pending)  # a flush waits for it
 
     def checkpoint(self, step: int) -> None:
         self.engine.snapshot_at(step)

@@ -190,10 +190,13 @@ class Engine:
     def _retuned(self, d: Detector, objective: str, was: str) -> Detector:
         """``d`` with the parameters the new objective sets, keeping its state and its open alert
         (it still runs: a gradient still exploded, a NaN is still the same episode)."""
-        if params_for(d.name, objective) == params_for(d.name, was):
-            return d
+        if not (params_for(d.name, objective) or params_for(d.name, was)):
+            return d  # neither objective sets its parameters
         cls = type(d)
-        out = _restore_detector(cls, {**d.to_state(), "params": cls(**self._params_of(cls, objective)).params})
+        params = cls(**self._params_of(cls, objective)).params
+        if d.params == params:  # (a state saved before the objective had a meaning may differ)
+            return d
+        out = _restore_detector(cls, {**d.to_state(), "params": params})
         out.run_id = self.run_id
         return out
 

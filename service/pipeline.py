@@ -332,6 +332,7 @@ class IngestPipeline:
         async with self._lock(key):
             cached = await self._start(key)
             for _ in range(self.MAX_TRIES):
+                gone = []  # (a pass refused by a conflict committed none)
                 if cached.v and same_meta(cached.engine.meta, meta):
                     snap = await self.store.load(project, run_id)
                     if snap.version != cached.v:      # changed elsewhere: compare with that
@@ -369,6 +370,11 @@ class IngestPipeline:
                 if isinstance(out, Snapshot):
                     cached = self._conflict(key, run_id, out)
                     continue
+                for d, (raised_at, acked_at, _) in zip(gone, out.alerts):  # as a batch's (_result)
+                    d["raised_at"] = raised_at
+                    if acked_at is not None:
+                        d["acknowledged"] = True
+                        d["acknowledged_at"] = acked_at
                 self._keep(key, _Cached(out.version, cached.engine, cached.last_step, tl))
                 break
             else:

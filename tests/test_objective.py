@@ -80,6 +80,20 @@ def test_changing_the_objective_mid_run_takes_detectors_off_and_adds_them_fresh(
     assert _detectors(eng) == _detectors(Engine("r"))
 
 
+def test_a_state_saved_before_the_objective_had_a_meaning_gets_its_parameters_at_the_next_change():
+    # the key was free-form metadata before: such a state holds every detector, nan with its
+    # minimised parameters; new metadata takes off what the objective excludes and retunes nan
+    eng = Engine("r")
+    for s in range(5):
+        eng.update(Record(s, 1.0))
+    eng.meta = {"objective": "adversarial"}  # as such a state stored it
+    eng = Engine.from_bytes(eng.to_bytes())
+    assert "divergence" in _detectors(eng)
+    eng.set_meta({"objective": "adversarial", "status": "finished"})
+    assert _detectors(eng) == FACTS
+    assert [d.params["ran_away"] for d in eng._detectors if d.name == "nan"] == [math.inf]
+
+
 def test_between_two_declared_objectives_an_open_alert_stays_open():
     eng = Engine("r", {"objective": "adversarial"})
     out = []
@@ -154,11 +168,19 @@ def test_declaring_the_objective_mid_run_resolves_the_alerts_of_the_detectors_it
     assert post_records(c, "late", climb).status_code == 200
     run = c.get("/v1/runs/late").json()
     assert run["health"] == "critical" and any(a["kind"] == "divergence" for a in run["active_alerts"])
-    assert c.put("/v1/runs/late", json={"objective": "adversarial"}).status_code == 200
+    put = c.put("/v1/runs/late", json={"objective": "adversarial"})
+    assert put.status_code == 200
     run = c.get("/v1/runs/late").json()
     assert (run["health"], run["recommendation"], run["active_alerts"]) == ("ok", None, [])
     listed = c.get("/v1/runs/late/alerts").json()["alerts"]
     assert listed and all(a["resolved_step"] == 11 for a in listed if a["kind"] != "spike")
+    # the PUT's answer gives those resolutions as stored (a batch's answer gives its alerts so)
+    by_id = {a["id"]: a for a in listed}
+    answered = put.json()["alerts"]
+    assert answered and all(a["event"] == "resolved" and a["raised_at"] == by_id[a["id"]]["raised_at"]
+                            for a in answered)
+    # the same metadata again changes nothing and resolves nothing
+    assert c.put("/v1/runs/late", json={"objective": "adversarial"}).json()["alerts"] == []
     # the facts still run: a NaN after the declaration is critical
     r = post_records(c, "late", [{"step": 12, "loss": float("nan"), "grad_norm": 1.0}])
     assert [a["kind"] for a in r.json()["alerts"]] == ["nan"]
