@@ -315,11 +315,8 @@ class HttpTransport(Transport):
         try:
             answer = reply.json()
             if isinstance(answer, dict):
-                if advice:
-                    self._on_verdict(answer.get("alerts") or [], answer.get("recommendation"),
-                                     answer.get("health"), "recommendation" in answer)
-                else:
-                    self._on_verdict(answer.get("alerts") or [], None, None, False)
+                self._on_verdict(answer.get("alerts") or [], answer.get("recommendation") if advice else None,
+                                 answer.get("health") if advice else None, advice and "recommendation" in answer)
         except Exception as e:
             if not self._reply_warned:
                 self._reply_warned = True

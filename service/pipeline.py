@@ -270,7 +270,6 @@ class IngestPipeline:
         resolved: list[dict[str, Any]] = []
         if cut == lo:            # the first re-logged record: a new attempt begins with it
             engine, resolved = _begin_attempt(run_id, cached.engine, tl)
-            resolved = [{**d, "project": project, "updated_at": now} for d in resolved]
             last: int | None = None
             hi = n
         else:
@@ -287,14 +286,11 @@ class IngestPipeline:
         changed, rec, health, kept = run_engine(engine, sub, split.in_order, tl)
         saw = bool(split.in_order) and (tl.went_on(sub.step[split.in_order[-1]])
                                         or tl.saw_ts(sub.ts[i] for i in split.in_order))
-        alerts = resolved + [{**a.to_dict(), "project": project, "updated_at": now} for a in changed]
-        if tl.attempt > 1:     # a relapse may raise an alert of an earlier attempt's id: told apart
-            for d in alerts:
-                d["attempt"] = tl.attempt
+        alerts = _as_stored(resolved + [a.to_dict() for a in changed], project, now, tl.attempt)
         notifying = [d for d in alerts if notifies(d)]
         last_vals = last_values(sub, split.in_order[-1], engine) if split.in_order else None
         began = cut == lo
-        active = [{**a.to_dict(), "project": project} for a in engine.active_alerts] if alerts or began else None
+        active = _active(engine, project) if alerts or began else None
         commit = RunCommit(
             project=project, run_id=run_id, expected_version=cached.v, now=now, engine=engine,
             cols=sub, in_order=split.in_order, late=split.late, batch_duplicates=split.duplicates + below,
@@ -342,14 +338,11 @@ class IngestPipeline:
                     if not tl.new_checkpoints(meta) and not tl.new_rewinds(meta) and tl == cached.timeline:
                         self._keep(key, cached)
                         break
+                tl = cached.timeline.copy()
                 # the alerts of detectors the new metadata took off or rebuilt, resolved: stored
                 # with the summary's new advice, or they would stay open in the listings
-                gone = [{**a.to_dict(), "project": project, "updated_at": now}
-                        for a in cached.engine.set_meta(dict(meta))]
-                tl = cached.timeline.copy()
-                if tl.attempt > 1:     # as a batch's alerts: the attempt they belong to
-                    for d in gone:
-                        d["attempt"] = tl.attempt
+                gone = _as_stored([a.to_dict() for a in cached.engine.set_meta(dict(meta))], project, now,
+                                  tl.attempt)
                 for c in tl.new_checkpoints(meta):
                     if cached.last_step is None or c > cached.last_step:
                         tl.wait_for(c)
@@ -370,11 +363,7 @@ class IngestPipeline:
                 if isinstance(out, Snapshot):
                     cached = self._conflict(key, run_id, out)
                     continue
-                for d, (raised_at, acked_at, _) in zip(gone, out.alerts):  # as a batch's (_result)
-                    d["raised_at"] = raised_at
-                    if acked_at is not None:
-                        d["acknowledged"] = True
-                        d["acknowledged_at"] = acked_at
+                _stamp(gone, out.alerts)
                 self._keep(key, _Cached(out.version, cached.engine, cached.last_step, tl))
                 break
             else:
@@ -448,11 +437,39 @@ def _begin_attempt(run_id: str, engine: Engine, tl: Timeline) -> tuple[Engine, l
     return new, resolved
 
 
+def _as_stored(alerts: list[dict[str, Any]], project: str, now: float, attempt: int) -> list[dict[str, Any]]:
+    """Alert changes (``Alert.to_dict()``) as the store keeps them: with their project, the time of
+    the change and, after a rollback, their attempt (a relapse may raise an alert of an earlier
+    attempt's id: told apart)."""
+    extra: dict[str, Any] = {"project": project, "updated_at": now}
+    if attempt > 1:
+        extra["attempt"] = attempt
+    return [{**d, **extra} for d in alerts]
+
+
+def _stamp(alerts: list[dict[str, Any]], stored: list[tuple[float, float | None, bool]]) -> list[str]:
+    """Give committed alert changes what the store knows of them (when each was raised, whether
+    it was acknowledged); return the ids the commit stored for the first time."""
+    new_ids = []
+    for d, (raised_at, acked_at, first) in zip(alerts, stored):
+        d["raised_at"] = raised_at
+        if first:
+            new_ids.append(d["id"])
+        if acked_at is not None:
+            d["acknowledged"] = True
+            d["acknowledged_at"] = acked_at
+    return new_ids
+
+
+def _active(engine: Engine, project: str) -> list[dict[str, Any]]:
+    """The run's active alerts, as its summary keeps them."""
+    return [{**a.to_dict(), "project": project} for a in engine.active_alerts]
+
+
 def _advice(engine: Engine, project: str) -> Advice:
     """The run's summary as the engine says now, its latest values unchanged (no record came)."""
     rec = engine.recommendation
-    return Advice(engine.health, rec.to_dict() if rec is not None else None, None,
-                  [{**a.to_dict(), "project": project} for a in engine.active_alerts])
+    return Advice(engine.health, rec.to_dict() if rec is not None else None, None, _active(engine, project))
 
 
 def _restore(run_id: str, snap: Snapshot) -> _Cached:
@@ -468,13 +485,7 @@ def _result(parts: list[tuple[_Part, Committed]], project: str) -> IngestResult:
     new_ids: list[str] = []
     notify: list[dict[str, Any]] = []
     for part, out in parts:
-        for d, (raised_at, acked_at, first) in zip(part.alerts, out.alerts):
-            d["raised_at"] = raised_at
-            if first:
-                new_ids.append(d["id"])
-            if acked_at is not None:
-                d["acknowledged"] = True
-                d["acknowledged_at"] = acked_at
+        new_ids += _stamp(part.alerts, out.alerts)
         split = part.split
         accepted += len(split.in_order) + out.stored_late
         duplicates += split.duplicates + part.below + out.duplicate_late
