@@ -147,6 +147,7 @@ class DivergenceDetector(Detector):
         self.spike_recs = [-(10**9)] * (cluster - 1)  # spikes: record ordinals of the last counted ones
         self.spike_nl = -1  # spikes: loss-record count of the last counted spike
         self.spike_step = -1  # spikes: its step
+        self.spike_top = math.nan  # spikes: the highest loss logged before it
         self.kick_rec = -(10**9)  # spikes: record ordinal and grad-norm of the last kick (a bad batch)
         self.kick_gn = math.inf
         self.kick_mu = -math.inf  # spikes: the grad-norm level (log) before the last kick
@@ -159,7 +160,7 @@ class DivergenceDetector(Detector):
                 "hi_after_spike": self.hi_after_spike, "lr_jump_rec": self.lr_jump_rec,
                 "ok_since": self.ok_since,
                 "spike_recs": self.spike_recs, "spike_nl": self.spike_nl,
-                "spike_step": self.spike_step, "kick_rec": self.kick_rec, "kick_gn": self.kick_gn,
+                "spike_step": self.spike_step, "spike_top": self.spike_top, "kick_rec": self.kick_rec, "kick_gn": self.kick_gn,
                 "kick_mu": self.kick_mu,
                 "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
@@ -171,6 +172,7 @@ class DivergenceDetector(Detector):
         self.hi_after_spike = d["hi_after_spike"]
         self.spike_nl = d.get("spike_nl", -1)  # states saved before spike_climbs lack these
         self.spike_step = d.get("spike_step", -1)
+        self.spike_top = d.get("spike_top", math.nan)  # absent before it was kept: not asked
         # absent in states saved before kicks were told apart: no kick is remembered
         self.kick_rec, self.kick_gn = d.get("kick_rec", -(10**9)), d.get("kick_gn", math.inf)
         # absent in states saved before the level was kept: wait as those states did

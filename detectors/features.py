@@ -78,15 +78,15 @@ DEFAULT_PARAMS: dict[str, float] = {
     "start_rise": 2.0,
 }
 
-LOSS_COLS = ("nl", "l0", "l0_step", "l0_n", "worst", "lprev", "lp2", "lstep", "fast", "best", "best_step", "rbest",
+LOSS_COLS = ("nl", "l0", "l0_step", "l0_n", "worst", "top", "lprev", "lp2", "lstep", "fast", "best", "best_step", "rbest",
              "rbest_step", "up_n", "up_base", "slow", "sd", "nsd", "trend", "pbest", "pstep", "pnl", "alt", "amp")
 GN_COLS = ("ng", "glast", "mu", "var", "mumax")
 LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
 VAL_COLS = ("v0", "vlast", "vbest", "nv")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
-BEFORE = {"b_lprev": "lprev", "b_lp2": "lp2", "b_slow": "slow", "b_sd": "sd", "b_nsd": "nsd", "b_mu": "mu", "b_var": "var",
-          "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
+BEFORE = {"b_lprev": "lprev", "b_lp2": "lp2", "b_top": "top", "b_slow": "slow", "b_sd": "sd", "b_nsd": "nsd",
+          "b_mu": "mu", "b_var": "var", "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
 # The one-record path reads the state for its row with these (one C call each, see advance_one)
@@ -319,8 +319,8 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
     nl, lprev = st["nl"], st["lprev"]  # the core leaves both to its callers
     _loss_core(st, p, (x,), (s,), collect=False)
     if nl == 0:
-        st.update(l0=x, l0_step=s, l0_n=0, best=st["slow"], best_step=s, worst=st["fast"], up_n=0, up_base=x,
-                  rbest=x, rbest_step=s)
+        st.update(l0=x, l0_step=s, l0_n=0, best=st["slow"], best_step=s, worst=st["fast"], top=x, up_n=0,
+                  up_base=x, rbest=x, rbest_step=s)
     else:
         held = x if x > lprev else lprev
         if held < st["rbest"]:
@@ -333,6 +333,8 @@ def _loss_one(st: dict[str, Any], p: dict[str, float], x: float, s: int) -> None
         fast = st["fast"]
         if fast > st["worst"]:
             st["worst"] = fast
+        if not x <= st["top"]:  # NaN: a state saved before ``top`` existed starts it here
+            st["top"] = x
         if x > lprev:
             up_n = st["up_n"]
             if up_n == 0:
@@ -409,6 +411,8 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
     out["rbest_step"] = np.where(last >= 0, steps[np.maximum(last, 0)], start["rbest_step"])
     # worst: running maximum of fast
     out["worst"] = _running_extreme(fast, start["worst"], nl0 > 0, lower=False)[0]
+    # top: running maximum of the raw loss (a state saved before it existed starts it here)
+    out["top"] = _running_extreme(xs, start["top"], nl0 > 0 and start["top"] == start["top"], lower=False)[0]
     # rising streaks of the raw loss: up_n and the loss just before the streak began (NaN
     # before the first loss: no rise)
     rise = xs > prev_x
@@ -427,7 +431,7 @@ def _loss_batch(st: dict[str, Any], p: dict[str, float], xs: np.ndarray, steps: 
               l0_n=int(out["l0_n"][-1]), lprev=float(xs[-1]), lp2=float(prev_x[-1]), lstep=int(steps[-1]),
               best=float(out["best"][-1]), best_step=int(out["best_step"][-1]),
               rbest=float(out["rbest"][-1]), rbest_step=int(out["rbest_step"][-1]),
-              worst=float(out["worst"][-1]), up_n=int(up_n[-1]), up_base=float(out["up_base"][-1]))
+              worst=float(out["worst"][-1]), top=float(out["top"][-1]), up_n=int(up_n[-1]), up_base=float(out["up_base"][-1]))
     return out
 
 
@@ -635,6 +639,7 @@ class Features:
                              "from the lower of the start level and the loss held on that record"]
     rbest_step: Annotated[Ints, "the step of the record that set rbest (or that restarted it)"]
     worst: Annotated[Floats, "the highest short-term average (fast) so far"]
+    top: Annotated[Floats, "the highest loss so far (raw, as logged)"]
     up_n: Annotated[Ints, "rises in a row: consecutive rises of the raw loss ending here"]
     up_base: Annotated[Floats, "the loss just before that run of rises began"]
     trend: Annotated[Floats, "loss trend: very slow EMA (alpha_trend, ~50 records), winsorised like the "
@@ -678,6 +683,7 @@ class Features:
     b_slow: Annotated[Floats, "slow before this row: the level this loss is compared with"]
     b_sd: Annotated[Floats, "sd before this row: the noise this loss is compared with"]
     b_lp2: Annotated[Floats, "lp2 before this row: the finite loss two records back"]
+    b_top: Annotated[Floats, "top before this row: the highest loss logged before it"]
     b_nsd: Annotated[Floats, "nsd before this row"]
     b_mu: Annotated[Floats, "mu before this row"]
     b_var: Annotated[Floats, "var before this row"]

@@ -303,6 +303,27 @@ def test_state_from_another_version_restores_what_fits():
     assert again.last_step > 300
 
 
+def test_a_state_saved_before_the_highest_loss_was_kept_starts_it_at_the_next_loss_in_both_paths():
+    import json as _json
+
+    eng = Engine("r")
+    for r in realistic_run(300, 5):
+        eng.update(r)
+    doc = decode_state(eng.to_bytes())
+    del doc["features"]["state"]["top"]
+    for d in doc["detectors"]:
+        if d["name"] == "divergence":
+            del d["state"]["spike_top"]
+    old = _json.dumps(doc).encode()
+    rest = realistic_run(600, 5)[300:]
+    one, batch = Engine.from_bytes(old), Engine.from_bytes(old)
+    out_one = [a for r in rest for a in one.update(r)]
+    out_batch = [a for k in range(0, len(rest), 100) for a in batch.update_batch(Batch.from_records(rest[k:k + 100]))]
+    assert _dicts(out_one) == _dicts(out_batch)
+    top = one._features.state["top"]
+    assert top == batch._features.state["top"] == max(r.loss for r in rest if r.loss is not None and math.isfinite(r.loss))
+
+
 def test_numpy_and_integral_float_steps_and_values_are_accepted():
     eng = Engine("r")
     eng.update(Record(np.int64(1), np.float32(2.0), np.float64(1.0), 1e-3))

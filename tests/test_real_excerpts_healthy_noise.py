@@ -2,7 +2,7 @@
 (bench/real/, provenance in bench/real/SOURCES.md): what in the log says the run is fine. The
 holdout part is never read here."""
 
-from detector_helpers import one_at_a_time, raised, tune_records
+from detector_helpers import in_batches, one_at_a_time, raised, tune_records
 from losswatch.detectors import Engine
 from losswatch.detectors.types import Record
 
@@ -49,3 +49,23 @@ def test_an_lr_that_decays_to_zero_or_keeps_shrinking_below_the_floor_is_still_f
     assert [a.step for a in _zero_lr_alerts(decay + [0.0] * 10)] == [12]
     assert _zero_lr_alerts(decay + [1e-6 * 0.9 ** k for k in range(10)])
     assert _zero_lr_alerts(decay + [1e-6] * 10) == []
+
+
+# issues/thilinarajapakse__simpletransformers__12.csv: a transformer classifier fine-tune's
+# per-batch "Running loss", iterations 1,321-1,333, jumping 0.40-1.74 about ~0.8 ("why does the
+# loss fluctuate so much?"). Label healthy.
+FLUCTUATING = "issues/thilinarajapakse__simpletransformers__12.csv"
+
+
+def test_a_jump_then_a_higher_draw_inside_the_range_the_loss_already_held_is_not_a_climb():
+    # 0.496, 0.607, 0.981, 0.564, 0.814, 0.495, then the counted spike 0.877 and 0.936: higher
+    # than the spike, but below the 0.981 of two records back. It was "LR too high, the loss is
+    # unstable: cut the LR 10x" on the eighth line of a healthy paste.
+    recs = tune_records(FLUCTUATING)
+    for alerts in (one_at_a_time(recs)[1], in_batches(recs, 5)[1]):
+        assert _lr_changing(alerts) == []
+        assert {a.severity for a in raised(alerts, "spike")} == {"info"}
+    # the same spike followed by a value the run never held is still a spike that climbs on
+    climbs = recs[:7] + [Record(recs[6].step + 1, 1.2)]
+    got = raised(one_at_a_time(climbs)[1], "divergence", "warning")
+    assert [(a.step, a.evidence["rule"], a.action.params["factor"]) for a in got] == [(1328, "spike_climbs", 0.1)]

@@ -9,14 +9,18 @@ show before the thread's "the loss jumped and never came down again".
 
 Condition: the previous loss record was a counted spike (:mod:`.spikes`: a one-step jump far
 out of the noise, from a normal value, to ``level_ratio`` x the best on the raw progress
-scale), and this loss is higher than that spike, is itself a spike's height above the level
-before it (``spike_z`` noise units and ``spike_rel`` of the level), ``level_ratio`` x the best,
-and ``level_ratio`` x the first loss: past everything the run has learnt, into values it never
-held. Below its first loss, a run whose LR is high but bounded bounces back towards where it
-started and comes down again (the benchmark's least-squares runs under SGD at 10x their LR swing
-0.57 -> 1.06 -> 1.44 -> 1.89 -> 0.56 from a first loss of 1.45); the run-aways after a descent
-are :mod:`.raw_runaway`'s and :mod:`.streak`'s. Never under a calm grad-norm (:mod:`.causes`): a
-loss that rises while the gradient stays at its usual size is the data, not the weights.
+scale), and this loss is higher than that spike and than every loss logged before the spike
+(``features.top``), is itself a spike's height above the level before it (``spike_z`` noise
+units and ``spike_rel`` of the level), ``level_ratio`` x the best, and ``level_ratio`` x the
+first loss: past everything the run has learnt, into values it never held. A minibatch loss
+that jumps about its level shows this pattern inside its own range (a fine-tune's per-batch
+losses 0.50, 0.61, 0.98, 0.56, 0.81, 0.50, then 0.88 and 0.94): the second value is a draw like
+the 0.98 before, not a climb. Below its first loss, a run whose LR is high but bounded bounces
+back towards where it started and comes down again (the benchmark's least-squares runs under
+SGD at 10x their LR swing 0.57 -> 1.06 -> 1.44 -> 1.89 -> 0.56 from a first loss of 1.45); the
+run-aways after a descent are :mod:`.raw_runaway`'s and :mod:`.streak`'s. Never under a calm
+grad-norm (:mod:`.causes`): a loss that rises while the gradient stays at its usual size is the
+data, not the weights.
 
 Parameters
 ----------
@@ -48,7 +52,8 @@ References
 bench/real/issues/flagopen__flagembedding__865.csv (provenance in bench/real/SOURCES.md): "after
 training a while the loss jumps up and then never comes down again"; for the other side, the
 first loss spike of BLOOM-176B in the BigScience chronicles (2.35 -> 5.10, then 3.49 on the next
-iteration: a spike that recovered).
+iteration: a spike that recovered); bench/real/issues/thilinarajapakse__simpletransformers__12.csv,
+the per-batch losses above ("why does the loss fluctuate so much?": a healthy fine-tune).
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ if TYPE_CHECKING:
 def check(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l0: float) -> tuple[str, str] | None:
     """On the loss record right after a counted spike (``d.spike_nl == f.nl[i] - 1``)."""
     prev = f.b_lprev[i]
-    if not x > prev or causes.grad_norm_calm(d, f, i) or \
+    # ``x <= spike_top``: back within what the run held before the spike (NaN: not kept, not asked)
+    if not x > prev or x <= d.spike_top or causes.grad_norm_calm(d, f, i) or \
             _pratio(x, best, l0, RAW_SHARE) < d.level_ratio or _ratio(x, l0) < d.level_ratio:
         return None
     # the spike's height against the level before this record (the previous value is not asked

@@ -23,12 +23,13 @@ raises its grad-norm past the kick's within a record or two, and a stuck one (th
 at 35x its start by saturated units) lets it fall back to its old level.
 
 State (on the detector): ``spike_recs``, the record ordinals of the last ``cluster - 1``
-counted spikes (a placeholder far in the past where there were fewer); ``spike_nl`` and
-``spike_step``, the loss-record count and the step of the last one (:mod:`.spike_climbs` asks
-whether the previous loss record was it); ``kick_rec``, ``kick_gn`` and ``kick_mu``, the record
-ordinal, the grad-norm and the grad-norm level before it (``features.b_mu``, log scale) of
-the last kick. The count restarts (and the kick is forgotten) when an episode resolves
-(:mod:`.recovery`).
+counted spikes (a placeholder far in the past where there were fewer); ``spike_nl``,
+``spike_step`` and ``spike_top``, the loss-record count and the step of the last one and the
+highest loss logged before it (:mod:`.spike_climbs` asks whether the previous loss record was
+it, and whether this one is higher than the run ever was); ``kick_rec``, ``kick_gn`` and
+``kick_mu``, the record ordinal, the grad-norm and the grad-norm level before it
+(``features.b_mu``, log scale) of the last kick. The count restarts (and the kick is forgotten)
+when an episode resolves (:mod:`.recovery`).
 
 Parameters
 ----------
@@ -90,10 +91,10 @@ def counted(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l
 
 def remember(d: DivergenceDetector, f: Features, i: int, rec: int, nl: int, step: int) -> None:
     """Keep the counted spike on row ``i``: record ordinal ``rec`` (the oldest one drops out),
-    loss-record count ``nl`` and ``step``, and, when its grad-norm shows one bad batch, the
+    loss-record count ``nl``, ``step`` and the highest loss logged before it, and, when its grad-norm shows one bad batch, the
     kick."""
     d.spike_recs = d.spike_recs[1:] + [rec]
-    d.spike_nl, d.spike_step = nl, step
+    d.spike_nl, d.spike_step, d.spike_top = nl, step, f.b_top[i]
     g, gprev = f.gn[i], f.b_glast[i]
     if f.gok[i] and f.ng[i] >= 3 and g > 0.0 and gprev > 0.0 and \
             math.log(g) - f.b_mu[i] >= d.gn_warn_log and math.log(gprev) - f.b_mu[i] < d.gn_warn_log - LOG_2:
