@@ -151,6 +151,8 @@ class DivergenceDetector(Detector):
         self.kick_rec = -(10**9)  # spikes: record ordinal and grad-norm of the last kick (a bad batch)
         self.kick_gn = math.inf
         self.kick_mu = -math.inf  # spikes: the grad-norm level (log) before the last kick
+        self.vj_last = False  # val_blowup: the last evaluation (of a log of evaluations) jumped
+        self.vj_back = False  # val_blowup: a jump has come back on the evaluation after it
         self.gn_warn_log = math.log(gn_warn)  # causes: gn_warn in log space (derived, not saved)
         self.gn_calm_log = math.log(gn_calm)  # causes: gn_calm in log space (derived, not saved)
         self.rises_needed = min(streak, 2)  # streak: the fewest rises it can fire on (derived)
@@ -164,7 +166,7 @@ class DivergenceDetector(Detector):
                 "kick_mu": self.kick_mu,
                 "esc_lr": self.esc_lr, "esc_n": self.esc_n,
                 "esc_hi_start": self.esc_hi_start, "esc_hi_last": self.esc_hi_last,
-                "esc_drop": self.esc_drop}
+                "esc_drop": self.esc_drop, "vj_last": self.vj_last, "vj_back": self.vj_back}
 
     def set_state(self, d: dict[str, Any]) -> None:
         self.hi_start, self.hi_last, self.hi_peak = d["hi_start"], d["hi_last"], d["hi_peak"]
@@ -183,6 +185,8 @@ class DivergenceDetector(Detector):
         self.esc_hi_start = d.get("esc_hi_start", 0)
         self.esc_hi_last = d.get("esc_hi_last", -1)
         self.esc_drop = d.get("esc_drop", -1)
+        self.vj_last = d.get("vj_last", False)  # states saved before these: no jump seen
+        self.vj_back = d.get("vj_back", False)
 
     # -- screens (conservative: NaN comparisons count as "maybe") ---------------------------------
     def screen(self, f: Features) -> np.ndarray:

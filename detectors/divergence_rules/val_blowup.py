@@ -21,7 +21,11 @@ loss >= :data:`LOST_RATIO` x its best and above the first evaluation has lost ev
 run learnt in one evaluation (an LR sweep member at 1e-3: its validation error 235 -> 127 over
 eight epochs, then 377 at the ninth, which its report calls diverged). Overfitting raises the
 held-out loss slowly; a transient evaluation spike (:mod:`losswatch.detectors.val_spike`) need
-not come back above the untrained model's evaluation.
+not come back above the untrained model's evaluation. But where one jump of the run (from its
+second evaluation on) already came back below that bar on the next evaluation, the run's
+evaluations are known to jump and recover (an evaluation path that misbehaves now and then: a
+YOLOv4 Keras log reads 2.33, 46.5, 2.04, 72.3, 1.93, 15.2, 1.98, 1934, 1.67): a jump is then
+a divergence only when the evaluation after it is still at the bar, one evaluation later.
 
 Parameters
 ----------
@@ -70,14 +74,11 @@ if TYPE_CHECKING:
 def check(d: DivergenceDetector, f: Features, i: int) -> tuple[str, str] | None:
     """On a row with a finite validation loss and no finite training loss."""
     v, vb = f.val[i], f.vbest[i]
-    if f.nv[i] < 3 or not vb > 0.0:
+    if not vb > 0.0:
         return None
     if f.nl[i] == 0 and f.ng[i] == 0:  # evaluations only
-        if v >= LOST_RATIO * vb and v > f.v0[i]:
-            return (f"validation loss diverging: {fmt(v)} at step {f.step[i]} is {fmt(v / vb)}x its best "
-                    f"({fmt(vb)}) and above its first evaluation ({fmt(f.v0[i])})", "val_lost")
-        return None
-    if not f.gok[i] or v < d.val_ratio * vb:
+        return _lost(d, f, i, v, vb)
+    if f.nv[i] < 3 or not f.gok[i] or v < d.val_ratio * vb:
         return None
     mu = f.b_mu[i]
     if not (mu == mu and f.gn[i] >= d.gn_warn * math.exp(mu)):
@@ -85,6 +86,22 @@ def check(d: DivergenceDetector, f: Features, i: int) -> tuple[str, str] | None:
     return (f"validation loss diverging: {fmt(v)} at step {f.step[i]} is {fmt(v / vb)}x its best "
             f"({fmt(vb)}) with the grad-norm at {fmt(f.gn[i])}, {fmt(f.gn[i] / math.exp(mu))}x its "
             f"usual level", "val_blowup")
+
+
+def _lost(d: DivergenceDetector, f: Features, i: int, v: float, vb: float) -> tuple[str, str] | None:
+    """A log of evaluations only: a jump to ``LOST_RATIO`` x the best and above the first
+    evaluation, from the third evaluation on; held for a second evaluation where a jump of the
+    run already came back (the state ``vj_last``, ``vj_back`` is kept from the second on)."""
+    jump = v >= LOST_RATIO * vb and v > f.v0[i]
+    last, d.vj_last = d.vj_last, jump
+    if not jump:
+        d.vj_back = d.vj_back or last
+        return None
+    if f.nv[i] < 3 or (d.vj_back and not last):
+        return None
+    held = " for a second evaluation (an earlier jump came back)" if d.vj_back else ""
+    return (f"validation loss diverging: {fmt(v)} at step {f.step[i]} is {fmt(v / vb)}x its best "
+            f"({fmt(vb)}) and above its first evaluation ({fmt(f.v0[i])}){held}", "val_lost")
 
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
