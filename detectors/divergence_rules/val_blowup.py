@@ -21,15 +21,15 @@ loss >= :data:`LOST_RATIO` x its best and above the first evaluation has lost ev
 run learnt in one evaluation (an LR sweep member at 1e-3: its validation error 235 -> 127 over
 eight epochs, then 377 at the ninth, which its report calls diverged). Overfitting raises the
 held-out loss slowly; a transient evaluation spike (:mod:`losswatch.detectors.val_spike`) need
-not come back above the untrained model's evaluation. But where one jump of the run already came back below that bar on the next evaluation, the
-run's evaluations are known to jump and recover (an evaluation path that misbehaves now and then:
-a YOLOv4 Keras log reads 2.33, 46.5, 2.04, 72.3, 1.93, 15.2, 1.98, 1934, 1.67): a jump is then a
-divergence only when the evaluation after it is still at the bar, one evaluation later. Such a
-jump is seen to come back only where it was not itself called lost: on the second evaluation
-(too early to judge, but followed). A first jump from the third
-evaluation on is called lost at once, as before: nothing in the log yet says that its
-evaluations recover (the same YOLOv4 log with one more evaluation in front gets "diverging" at
-its first jump).
+not come back above the untrained model's evaluation. But where one jump of the run already
+came back below that bar on the next evaluation, the run's evaluations are known to jump and
+recover (an evaluation path that misbehaves now and then: a YOLOv4 Keras log reads 2.33, 46.5,
+2.04, 72.3, 1.93, 15.2, 1.98, 1934, 1.67): a jump is then a divergence only when the evaluation
+after it is still at the bar, one evaluation later. Such a jump is seen to come back only where
+it was not itself called lost: on the second evaluation (too early to judge, but followed). A
+first jump from the third evaluation on is called lost at once: nothing in the log yet says
+that its evaluations recover (the same YOLOv4 log with one more evaluation in front gets
+"diverging" at its first jump).
 
 Parameters
 ----------
