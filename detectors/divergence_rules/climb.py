@@ -111,16 +111,29 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, up_n:
     if not rise >= d.climb_z * f.amp[i]:
         return None
     back = not _pratio(x, base, l0) >= d.level_ratio
-    if back and not undone(d, f, i, x, base, l0):
+    lost_all = back and undone(d, f, i, x, base, l0)
+    held_out = back and not lost_all and held_out_worse(d, f, i)
+    if back and not (lost_all or held_out):
         return None
     if not (f.rev[i] >= 2 and f.lrdir[i] > 0) and \
             not is_spike(x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], d.spike_z, d.spike_rel, SPIKE_SUDDEN):
         start = f"the best it held, {fmt(base)}," if base > f.up_base[i] else fmt(base)
-        again = f", back above its first loss {fmt(l0)}" if back else ""
+        again = f", back above its first loss {fmt(l0)}" if lost_all else ""
+        held = (f", with the validation loss at {fmt(f.val[i])}, {fmt(f.val[i] / f.vbest[i])}x its best"
+                if held_out else "")
         return (f"climbed on each of its last {up_n} records, from {start} to {fmt(x)}{again} "
                 f"({fmt(rise / f.amp[i]) if f.amp[i] > 0.0 else 'many'} times its usual change "
-                f"from one record to the next)", "climb")
+                f"from one record to the next){held}", "climb")
     return None
+
+
+def held_out_worse(d: DivergenceDetector, f: Features, i: int) -> bool:
+    """This record's evaluation (losses positive) is ``level_ratio`` x the best one or more: the
+    climb of the training loss is the weights getting worse on data they do not train on as
+    well, not a memorising model (whose training loss falls) nor a harder objective (whose
+    evaluations improve)."""
+    vb = f.vbest[i]
+    return bool(f.vok[i] and f.nv[i] >= 2 and vb > 0.0 and f.val[i] >= d.level_ratio * vb)
 
 
 def undone(d: DivergenceDetector, f: Features, i: int, x: float, base: float, l0: float) -> bool:
@@ -137,10 +150,12 @@ def undone(d: DivergenceDetector, f: Features, i: int, x: float, base: float, l0
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     """Rows with ``climb`` rises in a row that span ``climb_z`` usual changes and reach
-    ``level_ratio`` x their start (a chance run of rises in noise stops here: the rows that
+    ``level_ratio`` x their start, the first loss, or an evaluation at ``level_ratio`` x its best
+    (a chance run of rises in noise stops here: the rows that
     reach ``step`` cost the batch path its Python decision code)."""
     x = f.a("loss")
     base = np.maximum(f.a("up_base"), f.a("rbest"))  # NaN-safe enough: a NaN start is a "maybe"
     l0 = f.a("l0")
     return (f.a("up_n") >= d.climb) & ~(x - base < d.climb_z * f.a("amp")) & \
-        (~(pratio_arr(x, base, l0) < d.level_ratio) | ~(x < l0))
+        (~(pratio_arr(x, base, l0) < d.level_ratio) | ~(x < l0) |
+         (f.a("vok") & ~(f.a("val") < d.level_ratio * f.a("vbest"))))
