@@ -14,7 +14,8 @@ Condition: ``climb`` or more consecutive rises of the raw loss (``features.up_n`
 ``features.rbest`` when that is higher: a climb that starts from one lucky low record is mostly
 its bounce back; on the progress scale, ``progress.LEVEL_SHARE``:
 the climb has undone a quarter of the progress made, or added half the starting value when
-the run started near it) *or* back at or above the first loss (``features.l0``) from a start
+the run started near it) *or* with this record's evaluation at ``level_ratio`` x the best one
+(:func:`held_out_worse`) *or* back at or above the first loss (``features.l0``) from a start
 ``climb_z`` typical changes below it, in a log that begins where training began
 (:func:`~losswatch.detectors.progress.logged_from_start`), while the evaluations, where at
 least two were logged, are not at their best, and not while a logged LR still ramps up (all
@@ -43,6 +44,13 @@ bench/cadence.py: a dip from 0.62 to 0.44 and five rises to 0.71 within its firs
 passed both tests above). Where evaluations are logged and the last one is the best so far, the
 climb is the training objective's (regularisation, augmentation or a harder curriculum switched
 on: the model gets better on held-out data): not this case.
+With the evaluations: a training loss that climbs on every record of an epoch log while the
+held-out loss sits at 1.5x its best or more is the weights getting worse on every kind of data,
+however small the climb is against the progress of a long descent (a memorising model's training
+loss falls; a harder objective's evaluations improve). A CNN regressor's epoch log fell 2.58 ->
+0.0609 and climbed on six epochs to 0.554 (a fifth of its progress, 8x its best) while its
+evaluations went 0.060 -> 0.73 and 0.18: caught at its sixth rise. The evaluation must be logged
+on the record itself (an older one may predate the climb).
 The tune part's RMSProp CIFAR-10 run at lr 0.005 (bench/real, LR too high) falls 1.819 -> 1.623
 at epoch 2 and climbs on each of the next seven epochs to 1.831 (13 % of its level, 12.8 usual
 changes), its validation loss 1.545 -> 2.204: caught at epoch 9, where it passes its first loss.
@@ -81,7 +89,8 @@ A fit that reached its best and then rises on every logged iteration:
 References
 ----------
 bench/real/histories/lamco-admin__lamcogaussianimage__baseline1-divergence-finding.csv and
-bench/real/histories/zhengzheren77__cifar10-classification__model-history-csv__rmsprop-bs32-lr0-005-vgg1.csv
+bench/real/histories/zhengzheren77__cifar10-classification__model-history-csv__rmsprop-bs32-lr0-005-vgg1.csv,
+bench/real/histories/markdeng86__volatilitypredictiondeeplearning__training-history-csv.csv
 (provenance in bench/real/SOURCES.md); Smith 2017 (cyclical learning rates raise the loss by
 design).
 """
