@@ -14,7 +14,8 @@ Condition: ``climb`` or more consecutive rises of the raw loss (``features.up_n`
 ``features.rbest`` when that is higher: a climb that starts from one lucky low record is mostly
 its bounce back; on the progress scale, ``progress.LEVEL_SHARE``:
 the climb has undone a quarter of the progress made, or added half the starting value when
-the run started near it) *or* back at or above the first loss (``features.l0``) from a start
+the run started near it) *or* with this record's evaluation at ``level_ratio`` x the best one
+(:func:`held_out_worse`) *or* back at or above the first loss (``features.l0``) from a start
 ``climb_z`` typical changes below it, in a log that begins where training began
 (:func:`~losswatch.detectors.progress.logged_from_start`), while the evaluations, where at
 least two were logged, are not at their best, and not while a logged LR still ramps up (all
@@ -43,6 +44,13 @@ bench/cadence.py: a dip from 0.62 to 0.44 and five rises to 0.71 within its firs
 passed both tests above). Where evaluations are logged and the last one is the best so far, the
 climb is the training objective's (regularisation, augmentation or a harder curriculum switched
 on: the model gets better on held-out data): not this case.
+With the evaluations: a training loss that climbs on every record of an epoch log while the
+held-out loss sits at 1.5x its best or more is the weights getting worse on every kind of data,
+however small the climb is against the progress of a long descent (a memorising model's training
+loss falls; a harder objective's evaluations improve). A CNN regressor's epoch log fell 2.58 ->
+0.0609 and climbed on six epochs to 0.554 (a fifth of its progress, 8x its best) while its
+evaluations went 0.060 -> 0.73 and 0.18: caught at its sixth rise. The evaluation must be logged
+on the record itself (an older one may predate the climb).
 The tune part's RMSProp CIFAR-10 run at lr 0.005 (bench/real, LR too high) falls 1.819 -> 1.623
 at epoch 2 and climbs on each of the next seven epochs to 1.831 (13 % of its level, 12.8 usual
 changes), its validation loss 1.545 -> 2.204: caught at epoch 9, where it passes its first loss.
@@ -81,7 +89,8 @@ A fit that reached its best and then rises on every logged iteration:
 References
 ----------
 bench/real/histories/lamco-admin__lamcogaussianimage__baseline1-divergence-finding.csv and
-bench/real/histories/zhengzheren77__cifar10-classification__model-history-csv__rmsprop-bs32-lr0-005-vgg1.csv
+bench/real/histories/zhengzheren77__cifar10-classification__model-history-csv__rmsprop-bs32-lr0-005-vgg1.csv,
+bench/real/histories/markdeng86__volatilitypredictiondeeplearning__training-history-csv.csv
 (provenance in bench/real/SOURCES.md); Smith 2017 (cyclical learning rates raise the loss by
 design).
 """
@@ -111,16 +120,29 @@ def check(d: DivergenceDetector, f: Features, i: int, x: float, l0: float, up_n:
     if not rise >= d.climb_z * f.amp[i]:
         return None
     back = not _pratio(x, base, l0) >= d.level_ratio
-    if back and not undone(d, f, i, x, base, l0):
+    lost_all = back and undone(d, f, i, x, base, l0)
+    held_out = back and not lost_all and held_out_worse(d, f, i)
+    if back and not (lost_all or held_out):
         return None
     if not (f.rev[i] >= 2 and f.lrdir[i] > 0) and \
             not is_spike(x, f.b_slow[i], f.b_sd[i], f.b_lprev[i], d.spike_z, d.spike_rel, SPIKE_SUDDEN):
         start = f"the best it held, {fmt(base)}," if base > f.up_base[i] else fmt(base)
-        again = f", back above its first loss {fmt(l0)}" if back else ""
+        again = f", back above its first loss {fmt(l0)}" if lost_all else ""
+        held = (f", with the validation loss at {fmt(f.val[i])}, {fmt(f.val[i] / f.vbest[i])}x its best"
+                if held_out else "")
         return (f"climbed on each of its last {up_n} records, from {start} to {fmt(x)}{again} "
                 f"({fmt(rise / f.amp[i]) if f.amp[i] > 0.0 else 'many'} times its usual change "
-                f"from one record to the next)", "climb")
+                f"from one record to the next){held}", "climb")
     return None
+
+
+def held_out_worse(d: DivergenceDetector, f: Features, i: int) -> bool:
+    """This record's evaluation (losses positive) is ``level_ratio`` x the best one or more: the
+    climb of the training loss is the weights getting worse on data they do not train on as
+    well, not a memorising model (whose training loss falls) nor a harder objective (whose
+    evaluations improve)."""
+    vb = f.vbest[i]
+    return bool(f.vok[i] and f.nv[i] >= 2 and vb > 0.0 and f.val[i] >= d.level_ratio * vb)
 
 
 def undone(d: DivergenceDetector, f: Features, i: int, x: float, base: float, l0: float) -> bool:
@@ -137,10 +159,12 @@ def undone(d: DivergenceDetector, f: Features, i: int, x: float, base: float, l0
 
 def screen(d: DivergenceDetector, f: Features) -> np.ndarray:
     """Rows with ``climb`` rises in a row that span ``climb_z`` usual changes and reach
-    ``level_ratio`` x their start (a chance run of rises in noise stops here: the rows that
+    ``level_ratio`` x their start, the first loss, or an evaluation at ``level_ratio`` x its best
+    (a chance run of rises in noise stops here: the rows that
     reach ``step`` cost the batch path its Python decision code)."""
     x = f.a("loss")
     base = np.maximum(f.a("up_base"), f.a("rbest"))  # NaN-safe enough: a NaN start is a "maybe"
     l0 = f.a("l0")
     return (f.a("up_n") >= d.climb) & ~(x - base < d.climb_z * f.a("amp")) & \
-        (~(pratio_arr(x, base, l0) < d.level_ratio) | ~(x < l0))
+        (~(pratio_arr(x, base, l0) < d.level_ratio) | ~(x < l0) |
+         (f.a("vok") & ~(f.a("val") < d.level_ratio * f.a("vbest"))))
