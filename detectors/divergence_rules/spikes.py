@@ -91,8 +91,8 @@ def counted(d: DivergenceDetector, f: Features, i: int, x: float, best: float, l
 
 def remember(d: DivergenceDetector, f: Features, i: int, rec: int, nl: int, step: int) -> None:
     """Keep the counted spike on row ``i``: record ordinal ``rec`` (the oldest one drops out),
-    loss-record count ``nl``, ``step`` and the highest loss logged before it, and, when its grad-norm shows one bad batch, the
-    kick."""
+    loss-record count ``nl``, ``step`` and the highest loss logged before it, and, when its
+    grad-norm shows one bad batch, the kick."""
     d.spike_recs = d.spike_recs[1:] + [rec]
     d.spike_nl, d.spike_step, d.spike_top = nl, step, f.b_top[i]
     g, gprev = f.gn[i], f.b_glast[i]
