@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/real_logs.py                 # both parts, full and thinned cadence
     .venv/bin/python bench/real_logs.py --part tune     # while changing a detector
     .venv/bin/python bench/real_logs.py --no-write --json
+    .venv/bin/python bench/real_logs.py --files new.txt  # only the listed files (a new intake)
 
 The corpus: real loss sequences with provenance (bench/real/SOURCES.md), labelled in
 bench/real/LABELS.json from what their threads say happened, split once by a hash of the file
@@ -188,8 +189,20 @@ def report(figs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(parts: tuple[str, ...], losswatch: Path = LOSSWATCH) -> dict:
-    labels = load_labels()
+def selected(labels: dict[str, dict], only: set[str] | None) -> dict[str, dict]:
+    """The labels of the files in ``only`` (all of them for None); a listed file the corpus does
+    not label is an error, not a file silently left out of the figures."""
+    if only is None:
+        return labels
+    unknown = sorted(only - set(labels))
+    if unknown:
+        raise ValueError(f"not labelled in the corpus: {', '.join(unknown[:5])}"
+                         + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+    return {k: v for k, v in labels.items() if k in only}
+
+
+def run(parts: tuple[str, ...], losswatch: Path = LOSSWATCH, only: set[str] | None = None) -> dict:
+    labels = selected(load_labels(), only)
     figs = {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # one scorer process per core
         jobs = {}
@@ -224,12 +237,23 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(HERE.parent)}")
     ap.add_argument("--md", type=Path, help="also write the report of the parts run to this file (e.g. the tune "
                     "part's per-file verdicts while changing a detector)")
+    ap.add_argument("--files", type=Path, help="score only the corpus files listed in this file (one path "
+                    "relative to bench/real/ per line: a new intake, scored before any detector change); "
+                    "implies --no-write")
     a = ap.parse_args(argv)
     if not SCORER.exists():
         print(f"real_logs: no scorer at {SCORER} (set LOSSWATCH_SCORE_REAL)", file=sys.stderr)
         return 2
     parts = tuple(a.part or PARTS)
-    figs = run(parts, a.losswatch)
+    only = None
+    if a.files is not None:
+        only = {line.strip() for line in a.files.read_text().splitlines() if line.strip()}
+        a.no_write = True
+    try:
+        figs = run(parts, a.losswatch, only)
+    except ValueError as e:
+        print(f"real_logs: {e}", file=sys.stderr)
+        return 2
     if a.json:
         print(json.dumps({p: shown(p, f) for p, f in figs.items()}, indent=1))
     else:

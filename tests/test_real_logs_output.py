@@ -30,3 +30,15 @@ def test_the_tune_parts_file_names_are_shown():
     shown = real_logs.shown("tune", figures())
     assert shown["changed"] == ["issues/a.csv", "issues/b.csv"] and shown["full"]["failed"] == ["issues/a.csv"]
     assert "rows" not in shown and "thin_rows" not in shown
+
+
+def test_an_intake_list_selects_its_files_and_refuses_a_file_the_corpus_lacks():
+    labels = {"issues/a.csv": {"label": "nan"}, "issues/b.csv": {"label": "healthy"}}
+    assert real_logs.selected(labels, None) is labels
+    assert real_logs.selected(labels, {"issues/b.csv"}) == {"issues/b.csv": {"label": "healthy"}}
+    try:
+        real_logs.selected(labels, {"issues/b.csv", "issues/typo.csv"})
+    except ValueError as e:
+        assert "issues/typo.csv" in str(e)
+    else:
+        raise AssertionError("a listed file that is not labelled was left out silently")
