@@ -24,6 +24,9 @@ CASES = {
     "isolated NaN grad-norm": ([2.0, 1.9, 1.8, 1.7, 1.6, 1.5], [1.0, 1.0, NAN, 1.0, 1.0, 1.0]),
     "three NaN grad-norms in a row": ([2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4], [1.0, 1.0, NAN, NAN, NAN, 1.0, 1.0]),
     "NaN grad-norm with a zero loss": ([2.0, 1.9, 0.0, 1.7], [1.0, 1.0, NAN, 1.0]),
+    # a 7B fine-tune's logged lines: 14.68, 14.36, then 8,196 with a NaN grad-norm
+    "NaN grad-norm with the loss 571x the one before": ([14.6804, 14.3597, 8195.7664, 8100.0], [86.9, 90.6, NAN, NAN]),
+    "NaN grad-norm after an isolated one, with a loss jump": ([2.0, 1.9, 1.8, 1.7, 1.6, 19.0], [1.0, NAN, 1.0, 1.0, 1.0, NAN]),
     "NaN loss": ([2.0, 1.9, NAN, NAN, 1.7], [1.0, 1.0, 1.0, 1.0, 1.0]),
     "infinite loss from the start": ([math.inf, 2.0], [1.0, 1.0]),
 }
@@ -52,6 +55,16 @@ def test_client_and_detector_give_the_same_verdict_at_the_same_step(name):
     client = _client_versions(losses, gns)
     assert client == _detector_versions(losses, gns)
     assert client  # every case raises something
+
+
+def test_a_nan_grad_norm_beside_a_loss_ten_times_the_one_before_is_critical_at_once():
+    # a loss scaler's overflow leaves the loss where it was; a jump with it is the weights
+    assert _client_versions(*CASES["NaN grad-norm with the loss 571x the one before"]) == [(2, "critical", "rollback", 1)]
+    # an isolated fp16 skip first (a warning), then a jump with another: escalated, back to the loss before it
+    assert _client_versions(*CASES["NaN grad-norm after an isolated one, with a loss jump"]) == [
+        (1, "warning", "none", None), (5, "critical", "rollback", 4)]
+    # below the bar it stays the loss scaler's routine skip
+    assert _client_versions([2.0, 1.9, 15.0], [1.0, 1.0, NAN]) == [(2, "warning", "none", None)]
 
 
 def test_an_isolated_nan_grad_norm_is_a_warning_without_advice_three_are_critical():
