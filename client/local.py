@@ -107,7 +107,10 @@ class NanWatch:
                 else:
                     self._gn_in_a_row = 0
                 in_a_row = self._gn_in_a_row
-            verdict = classify(loss, gn_bad, in_a_row, self.gn_patience, loss_before=self._loss_before)
+            # log() judges its one record alone: the last loss the background has read may be
+            # many steps old there, no "loss before it"; observe() judges the jump in order
+            verdict = classify(loss, gn_bad, in_a_row, self.gn_patience,
+                               loss_before=None if in_log else self._loss_before)
             if verdict is None:
                 return None
             a = self._open

@@ -65,6 +65,15 @@ def test_a_nan_grad_norm_beside_a_loss_ten_times_the_one_before_is_critical_at_o
         (1, "warning", "none", None), (5, "critical", "rollback", 4)]
     # below the bar it stays the loss scaler's routine skip
     assert _client_versions([2.0, 1.9, 15.0], [1.0, 1.0, NAN]) == [(2, "warning", "none", None)]
+    # log() judges its record alone (the background's last loss may be many steps old): a
+    # warning there, escalated once the records are observed in order
+    w = NanWatch("r")
+    w.observe([{"step": 0, "loss": 2.0, "grad_norm": 1.0}])
+    assert w.check(9, 35.0, NAN, in_log=True)["severity"] == "warning"
+    later = w.observe([{"step": s, "loss": 2.0 + s / 10, "grad_norm": 1.0} for s in range(1, 9)]
+                      + [{"step": 9, "loss": 35.0, "grad_norm": NAN}])
+    assert [(a["severity"], a["action"]["type"], a["action"].get("to_step")) for a in later] == [
+        ("critical", "rollback", 8)]
 
 
 def test_an_isolated_nan_grad_norm_is_a_warning_without_advice_three_are_critical():
