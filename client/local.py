@@ -59,10 +59,15 @@ class NanWatch:
         self.gn_patience = gn_patience
         self._open: dict[str, Any] | None = None
         self._last_finite: int | None = None  # last step whose loss was finite
-        # the last finite loss seen in order (its grad-norm finite or not) and its step: the rule
-        # compares a loss beside a non-finite grad-norm with it
+        # the losses observed in order (their grad-norms finite or not), as the detectors' features
+        # read them: the highest finite one, which the rule compares a loss beside a non-finite
+        # grad-norm with, the last finite one and its step (the rollback's target then), and the
+        # last step read (a step at or below it is one the detectors skip: a repeat, or a step
+        # re-logged after a rollback, where the highest loss stays the one from before it)
+        self._loss_top: float | None = None
         self._loss_before: float | None = None
         self._loss_before_step: int | None = None
+        self._read_step: int | None = None
         self._gn_in_a_row = 0  # records in a row with a non-finite grad-norm
         self._gn_first_step: int | None = None  # the first of them
         self._since_bad = 0  # records since the last non-finite value
@@ -107,10 +112,10 @@ class NanWatch:
                 else:
                     self._gn_in_a_row = 0
                 in_a_row = self._gn_in_a_row
-            # log() judges its one record alone: the last loss the background has read may be
-            # many steps old there, no "loss before it"; observe() judges the jump in order
+            # log() judges its one record alone: the losses the background has read may be many
+            # steps old there; observe() judges a loss against those before it, in order
             verdict = classify(loss, gn_bad, in_a_row, self.gn_patience,
-                               loss_before=None if in_log else self._loss_before)
+                               loss_top=None if in_log else self._loss_top)
             if verdict is None:
                 return None
             a = self._open
@@ -139,21 +144,31 @@ class NanWatch:
                 new = self.check(step, loss, gn)
                 if new is not None:
                     changed.append(new)
-                if loss is not None and not is_bad(loss):
-                    self._loss_before, self._loss_before_step = loss, step
+                self._read(step, loss)
                 continue
             self._since_bad += 1
             self._gn_in_a_row = 0
             if loss is None:
                 continue
             self._last_finite = step
-            self._loss_before, self._loss_before_step = loss, step
+            self._read(step, loss)
             with self._lock:
                 a = self._open
                 if a is not None and step > a["step"] and self._since_bad >= RECOVER:
                     self._open = None
                     changed.append(dict(a, resolved_step=step))
         return changed
+
+    def _read(self, step: Any, loss: Any) -> None:
+        """Keep the losses the rule compares with, as the detectors' features read them."""
+        if not isinstance(step, int) or (self._read_step is not None and step <= self._read_step):
+            return
+        self._read_step = step
+        if loss is None or is_bad(loss):
+            return
+        self._loss_before, self._loss_before_step = loss, step
+        if self._loss_top is None or loss > self._loss_top:
+            self._loss_top = loss
 
     def _alert(self, step: int, verdict: Any, value: float, in_log: bool, loss: Any = None) -> dict[str, Any]:
         what = verdict.signal
@@ -178,16 +193,16 @@ class NanWatch:
                 action = {"type": "stop",
                           "reason": f"the loss is {_describe(value)} at step {step}, before any "
                                     f"finite loss was seen: stop and check the data, the loss and the LR"}
-        elif what == LOSS_JUMP:  # the rule asked for a loss before (positive) and this finite loss
+        elif what == LOSS_JUMP:  # the rule asked for a highest loss before (positive) and this finite loss
             to = self._loss_before_step if self._loss_before_step is not None else 0
-            before = self._loss_before if self._loss_before is not None else float("nan")
+            top = self._loss_top if self._loss_top is not None else float("nan")
             message = (f"grad-norm is {_describe(value)} at step {step} with the loss at {loss:.4g}, "
-                       f"{loss / before:.3g}x the loss before it (caught in the training process)")
+                       f"{loss / top:.3g}x the highest loss before it (caught in the training process)")
             action = {"type": "rollback", "to_step": to,
-                      "reason": f"the loss jumped {loss / before:.3g}x ({before:.4g} -> {loss:.4g}) with a "
-                                f"non-finite gradient at step {step}: a loss scaler's overflow leaves the "
-                                f"loss where it was, so the weights themselves blew up; roll back to the "
-                                f"checkpoint at or before step {to}, then restart with a lower LR"}
+                      "reason": f"the loss is {loss / top:.3g}x anything the run logged before ({top:.4g}), "
+                                f"beside a non-finite gradient at step {step}: a loss scaler's overflow "
+                                f"leaves the loss where it was, so the weights themselves blew up; roll back "
+                                f"to the checkpoint at or before step {to}, then restart with a lower LR"}
         else:
             first = self._gn_first_step if self._gn_first_step is not None else step
             to = first - 1 if isinstance(first, int) and first > 0 else 0

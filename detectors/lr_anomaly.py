@@ -56,9 +56,12 @@ class LRAnomalyDetector(Detector):
         float32 weight above 1e-8 cannot register (its resolution is 6e-8 of its magnitude); an
         SGD step would need gradients ~1e7 times a weight of 0.01 to. Schedules that train sit
         far above it: the smallest positive LRs of the benchmark's runs and of the tune part's
-        logs are 8e-10-1e-9, at the tails of their decays (a cosine's last step prints 3.5e-11
-        before 0), while a scheduler run past its end keeps going down, to 1e-20-1e-25 (the
-        benchmark's step decays stepped per batch, the excerpt above).
+        logs are 8e-10-1e-9 at the tails of their decays, 3.5e-11-5.9e-11 on a linear or
+        cosine decay's last logged step before 0, while a scheduler run past its end keeps going
+        down, to 1e-20-1e-25 (the benchmark's step decays stepped per batch, the excerpt above).
+        The advice is the direction only (``restore_factor``'s x10, as for an LR of exactly 0):
+        no factor the acting layer would apply brings such an LR back; the schedule's base LR
+        does.
     sudden_frac : float, default 0.01
     long_frac : float, default 0.1
 
@@ -162,7 +165,8 @@ class LRAnomalyDetector(Detector):
             self.zero_last = nlr
             n = nlr - self.zero_start + 1
             had_positive = peak > 0.0
-            sudden = had_positive and self.pre_zero > self.sudden_frac * peak
+            # a decay that crosses the floor is no drop, however small its peak
+            sudden = had_positive and self.pre_zero > max(self.sudden_frac * peak, self.floor / self.sudden_frac)
             if not had_positive:
                 need = self.start_patience
             elif sudden:
@@ -179,7 +183,7 @@ class LRAnomalyDetector(Detector):
                 if not had_positive:
                     what = "since the start"
                 elif peak <= self.floor:
-                    what = f"never above {fmt(self.floor)} in this log: no weight moves"
+                    what = f"never above {fmt(self.floor)} in this log: too small to move float32 weights"
                 else:
                     what = f"{'dropped' if sudden else 'decayed'} after reaching {fmt(peak)}"
                 self.open_episode(
@@ -190,7 +194,8 @@ class LRAnomalyDetector(Detector):
                            "The learning rate is (practically) 0, so the model is not training. "
                            "Check the scheduler: it may have run past its end (T_max/total_steps "
                            "too small), be stepped per batch instead of per epoch, or the warm-up "
-                           "never started."))
+                           "never started." + (" No factor brings an LR this small back: set it to "
+                                               "the schedule's base LR." if peak <= self.floor else "")))
             return
         prev = f.b_lrlast[i]
         if prev > 0.0 and lr > allowed * prev:

@@ -30,10 +30,11 @@ class NaNDetector(Detector):
       - with a loss of exactly 0.0 -> **critical** at once: no real loss is exactly 0 while its
         gradient is NaN (a broken forward pass, e.g. an fp16 overflow inside the model that the
         loss masks out; a common Hugging Face fine-tuning report);
-      - with a loss ``nan_rule.JUMP`` (10) x or more the loss logged before it -> **critical** at
-        once, action: roll back to that loss's step and lower the LR: a loss scaler's overflow
-        leaves the loss where it was, a loss that jumped with it was computed by weights that had
-        already blown up.
+      - the first of a run of them, beside a loss ``nan_rule.JUMP`` (10) x or more every loss
+        logged before it -> **critical** at once, action: roll back to the last finite loss
+        before it and lower the LR: a loss scaler's overflow leaves the loss where it was, and no
+        hard batch lifts it 10x above anything the run ever logged; weights that had already
+        blown up do.
 
       A warning escalates (same alert) when a later record meets a critical condition.
     * validation loss NaN/inf with a finite (or no) training loss -> **warning** on the very
@@ -127,7 +128,7 @@ class NaNDetector(Detector):
         step = f.step[i]
         verdict = classify(f.loss[i] if f.has_loss[i] else None, gbad,
                            rec - self.gbad_start + 1 if gbad else 0, self.gn_patience, vbad,
-                           f.b_lprev[i] if f.b_lstep[i] >= 0 else None)
+                           f.b_top[i])
         if verdict is not None:
             what = verdict.signal
             value = f.loss[i] if lbad else (g if gbad else f.val[i])
@@ -189,15 +190,16 @@ class NaNDetector(Detector):
                          "a log of 0). Early stopping and best-checkpoint selection on the validation loss "
                          "are blind while it lasts: check the evaluation's precision and the validation data.")
         elif what == LOSS_JUMP:
-            before, at = f.b_lprev[i], int(f.b_lstep[i])
-            ev.update(loss=f.loss[i], loss_before=before, loss_before_step=at)
+            top, before, at = f.b_top[i], f.b_lprev[i], int(f.b_lstep[i])
+            ev.update(loss=f.loss[i], highest_loss_before=top, last_finite_step=at, last_finite_loss=before)
             msg = (f"grad-norm is {fmt(value)} at step {step} with the loss at {fmt(f.loss[i])}, "
-                   f"{fmt(f.loss[i] / before)}x the loss logged before it ({fmt(before)} at step {at})")
+                   f"{fmt(f.loss[i] / top)}x the highest loss logged before it ({fmt(top)}; "
+                   f"{fmt(before)} at step {at})")
             act = Action("rollback", {"to_step": at},
-                         f"The loss jumped {fmt(f.loss[i] / before)}x with a non-finite gradient: a loss "
-                         "scaler's overflow leaves the loss where it was, so the weights themselves blew "
-                         f"up after step {at}. Roll back to your last checkpoint at or before step {at}, "
-                         "then restart with a lower LR.")
+                         f"The loss is {fmt(f.loss[i] / top)}x anything the run logged before, beside a "
+                         "non-finite gradient: a loss scaler's overflow leaves the loss where it was, so "
+                         f"the weights themselves blew up after step {at}. Roll back to your last "
+                         f"checkpoint at or before step {at}, then restart with a lower LR.")
         elif what == ZERO_LOSS and not (f.has_gn[i] and f.gn[i] - f.gn[i] != 0.0):
             msg = f"loss is exactly 0 with a validation loss of {fmt(value)} at step {step}"
             act = Action("stop", {}, f"A training loss of exactly 0 beside a validation loss of {fmt(value)} "

@@ -299,7 +299,8 @@ class SpikeDetector(Detector):
                          f"max_norm={fmt(max_norm)} (your grad-norm's own recent range) so one bad "
                          "batch cannot move the weights far. No LR change needed if it recovers.")
         else:
-            why = "No grad-norm is logged" if f.ng[i] == 0 else "Too few finite grad-norms are logged yet"
+            logged = f.ng[i] > 0 or f.has_gn[i]  # a grad-norm column whose values are all NaN so far
+            why = "Too few finite grad-norms are logged yet" if logged else "No grad-norm is logged"
             act = Action("skip_batch", {},
                          f"One-step loss spike ({fmt(level)} -> {fmt(x)}). {why} to "
                          "size a clip; skip this batch if the spike repeats on the same data. No LR "

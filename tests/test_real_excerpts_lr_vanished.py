@@ -19,7 +19,9 @@ def test_an_excerpt_whose_lr_decayed_to_1e_24_is_told_the_lr_is_zero():
     assert max(r.lr for r in recs if r.lr is not None) < 1e-23  # the log never shows the LR it had
     lr = raised(one_at_a_time(recs)[1], "lr_anomaly")
     assert [(a.step, a.severity, a.action.type, a.action.direction) for a in lr] == [(458, "warning", "scale_lr", "up")]
-    assert "(never above 1.00e-16 in this log: no weight moves)" in lr[0].message
+    assert "(never above 1.00e-16 in this log: too small to move float32 weights)" in lr[0].message
+    # the direction (x10, as for an LR of exactly 0), and the words say no factor is the fix
+    assert lr[0].action.params == {"factor": 10.0} and "set it to the schedule's base LR" in lr[0].action.reason
     # before the floor, a log without the peak of its schedule had nothing to compare its LR with
     eng = Engine("r", params={"lr_anomaly": {"floor": 0.0}})
     assert not [a for r in recs for a in eng.update(r) if a.kind == "lr_anomaly"]
@@ -55,3 +57,13 @@ def test_a_cosine_decay_that_prints_3e_11_on_its_last_step_is_left_alone():
     recs = tune_records(COSINE_END)
     assert min(r.lr for r in recs if r.lr) < 1e-10  # the tiny last LR is there
     assert raised(one_at_a_time(recs)[1], "lr_anomaly") == []
+
+
+def test_a_decay_that_crosses_the_floor_is_no_sudden_drop():
+    # a 0.9x-per-step decay from 5e-15 passes 1e-16 while still above 1 % of its peak: judged as
+    # a decay (long_frac of the LR records), not as a drop after three records
+    eng = Engine("r")
+    out = [a for s in range(60) for a in eng.update(Record(s, 2.0 - s / 100, lr=5e-15 * 0.9 ** s))
+           if a.kind == "lr_anomaly"]
+    assert [(a.step, a.evidence["sudden"]) for a in out] == [(42, False)]  # 5 records: 10 % of 43
+    assert "decayed" in out[0].message and "dropped" not in out[0].message
