@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 
-from losswatch.detectors.nan_rule import GN_PATIENCE, LOSS, RECOVER, classify, is_bad
+from losswatch.detectors.nan_rule import GN_PATIENCE, LOSS, LOSS_JUMP, RECOVER, classify, is_bad
 
 # typing costs ~3 ms to import; annotations are strings (PEP 563), so only checkers need it
 TYPE_CHECKING = False
@@ -59,6 +59,15 @@ class NanWatch:
         self.gn_patience = gn_patience
         self._open: dict[str, Any] | None = None
         self._last_finite: int | None = None  # last step whose loss was finite
+        # the losses observed in order (their grad-norms finite or not), as the detectors' features
+        # read them: the highest finite one, which the rule compares a loss beside a non-finite
+        # grad-norm with, the last finite one and its step (the rollback's target then), and the
+        # last step read (a step at or below it is one the detectors skip: a repeat, or a step
+        # re-logged after a rollback, where the highest loss stays the one from before it)
+        self._loss_top: float | None = None
+        self._loss_before: float | None = None
+        self._loss_before_step: int | None = None
+        self._read_step: int | None = None
         self._gn_in_a_row = 0  # records in a row with a non-finite grad-norm
         self._gn_first_step: int | None = None  # the first of them
         self._since_bad = 0  # records since the last non-finite value
@@ -103,7 +112,10 @@ class NanWatch:
                 else:
                     self._gn_in_a_row = 0
                 in_a_row = self._gn_in_a_row
-            verdict = classify(loss, gn_bad, in_a_row, self.gn_patience)
+            # log() judges its one record alone: the losses the background has read may be many
+            # steps old there; observe() judges a loss against those before it, in order
+            verdict = classify(loss, gn_bad, in_a_row, self.gn_patience,
+                               loss_top=None if in_log else self._loss_top)
             if verdict is None:
                 return None
             a = self._open
@@ -115,7 +127,7 @@ class NanWatch:
             value = loss if verdict.signal == LOSS else grad_norm
             if gn_bad and in_log:
                 self._gn_first_step = step  # log()'s own one-record verdict starts here
-            new = self._alert(step, verdict, value, in_log)
+            new = self._alert(step, verdict, value, in_log, loss)
             if a is not None:  # escalated: the same episode, now critical
                 new.update(id=a["id"], step=a["step"], last_step=max(a["last_step"], step))
             self._open = new
@@ -132,12 +144,14 @@ class NanWatch:
                 new = self.check(step, loss, gn)
                 if new is not None:
                     changed.append(new)
+                self._read(step, loss)
                 continue
             self._since_bad += 1
             self._gn_in_a_row = 0
             if loss is None:
                 continue
             self._last_finite = step
+            self._read(step, loss)
             with self._lock:
                 a = self._open
                 if a is not None and step > a["step"] and self._since_bad >= RECOVER:
@@ -145,8 +159,20 @@ class NanWatch:
                     changed.append(dict(a, resolved_step=step))
         return changed
 
-    def _alert(self, step: int, verdict: Any, value: float, in_log: bool) -> dict[str, Any]:
+    def _read(self, step: Any, loss: Any) -> None:
+        """Keep the losses the rule compares with, as the detectors' features read them."""
+        if not isinstance(step, int) or (self._read_step is not None and step <= self._read_step):
+            return
+        self._read_step = step
+        if loss is None or is_bad(loss):
+            return
+        self._loss_before, self._loss_before_step = loss, step
+        if self._loss_top is None or loss > self._loss_top:
+            self._loss_top = loss
+
+    def _alert(self, step: int, verdict: Any, value: float, in_log: bool, loss: Any = None) -> dict[str, Any]:
         what = verdict.signal
+        message = f"{what} is {_describe(value)} at step {step} (caught in the training process)"
         if verdict.action == "none":
             action = {"type": "none",
                       "reason": f"one step with a {what} of {_describe(value)} and a finite loss: with "
@@ -167,6 +193,16 @@ class NanWatch:
                 action = {"type": "stop",
                           "reason": f"the loss is {_describe(value)} at step {step}, before any "
                                     f"finite loss was seen: stop and check the data, the loss and the LR"}
+        elif what == LOSS_JUMP:  # the rule asked for a highest loss before (positive) and this finite loss
+            to = self._loss_before_step if self._loss_before_step is not None else 0
+            top = self._loss_top if self._loss_top is not None else float("nan")
+            message = (f"grad-norm is {_describe(value)} at step {step} with the loss at {loss:.4g}, "
+                       f"{loss / top:.3g}x the highest loss before it (caught in the training process)")
+            action = {"type": "rollback", "to_step": to,
+                      "reason": f"the loss is {loss / top:.3g}x anything the run logged before ({top:.4g}), "
+                                f"beside a non-finite gradient at step {step}: a loss scaler's overflow "
+                                f"leaves the loss where it was, so the weights themselves blew up; roll back "
+                                f"to the checkpoint at or before step {to}, then restart with a lower LR"}
         else:
             first = self._gn_first_step if self._gn_first_step is not None else step
             to = first - 1 if isinstance(first, int) and first > 0 else 0
@@ -183,7 +219,7 @@ class NanWatch:
             "kind": "nan",
             "severity": verdict.severity,
             "detector": "client.nan",
-            "message": f"{what} is {_describe(value)} at step {step} (caught in the training process)",
+            "message": message,
             "evidence": {"signal": what, "value": _describe(value)},
             "action": action,
             "acknowledged": False,

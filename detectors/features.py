@@ -85,7 +85,7 @@ LR_COLS = ("nlr", "lrlast", "lrstep", "peak", "rev", "lrdir")
 FO_COLS = ("fo", "fostep")
 VAL_COLS = ("v0", "vlast", "vbest", "nv")
 FO_MAX = 1e200  # one record's first-order term is clipped here: the running sum stays finite
-BEFORE = {"b_lprev": "lprev", "b_lp2": "lp2", "b_top": "top", "b_slow": "slow", "b_sd": "sd", "b_nsd": "nsd",
+BEFORE = {"b_lprev": "lprev", "b_lstep": "lstep", "b_lp2": "lp2", "b_top": "top", "b_slow": "slow", "b_sd": "sd", "b_nsd": "nsd",
           "b_mu": "mu", "b_var": "var", "b_glast": "glast", "b_lrlast": "lrlast", "b_lrstep": "lrstep", "b_peak": "peak"}
 _BEFORE_OF = {a: b for b, a in BEFORE.items()}
 ALL_COLS = LOSS_COLS + GN_COLS + LR_COLS + FO_COLS + VAL_COLS
@@ -680,6 +680,7 @@ class Features:
 
     # -- the state before this row ----------------------------------------------------------------
     b_lprev: Annotated[Floats, "lprev before this row: the previous finite loss"]
+    b_lstep: Annotated[Ints, "lstep before this row: the step of the previous finite loss"]
     b_slow: Annotated[Floats, "slow before this row: the level this loss is compared with"]
     b_sd: Annotated[Floats, "sd before this row: the noise this loss is compared with"]
     b_lp2: Annotated[Floats, "lp2 before this row: the finite loss two records back"]

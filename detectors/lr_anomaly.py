@@ -17,7 +17,8 @@ class LRAnomalyDetector(Detector):
     """The LR itself is wrong.
 
     * LR NaN/inf or negative -> **critical** at once (the optimizer is corrupt).
-    * LR practically 0 (0, or <= ``zero_frac`` x its peak) -> **warning**, action ``scale_lr``
+    * LR practically 0 (0, <= ``zero_frac`` x its peak, or <= ``floor`` whatever the peak) ->
+      **warning**, action ``scale_lr``
       up: nothing is training. When it *dropped* there (the LR before was > ``sudden_frac`` x
       peak): after ``zero_patience`` records. When it *decayed* there smoothly, that is the end of
       a schedule (cosine touches 0 on its last step; llm.c's log prints 0.000000 for its last
@@ -47,6 +48,20 @@ class LRAnomalyDetector(Detector):
     start_patience : int, default 100
     jump_hold : int, default 100
     zero_frac : float, default 1e-3
+    floor : float, default 1e-16
+        An LR at or below this is practically 0 whatever the run's peak, so a log that begins
+        after its schedule decayed there (an excerpt of epochs 455-459 whose LR, cut 0.9x per
+        epoch, prints 1.7e-24 -> 1.2e-24 while the test loss repeats to eight digits) is judged
+        as one that shows the decay. An Adam step moves each weight by about the LR, which a
+        float32 weight above 1e-8 cannot register (its resolution is 6e-8 of its magnitude); an
+        SGD step would need gradients ~1e7 times a weight of 0.01 to. Schedules that train sit
+        far above it: the smallest positive LRs of the benchmark's runs and of the tune part's
+        logs are 8e-10-1e-9 at the tails of their decays, 3.5e-11-5.9e-11 on a linear or
+        cosine decay's last logged step before 0, while a scheduler run past its end keeps going
+        down, to 1e-20-1e-25 (the benchmark's step decays stepped per batch, the excerpt above).
+        The advice is the direction only (``restore_factor``'s x10, as for an LR of exactly 0):
+        no factor the acting layer would apply brings such an LR back; the schedule's base LR
+        does.
     sudden_frac : float, default 0.01
     long_frac : float, default 0.1
 
@@ -72,10 +87,10 @@ class LRAnomalyDetector(Detector):
 
     def __init__(self, jump: float = 10.0, zero_patience: int = 3, start_patience: int = 100,
                  jump_hold: int = 100, zero_frac: float = 1e-3, sudden_frac: float = 0.01,
-                 long_frac: float = 0.1) -> None:
+                 long_frac: float = 0.1, floor: float = 1e-16) -> None:
         super().__init__(jump=jump, zero_patience=zero_patience, start_patience=start_patience,
                          jump_hold=jump_hold, zero_frac=zero_frac, sudden_frac=sudden_frac,
-                         long_frac=long_frac)
+                         long_frac=long_frac, floor=floor)
         self.pre_zero = 0.0  # LR just before the current run of ~zero LRs
         self.zero_start = 0  # LR-record count where the current run of zero LRs began
         self.zero_last = -1
@@ -98,7 +113,7 @@ class LRAnomalyDetector(Detector):
         with np.errstate(all="ignore"):
             lr = f.a("lr")
             prev = f.a("b_lrlast")
-            near_zero = ~(lr > self.zero_frac * f.a("peak"))
+            near_zero = ~(lr > np.maximum(self.zero_frac * f.a("peak"), self.floor))
             gap = np.clip(f.a("step") - f.a("b_lrstep"), 1, MAX_GAP)
             return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | near_zero |
                                     ~(lr <= self.jump ** gap * prev * 1.0000001))
@@ -109,7 +124,7 @@ class LRAnomalyDetector(Detector):
             if self.mode == "bad":
                 rows = ok & ~(lr < 0.0)
             elif self.mode == "zero":
-                rows = ok & ~(lr <= self.zero_frac * f.a("peak"))
+                rows = ok & ~(lr <= np.maximum(self.zero_frac * f.a("peak"), self.floor))
             elif self.mode == "jump":
                 rows = (ok & ~(lr > 2.0 * self.ref)) | \
                     (f.a("nlr") - self.opened_at >= self.jump_hold)
@@ -124,8 +139,8 @@ class LRAnomalyDetector(Detector):
         ok = f.lrok[i]
         gap = f.step[i] - f.b_lrstep[i] if f.b_lrstep[i] >= 0 else 1
         allowed = self.jump ** (gap if gap < MAX_GAP else MAX_GAP)  # a rate per step across the gap
-        if self.alert is None and ok and lr > self.zero_frac * f.peak[i] and lr > 0.0 and \
-                not lr > allowed * f.b_lrlast[i]:
+        if self.alert is None and ok and lr > self.zero_frac * f.peak[i] and lr > self.floor and \
+                lr > 0.0 and not lr > allowed * f.b_lrlast[i]:
             return  # a positive LR, not ~0, no jump: nothing to look at
         step = f.step[i]
         nlr = f.nlr[i]  # counts finite LRs only
@@ -140,7 +155,7 @@ class LRAnomalyDetector(Detector):
                                                  "fix the LR schedule before resuming."))
             return
         peak = f.peak[i]
-        if lr == 0.0 or (peak > 0.0 and lr <= self.zero_frac * peak):
+        if lr <= self.floor or (peak > 0.0 and lr <= self.zero_frac * peak):
             if self.zero_last != nlr - 1:
                 self.zero_start = nlr
                 self.pre_zero = f.b_lrlast[i]
@@ -150,12 +165,13 @@ class LRAnomalyDetector(Detector):
             self.zero_last = nlr
             n = nlr - self.zero_start + 1
             had_positive = peak > 0.0
-            sudden = had_positive and self.pre_zero > self.sudden_frac * peak
+            # a decay that crosses the floor is no drop, however small its peak
+            sudden = had_positive and self.pre_zero > max(self.sudden_frac * peak, self.floor / self.sudden_frac)
             if not had_positive:
                 need = self.start_patience
             elif sudden:
                 need = self.zero_patience
-            elif lr > 0.0 and lr == self.zero_floor:
+            elif lr > self.floor and lr == self.zero_floor:
                 return  # decayed to a positive floor it holds exactly: the user's min_lr
             else:  # decayed smoothly to ~0: the end of a schedule, unless it lasts
                 need = self.long_frac * nlr
@@ -164,17 +180,22 @@ class LRAnomalyDetector(Detector):
             if n >= need:
                 self.mode = "zero"
                 self.opened_at = nlr
-                what = (f"after reaching {fmt(peak)}" if had_positive else "since the start")
-                how = "dropped" if sudden else "decayed"
+                if not had_positive:
+                    what = "since the start"
+                elif peak <= self.floor:
+                    what = f"never above {fmt(self.floor)} in this log: too small to move float32 weights"
+                else:
+                    what = f"{'dropped' if sudden else 'decayed'} after reaching {fmt(peak)}"
                 self.open_episode(
                     step, "warning",
-                    f"LR has been ~0 ({fmt(lr)}) for {n} records at step {step} ({how} {what})",
+                    f"LR has been ~0 ({fmt(lr)}) for {n} records at step {step} ({what})",
                     {"lr": lr, "records": n, "peak_lr": peak, "sudden": sudden},
                     Action("scale_lr", {"factor": self.restore_factor(lr, peak)},
                            "The learning rate is (practically) 0, so the model is not training. "
                            "Check the scheduler: it may have run past its end (T_max/total_steps "
                            "too small), be stepped per batch instead of per epoch, or the warm-up "
-                           "never started."))
+                           "never started." + (" No factor brings an LR this small back: set it to "
+                                               "the schedule's base LR." if peak <= self.floor else "")))
             return
         prev = f.b_lrlast[i]
         if prev > 0.0 and lr > allowed * prev:
@@ -209,7 +230,7 @@ class LRAnomalyDetector(Detector):
             if ok and lr >= 0.0:
                 self.close_episode(step, f"LR is {fmt(lr)} again")
         elif self.mode == "zero":
-            if ok and lr > self.zero_frac * f.peak[i]:
+            if ok and lr > self.zero_frac * f.peak[i] and lr > self.floor:
                 self.close_episode(step, f"LR is {fmt(lr)} again")
         elif self.mode == "jump":
             if ok and lr <= 2.0 * self.ref:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .base import Detector, fmt
-from .nan_rule import GN_PATIENCE, GRAD_NORM, LOSS, RECOVER, VAL_LOSS, ZERO_LOSS, classify
+from .nan_rule import GN_PATIENCE, GRAD_NORM, LOSS, LOSS_JUMP, RECOVER, VAL_LOSS, ZERO_LOSS, classify
 from .types import Action
 
 
@@ -29,7 +29,12 @@ class NaNDetector(Detector):
         garbage), action: roll back to before the first of them and lower the LR or train in bf16;
       - with a loss of exactly 0.0 -> **critical** at once: no real loss is exactly 0 while its
         gradient is NaN (a broken forward pass, e.g. an fp16 overflow inside the model that the
-        loss masks out; a common Hugging Face fine-tuning report).
+        loss masks out; a common Hugging Face fine-tuning report);
+      - the first of a run of them, beside a loss ``nan_rule.JUMP`` (10) x or more every loss
+        logged before it -> **critical** at once, action: roll back to the last finite loss
+        before it and lower the LR: a loss scaler's overflow leaves the loss where it was, and no
+        hard batch lifts it 10x above anything the run ever logged; weights that had already
+        blown up do.
 
       A warning escalates (same alert) when a later record meets a critical condition.
     * validation loss NaN/inf with a finite (or no) training loss -> **warning** on the very
@@ -122,7 +127,8 @@ class NaNDetector(Detector):
             self.gbad_last = rec
         step = f.step[i]
         verdict = classify(f.loss[i] if f.has_loss[i] else None, gbad,
-                           rec - self.gbad_start + 1 if gbad else 0, self.gn_patience, vbad)
+                           rec - self.gbad_start + 1 if gbad else 0, self.gn_patience, vbad,
+                           f.b_top[i])
         if verdict is not None:
             what = verdict.signal
             value = f.loss[i] if lbad else (g if gbad else f.val[i])
@@ -183,6 +189,17 @@ class NaNDetector(Detector):
                          "validation split or loss that cannot be computed (empty, labels out of range, "
                          "a log of 0). Early stopping and best-checkpoint selection on the validation loss "
                          "are blind while it lasts: check the evaluation's precision and the validation data.")
+        elif what == LOSS_JUMP:
+            top, before, at = f.b_top[i], f.b_lprev[i], int(f.b_lstep[i])
+            ev.update(loss=f.loss[i], highest_loss_before=top, last_finite_step=at, last_finite_loss=before)
+            msg = (f"grad-norm is {fmt(value)} at step {step} with the loss at {fmt(f.loss[i])}, "
+                   f"{fmt(f.loss[i] / top)}x the highest loss logged before it ({fmt(top)}; "
+                   f"{fmt(before)} at step {at})")
+            act = Action("rollback", {"to_step": at},
+                         f"The loss is {fmt(f.loss[i] / top)}x anything the run logged before, beside a "
+                         "non-finite gradient: a loss scaler's overflow leaves the loss where it was, so "
+                         f"the weights themselves blew up after step {at}. Roll back to your last "
+                         f"checkpoint at or before step {at}, then restart with a lower LR.")
         elif what == ZERO_LOSS and not (f.has_gn[i] and f.gn[i] - f.gn[i] != 0.0):
             msg = f"loss is exactly 0 with a validation loss of {fmt(value)} at step {step}"
             act = Action("stop", {}, f"A training loss of exactly 0 beside a validation loss of {fmt(value)} "

@@ -23,7 +23,16 @@ The rule
   - ``GN_PATIENCE`` records in a row -> **critical**, roll back to before the first of them: the
     scaler is not recovering;
   - with a loss of exactly 0.0 -> **critical** at once: no real loss is exactly 0 while its
-    gradient is NaN (an overflow the loss masks out).
+    gradient is NaN (an overflow the loss masks out);
+  - the first of a run of them, beside a loss ``JUMP`` x or more every loss logged before it ->
+    **critical** at once, roll back to the last finite loss before it: a loss scaler's overflow
+    is in the scaled gradients and the loss it computed is the run's usual one, and a hard batch
+    lifts a loss near its floor 10x (0.02 -> 0.3) but not 10x above anything the run ever
+    logged, its untrained start included; such a loss was computed by weights that had already
+    blown up (a 7B vision-language fine-tune at 14.7, 14.4, then 8,196 with a NaN grad-norm at
+    its third logged step). Not after a non-finite grad-norm on the record before: the scaler
+    skipped that update, so the weights are still the ones that logged a usual loss, and the
+    jump is the batch's.
 
 * a non-finite validation loss with a finite (or no) training loss -> **warning**, no action,
   however often it repeats: the training step still computes a finite loss, so the weights are
@@ -47,6 +56,8 @@ NanVerdict(signal='grad-norm', severity='warning', action='none')
 'critical'
 >>> classify(loss=0.0, gn_bad=True, gn_in_a_row=1).signal
 'zero loss'
+>>> classify(loss=8195.8, gn_bad=True, gn_in_a_row=1, loss_top=14.68)
+NanVerdict(signal='grad-norm with a loss jump', severity='critical', action='rollback')
 >>> classify(loss=2.3, gn_bad=False, gn_in_a_row=0) is None
 True
 >>> classify(loss=1.98, gn_bad=False, gn_in_a_row=0, val_bad=True)
@@ -59,15 +70,24 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-__all__ = ["GN_PATIENCE", "RECOVER", "NanVerdict", "classify", "is_bad", "LOSS", "ZERO_LOSS",
-           "REPEATED_GRAD_NORM", "GRAD_NORM", "VAL_LOSS"]
+__all__ = ["GN_PATIENCE", "RECOVER", "JUMP", "NanVerdict", "classify", "is_bad", "LOSS", "ZERO_LOSS",
+           "LOSS_JUMP", "REPEATED_GRAD_NORM", "GRAD_NORM", "VAL_LOSS"]
 
 GN_PATIENCE = 3  # non-finite grad-norms in a row before an fp16 loss scaler counts as lost
 RECOVER = 5  # records in a row with finite values before a NaN episode ends
+# how many times every loss logged before it a finite loss beside the first of a run of
+# non-finite grad-norms must be to say the weights blew up: the divergence rule first_loss's
+# multiple of the first loss (in a run that learns, about its highest). In the tune part of the
+# real-log corpus the loss beside a NaN grad-norm is 0.9-1.6x the loss before it in each fp16 /
+# loss-scaler log (LLM fine-tunes, losses of ~1 and more), 558x every loss before it in the one
+# that blew up.
+JUMP = 10.0
+_NORMAL = 2.2250738585072014e-308  # the smallest normal float: a ratio to less is no figure
 
 # what was seen, most serious first (the words the alerts' messages use)
 LOSS = "loss"
 ZERO_LOSS = "zero loss"
+LOSS_JUMP = "grad-norm with a loss jump"
 REPEATED_GRAD_NORM = "repeated grad-norm"
 GRAD_NORM = "grad-norm"
 VAL_LOSS = "validation loss"
@@ -88,7 +108,8 @@ def is_bad(v: float | None) -> bool:
 
 
 def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
-             gn_patience: int = GN_PATIENCE, val_bad: bool = False) -> NanVerdict | None:
+             gn_patience: int = GN_PATIENCE, val_bad: bool = False,
+             loss_top: float | None = None) -> NanVerdict | None:
     """The verdict for one record, or None when nothing in it is non-finite.
 
     Parameters
@@ -102,6 +123,8 @@ def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
     gn_patience : int
     val_bad : bool
         The record's validation loss is NaN/inf.
+    loss_top : float or None
+        The highest finite loss logged before this record (None or NaN: none, or not known).
     """
     if is_bad(loss):
         return NanVerdict(LOSS, "critical", "rollback")
@@ -111,6 +134,9 @@ def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
         return NanVerdict(ZERO_LOSS, "critical", "rollback")
     if not gn_bad:
         return NanVerdict(VAL_LOSS, "warning", "none")
+    if gn_in_a_row == 1 and loss is not None and loss_top is not None and loss_top >= _NORMAL and \
+            loss >= JUMP * loss_top:
+        return NanVerdict(LOSS_JUMP, "critical", "rollback")
     if gn_in_a_row >= gn_patience:
         return NanVerdict(REPEATED_GRAD_NORM, "critical", "rollback")
     return NanVerdict(GRAD_NORM, "warning", "none")

@@ -173,8 +173,8 @@ class SpikeDetector(Detector):
     with two spikes in its first 900 records (0.4 per window) still warns at four.
 
     Action: ``clip_grad_norm`` at a max_norm from the run's own grad-norm history
-    (:func:`clip_from_history`), or ``skip_batch`` when no grad-norm is logged. Never an LR
-    change: a one-step spike that recovers is a data event, not an LR problem.
+    (:func:`clip_from_history`), or ``skip_batch`` without three finite grad-norms to size a
+    clip. Never an LR change: a one-step spike that recovers is a data event, not an LR problem.
 
     Parameters
     ----------
@@ -299,8 +299,10 @@ class SpikeDetector(Detector):
                          f"max_norm={fmt(max_norm)} (your grad-norm's own recent range) so one bad "
                          "batch cannot move the weights far. No LR change needed if it recovers.")
         else:
+            logged = f.ng[i] > 0 or f.has_gn[i]  # a grad-norm column whose values are all NaN so far
+            why = "Too few finite grad-norms are logged yet" if logged else "No grad-norm is logged"
             act = Action("skip_batch", {},
-                         f"One-step loss spike ({fmt(level)} -> {fmt(x)}). No grad-norm is logged to "
+                         f"One-step loss spike ({fmt(level)} -> {fmt(x)}). {why} to "
                          "size a clip; skip this batch if the spike repeats on the same data. No LR "
                          "change needed if it recovers.")
         rec = f.rec[i]

@@ -14,7 +14,9 @@ from detector_helpers import replay
 from fixtures.ports import free_port
 from losswatch.client import Monitor
 from losswatch.client.local import NanWatch
+from losswatch.detectors import Engine
 from losswatch.detectors.events import EVENTS
+from losswatch.detectors.types import Record
 from service_helpers import wait_until
 
 NAN = math.nan
@@ -24,6 +26,11 @@ CASES = {
     "isolated NaN grad-norm": ([2.0, 1.9, 1.8, 1.7, 1.6, 1.5], [1.0, 1.0, NAN, 1.0, 1.0, 1.0]),
     "three NaN grad-norms in a row": ([2.0, 1.9, 1.8, 1.7, 1.6, 1.5, 1.4], [1.0, 1.0, NAN, NAN, NAN, 1.0, 1.0]),
     "NaN grad-norm with a zero loss": ([2.0, 1.9, 0.0, 1.7], [1.0, 1.0, NAN, 1.0]),
+    # a 7B fine-tune's logged lines: 14.68, 14.36, then 8,196 with a NaN grad-norm
+    "NaN grad-norm with the loss 558x every loss before": ([14.6804, 14.3597, 8195.7664, 8100.0], [86.9, 90.6, NAN, NAN]),
+    "NaN grad-norm after an isolated one, with a loss jump": ([2.0, 1.9, 1.8, 1.7, 1.6, 21.0], [1.0, NAN, 1.0, 1.0, 1.0, NAN]),
+    # the same jump right after a skipped step: the weights are the ones that logged 1.6
+    "NaN grad-norm after a skipped step, with a loss jump": ([2.0, 1.9, 1.8, 1.7, 1.6, 21.0], [1.0, 1.0, 1.0, 1.0, NAN, NAN]),
     "NaN loss": ([2.0, 1.9, NAN, NAN, 1.7], [1.0, 1.0, 1.0, 1.0, 1.0]),
     "infinite loss from the start": ([math.inf, 2.0], [1.0, 1.0]),
 }
@@ -52,6 +59,37 @@ def test_client_and_detector_give_the_same_verdict_at_the_same_step(name):
     client = _client_versions(losses, gns)
     assert client == _detector_versions(losses, gns)
     assert client  # every case raises something
+
+
+def test_a_nan_grad_norm_beside_a_loss_ten_times_every_loss_before_is_critical_at_once():
+    # a loss scaler's overflow leaves the loss where it was; a jump with it is the weights
+    assert _client_versions(*CASES["NaN grad-norm with the loss 558x every loss before"]) == [(2, "critical", "rollback", 1)]
+    # an isolated fp16 skip first (a warning), then a jump with another: escalated, back to the loss before it
+    assert _client_versions(*CASES["NaN grad-norm after an isolated one, with a loss jump"]) == [
+        (1, "warning", "none", None), (5, "critical", "rollback", 4)]
+    # below the bar it stays the loss scaler's routine skip, and after a skipped step too
+    assert _client_versions([2.0, 1.9, 15.0], [1.0, 1.0, NAN]) == [(2, "warning", "none", None)]
+    assert _client_versions(*CASES["NaN grad-norm after a skipped step, with a loss jump"]) == [
+        (4, "warning", "none", None)]
+    # a repeated step (30.0 at step 2 again) is skipped by the detectors, and by the losses the
+    # client compares with: 35.0 is 17.5x every loss before it, critical on both sides
+    steps, losses, gns = [0, 1, 2, 2, 3], [2.0, 2.0, 2.0, 30.0, 35.0], [1.0, 1.0, 1.0, 1.0, math.inf]
+    w = NanWatch("r")
+    client = [(a["last_step"], a["severity"], a["action"].get("to_step"))
+              for a in w.observe([{"step": s, "loss": x, "grad_norm": g} for s, x, g in zip(steps, losses, gns)])]
+    eng = Engine("r")
+    detector = [(a.last_step, a.severity, a.action.params.get("to_step"))
+                for s, x, g in zip(steps, losses, gns) for a in eng.update(Record(s, x, g)) if a.kind == "nan"]
+    assert client == detector == [(3, "critical", 2)]
+    # log() judges its record alone (the background's last loss may be many steps old): a
+    # warning there, escalated once the records are observed in order
+    w = NanWatch("r")
+    w.observe([{"step": 0, "loss": 2.0, "grad_norm": 1.0}])
+    assert w.check(9, 35.0, NAN, in_log=True)["severity"] == "warning"
+    later = w.observe([{"step": s, "loss": 2.0 + s / 10, "grad_norm": 1.0} for s in range(1, 9)]
+                      + [{"step": 9, "loss": 35.0, "grad_norm": NAN}])
+    assert [(a["severity"], a["action"]["type"], a["action"].get("to_step")) for a in later] == [
+        ("critical", "rollback", 8)]
 
 
 def test_an_isolated_nan_grad_norm_is_a_warning_without_advice_three_are_critical():
