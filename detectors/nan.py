@@ -32,9 +32,9 @@ class NaNDetector(Detector):
         loss masks out; a common Hugging Face fine-tuning report);
       - the first of a run of them, beside a loss ``nan_rule.JUMP`` (10) x or more every loss
         logged before it -> **critical** at once, action: roll back to the last finite loss
-        before it and lower the LR: a loss scaler's overflow leaves the loss where it was, and no
-        hard batch lifts it 10x above anything the run ever logged; weights that had already
-        blown up do.
+        before it and lower the LR: a loss scaler's overflow leaves the loss where it was (0.9-1.6x
+        the loss before it in the tune part's fp16 logs); a loss 10x above anything the run ever
+        logged was computed by weights that had already blown up.
 
       A warning escalates (same alert) when a later record meets a critical condition.
     * validation loss NaN/inf with a finite (or no) training loss -> **warning** on the very
@@ -193,7 +193,7 @@ class NaNDetector(Detector):
             top, before, at = f.b_top[i], f.b_lprev[i], int(f.b_lstep[i])
             ev.update(loss=f.loss[i], highest_loss_before=top, last_finite_step=at, last_finite_loss=before)
             msg = (f"grad-norm is {fmt(value)} at step {step} with the loss at {fmt(f.loss[i])}, "
-                   f"{fmt(f.loss[i] / top)}x the highest loss logged before it ({fmt(top)}; "
+                   f"{fmt(f.loss[i] / top)}x the highest loss logged before it ({fmt(top)}; the last, "
                    f"{fmt(before)} at step {at})")
             act = Action("rollback", {"to_step": at},
                          f"The loss is {fmt(f.loss[i] / top)}x anything the run logged before, beside a "

@@ -21,7 +21,7 @@ def test_a_loss_571x_the_one_before_beside_a_nan_grad_norm_is_critical_with_a_ro
     assert [(a.step, a.severity, a.action.type, a.action.params) for a in nan] == [
         (70, "critical", "rollback", {"to_step": 60})]
     assert nan[0].message == ("grad-norm is NaN at step 70 with the loss at 8.2e+03, 558x the highest loss "
-                              "logged before it (14.7; 14.4 at step 60)")
+                              "logged before it (14.7; the last, 14.4 at step 60)")
     assert "restart with a lower LR" in nan[0].action.reason
 
 
