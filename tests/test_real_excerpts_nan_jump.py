@@ -16,7 +16,7 @@ BLOWN_UP = "issues/lavi-lab__vg-llm__45.csv"
 SCALER_SKIPS = ["issues/modelscope__ms-swift__2436.csv", "issues/zai-org__glm-4__174.csv"]
 
 
-def test_a_loss_571x_the_one_before_beside_a_nan_grad_norm_is_critical_with_a_rollback():
+def test_a_loss_558x_every_loss_before_beside_a_nan_grad_norm_is_critical_with_a_rollback():
     nan = raised(one_at_a_time(tune_records(BLOWN_UP))[1], "nan")
     assert [(a.step, a.severity, a.action.type, a.action.params) for a in nan] == [
         (70, "critical", "rollback", {"to_step": 60})]
@@ -48,7 +48,7 @@ def test_a_hard_batch_near_the_floor_is_no_blow_up():
 
 def test_a_jump_after_a_skipped_step_is_the_batchs():
     # the scaler skipped the step before (its grad-norm NaN): the weights are the ones that logged
-    # 1.9, so the jump on the next record is the batch's; two in a row stay a warning until three
+    # 1.8, so the jump on the next record is the batch's; two in a row stay a warning until three
     losses, gns = [2.0, 1.9, 1.8, 21.0, 1.7], [1.0, 1.0, NAN, NAN, 1.0]
     nan = raised(one_at_a_time([Record(s, x, g) for s, (x, g) in enumerate(zip(losses, gns))])[1], "nan")
     assert [(a.step, a.severity) for a in nan] == [(2, "warning")]
