@@ -61,11 +61,10 @@ class NanWatch:
         self._last_finite: int | None = None  # last step whose loss was finite
         # the losses observed in order (their grad-norms finite or not), as the detectors' features
         # read them: the highest finite one, which the rule compares a loss beside a non-finite
-        # grad-norm with, the last finite one and its step (the rollback's target then), and the
+        # grad-norm with, the step of the last finite one (the rollback's target then), and the
         # last step read (a step at or below it is one the detectors skip: a repeat, or a step
         # re-logged after a rollback, where the highest loss stays the one from before it)
         self._loss_top: float | None = None
-        self._loss_before: float | None = None
         self._loss_before_step: int | None = None
         self._read_step: int | None = None
         self._gn_in_a_row = 0  # records in a row with a non-finite grad-norm
@@ -166,7 +165,7 @@ class NanWatch:
         self._read_step = step
         if loss is None or is_bad(loss):
             return
-        self._loss_before, self._loss_before_step = loss, step
+        self._loss_before_step = step
         if self._loss_top is None or loss > self._loss_top:
             self._loss_top = loss
 

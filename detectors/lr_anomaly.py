@@ -113,7 +113,7 @@ class LRAnomalyDetector(Detector):
         with np.errstate(all="ignore"):
             lr = f.a("lr")
             prev = f.a("b_lrlast")
-            near_zero = ~(lr > np.maximum(self.zero_frac * f.a("peak"), self.floor))
+            near_zero = ~(lr > self._zero_bars(f.a("peak")))
             gap = np.clip(f.a("step") - f.a("b_lrstep"), 1, MAX_GAP)
             return f.a("has_lr") & (~f.a("lrok") | ~(lr > 0.0) | near_zero |
                                     ~(lr <= self.jump ** gap * prev * 1.0000001))
@@ -124,7 +124,7 @@ class LRAnomalyDetector(Detector):
             if self.mode == "bad":
                 rows = ok & ~(lr < 0.0)
             elif self.mode == "zero":
-                rows = ok & ~(lr <= np.maximum(self.zero_frac * f.a("peak"), self.floor))
+                rows = ok & ~(lr <= self._zero_bars(f.a("peak")))
             elif self.mode == "jump":
                 rows = (ok & ~(lr > 2.0 * self.ref)) | \
                     (f.a("nlr") - self.opened_at >= self.jump_hold)
@@ -139,8 +139,8 @@ class LRAnomalyDetector(Detector):
         ok = f.lrok[i]
         gap = f.step[i] - f.b_lrstep[i] if f.b_lrstep[i] >= 0 else 1
         allowed = self.jump ** (gap if gap < MAX_GAP else MAX_GAP)  # a rate per step across the gap
-        if self.alert is None and ok and lr > self.zero_frac * f.peak[i] and lr > self.floor and \
-                lr > 0.0 and not lr > allowed * f.b_lrlast[i]:
+        if self.alert is None and ok and lr > 0.0 and lr > self._zero_bar(f.peak[i]) and \
+                not lr > allowed * f.b_lrlast[i]:
             return  # a positive LR, not ~0, no jump: nothing to look at
         step = f.step[i]
         nlr = f.nlr[i]  # counts finite LRs only
@@ -155,7 +155,7 @@ class LRAnomalyDetector(Detector):
                                                  "fix the LR schedule before resuming."))
             return
         peak = f.peak[i]
-        if lr <= self.floor or (peak > 0.0 and lr <= self.zero_frac * peak):
+        if lr <= self._zero_bar(peak):
             if self.zero_last != nlr - 1:
                 self.zero_start = nlr
                 self.pre_zero = f.b_lrlast[i]
@@ -216,6 +216,16 @@ class LRAnomalyDetector(Detector):
                        f"used before; that usually is a scheduler bug (wrong units, a restart, a "
                        f"missing warm-up). Scale it back x{fmt(factor)} unless it was intended."))
 
+    def _zero_bar(self, peak: float) -> float:
+        """The LR at or below which it is practically 0: ``zero_frac`` x the peak so far, and never
+        below ``floor`` (plain floats: the one-record path asks on every LR record)."""
+        bar = self.zero_frac * peak
+        return bar if bar > self.floor else self.floor
+
+    def _zero_bars(self, peaks: np.ndarray) -> np.ndarray:
+        """:meth:`_zero_bar` on a batch's column of peaks (a NaN peak stays a NaN bar: a "maybe")."""
+        return np.maximum(self.zero_frac * peaks, self.floor)
+
     @staticmethod
     def restore_factor(lr: float, peak: float) -> float:
         """x10 when the LR is exactly 0 (nothing to scale), else back to 10% of its peak."""
@@ -230,7 +240,7 @@ class LRAnomalyDetector(Detector):
             if ok and lr >= 0.0:
                 self.close_episode(step, f"LR is {fmt(lr)} again")
         elif self.mode == "zero":
-            if ok and lr > self.zero_frac * f.peak[i] and lr > self.floor:
+            if ok and lr > self._zero_bar(f.peak[i]):
                 self.close_episode(step, f"LR is {fmt(lr)} again")
         elif self.mode == "jump":
             if ok and lr <= 2.0 * self.ref:

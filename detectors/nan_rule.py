@@ -68,6 +68,7 @@ NanVerdict(signal='validation loss', severity='warning', action='none')
 
 from __future__ import annotations
 
+import sys
 from collections import namedtuple
 
 __all__ = ["GN_PATIENCE", "RECOVER", "JUMP", "NanVerdict", "classify", "is_bad", "LOSS", "ZERO_LOSS",
@@ -82,7 +83,6 @@ RECOVER = 5  # records in a row with finite values before a NaN episode ends
 # loss-scaler log (LLM fine-tunes, losses of ~1 and more), 558x every loss before it in the one
 # that blew up.
 JUMP = 10.0
-_NORMAL = 2.2250738585072014e-308  # the smallest normal float: a ratio to less is no figure
 
 # what was seen, most serious first (the words the alerts' messages use)
 LOSS = "loss"
@@ -134,7 +134,7 @@ def classify(loss: float | None, gn_bad: bool, gn_in_a_row: int,
         return NanVerdict(ZERO_LOSS, "critical", "rollback")
     if not gn_bad:
         return NanVerdict(VAL_LOSS, "warning", "none")
-    if gn_in_a_row == 1 and loss is not None and loss_top is not None and loss_top >= _NORMAL and \
+    if gn_in_a_row == 1 and loss is not None and loss_top is not None and loss_top >= sys.float_info.min and \
             loss >= JUMP * loss_top:
         return NanVerdict(LOSS_JUMP, "critical", "rollback")
     if gn_in_a_row >= gn_patience:
